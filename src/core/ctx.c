@@ -1,0 +1,233 @@
+/*
+ * ctx.c: the context a caller owns: allocator, thread pool, CPU description, log sink and the
+ * last error message. Library code keeps no other mutable state.
+ *
+ * Errors: a failing call records a message with vox_fail() and returns the status; the caller
+ * may add where it happened with vox_ctx_error_prefix(), so a user sees
+ * "raw.h5:/volumes/raw: dataset not found" rather than a bare code.
+ *
+ * Allocation goes through the context so tests can make the n-th allocation fail (fault
+ * injection) and count live allocations (leak checks without a sanitizer).
+ */
+#include "core/internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const status_names[VOX_STATUS_COUNT] = {
+    [VOX_OK] = "ok",
+    [VOX_INVALID_ARG] = "invalid argument",
+    [VOX_UNSUPPORTED] = "unsupported",
+    [VOX_OUT_OF_MEMORY] = "out of memory",
+    [VOX_IO] = "I/O error",
+    [VOX_FORMAT] = "bad file format",
+    [VOX_INTERNAL] = "internal error",
+};
+
+const char *vox_status_str(enum vox_status s)
+{
+    if ((int)s < 0 || s >= VOX_STATUS_COUNT)
+        return "unknown status";
+    return status_names[s];
+}
+
+void vox_assert_fail(const char *what, const char *file, int line)
+{
+    fprintf(stderr, "vox: internal invariant failed: %s (%s:%d)\n", what, file, line);
+    abort();
+}
+
+static void *sys_alloc(void *user, size_t bytes, size_t align)
+{
+    (void)user;
+    void *p = NULL;
+    if (posix_memalign(&p, align, bytes ? bytes : 1) != 0)
+        return NULL;
+    return p;
+}
+
+static void sys_free(void *user, void *ptr)
+{
+    (void)user;
+    free(ptr);
+}
+
+static const struct vox_allocator system_allocator = {sys_alloc, sys_free, NULL};
+
+static void stderr_log(void *user, enum vox_log_level level, const char *msg)
+{
+    static const char *const names[] = {"error", "warning", "info", "debug"};
+    (void)user;
+    fprintf(stderr, "vox: %s: %s\n", names[level], msg);
+}
+
+static int threads_from_env(const struct vox_cpu *cpu)
+{
+    const char *s = getenv("VOX_THREADS");
+    if (s && *s) {
+        char *end;
+        long n = strtol(s, &end, 10);
+        if (*end == '\0' && n >= 1 && n <= 1024)
+            return (int)n;
+    }
+    return cpu->cores > 0 ? cpu->cores : 1;
+}
+
+enum vox_status vox_ctx_create(const struct vox_ctx_options *opt, struct vox_ctx **ctx_out)
+{
+    static const struct vox_ctx_options defaults = {.log_level = VOX_LOG_WARN};
+    if (!opt)
+        opt = &defaults;
+    *ctx_out = NULL;
+    struct vox_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return VOX_OUT_OF_MEMORY;
+    ctx->allocator = opt->allocator ? *opt->allocator : system_allocator;
+    ctx->log = opt->log ? opt->log : stderr_log;
+    ctx->log_user = opt->log_user;
+    ctx->log_level = opt->log_level;
+    char err[256] = "";
+    const char *isa = opt->isa ? opt->isa : getenv("VOX_ISA");
+    enum vox_status s = vox_cpu_detect(&ctx->cpu, isa, err, sizeof err);
+    if (s != VOX_OK) {
+        /* The context is the only place a message can live, so report on stderr-less paths
+         * through the log sink before giving up. */
+        ctx->log(ctx->log_user, VOX_LOG_ERROR, err);
+        free(ctx);
+        return s;
+    }
+    int threads = opt->threads > 0 ? opt->threads : threads_from_env(&ctx->cpu);
+    s = vox_pool_create(ctx, threads, opt->pin_threads, &ctx->pool);
+    if (s != VOX_OK) {
+        free(ctx);
+        return s;
+    }
+    *ctx_out = ctx;
+    return VOX_OK;
+}
+
+void vox_ctx_destroy(struct vox_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    vox_pool_destroy(ctx->pool);
+    free(ctx);
+}
+
+enum vox_status vox_fail(struct vox_ctx *ctx, enum vox_status s, const char *fmt, ...)
+{
+    if (ctx) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(ctx->error, sizeof ctx->error, fmt, ap);
+        va_end(ap);
+    }
+    return s;
+}
+
+const char *vox_ctx_error(const struct vox_ctx *ctx) { return ctx ? ctx->error : ""; }
+
+void vox_ctx_clear_error(struct vox_ctx *ctx) { ctx->error[0] = '\0'; }
+
+void vox_ctx_error_prefix(struct vox_ctx *ctx, const char *fmt, ...)
+{
+    char prefix[256], old[sizeof ctx->error];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, ctx->error, sizeof old);
+    /* Truncation is acceptable here: the message keeps its start, which names the place. */
+    size_t n = strlen(prefix);
+    if (n > sizeof ctx->error - 3)
+        n = sizeof ctx->error - 3;
+    memcpy(ctx->error, prefix, n);
+    ctx->error[n] = ':';
+    ctx->error[n + 1] = ' ';
+    size_t room = sizeof ctx->error - n - 3, m = strlen(old);
+    m = m < room ? m : room;
+    memcpy(ctx->error + n + 2, old, m);
+    ctx->error[n + 2 + m] = '\0';
+}
+
+const struct vox_cpu *vox_ctx_cpu(const struct vox_ctx *ctx) { return &ctx->cpu; }
+
+struct vox_pool *vox_ctx_pool(struct vox_ctx *ctx) { return ctx->pool; }
+
+int vox_ctx_threads(const struct vox_ctx *ctx) { return vox_pool_threads(ctx->pool); }
+
+void vox_log(struct vox_ctx *ctx, enum vox_log_level level, const char *fmt, ...)
+{
+    if (!ctx || level > ctx->log_level)
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ctx->log(ctx->log_user, level, msg);
+}
+
+void *vox_alloc(struct vox_ctx *ctx, size_t bytes)
+{
+    int64_t n = __atomic_add_fetch(&ctx->alloc_count, 1, __ATOMIC_RELAXED);
+    int64_t fail_at = __atomic_load_n(&ctx->fail_alloc_at, __ATOMIC_RELAXED);
+    void *p = NULL;
+    if (fail_at == 0 || n != fail_at)
+        p = ctx->allocator.alloc(ctx->allocator.user, bytes, VOX_ALIGN);
+    if (!p) {
+        vox_fail(ctx, VOX_OUT_OF_MEMORY, "out of memory: could not allocate %zu bytes", bytes);
+        return NULL;
+    }
+    __atomic_add_fetch(&ctx->live_allocs, 1, __ATOMIC_RELAXED);
+    return p;
+}
+
+void *vox_calloc(struct vox_ctx *ctx, size_t count, size_t size)
+{
+    if (size && count > SIZE_MAX / size) {
+        vox_fail(ctx, VOX_OUT_OF_MEMORY, "out of memory: %zu x %zu bytes overflows", count,
+                 size);
+        return NULL;
+    }
+    void *p = vox_alloc(ctx, count * size);
+    if (p)
+        memset(p, 0, count * size);
+    return p;
+}
+
+void vox_free(struct vox_ctx *ctx, void *ptr)
+{
+    if (!ptr)
+        return;
+    __atomic_sub_fetch(&ctx->live_allocs, 1, __ATOMIC_RELAXED);
+    ctx->allocator.free(ctx->allocator.user, ptr);
+}
+
+void *vox_realloc(struct vox_ctx *ctx, void *ptr, size_t old_bytes, size_t new_bytes)
+{
+    void *p = vox_alloc(ctx, new_bytes);
+    if (!p)
+        return NULL;
+    if (ptr)
+        memcpy(p, ptr, old_bytes < new_bytes ? old_bytes : new_bytes);
+    vox_free(ctx, ptr);
+    return p;
+}
+
+void vox_ctx_fail_alloc_at(struct vox_ctx *ctx, int64_t n)
+{
+    int64_t at = n > 0 ? __atomic_load_n(&ctx->alloc_count, __ATOMIC_RELAXED) + n : 0;
+    __atomic_store_n(&ctx->fail_alloc_at, at, __ATOMIC_RELAXED);
+}
+
+int64_t vox_ctx_alloc_count(const struct vox_ctx *ctx)
+{
+    return __atomic_load_n(&ctx->alloc_count, __ATOMIC_RELAXED);
+}
+
+int64_t vox_ctx_live_allocs(const struct vox_ctx *ctx)
+{
+    return __atomic_load_n(&ctx->live_allocs, __ATOMIC_RELAXED);
+}

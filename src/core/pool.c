@@ -1,0 +1,223 @@
+/*
+ * pool.c: a persistent thread pool with a parallel-for over 1D-3D tiled ranges.
+ *
+ * The caller's thread is worker 0, so a pool of 1 thread creates no threads at all. A job is
+ * published by bumping a generation counter under a mutex; workers wake, take tiles, and the
+ * last one to finish signals the caller. Tiles are numbered in C order over the tile grid.
+ *
+ *   static:  worker t takes tiles [t*T/P, (t+1)*T/P): the same tiles every time for the same
+ *            pool size, which is what makes per-thread partial results reproducible.
+ *   dynamic: workers take the next tile from an atomic counter (load balance, no fixed map).
+ *
+ * A parallel-for issued from inside a task (or while another is running) runs inline on the
+ * calling thread rather than deadlocking.
+ */
+#include "core/internal.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+
+struct job {
+    vox_task_fn fn;
+    void *arg;
+    int64_t n[3], tile[3], grid[3];
+    int64_t tiles;
+    enum vox_schedule sched;
+    int64_t next; /* dynamic: next tile (atomic) */
+};
+
+struct vox_pool {
+    int threads;
+    pthread_t *tids;
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done;
+    uint64_t generation;
+    int pending; /* workers (other than the caller) still running the current job */
+    bool stop;
+    int busy;    /* a job is in flight (atomic) */
+    struct job job;
+};
+
+struct worker_arg {
+    struct vox_pool *pool;
+    int tid;
+    int cpu; /* -1: not pinned */
+};
+
+static void run_tile(const struct job *j, int64_t t, int tid)
+{
+    int64_t c[3] = {t / (j->grid[1] * j->grid[2]), (t / j->grid[2]) % j->grid[1],
+                    t % j->grid[2]};
+    int64_t lo[3], hi[3];
+    for (int a = 0; a < 3; a++) {
+        lo[a] = c[a] * j->tile[a];
+        hi[a] = lo[a] + j->tile[a] < j->n[a] ? lo[a] + j->tile[a] : j->n[a];
+    }
+    j->fn(j->arg, lo, hi, tid);
+}
+
+/* The worker that the static partition gives tile i of T among P: the inverse of
+ * [t*T/P, (t+1)*T/P). */
+static int static_owner(int64_t i, int64_t tiles, int threads)
+{
+    return (int)(((i + 1) * threads - 1) / tiles);
+}
+
+static void run_share(struct job *j, int tid, int threads)
+{
+    if (j->sched == VOX_SCHED_STATIC) {
+        int64_t b = j->tiles * tid / threads, e = j->tiles * (tid + 1) / threads;
+        for (int64_t t = b; t < e; t++)
+            run_tile(j, t, tid);
+        return;
+    }
+    for (;;) {
+        int64_t t = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+        if (t >= j->tiles)
+            break;
+        run_tile(j, t, tid);
+    }
+}
+
+static void *worker_main(void *p)
+{
+    struct worker_arg wa = *(struct worker_arg *)p;
+    free(p);
+    struct vox_pool *pool = wa.pool;
+    if (wa.cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(wa.cpu, &set);
+        pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    }
+    uint64_t seen = 0;
+    pthread_mutex_lock(&pool->mu);
+    for (;;) {
+        while (!pool->stop && pool->generation == seen)
+            pthread_cond_wait(&pool->wake, &pool->mu);
+        if (pool->stop)
+            break;
+        seen = pool->generation;
+        pthread_mutex_unlock(&pool->mu);
+        run_share(&pool->job, wa.tid, pool->threads);
+        pthread_mutex_lock(&pool->mu);
+        if (--pool->pending == 0)
+            pthread_cond_signal(&pool->done);
+    }
+    pthread_mutex_unlock(&pool->mu);
+    return NULL;
+}
+
+static void pool_stop(struct vox_pool *pool, int started)
+{
+    pthread_mutex_lock(&pool->mu);
+    pool->stop = true;
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->mu);
+    for (int i = 0; i < started; i++)
+        pthread_join(pool->tids[i], NULL);
+}
+
+static bool start_worker(struct vox_pool *pool, int slot, int cpu)
+{
+    struct worker_arg *wa = malloc(sizeof *wa);
+    if (!wa)
+        return false;
+    *wa = (struct worker_arg){pool, slot + 1, cpu};
+    if (pthread_create(&pool->tids[slot], NULL, worker_main, wa) != 0) {
+        free(wa);
+        return false;
+    }
+    return true;
+}
+
+enum vox_status vox_pool_create(struct vox_ctx *ctx, int threads, bool pin,
+                                struct vox_pool **pool_out)
+{
+    *pool_out = NULL;
+    if (threads < 1 || threads > 1024)
+        return vox_fail(ctx, VOX_INVALID_ARG, "threads = %d: expected 1 to 1024", threads);
+    struct vox_pool *pool = calloc(1, sizeof *pool);
+    if (!pool)
+        return vox_fail(ctx, VOX_OUT_OF_MEMORY, "out of memory creating the thread pool");
+    pool->threads = threads;
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->wake, NULL);
+    pthread_cond_init(&pool->done, NULL);
+    pool->tids = calloc((size_t)threads, sizeof *pool->tids);
+    if (!pool->tids)
+        goto fail_mem;
+    int ncpu = ctx ? ctx->cpu.cores : 1;
+    int started = 0;
+    while (started < threads - 1 && start_worker(pool, started, pin ? (started + 1) % ncpu : -1))
+        started++;
+    if (started < threads - 1) {
+        pool_stop(pool, started);
+        goto fail_mem;
+    }
+    if (pin) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(0, &set);
+        pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    }
+    *pool_out = pool;
+    return VOX_OK;
+fail_mem:
+    free(pool->tids);
+    free(pool);
+    return vox_fail(ctx, VOX_OUT_OF_MEMORY, "out of memory creating the thread pool");
+}
+
+void vox_pool_destroy(struct vox_pool *pool)
+{
+    if (!pool)
+        return;
+    pool_stop(pool, pool->threads - 1);
+    pthread_mutex_destroy(&pool->mu);
+    pthread_cond_destroy(&pool->wake);
+    pthread_cond_destroy(&pool->done);
+    free(pool->tids);
+    free(pool);
+}
+
+int vox_pool_threads(const struct vox_pool *pool) { return pool ? pool->threads : 1; }
+
+void vox_pool_for(struct vox_pool *pool, const int64_t n[3], const int64_t tile[3],
+                  enum vox_schedule sched, vox_task_fn fn, void *arg)
+{
+    struct job j = {.fn = fn, .arg = arg, .sched = sched};
+    j.tiles = 1;
+    for (int a = 0; a < 3; a++) {
+        j.n[a] = n[a];
+        if (n[a] <= 0)
+            return;
+        j.tile[a] = tile && tile[a] > 0 && tile[a] < n[a] ? tile[a] : n[a];
+        j.grid[a] = (n[a] + j.tile[a] - 1) / j.tile[a];
+        j.tiles *= j.grid[a];
+    }
+    int expected = 0;
+    if (!pool || pool->threads == 1 || j.tiles == 1 ||
+        !__atomic_compare_exchange_n(&pool->busy, &expected, 1, false, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED)) {
+        /* Serial: the same tiles in the same order. With a static schedule each tile still
+         * reports the worker it would have had, so per-thread buffers stay consistent. */
+        int threads = pool ? pool->threads : 1;
+        for (int64_t t = 0; t < j.tiles; t++)
+            run_tile(&j, t, sched == VOX_SCHED_STATIC ? static_owner(t, j.tiles, threads) : 0);
+        return;
+    }
+    pthread_mutex_lock(&pool->mu);
+    pool->job = j;
+    pool->pending = pool->threads - 1;
+    pool->generation++;
+    pthread_cond_broadcast(&pool->wake);
+    pthread_mutex_unlock(&pool->mu);
+    run_share(&pool->job, 0, pool->threads);
+    pthread_mutex_lock(&pool->mu);
+    while (pool->pending > 0)
+        pthread_cond_wait(&pool->done, &pool->mu);
+    pthread_mutex_unlock(&pool->mu);
+    __atomic_store_n(&pool->busy, 0, __ATOMIC_RELEASE);
+}

@@ -1,0 +1,228 @@
+/*
+ * test_core.c: status names, error messages, the allocator and its fault injection, tensors
+ * (views, copies, blocked layout), the thread pool's partitions, CPU detection and the peak.
+ */
+#include "harness.h"
+
+#include <stdatomic.h>
+
+static void test_status_names(struct vox_ctx *ctx)
+{
+    for (int s = 0; s < VOX_STATUS_COUNT; s++)
+        CHECK(strlen(vox_status_str((enum vox_status)s)) > 0);
+    CHECK(strcmp(vox_status_str((enum vox_status)99), "unknown status") == 0);
+    CHECK(vox_fail(ctx, VOX_IO, "cannot open %s", "x.h5") == VOX_IO);
+    CHECK(strcmp(vox_ctx_error(ctx), "cannot open x.h5") == 0);
+    vox_ctx_error_prefix(ctx, "reading %s", "raw");
+    CHECK(strcmp(vox_ctx_error(ctx), "reading raw: cannot open x.h5") == 0);
+}
+
+static void test_alloc_aligned_and_injected(struct vox_ctx *ctx)
+{
+    void *p[8];
+    for (int i = 0; i < 8; i++) {
+        p[i] = vox_alloc(ctx, (size_t)i * 13 + 1);
+        CHECK(p[i] && ((uintptr_t)p[i] % VOX_ALIGN) == 0);
+    }
+    vox_ctx_fail_alloc_at(ctx, 2);
+    void *a = vox_alloc(ctx, 16), *b = vox_alloc(ctx, 16), *c = vox_alloc(ctx, 16);
+    CHECK(a && !b && c);
+    CHECK_ERROR_HAS("out of memory");
+    vox_free(ctx, a);
+    vox_free(ctx, c);
+    vox_free(ctx, NULL);
+    for (int i = 0; i < 8; i++)
+        vox_free(ctx, p[i]);
+    CHECK(vox_ctx_live_allocs(ctx) == 0);
+    CHECK(vox_calloc(ctx, SIZE_MAX / 2, 4) == NULL);
+}
+
+static void test_tensor_alloc_fault_injection(struct vox_ctx *ctx)
+{
+    int64_t shape[5] = {1, 5, 3, 4, 7};
+    struct vox_tensor t;
+    vox_ctx_fail_alloc_at(ctx, 1);
+    CHECK_STATUS(vox_tensor_alloc(ctx, &t, VOX_F32, 5, shape), VOX_OUT_OF_MEMORY);
+    CHECK(t.data == NULL);
+    vox_tensor_free(ctx, &t);
+    CHECK_OK(vox_tensor_alloc(ctx, &t, VOX_F32, 5, shape));
+    struct vox_tensor b;
+    vox_ctx_fail_alloc_at(ctx, 1);
+    CHECK_STATUS(vox_tensor_to_blocked(ctx, &t, 8, &b), VOX_OUT_OF_MEMORY);
+    vox_tensor_free(ctx, &t);
+    CHECK(vox_ctx_live_allocs(ctx) == 0);
+}
+
+static void test_tensor_bad_args(struct vox_ctx *ctx)
+{
+    struct vox_tensor t;
+    int64_t bad[2] = {3, -1}, ok[7] = {1, 1, 1, 1, 1, 1, 1};
+    CHECK_STATUS(vox_tensor_alloc(ctx, &t, VOX_U8, 2, bad), VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("negative");
+    CHECK_STATUS(vox_tensor_alloc(ctx, &t, VOX_U8, 7, ok), VOX_UNSUPPORTED);
+    int64_t huge[3] = {INT64_MAX / 4, 1000, 1000};
+    CHECK_STATUS(vox_tensor_alloc(ctx, &t, VOX_U8, 3, huge), VOX_OUT_OF_MEMORY);
+    enum vox_dtype d;
+    CHECK(vox_dtype_parse("uint64", &d) && d == VOX_U64);
+    CHECK(vox_dtype_parse("f32", &d) && d == VOX_F32);
+    CHECK(!vox_dtype_parse("float64", &d));
+}
+
+static void test_tensor_views_and_copy(struct vox_ctx *ctx)
+{
+    int64_t shape[3] = {4, 5, 6};
+    struct vox_tensor t, u;
+    CHECK_OK(vox_tensor_alloc(ctx, &t, VOX_U16, 3, shape));
+    uint16_t *d = t.data;
+    for (int64_t i = 0; i < 120; i++)
+        d[i] = (uint16_t)i;
+    struct vox_tensor v;
+    int64_t lo[3] = {1, 2, 3}, hi[3] = {3, 5, 5};
+    CHECK_OK(vox_tensor_view_box(ctx, &t, lo, hi, &v));
+    CHECK(v.base == NULL && v.shape[0] == 2 && v.shape[1] == 3 && v.shape[2] == 2);
+    int64_t idx[3] = {1, 2, 1};
+    CHECK(*(uint16_t *)vox_tensor_at(&v, idx) == (2 * 30 + 4 * 6 + 4));
+    CHECK(!vox_tensor_is_contiguous(&v));
+    int64_t vs[3] = {2, 3, 2};
+    CHECK_OK(vox_tensor_alloc(ctx, &u, VOX_U16, 3, vs));
+    CHECK_OK(vox_tensor_copy(ctx, &u, &v));
+    CHECK(((uint16_t *)u.data)[11] == (2 * 30 + 4 * 6 + 4));
+    int64_t badhi[3] = {3, 6, 5};
+    CHECK_STATUS(vox_tensor_view_box(ctx, &t, lo, badhi, &v), VOX_INVALID_ARG);
+    CHECK_OK(vox_tensor_view_axis(ctx, &t, 0, 2, 3, &v));
+    CHECK(v.shape[0] == 1 && *(uint16_t *)v.data == 60);
+    CHECK_STATUS(vox_tensor_view_axis(ctx, &t, 3, 0, 1, &v), VOX_INVALID_ARG);
+    CHECK_STATUS(vox_tensor_copy(ctx, &u, &t), VOX_INVALID_ARG);
+    vox_tensor_free(ctx, &u);
+    vox_tensor_free(ctx, &t);
+    vox_tensor_free(ctx, &v); /* a view: no-op */
+}
+
+static void test_tensor_blocked_roundtrip(struct vox_ctx *ctx)
+{
+    const int64_t channels[] = {1, 7, 8, 9, 16, 17, 33};
+    for (int b = 8; b <= 16; b += 8)
+        for (size_t k = 0; k < sizeof channels / sizeof channels[0]; k++) {
+            int64_t shape[5] = {2, channels[k], 3, 2, 5};
+            struct vox_tensor t, bl, back;
+            CHECK_OK(vox_tensor_alloc(ctx, &t, VOX_F32, 5, shape));
+            CHECK_OK(vox_tensor_alloc(ctx, &back, VOX_F32, 5, shape));
+            float *d = t.data;
+            for (int64_t i = 0; i < vox_tensor_numel(&t); i++)
+                d[i] = (float)i + 0.5f;
+            CHECK_OK(vox_tensor_to_blocked(ctx, &t, b, &bl));
+            CHECK(bl.shape[1] == (channels[k] + b - 1) / b && bl.shape[5] == b);
+            /* channel c of voxel (n, z, y, x) lands at block c/b, lane c%b; the tail is 0 */
+            int64_t ti[5] = {1, channels[k] - 1, 2, 1, 4};
+            int64_t bi[6] = {1, (channels[k] - 1) / b, 2, 1, 4, (channels[k] - 1) % b};
+            CHECK(*(float *)vox_tensor_at(&bl, bi) == *(float *)vox_tensor_at(&t, ti));
+            if (channels[k] % b) {
+                bi[5] = b - 1;
+                CHECK(*(float *)vox_tensor_at(&bl, bi) == 0.0f);
+            }
+            CHECK_OK(vox_tensor_from_blocked(ctx, &bl, &back));
+            CHECK(memcmp(back.data, t.data, vox_tensor_nbytes(&t)) == 0);
+            vox_tensor_free(ctx, &t);
+            vox_tensor_free(ctx, &bl);
+            vox_tensor_free(ctx, &back);
+        }
+}
+
+struct cover {
+    _Atomic int64_t hits[7 * 5 * 3];
+    int owner[7 * 5 * 3];
+};
+
+static void cover_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct cover *c = arg;
+    for (int64_t z = lo[0]; z < hi[0]; z++)
+        for (int64_t y = lo[1]; y < hi[1]; y++)
+            for (int64_t x = lo[2]; x < hi[2]; x++) {
+                atomic_fetch_add(&c->hits[(z * 5 + y) * 3 + x], 1);
+                c->owner[(z * 5 + y) * 3 + x] = tid;
+            }
+}
+
+static void test_pool_covers_range_once(struct vox_ctx *ctx)
+{
+    const int64_t tiles[][3] = {{1, 1, 1}, {2, 2, 2}, {3, 5, 3}, {0, 0, 0}, {4, 1, 2}};
+    for (int threads = 1; threads <= 3; threads++) {
+        struct vox_pool *pool;
+        CHECK_OK(vox_pool_create(ctx, threads, false, &pool));
+        for (size_t k = 0; k < sizeof tiles / sizeof tiles[0]; k++)
+            for (int sched = 0; sched < 2; sched++) {
+                static struct cover c, first;
+                memset(&c, 0, sizeof c);
+                int64_t n[3] = {7, 5, 3};
+                vox_pool_for(pool, n, tiles[k], (enum vox_schedule)sched, cover_task, &c);
+                for (int i = 0; i < 105; i++)
+                    CHECK(c.hits[i] == 1);
+                if (sched != VOX_SCHED_STATIC)
+                    continue;
+                /* static: the same owner every time, and the serial fallback agrees */
+                memcpy(&first, &c, sizeof c);
+                memset(&c, 0, sizeof c);
+                vox_pool_for(pool, n, tiles[k], VOX_SCHED_STATIC, cover_task, &c);
+                CHECK(memcmp(first.owner, c.owner, sizeof c.owner) == 0);
+            }
+        vox_pool_destroy(pool);
+    }
+    vox_pool_destroy(NULL);
+    struct vox_pool *pool;
+    CHECK_STATUS(vox_pool_create(ctx, 0, false, &pool), VOX_INVALID_ARG);
+}
+
+static void sum_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    int64_t *partial = arg;
+    for (int64_t i = lo[0]; i < hi[0]; i++)
+        partial[tid * 8] += i;
+}
+
+static void test_pool_static_owner_matches_serial(struct vox_ctx *ctx)
+{
+    /* With a NULL pool the static schedule reports the worker the pool would have used. */
+    int64_t a[16 * 8] = {0}, b[16 * 8] = {0};
+    int64_t n[3] = {1000, 1, 1}, tile[3] = {7, 1, 1};
+    vox_pool_for(vox_ctx_pool(ctx), n, tile, VOX_SCHED_STATIC, sum_task, a);
+    struct vox_pool *one;
+    CHECK_OK(vox_pool_create(ctx, 2, false, &one));
+    vox_pool_for(one, n, tile, VOX_SCHED_STATIC, sum_task, b);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(a[0] + a[8] == 999 * 1000 / 2);
+    vox_pool_destroy(one);
+}
+
+static void test_cpu_and_isa_cap(struct vox_ctx *ctx)
+{
+    struct vox_cpu c;
+    char err[128];
+    CHECK_OK(vox_cpu_detect(&c, NULL, err, sizeof err));
+    CHECK(c.cores >= 1 && c.l1d_bytes > 0 && c.l2_bytes > 0);
+    CHECK(c.isa == c.isa_max);
+    if (c.isa_max == VOX_ISA_AVX512)
+        CHECK(c.avx2 && c.fma && c.avx512f);
+    CHECK_OK(vox_cpu_detect(&c, "ref", err, sizeof err));
+    CHECK(c.isa == VOX_ISA_REF);
+    CHECK_OK(vox_cpu_detect(&c, "avx512", err, sizeof err));
+    CHECK(c.isa == c.isa_max);
+    CHECK(vox_cpu_detect(&c, "sse9", err, sizeof err) == VOX_INVALID_ARG);
+    CHECK(strstr(err, "sse9") != NULL);
+}
+
+static void test_peak_positive(struct vox_ctx *ctx)
+{
+    struct vox_peak p;
+    CHECK_OK(vox_peak_measure(ctx, &p));
+    CHECK(p.gflops_1 > 0.5 && p.gflops_all >= 0.5 * p.gflops_1 && p.ghz > 0.2);
+    CHECK(p.lanes == (vox_ctx_cpu(ctx)->isa == VOX_ISA_AVX512 ? 16
+                      : vox_ctx_cpu(ctx)->isa == VOX_ISA_AVX2 ? 8 : 1));
+}
+
+VOX_TEST_MAIN(VOX_TEST(test_status_names), VOX_TEST(test_alloc_aligned_and_injected),
+              VOX_TEST(test_tensor_alloc_fault_injection), VOX_TEST(test_tensor_bad_args),
+              VOX_TEST(test_tensor_views_and_copy), VOX_TEST(test_tensor_blocked_roundtrip),
+              VOX_TEST(test_pool_covers_range_once),
+              VOX_TEST(test_pool_static_owner_matches_serial), VOX_TEST(test_cpu_and_isa_cap),
+              VOX_TEST(test_peak_positive))
