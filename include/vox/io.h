@@ -1,0 +1,115 @@
+/*
+ * vox/io.h: volumes on disk: HDF5 datasets and .npy files, read whole or by box, written
+ * whole or by box, always atomically.
+ *
+ * A volume is named the way the command line spells it:
+ *   "file.h5:/path/in/file"   an HDF5 dataset (".h5", ".hdf5", ".hdf" files)
+ *   "file.h5"                 an HDF5 file holding exactly one dataset (reading only)
+ *   "file.npy"                a NumPy array file (C order, little-endian)
+ * Supported element types: u8, u16, u32, u64, i32, f32.
+ *
+ * Reading a box (a hyperslab) reads only that part of the file, so a volume larger than RAM
+ * can be processed block by block.
+ *
+ * Writing is atomic: an output file is built under a temporary name beside the target
+ * ("seg.h5.tmp-PID") and renamed over the target by vox_out_commit(). An interrupted run
+ * leaves no file that looks whole. When the target is an existing HDF5 file, its other
+ * datasets are kept (the file is copied to the temporary name first) and a dataset of the
+ * same name is replaced.
+ *
+ * Every failure returns a status and leaves a message on the context that names the file and
+ * what was wrong (missing file, not HDF5, missing dataset, wrong dtype or rank, shape
+ * mismatch, truncated .npy, ...).
+ */
+#ifndef VOX_IO_H
+#define VOX_IO_H
+
+#include "vox/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What a volume holds. resolution and offset come from the dataset's attributes
+ * "resolution" (float64, z,y,x in nm) and "offset" (int64, z,y,x in voxels) when present. */
+struct vox_volume_info {
+    enum vox_dtype dtype;
+    int rank;
+    int64_t shape[VOX_MAX_RANK];
+    bool has_resolution, has_offset;
+    double resolution[3];
+    int64_t offset[3];
+};
+
+struct vox_volume;
+
+/* Opens a volume for reading. */
+enum vox_status vox_volume_open(struct vox_ctx *ctx, const char *spec,
+                                struct vox_volume **vol_out);
+const struct vox_volume_info *vox_volume_info(const struct vox_volume *vol);
+/* The spec it was opened or created with, for messages. */
+const char *vox_volume_name(const struct vox_volume *vol);
+
+/* Reads the box [lo, hi) (rank values each) into dst, which must have the volume's dtype and
+ * the box's shape; dst may be any strided tensor (views included). lo/hi NULL: everything. */
+enum vox_status vox_volume_read(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
+                                const int64_t *hi, struct vox_tensor *dst);
+/* Reads the whole volume into a newly allocated tensor. */
+enum vox_status vox_volume_read_all(struct vox_ctx *ctx, struct vox_volume *vol,
+                                    struct vox_tensor *t_out);
+/* Closes a volume opened for reading. NULL is a no-op. Volumes created through an output file
+ * belong to it and are closed by vox_out_commit / vox_out_abort. */
+void vox_volume_close(struct vox_volume *vol);
+
+/* ---- writing ----------------------------------------------------------------------------- */
+
+struct vox_dataset_options {
+    enum vox_dtype dtype;
+    int rank;
+    int64_t shape[VOX_MAX_RANK];
+    int64_t chunk[VOX_MAX_RANK]; /* HDF5 chunk shape; all 0: chosen automatically */
+    int gzip;                    /* HDF5 gzip level 1-9; 0: no compression */
+    bool has_resolution, has_offset;
+    double resolution[3];        /* written as the float64 attribute "resolution" */
+    int64_t offset[3];           /* written as the int64 attribute "offset" */
+};
+
+struct vox_out_file;
+
+/* Starts an output file (".h5"/".hdf5"/".hdf" or ".npy", by extension) under a temporary
+ * name. A .npy file holds one array; its dataset name is ignored. */
+enum vox_status vox_out_open(struct vox_ctx *ctx, const char *path, struct vox_out_file **f_out);
+/* Creates (or replaces) a dataset in the output file. The volume belongs to the file. */
+enum vox_status vox_out_dataset(struct vox_ctx *ctx, struct vox_out_file *f, const char *dataset,
+                                const struct vox_dataset_options *opt,
+                                struct vox_volume **vol_out);
+/* Writes src at offset lo (rank values; NULL: the origin) of a volume being written. src must
+ * have the volume's dtype and fit inside it; any strides. */
+enum vox_status vox_volume_write(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
+                                 const struct vox_tensor *src);
+/* A string attribute on a dataset being written (provenance: "source", "convention", ...). */
+enum vox_status vox_volume_set_attr_str(struct vox_ctx *ctx, struct vox_volume *vol,
+                                        const char *name, const char *value);
+/* Flushes, closes and renames the file into place; frees f, also on failure (then the
+ * temporary file is removed). */
+enum vox_status vox_out_commit(struct vox_ctx *ctx, struct vox_out_file *f);
+/* Closes f and removes its temporary file; the target is left as it was. NULL is a no-op. */
+void vox_out_abort(struct vox_out_file *f);
+
+/* ---- conveniences ------------------------------------------------------------------------ */
+
+/* Splits "file.h5:/a/b" into the file path and the dataset name ("" when there is none).
+ * The split is at the last ':' followed by '/'. */
+enum vox_status vox_volume_spec_split(struct vox_ctx *ctx, const char *spec, char *path,
+                                      size_t path_len, char *dataset, size_t dataset_len);
+/* Opens spec and reads it whole. */
+enum vox_status vox_volume_load(struct vox_ctx *ctx, const char *spec, struct vox_tensor *t_out,
+                                struct vox_volume_info *info_out);
+/* Writes one tensor as one dataset, atomically (opt may be NULL: defaults, gzip 4 for h5). */
+enum vox_status vox_volume_save(struct vox_ctx *ctx, const char *spec, const struct vox_tensor *t,
+                                const struct vox_dataset_options *opt);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
