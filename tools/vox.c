@@ -3,6 +3,7 @@
  * tools/cmd_NAME.c and is listed once in commands.inc.
  */
 #include "cli.h"
+#include "commit.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -109,6 +109,12 @@ enum vox_status vox_volume_load(struct vox_ctx *ctx, const char *spec, struct vo
 enum vox_status vox_volume_save(struct vox_ctx *ctx, const char *spec, const struct vox_tensor *t,
                                 const struct vox_dataset_options *opt);
 
+/* ---- previews ------------------------------------------------------------------------------ */
+
+/* Writes an 8-bit RGB image (height rows of width pixels, 3 bytes each) as PNG, atomically. */
+enum vox_status vox_png_write_rgb(struct vox_ctx *ctx, const char *path, int64_t width,
+                                  int64_t height, const uint8_t *rgb);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,65 @@
+/*
+ * bench.h: how a benchmark problem plugs into `vox bench`.
+ *
+ * A problem is a name, optional parameters after a colon ("h5-write:256x256x256,runs=5"), and
+ * a run function that times its work and fills a struct bench_result. The driver prints one
+ * JSON line per result with the keys every line has (problem, runs, median_s, min_s, max_s,
+ * cpu, isa, threads, peak_gflops, commit) and those the problem sets (gflops, pct_peak,
+ * mvox_s, bytes_per_voxel, compile_ms, gb_s, and a peer measured in the same run: peer,
+ * peer_version, peer_median_s, ratio = peer time / vox time).
+ *
+ * Problems are listed once, in bench/problems.inc.
+ */
+#ifndef VOX_BENCH_H
+#define VOX_BENCH_H
+
+#include "vox/vox.h"
+
+#include <stdbool.h>
+
+struct bench_params {
+    const char *raw;    /* everything after the colon, "" if none */
+    int runs;           /* runs=N (default set by the problem) */
+    int threads;        /* threads=N, 0 = the context's */
+};
+
+struct bench_result {
+    int runs;
+    double times[64];          /* seconds of each timed run */
+    double flops;              /* per run, 0 if not a FLOP-counting problem */
+    double voxels;             /* per run, for mvox_s, 0 if not applicable */
+    double bytes;              /* per run, for gb_s, 0 if not applicable */
+    double peak_rss_bytes;     /* for bytes_per_voxel, 0 if not measured */
+    double compile_ms;         /* < 0 if not applicable */
+    const char *peer;          /* NULL if no peer ran */
+    char peer_version[64];
+    double peer_median_s;
+    char extra[512];           /* more "key":value pairs, comma-separated, no braces */
+};
+
+struct bench_env {
+    struct vox_ctx *ctx;
+    double peak_gflops;        /* measured at the context's thread count */
+    const char *commit;
+};
+
+struct bench_problem {
+    const char *name;
+    const char *help;          /* parameters and what is measured */
+    int default_runs;
+    /* Returns VOX_OK and fills *res, or a status with the message on env->ctx. */
+    enum vox_status (*run)(struct bench_env *env, const struct bench_params *p,
+                           struct bench_result *res);
+};
+
+/* Median of n values (sorts a copy). */
+double bench_median(const double *v, int n);
+/* Runs fn(arg) in a forked child and returns its peak resident set in bytes, or -1. The child's
+ * exit status must be 0 for success. Used where bytes/voxel must not include the parent's. */
+double bench_child_peak_rss(int (*fn)(void *arg), void *arg);
+
+#define BENCH_PROBLEM(sym) extern const struct bench_problem sym;
+#include "problems.inc"
+#undef BENCH_PROBLEM
+
+#endif
