@@ -8,8 +8,7 @@
 #include "synth/internal.h"
 #include "vox/synth.h"
 
-static void small_params(struct vox_synth_params *p, int64_t z, int64_t y, int64_t x,
-                         uint64_t seed)
+static void small_params(struct vox_synth_params *p, int64_t z, int64_t y, int64_t x, uint64_t seed)
 {
     vox_synth_defaults(p);
     p->shape[0] = z;
@@ -23,8 +22,7 @@ struct vol {
     int64_t cells;
 };
 
-static enum vox_status gen(struct vox_ctx *ctx, const struct vox_synth_params *p,
-                           struct vol *v)
+static enum vox_status gen(struct vox_ctx *ctx, const struct vox_synth_params *p, struct vol *v)
 {
     return vox_synth_generate(ctx, p, &v->raw, &v->labels, &v->aff, &v->cells);
 }

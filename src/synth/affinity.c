@@ -190,8 +190,7 @@ static void finish_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
             for (int64_t x = 0; x < sh[2]; x++) {
                 int64_t i = (z * sh[1] + y) * sh[2] + x;
                 uint64_t bits = synth_hash(j->seed, SYNTH_AFF_NOISE, (uint64_t)(j->c * n + i));
-                j->f[i] = 0.02f + 0.96f * j->f[i] +
-                          (float)j->pre->noise * synth_gauss_bits(bits);
+                j->f[i] = 0.02f + 0.96f * j->f[i] + (float)j->pre->noise * synth_gauss_bits(bits);
             }
     for (int64_t gz = lo[0] - 1; j->pre->spots && gz <= lo[0] + 1; gz++)
         for (int64_t gy = lo[1] - 1; gy <= lo[1] + 1; gy++)
@@ -277,8 +276,8 @@ enum vox_status vox_synth_contrast(struct vox_ctx *ctx, const struct vox_tensor 
     for (int64_t z = 0; z < sh[0]; z++)
         for (int64_t y = 0; y < sh[1]; y++)
             for (int64_t x = 0; x < sh[2]; x++) {
-                const uint64_t *v = (const uint64_t *)labels->data + z * ls[0] + y * ls[1] +
-                                    x * ls[2];
+                const uint64_t *v =
+                    (const uint64_t *)labels->data + z * ls[0] + y * ls[1] + x * ls[2];
                 int64_t idx[3] = {z, y, x};
                 int mem = 0;
                 for (int a = 0; a < 3; a++) {

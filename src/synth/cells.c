@@ -78,8 +78,8 @@ static enum vox_status scene_push(struct scene *s, const struct prim *q)
 {
     if (s->count == s->cap) {
         int64_t cap = s->cap ? 2 * s->cap : 256;
-        void *m = vox_realloc(s->ctx, s->prims, (size_t)s->cap * sizeof *q,
-                              (size_t)cap * sizeof *q);
+        void *m =
+            vox_realloc(s->ctx, s->prims, (size_t)s->cap * sizeof *q, (size_t)cap * sizeof *q);
         if (!m)
             return VOX_OUT_OF_MEMORY;
         s->prims = m;
@@ -372,8 +372,8 @@ static void edt_task(void *arg, const int64_t lo[3], const int64_t hi[3], int ti
         }
 }
 
-static enum vox_status nearest_core(struct vox_ctx *ctx, const struct vox_synth_params *p,
-                                    float *g, int32_t *obj)
+static enum vox_status nearest_core(struct vox_ctx *ctx, const struct vox_synth_params *p, float *g,
+                                    int32_t *obj)
 {
     const int64_t *sh = p->shape;
     int64_t numel = sh[0] * sh[1] * sh[2];
@@ -439,8 +439,8 @@ static int64_t label_pieces(const int64_t *sh, const int32_t *obj, uint64_t *lab
     return (int64_t)n;
 }
 
-enum vox_status synth_cells(struct vox_ctx *ctx, const struct vox_synth_params *p,
-                            uint64_t *labels, int64_t *cells_out)
+enum vox_status synth_cells(struct vox_ctx *ctx, const struct vox_synth_params *p, uint64_t *labels,
+                            int64_t *cells_out)
 {
     struct scene s = {.ctx = ctx, .p = p};
     s.spacing[0] = p->voxel_nm * p->anisotropy;

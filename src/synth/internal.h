@@ -12,14 +12,14 @@
 
 /* What a random number is for: keeps the streams of different uses apart. */
 enum synth_purpose {
-    SYNTH_OBJECT = 1,  /* object k's shape parameters */
-    SYNTH_CELL_TONE,   /* brightness of label k */
-    SYNTH_DRIFT,       /* drift knots and gradient */
-    SYNTH_SECTION,     /* per-section defects */
-    SYNTH_NOISE,       /* per-voxel shot noise */
-    SYNTH_DEFECT_NOISE,/* per-voxel noise of a missing section */
-    SYNTH_AFF_NOISE,   /* per-voxel noise of degraded affinities */
-    SYNTH_AFF_SPOT     /* per-grid-cell spots of degraded affinities */
+    SYNTH_OBJECT = 1,   /* object k's shape parameters */
+    SYNTH_CELL_TONE,    /* brightness of label k */
+    SYNTH_DRIFT,        /* drift knots and gradient */
+    SYNTH_SECTION,      /* per-section defects */
+    SYNTH_NOISE,        /* per-voxel shot noise */
+    SYNTH_DEFECT_NOISE, /* per-voxel noise of a missing section */
+    SYNTH_AFF_NOISE,    /* per-voxel noise of degraded affinities */
+    SYNTH_AFF_SPOT      /* per-grid-cell spots of degraded affinities */
 };
 
 static inline uint64_t synth_mix(uint64_t z)
@@ -83,8 +83,8 @@ enum vox_status synth_blur(struct vox_ctx *ctx, float *v, const int64_t shape[3]
                            const double sigma[3]);
 
 /* Fills labels (u64, Z,Y,X, C order) with canonical connected cell labels; returns N. */
-enum vox_status synth_cells(struct vox_ctx *ctx, const struct vox_synth_params *p,
-                            uint64_t *labels, int64_t *cells_out);
+enum vox_status synth_cells(struct vox_ctx *ctx, const struct vox_synth_params *p, uint64_t *labels,
+                            int64_t *cells_out);
 
 /* Renders raw (u8, C order) from canonical labels. */
 enum vox_status synth_raw(struct vox_ctx *ctx, const struct vox_synth_params *p,

@@ -26,7 +26,7 @@
 #define TONE_HI 215.0
 #define MEMBRANE 45.0
 #define Z_MEMBRANE 0.3 /* darkening where only a z-neighbour differs */
-#define DRIFT_KNOT 16 /* sections between drift knots */
+#define DRIFT_KNOT 16  /* sections between drift knots */
 
 struct render {
     const struct vox_synth_params *p;
@@ -96,8 +96,7 @@ static void noise_task(void *arg, const int64_t lo[3], const int64_t hi[3], int 
 }
 
 /* Missing and shifted sections, one section at a time (rare and cheap). */
-static enum vox_status defects(struct vox_ctx *ctx, const struct vox_synth_params *p,
-                               uint8_t *raw)
+static enum vox_status defects(struct vox_ctx *ctx, const struct vox_synth_params *p, uint8_t *raw)
 {
     int64_t Y = p->shape[1], X = p->shape[2], plane = Y * X;
     uint8_t *copy = NULL;

@@ -40,8 +40,8 @@ enum vox_status vox_synth_check(struct vox_ctx *ctx, const struct vox_synth_para
     double numel = 1;
     for (int a = 0; a < 3; a++) {
         if (p->shape[a] <= 0)
-            return vox_fail(ctx, VOX_INVALID_ARG, "shape[%d] (%s) = %lld: expected > 0", a,
-                            axes[a], (long long)p->shape[a]);
+            return vox_fail(ctx, VOX_INVALID_ARG, "shape[%d] (%s) = %lld: expected > 0", a, axes[a],
+                            (long long)p->shape[a]);
         numel *= (double)p->shape[a];
     }
     if (numel > 4e12 / 16)
