@@ -14,16 +14,20 @@
  *    transform of Felzenszwalb and Huttenlocher (2012) carrying the nearest site's object.
  * 4. Labels: 6-connected pieces of equal object, by union-find in C order with parents
  *    always pointing to lower indices; the root is then each piece's first voxel, so one
- *    pass numbers the pieces 1..N in order of first appearance (canonical).
+ *    pass numbers the pieces 1..N in order of first appearance (canonical). Pieces under
+ *    MIN_PIECE voxels (slivers where cores meet) join the object of their first neighbour
+ *    in C order, and the pieces are labelled again.
  */
 #include "synth/internal.h"
 
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
 #define CORE_FILL 0.75
 #define BLOB_WEIGHT 0.5
 #define MAX_OBJECTS 1000000
+#define MIN_PIECE 64 /* voxels: smaller pieces join a neighbour */
 
 struct prim {
     bool blob;
@@ -439,6 +443,42 @@ static int64_t label_pieces(const int64_t *sh, const int32_t *obj, uint64_t *lab
     return (int64_t)n;
 }
 
+/* Gives each piece under MIN_PIECE voxels the object of its first other-piece neighbour. */
+static enum vox_status absorb_slivers(struct vox_ctx *ctx, const int64_t *sh, int32_t *obj,
+                                      const uint64_t *lab, int64_t pieces)
+{
+    int64_t *size = vox_calloc(ctx, (size_t)pieces + 1, sizeof *size);
+    int32_t *repl = vox_alloc(ctx, ((size_t)pieces + 1) * sizeof *repl);
+    if (!size || !repl) {
+        vox_free(ctx, size);
+        vox_free(ctx, repl);
+        return VOX_OUT_OF_MEMORY;
+    }
+    int64_t Y = sh[1], X = sh[2], plane = Y * X, numel = sh[0] * plane;
+    for (int64_t i = 0; i < numel; i++)
+        size[lab[i]]++;
+    for (int64_t k = 0; k <= pieces; k++)
+        repl[k] = INT32_MIN;
+    for (int64_t i = 0; i < numel; i++) {
+        uint64_t l = lab[i];
+        if (size[l] >= MIN_PIECE || repl[l] != INT32_MIN)
+            continue;
+        int64_t x = i % X, y = (i / X) % Y, z = i / plane;
+        int64_t nb[6] = {x > 0 ? i - 1 : i,     x + 1 < X ? i + 1 : i,
+                         y > 0 ? i - X : i,     y + 1 < Y ? i + X : i,
+                         z > 0 ? i - plane : i, z + 1 < sh[0] ? i + plane : i};
+        for (int k = 0; k < 6 && repl[l] == INT32_MIN; k++)
+            if (lab[nb[k]] != l)
+                repl[l] = obj[nb[k]];
+    }
+    for (int64_t i = 0; i < numel; i++)
+        if (repl[lab[i]] != INT32_MIN)
+            obj[i] = repl[lab[i]];
+    vox_free(ctx, size);
+    vox_free(ctx, repl);
+    return VOX_OK;
+}
+
 enum vox_status synth_cells(struct vox_ctx *ctx, const struct vox_synth_params *p, uint64_t *labels,
                             int64_t *cells_out)
 {
@@ -458,6 +498,9 @@ enum vox_status synth_cells(struct vox_ctx *ctx, const struct vox_synth_params *
     vox_pool_for(vox_ctx_pool(ctx), range, tile, VOX_SCHED_DYNAMIC, raster_task, &ra);
     st = nearest_core(ctx, p, score, obj);
     if (st != VOX_OK)
+        goto done;
+    int64_t pieces = label_pieces(p->shape, obj, labels);
+    if ((st = absorb_slivers(ctx, p->shape, obj, labels, pieces)) != VOX_OK)
         goto done;
     *cells_out = label_pieces(p->shape, obj, labels);
 done:
