@@ -82,7 +82,9 @@ struct vox_dataset_options {
 struct vox_out_file;
 
 /* Starts an output file (".h5"/".hdf5"/".hdf" or ".npy", by extension) under a temporary
- * name. A .npy file holds one array; its dataset name is ignored. */
+ * name. A .npy file holds one array; its dataset name is ignored. At most one output file per
+ * target path may be open in a process (the temporary name is the path plus the PID). The
+ * new file gets the default permissions (0666 less the umask), not the old target's. */
 enum vox_status vox_out_open(struct vox_ctx *ctx, const char *path, struct vox_out_file **f_out);
 /* Creates (or replaces) a dataset in the output file. The volume belongs to the file. */
 enum vox_status vox_out_dataset(struct vox_ctx *ctx, struct vox_out_file *f, const char *dataset,

@@ -164,8 +164,9 @@ static void h5_read_geometry(hid_t file, hid_t dset, struct vox_volume_info *in)
                      h5_attr_vec3(file, "offset", H5T_NATIVE_INT64, in->offset);
 }
 
-static enum vox_status h5_read_info(struct vox_ctx *ctx, hid_t file, hid_t dset, const char *path,
-                                 const char *dataset, struct vox_volume_info *in)
+static enum vox_status h5_read_info(struct vox_ctx *ctx, hid_t file, hid_t dset,
+                                    const char *path, const char *dataset,
+                                    struct vox_volume_info *in)
 {
     memset(in, 0, sizeof *in);
     enum vox_status s = h5_dtype(ctx, dset, path, dataset, &in->dtype);
@@ -197,7 +198,8 @@ static enum vox_status h5_open(struct vox_ctx *ctx, struct vox_volume *vol, cons
         return vox_fail(ctx, VOX_IO, "cannot open '%s': %s", path, strerror(errno));
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (file < 0)
-        return vox_fail(ctx, VOX_FORMAT, "'%s' is not an HDF5 file (or it is damaged)", path);
+        return vox_fail(ctx, VOX_FORMAT, "'%s' is not an HDF5 file (or it is damaged, or another "
+                        "program has it open for writing)", path);
     hid_t dset = -1;
     enum vox_status s = h5_open_dataset(ctx, file, path, dataset, &dset);
     if (s == VOX_OK)
