@@ -224,7 +224,8 @@ static void conv_case(struct vox_ctx *ctx, const struct conv *c)
     int64_t i3[3], k3 = c->k[0] * c->k[1] * c->k[2];
     for (int a = 0; a < 3; a++)
         i3[a] = c->o[a] + c->k[a] - 1;
-    int64_t ni = c->n * c->ci * i3[0] * i3[1] * i3[2], no = c->n * c->co * c->o[0] * c->o[1] * c->o[2];
+    int64_t ni = c->n * c->ci * i3[0] * i3[1] * i3[2];
+    int64_t no = c->n * c->co * c->o[0] * c->o[1] * c->o[2];
     uint64_t rng = 99;
     float *in = rand_buf(ctx, &rng, ni), *w = rand_buf(ctx, &rng, c->co * c->ci * k3);
     float *bias = rand_buf(ctx, &rng, c->co), *out = rand_buf(ctx, &rng, no);

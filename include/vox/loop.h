@@ -201,7 +201,7 @@ enum vox_status vox_nest_merge(struct vox_ctx *ctx, struct vox_nest *nest, int i
 
 /* Writes the text form of a valid nest into buf (always NUL-terminated if buf_len > 0) and its
  * length, without the NUL, into *len_out (may be NULL). VOX_INVALID_ARG if the nest is invalid
- * or buf_len <= that length; *len_out is set either way, so buf = NULL, buf_len = 0 sizes. */
+ * or buf_len <= that length (buf then holds a truncated prefix). buf = NULL only measures. */
 enum vox_status vox_nest_print(struct vox_ctx *ctx, const struct vox_nest *nest, char *buf,
                                size_t buf_len, size_t *len_out);
 /* The same into a new string, freed by the caller with vox_free(ctx, *str_out). */

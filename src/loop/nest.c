@@ -220,8 +220,9 @@ static enum vox_status validate_order(struct vox_ctx *ctx, const struct vox_nest
     case ORDER_OK:
         return VOX_OK;
     case ORDER_BAD_DIM:
-        return vox_fail(ctx, VOX_INVALID_ARG, "order entry %d: dimension index %d, expected 0 to %d",
-                        w, l->dim, nest->ndims - 1);
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "order entry %d: dimension index %d, expected 0 to %d", w, l->dim,
+                        nest->ndims - 1);
     case ORDER_BAD_STEP:
         return vox_fail(ctx, VOX_INVALID_ARG, "order entry %d: dimension '%s' has step %lld, "
                         "expected >= 1", w, nest->dims[l->dim].name, (long long)l->step);

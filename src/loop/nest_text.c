@@ -99,7 +99,7 @@ enum vox_status vox_nest_print(struct vox_ctx *ctx, const struct vox_nest *nest,
         put(&w, "; accumulate");
     if (len_out)
         *len_out = w.len;
-    if (w.len >= w.cap)
+    if (buf && w.len >= w.cap)
         return vox_fail(ctx, VOX_INVALID_ARG, "print nest: buffer of %zu bytes, needs %zu",
                         buf_len, w.len + 1);
     return VOX_OK;
@@ -111,7 +111,7 @@ enum vox_status vox_nest_to_string(struct vox_ctx *ctx, const struct vox_nest *n
     size_t len;
     *str_out = NULL;
     enum vox_status s = vox_nest_print(ctx, nest, NULL, 0, &len);
-    if (s != VOX_OK && len == 0)
+    if (s)
         return s;
     char *str = vox_alloc(ctx, len + 1);
     if (!str)
