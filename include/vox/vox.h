@@ -7,5 +7,6 @@
 #include "vox/core.h"
 #include "vox/io.h"
 #include "vox/synth.h"
+#include "vox/loop.h"
 
 #endif
