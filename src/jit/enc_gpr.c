@@ -164,7 +164,7 @@ static void jit_mov_ri(struct vox_jit_asm *a, int32_t dst, int64_t imm)
 {
     int n = jit_num(dst);
     if (jit_w(dst) && (imm < 0 || imm > UINT32_MAX)) {
-        if (imm >= INT32_MIN) { /* sign-extended simm32: REX.W C7 /0 */
+        if (imm >= INT32_MIN && imm <= INT32_MAX) { /* sign-extended simm32: C7 /0 */
             jit_enc_rr(a, 1, 0xC7, 0, n);
             jit_imm(a, imm, 4);
         } else {                /* movabs */
