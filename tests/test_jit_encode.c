@@ -137,7 +137,8 @@ static void emit_gpr(struct vox_jit_asm *a, struct enc_list *l)
     E("imul r8d,r9d", 4, vox_jit_op_rr(a, VOX_JIT_IMUL, VOX_JIT_R8D, VOX_JIT_R9D));
     E("imul rax,rcx,0x3", 4, vox_jit_imul_rri(a, VOX_JIT_RAX, VOX_JIT_RCX, 3));
     E("imul r10,r11,0x1000", 7, vox_jit_imul_rri(a, VOX_JIT_R10, VOX_JIT_R11, 4096));
-    E("imul rdx,QWORD PTR [rax]", 4, vox_jit_op_rm(a, VOX_JIT_IMUL, VOX_JIT_RDX, M(VOX_JIT_RAX, 0)));
+    E("imul rdx,QWORD PTR [rax]", 4,
+      vox_jit_op_rm(a, VOX_JIT_IMUL, VOX_JIT_RDX, M(VOX_JIT_RAX, 0)));
     E("imul rax,rax,0x5", 4, vox_jit_op_ri(a, VOX_JIT_IMUL, VOX_JIT_RAX, 5));
     E("lea rax,[rbx+rcx*8+0x10]", 5,
       vox_jit_op_rm(a, VOX_JIT_LEA, VOX_JIT_RAX, MX(VOX_JIT_RBX, VOX_JIT_RCX, 8, 16)));
@@ -199,7 +200,8 @@ static void emit_jumps(struct vox_jit_asm *a, struct enc_list *l, char *texts, s
 
 static void emit_vex(struct vox_jit_asm *a, struct enc_list *l)
 {
-    E("vmovups ymm0,YMMWORD PTR [rax]", 4, vox_jit_vrm(a, VOX_JIT_VMOVUPS, Y(0), M(VOX_JIT_RAX, 0)));
+    E("vmovups ymm0,YMMWORD PTR [rax]", 4,
+      vox_jit_vrm(a, VOX_JIT_VMOVUPS, Y(0), M(VOX_JIT_RAX, 0)));
     E("vmovups YMMWORD PTR [r8+0x20],ymm15", 6,
       vox_jit_vmr(a, VOX_JIT_VMOVUPS, M(VOX_JIT_R8, 32), Y(15)));
     E("vmovups ymm1,YMMWORD PTR [rax+0x80]", 8,
@@ -259,7 +261,8 @@ static void emit_vex(struct vox_jit_asm *a, struct enc_list *l)
 
 static void emit_evex(struct vox_jit_asm *a, struct enc_list *l, char *texts, size_t cap)
 {
-    E("vmovups zmm0,ZMMWORD PTR [rax]", 6, vox_jit_vrm(a, VOX_JIT_VMOVUPS, Z(0), M(VOX_JIT_RAX, 0)));
+    E("vmovups zmm0,ZMMWORD PTR [rax]", 6,
+      vox_jit_vrm(a, VOX_JIT_VMOVUPS, Z(0), M(VOX_JIT_RAX, 0)));
     E("vmovups zmm31,ZMMWORD PTR [r15+0x40]", 7,
       vox_jit_vrm(a, VOX_JIT_VMOVUPS, Z(31), M(VOX_JIT_R15, 64)));
     E("vmovups zmm1,ZMMWORD PTR [rax+0x20]", 10,
@@ -286,7 +289,8 @@ static void emit_evex(struct vox_jit_asm *a, struct enc_list *l, char *texts, si
     E("vmovups xmm20,xmm21", 6, vox_jit_vrr(a, VOX_JIT_VMOVUPS, X(20), X(21)));
     E("vmovaps zmm9,ZMMWORD PTR [r12+0x80]", 8,
       vox_jit_vrm(a, VOX_JIT_VMOVAPS, Z(9), M(VOX_JIT_R12, 128)));
-    E("vmovaps ZMMWORD PTR [rax],zmm8", 6, vox_jit_vmr(a, VOX_JIT_VMOVAPS, M(VOX_JIT_RAX, 0), Z(8)));
+    E("vmovaps ZMMWORD PTR [rax],zmm8", 6,
+      vox_jit_vmr(a, VOX_JIT_VMOVAPS, M(VOX_JIT_RAX, 0), Z(8)));
     for (int k = 1; k <= 7; k++) {
         char *t = texts + (size_t)(k - 1) * 48;
         snprintf(t, 48, "vmulps zmm%d{k%d}%s,zmm1,zmm2", k + 8, k, k & 1 ? "{z}" : "");
