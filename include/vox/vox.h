@@ -8,5 +8,6 @@
 #include "vox/io.h"
 #include "vox/synth.h"
 #include "vox/loop.h"
+#include "vox/jit.h"
 
 #endif
