@@ -20,6 +20,10 @@
  * Every failure returns a status and leaves a message on the context that names the file and
  * what was wrong (missing file, not HDF5, missing dataset, wrong dtype or rank, shape
  * mismatch, truncated .npy, ...).
+ *
+ * Threads: libhdf5's serial build (Debian's) is not thread-safe, so calls into this module
+ * must come from one thread at a time (any thread, but never two at once, whatever the
+ * contexts or files). Volumes and output files are not shared between threads.
  */
 #ifndef VOX_IO_H
 #define VOX_IO_H
@@ -31,7 +35,8 @@ extern "C" {
 #endif
 
 /* What a volume holds. resolution and offset come from the dataset's attributes
- * "resolution" (float64, z,y,x in nm) and "offset" (int64, z,y,x in voxels) when present. */
+ * "resolution" (float64, z,y,x in nm) and "offset" (int64, z,y,x in voxels) when present,
+ * else from the same attributes of the file's root group; .npy files have neither. */
 struct vox_volume_info {
     enum vox_dtype dtype;
     int rank;
@@ -77,7 +82,9 @@ struct vox_dataset_options {
 struct vox_out_file;
 
 /* Starts an output file (".h5"/".hdf5"/".hdf" or ".npy", by extension) under a temporary
- * name. A .npy file holds one array; its dataset name is ignored. */
+ * name. A .npy file holds one array; its dataset name is ignored. At most one output file per
+ * target path may be open in a process (the temporary name is the path plus the PID). The
+ * new file gets the default permissions (0666 less the umask), not the old target's. */
 enum vox_status vox_out_open(struct vox_ctx *ctx, const char *path, struct vox_out_file **f_out);
 /* Creates (or replaces) a dataset in the output file. The volume belongs to the file. */
 enum vox_status vox_out_dataset(struct vox_ctx *ctx, struct vox_out_file *f, const char *dataset,
@@ -87,9 +94,15 @@ enum vox_status vox_out_dataset(struct vox_ctx *ctx, struct vox_out_file *f, con
  * have the volume's dtype and fit inside it; any strides. */
 enum vox_status vox_volume_write(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
                                  const struct vox_tensor *src);
-/* A string attribute on a dataset being written (provenance: "source", "convention", ...). */
+/* A string attribute on a dataset being written (provenance: "source", "convention", ...).
+ * Written as a variable-length UTF-8 string, as h5py writes str. A .npy file has no
+ * attributes: the call does nothing there. */
 enum vox_status vox_volume_set_attr_str(struct vox_ctx *ctx, struct vox_volume *vol,
                                         const char *name, const char *value);
+/* Reads a string attribute (variable or fixed length) of an HDF5 dataset into buf (len bytes,
+ * NUL included); VOX_INVALID_ARG when it is absent or does not fit. */
+enum vox_status vox_volume_get_attr_str(struct vox_ctx *ctx, struct vox_volume *vol,
+                                        const char *name, char *buf, size_t len);
 /* Flushes, closes and renames the file into place; frees f, also on failure (then the
  * temporary file is removed). */
 enum vox_status vox_out_commit(struct vox_ctx *ctx, struct vox_out_file *f);
@@ -105,7 +118,8 @@ enum vox_status vox_volume_spec_split(struct vox_ctx *ctx, const char *spec, cha
 /* Opens spec and reads it whole. */
 enum vox_status vox_volume_load(struct vox_ctx *ctx, const char *spec, struct vox_tensor *t_out,
                                 struct vox_volume_info *info_out);
-/* Writes one tensor as one dataset, atomically (opt may be NULL: defaults, gzip 4 for h5). */
+/* Writes one tensor as one dataset, atomically (opt may be NULL: defaults, gzip 4 for h5).
+ * opt's dtype, rank and shape are ignored: t's are used. */
 enum vox_status vox_volume_save(struct vox_ctx *ctx, const char *spec, const struct vox_tensor *t,
                                 const struct vox_dataset_options *opt);
 

@@ -5,6 +5,7 @@
 #define VOX_VOX_H
 
 #include "vox/core.h"
+#include "vox/io.h"
 #include "vox/metrics.h"
 
 #endif

@@ -1,0 +1,27 @@
+/*
+ * io/h5.h: what h5.c (reading) and h5_write.c (writing) share. Private to src/io.
+ */
+#ifndef VOX_IO_H5_H
+#define VOX_IO_H5_H
+
+#include "io/internal.h"
+
+#include <hdf5.h>
+
+/* Switches off libhdf5's printing of its error stack (per thread; cheap, so every entry
+ * point calls it). */
+void vox_h5_quiet(void);
+/* The native HDF5 memory type of a vox dtype. */
+hid_t vox_h5_mem_type(enum vox_dtype t);
+
+enum vox_status vox_h5_set_attr_str(struct vox_ctx *ctx, struct vox_volume *vol,
+                                    const char *name, const char *value);
+enum vox_status vox_h5_get_attr_str(struct vox_ctx *ctx, struct vox_volume *vol,
+                                    const char *name, char *buf, size_t len);
+enum vox_status vox_h5_out_begin(struct vox_ctx *ctx, struct vox_out_file *f);
+enum vox_status vox_h5_out_dataset(struct vox_ctx *ctx, struct vox_out_file *f,
+                                   const char *dataset, const struct vox_dataset_options *opt,
+                                   struct vox_volume *vol);
+enum vox_status vox_h5_out_end(struct vox_ctx *ctx, struct vox_out_file *f);
+
+#endif
