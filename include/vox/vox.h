@@ -9,5 +9,6 @@
 #include "vox/synth.h"
 #include "vox/loop.h"
 #include "vox/jit.h"
+#include "vox/metrics.h"
 
 #endif
