@@ -5,5 +5,6 @@
 #define VOX_VOX_H
 
 #include "vox/core.h"
+#include "vox/seg.h"
 
 #endif
