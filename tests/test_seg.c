@@ -543,6 +543,51 @@ static void test_single_linkage(struct vox_ctx *ctx)
     check_linkage(ctx, &p, (const uint32_t[]){0, 1, 1, 2, 3}, 3, 1);
 }
 
+/* Contracting the basin graph through a map == building the graph of the mapped labels. */
+static void test_rag_contract(struct vox_ctx *ctx)
+{
+    const int64_t shape[3] = {9, 10, 11}, n = 9 * 10 * 11;
+    uint8_t *q = malloc((size_t)n * 3);
+    int seeds = vox_test_full ? 20 : 2;
+    for (int sd = 0; sd < seeds; sd++) {
+        noisy_volume(q, shape, 40 + (uint64_t)sd);
+        struct vox_tensor t = q_view(q, shape), lab = {0};
+        struct vox_seg_params p;
+        params_plain(&p);
+        p.low = 60;
+        int64_t nb = 0, *sizes = NULL;
+        CHECK_OK(vox_seg_watershed(ctx, &t, &p, &lab, &nb, &sizes));
+        struct vox_rag g = {0}, gc = {0}, gb = {0};
+        CHECK_OK(vox_rag_build(ctx, &lab, nb, &t, true, &g));
+        uint32_t *map = malloc((size_t)(nb + 1) * 4);
+        uint64_t rs = 7 + (uint64_t)sd;
+        int64_t k = (nb + 2) / 3;
+        map[0] = 0;
+        for (int64_t b = 1; b <= nb; b++)
+            map[b] = (uint32_t)(vox_test_rand(&rs) % (uint64_t)(k + 1));
+        CHECK_OK(vox_rag_contract(ctx, &g, map, k, &gc));
+        vox_seg_relabel(ctx, &lab, map);
+        CHECK_OK(vox_rag_build(ctx, &lab, k, &t, true, &gb));
+        bool ok = gc.n == gb.n && gc.nhist == gb.nhist && gc.n > 0;
+        for (int64_t i = 0; ok && i < gc.n; i++) {
+            const struct vox_rag_edge *x = &gc.e[i], *y = &gb.e[i];
+            ok = x->a == y->a && x->b == y->b && x->max == y->max && x->sum == y->sum &&
+                 x->count == y->count && x->nbins == y->nbins;
+            for (int32_t j = 0; ok && j < x->nbins; j++)
+                ok = gc.hist_bin[x->hist + j] == gb.hist_bin[y->hist + j] &&
+                     gc.hist_count[x->hist + j] == gb.hist_count[y->hist + j];
+        }
+        CHECK(ok);
+        free(map);
+        vox_rag_fini(ctx, &g);
+        vox_rag_fini(ctx, &gc);
+        vox_rag_fini(ctx, &gb);
+        vox_free(ctx, sizes);
+        vox_tensor_free(ctx, &lab);
+    }
+    free(q);
+}
+
 /* ---- input: boundary maps, quantization, bad input -------------------------------------- */
 
 static void test_boundary_map(struct vox_ctx *ctx)
@@ -642,7 +687,7 @@ static void test_alloc_failures(struct vox_ctx *ctx)
 }
 
 VOX_TEST_MAIN(VOX_TEST(test_watershed_lines), VOX_TEST(test_watershed_props),
-              VOX_TEST(test_gt_shapes), VOX_TEST(test_single_linkage),
+              VOX_TEST(test_gt_shapes), VOX_TEST(test_single_linkage), VOX_TEST(test_rag_contract),
               VOX_TEST(test_agglomerate_hand), VOX_TEST(test_agglomerate_ties),
               VOX_TEST(test_nesting), VOX_TEST(test_threads_and_float),
               VOX_TEST(test_boundary_map), VOX_TEST(test_bad_input),

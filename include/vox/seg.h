@@ -145,6 +145,11 @@ enum vox_status vox_rag_build(struct vox_ctx *ctx, const struct vox_tensor *labe
                               const struct vox_tensor *q, bool histograms,
                               struct vox_rag *rag_out);
 void vox_rag_fini(struct vox_ctx *ctx, struct vox_rag *rag);
+/* The graph of the labelling map[labels] (map: rag->nseg + 1 entries into 0..nseg): edges
+ * whose ends map to the same segment or to 0 vanish, parallel edges add exactly. Equal to
+ * vox_rag_build on the relabelled volume, without touching voxels. */
+enum vox_status vox_rag_contract(struct vox_ctx *ctx, const struct vox_rag *rag,
+                                 const uint32_t *map, int64_t nseg, struct vox_rag *out);
 
 /* ---- merges ---------------------------------------------------------------------------- */
 

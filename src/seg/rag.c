@@ -30,8 +30,11 @@ struct rag_acc {
 
 static inline uint64_t rag_hash(uint64_t k)
 {
-    k *= 0x9E3779B97F4A7C15ull;
-    return k ^ (k >> 29);
+    k ^= k >> 31; /* a murmur3-style finalizer: every key bit reaches the low bits */
+    k *= 0xBF58476D1CE4E5B9ull;
+    k ^= k >> 29;
+    k *= 0x94D049BB133111EBull;
+    return k ^ (k >> 32);
 }
 
 static enum vox_status rag_grow_table(struct rag_acc *r)
@@ -288,6 +291,73 @@ enum vox_status vox_rag_build(struct vox_ctx *ctx, const struct vox_tensor *labe
     vox_free(ctx, off);
     rag_acc_free(&r);
     return s;
+}
+
+/* Adds edge src's histogram into h[256]. */
+static void rag_hist_add(const struct vox_rag *g, const struct vox_rag_edge *src, uint64_t *h)
+{
+    for (int32_t k = 0; k < src->nbins; k++)
+        h[g->hist_bin[src->hist + k]] += g->hist_count[src->hist + k];
+}
+
+/* Appends one contracted edge: the group kv[i..j) of g's edges with the same new key. */
+static void rag_contract_group(const struct vox_rag *g, const struct seg_kv *kv, int64_t i,
+                               int64_t j, struct vox_rag *o)
+{
+    struct vox_rag_edge *e = &o->e[o->n++];
+    *e = (struct vox_rag_edge){.a = (uint32_t)(kv[i].key >> 32), .b = (uint32_t)kv[i].key,
+                               .hist = o->nhist};
+    uint64_t h[256];
+    bool hist = g->nhist > 0;
+    if (hist)
+        memset(h, 0, sizeof h);
+    for (int64_t k = i; k < j; k++) {
+        const struct vox_rag_edge *s = &g->e[kv[k].val];
+        e->max = s->max > e->max ? s->max : e->max;
+        e->sum += s->sum;
+        e->count += s->count;
+        if (hist)
+            rag_hist_add(g, s, h);
+    }
+    for (int b = 0; hist && b < 256; b++) {
+        if (h[b]) {
+            o->hist_bin[o->nhist] = (uint8_t)b;
+            o->hist_count[o->nhist++] = h[b];
+            e->nbins++;
+        }
+    }
+}
+
+enum vox_status vox_rag_contract(struct vox_ctx *ctx, const struct vox_rag *rag,
+                                 const uint32_t *map, int64_t nseg, struct vox_rag *out)
+{
+    struct vox_rag o = {.nseg = nseg};
+    struct seg_kv *kv = vox_alloc(ctx, (size_t)(2 * rag->n + 1) * sizeof *kv);
+    o.e = vox_alloc(ctx, (size_t)(rag->n + 1) * sizeof *o.e);
+    o.hist_bin = vox_alloc(ctx, (size_t)rag->nhist + 1);
+    o.hist_count = vox_alloc(ctx, (size_t)(rag->nhist + 1) * sizeof *o.hist_count);
+    if (!kv || !o.e || !o.hist_bin || !o.hist_count) {
+        vox_free(ctx, kv);
+        vox_rag_fini(ctx, &o);
+        return VOX_OUT_OF_MEMORY;
+    }
+    int64_t m = 0;
+    for (int64_t i = 0; i < rag->n; i++) {
+        uint32_t a = map[rag->e[i].a], b = map[rag->e[i].b];
+        if (a == b || !a || !b)
+            continue;
+        uint64_t key = a < b ? (uint64_t)a << 32 | b : (uint64_t)b << 32 | a;
+        kv[m++] = (struct seg_kv){.key = key, .val = (uint64_t)i};
+    }
+    seg_radix_sort(kv, kv + m, m); /* stable: a group keeps the graph's edge order */
+    for (int64_t i = 0, j; i < m; i = j) {
+        for (j = i + 1; j < m && kv[j].key == kv[i].key; j++)
+            ;
+        rag_contract_group(rag, kv, i, j, &o);
+    }
+    vox_free(ctx, kv);
+    *out = o;
+    return VOX_OK;
 }
 
 void vox_rag_fini(struct vox_ctx *ctx, struct vox_rag *rag)

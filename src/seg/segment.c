@@ -1,8 +1,8 @@
 /*
  * seg/segment.c: the whole pipeline, and cuts of a merge history.
  *
- *   aff ─quantize─▶ q ─watershed─▶ basins ─rag(max)─▶ single linkage + dust ─relabel─▶ base
- *   base ─rag(stats)─▶ agglomeration ─▶ merge history ─cut(t)─▶ labels at threshold t
+ *   aff ─quantize─▶ q ─watershed─▶ basins ─rag─▶ single linkage + dust ─relabel─▶ base
+ *   basin graph ─contract─▶ segment graph ─agglomerate─▶ merge history ─cut(t)─▶ labels
  *
  * Peak memory for contiguous u8 input: the input (3 B/voxel), the label array (4), the
  * watershed's direction bytes (1) and, while building a graph with histograms, at most one
@@ -94,25 +94,32 @@ enum vox_status vox_merge_history_cut(struct vox_ctx *ctx, const struct vox_merg
     return VOX_OK;
 }
 
-/* Watershed, single linkage with dust, relabelled in place into res->labels. */
-static enum vox_status segment_base(struct vox_ctx *ctx, const struct vox_tensor *q,
-                                    const struct vox_seg_params *p, struct vox_seg_result *res)
+/* Watershed → basin graph → single linkage with dust → labels relabelled in place, and the
+ * graph contracted to the segments (histograms only for the quantile score). */
+static enum vox_status segment_run(struct vox_ctx *ctx, const struct vox_tensor *q,
+                                   const struct vox_seg_params *p, struct vox_seg_result *res)
 {
     int64_t *sizes = NULL, *seg_sizes = NULL;
     uint32_t *map = NULL;
-    struct vox_rag g = {0};
+    struct vox_rag g = {0}, gs = {0};
     enum vox_status s = vox_seg_watershed(ctx, q, p, &res->labels, &res->nbasins, &sizes);
     if (s == VOX_OK)
-        s = vox_rag_build(ctx, &res->labels, res->nbasins, q, false, &g);
+        s = vox_rag_build(ctx, &res->labels, res->nbasins, q,
+                          p->score == VOX_SEG_SCORE_QUANTILE, &g);
     if (s == VOX_OK)
         s = vox_seg_single_linkage(ctx, &g, sizes, p, &map, &res->nseg, &seg_sizes,
                                    &res->dend);
-    if (s == VOX_OK)
+    if (s == VOX_OK) {
         vox_seg_relabel(ctx, &res->labels, map);
+        s = vox_rag_contract(ctx, &g, map, res->nseg, &gs);
+    }
     vox_rag_fini(ctx, &g);
     vox_free(ctx, sizes);
     vox_free(ctx, seg_sizes);
     vox_free(ctx, map);
+    if (s == VOX_OK)
+        s = vox_seg_agglomerate(ctx, &gs, p, &res->merges);
+    vox_rag_fini(ctx, &gs);
     return s;
 }
 
@@ -122,7 +129,6 @@ enum vox_status vox_segment(struct vox_ctx *ctx, const struct vox_tensor *aff,
     struct vox_seg_result res = {0};
     struct vox_tensor qown = {0};
     const struct vox_tensor *q = aff;
-    struct vox_rag g = {0};
     enum vox_status s = vox_seg_params_check(ctx, p);
     if (s != VOX_OK)
         return s;
@@ -131,13 +137,7 @@ enum vox_status vox_segment(struct vox_ctx *ctx, const struct vox_tensor *aff,
         q = &qown;
     }
     if (s == VOX_OK)
-        s = segment_base(ctx, q, p, &res);
-    if (s == VOX_OK)
-        s = vox_rag_build(ctx, &res.labels, res.nseg, q,
-                          p->score == VOX_SEG_SCORE_QUANTILE, &g);
-    if (s == VOX_OK)
-        s = vox_seg_agglomerate(ctx, &g, p, &res.merges);
-    vox_rag_fini(ctx, &g);
+        s = segment_run(ctx, q, p, &res);
     vox_tensor_free(ctx, &qown);
     if (s != VOX_OK) {
         vox_seg_result_fini(ctx, &res);

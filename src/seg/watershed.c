@@ -143,27 +143,36 @@ static void ws_split_plateaus(uint8_t *dir, uint32_t *queue, const struct seg_di
     }
 }
 
-/* Pass D1: unions the voxels of each maximum plateau; returns the number of plateaus. */
+/* Pass D1: unions the voxels of each maximum plateau; returns the number of plateaus. A voxel
+ * joins the root of its first plateau neighbour (nearest first: -x, -y, -z) without a find
+ * of its own, so the common case (a run along x) costs one short find. */
 static int64_t ws_union_plateaus(const uint8_t *dir, uint32_t *parent, const struct seg_dims *d)
 {
-    const int64_t off[3] = {-d->plane, -d->x, -1};
+    const int64_t off[3] = {-1, -d->x, -d->plane};
+    const uint8_t bit[3] = {1u << 2, 1u << 1, 1u << 0};
     int64_t roots = 0;
     for (int64_t v = 0; v < d->n; v++) {
         uint8_t dv = dir[v];
         if (!dv || (dv & DIR_RESOLVED))
             continue;
-        parent[v] = (uint32_t)v;
-        roots++;
+        uint32_t r = UINT32_MAX;
         for (int k = 0; k < 3; k++) {
-            if (!(dv & (1u << k)))
+            if (!(dv & bit[k]))
                 continue;
             uint32_t ru = seg_find(parent, (uint32_t)(v + off[k]));
-            uint32_t rv = seg_find(parent, (uint32_t)v);
-            if (ru != rv) {
-                parent[ru > rv ? ru : rv] = ru < rv ? ru : rv;
+            if (r == UINT32_MAX) {
+                r = ru;
+            } else if (ru != r) {
+                parent[ru > r ? ru : r] = ru < r ? ru : r;
+                r = ru < r ? ru : r;
                 roots--;
             }
         }
+        if (r == UINT32_MAX) {
+            r = (uint32_t)v;
+            roots++;
+        }
+        parent[v] = r;
     }
     return roots;
 }
