@@ -10,5 +10,6 @@
 #include "vox/loop.h"
 #include "vox/jit.h"
 #include "vox/metrics.h"
+#include "vox/seg.h"
 
 #endif

@@ -1,0 +1,161 @@
+/*
+ * seg/linkage.c: size-dependent single linkage of the watershed basin graph, then dust.
+ *
+ * Zlateski & Seung (arXiv 1505.00249), §1.8 of the reference note: edges are taken in
+ * descending max affinity and an edge of affinity w > T_low joins its two clusters when the
+ * smaller one holds fewer voxels than tau^-1(w). Sizes only grow, so no decision is revisited,
+ * and only edges that join two clusters (the MST's) are recorded. The order is a counting
+ * sort over the 256 quantized values, stable over the graph's (a, b) order, so ties are
+ * broken by (a, b). tau^-1 is a piecewise-linear table evaluated once per quantized value.
+ * Clusters are union-find trees whose root is their smallest basin id, which is also the
+ * canonical order of their first voxels. Dust (clusters below p->dust voxels) becomes
+ * background 0, as in the reference code.
+ */
+#include "seg_internal.h"
+
+#include <string.h>
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+/* tau^-1 for every quantized value (0 at or below low and below the table's first point). */
+static void size_limits(const struct vox_seg_params *p, int64_t lim[256])
+{
+    for (int w = 0; w < 256; w++) {
+        lim[w] = 0;
+        if (w <= p->low || p->nsize == 0 || w < p->size[0].aff)
+            continue;
+        int i = 0;
+        while (i + 1 < p->nsize && p->size[i + 1].aff <= w)
+            i++;
+        const struct vox_seg_size_point *a = &p->size[i];
+        if (i + 1 == p->nsize) {
+            lim[w] = a->size;
+            continue;
+        }
+        const struct vox_seg_size_point *b = a + 1;
+        lim[w] = a->size + floor_div((b->size - a->size) * (w - a->aff), b->aff - a->aff);
+    }
+}
+
+/* Edge indices in descending max, ties in graph order. */
+static void order_by_max(const struct vox_rag *g, int64_t *order)
+{
+    int64_t start[257] = {0};
+    for (int64_t i = 0; i < g->n; i++)
+        start[255 - g->e[i].max + 1]++;
+    for (int k = 0; k < 256; k++)
+        start[k + 1] += start[k];
+    for (int64_t i = 0; i < g->n; i++)
+        order[start[255 - g->e[i].max]++] = i;
+}
+
+/* Runs the merges; parent/size are indexed by basin id. */
+static enum vox_status sl_merge(struct vox_ctx *ctx, const struct vox_rag *g,
+                            const struct vox_seg_params *p, const int64_t *order,
+                            uint32_t *parent, int64_t *size, struct vox_merge_history *dend)
+{
+    int64_t lim[256];
+    size_limits(p, lim);
+    for (int64_t i = 0; i < g->n; i++) {
+        const struct vox_rag_edge *e = &g->e[order[i]];
+        if (e->max <= p->low)
+            break;
+        uint32_t ra = seg_find(parent, e->a), rb = seg_find(parent, e->b);
+        if (ra == rb)
+            continue;
+        int64_t small = size[ra] < size[rb] ? size[ra] : size[rb];
+        if (small >= lim[e->max])
+            continue;
+        uint32_t keep = ra < rb ? ra : rb, gone = ra < rb ? rb : ra;
+        parent[gone] = keep;
+        size[keep] += size[gone];
+        if (dend && seg_history_push(ctx, dend, ra, rb, keep, e->max / 255.0) != VOX_OK)
+            return VOX_OUT_OF_MEMORY;
+    }
+    return VOX_OK;
+}
+
+enum vox_status vox_seg_single_linkage(struct vox_ctx *ctx, const struct vox_rag *rag,
+                                       const int64_t *sizes, const struct vox_seg_params *p,
+                                       uint32_t **map_out, int64_t *nseg_out,
+                                       int64_t **seg_sizes_out,
+                                       struct vox_merge_history *dend_out)
+{
+    enum vox_status s = vox_seg_params_check(ctx, p);
+    if (s != VOX_OK)
+        return s;
+    if (!rag || !sizes)
+        return vox_fail(ctx, VOX_INVALID_ARG, "single linkage: no region graph or sizes");
+    int64_t n = rag->nseg;
+    uint32_t *parent = vox_alloc(ctx, (size_t)(n + 1) * sizeof *parent);
+    int64_t *size = vox_alloc(ctx, (size_t)(n + 1) * sizeof *size);
+    int64_t *order = vox_alloc(ctx, (size_t)(rag->n + 1) * sizeof *order);
+    int64_t *seg_sizes = NULL;
+    struct vox_merge_history dend = {.nseg = n};
+    s = VOX_OUT_OF_MEMORY;
+    if (!parent || !size || !order)
+        goto fail;
+    for (int64_t b = 0; b <= n; b++) {
+        parent[b] = (uint32_t)b;
+        size[b] = sizes[b];
+    }
+    order_by_max(rag, order);
+    s = sl_merge(ctx, rag, p, order, parent, size, dend_out ? &dend : NULL);
+    if (s != VOX_OK)
+        goto fail;
+    /* Dust and canonical numbering: roots are the smallest ids of their clusters. */
+    int64_t k = 0;
+    parent[0] = 0;
+    for (int64_t b = 1; b <= n; b++) {
+        uint32_t r = seg_find(parent, (uint32_t)b);
+        size[b] = r == b ? (size[b] >= p->dust ? ++k : 0) : size[r]; /* size[] = new id */
+    }
+    seg_sizes = vox_calloc(ctx, (size_t)k + 1, sizeof *seg_sizes);
+    s = seg_sizes ? VOX_OK : VOX_OUT_OF_MEMORY;
+    if (s != VOX_OK)
+        goto fail;
+    uint32_t *map = parent; /* reuse: parent[b] becomes basin b's segment */
+    map[0] = 0;
+    seg_sizes[0] = sizes[0];
+    for (int64_t b = 1; b <= n; b++) {
+        map[b] = (uint32_t)size[b];
+        seg_sizes[map[b]] += sizes[b];
+    }
+    vox_free(ctx, size);
+    vox_free(ctx, order);
+    *map_out = map;
+    *nseg_out = k;
+    *seg_sizes_out = seg_sizes;
+    if (dend_out)
+        *dend_out = dend;
+    return VOX_OK;
+fail:
+    vox_free(ctx, parent);
+    vox_free(ctx, size);
+    vox_free(ctx, order);
+    vox_merge_history_fini(ctx, &dend);
+    return s;
+}
+
+struct relabel_job {
+    uint32_t *lab;
+    const uint32_t *map;
+};
+
+static void relabel_range(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct relabel_job *j = arg;
+    for (int64_t v = lo[0]; v < hi[0]; v++)
+        j->lab[v] = j->map[j->lab[v]];
+}
+
+void vox_seg_relabel(struct vox_ctx *ctx, struct vox_tensor *labels, const uint32_t *map)
+{
+    struct relabel_job j = {.lab = labels->data, .map = map};
+    vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){vox_tensor_numel(labels), 1, 1},
+                 (int64_t[3]){1 << 16, 1, 1}, VOX_SCHED_STATIC, relabel_range, &j);
+}

@@ -1,0 +1,371 @@
+/*
+ * seg/rag.c: the region adjacency graph of a labelling, with exact integer statistics.
+ *
+ * For every voxel face (v, v - e_c) whose labels a != b are both nonzero, the pair
+ * (min, max) accumulates the face's quantized affinity: max, sum (uint64), count (the contact
+ * area) and, on request, a histogram over the 256 quantized values, stored sparsely (only the
+ * nonzero bins, sorted). All of it adds exactly, so merged edges are exact and the result does
+ * not depend on any processing order.
+ *
+ * Pass 1 scans the faces once, finding each pair's edge in an open-addressing hash table
+ * (with a one-entry cache per channel: runs along x mostly repeat the same pair). Pass 2, for
+ * histograms only, scans again and drops each face's value into its edge's slot of a byte
+ * array laid out by the counts of pass 1 (at most 3 bytes per voxel, freed at the end), then
+ * each edge's values are counted into bins. Edges are finally radix-sorted by (a, b).
+ */
+#include "seg_internal.h"
+
+#include <string.h>
+
+struct rag_acc {
+    struct vox_ctx *ctx;
+    uint64_t *slot_key; /* hash table: 0 = empty */
+    uint32_t *slot_edge;
+    int64_t cap;        /* power of two */
+    int64_t n, ecap;    /* edges found so far, and room */
+    uint64_t *key;      /* per edge, in first-seen order */
+    uint8_t *max;
+    uint64_t *sum, *count;
+};
+
+static inline uint64_t rag_hash(uint64_t k)
+{
+    k ^= k >> 31; /* a murmur3-style finalizer: every key bit reaches the low bits */
+    k *= 0xBF58476D1CE4E5B9ull;
+    k ^= k >> 29;
+    k *= 0x94D049BB133111EBull;
+    return k ^ (k >> 32);
+}
+
+static enum vox_status rag_grow_table(struct rag_acc *r)
+{
+    int64_t cap = r->cap ? 2 * r->cap : 1024;
+    uint64_t *keys = vox_calloc(r->ctx, (size_t)cap, sizeof *keys);
+    uint32_t *edges = vox_alloc(r->ctx, (size_t)cap * sizeof *edges);
+    if (!keys || !edges) {
+        vox_free(r->ctx, keys);
+        vox_free(r->ctx, edges);
+        return VOX_OUT_OF_MEMORY;
+    }
+    for (int64_t i = 0; i < r->cap; i++) {
+        if (!r->slot_key[i])
+            continue;
+        uint64_t h = rag_hash(r->slot_key[i]) & (uint64_t)(cap - 1);
+        while (keys[h])
+            h = (h + 1) & (uint64_t)(cap - 1);
+        keys[h] = r->slot_key[i];
+        edges[h] = r->slot_edge[i];
+    }
+    vox_free(r->ctx, r->slot_key);
+    vox_free(r->ctx, r->slot_edge);
+    r->slot_key = keys;
+    r->slot_edge = edges;
+    r->cap = cap;
+    return VOX_OK;
+}
+
+static enum vox_status rag_grow_edges(struct rag_acc *r)
+{
+    int64_t cap = r->ecap ? 2 * r->ecap : 1024, old = r->ecap;
+    void *k = vox_realloc(r->ctx, r->key, (size_t)old * 8, (size_t)cap * 8);
+    if (k)
+        r->key = k;
+    void *m = k ? vox_realloc(r->ctx, r->max, (size_t)old, (size_t)cap) : NULL;
+    if (m)
+        r->max = m;
+    void *s = m ? vox_realloc(r->ctx, r->sum, (size_t)old * 8, (size_t)cap * 8) : NULL;
+    if (s)
+        r->sum = s;
+    void *c = s ? vox_realloc(r->ctx, r->count, (size_t)old * 8, (size_t)cap * 8) : NULL;
+    if (!c)
+        return VOX_OUT_OF_MEMORY;
+    r->count = c;
+    r->ecap = cap;
+    return VOX_OK;
+}
+
+/* The edge of `key`, created if new; -1 when out of memory. */
+static int64_t rag_edge(struct rag_acc *r, uint64_t key)
+{
+    if (2 * (r->n + 1) > r->cap && rag_grow_table(r) != VOX_OK)
+        return -1;
+    uint64_t h = rag_hash(key) & (uint64_t)(r->cap - 1);
+    while (r->slot_key[h]) {
+        if (r->slot_key[h] == key)
+            return r->slot_edge[h];
+        h = (h + 1) & (uint64_t)(r->cap - 1);
+    }
+    if (r->n == r->ecap && rag_grow_edges(r) != VOX_OK)
+        return -1;
+    int64_t e = r->n++;
+    r->slot_key[h] = key;
+    r->slot_edge[h] = (uint32_t)e;
+    r->key[e] = key;
+    r->max[e] = 0;
+    r->sum[e] = r->count[e] = 0;
+    return e;
+}
+
+/* Scans every face; pass 1 accumulates statistics, pass 2 (vals != NULL) places each face's
+ * value at vals[pos[e]++]. */
+static enum vox_status rag_scan(struct rag_acc *r, const uint32_t *lab, const uint8_t *q,
+                                const struct seg_dims *d, uint8_t *vals, int64_t *pos)
+{
+    const int64_t step[3] = {d->plane, d->x, 1};
+    for (int64_t row = 0; row < d->z * d->y; row++) {
+        int64_t z = row / d->y, y = row % d->y, v0 = row * d->x;
+        for (int c = 0; c < 3; c++) {
+            if ((c == 0 && z == 0) || (c == 1 && y == 0))
+                continue;
+            const uint32_t *la = lab + v0, *lb = la - step[c];
+            const uint8_t *qc = q + c * d->n + v0;
+            uint64_t last_key = 0;
+            int64_t e = -1;
+            for (int64_t x = c == 2; x < d->x; x++) {
+                uint32_t a = la[x], b = lb[x];
+                if (a == b || !a || !b)
+                    continue;
+                uint64_t key = a < b ? (uint64_t)a << 32 | b : (uint64_t)b << 32 | a;
+                if (key != last_key) {
+                    if ((e = rag_edge(r, key)) < 0)
+                        return VOX_OUT_OF_MEMORY;
+                    last_key = key;
+                }
+                uint8_t w = qc[x];
+                if (vals) {
+                    vals[pos[e]++] = w;
+                    continue;
+                }
+                r->max[e] = w > r->max[e] ? w : r->max[e];
+                r->sum[e] += w;
+                r->count[e]++;
+            }
+        }
+    }
+    return VOX_OK;
+}
+
+/* Counts vals[0..n) into sorted (bin, count) pairs at bins/counts; returns how many. Small
+ * edges (most of them in noisy volumes) are sorted in place instead of histogrammed. */
+static int32_t rag_bins(uint8_t *vals, int64_t n, uint8_t *bins, uint64_t *counts)
+{
+    int32_t k = 0;
+    if (n <= 64) {
+        for (int64_t i = 1; i < n; i++) {
+            uint8_t v = vals[i];
+            int64_t j = i;
+            for (; j > 0 && vals[j - 1] > v; j--)
+                vals[j] = vals[j - 1];
+            vals[j] = v;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            if (k > 0 && bins[k - 1] == vals[i]) {
+                counts[k - 1]++;
+            } else {
+                bins[k] = vals[i];
+                counts[k++] = 1;
+            }
+        }
+        return k;
+    }
+    uint64_t h[256] = {0};
+    for (int64_t i = 0; i < n; i++)
+        h[vals[i]]++;
+    for (int b = 0; b < 256; b++) {
+        if (h[b]) {
+            bins[k] = (uint8_t)b;
+            counts[k++] = h[b];
+        }
+    }
+    return k;
+}
+
+static void rag_acc_free(struct rag_acc *r)
+{
+    vox_free(r->ctx, r->slot_key);
+    vox_free(r->ctx, r->slot_edge);
+    vox_free(r->ctx, r->key);
+    vox_free(r->ctx, r->max);
+    vox_free(r->ctx, r->sum);
+    vox_free(r->ctx, r->count);
+}
+
+/* Pass 2: every face value in its edge's slot (vals), by first-seen edge (off[0..n]). */
+static enum vox_status rag_collect(struct rag_acc *r, const uint32_t *lab, const uint8_t *q,
+                                   const struct seg_dims *d, uint8_t **vals_out,
+                                   int64_t **off_out)
+{
+    int64_t *off = vox_alloc(r->ctx, (size_t)(r->n + 1) * sizeof *off);
+    int64_t *pos = vox_alloc(r->ctx, (size_t)(r->n + 1) * sizeof *pos);
+    uint8_t *vals = NULL;
+    enum vox_status s = VOX_OUT_OF_MEMORY;
+    if (!off || !pos)
+        goto fail;
+    off[0] = 0;
+    for (int64_t e = 0; e < r->n; e++)
+        off[e + 1] = off[e] + (int64_t)r->count[e];
+    memcpy(pos, off, (size_t)(r->n + 1) * sizeof *pos);
+    vals = vox_alloc(r->ctx, (size_t)off[r->n] + 1);
+    if (!vals)
+        goto fail;
+    s = rag_scan(r, lab, q, d, vals, pos);
+    if (s != VOX_OK)
+        goto fail;
+    vox_free(r->ctx, pos);
+    *vals_out = vals;
+    *off_out = off;
+    return VOX_OK;
+fail:
+    vox_free(r->ctx, off);
+    vox_free(r->ctx, pos);
+    vox_free(r->ctx, vals);
+    return s;
+}
+
+/* Writes the edges in (a, b) order, with their histograms when vals is given. */
+static enum vox_status rag_emit(struct rag_acc *r, uint8_t *vals, const int64_t *off,
+                                int64_t nseg, struct vox_rag *g)
+{
+    struct vox_ctx *ctx = r->ctx;
+    struct seg_kv *kv = vox_alloc(ctx, (size_t)(r->n + 1) * 2 * sizeof *kv);
+    memset(g, 0, sizeof *g);
+    g->e = vox_alloc(ctx, (size_t)(r->n + 1) * sizeof *g->e);
+    int64_t nh = 0;
+    for (int64_t e = 0; vals && e < r->n; e++)
+        nh += r->count[e] < 256 ? (int64_t)r->count[e] : 256;
+    g->hist_bin = vox_alloc(ctx, (size_t)nh + 1);
+    g->hist_count = vox_alloc(ctx, (size_t)(nh + 1) * sizeof *g->hist_count);
+    if (!kv || !g->e || !g->hist_bin || !g->hist_count) {
+        vox_free(ctx, kv);
+        vox_rag_fini(ctx, g);
+        return VOX_OUT_OF_MEMORY;
+    }
+    for (int64_t e = 0; e < r->n; e++)
+        kv[e] = (struct seg_kv){.key = r->key[e], .val = (uint64_t)e};
+    seg_radix_sort(kv, kv + r->n, r->n);
+    g->nseg = nseg;
+    g->n = r->n;
+    for (int64_t i = 0; i < r->n; i++) {
+        int64_t e = (int64_t)kv[i].val;
+        struct vox_rag_edge *o = &g->e[i];
+        *o = (struct vox_rag_edge){.a = (uint32_t)(kv[i].key >> 32), .b = (uint32_t)kv[i].key,
+                                   .max = r->max[e], .sum = r->sum[e], .count = r->count[e],
+                                   .hist = g->nhist};
+        if (vals) {
+            o->nbins = rag_bins(vals + off[e], off[e + 1] - off[e], g->hist_bin + g->nhist,
+                                g->hist_count + g->nhist);
+            g->nhist += o->nbins;
+        }
+    }
+    vox_free(ctx, kv);
+    return VOX_OK;
+}
+
+enum vox_status vox_rag_build(struct vox_ctx *ctx, const struct vox_tensor *labels, int64_t nseg,
+                              const struct vox_tensor *q, bool histograms,
+                              struct vox_rag *rag_out)
+{
+    struct seg_dims d, dq;
+    enum vox_status s = seg_dims_from_labels(ctx, labels, &d);
+    if (s == VOX_OK)
+        s = seg_dims_from_q(ctx, q, &dq);
+    if (s != VOX_OK)
+        return s;
+    if (d.z != dq.z || d.y != dq.y || d.x != dq.x)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "labels (%lld, %lld, %lld) and affinities (3, %lld, %lld, %lld) differ",
+                        (long long)d.z, (long long)d.y, (long long)d.x, (long long)dq.z,
+                        (long long)dq.y, (long long)dq.x);
+    if (nseg < 0 || nseg > UINT32_MAX)
+        return vox_fail(ctx, VOX_INVALID_ARG, "nseg = %lld, expected 0..2^32-1",
+                        (long long)nseg);
+    struct rag_acc r = {.ctx = ctx};
+    uint8_t *vals = NULL;
+    int64_t *off = NULL;
+    s = rag_scan(&r, labels->data, q->data, &d, NULL, NULL);
+    if (s == VOX_OK && histograms)
+        s = rag_collect(&r, labels->data, q->data, &d, &vals, &off);
+    if (s == VOX_OK)
+        s = rag_emit(&r, vals, off, nseg, rag_out);
+    vox_free(ctx, vals);
+    vox_free(ctx, off);
+    rag_acc_free(&r);
+    return s;
+}
+
+/* Adds edge src's histogram into h[256]. */
+static void rag_hist_add(const struct vox_rag *g, const struct vox_rag_edge *src, uint64_t *h)
+{
+    for (int32_t k = 0; k < src->nbins; k++)
+        h[g->hist_bin[src->hist + k]] += g->hist_count[src->hist + k];
+}
+
+/* Appends one contracted edge: the group kv[i..j) of g's edges with the same new key. */
+static void rag_contract_group(const struct vox_rag *g, const struct seg_kv *kv, int64_t i,
+                               int64_t j, struct vox_rag *o)
+{
+    struct vox_rag_edge *e = &o->e[o->n++];
+    *e = (struct vox_rag_edge){.a = (uint32_t)(kv[i].key >> 32), .b = (uint32_t)kv[i].key,
+                               .hist = o->nhist};
+    uint64_t h[256];
+    bool hist = g->nhist > 0;
+    if (hist)
+        memset(h, 0, sizeof h);
+    for (int64_t k = i; k < j; k++) {
+        const struct vox_rag_edge *s = &g->e[kv[k].val];
+        e->max = s->max > e->max ? s->max : e->max;
+        e->sum += s->sum;
+        e->count += s->count;
+        if (hist)
+            rag_hist_add(g, s, h);
+    }
+    for (int b = 0; hist && b < 256; b++) {
+        if (h[b]) {
+            o->hist_bin[o->nhist] = (uint8_t)b;
+            o->hist_count[o->nhist++] = h[b];
+            e->nbins++;
+        }
+    }
+}
+
+enum vox_status vox_rag_contract(struct vox_ctx *ctx, const struct vox_rag *rag,
+                                 const uint32_t *map, int64_t nseg, struct vox_rag *out)
+{
+    struct vox_rag o = {.nseg = nseg};
+    struct seg_kv *kv = vox_alloc(ctx, (size_t)(2 * rag->n + 1) * sizeof *kv);
+    o.e = vox_alloc(ctx, (size_t)(rag->n + 1) * sizeof *o.e);
+    o.hist_bin = vox_alloc(ctx, (size_t)rag->nhist + 1);
+    o.hist_count = vox_alloc(ctx, (size_t)(rag->nhist + 1) * sizeof *o.hist_count);
+    if (!kv || !o.e || !o.hist_bin || !o.hist_count) {
+        vox_free(ctx, kv);
+        vox_rag_fini(ctx, &o);
+        return VOX_OUT_OF_MEMORY;
+    }
+    int64_t m = 0;
+    for (int64_t i = 0; i < rag->n; i++) {
+        uint32_t a = map[rag->e[i].a], b = map[rag->e[i].b];
+        if (a == b || !a || !b)
+            continue;
+        uint64_t key = a < b ? (uint64_t)a << 32 | b : (uint64_t)b << 32 | a;
+        kv[m++] = (struct seg_kv){.key = key, .val = (uint64_t)i};
+    }
+    seg_radix_sort(kv, kv + m, m); /* stable: a group keeps the graph's edge order */
+    for (int64_t i = 0, j; i < m; i = j) {
+        for (j = i + 1; j < m && kv[j].key == kv[i].key; j++)
+            ;
+        rag_contract_group(rag, kv, i, j, &o);
+    }
+    vox_free(ctx, kv);
+    *out = o;
+    return VOX_OK;
+}
+
+void vox_rag_fini(struct vox_ctx *ctx, struct vox_rag *rag)
+{
+    if (!rag)
+        return;
+    vox_free(ctx, rag->e);
+    vox_free(ctx, rag->hist_bin);
+    vox_free(ctx, rag->hist_count);
+    memset(rag, 0, sizeof *rag);
+}

@@ -1,0 +1,47 @@
+/*
+ * seg/seg_internal.h: helpers shared by the files of src/seg (private).
+ *
+ * The shape of a volume, validation of the quantized affinity tensor, and an LSD radix sort
+ * of 64-bit keys with a 32-bit payload (the region graph sorts its pairs with it: O(n) per
+ * 8-bit digit, digits that are equal in every key are skipped).
+ */
+#ifndef VOX_SEG_INTERNAL_H
+#define VOX_SEG_INTERNAL_H
+
+#include "vox/seg.h"
+
+/* A (Z, Y, X) volume: n = Z * Y * X voxels, plane = Y * X. */
+struct seg_dims {
+    int64_t z, y, x, n, plane;
+};
+
+/* Fills *d from a contiguous (3, Z, Y, X) u8 tensor; `what` names it in the message. */
+enum vox_status seg_dims_from_q(struct vox_ctx *ctx, const struct vox_tensor *q,
+                                struct seg_dims *d);
+/* Fills *d from a contiguous (Z, Y, X) u32 tensor. */
+enum vox_status seg_dims_from_labels(struct vox_ctx *ctx, const struct vox_tensor *labels,
+                                     struct seg_dims *d);
+
+struct seg_kv {
+    uint64_t key;
+    uint64_t val;
+};
+
+/* Sorts kv[0..n) by key, stably, using tmp[0..n) as scratch. */
+void seg_radix_sort(struct seg_kv *kv, struct seg_kv *tmp, int64_t n);
+
+/* Union-find root with path halving over parent[] (uint32 indices). */
+static inline uint32_t seg_find(uint32_t *parent, uint32_t x)
+{
+    while (parent[x] != x) {
+        parent[x] = parent[parent[x]];
+        x = parent[x];
+    }
+    return x;
+}
+
+/* Appends one merge, growing the array. */
+enum vox_status seg_history_push(struct vox_ctx *ctx, struct vox_merge_history *h, int64_t a,
+                                 int64_t b, int64_t survivor, double score);
+
+#endif

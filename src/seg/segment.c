@@ -1,0 +1,158 @@
+/*
+ * seg/segment.c: the whole pipeline, and cuts of a merge history.
+ *
+ *   aff ─quantize─▶ q ─watershed─▶ basins ─rag─▶ single linkage + dust ─relabel─▶ base
+ *   basin graph ─contract─▶ segment graph ─agglomerate─▶ merge history ─cut(t)─▶ labels
+ *
+ * Peak memory for contiguous u8 input: the input (3 B/voxel), the label array (4), the
+ * watershed's direction bytes (1) and, while building a graph with histograms, at most one
+ * byte per boundary face (usually far less than 3 B/voxel).
+ *
+ * A cut applies the merges in history order while vox_merge_applies(score, t) holds and stops
+ * at the first one it does not, so cuts nest; the final labels are numbered 1.. in order of
+ * their smallest base id, which is the C order of their first voxel.
+ */
+#include "seg_internal.h"
+
+#include <string.h>
+
+enum vox_status vox_merge_history_map(struct vox_ctx *ctx, const struct vox_merge_history *h,
+                                      double threshold, uint32_t **map_out,
+                                      int64_t *nfinal_out)
+{
+    if (!h || h->nseg < 0 || h->nseg >= UINT32_MAX || h->n < 0)
+        return vox_fail(ctx, VOX_INVALID_ARG, "merge history: missing or malformed");
+    int64_t n = h->nseg;
+    uint32_t *parent = vox_alloc(ctx, (size_t)(n + 1) * sizeof *parent);
+    if (!parent)
+        return VOX_OUT_OF_MEMORY;
+    for (int64_t b = 0; b <= n; b++)
+        parent[b] = (uint32_t)b;
+    for (int64_t i = 0; i < h->n && vox_merge_applies(h->m[i].score, threshold); i++) {
+        const struct vox_seg_merge *m = &h->m[i];
+        if (m->a < 1 || m->a > n || m->b < 1 || m->b > n) {
+            vox_free(ctx, parent);
+            return vox_fail(ctx, VOX_INVALID_ARG,
+                            "merge history entry %lld (%lld, %lld): ids must be in 1..%lld",
+                            (long long)i, (long long)m->a, (long long)m->b, (long long)n);
+        }
+        uint32_t ra = seg_find(parent, (uint32_t)m->a), rb = seg_find(parent, (uint32_t)m->b);
+        parent[ra > rb ? ra : rb] = ra < rb ? ra : rb; /* root = smallest id */
+    }
+    /* parent[b] <= b always, so one ascending pass points every id at its root, and a
+     * second numbers the roots (each root precedes its members). */
+    for (int64_t b = 1; b <= n; b++)
+        parent[b] = parent[parent[b]];
+    int64_t k = 0;
+    for (int64_t b = 1; b <= n; b++)
+        parent[b] = parent[b] == b ? (uint32_t)++k : parent[parent[b]];
+    *map_out = parent;
+    *nfinal_out = k;
+    return VOX_OK;
+}
+
+enum vox_status vox_merge_history_cut(struct vox_ctx *ctx, const struct vox_merge_history *h,
+                                      const struct vox_tensor *base, double threshold,
+                                      struct vox_tensor *out, int64_t *nfinal_out)
+{
+    struct seg_dims d;
+    enum vox_status s = seg_dims_from_labels(ctx, base, &d);
+    if (s != VOX_OK)
+        return s;
+    if (!out || (out->dtype != VOX_U32 && out->dtype != VOX_U64) || out->rank != 3 ||
+        !vox_tensor_is_contiguous(out) || memcmp(out->shape, base->shape, 3 * sizeof(int64_t)))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "cut output: expected a contiguous u32 or u64 tensor of shape "
+                        "(%lld, %lld, %lld)",
+                        (long long)d.z, (long long)d.y, (long long)d.x);
+    uint32_t *map;
+    int64_t k;
+    s = vox_merge_history_map(ctx, h, threshold, &map, &k);
+    if (s != VOX_OK)
+        return s;
+    const uint32_t *in = base->data;
+    int64_t bad = -1;
+    for (int64_t v = 0; v < d.n && bad < 0; v++)
+        bad = in[v] > h->nseg ? v : -1;
+    if (bad >= 0) {
+        vox_free(ctx, map);
+        return vox_fail(ctx, VOX_INVALID_ARG, "base label %u at voxel %lld exceeds nseg %lld",
+                        in[bad], (long long)bad, (long long)h->nseg);
+    }
+    if (out->dtype == VOX_U32) { /* out may be base itself: each voxel is read, then written */
+        uint32_t *o = out->data;
+        for (int64_t v = 0; v < d.n; v++)
+            o[v] = map[in[v]];
+    } else {
+        uint64_t *o = out->data;
+        for (int64_t v = 0; v < d.n; v++)
+            o[v] = map[in[v]];
+    }
+    vox_free(ctx, map);
+    if (nfinal_out)
+        *nfinal_out = k;
+    return VOX_OK;
+}
+
+/* Watershed → basin graph → single linkage with dust → labels relabelled in place, and the
+ * graph contracted to the segments (histograms only for the quantile score). */
+static enum vox_status segment_run(struct vox_ctx *ctx, const struct vox_tensor *q,
+                                   const struct vox_seg_params *p, struct vox_seg_result *res)
+{
+    int64_t *sizes = NULL, *seg_sizes = NULL;
+    uint32_t *map = NULL;
+    struct vox_rag g = {0}, gs = {0};
+    enum vox_status s = vox_seg_watershed(ctx, q, p, &res->labels, &res->nbasins, &sizes);
+    if (s == VOX_OK)
+        s = vox_rag_build(ctx, &res->labels, res->nbasins, q,
+                          p->score == VOX_SEG_SCORE_QUANTILE, &g);
+    if (s == VOX_OK)
+        s = vox_seg_single_linkage(ctx, &g, sizes, p, &map, &res->nseg, &seg_sizes,
+                                   &res->dend);
+    if (s == VOX_OK) {
+        vox_seg_relabel(ctx, &res->labels, map);
+        s = vox_rag_contract(ctx, &g, map, res->nseg, &gs);
+    }
+    vox_rag_fini(ctx, &g);
+    vox_free(ctx, sizes);
+    vox_free(ctx, seg_sizes);
+    vox_free(ctx, map);
+    if (s == VOX_OK)
+        s = vox_seg_agglomerate(ctx, &gs, p, &res->merges);
+    vox_rag_fini(ctx, &gs);
+    return s;
+}
+
+enum vox_status vox_segment(struct vox_ctx *ctx, const struct vox_tensor *aff,
+                            const struct vox_seg_params *p, struct vox_seg_result *res_out)
+{
+    struct vox_seg_result res = {0};
+    struct vox_tensor qown = {0};
+    const struct vox_tensor *q = aff;
+    enum vox_status s = vox_seg_params_check(ctx, p);
+    if (s != VOX_OK)
+        return s;
+    if (!aff || aff->dtype != VOX_U8 || aff->rank != 4 || !vox_tensor_is_contiguous(aff)) {
+        s = vox_seg_quantize(ctx, aff, &qown);
+        q = &qown;
+    }
+    if (s == VOX_OK)
+        s = segment_run(ctx, q, p, &res);
+    vox_tensor_free(ctx, &qown);
+    if (s != VOX_OK) {
+        vox_seg_result_fini(ctx, &res);
+        return s;
+    }
+    *res_out = res;
+    return VOX_OK;
+}
+
+void vox_seg_result_fini(struct vox_ctx *ctx, struct vox_seg_result *res)
+{
+    if (!res)
+        return;
+    vox_tensor_free(ctx, &res->labels);
+    vox_merge_history_fini(ctx, &res->dend);
+    vox_merge_history_fini(ctx, &res->merges);
+    memset(res, 0, sizeof *res);
+}

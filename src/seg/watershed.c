@@ -1,0 +1,276 @@
+/*
+ * seg/watershed.c: the steepest-ascent watershed of a quantized affinity graph.
+ *
+ * Zlateski & Seung (arXiv 1505.00249), in the affinity form of the reference code, with the
+ * memory of the note's §7: one direction byte per voxel plus the uint32 label array, which
+ * also serves as scratch (the voxel maxima, then the BFS queue, then union-find parents).
+ *
+ *   A  max:   m[v] = the largest of v's (up to) 6 edges          parallel, into the labels
+ *   B  dirs:  m <= low: background (0). m >= high: bits of the edges >= high (a plateau of
+ *             seeds). Else the edges equal to m: those to a neighbour of larger max are
+ *             exits, the first in neighbour-index order is kept (RESOLVED, one bit; SEED if
+ *             the voxel also has plateau edges); a voxel with no exit keeps its plateau bits.
+ *                                                                parallel, reads m only
+ *   C  split: one BFS from the SEED voxels in C order through plateau edges; a reached voxel
+ *             points back to the voxel that reached it (neighbours in index order). Plateaus
+ *             without an exit stay unresolved: they are the regional maxima.   serial
+ *   D1 union: union-find over the unresolved plateau voxels (root = smallest index).  serial
+ *   D2 label: in C order, follow each voxel's pointers to a labelled voxel or a plateau root;
+ *             a root met first gets the next label (canonical numbering), and the whole path
+ *             is labelled, so every voxel is walked once.                          serial
+ *
+ * Edges that leave the volume do not exist (the reference code gives them T_low, which never
+ * wins). Pointers ascend strictly in m, or stay in a plateau and move to an earlier BFS
+ * voxel, so they are acyclic and end on a maximum plateau.
+ */
+#include "seg_internal.h"
+
+#include <string.h>
+
+enum {
+    DIR_MASK = 0x3F,  /* bits 0..5: -z, -y, -x, +x, +y, +z (ascending neighbour index) */
+    DIR_SEED = 0x40,  /* pass B..C: a resolved voxel with plateau neighbours */
+    DIR_DONE = 0x40,  /* pass D2: labels[v] holds the final label */
+    DIR_RESOLVED = 0x80,
+};
+
+struct ws_job {
+    const uint8_t *q; /* 3 channels of d.n bytes */
+    uint8_t *m;       /* voxel maxima (the first d.n bytes of the label array) */
+    uint8_t *dir;
+    struct seg_dims d;
+    int low, high;
+};
+
+static void ws_max_rows(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct ws_job *j = arg;
+    const int64_t X = j->d.x, n = j->d.n;
+    for (int64_t r = lo[0]; r < hi[0]; r++) {
+        int64_t z = r / j->d.y, y = r % j->d.y, v0 = r * X;
+        const uint8_t *qz = j->q + v0, *qy = j->q + n + v0, *qx = j->q + 2 * n + v0;
+        uint8_t *m = j->m + v0;
+        memset(m, 0, (size_t)X);
+        for (int64_t x = 1; x < X; x++) { /* -x of v and +x of v - 1 */
+            uint8_t a = qx[x];
+            m[x] = a > m[x] ? a : m[x];
+            m[x - 1] = a > m[x - 1] ? a : m[x - 1];
+        }
+        const uint8_t *srcs[4] = {z > 0 ? qz : NULL, z + 1 < j->d.z ? qz + j->d.plane : NULL,
+                                  y > 0 ? qy : NULL, y + 1 < j->d.y ? qy + X : NULL};
+        for (int k = 0; k < 4; k++) {
+            const uint8_t *s = srcs[k];
+            if (!s)
+                continue;
+            for (int64_t x = 0; x < X; x++)
+                m[x] = s[x] > m[x] ? s[x] : m[x];
+        }
+    }
+}
+
+/* The direction byte of voxel v at (z, y, x): see pass B above. */
+static inline uint8_t ws_dir_of(const struct ws_job *j, int64_t v, int64_t z, int64_t y,
+                                int64_t x)
+{
+    const int64_t n = j->d.n, X = j->d.x, P = j->d.plane;
+    int mv = j->m[v];
+    if (mv <= j->low)
+        return 0;
+    const uint8_t *q = j->q;
+    int e[6] = {z > 0 ? q[v] : -1,
+                y > 0 ? q[n + v] : -1,
+                x > 0 ? q[2 * n + v] : -1,
+                x + 1 < X ? q[2 * n + v + 1] : -1,
+                y + 1 < j->d.y ? q[n + v + X] : -1,
+                z + 1 < j->d.z ? q[v + P] : -1};
+    const int64_t off[6] = {-P, -X, -1, 1, X, P};
+    uint8_t bits = 0;
+    if (mv >= j->high) {
+        for (int d = 0; d < 6; d++)
+            bits |= (uint8_t)((e[d] >= j->high) << d);
+        return bits;
+    }
+    int exit = -1;
+    for (int d = 0; d < 6; d++) {
+        if (e[d] != mv)
+            continue;
+        if (j->m[v + off[d]] > mv) {
+            exit = exit < 0 ? d : exit; /* the first exit in neighbour-index order wins */
+        } else {
+            bits |= (uint8_t)(1u << d); /* a plateau edge: the neighbour's max is mv too */
+        }
+    }
+    if (exit < 0)
+        return bits;
+    return (uint8_t)(DIR_RESOLVED | (1u << exit) | (bits ? DIR_SEED : 0));
+}
+
+static void ws_dir_rows(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct ws_job *j = arg;
+    for (int64_t r = lo[0]; r < hi[0]; r++) {
+        int64_t z = r / j->d.y, y = r % j->d.y, v0 = r * j->d.x;
+        for (int64_t x = 0; x < j->d.x; x++)
+            j->dir[v0 + x] = ws_dir_of(j, v0 + x, z, y, x);
+    }
+}
+
+/* Pass C: splits the non-maximal plateaus by BFS from their exits; queue = the label array. */
+static void ws_split_plateaus(uint8_t *dir, uint32_t *queue, const struct seg_dims *d)
+{
+    int64_t head = 0, tail = 0;
+    for (int64_t v = 0; v < d->n; v++) {
+        if (dir[v] & DIR_SEED && dir[v] & DIR_RESOLVED) {
+            dir[v] &= (uint8_t)~DIR_SEED;
+            queue[tail++] = (uint32_t)v;
+        }
+    }
+    const int64_t off[6] = {-d->plane, -d->x, -1, 1, d->x, d->plane};
+    while (head < tail) {
+        int64_t v = queue[head++];
+        int64_t x = v % d->x, y = (v / d->x) % d->y, z = v / d->plane;
+        const bool in[6] = {z > 0, y > 0, x > 0, x + 1 < d->x, y + 1 < d->y, z + 1 < d->z};
+        for (int k = 0; k < 6; k++) {
+            if (!in[k])
+                continue;
+            int64_t u = v + off[k];
+            uint8_t du = dir[u], back = (uint8_t)(1u << (5 - k));
+            if (!(du & DIR_RESOLVED) && (du & back)) { /* same plateau, not yet reached */
+                dir[u] = DIR_RESOLVED | back;
+                queue[tail++] = (uint32_t)u;
+            }
+        }
+    }
+}
+
+/* Pass D1: unions the voxels of each maximum plateau; returns the number of plateaus. A voxel
+ * joins the root of its first plateau neighbour (nearest first: -x, -y, -z) without a find
+ * of its own, so the common case (a run along x) costs one short find. */
+static int64_t ws_union_plateaus(const uint8_t *dir, uint32_t *parent, const struct seg_dims *d)
+{
+    const int64_t off[3] = {-1, -d->x, -d->plane};
+    const uint8_t bit[3] = {1u << 2, 1u << 1, 1u << 0};
+    int64_t roots = 0;
+    for (int64_t v = 0; v < d->n; v++) {
+        uint8_t dv = dir[v];
+        if (!dv || (dv & DIR_RESOLVED))
+            continue;
+        uint32_t r = UINT32_MAX;
+        for (int k = 0; k < 3; k++) {
+            if (!(dv & bit[k]))
+                continue;
+            uint32_t ru = seg_find(parent, (uint32_t)(v + off[k]));
+            if (r == UINT32_MAX) {
+                r = ru;
+            } else if (ru != r) {
+                parent[ru > r ? ru : r] = ru < r ? ru : r;
+                r = ru < r ? ru : r;
+                roots--;
+            }
+        }
+        if (r == UINT32_MAX) {
+            r = (uint32_t)v;
+            roots++;
+        }
+        parent[v] = r;
+    }
+    return roots;
+}
+
+/* The next voxel along v's pointer (resolved) or its union-find parent (plateau); -1 at a
+ * plateau root. */
+static inline int64_t ws_next(const uint8_t *dir, const uint32_t *lab, const int64_t *off,
+                              int64_t v)
+{
+    uint8_t dv = dir[v];
+    if (dv & DIR_RESOLVED)
+        return v + off[__builtin_ctz(dv & DIR_MASK)];
+    return lab[v] == (uint32_t)v ? -1 : (int64_t)lab[v];
+}
+
+/* Pass D2: canonical labels and sizes (sizes has room for every plateau + 1). */
+static int64_t ws_label(uint8_t *dir, uint32_t *lab, const struct seg_dims *d, int64_t *sizes)
+{
+    const int64_t off[6] = {-d->plane, -d->x, -1, 1, d->x, d->plane};
+    int64_t next_id = 0;
+    for (int64_t v = 0; v < d->n; v++) {
+        if (!dir[v]) {
+            lab[v] = 0;
+            sizes[0]++;
+            continue;
+        }
+        if (dir[v] & DIR_DONE) {
+            sizes[lab[v]]++;
+            continue;
+        }
+        int64_t p = v, nx;
+        uint32_t id;
+        for (;;) { /* find the end: a labelled voxel or a plateau root */
+            if (dir[p] & DIR_DONE) {
+                id = lab[p];
+                break;
+            }
+            if ((nx = ws_next(dir, lab, off, p)) < 0) {
+                id = (uint32_t)++next_id;
+                break;
+            }
+            p = nx;
+        }
+        for (int64_t w = v; !(dir[w] & DIR_DONE);) { /* label the path, end included */
+            nx = ws_next(dir, lab, off, w);
+            lab[w] = id;
+            dir[w] |= DIR_DONE;
+            if (nx < 0)
+                break;
+            w = nx;
+        }
+        sizes[id]++;
+    }
+    return next_id;
+}
+
+enum vox_status vox_seg_watershed(struct vox_ctx *ctx, const struct vox_tensor *q,
+                                  const struct vox_seg_params *p, struct vox_tensor *labels_out,
+                                  int64_t *nbasins_out, int64_t **sizes_out)
+{
+    struct ws_job j = {.q = q ? q->data : NULL};
+    enum vox_status s = vox_seg_params_check(ctx, p);
+    if (s == VOX_OK)
+        s = seg_dims_from_q(ctx, q, &j.d);
+    if (s != VOX_OK)
+        return s;
+    j.low = p->low;
+    j.high = p->high;
+    struct vox_tensor lab = {0};
+    int64_t *sizes = NULL;
+    s = vox_tensor_alloc(ctx, &lab, VOX_U32, 3, q->shape + 1);
+    if (s != VOX_OK)
+        return s;
+    j.dir = vox_alloc(ctx, (size_t)j.d.n);
+    if (!j.dir) {
+        s = VOX_OUT_OF_MEMORY;
+        goto fail;
+    }
+    j.m = lab.data;
+    const int64_t rows[3] = {j.d.z * j.d.y, 1, 1}, tile[3] = {16, 1, 1};
+    vox_pool_for(vox_ctx_pool(ctx), rows, tile, VOX_SCHED_STATIC, ws_max_rows, &j);
+    vox_pool_for(vox_ctx_pool(ctx), rows, tile, VOX_SCHED_STATIC, ws_dir_rows, &j);
+    ws_split_plateaus(j.dir, lab.data, &j.d);
+    int64_t nplateaus = ws_union_plateaus(j.dir, lab.data, &j.d);
+    sizes = vox_calloc(ctx, (size_t)nplateaus + 1, sizeof *sizes);
+    if (!sizes) {
+        s = VOX_OUT_OF_MEMORY;
+        goto fail;
+    }
+    int64_t nbasins = ws_label(j.dir, lab.data, &j.d, sizes);
+    VOX_ASSERT(nbasins == nplateaus);
+    vox_free(ctx, j.dir);
+    *labels_out = lab;
+    *nbasins_out = nbasins;
+    *sizes_out = sizes;
+    return VOX_OK;
+fail:
+    vox_free(ctx, j.dir);
+    vox_tensor_free(ctx, &lab);
+    return s;
+}
