@@ -237,6 +237,76 @@ double vox_nest_flops(const struct vox_nest *nest);
  * its span and the product of the sizes it depends on), C twice when accumulating. */
 double vox_nest_bytes(const struct vox_nest *nest);
 
+/* ---- compiled kernels (src/loop/codegen*.c, kernel.c) ---------------------------------- */
+/* vox_nest_compile lowers a nest to x86-64 code (AVX2+FMA or AVX-512), after LoopNest:
+ * vectorised along the innermost loop's dimension, C held in registers from the outermost
+ * loop whose C tile fits the register budget, reduction loops inside it run at run time
+ * (unrolled up to a limit), one code copy per distinct range state (no 2^k tail copies),
+ * masked vector tails. The ISA comes from the options or the context (VOX_ISA caps it);
+ * VOX_ISA_REF, or a nest the generator cannot lower, gives a kernel that runs the
+ * interpreter (info.jit = false). */
+
+#define VOX_KERNEL_ISA_AUTO (-1)
+
+struct vox_kernel_options {
+    int isa;      /* VOX_KERNEL_ISA_AUTO: the context's; else an enum vox_isa the CPU has */
+    int unroll;   /* vector ops in a fully unrolled reduction body; 0: 64 */
+    int copies;   /* accumulators per C vector; 0: auto (>= 8 FMA chains), 1: off, <= 4 */
+    int threads;  /* 0: the context's pool; 1: the calling thread only */
+};
+
+struct vox_kernel_info {
+    bool jit;              /* false: the interpreter runs the nest */
+    enum vox_isa isa;
+    int lanes;             /* f32 lanes of a vector op (1 when scalar along the innermost dim) */
+    int tile_level;        /* the order position where C is loaded into registers */
+    int64_t tile[VOX_NEST_MAX_DIMS]; /* the register tile's extent per dimension */
+    int acc_vectors;       /* C vectors held in registers (the full tile) */
+    int acc_copies;        /* accumulators per C vector */
+    int unroll;            /* reduction-loop iterations unrolled in the innermost runtime loop */
+    int vec_regs;          /* vector registers used at most */
+    bool chunked;          /* the innermost loop was strip-mined: no C tile fits */
+    bool post_fused;       /* post-ops applied in registers before the store */
+    bool post_in_c;        /* post-ops applied by a C pass after the run (exp-based, split) */
+    bool init_pass;        /* C set to the identity in C before the run */
+    int parallel_dim;      /* the dimension split across threads, -1: none */
+    double flops, bytes;   /* vox_nest_flops / vox_nest_bytes */
+    size_t code_bytes;
+    double compile_ms;
+};
+
+struct vox_kernel;
+
+/* Validates and compiles. opts may be NULL. The context must outlive the kernel. */
+enum vox_status vox_nest_compile(struct vox_ctx *ctx, const struct vox_nest *nest,
+                                 const struct vox_kernel_options *opts,
+                                 struct vox_kernel **kernel_out);
+/* Runs the kernel: no allocation, no failure. Pointers as for vox_nest_interpret (non-NULL;
+ * extra has vox_nest_extra_count entries). Results are bitwise identical for any thread
+ * count: threads own disjoint runs of an outer loop that indexes C. */
+void vox_kernel_run(const struct vox_kernel *k, float *C, const float *A, const float *B,
+                    const float *const *extra);
+const struct vox_kernel_info *vox_kernel_info(const struct vox_kernel *k);
+void vox_kernel_destroy(struct vox_kernel *k);
+
+/* The analytic default schedule for a nest whose loops are in any order: for a matmul-like
+ * nest (an output dimension with C stride 1, a broadcast output dimension, a reduction) it
+ * rewrites the order to cache blocks of n and k and a register tile from the vector width and
+ * register count; otherwise it leaves the nest unchanged. tile_rows/tile_vecs (0: default)
+ * and kc (0: from L1) override the choice, for a tuner's sweep. */
+enum vox_status vox_nest_schedule_default(struct vox_ctx *ctx, struct vox_nest *nest,
+                                          int tile_rows, int tile_vecs, int64_t kc);
+
+/* C[M x N] (=|+=) A[M x K] * B[K x N], row-major with leading dimensions, FP32. Builds the
+ * nest, the default schedule, compiles and runs; uncached (compile is ~0.1-1 ms): callers
+ * that repeat a shape should keep a kernel from vox_nest_compile. */
+enum vox_status vox_matmul(struct vox_ctx *ctx, int64_t M, int64_t N, int64_t K, float *C,
+                           int64_t ldc, const float *A, int64_t lda, const float *B,
+                           int64_t ldb, bool accumulate);
+/* Builds the nest of a matmul (order m n k, row-major with leading dimensions). */
+void vox_nest_matmul(struct vox_nest *nest, int64_t M, int64_t N, int64_t K, int64_t ldc,
+                     int64_t lda, int64_t ldb);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,88 @@
+/*
+ * loop/codegen_internal.h: the code generator's state, shared by codegen.c (plan, loops above
+ * the register tile) and codegen_tile.c (the register tile). Internal.
+ */
+#ifndef VOX_LOOP_CODEGEN_INTERNAL_H
+#define VOX_LOOP_CODEGEN_INTERNAL_H
+
+#include "codegen.h"
+
+#define CG_MAX_SUBS 512         /* distinct range states */
+#define CG_MAX_CODE (8 << 20)   /* bytes of code */
+#define CG_MAX_ACC 32           /* C vectors of one tile */
+#define CG_MAX_POINTS 256       /* buffered vector ops before a forced flush */
+#define CG_MAX_CONST 16
+
+enum cg_kind { CG_PACKED, CG_BCAST, CG_GATHER };
+
+/* One vector operand: a tensor's elements from `off` along v (lanes of them). */
+struct cg_operand {
+    int t;
+    int lanes;
+    int64_t off;
+    int64_t pre_off[VOX_NEST_MAX_OPS]; /* A only: the pre-op tensors' offsets */
+};
+
+/* One vector op of the body: acc (reduce)= combine(a, b). */
+struct cg_point {
+    int acc; /* vector register */
+    struct cg_operand a, b;
+};
+
+struct cg_sub {
+    int p;
+    int64_t ext[VOX_NEST_MAX_DIMS];
+    int32_t label;
+};
+
+struct cg {
+    struct vox_ctx *ctx;
+    const struct vox_nest *nest;
+    struct vox_jit_asm *a;
+    enum vox_isa isa;
+    int W, nv, ew, v; /* lanes of a register, registers, lanes of a vector op, vector dim */
+    int unroll, copies_opt;
+    int ntens;
+    int64_t stride[CG_TENSORS][VOX_NEST_MAX_DIMS];
+    int32_t preg[CG_TENSORS];
+    enum cg_kind kind[CG_TENSORS];
+    int32_t gidx_lbl[CG_TENSORS];
+    int pre_t[VOX_NEST_MAX_OPS], post_t[VOX_NEST_MAX_OPS]; /* tensor of each op, or -1 */
+    bool need_gather;
+    int reg_mask, reg_gidx, reg_gmask, reg_tmp; /* fixed registers, -1 when unused */
+    int top_free, acc_budget;
+    int R;
+    bool chunked, load_c, fuse_post;
+    /* the tile being emitted */
+    int64_t acc_toff[CG_MAX_ACC][CG_TENSORS]; /* every tensor's offset at the C vector */
+    int acc_lanes[CG_MAX_ACC];
+    int nacc, copies, copy, nested, max_reg;
+    bool planning, overflow;
+    struct cg_point pts[CG_MAX_POINTS];
+    int npts;
+    int mask_lanes; /* lanes of the mask now in k2 / reg_mask, -1: unknown */
+    /* constants */
+    float const_val[CG_MAX_CONST];
+    int32_t const_lbl[CG_MAX_CONST];
+    int nconst;
+    int32_t masktab_lbl;
+    /* range states */
+    struct cg_sub subs[CG_MAX_SUBS];
+    int nsubs;
+    bool failed;
+    /* what was planned, for vox_kernel_info (the first, largest tile) */
+    int stat_acc, stat_copies, stat_unroll, stat_regs;
+    bool stat_done;
+};
+
+struct vox_jit_mem cg_mem(struct cg *g, int t, int64_t off);
+void cg_add_imm(struct cg *g, int32_t reg, int64_t v);
+void cg_advance(struct cg *g, int d, int64_t count);
+void cg_call(struct cg *g, int32_t label);
+int32_t cg_const_vec(struct cg *g, float x);
+void cg_max_state(const struct vox_nest *nest, int p, int64_t *ext);
+/* C vectors of the tile at position p for the range state ext (capped past the budget). */
+int cg_tile_count(struct cg *g, int p, const int64_t *ext);
+void cg_emit_tile(struct cg *g, const int64_t *ext);
+
+#endif
