@@ -53,30 +53,115 @@ static void order_by_max(const struct vox_rag *g, int64_t *order)
         order[start[255 - g->e[i].max]++] = i;
 }
 
+/* The edges in merge order: a graph with an order over it, or packed edges. */
+struct sl_edges {
+    const struct vox_rag *g;
+    const int64_t *order;
+    const uint64_t *packed; /* a << 36 | b << 8 | max */
+    int64_t n;
+};
+
+static inline void sl_edge(const struct sl_edges *E, int64_t i, uint32_t *a, uint32_t *b,
+                           int *w)
+{
+    if (E->packed) {
+        uint64_t k = E->packed[i];
+        *a = (uint32_t)(k >> 36);
+        *b = (uint32_t)(k >> 8) & (uint32_t)SEG_PACKED_MAX_ID;
+        *w = (int)(k & 0xFF);
+        return;
+    }
+    const struct vox_rag_edge *e = &E->g->e[E->order[i]];
+    *a = e->a;
+    *b = e->b;
+    *w = e->max;
+}
+
 /* Runs the merges; parent/size are indexed by basin id. */
-static enum vox_status sl_merge(struct vox_ctx *ctx, const struct vox_rag *g,
-                            const struct vox_seg_params *p, const int64_t *order,
-                            uint32_t *parent, int64_t *size, struct vox_merge_history *dend)
+static enum vox_status sl_merge(struct vox_ctx *ctx, const struct sl_edges *E,
+                                const struct vox_seg_params *p, uint32_t *parent,
+                                int64_t *size, struct vox_merge_history *dend)
 {
     int64_t lim[256];
     size_limits(p, lim);
-    for (int64_t i = 0; i < g->n; i++) {
-        const struct vox_rag_edge *e = &g->e[order[i]];
-        if (e->max <= p->low)
+    for (int64_t i = 0; i < E->n; i++) {
+        uint32_t a, b;
+        int w;
+        sl_edge(E, i, &a, &b, &w);
+        if (w <= p->low)
             break;
-        uint32_t ra = seg_find(parent, e->a), rb = seg_find(parent, e->b);
+        uint32_t ra = seg_find(parent, a), rb = seg_find(parent, b);
         if (ra == rb)
             continue;
         int64_t small = size[ra] < size[rb] ? size[ra] : size[rb];
-        if (small >= lim[e->max])
+        if (small >= lim[w])
             continue;
         uint32_t keep = ra < rb ? ra : rb, gone = ra < rb ? rb : ra;
         parent[gone] = keep;
         size[keep] += size[gone];
-        if (dend && seg_history_push(ctx, dend, ra, rb, keep, e->max / 255.0) != VOX_OK)
+        if (dend && seg_history_push(ctx, dend, ra, rb, keep, w / 255.0) != VOX_OK)
             return VOX_OUT_OF_MEMORY;
     }
     return VOX_OK;
+}
+
+/* Dust and canonical numbering: roots are the smallest ids of their clusters. Turns parent
+ * into the map; size[] is scratch. */
+static enum vox_status sl_number(struct vox_ctx *ctx, int64_t n, const int64_t *sizes,
+                                 const struct vox_seg_params *p, uint32_t *parent,
+                                 int64_t *size, int64_t *nseg_out, int64_t **seg_sizes_out)
+{
+    int64_t k = 0;
+    parent[0] = 0;
+    for (int64_t b = 1; b <= n; b++) {
+        uint32_t r = seg_find(parent, (uint32_t)b);
+        size[b] = r == b ? (size[b] >= p->dust ? ++k : 0) : size[r]; /* size[] = new id */
+    }
+    int64_t *seg_sizes = vox_calloc(ctx, (size_t)k + 1, sizeof *seg_sizes);
+    if (!seg_sizes)
+        return VOX_OUT_OF_MEMORY;
+    uint32_t *map = parent; /* parent[b] becomes basin b's segment */
+    map[0] = 0;
+    seg_sizes[0] = sizes[0];
+    for (int64_t b = 1; b <= n; b++) {
+        map[b] = (uint32_t)size[b];
+        seg_sizes[map[b]] += sizes[b];
+    }
+    *nseg_out = k;
+    *seg_sizes_out = seg_sizes;
+    return VOX_OK;
+}
+
+static enum vox_status sl_run(struct vox_ctx *ctx, int64_t n, const struct sl_edges *E,
+                              const int64_t *sizes, const struct vox_seg_params *p,
+                              uint32_t **map_out, int64_t *nseg_out, int64_t **seg_sizes_out,
+                              struct vox_merge_history *dend_out)
+{
+    uint32_t *parent = vox_alloc(ctx, (size_t)(n + 1) * sizeof *parent);
+    int64_t *size = vox_alloc(ctx, (size_t)(n + 1) * sizeof *size);
+    struct vox_merge_history dend = {.nseg = n};
+    enum vox_status s = VOX_OUT_OF_MEMORY;
+    if (!parent || !size)
+        goto fail;
+    for (int64_t b = 0; b <= n; b++) {
+        parent[b] = (uint32_t)b;
+        size[b] = sizes[b];
+    }
+    s = sl_merge(ctx, E, p, parent, size, dend_out ? &dend : NULL);
+    if (s == VOX_OK)
+        s = sl_number(ctx, n, sizes, p, parent, size, nseg_out, seg_sizes_out);
+    if (s != VOX_OK)
+        goto fail;
+    vox_free(ctx, size);
+    *map_out = parent;
+    if (dend_out)
+        *dend_out = dend;
+    return VOX_OK;
+fail:
+    vox_free(ctx, parent);
+    vox_free(ctx, size);
+    vox_merge_history_fini(ctx, &dend);
+    return s;
 }
 
 enum vox_status vox_seg_single_linkage(struct vox_ctx *ctx, const struct vox_rag *rag,
@@ -90,55 +175,24 @@ enum vox_status vox_seg_single_linkage(struct vox_ctx *ctx, const struct vox_rag
         return s;
     if (!rag || !sizes)
         return vox_fail(ctx, VOX_INVALID_ARG, "single linkage: no region graph or sizes");
-    int64_t n = rag->nseg;
-    uint32_t *parent = vox_alloc(ctx, (size_t)(n + 1) * sizeof *parent);
-    int64_t *size = vox_alloc(ctx, (size_t)(n + 1) * sizeof *size);
     int64_t *order = vox_alloc(ctx, (size_t)(rag->n + 1) * sizeof *order);
-    int64_t *seg_sizes = NULL;
-    struct vox_merge_history dend = {.nseg = n};
-    s = VOX_OUT_OF_MEMORY;
-    if (!parent || !size || !order)
-        goto fail;
-    for (int64_t b = 0; b <= n; b++) {
-        parent[b] = (uint32_t)b;
-        size[b] = sizes[b];
-    }
+    if (!order)
+        return VOX_OUT_OF_MEMORY;
     order_by_max(rag, order);
-    s = sl_merge(ctx, rag, p, order, parent, size, dend_out ? &dend : NULL);
-    if (s != VOX_OK)
-        goto fail;
-    /* Dust and canonical numbering: roots are the smallest ids of their clusters. */
-    int64_t k = 0;
-    parent[0] = 0;
-    for (int64_t b = 1; b <= n; b++) {
-        uint32_t r = seg_find(parent, (uint32_t)b);
-        size[b] = r == b ? (size[b] >= p->dust ? ++k : 0) : size[r]; /* size[] = new id */
-    }
-    seg_sizes = vox_calloc(ctx, (size_t)k + 1, sizeof *seg_sizes);
-    s = seg_sizes ? VOX_OK : VOX_OUT_OF_MEMORY;
-    if (s != VOX_OK)
-        goto fail;
-    uint32_t *map = parent; /* reuse: parent[b] becomes basin b's segment */
-    map[0] = 0;
-    seg_sizes[0] = sizes[0];
-    for (int64_t b = 1; b <= n; b++) {
-        map[b] = (uint32_t)size[b];
-        seg_sizes[map[b]] += sizes[b];
-    }
-    vox_free(ctx, size);
+    struct sl_edges E = {.g = rag, .order = order, .n = rag->n};
+    s = sl_run(ctx, rag->nseg, &E, sizes, p, map_out, nseg_out, seg_sizes_out, dend_out);
     vox_free(ctx, order);
-    *map_out = map;
-    *nseg_out = k;
-    *seg_sizes_out = seg_sizes;
-    if (dend_out)
-        *dend_out = dend;
-    return VOX_OK;
-fail:
-    vox_free(ctx, parent);
-    vox_free(ctx, size);
-    vox_free(ctx, order);
-    vox_merge_history_fini(ctx, &dend);
     return s;
+}
+
+enum vox_status seg_single_linkage_packed(struct vox_ctx *ctx, int64_t nbasins,
+                                          const uint64_t *e, int64_t ne, const int64_t *sizes,
+                                          const struct vox_seg_params *p, uint32_t **map_out,
+                                          int64_t *nseg_out, int64_t **seg_sizes_out,
+                                          struct vox_merge_history *dend_out)
+{
+    struct sl_edges E = {.packed = e, .n = ne};
+    return sl_run(ctx, nbasins, &E, sizes, p, map_out, nseg_out, seg_sizes_out, dend_out);
 }
 
 struct relabel_job {

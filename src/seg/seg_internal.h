@@ -44,4 +44,21 @@ static inline uint32_t seg_find(uint32_t *parent, uint32_t x)
 enum vox_status seg_history_push(struct vox_ctx *ctx, struct vox_merge_history *h, int64_t a,
                                  int64_t b, int64_t survivor, double score);
 
+/* Basin ids the packed basin graph holds: 1..SEG_PACKED_MAX_ID. */
+#define SEG_PACKED_MAX_ID ((1ll << 28) - 1)
+
+/* The basin graph with each pair's largest face affinity, packed a << 36 | b << 8 | max
+ * (a < b, labels <= SEG_PACKED_MAX_ID), in descending max, ties in ascending (a, b): a new
+ * vox_alloc'd array *edges_out of *n_out edges (basin_graph.c). */
+enum vox_status seg_basin_edges(struct vox_ctx *ctx, const struct vox_tensor *labels,
+                                const struct vox_tensor *q, uint64_t **edges_out,
+                                int64_t *n_out);
+
+/* vox_seg_single_linkage over seg_basin_edges' packed edges (linkage.c). */
+enum vox_status seg_single_linkage_packed(struct vox_ctx *ctx, int64_t nbasins,
+                                          const uint64_t *e, int64_t ne, const int64_t *sizes,
+                                          const struct vox_seg_params *p, uint32_t **map_out,
+                                          int64_t *nseg_out, int64_t **seg_sizes_out,
+                                          struct vox_merge_history *dend_out);
+
 #endif

@@ -94,29 +94,67 @@ enum vox_status vox_merge_history_cut(struct vox_ctx *ctx, const struct vox_merg
     return VOX_OK;
 }
 
-/* Watershed → basin graph → single linkage with dust → labels relabelled in place, and the
- * graph contracted to the segments (histograms only for the quantile score). */
-static enum vox_status segment_run(struct vox_ctx *ctx, const struct vox_tensor *q,
-                                   const struct vox_seg_params *p, struct vox_seg_result *res)
+/* Basins → size merge + dust through the full basin graph, contracted to the segments
+ * (for more basins than the packed graph holds). */
+static enum vox_status segment_full_graph(struct vox_ctx *ctx, const struct vox_tensor *q,
+                                          const struct vox_seg_params *p, const int64_t *sizes,
+                                          struct vox_seg_result *res, struct vox_rag *gs)
 {
-    int64_t *sizes = NULL, *seg_sizes = NULL;
+    int64_t *seg_sizes = NULL;
     uint32_t *map = NULL;
-    struct vox_rag g = {0}, gs = {0};
-    enum vox_status s = vox_seg_watershed(ctx, q, p, &res->labels, &res->nbasins, &sizes);
-    if (s == VOX_OK)
-        s = vox_rag_build(ctx, &res->labels, res->nbasins, q,
-                          p->score == VOX_SEG_SCORE_QUANTILE, &g);
+    struct vox_rag g = {0};
+    enum vox_status s = vox_rag_build(ctx, &res->labels, res->nbasins, q,
+                                      p->score == VOX_SEG_SCORE_QUANTILE, &g);
     if (s == VOX_OK)
         s = vox_seg_single_linkage(ctx, &g, sizes, p, &map, &res->nseg, &seg_sizes,
                                    &res->dend);
     if (s == VOX_OK) {
         vox_seg_relabel(ctx, &res->labels, map);
-        s = vox_rag_contract(ctx, &g, map, res->nseg, &gs);
+        s = vox_rag_contract(ctx, &g, map, res->nseg, gs);
     }
     vox_rag_fini(ctx, &g);
-    vox_free(ctx, sizes);
     vox_free(ctx, seg_sizes);
     vox_free(ctx, map);
+    return s;
+}
+
+/* Basins → size merge + dust over the packed max-only basin graph, then the segments' graph
+ * from the relabelled volume (few segments: small and quick). */
+static enum vox_status segment_packed(struct vox_ctx *ctx, const struct vox_tensor *q,
+                                      const struct vox_seg_params *p, const int64_t *sizes,
+                                      struct vox_seg_result *res, struct vox_rag *gs)
+{
+    int64_t *seg_sizes = NULL, ne = 0;
+    uint32_t *map = NULL;
+    uint64_t *e = NULL;
+    enum vox_status s = seg_basin_edges(ctx, &res->labels, q, &e, &ne);
+    if (s == VOX_OK)
+        s = seg_single_linkage_packed(ctx, res->nbasins, e, ne, sizes, p, &map, &res->nseg,
+                                      &seg_sizes, &res->dend);
+    vox_free(ctx, e);
+    if (s == VOX_OK) {
+        vox_seg_relabel(ctx, &res->labels, map);
+        s = vox_rag_build(ctx, &res->labels, res->nseg, q, p->score == VOX_SEG_SCORE_QUANTILE,
+                          gs);
+    }
+    vox_free(ctx, seg_sizes);
+    vox_free(ctx, map);
+    return s;
+}
+
+/* Watershed → basin graph → single linkage with dust → labels relabelled in place → the
+ * segments' graph (histograms only for the quantile score) → agglomeration. */
+static enum vox_status segment_run(struct vox_ctx *ctx, const struct vox_tensor *q,
+                                   const struct vox_seg_params *p, struct vox_seg_result *res)
+{
+    int64_t *sizes = NULL;
+    struct vox_rag gs = {0};
+    enum vox_status s = vox_seg_watershed(ctx, q, p, &res->labels, &res->nbasins, &sizes);
+    if (s == VOX_OK && res->nbasins <= SEG_PACKED_MAX_ID)
+        s = segment_packed(ctx, q, p, sizes, res, &gs);
+    else if (s == VOX_OK)
+        s = segment_full_graph(ctx, q, p, sizes, res, &gs);
+    vox_free(ctx, sizes);
     if (s == VOX_OK)
         s = vox_seg_agglomerate(ctx, &gs, p, &res->merges);
     vox_rag_fini(ctx, &gs);

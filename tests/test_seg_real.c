@@ -1,0 +1,201 @@
+/*
+ * test_seg_real.c: the segmentation engine on real FIB-SEM data (gala's train and test crops,
+ * shared/data/gala_fib_{train,test}.h5, found through $VOX_SHARED_DATA; skipped when absent).
+ *
+ * Each crop's /boundary_probability becomes affinities (vox_seg_boundary_to_aff), vox_segment
+ * runs with the boundary-map defaults of docs/segmentation.md, and the merge history is scored
+ * against /labels (gt 0, the one-voxel boundary, ignored) at the thresholds 0.00, 0.01, ..,
+ * 1.00 in one pass (vox_metrics_history). The threshold with the best VOI on the train crop is
+ * then applied to the test crop.
+ *
+ * Oracles: the scores at the chosen threshold recomputed from scratch on the cut volume equal
+ * the history's; the test crop's VOI and adapted Rand error at the train-chosen threshold stay
+ * at or below the values measured when the defaults were chosen, plus a margin, so they never
+ * get worse. The quick tier scores the test crop at that threshold only.
+ */
+#include "harness.h"
+#include "vox/io.h"
+#include "vox/metrics.h"
+#include "vox/seg.h"
+
+#include <unistd.h>
+
+#define NTH 101       /* thresholds 0.00 .. 1.00 */
+#define MARGIN 0.02   /* allowed drift above the measured scores */
+#define TRAIN_TH 0.86 /* the train-best threshold, measured */
+/* Measured on the test crop at TRAIN_TH (docs/segmentation.md, "Real data"). */
+#define TEST_VOI_SPLIT 0.6344
+#define TEST_VOI_MERGE 0.9495
+#define TEST_ARAND 0.2591
+
+/* The boundary-map defaults documented in docs/segmentation.md. */
+static void real_params(struct vox_seg_params *p)
+{
+    vox_seg_params_defaults(p);
+    p->low = 1;
+    p->high = 230;
+    p->nsize = 1;
+    p->size[0] = (struct vox_seg_size_point){.aff = 2, .size = 100};
+    p->dust = 10;
+}
+
+/* "$VOX_SHARED_DATA/name", or false (and a skip line) when the file is not there. */
+static bool real_path(const char *name, char *path, size_t len)
+{
+    const char *dir = getenv("VOX_SHARED_DATA");
+    snprintf(path, len, "%s/%s", dir ? dir : "", name);
+    if (dir && access(path, R_OK) == 0)
+        return true;
+    printf("  skip: no %s under $VOX_SHARED_DATA\n", name);
+    return false;
+}
+
+struct real_run {
+    struct vox_tensor gt;
+    struct vox_seg_result res;
+    struct vox_contingency *base; /* base segments against gt */
+};
+
+static bool real_segment(struct vox_ctx *ctx, const char *file, struct real_run *r)
+{
+    char spec[1200];
+    struct vox_tensor pb = {0}, aff = {0};
+    struct vox_seg_params p;
+    real_params(&p);
+    memset(r, 0, sizeof *r);
+    snprintf(spec, sizeof spec, "%s:/boundary_probability", file);
+    CHECK_OK(vox_volume_load(ctx, spec, &pb, NULL));
+    snprintf(spec, sizeof spec, "%s:/labels", file);
+    CHECK_OK(vox_volume_load(ctx, spec, &r->gt, NULL));
+    CHECK_OK(vox_seg_boundary_to_aff(ctx, &pb, false, &aff));
+    CHECK_OK(vox_segment(ctx, &aff, &p, &r->res));
+    CHECK_OK(vox_contingency_create(ctx, &r->base));
+    CHECK_OK(vox_contingency_add(ctx, r->base, &r->res.labels, &r->gt));
+    vox_tensor_free(ctx, &pb);
+    vox_tensor_free(ctx, &aff);
+    return vox_test_failures == 0;
+}
+
+static void real_fini(struct vox_ctx *ctx, struct real_run *r)
+{
+    vox_contingency_destroy(r->base);
+    vox_seg_result_fini(ctx, &r->res);
+    vox_tensor_free(ctx, &r->gt);
+}
+
+/* Scores after the merges a cut at each threshold th[i] applies: a merge of score s applies
+ * while 1 - s < th (vox_merge_applies), i.e. -(1 - s) >= the next double above -th. */
+static void real_sweep(struct vox_ctx *ctx, const struct real_run *r, int64_t nth,
+                       const double *th, struct vox_metrics *m)
+{
+    int64_t n = r->res.merges.n;
+    int64_t *a = vox_alloc(ctx, (size_t)(n + 1) * sizeof *a);
+    int64_t *b = vox_alloc(ctx, (size_t)(n + 1) * sizeof *b);
+    double *sc = vox_alloc(ctx, (size_t)(n + 1) * sizeof *sc);
+    double *mt = vox_alloc(ctx, (size_t)(nth + 1) * sizeof *mt);
+    CHECK(a && b && sc && mt);
+    for (int64_t i = 0; a && b && sc && i < n; i++) {
+        a[i] = r->res.merges.m[i].a;
+        b[i] = r->res.merges.m[i].b;
+        sc[i] = -(1.0 - r->res.merges.m[i].score);
+    }
+    for (int64_t i = 0; mt && i < nth; i++)
+        mt[i] = nextafter(-th[i], INFINITY);
+    if (a && b && sc && mt)
+        CHECK_OK(vox_metrics_history(ctx, r->base, NULL, n, a, b, sc, nth, mt, m));
+    vox_free(ctx, a);
+    vox_free(ctx, b);
+    vox_free(ctx, sc);
+    vox_free(ctx, mt);
+}
+
+/* The scores of the volume cut at th, from scratch. */
+static struct vox_metrics real_cut_score(struct vox_ctx *ctx, const struct real_run *r,
+                                         double th)
+{
+    struct vox_tensor cut = {0};
+    struct vox_contingency *t = NULL;
+    struct vox_metrics m = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &cut, VOX_U32, 3, r->res.labels.shape));
+    CHECK_OK(vox_merge_history_cut(ctx, &r->res.merges, &r->res.labels, th, &cut, NULL));
+    CHECK_OK(vox_contingency_create(ctx, &t));
+    CHECK_OK(vox_contingency_add(ctx, t, &cut, &r->gt));
+    CHECK_OK(vox_metrics_compute(ctx, t, NULL, &m));
+    vox_contingency_destroy(t);
+    vox_tensor_free(ctx, &cut);
+    return m;
+}
+
+static void print_metrics(const char *what, double th, const struct vox_metrics *m)
+{
+    printf("  %s th %.2f: VOI %.4f (split %.4f, merge %.4f), adapted Rand error %.4f\n", what,
+           th, m->voi_split + m->voi_merge, m->voi_split, m->voi_merge,
+           m->adapted_rand_error);
+}
+
+static void check_bounds(const struct vox_metrics *m)
+{
+    CHECK(m->voi_split <= TEST_VOI_SPLIT + MARGIN);
+    CHECK(m->voi_merge <= TEST_VOI_MERGE + MARGIN);
+    CHECK(m->adapted_rand_error <= TEST_ARAND + MARGIN);
+}
+
+static int64_t best_voi(const struct vox_metrics *m, int64_t n)
+{
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; i++)
+        if (m[i].voi_split + m[i].voi_merge < m[best].voi_split + m[best].voi_merge)
+            best = i;
+    return best;
+}
+
+/* Full tier: sweep train, pick its best threshold, apply it to test. */
+static void real_full(struct vox_ctx *ctx, const char *train, const char *test)
+{
+    double th[NTH];
+    struct vox_metrics mtr[NTH], mte[NTH];
+    struct real_run r;
+    for (int i = 0; i < NTH; i++)
+        th[i] = i / 100.0;
+    if (real_segment(ctx, train, &r))
+        real_sweep(ctx, &r, NTH, th, mtr);
+    real_fini(ctx, &r);
+    if (vox_test_failures)
+        return;
+    int64_t bt = best_voi(mtr, NTH);
+    print_metrics("train best", th[bt], &mtr[bt]);
+    CHECK(fabs(th[bt] - TRAIN_TH) < 1e-9);
+    if (real_segment(ctx, test, &r)) {
+        real_sweep(ctx, &r, NTH, th, mte);
+        int64_t be = best_voi(mte, NTH);
+        print_metrics("test best", th[be], &mte[be]);
+        print_metrics("test at train threshold", th[bt], &mte[bt]);
+        struct vox_metrics c = real_cut_score(ctx, &r, th[bt]);
+        CHECK_NEAR(c.voi_split, mte[bt].voi_split, 1e-9);
+        CHECK_NEAR(c.voi_merge, mte[bt].voi_merge, 1e-9);
+        CHECK_NEAR(c.adapted_rand_error, mte[bt].adapted_rand_error, 1e-9);
+        check_bounds(&mte[bt]);
+    }
+    real_fini(ctx, &r);
+}
+
+static void test_gala_fib(struct vox_ctx *ctx)
+{
+    char train[1024], test[1024];
+    if (!real_path("gala_fib_train.h5", train, sizeof train) ||
+        !real_path("gala_fib_test.h5", test, sizeof test))
+        return;
+    if (vox_test_full) {
+        real_full(ctx, train, test);
+        return;
+    }
+    struct real_run r;
+    if (real_segment(ctx, test, &r)) {
+        struct vox_metrics m = real_cut_score(ctx, &r, TRAIN_TH);
+        print_metrics("test at train threshold", TRAIN_TH, &m);
+        check_bounds(&m);
+    }
+    real_fini(ctx, &r);
+}
+
+VOX_TEST_MAIN(VOX_TEST(test_gala_fib))
