@@ -58,21 +58,27 @@ static enum vox_status fold(struct vox_nn_plan *plan, const struct vox_nn_weight
         s = vox_tensor_alloc(ctx, &plan->b[i], VOX_F32, 1, &cout);
     if (s != VOX_OK)
         return s;
+    /* conv: (out, in, k...), one scale per leading index; deconv: (in, out, k...), no bn */
     const float *src = p[VOX_P_WEIGHT].data;
     float *dst = plan->w[i].data, *bias = plan->b[i].data;
     int64_t per = vox_tensor_numel(&plan->w[i]) / p[VOX_P_WEIGHT].shape[0];
     for (int64_t o = 0; o < p[VOX_P_WEIGHT].shape[0]; o++) {
-        double scale = 1, shift = 0, b0 = l->bias ? ((const float *)p[VOX_P_BIAS].data)[o] : 0;
+        double scale = 1;
+        if (l->bn)
+            scale = ((const float *)p[VOX_P_BN_WEIGHT].data)[o] /
+                    sqrt((double)((const float *)p[VOX_P_BN_VAR].data)[o] + l->bn_eps);
+        for (int64_t e = 0; e < per; e++)
+            dst[o * per + e] = (float)(src[o * per + e] * scale);
+    }
+    for (int64_t o = 0; bias && o < cout; o++) {
+        double b0 = l->bias ? ((const float *)p[VOX_P_BIAS].data)[o] : 0;
         if (l->bn) {
             const float *mean = p[VOX_P_BN_MEAN].data, *var = p[VOX_P_BN_VAR].data;
             const float *g = p[VOX_P_BN_WEIGHT].data, *beta = p[VOX_P_BN_BIAS].data;
-            scale = g[o] / sqrt((double)var[o] + l->bn_eps);
-            shift = beta[o] - mean[o] * scale;
+            double scale = g[o] / sqrt((double)var[o] + l->bn_eps);
+            b0 = (b0 - mean[o]) * scale + beta[o];
         }
-        for (int64_t e = 0; e < per; e++)
-            dst[o * per + e] = (float)(src[o * per + e] * scale);
-        if (bias)
-            bias[o] = (float)(b0 * scale + shift);
+        bias[o] = (float)b0;
     }
     return VOX_OK;
 }
