@@ -186,7 +186,8 @@ static void test_shipped_nets(struct vox_ctx *ctx)
     int64_t fov[3], off[3];
     vox_net_fov(net, d, fov, off);
     CHECK(off[0] == 0); /* same padding, no pooling in z: centred */
-    CHECK(d[vox_net_find(net, "down3")].shape[0] == 128 && d[vox_net_find(net, "down3")].shape[2] == 4);
+    CHECK(d[vox_net_find(net, "down3")].shape[0] == 128 &&
+          d[vox_net_find(net, "down3")].shape[2] == 4);
     CHECK_STATUS(vox_net_shapes(ctx, net, (int64_t[]){4, 36, 48}, d), VOX_INVALID_ARG);
     CHECK_ERROR_HAS("not divisible by the window");
     vox_free(ctx, d);
@@ -203,7 +204,10 @@ static struct vox_tensor t5(struct vox_ctx *ctx, int64_t n, int64_t c, int64_t z
     return t;
 }
 
-static float *F(struct vox_tensor *t) { return t->data; }
+static float *F(struct vox_tensor *t)
+{
+    return t->data;
+}
 
 static float at(struct vox_tensor *t, int64_t c, int64_t z, int64_t y, int64_t x)
 {
@@ -242,9 +246,11 @@ static void test_ref_conv_impulse(struct vox_ctx *ctx)
         for (int64_t x = 0; x < 2; x++) {
             int64_t bb = 2 - y, c2 = 3 - x;
             double w0 = (bb >= 0 && bb < 3 && c2 % 2 == 0 && c2 / 2 < 3)
-                            ? F(&w)[(1 * 3 + bb) * 3 + c2 / 2] : 0;
+                            ? F(&w)[(1 * 3 + bb) * 3 + c2 / 2]
+                            : 0;
             double w1 = (bb >= 0 && bb < 3 && c2 % 2 == 0 && c2 / 2 < 3)
-                            ? F(&w)[((3 + 1) * 3 + bb) * 3 + c2 / 2] : 0;
+                            ? F(&w)[((3 + 1) * 3 + bb) * 3 + c2 / 2]
+                            : 0;
             CHECK_NEAR(at(&v, 0, 0, y, x), w0 + 0.5, 0);
             CHECK_NEAR(at(&v, 1, 0, y, x), w1 - 1 > 0 ? w1 - 1 : 0, 0);
         }
@@ -346,8 +352,12 @@ static void test_ref_act(struct vox_ctx *ctx)
     static const struct {
         enum vox_nn_act a;
         double x, y;
-    } pts[] = {{VOX_ACT_RELU, -2, 0}, {VOX_ACT_RELU, 3, 3}, {VOX_ACT_ELU, -1, -0.6321205588},
-               {VOX_ACT_SIGMOID, 0, 0.5}, {VOX_ACT_TANH, 1, 0.7615941559}, {VOX_ACT_LINEAR, -7, -7}};
+    } pts[] = {{VOX_ACT_RELU, -2, 0},
+               {VOX_ACT_RELU, 3, 3},
+               {VOX_ACT_ELU, -1, -0.6321205588},
+               {VOX_ACT_SIGMOID, 0, 0.5},
+               {VOX_ACT_TANH, 1, 0.7615941559},
+               {VOX_ACT_LINEAR, -7, -7}};
     for (size_t i = 0; i < sizeof pts / sizeof pts[0]; i++) {
         F(&in)[0] = (float)pts[i].x;
         vox_nn_ref_act(&in, pts[i].a, &out);
@@ -359,18 +369,17 @@ static void test_ref_act(struct vox_ctx *ctx)
 
 /* ---- weights and the forward pass ---------------------------------------------------------- */
 
-static const char tiny_unet[] =
-    "input  raw channels=1\n"
-    "conv   e   raw -> 3 kernel=1x3x3 pad=same act=elu\n"
-    "conv   d0  e -> 3  kernel=3x3x3 pad=same bn=yes act=relu\n"
-    "pool   p   d0 window=1x2x2\n"
-    "conv   d1  p -> 4  kernel=3x3x3 pad=same bn=yes act=relu\n"
-    "deconv u   d1 -> 3 kernel=1x2x2\n"
-    "add    s   u d0\n"
-    "upsample q d1 factor=1x2x2\n"
-    "concat k   s q\n"
-    "conv   o   k -> 2 kernel=1x1x1\n"
-    "output aff o act=sigmoid\n";
+static const char tiny_unet[] = "input  raw channels=1\n"
+                                "conv   e   raw -> 3 kernel=1x3x3 pad=same act=elu\n"
+                                "conv   d0  e -> 3  kernel=3x3x3 pad=same bn=yes act=relu\n"
+                                "pool   p   d0 window=1x2x2\n"
+                                "conv   d1  p -> 4  kernel=3x3x3 pad=same bn=yes act=relu\n"
+                                "deconv u   d1 -> 3 kernel=1x2x2\n"
+                                "add    s   u d0\n"
+                                "upsample q d1 factor=1x2x2\n"
+                                "concat k   s q\n"
+                                "conv   o   k -> 2 kernel=1x1x1\n"
+                                "output aff o act=sigmoid\n";
 
 static void tmp_path(char *buf, size_t n, const char *tag)
 {
@@ -398,8 +407,8 @@ static void test_weights_roundtrip(struct vox_ctx *ctx)
     for (int i = 0; r && i < net->n_layers; i++)
         for (int p = 0; p < VOX_P_COUNT; p++)
             if (w->p[i][p].rank)
-                CHECK(memcmp(w->p[i][p].data, r->p[i][p].data,
-                             vox_tensor_nbytes(&w->p[i][p])) == 0);
+                CHECK(memcmp(w->p[i][p].data, r->p[i][p].data, vox_tensor_nbytes(&w->p[i][p])) ==
+                      0);
     /* same seed, same weights; another seed, others */
     struct vox_nn_weights *w2 = NULL;
     CHECK_OK(vox_nn_weights_create(ctx, net, &w2));
@@ -538,15 +547,48 @@ static void test_alloc_failures(struct vox_ctx *ctx)
 
 static void test_garbage_specs(struct vox_ctx *ctx)
 {
-    static const char *const words[] = {
-        "input", "conv", "deconv", "pool", "maxfilter", "upsample", "crop", "add", "concat",
-        "act", "softmax", "output", "a", "b", "c", "->", "2", "kernel=3", "kernel=1x2x2",
-        "window=1x2x2", "factor=2", "pad=same", "act=relu", "bn=yes", "to=a", "margin=0x1x1",
-        "fn=softmax", "channels=1", "dilation=1x2x2", "=", "x", "#", "kernel=", "3x", "->->",
-        "bias=no", "eps=1e-3", "\t", "channels=99999999999999999999"};
+    static const char *const words[] = {"input",
+                                        "conv",
+                                        "deconv",
+                                        "pool",
+                                        "maxfilter",
+                                        "upsample",
+                                        "crop",
+                                        "add",
+                                        "concat",
+                                        "act",
+                                        "softmax",
+                                        "output",
+                                        "a",
+                                        "b",
+                                        "c",
+                                        "->",
+                                        "2",
+                                        "kernel=3",
+                                        "kernel=1x2x2",
+                                        "window=1x2x2",
+                                        "factor=2",
+                                        "pad=same",
+                                        "act=relu",
+                                        "bn=yes",
+                                        "to=a",
+                                        "margin=0x1x1",
+                                        "fn=softmax",
+                                        "channels=1",
+                                        "dilation=1x2x2",
+                                        "=",
+                                        "x",
+                                        "#",
+                                        "kernel=",
+                                        "3x",
+                                        "->->",
+                                        "bias=no",
+                                        "eps=1e-3",
+                                        "\t",
+                                        "channels=99999999999999999999"};
     int64_t nw = (int64_t)(sizeof words / sizeof words[0]);
     uint64_t seed = 11;
-    int rounds = vox_test_full ? 20000 : 2000, ok = 0;
+    int rounds = vox_test_full ? 20000 : 2000;
     char text[2048];
     for (int r = 0; r < rounds; r++) {
         int len = 0, lines = 1 + (int)(vox_test_rand(&seed) % 6);
@@ -564,7 +606,6 @@ static void test_garbage_specs(struct vox_ctx *ctx)
         if (s != VOX_OK)
             CHECK(strncmp(vox_ctx_error(ctx), "g.net:", 6) == 0);
         if (net) {
-            ok++;
             struct vox_nn_dims *d = vox_alloc(ctx, (size_t)net->n_layers * sizeof *d);
             s = vox_net_shapes(ctx, net, (int64_t[]){2, 8, 8}, d);
             CHECK(s == VOX_OK || s == VOX_INVALID_ARG);
@@ -572,7 +613,6 @@ static void test_garbage_specs(struct vox_ctx *ctx)
         }
         vox_net_destroy(net);
     }
-    CHECK(ok >= 0);
 }
 
 VOX_TEST_MAIN(VOX_TEST(test_parse_good), VOX_TEST(test_parse_errors), VOX_TEST(test_shape_errors),

@@ -131,8 +131,10 @@ static enum vox_status read_input(struct vox_ctx *ctx, const char *spec, int64_t
         return s;
     int64_t c = info.rank == 4 ? info.shape[0] : 1;
     if ((info.rank != 3 && info.rank != 4) || (info.dtype != VOX_U8 && info.dtype != VOX_F32))
-        s = vox_fail(ctx, VOX_INVALID_ARG, "input '%s' is %s of rank %d; expected uint8 or "
-                     "float32 (Z,Y,X) or (C,Z,Y,X)", spec, vox_dtype_str(info.dtype), info.rank);
+        s = vox_fail(ctx, VOX_INVALID_ARG,
+                     "input '%s' is %s of rank %d; expected uint8 or "
+                     "float32 (Z,Y,X) or (C,Z,Y,X)",
+                     spec, vox_dtype_str(info.dtype), info.rank);
     else if (c != channels)
         s = vox_fail(ctx, VOX_INVALID_ARG, "input '%s' has %lld channels, the net expects %lld",
                      spec, (long long)c, (long long)channels);
@@ -168,8 +170,8 @@ static void print_plan(const struct vox_net *net, const struct vox_nn_dims *d)
     int64_t fov[3], off[3];
     vox_net_fov(net, d, fov, off);
     printf("total %.1f MFLOP; field of view %lldx%lldx%lld, output offset %lld,%lld,%lld\n",
-           total / 1e6, (long long)fov[0], (long long)fov[1], (long long)fov[2],
-           (long long)off[0], (long long)off[1], (long long)off[2]);
+           total / 1e6, (long long)fov[0], (long long)fov[1], (long long)fov[2], (long long)off[0],
+           (long long)off[1], (long long)off[2]);
 }
 
 static enum vox_status write_outputs(struct vox_ctx *ctx, const struct infer_opts *o,
@@ -208,17 +210,17 @@ static enum vox_status run(struct vox_ctx *ctx, const struct infer_opts *o, stru
     if (s != VOX_OK || o->save)
         return s != VOX_OK ? s : vox_nn_weights_save(ctx, net, st->w, o->save);
     if (o->n_in && o->n_in != net->n_inputs)
-        return vox_fail(ctx, VOX_INVALID_ARG, "the net '%s' has %d inputs, got %d --in",
-                        o->net, net->n_inputs, o->n_in);
+        return vox_fail(ctx, VOX_INVALID_ARG, "the net '%s' has %d inputs, got %d --in", o->net,
+                        net->n_inputs, o->n_in);
     if (o->n_out && o->n_out != net->n_outputs)
-        return vox_fail(ctx, VOX_INVALID_ARG, "the net '%s' has %d outputs, got %d --out",
-                        o->net, net->n_outputs, o->n_out);
+        return vox_fail(ctx, VOX_INVALID_ARG, "the net '%s' has %d outputs, got %d --out", o->net,
+                        net->n_outputs, o->n_out);
     int64_t patch[3] = {o->patch[0], o->patch[1], o->patch[2]};
     for (int k = 0; k < o->n_in && s == VOX_OK; k++) {
         s = read_input(ctx, o->in[k], net->layers[vox_net_input(net, k)].channels, &st->in[k]);
         if (s == VOX_OK && k > 0 && memcmp(st->in[k].shape + 2, patch, sizeof patch) != 0)
-            s = vox_fail(ctx, VOX_INVALID_ARG, "input '%s' differs in shape from '%s'",
-                         o->in[k], o->in[0]);
+            s = vox_fail(ctx, VOX_INVALID_ARG, "input '%s' differs in shape from '%s'", o->in[k],
+                         o->in[0]);
         if (s == VOX_OK)
             memcpy(patch, st->in[k].shape + 2, sizeof patch);
     }

@@ -61,18 +61,18 @@ struct vox_nn_layer {
     enum vox_nn_kind kind;
     char name[VOX_NN_NAME_MAX]; /* also the name of the tensor it makes */
     int n_in;
-    int in[VOX_NN_MAX_IN];      /* earlier layers whose tensors it reads (crop: 1 + ref) */
-    int64_t channels;           /* output channels (every layer, filled by the parser) */
-    int64_t kernel[3];          /* conv/deconv kernel, pool/maxfilter window, upsample factor */
-    int64_t dilation[3];        /* conv, maxfilter */
-    int64_t margin[3];          /* crop by margin (when crop_to < 0) */
-    int crop_to;                /* crop: the layer whose spatial shape to crop to, or -1 */
-    bool same;                  /* conv: zero padding that keeps the shape */
-    bool bias;                  /* conv/deconv: has a bias (default yes) */
-    bool bn;                    /* conv: inference batch norm after the conv, folded at plan */
-    double bn_eps;              /* default 1e-5 (PyTorch's) */
-    enum vox_nn_act act;        /* conv, deconv, add, act, output */
-    int line;                   /* the spec line, for messages */
+    int in[VOX_NN_MAX_IN]; /* earlier layers whose tensors it reads (crop: 1 + ref) */
+    int64_t channels;      /* output channels (every layer, filled by the parser) */
+    int64_t kernel[3];     /* conv/deconv kernel, pool/maxfilter window, upsample factor */
+    int64_t dilation[3];   /* conv, maxfilter */
+    int64_t margin[3];     /* crop by margin (when crop_to < 0) */
+    int crop_to;           /* crop: the layer whose spatial shape to crop to, or -1 */
+    bool same;             /* conv: zero padding that keeps the shape */
+    bool bias;             /* conv/deconv: has a bias (default yes) */
+    bool bn;               /* conv: inference batch norm after the conv, folded at plan */
+    double bn_eps;         /* default 1e-5 (PyTorch's) */
+    enum vox_nn_act act;   /* conv, deconv, add, act, output */
+    int line;              /* the spec line, for messages */
 };
 
 /* A parsed net: layers in the order written, every input defined before its use (so the
@@ -128,8 +128,15 @@ void vox_net_fov(const struct vox_net *net, const struct vox_nn_dims *dims, int6
  *   weight  conv (out, in, kz, ky, kx); deconv (in, out, kz, ky, kx)
  *   bias    (out)
  *   bn_mean, bn_var, bn_weight, bn_bias  (out)   conv with bn=yes */
-enum vox_nn_param { VOX_P_WEIGHT, VOX_P_BIAS, VOX_P_BN_MEAN, VOX_P_BN_VAR, VOX_P_BN_WEIGHT,
-                    VOX_P_BN_BIAS, VOX_P_COUNT };
+enum vox_nn_param {
+    VOX_P_WEIGHT,
+    VOX_P_BIAS,
+    VOX_P_BN_MEAN,
+    VOX_P_BN_VAR,
+    VOX_P_BN_WEIGHT,
+    VOX_P_BN_BIAS,
+    VOX_P_COUNT
+};
 const char *vox_nn_param_str(enum vox_nn_param p); /* "weight", "bias", "bn_mean", ... */
 
 struct vox_nn_weights {
@@ -151,8 +158,8 @@ void vox_nn_weights_destroy(struct vox_nn_weights *w);
  *   msra:    N(0, 2 / fan_in)          fan_in = in * kz * ky * kx
  *   xavier:  U(-a, a), a = sqrt(6 / (fan_in + fan_out)), fan_out = out * kz * ky * kx
  *   uniform: U(-0.1, 0.1) */
-void vox_nn_weights_init(const struct vox_net *net, struct vox_nn_weights *w,
-                         enum vox_nn_init init, uint64_t seed);
+void vox_nn_weights_init(const struct vox_net *net, struct vox_nn_weights *w, enum vox_nn_init init,
+                         uint64_t seed);
 /* Loads "/<layer>/<param>" datasets (f32) from an HDF5 file; a missing dataset or a wrong
  * shape is VOX_FORMAT naming the layer, the expected and the found shape. */
 enum vox_status vox_nn_weights_load(struct vox_ctx *ctx, const struct vox_net *net,
@@ -170,16 +177,15 @@ enum vox_status vox_nn_weights_save(struct vox_ctx *ctx, const struct vox_net *n
 /* out[n,o,z,y,x] = act(b[o] + sum_{i,a,b,c} w[o,i,a,b,c] * in[n,i, z + a*dz - pz, y + b*dy - py,
  *                                                                   x + c*dx - px])
  * w (O, I, KZ, KY, KX), b (O) or NULL, pad = the low-side zero padding (0 for valid). */
-void vox_nn_ref_conv(struct vox_pool *pool, const struct vox_tensor *in,
-                     const struct vox_tensor *w, const struct vox_tensor *b,
-                     const int64_t dilation[3], const int64_t pad[3], enum vox_nn_act act,
-                     struct vox_tensor *out);
+void vox_nn_ref_conv(struct vox_pool *pool, const struct vox_tensor *in, const struct vox_tensor *w,
+                     const struct vox_tensor *b, const int64_t dilation[3], const int64_t pad[3],
+                     enum vox_nn_act act, struct vox_tensor *out);
 /* Transposed conv with stride = kernel, no padding (out = in * k):
  * out[n,o, z*KZ+a, y*KY+b, x*KX+c] = act(b[o] + sum_i in[n,i,z,y,x] * w[i,o,a,b,c])
  * w (I, O, KZ, KY, KX). */
 void vox_nn_ref_deconv(struct vox_pool *pool, const struct vox_tensor *in,
-                       const struct vox_tensor *w, const struct vox_tensor *b,
-                       enum vox_nn_act act, struct vox_tensor *out);
+                       const struct vox_tensor *w, const struct vox_tensor *b, enum vox_nn_act act,
+                       struct vox_tensor *out);
 /* out[n,c,z,y,x] = max_{a<WZ, b<WY, c'<WX} in[n,c, z*WZ+a, y*WY+b, x*WX+c'] */
 void vox_nn_ref_maxpool(const struct vox_tensor *in, const int64_t window[3],
                         struct vox_tensor *out);

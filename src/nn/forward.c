@@ -18,9 +18,9 @@ struct vox_nn_plan {
     struct vox_ctx *ctx;
     const struct vox_net *net;
     struct vox_nn_dims *dims;
-    struct vox_tensor *t;      /* per layer: a view of its tensor in its buffer */
-    struct vox_tensor *w, *b;  /* per layer: the (folded) weight and bias, owned */
-    void **buf;                /* the buffers, owned */
+    struct vox_tensor *t;     /* per layer: a view of its tensor in its buffer */
+    struct vox_tensor *w, *b; /* per layer: the (folded) weight and bias, owned */
+    void **buf;               /* the buffers, owned */
     size_t *buf_bytes;
     int n_buf;
     size_t bytes_noreuse;
@@ -180,7 +180,10 @@ fail:
     return s;
 }
 
-const struct vox_nn_dims *vox_nn_plan_dims(const struct vox_nn_plan *plan) { return plan->dims; }
+const struct vox_nn_dims *vox_nn_plan_dims(const struct vox_nn_plan *plan)
+{
+    return plan->dims;
+}
 
 size_t vox_nn_plan_bytes(const struct vox_nn_plan *plan, size_t *without_reuse_out)
 {
@@ -211,8 +214,8 @@ static void run_layer(struct vox_nn_plan *plan, int i, struct vox_pool *pool)
     case VOX_NN_CONV:
         for (int a = 0; a < 3; a++)
             v[a] = l->same ? (l->kernel[a] - 1) * l->dilation[a] / 2 : 0;
-        vox_nn_ref_conv(pool, in, &plan->w[i], l->bias || l->bn ? &plan->b[i] : NULL,
-                        l->dilation, v, l->act, out);
+        vox_nn_ref_conv(pool, in, &plan->w[i], l->bias || l->bn ? &plan->b[i] : NULL, l->dilation,
+                        v, l->act, out);
         break;
     case VOX_NN_DECONV:
         vox_nn_ref_deconv(pool, in, &plan->w[i], l->bias ? &plan->b[i] : NULL, l->act, out);
@@ -262,8 +265,7 @@ enum vox_status vox_nn_plan_forward(struct vox_ctx *ctx, struct vox_nn_plan *pla
             return vox_fail(ctx, VOX_INVALID_ARG,
                             "input %d ('%s') must be float32 (1, %lld, %lld, %lld, %lld)", k,
                             net->layers[vox_net_input(net, k)].name, (long long)t->shape[1],
-                            (long long)t->shape[2], (long long)t->shape[3],
-                            (long long)t->shape[4]);
+                            (long long)t->shape[2], (long long)t->shape[3], (long long)t->shape[4]);
     }
     for (int k = 0; k < net->n_inputs; k++) {
         enum vox_status s = vox_tensor_copy(ctx, &plan->t[vox_net_input(net, k)], &inputs[k]);

@@ -37,8 +37,7 @@ static inline double vox_nn_act_apply(enum vox_nn_act a, double v)
 /* The params a layer has (bit i: enum vox_nn_param i). */
 unsigned vox_nn_layer_params(const struct vox_nn_layer *l);
 /* The expected shape of one parameter; returns its rank (0 when absent). */
-int vox_nn_param_shape(const struct vox_net *net, int layer, enum vox_nn_param p,
-                       int64_t shape[5]);
+int vox_nn_param_shape(const struct vox_net *net, int layer, enum vox_nn_param p, int64_t shape[5]);
 /* The input channels of layer `layer` (the channels of its first input). */
 int64_t vox_nn_in_channels(const struct vox_net *net, int layer);
 /* Every layer's output channels (n_layers entries). */

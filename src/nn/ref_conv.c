@@ -57,10 +57,9 @@ static void conv_task(void *arg, const int64_t lo[3], const int64_t hi[3], int t
     }
 }
 
-void vox_nn_ref_conv(struct vox_pool *pool, const struct vox_tensor *in,
-                     const struct vox_tensor *w, const struct vox_tensor *b,
-                     const int64_t dilation[3], const int64_t pad[3], enum vox_nn_act act,
-                     struct vox_tensor *out)
+void vox_nn_ref_conv(struct vox_pool *pool, const struct vox_tensor *in, const struct vox_tensor *w,
+                     const struct vox_tensor *b, const int64_t dilation[3], const int64_t pad[3],
+                     enum vox_nn_act act, struct vox_tensor *out)
 {
     VOX_ASSERT(in->rank == 5 && w->rank == 5 && out->rank == 5);
     VOX_ASSERT(w->shape[0] == out->shape[1] && w->shape[1] == in->shape[1]);
@@ -96,8 +95,8 @@ static void deconv_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
 }
 
 void vox_nn_ref_deconv(struct vox_pool *pool, const struct vox_tensor *in,
-                       const struct vox_tensor *w, const struct vox_tensor *b,
-                       enum vox_nn_act act, struct vox_tensor *out)
+                       const struct vox_tensor *w, const struct vox_tensor *b, enum vox_nn_act act,
+                       struct vox_tensor *out)
 {
     VOX_ASSERT(in->rank == 5 && w->rank == 5 && out->rank == 5);
     VOX_ASSERT(w->shape[0] == in->shape[1] && w->shape[1] == out->shape[1]);

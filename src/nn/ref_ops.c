@@ -11,16 +11,16 @@
 #include <float.h>
 
 /* Calls body(n, c, z, y, x) over out's index space. */
-#define FOR_OUT(out, ...)                                                                    \
-    do {                                                                                     \
-        const int64_t *os_ = (out)->shape;                                                   \
-        for (int64_t n = 0; n < os_[0]; n++)                                                 \
-            for (int64_t c = 0; c < os_[1]; c++)                                             \
-                for (int64_t z = 0; z < os_[2]; z++)                                         \
-                    for (int64_t y = 0; y < os_[3]; y++)                                     \
-                        for (int64_t x = 0; x < os_[4]; x++) {                               \
-                            __VA_ARGS__;                                                         \
-                        }                                                                    \
+#define FOR_OUT(out, ...)                                                                          \
+    do {                                                                                           \
+        const int64_t *os_ = (out)->shape;                                                         \
+        for (int64_t n = 0; n < os_[0]; n++)                                                       \
+            for (int64_t c = 0; c < os_[1]; c++)                                                   \
+                for (int64_t z = 0; z < os_[2]; z++)                                               \
+                    for (int64_t y = 0; y < os_[3]; y++)                                           \
+                        for (int64_t x = 0; x < os_[4]; x++) {                                     \
+                            __VA_ARGS__;                                                           \
+                        }                                                                          \
     } while (0)
 
 /* max over the window w, taps at offsets (z0 + a*s0, ...) */
@@ -32,8 +32,8 @@ static float window_max(const struct vox_tensor *in, int64_t n, int64_t c, const
     for (int64_t a = 0; a < w[0]; a++)
         for (int64_t b = 0; b < w[1]; b++)
             for (int64_t d = 0; d < w[2]; d++) {
-                float v = ip[vox_nn_idx(in, n, c, o[0] + a * s[0], o[1] + b * s[1],
-                                        o[2] + d * s[2])];
+                float v =
+                    ip[vox_nn_idx(in, n, c, o[0] + a * s[0], o[1] + b * s[1], o[2] + d * s[2])];
                 m = v > m ? v : m;
             }
     return m;

@@ -25,7 +25,10 @@ static int64_t gcd64(int64_t a, int64_t b)
 }
 
 /* ceil(v * num / den) and floor(v * num / den) for v >= 0, num, den > 0 */
-static int64_t mul_ceil(int64_t v, int64_t num, int64_t den) { return (v * num + den - 1) / den; }
+static int64_t mul_ceil(int64_t v, int64_t num, int64_t den)
+{
+    return (v * num + den - 1) / den;
+}
 
 static int64_t mul_floor(int64_t v, int64_t num, int64_t den)
 {
@@ -75,11 +78,10 @@ static void check_same(struct pass *p, const struct vox_nn_layer *l, int rank0)
                 char s1[80], s2[80];
                 shape_str(s1, sizeof s1, f->shape + rank0, 4 - rank0);
                 shape_str(s2, sizeof s2, g->shape + rank0, 4 - rank0);
-                p->st = vox_fail(p->ctx, VOX_INVALID_ARG,
-                                 "%s line %d: %s '%s': '%s' is %s but '%s' is %s",
-                                 p->net->source, l->line, vox_nn_kind_str(l->kind), l->name,
-                                 p->net->layers[l->in[0]].name, s1,
-                                 p->net->layers[l->in[i]].name, s2);
+                p->st = vox_fail(
+                    p->ctx, VOX_INVALID_ARG, "%s line %d: %s '%s': '%s' is %s but '%s' is %s",
+                    p->net->source, l->line, vox_nn_kind_str(l->kind), l->name,
+                    p->net->layers[l->in[0]].name, s1, p->net->layers[l->in[i]].name, s2);
                 return;
             }
     }
@@ -202,8 +204,10 @@ enum vox_status vox_net_shapes(struct vox_ctx *ctx, const struct vox_net *net,
 {
     for (int a = 0; a < 3; a++)
         if (patch[a] < 1 || patch[a] > (INT64_C(1) << 31))
-            return vox_fail(ctx, VOX_INVALID_ARG, "patch size %lld along axis %c is not in "
-                            "1..2^31", (long long)patch[a], "zyx"[a]);
+            return vox_fail(ctx, VOX_INVALID_ARG,
+                            "patch size %lld along axis %c is not in "
+                            "1..2^31",
+                            (long long)patch[a], "zyx"[a]);
     struct pass p = {.ctx = ctx, .net = net, .d = dims, .too_small = -1, .indivisible = -1};
     for (int i = 0; i < net->n_layers && p.st == VOX_OK; i++)
         layer_step(&p, patch, i);

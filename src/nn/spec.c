@@ -31,10 +31,10 @@ struct parser {
     int cap;
 };
 
-static const char *const kind_names[VOX_NN_KIND_COUNT] = {
-    "input", "conv", "deconv", "pool", "maxfilter", "upsample", "crop", "add", "concat",
-    "act", "output"};
-static const char *const act_names[VOX_ACT_COUNT] = {"linear", "relu",  "elu",
+static const char *const kind_names[VOX_NN_KIND_COUNT] = {"input",     "conv",     "deconv", "pool",
+                                                          "maxfilter", "upsample", "crop",   "add",
+                                                          "concat",    "act",      "output"};
+static const char *const act_names[VOX_ACT_COUNT] = {"linear",  "relu", "elu",
                                                      "sigmoid", "tanh", "softmax"};
 
 const char *vox_nn_kind_str(enum vox_nn_kind k)
@@ -48,11 +48,25 @@ const char *vox_nn_act_str(enum vox_nn_act a)
 }
 
 /* Which keys each kind takes, and how many inputs (min, max) and whether "-> C" is required. */
-enum key { K_CHANNELS, K_KERNEL, K_WINDOW, K_FACTOR, K_DILATION, K_PAD, K_ACT, K_BIAS, K_BN,
-           K_EPS, K_TO, K_MARGIN, K_FN, K_COUNT };
-static const char *const key_names[K_COUNT] = {"channels", "kernel", "window", "factor",
-                                               "dilation", "pad",    "act",    "bias",
-                                               "bn",       "eps",    "to",     "margin", "fn"};
+enum key {
+    K_CHANNELS,
+    K_KERNEL,
+    K_WINDOW,
+    K_FACTOR,
+    K_DILATION,
+    K_PAD,
+    K_ACT,
+    K_BIAS,
+    K_BN,
+    K_EPS,
+    K_TO,
+    K_MARGIN,
+    K_FN,
+    K_COUNT
+};
+static const char *const key_names[K_COUNT] = {"channels", "kernel", "window", "factor", "dilation",
+                                               "pad",      "act",    "bias",   "bn",     "eps",
+                                               "to",       "margin", "fn"};
 #define B(k) (1u << (k))
 static const struct {
     unsigned keys, required;
@@ -116,8 +130,7 @@ static bool parse_vec(const char *s, int64_t lo, int64_t hi, int64_t out[3])
     }
     if (n == 1)
         out[1] = out[2] = out[0];
-    return (n == 1 || n == 3) && s[strlen(s) - 1] != 'x' && s[strlen(s) - 1] != ',' &&
-           s[0] != 'x';
+    return (n == 1 || n == 3) && s[strlen(s) - 1] != 'x' && s[strlen(s) - 1] != ',' && s[0] != 'x';
 }
 
 static bool valid_name(const char *s)
@@ -155,8 +168,8 @@ static void add_input(struct parser *p, struct vox_nn_layer *l, const struct tok
 {
     int j = vox_net_find(p->net, t->s);
     if (j < 0)
-        return perr(p, t->col, "%s '%s' input '%s' is not defined", kind_names[l->kind],
-                    l->name, t->s);
+        return perr(p, t->col, "%s '%s' input '%s' is not defined", kind_names[l->kind], l->name,
+                    t->s);
     if (p->net->layers[j].kind == VOX_NN_OUTPUT)
         return perr(p, t->col, "%s '%s' reads output '%s'; read the tensor before the output",
                     kind_names[l->kind], l->name, t->s);
@@ -204,7 +217,11 @@ static void parse_key(struct parser *p, struct vox_nn_layer *l, const struct tok
         break;
     case K_ACT:
     case K_FN:
-        ok = parse_act(v, &l->act), want = "linear, relu, elu, sigmoid, tanh or softmax";
+        if (k == K_FN || l->kind == VOX_NN_OUTPUT)
+            want = "linear, relu, elu, sigmoid, tanh or softmax";
+        else
+            want = "linear, relu, elu, sigmoid or tanh (softmax: use an act layer)";
+        ok = parse_act(v, &l->act);
         ok = ok && (k == K_FN || l->kind == VOX_NN_OUTPUT || l->act != VOX_ACT_SOFTMAX);
         break;
     case K_BIAS:
@@ -226,8 +243,8 @@ static void parse_key(struct parser *p, struct vox_nn_layer *l, const struct tok
         break;
     }
     if (!ok)
-        perr(p, vcol, "%s '%s': bad value '%s' for %s (expected %s)", kind_names[l->kind],
-             l->name, v, t->s, want);
+        perr(p, vcol, "%s '%s': bad value '%s' for %s (expected %s)", kind_names[l->kind], l->name,
+             v, t->s, want);
 }
 
 /* Checks what a statement needs once all its tokens are read. */
@@ -240,8 +257,7 @@ static void check_layer(struct parser *p, struct vox_nn_layer *l, unsigned seen,
         return perr(p, col, "crop '%s' takes to= or margin=, not both", l->name);
     for (int k = 0; k < K_COUNT; k++)
         if (missing & B(k))
-            return perr(p, col, "%s '%s' needs %s=", kind_names[l->kind], l->name,
-                        key_names[k]);
+            return perr(p, col, "%s '%s' needs %s=", kind_names[l->kind], l->name, key_names[k]);
     if (l->n_in < rules[l->kind].min_in)
         return perr(p, col, "%s '%s' needs %d input%s, got %d", kind_names[l->kind], l->name,
                     rules[l->kind].min_in, rules[l->kind].min_in > 1 ? "s" : "", l->n_in);
@@ -316,16 +332,15 @@ static void parse_statement(struct parser *p, struct token *t, int n)
                 return perr(p, t[i].col, "unexpected '->' in %s '%s'", t[0].s, l->name);
             if (i + 1 >= n || !parse_int(t[i + 1].s, 1, 1 << 20, &l->channels))
                 return perr(p, i + 1 < n ? t[i + 1].col : t[i].col + 2,
-                            "%s '%s': expected the output channels after '->'", t[0].s,
-                            l->name);
+                            "%s '%s': expected the output channels after '->'", t[0].s, l->name);
             arrow = true;
             i++;
         } else if (strchr(t[i].s, '=')) {
             parse_key(p, l, &t[i], &seen);
             keys = true;
         } else if (arrow || keys) {
-            return perr(p, t[i].col, "%s '%s': input '%s' after the parameters", t[0].s,
-                        l->name, t[i].s);
+            return perr(p, t[i].col, "%s '%s': input '%s' after the parameters", t[0].s, l->name,
+                        t[i].s);
         } else {
             add_input(p, l, &t[i]);
         }
@@ -438,8 +453,7 @@ enum vox_status vox_net_load(struct vox_ctx *ctx, const char *path, struct vox_n
     else if (n > MAX_SPEC)
         s = vox_fail(ctx, VOX_FORMAT, "the net '%s' is larger than 1 MiB", path);
     else if (memchr(text, '\0', n))
-        s = vox_fail(ctx, VOX_FORMAT, "the net '%s' is not a text file (it has a NUL byte)",
-                     path);
+        s = vox_fail(ctx, VOX_FORMAT, "the net '%s' is not a text file (it has a NUL byte)", path);
     if (s == VOX_OK) {
         text[n] = '\0';
         s = vox_net_parse(ctx, text, path, net_out);
@@ -473,7 +487,10 @@ static int nth_of_kind(const struct vox_net *net, enum vox_nn_kind k, int i)
     return -1;
 }
 
-int vox_net_input(const struct vox_net *net, int i) { return nth_of_kind(net, VOX_NN_INPUT, i); }
+int vox_net_input(const struct vox_net *net, int i)
+{
+    return nth_of_kind(net, VOX_NN_INPUT, i);
+}
 
 int vox_net_output(const struct vox_net *net, int i)
 {

@@ -14,7 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const param_names[VOX_P_COUNT] = {"weight", "bias", "bn_mean",
+static const char *const param_names[VOX_P_COUNT] = {"weight", "bias",      "bn_mean",
                                                      "bn_var", "bn_weight", "bn_bias"};
 static const char *const init_names[VOX_INIT_COUNT] = {"msra", "xavier", "uniform"};
 
@@ -46,13 +46,11 @@ unsigned vox_nn_layer_params(const struct vox_nn_layer *l)
     if (l->bias)
         m |= 1u << VOX_P_BIAS;
     if (l->kind == VOX_NN_CONV && l->bn)
-        m |= 1u << VOX_P_BN_MEAN | 1u << VOX_P_BN_VAR | 1u << VOX_P_BN_WEIGHT |
-             1u << VOX_P_BN_BIAS;
+        m |= 1u << VOX_P_BN_MEAN | 1u << VOX_P_BN_VAR | 1u << VOX_P_BN_WEIGHT | 1u << VOX_P_BN_BIAS;
     return m;
 }
 
-int vox_nn_param_shape(const struct vox_net *net, int layer, enum vox_nn_param p,
-                       int64_t shape[5])
+int vox_nn_param_shape(const struct vox_net *net, int layer, enum vox_nn_param p, int64_t shape[5])
 {
     const struct vox_nn_layer *l = &net->layers[layer];
     if (!(vox_nn_layer_params(l) & (1u << p)))
@@ -124,10 +122,13 @@ static uint64_t splitmix(uint64_t *state)
 }
 
 /* Uniform in (0, 1): 53 random bits, never 0. */
-static double unit(uint64_t *state) { return ((double)(splitmix(state) >> 11) + 0.5) / 0x1p53; }
+static double unit(uint64_t *state)
+{
+    return ((double)(splitmix(state) >> 11) + 0.5) / 0x1p53;
+}
 
-void vox_nn_weights_init(const struct vox_net *net, struct vox_nn_weights *w,
-                         enum vox_nn_init init, uint64_t seed)
+void vox_nn_weights_init(const struct vox_net *net, struct vox_nn_weights *w, enum vox_nn_init init,
+                         uint64_t seed)
 {
     for (int i = 0; i < net->n_layers; i++) {
         struct vox_tensor *t = &w->p[i][VOX_P_WEIGHT];
@@ -188,9 +189,8 @@ static enum vox_status load_param(struct vox_ctx *ctx, const char *path, const c
         char want[128], got[128];
         shape_str(want, sizeof want, t->shape, t->rank);
         shape_str(got, sizeof got, info->shape, info->rank);
-        s = vox_fail(ctx, VOX_FORMAT,
-                     "weights '%s': layer '%s': /%s/%s is %s %s, expected f32 %s", path,
-                     layer, layer, param_names[p], vox_dtype_str(info->dtype), got, want);
+        s = vox_fail(ctx, VOX_FORMAT, "weights '%s': layer '%s': /%s/%s is %s %s, expected f32 %s",
+                     path, layer, layer, param_names[p], vox_dtype_str(info->dtype), got, want);
     } else {
         s = vox_volume_read(ctx, vol, NULL, NULL, t);
     }
@@ -206,8 +206,7 @@ enum vox_status vox_nn_weights_load(struct vox_ctx *ctx, const struct vox_net *n
     for (int i = 0; i < net->n_layers && s == VOX_OK; i++)
         for (int p = 0; p < VOX_P_COUNT && s == VOX_OK; p++)
             if (w->p[i][p].rank)
-                s = load_param(ctx, path, net->layers[i].name, (enum vox_nn_param)p,
-                               &w->p[i][p]);
+                s = load_param(ctx, path, net->layers[i].name, (enum vox_nn_param)p, &w->p[i][p]);
     if (s != VOX_OK) {
         vox_nn_weights_destroy(w);
         w = NULL;
