@@ -6,6 +6,7 @@
 
 #include "vox/core.h"
 #include "vox/io.h"
+#include "vox/nn.h"
 #include "vox/synth.h"
 #include "vox/loop.h"
 #include "vox/jit.h"

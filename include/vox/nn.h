@@ -1,0 +1,236 @@
+/*
+ * vox/nn.h: ConvNets for EM: the network spec, weights, the scalar reference layers and the
+ * reference forward pass.
+ *
+ *   text spec (docs/nets.md) --vox_net_parse--> struct vox_net (a DAG of layers, in order)
+ *   struct vox_net + patch shape --vox_net_shapes--> every tensor's (C, Z, Y, X), the field of
+ *       view and the output/input offset
+ *   HDF5 file --vox_nn_weights_load--> struct vox_nn_weights (PyTorch's layouts)
+ *   net + weights + patch --vox_nn_plan_create--> a plan (buffers, folded batch norm)
+ *       --vox_nn_plan_forward--> outputs
+ *
+ * Axis order is z, y, x everywhere (z is the section axis of anisotropic EM); activations are
+ * (N, C, Z, Y, X) f32, C order. The reference layers (vox_nn_ref_*) are plain loops that
+ * accumulate in double: they are the oracle every fast kernel is tested against, so each
+ * states its exact definition where it is declared.
+ */
+#ifndef VOX_NN_H
+#define VOX_NN_H
+
+#include "vox/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- the network --------------------------------------------------------------------------- */
+
+enum vox_nn_kind {
+    VOX_NN_INPUT,     /* a network input: `channels` maps */
+    VOX_NN_CONV,      /* 3D convolution (PyTorch's Conv3d: cross-correlation), valid or same */
+    VOX_NN_DECONV,    /* transposed convolution with stride = kernel (ConvTranspose3d) */
+    VOX_NN_POOL,      /* max-pooling, stride = window; the input must divide by the window */
+    VOX_NN_MAXFILTER, /* sliding max, stride 1, optionally dilated (ZNN's dense max_filter) */
+    VOX_NN_UPSAMPLE,  /* nearest-neighbour upsampling by an integer factor */
+    VOX_NN_CROP,      /* centre crop to another tensor's shape, or by a margin on each side */
+    VOX_NN_ADD,       /* elementwise sum of tensors of equal shape, then `act` */
+    VOX_NN_CONCAT,    /* concatenation along channels (equal spatial shapes) */
+    VOX_NN_ACT,       /* an activation on its own (softmax: over channels) */
+    VOX_NN_OUTPUT,    /* marks a network output, applying `act` */
+    VOX_NN_KIND_COUNT
+};
+
+enum vox_nn_act {
+    VOX_ACT_LINEAR,  /* x */
+    VOX_ACT_RELU,    /* max(0, x) */
+    VOX_ACT_ELU,     /* x > 0 ? x : exp(x) - 1 */
+    VOX_ACT_SIGMOID, /* 1 / (1 + exp(-x)) */
+    VOX_ACT_TANH,    /* tanh(x) */
+    VOX_ACT_SOFTMAX, /* exp(x_c - max_c x) / sum_c exp(x_c - max_c x), over channels */
+    VOX_ACT_COUNT
+};
+
+const char *vox_nn_kind_str(enum vox_nn_kind k);
+const char *vox_nn_act_str(enum vox_nn_act a);
+
+#define VOX_NN_NAME_MAX 64
+#define VOX_NN_MAX_IN 8
+
+/* One statement of a spec. Unused fields are 0 (vectors 1 where they are factors). */
+struct vox_nn_layer {
+    enum vox_nn_kind kind;
+    char name[VOX_NN_NAME_MAX]; /* also the name of the tensor it makes */
+    int n_in;
+    int in[VOX_NN_MAX_IN]; /* earlier layers whose tensors it reads (crop: 1 + ref) */
+    int64_t channels;      /* output channels (every layer, filled by the parser) */
+    int64_t kernel[3];     /* conv/deconv kernel, pool/maxfilter window, upsample factor */
+    int64_t dilation[3];   /* conv, maxfilter */
+    int64_t margin[3];     /* crop by margin (when crop_to < 0) */
+    int crop_to;           /* crop: the layer whose spatial shape to crop to, or -1 */
+    bool same;             /* conv: zero padding that keeps the shape */
+    bool bias;             /* conv/deconv: has a bias (default yes) */
+    bool bn;               /* conv: inference batch norm after the conv, folded at plan */
+    double bn_eps;         /* default 1e-5 (PyTorch's) */
+    enum vox_nn_act act;   /* conv, deconv, add, act, output */
+    int line;              /* the spec line, for messages */
+};
+
+/* A parsed net: layers in the order written, every input defined before its use (so the
+ * order is topological). Read-only for callers. */
+struct vox_net {
+    struct vox_ctx *ctx;
+    char *source; /* the file name (or the name given to vox_net_parse), for messages */
+    struct vox_nn_layer *layers;
+    int n_layers;
+    int n_inputs, n_outputs;
+};
+
+/* Parses a spec from text; `source` names it in messages ("nets/x.net:12:7: ..."). */
+enum vox_status vox_net_parse(struct vox_ctx *ctx, const char *text, const char *source,
+                              struct vox_net **net_out);
+/* Reads and parses a spec file. */
+enum vox_status vox_net_load(struct vox_ctx *ctx, const char *path, struct vox_net **net_out);
+void vox_net_destroy(struct vox_net *net);
+/* The index of the layer named `name`, or -1. */
+int vox_net_find(const struct vox_net *net, const char *name);
+/* The i-th input / output layer's index (in the order written). */
+int vox_net_input(const struct vox_net *net, int i);
+int vox_net_output(const struct vox_net *net, int i);
+
+/* ---- shapes and field of view -------------------------------------------------------------- */
+
+/* Per tensor, along z, y, x: tensor voxel j sees the input voxels [lo + j*stride, lo + j*stride
+ * + fov) (stride = stride_num / stride_den input voxels; fov is an upper bound when the net
+ * upsamples). All inputs share the patch shape and are aligned voxel for voxel. */
+struct vox_nn_dims {
+    int64_t shape[4]; /* C, Z, Y, X */
+    int64_t fov[3];
+    int64_t lo[3];
+    int64_t stride_num[3], stride_den[3];
+};
+
+/* Every layer's output shape for inputs of spatial shape patch (z, y, x); dims has n_layers
+ * entries. Fails (VOX_INVALID_ARG, naming the layer) where a patch is too small for a valid
+ * layer (and the field of view), not divisible by a pooling window, or where shapes meet that
+ * do not match at add/concat (naming both tensors and shapes). */
+enum vox_status vox_net_shapes(struct vox_ctx *ctx, const struct vox_net *net,
+                               const int64_t patch[3], struct vox_nn_dims *dims);
+/* The field of view of the net (the largest over its outputs) from the dims filled by
+ * vox_net_shapes, and the offset of output voxel 0's field centre in the input:
+ * lo + (fov - 1) / 2, rounded down. For a valid net with stride-1 outputs, input voxel
+ * offset + j is the centre of output voxel j's field. */
+void vox_net_fov(const struct vox_net *net, const struct vox_nn_dims *dims, int64_t fov_out[3],
+                 int64_t offset_out[3]);
+
+/* ---- weights ------------------------------------------------------------------------------- */
+
+/* The parameters of one layer, as PyTorch stores them (unused ones have rank 0):
+ *   weight  conv (out, in, kz, ky, kx); deconv (in, out, kz, ky, kx)
+ *   bias    (out)
+ *   bn_mean, bn_var, bn_weight, bn_bias  (out)   conv with bn=yes */
+enum vox_nn_param {
+    VOX_P_WEIGHT,
+    VOX_P_BIAS,
+    VOX_P_BN_MEAN,
+    VOX_P_BN_VAR,
+    VOX_P_BN_WEIGHT,
+    VOX_P_BN_BIAS,
+    VOX_P_COUNT
+};
+const char *vox_nn_param_str(enum vox_nn_param p); /* "weight", "bias", "bn_mean", ... */
+
+struct vox_nn_weights {
+    struct vox_ctx *ctx;
+    int n_layers;
+    struct vox_tensor (*p)[VOX_P_COUNT]; /* p[layer][param], f32 */
+};
+
+enum vox_nn_init { VOX_INIT_MSRA, VOX_INIT_XAVIER, VOX_INIT_UNIFORM, VOX_INIT_COUNT };
+const char *vox_nn_init_str(enum vox_nn_init i);
+bool vox_nn_init_parse(const char *s, enum vox_nn_init *out);
+
+/* Zeroed parameters of the right shapes for net (bn_var and bn_weight set to 1). */
+enum vox_status vox_nn_weights_create(struct vox_ctx *ctx, const struct vox_net *net,
+                                      struct vox_nn_weights **w_out);
+void vox_nn_weights_destroy(struct vox_nn_weights *w);
+/* Deterministic random weights from `seed` (own splitmix64 + Box-Muller, independent of the
+ * platform and thread count). Biases 0, batch norm the identity (mean 0, var 1, weight 1, bias 0).
+ *   msra:    N(0, 2 / fan_in)          fan_in = in * kz * ky * kx
+ *   xavier:  U(-a, a), a = sqrt(6 / (fan_in + fan_out)), fan_out = out * kz * ky * kx
+ *   uniform: U(-0.1, 0.1) */
+void vox_nn_weights_init(const struct vox_net *net, struct vox_nn_weights *w, enum vox_nn_init init,
+                         uint64_t seed);
+/* Loads "/<layer>/<param>" datasets (f32) from an HDF5 file; a missing dataset or a wrong
+ * shape is VOX_FORMAT naming the layer, the expected and the found shape. */
+enum vox_status vox_nn_weights_load(struct vox_ctx *ctx, const struct vox_net *net,
+                                    const char *path, struct vox_nn_weights **w_out);
+/* Saves them to an HDF5 file, atomically (through the io module). */
+enum vox_status vox_nn_weights_save(struct vox_ctx *ctx, const struct vox_net *net,
+                                    const struct vox_nn_weights *w, const char *path);
+
+/* ---- reference layers: (N, C, Z, Y, X) f32, contiguous; the caller sizes `out` --------------
+ * Out-of-range reads in conv are zeros (padding). Sums are accumulated in double and rounded to
+ * f32 once, so the result does not depend on the summation order to f32 precision: that is
+ * what makes these the oracle. The pool (may be NULL) splits work over (n, out channel), each
+ * element computed by one thread in a fixed order: identical results for any thread count. */
+
+/* out[n,o,z,y,x] = act(b[o] + sum_{i,a,b,c} w[o,i,a,b,c] * in[n,i, z + a*dz - pz, y + b*dy - py,
+ *                                                                   x + c*dx - px])
+ * w (O, I, KZ, KY, KX), b (O) or NULL, pad = the low-side zero padding (0 for valid). */
+void vox_nn_ref_conv(struct vox_pool *pool, const struct vox_tensor *in, const struct vox_tensor *w,
+                     const struct vox_tensor *b, const int64_t dilation[3], const int64_t pad[3],
+                     enum vox_nn_act act, struct vox_tensor *out);
+/* Transposed conv with stride = kernel, no padding (out = in * k):
+ * out[n,o, z*KZ+a, y*KY+b, x*KX+c] = act(b[o] + sum_i in[n,i,z,y,x] * w[i,o,a,b,c])
+ * w (I, O, KZ, KY, KX). */
+void vox_nn_ref_deconv(struct vox_pool *pool, const struct vox_tensor *in,
+                       const struct vox_tensor *w, const struct vox_tensor *b, enum vox_nn_act act,
+                       struct vox_tensor *out);
+/* out[n,c,z,y,x] = max_{a<WZ, b<WY, c'<WX} in[n,c, z*WZ+a, y*WY+b, x*WX+c'] */
+void vox_nn_ref_maxpool(const struct vox_tensor *in, const int64_t window[3],
+                        struct vox_tensor *out);
+/* out[n,c,z,y,x] = max_{a<WZ, b<WY, c'<WX} in[n,c, z+a*dz, y+b*dy, x+c'*dx] */
+void vox_nn_ref_maxfilter(const struct vox_tensor *in, const int64_t window[3],
+                          const int64_t dilation[3], struct vox_tensor *out);
+/* out[n,c,z,y,x] = in[n,c, z/FZ, y/FY, x/FX] (integer division) */
+void vox_nn_ref_upsample(const struct vox_tensor *in, const int64_t factor[3],
+                         struct vox_tensor *out);
+/* out[n,c,z,y,x] = in[n,c, z+lo[0], y+lo[1], x+lo[2]] */
+void vox_nn_ref_crop(const struct vox_tensor *in, const int64_t lo[3], struct vox_tensor *out);
+/* out = act(sum_k in_k), summed in double in the order k = 0, 1, ... */
+void vox_nn_ref_add(const struct vox_tensor *const *in, int n, enum vox_nn_act act,
+                    struct vox_tensor *out);
+/* out[n, off_k + c, ...] = in_k[n, c, ...], off_k = channels of in_0 .. in_{k-1} */
+void vox_nn_ref_concat(const struct vox_tensor *const *in, int n, struct vox_tensor *out);
+/* out = act(in) elementwise; softmax over the channel axis. in may equal out. */
+void vox_nn_ref_act(const struct vox_tensor *in, enum vox_nn_act act, struct vox_tensor *out);
+
+/* ---- the reference forward pass ------------------------------------------------------------ */
+
+struct vox_nn_plan;
+
+/* Plans net for inputs of spatial shape patch: infers shapes, folds batch norm into the conv
+ * weights, and allocates the tensors, reusing a buffer once every reader of the tensor in it
+ * has run. `w` is copied from (it need not outlive the plan); `net` must outlive it. */
+enum vox_status vox_nn_plan_create(struct vox_ctx *ctx, const struct vox_net *net,
+                                   const struct vox_nn_weights *w, const int64_t patch[3],
+                                   struct vox_nn_plan **plan_out);
+void vox_nn_plan_destroy(struct vox_nn_plan *plan);
+/* The shapes the plan was made for (n_layers entries). */
+const struct vox_nn_dims *vox_nn_plan_dims(const struct vox_nn_plan *plan);
+/* Bytes of activation memory the plan holds (after reuse), and without reuse. */
+size_t vox_nn_plan_bytes(const struct vox_nn_plan *plan, size_t *without_reuse_out);
+/* Runs the reference layers. inputs[i] is the i-th input, (1, C, Z, Y, X) f32 of the planned
+ * shape (any strides). Uses the context's pool. Does not allocate; fails only on a wrong
+ * input shape or dtype. */
+enum vox_status vox_nn_plan_forward(struct vox_ctx *ctx, struct vox_nn_plan *plan,
+                                    const struct vox_tensor *inputs);
+/* The i-th output after vox_nn_plan_forward: (1, C, Z, Y, X) f32, owned by the plan. */
+const struct vox_tensor *vox_nn_plan_output(const struct vox_nn_plan *plan, int i);
+/* Dense multiply-add FLOPs (2 per MAC) of one layer at the planned shape (0 for data moves). */
+double vox_nn_layer_flops(const struct vox_net *net, const struct vox_nn_dims *dims, int layer);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,46 @@
+/*
+ * nn/internal.h: what the files of src/nn share: small helpers on (N, C, Z, Y, X) tensors and
+ * the activation functions in double.
+ */
+#ifndef VOX_NN_INTERNAL_H
+#define VOX_NN_INTERNAL_H
+
+#include "vox/nn.h"
+
+#include <math.h>
+
+/* Element index of (n, c, z, y, x) in a contiguous 5D tensor. */
+static inline int64_t vox_nn_idx(const struct vox_tensor *t, int64_t n, int64_t c, int64_t z,
+                                 int64_t y, int64_t x)
+{
+    const int64_t *s = t->shape;
+    return (((n * s[1] + c) * s[2] + z) * s[3] + y) * s[4] + x;
+}
+
+/* The pointwise activations (softmax is not pointwise and is done by the caller). */
+static inline double vox_nn_act_apply(enum vox_nn_act a, double v)
+{
+    switch (a) {
+    case VOX_ACT_RELU:
+        return v > 0 ? v : 0;
+    case VOX_ACT_ELU:
+        return v > 0 ? v : expm1(v);
+    case VOX_ACT_SIGMOID:
+        return 1.0 / (1.0 + exp(-v));
+    case VOX_ACT_TANH:
+        return tanh(v);
+    default:
+        return v;
+    }
+}
+
+/* The params a layer has (bit i: enum vox_nn_param i). */
+unsigned vox_nn_layer_params(const struct vox_nn_layer *l);
+/* The expected shape of one parameter; returns its rank (0 when absent). */
+int vox_nn_param_shape(const struct vox_net *net, int layer, enum vox_nn_param p, int64_t shape[5]);
+/* The input channels of layer `layer` (the channels of its first input). */
+int64_t vox_nn_in_channels(const struct vox_net *net, int layer);
+/* Every layer's output channels (n_layers entries). */
+void vox_nn_channels(const struct vox_net *net, int64_t *ch);
+
+#endif
