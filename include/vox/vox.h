@@ -11,5 +11,6 @@
 #include "vox/jit.h"
 #include "vox/metrics.h"
 #include "vox/seg.h"
+#include "vox/dist.h"
 
 #endif
