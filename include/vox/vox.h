@@ -12,5 +12,6 @@
 #include "vox/jit.h"
 #include "vox/metrics.h"
 #include "vox/seg.h"
+#include "vox/dist.h"
 
 #endif

@@ -1,0 +1,369 @@
+/*
+ * dist/dist.c: the chunked watershed driver: atomic chunks, the octree, the final relabel.
+ *
+ *   level 0   every atomic chunk (in parallel on the pool): dist_chunk_ws → summary, and its
+ *             fragment labels written into its box of the output
+ *   level k   every node of 2x2x2 children (in parallel): dist_node_ws → summary + joins;
+ *             the joins are then applied, in node order, to one union-find over all
+ *             fragments (sorted by id = first voxel); repeat until one node covers the volume
+ *   relabel   basins are the union-find's components, numbered in order of their smallest
+ *             fragment id (= their first voxel in C order, as vox_seg_watershed numbers
+ *             them); each chunk rewrites its box through that map (in parallel)
+ *
+ * Union-find is insensitive to the order of joins, and every join is a fact of the
+ * whole-volume watershed, so the result is the same for any chunk shape and thread count.
+ */
+#include "dist_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct dist_run {
+    struct vox_ctx *ctx;
+    const struct vox_seg_params *p;
+    struct dist_vol vol;
+    int64_t chunk[3];
+    int64_t grid[3]; /* nodes per axis at the current level */
+    int64_t span[3]; /* voxels per node side at the current level */
+    struct dist_sum *cur, *nxt;
+    int64_t ncur; /* summaries in cur */
+    struct dist_frag **fr; /* per atomic chunk: its fragments */
+    int64_t *nfr;
+    enum vox_status *st;
+    struct vox_tensor *labels;
+    struct dist_frag *all; /* every fragment, sorted by id */
+    int64_t nall;
+    int64_t *uf;
+    uint32_t *basin; /* per position in `all` */
+};
+
+static void node_box(const struct dist_run *r, int64_t i, struct dist_box *b)
+{
+    int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
+                    i % r->grid[2]};
+    for (int a = 0; a < 3; a++) {
+        b->lo[a] = c[a] * r->span[a];
+        b->hi[a] = b->lo[a] + r->span[a] < r->vol.dims[a] ? b->lo[a] + r->span[a]
+                                                           : r->vol.dims[a];
+    }
+}
+
+/* Copies a contiguous box-shaped array of u32 into the box of the labels tensor, or (map !=
+ * NULL) rewrites that box through map. */
+static void box_labels(struct vox_tensor *t, const struct dist_box *b, const uint32_t *src,
+                       const uint32_t *map)
+{
+    uint32_t *l = t->data;
+    int64_t k = 0;
+    for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
+        for (int64_t y = b->lo[1]; y < b->hi[1]; y++) {
+            uint32_t *row = l + z * t->strides[0] + y * t->strides[1];
+            for (int64_t x = b->lo[2]; x < b->hi[2]; x++, k++) {
+                if (map)
+                    row[x] = map[row[x]];
+                else
+                    row[x] = src[k];
+            }
+        }
+}
+
+static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct dist_run *r = arg;
+    for (int64_t i = lo[0]; i < hi[0]; i++) {
+        struct dist_box b;
+        node_box(r, i, &b);
+        int64_t n = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
+        uint32_t *lab = vox_alloc(r->ctx, (size_t)n * sizeof *lab);
+        r->st[i] = lab ? dist_chunk_ws(r->ctx, &r->vol, &b, r->p, &r->cur[i], lab)
+                       : VOX_OUT_OF_MEMORY;
+        if (r->st[i] == VOX_OK) {
+            box_labels(r->labels, &b, lab, NULL);
+            r->fr[i] = r->cur[i].frag;
+            r->nfr[i] = r->cur[i].nfrag;
+            r->cur[i].frag = NULL;
+        }
+        vox_free(r->ctx, lab);
+    }
+}
+
+static void node_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct dist_run *r = arg;
+    const int64_t pg[3] = {r->grid[0], r->grid[1], r->grid[2]};
+    const int64_t ng[3] = {(pg[0] + 1) / 2, (pg[1] + 1) / 2, (pg[2] + 1) / 2};
+    for (int64_t i = lo[0]; i < hi[0]; i++) {
+        int64_t c[3] = {i / (ng[1] * ng[2]), (i / ng[2]) % ng[1], i % ng[2]};
+        struct dist_sum kids[8];
+        int nk = 0;
+        for (int dz = 0; dz < 2; dz++)
+            for (int dy = 0; dy < 2; dy++)
+                for (int dx = 0; dx < 2; dx++) {
+                    int64_t k[3] = {2 * c[0] + dz, 2 * c[1] + dy, 2 * c[2] + dx};
+                    if (k[0] < pg[0] && k[1] < pg[1] && k[2] < pg[2])
+                        kids[nk++] = r->cur[(k[0] * pg[1] + k[1]) * pg[2] + k[2]];
+                }
+        struct dist_box b;
+        for (int a = 0; a < 3; a++) {
+            b.lo[a] = c[a] * 2 * r->span[a];
+            b.hi[a] = b.lo[a] + 2 * r->span[a] < r->vol.dims[a] ? b.lo[a] + 2 * r->span[a]
+                                                                : r->vol.dims[a];
+        }
+        r->st[i] = dist_node_ws(r->ctx, r->vol.dims, &b, kids, nk, &r->nxt[i]);
+    }
+}
+
+static int frag_cmp(const void *x, const void *y)
+{
+    const struct dist_frag *a = x, *b = y;
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+static int64_t frag_pos(const struct dist_run *r, int64_t id)
+{
+    int64_t lo = 0, hi = r->nall;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (r->all[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < r->nall && r->all[lo].id == id ? lo : -1;
+}
+
+static int64_t uf_find64(int64_t *p, int64_t x)
+{
+    while (p[x] != x) {
+        p[x] = p[p[x]];
+        x = p[x];
+    }
+    return x;
+}
+
+/* Applies the joins of the level just built, in node order. */
+static enum vox_status apply_joins(struct dist_run *r, int64_t nnodes)
+{
+    for (int64_t i = 0; i < nnodes; i++) {
+        struct dist_sum *s = &r->nxt[i];
+        for (int64_t k = 0; k < s->nuni; k++) {
+            int64_t a = frag_pos(r, s->uni[k].a), b = frag_pos(r, s->uni[k].b);
+            if (a < 0 || b < 0)
+                return vox_fail(r->ctx, VOX_INTERNAL, "chunked watershed: unknown fragment "
+                                "%lld or %lld", (long long)s->uni[k].a, (long long)s->uni[k].b);
+            a = uf_find64(r->uf, a);
+            b = uf_find64(r->uf, b);
+            if (a != b)
+                r->uf[a > b ? a : b] = a < b ? a : b;
+        }
+        vox_free(r->ctx, s->uni);
+        s->uni = NULL;
+        s->nuni = 0;
+    }
+    return VOX_OK;
+}
+
+static enum vox_status first_error(const struct dist_run *r, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (r->st[i] != VOX_OK)
+            return r->st[i];
+    return VOX_OK;
+}
+
+/* All fragments sorted by id, and the identity union-find over them. */
+static enum vox_status collect_frags(struct dist_run *r, int64_t nchunks)
+{
+    r->nall = 0;
+    for (int64_t i = 0; i < nchunks; i++)
+        r->nall += r->nfr[i];
+    r->all = vox_alloc(r->ctx, (size_t)(r->nall + 1) * sizeof *r->all);
+    r->uf = vox_alloc(r->ctx, (size_t)(r->nall + 1) * sizeof *r->uf);
+    r->basin = vox_alloc(r->ctx, (size_t)(r->nall + 1) * sizeof *r->basin);
+    if (!r->all || !r->uf || !r->basin)
+        return VOX_OUT_OF_MEMORY;
+    int64_t k = 0;
+    for (int64_t i = 0; i < nchunks; i++) {
+        if (r->nfr[i])
+            memcpy(r->all + k, r->fr[i], (size_t)r->nfr[i] * sizeof *r->all);
+        k += r->nfr[i];
+    }
+    qsort(r->all, (size_t)r->nall, sizeof *r->all, frag_cmp);
+    for (int64_t i = 0; i < r->nall; i++)
+        r->uf[i] = i;
+    return VOX_OK;
+}
+
+/* Runs the octree levels; r->cur holds level 0 on entry, the root on return. */
+static enum vox_status run_levels(struct dist_run *r)
+{
+    enum vox_status s = VOX_OK;
+    while (s == VOX_OK && (r->grid[0] > 1 || r->grid[1] > 1 || r->grid[2] > 1)) {
+        int64_t ng[3] = {(r->grid[0] + 1) / 2, (r->grid[1] + 1) / 2, (r->grid[2] + 1) / 2};
+        int64_t nn = ng[0] * ng[1] * ng[2], np = r->grid[0] * r->grid[1] * r->grid[2];
+        r->nxt = vox_calloc(r->ctx, (size_t)nn, sizeof *r->nxt);
+        if (!r->nxt)
+            return VOX_OUT_OF_MEMORY;
+        for (int64_t i = 0; i < nn; i++)
+            r->st[i] = VOX_OK;
+        vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){nn, 1, 1}, (int64_t[3]){1, 1, 1},
+                     VOX_SCHED_DYNAMIC, node_task, r);
+        s = first_error(r, nn);
+        if (s == VOX_OK)
+            s = apply_joins(r, nn);
+        for (int64_t i = 0; i < np; i++)
+            dist_sum_fini(r->ctx, &r->cur[i]);
+        vox_free(r->ctx, r->cur);
+        r->cur = r->nxt;
+        r->ncur = nn;
+        r->nxt = NULL;
+        memcpy(r->grid, ng, sizeof ng);
+        for (int a = 0; a < 3; a++)
+            r->span[a] *= 2;
+    }
+    if (s == VOX_OK && (r->cur[0].nlink || r->cur[0].nplat))
+        s = vox_fail(r->ctx, VOX_INTERNAL, "chunked watershed: %lld links and %lld plateau "
+                     "voxels left at the root", (long long)r->cur[0].nlink,
+                     (long long)r->cur[0].nplat);
+    return s;
+}
+
+static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct dist_run *r = arg;
+    for (int64_t i = lo[0]; i < hi[0]; i++) {
+        struct dist_box b;
+        node_box(r, i, &b);
+        uint32_t *map = vox_alloc(r->ctx, (size_t)(r->nfr[i] + 1) * sizeof *map);
+        if (!map) {
+            r->st[i] = VOX_OUT_OF_MEMORY;
+            continue;
+        }
+        map[0] = 0;
+        for (int64_t k = 0; k < r->nfr[i]; k++)
+            map[k + 1] = r->basin[frag_pos(r, r->fr[i][k].id)];
+        box_labels(r->labels, &b, NULL, map);
+        vox_free(r->ctx, map);
+    }
+}
+
+/* Numbers the basins, fills the sizes and relabels every chunk. */
+static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbasins_out,
+                              int64_t **sizes_out)
+{
+    int64_t nb = 0, total = r->vol.dims[0] * r->vol.dims[1] * r->vol.dims[2];
+    for (int64_t i = 0; i < r->nall; i++) {
+        int64_t root = uf_find64(r->uf, i);
+        r->basin[i] = root == i ? (uint32_t)++nb : r->basin[root];
+    }
+    int64_t *sizes = vox_calloc(r->ctx, (size_t)nb + 1, sizeof *sizes);
+    if (!sizes)
+        return VOX_OUT_OF_MEMORY;
+    sizes[0] = total;
+    for (int64_t i = 0; i < r->nall; i++) {
+        sizes[r->basin[i]] += r->all[i].size;
+        sizes[0] -= r->all[i].size;
+    }
+    for (int64_t i = 0; i < nchunks; i++)
+        r->st[i] = VOX_OK;
+    /* Level-0 geometry again for the chunk boxes. */
+    for (int a = 0; a < 3; a++) {
+        r->span[a] = r->chunk[a];
+        r->grid[a] = (r->vol.dims[a] + r->chunk[a] - 1) / r->chunk[a];
+    }
+    vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1},
+                 VOX_SCHED_DYNAMIC, relabel_task, r);
+    enum vox_status s = first_error(r, nchunks);
+    if (s != VOX_OK) {
+        vox_free(r->ctx, sizes);
+        return s;
+    }
+    *nbasins_out = nb;
+    *sizes_out = sizes;
+    return VOX_OK;
+}
+
+static enum vox_status check_args(struct vox_ctx *ctx, const struct vox_tensor *aff,
+                                  const int64_t chunk[3], const struct vox_seg_params *p)
+{
+    enum vox_status s = vox_seg_params_check(ctx, p);
+    if (s != VOX_OK)
+        return s;
+    if (!aff || aff->rank != 4 || aff->shape[0] != 3 ||
+        (aff->dtype != VOX_U8 && aff->dtype != VOX_F32))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked segmentation: affinities must be a u8 or f32 (3, Z, Y, X) "
+                        "tensor");
+    int64_t n = 1;
+    for (int a = 0; a < 3; a++) {
+        if (aff->shape[a + 1] <= 0)
+            return vox_fail(ctx, VOX_INVALID_ARG, "chunked segmentation: empty volume");
+        n *= aff->shape[a + 1];
+    }
+    if (n >= (int64_t)UINT32_MAX)
+        return vox_fail(ctx, VOX_UNSUPPORTED, "chunked segmentation: %lld voxels, at most "
+                        "2^32 - 2 (u32 labels)", (long long)n);
+    if (!chunk || chunk[0] < 1 || chunk[1] < 1 || chunk[2] < 1)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunk shape (%lld, %lld, %lld): every side must be >= 1",
+                        chunk ? (long long)chunk[0] : 0ll, chunk ? (long long)chunk[1] : 0ll,
+                        chunk ? (long long)chunk[2] : 0ll);
+    return VOX_OK;
+}
+
+enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor *aff,
+                                   const int64_t chunk[3], const struct vox_seg_params *p,
+                                   struct vox_tensor *labels_out, int64_t *nbasins_out,
+                                   int64_t **sizes_out)
+{
+    enum vox_status s = check_args(ctx, aff, chunk, p);
+    if (s != VOX_OK)
+        return s;
+    struct dist_run r = {.ctx = ctx, .p = p, .vol = {.aff = aff}};
+    struct vox_tensor lab = {0};
+    int64_t nchunks = 1;
+    for (int a = 0; a < 3; a++) {
+        r.vol.dims[a] = aff->shape[a + 1];
+        r.chunk[a] = chunk[a] < r.vol.dims[a] ? chunk[a] : r.vol.dims[a];
+        r.span[a] = r.chunk[a];
+        r.grid[a] = (r.vol.dims[a] + r.chunk[a] - 1) / r.chunk[a];
+        nchunks *= r.grid[a];
+    }
+    s = vox_tensor_alloc(ctx, &lab, VOX_U32, 3, r.vol.dims);
+    r.labels = &lab;
+    r.cur = vox_calloc(ctx, (size_t)nchunks, sizeof *r.cur);
+    r.fr = vox_calloc(ctx, (size_t)nchunks, sizeof *r.fr);
+    r.nfr = vox_calloc(ctx, (size_t)nchunks, sizeof *r.nfr);
+    r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
+    if (s == VOX_OK && (!r.cur || !r.fr || !r.nfr || !r.st))
+        s = VOX_OUT_OF_MEMORY;
+    if (s == VOX_OK) {
+        vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1},
+                     VOX_SCHED_DYNAMIC, atomic_task, &r);
+        s = first_error(&r, nchunks);
+    }
+    if (s == VOX_OK)
+        s = collect_frags(&r, nchunks);
+    r.ncur = nchunks;
+    if (s == VOX_OK)
+        s = run_levels(&r);
+    if (s == VOX_OK)
+        s = finish(&r, nchunks, nbasins_out, sizes_out);
+    for (int64_t i = 0; r.cur && i < r.ncur; i++)
+        dist_sum_fini(ctx, &r.cur[i]);
+    for (int64_t i = 0; r.fr && i < nchunks; i++)
+        vox_free(ctx, r.fr[i]);
+    vox_free(ctx, r.cur);
+    vox_free(ctx, r.fr);
+    vox_free(ctx, r.nfr);
+    vox_free(ctx, r.st);
+    vox_free(ctx, r.all);
+    vox_free(ctx, r.uf);
+    vox_free(ctx, r.basin);
+    if (s != VOX_OK) {
+        vox_tensor_free(ctx, &lab);
+        return s;
+    }
+    *labels_out = lab;
+    return VOX_OK;
+}

@@ -1,0 +1,319 @@
+/*
+ * dist/node_ws.c: one octree node of the chunked watershed: stitches its children.
+ *
+ * The children's summaries are concatenated. Then, inside the node's box:
+ * - Deferred plateau voxels are grouped by their plateau edges. A plateau none of whose edges
+ *   leaves the box is complete: it is split exactly as seg/watershed.c does (one BFS from its
+ *   seeds in C order = ascending global index, neighbours in direction order = ascending
+ *   index; a reached voxel joins the voxel that reached it), or, without seeds, it is a
+ *   maximum plateau and all its voxels join. Other plateaus go up unchanged.
+ * - A link whose target voxel lies in the box joins its fragment with the target's, found
+ *   among the children's face voxels (the target is a face voxel of its atomic chunk, still
+ *   on the outer faces of every node below this one). Other links go up.
+ * - Face voxels that are still on the node's outer faces go up.
+ * The joins are recorded as fragment pairs (applied to the global union-find by the caller),
+ * so the node itself is a pure function of its children: nodes of a level run in parallel.
+ */
+#include "dist_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void coords(const int64_t dims[3], int64_t idx, int64_t c[3])
+{
+    c[2] = idx % dims[2];
+    c[1] = (idx / dims[2]) % dims[1];
+    c[0] = idx / (dims[1] * dims[2]);
+}
+
+void dist_offsets(const int64_t dims[3], int64_t off[6])
+{
+    const int64_t P = dims[1] * dims[2];
+    off[0] = -P;
+    off[1] = -dims[2];
+    off[2] = -1;
+    off[3] = 1;
+    off[4] = dims[2];
+    off[5] = P;
+}
+
+bool dist_in_box(const struct dist_box *b, const int64_t dims[3], int64_t idx, int d)
+{
+    static const int axis[6] = {0, 1, 2, 2, 1, 0}, step[6] = {-1, -1, -1, 1, 1, 1};
+    int64_t c[3];
+    coords(dims, idx, c);
+    c[axis[d]] += step[d];
+    for (int a = 0; a < 3; a++)
+        if (c[a] < b->lo[a] || c[a] >= b->hi[a])
+            return false;
+    return true;
+}
+
+static bool idx_in_box(const struct dist_box *b, const int64_t dims[3], int64_t idx)
+{
+    int64_t c[3];
+    coords(dims, idx, c);
+    for (int a = 0; a < 3; a++)
+        if (c[a] < b->lo[a] || c[a] >= b->hi[a])
+            return false;
+    return true;
+}
+
+bool dist_push(struct vox_ctx *ctx, void **arr, int64_t *n, int64_t *cap, const void *x,
+               size_t size)
+{
+    if (*n == *cap) {
+        int64_t c = *cap ? 2 * *cap : 64;
+        void *a = vox_realloc(ctx, *arr, (size_t)*cap * size, (size_t)c * size);
+        if (!a)
+            return false;
+        *arr = a;
+        *cap = c;
+    }
+    memcpy((char *)*arr + (size_t)*n * size, x, size);
+    (*n)++;
+    return true;
+}
+
+void dist_sum_fini(struct vox_ctx *ctx, struct dist_sum *s)
+{
+    vox_free(ctx, s->frag);
+    vox_free(ctx, s->link);
+    vox_free(ctx, s->face);
+    vox_free(ctx, s->plat);
+    vox_free(ctx, s->uni);
+    memset(s, 0, sizeof *s);
+}
+
+static int face_cmp(const void *x, const void *y)
+{
+    const struct dist_face *a = x, *b = y;
+    return (a->idx > b->idx) - (a->idx < b->idx);
+}
+
+static int plat_cmp(const void *x, const void *y)
+{
+    const struct dist_plat *a = x, *b = y;
+    return (a->idx > b->idx) - (a->idx < b->idx);
+}
+
+/* Concatenates the children's arrays (frag is not carried). */
+static enum vox_status node_gather(struct vox_ctx *ctx, const struct dist_sum *kids, int nkids,
+                                   struct dist_sum *o)
+{
+    int64_t nl = 0, nf = 0, np = 0;
+    for (int k = 0; k < nkids; k++) {
+        nl += kids[k].nlink;
+        nf += kids[k].nface;
+        np += kids[k].nplat;
+    }
+    o->link = vox_alloc(ctx, (size_t)(nl + 1) * sizeof *o->link);
+    o->face = vox_alloc(ctx, (size_t)(nf + 1) * sizeof *o->face);
+    o->plat = vox_alloc(ctx, (size_t)(np + 1) * sizeof *o->plat);
+    if (!o->link || !o->face || !o->plat)
+        return VOX_OUT_OF_MEMORY;
+    for (int k = 0; k < nkids; k++) {
+        const struct dist_sum *c = &kids[k];
+        if (c->nlink)
+            memcpy(o->link + o->nlink, c->link, (size_t)c->nlink * sizeof *c->link);
+        if (c->nface)
+            memcpy(o->face + o->nface, c->face, (size_t)c->nface * sizeof *c->face);
+        if (c->nplat)
+            memcpy(o->plat + o->nplat, c->plat, (size_t)c->nplat * sizeof *c->plat);
+        o->nlink += c->nlink;
+        o->nface += c->nface;
+        o->nplat += c->nplat;
+    }
+    qsort(o->face, (size_t)o->nface, sizeof *o->face, face_cmp);
+    qsort(o->plat, (size_t)o->nplat, sizeof *o->plat, plat_cmp);
+    return VOX_OK;
+}
+
+static int64_t plat_find(const struct dist_sum *o, int64_t idx)
+{
+    int64_t lo = 0, hi = o->nplat;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (o->plat[mid].idx < idx)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < o->nplat && o->plat[lo].idx == idx ? lo : -1;
+}
+
+static int64_t face_find(const struct dist_sum *o, int64_t idx)
+{
+    int64_t lo = 0, hi = o->nface;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (o->face[mid].idx < idx)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < o->nface && o->face[lo].idx == idx ? lo : -1;
+}
+
+static int64_t find64(int64_t *p, int64_t x)
+{
+    while (p[x] != x) {
+        p[x] = p[p[x]];
+        x = p[x];
+    }
+    return x;
+}
+
+struct node_ctx {
+    struct vox_ctx *ctx;
+    const int64_t *dims;
+    const struct dist_box *box;
+    struct dist_sum *o;
+    int64_t goff[6];
+    int64_t *uf, *nb; /* per plateau voxel: union-find, and 6 neighbour positions (-1) */
+    uint8_t *st;      /* per plateau voxel: 1 leaves the box (at the root: incomplete), 2 reached */
+    int64_t ucap;
+};
+
+static enum vox_status node_join(struct node_ctx *n, int64_t fa, int64_t fb)
+{
+    if (fa == fb)
+        return VOX_OK;
+    struct dist_pair u = {fa, fb};
+    return dist_push(n->ctx, (void **)&n->o->uni, &n->o->nuni, &n->ucap, &u, sizeof u)
+               ? VOX_OK
+               : VOX_OUT_OF_MEMORY;
+}
+
+/* Groups the plateau voxels and marks the groups that leave the box. */
+static enum vox_status node_group(struct node_ctx *n)
+{
+    struct dist_sum *o = n->o;
+    for (int64_t i = 0; i < o->nplat; i++) {
+        n->uf[i] = i;
+        n->st[i] = 0;
+    }
+    for (int64_t i = 0; i < o->nplat; i++) {
+        for (int d = 0; d < 6; d++) {
+            n->nb[6 * i + d] = -1;
+            if (!(o->plat[i].bits >> d & 1))
+                continue;
+            if (!dist_in_box(n->box, n->dims, o->plat[i].idx, d)) {
+                n->st[i] = 1;
+                continue;
+            }
+            int64_t j = plat_find(o, o->plat[i].idx + n->goff[d]);
+            if (j < 0)
+                return vox_fail(n->ctx, VOX_INTERNAL,
+                                "chunked watershed: plateau voxel %lld has no neighbour %d",
+                                (long long)o->plat[i].idx, d);
+            n->nb[6 * i + d] = j;
+            int64_t a = find64(n->uf, i), b = find64(n->uf, j);
+            if (a != b)
+                n->uf[a > b ? a : b] = a < b ? a : b;
+        }
+    }
+    for (int64_t i = 0; i < o->nplat; i++)
+        if (n->st[i] == 1)
+            n->st[find64(n->uf, i)] = 1;
+    for (int64_t i = 0; i < o->nplat; i++)
+        n->st[i] = n->st[find64(n->uf, i)];
+    return VOX_OK;
+}
+
+/* Splits the complete plateaus (BFS, queue = uf) and joins the maximum ones. */
+static enum vox_status node_split(struct node_ctx *n)
+{
+    struct dist_sum *o = n->o;
+    int64_t *queue = n->uf, head = 0, tail = 0;
+    enum vox_status s = VOX_OK;
+    for (int64_t i = 0; i < o->nplat; i++)
+        if (!n->st[i] && o->plat[i].seed) {
+            n->st[i] = 2;
+            queue[tail++] = i;
+        }
+    while (head < tail && s == VOX_OK) {
+        int64_t i = queue[head++];
+        for (int d = 0; d < 6 && s == VOX_OK; d++) {
+            int64_t j = n->nb[6 * i + d];
+            if (j < 0 || n->st[j] || o->plat[j].seed)
+                continue;
+            n->st[j] = 2;
+            queue[tail++] = j;
+            s = node_join(n, o->plat[j].frag, o->plat[i].frag);
+        }
+    }
+    for (int64_t i = 0; i < o->nplat && s == VOX_OK; i++)
+        for (int d = 0; d < 6 && !n->st[i] && s == VOX_OK; d++)
+            if (n->nb[6 * i + d] >= 0)
+                s = node_join(n, o->plat[i].frag, o->plat[n->nb[6 * i + d]].frag);
+    return s;
+}
+
+/* Resolves the links into the box and keeps the faces and plateau voxels still open. */
+static enum vox_status node_links(struct node_ctx *n)
+{
+    struct dist_sum *o = n->o;
+    const struct dist_box vol = {{0, 0, 0}, {n->dims[0], n->dims[1], n->dims[2]}};
+    int64_t k = 0;
+    enum vox_status s = VOX_OK;
+    for (int64_t i = 0; i < o->nlink && s == VOX_OK; i++) {
+        if (!idx_in_box(n->box, n->dims, o->link[i].b)) {
+            o->link[k++] = o->link[i];
+            continue;
+        }
+        int64_t f = face_find(o, o->link[i].b);
+        if (f < 0)
+            return vox_fail(n->ctx, VOX_INTERNAL, "chunked watershed: link to voxel %lld "
+                            "has no face entry", (long long)o->link[i].b);
+        s = node_join(n, o->link[i].a, o->face[f].frag);
+    }
+    o->nlink = k;
+    k = 0;
+    for (int64_t i = 0; i < o->nface; i++) {
+        bool open = false;
+        for (int d = 0; d < 6 && !open; d++)
+            open = !dist_in_box(n->box, n->dims, o->face[i].idx, d) &&
+                   dist_in_box(&vol, n->dims, o->face[i].idx, d);
+        if (open)
+            o->face[k++] = o->face[i];
+    }
+    o->nface = k;
+    k = 0;
+    for (int64_t i = 0; i < o->nplat; i++)
+        if (n->st[i] == 1)
+            o->plat[k++] = o->plat[i];
+    o->nplat = k;
+    return s;
+}
+
+enum vox_status dist_node_ws(struct vox_ctx *ctx, const int64_t dims[3],
+                             const struct dist_box *box, const struct dist_sum *kids, int nkids,
+                             struct dist_sum *out)
+{
+    struct dist_sum o = {.box = *box};
+    struct node_ctx n = {.ctx = ctx, .dims = dims, .box = box, .o = &o};
+    dist_offsets(dims, n.goff);
+    enum vox_status s = node_gather(ctx, kids, nkids, &o);
+    if (s == VOX_OK) {
+        n.uf = vox_alloc(ctx, (size_t)(o.nplat + 1) * sizeof *n.uf);
+        n.nb = vox_alloc(ctx, (size_t)(6 * o.nplat + 1) * sizeof *n.nb);
+        n.st = vox_alloc(ctx, (size_t)(o.nplat + 1));
+        s = n.uf && n.nb && n.st ? VOX_OK : VOX_OUT_OF_MEMORY;
+    }
+    if (s == VOX_OK)
+        s = node_group(&n);
+    if (s == VOX_OK)
+        s = node_split(&n);
+    if (s == VOX_OK)
+        s = node_links(&n);
+    vox_free(ctx, n.uf);
+    vox_free(ctx, n.nb);
+    vox_free(ctx, n.st);
+    if (s != VOX_OK) {
+        dist_sum_fini(ctx, &o);
+        return s;
+    }
+    *out = o;
+    return VOX_OK;
+}
