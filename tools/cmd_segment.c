@@ -226,7 +226,7 @@ static int resolve(struct seg_args *a)
     if (!a->history) {
         strcpy(a->hist_path, a->out_path);
         snprintf(a->hist_ds, sizeof a->hist_ds, "%s_merges", a->out_ds);
-    } else if (a->history[0] == '/') {
+    } else if (!strchr(a->history, ':')) {
         strcpy(a->hist_path, a->from ? "" : a->out_path);
         snprintf(a->hist_ds, sizeof a->hist_ds, "%s", a->history);
     } else if (vox_volume_spec_split(ctx, a->history, a->hist_path, sizeof a->hist_path,
@@ -343,14 +343,18 @@ static enum vox_status read_input(struct vox_ctx *ctx, const struct seg_args *a,
         s = vox_fail(ctx, VOX_INVALID_ARG, "%s: rank %d%s, expected %s", spec, in.rank,
                      in.rank == 4 && in.shape[0] != 3 ? " with a channel count other than 3" : "",
                      a->aff ? "(3, Z, Y, X) affinities" : "a (Z, Y, X) boundary map");
+    if (s != VOX_OK) {
+        vox_tensor_free(ctx, &in);
+        return s;
+    }
     phase(st, "read", t0, "%s", spec);
     t0 = vox_time_now();
-    if (s == VOX_OK && a->boundary) {
+    if (a->boundary) {
         s = vox_seg_boundary_to_aff(ctx, &in, a->inside, &st->q);
-    } else if (s == VOX_OK && in.dtype == VOX_U8) {
+    } else if (in.dtype == VOX_U8) {
         st->q = in; /* already quantized */
         in = (struct vox_tensor){0};
-    } else if (s == VOX_OK) {
+    } else {
         s = vox_seg_quantize(ctx, &in, &st->q);
     }
     vox_tensor_free(ctx, &in);
