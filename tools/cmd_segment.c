@@ -81,7 +81,7 @@ struct seg_args {
     double thr[MAX_THRESHOLDS];
     struct cli_common common;
     /* derived */
-    char out_path[4096], out_ds[512], hist_path[4096], hist_ds[512];
+    char out_path[4096], out_ds[512], hist_path[4096], hist_ds[600];
     struct vox_seg_params p;
 };
 
@@ -460,7 +460,7 @@ static enum vox_status read_base(struct vox_ctx *ctx, const char *spec, struct s
 static enum vox_status read_history(struct vox_ctx *ctx, const struct seg_args *a,
                                     struct seg_state *st)
 {
-    char spec[4700], sspec[4800];
+    char spec[4800], sspec[4900];
     snprintf(spec, sizeof spec, "%s:%s", a->hist_path, a->hist_ds);
     snprintf(sspec, sizeof sspec, "%s_scores", spec);
     struct vox_tensor m = {0}, sc = {0};
@@ -530,7 +530,7 @@ static enum vox_status write_history(struct vox_ctx *ctx, struct vox_out_file *f
         row[0] = (uint64_t)e->a, row[1] = (uint64_t)e->b, row[2] = (uint64_t)e->survivor;
         ((float *)sc.data)[i] = (float)e->score;
     }
-    char name[600];
+    char name[640];
     snprintf(name, sizeof name, "%s_scores", a->hist_ds);
     s = s ? s : write_dataset(ctx, f, st, a->hist_ds, &m, params,
                               "merges a, b, survivor in base ids, in order; a cut at t applies "
