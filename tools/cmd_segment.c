@@ -1,0 +1,658 @@
+/*
+ * cmd_segment.c: `vox segment`: affinities (or a boundary map) to a segmentation: watershed,
+ * size-dependent single linkage with dust removal, mean/quantile agglomeration, cut at one or
+ * more thresholds; also re-cuts a stored merge history (--from) without recomputing.
+ *
+ * The pipeline is vox_segment's (include/vox/seg.h), run here step by step so that each phase
+ * is timed and reported. Everything goes into one HDF5 file written atomically: any error
+ * leaves no output file. The merge history is stored with float32 scores, and every cut this
+ * command writes (direct or re-cut) is taken with those float32 scores, so a re-cut of the
+ * stored history reproduces the direct output exactly.
+ */
+#include "cli.h"
+#include "vox/io.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_THRESHOLDS 64
+
+static const char help[] =
+    "usage: vox segment (--aff SPEC | --boundary SPEC | --from SPEC --history SPEC)\n"
+    "                   --out FILE.h5:/DATASET [options]\n\n"
+    "Segments an affinity graph: watershed (steepest ascent; edges >= --high join plateaus,\n"
+    "voxels with no edge above --low are background 0), size-dependent single linkage and dust\n"
+    "removal (the base segments), then greedy agglomeration by --score, cut at each threshold.\n"
+    "A cut at threshold t applies the merges in order while 1 - score < t (waterz's\n"
+    "convention): a HIGHER threshold merges MORE; t = 0 gives the base segments.\n"
+    "Affinities are quantized to 8 bits (q = round(255 a)), and every comparison is exact in\n"
+    "that domain; results are identical for any thread count.\n\n"
+    "Datasets written to the --out file (one HDF5 file, written atomically; an existing file\n"
+    "keeps its other datasets), DATASET being the name in --out:\n"
+    "  DATASET               uint64 (Z,Y,X) the labels, with one threshold\n"
+    "  DATASET_T             uint64 (Z,Y,X) one per threshold when several are given, T\n"
+    "                        printed with two decimals (more when needed): /seg_0.30\n"
+    "  DATASET_base          uint32 (Z,Y,X) the base segments (the cut at t = 0)\n"
+    "  HISTORY               uint64 (n,3)   merges a, b, survivor in base ids, in order\n"
+    "  HISTORY_scores        float32 (n,)   their scores (mean affinity etc.); cuts use these\n"
+    "                        float32 values. HISTORY defaults to DATASET_merges.\n"
+    "Each dataset gets the input's 'resolution' and string attributes with the parameters.\n"
+    "Labels are 1..N in C order of first voxel; 0 is background.\n\n"
+    "input (one of):\n"
+    "  --aff SPEC            affinities (3,Z,Y,X), uint8 (a/255) or float32 in [0,1]; channel c\n"
+    "                        links v and v - e_c, e = (z,y,x). SPEC: file.h5:/dataset, file.npy\n"
+    "  --boundary SPEC       a boundary probability map (Z,Y,X), uint8 or float32: edge\n"
+    "                        affinity = 1 - max(p_u, p_v)\n"
+    "  --inside              with --boundary: the map is the probability of being inside a\n"
+    "                        cell; edge affinity = min(p_u, p_v)\n"
+    "  --from SPEC           re-cut: base segments written by an earlier run (DATASET_base),\n"
+    "                        with --history naming its merge history; writes only the cuts\n\n"
+    "output:\n"
+    "  --out FILE.h5:/DATASET  output file and dataset name (required)\n"
+    "  --history [FILE.h5:]/NAME  merge history dataset (default DATASET_merges, in --out);\n"
+    "                        with --from, the history to read (FILE required)\n"
+    "  --thresholds T,...    cut thresholds in [0, 1] (default 0.3)\n\n"
+    "parameters (defaults: ABISS/seuron's):\n"
+    "  --low A               T_low (default 0.01)\n"
+    "  --high A              T_high (default 0.99)\n"
+    "  --size N              size merge: clusters smaller than N voxels merge across edges\n"
+    "                        above --low, strongest first (default 200; 0: no size merge)\n"
+    "  --size A:N,A:N,...    a piecewise-linear size table: below the first affinity nothing\n"
+    "                        merges, linear between points, constant after the last (at most\n"
+    "                        16 points, affinities increasing)\n"
+    "  --dust N              after the size merge, segments below N voxels become 0\n"
+    "                        (default 200; 0: none)\n"
+    "  --score S             agglomeration score: mean (default), median, quantile:Q (Q in\n"
+    "                        [0,1]), max, smoothed:K (sum / (K + count))\n"
+    "  --max-threshold T     stop the agglomeration before the first merge a cut at T would\n"
+    "                        not apply (default 1: the whole history)\n"
+    "  --threads N           worker threads (default: VOX_THREADS, else all CPUs)\n"
+    "  --quiet               no phase lines and no summary\n";
+
+struct seg_args {
+    const char *aff, *boundary, *from, *out, *history, *size, *score;
+    bool inside;
+    double low, high, max_threshold;
+    int64_t dust;
+    int nthr;
+    double thr[MAX_THRESHOLDS];
+    struct cli_common common;
+    /* derived */
+    char out_path[4096], out_ds[512], hist_path[4096], hist_ds[600];
+    struct vox_seg_params p;
+};
+
+static int quantize(double a)
+{
+    return (int)floor(255.0 * a + 0.5);
+}
+
+static bool parse_thresholds(const char *s, struct seg_args *a)
+{
+    char buf[1024];
+    if (strlen(s) >= sizeof buf)
+        return false;
+    strcpy(buf, s);
+    a->nthr = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (a->nthr == MAX_THRESHOLDS || !cli_parse_f64(t, &a->thr[a->nthr]) ||
+            a->thr[a->nthr] < 0 || a->thr[a->nthr] > 1)
+            return false;
+        a->nthr++;
+    }
+    return a->nthr > 0;
+}
+
+/* "200" or "0.2:100,0.5:400" into the size table (after --low is known). */
+static int parse_size(const char *s, struct vox_seg_params *p)
+{
+    int64_t n;
+    if (cli_parse_i64(s, 0, INT64_MAX, &n)) {
+        p->nsize = n > 0;
+        p->size[0] = (struct vox_seg_size_point){.aff = p->low + 1, .size = n};
+        return 0;
+    }
+    char buf[1024];
+    if (strlen(s) >= sizeof buf)
+        return cli_usage("segment", "--size: value too long");
+    strcpy(buf, s);
+    p->nsize = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *colon = strchr(t, ':');
+        double aff;
+        if (!colon || p->nsize == VOX_SEG_SIZE_POINTS_MAX)
+            return cli_usage("segment", "--size %s: expected N or up to %d AFF:N pairs", s,
+                             VOX_SEG_SIZE_POINTS_MAX);
+        *colon = '\0';
+        if (!cli_parse_f64(t, &aff) || aff < 0 || aff > 1 ||
+            !cli_parse_i64(colon + 1, 0, INT64_MAX, &n))
+            return cli_usage("segment", "--size %s: expected AFF:N with AFF in [0,1], N >= 0", s);
+        struct vox_seg_size_point *pt = &p->size[p->nsize];
+        *pt = (struct vox_seg_size_point){.aff = quantize(aff), .size = n};
+        if (p->nsize > 0 && pt->aff <= pt[-1].aff)
+            return cli_usage("segment", "--size %s: affinities must increase (after 8-bit "
+                             "quantization)", s);
+        p->nsize++;
+    }
+    return 0;
+}
+
+static int parse_score(const char *s, struct vox_seg_params *p)
+{
+    double q;
+    int64_t k;
+    if (strcmp(s, "mean") == 0) {
+        p->score = VOX_SEG_SCORE_MEAN;
+    } else if (strcmp(s, "median") == 0) {
+        p->score = VOX_SEG_SCORE_QUANTILE;
+        p->quantile = 0.5;
+    } else if (strcmp(s, "max") == 0) {
+        p->score = VOX_SEG_SCORE_MAX;
+    } else if (strncmp(s, "quantile:", 9) == 0 && cli_parse_f64(s + 9, &q) && q >= 0 && q <= 1) {
+        p->score = VOX_SEG_SCORE_QUANTILE;
+        p->quantile = q;
+    } else if (strncmp(s, "smoothed:", 9) == 0 && cli_parse_i64(s + 9, 0, INT64_C(1) << 40, &k)) {
+        p->score = VOX_SEG_SCORE_SMOOTHED;
+        p->smooth_k = k;
+    } else {
+        return cli_usage("segment", "--score %s: expected mean, median, quantile:Q (0-1), max "
+                         "or smoothed:K (K >= 0)", s);
+    }
+    return 0;
+}
+
+/* An option taking a number in [lo, hi]. */
+static int parse_real(const char *o, const char *v, double lo, double hi, double *out)
+{
+    if (!cli_parse_f64(v, out) || *out < lo || *out > hi)
+        return cli_usage("segment", "%s %s: expected a number in [%g, %g]", o, v, lo, hi);
+    return 0;
+}
+
+static int parse_option(int argc, char **argv, int *i, struct seg_args *a)
+{
+    const char *o = argv[*i], *v;
+    if (strcmp(o, "--inside") == 0) {
+        a->inside = true;
+        return 0;
+    }
+    const char **str[] = {&a->aff, &a->boundary, &a->from, &a->out, &a->history, &a->size,
+                          &a->score};
+    const char *names[] = {"--aff", "--boundary", "--from", "--out", "--history", "--size",
+                           "--score"};
+    int k = 0;
+    while (k < 7 && strcmp(o, names[k]) != 0)
+        k++;
+    bool known = k < 7 || !strcmp(o, "--thresholds") || !strcmp(o, "--low") ||
+                 !strcmp(o, "--high") || !strcmp(o, "--dust") || !strcmp(o, "--max-threshold");
+    if (!known)
+        return cli_usage("segment", "unknown option '%s'", o);
+    if (!(v = cli_value("segment", argc, argv, i)))
+        return 2;
+    if (k < 7)
+        *str[k] = v;
+    else if (strcmp(o, "--thresholds") == 0 && !parse_thresholds(v, a))
+        return cli_usage("segment", "--thresholds %s: expected 1 to %d comma-separated numbers "
+                         "in [0, 1]", v, MAX_THRESHOLDS);
+    else if (strcmp(o, "--low") == 0)
+        return parse_real(o, v, 0, 1, &a->low);
+    else if (strcmp(o, "--high") == 0)
+        return parse_real(o, v, 0, 1, &a->high);
+    else if (strcmp(o, "--max-threshold") == 0)
+        return parse_real(o, v, 0, 2, &a->max_threshold);
+    else if (strcmp(o, "--dust") == 0 && !cli_parse_i64(v, 0, INT64_MAX, &a->dust))
+        return cli_usage("segment", "--dust %s: expected a whole number >= 0", v);
+    return 0;
+}
+
+static bool is_h5(const char *path)
+{
+    const char *dot = strrchr(path, '.');
+    return dot && (!strcmp(dot, ".h5") || !strcmp(dot, ".hdf5") || !strcmp(dot, ".hdf"));
+}
+
+/* Splits --out and --history; fills the parameters. */
+static int resolve(struct seg_args *a)
+{
+    struct vox_ctx *ctx = NULL;
+    if (vox_volume_spec_split(ctx, a->out, a->out_path, sizeof a->out_path, a->out_ds,
+                              sizeof a->out_ds) != VOX_OK || !a->out_ds[0] || !is_h5(a->out_path))
+        return cli_usage("segment", "--out %s: expected FILE.h5:/DATASET", a->out);
+    if (strlen(a->out_ds) > 400)
+        return cli_usage("segment", "--out %s: dataset name too long", a->out);
+    if (!a->history) {
+        strcpy(a->hist_path, a->out_path);
+        snprintf(a->hist_ds, sizeof a->hist_ds, "%s_merges", a->out_ds);
+    } else if (!strchr(a->history, ':')) {
+        strcpy(a->hist_path, a->from ? "" : a->out_path);
+        snprintf(a->hist_ds, sizeof a->hist_ds, "%s", a->history);
+    } else if (vox_volume_spec_split(ctx, a->history, a->hist_path, sizeof a->hist_path,
+                                     a->hist_ds, sizeof a->hist_ds) != VOX_OK || !a->hist_ds[0]) {
+        return cli_usage("segment", "--history %s: expected [FILE.h5:]/NAME", a->history);
+    }
+    if (a->from && !a->hist_path[0])
+        return cli_usage("segment", "--from needs --history FILE.h5:/NAME");
+    if (!a->from && strcmp(a->hist_path, a->out_path) != 0)
+        return cli_usage("segment", "--history %s: must be in the --out file %s", a->history,
+                         a->out_path);
+    struct vox_seg_params *p = &a->p;
+    p->low = quantize(a->low);
+    p->high = quantize(a->high);
+    if (p->low >= p->high)
+        return cli_usage("segment", "--low %g, --high %g: need low < high after 8-bit "
+                         "quantization", a->low, a->high);
+    p->dust = a->dust;
+    p->max_threshold = a->max_threshold;
+    int r = parse_size(a->size ? a->size : "200", p);
+    return r ? r : a->score ? parse_score(a->score, p) : 0;
+}
+
+/* 0: parsed; -1: --help printed; 2: usage error printed. */
+static int parse_args(int argc, char **argv, struct seg_args *a)
+{
+    for (int i = 1; i < argc; i++) {
+        int r = cli_common_option("segment", argc, argv, &i, &a->common);
+        if (r == 0)
+            continue;
+        if (r == 2)
+            return 2;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(help, stdout);
+            return -1;
+        }
+        if (strncmp(argv[i], "--", 2) != 0)
+            return cli_usage("segment", "unexpected argument '%s'", argv[i]);
+        if ((r = parse_option(argc, argv, &i, a)) != 0)
+            return r;
+    }
+    if (!a->out)
+        return cli_usage("segment", "--out FILE.h5:/DATASET is required");
+    if (!!a->aff + !!a->boundary + !!a->from != 1)
+        return cli_usage("segment", "give exactly one of --aff, --boundary and --from");
+    if (a->inside && !a->boundary)
+        return cli_usage("segment", "--inside applies to --boundary only");
+    return resolve(a);
+}
+
+/* The dataset name of threshold k: DATASET alone, or DATASET_T with T in the shortest form
+ * of at least two decimals that reads back as the same number. */
+static void threshold_name(const struct seg_args *a, int k, char *buf, size_t len)
+{
+    if (a->nthr == 1) {
+        snprintf(buf, len, "%s", a->out_ds);
+        return;
+    }
+    for (int prec = 2; prec <= 17; prec++) {
+        snprintf(buf, len, "%s_%.*f", a->out_ds, prec, a->thr[k]);
+        if (strtod(strrchr(buf, '_') + 1, NULL) == a->thr[k])
+            return;
+    }
+}
+
+/* ---- running ------------------------------------------------------------------------------ */
+
+struct seg_state {
+    struct vox_volume_info info; /* of the input, for resolution */
+    struct vox_tensor q, base, cut;
+    struct vox_merge_history hist;
+    int64_t nbasins, nseg, nfinal[MAX_THRESHOLDS];
+    double t_start, t_seg; /* pipeline start; seconds in the segmentation phases */
+    bool quiet;
+};
+
+static void phase(struct seg_state *st, const char *name, double t0, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void phase(struct seg_state *st, const char *name, double t0, const char *fmt, ...)
+{
+    double dt = vox_time_now() - t0;
+    if (strcmp(name, "read") != 0 && strcmp(name, "write") != 0)
+        st->t_seg += dt;
+    if (st->quiet)
+        return;
+    printf("%-16s %8.3f s", name, dt);
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        printf("  ");
+        vprintf(fmt, ap);
+        va_end(ap);
+    }
+    printf("\n");
+    fflush(stdout);
+}
+
+/* Reads --aff or --boundary into quantized affinities st->q. */
+static enum vox_status read_input(struct vox_ctx *ctx, const struct seg_args *a,
+                                  struct seg_state *st)
+{
+    const char *spec = a->aff ? a->aff : a->boundary;
+    double t0 = vox_time_now();
+    struct vox_tensor in = {0};
+    enum vox_status s = vox_volume_load(ctx, spec, &in, &st->info);
+    if (s != VOX_OK)
+        return s;
+    int want = a->aff ? 4 : 3;
+    if (in.dtype != VOX_U8 && in.dtype != VOX_F32)
+        s = vox_fail(ctx, VOX_INVALID_ARG, "%s: dtype %s, expected uint8 or float32", spec,
+                     vox_dtype_str(in.dtype));
+    else if (in.rank != want || (a->aff && in.shape[0] != 3))
+        s = vox_fail(ctx, VOX_INVALID_ARG, "%s: rank %d%s, expected %s", spec, in.rank,
+                     in.rank == 4 && in.shape[0] != 3 ? " with a channel count other than 3" : "",
+                     a->aff ? "(3, Z, Y, X) affinities" : "a (Z, Y, X) boundary map");
+    if (s != VOX_OK) {
+        vox_tensor_free(ctx, &in);
+        return s;
+    }
+    phase(st, "read", t0, "%s", spec);
+    t0 = vox_time_now();
+    if (a->boundary) {
+        s = vox_seg_boundary_to_aff(ctx, &in, a->inside, &st->q);
+    } else if (in.dtype == VOX_U8) {
+        st->q = in; /* already quantized */
+        in = (struct vox_tensor){0};
+    } else {
+        s = vox_seg_quantize(ctx, &in, &st->q);
+    }
+    vox_tensor_free(ctx, &in);
+    if (s != VOX_OK) {
+        vox_ctx_error_prefix(ctx, "%s", spec);
+        return s;
+    }
+    phase(st, "quantize", t0, NULL);
+    return VOX_OK;
+}
+
+/* Watershed → basin graph → size merge + dust → base labels and the contracted graph. */
+static enum vox_status base_segments(struct vox_ctx *ctx, const struct vox_seg_params *p,
+                                     struct seg_state *st, struct vox_rag *gs)
+{
+    int64_t *sizes = NULL, *seg_sizes = NULL;
+    uint32_t *map = NULL;
+    struct vox_rag g = {0};
+    double t0 = vox_time_now();
+    enum vox_status s = vox_seg_watershed(ctx, &st->q, p, &st->base, &st->nbasins, &sizes);
+    if (s == VOX_OK) {
+        phase(st, "watershed", t0, "%lld basins", (long long)st->nbasins);
+        t0 = vox_time_now();
+        s = vox_rag_build(ctx, &st->base, st->nbasins, &st->q,
+                          p->score == VOX_SEG_SCORE_QUANTILE, &g);
+    }
+    if (s == VOX_OK) {
+        phase(st, "region graph", t0, "%lld edges", (long long)g.n);
+        t0 = vox_time_now();
+        s = vox_seg_single_linkage(ctx, &g, sizes, p, &map, &st->nseg, &seg_sizes, NULL);
+    }
+    if (s == VOX_OK) {
+        vox_seg_relabel(ctx, &st->base, map);
+        s = vox_rag_contract(ctx, &g, map, st->nseg, gs);
+    }
+    if (s == VOX_OK)
+        phase(st, "single linkage", t0, "%lld segments after size merge and dust",
+              (long long)st->nseg);
+    vox_rag_fini(ctx, &g);
+    vox_free(ctx, sizes);
+    vox_free(ctx, seg_sizes);
+    vox_free(ctx, map);
+    return s;
+}
+
+static enum vox_status pipeline(struct vox_ctx *ctx, const struct seg_args *a,
+                                struct seg_state *st)
+{
+    struct vox_rag gs = {0};
+    enum vox_status s = read_input(ctx, a, st);
+    st->t_start = vox_time_now();
+    if (s == VOX_OK)
+        s = base_segments(ctx, &a->p, st, &gs);
+    vox_tensor_free(ctx, &st->q);
+    double t0 = vox_time_now();
+    if (s == VOX_OK)
+        s = vox_seg_agglomerate(ctx, &gs, &a->p, &st->hist);
+    vox_rag_fini(ctx, &gs);
+    if (s != VOX_OK)
+        return s;
+    /* The stored scores are float32; cut with exactly those. */
+    for (int64_t i = 0; i < st->hist.n; i++)
+        st->hist.m[i].score = (double)(float)st->hist.m[i].score;
+    phase(st, "agglomeration", t0, "%lld merges", (long long)st->hist.n);
+    return VOX_OK;
+}
+
+/* ---- re-cutting a stored history ------------------------------------------------------------ */
+
+/* Base labels (u32 or u64) into a u32 tensor; st->nseg = the largest label. */
+static enum vox_status read_base(struct vox_ctx *ctx, const char *spec, struct seg_state *st)
+{
+    struct vox_tensor in = {0};
+    enum vox_status s = vox_volume_load(ctx, spec, &in, &st->info);
+    if (s != VOX_OK)
+        return s;
+    if (in.rank != 3 || (in.dtype != VOX_U32 && in.dtype != VOX_U64)) {
+        vox_tensor_free(ctx, &in);
+        return vox_fail(ctx, VOX_INVALID_ARG, "%s: %s rank %d, expected uint32 or uint64 "
+                        "(Z, Y, X) base labels", spec, vox_dtype_str(in.dtype), in.rank);
+    }
+    if (in.dtype == VOX_U32)
+        st->base = in;
+    else
+        s = vox_tensor_alloc(ctx, &st->base, VOX_U32, 3, in.shape);
+    int64_t n = vox_tensor_numel(&in), max = 0;
+    for (int64_t v = 0; v < n && s == VOX_OK; v++) {
+        uint64_t x = in.dtype == VOX_U32 ? ((uint32_t *)in.data)[v] : ((uint64_t *)in.data)[v];
+        if (x >= UINT32_MAX)
+            s = vox_fail(ctx, VOX_INVALID_ARG, "%s: label %llu at voxel %lld: base labels must "
+                         "be below 2^32 - 1", spec, (unsigned long long)x, (long long)v);
+        else if (in.dtype == VOX_U64)
+            ((uint32_t *)st->base.data)[v] = (uint32_t)x;
+        max = (int64_t)x > max ? (int64_t)x : max;
+    }
+    if (in.dtype != VOX_U32)
+        vox_tensor_free(ctx, &in);
+    st->nseg = max;
+    return s;
+}
+
+/* The merges (n,3) u64 and their scores (n,) f32 into st->hist. */
+static enum vox_status read_history(struct vox_ctx *ctx, const struct seg_args *a,
+                                    struct seg_state *st)
+{
+    char spec[4800], sspec[4900];
+    snprintf(spec, sizeof spec, "%s:%s", a->hist_path, a->hist_ds);
+    snprintf(sspec, sizeof sspec, "%s_scores", spec);
+    struct vox_tensor m = {0}, sc = {0};
+    enum vox_status s = vox_volume_load(ctx, spec, &m, NULL);
+    if (s == VOX_OK)
+        s = vox_volume_load(ctx, sspec, &sc, NULL);
+    if (s == VOX_OK && (m.dtype != VOX_U64 || m.rank != 2 || m.shape[1] != 3))
+        s = vox_fail(ctx, VOX_INVALID_ARG, "%s: expected a uint64 (n, 3) merge history", spec);
+    else if (s == VOX_OK && (sc.dtype != VOX_F32 || sc.rank != 1 || sc.shape[0] != m.shape[0]))
+        s = vox_fail(ctx, VOX_INVALID_ARG, "%s: expected float32 (%lld,) scores, one per merge",
+                     sspec, (long long)m.shape[0]);
+    int64_t n = s == VOX_OK ? m.shape[0] : 0;
+    if (s == VOX_OK && n > 0 && !(st->hist.m = vox_alloc(ctx, (size_t)n * sizeof *st->hist.m)))
+        s = VOX_OUT_OF_MEMORY;
+    const uint64_t *md = m.data;
+    const float *sd = sc.data;
+    for (int64_t i = 0; i < n && s == VOX_OK; i++) {
+        if (md[3 * i] > INT64_MAX || md[3 * i + 1] > INT64_MAX || md[3 * i + 2] > INT64_MAX)
+            s = vox_fail(ctx, VOX_INVALID_ARG, "%s: merge %lld has an id >= 2^63", spec,
+                         (long long)i);
+        st->hist.m[i] = (struct vox_seg_merge){(int64_t)md[3 * i], (int64_t)md[3 * i + 1],
+                                               (int64_t)md[3 * i + 2], sd[i]};
+    }
+    st->hist.n = st->hist.cap = s == VOX_OK ? n : 0;
+    st->hist.nseg = st->nseg;
+    vox_tensor_free(ctx, &m);
+    vox_tensor_free(ctx, &sc);
+    return s;
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+static enum vox_status write_dataset(struct vox_ctx *ctx, struct vox_out_file *f,
+                                     const struct seg_state *st, const char *name,
+                                     const struct vox_tensor *t, const char *params,
+                                     const char *what)
+{
+    struct vox_dataset_options d = {.dtype = t->dtype, .rank = t->rank, .gzip = 4};
+    memcpy(d.shape, t->shape, sizeof d.shape);
+    if (t->rank == 3) {
+        d.has_resolution = st->info.has_resolution;
+        d.has_offset = st->info.has_offset;
+        memcpy(d.resolution, st->info.resolution, sizeof d.resolution);
+        memcpy(d.offset, st->info.offset, sizeof d.offset);
+    }
+    struct vox_volume *vol;
+    enum vox_status s = vox_out_dataset(ctx, f, name, &d, &vol);
+    s = s ? s : vox_volume_write(ctx, vol, NULL, t);
+    s = s ? s : vox_volume_set_attr_str(ctx, vol, "source", "vox segment");
+    s = s ? s : vox_volume_set_attr_str(ctx, vol, "parameters", params);
+    s = s ? s : vox_volume_set_attr_str(ctx, vol, "contents", what);
+    return s;
+}
+
+/* The merge history as (n,3) u64 and (n,) f32. */
+static enum vox_status write_history(struct vox_ctx *ctx, struct vox_out_file *f,
+                                     const struct seg_args *a, const struct seg_state *st,
+                                     const char *params)
+{
+    int64_t n = st->hist.n, sm[2] = {n, 3};
+    struct vox_tensor m = {0}, sc = {0};
+    enum vox_status s = vox_tensor_alloc(ctx, &m, VOX_U64, 2, sm);
+    s = s ? s : vox_tensor_alloc(ctx, &sc, VOX_F32, 1, sm);
+    for (int64_t i = 0; i < n && s == VOX_OK; i++) {
+        const struct vox_seg_merge *e = &st->hist.m[i];
+        uint64_t *row = (uint64_t *)m.data + 3 * i;
+        row[0] = (uint64_t)e->a, row[1] = (uint64_t)e->b, row[2] = (uint64_t)e->survivor;
+        ((float *)sc.data)[i] = (float)e->score;
+    }
+    char name[640];
+    snprintf(name, sizeof name, "%s_scores", a->hist_ds);
+    s = s ? s : write_dataset(ctx, f, st, a->hist_ds, &m, params,
+                              "merges a, b, survivor in base ids, in order; a cut at t applies "
+                              "them while 1 - score < t");
+    s = s ? s : write_dataset(ctx, f, st, name, &sc, params, "float32 score of each merge");
+    vox_tensor_free(ctx, &m);
+    vox_tensor_free(ctx, &sc);
+    return s;
+}
+
+static void params_string(const struct seg_args *a, char *buf, size_t len)
+{
+    const struct vox_seg_params *p = &a->p;
+    if (a->from) {
+        snprintf(buf, len, "re-cut of %s with history %s:%s", a->from, a->hist_path, a->hist_ds);
+        return;
+    }
+    int k = snprintf(buf, len, "input=%s%s low=%g (q %d) high=%g (q %d) size=", a->aff ? a->aff
+                     : a->boundary, a->boundary ? (a->inside ? " (boundary, inside)" :
+                     " (boundary)") : "", a->low, p->low, a->high, p->high);
+    for (int i = 0; i < p->nsize && k < (int)len; i++)
+        k += snprintf(buf + k, len - (size_t)k, "%s(q %d):%lld", i ? "," : "",
+                      p->size[i].aff, (long long)p->size[i].size);
+    if (k < (int)len)
+        snprintf(buf + k, len - (size_t)k, "%s dust=%lld score=%s quantile=%g smooth_k=%lld "
+                 "max_threshold=%g (affinities quantized to q = round(255 a))",
+                 p->nsize ? "" : "0", (long long)p->dust, a->score ? a->score : "mean",
+                 p->quantile, (long long)p->smooth_k, p->max_threshold);
+}
+
+/* Cuts at every threshold and writes everything into one output file. */
+static enum vox_status write_outputs(struct vox_ctx *ctx, const struct seg_args *a,
+                                     struct seg_state *st)
+{
+    double t0 = vox_time_now();
+    char params[9216], name[600], what[128];
+    params_string(a, params, sizeof params);
+    struct vox_out_file *f = NULL;
+    enum vox_status s = vox_tensor_alloc(ctx, &st->cut, VOX_U64, 3, st->base.shape);
+    s = s ? s : vox_out_open(ctx, a->out_path, &f);
+    for (int k = 0; k < a->nthr && s == VOX_OK; k++) {
+        s = vox_merge_history_cut(ctx, &st->hist, &st->base, a->thr[k], &st->cut,
+                                  &st->nfinal[k]);
+        threshold_name(a, k, name, sizeof name);
+        snprintf(what, sizeof what, "labels cut at threshold %g", a->thr[k]);
+        s = s ? s : write_dataset(ctx, f, st, name, &st->cut, params, what);
+    }
+    if (s == VOX_OK && !a->from) {
+        snprintf(name, sizeof name, "%s_base", a->out_ds);
+        s = write_dataset(ctx, f, st, name, &st->base, params,
+                          "base segments after size merge and dust (the cut at 0)");
+        s = s ? s : write_history(ctx, f, a, st, params);
+    }
+    if (s == VOX_OK)
+        s = vox_out_commit(ctx, f); /* frees f, also on failure */
+    else
+        vox_out_abort(f);
+    if (s == VOX_OK)
+        phase(st, "write", t0, "%s", a->out_path);
+    return s;
+}
+
+static void summary(const struct seg_args *a, const struct seg_state *st)
+{
+    if (st->quiet)
+        return;
+    const int64_t *sh = st->base.shape;
+    double nvox = (double)sh[0] * (double)sh[1] * (double)sh[2];
+    printf("shape            %lld x %lld x %lld (z, y, x)\n", (long long)sh[0],
+           (long long)sh[1], (long long)sh[2]);
+    if (!a->from) {
+        printf("basins           %lld\n", (long long)st->nbasins);
+        printf("base segments    %lld (after size merge and dust)\n", (long long)st->nseg);
+        printf("merges           %lld\n", (long long)st->hist.n);
+    }
+    for (int k = 0; k < a->nthr; k++) {
+        char name[600];
+        threshold_name(a, k, name, sizeof name);
+        printf("threshold %-6g %lld segments -> %s\n", a->thr[k], (long long)st->nfinal[k],
+               name);
+    }
+    if (!a->from && st->t_seg > 0)
+        printf("speed            %.2f Mvox/s (%.3f s segmenting, read and write excluded)\n",
+               nvox / st->t_seg * 1e-6, st->t_seg);
+}
+
+int vox_cmd_segment(int argc, char **argv)
+{
+    struct seg_args a = {.low = 0.01, .high = 0.99, .dust = 200, .max_threshold = 1.0,
+                         .nthr = 1, .thr = {0.3}};
+    vox_seg_params_defaults(&a.p);
+    int r = parse_args(argc, argv, &a);
+    if (r)
+        return r < 0 ? 0 : r;
+    struct vox_ctx *ctx = cli_ctx_create("segment", &a.common);
+    if (!ctx)
+        return 1;
+    struct seg_state st = {.quiet = a.common.quiet};
+    enum vox_status s = vox_seg_params_check(ctx, &a.p);
+    if (s != VOX_OK) {
+        fprintf(stderr, "vox segment: error: %s (see 'vox segment --help')\n",
+                vox_ctx_error(ctx));
+        vox_ctx_destroy(ctx);
+        return 2;
+    }
+    if (a.from) {
+        double t0 = vox_time_now();
+        s = read_base(ctx, a.from, &st);
+        s = s ? s : read_history(ctx, &a, &st);
+        if (s == VOX_OK)
+            phase(&st, "read", t0, "%s, %lld merges", a.from, (long long)st.hist.n);
+    } else {
+        s = pipeline(ctx, &a, &st);
+    }
+    s = s ? s : write_outputs(ctx, &a, &st);
+    int rc = s == VOX_OK ? 0 : cli_fail("segment", ctx, s);
+    if (rc == 0)
+        summary(&a, &st);
+    vox_tensor_free(ctx, &st.q);
+    vox_tensor_free(ctx, &st.base);
+    vox_tensor_free(ctx, &st.cut);
+    vox_merge_history_fini(ctx, &st.hist);
+    vox_ctx_destroy(ctx);
+    return rc;
+}
