@@ -19,7 +19,8 @@ enum synth_purpose {
     SYNTH_NOISE,        /* per-voxel shot noise */
     SYNTH_DEFECT_NOISE, /* per-voxel noise of a missing section */
     SYNTH_AFF_NOISE,    /* per-voxel noise of degraded affinities */
-    SYNTH_AFF_SPOT      /* per-grid-cell spots of degraded affinities */
+    SYNTH_AFF_SPOT,     /* per-grid-cell spots of degraded affinities */
+    SYNTH_AFF_FIELD     /* per-voxel noise of degraded affinities, before the blur */
 };
 
 static inline uint64_t synth_mix(uint64_t z)
