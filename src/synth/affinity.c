@@ -26,9 +26,6 @@
 #include <string.h>
 
 static const int64_t SPOT_GRID[3] = {4, 16, 16};
-#ifndef FIELD_NOISE_SMOOTH
-#define FIELD_NOISE_SMOOTH 0.06
-#endif
 #define SPOT_P 0.6
 
 struct preset_def {
