@@ -64,14 +64,154 @@ static void check_ws(struct vox_ctx *ctx, struct vox_ctx *ctx1, const struct vox
         CHECK(same);
         if (!same)
             fprintf(stderr, "  chunk (%lld, %lld, %lld): %lld basins, expected %lld\n",
-                    (long long)chunk[0], (long long)chunk[1], (long long)chunk[2],
-                    (long long)dnb, (long long)nb);
+                    (long long)chunk[0], (long long)chunk[1], (long long)chunk[2], (long long)dnb,
+                    (long long)nb);
         vox_tensor_free(c, &dl);
         vox_free(c, ds);
     }
     vox_tensor_free(ctx, &q);
     vox_tensor_free(ctx, &lab);
     vox_free(ctx, sizes);
+}
+
+static struct vox_ctx *ctx_one_thread(void);
+
+static bool same_history(const struct vox_merge_history *a, const struct vox_merge_history *b)
+{
+    if (a->n != b->n || a->nseg != b->nseg)
+        return false;
+    for (int64_t i = 0; i < a->n; i++)
+        if (a->m[i].a != b->m[i].a || a->m[i].b != b->m[i].b ||
+            a->m[i].survivor != b->m[i].survivor || a->m[i].score != b->m[i].score)
+            return false;
+    return true;
+}
+
+/* Compares the chunked size merge + dust with vox_seg_single_linkage over the basin graph. */
+static void check_sm(struct vox_ctx *ctx, struct vox_ctx *ctx1, const struct vox_tensor *aff,
+                     const struct vox_seg_params *p, uint64_t seed, int tries)
+{
+    struct vox_tensor q = {0}, lab = {0};
+    struct vox_rag g = {0};
+    struct vox_merge_history dend = {0};
+    int64_t nb = 0, *sizes = NULL, nseg = 0, *ssz = NULL;
+    uint32_t *map = NULL;
+    CHECK_OK(vox_seg_quantize(ctx, aff, &q));
+    CHECK_OK(vox_seg_watershed(ctx, &q, p, &lab, &nb, &sizes));
+    CHECK_OK(vox_rag_build(ctx, &lab, nb, &q, false, &g));
+    CHECK_OK(vox_seg_single_linkage(ctx, &g, sizes, p, &map, &nseg, &ssz, &dend));
+    for (int t = 0; t < tries; t++) {
+        int64_t chunk[3];
+        for (int a = 0; a < 3; a++) {
+            uint64_t r = vox_test_rand(&seed);
+            chunk[a] = r % 4 == 0 ? 1 : 1 + (int64_t)(r / 4 % (uint64_t)(aff->shape[a + 1] + 1));
+        }
+        struct vox_ctx *c = t % 2 ? ctx1 : ctx;
+        struct vox_merge_history dd = {0};
+        int64_t dn = -1, *dsz = NULL;
+        uint32_t *dmap = NULL;
+        enum vox_status s =
+            vox_dist_size_merge(c, &lab, nb, sizes, aff, chunk, p, &dmap, &dn, &dsz, &dd);
+        CHECK(s == VOX_OK);
+        if (s != VOX_OK) {
+            fprintf(stderr, "  chunk (%lld, %lld, %lld): %s\n", (long long)chunk[0],
+                    (long long)chunk[1], (long long)chunk[2], vox_ctx_error(c));
+            continue;
+        }
+        bool same = dn == nseg && memcmp(dmap, map, (size_t)(nb + 1) * 4) == 0 &&
+                    memcmp(dsz, ssz, (size_t)(nseg + 1) * sizeof *dsz) == 0 &&
+                    same_history(&dd, &dend);
+        CHECK(same);
+        if (!same)
+            fprintf(stderr,
+                    "  chunk (%lld, %lld, %lld): %lld segments / %lld merges, expected "
+                    "%lld / %lld\n",
+                    (long long)chunk[0], (long long)chunk[1], (long long)chunk[2], (long long)dn,
+                    (long long)dd.n, (long long)nseg, (long long)dend.n);
+        vox_merge_history_fini(c, &dd);
+        vox_free(c, dmap);
+        vox_free(c, dsz);
+    }
+    vox_merge_history_fini(ctx, &dend);
+    vox_rag_fini(ctx, &g);
+    vox_free(ctx, map);
+    vox_free(ctx, ssz);
+    vox_tensor_free(ctx, &q);
+    vox_tensor_free(ctx, &lab);
+    vox_free(ctx, sizes);
+}
+
+/* Size tables that make the merge order matter: a flat limit near the basin sizes, limits
+ * growing with the affinity, limits shrinking with it (later edges see larger limits, so a
+ * wrong early merge or skip shows), and limits far above the basin sizes. */
+static void sm_params(struct vox_seg_params *p, int k)
+{
+    static const struct vox_seg_size_point tables[4][3] = {{{0, 6}, {0, 0}, {0, 0}},
+                                                           {{0, 2}, {150, 14}, {230, 40}},
+                                                           {{0, 80}, {128, 20}, {220, 4}},
+                                                           {{0, 5}, {200, 300}, {255, 400}}};
+    static const int npoints[4] = {1, 3, 3, 3};
+    vox_seg_params_defaults(p);
+    p->low = k % 3 == 0 ? 0 : 40;
+    p->high = k % 2 ? 255 : 200;
+    int t = k % 4;
+    p->nsize = npoints[t];
+    for (int i = 0; i < p->nsize; i++)
+        p->size[i] = tables[t][i];
+    p->size[0].aff = p->low + 1;
+    p->size[0].size += k % 5;
+    p->dust = k % 4 == 1 ? 30 : k % 4;
+}
+
+static void test_sm_ties(struct vox_ctx *ctx)
+{
+    struct vox_ctx *ctx1 = ctx_one_thread();
+    const int64_t shapes[3][3] = {{12, 20, 24}, {5, 7, 9}, {1, 13, 17}};
+    int nseeds = vox_test_full ? 16 : 3;
+    for (int si = 0; si < 3; si++)
+        for (int k = 0; k < nseeds; k++) {
+            const int64_t *sh = shapes[si];
+            uint8_t *q = malloc((size_t)(3 * sh[0] * sh[1] * sh[2]));
+            tie_volume(q, sh, 500 + (uint64_t)k * 13 + (uint64_t)si, 2 + k % 5, 1 + k % 4);
+            struct vox_tensor aff = u8_aff(q, sh);
+            struct vox_seg_params p;
+            sm_params(&p, k);
+            check_sm(ctx, ctx1, &aff, &p, (uint64_t)k + 31, vox_test_full ? 12 : 4);
+            free(q);
+        }
+    vox_ctx_destroy(ctx1);
+}
+
+static void test_sm_synth(struct vox_ctx *ctx)
+{
+    struct vox_ctx *ctx1 = ctx_one_thread();
+    int nseeds = vox_test_full ? 6 : 1;
+    for (int k = 0; k < nseeds; k++) {
+        struct vox_synth_params sp;
+        vox_synth_defaults(&sp);
+        sp.shape[0] = 12;
+        sp.shape[1] = 20;
+        sp.shape[2] = 24;
+        sp.cell_size_nm = 40;
+        sp.seed = 7 + (uint64_t)k;
+        struct vox_tensor raw = {0}, gt = {0}, aff = {0};
+        int64_t cells;
+        CHECK_OK(vox_synth_generate(ctx, &sp, &raw, &gt, &aff, &cells));
+        for (int preset = 0; preset < VOX_SYNTH_PRESET_COUNT; preset++) {
+            struct vox_tensor deg = {0};
+            CHECK_OK(vox_synth_degrade(ctx, &aff, (enum vox_synth_preset)preset, 3 + k, &deg));
+            struct vox_seg_params p;
+            vox_seg_params_defaults(&p);
+            if (k % 2 == 0)
+                sm_params(&p, k + preset + 2);
+            check_sm(ctx, ctx1, &deg, &p, 77 + (uint64_t)k, vox_test_full ? 10 : 3);
+            vox_tensor_free(ctx, &deg);
+        }
+        vox_tensor_free(ctx, &raw);
+        vox_tensor_free(ctx, &gt);
+        vox_tensor_free(ctx, &aff);
+    }
+    vox_ctx_destroy(ctx1);
 }
 
 static struct vox_ctx *ctx_one_thread(void)
@@ -133,6 +273,40 @@ static void test_ws_synth(struct vox_ctx *ctx)
     vox_ctx_destroy(ctx1);
 }
 
+/* A hand-made plateau split: a row of 7 voxels, x-edges 200 100 100 100 100 200 (the y and z
+ * channels are 0). Voxels 0-1 and 5-6 are maximum plateaus (basins 1 and 2); 2 and 4 are
+ * exits (seeds) of the plateau {2, 3, 4} at 100; voxel 3 is reached from both seeds at the
+ * same BFS step and goes to the seed first in C order (2, basin 1). The neighbour visiting
+ * order cannot change a label: within one BFS level the queue is sorted by seed rank, so a
+ * voxel takes the smallest-rank seed among its neighbours one level up, whatever order a
+ * voxel's neighbours are visited in (it only changes which same-seed voxel is the pointer).
+ * So the test pins the rank rule, with the plateau cut by every chunking. */
+static void test_ws_plateau_hand(struct vox_ctx *ctx)
+{
+    const int64_t sh[3] = {1, 1, 7};
+    uint8_t q[21] = {0};
+    const uint8_t ex[7] = {0, 200, 100, 100, 100, 100, 200};
+    memcpy(q + 14, ex, 7);
+    struct vox_tensor aff = u8_aff(q, sh);
+    struct vox_seg_params p;
+    vox_seg_params_defaults(&p);
+    p.low = 0;
+    p.high = 255;
+    const uint32_t want[7] = {1, 1, 1, 1, 2, 2, 2};
+    for (int64_t cx = 1; cx <= 7; cx++) {
+        struct vox_tensor lab = {0};
+        int64_t nb = 0, *sizes = NULL;
+        CHECK_OK(vox_dist_watershed(ctx, &aff, (int64_t[3]){1, 1, cx}, &p, &lab, &nb, &sizes));
+        bool ok =
+            nb == 2 && memcmp(lab.data, want, sizeof want) == 0 && sizes[1] == 4 && sizes[2] == 3;
+        CHECK(ok);
+        if (!ok)
+            fprintf(stderr, "  chunk x %lld: %lld basins\n", (long long)cx, (long long)nb);
+        vox_tensor_free(ctx, &lab);
+        vox_free(ctx, sizes);
+    }
+}
+
 static void test_bad_args(struct vox_ctx *ctx)
 {
     const int64_t sh[3] = {2, 3, 4};
@@ -183,5 +357,46 @@ static void test_alloc_failures(struct vox_ctx *ctx)
     free(q);
 }
 
-VOX_TEST_MAIN(VOX_TEST(test_ws_ties), VOX_TEST(test_ws_synth), VOX_TEST(test_bad_args),
-              VOX_TEST(test_alloc_failures))
+static void test_sm_bad_args_and_alloc(struct vox_ctx *ctx)
+{
+    const int64_t sh[3] = {4, 5, 6};
+    uint8_t *q = malloc(3 * 120);
+    tie_volume(q, sh, 5, 3, 2);
+    struct vox_tensor aff = u8_aff(q, sh), lab = {0};
+    struct vox_seg_params p;
+    sm_params(&p, 2);
+    int64_t nb = 0, *sizes = NULL, nseg, *ssz;
+    uint32_t *map;
+    CHECK_OK(vox_dist_watershed(ctx, &aff, (int64_t[3]){9, 9, 9}, &p, &lab, &nb, &sizes));
+    CHECK_STATUS(vox_dist_size_merge(ctx, &lab, nb, sizes, &aff, (int64_t[3]){1, 1, 0}, &p, &map,
+                                     &nseg, &ssz, NULL),
+                 VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("every side must be >= 1");
+    CHECK_STATUS(vox_dist_size_merge(ctx, &lab, nb - 1, sizes, &aff, (int64_t[3]){2, 2, 2}, &p,
+                                     &map, &nseg, &ssz, NULL),
+                 VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("exceeds nbasins");
+    bool done = false;
+    for (int64_t k = 1; k < 2000 && !done; k++) {
+        struct vox_merge_history d = {0};
+        vox_ctx_fail_alloc_at(ctx, k);
+        enum vox_status s = vox_dist_size_merge(ctx, &lab, nb, sizes, &aff, (int64_t[3]){2, 2, 3},
+                                                &p, &map, &nseg, &ssz, &d);
+        vox_ctx_fail_alloc_at(ctx, 0);
+        CHECK(s == VOX_OK || s == VOX_OUT_OF_MEMORY);
+        if (s == VOX_OK) {
+            vox_free(ctx, map);
+            vox_free(ctx, ssz);
+            vox_merge_history_fini(ctx, &d);
+            done = true;
+        }
+    }
+    CHECK(done);
+    vox_tensor_free(ctx, &lab);
+    vox_free(ctx, sizes);
+    free(q);
+}
+
+VOX_TEST_MAIN(VOX_TEST(test_ws_ties), VOX_TEST(test_ws_synth), VOX_TEST(test_ws_plateau_hand),
+              VOX_TEST(test_sm_ties), VOX_TEST(test_sm_synth), VOX_TEST(test_bad_args),
+              VOX_TEST(test_alloc_failures), VOX_TEST(test_sm_bad_args_and_alloc))

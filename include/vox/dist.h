@@ -31,6 +31,19 @@ enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor 
                                    struct vox_tensor *labels_out, int64_t *nbasins_out,
                                    int64_t **sizes_out);
 
+/* The chunked size-dependent single linkage and dust over watershed basins (u32 (Z, Y, X),
+ * canonical ids 1..nbasins, sizes[0..nbasins] as vox_seg_watershed gives them), with the same
+ * outputs as vox_seg_single_linkage over the basins' region graph, bitwise, for any chunk
+ * shape and thread count: *map_out (nbasins + 1), *nseg_out, *seg_sizes_out (nseg + 1) and,
+ * when dend_out != NULL, the merges made. Only frozen clusters (those touching a node face or
+ * waiting on an undecided edge) travel up the octree (dist/size_merge.c has the proof). */
+enum vox_status vox_dist_size_merge(struct vox_ctx *ctx, const struct vox_tensor *basins,
+                                    int64_t nbasins, const int64_t *sizes,
+                                    const struct vox_tensor *aff, const int64_t chunk[3],
+                                    const struct vox_seg_params *p, uint32_t **map_out,
+                                    int64_t *nseg_out, int64_t **seg_sizes_out,
+                                    struct vox_merge_history *dend_out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,649 @@
+/*
+ * dist/size_merge.c: the chunked size-dependent single linkage and dust (stage b), equal to
+ * vox_seg_single_linkage over the whole-volume basin graph, bitwise, for any chunking.
+ *
+ * Global algorithm (seg/linkage.c): edges of max w > low in the total order (w descending,
+ * then basin ids (a, b) ascending); an edge merges its two clusters iff the smaller holds
+ * fewer than lim[w] voxels. Basin ids are canonical (C order of first voxels), so the tie
+ * order is global. Each atomic chunk and each octree node (2x2x2 children) runs the same
+ * decision pass over the edges it knows, in that order (ABISS's delayed decision, reference
+ * note §3.3/§3.5, made exact):
+ *
+ * - A basin "touches" the node when it has a voxel on a node face whose outside neighbour is
+ *   in the volume. Basins are 6-connected, so an untouching basin lies wholly inside and all
+ *   its faces are known: an edge with an untouching endpoint has its final max. An edge
+ *   between two touching basins may be incomplete; it is never decided, only carried.
+ * - A cluster (local union-find, merges decided so far) is frozen if it holds a touching
+ *   basin or took part in a deferred edge. Invariant, by induction over the local order:
+ *   (I1) every local merge is a global merge at the same point of the order, so a local
+ *   cluster is a subset of the global one at that point and its size k a lower bound;
+ *   (I2) an unfrozen cluster equals the global one: all its basins are inside, so every
+ *   earlier edge incident to it is known and was decided exactly (merge or skip), never
+ *   deferred (that would have frozen it).
+ * - Decision for a complete edge (a, b), clusters A != B with sizes sa, sb:
+ *   both unfrozen: exact (I2), merge iff min < lim[w];
+ *   an unfrozen endpoint of exact size s < lim[w]: merge (the minimum is <= s; A != B
+ *   globally since the unfrozen one is exact and does not contain the other);
+ *   every size (exact or lower bound) >= lim[w]: skip (true sizes are at least those);
+ *   otherwise: defer, and freeze both clusters (the unfrozen one's future now depends on it).
+ *   Equal local roots: the same global cluster (I1), skip.
+ * - Output of a node: the merges inside clusters that end unfrozen are final (recorded once,
+ *   here). Frozen clusters go up with every basin they hold (touch bits mapped to the
+ *   parent's faces) and every edge of theirs that merged, was deferred or is incomplete; the
+ *   parent redoes the pass from scratch over the union of its children's (parallel
+ *   incomplete edges take the larger max). Skipped edges and finished clusters are dropped:
+ *   a skip changes nothing, and a finished cluster has no undecided edge left. At the root
+ *   nothing touches, so everything is decided.
+ * - The merge record (dend) and the ids at merge time come from replaying the final merges
+ *   in the global order on one union-find; dust and numbering are then seg/linkage.c's.
+ * A node is a pure function of its children, so the result does not depend on threads.
+ */
+#include "dist_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { SM_SKIP, SM_MERGED, SM_DEFERRED, SM_INCOMPLETE };
+
+struct sm_basin {
+    uint32_t id;
+    uint8_t touch; /* bit 2 * axis + side: touches that face of the node's box */
+};
+
+struct sm_edge {
+    uint32_t a, b; /* basin ids, a < b */
+    uint8_t w, state;
+};
+
+/* A chunk's or node's carried state, and the merges it made final. */
+struct sm_sum {
+    struct dist_box box;
+    struct sm_basin *basin; /* sorted by id */
+    int64_t nbasin;
+    struct sm_edge *edge; /* sorted by (a, b) */
+    int64_t nedge;
+    struct sm_edge *fin; /* final merges */
+    int64_t nfin;
+    int64_t bcap; /* room in basin while a chunk collects it */
+};
+
+struct sm_run {
+    struct vox_ctx *ctx;
+    const struct vox_seg_params *p;
+    const struct vox_tensor *aff, *basins;
+    const int64_t *sizes;
+    int64_t dims[3], lim[256];
+    int64_t grid[3], span[3];
+    struct sm_sum *cur, *nxt;
+    enum vox_status *st;
+};
+
+static void sm_sum_fini(struct vox_ctx *ctx, struct sm_sum *s)
+{
+    vox_free(ctx, s->basin);
+    vox_free(ctx, s->edge);
+    vox_free(ctx, s->fin);
+    memset(s, 0, sizeof *s);
+}
+
+/* tau^-1 per quantized value, as seg/linkage.c computes it (floor division). */
+static void sm_limits(const struct vox_seg_params *p, int64_t lim[256])
+{
+    for (int w = 0; w < 256; w++) {
+        lim[w] = 0;
+        if (w <= p->low || p->nsize == 0 || w < p->size[0].aff)
+            continue;
+        int i = 0;
+        while (i + 1 < p->nsize && p->size[i + 1].aff <= w)
+            i++;
+        const struct vox_seg_size_point *a = &p->size[i];
+        if (i + 1 == p->nsize) {
+            lim[w] = a->size;
+            continue;
+        }
+        int64_t num = (a[1].size - a->size) * (w - a->aff), den = a[1].aff - a->aff;
+        int64_t q = num / den;
+        lim[w] = a->size + ((num % den != 0 && num < 0) ? q - 1 : q);
+    }
+}
+
+/* qsort, tolerating an empty (possibly NULL) array. */
+static void sm_sort(void *base, int64_t n, size_t size, int (*cmp)(const void *, const void *))
+{
+    if (n > 1)
+        qsort(base, (size_t)n, size, cmp);
+}
+
+static int basin_cmp(const void *x, const void *y)
+{
+    const struct sm_basin *a = x, *b = y;
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+static int pair_cmp(const void *x, const void *y)
+{
+    const struct sm_edge *a = x, *b = y;
+    if (a->a != b->a)
+        return (a->a > b->a) - (a->a < b->a);
+    return (a->b > b->b) - (a->b < b->b);
+}
+
+/* Global order: w descending, then (a, b). */
+static int order_cmp(const void *x, const void *y)
+{
+    const struct sm_edge *a = x, *b = y;
+    if (a->w != b->w)
+        return (a->w < b->w) - (a->w > b->w);
+    return pair_cmp(x, y);
+}
+
+/* Sorts and merges duplicates: basins OR their touch bits, edges keep the larger max. */
+static void sm_compact(struct sm_sum *s)
+{
+    sm_sort(s->basin, s->nbasin, sizeof *s->basin, basin_cmp);
+    int64_t m = 0;
+    for (int64_t i = 0; i < s->nbasin; i++) {
+        if (m > 0 && s->basin[m - 1].id == s->basin[i].id)
+            s->basin[m - 1].touch |= s->basin[i].touch;
+        else
+            s->basin[m++] = s->basin[i];
+    }
+    s->nbasin = m;
+    sm_sort(s->edge, s->nedge, sizeof *s->edge, pair_cmp);
+    m = 0;
+    for (int64_t i = 0; i < s->nedge; i++) {
+        struct sm_edge *l = m > 0 ? &s->edge[m - 1] : NULL;
+        if (l && l->a == s->edge[i].a && l->b == s->edge[i].b)
+            l->w = s->edge[i].w > l->w ? s->edge[i].w : l->w;
+        else
+            s->edge[m++] = s->edge[i];
+    }
+    s->nedge = m;
+}
+
+static int64_t sm_pos(const struct sm_sum *s, uint32_t id)
+{
+    int64_t lo = 0, hi = s->nbasin;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (s->basin[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int64_t sm_find(int64_t *p, int64_t x)
+{
+    while (p[x] != x) {
+        p[x] = p[p[x]];
+        x = p[x];
+    }
+    return x;
+}
+
+static int64_t sm_find64u(uint32_t *p, uint32_t x)
+{
+    while (p[x] != x) {
+        p[x] = p[p[x]];
+        x = p[x];
+    }
+    return x;
+}
+
+static enum vox_status dist_history_push(struct vox_ctx *ctx, struct vox_merge_history *h,
+                                         int64_t a, int64_t b, int64_t keep, double score)
+{
+    struct vox_seg_merge m = {.a = a, .b = b, .survivor = keep, .score = score};
+    return dist_push(ctx, (void **)&h->m, &h->n, &h->cap, &m, sizeof m) ? VOX_OK
+                                                                        : VOX_OUT_OF_MEMORY;
+}
+
+/* The decision for one complete edge between distinct clusters ra, rb (see the top). */
+static int sm_decide_edge(const struct sm_run *r, int w, int64_t sa, int64_t sb, bool fa, bool fb)
+{
+    int64_t lim = r->lim[w];
+    if (!fa && !fb)
+        return (sa < sb ? sa : sb) < lim ? SM_MERGED : SM_SKIP;
+    if ((!fa && sa < lim) || (!fb && sb < lim))
+        return SM_MERGED;
+    return sa >= lim && sb >= lim ? SM_SKIP : SM_DEFERRED;
+}
+
+/* Runs the pass over s (local positions in s->basin): sets each edge's state and uf/frz. */
+static void sm_pass(const struct sm_run *r, struct sm_sum *s, struct sm_edge *ord, int64_t *uf,
+                    int64_t *size, bool *frz)
+{
+    for (int64_t i = 0; i < s->nbasin; i++) {
+        uf[i] = i;
+        size[i] = r->sizes[s->basin[i].id];
+        frz[i] = s->basin[i].touch != 0;
+    }
+    for (int64_t i = 0; i < s->nedge; i++) {
+        struct sm_edge *e = &ord[i];
+        int64_t pa = sm_pos(s, e->a), pb = sm_pos(s, e->b);
+        if (s->basin[pa].touch && s->basin[pb].touch) {
+            e->state = SM_INCOMPLETE;
+            continue;
+        }
+        int64_t ra = sm_find(uf, pa), rb = sm_find(uf, pb);
+        e->state = ra == rb
+                       ? SM_SKIP
+                       : (uint8_t)sm_decide_edge(r, e->w, size[ra], size[rb], frz[ra], frz[rb]);
+        if (e->state == SM_DEFERRED) {
+            frz[ra] = frz[rb] = true;
+        } else if (e->state == SM_MERGED) {
+            int64_t keep = ra < rb ? ra : rb, gone = ra < rb ? rb : ra;
+            uf[gone] = keep;
+            size[keep] += size[gone];
+            frz[keep] = frz[keep] || frz[gone];
+        }
+    }
+}
+
+/* Keeps what goes up (frozen clusters' basins and their undecided or merged edges) and moves
+ * the merges of finished clusters to s->fin. */
+static enum vox_status sm_split(struct vox_ctx *ctx, struct sm_sum *s, struct sm_edge *ord,
+                                int64_t *uf, const bool *frz)
+{
+    int64_t nf = 0, ne = 0, nb = 0;
+    for (int64_t i = 0; i < s->nedge; i++)
+        nf += ord[i].state == SM_MERGED && !frz[sm_find(uf, sm_pos(s, ord[i].a))];
+    s->fin = vox_alloc(ctx, (size_t)(nf + 1) * sizeof *s->fin);
+    if (!s->fin)
+        return VOX_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < s->nedge; i++) {
+        struct sm_edge e = ord[i];
+        if (e.state == SM_SKIP)
+            continue;
+        bool up = frz[sm_find(uf, sm_pos(s, e.a))];
+        if (e.state == SM_MERGED && !up)
+            s->fin[s->nfin++] = e;
+        else
+            s->edge[ne++] = e;
+    }
+    for (int64_t i = 0; i < s->nbasin; i++)
+        if (frz[sm_find(uf, i)])
+            s->basin[nb++] = s->basin[i];
+    s->nedge = ne;
+    s->nbasin = nb;
+    sm_sort(s->edge, ne, sizeof *s->edge, pair_cmp);
+    return VOX_OK;
+}
+
+/* The decision pass of one chunk or node over its compacted s. */
+static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s)
+{
+    struct vox_ctx *ctx = r->ctx;
+    struct sm_edge *ord = vox_alloc(ctx, (size_t)(s->nedge + 1) * sizeof *ord);
+    int64_t *uf = vox_alloc(ctx, (size_t)(s->nbasin + 1) * sizeof *uf);
+    int64_t *size = vox_alloc(ctx, (size_t)(s->nbasin + 1) * sizeof *size);
+    bool *frz = vox_alloc(ctx, (size_t)(s->nbasin + 1) * sizeof *frz);
+    enum vox_status st = VOX_OUT_OF_MEMORY;
+    if (ord && uf && size && frz) {
+        if (s->nedge)
+            memcpy(ord, s->edge, (size_t)s->nedge * sizeof *ord);
+        sm_sort(ord, s->nedge, sizeof *ord, order_cmp);
+        sm_pass(r, s, ord, uf, size, frz);
+        st = sm_split(ctx, s, ord, uf, frz);
+    }
+    vox_free(ctx, ord);
+    vox_free(ctx, uf);
+    vox_free(ctx, size);
+    vox_free(ctx, frz);
+    return st;
+}
+
+/* Records the face (u, v) of affinity w with labels la, lb into s (if an edge above low). */
+static bool sm_face(struct vox_ctx *ctx, struct sm_sum *s, int64_t *cap, uint32_t la, uint32_t lb,
+                    int w, int low)
+{
+    if (la == lb || !la || !lb || w <= low)
+        return true;
+    struct sm_edge e = {.a = la < lb ? la : lb, .b = la < lb ? lb : la, .w = (uint8_t)w};
+    return dist_push(ctx, (void **)&s->edge, &s->nedge, cap, &e, sizeof e);
+}
+
+/* Every basin voxel of the box with its touch bits. */
+static enum vox_status sm_chunk_basins(const struct sm_run *r, struct sm_sum *s)
+{
+    const struct dist_box *b = &s->box;
+    const uint32_t *lab = r->basins->data;
+    for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
+        for (int64_t y = b->lo[1]; y < b->hi[1]; y++)
+            for (int64_t x = b->lo[2]; x < b->hi[2]; x++) {
+                uint32_t l = lab[(z * r->dims[1] + y) * r->dims[2] + x];
+                const int64_t c[3] = {z, y, x};
+                struct sm_basin sb = {.id = l};
+                for (int a = 0; a < 3; a++) {
+                    sb.touch |= (uint8_t)((c[a] == b->lo[a] && c[a] > 0) << (2 * a));
+                    sb.touch |=
+                        (uint8_t)((c[a] + 1 == b->hi[a] && c[a] + 1 < r->dims[a]) << (2 * a + 1));
+                }
+                if (l && (sb.touch || s->nbasin == 0 || s->basin[s->nbasin - 1].id != l) &&
+                    !dist_push(r->ctx, (void **)&s->basin, &s->nbasin, &s->bcap, &sb, sizeof sb))
+                    return VOX_OUT_OF_MEMORY;
+            }
+    return VOX_OK;
+}
+
+/* A basin seen across the box face `bit` (its other faces are unknown: it touches). */
+static bool sm_outside(const struct sm_run *r, struct sm_sum *s, uint32_t id, uint8_t bit)
+{
+    if (!id || (s->nbasin > 0 && s->basin[s->nbasin - 1].id == id &&
+                (s->basin[s->nbasin - 1].touch & bit)))
+        return true;
+    struct sm_basin b = {.id = id, .touch = bit};
+    return dist_push(r->ctx, (void **)&s->basin, &s->nbasin, &s->bcap, &b, sizeof b);
+}
+
+/* Faces (v, v - e_c) with v in R = box + 1 on the + sides and one end in the box; q is R's
+ * quantized affinities, R starts at the box's lo. */
+static enum vox_status sm_chunk_faces(const struct sm_run *r, struct sm_sum *s, const uint8_t *q,
+                                      const int64_t rh[3])
+{
+    const struct dist_box *b = &s->box;
+    const uint32_t *lab = r->basins->data;
+    const int64_t P = r->dims[1] * r->dims[2], step[3] = {P, r->dims[2], 1};
+    const int64_t rn[3] = {rh[0] - b->lo[0], rh[1] - b->lo[1], rh[2] - b->lo[2]};
+    const int64_t n = rn[0] * rn[1] * rn[2];
+    int64_t cap = 0;
+    for (int64_t z = b->lo[0]; z < rh[0]; z++)
+        for (int64_t y = b->lo[1]; y < rh[1]; y++)
+            for (int64_t x = b->lo[2]; x < rh[2]; x++) {
+                const int64_t c[3] = {z, y, x}, v = z * P + y * r->dims[2] + x;
+                const int64_t lv = ((z - b->lo[0]) * rn[1] + y - b->lo[1]) * rn[2] + x - b->lo[2];
+                bool vin = z < b->hi[0] && y < b->hi[1] && x < b->hi[2];
+                for (int a = 0; a < 3; a++) {
+                    if (c[a] == 0)
+                        continue;
+                    bool uin = c[a] - 1 >= b->lo[a] && c[(a + 1) % 3] < b->hi[(a + 1) % 3] &&
+                               c[(a + 2) % 3] < b->hi[(a + 2) % 3] && c[a] - 1 < b->hi[a];
+                    if (!vin && !uin)
+                        continue;
+                    uint32_t lu = lab[v - step[a]];
+                    if (!sm_face(r->ctx, s, &cap, lab[v], lu, q[a * n + lv], r->p->low) ||
+                        (!(vin && uin) &&
+                         !sm_outside(r, s, vin ? lu : lab[v], (uint8_t)(1u << (2 * a + !vin)))))
+                        return VOX_OUT_OF_MEMORY;
+                }
+            }
+    return VOX_OK;
+}
+
+/* Atomic chunk: its basins and basin-graph edges, then the decision pass. */
+static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s)
+{
+    int64_t lo[4] = {0}, hi[4] = {3}, rh[3];
+    for (int a = 0; a < 3; a++) {
+        rh[a] = s->box.hi[a] < r->dims[a] ? s->box.hi[a] + 1 : r->dims[a];
+        lo[a + 1] = s->box.lo[a];
+        hi[a + 1] = rh[a];
+    }
+    struct vox_tensor view, q = {0};
+    enum vox_status st = vox_tensor_view_box(r->ctx, r->aff, lo, hi, &view);
+    if (st == VOX_OK)
+        st = vox_seg_quantize(r->ctx, &view, &q);
+    if (st == VOX_OK)
+        st = sm_chunk_basins(r, s);
+    if (st == VOX_OK)
+        st = sm_chunk_faces(r, s, q.data, rh);
+    vox_tensor_free(r->ctx, &q);
+    if (st != VOX_OK)
+        return st;
+    sm_compact(s);
+    return sm_node_pass(r, s);
+}
+
+/* Node: the children's carried basins (touch bits kept on the node's own faces) and edges. */
+static enum vox_status sm_node(const struct sm_run *r, const struct sm_sum *kids, int nk,
+                               struct sm_sum *s)
+{
+    int64_t nb = 0, ne = 0;
+    for (int k = 0; k < nk; k++) {
+        nb += kids[k].nbasin;
+        ne += kids[k].nedge;
+    }
+    s->basin = vox_alloc(r->ctx, (size_t)(nb + 1) * sizeof *s->basin);
+    s->edge = vox_alloc(r->ctx, (size_t)(ne + 1) * sizeof *s->edge);
+    if (!s->basin || !s->edge)
+        return VOX_OUT_OF_MEMORY;
+    for (int k = 0; k < nk; k++) {
+        const struct sm_sum *c = &kids[k];
+        uint8_t keep = 0;
+        for (int a = 0; a < 3; a++) {
+            keep |= (uint8_t)((c->box.lo[a] == s->box.lo[a]) << (2 * a));
+            keep |= (uint8_t)((c->box.hi[a] == s->box.hi[a]) << (2 * a + 1));
+        }
+        for (int64_t i = 0; i < c->nbasin; i++)
+            s->basin[s->nbasin++] = (struct sm_basin){c->basin[i].id, c->basin[i].touch & keep};
+        if (c->nedge)
+            memcpy(s->edge + s->nedge, c->edge, (size_t)c->nedge * sizeof *c->edge);
+        s->nedge += c->nedge;
+    }
+    sm_compact(s);
+    return sm_node_pass(r, s);
+}
+
+static void sm_box(const struct sm_run *r, const int64_t c[3], int64_t span_mul, struct dist_box *b)
+{
+    for (int a = 0; a < 3; a++) {
+        int64_t sp = r->span[a] * span_mul;
+        b->lo[a] = c[a] * sp;
+        b->hi[a] = b->lo[a] + sp < r->dims[a] ? b->lo[a] + sp : r->dims[a];
+    }
+}
+
+static void sm_atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct sm_run *r = arg;
+    for (int64_t i = lo[0]; i < hi[0]; i++) {
+        int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
+                        i % r->grid[2]};
+        sm_box(r, c, 1, &r->cur[i].box);
+        r->st[i] = sm_chunk(r, &r->cur[i]);
+    }
+}
+
+static void sm_node_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct sm_run *r = arg;
+    const int64_t *pg = r->grid;
+    const int64_t ng[3] = {(pg[0] + 1) / 2, (pg[1] + 1) / 2, (pg[2] + 1) / 2};
+    for (int64_t i = lo[0]; i < hi[0]; i++) {
+        int64_t c[3] = {i / (ng[1] * ng[2]), (i / ng[2]) % ng[1], i % ng[2]};
+        struct sm_sum kids[8];
+        int nk = 0;
+        for (int k = 0; k < 8; k++) {
+            int64_t g[3] = {2 * c[0] + (k >> 2), 2 * c[1] + (k >> 1 & 1), 2 * c[2] + (k & 1)};
+            if (g[0] < pg[0] && g[1] < pg[1] && g[2] < pg[2])
+                kids[nk++] = r->cur[(g[0] * pg[1] + g[1]) * pg[2] + g[2]];
+        }
+        sm_box(r, c, 2, &r->nxt[i].box);
+        r->st[i] = sm_node(r, kids, nk, &r->nxt[i]);
+    }
+}
+
+static enum vox_status sm_first_error(const struct sm_run *r, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (r->st[i] != VOX_OK)
+            return r->st[i];
+    return VOX_OK;
+}
+
+/* Atomic chunks, then the octree levels up to one node; r->cur holds the root on return. */
+static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
+{
+    struct vox_pool *pool = vox_ctx_pool(r->ctx);
+    vox_pool_for(pool, (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
+                 sm_atomic_task, r);
+    enum vox_status s = sm_first_error(r, nchunks);
+    while (s == VOX_OK && (r->grid[0] > 1 || r->grid[1] > 1 || r->grid[2] > 1)) {
+        int64_t ng[3] = {(r->grid[0] + 1) / 2, (r->grid[1] + 1) / 2, (r->grid[2] + 1) / 2};
+        int64_t nn = ng[0] * ng[1] * ng[2], np = r->grid[0] * r->grid[1] * r->grid[2];
+        r->nxt = vox_calloc(r->ctx, (size_t)nn, sizeof *r->nxt);
+        if (!r->nxt)
+            return VOX_OUT_OF_MEMORY;
+        vox_pool_for(pool, (int64_t[3]){nn, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
+                     sm_node_task, r);
+        s = sm_first_error(r, nn);
+        /* The children's final merges move up with the node so nothing is lost. */
+        for (int64_t i = 0; i < np && s == VOX_OK; i++) {
+            int64_t ci[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
+                             i % r->grid[2]};
+            struct sm_sum *c = &r->cur[i];
+            struct sm_sum *o = &r->nxt[((ci[0] / 2) * ng[1] + ci[1] / 2) * ng[2] + ci[2] / 2];
+            void *f = vox_realloc(r->ctx, o->fin, (size_t)o->nfin * sizeof *o->fin,
+                                  (size_t)(o->nfin + c->nfin + 1) * sizeof *o->fin);
+            if (!f) {
+                s = VOX_OUT_OF_MEMORY;
+                break;
+            }
+            o->fin = f;
+            if (c->nfin)
+                memcpy(o->fin + o->nfin, c->fin, (size_t)c->nfin * sizeof *c->fin);
+            o->nfin += c->nfin;
+        }
+        for (int64_t i = 0; i < np; i++)
+            sm_sum_fini(r->ctx, &r->cur[i]);
+        vox_free(r->ctx, r->cur);
+        r->cur = r->nxt;
+        r->nxt = NULL;
+        memcpy(r->grid, ng, sizeof ng);
+        for (int a = 0; a < 3; a++)
+            r->span[a] *= 2;
+    }
+    if (s == VOX_OK && r->cur[0].nedge)
+        s = vox_fail(r->ctx, VOX_INTERNAL, "chunked size merge: %lld edges undecided at the root",
+                     (long long)r->cur[0].nedge);
+    return s;
+}
+
+/* Replays the final merges in the global order (dend, ids at merge time), then dust and
+ * canonical numbering as seg/linkage.c does. */
+static enum vox_status sm_finish(struct sm_run *r, int64_t nbasins, struct sm_sum *root,
+                                 uint32_t *parent, int64_t *size, int64_t *nseg_out,
+                                 int64_t **seg_sizes_out, struct vox_merge_history *dend)
+{
+    sm_sort(root->fin, root->nfin, sizeof *root->fin, order_cmp);
+    for (int64_t b = 0; b <= nbasins; b++) {
+        parent[b] = (uint32_t)b;
+        size[b] = r->sizes[b];
+    }
+    for (int64_t i = 0; i < root->nfin; i++) {
+        const struct sm_edge *e = &root->fin[i];
+        int64_t ra = sm_find64u(parent, e->a), rb = sm_find64u(parent, e->b);
+        if (ra == rb)
+            return vox_fail(r->ctx, VOX_INTERNAL, "chunked size merge: merge (%u, %u) twice", e->a,
+                            e->b);
+        int64_t keep = ra < rb ? ra : rb, gone = ra < rb ? rb : ra;
+        parent[gone] = (uint32_t)keep;
+        size[keep] += size[gone];
+        if (dend && dist_history_push(r->ctx, dend, ra, rb, keep, e->w / 255.0) != VOX_OK)
+            return VOX_OUT_OF_MEMORY;
+    }
+    int64_t k = 0;
+    for (int64_t b = 1; b <= nbasins; b++) {
+        int64_t root_b = sm_find64u(parent, (uint32_t)b);
+        size[b] = root_b == b ? (size[b] >= r->p->dust ? ++k : 0) : size[root_b];
+    }
+    int64_t *seg_sizes = vox_calloc(r->ctx, (size_t)k + 1, sizeof *seg_sizes);
+    if (!seg_sizes)
+        return VOX_OUT_OF_MEMORY;
+    parent[0] = 0;
+    seg_sizes[0] = r->sizes[0];
+    for (int64_t b = 1; b <= nbasins; b++) {
+        parent[b] = (uint32_t)size[b];
+        seg_sizes[parent[b]] += r->sizes[b];
+    }
+    *nseg_out = k;
+    *seg_sizes_out = seg_sizes;
+    return VOX_OK;
+}
+
+static enum vox_status sm_check(struct vox_ctx *ctx, const struct vox_tensor *basins,
+                                int64_t nbasins, const int64_t *sizes, const struct vox_tensor *aff,
+                                const int64_t chunk[3])
+{
+    if (!aff || aff->rank != 4 || aff->shape[0] != 3 ||
+        (aff->dtype != VOX_U8 && aff->dtype != VOX_F32))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked size merge: affinities must be a u8 or "
+                        "f32 (3, Z, Y, X) tensor");
+    if (!basins || basins->dtype != VOX_U32 || basins->rank != 3 ||
+        !vox_tensor_is_contiguous(basins) ||
+        memcmp(basins->shape, aff->shape + 1, 3 * sizeof(int64_t)))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked size merge: basins must be a contiguous "
+                        "u32 tensor of shape (%lld, %lld, %lld)",
+                        (long long)aff->shape[1], (long long)aff->shape[2],
+                        (long long)aff->shape[3]);
+    if (!sizes || nbasins < 0 || nbasins >= (int64_t)UINT32_MAX)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked size merge: nbasins = %lld or sizes "
+                        "missing",
+                        (long long)nbasins);
+    if (!chunk || chunk[0] < 1 || chunk[1] < 1 || chunk[2] < 1)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunk shape (%lld, %lld, %lld): every side must be >= 1",
+                        chunk ? (long long)chunk[0] : 0ll, chunk ? (long long)chunk[1] : 0ll,
+                        chunk ? (long long)chunk[2] : 0ll);
+    const uint32_t *l = basins->data;
+    int64_t n = vox_tensor_numel(basins);
+    for (int64_t v = 0; v < n; v++)
+        if (l[v] > nbasins)
+            return vox_fail(ctx, VOX_INVALID_ARG,
+                            "chunked size merge: basin %u at voxel %lld "
+                            "exceeds nbasins %lld",
+                            l[v], (long long)v, (long long)nbasins);
+    return VOX_OK;
+}
+
+enum vox_status vox_dist_size_merge(struct vox_ctx *ctx, const struct vox_tensor *basins,
+                                    int64_t nbasins, const int64_t *sizes,
+                                    const struct vox_tensor *aff, const int64_t chunk[3],
+                                    const struct vox_seg_params *p, uint32_t **map_out,
+                                    int64_t *nseg_out, int64_t **seg_sizes_out,
+                                    struct vox_merge_history *dend_out)
+{
+    enum vox_status s = vox_seg_params_check(ctx, p);
+    if (s == VOX_OK)
+        s = sm_check(ctx, basins, nbasins, sizes, aff, chunk);
+    if (s != VOX_OK)
+        return s;
+    struct sm_run r = {.ctx = ctx, .p = p, .aff = aff, .basins = basins, .sizes = sizes};
+    int64_t nchunks = 1;
+    for (int a = 0; a < 3; a++) {
+        r.dims[a] = aff->shape[a + 1];
+        r.span[a] = chunk[a] < r.dims[a] ? chunk[a] : r.dims[a];
+        r.grid[a] = (r.dims[a] + r.span[a] - 1) / r.span[a];
+        nchunks *= r.grid[a];
+    }
+    sm_limits(p, r.lim);
+    struct vox_merge_history dend = {.nseg = nbasins};
+    uint32_t *map = vox_alloc(ctx, (size_t)(nbasins + 1) * sizeof *map);
+    int64_t *size = vox_alloc(ctx, (size_t)(nbasins + 1) * sizeof *size);
+    r.cur = vox_calloc(ctx, (size_t)nchunks, sizeof *r.cur);
+    r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
+    s = map && size && r.cur && r.st ? sm_tree(&r, nchunks) : VOX_OUT_OF_MEMORY;
+    if (s == VOX_OK)
+        s = sm_finish(&r, nbasins, &r.cur[0], map, size, nseg_out, seg_sizes_out,
+                      dend_out ? &dend : NULL);
+    int64_t ncur = r.grid[0] * r.grid[1] * r.grid[2];
+    for (int64_t i = 0; r.cur && i < ncur; i++)
+        sm_sum_fini(ctx, &r.cur[i]);
+    vox_free(ctx, r.cur);
+    vox_free(ctx, r.st);
+    vox_free(ctx, size);
+    if (s != VOX_OK) {
+        vox_free(ctx, map);
+        vox_merge_history_fini(ctx, &dend);
+        return s;
+    }
+    *map_out = map;
+    if (dend_out)
+        *dend_out = dend;
+    return VOX_OK;
+}
