@@ -229,8 +229,10 @@ static enum vox_status mm_run(struct bench_env *env, int64_t M, int64_t N, int64
     res->compile_ms = ms;
     const struct vox_kernel_info *info = vox_kernel_info(k);
     int n = snprintf(res->extra, sizeof res->extra,
-                     "\"schedule\":\"%s\",\"tile\":\"%lldx%d\",\"kc\":%lld,\"jit\":%s",
-                     best ? "best" : "default", (long long)info->tile[0], info->acc_vectors,
+                     "\"schedule\":\"%s\",\"tile_rows\":%lld,\"tile_vectors\":%lld,"
+                     "\"kc\":%lld,\"jit\":%s",
+                     best ? "best" : "default", (long long)info->tile[0],
+                     (long long)(info->acc_vectors / (info->tile[0] > 0 ? info->tile[0] : 1)),
                      (long long)b.kc, info->jit ? "true" : "false");
     if (bl->sgemm) {
         double t[64];
