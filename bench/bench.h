@@ -41,6 +41,12 @@ struct bench_env {
     struct vox_ctx *ctx;
     double peak_gflops;        /* measured at the context's thread count */
     const char *commit;
+    /* The OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE values the driver found and unset before any
+     * problem ran (they pin a slower OpenBLAS kernel; a peer loads it afterwards). */
+    char openblas_env[96];
+    /* Prints one result line under `label`, for problems with several results per run (they
+     * return with res->runs = 0, so the driver prints nothing more). */
+    void (*emit)(const struct bench_env *env, const char *label, const struct bench_result *r);
 };
 
 struct bench_problem {

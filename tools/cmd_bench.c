@@ -67,6 +67,8 @@ static void json_escape(const char *s, char *out, size_t len)
 static void print_result(const struct bench_env *env, const char *problem,
                          const struct bench_result *r)
 {
+    if (r->runs <= 0)
+        return;
     double med = bench_median(r->times, r->runs), mn = 1e300, mx = 0;
     for (int i = 0; i < r->runs; i++) {
         mn = r->times[i] < mn ? r->times[i] : mn;
@@ -182,7 +184,7 @@ static int run_one(struct bench_env *env, const struct bench_problem *pb, char *
     if (s != VOX_OK) {
         fprintf(stderr, "vox bench: error: %s: %s\n", label, vox_ctx_error(sub.ctx));
         rc = s == VOX_INVALID_ARG ? 2 : 1;
-    } else {
+    } else if (res->runs > 0) {
         print_result(&sub, label, res);
     }
     free(res);
@@ -234,7 +236,12 @@ int vox_cmd_bench(int argc, char **argv)
         return 1;
     struct vox_peak pk;
     vox_peak_measure(ctx, &pk);
-    struct bench_env env = {ctx, pk.gflops_all, VOX_COMMIT};
+    struct bench_env env = {ctx, pk.gflops_all, VOX_COMMIT, "", print_result};
+    const char *ct = getenv("OPENBLAS_CORETYPE"), *l2 = getenv("OPENBLAS_L2_SIZE");
+    snprintf(env.openblas_env, sizeof env.openblas_env, "CORETYPE=%s L2_SIZE=%s",
+             ct ? ct : "(unset)", l2 ? l2 : "(unset)");
+    unsetenv("OPENBLAS_CORETYPE");
+    unsetenv("OPENBLAS_L2_SIZE");
     int rc = 0;
     for (int k = 0; k < nspecs && rc == 0; k++) {
         char name[128];

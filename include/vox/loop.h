@@ -307,6 +307,50 @@ enum vox_status vox_matmul(struct vox_ctx *ctx, int64_t M, int64_t N, int64_t K,
 void vox_nest_matmul(struct vox_nest *nest, int64_t M, int64_t N, int64_t K, int64_t ldc,
                      int64_t lda, int64_t ldb);
 
+/* ---- direct 3D convolution (src/loop/conv.c) ------------------------------------------- */
+/* Batch 1, stride 1, valid padding: out[k, z, y, x] = bias[k] + sum over c, kz, ky, kx of
+ * in[c, z+kz, y+ky, x+kx] * w[k, c, kz, ky, kx], then relu if asked.
+ * Layouts of `in` and `out`:
+ *   VOX_CONV_NCDHW:   (C, D, H, W) dense.
+ *   VOX_CONV_BLOCKED: (ceil(C/b), D, H, W, b) with b = block channels per block, channel c at
+ *     block c / b, lane c % b. The padding lanes of the last input block must hold finite
+ *     values (zero them); those of the output get 0 (relu) or 0 + 0.
+ * Weights are always given as (K, C, KD, KH, KW) and repacked (zero-padded) for the nest. */
+
+enum vox_conv_layout { VOX_CONV_NCDHW = 0, VOX_CONV_BLOCKED = 1 };
+
+struct vox_conv3d_desc {
+    int64_t c, k;            /* input and output channels */
+    int64_t d, h, w;         /* input extent */
+    int64_t kd, kh, kw;      /* kernel extent (<= the input's) */
+    enum vox_conv_layout layout;
+    int64_t block;           /* channels per block for VOX_CONV_BLOCKED; 0: the vector width */
+    bool bias, relu;         /* a per-output-channel bias post-op, then relu */
+};
+
+/* Checks the description (positive sizes, kernel within the input, block 1..64) and returns
+ * the block in use (1 for NCDHW) and the element counts of the input, output and packed
+ * weights in that layout. Any out pointer may be NULL. */
+enum vox_status vox_conv3d_sizes(struct vox_ctx *ctx, const struct vox_conv3d_desc *desc,
+                                 int64_t *block_out, int64_t *in_elems_out,
+                                 int64_t *out_elems_out, int64_t *weight_elems_out);
+/* Builds the nest (A = input, B = packed weights, C = output, extra[0] = packed bias) with
+ * the default convolution schedule: blocked: vectors along the output-channel lanes, a register
+ * tile of several x positions x output-channel blocks; NCDHW: vectors along x, a tile of x
+ * vectors x output channels; the reduction over input channels and taps inside the tile. */
+enum vox_status vox_nest_conv3d(struct vox_ctx *ctx, const struct vox_conv3d_desc *desc,
+                                struct vox_nest *nest_out);
+/* Repacks weights (K, C, KD, KH, KW) into the nest's B layout (weight_elems floats), and the
+ * bias (K floats, may be NULL: zeros) into the nest's bias operand (out_blocks * block floats,
+ * bias_out may be NULL). */
+enum vox_status vox_conv3d_pack(struct vox_ctx *ctx, const struct vox_conv3d_desc *desc,
+                                const float *w, const float *bias, float *w_out,
+                                float *bias_out);
+/* One call: packs, compiles, runs (uncached; keep a kernel from vox_nest_conv3d when repeating
+ * a shape). bias is read only when desc->bias. */
+enum vox_status vox_conv3d(struct vox_ctx *ctx, const struct vox_conv3d_desc *desc, float *out,
+                           const float *in, const float *w, const float *bias);
+
 #ifdef __cplusplus
 }
 #endif
