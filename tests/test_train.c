@@ -27,8 +27,7 @@ static float *F(const struct vox_tensor *t)
 
 /* L = sum r * out over the net's output, in double */
 static double objective(struct vox_ctx *ctx, struct vox_nn_graph *g, const struct vox_net *net,
-                        const struct vox_nn_weights *w, const struct vox_tensor *in,
-                        const float *r)
+                        const struct vox_nn_weights *w, const struct vox_tensor *in, const float *r)
 {
     CHECK_OK(vox_nn_graph_forward(ctx, g, w, in));
     const struct vox_tensor *o = vox_nn_graph_value(g, vox_net_output(net, 0));
@@ -55,8 +54,8 @@ static int fd_compare(struct vox_ctx *ctx, struct vox_nn_graph *g, const struct 
         double fd = (lp - lm) / (2 * h);
         if (!(fabs(fd - grad[e]) <= 3e-3 + 2e-2 * fabs(fd))) {
             if (bad++ == 0)
-                fprintf(stderr, "  %s: element %lld: backward %.6g, finite difference %.6g\n",
-                        what, (long long)e, grad[e], fd);
+                fprintf(stderr, "  %s: element %lld: backward %.6g, finite difference %.6g\n", what,
+                        (long long)e, grad[e], fd);
         }
     }
     return bad;
@@ -133,25 +132,32 @@ static void test_layer_grads(struct vox_ctx *ctx)
         double h;
     } cases[] = {
         {"input i channels=3\nconv c i -> 5 kernel=2x3x2 dilation=1x2x1\noutput o c\n",
-         {3, 7, 5}, 1e-2},
-        {"input i channels=2\nconv c i -> 3 kernel=3 pad=same act=elu\noutput o c\n", {3, 5, 4},
+         {3, 7, 5},
+         1e-2},
+        {"input i channels=2\nconv c i -> 3 kernel=3 pad=same act=elu\noutput o c\n",
+         {3, 5, 4},
          1e-2},
         {"input i channels=1\nconv c i -> 3 kernel=1x2x3 bias=no act=tanh\noutput o c "
          "act=sigmoid\n",
-         {2, 4, 5}, 1e-2},
-        {"input i channels=2\ndeconv d i -> 3 kernel=1x2x3 act=tanh\noutput o d\n", {2, 3, 3},
+         {2, 4, 5},
+         1e-2},
+        {"input i channels=2\ndeconv d i -> 3 kernel=1x2x3 act=tanh\noutput o d\n",
+         {2, 3, 3},
          1e-2},
         {"input i channels=3\npool p i window=1x2x2\noutput o p\n", {3, 6, 4}, 1e-3},
         {"input i channels=2\nmaxfilter m i window=2x2x3 dilation=1x2x1\noutput o m\n",
-         {3, 6, 5}, 1e-3},
+         {3, 6, 5},
+         1e-3},
         {"input i channels=2\nupsample u i factor=2x1x3\noutput o u\n", {2, 3, 3}, 1e-2},
         {"input i channels=2\nconv c i -> 3 kernel=3 pad=same\ncrop k c margin=1x0x1\n"
          "crop k2 c to=k\nadd s k k2 act=elu\noutput o s\n",
-         {3, 5, 5}, 1e-2},
+         {3, 5, 5},
+         1e-2},
         {"input i channels=1\nconv a i -> 3 kernel=1x2x2\nconv b i -> 2 kernel=1x2x2 act=elu\n"
          "concat cat a b\nsoftmax sm cat\nconv e sm -> 2 kernel=1 act=tanh\noutput o e "
          "act=softmax\n",
-         {2, 5, 3}, 1e-2},
+         {2, 5, 3},
+         1e-2},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         grad_check(ctx, cases[c].spec, cases[c].patch, cases[c].h);
@@ -164,7 +170,7 @@ static void test_loss_grads(struct vox_ctx *ctx)
         enum vox_loss l;
         enum vox_nn_act act;
         int64_t c;
-    } cases[] = {{VOX_LOSS_BCE, VOX_ACT_SIGMOID, 3},  {VOX_LOSS_SQUARE, VOX_ACT_SIGMOID, 3},
+    } cases[] = {{VOX_LOSS_BCE, VOX_ACT_SIGMOID, 3},   {VOX_LOSS_SQUARE, VOX_ACT_SIGMOID, 3},
                  {VOX_LOSS_SQUARE, VOX_ACT_LINEAR, 1}, {VOX_LOSS_SQUARE, VOX_ACT_SOFTMAX, 2},
                  {VOX_LOSS_SQUARE, VOX_ACT_TANH, 2},   {VOX_LOSS_SOFTMAX, VOX_ACT_SOFTMAX, 3}};
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
@@ -203,9 +209,11 @@ static void test_loss_grads(struct vox_ctx *ctx)
                     F(&x)[e] = keep;
                     double fd = (lp - lm) / ((double)(keep + 1e-3f) - (double)(keep - 1e-3f));
                     if (!(fabs(fd - F(&g)[e]) <= 1e-4 + 1e-2 * fabs(fd)) && bad++ == 0)
-                        fprintf(stderr, "  loss %s act %s rebalance %d mask %d: x[%lld] grad %g "
-                                "fd %g\n", vox_loss_str(l), vox_nn_act_str(cases[k].act), r,
-                                masked, (long long)e, F(&g)[e], fd);
+                        fprintf(stderr,
+                                "  loss %s act %s rebalance %d mask %d: x[%lld] grad %g "
+                                "fd %g\n",
+                                vox_loss_str(l), vox_nn_act_str(cases[k].act), r, masked,
+                                (long long)e, F(&g)[e], fd);
                     vox_tensor_free(ctx, &junk);
                 }
                 CHECK(bad == 0);
@@ -416,8 +424,8 @@ static void test_train_tiny(struct vox_ctx *ctx)
     CHECK_OK(vox_trainer_validate(ctx, s.tr, s.val, 8, &v1));
     double e1 = seg_error(ctx, &s);
     printf("  tiny net: %d iterations, %.0f output voxels/s; val loss %.4f -> %.4f; adapted "
-           "Rand error %.3f -> %.3f\n", iters,
-           (double)iters * (double)vox_trainer_patch_voxels(s.tr) / dt, v0, v1, e0, e1);
+           "Rand error %.3f -> %.3f\n",
+           iters, (double)iters * (double)vox_trainer_patch_voxels(s.tr) / dt, v0, v1, e0, e1);
     CHECK(v1 < 0.6 * v0);
     CHECK(e1 < e0 - 0.05);
 done:

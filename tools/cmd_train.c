@@ -81,8 +81,8 @@ static int parse_num(const char *a, const char *v, struct train_opts *o)
         if (strcmp(a, ints[k].name) == 0)
             return cli_parse_i64(v, ints[k].lo, ints[k].hi, ints[k].dst)
                        ? 0
-                       : cli_usage("train", "%s %s: expected a whole number in [%lld, %lld]", a,
-                                   v, (long long)ints[k].lo, (long long)ints[k].hi);
+                       : cli_usage("train", "%s %s: expected a whole number in [%lld, %lld]", a, v,
+                                   (long long)ints[k].lo, (long long)ints[k].hi);
     struct {
         const char *name;
         double *dst;
@@ -250,8 +250,7 @@ static int split_all(const struct train_opts *o, struct state *st)
     return o->val ? split_data(o->val, st->specs[MAX_DATA], &st->vsrc) : 0;
 }
 
-static enum vox_status open_all(struct vox_ctx *ctx, const struct train_opts *o,
-                                struct state *st)
+static enum vox_status open_all(struct vox_ctx *ctx, const struct train_opts *o, struct state *st)
 {
     enum vox_status s = vox_net_load(ctx, o->net, &st->net);
     if (s == VOX_OK && o->weights)

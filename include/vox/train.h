@@ -163,8 +163,8 @@ struct vox_augment {
 struct vox_train_data;
 /* Opens the volumes (read block-wise, one patch at a time) and checks shapes: labels and mask
  * must have the raw's shape. */
-enum vox_status vox_train_data_open(struct vox_ctx *ctx, const struct vox_train_source *src,
-                                    int n, struct vox_train_data **d_out);
+enum vox_status vox_train_data_open(struct vox_ctx *ctx, const struct vox_train_source *src, int n,
+                                    struct vox_train_data **d_out);
 void vox_train_data_close(struct vox_train_data *d);
 
 /* A 64-bit generator (splitmix64): the whole state is one word, saved in checkpoints. */
@@ -177,8 +177,8 @@ double vox_train_uniform(uint64_t *state);
  * (1, 1, Z, Y, X) f32 and, for the output box (`out` voxels at `offset` in the input), the
  * labels u64 and valid u8 with a one-voxel margin (out + 2 per axis), in the augmented frame.
  * Fails (VOX_INVALID_ARG) when no volume holds the input box. */
-enum vox_status vox_train_data_sample(struct vox_ctx *ctx, struct vox_train_data *d,
-                                      uint64_t *rng, const int64_t in[3], const int64_t out[3],
+enum vox_status vox_train_data_sample(struct vox_ctx *ctx, struct vox_train_data *d, uint64_t *rng,
+                                      const int64_t in[3], const int64_t out[3],
                                       const int64_t offset[3], const struct vox_augment *aug,
                                       struct vox_tensor *input_out, struct vox_tensor *labels_out,
                                       struct vox_tensor *valid_out);
@@ -214,8 +214,7 @@ enum vox_status vox_trainer_step(struct vox_ctx *ctx, struct vox_trainer *tr, do
 /* The mean loss over `patches` patches of `val` drawn from a fixed seed (no augmentation),
  * without touching the training state. */
 enum vox_status vox_trainer_validate(struct vox_ctx *ctx, struct vox_trainer *tr,
-                                     struct vox_train_data *val, int64_t patches,
-                                     double *loss_out);
+                                     struct vox_train_data *val, int64_t patches, double *loss_out);
 int64_t vox_trainer_iteration(const struct vox_trainer *tr);
 const struct vox_nn_weights *vox_trainer_weights(const struct vox_trainer *tr);
 /* Output voxels per patch (for voxels/s). */

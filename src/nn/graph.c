@@ -192,8 +192,8 @@ enum vox_status vox_nn_graph_forward(struct vox_ctx *ctx, struct vox_nn_graph *g
         if (!ok)
             return vox_fail(ctx, VOX_INVALID_ARG,
                             "input %d must be float32 (1, %lld, %lld, %lld, %lld)", k,
-                            (long long)t->shape[1], (long long)t->shape[2],
-                            (long long)t->shape[3], (long long)t->shape[4]);
+                            (long long)t->shape[1], (long long)t->shape[2], (long long)t->shape[3],
+                            (long long)t->shape[4]);
         enum vox_status s = vox_tensor_copy(ctx, t, u);
         if (s != VOX_OK)
             return s;

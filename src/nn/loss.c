@@ -56,7 +56,7 @@ static int64_t at3(const int64_t *s, int64_t z, int64_t y, int64_t x)
 static bool boundary_at(const uint64_t *lab, const uint8_t *ok, const int64_t *s, int64_t z,
                         int64_t y, int64_t x)
 {
-    static const int64_t d[6][3] = {{-1, 0, 0}, {1, 0, 0}, {0, -1, 0},
+    static const int64_t d[6][3] = {{-1, 0, 0}, {1, 0, 0},  {0, -1, 0},
                                     {0, 1, 0},  {0, 0, -1}, {0, 0, 1}};
     uint64_t l = lab[at3(s, z, y, x)];
     if (l == 0)
@@ -265,8 +265,14 @@ enum vox_status vox_loss_compute(struct vox_ctx *ctx, enum vox_loss l, enum vox_
     enum vox_status s = loss_check(ctx, l, x, act, target, mask, grad);
     if (s != VOX_OK)
         return s;
-    struct loss_job j = {l, act, x->data, target->data, mask ? mask->data : NULL, x->shape[1],
-                         x->shape[2] * x->shape[3] * x->shape[4], NULL};
+    struct loss_job j = {l,
+                         act,
+                         x->data,
+                         target->data,
+                         mask ? mask->data : NULL,
+                         x->shape[1],
+                         x->shape[2] * x->shape[3] * x->shape[4],
+                         NULL};
     if (!(j.w = vox_alloc(ctx, (size_t)(2 * j.c) * sizeof *j.w)))
         return VOX_OUT_OF_MEMORY;
     double n = class_weights(&j, r), acc = 0;

@@ -66,8 +66,10 @@ static enum vox_status open_one(struct vox_ctx *ctx, const struct vox_train_sour
         return s;
     const struct vox_volume_info *ri = vox_volume_info(v->raw);
     if (ri->rank != 3 || (ri->dtype != VOX_U8 && ri->dtype != VOX_F32))
-        return vox_fail(ctx, VOX_INVALID_ARG, "raw '%s' is %s of rank %d; expected uint8 or "
-                        "float32 (Z,Y,X)", src->raw, vox_dtype_str(ri->dtype), ri->rank);
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "raw '%s' is %s of rank %d; expected uint8 or "
+                        "float32 (Z,Y,X)",
+                        src->raw, vox_dtype_str(ri->dtype), ri->rank);
     memcpy(v->shape, ri->shape, sizeof v->shape);
     const char *what[2] = {src->labels, src->mask};
     struct vox_volume **vol[2] = {&v->labels, &v->mask};
@@ -78,22 +80,22 @@ static enum vox_status open_one(struct vox_ctx *ctx, const struct vox_train_sour
             return s;
         const struct vox_volume_info *li = vox_volume_info(*vol[k]);
         if (li->rank != 3 || !is_label_dtype(li->dtype))
-            return vox_fail(ctx, VOX_INVALID_ARG, "%s '%s' is %s of rank %d; expected an "
-                            "integer (Z,Y,X) volume", k ? "mask" : "labels", what[k],
-                            vox_dtype_str(li->dtype), li->rank);
+            return vox_fail(ctx, VOX_INVALID_ARG,
+                            "%s '%s' is %s of rank %d; expected an "
+                            "integer (Z,Y,X) volume",
+                            k ? "mask" : "labels", what[k], vox_dtype_str(li->dtype), li->rank);
         if (memcmp(li->shape, v->shape, sizeof v->shape) != 0)
             return vox_fail(ctx, VOX_INVALID_ARG,
                             "%s '%s' has shape %lldx%lldx%lld, the raw '%s' %lldx%lldx%lld",
                             k ? "mask" : "labels", what[k], (long long)li->shape[0],
                             (long long)li->shape[1], (long long)li->shape[2], src->raw,
-                            (long long)v->shape[0], (long long)v->shape[1],
-                            (long long)v->shape[2]);
+                            (long long)v->shape[0], (long long)v->shape[1], (long long)v->shape[2]);
     }
     return VOX_OK;
 }
 
-enum vox_status vox_train_data_open(struct vox_ctx *ctx, const struct vox_train_source *src,
-                                    int n, struct vox_train_data **d_out)
+enum vox_status vox_train_data_open(struct vox_ctx *ctx, const struct vox_train_source *src, int n,
+                                    struct vox_train_data **d_out)
 {
     *d_out = NULL;
     struct vox_train_data *d = vox_calloc(ctx, 1, sizeof *d);
@@ -104,9 +106,9 @@ enum vox_status vox_train_data_open(struct vox_ctx *ctx, const struct vox_train_
     if (!(d->v = vox_calloc(ctx, (size_t)(n > 0 ? n : 1), sizeof *d->v)))
         goto fail;
     for (d->n = 0; d->n < n; d->n++) {
-        s = src[d->n].labels ? open_one(ctx, &src[d->n], &d->v[d->n])
-                             : vox_fail(ctx, VOX_INVALID_ARG, "data '%s' has no labels",
-                                        src[d->n].raw);
+        s = src[d->n].labels
+                ? open_one(ctx, &src[d->n], &d->v[d->n])
+                : vox_fail(ctx, VOX_INVALID_ARG, "data '%s' has no labels", src[d->n].raw);
         if (s != VOX_OK) {
             d->n++;
             goto fail;
@@ -177,8 +179,8 @@ static enum vox_status read_labels(struct vox_ctx *ctx, struct train_vol *v, con
         for (int64_t z = 0; s == VOX_OK && z < sh[0]; z++)
             for (int64_t y = 0; y < sh[1]; y++)
                 for (int64_t x = 0; x < sh[2]; x++) {
-                    int64_t e = ((z + a[0] - lo[0]) * n[1] + y + a[1] - lo[1]) * n[2] + x +
-                                a[2] - lo[2];
+                    int64_t e =
+                        ((z + a[0] - lo[0]) * n[1] + y + a[1] - lo[1]) * n[2] + x + a[2] - lo[2];
                     uint64_t val = label_get(&t, (z * sh[1] + y) * sh[2] + x);
                     if (k == 0)
                         lab[e] = val, ok[e] = 1;
@@ -230,8 +232,8 @@ static enum vox_status read_raw(struct vox_ctx *ctx, struct train_vol *v, const 
     if (s == VOX_OK)
         s = vox_volume_read(ctx, v->raw, p, hi, &t);
     for (int64_t e = 0; s == VOX_OK && e < vox_tensor_numel(&t); e++)
-        dst[e] = t.dtype == VOX_U8 ? ((const uint8_t *)t.data)[e] / 255.0f
-                                   : ((const float *)t.data)[e];
+        dst[e] =
+            t.dtype == VOX_U8 ? ((const uint8_t *)t.data)[e] / 255.0f : ((const float *)t.data)[e];
     vox_tensor_free(ctx, &t);
     return s;
 }
@@ -261,8 +263,8 @@ static void label_box(int xf, const int64_t p[3], const int64_t in[3], const int
     }
 }
 
-enum vox_status vox_train_data_sample(struct vox_ctx *ctx, struct vox_train_data *d,
-                                      uint64_t *rng, const int64_t in[3], const int64_t out[3],
+enum vox_status vox_train_data_sample(struct vox_ctx *ctx, struct vox_train_data *d, uint64_t *rng,
+                                      const int64_t in[3], const int64_t out[3],
                                       const int64_t offset[3], const struct vox_augment *aug,
                                       struct vox_tensor *input_out, struct vox_tensor *labels_out,
                                       struct vox_tensor *valid_out)
@@ -272,10 +274,12 @@ enum vox_status vox_train_data_sample(struct vox_ctx *ctx, struct vox_train_data
     int64_t ss[3] = {in[0], tr ? in[2] : in[1], tr ? in[1] : in[2]}, p[3];
     int vi = pick(d, rng, ss, p);
     if (vi < 0)
-        return vox_fail(ctx, VOX_INVALID_ARG, "the patch %lldx%lldx%lld is larger than every "
-                        "training volume (the first is %lldx%lldx%lld)", (long long)ss[0],
-                        (long long)ss[1], (long long)ss[2], (long long)d->v[0].shape[0],
-                        (long long)d->v[0].shape[1], (long long)d->v[0].shape[2]);
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "the patch %lldx%lldx%lld is larger than every "
+                        "training volume (the first is %lldx%lldx%lld)",
+                        (long long)ss[0], (long long)ss[1], (long long)ss[2],
+                        (long long)d->v[0].shape[0], (long long)d->v[0].shape[1],
+                        (long long)d->v[0].shape[2]);
     int64_t lo[3], n[3], ishape[5] = {1, 1, in[0], in[1], in[2]};
     int64_t lshape[3] = {out[0] + 2, out[1] + 2, out[2] + 2};
     label_box(xf, p, in, out, offset, lo, n);

@@ -46,23 +46,27 @@ static enum vox_status check_net(struct vox_ctx *ctx, struct vox_trainer *tr)
     const struct vox_train_options *o = &tr->o;
     if (net->n_inputs != 1 || net->layers[vox_net_input(net, 0)].channels != 1 ||
         net->n_outputs != 1)
-        return vox_fail(ctx, VOX_UNSUPPORTED, "net '%s': training needs one input with 1 "
-                        "channel and one output", net->source);
+        return vox_fail(ctx, VOX_UNSUPPORTED,
+                        "net '%s': training needs one input with 1 "
+                        "channel and one output",
+                        net->source);
     tr->out_layer = vox_net_output(net, 0);
     const struct vox_nn_layer *ol = &net->layers[tr->out_layer];
     tr->logit_layer = ol->in[0];
     int64_t want = vox_target_channels(o->target, o->loss);
     if (ol->channels != want)
-        return vox_fail(ctx, VOX_INVALID_ARG, "net '%s': output '%s' has %lld channels; target "
-                        "%s with loss %s needs %lld", net->source, ol->name,
-                        (long long)ol->channels, vox_target_str(o->target),
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "net '%s': output '%s' has %lld channels; target "
+                        "%s with loss %s needs %lld",
+                        net->source, ol->name, (long long)ol->channels, vox_target_str(o->target),
                         vox_loss_str(o->loss), (long long)want);
     if ((o->loss == VOX_LOSS_BCE && ol->act != VOX_ACT_SIGMOID) ||
         (o->loss == VOX_LOSS_SOFTMAX && ol->act != VOX_ACT_SOFTMAX))
-        return vox_fail(ctx, VOX_INVALID_ARG, "net '%s': loss %s needs output '%s' with act=%s, "
-                        "it has act=%s", net->source, vox_loss_str(o->loss), ol->name,
-                        o->loss == VOX_LOSS_BCE ? "sigmoid" : "softmax",
-                        vox_nn_act_str(ol->act));
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "net '%s': loss %s needs output '%s' with act=%s, "
+                        "it has act=%s",
+                        net->source, vox_loss_str(o->loss), ol->name,
+                        o->loss == VOX_LOSS_BCE ? "sigmoid" : "softmax", vox_nn_act_str(ol->act));
     if (o->accumulate < 1)
         return vox_fail(ctx, VOX_INVALID_ARG, "accumulate %lld must be >= 1",
                         (long long)o->accumulate);
@@ -75,18 +79,20 @@ static enum vox_status plan_shapes(struct vox_ctx *ctx, struct vox_trainer *tr)
     const int64_t *p = tr->o.patch;
     enum vox_status s = vox_nn_graph_create(ctx, tr->net, p, NULL, &tr->g);
     if (s == VOX_INVALID_ARG)
-        vox_ctx_error_prefix(ctx, "patch %lldx%lldx%lld is too small for the net's field of view "
-                             "(or does not divide by its pooling)", (long long)p[0],
-                             (long long)p[1], (long long)p[2]);
+        vox_ctx_error_prefix(ctx,
+                             "patch %lldx%lldx%lld is too small for the net's field of view "
+                             "(or does not divide by its pooling)",
+                             (long long)p[0], (long long)p[1], (long long)p[2]);
     if (s != VOX_OK)
         return s;
     const struct vox_nn_dims *d = vox_nn_graph_dims(tr->g);
     for (int a = 0; a < 3; a++) {
         tr->out[a] = d[tr->out_layer].shape[1 + a];
         if (d[tr->out_layer].stride_num[a] != d[tr->out_layer].stride_den[a])
-            return vox_fail(ctx, VOX_UNSUPPORTED, "net '%s': the output has stride %lld/%lld "
-                            "along axis %d; training needs stride 1", tr->net->source,
-                            (long long)d[tr->out_layer].stride_num[a],
+            return vox_fail(ctx, VOX_UNSUPPORTED,
+                            "net '%s': the output has stride %lld/%lld "
+                            "along axis %d; training needs stride 1",
+                            tr->net->source, (long long)d[tr->out_layer].stride_num[a],
                             (long long)d[tr->out_layer].stride_den[a], a);
         /* output voxel j is centred on input voxel j + (in - out) / 2 (valid: (fov - 1) / 2,
          * vox_net_fov's offset; same-padded: 0) */
@@ -144,8 +150,8 @@ static enum vox_status run_patch(struct vox_ctx *ctx, struct vox_trainer *tr,
                                  double *loss_out)
 {
     struct vox_tensor in = {0}, lab = {0}, ok = {0}, tgt = {0}, mask = {0};
-    enum vox_status s = vox_train_data_sample(ctx, d, rng, tr->o.patch, tr->out, tr->off, aug,
-                                              &in, &lab, &ok);
+    enum vox_status s =
+        vox_train_data_sample(ctx, d, rng, tr->o.patch, tr->out, tr->off, aug, &in, &lab, &ok);
     if (s == VOX_OK)
         s = vox_train_targets(ctx, tr->o.target, tr->o.loss, &lab, &ok, &tgt, &mask);
     if (s == VOX_OK)
@@ -182,8 +188,10 @@ enum vox_status vox_trainer_step(struct vox_ctx *ctx, struct vox_trainer *tr, do
     }
     *loss_out = sum * scale;
     if (!isfinite(*loss_out))
-        return vox_fail(ctx, VOX_INVALID_ARG, "the loss is %g at iteration %lld (diverged: "
-                        "lower the learning rate)", *loss_out, (long long)tr->iter + 1);
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "the loss is %g at iteration %lld (diverged: "
+                        "lower the learning rate)",
+                        *loss_out, (long long)tr->iter + 1);
     tr->rng = rng;
     tr->iter++;
     vox_optim_step(&tr->o.optim, tr->iter, tr->w, tr->gw, tr->m, tr->v);
@@ -191,8 +199,7 @@ enum vox_status vox_trainer_step(struct vox_ctx *ctx, struct vox_trainer *tr, do
 }
 
 enum vox_status vox_trainer_validate(struct vox_ctx *ctx, struct vox_trainer *tr,
-                                     struct vox_train_data *val, int64_t patches,
-                                     double *loss_out)
+                                     struct vox_train_data *val, int64_t patches, double *loss_out)
 {
     uint64_t rng = tr->o.seed ^ UINT64_C(0x5EED0F7A11DA7E00);
     double sum = 0;
