@@ -205,6 +205,54 @@ void vox_nn_ref_concat(const struct vox_tensor *const *in, int n, struct vox_ten
 /* out = act(in) elementwise; softmax over the channel axis. in may equal out. */
 void vox_nn_ref_act(const struct vox_tensor *in, enum vox_nn_act act, struct vox_tensor *out);
 
+/* ---- reference backward layers -------------------------------------------------------------
+ * The adjoints of the layers above, for training (src/nn/ref_backward*.c). Gradients are ADDED
+ * to what gin / gw / gb hold (each element's new terms summed in double in a fixed order and
+ * rounded once), so a tensor read by several layers, or a step over several patches, sums
+ * its contributions in call order; zero them first for a plain gradient. Bitwise identical for
+ * any thread count (work is split over channels; every element has one writer). */
+
+/* gin[n,i,p] += sum_{o,a,b,c} w[o,i,a,b,c] * gout[n,o, pz - a*dz + pz0, py - b*dy + py0,
+ *                                                 px - c*dx + px0]   (pad = (pz0, py0, px0)) */
+void vox_nn_ref_conv_backward_data(struct vox_pool *pool, const struct vox_tensor *gout,
+                                   const struct vox_tensor *w, const int64_t dilation[3],
+                                   const int64_t pad[3], struct vox_tensor *gin);
+/* gw[o,i,a,b,c] += sum_{n,z,y,x} gout[n,o,z,y,x] * in[n,i, z + a*dz - pz, ...];
+ * gb[o] += sum gout[n,o,...] (gb may be NULL). */
+void vox_nn_ref_conv_backward_weights(struct vox_pool *pool, const struct vox_tensor *in,
+                                      const struct vox_tensor *gout, const int64_t dilation[3],
+                                      const int64_t pad[3], struct vox_tensor *gw,
+                                      struct vox_tensor *gb);
+/* gin[n,i,z,y,x] += sum_{o,a,b,c} w[i,o,a,b,c] * gout[n,o, z*KZ+a, y*KY+b, x*KX+c] */
+void vox_nn_ref_deconv_backward_data(struct vox_pool *pool, const struct vox_tensor *gout,
+                                     const struct vox_tensor *w, struct vox_tensor *gin);
+/* gw[i,o,a,b,c] += sum_{n,z,y,x} in[n,i,z,y,x] * gout[n,o, z*KZ+a, ...]; gb[o] += sum gout */
+void vox_nn_ref_deconv_backward_weights(struct vox_pool *pool, const struct vox_tensor *in,
+                                        const struct vox_tensor *gout, struct vox_tensor *gw,
+                                        struct vox_tensor *gb);
+/* gx = gy * act'(x) from y = act(x): relu y > 0, elu y > 0 ? 1 : y + 1, sigmoid y (1 - y),
+ * tanh 1 - y^2; softmax gx_c = y_c (gy_c - sum_k y_k gy_k). Overwrites gx (may equal gy). */
+void vox_nn_ref_act_backward(const struct vox_tensor *y, const struct vox_tensor *gy,
+                             enum vox_nn_act act, struct vox_tensor *gx);
+/* gin[argmax of each window] += gout; ties: the first tap in scan order (z, y, x), the one
+ * the forward max keeps. */
+void vox_nn_ref_maxpool_backward(const struct vox_tensor *in, const struct vox_tensor *gout,
+                                 const int64_t window[3], struct vox_tensor *gin);
+void vox_nn_ref_maxfilter_backward(const struct vox_tensor *in, const struct vox_tensor *gout,
+                                   const int64_t window[3], const int64_t dilation[3],
+                                   struct vox_tensor *gin);
+/* gin[z,y,x] += sum_{a<FZ,b<FY,c<FX} gout[z*FZ+a, y*FY+b, x*FX+c] */
+void vox_nn_ref_upsample_backward(const struct vox_tensor *gout, const int64_t factor[3],
+                                  struct vox_tensor *gin);
+/* gin[z+lo0, y+lo1, x+lo2] += gout[z,y,x] */
+void vox_nn_ref_crop_backward(const struct vox_tensor *gout, const int64_t lo[3],
+                              struct vox_tensor *gin);
+/* gin_k += gout for every k (gout: the gradient of the sum before the activation) */
+void vox_nn_ref_add_backward(const struct vox_tensor *gout, struct vox_tensor *const *gin, int n);
+/* gin_k[n,c] += gout[n, off_k + c] */
+void vox_nn_ref_concat_backward(const struct vox_tensor *gout, struct vox_tensor *const *gin,
+                                int n);
+
 /* ---- the reference forward pass ------------------------------------------------------------ */
 
 struct vox_nn_plan;

@@ -13,5 +13,6 @@
 #include "vox/metrics.h"
 #include "vox/seg.h"
 #include "vox/dist.h"
+#include "vox/train.h"
 
 #endif

@@ -1,0 +1,234 @@
+/*
+ * vox/train.h: training ConvNets: a forward/backward graph over the reference layers, losses
+ * with masks and class rebalancing, targets from label volumes, SGD and Adam, random patch
+ * sampling with augmentation from HDF5 volumes, and a deterministic, resumable training loop.
+ *
+ *   labels --vox_train_targets--> target + mask   (affinities or boundary map)
+ *   raw patch --vox_nn_graph_forward--> logits --vox_loss_compute--> loss, d loss / d logits
+ *       --vox_nn_graph_backward--> d loss / d weights --vox_optim_step--> new weights
+ *
+ * After ZNN (znn-release python/train.py, cost_fn.py; reference note znn.md 1.8): single-patch
+ * steps (optionally accumulated over several patches), per-patch rebalancing, the 16
+ * flip/transpose augmentations. Unlike ZNN every step is deterministic: the same seed gives
+ * bitwise identical weights for any thread count, and a run resumed from a checkpoint ends
+ * where the uninterrupted run ends.
+ *
+ * The heavy layers go through struct vox_nn_kernels, so a fast implementation (JIT) can
+ * replace the scalar reference one layer kind at a time.
+ */
+#ifndef VOX_TRAIN_H
+#define VOX_TRAIN_H
+
+#include "vox/nn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- the graph: forward keeping every activation, then backward ------------------------- */
+
+/* The convolution kernels the graph calls; each has the signature and exact semantics of the
+ * reference function it defaults to (vox_nn_ref_conv, ..._backward_data, ...). */
+struct vox_nn_kernels {
+    void (*conv)(struct vox_pool *, const struct vox_tensor *, const struct vox_tensor *,
+                 const struct vox_tensor *, const int64_t[3], const int64_t[3], enum vox_nn_act,
+                 struct vox_tensor *);
+    void (*conv_backward_data)(struct vox_pool *, const struct vox_tensor *,
+                               const struct vox_tensor *, const int64_t[3], const int64_t[3],
+                               struct vox_tensor *);
+    void (*conv_backward_weights)(struct vox_pool *, const struct vox_tensor *,
+                                  const struct vox_tensor *, const int64_t[3], const int64_t[3],
+                                  struct vox_tensor *, struct vox_tensor *);
+    void (*deconv)(struct vox_pool *, const struct vox_tensor *, const struct vox_tensor *,
+                   const struct vox_tensor *, enum vox_nn_act, struct vox_tensor *);
+    void (*deconv_backward_data)(struct vox_pool *, const struct vox_tensor *,
+                                 const struct vox_tensor *, struct vox_tensor *);
+    void (*deconv_backward_weights)(struct vox_pool *, const struct vox_tensor *,
+                                    const struct vox_tensor *, struct vox_tensor *,
+                                    struct vox_tensor *);
+};
+/* The scalar reference kernels. */
+const struct vox_nn_kernels *vox_nn_kernels_ref(void);
+
+struct vox_nn_graph;
+
+/* A graph for net at input patch shape `patch`: every tensor and its gradient kept (no buffer
+ * reuse). kernels NULL: the reference ones. Nets with bn=yes are VOX_UNSUPPORTED (batch norm
+ * is inference-only in vox). */
+enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *net,
+                                    const int64_t patch[3], const struct vox_nn_kernels *kernels,
+                                    struct vox_nn_graph **g_out);
+void vox_nn_graph_destroy(struct vox_nn_graph *g);
+const struct vox_nn_dims *vox_nn_graph_dims(const struct vox_nn_graph *g);
+/* Layer i's tensor (after forward) and its gradient buffer: (1, C, Z, Y, X) f32. */
+struct vox_tensor *vox_nn_graph_value(struct vox_nn_graph *g, int layer);
+struct vox_tensor *vox_nn_graph_grad(struct vox_nn_graph *g, int layer);
+/* Runs every layer; inputs[k] is the k-th input, (1, C, Z, Y, X) f32 of the planned shape. */
+enum vox_status vox_nn_graph_forward(struct vox_ctx *ctx, struct vox_nn_graph *g,
+                                     const struct vox_nn_weights *w,
+                                     const struct vox_tensor *inputs);
+/* Zeroes every tensor gradient (not gw). */
+void vox_nn_graph_zero_grad(struct vox_nn_graph *g);
+/* Back-propagates the gradients the caller put in the grad buffers (usually an output's, or
+ * the output layer's input for a loss on logits) through every layer in reverse order, ADDING
+ * the parameter gradients to gw (same shapes as w). */
+void vox_nn_graph_backward(struct vox_ctx *ctx, struct vox_nn_graph *g,
+                           const struct vox_nn_weights *w, struct vox_nn_weights *gw);
+
+/* ---- targets and losses ------------------------------------------------------------------ */
+
+enum vox_target { VOX_TARGET_AFFINITY, VOX_TARGET_BOUNDARY, VOX_TARGET_COUNT };
+enum vox_loss { VOX_LOSS_SQUARE, VOX_LOSS_BCE, VOX_LOSS_SOFTMAX, VOX_LOSS_COUNT };
+enum vox_rebalance { VOX_REBALANCE_NONE, VOX_REBALANCE_PATCH, VOX_REBALANCE_COUNT };
+const char *vox_target_str(enum vox_target t);
+const char *vox_loss_str(enum vox_loss l);
+bool vox_target_parse(const char *s, enum vox_target *out);
+bool vox_loss_parse(const char *s, enum vox_loss *out);
+/* The target channels: affinity 3; boundary 2 with softmax (boundary, interior), else 1. */
+int64_t vox_target_channels(enum vox_target t, enum vox_loss l);
+
+/* Targets from labels with a one-voxel margin: labels u64 (Z+2, Y+2, X+2), valid u8 of the same
+ * shape (NULL: all valid; 0 marks voxels outside the volume or masked out). Writes
+ * target and mask, f32 (C, Z, Y, X) for the interior (Z, Y, X), C = vox_target_channels:
+ *   affinity  channel c at v links v and v - e_c, e = (z, y, x): 1 if both have the same
+ *             nonzero label, else 0; mask 1 where both are valid;
+ *   boundary  1 where the label is 0 or a valid 6-neighbour has another label, else 0; with
+ *             2 channels the second is 1 - the first; mask 1 where v is valid. */
+enum vox_status vox_train_targets(struct vox_ctx *ctx, enum vox_target t, enum vox_loss l,
+                                  const struct vox_tensor *labels, const struct vox_tensor *valid,
+                                  struct vox_tensor *target_out, struct vox_tensor *mask_out);
+
+/* A loss on the logits x (1, C, Z, Y, X) f32 (the input of the net's output layer), whose
+ * output layer applies `act`:
+ *   square   l = (act(x) - t)^2, any act (softmax over channels included)
+ *   bce      l = max(x, 0) - x t + log(1 + exp(-|x|)) (binary cross-entropy on logits); act
+ *            must be sigmoid; d l / d x = sigmoid(x) - t
+ *   softmax  l = -sum_c t_c log softmax(x)_c per voxel; act must be softmax, C >= 2
+ * Weights: w = mask (NULL: 1) times the rebalance weight; per patch, per channel (per class for
+ * softmax, the class being the target's argmax), positives (t > 0.5) get 0.5 N / n+ and the
+ * others 0.5 N / n- (N = n+ + n-, masked counts), unless a class is absent. The loss is
+ * sum w l / sum mask (0 when the mask is empty); `scale` times its gradient is ADDED to
+ * grad (same shape as x). target and mask are (C, Z, Y, X) f32, the spatial shape of x. */
+enum vox_status vox_loss_compute(struct vox_ctx *ctx, enum vox_loss l, enum vox_rebalance r,
+                                 const struct vox_tensor *x, enum vox_nn_act act,
+                                 const struct vox_tensor *target, const struct vox_tensor *mask,
+                                 double scale, struct vox_tensor *grad, double *loss_out);
+
+/* ---- optimizers --------------------------------------------------------------------------- */
+
+enum vox_optim_kind { VOX_OPTIM_SGD, VOX_OPTIM_ADAM, VOX_OPTIM_COUNT };
+const char *vox_optim_str(enum vox_optim_kind k);
+bool vox_optim_parse(const char *s, enum vox_optim_kind *out);
+
+struct vox_optim_params {
+    enum vox_optim_kind kind;
+    double lr;            /* step size; default 0.01 (sgd), 0.001 (adam) */
+    double momentum;      /* sgd; default 0.9 */
+    double weight_decay;  /* L2, added to the gradient as wd * w; default 0 */
+    double beta1, beta2;  /* adam; 0.9, 0.999 */
+    double eps;           /* adam; 1e-8 */
+    int64_t anneal_every; /* lr *= anneal_factor every this many steps; 0: never (default) */
+    double anneal_factor; /* default 0.1 */
+};
+void vox_optim_defaults(enum vox_optim_kind k, struct vox_optim_params *p);
+enum vox_status vox_optim_check(struct vox_ctx *ctx, const struct vox_optim_params *p);
+
+/* Step t (1-based) in double, stored in f32, element by element (thread-free, deterministic):
+ *   g' = g + wd w;  lr_t = lr * factor^floor((t - 1) / every)
+ *   sgd   m = momentum m + g';  w -= lr_t m
+ *   adam  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;
+ *         w -= lr_t (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+ * m and v (same shapes as w; v unused by sgd) are the optimizer state. */
+void vox_optim_step(const struct vox_optim_params *p, int64_t t, struct vox_nn_weights *w,
+                    const struct vox_nn_weights *g, struct vox_nn_weights *m,
+                    struct vox_nn_weights *v);
+
+/* ---- data ----------------------------------------------------------------------------------- */
+
+/* One training volume: raw (u8, scaled to [0, 1], or f32; (Z, Y, X)), labels (u8/u16/u32/u64/
+ * i32, the raw's shape) and an optional mask (any of those dtypes; > 0 counts). Specs as in
+ * vox/io.h ("file.h5:/raw"). */
+struct vox_train_source {
+    const char *raw, *labels, *mask;
+};
+
+/* Augmentations, each drawn per patch from the sampler's generator. */
+struct vox_augment {
+    bool flips;          /* one of the 16 z/y/x flips and x-y transposes, uniformly */
+    double grey_scale;   /* raw * U(1 - s, 1 + s); 0: off */
+    double grey_shift;   /* raw + U(-s, s); 0: off */
+    double missing_rate; /* each input section becomes 0 with this probability (Z > 1) */
+};
+
+struct vox_train_data;
+/* Opens the volumes (read block-wise, one patch at a time) and checks shapes: labels and mask
+ * must have the raw's shape. */
+enum vox_status vox_train_data_open(struct vox_ctx *ctx, const struct vox_train_source *src, int n,
+                                    struct vox_train_data **d_out);
+void vox_train_data_close(struct vox_train_data *d);
+
+/* A 64-bit generator (splitmix64): the whole state is one word, saved in checkpoints. */
+uint64_t vox_train_rand(uint64_t *state);
+/* Uniform in [0, 1) from 53 bits. */
+double vox_train_uniform(uint64_t *state);
+
+/* Samples one patch: a volume with probability proportional to its number of positions, a
+ * position uniformly where the input box `in` fits, then the augmentation. Writes the input
+ * (1, 1, Z, Y, X) f32 and, for the output box (`out` voxels at `offset` in the input), the
+ * labels u64 and valid u8 with a one-voxel margin (out + 2 per axis), in the augmented frame.
+ * Fails (VOX_INVALID_ARG) when no volume holds the input box. */
+enum vox_status vox_train_data_sample(struct vox_ctx *ctx, struct vox_train_data *d, uint64_t *rng,
+                                      const int64_t in[3], const int64_t out[3],
+                                      const int64_t offset[3], const struct vox_augment *aug,
+                                      struct vox_tensor *input_out, struct vox_tensor *labels_out,
+                                      struct vox_tensor *valid_out);
+
+/* ---- the training loop ---------------------------------------------------------------------- */
+
+struct vox_train_options {
+    enum vox_target target;
+    enum vox_loss loss;
+    enum vox_rebalance rebalance;
+    struct vox_optim_params optim;
+    int64_t patch[3];      /* input patch, z, y, x */
+    int64_t accumulate;    /* patches per step (gradient averaged); >= 1 */
+    uint64_t seed;         /* weights init and sampling */
+    enum vox_nn_init init; /* for fresh weights */
+    struct vox_augment aug;
+};
+void vox_train_options_defaults(struct vox_train_options *o);
+
+struct vox_trainer;
+/* A trainer for net (borrowed; must outlive it) on `data` (borrowed). Checks the options, the
+ * net (one input with 1 channel, one output with the target's channels, the loss's act) and
+ * the patch against the field of view. w0 NULL: fresh weights from (init, seed). */
+enum vox_status vox_trainer_create(struct vox_ctx *ctx, const struct vox_net *net,
+                                   const struct vox_train_options *o,
+                                   const struct vox_nn_weights *w0, struct vox_train_data *data,
+                                   struct vox_trainer **tr_out);
+void vox_trainer_destroy(struct vox_trainer *tr);
+/* One step: `accumulate` patches, forward + loss + backward each, then the optimizer.
+ * *loss_out: the mean loss of the patches. A NaN or infinite loss is VOX_INVALID_ARG and
+ * leaves the weights and state untouched. */
+enum vox_status vox_trainer_step(struct vox_ctx *ctx, struct vox_trainer *tr, double *loss_out);
+/* The mean loss over `patches` patches of `val` drawn from a fixed seed (no augmentation),
+ * without touching the training state. */
+enum vox_status vox_trainer_validate(struct vox_ctx *ctx, struct vox_trainer *tr,
+                                     struct vox_train_data *val, int64_t patches, double *loss_out);
+int64_t vox_trainer_iteration(const struct vox_trainer *tr);
+const struct vox_nn_weights *vox_trainer_weights(const struct vox_trainer *tr);
+/* Output voxels per patch (for voxels/s). */
+int64_t vox_trainer_patch_voxels(const struct vox_trainer *tr);
+
+/* Checkpoints: weights, optimizer state, iteration and generator state in one file with a
+ * checksum, written atomically (temporary file, fsync, rename). Loading checks the magic, the
+ * net (layer names and parameter shapes), the optimizer kind and the checksum: a corrupted or
+ * foreign file is VOX_FORMAT with a message naming the file and the check that failed. */
+enum vox_status vox_trainer_save(struct vox_ctx *ctx, const struct vox_trainer *tr,
+                                 const char *path);
+enum vox_status vox_trainer_load(struct vox_ctx *ctx, struct vox_trainer *tr, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

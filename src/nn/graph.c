@@ -1,0 +1,273 @@
+/*
+ * graph.c: the training graph: a forward pass that keeps every layer's tensor, and a backward
+ * pass that walks the layers in reverse, adding each layer's input and parameter gradients.
+ *
+ * Unlike the inference plan (forward.c) no buffer is reused and batch norm is not folded
+ * (it is refused: vox's batch norm is inference-only). A layer with an activation keeps its
+ * post-activation tensor; its backward first maps the output gradient to the pre-activation
+ * gradient (vox_nn_ref_act_backward, into a scratch buffer), then calls the layer's adjoint.
+ * Gradients accumulate (+=), so a tensor read by several layers sums their contributions in
+ * reverse layer order, deterministically. The convolutions go through struct vox_nn_kernels.
+ */
+#include "internal.h"
+#include "vox/train.h"
+
+#include <string.h>
+
+struct vox_nn_graph {
+    struct vox_ctx *ctx;
+    const struct vox_net *net;
+    struct vox_nn_kernels k;
+    struct vox_nn_dims *dims;
+    struct vox_tensor *val, *grad; /* per layer, owned */
+    struct vox_tensor scratch;     /* the largest tensor: pre-activation gradients */
+};
+
+static const struct vox_nn_kernels ref_kernels = {
+    vox_nn_ref_conv,   vox_nn_ref_conv_backward_data,   vox_nn_ref_conv_backward_weights,
+    vox_nn_ref_deconv, vox_nn_ref_deconv_backward_data, vox_nn_ref_deconv_backward_weights,
+};
+
+const struct vox_nn_kernels *vox_nn_kernels_ref(void)
+{
+    return &ref_kernels;
+}
+
+void vox_nn_graph_destroy(struct vox_nn_graph *g)
+{
+    if (!g)
+        return;
+    for (int i = 0; g->val && g->grad && i < g->net->n_layers; i++) {
+        vox_tensor_free(g->ctx, &g->val[i]);
+        vox_tensor_free(g->ctx, &g->grad[i]);
+    }
+    vox_tensor_free(g->ctx, &g->scratch);
+    vox_free(g->ctx, g->val);
+    vox_free(g->ctx, g->grad);
+    vox_free(g->ctx, g->dims);
+    vox_free(g->ctx, g);
+}
+
+enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *net,
+                                    const int64_t patch[3], const struct vox_nn_kernels *kernels,
+                                    struct vox_nn_graph **g_out)
+{
+    *g_out = NULL;
+    for (int i = 0; i < net->n_layers; i++)
+        if (net->layers[i].bn)
+            return vox_fail(ctx, VOX_UNSUPPORTED,
+                            "%s:%d: layer '%s' has bn=yes; batch norm is inference-only, "
+                            "train without it",
+                            net->source, net->layers[i].line, net->layers[i].name);
+    struct vox_nn_graph *g = vox_calloc(ctx, 1, sizeof *g);
+    if (!g)
+        return VOX_OUT_OF_MEMORY;
+    g->ctx = ctx;
+    g->net = net;
+    g->k = kernels ? *kernels : ref_kernels;
+    size_t n = (size_t)net->n_layers;
+    enum vox_status s = VOX_OUT_OF_MEMORY;
+    if (!(g->dims = vox_calloc(ctx, n, sizeof *g->dims)) ||
+        !(g->val = vox_calloc(ctx, n, sizeof *g->val)) ||
+        !(g->grad = vox_calloc(ctx, n, sizeof *g->grad)))
+        goto fail;
+    if ((s = vox_net_shapes(ctx, net, patch, g->dims)) != VOX_OK)
+        goto fail;
+    int64_t big[5] = {1, 1, 1, 1, 1};
+    for (int i = 0; i < net->n_layers; i++) {
+        int64_t shape[5] = {1};
+        memcpy(shape + 1, g->dims[i].shape, 4 * sizeof(int64_t));
+        if (shape[1] * shape[2] * shape[3] * shape[4] > big[1] * big[2] * big[3] * big[4])
+            memcpy(big, shape, sizeof big);
+        if ((s = vox_tensor_alloc(ctx, &g->val[i], VOX_F32, 5, shape)) != VOX_OK ||
+            (s = vox_tensor_alloc(ctx, &g->grad[i], VOX_F32, 5, shape)) != VOX_OK)
+            goto fail;
+    }
+    if ((s = vox_tensor_alloc(ctx, &g->scratch, VOX_F32, 5, big)) != VOX_OK)
+        goto fail;
+    *g_out = g;
+    return VOX_OK;
+fail:
+    vox_nn_graph_destroy(g);
+    return s;
+}
+
+const struct vox_nn_dims *vox_nn_graph_dims(const struct vox_nn_graph *g)
+{
+    return g->dims;
+}
+
+struct vox_tensor *vox_nn_graph_value(struct vox_nn_graph *g, int layer)
+{
+    return &g->val[layer];
+}
+
+struct vox_tensor *vox_nn_graph_grad(struct vox_nn_graph *g, int layer)
+{
+    return &g->grad[layer];
+}
+
+void vox_nn_graph_zero_grad(struct vox_nn_graph *g)
+{
+    for (int i = 0; i < g->net->n_layers; i++)
+        memset(g->grad[i].data, 0, vox_tensor_nbytes(&g->grad[i]));
+}
+
+/* conv: the low-side padding of `same`, 0 for valid */
+static void conv_pad(const struct vox_nn_layer *l, int64_t pad[3])
+{
+    for (int a = 0; a < 3; a++)
+        pad[a] = l->same ? (l->kernel[a] - 1) * l->dilation[a] / 2 : 0;
+}
+
+/* crop: the low-side offset of layer i's crop */
+static void crop_lo(const struct vox_nn_graph *g, int i, int64_t lo[3])
+{
+    const struct vox_nn_layer *l = &g->net->layers[i];
+    for (int a = 0; a < 3; a++)
+        lo[a] = l->crop_to < 0 ? l->margin[a]
+                               : (g->dims[l->in[0]].shape[1 + a] - g->dims[i].shape[1 + a]) / 2;
+}
+
+static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w, int i,
+                          struct vox_pool *pool)
+{
+    const struct vox_nn_layer *l = &g->net->layers[i];
+    const struct vox_tensor *in = &g->val[l->in[0]], *ins[VOX_NN_MAX_IN];
+    struct vox_tensor *out = &g->val[i];
+    for (int k = 0; k < l->n_in; k++)
+        ins[k] = &g->val[l->in[k]];
+    const struct vox_tensor *b = l->bias ? &w->p[i][VOX_P_BIAS] : NULL;
+    int64_t v[3];
+    switch (l->kind) {
+    case VOX_NN_CONV:
+        conv_pad(l, v);
+        g->k.conv(pool, in, &w->p[i][VOX_P_WEIGHT], b, l->dilation, v, l->act, out);
+        break;
+    case VOX_NN_DECONV:
+        g->k.deconv(pool, in, &w->p[i][VOX_P_WEIGHT], b, l->act, out);
+        break;
+    case VOX_NN_POOL:
+        vox_nn_ref_maxpool(in, l->kernel, out);
+        break;
+    case VOX_NN_MAXFILTER:
+        vox_nn_ref_maxfilter(in, l->kernel, l->dilation, out);
+        break;
+    case VOX_NN_UPSAMPLE:
+        vox_nn_ref_upsample(in, l->kernel, out);
+        break;
+    case VOX_NN_CROP:
+        crop_lo(g, i, v);
+        vox_nn_ref_crop(in, v, out);
+        break;
+    case VOX_NN_ADD:
+        vox_nn_ref_add(ins, l->n_in, l->act, out);
+        break;
+    case VOX_NN_CONCAT:
+        vox_nn_ref_concat(ins, l->n_in, out);
+        break;
+    case VOX_NN_ACT:
+    case VOX_NN_OUTPUT:
+        vox_nn_ref_act(in, l->act, out);
+        break;
+    default:
+        break;
+    }
+}
+
+enum vox_status vox_nn_graph_forward(struct vox_ctx *ctx, struct vox_nn_graph *g,
+                                     const struct vox_nn_weights *w,
+                                     const struct vox_tensor *inputs)
+{
+    const struct vox_net *net = g->net;
+    if (w->n_layers != net->n_layers)
+        return vox_fail(ctx, VOX_INVALID_ARG, "the weights have %d layers, the net '%s' has %d",
+                        w->n_layers, net->source, net->n_layers);
+    for (int k = 0; k < net->n_inputs; k++) {
+        struct vox_tensor *t = &g->val[vox_net_input(net, k)];
+        const struct vox_tensor *u = &inputs[k];
+        bool ok = u->dtype == VOX_F32 && u->rank == 5;
+        for (int a = 0; ok && a < 5; a++)
+            ok = u->shape[a] == t->shape[a];
+        if (!ok)
+            return vox_fail(ctx, VOX_INVALID_ARG,
+                            "input %d must be float32 (1, %lld, %lld, %lld, %lld)", k,
+                            (long long)t->shape[1], (long long)t->shape[2], (long long)t->shape[3],
+                            (long long)t->shape[4]);
+        enum vox_status s = vox_tensor_copy(ctx, t, u);
+        if (s != VOX_OK)
+            return s;
+    }
+    for (int i = 0; i < net->n_layers; i++)
+        if (net->layers[i].kind != VOX_NN_INPUT)
+            forward_layer(g, w, i, vox_ctx_pool(ctx));
+    return VOX_OK;
+}
+
+/* The gradient of layer i's pre-activation: the scratch buffer shaped like layer i. */
+static struct vox_tensor *pre_act_grad(struct vox_nn_graph *g, int i)
+{
+    struct vox_tensor *s = &g->scratch, *t = &g->grad[i];
+    memcpy(s->shape, t->shape, sizeof t->shape);
+    memcpy(s->strides, t->strides, sizeof t->strides);
+    vox_nn_ref_act_backward(&g->val[i], t, g->net->layers[i].act, s);
+    return s;
+}
+
+static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w,
+                           struct vox_nn_weights *gw, int i, struct vox_pool *pool)
+{
+    const struct vox_nn_layer *l = &g->net->layers[i];
+    const struct vox_tensor *in = &g->val[l->in[0]], *gout = &g->grad[i];
+    struct vox_tensor *gin = &g->grad[l->in[0]], *gins[VOX_NN_MAX_IN];
+    for (int k = 0; k < l->n_in; k++)
+        gins[k] = &g->grad[l->in[k]];
+    struct vox_tensor *gb = l->bias ? &gw->p[i][VOX_P_BIAS] : NULL;
+    int64_t v[3];
+    switch (l->kind) {
+    case VOX_NN_CONV:
+        conv_pad(l, v);
+        gout = pre_act_grad(g, i);
+        g->k.conv_backward_weights(pool, in, gout, l->dilation, v, &gw->p[i][VOX_P_WEIGHT], gb);
+        g->k.conv_backward_data(pool, gout, &w->p[i][VOX_P_WEIGHT], l->dilation, v, gin);
+        break;
+    case VOX_NN_DECONV:
+        gout = pre_act_grad(g, i);
+        g->k.deconv_backward_weights(pool, in, gout, &gw->p[i][VOX_P_WEIGHT], gb);
+        g->k.deconv_backward_data(pool, gout, &w->p[i][VOX_P_WEIGHT], gin);
+        break;
+    case VOX_NN_POOL:
+        vox_nn_ref_maxpool_backward(in, gout, l->kernel, gin);
+        break;
+    case VOX_NN_MAXFILTER:
+        vox_nn_ref_maxfilter_backward(in, gout, l->kernel, l->dilation, gin);
+        break;
+    case VOX_NN_UPSAMPLE:
+        vox_nn_ref_upsample_backward(gout, l->kernel, gin);
+        break;
+    case VOX_NN_CROP:
+        crop_lo(g, i, v);
+        vox_nn_ref_crop_backward(gout, v, gin);
+        break;
+    case VOX_NN_ADD:
+        vox_nn_ref_add_backward(pre_act_grad(g, i), gins, l->n_in);
+        break;
+    case VOX_NN_CONCAT:
+        vox_nn_ref_concat_backward(gout, gins, l->n_in);
+        break;
+    case VOX_NN_ACT:
+    case VOX_NN_OUTPUT:
+        vox_nn_ref_add_backward(pre_act_grad(g, i), &gin, 1);
+        break;
+    default:
+        break;
+    }
+}
+
+void vox_nn_graph_backward(struct vox_ctx *ctx, struct vox_nn_graph *g,
+                           const struct vox_nn_weights *w, struct vox_nn_weights *gw)
+{
+    for (int i = g->net->n_layers - 1; i >= 0; i--)
+        if (g->net->layers[i].kind != VOX_NN_INPUT)
+            backward_layer(g, w, gw, i, vox_ctx_pool(ctx));
+}

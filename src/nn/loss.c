@@ -1,0 +1,293 @@
+/*
+ * loss.c: training targets from label volumes, and the losses with masks and per-patch class
+ * rebalancing (square, binary cross-entropy on logits, softmax cross-entropy).
+ *
+ * After ZNN's cost_fn.py and train.py (reference note znn.md 1.8): affinities are the
+ * nearest-neighbour graph of the labels in vox's convention (channel c links v and v - e_c);
+ * the boundary map marks label 0 and voxels with a differently labelled 6-neighbour; masks
+ * gate the loss, the gradient and the rebalance counts; rebalancing gives each class half of
+ * the channel's weight (the 0.5 N / n variant). Every sum is in double in a fixed order.
+ */
+#include "internal.h"
+#include "vox/train.h"
+
+#include <string.h>
+
+static const char *const target_names[] = {"affinity", "boundary"};
+static const char *const loss_names[] = {"square", "bce", "softmax"};
+
+const char *vox_target_str(enum vox_target t)
+{
+    return t < VOX_TARGET_COUNT ? target_names[t] : "?";
+}
+
+const char *vox_loss_str(enum vox_loss l)
+{
+    return l < VOX_LOSS_COUNT ? loss_names[l] : "?";
+}
+
+bool vox_target_parse(const char *s, enum vox_target *out)
+{
+    for (int i = 0; i < VOX_TARGET_COUNT; i++)
+        if (strcmp(s, target_names[i]) == 0)
+            return *out = (enum vox_target)i, true;
+    return false;
+}
+
+bool vox_loss_parse(const char *s, enum vox_loss *out)
+{
+    for (int i = 0; i < VOX_LOSS_COUNT; i++)
+        if (strcmp(s, loss_names[i]) == 0)
+            return *out = (enum vox_loss)i, true;
+    return false;
+}
+
+int64_t vox_target_channels(enum vox_target t, enum vox_loss l)
+{
+    return t == VOX_TARGET_AFFINITY ? 3 : l == VOX_LOSS_SOFTMAX ? 2 : 1;
+}
+
+/* label / valid at interior voxel (z, y, x) shifted by d, in the margin-1 volume */
+static int64_t at3(const int64_t *s, int64_t z, int64_t y, int64_t x)
+{
+    return ((z + 1) * s[1] + (y + 1)) * s[2] + (x + 1);
+}
+
+static bool boundary_at(const uint64_t *lab, const uint8_t *ok, const int64_t *s, int64_t z,
+                        int64_t y, int64_t x)
+{
+    static const int64_t d[6][3] = {{-1, 0, 0}, {1, 0, 0},  {0, -1, 0},
+                                    {0, 1, 0},  {0, 0, -1}, {0, 0, 1}};
+    uint64_t l = lab[at3(s, z, y, x)];
+    if (l == 0)
+        return true;
+    for (int k = 0; k < 6; k++) {
+        int64_t e = at3(s, z + d[k][0], y + d[k][1], x + d[k][2]);
+        if ((!ok || ok[e]) && lab[e] != l)
+            return true;
+    }
+    return false;
+}
+
+enum vox_status vox_train_targets(struct vox_ctx *ctx, enum vox_target t, enum vox_loss l,
+                                  const struct vox_tensor *labels, const struct vox_tensor *valid,
+                                  struct vox_tensor *target_out, struct vox_tensor *mask_out)
+{
+    const int64_t *s = labels->shape;
+    if (labels->dtype != VOX_U64 || labels->rank != 3 || !vox_tensor_is_contiguous(labels) ||
+        s[0] < 3 || s[1] < 3 || s[2] < 3)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "targets: labels must be contiguous u64 (Z+2, Y+2, X+2), Z, Y, X >= 1");
+    if (valid && (valid->dtype != VOX_U8 || memcmp(valid->shape, s, 3 * sizeof *s) != 0 ||
+                  !vox_tensor_is_contiguous(valid)))
+        return vox_fail(ctx, VOX_INVALID_ARG, "targets: valid must be u8 of the labels' shape");
+    int64_t c = vox_target_channels(t, l), shape[4] = {c, s[0] - 2, s[1] - 2, s[2] - 2};
+    enum vox_status st = vox_tensor_alloc(ctx, target_out, VOX_F32, 4, shape);
+    if (st == VOX_OK && (st = vox_tensor_alloc(ctx, mask_out, VOX_F32, 4, shape)) != VOX_OK)
+        vox_tensor_free(ctx, target_out);
+    if (st != VOX_OK)
+        return st;
+    const uint64_t *lab = labels->data;
+    const uint8_t *ok = valid ? valid->data : NULL;
+    float *tp = target_out->data, *mp = mask_out->data;
+    int64_t plane = shape[1] * shape[2] * shape[3], e = 0;
+    for (int64_t z = 0; z < shape[1]; z++)
+        for (int64_t y = 0; y < shape[2]; y++)
+            for (int64_t x = 0; x < shape[3]; x++, e++) {
+                int64_t v = at3(s, z, y, x);
+                bool vok = !ok || ok[v];
+                if (t == VOX_TARGET_BOUNDARY) {
+                    float b = boundary_at(lab, ok, s, z, y, x) ? 1.0f : 0.0f;
+                    tp[e] = b, mp[e] = vok;
+                    if (c == 2)
+                        tp[plane + e] = 1 - b, mp[plane + e] = vok;
+                    continue;
+                }
+                int64_t u[3] = {at3(s, z - 1, y, x), at3(s, z, y - 1, x), at3(s, z, y, x - 1)};
+                for (int k = 0; k < 3; k++) {
+                    tp[k * plane + e] = lab[v] != 0 && lab[v] == lab[u[k]];
+                    mp[k * plane + e] = vok && (!ok || ok[u[k]]);
+                }
+            }
+    return VOX_OK;
+}
+
+struct loss_job {
+    enum vox_loss l;
+    enum vox_nn_act act;
+    const float *x, *t, *m;
+    int64_t c, plane;
+    double *w; /* per channel (class), the weight of positives [2c] and negatives [2c+1] */
+};
+
+/* Per-channel class weights (0.5 N / n+, 0.5 N / n-) or 1s; returns the masked count. */
+static double class_weights(const struct loss_job *j, enum vox_rebalance r)
+{
+    double total = 0;
+    for (int64_t c = 0; c < j->c; c++) {
+        double pos = 0, neg = 0;
+        for (int64_t v = 0; v < j->plane; v++) {
+            int64_t e = j->l == VOX_LOSS_SOFTMAX ? v : c * j->plane + v;
+            double m = j->m ? j->m[e] : 1;
+            bool is_pos = j->t[c * j->plane + v] > 0.5f;
+            if (j->l == VOX_LOSS_SOFTMAX) { /* class c: voxels whose target argmax is c */
+                int64_t arg = 0;
+                for (int64_t k = 1; k < j->c; k++)
+                    arg = j->t[k * j->plane + v] > j->t[arg * j->plane + v] ? k : arg;
+                is_pos = arg == c;
+            }
+            is_pos ? (pos += m) : (neg += m);
+        }
+        bool both = r == VOX_REBALANCE_PATCH && pos > 0 && neg > 0;
+        j->w[2 * c] = both ? 0.5 * (pos + neg) / pos : 1;
+        j->w[2 * c + 1] = both ? 0.5 * (pos + neg) / neg : 1;
+        if (j->l == VOX_LOSS_SOFTMAX) { /* one class per voxel: a share 1/C each */
+            j->w[2 * c] = both ? (pos + neg) / ((double)j->c * pos) : 1;
+            total = pos + neg;
+        } else {
+            total += pos + neg;
+        }
+    }
+    return total;
+}
+
+/* Softmax cross-entropy at voxel v: adds scale * d l / d x to g, returns w * l. */
+static double softmax_voxel(const struct loss_job *j, int64_t v, double scale, float *g)
+{
+    double mx = j->x[v], sum = 0, lsum = 0, tsum = 0;
+    for (int64_t c = 1; c < j->c; c++)
+        mx = j->x[c * j->plane + v] > mx ? j->x[c * j->plane + v] : mx;
+    int64_t arg = 0;
+    for (int64_t c = 0; c < j->c; c++) {
+        sum += exp(j->x[c * j->plane + v] - mx);
+        arg = j->t[c * j->plane + v] > j->t[arg * j->plane + v] ? c : arg;
+    }
+    double wv = (j->m ? j->m[v] : 1) * j->w[2 * arg];
+    for (int64_t c = 0; c < j->c; c++) {
+        int64_t e = c * j->plane + v;
+        double logp = j->x[e] - mx - log(sum);
+        lsum -= j->t[e] * logp;
+        tsum += j->t[e];
+    }
+    for (int64_t c = 0; wv != 0 && c < j->c; c++) {
+        int64_t e = c * j->plane + v;
+        double p = exp(j->x[e] - mx) / sum;
+        g[e] = (float)(g[e] + scale * wv * (p * tsum - j->t[e]));
+    }
+    return wv * lsum;
+}
+
+/* Square loss on act(x) at voxel v, all channels (softmax needs them together). */
+static double square_voxel(const struct loss_job *j, int64_t v, double scale, float *g)
+{
+    double y[64], gy[64], acc = 0, dot = 0, mx = -HUGE_VAL, sum = 0;
+    for (int64_t c = 0; c < j->c; c++) {
+        double xv = j->x[c * j->plane + v];
+        y[c] = j->act == VOX_ACT_SOFTMAX ? xv : vox_nn_act_apply(j->act, xv);
+        mx = y[c] > mx ? y[c] : mx;
+    }
+    for (int64_t c = 0; j->act == VOX_ACT_SOFTMAX && c < j->c; c++)
+        sum += exp(y[c] - mx);
+    for (int64_t c = 0; c < j->c; c++) {
+        int64_t e = c * j->plane + v;
+        if (j->act == VOX_ACT_SOFTMAX)
+            y[c] = exp(y[c] - mx) / sum;
+        double wv = (j->m ? j->m[e] : 1) * j->w[2 * c + (j->t[e] > 0.5f ? 0 : 1)];
+        double d = y[c] - j->t[e];
+        acc += wv * d * d;
+        gy[c] = 2 * wv * d;
+        dot += gy[c] * y[c];
+    }
+    for (int64_t c = 0; c < j->c; c++) {
+        int64_t e = c * j->plane + v;
+        double s = j->act == VOX_ACT_SOFTMAX ? y[c] * (gy[c] - dot) : gy[c];
+        if (j->act == VOX_ACT_RELU)
+            s = y[c] > 0 ? gy[c] : 0;
+        else if (j->act == VOX_ACT_ELU)
+            s = gy[c] * (y[c] > 0 ? 1 : y[c] + 1);
+        else if (j->act == VOX_ACT_SIGMOID)
+            s = gy[c] * y[c] * (1 - y[c]);
+        else if (j->act == VOX_ACT_TANH)
+            s = gy[c] * (1 - y[c] * y[c]);
+        g[e] = (float)(g[e] + scale * s);
+    }
+    return acc;
+}
+
+/* Binary cross-entropy on logits at element e. */
+static double bce_elem(const struct loss_job *j, int64_t c, int64_t e, double scale, float *g)
+{
+    double x = j->x[e], t = j->t[e];
+    double wv = (j->m ? j->m[e] : 1) * j->w[2 * c + (t > 0.5 ? 0 : 1)];
+    if (wv == 0)
+        return 0;
+    double l = (x > 0 ? x : 0) - x * t + log1p(exp(-fabs(x)));
+    double p = x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
+    g[e] = (float)(g[e] + scale * wv * (p - t));
+    return wv * l;
+}
+
+static enum vox_status loss_check(struct vox_ctx *ctx, enum vox_loss l, const struct vox_tensor *x,
+                                  enum vox_nn_act act, const struct vox_tensor *t,
+                                  const struct vox_tensor *m, const struct vox_tensor *grad)
+{
+    if (l == VOX_LOSS_BCE && act != VOX_ACT_SIGMOID)
+        return vox_fail(ctx, VOX_INVALID_ARG, "loss bce needs an output with act=sigmoid, not %s",
+                        vox_nn_act_str(act));
+    if (l == VOX_LOSS_SOFTMAX && (act != VOX_ACT_SOFTMAX || x->shape[1] < 2))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "loss softmax needs an output with act=softmax and >= 2 channels");
+    if (x->shape[1] > 64)
+        return vox_fail(ctx, VOX_UNSUPPORTED, "losses take at most 64 channels, not %lld",
+                        (long long)x->shape[1]);
+    bool ok = x->dtype == VOX_F32 && x->rank == 5 && x->shape[0] == 1 && t->rank == 4 &&
+              t->dtype == VOX_F32 && grad->dtype == VOX_F32 &&
+              memcmp(grad->shape, x->shape, 5 * sizeof x->shape[0]) == 0 &&
+              memcmp(t->shape, x->shape + 1, 4 * sizeof x->shape[0]) == 0;
+    if (ok && m)
+        ok = m->dtype == VOX_F32 && memcmp(m->shape, t->shape, 4 * sizeof t->shape[0]) == 0;
+    if (!ok)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "loss: the target/mask (%lld, %lld, %lld, %lld) must match the output "
+                        "(1, %lld, %lld, %lld, %lld), f32",
+                        (long long)t->shape[0], (long long)t->shape[1], (long long)t->shape[2],
+                        (long long)t->shape[3], (long long)x->shape[1], (long long)x->shape[2],
+                        (long long)x->shape[3], (long long)x->shape[4]);
+    return VOX_OK;
+}
+
+enum vox_status vox_loss_compute(struct vox_ctx *ctx, enum vox_loss l, enum vox_rebalance r,
+                                 const struct vox_tensor *x, enum vox_nn_act act,
+                                 const struct vox_tensor *target, const struct vox_tensor *mask,
+                                 double scale, struct vox_tensor *grad, double *loss_out)
+{
+    *loss_out = 0;
+    enum vox_status s = loss_check(ctx, l, x, act, target, mask, grad);
+    if (s != VOX_OK)
+        return s;
+    struct loss_job j = {l,
+                         act,
+                         x->data,
+                         target->data,
+                         mask ? mask->data : NULL,
+                         x->shape[1],
+                         x->shape[2] * x->shape[3] * x->shape[4],
+                         NULL};
+    if (!(j.w = vox_alloc(ctx, (size_t)(2 * j.c) * sizeof *j.w)))
+        return VOX_OUT_OF_MEMORY;
+    double n = class_weights(&j, r), acc = 0;
+    float *g = grad->data;
+    double sc = n > 0 ? scale / n : 0;
+    for (int64_t v = 0; n > 0 && v < j.plane; v++) {
+        if (l == VOX_LOSS_SOFTMAX)
+            acc += softmax_voxel(&j, v, sc, g);
+        else if (l == VOX_LOSS_SQUARE)
+            acc += square_voxel(&j, v, sc, g);
+        else
+            for (int64_t c = 0; c < j.c; c++)
+                acc += bce_elem(&j, c, c * j.plane + v, sc, g);
+    }
+    vox_free(ctx, j.w);
+    *loss_out = n > 0 ? acc / n : 0;
+    return VOX_OK;
+}

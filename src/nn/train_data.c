@@ -1,0 +1,313 @@
+/*
+ * train_data.c: training patches from label volumes on disk: random positions, read box by
+ * box (vox_volume_read of just the patch), the 16 flip/transpose augmentations, grey-value
+ * scale and shift, and missing sections, all drawn from one seeded splitmix64 state.
+ *
+ * After ZNN's front_end/zsample.py (reference note znn.md 1.8): a volume is picked with
+ * probability proportional to its number of patch positions (PR #75), the position uniformly.
+ * A transform is "x-y transpose (bit 3), then flip z, y, x (bits 0-2)" of the final frame; the
+ * boxes are read in the source frame (transposed shape when bit 3 is set) and mapped. Labels
+ * are read with a one-voxel margin on every side (clipped to the volume; `valid` marks what
+ * was read and is unmasked), so affinities v - e_c can be formed after any flip.
+ */
+#include "internal.h"
+#include "vox/io.h"
+#include "vox/train.h"
+
+#include <string.h>
+
+struct train_vol {
+    struct vox_volume *raw, *labels, *mask;
+    int64_t shape[3];
+};
+
+struct vox_train_data {
+    struct vox_ctx *ctx;
+    struct train_vol *v;
+    int n;
+};
+
+uint64_t vox_train_rand(uint64_t *state)
+{
+    uint64_t z = (*state += UINT64_C(0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+double vox_train_uniform(uint64_t *state)
+{
+    return (double)(vox_train_rand(state) >> 11) * 0x1.0p-53;
+}
+
+void vox_train_data_close(struct vox_train_data *d)
+{
+    if (!d)
+        return;
+    for (int i = 0; d->v && i < d->n; i++) {
+        vox_volume_close(d->v[i].raw);
+        vox_volume_close(d->v[i].labels);
+        vox_volume_close(d->v[i].mask);
+    }
+    vox_free(d->ctx, d->v);
+    vox_free(d->ctx, d);
+}
+
+static bool is_label_dtype(enum vox_dtype t)
+{
+    return t == VOX_U8 || t == VOX_U16 || t == VOX_U32 || t == VOX_U64 || t == VOX_I32;
+}
+
+static enum vox_status open_one(struct vox_ctx *ctx, const struct vox_train_source *src,
+                                struct train_vol *v)
+{
+    enum vox_status s = vox_volume_open(ctx, src->raw, &v->raw);
+    if (s != VOX_OK)
+        return s;
+    const struct vox_volume_info *ri = vox_volume_info(v->raw);
+    if (ri->rank != 3 || (ri->dtype != VOX_U8 && ri->dtype != VOX_F32))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "raw '%s' is %s of rank %d; expected uint8 or "
+                        "float32 (Z,Y,X)",
+                        src->raw, vox_dtype_str(ri->dtype), ri->rank);
+    memcpy(v->shape, ri->shape, sizeof v->shape);
+    const char *what[2] = {src->labels, src->mask};
+    struct vox_volume **vol[2] = {&v->labels, &v->mask};
+    for (int k = 0; k < 2; k++) {
+        if (!what[k])
+            continue;
+        if ((s = vox_volume_open(ctx, what[k], vol[k])) != VOX_OK)
+            return s;
+        const struct vox_volume_info *li = vox_volume_info(*vol[k]);
+        if (li->rank != 3 || !is_label_dtype(li->dtype))
+            return vox_fail(ctx, VOX_INVALID_ARG,
+                            "%s '%s' is %s of rank %d; expected an "
+                            "integer (Z,Y,X) volume",
+                            k ? "mask" : "labels", what[k], vox_dtype_str(li->dtype), li->rank);
+        if (memcmp(li->shape, v->shape, sizeof v->shape) != 0)
+            return vox_fail(ctx, VOX_INVALID_ARG,
+                            "%s '%s' has shape %lldx%lldx%lld, the raw '%s' %lldx%lldx%lld",
+                            k ? "mask" : "labels", what[k], (long long)li->shape[0],
+                            (long long)li->shape[1], (long long)li->shape[2], src->raw,
+                            (long long)v->shape[0], (long long)v->shape[1], (long long)v->shape[2]);
+    }
+    return VOX_OK;
+}
+
+enum vox_status vox_train_data_open(struct vox_ctx *ctx, const struct vox_train_source *src, int n,
+                                    struct vox_train_data **d_out)
+{
+    *d_out = NULL;
+    struct vox_train_data *d = vox_calloc(ctx, 1, sizeof *d);
+    if (!d)
+        return VOX_OUT_OF_MEMORY;
+    d->ctx = ctx;
+    enum vox_status s = VOX_OUT_OF_MEMORY;
+    if (!(d->v = vox_calloc(ctx, (size_t)(n > 0 ? n : 1), sizeof *d->v)))
+        goto fail;
+    for (d->n = 0; d->n < n; d->n++) {
+        s = src[d->n].labels
+                ? open_one(ctx, &src[d->n], &d->v[d->n])
+                : vox_fail(ctx, VOX_INVALID_ARG, "data '%s' has no labels", src[d->n].raw);
+        if (s != VOX_OK) {
+            d->n++;
+            goto fail;
+        }
+    }
+    *d_out = d;
+    return VOX_OK;
+fail:
+    vox_train_data_close(d);
+    return s;
+}
+
+/* Maps a source-frame array (element size es) into the final frame of transform xf. */
+static void transform(const void *src, const int64_t ss[3], int xf, size_t es, void *dst)
+{
+    bool tr = xf & 8;
+    int64_t fs[3] = {ss[0], tr ? ss[2] : ss[1], tr ? ss[1] : ss[2]};
+    const char *sp = src;
+    char *dp = dst;
+    for (int64_t z = 0; z < fs[0]; z++)
+        for (int64_t y = 0; y < fs[1]; y++)
+            for (int64_t x = 0; x < fs[2]; x++) {
+                int64_t a = xf & 1 ? fs[0] - 1 - z : z, b = xf & 2 ? fs[1] - 1 - y : y;
+                int64_t c = xf & 4 ? fs[2] - 1 - x : x;
+                int64_t e = (a * ss[1] + (tr ? c : b)) * ss[2] + (tr ? b : c);
+                memcpy(dp + (size_t)((z * fs[1] + y) * fs[2] + x) * es, sp + (size_t)e * es, es);
+            }
+}
+
+static uint64_t label_get(const struct vox_tensor *t, int64_t e)
+{
+    switch (t->dtype) {
+    case VOX_U8:
+        return ((const uint8_t *)t->data)[e];
+    case VOX_U16:
+        return ((const uint16_t *)t->data)[e];
+    case VOX_U32:
+        return ((const uint32_t *)t->data)[e];
+    case VOX_I32:
+        return (uint64_t)(int64_t)((const int32_t *)t->data)[e];
+    default:
+        return ((const uint64_t *)t->data)[e];
+    }
+}
+
+/* Reads box [lo, lo + n) of vol, clipped to the volume, into lab (u64, n) and ANDs (label
+ * read && (no mask || mask > 0)) into ok; voxels outside the volume get label 0, ok 0. */
+static enum vox_status read_labels(struct vox_ctx *ctx, struct train_vol *v, const int64_t lo[3],
+                                   const int64_t n[3], uint64_t *lab, uint8_t *ok)
+{
+    int64_t a[3], b[3], sh[3];
+    for (int k = 0; k < 3; k++) {
+        a[k] = lo[k] < 0 ? 0 : lo[k];
+        b[k] = lo[k] + n[k] > v->shape[k] ? v->shape[k] : lo[k] + n[k];
+        sh[k] = b[k] - a[k];
+    }
+    memset(lab, 0, (size_t)(n[0] * n[1] * n[2]) * sizeof *lab);
+    memset(ok, 0, (size_t)(n[0] * n[1] * n[2]));
+    struct vox_volume *vols[2] = {v->labels, v->mask};
+    enum vox_status s = VOX_OK;
+    for (int k = 0; k < 2 && s == VOX_OK; k++) {
+        if (!vols[k])
+            continue;
+        struct vox_tensor t = {0};
+        s = vox_tensor_alloc(ctx, &t, vox_volume_info(vols[k])->dtype, 3, sh);
+        if (s == VOX_OK)
+            s = vox_volume_read(ctx, vols[k], a, b, &t);
+        for (int64_t z = 0; s == VOX_OK && z < sh[0]; z++)
+            for (int64_t y = 0; y < sh[1]; y++)
+                for (int64_t x = 0; x < sh[2]; x++) {
+                    int64_t e =
+                        ((z + a[0] - lo[0]) * n[1] + y + a[1] - lo[1]) * n[2] + x + a[2] - lo[2];
+                    uint64_t val = label_get(&t, (z * sh[1] + y) * sh[2] + x);
+                    if (k == 0)
+                        lab[e] = val, ok[e] = 1;
+                    else
+                        ok[e] = ok[e] && val > 0;
+                }
+        vox_tensor_free(ctx, &t);
+    }
+    return s;
+}
+
+/* Picks a volume (proportional to its positions of a box of source shape ss) and a
+ * position; -1 when none fits. */
+static int pick(struct vox_train_data *d, uint64_t *rng, const int64_t ss[3], int64_t p[3])
+{
+    double total = 0;
+    for (int i = 0; i < d->n; i++) {
+        double c = 1;
+        for (int k = 0; k < 3; k++)
+            c *= d->v[i].shape[k] >= ss[k] ? (double)(d->v[i].shape[k] - ss[k] + 1) : 0;
+        total += c;
+    }
+    if (total == 0)
+        return -1;
+    double u = vox_train_uniform(rng) * total;
+    int pick = d->n - 1;
+    for (int i = 0; i < d->n; i++) {
+        double c = 1;
+        for (int k = 0; k < 3; k++)
+            c *= d->v[i].shape[k] >= ss[k] ? (double)(d->v[i].shape[k] - ss[k] + 1) : 0;
+        if (u < c) {
+            pick = i;
+            break;
+        }
+        u -= c;
+    }
+    for (int k = 0; k < 3; k++)
+        p[k] = (int64_t)(vox_train_rand(rng) % (uint64_t)(d->v[pick].shape[k] - ss[k] + 1));
+    return pick;
+}
+
+/* Reads the raw box [p, p + ss) as f32 in the source frame (u8 scaled by 1/255). */
+static enum vox_status read_raw(struct vox_ctx *ctx, struct train_vol *v, const int64_t p[3],
+                                const int64_t ss[3], float *dst)
+{
+    int64_t hi[3] = {p[0] + ss[0], p[1] + ss[1], p[2] + ss[2]};
+    struct vox_tensor t = {0};
+    enum vox_status s = vox_tensor_alloc(ctx, &t, vox_volume_info(v->raw)->dtype, 3, ss);
+    if (s == VOX_OK)
+        s = vox_volume_read(ctx, v->raw, p, hi, &t);
+    for (int64_t e = 0; s == VOX_OK && e < vox_tensor_numel(&t); e++)
+        dst[e] =
+            t.dtype == VOX_U8 ? ((const uint8_t *)t.data)[e] / 255.0f : ((const float *)t.data)[e];
+    vox_tensor_free(ctx, &t);
+    return s;
+}
+
+static void augment_grey(uint64_t *rng, const struct vox_augment *aug, struct vox_tensor *in)
+{
+    double scale = 1 + aug->grey_scale * (2 * vox_train_uniform(rng) - 1);
+    double shift = aug->grey_shift * (2 * vox_train_uniform(rng) - 1);
+    float *p = in->data;
+    int64_t plane = in->shape[3] * in->shape[4];
+    for (int64_t e = 0; e < vox_tensor_numel(in); e++)
+        p[e] = (float)(p[e] * scale + shift);
+    for (int64_t z = 0; aug->missing_rate > 0 && in->shape[2] > 1 && z < in->shape[2]; z++)
+        if (vox_train_uniform(rng) < aug->missing_rate)
+            memset(p + z * plane, 0, (size_t)plane * sizeof *p);
+}
+
+/* The labels box in the source frame for transform xf (see the file comment). */
+static void label_box(int xf, const int64_t p[3], const int64_t in[3], const int64_t out[3],
+                      const int64_t off[3], int64_t lo[3], int64_t n[3])
+{
+    for (int a = 0; a < 3; a++) {
+        int sa = (xf & 8) && a > 0 ? 3 - a : a;
+        int64_t o = xf & (1 << a) ? in[a] - off[a] - out[a] : off[a];
+        lo[sa] = p[sa] + o - 1;
+        n[sa] = out[a] + 2;
+    }
+}
+
+enum vox_status vox_train_data_sample(struct vox_ctx *ctx, struct vox_train_data *d, uint64_t *rng,
+                                      const int64_t in[3], const int64_t out[3],
+                                      const int64_t offset[3], const struct vox_augment *aug,
+                                      struct vox_tensor *input_out, struct vox_tensor *labels_out,
+                                      struct vox_tensor *valid_out)
+{
+    int xf = aug && aug->flips ? (int)(vox_train_rand(rng) & 15) : 0;
+    bool tr = xf & 8;
+    int64_t ss[3] = {in[0], tr ? in[2] : in[1], tr ? in[1] : in[2]}, p[3];
+    int vi = pick(d, rng, ss, p);
+    if (vi < 0)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "the patch %lldx%lldx%lld is larger than every "
+                        "training volume (the first is %lldx%lldx%lld)",
+                        (long long)ss[0], (long long)ss[1], (long long)ss[2],
+                        (long long)d->v[0].shape[0], (long long)d->v[0].shape[1],
+                        (long long)d->v[0].shape[2]);
+    int64_t lo[3], n[3], ishape[5] = {1, 1, in[0], in[1], in[2]};
+    int64_t lshape[3] = {out[0] + 2, out[1] + 2, out[2] + 2};
+    label_box(xf, p, in, out, offset, lo, n);
+    float *raw = vox_alloc(ctx, (size_t)(in[0] * in[1] * in[2]) * sizeof *raw);
+    uint64_t *lab = vox_alloc(ctx, (size_t)(n[0] * n[1] * n[2]) * sizeof *lab);
+    uint8_t *ok = vox_alloc(ctx, (size_t)(n[0] * n[1] * n[2]));
+    enum vox_status s = raw && lab && ok ? VOX_OK : VOX_OUT_OF_MEMORY;
+    *input_out = *labels_out = *valid_out = (struct vox_tensor){0};
+    if (s == VOX_OK)
+        s = read_raw(ctx, &d->v[vi], p, ss, raw);
+    if (s == VOX_OK)
+        s = read_labels(ctx, &d->v[vi], lo, n, lab, ok);
+    if (s == VOX_OK && (s = vox_tensor_alloc(ctx, input_out, VOX_F32, 5, ishape)) == VOX_OK &&
+        (s = vox_tensor_alloc(ctx, labels_out, VOX_U64, 3, lshape)) == VOX_OK)
+        s = vox_tensor_alloc(ctx, valid_out, VOX_U8, 3, lshape);
+    if (s == VOX_OK) {
+        transform(raw, ss, xf, sizeof *raw, input_out->data);
+        transform(lab, n, xf, sizeof *lab, labels_out->data);
+        transform(ok, n, xf, 1, valid_out->data);
+        if (aug)
+            augment_grey(rng, aug, input_out);
+    } else {
+        vox_tensor_free(ctx, input_out);
+        vox_tensor_free(ctx, labels_out);
+        vox_tensor_free(ctx, valid_out);
+    }
+    vox_free(ctx, raw);
+    vox_free(ctx, lab);
+    vox_free(ctx, ok);
+    return s;
+}

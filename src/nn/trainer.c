@@ -1,0 +1,231 @@
+/*
+ * trainer.c: the training loop: sample patches, targets, forward, loss on the logits,
+ * backward, accumulate, optimizer step; validation on fixed patches.
+ *
+ * Determinism: one splitmix64 word drives all sampling and augmentation; layers split work
+ * over channels with one writer per element and fixed-order double sums (ref_*.c); gradients
+ * of the patches of a step are added in patch order; the optimizer is elementwise. So the
+ * weights after N steps are bitwise the same for any thread count, and a checkpoint (weights,
+ * optimizer state, step count, generator word: checkpoint.c) resumes bit for bit.
+ */
+#include "internal.h"
+#include "train_internal.h"
+
+#include <string.h>
+
+void vox_train_options_defaults(struct vox_train_options *o)
+{
+    *o = (struct vox_train_options){.target = VOX_TARGET_AFFINITY,
+                                    .loss = VOX_LOSS_BCE,
+                                    .rebalance = VOX_REBALANCE_PATCH,
+                                    .patch = {1, 32, 32},
+                                    .accumulate = 1,
+                                    .seed = 1,
+                                    .init = VOX_INIT_MSRA,
+                                    .aug = {.flips = true}};
+    vox_optim_defaults(VOX_OPTIM_ADAM, &o->optim);
+}
+
+void vox_trainer_destroy(struct vox_trainer *tr)
+{
+    if (!tr)
+        return;
+    vox_nn_graph_destroy(tr->g);
+    vox_nn_weights_destroy(tr->w);
+    vox_nn_weights_destroy(tr->gw);
+    vox_nn_weights_destroy(tr->m);
+    vox_nn_weights_destroy(tr->v);
+    vox_free(tr->ctx, tr);
+}
+
+/* The net's interface against the options: one 1-channel input, one output with the target's
+ * channels and an activation the loss accepts, output stride 1. */
+static enum vox_status check_net(struct vox_ctx *ctx, struct vox_trainer *tr)
+{
+    const struct vox_net *net = tr->net;
+    const struct vox_train_options *o = &tr->o;
+    if (net->n_inputs != 1 || net->layers[vox_net_input(net, 0)].channels != 1 ||
+        net->n_outputs != 1)
+        return vox_fail(ctx, VOX_UNSUPPORTED,
+                        "net '%s': training needs one input with 1 "
+                        "channel and one output",
+                        net->source);
+    tr->out_layer = vox_net_output(net, 0);
+    const struct vox_nn_layer *ol = &net->layers[tr->out_layer];
+    tr->logit_layer = ol->in[0];
+    int64_t want = vox_target_channels(o->target, o->loss);
+    if (ol->channels != want)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "net '%s': output '%s' has %lld channels; target "
+                        "%s with loss %s needs %lld",
+                        net->source, ol->name, (long long)ol->channels, vox_target_str(o->target),
+                        vox_loss_str(o->loss), (long long)want);
+    if ((o->loss == VOX_LOSS_BCE && ol->act != VOX_ACT_SIGMOID) ||
+        (o->loss == VOX_LOSS_SOFTMAX && ol->act != VOX_ACT_SOFTMAX))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "net '%s': loss %s needs output '%s' with act=%s, "
+                        "it has act=%s",
+                        net->source, vox_loss_str(o->loss), ol->name,
+                        o->loss == VOX_LOSS_BCE ? "sigmoid" : "softmax", vox_nn_act_str(ol->act));
+    if (o->accumulate < 1)
+        return vox_fail(ctx, VOX_INVALID_ARG, "accumulate %lld must be >= 1",
+                        (long long)o->accumulate);
+    return vox_optim_check(ctx, &o->optim);
+}
+
+/* Shapes at the patch; the output box and its offset in the input. */
+static enum vox_status plan_shapes(struct vox_ctx *ctx, struct vox_trainer *tr)
+{
+    const int64_t *p = tr->o.patch;
+    enum vox_status s = vox_nn_graph_create(ctx, tr->net, p, NULL, &tr->g);
+    if (s == VOX_INVALID_ARG)
+        vox_ctx_error_prefix(ctx,
+                             "patch %lldx%lldx%lld is too small for the net's field of view "
+                             "(or does not divide by its pooling)",
+                             (long long)p[0], (long long)p[1], (long long)p[2]);
+    if (s != VOX_OK)
+        return s;
+    const struct vox_nn_dims *d = vox_nn_graph_dims(tr->g);
+    for (int a = 0; a < 3; a++) {
+        tr->out[a] = d[tr->out_layer].shape[1 + a];
+        if (d[tr->out_layer].stride_num[a] != d[tr->out_layer].stride_den[a])
+            return vox_fail(ctx, VOX_UNSUPPORTED,
+                            "net '%s': the output has stride %lld/%lld "
+                            "along axis %d; training needs stride 1",
+                            tr->net->source, (long long)d[tr->out_layer].stride_num[a],
+                            (long long)d[tr->out_layer].stride_den[a], a);
+        /* output voxel j is centred on input voxel j + (in - out) / 2 (valid: (fov - 1) / 2,
+         * vox_net_fov's offset; same-padded: 0) */
+        tr->off[a] = (p[a] - tr->out[a]) / 2;
+    }
+    return VOX_OK;
+}
+
+enum vox_status vox_trainer_create(struct vox_ctx *ctx, const struct vox_net *net,
+                                   const struct vox_train_options *o,
+                                   const struct vox_nn_weights *w0, struct vox_train_data *data,
+                                   struct vox_trainer **tr_out)
+{
+    *tr_out = NULL;
+    struct vox_trainer *tr = vox_calloc(ctx, 1, sizeof *tr);
+    if (!tr)
+        return VOX_OUT_OF_MEMORY;
+    *tr = (struct vox_trainer){.ctx = ctx, .net = net, .o = *o, .data = data, .rng = o->seed};
+    enum vox_status s = check_net(ctx, tr);
+    if (s == VOX_OK)
+        s = plan_shapes(ctx, tr);
+    if (s == VOX_OK && (s = vox_nn_weights_create(ctx, net, &tr->w)) == VOX_OK &&
+        (s = vox_nn_weights_create(ctx, net, &tr->gw)) == VOX_OK &&
+        (s = vox_nn_weights_create(ctx, net, &tr->m)) == VOX_OK)
+        s = vox_nn_weights_create(ctx, net, &tr->v);
+    if (s == VOX_OK && w0) {
+        for (int i = 0; i < net->n_layers && s == VOX_OK; i++)
+            for (int k = 0; k < VOX_P_COUNT && s == VOX_OK; k++)
+                if (tr->w->p[i][k].rank)
+                    s = vox_tensor_copy(ctx, &tr->w->p[i][k], &w0->p[i][k]);
+    } else if (s == VOX_OK) {
+        vox_nn_weights_init(net, tr->w, o->init, o->seed);
+    }
+    if (s != VOX_OK) {
+        vox_trainer_destroy(tr);
+        return s;
+    }
+    *tr_out = tr;
+    return VOX_OK;
+}
+
+static void weights_zero(struct vox_nn_weights *w)
+{
+    for (int i = 0; i < w->n_layers; i++)
+        for (int k = 0; k < VOX_P_COUNT; k++)
+            if (w->p[i][k].rank)
+                memset(w->p[i][k].data, 0, vox_tensor_nbytes(&w->p[i][k]));
+}
+
+/* One patch: sample, forward, loss (its gradient times `scale` into the logits' grad),
+ * backward into tr->gw when `backward`. */
+static enum vox_status run_patch(struct vox_ctx *ctx, struct vox_trainer *tr,
+                                 struct vox_train_data *d, uint64_t *rng,
+                                 const struct vox_augment *aug, double scale, bool backward,
+                                 double *loss_out)
+{
+    struct vox_tensor in = {0}, lab = {0}, ok = {0}, tgt = {0}, mask = {0};
+    enum vox_status s =
+        vox_train_data_sample(ctx, d, rng, tr->o.patch, tr->out, tr->off, aug, &in, &lab, &ok);
+    if (s == VOX_OK)
+        s = vox_train_targets(ctx, tr->o.target, tr->o.loss, &lab, &ok, &tgt, &mask);
+    if (s == VOX_OK)
+        s = vox_nn_graph_forward(ctx, tr->g, tr->w, &in);
+    if (s == VOX_OK) {
+        vox_nn_graph_zero_grad(tr->g);
+        s = vox_loss_compute(ctx, tr->o.loss, tr->o.rebalance,
+                             vox_nn_graph_value(tr->g, tr->logit_layer),
+                             tr->net->layers[tr->out_layer].act, &tgt, &mask, scale,
+                             vox_nn_graph_grad(tr->g, tr->logit_layer), loss_out);
+    }
+    if (s == VOX_OK && backward && isfinite(*loss_out))
+        vox_nn_graph_backward(ctx, tr->g, tr->w, tr->gw);
+    vox_tensor_free(ctx, &in);
+    vox_tensor_free(ctx, &lab);
+    vox_tensor_free(ctx, &ok);
+    vox_tensor_free(ctx, &tgt);
+    vox_tensor_free(ctx, &mask);
+    return s;
+}
+
+enum vox_status vox_trainer_step(struct vox_ctx *ctx, struct vox_trainer *tr, double *loss_out)
+{
+    *loss_out = 0;
+    uint64_t rng = tr->rng;
+    weights_zero(tr->gw);
+    double sum = 0, scale = 1.0 / (double)tr->o.accumulate;
+    for (int64_t k = 0; k < tr->o.accumulate; k++) {
+        double l = 0;
+        enum vox_status s = run_patch(ctx, tr, tr->data, &rng, &tr->o.aug, scale, true, &l);
+        if (s != VOX_OK)
+            return s;
+        sum += l;
+    }
+    *loss_out = sum * scale;
+    if (!isfinite(*loss_out))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "the loss is %g at iteration %lld (diverged: "
+                        "lower the learning rate)",
+                        *loss_out, (long long)tr->iter + 1);
+    tr->rng = rng;
+    tr->iter++;
+    vox_optim_step(&tr->o.optim, tr->iter, tr->w, tr->gw, tr->m, tr->v);
+    return VOX_OK;
+}
+
+enum vox_status vox_trainer_validate(struct vox_ctx *ctx, struct vox_trainer *tr,
+                                     struct vox_train_data *val, int64_t patches, double *loss_out)
+{
+    uint64_t rng = tr->o.seed ^ UINT64_C(0x5EED0F7A11DA7E00);
+    double sum = 0;
+    *loss_out = 0;
+    for (int64_t k = 0; k < patches; k++) {
+        double l = 0;
+        enum vox_status s = run_patch(ctx, tr, val, &rng, NULL, 1, false, &l);
+        if (s != VOX_OK)
+            return s;
+        sum += l;
+    }
+    *loss_out = patches > 0 ? sum / (double)patches : 0;
+    return VOX_OK;
+}
+
+int64_t vox_trainer_iteration(const struct vox_trainer *tr)
+{
+    return tr->iter;
+}
+
+const struct vox_nn_weights *vox_trainer_weights(const struct vox_trainer *tr)
+{
+    return tr->w;
+}
+
+int64_t vox_trainer_patch_voxels(const struct vox_trainer *tr)
+{
+    return tr->out[0] * tr->out[1] * tr->out[2] * tr->o.accumulate;
+}

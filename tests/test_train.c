@@ -1,0 +1,597 @@
+/*
+ * test_train.c: training: every layer's backward and every loss against central finite
+ * differences, targets on hand-made labels, a tiny affinity net that learns (validation loss
+ * and segmentation scores improve), determinism over thread counts, kill-and-resume, corrupted
+ * checkpoints, and clear errors on bad input.
+ */
+#include "harness.h"
+#include "vox/io.h"
+#include "vox/metrics.h"
+#include "vox/seg.h"
+#include "vox/synth.h"
+#include "vox/train.h"
+
+#include <unistd.h>
+
+static uint64_t rng_state = 42;
+
+static double urand(void)
+{
+    return vox_train_uniform(&rng_state) * 2 - 1;
+}
+
+static float *F(const struct vox_tensor *t)
+{
+    return t->data;
+}
+
+/* L = sum r * out over the net's output, in double */
+static double objective(struct vox_ctx *ctx, struct vox_nn_graph *g, const struct vox_net *net,
+                        const struct vox_nn_weights *w, const struct vox_tensor *in, const float *r)
+{
+    CHECK_OK(vox_nn_graph_forward(ctx, g, w, in));
+    const struct vox_tensor *o = vox_nn_graph_value(g, vox_net_output(net, 0));
+    double l = 0;
+    for (int64_t e = 0; e < vox_tensor_numel(o); e++)
+        l += (double)r[e] * F(o)[e];
+    return l;
+}
+
+/* Compares d L / d p with (L(p + h) - L(p - h)) / 2h at up to 24 elements of p. */
+static int fd_compare(struct vox_ctx *ctx, struct vox_nn_graph *g, const struct vox_net *net,
+                      const struct vox_nn_weights *w, const struct vox_tensor *in, const float *r,
+                      float *p, const float *grad, int64_t n, double h, const char *what)
+{
+    int bad = 0;
+    int64_t step = n > 24 ? n / 24 : 1;
+    for (int64_t e = 0; e < n; e += step) {
+        float keep = p[e];
+        p[e] = (float)(keep + h);
+        double lp = objective(ctx, g, net, w, in, r);
+        p[e] = (float)(keep - h);
+        double lm = objective(ctx, g, net, w, in, r);
+        p[e] = keep;
+        double fd = (lp - lm) / (2 * h);
+        if (!(fabs(fd - grad[e]) <= 3e-3 + 2e-2 * fabs(fd))) {
+            if (bad++ == 0)
+                fprintf(stderr, "  %s: element %lld: backward %.6g, finite difference %.6g\n", what,
+                        (long long)e, grad[e], fd);
+        }
+    }
+    return bad;
+}
+
+/* Gradient check of a whole net at `patch`: input and every parameter. Input values are
+ * distinct by >= 0.01 (so max layers keep their argmax under the perturbation h). */
+static void grad_check(struct vox_ctx *ctx, const char *spec, const int64_t patch[3], double h)
+{
+    struct vox_net *net = NULL;
+    struct vox_nn_graph *g = NULL;
+    struct vox_nn_weights *w = NULL, *gw = NULL;
+    struct vox_tensor in = {0};
+    CHECK_OK(vox_net_parse(ctx, spec, "grad.net", &net));
+    if (!net)
+        return;
+    CHECK_OK(vox_nn_graph_create(ctx, net, patch, NULL, &g));
+    CHECK_OK(vox_nn_weights_create(ctx, net, &w));
+    CHECK_OK(vox_nn_weights_create(ctx, net, &gw));
+    int64_t shape[5] = {1, net->layers[vox_net_input(net, 0)].channels, patch[0], patch[1],
+                        patch[2]};
+    CHECK_OK(vox_tensor_alloc(ctx, &in, VOX_F32, 5, shape));
+    if (!g || !w || !gw || !in.data)
+        goto done;
+    vox_nn_weights_init(net, w, VOX_INIT_UNIFORM, 7);
+    for (int i = 0; i < net->n_layers; i++)
+        for (int64_t e = 0; w->p[i][VOX_P_BIAS].rank && e < w->p[i][VOX_P_BIAS].shape[0]; e++)
+            F(&w->p[i][VOX_P_BIAS])[e] = (float)(0.1 * urand());
+    int64_t n = vox_tensor_numel(&in);
+    for (int64_t e = 0; e < n; e++) /* a scrambled ramp: distinct values */
+        F(&in)[e] = (float)(0.01 * (double)((e * 7919) % n) - 0.005 * (double)n);
+    for (int64_t e = 0; e < n; e++)
+        F(&in)[e] *= (float)(2.0 / (0.01 * (double)n));
+    const struct vox_tensor *o = vox_nn_graph_value(g, vox_net_output(net, 0));
+    float *r = vox_alloc(ctx, vox_tensor_nbytes(o));
+    for (int64_t e = 0; r && e < vox_tensor_numel(o); e++)
+        r[e] = (float)urand();
+    if (!r)
+        goto done;
+    objective(ctx, g, net, w, &in, r);
+    vox_nn_graph_zero_grad(g);
+    struct vox_tensor *go = vox_nn_graph_grad(g, vox_net_output(net, 0));
+    memcpy(go->data, r, vox_tensor_nbytes(go));
+    vox_nn_graph_backward(ctx, g, w, gw);
+    int64_t in_layer = vox_net_input(net, 0);
+    struct vox_tensor gin = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &gin, VOX_F32, 5, shape));
+    if (gin.data)
+        memcpy(gin.data, vox_nn_graph_grad(g, (int)in_layer)->data, vox_tensor_nbytes(&gin));
+    int bad = gin.data ? fd_compare(ctx, g, net, w, &in, r, F(&in), F(&gin), n, h, "input") : 1;
+    for (int i = 0; i < net->n_layers; i++)
+        for (int k = 0; k < 2; k++)
+            if (w->p[i][k].rank)
+                bad += fd_compare(ctx, g, net, w, &in, r, F(&w->p[i][k]), F(&gw->p[i][k]),
+                                  vox_tensor_numel(&w->p[i][k]), h, net->layers[i].name);
+    if (bad)
+        fprintf(stderr, "  net:\n%s", spec);
+    CHECK(bad == 0);
+    vox_tensor_free(ctx, &gin);
+    vox_free(ctx, r);
+done:
+    vox_tensor_free(ctx, &in);
+    vox_nn_weights_destroy(w);
+    vox_nn_weights_destroy(gw);
+    vox_nn_graph_destroy(g);
+    vox_net_destroy(net);
+}
+
+static void test_layer_grads(struct vox_ctx *ctx)
+{
+    static const struct {
+        const char *spec;
+        int64_t patch[3];
+        double h;
+    } cases[] = {
+        {"input i channels=3\nconv c i -> 5 kernel=2x3x2 dilation=1x2x1\noutput o c\n",
+         {3, 7, 5},
+         1e-2},
+        {"input i channels=2\nconv c i -> 3 kernel=3 pad=same act=elu\noutput o c\n",
+         {3, 5, 4},
+         1e-2},
+        {"input i channels=1\nconv c i -> 3 kernel=1x2x3 bias=no act=tanh\noutput o c "
+         "act=sigmoid\n",
+         {2, 4, 5},
+         1e-2},
+        {"input i channels=2\ndeconv d i -> 3 kernel=1x2x3 act=tanh\noutput o d\n",
+         {2, 3, 3},
+         1e-2},
+        {"input i channels=3\npool p i window=1x2x2\noutput o p\n", {3, 6, 4}, 1e-3},
+        {"input i channels=2\nmaxfilter m i window=2x2x3 dilation=1x2x1\noutput o m\n",
+         {3, 6, 5},
+         1e-3},
+        {"input i channels=2\nupsample u i factor=2x1x3\noutput o u\n", {2, 3, 3}, 1e-2},
+        {"input i channels=2\nconv c i -> 3 kernel=3 pad=same\ncrop k c margin=1x0x1\n"
+         "crop k2 c to=k\nadd s k k2 act=elu\noutput o s\n",
+         {3, 5, 5},
+         1e-2},
+        {"input i channels=1\nconv a i -> 3 kernel=1x2x2\nconv b i -> 2 kernel=1x2x2 act=elu\n"
+         "concat cat a b\nsoftmax sm cat\nconv e sm -> 2 kernel=1 act=tanh\noutput o e "
+         "act=softmax\n",
+         {2, 5, 3},
+         1e-2},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        grad_check(ctx, cases[c].spec, cases[c].patch, cases[c].h);
+}
+
+/* every loss, rebalanced or not, masked or not, against finite differences on the logits */
+static void test_loss_grads(struct vox_ctx *ctx)
+{
+    static const struct {
+        enum vox_loss l;
+        enum vox_nn_act act;
+        int64_t c;
+    } cases[] = {{VOX_LOSS_BCE, VOX_ACT_SIGMOID, 3},   {VOX_LOSS_SQUARE, VOX_ACT_SIGMOID, 3},
+                 {VOX_LOSS_SQUARE, VOX_ACT_LINEAR, 1}, {VOX_LOSS_SQUARE, VOX_ACT_SOFTMAX, 2},
+                 {VOX_LOSS_SQUARE, VOX_ACT_TANH, 2},   {VOX_LOSS_SOFTMAX, VOX_ACT_SOFTMAX, 3}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        for (int r = 0; r < VOX_REBALANCE_COUNT; r++)
+            for (int masked = 0; masked < 2; masked++) {
+                int64_t c = cases[k].c, xs[5] = {1, c, 2, 3, 5}, ts[4] = {c, 2, 3, 5};
+                struct vox_tensor x = {0}, g = {0}, t = {0}, m = {0};
+                CHECK_OK(vox_tensor_alloc(ctx, &x, VOX_F32, 5, xs));
+                CHECK_OK(vox_tensor_alloc(ctx, &g, VOX_F32, 5, xs));
+                CHECK_OK(vox_tensor_alloc(ctx, &t, VOX_F32, 4, ts));
+                CHECK_OK(vox_tensor_alloc(ctx, &m, VOX_F32, 4, ts));
+                int64_t n = vox_tensor_numel(&x), plane = n / c;
+                for (int64_t e = 0; e < n; e++) {
+                    F(&x)[e] = (float)(2 * urand());
+                    F(&t)[e] = urand() > 0.2;
+                    F(&m)[e] = masked ? urand() > -0.4 : 1;
+                }
+                if (cases[k].l == VOX_LOSS_SOFTMAX) /* one-hot targets */
+                    for (int64_t v = 0; v < plane; v++)
+                        for (int64_t j = 0; j < c; j++)
+                            F(&t)[j * plane + v] = j == v % c;
+                double loss, lp, lm;
+                enum vox_loss l = cases[k].l;
+                enum vox_rebalance rb = (enum vox_rebalance)r;
+                CHECK_OK(vox_loss_compute(ctx, l, rb, &x, cases[k].act, &t, &m, 1, &g, &loss));
+                CHECK(loss > 0);
+                int bad = 0;
+                for (int64_t e = 0; e < n; e++) {
+                    float keep = F(&x)[e];
+                    struct vox_tensor junk = {0};
+                    CHECK_OK(vox_tensor_alloc(ctx, &junk, VOX_F32, 5, xs));
+                    F(&x)[e] = keep + 1e-3f;
+                    CHECK_OK(vox_loss_compute(ctx, l, rb, &x, cases[k].act, &t, &m, 1, &junk, &lp));
+                    F(&x)[e] = keep - 1e-3f;
+                    CHECK_OK(vox_loss_compute(ctx, l, rb, &x, cases[k].act, &t, &m, 1, &junk, &lm));
+                    F(&x)[e] = keep;
+                    double fd = (lp - lm) / ((double)(keep + 1e-3f) - (double)(keep - 1e-3f));
+                    if (!(fabs(fd - F(&g)[e]) <= 1e-4 + 1e-2 * fabs(fd)) && bad++ == 0)
+                        fprintf(stderr,
+                                "  loss %s act %s rebalance %d mask %d: x[%lld] grad %g "
+                                "fd %g\n",
+                                vox_loss_str(l), vox_nn_act_str(cases[k].act), r, masked,
+                                (long long)e, F(&g)[e], fd);
+                    vox_tensor_free(ctx, &junk);
+                }
+                CHECK(bad == 0);
+                vox_tensor_free(ctx, &x);
+                vox_tensor_free(ctx, &g);
+                vox_tensor_free(ctx, &t);
+                vox_tensor_free(ctx, &m);
+            }
+}
+
+/* hand-made labels: affinities and boundary targets with their masks */
+static void test_targets(struct vox_ctx *ctx)
+{
+    /* interior 1x2x3 with margin: labels (3, 4, 5); interior row 0: 1 1 2, row 1: 1 0 2 */
+    int64_t ls[3] = {3, 4, 5};
+    struct vox_tensor lab = {0}, ok = {0}, t = {0}, m = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &lab, VOX_U64, 3, ls));
+    CHECK_OK(vox_tensor_alloc(ctx, &ok, VOX_U8, 3, ls));
+    if (!lab.data || !ok.data)
+        return;
+    uint64_t *L = lab.data;
+    uint8_t *O = ok.data;
+    static const uint64_t inner[2][3] = {{1, 1, 2}, {1, 0, 2}};
+    for (int64_t e = 0; e < 60; e++)
+        O[e] = 1, L[e] = 9; /* margin: another cell, valid */
+    for (int y = 0; y < 2; y++)
+        for (int x = 0; x < 3; x++)
+            L[(1 * 4 + y + 1) * 5 + x + 1] = inner[y][x];
+    for (int y = 0; y < 4; y++) /* the z-below section is outside the volume */
+        for (int x = 0; x < 5; x++)
+            O[y * 5 + x] = 0;
+    CHECK_OK(vox_train_targets(ctx, VOX_TARGET_AFFINITY, VOX_LOSS_BCE, &lab, &ok, &t, &m));
+    if (t.data) {
+        CHECK(t.shape[0] == 3 && t.shape[1] == 1 && t.shape[2] == 2 && t.shape[3] == 3);
+        static const float ay[6] = {0, 0, 0, 1, 0, 1}, ax[6] = {0, 1, 0, 0, 0, 0};
+        for (int e = 0; e < 6; e++) {
+            CHECK(F(&t)[e] == 0 && F(&m)[e] == 0); /* z: neighbour outside */
+            CHECK(F(&t)[6 + e] == ay[e] && F(&m)[6 + e] == 1);
+            CHECK(F(&t)[12 + e] == ax[e] && F(&m)[12 + e] == 1);
+        }
+    }
+    vox_tensor_free(ctx, &t);
+    vox_tensor_free(ctx, &m);
+    CHECK_OK(vox_train_targets(ctx, VOX_TARGET_BOUNDARY, VOX_LOSS_SOFTMAX, &lab, &ok, &t, &m));
+    if (t.data) {
+        CHECK(t.shape[0] == 2);
+        for (int e = 0; e < 6; e++) /* every voxel touches the margin label 9 or label 0 */
+            CHECK(F(&t)[e] == 1 && F(&t)[6 + e] == 0 && F(&m)[e] == 1);
+    }
+    vox_tensor_free(ctx, &t);
+    vox_tensor_free(ctx, &m);
+    vox_tensor_free(ctx, &lab);
+    vox_tensor_free(ctx, &ok);
+}
+
+static const char tiny_net[] = "input raw channels=1\n"
+                               "conv c1 raw -> 6 kernel=1x3x3 act=elu\n"
+                               "conv c2 c1 -> 6 kernel=2x3x3 act=elu\n"
+                               "conv c3 c2 -> 3 kernel=1\n"
+                               "output aff c3 act=sigmoid\n";
+
+static void tmp_path(char *buf, size_t n, const char *tag)
+{
+    snprintf(buf, n, "/tmp/vox_test_train_%ld_%s", (long)getpid(), tag);
+}
+
+/* A synthetic volume as FILE.h5:/raw and /labels. */
+static void make_volume(struct vox_ctx *ctx, uint64_t seed, const int64_t shape[3],
+                        const char *file)
+{
+    struct vox_synth_params p;
+    vox_synth_defaults(&p);
+    memcpy(p.shape, shape, sizeof p.shape);
+    p.seed = seed;
+    p.voxel_nm = 10;
+    p.anisotropy = 2;
+    p.cell_size_nm = 160;
+    p.missing_rate = p.shift_rate = 0;
+    struct vox_tensor raw = {0}, lab = {0};
+    CHECK_OK(vox_synth_generate(ctx, &p, &raw, &lab, NULL, NULL));
+    char spec[600];
+    snprintf(spec, sizeof spec, "%s:/raw", file);
+    CHECK_OK(vox_volume_save(ctx, spec, &raw, NULL));
+    snprintf(spec, sizeof spec, "%s:/labels", file);
+    CHECK_OK(vox_volume_save(ctx, spec, &lab, NULL));
+    vox_tensor_free(ctx, &raw);
+    vox_tensor_free(ctx, &lab);
+}
+
+struct setup {
+    struct vox_net *net;
+    struct vox_train_data *data, *val;
+    struct vox_trainer *tr;
+    char file[512], vfile[512];
+};
+
+static void teardown(struct setup *s)
+{
+    vox_trainer_destroy(s->tr);
+    vox_train_data_close(s->data);
+    vox_train_data_close(s->val);
+    vox_net_destroy(s->net);
+    s->tr = NULL, s->data = s->val = NULL, s->net = NULL;
+}
+
+static bool setup(struct vox_ctx *ctx, struct setup *s, const struct vox_train_options *o,
+                  bool make)
+{
+    static const int64_t shape[3] = {8, 64, 64};
+    tmp_path(s->file, sizeof s->file, "train.h5");
+    tmp_path(s->vfile, sizeof s->vfile, "val.h5");
+    if (make) {
+        make_volume(ctx, 3, shape, s->file);
+        make_volume(ctx, 4, shape, s->vfile);
+    }
+    char raw[600], lab[600], vraw[600], vlab[600];
+    snprintf(raw, sizeof raw, "%s:/raw", s->file);
+    snprintf(lab, sizeof lab, "%s:/labels", s->file);
+    snprintf(vraw, sizeof vraw, "%s:/raw", s->vfile);
+    snprintf(vlab, sizeof vlab, "%s:/labels", s->vfile);
+    struct vox_train_source src = {raw, lab, NULL}, vsrc = {vraw, vlab, NULL};
+    CHECK_OK(vox_net_parse(ctx, tiny_net, "tiny.net", &s->net));
+    if (s->net)
+        CHECK_OK(vox_train_data_open(ctx, &src, 1, &s->data));
+    if (s->data)
+        CHECK_OK(vox_train_data_open(ctx, &vsrc, 1, &s->val));
+    if (s->val)
+        CHECK_OK(vox_trainer_create(ctx, s->net, o, NULL, s->data, &s->tr));
+    return s->tr != NULL;
+}
+
+static void tiny_options(struct vox_train_options *o)
+{
+    vox_train_options_defaults(o);
+    o->patch[0] = 3, o->patch[1] = 12, o->patch[2] = 12;
+    o->optim.lr = 0.01;
+    o->aug.grey_scale = 0.1, o->aug.grey_shift = 0.05;
+}
+
+/* adapted Rand error of the segmentation of the net's output on the whole val volume */
+static double seg_error(struct vox_ctx *ctx, struct setup *s)
+{
+    char spec[600];
+    struct vox_tensor raw = {0}, lab = {0}, in = {0}, aff = {0}, seg = {0};
+    snprintf(spec, sizeof spec, "%s:/raw", s->vfile);
+    CHECK_OK(vox_volume_load(ctx, spec, &raw, NULL));
+    snprintf(spec, sizeof spec, "%s:/labels", s->vfile);
+    CHECK_OK(vox_volume_load(ctx, spec, &lab, NULL));
+    int64_t is[5] = {1, 1, raw.shape[0], raw.shape[1], raw.shape[2]};
+    struct vox_nn_graph *g = NULL;
+    CHECK_OK(vox_nn_graph_create(ctx, s->net, is + 2, NULL, &g));
+    CHECK_OK(vox_tensor_alloc(ctx, &in, VOX_F32, 5, is));
+    double err = 1;
+    if (!g || !in.data || !lab.data)
+        goto done;
+    for (int64_t e = 0; e < vox_tensor_numel(&in); e++)
+        F(&in)[e] = ((const uint8_t *)raw.data)[e] / 255.0f;
+    CHECK_OK(vox_nn_graph_forward(ctx, g, vox_trainer_weights(s->tr), &in));
+    const struct vox_tensor *o = vox_nn_graph_value(g, vox_net_output(s->net, 0));
+    aff = *o; /* (3, Z, Y, X) view */
+    aff.rank = 4, aff.base = NULL;
+    memmove(aff.shape, o->shape + 1, 4 * sizeof aff.shape[0]);
+    memmove(aff.strides, o->strides + 1, 4 * sizeof aff.strides[0]);
+    struct vox_seg_params p;
+    vox_seg_params_defaults(&p);
+    p.nsize = 0, p.dust = 0;
+    struct vox_seg_result res = {0};
+    CHECK_OK(vox_segment(ctx, &aff, &p, &res));
+    int64_t nf, lo[3], hi[3];
+    for (int a = 0; a < 3; a++)
+        lo[a] = (raw.shape[a] - aff.shape[1 + a]) / 2, hi[a] = lo[a] + aff.shape[1 + a];
+    struct vox_tensor gt;
+    CHECK_OK(vox_tensor_view_box(ctx, &lab, lo, hi, &gt));
+    CHECK_OK(vox_tensor_alloc(ctx, &seg, VOX_U32, 3, aff.shape + 1));
+    CHECK_OK(vox_merge_history_cut(ctx, &res.merges, &res.labels, 0.5, &seg, &nf));
+    struct vox_contingency *t = NULL;
+    struct vox_metrics m = {0};
+    CHECK_OK(vox_contingency_create(ctx, &t));
+    CHECK_OK(vox_contingency_add(ctx, t, &seg, &gt));
+    CHECK_OK(vox_metrics_compute(ctx, t, NULL, &m));
+    err = m.adapted_rand_error;
+    vox_contingency_destroy(t);
+    vox_seg_result_fini(ctx, &res);
+done:
+    vox_nn_graph_destroy(g);
+    vox_tensor_free(ctx, &raw);
+    vox_tensor_free(ctx, &lab);
+    vox_tensor_free(ctx, &in);
+    vox_tensor_free(ctx, &seg);
+    return err;
+}
+
+/* the tiny affinity net learns: validation loss and segmentation both improve */
+static void test_train_tiny(struct vox_ctx *ctx)
+{
+    struct vox_train_options o;
+    tiny_options(&o);
+    struct setup s = {0};
+    if (!setup(ctx, &s, &o, true))
+        goto done;
+    double v0, v1, loss = 0;
+    CHECK_OK(vox_trainer_validate(ctx, s.tr, s.val, 8, &v0));
+    double e0 = seg_error(ctx, &s), t0 = vox_time_now();
+    int iters = vox_test_full ? 1000 : 300;
+    for (int i = 0; i < iters; i++)
+        CHECK_OK(vox_trainer_step(ctx, s.tr, &loss));
+    double dt = vox_time_now() - t0;
+    CHECK_OK(vox_trainer_validate(ctx, s.tr, s.val, 8, &v1));
+    double e1 = seg_error(ctx, &s);
+    printf("  tiny net: %d iterations, %.0f output voxels/s; val loss %.4f -> %.4f; adapted "
+           "Rand error %.3f -> %.3f\n",
+           iters, (double)iters * (double)vox_trainer_patch_voxels(s.tr) / dt, v0, v1, e0, e1);
+    CHECK(v1 < 0.6 * v0);
+    CHECK(e1 < e0 - 0.05);
+done:
+    teardown(&s);
+    remove(s.file);
+    remove(s.vfile);
+}
+
+static bool weights_equal(const struct vox_nn_weights *a, const struct vox_nn_weights *b)
+{
+    for (int i = 0; i < a->n_layers; i++)
+        for (int k = 0; k < VOX_P_COUNT; k++)
+            if (a->p[i][k].rank &&
+                memcmp(a->p[i][k].data, b->p[i][k].data, vox_tensor_nbytes(&a->p[i][k])) != 0)
+                return false;
+    return true;
+}
+
+/* 1 vs 2 threads, gradient accumulation and SGD: bitwise identical weights */
+static void test_determinism(struct vox_ctx *ctx)
+{
+    struct vox_ctx *one = NULL;
+    struct vox_ctx_options co = {.threads = 1, .log_level = VOX_LOG_WARN};
+    CHECK_OK(vox_ctx_create(&co, &one));
+    struct vox_train_options o;
+    tiny_options(&o);
+    vox_optim_defaults(VOX_OPTIM_SGD, &o.optim);
+    o.optim.weight_decay = 1e-4, o.optim.anneal_every = 3, o.accumulate = 2;
+    o.aug.missing_rate = 0.3;
+    struct setup a = {0}, b = {0};
+    if (one && setup(ctx, &a, &o, true) && setup(one, &b, &o, false)) {
+        double la, lb;
+        for (int i = 0; i < 6; i++) {
+            CHECK_OK(vox_trainer_step(ctx, a.tr, &la));
+            CHECK_OK(vox_trainer_step(one, b.tr, &lb));
+            CHECK(la == lb);
+        }
+        CHECK(weights_equal(vox_trainer_weights(a.tr), vox_trainer_weights(b.tr)));
+    }
+    teardown(&a);
+    teardown(&b);
+    vox_ctx_destroy(one);
+    remove(a.file);
+    remove(a.vfile);
+}
+
+/* N steps with a checkpoint at N/2, then resume: the same weights; corrupted checkpoints */
+static void test_resume_and_corruption(struct vox_ctx *ctx)
+{
+    struct vox_train_options o;
+    tiny_options(&o);
+    struct setup a = {0}, b = {0};
+    char ck[512];
+    tmp_path(ck, sizeof ck, "ckpt");
+    double l;
+    if (setup(ctx, &a, &o, true) && setup(ctx, &b, &o, false)) {
+        for (int i = 0; i < 8; i++) {
+            CHECK_OK(vox_trainer_step(ctx, a.tr, &l));
+            if (i == 3)
+                CHECK_OK(vox_trainer_save(ctx, a.tr, ck));
+        }
+        CHECK_OK(vox_trainer_load(ctx, b.tr, ck));
+        CHECK(vox_trainer_iteration(b.tr) == 4);
+        for (int i = 4; i < 8; i++)
+            CHECK_OK(vox_trainer_step(ctx, b.tr, &l));
+        CHECK(weights_equal(vox_trainer_weights(a.tr), vox_trainer_weights(b.tr)));
+        /* flip one byte at a time in a few places: always refused, trainer untouched */
+        FILE *f = fopen(ck, "r+b");
+        CHECK(f != NULL);
+        long size = 0;
+        if (f && fseek(f, 0, SEEK_END) == 0)
+            size = ftell(f);
+        for (long at = 9; f && at < size; at += size / 5) {
+            int c;
+            fseek(f, at, SEEK_SET);
+            c = fgetc(f);
+            fseek(f, at, SEEK_SET);
+            fputc(c ^ 0x10, f);
+            fflush(f);
+            CHECK_STATUS(vox_trainer_load(ctx, b.tr, ck), VOX_FORMAT);
+            CHECK_ERROR_HAS("checksum");
+            fseek(f, at, SEEK_SET);
+            fputc(c, f);
+            fflush(f);
+        }
+        if (f)
+            fclose(f);
+        CHECK(vox_trainer_iteration(b.tr) == 8);
+        CHECK_OK(vox_trainer_load(ctx, b.tr, ck)); /* restored bytes: good again */
+        CHECK_STATUS(vox_trainer_load(ctx, b.tr, "/nonexistent/ckpt"), VOX_IO);
+        CHECK_ERROR_HAS("/nonexistent/ckpt");
+    }
+    teardown(&a);
+    teardown(&b);
+    remove(ck);
+    remove(a.file);
+    remove(a.vfile);
+}
+
+/* bad input: clear errors, no crash */
+static void test_errors(struct vox_ctx *ctx)
+{
+    char file[512], spec[600], spec2[600];
+    tmp_path(file, sizeof file, "bad.h5");
+    int64_t s1[3] = {4, 20, 20}, s2[3] = {4, 20, 19};
+    struct vox_tensor raw = {0}, lab = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &raw, VOX_F32, 3, s1));
+    CHECK_OK(vox_tensor_alloc(ctx, &lab, VOX_U32, 3, s2));
+    if (!raw.data || !lab.data)
+        goto done;
+    for (int64_t e = 0; e < vox_tensor_numel(&raw); e++)
+        F(&raw)[e] = e % 400 == 210 ? NAN : 0.5f; /* (z, 10, 10): in every patch */
+    snprintf(spec, sizeof spec, "%s:/raw", file);
+    CHECK_OK(vox_volume_save(ctx, spec, &raw, NULL));
+    snprintf(spec2, sizeof spec2, "%s:/labels", file);
+    CHECK_OK(vox_volume_save(ctx, spec2, &lab, NULL));
+    struct vox_train_data *d = NULL;
+    struct vox_train_source src = {spec, spec2, NULL};
+    CHECK_STATUS(vox_train_data_open(ctx, &src, 1, &d), VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("has shape 4x20x19");
+    vox_tensor_free(ctx, &lab);
+    CHECK_OK(vox_tensor_alloc(ctx, &lab, VOX_U32, 3, s1));
+    CHECK_OK(vox_volume_save(ctx, spec2, &lab, NULL));
+    CHECK_OK(vox_train_data_open(ctx, &src, 1, &d));
+    struct vox_net *net = NULL;
+    CHECK_OK(vox_net_parse(ctx, tiny_net, "tiny.net", &net));
+    struct vox_train_options o;
+    tiny_options(&o);
+    struct vox_trainer *tr = NULL;
+    o.patch[0] = 1;
+    CHECK_STATUS(vox_trainer_create(ctx, net, &o, NULL, d, &tr), VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("too small for the net's field of view");
+    o.patch[0] = 3;
+    o.loss = VOX_LOSS_SOFTMAX;
+    CHECK_STATUS(vox_trainer_create(ctx, net, &o, NULL, d, &tr), VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("needs output 'aff' with act=softmax");
+    o.target = VOX_TARGET_BOUNDARY;
+    CHECK_STATUS(vox_trainer_create(ctx, net, &o, NULL, d, &tr), VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("has 3 channels");
+    o.target = VOX_TARGET_AFFINITY;
+    o.loss = VOX_LOSS_BCE;
+    o.patch[1] = o.patch[2] = 20;
+    CHECK_OK(vox_trainer_create(ctx, net, &o, NULL, d, &tr));
+    double l;
+    if (tr) {
+        CHECK_STATUS(vox_trainer_step(ctx, tr, &l), VOX_INVALID_ARG);
+        CHECK_ERROR_HAS("the loss is nan");
+        CHECK(vox_trainer_iteration(tr) == 0);
+    }
+    o.patch[1] = o.patch[2] = 21;
+    struct vox_trainer *tr2 = NULL;
+    CHECK_OK(vox_trainer_create(ctx, net, &o, NULL, d, &tr2));
+    if (tr2) {
+        CHECK_STATUS(vox_trainer_step(ctx, tr2, &l), VOX_INVALID_ARG);
+        CHECK_ERROR_HAS("larger than every training volume");
+    }
+    vox_trainer_destroy(tr2);
+    vox_trainer_destroy(tr);
+    vox_train_data_close(d);
+    vox_net_destroy(net);
+done:
+    vox_tensor_free(ctx, &raw);
+    vox_tensor_free(ctx, &lab);
+    remove(file);
+}
+
+VOX_TEST_MAIN(VOX_TEST(test_layer_grads), VOX_TEST(test_loss_grads), VOX_TEST(test_targets),
+              VOX_TEST(test_train_tiny), VOX_TEST(test_determinism),
+              VOX_TEST(test_resume_and_corruption), VOX_TEST(test_errors))

@@ -1,0 +1,367 @@
+/*
+ * cmd_train.c: `vox train`: trains a ConvNet (docs/nets.md) on labelled volumes with the
+ * reference layers: random patches read block-wise from HDF5, augmentation, affinity or
+ * boundary targets, SGD or Adam, validation, checksummed checkpoints and exact resume.
+ *
+ * The loop is src/nn/trainer.c; this file parses options, drives it, prints a progress line
+ * (iteration, loss, voxels/s, ETA), writes a JSON-lines log and checkpoints every K steps.
+ * A NaN loss stops the run with exit 1, keeping the last good checkpoint (nothing is written
+ * after the bad step).
+ */
+#include "cli.h"
+#include "vox/io.h"
+#include "vox/train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char help[] =
+    "usage: vox train --net NET --data FILE.h5:/raw,/labels[,/mask] --out MODEL.h5 [options]\n\n"
+    "Trains NET (one 1-channel input, one output) on random patches of the --data volumes and\n"
+    "writes its weights to MODEL.h5 (usable by `vox infer --weights`). Deterministic: the same\n"
+    "options give the same weights for any --threads, and --resume continues a run from its\n"
+    "checkpoint to the same weights as an uninterrupted run.\n\n"
+    "  --net FILE              network spec (required)\n"
+    "  --data SPEC             raw,labels[,mask]; later items starting with '/' are datasets\n"
+    "                          of the first item's file; repeatable (required)\n"
+    "  --val SPEC              validation volume, same form (default: none)\n"
+    "  --out FILE.h5           trained weights (required)\n"
+    "  --target affinity|boundary  what to learn (default affinity)\n"
+    "  --loss bce|square|softmax   (default: bce for affinity, softmax for boundary)\n"
+    "  --rebalance none|patch  class rebalancing per patch (default patch)\n"
+    "  --iters N               optimizer steps (default 1000)\n"
+    "  --optimizer adam|sgd    (default adam)\n"
+    "  --lr X                  learning rate (default 0.001 adam, 0.01 sgd)\n"
+    "  --momentum X            sgd momentum (default 0.9)\n"
+    "  --weight-decay X        L2 weight decay (default 0)\n"
+    "  --anneal-every N        multiply lr by --anneal-factor every N steps (default 0: never)\n"
+    "  --anneal-factor X       (default 0.1)\n"
+    "  --patch Z,Y,X           input patch (default 1,32,32); must cover the field of view\n"
+    "  --accumulate K          patches per step, gradients averaged (default 1)\n"
+    "  --init msra|xavier|uniform  initial weights (default msra)\n"
+    "  --weights FILE.h5       start from these weights instead of --init\n"
+    "  --seed N                weights and sampling seed (default 1)\n"
+    "  --no-flips              no flip/transpose augmentation (default: the 16 of them)\n"
+    "  --grey S,T              grey-value scale +-S and shift +-T (default 0,0)\n"
+    "  --missing P             probability of a blanked input section (default 0)\n"
+    "  --checkpoint FILE       checkpoint path (default MODEL.h5.ckpt)\n"
+    "  --checkpoint-every K    write the checkpoint every K steps (default 100; 0: at the end)\n"
+    "  --resume                continue from the checkpoint (it must exist)\n"
+    "  --val-every V           validation loss every V steps (default 100)\n"
+    "  --val-patches N         patches per validation (default 8)\n"
+    "  --log FILE              JSON-lines log (default MODEL.h5.jsonl; appended on --resume)\n"
+    "  --threads N             worker threads (default: VOX_THREADS, else all CPUs)\n"
+    "  --quiet                 no progress lines\n";
+
+enum { MAX_DATA = 16 };
+
+struct train_opts {
+    const char *net, *out, *weights, *ckpt, *log;
+    const char *data[MAX_DATA], *val;
+    int n_data;
+    bool loss_set, lr_set, resume;
+    int64_t iters, ckpt_every, val_every, val_patches;
+    struct vox_train_options t;
+    struct cli_common common;
+};
+
+static int parse_num(const char *a, const char *v, struct train_opts *o)
+{
+    struct {
+        const char *name;
+        int64_t lo, hi, *dst;
+    } ints[] = {{"--iters", 1, INT64_C(1) << 40, &o->iters},
+                {"--checkpoint-every", 0, INT64_C(1) << 40, &o->ckpt_every},
+                {"--val-every", 1, INT64_C(1) << 40, &o->val_every},
+                {"--val-patches", 1, 1 << 20, &o->val_patches},
+                {"--accumulate", 1, 1 << 20, &o->t.accumulate},
+                {"--anneal-every", 0, INT64_C(1) << 40, &o->t.optim.anneal_every}};
+    for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
+        if (strcmp(a, ints[k].name) == 0)
+            return cli_parse_i64(v, ints[k].lo, ints[k].hi, ints[k].dst)
+                       ? 0
+                       : cli_usage("train", "%s %s: expected a whole number in [%lld, %lld]", a, v,
+                                   (long long)ints[k].lo, (long long)ints[k].hi);
+    struct {
+        const char *name;
+        double *dst;
+    } reals[] = {{"--lr", &o->t.optim.lr},
+                 {"--momentum", &o->t.optim.momentum},
+                 {"--weight-decay", &o->t.optim.weight_decay},
+                 {"--anneal-factor", &o->t.optim.anneal_factor},
+                 {"--missing", &o->t.aug.missing_rate}};
+    for (size_t k = 0; k < sizeof reals / sizeof reals[0]; k++)
+        if (strcmp(a, reals[k].name) == 0) {
+            o->lr_set |= k == 0;
+            return cli_parse_f64(v, reals[k].dst) && *reals[k].dst >= 0
+                       ? 0
+                       : cli_usage("train", "%s %s: expected a number >= 0", a, v);
+        }
+    return -1;
+}
+
+static int parse_kind(const char *a, const char *v, struct train_opts *o)
+{
+    if (strcmp(a, "--target") == 0 && !vox_target_parse(v, &o->t.target))
+        return cli_usage("train", "--target %s: expected affinity or boundary", v);
+    if (strcmp(a, "--loss") == 0 && !(o->loss_set = vox_loss_parse(v, &o->t.loss)))
+        return cli_usage("train", "--loss %s: expected bce, square or softmax", v);
+    if (strcmp(a, "--optimizer") == 0) {
+        enum vox_optim_kind k;
+        if (!vox_optim_parse(v, &k))
+            return cli_usage("train", "--optimizer %s: expected adam or sgd", v);
+        o->t.optim.kind = k;
+    }
+    if (strcmp(a, "--rebalance") == 0) {
+        if (strcmp(v, "none") != 0 && strcmp(v, "patch") != 0)
+            return cli_usage("train", "--rebalance %s: expected none or patch", v);
+        o->t.rebalance = strcmp(v, "none") == 0 ? VOX_REBALANCE_NONE : VOX_REBALANCE_PATCH;
+    }
+    if (strcmp(a, "--init") == 0 && !vox_nn_init_parse(v, &o->t.init))
+        return cli_usage("train", "--init %s: expected msra, xavier or uniform", v);
+    return 0;
+}
+
+static int parse_one(int argc, char **argv, int *i, struct train_opts *o)
+{
+    const char *a = argv[*i], *v;
+    if (strcmp(a, "--resume") == 0 || strcmp(a, "--no-flips") == 0) {
+        a[2] == 'r' ? (o->resume = true) : (o->t.aug.flips = false);
+        return 0;
+    }
+    if (!(v = cli_value("train", argc, argv, i)))
+        return 2;
+    int r = parse_num(a, v, o);
+    if (r >= 0)
+        return r;
+    int64_t n;
+    double g[2];
+    if (strcmp(a, "--net") == 0) {
+        o->net = v;
+    } else if (strcmp(a, "--out") == 0) {
+        o->out = v;
+    } else if (strcmp(a, "--weights") == 0) {
+        o->weights = v;
+    } else if (strcmp(a, "--checkpoint") == 0) {
+        o->ckpt = v;
+    } else if (strcmp(a, "--log") == 0) {
+        o->log = v;
+    } else if (strcmp(a, "--val") == 0) {
+        o->val = v;
+    } else if (strcmp(a, "--data") == 0) {
+        if (o->n_data == MAX_DATA)
+            return cli_usage("train", "at most %d --data options", MAX_DATA);
+        o->data[o->n_data++] = v;
+    } else if (strcmp(a, "--seed") == 0) {
+        if (!cli_parse_i64(v, 0, INT64_MAX, &n))
+            return cli_usage("train", "--seed %s: expected a whole number >= 0", v);
+        o->t.seed = (uint64_t)n;
+    } else if (strcmp(a, "--patch") == 0) {
+        if (!cli_parse_shape(v, 3, 1, 1 << 16, o->t.patch))
+            return cli_usage("train", "--patch %s: expected Z,Y,X, three whole numbers >= 1", v);
+    } else if (strcmp(a, "--grey") == 0) {
+        if (sscanf(v, "%lf,%lf", &g[0], &g[1]) != 2 || !(g[0] >= 0 && g[0] < 1 && g[1] >= 0))
+            return cli_usage("train", "--grey %s: expected S,T with 0 <= S < 1, T >= 0", v);
+        o->t.aug.grey_scale = g[0], o->t.aug.grey_shift = g[1];
+    } else if (strcmp(a, "--target") == 0 || strcmp(a, "--loss") == 0 ||
+               strcmp(a, "--optimizer") == 0 || strcmp(a, "--rebalance") == 0 ||
+               strcmp(a, "--init") == 0) {
+        return parse_kind(a, v, o);
+    } else {
+        return cli_usage("train", "unknown option '%s'", a);
+    }
+    return 0;
+}
+
+/* 0: parsed; 1: --help printed; 2: usage error printed. */
+static int parse(int argc, char **argv, struct train_opts *o)
+{
+    for (int i = 1; i < argc; i++) {
+        int r = cli_common_option("train", argc, argv, &i, &o->common);
+        if (r == 2)
+            return 2;
+        if (r == 0)
+            continue;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(help, stdout);
+            return 1;
+        }
+        if (strncmp(argv[i], "--", 2) != 0)
+            return cli_usage("train", "unexpected argument '%s'", argv[i]);
+        if ((r = parse_one(argc, argv, &i, o)) != 0)
+            return r;
+    }
+    if (!o->net || !o->out || o->n_data == 0)
+        return cli_usage("train", "--net FILE, --data SPEC and --out FILE.h5 are required");
+    if (!o->loss_set)
+        o->t.loss = o->t.target == VOX_TARGET_AFFINITY ? VOX_LOSS_BCE : VOX_LOSS_SOFTMAX;
+    if (!o->lr_set)
+        o->t.optim.lr = o->t.optim.kind == VOX_OPTIM_ADAM ? 0.001 : 0.01;
+    if (o->t.optim.anneal_factor > 1 || o->t.aug.missing_rate > 1)
+        return cli_usage("train", "--anneal-factor and --missing must be <= 1");
+    return 0;
+}
+
+/* "f.h5:/raw,/labels,/mask" -> three specs in buf (each 1024 bytes) */
+static int split_data(const char *spec, char buf[3][1024], struct vox_train_source *src)
+{
+    char file[1024];
+    const char *colon = strstr(spec, ":/");
+    int n = 0;
+    snprintf(file, sizeof file, "%.*s", colon ? (int)(colon - spec) : 0, spec);
+    if (strlen(spec) >= 1000)
+        return cli_usage("train", "--data: the spec is too long");
+    for (const char *p = spec; *p && n < 3; n++) {
+        const char *comma = strchr(p, ',');
+        int len = comma ? (int)(comma - p) : (int)strlen(p), w;
+        if (*p == '/' && n > 0)
+            w = snprintf(buf[n], 1024, "%s:%.*s", file, len, p);
+        else
+            w = snprintf(buf[n], 1024, "%.*s", len, p);
+        if (w < 0 || w >= 1024)
+            return cli_usage("train", "--data: the spec is too long");
+        p = comma ? comma + 1 : p + len;
+    }
+    if (n < 2)
+        return cli_usage("train", "--data %s: expected RAW,LABELS[,MASK]", spec);
+    *src = (struct vox_train_source){buf[0], buf[1], n > 2 ? buf[2] : NULL};
+    return 0;
+}
+
+struct state {
+    struct vox_net *net;
+    struct vox_nn_weights *w0;
+    struct vox_train_data *data, *val;
+    struct vox_trainer *tr;
+    FILE *log;
+    char ckpt[1100], logpath[1100];
+    char specs[MAX_DATA + 1][3][1024]; /* --data and --val split into volume specs */
+    struct vox_train_source src[MAX_DATA], vsrc;
+    int64_t good; /* iteration of the last checkpoint written or loaded, -1: none */
+};
+
+/* Splits every --data / --val into volume specs; 0 or 2 (usage error printed). */
+static int split_all(const struct train_opts *o, struct state *st)
+{
+    for (int k = 0; k < o->n_data; k++)
+        if (split_data(o->data[k], st->specs[k], &st->src[k]) != 0)
+            return 2;
+    return o->val ? split_data(o->val, st->specs[MAX_DATA], &st->vsrc) : 0;
+}
+
+static enum vox_status open_all(struct vox_ctx *ctx, const struct train_opts *o, struct state *st)
+{
+    enum vox_status s = vox_net_load(ctx, o->net, &st->net);
+    if (s == VOX_OK && o->weights)
+        s = vox_nn_weights_load(ctx, st->net, o->weights, &st->w0);
+    if (s == VOX_OK)
+        s = vox_train_data_open(ctx, st->src, o->n_data, &st->data);
+    if (s == VOX_OK && o->val)
+        s = vox_train_data_open(ctx, &st->vsrc, 1, &st->val);
+    if (s == VOX_OK)
+        s = vox_trainer_create(ctx, st->net, &o->t, st->w0, st->data, &st->tr);
+    snprintf(st->ckpt, sizeof st->ckpt, "%s", o->ckpt ? o->ckpt : "");
+    if (!o->ckpt)
+        snprintf(st->ckpt, sizeof st->ckpt, "%s.ckpt", o->out);
+    snprintf(st->logpath, sizeof st->logpath, "%s", o->log ? o->log : "");
+    if (!o->log)
+        snprintf(st->logpath, sizeof st->logpath, "%s.jsonl", o->out);
+    st->good = -1;
+    if (s == VOX_OK && o->resume && (s = vox_trainer_load(ctx, st->tr, st->ckpt)) == VOX_OK)
+        st->good = vox_trainer_iteration(st->tr);
+    if (s == VOX_OK && !(st->log = fopen(st->logpath, o->resume ? "a" : "w")))
+        s = vox_fail(ctx, VOX_IO, "cannot open the log '%s'", st->logpath);
+    return s;
+}
+
+static void fmt_eta(double s, char *buf, size_t n)
+{
+    if (s >= 3600)
+        snprintf(buf, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    else
+        snprintf(buf, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+}
+
+/* One step plus its periodic work: log, progress, validation, checkpoint. */
+static enum vox_status step(struct vox_ctx *ctx, const struct train_opts *o, struct state *st,
+                            double t0, int64_t first)
+{
+    double loss;
+    enum vox_status s = vox_trainer_step(ctx, st->tr, &loss);
+    if (s != VOX_OK)
+        return s;
+    int64_t it = vox_trainer_iteration(st->tr), done = it - first;
+    double dt = vox_time_now() - t0;
+    double vps = (double)done * (double)vox_trainer_patch_voxels(st->tr) / (dt > 0 ? dt : 1e-9);
+    fprintf(st->log, "{\"iter\": %lld, \"loss\": %.9g, \"voxels_per_s\": %.1f, \"time_s\": %.3f}\n",
+            (long long)it, loss, vps, dt);
+    int64_t every = o->iters >= 20 ? o->iters / 20 : 1;
+    if (!o->common.quiet && (it % every == 0 || it == o->iters)) {
+        char eta[32];
+        fmt_eta(dt / (double)done * (double)(o->iters - it), eta, sizeof eta);
+        fprintf(stderr, "vox train: iter %lld/%lld  loss %.5f  %.0f voxels/s  ETA %s\n",
+                (long long)it, (long long)o->iters, loss, vps, eta);
+    }
+    if (st->val && (it % o->val_every == 0 || it == o->iters)) {
+        double vl;
+        if ((s = vox_trainer_validate(ctx, st->tr, st->val, o->val_patches, &vl)) != VOX_OK)
+            return s;
+        fprintf(st->log, "{\"iter\": %lld, \"val_loss\": %.9g}\n", (long long)it, vl);
+        if (!o->common.quiet)
+            fprintf(stderr, "vox train: iter %lld  validation loss %.5f\n", (long long)it, vl);
+    }
+    fflush(st->log);
+    if ((o->ckpt_every > 0 && it % o->ckpt_every == 0) || it == o->iters) {
+        if ((s = vox_trainer_save(ctx, st->tr, st->ckpt)) != VOX_OK)
+            return s;
+        st->good = it;
+    }
+    return VOX_OK;
+}
+
+static enum vox_status run(struct vox_ctx *ctx, const struct train_opts *o, struct state *st)
+{
+    enum vox_status s = open_all(ctx, o, st);
+    if (s != VOX_OK)
+        return s;
+    int64_t first = vox_trainer_iteration(st->tr);
+    double t0 = vox_time_now();
+    while (s == VOX_OK && vox_trainer_iteration(st->tr) < o->iters)
+        s = step(ctx, o, st, t0, first);
+    if (s != VOX_OK && st->good >= 0)
+        vox_ctx_error_prefix(ctx, "stopped; the last good checkpoint is '%s' (iteration %lld)",
+                             st->ckpt, (long long)st->good);
+    if (s == VOX_OK)
+        s = vox_nn_weights_save(ctx, st->net, vox_trainer_weights(st->tr), o->out);
+    return s;
+}
+
+int vox_cmd_train(int argc, char **argv)
+{
+    struct train_opts o = {.iters = 1000, .ckpt_every = 100, .val_every = 100, .val_patches = 8};
+    vox_train_options_defaults(&o.t);
+    int r = parse(argc, argv, &o);
+    if (r != 0)
+        return r == 1 ? 0 : 2;
+    struct state st = {0};
+    if (split_all(&o, &st) != 0)
+        return 2;
+    struct vox_ctx *ctx = cli_ctx_create("train", &o.common);
+    if (!ctx)
+        return 1;
+    enum vox_status s = run(ctx, &o, &st);
+    int rc = s == VOX_OK ? 0 : cli_fail("train", ctx, s);
+    if (rc == 0 && !o.common.quiet)
+        printf("wrote %s after %lld iterations (checkpoint %s, log %s)\n", o.out,
+               (long long)vox_trainer_iteration(st.tr), st.ckpt, st.logpath);
+    if (st.log)
+        fclose(st.log);
+    vox_trainer_destroy(st.tr);
+    vox_train_data_close(st.data);
+    vox_train_data_close(st.val);
+    vox_nn_weights_destroy(st.w0);
+    vox_net_destroy(st.net);
+    vox_ctx_destroy(ctx);
+    return rc;
+}
