@@ -161,8 +161,7 @@ static void ag_compact_vtx(struct ag_sum *s)
 static void ag_group(const struct ag_sum *s, const struct ag_kv *kv, int64_t i, int64_t j,
                      struct ag_edge *o, uint8_t *bin, uint64_t *cnt, int64_t *nh, bool hist)
 {
-    *o = (struct ag_edge){.a = (uint32_t)(kv[i].key >> 32), .b = (uint32_t)kv[i].key,
-                          .hist = *nh};
+    *o = (struct ag_edge){.a = (uint32_t)(kv[i].key >> 32), .b = (uint32_t)kv[i].key, .hist = *nh};
     uint64_t h[256];
     if (hist)
         memset(h, 0, sizeof h);
@@ -267,8 +266,8 @@ static int64_t ag_join_time(const int64_t *par, const int64_t *lt, int64_t u, in
 }
 
 /* Exact (num, den) of every merge of P_I: the statistics of the edges its merge joins. */
-static enum vox_status ag_exact(const struct ag_run *r, const struct ag_sum *s,
-                                const bool *in, struct ag_forest *f)
+static enum vox_status ag_exact(const struct ag_run *r, const struct ag_sum *s, const bool *in,
+                                struct ag_forest *f)
 {
     int64_t nv = s->nv, nm = f->nm;
     if (r->p->score == VOX_SEG_SCORE_MAX || r->p->score == VOX_SEG_SCORE_QUANTILE) {
@@ -414,8 +413,8 @@ static enum vox_status ag_leaving(const struct ag_run *r, const struct ag_sum *s
                 break;
             hp_pop(H, x);
         }
-        f->dec[k] = H->n[x] == 0 || q_gt(f->mnum[k], f->mden[k], H->un[H->h[x][0]],
-                                         H->ud[H->h[x][0]]);
+        f->dec[k] =
+            H->n[x] == 0 || q_gt(f->mnum[k], f->mden[k], H->un[H->h[x][0]], H->ud[H->h[x][0]]);
     }
     (void)r;
     return VOX_OK;
@@ -448,8 +447,7 @@ static void ag_tree(int64_t nv, struct ag_forest *f, int64_t *last)
 static enum vox_status ag_interior(const struct ag_run *r, const struct ag_sum *s, bool *in,
                                    struct vox_merge_history *h)
 {
-    struct vox_rag g = {.nseg = s->nv, .nhist = s->nh, .hist_bin = s->hbin,
-                        .hist_count = s->hcnt};
+    struct vox_rag g = {.nseg = s->nv, .nhist = s->nh, .hist_bin = s->hbin, .hist_count = s->hcnt};
     for (int64_t i = 0; i < s->nv; i++)
         in[i] = s->v[i].touch == 0;
     g.e = vox_alloc(r->ctx, (size_t)(s->ne + 1) * sizeof *g.e);
@@ -459,9 +457,12 @@ static enum vox_status ag_interior(const struct ag_run *r, const struct ag_sum *
         const struct ag_edge *e = &s->e[i];
         int64_t u = ag_pos(s, e->a), v = ag_pos(s, e->b);
         if (in[u] && in[v])
-            g.e[g.n++] = (struct vox_rag_edge){.a = (uint32_t)u + 1, .b = (uint32_t)v + 1,
-                                               .max = e->max, .nbins = e->nbins,
-                                               .hist = e->hist, .sum = e->sum,
+            g.e[g.n++] = (struct vox_rag_edge){.a = (uint32_t)u + 1,
+                                               .b = (uint32_t)v + 1,
+                                               .max = e->max,
+                                               .nbins = e->nbins,
+                                               .hist = e->hist,
+                                               .sum = e->sum,
                                                .count = e->count};
     }
     enum vox_status st = vox_seg_agglomerate(r->ctx, &g, r->p, h);
@@ -479,8 +480,12 @@ static enum vox_status ag_contract(const struct ag_run *r, struct ag_sum *s,
         if (!f->dec[k])
             continue;
         int64_t a = f->m[k].a - 1, b = f->m[k].b - 1;
-        struct ag_fin x = {.a = s->v[a].id, .b = s->v[b].id, .num = f->num[k],
-                           .den = f->den[k], .score = f->m[k].score, .level = r->level,
+        struct ag_fin x = {.a = s->v[a].id,
+                           .b = s->v[b].id,
+                           .num = f->num[k],
+                           .den = f->den[k],
+                           .score = f->m[k].score,
+                           .level = r->level,
                            .seq = k};
         if (!dist_push(r->ctx, (void **)&s->fin, &s->nfin, &s->fcap, &x, sizeof x))
             return VOX_OUT_OF_MEMORY;
@@ -524,8 +529,8 @@ static void ag_scratch_fini(struct vox_ctx *ctx, struct ag_scratch *w, int64_t n
 {
     for (int64_t i = 0; w->h && i < nv; i++)
         vox_free(ctx, w->h[i]);
-    void *all[] = {w->in, w->dec, w->un, w->ud, w->num, w->den, w->mnum, w->mden,
-                   w->cons, w->last, w->h, w->n, w->cap, w->uf};
+    void *all[] = {w->in,   w->dec,  w->un,   w->ud, w->num, w->den, w->mnum,
+                   w->mden, w->cons, w->last, w->h,  w->n,   w->cap, w->uf};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         vox_free(ctx, all[i]);
 }
@@ -548,8 +553,8 @@ static bool ag_scratch_init(struct vox_ctx *ctx, struct ag_scratch *w, int64_t n
     w->n = vox_calloc(ctx, v, 8);
     w->cap = vox_calloc(ctx, v, 8);
     w->uf = vox_alloc(ctx, v * 8);
-    return w->in && w->dec && w->un && w->ud && w->num && w->den && w->mnum && w->mden &&
-           w->cons && w->last && w->h && w->n && w->cap && w->uf;
+    return w->in && w->dec && w->un && w->ud && w->num && w->den && w->mnum && w->mden && w->cons &&
+           w->last && w->h && w->n && w->cap && w->uf;
 }
 
 /* One chunk's or node's decisions over its compacted s (see the top). */
@@ -565,8 +570,14 @@ static enum vox_status ag_node_pass(const struct ag_run *r, struct ag_sum *s, bo
         st = VOX_OUT_OF_MEMORY;
     if (st == VOX_OK) {
         memcpy(w.in, in, (size_t)s->nv);
-        struct ag_forest f = {.nm = h.n, .m = h.m, .num = w.num, .den = w.den,
-                              .mnum = w.mnum, .mden = w.mden, .cons = w.cons, .dec = w.dec};
+        struct ag_forest f = {.nm = h.n,
+                              .m = h.m,
+                              .num = w.num,
+                              .den = w.den,
+                              .mnum = w.mnum,
+                              .mden = w.mden,
+                              .cons = w.cons,
+                              .dec = w.dec};
         st = ag_exact(r, s, w.in, &f);
         if (st == VOX_OK) {
             ag_tree(s->nv, &f, w.last);
@@ -574,8 +585,8 @@ static enum vox_status ag_node_pass(const struct ag_run *r, struct ag_sum *s, bo
                 ag_ub(r, &s->e[i], &w.un[i], &w.ud[i]);
             for (int64_t i = 0; i < s->nv; i++)
                 w.uf[i] = i;
-            struct ag_heaps H = {.ctx = ctx, .un = w.un, .ud = w.ud, .h = w.h, .n = w.n,
-                                 .cap = w.cap, .uf = w.uf};
+            struct ag_heaps H = {
+                .ctx = ctx, .un = w.un, .ud = w.ud, .h = w.h, .n = w.n, .cap = w.cap, .uf = w.uf};
             st = root ? VOX_OK : ag_leaving(r, s, w.in, &H, &f);
         }
         for (int64_t k = f.nm - 1; st == VOX_OK && k >= 0; k--)
@@ -606,8 +617,8 @@ static int face_cmp(const void *x, const void *y)
 
 static bool ag_vertex(struct vox_ctx *ctx, struct ag_sum *s, uint32_t id, uint8_t touch)
 {
-    if (!id || (s->nv > 0 && s->v[s->nv - 1].id == id && (s->v[s->nv - 1].touch | touch) ==
-                                                            s->v[s->nv - 1].touch))
+    if (!id || (s->nv > 0 && s->v[s->nv - 1].id == id &&
+                (s->v[s->nv - 1].touch | touch) == s->v[s->nv - 1].touch))
         return true;
     struct ag_vtx v = {id, touch};
     return dist_push(ctx, (void **)&s->v, &s->nv, &s->vcap, &v, sizeof v);
@@ -667,8 +678,8 @@ static enum vox_status ag_chunk_faces(const struct ag_run *r, struct ag_sum *s, 
 }
 
 /* The chunk's edges from its sorted faces. */
-static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s,
-                                      struct ag_face *f, int64_t nf)
+static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, struct ag_face *f,
+                                      int64_t nf)
 {
     ag_sort(f, nf, sizeof *f, face_cmp);
     s->e = vox_alloc(r->ctx, (size_t)(nf + 1) * sizeof *s->e);
@@ -680,8 +691,8 @@ static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s,
         struct ag_edge *e = s->ne > 0 ? &s->e[s->ne - 1] : NULL;
         if (!e || ((uint64_t)e->a << 32 | e->b) != f[i].key) {
             e = &s->e[s->ne++];
-            *e = (struct ag_edge){.a = (uint32_t)(f[i].key >> 32), .b = (uint32_t)f[i].key,
-                                  .hist = s->nh};
+            *e = (struct ag_edge){
+                .a = (uint32_t)(f[i].key >> 32), .b = (uint32_t)f[i].key, .hist = s->nh};
         }
         e->max = f[i].w; /* faces are sorted by value within an edge */
         e->sum += f[i].w;
@@ -940,8 +951,10 @@ static enum vox_status ag_replay(struct vox_ctx *ctx, struct ag_fin *f, int64_t 
             rp_push(f, heap, &nh, cons[m]);
     }
     st = h->n == n ? VOX_OK
-                   : vox_fail(ctx, VOX_INTERNAL, "chunked agglomeration: %lld of %lld merges "
-                                                 "replayed", (long long)h->n, (long long)n);
+                   : vox_fail(ctx, VOX_INTERNAL,
+                              "chunked agglomeration: %lld of %lld merges "
+                              "replayed",
+                              (long long)h->n, (long long)n);
 done:
     vox_free(ctx, last);
     vox_free(ctx, cons);
@@ -950,13 +963,14 @@ done:
     return st;
 }
 
-static enum vox_status ag_check(struct vox_ctx *ctx, const struct vox_tensor *labels,
-                                int64_t nseg, const struct vox_tensor *aff, const int64_t chunk[3])
+static enum vox_status ag_check(struct vox_ctx *ctx, const struct vox_tensor *labels, int64_t nseg,
+                                const struct vox_tensor *aff, const int64_t chunk[3])
 {
     if (!aff || aff->rank != 4 || aff->shape[0] != 3 ||
         (aff->dtype != VOX_U8 && aff->dtype != VOX_F32))
-        return vox_fail(ctx, VOX_INVALID_ARG, "chunked agglomeration: affinities must be a u8 "
-                                              "or f32 (3, Z, Y, X) tensor");
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked agglomeration: affinities must be a u8 "
+                        "or f32 (3, Z, Y, X) tensor");
     if (!labels || labels->dtype != VOX_U32 || labels->rank != 3 ||
         !vox_tensor_is_contiguous(labels) ||
         memcmp(labels->shape, aff->shape + 1, 3 * sizeof(int64_t)))
@@ -978,8 +992,8 @@ static enum vox_status ag_check(struct vox_ctx *ctx, const struct vox_tensor *la
     for (int64_t v = 0; v < n; v++)
         if (l[v] > nseg)
             return vox_fail(ctx, VOX_INVALID_ARG,
-                            "chunked agglomeration: label %u at voxel %lld exceeds nseg %lld",
-                            l[v], (long long)v, (long long)nseg);
+                            "chunked agglomeration: label %u at voxel %lld exceeds nseg %lld", l[v],
+                            (long long)v, (long long)nseg);
     return VOX_OK;
 }
 
@@ -993,7 +1007,11 @@ enum vox_status vox_dist_agglomerate(struct vox_ctx *ctx, const struct vox_tenso
         s = ag_check(ctx, labels, nseg, aff, chunk);
     if (s != VOX_OK)
         return s;
-    struct ag_run r = {.ctx = ctx, .p = p, .aff = aff, .labels = labels, .nseg = nseg,
+    struct ag_run r = {.ctx = ctx,
+                       .p = p,
+                       .aff = aff,
+                       .labels = labels,
+                       .nseg = nseg,
                        .hist = p->score == VOX_SEG_SCORE_QUANTILE};
     int64_t nchunks = 1;
     for (int a = 0; a < 3; a++) {
