@@ -221,7 +221,6 @@ static struct vox_ctx *ctx_one_thread(void)
     return vox_ctx_create(&opt, &c) == VOX_OK ? c : NULL;
 }
 
-
 /* Compares the chunked agglomeration with vox_segment's history over its base segments. */
 static void check_ag(struct vox_ctx *ctx, struct vox_ctx *ctx1, const struct vox_tensor *aff,
                      const struct vox_seg_params *p, uint64_t seed, int tries)
@@ -309,8 +308,7 @@ static void test_ag_synth(struct vox_ctx *ctx)
             for (int sc = 0; sc < 2 * VOX_SEG_SCORE_COUNT; sc++) {
                 struct vox_seg_params p;
                 ag_params(&p, sc + k);
-                check_ag(ctx, ctx1, &deg, &p, 91 + (uint64_t)(k * 16 + sc),
-                         vox_test_full ? 6 : 2);
+                check_ag(ctx, ctx1, &deg, &p, 91 + (uint64_t)(k * 16 + sc), vox_test_full ? 6 : 2);
             }
             vox_tensor_free(ctx, &deg);
         }
@@ -333,13 +331,13 @@ static void test_ag_bad_args_and_alloc(struct vox_ctx *ctx)
     struct vox_seg_result res = {0};
     struct vox_merge_history h = {0};
     CHECK_OK(vox_segment(ctx, &aff, &p, &res));
-    CHECK_STATUS(vox_dist_agglomerate(ctx, &res.labels, res.nseg, &aff, (int64_t[3]){0, 1, 1}, &p,
-                                      &h),
-                 VOX_INVALID_ARG);
+    CHECK_STATUS(
+        vox_dist_agglomerate(ctx, &res.labels, res.nseg, &aff, (int64_t[3]){0, 1, 1}, &p, &h),
+        VOX_INVALID_ARG);
     CHECK_ERROR_HAS("every side must be >= 1");
-    CHECK_STATUS(vox_dist_agglomerate(ctx, &res.labels, res.nseg - 1, &aff, (int64_t[3]){2, 2, 2},
-                                      &p, &h),
-                 VOX_INVALID_ARG);
+    CHECK_STATUS(
+        vox_dist_agglomerate(ctx, &res.labels, res.nseg - 1, &aff, (int64_t[3]){2, 2, 2}, &p, &h),
+        VOX_INVALID_ARG);
     CHECK_ERROR_HAS("exceeds nseg");
     CHECK_STATUS(vox_dist_agglomerate(ctx, &aff, res.nseg, &aff, (int64_t[3]){2, 2, 2}, &p, &h),
                  VOX_INVALID_ARG);
@@ -541,5 +539,4 @@ static void test_sm_bad_args_and_alloc(struct vox_ctx *ctx)
 VOX_TEST_MAIN(VOX_TEST(test_ws_ties), VOX_TEST(test_ws_synth), VOX_TEST(test_ws_plateau_hand),
               VOX_TEST(test_sm_ties), VOX_TEST(test_sm_synth), VOX_TEST(test_bad_args),
               VOX_TEST(test_alloc_failures), VOX_TEST(test_sm_bad_args_and_alloc),
-              VOX_TEST(test_ag_ties), VOX_TEST(test_ag_synth),
-              VOX_TEST(test_ag_bad_args_and_alloc))
+              VOX_TEST(test_ag_ties), VOX_TEST(test_ag_synth), VOX_TEST(test_ag_bad_args_and_alloc))
