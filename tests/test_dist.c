@@ -221,6 +221,145 @@ static struct vox_ctx *ctx_one_thread(void)
     return vox_ctx_create(&opt, &c) == VOX_OK ? c : NULL;
 }
 
+/* Compares the chunked agglomeration with vox_segment's history over its base segments. */
+static void check_ag(struct vox_ctx *ctx, struct vox_ctx *ctx1, const struct vox_tensor *aff,
+                     const struct vox_seg_params *p, uint64_t seed, int tries)
+{
+    struct vox_seg_result res = {0};
+    CHECK_OK(vox_segment(ctx, aff, p, &res));
+    for (int t = 0; t < tries; t++) {
+        int64_t chunk[3];
+        for (int a = 0; a < 3; a++) {
+            uint64_t r = vox_test_rand(&seed);
+            chunk[a] = r % 4 == 0 ? 1 : 1 + (int64_t)(r / 4 % (uint64_t)(aff->shape[a + 1] + 1));
+        }
+        struct vox_ctx *c = t % 2 ? ctx1 : ctx;
+        struct vox_merge_history h = {0};
+        enum vox_status s = vox_dist_agglomerate(c, &res.labels, res.nseg, aff, chunk, p, &h);
+        CHECK(s == VOX_OK);
+        if (s != VOX_OK) {
+            fprintf(stderr, "  chunk (%lld, %lld, %lld): %s\n", (long long)chunk[0],
+                    (long long)chunk[1], (long long)chunk[2], vox_ctx_error(c));
+            continue;
+        }
+        bool same = same_history(&h, &res.merges);
+        CHECK(same);
+        if (!same)
+            fprintf(stderr, "  score %s chunk (%lld, %lld, %lld): %lld merges, expected %lld\n",
+                    vox_seg_score_str(p->score), (long long)chunk[0], (long long)chunk[1],
+                    (long long)chunk[2], (long long)h.n, (long long)res.merges.n);
+        vox_merge_history_fini(c, &h);
+    }
+    vox_seg_result_fini(ctx, &res);
+}
+
+/* Every score, with and without an early stop. */
+static void ag_params(struct vox_seg_params *p, int k)
+{
+    vox_seg_params_defaults(p);
+    p->score = (enum vox_seg_score)(k % VOX_SEG_SCORE_COUNT);
+    p->quantile = k % 3 == 0 ? 0.5 : 0.9;
+    p->smooth_k = k % 2 ? 25 : 3;
+    p->max_threshold = k / VOX_SEG_SCORE_COUNT % 2 ? 0.6 : 1.0;
+    p->nsize = k % 3 == 1 ? 0 : p->nsize;
+    p->dust = k % 3 == 1 ? 0 : 20;
+}
+
+static void test_ag_ties(struct vox_ctx *ctx)
+{
+    struct vox_ctx *ctx1 = ctx_one_thread();
+    const int64_t shape[3] = {7, 9, 11};
+    int64_t n = shape[0] * shape[1] * shape[2];
+    uint8_t *q = malloc((size_t)(3 * n));
+    int nk = vox_test_full ? 24 : 8;
+    for (int k = 0; k < nk; k++) {
+        tie_volume(q, shape, 500 + (uint64_t)k, 3 + k % 4, 1 + k % 3);
+        struct vox_tensor aff = u8_aff(q, shape);
+        struct vox_seg_params p;
+        ag_params(&p, k);
+        p.low = 0;
+        p.high = 255;
+        p.nsize = 0;
+        p.dust = 0;
+        check_ag(ctx, ctx1, &aff, &p, 31 + (uint64_t)k, vox_test_full ? 12 : 4);
+    }
+    free(q);
+    vox_ctx_destroy(ctx1);
+}
+
+static void test_ag_synth(struct vox_ctx *ctx)
+{
+    struct vox_ctx *ctx1 = ctx_one_thread();
+    int nseeds = vox_test_full ? 4 : 1;
+    for (int k = 0; k < nseeds; k++) {
+        struct vox_synth_params sp;
+        vox_synth_defaults(&sp);
+        sp.shape[0] = 12;
+        sp.shape[1] = 20;
+        sp.shape[2] = 24;
+        sp.cell_size_nm = 40;
+        sp.seed = 11 + (uint64_t)k;
+        struct vox_tensor raw = {0}, gt = {0}, aff = {0};
+        int64_t cells;
+        CHECK_OK(vox_synth_generate(ctx, &sp, &raw, &gt, &aff, &cells));
+        for (int preset = 0; preset < VOX_SYNTH_PRESET_COUNT; preset++) {
+            struct vox_tensor deg = {0};
+            CHECK_OK(vox_synth_degrade(ctx, &aff, (enum vox_synth_preset)preset, 9 + k, &deg));
+            for (int sc = 0; sc < 2 * VOX_SEG_SCORE_COUNT; sc++) {
+                struct vox_seg_params p;
+                ag_params(&p, sc + k);
+                check_ag(ctx, ctx1, &deg, &p, 91 + (uint64_t)(k * 16 + sc), vox_test_full ? 6 : 2);
+            }
+            vox_tensor_free(ctx, &deg);
+        }
+        vox_tensor_free(ctx, &raw);
+        vox_tensor_free(ctx, &gt);
+        vox_tensor_free(ctx, &aff);
+    }
+    vox_ctx_destroy(ctx1);
+}
+
+static void test_ag_bad_args_and_alloc(struct vox_ctx *ctx)
+{
+    const int64_t sh[3] = {4, 5, 6};
+    uint8_t *q = malloc(3 * 120);
+    tie_volume(q, sh, 9, 4, 2);
+    struct vox_tensor aff = u8_aff(q, sh);
+    struct vox_seg_params p;
+    ag_params(&p, 1);
+    p.low = 0;
+    struct vox_seg_result res = {0};
+    struct vox_merge_history h = {0};
+    CHECK_OK(vox_segment(ctx, &aff, &p, &res));
+    CHECK_STATUS(
+        vox_dist_agglomerate(ctx, &res.labels, res.nseg, &aff, (int64_t[3]){0, 1, 1}, &p, &h),
+        VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("every side must be >= 1");
+    CHECK_STATUS(
+        vox_dist_agglomerate(ctx, &res.labels, res.nseg - 1, &aff, (int64_t[3]){2, 2, 2}, &p, &h),
+        VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("exceeds nseg");
+    CHECK_STATUS(vox_dist_agglomerate(ctx, &aff, res.nseg, &aff, (int64_t[3]){2, 2, 2}, &p, &h),
+                 VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("labels must be a contiguous u32");
+    bool done = false;
+    for (int64_t k = 1; k < 4000 && !done; k++) {
+        vox_ctx_fail_alloc_at(ctx, k);
+        enum vox_status s =
+            vox_dist_agglomerate(ctx, &res.labels, res.nseg, &aff, (int64_t[3]){2, 3, 2}, &p, &h);
+        vox_ctx_fail_alloc_at(ctx, 0);
+        CHECK(s == VOX_OK || s == VOX_OUT_OF_MEMORY);
+        if (s == VOX_OK) {
+            CHECK(same_history(&h, &res.merges));
+            vox_merge_history_fini(ctx, &h);
+            done = true;
+        }
+    }
+    CHECK(done);
+    vox_seg_result_fini(ctx, &res);
+    free(q);
+}
+
 static void test_ws_ties(struct vox_ctx *ctx)
 {
     struct vox_ctx *ctx1 = ctx_one_thread();
@@ -399,4 +538,5 @@ static void test_sm_bad_args_and_alloc(struct vox_ctx *ctx)
 
 VOX_TEST_MAIN(VOX_TEST(test_ws_ties), VOX_TEST(test_ws_synth), VOX_TEST(test_ws_plateau_hand),
               VOX_TEST(test_sm_ties), VOX_TEST(test_sm_synth), VOX_TEST(test_bad_args),
-              VOX_TEST(test_alloc_failures), VOX_TEST(test_sm_bad_args_and_alloc))
+              VOX_TEST(test_alloc_failures), VOX_TEST(test_sm_bad_args_and_alloc),
+              VOX_TEST(test_ag_ties), VOX_TEST(test_ag_synth), VOX_TEST(test_ag_bad_args_and_alloc))

@@ -44,6 +44,18 @@ enum vox_status vox_dist_size_merge(struct vox_ctx *ctx, const struct vox_tensor
                                     int64_t *nseg_out, int64_t **seg_sizes_out,
                                     struct vox_merge_history *dend_out);
 
+/* The chunked agglomeration of base segments (labels: u32 (Z, Y, X), ids 0..nseg as
+ * vox_segment's res.labels) over affinities aff (as above): the same merge history as
+ * vox_seg_agglomerate over vox_rag_build(labels), bitwise (ids, survivors, scores, order), for
+ * any chunk shape and thread count. Each chunk builds its part of the region graph (exact
+ * integer statistics), nodes decide the merges that provably happen in the global process
+ * and contract them, the root finishes, and the merge forest is replayed in the global
+ * order (dist/agg.c has the proof). */
+enum vox_status vox_dist_agglomerate(struct vox_ctx *ctx, const struct vox_tensor *labels,
+                                     int64_t nseg, const struct vox_tensor *aff,
+                                     const int64_t chunk[3], const struct vox_seg_params *p,
+                                     struct vox_merge_history *hist_out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,1040 @@
+/*
+ * dist/agg.c: the chunked agglomeration (stage c), equal to vox_seg_agglomerate over the
+ * whole-volume region graph of the base segments, bitwise, for any chunking and thread count.
+ *
+ * Global process P (seg/agglomerate.c): repeatedly pop the live edge of best key (score
+ * num/den descending, then cluster ids a < b ascending; a cluster's id is its smallest base
+ * id), merge, stop at the first top a cut at max_threshold would not apply.
+ *
+ * Region graph. Each atomic chunk counts the faces (u, u + e_c) whose lower voxel u is in its
+ * box (so it reads its box plus one voxel on the + sides): every face is counted exactly once,
+ * and a node adds its children's halves of an edge exactly (sum, count, max, histograms).
+ * A vertex "touches" a node when it has a voxel on a node face with a neighbour outside the
+ * node in the volume; an untouching (interior) vertex lies wholly inside, so its edges are
+ * complete.
+ *
+ * Why ABISS's rule is not enough here (reference note §3.5): it relies on a merged edge's
+ * score being at most the larger of its parts. That holds for the mean and the max, not for
+ * the quantile ({0, 10} and {0, 10} have 0.9-quantile 0, their union {0, 0, 10, 10} has 10)
+ * nor for the smoothed mean (sum / (k + count) grows when parts add). So the rule below uses
+ * an upper bound ub(e) that holds for every union of parts: the mean sum/count (mean and
+ * smoothed) or the max face (max and quantile); score(union) <= max ub(parts).
+ *
+ * Theorem (contraction). Let C be a vertex set of the current global graph G such that the
+ * greedy process P_C on G[C] alone merges C into one cluster with merge scores >= s_min, and
+ * every edge leaving C has ub < s_min. Then P's history is an interleaving of P_C's and that
+ * of P on G/C (C contracted). Proof: while C is incomplete in P, the best live edge inside C
+ * is P_C's next merge (the inside evolves only by inside pops, in key order), with score
+ * >= s_min; any edge from a part of C to the rest is a union of edges leaving C, so its score
+ * is < s_min: none is popped and P does not stop. The other pops in that period beat s_min,
+ * so they are a prefix of G/C's outside pops too (the contracted vertex's edges are < s_min);
+ * after it both processes are in the same state. The hypothesis on C stays true when disjoint
+ * sets elsewhere are contracted (leaving edges stay unions of the same parts), so the theorem
+ * applies to every node's sets in any order.
+ *
+ * Node pass. P_I is vox_seg_agglomerate on the interior vertices' subgraph (ids compacted
+ * monotonically, so ties break the same). A P_I cluster K is a cluster of P_K restricted to K
+ * (same argument). For every merge of P_I: s_min of its subtree, exact scores by summing each
+ * edge's statistics into the merge that joins its ends (union by rank, link times), and the
+ * largest ub over edges leaving the cluster (small-to-large heaps, lazily dropping edges that
+ * became internal). The topmost merges with ub_out < s_min (exact 128-bit comparison) are
+ * decided with their subtrees and contracted; the rest goes up. The root decides everything
+ * (nothing touches: P there is P on G/decided).
+ *
+ * Order. Every merge of P's history is the best available merge of its merge forest F (both
+ * children formed: the edge is live, with the score recorded, and P pops the best live edge).
+ * So replaying F with a heap of available merges, keyed exactly, reproduces the history.
+ */
+#include "dist_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ag_vtx {
+    uint32_t id;
+    uint8_t touch; /* bit 2 * axis + side */
+};
+
+struct ag_edge {
+    uint32_t a, b;
+    uint8_t max;
+    int32_t nbins;
+    int64_t hist;
+    uint64_t sum, count;
+};
+
+/* A decided merge: cluster ids, exact score, and its place (level, order in the node). */
+struct ag_fin {
+    uint32_t a, b;
+    uint64_t num, den;
+    double score;
+    int64_t level, seq;
+};
+
+struct ag_sum {
+    struct dist_box box;
+    struct ag_vtx *v;
+    int64_t nv, vcap;
+    struct ag_edge *e;
+    int64_t ne, ecap;
+    uint8_t *hbin;
+    uint64_t *hcnt;
+    int64_t nh, hcap;
+    struct ag_fin *fin;
+    int64_t nfin, fcap;
+};
+
+struct ag_run {
+    struct vox_ctx *ctx;
+    const struct vox_seg_params *p;
+    const struct vox_tensor *aff, *labels;
+    int64_t nseg, dims[3], grid[3], span[3], level;
+    bool hist;
+    struct ag_sum *cur, *nxt;
+    enum vox_status *st;
+};
+
+static void ag_sum_fini(struct vox_ctx *ctx, struct ag_sum *s)
+{
+    vox_free(ctx, s->v);
+    vox_free(ctx, s->e);
+    vox_free(ctx, s->hbin);
+    vox_free(ctx, s->hcnt);
+    vox_free(ctx, s->fin);
+    memset(s, 0, sizeof *s);
+}
+
+static void ag_sort(void *base, int64_t n, size_t size, int (*cmp)(const void *, const void *))
+{
+    if (n > 1)
+        qsort(base, (size_t)n, size, cmp);
+}
+
+static int vtx_cmp(const void *x, const void *y)
+{
+    const struct ag_vtx *a = x, *b = y;
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+struct ag_kv {
+    uint64_t key;
+    int64_t i;
+};
+
+static int kv_cmp(const void *x, const void *y)
+{
+    const struct ag_kv *a = x, *b = y;
+    if (a->key != b->key)
+        return (a->key > b->key) - (a->key < b->key);
+    return (a->i > b->i) - (a->i < b->i);
+}
+
+static int64_t ag_pos(const struct ag_sum *s, uint32_t id)
+{
+    int64_t lo = 0, hi = s->nv;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (s->v[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Sorts vertices by id, OR-ing the touch bits of duplicates. */
+static void ag_compact_vtx(struct ag_sum *s)
+{
+    ag_sort(s->v, s->nv, sizeof *s->v, vtx_cmp);
+    int64_t m = 0;
+    for (int64_t i = 0; i < s->nv; i++) {
+        if (m > 0 && s->v[m - 1].id == s->v[i].id)
+            s->v[m - 1].touch |= s->v[i].touch;
+        else
+            s->v[m++] = s->v[i];
+    }
+    s->nv = m;
+}
+
+/* Appends to (e, bins) one edge: the sum of the group kv[i..j) of s's edges. */
+static void ag_group(const struct ag_sum *s, const struct ag_kv *kv, int64_t i, int64_t j,
+                     struct ag_edge *o, uint8_t *bin, uint64_t *cnt, int64_t *nh, bool hist)
+{
+    *o = (struct ag_edge){.a = (uint32_t)(kv[i].key >> 32), .b = (uint32_t)kv[i].key, .hist = *nh};
+    uint64_t h[256];
+    if (hist)
+        memset(h, 0, sizeof h);
+    for (int64_t k = i; k < j; k++) {
+        const struct ag_edge *e = &s->e[kv[k].i];
+        o->max = e->max > o->max ? e->max : o->max;
+        o->sum += e->sum;
+        o->count += e->count;
+        for (int32_t t = 0; hist && t < e->nbins; t++)
+            h[s->hbin[e->hist + t]] += s->hcnt[e->hist + t];
+    }
+    for (int b = 0; hist && b < 256; b++)
+        if (h[b]) {
+            bin[*nh] = (uint8_t)b;
+            cnt[(*nh)++] = h[b];
+            o->nbins++;
+        }
+}
+
+/* Sorts the edges by (a, b) and adds parallel ones exactly (histograms re-packed). */
+static enum vox_status ag_compact_edges(struct vox_ctx *ctx, struct ag_sum *s, bool hist)
+{
+    struct ag_kv *kv = vox_alloc(ctx, (size_t)(s->ne + 1) * sizeof *kv);
+    struct ag_edge *e = vox_alloc(ctx, (size_t)(s->ne + 1) * sizeof *e);
+    uint8_t *bin = vox_alloc(ctx, (size_t)s->nh + 1);
+    uint64_t *cnt = vox_alloc(ctx, (size_t)(s->nh + 1) * sizeof *cnt);
+    if (!kv || !e || !bin || !cnt) {
+        vox_free(ctx, kv);
+        vox_free(ctx, e);
+        vox_free(ctx, bin);
+        vox_free(ctx, cnt);
+        return VOX_OUT_OF_MEMORY;
+    }
+    for (int64_t i = 0; i < s->ne; i++)
+        kv[i] = (struct ag_kv){(uint64_t)s->e[i].a << 32 | s->e[i].b, i};
+    ag_sort(kv, s->ne, sizeof *kv, kv_cmp);
+    int64_t m = 0, nh = 0;
+    for (int64_t i = 0, j; i < s->ne; i = j) {
+        for (j = i + 1; j < s->ne && kv[j].key == kv[i].key; j++)
+            ;
+        ag_group(s, kv, i, j, &e[m++], bin, cnt, &nh, hist);
+    }
+    vox_free(ctx, kv);
+    vox_free(ctx, s->e);
+    vox_free(ctx, s->hbin);
+    vox_free(ctx, s->hcnt);
+    s->e = e;
+    s->ne = s->ecap = m;
+    s->hbin = bin;
+    s->hcnt = cnt;
+    s->nh = s->hcap = nh;
+    return VOX_OK;
+}
+
+/* ---- exact keys ------------------------------------------------------------------------ */
+
+/* x/y beats u/v (strictly larger). */
+static inline bool q_gt(uint64_t x, uint64_t y, uint64_t u, uint64_t v)
+{
+    return (unsigned __int128)x * v > (unsigned __int128)u * y;
+}
+
+/* The upper bound of any union of parts including e (see the top). */
+static void ag_ub(const struct ag_run *r, const struct ag_edge *e, uint64_t *num, uint64_t *den)
+{
+    bool mean = r->p->score == VOX_SEG_SCORE_MEAN || r->p->score == VOX_SEG_SCORE_SMOOTHED;
+    *num = mean ? e->sum : e->max;
+    *den = mean ? e->count : 1;
+}
+
+/* ---- the node pass --------------------------------------------------------------------- */
+
+/* Per-merge data of P_I, indexed by merge. */
+struct ag_forest {
+    int64_t nm;
+    const struct vox_seg_merge *m; /* local ids 1..nv */
+    uint64_t *num, *den;           /* exact score */
+    uint64_t *mnum, *mden;         /* s_min of the subtree */
+    int64_t *cons;                 /* the merge that consumes this cluster, or -1 */
+    bool *dec;
+};
+
+/* Union by rank without compression: each link keeps its merge index, so the merge joining
+ * u and v is the largest link time on their paths to where they meet. */
+static int64_t ag_join_time(const int64_t *par, const int64_t *lt, int64_t u, int64_t v)
+{
+    int64_t t = -1;
+    while (u != v) {
+        if (lt[u] <= lt[v]) {
+            if (par[u] == u)
+                return -1;
+            t = lt[u] > t ? lt[u] : t;
+            u = par[u];
+        } else {
+            if (par[v] == v)
+                return -1;
+            t = lt[v] > t ? lt[v] : t;
+            v = par[v];
+        }
+    }
+    return t;
+}
+
+/* Exact (num, den) of every merge of P_I: the statistics of the edges its merge joins. */
+static enum vox_status ag_exact(const struct ag_run *r, const struct ag_sum *s, const bool *in,
+                                struct ag_forest *f)
+{
+    int64_t nv = s->nv, nm = f->nm;
+    if (r->p->score == VOX_SEG_SCORE_MAX || r->p->score == VOX_SEG_SCORE_QUANTILE) {
+        for (int64_t k = 0; k < nm; k++) {
+            f->num[k] = (uint64_t)llround(f->m[k].score * 255.0);
+            f->den[k] = 1;
+        }
+        return VOX_OK;
+    }
+    int64_t *par = vox_alloc(r->ctx, (size_t)(nv + 1) * sizeof *par);
+    int64_t *lt = vox_alloc(r->ctx, (size_t)(nv + 1) * sizeof *lt);
+    int64_t *rank = vox_calloc(r->ctx, (size_t)nv + 1, sizeof *rank);
+    if (!par || !lt || !rank) {
+        vox_free(r->ctx, par);
+        vox_free(r->ctx, lt);
+        vox_free(r->ctx, rank);
+        return VOX_OUT_OF_MEMORY;
+    }
+    for (int64_t i = 0; i < nv; i++) {
+        par[i] = i;
+        lt[i] = INT64_MAX;
+    }
+    for (int64_t k = 0; k < nm; k++) {
+        int64_t x = f->m[k].a - 1, y = f->m[k].b - 1;
+        while (par[x] != x)
+            x = par[x];
+        while (par[y] != y)
+            y = par[y];
+        if (rank[x] < rank[y]) {
+            int64_t t = x;
+            x = y;
+            y = t;
+        }
+        par[y] = x;
+        lt[y] = k;
+        rank[x] += rank[x] == rank[y];
+        f->num[k] = 0;
+        f->den[k] = r->p->score == VOX_SEG_SCORE_SMOOTHED ? (uint64_t)r->p->smooth_k : 0;
+    }
+    for (int64_t i = 0; i < s->ne; i++) {
+        int64_t u = ag_pos(s, s->e[i].a), v = ag_pos(s, s->e[i].b);
+        int64_t t = in[u] && in[v] ? ag_join_time(par, lt, u, v) : -1;
+        if (t >= 0) {
+            f->num[t] += s->e[i].sum;
+            f->den[t] += s->e[i].count;
+        }
+    }
+    vox_free(r->ctx, par);
+    vox_free(r->ctx, lt);
+    vox_free(r->ctx, rank);
+    return VOX_OK;
+}
+
+/* Max-heaps of edge indices by ub, one per cluster of P_I (small-to-large merging). */
+struct ag_heaps {
+    struct vox_ctx *ctx;
+    const uint64_t *un, *ud; /* ub per edge */
+    int64_t **h, *n, *cap, *uf;
+};
+
+static bool hp_push(struct ag_heaps *H, int64_t r, int64_t x)
+{
+    if (H->n[r] == H->cap[r]) {
+        int64_t c = H->cap[r] ? 2 * H->cap[r] : 4;
+        int64_t *a = vox_realloc(H->ctx, H->h[r], (size_t)H->cap[r] * 8, (size_t)c * 8);
+        if (!a)
+            return false;
+        H->h[r] = a;
+        H->cap[r] = c;
+    }
+    int64_t *a = H->h[r], i = H->n[r]++;
+    while (i > 0 && q_gt(H->un[x], H->ud[x], H->un[a[(i - 1) / 2]], H->ud[a[(i - 1) / 2]])) {
+        a[i] = a[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    a[i] = x;
+    return true;
+}
+
+static void hp_pop(struct ag_heaps *H, int64_t r)
+{
+    int64_t *a = H->h[r], n = --H->n[r], x = a[n], i = 0;
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && q_gt(H->un[a[c + 1]], H->ud[a[c + 1]], H->un[a[c]], H->ud[a[c]]))
+            c++;
+        if (!q_gt(H->un[a[c]], H->ud[a[c]], H->un[x], H->ud[x]))
+            break;
+        a[i] = a[c];
+        i = c;
+    }
+    if (n > 0)
+        a[i] = x;
+}
+
+static int64_t hp_find(int64_t *uf, int64_t x)
+{
+    while (uf[x] != x) {
+        uf[x] = uf[uf[x]];
+        x = uf[x];
+    }
+    return x;
+}
+
+/* Joins the clusters of local vertices x and y; returns the new root, -1 out of memory. */
+static int64_t hp_union(struct ag_heaps *H, int64_t x, int64_t y)
+{
+    x = hp_find(H->uf, x);
+    y = hp_find(H->uf, y);
+    if (H->n[x] < H->n[y]) {
+        int64_t t = x;
+        x = y;
+        y = t;
+    }
+    for (int64_t i = 0; i < H->n[y]; i++)
+        if (!hp_push(H, x, H->h[y][i]))
+            return -1;
+    vox_free(H->ctx, H->h[y]);
+    H->h[y] = NULL;
+    H->n[y] = H->cap[y] = 0;
+    H->uf[y] = x;
+    return x;
+}
+
+/* Marks f->dec: the merges whose cluster has every leaving edge's ub below its s_min. */
+static enum vox_status ag_leaving(const struct ag_run *r, const struct ag_sum *s, const bool *in,
+                                  struct ag_heaps *H, struct ag_forest *f)
+{
+    for (int64_t i = 0; i < s->ne; i++) {
+        int64_t u = ag_pos(s, s->e[i].a), v = ag_pos(s, s->e[i].b);
+        if ((in[u] && !hp_push(H, u, i)) || (in[v] && !hp_push(H, v, i)))
+            return VOX_OUT_OF_MEMORY;
+    }
+    for (int64_t k = 0; k < f->nm; k++) {
+        int64_t x = hp_union(H, f->m[k].a - 1, f->m[k].b - 1);
+        if (x < 0)
+            return VOX_OUT_OF_MEMORY;
+        while (H->n[x] > 0) {
+            const struct ag_edge *e = &s->e[H->h[x][0]];
+            if (hp_find(H->uf, ag_pos(s, e->a)) != hp_find(H->uf, ag_pos(s, e->b)))
+                break;
+            hp_pop(H, x);
+        }
+        f->dec[k] =
+            H->n[x] == 0 || q_gt(f->mnum[k], f->mden[k], H->un[H->h[x][0]], H->ud[H->h[x][0]]);
+    }
+    (void)r;
+    return VOX_OK;
+}
+
+/* s_min per subtree and the consumer of each merge's cluster. */
+static void ag_tree(int64_t nv, struct ag_forest *f, int64_t *last)
+{
+    for (int64_t i = 0; i < nv; i++)
+        last[i] = -1;
+    for (int64_t k = 0; k < f->nm; k++) {
+        int64_t c[2] = {last[f->m[k].a - 1], last[f->m[k].b - 1]};
+        f->mnum[k] = f->num[k];
+        f->mden[k] = f->den[k];
+        f->cons[k] = -1;
+        for (int j = 0; j < 2; j++) {
+            if (c[j] < 0)
+                continue;
+            f->cons[c[j]] = k;
+            if (q_gt(f->mnum[k], f->mden[k], f->mnum[c[j]], f->mden[c[j]])) {
+                f->mnum[k] = f->mnum[c[j]];
+                f->mden[k] = f->mden[c[j]];
+            }
+        }
+        last[f->m[k].a - 1] = k;
+    }
+}
+
+/* P_I: vox_seg_agglomerate over the interior vertices' edges, ids = 1 + position. */
+static enum vox_status ag_interior(const struct ag_run *r, const struct ag_sum *s, bool *in,
+                                   struct vox_merge_history *h)
+{
+    struct vox_rag g = {.nseg = s->nv, .nhist = s->nh, .hist_bin = s->hbin, .hist_count = s->hcnt};
+    for (int64_t i = 0; i < s->nv; i++)
+        in[i] = s->v[i].touch == 0;
+    g.e = vox_alloc(r->ctx, (size_t)(s->ne + 1) * sizeof *g.e);
+    if (!g.e)
+        return VOX_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < s->ne; i++) {
+        const struct ag_edge *e = &s->e[i];
+        int64_t u = ag_pos(s, e->a), v = ag_pos(s, e->b);
+        if (in[u] && in[v])
+            g.e[g.n++] = (struct vox_rag_edge){.a = (uint32_t)u + 1,
+                                               .b = (uint32_t)v + 1,
+                                               .max = e->max,
+                                               .nbins = e->nbins,
+                                               .hist = e->hist,
+                                               .sum = e->sum,
+                                               .count = e->count};
+    }
+    enum vox_status st = vox_seg_agglomerate(r->ctx, &g, r->p, h);
+    vox_free(r->ctx, g.e);
+    return st;
+}
+
+/* Records the decided merges and contracts their clusters (uf: scratch, nv entries). */
+static enum vox_status ag_contract(const struct ag_run *r, struct ag_sum *s,
+                                   const struct ag_forest *f, int64_t *uf)
+{
+    for (int64_t i = 0; i < s->nv; i++)
+        uf[i] = i;
+    for (int64_t k = 0; k < f->nm; k++) {
+        if (!f->dec[k])
+            continue;
+        int64_t a = f->m[k].a - 1, b = f->m[k].b - 1;
+        struct ag_fin x = {.a = s->v[a].id,
+                           .b = s->v[b].id,
+                           .num = f->num[k],
+                           .den = f->den[k],
+                           .score = f->m[k].score,
+                           .level = r->level,
+                           .seq = k};
+        if (!dist_push(r->ctx, (void **)&s->fin, &s->nfin, &s->fcap, &x, sizeof x))
+            return VOX_OUT_OF_MEMORY;
+        uf[hp_find(uf, b)] = hp_find(uf, a); /* the survivor is the smaller position */
+    }
+    int64_t m = 0;
+    for (int64_t i = 0; i < s->ne; i++) {
+        struct ag_edge e = s->e[i];
+        uint32_t a = s->v[hp_find(uf, ag_pos(s, e.a))].id;
+        uint32_t b = s->v[hp_find(uf, ag_pos(s, e.b))].id;
+        if (a == b)
+            continue;
+        e.a = a < b ? a : b;
+        e.b = a < b ? b : a;
+        s->e[m++] = e;
+    }
+    s->ne = m;
+    enum vox_status st = ag_compact_edges(r->ctx, s, r->hist);
+    if (st != VOX_OK)
+        return st;
+    /* Keep the clusters' representatives that touch or have an edge. */
+    for (int64_t i = 0; i < s->nv; i++)
+        uf[i] = hp_find(uf, i) == i && s->v[i].touch ? 1 : 0;
+    for (int64_t i = 0; i < s->ne; i++)
+        uf[ag_pos(s, s->e[i].a)] = uf[ag_pos(s, s->e[i].b)] = 1;
+    m = 0;
+    for (int64_t i = 0; i < s->nv; i++)
+        if (uf[i])
+            s->v[m++] = s->v[i];
+    s->nv = m;
+    return VOX_OK;
+}
+
+struct ag_scratch {
+    bool *in, *dec;
+    uint64_t *un, *ud, *num, *den, *mnum, *mden;
+    int64_t *cons, *last, **h, *n, *cap, *uf;
+};
+
+static void ag_scratch_fini(struct vox_ctx *ctx, struct ag_scratch *w, int64_t nv)
+{
+    for (int64_t i = 0; w->h && i < nv; i++)
+        vox_free(ctx, w->h[i]);
+    void *all[] = {w->in,   w->dec,  w->un,   w->ud, w->num, w->den, w->mnum,
+                   w->mden, w->cons, w->last, w->h,  w->n,   w->cap, w->uf};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        vox_free(ctx, all[i]);
+}
+
+static bool ag_scratch_init(struct vox_ctx *ctx, struct ag_scratch *w, int64_t nv, int64_t ne,
+                            int64_t nm)
+{
+    size_t v = (size_t)nv + 1, e = (size_t)ne + 1, m = (size_t)nm + 1;
+    w->in = vox_alloc(ctx, v);
+    w->dec = vox_alloc(ctx, m);
+    w->un = vox_alloc(ctx, e * 8);
+    w->ud = vox_alloc(ctx, e * 8);
+    w->num = vox_alloc(ctx, m * 8);
+    w->den = vox_alloc(ctx, m * 8);
+    w->mnum = vox_alloc(ctx, m * 8);
+    w->mden = vox_alloc(ctx, m * 8);
+    w->cons = vox_alloc(ctx, m * 8);
+    w->last = vox_alloc(ctx, v * 8);
+    w->h = vox_calloc(ctx, v, sizeof *w->h);
+    w->n = vox_calloc(ctx, v, 8);
+    w->cap = vox_calloc(ctx, v, 8);
+    w->uf = vox_alloc(ctx, v * 8);
+    return w->in && w->dec && w->un && w->ud && w->num && w->den && w->mnum && w->mden && w->cons &&
+           w->last && w->h && w->n && w->cap && w->uf;
+}
+
+/* One chunk's or node's decisions over its compacted s (see the top). */
+static enum vox_status ag_node_pass(const struct ag_run *r, struct ag_sum *s, bool root)
+{
+    struct vox_ctx *ctx = r->ctx;
+    struct vox_merge_history h = {0};
+    struct ag_scratch w = {0};
+    int64_t nv0 = s->nv;
+    bool *in = vox_alloc(ctx, (size_t)s->nv + 1);
+    enum vox_status st = in ? ag_interior(r, s, in, &h) : VOX_OUT_OF_MEMORY;
+    if (st == VOX_OK && !ag_scratch_init(ctx, &w, s->nv, s->ne, h.n))
+        st = VOX_OUT_OF_MEMORY;
+    if (st == VOX_OK) {
+        memcpy(w.in, in, (size_t)s->nv);
+        struct ag_forest f = {.nm = h.n,
+                              .m = h.m,
+                              .num = w.num,
+                              .den = w.den,
+                              .mnum = w.mnum,
+                              .mden = w.mden,
+                              .cons = w.cons,
+                              .dec = w.dec};
+        st = ag_exact(r, s, w.in, &f);
+        if (st == VOX_OK) {
+            ag_tree(s->nv, &f, w.last);
+            for (int64_t i = 0; i < s->ne; i++)
+                ag_ub(r, &s->e[i], &w.un[i], &w.ud[i]);
+            for (int64_t i = 0; i < s->nv; i++)
+                w.uf[i] = i;
+            struct ag_heaps H = {
+                .ctx = ctx, .un = w.un, .ud = w.ud, .h = w.h, .n = w.n, .cap = w.cap, .uf = w.uf};
+            st = root ? VOX_OK : ag_leaving(r, s, w.in, &H, &f);
+        }
+        for (int64_t k = f.nm - 1; st == VOX_OK && k >= 0; k--)
+            f.dec[k] = root || f.dec[k] || (f.cons[k] >= 0 && f.dec[f.cons[k]]);
+        if (st == VOX_OK)
+            st = ag_contract(r, s, &f, w.uf);
+    }
+    ag_scratch_fini(ctx, &w, nv0);
+    vox_free(ctx, in);
+    vox_merge_history_fini(ctx, &h);
+    return st;
+}
+
+/* ---- chunks and nodes ------------------------------------------------------------------ */
+
+struct ag_face {
+    uint64_t key;
+    uint8_t w;
+};
+
+static int face_cmp(const void *x, const void *y)
+{
+    const struct ag_face *a = x, *b = y;
+    if (a->key != b->key)
+        return (a->key > b->key) - (a->key < b->key);
+    return (a->w > b->w) - (a->w < b->w);
+}
+
+static bool ag_vertex(struct vox_ctx *ctx, struct ag_sum *s, uint32_t id, uint8_t touch)
+{
+    if (!id || (s->nv > 0 && s->v[s->nv - 1].id == id &&
+                (s->v[s->nv - 1].touch | touch) == s->v[s->nv - 1].touch))
+        return true;
+    struct ag_vtx v = {id, touch};
+    return dist_push(ctx, (void **)&s->v, &s->nv, &s->vcap, &v, sizeof v);
+}
+
+/* Every label of the box with its touch bits. */
+static enum vox_status ag_chunk_vertices(const struct ag_run *r, struct ag_sum *s)
+{
+    const struct dist_box *b = &s->box;
+    const uint32_t *lab = r->labels->data;
+    for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
+        for (int64_t y = b->lo[1]; y < b->hi[1]; y++)
+            for (int64_t x = b->lo[2]; x < b->hi[2]; x++) {
+                const int64_t c[3] = {z, y, x};
+                uint8_t t = 0;
+                for (int a = 0; a < 3; a++) {
+                    t |= (uint8_t)((c[a] == b->lo[a] && c[a] > 0) << (2 * a));
+                    t |= (uint8_t)((c[a] + 1 == b->hi[a] && c[a] + 1 < r->dims[a]) << (2 * a + 1));
+                }
+                if (!ag_vertex(r->ctx, s, lab[(z * r->dims[1] + y) * r->dims[2] + x], t))
+                    return VOX_OUT_OF_MEMORY;
+            }
+    return VOX_OK;
+}
+
+/* Faces (u, u + e_a) with u in the box (q: the quantized box + 1 on the + sides, rn its
+ * shape); labels seen across a + face are vertices that touch it. */
+static enum vox_status ag_chunk_faces(const struct ag_run *r, struct ag_sum *s, const uint8_t *q,
+                                      const int64_t rn[3], struct ag_face **fo, int64_t *nf)
+{
+    const struct dist_box *b = &s->box;
+    const uint32_t *lab = r->labels->data;
+    const int64_t step[3] = {r->dims[1] * r->dims[2], r->dims[2], 1}, n = rn[0] * rn[1] * rn[2];
+    int64_t cap = 0;
+    for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
+        for (int64_t y = b->lo[1]; y < b->hi[1]; y++)
+            for (int64_t x = b->lo[2]; x < b->hi[2]; x++) {
+                const int64_t c[3] = {z, y, x}, u = z * step[0] + y * step[1] + x;
+                const int64_t lu = ((z - b->lo[0]) * rn[1] + y - b->lo[1]) * rn[2] + x - b->lo[2];
+                const int64_t lstep[3] = {rn[1] * rn[2], rn[2], 1};
+                for (int a = 0; a < 3; a++) {
+                    if (c[a] + 1 >= r->dims[a])
+                        continue;
+                    uint32_t la = lab[u], lb = lab[u + step[a]];
+                    if (c[a] + 1 == b->hi[a] && !ag_vertex(r->ctx, s, lb, (uint8_t)(2u << (2 * a))))
+                        return VOX_OUT_OF_MEMORY;
+                    if (la == lb || !la || !lb)
+                        continue;
+                    struct ag_face f = {.key = la < lb ? (uint64_t)la << 32 | lb
+                                                       : (uint64_t)lb << 32 | la,
+                                        .w = q[a * n + lu + lstep[a]]};
+                    if (!dist_push(r->ctx, (void **)fo, nf, &cap, &f, sizeof f))
+                        return VOX_OUT_OF_MEMORY;
+                }
+            }
+    return VOX_OK;
+}
+
+/* The chunk's edges from its sorted faces. */
+static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, struct ag_face *f,
+                                      int64_t nf)
+{
+    ag_sort(f, nf, sizeof *f, face_cmp);
+    s->e = vox_alloc(r->ctx, (size_t)(nf + 1) * sizeof *s->e);
+    s->hbin = vox_alloc(r->ctx, (size_t)nf + 1);
+    s->hcnt = vox_alloc(r->ctx, (size_t)(nf + 1) * sizeof *s->hcnt);
+    if (!s->e || !s->hbin || !s->hcnt)
+        return VOX_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < nf; i++) {
+        struct ag_edge *e = s->ne > 0 ? &s->e[s->ne - 1] : NULL;
+        if (!e || ((uint64_t)e->a << 32 | e->b) != f[i].key) {
+            e = &s->e[s->ne++];
+            *e = (struct ag_edge){
+                .a = (uint32_t)(f[i].key >> 32), .b = (uint32_t)f[i].key, .hist = s->nh};
+        }
+        e->max = f[i].w; /* faces are sorted by value within an edge */
+        e->sum += f[i].w;
+        e->count++;
+        if (!r->hist)
+            continue;
+        if (e->nbins > 0 && s->hbin[s->nh - 1] == f[i].w) {
+            s->hcnt[s->nh - 1]++;
+        } else {
+            s->hbin[s->nh] = f[i].w;
+            s->hcnt[s->nh++] = 1;
+            e->nbins++;
+        }
+    }
+    s->ecap = s->ne;
+    s->hcap = s->nh;
+    return VOX_OK;
+}
+
+/* Atomic chunk: its vertices and region graph part, then the node pass. */
+static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, bool root)
+{
+    int64_t lo[4] = {0}, hi[4] = {3}, rn[3];
+    for (int a = 0; a < 3; a++) {
+        lo[a + 1] = s->box.lo[a];
+        hi[a + 1] = s->box.hi[a] < r->dims[a] ? s->box.hi[a] + 1 : r->dims[a];
+        rn[a] = hi[a + 1] - lo[a + 1];
+    }
+    struct vox_tensor view, q = {0};
+    struct ag_face *f = NULL;
+    int64_t nf = 0;
+    enum vox_status st = vox_tensor_view_box(r->ctx, r->aff, lo, hi, &view);
+    if (st == VOX_OK)
+        st = vox_seg_quantize(r->ctx, &view, &q);
+    if (st == VOX_OK)
+        st = ag_chunk_vertices(r, s);
+    if (st == VOX_OK)
+        st = ag_chunk_faces(r, s, q.data, rn, &f, &nf);
+    vox_tensor_free(r->ctx, &q);
+    if (st == VOX_OK)
+        st = ag_chunk_edges(r, s, f, nf);
+    vox_free(r->ctx, f);
+    if (st != VOX_OK)
+        return st;
+    ag_compact_vtx(s);
+    return ag_node_pass(r, s, root);
+}
+
+/* Node: the children's vertices (touch bits kept on the node's own faces), edges (their
+ * halves added) and decided merges, then the node pass. */
+static enum vox_status ag_node(const struct ag_run *r, const struct ag_sum *kids, int nk,
+                               struct ag_sum *s, bool root)
+{
+    int64_t nv = 0, ne = 0, nh = 0, nfin = 0;
+    for (int k = 0; k < nk; k++) {
+        nv += kids[k].nv;
+        ne += kids[k].ne;
+        nh += kids[k].nh;
+        nfin += kids[k].nfin;
+    }
+    s->v = vox_alloc(r->ctx, (size_t)(nv + 1) * sizeof *s->v);
+    s->e = vox_alloc(r->ctx, (size_t)(ne + 1) * sizeof *s->e);
+    s->hbin = vox_alloc(r->ctx, (size_t)nh + 1);
+    s->hcnt = vox_alloc(r->ctx, (size_t)(nh + 1) * sizeof *s->hcnt);
+    s->fin = vox_alloc(r->ctx, (size_t)(nfin + 1) * sizeof *s->fin);
+    if (!s->v || !s->e || !s->hbin || !s->hcnt || !s->fin)
+        return VOX_OUT_OF_MEMORY;
+    s->vcap = nv;
+    s->fcap = nfin;
+    for (int k = 0; k < nk; k++) {
+        const struct ag_sum *c = &kids[k];
+        uint8_t keep = 0;
+        for (int a = 0; a < 3; a++) {
+            keep |= (uint8_t)((c->box.lo[a] == s->box.lo[a]) << (2 * a));
+            keep |= (uint8_t)((c->box.hi[a] == s->box.hi[a]) << (2 * a + 1));
+        }
+        for (int64_t i = 0; i < c->nv; i++)
+            s->v[s->nv++] = (struct ag_vtx){c->v[i].id, (uint8_t)(c->v[i].touch & keep)};
+        for (int64_t i = 0; i < c->ne; i++) {
+            s->e[s->ne] = c->e[i];
+            s->e[s->ne++].hist += s->nh;
+        }
+        if (c->nh) {
+            memcpy(s->hbin + s->nh, c->hbin, (size_t)c->nh);
+            memcpy(s->hcnt + s->nh, c->hcnt, (size_t)c->nh * sizeof *c->hcnt);
+        }
+        s->nh += c->nh;
+        if (c->nfin)
+            memcpy(s->fin + s->nfin, c->fin, (size_t)c->nfin * sizeof *c->fin);
+        s->nfin += c->nfin;
+    }
+    ag_compact_vtx(s);
+    enum vox_status st = ag_compact_edges(r->ctx, s, r->hist);
+    return st == VOX_OK ? ag_node_pass(r, s, root) : st;
+}
+
+static void ag_box(const struct ag_run *r, const int64_t c[3], int64_t mul, struct dist_box *b)
+{
+    for (int a = 0; a < 3; a++) {
+        int64_t sp = r->span[a] * mul;
+        b->lo[a] = c[a] * sp;
+        b->hi[a] = b->lo[a] + sp < r->dims[a] ? b->lo[a] + sp : r->dims[a];
+    }
+}
+
+static void ag_atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct ag_run *r = arg;
+    bool root = r->grid[0] * r->grid[1] * r->grid[2] == 1;
+    for (int64_t i = lo[0]; i < hi[0]; i++) {
+        int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
+                        i % r->grid[2]};
+        ag_box(r, c, 1, &r->cur[i].box);
+        r->st[i] = ag_chunk(r, &r->cur[i], root);
+    }
+}
+
+static void ag_node_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct ag_run *r = arg;
+    const int64_t *pg = r->grid;
+    const int64_t ng[3] = {(pg[0] + 1) / 2, (pg[1] + 1) / 2, (pg[2] + 1) / 2};
+    for (int64_t i = lo[0]; i < hi[0]; i++) {
+        int64_t c[3] = {i / (ng[1] * ng[2]), (i / ng[2]) % ng[1], i % ng[2]};
+        struct ag_sum kids[8];
+        int nk = 0;
+        for (int k = 0; k < 8; k++) {
+            int64_t g[3] = {2 * c[0] + (k >> 2), 2 * c[1] + (k >> 1 & 1), 2 * c[2] + (k & 1)};
+            if (g[0] < pg[0] && g[1] < pg[1] && g[2] < pg[2])
+                kids[nk++] = r->cur[(g[0] * pg[1] + g[1]) * pg[2] + g[2]];
+        }
+        ag_box(r, c, 2, &r->nxt[i].box);
+        r->st[i] = ag_node(r, kids, nk, &r->nxt[i], ng[0] * ng[1] * ng[2] == 1);
+    }
+}
+
+static enum vox_status ag_first_error(const struct ag_run *r, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (r->st[i] != VOX_OK)
+            return r->st[i];
+    return VOX_OK;
+}
+
+/* Atomic chunks, then the octree levels; r->cur[0] is the root on return. */
+static enum vox_status ag_tree_run(struct ag_run *r, int64_t nchunks)
+{
+    struct vox_pool *pool = vox_ctx_pool(r->ctx);
+    vox_pool_for(pool, (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
+                 ag_atomic_task, r);
+    enum vox_status s = ag_first_error(r, nchunks);
+    while (s == VOX_OK && (r->grid[0] > 1 || r->grid[1] > 1 || r->grid[2] > 1)) {
+        int64_t ng[3] = {(r->grid[0] + 1) / 2, (r->grid[1] + 1) / 2, (r->grid[2] + 1) / 2};
+        int64_t nn = ng[0] * ng[1] * ng[2], np = r->grid[0] * r->grid[1] * r->grid[2];
+        r->nxt = vox_calloc(r->ctx, (size_t)nn, sizeof *r->nxt);
+        if (!r->nxt)
+            return VOX_OUT_OF_MEMORY;
+        r->level++;
+        vox_pool_for(pool, (int64_t[3]){nn, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
+                     ag_node_task, r);
+        s = ag_first_error(r, nn);
+        for (int64_t i = 0; i < np; i++)
+            ag_sum_fini(r->ctx, &r->cur[i]);
+        vox_free(r->ctx, r->cur);
+        r->cur = r->nxt;
+        r->nxt = NULL;
+        memcpy(r->grid, ng, sizeof ng);
+        for (int a = 0; a < 3; a++)
+            r->span[a] *= 2;
+    }
+    return s;
+}
+
+/* ---- the global order ------------------------------------------------------------------ */
+
+static int fin_order_cmp(const void *x, const void *y)
+{
+    const struct ag_fin *a = x, *b = y;
+    if (a->level != b->level)
+        return (a->level > b->level) - (a->level < b->level);
+    return (a->seq > b->seq) - (a->seq < b->seq);
+}
+
+/* x pops before y: larger score, then smaller a, then smaller b. */
+static bool fin_before(const struct ag_fin *x, const struct ag_fin *y)
+{
+    unsigned __int128 l = (unsigned __int128)x->num * y->den;
+    unsigned __int128 r = (unsigned __int128)y->num * x->den;
+    if (l != r)
+        return l > r;
+    return x->a != y->a ? x->a < y->a : x->b < y->b;
+}
+
+static void rp_push(const struct ag_fin *f, int64_t *heap, int64_t *n, int64_t x)
+{
+    int64_t i = (*n)++;
+    while (i > 0 && fin_before(&f[x], &f[heap[(i - 1) / 2]])) {
+        heap[i] = heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    heap[i] = x;
+}
+
+static int64_t rp_pop(const struct ag_fin *f, int64_t *heap, int64_t *n)
+{
+    int64_t top = heap[0], x = heap[--*n], i = 0;
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && fin_before(&f[heap[c + 1]], &f[heap[c]]))
+            c++;
+        if (!fin_before(&f[heap[c]], &f[x]))
+            break;
+        heap[i] = heap[c];
+        i = c;
+    }
+    if (*n > 0)
+        heap[i] = x;
+    return top;
+}
+
+/* Replays the merge forest: each step pops the best merge whose two clusters exist. */
+static enum vox_status ag_replay(struct vox_ctx *ctx, struct ag_fin *f, int64_t n, int64_t nseg,
+                                 struct vox_merge_history *h)
+{
+    ag_sort(f, n, sizeof *f, fin_order_cmp);
+    int64_t *last = vox_alloc(ctx, (size_t)(nseg + 1) * sizeof *last);
+    int64_t *cons = vox_alloc(ctx, (size_t)(n + 1) * sizeof *cons);
+    int64_t *cnt = vox_calloc(ctx, (size_t)n + 1, sizeof *cnt);
+    int64_t *heap = vox_alloc(ctx, (size_t)(n + 1) * sizeof *heap);
+    h->m = vox_alloc(ctx, (size_t)(n + 1) * sizeof *h->m);
+    enum vox_status st = VOX_OUT_OF_MEMORY;
+    if (!last || !cons || !cnt || !heap || !h->m)
+        goto done;
+    h->cap = n + 1;
+    for (int64_t i = 0; i <= nseg; i++)
+        last[i] = -1;
+    int64_t nh = 0;
+    for (int64_t m = 0; m < n; m++) {
+        int64_t c[2] = {last[f[m].a], last[f[m].b]};
+        cons[m] = -1;
+        for (int j = 0; j < 2; j++)
+            if (c[j] >= 0) {
+                cons[c[j]] = m;
+                cnt[m]++;
+            }
+        last[f[m].a] = m;
+        if (!cnt[m])
+            rp_push(f, heap, &nh, m);
+    }
+    while (nh > 0) {
+        int64_t m = rp_pop(f, heap, &nh);
+        h->m[h->n++] = (struct vox_seg_merge){f[m].a, f[m].b, f[m].a, f[m].score};
+        if (cons[m] >= 0 && --cnt[cons[m]] == 0)
+            rp_push(f, heap, &nh, cons[m]);
+    }
+    st = h->n == n ? VOX_OK
+                   : vox_fail(ctx, VOX_INTERNAL,
+                              "chunked agglomeration: %lld of %lld merges "
+                              "replayed",
+                              (long long)h->n, (long long)n);
+done:
+    vox_free(ctx, last);
+    vox_free(ctx, cons);
+    vox_free(ctx, cnt);
+    vox_free(ctx, heap);
+    return st;
+}
+
+static enum vox_status ag_check(struct vox_ctx *ctx, const struct vox_tensor *labels, int64_t nseg,
+                                const struct vox_tensor *aff, const int64_t chunk[3])
+{
+    if (!aff || aff->rank != 4 || aff->shape[0] != 3 ||
+        (aff->dtype != VOX_U8 && aff->dtype != VOX_F32))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked agglomeration: affinities must be a u8 "
+                        "or f32 (3, Z, Y, X) tensor");
+    if (!labels || labels->dtype != VOX_U32 || labels->rank != 3 ||
+        !vox_tensor_is_contiguous(labels) ||
+        memcmp(labels->shape, aff->shape + 1, 3 * sizeof(int64_t)))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked agglomeration: labels must be a contiguous u32 tensor of "
+                        "shape (%lld, %lld, %lld)",
+                        (long long)aff->shape[1], (long long)aff->shape[2],
+                        (long long)aff->shape[3]);
+    if (nseg < 0 || nseg >= (int64_t)UINT32_MAX)
+        return vox_fail(ctx, VOX_INVALID_ARG, "chunked agglomeration: nseg = %lld",
+                        (long long)nseg);
+    if (!chunk || chunk[0] < 1 || chunk[1] < 1 || chunk[2] < 1)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunk shape (%lld, %lld, %lld): every side must be >= 1",
+                        chunk ? (long long)chunk[0] : 0ll, chunk ? (long long)chunk[1] : 0ll,
+                        chunk ? (long long)chunk[2] : 0ll);
+    const uint32_t *l = labels->data;
+    int64_t n = vox_tensor_numel(labels);
+    for (int64_t v = 0; v < n; v++)
+        if (l[v] > nseg)
+            return vox_fail(ctx, VOX_INVALID_ARG,
+                            "chunked agglomeration: label %u at voxel %lld exceeds nseg %lld", l[v],
+                            (long long)v, (long long)nseg);
+    return VOX_OK;
+}
+
+enum vox_status vox_dist_agglomerate(struct vox_ctx *ctx, const struct vox_tensor *labels,
+                                     int64_t nseg, const struct vox_tensor *aff,
+                                     const int64_t chunk[3], const struct vox_seg_params *p,
+                                     struct vox_merge_history *hist_out)
+{
+    enum vox_status s = vox_seg_params_check(ctx, p);
+    if (s == VOX_OK)
+        s = ag_check(ctx, labels, nseg, aff, chunk);
+    if (s != VOX_OK)
+        return s;
+    struct ag_run r = {.ctx = ctx,
+                       .p = p,
+                       .aff = aff,
+                       .labels = labels,
+                       .nseg = nseg,
+                       .hist = p->score == VOX_SEG_SCORE_QUANTILE};
+    int64_t nchunks = 1;
+    for (int a = 0; a < 3; a++) {
+        r.dims[a] = aff->shape[a + 1];
+        r.span[a] = chunk[a] < r.dims[a] ? chunk[a] : r.dims[a];
+        r.grid[a] = (r.dims[a] + r.span[a] - 1) / r.span[a];
+        nchunks *= r.grid[a];
+    }
+    struct vox_merge_history h = {.nseg = nseg};
+    r.cur = vox_calloc(ctx, (size_t)nchunks, sizeof *r.cur);
+    r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
+    s = r.cur && r.st ? ag_tree_run(&r, nchunks) : VOX_OUT_OF_MEMORY;
+    if (s == VOX_OK)
+        s = ag_replay(ctx, r.cur[0].fin, r.cur[0].nfin, nseg, &h);
+    int64_t ncur = r.grid[0] * r.grid[1] * r.grid[2];
+    for (int64_t i = 0; r.cur && i < ncur; i++)
+        ag_sum_fini(ctx, &r.cur[i]);
+    vox_free(ctx, r.cur);
+    vox_free(ctx, r.st);
+    if (s != VOX_OK) {
+        vox_merge_history_fini(ctx, &h);
+        return s;
+    }
+    *hist_out = h;
+    return VOX_OK;
+}
