@@ -328,7 +328,8 @@ struct vox_conv3d_desc {
     int64_t d, h, w;         /* input extent */
     int64_t kd, kh, kw;      /* kernel extent (<= the input's) */
     enum vox_conv_layout layout;
-    int64_t block;           /* channels per block for VOX_CONV_BLOCKED; 0: the vector width */
+    int64_t block;           /* channels per block for VOX_CONV_BLOCKED; 0: AVX2 8, AVX-512
+                              * the block of fewest FMAs (8, 16, 24, 32 or 48; see conv.c) */
     bool bias, relu;         /* a per-output-channel bias post-op, then relu */
 };
 

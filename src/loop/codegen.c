@@ -10,7 +10,9 @@
  *    N = 1 matmul), vectorise instead along a reduction dimension whose innermost loop has
  *    step 1 and along which A or B has stride 1 (the other 0 or 1): each C element then has a
  *    vector of lane partial sums, added up horizontally at the store ("reduction vectors").
- *    Otherwise every "vector" is one lane (scalar mode, still correct).
+ *    Otherwise every "vector" is one lane (scalar mode, still correct). On AVX-512 an
+ *    output dimension of at most 8 (an 8-channel block) gets ymm vectors under EVEX (32
+ *    registers, opmasks, broadcasts) rather than half-empty zmm ones.
  *  - The register-tile level R is the outermost loop position whose C tile (the distinct C
  *    vectors below it) fits the register budget; since reduction loops leave the tile
  *    unchanged, this also moves C's load/store outward past them.
@@ -259,7 +261,12 @@ static enum vox_status plan_tensors(struct cg *g)
             memcpy(g->stride[g->ntens++], ops[i].strides, sizeof ops[i].strides);
         }
     }
+    g->W = g->isa == VOX_ISA_AVX512 ? 16 : 8;
     plan_vector_dim(g);
+    int64_t ext[VOX_NEST_MAX_DIMS];
+    cg_max_state(nest, nest->norder - 1, ext);
+    if (g->W == 16 && !g->vred && ext[g->v] <= 8)
+        g->W = 8; /* ymm (ymm16-31 through EVEX): no half-empty zmm for 8-lane blocks */
     g->ew = g->vred || nest->strides[VOX_NEST_C][g->v] == 1 ? g->W : 1;
     for (int t = 0; t < g->ntens; t++) {
         int64_t s = g->stride[t][g->v];

@@ -25,7 +25,7 @@
 
 static int32_t vreg(const struct cg *g, int n)
 {
-    return g->isa == VOX_ISA_AVX512 ? VOX_JIT_ZMM(n) : VOX_JIT_YMM(n);
+    return g->W == 16 ? VOX_JIT_ZMM(n) : VOX_JIT_YMM(n);
 }
 
 static void note_reg(struct cg *g, int n)
@@ -443,7 +443,7 @@ static void init_accs(struct cg *g)
 static void hsum(struct cg *g, int r, int tmp)
 {
     struct vox_jit_asm *a = g->a;
-    if (g->isa == VOX_ISA_AVX512) {
+    if (g->W == 16) {
         vox_jit_vrri(a, VOX_JIT_VEXTRACTF32X8, VOX_JIT_YMM(tmp), VOX_JIT_ZMM(r), 1);
         vox_jit_vrrr(a, VOX_JIT_VADDPS, VOX_JIT_YMM(r), VOX_JIT_YMM(r), VOX_JIT_YMM(tmp));
     }
