@@ -207,6 +207,60 @@ static void test_tile_edges(struct vox_ctx *ctx)
     }
 }
 
+/* Compiles under every JIT ISA, checks against the interpreter and that reduction vectors
+ * were (want = true) or were not chosen. */
+static void check_rv(struct vox_ctx *ctx, const char *text, bool want)
+{
+    struct vox_nest nest;
+    CHECK_OK(vox_nest_parse(ctx, text, &nest));
+    int isas[2], n = jit_isas(ctx, isas);
+    for (int i = 0; i < n; i++) {
+        struct vox_kernel_options o = {.isa = isas[i], .threads = 1};
+        check_nest(ctx, &nest, &o, 11, text);
+        struct vox_kernel *k;
+        CHECK_OK(vox_nest_compile(ctx, &nest, &o, &k));
+        if (vox_kernel_info(k)->reduction_vectors != want)
+            fprintf(stderr, "reduction vectors %d, want %d: %s\n",
+                    vox_kernel_info(k)->reduction_vectors, want, text);
+        CHECK(vox_kernel_info(k)->reduction_vectors == want);
+        vox_kernel_destroy(k);
+    }
+}
+
+/* Vectors along a reduction (GEMV, N = 1, C strided): tails of every length around the
+ * vector widths, several C elements per tile, accumulate, fused post-ops, k split above the
+ * tile (C reloaded), the reduction innermost or above output loops. */
+static void test_reduction_vectors(struct vox_ctx *ctx)
+{
+    static const int64_t ks[] = {5, 8, 9, 16, 17, 31, 33, 64, 100};
+    char text[512];
+    for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) {
+        long long K = ks[i], M = 1 + (long long)i * 3;
+        snprintf(text, sizeof text, "dims m=%lld k=%lld; order m:1 k:1; C[m:1] += A[m:%lld,k:1] "
+                 "* B[k:1]", M, K, K);
+        check_rv(ctx, text, true);
+        snprintf(text, sizeof text, "dims m=%lld n=1 k=%lld; order m:6 k:1 m:1 n:1; C[m:1,n:1] "
+                 "+= A[m:%lld,k:1] * B[k:1,n:1]%s", M, K, K, i % 2 ? "; accumulate" : "");
+        check_rv(ctx, text, true);
+    }
+    check_rv(ctx, "dims m=13 n=1 k=37; order k:16 m:7 k:1 m:1 n:1; C[m:1,n:1] += A[m:37,k:1] * "
+                  "B[k:1,n:1]; post bias[m:1] relu", true);
+    check_rv(ctx, "dims m=13 n=1 k=37; order m:7 k:1 m:1 n:1; C[m:1,n:1] += A[m:37,k:1] * "
+                  "B[k:1,n:1]; post bias[m:1] scale(0.5) relu; accumulate", true);
+    /* C strided along the innermost output dimension, B transposed (both stride 1 along k) */
+    check_rv(ctx, "dims m=9 n=11 k=45; order n:1 k:1 m:1; C[m:11,n:1] += A[m:45,k:1] * "
+                  "B[k:1,n:45]", true);
+    /* a batched dot product: B broadcast along k (stride 0), A packed */
+    check_rv(ctx, "dims b=5 k=70; order b:1 k:1; C[b:1] += A[b:70,k:1] * B[b:1]", true);
+    /* not chosen: a full-width output vector, max-reduction, pre-ops, k strided in A and B */
+    check_rv(ctx, "dims m=9 n=40 k=45; order m:1 k:1 n:1; C[m:40,n:1] += A[m:45,k:1] * "
+                  "B[k:40,n:1]", false);
+    check_rv(ctx, "dims m=9 k=45; order m:1 k:1; C[m:1] max= A[m:45,k:1] * B[k:1]", false);
+    check_rv(ctx, "dims m=9 k=45; order m:1 k:1; C[m:1] += A[m:45,k:1] * B[k:1]; pre relu",
+             false);
+    check_rv(ctx, "dims m=9 k=45; order m:1 k:1; C[m:1] += A[m:1,k:9] * B[k:2]", false);
+}
+
 /* A random nest: matmul-like or conv-like dims of size 2^r + tail, random splits/order. */
 static void random_nest(struct vox_nest *nest, uint64_t *seed)
 {
@@ -359,5 +413,6 @@ static void test_matmul_default_and_threads(struct vox_ctx *ctx)
 
 VOX_TEST_MAIN(VOX_TEST(test_matmul_layouts), VOX_TEST(test_gemv_batched), VOX_TEST(test_conv),
               VOX_TEST(test_pool_bias_relu_accumulate), VOX_TEST(test_tile_edges),
+              VOX_TEST(test_reduction_vectors),
               VOX_TEST(test_random), VOX_TEST(test_invalid),
               VOX_TEST(test_matmul_default_and_threads))

@@ -125,6 +125,15 @@ static void test_conv_schedule(struct vox_ctx *ctx)
         CHECK(!info->chunked);
         vox_kernel_destroy(k);
     }
+    /* the default block on AVX-512: the fewest FMAs (24 -> 24: 24, 1 -> 24: 8, 48 -> 48: 16) */
+    static const int64_t ck[3][3] = {{24, 24, 24}, {1, 24, 8}, {48, 48, 16}};
+    for (int i = 0; i < 3; i++) {
+        struct vox_conv3d_desc d = {ck[i][0], ck[i][1], 3, 3, 3, 3, 3, 3, VOX_CONV_BLOCKED, 0,
+                                    false, false};
+        int64_t blk;
+        CHECK_OK(vox_conv3d_sizes(ctx, &d, &blk, NULL, NULL, NULL));
+        CHECK(blk == (isa == VOX_ISA_AVX512 ? ck[i][2] : 8));
+    }
 }
 
 static void test_conv_errors(struct vox_ctx *ctx)

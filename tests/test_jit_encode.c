@@ -373,6 +373,34 @@ static void emit_rip(struct vox_jit_asm *a, struct enc_list *l)
     }
 }
 
+/* The horizontal-sum instructions (vectorised reductions) and scalar moves. */
+static void emit_hsum(struct vox_jit_asm *a, struct enc_list *l)
+{
+    E("vextractf32x8 ymm1,zmm2,0x1", 7, vox_jit_vrri(a, VOX_JIT_VEXTRACTF32X8, Y(1), Z(2), 1));
+    E("vextractf32x8 ymm17,zmm30,0x1", 7,
+      vox_jit_vrri(a, VOX_JIT_VEXTRACTF32X8, Y(17), Z(30), 1));
+    E("vextractf128 xmm1,ymm2,0x1", 6, vox_jit_vrri(a, VOX_JIT_VEXTRACTF128, X(1), Y(2), 1));
+    E("vextractf128 xmm9,ymm12,0x1", 6, vox_jit_vrri(a, VOX_JIT_VEXTRACTF128, X(9), Y(12), 1));
+    E("vextractf32x4 xmm3,ymm20,0x1", 7,
+      vox_jit_vrri(a, VOX_JIT_VEXTRACTF128, X(3), Y(20), 1));
+    E("vpermilps xmm1,xmm2,0x4e", 6, vox_jit_vrri(a, VOX_JIT_VPERMILPS, X(1), X(2), 0x4E));
+    E("vpermilps xmm10,xmm3,0xb1", 6, vox_jit_vrri(a, VOX_JIT_VPERMILPS, X(10), X(3), 0xB1));
+    E("vpermilps xmm18,xmm19,0xb1", 7, vox_jit_vrri(a, VOX_JIT_VPERMILPS, X(18), X(19), 0xB1));
+    E("vpermilps ymm1,ymm2,0x1b", 6, vox_jit_vrri(a, VOX_JIT_VPERMILPS, Y(1), Y(2), 0x1B));
+    E("vaddps ymm20,ymm20,ymm3", 6, vox_jit_vrrr(a, VOX_JIT_VADDPS, Y(20), Y(20), Y(3)));
+    E("vaddps xmm17,xmm17,xmm1", 6, vox_jit_vrrr(a, VOX_JIT_VADDPS, X(17), X(17), X(1)));
+    E("vmovss xmm1,DWORD PTR [rax+0x4]", 5,
+      vox_jit_vrm(a, VOX_JIT_VMOVSS, X(1), M(VOX_JIT_RAX, 4)));
+    E("vmovss DWORD PTR [r9+0x8],xmm12", 6,
+      vox_jit_vmr(a, VOX_JIT_VMOVSS, M(VOX_JIT_R9, 8), X(12)));
+    E("vmovss DWORD PTR [rdx+0x40],xmm25", 7,
+      vox_jit_vmr(a, VOX_JIT_VMOVSS, M(VOX_JIT_RDX, 64), X(25)));
+    E("vmovss xmm16,DWORD PTR [rsi+0x1fc]", 7,
+      vox_jit_vrm(a, VOX_JIT_VMOVSS, X(16), M(VOX_JIT_RSI, 508)));
+    E("vmovups ZMMWORD PTR [rax]{k2},zmm3", 6,
+      vox_jit_vmr(a, VOX_JIT_VMOVUPS, M(VOX_JIT_RAX, 0), Z(3) | KM(2)));
+}
+
 /* ---- objdump --------------------------------------------------------------------------- */
 
 struct dis_line {
@@ -517,8 +545,10 @@ static void run_group(struct vox_ctx *ctx, int group)
         emit_vex(a, l);
     else if (group == 3)
         emit_evex(a, l, texts, sizeof texts);
-    else
+    else if (group == 4)
         emit_rip(a, l);
+    else
+        emit_hsum(a, l);
     CHECK(l->n > 0 && l->n < MAX_CASES);
     check_cases(ctx, a, l);
     free(l);
@@ -530,6 +560,38 @@ static void test_encode_jumps(struct vox_ctx *ctx) { run_group(ctx, 1); }
 static void test_encode_vex(struct vox_ctx *ctx) { run_group(ctx, 2); }
 static void test_encode_evex(struct vox_ctx *ctx) { run_group(ctx, 3); }
 static void test_encode_rip(struct vox_ctx *ctx) { run_group(ctx, 4); }
+static void test_encode_hsum(struct vox_ctx *ctx) { run_group(ctx, 5); }
+
+/* Wrong operand classes and immediates latch an error rather than emitting. */
+static void test_encode_hsum_errors(struct vox_ctx *ctx)
+{
+    static const struct {
+        enum vox_jit_vop op;
+        int32_t dst, src;
+        int imm;
+    } bad[] = {{VOX_JIT_VEXTRACTF128, Y(1), Y(2), 1}, {VOX_JIT_VEXTRACTF32X8, X(1), Z(2), 1},
+               {VOX_JIT_VPERMILPS, X(1), Y(2), 0},    {VOX_JIT_VPERMILPS, X(1), X(2), 256},
+               {VOX_JIT_VADDPS, X(1), X(2), 0},       {VOX_JIT_VPERMILPS, X(1) | KM(1), X(2), 0}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct vox_jit_asm *a;
+        CHECK_OK(vox_jit_asm_create(ctx, &a));
+        if (!a)
+            return;
+        vox_jit_vrri(a, bad[i].op, bad[i].dst, bad[i].src, bad[i].imm);
+        CHECK(vox_jit_asm_status(a) == VOX_INVALID_ARG);
+        CHECK(vox_jit_asm_offset(a) == 0);
+        vox_jit_asm_destroy(a);
+    }
+    struct vox_jit_asm *a;
+    CHECK_OK(vox_jit_asm_create(ctx, &a));
+    if (!a)
+        return;
+    vox_jit_vrm(a, VOX_JIT_VMOVSS, Y(1), M(VOX_JIT_RAX, 0));
+    CHECK(vox_jit_asm_status(a) == VOX_INVALID_ARG);
+    CHECK(strstr(vox_jit_asm_error(a), "vmovss") != NULL);
+    vox_jit_asm_destroy(a);
+}
 
 VOX_TEST_MAIN(VOX_TEST(test_encode_gpr), VOX_TEST(test_encode_jumps), VOX_TEST(test_encode_vex),
-              VOX_TEST(test_encode_evex), VOX_TEST(test_encode_rip))
+              VOX_TEST(test_encode_evex), VOX_TEST(test_encode_rip), VOX_TEST(test_encode_hsum),
+              VOX_TEST(test_encode_hsum_errors))

@@ -217,6 +217,11 @@ enum vox_jit_vop {
     VOX_JIT_VMINPS, VOX_JIT_VXORPS, VOX_JIT_VANDPS,  /* vrrr, vrrm */
     VOX_JIT_VPADDD,                     /* vrrr, vrrm */
     VOX_JIT_VPCMPEQD,                   /* VEX only: vrrr, vrrm */
+    VOX_JIT_VMOVSS,                     /* xmm: vrm (load, zeroes lanes 1..), vmr (store) */
+    VOX_JIT_VPERMILPS,                  /* vrri: dst = src's lanes permuted by imm8 */
+    VOX_JIT_VEXTRACTF128,               /* vrri: xmm dst = 128-bit lane imm8 of ymm src
+                                         * (EVEX vextractf32x4 for registers >= 16) */
+    VOX_JIT_VEXTRACTF32X8,              /* EVEX only: vrri: ymm dst = 256-bit half of zmm */
     VOX_JIT_VOP_COUNT
 };
 
@@ -228,6 +233,9 @@ void vox_jit_vrrm(struct vox_jit_asm *a, enum vox_jit_vop op, int32_t dst, int32
 /* dst, src (two-operand forms: moves and broadcasts) */
 void vox_jit_vrr(struct vox_jit_asm *a, enum vox_jit_vop op, int32_t dst, int32_t src);
 void vox_jit_vrm(struct vox_jit_asm *a, enum vox_jit_vop op, int32_t dst, struct vox_jit_mem m);
+/* dst, src, imm8 (vpermilps, and the extracts whose destination is one width narrower). */
+void vox_jit_vrri(struct vox_jit_asm *a, enum vox_jit_vop op, int32_t dst, int32_t src,
+                  int imm);
 /* Store [mem] <- src (src may carry an opmask). */
 void vox_jit_vmr(struct vox_jit_asm *a, enum vox_jit_vop op, struct vox_jit_mem m, int32_t src);
 /* Store [mem] <- src under a vector mask (vmaskmovps m, mask, src). */

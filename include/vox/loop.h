@@ -239,8 +239,10 @@ double vox_nest_bytes(const struct vox_nest *nest);
 
 /* ---- compiled kernels (src/loop/codegen*.c, kernel.c) ---------------------------------- */
 /* vox_nest_compile lowers a nest to x86-64 code (AVX2+FMA or AVX-512), after LoopNest:
- * vectorised along the innermost loop's dimension, C held in registers from the outermost
- * loop whose C tile fits the register budget, reduction loops inside it run at run time
+ * vectorised along the innermost loop's dimension (or along a reduction dimension with unit
+ * stride in A or B when that fills more lanes: horizontal sums at the store), C held in
+ * registers from the outermost loop whose C tile fits the register budget, reduction loops
+ * inside it run at run time
  * (unrolled up to a limit), one code copy per distinct range state (no 2^k tail copies),
  * masked vector tails. The ISA comes from the options or the context (VOX_ISA caps it);
  * VOX_ISA_REF, or a nest the generator cannot lower, gives a kernel that runs the
@@ -259,6 +261,8 @@ struct vox_kernel_info {
     bool jit;              /* false: the interpreter runs the nest */
     enum vox_isa isa;
     int lanes;             /* f32 lanes of a vector op (1 when scalar along the innermost dim) */
+    bool reduction_vectors; /* vectors along a reduction dimension, summed across lanes at the
+                             * store (GEMV, N = 1 matmuls, C strided along the innermost dim) */
     int tile_level;        /* the order position where C is loaded into registers */
     int64_t tile[VOX_NEST_MAX_DIMS]; /* the register tile's extent per dimension */
     int acc_vectors;       /* C vectors held in registers (the full tile) */
@@ -324,7 +328,8 @@ struct vox_conv3d_desc {
     int64_t d, h, w;         /* input extent */
     int64_t kd, kh, kw;      /* kernel extent (<= the input's) */
     enum vox_conv_layout layout;
-    int64_t block;           /* channels per block for VOX_CONV_BLOCKED; 0: the vector width */
+    int64_t block;           /* channels per block for VOX_CONV_BLOCKED; 0: AVX2 8, AVX-512
+                              * the block of fewest FMAs (8, 16, 24, 32 or 48; see conv.c) */
     bool bias, relu;         /* a per-output-channel bias post-op, then relu */
 };
 

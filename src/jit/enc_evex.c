@@ -31,7 +31,9 @@ void jit_evex_emit(struct vox_jit_asm *a, const struct jit_vinsn *v)
                    (v4 ^ 1) << 3 | (unsigned)v->aaa);
     jit_put(a, v->opcode);
     if (v->mem)
-        jit_modrm_mem(a, v->reg, v->mem, v->n, 0);
+        jit_modrm_mem(a, v->reg, v->mem, v->n, v->has_imm ? 1 : 0);
     else
         jit_modrm_reg(a, v->reg, v->rm);
+    if (v->has_imm)
+        jit_put(a, v->imm);
 }

@@ -12,7 +12,7 @@
 #include "jit/internal.h"
 
 enum { V_VEX = 1, V_EVEX = 2, V_BCST = 4, V_T1S = 8, V_SRCX = 16 };
-enum { FM_RRR = 1, FM_RRM = 2, FM_RR = 4, FM_RM = 8, FM_MR = 16, FM_MRR = 32 };
+enum { FM_RRR = 1, FM_RRM = 2, FM_RR = 4, FM_RM = 8, FM_MR = 16, FM_MRR = 32, FM_RRI = 64 };
 
 struct jit_vop_enc {
     const char *name;
@@ -39,6 +39,10 @@ static const struct jit_vop_enc jit_vops[VOX_JIT_VOP_COUNT] = {
     [VOX_JIT_VANDPS] = {"vandps", 0x54, 0, 1, 0, VE | V_BCST, ARITH}, /* EVEX: AVX512DQ */
     [VOX_JIT_VPADDD] = {"vpaddd", 0xFE, 0, 1, 1, VE | V_BCST, ARITH},
     [VOX_JIT_VPCMPEQD] = {"vpcmpeqd", 0x76, 0, 1, 1, V_VEX, ARITH},
+    [VOX_JIT_VMOVSS] = {"vmovss", 0x10, 0x11, 1, 2, VE | V_T1S, FM_RM | FM_MR},
+    [VOX_JIT_VPERMILPS] = {"vpermilps", 0x04, 0, 3, 1, VE, FM_RRI},
+    [VOX_JIT_VEXTRACTF128] = {"vextractf128", 0x19, 0, 3, 1, VE, FM_RRI},
+    [VOX_JIT_VEXTRACTF32X8] = {"vextractf32x8", 0x1B, 0, 3, 1, V_EVEX, FM_RRI},
 };
 
 static bool jit_is_vec(int32_t r)
@@ -105,7 +109,7 @@ static void jit_vemit(struct vox_jit_asm *a, enum vox_jit_vop op, int form, int3
         return;
     }
     const struct jit_vop_enc *e = &jit_vops[op];
-    static const char *const form_names[] = {"rrr", "rrm", "rr", "rm", "mr", "mrr"};
+    static const char *const form_names[] = {"rrr", "rrm", "rr", "rm", "mr", "mrr", "rri"};
     if (!(e->forms & form)) {
         jit_fail(a, VOX_INVALID_ARG, "jit: %s has no %s form", e->name,
                  form_names[__builtin_ctz((unsigned)form)]);
@@ -131,7 +135,38 @@ static void jit_vemit(struct vox_jit_asm *a, enum vox_jit_vop op, int form, int3
         return;
     if (m && !jit_mem_check(a, m, false, e->name))
         return;
+    if (op == VOX_JIT_VMOVSS && v.l != 0) {
+        jit_fail(a, VOX_INVALID_ARG, "jit: vmovss takes an xmm register");
+        return;
+    }
     jit_vpick(a, e, &v, reg, vvvv, rm);
+}
+
+void vox_jit_vrri(struct vox_jit_asm *a, enum vox_jit_vop op, int32_t dst, int32_t src, int imm)
+{
+    if (!jit_begin(a))
+        return;
+    if ((unsigned)op >= VOX_JIT_VOP_COUNT || !(jit_vops[op].forms & FM_RRI)) {
+        jit_fail(a, VOX_INVALID_ARG, "jit: vector instruction %d has no rri form", (int)op);
+        return;
+    }
+    const struct jit_vop_enc *e = &jit_vops[op];
+    bool extract = op != VOX_JIT_VPERMILPS;
+    int32_t want_src = !extract                    ? jit_class(dst)
+                       : op == VOX_JIT_VEXTRACTF128 ? VOX_JIT_CLASS_YMM
+                                                    : VOX_JIT_CLASS_ZMM;
+    int32_t want_dst = extract ? want_src - 0x100 : want_src;
+    if (imm < 0 || imm > 255 || (dst & 0xF000) || !jit_vec_check(a, e->name, src, want_src) ||
+        !jit_vec_check(a, e->name, dst, want_dst)) {
+        if (vox_jit_asm_status(a) == VOX_OK)
+            jit_fail(a, VOX_INVALID_ARG, "jit: %s: expected an unmasked destination and an "
+                     "imm8 in 0..255, got %d", e->name, imm);
+        return;
+    }
+    /* The extracts encode the source in ModRM.reg and the destination in ModRM.rm. */
+    struct jit_vinsn v = {.opcode = e->opcode, .map = e->map, .pp = e->pp, .l = jit_vl(src),
+                          .has_imm = true, .imm = (uint8_t)imm};
+    jit_vpick(a, e, &v, extract ? src : dst, VOX_JIT_NONE, extract ? dst : src);
 }
 
 void vox_jit_vrrr(struct vox_jit_asm *a, enum vox_jit_vop op, int32_t dst, int32_t src1,

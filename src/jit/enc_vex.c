@@ -25,7 +25,9 @@ void jit_vex_emit(struct vox_jit_asm *a, const struct jit_vinsn *v)
     }
     jit_put(a, v->opcode);
     if (v->mem)
-        jit_modrm_mem(a, v->reg, v->mem, 1, 0);
+        jit_modrm_mem(a, v->reg, v->mem, 1, v->has_imm ? 1 : 0);
     else
         jit_modrm_reg(a, v->reg, v->rm);
+    if (v->has_imm)
+        jit_put(a, v->imm);
 }

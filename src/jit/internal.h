@@ -128,6 +128,8 @@ struct jit_vinsn {
     bool vsib;
     int aaa, z, bcst; /* EVEX only */
     int n;            /* EVEX disp8 scale */
+    bool has_imm;     /* an imm8 follows the ModRM bytes */
+    uint8_t imm;
 };
 
 void jit_vex_emit(struct vox_jit_asm *a, const struct jit_vinsn *v);

@@ -5,8 +5,14 @@
  * After LoopNest (Zlateski et al., facebookresearch/loop_nest), with the tails done without
  * its 2^k specialised copies:
  *  - Vectorise along the innermost loop's dimension v when C has stride 1 along it; each
- *    other tensor is packed (stride 1), broadcast (stride 0) or gathered along v. Otherwise
- *    every "vector" is one lane (scalar mode, still correct).
+ *    other tensor is packed (stride 1), broadcast (stride 0) or gathered along v. When that
+ *    fills under half a vector (C strided, v a reduction, or a short extent, as in GEMV or an
+ *    N = 1 matmul), vectorise instead along a reduction dimension whose innermost loop has
+ *    step 1 and along which A or B has stride 1 (the other 0 or 1): each C element then has a
+ *    vector of lane partial sums, added up horizontally at the store ("reduction vectors").
+ *    Otherwise every "vector" is one lane (scalar mode, still correct). On AVX-512 an
+ *    output dimension of at most 8 (an 8-channel block) gets ymm vectors under EVEX (32
+ *    registers, opmasks, broadcasts) rather than half-empty zmm ones.
  *  - The register-tile level R is the outermost loop position whose C tile (the distinct C
  *    vectors below it) fits the register budget; since reduction loops leave the tile
  *    unchanged, this also moves C's load/store outward past them.
@@ -200,6 +206,44 @@ static bool op_jittable(enum vox_nest_eltwise_kind k)
     return k == VOX_NEST_RELU || k == VOX_NEST_SCALE || k == VOX_NEST_BIAS || k == VOX_NEST_MUL;
 }
 
+static int64_t min64(int64_t a, int64_t b)
+{
+    return a < b ? a : b;
+}
+
+/* v: the innermost loop's dimension, or a reduction dimension whose vectors fill more lanes
+ * (plus-multiply without pre-ops only: masked-off lanes then add exact zeros). */
+static void plan_vector_dim(struct cg *g)
+{
+    const struct vox_nest *nest = g->nest;
+    int last = nest->norder - 1, v0 = nest->order[last].dim;
+    int64_t ext[VOX_NEST_MAX_DIMS];
+    g->v = v0;
+    g->vpos = last;
+    g->vred = false;
+    cg_max_state(nest, last, ext);
+    int64_t best = nest->strides[VOX_NEST_C][v0] == 1 ? min64(ext[v0], g->W) : 1;
+    if (best * 2 >= g->W || g->no_vred || nest->compute != VOX_NEST_PLUS_MUL || nest->npre > 0)
+        return;
+    bool seen[VOX_NEST_MAX_DIMS] = {false};
+    for (int p = last; p >= 0; p--) {
+        int d = nest->order[p].dim;
+        int64_t sa = nest->strides[VOX_NEST_A][d], sb = nest->strides[VOX_NEST_B][d];
+        bool inner = !seen[d];
+        seen[d] = true;
+        if (!inner || !vox_nest_is_reduction(nest, d) || nest->order[p].step != 1 ||
+            (sa != 1 && sb != 1) || (sa != 0 && sa != 1) || (sb != 0 && sb != 1))
+            continue;
+        cg_max_state(nest, p, ext);
+        if (min64(ext[d], g->W) > best) {
+            best = min64(ext[d], g->W);
+            g->v = d;
+            g->vpos = p;
+            g->vred = true;
+        }
+    }
+}
+
 /* Tensors, their pointer registers, and each one's access kind along v. */
 static enum vox_status plan_tensors(struct cg *g)
 {
@@ -217,8 +261,13 @@ static enum vox_status plan_tensors(struct cg *g)
             memcpy(g->stride[g->ntens++], ops[i].strides, sizeof ops[i].strides);
         }
     }
-    g->v = nest->order[nest->norder - 1].dim;
-    g->ew = nest->strides[VOX_NEST_C][g->v] == 1 ? g->W : 1;
+    g->W = g->isa == VOX_ISA_AVX512 ? 16 : 8;
+    plan_vector_dim(g);
+    int64_t ext[VOX_NEST_MAX_DIMS];
+    cg_max_state(nest, nest->norder - 1, ext);
+    if (g->W == 16 && !g->vred && ext[g->v] <= 8)
+        g->W = 8; /* ymm (ymm16-31 through EVEX): no half-empty zmm for 8-lane blocks */
+    g->ew = g->vred || nest->strides[VOX_NEST_C][g->v] == 1 ? g->W : 1;
     for (int t = 0; t < g->ntens; t++) {
         int64_t s = g->stride[t][g->v];
         g->preg[t] = ptr_regs[t];
@@ -251,8 +300,8 @@ static bool has_partial_vectors(const struct cg *g)
     int64_t ext[64];
     int n = 1;
     ext[0] = nest->dims[g->v].size;
-    for (int p = 0; p < nest->norder - 1; p++) {
-        if (nest->order[p].dim != g->v)
+    for (int p = 0; p < nest->norder; p++) {
+        if (nest->order[p].dim != g->v || p == g->vpos)
             continue;
         int64_t s = nest->order[p].step;
         int m = 0;
@@ -338,6 +387,7 @@ static void fill_info(struct cg *g, struct cg_result *out)
     info->jit = true;
     info->isa = g->isa;
     info->lanes = g->ew;
+    info->reduction_vectors = g->vred;
     info->tile_level = g->R;
     cg_max_state(nest, g->R, info->tile);
     if (g->chunked)
@@ -376,6 +426,14 @@ static enum vox_status generate(struct cg *g, struct cg_result *out)
         return s;
     plan_registers(g);
     plan_tile_level(g);
+    if (g->vred && (g->chunked || g->R > g->vpos)) {
+        /* the reduction-vector loop must run inside the register tile */
+        g->no_vred = true;
+        if ((s = plan_tensors(g)))
+            return s;
+        plan_registers(g);
+        plan_tile_level(g);
+    }
     emit_entry(g);
     for (int i = 0; i < g->nsubs && !g->failed; i++) {
         struct cg_sub sub = g->subs[i];

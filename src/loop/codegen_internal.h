@@ -41,6 +41,9 @@ struct cg {
     struct vox_jit_asm *a;
     enum vox_isa isa;
     int W, nv, ew, v; /* lanes of a register, registers, lanes of a vector op, vector dim */
+    int vpos;         /* the position of v's innermost loop */
+    bool vred;        /* v is a reduction: C elements in lane sums, added up at the store */
+    bool no_vred;     /* reduction vectors were tried and do not fit the tile */
     int unroll, copies_opt;
     int ntens;
     int64_t stride[CG_TENSORS][VOX_NEST_MAX_DIMS];

@@ -14,6 +14,9 @@
  * used once. When the tile has fewer than 8 vectors, each C vector gets up to 4 accumulators
  * that the unrolled reduction steps rotate through (FMA latency x ports), summed at the store.
  * Vector tails use AVX-512 opmask k2 or AVX2 vmaskmovps with a mask row from a table.
+ * With reduction vectors (v a reduction dimension) each accumulator holds one C element's
+ * lane partial sums: C is loaded into lane 0 (vmovss), and at the store the halves are
+ * added (vextractf32x8, vextractf128, vpermilps) down to lane 0, stored with vmovss.
  */
 #include "codegen_internal.h"
 
@@ -22,7 +25,7 @@
 
 static int32_t vreg(const struct cg *g, int n)
 {
-    return g->isa == VOX_ISA_AVX512 ? VOX_JIT_ZMM(n) : VOX_JIT_YMM(n);
+    return g->W == 16 ? VOX_JIT_ZMM(n) : VOX_JIT_YMM(n);
 }
 
 static void note_reg(struct cg *g, int n)
@@ -249,7 +252,7 @@ static int find_acc(struct cg *g, const int64_t *off, int lanes)
 /* One vector op at the offsets off, lanes wide. */
 static void point(struct cg *g, const int64_t *off, int lanes)
 {
-    int acc = find_acc(g, off, lanes);
+    int acc = find_acc(g, off, g->vred ? 1 : lanes);
     if (g->planning || g->overflow)
         return;
     if (g->npts == CG_MAX_POINTS)
@@ -301,12 +304,18 @@ static int64_t count_ops(const struct cg *g, int p, const int64_t *ext)
     return n;
 }
 
+/* Loop p's step; the loop of reduction vectors runs a vector (W elements of v) at a time. */
+static int64_t loop_step(const struct cg *g, int p)
+{
+    return g->vred && p == g->vpos ? g->W : g->nest->order[p].step;
+}
+
 /* Iterations [i0, i1) of loop p unrolled at static offsets; the reduction step rotates. */
 static void unrolled(struct cg *g, int p, const int64_t *sub, const int64_t *off, int64_t i0,
                      int64_t i1, bool red)
 {
     int d = g->nest->order[p].dim;
-    int64_t s = g->nest->order[p].step, o[CG_TENSORS];
+    int64_t s = loop_step(g, p), o[CG_TENSORS];
     for (int64_t i = i0; i < i1 && !g->overflow; i++) {
         shift(g, off, d, i * s, o);
         walk(g, p + 1, sub, o);
@@ -321,7 +330,7 @@ static void reduction_loop(struct cg *g, int p, const int64_t *ext, const int64_
 {
     struct vox_jit_asm *a = g->a;
     int d = g->nest->order[p].dim;
-    int64_t s = g->nest->order[p].step, e = ext[d], nfull = e / s, tail = e % s, o[CG_TENSORS];
+    int64_t s = loop_step(g, p), e = ext[d], nfull = e / s, tail = e % s, o[CG_TENSORS];
     int64_t sub[VOX_NEST_MAX_DIMS];
     memcpy(sub, ext, sizeof sub);
     sub[d] = s;
@@ -369,12 +378,12 @@ static void walk(struct cg *g, int p, const int64_t *ext, const int64_t *off)
     const struct vox_nest *nest = g->nest;
     if (g->overflow)
         return;
-    if (p == nest->norder) { /* below the innermost loop of a reduction v: one lane */
-        point(g, off, 1);
+    if (p == nest->norder) { /* scalar mode: one lane; reduction vectors: the v extent */
+        point(g, off, g->vred ? (int)ext[g->v] : 1);
         return;
     }
     int d = nest->order[p].dim;
-    if (p == nest->norder - 1 && !vox_nest_is_reduction(nest, d)) {
+    if (p == nest->norder - 1 && d == g->v && !vox_nest_is_reduction(nest, d)) {
         innermost(g, ext, off);
         return;
     }
@@ -416,7 +425,10 @@ static void init_accs(struct cg *g)
         for (int i = 0; i < g->nacc; i++) {
             int r = i + c * g->nacc;
             note_reg(g, r);
-            if (c == 0 && g->load_c)
+            if (c == 0 && g->load_c && g->vred)
+                vox_jit_vrm(g->a, VOX_JIT_VMOVSS, VOX_JIT_XMM(r),
+                            cg_mem(g, VOX_NEST_C, g->acc_toff[i][VOX_NEST_C]));
+            else if (c == 0 && g->load_c)
                 load_plain(g, r, VOX_NEST_C, g->acc_toff[i][VOX_NEST_C], g->acc_lanes[i]);
             else if (id == 0.0f)
                 vox_jit_vrrr(g->a, VOX_JIT_VXORPS, vreg(g, r), vreg(g, r), vreg(g, r));
@@ -425,6 +437,22 @@ static void init_accs(struct cg *g)
                             vox_jit_mem_rip(cg_const_vec(g, id), 0));
         }
     }
+}
+
+/* Adds the lanes of accumulator r into its lane 0 (tmp: a free register). */
+static void hsum(struct cg *g, int r, int tmp)
+{
+    struct vox_jit_asm *a = g->a;
+    if (g->W == 16) {
+        vox_jit_vrri(a, VOX_JIT_VEXTRACTF32X8, VOX_JIT_YMM(tmp), VOX_JIT_ZMM(r), 1);
+        vox_jit_vrrr(a, VOX_JIT_VADDPS, VOX_JIT_YMM(r), VOX_JIT_YMM(r), VOX_JIT_YMM(tmp));
+    }
+    vox_jit_vrri(a, VOX_JIT_VEXTRACTF128, VOX_JIT_XMM(tmp), VOX_JIT_YMM(r), 1);
+    vox_jit_vrrr(a, VOX_JIT_VADDPS, VOX_JIT_XMM(r), VOX_JIT_XMM(r), VOX_JIT_XMM(tmp));
+    vox_jit_vrri(a, VOX_JIT_VPERMILPS, VOX_JIT_XMM(tmp), VOX_JIT_XMM(r), 0x4E);
+    vox_jit_vrrr(a, VOX_JIT_VADDPS, VOX_JIT_XMM(r), VOX_JIT_XMM(r), VOX_JIT_XMM(tmp));
+    vox_jit_vrri(a, VOX_JIT_VPERMILPS, VOX_JIT_XMM(tmp), VOX_JIT_XMM(r), 0xB1);
+    vox_jit_vrrr(a, VOX_JIT_VADDPS, VOX_JIT_XMM(r), VOX_JIT_XMM(r), VOX_JIT_XMM(tmp));
 }
 
 static void store_accs(struct cg *g)
@@ -438,12 +466,18 @@ static void store_accs(struct cg *g)
         int32_t r = vreg(g, i);
         for (int c = 1; c < g->copies; c++)
             vox_jit_vrrr(a, red, r, r, vreg(g, i + c * g->nacc));
+        if (g->vred)
+            hsum(g, i, g->top_free);
         if (g->fuse_post)
             for (int k = 0; k < nest->npost; k++)
                 apply_op(g, i, &nest->post[k], g->post_t[k],
                          g->post_t[k] >= 0 ? g->acc_toff[i][g->post_t[k]] : 0, g->acc_lanes[i]);
         int lanes = g->acc_lanes[i];
         struct vox_jit_mem m = cg_mem(g, VOX_NEST_C, g->acc_toff[i][VOX_NEST_C]);
+        if (g->vred) {
+            vox_jit_vmr(a, VOX_JIT_VMOVSS, m, VOX_JIT_XMM(i));
+            continue;
+        }
         if (lanes == g->W) {
             vox_jit_vmr(a, VOX_JIT_VMOVUPS, m, r);
             continue;
