@@ -9,7 +9,10 @@
  * |fast - ref| <= tol * max(1, max |ref|) with tol from the table in check_net.
  */
 #include "harness.h"
+#include "vox/io.h"
 #include "vox/nn.h"
+
+#include <unistd.h>
 
 static struct vox_net *parse(struct vox_ctx *ctx, const char *text)
 {
@@ -258,5 +261,85 @@ static void test_errors_and_alloc_failures(struct vox_ctx *ctx)
     vox_net_destroy(net);
 }
 
-VOX_TEST_MAIN(VOX_TEST(test_layers_every_isa), VOX_TEST(test_whole_nets),
+/* Slides net over a u8 volume with the given patch and returns output 0 read back as f32. */
+static void slide(struct vox_ctx *ctx, const struct vox_net *net, struct vox_nn_weights *w,
+                  const int64_t vol[3], const int64_t patch[3], struct vox_tensor *out)
+{
+    char in_path[256], out_path[256];
+    snprintf(in_path, sizeof in_path, "/tmp/vox_slide_in_%d.h5:/raw", (int)getpid());
+    snprintf(out_path, sizeof out_path, "/tmp/vox_slide_out_%d.h5", (int)getpid());
+    struct vox_tensor raw = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &raw, VOX_U8, 3, vol));
+    uint64_t seed = 4;
+    for (int64_t e = 0; e < vox_tensor_numel(&raw); e++)
+        ((uint8_t *)raw.data)[e] = (uint8_t)vox_test_rand(&seed);
+    CHECK_OK(vox_volume_save(ctx, in_path, &raw, NULL));
+    struct vox_volume *in = NULL, *o = NULL;
+    struct vox_out_file *f = NULL;
+    struct vox_nn_volume *v = NULL;
+    const enum vox_dtype dt = VOX_U8;
+    struct vox_nn_volume_options opt = {.patch = {patch[0], patch[1], patch[2]}, .quiet = true,
+                                        .out_dtype = VOX_F32};
+    CHECK_OK(vox_volume_open(ctx, in_path, &in));
+    CHECK_OK(vox_nn_volume_plan(ctx, net, w, vol, &dt, &opt, &v));
+    struct vox_dataset_options dopt = {.dtype = VOX_F32, .rank = 4};
+    if (v) {
+        int64_t pp[3], ov[3], tiles;
+        vox_nn_volume_geometry(v, pp, ov, &tiles);
+        CHECK(memcmp(vol, patch, 3 * sizeof *vol) == 0 ? tiles == 1 : tiles >= 4);
+        vox_nn_volume_out_shape(v, 0, dopt.shape);
+    }
+    CHECK_OK(vox_out_open(ctx, out_path, &f));
+    CHECK_OK(vox_out_dataset(ctx, f, "/o", &dopt, &o));
+    CHECK_OK(vox_nn_volume_run(ctx, v, &in, &o));
+    CHECK_OK(vox_out_commit(ctx, f));
+    char spec[300];
+    snprintf(spec, sizeof spec, "%s:/o", out_path);
+    CHECK_OK(vox_volume_load(ctx, spec, out, NULL));
+    vox_volume_close(in);
+    vox_nn_volume_destroy(v);
+    vox_tensor_free(ctx, &raw);
+    unlink(out_path);
+    snprintf(in_path, sizeof in_path, "/tmp/vox_slide_in_%d.h5", (int)getpid());
+    unlink(in_path);
+}
+
+/* Sliding patches == one patch over the whole volume: a pooled valid net (abutting tiles,
+ * strided output) and a same-padded U-Net (cropped margins). */
+static void test_sliding_equals_one_pass(struct vox_ctx *ctx)
+{
+    static const struct {
+        const char *text;
+        int64_t vol[3], patch[3];
+    } cases[] = {
+        {"input raw channels=1\nconv c1 raw -> 5 kernel=2x3x3 act=relu\npool p c1 window=1x2x2\n"
+         "conv c2 p -> 3 kernel=1x3x3 act=relu\noutput o c2 act=sigmoid\n",
+         {5, 30, 28}, {3, 12, 14}},
+        {"input raw channels=1\nconv e raw -> 6 kernel=1x3x3 pad=same act=elu\n"
+         "pool p e window=1x2x2\nconv c p -> 9 kernel=3x3x3 pad=same bn=yes act=relu\n"
+         "deconv u c -> 6 kernel=1x2x2\nadd s u e\nconv f s -> 3 kernel=1x3x3 pad=same\n"
+         "output o f act=sigmoid\n",
+         {6, 24, 20}, {6, 16, 14}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        struct vox_net *net = parse(ctx, cases[k].text);
+        struct vox_nn_weights *w = weights(ctx, net, 5);
+        struct vox_tensor a = {0}, b = {0};
+        slide(ctx, net, w, cases[k].vol, cases[k].vol, &a);
+        slide(ctx, net, w, cases[k].vol, cases[k].patch, &b);
+        CHECK(a.data && b.data && vox_tensor_numel(&a) == vox_tensor_numel(&b));
+        double d = 0;
+        for (int64_t e = 0; a.data && b.data && e < vox_tensor_numel(&a); e++)
+            d = fmax(d, fabs(((float *)a.data)[e] - ((float *)b.data)[e]));
+        if (d > 1e-6)
+            fprintf(stderr, "  case %zu: max difference %g\n", k, d);
+        CHECK(d <= 1e-6);
+        vox_tensor_free(ctx, &a);
+        vox_tensor_free(ctx, &b);
+        vox_nn_weights_destroy(w);
+        vox_net_destroy(net);
+    }
+}
+
+VOX_TEST_MAIN(VOX_TEST(test_sliding_equals_one_pass), VOX_TEST(test_layers_every_isa), VOX_TEST(test_whole_nets),
               VOX_TEST(test_threads_bitwise), VOX_TEST(test_errors_and_alloc_failures))

@@ -294,6 +294,8 @@ void vox_nn_volume_destroy(struct vox_nn_volume *v);
 /* The chosen input patch, the output volume's spatial extent, the number of tiles. */
 void vox_nn_volume_geometry(const struct vox_nn_volume *v, int64_t patch_out[3],
                             int64_t out_vol_out[3], int64_t *tiles_out);
+/* The k-th output dataset's shape (C, Z', Y', X'). */
+void vox_nn_volume_out_shape(const struct vox_nn_volume *v, int k, int64_t shape_out[4]);
 const struct vox_nn_fast *vox_nn_volume_fast(const struct vox_nn_volume *v);
 /* in[k]: the k-th input, (Z, Y, X) or (C, Z, Y, X) of the planned extent and dtype; out[k]:
  * datasets being written, (C, Z', Y', X') of the output extent and the options' dtype. */

@@ -30,6 +30,7 @@ struct vox_nn_volume {
     const struct vox_net *net;
     struct vox_nn_fast *fast;
     bool same;
+    bool single; /* one patch = the volume: outputs may differ in shape and stride */
     int64_t vol[3], patch[3], stride[3], q[3], margin[3], core[3];
     int64_t out_vol[3]; /* the output volume's extent */
     enum vox_dtype out_dtype;
@@ -85,7 +86,9 @@ static enum vox_status choose_patch(struct vox_nn_volume *v, struct vox_nn_dims 
         p[a] = want[a] > 0 && want[a] < v->vol[a] ? want[a] : v->vol[a];
     for (int a = 0; a < 3; a++)
         if (snap(v, dims, p, a) == 0)
-            return vox_fail(ctx, VOX_INVALID_ARG,
+            return vox_net_shapes(ctx, v->net, v->vol, dims) != VOX_OK
+                       ? VOX_INVALID_ARG
+                       : vox_fail(ctx, VOX_INVALID_ARG,
                             "the volume %lldx%lldx%lld is too small for the net '%s' (axis %d)",
                             (long long)v->vol[0], (long long)v->vol[1], (long long)v->vol[2],
                             v->net->source, a);
@@ -116,12 +119,17 @@ static enum vox_status geometry(struct vox_nn_volume *v, const struct vox_nn_dim
     const struct vox_nn_dims *o = &dims[vox_net_output(net, 0)];
     int64_t fov[3], off[3];
     vox_net_fov(net, dims, fov, off);
-    for (int k = 1; k < net->n_outputs; k++)
+    v->single = memcmp(v->patch, v->vol, sizeof v->vol) == 0;
+    for (int a = 0; a < 3; a++)
+        v->margin[a] = v->same ? (fov[a] - 1) / 2 + 1 : 0;
+    for (int a = 0; v->single && a < 3; a++)
+        v->core[a] = v->out_vol[a] = o->shape[1 + a];
+    for (int k = 1; k < net->n_outputs && !v->single; k++)
         if (memcmp(dims[vox_net_output(net, k)].shape + 1, o->shape + 1, 3 * sizeof(int64_t)))
             return vox_fail(v->ctx, VOX_INVALID_ARG,
                             "the outputs of '%s' differ in shape: sliding needs them equal",
                             net->source);
-    for (int a = 0; a < 3; a++) {
+    for (int a = 0; a < 3 && !v->single; a++) {
         if (o->stride_den[a] != 1 || (v->same && o->stride_num[a] != 1))
             return vox_fail(v->ctx, VOX_INVALID_ARG,
                             "the output of '%s' has stride %lld/%lld along axis %d: expected "
@@ -129,7 +137,6 @@ static enum vox_status geometry(struct vox_nn_volume *v, const struct vox_nn_dim
                             net->source, (long long)o->stride_num[a], (long long)o->stride_den[a],
                             a);
         v->stride[a] = o->stride_num[a];
-        v->margin[a] = v->same ? (fov[a] - 1) / 2 + 1 : 0;
         int64_t op = o->shape[1 + a];
         if (!v->same) {
             v->core[a] = op;
@@ -173,6 +180,8 @@ static enum vox_status alloc_io(struct vox_nn_volume *v, const enum vox_dtype *i
         if (s == VOX_OK)
             s = vox_tensor_alloc(v->ctx, &v->raw[k], in_dtypes[k], 4, shape + 1);
     }
+    if (s == VOX_OK && v->out_dtype == VOX_U8 && v->single && net->n_outputs > 1)
+        return vox_fail(v->ctx, VOX_INVALID_ARG, "uint8 output needs a net with one output");
     if (s == VOX_OK && v->out_dtype == VOX_U8)
         s = vox_tensor_alloc(v->ctx, &v->u8, VOX_U8, 4,
                              vox_nn_fast_output(v->fast, 0)->shape + 1);
@@ -234,6 +243,14 @@ void vox_nn_volume_geometry(const struct vox_nn_volume *v, int64_t patch_out[3],
     *tiles_out = tiles;
 }
 
+void vox_nn_volume_out_shape(const struct vox_nn_volume *v, int k, int64_t shape_out[4])
+{
+    const struct vox_tensor *t = vox_nn_fast_output(v->fast, k);
+    shape_out[0] = t->shape[1];
+    for (int a = 0; a < 3; a++)
+        shape_out[1 + a] = v->single ? t->shape[2 + a] : v->out_vol[a];
+}
+
 const struct vox_nn_fast *vox_nn_volume_fast(const struct vox_nn_volume *v)
 {
     return v->fast;
@@ -278,6 +295,7 @@ static enum vox_status write_tile(struct vox_nn_volume *v, struct vox_volume *co
     for (int k = 0; k < v->net->n_outputs; k++) {
         const struct vox_tensor *t = vox_nn_fast_output(v->fast, k);
         struct vox_tensor src = *t, box;
+        enum vox_status s;
         src.rank = 4;
         memmove(src.shape, t->shape + 1, 4 * sizeof(int64_t));
         memmove(src.strides, t->strides + 1, 4 * sizeof(int64_t));
@@ -292,10 +310,15 @@ static enum vox_status write_tile(struct vox_nn_volume *v, struct vox_volume *co
             src = v->u8;
             src.base = NULL;
         }
+        if (v->single) { /* the whole output at the origin */
+            if ((s = vox_volume_write(v->ctx, out[k], NULL, &src)) != VOX_OK)
+                return s;
+            continue;
+        }
         int64_t lo[4] = {0, cs[0] - os[0], cs[1] - os[1], cs[2] - os[2]};
         int64_t hi[4] = {src.shape[0], ce[0] - os[0], ce[1] - os[1], ce[2] - os[2]};
         int64_t at[4] = {0, cs[0], cs[1], cs[2]};
-        enum vox_status s = vox_tensor_view_box(v->ctx, &src, lo, hi, &box);
+        s = vox_tensor_view_box(v->ctx, &src, lo, hi, &box);
         if (s == VOX_OK)
             s = vox_volume_write(v->ctx, out[k], at, &box);
         if (s != VOX_OK)
