@@ -1,11 +1,13 @@
 /*
  * cmd_infer.c: `vox infer`: runs a ConvNet (a spec from nets/ or docs/nets.md) over a volume.
  *
- * For now the whole input is one patch through the reference forward pass (src/nn/forward.c):
- * exact, slow, and the oracle the fast engine will be checked against. It also writes
- * seeded random weights (--init, --save-weights) and prints the plan (--plan). All checks
- * (spec, weights, input shape against the field of view) happen before anything is written,
- * so a failure leaves no partial output.
+ * The fast forward pass (src/nn/fast.c: JIT loop nests in the blocked channel layout) slides
+ * over the volume patch by patch (src/nn/slide.c): the patch is the largest that fits --mem,
+ * the input is read and the output written box by box, so the volume need not fit in RAM.
+ * It also writes seeded random weights (--init, --save-weights) and prints the plan (--plan:
+ * per layer the algorithm, shape, FLOPs, bytes and a predicted time from the measured peak).
+ * All checks (spec, weights, input shape against the field of view) happen before the output
+ * file is committed, so a failure leaves no partial output.
  */
 #include "cli.h"
 #include "vox/io.h"
@@ -17,11 +19,11 @@
 static const char help[] =
     "usage: vox infer --net NET --weights W.h5 --in FILE.h5:/raw --out FILE.h5:/out [options]\n"
     "       vox infer --net NET --init msra --seed 1 --save-weights W.h5\n\n"
-    "Runs the network NET (a spec, see docs/nets.md) over the whole input in one patch with\n"
-    "the reference layers. Input: uint8 (scaled to [0, 1]) or float32, (Z,Y,X) or (C,Z,Y,X);\n"
-    "one --in per input statement, in order. Output: float32 (C,Z',Y',X'), one --out per output\n"
-    "statement, in order; a valid net's output is smaller than its input by the field of view\n"
-    "less one (offset printed unless --quiet).\n\n"
+    "Runs the network NET (a spec, see docs/nets.md) over the input, patch by patch with the\n"
+    "fast layers. Input: uint8 (scaled to [0, 1]) or float32, (Z,Y,X) or (C,Z,Y,X); one --in\n"
+    "per input statement, in order. Output: (C,Z',Y',X'), one --out per output statement, in\n"
+    "order; a valid net's output is smaller than its input by the field of view less one\n"
+    "(offset printed unless --quiet); same-padded nets keep the shape (patch margins cropped).\n\n"
     "  --net FILE              network spec (required)\n"
     "  --weights FILE.h5       weights, /<layer>/weight, /<layer>/bias, ... (PyTorch layouts)\n"
     "  --init msra|xavier|uniform  random weights instead of --weights (default: none)\n"
@@ -29,8 +31,11 @@ static const char help[] =
     "  --save-weights FILE.h5  write the --init weights there and stop\n"
     "  --in SPEC               an input volume (file.h5:/dataset or file.npy); repeatable\n"
     "  --out SPEC              an output dataset (file.h5:/dataset or file.npy); repeatable\n"
-    "  --patch Z,Y,X           with --plan and no --in: the patch shape to plan for\n"
-    "  --plan                  print per layer: type, output shape, FLOPs, bytes\n"
+    "  --patch Z,Y,X           the input patch (default: the largest that fits --mem);\n"
+    "                          with --plan and no --in: the patch shape to plan for\n"
+    "  --mem SIZE              RAM budget of the patch plan, e.g. 8G (default 2G)\n"
+    "  --dtype f32|u8          output type; u8 = round(255 * clamp(v, 0, 1)) (default f32)\n"
+    "  --plan                  print per layer: algorithm, output shape, FLOPs, bytes, time\n"
     "  --threads N             worker threads (default: VOX_THREADS, else all CPUs)\n"
     "  --quiet                 no progress bar and no summary\n";
 
@@ -44,6 +49,8 @@ struct infer_opts {
     enum vox_nn_init init;
     uint64_t seed;
     int64_t patch[3];
+    int64_t mem;
+    enum vox_dtype dtype;
     struct cli_common common;
 };
 
@@ -75,6 +82,12 @@ static int parse_one(int argc, char **argv, int *i, struct infer_opts *o)
         if (!cli_parse_shape(v, 3, 1, INT64_C(1) << 31, o->patch))
             return cli_usage("infer", "--patch %s: expected Z,Y,X, three whole numbers >= 1", v);
         o->patch_set = true;
+    } else if (strcmp(a, "--mem") == 0) {
+        if (!cli_parse_bytes(v, &o->mem) || o->mem < 1)
+            return cli_usage("infer", "--mem %s: expected a size like 512M or 8G", v);
+    } else if (strcmp(a, "--dtype") == 0) {
+        if (!vox_dtype_parse(v, &o->dtype) || (o->dtype != VOX_F32 && o->dtype != VOX_U8))
+            return cli_usage("infer", "--dtype %s: expected f32 or u8", v);
     } else if (strcmp(a, "--in") == 0 || strcmp(a, "--out") == 0) {
         bool in = strcmp(a, "--in") == 0;
         int *k = in ? &o->n_in : &o->n_out;
@@ -120,82 +133,111 @@ static int parse(int argc, char **argv, struct infer_opts *o)
     return 0;
 }
 
-/* Reads one input volume as (1, C, Z, Y, X) f32: u8 scaled by 1/255, f32 as is. */
-static enum vox_status read_input(struct vox_ctx *ctx, const char *spec, int64_t channels,
-                                  struct vox_tensor *t_out)
+/* Opens the inputs, checks dtype, rank and channels, and their common spatial extent. */
+static enum vox_status open_inputs(struct vox_ctx *ctx, const struct infer_opts *o,
+                                   const struct vox_net *net, struct vox_volume **in,
+                                   enum vox_dtype *dtypes, int64_t vol[3])
 {
-    struct vox_tensor raw = {0};
-    struct vox_volume_info info;
-    enum vox_status s = vox_volume_load(ctx, spec, &raw, &info);
-    if (s != VOX_OK)
-        return s;
-    int64_t c = info.rank == 4 ? info.shape[0] : 1;
-    if ((info.rank != 3 && info.rank != 4) || (info.dtype != VOX_U8 && info.dtype != VOX_F32))
-        s = vox_fail(ctx, VOX_INVALID_ARG,
-                     "input '%s' is %s of rank %d; expected uint8 or "
-                     "float32 (Z,Y,X) or (C,Z,Y,X)",
-                     spec, vox_dtype_str(info.dtype), info.rank);
-    else if (c != channels)
-        s = vox_fail(ctx, VOX_INVALID_ARG, "input '%s' has %lld channels, the net expects %lld",
-                     spec, (long long)c, (long long)channels);
-    int64_t shape[5] = {1, c, info.shape[info.rank - 3], info.shape[info.rank - 2],
-                        info.shape[info.rank - 1]};
-    if (s == VOX_OK)
-        s = vox_tensor_alloc(ctx, t_out, VOX_F32, 5, shape);
-    if (s == VOX_OK) {
-        float *d = t_out->data;
-        for (int64_t i = 0; i < vox_tensor_numel(t_out); i++)
-            d[i] = info.dtype == VOX_U8 ? ((const uint8_t *)raw.data)[i] / 255.0f
-                                        : ((const float *)raw.data)[i];
+    for (int k = 0; k < o->n_in; k++) {
+        enum vox_status s = vox_volume_open(ctx, o->in[k], &in[k]);
+        if (s != VOX_OK)
+            return s;
+        const struct vox_volume_info *info = vox_volume_info(in[k]);
+        int64_t c = info->rank == 4 ? info->shape[0] : 1;
+        int64_t want = net->layers[vox_net_input(net, k)].channels;
+        if ((info->rank != 3 && info->rank != 4) ||
+            (info->dtype != VOX_U8 && info->dtype != VOX_F32))
+            return vox_fail(ctx, VOX_INVALID_ARG,
+                            "input '%s' is %s of rank %d; expected uint8 or float32 (Z,Y,X) or "
+                            "(C,Z,Y,X)",
+                            o->in[k], vox_dtype_str(info->dtype), info->rank);
+        if (c != want)
+            return vox_fail(ctx, VOX_INVALID_ARG,
+                            "input '%s' has %lld channels, the net expects %lld", o->in[k],
+                            (long long)c, (long long)want);
+        const int64_t *sp = info->shape + info->rank - 3;
+        if (k > 0 && memcmp(sp, vol, 3 * sizeof *vol) != 0)
+            return vox_fail(ctx, VOX_INVALID_ARG, "input '%s' differs in shape from '%s'",
+                            o->in[k], o->in[0]);
+        memcpy(vol, sp, 3 * sizeof *vol);
+        dtypes[k] = info->dtype;
     }
-    vox_tensor_free(ctx, &raw);
-    return s;
+    return VOX_OK;
 }
 
-static void print_plan(const struct vox_net *net, const struct vox_nn_dims *d)
+/* Per layer: algorithm, output shape, FLOPs, bytes, and a time predicted from the measured
+ * peak (JIT convs at 80 % of it) and 10 GB/s for the bytes the layer moves. */
+static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const struct vox_nn_fast *f)
 {
-    printf("%-16s %-9s %-22s %12s %12s\n", "layer", "type", "output (c,z,y,x)", "MFLOP", "MB");
-    double total = 0;
+    struct vox_peak peak = {0};
+    if (vox_peak_measure(ctx, &peak) != VOX_OK || peak.gflops_all <= 0)
+        peak.gflops_all = 50;
+    const struct vox_nn_dims *d = vox_nn_fast_dims(f);
+    printf("%-12s %-9s %-8s %-20s %10s %9s %9s\n", "layer", "type", "algo", "output (c,z,y,x)",
+           "MFLOP", "MB", "pred ms");
+    double total = 0, total_s = 0;
     for (int i = 0; i < net->n_layers; i++) {
         const int64_t *s = d[i].shape;
         char shape[64];
         snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld", (long long)s[0], (long long)s[1],
                  (long long)s[2], (long long)s[3]);
-        double fl = vox_nn_layer_flops(net, d, i);
-        total += fl;
-        printf("%-16s %-9s %-22s %12.1f %12.2f\n", net->layers[i].name,
-               vox_nn_kind_str(net->layers[i].kind), shape, fl / 1e6,
-               4.0 * (double)(s[0] * s[1] * s[2] * s[3]) / 1e6);
+        struct vox_nn_fast_layer li;
+        vox_nn_fast_layer_info(f, i, &li);
+        double eff = li.jit ? 0.8 : 0.05, t = li.flops / (eff * peak.gflops_all * 1e9) +
+                                              li.bytes / 10e9;
+        total += li.flops;
+        total_s += t;
+        printf("%-12s %-9s %-8s %-20s %10.1f %9.2f %9.3f\n", net->layers[i].name,
+               vox_nn_kind_str(net->layers[i].kind), li.algo, shape, li.flops / 1e6,
+               li.bytes / 1e6, t * 1e3);
     }
     int64_t fov[3], off[3];
     vox_net_fov(net, d, fov, off);
-    printf("total %.1f MFLOP; field of view %lldx%lldx%lld, output offset %lld,%lld,%lld\n",
-           total / 1e6, (long long)fov[0], (long long)fov[1], (long long)fov[2], (long long)off[0],
-           (long long)off[1], (long long)off[2]);
-}
-
-static enum vox_status write_outputs(struct vox_ctx *ctx, const struct infer_opts *o,
-                                     const struct vox_nn_plan *plan)
-{
-    enum vox_status s = VOX_OK;
-    for (int k = 0; k < o->n_out && s == VOX_OK; k++) {
-        const struct vox_tensor *t = vox_nn_plan_output(plan, k);
-        struct vox_tensor v = *t; /* drop N: (C, Z, Y, X) */
-        v.rank = 4;
-        memmove(v.shape, t->shape + 1, 4 * sizeof v.shape[0]);
-        memmove(v.strides, t->strides + 1, 4 * sizeof v.strides[0]);
-        v.base = NULL;
-        s = vox_volume_save(ctx, o->out[k], &v, NULL);
-    }
-    return s;
+    printf("total %.1f MFLOP, predicted %.1f ms per patch (peak %.0f GFLOP/s, %d threads), "
+           "plan %.1f MiB; field of view %lldx%lldx%lld, output offset %lld,%lld,%lld\n",
+           total / 1e6, total_s * 1e3, peak.gflops_all, peak.threads,
+           (double)vox_nn_fast_bytes(f) / 1048576.0, (long long)fov[0], (long long)fov[1],
+           (long long)fov[2], (long long)off[0], (long long)off[1], (long long)off[2]);
 }
 
 struct state {
     struct vox_net *net;
     struct vox_nn_weights *w;
-    struct vox_nn_plan *plan;
-    struct vox_tensor in[MAX_IO];
+    struct vox_nn_fast *fast; /* --plan without --in */
+    struct vox_nn_volume *vol;
+    struct vox_volume *in[MAX_IO], *out[MAX_IO];
+    struct vox_out_file *file[MAX_IO]; /* one per distinct output path */
+    int n_file;
 };
+
+/* Creates the output datasets, one file per distinct path. */
+static enum vox_status open_outputs(struct vox_ctx *ctx, const struct infer_opts *o,
+                                    struct state *st)
+{
+    char path[MAX_IO][1024], ds[1024];
+    int fidx[MAX_IO];
+    for (int k = 0; k < o->n_out; k++) {
+        enum vox_status s = vox_volume_spec_split(ctx, o->out[k], path[k], sizeof path[k], ds,
+                                                  sizeof ds);
+        int j = 0;
+        while (s == VOX_OK && j < k && strcmp(path[j], path[k]) != 0)
+            j++;
+        if (s == VOX_OK && j == k) {
+            fidx[k] = st->n_file;
+            s = vox_out_open(ctx, path[k], &st->file[st->n_file++]);
+        } else {
+            fidx[k] = fidx[j];
+        }
+        int fi = fidx[k];
+        struct vox_dataset_options opt = {.dtype = o->dtype, .rank = 4, .gzip = 0};
+        vox_nn_volume_out_shape(st->vol, k, opt.shape);
+        if (s == VOX_OK)
+            s = vox_out_dataset(ctx, st->file[fi], ds, &opt, &st->out[k]);
+        if (s != VOX_OK)
+            return s;
+    }
+    return VOX_OK;
+}
 
 static enum vox_status run(struct vox_ctx *ctx, const struct infer_opts *o, struct state *st)
 {
@@ -215,33 +257,55 @@ static enum vox_status run(struct vox_ctx *ctx, const struct infer_opts *o, stru
     if (o->n_out && o->n_out != net->n_outputs)
         return vox_fail(ctx, VOX_INVALID_ARG, "the net '%s' has %d outputs, got %d --out", o->net,
                         net->n_outputs, o->n_out);
-    int64_t patch[3] = {o->patch[0], o->patch[1], o->patch[2]};
-    for (int k = 0; k < o->n_in && s == VOX_OK; k++) {
-        s = read_input(ctx, o->in[k], net->layers[vox_net_input(net, k)].channels, &st->in[k]);
-        if (s == VOX_OK && k > 0 && memcmp(st->in[k].shape + 2, patch, sizeof patch) != 0)
-            s = vox_fail(ctx, VOX_INVALID_ARG, "input '%s' differs in shape from '%s'", o->in[k],
-                         o->in[0]);
-        if (s == VOX_OK)
-            memcpy(patch, st->in[k].shape + 2, sizeof patch);
+    if (o->n_in == 0) {
+        if ((s = vox_nn_fast_create(ctx, net, st->w, o->patch, &st->fast)) == VOX_OK)
+            print_plan(ctx, net, st->fast);
+        return s;
     }
-    if (s == VOX_OK)
-        s = vox_nn_plan_create(ctx, net, st->w, patch, &st->plan);
-    if (s != VOX_OK)
+    int64_t vol[3];
+    enum vox_dtype dtypes[MAX_IO];
+    if ((s = open_inputs(ctx, o, net, st->in, dtypes, vol)) != VOX_OK)
+        return s;
+    struct vox_nn_volume_options vo = {.mem_bytes = (size_t)o->mem, .out_dtype = o->dtype,
+                                       .quiet = o->common.quiet};
+    if (o->patch_set)
+        memcpy(vo.patch, o->patch, sizeof vo.patch);
+    if ((s = vox_nn_volume_plan(ctx, net, st->w, vol, dtypes, &vo, &st->vol)) != VOX_OK)
         return s;
     if (o->plan)
-        print_plan(net, vox_nn_plan_dims(st->plan));
+        print_plan(ctx, net, vox_nn_volume_fast(st->vol));
     if (o->n_out == 0)
         return VOX_OK;
-    struct vox_progress *bar = vox_progress_start(ctx, "infer", 1, "patches", o->common.quiet);
-    s = vox_nn_plan_forward(ctx, st->plan, st->in);
-    vox_progress_add(bar, 1);
-    vox_progress_finish(bar);
-    return s == VOX_OK ? write_outputs(ctx, o, st->plan) : s;
+    if ((s = open_outputs(ctx, o, st)) != VOX_OK ||
+        (s = vox_nn_volume_run(ctx, st->vol, st->in, st->out)) != VOX_OK)
+        return s;
+    for (int f = 0; f < st->n_file && s == VOX_OK; f++) {
+        s = vox_out_commit(ctx, st->file[f]);
+        st->file[f] = NULL;
+    }
+    return s;
+}
+
+static void summary(const struct infer_opts *o, struct state *st, double t0)
+{
+    int64_t patch[3], out[3], tiles, shape[4];
+    vox_nn_volume_geometry(st->vol, patch, out, &tiles);
+    vox_nn_volume_out_shape(st->vol, 0, shape);
+    int64_t fov[3], off[3];
+    const struct vox_nn_fast *f = vox_nn_volume_fast(st->vol);
+    vox_net_fov(st->net, vox_nn_fast_dims(f), fov, off);
+    double dt = vox_time_now() - t0;
+    printf("wrote %s: %lldx%lldx%lldx%lld, offset %lld,%lld,%lld in the input, %lld patches of "
+           "%lldx%lldx%lld, %.2f s, %.3g voxels/s\n",
+           o->out[0], (long long)shape[0], (long long)shape[1], (long long)shape[2],
+           (long long)shape[3], (long long)off[0], (long long)off[1], (long long)off[2],
+           (long long)tiles, (long long)patch[0], (long long)patch[1], (long long)patch[2], dt,
+           (double)(shape[1] * shape[2] * shape[3]) / dt);
 }
 
 int vox_cmd_infer(int argc, char **argv)
 {
-    struct infer_opts o = {.seed = 1};
+    struct infer_opts o = {.seed = 1, .mem = INT64_C(2) << 30, .dtype = VOX_F32};
     int r = parse(argc, argv, &o);
     if (r != 0)
         return r == 1 ? 0 : 2;
@@ -252,18 +316,14 @@ int vox_cmd_infer(int argc, char **argv)
     struct state st = {0};
     enum vox_status s = run(ctx, &o, &st);
     int rc = s == VOX_OK ? 0 : cli_fail("infer", ctx, s);
-    if (rc == 0 && !o.common.quiet && o.n_out) {
-        const struct vox_tensor *t = vox_nn_plan_output(st.plan, 0);
-        int64_t fov[3], off[3];
-        vox_net_fov(st.net, vox_nn_plan_dims(st.plan), fov, off);
-        printf("wrote %s: %lldx%lldx%lldx%lld, offset %lld,%lld,%lld in the input, %.2f s\n",
-               o.out[0], (long long)t->shape[1], (long long)t->shape[2], (long long)t->shape[3],
-               (long long)t->shape[4], (long long)off[0], (long long)off[1], (long long)off[2],
-               vox_time_now() - t0);
+    if (rc == 0 && !o.common.quiet && o.n_out && st.vol)
+        summary(&o, &st, t0);
+    for (int k = 0; k < MAX_IO; k++) {
+        vox_out_abort(st.file[k]);
+        vox_volume_close(st.in[k]);
     }
-    for (int k = 0; k < MAX_IO; k++)
-        vox_tensor_free(ctx, &st.in[k]);
-    vox_nn_plan_destroy(st.plan);
+    vox_nn_volume_destroy(st.vol);
+    vox_nn_fast_destroy(st.fast);
     vox_nn_weights_destroy(st.w);
     vox_net_destroy(st.net);
     vox_ctx_destroy(ctx);

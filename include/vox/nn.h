@@ -278,6 +278,78 @@ const struct vox_tensor *vox_nn_plan_output(const struct vox_nn_plan *plan, int 
 /* Dense multiply-add FLOPs (2 per MAC) of one layer at the planned shape (0 for data moves). */
 double vox_nn_layer_flops(const struct vox_net *net, const struct vox_nn_dims *dims, int layer);
 
+/* ---- the fast forward pass (src/nn/fast*.c) ------------------------------------------------ */
+/* The same contract as the reference plan, computed with JIT loop nests in the blocked channel
+ * layout (convs, deconvs: bias, batch norm and activation fused) and blocked C passes (the
+ * rest). Within f32 rounding of the reference (the sums are in f32, in the kernels' order);
+ * bitwise identical for any thread count. Uses the context's ISA (VOX_ISA caps it). */
+
+struct vox_nn_fast;
+
+/* Plans, packs the weights and compiles the kernels; allocates every buffer once. */
+enum vox_status vox_nn_fast_create(struct vox_ctx *ctx, const struct vox_net *net,
+                                   const struct vox_nn_weights *w, const int64_t patch[3],
+                                   struct vox_nn_fast **fast_out);
+void vox_nn_fast_destroy(struct vox_nn_fast *f);
+/* inputs[i]: (1, C, Z, Y, X) f32 of the planned shape, any strides. Allocates nothing; fails
+ * only on a wrong input shape or dtype. */
+enum vox_status vox_nn_fast_forward(struct vox_ctx *ctx, struct vox_nn_fast *f,
+                                    const struct vox_tensor *inputs);
+/* The i-th output, (1, C, Z, Y, X) f32, owned by f. */
+const struct vox_tensor *vox_nn_fast_output(const struct vox_nn_fast *f, int i);
+const struct vox_nn_dims *vox_nn_fast_dims(const struct vox_nn_fast *f);
+/* Bytes f holds: activations after reuse, scratch, packed weights, outputs. */
+size_t vox_nn_fast_bytes(const struct vox_nn_fast *f);
+/* The bytes vox_nn_fast_create would hold for this patch, without allocating them (fails as
+ * vox_net_shapes does for a patch the net cannot take). */
+enum vox_status vox_nn_fast_estimate(struct vox_ctx *ctx, const struct vox_net *net,
+                                     const int64_t patch[3], size_t *bytes_out);
+
+struct vox_nn_fast_layer {
+    const char *algo; /* "pack", "jit", "jit+pad" (same padding), "interp", "pass" */
+    bool jit;
+    int64_t block;    /* channels per block of its tensor */
+    double flops;     /* vox_nn_layer_flops */
+    double bytes;     /* its inputs and output in the blocked layout */
+};
+void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
+                            struct vox_nn_fast_layer *info_out);
+
+/* ---- volumes larger than a patch (src/nn/slide.c) ------------------------------------------ */
+/* Slides the fast pass over a volume, reading and writing box by box (vox/io.h). Valid nets:
+ * output tiles abut, exactly one pass over the volume. Same-padded nets: each patch is read
+ * with a margin of (fov - 1) / 2 + 1, aligned to the pooling grid, and only its core is
+ * written (cropping, no blending): equal to one pass over the volume when that is defined. */
+
+struct vox_volume;
+struct vox_nn_volume;
+
+struct vox_nn_volume_options {
+    int64_t patch[3];         /* all > 0: this input patch (snapped to one the net takes) */
+    size_t mem_bytes;         /* else the largest patch whose plan fits (0: 2 GiB) */
+    enum vox_dtype out_dtype; /* VOX_F32, or VOX_U8: round(255 * clamp(v, 0, 1)) */
+    bool quiet;               /* no progress bar */
+};
+
+/* Plans for input volumes of spatial extent vol whose dtypes are in_dtypes (u8 is scaled by
+ * 1/255, f32 read as is): the patch, the tiles, the fast plan, the staging buffers. */
+enum vox_status vox_nn_volume_plan(struct vox_ctx *ctx, const struct vox_net *net,
+                                   const struct vox_nn_weights *w, const int64_t vol[3],
+                                   const enum vox_dtype *in_dtypes,
+                                   const struct vox_nn_volume_options *opt,
+                                   struct vox_nn_volume **v_out);
+void vox_nn_volume_destroy(struct vox_nn_volume *v);
+/* The chosen input patch, the output volume's spatial extent, the number of tiles. */
+void vox_nn_volume_geometry(const struct vox_nn_volume *v, int64_t patch_out[3],
+                            int64_t out_vol_out[3], int64_t *tiles_out);
+/* The k-th output dataset's shape (C, Z', Y', X'). */
+void vox_nn_volume_out_shape(const struct vox_nn_volume *v, int k, int64_t shape_out[4]);
+const struct vox_nn_fast *vox_nn_volume_fast(const struct vox_nn_volume *v);
+/* in[k]: the k-th input, (Z, Y, X) or (C, Z, Y, X) of the planned extent and dtype; out[k]:
+ * datasets being written, (C, Z', Y', X') of the output extent and the options' dtype. */
+enum vox_status vox_nn_volume_run(struct vox_ctx *ctx, struct vox_nn_volume *v,
+                                  struct vox_volume *const *in, struct vox_volume *const *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -180,6 +180,41 @@ fail:
     return s;
 }
 
+enum vox_status vox_nn_plan_params_only(struct vox_ctx *ctx, const struct vox_net *net,
+                                       const struct vox_nn_weights *w,
+                                       struct vox_nn_plan **plan_out)
+{
+    *plan_out = NULL;
+    if (w->n_layers != net->n_layers)
+        return vox_fail(ctx, VOX_INVALID_ARG, "the weights have %d layers, the net '%s' has %d",
+                        w->n_layers, net->source, net->n_layers);
+    struct vox_nn_plan *plan = vox_calloc(ctx, 1, sizeof *plan);
+    if (!plan)
+        return VOX_OUT_OF_MEMORY;
+    plan->ctx = ctx;
+    plan->net = net;
+    size_t n = (size_t)net->n_layers;
+    enum vox_status s = VOX_OUT_OF_MEMORY;
+    if (!(plan->w = vox_calloc(ctx, n, sizeof *plan->w)) ||
+        !(plan->b = vox_calloc(ctx, n, sizeof *plan->b)))
+        goto fail;
+    for (int i = 0; i < net->n_layers; i++)
+        if (vox_nn_layer_params(&net->layers[i]) && (s = fold(plan, w, i)) != VOX_OK)
+            goto fail;
+    *plan_out = plan;
+    return VOX_OK;
+fail:
+    vox_nn_plan_destroy(plan);
+    return s;
+}
+
+void vox_nn_plan_params(const struct vox_nn_plan *plan, int layer, const struct vox_tensor **w_out,
+                        const struct vox_tensor **b_out)
+{
+    *w_out = &plan->w[layer];
+    *b_out = plan->b[layer].data ? &plan->b[layer] : NULL;
+}
+
 const struct vox_nn_dims *vox_nn_plan_dims(const struct vox_nn_plan *plan)
 {
     return plan->dims;

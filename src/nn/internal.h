@@ -43,4 +43,12 @@ int64_t vox_nn_in_channels(const struct vox_net *net, int layer);
 /* Every layer's output channels (n_layers entries). */
 void vox_nn_channels(const struct vox_net *net, int64_t *ch);
 
+/* A plan holding only the (batch-norm folded) parameters: no shapes, no activations. */
+enum vox_status vox_nn_plan_params_only(struct vox_ctx *ctx, const struct vox_net *net,
+                                       const struct vox_nn_weights *w,
+                                       struct vox_nn_plan **plan_out);
+/* Layer `layer`'s folded weight and bias (NULL when it has none). */
+void vox_nn_plan_params(const struct vox_nn_plan *plan, int layer, const struct vox_tensor **w_out,
+                        const struct vox_tensor **b_out);
+
 #endif

@@ -1,0 +1,444 @@
+/*
+ * fast.c: the fast forward pass: plan a net for a patch shape once (layouts, algorithms,
+ * compiled kernels, packed weights, buffers by liveness), then run it with no allocation.
+ *
+ * Every tensor lives in the blocked channel layout (ceil(C/b), Z, Y, X, b), b = the vector
+ * width of the context's ISA (PZnet, reference note znn.md section 3). A network input of
+ * fewer channels than b that only convolutions read is stored channels-last (b = C), so the
+ * input layer runs its own narrow nest instead of padding 1 channel to 16.
+ *
+ * Algorithms, per layer:
+ *   conv, deconv  one JIT loop nest (fast_conv.c) with bias and activation fused; same padding
+ *                 runs the nest on a zero-bordered copy of the input (one scratch buffer);
+ *   the rest      blocked C passes (fast_ops.c); inputs are packed from (1, C, Z, Y, X), outputs
+ *                 unpacked into plan-owned (1, C, Z, Y, X) tensors.
+ * Buffers: a tensor's buffer is free again once the last layer reading it has run; a new tensor
+ * takes the smallest free buffer that fits, else grows the largest free one (as forward.c).
+ * The same placement is computed without allocating by vox_nn_fast_estimate, which is what
+ * the patch planner of vox infer sizes patches with.
+ */
+#include "fast.h"
+
+#include <limits.h>
+#include <string.h>
+
+/* Per layer: how it runs. */
+struct fast_layer {
+    struct vox_nn_fast_conv cv;
+    struct vox_kernel *kern; /* conv, deconv */
+    float *wp, *bp;          /* packed weights and bias, owned */
+    bool pad;                /* same conv: run on the padded scratch copy */
+    int64_t padlo[3];
+};
+
+/* The placement: per layer its block and buffer, the buffers' sizes, the scratch size. */
+struct layout {
+    int64_t *blk;
+    int *where;
+    size_t *buf_bytes;
+    int n_buf;
+    int64_t scratch_elems;
+    size_t weight_bytes, out_bytes;
+};
+
+struct vox_nn_fast {
+    struct vox_ctx *ctx;
+    const struct vox_net *net;
+    struct vox_nn_dims *dims;
+    struct layout lay;
+    struct vox_nn_bt *t;
+    struct fast_layer *fl;
+    void **buf;
+    float *scratch;
+    struct vox_tensor *out; /* per output, (1, C, Z, Y, X) */
+    int isa;
+};
+
+static int64_t cdiv(int64_t a, int64_t b)
+{
+    return (a + b - 1) / b;
+}
+
+static int64_t lanes_of(int isa)
+{
+    return isa == VOX_ISA_AVX512 ? 16 : 8;
+}
+
+static void layout_free(struct vox_ctx *ctx, struct layout *l)
+{
+    vox_free(ctx, l->blk);
+    vox_free(ctx, l->where);
+    vox_free(ctx, l->buf_bytes);
+    memset(l, 0, sizeof *l);
+}
+
+/* The block of layer i's tensor: the vector width, or C for a narrow input read by convs. */
+static int64_t block_of(const struct vox_net *net, int i, int64_t lanes)
+{
+    const struct vox_nn_layer *l = &net->layers[i];
+    if (l->kind != VOX_NN_INPUT || l->channels >= lanes)
+        return lanes;
+    for (int j = i + 1; j < net->n_layers; j++)
+        for (int k = 0; k < net->layers[j].n_in; k++)
+            if (net->layers[j].in[k] == i && net->layers[j].kind != VOX_NN_CONV &&
+                net->layers[j].kind != VOX_NN_DECONV)
+                return lanes;
+    return l->channels;
+}
+
+static int pick_buffer(struct layout *lay, const int *free_after, size_t need, int i)
+{
+    int fit = -1, big = -1;
+    for (int b = 0; b < lay->n_buf; b++) {
+        if (free_after[b] >= i)
+            continue;
+        if (lay->buf_bytes[b] >= need && (fit < 0 || lay->buf_bytes[b] < lay->buf_bytes[fit]))
+            fit = b;
+        if (big < 0 || lay->buf_bytes[b] > lay->buf_bytes[big])
+            big = b;
+    }
+    int b = fit >= 0 ? fit : big >= 0 ? big : lay->n_buf++;
+    if (lay->buf_bytes[b] < need)
+        lay->buf_bytes[b] = need;
+    return b;
+}
+
+static size_t bt_bytes(const struct vox_nn_dims *d, int64_t blk)
+{
+    return (size_t)(cdiv(d->shape[0], blk) * blk * d->shape[1] * d->shape[2] * d->shape[3]) *
+           sizeof(float);
+}
+
+/* Weight floats a layer packs into (0 for layers without parameters). */
+static int64_t conv_desc(const struct vox_net *net, const struct vox_nn_dims *dims,
+                         const struct layout *lay, int i, struct vox_nn_fast_conv *cv)
+{
+    const struct vox_nn_layer *l = &net->layers[i];
+    memset(cv, 0, sizeof *cv);
+    if (l->kind != VOX_NN_CONV && l->kind != VOX_NN_DECONV)
+        return 0;
+    const int src = l->in[0];
+    cv->cin = dims[src].shape[0];
+    cv->cout = l->channels;
+    cv->bin = lay->blk[src];
+    cv->b = lay->blk[i];
+    cv->bias = l->bias || l->bn;
+    cv->act = l->act;
+    for (int a = 0; a < 3; a++) {
+        cv->k[a] = l->kernel[a];
+        cv->dil[a] = l->kind == VOX_NN_CONV ? l->dilation[a] : 1;
+        cv->out[a] = dims[i].shape[1 + a];
+        cv->in[a] = dims[src].shape[1 + a];
+        if (l->kind == VOX_NN_CONV && l->same)
+            cv->in[a] += (l->kernel[a] - 1) * l->dilation[a];
+    }
+    return vox_nn_fast_pack_elems(cv);
+}
+
+static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *net,
+                                   const struct vox_nn_dims *dims, int isa, struct layout *lay)
+{
+    const int n = net->n_layers;
+    memset(lay, 0, sizeof *lay);
+    int *last = vox_alloc(ctx, (size_t)n * sizeof *last);
+    int *free_after = vox_alloc(ctx, (size_t)n * sizeof *free_after);
+    lay->blk = vox_alloc(ctx, (size_t)n * sizeof *lay->blk);
+    lay->where = vox_alloc(ctx, (size_t)n * sizeof *lay->where);
+    lay->buf_bytes = vox_calloc(ctx, (size_t)n, sizeof *lay->buf_bytes);
+    enum vox_status s = VOX_OUT_OF_MEMORY;
+    if (!last || !free_after || !lay->blk || !lay->where || !lay->buf_bytes)
+        goto done;
+    for (int i = 0; i < n; i++) {
+        last[i] = net->layers[i].kind == VOX_NN_OUTPUT ? INT_MAX : i;
+        for (int k = 0; k < net->layers[i].n_in; k++)
+            last[net->layers[i].in[k]] = i;
+        lay->blk[i] = block_of(net, i, lanes_of(isa));
+    }
+    for (int i = 0; i < n; i++) {
+        lay->where[i] = pick_buffer(lay, free_after, bt_bytes(&dims[i], lay->blk[i]), i);
+        free_after[lay->where[i]] = last[i];
+        struct vox_nn_fast_conv cv;
+        int64_t wn = conv_desc(net, dims, lay, i, &cv);
+        lay->weight_bytes += (size_t)(wn + cdiv(cv.cout, cv.b ? cv.b : 1) * cv.b) * sizeof(float);
+        const struct vox_nn_layer *l = &net->layers[i];
+        if (l->kind == VOX_NN_CONV && l->same) {
+            int64_t e = cdiv(cv.cin, cv.bin) * cv.bin * cv.in[0] * cv.in[1] * cv.in[2];
+            lay->scratch_elems = e > lay->scratch_elems ? e : lay->scratch_elems;
+        }
+        if (l->kind == VOX_NN_OUTPUT)
+            lay->out_bytes += (size_t)(dims[i].shape[0] * dims[i].shape[1] * dims[i].shape[2] *
+                                       dims[i].shape[3]) * sizeof(float);
+    }
+    s = VOX_OK;
+done:
+    vox_free(ctx, last);
+    vox_free(ctx, free_after);
+    if (s != VOX_OK)
+        layout_free(ctx, lay);
+    return s;
+}
+
+static size_t layout_total(const struct layout *lay)
+{
+    size_t sum = lay->weight_bytes + lay->out_bytes + (size_t)lay->scratch_elems * sizeof(float);
+    for (int b = 0; b < lay->n_buf; b++)
+        sum += lay->buf_bytes[b];
+    return sum;
+}
+
+enum vox_status vox_nn_fast_estimate(struct vox_ctx *ctx, const struct vox_net *net,
+                                     const int64_t patch[3], size_t *bytes_out)
+{
+    struct vox_nn_dims *dims = vox_calloc(ctx, (size_t)net->n_layers, sizeof *dims);
+    if (!dims)
+        return VOX_OUT_OF_MEMORY;
+    struct layout lay;
+    enum vox_status s = vox_net_shapes(ctx, net, patch, dims);
+    if (s == VOX_OK && (s = layout_make(ctx, net, dims, (int)vox_ctx_cpu(ctx)->isa, &lay)) ==
+                           VOX_OK) {
+        *bytes_out = layout_total(&lay);
+        layout_free(ctx, &lay);
+    }
+    vox_free(ctx, dims);
+    return s;
+}
+
+void vox_nn_fast_destroy(struct vox_nn_fast *f)
+{
+    if (!f)
+        return;
+    struct vox_ctx *ctx = f->ctx;
+    for (int i = 0; f->fl && i < f->net->n_layers; i++) {
+        vox_kernel_destroy(f->fl[i].kern);
+        vox_free(ctx, f->fl[i].wp);
+        vox_free(ctx, f->fl[i].bp);
+    }
+    for (int b = 0; f->buf && b < f->lay.n_buf; b++)
+        vox_free(ctx, f->buf[b]);
+    for (int k = 0; f->out && k < f->net->n_outputs; k++)
+        vox_tensor_free(ctx, &f->out[k]);
+    vox_free(ctx, f->out);
+    vox_free(ctx, f->buf);
+    vox_free(ctx, f->scratch);
+    vox_free(ctx, f->fl);
+    vox_free(ctx, f->t);
+    vox_free(ctx, f->dims);
+    layout_free(ctx, &f->lay);
+    vox_free(ctx, f);
+}
+
+/* Packs layer i's folded weights and compiles its nest. */
+static enum vox_status prepare_conv(struct vox_nn_fast *f, const struct vox_nn_plan *ref, int i)
+{
+    struct fast_layer *fl = &f->fl[i];
+    const struct vox_nn_layer *l = &f->net->layers[i];
+    struct vox_ctx *ctx = f->ctx;
+    int64_t wn = conv_desc(f->net, f->dims, &f->lay, i, &fl->cv);
+    fl->wp = vox_alloc(ctx, (size_t)wn * sizeof(float));
+    fl->bp = vox_alloc(ctx, (size_t)(cdiv(fl->cv.cout, fl->cv.b) * fl->cv.b) * sizeof(float));
+    if (!fl->wp || !fl->bp)
+        return VOX_OUT_OF_MEMORY;
+    const struct vox_tensor *w, *b;
+    vox_nn_plan_params(ref, i, &w, &b);
+    bool deconv = l->kind == VOX_NN_DECONV;
+    vox_nn_fast_pack(&fl->cv, deconv, w->data, b ? b->data : NULL, fl->wp, fl->bp);
+    struct vox_nest nest;
+    if (deconv)
+        vox_nn_fast_deconv_nest(&fl->cv, f->isa, &nest);
+    else
+        vox_nn_fast_conv_nest(&fl->cv, f->isa, &nest);
+    fl->pad = l->kind == VOX_NN_CONV && l->same;
+    for (int a = 0; a < 3; a++)
+        fl->padlo[a] = fl->pad ? (l->kernel[a] - 1) * l->dilation[a] / 2 : 0;
+    enum vox_status s = vox_nest_compile(ctx, &nest, NULL, &fl->kern);
+    if (s != VOX_OK)
+        vox_ctx_error_prefix(ctx, "layer '%s'", l->name);
+    return s;
+}
+
+static enum vox_status alloc_tensors(struct vox_nn_fast *f)
+{
+    struct vox_ctx *ctx = f->ctx;
+    const struct vox_net *net = f->net;
+    f->buf = vox_calloc(ctx, (size_t)f->lay.n_buf, sizeof *f->buf);
+    f->out = vox_calloc(ctx, (size_t)net->n_outputs, sizeof *f->out);
+    if (!f->buf || !f->out)
+        return VOX_OUT_OF_MEMORY;
+    for (int b = 0; b < f->lay.n_buf; b++)
+        if (!(f->buf[b] = vox_alloc(ctx, f->lay.buf_bytes[b])))
+            return VOX_OUT_OF_MEMORY;
+    if (f->lay.scratch_elems &&
+        !(f->scratch = vox_alloc(ctx, (size_t)f->lay.scratch_elems * sizeof(float))))
+        return VOX_OUT_OF_MEMORY;
+    for (int i = 0; i < net->n_layers; i++) {
+        const int64_t *sh = f->dims[i].shape;
+        f->t[i] = (struct vox_nn_bt){.data = f->buf[f->lay.where[i]], .c = sh[0],
+                                     .blk = f->lay.blk[i], .s = {sh[1], sh[2], sh[3]}};
+    }
+    for (int k = 0; k < net->n_outputs; k++) {
+        const int64_t *sh = f->dims[vox_net_output(net, k)].shape;
+        int64_t shape[5] = {1, sh[0], sh[1], sh[2], sh[3]};
+        enum vox_status s = vox_tensor_alloc(ctx, &f->out[k], VOX_F32, 5, shape);
+        if (s != VOX_OK)
+            return s;
+    }
+    return VOX_OK;
+}
+
+enum vox_status vox_nn_fast_create(struct vox_ctx *ctx, const struct vox_net *net,
+                                   const struct vox_nn_weights *w, const int64_t patch[3],
+                                   struct vox_nn_fast **fast_out)
+{
+    *fast_out = NULL;
+    struct vox_nn_fast *f = vox_calloc(ctx, 1, sizeof *f);
+    struct vox_nn_plan *ref = NULL;
+    if (!f)
+        return VOX_OUT_OF_MEMORY;
+    f->ctx = ctx;
+    f->net = net;
+    f->isa = (int)vox_ctx_cpu(ctx)->isa;
+    enum vox_status s = VOX_OUT_OF_MEMORY;
+    size_t n = (size_t)net->n_layers;
+    if (!(f->dims = vox_calloc(ctx, n, sizeof *f->dims)) ||
+        !(f->t = vox_calloc(ctx, n, sizeof *f->t)) || !(f->fl = vox_calloc(ctx, n, sizeof *f->fl)))
+        goto fail;
+    /* the reference plan for a 1-voxel-output patch folds batch norm; its tensors are tiny */
+    if ((s = vox_net_shapes(ctx, net, patch, f->dims)) != VOX_OK ||
+        (s = layout_make(ctx, net, f->dims, f->isa, &f->lay)) != VOX_OK ||
+        (s = vox_nn_plan_params_only(ctx, net, w, &ref)) != VOX_OK)
+        goto fail;
+    for (int i = 0; i < net->n_layers; i++) {
+        enum vox_nn_kind k = net->layers[i].kind;
+        if ((k == VOX_NN_CONV || k == VOX_NN_DECONV) && (s = prepare_conv(f, ref, i)) != VOX_OK)
+            goto fail;
+    }
+    if ((s = alloc_tensors(f)) != VOX_OK)
+        goto fail;
+    vox_nn_plan_destroy(ref);
+    *fast_out = f;
+    return VOX_OK;
+fail:
+    vox_nn_plan_destroy(ref);
+    vox_nn_fast_destroy(f);
+    return s;
+}
+
+static void run_conv(struct vox_nn_fast *f, int i, struct vox_pool *pool)
+{
+    struct fast_layer *fl = &f->fl[i];
+    const struct vox_nn_bt *in = &f->t[f->net->layers[i].in[0]];
+    const float *src = in->data;
+    if (fl->pad) {
+        struct vox_nn_bt p = {.data = f->scratch, .c = in->c, .blk = in->blk,
+                              .s = {fl->cv.in[0], fl->cv.in[1], fl->cv.in[2]}};
+        vox_nn_bt_pad(pool, in, fl->padlo, &p);
+        src = f->scratch;
+    }
+    const float *extra[1] = {fl->bp};
+    vox_kernel_run(fl->kern, f->t[i].data, src, fl->wp, extra);
+}
+
+static void run_layer(struct vox_nn_fast *f, int i, struct vox_pool *pool)
+{
+    const struct vox_nn_layer *l = &f->net->layers[i];
+    struct vox_nn_bt *out = &f->t[i];
+    const struct vox_nn_bt *ins[VOX_NN_MAX_IN];
+    for (int k = 0; k < l->n_in; k++)
+        ins[k] = &f->t[l->in[k]];
+    int64_t v[3];
+    switch (l->kind) {
+    case VOX_NN_CONV:
+    case VOX_NN_DECONV:
+        run_conv(f, i, pool);
+        break;
+    case VOX_NN_POOL:
+        vox_nn_bt_max(pool, ins[0], l->kernel, NULL, true, out);
+        break;
+    case VOX_NN_MAXFILTER:
+        vox_nn_bt_max(pool, ins[0], l->kernel, l->dilation, false, out);
+        break;
+    case VOX_NN_UPSAMPLE:
+        vox_nn_bt_upsample(pool, ins[0], l->kernel, out);
+        break;
+    case VOX_NN_CROP:
+        for (int a = 0; a < 3; a++)
+            v[a] = l->crop_to < 0 ? l->margin[a] : (ins[0]->s[a] - out->s[a]) / 2;
+        vox_nn_bt_crop(pool, ins[0], v, out);
+        break;
+    case VOX_NN_ADD:
+        vox_nn_bt_add(pool, ins, l->n_in, l->act, out);
+        break;
+    case VOX_NN_CONCAT:
+        vox_nn_bt_concat(pool, ins, l->n_in, out);
+        break;
+    case VOX_NN_ACT:
+    case VOX_NN_OUTPUT:
+        vox_nn_bt_act(pool, ins[0], l->act, out);
+        break;
+    default:
+        break;
+    }
+}
+
+enum vox_status vox_nn_fast_forward(struct vox_ctx *ctx, struct vox_nn_fast *f,
+                                    const struct vox_tensor *inputs)
+{
+    const struct vox_net *net = f->net;
+    struct vox_pool *pool = vox_ctx_pool(ctx);
+    for (int k = 0; k < net->n_inputs; k++) {
+        int i = vox_net_input(net, k);
+        const struct vox_tensor *u = &inputs[k];
+        const int64_t *sh = f->dims[i].shape;
+        bool ok = u->dtype == VOX_F32 && u->rank == 5 && u->shape[0] == 1;
+        for (int a = 0; ok && a < 4; a++)
+            ok = u->shape[1 + a] == sh[a];
+        if (!ok)
+            return vox_fail(ctx, VOX_INVALID_ARG,
+                            "input %d ('%s') must be float32 (1, %lld, %lld, %lld, %lld)", k,
+                            net->layers[i].name, (long long)sh[0], (long long)sh[1],
+                            (long long)sh[2], (long long)sh[3]);
+    }
+    for (int k = 0; k < net->n_inputs; k++)
+        vox_nn_bt_pack(pool, &inputs[k], &f->t[vox_net_input(net, k)]);
+    for (int i = 0; i < net->n_layers; i++)
+        if (net->layers[i].kind != VOX_NN_INPUT)
+            run_layer(f, i, pool);
+    for (int k = 0; k < net->n_outputs; k++)
+        vox_nn_bt_unpack(pool, &f->t[vox_net_output(net, k)], &f->out[k]);
+    return VOX_OK;
+}
+
+const struct vox_tensor *vox_nn_fast_output(const struct vox_nn_fast *f, int i)
+{
+    return i >= 0 && i < f->net->n_outputs ? &f->out[i] : NULL;
+}
+
+const struct vox_nn_dims *vox_nn_fast_dims(const struct vox_nn_fast *f)
+{
+    return f->dims;
+}
+
+size_t vox_nn_fast_bytes(const struct vox_nn_fast *f)
+{
+    return layout_total(&f->lay);
+}
+
+void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
+                            struct vox_nn_fast_layer *info_out)
+{
+    const struct vox_nn_layer *l = &f->net->layers[layer];
+    const struct fast_layer *fl = &f->fl[layer];
+    struct vox_nn_fast_layer info = {.algo = "pass", .block = f->lay.blk[layer]};
+    if (l->kind == VOX_NN_INPUT)
+        info.algo = "pack";
+    if (fl->kern) {
+        const struct vox_kernel_info *ki = vox_kernel_info(fl->kern);
+        info.algo = ki->jit ? (fl->pad ? "jit+pad" : "jit") : "interp";
+        info.jit = ki->jit;
+    }
+    info.flops = vox_nn_layer_flops(f->net, f->dims, layer);
+    info.bytes = (double)bt_bytes(&f->dims[layer], f->lay.blk[layer]);
+    for (int k = 0; k < l->n_in; k++)
+        info.bytes += (double)bt_bytes(&f->dims[l->in[k]], f->lay.blk[l->in[k]]);
+    *info_out = info;
+}

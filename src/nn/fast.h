@@ -1,0 +1,74 @@
+/*
+ * nn/fast.h: what the files of the fast forward pass share: the blocked tensor, the conv
+ * description its nests are built from, and the blocked data passes (fast_ops.c).
+ */
+#ifndef VOX_NN_FAST_H
+#define VOX_NN_FAST_H
+
+#include "internal.h"
+#include "vox/loop.h"
+
+/* A tensor in the blocked layout (ceil(c / blk), z, y, x, blk); lanes past c hold 0 (or any
+ * finite value: convolutions multiply them by zero weights). */
+struct vox_nn_bt {
+    float *data;
+    int64_t c, blk;
+    int64_t s[3]; /* z, y, x */
+};
+
+static inline int64_t vox_nn_bt_blocks(const struct vox_nn_bt *t)
+{
+    return (t->c + t->blk - 1) / t->blk;
+}
+static inline int64_t vox_nn_bt_vol(const struct vox_nn_bt *t)
+{
+    return t->s[0] * t->s[1] * t->s[2];
+}
+static inline int64_t vox_nn_bt_elems(const struct vox_nn_bt *t)
+{
+    return vox_nn_bt_blocks(t) * vox_nn_bt_vol(t) * t->blk;
+}
+
+/* One conv or transposed conv: in/out spatial extents (conv: `in` is the padded input),
+ * channels, the blocks of the input (bin) and output (b), kernel, dilation, fused ops. */
+struct vox_nn_fast_conv {
+    int64_t cin, cout, bin, b;
+    int64_t in[3], out[3], k[3], dil[3];
+    bool bias;
+    enum vox_nn_act act; /* not softmax */
+};
+
+/* The nests (A = input, B = packed weights, C = output, extra[0] = packed bias if bias). */
+void vox_nn_fast_conv_nest(const struct vox_nn_fast_conv *c, int isa, struct vox_nest *n);
+void vox_nn_fast_deconv_nest(const struct vox_nn_fast_conv *c, int isa, struct vox_nest *n);
+/* Floats of the packed weights; the packed bias has ceil(cout / b) * b floats. */
+int64_t vox_nn_fast_pack_elems(const struct vox_nn_fast_conv *c);
+/* Repacks PyTorch weights (conv (out, in, k..), deconv (in, out, k..)) and the bias (NULL:
+ * zeros) for the nests. */
+void vox_nn_fast_pack(const struct vox_nn_fast_conv *c, bool deconv, const float *w,
+                      const float *bias, float *w_out, float *bias_out);
+
+/* ---- blocked passes (fast_ops.c); pool may be NULL; results do not depend on threads ---- */
+
+/* (1, C, Z, Y, X) f32 of any strides -> blocked (pad lanes 0), and back (first C channels). */
+void vox_nn_bt_pack(struct vox_pool *pool, const struct vox_tensor *src, struct vox_nn_bt *dst);
+void vox_nn_bt_unpack(struct vox_pool *pool, const struct vox_nn_bt *src, struct vox_tensor *dst);
+/* dst = src with zero borders: dst voxel p + lo holds src voxel p. */
+void vox_nn_bt_pad(struct vox_pool *pool, const struct vox_nn_bt *src, const int64_t lo[3],
+                   struct vox_nn_bt *dst);
+/* Max over a window: pooling (stride = window, dilation 1) or filtering (stride 1). */
+void vox_nn_bt_max(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t window[3],
+                   const int64_t dilation[3], bool pool_stride, struct vox_nn_bt *out);
+void vox_nn_bt_upsample(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t f[3],
+                        struct vox_nn_bt *out);
+void vox_nn_bt_crop(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t lo[3],
+                    struct vox_nn_bt *out);
+void vox_nn_bt_add(struct vox_pool *pool, const struct vox_nn_bt *const *in, int n,
+                   enum vox_nn_act act, struct vox_nn_bt *out);
+void vox_nn_bt_concat(struct vox_pool *pool, const struct vox_nn_bt *const *in, int n,
+                      struct vox_nn_bt *out);
+/* out = act(in), softmax over channels; in may equal out. */
+void vox_nn_bt_act(struct vox_pool *pool, const struct vox_nn_bt *in, enum vox_nn_act act,
+                   struct vox_nn_bt *out);
+
+#endif

@@ -1,0 +1,145 @@
+/*
+ * fast_conv.c: convolution and transposed convolution of the fast forward pass as loop nests
+ * for the JIT (vox/loop.h), in the blocked channel layout, with the bias and the activation
+ * fused as post-ops, and the weight repacking they need.
+ *
+ * Layout (PZnet, reference note znn.md section 3): a tensor of C channels is
+ * (ceil(C/b), Z, Y, X, b), channel c at block c / b, lane c % b. Outputs use b = the vector
+ * width (8 lanes AVX2, 16 AVX-512). An input may use its own block `bin`: a narrow input
+ * (1-8 channels, the raw image) is stored channels-last with bin = C, so the input layer does
+ * not pay for zero lanes; the nest only changes the input's strides.
+ *
+ * The conv nest is the direct convolution of src/loop/conv.c generalised to dilation and to
+ * the input's own block: the input's stride along an output axis equals its stride along the
+ * kernel axis divided by the dilation (in[z + a*dz]), so no im2col is needed. Schedule:
+ *     z:1 y:1 ob:OT x:XT ib:1 kz:1 ky:1 kx:1 bi:1 ob:1 x:1 bo:1
+ * vectors along the output lanes bo, a register tile of XT voxels x OT output blocks; per input
+ * lane one broadcast and OT weight vectors feed XT*OT FMAs. Same padding is handled by the
+ * caller (it runs the nest on a zero-bordered copy of the input).
+ *
+ * Transposed conv with stride = kernel (U-Net upsampling): out[z*KZ + a] = sum in[z] * w[a];
+ * the output's stride along z is KZ times its stride along a, which the nest states directly.
+ */
+#include "fast.h"
+
+#include <string.h>
+
+static int64_t cdiv(int64_t a, int64_t b)
+{
+    return (a + b - 1) / b;
+}
+
+/* Adds a dimension with its strides in C, A, B. */
+static int dim3(struct vox_nest *n, const char *name, int64_t size, int64_t sc, int64_t sa,
+                int64_t sb)
+{
+    int d = vox_nest_dim_add(n, name, size);
+    n->strides[VOX_NEST_C][d] = sc;
+    n->strides[VOX_NEST_A][d] = sa;
+    n->strides[VOX_NEST_B][d] = sb;
+    return d;
+}
+
+static void add_loops(struct vox_nest *n, const int64_t (*loops)[2], int count)
+{
+    for (int k = 0; k < count; k++)
+        vox_nest_loop_add(n, (int)loops[k][0], loops[k][1]);
+}
+
+/* The register tile: OT output blocks x XT voxels, from the register count. */
+static void tile_of(int isa, int64_t ob, int64_t ow, int64_t *ot, int64_t *xt)
+{
+    const int64_t regs = isa == VOX_ISA_AVX512 ? 32 : 16;
+    *ot = ob >= 2 ? 2 : 1;
+    int64_t cap = (regs - *ot - 1) / *ot;
+    *xt = cdiv(ow, cdiv(ow, cap));
+}
+
+/* Bias (per output channel) and activation post-ops; dims "ob" and "bo" index the channel. */
+static void add_post(struct vox_nest *n, int64_t b, bool bias, enum vox_nn_act act)
+{
+    if (bias) {
+        struct vox_nest_eltwise *e = &n->post[n->npost++];
+        e->kind = VOX_NEST_BIAS;
+        e->strides[vox_nest_dim_find(n, "bo")] = 1;
+        e->strides[vox_nest_dim_find(n, "ob")] = b;
+    }
+    static const int kind[VOX_ACT_COUNT] = {-1, VOX_NEST_RELU, VOX_NEST_ELU, VOX_NEST_SIGMOID,
+                                            VOX_NEST_TANH, -1};
+    if (kind[act] >= 0)
+        n->post[n->npost++].kind = (enum vox_nest_eltwise_kind)kind[act];
+}
+
+void vox_nn_fast_conv_nest(const struct vox_nn_fast_conv *c, int isa, struct vox_nest *n)
+{
+    const int64_t b = c->b, bin = c->bin;
+    const int64_t ib = cdiv(c->cin, bin), ob = cdiv(c->cout, b);
+    const int64_t taps = c->k[0] * c->k[1] * c->k[2], ws = bin * b;
+    const int64_t *in = c->in, *out = c->out, *d = c->dil;
+    vox_nest_init(n);
+    int z = dim3(n, "z", out[0], out[1] * out[2] * b, in[1] * in[2] * bin, 0);
+    int y = dim3(n, "y", out[1], out[2] * b, in[2] * bin, 0);
+    int x = dim3(n, "x", out[2], b, bin, 0);
+    int o = dim3(n, "ob", ob, out[0] * out[1] * out[2] * b, 0, ib * taps * ws);
+    int bo = dim3(n, "bo", b, 1, 0, 1);
+    int i = dim3(n, "ib", ib, 0, in[0] * in[1] * in[2] * bin, taps * ws);
+    int bi = dim3(n, "bi", bin, 0, 1, b);
+    int kz = dim3(n, "kz", c->k[0], 0, d[0] * in[1] * in[2] * bin, c->k[1] * c->k[2] * ws);
+    int ky = dim3(n, "ky", c->k[1], 0, d[1] * in[2] * bin, c->k[2] * ws);
+    int kx = dim3(n, "kx", c->k[2], 0, d[2] * bin, ws);
+    int64_t ot, xt;
+    tile_of(isa, ob, out[2], &ot, &xt);
+    const int64_t loops[][2] = {{z, 1},  {y, 1},  {o, ot},  {x, xt}, {i, 1},  {kz, 1},
+                                {ky, 1}, {kx, 1}, {bi, 1},  {o, 1},  {x, 1},  {bo, 1}};
+    add_loops(n, loops, (int)(sizeof loops / sizeof loops[0]));
+    add_post(n, b, c->bias, c->act);
+}
+
+void vox_nn_fast_deconv_nest(const struct vox_nn_fast_conv *c, int isa, struct vox_nest *n)
+{
+    const int64_t b = c->b, bin = c->bin;
+    const int64_t ib = cdiv(c->cin, bin), ob = cdiv(c->cout, b);
+    const int64_t taps = c->k[0] * c->k[1] * c->k[2], ws = bin * b;
+    const int64_t *in = c->in, *k = c->k;
+    const int64_t oy = in[1] * k[1], ox = in[2] * k[2], ovol = in[0] * k[0] * oy * ox;
+    vox_nest_init(n);
+    int z = dim3(n, "z", in[0], k[0] * oy * ox * b, in[1] * in[2] * bin, 0);
+    int a = dim3(n, "a", k[0], oy * ox * b, 0, k[1] * k[2] * ws);
+    int y = dim3(n, "y", in[1], k[1] * ox * b, in[2] * bin, 0);
+    int bb = dim3(n, "b", k[1], ox * b, 0, k[2] * ws);
+    int x = dim3(n, "x", in[2], k[2] * b, bin, 0);
+    int cc = dim3(n, "c", k[2], b, 0, ws);
+    int o = dim3(n, "ob", ob, ovol * b, 0, ib * taps * ws);
+    int bo = dim3(n, "bo", b, 1, 0, 1);
+    int i = dim3(n, "ib", ib, 0, in[0] * in[1] * in[2] * bin, taps * ws);
+    int bi = dim3(n, "bi", bin, 0, 1, b);
+    int64_t ot, xt;
+    tile_of(isa, ob, in[2], &ot, &xt);
+    const int64_t loops[][2] = {{z, 1},  {a, 1}, {y, 1}, {bb, 1}, {cc, 1}, {o, ot},
+                                {x, xt}, {i, 1}, {bi, 1}, {o, 1}, {x, 1},  {bo, 1}};
+    add_loops(n, loops, (int)(sizeof loops / sizeof loops[0]));
+    add_post(n, b, c->bias, c->act);
+}
+
+void vox_nn_fast_pack(const struct vox_nn_fast_conv *c, bool deconv, const float *w,
+                      const float *bias, float *w_out, float *bias_out)
+{
+    const int64_t b = c->b, bin = c->bin, K = c->cout, C = c->cin;
+    const int64_t ib = cdiv(C, bin), ob = cdiv(K, b), taps = c->k[0] * c->k[1] * c->k[2];
+    memset(w_out, 0, (size_t)(ob * ib * taps * bin * b) * sizeof *w_out);
+    for (int64_t k = 0; k < K; k++)
+        for (int64_t ci = 0; ci < C; ci++)
+            for (int64_t t = 0; t < taps; t++) {
+                int64_t o = (((k / b) * ib + ci / bin) * taps + t) * bin * b + (ci % bin) * b + k % b;
+                /* conv weights are (out, in, taps), deconv weights (in, out, taps) */
+                w_out[o] = deconv ? w[(ci * K + k) * taps + t] : w[(k * C + ci) * taps + t];
+            }
+    for (int64_t k = 0; k < ob * b; k++)
+        bias_out[k] = bias && k < K ? bias[k] : 0.0f;
+}
+
+int64_t vox_nn_fast_pack_elems(const struct vox_nn_fast_conv *c)
+{
+    return cdiv(c->cout, c->b) * cdiv(c->cin, c->bin) * c->k[0] * c->k[1] * c->k[2] * c->bin *
+           c->b;
+}

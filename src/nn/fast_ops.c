@@ -1,0 +1,292 @@
+/*
+ * fast_ops.c: the data passes of the fast forward pass in the blocked channel layout
+ * (ceil(C/b), Z, Y, X, b): layout conversion, zero padding, max-pooling and max-filtering,
+ * nearest upsampling, crop, add, concat and activations (softmax over channels).
+ *
+ * Key idea: with channels innermost every pass is a loop over (block, z, y, x) whose body is a
+ * short loop over the b lanes of one vector, which the compiler vectorises; ZNN's max-filter
+ * "fragments" are not needed because the nets here write pooling as stride = window and dense
+ * max-filters explicitly. Work is split over (output block, output plane) rows with a static
+ * schedule; each element is computed by one thread in a fixed order, so results do not depend
+ * on the thread count. Activations use the f32 libm functions (expm1f, expf, tanhf).
+ */
+#include "fast.h"
+
+#include <float.h>
+#include <string.h>
+
+static inline float *at(const struct vox_nn_bt *t, int64_t cb, int64_t z, int64_t y, int64_t x)
+{
+    return t->data + (((cb * t->s[0] + z) * t->s[1] + y) * t->s[2] + x) * t->blk;
+}
+
+static inline float act1(enum vox_nn_act a, float v)
+{
+    switch (a) {
+    case VOX_ACT_RELU:
+        return v > 0 ? v : 0;
+    case VOX_ACT_ELU:
+        return v > 0 ? v : expm1f(v);
+    case VOX_ACT_SIGMOID:
+        return 1.0f / (1.0f + expf(-v));
+    case VOX_ACT_TANH:
+        return tanhf(v);
+    default:
+        return v;
+    }
+}
+
+struct job;
+typedef void (*row_fn)(const struct job *j, int64_t cb, int64_t z);
+
+struct job {
+    row_fn row;
+    const struct vox_nn_bt *in[VOX_NN_MAX_IN];
+    int n;
+    struct vox_nn_bt *out;
+    const struct vox_tensor *ts; /* pack: the source; unpack: the destination */
+    struct vox_tensor *td;
+    int64_t v[3], w[3];
+    bool flag;
+    enum vox_nn_act act;
+};
+
+static void task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)tid;
+    const struct job *j = arg;
+    for (int64_t cb = lo[0]; cb < hi[0]; cb++)
+        for (int64_t z = lo[1]; z < hi[1]; z++)
+            j->row(j, cb, z);
+}
+
+/* Runs j->row over (blocks, planes) of the output (or over `rows` given explicitly). */
+static void run(struct vox_pool *pool, struct job *j, int64_t blocks, int64_t planes)
+{
+    const int64_t n[3] = {blocks, planes, 1}, tile[3] = {1, 1, 1};
+    vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, task, j);
+}
+
+static void pack_row(const struct job *j, int64_t cb, int64_t z)
+{
+    const struct vox_tensor *s = j->ts;
+    const float *src = s->data;
+    const struct vox_nn_bt *o = j->out;
+    for (int64_t y = 0; y < o->s[1]; y++)
+        for (int64_t x = 0; x < o->s[2]; x++) {
+            float *d = at(o, cb, z, y, x);
+            for (int64_t l = 0; l < o->blk; l++) {
+                int64_t c = cb * o->blk + l;
+                d[l] = c < o->c ? src[c * s->strides[1] + z * s->strides[2] + y * s->strides[3] +
+                                      x * s->strides[4]]
+                                : 0.0f;
+            }
+        }
+}
+
+void vox_nn_bt_pack(struct vox_pool *pool, const struct vox_tensor *src, struct vox_nn_bt *dst)
+{
+    struct job j = {.row = pack_row, .ts = src, .out = dst};
+    run(pool, &j, vox_nn_bt_blocks(dst), dst->s[0]);
+}
+
+static void unpack_row(const struct job *j, int64_t cb, int64_t z)
+{
+    struct vox_tensor *d = j->td;
+    float *dst = d->data;
+    const struct vox_nn_bt *s = j->in[0];
+    for (int64_t y = 0; y < s->s[1]; y++)
+        for (int64_t x = 0; x < s->s[2]; x++) {
+            const float *p = at(s, cb, z, y, x);
+            for (int64_t l = 0; l < s->blk && cb * s->blk + l < s->c; l++)
+                dst[(cb * s->blk + l) * d->strides[1] + z * d->strides[2] + y * d->strides[3] +
+                    x * d->strides[4]] = p[l];
+        }
+}
+
+void vox_nn_bt_unpack(struct vox_pool *pool, const struct vox_nn_bt *src, struct vox_tensor *dst)
+{
+    struct job j = {.row = unpack_row, .in = {src}, .td = dst};
+    run(pool, &j, vox_nn_bt_blocks(src), src->s[0]);
+}
+
+static void pad_row(const struct job *j, int64_t cb, int64_t z)
+{
+    const struct vox_nn_bt *s = j->in[0], *o = j->out;
+    const int64_t *lo = j->v, b = o->blk;
+    int64_t zs = z - lo[0];
+    for (int64_t y = 0; y < o->s[1]; y++) {
+        int64_t ys = y - lo[1];
+        float *d = at(o, cb, z, y, 0);
+        if (zs < 0 || zs >= s->s[0] || ys < 0 || ys >= s->s[1]) {
+            memset(d, 0, (size_t)(o->s[2] * b) * sizeof *d);
+            continue;
+        }
+        int64_t x0 = lo[2], x1 = lo[2] + s->s[2];
+        memset(d, 0, (size_t)(x0 * b) * sizeof *d);
+        memcpy(d + x0 * b, at(s, cb, zs, ys, 0), (size_t)(s->s[2] * b) * sizeof *d);
+        memset(d + x1 * b, 0, (size_t)((o->s[2] - x1) * b) * sizeof *d);
+    }
+}
+
+void vox_nn_bt_pad(struct vox_pool *pool, const struct vox_nn_bt *src, const int64_t lo[3],
+                   struct vox_nn_bt *dst)
+{
+    struct job j = {.row = pad_row, .in = {src}, .out = dst, .v = {lo[0], lo[1], lo[2]}};
+    run(pool, &j, vox_nn_bt_blocks(dst), dst->s[0]);
+}
+
+static void max_row(const struct job *j, int64_t cb, int64_t z)
+{
+    const struct vox_nn_bt *s = j->in[0], *o = j->out;
+    const int64_t *w = j->w, b = o->blk;
+    int64_t st[3], dl[3];
+    for (int a = 0; a < 3; a++) {
+        st[a] = j->flag ? w[a] : 1;
+        dl[a] = j->flag ? 1 : j->v[a];
+    }
+    float acc[64];
+    for (int64_t y = 0; y < o->s[1]; y++)
+        for (int64_t x = 0; x < o->s[2]; x++) {
+            for (int64_t l = 0; l < b; l++)
+                acc[l] = -FLT_MAX;
+            for (int64_t a = 0; a < w[0]; a++)
+                for (int64_t c = 0; c < w[1]; c++)
+                    for (int64_t e = 0; e < w[2]; e++) {
+                        const float *p = at(s, cb, z * st[0] + a * dl[0], y * st[1] + c * dl[1],
+                                            x * st[2] + e * dl[2]);
+                        for (int64_t l = 0; l < b; l++)
+                            acc[l] = p[l] > acc[l] ? p[l] : acc[l];
+                    }
+            memcpy(at(o, cb, z, y, x), acc, (size_t)b * sizeof *acc);
+        }
+}
+
+void vox_nn_bt_max(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t window[3],
+                   const int64_t dilation[3], bool pool_stride, struct vox_nn_bt *out)
+{
+    struct job j = {.row = max_row, .in = {in}, .out = out, .flag = pool_stride};
+    for (int a = 0; a < 3; a++) {
+        j.w[a] = window[a];
+        j.v[a] = dilation ? dilation[a] : 1;
+    }
+    run(pool, &j, vox_nn_bt_blocks(out), out->s[0]);
+}
+
+/* upsample (flag) or crop: out[z, y, x] = in[z / f + lo] */
+static void move_row(const struct job *j, int64_t cb, int64_t z)
+{
+    const struct vox_nn_bt *s = j->in[0], *o = j->out;
+    const int64_t *f = j->w, *lo = j->v, b = o->blk;
+    for (int64_t y = 0; y < o->s[1]; y++) {
+        if (!j->flag) {
+            memcpy(at(o, cb, z, y, 0), at(s, cb, z + lo[0], y + lo[1], lo[2]),
+                   (size_t)(o->s[2] * b) * sizeof(float));
+            continue;
+        }
+        for (int64_t x = 0; x < o->s[2]; x++)
+            memcpy(at(o, cb, z, y, x), at(s, cb, z / f[0], y / f[1], x / f[2]),
+                   (size_t)b * sizeof(float));
+    }
+}
+
+void vox_nn_bt_upsample(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t f[3],
+                        struct vox_nn_bt *out)
+{
+    struct job j = {.row = move_row, .in = {in}, .out = out, .flag = true,
+                    .w = {f[0], f[1], f[2]}};
+    run(pool, &j, vox_nn_bt_blocks(out), out->s[0]);
+}
+
+void vox_nn_bt_crop(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t lo[3],
+                    struct vox_nn_bt *out)
+{
+    struct job j = {.row = move_row, .in = {in}, .out = out, .v = {lo[0], lo[1], lo[2]}};
+    run(pool, &j, vox_nn_bt_blocks(out), out->s[0]);
+}
+
+static void add_row(const struct job *j, int64_t cb, int64_t z)
+{
+    const struct vox_nn_bt *o = j->out;
+    int64_t len = o->s[1] * o->s[2] * o->blk;
+    float *d = at(o, cb, z, 0, 0);
+    const float *p0 = at(j->in[0], cb, z, 0, 0);
+    for (int64_t e = 0; e < len; e++)
+        d[e] = p0[e];
+    for (int k = 1; k < j->n; k++) {
+        const float *p = at(j->in[k], cb, z, 0, 0);
+        for (int64_t e = 0; e < len; e++)
+            d[e] += p[e];
+    }
+    for (int64_t e = 0; j->act != VOX_ACT_LINEAR && e < len; e++)
+        d[e] = act1(j->act, d[e]);
+}
+
+void vox_nn_bt_add(struct vox_pool *pool, const struct vox_nn_bt *const *in, int n,
+                   enum vox_nn_act act, struct vox_nn_bt *out)
+{
+    struct job j = {.row = add_row, .n = n, .out = out, .act = act};
+    for (int k = 0; k < n; k++)
+        j.in[k] = in[k];
+    run(pool, &j, vox_nn_bt_blocks(out), out->s[0]);
+}
+
+static void concat_row(const struct job *j, int64_t cb, int64_t z)
+{
+    const struct vox_nn_bt *o = j->out;
+    for (int64_t l = 0; l < o->blk; l++) {
+        int64_t c = cb * o->blk + l, k = 0;
+        while (k < j->n && c >= j->in[k]->c)
+            c -= j->in[k++]->c;
+        const struct vox_nn_bt *s = k < j->n ? j->in[k] : NULL;
+        for (int64_t y = 0; y < o->s[1]; y++)
+            for (int64_t x = 0; x < o->s[2]; x++)
+                at(o, cb, z, y, x)[l] = s ? at(s, c / s->blk, z, y, x)[c % s->blk] : 0.0f;
+    }
+}
+
+void vox_nn_bt_concat(struct vox_pool *pool, const struct vox_nn_bt *const *in, int n,
+                      struct vox_nn_bt *out)
+{
+    struct job j = {.row = concat_row, .n = n, .out = out};
+    for (int k = 0; k < n; k++)
+        j.in[k] = in[k];
+    run(pool, &j, vox_nn_bt_blocks(out), out->s[0]);
+}
+
+/* softmax over the channels of every voxel of plane z (cb unused: one row per plane) */
+static void softmax_row(const struct job *j, int64_t cb, int64_t z)
+{
+    (void)cb;
+    const struct vox_nn_bt *s = j->in[0], *o = j->out;
+    const int64_t b = o->blk, nb = vox_nn_bt_blocks(o);
+    for (int64_t y = 0; y < o->s[1]; y++)
+        for (int64_t x = 0; x < o->s[2]; x++) {
+            double m = -DBL_MAX, sum = 0;
+            for (int64_t c = 0; c < o->c; c++)
+                m = fmax(m, at(s, c / b, z, y, x)[c % b]);
+            for (int64_t c = 0; c < o->c; c++)
+                sum += exp(at(s, c / b, z, y, x)[c % b] - m);
+            for (int64_t c = 0; c < nb * b; c++)
+                at(o, c / b, z, y, x)[c % b] =
+                    c < o->c ? (float)(exp(at(s, c / b, z, y, x)[c % b] - m) / sum) : 0.0f;
+        }
+}
+
+static void act_row(const struct job *j, int64_t cb, int64_t z)
+{
+    const struct vox_nn_bt *o = j->out;
+    int64_t len = o->s[1] * o->s[2] * o->blk;
+    const float *p = at(j->in[0], cb, z, 0, 0);
+    float *d = at(o, cb, z, 0, 0);
+    for (int64_t e = 0; e < len; e++)
+        d[e] = act1(j->act, p[e]);
+}
+
+void vox_nn_bt_act(struct vox_pool *pool, const struct vox_nn_bt *in, enum vox_nn_act act,
+                   struct vox_nn_bt *out)
+{
+    struct job j = {.row = act == VOX_ACT_SOFTMAX ? softmax_row : act_row, .in = {in},
+                    .out = out, .act = act};
+    run(pool, &j, act == VOX_ACT_SOFTMAX ? 1 : vox_nn_bt_blocks(out), out->s[0]);
+}

@@ -1,0 +1,345 @@
+/*
+ * test_nn_fast.c: the fast forward pass against the reference forward pass (the oracle): every
+ * layer kind on its own at odd sizes and channel counts that are not multiples of the vector
+ * width, for every ISA the machine has; whole nets (N4, n337, RSUNet-tiny); 1 vs 2 threads
+ * bitwise; wrong inputs; allocation failures.
+ *
+ * Tolerance: the reference sums in double, the fast path in f32 in the kernels' order, so the
+ * difference is bounded by about fan_in * 2^-24 * the sum of |terms|; we check
+ * |fast - ref| <= tol * max(1, max |ref|) with tol from the table in check_net.
+ */
+#include "harness.h"
+#include "vox/io.h"
+#include "vox/nn.h"
+
+#include <unistd.h>
+
+static struct vox_net *parse(struct vox_ctx *ctx, const char *text)
+{
+    struct vox_net *net = NULL;
+    CHECK_OK(vox_net_parse(ctx, text, "t.net", &net));
+    return net;
+}
+
+static struct vox_net *shipped(struct vox_ctx *ctx, const char *name)
+{
+    char path[1024];
+    const char *f = __FILE__, *slash = strrchr(f, '/');
+    int dir = slash ? (int)(slash - f) : 0;
+    snprintf(path, sizeof path, "%.*s%snets/%s", dir, f, dir ? "/../" : "../", name);
+    struct vox_net *net = NULL;
+    CHECK_OK(vox_net_load(ctx, path, &net));
+    return net;
+}
+
+/* Random weights, with random biases and batch-norm statistics so their folding is tested. */
+static struct vox_nn_weights *weights(struct vox_ctx *ctx, const struct vox_net *net,
+                                      uint64_t seed)
+{
+    struct vox_nn_weights *w = NULL;
+    CHECK_OK(vox_nn_weights_create(ctx, net, &w));
+    if (!w)
+        return NULL;
+    vox_nn_weights_init(net, w, VOX_INIT_MSRA, seed);
+    for (int i = 0; i < net->n_layers; i++)
+        for (int p = VOX_P_BIAS; p < VOX_P_COUNT; p++) {
+            struct vox_tensor *t = &w->p[i][p];
+            for (int64_t e = 0; t->rank && e < vox_tensor_numel(t); e++) {
+                float r = (float)(vox_test_rand(&seed) % 1000) / 1000.0f;
+                ((float *)t->data)[e] = p == VOX_P_BN_VAR ? 0.5f + r : r - 0.5f;
+            }
+        }
+    return w;
+}
+
+static void fill(struct vox_tensor *t, uint64_t seed)
+{
+    for (int64_t e = 0; e < vox_tensor_numel(t); e++)
+        ((float *)t->data)[e] = (float)(vox_test_rand(&seed) % 2000) / 1000.0f - 0.5f;
+}
+
+/* Runs net on ctx (fast) and on the reference; returns max |fast - ref| / max(1, max |ref|). */
+static double compare(struct vox_ctx *ctx, struct vox_ctx *run_ctx, const struct vox_net *net,
+                      const int64_t patch[3], uint64_t seed)
+{
+    struct vox_nn_weights *w = weights(ctx, net, seed);
+    struct vox_nn_plan *ref = NULL;
+    struct vox_nn_fast *fast = NULL;
+    struct vox_tensor in[VOX_NN_MAX_IN] = {{0}};
+    double err = 1e30;
+    CHECK_OK(vox_nn_plan_create(ctx, net, w, patch, &ref));
+    CHECK_OK(vox_nn_fast_create(run_ctx, net, w, patch, &fast));
+    if (!ref || !fast)
+        goto done;
+    for (int k = 0; k < net->n_inputs; k++) {
+        int64_t c = net->layers[vox_net_input(net, k)].channels;
+        int64_t shape[5] = {1, c, patch[0], patch[1], patch[2]};
+        CHECK_OK(vox_tensor_alloc(ctx, &in[k], VOX_F32, 5, shape));
+        fill(&in[k], seed + 100 + (uint64_t)k);
+    }
+    CHECK_OK(vox_nn_plan_forward(ctx, ref, in));
+    CHECK_OK(vox_nn_fast_forward(run_ctx, fast, in));
+    err = 0;
+    for (int k = 0; k < net->n_outputs; k++) {
+        const struct vox_tensor *a = vox_nn_plan_output(ref, k), *b = vox_nn_fast_output(fast, k);
+        CHECK(vox_tensor_numel(a) == vox_tensor_numel(b));
+        double m = 1, d = 0;
+        for (int64_t e = 0; e < vox_tensor_numel(a); e++) {
+            double ra = ((const float *)a->data)[e], fb = ((const float *)b->data)[e];
+            m = fmax(m, fabs(ra));
+            d = fmax(d, fabs(ra - fb));
+            if (fb != fb)
+                d = 1e30;
+        }
+        err = fmax(err, d / m);
+    }
+done:
+    for (int k = 0; k < VOX_NN_MAX_IN; k++)
+        vox_tensor_free(ctx, &in[k]);
+    vox_nn_fast_destroy(fast);
+    vox_nn_plan_destroy(ref);
+    vox_nn_weights_destroy(w);
+    return err;
+}
+
+/* A context per ISA the machine has: ref, avx2, avx512. */
+static int isa_contexts(struct vox_ctx *ctx, struct vox_ctx **out)
+{
+    static const char *const names[] = {"ref", "avx2", "avx512"};
+    int n = 0;
+    for (int i = 0; i <= (int)vox_ctx_cpu(ctx)->isa_max; i++) {
+        struct vox_ctx_options opt = {.threads = 2, .log_level = VOX_LOG_WARN, .isa = names[i]};
+        if (vox_ctx_create(&opt, &out[n]) == VOX_OK)
+            n++;
+    }
+    return n;
+}
+
+static const char *const layer_nets[] = {
+    "input a channels=3\nconv c a -> 5 kernel=2x3x3 act=relu\noutput o c\n",
+    "input a channels=1\nconv c a -> 19 kernel=3 act=elu\noutput o c\n",
+    "input a channels=7\nconv c a -> 9 kernel=1x3x2 dilation=1x2x3 bn=yes act=sigmoid\n"
+    "output o c\n",
+    "input a channels=2\nconv c0 a -> 17 kernel=1\nconv c c0 -> 11 kernel=3x2x3 pad=same "
+    "dilation=2x1x1 act=tanh\noutput o c\n",
+    "input a channels=2\nconv c0 a -> 20 kernel=1\nconv c c0 -> 33 kernel=2x2x2 bias=no\n"
+    "output o c\n",
+    "input a channels=3\nconv c0 a -> 13 kernel=1\ndeconv d c0 -> 6 kernel=1x2x3 act=relu\n"
+    "output o d\n",
+    "input a channels=5\npool p a window=1x2x1\nmaxfilter m p window=2x2x3 dilation=1x1x2\n"
+    "output o m\n",
+    "input a channels=3\nupsample u a factor=2x1x3\ncrop k u margin=1x0x2\noutput o k\n",
+    "input a channels=3\ninput b channels=3\nconv c a -> 9 kernel=1\nconv d b -> 9 kernel=1\n"
+    "add s c d act=elu\nconcat k s a d\noutput o k act=tanh\nsoftmax m s\noutput o2 m\n",
+    "input a channels=2\nconv x a -> 4 kernel=3\nconv c a -> 10 kernel=1\ncrop k c to=x\n"
+    "output o k\noutput o2 x\n",
+};
+
+static void test_layers_every_isa(struct vox_ctx *ctx)
+{
+    struct vox_ctx *isa[3];
+    int n_isa = isa_contexts(ctx, isa);
+    CHECK(n_isa >= 1);
+    const int64_t patch[3] = {4, 10, 11};
+    for (size_t k = 0; k < sizeof layer_nets / sizeof layer_nets[0]; k++) {
+        struct vox_net *net = parse(ctx, layer_nets[k]);
+        if (!net)
+            continue;
+        for (int i = 0; i < n_isa; i++) {
+            double err = compare(ctx, isa[i], net, patch, 7 + k);
+            if (err > 1e-5)
+                fprintf(stderr, "  net %zu isa %s: error %g\n", k,
+                        vox_isa_str(vox_ctx_cpu(isa[i])->isa), err);
+            CHECK(err <= 1e-5);
+        }
+        vox_net_destroy(net);
+    }
+    for (int i = 0; i < n_isa; i++)
+        vox_ctx_destroy(isa[i]);
+}
+
+/* Whole nets: name, patch, tolerance (relative to max(1, max |ref|)). */
+static void test_whole_nets(struct vox_ctx *ctx)
+{
+    static const struct {
+        const char *name;
+        int64_t patch[3];
+        double tol;
+    } table[] = {
+        {"n4.net", {1, 97, 96}, 1e-4},
+        {"n337.net", {85, 85, 93}, 1e-4},
+        {"rsunet.net", {3, 16, 24}, 1e-4},
+    };
+    for (size_t k = 0; k < sizeof table / sizeof table[0]; k++) {
+        if (!vox_test_full && k < 2)
+            continue; /* N4 and n337: seconds of reference convolution (full tier only) */
+        struct vox_net *net = shipped(ctx, table[k].name);
+        if (!net)
+            continue;
+        double err = compare(ctx, ctx, net, table[k].patch, 11);
+        if (err > table[k].tol)
+            fprintf(stderr, "  %s: error %g\n", table[k].name, err);
+        CHECK(err <= table[k].tol);
+        vox_net_destroy(net);
+    }
+}
+
+/* Output of rsunet-tiny through the fast path on ctx, copied. */
+static void run_fast(struct vox_ctx *ctx, struct vox_ctx *run_ctx, struct vox_tensor *out)
+{
+    struct vox_net *net = shipped(ctx, "rsunet.net");
+    struct vox_nn_weights *w = weights(ctx, net, 3);
+    struct vox_nn_fast *fast = NULL;
+    const int64_t patch[3] = {2, 8, 16};
+    CHECK_OK(vox_nn_fast_create(run_ctx, net, w, patch, &fast));
+    struct vox_tensor in = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &in, VOX_F32, 5, (int64_t[]){1, 1, 2, 8, 16}));
+    fill(&in, 9);
+    CHECK_OK(vox_nn_fast_forward(run_ctx, fast, &in));
+    const struct vox_tensor *o = vox_nn_fast_output(fast, 0);
+    CHECK_OK(vox_tensor_alloc(ctx, out, VOX_F32, 5, o->shape));
+    CHECK_OK(vox_tensor_copy(ctx, out, o));
+    vox_tensor_free(ctx, &in);
+    vox_nn_fast_destroy(fast);
+    vox_nn_weights_destroy(w);
+    vox_net_destroy(net);
+}
+
+static void test_threads_bitwise(struct vox_ctx *ctx)
+{
+    struct vox_ctx *one;
+    struct vox_ctx_options opt = {.threads = 1, .log_level = VOX_LOG_WARN};
+    CHECK_OK(vox_ctx_create(&opt, &one));
+    struct vox_tensor a = {0}, b = {0};
+    run_fast(ctx, ctx, &a);
+    run_fast(ctx, one, &b);
+    CHECK(vox_tensor_numel(&a) == 3 * 2 * 8 * 16);
+    CHECK(a.data && b.data && memcmp(a.data, b.data, vox_tensor_nbytes(&a)) == 0);
+    vox_tensor_free(ctx, &a);
+    vox_tensor_free(ctx, &b);
+    vox_ctx_destroy(one);
+}
+
+static void test_errors_and_alloc_failures(struct vox_ctx *ctx)
+{
+    struct vox_net *net = parse(ctx, layer_nets[3]);
+    struct vox_nn_weights *w = weights(ctx, net, 1);
+    struct vox_nn_fast *fast = NULL;
+    const int64_t patch[3] = {3, 5, 6};
+    CHECK_OK(vox_nn_fast_create(ctx, net, w, patch, &fast));
+    size_t est = 0;
+    CHECK_OK(vox_nn_fast_estimate(ctx, net, patch, &est));
+    CHECK(fast && est == vox_nn_fast_bytes(fast));
+    for (int i = 0; fast && i < net->n_layers; i++) {
+        struct vox_nn_fast_layer info;
+        vox_nn_fast_layer_info(fast, i, &info);
+        if (net->layers[i].kind == VOX_NN_CONV && vox_ctx_cpu(ctx)->isa != VOX_ISA_REF)
+            CHECK(info.jit); /* the generator lowers these nests */
+        CHECK(info.block == (i == 0 ? 2 : vox_ctx_cpu(ctx)->isa == VOX_ISA_AVX512 ? 16 : 8));
+    }
+    struct vox_tensor in = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &in, VOX_F32, 5, (int64_t[]){1, 2, 3, 5, 7}));
+    CHECK_STATUS(vox_nn_fast_forward(ctx, fast, &in), VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("(1, 2, 3, 5, 6)");
+    struct vox_net *small = parse(ctx, layer_nets[0]);
+    CHECK_STATUS(vox_nn_fast_estimate(ctx, small, (int64_t[]){1, 5, 5}, &est), VOX_INVALID_ARG);
+    vox_net_destroy(small);
+    vox_tensor_free(ctx, &in);
+    vox_nn_fast_destroy(fast);
+    for (int64_t k = 1;; k++) {
+        vox_ctx_fail_alloc_at(ctx, k);
+        fast = NULL;
+        enum vox_status s = vox_nn_fast_create(ctx, net, w, patch, &fast);
+        vox_ctx_fail_alloc_at(ctx, 0);
+        if (s == VOX_OK) {
+            vox_nn_fast_destroy(fast);
+            break;
+        }
+        CHECK(s == VOX_OUT_OF_MEMORY && fast == NULL);
+    }
+    vox_nn_weights_destroy(w);
+    vox_net_destroy(net);
+}
+
+/* Slides net over a u8 volume with the given patch and returns output 0 read back as f32. */
+static void slide(struct vox_ctx *ctx, const struct vox_net *net, struct vox_nn_weights *w,
+                  const int64_t vol[3], const int64_t patch[3], struct vox_tensor *out)
+{
+    char in_path[256], out_path[256];
+    snprintf(in_path, sizeof in_path, "/tmp/vox_slide_in_%d.h5:/raw", (int)getpid());
+    snprintf(out_path, sizeof out_path, "/tmp/vox_slide_out_%d.h5", (int)getpid());
+    struct vox_tensor raw = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &raw, VOX_U8, 3, vol));
+    uint64_t seed = 4;
+    for (int64_t e = 0; e < vox_tensor_numel(&raw); e++)
+        ((uint8_t *)raw.data)[e] = (uint8_t)vox_test_rand(&seed);
+    CHECK_OK(vox_volume_save(ctx, in_path, &raw, NULL));
+    struct vox_volume *in = NULL, *o = NULL;
+    struct vox_out_file *f = NULL;
+    struct vox_nn_volume *v = NULL;
+    const enum vox_dtype dt = VOX_U8;
+    struct vox_nn_volume_options opt = {.patch = {patch[0], patch[1], patch[2]}, .quiet = true,
+                                        .out_dtype = VOX_F32};
+    CHECK_OK(vox_volume_open(ctx, in_path, &in));
+    CHECK_OK(vox_nn_volume_plan(ctx, net, w, vol, &dt, &opt, &v));
+    struct vox_dataset_options dopt = {.dtype = VOX_F32, .rank = 4};
+    if (v) {
+        int64_t pp[3], ov[3], tiles;
+        vox_nn_volume_geometry(v, pp, ov, &tiles);
+        CHECK(memcmp(vol, patch, 3 * sizeof *vol) == 0 ? tiles == 1 : tiles >= 4);
+        vox_nn_volume_out_shape(v, 0, dopt.shape);
+    }
+    CHECK_OK(vox_out_open(ctx, out_path, &f));
+    CHECK_OK(vox_out_dataset(ctx, f, "/o", &dopt, &o));
+    CHECK_OK(vox_nn_volume_run(ctx, v, &in, &o));
+    CHECK_OK(vox_out_commit(ctx, f));
+    char spec[300];
+    snprintf(spec, sizeof spec, "%s:/o", out_path);
+    CHECK_OK(vox_volume_load(ctx, spec, out, NULL));
+    vox_volume_close(in);
+    vox_nn_volume_destroy(v);
+    vox_tensor_free(ctx, &raw);
+    unlink(out_path);
+    snprintf(in_path, sizeof in_path, "/tmp/vox_slide_in_%d.h5", (int)getpid());
+    unlink(in_path);
+}
+
+/* Sliding patches == one patch over the whole volume: a pooled valid net (abutting tiles,
+ * strided output) and a same-padded U-Net (cropped margins). */
+static void test_sliding_equals_one_pass(struct vox_ctx *ctx)
+{
+    static const struct {
+        const char *text;
+        int64_t vol[3], patch[3];
+    } cases[] = {
+        {"input raw channels=1\nconv c1 raw -> 5 kernel=2x3x3 act=relu\npool p c1 window=1x2x2\n"
+         "conv c2 p -> 3 kernel=1x3x3 act=relu\noutput o c2 act=sigmoid\n",
+         {5, 30, 28}, {3, 12, 14}},
+        {"input raw channels=1\nconv e raw -> 6 kernel=1x3x3 pad=same act=elu\n"
+         "pool p e window=1x2x2\nconv c p -> 9 kernel=3x3x3 pad=same bn=yes act=relu\n"
+         "deconv u c -> 6 kernel=1x2x2\nadd s u e\nconv f s -> 3 kernel=1x3x3 pad=same\n"
+         "output o f act=sigmoid\n",
+         {6, 24, 20}, {6, 16, 14}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        struct vox_net *net = parse(ctx, cases[k].text);
+        struct vox_nn_weights *w = weights(ctx, net, 5);
+        struct vox_tensor a = {0}, b = {0};
+        slide(ctx, net, w, cases[k].vol, cases[k].vol, &a);
+        slide(ctx, net, w, cases[k].vol, cases[k].patch, &b);
+        CHECK(a.data && b.data && vox_tensor_numel(&a) == vox_tensor_numel(&b));
+        double d = 0;
+        for (int64_t e = 0; a.data && b.data && e < vox_tensor_numel(&a); e++)
+            d = fmax(d, fabs(((float *)a.data)[e] - ((float *)b.data)[e]));
+        if (d > 1e-6)
+            fprintf(stderr, "  case %zu: max difference %g\n", k, d);
+        CHECK(d <= 1e-6);
+        vox_tensor_free(ctx, &a);
+        vox_tensor_free(ctx, &b);
+        vox_nn_weights_destroy(w);
+        vox_net_destroy(net);
+    }
+}
+
+VOX_TEST_MAIN(VOX_TEST(test_sliding_equals_one_pass), VOX_TEST(test_layers_every_isa), VOX_TEST(test_whole_nets),
+              VOX_TEST(test_threads_bitwise), VOX_TEST(test_errors_and_alloc_failures))
