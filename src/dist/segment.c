@@ -36,15 +36,17 @@ static enum vox_status sg_check_source(struct vox_ctx *ctx, const struct vox_dis
                                        int64_t dims[3])
 {
     if (!src || !src->aff == !src->vol)
-        return vox_fail(ctx, VOX_INVALID_ARG, "chunked segmentation: give exactly one of a "
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked segmentation: give exactly one of a "
                         "tensor and a volume as the source");
     enum vox_dtype dt = src->aff ? src->aff->dtype : vox_volume_info(src->vol)->dtype;
     int rank = src->aff ? src->aff->rank : vox_volume_info(src->vol)->rank;
     const int64_t *sh = src->aff ? src->aff->shape : vox_volume_info(src->vol)->shape;
     if (rank != 4 || sh[0] != 3 || (dt != VOX_U8 && dt != VOX_F32))
-        return vox_fail(ctx, VOX_INVALID_ARG, "chunked segmentation: %s%s affinities must be "
-                        "u8 or f32 (3, Z, Y, X)", src->vol ? vox_volume_name(src->vol) : "the",
-                        src->vol ? ":" : "");
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked segmentation: %s%s affinities must be "
+                        "u8 or f32 (3, Z, Y, X)",
+                        src->vol ? vox_volume_name(src->vol) : "the", src->vol ? ":" : "");
     int64_t n = 1;
     for (int a = 0; a < 3; a++) {
         if (sh[a + 1] <= 0)
@@ -53,8 +55,10 @@ static enum vox_status sg_check_source(struct vox_ctx *ctx, const struct vox_dis
         n *= dims[a];
     }
     if (n >= (int64_t)UINT32_MAX)
-        return vox_fail(ctx, VOX_UNSUPPORTED, "chunked segmentation: %lld voxels, at most "
-                        "2^32 - 2 (u32 labels)", (long long)n);
+        return vox_fail(ctx, VOX_UNSUPPORTED,
+                        "chunked segmentation: %lld voxels, at most "
+                        "2^32 - 2 (u32 labels)",
+                        (long long)n);
     return VOX_OK;
 }
 
@@ -73,7 +77,8 @@ static enum vox_status sg_check(struct vox_ctx *ctx, const struct vox_dist_sourc
                         o ? (long long)o->chunk[0] : 0ll, o ? (long long)o->chunk[1] : 0ll,
                         o ? (long long)o->chunk[2] : 0ll);
     if (o->sink && (!o->sink->ready || !o->sink->write))
-        return vox_fail(ctx, VOX_INVALID_ARG, "chunked segmentation: the sink needs both "
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked segmentation: the sink needs both "
                         "ready and write");
     return VOX_OK;
 }
@@ -101,8 +106,10 @@ static enum vox_status sg_store_file(struct vox_ctx *ctx, const char *workdir,
                         path);
     off_t n = (off_t)(st->dims[0] * st->dims[1] * st->dims[2] * 4);
     if (ftruncate(st->fd, n) != 0)
-        return vox_fail(ctx, VOX_IO, "chunked segmentation: cannot size the label store %s "
-                        "to %lld bytes", path, (long long)n);
+        return vox_fail(ctx, VOX_IO,
+                        "chunked segmentation: cannot size the label store %s "
+                        "to %lld bytes",
+                        path, (long long)n);
     return VOX_OK;
 }
 
@@ -166,12 +173,11 @@ static enum vox_status sg_stages(struct vox_ctx *ctx, const struct dist_vol *vol
                                  uint32_t **map_out)
 {
     int64_t *sizes = NULL, *seg_sizes = NULL;
-    enum vox_status s = dist_ws_run(ctx, vol, o->chunk, p, store, &res->nbasins, &sizes,
-                                    o->stats);
+    enum vox_status s = dist_ws_run(ctx, vol, o->chunk, p, store, &res->nbasins, &sizes, o->stats);
     struct dist_labels basins = {.st = store};
     if (s == VOX_OK)
-        s = dist_sm_run(ctx, vol, &basins, res->nbasins, sizes, o->chunk, p, map_out,
-                        &res->nseg, &seg_sizes, &res->dend, o->stats);
+        s = dist_sm_run(ctx, vol, &basins, res->nbasins, sizes, o->chunk, p, map_out, &res->nseg,
+                        &seg_sizes, &res->dend, o->stats);
     struct dist_labels segs = {.st = store, .map = s == VOX_OK ? *map_out : NULL};
     if (s == VOX_OK)
         s = dist_ag_run(ctx, vol, &segs, res->nseg, o->chunk, p, &res->merges, o->stats);
@@ -181,8 +187,7 @@ static enum vox_status sg_stages(struct vox_ctx *ctx, const struct dist_vol *vol
 }
 
 enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_source *src,
-                                 const struct vox_seg_params *p,
-                                 const struct vox_dist_options *opt,
+                                 const struct vox_seg_params *p, const struct vox_dist_options *opt,
                                  struct vox_seg_result *res_out)
 {
     struct dist_vol vol = {0};
@@ -208,8 +213,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     if (s == VOX_OK && !opt->sink) {
         vox_seg_relabel(ctx, &res.labels, map);
     } else if (s == VOX_OK) {
-        struct sg_run r = {.ctx = ctx, .store = &store, .io = &io, .sink = opt->sink,
-                           .map = map};
+        struct sg_run r = {.ctx = ctx, .store = &store, .io = &io, .sink = opt->sink, .map = map};
         memcpy(r.dims, vol.dims, sizeof r.dims);
         for (int a = 0; a < 3; a++)
             r.chunk[a] = opt->chunk[a] < vol.dims[a] ? opt->chunk[a] : vol.dims[a];

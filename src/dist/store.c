@@ -55,9 +55,11 @@ static enum vox_status store_rows(struct vox_ctx *ctx, struct dist_store *st,
             off_t off = (off_t)(((z * st->dims[1] + y) * st->dims[2] + b->lo[2]) * 4);
             ssize_t n = wr ? pwrite(st->fd, buf + k, row, off) : pread(st->fd, buf + k, row, off);
             if (n != (ssize_t)row)
-                return vox_fail(ctx, VOX_IO, "chunked segmentation: label store: %s of "
-                                "%zu bytes at %lld: %s", wr ? "write" : "read", row,
-                                (long long)off, n < 0 ? strerror(errno) : "short transfer");
+                return vox_fail(ctx, VOX_IO,
+                                "chunked segmentation: label store: %s of "
+                                "%zu bytes at %lld: %s",
+                                wr ? "write" : "read", row, (long long)off,
+                                n < 0 ? strerror(errno) : "short transfer");
         }
     if (st->io) {
         pthread_mutex_lock(&st->io->mu);
@@ -99,8 +101,7 @@ enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
 }
 
 enum vox_status dist_win_load(struct vox_ctx *ctx, const struct dist_labels *l,
-                              const int64_t dims[3], const struct dist_box *b,
-                              struct dist_win *w)
+                              const int64_t dims[3], const struct dist_box *b, struct dist_win *w)
 {
     memset(w, 0, sizeof *w);
     if (l->t) {
