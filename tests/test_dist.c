@@ -6,6 +6,11 @@
  */
 #include "harness.h"
 #include "vox/dist.h"
+#include "vox/io.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 #include "vox/synth.h"
 
 /* Random quantized affinities with `levels` distinct values, constant over blocks of `blk`
@@ -536,7 +541,170 @@ static void test_sm_bad_args_and_alloc(struct vox_ctx *ctx)
     free(q);
 }
 
+/* ---- vox_dist_segment ------------------------------------------------------------------- */
+
+/* A sink that gathers the boxes into one tensor and checks it is told the result first. */
+struct gather {
+    struct vox_tensor t;
+    int64_t nseg, writes;
+    bool ready;
+};
+
+static enum vox_status gather_ready(void *arg, const struct vox_seg_result *res)
+{
+    struct gather *g = arg;
+    g->ready = true;
+    g->nseg = res->nseg;
+    return VOX_OK;
+}
+
+static enum vox_status gather_write(void *arg, const int64_t lo[3], const struct vox_tensor *l)
+{
+    struct gather *g = arg;
+    if (!g->ready)
+        return VOX_INTERNAL;
+    const uint32_t *src = l->data;
+    uint32_t *dst = g->t.data;
+    for (int64_t z = 0; z < l->shape[0]; z++)
+        for (int64_t y = 0; y < l->shape[1]; y++)
+            memcpy(dst + ((lo[0] + z) * g->t.shape[1] + lo[1] + y) * g->t.shape[2] + lo[2],
+                   src + (z * l->shape[1] + y) * l->shape[2], (size_t)l->shape[2] * 4);
+    g->writes++;
+    return VOX_OK;
+}
+
+static bool same_result(const struct vox_seg_result *a, const struct vox_seg_result *b,
+                        const struct vox_tensor *labels)
+{
+    return a->nseg == b->nseg && a->nbasins == b->nbasins && same_history(&a->dend, &b->dend) &&
+           same_history(&a->merges, &b->merges) &&
+           !memcmp(labels->data, b->labels.data, vox_tensor_nbytes(&b->labels));
+}
+
+/* vox_dist_segment from the tensor (labels whole) and from a volume file (through a sink)
+ * against vox_segment, for `tries` random chunk shapes. */
+static void check_seg(struct vox_ctx *ctx, struct vox_ctx *ctx1, const struct vox_tensor *aff,
+                      const struct vox_seg_params *p, uint64_t seed, int tries)
+{
+    struct vox_seg_result ref = {0};
+    CHECK_OK(vox_segment(ctx, aff, p, &ref));
+    char dir[] = "/tmp/vox-dist-XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/aff.npy", dir);
+    struct vox_volume *vol = NULL;
+    CHECK_OK(vox_volume_save(ctx, path, aff, NULL));
+    CHECK_OK(vox_volume_open(ctx, path, &vol));
+    for (int t = 0; t < tries && vol; t++) {
+        struct vox_dist_options o = {.sink = NULL};
+        for (int a = 0; a < 3; a++) {
+            uint64_t r = vox_test_rand(&seed);
+            o.chunk[a] = r % 4 == 0 ? 1 : 1 + (int64_t)(r / 4 % (uint64_t)(aff->shape[a + 1] + 1));
+        }
+        struct vox_ctx *c = t % 2 ? ctx1 : ctx;
+        struct vox_dist_stats stats;
+        o.stats = &stats;
+        stats.n = 0;
+        struct vox_seg_result res = {0};
+        struct vox_dist_source src = {.aff = aff};
+        CHECK_OK(vox_dist_segment(c, &src, p, &o, &res));
+        CHECK(same_result(&res, &ref, &res.labels));
+        CHECK(stats.n >= 3 && stats.lv[0].stage == VOX_DIST_WATERSHED && stats.lv[0].level == 0);
+        vox_seg_result_fini(c, &res);
+        struct gather g = {.ready = false};
+        CHECK_OK(vox_tensor_alloc(c, &g.t, VOX_U32, 3, ref.labels.shape));
+        struct vox_dist_sink sink = {gather_ready, gather_write, &g};
+        o.sink = &sink;
+        o.workdir = t % 2 ? dir : NULL;
+        src = (struct vox_dist_source){.vol = vol};
+        CHECK_OK(vox_dist_segment(c, &src, p, &o, &res));
+        CHECK(g.nseg == ref.nseg && g.writes > 0 && res.labels.data == NULL);
+        res.labels = g.t;
+        CHECK(same_result(&res, &ref, &g.t));
+        CHECK(stats.bytes_read > 0 && stats.bytes_written > 0);
+        vox_seg_result_fini(c, &res);
+    }
+    vox_volume_close(vol);
+    unlink(path);
+    CHECK(rmdir(dir) == 0);
+    vox_seg_result_fini(ctx, &ref);
+}
+
+static void test_seg_synth(struct vox_ctx *ctx)
+{
+    struct vox_ctx *ctx1 = ctx_one_thread();
+    struct vox_synth_params sp;
+    vox_synth_defaults(&sp);
+    sp.shape[0] = 10;
+    sp.shape[1] = 18;
+    sp.shape[2] = 21;
+    sp.cell_size_nm = 40;
+    sp.seed = 5;
+    struct vox_tensor raw = {0}, gt = {0}, aff = {0};
+    int64_t cells;
+    CHECK_OK(vox_synth_generate(ctx, &sp, &raw, &gt, &aff, &cells));
+    int nsc = vox_test_full ? 2 * VOX_SEG_SCORE_COUNT : VOX_SEG_SCORE_COUNT;
+    for (int sc = 0; sc < nsc; sc++) {
+        struct vox_tensor deg = {0};
+        CHECK_OK(vox_synth_degrade(ctx, &aff, (enum vox_synth_preset)(sc % VOX_SYNTH_PRESET_COUNT),
+                                   3 + sc, &deg));
+        struct vox_seg_params p;
+        ag_params(&p, sc);
+        check_seg(ctx, ctx1, &deg, &p, 17 + (uint64_t)sc, vox_test_full ? 6 : 2);
+        vox_tensor_free(ctx, &deg);
+    }
+    uint8_t *q = malloc(3 * 9 * 11 * 13);
+    const int64_t shape[3] = {9, 11, 13};
+    tie_volume(q, shape, 77, 4, 3);
+    struct vox_tensor u8 = u8_aff(q, shape);
+    struct vox_seg_params p;
+    ag_params(&p, 2);
+    check_seg(ctx, ctx1, &u8, &p, 23, vox_test_full ? 8 : 3);
+    free(q);
+    vox_tensor_free(ctx, &raw);
+    vox_tensor_free(ctx, &gt);
+    vox_tensor_free(ctx, &aff);
+    vox_ctx_destroy(ctx1);
+}
+
+static void test_seg_bad_args(struct vox_ctx *ctx)
+{
+    uint8_t q[3 * 4 * 4 * 4] = {0};
+    const int64_t shape[3] = {4, 4, 4};
+    struct vox_tensor aff = u8_aff(q, shape);
+    struct vox_seg_params p;
+    vox_seg_params_defaults(&p);
+    struct vox_seg_result res = {0};
+    struct vox_dist_options o = {.chunk = {2, 2, 0}};
+    struct vox_dist_source src = {.aff = &aff};
+    CHECK_STATUS(vox_dist_segment(ctx, &src, &p, &o, &res), VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("every side must be >= 1");
+    o.chunk[2] = 2;
+    struct vox_dist_source none = {0};
+    CHECK_STATUS(vox_dist_segment(ctx, &none, &p, &o, &res), VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("exactly one");
+    struct vox_dist_sink half = {gather_ready, NULL, NULL};
+    o.sink = &half;
+    CHECK_STATUS(vox_dist_segment(ctx, &src, &p, &o, &res), VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("ready and write");
+    o.sink = NULL;
+    struct vox_tensor bad = aff;
+    bad.shape[0] = 2;
+    src.aff = &bad;
+    CHECK_STATUS(vox_dist_segment(ctx, &src, &p, &o, &res), VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("(3, Z, Y, X)");
+    src.aff = &aff;
+    for (int64_t k = 1; k < 40; k++) {
+        vox_ctx_fail_alloc_at(ctx, k);
+        enum vox_status s = vox_dist_segment(ctx, &src, &p, &o, &res);
+        vox_ctx_fail_alloc_at(ctx, 0);
+        CHECK(s == VOX_OK || s == VOX_OUT_OF_MEMORY);
+        if (s == VOX_OK)
+            vox_seg_result_fini(ctx, &res);
+    }
+}
+
 VOX_TEST_MAIN(VOX_TEST(test_ws_ties), VOX_TEST(test_ws_synth), VOX_TEST(test_ws_plateau_hand),
               VOX_TEST(test_sm_ties), VOX_TEST(test_sm_synth), VOX_TEST(test_bad_args),
               VOX_TEST(test_alloc_failures), VOX_TEST(test_sm_bad_args_and_alloc),
-              VOX_TEST(test_ag_ties), VOX_TEST(test_ag_synth), VOX_TEST(test_ag_bad_args_and_alloc))
+              VOX_TEST(test_ag_ties), VOX_TEST(test_ag_synth), VOX_TEST(test_ag_bad_args_and_alloc),
+              VOX_TEST(test_seg_synth), VOX_TEST(test_seg_bad_args))

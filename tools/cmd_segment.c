@@ -8,8 +8,13 @@
  * leaves no output file. The merge history is stored with float32 scores, and every cut this
  * command writes (direct or re-cut) is taken with those float32 scores, so a re-cut of the
  * stored history reproduces the direct output exactly.
+ *
+ * With --chunk the segmentation is vox_dist_segment's (chunk by chunk, the same result
+ * bitwise): the affinities are read box by box and every output label dataset is written box
+ * by box, so neither is ever whole in memory (--boundary maps are converted whole first).
  */
 #include "cli.h"
+#include "vox/dist.h"
 #include "vox/io.h"
 
 #include <math.h>
@@ -69,12 +74,19 @@ static const char help[] =
     "                        [0,1]), max, smoothed:K (sum / (K + count))\n"
     "  --max-threshold T     stop the agglomeration before the first merge a cut at T would\n"
     "                        not apply (default 1: the whole history)\n"
+    "  --chunk Z,Y,X         segment chunk by chunk (same output, bitwise): affinities read and\n"
+    "                        labels written one box at a time (default: the whole volume)\n"
+    "  --workdir DIR         with --chunk: where the intermediate labels file goes (default:\n"
+    "                        a temporary file)\n"
+    "  --stats               with --chunk: per stage and octree level, the chunks/nodes, items\n"
+    "                        and edges carried up, bytes, time\n"
     "  --threads N           worker threads (default: VOX_THREADS, else all CPUs)\n"
     "  --quiet               no phase lines and no summary\n";
 
 struct seg_args {
-    const char *aff, *boundary, *from, *out, *history, *size, *score;
-    bool inside;
+    const char *aff, *boundary, *from, *out, *history, *size, *score, *workdir;
+    bool inside, stats;
+    int64_t chunk[3]; /* 0: unchunked */
     double low, high, max_threshold;
     int64_t dust;
     int nthr;
@@ -175,10 +187,19 @@ static int parse_real(const char *o, const char *v, double lo, double hi, double
 static int parse_option(int argc, char **argv, int *i, struct seg_args *a)
 {
     const char *o = argv[*i], *v;
-    if (strcmp(o, "--inside") == 0) {
-        a->inside = true;
+    if (strcmp(o, "--inside") == 0 || strcmp(o, "--stats") == 0) {
+        *(o[2] == 'i' ? &a->inside : &a->stats) = true;
         return 0;
     }
+    if (strcmp(o, "--chunk") == 0) {
+        if (!(v = cli_value("segment", argc, argv, i)))
+            return 2;
+        if (!cli_parse_shape(v, 3, 1, INT64_MAX / 8, a->chunk))
+            return cli_usage("segment", "--chunk %s: expected Z,Y,X, each >= 1", v);
+        return 0;
+    }
+    if (strcmp(o, "--workdir") == 0)
+        return (a->workdir = cli_value("segment", argc, argv, i)) ? 0 : 2;
     const char **str[] = {&a->aff, &a->boundary, &a->from, &a->out, &a->history, &a->size,
                           &a->score};
     const char *names[] = {"--aff", "--boundary", "--from", "--out", "--history", "--size",
@@ -274,6 +295,10 @@ static int parse_args(int argc, char **argv, struct seg_args *a)
         return cli_usage("segment", "give exactly one of --aff, --boundary and --from");
     if (a->inside && !a->boundary)
         return cli_usage("segment", "--inside applies to --boundary only");
+    if ((a->workdir || a->stats) && !a->chunk[0])
+        return cli_usage("segment", "--workdir and --stats need --chunk");
+    if (a->chunk[0] && a->from)
+        return cli_usage("segment", "--chunk does not apply to --from");
     return resolve(a);
 }
 
@@ -298,6 +323,7 @@ struct seg_state {
     struct vox_volume_info info; /* of the input, for resolution */
     struct vox_tensor q, base, cut;
     struct vox_merge_history hist;
+    int64_t shape[3];
     int64_t nbasins, nseg, nfinal[MAX_THRESHOLDS];
     double t_start, t_seg; /* pipeline start; seconds in the segmentation phases */
     bool quiet;
@@ -493,26 +519,39 @@ static enum vox_status read_history(struct vox_ctx *ctx, const struct seg_args *
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
-static enum vox_status write_dataset(struct vox_ctx *ctx, struct vox_out_file *f,
-                                     const struct seg_state *st, const char *name,
-                                     const struct vox_tensor *t, const char *params,
-                                     const char *what)
+/* A dataset of the output file with its attributes; the data is written afterwards. */
+static enum vox_status make_dataset(struct vox_ctx *ctx, struct vox_out_file *f,
+                                    const struct seg_state *st, const char *name,
+                                    enum vox_dtype dtype, int rank, const int64_t *shape,
+                                    const char *params, const char *what,
+                                    struct vox_volume **vol_out)
 {
-    struct vox_dataset_options d = {.dtype = t->dtype, .rank = t->rank, .gzip = 4};
-    memcpy(d.shape, t->shape, sizeof d.shape);
-    if (t->rank == 3) {
+    struct vox_dataset_options d = {.dtype = dtype, .rank = rank, .gzip = 4};
+    memcpy(d.shape, shape, (size_t)rank * sizeof *shape);
+    if (rank == 3) {
         d.has_resolution = st->info.has_resolution;
         d.has_offset = st->info.has_offset;
         memcpy(d.resolution, st->info.resolution, sizeof d.resolution);
         memcpy(d.offset, st->info.offset, sizeof d.offset);
     }
-    struct vox_volume *vol;
+    struct vox_volume *vol = NULL;
     enum vox_status s = vox_out_dataset(ctx, f, name, &d, &vol);
-    s = s ? s : vox_volume_write(ctx, vol, NULL, t);
     s = s ? s : vox_volume_set_attr_str(ctx, vol, "source", "vox segment");
     s = s ? s : vox_volume_set_attr_str(ctx, vol, "parameters", params);
     s = s ? s : vox_volume_set_attr_str(ctx, vol, "contents", what);
+    *vol_out = vol;
     return s;
+}
+
+static enum vox_status write_dataset(struct vox_ctx *ctx, struct vox_out_file *f,
+                                     const struct seg_state *st, const char *name,
+                                     const struct vox_tensor *t, const char *params,
+                                     const char *what)
+{
+    struct vox_volume *vol = NULL;
+    enum vox_status s = make_dataset(ctx, f, st, name, t->dtype, t->rank, t->shape, params,
+                                     what, &vol);
+    return s ? s : vox_volume_write(ctx, vol, NULL, t);
 }
 
 /* The merge history as (n,3) u64 and (n,) f32. */
@@ -593,11 +632,141 @@ static enum vox_status write_outputs(struct vox_ctx *ctx, const struct seg_args 
     return s;
 }
 
+/* ---- chunked ------------------------------------------------------------------------------- */
+
+/* The output of a chunked run, filled box by box under vox_dist_segment's io lock. */
+struct chunk_out {
+    struct vox_ctx *ctx;
+    const struct seg_args *a;
+    struct seg_state *st;
+    struct vox_out_file *f;
+    struct vox_volume *base, *cut[MAX_THRESHOLDS];
+    uint32_t *map[MAX_THRESHOLDS];
+    char params[9216];
+};
+
+/* The result is known: keep the history (float32 scores), map each cut, create the datasets
+ * and write the history. */
+static enum vox_status chunk_ready(void *arg, const struct vox_seg_result *res)
+{
+    struct chunk_out *o = arg;
+    struct vox_ctx *ctx = o->ctx;
+    struct seg_state *st = o->st;
+    st->nbasins = res->nbasins;
+    st->nseg = res->nseg;
+    st->hist = (struct vox_merge_history){.nseg = res->merges.nseg, .n = res->merges.n,
+                                          .cap = res->merges.n};
+    st->hist.m = vox_alloc(ctx, (size_t)(res->merges.n + 1) * sizeof *st->hist.m);
+    if (!st->hist.m)
+        return VOX_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < res->merges.n; i++) {
+        st->hist.m[i] = res->merges.m[i];
+        st->hist.m[i].score = (double)(float)res->merges.m[i].score;
+    }
+    char name[600], what[128];
+    params_string(o->a, o->params, sizeof o->params);
+    enum vox_status s = vox_out_open(ctx, o->a->out_path, &o->f);
+    for (int k = 0; k < o->a->nthr && s == VOX_OK; k++) {
+        s = vox_merge_history_map(ctx, &st->hist, o->a->thr[k], &o->map[k], &st->nfinal[k]);
+        threshold_name(o->a, k, name, sizeof name);
+        snprintf(what, sizeof what, "labels cut at threshold %g", o->a->thr[k]);
+        s = s ? s : make_dataset(ctx, o->f, st, name, VOX_U64, 3, st->shape, o->params, what,
+                                 &o->cut[k]);
+    }
+    snprintf(name, sizeof name, "%s_base", o->a->out_ds);
+    s = s ? s : make_dataset(ctx, o->f, st, name, VOX_U32, 3, st->shape, o->params,
+                             "base segments after size merge and dust (the cut at 0)", &o->base);
+    return s ? s : write_history(ctx, o->f, o->a, st, o->params);
+}
+
+static enum vox_status chunk_write(void *arg, const int64_t lo[3], const struct vox_tensor *l)
+{
+    struct chunk_out *o = arg;
+    struct vox_tensor cut = {0};
+    enum vox_status s = vox_volume_write(o->ctx, o->base, lo, l);
+    s = s ? s : vox_tensor_alloc(o->ctx, &cut, VOX_U64, 3, l->shape);
+    const uint32_t *b = l->data;
+    uint64_t *c = cut.data;
+    int64_t n = vox_tensor_numel(l);
+    for (int k = 0; k < o->a->nthr && s == VOX_OK; k++) {
+        for (int64_t v = 0; v < n; v++)
+            c[v] = o->map[k][b[v]];
+        s = vox_volume_write(o->ctx, o->cut[k], lo, &cut);
+    }
+    vox_tensor_free(o->ctx, &cut);
+    return s;
+}
+
+static void print_stats(const struct vox_dist_stats *x)
+{
+    static const char *stage[] = {"watershed", "size merge", "agglomerate"};
+    printf("%-12s %5s %8s %12s %12s %12s %9s\n", "stage", "level", "nodes", "carried",
+           "edges", "bytes", "seconds");
+    for (int i = 0; i < x->n; i++) {
+        const struct vox_dist_level *l = &x->lv[i];
+        printf("%-12s %5lld %8lld %12lld %12lld %12lld %9.3f\n", stage[l->stage],
+               (long long)l->level, (long long)l->nodes, (long long)l->frozen,
+               (long long)l->edges, (long long)l->bytes, l->seconds);
+    }
+    printf("carried: face + plateau voxels (watershed), frozen basins (size merge), vertices "
+           "(agglomerate)\nio: %lld bytes read, %lld bytes written\n",
+           (long long)x->bytes_read, (long long)x->bytes_written);
+}
+
+/* --chunk: vox_dist_segment from the volume (or the converted boundary map) into the file. */
+static enum vox_status chunked(struct vox_ctx *ctx, const struct seg_args *a,
+                               struct seg_state *st)
+{
+    struct vox_volume *vol = NULL;
+    struct vox_dist_source src = {0};
+    enum vox_status s;
+    if (a->boundary) {
+        s = read_input(ctx, a, st);
+        src.aff = &st->q;
+    } else {
+        s = vox_volume_open(ctx, a->aff, &vol);
+        src.vol = vol;
+        if (s == VOX_OK)
+            st->info = *vox_volume_info(vol);
+    }
+    for (int k = 0; k < 3 && s == VOX_OK; k++)
+        st->shape[k] = st->info.shape[k + 1 - (a->boundary != NULL)];
+    struct chunk_out o = {.ctx = ctx, .a = a, .st = st};
+    struct vox_dist_sink sink = {chunk_ready, chunk_write, &o};
+    struct vox_dist_stats stats = {0};
+    struct vox_dist_options opt = {.sink = &sink, .workdir = a->workdir, .stats = &stats};
+    memcpy(opt.chunk, a->chunk, sizeof opt.chunk);
+    struct vox_seg_result res = {0};
+    double t0 = vox_time_now();
+    st->t_start = t0;
+    if (s == VOX_OK)
+        s = vox_dist_segment(ctx, &src, &a->p, &opt, &res);
+    if (s == VOX_OK)
+        phase(st, "chunked segment", t0, "chunks %lld x %lld x %lld, %lld merges",
+              (long long)a->chunk[0], (long long)a->chunk[1], (long long)a->chunk[2],
+              (long long)st->hist.n);
+    t0 = vox_time_now();
+    if (s == VOX_OK)
+        s = vox_out_commit(ctx, o.f); /* frees f, also on failure */
+    else
+        vox_out_abort(o.f);
+    if (s == VOX_OK)
+        phase(st, "write", t0, "%s", a->out_path);
+    if (s == VOX_OK && a->stats)
+        print_stats(&stats);
+    for (int k = 0; k < a->nthr; k++)
+        vox_free(ctx, o.map[k]);
+    vox_seg_result_fini(ctx, &res);
+    vox_volume_close(vol);
+    vox_tensor_free(ctx, &st->q);
+    return s;
+}
+
 static void summary(const struct seg_args *a, const struct seg_state *st)
 {
     if (st->quiet)
         return;
-    const int64_t *sh = st->base.shape;
+    const int64_t *sh = st->shape;
     double nvox = (double)sh[0] * (double)sh[1] * (double)sh[2];
     printf("shape            %lld x %lld x %lld (z, y, x)\n", (long long)sh[0],
            (long long)sh[1], (long long)sh[2]);
@@ -642,10 +811,15 @@ int vox_cmd_segment(int argc, char **argv)
         s = s ? s : read_history(ctx, &a, &st);
         if (s == VOX_OK)
             phase(&st, "read", t0, "%s, %lld merges", a.from, (long long)st.hist.n);
+    } else if (a.chunk[0]) {
+        s = chunked(ctx, &a, &st);
     } else {
         s = pipeline(ctx, &a, &st);
     }
-    s = s ? s : write_outputs(ctx, &a, &st);
+    if (!a.chunk[0] && s == VOX_OK)
+        memcpy(st.shape, st.base.shape, sizeof st.shape);
+    if (!a.chunk[0])
+        s = s ? s : write_outputs(ctx, &a, &st);
     int rc = s == VOX_OK ? 0 : cli_fail("segment", ctx, s);
     if (rc == 0)
         summary(&a, &st);

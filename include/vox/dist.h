@@ -56,6 +56,71 @@ enum vox_status vox_dist_agglomerate(struct vox_ctx *ctx, const struct vox_tenso
                                      const int64_t chunk[3], const struct vox_seg_params *p,
                                      struct vox_merge_history *hist_out);
 
+/* ---- the whole pipeline, chunk by chunk ------------------------------------------------ */
+
+struct vox_volume;
+
+enum vox_dist_stage { VOX_DIST_WATERSHED, VOX_DIST_SIZE_MERGE, VOX_DIST_AGGLOMERATE };
+
+/* One octree level of one stage (level 0: the atomic chunks). */
+struct vox_dist_level {
+    enum vox_dist_stage stage;
+    int64_t level;
+    int64_t nodes;   /* chunks or nodes at this level */
+    int64_t frozen;  /* items carried up: fragments (a), frozen basins (b), vertices (c) */
+    int64_t edges;   /* residual links / undecided edges carried up */
+    int64_t bytes;   /* bytes of the summaries passed up from this level */
+    double seconds;
+};
+
+#define VOX_DIST_LEVELS_MAX 96
+
+struct vox_dist_stats {
+    int n;
+    struct vox_dist_level lv[VOX_DIST_LEVELS_MAX];
+    int64_t bytes_read, bytes_written; /* through the source, the sink and the label store */
+};
+
+/* Where the affinities come from: exactly one of a whole tensor (u8 or f32 (3, Z, Y, X), any
+ * strides) and an opened volume of that type and shape, read box by box when a chunk runs. */
+struct vox_dist_source {
+    const struct vox_tensor *aff;
+    struct vox_volume *vol;
+};
+
+/* Where the final labels go, box by box: write(arg, lo, labels) with labels a contiguous u32
+ * (z, y, x) box at offset lo (z, y, x). ready(arg, res) comes first, once, with res complete
+ * except its labels (so a sink can cut the merges). Both are called one at a time, under the
+ * lock that also guards the reads of the source volume: a sink may call vox/io.h. */
+struct vox_dist_sink {
+    enum vox_status (*ready)(void *arg, const struct vox_seg_result *res);
+    enum vox_status (*write)(void *arg, const int64_t lo[3], const struct vox_tensor *labels);
+    void *arg;
+};
+
+struct vox_dist_options {
+    int64_t chunk[3];               /* atomic chunk shape (z, y, x), each >= 1 */
+    const struct vox_dist_sink *sink; /* NULL: res->labels is filled, whole */
+    /* With a sink, the intermediate labels (u32 per voxel) live in a file: in `workdir`
+     * (its name is vox-dist-labels-PID.u32, removed at the end), else an anonymous temporary
+     * file. */
+    const char *workdir;
+    struct vox_dist_stats *stats; /* NULL: none */
+};
+
+/* vox_segment, chunk by chunk: the same result (labels, nseg, nbasins, dend, merges),
+ * bitwise, for any chunk shape and thread count. Runs (a) → (b) → (c) above; with a volume
+ * source and a sink, neither the affinities nor the labels are ever whole in memory: a chunk
+ * reads its box plus a margin of 2 voxels and drops it when done, and the labels between the
+ * stages go to a file. What is held whole are the summaries: the fragment table of (a) and its
+ * union-find (16 bytes per fragment), per-basin sizes and maps (b, 8-16 bytes per basin), the
+ * carried region-graph parts (c: at the root, the region graph of every base segment not
+ * decided below, which is most of them), and the merge histories. */
+enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_source *src,
+                                 const struct vox_seg_params *p,
+                                 const struct vox_dist_options *opt,
+                                 struct vox_seg_result *res_out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -88,7 +88,9 @@ struct ag_sum {
 struct ag_run {
     struct vox_ctx *ctx;
     const struct vox_seg_params *p;
-    const struct vox_tensor *aff, *labels;
+    const struct dist_vol *vol;
+    const struct dist_labels *labels;
+    struct vox_dist_stats *stats;
     int64_t nseg, dims[3], grid[3], span[3], level;
     bool hist;
     struct ag_sum *cur, *nxt;
@@ -625,10 +627,10 @@ static bool ag_vertex(struct vox_ctx *ctx, struct ag_sum *s, uint32_t id, uint8_
 }
 
 /* Every label of the box with its touch bits. */
-static enum vox_status ag_chunk_vertices(const struct ag_run *r, struct ag_sum *s)
+static enum vox_status ag_chunk_vertices(const struct ag_run *r, struct ag_sum *s,
+                                         const struct dist_win *lw)
 {
     const struct dist_box *b = &s->box;
-    const uint32_t *lab = r->labels->data;
     for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
         for (int64_t y = b->lo[1]; y < b->hi[1]; y++)
             for (int64_t x = b->lo[2]; x < b->hi[2]; x++) {
@@ -638,7 +640,7 @@ static enum vox_status ag_chunk_vertices(const struct ag_run *r, struct ag_sum *
                     t |= (uint8_t)((c[a] == b->lo[a] && c[a] > 0) << (2 * a));
                     t |= (uint8_t)((c[a] + 1 == b->hi[a] && c[a] + 1 < r->dims[a]) << (2 * a + 1));
                 }
-                if (!ag_vertex(r->ctx, s, lab[(z * r->dims[1] + y) * r->dims[2] + x], t))
+                if (!ag_vertex(r->ctx, s, dist_win_at(lw, z, y, x), t))
                     return VOX_OUT_OF_MEMORY;
             }
     return VOX_OK;
@@ -647,22 +649,23 @@ static enum vox_status ag_chunk_vertices(const struct ag_run *r, struct ag_sum *
 /* Faces (u, u + e_a) with u in the box (q: the quantized box + 1 on the + sides, rn its
  * shape); labels seen across a + face are vertices that touch it. */
 static enum vox_status ag_chunk_faces(const struct ag_run *r, struct ag_sum *s, const uint8_t *q,
-                                      const int64_t rn[3], struct ag_face **fo, int64_t *nf)
+                                      const int64_t rn[3], const struct dist_win *lw,
+                                      struct ag_face **fo, int64_t *nf)
 {
     const struct dist_box *b = &s->box;
-    const uint32_t *lab = r->labels->data;
-    const int64_t step[3] = {r->dims[1] * r->dims[2], r->dims[2], 1}, n = rn[0] * rn[1] * rn[2];
+    const int64_t n = rn[0] * rn[1] * rn[2];
     int64_t cap = 0;
     for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
         for (int64_t y = b->lo[1]; y < b->hi[1]; y++)
             for (int64_t x = b->lo[2]; x < b->hi[2]; x++) {
-                const int64_t c[3] = {z, y, x}, u = z * step[0] + y * step[1] + x;
+                const int64_t c[3] = {z, y, x};
+                const uint32_t la = dist_win_at(lw, z, y, x);
                 const int64_t lu = ((z - b->lo[0]) * rn[1] + y - b->lo[1]) * rn[2] + x - b->lo[2];
                 const int64_t lstep[3] = {rn[1] * rn[2], rn[2], 1};
                 for (int a = 0; a < 3; a++) {
                     if (c[a] + 1 >= r->dims[a])
                         continue;
-                    uint32_t la = lab[u], lb = lab[u + step[a]];
+                    uint32_t lb = dist_win_at(lw, z + (a == 0), y + (a == 1), x + (a == 2));
                     if (c[a] + 1 == b->hi[a] && !ag_vertex(r->ctx, s, lb, (uint8_t)(2u << (2 * a))))
                         return VOX_OUT_OF_MEMORY;
                     if (la == lb || !la || !lb)
@@ -715,22 +718,24 @@ static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, 
 /* Atomic chunk: its vertices and region graph part, then the node pass. */
 static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, bool root)
 {
-    int64_t lo[4] = {0}, hi[4] = {3}, rn[3];
+    int64_t hi[3], rn[3];
     for (int a = 0; a < 3; a++) {
-        lo[a + 1] = s->box.lo[a];
-        hi[a + 1] = s->box.hi[a] < r->dims[a] ? s->box.hi[a] + 1 : r->dims[a];
-        rn[a] = hi[a + 1] - lo[a + 1];
+        hi[a] = s->box.hi[a] < r->dims[a] ? s->box.hi[a] + 1 : r->dims[a];
+        rn[a] = hi[a] - s->box.lo[a];
     }
-    struct vox_tensor view, q = {0};
+    struct vox_tensor q = {0};
     struct ag_face *f = NULL;
+    struct dist_win lw;
     int64_t nf = 0;
-    enum vox_status st = vox_tensor_view_box(r->ctx, r->aff, lo, hi, &view);
+    enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, hi, &q);
     if (st == VOX_OK)
-        st = vox_seg_quantize(r->ctx, &view, &q);
-    if (st == VOX_OK)
-        st = ag_chunk_vertices(r, s);
-    if (st == VOX_OK)
-        st = ag_chunk_faces(r, s, q.data, rn, &f, &nf);
+        st = dist_win_load(r->ctx, r->labels, r->dims, &s->box, &lw);
+    if (st == VOX_OK) {
+        st = ag_chunk_vertices(r, s, &lw);
+        if (st == VOX_OK)
+            st = ag_chunk_faces(r, s, q.data, rn, &lw, &f, &nf);
+        dist_win_fini(r->ctx, &lw);
+    }
     vox_tensor_free(r->ctx, &q);
     if (st == VOX_OK)
         st = ag_chunk_edges(r, s, f, nf);
@@ -837,14 +842,34 @@ static enum vox_status ag_first_error(const struct ag_run *r, int64_t n)
     return VOX_OK;
 }
 
+/* What the n summaries of r->cur carry up (vertices, edges with histograms, decided
+ * merges). */
+static void ag_level_stats(const struct ag_run *r, int64_t n, double t0)
+{
+    int64_t nv = 0, ne = 0, by = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const struct ag_sum *c = &r->cur[i];
+        nv += c->nv;
+        ne += c->ne;
+        by += c->nv * (int64_t)sizeof *c->v + c->ne * (int64_t)sizeof *c->e + c->nh * 9 +
+              c->nfin * (int64_t)sizeof *c->fin;
+    }
+    dist_stats_level(r->stats, VOX_DIST_AGGLOMERATE, r->level, n, nv, ne, by,
+                     vox_time_now() - t0);
+}
+
 /* Atomic chunks, then the octree levels; r->cur[0] is the root on return. */
 static enum vox_status ag_tree_run(struct ag_run *r, int64_t nchunks)
 {
     struct vox_pool *pool = vox_ctx_pool(r->ctx);
+    double t0 = vox_time_now();
     vox_pool_for(pool, (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
                  ag_atomic_task, r);
     enum vox_status s = ag_first_error(r, nchunks);
+    if (s == VOX_OK)
+        ag_level_stats(r, nchunks, t0);
     while (s == VOX_OK && (r->grid[0] > 1 || r->grid[1] > 1 || r->grid[2] > 1)) {
+        t0 = vox_time_now();
         int64_t ng[3] = {(r->grid[0] + 1) / 2, (r->grid[1] + 1) / 2, (r->grid[2] + 1) / 2};
         int64_t nn = ng[0] * ng[1] * ng[2], np = r->grid[0] * r->grid[1] * r->grid[2];
         r->nxt = vox_calloc(r->ctx, (size_t)nn, sizeof *r->nxt);
@@ -862,6 +887,8 @@ static enum vox_status ag_tree_run(struct ag_run *r, int64_t nchunks)
         memcpy(r->grid, ng, sizeof ng);
         for (int a = 0; a < 3; a++)
             r->span[a] *= 2;
+        if (s == VOX_OK)
+            ag_level_stats(r, nn, t0);
     }
     return s;
 }
@@ -997,25 +1024,21 @@ static enum vox_status ag_check(struct vox_ctx *ctx, const struct vox_tensor *la
     return VOX_OK;
 }
 
-enum vox_status vox_dist_agglomerate(struct vox_ctx *ctx, const struct vox_tensor *labels,
-                                     int64_t nseg, const struct vox_tensor *aff,
-                                     const int64_t chunk[3], const struct vox_seg_params *p,
-                                     struct vox_merge_history *hist_out)
+enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
+                            const struct dist_labels *labels, int64_t nseg,
+                            const int64_t chunk[3], const struct vox_seg_params *p,
+                            struct vox_merge_history *hist_out, struct vox_dist_stats *stats)
 {
-    enum vox_status s = vox_seg_params_check(ctx, p);
-    if (s == VOX_OK)
-        s = ag_check(ctx, labels, nseg, aff, chunk);
-    if (s != VOX_OK)
-        return s;
     struct ag_run r = {.ctx = ctx,
                        .p = p,
-                       .aff = aff,
+                       .vol = vol,
                        .labels = labels,
+                       .stats = stats,
                        .nseg = nseg,
                        .hist = p->score == VOX_SEG_SCORE_QUANTILE};
     int64_t nchunks = 1;
     for (int a = 0; a < 3; a++) {
-        r.dims[a] = aff->shape[a + 1];
+        r.dims[a] = vol->dims[a];
         r.span[a] = chunk[a] < r.dims[a] ? chunk[a] : r.dims[a];
         r.grid[a] = (r.dims[a] + r.span[a] - 1) / r.span[a];
         nchunks *= r.grid[a];
@@ -1023,7 +1046,7 @@ enum vox_status vox_dist_agglomerate(struct vox_ctx *ctx, const struct vox_tenso
     struct vox_merge_history h = {.nseg = nseg};
     r.cur = vox_calloc(ctx, (size_t)nchunks, sizeof *r.cur);
     r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
-    s = r.cur && r.st ? ag_tree_run(&r, nchunks) : VOX_OUT_OF_MEMORY;
+    enum vox_status s = r.cur && r.st ? ag_tree_run(&r, nchunks) : VOX_OUT_OF_MEMORY;
     if (s == VOX_OK)
         s = ag_replay(ctx, r.cur[0].fin, r.cur[0].nfin, nseg, &h);
     int64_t ncur = r.grid[0] * r.grid[1] * r.grid[2];
@@ -1037,4 +1060,21 @@ enum vox_status vox_dist_agglomerate(struct vox_ctx *ctx, const struct vox_tenso
     }
     *hist_out = h;
     return VOX_OK;
+}
+
+enum vox_status vox_dist_agglomerate(struct vox_ctx *ctx, const struct vox_tensor *labels,
+                                     int64_t nseg, const struct vox_tensor *aff,
+                                     const int64_t chunk[3], const struct vox_seg_params *p,
+                                     struct vox_merge_history *hist_out)
+{
+    enum vox_status s = vox_seg_params_check(ctx, p);
+    if (s == VOX_OK)
+        s = ag_check(ctx, labels, nseg, aff, chunk);
+    if (s != VOX_OK)
+        return s;
+    struct dist_vol vol = {.aff = aff};
+    for (int a = 0; a < 3; a++)
+        vol.dims[a] = aff->shape[a + 1];
+    struct dist_labels lab = {.t = labels};
+    return dist_ag_run(ctx, &vol, &lab, nseg, chunk, p, hist_out, NULL);
 }

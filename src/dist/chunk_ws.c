@@ -307,23 +307,19 @@ static enum vox_status cws_summarize(struct vox_ctx *ctx, struct cws *w, uint32_
 static enum vox_status cws_read(struct vox_ctx *ctx, const struct dist_vol *vol, struct cws *w,
                                 struct vox_tensor *q)
 {
-    int64_t lo[4] = {0}, hi[4] = {3};
+    int64_t lo[3], hi[3];
     for (int a = 0; a < 3; a++) {
         int64_t rlo = w->box.lo[a] >= 2 ? w->box.lo[a] - 2 : 0;
         int64_t rhi = w->box.hi[a] + 2 <= w->dims[a] ? w->box.hi[a] + 2 : w->dims[a];
-        lo[a + 1] = rlo;
-        hi[a + 1] = rhi;
+        lo[a] = rlo;
+        hi[a] = rhi;
         w->r[a] = rhi - rlo;
         w->o[a] = w->box.lo[a] - rlo;
         w->c[a] = w->box.hi[a] - w->box.lo[a];
     }
     w->rn = w->r[0] * w->r[1] * w->r[2];
     w->cn = w->c[0] * w->c[1] * w->c[2];
-    struct vox_tensor view;
-    enum vox_status s = vox_tensor_view_box(ctx, vol->aff, lo, hi, &view);
-    if (s == VOX_OK)
-        s = vox_seg_quantize(ctx, &view, q);
-    return s;
+    return dist_read_q(ctx, vol, lo, hi, q);
 }
 
 enum vox_status dist_chunk_ws(struct vox_ctx *ctx, const struct dist_vol *vol,

@@ -30,7 +30,8 @@ struct dist_run {
     struct dist_frag **fr; /* per atomic chunk: its fragments */
     int64_t *nfr;
     enum vox_status *st;
-    struct vox_tensor *labels;
+    struct dist_store *labels;
+    struct vox_dist_stats *stats;
     struct dist_frag *all; /* every fragment, sorted by id */
     int64_t nall;
     int64_t *uf;
@@ -48,25 +49,6 @@ static void node_box(const struct dist_run *r, int64_t i, struct dist_box *b)
     }
 }
 
-/* Copies a contiguous box-shaped array of u32 into the box of the labels tensor, or (map !=
- * NULL) rewrites that box through map. */
-static void box_labels(struct vox_tensor *t, const struct dist_box *b, const uint32_t *src,
-                       const uint32_t *map)
-{
-    uint32_t *l = t->data;
-    int64_t k = 0;
-    for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
-        for (int64_t y = b->lo[1]; y < b->hi[1]; y++) {
-            uint32_t *row = l + z * t->strides[0] + y * t->strides[1];
-            for (int64_t x = b->lo[2]; x < b->hi[2]; x++, k++) {
-                if (map)
-                    row[x] = map[row[x]];
-                else
-                    row[x] = src[k];
-            }
-        }
-}
-
 static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     struct dist_run *r = arg;
@@ -77,8 +59,9 @@ static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
         uint32_t *lab = vox_alloc(r->ctx, (size_t)n * sizeof *lab);
         r->st[i] = lab ? dist_chunk_ws(r->ctx, &r->vol, &b, r->p, &r->cur[i], lab)
                        : VOX_OUT_OF_MEMORY;
+        if (r->st[i] == VOX_OK)
+            r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab);
         if (r->st[i] == VOX_OK) {
-            box_labels(r->labels, &b, lab, NULL);
             r->fr[i] = r->cur[i].frag;
             r->nfr[i] = r->cur[i].nfrag;
             r->cur[i].frag = NULL;
@@ -194,13 +177,29 @@ static enum vox_status collect_frags(struct dist_run *r, int64_t nchunks)
     return VOX_OK;
 }
 
+/* The statistics of the summaries of one level (what they pass up). */
+static void level_stats(const struct dist_run *r, int64_t level, int64_t n, double t0)
+{
+    int64_t fz = 0, ed = 0, by = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const struct dist_sum *c = &r->cur[i];
+        fz += c->nface + c->nplat;
+        ed += c->nlink;
+        by += c->nface * (int64_t)sizeof *c->face + c->nplat * (int64_t)sizeof *c->plat +
+              c->nlink * (int64_t)sizeof *c->link + c->nuni * (int64_t)sizeof *c->uni;
+    }
+    dist_stats_level(r->stats, VOX_DIST_WATERSHED, level, n, fz, ed, by, vox_time_now() - t0);
+}
+
 /* Runs the octree levels; r->cur holds level 0 on entry, the root on return. */
 static enum vox_status run_levels(struct dist_run *r)
 {
     enum vox_status s = VOX_OK;
+    int64_t level = 0;
     while (s == VOX_OK && (r->grid[0] > 1 || r->grid[1] > 1 || r->grid[2] > 1)) {
         int64_t ng[3] = {(r->grid[0] + 1) / 2, (r->grid[1] + 1) / 2, (r->grid[2] + 1) / 2};
         int64_t nn = ng[0] * ng[1] * ng[2], np = r->grid[0] * r->grid[1] * r->grid[2];
+        double t0 = vox_time_now();
         r->nxt = vox_calloc(r->ctx, (size_t)nn, sizeof *r->nxt);
         if (!r->nxt)
             return VOX_OUT_OF_MEMORY;
@@ -220,6 +219,8 @@ static enum vox_status run_levels(struct dist_run *r)
         memcpy(r->grid, ng, sizeof ng);
         for (int a = 0; a < 3; a++)
             r->span[a] *= 2;
+        if (s == VOX_OK)
+            level_stats(r, ++level, nn, t0);
     }
     if (s == VOX_OK && (r->cur[0].nlink || r->cur[0].nplat))
         s = vox_fail(r->ctx, VOX_INTERNAL, "chunked watershed: %lld links and %lld plateau "
@@ -234,16 +235,20 @@ static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
     for (int64_t i = lo[0]; i < hi[0]; i++) {
         struct dist_box b;
         node_box(r, i, &b);
+        int64_t n = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
         uint32_t *map = vox_alloc(r->ctx, (size_t)(r->nfr[i] + 1) * sizeof *map);
-        if (!map) {
-            r->st[i] = VOX_OUT_OF_MEMORY;
-            continue;
+        uint32_t *lab = vox_alloc(r->ctx, (size_t)n * sizeof *lab);
+        r->st[i] = map && lab ? dist_store_read(r->ctx, r->labels, &b, lab) : VOX_OUT_OF_MEMORY;
+        if (r->st[i] == VOX_OK) {
+            map[0] = 0;
+            for (int64_t k = 0; k < r->nfr[i]; k++)
+                map[k + 1] = r->basin[frag_pos(r, r->fr[i][k].id)];
+            for (int64_t k = 0; k < n; k++)
+                lab[k] = map[lab[k]];
+            r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab);
         }
-        map[0] = 0;
-        for (int64_t k = 0; k < r->nfr[i]; k++)
-            map[k + 1] = r->basin[frag_pos(r, r->fr[i][k].id)];
-        box_labels(r->labels, &b, NULL, map);
         vox_free(r->ctx, map);
+        vox_free(r->ctx, lab);
     }
 }
 
@@ -311,32 +316,25 @@ static enum vox_status check_args(struct vox_ctx *ctx, const struct vox_tensor *
     return VOX_OK;
 }
 
-enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor *aff,
-                                   const int64_t chunk[3], const struct vox_seg_params *p,
-                                   struct vox_tensor *labels_out, int64_t *nbasins_out,
-                                   int64_t **sizes_out)
+enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol,
+                            const int64_t chunk[3], const struct vox_seg_params *p,
+                            struct dist_store *out, int64_t *nbasins_out, int64_t **sizes_out,
+                            struct vox_dist_stats *stats)
 {
-    enum vox_status s = check_args(ctx, aff, chunk, p);
-    if (s != VOX_OK)
-        return s;
-    struct dist_run r = {.ctx = ctx, .p = p, .vol = {.aff = aff}};
-    struct vox_tensor lab = {0};
+    struct dist_run r = {.ctx = ctx, .p = p, .vol = *vol, .labels = out, .stats = stats};
     int64_t nchunks = 1;
     for (int a = 0; a < 3; a++) {
-        r.vol.dims[a] = aff->shape[a + 1];
         r.chunk[a] = chunk[a] < r.vol.dims[a] ? chunk[a] : r.vol.dims[a];
         r.span[a] = r.chunk[a];
         r.grid[a] = (r.vol.dims[a] + r.chunk[a] - 1) / r.chunk[a];
         nchunks *= r.grid[a];
     }
-    s = vox_tensor_alloc(ctx, &lab, VOX_U32, 3, r.vol.dims);
-    r.labels = &lab;
     r.cur = vox_calloc(ctx, (size_t)nchunks, sizeof *r.cur);
     r.fr = vox_calloc(ctx, (size_t)nchunks, sizeof *r.fr);
     r.nfr = vox_calloc(ctx, (size_t)nchunks, sizeof *r.nfr);
     r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
-    if (s == VOX_OK && (!r.cur || !r.fr || !r.nfr || !r.st))
-        s = VOX_OUT_OF_MEMORY;
+    enum vox_status s = r.cur && r.fr && r.nfr && r.st ? VOX_OK : VOX_OUT_OF_MEMORY;
+    double t0 = vox_time_now();
     if (s == VOX_OK) {
         vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1},
                      VOX_SCHED_DYNAMIC, atomic_task, &r);
@@ -345,6 +343,8 @@ enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor 
     if (s == VOX_OK)
         s = collect_frags(&r, nchunks);
     r.ncur = nchunks;
+    if (s == VOX_OK)
+        level_stats(&r, 0, nchunks, t0);
     if (s == VOX_OK)
         s = run_levels(&r);
     if (s == VOX_OK)
@@ -360,6 +360,26 @@ enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor 
     vox_free(ctx, r.all);
     vox_free(ctx, r.uf);
     vox_free(ctx, r.basin);
+    return s;
+}
+
+enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor *aff,
+                                   const int64_t chunk[3], const struct vox_seg_params *p,
+                                   struct vox_tensor *labels_out, int64_t *nbasins_out,
+                                   int64_t **sizes_out)
+{
+    enum vox_status s = check_args(ctx, aff, chunk, p);
+    if (s != VOX_OK)
+        return s;
+    struct dist_vol vol = {.aff = aff};
+    for (int a = 0; a < 3; a++)
+        vol.dims[a] = aff->shape[a + 1];
+    struct vox_tensor lab = {0};
+    s = vox_tensor_alloc(ctx, &lab, VOX_U32, 3, vol.dims);
+    struct dist_store st = {.mem = lab.data, .fd = -1};
+    memcpy(st.dims, vol.dims, sizeof st.dims);
+    if (s == VOX_OK)
+        s = dist_ws_run(ctx, &vol, chunk, p, &st, nbasins_out, sizes_out, NULL);
     if (s != VOX_OK) {
         vox_tensor_free(ctx, &lab);
         return s;

@@ -12,6 +12,8 @@
 
 #include "vox/dist.h"
 
+#include <pthread.h>
+
 /* The box [lo, hi) of the volume of shape dims, all (z, y, x). */
 struct dist_box {
     int64_t lo[3], hi[3];
@@ -53,10 +55,84 @@ struct dist_sum {
     int64_t nuni;
 };
 
+/* The affinities: a whole tensor, or a volume read box by box (io calls under io->mu). */
 struct dist_vol {
-    const struct vox_tensor *aff; /* (3, Z, Y, X) u8 or f32 */
+    const struct vox_tensor *aff; /* (3, Z, Y, X) u8 or f32, or NULL */
+    struct vox_volume *src;       /* used when aff is NULL */
+    struct dist_io *io;
     int64_t dims[3];
 };
+
+/* The io lock and what moves through it (for the statistics). */
+struct dist_io {
+    pthread_mutex_t mu;
+    int64_t bytes_read, bytes_written;
+};
+
+/* The box [lo, hi) of the affinities (all three channels), quantized, contiguous. */
+enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const int64_t lo[3],
+                            const int64_t hi[3], struct vox_tensor *q_out);
+
+/* A u32 volume of shape dims kept whole in memory (mem) or in a file (fd >= 0), read and
+ * written box by box (any thread; boxes written concurrently must not overlap). */
+struct dist_store {
+    uint32_t *mem;
+    int fd;
+    int64_t dims[3];
+    struct dist_io *io; /* counts the file traffic when set */
+};
+
+/* src/dst are contiguous over the box. */
+enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
+                                const struct dist_box *b, uint32_t *dst);
+enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
+                                 const struct dist_box *b, const uint32_t *src);
+
+/* Where stages b and c take their labels from: a whole tensor, or a store whose values go
+ * through map (NULL: as they are). */
+struct dist_labels {
+    const struct vox_tensor *t;
+    struct dist_store *st;
+    const uint32_t *map;
+};
+
+/* A window of labels over a box (a view of the whole tensor, or a copy). */
+struct dist_win {
+    const uint32_t *p;
+    uint32_t *own;
+    int64_t lo[3], n[3];
+};
+
+/* The labels over box b grown by one voxel on every side (clamped to dims). */
+enum vox_status dist_win_load(struct vox_ctx *ctx, const struct dist_labels *l,
+                              const int64_t dims[3], const struct dist_box *b,
+                              struct dist_win *w);
+void dist_win_fini(struct vox_ctx *ctx, struct dist_win *w);
+
+static inline uint32_t dist_win_at(const struct dist_win *w, int64_t z, int64_t y, int64_t x)
+{
+    return w->p[((z - w->lo[0]) * w->n[1] + y - w->lo[1]) * w->n[2] + x - w->lo[2]];
+}
+
+/* Per-level statistics of one stage (NULL: none kept). */
+void dist_stats_level(struct vox_dist_stats *st, int stage, int64_t level, int64_t nodes,
+                      int64_t frozen, int64_t edges, int64_t bytes, double seconds);
+
+/* The three stages over a dist_vol, as the public calls (which wrap them) describe. */
+enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol,
+                            const int64_t chunk[3], const struct vox_seg_params *p,
+                            struct dist_store *out, int64_t *nbasins_out, int64_t **sizes_out,
+                            struct vox_dist_stats *stats);
+enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
+                            const struct dist_labels *basins, int64_t nbasins,
+                            const int64_t *sizes, const int64_t chunk[3],
+                            const struct vox_seg_params *p, uint32_t **map_out,
+                            int64_t *nseg_out, int64_t **seg_sizes_out,
+                            struct vox_merge_history *dend_out, struct vox_dist_stats *stats);
+enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
+                            const struct dist_labels *labels, int64_t nseg,
+                            const int64_t chunk[3], const struct vox_seg_params *p,
+                            struct vox_merge_history *hist_out, struct vox_dist_stats *stats);
 
 void dist_sum_fini(struct vox_ctx *ctx, struct dist_sum *s);
 

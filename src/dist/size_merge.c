@@ -70,7 +70,9 @@ struct sm_sum {
 struct sm_run {
     struct vox_ctx *ctx;
     const struct vox_seg_params *p;
-    const struct vox_tensor *aff, *basins;
+    const struct dist_vol *vol;
+    const struct dist_labels *basins;
+    struct vox_dist_stats *stats;
     const int64_t *sizes;
     int64_t dims[3], lim[256];
     int64_t grid[3], span[3];
@@ -306,14 +308,14 @@ static bool sm_face(struct vox_ctx *ctx, struct sm_sum *s, int64_t *cap, uint32_
 }
 
 /* Every basin voxel of the box with its touch bits. */
-static enum vox_status sm_chunk_basins(const struct sm_run *r, struct sm_sum *s)
+static enum vox_status sm_chunk_basins(const struct sm_run *r, struct sm_sum *s,
+                                       const struct dist_win *lw)
 {
     const struct dist_box *b = &s->box;
-    const uint32_t *lab = r->basins->data;
     for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
         for (int64_t y = b->lo[1]; y < b->hi[1]; y++)
             for (int64_t x = b->lo[2]; x < b->hi[2]; x++) {
-                uint32_t l = lab[(z * r->dims[1] + y) * r->dims[2] + x];
+                uint32_t l = dist_win_at(lw, z, y, x);
                 const int64_t c[3] = {z, y, x};
                 struct sm_basin sb = {.id = l};
                 for (int a = 0; a < 3; a++) {
@@ -341,18 +343,17 @@ static bool sm_outside(const struct sm_run *r, struct sm_sum *s, uint32_t id, ui
 /* Faces (v, v - e_c) with v in R = box + 1 on the + sides and one end in the box; q is R's
  * quantized affinities, R starts at the box's lo. */
 static enum vox_status sm_chunk_faces(const struct sm_run *r, struct sm_sum *s, const uint8_t *q,
-                                      const int64_t rh[3])
+                                      const int64_t rh[3], const struct dist_win *lw)
 {
     const struct dist_box *b = &s->box;
-    const uint32_t *lab = r->basins->data;
-    const int64_t P = r->dims[1] * r->dims[2], step[3] = {P, r->dims[2], 1};
     const int64_t rn[3] = {rh[0] - b->lo[0], rh[1] - b->lo[1], rh[2] - b->lo[2]};
     const int64_t n = rn[0] * rn[1] * rn[2];
     int64_t cap = 0;
     for (int64_t z = b->lo[0]; z < rh[0]; z++)
         for (int64_t y = b->lo[1]; y < rh[1]; y++)
             for (int64_t x = b->lo[2]; x < rh[2]; x++) {
-                const int64_t c[3] = {z, y, x}, v = z * P + y * r->dims[2] + x;
+                const int64_t c[3] = {z, y, x};
+                const uint32_t lv0 = dist_win_at(lw, z, y, x);
                 const int64_t lv = ((z - b->lo[0]) * rn[1] + y - b->lo[1]) * rn[2] + x - b->lo[2];
                 bool vin = z < b->hi[0] && y < b->hi[1] && x < b->hi[2];
                 for (int a = 0; a < 3; a++) {
@@ -362,10 +363,10 @@ static enum vox_status sm_chunk_faces(const struct sm_run *r, struct sm_sum *s, 
                                c[(a + 2) % 3] < b->hi[(a + 2) % 3] && c[a] - 1 < b->hi[a];
                     if (!vin && !uin)
                         continue;
-                    uint32_t lu = lab[v - step[a]];
-                    if (!sm_face(r->ctx, s, &cap, lab[v], lu, q[a * n + lv], r->p->low) ||
+                    uint32_t lu = dist_win_at(lw, z - (a == 0), y - (a == 1), x - (a == 2));
+                    if (!sm_face(r->ctx, s, &cap, lv0, lu, q[a * n + lv], r->p->low) ||
                         (!(vin && uin) &&
-                         !sm_outside(r, s, vin ? lu : lab[v], (uint8_t)(1u << (2 * a + !vin)))))
+                         !sm_outside(r, s, vin ? lu : lv0, (uint8_t)(1u << (2 * a + !vin)))))
                         return VOX_OUT_OF_MEMORY;
                 }
             }
@@ -375,20 +376,20 @@ static enum vox_status sm_chunk_faces(const struct sm_run *r, struct sm_sum *s, 
 /* Atomic chunk: its basins and basin-graph edges, then the decision pass. */
 static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s)
 {
-    int64_t lo[4] = {0}, hi[4] = {3}, rh[3];
-    for (int a = 0; a < 3; a++) {
+    int64_t rh[3];
+    for (int a = 0; a < 3; a++)
         rh[a] = s->box.hi[a] < r->dims[a] ? s->box.hi[a] + 1 : r->dims[a];
-        lo[a + 1] = s->box.lo[a];
-        hi[a + 1] = rh[a];
+    struct vox_tensor q = {0};
+    struct dist_win lw;
+    enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, rh, &q);
+    if (st == VOX_OK)
+        st = dist_win_load(r->ctx, r->basins, r->dims, &s->box, &lw);
+    if (st == VOX_OK) {
+        st = sm_chunk_basins(r, s, &lw);
+        if (st == VOX_OK)
+            st = sm_chunk_faces(r, s, q.data, rh, &lw);
+        dist_win_fini(r->ctx, &lw);
     }
-    struct vox_tensor view, q = {0};
-    enum vox_status st = vox_tensor_view_box(r->ctx, r->aff, lo, hi, &view);
-    if (st == VOX_OK)
-        st = vox_seg_quantize(r->ctx, &view, &q);
-    if (st == VOX_OK)
-        st = sm_chunk_basins(r, s);
-    if (st == VOX_OK)
-        st = sm_chunk_faces(r, s, q.data, rh);
     vox_tensor_free(r->ctx, &q);
     if (st != VOX_OK)
         return st;
@@ -473,14 +474,32 @@ static enum vox_status sm_first_error(const struct sm_run *r, int64_t n)
     return VOX_OK;
 }
 
+/* What the n summaries of r->cur carry up. */
+static void sm_level_stats(const struct sm_run *r, int64_t level, int64_t n, double t0)
+{
+    int64_t nb = 0, ne = 0;
+    for (int64_t i = 0; i < n; i++) {
+        nb += r->cur[i].nbasin;
+        ne += r->cur[i].nedge;
+    }
+    dist_stats_level(r->stats, VOX_DIST_SIZE_MERGE, level, n, nb, ne,
+                     nb * (int64_t)sizeof(struct sm_basin) + ne * (int64_t)sizeof(struct sm_edge),
+                     vox_time_now() - t0);
+}
+
 /* Atomic chunks, then the octree levels up to one node; r->cur holds the root on return. */
 static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
 {
     struct vox_pool *pool = vox_ctx_pool(r->ctx);
+    double t0 = vox_time_now();
+    int64_t level = 0;
     vox_pool_for(pool, (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
                  sm_atomic_task, r);
     enum vox_status s = sm_first_error(r, nchunks);
+    if (s == VOX_OK)
+        sm_level_stats(r, level, nchunks, t0);
     while (s == VOX_OK && (r->grid[0] > 1 || r->grid[1] > 1 || r->grid[2] > 1)) {
+        t0 = vox_time_now();
         int64_t ng[3] = {(r->grid[0] + 1) / 2, (r->grid[1] + 1) / 2, (r->grid[2] + 1) / 2};
         int64_t nn = ng[0] * ng[1] * ng[2], np = r->grid[0] * r->grid[1] * r->grid[2];
         r->nxt = vox_calloc(r->ctx, (size_t)nn, sizeof *r->nxt);
@@ -514,6 +533,8 @@ static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
         memcpy(r->grid, ng, sizeof ng);
         for (int a = 0; a < 3; a++)
             r->span[a] *= 2;
+        if (s == VOX_OK)
+            sm_level_stats(r, ++level, nn, t0);
     }
     if (s == VOX_OK && r->cur[0].nedge)
         s = vox_fail(r->ctx, VOX_INTERNAL, "chunked size merge: %lld edges undecided at the root",
@@ -601,22 +622,18 @@ static enum vox_status sm_check(struct vox_ctx *ctx, const struct vox_tensor *ba
     return VOX_OK;
 }
 
-enum vox_status vox_dist_size_merge(struct vox_ctx *ctx, const struct vox_tensor *basins,
-                                    int64_t nbasins, const int64_t *sizes,
-                                    const struct vox_tensor *aff, const int64_t chunk[3],
-                                    const struct vox_seg_params *p, uint32_t **map_out,
-                                    int64_t *nseg_out, int64_t **seg_sizes_out,
-                                    struct vox_merge_history *dend_out)
+enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
+                            const struct dist_labels *basins, int64_t nbasins,
+                            const int64_t *sizes, const int64_t chunk[3],
+                            const struct vox_seg_params *p, uint32_t **map_out,
+                            int64_t *nseg_out, int64_t **seg_sizes_out,
+                            struct vox_merge_history *dend_out, struct vox_dist_stats *stats)
 {
-    enum vox_status s = vox_seg_params_check(ctx, p);
-    if (s == VOX_OK)
-        s = sm_check(ctx, basins, nbasins, sizes, aff, chunk);
-    if (s != VOX_OK)
-        return s;
-    struct sm_run r = {.ctx = ctx, .p = p, .aff = aff, .basins = basins, .sizes = sizes};
+    struct sm_run r = {
+        .ctx = ctx, .p = p, .vol = vol, .basins = basins, .sizes = sizes, .stats = stats};
     int64_t nchunks = 1;
     for (int a = 0; a < 3; a++) {
-        r.dims[a] = aff->shape[a + 1];
+        r.dims[a] = vol->dims[a];
         r.span[a] = chunk[a] < r.dims[a] ? chunk[a] : r.dims[a];
         r.grid[a] = (r.dims[a] + r.span[a] - 1) / r.span[a];
         nchunks *= r.grid[a];
@@ -627,7 +644,7 @@ enum vox_status vox_dist_size_merge(struct vox_ctx *ctx, const struct vox_tensor
     int64_t *size = vox_alloc(ctx, (size_t)(nbasins + 1) * sizeof *size);
     r.cur = vox_calloc(ctx, (size_t)nchunks, sizeof *r.cur);
     r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
-    s = map && size && r.cur && r.st ? sm_tree(&r, nchunks) : VOX_OUT_OF_MEMORY;
+    enum vox_status s = map && size && r.cur && r.st ? sm_tree(&r, nchunks) : VOX_OUT_OF_MEMORY;
     if (s == VOX_OK)
         s = sm_finish(&r, nbasins, &r.cur[0], map, size, nseg_out, seg_sizes_out,
                       dend_out ? &dend : NULL);
@@ -646,4 +663,24 @@ enum vox_status vox_dist_size_merge(struct vox_ctx *ctx, const struct vox_tensor
     if (dend_out)
         *dend_out = dend;
     return VOX_OK;
+}
+
+enum vox_status vox_dist_size_merge(struct vox_ctx *ctx, const struct vox_tensor *basins,
+                                    int64_t nbasins, const int64_t *sizes,
+                                    const struct vox_tensor *aff, const int64_t chunk[3],
+                                    const struct vox_seg_params *p, uint32_t **map_out,
+                                    int64_t *nseg_out, int64_t **seg_sizes_out,
+                                    struct vox_merge_history *dend_out)
+{
+    enum vox_status s = vox_seg_params_check(ctx, p);
+    if (s == VOX_OK)
+        s = sm_check(ctx, basins, nbasins, sizes, aff, chunk);
+    if (s != VOX_OK)
+        return s;
+    struct dist_vol vol = {.aff = aff};
+    for (int a = 0; a < 3; a++)
+        vol.dims[a] = aff->shape[a + 1];
+    struct dist_labels lab = {.t = basins};
+    return dist_sm_run(ctx, &vol, &lab, nbasins, sizes, chunk, p, map_out, nseg_out,
+                       seg_sizes_out, dend_out, NULL);
 }

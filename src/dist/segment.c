@@ -1,0 +1,235 @@
+/*
+ * dist/segment.c: vox_segment chunk by chunk: (a) the chunked watershed writes the basins
+ * into a label store, (b) the chunked size merge reads them back box by box (with a one-voxel
+ * window) and gives the basin → segment map, (c) the chunked agglomeration reads the same
+ * store through that map, and (d) every chunk's final labels (store through the map) go to
+ * the caller's sink, or into one whole tensor when there is none.
+ *
+ * Each stage is bitwise equal to its whole-volume counterpart for any chunking (the proofs
+ * are at the top of dist.c, size_merge.c and agg.c), and vox_segment composes the same three
+ * steps (its agglomeration runs on the contracted basin graph, which equals the graph of the
+ * relabelled volume: vox_rag_contract), so the composition is equal too.
+ *
+ * Memory: a chunk holds its box of affinities plus a 2-voxel margin (quantized) and a few
+ * bytes per voxel of work arrays, only while it runs; the label store is a file when there
+ * is a sink. The summaries are held whole (see vox/dist.h).
+ */
+#include "dist_internal.h"
+#include "vox/io.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+struct sg_run {
+    struct vox_ctx *ctx;
+    struct dist_store *store;
+    struct dist_io *io;
+    const struct vox_dist_sink *sink;
+    const uint32_t *map;
+    int64_t dims[3], chunk[3], grid[3];
+    enum vox_status *st;
+};
+
+static enum vox_status sg_check_source(struct vox_ctx *ctx, const struct vox_dist_source *src,
+                                       int64_t dims[3])
+{
+    if (!src || !src->aff == !src->vol)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked segmentation: give exactly one of a "
+                        "tensor and a volume as the source");
+    enum vox_dtype dt = src->aff ? src->aff->dtype : vox_volume_info(src->vol)->dtype;
+    int rank = src->aff ? src->aff->rank : vox_volume_info(src->vol)->rank;
+    const int64_t *sh = src->aff ? src->aff->shape : vox_volume_info(src->vol)->shape;
+    if (rank != 4 || sh[0] != 3 || (dt != VOX_U8 && dt != VOX_F32))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked segmentation: %s%s affinities must be "
+                        "u8 or f32 (3, Z, Y, X)",
+                        src->vol ? vox_volume_name(src->vol) : "the", src->vol ? ":" : "");
+    int64_t n = 1;
+    for (int a = 0; a < 3; a++) {
+        if (sh[a + 1] <= 0)
+            return vox_fail(ctx, VOX_INVALID_ARG, "chunked segmentation: empty volume");
+        dims[a] = sh[a + 1];
+        n *= dims[a];
+    }
+    if (n >= (int64_t)UINT32_MAX)
+        return vox_fail(ctx, VOX_UNSUPPORTED,
+                        "chunked segmentation: %lld voxels, at most "
+                        "2^32 - 2 (u32 labels)",
+                        (long long)n);
+    return VOX_OK;
+}
+
+static enum vox_status sg_check(struct vox_ctx *ctx, const struct vox_dist_source *src,
+                                const struct vox_seg_params *p, const struct vox_dist_options *o,
+                                int64_t dims[3])
+{
+    enum vox_status s = vox_seg_params_check(ctx, p);
+    if (s == VOX_OK)
+        s = sg_check_source(ctx, src, dims);
+    if (s != VOX_OK)
+        return s;
+    if (!o || o->chunk[0] < 1 || o->chunk[1] < 1 || o->chunk[2] < 1)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunk shape (%lld, %lld, %lld): every side must be >= 1",
+                        o ? (long long)o->chunk[0] : 0ll, o ? (long long)o->chunk[1] : 0ll,
+                        o ? (long long)o->chunk[2] : 0ll);
+    if (o->sink && (!o->sink->ready || !o->sink->write))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked segmentation: the sink needs both "
+                        "ready and write");
+    return VOX_OK;
+}
+
+/* A file store of dims: in workdir (removed at once: only the descriptor keeps it), else an
+ * anonymous temporary file. */
+static enum vox_status sg_store_file(struct vox_ctx *ctx, const char *workdir,
+                                     struct dist_store *st)
+{
+    char path[4200];
+    if (workdir) {
+        snprintf(path, sizeof path, "%s/vox-dist-labels-%ld.u32", workdir, (long)getpid());
+        st->fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+        if (st->fd >= 0)
+            unlink(path);
+    } else {
+        FILE *f = tmpfile();
+        st->fd = f ? dup(fileno(f)) : -1;
+        if (f)
+            fclose(f);
+        snprintf(path, sizeof path, "a temporary file");
+    }
+    if (st->fd < 0)
+        return vox_fail(ctx, VOX_IO, "chunked segmentation: cannot create the label store %s",
+                        path);
+    off_t n = (off_t)(st->dims[0] * st->dims[1] * st->dims[2] * 4);
+    if (ftruncate(st->fd, n) != 0)
+        return vox_fail(ctx, VOX_IO,
+                        "chunked segmentation: cannot size the label store %s "
+                        "to %lld bytes",
+                        path, (long long)n);
+    return VOX_OK;
+}
+
+static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct sg_run *r = arg;
+    for (int64_t i = lo[0]; i < hi[0]; i++) {
+        int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
+                        i % r->grid[2]};
+        struct dist_box b;
+        int64_t shape[3];
+        for (int a = 0; a < 3; a++) {
+            b.lo[a] = c[a] * r->chunk[a];
+            b.hi[a] = b.lo[a] + r->chunk[a] < r->dims[a] ? b.lo[a] + r->chunk[a] : r->dims[a];
+            shape[a] = b.hi[a] - b.lo[a];
+        }
+        struct vox_tensor t = {0};
+        enum vox_status s = vox_tensor_alloc(r->ctx, &t, VOX_U32, 3, shape);
+        if (s == VOX_OK)
+            s = dist_store_read(r->ctx, r->store, &b, t.data);
+        uint32_t *l = t.data;
+        for (int64_t k = 0; s == VOX_OK && k < shape[0] * shape[1] * shape[2]; k++)
+            l[k] = r->map[l[k]];
+        if (s == VOX_OK) {
+            pthread_mutex_lock(&r->io->mu);
+            s = r->sink->write(r->sink->arg, b.lo, &t);
+            r->io->bytes_written += (int64_t)vox_tensor_nbytes(&t);
+            pthread_mutex_unlock(&r->io->mu);
+        }
+        vox_tensor_free(r->ctx, &t);
+        r->st[i] = s;
+    }
+}
+
+/* (d) with a sink: ready, then every chunk's labels. */
+static enum vox_status sg_emit(struct sg_run *r, const struct vox_seg_result *res)
+{
+    pthread_mutex_lock(&r->io->mu);
+    enum vox_status s = r->sink->ready(r->sink->arg, res);
+    pthread_mutex_unlock(&r->io->mu);
+    int64_t n = 1;
+    for (int a = 0; a < 3; a++) {
+        r->grid[a] = (r->dims[a] + r->chunk[a] - 1) / r->chunk[a];
+        n *= r->grid[a];
+    }
+    r->st = s == VOX_OK ? vox_calloc(r->ctx, (size_t)n, sizeof *r->st) : NULL;
+    if (s != VOX_OK || !r->st)
+        return s != VOX_OK ? s : VOX_OUT_OF_MEMORY;
+    vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){n, 1, 1}, (int64_t[3]){1, 1, 1},
+                 VOX_SCHED_DYNAMIC, sg_out_task, r);
+    for (int64_t i = 0; i < n && s == VOX_OK; i++)
+        s = r->st[i];
+    vox_free(r->ctx, r->st);
+    return s;
+}
+
+/* (a) → (b) → (c) into res (labels: the store's contents, still basins). */
+static enum vox_status sg_stages(struct vox_ctx *ctx, const struct dist_vol *vol,
+                                 struct dist_store *store, const struct vox_seg_params *p,
+                                 const struct vox_dist_options *o, struct vox_seg_result *res,
+                                 uint32_t **map_out)
+{
+    int64_t *sizes = NULL, *seg_sizes = NULL;
+    enum vox_status s = dist_ws_run(ctx, vol, o->chunk, p, store, &res->nbasins, &sizes, o->stats);
+    struct dist_labels basins = {.st = store};
+    if (s == VOX_OK)
+        s = dist_sm_run(ctx, vol, &basins, res->nbasins, sizes, o->chunk, p, map_out, &res->nseg,
+                        &seg_sizes, &res->dend, o->stats);
+    struct dist_labels segs = {.st = store, .map = s == VOX_OK ? *map_out : NULL};
+    if (s == VOX_OK)
+        s = dist_ag_run(ctx, vol, &segs, res->nseg, o->chunk, p, &res->merges, o->stats);
+    vox_free(ctx, sizes);
+    vox_free(ctx, seg_sizes);
+    return s;
+}
+
+enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_source *src,
+                                 const struct vox_seg_params *p, const struct vox_dist_options *opt,
+                                 struct vox_seg_result *res_out)
+{
+    struct dist_vol vol = {0};
+    enum vox_status s = sg_check(ctx, src, p, opt, vol.dims);
+    if (s != VOX_OK)
+        return s;
+    struct dist_io io = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    vol.aff = src->aff;
+    vol.src = src->vol;
+    vol.io = &io;
+    struct vox_seg_result res = {0};
+    struct dist_store store = {.fd = -1, .io = &io};
+    memcpy(store.dims, vol.dims, sizeof store.dims);
+    uint32_t *map = NULL;
+    if (opt->sink) {
+        s = sg_store_file(ctx, opt->workdir, &store);
+    } else {
+        s = vox_tensor_alloc(ctx, &res.labels, VOX_U32, 3, vol.dims);
+        store.mem = res.labels.data;
+    }
+    if (s == VOX_OK)
+        s = sg_stages(ctx, &vol, &store, p, opt, &res, &map);
+    if (s == VOX_OK && !opt->sink) {
+        vox_seg_relabel(ctx, &res.labels, map);
+    } else if (s == VOX_OK) {
+        struct sg_run r = {.ctx = ctx, .store = &store, .io = &io, .sink = opt->sink, .map = map};
+        memcpy(r.dims, vol.dims, sizeof r.dims);
+        for (int a = 0; a < 3; a++)
+            r.chunk[a] = opt->chunk[a] < vol.dims[a] ? opt->chunk[a] : vol.dims[a];
+        s = sg_emit(&r, &res);
+    }
+    if (store.fd >= 0)
+        close(store.fd);
+    vox_free(ctx, map);
+    if (opt->stats) {
+        opt->stats->bytes_read = io.bytes_read;
+        opt->stats->bytes_written = io.bytes_written;
+    }
+    if (s != VOX_OK) {
+        vox_seg_result_fini(ctx, &res);
+        return s;
+    }
+    *res_out = res;
+    return VOX_OK;
+}
