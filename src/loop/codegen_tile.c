@@ -542,9 +542,11 @@ static void emit_chunked(struct cg *g, const int64_t *ext)
     }
 }
 
-void cg_emit_tile(struct cg *g, const int64_t *ext)
+void cg_emit_tile(struct cg *g, const int64_t *ext, int flags)
 {
     g->max_reg = 0;
+    g->load_c = g->nest->accumulate || (g->red_above && !(flags & CG_FIRST));
+    g->fuse_post = g->post_ok && (!g->red_above || (flags & CG_LAST));
     if (g->chunked) {
         emit_chunked(g, ext);
     } else {
