@@ -280,6 +280,9 @@ static void test_k_blocks(struct vox_ctx *ctx)
                      tails[j]);
             check_text(ctx, text);
         }
+    /* B rows >= 2 KB apart: software prefetch in the runtime k loop */
+    check_text(ctx, "dims m=13 n=40 k=70; order m:6 k:1 m:1 n:1; C[m:40,n:1] += A[m:70,k:1] * "
+                    "B[k:600,n:1]");
     struct vox_nest nest;
     CHECK_OK(vox_nest_parse(ctx, "dims m=37 n=45 k=100; order m:12 k:32 n:16 m:6 k:1 m:1 n:1; "
                             "C[m:45,n:1] += A[m:100,k:1] * B[k:45,n:1]; post bias[n:1] relu",

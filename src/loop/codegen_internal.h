@@ -12,6 +12,8 @@
 #define CG_MAX_ACC 32           /* C vectors of one tile */
 #define CG_MAX_POINTS 256       /* buffered vector ops before a forced flush */
 #define CG_MAX_CONST 16
+#define CG_PF_DIST 16           /* reduction steps ahead that a software prefetch reaches */
+#define CG_PF_STRIDE 2048       /* bytes per reduction step from which operands are prefetched */
 
 enum cg_kind { CG_PACKED, CG_BCAST, CG_GATHER };
 
@@ -69,6 +71,8 @@ struct cg {
     int64_t acc_toff[CG_MAX_ACC][CG_TENSORS]; /* every tensor's offset at the C vector */
     int acc_lanes[CG_MAX_ACC];
     int nacc, copies, copy, nested, max_reg;
+    int64_t pf_off[CG_TENSORS]; /* prefetch distance in elements inside a runtime reduction
+                                 * loop (0: none) */
     bool planning, overflow;
     struct cg_point pts[CG_MAX_POINTS];
     int npts;
