@@ -261,6 +261,39 @@ static void test_reduction_vectors(struct vox_ctx *ctx)
     check_rv(ctx, "dims m=9 k=45; order m:1 k:1; C[m:1] += A[m:1,k:9] * B[k:2]", false);
 }
 
+/* k blocks above the register tile: the first block starts C at the identity (random C
+ * before the run must not leak in), later ones reload it, the last fuses the post-ops; k
+ * tails, one block, two k levels, k outermost (the entry's static loop), max reductions. */
+static void test_k_blocks(struct vox_ctx *ctx)
+{
+    static const char *const orders[] = {
+        "m:12 k:32 n:16 m:6 k:1 m:1 n:1", "m:12 k:50 n:16 m:6 k:1 m:1 n:1",
+        "m:12 k:128 n:16 m:6 k:1 m:1 n:1", "k:40 m:8 k:8 n:16 m:4 k:1 m:1 n:1",
+        "k:16 m:6 k:1 m:1 n:1", "n:32 k:24 m:6 n:16 k:1 m:1 n:1"};
+    static const char *const tails[] = {"", "; post bias[n:1] relu", "; accumulate",
+                                        "; post scale(0.5) relu; accumulate"};
+    char text[512];
+    for (size_t i = 0; i < sizeof orders / sizeof orders[0]; i++)
+        for (size_t j = 0; j < sizeof tails / sizeof tails[0]; j++) {
+            snprintf(text, sizeof text, "dims m=37 n=45 k=100; order %s; C[m:45,n:1] %s "
+                     "A[m:100,k:1] * B[k:45,n:1]%s", orders[i], j == 0 && i % 2 ? "max=" : "+=",
+                     tails[j]);
+            check_text(ctx, text);
+        }
+    /* B rows >= 2 KB apart: software prefetch in the runtime k loop */
+    check_text(ctx, "dims m=13 n=40 k=70; order m:6 k:1 m:1 n:1; C[m:40,n:1] += A[m:70,k:1] * "
+                    "B[k:600,n:1]");
+    struct vox_nest nest;
+    CHECK_OK(vox_nest_parse(ctx, "dims m=37 n=45 k=100; order m:12 k:32 n:16 m:6 k:1 m:1 n:1; "
+                            "C[m:45,n:1] += A[m:100,k:1] * B[k:45,n:1]; post bias[n:1] relu",
+                            &nest));
+    struct vox_kernel *k;
+    CHECK_OK(vox_nest_compile(ctx, &nest, NULL, &k));
+    const struct vox_kernel_info *info = vox_kernel_info(k);
+    CHECK(!info->jit || (info->post_fused && !info->post_in_c));
+    vox_kernel_destroy(k);
+}
+
 /* A random nest: matmul-like or conv-like dims of size 2^r + tail, random splits/order. */
 static void random_nest(struct vox_nest *nest, uint64_t *seed)
 {
@@ -413,6 +446,6 @@ static void test_matmul_default_and_threads(struct vox_ctx *ctx)
 
 VOX_TEST_MAIN(VOX_TEST(test_matmul_layouts), VOX_TEST(test_gemv_batched), VOX_TEST(test_conv),
               VOX_TEST(test_pool_bias_relu_accumulate), VOX_TEST(test_tile_edges),
-              VOX_TEST(test_reduction_vectors),
+              VOX_TEST(test_reduction_vectors), VOX_TEST(test_k_blocks),
               VOX_TEST(test_random), VOX_TEST(test_invalid),
               VOX_TEST(test_matmul_default_and_threads))

@@ -158,6 +158,9 @@ static void emit_gpr(struct vox_jit_asm *a, struct enc_list *l)
     E("shr r9d,0x1f", 4, vox_jit_op_ri(a, VOX_JIT_SHR, VOX_JIT_R9D, 31));
     E("sar rdx,0x3f", 4, vox_jit_op_ri(a, VOX_JIT_SAR, VOX_JIT_RDX, 63));
     E("ret", 1, vox_jit_ret(a));
+    E("prefetcht0 BYTE PTR [rdx+0x1000]", 7, vox_jit_prefetch(a, M(VOX_JIT_RDX, 4096), 1));
+    E("prefetchnta BYTE PTR [r8+0x40]", 5, vox_jit_prefetch(a, M(VOX_JIT_R8, 64), 0));
+    E("prefetcht2 BYTE PTR [rax]", 3, vox_jit_prefetch(a, M(VOX_JIT_RAX, 0), 3));
 }
 
 /* Jumps: every condition backward (rel8), forward (rel32), and backward out of rel8 reach. */

@@ -192,6 +192,9 @@ enum vox_jit_uop { VOX_JIT_INC, VOX_JIT_DEC, VOX_JIT_NEG, VOX_JIT_NOT, VOX_JIT_P
 /* One-register instructions; push, pop and call take a GPR64. */
 void vox_jit_op_r(struct vox_jit_asm *a, enum vox_jit_uop op, int32_t reg);
 void vox_jit_ret(struct vox_jit_asm *a);
+/* Software prefetch of the line holding [mem]: hint 0 prefetchnta, 1 prefetcht0, 2 prefetcht1,
+ * 3 prefetcht2 (0F 18 /hint). */
+void vox_jit_prefetch(struct vox_jit_asm *a, struct vox_jit_mem m, int hint);
 
 /* Condition codes, in the encoding's order (tttn). */
 enum vox_jit_cc {

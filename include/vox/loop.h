@@ -242,9 +242,10 @@ double vox_nest_bytes(const struct vox_nest *nest);
  * vectorised along the innermost loop's dimension (or along a reduction dimension with unit
  * stride in A or B when that fills more lanes: horizontal sums at the store), C held in
  * registers from the outermost loop whose C tile fits the register budget, reduction loops
- * inside it run at run time
- * (unrolled up to a limit), one code copy per distinct range state (no 2^k tail copies),
- * masked vector tails. The ISA comes from the options or the context (VOX_ISA caps it);
+ * inside it run at run time (unrolled up to a limit), one code copy per distinct range state
+ * (no 2^k tail copies), masked vector tails. Reduction loops above the tile (k blocks) reload
+ * C except on their first iteration, which starts from the identity (no pass over C first),
+ * and fuse the post-ops into their last. The ISA comes from the options or the context (VOX_ISA caps it);
  * VOX_ISA_REF, or a nest the generator cannot lower, gives a kernel that runs the
  * interpreter (info.jit = false). */
 
@@ -271,8 +272,7 @@ struct vox_kernel_info {
     int vec_regs;          /* vector registers used at most */
     bool chunked;          /* the innermost loop was strip-mined: no C tile fits */
     bool post_fused;       /* post-ops applied in registers before the store */
-    bool post_in_c;        /* post-ops applied by a C pass after the run (exp-based, split) */
-    bool init_pass;        /* C set to the identity in C before the run */
+    bool post_in_c;        /* post-ops applied by a C pass after the run (exp-based) */
     int parallel_dim;      /* the dimension split across threads, -1: none */
     double flops, bytes;   /* vox_nest_flops / vox_nest_bytes */
     size_t code_bytes;

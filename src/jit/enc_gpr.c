@@ -298,6 +298,18 @@ void vox_jit_ret(struct vox_jit_asm *a)
         jit_put(a, 0xC3);
 }
 
+void vox_jit_prefetch(struct vox_jit_asm *a, struct vox_jit_mem m, int hint)
+{
+    if (!jit_begin(a))
+        return;
+    if (hint < 0 || hint > 3) {
+        jit_fail(a, VOX_INVALID_ARG, "jit: prefetch: hint %d is not 0..3", hint);
+        return;
+    }
+    if (jit_mem_check(a, &m, false, "prefetch"))
+        jit_enc_rm(a, 0, 0x0F18, hint, &m, 0);
+}
+
 /* op8/op32: the rel8 and rel32 opcodes (op32 > 0xFF carries its 0F escape). */
 static void jit_jump(struct vox_jit_asm *a, uint16_t op8, uint16_t op32, int32_t label)
 {

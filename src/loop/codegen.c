@@ -100,10 +100,12 @@ void cg_max_state(const struct vox_nest *nest, int p, int64_t *ext)
 }
 
 /* The subroutine label for a state, queued for emission on first use. */
-static int32_t state_label(struct cg *g, int p, const int64_t *ext)
+static int32_t state_label(struct cg *g, int p, const int64_t *ext, int flags)
 {
+    flags &= g->flag_mask;
     for (int i = 0; i < g->nsubs; i++)
-        if (g->subs[i].p == p && !memcmp(g->subs[i].ext, ext, sizeof g->subs[i].ext))
+        if (g->subs[i].p == p && g->subs[i].flags == flags &&
+            !memcmp(g->subs[i].ext, ext, sizeof g->subs[i].ext))
             return g->subs[i].label;
     if (g->nsubs == CG_MAX_SUBS) {
         g->failed = true;
@@ -111,40 +113,63 @@ static int32_t state_label(struct cg *g, int p, const int64_t *ext)
     }
     struct cg_sub *s = &g->subs[g->nsubs++];
     s->p = p;
+    s->flags = flags;
     memcpy(s->ext, ext, sizeof s->ext);
     s->label = vox_jit_label_new(g->a);
     return s->label;
 }
 
-/* Loop p (0 < p < R) over the state ext: full steps in a runtime loop, then the tail. */
-static void emit_level(struct cg *g, int p, const int64_t *ext)
+/* n calls of body, advancing along d by s after each (a runtime loop when n > 1). */
+static void emit_calls(struct cg *g, int d, int64_t s, int64_t n, int32_t body)
+{
+    if (n == 1) {
+        cg_call(g, body);
+        cg_advance(g, d, s);
+        return;
+    }
+    int32_t top = vox_jit_label_new(g->a);
+    vox_jit_op_ri(g->a, VOX_JIT_MOV, VOX_JIT_RCX, n);
+    vox_jit_label_bind(g->a, top);
+    vox_jit_op_r(g->a, VOX_JIT_PUSH, VOX_JIT_RCX);
+    cg_call(g, body);
+    vox_jit_op_r(g->a, VOX_JIT_POP, VOX_JIT_RCX);
+    cg_advance(g, d, s);
+    vox_jit_op_r(g->a, VOX_JIT_DEC, VOX_JIT_RCX);
+    vox_jit_jcc(g->a, VOX_JIT_CC_NE, top);
+}
+
+/* The visit flags of iteration i of `iters` of a loop handed `flags`: an output loop passes
+ * them on; a reduction loop keeps CG_FIRST for its first iteration, CG_LAST for its last. */
+static int iter_flags(const struct cg *g, int flags, bool red, int64_t i, int64_t iters)
+{
+    if (!red)
+        return flags & g->flag_mask;
+    return ((i == 0 ? flags & CG_FIRST : 0) | (i == iters - 1 ? flags & CG_LAST : 0)) &
+           g->flag_mask;
+}
+
+/* Loop p (0 <= p < R) over the state ext: runs of full steps with equal flags (at most three:
+ * first, middle, last), then the tail. */
+static void emit_level(struct cg *g, int p, const int64_t *ext, int flags)
 {
     const struct vox_nest *nest = g->nest;
     int d = nest->order[p].dim;
     int64_t s = nest->order[p].step, e = ext[d], nfull = e / s, tail = e % s;
-    int64_t sub[VOX_NEST_MAX_DIMS];
+    int64_t iters = nfull + (tail > 0), sub[VOX_NEST_MAX_DIMS];
+    bool red = vox_nest_is_reduction(nest, d);
     memcpy(sub, ext, sizeof sub);
-    if (nfull > 0) {
-        sub[d] = s;
-        int32_t body = state_label(g, p + 1, sub);
-        if (nfull == 1) {
-            cg_call(g, body);
-            cg_advance(g, d, s);
-        } else {
-            int32_t top = vox_jit_label_new(g->a);
-            vox_jit_op_ri(g->a, VOX_JIT_MOV, VOX_JIT_RCX, nfull);
-            vox_jit_label_bind(g->a, top);
-            vox_jit_op_r(g->a, VOX_JIT_PUSH, VOX_JIT_RCX);
-            cg_call(g, body);
-            vox_jit_op_r(g->a, VOX_JIT_POP, VOX_JIT_RCX);
-            cg_advance(g, d, s);
-            vox_jit_op_r(g->a, VOX_JIT_DEC, VOX_JIT_RCX);
-            vox_jit_jcc(g->a, VOX_JIT_CC_NE, top);
-        }
+    sub[d] = s;
+    for (int64_t i = 0; i < nfull;) {
+        int f = iter_flags(g, flags, red, i, iters);
+        int64_t j = i + 1;
+        while (j < nfull && iter_flags(g, flags, red, j, iters) == f)
+            j = j < iters - 1 ? iters - 1 : nfull; /* flags change only at 1 and iters - 1 */
+        emit_calls(g, d, s, j - i, state_label(g, p + 1, sub, f));
+        i = j;
     }
     if (tail > 0) {
         sub[d] = tail;
-        cg_call(g, state_label(g, p + 1, sub));
+        cg_call(g, state_label(g, p + 1, sub, iter_flags(g, flags, red, nfull, iters)));
     }
     cg_advance(g, d, -nfull * s);
 }
@@ -162,18 +187,20 @@ static void emit_entry(struct cg *g)
         vox_jit_op_rm(a, VOX_JIT_MOV, g->preg[t], vox_jit_mem_b(VOX_JIT_RDI, 8 * t));
     int64_t ext[VOX_NEST_MAX_DIMS];
     cg_max_state(nest, 0, ext);
+    int d = nest->order[0].dim;
     if (g->R == 0) {
-        cg_call(g, state_label(g, 0, ext));
+        cg_call(g, state_label(g, 0, ext, CG_FIRST | CG_LAST));
+    } else if (vox_nest_is_reduction(nest, d)) {
+        emit_level(g, 0, ext, CG_FIRST | CG_LAST); /* not split across threads: static */
     } else {
-        int d = nest->order[0].dim;
         int64_t s = nest->order[0].step, e = ext[d];
-        int32_t top = vox_jit_label_new(a), skip = vox_jit_label_new(a);
+        int32_t skip = vox_jit_label_new(a);
         vox_jit_op_rm(a, VOX_JIT_MOV, VOX_JIT_RCX,
                       vox_jit_mem_b(VOX_JIT_RDI, (int32_t)offsetof(struct cg_args, n_full)));
         vox_jit_op_rr(a, VOX_JIT_TEST, VOX_JIT_RCX, VOX_JIT_RCX);
         vox_jit_jcc(a, VOX_JIT_CC_E, skip);
         ext[d] = s < e ? s : e;
-        int32_t body = state_label(g, 1, ext);
+        int32_t body = state_label(g, 1, ext, CG_FIRST | CG_LAST), top = vox_jit_label_new(a);
         vox_jit_label_bind(a, top);
         vox_jit_op_r(a, VOX_JIT_PUSH, VOX_JIT_RCX);
         cg_call(g, body);
@@ -189,7 +216,7 @@ static void emit_entry(struct cg *g)
                           64, 0);
             vox_jit_jcc(a, VOX_JIT_CC_E, done);
             ext[d] = e % s;
-            cg_call(g, state_label(g, 1, ext));
+            cg_call(g, state_label(g, 1, ext, CG_FIRST | CG_LAST));
             vox_jit_label_bind(a, done);
         }
     }
@@ -372,12 +399,12 @@ static void plan_tile_level(struct cg *g)
             break;
         }
     }
-    bool red = reduction_above(nest, g->R);
-    g->load_c = nest->accumulate || red;
-    bool post_ok = true;
+    g->red_above = reduction_above(nest, g->R);
+    g->post_ok = true;
     for (int i = 0; i < nest->npost; i++)
-        post_ok &= op_jittable(nest->post[i].kind);
-    g->fuse_post = !red && post_ok;
+        g->post_ok &= op_jittable(nest->post[i].kind);
+    g->flag_mask = (g->red_above && !nest->accumulate ? CG_FIRST : 0) |
+                   (g->red_above && nest->npost > 0 && g->post_ok ? CG_LAST : 0);
 }
 
 static void fill_info(struct cg *g, struct cg_result *out)
@@ -400,10 +427,8 @@ static void fill_info(struct cg *g, struct cg_result *out)
     info->unroll = g->stat_unroll;
     info->vec_regs = g->stat_regs;
     info->chunked = g->chunked;
-    info->post_fused = nest->npost > 0 && g->fuse_post;
-    info->post_in_c = nest->npost > 0 && !g->fuse_post;
-    info->init_pass = !nest->accumulate && reduction_above(nest, g->R);
-    out->init_pass = info->init_pass;
+    info->post_fused = nest->npost > 0 && g->post_ok;
+    info->post_in_c = nest->npost > 0 && !g->post_ok;
     out->post_in_c = info->post_in_c;
     int d0 = nest->order[0].dim;
     out->parallel = g->R > 0 && !vox_nest_is_reduction(nest, d0);
@@ -440,9 +465,9 @@ static enum vox_status generate(struct cg *g, struct cg_result *out)
         vox_jit_label_bind(g->a, sub.label);
         g->mask_lanes = -1;
         if (sub.p == g->R)
-            cg_emit_tile(g, sub.ext);
+            cg_emit_tile(g, sub.ext, sub.flags);
         else
-            emit_level(g, sub.p, sub.ext);
+            emit_level(g, sub.p, sub.ext, sub.flags);
         vox_jit_ret(g->a);
         if (vox_jit_asm_offset(g->a) > CG_MAX_CODE)
             g->failed = true;

@@ -12,6 +12,8 @@
 #define CG_MAX_ACC 32           /* C vectors of one tile */
 #define CG_MAX_POINTS 256       /* buffered vector ops before a forced flush */
 #define CG_MAX_CONST 16
+#define CG_PF_DIST 16           /* reduction steps ahead that a software prefetch reaches */
+#define CG_PF_STRIDE 2048       /* bytes per reduction step from which operands are prefetched */
 
 enum cg_kind { CG_PACKED, CG_BCAST, CG_GATHER };
 
@@ -29,8 +31,15 @@ struct cg_point {
     struct cg_operand a, b;
 };
 
+/* Visit flags of a range state: which visits of its C elements it makes, when reduction
+ * loops sit above the register tile. CG_FIRST: every such loop is at its first iteration, so
+ * the tile starts C at the identity instead of loading it (overwrite mode, no C pass first).
+ * CG_LAST: every one is at its last, so the reduction is complete and post-ops are fused. */
+enum { CG_FIRST = 1, CG_LAST = 2 };
+
 struct cg_sub {
     int p;
+    int flags;
     int64_t ext[VOX_NEST_MAX_DIMS];
     int32_t label;
 };
@@ -55,11 +64,15 @@ struct cg {
     int reg_mask, reg_gidx, reg_gmask, reg_tmp; /* fixed registers, -1 when unused */
     int top_free, acc_budget;
     int R;
-    bool chunked, load_c, fuse_post;
+    bool chunked, red_above, post_ok;
+    int flag_mask;          /* the visit flags that change the code (others are dropped) */
+    bool load_c, fuse_post; /* for the tile being emitted, from its flags */
     /* the tile being emitted */
     int64_t acc_toff[CG_MAX_ACC][CG_TENSORS]; /* every tensor's offset at the C vector */
     int acc_lanes[CG_MAX_ACC];
     int nacc, copies, copy, nested, max_reg;
+    int64_t pf_off[CG_TENSORS]; /* prefetch distance in elements inside a runtime reduction
+                                 * loop (0: none) */
     bool planning, overflow;
     struct cg_point pts[CG_MAX_POINTS];
     int npts;
@@ -86,6 +99,6 @@ int32_t cg_const_vec(struct cg *g, float x);
 void cg_max_state(const struct vox_nest *nest, int p, int64_t *ext);
 /* C vectors of the tile at position p for the range state ext (capped past the budget). */
 int cg_tile_count(struct cg *g, int p, const int64_t *ext);
-void cg_emit_tile(struct cg *g, const int64_t *ext);
+void cg_emit_tile(struct cg *g, const int64_t *ext, int flags);
 
 #endif

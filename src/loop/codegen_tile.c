@@ -13,6 +13,8 @@
  * all of them, or read straight from memory (embedded broadcast {1to16} on AVX-512) when it is
  * used once. When the tile has fewer than 8 vectors, each C vector gets up to 4 accumulators
  * that the unrolled reduction steps rotate through (FMA latency x ports), summed at the store.
+ * Inside a runtime reduction loop, operands whose rows are >= CG_PF_STRIDE bytes apart (B of a
+ * wide matmul) are prefetched CG_PF_DIST steps ahead: hardware prefetchers stop at 4 KB pages.
  * Vector tails use AVX-512 opmask k2 or AVX2 vmaskmovps with a mask row from a table.
  * With reduction vectors (v a reduction dimension) each accumulator holds one C element's
  * lane partial sums: C is loaded into lane 0 (vmovss), and at the store the halves are
@@ -21,6 +23,7 @@
 #include "codegen_internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int32_t vreg(const struct cg *g, int n)
@@ -187,12 +190,24 @@ static int distinct(const struct cg *g, bool a, int *which, int *first)
     return n;
 }
 
+/* prefetcht0 of the n distinct operands (points first[]) CG_PF_DIST reduction steps ahead. */
+static void prefetch(struct cg *g, bool a, const int *first, int n)
+{
+    for (int i = 0; i < n; i++) {
+        const struct cg_operand *o = a ? &g->pts[first[i]].a : &g->pts[first[i]].b;
+        if (g->pf_off[o->t] != 0)
+            vox_jit_prefetch(g->a, cg_mem(g, o->t, o->off + g->pf_off[o->t]), 1);
+    }
+}
+
 static void flush(struct cg *g)
 {
     if (g->npts == 0)
         return;
     int wa[CG_MAX_POINTS], wb[CG_MAX_POINTS], fa[CG_MAX_POINTS], fb[CG_MAX_POINTS];
     int na = distinct(g, true, wa, fa), nb = distinct(g, false, wb, fb);
+    prefetch(g, true, fa, na);
+    prefetch(g, false, fb, nb);
     bool q_is_b = nb <= na;
     int nq = q_is_b ? nb : na, np = q_is_b ? na : nb;
     int *wq = q_is_b ? wb : wa, *wp = q_is_b ? wa : wb, *fq = q_is_b ? fb : fa,
@@ -344,6 +359,11 @@ static void reduction_loop(struct cg *g, int p, const int64_t *ext, const int64_
         unrolled(g, p, sub, off, 0, g->planning && nfull > 0 ? 1 : nfull, true);
     } else {
         flush(g);
+        int64_t pf_saved[CG_TENSORS];
+        memcpy(pf_saved, g->pf_off, sizeof pf_saved);
+        for (int t = VOX_NEST_A; t <= VOX_NEST_B; t++)
+            if (g->kind[t] == CG_PACKED && llabs(g->stride[t][d] * s) * 4 >= CG_PF_STRIDE)
+                g->pf_off[t] = g->stride[t][d] * s * CG_PF_DIST;
         if (g->nested++)
             vox_jit_op_r(a, VOX_JIT_PUSH, VOX_JIT_RCX);
         int32_t top = vox_jit_label_new(a);
@@ -351,6 +371,7 @@ static void reduction_loop(struct cg *g, int p, const int64_t *ext, const int64_
         vox_jit_label_bind(a, top);
         g->mask_lanes = -1;
         unrolled(g, p, sub, off, 0, u, true);
+        memcpy(g->pf_off, pf_saved, sizeof pf_saved);
         cg_advance(g, d, u * s);
         vox_jit_op_r(a, VOX_JIT_DEC, VOX_JIT_RCX);
         vox_jit_jcc(a, VOX_JIT_CC_NE, top);
@@ -542,9 +563,11 @@ static void emit_chunked(struct cg *g, const int64_t *ext)
     }
 }
 
-void cg_emit_tile(struct cg *g, const int64_t *ext)
+void cg_emit_tile(struct cg *g, const int64_t *ext, int flags)
 {
     g->max_reg = 0;
+    g->load_c = g->nest->accumulate || (g->red_above && !(flags & CG_FIRST));
+    g->fuse_post = g->post_ok && (!g->red_above || (flags & CG_LAST));
     if (g->chunked) {
         emit_chunked(g, ext);
     } else {

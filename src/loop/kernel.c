@@ -5,10 +5,9 @@
  * Key idea: the generated function runs a run of loop 0's iterations, so threads take
  * contiguous runs of it (static schedule). Loop 0 must index C, so no two threads write the
  * same element and each element sees the same operations in the same order for any thread
- * count: results are bitwise identical. What the JIT leaves to C (setting C to the identity
- * when the reduction is split around the register tile; post-ops that need exp or that come
- * after a split reduction) runs in plain C passes over the output. VOX_ISA_REF, or a nest the
- * generator cannot lower (VOX_UNSUPPORTED), runs the interpreter instead.
+ * count: results are bitwise identical. What the JIT leaves to C (post-ops that need exp)
+ * runs in a plain C pass over the output. VOX_ISA_REF, or a nest the generator cannot lower
+ * (VOX_UNSUPPORTED), runs the interpreter instead.
  */
 #include "codegen.h"
 
@@ -38,23 +37,17 @@ static int64_t offset(const struct vox_nest *nest, const int64_t *strides, const
     return off;
 }
 
-/* Sets C to the identity (post = false) or applies the post-ops (post = true). */
-static void output_pass(const struct vox_nest *nest, float *C, const float *const *post_t,
-                        bool post)
+/* Applies the post-ops to every element of C. */
+static void post_pass(const struct vox_nest *nest, float *C, const float *const *post_t)
 {
     int64_t idx[VOX_NEST_MAX_DIMS] = {0};
-    float id = vox_nest_compute_info(nest->compute)->identity;
     for (;;) {
         float *c = &C[offset(nest, nest->strides[VOX_NEST_C], idx)];
-        if (!post) {
-            *c = id;
-        } else {
-            for (int i = 0; i < nest->npost; i++) {
-                const struct vox_nest_eltwise_info *info = vox_nest_eltwise_info(nest->post[i].kind);
-                float t = info->has_tensor ? post_t[i][offset(nest, nest->post[i].strides, idx)]
-                                           : 0.0f;
-                *c = info->fn(*c, t, nest->post[i].param);
-            }
+        for (int i = 0; i < nest->npost; i++) {
+            const struct vox_nest_eltwise_info *info = vox_nest_eltwise_info(nest->post[i].kind);
+            float t = info->has_tensor ? post_t[i][offset(nest, nest->post[i].strides, idx)]
+                                       : 0.0f;
+            *c = info->fn(*c, t, nest->post[i].param);
         }
         int d = nest->ndims - 1;
         for (; d >= 0; d--) {
@@ -113,8 +106,6 @@ void vox_kernel_run(const struct vox_kernel *k, float *C, const float *A, const 
     job.ptr[VOX_NEST_B] = B;
     for (int t = VOX_NEST_TENSORS; t < job.ntens; t++)
         job.ptr[t] = extra[t - VOX_NEST_TENSORS];
-    if (k->cg.init_pass)
-        output_pass(nest, C, NULL, false);
     int64_t iters = k->cg.n_full0 + (k->cg.tail0 > 0);
     if (k->cg.parallel && k->pool && k->threads > 1 && iters > 1) {
         int64_t n[3] = {iters, 1, 1};
@@ -132,7 +123,7 @@ void vox_kernel_run(const struct vox_kernel *k, float *C, const float *A, const 
         for (int i = 0; i < nest->npost; i++)
             if (vox_nest_eltwise_info(nest->post[i].kind)->has_tensor)
                 post_t[i] = extra[e++];
-        output_pass(nest, C, post_t, true);
+        post_pass(nest, C, post_t);
     }
 }
 

@@ -7,9 +7,11 @@
  *     m:MB  k:KC  n:NR  m:MR  k:1  m:1  n:1
  * The register tile is MR rows x NR = (vectors x lanes) columns (AVX-512 6 x 3 zmm, AVX2 6 x 2
  * ymm: MR*vectors accumulators + vectors for B + 1 broadcast of A fit the register file); KC
- * keeps the B panel (KC x NR) in a quarter of L2 (an L1-sized KC measured slower: splitting k
- * reloads the C tile and needs a C pass setting C to 0 first); MB keeps the A block (MB x KC) in a quarter
- * of L2 and gives loop 0 several iterations for threads.
+ * keeps the B panel (KC x N, read once per MB rows) in half of L2, but >= 256 (each k block
+ * reloads the C tile; the first starts from 0, see codegen.c), so K is blocked only for wide
+ * B (N = 1024: KC = 256, where B's rows, 4 KB apart, are software-prefetched as hardware
+ * prefetchers stop at pages); MB keeps the A block (MB x KC) in a quarter of L2 and gives
+ * loop 0 several iterations for threads.
  */
 #include "vox/loop.h"
 
@@ -69,8 +71,8 @@ enum vox_status vox_nest_schedule_default(struct vox_ctx *ctx, struct vox_nest *
     int64_t M = nest->dims[m].size, N = nest->dims[n].size, K = nest->dims[k].size;
     int64_t nr = clamp64((int64_t)nv * lanes, 1, (N + lanes - 1) / lanes * lanes);
     int64_t l2 = cpu->l2_bytes > 0 ? cpu->l2_bytes : 1 << 20;
-    if (kc <= 0)
-        kc = clamp64(l2 / 4 / (nr * 4), 16, 1 << 20);
+    if (kc <= 0) /* the B panel (kc x N) in half of L2, the micro-panel (kc x nr) in a quarter */
+        kc = clamp64(l2 / 2 / (clamp64(N, nr, 1 << 20) * 4), 256, l2 / 4 / (nr * 4));
     int64_t nblk = (K + kc - 1) / kc;
     kc = (K + nblk - 1) / nblk;
     int64_t mb = clamp64(l2 / 4 / (kc * 4) / mr * mr, mr, 1 << 20);
