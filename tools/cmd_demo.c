@@ -3,13 +3,16 @@
  * a scored segmentation, with nothing to download.
  *
  *   synthetic EM (vox_synth_generate)  raw, ground-truth labels, true affinities
- *     → ConvNet-like affinities        vox_synth_degrade (until vox ships a trained network)
+ *     → affinities                     the true affinities degraded (vox_synth_degrade), or
+ *                                      with --model a ConvNet's predictions on the fast
+ *                                      forward pass (demo_model.c)
  *     → segmentation                   vox_segment: watershed, size merge, agglomeration
  *     → evaluation                     every threshold of the merge history in one pass
  *     → files                          DIR/demo.h5 (raw, labels, affinities, seg) and
  *                                      DIR/demo.png (raw | segmentation | ground truth)
  */
 #include "cli.h"
+#include "demo_model.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -18,17 +21,22 @@
 #include <sys/stat.h>
 
 static const char help[] =
-    "usage: vox demo [--out DIR] [--shape Z,Y,X] [--seed N] [--preset smooth|noisy]\n"
-    "                [--threads N] [--quiet]\n\n"
-    "Runs vox's pipeline on a synthetic EM volume with ground truth: generate the image and\n"
-    "its true affinities, degrade them into ConvNet-like predictions, segment them (watershed,\n"
+    "usage: vox demo [--out DIR] [--shape Z,Y,X] [--seed N] [--model FILE.h5|shipped]\n"
+    "                [--preset smooth|noisy] [--threads N] [--quiet]\n\n"
+    "Runs vox's pipeline on a synthetic EM volume with ground truth: generate the image,\n"
+    "get affinities (degraded true affinities, or a ConvNet's predictions with --model),\n"
+    "segment them (watershed,\n"
     "size-dependent single linkage, mean-affinity agglomeration), score every agglomeration\n"
     "threshold against the ground truth (VOI split/merge in bits, adapted Rand error), and\n"
     "write the results.\n\n"
     "  --out DIR       where to write demo.h5 and demo.png (default: vox-demo)\n"
     "  --shape Z,Y,X   volume size in voxels (default 48,192,192)\n"
     "  --seed N        synthetic volume seed (default 1)\n"
-    "  --preset P      affinity quality: smooth (a good network) or noisy (default noisy)\n"
+    "  --model M       predict the affinities with a ConvNet: FILE.h5 with its spec FILE.net\n"
+    "                  next to it, or 'shipped': nets/synth_aff.h5, found from the executable\n"
+    "                  (EXEDIR/../nets, EXEDIR/nets or EXEDIR/../../nets) (default: none)\n"
+    "  --preset P      without --model: the true affinities degraded like a smooth (good) or\n"
+    "                  noisy network's output (default noisy)\n"
     "  --threads N     worker threads (default: VOX_THREADS, else all CPUs)\n"
     "  --quiet         no progress output\n\n"
     "demo.h5 holds /raw (u8), /labels (u64 ground truth), /affinities (u8, 3,Z,Y,X; a/255) and\n"
@@ -39,6 +47,7 @@ struct demo_opts {
     int64_t shape[3];
     uint64_t seed;
     enum vox_synth_preset preset;
+    const char *model;
     struct cli_common common;
 };
 
@@ -58,20 +67,24 @@ static int parse(int argc, char **argv, struct demo_opts *o)
             return -1;
         }
         if (strcmp(a, "--out") != 0 && strcmp(a, "--shape") != 0 && strcmp(a, "--seed") != 0 &&
-            strcmp(a, "--preset") != 0)
+            strcmp(a, "--preset") != 0 && strcmp(a, "--model") != 0)
             return cli_usage("demo", "unknown option '%s'", a);
         if (!(v = cli_value("demo", argc, argv, &i)))
             return 2;
         if (strcmp(a, "--out") == 0)
             o->out = v;
+        else if (strcmp(a, "--model") == 0)
+            o->model = v;
         else if (strcmp(a, "--shape") == 0 && !cli_parse_shape(v, 3, 1, 4096, o->shape))
             return cli_usage("demo", "--shape %s: expected Z,Y,X, each 1 to 4096", v);
         else if (strcmp(a, "--seed") == 0) {
             if (!cli_parse_i64(v, 0, INT64_MAX, &n))
                 return cli_usage("demo", "--seed %s: expected a whole number >= 0", v);
             o->seed = (uint64_t)n;
-        } else if (strcmp(a, "--preset") == 0 && !vox_synth_preset_parse(v, &o->preset))
-            return cli_usage("demo", "--preset %s: expected smooth or noisy", v);
+        } else if (strcmp(a, "--preset") == 0) {
+            if (!vox_synth_preset_parse(v, &o->preset))
+                return cli_usage("demo", "--preset %s: expected smooth or noisy", v);
+        }
     }
     return 0;
 }
@@ -196,11 +209,13 @@ static enum vox_status write_h5(struct vox_ctx *ctx, const char *path, struct de
     const struct {
         const char *name;
         const struct vox_tensor *t;
-    } sets[] = {{"/raw", &d->raw}, {"/labels", &d->gt}, {"/affinities", &d->aff},
-                {"/seg", &d->seg}};
+    } sets[] = {
+        {"/raw", &d->raw}, {"/labels", &d->gt}, {"/affinities", &d->aff}, {"/seg", &d->seg}};
     for (size_t i = 0; i < sizeof sets / sizeof sets[0] && s == VOX_OK; i++) {
-        struct vox_dataset_options o = {.dtype = sets[i].t->dtype, .rank = sets[i].t->rank,
-                                        .gzip = 1, .has_resolution = true,
+        struct vox_dataset_options o = {.dtype = sets[i].t->dtype,
+                                        .rank = sets[i].t->rank,
+                                        .gzip = 1,
+                                        .has_resolution = true,
                                         .resolution = {40, 4, 4}};
         memcpy(o.shape, sets[i].t->shape, sizeof o.shape);
         struct vox_volume *v;
@@ -215,8 +230,7 @@ static enum vox_status write_h5(struct vox_ctx *ctx, const char *path, struct de
     return vox_out_commit(ctx, f);
 }
 
-static enum vox_status run_demo(struct vox_ctx *ctx, const struct demo_opts *o,
-                                struct demo_data *d)
+static enum vox_status run_demo(struct vox_ctx *ctx, const struct demo_opts *o, struct demo_data *d)
 {
     bool q = o->common.quiet;
     struct vox_synth_params sp;
@@ -226,16 +240,27 @@ static enum vox_status run_demo(struct vox_ctx *ctx, const struct demo_opts *o,
     double t0 = vox_time_now();
     int64_t cells;
     enum vox_status s = vox_synth_generate(ctx, &sp, &d->raw, &d->gt, &d->aff_true, &cells);
-    if (s == VOX_OK)
-        s = vox_synth_degrade(ctx, &d->aff_true, o->preset, o->seed, &d->aff);
     if (s != VOX_OK)
         return s;
     double t1 = vox_time_now();
     if (!q)
-        printf("synth     %lld x %lld x %lld voxels (40 x 4 x 4 nm), %lld cells, %s affinities "
-               "(%.2f s)\n", (long long)o->shape[0], (long long)o->shape[1],
-               (long long)o->shape[2], (long long)cells, vox_synth_preset_str(o->preset),
-               t1 - t0);
+        printf("synth     %lld x %lld x %lld voxels (40 x 4 x 4 nm), %lld cells (%.2f s)\n",
+               (long long)o->shape[0], (long long)o->shape[1], (long long)o->shape[2],
+               (long long)cells, t1 - t0);
+    if (!o->model)
+        s = vox_synth_degrade(ctx, &d->aff_true, o->preset, o->seed, &d->aff);
+    else
+        s = demo_model_predict(ctx, o->model, &d->raw, &d->aff);
+    if (s != VOX_OK)
+        return s;
+    double ti = vox_time_now();
+    if (!o->model)
+        printf("affinity  %s preset: the true affinities degraded (%.2f s)\n",
+               vox_synth_preset_str(o->preset), ti - t1);
+    else
+        printf("affinity  model %s, fast forward pass (%.2f s, %.1f Mvox/s)\n", o->model, ti - t1,
+               (double)vox_tensor_numel(&d->raw) / (ti - t1) * 1e-6);
+    t1 = ti;
     struct vox_seg_params p;
     vox_seg_params_defaults(&p);
     if ((s = vox_segment(ctx, &d->aff, &p, &d->res)) != VOX_OK)
@@ -243,8 +268,9 @@ static enum vox_status run_demo(struct vox_ctx *ctx, const struct demo_opts *o,
     double t2 = vox_time_now(), voxels = (double)vox_tensor_numel(&d->raw);
     if (!q)
         printf("segment   %lld basins -> %lld segments after size merge, %lld merges recorded "
-               "(%.2f s, %.1f Mvox/s)\n", (long long)d->res.nbasins, (long long)d->res.nseg,
-               (long long)d->res.merges.n, t2 - t1, voxels / (t2 - t1) * 1e-6);
+               "(%.2f s, %.1f Mvox/s)\n",
+               (long long)d->res.nbasins, (long long)d->res.nseg, (long long)d->res.merges.n,
+               t2 - t1, voxels / (t2 - t1) * 1e-6);
     double best_t = 0.5;
     if ((s = score_thresholds(ctx, d, q, &best_t)) != VOX_OK)
         return s;
@@ -285,11 +311,23 @@ static enum vox_status run_demo(struct vox_ctx *ctx, const struct demo_opts *o,
 
 int vox_cmd_demo(int argc, char **argv)
 {
-    struct demo_opts o = {.out = "vox-demo", .shape = {48, 192, 192}, .seed = 1,
-                          .preset = VOX_SYNTH_NOISY};
+    struct demo_opts o = {
+        .out = "vox-demo", .shape = {48, 192, 192}, .seed = 1, .preset = VOX_SYNTH_NOISY};
     int r = parse(argc, argv, &o);
     if (r)
         return r < 0 ? 0 : r;
+    char model[4096];
+    if (o.model && strcmp(o.model, "shipped") == 0) {
+        if (!demo_model_find(model, sizeof model)) {
+            fprintf(stderr,
+                    "vox demo: error: cannot find the shipped model %s (searched "
+                    "EXEDIR/../nets, EXEDIR/nets, EXEDIR/../../nets); give --model "
+                    "FILE.h5 or --preset smooth|noisy\n",
+                    DEMO_MODEL_NAME);
+            return 1;
+        }
+        o.model = model;
+    }
     if (mkdir(o.out, 0777) != 0 && errno != EEXIST) {
         fprintf(stderr, "vox demo: error: cannot create %s: %s\n", o.out, strerror(errno));
         return 1;

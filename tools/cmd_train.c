@@ -51,6 +51,8 @@ static const char help[] =
     "  --val-every V           validation loss every V steps (default 100)\n"
     "  --val-patches N         patches per validation (default 8)\n"
     "  --log FILE              JSON-lines log (default MODEL.h5.jsonl; appended on --resume)\n"
+    "  --kernels fast|ref      convolution kernels: JIT loop nests or the scalar reference\n"
+    "                          (default fast)\n"
     "  --threads N             worker threads (default: VOX_THREADS, else all CPUs)\n"
     "  --quiet                 no progress lines\n";
 
@@ -60,7 +62,7 @@ struct train_opts {
     const char *net, *out, *weights, *ckpt, *log;
     const char *data[MAX_DATA], *val;
     int n_data;
-    bool loss_set, lr_set, resume;
+    bool loss_set, lr_set, resume, ref_kernels;
     int64_t iters, ckpt_every, val_every, val_patches;
     struct vox_train_options t;
     struct cli_common common;
@@ -120,6 +122,11 @@ static int parse_kind(const char *a, const char *v, struct train_opts *o)
     }
     if (strcmp(a, "--init") == 0 && !vox_nn_init_parse(v, &o->t.init))
         return cli_usage("train", "--init %s: expected msra, xavier or uniform", v);
+    if (strcmp(a, "--kernels") == 0) {
+        if (strcmp(v, "fast") != 0 && strcmp(v, "ref") != 0)
+            return cli_usage("train", "--kernels %s: expected fast or ref", v);
+        o->ref_kernels = strcmp(v, "ref") == 0;
+    }
     return 0;
 }
 
@@ -166,7 +173,7 @@ static int parse_one(int argc, char **argv, int *i, struct train_opts *o)
         o->t.aug.grey_scale = g[0], o->t.aug.grey_shift = g[1];
     } else if (strcmp(a, "--target") == 0 || strcmp(a, "--loss") == 0 ||
                strcmp(a, "--optimizer") == 0 || strcmp(a, "--rebalance") == 0 ||
-               strcmp(a, "--init") == 0) {
+               strcmp(a, "--init") == 0 || strcmp(a, "--kernels") == 0) {
         return parse_kind(a, v, o);
     } else {
         return cli_usage("train", "unknown option '%s'", a);
@@ -234,6 +241,8 @@ struct state {
     struct vox_nn_weights *w0;
     struct vox_train_data *data, *val;
     struct vox_trainer *tr;
+    struct vox_nn_train_fast *fast;
+    struct vox_train_options t; /* the options with the kernel table */
     FILE *log;
     char ckpt[1100], logpath[1100];
     char specs[MAX_DATA + 1][3][1024]; /* --data and --val split into volume specs */
@@ -259,8 +268,11 @@ static enum vox_status open_all(struct vox_ctx *ctx, const struct train_opts *o,
         s = vox_train_data_open(ctx, st->src, o->n_data, &st->data);
     if (s == VOX_OK && o->val)
         s = vox_train_data_open(ctx, &st->vsrc, 1, &st->val);
+    st->t = o->t;
+    if (s == VOX_OK && !o->ref_kernels && (s = vox_nn_train_fast_create(ctx, &st->fast)) == VOX_OK)
+        st->t.kernels = vox_nn_train_fast_kernels(st->fast);
     if (s == VOX_OK)
-        s = vox_trainer_create(ctx, st->net, &o->t, st->w0, st->data, &st->tr);
+        s = vox_trainer_create(ctx, st->net, &st->t, st->w0, st->data, &st->tr);
     snprintf(st->ckpt, sizeof st->ckpt, "%s", o->ckpt ? o->ckpt : "");
     if (!o->ckpt)
         snprintf(st->ckpt, sizeof st->ckpt, "%s.ckpt", o->out);
@@ -358,6 +370,7 @@ int vox_cmd_train(int argc, char **argv)
     if (st.log)
         fclose(st.log);
     vox_trainer_destroy(st.tr);
+    vox_nn_train_fast_destroy(st.fast);
     vox_train_data_close(st.data);
     vox_train_data_close(st.val);
     vox_nn_weights_destroy(st.w0);

@@ -27,28 +27,48 @@ extern "C" {
 
 /* ---- the graph: forward keeping every activation, then backward ------------------------- */
 
-/* The convolution kernels the graph calls; each has the signature and exact semantics of the
- * reference function it defaults to (vox_nn_ref_conv, ..._backward_data, ...). */
+/* The convolution kernels the graph calls; each has the exact semantics of the reference
+ * function it defaults to (vox_nn_ref_conv, ..._backward_data, ...), after a leading `self`
+ * (the struct's own field, the implementation's state; NULL for the reference kernels). */
 struct vox_nn_kernels {
-    void (*conv)(struct vox_pool *, const struct vox_tensor *, const struct vox_tensor *,
+    void *self;
+    void (*conv)(void *, struct vox_pool *, const struct vox_tensor *, const struct vox_tensor *,
                  const struct vox_tensor *, const int64_t[3], const int64_t[3], enum vox_nn_act,
                  struct vox_tensor *);
-    void (*conv_backward_data)(struct vox_pool *, const struct vox_tensor *,
+    void (*conv_backward_data)(void *, struct vox_pool *, const struct vox_tensor *,
                                const struct vox_tensor *, const int64_t[3], const int64_t[3],
                                struct vox_tensor *);
-    void (*conv_backward_weights)(struct vox_pool *, const struct vox_tensor *,
+    void (*conv_backward_weights)(void *, struct vox_pool *, const struct vox_tensor *,
                                   const struct vox_tensor *, const int64_t[3], const int64_t[3],
                                   struct vox_tensor *, struct vox_tensor *);
-    void (*deconv)(struct vox_pool *, const struct vox_tensor *, const struct vox_tensor *,
+    void (*deconv)(void *, struct vox_pool *, const struct vox_tensor *, const struct vox_tensor *,
                    const struct vox_tensor *, enum vox_nn_act, struct vox_tensor *);
-    void (*deconv_backward_data)(struct vox_pool *, const struct vox_tensor *,
+    void (*deconv_backward_data)(void *, struct vox_pool *, const struct vox_tensor *,
                                  const struct vox_tensor *, struct vox_tensor *);
-    void (*deconv_backward_weights)(struct vox_pool *, const struct vox_tensor *,
+    void (*deconv_backward_weights)(void *, struct vox_pool *, const struct vox_tensor *,
                                     const struct vox_tensor *, struct vox_tensor *,
                                     struct vox_tensor *);
 };
 /* The scalar reference kernels. */
 const struct vox_nn_kernels *vox_nn_kernels_ref(void);
+
+/* Fast kernels (src/nn/fast_train*.c): JIT loop nests (vox/loop.h) on the graph's NCDHW
+ * tensors, vectorised along x: the forward conv as a direct convolution; backward-data as
+ * the convolution of the zero-bordered output gradient with the flipped, transposed weights;
+ * backward-weights as a nest with the weight dimensions as outputs and the spatial positions
+ * reduced (in f32, lane partial sums along x). Kernels are compiled on first use for each
+ * shape and kept; they run on the context's pool, each output element reduced in a fixed
+ * order by one thread, so the results are bitwise identical for any thread count, and within
+ * f32 rounding of the reference. A kernel that cannot be compiled or a scratch buffer that
+ * cannot be allocated falls back to the reference kernel for that call. */
+struct vox_nn_train_fast;
+enum vox_status vox_nn_train_fast_create(struct vox_ctx *ctx, struct vox_nn_train_fast **f_out);
+void vox_nn_train_fast_destroy(struct vox_nn_train_fast *f);
+/* The kernel table (valid while f lives). */
+const struct vox_nn_kernels *vox_nn_train_fast_kernels(const struct vox_nn_train_fast *f);
+/* Calls that ran a compiled kernel, and calls that fell back to the reference. */
+void vox_nn_train_fast_counts(const struct vox_nn_train_fast *f, int64_t *fast_out,
+                              int64_t *fallback_out);
 
 struct vox_nn_graph;
 
@@ -195,6 +215,7 @@ struct vox_train_options {
     uint64_t seed;         /* weights init and sampling */
     enum vox_nn_init init; /* for fresh weights */
     struct vox_augment aug;
+    const struct vox_nn_kernels *kernels; /* NULL: the reference kernels; borrowed */
 };
 void vox_train_options_defaults(struct vox_train_options *o);
 

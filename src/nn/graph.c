@@ -23,9 +23,56 @@ struct vox_nn_graph {
     struct vox_tensor scratch;     /* the largest tensor: pre-activation gradients */
 };
 
+/* The reference layers behind the kernel table's leading `self`. */
+static void ref_conv(void *self, struct vox_pool *pool, const struct vox_tensor *in,
+                     const struct vox_tensor *w, const struct vox_tensor *b, const int64_t dil[3],
+                     const int64_t pad[3], enum vox_nn_act act, struct vox_tensor *out)
+{
+    (void)self;
+    vox_nn_ref_conv(pool, in, w, b, dil, pad, act, out);
+}
+
+static void ref_conv_bd(void *self, struct vox_pool *pool, const struct vox_tensor *gout,
+                        const struct vox_tensor *w, const int64_t dil[3], const int64_t pad[3],
+                        struct vox_tensor *gin)
+{
+    (void)self;
+    vox_nn_ref_conv_backward_data(pool, gout, w, dil, pad, gin);
+}
+
+static void ref_conv_bw(void *self, struct vox_pool *pool, const struct vox_tensor *in,
+                        const struct vox_tensor *gout, const int64_t dil[3], const int64_t pad[3],
+                        struct vox_tensor *gw, struct vox_tensor *gb)
+{
+    (void)self;
+    vox_nn_ref_conv_backward_weights(pool, in, gout, dil, pad, gw, gb);
+}
+
+static void ref_deconv(void *self, struct vox_pool *pool, const struct vox_tensor *in,
+                       const struct vox_tensor *w, const struct vox_tensor *b, enum vox_nn_act act,
+                       struct vox_tensor *out)
+{
+    (void)self;
+    vox_nn_ref_deconv(pool, in, w, b, act, out);
+}
+
+static void ref_deconv_bd(void *self, struct vox_pool *pool, const struct vox_tensor *gout,
+                          const struct vox_tensor *w, struct vox_tensor *gin)
+{
+    (void)self;
+    vox_nn_ref_deconv_backward_data(pool, gout, w, gin);
+}
+
+static void ref_deconv_bw(void *self, struct vox_pool *pool, const struct vox_tensor *in,
+                          const struct vox_tensor *gout, struct vox_tensor *gw,
+                          struct vox_tensor *gb)
+{
+    (void)self;
+    vox_nn_ref_deconv_backward_weights(pool, in, gout, gw, gb);
+}
+
 static const struct vox_nn_kernels ref_kernels = {
-    vox_nn_ref_conv,   vox_nn_ref_conv_backward_data,   vox_nn_ref_conv_backward_weights,
-    vox_nn_ref_deconv, vox_nn_ref_deconv_backward_data, vox_nn_ref_deconv_backward_weights,
+    NULL, ref_conv, ref_conv_bd, ref_conv_bw, ref_deconv, ref_deconv_bd, ref_deconv_bw,
 };
 
 const struct vox_nn_kernels *vox_nn_kernels_ref(void)
@@ -142,10 +189,10 @@ static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w
     switch (l->kind) {
     case VOX_NN_CONV:
         conv_pad(l, v);
-        g->k.conv(pool, in, &w->p[i][VOX_P_WEIGHT], b, l->dilation, v, l->act, out);
+        g->k.conv(g->k.self, pool, in, &w->p[i][VOX_P_WEIGHT], b, l->dilation, v, l->act, out);
         break;
     case VOX_NN_DECONV:
-        g->k.deconv(pool, in, &w->p[i][VOX_P_WEIGHT], b, l->act, out);
+        g->k.deconv(g->k.self, pool, in, &w->p[i][VOX_P_WEIGHT], b, l->act, out);
         break;
     case VOX_NN_POOL:
         vox_nn_ref_maxpool(in, l->kernel, out);
@@ -228,13 +275,14 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
     case VOX_NN_CONV:
         conv_pad(l, v);
         gout = pre_act_grad(g, i);
-        g->k.conv_backward_weights(pool, in, gout, l->dilation, v, &gw->p[i][VOX_P_WEIGHT], gb);
-        g->k.conv_backward_data(pool, gout, &w->p[i][VOX_P_WEIGHT], l->dilation, v, gin);
+        g->k.conv_backward_weights(g->k.self, pool, in, gout, l->dilation, v,
+                                   &gw->p[i][VOX_P_WEIGHT], gb);
+        g->k.conv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], l->dilation, v, gin);
         break;
     case VOX_NN_DECONV:
         gout = pre_act_grad(g, i);
-        g->k.deconv_backward_weights(pool, in, gout, &gw->p[i][VOX_P_WEIGHT], gb);
-        g->k.deconv_backward_data(pool, gout, &w->p[i][VOX_P_WEIGHT], gin);
+        g->k.deconv_backward_weights(g->k.self, pool, in, gout, &gw->p[i][VOX_P_WEIGHT], gb);
+        g->k.deconv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], gin);
         break;
     case VOX_NN_POOL:
         vox_nn_ref_maxpool_backward(in, gout, l->kernel, gin);

@@ -77,7 +77,7 @@ static enum vox_status check_net(struct vox_ctx *ctx, struct vox_trainer *tr)
 static enum vox_status plan_shapes(struct vox_ctx *ctx, struct vox_trainer *tr)
 {
     const int64_t *p = tr->o.patch;
-    enum vox_status s = vox_nn_graph_create(ctx, tr->net, p, NULL, &tr->g);
+    enum vox_status s = vox_nn_graph_create(ctx, tr->net, p, tr->o.kernels, &tr->g);
     if (s == VOX_INVALID_ARG)
         vox_ctx_error_prefix(ctx,
                              "patch %lldx%lldx%lld is too small for the net's field of view "

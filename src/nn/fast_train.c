@@ -1,0 +1,472 @@
+/*
+ * fast_train.c: the training graph's convolution kernels (struct vox_nn_kernels) as JIT loop
+ * nests (vox/loop.h) on the graph's plain (N, C, Z, Y, X) tensors.
+ *
+ * Each kernel is one nest per batch item, vectorised along x (unit stride in every tensor):
+ *   conv        out[o,p] = act(b[o] + sum_{i,t} w[o,i,t] in[i, p + t*d])  (direct convolution;
+ *               same padding: the input copied into a zero-bordered buffer first)
+ *   backward    gin[i,p] += sum_{o,t'} w[o,i,K-1-t'] gpad[o, p + t'*d]: the "full" convolution
+ *   data        of the zero-bordered output gradient gpad[q] = gout[q - (K-1)d + pad] with the
+ *               flipped, transposed weights (B read with negative strides: no copy)
+ *   backward    gw[o,i,t] += sum_p gout[o,p] in[i, p + t*d]: the weight dimensions are the
+ *   weights     nest's outputs and the positions its reduction (lane partial sums along x)
+ *   deconv      (stride = kernel) the output's stride along z is KZ times its stride along
+ *               the tap a; its adjoints read gout with the same strides.
+ * Register tiles follow src/loop/conv.c's NCDHW schedule (x vectors times output channels).
+ * The JIT splits work over an outer loop that indexes C, so each element is reduced by one
+ * thread in the loop order: the same bits for any thread count (ZNN 7.1 item 9). Kernels are
+ * compiled once per shape and cached (a short list, compared with vox_nest_equal).
+ */
+#include "internal.h"
+#include "vox/loop.h"
+#include "vox/train.h"
+
+#include <string.h>
+
+struct cached {
+    struct vox_nest nest;
+    struct vox_kernel *k;
+};
+
+struct vox_nn_train_fast {
+    struct vox_ctx *ctx;
+    struct vox_nn_kernels table;
+    struct cached *cache;
+    int n_cache, cap_cache;
+    float *scratch;
+    int64_t scratch_n;
+    int64_t n_fast, n_fallback;
+};
+
+static int64_t cdiv(int64_t a, int64_t b)
+{
+    return (a + b - 1) / b;
+}
+
+/* The compiled kernel for nest, from the cache or compiled now; NULL on failure. */
+static const struct vox_kernel *kernel_for(struct vox_nn_train_fast *f, const struct vox_nest *n)
+{
+    for (int i = 0; i < f->n_cache; i++)
+        if (vox_nest_equal(&f->cache[i].nest, n))
+            return f->cache[i].k;
+    if (f->n_cache == f->cap_cache) {
+        int cap = f->cap_cache ? 2 * f->cap_cache : 16;
+        struct cached *c = vox_alloc(f->ctx, (size_t)cap * sizeof *c);
+        if (!c)
+            return NULL;
+        if (f->n_cache)
+            memcpy(c, f->cache, (size_t)f->n_cache * sizeof *c);
+        vox_free(f->ctx, f->cache);
+        f->cache = c;
+        f->cap_cache = cap;
+    }
+    struct vox_kernel *k = NULL;
+    if (vox_nest_compile(f->ctx, n, NULL, &k) != VOX_OK)
+        return NULL;
+    f->cache[f->n_cache].nest = *n;
+    f->cache[f->n_cache++].k = k;
+    return k;
+}
+
+/* A scratch buffer of at least n floats (grown, never shrunk); NULL on failure. */
+static float *scratch(struct vox_nn_train_fast *f, int64_t n)
+{
+    if (n > f->scratch_n) {
+        vox_free(f->ctx, f->scratch);
+        f->scratch_n = 0;
+        if (!(f->scratch = vox_alloc(f->ctx, (size_t)n * sizeof(float))))
+            return NULL;
+        f->scratch_n = n;
+    }
+    return f->scratch;
+}
+
+/* dst (C, P) = src (C, S) shifted: dst[c, q] = src[c, q - lo] where inside src, else 0. */
+static void border_copy(float *dst, const int64_t P[3], const float *src, const int64_t S[3],
+                        const int64_t lo[3], int64_t C)
+{
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t z = 0; z < P[0]; z++)
+            for (int64_t y = 0; y < P[1]; y++) {
+                float *d = dst + ((c * P[0] + z) * P[1] + y) * P[2];
+                int64_t sz = z - lo[0], sy = y - lo[1];
+                if (sz < 0 || sz >= S[0] || sy < 0 || sy >= S[1]) {
+                    memset(d, 0, (size_t)P[2] * sizeof *d);
+                    continue;
+                }
+                const float *s = src + ((c * S[0] + sz) * S[1] + sy) * S[2];
+                for (int64_t x = 0; x < P[2]; x++) {
+                    int64_t sx = x - lo[2];
+                    d[x] = sx >= 0 && sx < S[2] ? s[sx] : 0.0f;
+                }
+            }
+}
+
+static int dim4(struct vox_nest *n, const char *name, int64_t size, int64_t sc, int64_t sa,
+                int64_t sb)
+{
+    int d = vox_nest_dim_add(n, name, size);
+    n->strides[VOX_NEST_C][d] = sc;
+    n->strides[VOX_NEST_A][d] = sa;
+    n->strides[VOX_NEST_B][d] = sb;
+    return d;
+}
+
+static void loops(struct vox_nest *n, const int64_t (*l)[2], int count)
+{
+    for (int k = 0; k < count; k++)
+        vox_nest_loop_add(n, (int)l[k][0], l[k][1]);
+}
+
+/* The register tile of src/loop/conv.c's NCDHW schedule: xv x-vectors times kt channels. */
+static void tile_of(struct vox_ctx *ctx, int64_t channels, int64_t width, int64_t *kt, int64_t *xw)
+{
+    const bool z = vox_ctx_cpu(ctx)->isa == VOX_ISA_AVX512;
+    const int64_t lanes = z ? 16 : 8, regs = z ? 32 : 16;
+    int64_t xv = cdiv(width, lanes) < 3 ? cdiv(width, lanes) : (z ? 3 : 2);
+    int64_t cap = (regs - xv - 1) / xv;
+    *kt = cdiv(channels, cdiv(channels, cap));
+    *xw = xv * lanes;
+}
+
+/* Bias (indexed by dimension `o`) and activation post-ops; softmax is left to the caller. */
+static void post_ops(struct vox_nest *n, int o, bool bias, enum vox_nn_act act)
+{
+    if (bias) {
+        n->post[n->npost].kind = VOX_NEST_BIAS;
+        n->post[n->npost++].strides[o] = 1;
+    }
+    static const int kind[VOX_ACT_COUNT] = {
+        -1, VOX_NEST_RELU, VOX_NEST_ELU, VOX_NEST_SIGMOID, VOX_NEST_TANH, -1};
+    if (kind[act] >= 0)
+        n->post[n->npost++].kind = (enum vox_nest_eltwise_kind)kind[act];
+}
+
+/* The direct-convolution nest shared by conv and its backward-data: C (CO, Q) over output
+ * positions Q, A (CI, P) with P = Q + (K - 1) d, B with strides bo, bi per C / A channel and
+ * tap strides ws (possibly negative). */
+struct conv_shape {
+    int64_t co, ci, q[3], p[3], k[3], d[3];
+    int64_t bo, bi, ws[3];
+};
+
+static void conv_nest(struct vox_ctx *ctx, const struct conv_shape *s, struct vox_nest *n)
+{
+    const int64_t *q = s->q, *p = s->p, *d = s->d;
+    vox_nest_init(n);
+    int z = dim4(n, "z", q[0], q[1] * q[2], p[1] * p[2], 0);
+    int y = dim4(n, "y", q[1], q[2], p[2], 0);
+    int x = dim4(n, "x", q[2], 1, 1, 0);
+    int o = dim4(n, "o", s->co, q[0] * q[1] * q[2], 0, s->bo);
+    int i = dim4(n, "i", s->ci, 0, p[0] * p[1] * p[2], s->bi);
+    int a = dim4(n, "a", s->k[0], 0, d[0] * p[1] * p[2], s->ws[0]);
+    int b = dim4(n, "b", s->k[1], 0, d[1] * p[2], s->ws[1]);
+    int c = dim4(n, "c", s->k[2], 0, d[2], s->ws[2]);
+    int64_t kt, xw;
+    tile_of(ctx, s->co, q[2], &kt, &xw);
+    const int64_t l[][2] = {{z, 1}, {y, 1}, {o, kt}, {x, xw}, {i, 1},
+                            {a, 1}, {b, 1}, {c, 1},  {o, 1},  {x, 1}};
+    loops(n, l, (int)(sizeof l / sizeof l[0]));
+}
+
+static int64_t vol3(const int64_t *s)
+{
+    return s[0] * s[1] * s[2];
+}
+
+static void fast_conv(void *self, struct vox_pool *pool, const struct vox_tensor *in,
+                      const struct vox_tensor *w, const struct vox_tensor *bias,
+                      const int64_t dil[3], const int64_t pad[3], enum vox_nn_act act,
+                      struct vox_tensor *out)
+{
+    struct vox_nn_train_fast *f = self;
+    struct conv_shape s = {.co = out->shape[1], .ci = in->shape[1]};
+    bool bordered = false;
+    for (int a = 0; a < 3; a++) {
+        s.q[a] = out->shape[2 + a];
+        s.k[a] = w->shape[2 + a];
+        s.d[a] = dil[a];
+        s.p[a] = s.q[a] + (s.k[a] - 1) * dil[a];
+        bordered |= pad[a] != 0 || s.p[a] != in->shape[2 + a];
+    }
+    s.bo = s.ci * vol3(s.k);
+    s.bi = vol3(s.k);
+    s.ws[0] = s.k[1] * s.k[2], s.ws[1] = s.k[2], s.ws[2] = 1;
+    struct vox_nest n;
+    conv_nest(f->ctx, &s, &n);
+    post_ops(&n, vox_nest_dim_find(&n, "o"), bias != NULL, act);
+    const struct vox_kernel *k = kernel_for(f, &n);
+    float *buf = bordered ? scratch(f, s.ci * vol3(s.p)) : NULL;
+    if (!k || (bordered && !buf)) {
+        f->n_fallback++;
+        vox_nn_ref_conv(pool, in, w, bias, dil, pad, act, out);
+        return;
+    }
+    f->n_fast++;
+    const int64_t is = s.ci * vol3(in->shape + 2), os = s.co * vol3(s.q);
+    const float *extra[1] = {bias ? bias->data : NULL};
+    for (int64_t b = 0; b < in->shape[0]; b++) {
+        const float *src = (const float *)in->data + b * is;
+        if (bordered) {
+            border_copy(buf, s.p, src, in->shape + 2, pad, s.ci);
+            src = buf;
+        }
+        vox_kernel_run(k, (float *)out->data + b * os, src, w->data, extra);
+    }
+    if (act == VOX_ACT_SOFTMAX)
+        vox_nn_ref_act(out, act, out);
+}
+
+static void fast_conv_bd(void *self, struct vox_pool *pool, const struct vox_tensor *gout,
+                         const struct vox_tensor *w, const int64_t dil[3], const int64_t pad[3],
+                         struct vox_tensor *gin)
+{
+    struct vox_nn_train_fast *f = self;
+    struct conv_shape s = {.co = gin->shape[1], .ci = gout->shape[1]};
+    int64_t lo[3];
+    for (int a = 0; a < 3; a++) {
+        s.q[a] = gin->shape[2 + a];
+        s.k[a] = w->shape[2 + a];
+        s.d[a] = dil[a];
+        s.p[a] = s.q[a] + (s.k[a] - 1) * dil[a];
+        lo[a] = (s.k[a] - 1) * dil[a] - pad[a];
+    }
+    const int64_t taps = vol3(s.k);
+    s.bo = taps;
+    s.bi = s.co * taps;
+    s.ws[0] = -s.k[1] * s.k[2], s.ws[1] = -s.k[2], s.ws[2] = -1;
+    struct vox_nest n;
+    conv_nest(f->ctx, &s, &n);
+    n.accumulate = true;
+    const struct vox_kernel *k = kernel_for(f, &n);
+    float *buf = scratch(f, s.ci * vol3(s.p));
+    if (!k || !buf) {
+        f->n_fallback++;
+        vox_nn_ref_conv_backward_data(pool, gout, w, dil, pad, gin);
+        return;
+    }
+    f->n_fast++;
+    const int64_t os = s.ci * vol3(gout->shape + 2), is = s.co * vol3(s.q);
+    for (int64_t b = 0; b < gout->shape[0]; b++) {
+        border_copy(buf, s.p, (const float *)gout->data + b * os, gout->shape + 2, lo, s.ci);
+        vox_kernel_run(k, (float *)gin->data + b * is, buf, (const float *)w->data + taps - 1,
+                       NULL);
+    }
+}
+
+/* gb[o] += sum over (n, positions) of gout[n, o], in double, in order. */
+static void bias_grad(const struct vox_tensor *gout, struct vox_tensor *gb)
+{
+    const int64_t C = gout->shape[1], S = vol3(gout->shape + 2);
+    float *g = gb->data;
+    for (int64_t o = 0; o < C; o++) {
+        double acc = 0;
+        for (int64_t b = 0; b < gout->shape[0]; b++) {
+            const float *p = (const float *)gout->data + (b * C + o) * S;
+            for (int64_t j = 0; j < S; j++)
+                acc += p[j];
+        }
+        g[o] = (float)(g[o] + acc);
+    }
+}
+
+/* gw[o,i,a,b,c] += sum_{z,y,x} gout[o,z,y,x] in[i, z + a dz, ...]: outputs o i a b c, the
+ * positions reduced innermost (x vectors with lane partial sums). */
+static void weights_nest(const struct conv_shape *s, struct vox_nest *n)
+{
+    const int64_t *q = s->q, *p = s->p, *d = s->d, *k = s->k;
+    const int64_t taps = vol3(k);
+    vox_nest_init(n);
+    int o = dim4(n, "o", s->co, s->ci * taps, vol3(q), 0);
+    int i = dim4(n, "i", s->ci, taps, 0, vol3(p));
+    int a = dim4(n, "a", k[0], k[1] * k[2], 0, d[0] * p[1] * p[2]);
+    int b = dim4(n, "b", k[1], k[2], 0, d[1] * p[2]);
+    int c = dim4(n, "c", k[2], 1, 0, d[2]);
+    int z = dim4(n, "z", q[0], 0, q[1] * q[2], p[1] * p[2]);
+    int y = dim4(n, "y", q[1], 0, q[2], p[2]);
+    int x = dim4(n, "x", q[2], 0, 1, 1);
+    const int64_t l[][2] = {{o, 1}, {i, 1}, {a, 1}, {b, 1}, {c, 1}, {z, 1}, {y, 1}, {x, 1}};
+    loops(n, l, (int)(sizeof l / sizeof l[0]));
+    n->accumulate = true;
+}
+
+static void fast_conv_bw(void *self, struct vox_pool *pool, const struct vox_tensor *in,
+                         const struct vox_tensor *gout, const int64_t dil[3], const int64_t pad[3],
+                         struct vox_tensor *gw, struct vox_tensor *gb)
+{
+    struct vox_nn_train_fast *f = self;
+    struct conv_shape s = {.co = gout->shape[1], .ci = in->shape[1]};
+    bool bordered = false;
+    for (int a = 0; a < 3; a++) {
+        s.q[a] = gout->shape[2 + a];
+        s.k[a] = gw->shape[2 + a];
+        s.d[a] = dil[a];
+        s.p[a] = s.q[a] + (s.k[a] - 1) * dil[a];
+        bordered |= pad[a] != 0 || s.p[a] != in->shape[2 + a];
+    }
+    struct vox_nest n;
+    weights_nest(&s, &n);
+    const struct vox_kernel *k = kernel_for(f, &n);
+    float *buf = bordered ? scratch(f, s.ci * vol3(s.p)) : NULL;
+    if (!k || (bordered && !buf)) {
+        f->n_fallback++;
+        vox_nn_ref_conv_backward_weights(pool, in, gout, dil, pad, gw, gb);
+        return;
+    }
+    f->n_fast++;
+    const int64_t is = s.ci * vol3(in->shape + 2), os = s.co * vol3(s.q);
+    for (int64_t b = 0; b < in->shape[0]; b++) {
+        const float *src = (const float *)in->data + b * is;
+        if (bordered) {
+            border_copy(buf, s.p, src, in->shape + 2, pad, s.ci);
+            src = buf;
+        }
+        vox_kernel_run(k, gw->data, (const float *)gout->data + b * os, src, NULL);
+    }
+    if (gb)
+        bias_grad(gout, gb);
+}
+
+/* The deconv's dimensions: in (I, Z, Y, X), out (O, Z KZ, Y KY, X KX), w (I, O, KZ, KY, KX).
+ * The role of each tensor in the nest (C, A, B) is given by the caller through `t`: t[0] the
+ * tensor index of in, t[1] of out, t[2] of w. */
+static void deconv_dims(struct vox_nest *n, const int64_t s[3], const int64_t k[3], int64_t I,
+                        int64_t O, const int t[3])
+{
+    const int64_t oy = s[1] * k[1], ox = s[2] * k[2], ov = s[0] * k[0] * oy * ox;
+    const int64_t taps = vol3(k), iv = vol3(s);
+    vox_nest_init(n);
+    const char *name[] = {"o", "i", "z", "y", "x", "a", "b", "c"};
+    const int64_t size[] = {O, I, s[0], s[1], s[2], k[0], k[1], k[2]};
+    /* strides of in, out, w along each dimension */
+    const int64_t st[][3] = {
+        {0, ov, taps},        {iv, 0, O * taps}, {s[1] * s[2], k[0] * oy * ox, 0},
+        {s[2], k[1] * ox, 0}, {1, k[2], 0},      {0, oy * ox, k[1] * k[2]},
+        {0, ox, k[2]},        {0, 1, 1}};
+    for (int d = 0; d < 8; d++) {
+        int j = vox_nest_dim_add(n, name[d], size[d]);
+        for (int r = 0; r < 3; r++)
+            n->strides[t[r]][j] = st[d][r];
+    }
+}
+
+static void order(struct vox_nest *n, const char *const *names, int count)
+{
+    for (int k = 0; k < count; k++)
+        vox_nest_loop_add(n, vox_nest_dim_find(n, names[k]), 1);
+}
+
+static void fast_deconv(void *self, struct vox_pool *pool, const struct vox_tensor *in,
+                        const struct vox_tensor *w, const struct vox_tensor *bias,
+                        enum vox_nn_act act, struct vox_tensor *out)
+{
+    struct vox_nn_train_fast *f = self;
+    const int64_t I = in->shape[1], O = out->shape[1];
+    struct vox_nest n;
+    const int t[3] = {VOX_NEST_A, VOX_NEST_C, VOX_NEST_B};
+    deconv_dims(&n, in->shape + 2, w->shape + 2, I, O, t);
+    static const char *const ord[] = {"o", "z", "a", "y", "b", "c", "i", "x"};
+    order(&n, ord, 8);
+    post_ops(&n, vox_nest_dim_find(&n, "o"), bias != NULL, act);
+    const struct vox_kernel *k = kernel_for(f, &n);
+    if (!k) {
+        f->n_fallback++;
+        vox_nn_ref_deconv(pool, in, w, bias, act, out);
+        return;
+    }
+    f->n_fast++;
+    const int64_t is = I * vol3(in->shape + 2), os = O * vol3(out->shape + 2);
+    const float *extra[1] = {bias ? bias->data : NULL};
+    for (int64_t b = 0; b < in->shape[0]; b++)
+        vox_kernel_run(k, (float *)out->data + b * os, (const float *)in->data + b * is, w->data,
+                       extra);
+    if (act == VOX_ACT_SOFTMAX)
+        vox_nn_ref_act(out, act, out);
+}
+
+static void fast_deconv_bd(void *self, struct vox_pool *pool, const struct vox_tensor *gout,
+                           const struct vox_tensor *w, struct vox_tensor *gin)
+{
+    struct vox_nn_train_fast *f = self;
+    const int64_t I = gin->shape[1], O = gout->shape[1];
+    struct vox_nest n;
+    const int t[3] = {VOX_NEST_C, VOX_NEST_A, VOX_NEST_B};
+    deconv_dims(&n, gin->shape + 2, w->shape + 2, I, O, t);
+    static const char *const ord[] = {"i", "z", "y", "o", "a", "b", "c", "x"};
+    order(&n, ord, 8);
+    n.accumulate = true;
+    const struct vox_kernel *k = kernel_for(f, &n);
+    if (!k) {
+        f->n_fallback++;
+        vox_nn_ref_deconv_backward_data(pool, gout, w, gin);
+        return;
+    }
+    f->n_fast++;
+    const int64_t is = I * vol3(gin->shape + 2), os = O * vol3(gout->shape + 2);
+    for (int64_t b = 0; b < gin->shape[0]; b++)
+        vox_kernel_run(k, (float *)gin->data + b * is, (const float *)gout->data + b * os, w->data,
+                       NULL);
+}
+
+static void fast_deconv_bw(void *self, struct vox_pool *pool, const struct vox_tensor *in,
+                           const struct vox_tensor *gout, struct vox_tensor *gw,
+                           struct vox_tensor *gb)
+{
+    struct vox_nn_train_fast *f = self;
+    const int64_t I = in->shape[1], O = gout->shape[1];
+    struct vox_nest n;
+    const int t[3] = {VOX_NEST_A, VOX_NEST_B, VOX_NEST_C};
+    deconv_dims(&n, in->shape + 2, gw->shape + 2, I, O, t);
+    static const char *const ord[] = {"i", "o", "a", "b", "c", "z", "y", "x"};
+    order(&n, ord, 8);
+    n.accumulate = true;
+    const struct vox_kernel *k = kernel_for(f, &n);
+    if (!k) {
+        f->n_fallback++;
+        vox_nn_ref_deconv_backward_weights(pool, in, gout, gw, gb);
+        return;
+    }
+    f->n_fast++;
+    const int64_t is = I * vol3(in->shape + 2), os = O * vol3(gout->shape + 2);
+    for (int64_t b = 0; b < in->shape[0]; b++)
+        vox_kernel_run(k, gw->data, (const float *)in->data + b * is,
+                       (const float *)gout->data + b * os, NULL);
+    if (gb)
+        bias_grad(gout, gb);
+}
+
+enum vox_status vox_nn_train_fast_create(struct vox_ctx *ctx, struct vox_nn_train_fast **f_out)
+{
+    *f_out = NULL;
+    struct vox_nn_train_fast *f = vox_calloc(ctx, 1, sizeof *f);
+    if (!f)
+        return VOX_OUT_OF_MEMORY;
+    f->ctx = ctx;
+    f->table = (struct vox_nn_kernels){f,           fast_conv,      fast_conv_bd,  fast_conv_bw,
+                                       fast_deconv, fast_deconv_bd, fast_deconv_bw};
+    *f_out = f;
+    return VOX_OK;
+}
+
+void vox_nn_train_fast_destroy(struct vox_nn_train_fast *f)
+{
+    if (!f)
+        return;
+    for (int i = 0; i < f->n_cache; i++)
+        vox_kernel_destroy(f->cache[i].k);
+    vox_free(f->ctx, f->cache);
+    vox_free(f->ctx, f->scratch);
+    vox_free(f->ctx, f);
+}
+
+const struct vox_nn_kernels *vox_nn_train_fast_kernels(const struct vox_nn_train_fast *f)
+{
+    return &f->table;
+}
+
+void vox_nn_train_fast_counts(const struct vox_nn_train_fast *f, int64_t *fast_out,
+                              int64_t *fallback_out)
+{
+    *fast_out = f->n_fast;
+    *fallback_out = f->n_fallback;
+}

@@ -1,0 +1,293 @@
+/*
+ * test_train_fast.c: the JIT training kernels (src/nn/fast_train.c) against the reference
+ * kernels (vox_nn_kernels_ref) at odd sizes and channel counts, with dilation, same padding
+ * and every activation; bitwise identity for 1 and 2 threads; the whole trainer with fast
+ * kernels against the reference after a few steps.
+ *
+ * Tolerance: the reference sums in double, the fast kernels in f32 in the nest's order, so
+ * the difference is bounded by a few f32 ulps of the sum of |terms|; inputs are O(1).
+ */
+#include "harness.h"
+#include "vox/vox.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static void fill(struct vox_tensor *t, uint64_t *rng)
+{
+    float *p = t->data;
+    for (int64_t e = 0; e < vox_tensor_numel(t); e++)
+        p[e] = (float)((double)(vox_test_rand(rng) >> 11) / 9007199254740992.0 * 2 - 1);
+}
+
+static struct vox_tensor mk(struct vox_ctx *ctx, int64_t n, int64_t c, int64_t z, int64_t y,
+                            int64_t x, uint64_t *rng)
+{
+    struct vox_tensor t = {0};
+    int64_t s[5] = {n, c, z, y, x};
+    CHECK_OK(vox_tensor_alloc(ctx, &t, VOX_F32, 5, s));
+    if (t.data)
+        fill(&t, rng);
+    return t;
+}
+
+static struct vox_tensor copy(struct vox_ctx *ctx, const struct vox_tensor *a)
+{
+    struct vox_tensor t = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &t, VOX_F32, a->rank, a->shape));
+    if (t.data)
+        memcpy(t.data, a->data, vox_tensor_nbytes(a));
+    return t;
+}
+
+/* max |a - b| <= tol * (1 + max |b|) */
+static bool close_to(const struct vox_tensor *a, const struct vox_tensor *b, double tol)
+{
+    const float *p = a->data, *q = b->data;
+    double err = 0, big = 0;
+    for (int64_t e = 0; e < vox_tensor_numel(a); e++) {
+        err = fmax(err, fabs((double)p[e] - q[e]));
+        big = fmax(big, fabs((double)q[e]));
+    }
+    if (err > tol * (1 + big))
+        fprintf(stderr, "  max error %g (max |ref| %g)\n", err, big);
+    return err <= tol * (1 + big);
+}
+
+static bool same_bits(const struct vox_tensor *a, const struct vox_tensor *b)
+{
+    return memcmp(a->data, b->data, vox_tensor_nbytes(a)) == 0;
+}
+
+struct conv_case {
+    int64_t n, ci, co, in[3], k[3], dil[3];
+    bool same, bias;
+    enum vox_nn_act act;
+};
+
+/* Runs all three conv kernels of table kt on case c; results in out, gin, gw, gb (callers
+ * free them). gin, gw, gb start from the same nonzero values (the kernels add into them). */
+struct conv_run {
+    struct vox_tensor out, gin, gw, gb;
+};
+
+static void run_conv(struct vox_ctx *ctx, const struct vox_nn_kernels *kt,
+                     const struct conv_case *c, struct conv_run *r)
+{
+    uint64_t rng = 7;
+    int64_t pad[3], o[3];
+    for (int a = 0; a < 3; a++) {
+        pad[a] = c->same ? (c->k[a] - 1) * c->dil[a] / 2 : 0;
+        o[a] = c->same ? c->in[a] : c->in[a] - (c->k[a] - 1) * c->dil[a];
+    }
+    struct vox_tensor in = mk(ctx, c->n, c->ci, c->in[0], c->in[1], c->in[2], &rng);
+    struct vox_tensor w = mk(ctx, c->co, c->ci, c->k[0], c->k[1], c->k[2], &rng);
+    struct vox_tensor b = mk(ctx, 1, 1, 1, 1, c->co, &rng);
+    struct vox_tensor gout = mk(ctx, c->n, c->co, o[0], o[1], o[2], &rng);
+    b.rank = 1, b.shape[0] = c->co;
+    r->out = mk(ctx, c->n, c->co, o[0], o[1], o[2], &rng);
+    r->gin = mk(ctx, c->n, c->ci, c->in[0], c->in[1], c->in[2], &rng);
+    r->gw = mk(ctx, c->co, c->ci, c->k[0], c->k[1], c->k[2], &rng);
+    r->gb = copy(ctx, &b);
+    struct vox_pool *pool = vox_ctx_pool(ctx);
+    kt->conv(kt->self, pool, &in, &w, c->bias ? &b : NULL, c->dil, pad, c->act, &r->out);
+    kt->conv_backward_data(kt->self, pool, &gout, &w, c->dil, pad, &r->gin);
+    kt->conv_backward_weights(kt->self, pool, &in, &gout, c->dil, pad, &r->gw,
+                              c->bias ? &r->gb : NULL);
+    vox_tensor_free(ctx, &in);
+    vox_tensor_free(ctx, &w);
+    vox_tensor_free(ctx, &b);
+    vox_tensor_free(ctx, &gout);
+}
+
+static void free_run(struct vox_ctx *ctx, struct conv_run *r)
+{
+    vox_tensor_free(ctx, &r->out);
+    vox_tensor_free(ctx, &r->gin);
+    vox_tensor_free(ctx, &r->gw);
+    vox_tensor_free(ctx, &r->gb);
+}
+
+static const struct conv_case conv_cases[] = {
+    {1, 1, 5, {3, 11, 13}, {1, 3, 3}, {1, 1, 1}, false, true, VOX_ACT_ELU},
+    {1, 3, 7, {4, 9, 19}, {2, 3, 3}, {1, 1, 1}, false, true, VOX_ACT_RELU},
+    {2, 5, 3, {5, 7, 9}, {3, 3, 3}, {1, 2, 2}, false, false, VOX_ACT_LINEAR},
+    {1, 6, 9, {3, 8, 21}, {3, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_SIGMOID},
+    {1, 4, 2, {2, 6, 7}, {1, 1, 1}, {1, 1, 1}, false, true, VOX_ACT_TANH},
+    {1, 2, 3, {3, 5, 6}, {1, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_SOFTMAX},
+    {1, 17, 19, {2, 9, 37}, {1, 3, 3}, {1, 1, 1}, false, true, VOX_ACT_ELU},
+};
+
+/* every conv kernel vs the reference */
+static void test_conv_kernels(struct vox_ctx *ctx)
+{
+    struct vox_nn_train_fast *f = NULL;
+    CHECK_OK(vox_nn_train_fast_create(ctx, &f));
+    if (!f)
+        return;
+    for (size_t i = 0; i < sizeof conv_cases / sizeof conv_cases[0]; i++) {
+        struct conv_run a = {0}, b = {0};
+        run_conv(ctx, vox_nn_kernels_ref(), &conv_cases[i], &a);
+        run_conv(ctx, vox_nn_train_fast_kernels(f), &conv_cases[i], &b);
+        bool ok = close_to(&b.out, &a.out, 2e-5) & close_to(&b.gin, &a.gin, 2e-5) &
+                      close_to(&b.gw, &a.gw, 2e-5) &&
+                  close_to(&b.gb, &a.gb, 2e-5);
+        if (!ok)
+            fprintf(stderr, "  conv case %zu differs\n", i);
+        CHECK(ok);
+        free_run(ctx, &a);
+        free_run(ctx, &b);
+    }
+    int64_t nf, nb;
+    vox_nn_train_fast_counts(f, &nf, &nb);
+    CHECK(nf == 3 * (int64_t)(sizeof conv_cases / sizeof conv_cases[0]));
+    CHECK(nb == 0);
+    vox_nn_train_fast_destroy(f);
+}
+
+/* deconv, its backward data and weights vs the reference */
+static void test_deconv_kernels(struct vox_ctx *ctx)
+{
+    static const struct {
+        int64_t n, ci, co, in[3], k[3];
+    } cases[] = {{1, 3, 5, {2, 3, 5}, {1, 2, 2}},
+                 {2, 7, 2, {3, 4, 3}, {2, 2, 2}},
+                 {1, 1, 9, {1, 5, 4}, {1, 3, 2}}};
+    struct vox_nn_train_fast *f = NULL;
+    CHECK_OK(vox_nn_train_fast_create(ctx, &f));
+    for (size_t i = 0; f && i < sizeof cases / sizeof cases[0]; i++) {
+        struct vox_tensor res[2][4] = {{{0}}};
+        for (int r = 0; r < 2; r++) {
+            const struct vox_nn_kernels *kt =
+                r ? vox_nn_train_fast_kernels(f) : vox_nn_kernels_ref();
+            uint64_t rng = 11;
+            const int64_t *s = cases[i].in, *k = cases[i].k, n = cases[i].n;
+            struct vox_tensor in = mk(ctx, n, cases[i].ci, s[0], s[1], s[2], &rng);
+            struct vox_tensor w = mk(ctx, cases[i].ci, cases[i].co, k[0], k[1], k[2], &rng);
+            struct vox_tensor b = mk(ctx, 1, 1, 1, 1, cases[i].co, &rng);
+            struct vox_tensor gout =
+                mk(ctx, n, cases[i].co, s[0] * k[0], s[1] * k[1], s[2] * k[2], &rng);
+            b.rank = 1, b.shape[0] = cases[i].co;
+            res[r][0] = mk(ctx, n, cases[i].co, s[0] * k[0], s[1] * k[1], s[2] * k[2], &rng);
+            res[r][1] = mk(ctx, n, cases[i].ci, s[0], s[1], s[2], &rng);
+            res[r][2] = mk(ctx, cases[i].ci, cases[i].co, k[0], k[1], k[2], &rng);
+            res[r][3] = copy(ctx, &b);
+            struct vox_pool *pool = vox_ctx_pool(ctx);
+            kt->deconv(kt->self, pool, &in, &w, &b, VOX_ACT_RELU, &res[r][0]);
+            kt->deconv_backward_data(kt->self, pool, &gout, &w, &res[r][1]);
+            kt->deconv_backward_weights(kt->self, pool, &in, &gout, &res[r][2], &res[r][3]);
+            vox_tensor_free(ctx, &in);
+            vox_tensor_free(ctx, &w);
+            vox_tensor_free(ctx, &b);
+            vox_tensor_free(ctx, &gout);
+        }
+        for (int t = 0; t < 4; t++) {
+            CHECK(close_to(&res[1][t], &res[0][t], 2e-5));
+            vox_tensor_free(ctx, &res[0][t]);
+            vox_tensor_free(ctx, &res[1][t]);
+        }
+    }
+    vox_nn_train_fast_destroy(f);
+}
+
+/* 1 and 2 threads: the same bits from every kernel */
+static void test_threads(struct vox_ctx *ctx)
+{
+    struct vox_ctx *one = NULL;
+    struct vox_ctx_options co = {.threads = 1, .log_level = VOX_LOG_WARN};
+    CHECK_OK(vox_ctx_create(&co, &one));
+    struct vox_nn_train_fast *f1 = NULL, *f2 = NULL;
+    if (one)
+        CHECK_OK(vox_nn_train_fast_create(one, &f1));
+    CHECK_OK(vox_nn_train_fast_create(ctx, &f2));
+    for (size_t i = 0; f1 && f2 && i < sizeof conv_cases / sizeof conv_cases[0]; i++) {
+        struct conv_run a = {0}, b = {0};
+        run_conv(one, vox_nn_train_fast_kernels(f1), &conv_cases[i], &a);
+        run_conv(ctx, vox_nn_train_fast_kernels(f2), &conv_cases[i], &b);
+        CHECK(same_bits(&a.out, &b.out) && same_bits(&a.gin, &b.gin) && same_bits(&a.gw, &b.gw) &&
+              same_bits(&a.gb, &b.gb));
+        free_run(one, &a);
+        free_run(ctx, &b);
+    }
+    vox_nn_train_fast_destroy(f1);
+    vox_nn_train_fast_destroy(f2);
+    vox_ctx_destroy(one);
+}
+
+static const char net_text[] = "input raw channels=1\n"
+                               "conv c1 raw -> 7 kernel=1x3x3 act=elu\n"
+                               "conv c2 c1 -> 5 kernel=2x3x3 act=relu\n"
+                               "conv c3 c2 -> 6 kernel=3 pad=same act=elu\n"
+                               "conv c4 c3 -> 3 kernel=1\n"
+                               "output aff c4 act=sigmoid\n";
+
+static void make_volume(struct vox_ctx *ctx, const char *file)
+{
+    struct vox_synth_params p;
+    vox_synth_defaults(&p);
+    p.shape[0] = 8, p.shape[1] = 48, p.shape[2] = 48;
+    p.seed = 5;
+    struct vox_tensor raw = {0}, lab = {0};
+    CHECK_OK(vox_synth_generate(ctx, &p, &raw, &lab, NULL, NULL));
+    char spec[600];
+    snprintf(spec, sizeof spec, "%s:/raw", file);
+    CHECK_OK(vox_volume_save(ctx, spec, &raw, NULL));
+    snprintf(spec, sizeof spec, "%s:/labels", file);
+    CHECK_OK(vox_volume_save(ctx, spec, &lab, NULL));
+    vox_tensor_free(ctx, &raw);
+    vox_tensor_free(ctx, &lab);
+}
+
+/* the trainer with fast kernels: the same losses and weights as with the reference, within
+ * f32 rounding, after a few Adam steps */
+static void test_trainer(struct vox_ctx *ctx)
+{
+    char file[256], raw[300], lab[300];
+    snprintf(file, sizeof file, "/tmp/vox_test_train_fast_%ld.h5", (long)getpid());
+    snprintf(raw, sizeof raw, "%s:/raw", file);
+    snprintf(lab, sizeof lab, "%s:/labels", file);
+    make_volume(ctx, file);
+    struct vox_train_source src = {raw, lab, NULL};
+    struct vox_net *net = NULL;
+    struct vox_train_data *data = NULL;
+    struct vox_nn_train_fast *f = NULL;
+    struct vox_trainer *tr[2] = {NULL, NULL};
+    CHECK_OK(vox_net_parse(ctx, net_text, "t.net", &net));
+    CHECK_OK(vox_train_data_open(ctx, &src, 1, &data));
+    CHECK_OK(vox_nn_train_fast_create(ctx, &f));
+    if (!net || !data || !f)
+        goto done;
+    struct vox_train_options o;
+    vox_train_options_defaults(&o);
+    o.patch[0] = 5, o.patch[1] = 17, o.patch[2] = 19;
+    o.aug.flips = true;
+    for (int r = 0; r < 2; r++) {
+        o.kernels = r ? vox_nn_train_fast_kernels(f) : NULL;
+        CHECK_OK(vox_trainer_create(ctx, net, &o, NULL, data, &tr[r]));
+    }
+    if (!tr[0] || !tr[1])
+        goto done;
+    for (int i = 0; i < 5; i++) {
+        double la, lb;
+        CHECK_OK(vox_trainer_step(ctx, tr[0], &la));
+        CHECK_OK(vox_trainer_step(ctx, tr[1], &lb));
+        CHECK_NEAR(la, lb, 1e-4 * (1 + fabs(la)));
+    }
+    const struct vox_nn_weights *wa = vox_trainer_weights(tr[0]), *wb = vox_trainer_weights(tr[1]);
+    for (int l = 0; l < wa->n_layers; l++)
+        for (int p = 0; p < VOX_P_COUNT; p++)
+            if (wa->p[l][p].rank)
+                CHECK(close_to(&wb->p[l][p], &wa->p[l][p], 1e-4));
+done:
+    vox_trainer_destroy(tr[0]);
+    vox_trainer_destroy(tr[1]);
+    vox_nn_train_fast_destroy(f);
+    vox_train_data_close(data);
+    vox_net_destroy(net);
+    remove(file);
+}
+
+VOX_TEST_MAIN(VOX_TEST(test_conv_kernels), VOX_TEST(test_deconv_kernels), VOX_TEST(test_threads),
+              VOX_TEST(test_trainer))
