@@ -54,9 +54,10 @@ enum vox_status seg_basin_edges(struct vox_ctx *ctx, const struct vox_tensor *la
                                 const struct vox_tensor *q, uint64_t **edges_out,
                                 int64_t *n_out);
 
-/* vox_seg_single_linkage over seg_basin_edges' packed edges (linkage.c). */
-enum vox_status seg_single_linkage_packed(struct vox_ctx *ctx, int64_t nbasins,
-                                          const uint64_t *e, int64_t ne, const int64_t *sizes,
+/* vox_seg_single_linkage over seg_basin_edges' packed edges (linkage.c). Consumes e (freed
+ * before the merge history is allocated) and uses sizes (nbasins + 1 basin sizes) as scratch. */
+enum vox_status seg_single_linkage_packed(struct vox_ctx *ctx, int64_t nbasins, uint64_t *e,
+                                          int64_t ne, int64_t *sizes,
                                           const struct vox_seg_params *p, uint32_t **map_out,
                                           int64_t *nseg_out, int64_t **seg_sizes_out,
                                           struct vox_merge_history *dend_out);
