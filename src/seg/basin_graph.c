@@ -10,8 +10,9 @@
  * row into its own L2-sized open-addressing table and, when the table is half full, appends
  * its entries to a list of fixed 1 MiB blocks and clears it, so a pair may appear a few times.
  * The result is a set (the largest max of each pair), so it does not depend on the split.
- * Gather: the blocks are copied into one array, each freed as soon as it is copied; the
- * array's pages become resident only as they are written, so the peak stays near one copy.
+ * Gather: the blocks are copied into one array, each freed (its pages returned to the system
+ * first: the heap would keep them) as soon as it is copied; the array's pages become resident
+ * only as they are written, so the peak stays near one copy.
  * Order: an in-place MSD radix sort (American flag sort) by (a, b, max), a pass keeping the
  * last (largest) entry of each pair, then a second in-place sort by (255 - max, a, b): the
  * order of vox_seg_single_linkage (descending max, ties ascending (a, b)). The keys are
@@ -270,6 +271,7 @@ static int64_t bg_order(struct vox_ctx *ctx, uint64_t *k, int64_t n, uint64_t *t
             continue;
         k[m++] = (uint64_t)(255 - (k[i] & 0xFF)) << 56 | k[i] >> 8; /* (255 - max, a, b) */
     }
+    seg_release_pages(k + m, (size_t)(n - m) * sizeof *k); /* the duplicates' room */
     bg_sort(ctx, k, m, tmp);
     for (int64_t i = 0; i < m; i++)
         k[i] = (k[i] & (((uint64_t)1 << 56) - 1)) << 8 | (255 - (k[i] >> 56));
@@ -292,6 +294,7 @@ static enum vox_status bg_gather(struct vox_ctx *ctx, struct bg_thread *t, int n
             int64_t len = b + 1 < t[i].nblocks ? BG_BLOCK : t[i].nlast;
             memcpy(all + at, t[i].blocks[b], (size_t)len * 8);
             at += len;
+            seg_release_pages(t[i].blocks[b], (size_t)BG_BLOCK * 8);
             vox_free(ctx, t[i].blocks[b]);
         }
         t[i].nblocks = 0;

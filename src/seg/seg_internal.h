@@ -40,6 +40,10 @@ static inline uint32_t seg_find(uint32_t *parent, uint32_t x)
     return x;
 }
 
+/* Returns the whole pages inside p[0..bytes) to the system (their contents become zeros); for
+ * buffers about to be freed whose memory the allocator would otherwise keep resident. */
+void seg_release_pages(void *p, size_t bytes);
+
 /* Appends one merge, growing the array. */
 enum vox_status seg_history_push(struct vox_ctx *ctx, struct vox_merge_history *h, int64_t a,
                                  int64_t b, int64_t survivor, double score);
