@@ -42,29 +42,72 @@ struct ws_job {
     int low, high;
 };
 
+/* 16 voxels at a time, with GCC's generic vector extension (SSE2 / NEON / scalar code). */
+typedef uint8_t ws_v16 __attribute__((vector_size(16)));
+
+static inline ws_v16 ws_ld(const uint8_t *p)
+{
+    ws_v16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline ws_v16 ws_vmax(ws_v16 a, ws_v16 b)
+{
+    return b ^ ((a ^ b) & (ws_v16)(a > b));
+}
+
+/* The largest edge of voxel v at (z, y, x), edges leaving the volume left out. */
+static inline uint8_t ws_max_of(const struct ws_job *j, int64_t v, int64_t z, int64_t y,
+                                int64_t x)
+{
+    const int64_t n = j->d.n, X = j->d.x;
+    const uint8_t *q = j->q;
+    uint8_t e[6] = {z > 0 ? q[v] : 0,
+                    y > 0 ? q[n + v] : 0,
+                    x > 0 ? q[2 * n + v] : 0,
+                    x + 1 < X ? q[2 * n + v + 1] : 0,
+                    y + 1 < j->d.y ? q[n + v + X] : 0,
+                    z + 1 < j->d.z ? q[v + j->d.plane] : 0};
+    uint8_t m = 0;
+    for (int d = 0; d < 6; d++)
+        m = e[d] > m ? e[d] : m;
+    return m;
+}
+
+/* The 16 maxima at x of a row: the x edges from the row itself, the others from 4 rows of
+ * edges (a row of zeros where the edge leaves the volume, zero[] repeated: step 0). */
+static inline void ws_max16(uint8_t *m, const uint8_t *qx, const uint8_t *const src[4],
+                            const int64_t step[4], int64_t x)
+{
+    ws_v16 v = ws_vmax(ws_ld(qx + x), ws_ld(qx + x + 1));
+    for (int k = 0; k < 4; k++)
+        v = ws_vmax(v, ws_ld(src[k] + x * step[k]));
+    memcpy(m + x, &v, sizeof v);
+}
+
+/* Pass A over rows [lo, hi) (row = z * Y + y). */
 static void ws_max_rows(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     const struct ws_job *j = arg;
-    const int64_t X = j->d.x, n = j->d.n;
+    const int64_t X = j->d.x, n = j->d.n, P = j->d.plane;
+    static const uint8_t zero[16];
     for (int64_t r = lo[0]; r < hi[0]; r++) {
-        int64_t z = r / j->d.y, y = r % j->d.y, v0 = r * X;
-        const uint8_t *qz = j->q + v0, *qy = j->q + n + v0, *qx = j->q + 2 * n + v0;
-        uint8_t *m = j->m + v0;
-        memset(m, 0, (size_t)X);
-        for (int64_t x = 1; x < X; x++) { /* -x of v and +x of v - 1 */
-            uint8_t a = qx[x];
-            m[x] = a > m[x] ? a : m[x];
-            m[x - 1] = a > m[x - 1] ? a : m[x - 1];
+        int64_t z = r / j->d.y, y = r % j->d.y, v0 = r * X, x = 1;
+        const uint8_t *qz = j->q + v0, *qy = qz + n, *qx = qy + n;
+        const bool in[4] = {z > 0, z + 1 < j->d.z, y > 0, y + 1 < j->d.y};
+        const uint8_t *src[4] = {in[0] ? qz : zero, in[1] ? qz + P : zero,
+                                 in[2] ? qy : zero, in[3] ? qy + X : zero};
+        const int64_t step[4] = {in[0], in[1], in[2], in[3]};
+        for (; x + 17 <= X; x += 16)
+            ws_max16(j->m + v0, qx, src, step, x);
+        if (x > 1 && x + 1 < X) { /* the rest, overlapping the last 16 (same values) */
+            ws_max16(j->m + v0, qx, src, step, X - 17);
+            x = X - 1;
         }
-        const uint8_t *srcs[4] = {z > 0 ? qz : NULL, z + 1 < j->d.z ? qz + j->d.plane : NULL,
-                                  y > 0 ? qy : NULL, y + 1 < j->d.y ? qy + X : NULL};
-        for (int k = 0; k < 4; k++) {
-            const uint8_t *s = srcs[k];
-            if (!s)
-                continue;
-            for (int64_t x = 0; x < X; x++)
-                m[x] = s[x] > m[x] ? s[x] : m[x];
-        }
+        for (; x < X; x++)
+            j->m[v0 + x] = ws_max_of(j, v0 + x, z, y, x);
+        j->m[v0] = ws_max_of(j, v0, z, y, 0);
     }
 }
 
@@ -105,12 +148,47 @@ static inline uint8_t ws_dir_of(const struct ws_job *j, int64_t v, int64_t z, in
     return (uint8_t)(DIR_RESOLVED | (1u << exit) | (bits ? DIR_SEED : 0));
 }
 
+/* ws_dir_of for the 16 voxels at v of an interior row (every edge exists), branch-free. */
+static inline ws_v16 ws_dir16(const struct ws_job *j, int64_t v)
+{
+    const int64_t n = j->d.n, X = j->d.x, P = j->d.plane, off[6] = {-P, -X, -1, 1, X, P};
+    const uint8_t *q = j->q, *m = j->m;
+    const ws_v16 e[6] = {ws_ld(q + v),         ws_ld(q + n + v),     ws_ld(q + 2 * n + v),
+                         ws_ld(q + 2 * n + v + 1), ws_ld(q + n + v + X), ws_ld(q + v + P)};
+    const ws_v16 mv = ws_ld(m + v), high = mv * 0 + (uint8_t)j->high;
+    ws_v16 hb = mv * 0, ex = hb, pl = hb;
+    for (int d = 0; d < 6; d++) {
+        ws_v16 bit = hb * 0 + (uint8_t)(1u << d), nb = ws_ld(m + v + off[d]);
+        ws_v16 eq = (ws_v16)(e[d] == mv), up = (ws_v16)(nb > mv);
+        hb |= (ws_v16)(e[d] >= high) & bit;
+        ex |= eq & up & bit;
+        pl |= eq & ~up & bit;
+    }
+    ws_v16 has_ex = (ws_v16)(ex != 0), has_pl = (ws_v16)(pl != 0);
+    ws_v16 resolved = (ex & -ex) | (uint8_t)DIR_RESOLVED | (has_pl & (uint8_t)DIR_SEED);
+    ws_v16 mid = (has_ex & resolved) | (~has_ex & pl), is_hi = (ws_v16)(mv >= high);
+    return (ws_v16)(mv > (uint8_t)j->low) & ((is_hi & hb) | (~is_hi & mid));
+}
+
 static void ws_dir_rows(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     const struct ws_job *j = arg;
+    const int64_t X = j->d.x;
     for (int64_t r = lo[0]; r < hi[0]; r++) {
-        int64_t z = r / j->d.y, y = r % j->d.y, v0 = r * j->d.x;
-        for (int64_t x = 0; x < j->d.x; x++)
+        int64_t z = r / j->d.y, y = r % j->d.y, v0 = r * X, x = 0;
+        if (z > 0 && z + 1 < j->d.z && y > 0 && y + 1 < j->d.y) {
+            j->dir[v0] = ws_dir_of(j, v0, z, y, 0);
+            for (x = 1; x + 17 <= X; x += 16) {
+                ws_v16 dv = ws_dir16(j, v0 + x);
+                memcpy(j->dir + v0 + x, &dv, sizeof dv);
+            }
+            if (x > 1 && x + 1 < X) { /* the rest, overlapping the last 16 (same values) */
+                ws_v16 dv = ws_dir16(j, v0 + X - 17);
+                memcpy(j->dir + v0 + X - 17, &dv, sizeof dv);
+                x = X - 1;
+            }
+        }
+        for (; x < X; x++)
             j->dir[v0 + x] = ws_dir_of(j, v0 + x, z, y, x);
     }
 }
