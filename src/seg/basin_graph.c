@@ -105,9 +105,10 @@ static enum vox_status bg_row(struct vox_ctx *ctx, struct bg_thread *t, const ui
                               const uint32_t *lb, const uint8_t *qc, int64_t x0, int64_t nx)
 {
     uint64_t last = 0, *slot = NULL;
-    for (int64_t x = x0; x < nx; x++) {
+    for (int64_t x = seg_skip_equal(la, lb, x0, nx); x < nx;
+         x = seg_skip_equal(la, lb, x + 1, nx)) {
         uint32_t a = la[x], b = lb[x];
-        if (a == b || !a || !b)
+        if (!a || !b)
             continue;
         uint64_t pair = a < b ? (uint64_t)a << 28 | b : (uint64_t)b << 28 | a;
         if (pair != last || !slot) {

@@ -10,6 +10,8 @@
 
 #include "vox/seg.h"
 
+#include <string.h>
+
 /* A (Z, Y, X) volume: n = Z * Y * X voxels, plane = Y * X. */
 struct seg_dims {
     int64_t z, y, x, n, plane;
@@ -29,6 +31,23 @@ struct seg_kv {
 
 /* Sorts kv[0..n) by key, stably, using tmp[0..n) as scratch. */
 void seg_radix_sort(struct seg_kv *kv, struct seg_kv *tmp, int64_t n);
+
+/* The first x in [x, nx) where la[x] != lb[x] (or nx), four labels at a time: most faces of
+ * a volume lie inside one segment. */
+static inline int64_t seg_skip_equal(const uint32_t *la, const uint32_t *lb, int64_t x,
+                                     int64_t nx)
+{
+    for (; x + 4 <= nx; x += 4) {
+        uint64_t a[2], b[2];
+        memcpy(a, la + x, sizeof a);
+        memcpy(b, lb + x, sizeof b);
+        if ((a[0] ^ b[0]) | (a[1] ^ b[1]))
+            break;
+    }
+    while (x < nx && la[x] == lb[x])
+        x++;
+    return x;
+}
 
 /* Union-find root with path halving over parent[] (uint32 indices). */
 static inline uint32_t seg_find(uint32_t *parent, uint32_t x)

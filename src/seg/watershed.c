@@ -221,35 +221,44 @@ static void ws_split_plateaus(uint8_t *dir, uint32_t *queue, const struct seg_di
     }
 }
 
+/* Joins the union-find trees of r (a root) and u; returns the new root (the smaller). */
+static inline uint32_t ws_join(uint32_t *parent, uint32_t r, uint32_t u, int64_t *roots)
+{
+    uint32_t ru = seg_find(parent, u);
+    if (ru == r)
+        return r;
+    (*roots)--;
+    parent[ru > r ? ru : r] = ru < r ? ru : r;
+    return ru < r ? ru : r;
+}
+
 /* Pass D1: unions the voxels of each maximum plateau; returns the number of plateaus. A voxel
- * joins the root of its first plateau neighbour (nearest first: -x, -y, -z) without a find
- * of its own, so the common case (a run along x) costs one short find. */
+ * joins the tree of its -x plateau neighbour, then those of its -y and -z plateau neighbours;
+ * root = smallest index. */
 static int64_t ws_union_plateaus(const uint8_t *dir, uint32_t *parent, const struct seg_dims *d)
 {
-    const int64_t off[3] = {-1, -d->x, -d->plane};
-    const uint8_t bit[3] = {1u << 2, 1u << 1, 1u << 0};
     int64_t roots = 0;
+    const int64_t X = d->x, P = d->plane;
     for (int64_t v = 0; v < d->n; v++) {
         uint8_t dv = dir[v];
         if (!dv || (dv & DIR_RESOLVED))
             continue;
-        uint32_t r = UINT32_MAX;
-        for (int k = 0; k < 3; k++) {
-            if (!(dv & bit[k]))
-                continue;
-            uint32_t ru = seg_find(parent, (uint32_t)(v + off[k]));
-            if (r == UINT32_MAX) {
-                r = ru;
-            } else if (ru != r) {
-                parent[ru > r ? ru : r] = ru < r ? ru : r;
-                r = ru < r ? ru : r;
-                roots--;
-            }
-        }
-        if (r == UINT32_MAX) {
+        uint32_t r;
+        if (dv & 4) { /* -x */
+            r = seg_find(parent, (uint32_t)(v - 1));
+            if (dv & 2)
+                r = ws_join(parent, r, (uint32_t)(v - X), &roots);
+        } else if (dv & 2) { /* -y */
+            r = seg_find(parent, (uint32_t)(v - X));
+        } else if (dv & 1) { /* -z */
+            parent[v] = seg_find(parent, (uint32_t)(v - P));
+            continue;
+        } else {
             r = (uint32_t)v;
             roots++;
         }
+        if (dv & 1)
+            r = ws_join(parent, r, (uint32_t)(v - P), &roots);
         parent[v] = r;
     }
     return roots;
@@ -281,8 +290,14 @@ static int64_t ws_label(uint8_t *dir, uint32_t *lab, const struct seg_dims *d, i
             sizes[lab[v]]++;
             continue;
         }
-        int64_t p = v, nx;
+        int64_t p = v, nx = ws_next(dir, lab, off, v);
         uint32_t id;
+        if (nx >= 0 && nx < v) { /* the common case: the next voxel is labelled already */
+            id = lab[v] = lab[nx];
+            dir[v] |= DIR_DONE;
+            sizes[id]++;
+            continue;
+        }
         for (;;) { /* find the end: a labelled voxel or a plateau root */
             if (dir[p] & DIR_DONE) {
                 id = lab[p];
