@@ -14,7 +14,8 @@
  *   C  split: one BFS from the SEED voxels in C order through plateau edges; a reached voxel
  *             points back to the voxel that reached it (neighbours in index order). Plateaus
  *             without an exit stay unresolved: they are the regional maxima.   serial
- *   D1 union: union-find over the unresolved plateau voxels (root = smallest index).  serial
+ *   D1 union: union-find over the unresolved plateau voxels (root = smallest index), in
+ *             z-slabs, then across the slabs' seams.                     parallel, seams serial
  *   D2 label: in C order, follow each voxel's pointers to a labelled voxel or a plateau root;
  *             a root met first gets the next label (canonical numbering), and the whole path
  *             is labelled, so every voxel is walked once.                          serial
@@ -232,17 +233,21 @@ static inline uint32_t ws_join(uint32_t *parent, uint32_t r, uint32_t u, int64_t
     return ru < r ? ru : r;
 }
 
-/* Pass D1: unions the voxels of each maximum plateau; returns the number of plateaus. A voxel
- * joins the tree of its -x plateau neighbour, then those of its -y and -z plateau neighbours;
- * root = smallest index. */
-static int64_t ws_union_plateaus(const uint8_t *dir, uint32_t *parent, const struct seg_dims *d)
+/* Pass D1 over the voxels [v0, v1) (whole planes): unions the voxels of each maximum plateau;
+ * returns the number of trees made. A voxel joins the tree of its -x plateau neighbour, then
+ * those of its -y and -z plateau neighbours; root = smallest index. The -z edges of the first
+ * plane are left out when `cut` (another slab's: see ws_union_seams). */
+static int64_t ws_union_slab(const uint8_t *dir, uint32_t *parent, const struct seg_dims *d,
+                             int64_t v0, int64_t v1, bool cut)
 {
     int64_t roots = 0;
-    const int64_t X = d->x, P = d->plane;
-    for (int64_t v = 0; v < d->n; v++) {
+    const int64_t X = d->x, P = d->plane, vcut = cut ? v0 + P : v0;
+    for (int64_t v = v0; v < v1; v++) {
         uint8_t dv = dir[v];
         if (!dv || (dv & DIR_RESOLVED))
             continue;
+        if (v < vcut)
+            dv &= (uint8_t)~1u;
         uint32_t r;
         if (dv & 4) { /* -x */
             r = seg_find(parent, (uint32_t)(v - 1));
@@ -262,6 +267,65 @@ static int64_t ws_union_plateaus(const uint8_t *dir, uint32_t *parent, const str
         parent[v] = r;
     }
     return roots;
+}
+
+struct ws_union_job {
+    const uint8_t *dir;
+    uint32_t *parent;
+    const struct seg_dims *d;
+    int64_t nslab;
+    int64_t *roots; /* per slab */
+};
+
+static int64_t ws_slab_start(const struct ws_union_job *j, int64_t k)
+{
+    return k * j->d->z / j->nslab * j->d->plane;
+}
+
+static void ws_union_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct ws_union_job *j = arg;
+    for (int64_t k = lo[0]; k < hi[0]; k++)
+        j->roots[k] = ws_union_slab(j->dir, j->parent, j->d, ws_slab_start(j, k),
+                                    ws_slab_start(j, k + 1), k > 0);
+}
+
+/* Joins the slabs across the -z edges of their first planes; returns the joins made. */
+static int64_t ws_union_seams(const struct ws_union_job *j)
+{
+    int64_t joins = 0;
+    for (int64_t k = 1; k < j->nslab; k++) {
+        int64_t v0 = ws_slab_start(j, k), v1 = v0 + j->d->plane;
+        for (int64_t v = v0; v < v1 && v0 < j->d->n; v++) {
+            uint8_t dv = j->dir[v];
+            if (!(dv & 1) || (dv & DIR_RESOLVED))
+                continue;
+            uint32_t r = seg_find(j->parent, (uint32_t)v);
+            ws_join(j->parent, r, (uint32_t)(v - j->d->plane), &joins);
+        }
+    }
+    return joins;
+}
+
+/* Pass D1 in z-slabs, one per thread, then the seams; returns the number of plateaus (the
+ * partition and its roots, the smallest indices, do not depend on the slabs). */
+static enum vox_status ws_union_plateaus(struct vox_ctx *ctx, const uint8_t *dir,
+                                         uint32_t *parent, const struct seg_dims *d,
+                                         int64_t *nplateaus)
+{
+    int64_t nslab = vox_ctx_threads(ctx) < d->z ? vox_ctx_threads(ctx) : d->z;
+    struct ws_union_job j = {.dir = dir, .parent = parent, .d = d, .nslab = nslab};
+    j.roots = vox_calloc(ctx, (size_t)nslab, sizeof *j.roots);
+    if (!j.roots)
+        return VOX_OUT_OF_MEMORY;
+    vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){nslab, 1, 1}, (int64_t[3]){1, 1, 1},
+                 VOX_SCHED_STATIC, ws_union_task, &j);
+    int64_t n = ws_union_seams(&j);
+    for (int64_t k = 0; k < nslab; k++)
+        n += j.roots[k];
+    vox_free(ctx, j.roots);
+    *nplateaus = n;
+    return VOX_OK;
 }
 
 /* The next voxel along v's pointer (resolved) or its union-find parent (plateau); -1 at a
@@ -349,7 +413,10 @@ enum vox_status vox_seg_watershed(struct vox_ctx *ctx, const struct vox_tensor *
     vox_pool_for(vox_ctx_pool(ctx), rows, tile, VOX_SCHED_STATIC, ws_max_rows, &j);
     vox_pool_for(vox_ctx_pool(ctx), rows, tile, VOX_SCHED_STATIC, ws_dir_rows, &j);
     ws_split_plateaus(j.dir, lab.data, &j.d);
-    int64_t nplateaus = ws_union_plateaus(j.dir, lab.data, &j.d);
+    int64_t nplateaus = 0;
+    s = ws_union_plateaus(ctx, j.dir, lab.data, &j.d, &nplateaus);
+    if (s != VOX_OK)
+        goto fail;
     sizes = vox_calloc(ctx, (size_t)nplateaus + 1, sizeof *sizes);
     if (!sizes) {
         s = VOX_OUT_OF_MEMORY;
