@@ -16,9 +16,12 @@
  *             without an exit stay unresolved: they are the regional maxima.   serial
  *   D1 union: union-find over the unresolved plateau voxels (root = smallest index), in
  *             z-slabs, then across the slabs' seams.                     parallel, seams serial
- *   D2 label: in C order, follow each voxel's pointers to a labelled voxel or a plateau root;
- *             a root met first gets the next label (canonical numbering), and the whole path
- *             is labelled, so every voxel is walked once.                          serial
+ *   D2 label: per z-slab, in C order, follow each voxel's pointers to a labelled voxel, a
+ *             plateau root or the slab's edge; a new end gets the slab's next provisional id
+ *             and the whole path is labelled, so every voxel is walked once.       parallel
+ *             Then each id follows its end across the slabs to a plateau root (serial, per
+ *             id); taking the ids in slab order is taking them in C order of their first
+ *             voxel, so the basins are numbered canonically; labels rewritten.     parallel
  *
  * Edges that leave the volume do not exist (the reference code gives them T_low, which never
  * wins). Pointers ascend strictly in m, or stay in a plateau and move to an earlier BFS
@@ -339,51 +342,198 @@ static inline int64_t ws_next(const uint8_t *dir, const uint32_t *lab, const int
     return lab[v] == (uint32_t)v ? -1 : (int64_t)lab[v];
 }
 
-/* Pass D2: canonical labels and sizes (sizes has room for every plateau + 1). */
-static int64_t ws_label(uint8_t *dir, uint32_t *lab, const struct seg_dims *d, int64_t *sizes)
+/* Pass D2 of one z-slab: provisional labels. A slab's ids are numbered in C order of their
+ * first voxel; an id ends on a plateau root inside the slab (target UINT32_MAX) or on the
+ * first voxel outside the slab that its pointers reach (target). */
+struct ws_slab_ids {
+    int64_t n, cap;    /* ids 1..n */
+    uint32_t *target;  /* [id] */
+    uint32_t *size;    /* [id], [0]: background voxels */
+    enum vox_status s;
+};
+
+static uint32_t ws_new_id(struct vox_ctx *ctx, struct ws_slab_ids *t, uint32_t target)
+{
+    if (t->n + 1 >= t->cap) {
+        int64_t cap = 2 * t->cap + 1024;
+        uint32_t *tg = vox_realloc(ctx, t->target, (size_t)t->cap * 4, (size_t)cap * 4);
+        uint32_t *sz = tg ? vox_realloc(ctx, t->size, (size_t)t->cap * 4, (size_t)cap * 4) : NULL;
+        if (tg)
+            t->target = tg;
+        if (!sz) {
+            t->s = VOX_OUT_OF_MEMORY;
+            return 0;
+        }
+        t->size = sz;
+        memset(sz + t->cap, 0, (size_t)(cap - t->cap) * 4);
+        t->cap = cap;
+    }
+    t->n++;
+    t->target[t->n] = target;
+    return (uint32_t)t->n;
+}
+
+/* Labels the voxels [v0, v1) with ids of t (lab[v] = id, DONE set); reads nothing outside. */
+static void ws_label_slab(struct vox_ctx *ctx, uint8_t *dir, uint32_t *lab,
+                          const struct seg_dims *d, int64_t v0, int64_t v1,
+                          struct ws_slab_ids *t)
 {
     const int64_t off[6] = {-d->plane, -d->x, -1, 1, d->x, d->plane};
-    int64_t next_id = 0;
-    for (int64_t v = 0; v < d->n; v++) {
+    if (!ws_new_id(ctx, t, 0)) /* room for size[0] */
+        return;
+    t->n = 0;
+    for (int64_t v = v0; v < v1 && t->s == VOX_OK; v++) {
         if (!dir[v]) {
             lab[v] = 0;
-            sizes[0]++;
+            t->size[0]++;
             continue;
         }
-        if (dir[v] & DIR_DONE) {
-            sizes[lab[v]]++;
-            continue;
-        }
-        int64_t p = v, nx = ws_next(dir, lab, off, v);
-        uint32_t id;
-        if (nx >= 0 && nx < v) { /* the common case: the next voxel is labelled already */
-            id = lab[v] = lab[nx];
-            dir[v] |= DIR_DONE;
-            sizes[id]++;
-            continue;
-        }
-        for (;;) { /* find the end: a labelled voxel or a plateau root */
-            if (dir[p] & DIR_DONE) {
-                id = lab[p];
-                break;
+        if (!(dir[v] & DIR_DONE)) {
+            int64_t p = v, nx = ws_next(dir, lab, off, v);
+            uint32_t id;
+            if (nx >= v0 && nx < v) { /* the common case: the next voxel is labelled already */
+                lab[v] = lab[nx];
+                dir[v] |= DIR_DONE;
+                t->size[lab[v]]++;
+                continue;
             }
-            if ((nx = ws_next(dir, lab, off, p)) < 0) {
-                id = (uint32_t)++next_id;
-                break;
+            for (;;) { /* find the end: a labelled voxel, a plateau root or the slab's edge */
+                if (dir[p] & DIR_DONE) {
+                    id = lab[p];
+                    break;
+                }
+                nx = ws_next(dir, lab, off, p);
+                if (nx < 0 || nx < v0 || nx >= v1) {
+                    id = ws_new_id(ctx, t, nx < 0 ? UINT32_MAX : (uint32_t)nx);
+                    break;
+                }
+                p = nx;
             }
-            p = nx;
+            if (!id)
+                return;
+            for (int64_t w = v; !(dir[w] & DIR_DONE);) { /* label the path, end included */
+                nx = ws_next(dir, lab, off, w);
+                lab[w] = id;
+                dir[w] |= DIR_DONE;
+                if (nx < v0 || nx >= v1)
+                    break;
+                w = nx;
+            }
         }
-        for (int64_t w = v; !(dir[w] & DIR_DONE);) { /* label the path, end included */
-            nx = ws_next(dir, lab, off, w);
-            lab[w] = id;
-            dir[w] |= DIR_DONE;
-            if (nx < 0)
-                break;
-            w = nx;
-        }
-        sizes[id]++;
+        t->size[lab[v]]++;
     }
-    return next_id;
+}
+
+struct ws_label_job {
+    struct vox_ctx *ctx;
+    uint8_t *dir;
+    uint32_t *lab;
+    struct ws_union_job u; /* the slabs */
+    struct ws_slab_ids *ids;
+    int64_t *base;         /* global id of slab k's id 1, minus 1 */
+    const uint32_t *fin;   /* global id -> label */
+};
+
+static void ws_label_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct ws_label_job *j = arg;
+    for (int64_t k = lo[0]; k < hi[0]; k++)
+        ws_label_slab(j->ctx, j->dir, j->lab, j->u.d, ws_slab_start(&j->u, k),
+                      ws_slab_start(&j->u, k + 1), &j->ids[k]);
+}
+
+static void ws_relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct ws_label_job *j = arg;
+    for (int64_t k = lo[0]; k < hi[0]; k++) {
+        const uint32_t *fin = j->fin + j->base[k];
+        for (int64_t v = ws_slab_start(&j->u, k); v < ws_slab_start(&j->u, k + 1); v++)
+            j->lab[v] = j->lab[v] ? fin[j->lab[v]] : 0;
+    }
+}
+
+/* The global id of voxel v's provisional label. */
+static uint32_t ws_global_id(const struct ws_label_job *j, int64_t v)
+{
+    int64_t k = 0;
+    while (ws_slab_start(&j->u, k + 1) <= v)
+        k++;
+    return (uint32_t)(j->base[k] + j->lab[v]);
+}
+
+/* fin[g] = the root id (one that ends on a plateau root) that id g's targets lead to. */
+static void ws_resolve(const struct ws_label_job *j, uint32_t *fin, int64_t nid)
+{
+    for (int64_t k = 0, g = 1; k < j->u.nslab; k++) {
+        for (int64_t i = 1; i <= j->ids[k].n; i++, g++) {
+            uint32_t t = j->ids[k].target[i];
+            fin[g] = t == UINT32_MAX ? (uint32_t)g : ws_global_id(j, t);
+        }
+    }
+    for (int64_t g = 1; g <= nid; g++) { /* pointer paths are acyclic: so are the targets */
+        uint32_t r = (uint32_t)g;
+        while (fin[r] != r)
+            r = fin[r];
+        for (uint32_t w = (uint32_t)g, nx; fin[w] != r; w = nx) {
+            nx = fin[w];
+            fin[w] = r;
+        }
+    }
+}
+
+/* Pass D2 in z-slabs (provisional ids, in parallel), then the ids joined and numbered
+ * canonically (serial, per id), then the labels rewritten (in parallel). */
+static enum vox_status ws_label(struct vox_ctx *ctx, uint8_t *dir, uint32_t *lab,
+                                const struct seg_dims *d, int64_t *sizes, int64_t *nbasins)
+{
+    int64_t nslab = vox_ctx_threads(ctx) < d->z ? vox_ctx_threads(ctx) : d->z;
+    struct ws_label_job j = {.ctx = ctx, .dir = dir, .lab = lab,
+                             .u = {.d = d, .nslab = nslab}};
+    j.ids = vox_calloc(ctx, (size_t)nslab, sizeof *j.ids);
+    j.base = vox_calloc(ctx, (size_t)nslab + 1, sizeof *j.base);
+    uint32_t *fin = NULL, *num = NULL;
+    enum vox_status s = j.ids && j.base ? VOX_OK : VOX_OUT_OF_MEMORY;
+    if (s == VOX_OK)
+        vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){nslab, 1, 1}, (int64_t[3]){1, 1, 1},
+                     VOX_SCHED_STATIC, ws_label_task, &j);
+    for (int64_t k = 0; s == VOX_OK && k < nslab; k++) {
+        s = j.ids[k].s;
+        j.base[k + 1] = j.base[k] + j.ids[k].n;
+    }
+    int64_t nid = s == VOX_OK ? j.base[nslab] : 0;
+    if (s == VOX_OK) {
+        fin = vox_alloc(ctx, (size_t)(nid + 1) * 4);
+        num = vox_calloc(ctx, (size_t)(nid + 1), 4);
+        s = fin && num ? VOX_OK : VOX_OUT_OF_MEMORY;
+    }
+    if (s == VOX_OK) {
+        ws_resolve(&j, fin, nid);
+        int64_t next = 0;
+        for (int64_t g = 1; g <= nid; g++) { /* ids in C order of their first voxel */
+            if (!num[fin[g]])
+                num[fin[g]] = (uint32_t)++next;
+        }
+        for (int64_t g = 1; g <= nid; g++)
+            fin[g] = num[fin[g]];
+        fin[0] = 0;
+        for (int64_t k = 0; k < nslab; k++)
+            for (int64_t i = 0; i <= j.ids[k].n; i++)
+                sizes[i ? fin[j.base[k] + i] : 0] += j.ids[k].size[i];
+        j.fin = fin;
+        if (nslab > 1)
+            vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){nslab, 1, 1}, (int64_t[3]){1, 1, 1},
+                         VOX_SCHED_STATIC, ws_relabel_task, &j);
+        *nbasins = next;
+    }
+    for (int64_t k = 0; j.ids && k < nslab; k++) {
+        vox_free(ctx, j.ids[k].target);
+        vox_free(ctx, j.ids[k].size);
+    }
+    vox_free(ctx, j.ids);
+    vox_free(ctx, j.base);
+    vox_free(ctx, fin);
+    vox_free(ctx, num);
+    return s;
 }
 
 enum vox_status vox_seg_watershed(struct vox_ctx *ctx, const struct vox_tensor *q,
@@ -422,7 +572,10 @@ enum vox_status vox_seg_watershed(struct vox_ctx *ctx, const struct vox_tensor *
         s = VOX_OUT_OF_MEMORY;
         goto fail;
     }
-    int64_t nbasins = ws_label(j.dir, lab.data, &j.d, sizes);
+    int64_t nbasins = 0;
+    s = ws_label(ctx, j.dir, lab.data, &j.d, sizes, &nbasins);
+    if (s != VOX_OK)
+        goto fail;
     VOX_ASSERT(nbasins == nplateaus);
     vox_free(ctx, j.dir);
     *labels_out = lab;
@@ -431,6 +584,7 @@ enum vox_status vox_seg_watershed(struct vox_ctx *ctx, const struct vox_tensor *
     return VOX_OK;
 fail:
     vox_free(ctx, j.dir);
+    vox_free(ctx, sizes);
     vox_tensor_free(ctx, &lab);
     return s;
 }
