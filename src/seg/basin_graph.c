@@ -141,8 +141,9 @@ static void bg_scan_slab(void *arg, const int64_t lo[3], const int64_t hi[3], in
     }
 }
 
-/* LSD radix sort of k[0..n) by its bits below `bits`, tmp[0..n) scratch; digits that are
- * equal in every key are skipped. */
+/* LSD radix sort of k[0..n) by its bits below `bits`, tmp[0..n) scratch. The digits cover
+ * only the bits that vary: each starts at the lowest varying bit not yet sorted, and is 11
+ * bits wide (8 for small n, where the counts would dominate). */
 static void bg_lsd(uint64_t *k, uint64_t *tmp, int64_t n, int bits)
 {
     uint64_t all_or = 0, all_and = ~0ull;
@@ -151,21 +152,23 @@ static void bg_lsd(uint64_t *k, uint64_t *tmp, int64_t n, int bits)
         all_and &= k[i];
     }
     uint64_t vary = (all_or ^ all_and) & (bits >= 64 ? ~0ull : ((uint64_t)1 << bits) - 1);
+    const int width = n >= 2048 ? 11 : 8;
+    const uint64_t mask = ((uint64_t)1 << width) - 1;
     uint64_t *src = k, *dst = tmp;
-    int64_t count[256];
-    for (int shift = 0; shift < 64 && vary >> shift; shift += 8) {
-        if (((vary >> shift) & 0xFF) == 0)
-            continue;
-        memset(count, 0, sizeof count);
+    int64_t count[1 << 11];
+    while (vary) {
+        int shift = __builtin_ctzll(vary);
+        vary = shift + width >= 64 ? 0 : vary >> (shift + width) << (shift + width);
+        memset(count, 0, (size_t)(mask + 1) * sizeof *count);
         for (int64_t i = 0; i < n; i++)
-            count[(src[i] >> shift) & 0xFF]++;
-        for (int64_t r = 0, sum = 0; r < 256; r++) {
+            count[(src[i] >> shift) & mask]++;
+        for (int64_t r = 0, sum = 0; r <= (int64_t)mask; r++) {
             int64_t c = count[r];
             count[r] = sum;
             sum += c;
         }
         for (int64_t i = 0; i < n; i++)
-            dst[count[(src[i] >> shift) & 0xFF]++] = src[i];
+            dst[count[(src[i] >> shift) & mask]++] = src[i];
         uint64_t *t = src;
         src = dst;
         dst = t;
