@@ -23,8 +23,8 @@
 
 #include <string.h>
 
-#define BG_TABLE_BITS 16  /* 512 KiB of uint64 slots per thread: fits L2 */
-#define BG_BLOCK (1 << 17) /* entries per block: 1 MiB */
+#define BG_TABLE_BITS 16     /* 512 KiB of uint64 slots per thread: fits L2 */
+#define BG_BLOCK (1 << 17)   /* entries per block: 1 MiB */
 #define BG_SCRATCH (1 << 16) /* sort scratch entries per thread: 512 KiB */
 
 struct bg_thread {
@@ -283,8 +283,8 @@ static int64_t bg_order(struct vox_ctx *ctx, uint64_t *k, int64_t n, uint64_t *t
 }
 
 /* Copies every thread's blocks into one new array, freeing each block once copied. */
-static enum vox_status bg_gather(struct vox_ctx *ctx, struct bg_thread *t, int nt,
-                                 uint64_t **out, int64_t *n_out)
+static enum vox_status bg_gather(struct vox_ctx *ctx, struct bg_thread *t, int nt, uint64_t **out,
+                                 int64_t *n_out)
 {
     int64_t n = 0;
     for (int i = 0; i < nt; i++)
@@ -327,8 +327,7 @@ static enum vox_status bg_scan(struct bg_job *j, int nt)
 }
 
 enum vox_status seg_basin_edges(struct vox_ctx *ctx, const struct vox_tensor *labels,
-                                const struct vox_tensor *q, uint64_t **edges_out,
-                                int64_t *n_out)
+                                const struct vox_tensor *q, uint64_t **edges_out, int64_t *n_out)
 {
     struct bg_job j = {.ctx = ctx, .lab = labels->data, .q = q->data};
     enum vox_status s = seg_dims_from_labels(ctx, labels, &j.d);

@@ -61,8 +61,7 @@ struct sl_edges {
     int64_t n;
 };
 
-static inline void sl_edge(const struct sl_edges *E, int64_t i, uint32_t *a, uint32_t *b,
-                           int *w)
+static inline void sl_edge(const struct sl_edges *E, int64_t i, uint32_t *a, uint32_t *b, int *w)
 {
     if (E->packed) {
         uint64_t k = E->packed[i];
@@ -163,7 +162,9 @@ static enum vox_status sl_dend_unpack(struct vox_ctx *ctx, uint64_t **e, int64_t
     }
     for (int64_t i = 0; i < k; i++) {
         int64_t ra = (int64_t)(m[i] >> 36), rb = (int64_t)(m[i] >> 8) & SEG_PACKED_MAX_ID;
-        dend->m[i] = (struct vox_seg_merge){.a = ra, .b = rb, .survivor = ra < rb ? ra : rb,
+        dend->m[i] = (struct vox_seg_merge){.a = ra,
+                                            .b = rb,
+                                            .survivor = ra < rb ? ra : rb,
                                             .score = (double)(m[i] & 0xFF) / 255.0};
     }
     vox_free(ctx, m);
@@ -172,10 +173,9 @@ static enum vox_status sl_dend_unpack(struct vox_ctx *ctx, uint64_t **e, int64_t
 
 /* Merges, numbers and (with packed edges) unpacks the merge history; size[] is scratch
  * holding the basin sizes on entry. */
-static enum vox_status sl_run(struct vox_ctx *ctx, int64_t n, struct sl_edges *E,
-                              int64_t *size, const struct vox_seg_params *p,
-                              uint32_t **map_out, int64_t *nseg_out, int64_t **seg_sizes_out,
-                              struct vox_merge_history *dend_out)
+static enum vox_status sl_run(struct vox_ctx *ctx, int64_t n, struct sl_edges *E, int64_t *size,
+                              const struct vox_seg_params *p, uint32_t **map_out, int64_t *nseg_out,
+                              int64_t **seg_sizes_out, struct vox_merge_history *dend_out)
 {
     uint32_t *parent = vox_alloc(ctx, (size_t)(n + 1) * sizeof *parent);
     struct vox_merge_history dend = {.nseg = n};
@@ -208,8 +208,7 @@ fail:
 enum vox_status vox_seg_single_linkage(struct vox_ctx *ctx, const struct vox_rag *rag,
                                        const int64_t *sizes, const struct vox_seg_params *p,
                                        uint32_t **map_out, int64_t *nseg_out,
-                                       int64_t **seg_sizes_out,
-                                       struct vox_merge_history *dend_out)
+                                       int64_t **seg_sizes_out, struct vox_merge_history *dend_out)
 {
     enum vox_status s = vox_seg_params_check(ctx, p);
     if (s != VOX_OK)
@@ -238,8 +237,8 @@ enum vox_status seg_single_linkage_packed(struct vox_ctx *ctx, int64_t nbasins, 
                                           struct vox_merge_history *dend_out)
 {
     struct sl_edges E = {.packed = e, .n = ne};
-    enum vox_status s = sl_run(ctx, nbasins, &E, sizes, p, map_out, nseg_out, seg_sizes_out,
-                               dend_out);
+    enum vox_status s =
+        sl_run(ctx, nbasins, &E, sizes, p, map_out, nseg_out, seg_sizes_out, dend_out);
     vox_free(ctx, E.packed);
     return s;
 }

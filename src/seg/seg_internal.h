@@ -34,8 +34,7 @@ void seg_radix_sort(struct seg_kv *kv, struct seg_kv *tmp, int64_t n);
 
 /* The first x in [x, nx) where la[x] != lb[x] (or nx), four labels at a time: most faces of
  * a volume lie inside one segment. */
-static inline int64_t seg_skip_equal(const uint32_t *la, const uint32_t *lb, int64_t x,
-                                     int64_t nx)
+static inline int64_t seg_skip_equal(const uint32_t *la, const uint32_t *lb, int64_t x, int64_t nx)
 {
     for (; x + 4 <= nx; x += 4) {
         uint64_t a[2], b[2];
@@ -74,8 +73,7 @@ enum vox_status seg_history_push(struct vox_ctx *ctx, struct vox_merge_history *
  * (a < b, labels <= SEG_PACKED_MAX_ID), in descending max, ties in ascending (a, b): a new
  * vox_alloc'd array *edges_out of *n_out edges (basin_graph.c). */
 enum vox_status seg_basin_edges(struct vox_ctx *ctx, const struct vox_tensor *labels,
-                                const struct vox_tensor *q, uint64_t **edges_out,
-                                int64_t *n_out);
+                                const struct vox_tensor *q, uint64_t **edges_out, int64_t *n_out);
 
 /* vox_seg_single_linkage over seg_basin_edges' packed edges (linkage.c). Consumes e (freed
  * before the merge history is allocated) and uses sizes (nbasins + 1 basin sizes) as scratch. */

@@ -32,9 +32,9 @@
 #include <string.h>
 
 enum {
-    DIR_MASK = 0x3F,  /* bits 0..5: -z, -y, -x, +x, +y, +z (ascending neighbour index) */
-    DIR_SEED = 0x40,  /* pass B..C: a resolved voxel with plateau neighbours */
-    DIR_DONE = 0x40,  /* pass D2: labels[v] holds the final label */
+    DIR_MASK = 0x3F, /* bits 0..5: -z, -y, -x, +x, +y, +z (ascending neighbour index) */
+    DIR_SEED = 0x40, /* pass B..C: a resolved voxel with plateau neighbours */
+    DIR_DONE = 0x40, /* pass D2: labels[v] holds the final label */
     DIR_RESOLVED = 0x80,
 };
 
@@ -62,8 +62,7 @@ static inline ws_v16 ws_vmax(ws_v16 a, ws_v16 b)
 }
 
 /* The largest edge of voxel v at (z, y, x), edges leaving the volume left out. */
-static inline uint8_t ws_max_of(const struct ws_job *j, int64_t v, int64_t z, int64_t y,
-                                int64_t x)
+static inline uint8_t ws_max_of(const struct ws_job *j, int64_t v, int64_t z, int64_t y, int64_t x)
 {
     const int64_t n = j->d.n, X = j->d.x;
     const uint8_t *q = j->q;
@@ -100,8 +99,8 @@ static void ws_max_rows(void *arg, const int64_t lo[3], const int64_t hi[3], int
         int64_t z = r / j->d.y, y = r % j->d.y, v0 = r * X, x = 1;
         const uint8_t *qz = j->q + v0, *qy = qz + n, *qx = qy + n;
         const bool in[4] = {z > 0, z + 1 < j->d.z, y > 0, y + 1 < j->d.y};
-        const uint8_t *src[4] = {in[0] ? qz : zero, in[1] ? qz + P : zero,
-                                 in[2] ? qy : zero, in[3] ? qy + X : zero};
+        const uint8_t *src[4] = {in[0] ? qz : zero, in[1] ? qz + P : zero, in[2] ? qy : zero,
+                                 in[3] ? qy + X : zero};
         const int64_t step[4] = {in[0], in[1], in[2], in[3]};
         for (; x + 17 <= X; x += 16)
             ws_max16(j->m + v0, qx, src, step, x);
@@ -116,8 +115,7 @@ static void ws_max_rows(void *arg, const int64_t lo[3], const int64_t hi[3], int
 }
 
 /* The direction byte of voxel v at (z, y, x): see pass B above. */
-static inline uint8_t ws_dir_of(const struct ws_job *j, int64_t v, int64_t z, int64_t y,
-                                int64_t x)
+static inline uint8_t ws_dir_of(const struct ws_job *j, int64_t v, int64_t z, int64_t y, int64_t x)
 {
     const int64_t n = j->d.n, X = j->d.x, P = j->d.plane;
     int mv = j->m[v];
@@ -157,8 +155,9 @@ static inline ws_v16 ws_dir16(const struct ws_job *j, int64_t v)
 {
     const int64_t n = j->d.n, X = j->d.x, P = j->d.plane, off[6] = {-P, -X, -1, 1, X, P};
     const uint8_t *q = j->q, *m = j->m;
-    const ws_v16 e[6] = {ws_ld(q + v),         ws_ld(q + n + v),     ws_ld(q + 2 * n + v),
-                         ws_ld(q + 2 * n + v + 1), ws_ld(q + n + v + X), ws_ld(q + v + P)};
+    const ws_v16 e[6] = {ws_ld(q + v),         ws_ld(q + n + v),
+                         ws_ld(q + 2 * n + v), ws_ld(q + 2 * n + v + 1),
+                         ws_ld(q + n + v + X), ws_ld(q + v + P)};
     const ws_v16 mv = ws_ld(m + v), high = mv * 0 + (uint8_t)j->high;
     ws_v16 hb = mv * 0, ex = hb, pl = hb;
     for (int d = 0; d < 6; d++) {
@@ -312,9 +311,8 @@ static int64_t ws_union_seams(const struct ws_union_job *j)
 
 /* Pass D1 in z-slabs, one per thread, then the seams; returns the number of plateaus (the
  * partition and its roots, the smallest indices, do not depend on the slabs). */
-static enum vox_status ws_union_plateaus(struct vox_ctx *ctx, const uint8_t *dir,
-                                         uint32_t *parent, const struct seg_dims *d,
-                                         int64_t *nplateaus)
+static enum vox_status ws_union_plateaus(struct vox_ctx *ctx, const uint8_t *dir, uint32_t *parent,
+                                         const struct seg_dims *d, int64_t *nplateaus)
 {
     int64_t nslab = vox_ctx_threads(ctx) < d->z ? vox_ctx_threads(ctx) : d->z;
     struct ws_union_job j = {.dir = dir, .parent = parent, .d = d, .nslab = nslab};
@@ -346,9 +344,9 @@ static inline int64_t ws_next(const uint8_t *dir, const uint32_t *lab, const int
  * first voxel; an id ends on a plateau root inside the slab (target UINT32_MAX) or on the
  * first voxel outside the slab that its pointers reach (target). */
 struct ws_slab_ids {
-    int64_t n, cap;    /* ids 1..n */
-    uint32_t *target;  /* [id] */
-    uint32_t *size;    /* [id], [0]: background voxels */
+    int64_t n, cap;   /* ids 1..n */
+    uint32_t *target; /* [id] */
+    uint32_t *size;   /* [id], [0]: background voxels */
     enum vox_status s;
 };
 
@@ -375,8 +373,7 @@ static uint32_t ws_new_id(struct vox_ctx *ctx, struct ws_slab_ids *t, uint32_t t
 
 /* Labels the voxels [v0, v1) with ids of t (lab[v] = id, DONE set); reads nothing outside. */
 static void ws_label_slab(struct vox_ctx *ctx, uint8_t *dir, uint32_t *lab,
-                          const struct seg_dims *d, int64_t v0, int64_t v1,
-                          struct ws_slab_ids *t)
+                          const struct seg_dims *d, int64_t v0, int64_t v1, struct ws_slab_ids *t)
 {
     const int64_t off[6] = {-d->plane, -d->x, -1, 1, d->x, d->plane};
     if (!ws_new_id(ctx, t, 0)) /* room for size[0] */
@@ -430,8 +427,8 @@ struct ws_label_job {
     uint32_t *lab;
     struct ws_union_job u; /* the slabs */
     struct ws_slab_ids *ids;
-    int64_t *base;         /* global id of slab k's id 1, minus 1 */
-    const uint32_t *fin;   /* global id -> label */
+    int64_t *base;       /* global id of slab k's id 1, minus 1 */
+    const uint32_t *fin; /* global id -> label */
 };
 
 static void ws_label_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
@@ -487,8 +484,7 @@ static enum vox_status ws_label(struct vox_ctx *ctx, uint8_t *dir, uint32_t *lab
                                 const struct seg_dims *d, int64_t *sizes, int64_t *nbasins)
 {
     int64_t nslab = vox_ctx_threads(ctx) < d->z ? vox_ctx_threads(ctx) : d->z;
-    struct ws_label_job j = {.ctx = ctx, .dir = dir, .lab = lab,
-                             .u = {.d = d, .nslab = nslab}};
+    struct ws_label_job j = {.ctx = ctx, .dir = dir, .lab = lab, .u = {.d = d, .nslab = nslab}};
     j.ids = vox_calloc(ctx, (size_t)nslab, sizeof *j.ids);
     j.base = vox_calloc(ctx, (size_t)nslab + 1, sizeof *j.base);
     uint32_t *fin = NULL, *num = NULL;
