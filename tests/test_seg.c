@@ -379,7 +379,10 @@ static void test_nesting(struct vox_ctx *ctx)
             check_nesting(ctx, 500 + (uint64_t)s, (enum vox_seg_score)sc);
 }
 
-static void check_threads_float(struct vox_ctx *ctx, struct vox_ctx *ctx1, uint64_t seed)
+/* ctx (2 threads), ctx1 (1) and ctx3 (3 threads) give bitwise identical results, and so does
+ * float input. */
+static void check_threads_float(struct vox_ctx *ctx, struct vox_ctx *ctx1, struct vox_ctx *ctx3,
+                                uint64_t seed)
 {
     const int64_t shape[3] = {13, 17, 19}, n = 13 * 17 * 19;
     uint8_t *q = malloc((size_t)n * 3);
@@ -394,9 +397,13 @@ static void check_threads_float(struct vox_ctx *ctx, struct vox_ctx *ctx1, uint6
     p.size[0] = (struct vox_seg_size_point){.aff = 51, .size = 10};
     p.dust = 3;
     p.score = (enum vox_seg_score)(seed % VOX_SEG_SCORE_COUNT);
-    struct vox_seg_result r2, r1, rf;
+    struct vox_seg_result r2, r1, r3, rf;
     CHECK_OK(vox_segment(ctx, &aff, &p, &r2));
     CHECK_OK(vox_segment(ctx1, &aff, &p, &r1));
+    CHECK_OK(vox_segment(ctx3, &aff, &p, &r3));
+    CHECK(memcmp(r3.labels.data, r1.labels.data, (size_t)n * 4) == 0);
+    CHECK(r3.merges.n == r1.merges.n && same_history(&r3.merges, &r1.merges, r1.merges.n));
+    CHECK(r3.dend.n == r1.dend.n && same_history(&r3.dend, &r1.dend, r1.dend.n));
     CHECK_OK(vox_segment(ctx, &f, &p, &rf));
     CHECK(r2.nseg == r1.nseg && r2.nseg == rf.nseg && r2.nseg > 1);
     CHECK(memcmp(r2.labels.data, r1.labels.data, (size_t)n * 4) == 0);
@@ -405,8 +412,10 @@ static void check_threads_float(struct vox_ctx *ctx, struct vox_ctx *ctx1, uint6
     CHECK(same_history(&r2.merges, &r1.merges, r2.merges.n));
     CHECK(same_history(&r2.merges, &rf.merges, r2.merges.n));
     CHECK(same_history(&r2.dend, &rf.dend, r2.dend.n) && r2.dend.n == r1.dend.n);
+    CHECK(same_history(&r2.dend, &r1.dend, r2.dend.n));
     vox_seg_result_fini(ctx, &r2);
     vox_seg_result_fini(ctx1, &r1);
+    vox_seg_result_fini(ctx3, &r3);
     vox_seg_result_fini(ctx, &rf);
     vox_tensor_free(ctx, &f);
     free(q);
@@ -414,14 +423,64 @@ static void check_threads_float(struct vox_ctx *ctx, struct vox_ctx *ctx1, uint6
 
 static void test_threads_and_float(struct vox_ctx *ctx)
 {
-    struct vox_ctx *ctx1;
+    struct vox_ctx *ctx1, *ctx3;
     struct vox_ctx_options opt = {.threads = 1, .log_level = VOX_LOG_WARN};
     CHECK_OK(vox_ctx_create(&opt, &ctx1));
+    opt.threads = 3;
+    CHECK_OK(vox_ctx_create(&opt, &ctx3));
     int seeds = vox_test_full ? 24 : 4;
     for (int s = 0; s < seeds; s++)
-        check_threads_float(ctx, ctx1, 900 + (uint64_t)s);
+        check_threads_float(ctx, ctx1, ctx3, 900 + (uint64_t)s);
     CHECK(vox_ctx_live_allocs(ctx1) == 0);
+    CHECK(vox_ctx_live_allocs(ctx3) == 0);
     vox_ctx_destroy(ctx1);
+    vox_ctx_destroy(ctx3);
+}
+
+/* On a random volume with many basins (the packed basin graph's sort takes its parallel,
+ * partitioned path), vox_segment's size merge equals single linkage over the full region graph
+ * (an independent code path), for 1 and 3 threads. */
+static void test_packed_linkage_oracle(struct vox_ctx *ctx)
+{
+    const int64_t shape[3] = {40, 48, 56}, n = 40 * 48 * 56;
+    uint8_t *q = malloc((size_t)n * 3);
+    uint64_t seed = 77;
+    for (int64_t i = 0; i < 3 * n; i++)
+        q[i] = (uint8_t)(vox_test_rand(&seed) % 256);
+    struct vox_tensor aff = q_view(q, shape), lab = {0};
+    struct vox_seg_params p;
+    vox_seg_params_defaults(&p);
+    p.size[0] = (struct vox_seg_size_point){.aff = 4, .size = 12};
+    p.dust = 5;
+    int64_t nb = 0, *sizes = NULL, nseg = 0, *ss = NULL;
+    CHECK_OK(vox_seg_watershed(ctx, &aff, &p, &lab, &nb, &sizes));
+    struct vox_rag g = {0};
+    CHECK_OK(vox_rag_build(ctx, &lab, nb, &aff, false, &g));
+    CHECK(g.n > 100000);
+    uint32_t *map = NULL;
+    struct vox_merge_history dend = {0};
+    CHECK_OK(vox_seg_single_linkage(ctx, &g, sizes, &p, &map, &nseg, &ss, &dend));
+    vox_seg_relabel(ctx, &lab, map);
+    for (int t = 1; t <= 3; t += 2) {
+        struct vox_ctx *c;
+        struct vox_ctx_options opt = {.threads = t, .log_level = VOX_LOG_WARN};
+        CHECK_OK(vox_ctx_create(&opt, &c));
+        struct vox_seg_result r;
+        CHECK_OK(vox_segment(c, &aff, &p, &r));
+        CHECK(r.nbasins == nb && r.nseg == nseg && r.dend.n == dend.n && dend.n > 1000);
+        CHECK(same_history(&r.dend, &dend, dend.n));
+        CHECK(memcmp(r.labels.data, lab.data, (size_t)n * 4) == 0);
+        vox_seg_result_fini(c, &r);
+        CHECK(vox_ctx_live_allocs(c) == 0);
+        vox_ctx_destroy(c);
+    }
+    vox_merge_history_fini(ctx, &dend);
+    vox_free(ctx, map);
+    vox_free(ctx, ss);
+    vox_free(ctx, sizes);
+    vox_rag_fini(ctx, &g);
+    vox_tensor_free(ctx, &lab);
+    free(q);
 }
 
 /* ---- agglomeration and single linkage on hand-made graphs ----------------------------------- */
@@ -690,5 +749,6 @@ VOX_TEST_MAIN(VOX_TEST(test_watershed_lines), VOX_TEST(test_watershed_props),
               VOX_TEST(test_gt_shapes), VOX_TEST(test_single_linkage), VOX_TEST(test_rag_contract),
               VOX_TEST(test_agglomerate_hand), VOX_TEST(test_agglomerate_ties),
               VOX_TEST(test_nesting), VOX_TEST(test_threads_and_float),
+              VOX_TEST(test_packed_linkage_oracle),
               VOX_TEST(test_boundary_map), VOX_TEST(test_bad_input),
               VOX_TEST(test_alloc_failures))

@@ -5,6 +5,8 @@
 #include "seg_internal.h"
 
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static const char *const score_names[VOX_SEG_SCORE_COUNT] = {"mean", "quantile", "max",
                                                              "smoothed"};
@@ -154,4 +156,13 @@ void vox_merge_history_fini(struct vox_ctx *ctx, struct vox_merge_history *h)
         return;
     vox_free(ctx, h->m);
     memset(h, 0, sizeof *h);
+}
+
+void seg_release_pages(void *p, size_t bytes)
+{
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)p + bytes) & ~(page - 1);
+    if (hi > lo)
+        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advisory: failure changes nothing */
 }

@@ -57,12 +57,11 @@ static void order_by_max(const struct vox_rag *g, int64_t *order)
 struct sl_edges {
     const struct vox_rag *g;
     const int64_t *order;
-    const uint64_t *packed; /* a << 36 | b << 8 | max */
+    uint64_t *packed; /* a << 36 | b << 8 | max; the merges overwrite its front */
     int64_t n;
 };
 
-static inline void sl_edge(const struct sl_edges *E, int64_t i, uint32_t *a, uint32_t *b,
-                           int *w)
+static inline void sl_edge(const struct sl_edges *E, int64_t i, uint32_t *a, uint32_t *b, int *w)
 {
     if (E->packed) {
         uint64_t k = E->packed[i];
@@ -77,12 +76,14 @@ static inline void sl_edge(const struct sl_edges *E, int64_t i, uint32_t *a, uin
     *w = e->max;
 }
 
-/* Runs the merges; parent/size are indexed by basin id. */
-static enum vox_status sl_merge(struct vox_ctx *ctx, const struct sl_edges *E,
-                                const struct vox_seg_params *p, uint32_t *parent,
-                                int64_t *size, struct vox_merge_history *dend)
+/* Runs the merges; parent/size are indexed by basin id. With packed edges the k-th merge is
+ * written packed (roots ra << 36 | rb << 8 | max) over edge k, which was already read;
+ * otherwise it is appended to *dend. Returns the number of merges, or -1 when out of memory. */
+static int64_t sl_merge(struct vox_ctx *ctx, const struct sl_edges *E,
+                        const struct vox_seg_params *p, uint32_t *parent, int64_t *size,
+                        struct vox_merge_history *dend)
 {
-    int64_t lim[256];
+    int64_t lim[256], k = 0;
     size_limits(p, lim);
     for (int64_t i = 0; i < E->n; i++) {
         uint32_t a, b;
@@ -99,67 +100,107 @@ static enum vox_status sl_merge(struct vox_ctx *ctx, const struct sl_edges *E,
         uint32_t keep = ra < rb ? ra : rb, gone = ra < rb ? rb : ra;
         parent[gone] = keep;
         size[keep] += size[gone];
-        if (dend && seg_history_push(ctx, dend, ra, rb, keep, w / 255.0) != VOX_OK)
-            return VOX_OUT_OF_MEMORY;
+        if (E->packed)
+            E->packed[k] = (uint64_t)ra << 36 | (uint64_t)rb << 8 | (uint64_t)w;
+        else if (dend && seg_history_push(ctx, dend, ra, rb, keep, w / 255.0) != VOX_OK)
+            return -1;
+        k++;
     }
-    return VOX_OK;
+    return k;
 }
 
-/* Dust and canonical numbering: roots are the smallest ids of their clusters. Turns parent
- * into the map; size[] is scratch. */
-static enum vox_status sl_number(struct vox_ctx *ctx, int64_t n, const int64_t *sizes,
-                                 const struct vox_seg_params *p, uint32_t *parent,
-                                 int64_t *size, int64_t *nseg_out, int64_t **seg_sizes_out)
+/* Dust and canonical numbering: roots are the smallest ids of their clusters, size[] holds
+ * each root's cluster size (size[0]: background voxels). Turns parent into the map; size[]
+ * is overwritten (with each basin's new id). */
+static enum vox_status sl_number(struct vox_ctx *ctx, int64_t n, const struct vox_seg_params *p,
+                                 uint32_t *parent, int64_t *size, int64_t *nseg_out,
+                                 int64_t **seg_sizes_out)
 {
     int64_t k = 0;
-    parent[0] = 0;
-    for (int64_t b = 1; b <= n; b++) {
-        uint32_t r = seg_find(parent, (uint32_t)b);
-        size[b] = r == b ? (size[b] >= p->dust ? ++k : 0) : size[r]; /* size[] = new id */
-    }
+    for (int64_t b = 1; b <= n; b++)
+        k += parent[b] == b && size[b] >= p->dust;
     int64_t *seg_sizes = vox_calloc(ctx, (size_t)k + 1, sizeof *seg_sizes);
     if (!seg_sizes)
         return VOX_OUT_OF_MEMORY;
+    seg_sizes[0] = size[0];
+    k = 0;
+    for (int64_t b = 1; b <= n; b++) { /* a root precedes its members */
+        uint32_t r = seg_find(parent, (uint32_t)b);
+        if (r == b) {
+            int64_t id = size[b] >= p->dust ? ++k : 0;
+            seg_sizes[id] += size[b];
+            size[b] = id;
+        } else {
+            size[b] = size[r];
+        }
+    }
     uint32_t *map = parent; /* parent[b] becomes basin b's segment */
     map[0] = 0;
-    seg_sizes[0] = sizes[0];
-    for (int64_t b = 1; b <= n; b++) {
+    for (int64_t b = 1; b <= n; b++)
         map[b] = (uint32_t)size[b];
-        seg_sizes[map[b]] += sizes[b];
-    }
     *nseg_out = k;
     *seg_sizes_out = seg_sizes;
     return VOX_OK;
 }
 
-static enum vox_status sl_run(struct vox_ctx *ctx, int64_t n, const struct sl_edges *E,
-                              const int64_t *sizes, const struct vox_seg_params *p,
-                              uint32_t **map_out, int64_t *nseg_out, int64_t **seg_sizes_out,
-                              struct vox_merge_history *dend_out)
+/* The packed merges e[0..k) as a merge history: copied out compactly so that the edge array
+ * can be freed (*e = NULL) before the 4x larger history is allocated. */
+static enum vox_status sl_dend_unpack(struct vox_ctx *ctx, uint64_t **e, int64_t k, int64_t n,
+                                      struct vox_merge_history *dend)
+{
+    uint64_t *m = vox_alloc(ctx, (size_t)(k + 1) * sizeof *m);
+    if (!m)
+        return VOX_OUT_OF_MEMORY;
+    memcpy(m, *e, (size_t)k * sizeof *m);
+    vox_free(ctx, *e);
+    *e = NULL;
+    *dend = (struct vox_merge_history){.nseg = n, .n = k, .cap = k};
+    dend->m = vox_alloc(ctx, (size_t)(k + 1) * sizeof *dend->m);
+    if (!dend->m) {
+        vox_free(ctx, m);
+        return VOX_OUT_OF_MEMORY;
+    }
+    for (int64_t i = 0; i < k; i++) {
+        int64_t ra = (int64_t)(m[i] >> 36), rb = (int64_t)(m[i] >> 8) & SEG_PACKED_MAX_ID;
+        dend->m[i] = (struct vox_seg_merge){.a = ra,
+                                            .b = rb,
+                                            .survivor = ra < rb ? ra : rb,
+                                            .score = (double)(m[i] & 0xFF) / 255.0};
+    }
+    vox_free(ctx, m);
+    return VOX_OK;
+}
+
+/* Merges, numbers and (with packed edges) unpacks the merge history; size[] is scratch
+ * holding the basin sizes on entry. */
+static enum vox_status sl_run(struct vox_ctx *ctx, int64_t n, struct sl_edges *E, int64_t *size,
+                              const struct vox_seg_params *p, uint32_t **map_out, int64_t *nseg_out,
+                              int64_t **seg_sizes_out, struct vox_merge_history *dend_out)
 {
     uint32_t *parent = vox_alloc(ctx, (size_t)(n + 1) * sizeof *parent);
-    int64_t *size = vox_alloc(ctx, (size_t)(n + 1) * sizeof *size);
     struct vox_merge_history dend = {.nseg = n};
+    int64_t *seg_sizes = NULL;
     enum vox_status s = VOX_OUT_OF_MEMORY;
-    if (!parent || !size)
+    if (!parent)
         goto fail;
-    for (int64_t b = 0; b <= n; b++) {
+    for (int64_t b = 0; b <= n; b++)
         parent[b] = (uint32_t)b;
-        size[b] = sizes[b];
-    }
-    s = sl_merge(ctx, E, p, parent, size, dend_out ? &dend : NULL);
-    if (s == VOX_OK)
-        s = sl_number(ctx, n, sizes, p, parent, size, nseg_out, seg_sizes_out);
+    int64_t k = sl_merge(ctx, E, p, parent, size, dend_out ? &dend : NULL);
+    if (k < 0)
+        goto fail;
+    s = sl_number(ctx, n, p, parent, size, nseg_out, &seg_sizes);
+    if (s == VOX_OK && E->packed && dend_out)
+        s = sl_dend_unpack(ctx, &E->packed, k, n, &dend);
     if (s != VOX_OK)
         goto fail;
-    vox_free(ctx, size);
     *map_out = parent;
+    *seg_sizes_out = seg_sizes;
     if (dend_out)
         *dend_out = dend;
     return VOX_OK;
 fail:
     vox_free(ctx, parent);
-    vox_free(ctx, size);
+    vox_free(ctx, seg_sizes);
     vox_merge_history_fini(ctx, &dend);
     return s;
 }
@@ -167,8 +208,7 @@ fail:
 enum vox_status vox_seg_single_linkage(struct vox_ctx *ctx, const struct vox_rag *rag,
                                        const int64_t *sizes, const struct vox_seg_params *p,
                                        uint32_t **map_out, int64_t *nseg_out,
-                                       int64_t **seg_sizes_out,
-                                       struct vox_merge_history *dend_out)
+                                       int64_t **seg_sizes_out, struct vox_merge_history *dend_out)
 {
     enum vox_status s = vox_seg_params_check(ctx, p);
     if (s != VOX_OK)
@@ -176,23 +216,31 @@ enum vox_status vox_seg_single_linkage(struct vox_ctx *ctx, const struct vox_rag
     if (!rag || !sizes)
         return vox_fail(ctx, VOX_INVALID_ARG, "single linkage: no region graph or sizes");
     int64_t *order = vox_alloc(ctx, (size_t)(rag->n + 1) * sizeof *order);
-    if (!order)
-        return VOX_OUT_OF_MEMORY;
-    order_by_max(rag, order);
-    struct sl_edges E = {.g = rag, .order = order, .n = rag->n};
-    s = sl_run(ctx, rag->nseg, &E, sizes, p, map_out, nseg_out, seg_sizes_out, dend_out);
+    int64_t *size = vox_alloc(ctx, (size_t)(rag->nseg + 1) * sizeof *size);
+    if (order && size) {
+        order_by_max(rag, order);
+        memcpy(size, sizes, (size_t)(rag->nseg + 1) * sizeof *size);
+        struct sl_edges E = {.g = rag, .order = order, .n = rag->n};
+        s = sl_run(ctx, rag->nseg, &E, size, p, map_out, nseg_out, seg_sizes_out, dend_out);
+    } else {
+        s = VOX_OUT_OF_MEMORY;
+    }
     vox_free(ctx, order);
+    vox_free(ctx, size);
     return s;
 }
 
-enum vox_status seg_single_linkage_packed(struct vox_ctx *ctx, int64_t nbasins,
-                                          const uint64_t *e, int64_t ne, const int64_t *sizes,
+enum vox_status seg_single_linkage_packed(struct vox_ctx *ctx, int64_t nbasins, uint64_t *e,
+                                          int64_t ne, int64_t *sizes,
                                           const struct vox_seg_params *p, uint32_t **map_out,
                                           int64_t *nseg_out, int64_t **seg_sizes_out,
                                           struct vox_merge_history *dend_out)
 {
     struct sl_edges E = {.packed = e, .n = ne};
-    return sl_run(ctx, nbasins, &E, sizes, p, map_out, nseg_out, seg_sizes_out, dend_out);
+    enum vox_status s =
+        sl_run(ctx, nbasins, &E, sizes, p, map_out, nseg_out, seg_sizes_out, dend_out);
+    vox_free(ctx, E.packed);
+    return s;
 }
 
 struct relabel_job {

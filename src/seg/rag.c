@@ -121,9 +121,10 @@ static enum vox_status rag_scan(struct rag_acc *r, const uint32_t *lab, const ui
             const uint8_t *qc = q + c * d->n + v0;
             uint64_t last_key = 0;
             int64_t e = -1;
-            for (int64_t x = c == 2; x < d->x; x++) {
+            for (int64_t x = seg_skip_equal(la, lb, c == 2, d->x); x < d->x;
+                 x = seg_skip_equal(la, lb, x + 1, d->x)) {
                 uint32_t a = la[x], b = lb[x];
-                if (a == b || !a || !b)
+                if (!a || !b)
                     continue;
                 uint64_t key = a < b ? (uint64_t)a << 32 | b : (uint64_t)b << 32 | a;
                 if (key != last_key) {

@@ -10,6 +10,8 @@
 
 #include "vox/seg.h"
 
+#include <string.h>
+
 /* A (Z, Y, X) volume: n = Z * Y * X voxels, plane = Y * X. */
 struct seg_dims {
     int64_t z, y, x, n, plane;
@@ -30,6 +32,22 @@ struct seg_kv {
 /* Sorts kv[0..n) by key, stably, using tmp[0..n) as scratch. */
 void seg_radix_sort(struct seg_kv *kv, struct seg_kv *tmp, int64_t n);
 
+/* The first x in [x, nx) where la[x] != lb[x] (or nx), four labels at a time: most faces of
+ * a volume lie inside one segment. */
+static inline int64_t seg_skip_equal(const uint32_t *la, const uint32_t *lb, int64_t x, int64_t nx)
+{
+    for (; x + 4 <= nx; x += 4) {
+        uint64_t a[2], b[2];
+        memcpy(a, la + x, sizeof a);
+        memcpy(b, lb + x, sizeof b);
+        if ((a[0] ^ b[0]) | (a[1] ^ b[1]))
+            break;
+    }
+    while (x < nx && la[x] == lb[x])
+        x++;
+    return x;
+}
+
 /* Union-find root with path halving over parent[] (uint32 indices). */
 static inline uint32_t seg_find(uint32_t *parent, uint32_t x)
 {
@@ -39,6 +57,10 @@ static inline uint32_t seg_find(uint32_t *parent, uint32_t x)
     }
     return x;
 }
+
+/* Returns the whole pages inside p[0..bytes) to the system (their contents become zeros); for
+ * buffers about to be freed whose memory the allocator would otherwise keep resident. */
+void seg_release_pages(void *p, size_t bytes);
 
 /* Appends one merge, growing the array. */
 enum vox_status seg_history_push(struct vox_ctx *ctx, struct vox_merge_history *h, int64_t a,
@@ -51,12 +73,12 @@ enum vox_status seg_history_push(struct vox_ctx *ctx, struct vox_merge_history *
  * (a < b, labels <= SEG_PACKED_MAX_ID), in descending max, ties in ascending (a, b): a new
  * vox_alloc'd array *edges_out of *n_out edges (basin_graph.c). */
 enum vox_status seg_basin_edges(struct vox_ctx *ctx, const struct vox_tensor *labels,
-                                const struct vox_tensor *q, uint64_t **edges_out,
-                                int64_t *n_out);
+                                const struct vox_tensor *q, uint64_t **edges_out, int64_t *n_out);
 
-/* vox_seg_single_linkage over seg_basin_edges' packed edges (linkage.c). */
-enum vox_status seg_single_linkage_packed(struct vox_ctx *ctx, int64_t nbasins,
-                                          const uint64_t *e, int64_t ne, const int64_t *sizes,
+/* vox_seg_single_linkage over seg_basin_edges' packed edges (linkage.c). Consumes e (freed
+ * before the merge history is allocated) and uses sizes (nbasins + 1 basin sizes) as scratch. */
+enum vox_status seg_single_linkage_packed(struct vox_ctx *ctx, int64_t nbasins, uint64_t *e,
+                                          int64_t ne, int64_t *sizes,
                                           const struct vox_seg_params *p, uint32_t **map_out,
                                           int64_t *nseg_out, int64_t **seg_sizes_out,
                                           struct vox_merge_history *dend_out);

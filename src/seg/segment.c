@@ -121,7 +121,7 @@ static enum vox_status segment_full_graph(struct vox_ctx *ctx, const struct vox_
 /* Basins → size merge + dust over the packed max-only basin graph, then the segments' graph
  * from the relabelled volume (few segments: small and quick). */
 static enum vox_status segment_packed(struct vox_ctx *ctx, const struct vox_tensor *q,
-                                      const struct vox_seg_params *p, const int64_t *sizes,
+                                      const struct vox_seg_params *p, int64_t *sizes,
                                       struct vox_seg_result *res, struct vox_rag *gs)
 {
     int64_t *seg_sizes = NULL, ne = 0;
@@ -131,7 +131,8 @@ static enum vox_status segment_packed(struct vox_ctx *ctx, const struct vox_tens
     if (s == VOX_OK)
         s = seg_single_linkage_packed(ctx, res->nbasins, e, ne, sizes, p, &map, &res->nseg,
                                       &seg_sizes, &res->dend);
-    vox_free(ctx, e);
+    else
+        vox_free(ctx, e);
     if (s == VOX_OK) {
         vox_seg_relabel(ctx, &res->labels, map);
         s = vox_rag_build(ctx, &res->labels, res->nseg, q, p->score == VOX_SEG_SCORE_QUANTILE,
