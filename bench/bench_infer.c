@@ -248,21 +248,27 @@ static enum vox_status run_layers(struct bench_env *env, const struct bench_para
 /* ---- whole nets ------------------------------------------------------------------------- */
 
 struct net_child {
-    struct vox_ctx *ctx;
+    int threads;
     const char *path;
     const int64_t *patch;
 };
 
-/* In a forked child: plan and run once, for the peak resident set. */
+/* In a forked child (a context of its own: the parent's pool threads do not exist there):
+ * plan and run once, for the peak resident set. */
 static int child_net(void *arg)
 {
     struct net_child *c = arg;
+    struct vox_ctx *ctx;
+    struct vox_ctx_options opt = {.threads = c->threads, .log_level = VOX_LOG_WARN};
+    if (vox_ctx_create(&opt, &ctx) != VOX_OK)
+        return 1;
     struct vox_net *net;
     struct inet n = {0};
-    enum vox_status s = vox_net_load(c->ctx, c->path, &net);
-    if (s == VOX_OK && (s = inet_make(c->ctx, net, c->patch, &n)) == VOX_OK)
-        s = vox_nn_fast_forward(c->ctx, n.fast, n.in);
-    inet_free(c->ctx, &n);
+    enum vox_status s = vox_net_load(ctx, c->path, &net);
+    if (s == VOX_OK && (s = inet_make(ctx, net, c->patch, &n)) == VOX_OK)
+        s = vox_nn_fast_forward(ctx, n.fast, n.in);
+    inet_free(ctx, &n);
+    vox_ctx_destroy(ctx);
     return s == VOX_OK ? 0 : 1;
 }
 
@@ -301,7 +307,7 @@ static enum vox_status run_net(struct bench_env *env, const struct bench_params 
     }
     inet_free(ctx, &n);
     if (s == VOX_OK) {
-        struct net_child c = {ctx, path, patch};
+        struct net_child c = {vox_ctx_threads(ctx), path, patch};
         res->peak_rss_bytes = bench_child_peak_rss(child_net, &c);
         char args[256];
         snprintf(args, sizeof args, "net %s %lld %lld %lld %d %d", path, (long long)patch[0],
