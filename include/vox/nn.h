@@ -306,7 +306,8 @@ enum vox_status vox_nn_fast_estimate(struct vox_ctx *ctx, const struct vox_net *
                                      const int64_t patch[3], size_t *bytes_out);
 
 struct vox_nn_fast_layer {
-    const char *algo; /* "pack", "jit", "jit+pad" (same padding), "interp", "pass" */
+    const char *algo; /* "pack", "jit", "jit+pad" (same padding), "interp", "pass", "unpack"
+                       * (an output layer fused into unpacking the result) */
     bool jit;
     int64_t block;    /* channels per block of its tensor */
     double flops;     /* vox_nn_layer_flops */

@@ -86,6 +86,13 @@ static int64_t block_of(const struct vox_net *net, int i, int64_t lanes)
     return l->channels;
 }
 
+/* An output layer with a pointwise act is fused into the final unpacking: its tensor is its
+ * input's (same buffer, held to the end), and no pass runs for it. */
+static bool fused_output(const struct vox_nn_layer *l)
+{
+    return l->kind == VOX_NN_OUTPUT && l->act != VOX_ACT_SOFTMAX;
+}
+
 static int pick_buffer(struct layout *lay, const int *free_after, size_t need, int i)
 {
     int fit = -1, big = -1;
@@ -155,12 +162,15 @@ static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *ne
         lay->blk[i] = block_of(net, i, lanes_of(isa));
     }
     for (int i = 0; i < n; i++) {
-        lay->where[i] = pick_buffer(lay, free_after, bt_bytes(&dims[i], lay->blk[i]), i);
-        free_after[lay->where[i]] = last[i];
+        const struct vox_nn_layer *l = &net->layers[i];
+        if (fused_output(l))
+            lay->blk[i] = lay->blk[l->in[0]], lay->where[i] = lay->where[l->in[0]];
+        else
+            lay->where[i] = pick_buffer(lay, free_after, bt_bytes(&dims[i], lay->blk[i]), i);
+        free_after[lay->where[i]] = last[i]; /* INT_MAX for outputs */
         struct vox_nn_fast_conv cv;
         int64_t wn = conv_desc(net, dims, lay, i, &cv);
         lay->weight_bytes += (size_t)(wn + cdiv(cv.cout, cv.b ? cv.b : 1) * cv.b) * sizeof(float);
-        const struct vox_nn_layer *l = &net->layers[i];
         if (l->kind == VOX_NN_CONV && l->same) {
             int64_t e = cdiv(cv.cin, cv.bin) * cv.bin * cv.in[0] * cv.in[1] * cv.in[2];
             lay->scratch_elems = e > lay->scratch_elems ? e : lay->scratch_elems;
@@ -373,7 +383,8 @@ static void run_layer(struct vox_nn_fast *f, int i, struct vox_pool *pool)
         break;
     case VOX_NN_ACT:
     case VOX_NN_OUTPUT:
-        vox_nn_bt_act(pool, ins[0], l->act, out);
+        if (!fused_output(l))
+            vox_nn_bt_act(pool, ins[0], l->act, out);
         break;
     default:
         break;
@@ -403,8 +414,12 @@ enum vox_status vox_nn_fast_forward(struct vox_ctx *ctx, struct vox_nn_fast *f,
     for (int i = 0; i < net->n_layers; i++)
         if (net->layers[i].kind != VOX_NN_INPUT)
             run_layer(f, i, pool);
-    for (int k = 0; k < net->n_outputs; k++)
-        vox_nn_bt_unpack(pool, &f->t[vox_net_output(net, k)], &f->out[k]);
+    for (int k = 0; k < net->n_outputs; k++) {
+        int o = vox_net_output(net, k);
+        vox_nn_bt_unpack_act(pool, &f->t[o],
+                             fused_output(&net->layers[o]) ? net->layers[o].act : VOX_ACT_LINEAR,
+                             &f->out[k]);
+    }
     return VOX_OK;
 }
 
@@ -431,6 +446,8 @@ void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
     struct vox_nn_fast_layer info = {.algo = "pass", .block = f->lay.blk[layer]};
     if (l->kind == VOX_NN_INPUT)
         info.algo = "pack";
+    if (fused_output(l))
+        info.algo = "unpack";
     if (fl->kern) {
         const struct vox_kernel_info *ki = vox_kernel_info(fl->kern);
         info.algo = ki->jit ? (fl->pad ? "jit+pad" : "jit") : "interp";

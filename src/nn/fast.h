@@ -53,6 +53,9 @@ void vox_nn_fast_pack(const struct vox_nn_fast_conv *c, bool deconv, const float
 /* (1, C, Z, Y, X) f32 of any strides -> blocked (pad lanes 0), and back (first C channels). */
 void vox_nn_bt_pack(struct vox_pool *pool, const struct vox_tensor *src, struct vox_nn_bt *dst);
 void vox_nn_bt_unpack(struct vox_pool *pool, const struct vox_nn_bt *src, struct vox_tensor *dst);
+/* Unpacks act(src) (a pointwise act, not softmax): an output layer fused into the unpacking. */
+void vox_nn_bt_unpack_act(struct vox_pool *pool, const struct vox_nn_bt *src, enum vox_nn_act act,
+                          struct vox_tensor *dst);
 /* dst = src with zero borders: dst voxel p + lo holds src voxel p. */
 void vox_nn_bt_pad(struct vox_pool *pool, const struct vox_nn_bt *src, const int64_t lo[3],
                    struct vox_nn_bt *dst);

@@ -67,21 +67,28 @@ static void run(struct vox_pool *pool, struct job *j, int64_t blocks, int64_t pl
     vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, task, j);
 }
 
+/* Per row (y), channel by channel: unit-stride reads along x, writes b floats apart within
+ * one row of the blocked tensor (X * b floats, in L1). */
 static void pack_row(const struct job *j, int64_t cb, int64_t z)
 {
     const struct vox_tensor *s = j->ts;
     const float *src = s->data;
     const struct vox_nn_bt *o = j->out;
-    for (int64_t y = 0; y < o->s[1]; y++)
-        for (int64_t x = 0; x < o->s[2]; x++) {
-            float *d = at(o, cb, z, y, x);
-            for (int64_t l = 0; l < o->blk; l++) {
-                int64_t c = cb * o->blk + l;
-                d[l] = c < o->c ? src[c * s->strides[1] + z * s->strides[2] + y * s->strides[3] +
-                                      x * s->strides[4]]
-                                : 0.0f;
+    const int64_t b = o->blk, nx = o->s[2], sx = s->strides[4];
+    for (int64_t y = 0; y < o->s[1]; y++) {
+        float *d = at(o, cb, z, y, 0);
+        for (int64_t l = 0; l < b; l++) {
+            int64_t c = cb * b + l;
+            if (c >= o->c) {
+                for (int64_t x = 0; x < nx; x++)
+                    d[x * b + l] = 0.0f;
+                continue;
             }
+            const float *p = src + c * s->strides[1] + z * s->strides[2] + y * s->strides[3];
+            for (int64_t x = 0; x < nx; x++)
+                d[x * b + l] = p[x * sx];
         }
+    }
 }
 
 void vox_nn_bt_pack(struct vox_pool *pool, const struct vox_tensor *src, struct vox_nn_bt *dst)
@@ -90,23 +97,36 @@ void vox_nn_bt_pack(struct vox_pool *pool, const struct vox_tensor *src, struct 
     run(pool, &j, vox_nn_bt_blocks(dst), dst->s[0]);
 }
 
+/* The transpose of pack_row, applying j->act (pointwise) on the way. */
 static void unpack_row(const struct job *j, int64_t cb, int64_t z)
 {
     struct vox_tensor *d = j->td;
     float *dst = d->data;
     const struct vox_nn_bt *s = j->in[0];
-    for (int64_t y = 0; y < s->s[1]; y++)
-        for (int64_t x = 0; x < s->s[2]; x++) {
-            const float *p = at(s, cb, z, y, x);
-            for (int64_t l = 0; l < s->blk && cb * s->blk + l < s->c; l++)
-                dst[(cb * s->blk + l) * d->strides[1] + z * d->strides[2] + y * d->strides[3] +
-                    x * d->strides[4]] = p[l];
+    const int64_t b = s->blk, nx = s->s[2], sx = d->strides[4];
+    for (int64_t y = 0; y < s->s[1]; y++) {
+        const float *p = at(s, cb, z, y, 0);
+        for (int64_t l = 0; l < b && cb * b + l < s->c; l++) {
+            float *q = dst + (cb * b + l) * d->strides[1] + z * d->strides[2] + y * d->strides[3];
+            if (j->act == VOX_ACT_LINEAR)
+                for (int64_t x = 0; x < nx; x++)
+                    q[x * sx] = p[x * b + l];
+            else
+                for (int64_t x = 0; x < nx; x++)
+                    q[x * sx] = act1(j->act, p[x * b + l]);
         }
+    }
 }
 
 void vox_nn_bt_unpack(struct vox_pool *pool, const struct vox_nn_bt *src, struct vox_tensor *dst)
 {
-    struct job j = {.row = unpack_row, .in = {src}, .td = dst};
+    vox_nn_bt_unpack_act(pool, src, VOX_ACT_LINEAR, dst);
+}
+
+void vox_nn_bt_unpack_act(struct vox_pool *pool, const struct vox_nn_bt *src, enum vox_nn_act act,
+                          struct vox_tensor *dst)
+{
+    struct job j = {.row = unpack_row, .in = {src}, .td = dst, .act = act};
     run(pool, &j, vox_nn_bt_blocks(src), src->s[0]);
 }
 
