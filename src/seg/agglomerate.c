@@ -446,11 +446,14 @@ static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag)
     return VOX_OK;
 }
 
-static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag)
+/* Loads the graph; `owned` (rag itself, or NULL) is freed once copied, before the heap takes
+ * its room. */
+static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag, struct vox_rag *owned)
 {
     enum vox_status s = agg_alloc(g, rag);
     if (s == VOX_OK)
         s = agg_load(g, rag);
+    vox_rag_fini(g->ctx, owned);
     if (s != VOX_OK)
         return s;
     int64_t at = 0;
@@ -492,19 +495,14 @@ bool vox_merge_applies(double score, double threshold)
     return 1.0 - score < threshold;
 }
 
-enum vox_status vox_seg_agglomerate(struct vox_ctx *ctx, const struct vox_rag *rag,
-                                    const struct vox_seg_params *p,
-                                    struct vox_merge_history *hist_out)
+static enum vox_status agg_run(struct vox_ctx *ctx, const struct vox_rag *rag,
+                               struct vox_rag *owned,
+                               const struct vox_seg_params *p,
+                               struct vox_merge_history *hist_out)
 {
-    enum vox_status s = vox_seg_params_check(ctx, p);
-    if (s != VOX_OK)
-        return s;
-    if (!rag || rag->nseg < 0 || rag->nseg > UINT32_MAX - 1 || rag->n < 0 ||
-        rag->n >= UINT32_MAX)
-        return vox_fail(ctx, VOX_INVALID_ARG, "agglomeration: no region graph, or too large");
     struct agg g = {.ctx = ctx, .p = p};
     struct vox_merge_history h = {.nseg = rag->nseg};
-    s = agg_init(&g, rag);
+    enum vox_status s = agg_init(&g, rag, owned);
     while (s == VOX_OK && g.nheap > 0) { /* every queued score applies */
         struct agg_entry top = agg_pop(&g);
         struct agg_edge *e = &g.e[top.edge];
@@ -522,4 +520,34 @@ enum vox_status vox_seg_agglomerate(struct vox_ctx *ctx, const struct vox_rag *r
     }
     *hist_out = h;
     return VOX_OK;
+}
+
+static enum vox_status agg_check(struct vox_ctx *ctx, const struct vox_rag *rag,
+                                 const struct vox_seg_params *p)
+{
+    enum vox_status s = vox_seg_params_check(ctx, p);
+    if (s != VOX_OK)
+        return s;
+    if (!rag || rag->nseg < 0 || rag->nseg > UINT32_MAX - 1 || rag->n < 0 ||
+        rag->n >= UINT32_MAX)
+        return vox_fail(ctx, VOX_INVALID_ARG, "agglomeration: no region graph, or too large");
+    return VOX_OK;
+}
+
+enum vox_status vox_seg_agglomerate(struct vox_ctx *ctx, const struct vox_rag *rag,
+                                    const struct vox_seg_params *p,
+                                    struct vox_merge_history *hist_out)
+{
+    enum vox_status s = agg_check(ctx, rag, p);
+    return s != VOX_OK ? s : agg_run(ctx, rag, NULL, p, hist_out);
+}
+
+enum vox_status seg_agglomerate_owned(struct vox_ctx *ctx, struct vox_rag *rag,
+                                      const struct vox_seg_params *p,
+                                      struct vox_merge_history *hist_out)
+{
+    enum vox_status s = agg_check(ctx, rag, p);
+    if (s != VOX_OK)
+        vox_rag_fini(ctx, rag);
+    return s != VOX_OK ? s : agg_run(ctx, rag, rag, p, hist_out);
 }
