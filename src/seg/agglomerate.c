@@ -5,30 +5,37 @@
  * As in waterz and ABISS's agg (reference note §2), the best edge is merged repeatedly and the
  * edges of the two segments to a common neighbour are combined. Unlike them, every statistic
  * is an exact integer (sum, count, max, a sparse 256-bin histogram) and a score is the
- * rational num / den compared by 128-bit cross-multiplication, with ties broken by (a, b), so
- * the order of merges is a total order: the history is deterministic and independent of
- * threads or heap layout.
+ * rational num / den compared by 128-bit cross-multiplication, with ties broken by the
+ * current (a, b), so the order of merges is a total order: the history is deterministic and
+ * independent of threads or heap layout.
  *
- * Data: edges live in one array; a segment's adjacency is a list of edge ids in a shared pool
- * (a list that outgrows its room moves to the pool's end). The heap is lazy: an edge whose
- * score or endpoints change gets a new stamp and a new heap entry; stale entries are dropped
- * when popped. A merge of b into a (a < b, the survivor keeps the smaller id, which is the
- * canonical one) marks a's neighbours in a scratch array, then walks b's list: an edge to a
- * common neighbour is added into a's edge, any other edge is re-pointed to a. Cost per merge
- * is O(deg a + deg b) plus heap pushes.
+ * Data: edges (32 bytes) live in one array and are found by their endpoints in an
+ * open-addressing hash table of edge ids (linear probing, backward-shift deletion). A
+ * segment's adjacency is a list of edge ids in a shared pool; dead edges are dropped when a
+ * list is moved or the pool compacted (a list that outgrows its room moves to the pool's end;
+ * a full pool is rebuilt with only live entries). A merge of b into a (a < b: the survivor
+ * keeps the smaller id, the canonical one) walks b's list only: an edge to a neighbour that a
+ * also touches (one hash look-up) is added into a's edge, any other edge is re-keyed to a and
+ * appended to a's list. Cost per merge: O(deg b) look-ups and heap pushes.
+ *
+ * The heap is lazy: an edge whose score or endpoints change gets a new stamp and a new entry;
+ * stale entries are dropped when popped, and the heap is rebuilt from its current entries when
+ * stale ones outnumber them. Edges whose score a cut at p->max_threshold would not apply are
+ * kept out of the heap: the best of them would end the agglomeration anyway, and a score only
+ * changes when its edge is combined (and then pushed again).
  */
 #include "seg_internal.h"
 
 #include <string.h>
 
+#define AGG_EMPTY UINT32_MAX
+
 struct agg_edge {
-    uint32_t a, b; /* current endpoints, a < b */
-    uint32_t stamp;
-    bool dead;
-    uint8_t max;
-    int32_t nbins;
-    int64_t hist;  /* into the agglomerator's histogram arena */
     uint64_t sum, count;
+    uint32_t a, b;  /* current endpoints, a < b; a = 0: dead */
+    uint32_t stamp; /* bumped when the score or the endpoints change */
+    uint8_t max;
+    bool queued;    /* the heap holds an entry with the current stamp */
 };
 
 struct agg_entry {
@@ -40,21 +47,24 @@ struct agg {
     struct vox_ctx *ctx;
     const struct vox_seg_params *p;
     struct agg_edge *e;
-    int64_t ne;
+    int64_t ne, ns; /* edges, segments + 1 */
     struct agg_entry *heap;
-    int64_t nheap, heap_cap;
-    int64_t *adj_start, *adj_len, *adj_cap, *pool;
+    int64_t nheap, heap_cap, nvalid; /* nvalid: entries with a current stamp */
+    uint32_t *slot;                  /* hash table of edge ids by (a, b) */
+    uint64_t mask;
+    int64_t *start, *len, *cap; /* per segment: its list at pool[start..start+len) */
+    uint32_t *pool;
     int64_t pool_len, pool_cap;
-    int64_t *mark;       /* per segment: the edge to it from the survivor, or -1 */
-    int64_t *scratch;    /* the survivor's new list */
-    uint8_t *hbin;       /* histogram arena (quantile score only) */
+    int64_t *hist;  /* quantile score only: per edge, its bins in the arena */
+    int32_t *nbins;
+    uint8_t *hbin;  /* histogram arena */
     uint64_t *hcnt;
     int64_t hlen, hcap;
 };
 
-static void agg_score(const struct agg *g, const struct agg_edge *e, uint64_t *num,
-                      uint64_t *den)
+static void agg_score(const struct agg *g, int64_t i, uint64_t *num, uint64_t *den)
 {
+    const struct agg_edge *e = &g->e[i];
     switch (g->p->score) {
     case VOX_SEG_SCORE_MAX:
         *num = e->max;
@@ -66,10 +76,11 @@ static void agg_score(const struct agg *g, const struct agg_edge *e, uint64_t *n
         return;
     case VOX_SEG_SCORE_QUANTILE: {
         uint64_t k = (uint64_t)(g->p->quantile * (double)(e->count - 1)), cum = 0;
-        int32_t i = 0;
-        while (i + 1 < e->nbins && (cum += g->hcnt[e->hist + i]) <= k)
-            i++;
-        *num = g->hbin[e->hist + i];
+        int64_t h = g->hist[i];
+        int32_t j = 0;
+        while (j + 1 < g->nbins[i] && (cum += g->hcnt[h + j]) <= k)
+            j++;
+        *num = g->hbin[h + j];
         *den = 1;
         return;
     }
@@ -78,6 +89,11 @@ static void agg_score(const struct agg *g, const struct agg_edge *e, uint64_t *n
         *den = e->count;
         return;
     }
+}
+
+static inline double agg_value(uint64_t num, uint64_t den)
+{
+    return (double)num / ((double)den * 255.0);
 }
 
 /* x goes before y: larger score, then smaller a, then smaller b. */
@@ -92,8 +108,56 @@ static inline bool agg_before(const struct agg_entry *x, const struct agg_entry 
     return x->b < y->b;
 }
 
-static enum vox_status agg_push(struct agg *g, int64_t edge)
+static void agg_sift_down(struct agg_entry *heap, int64_t n, int64_t i)
 {
+    struct agg_entry x = heap[i];
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= n)
+            break;
+        if (c + 1 < n && agg_before(&heap[c + 1], &heap[c]))
+            c++;
+        if (!agg_before(&heap[c], &x))
+            break;
+        heap[i] = heap[c];
+        i = c;
+    }
+    heap[i] = x;
+}
+
+/* Drops the stale entries and restores the heap order, in O(n). */
+static void agg_heap_rebuild(struct agg *g)
+{
+    int64_t n = 0;
+    for (int64_t i = 0; i < g->nheap; i++) {
+        const struct agg_edge *e = &g->e[g->heap[i].edge];
+        if (e->a != 0 && e->stamp == g->heap[i].stamp)
+            g->heap[n++] = g->heap[i];
+    }
+    g->nheap = n;
+    for (int64_t i = n / 2 - 1; i >= 0; i--)
+        agg_sift_down(g->heap, n, i);
+}
+
+/* The edge's previous entry, if any, is stale from now on. */
+static inline void agg_unqueue(struct agg *g, struct agg_edge *e)
+{
+    g->nvalid -= e->queued;
+    e->queued = false;
+}
+
+/* Queues edge i with its current stamp and score, unless a cut at max_threshold would not
+ * apply that score. */
+static enum vox_status agg_push(struct agg *g, int64_t i)
+{
+    struct agg_edge *e = &g->e[i];
+    struct agg_entry x = {.a = e->a, .b = e->b, .edge = (uint32_t)i, .stamp = e->stamp};
+    agg_score(g, i, &x.num, &x.den);
+    agg_unqueue(g, e);
+    if (!vox_merge_applies(agg_value(x.num, x.den), g->p->max_threshold))
+        return VOX_OK;
+    if (g->nheap > 2 * g->nvalid + 1024)
+        agg_heap_rebuild(g);
     if (g->nheap == g->heap_cap) {
         int64_t cap = g->heap_cap ? 2 * g->heap_cap : 1024;
         void *h = vox_realloc(g->ctx, g->heap, (size_t)g->heap_cap * sizeof *g->heap,
@@ -103,37 +167,129 @@ static enum vox_status agg_push(struct agg *g, int64_t edge)
         g->heap = h;
         g->heap_cap = cap;
     }
-    const struct agg_edge *e = &g->e[edge];
-    struct agg_entry x = {.a = e->a, .b = e->b, .edge = (uint32_t)edge, .stamp = e->stamp};
-    agg_score(g, e, &x.num, &x.den);
-    int64_t i = g->nheap++;
-    while (i > 0 && agg_before(&x, &g->heap[(i - 1) / 2])) {
-        g->heap[i] = g->heap[(i - 1) / 2];
-        i = (i - 1) / 2;
+    e->queued = true;
+    g->nvalid++;
+    int64_t k = g->nheap++;
+    while (k > 0 && agg_before(&x, &g->heap[(k - 1) / 2])) {
+        g->heap[k] = g->heap[(k - 1) / 2];
+        k = (k - 1) / 2;
     }
-    g->heap[i] = x;
+    g->heap[k] = x;
     return VOX_OK;
 }
 
 static struct agg_entry agg_pop(struct agg *g)
 {
-    struct agg_entry top = g->heap[0], x = g->heap[--g->nheap];
-    int64_t i = 0, n = g->nheap;
-    for (;;) {
-        int64_t c = 2 * i + 1;
-        if (c >= n)
-            break;
-        if (c + 1 < n && agg_before(&g->heap[c + 1], &g->heap[c]))
-            c++;
-        if (!agg_before(&g->heap[c], &x))
-            break;
-        g->heap[i] = g->heap[c];
-        i = c;
-    }
-    if (n > 0)
-        g->heap[i] = x;
+    struct agg_entry top = g->heap[0];
+    g->heap[0] = g->heap[--g->nheap];
+    if (g->nheap > 0)
+        agg_sift_down(g->heap, g->nheap, 0);
     return top;
 }
+
+/* ---- the edge table -------------------------------------------------------------------- */
+
+static inline uint64_t agg_hash(const struct agg *g, uint32_t a, uint32_t b)
+{
+    uint64_t k = (uint64_t)a << 32 | b; /* a murmur3-style finalizer */
+    k ^= k >> 33;
+    k *= 0xFF51AFD7ED558CCDull;
+    k ^= k >> 33;
+    return k & g->mask;
+}
+
+/* The live edge (a, b), a < b, or AGG_EMPTY. */
+static uint32_t agg_find(const struct agg *g, uint32_t a, uint32_t b)
+{
+    for (uint64_t h = agg_hash(g, a, b);; h = (h + 1) & g->mask) {
+        uint32_t i = g->slot[h];
+        if (i == AGG_EMPTY || (g->e[i].a == a && g->e[i].b == b))
+            return i;
+    }
+}
+
+static void agg_insert(struct agg *g, uint32_t i)
+{
+    uint64_t h = agg_hash(g, g->e[i].a, g->e[i].b);
+    while (g->slot[h] != AGG_EMPTY)
+        h = (h + 1) & g->mask;
+    g->slot[h] = i;
+}
+
+/* Removes edge i (under its current endpoints), shifting later entries of its probe run back. */
+static void agg_remove(struct agg *g, uint32_t i)
+{
+    uint64_t h = agg_hash(g, g->e[i].a, g->e[i].b);
+    while (g->slot[h] != i)
+        h = (h + 1) & g->mask;
+    for (uint64_t j = (h + 1) & g->mask; g->slot[j] != AGG_EMPTY; j = (j + 1) & g->mask) {
+        const struct agg_edge *f = &g->e[g->slot[j]];
+        uint64_t k = agg_hash(g, f->a, f->b);
+        /* the entry at j may move to the hole at h when its home k is not in (h, j] */
+        if ((j > h && (k <= h || k > j)) || (j < h && k <= h && k > j)) {
+            g->slot[h] = g->slot[j];
+            h = j;
+        }
+    }
+    g->slot[h] = AGG_EMPTY;
+}
+
+/* ---- adjacency lists ------------------------------------------------------------------- */
+
+/* Rebuilds the pool with the live entries of every list, with room for `more` after them. */
+static enum vox_status agg_pool_compact(struct agg *g, int64_t more)
+{
+    int64_t live = 0, at = 0;
+    for (int64_t s = 0; s < g->ns; s++)
+        for (int64_t k = 0; k < g->len[s]; k++)
+            live += g->e[g->pool[g->start[s] + k]].a != 0;
+    int64_t cap = 2 * live + more + 1024;
+    uint32_t *pool = vox_alloc(g->ctx, (size_t)cap * sizeof *pool);
+    if (!pool)
+        return VOX_OUT_OF_MEMORY;
+    for (int64_t s = 0; s < g->ns; s++) {
+        const uint32_t *l = g->pool + g->start[s];
+        int64_t from = at;
+        for (int64_t k = 0; k < g->len[s]; k++)
+            if (g->e[l[k]].a != 0)
+                pool[at++] = l[k];
+        g->start[s] = from;
+        g->len[s] = g->cap[s] = at - from;
+    }
+    vox_free(g->ctx, g->pool);
+    g->pool = pool;
+    g->pool_len = at;
+    g->pool_cap = cap;
+    return VOX_OK;
+}
+
+/* Room for `more` entries after segment a's list (moved, without its dead entries, to the
+ * pool's end when it has none). */
+static enum vox_status agg_reserve(struct agg *g, uint32_t a, int64_t more)
+{
+    if (g->len[a] + more <= g->cap[a])
+        return VOX_OK;
+    int64_t need = 2 * (g->len[a] + more);
+    if (g->pool_len + need > g->pool_cap) {
+        enum vox_status s = agg_pool_compact(g, need);
+        if (s != VOX_OK)
+            return s;
+        need = 2 * (g->len[a] + more);
+    }
+    const uint32_t *src = g->pool + g->start[a];
+    uint32_t *dst = g->pool + g->pool_len;
+    int64_t n = 0;
+    for (int64_t k = 0; k < g->len[a]; k++)
+        if (g->e[src[k]].a != 0)
+            dst[n++] = src[k];
+    g->start[a] = g->pool_len;
+    g->len[a] = n;
+    g->cap[a] = need;
+    g->pool_len += need;
+    return VOX_OK;
+}
+
+/* ---- merging --------------------------------------------------------------------------- */
 
 /* Room for `more` entries at the end of an arena of `len` elements of `size` bytes. */
 static bool arena_reserve(struct vox_ctx *ctx, void **buf, int64_t len, int64_t *cap,
@@ -150,19 +306,22 @@ static bool arena_reserve(struct vox_ctx *ctx, void **buf, int64_t len, int64_t 
     return true;
 }
 
-/* Adds f's statistics into g's (histograms merged into a new run at the arena's end). */
-static enum vox_status agg_combine(struct agg *g, struct agg_edge *to, const struct agg_edge *f)
+/* Adds edge f's statistics into edge t's (histograms merged into a new run at the arena's
+ * end). */
+static enum vox_status agg_combine(struct agg *g, uint32_t t, uint32_t f)
 {
-    to->sum += f->sum;
-    to->count += f->count;
-    to->max = f->max > to->max ? f->max : to->max;
+    struct agg_edge *to = &g->e[t];
+    const struct agg_edge *from = &g->e[f];
+    to->sum += from->sum;
+    to->count += from->count;
+    to->max = from->max > to->max ? from->max : to->max;
     if (g->p->score != VOX_SEG_SCORE_QUANTILE)
         return VOX_OK;
-    int64_t more = to->nbins + f->nbins, cap = g->hcap;
+    int64_t more = g->nbins[t] + g->nbins[f], cap = g->hcap;
     if (!arena_reserve(g->ctx, (void **)&g->hbin, g->hlen, &cap, more, 1) ||
         !arena_reserve(g->ctx, (void **)&g->hcnt, g->hlen, &g->hcap, more, 8))
         return VOX_OUT_OF_MEMORY;
-    int64_t i = to->hist, ie = to->hist + to->nbins, j = f->hist, je = f->hist + f->nbins;
+    int64_t i = g->hist[t], ie = i + g->nbins[t], j = g->hist[f], je = j + g->nbins[f];
     int64_t o = g->hlen;
     while (i < ie || j < je) {
         if (j >= je || (i < ie && g->hbin[i] < g->hbin[j])) {
@@ -176,128 +335,143 @@ static enum vox_status agg_combine(struct agg *g, struct agg_edge *to, const str
             g->hcnt[o++] = g->hcnt[i++] + g->hcnt[j++];
         }
     }
-    to->hist = g->hlen;
-    to->nbins = (int32_t)(o - g->hlen);
+    g->hist[t] = g->hlen;
+    g->nbins[t] = (int32_t)(o - g->hlen);
     g->hlen = o;
     return VOX_OK;
 }
 
-static inline uint32_t other(const struct agg_edge *e, uint32_t s)
+/* Merges b into a (a < b) along edge me: b's edges to a's neighbours are added into a's,
+ * the others are re-keyed to a and join a's list. */
+static enum vox_status agg_merge(struct agg *g, uint32_t a, uint32_t b, uint32_t me)
 {
-    return e->a == s ? e->b : e->a;
-}
-
-/* Writes the survivor's new list (scratch[0..n)) into its room, or moves it to the pool end. */
-static enum vox_status agg_set_list(struct agg *g, uint32_t s, int64_t n)
-{
-    if (n > g->adj_cap[s]) {
-        if (!arena_reserve(g->ctx, (void **)&g->pool, g->pool_len, &g->pool_cap, 2 * n, 8))
-            return VOX_OUT_OF_MEMORY;
-        g->adj_start[s] = g->pool_len;
-        g->adj_cap[s] = 2 * n;
-        g->pool_len += 2 * n;
-    }
-    memcpy(g->pool + g->adj_start[s], g->scratch, (size_t)n * sizeof *g->scratch);
-    g->adj_len[s] = n;
-    return VOX_OK;
-}
-
-/* Merges b into a along edge `me`. */
-static enum vox_status agg_merge(struct agg *g, uint32_t a, uint32_t b, int64_t me)
-{
-    enum vox_status s = VOX_OK;
-    int64_t n = 0;
-    g->e[me].dead = true;
-    const int64_t *la = g->pool + g->adj_start[a], *lb = g->pool + g->adj_start[b];
-    for (int64_t i = 0; i < g->adj_len[a]; i++) {
-        struct agg_edge *e = &g->e[la[i]];
-        if (!e->dead) {
-            g->mark[other(e, a)] = la[i];
-            g->scratch[n++] = la[i];
-        }
-    }
-    for (int64_t i = 0; i < g->adj_len[b] && s == VOX_OK; i++) {
-        struct agg_edge *f = &g->e[lb[i]];
-        if (f->dead)
+    agg_remove(g, me);
+    g->e[me].a = 0;
+    enum vox_status s = agg_reserve(g, a, g->len[b]);
+    const uint32_t *lb = g->pool + g->start[b];
+    uint32_t *la = g->pool + g->start[a];
+    for (int64_t k = 0; k < g->len[b] && s == VOX_OK; k++) {
+        uint32_t fi = lb[k];
+        struct agg_edge *f = &g->e[fi];
+        if (f->a == 0)
             continue;
-        uint32_t nb = other(f, b);
-        int64_t to = g->mark[nb];
-        if (to >= 0) { /* a common neighbour: one edge with the sum of both */
-            s = agg_combine(g, &g->e[to], f);
-            f->dead = true;
+        uint32_t nb = f->a == b ? f->b : f->a;
+        uint32_t lo = a < nb ? a : nb, hi = a < nb ? nb : a;
+        uint32_t to = agg_find(g, lo, hi);
+        agg_remove(g, fi);
+        if (to != AGG_EMPTY) { /* a common neighbour: one edge with the sum of both */
+            s = agg_combine(g, to, fi);
+            f->a = 0;
+            agg_unqueue(g, f);
             g->e[to].stamp++;
             if (s == VOX_OK)
                 s = agg_push(g, to);
         } else {
-            f->a = a < nb ? a : nb;
-            f->b = a < nb ? nb : a;
+            f->a = lo;
+            f->b = hi;
             f->stamp++;
-            g->scratch[n++] = lb[i];
-            s = agg_push(g, lb[i]);
+            agg_insert(g, fi);
+            la[g->len[a]++] = fi;
+            s = agg_push(g, fi);
         }
     }
-    for (int64_t i = 0; i < n; i++)
-        g->mark[other(&g->e[g->scratch[i]], a)] = -1;
-    g->adj_len[b] = 0;
-    return s == VOX_OK ? agg_set_list(g, a, n) : s;
+    g->len[b] = 0;
+    return s;
 }
 
-static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag)
+/* ---- setup ----------------------------------------------------------------------------- */
+
+static enum vox_status agg_alloc(struct agg *g, const struct vox_rag *rag)
 {
     struct vox_ctx *ctx = g->ctx;
     int64_t ns = rag->nseg + 1, ne = rag->n;
     bool q = g->p->score == VOX_SEG_SCORE_QUANTILE;
+    uint64_t tsize = 1024;
+    while (tsize < 2 * (uint64_t)ne)
+        tsize *= 2;
     g->ne = ne;
+    g->ns = ns;
+    g->mask = tsize - 1;
     g->e = vox_alloc(ctx, (size_t)(ne + 1) * sizeof *g->e);
-    g->adj_start = vox_calloc(ctx, (size_t)ns, sizeof(int64_t));
-    g->adj_len = vox_calloc(ctx, (size_t)ns, sizeof(int64_t));
-    g->adj_cap = vox_calloc(ctx, (size_t)ns, sizeof(int64_t));
-    g->mark = vox_alloc(ctx, (size_t)ns * sizeof(int64_t));
-    g->scratch = vox_alloc(ctx, (size_t)(2 * ne + 1) * sizeof(int64_t));
-    g->pool_cap = 2 * ne + 1;
-    g->pool = vox_alloc(ctx, (size_t)g->pool_cap * sizeof(int64_t));
+    g->slot = vox_alloc(ctx, (size_t)tsize * sizeof *g->slot);
+    g->start = vox_calloc(ctx, (size_t)ns, sizeof *g->start);
+    g->len = vox_calloc(ctx, (size_t)ns, sizeof *g->len);
+    g->cap = vox_calloc(ctx, (size_t)ns, sizeof *g->cap);
+    g->pool_cap = 3 * ne + 1024;
+    g->pool = vox_alloc(ctx, (size_t)g->pool_cap * sizeof *g->pool);
     g->hcap = q ? rag->nhist + 1 : 0;
+    g->hist = q ? vox_alloc(ctx, (size_t)(ne + 1) * sizeof *g->hist) : NULL;
+    g->nbins = q ? vox_alloc(ctx, (size_t)(ne + 1) * sizeof *g->nbins) : NULL;
     g->hbin = q ? vox_alloc(ctx, (size_t)g->hcap) : NULL;
     g->hcnt = q ? vox_alloc(ctx, (size_t)g->hcap * 8) : NULL;
-    if (!g->e || !g->adj_start || !g->adj_len || !g->adj_cap || !g->mark || !g->scratch ||
-        !g->pool || (q && (!g->hbin || !g->hcnt)))
+    if (!g->e || !g->slot || !g->start || !g->len || !g->cap || !g->pool ||
+        (q && (!g->hist || !g->nbins || !g->hbin || !g->hcnt)))
         return VOX_OUT_OF_MEMORY;
+    memset(g->slot, 0xFF, (size_t)tsize * sizeof *g->slot);
     if (q) {
         memcpy(g->hbin, rag->hist_bin, (size_t)rag->nhist);
         memcpy(g->hcnt, rag->hist_count, (size_t)rag->nhist * 8);
         g->hlen = rag->nhist;
     }
-    for (int64_t s = 0; s < ns; s++)
-        g->mark[s] = -1;
-    for (int64_t i = 0; i < ne; i++) {
+    return VOX_OK;
+}
+
+/* Copies and checks the edges, filling the table and the degrees (in len). */
+static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag)
+{
+    bool q = g->p->score == VOX_SEG_SCORE_QUANTILE;
+    for (int64_t i = 0; i < g->ne; i++) {
         const struct vox_rag_edge *r = &rag->e[i];
         if (r->a == 0 || r->a >= r->b || r->b > rag->nseg || r->count == 0 ||
             (q && r->nbins <= 0))
-            return vox_fail(ctx, VOX_INVALID_ARG,
+            return vox_fail(g->ctx, VOX_INVALID_ARG,
                             "region graph edge %lld (%u, %u): expected 0 < a < b <= %lld, "
                             "count > 0%s",
                             (long long)i, r->a, r->b, (long long)rag->nseg,
                             q ? " and a histogram" : "");
-        g->e[i] = (struct agg_edge){.a = r->a, .b = r->b, .max = r->max, .nbins = r->nbins,
-                                    .hist = r->hist, .sum = r->sum, .count = r->count};
-        g->adj_cap[r->a]++;
-        g->adj_cap[r->b]++;
+        if (agg_find(g, r->a, r->b) != AGG_EMPTY)
+            return vox_fail(g->ctx, VOX_INVALID_ARG,
+                            "region graph edge %lld (%u, %u) repeats an earlier edge",
+                            (long long)i, r->a, r->b);
+        g->e[i] = (struct agg_edge){.a = r->a, .b = r->b, .max = r->max, .sum = r->sum,
+                                    .count = r->count};
+        if (q) {
+            g->hist[i] = r->hist;
+            g->nbins[i] = r->nbins;
+        }
+        agg_insert(g, (uint32_t)i);
+        g->len[r->a]++;
+        g->len[r->b]++;
     }
+    return VOX_OK;
+}
+
+/* Loads the graph; `owned` (rag itself, or NULL) is freed once copied, before the heap takes
+ * its room. */
+static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag, struct vox_rag *owned)
+{
+    enum vox_status s = agg_alloc(g, rag);
+    if (s == VOX_OK)
+        s = agg_load(g, rag);
+    vox_rag_fini(g->ctx, owned);
+    if (s != VOX_OK)
+        return s;
     int64_t at = 0;
-    for (int64_t s = 0; s < ns; s++) {
-        g->adj_start[s] = at;
-        at += g->adj_cap[s];
+    for (int64_t v = 0; v < g->ns; v++) {
+        g->start[v] = at;
+        g->cap[v] = g->len[v];
+        at += g->len[v];
+        g->len[v] = 0;
     }
     g->pool_len = at;
-    for (int64_t i = 0; i < ne; i++) {
+    for (int64_t i = 0; i < g->ne; i++) {
         uint32_t a = g->e[i].a, b = g->e[i].b;
-        g->pool[g->adj_start[a] + g->adj_len[a]++] = i;
-        g->pool[g->adj_start[b] + g->adj_len[b]++] = i;
+        g->pool[g->start[a] + g->len[a]++] = (uint32_t)i;
+        g->pool[g->start[b] + g->len[b]++] = (uint32_t)i;
     }
-    for (int64_t i = 0; i < ne; i++)
-        if (agg_push(g, i) != VOX_OK)
-            return VOX_OUT_OF_MEMORY;
-    return VOX_OK;
+    for (int64_t i = 0; i < g->ne && s == VOX_OK; i++)
+        s = agg_push(g, i);
+    return s;
 }
 
 static void agg_fini(struct agg *g)
@@ -305,12 +479,13 @@ static void agg_fini(struct agg *g)
     struct vox_ctx *ctx = g->ctx;
     vox_free(ctx, g->e);
     vox_free(ctx, g->heap);
-    vox_free(ctx, g->adj_start);
-    vox_free(ctx, g->adj_len);
-    vox_free(ctx, g->adj_cap);
+    vox_free(ctx, g->slot);
+    vox_free(ctx, g->start);
+    vox_free(ctx, g->len);
+    vox_free(ctx, g->cap);
     vox_free(ctx, g->pool);
-    vox_free(ctx, g->mark);
-    vox_free(ctx, g->scratch);
+    vox_free(ctx, g->hist);
+    vox_free(ctx, g->nbins);
     vox_free(ctx, g->hbin);
     vox_free(ctx, g->hcnt);
 }
@@ -320,28 +495,21 @@ bool vox_merge_applies(double score, double threshold)
     return 1.0 - score < threshold;
 }
 
-enum vox_status vox_seg_agglomerate(struct vox_ctx *ctx, const struct vox_rag *rag,
-                                    const struct vox_seg_params *p,
-                                    struct vox_merge_history *hist_out)
+static enum vox_status agg_run(struct vox_ctx *ctx, const struct vox_rag *rag,
+                               struct vox_rag *owned,
+                               const struct vox_seg_params *p,
+                               struct vox_merge_history *hist_out)
 {
-    enum vox_status s = vox_seg_params_check(ctx, p);
-    if (s != VOX_OK)
-        return s;
-    if (!rag || rag->nseg < 0 || rag->nseg > UINT32_MAX - 1 || rag->n < 0 ||
-        rag->n > UINT32_MAX)
-        return vox_fail(ctx, VOX_INVALID_ARG, "agglomeration: no region graph, or too large");
     struct agg g = {.ctx = ctx, .p = p};
     struct vox_merge_history h = {.nseg = rag->nseg};
-    s = agg_init(&g, rag);
-    while (s == VOX_OK && g.nheap > 0) {
+    enum vox_status s = agg_init(&g, rag, owned);
+    while (s == VOX_OK && g.nheap > 0) { /* every queued score applies */
         struct agg_entry top = agg_pop(&g);
         struct agg_edge *e = &g.e[top.edge];
-        if (e->dead || e->stamp != top.stamp)
+        if (e->a == 0 || e->stamp != top.stamp)
             continue;
-        double score = (double)top.num / ((double)top.den * 255.0);
-        if (!vox_merge_applies(score, p->max_threshold))
-            break;
-        s = seg_history_push(ctx, &h, e->a, e->b, e->a, score);
+        agg_unqueue(&g, e);
+        s = seg_history_push(ctx, &h, e->a, e->b, e->a, agg_value(top.num, top.den));
         if (s == VOX_OK)
             s = agg_merge(&g, e->a, e->b, top.edge);
     }
@@ -352,4 +520,34 @@ enum vox_status vox_seg_agglomerate(struct vox_ctx *ctx, const struct vox_rag *r
     }
     *hist_out = h;
     return VOX_OK;
+}
+
+static enum vox_status agg_check(struct vox_ctx *ctx, const struct vox_rag *rag,
+                                 const struct vox_seg_params *p)
+{
+    enum vox_status s = vox_seg_params_check(ctx, p);
+    if (s != VOX_OK)
+        return s;
+    if (!rag || rag->nseg < 0 || rag->nseg > UINT32_MAX - 1 || rag->n < 0 ||
+        rag->n >= UINT32_MAX)
+        return vox_fail(ctx, VOX_INVALID_ARG, "agglomeration: no region graph, or too large");
+    return VOX_OK;
+}
+
+enum vox_status vox_seg_agglomerate(struct vox_ctx *ctx, const struct vox_rag *rag,
+                                    const struct vox_seg_params *p,
+                                    struct vox_merge_history *hist_out)
+{
+    enum vox_status s = agg_check(ctx, rag, p);
+    return s != VOX_OK ? s : agg_run(ctx, rag, NULL, p, hist_out);
+}
+
+enum vox_status seg_agglomerate_owned(struct vox_ctx *ctx, struct vox_rag *rag,
+                                      const struct vox_seg_params *p,
+                                      struct vox_merge_history *hist_out)
+{
+    enum vox_status s = agg_check(ctx, rag, p);
+    if (s != VOX_OK)
+        vox_rag_fini(ctx, rag);
+    return s != VOX_OK ? s : agg_run(ctx, rag, rag, p, hist_out);
 }

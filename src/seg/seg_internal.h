@@ -83,4 +83,10 @@ enum vox_status seg_single_linkage_packed(struct vox_ctx *ctx, int64_t nbasins, 
                                           int64_t *nseg_out, int64_t **seg_sizes_out,
                                           struct vox_merge_history *dend_out);
 
+/* vox_seg_agglomerate that frees the graph (vox_rag_fini) as soon as it is copied, before
+ * the heap is built: a lower peak for the pipeline (agglomerate.c). */
+enum vox_status seg_agglomerate_owned(struct vox_ctx *ctx, struct vox_rag *rag,
+                                      const struct vox_seg_params *p,
+                                      struct vox_merge_history *hist_out);
+
 #endif

@@ -51,6 +51,27 @@ enum vox_status vox_merge_history_map(struct vox_ctx *ctx, const struct vox_merg
     return VOX_OK;
 }
 
+struct cut_job {
+    const uint32_t *in, *map;
+    void *out;
+    bool wide; /* u64 output */
+};
+
+/* out may be in itself (u32): each voxel is read, then written. */
+static void cut_range(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct cut_job *j = arg;
+    if (j->wide) {
+        uint64_t *o = j->out;
+        for (int64_t v = lo[0]; v < hi[0]; v++)
+            o[v] = j->map[j->in[v]];
+    } else {
+        uint32_t *o = j->out;
+        for (int64_t v = lo[0]; v < hi[0]; v++)
+            o[v] = j->map[j->in[v]];
+    }
+}
+
 enum vox_status vox_merge_history_cut(struct vox_ctx *ctx, const struct vox_merge_history *h,
                                       const struct vox_tensor *base, double threshold,
                                       struct vox_tensor *out, int64_t *nfinal_out)
@@ -79,15 +100,9 @@ enum vox_status vox_merge_history_cut(struct vox_ctx *ctx, const struct vox_merg
         return vox_fail(ctx, VOX_INVALID_ARG, "base label %u at voxel %lld exceeds nseg %lld",
                         in[bad], (long long)bad, (long long)h->nseg);
     }
-    if (out->dtype == VOX_U32) { /* out may be base itself: each voxel is read, then written */
-        uint32_t *o = out->data;
-        for (int64_t v = 0; v < d.n; v++)
-            o[v] = map[in[v]];
-    } else {
-        uint64_t *o = out->data;
-        for (int64_t v = 0; v < d.n; v++)
-            o[v] = map[in[v]];
-    }
+    struct cut_job j = {.in = in, .map = map, .out = out->data, .wide = out->dtype == VOX_U64};
+    vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){d.n, 1, 1}, (int64_t[3]){1 << 16, 1, 1},
+                 VOX_SCHED_STATIC, cut_range, &j);
     vox_free(ctx, map);
     if (nfinal_out)
         *nfinal_out = k;
@@ -151,13 +166,18 @@ static enum vox_status segment_run(struct vox_ctx *ctx, const struct vox_tensor 
     int64_t *sizes = NULL;
     struct vox_rag gs = {0};
     enum vox_status s = vox_seg_watershed(ctx, q, p, &res->labels, &res->nbasins, &sizes);
-    if (s == VOX_OK && res->nbasins <= SEG_PACKED_MAX_ID)
+    if (s == VOX_OK && p->nsize == 0 && p->dust <= 1) { /* no size merge, no dust: the basins */
+        res->nseg = res->nbasins;
+        res->dend = (struct vox_merge_history){.nseg = res->nbasins};
+        s = vox_rag_build(ctx, &res->labels, res->nseg, q, p->score == VOX_SEG_SCORE_QUANTILE,
+                          &gs);
+    } else if (s == VOX_OK && res->nbasins <= SEG_PACKED_MAX_ID)
         s = segment_packed(ctx, q, p, sizes, res, &gs);
     else if (s == VOX_OK)
         s = segment_full_graph(ctx, q, p, sizes, res, &gs);
     vox_free(ctx, sizes);
     if (s == VOX_OK)
-        s = vox_seg_agglomerate(ctx, &gs, p, &res->merges);
+        s = seg_agglomerate_owned(ctx, &gs, p, &res->merges);
     vox_rag_fini(ctx, &gs);
     return s;
 }
