@@ -120,21 +120,22 @@ static struct vox_jit_mem cmem_bits(struct cg *g, uint32_t bits)
     return cmem(g, x);
 }
 
-/* out = expm1(min(max(u, lo), hi)) for the vector in register u (clobbered); tmp is clobbered.
+/* out = expm1(max(u, -87)) (and min(., 87) when `upper`: u may be large) for the vector in
+ * register u (clobbered); tmp is clobbered.
  * Cody-Waite range reduction u = n ln2 + r, |r| <= ln2 / 2, with n from adding 1.5 * 2^23 + 127
  * (the rounded sum's low bits are n + 127, so shifting them into the exponent gives 2^n), a
  * degree-8 Taylor polynomial expm1(r) = r + r^2 (1/2! + r/3! + ... + r^6/8!) (truncation
  * < 2e-10 relative), and expm1(u) = 2^n expm1(r) + (2^n - 1), exact for n = 0 (|u| < ln2 / 2),
  * so small arguments keep their relative accuracy. Clamping to |u| <= 87 keeps n in
  * [-126, 126]: 2^n stays normal. */
-static void emit_expm1(struct cg *g, int u, int out, int tmp, float lo, float hi)
+static void emit_expm1(struct cg *g, int u, int out, int tmp, bool upper)
 {
     struct vox_jit_asm *a = g->a;
     int32_t U = vreg(g, u), O = vreg(g, out), T = vreg(g, tmp);
     const float magic = 12582912.0f + 127.0f;
-    vox_jit_vrrm(a, VOX_JIT_VMAXPS, U, U, cmem(g, lo));
-    if (hi < 87.5f)
-        vox_jit_vrrm(a, VOX_JIT_VMINPS, U, U, cmem(g, hi));
+    vox_jit_vrrm(a, VOX_JIT_VMAXPS, U, U, cmem(g, -87.0f));
+    if (upper)
+        vox_jit_vrrm(a, VOX_JIT_VMINPS, U, U, cmem(g, 87.0f));
     vox_jit_vrm(a, VOX_JIT_VMOVUPS, T, cmem(g, magic));
     vox_jit_vrrm(a, VOX_JIT_VFMADD231PS, T, U, cmem(g, 1.44269504f));
     vox_jit_vrrm(a, VOX_JIT_VSUBPS, O, T, cmem(g, magic));           /* n */
@@ -166,18 +167,18 @@ static void apply_exp_op(struct cg *g, int r, enum vox_nest_eltwise_kind kind)
     if (kind == VOX_NEST_ELU) {
         vox_jit_vrrm(a, VOX_JIT_VMINPS, T0, X, cmem(g, 0.0f));
         vox_jit_vrrm(a, VOX_JIT_VMAXPS, X, X, cmem(g, 0.0f));
-        emit_expm1(g, t0, t2, t1, -87.0f, 87.5f);
+        emit_expm1(g, t0, t2, t1, false);
         vox_jit_vrrr(a, VOX_JIT_VADDPS, X, X, T2);
     } else if (kind == VOX_NEST_SIGMOID) {
         vox_jit_vrrm(a, VOX_JIT_VMULPS, T0, X, cmem(g, -1.0f));
-        emit_expm1(g, t0, t2, t1, -87.0f, 87.0f);
+        emit_expm1(g, t0, t2, t1, true);
         vox_jit_vrrm(a, VOX_JIT_VADDPS, T2, T2, cmem(g, 2.0f));
         vox_jit_vrm(a, VOX_JIT_VMOVUPS, X, cmem(g, 1.0f));
         vox_jit_vrrr(a, VOX_JIT_VDIVPS, X, X, T2);
     } else {
         vox_jit_vrrm(a, VOX_JIT_VANDPS, T0, X, cmem_bits(g, 0x7FFFFFFFu));
         vox_jit_vrrm(a, VOX_JIT_VMULPS, T0, T0, cmem(g, -2.0f));
-        emit_expm1(g, t0, t2, t1, -87.0f, 87.5f);
+        emit_expm1(g, t0, t2, t1, false);
         vox_jit_vrrm(a, VOX_JIT_VADDPS, T1, T2, cmem(g, 2.0f));
         vox_jit_vrrr(a, VOX_JIT_VDIVPS, T2, T2, T1); /* -tanh(|x|) */
         vox_jit_vrrm(a, VOX_JIT_VXORPS, X, X, cmem_bits(g, 0x80000000u));
