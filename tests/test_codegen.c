@@ -4,9 +4,11 @@
  * accumulate, tile edges), a randomised differential stress test over sizes 2^r + tail,
  * splits, orders, unroll limits and every ISA the CPU has, invalid inputs, and threads.
  *
- * Tolerance: sums of products compare with |jit - ref| <= 2e-6 * (terms per output) *
- * (1 + |ref|) (FMA rounding and the reordered accumulators); max/min nests compare bitwise
- * up to that tolerance as well.
+ * Tolerances (float32):
+ *   sums of products       |jit - ref| <= 2e-6 * (terms per output) * (1 + |ref|) (FMA rounding
+ *                          and the reordered accumulators); max/min nests the same
+ *   elu, sigmoid, tanh     |jit - libm| <= 4e-7 * |libm| + 1e-37 (the JIT's vector expm1 vs
+ *                          libm's expm1f/expf/tanhf; measured: tanh 2 ulp, the others 1 ulp)
  */
 #include "harness.h"
 #include "vox/loop.h"
@@ -290,7 +292,7 @@ static void test_k_blocks(struct vox_ctx *ctx)
     struct vox_kernel *k;
     CHECK_OK(vox_nest_compile(ctx, &nest, NULL, &k));
     const struct vox_kernel_info *info = vox_kernel_info(k);
-    CHECK(!info->jit || (info->post_fused && !info->post_in_c));
+    CHECK(!info->jit || info->post_fused);
     vox_kernel_destroy(k);
 }
 
@@ -358,6 +360,65 @@ static void test_random(struct vox_ctx *ctx)
             failures += !check_nest(ctx, &nest, &o, seed, "random");
         }
     }
+}
+
+/* The exp-based ops (ELU, sigmoid, tanh) in registers against libm, as post-ops and pre-ops,
+ * over [-100, 100] and around the points where the vector code changes regime (|x| near
+ * ln2 / 2, the clamp at 87, tiny and denormal arguments). Tolerance (the vector expm1: ~1-2
+ * ulp, and one rounding per operation after it): |jit - libm| <= 4e-7 |libm| + 1e-37. */
+static bool exp_op_ok(float x, float got, float ref, const char *op, int isa)
+{
+    if (fabsf(got - ref) <= 4e-7f * fabsf(ref) + 1e-37f)
+        return true;
+    fprintf(stderr, "%s(%.9g): isa %d: %.9g, libm %.9g\n", op, x, isa, got, ref);
+    return false;
+}
+
+static void test_exp_ops(struct vox_ctx *ctx)
+{
+    enum { N = 4099 };
+    static const float special[] = {0.0f,       -0.0f,   1e-30f,   -1e-30f,  1e-40f, -1e-40f,
+                                    1e-7f,      -1e-7f,  0.34657f, -0.34657f, 0.3466f, -0.3466f,
+                                    87.0f,      -87.0f,  87.4f,    -87.4f,   88.7f,  -88.7f,
+                                    -103.0f,    20.0f,   -20.0f,   9.0f,     -9.0f,  1.0f};
+    static const char *const ops[] = {"elu", "sigmoid", "tanh"};
+    float *x = vox_alloc(ctx, N * sizeof(float)), *y = vox_alloc(ctx, N * sizeof(float));
+    float one = 1.0f;
+    CHECK(x && y);
+    if (!x || !y)
+        goto done;
+    for (int i = 0; i < N; i++)
+        x[i] = i < 24 ? special[i] : -100.0f + 200.0f * (float)(i - 24) / (N - 25);
+    int isas[2], nisa = jit_isas(ctx, isas);
+    for (int o = 0; o < 3; o++)
+        for (int pre = 0; pre < 2; pre++)
+            for (int s = 0; s < nisa; s++) {
+                char text[256];
+                snprintf(text, sizeof text,
+                         "dims n=%d k=1; order n:1 k:1; C[n:1] += A[n:1] * B[k:1]; %s %s", N,
+                         pre ? "pre" : "post", ops[o]);
+                struct vox_nest nest;
+                struct vox_kernel *k;
+                struct vox_kernel_options opt = {.isa = isas[s], .threads = 1};
+                CHECK_OK(vox_nest_parse(ctx, text, &nest));
+                if (vox_nest_compile(ctx, &nest, &opt, &k) != VOX_OK) {
+                    CHECK(false);
+                    continue;
+                }
+                CHECK(vox_kernel_info(k)->jit);
+                vox_kernel_run(k, y, x, &one, NULL);
+                vox_kernel_destroy(k);
+                const struct vox_nest_eltwise_info *info =
+                    vox_nest_eltwise_info(o == 0 ? VOX_NEST_ELU : o == 1 ? VOX_NEST_SIGMOID
+                                                                          : VOX_NEST_TANH);
+                bool ok = true;
+                for (int i = 0; i < N && ok; i++)
+                    ok = exp_op_ok(x[i], y[i], info->fn(x[i], 0.0f, 0.0f), ops[o], isas[s]);
+                CHECK(ok);
+            }
+done:
+    vox_free(ctx, x);
+    vox_free(ctx, y);
 }
 
 static void test_invalid(struct vox_ctx *ctx)
@@ -447,5 +508,5 @@ static void test_matmul_default_and_threads(struct vox_ctx *ctx)
 VOX_TEST_MAIN(VOX_TEST(test_matmul_layouts), VOX_TEST(test_gemv_batched), VOX_TEST(test_conv),
               VOX_TEST(test_pool_bias_relu_accumulate), VOX_TEST(test_tile_edges),
               VOX_TEST(test_reduction_vectors), VOX_TEST(test_k_blocks),
-              VOX_TEST(test_random), VOX_TEST(test_invalid),
+              VOX_TEST(test_random), VOX_TEST(test_exp_ops), VOX_TEST(test_invalid),
               VOX_TEST(test_matmul_default_and_threads))

@@ -245,6 +245,11 @@ static void emit_vex(struct vox_jit_asm *a, struct enc_list *l)
     E("vandps ymm4,ymm5,YMMWORD PTR [r11]", 5,
       vox_jit_vrrm(a, VOX_JIT_VANDPS, Y(4), Y(5), M(VOX_JIT_R11, 0)));
     E("vpaddd ymm1,ymm2,ymm3", 4, vox_jit_vrrr(a, VOX_JIT_VPADDD, Y(1), Y(2), Y(3)));
+    E("vfmadd213ps ymm1,ymm2,ymm3", 5, vox_jit_vrrr(a, VOX_JIT_VFMADD213PS, Y(1), Y(2), Y(3)));
+    E("vdivps ymm9,ymm2,YMMWORD PTR [rax]", 4,
+      vox_jit_vrrm(a, VOX_JIT_VDIVPS, Y(9), Y(2), M(VOX_JIT_RAX, 0)));
+    E("vpslld ymm1,ymm2,0x17", 5, vox_jit_vrri(a, VOX_JIT_VPSLLD, Y(1), Y(2), 23));
+    E("vpslld ymm12,ymm10,0x17", 6, vox_jit_vrri(a, VOX_JIT_VPSLLD, Y(12), Y(10), 23));
     E("vpcmpeqd ymm0,ymm0,ymm0", 4, vox_jit_vrrr(a, VOX_JIT_VPCMPEQD, Y(0), Y(0), Y(0)));
     E("vgatherdps ymm0,DWORD PTR [rax+ymm1*4],ymm2", 6,
       vox_jit_vgatherdps(a, Y(0), MX(VOX_JIT_RAX, Y(1), 4, 0), Y(2)));
@@ -337,6 +342,13 @@ static void emit_evex(struct vox_jit_asm *a, struct enc_list *l, char *texts, si
     E("vandps zmm7,zmm8,DWORD BCST [rdx]", 6,
       vox_jit_vrrm(a, VOX_JIT_VANDPS, Z(7), Z(8), BC(M(VOX_JIT_RDX, 0))));
     E("vpaddd zmm1,zmm2,zmm3", 6, vox_jit_vrrr(a, VOX_JIT_VPADDD, Z(1), Z(2), Z(3)));
+    E("vfmadd213ps zmm1,zmm2,zmm3", 6, vox_jit_vrrr(a, VOX_JIT_VFMADD213PS, Z(1), Z(2), Z(3)));
+    E("vfmadd213ps zmm17,zmm2,DWORD BCST [rdx+0x8]", 7,
+      vox_jit_vrrm(a, VOX_JIT_VFMADD213PS, Z(17), Z(2), BC(M(VOX_JIT_RDX, 8))));
+    E("vdivps zmm1,zmm2,zmm30", 6, vox_jit_vrrr(a, VOX_JIT_VDIVPS, Z(1), Z(2), Z(30)));
+    E("vpslld zmm1,zmm2,0x17", 7, vox_jit_vrri(a, VOX_JIT_VPSLLD, Z(1), Z(2), 23));
+    E("vpslld zmm20,zmm9,0x17", 7, vox_jit_vrri(a, VOX_JIT_VPSLLD, Z(20), Z(9), 23));
+    E("vpslld ymm21,ymm17,0x17", 7, vox_jit_vrri(a, VOX_JIT_VPSLLD, Y(21), Y(17), 23));
     E("vgatherdps zmm0{k1},DWORD PTR [rax+zmm1*4]", 7,
       vox_jit_vgatherdps(a, Z(0), MX(VOX_JIT_RAX, Z(1), 4, 0), K(1)));
     E("vgatherdps zmm16{k7},DWORD PTR [r9+zmm24*4+0x40]", 8,

@@ -218,6 +218,8 @@ enum vox_jit_vop {
     VOX_JIT_VPBROADCASTD,               /* vrm, vrr (source xmm) */
     VOX_JIT_VFMADD231PS, VOX_JIT_VMULPS, VOX_JIT_VADDPS, VOX_JIT_VSUBPS, VOX_JIT_VMAXPS,
     VOX_JIT_VMINPS, VOX_JIT_VXORPS, VOX_JIT_VANDPS,  /* vrrr, vrrm */
+    VOX_JIT_VFMADD213PS,                /* vrrr, vrrm: dst = dst * src1 + src2 */
+    VOX_JIT_VDIVPS,                     /* vrrr, vrrm: dst = src1 / src2 */
     VOX_JIT_VPADDD,                     /* vrrr, vrrm */
     VOX_JIT_VPCMPEQD,                   /* VEX only: vrrr, vrrm */
     VOX_JIT_VMOVSS,                     /* xmm: vrm (load, zeroes lanes 1..), vmr (store) */
@@ -225,6 +227,8 @@ enum vox_jit_vop {
     VOX_JIT_VEXTRACTF128,               /* vrri: xmm dst = 128-bit lane imm8 of ymm src
                                          * (EVEX vextractf32x4 for registers >= 16) */
     VOX_JIT_VEXTRACTF32X8,              /* EVEX only: vrri: ymm dst = 256-bit half of zmm */
+    VOX_JIT_VPSLLD,                     /* vrri: dst = src's 32-bit lanes shifted left by imm8
+                                         * (66 0F 72 /6 ib: dst in vvvv) */
     VOX_JIT_VOP_COUNT
 };
 
@@ -236,7 +240,8 @@ void vox_jit_vrrm(struct vox_jit_asm *a, enum vox_jit_vop op, int32_t dst, int32
 /* dst, src (two-operand forms: moves and broadcasts) */
 void vox_jit_vrr(struct vox_jit_asm *a, enum vox_jit_vop op, int32_t dst, int32_t src);
 void vox_jit_vrm(struct vox_jit_asm *a, enum vox_jit_vop op, int32_t dst, struct vox_jit_mem m);
-/* dst, src, imm8 (vpermilps, and the extracts whose destination is one width narrower). */
+/* dst, src, imm8 (vpermilps, vpslld, and the extracts whose destination is one width
+ * narrower). */
 void vox_jit_vrri(struct vox_jit_asm *a, enum vox_jit_vop op, int32_t dst, int32_t src,
                   int imm);
 /* Store [mem] <- src (src may carry an opmask). */

@@ -272,7 +272,6 @@ struct vox_kernel_info {
     int vec_regs;          /* vector registers used at most */
     bool chunked;          /* the innermost loop was strip-mined: no C tile fits */
     bool post_fused;       /* post-ops applied in registers before the store */
-    bool post_in_c;        /* post-ops applied by a C pass after the run (exp-based) */
     int parallel_dim;      /* the dimension split across threads, -1: none */
     double flops, bytes;   /* vox_nest_flops / vox_nest_bytes */
     size_t code_bytes;

@@ -37,12 +37,15 @@ static const struct jit_vop_enc jit_vops[VOX_JIT_VOP_COUNT] = {
     [VOX_JIT_VMINPS] = {"vminps", 0x5D, 0, 1, 0, VE | V_BCST, ARITH},
     [VOX_JIT_VXORPS] = {"vxorps", 0x57, 0, 1, 0, VE | V_BCST, ARITH}, /* EVEX: AVX512DQ */
     [VOX_JIT_VANDPS] = {"vandps", 0x54, 0, 1, 0, VE | V_BCST, ARITH}, /* EVEX: AVX512DQ */
+    [VOX_JIT_VFMADD213PS] = {"vfmadd213ps", 0xA8, 0, 2, 1, VE | V_BCST, ARITH},
+    [VOX_JIT_VDIVPS] = {"vdivps", 0x5E, 0, 1, 0, VE | V_BCST, ARITH},
     [VOX_JIT_VPADDD] = {"vpaddd", 0xFE, 0, 1, 1, VE | V_BCST, ARITH},
     [VOX_JIT_VPCMPEQD] = {"vpcmpeqd", 0x76, 0, 1, 1, V_VEX, ARITH},
     [VOX_JIT_VMOVSS] = {"vmovss", 0x10, 0x11, 1, 2, VE | V_T1S, FM_RM | FM_MR},
     [VOX_JIT_VPERMILPS] = {"vpermilps", 0x04, 0, 3, 1, VE, FM_RRI},
     [VOX_JIT_VEXTRACTF128] = {"vextractf128", 0x19, 0, 3, 1, VE, FM_RRI},
     [VOX_JIT_VEXTRACTF32X8] = {"vextractf32x8", 0x1B, 0, 3, 1, V_EVEX, FM_RRI},
+    [VOX_JIT_VPSLLD] = {"vpslld", 0x72, 0, 1, 1, VE, FM_RRI},
 };
 
 static bool jit_is_vec(int32_t r)
@@ -151,7 +154,7 @@ void vox_jit_vrri(struct vox_jit_asm *a, enum vox_jit_vop op, int32_t dst, int32
         return;
     }
     const struct jit_vop_enc *e = &jit_vops[op];
-    bool extract = op != VOX_JIT_VPERMILPS;
+    bool extract = op != VOX_JIT_VPERMILPS && op != VOX_JIT_VPSLLD;
     int32_t want_src = !extract                    ? jit_class(dst)
                        : op == VOX_JIT_VEXTRACTF128 ? VOX_JIT_CLASS_YMM
                                                     : VOX_JIT_CLASS_ZMM;
@@ -163,10 +166,14 @@ void vox_jit_vrri(struct vox_jit_asm *a, enum vox_jit_vop op, int32_t dst, int32
                      "imm8 in 0..255, got %d", e->name, imm);
         return;
     }
-    /* The extracts encode the source in ModRM.reg and the destination in ModRM.rm. */
+    /* The extracts encode the source in ModRM.reg and the destination in ModRM.rm; vpslld
+     * the destination in vvvv and the opcode extension /6 in ModRM.reg. */
     struct jit_vinsn v = {.opcode = e->opcode, .map = e->map, .pp = e->pp, .l = jit_vl(src),
                           .has_imm = true, .imm = (uint8_t)imm};
-    jit_vpick(a, e, &v, extract ? src : dst, VOX_JIT_NONE, extract ? dst : src);
+    if (op == VOX_JIT_VPSLLD)
+        jit_vpick(a, e, &v, VOX_JIT_XMM(6), dst, src);
+    else
+        jit_vpick(a, e, &v, extract ? src : dst, VOX_JIT_NONE, extract ? dst : src);
 }
 
 void vox_jit_vrrr(struct vox_jit_asm *a, enum vox_jit_vop op, int32_t dst, int32_t src1,

@@ -228,9 +228,9 @@ static void emit_entry(struct cg *g)
 
 /* ---- the plan -------------------------------------------------------------------------- */
 
-static bool op_jittable(enum vox_nest_eltwise_kind k)
+static bool op_needs_exp(enum vox_nest_eltwise_kind k)
 {
-    return k == VOX_NEST_RELU || k == VOX_NEST_SCALE || k == VOX_NEST_BIAS || k == VOX_NEST_MUL;
+    return k == VOX_NEST_ELU || k == VOX_NEST_SIGMOID || k == VOX_NEST_TANH;
 }
 
 static int64_t min64(int64_t a, int64_t b)
@@ -311,10 +311,6 @@ static enum vox_status plan_tensors(struct cg *g)
             g->need_gather = true;
         }
     }
-    for (int i = 0; i < nest->npre; i++)
-        if (!op_jittable(nest->pre[i].kind))
-            return vox_fail(g->ctx, VOX_UNSUPPORTED, "codegen: pre-op %s needs exp",
-                            vox_nest_eltwise_info(nest->pre[i].kind)->name);
     return VOX_OK;
 }
 
@@ -361,11 +357,20 @@ static void plan_registers(struct cg *g)
         if (g->isa == VOX_ISA_AVX2)
             g->reg_gmask = next--;
     }
-    bool post_tensor = false;
-    for (int i = 0; i < nest->npost; i++)
+    bool post_tensor = false, need_exp = false;
+    for (int i = 0; i < nest->npost; i++) {
         post_tensor |= g->post_t[i] >= 0;
-    if (nest->compute != VOX_NEST_PLUS_MUL || nest->npre > 0 || post_tensor)
+        need_exp |= op_needs_exp(nest->post[i].kind);
+    }
+    for (int i = 0; i < nest->npre; i++)
+        need_exp |= op_needs_exp(nest->pre[i].kind);
+    if (nest->compute != VOX_NEST_PLUS_MUL || nest->npre > 0 || post_tensor || need_exp)
         g->reg_tmp = next--;
+    g->reg_etmp[0] = g->reg_etmp[1] = -1;
+    if (need_exp) {
+        g->reg_etmp[0] = next--;
+        g->reg_etmp[1] = next--;
+    }
     if (g->reg_mask >= 0) {
         int32_t tab[16];
         for (int i = 0; i < 16; i++)
@@ -400,11 +405,8 @@ static void plan_tile_level(struct cg *g)
         }
     }
     g->red_above = reduction_above(nest, g->R);
-    g->post_ok = true;
-    for (int i = 0; i < nest->npost; i++)
-        g->post_ok &= op_jittable(nest->post[i].kind);
     g->flag_mask = (g->red_above && !nest->accumulate ? CG_FIRST : 0) |
-                   (g->red_above && nest->npost > 0 && g->post_ok ? CG_LAST : 0);
+                   (g->red_above && nest->npost > 0 ? CG_LAST : 0);
 }
 
 static void fill_info(struct cg *g, struct cg_result *out)
@@ -427,9 +429,7 @@ static void fill_info(struct cg *g, struct cg_result *out)
     info->unroll = g->stat_unroll;
     info->vec_regs = g->stat_regs;
     info->chunked = g->chunked;
-    info->post_fused = nest->npost > 0 && g->post_ok;
-    info->post_in_c = nest->npost > 0 && !g->post_ok;
-    out->post_in_c = info->post_in_c;
+    info->post_fused = nest->npost > 0;
     int d0 = nest->order[0].dim;
     out->parallel = g->R > 0 && !vox_nest_is_reduction(nest, d0);
     info->parallel_dim = out->parallel ? d0 : -1;

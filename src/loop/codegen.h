@@ -4,8 +4,7 @@
  * codegen.c lowers a valid nest to one x86-64 function `void f(const struct cg_args *)`. The
  * function runs the nest's outermost loop for args->n_full full iterations from the given
  * pointers, then its tail iteration if args->do_tail, so a caller can hand disjoint runs of
- * that loop to threads. What the generated code cannot do itself (post-ops that need exp) is
- * flagged in the plan for the caller to do in C.
+ * that loop to threads.
  */
 #ifndef VOX_LOOP_CODEGEN_H
 #define VOX_LOOP_CODEGEN_H
@@ -24,7 +23,6 @@ struct cg_args {
 
 struct cg_result {
     struct vox_jit_code code;
-    bool post_in_c;  /* the caller applies the post-ops after the run */
     bool parallel;   /* loop 0 indexes C and is a runtime loop: its iterations may be split */
     int64_t step0, n_full0, tail0; /* loop 0: step, full iterations, tail extent (0: none) */
     struct vox_kernel_info info;

@@ -11,7 +11,7 @@
 #define CG_MAX_CODE (8 << 20)   /* bytes of code */
 #define CG_MAX_ACC 32           /* C vectors of one tile */
 #define CG_MAX_POINTS 256       /* buffered vector ops before a forced flush */
-#define CG_MAX_CONST 16
+#define CG_MAX_CONST 32
 #define CG_PF_DIST 16           /* reduction steps ahead that a software prefetch reaches */
 #define CG_PF_STRIDE 2048       /* bytes per reduction step from which operands are prefetched */
 
@@ -62,9 +62,10 @@ struct cg {
     int pre_t[VOX_NEST_MAX_OPS], post_t[VOX_NEST_MAX_OPS]; /* tensor of each op, or -1 */
     bool need_gather;
     int reg_mask, reg_gidx, reg_gmask, reg_tmp; /* fixed registers, -1 when unused */
+    int reg_etmp[2]; /* two more temporaries for the exp-based ops, -1 when unused */
     int top_free, acc_budget;
     int R;
-    bool chunked, red_above, post_ok;
+    bool chunked, red_above;
     int flag_mask;          /* the visit flags that change the code (others are dropped) */
     bool load_c, fuse_post; /* for the tile being emitted, from its flags */
     /* the tile being emitted */

@@ -105,6 +105,88 @@ static void load_plain(struct cg *g, int r, int t, int64_t off, int lanes)
     }
 }
 
+/* ---- element-wise ops ------------------------------------------------------------------ */
+
+/* A broadcast constant of the pool as a memory operand. */
+static struct vox_jit_mem cmem(struct cg *g, float x)
+{
+    return vox_jit_mem_rip(cg_const_vec(g, x), 0);
+}
+
+static struct vox_jit_mem cmem_bits(struct cg *g, uint32_t bits)
+{
+    float x;
+    memcpy(&x, &bits, sizeof x);
+    return cmem(g, x);
+}
+
+/* out = expm1(max(u, -87)) (and min(., 87) when `upper`: u may be large) for the vector in
+ * register u (clobbered); tmp is clobbered.
+ * Cody-Waite range reduction u = n ln2 + r, |r| <= ln2 / 2, with n from adding 1.5 * 2^23 + 127
+ * (the rounded sum's low bits are n + 127, so shifting them into the exponent gives 2^n), a
+ * degree-8 Taylor polynomial expm1(r) = r + r^2 (1/2! + r/3! + ... + r^6/8!) (truncation
+ * < 2e-10 relative), and expm1(u) = 2^n expm1(r) + (2^n - 1), exact for n = 0 (|u| < ln2 / 2),
+ * so small arguments keep their relative accuracy. Clamping to |u| <= 87 keeps n in
+ * [-126, 126]: 2^n stays normal. */
+static void emit_expm1(struct cg *g, int u, int out, int tmp, bool upper)
+{
+    struct vox_jit_asm *a = g->a;
+    int32_t U = vreg(g, u), O = vreg(g, out), T = vreg(g, tmp);
+    const float magic = 12582912.0f + 127.0f;
+    vox_jit_vrrm(a, VOX_JIT_VMAXPS, U, U, cmem(g, -87.0f));
+    if (upper)
+        vox_jit_vrrm(a, VOX_JIT_VMINPS, U, U, cmem(g, 87.0f));
+    vox_jit_vrm(a, VOX_JIT_VMOVUPS, T, cmem(g, magic));
+    vox_jit_vrrm(a, VOX_JIT_VFMADD231PS, T, U, cmem(g, 1.44269504f));
+    vox_jit_vrrm(a, VOX_JIT_VSUBPS, O, T, cmem(g, magic));           /* n */
+    vox_jit_vrrm(a, VOX_JIT_VFMADD231PS, U, O, cmem(g, -0.693359375f)); /* r = u - n ln2 */
+    vox_jit_vrrm(a, VOX_JIT_VFMADD231PS, U, O, cmem(g, 2.12194440e-4f));
+    vox_jit_vrri(a, VOX_JIT_VPSLLD, T, T, 23); /* 2^n */
+    static const float c[] = {1.0f / 40320, 1.0f / 5040, 1.0f / 720, 1.0f / 120,
+                              1.0f / 24,    1.0f / 6,    0.5f};
+    vox_jit_vrm(a, VOX_JIT_VMOVUPS, O, cmem(g, c[0]));
+    for (int i = 1; i < 7; i++)
+        vox_jit_vrrm(a, VOX_JIT_VFMADD213PS, O, U, cmem(g, c[i]));
+    vox_jit_vrrr(a, VOX_JIT_VMULPS, O, O, U);
+    vox_jit_vrrr(a, VOX_JIT_VFMADD213PS, O, U, U);                 /* expm1(r) */
+    vox_jit_vrrm(a, VOX_JIT_VSUBPS, U, T, cmem(g, 1.0f));          /* 2^n - 1 */
+    vox_jit_vrrr(a, VOX_JIT_VFMADD213PS, O, T, U);
+}
+
+/* ELU, sigmoid and tanh of register r through expm1, in reg_tmp and the two reg_etmp:
+ *   elu(x)     = max(x, 0) + expm1(min(x, 0))
+ *   sigmoid(x) = 1 / (2 + expm1(-x))
+ *   tanh(x)    = sign(x) * -e / (2 + e),  e = expm1(-2 |x|)
+ * (no blends: each form is exact or accurate on both sides of 0). */
+static void apply_exp_op(struct cg *g, int r, enum vox_nest_eltwise_kind kind)
+{
+    struct vox_jit_asm *a = g->a;
+    int t0 = g->reg_tmp, t1 = g->reg_etmp[0], t2 = g->reg_etmp[1];
+    int32_t X = vreg(g, r), T0 = vreg(g, t0), T1 = vreg(g, t1), T2 = vreg(g, t2);
+    note_reg(g, t0);
+    if (kind == VOX_NEST_ELU) {
+        vox_jit_vrrm(a, VOX_JIT_VMINPS, T0, X, cmem(g, 0.0f));
+        vox_jit_vrrm(a, VOX_JIT_VMAXPS, X, X, cmem(g, 0.0f));
+        emit_expm1(g, t0, t2, t1, false);
+        vox_jit_vrrr(a, VOX_JIT_VADDPS, X, X, T2);
+    } else if (kind == VOX_NEST_SIGMOID) {
+        vox_jit_vrrm(a, VOX_JIT_VMULPS, T0, X, cmem(g, -1.0f));
+        emit_expm1(g, t0, t2, t1, true);
+        vox_jit_vrrm(a, VOX_JIT_VADDPS, T2, T2, cmem(g, 2.0f));
+        vox_jit_vrm(a, VOX_JIT_VMOVUPS, X, cmem(g, 1.0f));
+        vox_jit_vrrr(a, VOX_JIT_VDIVPS, X, X, T2);
+    } else {
+        vox_jit_vrrm(a, VOX_JIT_VANDPS, T0, X, cmem_bits(g, 0x7FFFFFFFu));
+        vox_jit_vrrm(a, VOX_JIT_VMULPS, T0, T0, cmem(g, -2.0f));
+        emit_expm1(g, t0, t2, t1, false);
+        vox_jit_vrrm(a, VOX_JIT_VADDPS, T1, T2, cmem(g, 2.0f));
+        vox_jit_vrrr(a, VOX_JIT_VDIVPS, T2, T2, T1); /* -tanh(|x|) */
+        vox_jit_vrrm(a, VOX_JIT_VXORPS, X, X, cmem_bits(g, 0x80000000u));
+        vox_jit_vrrm(a, VOX_JIT_VANDPS, X, X, cmem_bits(g, 0x80000000u));
+        vox_jit_vrrr(a, VOX_JIT_VXORPS, X, X, T2);
+    }
+}
+
 /* x (op)= an element-wise op; the tensor operand (if any) goes through reg_tmp. */
 static void apply_op(struct cg *g, int r, const struct vox_nest_eltwise *op, int t, int64_t off,
                      int lanes)
@@ -113,10 +195,15 @@ static void apply_op(struct cg *g, int r, const struct vox_nest_eltwise *op, int
     int32_t x = vreg(g, r);
     switch (op->kind) {
     case VOX_NEST_RELU:
-        vox_jit_vrrm(a, VOX_JIT_VMAXPS, x, x, vox_jit_mem_rip(cg_const_vec(g, 0.0f), 0));
+        vox_jit_vrrm(a, VOX_JIT_VMAXPS, x, x, cmem(g, 0.0f));
         break;
     case VOX_NEST_SCALE:
-        vox_jit_vrrm(a, VOX_JIT_VMULPS, x, x, vox_jit_mem_rip(cg_const_vec(g, op->param), 0));
+        vox_jit_vrrm(a, VOX_JIT_VMULPS, x, x, cmem(g, op->param));
+        break;
+    case VOX_NEST_ELU:
+    case VOX_NEST_SIGMOID:
+    case VOX_NEST_TANH:
+        apply_exp_op(g, r, op->kind);
         break;
     default:
         load_plain(g, g->reg_tmp, t, off, lanes);
@@ -567,7 +654,7 @@ void cg_emit_tile(struct cg *g, const int64_t *ext, int flags)
 {
     g->max_reg = 0;
     g->load_c = g->nest->accumulate || (g->red_above && !(flags & CG_FIRST));
-    g->fuse_post = g->post_ok && (!g->red_above || (flags & CG_LAST));
+    g->fuse_post = !g->red_above || (flags & CG_LAST);
     if (g->chunked) {
         emit_chunked(g, ext);
     } else {

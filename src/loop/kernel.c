@@ -5,8 +5,7 @@
  * Key idea: the generated function runs a run of loop 0's iterations, so threads take
  * contiguous runs of it (static schedule). Loop 0 must index C, so no two threads write the
  * same element and each element sees the same operations in the same order for any thread
- * count: results are bitwise identical. What the JIT leaves to C (post-ops that need exp)
- * runs in a plain C pass over the output. VOX_ISA_REF, or a nest the generator cannot lower
+ * count: results are bitwise identical. VOX_ISA_REF, or a nest the generator cannot lower
  * (VOX_UNSUPPORTED), runs the interpreter instead.
  */
 #include "codegen.h"
@@ -26,41 +25,6 @@ struct run_job {
     const float *ptr[CG_TENSORS];
     int64_t ntens;
 };
-
-/* ---- C passes over the output ---------------------------------------------------------- */
-
-static int64_t offset(const struct vox_nest *nest, const int64_t *strides, const int64_t *idx)
-{
-    int64_t off = 0;
-    for (int d = 0; d < nest->ndims; d++)
-        off += idx[d] * strides[d];
-    return off;
-}
-
-/* Applies the post-ops to every element of C. */
-static void post_pass(const struct vox_nest *nest, float *C, const float *const *post_t)
-{
-    int64_t idx[VOX_NEST_MAX_DIMS] = {0};
-    for (;;) {
-        float *c = &C[offset(nest, nest->strides[VOX_NEST_C], idx)];
-        for (int i = 0; i < nest->npost; i++) {
-            const struct vox_nest_eltwise_info *info = vox_nest_eltwise_info(nest->post[i].kind);
-            float t = info->has_tensor ? post_t[i][offset(nest, nest->post[i].strides, idx)]
-                                       : 0.0f;
-            *c = info->fn(*c, t, nest->post[i].param);
-        }
-        int d = nest->ndims - 1;
-        for (; d >= 0; d--) {
-            if (vox_nest_is_reduction(nest, d))
-                continue;
-            if (++idx[d] < nest->dims[d].size)
-                break;
-            idx[d] = 0;
-        }
-        if (d < 0)
-            return;
-    }
-}
 
 /* ---- running --------------------------------------------------------------------------- */
 
@@ -114,16 +78,6 @@ void vox_kernel_run(const struct vox_kernel *k, float *C, const float *A, const 
     } else {
         int64_t lo[3] = {0, 0, 0}, hi[3] = {iters, 1, 1};
         run_range(&job, lo, hi, 0);
-    }
-    if (k->cg.post_in_c) {
-        const float *post_t[VOX_NEST_MAX_OPS] = {0};
-        int e = 0;
-        for (int i = 0; i < nest->npre; i++)
-            e += vox_nest_eltwise_info(nest->pre[i].kind)->has_tensor;
-        for (int i = 0; i < nest->npost; i++)
-            if (vox_nest_eltwise_info(nest->post[i].kind)->has_tensor)
-                post_t[i] = extra[e++];
-        post_pass(nest, C, post_t);
     }
 }
 
