@@ -37,28 +37,67 @@ static int64_t offset(const struct vox_nest *nest, const int64_t *strides, const
     return off;
 }
 
-/* Applies the post-ops to every element of C. */
-static void post_pass(const struct vox_nest *nest, float *C, const float *const *post_t)
+/* The post-ops of one run of C: the first non-reduction loop (d0) takes [lo, hi), the
+ * others their whole range. Elementwise, so any split gives the same bits. */
+struct post_job {
+    const struct vox_nest *nest;
+    float *C;
+    const float *const *post_t;
+    int d0;
+};
+
+static void post_range(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
+    (void)tid;
+    const struct post_job *j = arg;
+    const struct vox_nest *nest = j->nest;
+    const struct vox_nest_eltwise_info *info[VOX_NEST_MAX_OPS];
+    bool red[VOX_NEST_MAX_DIMS];
+    for (int i = 0; i < nest->npost; i++)
+        info[i] = vox_nest_eltwise_info(nest->post[i].kind);
+    for (int d = 0; d < nest->ndims; d++)
+        red[d] = vox_nest_is_reduction(nest, d);
     int64_t idx[VOX_NEST_MAX_DIMS] = {0};
+    if (j->d0 >= 0)
+        idx[j->d0] = lo[0];
     for (;;) {
-        float *c = &C[offset(nest, nest->strides[VOX_NEST_C], idx)];
+        float *c = &j->C[offset(nest, nest->strides[VOX_NEST_C], idx)];
         for (int i = 0; i < nest->npost; i++) {
-            const struct vox_nest_eltwise_info *info = vox_nest_eltwise_info(nest->post[i].kind);
-            float t = info->has_tensor ? post_t[i][offset(nest, nest->post[i].strides, idx)]
-                                       : 0.0f;
-            *c = info->fn(*c, t, nest->post[i].param);
+            float t = info[i]->has_tensor
+                          ? j->post_t[i][offset(nest, nest->post[i].strides, idx)]
+                          : 0.0f;
+            *c = info[i]->fn(*c, t, nest->post[i].param);
         }
         int d = nest->ndims - 1;
         for (; d >= 0; d--) {
-            if (vox_nest_is_reduction(nest, d))
+            if (red[d])
                 continue;
-            if (++idx[d] < nest->dims[d].size)
+            int64_t first = d == j->d0 ? lo[0] : 0, end = d == j->d0 ? hi[0] : nest->dims[d].size;
+            if (++idx[d] < end)
                 break;
-            idx[d] = 0;
+            idx[d] = first;
         }
         if (d < 0)
             return;
+    }
+}
+
+/* Applies the post-ops to every element of C, split over the pool along the first
+ * non-reduction loop. */
+static void post_pass(const struct vox_kernel *k, float *C, const float *const *post_t)
+{
+    const struct vox_nest *nest = &k->nest;
+    struct post_job j = {.nest = nest, .C = C, .post_t = post_t, .d0 = -1};
+    for (int d = 0; d < nest->ndims && j.d0 < 0; d++)
+        if (!vox_nest_is_reduction(nest, d))
+            j.d0 = d;
+    int64_t n[3] = {j.d0 >= 0 ? nest->dims[j.d0].size : 1, 1, 1};
+    if (k->pool && k->threads > 1 && n[0] > 1) {
+        int64_t tile[3] = {(n[0] + k->threads - 1) / k->threads, 1, 1};
+        vox_pool_for(k->pool, n, tile, VOX_SCHED_STATIC, post_range, &j);
+    } else {
+        int64_t lo[3] = {0, 0, 0};
+        post_range(&j, lo, n, 0);
     }
 }
 
@@ -123,7 +162,7 @@ void vox_kernel_run(const struct vox_kernel *k, float *C, const float *A, const 
         for (int i = 0; i < nest->npost; i++)
             if (vox_nest_eltwise_info(nest->post[i].kind)->has_tensor)
                 post_t[i] = extra[e++];
-        post_pass(nest, C, post_t);
+        post_pass(k, C, post_t);
     }
 }
 
