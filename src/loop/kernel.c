@@ -38,39 +38,44 @@ static int64_t offset(const struct vox_nest *nest, const int64_t *strides, const
 }
 
 /* The post-ops of one run of C: the first non-reduction loop (d0) takes [lo, hi), the
- * others their whole range. Elementwise, so any split gives the same bits. */
+ * others their whole range; rows along the last non-reduction loop (dl) go op by op with
+ * strided pointers. Elementwise, so any split gives the same bits. */
 struct post_job {
     const struct vox_nest *nest;
     float *C;
     const float *const *post_t;
-    int d0;
+    int d0, dl;
 };
+
+static void post_row(const struct post_job *j, const int64_t *idx, int64_t n)
+{
+    const struct vox_nest *nest = j->nest;
+    float *c = &j->C[offset(nest, nest->strides[VOX_NEST_C], idx)];
+    int64_t cs = j->dl >= 0 ? nest->strides[VOX_NEST_C][j->dl] : 0;
+    for (int i = 0; i < nest->npost; i++) {
+        const struct vox_nest_eltwise *op = &nest->post[i];
+        const struct vox_nest_eltwise_info *info = vox_nest_eltwise_info(op->kind);
+        const float *t = info->has_tensor ? &j->post_t[i][offset(nest, op->strides, idx)] : NULL;
+        int64_t ts = j->dl >= 0 ? op->strides[j->dl] : 0;
+        for (int64_t e = 0; e < n; e++)
+            c[e * cs] = info->fn(c[e * cs], t ? t[e * ts] : 0.0f, op->param);
+    }
+}
 
 static void post_range(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     (void)tid;
     const struct post_job *j = arg;
     const struct vox_nest *nest = j->nest;
-    const struct vox_nest_eltwise_info *info[VOX_NEST_MAX_OPS];
-    bool red[VOX_NEST_MAX_DIMS];
-    for (int i = 0; i < nest->npost; i++)
-        info[i] = vox_nest_eltwise_info(nest->post[i].kind);
-    for (int d = 0; d < nest->ndims; d++)
-        red[d] = vox_nest_is_reduction(nest, d);
     int64_t idx[VOX_NEST_MAX_DIMS] = {0};
     if (j->d0 >= 0)
         idx[j->d0] = lo[0];
+    int64_t n = j->dl < 0 ? 1 : j->dl == j->d0 ? hi[0] - lo[0] : nest->dims[j->dl].size;
     for (;;) {
-        float *c = &j->C[offset(nest, nest->strides[VOX_NEST_C], idx)];
-        for (int i = 0; i < nest->npost; i++) {
-            float t = info[i]->has_tensor
-                          ? j->post_t[i][offset(nest, nest->post[i].strides, idx)]
-                          : 0.0f;
-            *c = info[i]->fn(*c, t, nest->post[i].param);
-        }
+        post_row(j, idx, n);
         int d = nest->ndims - 1;
         for (; d >= 0; d--) {
-            if (red[d])
+            if (d == j->dl || vox_nest_is_reduction(nest, d))
                 continue;
             int64_t first = d == j->d0 ? lo[0] : 0, end = d == j->d0 ? hi[0] : nest->dims[d].size;
             if (++idx[d] < end)
@@ -87,10 +92,12 @@ static void post_range(void *arg, const int64_t lo[3], const int64_t hi[3], int 
 static void post_pass(const struct vox_kernel *k, float *C, const float *const *post_t)
 {
     const struct vox_nest *nest = &k->nest;
-    struct post_job j = {.nest = nest, .C = C, .post_t = post_t, .d0 = -1};
-    for (int d = 0; d < nest->ndims && j.d0 < 0; d++)
-        if (!vox_nest_is_reduction(nest, d))
-            j.d0 = d;
+    struct post_job j = {.nest = nest, .C = C, .post_t = post_t, .d0 = -1, .dl = -1};
+    for (int d = 0; d < nest->ndims; d++)
+        if (!vox_nest_is_reduction(nest, d)) {
+            j.d0 = j.d0 < 0 ? d : j.d0;
+            j.dl = d;
+        }
     int64_t n[3] = {j.d0 >= 0 ? nest->dims[j.d0].size : 1, 1, 1};
     if (k->pool && k->threads > 1 && n[0] > 1) {
         int64_t tile[3] = {(n[0] + k->threads - 1) / k->threads, 1, 1};
