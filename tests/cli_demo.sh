@@ -16,7 +16,7 @@ check test $? -eq 0
 check test -s "$dir/d/demo.h5"
 check test -s "$dir/d/demo.png"
 check grep -q "adapted Rand error" <<<"$out"
-check grep -q "affinity  model .*synth_aff.h5, fast forward pass" <<<"$out"
+check grep -q "affinity  model .*synth_aff.h5, fast forward pass, 4 views" <<<"$out"
 out=$("$vox" demo --out "$dir/n" --shape 12,64,64 --seed 3 --preset noisy --quiet 2>&1)
 check test $? -eq 0
 check grep -q "affinity  noisy preset" <<<"$out"
@@ -26,12 +26,14 @@ cp "$net" "$dir/m.net"
 "$vox" train --net "$dir/m.net" --data "$dir/s.h5:/raw,/labels" --out "$dir/m.h5" --iters 2 \
     --patch 6,24,24 --quiet >/dev/null 2>&1
 check test -s "$dir/m.h5"
-out=$("$vox" demo --out "$dir/p" --shape 8,48,48 --model "$dir/m.h5" --quiet 2>&1)
+out=$("$vox" demo --out "$dir/p" --shape 8,48,40 --model "$dir/m.h5" --views 8 --quiet 2>&1)
 check test $? -eq 0
 check grep -q "affinity  model $dir/m.h5, fast forward pass" <<<"$out"
 "$vox" demo --out "$dir/m" --shape 8,48,48 --model "$dir/none.h5" >/dev/null 2>&1
 check test $? -eq 1
 "$vox" demo --model "$dir/m.h5" --preset smooth --out "$dir/bad" >/dev/null 2>&1
+check test $? -eq 2
+"$vox" demo --views 9 --out "$dir/bad" >/dev/null 2>&1
 check test $? -eq 2
 "$vox" demo --preset none --out "$dir/bad" >/dev/null 2>&1
 check test $? -eq 2

@@ -23,7 +23,8 @@
 
 static const char help[] =
     "usage: vox demo [--out DIR] [--shape Z,Y,X] [--seed N]\n"
-    "                [--model FILE.h5|shipped | --preset smooth|noisy] [--threads N] [--quiet]\n\n"
+    "                [--model FILE.h5|shipped [--views N] | --preset smooth|noisy]\n"
+    "                [--threads N] [--quiet]\n\n"
     "Runs vox's pipeline on a synthetic EM volume with ground truth: generate the image,\n"
     "predict its affinities with a ConvNet (or, with --preset, degrade the true ones),\n"
     "segment them (watershed, size-dependent single linkage, mean-affinity agglomeration),\n"
@@ -35,6 +36,9 @@ static const char help[] =
     "  --model M       predict the affinities with a ConvNet: FILE.h5 with its spec FILE.net\n"
     "                  next to it, or 'shipped': nets/synth_aff.h5, found from the executable\n"
     "                  (EXEDIR/../nets, EXEDIR/nets or EXEDIR/../../nets) (default shipped)\n"
+    "  --views N       average the model's predictions over N views of the volume, 1 to 8:\n"
+    "                  identity, x-y transpose, x-y flip, both, then the same with z flipped\n"
+    "                  (test-time augmentation; default 4)\n"
     "  --preset P      instead of a model: the true affinities degraded like a smooth (good)\n"
     "                  or noisy network's output (default: none, use the model)\n"
     "  --threads N     worker threads (default: VOX_THREADS, else all CPUs)\n"
@@ -48,6 +52,7 @@ struct demo_opts {
     uint64_t seed;
     enum vox_synth_preset preset;
     bool use_preset;
+    int views;
     const char *model;
     struct cli_common common;
 };
@@ -68,7 +73,8 @@ static int parse(int argc, char **argv, struct demo_opts *o)
             return -1;
         }
         if (strcmp(a, "--out") != 0 && strcmp(a, "--shape") != 0 && strcmp(a, "--seed") != 0 &&
-            strcmp(a, "--preset") != 0 && strcmp(a, "--model") != 0)
+            strcmp(a, "--preset") != 0 && strcmp(a, "--model") != 0 &&
+            strcmp(a, "--views") != 0)
             return cli_usage("demo", "unknown option '%s'", a);
         if (!(v = cli_value("demo", argc, argv, &i)))
             return 2;
@@ -78,7 +84,11 @@ static int parse(int argc, char **argv, struct demo_opts *o)
             o->model = v;
         else if (strcmp(a, "--shape") == 0 && !cli_parse_shape(v, 3, 1, 4096, o->shape))
             return cli_usage("demo", "--shape %s: expected Z,Y,X, each 1 to 4096", v);
-        else if (strcmp(a, "--seed") == 0) {
+        else if (strcmp(a, "--views") == 0) {
+            if (!cli_parse_i64(v, 1, 8, &n))
+                return cli_usage("demo", "--views %s: expected a whole number 1 to 8", v);
+            o->views = (int)n;
+        } else if (strcmp(a, "--seed") == 0) {
             if (!cli_parse_i64(v, 0, INT64_MAX, &n))
                 return cli_usage("demo", "--seed %s: expected a whole number >= 0", v);
             o->seed = (uint64_t)n;
@@ -256,7 +266,7 @@ static enum vox_status run_demo(struct vox_ctx *ctx, const struct demo_opts *o, 
     if (o->use_preset)
         s = vox_synth_degrade(ctx, &d->aff_true, o->preset, o->seed, &d->aff);
     else
-        s = demo_model_predict(ctx, o->model, &d->raw, &d->aff);
+        s = demo_model_predict(ctx, o->model, &d->raw, o->views, &d->aff);
     if (s != VOX_OK)
         return s;
     double ti = vox_time_now();
@@ -264,8 +274,8 @@ static enum vox_status run_demo(struct vox_ctx *ctx, const struct demo_opts *o, 
         printf("affinity  %s preset: the true affinities degraded (%.2f s)\n",
                vox_synth_preset_str(o->preset), ti - t1);
     else
-        printf("affinity  model %s, fast forward pass (%.2f s, %.1f Mvox/s)\n", o->model, ti - t1,
-               (double)vox_tensor_numel(&d->raw) / (ti - t1) * 1e-6);
+        printf("affinity  model %s, fast forward pass, %d views (%.2f s, %.1f Mvox/s)\n", o->model,
+               o->views, ti - t1, (double)vox_tensor_numel(&d->raw) * o->views / (ti - t1) * 1e-6);
     t1 = ti;
     struct vox_seg_params p;
     vox_seg_params_defaults(&p);
@@ -317,8 +327,11 @@ static enum vox_status run_demo(struct vox_ctx *ctx, const struct demo_opts *o, 
 
 int vox_cmd_demo(int argc, char **argv)
 {
-    struct demo_opts o = {
-        .out = "vox-demo", .shape = {48, 192, 192}, .seed = 1, .preset = VOX_SYNTH_NOISY};
+    struct demo_opts o = {.out = "vox-demo",
+                          .shape = {48, 192, 192},
+                          .seed = 1,
+                          .preset = VOX_SYNTH_NOISY,
+                          .views = 4};
     int r = parse(argc, argv, &o);
     if (r)
         return r < 0 ? 0 : r;
