@@ -653,6 +653,6 @@ done:
 }
 
 VOX_TEST_MAIN(VOX_TEST(test_layer_grads), VOX_TEST(test_loss_grads), VOX_TEST(test_targets),
-              VOX_TEST(test_sample_alignment),
-              VOX_TEST(test_train_tiny), VOX_TEST(test_determinism),
-              VOX_TEST(test_resume_and_corruption), VOX_TEST(test_errors))
+              VOX_TEST(test_sample_alignment), VOX_TEST(test_train_tiny),
+              VOX_TEST(test_determinism), VOX_TEST(test_resume_and_corruption),
+              VOX_TEST(test_errors))

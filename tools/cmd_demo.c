@@ -73,8 +73,7 @@ static int parse(int argc, char **argv, struct demo_opts *o)
             return -1;
         }
         if (strcmp(a, "--out") != 0 && strcmp(a, "--shape") != 0 && strcmp(a, "--seed") != 0 &&
-            strcmp(a, "--preset") != 0 && strcmp(a, "--model") != 0 &&
-            strcmp(a, "--views") != 0)
+            strcmp(a, "--preset") != 0 && strcmp(a, "--model") != 0 && strcmp(a, "--views") != 0)
             return cli_usage("demo", "unknown option '%s'", a);
         if (!(v = cli_value("demo", argc, argv, &i)))
             return 2;
