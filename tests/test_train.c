@@ -303,6 +303,66 @@ static void make_volume(struct vox_ctx *ctx, uint64_t seed, const int64_t shape[
     vox_tensor_free(ctx, &lab);
 }
 
+/* Every flip/transpose keeps raw, labels and targets aligned: with raw = label (f32), a
+ * sampled patch's labels at output voxel o (margin 1) equal the input at o + offset, and the
+ * z, y, x affinity targets equal "input at o + offset equals input at o + offset - e_c". */
+static void test_sample_alignment(struct vox_ctx *ctx)
+{
+    int64_t shape[3] = {7, 11, 13};
+    struct vox_tensor raw = {0}, lab = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &raw, VOX_F32, 3, shape));
+    CHECK_OK(vox_tensor_alloc(ctx, &lab, VOX_U64, 3, shape));
+    char file[512], rs[600], ls[600];
+    tmp_path(file, sizeof file, "align.h5");
+    snprintf(rs, sizeof rs, "%s:/raw", file);
+    snprintf(ls, sizeof ls, "%s:/labels", file);
+    if (!raw.data || !lab.data)
+        goto done;
+    uint64_t st = 5;
+    for (int64_t e = 0; e < vox_tensor_numel(&lab); e++) {
+        uint64_t id = 1 + vox_train_rand(&st) % 6;
+        ((uint64_t *)lab.data)[e] = id, F(&raw)[e] = (float)id;
+    }
+    CHECK_OK(vox_volume_save(ctx, rs, &raw, NULL));
+    CHECK_OK(vox_volume_save(ctx, ls, &lab, NULL));
+    struct vox_train_source src = {rs, ls, NULL};
+    struct vox_train_data *d = NULL;
+    CHECK_OK(vox_train_data_open(ctx, &src, 1, &d));
+    const int64_t in[3] = {5, 7, 9}, out[3] = {1, 3, 5}, off[3] = {2, 2, 2};
+    struct vox_augment aug = {.flips = true};
+    uint64_t rng = 11;
+    int64_t bad = 0;
+    for (int k = 0; d && k < 64; k++) {
+        struct vox_tensor x = {0}, l = {0}, ok = {0}, t = {0}, m = {0};
+        CHECK_OK(vox_train_data_sample(ctx, d, &rng, in, out, off, &aug, &x, &l, &ok));
+        CHECK_OK(vox_train_targets(ctx, VOX_TARGET_AFFINITY, VOX_LOSS_BCE, &l, &ok, &t, &m));
+        for (int64_t z = 0; t.data && z < out[0]; z++)
+            for (int64_t y = 0; y < out[1]; y++)
+                for (int64_t xx = 0; xx < out[2]; xx++) {
+                    const float *X = x.data;
+                    int64_t v = ((z + off[0]) * in[1] + y + off[1]) * in[2] + xx + off[2];
+                    int64_t lv = ((z + 1) * (out[1] + 2) + y + 1) * (out[2] + 2) + xx + 1;
+                    bad += ((const uint64_t *)l.data)[lv] != (uint64_t)X[v];
+                    int64_t step[3] = {in[1] * in[2], in[2], 1}, n = out[0] * out[1] * out[2];
+                    int64_t e = (z * out[1] + y) * out[2] + xx;
+                    for (int c = 0; c < 3; c++)
+                        bad += F(&m)[c * n + e] == 1 &&
+                               F(&t)[c * n + e] != (float)(X[v] == X[v - step[c]]);
+                }
+        vox_tensor_free(ctx, &x);
+        vox_tensor_free(ctx, &l);
+        vox_tensor_free(ctx, &ok);
+        vox_tensor_free(ctx, &t);
+        vox_tensor_free(ctx, &m);
+    }
+    CHECK(bad == 0);
+    vox_train_data_close(d);
+done:
+    vox_tensor_free(ctx, &raw);
+    vox_tensor_free(ctx, &lab);
+    remove(file);
+}
+
 struct setup {
     struct vox_net *net;
     struct vox_train_data *data, *val;
@@ -593,5 +653,6 @@ done:
 }
 
 VOX_TEST_MAIN(VOX_TEST(test_layer_grads), VOX_TEST(test_loss_grads), VOX_TEST(test_targets),
-              VOX_TEST(test_train_tiny), VOX_TEST(test_determinism),
-              VOX_TEST(test_resume_and_corruption), VOX_TEST(test_errors))
+              VOX_TEST(test_sample_alignment), VOX_TEST(test_train_tiny),
+              VOX_TEST(test_determinism), VOX_TEST(test_resume_and_corruption),
+              VOX_TEST(test_errors))

@@ -3,9 +3,10 @@
  * a scored segmentation, with nothing to download.
  *
  *   synthetic EM (vox_synth_generate)  raw, ground-truth labels, true affinities
- *     → affinities                     the true affinities degraded (vox_synth_degrade), or
- *                                      with --model a ConvNet's predictions on the fast
- *                                      forward pass (demo_model.c)
+ *     → affinities                     a ConvNet's predictions on the fast forward pass
+ *                                      (demo_model.c; by default the shipped model
+ *                                      nets/synth_aff.h5), or with --preset the true
+ *                                      affinities degraded (vox_synth_degrade)
  *     → segmentation                   vox_segment: watershed, size merge, agglomeration
  *     → evaluation                     every threshold of the merge history in one pass
  *     → files                          DIR/demo.h5 (raw, labels, affinities, seg) and
@@ -21,22 +22,25 @@
 #include <sys/stat.h>
 
 static const char help[] =
-    "usage: vox demo [--out DIR] [--shape Z,Y,X] [--seed N] [--model FILE.h5|shipped]\n"
-    "                [--preset smooth|noisy] [--threads N] [--quiet]\n\n"
+    "usage: vox demo [--out DIR] [--shape Z,Y,X] [--seed N]\n"
+    "                [--model FILE.h5|shipped [--views N] | --preset smooth|noisy]\n"
+    "                [--threads N] [--quiet]\n\n"
     "Runs vox's pipeline on a synthetic EM volume with ground truth: generate the image,\n"
-    "get affinities (degraded true affinities, or a ConvNet's predictions with --model),\n"
-    "segment them (watershed,\n"
-    "size-dependent single linkage, mean-affinity agglomeration), score every agglomeration\n"
-    "threshold against the ground truth (VOI split/merge in bits, adapted Rand error), and\n"
-    "write the results.\n\n"
+    "predict its affinities with a ConvNet (or, with --preset, degrade the true ones),\n"
+    "segment them (watershed, size-dependent single linkage, mean-affinity agglomeration),\n"
+    "score every agglomeration threshold against the ground truth (VOI split/merge in bits,\n"
+    "adapted Rand error), and write the results.\n\n"
     "  --out DIR       where to write demo.h5 and demo.png (default: vox-demo)\n"
     "  --shape Z,Y,X   volume size in voxels (default 48,192,192)\n"
     "  --seed N        synthetic volume seed (default 1)\n"
     "  --model M       predict the affinities with a ConvNet: FILE.h5 with its spec FILE.net\n"
     "                  next to it, or 'shipped': nets/synth_aff.h5, found from the executable\n"
-    "                  (EXEDIR/../nets, EXEDIR/nets or EXEDIR/../../nets) (default: none)\n"
-    "  --preset P      without --model: the true affinities degraded like a smooth (good) or\n"
-    "                  noisy network's output (default noisy)\n"
+    "                  (EXEDIR/../nets, EXEDIR/nets or EXEDIR/../../nets) (default shipped)\n"
+    "  --views N       average the model's predictions over N views of the volume, 1 to 8:\n"
+    "                  identity, x-y transpose, x-y flip, both, then the same with z flipped\n"
+    "                  (test-time augmentation; default 4)\n"
+    "  --preset P      instead of a model: the true affinities degraded like a smooth (good)\n"
+    "                  or noisy network's output (default: none, use the model)\n"
     "  --threads N     worker threads (default: VOX_THREADS, else all CPUs)\n"
     "  --quiet         no progress output\n\n"
     "demo.h5 holds /raw (u8), /labels (u64 ground truth), /affinities (u8, 3,Z,Y,X; a/255) and\n"
@@ -47,6 +51,8 @@ struct demo_opts {
     int64_t shape[3];
     uint64_t seed;
     enum vox_synth_preset preset;
+    bool use_preset;
+    int views;
     const char *model;
     struct cli_common common;
 };
@@ -67,7 +73,7 @@ static int parse(int argc, char **argv, struct demo_opts *o)
             return -1;
         }
         if (strcmp(a, "--out") != 0 && strcmp(a, "--shape") != 0 && strcmp(a, "--seed") != 0 &&
-            strcmp(a, "--preset") != 0 && strcmp(a, "--model") != 0)
+            strcmp(a, "--preset") != 0 && strcmp(a, "--model") != 0 && strcmp(a, "--views") != 0)
             return cli_usage("demo", "unknown option '%s'", a);
         if (!(v = cli_value("demo", argc, argv, &i)))
             return 2;
@@ -77,15 +83,24 @@ static int parse(int argc, char **argv, struct demo_opts *o)
             o->model = v;
         else if (strcmp(a, "--shape") == 0 && !cli_parse_shape(v, 3, 1, 4096, o->shape))
             return cli_usage("demo", "--shape %s: expected Z,Y,X, each 1 to 4096", v);
-        else if (strcmp(a, "--seed") == 0) {
+        else if (strcmp(a, "--views") == 0) {
+            if (!cli_parse_i64(v, 1, 8, &n))
+                return cli_usage("demo", "--views %s: expected a whole number 1 to 8", v);
+            o->views = (int)n;
+        } else if (strcmp(a, "--seed") == 0) {
             if (!cli_parse_i64(v, 0, INT64_MAX, &n))
                 return cli_usage("demo", "--seed %s: expected a whole number >= 0", v);
             o->seed = (uint64_t)n;
         } else if (strcmp(a, "--preset") == 0) {
             if (!vox_synth_preset_parse(v, &o->preset))
                 return cli_usage("demo", "--preset %s: expected smooth or noisy", v);
+            o->use_preset = true;
         }
     }
+    if (o->use_preset && o->model)
+        return cli_usage("demo", "--model and --preset exclude each other");
+    if (!o->model && !o->use_preset)
+        o->model = "shipped";
     return 0;
 }
 
@@ -247,19 +262,19 @@ static enum vox_status run_demo(struct vox_ctx *ctx, const struct demo_opts *o, 
         printf("synth     %lld x %lld x %lld voxels (40 x 4 x 4 nm), %lld cells (%.2f s)\n",
                (long long)o->shape[0], (long long)o->shape[1], (long long)o->shape[2],
                (long long)cells, t1 - t0);
-    if (!o->model)
+    if (o->use_preset)
         s = vox_synth_degrade(ctx, &d->aff_true, o->preset, o->seed, &d->aff);
     else
-        s = demo_model_predict(ctx, o->model, &d->raw, &d->aff);
+        s = demo_model_predict(ctx, o->model, &d->raw, o->views, &d->aff);
     if (s != VOX_OK)
         return s;
     double ti = vox_time_now();
-    if (!o->model)
+    if (o->use_preset)
         printf("affinity  %s preset: the true affinities degraded (%.2f s)\n",
                vox_synth_preset_str(o->preset), ti - t1);
     else
-        printf("affinity  model %s, fast forward pass (%.2f s, %.1f Mvox/s)\n", o->model, ti - t1,
-               (double)vox_tensor_numel(&d->raw) / (ti - t1) * 1e-6);
+        printf("affinity  model %s, fast forward pass, %d views (%.2f s, %.1f Mvox/s)\n", o->model,
+               o->views, ti - t1, (double)vox_tensor_numel(&d->raw) * o->views / (ti - t1) * 1e-6);
     t1 = ti;
     struct vox_seg_params p;
     vox_seg_params_defaults(&p);
@@ -311,8 +326,11 @@ static enum vox_status run_demo(struct vox_ctx *ctx, const struct demo_opts *o, 
 
 int vox_cmd_demo(int argc, char **argv)
 {
-    struct demo_opts o = {
-        .out = "vox-demo", .shape = {48, 192, 192}, .seed = 1, .preset = VOX_SYNTH_NOISY};
+    struct demo_opts o = {.out = "vox-demo",
+                          .shape = {48, 192, 192},
+                          .seed = 1,
+                          .preset = VOX_SYNTH_NOISY,
+                          .views = 4};
     int r = parse(argc, argv, &o);
     if (r)
         return r < 0 ? 0 : r;

@@ -147,8 +147,86 @@ static enum vox_status run_slabs(struct vox_ctx *ctx, const struct vox_net *net,
     return st;
 }
 
+/* View xf (bits 0-2: flip z, y, x; bit 3: then swap y and x) of voxel p of a volume of
+ * shape s: its coordinates q in the view. */
+static void view_coords(int xf, const int64_t s[3], const int64_t p[3], int64_t q[3])
+{
+    int64_t f[3];
+    for (int a = 0; a < 3; a++)
+        f[a] = xf & (1 << a) ? s[a] - 1 - p[a] : p[a];
+    q[0] = f[0], q[1] = xf & 8 ? f[2] : f[1], q[2] = xf & 8 ? f[1] : f[2];
+}
+
+/* raw seen through view xf (shape vs: y and x swapped when xf & 8). */
+static void view_raw(const struct vox_tensor *raw, int xf, struct vox_tensor *out)
+{
+    const int64_t *s = raw->shape, *vs = out->shape;
+    const uint8_t *r = raw->data;
+    uint8_t *o = out->data;
+    for (int64_t p[3] = {0, 0, 0}; p[0] < s[0]; p[0]++)
+        for (p[1] = 0; p[1] < s[1]; p[1]++)
+            for (p[2] = 0; p[2] < s[2]; p[2]++) {
+                int64_t q[3];
+                view_coords(xf, s, p, q);
+                o[(q[0] * vs[1] + q[1]) * vs[2] + q[2]] = r[(p[0] * s[1] + p[1]) * s[2] + p[2]];
+            }
+}
+
+/* Adds view xf's affinities back in the volume's frame: the link (p, p - e_c) is channel c'
+ * (y and x swap under bit 3) of the view at q, or at q + e_c' when axis c is flipped (the
+ * view's link then points the other way); links leaving the volume take q itself. */
+static void add_view(const struct vox_tensor *va, int xf, const int64_t s[3], float *acc)
+{
+    const int64_t *vs = va->shape + 1, plane = vs[0] * vs[1] * vs[2];
+    const uint8_t *v = va->data;
+    for (int c = 0; c < 3; c++) {
+        int cv = xf & 8 && c > 0 ? 3 - c : c;
+        for (int64_t p[3] = {0, 0, 0}; p[0] < s[0]; p[0]++)
+            for (p[1] = 0; p[1] < s[1]; p[1]++)
+                for (p[2] = 0; p[2] < s[2]; p[2]++) {
+                    int64_t q[3];
+                    view_coords(xf, s, p, q);
+                    q[cv] += xf & (1 << c) && p[c] > 0;
+                    *acc++ += v[cv * plane + (q[0] * vs[1] + q[1]) * vs[2] + q[2]];
+                }
+    }
+}
+
+/* The mean of `views` views' predictions (views 0, 8, 6, 14, 1, 9, 7, 15: identity,
+ * transpose, x-y flips, then with z flipped), quantized. */
+static enum vox_status predict_views(struct vox_ctx *ctx, const struct vox_net *net,
+                                     const struct vox_nn_weights *w, const struct vox_tensor *raw,
+                                     int views, const int64_t fov[3], const int64_t lo[3],
+                                     struct vox_tensor *aff)
+{
+    static const int order[8] = {0, 8, 6, 14, 1, 9, 7, 15};
+    const int64_t *s = raw->shape, n = vox_tensor_numel(aff);
+    float *acc = vox_calloc(ctx, (size_t)n, sizeof *acc);
+    enum vox_status st = acc ? VOX_OK : VOX_OUT_OF_MEMORY;
+    for (int k = 0; k < views && st == VOX_OK; k++) {
+        int xf = order[k];
+        int64_t vs[3] = {s[0], xf & 8 ? s[2] : s[1], xf & 8 ? s[1] : s[2]};
+        int64_t as[4] = {3, vs[0], vs[1], vs[2]};
+        struct vox_tensor vr = {0}, va = {0};
+        st = vox_tensor_alloc(ctx, &vr, VOX_U8, 3, vs);
+        if (st == VOX_OK && (st = vox_tensor_alloc(ctx, &va, VOX_U8, 4, as)) == VOX_OK) {
+            view_raw(raw, xf, &vr);
+            if ((st = run_slabs(ctx, net, w, &vr, fov, lo, &va)) == VOX_OK)
+                add_view(&va, xf, s, acc);
+        }
+        vox_tensor_free(ctx, &vr);
+        vox_tensor_free(ctx, &va);
+    }
+    uint8_t *q = aff->data;
+    for (int64_t e = 0; st == VOX_OK && e < n; e++)
+        q[e] = (uint8_t)(acc[e] / (float)views + 0.5f);
+    vox_free(ctx, acc);
+    return st;
+}
+
 enum vox_status demo_model_predict(struct vox_ctx *ctx, const char *model,
-                                   const struct vox_tensor *raw, struct vox_tensor *aff_out)
+                                   const struct vox_tensor *raw, int views,
+                                   struct vox_tensor *aff_out)
 {
     char spec[4096];
     size_t n = strlen(model);
@@ -168,7 +246,7 @@ enum vox_status demo_model_predict(struct vox_ctx *ctx, const char *model,
     if (s == VOX_OK)
         s = vox_tensor_alloc(ctx, aff_out, VOX_U8, 4, as);
     if (s == VOX_OK)
-        s = run_slabs(ctx, net, w, raw, fov, lo, aff_out);
+        s = predict_views(ctx, net, w, raw, views, fov, lo, aff_out);
     vox_nn_weights_destroy(w);
     vox_net_destroy(net);
     return s;

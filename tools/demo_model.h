@@ -18,9 +18,11 @@ bool demo_model_find(char *buf, size_t n);
 
 /* Affinities (3, Z, Y, X) u8 (q = round(255 a)) for raw (Z, Y, X) u8, from MODEL.h5 and its
  * spec MODEL.net (one 1-channel input, one 3-channel output, valid padding, stride 1); the
- * input is mirrored at the borders so the output covers the whole volume. aff_out is
- * allocated here. */
+ * input is mirrored at the borders so the output covers the whole volume; the predictions
+ * of `views` (1-8) flipped/transposed views of the volume are averaged (test-time
+ * augmentation). aff_out is allocated here. */
 enum vox_status demo_model_predict(struct vox_ctx *ctx, const char *model,
-                                   const struct vox_tensor *raw, struct vox_tensor *aff_out);
+                                   const struct vox_tensor *raw, int views,
+                                   struct vox_tensor *aff_out);
 
 #endif

@@ -76,7 +76,8 @@ void vox_nn_ref_act_backward(const struct vox_tensor *y, const struct vox_tensor
         return softmax_backward(y, gy, gx);
     const float *yp = y->data, *gp = gy->data;
     float *xp = gx->data;
-    for (int64_t e = 0; e < vox_tensor_numel(gx); e++)
+    const int64_t n = vox_tensor_numel(gx);
+    for (int64_t e = 0; e < n; e++)
         xp[e] = (float)(gp[e] * act_slope(act, yp[e]));
 }
 
