@@ -134,3 +134,24 @@ struct vox_ctx *cli_ctx_create(const char *cmd, const struct cli_common *c)
     }
     return ctx;
 }
+
+int cli_parse_options(const char *cmd, int argc, char **argv, const char *help,
+                      struct cli_common *common, cli_option_fn one, void *arg)
+{
+    for (int i = 1; i < argc; i++) {
+        int r = cli_common_option(cmd, argc, argv, &i, common);
+        if (r == 0)
+            continue;
+        if (r == 2)
+            return 2;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(help, stdout);
+            return -1;
+        }
+        if (strncmp(argv[i], "--", 2) != 0)
+            return cli_usage(cmd, "unexpected argument '%s'", argv[i]);
+        if ((r = one(argc, argv, &i, arg)) != 0)
+            return r;
+    }
+    return 0;
+}

@@ -38,6 +38,15 @@ int cli_common_option(const char *cmd, int argc, char **argv, int *i, struct cli
 /* A context with the common options applied; prints the error and returns NULL on failure. */
 struct vox_ctx *cli_ctx_create(const char *cmd, const struct cli_common *c);
 
+/* Parses one command-specific option at argv[*i] (advancing *i past its value); returns 0, or
+ * 2 after printing a usage error. */
+typedef int (*cli_option_fn)(int argc, char **argv, int *i, void *arg);
+/* The option loop every subcommand shares: the common options, --help / -h (prints `help` and
+ * returns -1), a bare argument (a usage error), and `one` for everything else. Returns 0 when
+ * all parsed, -1 after --help, 2 after a usage error. */
+int cli_parse_options(const char *cmd, int argc, char **argv, const char *help,
+                      struct cli_common *common, cli_option_fn one, void *arg);
+
 /* The value following option argv[*i], or NULL after printing a usage error. */
 const char *cli_value(const char *cmd, int argc, char **argv, int *i);
 

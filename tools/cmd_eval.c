@@ -45,8 +45,9 @@ struct eval_args {
     struct cli_common common;
 };
 
-static int parse_option(int argc, char **argv, int *i, struct eval_args *a)
+static int parse_option(int argc, char **argv, int *i, void *arg)
 {
+    struct eval_args *a = arg;
     const char *o = argv[*i], *v;
     if (strcmp(o, "--ignore-gt0") == 0 || strcmp(o, "--keep-gt0") == 0) {
         a->opt.keep_gt0 = strcmp(o, "--keep-gt0") == 0;
@@ -82,20 +83,9 @@ static int parse_option(int argc, char **argv, int *i, struct eval_args *a)
 
 static int parse_args(int argc, char **argv, struct eval_args *a)
 {
-    for (int i = 1; i < argc; i++) {
-        int r = cli_common_option("eval", argc, argv, &i, &a->common);
-        if (r == 0)
-            continue;
-        if (r == 2)
-            return 2;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(help, stdout);
-            return -1;
-        }
-        r = parse_option(argc, argv, &i, a);
-        if (r)
-            return r;
-    }
+    int r = cli_parse_options("eval", argc, argv, help, &a->common, parse_option, a);
+    if (r)
+        return r;
     if (!a->seg || !a->gt)
         return cli_usage("eval", "--seg and --gt are required");
     return 0;

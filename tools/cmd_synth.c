@@ -69,8 +69,9 @@ static double *real_option(struct vox_synth_params *p, const char *name)
     return NULL;
 }
 
-static int parse_one(int argc, char **argv, int *i, struct synth_opts *o)
+static int parse_one(int argc, char **argv, int *i, void *arg)
 {
+    struct synth_opts *o = arg;
     const char *a = argv[*i], *v;
     double *real = real_option(&o->p, a);
     int64_t n;
@@ -101,24 +102,12 @@ static int parse_one(int argc, char **argv, int *i, struct synth_opts *o)
     return 0;
 }
 
-/* 0: parsed; 1: --help printed; 2: usage error printed. */
+/* 0: parsed; -1: --help printed; 2: usage error printed. */
 static int parse(int argc, char **argv, struct synth_opts *o)
 {
-    for (int i = 1; i < argc; i++) {
-        int r = cli_common_option("synth", argc, argv, &i, &o->common);
-        if (r == 2)
-            return 2;
-        if (r == 0)
-            continue;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(help, stdout);
-            return 1;
-        }
-        if (strncmp(argv[i], "--", 2) != 0)
-            return cli_usage("synth", "unexpected argument '%s'", argv[i]);
-        if ((r = parse_one(argc, argv, &i, o)) != 0)
-            return r;
-    }
+    int r = cli_parse_options("synth", argc, argv, help, &o->common, parse_one, o);
+    if (r)
+        return r;
     if (!o->out)
         return cli_usage("synth", "--out FILE.h5 is required");
     const char *dot = strrchr(o->out, '.');
@@ -185,8 +174,8 @@ int vox_cmd_synth(int argc, char **argv)
     struct synth_opts o = {.degrade = true, .preset = VOX_SYNTH_SMOOTH};
     vox_synth_defaults(&o.p);
     int r = parse(argc, argv, &o);
-    if (r != 0)
-        return r == 1 ? 0 : 2;
+    if (r)
+        return r < 0 ? 0 : r;
     struct vox_ctx *ctx = cli_ctx_create("synth", &o.common);
     if (!ctx)
         return 1;

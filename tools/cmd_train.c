@@ -130,8 +130,9 @@ static int parse_kind(const char *a, const char *v, struct train_opts *o)
     return 0;
 }
 
-static int parse_one(int argc, char **argv, int *i, struct train_opts *o)
+static int parse_one(int argc, char **argv, int *i, void *arg)
 {
+    struct train_opts *o = arg;
     const char *a = argv[*i], *v;
     if (strcmp(a, "--resume") == 0 || strcmp(a, "--no-flips") == 0) {
         a[2] == 'r' ? (o->resume = true) : (o->t.aug.flips = false);
@@ -181,24 +182,12 @@ static int parse_one(int argc, char **argv, int *i, struct train_opts *o)
     return 0;
 }
 
-/* 0: parsed; 1: --help printed; 2: usage error printed. */
+/* 0: parsed; -1: --help printed; 2: usage error printed. */
 static int parse(int argc, char **argv, struct train_opts *o)
 {
-    for (int i = 1; i < argc; i++) {
-        int r = cli_common_option("train", argc, argv, &i, &o->common);
-        if (r == 2)
-            return 2;
-        if (r == 0)
-            continue;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(help, stdout);
-            return 1;
-        }
-        if (strncmp(argv[i], "--", 2) != 0)
-            return cli_usage("train", "unexpected argument '%s'", argv[i]);
-        if ((r = parse_one(argc, argv, &i, o)) != 0)
-            return r;
-    }
+    int r = cli_parse_options("train", argc, argv, help, &o->common, parse_one, o);
+    if (r)
+        return r;
     if (!o->net || !o->out || o->n_data == 0)
         return cli_usage("train", "--net FILE, --data SPEC and --out FILE.h5 are required");
     if (!o->loss_set)
@@ -354,8 +343,8 @@ int vox_cmd_train(int argc, char **argv)
     struct train_opts o = {.iters = 1000, .ckpt_every = 100, .val_every = 100, .val_patches = 8};
     vox_train_options_defaults(&o.t);
     int r = parse(argc, argv, &o);
-    if (r != 0)
-        return r == 1 ? 0 : 2;
+    if (r)
+        return r < 0 ? 0 : r;
     struct state st = {0};
     if (split_all(&o, &st) != 0)
         return 2;
