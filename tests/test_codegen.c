@@ -345,6 +345,7 @@ static void test_random(struct vox_ctx *ctx)
 {
     uint64_t seed = 12345;
     int isas[2], n = jit_isas(ctx, isas), count = vox_test_full ? 3000 : 300, failures = 0;
+    int valid = 0;
     for (int i = 0; i < count && failures < 5; i++) {
         struct vox_nest nest;
         random_nest(&nest, &seed);
@@ -352,6 +353,7 @@ static void test_random(struct vox_ctx *ctx)
             vox_ctx_clear_error(ctx);
             continue;
         }
+        valid++;
         for (int j = 0; j < n; j++) {
             struct vox_kernel_options o = {.isa = isas[j],
                                            .unroll = (int)(vox_test_rand(&seed) % 80),
@@ -360,6 +362,9 @@ static void test_random(struct vox_ctx *ctx)
             failures += !check_nest(ctx, &nest, &o, seed, "random");
         }
     }
+    /* The generator must mostly make valid nests, or this test checks little. */
+    printf("  random: %d of %d nests valid, each on %d ISA(s)\n", valid, count, n);
+    CHECK(failures > 0 || valid >= count / 2);
 }
 
 /* The exp-based ops (ELU, sigmoid, tanh) in registers against libm, as post-ops and pre-ops,
