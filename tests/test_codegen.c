@@ -89,7 +89,7 @@ static bool check_nest(struct vox_ctx *ctx, const struct vox_nest *nest,
             char text[1024];
             vox_nest_print(ctx, nest, text, sizeof text, NULL);
             fprintf(stderr, "%s: isa %d: C[%lld] = %.8g, interpreter %.8g\n  %s\n", what,
-                    opts ? opts->isa : -1, (long long)i, x, r, text);
+                    opts ? opts->isa - 1 : -1, (long long)i, x, r, text);
             ok = false;
         }
     }
@@ -125,7 +125,7 @@ static void check_text(struct vox_ctx *ctx, const char *text)
     int isas[3], n = jit_isas(ctx, isas);
     isas[n++] = VOX_ISA_REF;
     for (int i = 0; i < n; i++) {
-        struct vox_kernel_options o = {.isa = isas[i], .threads = 1};
+        struct vox_kernel_options o = {.isa = VOX_KERNEL_ISA(isas[i]), .threads = 1};
         check_nest(ctx, &nest, &o, 7, text);
     }
 }
@@ -217,7 +217,7 @@ static void check_rv(struct vox_ctx *ctx, const char *text, bool want)
     CHECK_OK(vox_nest_parse(ctx, text, &nest));
     int isas[2], n = jit_isas(ctx, isas);
     for (int i = 0; i < n; i++) {
-        struct vox_kernel_options o = {.isa = isas[i], .threads = 1};
+        struct vox_kernel_options o = {.isa = VOX_KERNEL_ISA(isas[i]), .threads = 1};
         check_nest(ctx, &nest, &o, 11, text);
         struct vox_kernel *k;
         CHECK_OK(vox_nest_compile(ctx, &nest, &o, &k));
@@ -355,7 +355,7 @@ static void test_random(struct vox_ctx *ctx)
         }
         valid++;
         for (int j = 0; j < n; j++) {
-            struct vox_kernel_options o = {.isa = isas[j],
+            struct vox_kernel_options o = {.isa = VOX_KERNEL_ISA(isas[j]),
                                            .unroll = (int)(vox_test_rand(&seed) % 80),
                                            .copies = (int)(vox_test_rand(&seed) % 5),
                                            .threads = 1};
@@ -404,7 +404,7 @@ static void test_exp_ops(struct vox_ctx *ctx)
                          pre ? "pre" : "post", ops[o]);
                 struct vox_nest nest;
                 struct vox_kernel *k;
-                struct vox_kernel_options opt = {.isa = isas[s], .threads = 1};
+                struct vox_kernel_options opt = {.isa = VOX_KERNEL_ISA(isas[s]), .threads = 1};
                 CHECK_OK(vox_nest_parse(ctx, text, &nest));
                 if (vox_nest_compile(ctx, &nest, &opt, &k) != VOX_OK) {
                     CHECK(false);
@@ -472,7 +472,7 @@ static void test_matmul_default_and_threads(struct vox_ctx *ctx)
         CHECK_OK(vox_nest_schedule_default(ctx, &nest, 0, 0, 0));
         int isas[2], n = jit_isas(ctx, isas);
         for (int j = 0; j < n; j++) {
-            struct vox_kernel_options o = {.isa = isas[j], .threads = 1};
+            struct vox_kernel_options o = {.isa = VOX_KERNEL_ISA(isas[j]), .threads = 1};
             check_nest(ctx, &nest, &o, 3, "default matmul");
         }
     }

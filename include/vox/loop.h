@@ -249,10 +249,13 @@ double vox_nest_bytes(const struct vox_nest *nest);
  * VOX_ISA_REF, or a nest the generator cannot lower, gives a kernel that runs the
  * interpreter (info.jit = false). */
 
-#define VOX_KERNEL_ISA_AUTO (-1)
+/* options.isa: 0 (VOX_KERNEL_ISA_AUTO, what a zeroed struct gives) is the context's ISA;
+ * VOX_KERNEL_ISA(VOX_ISA_AVX2) etc. asks for one (it must be one the CPU has). */
+#define VOX_KERNEL_ISA_AUTO 0
+#define VOX_KERNEL_ISA(isa) ((int)(isa) + 1)
 
 struct vox_kernel_options {
-    int isa;      /* VOX_KERNEL_ISA_AUTO: the context's; else an enum vox_isa the CPU has */
+    int isa;      /* VOX_KERNEL_ISA_AUTO or VOX_KERNEL_ISA(an enum vox_isa) */
     int unroll;   /* vector ops in a fully unrolled reduction body; 0: 64 */
     int copies;   /* accumulators per C vector; 0: auto (>= 8 FMA chains), 1: off, <= 4 */
     int threads;  /* 0: the context's pool; 1: the calling thread only */
@@ -301,14 +304,34 @@ enum vox_status vox_nest_schedule_default(struct vox_ctx *ctx, struct vox_nest *
                                           int tile_rows, int tile_vecs, int64_t kc);
 
 /* C[M x N] (=|+=) A[M x K] * B[K x N], row-major with leading dimensions, FP32. Builds the
- * nest, the default schedule, compiles and runs; uncached (compile is ~0.1-1 ms): callers
- * that repeat a shape should keep a kernel from vox_nest_compile. */
+ * nest, the default schedule, compiles and runs; uncached (compile is ~0.03 ms): callers
+ * that repeat shapes use vox_matmul_cached or keep a kernel from vox_nest_compile. */
 enum vox_status vox_matmul(struct vox_ctx *ctx, int64_t M, int64_t N, int64_t K, float *C,
                            int64_t ldc, const float *A, int64_t lda, const float *B,
                            int64_t ldb, bool accumulate);
 /* Builds the nest of a matmul (order m n k, row-major with leading dimensions). */
 void vox_nest_matmul(struct vox_nest *nest, int64_t M, int64_t N, int64_t K, int64_t ldc,
                      int64_t lda, int64_t ldb);
+
+/* ---- kernel cache (src/loop/cache.c) ------------------------------------------------------ */
+/* Compiled kernels kept by (nest, options): the first request compiles, later ones with an
+ * equal nest (vox_nest_equal) return the same kernel; the least recently used is destroyed
+ * when `capacity` are held. One thread uses a cache at a time; its kernels stay valid until
+ * evicted or the cache is destroyed. */
+struct vox_kernel_cache;
+enum vox_status vox_kernel_cache_create(struct vox_ctx *ctx, int capacity,
+                                        struct vox_kernel_cache **cache_out);
+void vox_kernel_cache_destroy(struct vox_kernel_cache *cache);
+/* opts may be NULL (defaults). The kernel belongs to the cache. */
+enum vox_status vox_kernel_cache_get(struct vox_kernel_cache *cache, const struct vox_nest *nest,
+                                     const struct vox_kernel_options *opts,
+                                     const struct vox_kernel **kernel_out);
+void vox_kernel_cache_stats(const struct vox_kernel_cache *cache, int64_t *hits_out,
+                            int64_t *misses_out, int *size_out);
+/* vox_matmul through a cache: one compile per distinct shape and layout. */
+enum vox_status vox_matmul_cached(struct vox_kernel_cache *cache, int64_t M, int64_t N,
+                                  int64_t K, float *C, int64_t ldc, const float *A, int64_t lda,
+                                  const float *B, int64_t ldb, bool accumulate);
 
 /* ---- direct 3D convolution (src/loop/conv.c) ------------------------------------------- */
 /* Batch 1, stride 1, valid padding: out[k, z, y, x] = bias[k] + sum over c, kz, ky, kx of

@@ -87,9 +87,11 @@ static enum vox_status pick_isa(struct vox_ctx *ctx, const struct vox_kernel_opt
                                 enum vox_isa *isa_out)
 {
     const struct vox_cpu *cpu = vox_ctx_cpu(ctx);
-    int isa = o && o->isa != VOX_KERNEL_ISA_AUTO ? o->isa : (int)cpu->isa;
+    int isa = o && o->isa != VOX_KERNEL_ISA_AUTO ? o->isa - 1 : (int)cpu->isa;
     if (isa < VOX_ISA_REF || isa > VOX_ISA_AVX512)
-        return vox_fail(ctx, VOX_INVALID_ARG, "compile: options.isa %d is not a vox_isa", isa);
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "compile: options.isa %d is not VOX_KERNEL_ISA_AUTO or VOX_KERNEL_ISA(a "
+                        "vox_isa)", o->isa);
     if (isa > (int)cpu->isa_max)
         return vox_fail(ctx, VOX_UNSUPPORTED, "compile: ISA %s is not available on this CPU",
                         vox_isa_str((enum vox_isa)isa));
