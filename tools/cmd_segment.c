@@ -699,7 +699,7 @@ static enum vox_status chunk_write(void *arg, const int64_t lo[3], const struct 
 
 static void print_stats(const struct vox_dist_stats *x)
 {
-    static const char *stage[] = {"watershed", "size merge", "agglomerate"};
+    static const char *stage[] = {"watershed", "size merge", "agglomerate", "ingest"};
     printf("%-12s %5s %8s %12s %12s %12s %9s\n", "stage", "level", "nodes", "carried",
            "edges", "bytes", "seconds");
     for (int i = 0; i < x->n; i++) {

@@ -60,7 +60,13 @@ enum vox_status vox_dist_agglomerate(struct vox_ctx *ctx, const struct vox_tenso
 
 struct vox_volume;
 
-enum vox_dist_stage { VOX_DIST_WATERSHED, VOX_DIST_SIZE_MERGE, VOX_DIST_AGGLOMERATE };
+/* VOX_DIST_INGEST: a volume source read and quantized into the affinity file, once. */
+enum vox_dist_stage {
+    VOX_DIST_WATERSHED,
+    VOX_DIST_SIZE_MERGE,
+    VOX_DIST_AGGLOMERATE,
+    VOX_DIST_INGEST
+};
 
 /* One octree level of one stage (level 0: the atomic chunks). */
 struct vox_dist_level {
@@ -101,9 +107,10 @@ struct vox_dist_sink {
 struct vox_dist_options {
     int64_t chunk[3];               /* atomic chunk shape (z, y, x), each >= 1 */
     const struct vox_dist_sink *sink; /* NULL: res->labels is filled, whole */
-    /* With a sink, the intermediate labels (u32 per voxel) live in a file: in `workdir`
-     * (its name is vox-dist-labels-PID.u32, removed at the end), else an anonymous temporary
-     * file. */
+    /* With a sink, the intermediate labels (u32 per voxel) live in a file, and with a volume
+     * source its quantized affinities (3 bytes per voxel, read from the source once): in
+     * `workdir` (vox-dist-labels-PID, vox-dist-affinities-PID, unlinked at once), else
+     * anonymous temporary files. */
     const char *workdir;
     struct vox_dist_stats *stats; /* NULL: none */
 };

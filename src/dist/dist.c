@@ -102,6 +102,11 @@ static int frag_cmp(const void *x, const void *y)
     return (a->id > b->id) - (a->id < b->id);
 }
 
+static uint64_t frag_key(const void *x)
+{
+    return (uint64_t)((const struct dist_frag *)x)->id;
+}
+
 static int64_t frag_pos(const struct dist_run *r, int64_t id)
 {
     int64_t lo = 0, hi = r->nall;
@@ -171,7 +176,7 @@ static enum vox_status collect_frags(struct dist_run *r, int64_t nchunks)
             memcpy(r->all + k, r->fr[i], (size_t)r->nfr[i] * sizeof *r->all);
         k += r->nfr[i];
     }
-    qsort(r->all, (size_t)r->nall, sizeof *r->all, frag_cmp);
+    dist_sort(r->ctx, r->all, r->nall, sizeof *r->all, frag_key, NULL, frag_cmp);
     for (int64_t i = 0; i < r->nall; i++)
         r->uf[i] = i;
     return VOX_OK;
@@ -376,7 +381,7 @@ enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor 
         vol.dims[a] = aff->shape[a + 1];
     struct vox_tensor lab = {0};
     s = vox_tensor_alloc(ctx, &lab, VOX_U32, 3, vol.dims);
-    struct dist_store st = {.mem = lab.data, .fd = -1};
+    struct dist_store st = {.mem = lab.data, .f.fd = -1};
     memcpy(st.dims, vol.dims, sizeof st.dims);
     if (s == VOX_OK)
         s = dist_ws_run(ctx, &vol, chunk, p, &st, nbasins_out, sizes_out, NULL);

@@ -55,10 +55,27 @@ struct dist_sum {
     int64_t nuni;
 };
 
-/* The affinities: a whole tensor, or a volume read box by box (io calls under io->mu). */
+/* A chunk-blocked file: the box of atomic chunk i (C order over the grid) is one record of
+ * nch channels of its (z, y, x) elements of esz bytes, contiguous, at byte i * slot (slot: a
+ * full chunk's record). A chunk's record is written with one call; a box read takes one
+ * call per chunk it meets and channel. */
+struct dist_bfile {
+    int fd;
+    int nch;
+    size_t esz, slot;
+    int64_t dims[3], chunk[3], grid[3];
+};
+
+/* Sets up bf (fd unset) for the volume dims cut into chunks; its file size in bytes. */
+int64_t dist_bfile_init(struct dist_bfile *bf, const int64_t dims[3], const int64_t chunk[3],
+                        int nch, size_t esz);
+
+/* The affinities: a whole tensor, or a volume read box by box (io calls under io->mu), or
+ * the quantized copy of the volume in a blocked file (qf set: 3 channels, 1 byte). */
 struct dist_vol {
     const struct vox_tensor *aff; /* (3, Z, Y, X) u8 or f32, or NULL */
-    struct vox_volume *src;       /* used when aff is NULL */
+    struct vox_volume *src;       /* used when aff and qf are NULL */
+    struct dist_bfile *qf;
     struct dist_io *io;
     int64_t dims[3];
 };
@@ -73,11 +90,16 @@ struct dist_io {
 enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const int64_t lo[3],
                             const int64_t hi[3], struct vox_tensor *q_out);
 
-/* A u32 volume of shape dims kept whole in memory (mem) or in a file (fd >= 0), read and
- * written box by box (any thread; boxes written concurrently must not overlap). */
+/* Writes box b of the quantized affinities q (u8 (3, box) contiguous) into v->qf. */
+enum vox_status dist_qfile_write(struct vox_ctx *ctx, const struct dist_vol *v,
+                                 const struct dist_box *b, const uint8_t *q);
+
+/* A u32 volume of shape dims kept whole in memory (mem) or in a blocked file (f.fd >= 0:
+ * written chunk box by chunk box), read and written box by box from any thread (boxes
+ * written concurrently must not overlap). */
 struct dist_store {
     uint32_t *mem;
-    int fd;
+    struct dist_bfile f;
     int64_t dims[3];
     struct dist_io *io; /* counts the file traffic when set */
 };
@@ -151,6 +173,12 @@ enum vox_status dist_chunk_ws(struct vox_ctx *ctx, const struct dist_vol *v,
 enum vox_status dist_node_ws(struct vox_ctx *ctx, const int64_t dims[3],
                              const struct dist_box *box, const struct dist_sum *kids, int nkids,
                              struct dist_sum *out);
+
+/* Sorts n elements of `size` bytes stably by (key_hi(x), key(x)) (key_hi NULL: key alone),
+ * the order cmp gives (cmp is used instead when scratch memory is short). */
+void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,
+               uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
+               int (*cmp)(const void *, const void *));
 
 /* Appends one element of `size` bytes to a growable array. */
 bool dist_push(struct vox_ctx *ctx, void **arr, int64_t *n, int64_t *cap, const void *x,

@@ -97,6 +97,16 @@ static int plat_cmp(const void *x, const void *y)
     return (a->idx > b->idx) - (a->idx < b->idx);
 }
 
+static uint64_t face_key(const void *x)
+{
+    return (uint64_t)((const struct dist_face *)x)->idx;
+}
+
+static uint64_t plat_key(const void *x)
+{
+    return (uint64_t)((const struct dist_plat *)x)->idx;
+}
+
 /* Concatenates the children's arrays (frag is not carried). */
 static enum vox_status node_gather(struct vox_ctx *ctx, const struct dist_sum *kids, int nkids,
                                    struct dist_sum *o)
@@ -124,8 +134,8 @@ static enum vox_status node_gather(struct vox_ctx *ctx, const struct dist_sum *k
         o->nface += c->nface;
         o->nplat += c->nplat;
     }
-    qsort(o->face, (size_t)o->nface, sizeof *o->face, face_cmp);
-    qsort(o->plat, (size_t)o->nplat, sizeof *o->plat, plat_cmp);
+    dist_sort(ctx, o->face, o->nface, sizeof *o->face, face_key, NULL, face_cmp);
+    dist_sort(ctx, o->plat, o->nplat, sizeof *o->plat, plat_key, NULL, plat_cmp);
     return VOX_OK;
 }
 

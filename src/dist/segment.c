@@ -25,6 +25,7 @@
 struct sg_run {
     struct vox_ctx *ctx;
     struct dist_store *store;
+    struct dist_vol *vol;
     struct dist_io *io;
     const struct vox_dist_sink *sink;
     const uint32_t *map;
@@ -83,49 +84,119 @@ static enum vox_status sg_check(struct vox_ctx *ctx, const struct vox_dist_sourc
     return VOX_OK;
 }
 
-/* A file store of dims: in workdir (removed at once: only the descriptor keeps it), else an
- * anonymous temporary file. */
-static enum vox_status sg_store_file(struct vox_ctx *ctx, const char *workdir,
-                                     struct dist_store *st)
+/* A file of n bytes named vox-dist-NAME-PID in workdir (removed at once: only the
+ * descriptor keeps it), else an anonymous temporary file. */
+static enum vox_status sg_file(struct vox_ctx *ctx, const char *workdir, const char *name,
+                               int64_t n, int *fd_out)
 {
     char path[4200];
+    int fd;
     if (workdir) {
-        snprintf(path, sizeof path, "%s/vox-dist-labels-%ld.u32", workdir, (long)getpid());
-        st->fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-        if (st->fd >= 0)
+        snprintf(path, sizeof path, "%s/vox-dist-%s-%ld", workdir, name, (long)getpid());
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0)
             unlink(path);
     } else {
         FILE *f = tmpfile();
-        st->fd = f ? dup(fileno(f)) : -1;
+        fd = f ? dup(fileno(f)) : -1;
         if (f)
             fclose(f);
-        snprintf(path, sizeof path, "a temporary file");
+        snprintf(path, sizeof path, "(a temporary file)");
     }
-    if (st->fd < 0)
-        return vox_fail(ctx, VOX_IO, "chunked segmentation: cannot create the label store %s",
+    if (fd < 0)
+        return vox_fail(ctx, VOX_IO, "chunked segmentation: cannot create the %s file %s", name,
                         path);
-    off_t n = (off_t)(st->dims[0] * st->dims[1] * st->dims[2] * 4);
-    if (ftruncate(st->fd, n) != 0)
-        return vox_fail(ctx, VOX_IO,
-                        "chunked segmentation: cannot size the label store %s "
-                        "to %lld bytes",
-                        path, (long long)n);
+    if (ftruncate(fd, (off_t)n) != 0) {
+        close(fd);
+        return vox_fail(ctx, VOX_IO, "chunked segmentation: cannot size the %s file %s to %lld "
+                        "bytes", name, path, (long long)n);
+    }
+    *fd_out = fd;
     return VOX_OK;
+}
+
+static void sg_box(const struct sg_run *r, int64_t i, struct dist_box *b)
+{
+    int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
+                    i % r->grid[2]};
+    for (int a = 0; a < 3; a++) {
+        b->lo[a] = c[a] * r->chunk[a];
+        b->hi[a] = b->lo[a] + r->chunk[a] < r->dims[a] ? b->lo[a] + r->chunk[a] : r->dims[a];
+    }
+}
+
+static int64_t sg_grid(struct sg_run *r, const int64_t dims[3], const int64_t chunk[3])
+{
+    int64_t n = 1;
+    for (int a = 0; a < 3; a++) {
+        r->dims[a] = dims[a];
+        r->chunk[a] = chunk[a] < dims[a] ? chunk[a] : dims[a];
+        r->grid[a] = (dims[a] + r->chunk[a] - 1) / r->chunk[a];
+        n *= r->grid[a];
+    }
+    return n;
+}
+
+/* Quantizes one chunk box of the source volume into the affinity cache. */
+static void sg_ingest_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct sg_run *r = arg;
+    struct dist_vol src = *r->vol;
+    src.qf = NULL;
+    for (int64_t i = lo[0]; i < hi[0]; i++) {
+        struct dist_box b;
+        sg_box(r, i, &b);
+        struct vox_tensor q = {0};
+        r->st[i] = dist_read_q(r->ctx, &src, b.lo, b.hi, &q);
+        if (r->st[i] == VOX_OK)
+            r->st[i] = dist_qfile_write(r->ctx, r->vol, &b, q.data);
+        vox_tensor_free(r->ctx, &q);
+    }
+}
+
+/* Runs task over every chunk on the pool; the first failure. */
+static enum vox_status sg_each(struct sg_run *r, int64_t n,
+                               void (*task)(void *, const int64_t *, const int64_t *, int))
+{
+    r->st = vox_calloc(r->ctx, (size_t)n, sizeof *r->st);
+    if (!r->st)
+        return VOX_OUT_OF_MEMORY;
+    vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){n, 1, 1}, (int64_t[3]){1, 1, 1},
+                 VOX_SCHED_DYNAMIC, task, r);
+    enum vox_status s = VOX_OK;
+    for (int64_t i = 0; i < n && s == VOX_OK; i++)
+        s = r->st[i];
+    vox_free(r->ctx, r->st);
+    r->st = NULL;
+    return s;
+}
+
+/* A volume source is read once, chunk box by chunk box, into the quantized affinity file
+ * (3 bytes per voxel), which the three stages then read instead. */
+static enum vox_status sg_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
+                                 const struct vox_dist_options *o, struct dist_bfile *qf)
+{
+    int64_t n = dist_bfile_init(qf, vol->dims, o->chunk, 3, 1);
+    enum vox_status s = sg_file(ctx, o->workdir, "affinities", n, &qf->fd);
+    if (s != VOX_OK)
+        return s;
+    vol->qf = qf;
+    struct sg_run r = {.ctx = ctx, .vol = vol};
+    double t0 = vox_time_now();
+    int64_t w0 = vol->io->bytes_written, nchunks = sg_grid(&r, vol->dims, o->chunk);
+    s = sg_each(&r, nchunks, sg_ingest_task);
+    dist_stats_level(o->stats, VOX_DIST_INGEST, 0, nchunks, 0, 0, vol->io->bytes_written - w0,
+                     vox_time_now() - t0);
+    return s;
 }
 
 static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     struct sg_run *r = arg;
     for (int64_t i = lo[0]; i < hi[0]; i++) {
-        int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
-                        i % r->grid[2]};
         struct dist_box b;
-        int64_t shape[3];
-        for (int a = 0; a < 3; a++) {
-            b.lo[a] = c[a] * r->chunk[a];
-            b.hi[a] = b.lo[a] + r->chunk[a] < r->dims[a] ? b.lo[a] + r->chunk[a] : r->dims[a];
-            shape[a] = b.hi[a] - b.lo[a];
-        }
+        sg_box(r, i, &b);
+        int64_t shape[3] = {b.hi[0] - b.lo[0], b.hi[1] - b.lo[1], b.hi[2] - b.lo[2]};
         struct vox_tensor t = {0};
         enum vox_status s = vox_tensor_alloc(r->ctx, &t, VOX_U32, 3, shape);
         if (s == VOX_OK)
@@ -145,25 +216,13 @@ static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
 }
 
 /* (d) with a sink: ready, then every chunk's labels. */
-static enum vox_status sg_emit(struct sg_run *r, const struct vox_seg_result *res)
+static enum vox_status sg_emit(struct sg_run *r, const struct vox_seg_result *res,
+                               const int64_t chunk[3])
 {
     pthread_mutex_lock(&r->io->mu);
     enum vox_status s = r->sink->ready(r->sink->arg, res);
     pthread_mutex_unlock(&r->io->mu);
-    int64_t n = 1;
-    for (int a = 0; a < 3; a++) {
-        r->grid[a] = (r->dims[a] + r->chunk[a] - 1) / r->chunk[a];
-        n *= r->grid[a];
-    }
-    r->st = s == VOX_OK ? vox_calloc(r->ctx, (size_t)n, sizeof *r->st) : NULL;
-    if (s != VOX_OK || !r->st)
-        return s != VOX_OK ? s : VOX_OUT_OF_MEMORY;
-    vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){n, 1, 1}, (int64_t[3]){1, 1, 1},
-                 VOX_SCHED_DYNAMIC, sg_out_task, r);
-    for (int64_t i = 0; i < n && s == VOX_OK; i++)
-        s = r->st[i];
-    vox_free(r->ctx, r->st);
-    return s;
+    return s == VOX_OK ? sg_each(r, sg_grid(r, r->dims, chunk), sg_out_task) : s;
 }
 
 /* (a) → (b) → (c) into res (labels: the store's contents, still basins). */
@@ -199,12 +258,16 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     vol.src = src->vol;
     vol.io = &io;
     struct vox_seg_result res = {0};
-    struct dist_store store = {.fd = -1, .io = &io};
+    struct dist_store store = {.f.fd = -1, .io = &io};
     memcpy(store.dims, vol.dims, sizeof store.dims);
     uint32_t *map = NULL;
-    if (opt->sink) {
-        s = sg_store_file(ctx, opt->workdir, &store);
-    } else {
+    struct dist_bfile qf = {.fd = -1};
+    if (src->vol)
+        s = sg_ingest(ctx, &vol, opt, &qf);
+    if (s == VOX_OK && opt->sink) {
+        s = sg_file(ctx, opt->workdir, "labels",
+                    dist_bfile_init(&store.f, vol.dims, opt->chunk, 1, 4), &store.f.fd);
+    } else if (s == VOX_OK) {
         s = vox_tensor_alloc(ctx, &res.labels, VOX_U32, 3, vol.dims);
         store.mem = res.labels.data;
     }
@@ -215,12 +278,12 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     } else if (s == VOX_OK) {
         struct sg_run r = {.ctx = ctx, .store = &store, .io = &io, .sink = opt->sink, .map = map};
         memcpy(r.dims, vol.dims, sizeof r.dims);
-        for (int a = 0; a < 3; a++)
-            r.chunk[a] = opt->chunk[a] < vol.dims[a] ? opt->chunk[a] : vol.dims[a];
-        s = sg_emit(&r, &res);
+        s = sg_emit(&r, &res, opt->chunk);
     }
-    if (store.fd >= 0)
-        close(store.fd);
+    if (store.f.fd >= 0)
+        close(store.f.fd);
+    if (qf.fd >= 0)
+        close(qf.fd);
     vox_free(ctx, map);
     if (opt->stats) {
         opt->stats->bytes_read = io.bytes_read;
