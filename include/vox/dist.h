@@ -85,6 +85,7 @@ struct vox_dist_stats {
     int n;
     struct vox_dist_level lv[VOX_DIST_LEVELS_MAX];
     int64_t bytes_read, bytes_written; /* through the source, the sink and the label store */
+    int64_t tasks_reused, tasks_run;   /* with records: chunk tasks taken from them / run */
 };
 
 /* Where the affinities come from: exactly one of a whole tensor (u8 or f32 (3, Z, Y, X), any
@@ -113,10 +114,18 @@ struct vox_dist_options {
      * anonymous temporary files. */
     const char *workdir;
     struct vox_dist_stats *stats; /* NULL: none */
+    /* With a workdir and a sink, every finished chunk task (reading a chunk, its watershed,
+     * its relabel) and stage (size merge, agglomeration) leaves a checksummed record there
+     * (vox-dist-journal, vox-dist-blobs, next to vox-dist-affinities and vox-dist-labels;
+     * all removed when the run succeeds). resume: a run killed or failed before, with the
+     * same settings and source, goes on from its records: a task whose record is whole and
+     * whose data still match it is not run again; a torn, truncated or damaged one is. */
+    bool resume;
+    int64_t die_after; /* test hook: > 0 ends the process (_exit(3)) after that many records */
 };
 
 /* vox_segment, chunk by chunk: the same result (labels, nseg, nbasins, dend, merges),
- * bitwise, for any chunk shape and thread count. Runs (a) → (b) → (c) above; with a volume
+ * bitwise, for any chunk shape and thread count, resumed or not. Runs (a) → (b) → (c) above; with a volume
  * source and a sink, neither the affinities nor the labels are ever whole in memory: a chunk
  * reads its box plus a margin of 2 voxels and drops it when done, and the labels between the
  * stages go to a file. What is held whole are the summaries: the fragment table of (a) and its

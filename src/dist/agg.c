@@ -614,10 +614,16 @@ static enum vox_status ag_node_pass(const struct ag_run *r, struct ag_sum *s, bo
 
 /* ---- chunks and nodes ------------------------------------------------------------------ */
 
+/* cnt faces of edge key with affinity w. */
 struct ag_face {
     uint64_t key;
     uint8_t w;
+    uint32_t cnt;
 };
+
+/* Direct-mapped: the last place of each hashed (key, w) in the face list while a chunk
+ * collects, so that repeats count up in place. */
+#define AG_SEEN 4096
 
 static int face_cmp(const void *x, const void *y)
 {
@@ -674,8 +680,12 @@ static enum vox_status ag_chunk_faces(const struct ag_run *r, struct ag_sum *s, 
 {
     const struct dist_box *b = &s->box;
     const int64_t n = rn[0] * rn[1] * rn[2];
-    int64_t cap = 0;
-    for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
+    int64_t cap = 0, *seen = vox_alloc(r->ctx, AG_SEEN * sizeof *seen);
+    if (!seen)
+        return VOX_OUT_OF_MEMORY;
+    memset(seen, 0xff, AG_SEEN * sizeof *seen);
+    enum vox_status st = VOX_OK;
+    for (int64_t z = b->lo[0]; z < b->hi[0] && st == VOX_OK; z++)
         for (int64_t y = b->lo[1]; y < b->hi[1]; y++)
             for (int64_t x = b->lo[2]; x < b->hi[2]; x++) {
                 const int64_t c[3] = {z, y, x};
@@ -687,17 +697,25 @@ static enum vox_status ag_chunk_faces(const struct ag_run *r, struct ag_sum *s, 
                         continue;
                     uint32_t lb = dist_win_at(lw, z + (a == 0), y + (a == 1), x + (a == 2));
                     if (c[a] + 1 == b->hi[a] && !ag_vertex(r->ctx, s, lb, (uint8_t)(2u << (2 * a))))
-                        return VOX_OUT_OF_MEMORY;
-                    if (la == lb || !la || !lb)
+                        st = VOX_OUT_OF_MEMORY;
+                    if (la == lb || !la || !lb || st != VOX_OK)
                         continue;
                     struct ag_face f = {.key = la < lb ? (uint64_t)la << 32 | lb
                                                        : (uint64_t)lb << 32 | la,
-                                        .w = q[a * n + lu + lstep[a]]};
+                                        .w = q[a * n + lu + lstep[a]], .cnt = 1};
+                    int64_t *slot = &seen[((f.key ^ f.w) * 0x9E3779B97F4A7C15ull) >> 52];
+                    struct ag_face *g = *slot >= 0 ? &(*fo)[*slot] : NULL;
+                    if (g && g->key == f.key && g->w == f.w && g->cnt < UINT32_MAX) {
+                        g->cnt++;
+                        continue;
+                    }
+                    *slot = *nf;
                     if (!dist_push(r->ctx, (void **)fo, nf, &cap, &f, sizeof f))
-                        return VOX_OUT_OF_MEMORY;
+                        st = VOX_OUT_OF_MEMORY;
                 }
             }
-    return VOX_OK;
+    vox_free(r->ctx, seen);
+    return st;
 }
 
 /* The chunk's edges from its sorted faces. */
@@ -718,15 +736,15 @@ static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, 
                 .a = (uint32_t)(f[i].key >> 32), .b = (uint32_t)f[i].key, .hist = s->nh};
         }
         e->max = f[i].w; /* faces are sorted by value within an edge */
-        e->sum += f[i].w;
-        e->count++;
+        e->sum += (uint64_t)f[i].w * f[i].cnt;
+        e->count += f[i].cnt;
         if (!r->hist)
             continue;
         if (e->nbins > 0 && s->hbin[s->nh - 1] == f[i].w) {
-            s->hcnt[s->nh - 1]++;
+            s->hcnt[s->nh - 1] += f[i].cnt;
         } else {
             s->hbin[s->nh] = f[i].w;
-            s->hcnt[s->nh++] = 1;
+            s->hcnt[s->nh++] = f[i].cnt;
             e->nbins++;
         }
     }

@@ -84,15 +84,18 @@ static enum vox_status sg_check(struct vox_ctx *ctx, const struct vox_dist_sourc
     return VOX_OK;
 }
 
-/* A file of n bytes named vox-dist-NAME-PID in workdir (removed at once: only the
- * descriptor keeps it), else an anonymous temporary file. */
-static enum vox_status sg_file(struct vox_ctx *ctx, const char *workdir, const char *name,
-                               int64_t n, int *fd_out)
+/* A file of n bytes: with a journal, vox-dist-NAME in workdir (kept, and with resume not
+ * truncated); else an anonymous temporary file, or one in workdir unlinked at once. */
+static enum vox_status sg_file(struct vox_ctx *ctx, const struct vox_dist_options *o,
+                               bool journal, const char *name, int64_t n, int *fd_out)
 {
     char path[4200];
     int fd;
-    if (workdir) {
-        snprintf(path, sizeof path, "%s/vox-dist-%s-%ld", workdir, name, (long)getpid());
+    if (journal) {
+        snprintf(path, sizeof path, "%s/vox-dist-%s", o->workdir, name);
+        fd = open(path, O_RDWR | O_CREAT | (o->resume ? 0 : O_TRUNC), 0600);
+    } else if (o->workdir) {
+        snprintf(path, sizeof path, "%s/vox-dist-%s-%ld", o->workdir, name, (long)getpid());
         fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
         if (fd >= 0)
             unlink(path);
@@ -143,13 +146,24 @@ static void sg_ingest_task(void *arg, const int64_t lo[3], const int64_t hi[3], 
     struct sg_run *r = arg;
     struct dist_vol src = *r->vol;
     src.qf = NULL;
+    struct dist_journal *jr = r->vol->jr;
     for (int64_t i = lo[0]; i < hi[0]; i++) {
         struct dist_box b;
         sg_box(r, i, &b);
+        const struct dist_jrec *rec = jr ? dist_journal_find(jr, DJ_INGEST, i) : NULL;
+        uint64_t h = 0;
+        r->st[i] = rec ? dist_bfile_hash(r->ctx, r->vol->qf, i, &h) : VOX_OK;
+        if (jr && r->st[i] == VOX_OK)
+            dist_journal_count(jr, rec && h == rec->sum);
+        if (r->st[i] != VOX_OK || (rec && h == rec->sum))
+            continue;
         struct vox_tensor q = {0};
         r->st[i] = dist_read_q(r->ctx, &src, b.lo, b.hi, &q);
         if (r->st[i] == VOX_OK)
             r->st[i] = dist_qfile_write(r->ctx, r->vol, &b, q.data);
+        if (r->st[i] == VOX_OK && jr)
+            r->st[i] = dist_journal_add(r->ctx, jr, DJ_INGEST, i,
+                                        dist_hash(q.data, vox_tensor_nbytes(&q), 0), NULL, 0);
         vox_tensor_free(r->ctx, &q);
     }
 }
@@ -177,7 +191,7 @@ static enum vox_status sg_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
                                  const struct vox_dist_options *o, struct dist_bfile *qf)
 {
     int64_t n = dist_bfile_init(qf, vol->dims, o->chunk, 3, 1);
-    enum vox_status s = sg_file(ctx, o->workdir, "affinities", n, &qf->fd);
+    enum vox_status s = sg_file(ctx, o, vol->jr != NULL, "affinities", n, &qf->fd);
     if (s != VOX_OK)
         return s;
     vol->qf = qf;
@@ -225,24 +239,160 @@ static enum vox_status sg_emit(struct sg_run *r, const struct vox_seg_result *re
     return s == VOX_OK ? sg_each(r, sg_grid(r, r->dims, chunk), sg_out_task) : s;
 }
 
-/* (a) → (b) → (c) into res (labels: the store's contents, still basins). */
+/* Concatenates n parts into one blob. */
+static uint8_t *sg_pack(struct vox_ctx *ctx, int n, const void *const *src, const size_t *len,
+                        int64_t *size_out)
+{
+    size_t t = 0;
+    for (int k = 0; k < n; k++)
+        t += len[k];
+    uint8_t *b = vox_alloc(ctx, t + 1), *p = b;
+    for (int k = 0; b && k < n; p += len[k], k++)
+        if (len[k])
+            memcpy(p, src[k], len[k]);
+    *size_out = (int64_t)t;
+    return b;
+}
+
+/* The stage record kind's blob, when whole: hd (nh int64) and the rest in *rest_out. */
+static uint8_t *sg_stage_blob(struct vox_ctx *ctx, struct dist_journal *j, int kind,
+                              int64_t *hd, int nh, const uint8_t **rest_out, int64_t *rest_len)
+{
+    const struct dist_jrec *r = j ? dist_journal_find(j, kind, 0) : NULL;
+    uint8_t *b = NULL;
+    if (!r || r->len < nh * 8 || dist_journal_blob(ctx, j, r, (void **)&b) != VOX_OK || !b)
+        return NULL;
+    memcpy(hd, b, (size_t)nh * 8);
+    *rest_out = b + nh * 8;
+    *rest_len = r->len - nh * 8;
+    return b;
+}
+
+/* Fills h (nseg, n from hd) with n merges from p; false if they do not fit. */
+static bool sg_hist(struct vox_ctx *ctx, struct vox_merge_history *h, int64_t nseg, int64_t n,
+                    const uint8_t *p, int64_t len)
+{
+    if (n < 0 || len != n * (int64_t)sizeof *h->m)
+        return false;
+    h->m = vox_alloc(ctx, (size_t)(n + 1) * sizeof *h->m);
+    if (!h->m)
+        return false;
+    if (n)
+        memcpy(h->m, p, (size_t)len);
+    h->nseg = nseg;
+    h->n = h->cap = n;
+    return true;
+}
+
+/* (b) from its record: the map, nseg and the size merges. */
+static bool sg_b_load(struct vox_ctx *ctx, struct dist_journal *j, int64_t nbasins,
+                      struct vox_seg_result *res, uint32_t **map_out)
+{
+    int64_t hd[4], len;
+    const uint8_t *p;
+    uint8_t *b = sg_stage_blob(ctx, j, DJ_STAGE_B, hd, 4, &p, &len);
+    int64_t mb = (nbasins + 1) * (int64_t)sizeof **map_out;
+    bool ok = b && hd[0] == nbasins && len >= mb;
+    uint32_t *map = ok ? vox_alloc(ctx, (size_t)mb) : NULL;
+    ok = map && sg_hist(ctx, &res->dend, hd[2], hd[3], p + mb, len - mb);
+    if (ok) {
+        memcpy(map, p, (size_t)mb);
+        res->nseg = hd[1];
+        *map_out = map;
+    } else {
+        vox_free(ctx, map);
+    }
+    vox_free(ctx, b);
+    return ok;
+}
+
+static enum vox_status sg_b_save(struct vox_ctx *ctx, struct dist_journal *j,
+                                 const struct vox_seg_result *res, const uint32_t *map)
+{
+    const int64_t hd[4] = {res->nbasins, res->nseg, res->dend.nseg, res->dend.n};
+    const void *src[3] = {hd, map, res->dend.m};
+    const size_t len[3] = {sizeof hd, (size_t)(res->nbasins + 1) * sizeof *map,
+                           (size_t)res->dend.n * sizeof *res->dend.m};
+    int64_t n;
+    uint8_t *b = sg_pack(ctx, 3, src, len, &n);
+    enum vox_status s = b ? dist_journal_add(ctx, j, DJ_STAGE_B, 0, 0, b, n) : VOX_OUT_OF_MEMORY;
+    vox_free(ctx, b);
+    return s;
+}
+
+static bool sg_c_load(struct vox_ctx *ctx, struct dist_journal *j, struct vox_seg_result *res)
+{
+    int64_t hd[2], len;
+    const uint8_t *p;
+    uint8_t *b = sg_stage_blob(ctx, j, DJ_STAGE_C, hd, 2, &p, &len);
+    bool ok = b && hd[0] == res->nseg && sg_hist(ctx, &res->merges, hd[0], hd[1], p, len);
+    vox_free(ctx, b);
+    return ok;
+}
+
+static enum vox_status sg_c_save(struct vox_ctx *ctx, struct dist_journal *j,
+                                 const struct vox_merge_history *h)
+{
+    const int64_t hd[2] = {h->nseg, h->n};
+    const void *src[2] = {hd, h->m};
+    const size_t len[2] = {sizeof hd, (size_t)h->n * sizeof *h->m};
+    int64_t n;
+    uint8_t *b = sg_pack(ctx, 2, src, len, &n);
+    enum vox_status s = b ? dist_journal_add(ctx, j, DJ_STAGE_C, 0, 0, b, n) : VOX_OUT_OF_MEMORY;
+    vox_free(ctx, b);
+    return s;
+}
+
+/* (a) → (b) → (c) into res (labels: the store's contents, still basins); with records, (b)
+ * and (c) are taken from theirs when whole. */
 static enum vox_status sg_stages(struct vox_ctx *ctx, const struct dist_vol *vol,
                                  struct dist_store *store, const struct vox_seg_params *p,
                                  const struct vox_dist_options *o, struct vox_seg_result *res,
                                  uint32_t **map_out)
 {
     int64_t *sizes = NULL, *seg_sizes = NULL;
+    struct dist_journal *j = vol->jr;
     enum vox_status s = dist_ws_run(ctx, vol, o->chunk, p, store, &res->nbasins, &sizes, o->stats);
     struct dist_labels basins = {.st = store};
-    if (s == VOX_OK)
+    if (s == VOX_OK && !(j && sg_b_load(ctx, j, res->nbasins, res, map_out))) {
+        vox_merge_history_fini(ctx, &res->dend);
         s = dist_sm_run(ctx, vol, &basins, res->nbasins, sizes, o->chunk, p, map_out, &res->nseg,
                         &seg_sizes, &res->dend, o->stats);
+        if (s == VOX_OK && j)
+            s = sg_b_save(ctx, j, res, *map_out);
+    }
     struct dist_labels segs = {.st = store, .map = s == VOX_OK ? *map_out : NULL};
-    if (s == VOX_OK)
+    if (s == VOX_OK && !(j && sg_c_load(ctx, j, res))) {
+        vox_merge_history_fini(ctx, &res->merges);
         s = dist_ag_run(ctx, vol, &segs, res->nseg, o->chunk, p, &res->merges, o->stats);
+        if (s == VOX_OK && j)
+            s = sg_c_save(ctx, j, &res->merges);
+    }
     vox_free(ctx, sizes);
     vox_free(ctx, seg_sizes);
     return s;
+}
+
+/* The hash of what a resumed run must share with the first: shape, chunks, parameters and
+ * the source (its name and type, or a tensor's type). */
+static uint64_t sg_config(const struct vox_dist_source *src, const struct dist_vol *vol,
+                          const struct vox_seg_params *p, const int64_t chunk[3])
+{
+    int64_t v[16 + 2 * VOX_SEG_SIZE_POINTS_MAX] = {0};
+    int k = 0;
+    for (int a = 0; a < 3; a++) {
+        v[k++] = vol->dims[a];
+        v[k++] = chunk[a] < vol->dims[a] ? chunk[a] : vol->dims[a];
+    }
+    v[k++] = p->low, v[k++] = p->high, v[k++] = p->nsize, v[k++] = p->dust;
+    v[k++] = p->score, v[k++] = p->smooth_k;
+    memcpy(&v[k++], &p->quantile, 8);
+    memcpy(&v[k++], &p->max_threshold, 8);
+    for (int i = 0; i < p->nsize; i++)
+        v[k++] = p->size[i].aff, v[k++] = p->size[i].size;
+    v[k++] = src->vol ? vox_volume_info(src->vol)->dtype : src->aff->dtype;
+    const char *name = src->vol ? vox_volume_name(src->vol) : "tensor";
+    return dist_hash(name, strlen(name), dist_hash(v, (size_t)k * sizeof *v, 0));
 }
 
 enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_source *src,
@@ -262,10 +412,18 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     memcpy(store.dims, vol.dims, sizeof store.dims);
     uint32_t *map = NULL;
     struct dist_bfile qf = {.fd = -1};
-    if (src->vol)
+    struct dist_journal jr = {.fd = -1, .bfd = -1};
+    bool journal = opt->workdir && opt->sink;
+    if (journal) {
+        s = dist_journal_open(ctx, opt->workdir, opt->resume,
+                              sg_config(src, &vol, p, opt->chunk), &jr);
+        jr.die_after = opt->die_after;
+        vol.jr = &jr;
+    }
+    if (s == VOX_OK && src->vol)
         s = sg_ingest(ctx, &vol, opt, &qf);
     if (s == VOX_OK && opt->sink) {
-        s = sg_file(ctx, opt->workdir, "labels",
+        s = sg_file(ctx, opt, journal, "labels",
                     dist_bfile_init(&store.f, vol.dims, opt->chunk, 1, 4), &store.f.fd);
     } else if (s == VOX_OK) {
         s = vox_tensor_alloc(ctx, &res.labels, VOX_U32, 3, vol.dims);
@@ -288,7 +446,13 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     if (opt->stats) {
         opt->stats->bytes_read = io.bytes_read;
         opt->stats->bytes_written = io.bytes_written;
+        opt->stats->tasks_reused = jr.reused;
+        opt->stats->tasks_run = jr.ran;
     }
+    if (journal)
+        dist_journal_close(ctx, &jr);
+    if (journal && s == VOX_OK)
+        dist_journal_remove(opt->workdir);
     if (s != VOX_OK) {
         vox_seg_result_fini(ctx, &res);
         return s;

@@ -186,6 +186,23 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
     return s;
 }
 
+enum vox_status dist_bfile_hash(struct vox_ctx *ctx, const struct dist_bfile *bf, int64_t i,
+                                uint64_t *h_out)
+{
+    int64_t g[3] = {i / (bf->grid[1] * bf->grid[2]), (i / bf->grid[2]) % bf->grid[1],
+                    i % bf->grid[2]};
+    struct dist_box cb;
+    off_t off = bfile_chunk(bf, g, &cb);
+    size_t n = (size_t)((cb.hi[0] - cb.lo[0]) * (cb.hi[1] - cb.lo[1]) * (cb.hi[2] - cb.lo[2])) *
+               (size_t)bf->nch * bf->esz;
+    uint8_t *b = vox_alloc(ctx, n);
+    if (!b)
+        return VOX_OUT_OF_MEMORY;
+    *h_out = pread(bf->fd, b, n, off) == (ssize_t)n ? dist_hash(b, n, 0) : 0;
+    vox_free(ctx, b);
+    return VOX_OK;
+}
+
 static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile *f,
                                    const struct dist_box *b, const uint8_t *src,
                                    struct dist_io *io)
