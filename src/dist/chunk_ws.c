@@ -30,6 +30,8 @@ enum {
     FL_OUT = 2,   /* a plateau edge leaves the chunk */
     FL_DEFER = 4, /* its plateau is deferred to the octree */
     FL_SEED = 8,
+    FL_DONE = 16, /* labelled */
+    FL_EXIT = 32, /* a resolved voxel whose pointer leaves the chunk */
 };
 
 /* The chunk: box C (interior) inside the read region R = C + 2 (clamped). */
@@ -229,14 +231,15 @@ static void cws_split(struct cws *w)
     }
 }
 
-/* Joins every voxel to its pointer / maximum-plateau neighbours inside the chunk; the links
- * that leave it go to s->link as (local voxel, global voxel). */
+/* Unions the voxels of each maximum plateau inside the chunk (plateau bits are symmetric
+ * there, so the backward neighbours suffice) and marks the pointers that leave the chunk; the
+ * links that leave it go to s->link as (local voxel, global voxel). */
 static enum vox_status cws_union(struct vox_ctx *ctx, struct cws *w, const int64_t goff[6],
                                  struct dist_sum *s, int64_t *lcap)
 {
     for (int64_t v = 0; v < w->cn; v++)
         w->uf[v] = (uint32_t)v;
-    const int64_t X = w->c[2], P = w->c[1] * X, off[6] = {-P, -X, -1, 1, X, P};
+    const int64_t X = w->c[2], P = w->c[1] * X, off[3] = {-P, -X, -1};
     int64_t v = 0;
     for (int64_t z = 0; z < w->c[0]; z++)
         for (int64_t y = 0; y < w->c[1]; y++)
@@ -246,18 +249,76 @@ static enum vox_status cws_union(struct vox_ctx *ctx, struct cws *w, const int64
                     continue;
                 uint8_t bits = d & DIR_RESOLVED ? (uint8_t)(d & DIR_MASK) : d;
                 uint8_t in = cws_inside(w->c, z, y, x);
-                for (int k = 0; k < 6; k++) {
-                    if (!(bits >> k & 1))
-                        continue;
-                    if (in >> k & 1) {
+                if ((d & DIR_RESOLVED) && !(bits & in))
+                    w->fl[v] |= FL_EXIT;
+                for (int k = 0; k < 3 && !(d & DIR_RESOLVED); k++)
+                    if ((bits & in) >> k & 1)
                         uf_union(w->uf, (uint32_t)v, (uint32_t)(v + off[k]));
+                for (int k = 0; k < 6; k++) {
+                    if (!((bits & ~in) >> k & 1))
                         continue;
-                    }
                     struct dist_pair l = {v, cws_gxyz(w, z, y, x) + goff[k]};
                     if (!dist_push(ctx, (void **)&s->link, &s->nlink, lcap, &l, sizeof l))
                         return VOX_OUT_OF_MEMORY;
                 }
             }
+    return VOX_OK;
+}
+
+/* The next voxel of v's fragment towards its root: along its pointer, or its plateau's
+ * union-find parent; -1 at a root (a pointer leaving the chunk, a deferred voxel, a plateau
+ * root). */
+static inline int64_t cws_next(const struct cws *w, const int64_t off[6], int64_t v)
+{
+    uint8_t d = w->dir[v];
+    if (d & DIR_RESOLVED)
+        return w->fl[v] & FL_EXIT ? -1 : v + off[__builtin_ctz(d & DIR_MASK)];
+    if (w->fl[v] & FL_DEFER)
+        return -1;
+    return w->uf[v] == (uint32_t)v ? -1 : (int64_t)w->uf[v];
+}
+
+/* Fragments numbered in C order of their first voxel (as seg/watershed.c's pass D2 labels
+ * basins: each voxel follows its path to a labelled voxel or a root, then labels the path);
+ * lab: 1 + the fragment's position, 0 background. */
+static enum vox_status cws_label(struct vox_ctx *ctx, struct cws *w, uint32_t *lab,
+                                 struct dist_sum *s)
+{
+    const int64_t X = w->c[2], P = w->c[1] * X, off[6] = {-P, -X, -1, 1, X, P};
+    int64_t cap = 0;
+    for (int64_t v = 0; v < w->cn; v++) {
+        if (!w->dir[v]) {
+            lab[v] = 0;
+            continue;
+        }
+        if (!(w->fl[v] & FL_DONE)) {
+            int64_t p = v, nx;
+            uint32_t id = 0;
+            while (!id) {
+                if (w->fl[p] & FL_DONE)
+                    id = lab[p];
+                else if ((nx = cws_next(w, off, p)) >= 0)
+                    p = nx;
+                else
+                    break;
+            }
+            if (!id) {
+                struct dist_frag f = {cws_global(w, v), 0};
+                if (!dist_push(ctx, (void **)&s->frag, &s->nfrag, &cap, &f, sizeof f))
+                    return VOX_OUT_OF_MEMORY;
+                id = (uint32_t)s->nfrag;
+            }
+            for (int64_t q = v; !(w->fl[q] & FL_DONE);) {
+                nx = cws_next(w, off, q);
+                lab[q] = id;
+                w->fl[q] |= FL_DONE;
+                if (nx < 0)
+                    break;
+                q = nx;
+            }
+        }
+        s->frag[lab[v] - 1].size++;
+    }
     return VOX_OK;
 }
 
@@ -280,21 +341,9 @@ static uint64_t pair_key(const void *x)
 static enum vox_status cws_summarize(struct vox_ctx *ctx, struct cws *w, uint32_t *lab,
                                      struct dist_sum *s)
 {
-    int64_t cap = 0;
-    for (int64_t v = 0; v < w->cn; v++) {
-        lab[v] = 0;
-        if (!w->dir[v])
-            continue;
-        uint32_t r = uf_find(w->uf, (uint32_t)v);
-        if (!lab[r]) {
-            struct dist_frag f = {cws_global(w, v), 0};
-            if (!dist_push(ctx, (void **)&s->frag, &s->nfrag, &cap, &f, sizeof f))
-                return VOX_OUT_OF_MEMORY;
-            lab[r] = (uint32_t)s->nfrag;
-        }
-        lab[v] = lab[r];
-        s->frag[lab[v] - 1].size++;
-    }
+    enum vox_status st = cws_label(ctx, w, lab, s);
+    if (st != VOX_OK)
+        return st;
     for (int64_t i = 0; i < s->nlink; i++)
         s->link[i].a = s->frag[lab[s->link[i].a] - 1].id;
     dist_sort(ctx, s->link, s->nlink, sizeof *s->link, pair_key, NULL, pair_cmp);

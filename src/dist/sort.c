@@ -4,7 +4,9 @@
  * which all keys agree; the elements are then moved once, by the sorted permutation.
  *
  * Summary arrays are long (a chunk's face voxels and links) and their keys are voxel indices
- * and basin ids, so a few byte passes replace O(n log n) comparator calls. When the scratch
+ * and basin ids, so a few byte passes replace O(n log n) comparator calls. With one key the
+ * elements move themselves (scratch: n elements, as a merge sort needs), with two a
+ * (key, position) array is sorted and the elements moved once. When the scratch
  * memory cannot be had it falls back to qsort with the equivalent comparator (the callers'
  * orders are total on what they use, so both give the same result).
  */
@@ -74,12 +76,50 @@ static void sort_gather(uint8_t *dst, const uint8_t *src, const struct sort_kv *
     }
 }
 
+/* One key: the elements themselves move, pass by pass, with one scratch array of n
+ * elements (the memory of a merge sort), keys computed as they are needed. */
+static bool sort_direct(struct vox_ctx *ctx, uint8_t *el, int64_t n, size_t size,
+                        uint64_t (*key)(const void *))
+{
+    uint8_t *tmp = vox_alloc(ctx, (size_t)n * size), *a = el, *b = tmp;
+    if (!tmp)
+        return false;
+    uint64_t diff = 0, k0 = key(el);
+    for (int64_t j = 1; j < n; j++)
+        diff |= key(el + (size_t)j * size) ^ k0;
+    for (int sh = 0; sh < 64; sh += 8) {
+        if (!(diff >> sh & 255))
+            continue;
+        int64_t cnt[257] = {0};
+        for (int64_t j = 0; j < n; j++)
+            cnt[(key(a + (size_t)j * size) >> sh & 255) + 1]++;
+        for (int d = 0; d < 256; d++)
+            cnt[d + 1] += cnt[d];
+        for (int64_t j = 0; j < n; j++) {
+            const uint8_t *x = a + (size_t)j * size;
+            memcpy(b + (size_t)cnt[key(x) >> sh & 255]++ * size, x, size);
+        }
+        uint8_t *t = a;
+        a = b;
+        b = t;
+    }
+    if (a != el)
+        memcpy(el, a, (size_t)n * size);
+    vox_free(ctx, tmp);
+    return true;
+}
+
 void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,
                uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
                int (*cmp)(const void *, const void *))
 {
     if (n < 2)
         return;
+    if (!key_hi && n >= 64) {
+        if (!sort_direct(ctx, base, n, size, key))
+            qsort(base, (size_t)n, size, cmp);
+        return;
+    }
     uint8_t *el = base;
     struct sort_kv *a = n >= 64 ? vox_alloc(ctx, (size_t)n * sizeof *a) : NULL;
     struct sort_kv *b = a ? vox_alloc(ctx, (size_t)n * sizeof *b) : NULL;

@@ -179,7 +179,16 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                     i.lo[a] = cb.lo[a] > b->lo[a] ? cb.lo[a] : b->lo[a];
                     i.hi[a] = cb.hi[a] < b->hi[a] ? cb.hi[a] : b->hi[a];
                 }
-                s = bfile_part(ctx, f, off, &cb, &i, b, dst, tmp, &nread);
+                /* A thin slab in y (a -y/+y neighbour's rows): plane by plane, so as not to
+                 * read the planes' other rows. */
+                bool thin = 2 * (i.hi[1] - i.lo[1]) < cb.hi[1] - cb.lo[1];
+                struct dist_box p = i;
+                for (p.lo[0] = i.lo[0]; thin && p.lo[0] < i.hi[0] && s == VOX_OK; p.lo[0]++) {
+                    p.hi[0] = p.lo[0] + 1;
+                    s = bfile_part(ctx, f, off, &cb, &p, b, dst, tmp, &nread);
+                }
+                if (!thin)
+                    s = bfile_part(ctx, f, off, &cb, &i, b, dst, tmp, &nread);
             }
     vox_free(ctx, tmp);
     bfile_count(io, false, nread);
