@@ -42,8 +42,8 @@ static enum vox_status parse_shape(struct vox_ctx *ctx, const char *kv, int64_t 
 
 static enum vox_status parse(struct vox_ctx *ctx, const char *raw, struct dist_bench *b)
 {
-    *b = (struct dist_bench){.shape = {512, 512, 512}, .chunk = {128, 128, 128},
-                             .preset = VOX_SYNTH_SMOOTH, .seed = 1};
+    *b = (struct dist_bench){
+        .shape = {512, 512, 512}, .chunk = {128, 128, 128}, .preset = VOX_SYNTH_SMOOTH, .seed = 1};
     vox_seg_params_defaults(&b->p);
     char buf[512];
     snprintf(buf, sizeof buf, "%s", raw);
@@ -63,8 +63,10 @@ static enum vox_status parse(struct vox_ctx *ctx, const char *raw, struct dist_b
         else if (!strncmp(kv, "seed=", 5) && sscanf(kv + 5, "%lld%c", &x, &tail) == 1 && x >= 0)
             b->seed = (uint64_t)x;
         else
-            s = vox_fail(ctx, VOX_INVALID_ARG, "bad or unknown parameter '%s' (shape=, chunk=, "
-                         "preset=smooth|noisy, seed=, runs=, threads=)", kv);
+            s = vox_fail(ctx, VOX_INVALID_ARG,
+                         "bad or unknown parameter '%s' (shape=, chunk=, "
+                         "preset=smooth|noisy, seed=, runs=, threads=)",
+                         kv);
     }
     return s;
 }
@@ -133,8 +135,8 @@ struct run_out {
     struct vox_dist_stats stats;
 };
 
-static enum vox_status run_whole(struct vox_ctx *ctx, const struct dist_bench *b,
-                                 const char *path, struct run_out *o)
+static enum vox_status run_whole(struct vox_ctx *ctx, const struct dist_bench *b, const char *path,
+                                 struct run_out *o)
 {
     struct vox_tensor q = {0};
     struct vox_seg_result r = {0};
@@ -186,8 +188,8 @@ static int child_run(void *arg)
     struct vox_ctx_options opt = {.threads = c->threads, .log_level = VOX_LOG_WARN};
     if (vox_ctx_create(&opt, &ctx) != VOX_OK)
         return 1;
-    enum vox_status s = c->chunked ? run_chunked(ctx, c->b, c->path, NULL)
-                                   : run_whole(ctx, c->b, c->path, NULL);
+    enum vox_status s =
+        c->chunked ? run_chunked(ctx, c->b, c->path, NULL) : run_whole(ctx, c->b, c->path, NULL);
     vox_ctx_destroy(ctx);
     return s == VOX_OK ? 0 : 1;
 }
@@ -270,10 +272,9 @@ static enum vox_status run_dist(struct bench_env *env, const struct bench_params
     snprintf(res->extra, sizeof res->extra,
              "\"chunk\":\"%lldx%lldx%lld\",\"whole_median_s\":%.4f,\"ratio_to_whole\":%.3f,"
              "\"whole_bytes_per_voxel\":%.3f,\"equal\":%s,\"merges\":%lld",
-             (long long)b.chunk[0], (long long)b.chunk[1], (long long)b.chunk[2], wmed,
-             wmed / cmed, whole_peak / res->voxels,
-             ow.hash == oc.hash && ow.merges == oc.merges ? "true" : "false",
-             (long long)oc.merges);
+             (long long)b.chunk[0], (long long)b.chunk[1], (long long)b.chunk[2], wmed, wmed / cmed,
+             whole_peak / res->voxels,
+             ow.hash == oc.hash && ow.merges == oc.merges ? "true" : "false", (long long)oc.merges);
     frozen_key(res->extra, sizeof res->extra, "frozen_ws", &oc.stats, VOX_DIST_WATERSHED);
     frozen_key(res->extra, sizeof res->extra, "frozen_sm", &oc.stats, VOX_DIST_SIZE_MERGE);
     frozen_key(res->extra, sizeof res->extra, "frozen_ag", &oc.stats, VOX_DIST_AGGLOMERATE);

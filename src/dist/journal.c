@@ -48,8 +48,8 @@ static uint64_t jr_self(const struct dist_jrec *r)
     return dist_hash(r, offsetof(struct dist_jrec, self), 7);
 }
 
-static enum vox_status jr_open(struct vox_ctx *ctx, const char *dir, const char *name,
-                               bool keep, int *fd_out)
+static enum vox_status jr_open(struct vox_ctx *ctx, const char *dir, const char *name, bool keep,
+                               int *fd_out)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -95,8 +95,10 @@ enum vox_status dist_journal_open(struct vox_ctx *ctx, const char *dir, bool res
         return s;
     const struct dist_jrec *c = dist_journal_find(j, DJ_CONFIG, 0);
     if (c && c->sum != config)
-        return vox_fail(ctx, VOX_INVALID_ARG, "chunked segmentation: --resume: %s holds a run "
-                        "with other settings (shape, chunks or parameters)", dir);
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked segmentation: --resume: %s holds a run "
+                        "with other settings (shape, chunks or parameters)",
+                        dir);
     if (c)
         return VOX_OK;
     j->nrec = 0; /* nothing of another run is used */
@@ -126,8 +128,12 @@ const struct dist_jrec *dist_journal_find(const struct dist_journal *j, int kind
 enum vox_status dist_journal_add(struct vox_ctx *ctx, struct dist_journal *j, int kind,
                                  int64_t index, uint64_t sum, const void *blob, int64_t len)
 {
-    struct dist_jrec r = {.magic = JR_MAGIC, .kind = (uint32_t)kind, .index = index, .sum = sum,
-                          .len = len, .blob_sum = dist_hash(blob, (size_t)len, 0)};
+    struct dist_jrec r = {.magic = JR_MAGIC,
+                          .kind = (uint32_t)kind,
+                          .index = index,
+                          .sum = sum,
+                          .len = len,
+                          .blob_sum = dist_hash(blob, (size_t)len, 0)};
     enum vox_status s = VOX_OK;
     pthread_mutex_lock(&j->mu);
     r.off = j->bend;
@@ -173,8 +179,8 @@ void dist_journal_count(struct dist_journal *j, bool reused)
 
 void dist_journal_remove(const char *dir)
 {
-    static const char *const names[] = {"vox-dist-journal", "vox-dist-blobs",
-                                        "vox-dist-affinities", "vox-dist-labels"};
+    static const char *const names[] = {"vox-dist-journal", "vox-dist-blobs", "vox-dist-affinities",
+                                        "vox-dist-labels"};
     char path[4200];
     for (int i = 0; i < 4; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
