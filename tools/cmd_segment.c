@@ -76,8 +76,13 @@ static const char help[] =
     "                        not apply (default 1: the whole history)\n"
     "  --chunk Z,Y,X         segment chunk by chunk (same output, bitwise): affinities read and\n"
     "                        labels written one box at a time (default: the whole volume)\n"
-    "  --workdir DIR         with --chunk: where the intermediate labels file goes (default:\n"
-    "                        a temporary file)\n"
+    "  --workdir DIR         with --chunk: where the intermediate files (quantized affinities,\n"
+    "                        labels) and the restart records of every finished chunk task\n"
+    "                        go; removed when the run succeeds (default: temporary files,\n"
+    "                        no records)\n"
+    "  --resume              with --workdir: go on from the records of an earlier run killed\n"
+    "                        or failed with the same input and settings (tasks whose records\n"
+    "                        or data are torn or damaged run again; same output)\n"
     "  --stats               with --chunk: per stage and octree level, the chunks/nodes, items\n"
     "                        and edges carried up, bytes, time\n"
     "  --threads N           worker threads (default: VOX_THREADS, else all CPUs)\n"
@@ -85,7 +90,7 @@ static const char help[] =
 
 struct seg_args {
     const char *aff, *boundary, *from, *out, *history, *size, *score, *workdir;
-    bool inside, stats;
+    bool inside, stats, resume;
     int64_t chunk[3]; /* 0: unchunked */
     double low, high, max_threshold;
     int64_t dust;
@@ -187,8 +192,9 @@ static int parse_real(const char *o, const char *v, double lo, double hi, double
 static int parse_option(int argc, char **argv, int *i, struct seg_args *a)
 {
     const char *o = argv[*i], *v;
-    if (strcmp(o, "--inside") == 0 || strcmp(o, "--stats") == 0) {
-        *(o[2] == 'i' ? &a->inside : &a->stats) = true;
+    if (strcmp(o, "--inside") == 0 || strcmp(o, "--stats") == 0 ||
+        strcmp(o, "--resume") == 0) {
+        *(o[2] == 'i' ? &a->inside : o[2] == 's' ? &a->stats : &a->resume) = true;
         return 0;
     }
     if (strcmp(o, "--chunk") == 0) {
@@ -297,6 +303,8 @@ static int parse_args(int argc, char **argv, struct seg_args *a)
         return cli_usage("segment", "--inside applies to --boundary only");
     if ((a->workdir || a->stats) && !a->chunk[0])
         return cli_usage("segment", "--workdir and --stats need --chunk");
+    if (a->resume && !a->workdir)
+        return cli_usage("segment", "--resume needs --workdir");
     if (a->chunk[0] && a->from)
         return cli_usage("segment", "--chunk does not apply to --from");
     return resolve(a);
@@ -699,7 +707,7 @@ static enum vox_status chunk_write(void *arg, const int64_t lo[3], const struct 
 
 static void print_stats(const struct vox_dist_stats *x)
 {
-    static const char *stage[] = {"watershed", "size merge", "agglomerate"};
+    static const char *stage[] = {"watershed", "size merge", "agglomerate", "ingest"};
     printf("%-12s %5s %8s %12s %12s %12s %9s\n", "stage", "level", "nodes", "carried",
            "edges", "bytes", "seconds");
     for (int i = 0; i < x->n; i++) {
@@ -711,6 +719,9 @@ static void print_stats(const struct vox_dist_stats *x)
     printf("carried: face + plateau voxels (watershed), frozen basins (size merge), vertices "
            "(agglomerate)\nio: %lld bytes read, %lld bytes written\n",
            (long long)x->bytes_read, (long long)x->bytes_written);
+    if (x->tasks_reused + x->tasks_run > 0)
+        printf("tasks: %lld reused, %lld run\n", (long long)x->tasks_reused,
+               (long long)x->tasks_run);
 }
 
 /* --chunk: vox_dist_segment from the volume (or the converted boundary map) into the file. */
@@ -734,7 +745,11 @@ static enum vox_status chunked(struct vox_ctx *ctx, const struct seg_args *a,
     struct chunk_out o = {.ctx = ctx, .a = a, .st = st};
     struct vox_dist_sink sink = {chunk_ready, chunk_write, &o};
     struct vox_dist_stats stats = {0};
-    struct vox_dist_options opt = {.sink = &sink, .workdir = a->workdir, .stats = &stats};
+    /* VOX_DIST_DIE_AFTER=N (tests): the process ends after N restart records. */
+    const char *die = getenv("VOX_DIST_DIE_AFTER");
+    struct vox_dist_options opt = {.sink = &sink, .workdir = a->workdir, .stats = &stats,
+                                   .resume = a->resume,
+                                   .die_after = die ? strtoll(die, NULL, 10) : 0};
     memcpy(opt.chunk, a->chunk, sizeof opt.chunk);
     struct vox_seg_result res = {0};
     double t0 = vox_time_now();

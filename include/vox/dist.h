@@ -60,7 +60,13 @@ enum vox_status vox_dist_agglomerate(struct vox_ctx *ctx, const struct vox_tenso
 
 struct vox_volume;
 
-enum vox_dist_stage { VOX_DIST_WATERSHED, VOX_DIST_SIZE_MERGE, VOX_DIST_AGGLOMERATE };
+/* VOX_DIST_INGEST: a volume source read and quantized into the affinity file, once. */
+enum vox_dist_stage {
+    VOX_DIST_WATERSHED,
+    VOX_DIST_SIZE_MERGE,
+    VOX_DIST_AGGLOMERATE,
+    VOX_DIST_INGEST
+};
 
 /* One octree level of one stage (level 0: the atomic chunks). */
 struct vox_dist_level {
@@ -79,6 +85,7 @@ struct vox_dist_stats {
     int n;
     struct vox_dist_level lv[VOX_DIST_LEVELS_MAX];
     int64_t bytes_read, bytes_written; /* through the source, the sink and the label store */
+    int64_t tasks_reused, tasks_run;   /* with records: chunk tasks taken from them / run */
 };
 
 /* Where the affinities come from: exactly one of a whole tensor (u8 or f32 (3, Z, Y, X), any
@@ -101,15 +108,24 @@ struct vox_dist_sink {
 struct vox_dist_options {
     int64_t chunk[3];               /* atomic chunk shape (z, y, x), each >= 1 */
     const struct vox_dist_sink *sink; /* NULL: res->labels is filled, whole */
-    /* With a sink, the intermediate labels (u32 per voxel) live in a file: in `workdir`
-     * (its name is vox-dist-labels-PID.u32, removed at the end), else an anonymous temporary
-     * file. */
+    /* With a sink, the intermediate labels (u32 per voxel) live in a file, and with a volume
+     * source its quantized affinities (3 bytes per voxel, read from the source once): in
+     * `workdir` (vox-dist-labels-PID, vox-dist-affinities-PID, unlinked at once), else
+     * anonymous temporary files. */
     const char *workdir;
     struct vox_dist_stats *stats; /* NULL: none */
+    /* With a workdir and a sink, every finished chunk task (reading a chunk, its watershed,
+     * its relabel) and stage (size merge, agglomeration) leaves a checksummed record there
+     * (vox-dist-journal, vox-dist-blobs, next to vox-dist-affinities and vox-dist-labels;
+     * all removed when the run succeeds). resume: a run killed or failed before, with the
+     * same settings and source, goes on from its records: a task whose record is whole and
+     * whose data still match it is not run again; a torn, truncated or damaged one is. */
+    bool resume;
+    int64_t die_after; /* test hook: > 0 ends the process (_exit(3)) after that many records */
 };
 
 /* vox_segment, chunk by chunk: the same result (labels, nseg, nbasins, dend, merges),
- * bitwise, for any chunk shape and thread count. Runs (a) → (b) → (c) above; with a volume
+ * bitwise, for any chunk shape and thread count, resumed or not. Runs (a) → (b) → (c) above; with a volume
  * source and a sink, neither the affinities nor the labels are ever whole in memory: a chunk
  * reads its box plus a margin of 2 voxels and drops it when done, and the labels between the
  * stages go to a file. What is held whole are the summaries: the fragment table of (a) and its

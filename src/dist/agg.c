@@ -107,11 +107,6 @@ static void ag_sum_fini(struct vox_ctx *ctx, struct ag_sum *s)
     memset(s, 0, sizeof *s);
 }
 
-static void ag_sort(void *base, int64_t n, size_t size, int (*cmp)(const void *, const void *))
-{
-    if (n > 1)
-        qsort(base, (size_t)n, size, cmp);
-}
 
 static int vtx_cmp(const void *x, const void *y)
 {
@@ -119,10 +114,25 @@ static int vtx_cmp(const void *x, const void *y)
     return (a->id > b->id) - (a->id < b->id);
 }
 
+static uint64_t vtx_key(const void *x)
+{
+    return ((const struct ag_vtx *)x)->id;
+}
+
 struct ag_kv {
     uint64_t key;
     int64_t i;
 };
+
+static uint64_t kv_key(const void *x)
+{
+    return (uint64_t)((const struct ag_kv *)x)->i;
+}
+
+static uint64_t kv_key_hi(const void *x)
+{
+    return ((const struct ag_kv *)x)->key;
+}
 
 static int kv_cmp(const void *x, const void *y)
 {
@@ -146,9 +156,9 @@ static int64_t ag_pos(const struct ag_sum *s, uint32_t id)
 }
 
 /* Sorts vertices by id, OR-ing the touch bits of duplicates. */
-static void ag_compact_vtx(struct ag_sum *s)
+static void ag_compact_vtx(struct vox_ctx *ctx, struct ag_sum *s)
 {
-    ag_sort(s->v, s->nv, sizeof *s->v, vtx_cmp);
+    dist_sort(ctx, s->v, s->nv, sizeof *s->v, vtx_key, NULL, vtx_cmp);
     int64_t m = 0;
     for (int64_t i = 0; i < s->nv; i++) {
         if (m > 0 && s->v[m - 1].id == s->v[i].id)
@@ -199,7 +209,7 @@ static enum vox_status ag_compact_edges(struct vox_ctx *ctx, struct ag_sum *s, b
     }
     for (int64_t i = 0; i < s->ne; i++)
         kv[i] = (struct ag_kv){(uint64_t)s->e[i].a << 32 | s->e[i].b, i};
-    ag_sort(kv, s->ne, sizeof *kv, kv_cmp);
+    dist_sort(ctx, kv, s->ne, sizeof *kv, kv_key, kv_key_hi, kv_cmp);
     int64_t m = 0, nh = 0;
     for (int64_t i = 0, j; i < s->ne; i = j) {
         for (j = i + 1; j < s->ne && kv[j].key == kv[i].key; j++)
@@ -604,10 +614,16 @@ static enum vox_status ag_node_pass(const struct ag_run *r, struct ag_sum *s, bo
 
 /* ---- chunks and nodes ------------------------------------------------------------------ */
 
+/* cnt faces of edge key with affinity w. */
 struct ag_face {
     uint64_t key;
     uint8_t w;
+    uint32_t cnt;
 };
+
+/* Direct-mapped: the last place of each hashed (key, w) in the face list while a chunk
+ * collects, so that repeats count up in place. */
+#define AG_SEEN 4096
 
 static int face_cmp(const void *x, const void *y)
 {
@@ -615,6 +631,16 @@ static int face_cmp(const void *x, const void *y)
     if (a->key != b->key)
         return (a->key > b->key) - (a->key < b->key);
     return (a->w > b->w) - (a->w < b->w);
+}
+
+static uint64_t face_key(const void *x)
+{
+    return ((const struct ag_face *)x)->w;
+}
+
+static uint64_t face_key_hi(const void *x)
+{
+    return ((const struct ag_face *)x)->key;
 }
 
 static bool ag_vertex(struct vox_ctx *ctx, struct ag_sum *s, uint32_t id, uint8_t touch)
@@ -654,8 +680,12 @@ static enum vox_status ag_chunk_faces(const struct ag_run *r, struct ag_sum *s, 
 {
     const struct dist_box *b = &s->box;
     const int64_t n = rn[0] * rn[1] * rn[2];
-    int64_t cap = 0;
-    for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
+    int64_t cap = 0, *seen = vox_alloc(r->ctx, AG_SEEN * sizeof *seen);
+    if (!seen)
+        return VOX_OUT_OF_MEMORY;
+    memset(seen, 0xff, AG_SEEN * sizeof *seen);
+    enum vox_status st = VOX_OK;
+    for (int64_t z = b->lo[0]; z < b->hi[0] && st == VOX_OK; z++)
         for (int64_t y = b->lo[1]; y < b->hi[1]; y++)
             for (int64_t x = b->lo[2]; x < b->hi[2]; x++) {
                 const int64_t c[3] = {z, y, x};
@@ -667,24 +697,32 @@ static enum vox_status ag_chunk_faces(const struct ag_run *r, struct ag_sum *s, 
                         continue;
                     uint32_t lb = dist_win_at(lw, z + (a == 0), y + (a == 1), x + (a == 2));
                     if (c[a] + 1 == b->hi[a] && !ag_vertex(r->ctx, s, lb, (uint8_t)(2u << (2 * a))))
-                        return VOX_OUT_OF_MEMORY;
-                    if (la == lb || !la || !lb)
+                        st = VOX_OUT_OF_MEMORY;
+                    if (la == lb || !la || !lb || st != VOX_OK)
                         continue;
                     struct ag_face f = {.key = la < lb ? (uint64_t)la << 32 | lb
                                                        : (uint64_t)lb << 32 | la,
-                                        .w = q[a * n + lu + lstep[a]]};
+                                        .w = q[a * n + lu + lstep[a]], .cnt = 1};
+                    int64_t *slot = &seen[((f.key ^ f.w) * 0x9E3779B97F4A7C15ull) >> 52];
+                    struct ag_face *g = *slot >= 0 ? &(*fo)[*slot] : NULL;
+                    if (g && g->key == f.key && g->w == f.w && g->cnt < UINT32_MAX) {
+                        g->cnt++;
+                        continue;
+                    }
+                    *slot = *nf;
                     if (!dist_push(r->ctx, (void **)fo, nf, &cap, &f, sizeof f))
-                        return VOX_OUT_OF_MEMORY;
+                        st = VOX_OUT_OF_MEMORY;
                 }
             }
-    return VOX_OK;
+    vox_free(r->ctx, seen);
+    return st;
 }
 
 /* The chunk's edges from its sorted faces. */
 static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, struct ag_face *f,
                                       int64_t nf)
 {
-    ag_sort(f, nf, sizeof *f, face_cmp);
+    dist_sort(r->ctx, f, nf, sizeof *f, face_key, face_key_hi, face_cmp);
     s->e = vox_alloc(r->ctx, (size_t)(nf + 1) * sizeof *s->e);
     s->hbin = vox_alloc(r->ctx, (size_t)nf + 1);
     s->hcnt = vox_alloc(r->ctx, (size_t)(nf + 1) * sizeof *s->hcnt);
@@ -698,15 +736,15 @@ static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, 
                 .a = (uint32_t)(f[i].key >> 32), .b = (uint32_t)f[i].key, .hist = s->nh};
         }
         e->max = f[i].w; /* faces are sorted by value within an edge */
-        e->sum += f[i].w;
-        e->count++;
+        e->sum += (uint64_t)f[i].w * f[i].cnt;
+        e->count += f[i].cnt;
         if (!r->hist)
             continue;
         if (e->nbins > 0 && s->hbin[s->nh - 1] == f[i].w) {
-            s->hcnt[s->nh - 1]++;
+            s->hcnt[s->nh - 1] += f[i].cnt;
         } else {
             s->hbin[s->nh] = f[i].w;
-            s->hcnt[s->nh++] = 1;
+            s->hcnt[s->nh++] = f[i].cnt;
             e->nbins++;
         }
     }
@@ -742,7 +780,7 @@ static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, bool r
     vox_free(r->ctx, f);
     if (st != VOX_OK)
         return st;
-    ag_compact_vtx(s);
+    ag_compact_vtx(r->ctx, s);
     return ag_node_pass(r, s, root);
 }
 
@@ -789,7 +827,7 @@ static enum vox_status ag_node(const struct ag_run *r, const struct ag_sum *kids
             memcpy(s->fin + s->nfin, c->fin, (size_t)c->nfin * sizeof *c->fin);
         s->nfin += c->nfin;
     }
-    ag_compact_vtx(s);
+    ag_compact_vtx(r->ctx, s);
     enum vox_status st = ag_compact_edges(r->ctx, s, r->hist);
     return st == VOX_OK ? ag_node_pass(r, s, root) : st;
 }
@@ -903,6 +941,16 @@ static int fin_order_cmp(const void *x, const void *y)
     return (a->seq > b->seq) - (a->seq < b->seq);
 }
 
+static uint64_t fin_key(const void *x)
+{
+    return (uint64_t)((const struct ag_fin *)x)->seq;
+}
+
+static uint64_t fin_key_hi(const void *x)
+{
+    return (uint64_t)((const struct ag_fin *)x)->level;
+}
+
 /* x pops before y: larger score, then smaller a, then smaller b. */
 static bool fin_before(const struct ag_fin *x, const struct ag_fin *y)
 {
@@ -946,7 +994,7 @@ static int64_t rp_pop(const struct ag_fin *f, int64_t *heap, int64_t *n)
 static enum vox_status ag_replay(struct vox_ctx *ctx, struct ag_fin *f, int64_t n, int64_t nseg,
                                  struct vox_merge_history *h)
 {
-    ag_sort(f, n, sizeof *f, fin_order_cmp);
+    dist_sort(ctx, f, n, sizeof *f, fin_key, fin_key_hi, fin_order_cmp);
     int64_t *last = vox_alloc(ctx, (size_t)(nseg + 1) * sizeof *last);
     int64_t *cons = vox_alloc(ctx, (size_t)(n + 1) * sizeof *cons);
     int64_t *cnt = vox_calloc(ctx, (size_t)n + 1, sizeof *cnt);

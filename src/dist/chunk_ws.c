@@ -30,6 +30,8 @@ enum {
     FL_OUT = 2,   /* a plateau edge leaves the chunk */
     FL_DEFER = 4, /* its plateau is deferred to the octree */
     FL_SEED = 8,
+    FL_DONE = 16, /* labelled */
+    FL_EXIT = 32, /* a resolved voxel whose pointer leaves the chunk */
 };
 
 /* The chunk: box C (interior) inside the read region R = C + 2 (clamped). */
@@ -140,6 +142,19 @@ static inline int64_t cws_nb(const struct cws *w, int64_t v, int d)
     }
 }
 
+/* Bit d set: neighbour d of voxel (z, y, x) of a box of shape n lies in the box (the chunk,
+ * or with global coordinates the volume). */
+static inline uint8_t cws_inside(const int64_t n[3], int64_t z, int64_t y, int64_t x)
+{
+    return (uint8_t)((z > 0) | (y > 0) << 1 | (x > 0) << 2 | (x + 1 < n[2]) << 3 |
+                     (y + 1 < n[1]) << 4 | (z + 1 < n[0]) << 5);
+}
+
+static inline int64_t cws_gxyz(const struct cws *w, int64_t z, int64_t y, int64_t x)
+{
+    return ((w->box.lo[0] + z) * w->dims[1] + w->box.lo[1] + y) * w->dims[2] + w->box.lo[2] + x;
+}
+
 static inline int64_t cws_global(const struct cws *w, int64_t v)
 {
     int64_t x = v % w->c[2], y = (v / w->c[2]) % w->c[1], z = v / (w->c[1] * w->c[2]);
@@ -171,20 +186,20 @@ static void cws_plateaus(struct cws *w)
                     w->fl[v] = FL_PLAT;
                 w->uf[v] = (uint32_t)v;
             }
-    for (v = 0; v < w->cn; v++) {
-        if (!(w->fl[v] & FL_PLAT))
-            continue;
-        uint8_t bits = cws_pbits(w, v);
-        for (int d = 0; d < 6; d++) {
-            if (!(bits >> d & 1))
-                continue;
-            int64_t u = cws_nb(w, v, d);
-            if (u < 0)
-                w->fl[v] |= FL_OUT;
-            else if (d < 3)
-                uf_union(w->uf, (uint32_t)v, (uint32_t)u);
-        }
-    }
+    const int64_t off[3] = {-w->c[1] * w->c[2], -w->c[2], -1};
+    v = 0;
+    for (int64_t z = 0; z < w->c[0]; z++)
+        for (int64_t y = 0; y < w->c[1]; y++)
+            for (int64_t x = 0; x < w->c[2]; x++, v++) {
+                if (!(w->fl[v] & FL_PLAT))
+                    continue;
+                uint8_t bits = cws_pbits(w, v), in = cws_inside(w->c, z, y, x);
+                if (bits & ~in)
+                    w->fl[v] |= FL_OUT;
+                for (int d = 0; d < 3; d++)
+                    if ((bits & in) >> d & 1)
+                        uf_union(w->uf, (uint32_t)v, (uint32_t)(v + off[d]));
+            }
     for (v = 0; v < w->cn; v++)
         if (w->fl[v] & FL_OUT)
             w->fl[uf_find(w->uf, (uint32_t)v)] |= FL_DEFER;
@@ -216,30 +231,93 @@ static void cws_split(struct cws *w)
     }
 }
 
-/* Joins every voxel to its pointer / maximum-plateau neighbours inside the chunk; the links
- * that leave it go to s->link as (local voxel, global voxel). */
+/* Unions the voxels of each maximum plateau inside the chunk (plateau bits are symmetric
+ * there, so the backward neighbours suffice) and marks the pointers that leave the chunk; the
+ * links that leave it go to s->link as (local voxel, global voxel). */
 static enum vox_status cws_union(struct vox_ctx *ctx, struct cws *w, const int64_t goff[6],
                                  struct dist_sum *s, int64_t *lcap)
 {
     for (int64_t v = 0; v < w->cn; v++)
         w->uf[v] = (uint32_t)v;
-    for (int64_t v = 0; v < w->cn; v++) {
-        uint8_t d = w->dir[v];
-        if (!d || (!(d & DIR_RESOLVED) && (w->fl[v] & FL_DEFER)))
-            continue;
-        uint8_t bits = d & DIR_RESOLVED ? (uint8_t)(d & DIR_MASK) : d;
-        for (int k = 0; k < 6; k++) {
-            if (!(bits >> k & 1))
-                continue;
-            int64_t u = cws_nb(w, v, k);
-            if (u >= 0) {
-                uf_union(w->uf, (uint32_t)v, (uint32_t)u);
-                continue;
+    const int64_t X = w->c[2], P = w->c[1] * X, off[3] = {-P, -X, -1};
+    int64_t v = 0;
+    for (int64_t z = 0; z < w->c[0]; z++)
+        for (int64_t y = 0; y < w->c[1]; y++)
+            for (int64_t x = 0; x < X; x++, v++) {
+                uint8_t d = w->dir[v];
+                if (!d || (!(d & DIR_RESOLVED) && (w->fl[v] & FL_DEFER)))
+                    continue;
+                uint8_t bits = d & DIR_RESOLVED ? (uint8_t)(d & DIR_MASK) : d;
+                uint8_t in = cws_inside(w->c, z, y, x);
+                if ((d & DIR_RESOLVED) && !(bits & in))
+                    w->fl[v] |= FL_EXIT;
+                for (int k = 0; k < 3 && !(d & DIR_RESOLVED); k++)
+                    if ((bits & in) >> k & 1)
+                        uf_union(w->uf, (uint32_t)v, (uint32_t)(v + off[k]));
+                for (int k = 0; k < 6; k++) {
+                    if (!((bits & ~in) >> k & 1))
+                        continue;
+                    struct dist_pair l = {v, cws_gxyz(w, z, y, x) + goff[k]};
+                    if (!dist_push(ctx, (void **)&s->link, &s->nlink, lcap, &l, sizeof l))
+                        return VOX_OUT_OF_MEMORY;
+                }
             }
-            struct dist_pair l = {v, cws_global(w, v) + goff[k]};
-            if (!dist_push(ctx, (void **)&s->link, &s->nlink, lcap, &l, sizeof l))
-                return VOX_OUT_OF_MEMORY;
+    return VOX_OK;
+}
+
+/* The next voxel of v's fragment towards its root: along its pointer, or its plateau's
+ * union-find parent; -1 at a root (a pointer leaving the chunk, a deferred voxel, a plateau
+ * root). */
+static inline int64_t cws_next(const struct cws *w, const int64_t off[6], int64_t v)
+{
+    uint8_t d = w->dir[v];
+    if (d & DIR_RESOLVED)
+        return w->fl[v] & FL_EXIT ? -1 : v + off[__builtin_ctz(d & DIR_MASK)];
+    if (w->fl[v] & FL_DEFER)
+        return -1;
+    return w->uf[v] == (uint32_t)v ? -1 : (int64_t)w->uf[v];
+}
+
+/* Fragments numbered in C order of their first voxel (as seg/watershed.c's pass D2 labels
+ * basins: each voxel follows its path to a labelled voxel or a root, then labels the path);
+ * lab: 1 + the fragment's position, 0 background. */
+static enum vox_status cws_label(struct vox_ctx *ctx, struct cws *w, uint32_t *lab,
+                                 struct dist_sum *s)
+{
+    const int64_t X = w->c[2], P = w->c[1] * X, off[6] = {-P, -X, -1, 1, X, P};
+    int64_t cap = 0;
+    for (int64_t v = 0; v < w->cn; v++) {
+        if (!w->dir[v]) {
+            lab[v] = 0;
+            continue;
         }
+        if (!(w->fl[v] & FL_DONE)) {
+            int64_t p = v, nx;
+            uint32_t id = 0;
+            while (!id) {
+                if (w->fl[p] & FL_DONE)
+                    id = lab[p];
+                else if ((nx = cws_next(w, off, p)) >= 0)
+                    p = nx;
+                else
+                    break;
+            }
+            if (!id) {
+                struct dist_frag f = {cws_global(w, v), 0};
+                if (!dist_push(ctx, (void **)&s->frag, &s->nfrag, &cap, &f, sizeof f))
+                    return VOX_OUT_OF_MEMORY;
+                id = (uint32_t)s->nfrag;
+            }
+            for (int64_t q = v; !(w->fl[q] & FL_DONE);) {
+                nx = cws_next(w, off, q);
+                lab[q] = id;
+                w->fl[q] |= FL_DONE;
+                if (nx < 0)
+                    break;
+                q = nx;
+            }
+        }
+        s->frag[lab[v] - 1].size++;
     }
     return VOX_OK;
 }
@@ -252,54 +330,49 @@ static int pair_cmp(const void *x, const void *y)
     return (a->b > b->b) - (a->b < b->b);
 }
 
+static uint64_t pair_key(const void *x)
+{
+    const struct dist_pair *p = x;
+    return (uint64_t)p->a << 32 | (uint64_t)p->b;
+}
+
 /* Fragments (numbered in C order of their first voxel), then links, faces and deferred
  * plateau voxels in fragment ids. */
 static enum vox_status cws_summarize(struct vox_ctx *ctx, struct cws *w, uint32_t *lab,
                                      struct dist_sum *s)
 {
-    int64_t cap = 0;
-    for (int64_t v = 0; v < w->cn; v++) {
-        lab[v] = 0;
-        if (!w->dir[v])
-            continue;
-        uint32_t r = uf_find(w->uf, (uint32_t)v);
-        if (!lab[r]) {
-            struct dist_frag f = {cws_global(w, v), 0};
-            if (!dist_push(ctx, (void **)&s->frag, &s->nfrag, &cap, &f, sizeof f))
-                return VOX_OUT_OF_MEMORY;
-            lab[r] = (uint32_t)s->nfrag;
-        }
-        lab[v] = lab[r];
-        s->frag[lab[v] - 1].size++;
-    }
+    enum vox_status st = cws_label(ctx, w, lab, s);
+    if (st != VOX_OK)
+        return st;
     for (int64_t i = 0; i < s->nlink; i++)
         s->link[i].a = s->frag[lab[s->link[i].a] - 1].id;
-    if (s->nlink)
-        qsort(s->link, (size_t)s->nlink, sizeof *s->link, pair_cmp);
+    dist_sort(ctx, s->link, s->nlink, sizeof *s->link, pair_key, NULL, pair_cmp);
     int64_t k = 0;
     for (int64_t i = 0; i < s->nlink; i++)
         if (k == 0 || pair_cmp(&s->link[k - 1], &s->link[i]) != 0)
             s->link[k++] = s->link[i];
     s->nlink = k;
     int64_t fcap = 0, pcap = 0;
-    for (int64_t v = 0; v < w->cn; v++) {
-        if (!w->dir[v])
-            continue;
-        int64_t g = cws_global(w, v), frag = s->frag[lab[v] - 1].id;
-        bool face = false;
-        for (int d = 0; d < 6 && !face; d++)
-            face = cws_nb(w, v, d) < 0 && dist_in_box(&(struct dist_box){{0, 0, 0},
-                                                      {w->dims[0], w->dims[1], w->dims[2]}},
-                                                      w->dims, g, d);
-        struct dist_face f = {g, frag};
-        if (face && !dist_push(ctx, (void **)&s->face, &s->nface, &fcap, &f, sizeof f))
-            return VOX_OUT_OF_MEMORY;
-        if (!(w->fl[v] & FL_DEFER))
-            continue;
-        struct dist_plat pl = {g, frag, cws_pbits(w, v), (uint8_t)((w->fl[v] & FL_SEED) != 0)};
-        if (!dist_push(ctx, (void **)&s->plat, &s->nplat, &pcap, &pl, sizeof pl))
-            return VOX_OUT_OF_MEMORY;
-    }
+    int64_t v = -1;
+    for (int64_t z = 0; z < w->c[0]; z++)
+        for (int64_t y = 0; y < w->c[1]; y++)
+            for (int64_t x = 0; x < w->c[2]; x++) {
+                if (!w->dir[++v])
+                    continue;
+                int64_t g = cws_gxyz(w, z, y, x), frag = s->frag[lab[v] - 1].id;
+                uint8_t in = cws_inside(w->c, z, y, x);
+                bool face = cws_inside(w->dims, w->box.lo[0] + z, w->box.lo[1] + y,
+                                       w->box.lo[2] + x) & ~in;
+                struct dist_face f = {g, frag};
+                if (face && !dist_push(ctx, (void **)&s->face, &s->nface, &fcap, &f, sizeof f))
+                    return VOX_OUT_OF_MEMORY;
+                if (!(w->fl[v] & FL_DEFER))
+                    continue;
+                struct dist_plat pl = {g, frag, cws_pbits(w, v),
+                                       (uint8_t)((w->fl[v] & FL_SEED) != 0)};
+                if (!dist_push(ctx, (void **)&s->plat, &s->nplat, &pcap, &pl, sizeof pl))
+                    return VOX_OUT_OF_MEMORY;
+            }
     return VOX_OK;
 }
 

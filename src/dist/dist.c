@@ -49,18 +49,92 @@ static void node_box(const struct dist_run *r, int64_t i, struct dist_box *b)
     }
 }
 
+/* The record of chunk i: its summary (fragments, links, faces, plateau voxels) as a blob,
+ * vouching for its label block (hash h). */
+static enum vox_status ws_record(struct dist_run *r, int64_t i, uint64_t h)
+{
+    const struct dist_sum *s = &r->cur[i];
+    const int64_t hd[4] = {s->nfrag, s->nlink, s->nface, s->nplat};
+    const size_t part[4] = {(size_t)s->nfrag * sizeof *s->frag,
+                            (size_t)s->nlink * sizeof *s->link,
+                            (size_t)s->nface * sizeof *s->face,
+                            (size_t)s->nplat * sizeof *s->plat};
+    const void *src[4] = {s->frag, s->link, s->face, s->plat};
+    size_t n = sizeof hd + part[0] + part[1] + part[2] + part[3];
+    uint8_t *b = vox_alloc(r->ctx, n), *p = b + sizeof hd;
+    if (!b)
+        return VOX_OUT_OF_MEMORY;
+    memcpy(b, hd, sizeof hd);
+    for (int k = 0; k < 4; p += part[k], k++)
+        if (part[k])
+            memcpy(p, src[k], part[k]);
+    enum vox_status st = dist_journal_add(r->ctx, r->vol.jr, DJ_WS, i, h, b, (int64_t)n);
+    vox_free(r->ctx, b);
+    return st;
+}
+
+/* Chunk i from its record, when the record is whole and its label block is what the record
+ * (or a later relabel record) vouches for. */
+static bool ws_reuse(struct dist_run *r, int64_t i)
+{
+    const struct dist_jrec *w = dist_journal_find(r->vol.jr, DJ_WS, i);
+    const struct dist_jrec *l = dist_journal_find(r->vol.jr, DJ_RELABEL, i);
+    uint64_t h = 0;
+    uint8_t *b = NULL;
+    if (!w || dist_bfile_hash(r->ctx, &r->labels->f, i, &h) != VOX_OK ||
+        (h != w->sum && (!l || h != l->sum)) ||
+        dist_journal_blob(r->ctx, r->vol.jr, w, (void **)&b) != VOX_OK || !b)
+        return false;
+    int64_t hd[4];
+    memcpy(hd, b, sizeof hd);
+    struct dist_sum *s = &r->cur[i];
+    size_t part[4] = {(size_t)hd[0] * sizeof *s->frag, (size_t)hd[1] * sizeof *s->link,
+                      (size_t)hd[2] * sizeof *s->face, (size_t)hd[3] * sizeof *s->plat};
+    void *dst[4] = {NULL, NULL, NULL, NULL};
+    bool ok = hd[0] >= 0 && hd[1] >= 0 && hd[2] >= 0 && hd[3] >= 0 &&
+              (int64_t)(sizeof hd + part[0] + part[1] + part[2] + part[3]) == w->len;
+    const uint8_t *p = b + sizeof hd;
+    for (int k = 0; k < 4 && ok; p += part[k], k++) {
+        dst[k] = vox_alloc(r->ctx, part[k] + 1);
+        ok = dst[k] != NULL;
+        if (ok && part[k])
+            memcpy(dst[k], p, part[k]);
+    }
+    vox_free(r->ctx, b);
+    if (!ok) {
+        for (int k = 0; k < 4; k++)
+            vox_free(r->ctx, dst[k]);
+        return false;
+    }
+    node_box(r, i, &s->box);
+    r->fr[i] = dst[0], r->nfr[i] = s->nfrag = hd[0];
+    s->link = dst[1], s->nlink = hd[1];
+    s->face = dst[2], s->nface = hd[2];
+    s->plat = dst[3], s->nplat = hd[3];
+    return true;
+}
+
 static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     struct dist_run *r = arg;
     for (int64_t i = lo[0]; i < hi[0]; i++) {
         struct dist_box b;
         node_box(r, i, &b);
+        if (r->vol.jr && ws_reuse(r, i)) {
+            dist_journal_count(r->vol.jr, true);
+            r->st[i] = VOX_OK;
+            continue;
+        }
         int64_t n = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
         uint32_t *lab = vox_alloc(r->ctx, (size_t)n * sizeof *lab);
         r->st[i] = lab ? dist_chunk_ws(r->ctx, &r->vol, &b, r->p, &r->cur[i], lab)
                        : VOX_OUT_OF_MEMORY;
         if (r->st[i] == VOX_OK)
             r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab);
+        if (r->st[i] == VOX_OK && r->vol.jr) {
+            dist_journal_count(r->vol.jr, false);
+            r->st[i] = ws_record(r, i, dist_hash(lab, (size_t)n * sizeof *lab, 0));
+        }
         if (r->st[i] == VOX_OK) {
             r->fr[i] = r->cur[i].frag;
             r->nfr[i] = r->cur[i].nfrag;
@@ -100,6 +174,11 @@ static int frag_cmp(const void *x, const void *y)
 {
     const struct dist_frag *a = x, *b = y;
     return (a->id > b->id) - (a->id < b->id);
+}
+
+static uint64_t frag_key(const void *x)
+{
+    return (uint64_t)((const struct dist_frag *)x)->id;
 }
 
 static int64_t frag_pos(const struct dist_run *r, int64_t id)
@@ -171,7 +250,7 @@ static enum vox_status collect_frags(struct dist_run *r, int64_t nchunks)
             memcpy(r->all + k, r->fr[i], (size_t)r->nfr[i] * sizeof *r->all);
         k += r->nfr[i];
     }
-    qsort(r->all, (size_t)r->nall, sizeof *r->all, frag_cmp);
+    dist_sort(r->ctx, r->all, r->nall, sizeof *r->all, frag_key, NULL, frag_cmp);
     for (int64_t i = 0; i < r->nall; i++)
         r->uf[i] = i;
     return VOX_OK;
@@ -239,14 +318,23 @@ static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
         uint32_t *map = vox_alloc(r->ctx, (size_t)(r->nfr[i] + 1) * sizeof *map);
         uint32_t *lab = vox_alloc(r->ctx, (size_t)n * sizeof *lab);
         r->st[i] = map && lab ? dist_store_read(r->ctx, r->labels, &b, lab) : VOX_OUT_OF_MEMORY;
-        if (r->st[i] == VOX_OK) {
+        const struct dist_jrec *rec = r->vol.jr ? dist_journal_find(r->vol.jr, DJ_RELABEL, i)
+                                                : NULL;
+        bool done = r->st[i] == VOX_OK && rec &&
+                    dist_hash(lab, (size_t)n * sizeof *lab, 0) == rec->sum;
+        if (r->st[i] == VOX_OK && !done) {
             map[0] = 0;
             for (int64_t k = 0; k < r->nfr[i]; k++)
                 map[k + 1] = r->basin[frag_pos(r, r->fr[i][k].id)];
             for (int64_t k = 0; k < n; k++)
                 lab[k] = map[lab[k]];
             r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab);
+            if (r->st[i] == VOX_OK && r->vol.jr)
+                r->st[i] = dist_journal_add(r->ctx, r->vol.jr, DJ_RELABEL, i,
+                                            dist_hash(lab, (size_t)n * sizeof *lab, 0), NULL, 0);
         }
+        if (r->vol.jr && r->st[i] == VOX_OK)
+            dist_journal_count(r->vol.jr, done);
         vox_free(r->ctx, map);
         vox_free(r->ctx, lab);
     }
@@ -376,7 +464,7 @@ enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor 
         vol.dims[a] = aff->shape[a + 1];
     struct vox_tensor lab = {0};
     s = vox_tensor_alloc(ctx, &lab, VOX_U32, 3, vol.dims);
-    struct dist_store st = {.mem = lab.data, .fd = -1};
+    struct dist_store st = {.mem = lab.data, .f.fd = -1};
     memcpy(st.dims, vol.dims, sizeof st.dims);
     if (s == VOX_OK)
         s = dist_ws_run(ctx, &vol, chunk, p, &st, nbasins_out, sizes_out, NULL);

@@ -55,10 +55,68 @@ struct dist_sum {
     int64_t nuni;
 };
 
-/* The affinities: a whole tensor, or a volume read box by box (io calls under io->mu). */
+/* A chunk-blocked file: the box of atomic chunk i (C order over the grid) is one record of
+ * nch channels of its (z, y, x) elements of esz bytes, contiguous, at byte i * slot (slot: a
+ * full chunk's record). A chunk's record is written with one call; a box read takes one
+ * call per chunk it meets and channel. */
+struct dist_bfile {
+    int fd;
+    int nch;
+    size_t esz, slot;
+    int64_t dims[3], chunk[3], grid[3];
+};
+
+/* Sets up bf (fd unset) for the volume dims cut into chunks; its file size in bytes. */
+int64_t dist_bfile_init(struct dist_bfile *bf, const int64_t dims[3], const int64_t chunk[3],
+                        int nch, size_t esz);
+
+/* ---- restart records (dist/journal.c) ---------------------------------------------- */
+
+enum { DJ_CONFIG = 1, DJ_INGEST, DJ_WS, DJ_RELABEL, DJ_STAGE_B, DJ_STAGE_C };
+
+struct dist_jrec {
+    uint32_t magic, kind;
+    int64_t index;
+    uint64_t sum;     /* hash of the block it vouches for (or the settings: DJ_CONFIG) */
+    int64_t off, len; /* its blob in the blobs file */
+    uint64_t blob_sum;
+    uint64_t self;    /* hash of the fields above */
+};
+
+struct dist_journal {
+    int fd, bfd;
+    struct dist_jrec *rec; /* the whole records found at open, in order */
+    int64_t nrec, jend, bend;
+    int64_t added, die_after; /* test hook: _exit(3) after die_after task records */
+    int64_t reused, ran;      /* chunk tasks taken from the records / run (under mu) */
+    pthread_mutex_t mu;
+};
+
+uint64_t dist_hash(const void *p, size_t n, uint64_t h);
+/* Opens (resume: keeps) the journal in dir; settings: the hash `config` of the run's. */
+enum vox_status dist_journal_open(struct vox_ctx *ctx, const char *dir, bool resume,
+                                  uint64_t config, struct dist_journal *j);
+void dist_journal_close(struct vox_ctx *ctx, struct dist_journal *j);
+/* The latest whole record of the task (kind, index) from before this run, or NULL. */
+const struct dist_jrec *dist_journal_find(const struct dist_journal *j, int kind, int64_t index);
+/* Appends a record (after its blob); any thread. */
+enum vox_status dist_journal_add(struct vox_ctx *ctx, struct dist_journal *j, int kind,
+                                 int64_t index, uint64_t sum, const void *blob, int64_t len);
+/* r's blob, or *blob_out = NULL when it is damaged. */
+enum vox_status dist_journal_blob(struct vox_ctx *ctx, const struct dist_journal *j,
+                                  const struct dist_jrec *r, void **blob_out);
+/* Counts a chunk task as reused or run. */
+void dist_journal_count(struct dist_journal *j, bool reused);
+/* Removes the files of a finished run from dir. */
+void dist_journal_remove(const char *dir);
+
+/* The affinities: a whole tensor, or a volume read box by box (io calls under io->mu), or
+ * the quantized copy of the volume in a blocked file (qf set: 3 channels, 1 byte). */
 struct dist_vol {
     const struct vox_tensor *aff; /* (3, Z, Y, X) u8 or f32, or NULL */
-    struct vox_volume *src;       /* used when aff is NULL */
+    struct vox_volume *src;       /* used when aff and qf are NULL */
+    struct dist_bfile *qf;
+    struct dist_journal *jr; /* restart records, or NULL */
     struct dist_io *io;
     int64_t dims[3];
 };
@@ -73,11 +131,20 @@ struct dist_io {
 enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const int64_t lo[3],
                             const int64_t hi[3], struct vox_tensor *q_out);
 
-/* A u32 volume of shape dims kept whole in memory (mem) or in a file (fd >= 0), read and
- * written box by box (any thread; boxes written concurrently must not overlap). */
+/* Writes box b of the quantized affinities q (u8 (3, box) contiguous) into v->qf. */
+enum vox_status dist_qfile_write(struct vox_ctx *ctx, const struct dist_vol *v,
+                                 const struct dist_box *b, const uint8_t *q);
+
+/* The hash of chunk i's record in bf as it is on disk (*h_out = 0 when unreadable). */
+enum vox_status dist_bfile_hash(struct vox_ctx *ctx, const struct dist_bfile *bf, int64_t i,
+                                uint64_t *h_out);
+
+/* A u32 volume of shape dims kept whole in memory (mem) or in a blocked file (f.fd >= 0:
+ * written chunk box by chunk box), read and written box by box from any thread (boxes
+ * written concurrently must not overlap). */
 struct dist_store {
     uint32_t *mem;
-    int fd;
+    struct dist_bfile f;
     int64_t dims[3];
     struct dist_io *io; /* counts the file traffic when set */
 };
@@ -151,6 +218,12 @@ enum vox_status dist_chunk_ws(struct vox_ctx *ctx, const struct dist_vol *v,
 enum vox_status dist_node_ws(struct vox_ctx *ctx, const int64_t dims[3],
                              const struct dist_box *box, const struct dist_sum *kids, int nkids,
                              struct dist_sum *out);
+
+/* Sorts n elements of `size` bytes stably by (key_hi(x), key(x)) (key_hi NULL: key alone),
+ * the order cmp gives (cmp is used instead when scratch memory is short). */
+void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,
+               uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
+               int (*cmp)(const void *, const void *));
 
 /* Appends one element of `size` bytes to a growable array. */
 bool dist_push(struct vox_ctx *ctx, void **arr, int64_t *n, int64_t *cap, const void *x,

@@ -85,47 +85,63 @@ void dist_sum_fini(struct vox_ctx *ctx, struct dist_sum *s)
     memset(s, 0, sizeof *s);
 }
 
-static int face_cmp(const void *x, const void *y)
+static uint64_t face_key(const void *x)
 {
-    const struct dist_face *a = x, *b = y;
-    return (a->idx > b->idx) - (a->idx < b->idx);
+    return (uint64_t)((const struct dist_face *)x)->idx;
 }
 
-static int plat_cmp(const void *x, const void *y)
+static uint64_t plat_key(const void *x)
 {
-    const struct dist_plat *a = x, *b = y;
-    return (a->idx > b->idx) - (a->idx < b->idx);
+    return (uint64_t)((const struct dist_plat *)x)->idx;
 }
 
-/* Concatenates the children's arrays (frag is not carried). */
+/* Merges the children's runs (each sorted by key, keys distinct) into dst. */
+static void node_merge(uint8_t *dst, const void *const *run, const int64_t *len, int k,
+                       size_t size, uint64_t (*key)(const void *))
+{
+    int64_t pos[8] = {0};
+    for (;;) {
+        int best = -1;
+        uint64_t bk = 0;
+        for (int c = 0; c < k; c++) {
+            if (pos[c] == len[c])
+                continue;
+            uint64_t x = key((const uint8_t *)run[c] + (size_t)pos[c] * size);
+            if (best < 0 || x < bk)
+                best = c, bk = x;
+        }
+        if (best < 0)
+            return;
+        memcpy(dst, (const uint8_t *)run[best] + (size_t)pos[best]++ * size, size);
+        dst += size;
+    }
+}
+
+/* The children's arrays (frag is not carried): links concatenated, faces and plateau voxels
+ * merged in voxel order (each child's are sorted). */
 static enum vox_status node_gather(struct vox_ctx *ctx, const struct dist_sum *kids, int nkids,
                                    struct dist_sum *o)
 {
-    int64_t nl = 0, nf = 0, np = 0;
+    const void *fr[8], *pr[8];
+    int64_t fl[8], pl[8];
     for (int k = 0; k < nkids; k++) {
-        nl += kids[k].nlink;
-        nf += kids[k].nface;
-        np += kids[k].nplat;
+        o->nlink += kids[k].nlink;
+        fr[k] = kids[k].face, fl[k] = kids[k].nface, o->nface += fl[k];
+        pr[k] = kids[k].plat, pl[k] = kids[k].nplat, o->nplat += pl[k];
     }
-    o->link = vox_alloc(ctx, (size_t)(nl + 1) * sizeof *o->link);
-    o->face = vox_alloc(ctx, (size_t)(nf + 1) * sizeof *o->face);
-    o->plat = vox_alloc(ctx, (size_t)(np + 1) * sizeof *o->plat);
+    o->link = vox_alloc(ctx, (size_t)(o->nlink + 1) * sizeof *o->link);
+    o->face = vox_alloc(ctx, (size_t)(o->nface + 1) * sizeof *o->face);
+    o->plat = vox_alloc(ctx, (size_t)(o->nplat + 1) * sizeof *o->plat);
     if (!o->link || !o->face || !o->plat)
         return VOX_OUT_OF_MEMORY;
+    int64_t nl = 0;
     for (int k = 0; k < nkids; k++) {
-        const struct dist_sum *c = &kids[k];
-        if (c->nlink)
-            memcpy(o->link + o->nlink, c->link, (size_t)c->nlink * sizeof *c->link);
-        if (c->nface)
-            memcpy(o->face + o->nface, c->face, (size_t)c->nface * sizeof *c->face);
-        if (c->nplat)
-            memcpy(o->plat + o->nplat, c->plat, (size_t)c->nplat * sizeof *c->plat);
-        o->nlink += c->nlink;
-        o->nface += c->nface;
-        o->nplat += c->nplat;
+        if (kids[k].nlink)
+            memcpy(o->link + nl, kids[k].link, (size_t)kids[k].nlink * sizeof *o->link);
+        nl += kids[k].nlink;
     }
-    qsort(o->face, (size_t)o->nface, sizeof *o->face, face_cmp);
-    qsort(o->plat, (size_t)o->nplat, sizeof *o->plat, plat_cmp);
+    node_merge((uint8_t *)o->face, fr, fl, nkids, sizeof *o->face, face_key);
+    node_merge((uint8_t *)o->plat, pr, pl, nkids, sizeof *o->plat, plat_key);
     return VOX_OK;
 }
 

@@ -25,6 +25,7 @@
 struct sg_run {
     struct vox_ctx *ctx;
     struct dist_store *store;
+    struct dist_vol *vol;
     struct dist_io *io;
     const struct vox_dist_sink *sink;
     const uint32_t *map;
@@ -83,49 +84,133 @@ static enum vox_status sg_check(struct vox_ctx *ctx, const struct vox_dist_sourc
     return VOX_OK;
 }
 
-/* A file store of dims: in workdir (removed at once: only the descriptor keeps it), else an
- * anonymous temporary file. */
-static enum vox_status sg_store_file(struct vox_ctx *ctx, const char *workdir,
-                                     struct dist_store *st)
+/* A file of n bytes: with a journal, vox-dist-NAME in workdir (kept, and with resume not
+ * truncated); else an anonymous temporary file, or one in workdir unlinked at once. */
+static enum vox_status sg_file(struct vox_ctx *ctx, const struct vox_dist_options *o,
+                               bool journal, const char *name, int64_t n, int *fd_out)
 {
     char path[4200];
-    if (workdir) {
-        snprintf(path, sizeof path, "%s/vox-dist-labels-%ld.u32", workdir, (long)getpid());
-        st->fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-        if (st->fd >= 0)
+    int fd;
+    if (journal) {
+        snprintf(path, sizeof path, "%s/vox-dist-%s", o->workdir, name);
+        fd = open(path, O_RDWR | O_CREAT | (o->resume ? 0 : O_TRUNC), 0600);
+    } else if (o->workdir) {
+        snprintf(path, sizeof path, "%s/vox-dist-%s-%ld", o->workdir, name, (long)getpid());
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0)
             unlink(path);
     } else {
         FILE *f = tmpfile();
-        st->fd = f ? dup(fileno(f)) : -1;
+        fd = f ? dup(fileno(f)) : -1;
         if (f)
             fclose(f);
-        snprintf(path, sizeof path, "a temporary file");
+        snprintf(path, sizeof path, "(a temporary file)");
     }
-    if (st->fd < 0)
-        return vox_fail(ctx, VOX_IO, "chunked segmentation: cannot create the label store %s",
+    if (fd < 0)
+        return vox_fail(ctx, VOX_IO, "chunked segmentation: cannot create the %s file %s", name,
                         path);
-    off_t n = (off_t)(st->dims[0] * st->dims[1] * st->dims[2] * 4);
-    if (ftruncate(st->fd, n) != 0)
-        return vox_fail(ctx, VOX_IO,
-                        "chunked segmentation: cannot size the label store %s "
-                        "to %lld bytes",
-                        path, (long long)n);
+    if (ftruncate(fd, (off_t)n) != 0) {
+        close(fd);
+        return vox_fail(ctx, VOX_IO, "chunked segmentation: cannot size the %s file %s to %lld "
+                        "bytes", name, path, (long long)n);
+    }
+    *fd_out = fd;
     return VOX_OK;
+}
+
+static void sg_box(const struct sg_run *r, int64_t i, struct dist_box *b)
+{
+    int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
+                    i % r->grid[2]};
+    for (int a = 0; a < 3; a++) {
+        b->lo[a] = c[a] * r->chunk[a];
+        b->hi[a] = b->lo[a] + r->chunk[a] < r->dims[a] ? b->lo[a] + r->chunk[a] : r->dims[a];
+    }
+}
+
+static int64_t sg_grid(struct sg_run *r, const int64_t dims[3], const int64_t chunk[3])
+{
+    int64_t n = 1;
+    for (int a = 0; a < 3; a++) {
+        r->dims[a] = dims[a];
+        r->chunk[a] = chunk[a] < dims[a] ? chunk[a] : dims[a];
+        r->grid[a] = (dims[a] + r->chunk[a] - 1) / r->chunk[a];
+        n *= r->grid[a];
+    }
+    return n;
+}
+
+/* Quantizes one chunk box of the source volume into the affinity cache. */
+static void sg_ingest_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct sg_run *r = arg;
+    struct dist_vol src = *r->vol;
+    src.qf = NULL;
+    struct dist_journal *jr = r->vol->jr;
+    for (int64_t i = lo[0]; i < hi[0]; i++) {
+        struct dist_box b;
+        sg_box(r, i, &b);
+        const struct dist_jrec *rec = jr ? dist_journal_find(jr, DJ_INGEST, i) : NULL;
+        uint64_t h = 0;
+        r->st[i] = rec ? dist_bfile_hash(r->ctx, r->vol->qf, i, &h) : VOX_OK;
+        if (jr && r->st[i] == VOX_OK)
+            dist_journal_count(jr, rec && h == rec->sum);
+        if (r->st[i] != VOX_OK || (rec && h == rec->sum))
+            continue;
+        struct vox_tensor q = {0};
+        r->st[i] = dist_read_q(r->ctx, &src, b.lo, b.hi, &q);
+        if (r->st[i] == VOX_OK)
+            r->st[i] = dist_qfile_write(r->ctx, r->vol, &b, q.data);
+        if (r->st[i] == VOX_OK && jr)
+            r->st[i] = dist_journal_add(r->ctx, jr, DJ_INGEST, i,
+                                        dist_hash(q.data, vox_tensor_nbytes(&q), 0), NULL, 0);
+        vox_tensor_free(r->ctx, &q);
+    }
+}
+
+/* Runs task over every chunk on the pool; the first failure. */
+static enum vox_status sg_each(struct sg_run *r, int64_t n,
+                               void (*task)(void *, const int64_t *, const int64_t *, int))
+{
+    r->st = vox_calloc(r->ctx, (size_t)n, sizeof *r->st);
+    if (!r->st)
+        return VOX_OUT_OF_MEMORY;
+    vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){n, 1, 1}, (int64_t[3]){1, 1, 1},
+                 VOX_SCHED_DYNAMIC, task, r);
+    enum vox_status s = VOX_OK;
+    for (int64_t i = 0; i < n && s == VOX_OK; i++)
+        s = r->st[i];
+    vox_free(r->ctx, r->st);
+    r->st = NULL;
+    return s;
+}
+
+/* A volume source is read once, chunk box by chunk box, into the quantized affinity file
+ * (3 bytes per voxel), which the three stages then read instead. */
+static enum vox_status sg_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
+                                 const struct vox_dist_options *o, struct dist_bfile *qf)
+{
+    int64_t n = dist_bfile_init(qf, vol->dims, o->chunk, 3, 1);
+    enum vox_status s = sg_file(ctx, o, vol->jr != NULL, "affinities", n, &qf->fd);
+    if (s != VOX_OK)
+        return s;
+    vol->qf = qf;
+    struct sg_run r = {.ctx = ctx, .vol = vol};
+    double t0 = vox_time_now();
+    int64_t w0 = vol->io->bytes_written, nchunks = sg_grid(&r, vol->dims, o->chunk);
+    s = sg_each(&r, nchunks, sg_ingest_task);
+    dist_stats_level(o->stats, VOX_DIST_INGEST, 0, nchunks, 0, 0, vol->io->bytes_written - w0,
+                     vox_time_now() - t0);
+    return s;
 }
 
 static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     struct sg_run *r = arg;
     for (int64_t i = lo[0]; i < hi[0]; i++) {
-        int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
-                        i % r->grid[2]};
         struct dist_box b;
-        int64_t shape[3];
-        for (int a = 0; a < 3; a++) {
-            b.lo[a] = c[a] * r->chunk[a];
-            b.hi[a] = b.lo[a] + r->chunk[a] < r->dims[a] ? b.lo[a] + r->chunk[a] : r->dims[a];
-            shape[a] = b.hi[a] - b.lo[a];
-        }
+        sg_box(r, i, &b);
+        int64_t shape[3] = {b.hi[0] - b.lo[0], b.hi[1] - b.lo[1], b.hi[2] - b.lo[2]};
         struct vox_tensor t = {0};
         enum vox_status s = vox_tensor_alloc(r->ctx, &t, VOX_U32, 3, shape);
         if (s == VOX_OK)
@@ -145,45 +230,169 @@ static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
 }
 
 /* (d) with a sink: ready, then every chunk's labels. */
-static enum vox_status sg_emit(struct sg_run *r, const struct vox_seg_result *res)
+static enum vox_status sg_emit(struct sg_run *r, const struct vox_seg_result *res,
+                               const int64_t chunk[3])
 {
     pthread_mutex_lock(&r->io->mu);
     enum vox_status s = r->sink->ready(r->sink->arg, res);
     pthread_mutex_unlock(&r->io->mu);
-    int64_t n = 1;
-    for (int a = 0; a < 3; a++) {
-        r->grid[a] = (r->dims[a] + r->chunk[a] - 1) / r->chunk[a];
-        n *= r->grid[a];
+    return s == VOX_OK ? sg_each(r, sg_grid(r, r->dims, chunk), sg_out_task) : s;
+}
+
+/* Concatenates n parts into one blob. */
+static uint8_t *sg_pack(struct vox_ctx *ctx, int n, const void *const *src, const size_t *len,
+                        int64_t *size_out)
+{
+    size_t t = 0;
+    for (int k = 0; k < n; k++)
+        t += len[k];
+    uint8_t *b = vox_alloc(ctx, t + 1), *p = b;
+    for (int k = 0; b && k < n; p += len[k], k++)
+        if (len[k])
+            memcpy(p, src[k], len[k]);
+    *size_out = (int64_t)t;
+    return b;
+}
+
+/* The stage record kind's blob, when whole: hd (nh int64) and the rest in *rest_out. */
+static uint8_t *sg_stage_blob(struct vox_ctx *ctx, struct dist_journal *j, int kind,
+                              int64_t *hd, int nh, const uint8_t **rest_out, int64_t *rest_len)
+{
+    const struct dist_jrec *r = j ? dist_journal_find(j, kind, 0) : NULL;
+    uint8_t *b = NULL;
+    if (!r || r->len < nh * 8 || dist_journal_blob(ctx, j, r, (void **)&b) != VOX_OK || !b)
+        return NULL;
+    memcpy(hd, b, (size_t)nh * 8);
+    *rest_out = b + nh * 8;
+    *rest_len = r->len - nh * 8;
+    return b;
+}
+
+/* Fills h (nseg, n from hd) with n merges from p; false if they do not fit. */
+static bool sg_hist(struct vox_ctx *ctx, struct vox_merge_history *h, int64_t nseg, int64_t n,
+                    const uint8_t *p, int64_t len)
+{
+    if (n < 0 || len != n * (int64_t)sizeof *h->m)
+        return false;
+    h->m = vox_alloc(ctx, (size_t)(n + 1) * sizeof *h->m);
+    if (!h->m)
+        return false;
+    if (n)
+        memcpy(h->m, p, (size_t)len);
+    h->nseg = nseg;
+    h->n = h->cap = n;
+    return true;
+}
+
+/* (b) from its record: the map, nseg and the size merges. */
+static bool sg_b_load(struct vox_ctx *ctx, struct dist_journal *j, int64_t nbasins,
+                      struct vox_seg_result *res, uint32_t **map_out)
+{
+    int64_t hd[4], len;
+    const uint8_t *p;
+    uint8_t *b = sg_stage_blob(ctx, j, DJ_STAGE_B, hd, 4, &p, &len);
+    int64_t mb = (nbasins + 1) * (int64_t)sizeof **map_out;
+    bool ok = b && hd[0] == nbasins && len >= mb;
+    uint32_t *map = ok ? vox_alloc(ctx, (size_t)mb) : NULL;
+    ok = map && sg_hist(ctx, &res->dend, hd[2], hd[3], p + mb, len - mb);
+    if (ok) {
+        memcpy(map, p, (size_t)mb);
+        res->nseg = hd[1];
+        *map_out = map;
+    } else {
+        vox_free(ctx, map);
     }
-    r->st = s == VOX_OK ? vox_calloc(r->ctx, (size_t)n, sizeof *r->st) : NULL;
-    if (s != VOX_OK || !r->st)
-        return s != VOX_OK ? s : VOX_OUT_OF_MEMORY;
-    vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){n, 1, 1}, (int64_t[3]){1, 1, 1},
-                 VOX_SCHED_DYNAMIC, sg_out_task, r);
-    for (int64_t i = 0; i < n && s == VOX_OK; i++)
-        s = r->st[i];
-    vox_free(r->ctx, r->st);
+    vox_free(ctx, b);
+    return ok;
+}
+
+static enum vox_status sg_b_save(struct vox_ctx *ctx, struct dist_journal *j,
+                                 const struct vox_seg_result *res, const uint32_t *map)
+{
+    const int64_t hd[4] = {res->nbasins, res->nseg, res->dend.nseg, res->dend.n};
+    const void *src[3] = {hd, map, res->dend.m};
+    const size_t len[3] = {sizeof hd, (size_t)(res->nbasins + 1) * sizeof *map,
+                           (size_t)res->dend.n * sizeof *res->dend.m};
+    int64_t n;
+    uint8_t *b = sg_pack(ctx, 3, src, len, &n);
+    enum vox_status s = b ? dist_journal_add(ctx, j, DJ_STAGE_B, 0, 0, b, n) : VOX_OUT_OF_MEMORY;
+    vox_free(ctx, b);
     return s;
 }
 
-/* (a) → (b) → (c) into res (labels: the store's contents, still basins). */
+static bool sg_c_load(struct vox_ctx *ctx, struct dist_journal *j, struct vox_seg_result *res)
+{
+    int64_t hd[2], len;
+    const uint8_t *p;
+    uint8_t *b = sg_stage_blob(ctx, j, DJ_STAGE_C, hd, 2, &p, &len);
+    bool ok = b && hd[0] == res->nseg && sg_hist(ctx, &res->merges, hd[0], hd[1], p, len);
+    vox_free(ctx, b);
+    return ok;
+}
+
+static enum vox_status sg_c_save(struct vox_ctx *ctx, struct dist_journal *j,
+                                 const struct vox_merge_history *h)
+{
+    const int64_t hd[2] = {h->nseg, h->n};
+    const void *src[2] = {hd, h->m};
+    const size_t len[2] = {sizeof hd, (size_t)h->n * sizeof *h->m};
+    int64_t n;
+    uint8_t *b = sg_pack(ctx, 2, src, len, &n);
+    enum vox_status s = b ? dist_journal_add(ctx, j, DJ_STAGE_C, 0, 0, b, n) : VOX_OUT_OF_MEMORY;
+    vox_free(ctx, b);
+    return s;
+}
+
+/* (a) → (b) → (c) into res (labels: the store's contents, still basins); with records, (b)
+ * and (c) are taken from theirs when whole. */
 static enum vox_status sg_stages(struct vox_ctx *ctx, const struct dist_vol *vol,
                                  struct dist_store *store, const struct vox_seg_params *p,
                                  const struct vox_dist_options *o, struct vox_seg_result *res,
                                  uint32_t **map_out)
 {
     int64_t *sizes = NULL, *seg_sizes = NULL;
+    struct dist_journal *j = vol->jr;
     enum vox_status s = dist_ws_run(ctx, vol, o->chunk, p, store, &res->nbasins, &sizes, o->stats);
     struct dist_labels basins = {.st = store};
-    if (s == VOX_OK)
+    if (s == VOX_OK && !(j && sg_b_load(ctx, j, res->nbasins, res, map_out))) {
+        vox_merge_history_fini(ctx, &res->dend);
         s = dist_sm_run(ctx, vol, &basins, res->nbasins, sizes, o->chunk, p, map_out, &res->nseg,
                         &seg_sizes, &res->dend, o->stats);
+        if (s == VOX_OK && j)
+            s = sg_b_save(ctx, j, res, *map_out);
+    }
     struct dist_labels segs = {.st = store, .map = s == VOX_OK ? *map_out : NULL};
-    if (s == VOX_OK)
+    if (s == VOX_OK && !(j && sg_c_load(ctx, j, res))) {
+        vox_merge_history_fini(ctx, &res->merges);
         s = dist_ag_run(ctx, vol, &segs, res->nseg, o->chunk, p, &res->merges, o->stats);
+        if (s == VOX_OK && j)
+            s = sg_c_save(ctx, j, &res->merges);
+    }
     vox_free(ctx, sizes);
     vox_free(ctx, seg_sizes);
     return s;
+}
+
+/* The hash of what a resumed run must share with the first: shape, chunks, parameters and
+ * the source (its name and type, or a tensor's type). */
+static uint64_t sg_config(const struct vox_dist_source *src, const struct dist_vol *vol,
+                          const struct vox_seg_params *p, const int64_t chunk[3])
+{
+    int64_t v[16 + 2 * VOX_SEG_SIZE_POINTS_MAX] = {0};
+    int k = 0;
+    for (int a = 0; a < 3; a++) {
+        v[k++] = vol->dims[a];
+        v[k++] = chunk[a] < vol->dims[a] ? chunk[a] : vol->dims[a];
+    }
+    v[k++] = p->low, v[k++] = p->high, v[k++] = p->nsize, v[k++] = p->dust;
+    v[k++] = p->score, v[k++] = p->smooth_k;
+    memcpy(&v[k++], &p->quantile, 8);
+    memcpy(&v[k++], &p->max_threshold, 8);
+    for (int i = 0; i < p->nsize; i++)
+        v[k++] = p->size[i].aff, v[k++] = p->size[i].size;
+    v[k++] = src->vol ? vox_volume_info(src->vol)->dtype : src->aff->dtype;
+    const char *name = src->vol ? vox_volume_name(src->vol) : "tensor";
+    return dist_hash(name, strlen(name), dist_hash(v, (size_t)k * sizeof *v, 0));
 }
 
 enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_source *src,
@@ -199,12 +408,24 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     vol.src = src->vol;
     vol.io = &io;
     struct vox_seg_result res = {0};
-    struct dist_store store = {.fd = -1, .io = &io};
+    struct dist_store store = {.f.fd = -1, .io = &io};
     memcpy(store.dims, vol.dims, sizeof store.dims);
     uint32_t *map = NULL;
-    if (opt->sink) {
-        s = sg_store_file(ctx, opt->workdir, &store);
-    } else {
+    struct dist_bfile qf = {.fd = -1};
+    struct dist_journal jr = {.fd = -1, .bfd = -1};
+    bool journal = opt->workdir && opt->sink;
+    if (journal) {
+        s = dist_journal_open(ctx, opt->workdir, opt->resume,
+                              sg_config(src, &vol, p, opt->chunk), &jr);
+        jr.die_after = opt->die_after;
+        vol.jr = &jr;
+    }
+    if (s == VOX_OK && src->vol)
+        s = sg_ingest(ctx, &vol, opt, &qf);
+    if (s == VOX_OK && opt->sink) {
+        s = sg_file(ctx, opt, journal, "labels",
+                    dist_bfile_init(&store.f, vol.dims, opt->chunk, 1, 4), &store.f.fd);
+    } else if (s == VOX_OK) {
         s = vox_tensor_alloc(ctx, &res.labels, VOX_U32, 3, vol.dims);
         store.mem = res.labels.data;
     }
@@ -215,17 +436,23 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     } else if (s == VOX_OK) {
         struct sg_run r = {.ctx = ctx, .store = &store, .io = &io, .sink = opt->sink, .map = map};
         memcpy(r.dims, vol.dims, sizeof r.dims);
-        for (int a = 0; a < 3; a++)
-            r.chunk[a] = opt->chunk[a] < vol.dims[a] ? opt->chunk[a] : vol.dims[a];
-        s = sg_emit(&r, &res);
+        s = sg_emit(&r, &res, opt->chunk);
     }
-    if (store.fd >= 0)
-        close(store.fd);
+    if (store.f.fd >= 0)
+        close(store.f.fd);
+    if (qf.fd >= 0)
+        close(qf.fd);
     vox_free(ctx, map);
     if (opt->stats) {
         opt->stats->bytes_read = io.bytes_read;
         opt->stats->bytes_written = io.bytes_written;
+        opt->stats->tasks_reused = jr.reused;
+        opt->stats->tasks_run = jr.ran;
     }
+    if (journal)
+        dist_journal_close(ctx, &jr);
+    if (journal && s == VOX_OK)
+        dist_journal_remove(opt->workdir);
     if (s != VOX_OK) {
         vox_seg_result_fini(ctx, &res);
         return s;

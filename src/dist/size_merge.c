@@ -109,12 +109,6 @@ static void sm_limits(const struct vox_seg_params *p, int64_t lim[256])
     }
 }
 
-/* qsort, tolerating an empty (possibly NULL) array. */
-static void sm_sort(void *base, int64_t n, size_t size, int (*cmp)(const void *, const void *))
-{
-    if (n > 1)
-        qsort(base, (size_t)n, size, cmp);
-}
 
 static int basin_cmp(const void *x, const void *y)
 {
@@ -130,6 +124,22 @@ static int pair_cmp(const void *x, const void *y)
     return (a->b > b->b) - (a->b < b->b);
 }
 
+static uint64_t basin_key(const void *x)
+{
+    return ((const struct sm_basin *)x)->id;
+}
+
+static uint64_t pair_key(const void *x)
+{
+    const struct sm_edge *e = x;
+    return (uint64_t)e->a << 32 | e->b;
+}
+
+static uint64_t order_key_hi(const void *x)
+{
+    return 255u - ((const struct sm_edge *)x)->w;
+}
+
 /* Global order: w descending, then (a, b). */
 static int order_cmp(const void *x, const void *y)
 {
@@ -140,9 +150,9 @@ static int order_cmp(const void *x, const void *y)
 }
 
 /* Sorts and merges duplicates: basins OR their touch bits, edges keep the larger max. */
-static void sm_compact(struct sm_sum *s)
+static void sm_compact(struct vox_ctx *ctx, struct sm_sum *s)
 {
-    sm_sort(s->basin, s->nbasin, sizeof *s->basin, basin_cmp);
+    dist_sort(ctx, s->basin, s->nbasin, sizeof *s->basin, basin_key, NULL, basin_cmp);
     int64_t m = 0;
     for (int64_t i = 0; i < s->nbasin; i++) {
         if (m > 0 && s->basin[m - 1].id == s->basin[i].id)
@@ -151,7 +161,7 @@ static void sm_compact(struct sm_sum *s)
             s->basin[m++] = s->basin[i];
     }
     s->nbasin = m;
-    sm_sort(s->edge, s->nedge, sizeof *s->edge, pair_cmp);
+    dist_sort(ctx, s->edge, s->nedge, sizeof *s->edge, pair_key, NULL, pair_cmp);
     m = 0;
     for (int64_t i = 0; i < s->nedge; i++) {
         struct sm_edge *l = m > 0 ? &s->edge[m - 1] : NULL;
@@ -270,7 +280,7 @@ static enum vox_status sm_split(struct vox_ctx *ctx, struct sm_sum *s, struct sm
             s->basin[nb++] = s->basin[i];
     s->nedge = ne;
     s->nbasin = nb;
-    sm_sort(s->edge, ne, sizeof *s->edge, pair_cmp);
+    dist_sort(ctx, s->edge, ne, sizeof *s->edge, pair_key, NULL, pair_cmp);
     return VOX_OK;
 }
 
@@ -286,7 +296,7 @@ static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s)
     if (ord && uf && size && frz) {
         if (s->nedge)
             memcpy(ord, s->edge, (size_t)s->nedge * sizeof *ord);
-        sm_sort(ord, s->nedge, sizeof *ord, order_cmp);
+        dist_sort(ctx, ord, s->nedge, sizeof *ord, pair_key, order_key_hi, order_cmp);
         sm_pass(r, s, ord, uf, size, frz);
         st = sm_split(ctx, s, ord, uf, frz);
     }
@@ -297,58 +307,90 @@ static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s)
     return st;
 }
 
+/* While a chunk collects: the last place each (hashed) basin and edge went in s, so that
+ * repeats update it in place instead of growing the arrays (sm_compact merges the rest:
+ * the same result either way). */
+#define SM_SEEN 4096
+
+struct sm_seen {
+    int64_t basin[SM_SEEN], edge[SM_SEEN];
+    int64_t ecap;
+};
+
+/* Basin id with touch bits into s (merged with a recent entry of the same id). */
+static bool sm_basin_add(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m,
+                         uint32_t id, uint8_t touch)
+{
+    int64_t *slot = &m->basin[(id * 2654435761u) >> 20 & (SM_SEEN - 1)];
+    if (*slot >= 0 && s->basin[*slot].id == id) {
+        s->basin[*slot].touch |= touch;
+        return true;
+    }
+    struct sm_basin sb = {.id = id, .touch = touch};
+    *slot = s->nbasin;
+    return dist_push(r->ctx, (void **)&s->basin, &s->nbasin, &s->bcap, &sb, sizeof sb);
+}
+
 /* Records the face (u, v) of affinity w with labels la, lb into s (if an edge above low). */
-static bool sm_face(struct vox_ctx *ctx, struct sm_sum *s, int64_t *cap, uint32_t la, uint32_t lb,
-                    int w, int low)
+static bool sm_face(struct vox_ctx *ctx, struct sm_sum *s, struct sm_seen *m, uint32_t la,
+                    uint32_t lb, int w, int low)
 {
     if (la == lb || !la || !lb || w <= low)
         return true;
     struct sm_edge e = {.a = la < lb ? la : lb, .b = la < lb ? lb : la, .w = (uint8_t)w};
-    return dist_push(ctx, (void **)&s->edge, &s->nedge, cap, &e, sizeof e);
+    uint64_t h = ((uint64_t)e.a << 32 | e.b) * 0x9E3779B97F4A7C15ull;
+    int64_t *slot = &m->edge[h >> 52 & (SM_SEEN - 1)];
+    if (*slot >= 0 && s->edge[*slot].a == e.a && s->edge[*slot].b == e.b) {
+        if (e.w > s->edge[*slot].w)
+            s->edge[*slot].w = e.w;
+        return true;
+    }
+    *slot = s->nedge;
+    return dist_push(ctx, (void **)&s->edge, &s->nedge, &m->ecap, &e, sizeof e);
 }
 
-/* Every basin voxel of the box with its touch bits. */
+/* Every basin of the box, with the touch bits of its voxels on the box faces. */
 static enum vox_status sm_chunk_basins(const struct sm_run *r, struct sm_sum *s,
-                                       const struct dist_win *lw)
+                                       const struct dist_win *lw, struct sm_seen *m)
 {
     const struct dist_box *b = &s->box;
     for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
-        for (int64_t y = b->lo[1]; y < b->hi[1]; y++)
+        for (int64_t y = b->lo[1]; y < b->hi[1]; y++) {
+            uint8_t t0 = 0;
+            const int64_t c[2] = {z, y};
+            for (int a = 0; a < 2; a++) {
+                t0 |= (uint8_t)((c[a] == b->lo[a] && c[a] > 0) << (2 * a));
+                t0 |= (uint8_t)((c[a] + 1 == b->hi[a] && c[a] + 1 < r->dims[a]) << (2 * a + 1));
+            }
+            uint32_t last = 0;
             for (int64_t x = b->lo[2]; x < b->hi[2]; x++) {
                 uint32_t l = dist_win_at(lw, z, y, x);
-                const int64_t c[3] = {z, y, x};
-                struct sm_basin sb = {.id = l};
-                for (int a = 0; a < 3; a++) {
-                    sb.touch |= (uint8_t)((c[a] == b->lo[a] && c[a] > 0) << (2 * a));
-                    sb.touch |=
-                        (uint8_t)((c[a] + 1 == b->hi[a] && c[a] + 1 < r->dims[a]) << (2 * a + 1));
-                }
-                if (l && (sb.touch || s->nbasin == 0 || s->basin[s->nbasin - 1].id != l) &&
-                    !dist_push(r->ctx, (void **)&s->basin, &s->nbasin, &s->bcap, &sb, sizeof sb))
+                uint8_t t = (uint8_t)(t0 | (x == b->lo[2] && x > 0) << 4 |
+                                      (x + 1 == b->hi[2] && x + 1 < r->dims[2]) << 5);
+                if (l && (t || l != last) && !sm_basin_add(r, s, m, l, t))
                     return VOX_OUT_OF_MEMORY;
+                last = l;
             }
+        }
     return VOX_OK;
 }
 
 /* A basin seen across the box face `bit` (its other faces are unknown: it touches). */
-static bool sm_outside(const struct sm_run *r, struct sm_sum *s, uint32_t id, uint8_t bit)
+static bool sm_outside(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m, uint32_t id,
+                       uint8_t bit)
 {
-    if (!id || (s->nbasin > 0 && s->basin[s->nbasin - 1].id == id &&
-                (s->basin[s->nbasin - 1].touch & bit)))
-        return true;
-    struct sm_basin b = {.id = id, .touch = bit};
-    return dist_push(r->ctx, (void **)&s->basin, &s->nbasin, &s->bcap, &b, sizeof b);
+    return !id || sm_basin_add(r, s, m, id, bit);
 }
 
 /* Faces (v, v - e_c) with v in R = box + 1 on the + sides and one end in the box; q is R's
  * quantized affinities, R starts at the box's lo. */
 static enum vox_status sm_chunk_faces(const struct sm_run *r, struct sm_sum *s, const uint8_t *q,
-                                      const int64_t rh[3], const struct dist_win *lw)
+                                      const int64_t rh[3], const struct dist_win *lw,
+                                      struct sm_seen *m)
 {
     const struct dist_box *b = &s->box;
     const int64_t rn[3] = {rh[0] - b->lo[0], rh[1] - b->lo[1], rh[2] - b->lo[2]};
     const int64_t n = rn[0] * rn[1] * rn[2];
-    int64_t cap = 0;
     for (int64_t z = b->lo[0]; z < rh[0]; z++)
         for (int64_t y = b->lo[1]; y < rh[1]; y++)
             for (int64_t x = b->lo[2]; x < rh[2]; x++) {
@@ -364,9 +406,9 @@ static enum vox_status sm_chunk_faces(const struct sm_run *r, struct sm_sum *s, 
                     if (!vin && !uin)
                         continue;
                     uint32_t lu = dist_win_at(lw, z - (a == 0), y - (a == 1), x - (a == 2));
-                    if (!sm_face(r->ctx, s, &cap, lv0, lu, q[a * n + lv], r->p->low) ||
+                    if (!sm_face(r->ctx, s, m, lv0, lu, q[a * n + lv], r->p->low) ||
                         (!(vin && uin) &&
-                         !sm_outside(r, s, vin ? lu : lv0, (uint8_t)(1u << (2 * a + !vin)))))
+                         !sm_outside(r, s, m, vin ? lu : lv0, (uint8_t)(1u << (2 * a + !vin)))))
                         return VOX_OUT_OF_MEMORY;
                 }
             }
@@ -381,19 +423,26 @@ static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s)
         rh[a] = s->box.hi[a] < r->dims[a] ? s->box.hi[a] + 1 : r->dims[a];
     struct vox_tensor q = {0};
     struct dist_win lw;
+    struct sm_seen *m = vox_alloc(r->ctx, sizeof *m);
+    if (!m)
+        return VOX_OUT_OF_MEMORY;
+    memset(m->basin, 0xff, sizeof m->basin);
+    memset(m->edge, 0xff, sizeof m->edge);
+    m->ecap = 0;
     enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, rh, &q);
     if (st == VOX_OK)
         st = dist_win_load(r->ctx, r->basins, r->dims, &s->box, &lw);
     if (st == VOX_OK) {
-        st = sm_chunk_basins(r, s, &lw);
+        st = sm_chunk_basins(r, s, &lw, m);
         if (st == VOX_OK)
-            st = sm_chunk_faces(r, s, q.data, rh, &lw);
+            st = sm_chunk_faces(r, s, q.data, rh, &lw, m);
         dist_win_fini(r->ctx, &lw);
     }
+    vox_free(r->ctx, m);
     vox_tensor_free(r->ctx, &q);
     if (st != VOX_OK)
         return st;
-    sm_compact(s);
+    sm_compact(r->ctx, s);
     return sm_node_pass(r, s);
 }
 
@@ -423,7 +472,7 @@ static enum vox_status sm_node(const struct sm_run *r, const struct sm_sum *kids
             memcpy(s->edge + s->nedge, c->edge, (size_t)c->nedge * sizeof *c->edge);
         s->nedge += c->nedge;
     }
-    sm_compact(s);
+    sm_compact(r->ctx, s);
     return sm_node_pass(r, s);
 }
 
@@ -548,7 +597,8 @@ static enum vox_status sm_finish(struct sm_run *r, int64_t nbasins, struct sm_su
                                  uint32_t *parent, int64_t *size, int64_t *nseg_out,
                                  int64_t **seg_sizes_out, struct vox_merge_history *dend)
 {
-    sm_sort(root->fin, root->nfin, sizeof *root->fin, order_cmp);
+    dist_sort(r->ctx, root->fin, root->nfin, sizeof *root->fin, pair_key, order_key_hi,
+              order_cmp);
     for (int64_t b = 0; b <= nbasins; b++) {
         parent[b] = (uint32_t)b;
         size[b] = r->sizes[b];

@@ -1,11 +1,13 @@
 /*
  * dist/store.c: what the chunked stages read and write box by box: the affinities of a box
  * (from a whole tensor or from a volume on disk, quantized as vox_seg_quantize does), the
- * label store between stages (whole in memory, or a file of u32 in C order read and written
- * with pread/pwrite, so any thread can use it and memory stays at one box), windows of
- * labels for stages b and c, and the per-level statistics.
+ * label store between stages (whole in memory, or a file), windows of labels for stages b and
+ * c, and the per-level statistics.
  *
- * A file store never holds a whole volume in memory; only the box at hand is. Reads of a
+ * Files are chunk-blocked (struct dist_bfile): every chunk's record is contiguous, so writing
+ * a chunk is one pwrite and reading a box (a chunk plus a margin) one pread per chunk it
+ * meets and channel, of the byte range that holds the part wanted. Any thread may use them;
+ * memory stays at one box. A file store never holds a whole volume in memory. Reads of a
  * source volume go through vox/io.h, which is not thread-safe: they hold the io lock.
  */
 #include "dist_internal.h"
@@ -15,12 +17,49 @@
 #include <string.h>
 #include <unistd.h>
 
+static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *f,
+                                  const struct dist_box *b, uint8_t *dst, struct dist_io *io);
+static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile *f,
+                                   const struct dist_box *b, const uint8_t *src,
+                                   struct dist_io *io);
+
+static enum vox_status qfile_read(struct vox_ctx *ctx, const struct dist_vol *v,
+                                  const int64_t lo[3], const int64_t hi[3],
+                                  struct vox_tensor *q_out)
+{
+    struct dist_box b;
+    int64_t shape[4] = {3, 0, 0, 0};
+    for (int a = 0; a < 3; a++) {
+        b.lo[a] = lo[a];
+        b.hi[a] = hi[a];
+        shape[a + 1] = hi[a] - lo[a];
+    }
+    struct vox_tensor t = {0};
+    enum vox_status s = vox_tensor_alloc(ctx, &t, VOX_U8, 4, shape);
+    if (s == VOX_OK)
+        s = bfile_read(ctx, v->qf, &b, t.data, v->io);
+    if (s != VOX_OK) {
+        vox_tensor_free(ctx, &t);
+        return s;
+    }
+    *q_out = t;
+    return VOX_OK;
+}
+
+enum vox_status dist_qfile_write(struct vox_ctx *ctx, const struct dist_vol *v,
+                                 const struct dist_box *b, const uint8_t *q)
+{
+    return bfile_write(ctx, v->qf, b, q, v->io);
+}
+
 enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const int64_t lo[3],
                             const int64_t hi[3], struct vox_tensor *q_out)
 {
     int64_t l4[4] = {0, lo[0], lo[1], lo[2]}, h4[4] = {3, hi[0], hi[1], hi[2]};
     struct vox_tensor t = {0};
     enum vox_status s;
+    if (v->qf)
+        return qfile_read(ctx, v, lo, hi, q_out);
     if (v->aff) {
         s = vox_tensor_view_box(ctx, v->aff, l4, h4, &t);
         return s == VOX_OK ? vox_seg_quantize(ctx, &t, q_out) : s;
@@ -43,29 +82,154 @@ enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const
     return s;
 }
 
-/* pread/pwrite of every row of box b; rows are X-runs of the C-order file. */
-static enum vox_status store_rows(struct vox_ctx *ctx, struct dist_store *st,
-                                  const struct dist_box *b, uint32_t *buf, bool wr)
+int64_t dist_bfile_init(struct dist_bfile *bf, const int64_t dims[3], const int64_t chunk[3],
+                        int nch, size_t esz)
 {
-    const int64_t nx = b->hi[2] - b->lo[2];
-    const size_t row = (size_t)nx * sizeof *buf;
-    int64_t k = 0;
-    for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
-        for (int64_t y = b->lo[1]; y < b->hi[1]; y++, k += nx) {
-            off_t off = (off_t)(((z * st->dims[1] + y) * st->dims[2] + b->lo[2]) * 4);
-            ssize_t n = wr ? pwrite(st->fd, buf + k, row, off) : pread(st->fd, buf + k, row, off);
-            if (n != (ssize_t)row)
-                return vox_fail(ctx, VOX_IO,
-                                "chunked segmentation: label store: %s of "
-                                "%zu bytes at %lld: %s",
-                                wr ? "write" : "read", row, (long long)off,
-                                n < 0 ? strerror(errno) : "short transfer");
-        }
-    if (st->io) {
-        pthread_mutex_lock(&st->io->mu);
-        *(wr ? &st->io->bytes_written : &st->io->bytes_read) += k * 4;
-        pthread_mutex_unlock(&st->io->mu);
+    int64_t n = 1, cv = 1;
+    for (int a = 0; a < 3; a++) {
+        bf->dims[a] = dims[a];
+        bf->chunk[a] = chunk[a] < dims[a] ? chunk[a] : dims[a];
+        bf->grid[a] = (dims[a] + bf->chunk[a] - 1) / bf->chunk[a];
+        n *= bf->grid[a];
+        cv *= bf->chunk[a];
     }
+    bf->nch = nch;
+    bf->esz = esz;
+    bf->slot = (size_t)(nch * cv) * esz;
+    return n * (int64_t)bf->slot;
+}
+
+/* Chunk g's box and the byte offset of its record. */
+static off_t bfile_chunk(const struct dist_bfile *f, const int64_t g[3], struct dist_box *cb)
+{
+    for (int a = 0; a < 3; a++) {
+        cb->lo[a] = g[a] * f->chunk[a];
+        cb->hi[a] = cb->lo[a] + f->chunk[a] < f->dims[a] ? cb->lo[a] + f->chunk[a] : f->dims[a];
+    }
+    return (off_t)(((g[0] * f->grid[1] + g[1]) * f->grid[2] + g[2]) * (int64_t)f->slot);
+}
+
+static enum vox_status bfile_fail(struct vox_ctx *ctx, const struct dist_bfile *f, bool wr,
+                                  size_t n, off_t off, ssize_t got)
+{
+    return vox_fail(ctx, VOX_IO, "chunked segmentation: %s file: %s of %zu bytes at %lld: %s",
+                    f->esz == 1 ? "affinity" : "label", wr ? "write" : "read", n,
+                    (long long)off, got < 0 ? strerror(errno) : "short transfer");
+}
+
+static void bfile_count(struct dist_io *io, bool wr, int64_t n)
+{
+    if (!io)
+        return;
+    pthread_mutex_lock(&io->mu);
+    *(wr ? &io->bytes_written : &io->bytes_read) += n;
+    pthread_mutex_unlock(&io->mu);
+}
+
+/* The part i (global box) of chunk record cb at off, every channel, into dst (box b). */
+static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *f, off_t off,
+                                  const struct dist_box *cb, const struct dist_box *i,
+                                  const struct dist_box *b, uint8_t *dst, uint8_t *tmp,
+                                  int64_t *nread)
+{
+    const int64_t cs[3] = {cb->hi[0] - cb->lo[0], cb->hi[1] - cb->lo[1], cb->hi[2] - cb->lo[2]};
+    const int64_t bs[3] = {b->hi[0] - b->lo[0], b->hi[1] - b->lo[1], b->hi[2] - b->lo[2]};
+    const size_t e = f->esz, row = (size_t)(i->hi[2] - i->lo[2]) * e;
+    const int64_t first = ((i->lo[0] - cb->lo[0]) * cs[1] + i->lo[1] - cb->lo[1]) * cs[2] +
+                          i->lo[2] - cb->lo[2];
+    const int64_t last = ((i->hi[0] - 1 - cb->lo[0]) * cs[1] + i->hi[1] - 1 - cb->lo[1]) * cs[2] +
+                         i->hi[2] - cb->lo[2];
+    const size_t n = (size_t)(last - first) * e;
+    for (int c = 0; c < f->nch; c++) {
+        off_t at = off + (off_t)((size_t)(c * cs[0] * cs[1] * cs[2] + first) * e);
+        ssize_t got = pread(f->fd, tmp, n, at);
+        if (got != (ssize_t)n)
+            return bfile_fail(ctx, f, false, n, at, got);
+        *nread += (int64_t)n;
+        uint8_t *d = dst + (size_t)(c * bs[0] * bs[1] * bs[2]) * e;
+        for (int64_t z = i->lo[0]; z < i->hi[0]; z++)
+            for (int64_t y = i->lo[1]; y < i->hi[1]; y++) {
+                int64_t s = ((z - cb->lo[0]) * cs[1] + y - cb->lo[1]) * cs[2] + i->lo[2] -
+                            cb->lo[2] - first;
+                int64_t t = ((z - b->lo[0]) * bs[1] + y - b->lo[1]) * bs[2] + i->lo[2] - b->lo[2];
+                memcpy(d + (size_t)t * e, tmp + (size_t)s * e, row);
+            }
+    }
+    return VOX_OK;
+}
+
+static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *f,
+                                  const struct dist_box *b, uint8_t *dst, struct dist_io *io)
+{
+    uint8_t *tmp = vox_alloc(ctx, f->slot / (size_t)f->nch);
+    if (!tmp)
+        return VOX_OUT_OF_MEMORY;
+    int64_t g0[3], g1[3], g[3], nread = 0;
+    for (int a = 0; a < 3; a++) {
+        g0[a] = b->lo[a] / f->chunk[a];
+        g1[a] = (b->hi[a] - 1) / f->chunk[a] + 1;
+    }
+    enum vox_status s = VOX_OK;
+    for (g[0] = g0[0]; g[0] < g1[0] && s == VOX_OK; g[0]++)
+        for (g[1] = g0[1]; g[1] < g1[1] && s == VOX_OK; g[1]++)
+            for (g[2] = g0[2]; g[2] < g1[2] && s == VOX_OK; g[2]++) {
+                struct dist_box cb, i;
+                off_t off = bfile_chunk(f, g, &cb);
+                for (int a = 0; a < 3; a++) {
+                    i.lo[a] = cb.lo[a] > b->lo[a] ? cb.lo[a] : b->lo[a];
+                    i.hi[a] = cb.hi[a] < b->hi[a] ? cb.hi[a] : b->hi[a];
+                }
+                /* A thin slab in y (a -y/+y neighbour's rows): plane by plane, so as not to
+                 * read the planes' other rows. */
+                bool thin = 2 * (i.hi[1] - i.lo[1]) < cb.hi[1] - cb.lo[1];
+                struct dist_box p = i;
+                for (p.lo[0] = i.lo[0]; thin && p.lo[0] < i.hi[0] && s == VOX_OK; p.lo[0]++) {
+                    p.hi[0] = p.lo[0] + 1;
+                    s = bfile_part(ctx, f, off, &cb, &p, b, dst, tmp, &nread);
+                }
+                if (!thin)
+                    s = bfile_part(ctx, f, off, &cb, &i, b, dst, tmp, &nread);
+            }
+    vox_free(ctx, tmp);
+    bfile_count(io, false, nread);
+    return s;
+}
+
+enum vox_status dist_bfile_hash(struct vox_ctx *ctx, const struct dist_bfile *bf, int64_t i,
+                                uint64_t *h_out)
+{
+    int64_t g[3] = {i / (bf->grid[1] * bf->grid[2]), (i / bf->grid[2]) % bf->grid[1],
+                    i % bf->grid[2]};
+    struct dist_box cb;
+    off_t off = bfile_chunk(bf, g, &cb);
+    size_t n = (size_t)((cb.hi[0] - cb.lo[0]) * (cb.hi[1] - cb.lo[1]) * (cb.hi[2] - cb.lo[2])) *
+               (size_t)bf->nch * bf->esz;
+    uint8_t *b = vox_alloc(ctx, n);
+    if (!b)
+        return VOX_OUT_OF_MEMORY;
+    *h_out = pread(bf->fd, b, n, off) == (ssize_t)n ? dist_hash(b, n, 0) : 0;
+    vox_free(ctx, b);
+    return VOX_OK;
+}
+
+static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile *f,
+                                   const struct dist_box *b, const uint8_t *src,
+                                   struct dist_io *io)
+{
+    int64_t g[3];
+    for (int a = 0; a < 3; a++)
+        g[a] = b->lo[a] / f->chunk[a];
+    struct dist_box cb;
+    off_t off = bfile_chunk(f, g, &cb);
+    if (memcmp(&cb, b, sizeof cb) != 0)
+        return vox_fail(ctx, VOX_INTERNAL, "chunked segmentation: a write to a blocked file "
+                        "that is not one chunk's box");
+    size_t n = (size_t)((cb.hi[0] - cb.lo[0]) * (cb.hi[1] - cb.lo[1]) * (cb.hi[2] - cb.lo[2])) *
+               (size_t)f->nch * f->esz;
+    ssize_t got = pwrite(f->fd, src, n, off);
+    if (got != (ssize_t)n)
+        return bfile_fail(ctx, f, true, n, off, got);
+    bfile_count(io, true, (int64_t)n);
     return VOX_OK;
 }
 
@@ -87,7 +251,7 @@ enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
         mem_rows(st, b, dst, false);
         return VOX_OK;
     }
-    return store_rows(ctx, st, b, dst, false);
+    return bfile_read(ctx, &st->f, b, (uint8_t *)dst, st->io);
 }
 
 enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
@@ -97,7 +261,7 @@ enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
         mem_rows(st, b, (uint32_t *)src, true);
         return VOX_OK;
     }
-    return store_rows(ctx, st, b, (uint32_t *)src, true);
+    return bfile_write(ctx, &st->f, b, (const uint8_t *)src, st->io);
 }
 
 enum vox_status dist_win_load(struct vox_ctx *ctx, const struct dist_labels *l,

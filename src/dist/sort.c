@@ -1,0 +1,146 @@
+/*
+ * dist/sort.c: the sort of the chunk summaries (pairs, faces, basins, edges by id): a stable
+ * LSD radix sort on 64-bit keys (one or two per element), byte by byte, skipping the bytes in
+ * which all keys agree; the elements are then moved once, by the sorted permutation.
+ *
+ * Summary arrays are long (a chunk's face voxels and links) and their keys are voxel indices
+ * and basin ids, so a few byte passes replace O(n log n) comparator calls. With one key the
+ * elements move themselves (scratch: n elements, as a merge sort needs), with two a
+ * (key, position) array is sorted and the elements moved once. When the scratch
+ * memory cannot be had it falls back to qsort with the equivalent comparator (the callers'
+ * orders are total on what they use, so both give the same result).
+ */
+#include "dist_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct sort_kv {
+    uint64_t k;
+    int64_t i;
+};
+
+/* One stable counting pass on byte `sh / 8` of the keys: a -> b. */
+static void sort_pass(const struct sort_kv *a, struct sort_kv *b, int64_t n, int sh)
+{
+    int64_t cnt[257] = {0};
+    for (int64_t j = 0; j < n; j++)
+        cnt[(a[j].k >> sh & 255) + 1]++;
+    for (int d = 0; d < 256; d++)
+        cnt[d + 1] += cnt[d];
+    for (int64_t j = 0; j < n; j++)
+        b[cnt[a[j].k >> sh & 255]++] = a[j];
+}
+
+/* Sorts a by k, stably (b: scratch of n); returns the array that holds the result. */
+static struct sort_kv *sort_radix(struct sort_kv *a, struct sort_kv *b, int64_t n)
+{
+    uint64_t diff = 0;
+    for (int64_t j = 1; j < n; j++)
+        diff |= a[j].k ^ a[0].k;
+    for (int sh = 0; sh < 64; sh += 8) {
+        if (!(diff >> sh & 255))
+            continue;
+        sort_pass(a, b, n, sh);
+        struct sort_kv *t = a;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* dst[j] = src[p[j].i], elements of `size` bytes (the common sizes copied inline). */
+static void sort_gather(uint8_t *dst, const uint8_t *src, const struct sort_kv *p, int64_t n,
+                        size_t size)
+{
+    switch (size) {
+    case 8:
+        for (int64_t j = 0; j < n; j++)
+            memcpy(dst + (size_t)j * 8, src + (size_t)p[j].i * 8, 8);
+        break;
+    case 12:
+        for (int64_t j = 0; j < n; j++)
+            memcpy(dst + (size_t)j * 12, src + (size_t)p[j].i * 12, 12);
+        break;
+    case 16:
+        for (int64_t j = 0; j < n; j++)
+            memcpy(dst + (size_t)j * 16, src + (size_t)p[j].i * 16, 16);
+        break;
+    case 24:
+        for (int64_t j = 0; j < n; j++)
+            memcpy(dst + (size_t)j * 24, src + (size_t)p[j].i * 24, 24);
+        break;
+    default:
+        for (int64_t j = 0; j < n; j++)
+            memcpy(dst + (size_t)j * size, src + (size_t)p[j].i * size, size);
+    }
+}
+
+/* One key: the elements themselves move, pass by pass, with one scratch array of n
+ * elements (the memory of a merge sort), keys computed as they are needed. */
+static bool sort_direct(struct vox_ctx *ctx, uint8_t *el, int64_t n, size_t size,
+                        uint64_t (*key)(const void *))
+{
+    uint8_t *tmp = vox_alloc(ctx, (size_t)n * size), *a = el, *b = tmp;
+    if (!tmp)
+        return false;
+    uint64_t diff = 0, k0 = key(el);
+    for (int64_t j = 1; j < n; j++)
+        diff |= key(el + (size_t)j * size) ^ k0;
+    for (int sh = 0; sh < 64; sh += 8) {
+        if (!(diff >> sh & 255))
+            continue;
+        int64_t cnt[257] = {0};
+        for (int64_t j = 0; j < n; j++)
+            cnt[(key(a + (size_t)j * size) >> sh & 255) + 1]++;
+        for (int d = 0; d < 256; d++)
+            cnt[d + 1] += cnt[d];
+        for (int64_t j = 0; j < n; j++) {
+            const uint8_t *x = a + (size_t)j * size;
+            memcpy(b + (size_t)cnt[key(x) >> sh & 255]++ * size, x, size);
+        }
+        uint8_t *t = a;
+        a = b;
+        b = t;
+    }
+    if (a != el)
+        memcpy(el, a, (size_t)n * size);
+    vox_free(ctx, tmp);
+    return true;
+}
+
+void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,
+               uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
+               int (*cmp)(const void *, const void *))
+{
+    if (n < 2)
+        return;
+    if (!key_hi && n >= 64) {
+        if (!sort_direct(ctx, base, n, size, key))
+            qsort(base, (size_t)n, size, cmp);
+        return;
+    }
+    uint8_t *el = base;
+    struct sort_kv *a = n >= 64 ? vox_alloc(ctx, (size_t)n * sizeof *a) : NULL;
+    struct sort_kv *b = a ? vox_alloc(ctx, (size_t)n * sizeof *b) : NULL;
+    uint8_t *tmp = b ? vox_alloc(ctx, (size_t)n * size) : NULL;
+    if (!tmp) {
+        vox_free(ctx, a);
+        vox_free(ctx, b);
+        qsort(base, (size_t)n, size, cmp);
+        return;
+    }
+    for (int64_t j = 0; j < n; j++)
+        a[j] = (struct sort_kv){key(el + (size_t)j * size), j};
+    struct sort_kv *r = sort_radix(a, b, n);
+    if (key_hi) {
+        for (int64_t j = 0; j < n; j++)
+            r[j].k = key_hi(el + (size_t)r[j].i * size);
+        r = sort_radix(r, r == a ? b : a, n);
+    }
+    sort_gather(tmp, el, r, n, size);
+    memcpy(base, tmp, (size_t)n * size);
+    vox_free(ctx, a);
+    vox_free(ctx, b);
+    vox_free(ctx, tmp);
+}
