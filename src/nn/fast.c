@@ -13,7 +13,7 @@
  *   large convs   FFT convolution (fast_fft.c) where the cost model says it is cheaper: the
  *                 direct nest's flops (output lanes padded to the block) at 35 % of peak
  *                 against the transforms at 10 % and the spectrum products, memory-bound, at
- *                 16 bytes each and 60 peak flops per byte of memory bandwidth (measured on a
+ *                 8 bytes each and 60 peak flops per byte of memory bandwidth (measured on a
  *                 2-core AVX-512 EPYC), and only while the cached kernel spectra and buffers stay
  *                 within 8x the layer's input and output (ZNNi's choice, note znn.md 2.5/7.2,
  *                 by a closed-form model instead of exhaustive measurement);
@@ -163,7 +163,7 @@ static bool pick_fft(const struct vox_nn_fast_conv *cv, enum vox_nn_conv_algo al
     int64_t n = cv->in[0] * cv->in[1] * cv->in[2];
     double products = 8.0 * (double)(cv->cin * cv->cout) * (double)(n / 2 + 1);
     double transforms = vox_nn_fft_flops(cv) - products;
-    double fft = transforms / 0.10 + products / 8.0 * 16.0 * 60.0; /* 16 bytes per product */
+    double fft = transforms / 0.10 + products / 8.0 * 8.0 * 60.0; /* 8 bytes per product */
     double act = (double)((cdiv(cv->cin, cv->bin) * cv->bin + cdiv(cv->cout, cv->b) * cv->b) *
                           n) * sizeof(float);
     return fft < direct / 0.35 && (double)vox_nn_fft_bytes(cv, threads) <= 8.0 * act;

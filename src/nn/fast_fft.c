@@ -11,9 +11,12 @@
  * input is placed at its padding offset in the zeroed transform buffer: no padded copy.
  *
  * Run: (1) threads over input channels, each gathers its channel from the blocked layout into a
- * zeroed real buffer and transforms it; (2) threads over output channels, each multiplies and
- * accumulates the spectra over the input channels in a fixed order, transforms back, crops the
- * valid region and writes bias + act into its lane of the blocked output. Every output value
+ * zeroed real buffer and transforms it; (2) threads over chunks of frequencies multiply and
+ * accumulate the spectra of every output channel over the input channels in a fixed order (a
+ * chunk of the input spectra stays in cache across the output channels: the products are
+ * memory-bound, and this reads each cached spectrum once per run); (3) threads over output
+ * channels transform back, crop the valid region and write bias + act into their lane of the
+ * blocked output. Every output value
  * has one writer and a fixed order of sums; FFTW plans made with FFTW_ESTIMATE are chosen
  * without timing (the same plan for the same sizes in every process) and a fixed plan executed
  * on equally aligned arrays is deterministic, so results are bitwise identical for any thread
@@ -22,8 +25,8 @@
  *
  * FFTW's planner is process-global and not thread-safe: plan creation and destruction are
  * serialised by one mutex here; executing plans (fftwf_execute_dft_*) is thread-safe.
- * Memory: the cached kernel spectra (cin * cout complex volumes), the input spectra
- * (cin volumes) and per thread one real and one complex volume (vox_nn_fft_bytes).
+ * Memory: the cached kernel spectra (cin * cout complex volumes), the input and output spectra
+ * (cin + cout) and per thread one real volume (vox_nn_fft_bytes).
  */
 #include "fast.h"
 
@@ -42,7 +45,7 @@ struct vox_nn_fft {
     fftwf_plan fwd, inv;
     fftwf_complex *xs, *ws; /* input spectra (cin), kernel spectra (cout x cin) */
     float *rbuf;            /* per thread: a real volume */
-    fftwf_complex *acc;     /* per thread: a spectrum */
+    fftwf_complex *acc;     /* output spectra (cout) */
     float *bias;            /* cout */
 };
 
@@ -81,7 +84,7 @@ size_t vox_nn_fft_bytes(const struct vox_nn_fast_conv *c, int threads)
 {
     int64_t n[3], nr, nc;
     geometry(c, n, &nr, &nc);
-    return ((size_t)(c->cin * c->cout + c->cin + threads) * (size_t)nc * 2 +
+    return ((size_t)(c->cin * c->cout + c->cin + c->cout) * (size_t)nc * 2 +
             (size_t)(threads * nr) + (size_t)c->cout) * sizeof(float);
 }
 
@@ -145,7 +148,7 @@ enum vox_status vox_nn_fft_create(struct vox_ctx *ctx, const struct vox_nn_fast_
     size_t cb = (size_t)f->ncplx * sizeof(fftwf_complex);
     f->xs = vox_alloc(ctx, (size_t)c->cin * cb);
     f->ws = vox_alloc(ctx, (size_t)(c->cin * c->cout) * cb);
-    f->acc = vox_alloc(ctx, (size_t)f->threads * cb);
+    f->acc = vox_alloc(ctx, (size_t)c->cout * cb);
     f->rbuf = vox_alloc(ctx, (size_t)(f->threads * f->nreal) * sizeof(float));
     f->bias = vox_alloc(ctx, (size_t)c->cout * sizeof(float));
     if (!f->xs || !f->ws || !f->acc || !f->rbuf || !f->bias) {
@@ -197,23 +200,33 @@ static void forward_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
     }
 }
 
-/* acc = sum over c, in order, of X_c * W_kc (complex, as interleaved floats). */
-static void multiply_accumulate(const struct vox_nn_fft *f, int64_t k, float *restrict acc)
+enum { CHUNK = 512 }; /* complex numbers per task of the products */
+
+/* Stage 2: for the frequencies of chunks [lo, hi) and every output channel k,
+ * A_k = sum over c, in order, of X_c * W_kc (complex, as interleaved floats). */
+static void products_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
-    const int64_t m = 2 * f->ncplx;
-    for (int64_t c = 0; c < f->cv.cin; c++) {
-        const float *restrict x = (const float *)(f->xs + c * f->ncplx);
-        const float *restrict w = (const float *)(f->ws + (k * f->cv.cin + c) * f->ncplx);
-        if (c == 0) {
-            for (int64_t q = 0; q < m; q += 2) {
-                acc[q] = x[q] * w[q] - x[q + 1] * w[q + 1];
-                acc[q + 1] = x[q] * w[q + 1] + x[q + 1] * w[q];
+    (void)tid;
+    const struct fft_job *j = arg;
+    const struct vox_nn_fft *f = j->f;
+    int64_t q0 = 2 * lo[0] * CHUNK, q1 = 2 * hi[0] * CHUNK;
+    q1 = q1 < 2 * f->ncplx ? q1 : 2 * f->ncplx;
+    for (int64_t k = 0; k < f->cv.cout; k++) {
+        float *restrict acc = (float *)(f->acc + k * f->ncplx);
+        for (int64_t c = 0; c < f->cv.cin; c++) {
+            const float *restrict x = (const float *)(f->xs + c * f->ncplx);
+            const float *restrict w = (const float *)(f->ws + (k * f->cv.cin + c) * f->ncplx);
+            if (c == 0) {
+                for (int64_t q = q0; q < q1; q += 2) {
+                    acc[q] = x[q] * w[q] - x[q + 1] * w[q + 1];
+                    acc[q + 1] = x[q] * w[q + 1] + x[q + 1] * w[q];
+                }
+                continue;
             }
-            continue;
-        }
-        for (int64_t q = 0; q < m; q += 2) {
-            acc[q] += x[q] * w[q] - x[q + 1] * w[q + 1];
-            acc[q + 1] += x[q] * w[q + 1] + x[q + 1] * w[q];
+            for (int64_t q = q0; q < q1; q += 2) {
+                acc[q] += x[q] * w[q] - x[q + 1] * w[q + 1];
+                acc[q + 1] += x[q] * w[q + 1] + x[q + 1] * w[q];
+            }
         }
     }
 }
@@ -234,14 +247,13 @@ static float act1(enum vox_nn_act a, float v)
     }
 }
 
-/* Stage 2: output channel k (lanes past cout are written 0). */
+/* Stage 3: output channel k (lanes past cout are written 0). */
 static void inverse_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     const struct fft_job *j = arg;
     struct vox_nn_fft *f = j->f;
     struct vox_nn_bt *out = j->out;
     float *r = f->rbuf + (int64_t)tid * f->nreal;
-    fftwf_complex *acc = f->acc + (int64_t)tid * f->ncplx;
     const int64_t *n = f->n, *s = out->s, *ke = f->ke;
     for (int64_t k = lo[0]; k < hi[0]; k++) {
         float *dst = out->data + (k / out->blk) * vox_nn_bt_vol(out) * out->blk + k % out->blk;
@@ -250,8 +262,7 @@ static void inverse_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
                 dst[v * out->blk] = 0.0f;
             continue;
         }
-        multiply_accumulate(f, k, (float *)acc);
-        fftwf_execute_dft_c2r(f->inv, acc, r);
+        fftwf_execute_dft_c2r(f->inv, f->acc + k * f->ncplx, r);
         const float b = f->bias[k];
         for (int64_t z = 0; z < s[0]; z++)
             for (int64_t y = 0; y < s[1]; y++) {
@@ -271,6 +282,9 @@ void vox_nn_fft_run(struct vox_nn_fft *f, struct vox_pool *pool, const struct vo
         pool = NULL; /* a pool wider than the per-thread buffers: run on the caller's thread */
     const int64_t one[3] = {1, 1, 1};
     vox_pool_for(pool, (int64_t[]){f->cv.cin, 1, 1}, one, VOX_SCHED_DYNAMIC, forward_task, &j);
+    int64_t chunks = (f->ncplx + CHUNK - 1) / CHUNK;
+    vox_pool_for(pool, (int64_t[]){chunks, 1, 1}, (int64_t[]){16, 1, 1}, VOX_SCHED_DYNAMIC,
+                 products_task, &j);
     int64_t lanes = vox_nn_bt_blocks(out) * out->blk;
     vox_pool_for(pool, (int64_t[]){lanes, 1, 1}, one, VOX_SCHED_DYNAMIC, inverse_task, &j);
 }
