@@ -75,7 +75,7 @@ static void inet_free(struct vox_ctx *ctx, struct inet *n)
 
 /* Plans `net` (taken over) for `patch` with msra weights and inputs uniform in [0, 1). */
 static enum vox_status inet_make(struct vox_ctx *ctx, struct vox_net *net, const int64_t patch[3],
-                                 struct inet *n)
+                                 enum vox_nn_conv_algo algo, struct inet *n)
 {
     memset(n, 0, sizeof *n);
     n->net = net;
@@ -83,7 +83,7 @@ static enum vox_status inet_make(struct vox_ctx *ctx, struct vox_net *net, const
     if (s)
         return s;
     vox_nn_weights_init(net, n->w, VOX_INIT_MSRA, 1);
-    if ((s = vox_nn_fast_create(ctx, net, n->w, patch, &n->fast)))
+    if ((s = vox_nn_fast_create_algo(ctx, net, n->w, patch, algo, &n->fast)))
         return s;
     n->n_in = net->n_inputs;
     if (!(n->in = vox_calloc(ctx, (size_t)n->n_in, sizeof *n->in)))
@@ -154,7 +154,25 @@ static void run_peer(const char *args, struct bench_result *res)
 struct conv_case {
     int64_t c, k, vol[3], ker[3];
     bool same;
+    enum vox_nn_conv_algo algo;
 };
+
+/* The median time of the same layer with the direct nest (the other choice of the planner),
+ * or -1 on failure. */
+static double direct_median(struct vox_ctx *ctx, const char *spec, const int64_t vol[3], int runs)
+{
+    struct vox_net *net;
+    struct inet n = {0};
+    struct bench_result *r = calloc(1, sizeof *r);
+    double med = -1;
+    if (r && vox_net_parse(ctx, spec, "infer-conv", &net) == VOX_OK &&
+        inet_make(ctx, net, vol, VOX_NN_CONV_DIRECT, &n) == VOX_OK &&
+        inet_time(ctx, &n, runs, r) == VOX_OK)
+        med = bench_median(r->times, runs);
+    inet_free(ctx, &n);
+    free(r);
+    return med;
+}
 
 static enum vox_status conv_case_run(struct bench_env *env, const struct conv_case *cc, int runs,
                                      struct bench_result *res)
@@ -169,7 +187,7 @@ static enum vox_status conv_case_run(struct bench_env *env, const struct conv_ca
     struct vox_net *net;
     struct inet n = {0};
     enum vox_status s = vox_net_parse(ctx, spec, "infer-conv", &net);
-    if (s == VOX_OK && (s = inet_make(ctx, net, cc->vol, &n)) == VOX_OK)
+    if (s == VOX_OK && (s = inet_make(ctx, net, cc->vol, cc->algo, &n)) == VOX_OK)
         s = inet_time(ctx, &n, runs, res);
     if (s == VOX_OK) {
         int li = vox_net_find(n.net, "c");
@@ -180,6 +198,11 @@ static enum vox_status conv_case_run(struct bench_env *env, const struct conv_ca
         res->voxels = (double)(o[1] * o[2] * o[3]);
         snprintf(res->extra, sizeof res->extra, "\"algo\":\"%s\",\"block\":%lld", info.algo,
                  (long long)info.block);
+        if (strcmp(info.algo, "fft") == 0 && cc->algo == VOX_NN_CONV_AUTO) {
+            size_t used = strlen(res->extra);
+            snprintf(res->extra + used, sizeof res->extra - used, ",\"direct_median_s\":%.6g",
+                     direct_median(ctx, spec, cc->vol, runs));
+        }
         char args[256];
         snprintf(args, sizeof args, "conv %lld %lld %lld %lld %lld %lld %lld %lld %s %d %d",
                  (long long)cc->c, (long long)cc->k, (long long)cc->vol[0],
@@ -195,7 +218,7 @@ static enum vox_status conv_case_run(struct bench_env *env, const struct conv_ca
 static enum vox_status run_conv(struct bench_env *env, const struct bench_params *p,
                                 struct bench_result *res)
 {
-    struct conv_case cc = {24, 24, {20, 256, 256}, {3, 3, 3}, false};
+    struct conv_case cc = {24, 24, {20, 256, 256}, {3, 3, 3}, false, VOX_NN_CONV_AUTO};
     char v[64];
     const char *keys[] = {"c", "k", "d", "h", "w"};
     int64_t *dst[] = {&cc.c, &cc.k, &cc.vol[0], &cc.vol[1], &cc.vol[2]};
@@ -211,6 +234,16 @@ static enum vox_status run_conv(struct bench_env *env, const struct bench_params
                             v);
         cc.same = strcmp(v, "same") == 0;
     }
+    if (param(p->raw, "algo", v, sizeof v)) {
+        static const char *const names[] = {"auto", "direct", "fft"};
+        int a = 0;
+        while (a < 3 && strcmp(v, names[a]) != 0)
+            a++;
+        if (a == 3)
+            return vox_fail(env->ctx, VOX_INVALID_ARG,
+                            "infer-conv algo=%s: expected auto, direct or fft", v);
+        cc.algo = (enum vox_nn_conv_algo)a;
+    }
     return conv_case_run(env, &cc, p->runs, res);
 }
 
@@ -222,12 +255,18 @@ static enum vox_status run_layers(struct bench_env *env, const struct bench_para
         const char *label;
         struct conv_case cc;
     } suite[] = {
-        {"infer-layers:3x3x3,24->24,20x256x256", {24, 24, {20, 256, 256}, {3, 3, 3}, false}},
-        {"infer-layers:3x3x3,48->48,10x128x128", {48, 48, {10, 128, 128}, {3, 3, 3}, false}},
-        {"infer-layers:1x3x3,48->48,16x160x160", {48, 48, {16, 160, 160}, {1, 3, 3}, false}},
-        {"infer-layers:5x5x5,8->8,32x128x128", {8, 8, {32, 128, 128}, {5, 5, 5}, false}},
-        {"infer-layers:7x7x7,8->8,32x128x128", {8, 8, {32, 128, 128}, {7, 7, 7}, false}},
-        {"infer-layers:3x3x3,1->24,20x256x256", {1, 24, {20, 256, 256}, {3, 3, 3}, false}},
+        {"infer-layers:3x3x3,24->24,20x256x256",
+         {24, 24, {20, 256, 256}, {3, 3, 3}, false, VOX_NN_CONV_AUTO}},
+        {"infer-layers:3x3x3,48->48,10x128x128",
+         {48, 48, {10, 128, 128}, {3, 3, 3}, false, VOX_NN_CONV_AUTO}},
+        {"infer-layers:1x3x3,48->48,16x160x160",
+         {48, 48, {16, 160, 160}, {1, 3, 3}, false, VOX_NN_CONV_AUTO}},
+        {"infer-layers:5x5x5,8->8,32x128x128",
+         {8, 8, {32, 128, 128}, {5, 5, 5}, false, VOX_NN_CONV_AUTO}},
+        {"infer-layers:7x7x7,8->8,32x128x128",
+         {8, 8, {32, 128, 128}, {7, 7, 7}, false, VOX_NN_CONV_AUTO}},
+        {"infer-layers:3x3x3,1->24,20x256x256",
+         {1, 24, {20, 256, 256}, {3, 3, 3}, false, VOX_NN_CONV_AUTO}},
     };
     for (size_t i = 0; i < sizeof suite / sizeof suite[0]; i++) {
         struct bench_result *r = calloc(1, sizeof *r);
@@ -265,7 +304,7 @@ static int child_net(void *arg)
     struct vox_net *net;
     struct inet n = {0};
     enum vox_status s = vox_net_load(ctx, c->path, &net);
-    if (s == VOX_OK && (s = inet_make(ctx, net, c->patch, &n)) == VOX_OK)
+    if (s == VOX_OK && (s = inet_make(ctx, net, c->patch, VOX_NN_CONV_AUTO, &n)) == VOX_OK)
         s = vox_nn_fast_forward(ctx, n.fast, n.in);
     inet_free(ctx, &n);
     vox_ctx_destroy(ctx);
@@ -291,7 +330,7 @@ static enum vox_status run_net(struct bench_env *env, const struct bench_params 
     struct vox_net *net;
     struct inet n = {0};
     enum vox_status s = vox_net_load(ctx, path, &net);
-    if (s == VOX_OK && (s = inet_make(ctx, net, patch, &n)) == VOX_OK)
+    if (s == VOX_OK && (s = inet_make(ctx, net, patch, VOX_NN_CONV_AUTO, &n)) == VOX_OK)
         s = inet_time(ctx, &n, p->runs, res);
     if (s == VOX_OK) {
         double flops = 0;
@@ -319,8 +358,8 @@ static enum vox_status run_net(struct bench_env *env, const struct bench_params 
 
 const struct bench_problem bench_infer_conv = {
     "infer-conv",
-    "c=24,k=24,d=20,h=256,w=256,kernel=3x3x3,pad=valid|same: one conv layer of the fast "
-    "path vs torch conv3d",
+    "c=24,k=24,d=20,h=256,w=256,kernel=3x3x3,pad=valid|same,algo=auto|direct|fft: one conv "
+    "layer of the fast path vs torch conv3d (an FFT layer also reports direct_median_s)",
     5, run_conv};
 const struct bench_problem bench_infer_layers = {
     "infer-layers", "the layer suite (24/48 channels 3x3x3 and 1x3x3, 8 channels 5^3 and 7^3, "

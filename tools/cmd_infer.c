@@ -166,7 +166,8 @@ static enum vox_status open_inputs(struct vox_ctx *ctx, const struct infer_opts 
 }
 
 /* Per layer: algorithm, output shape, FLOPs, bytes, and a time predicted from the measured
- * peak (JIT convs at 80 % of it) and 10 GB/s for the bytes the layer moves. */
+ * peak (JIT convs at 80 % of it, FFT convs' transforms and products at 10 %) and 10 GB/s for
+ * the bytes the layer moves. */
 static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const struct vox_nn_fast *f)
 {
     struct vox_peak peak = {0};
@@ -183,8 +184,9 @@ static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const str
                  (long long)s[2], (long long)s[3]);
         struct vox_nn_fast_layer li;
         vox_nn_fast_layer_info(f, i, &li);
-        double eff = li.jit ? 0.8 : 0.05, t = li.flops / (eff * peak.gflops_all * 1e9) +
-                                              li.bytes / 10e9;
+        bool fft = strcmp(li.algo, "fft") == 0;
+        double eff = li.jit ? 0.8 : fft ? 0.1 : 0.05;
+        double t = li.work / (eff * peak.gflops_all * 1e9) + li.bytes / 10e9;
         total += li.flops;
         total_s += t;
         printf("%-12s %-9s %-8s %-20s %10.1f %9.2f %9.3f\n", net->layers[i].name,

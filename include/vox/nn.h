@@ -286,10 +286,20 @@ double vox_nn_layer_flops(const struct vox_net *net, const struct vox_nn_dims *d
 
 struct vox_nn_fast;
 
+/* How convolutions run: by the cost model (FFT for large kernels where it is cheaper and its
+ * cached kernel spectra are not too large), always direct (JIT nest), or FFT wherever it can
+ * (convs; deconvs stay direct). */
+enum vox_nn_conv_algo { VOX_NN_CONV_AUTO, VOX_NN_CONV_DIRECT, VOX_NN_CONV_FFT };
+
 /* Plans, packs the weights and compiles the kernels; allocates every buffer once. */
 enum vox_status vox_nn_fast_create(struct vox_ctx *ctx, const struct vox_net *net,
                                    const struct vox_nn_weights *w, const int64_t patch[3],
                                    struct vox_nn_fast **fast_out);
+/* The same with the convolution algorithm chosen by the caller. */
+enum vox_status vox_nn_fast_create_algo(struct vox_ctx *ctx, const struct vox_net *net,
+                                        const struct vox_nn_weights *w, const int64_t patch[3],
+                                        enum vox_nn_conv_algo algo,
+                                        struct vox_nn_fast **fast_out);
 void vox_nn_fast_destroy(struct vox_nn_fast *f);
 /* inputs[i]: (1, C, Z, Y, X) f32 of the planned shape, any strides. Allocates nothing; fails
  * only on a wrong input shape or dtype. */
@@ -306,11 +316,12 @@ enum vox_status vox_nn_fast_estimate(struct vox_ctx *ctx, const struct vox_net *
                                      const int64_t patch[3], size_t *bytes_out);
 
 struct vox_nn_fast_layer {
-    const char *algo; /* "pack", "jit", "jit+pad" (same padding), "interp", "pass", "unpack"
-                       * (an output layer fused into unpacking the result) */
+    const char *algo; /* "pack", "jit", "jit+pad" (same padding), "fft", "interp", "pass",
+                       * "unpack" (an output layer fused into unpacking the result) */
     bool jit;
     int64_t block;    /* channels per block of its tensor */
     double flops;     /* vox_nn_layer_flops */
+    double work;      /* the flops its algorithm performs (FFT: transforms + products) */
     double bytes;     /* its inputs and output in the blocked layout */
 };
 void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,

@@ -10,6 +10,13 @@
  * Algorithms, per layer:
  *   conv, deconv  one JIT loop nest (fast_conv.c) with bias and activation fused; same padding
  *                 runs the nest on a zero-bordered copy of the input (one scratch buffer);
+ *   large convs   FFT convolution (fast_fft.c) where the cost model says it is cheaper: the
+ *                 direct nest's flops (output lanes padded to the block) at 35 % of peak
+ *                 against the transforms at 10 % and the spectrum products, memory-bound, at
+ *                 8 bytes each and 60 peak flops per byte of memory bandwidth (measured on a
+ *                 2-core AVX-512 EPYC), and only while the cached kernel spectra and buffers stay
+ *                 within 8x the layer's input and output (ZNNi's choice, note znn.md 2.5/7.2,
+ *                 by a closed-form model instead of exhaustive measurement);
  *   the rest      blocked C passes (fast_ops.c); inputs are packed from (1, C, Z, Y, X), outputs
  *                 unpacked into plan-owned (1, C, Z, Y, X) tensors.
  * Buffers: a tensor's buffer is free again once the last layer reading it has run; a new tensor
@@ -26,6 +33,7 @@
 struct fast_layer {
     struct vox_nn_fast_conv cv;
     struct vox_kernel *kern; /* conv, deconv */
+    struct vox_nn_fft *fft;  /* a conv run by FFT instead */
     float *wp, *bp;          /* packed weights and bias, owned */
     bool pad;                /* same conv: run on the padded scratch copy */
     int64_t padlo[3];
@@ -35,6 +43,7 @@ struct fast_layer {
 struct layout {
     int64_t *blk;
     int *where;
+    bool *fft;
     size_t *buf_bytes;
     int n_buf;
     int64_t scratch_elems;
@@ -68,6 +77,7 @@ static void layout_free(struct vox_ctx *ctx, struct layout *l)
 {
     vox_free(ctx, l->blk);
     vox_free(ctx, l->where);
+    vox_free(ctx, l->fft);
     vox_free(ctx, l->buf_bytes);
     memset(l, 0, sizeof *l);
 }
@@ -142,8 +152,26 @@ static int64_t conv_desc(const struct vox_net *net, const struct vox_nn_dims *di
     return vox_nn_fast_pack_elems(cv);
 }
 
+/* The planner's choice for a conv: FFT or the direct nest (see the file comment). */
+static bool pick_fft(const struct vox_nn_fast_conv *cv, enum vox_nn_conv_algo algo, int threads)
+{
+    if (algo != VOX_NN_CONV_AUTO)
+        return algo == VOX_NN_CONV_FFT;
+    double vol = (double)(cv->out[0] * cv->out[1] * cv->out[2]);
+    double direct = 2.0 * (double)(cdiv(cv->cout, cv->b) * cv->b * cv->cin) *
+                    (double)(cv->k[0] * cv->k[1] * cv->k[2]) * vol;
+    int64_t n = cv->in[0] * cv->in[1] * cv->in[2];
+    double products = 8.0 * (double)(cv->cin * cv->cout) * (double)(n / 2 + 1);
+    double transforms = vox_nn_fft_flops(cv) - products;
+    double fft = transforms / 0.10 + products / 8.0 * 8.0 * 60.0; /* 8 bytes per product */
+    double act = (double)((cdiv(cv->cin, cv->bin) * cv->bin + cdiv(cv->cout, cv->b) * cv->b) *
+                          n) * sizeof(float);
+    return fft < direct / 0.35 && (double)vox_nn_fft_bytes(cv, threads) <= 8.0 * act;
+}
+
 static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *net,
-                                   const struct vox_nn_dims *dims, int isa, struct layout *lay)
+                                   const struct vox_nn_dims *dims, int isa,
+                                   enum vox_nn_conv_algo algo, struct layout *lay)
 {
     const int n = net->n_layers;
     memset(lay, 0, sizeof *lay);
@@ -151,9 +179,10 @@ static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *ne
     int *free_after = vox_alloc(ctx, (size_t)n * sizeof *free_after);
     lay->blk = vox_alloc(ctx, (size_t)n * sizeof *lay->blk);
     lay->where = vox_alloc(ctx, (size_t)n * sizeof *lay->where);
+    lay->fft = vox_calloc(ctx, (size_t)n, sizeof *lay->fft);
     lay->buf_bytes = vox_calloc(ctx, (size_t)n, sizeof *lay->buf_bytes);
     enum vox_status s = VOX_OUT_OF_MEMORY;
-    if (!last || !free_after || !lay->blk || !lay->where || !lay->buf_bytes)
+    if (!last || !free_after || !lay->blk || !lay->where || !lay->fft || !lay->buf_bytes)
         goto done;
     for (int i = 0; i < n; i++) {
         last[i] = net->layers[i].kind == VOX_NN_OUTPUT ? INT_MAX : i;
@@ -170,8 +199,14 @@ static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *ne
         free_after[lay->where[i]] = last[i]; /* INT_MAX for outputs */
         struct vox_nn_fast_conv cv;
         int64_t wn = conv_desc(net, dims, lay, i, &cv);
-        lay->weight_bytes += (size_t)(wn + cdiv(cv.cout, cv.b ? cv.b : 1) * cv.b) * sizeof(float);
-        if (l->kind == VOX_NN_CONV && l->same) {
+        int threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
+        lay->fft[i] = l->kind == VOX_NN_CONV && pick_fft(&cv, algo, threads);
+        if (lay->fft[i])
+            lay->weight_bytes += vox_nn_fft_bytes(&cv, threads);
+        else
+            lay->weight_bytes += (size_t)(wn + cdiv(cv.cout, cv.b ? cv.b : 1) * cv.b) *
+                                 sizeof(float);
+        if (l->kind == VOX_NN_CONV && l->same && !lay->fft[i]) {
             int64_t e = cdiv(cv.cin, cv.bin) * cv.bin * cv.in[0] * cv.in[1] * cv.in[2];
             lay->scratch_elems = e > lay->scratch_elems ? e : lay->scratch_elems;
         }
@@ -204,8 +239,8 @@ enum vox_status vox_nn_fast_estimate(struct vox_ctx *ctx, const struct vox_net *
         return VOX_OUT_OF_MEMORY;
     struct layout lay;
     enum vox_status s = vox_net_shapes(ctx, net, patch, dims);
-    if (s == VOX_OK && (s = layout_make(ctx, net, dims, (int)vox_ctx_cpu(ctx)->isa, &lay)) ==
-                           VOX_OK) {
+    if (s == VOX_OK && (s = layout_make(ctx, net, dims, (int)vox_ctx_cpu(ctx)->isa,
+                                        VOX_NN_CONV_AUTO, &lay)) == VOX_OK) {
         *bytes_out = layout_total(&lay);
         layout_free(ctx, &lay);
     }
@@ -220,6 +255,7 @@ void vox_nn_fast_destroy(struct vox_nn_fast *f)
     struct vox_ctx *ctx = f->ctx;
     for (int i = 0; f->fl && i < f->net->n_layers; i++) {
         vox_kernel_destroy(f->fl[i].kern);
+        vox_nn_fft_destroy(ctx, f->fl[i].fft);
         vox_free(ctx, f->fl[i].wp);
         vox_free(ctx, f->fl[i].bp);
     }
@@ -244,12 +280,22 @@ static enum vox_status prepare_conv(struct vox_nn_fast *f, const struct vox_nn_p
     const struct vox_nn_layer *l = &f->net->layers[i];
     struct vox_ctx *ctx = f->ctx;
     int64_t wn = conv_desc(f->net, f->dims, &f->lay, i, &fl->cv);
+    const struct vox_tensor *w, *b;
+    vox_nn_plan_params(ref, i, &w, &b);
+    fl->pad = l->kind == VOX_NN_CONV && l->same;
+    for (int a = 0; a < 3; a++)
+        fl->padlo[a] = fl->pad ? (l->kernel[a] - 1) * l->dilation[a] / 2 : 0;
+    if (f->lay.fft[i]) {
+        enum vox_status s = vox_nn_fft_create(ctx, &fl->cv, fl->padlo, w->data,
+                                              b ? b->data : NULL, &fl->fft);
+        if (s != VOX_OK)
+            vox_ctx_error_prefix(ctx, "layer '%s'", l->name);
+        return s;
+    }
     fl->wp = vox_alloc(ctx, (size_t)wn * sizeof(float));
     fl->bp = vox_alloc(ctx, (size_t)(cdiv(fl->cv.cout, fl->cv.b) * fl->cv.b) * sizeof(float));
     if (!fl->wp || !fl->bp)
         return VOX_OUT_OF_MEMORY;
-    const struct vox_tensor *w, *b;
-    vox_nn_plan_params(ref, i, &w, &b);
     bool deconv = l->kind == VOX_NN_DECONV;
     vox_nn_fast_pack(&fl->cv, deconv, w->data, b ? b->data : NULL, fl->wp, fl->bp);
     struct vox_nest nest;
@@ -257,9 +303,6 @@ static enum vox_status prepare_conv(struct vox_nn_fast *f, const struct vox_nn_p
         vox_nn_fast_deconv_nest(&fl->cv, f->isa, &nest);
     else
         vox_nn_fast_conv_nest(&fl->cv, f->isa, &nest);
-    fl->pad = l->kind == VOX_NN_CONV && l->same;
-    for (int a = 0; a < 3; a++)
-        fl->padlo[a] = fl->pad ? (l->kernel[a] - 1) * l->dilation[a] / 2 : 0;
     enum vox_status s = vox_nest_compile(ctx, &nest, NULL, &fl->kern);
     if (s != VOX_OK)
         vox_ctx_error_prefix(ctx, "layer '%s'", l->name);
@@ -299,6 +342,14 @@ enum vox_status vox_nn_fast_create(struct vox_ctx *ctx, const struct vox_net *ne
                                    const struct vox_nn_weights *w, const int64_t patch[3],
                                    struct vox_nn_fast **fast_out)
 {
+    return vox_nn_fast_create_algo(ctx, net, w, patch, VOX_NN_CONV_AUTO, fast_out);
+}
+
+enum vox_status vox_nn_fast_create_algo(struct vox_ctx *ctx, const struct vox_net *net,
+                                        const struct vox_nn_weights *w, const int64_t patch[3],
+                                        enum vox_nn_conv_algo algo,
+                                        struct vox_nn_fast **fast_out)
+{
     *fast_out = NULL;
     struct vox_nn_fast *f = vox_calloc(ctx, 1, sizeof *f);
     struct vox_nn_plan *ref = NULL;
@@ -314,7 +365,7 @@ enum vox_status vox_nn_fast_create(struct vox_ctx *ctx, const struct vox_net *ne
         goto fail;
     /* the reference plan for a 1-voxel-output patch folds batch norm; its tensors are tiny */
     if ((s = vox_net_shapes(ctx, net, patch, f->dims)) != VOX_OK ||
-        (s = layout_make(ctx, net, f->dims, f->isa, &f->lay)) != VOX_OK ||
+        (s = layout_make(ctx, net, f->dims, f->isa, algo, &f->lay)) != VOX_OK ||
         (s = vox_nn_plan_params_only(ctx, net, w, &ref)) != VOX_OK)
         goto fail;
     for (int i = 0; i < net->n_layers; i++) {
@@ -338,6 +389,10 @@ static void run_conv(struct vox_nn_fast *f, int i, struct vox_pool *pool)
     struct fast_layer *fl = &f->fl[i];
     const struct vox_nn_bt *in = &f->t[f->net->layers[i].in[0]];
     const float *src = in->data;
+    if (fl->fft) {
+        vox_nn_fft_run(fl->fft, pool, in, &f->t[i]);
+        return;
+    }
     if (fl->pad) {
         struct vox_nn_bt p = {.data = f->scratch, .c = in->c, .blk = in->blk,
                               .s = {fl->cv.in[0], fl->cv.in[1], fl->cv.in[2]}};
@@ -453,7 +508,10 @@ void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
         info.algo = ki->jit ? (fl->pad ? "jit+pad" : "jit") : "interp";
         info.jit = ki->jit;
     }
+    if (fl->fft)
+        info.algo = "fft";
     info.flops = vox_nn_layer_flops(f->net, f->dims, layer);
+    info.work = fl->fft ? vox_nn_fft_flops(&fl->cv) : info.flops;
     info.bytes = (double)bt_bytes(&f->dims[layer], f->lay.blk[layer]);
     for (int k = 0; k < l->n_in; k++)
         info.bytes += (double)bt_bytes(&f->dims[l->in[k]], f->lay.blk[l->in[k]]);

@@ -48,6 +48,24 @@ int64_t vox_nn_fast_pack_elems(const struct vox_nn_fast_conv *c);
 void vox_nn_fast_pack(const struct vox_nn_fast_conv *c, bool deconv, const float *w,
                       const float *bias, float *w_out, float *bias_out);
 
+/* ---- FFT convolution (fast_fft.c) ---- */
+
+struct vox_nn_fft;
+/* Estimated work (transforms + complex multiply-adds, in flops) and bytes held with `threads`
+ * workers; the planner's cost model. */
+double vox_nn_fft_flops(const struct vox_nn_fast_conv *c);
+size_t vox_nn_fft_bytes(const struct vox_nn_fast_conv *c, int threads);
+/* A conv (not deconv) with PyTorch weights w (out, in, k..) and bias (NULL: zeros); the input
+ * tensor sits at padlo inside the extent c->in (same padding; 0 for valid). Plans the
+ * transforms and caches the kernel spectra. */
+enum vox_status vox_nn_fft_create(struct vox_ctx *ctx, const struct vox_nn_fast_conv *c,
+                                  const int64_t padlo[3], const float *w, const float *bias,
+                                  struct vox_nn_fft **fft_out);
+void vox_nn_fft_destroy(struct vox_ctx *ctx, struct vox_nn_fft *f);
+/* out = act(conv(in) + bias); pool may be NULL. Bitwise identical for any thread count. */
+void vox_nn_fft_run(struct vox_nn_fft *f, struct vox_pool *pool, const struct vox_nn_bt *in,
+                    struct vox_nn_bt *out);
+
 /* ---- blocked passes (fast_ops.c); pool may be NULL; results do not depend on threads ---- */
 
 /* (1, C, Z, Y, X) f32 of any strides -> blocked (pad lanes 0), and back (first C channels). */
