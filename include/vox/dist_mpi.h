@@ -3,9 +3,10 @@
  * option VOX_MPI; libvox itself needs no MPI).
  *
  * The comm shares stage (a)'s atomic chunks among the ranks of an MPI communicator (see
- * struct vox_dist_comm): chunk i to rank i mod size; each other rank sends rank 0 one
- * message per chunk (its serialized summary and fragment labels, tag VOX_DIST_MPI_TAG,
- * chunk index first), rank 0 receives them from any rank in any order.
+ * struct vox_dist_comm): chunk i to rank i mod size; each other rank sends rank 0 two
+ * messages per chunk (a header: chunk index and length, tag VOX_DIST_MPI_TAG; then its
+ * serialized summary and fragment labels, tag VOX_DIST_MPI_TAG + 1), which rank 0 takes from
+ * any rank in any order.
  */
 #ifndef VOX_DIST_MPI_H
 #define VOX_DIST_MPI_H
@@ -20,8 +21,8 @@ extern "C" {
 
 #define VOX_DIST_MPI_TAG 7301
 
-/* A comm over MPI communicator comm (MPI initialized); *arg_out holds the communicator and
- * is the caller's until the run is over (it points into it). */
+/* A comm over the MPI communicator m->comm (MPI initialized); *comm_out points at m, which
+ * must outlive the run. */
 struct vox_dist_mpi {
     MPI_Comm comm;
 };
