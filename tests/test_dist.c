@@ -666,6 +666,84 @@ static void test_seg_synth(struct vox_ctx *ctx)
     vox_ctx_destroy(ctx1);
 }
 
+/* A loopback comm: ranks 1..size-1 run first and queue their blobs; rank 0 takes them last
+ * first (an order no single process gives), so the result must not depend on arrival. */
+struct loop_comm {
+    struct vox_ctx *ctx;
+    void *blob[64];
+    int64_t chunk[64], len[64];
+    int n;
+};
+
+static enum vox_status loop_send(void *arg, struct vox_ctx *ctx, int64_t chunk,
+                                 const void *blob, int64_t len)
+{
+    struct loop_comm *l = arg;
+    if (l->n == 64 || !(l->blob[l->n] = vox_alloc(l->ctx, (size_t)len)))
+        return VOX_OUT_OF_MEMORY;
+    memcpy(l->blob[l->n], blob, (size_t)len);
+    l->chunk[l->n] = chunk, l->len[l->n++] = len;
+    return VOX_OK;
+}
+
+static enum vox_status loop_recv(void *arg, struct vox_ctx *ctx, int64_t *chunk_out,
+                                 void **blob_out, int64_t *len_out)
+{
+    struct loop_comm *l = arg;
+    if (l->n == 0)
+        return VOX_INTERNAL;
+    l->n--;
+    *blob_out = vox_alloc(ctx, (size_t)l->len[l->n]);
+    if (!*blob_out)
+        return VOX_OUT_OF_MEMORY;
+    memcpy(*blob_out, l->blob[l->n], (size_t)l->len[l->n]);
+    vox_free(l->ctx, l->blob[l->n]);
+    *chunk_out = l->chunk[l->n], *len_out = l->len[l->n];
+    return VOX_OK;
+}
+
+/* vox_dist_segment shared by 1..4 loopback ranks equals vox_segment; a blob for the wrong
+ * chunk or of the wrong length is refused by name. */
+static void test_seg_comm(struct vox_ctx *ctx)
+{
+    uint8_t *q = malloc(3 * 9 * 11 * 13);
+    const int64_t shape[3] = {9, 11, 13};
+    tie_volume(q, shape, 91, 4, 3);
+    struct vox_tensor aff = u8_aff(q, shape);
+    struct vox_seg_params p;
+    ag_params(&p, 1);
+    struct vox_seg_result ref = {0}, res = {0};
+    CHECK_OK(vox_segment(ctx, &aff, &p, &ref));
+    struct vox_dist_source src = {.aff = &aff};
+    struct loop_comm l = {.ctx = ctx};
+    for (int size = 1; size <= 4; size++) {
+        struct vox_dist_comm c = {.size = size, .send = loop_send, .recv = loop_recv, .arg = &l};
+        struct vox_dist_options o = {.chunk = {4, 5, 6}, .comm = &c};
+        for (c.rank = size - 1; c.rank > 0; c.rank--) {
+            CHECK_OK(vox_dist_segment(ctx, &src, &p, &o, &res));
+            CHECK(res.labels.data == NULL && res.nseg == 0);
+        }
+        CHECK_OK(vox_dist_segment(ctx, &src, &p, &o, &res));
+        CHECK(l.n == 0 && same_result(&res, &ref, &res.labels));
+        vox_seg_result_fini(ctx, &res);
+    }
+    struct vox_dist_comm c = {.rank = 1, .size = 2, .send = loop_send, .recv = loop_recv,
+                              .arg = &l};
+    struct vox_dist_options o = {.chunk = {4, 5, 6}, .comm = &c};
+    CHECK_OK(vox_dist_segment(ctx, &src, &p, &o, &res));
+    l.chunk[l.n - 1]--; /* chunk 25's blob (of 27), labelled 24 (rank 0's) */
+    c.rank = 0;
+    CHECK_STATUS(vox_dist_segment(ctx, &src, &p, &o, &res), VOX_IO);
+    CHECK_ERROR_HAS("malformed summary");
+    while (l.n > 0)
+        vox_free(ctx, l.blob[--l.n]);
+    c.size = 0;
+    CHECK_STATUS(vox_dist_segment(ctx, &src, &p, &o, &res), VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("rank");
+    vox_seg_result_fini(ctx, &ref);
+    free(q);
+}
+
 static void test_seg_bad_args(struct vox_ctx *ctx)
 {
     uint8_t q[3 * 4 * 4 * 4] = {0};
@@ -707,4 +785,4 @@ VOX_TEST_MAIN(VOX_TEST(test_ws_ties), VOX_TEST(test_ws_synth), VOX_TEST(test_ws_
               VOX_TEST(test_sm_ties), VOX_TEST(test_sm_synth), VOX_TEST(test_bad_args),
               VOX_TEST(test_alloc_failures), VOX_TEST(test_sm_bad_args_and_alloc),
               VOX_TEST(test_ag_ties), VOX_TEST(test_ag_synth), VOX_TEST(test_ag_bad_args_and_alloc),
-              VOX_TEST(test_seg_synth), VOX_TEST(test_seg_bad_args))
+              VOX_TEST(test_seg_synth), VOX_TEST(test_seg_comm), VOX_TEST(test_seg_bad_args))

@@ -16,6 +16,11 @@
 #include "commands.inc"
 #undef VOX_COMMAND
 
+struct vox_dist_comm;
+/* `vox segment` whose --chunk run is shared by the ranks of comm (NULL: one process; the
+ * vox-mpi binary passes an MPI one): only rank 0 writes the output and prints. */
+int vox_cmd_segment_comm(int argc, char **argv, const struct vox_dist_comm *comm);
+
 /* Prints "vox CMD: error: MESSAGE" to stderr and returns 2 (usage) for `return cli_usage(..)`. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Prints "vox CMD: error: STATUS: CONTEXT MESSAGE" and returns 1. */

@@ -726,8 +726,9 @@ static void print_stats(const struct vox_dist_stats *x)
 
 /* --chunk: vox_dist_segment from the volume (or the converted boundary map) into the file. */
 static enum vox_status chunked(struct vox_ctx *ctx, const struct seg_args *a,
-                               struct seg_state *st)
+                               struct seg_state *st, const struct vox_dist_comm *comm)
 {
+    bool worker = comm && comm->rank != 0; /* sends its chunks to rank 0, writes nothing */
     struct vox_volume *vol = NULL;
     struct vox_dist_source src = {0};
     enum vox_status s;
@@ -749,7 +750,8 @@ static enum vox_status chunked(struct vox_ctx *ctx, const struct seg_args *a,
     const char *die = getenv("VOX_DIST_DIE_AFTER");
     struct vox_dist_options opt = {.sink = &sink, .workdir = a->workdir, .stats = &stats,
                                    .resume = a->resume,
-                                   .die_after = die ? strtoll(die, NULL, 10) : 0};
+                                   .die_after = die ? strtoll(die, NULL, 10) : 0,
+                                   .comm = comm};
     memcpy(opt.chunk, a->chunk, sizeof opt.chunk);
     struct vox_seg_result res = {0};
     double t0 = vox_time_now();
@@ -761,13 +763,13 @@ static enum vox_status chunked(struct vox_ctx *ctx, const struct seg_args *a,
               (long long)a->chunk[0], (long long)a->chunk[1], (long long)a->chunk[2],
               (long long)st->hist.n);
     t0 = vox_time_now();
-    if (s == VOX_OK)
+    if (s == VOX_OK && !worker)
         s = vox_out_commit(ctx, o.f); /* frees f, also on failure */
-    else
+    else if (o.f)
         vox_out_abort(o.f);
-    if (s == VOX_OK)
+    if (s == VOX_OK && !worker)
         phase(st, "write", t0, "%s", a->out_path);
-    if (s == VOX_OK && a->stats)
+    if (s == VOX_OK && a->stats && !worker)
         print_stats(&stats);
     for (int k = 0; k < a->nthr; k++)
         vox_free(ctx, o.map[k]);
@@ -803,6 +805,11 @@ static void summary(const struct seg_args *a, const struct seg_state *st)
 
 int vox_cmd_segment(int argc, char **argv)
 {
+    return vox_cmd_segment_comm(argc, argv, NULL);
+}
+
+int vox_cmd_segment_comm(int argc, char **argv, const struct vox_dist_comm *comm)
+{
     struct seg_args a = {.low = 0.01, .high = 0.99, .dust = 200, .max_threshold = 1.0,
                          .nthr = 1, .thr = {0.3}};
     vox_seg_params_defaults(&a.p);
@@ -812,7 +819,7 @@ int vox_cmd_segment(int argc, char **argv)
     struct vox_ctx *ctx = cli_ctx_create("segment", &a.common);
     if (!ctx)
         return 1;
-    struct seg_state st = {.quiet = a.common.quiet};
+    struct seg_state st = {.quiet = a.common.quiet || (comm && comm->rank != 0)};
     enum vox_status s = vox_seg_params_check(ctx, &a.p);
     if (s != VOX_OK) {
         fprintf(stderr, "vox segment: error: %s (see 'vox segment --help')\n",
@@ -826,8 +833,10 @@ int vox_cmd_segment(int argc, char **argv)
         s = s ? s : read_history(ctx, &a, &st);
         if (s == VOX_OK)
             phase(&st, "read", t0, "%s, %lld merges", a.from, (long long)st.hist.n);
+    } else if (comm && comm->size > 1 && !a.chunk[0]) {
+        s = vox_fail(ctx, VOX_INVALID_ARG, "%d MPI ranks need --chunk", comm->size);
     } else if (a.chunk[0]) {
-        s = chunked(ctx, &a, &st);
+        s = chunked(ctx, &a, &st, comm);
     } else {
         s = pipeline(ctx, &a, &st);
     }

@@ -105,6 +105,21 @@ struct vox_dist_sink {
     void *arg;
 };
 
+/* Processes sharing a run (e.g. MPI ranks; libvox_dist_mpi gives one over an MPI
+ * communicator): the atomic watershed chunks of stage (a) are cut among the ranks (chunk i,
+ * in C order over the chunk grid, to rank i mod size), each reading its own chunks' boxes
+ * from the source; every other rank sends each chunk's summary and fragment labels to rank 0
+ * (send), which takes them in any order (recv: a blob of *len_out bytes from
+ * vox_alloc(ctx, ...), the caller's to free) and runs the rest. */
+struct vox_dist_comm {
+    int rank, size;
+    enum vox_status (*send)(void *arg, struct vox_ctx *ctx, int64_t chunk, const void *blob,
+                            int64_t len);
+    enum vox_status (*recv)(void *arg, struct vox_ctx *ctx, int64_t *chunk_out,
+                            void **blob_out, int64_t *len_out);
+    void *arg;
+};
+
 struct vox_dist_options {
     int64_t chunk[3];               /* atomic chunk shape (z, y, x), each >= 1 */
     const struct vox_dist_sink *sink; /* NULL: res->labels is filled, whole */
@@ -122,6 +137,10 @@ struct vox_dist_options {
      * whose data still match it is not run again; a torn, truncated or damaged one is. */
     bool resume;
     int64_t die_after; /* test hook: > 0 ends the process (_exit(3)) after that many records */
+    /* NULL: one process. Else ranks other than 0 return from vox_dist_segment once their
+     * chunks are sent (*res_out zeroed, the sink never called); rank 0 gives the result.
+     * Records (resume) are kept by one process only: with a comm there are none. */
+    const struct vox_dist_comm *comm;
 };
 
 /* vox_segment, chunk by chunk: the same result (labels, nseg, nbasins, dend, merges),

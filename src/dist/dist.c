@@ -49,11 +49,11 @@ static void node_box(const struct dist_run *r, int64_t i, struct dist_box *b)
     }
 }
 
-/* The record of chunk i: its summary (fragments, links, faces, plateau voxels) as a blob,
- * vouching for its label block (hash h). */
-static enum vox_status ws_record(struct dist_run *r, int64_t i, uint64_t h)
+/* Chunk i's summary s (fragments, links, faces, plateau voxels) as a blob with `extra`
+ * trailing bytes (left for the caller to fill): *blob_out (NULL when memory is short). */
+static int64_t ws_pack(struct vox_ctx *ctx, const struct dist_sum *s, size_t extra,
+                       uint8_t **blob_out)
 {
-    const struct dist_sum *s = &r->cur[i];
     const int64_t hd[4] = {s->nfrag, s->nlink, s->nface, s->nplat};
     const size_t part[4] = {(size_t)s->nfrag * sizeof *s->frag,
                             (size_t)s->nlink * sizeof *s->link,
@@ -61,16 +61,63 @@ static enum vox_status ws_record(struct dist_run *r, int64_t i, uint64_t h)
                             (size_t)s->nplat * sizeof *s->plat};
     const void *src[4] = {s->frag, s->link, s->face, s->plat};
     size_t n = sizeof hd + part[0] + part[1] + part[2] + part[3];
-    uint8_t *b = vox_alloc(r->ctx, n), *p = b + sizeof hd;
+    uint8_t *b = vox_alloc(ctx, n + extra + 1), *p = b + sizeof hd;
+    *blob_out = b;
     if (!b)
-        return VOX_OUT_OF_MEMORY;
+        return 0;
     memcpy(b, hd, sizeof hd);
     for (int k = 0; k < 4; p += part[k], k++)
         if (part[k])
             memcpy(p, src[k], part[k]);
-    enum vox_status st = dist_journal_add(r->ctx, r->vol.jr, DJ_WS, i, h, b, (int64_t)n);
+    return (int64_t)n;
+}
+
+/* The record of chunk i: its summary as a blob, vouching for its label block (hash h). */
+static enum vox_status ws_record(struct dist_run *r, int64_t i, uint64_t h)
+{
+    uint8_t *b;
+    int64_t n = ws_pack(r->ctx, &r->cur[i], 0, &b);
+    if (!b)
+        return VOX_OUT_OF_MEMORY;
+    enum vox_status st = dist_journal_add(r->ctx, r->vol.jr, DJ_WS, i, h, b, n);
     vox_free(r->ctx, b);
     return st;
+}
+
+/* Chunk i's summary from a blob of ws_pack of at least len bytes: the bytes it took, or -1
+ * when the blob is malformed or memory is short. */
+static int64_t ws_unpack(struct dist_run *r, int64_t i, const uint8_t *b, int64_t len)
+{
+    int64_t hd[4];
+    if (len < (int64_t)sizeof hd)
+        return -1;
+    memcpy(hd, b, sizeof hd);
+    struct dist_sum *s = &r->cur[i];
+    bool ok = hd[0] >= 0 && hd[1] >= 0 && hd[2] >= 0 && hd[3] >= 0 &&
+              hd[0] <= len && hd[1] <= len && hd[2] <= len && hd[3] <= len;
+    size_t part[4] = {(size_t)hd[0] * sizeof *s->frag, (size_t)hd[1] * sizeof *s->link,
+                      (size_t)hd[2] * sizeof *s->face, (size_t)hd[3] * sizeof *s->plat};
+    int64_t n = (int64_t)(sizeof hd + part[0] + part[1] + part[2] + part[3]);
+    ok = ok && n <= len;
+    void *dst[4] = {NULL, NULL, NULL, NULL};
+    const uint8_t *p = b + sizeof hd;
+    for (int k = 0; k < 4 && ok; p += part[k], k++) {
+        dst[k] = vox_alloc(r->ctx, part[k] + 1);
+        ok = dst[k] != NULL;
+        if (ok && part[k])
+            memcpy(dst[k], p, part[k]);
+    }
+    if (!ok) {
+        for (int k = 0; k < 4; k++)
+            vox_free(r->ctx, dst[k]);
+        return -1;
+    }
+    node_box(r, i, &s->box);
+    r->fr[i] = dst[0], r->nfr[i] = s->nfrag = hd[0];
+    s->link = dst[1], s->nlink = hd[1];
+    s->face = dst[2], s->nface = hd[2];
+    s->plat = dst[3], s->nplat = hd[3];
+    return n;
 }
 
 /* Chunk i from its record, when the record is whole and its label block is what the record
@@ -85,33 +132,9 @@ static bool ws_reuse(struct dist_run *r, int64_t i)
         (h != w->sum && (!l || h != l->sum)) ||
         dist_journal_blob(r->ctx, r->vol.jr, w, (void **)&b) != VOX_OK || !b)
         return false;
-    int64_t hd[4];
-    memcpy(hd, b, sizeof hd);
-    struct dist_sum *s = &r->cur[i];
-    size_t part[4] = {(size_t)hd[0] * sizeof *s->frag, (size_t)hd[1] * sizeof *s->link,
-                      (size_t)hd[2] * sizeof *s->face, (size_t)hd[3] * sizeof *s->plat};
-    void *dst[4] = {NULL, NULL, NULL, NULL};
-    bool ok = hd[0] >= 0 && hd[1] >= 0 && hd[2] >= 0 && hd[3] >= 0 &&
-              (int64_t)(sizeof hd + part[0] + part[1] + part[2] + part[3]) == w->len;
-    const uint8_t *p = b + sizeof hd;
-    for (int k = 0; k < 4 && ok; p += part[k], k++) {
-        dst[k] = vox_alloc(r->ctx, part[k] + 1);
-        ok = dst[k] != NULL;
-        if (ok && part[k])
-            memcpy(dst[k], p, part[k]);
-    }
+    bool ok = ws_unpack(r, i, b, w->len) == w->len;
     vox_free(r->ctx, b);
-    if (!ok) {
-        for (int k = 0; k < 4; k++)
-            vox_free(r->ctx, dst[k]);
-        return false;
-    }
-    node_box(r, i, &s->box);
-    r->fr[i] = dst[0], r->nfr[i] = s->nfrag = hd[0];
-    s->link = dst[1], s->nlink = hd[1];
-    s->face = dst[2], s->nface = hd[2];
-    s->plat = dst[3], s->nplat = hd[3];
-    return true;
+    return ok;
 }
 
 static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
@@ -120,6 +143,10 @@ static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
     for (int64_t i = lo[0]; i < hi[0]; i++) {
         struct dist_box b;
         node_box(r, i, &b);
+        if (r->vol.comm && i % r->vol.comm->size != 0) {
+            r->st[i] = VOX_OK; /* another rank's: dist_ws_receive */
+            continue;
+        }
         if (r->vol.jr && ws_reuse(r, i)) {
             dist_journal_count(r->vol.jr, true);
             r->st[i] = VOX_OK;
@@ -142,6 +169,37 @@ static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
         }
         vox_free(r->ctx, lab);
     }
+}
+
+/* Rank 0 of a comm: the summaries and fragment labels of the other ranks' chunks, each
+ * written into its chunk's slot, so the order they arrive in does not matter. */
+static enum vox_status ws_receive(struct dist_run *r, int64_t nchunks)
+{
+    const struct vox_dist_comm *c = r->vol.comm;
+    int64_t remote = nchunks - (nchunks + c->size - 1) / c->size;
+    enum vox_status s = VOX_OK;
+    for (int64_t k = 0; k < remote && s == VOX_OK; k++) {
+        int64_t i = -1, len = 0;
+        uint8_t *b = NULL;
+        s = c->recv(c->arg, r->ctx, &i, (void **)&b, &len);
+        if (s != VOX_OK)
+            break;
+        struct dist_box box;
+        int64_t n = -1, nv = 0;
+        if (i > 0 && i < nchunks && i % c->size != 0 && !r->fr[i] && !r->cur[i].link) {
+            node_box(r, i, &box);
+            nv = (box.hi[0] - box.lo[0]) * (box.hi[1] - box.lo[1]) * (box.hi[2] - box.lo[2]);
+            n = ws_unpack(r, i, b, len);
+        }
+        if (n < 0 || len - n != nv * (int64_t)sizeof(uint32_t))
+            s = vox_fail(r->ctx, VOX_IO, "chunked watershed: a malformed summary of "
+                         "%lld bytes for chunk %lld from another rank", (long long)len,
+                         (long long)i);
+        else
+            s = dist_store_write(r->ctx, r->labels, &box, (const uint32_t *)(b + n));
+        vox_free(r->ctx, b);
+    }
+    return s;
 }
 
 static void node_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
@@ -428,6 +486,8 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                      VOX_SCHED_DYNAMIC, atomic_task, &r);
         s = first_error(&r, nchunks);
     }
+    if (s == VOX_OK && vol->comm)
+        s = ws_receive(&r, nchunks);
     if (s == VOX_OK)
         s = collect_frags(&r, nchunks);
     r.ncur = nchunks;
@@ -474,4 +534,38 @@ enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor 
     }
     *labels_out = lab;
     return VOX_OK;
+}
+
+enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
+                             const int64_t chunk[3], const struct vox_seg_params *p)
+{
+    const struct vox_dist_comm *c = vol->comm;
+    struct dist_run r = {.ctx = ctx, .p = p, .vol = *vol};
+    int64_t nchunks = 1;
+    for (int a = 0; a < 3; a++) {
+        r.span[a] = chunk[a] < r.vol.dims[a] ? chunk[a] : r.vol.dims[a];
+        r.grid[a] = (r.vol.dims[a] + r.span[a] - 1) / r.span[a];
+        nchunks *= r.grid[a];
+    }
+    enum vox_status s = VOX_OK;
+    for (int64_t i = c->rank; i < nchunks && s == VOX_OK; i += c->size) {
+        struct dist_box b;
+        struct dist_sum sum = {0};
+        node_box(&r, i, &b);
+        int64_t nv = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
+        uint32_t *lab = vox_alloc(ctx, (size_t)nv * sizeof *lab);
+        uint8_t *blob = NULL;
+        s = lab ? dist_chunk_ws(ctx, &r.vol, &b, p, &sum, lab) : VOX_OUT_OF_MEMORY;
+        int64_t n = s == VOX_OK ? ws_pack(ctx, &sum, (size_t)nv * sizeof *lab, &blob) : 0;
+        if (s == VOX_OK && !blob)
+            s = VOX_OUT_OF_MEMORY;
+        if (s == VOX_OK) {
+            memcpy(blob + n, lab, (size_t)nv * sizeof *lab);
+            s = c->send(c->arg, ctx, i, blob, n + nv * (int64_t)sizeof *lab);
+        }
+        vox_free(ctx, blob);
+        vox_free(ctx, lab);
+        dist_sum_fini(ctx, &sum);
+    }
+    return s;
 }

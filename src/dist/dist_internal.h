@@ -118,6 +118,7 @@ struct dist_vol {
     struct dist_bfile *qf;
     struct dist_journal *jr; /* restart records, or NULL */
     struct dist_io *io;
+    const struct vox_dist_comm *comm; /* the ranks sharing stage (a)'s chunks, or NULL */
     int64_t dims[3];
 };
 
@@ -200,6 +201,11 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                             const struct dist_labels *labels, int64_t nseg,
                             const int64_t chunk[3], const struct vox_seg_params *p,
                             struct vox_merge_history *hist_out, struct vox_dist_stats *stats);
+
+/* A rank other than 0 of vol->comm: the watershed of its atomic chunks (chunk i belongs to
+ * rank i mod size), each chunk's summary and fragment labels sent to rank 0. */
+enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
+                             const int64_t chunk[3], const struct vox_seg_params *p);
 
 void dist_sum_fini(struct vox_ctx *ctx, struct dist_sum *s);
 

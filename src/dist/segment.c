@@ -77,6 +77,10 @@ static enum vox_status sg_check(struct vox_ctx *ctx, const struct vox_dist_sourc
                         "chunk shape (%lld, %lld, %lld): every side must be >= 1",
                         o ? (long long)o->chunk[0] : 0ll, o ? (long long)o->chunk[1] : 0ll,
                         o ? (long long)o->chunk[2] : 0ll);
+    const struct vox_dist_comm *c = o->comm;
+    if (c && (c->size < 1 || c->rank < 0 || c->rank >= c->size || !c->send || !c->recv))
+        return vox_fail(ctx, VOX_INVALID_ARG, "chunked segmentation: a comm needs 0 <= rank "
+                        "(%d) < size (%d) and both send and recv", c->rank, c->size);
     if (o->sink && (!o->sink->ready || !o->sink->write))
         return vox_fail(ctx, VOX_INVALID_ARG,
                         "chunked segmentation: the sink needs both "
@@ -407,13 +411,18 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     vol.aff = src->aff;
     vol.src = src->vol;
     vol.io = &io;
+    vol.comm = opt->comm && opt->comm->size > 1 ? opt->comm : NULL;
+    if (vol.comm && vol.comm->rank != 0) {
+        memset(res_out, 0, sizeof *res_out);
+        return dist_ws_send(ctx, &vol, opt->chunk, p);
+    }
     struct vox_seg_result res = {0};
     struct dist_store store = {.f.fd = -1, .io = &io};
     memcpy(store.dims, vol.dims, sizeof store.dims);
     uint32_t *map = NULL;
     struct dist_bfile qf = {.fd = -1};
     struct dist_journal jr = {.fd = -1, .bfd = -1};
-    bool journal = opt->workdir && opt->sink;
+    bool journal = opt->workdir && opt->sink && !opt->comm;
     if (journal) {
         s = dist_journal_open(ctx, opt->workdir, opt->resume,
                               sg_config(src, &vol, p, opt->chunk), &jr);
