@@ -107,9 +107,8 @@ static enum vox_status make_data(struct vox_ctx *ctx, struct tnet *n)
         for (int64_t i = 0; i < vox; i++) {
             int64_t hot = (int64_t)(vox_train_rand(&seed) % (uint64_t)o[0]);
             for (int64_t c = 0; c < o[0]; c++)
-                t[c * vox + i] = n->loss == VOX_LOSS_SOFTMAX
-                                     ? (float)(c == hot)
-                                     : (float)(vox_train_rand(&seed) >> 63);
+                t[c * vox + i] = n->loss == VOX_LOSS_SOFTMAX ? (float)(c == hot)
+                                                             : (float)(vox_train_rand(&seed) >> 63);
         }
     }
     return s;
@@ -153,9 +152,9 @@ static enum vox_status tnet_step(struct vox_ctx *ctx, struct tnet *n)
             if (n->gw->p[i][k].rank)
                 memset(n->gw->p[i][k].data, 0, vox_tensor_nbytes(&n->gw->p[i][k]));
     double loss;
-    s = vox_loss_compute(ctx, n->loss, VOX_REBALANCE_PATCH, vox_nn_graph_value(n->g, n->logit_layer),
-                         n->net->layers[n->out_layer].act, &n->target, NULL, 1.0,
-                         vox_nn_graph_grad(n->g, n->logit_layer), &loss);
+    s = vox_loss_compute(ctx, n->loss, VOX_REBALANCE_PATCH,
+                         vox_nn_graph_value(n->g, n->logit_layer), n->net->layers[n->out_layer].act,
+                         &n->target, NULL, 1.0, vox_nn_graph_grad(n->g, n->logit_layer), &loss);
     if (s != VOX_OK)
         return s;
     vox_nn_graph_backward(ctx, n->g, n->w, n->gw);
@@ -219,9 +218,11 @@ static enum vox_status time_net(struct vox_ctx *ctx, const char *path, const int
         vox_nn_train_fast_counts(n.fast, &fast, &fallback);
         snprintf(res->extra, sizeof res->extra,
                  "\"patch\":\"%lldx%lldx%lld\",\"out\":\"%lldx%lldx%lld\",\"loss\":\"%s\","
-                 "\"optimizer\":\"adam\",\"fast_calls\":%lld,\"fallback_calls\":%lld",
+                 "\"optimizer\":\"adam\",\"voxels_s\":%.1f,\"fast_calls\":%lld,"
+                 "\"fallback_calls\":%lld",
                  (long long)patch[0], (long long)patch[1], (long long)patch[2], (long long)o[1],
-                 (long long)o[2], (long long)o[3], vox_loss_str(n.loss), (long long)fast,
+                 (long long)o[2], (long long)o[3], vox_loss_str(n.loss),
+                 res->voxels / bench_median(res->times, runs), (long long)fast,
                  (long long)fallback);
     }
     tnet_free(ctx, &n);

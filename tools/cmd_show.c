@@ -133,12 +133,12 @@ static void line(struct canvas *cv, int64_t x0, int64_t y0, int64_t x1, int64_t 
 /* 5x7 glyphs, one byte per row, bit 4 the leftmost column. */
 static const char font_chars[] = "0123456789.-+elosvau_";
 static const uint8_t font[][7] = {
-    {14, 17, 19, 21, 25, 17, 14}, {4, 12, 4, 4, 4, 4, 14},   {14, 17, 1, 2, 4, 8, 31},
-    {31, 2, 4, 2, 1, 17, 14},     {2, 6, 10, 18, 31, 2, 2},  {31, 16, 30, 1, 1, 17, 14},
-    {6, 8, 16, 30, 17, 17, 14},   {31, 1, 2, 4, 8, 8, 8},    {14, 17, 17, 14, 17, 17, 14},
-    {14, 17, 17, 15, 1, 2, 12},   {0, 0, 0, 0, 0, 12, 12},   {0, 0, 0, 31, 0, 0, 0},
+    {14, 17, 19, 21, 25, 17, 14}, {4, 12, 4, 4, 4, 4, 14},    {14, 17, 1, 2, 4, 8, 31},
+    {31, 2, 4, 2, 1, 17, 14},     {2, 6, 10, 18, 31, 2, 2},   {31, 16, 30, 1, 1, 17, 14},
+    {6, 8, 16, 30, 17, 17, 14},   {31, 1, 2, 4, 8, 8, 8},     {14, 17, 17, 14, 17, 17, 14},
+    {14, 17, 17, 15, 1, 2, 12},   {0, 0, 0, 0, 0, 12, 12},    {0, 0, 0, 31, 0, 0, 0},
     {0, 4, 4, 31, 4, 4, 0},       {0, 0, 14, 17, 31, 16, 14}, {12, 4, 4, 4, 4, 4, 14},
-    {0, 0, 14, 17, 17, 17, 14},   {0, 0, 15, 16, 14, 1, 30}, {0, 0, 17, 17, 17, 10, 4},
+    {0, 0, 14, 17, 17, 17, 14},   {0, 0, 15, 16, 14, 1, 30},  {0, 0, 17, 17, 17, 10, 4},
     {0, 0, 14, 1, 15, 17, 15},    {0, 0, 17, 17, 17, 19, 13}, {0, 0, 0, 0, 0, 0, 31}};
 
 /* Draws text with its top-left corner at (x, y); characters without a glyph are blanks. */
@@ -170,12 +170,14 @@ struct frame {
 
 static int64_t px(const struct frame *f, double x)
 {
-    return f->x0 + (int64_t)lround((x - f->lo[0]) / (f->hi[0] - f->lo[0]) * (double)(f->x1 - f->x0));
+    return f->x0 +
+           (int64_t)lround((x - f->lo[0]) / (f->hi[0] - f->lo[0]) * (double)(f->x1 - f->x0));
 }
 
 static int64_t py(const struct frame *f, double y)
 {
-    return f->y1 - (int64_t)lround((y - f->lo[1]) / (f->hi[1] - f->lo[1]) * (double)(f->y1 - f->y0));
+    return f->y1 -
+           (int64_t)lround((y - f->lo[1]) / (f->hi[1] - f->lo[1]) * (double)(f->y1 - f->y0));
 }
 
 /* Axes, ticks and their numbers. */
@@ -263,8 +265,8 @@ int vox_cmd_show(int argc, char **argv)
     bool has_log = argc > 1 && argv[1][0] != '-';
     if (has_log)
         o.log = argv[1];
-    int r = cli_parse_options("show", argc - has_log, argv + has_log, help, &o.common, parse_one,
-                              &o);
+    int r =
+        cli_parse_options("show", argc - has_log, argv + has_log, help, &o.common, parse_one, &o);
     if (r)
         return r < 0 ? 0 : r;
     if (!o.log)
