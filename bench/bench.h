@@ -64,6 +64,12 @@ double bench_median(const double *v, int n);
  * exit status must be 0 for success. Used where bytes/voxel must not include the parent's. */
 double bench_child_peak_rss(int (*fn)(void *arg), void *arg);
 
+/* Runs `bench/peers/venv/bin/python SCRIPT ARGS`, a torch peer printing one JSON line with
+ * version, median_s, format, contiguous_s and channels_last_3d_s, and fills the peer fields
+ * (peer_format and both timings go to extra). A missing venv or a failing peer is reported on
+ * stderr and leaves the fields empty: not fatal. */
+void bench_torch_peer(const char *script, const char *args, struct bench_result *res);
+
 #define BENCH_PROBLEM(sym) extern const struct bench_problem sym;
 #include "problems.inc"
 #undef BENCH_PROBLEM

@@ -25,7 +25,6 @@
 #include <unistd.h>
 
 static const char *const peer_py = "bench/peers/venv/bin/python";
-static const char *const peer_script = "bench/peers/torch_infer.py";
 
 static const char *param(const char *raw, const char *key, char *buf, size_t len)
 {
@@ -116,9 +115,7 @@ static enum vox_status inet_time(struct vox_ctx *ctx, struct inet *n, int runs,
     return s;
 }
 
-/* Runs the peer with `args` and fills the peer fields; a peer that fails is reported on
- * stderr, not fatal. */
-static void run_peer(const char *args, struct bench_result *res)
+void bench_torch_peer(const char *peer_script, const char *args, struct bench_result *res)
 {
     if (access(peer_py, X_OK) != 0 || access(peer_script, R_OK) != 0)
         return;
@@ -209,7 +206,7 @@ static enum vox_status conv_case_run(struct bench_env *env, const struct conv_ca
                  (long long)cc->vol[1], (long long)cc->vol[2], (long long)cc->ker[0],
                  (long long)cc->ker[1], (long long)cc->ker[2], cc->same ? "same" : "valid",
                  vox_ctx_threads(ctx), runs);
-        run_peer(args, res);
+        bench_torch_peer("bench/peers/torch_infer.py", args, res);
     }
     inet_free(ctx, &n);
     return s;
@@ -351,7 +348,7 @@ static enum vox_status run_net(struct bench_env *env, const struct bench_params 
         char args[256];
         snprintf(args, sizeof args, "net %s %lld %lld %lld %d %d", path, (long long)patch[0],
                  (long long)patch[1], (long long)patch[2], vox_ctx_threads(ctx), p->runs);
-        run_peer(args, res);
+        bench_torch_peer("bench/peers/torch_infer.py", args, res);
     }
     return s;
 }
