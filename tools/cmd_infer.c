@@ -54,8 +54,9 @@ struct infer_opts {
     struct cli_common common;
 };
 
-static int parse_one(int argc, char **argv, int *i, struct infer_opts *o)
+static int parse_one(int argc, char **argv, int *i, void *arg)
 {
+    struct infer_opts *o = arg;
     const char *a = argv[*i], *v;
     if (strcmp(a, "--plan") == 0) {
         o->plan = true;
@@ -100,24 +101,12 @@ static int parse_one(int argc, char **argv, int *i, struct infer_opts *o)
     return 0;
 }
 
-/* 0: parsed; 1: --help printed; 2: usage error printed. */
+/* 0: parsed; -1: --help printed; 2: usage error printed. */
 static int parse(int argc, char **argv, struct infer_opts *o)
 {
-    for (int i = 1; i < argc; i++) {
-        int r = cli_common_option("infer", argc, argv, &i, &o->common);
-        if (r == 2)
-            return 2;
-        if (r == 0)
-            continue;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(help, stdout);
-            return 1;
-        }
-        if (strncmp(argv[i], "--", 2) != 0)
-            return cli_usage("infer", "unexpected argument '%s'", argv[i]);
-        if ((r = parse_one(argc, argv, &i, o)) != 0)
-            return r;
-    }
+    int r = cli_parse_options("infer", argc, argv, help, &o->common, parse_one, o);
+    if (r)
+        return r;
     if (!o->net)
         return cli_usage("infer", "--net FILE is required");
     if (o->save && !o->init_set)
@@ -309,8 +298,8 @@ int vox_cmd_infer(int argc, char **argv)
 {
     struct infer_opts o = {.seed = 1, .mem = INT64_C(2) << 30, .dtype = VOX_F32};
     int r = parse(argc, argv, &o);
-    if (r != 0)
-        return r == 1 ? 0 : 2;
+    if (r)
+        return r < 0 ? 0 : r;
     struct vox_ctx *ctx = cli_ctx_create("infer", &o.common);
     if (!ctx)
         return 1;

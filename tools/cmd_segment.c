@@ -189,8 +189,9 @@ static int parse_real(const char *o, const char *v, double lo, double hi, double
     return 0;
 }
 
-static int parse_option(int argc, char **argv, int *i, struct seg_args *a)
+static int parse_option(int argc, char **argv, int *i, void *arg)
 {
+    struct seg_args *a = arg;
     const char *o = argv[*i], *v;
     if (strcmp(o, "--inside") == 0 || strcmp(o, "--stats") == 0 ||
         strcmp(o, "--resume") == 0) {
@@ -280,21 +281,9 @@ static int resolve(struct seg_args *a)
 /* 0: parsed; -1: --help printed; 2: usage error printed. */
 static int parse_args(int argc, char **argv, struct seg_args *a)
 {
-    for (int i = 1; i < argc; i++) {
-        int r = cli_common_option("segment", argc, argv, &i, &a->common);
-        if (r == 0)
-            continue;
-        if (r == 2)
-            return 2;
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            fputs(help, stdout);
-            return -1;
-        }
-        if (strncmp(argv[i], "--", 2) != 0)
-            return cli_usage("segment", "unexpected argument '%s'", argv[i]);
-        if ((r = parse_option(argc, argv, &i, a)) != 0)
-            return r;
-    }
+    int r = cli_parse_options("segment", argc, argv, help, &a->common, parse_option, a);
+    if (r)
+        return r;
     if (!a->out)
         return cli_usage("segment", "--out FILE.h5:/DATASET is required");
     if (!!a->aff + !!a->boundary + !!a->from != 1)
