@@ -857,18 +857,15 @@ static void ag_node_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
 {
     struct ag_run *r = arg;
     const int64_t *pg = r->grid;
-    const int64_t ng[3] = {(pg[0] + 1) / 2, (pg[1] + 1) / 2, (pg[2] + 1) / 2};
+    bool root = (pg[0] + 1) / 2 * ((pg[1] + 1) / 2) * ((pg[2] + 1) / 2) == 1;
     for (int64_t i = lo[0]; i < hi[0]; i++) {
-        int64_t c[3] = {i / (ng[1] * ng[2]), (i / ng[2]) % ng[1], i % ng[2]};
+        int64_t c[3], idx[8];
         struct ag_sum kids[8];
-        int nk = 0;
-        for (int k = 0; k < 8; k++) {
-            int64_t g[3] = {2 * c[0] + (k >> 2), 2 * c[1] + (k >> 1 & 1), 2 * c[2] + (k & 1)};
-            if (g[0] < pg[0] && g[1] < pg[1] && g[2] < pg[2])
-                kids[nk++] = r->cur[(g[0] * pg[1] + g[1]) * pg[2] + g[2]];
-        }
+        int nk = dist_node_children(pg, i, c, idx);
+        for (int k = 0; k < nk; k++)
+            kids[k] = r->cur[idx[k]];
         ag_box(r, c, 2, &r->nxt[i].box);
-        r->st[i] = ag_node(r, kids, nk, &r->nxt[i], ng[0] * ng[1] * ng[2] == 1);
+        r->st[i] = ag_node(r, kids, nk, &r->nxt[i], root);
     }
 }
 

@@ -235,4 +235,22 @@ void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,
 bool dist_push(struct vox_ctx *ctx, void **arr, int64_t *n, int64_t *cap, const void *x,
                size_t size);
 
+/* The children of octree node i on the parent grid of child grid `pg`: the node's coordinates
+ * (c_out) and the linear indices in the child grid of its 1 to 8 children (returned count), in
+ * the fixed order z, y, x of the 2x2x2 block. */
+static inline int dist_node_children(const int64_t pg[3], int64_t i, int64_t c_out[3],
+                                     int64_t kids_out[8])
+{
+    const int64_t ng[3] = {(pg[0] + 1) / 2, (pg[1] + 1) / 2, (pg[2] + 1) / 2};
+    c_out[0] = i / (ng[1] * ng[2]), c_out[1] = (i / ng[2]) % ng[1], c_out[2] = i % ng[2];
+    int nk = 0;
+    for (int k = 0; k < 8; k++) {
+        int64_t g[3] = {2 * c_out[0] + (k >> 2), 2 * c_out[1] + (k >> 1 & 1),
+                        2 * c_out[2] + (k & 1)};
+        if (g[0] < pg[0] && g[1] < pg[1] && g[2] < pg[2])
+            kids_out[nk++] = (g[0] * pg[1] + g[1]) * pg[2] + g[2];
+    }
+    return nk;
+}
+
 #endif
