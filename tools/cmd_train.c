@@ -28,7 +28,7 @@ static const char help[] =
     "  --extra SPEC            a further net input of the volume of the last --data or --val\n"
     "                          (e.g. a first net's prediction, for recursive training): same\n"
     "                          shape as the raw, uint8 or float32, no grey augmentation; a\n"
-    "                          SPEC starting with '/' is a dataset of that raw's file; the\n"
+    "                          SPEC '/name' (no ':/') is a dataset of that raw's file; the\n"
     "                          net's inputs are the raw, then the extras in order;\n"
     "                          repeatable, up to 3 (default: none)\n"
     "  --val SPEC              validation volume, same form (default: none)\n"
@@ -233,9 +233,10 @@ static int split_extra(const char *file, const char *const *extra, int n, char b
                        struct vox_train_source *src)
 {
     for (int k = 0; k < n; k++) {
-        int w = extra[k][0] == '/' ? snprintf(buf[3 + k], 1024, "%s:%s", file, extra[k])
+        bool rel = extra[k][0] == '/' && !strstr(extra[k], ":/");
+        int w = rel ? snprintf(buf[3 + k], 1024, "%s:%s", file, extra[k])
                                    : snprintf(buf[3 + k], 1024, "%s", extra[k]);
-        if (w < 0 || w >= 1024 || (!file[0] && extra[k][0] == '/'))
+        if (w < 0 || w >= 1024 || (!file[0] && rel))
             return cli_usage("train", "--extra %s: too long, or '/' without a raw file",
                              extra[k]);
         src->extra[k] = buf[3 + k];

@@ -66,7 +66,8 @@ static bool is_label_dtype(enum vox_dtype t)
     return t == VOX_U8 || t == VOX_U16 || t == VOX_U32 || t == VOX_U64 || t == VOX_I32;
 }
 
-/* Opens an extra input: u8 or f32 of the raw's shape. */
+/* Opens an extra input: u8 or f32, (Z, Y, X) of the raw's shape or (1, Z, Y, X) (a 1-channel
+ * `vox infer` output of a same-padded net). */
 static enum vox_status open_extra(struct vox_ctx *ctx, const struct vox_train_source *src,
                                   struct train_vol *v, int k)
 {
@@ -74,11 +75,12 @@ static enum vox_status open_extra(struct vox_ctx *ctx, const struct vox_train_so
     if (s != VOX_OK)
         return s;
     const struct vox_volume_info *e = vox_volume_info(v->extra[k]);
-    if (e->rank != 3 || (e->dtype != VOX_U8 && e->dtype != VOX_F32) ||
-        memcmp(e->shape, v->shape, sizeof v->shape) != 0)
+    int c = e->rank == 4;
+    if ((e->rank != 3 && !(c && e->shape[0] == 1)) || (e->dtype != VOX_U8 && e->dtype != VOX_F32) ||
+        memcmp(e->shape + c, v->shape, sizeof v->shape) != 0)
         return vox_fail(ctx, VOX_INVALID_ARG,
-                        "extra input '%s' is %s of rank %d; expected uint8 or float32 of the "
-                        "raw '%s' shape %lldx%lldx%lld",
+                        "extra input '%s' is %s of rank %d; expected uint8 or float32, (Z,Y,X) or "
+                        "(1,Z,Y,X), of the raw '%s' shape %lldx%lldx%lld",
                         src->extra[k], vox_dtype_str(e->dtype), e->rank, src->raw,
                         (long long)v->shape[0], (long long)v->shape[1], (long long)v->shape[2]);
     return VOX_OK;
@@ -258,16 +260,20 @@ static int pick(struct vox_train_data *d, uint64_t *rng, const int64_t ss[3], in
     return pick;
 }
 
-/* Reads the box [p, p + ss) of an input volume as f32 in the source frame (u8 scaled by
- * 1/255). */
+/* Reads the box [p, p + ss) of an input volume ((Z, Y, X) or (1, Z, Y, X)) as f32 in the
+ * source frame (u8 scaled by 1/255). */
 static enum vox_status read_raw(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t p[3],
                                 const int64_t ss[3], float *dst)
 {
-    int64_t hi[3] = {p[0] + ss[0], p[1] + ss[1], p[2] + ss[2]};
+    const struct vox_volume_info *info = vox_volume_info(vol);
+    int c = info->rank == 4;
+    int64_t lo[4] = {0}, hi[4] = {1}, shape[4] = {1};
+    for (int a = 0; a < 3; a++)
+        lo[c + a] = p[a], hi[c + a] = p[a] + ss[a], shape[c + a] = ss[a];
     struct vox_tensor t = {0};
-    enum vox_status s = vox_tensor_alloc(ctx, &t, vox_volume_info(vol)->dtype, 3, ss);
+    enum vox_status s = vox_tensor_alloc(ctx, &t, info->dtype, info->rank, shape);
     if (s == VOX_OK)
-        s = vox_volume_read(ctx, vol, p, hi, &t);
+        s = vox_volume_read(ctx, vol, lo, hi, &t);
     for (int64_t e = 0; s == VOX_OK && e < vox_tensor_numel(&t); e++)
         dst[e] =
             t.dtype == VOX_U8 ? ((const uint8_t *)t.data)[e] / 255.0f : ((const float *)t.data)[e];
