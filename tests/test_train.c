@@ -325,7 +325,7 @@ static void test_sample_alignment(struct vox_ctx *ctx)
     }
     CHECK_OK(vox_volume_save(ctx, rs, &raw, NULL));
     CHECK_OK(vox_volume_save(ctx, ls, &lab, NULL));
-    struct vox_train_source src = {rs, ls, NULL};
+    struct vox_train_source src = {.raw = rs, .labels = ls};
     struct vox_train_data *d = NULL;
     CHECK_OK(vox_train_data_open(ctx, &src, 1, &d));
     const int64_t in[3] = {5, 7, 9}, out[3] = {1, 3, 5}, off[3] = {2, 2, 2};
@@ -394,7 +394,7 @@ static bool setup(struct vox_ctx *ctx, struct setup *s, const struct vox_train_o
     snprintf(lab, sizeof lab, "%s:/labels", s->file);
     snprintf(vraw, sizeof vraw, "%s:/raw", s->vfile);
     snprintf(vlab, sizeof vlab, "%s:/labels", s->vfile);
-    struct vox_train_source src = {raw, lab, NULL}, vsrc = {vraw, vlab, NULL};
+    struct vox_train_source src = {.raw = raw, .labels = lab}, vsrc = {.raw = vraw, .labels = vlab};
     CHECK_OK(vox_net_parse(ctx, tiny_net, "tiny.net", &s->net));
     if (s->net)
         CHECK_OK(vox_train_data_open(ctx, &src, 1, &s->data));
@@ -603,7 +603,7 @@ static void test_errors(struct vox_ctx *ctx)
     snprintf(spec2, sizeof spec2, "%s:/labels", file);
     CHECK_OK(vox_volume_save(ctx, spec2, &lab, NULL));
     struct vox_train_data *d = NULL;
-    struct vox_train_source src = {spec, spec2, NULL};
+    struct vox_train_source src = {.raw = spec, .labels = spec2};
     CHECK_STATUS(vox_train_data_open(ctx, &src, 1, &d), VOX_INVALID_ARG);
     CHECK_ERROR_HAS("has shape 4x20x19");
     vox_tensor_free(ctx, &lab);

@@ -249,7 +249,7 @@ static void test_trainer(struct vox_ctx *ctx)
     snprintf(raw, sizeof raw, "%s:/raw", file);
     snprintf(lab, sizeof lab, "%s:/labels", file);
     make_volume(ctx, file);
-    struct vox_train_source src = {raw, lab, NULL};
+    struct vox_train_source src = {.raw = raw, .labels = lab};
     struct vox_net *net = NULL;
     struct vox_train_data *data = NULL;
     struct vox_nn_train_fast *f = NULL;

@@ -18,13 +18,19 @@
 
 static const char help[] =
     "usage: vox train --net NET --data FILE.h5:/raw,/labels[,/mask] --out MODEL.h5 [options]\n\n"
-    "Trains NET (one 1-channel input, one output) on random patches of the --data volumes and\n"
+    "Trains NET (1-channel inputs, one output) on random patches of the --data volumes and\n"
     "writes its weights to MODEL.h5 (usable by `vox infer --weights`). Deterministic: the same\n"
     "options give the same weights for any --threads, and --resume continues a run from its\n"
     "checkpoint to the same weights as an uninterrupted run.\n\n"
     "  --net FILE              network spec (required)\n"
     "  --data SPEC             raw,labels[,mask]; later items starting with '/' are datasets\n"
     "                          of the first item's file; repeatable (required)\n"
+    "  --extra SPEC            a further net input of the volume of the last --data or --val\n"
+    "                          (e.g. a first net's prediction, for recursive training): same\n"
+    "                          shape as the raw, uint8 or float32, no grey augmentation; a\n"
+    "                          SPEC '/name' (no ':/') is a dataset of that raw's file; the\n"
+    "                          net's inputs are the raw, then the extras in order;\n"
+    "                          repeatable, up to 3 (default: none)\n"
     "  --val SPEC              validation volume, same form (default: none)\n"
     "  --out FILE.h5           trained weights (required)\n"
     "  --target affinity|boundary  what to learn (default affinity)\n"
@@ -37,10 +43,15 @@ static const char help[] =
     "  --weight-decay X        L2 weight decay (default 0)\n"
     "  --anneal-every N        multiply lr by --anneal-factor every N steps (default 0: never)\n"
     "  --anneal-factor X       (default 0.1)\n"
-    "  --patch Z,Y,X           input patch (default 1,32,32); must cover the field of view\n"
+    "  --patch Z,Y,X           input patch; must cover the field of view (default: the field\n"
+    "                          of view plus 8 output voxels in y and x, and 2 in z for nets\n"
+    "                          with a 3D field of view; printed)\n"
     "  --accumulate K          patches per step, gradients averaged (default 1)\n"
     "  --init msra|xavier|uniform  initial weights (default msra)\n"
     "  --weights FILE.h5       start from these weights instead of --init\n"
+    "  --init-from FILE.h5     seed every layer whose name and parameter shapes match a layer\n"
+    "                          of FILE.h5 (e.g. a trained VD2D for VD2D3D), --init for the\n"
+    "                          rest; prints which layers were seeded (default: none)\n"
     "  --seed N                weights and sampling seed (default 1)\n"
     "  --no-flips              no flip/transpose augmentation (default: the 16 of them)\n"
     "  --grey S,T              grey-value scale +-S and shift +-T (default 0,0)\n"
@@ -59,10 +70,13 @@ static const char help[] =
 enum { MAX_DATA = 16 };
 
 struct train_opts {
-    const char *net, *out, *weights, *ckpt, *log;
+    const char *net, *out, *weights, *init_from, *ckpt, *log;
     const char *data[MAX_DATA], *val;
-    int n_data;
-    bool loss_set, lr_set, resume, ref_kernels;
+    /* --extra specs per --data (index k) and for --val (index MAX_DATA) */
+    const char *extra[MAX_DATA + 1][VOX_TRAIN_EXTRA_MAX];
+    int n_extra[MAX_DATA + 1];
+    int n_data, last; /* last: the --data index the next --extra joins; MAX_DATA: --val */
+    bool loss_set, lr_set, patch_set, resume, ref_kernels;
     int64_t iters, ckpt_every, val_every, val_patches;
     struct vox_train_options t;
     struct cli_common common;
@@ -151,15 +165,25 @@ static int parse_one(int argc, char **argv, int *i, void *arg)
         o->out = v;
     } else if (strcmp(a, "--weights") == 0) {
         o->weights = v;
+    } else if (strcmp(a, "--init-from") == 0) {
+        o->init_from = v;
+    } else if (strcmp(a, "--extra") == 0) {
+        if (o->last < 0)
+            return cli_usage("train", "--extra %s: give it after the --data or --val it joins", v);
+        if (o->n_extra[o->last] == VOX_TRAIN_EXTRA_MAX)
+            return cli_usage("train", "at most %d --extra per volume", VOX_TRAIN_EXTRA_MAX);
+        o->extra[o->last][o->n_extra[o->last]++] = v;
     } else if (strcmp(a, "--checkpoint") == 0) {
         o->ckpt = v;
     } else if (strcmp(a, "--log") == 0) {
         o->log = v;
     } else if (strcmp(a, "--val") == 0) {
         o->val = v;
+        o->last = MAX_DATA;
     } else if (strcmp(a, "--data") == 0) {
         if (o->n_data == MAX_DATA)
             return cli_usage("train", "at most %d --data options", MAX_DATA);
+        o->last = o->n_data;
         o->data[o->n_data++] = v;
     } else if (strcmp(a, "--seed") == 0) {
         if (!cli_parse_i64(v, 0, INT64_MAX, &n))
@@ -168,6 +192,7 @@ static int parse_one(int argc, char **argv, int *i, void *arg)
     } else if (strcmp(a, "--patch") == 0) {
         if (!cli_parse_shape(v, 3, 1, 1 << 16, o->t.patch))
             return cli_usage("train", "--patch %s: expected Z,Y,X, three whole numbers >= 1", v);
+        o->patch_set = true;
     } else if (strcmp(a, "--grey") == 0) {
         if (sscanf(v, "%lf,%lf", &g[0], &g[1]) != 2 || !(g[0] >= 0 && g[0] < 1 && g[1] >= 0))
             return cli_usage("train", "--grey %s: expected S,T with 0 <= S < 1, T >= 0", v);
@@ -190,6 +215,8 @@ static int parse(int argc, char **argv, struct train_opts *o)
         return r;
     if (!o->net || !o->out || o->n_data == 0)
         return cli_usage("train", "--net FILE, --data SPEC and --out FILE.h5 are required");
+    if (o->weights && o->init_from)
+        return cli_usage("train", "--weights and --init-from exclude each other");
     if (!o->loss_set)
         o->t.loss = o->t.target == VOX_TARGET_AFFINITY ? VOX_LOSS_BCE : VOX_LOSS_SOFTMAX;
     if (!o->lr_set)
@@ -199,8 +226,28 @@ static int parse(int argc, char **argv, struct train_opts *o)
     return 0;
 }
 
-/* "f.h5:/raw,/labels,/mask" -> three specs in buf (each 1024 bytes) */
-static int split_data(const char *spec, char buf[3][1024], struct vox_train_source *src)
+enum { N_SPECS = 3 + VOX_TRAIN_EXTRA_MAX };
+
+/* The extras: "/x" -> "FILE:/x" with the raw's file, into buf[3..]; 0 or 2. */
+static int split_extra(const char *file, const char *const *extra, int n, char buf[][1024],
+                       struct vox_train_source *src)
+{
+    for (int k = 0; k < n; k++) {
+        bool rel = extra[k][0] == '/' && !strstr(extra[k], ":/");
+        int w = rel ? snprintf(buf[3 + k], 1024, "%s:%s", file, extra[k])
+                                   : snprintf(buf[3 + k], 1024, "%s", extra[k]);
+        if (w < 0 || w >= 1024 || (!file[0] && rel))
+            return cli_usage("train", "--extra %s: too long, or '/' without a raw file",
+                             extra[k]);
+        src->extra[k] = buf[3 + k];
+    }
+    src->n_extra = n;
+    return 0;
+}
+
+/* "f.h5:/raw,/labels,/mask" -> three specs in buf (each 1024 bytes), then the extras */
+static int split_data(const char *spec, const char *const *extra, int n_extra,
+                      char buf[N_SPECS][1024], struct vox_train_source *src)
 {
     char file[1024];
     const char *colon = strstr(spec, ":/");
@@ -221,8 +268,8 @@ static int split_data(const char *spec, char buf[3][1024], struct vox_train_sour
     }
     if (n < 2)
         return cli_usage("train", "--data %s: expected RAW,LABELS[,MASK]", spec);
-    *src = (struct vox_train_source){buf[0], buf[1], n > 2 ? buf[2] : NULL};
-    return 0;
+    *src = (struct vox_train_source){.raw = buf[0], .labels = buf[1], .mask = n > 2 ? buf[2] : NULL};
+    return split_extra(file, extra, n_extra, buf, src);
 }
 
 struct state {
@@ -234,7 +281,7 @@ struct state {
     struct vox_train_options t; /* the options with the kernel table */
     FILE *log;
     char ckpt[1100], logpath[1100];
-    char specs[MAX_DATA + 1][3][1024]; /* --data and --val split into volume specs */
+    char specs[MAX_DATA + 1][N_SPECS][1024]; /* --data and --val split into volume specs */
     struct vox_train_source src[MAX_DATA], vsrc;
     int64_t good; /* iteration of the last checkpoint written or loaded, -1: none */
 };
@@ -243,21 +290,74 @@ struct state {
 static int split_all(const struct train_opts *o, struct state *st)
 {
     for (int k = 0; k < o->n_data; k++)
-        if (split_data(o->data[k], st->specs[k], &st->src[k]) != 0)
+        if (split_data(o->data[k], o->extra[k], o->n_extra[k], st->specs[k], &st->src[k]) != 0)
             return 2;
-    return o->val ? split_data(o->val, st->specs[MAX_DATA], &st->vsrc) : 0;
+    return o->val ? split_data(o->val, o->extra[MAX_DATA], o->n_extra[MAX_DATA],
+                               st->specs[MAX_DATA], &st->vsrc)
+                  : 0;
+}
+
+/* The default patch: the field of view plus 8 output voxels in y, x (2 in z where the field of
+ * view is 3D), grown by up to 15 voxels per axis until the net's poolings divide it. */
+static enum vox_status default_patch(struct vox_ctx *ctx, const struct vox_net *net,
+                                     int64_t patch[3])
+{
+    struct vox_nn_dims *d = vox_calloc(ctx, (size_t)net->n_layers, sizeof *d);
+    if (!d)
+        return VOX_OUT_OF_MEMORY;
+    int64_t probe[3] = {256, 1024, 1024}, fov[3], off[3];
+    enum vox_status s = vox_net_shapes(ctx, net, probe, d);
+    if (s == VOX_OK) {
+        vox_net_fov(net, d, fov, off);
+        int64_t base[3] = {fov[0] > 1 ? fov[0] + 1 : 1, fov[1] + 7, fov[2] + 7};
+        s = VOX_INVALID_ARG;
+        for (int64_t g = 0; g < 16 && s != VOX_OK; g++) {
+            for (int a = 0; a < 3; a++)
+                patch[a] = base[a] + (a == 0 && base[0] == 1 ? 0 : g);
+            s = vox_net_shapes(ctx, net, patch, d);
+        }
+    }
+    vox_free(ctx, d);
+    if (s != VOX_OK)
+        vox_ctx_error_prefix(ctx, "net '%s': no default --patch fits; give --patch",
+                             net->source);
+    return s;
+}
+
+/* --init-from: seeds the fresh weights w0 by layer name and prints the seeded layers. */
+static enum vox_status init_from(struct vox_ctx *ctx, const struct train_opts *o,
+                                 struct state *st)
+{
+    bool *hit = vox_calloc(ctx, (size_t)st->net->n_layers, sizeof *hit);
+    enum vox_status s = hit ? vox_nn_weights_create(ctx, st->net, &st->w0) : VOX_OUT_OF_MEMORY;
+    if (s == VOX_OK) {
+        vox_nn_weights_init(st->net, st->w0, o->t.init, o->t.seed);
+        s = vox_nn_weights_seed(ctx, st->net, o->init_from, st->w0, hit);
+    }
+    for (int i = 0; s == VOX_OK && i < st->net->n_layers; i++)
+        if (st->w0->p[i][VOX_P_WEIGHT].rank && !o->common.quiet)
+            fprintf(stderr, "vox train: layer %-12s %s\n", st->net->layers[i].name,
+                    hit[i] ? "seeded from --init-from" : "initialised");
+    vox_free(ctx, hit);
+    return s;
 }
 
 static enum vox_status open_all(struct vox_ctx *ctx, const struct train_opts *o, struct state *st)
 {
     enum vox_status s = vox_net_load(ctx, o->net, &st->net);
+    st->t = o->t;
+    if (s == VOX_OK && !o->patch_set && (s = default_patch(ctx, st->net, st->t.patch)) == VOX_OK &&
+        !o->common.quiet)
+        fprintf(stderr, "vox train: patch %lld,%lld,%lld (default from the field of view)\n",
+                (long long)st->t.patch[0], (long long)st->t.patch[1], (long long)st->t.patch[2]);
     if (s == VOX_OK && o->weights)
         s = vox_nn_weights_load(ctx, st->net, o->weights, &st->w0);
+    else if (s == VOX_OK && o->init_from)
+        s = init_from(ctx, o, st);
     if (s == VOX_OK)
         s = vox_train_data_open(ctx, st->src, o->n_data, &st->data);
     if (s == VOX_OK && o->val)
         s = vox_train_data_open(ctx, &st->vsrc, 1, &st->val);
-    st->t = o->t;
     if (s == VOX_OK && !o->ref_kernels && (s = vox_nn_train_fast_create(ctx, &st->fast)) == VOX_OK)
         st->t.kernels = vox_nn_train_fast_kernels(st->fast);
     if (s == VOX_OK)
@@ -340,7 +440,8 @@ static enum vox_status run(struct vox_ctx *ctx, const struct train_opts *o, stru
 
 int vox_cmd_train(int argc, char **argv)
 {
-    struct train_opts o = {.iters = 1000, .ckpt_every = 100, .val_every = 100, .val_patches = 8};
+    struct train_opts o = {
+        .iters = 1000, .ckpt_every = 100, .val_every = 100, .val_patches = 8, .last = -1};
     vox_train_options_defaults(&o.t);
     int r = parse(argc, argv, &o);
     if (r)

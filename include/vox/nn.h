@@ -164,6 +164,14 @@ void vox_nn_weights_init(const struct vox_net *net, struct vox_nn_weights *w, en
  * shape is VOX_FORMAT naming the layer, the expected and the found shape. */
 enum vox_status vox_nn_weights_load(struct vox_ctx *ctx, const struct vox_net *net,
                                     const char *path, struct vox_nn_weights **w_out);
+/* A name-matched partial load (seeding one net from another's weights, as in recursive
+ * training, znn.md 4.2): each layer of net whose every parameter exists in `path` under the
+ * same layer name with the same shape is copied into w; the others keep w's values.
+ * seeded_out[i] (n_layers entries) tells which were copied. Fails (VOX_INVALID_ARG) when no
+ * layer matches (a wrong or unreadable file included). */
+enum vox_status vox_nn_weights_seed(struct vox_ctx *ctx, const struct vox_net *net,
+                                    const char *path, struct vox_nn_weights *w, bool *seeded_out);
+
 /* Saves them to an HDF5 file, atomically (through the io module). */
 enum vox_status vox_nn_weights_save(struct vox_ctx *ctx, const struct vox_net *net,
                                     const struct vox_nn_weights *w, const char *path);

@@ -165,11 +165,18 @@ void vox_optim_step(const struct vox_optim_params *p, int64_t t, struct vox_nn_w
 
 /* ---- data ----------------------------------------------------------------------------------- */
 
+enum { VOX_TRAIN_EXTRA_MAX = 3 };
+
 /* One training volume: raw (u8, scaled to [0, 1], or f32; (Z, Y, X)), labels (u8/u16/u32/u64/
  * i32, the raw's shape) and an optional mask (any of those dtypes; > 0 counts). Specs as in
- * vox/io.h ("file.h5:/raw"). */
+ * vox/io.h ("file.h5:/raw"). extra[0..n_extra) are further net inputs of the raw's shape and
+ * dtypes (e.g. a first net's boundary map for recursive training, znn.md 4.2): sampled at the
+ * raw's position with the same flip/transpose, without grey-value or missing-section
+ * augmentation. Every volume of one data set has the same n_extra. */
 struct vox_train_source {
     const char *raw, *labels, *mask;
+    const char *extra[VOX_TRAIN_EXTRA_MAX];
+    int n_extra;
 };
 
 /* Augmentations, each drawn per patch from the sampler's generator. */
@@ -186,6 +193,8 @@ struct vox_train_data;
 enum vox_status vox_train_data_open(struct vox_ctx *ctx, const struct vox_train_source *src, int n,
                                     struct vox_train_data **d_out);
 void vox_train_data_close(struct vox_train_data *d);
+/* Net inputs per patch: 1 + n_extra. */
+int vox_train_data_inputs(const struct vox_train_data *d);
 
 /* A 64-bit generator (splitmix64): the whole state is one word, saved in checkpoints. */
 uint64_t vox_train_rand(uint64_t *state);
@@ -193,14 +202,14 @@ uint64_t vox_train_rand(uint64_t *state);
 double vox_train_uniform(uint64_t *state);
 
 /* Samples one patch: a volume with probability proportional to its number of positions, a
- * position uniformly where the input box `in` fits, then the augmentation. Writes the input
- * (1, 1, Z, Y, X) f32 and, for the output box (`out` voxels at `offset` in the input), the
+ * position uniformly where the input box `in` fits, then the augmentation. Writes the inputs
+ * inputs_out[0 .. vox_train_data_inputs) (1, 1, Z, Y, X) f32 (raw first, then the extras) and, for the output box (`out` voxels at `offset` in the input), the
  * labels u64 and valid u8 with a one-voxel margin (out + 2 per axis), in the augmented frame.
  * Fails (VOX_INVALID_ARG) when no volume holds the input box. */
 enum vox_status vox_train_data_sample(struct vox_ctx *ctx, struct vox_train_data *d, uint64_t *rng,
                                       const int64_t in[3], const int64_t out[3],
                                       const int64_t offset[3], const struct vox_augment *aug,
-                                      struct vox_tensor *input_out, struct vox_tensor *labels_out,
+                                      struct vox_tensor *inputs_out, struct vox_tensor *labels_out,
                                       struct vox_tensor *valid_out);
 
 /* ---- the training loop ---------------------------------------------------------------------- */
@@ -221,7 +230,7 @@ void vox_train_options_defaults(struct vox_train_options *o);
 
 struct vox_trainer;
 /* A trainer for net (borrowed; must outlive it) on `data` (borrowed). Checks the options, the
- * net (one input with 1 channel, one output with the target's channels, the loss's act) and
+ * net (vox_train_data_inputs(data) inputs with 1 channel each, one output with the target's channels, the loss's act) and
  * the patch against the field of view. w0 NULL: fresh weights from (init, seed). */
 enum vox_status vox_trainer_create(struct vox_ctx *ctx, const struct vox_net *net,
                                    const struct vox_train_options *o,

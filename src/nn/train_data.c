@@ -18,14 +18,20 @@
 
 struct train_vol {
     struct vox_volume *raw, *labels, *mask;
+    struct vox_volume *extra[VOX_TRAIN_EXTRA_MAX];
     int64_t shape[3];
 };
 
 struct vox_train_data {
     struct vox_ctx *ctx;
     struct train_vol *v;
-    int n;
+    int n, n_extra;
 };
+
+int vox_train_data_inputs(const struct vox_train_data *d)
+{
+    return 1 + d->n_extra;
+}
 
 uint64_t vox_train_rand(uint64_t *state)
 {
@@ -48,6 +54,8 @@ void vox_train_data_close(struct vox_train_data *d)
         vox_volume_close(d->v[i].raw);
         vox_volume_close(d->v[i].labels);
         vox_volume_close(d->v[i].mask);
+        for (int k = 0; k < VOX_TRAIN_EXTRA_MAX; k++)
+            vox_volume_close(d->v[i].extra[k]);
     }
     vox_free(d->ctx, d->v);
     vox_free(d->ctx, d);
@@ -56,6 +64,26 @@ void vox_train_data_close(struct vox_train_data *d)
 static bool is_label_dtype(enum vox_dtype t)
 {
     return t == VOX_U8 || t == VOX_U16 || t == VOX_U32 || t == VOX_U64 || t == VOX_I32;
+}
+
+/* Opens an extra input: u8 or f32, (Z, Y, X) of the raw's shape or (1, Z, Y, X) (a 1-channel
+ * `vox infer` output of a same-padded net). */
+static enum vox_status open_extra(struct vox_ctx *ctx, const struct vox_train_source *src,
+                                  struct train_vol *v, int k)
+{
+    enum vox_status s = vox_volume_open(ctx, src->extra[k], &v->extra[k]);
+    if (s != VOX_OK)
+        return s;
+    const struct vox_volume_info *e = vox_volume_info(v->extra[k]);
+    int c = e->rank == 4;
+    if ((e->rank != 3 && !(c && e->shape[0] == 1)) || (e->dtype != VOX_U8 && e->dtype != VOX_F32) ||
+        memcmp(e->shape + c, v->shape, sizeof v->shape) != 0)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "extra input '%s' is %s of rank %d; expected uint8 or float32, (Z,Y,X) or "
+                        "(1,Z,Y,X), of the raw '%s' shape %lldx%lldx%lld",
+                        src->extra[k], vox_dtype_str(e->dtype), e->rank, src->raw,
+                        (long long)v->shape[0], (long long)v->shape[1], (long long)v->shape[2]);
+    return VOX_OK;
 }
 
 static enum vox_status open_one(struct vox_ctx *ctx, const struct vox_train_source *src,
@@ -91,6 +119,9 @@ static enum vox_status open_one(struct vox_ctx *ctx, const struct vox_train_sour
                             (long long)li->shape[1], (long long)li->shape[2], src->raw,
                             (long long)v->shape[0], (long long)v->shape[1], (long long)v->shape[2]);
     }
+    for (int k = 0; k < src->n_extra; k++)
+        if ((s = open_extra(ctx, src, v, k)) != VOX_OK)
+            return s;
     return VOX_OK;
 }
 
@@ -102,13 +133,20 @@ enum vox_status vox_train_data_open(struct vox_ctx *ctx, const struct vox_train_
     if (!d)
         return VOX_OUT_OF_MEMORY;
     d->ctx = ctx;
+    d->n_extra = n > 0 ? src[0].n_extra : 0;
     enum vox_status s = VOX_OUT_OF_MEMORY;
     if (!(d->v = vox_calloc(ctx, (size_t)(n > 0 ? n : 1), sizeof *d->v)))
         goto fail;
     for (d->n = 0; d->n < n; d->n++) {
-        s = src[d->n].labels
-                ? open_one(ctx, &src[d->n], &d->v[d->n])
-                : vox_fail(ctx, VOX_INVALID_ARG, "data '%s' has no labels", src[d->n].raw);
+        const struct vox_train_source *sr = &src[d->n];
+        if (!sr->labels)
+            s = vox_fail(ctx, VOX_INVALID_ARG, "data '%s' has no labels", sr->raw);
+        else if (sr->n_extra != d->n_extra || sr->n_extra < 0 || sr->n_extra > VOX_TRAIN_EXTRA_MAX)
+            s = vox_fail(ctx, VOX_INVALID_ARG,
+                         "data '%s' has %d extra inputs; the first volume has %d (at most %d)",
+                         sr->raw, sr->n_extra, d->n_extra, VOX_TRAIN_EXTRA_MAX);
+        else
+            s = open_one(ctx, sr, &d->v[d->n]);
         if (s != VOX_OK) {
             d->n++;
             goto fail;
@@ -222,15 +260,20 @@ static int pick(struct vox_train_data *d, uint64_t *rng, const int64_t ss[3], in
     return pick;
 }
 
-/* Reads the raw box [p, p + ss) as f32 in the source frame (u8 scaled by 1/255). */
-static enum vox_status read_raw(struct vox_ctx *ctx, struct train_vol *v, const int64_t p[3],
+/* Reads the box [p, p + ss) of an input volume ((Z, Y, X) or (1, Z, Y, X)) as f32 in the
+ * source frame (u8 scaled by 1/255). */
+static enum vox_status read_raw(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t p[3],
                                 const int64_t ss[3], float *dst)
 {
-    int64_t hi[3] = {p[0] + ss[0], p[1] + ss[1], p[2] + ss[2]};
+    const struct vox_volume_info *info = vox_volume_info(vol);
+    int c = info->rank == 4;
+    int64_t lo[4] = {0}, hi[4] = {1}, shape[4] = {1};
+    for (int a = 0; a < 3; a++)
+        lo[c + a] = p[a], hi[c + a] = p[a] + ss[a], shape[c + a] = ss[a];
     struct vox_tensor t = {0};
-    enum vox_status s = vox_tensor_alloc(ctx, &t, vox_volume_info(v->raw)->dtype, 3, ss);
+    enum vox_status s = vox_tensor_alloc(ctx, &t, info->dtype, info->rank, shape);
     if (s == VOX_OK)
-        s = vox_volume_read(ctx, v->raw, p, hi, &t);
+        s = vox_volume_read(ctx, vol, lo, hi, &t);
     for (int64_t e = 0; s == VOX_OK && e < vox_tensor_numel(&t); e++)
         dst[e] =
             t.dtype == VOX_U8 ? ((const uint8_t *)t.data)[e] / 255.0f : ((const float *)t.data)[e];
@@ -263,15 +306,36 @@ static void label_box(int xf, const int64_t p[3], const int64_t in[3], const int
     }
 }
 
+/* Reads every input box of volume v at p (source shape ss) into inputs[0 .. 1 + n_extra),
+ * (1, 1, Z, Y, X) f32 in the final frame of transform xf; buf holds one source box. */
+static enum vox_status read_inputs(struct vox_ctx *ctx, struct vox_train_data *d,
+                                   struct train_vol *v, const int64_t p[3], const int64_t ss[3],
+                                   int xf, float *buf, struct vox_tensor *inputs)
+{
+    int64_t ishape[5] = {1, 1, ss[0], xf & 8 ? ss[2] : ss[1], xf & 8 ? ss[1] : ss[2]};
+    enum vox_status s = VOX_OK;
+    for (int k = 0; k <= d->n_extra && s == VOX_OK; k++) {
+        s = read_raw(ctx, k ? v->extra[k - 1] : v->raw, p, ss, buf);
+        if (s == VOX_OK)
+            s = vox_tensor_alloc(ctx, &inputs[k], VOX_F32, 5, ishape);
+        if (s == VOX_OK)
+            transform(buf, ss, xf, sizeof *buf, inputs[k].data);
+    }
+    return s;
+}
+
 enum vox_status vox_train_data_sample(struct vox_ctx *ctx, struct vox_train_data *d, uint64_t *rng,
                                       const int64_t in[3], const int64_t out[3],
                                       const int64_t offset[3], const struct vox_augment *aug,
-                                      struct vox_tensor *input_out, struct vox_tensor *labels_out,
+                                      struct vox_tensor *inputs_out, struct vox_tensor *labels_out,
                                       struct vox_tensor *valid_out)
 {
     int xf = aug && aug->flips ? (int)(vox_train_rand(rng) & 15) : 0;
     bool tr = xf & 8;
     int64_t ss[3] = {in[0], tr ? in[2] : in[1], tr ? in[1] : in[2]}, p[3];
+    for (int k = 0; k <= d->n_extra; k++)
+        inputs_out[k] = (struct vox_tensor){0};
+    *labels_out = *valid_out = (struct vox_tensor){0};
     int vi = pick(d, rng, ss, p);
     if (vi < 0)
         return vox_fail(ctx, VOX_INVALID_ARG,
@@ -280,29 +344,27 @@ enum vox_status vox_train_data_sample(struct vox_ctx *ctx, struct vox_train_data
                         (long long)ss[0], (long long)ss[1], (long long)ss[2],
                         (long long)d->v[0].shape[0], (long long)d->v[0].shape[1],
                         (long long)d->v[0].shape[2]);
-    int64_t lo[3], n[3], ishape[5] = {1, 1, in[0], in[1], in[2]};
+    int64_t lo[3], n[3];
     int64_t lshape[3] = {out[0] + 2, out[1] + 2, out[2] + 2};
     label_box(xf, p, in, out, offset, lo, n);
     float *raw = vox_alloc(ctx, (size_t)(in[0] * in[1] * in[2]) * sizeof *raw);
     uint64_t *lab = vox_alloc(ctx, (size_t)(n[0] * n[1] * n[2]) * sizeof *lab);
     uint8_t *ok = vox_alloc(ctx, (size_t)(n[0] * n[1] * n[2]));
     enum vox_status s = raw && lab && ok ? VOX_OK : VOX_OUT_OF_MEMORY;
-    *input_out = *labels_out = *valid_out = (struct vox_tensor){0};
     if (s == VOX_OK)
-        s = read_raw(ctx, &d->v[vi], p, ss, raw);
+        s = read_inputs(ctx, d, &d->v[vi], p, ss, xf, raw, inputs_out);
     if (s == VOX_OK)
         s = read_labels(ctx, &d->v[vi], lo, n, lab, ok);
-    if (s == VOX_OK && (s = vox_tensor_alloc(ctx, input_out, VOX_F32, 5, ishape)) == VOX_OK &&
-        (s = vox_tensor_alloc(ctx, labels_out, VOX_U64, 3, lshape)) == VOX_OK)
+    if (s == VOX_OK && (s = vox_tensor_alloc(ctx, labels_out, VOX_U64, 3, lshape)) == VOX_OK)
         s = vox_tensor_alloc(ctx, valid_out, VOX_U8, 3, lshape);
     if (s == VOX_OK) {
-        transform(raw, ss, xf, sizeof *raw, input_out->data);
         transform(lab, n, xf, sizeof *lab, labels_out->data);
         transform(ok, n, xf, 1, valid_out->data);
         if (aug)
-            augment_grey(rng, aug, input_out);
+            augment_grey(rng, aug, &inputs_out[0]);
     } else {
-        vox_tensor_free(ctx, input_out);
+        for (int k = 0; k <= d->n_extra; k++)
+            vox_tensor_free(ctx, &inputs_out[k]);
         vox_tensor_free(ctx, labels_out);
         vox_tensor_free(ctx, valid_out);
     }

@@ -38,18 +38,23 @@ void vox_trainer_destroy(struct vox_trainer *tr)
     vox_free(tr->ctx, tr);
 }
 
-/* The net's interface against the options: one 1-channel input, one output with the target's
- * channels and an activation the loss accepts, output stride 1. */
+/* The net's interface against the options and data: one 1-channel input per data input (the
+ * raw, then the extras), one output with the target's channels and an activation the loss
+ * accepts, output stride 1. */
 static enum vox_status check_net(struct vox_ctx *ctx, struct vox_trainer *tr)
 {
     const struct vox_net *net = tr->net;
     const struct vox_train_options *o = &tr->o;
-    if (net->n_inputs != 1 || net->layers[vox_net_input(net, 0)].channels != 1 ||
-        net->n_outputs != 1)
+    int want_in = vox_train_data_inputs(tr->data);
+    bool ok = net->n_inputs == want_in && net->n_outputs == 1;
+    for (int k = 0; ok && k < net->n_inputs; k++)
+        ok = net->layers[vox_net_input(net, k)].channels == 1;
+    if (!ok)
         return vox_fail(ctx, VOX_UNSUPPORTED,
-                        "net '%s': training needs one input with 1 "
-                        "channel and one output",
-                        net->source);
+                        "net '%s' has %d inputs and %d outputs: training on this data needs %d "
+                        "input(s) with 1 channel each (the raw, then each extra input) and one "
+                        "output",
+                        net->source, net->n_inputs, net->n_outputs, want_in);
     tr->out_layer = vox_net_output(net, 0);
     const struct vox_nn_layer *ol = &net->layers[tr->out_layer];
     tr->logit_layer = ol->in[0];
@@ -149,13 +154,14 @@ static enum vox_status run_patch(struct vox_ctx *ctx, struct vox_trainer *tr,
                                  const struct vox_augment *aug, double scale, bool backward,
                                  double *loss_out)
 {
-    struct vox_tensor in = {0}, lab = {0}, ok = {0}, tgt = {0}, mask = {0};
+    struct vox_tensor in[1 + VOX_TRAIN_EXTRA_MAX] = {{0}};
+    struct vox_tensor lab = {0}, ok = {0}, tgt = {0}, mask = {0};
     enum vox_status s =
-        vox_train_data_sample(ctx, d, rng, tr->o.patch, tr->out, tr->off, aug, &in, &lab, &ok);
+        vox_train_data_sample(ctx, d, rng, tr->o.patch, tr->out, tr->off, aug, in, &lab, &ok);
     if (s == VOX_OK)
         s = vox_train_targets(ctx, tr->o.target, tr->o.loss, &lab, &ok, &tgt, &mask);
     if (s == VOX_OK)
-        s = vox_nn_graph_forward(ctx, tr->g, tr->w, &in);
+        s = vox_nn_graph_forward(ctx, tr->g, tr->w, in);
     if (s == VOX_OK) {
         vox_nn_graph_zero_grad(tr->g);
         s = vox_loss_compute(ctx, tr->o.loss, tr->o.rebalance,
@@ -165,7 +171,8 @@ static enum vox_status run_patch(struct vox_ctx *ctx, struct vox_trainer *tr,
     }
     if (s == VOX_OK && backward && isfinite(*loss_out))
         vox_nn_graph_backward(ctx, tr->g, tr->w, tr->gw);
-    vox_tensor_free(ctx, &in);
+    for (int k = 0; k < 1 + VOX_TRAIN_EXTRA_MAX; k++)
+        vox_tensor_free(ctx, &in[k]);
     vox_tensor_free(ctx, &lab);
     vox_tensor_free(ctx, &ok);
     vox_tensor_free(ctx, &tgt);
@@ -204,6 +211,10 @@ enum vox_status vox_trainer_validate(struct vox_ctx *ctx, struct vox_trainer *tr
     uint64_t rng = tr->o.seed ^ UINT64_C(0x5EED0F7A11DA7E00);
     double sum = 0;
     *loss_out = 0;
+    if (vox_train_data_inputs(val) != vox_train_data_inputs(tr->data))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "the validation data has %d inputs per patch, the training data %d",
+                        vox_train_data_inputs(val), vox_train_data_inputs(tr->data));
     for (int64_t k = 0; k < patches; k++) {
         double l = 0;
         enum vox_status s = run_patch(ctx, tr, val, &rng, NULL, 1, false, &l);

@@ -215,6 +215,51 @@ enum vox_status vox_nn_weights_load(struct vox_ctx *ctx, const struct vox_net *n
     return s;
 }
 
+/* Layer i from path into w when all its parameters match: VOX_OK with *hit set or not;
+ * out-of-memory passes through, any other failure is a miss. */
+static enum vox_status seed_layer(struct vox_ctx *ctx, const struct vox_net *net, int i,
+                                  const char *path, struct vox_nn_weights *w, bool *hit)
+{
+    struct vox_tensor t[VOX_P_COUNT] = {{0}};
+    enum vox_status s = VOX_OK;
+    *hit = false;
+    for (int p = 0; p < VOX_P_COUNT && s == VOX_OK; p++)
+        if (w->p[i][p].rank && (s = vox_tensor_alloc(ctx, &t[p], VOX_F32, w->p[i][p].rank,
+                                                     w->p[i][p].shape)) == VOX_OK)
+            s = load_param(ctx, path, net->layers[i].name, (enum vox_nn_param)p, &t[p]);
+    if (s == VOX_OK) {
+        *hit = true;
+        for (int p = 0; p < VOX_P_COUNT; p++)
+            if (w->p[i][p].rank)
+                memcpy(w->p[i][p].data, t[p].data, vox_tensor_nbytes(&t[p]));
+    }
+    for (int p = 0; p < VOX_P_COUNT; p++)
+        vox_tensor_free(ctx, &t[p]);
+    return s == VOX_OUT_OF_MEMORY ? s : VOX_OK;
+}
+
+enum vox_status vox_nn_weights_seed(struct vox_ctx *ctx, const struct vox_net *net,
+                                    const char *path, struct vox_nn_weights *w, bool *seeded_out)
+{
+    int hits = 0, any = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        seeded_out[i] = false;
+        if (!vox_nn_layer_params(&net->layers[i]))
+            continue;
+        any++;
+        enum vox_status s = seed_layer(ctx, net, i, path, w, &seeded_out[i]);
+        if (s != VOX_OK)
+            return s;
+        hits += seeded_out[i];
+    }
+    if (any > 0 && hits == 0)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "weights '%s': no layer of net '%s' has a match (same name and "
+                        "parameter shapes) there, or the file cannot be read",
+                        path, net->source);
+    return VOX_OK;
+}
+
 enum vox_status vox_nn_weights_save(struct vox_ctx *ctx, const struct vox_net *net,
                                     const struct vox_nn_weights *w, const char *path)
 {
