@@ -82,24 +82,42 @@ static float *scratch(struct vox_nn_train_fast *f, int64_t n)
 }
 
 /* dst (C, P) = src (C, S) shifted: dst[c, q] = src[c, q - lo] where inside src, else 0. */
-static void border_copy(float *dst, const int64_t P[3], const float *src, const int64_t S[3],
-                        const int64_t lo[3], int64_t C)
+struct border_job {
+    float *dst;
+    const float *src;
+    const int64_t *P, *S, *lo;
+};
+
+/* Planes (c, z) in [lo[0], hi[0]) of a border copy: threads write disjoint planes. */
+static void border_planes(void *arg, const int64_t lo_[3], const int64_t hi_[3], int tid)
 {
-    for (int64_t c = 0; c < C; c++)
-        for (int64_t z = 0; z < P[0]; z++)
-            for (int64_t y = 0; y < P[1]; y++) {
-                float *d = dst + ((c * P[0] + z) * P[1] + y) * P[2];
-                int64_t sz = z - lo[0], sy = y - lo[1];
-                if (sz < 0 || sz >= S[0] || sy < 0 || sy >= S[1]) {
-                    memset(d, 0, (size_t)P[2] * sizeof *d);
-                    continue;
-                }
-                const float *s = src + ((c * S[0] + sz) * S[1] + sy) * S[2];
-                for (int64_t x = 0; x < P[2]; x++) {
-                    int64_t sx = x - lo[2];
-                    d[x] = sx >= 0 && sx < S[2] ? s[sx] : 0.0f;
-                }
+    (void)tid;
+    const struct border_job *j = arg;
+    const int64_t *P = j->P, *S = j->S, *lo = j->lo;
+    for (int64_t cz = lo_[0]; cz < hi_[0]; cz++) {
+        const int64_t c = cz / P[0], z = cz % P[0], sz = z - lo[0];
+        for (int64_t y = 0; y < P[1]; y++) {
+            float *d = j->dst + (cz * P[1] + y) * P[2];
+            int64_t sy = y - lo[1];
+            if (sz < 0 || sz >= S[0] || sy < 0 || sy >= S[1]) {
+                memset(d, 0, (size_t)P[2] * sizeof *d);
+                continue;
             }
+            const float *s = j->src + ((c * S[0] + sz) * S[1] + sy) * S[2];
+            for (int64_t x = 0; x < P[2]; x++) {
+                int64_t sx = x - lo[2];
+                d[x] = sx >= 0 && sx < S[2] ? s[sx] : 0.0f;
+            }
+        }
+    }
+}
+
+static void border_copy(struct vox_pool *pool, float *dst, const int64_t P[3], const float *src,
+                        const int64_t S[3], const int64_t lo[3], int64_t C)
+{
+    struct border_job j = {dst, src, P, S, lo};
+    const int64_t n[3] = {C * P[0], 1, 1}, tile[3] = {1, 1, 1};
+    vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, border_planes, &j);
 }
 
 static int dim4(struct vox_nest *n, const char *name, int64_t size, int64_t sc, int64_t sa,
@@ -208,7 +226,7 @@ static void fast_conv(void *self, struct vox_pool *pool, const struct vox_tensor
     for (int64_t b = 0; b < in->shape[0]; b++) {
         const float *src = (const float *)in->data + b * is;
         if (bordered) {
-            border_copy(buf, s.p, src, in->shape + 2, pad, s.ci);
+            border_copy(pool, buf, s.p, src, in->shape + 2, pad, s.ci);
             src = buf;
         }
         vox_kernel_run(k, (float *)out->data + b * os, src, w->data, extra);
@@ -248,26 +266,40 @@ static void fast_conv_bd(void *self, struct vox_pool *pool, const struct vox_ten
     f->n_fast++;
     const int64_t os = s.ci * vol3(gout->shape + 2), is = s.co * vol3(s.q);
     for (int64_t b = 0; b < gout->shape[0]; b++) {
-        border_copy(buf, s.p, (const float *)gout->data + b * os, gout->shape + 2, lo, s.ci);
+        border_copy(pool, buf, s.p, (const float *)gout->data + b * os, gout->shape + 2, lo, s.ci);
         vox_kernel_run(k, (float *)gin->data + b * is, buf, (const float *)w->data + taps - 1,
                        NULL);
     }
 }
 
-/* gb[o] += sum over (n, positions) of gout[n, o], in double, in order. */
-static void bias_grad(const struct vox_tensor *gout, struct vox_tensor *gb)
+/* gb[o] += sum over (n, positions) of gout[n, o], in double, in order; channels over the
+ * pool, each summed by one thread. */
+struct bias_job {
+    const struct vox_tensor *gout;
+    float *g;
+};
+
+static void bias_channels(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
-    const int64_t C = gout->shape[1], S = vol3(gout->shape + 2);
-    float *g = gb->data;
-    for (int64_t o = 0; o < C; o++) {
+    (void)tid;
+    const struct bias_job *j = arg;
+    const int64_t C = j->gout->shape[1], S = vol3(j->gout->shape + 2);
+    for (int64_t o = lo[0]; o < hi[0]; o++) {
         double acc = 0;
-        for (int64_t b = 0; b < gout->shape[0]; b++) {
-            const float *p = (const float *)gout->data + (b * C + o) * S;
-            for (int64_t j = 0; j < S; j++)
-                acc += p[j];
+        for (int64_t b = 0; b < j->gout->shape[0]; b++) {
+            const float *p = (const float *)j->gout->data + (b * C + o) * S;
+            for (int64_t e = 0; e < S; e++)
+                acc += p[e];
         }
-        g[o] = (float)(g[o] + acc);
+        j->g[o] = (float)(j->g[o] + acc);
     }
+}
+
+static void bias_grad(struct vox_pool *pool, const struct vox_tensor *gout, struct vox_tensor *gb)
+{
+    struct bias_job j = {gout, gb->data};
+    const int64_t n[3] = {gout->shape[1], 1, 1}, tile[3] = {1, 1, 1};
+    vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, bias_channels, &j);
 }
 
 /* gw[o,i,a,b,c] += sum_{z,y,x} gout[o,z,y,x] in[i, z + a dz, ...]: outputs o i a b c, the
@@ -318,13 +350,13 @@ static void fast_conv_bw(void *self, struct vox_pool *pool, const struct vox_ten
     for (int64_t b = 0; b < in->shape[0]; b++) {
         const float *src = (const float *)in->data + b * is;
         if (bordered) {
-            border_copy(buf, s.p, src, in->shape + 2, pad, s.ci);
+            border_copy(pool, buf, s.p, src, in->shape + 2, pad, s.ci);
             src = buf;
         }
         vox_kernel_run(k, gw->data, (const float *)gout->data + b * os, src, NULL);
     }
     if (gb)
-        bias_grad(gout, gb);
+        bias_grad(pool, gout, gb);
 }
 
 /* The deconv's dimensions: in (I, Z, Y, X), out (O, Z KZ, Y KY, X KX), w (I, O, KZ, KY, KX).
@@ -432,7 +464,7 @@ static void fast_deconv_bw(void *self, struct vox_pool *pool, const struct vox_t
         vox_kernel_run(k, gw->data, (const float *)in->data + b * is,
                        (const float *)gout->data + b * os, NULL);
     if (gb)
-        bias_grad(gout, gb);
+        bias_grad(pool, gout, gb);
 }
 
 enum vox_status vox_nn_train_fast_create(struct vox_ctx *ctx, struct vox_nn_train_fast **f_out)

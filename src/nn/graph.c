@@ -176,6 +176,53 @@ static void crop_lo(const struct vox_nn_graph *g, int i, int64_t lo[3])
                                : (g->dims[l->in[0]].shape[1 + a] - g->dims[i].shape[1 + a]) / 2;
 }
 
+/* The per-channel layers (max-pooling and its adjoint, an activation's slope) run over the
+ * pool one (batch, channel) plane at a time: the planes are disjoint, so the results do not
+ * depend on the thread count. */
+enum chan_op { CHAN_MAXPOOL, CHAN_MAXPOOL_BACKWARD, CHAN_ACT_BACKWARD };
+
+struct chan_job {
+    enum chan_op op;
+    const struct vox_tensor *a, *b;
+    struct vox_tensor *out;
+    const int64_t *window;
+    enum vox_nn_act act;
+};
+
+/* The (n, c) plane nc of a dense (N, C, Z, Y, X) tensor, as a (1, 1, Z, Y, X) view. */
+static struct vox_tensor chan_view(const struct vox_tensor *t, int64_t nc)
+{
+    struct vox_tensor v = *t;
+    v.data = (float *)t->data + nc * t->shape[2] * t->shape[3] * t->shape[4];
+    v.base = NULL;
+    v.shape[0] = v.shape[1] = 1;
+    v.strides[0] = v.strides[1] = t->shape[2] * t->shape[3] * t->shape[4];
+    return v;
+}
+
+static void chan_planes(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)tid;
+    const struct chan_job *j = arg;
+    for (int64_t nc = lo[0]; nc < hi[0]; nc++) {
+        struct vox_tensor a = chan_view(j->a, nc), out = chan_view(j->out, nc), b;
+        if (j->b)
+            b = chan_view(j->b, nc);
+        if (j->op == CHAN_MAXPOOL)
+            vox_nn_ref_maxpool(&a, j->window, &out);
+        else if (j->op == CHAN_MAXPOOL_BACKWARD)
+            vox_nn_ref_maxpool_backward(&a, &b, j->window, &out);
+        else
+            vox_nn_ref_act_backward(&a, &b, j->act, &out);
+    }
+}
+
+static void chan_run(struct vox_pool *pool, struct chan_job *j)
+{
+    const int64_t n[3] = {j->out->shape[0] * j->out->shape[1], 1, 1}, tile[3] = {1, 1, 1};
+    vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, chan_planes, j);
+}
+
 static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w, int i,
                           struct vox_pool *pool)
 {
@@ -195,7 +242,7 @@ static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w
         g->k.deconv(g->k.self, pool, in, &w->p[i][VOX_P_WEIGHT], b, l->act, out);
         break;
     case VOX_NN_POOL:
-        vox_nn_ref_maxpool(in, l->kernel, out);
+        chan_run(pool, &(struct chan_job){CHAN_MAXPOOL, in, NULL, out, l->kernel, 0});
         break;
     case VOX_NN_MAXFILTER:
         vox_nn_ref_maxfilter(in, l->kernel, l->dilation, out);
@@ -252,12 +299,16 @@ enum vox_status vox_nn_graph_forward(struct vox_ctx *ctx, struct vox_nn_graph *g
 }
 
 /* The gradient of layer i's pre-activation: the scratch buffer shaped like layer i. */
-static struct vox_tensor *pre_act_grad(struct vox_nn_graph *g, int i)
+static struct vox_tensor *pre_act_grad(struct vox_nn_graph *g, int i, struct vox_pool *pool)
 {
     struct vox_tensor *s = &g->scratch, *t = &g->grad[i];
     memcpy(s->shape, t->shape, sizeof t->shape);
     memcpy(s->strides, t->strides, sizeof t->strides);
-    vox_nn_ref_act_backward(&g->val[i], t, g->net->layers[i].act, s);
+    enum vox_nn_act act = g->net->layers[i].act;
+    if (act == VOX_ACT_SOFTMAX)
+        vox_nn_ref_act_backward(&g->val[i], t, act, s);
+    else
+        chan_run(pool, &(struct chan_job){CHAN_ACT_BACKWARD, &g->val[i], t, s, NULL, act});
     return s;
 }
 
@@ -274,18 +325,18 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
     switch (l->kind) {
     case VOX_NN_CONV:
         conv_pad(l, v);
-        gout = pre_act_grad(g, i);
+        gout = pre_act_grad(g, i, pool);
         g->k.conv_backward_weights(g->k.self, pool, in, gout, l->dilation, v,
                                    &gw->p[i][VOX_P_WEIGHT], gb);
         g->k.conv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], l->dilation, v, gin);
         break;
     case VOX_NN_DECONV:
-        gout = pre_act_grad(g, i);
+        gout = pre_act_grad(g, i, pool);
         g->k.deconv_backward_weights(g->k.self, pool, in, gout, &gw->p[i][VOX_P_WEIGHT], gb);
         g->k.deconv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], gin);
         break;
     case VOX_NN_POOL:
-        vox_nn_ref_maxpool_backward(in, gout, l->kernel, gin);
+        chan_run(pool, &(struct chan_job){CHAN_MAXPOOL_BACKWARD, in, gout, gin, l->kernel, 0});
         break;
     case VOX_NN_MAXFILTER:
         vox_nn_ref_maxfilter_backward(in, gout, l->kernel, l->dilation, gin);
@@ -298,14 +349,14 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
         vox_nn_ref_crop_backward(gout, v, gin);
         break;
     case VOX_NN_ADD:
-        vox_nn_ref_add_backward(pre_act_grad(g, i), gins, l->n_in);
+        vox_nn_ref_add_backward(pre_act_grad(g, i, pool), gins, l->n_in);
         break;
     case VOX_NN_CONCAT:
         vox_nn_ref_concat_backward(gout, gins, l->n_in);
         break;
     case VOX_NN_ACT:
     case VOX_NN_OUTPUT:
-        vox_nn_ref_add_backward(pre_act_grad(g, i), &gin, 1);
+        vox_nn_ref_add_backward(pre_act_grad(g, i, pool), &gin, 1);
         break;
     default:
         break;
