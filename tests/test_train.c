@@ -195,8 +195,8 @@ static void two_input_check(struct vox_ctx *ctx, const char *spec, const int64_t
         goto done;
     vox_nn_weights_init(net, w, VOX_INIT_UNIFORM, 11);
     for (int i = 0; i < net->n_layers; i++) {
-        for (int64_t e = 0; w->p[i][VOX_P_WEIGHT].rank &&
-                            e < vox_tensor_numel(&w->p[i][VOX_P_WEIGHT]); e++)
+        for (int64_t e = 0;
+             w->p[i][VOX_P_WEIGHT].rank && e < vox_tensor_numel(&w->p[i][VOX_P_WEIGHT]); e++)
             F(&w->p[i][VOX_P_WEIGHT])[e] *= 5; /* U(-0.5, 0.5): gradients well above noise */
         for (int64_t e = 0; w->p[i][VOX_P_BIAS].rank && e < w->p[i][VOX_P_BIAS].shape[0]; e++)
             F(&w->p[i][VOX_P_BIAS])[e] = (float)(0.1 * urand());
