@@ -25,6 +25,11 @@ static float *F(const struct vox_tensor *t)
     return t->data;
 }
 
+static void tmp_path(char *buf, size_t n, const char *tag)
+{
+    snprintf(buf, n, "/tmp/vox_test_train_%ld_%s", (long)getpid(), tag);
+}
+
 /* L = sum r * out over the net's output, in double */
 static double objective(struct vox_ctx *ctx, struct vox_nn_graph *g, const struct vox_net *net,
                         const struct vox_nn_weights *w, const struct vox_tensor *in, const float *r)
@@ -163,6 +168,180 @@ static void test_layer_grads(struct vox_ctx *ctx)
         grad_check(ctx, cases[c].spec, cases[c].patch, cases[c].h);
 }
 
+/* Two 1-channel inputs, each through its own weights, joined by add (or by concat): the
+ * gradients of both inputs and of both paths' parameters against central finite differences
+ * (objective summed in double) at odd patch sizes. A backward that dropped or swapped one
+ * input's path would show as a zero or wrong gradient on that path's weights. */
+static void two_input_check(struct vox_ctx *ctx, const char *spec, const int64_t patch[3])
+{
+    struct vox_net *net = NULL;
+    struct vox_nn_graph *g = NULL;
+    struct vox_nn_weights *w = NULL, *gw = NULL;
+    struct vox_tensor in[2] = {{0}, {0}}, gin[2] = {{0}, {0}};
+    float *r = NULL;
+    CHECK_OK(vox_net_parse(ctx, spec, "two.net", &net));
+    if (!net)
+        return;
+    CHECK(net->n_inputs == 2);
+    CHECK_OK(vox_nn_graph_create(ctx, net, patch, NULL, &g));
+    CHECK_OK(vox_nn_weights_create(ctx, net, &w));
+    CHECK_OK(vox_nn_weights_create(ctx, net, &gw));
+    int64_t shape[5] = {1, 1, patch[0], patch[1], patch[2]};
+    for (int k = 0; k < 2; k++) {
+        CHECK_OK(vox_tensor_alloc(ctx, &in[k], VOX_F32, 5, shape));
+        CHECK_OK(vox_tensor_alloc(ctx, &gin[k], VOX_F32, 5, shape));
+    }
+    if (!g || !w || !gw || !in[0].data || !in[1].data || !gin[0].data || !gin[1].data)
+        goto done;
+    vox_nn_weights_init(net, w, VOX_INIT_UNIFORM, 11);
+    for (int i = 0; i < net->n_layers; i++) {
+        for (int64_t e = 0;
+             w->p[i][VOX_P_WEIGHT].rank && e < vox_tensor_numel(&w->p[i][VOX_P_WEIGHT]); e++)
+            F(&w->p[i][VOX_P_WEIGHT])[e] *= 5; /* U(-0.5, 0.5): gradients well above noise */
+        for (int64_t e = 0; w->p[i][VOX_P_BIAS].rank && e < w->p[i][VOX_P_BIAS].shape[0]; e++)
+            F(&w->p[i][VOX_P_BIAS])[e] = (float)(0.1 * urand());
+    }
+    int64_t n = vox_tensor_numel(&in[0]);
+    for (int k = 0; k < 2; k++)
+        for (int64_t e = 0; e < n; e++)
+            F(&in[k])[e] = (float)urand();
+    const struct vox_tensor *o = vox_nn_graph_value(g, vox_net_output(net, 0));
+    r = vox_alloc(ctx, vox_tensor_nbytes(o));
+    if (!r)
+        goto done;
+    for (int64_t e = 0; e < vox_tensor_numel(o); e++)
+        r[e] = (float)urand();
+    objective(ctx, g, net, w, in, r);
+    vox_nn_graph_zero_grad(g);
+    memcpy(vox_nn_graph_grad(g, vox_net_output(net, 0))->data, r, vox_tensor_nbytes(o));
+    vox_nn_graph_backward(ctx, g, w, gw);
+    int bad = 0;
+    for (int k = 0; k < 2; k++) {
+        memcpy(gin[k].data, vox_nn_graph_grad(g, vox_net_input(net, k))->data, n * sizeof(float));
+        double norm = 0;
+        for (int64_t e = 0; e < n; e++)
+            norm += fabs(F(&gin[k])[e]);
+        CHECK(norm > 0); /* both inputs reach the output */
+        bad += fd_compare(ctx, g, net, w, in, r, F(&in[k]), F(&gin[k]), n, 1e-2,
+                          net->layers[vox_net_input(net, k)].name);
+    }
+    for (int i = 0; i < net->n_layers; i++)
+        for (int k = 0; k < 2; k++)
+            if (w->p[i][k].rank)
+                bad += fd_compare(ctx, g, net, w, in, r, F(&w->p[i][k]), F(&gw->p[i][k]),
+                                  vox_tensor_numel(&w->p[i][k]), 1e-2, net->layers[i].name);
+    if (bad)
+        fprintf(stderr, "  net:\n%s", spec);
+    CHECK(bad == 0);
+done:
+    vox_free(ctx, r);
+    for (int k = 0; k < 2; k++) {
+        vox_tensor_free(ctx, &in[k]);
+        vox_tensor_free(ctx, &gin[k]);
+    }
+    vox_nn_weights_destroy(w);
+    vox_nn_weights_destroy(gw);
+    vox_nn_graph_destroy(g);
+    vox_net_destroy(net);
+}
+
+static void test_two_input_grads(struct vox_ctx *ctx)
+{
+    static const int64_t odd[2][3] = {{3, 5, 7}, {5, 7, 3}};
+    for (int s = 0; s < (vox_test_full ? 2 : 1); s++) {
+        two_input_check(ctx,
+                        "input a channels=1\ninput b channels=1\n"
+                        "conv ca a -> 2 kernel=1x3x3 act=elu\n"
+                        "conv cb b -> 2 kernel=3x1x3 pad=same act=tanh\n"
+                        "crop kb cb to=ca\nadd s ca kb\nconv e s -> 2 kernel=1x1x1\n"
+                        "output o e act=sigmoid\n",
+                        odd[s]);
+        two_input_check(ctx,
+                        "input a channels=1\ninput b channels=1\n"
+                        "concat cat a b\nconv c cat -> 3 kernel=2x3x2 act=tanh\n"
+                        "conv e c -> 1 kernel=1\noutput o e\n",
+                        odd[s]);
+    }
+}
+
+/* vox_nn_weights_seed: a source net saved to HDF5, a destination sharing some layer names
+ * (with the same shapes), one name with another shape and one new name. After seeding, the
+ * matching layers equal the source bit for bit, the others keep their initialisation bit for
+ * bit, and seeded_out says which is which; a file sharing no layer is VOX_INVALID_ARG. */
+static void test_weights_seed(struct vox_ctx *ctx)
+{
+    static const char src_spec[] = "input raw channels=1\n"
+                                   "conv c1 raw -> 4 kernel=1x3x3 act=elu\n"
+                                   "conv c2 c1 -> 4 kernel=2x3x3 act=elu\n"
+                                   "conv c3 c2 -> 3 kernel=1\n"
+                                   "output aff c3 act=sigmoid\n";
+    static const char dst_spec[] = "input raw channels=1\n"
+                                   "conv c1 raw -> 4 kernel=1x3x3 act=relu\n" /* same shape */
+                                   "conv c2 c1 -> 5 kernel=2x3x3 act=elu\n"   /* other shape */
+                                   "conv n2 c2 -> 4 kernel=1x3x3 act=elu\n"   /* new name */
+                                   "conv c3 n2 -> 3 kernel=1\n"               /* same shape */
+                                   "output aff c3 act=sigmoid\n";
+    static const char none_spec[] = "input raw channels=1\nconv z raw -> 3 kernel=1\n"
+                                    "output aff z act=sigmoid\n";
+    char file[512];
+    tmp_path(file, sizeof file, "seed.h5");
+    struct vox_net *src = NULL, *dst = NULL, *none = NULL;
+    struct vox_nn_weights *ws = NULL, *wd = NULL, *w0 = NULL, *wn = NULL;
+    CHECK_OK(vox_net_parse(ctx, src_spec, "src.net", &src));
+    CHECK_OK(vox_net_parse(ctx, dst_spec, "dst.net", &dst));
+    CHECK_OK(vox_net_parse(ctx, none_spec, "none.net", &none));
+    if (!src || !dst || !none)
+        goto done;
+    CHECK_OK(vox_nn_weights_create(ctx, src, &ws));
+    CHECK_OK(vox_nn_weights_create(ctx, dst, &wd));
+    CHECK_OK(vox_nn_weights_create(ctx, dst, &w0));
+    CHECK_OK(vox_nn_weights_create(ctx, none, &wn));
+    if (!ws || !wd || !w0 || !wn)
+        goto done;
+    vox_nn_weights_init(src, ws, VOX_INIT_MSRA, 1);
+    for (int i = 0; i < src->n_layers; i++) /* nonzero biases, so they are checked too */
+        for (int64_t e = 0; ws->p[i][VOX_P_BIAS].rank && e < ws->p[i][VOX_P_BIAS].shape[0]; e++)
+            F(&ws->p[i][VOX_P_BIAS])[e] = (float)urand();
+    CHECK_OK(vox_nn_weights_save(ctx, src, ws, file));
+    vox_nn_weights_init(dst, wd, VOX_INIT_XAVIER, 2);
+    vox_nn_weights_init(dst, w0, VOX_INIT_XAVIER, 2);
+    bool seeded[8] = {false};
+    CHECK(dst->n_layers <= 8);
+    CHECK_OK(vox_nn_weights_seed(ctx, dst, file, wd, seeded));
+    for (int i = 0; i < dst->n_layers; i++) {
+        const char *name = dst->layers[i].name;
+        int j = -1;
+        for (int k = 0; k < src->n_layers; k++)
+            if (strcmp(src->layers[k].name, name) == 0)
+                j = k;
+        bool want = strcmp(name, "c1") == 0 || strcmp(name, "c3") == 0;
+        if (seeded[i] != want)
+            fprintf(stderr, "  layer %s: seeded %d, expected %d\n", name, seeded[i], want);
+        CHECK(seeded[i] == want);
+        for (int p = 0; p < VOX_P_COUNT; p++) {
+            const struct vox_tensor *t = &wd->p[i][p];
+            if (!t->rank)
+                continue;
+            const struct vox_tensor *ref = want ? &ws->p[j][p] : &w0->p[i][p];
+            CHECK(vox_tensor_nbytes(t) == vox_tensor_nbytes(ref));
+            CHECK(memcmp(t->data, ref->data, vox_tensor_nbytes(t)) == 0);
+        }
+    }
+    CHECK(memcmp(w0->p[1][VOX_P_WEIGHT].data, ws->p[1][VOX_P_WEIGHT].data,
+                 vox_tensor_nbytes(&w0->p[1][VOX_P_WEIGHT])) != 0); /* the check can fail */
+    CHECK_STATUS(vox_nn_weights_seed(ctx, none, file, wn, seeded), VOX_INVALID_ARG);
+    CHECK_ERROR_HAS(file);
+done:
+    vox_nn_weights_destroy(ws);
+    vox_nn_weights_destroy(wd);
+    vox_nn_weights_destroy(w0);
+    vox_nn_weights_destroy(wn);
+    vox_net_destroy(src);
+    vox_net_destroy(dst);
+    vox_net_destroy(none);
+    remove(file);
+}
+
 /* every loss, rebalanced or not, masked or not, against finite differences on the logits */
 static void test_loss_grads(struct vox_ctx *ctx)
 {
@@ -274,11 +453,6 @@ static const char tiny_net[] = "input raw channels=1\n"
                                "conv c2 c1 -> 6 kernel=2x3x3 act=elu\n"
                                "conv c3 c2 -> 3 kernel=1\n"
                                "output aff c3 act=sigmoid\n";
-
-static void tmp_path(char *buf, size_t n, const char *tag)
-{
-    snprintf(buf, n, "/tmp/vox_test_train_%ld_%s", (long)getpid(), tag);
-}
 
 /* A synthetic volume as FILE.h5:/raw and /labels. */
 static void make_volume(struct vox_ctx *ctx, uint64_t seed, const int64_t shape[3],
@@ -652,7 +826,8 @@ done:
     remove(file);
 }
 
-VOX_TEST_MAIN(VOX_TEST(test_layer_grads), VOX_TEST(test_loss_grads), VOX_TEST(test_targets),
+VOX_TEST_MAIN(VOX_TEST(test_layer_grads), VOX_TEST(test_two_input_grads),
+              VOX_TEST(test_weights_seed), VOX_TEST(test_loss_grads), VOX_TEST(test_targets),
               VOX_TEST(test_sample_alignment), VOX_TEST(test_train_tiny),
               VOX_TEST(test_determinism), VOX_TEST(test_resume_and_corruption),
               VOX_TEST(test_errors))

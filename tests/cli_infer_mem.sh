@@ -1,0 +1,58 @@
+#!/bin/bash
+# cli_infer_mem.sh: the planner's --mem budget (vox_nn_volume_plan, src/nn/slide.c). `vox infer`
+# with nets/n4.net (random msra weights) on a synthetic volume under two budgets: the peak RSS
+# (ru_maxrss of the child, through /usr/bin/python3's resource module) stays under the budget
+# plus an allowance for the program itself, and both runs write the same values (the sliding
+# windows tile the output exactly) up to f32 rounding: the fast kernels are compiled per patch
+# shape and the two tilings' outputs differ by up to 1 ulp (measured: 6e-8 on values in [0, 1]),
+# so the comparison allows 1e-6 (a wrong tile offset or seam gives differences of order 0.1). The allowance is the peak RSS of the same command on a
+# volume of one field of view (libraries, JIT code, HDF5, a minimal plan) plus 16 MiB of slack
+# (staging buffers, allocator fragmentation). $1 is the vox binary.
+# Skipped for the sanitizer build (a binary under build-san/): ASan's shadow memory and
+# quarantine inflate the RSS far beyond what the plan holds.
+set -u
+vox=$1
+case "$vox" in *build-san*) echo "cli_infer_mem: skipped (sanitizer build)"; exit 0 ;; esac
+py=/usr/bin/python3
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+here=$(cd "$(dirname "$0")/.." && pwd)
+net=$here/nets/n4.net
+
+# peak KiB of the command's process tree; the command's exit status must be 0
+peak() {
+    "$py" -c 'import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if r.returncode == 0 else -1)' "$@"
+}
+
+"$vox" synth --quiet --out "$dir/s.h5" --shape 2,300,300 --seed 5 || fail "synth"
+"$vox" synth --quiet --out "$dir/t.h5" --shape 1,95,95 --seed 5 || fail "synth tiny"
+"$vox" infer --quiet --net "$net" --init msra --seed 3 --save-weights "$dir/w.h5" \
+    || fail "save weights"
+run() { peak "$vox" infer --quiet --threads 2 --net "$net" --weights "$dir/w.h5" "$@"; }
+base=$(run --in "$dir/t.h5:/raw" --out "$dir/t_o.h5:/p")
+[ "$base" -gt 0 ] || fail "baseline run"
+allow=$((base + 16 * 1024))
+for mib in 32 128; do
+    kib=$(run --in "$dir/s.h5:/raw" --out "$dir/o$mib.h5:/p" --mem ${mib}M)
+    [ "$kib" -gt 0 ] || fail "infer --mem ${mib}M"
+    echo "  --mem ${mib}M: peak $((kib / 1024)) MiB (budget + allowance $(((mib * 1024 + allow) / 1024)) MiB)"
+    [ "$kib" -le $((mib * 1024 + allow)) ] || fail "--mem ${mib}M: peak RSS ${kib} KiB"
+done
+# the two budgets must choose different tilings, else the comparison below proves nothing
+t32=$("$vox" infer --net "$net" --weights "$dir/w.h5" --in "$dir/s.h5:/raw" \
+    --out "$dir/x32.h5:/p" --mem 32M --threads 2 2>&1 | grep -o "[0-9]* patches of [0-9x]*")
+t128=$("$vox" infer --net "$net" --weights "$dir/w.h5" --in "$dir/s.h5:/raw" \
+    --out "$dir/x128.h5:/p" --mem 128M --threads 2 2>&1 | grep -o "[0-9]* patches of [0-9x]*")
+echo "  tilings: $t32 / $t128"
+[ -n "$t32" ] && [ "$t32" != "$t128" ] || fail "same tiling under both budgets: $t32"
+"$py" - "$dir/o32.h5" "$dir/o128.h5" <<'PY' || fail "outputs differ between the budgets"
+import sys, h5py, numpy as np
+a, b = (h5py.File(f, "r")["/p"][()] for f in sys.argv[1:3])
+d = float(np.abs(a.astype(np.float64) - b).max()) if a.shape == b.shape else float("inf")
+print("  outputs %s vs %s, max |difference| %g" % (a.shape, b.shape, d))
+sys.exit(0 if d <= 1e-6 else 1)
+PY
+echo "cli_infer_mem: ok"
