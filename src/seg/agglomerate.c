@@ -50,8 +50,8 @@ struct agg {
     int64_t ne, ns; /* edges, segments + 1 */
     struct agg_entry *heap;
     int64_t nheap, heap_cap, nvalid; /* nvalid: entries with a current stamp */
-    uint32_t *slot;                  /* hash table of edge ids by (a, b) */
-    uint64_t mask;
+    uint64_t *slot; /* hash table by (a, b): hash << 32 | edge id, AGG_EMPTY ids empty */
+    uint64_t tsize;
     int64_t *start, *len, *cap; /* per segment: its list at pool[start..start+len) */
     uint32_t *pool;
     int64_t pool_len, pool_cap;
@@ -108,21 +108,32 @@ static inline bool agg_before(const struct agg_entry *x, const struct agg_entry 
     return x->b < y->b;
 }
 
+/* The heap is 4-ary (children of i at 4i + 1 .. 4i + 4): half the levels of a binary heap,
+ * and the four children share two cache lines. */
+#define AGG_PARENT(i) (((i) - 1) / 4)
+
 static void agg_sift_down(struct agg_entry *heap, int64_t n, int64_t i)
 {
     struct agg_entry x = heap[i];
     for (;;) {
-        int64_t c = 2 * i + 1;
+        int64_t c = 4 * i + 1, end = c + 4 < n ? c + 4 : n;
         if (c >= n)
             break;
-        if (c + 1 < n && agg_before(&heap[c + 1], &heap[c]))
-            c++;
+        for (int64_t k = c + 1; k < end; k++)
+            c = agg_before(&heap[k], &heap[c]) ? k : c;
         if (!agg_before(&heap[c], &x))
             break;
         heap[i] = heap[c];
         i = c;
     }
     heap[i] = x;
+}
+
+/* Restores the heap order of heap[0..n) in O(n). */
+static void agg_heapify(struct agg_entry *heap, int64_t n)
+{
+    for (int64_t i = n > 1 ? AGG_PARENT(n - 1) : -1; i >= 0; i--)
+        agg_sift_down(heap, n, i);
 }
 
 /* Drops the stale entries and restores the heap order, in O(n). */
@@ -135,8 +146,7 @@ static void agg_heap_rebuild(struct agg *g)
             g->heap[n++] = g->heap[i];
     }
     g->nheap = n;
-    for (int64_t i = n / 2 - 1; i >= 0; i--)
-        agg_sift_down(g->heap, n, i);
+    agg_heapify(g->heap, n);
 }
 
 /* The edge's previous entry, if any, is stale from now on. */
@@ -159,7 +169,7 @@ static enum vox_status agg_push(struct agg *g, int64_t i)
     if (g->nheap > 2 * g->nvalid + 1024)
         agg_heap_rebuild(g);
     if (g->nheap == g->heap_cap) {
-        int64_t cap = g->heap_cap ? 2 * g->heap_cap : 1024;
+        int64_t cap = g->heap_cap + g->heap_cap / 2 + 1024;
         void *h = vox_realloc(g->ctx, g->heap, (size_t)g->heap_cap * sizeof *g->heap,
                               (size_t)cap * sizeof *g->heap);
         if (!h)
@@ -170,9 +180,9 @@ static enum vox_status agg_push(struct agg *g, int64_t i)
     e->queued = true;
     g->nvalid++;
     int64_t k = g->nheap++;
-    while (k > 0 && agg_before(&x, &g->heap[(k - 1) / 2])) {
-        g->heap[k] = g->heap[(k - 1) / 2];
-        k = (k - 1) / 2;
+    while (k > 0 && agg_before(&x, &g->heap[AGG_PARENT(k)])) {
+        g->heap[k] = g->heap[AGG_PARENT(k)];
+        k = AGG_PARENT(k);
     }
     g->heap[k] = x;
     return VOX_OK;
@@ -189,49 +199,67 @@ static struct agg_entry agg_pop(struct agg *g)
 
 /* ---- the edge table -------------------------------------------------------------------- */
 
-static inline uint64_t agg_hash(const struct agg *g, uint32_t a, uint32_t b)
+/* The 32-bit hash of (a, b): its high bits pick the home slot (multiply-shift, so the table
+ * need not be a power of two) and it is stored in the slot beside the edge id. */
+static inline uint32_t agg_hash(uint32_t a, uint32_t b)
 {
     uint64_t k = (uint64_t)a << 32 | b; /* a murmur3-style finalizer */
     k ^= k >> 33;
     k *= 0xFF51AFD7ED558CCDull;
     k ^= k >> 33;
-    return k & g->mask;
+    k *= 0xC4CEB9FE1A85EC53ull;
+    return (uint32_t)(k >> 32);
 }
 
-/* The live edge (a, b), a < b, or AGG_EMPTY. */
+static inline uint64_t agg_home(const struct agg *g, uint32_t hash)
+{
+    return (uint64_t)hash * g->tsize >> 32;
+}
+
+static inline uint64_t agg_next(const struct agg *g, uint64_t h)
+{
+    return h + 1 == g->tsize ? 0 : h + 1;
+}
+
+/* The live edge (a, b), a < b, or AGG_EMPTY; an edge is read only when its hash matches. */
 static uint32_t agg_find(const struct agg *g, uint32_t a, uint32_t b)
 {
-    for (uint64_t h = agg_hash(g, a, b);; h = (h + 1) & g->mask) {
-        uint32_t i = g->slot[h];
-        if (i == AGG_EMPTY || (g->e[i].a == a && g->e[i].b == b))
+    uint32_t hash = agg_hash(a, b);
+    for (uint64_t h = agg_home(g, hash);; h = agg_next(g, h)) {
+        uint64_t s = g->slot[h];
+        uint32_t i = (uint32_t)s;
+        if (i == AGG_EMPTY)
+            return i;
+        if ((uint32_t)(s >> 32) == hash && g->e[i].a == a && g->e[i].b == b)
             return i;
     }
 }
 
 static void agg_insert(struct agg *g, uint32_t i)
 {
-    uint64_t h = agg_hash(g, g->e[i].a, g->e[i].b);
-    while (g->slot[h] != AGG_EMPTY)
-        h = (h + 1) & g->mask;
-    g->slot[h] = i;
+    uint32_t hash = agg_hash(g->e[i].a, g->e[i].b);
+    uint64_t h = agg_home(g, hash);
+    while ((uint32_t)g->slot[h] != AGG_EMPTY)
+        h = agg_next(g, h);
+    g->slot[h] = (uint64_t)hash << 32 | i;
 }
 
-/* Removes edge i (under its current endpoints), shifting later entries of its probe run back. */
+/* Removes edge i (under its current endpoints), shifting later entries of its probe run back
+ * (their homes come from the stored hashes). */
 static void agg_remove(struct agg *g, uint32_t i)
 {
-    uint64_t h = agg_hash(g, g->e[i].a, g->e[i].b);
-    while (g->slot[h] != i)
-        h = (h + 1) & g->mask;
-    for (uint64_t j = (h + 1) & g->mask; g->slot[j] != AGG_EMPTY; j = (j + 1) & g->mask) {
-        const struct agg_edge *f = &g->e[g->slot[j]];
-        uint64_t k = agg_hash(g, f->a, f->b);
+    uint64_t h = agg_home(g, agg_hash(g->e[i].a, g->e[i].b));
+    while ((uint32_t)g->slot[h] != i)
+        h = agg_next(g, h);
+    for (uint64_t j = agg_next(g, h); (uint32_t)g->slot[j] != AGG_EMPTY; j = agg_next(g, j)) {
+        uint64_t k = agg_home(g, (uint32_t)(g->slot[j] >> 32));
         /* the entry at j may move to the hole at h when its home k is not in (h, j] */
         if ((j > h && (k <= h || k > j)) || (j < h && k <= h && k > j)) {
             g->slot[h] = g->slot[j];
             h = j;
         }
     }
-    g->slot[h] = AGG_EMPTY;
+    g->slot[h] = UINT64_MAX;
 }
 
 /* ---- adjacency lists ------------------------------------------------------------------- */
@@ -341,6 +369,18 @@ static enum vox_status agg_combine(struct agg *g, uint32_t t, uint32_t f)
     return VOX_OK;
 }
 
+/* Prefetches the table slots that merging b into a will probe for b's edge fi: the random
+ * reads that dominate a merge, overlapped with the work on the edges before it. */
+static inline void agg_prefetch_slots(const struct agg *g, uint32_t a, uint32_t b, uint32_t fi)
+{
+    const struct agg_edge *f = &g->e[fi];
+    if (f->a == 0)
+        return;
+    uint32_t nb = f->a == b ? f->b : f->a;
+    __builtin_prefetch(&g->slot[agg_home(g, agg_hash(a < nb ? a : nb, a < nb ? nb : a))]);
+    __builtin_prefetch(&g->slot[agg_home(g, agg_hash(f->a, f->b))]);
+}
+
 /* Merges b into a (a < b) along edge me: b's edges to a's neighbours are added into a's,
  * the others are re-keyed to a and join a's list. */
 static enum vox_status agg_merge(struct agg *g, uint32_t a, uint32_t b, uint32_t me)
@@ -351,6 +391,10 @@ static enum vox_status agg_merge(struct agg *g, uint32_t a, uint32_t b, uint32_t
     const uint32_t *lb = g->pool + g->start[b];
     uint32_t *la = g->pool + g->start[a];
     for (int64_t k = 0; k < g->len[b] && s == VOX_OK; k++) {
+        if (k + 16 < g->len[b])
+            __builtin_prefetch(&g->e[lb[k + 16]]);
+        if (k + 8 < g->len[b])
+            agg_prefetch_slots(g, a, b, lb[k + 8]);
         uint32_t fi = lb[k];
         struct agg_edge *f = &g->e[fi];
         if (f->a == 0)
@@ -386,12 +430,10 @@ static enum vox_status agg_alloc(struct agg *g, const struct vox_rag *rag)
     struct vox_ctx *ctx = g->ctx;
     int64_t ns = rag->nseg + 1, ne = rag->n;
     bool q = g->p->score == VOX_SEG_SCORE_QUANTILE;
-    uint64_t tsize = 1024;
-    while (tsize < 2 * (uint64_t)ne)
-        tsize *= 2;
+    uint64_t tsize = (uint64_t)ne + (uint64_t)ne / 2 + 1024; /* load <= 2/3 */
     g->ne = ne;
     g->ns = ns;
-    g->mask = tsize - 1;
+    g->tsize = tsize;
     g->e = vox_alloc(ctx, (size_t)(ne + 1) * sizeof *g->e);
     g->slot = vox_alloc(ctx, (size_t)tsize * sizeof *g->slot);
     g->start = vox_calloc(ctx, (size_t)ns, sizeof *g->start);
@@ -446,6 +488,37 @@ static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag)
     return VOX_OK;
 }
 
+/* Edge i's entry (stamp 0); false when a cut at max_threshold would not apply its score. */
+static bool agg_entry_of(const struct agg *g, int64_t i, struct agg_entry *x)
+{
+    *x = (struct agg_entry){.a = g->e[i].a, .b = g->e[i].b, .edge = (uint32_t)i};
+    agg_score(g, i, &x->num, &x->den);
+    return vox_merge_applies(agg_value(x->num, x->den), g->p->max_threshold);
+}
+
+/* The heap of every edge whose score applies, built in O(n), with room for half as many
+ * again before it grows (stale entries are dropped once they outnumber the live ones). */
+static enum vox_status agg_heap_init(struct agg *g)
+{
+    struct agg_entry x;
+    int64_t nq = 0;
+    for (int64_t i = 0; i < g->ne; i++)
+        nq += agg_entry_of(g, i, &x);
+    g->heap_cap = nq + nq / 2 + 1024;
+    g->heap = vox_alloc(g->ctx, (size_t)g->heap_cap * sizeof *g->heap);
+    if (!g->heap)
+        return VOX_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < g->ne; i++) {
+        if (agg_entry_of(g, i, &g->heap[g->nheap])) {
+            g->e[i].queued = true;
+            g->nheap++;
+        }
+    }
+    g->nvalid = g->nheap;
+    agg_heapify(g->heap, g->nheap);
+    return VOX_OK;
+}
+
 /* Loads the graph; `owned` (rag itself, or NULL) is freed once copied, before the heap takes
  * its room. */
 static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag, struct vox_rag *owned)
@@ -469,9 +542,7 @@ static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag, struct
         g->pool[g->start[a] + g->len[a]++] = (uint32_t)i;
         g->pool[g->start[b] + g->len[b]++] = (uint32_t)i;
     }
-    for (int64_t i = 0; i < g->ne && s == VOX_OK; i++)
-        s = agg_push(g, i);
-    return s;
+    return agg_heap_init(g);
 }
 
 static void agg_fini(struct agg *g)
