@@ -166,10 +166,11 @@ static enum vox_status agg_push(struct agg *g, int64_t i)
     agg_unqueue(g, e);
     if (!vox_merge_applies(agg_value(x.num, x.den), g->p->max_threshold))
         return VOX_OK;
-    if (g->nheap > 2 * g->nvalid + 1024)
-        agg_heap_rebuild(g);
+    if (g->nheap > 2 * g->nvalid + 1024 ||
+        (g->nheap == g->heap_cap && g->nheap - g->nvalid >= g->heap_cap / 4))
+        agg_heap_rebuild(g); /* a full heap drops its stale entries before it grows */
     if (g->nheap == g->heap_cap) {
-        int64_t cap = g->heap_cap + g->heap_cap / 2 + 1024;
+        int64_t cap = g->heap_cap + g->heap_cap / 4 + 1024;
         void *h = vox_realloc(g->ctx, g->heap, (size_t)g->heap_cap * sizeof *g->heap,
                               (size_t)cap * sizeof *g->heap);
         if (!h)
@@ -192,8 +193,10 @@ static struct agg_entry agg_pop(struct agg *g)
 {
     struct agg_entry top = g->heap[0];
     g->heap[0] = g->heap[--g->nheap];
-    if (g->nheap > 0)
+    if (g->nheap > 0) {
         agg_sift_down(g->heap, g->nheap, 0);
+        __builtin_prefetch(&g->e[g->heap[0].edge]); /* likely the next pop's edge */
+    }
     return top;
 }
 
@@ -458,11 +461,15 @@ static enum vox_status agg_alloc(struct agg *g, const struct vox_rag *rag)
     return VOX_OK;
 }
 
-/* Copies and checks the edges, filling the table and the degrees (in len). */
-static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag)
+/* Copies and checks the edges, filling the table and the degrees (in len). With `owned`, the
+ * pages of the edges already copied are returned as it goes (their copies take their place). */
+static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag, bool owned)
 {
     bool q = g->p->score == VOX_SEG_SCORE_QUANTILE;
+    const int64_t step = 1 << 16;
     for (int64_t i = 0; i < g->ne; i++) {
+        if (owned && i % step == 0 && i > 0)
+            seg_release_pages(rag->e + i - step, (size_t)step * sizeof *rag->e);
         const struct vox_rag_edge *r = &rag->e[i];
         if (r->a == 0 || r->a >= r->b || r->b > rag->nseg || r->count == 0 ||
             (q && r->nbins <= 0))
@@ -496,15 +503,15 @@ static bool agg_entry_of(const struct agg *g, int64_t i, struct agg_entry *x)
     return vox_merge_applies(agg_value(x->num, x->den), g->p->max_threshold);
 }
 
-/* The heap of every edge whose score applies, built in O(n), with room for half as many
- * again before it grows (stale entries are dropped once they outnumber the live ones). */
+/* The heap of every edge whose score applies, built in O(n), with room for a quarter as many
+ * again: a full heap first drops its stale entries, and grows only when they are few. */
 static enum vox_status agg_heap_init(struct agg *g)
 {
     struct agg_entry x;
     int64_t nq = 0;
     for (int64_t i = 0; i < g->ne; i++)
         nq += agg_entry_of(g, i, &x);
-    g->heap_cap = nq + nq / 2 + 1024;
+    g->heap_cap = nq + nq / 4 + 1024;
     g->heap = vox_alloc(g->ctx, (size_t)g->heap_cap * sizeof *g->heap);
     if (!g->heap)
         return VOX_OUT_OF_MEMORY;
@@ -525,7 +532,7 @@ static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag, struct
 {
     enum vox_status s = agg_alloc(g, rag);
     if (s == VOX_OK)
-        s = agg_load(g, rag);
+        s = agg_load(g, rag, owned != NULL);
     vox_rag_fini(g->ctx, owned);
     if (s != VOX_OK)
         return s;

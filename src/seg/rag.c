@@ -11,10 +11,12 @@
  * (with a one-entry cache per channel: runs along x mostly repeat the same pair). Pass 2, for
  * histograms only, scans again and drops each face's value into its edge's slot of a byte
  * array laid out by the counts of pass 1 (at most 3 bytes per voxel, freed at the end), then
- * each edge's values are counted into bins. Edges are finally radix-sorted by (a, b).
+ * each edge's values are counted into bins. The table is freed once the scans are done, and
+ * the edges are put in (a, b) order by a counting sort on a straight into the output.
  */
 #include "seg_internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 struct rag_acc {
@@ -109,10 +111,11 @@ static int64_t rag_edge(struct rag_acc *r, uint64_t key)
 /* Scans every face; pass 1 accumulates statistics, pass 2 (vals != NULL) places each face's
  * value at vals[pos[e]++]. */
 static enum vox_status rag_scan(struct rag_acc *r, const uint32_t *lab, const uint8_t *q,
-                                const struct seg_dims *d, uint8_t *vals, int64_t *pos)
+                                const struct seg_dims *d, int64_t row0, int64_t row1,
+                                uint8_t *vals, int64_t *pos)
 {
     const int64_t step[3] = {d->plane, d->x, 1};
-    for (int64_t row = 0; row < d->z * d->y; row++) {
+    for (int64_t row = row0; row < row1; row++) {
         int64_t z = row / d->y, y = row % d->y, v0 = row * d->x;
         for (int c = 0; c < 3; c++) {
             if ((c == 0 && z == 0) || (c == 1 && y == 0))
@@ -191,6 +194,7 @@ static void rag_acc_free(struct rag_acc *r)
     vox_free(r->ctx, r->count);
 }
 
+
 /* Pass 2: every face value in its edge's slot (vals), by first-seen edge (off[0..n]). */
 static enum vox_status rag_collect(struct rag_acc *r, const uint32_t *lab, const uint8_t *q,
                                    const struct seg_dims *d, uint8_t **vals_out,
@@ -209,7 +213,7 @@ static enum vox_status rag_collect(struct rag_acc *r, const uint32_t *lab, const
     vals = vox_alloc(r->ctx, (size_t)off[r->n] + 1);
     if (!vals)
         goto fail;
-    s = rag_scan(r, lab, q, d, vals, pos);
+    s = rag_scan(r, lab, q, d, 0, d->z * d->y, vals, pos);
     if (s != VOX_OK)
         goto fail;
     vox_free(r->ctx, pos);
@@ -223,42 +227,84 @@ fail:
     return s;
 }
 
+static int rag_cmp_b(const void *x, const void *y)
+{
+    uint32_t a = ((const struct vox_rag_edge *)x)->b, b = ((const struct vox_rag_edge *)y)->b;
+    return (a > b) - (a < b);
+}
+
+/* Orders the edges by (a, b) without a sort buffer: a counting sort by a into the output,
+ * each a's run then sorted by b (short runs by insertion, long ones by qsort: the b are
+ * unique within a run, so either order is the same). Returns the edges, or NULL. */
+static struct vox_rag_edge *rag_order(struct rag_acc *r, int64_t nseg)
+{
+    struct vox_ctx *ctx = r->ctx;
+    int64_t *at = vox_calloc(ctx, (size_t)nseg + 2, sizeof *at);
+    struct vox_rag_edge *e = vox_alloc(ctx, (size_t)(r->n + 1) * sizeof *e);
+    if (!at || !e) {
+        vox_free(ctx, at);
+        vox_free(ctx, e);
+        return NULL;
+    }
+    for (int64_t i = 0; i < r->n; i++)
+        at[(r->key[i] >> 32) + 1]++;
+    for (int64_t v = 0; v <= nseg; v++)
+        at[v + 1] += at[v];
+    for (int64_t i = 0; i < r->n; i++) { /* hist holds the first-seen index for now */
+        uint64_t k = r->key[i];
+        e[at[k >> 32]++] = (struct vox_rag_edge){.a = (uint32_t)(k >> 32), .b = (uint32_t)k,
+                                                 .hist = i};
+    }
+    for (int64_t i = 0, j; i < r->n; i = j) {
+        for (j = i + 1; j < r->n && e[j].a == e[i].a; j++)
+            ;
+        if (j - i > 32) {
+            qsort(e + i, (size_t)(j - i), sizeof *e, rag_cmp_b);
+            continue;
+        }
+        for (int64_t k = i + 1; k < j; k++) {
+            struct vox_rag_edge x = e[k];
+            int64_t m = k;
+            for (; m > i && e[m - 1].b > x.b; m--)
+                e[m] = e[m - 1];
+            e[m] = x;
+        }
+    }
+    vox_free(ctx, at);
+    return e;
+}
+
 /* Writes the edges in (a, b) order, with their histograms when vals is given. */
 static enum vox_status rag_emit(struct rag_acc *r, uint8_t *vals, const int64_t *off,
                                 int64_t nseg, struct vox_rag *g)
 {
     struct vox_ctx *ctx = r->ctx;
-    struct seg_kv *kv = vox_alloc(ctx, (size_t)(r->n + 1) * 2 * sizeof *kv);
     memset(g, 0, sizeof *g);
-    g->e = vox_alloc(ctx, (size_t)(r->n + 1) * sizeof *g->e);
     int64_t nh = 0;
     for (int64_t e = 0; vals && e < r->n; e++)
         nh += r->count[e] < 256 ? (int64_t)r->count[e] : 256;
+    g->e = rag_order(r, nseg);
     g->hist_bin = vox_alloc(ctx, (size_t)nh + 1);
     g->hist_count = vox_alloc(ctx, (size_t)(nh + 1) * sizeof *g->hist_count);
-    if (!kv || !g->e || !g->hist_bin || !g->hist_count) {
-        vox_free(ctx, kv);
+    if (!g->e || !g->hist_bin || !g->hist_count) {
         vox_rag_fini(ctx, g);
         return VOX_OUT_OF_MEMORY;
     }
-    for (int64_t e = 0; e < r->n; e++)
-        kv[e] = (struct seg_kv){.key = r->key[e], .val = (uint64_t)e};
-    seg_radix_sort(kv, kv + r->n, r->n);
     g->nseg = nseg;
     g->n = r->n;
     for (int64_t i = 0; i < r->n; i++) {
-        int64_t e = (int64_t)kv[i].val;
         struct vox_rag_edge *o = &g->e[i];
-        *o = (struct vox_rag_edge){.a = (uint32_t)(kv[i].key >> 32), .b = (uint32_t)kv[i].key,
-                                   .max = r->max[e], .sum = r->sum[e], .count = r->count[e],
-                                   .hist = g->nhist};
+        int64_t e = o->hist;
+        o->max = r->max[e];
+        o->sum = r->sum[e];
+        o->count = r->count[e];
+        o->hist = g->nhist;
         if (vals) {
             o->nbins = rag_bins(vals + off[e], off[e + 1] - off[e], g->hist_bin + g->nhist,
                                 g->hist_count + g->nhist);
             g->nhist += o->nbins;
         }
     }
-    vox_free(ctx, kv);
     return VOX_OK;
 }
 
@@ -283,9 +329,13 @@ enum vox_status vox_rag_build(struct vox_ctx *ctx, const struct vox_tensor *labe
     struct rag_acc r = {.ctx = ctx};
     uint8_t *vals = NULL;
     int64_t *off = NULL;
-    s = rag_scan(&r, labels->data, q->data, &d, NULL, NULL);
+    s = rag_scan(&r, labels->data, q->data, &d, 0, d.z * d.y, NULL, NULL);
     if (s == VOX_OK && histograms)
         s = rag_collect(&r, labels->data, q->data, &d, &vals, &off);
+    vox_free(ctx, r.slot_key); /* the table is dead once the faces are scanned */
+    vox_free(ctx, r.slot_edge);
+    r.slot_key = NULL;
+    r.slot_edge = NULL;
     if (s == VOX_OK)
         s = rag_emit(&r, vals, off, nseg, rag_out);
     vox_free(ctx, vals);
