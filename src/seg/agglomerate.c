@@ -10,13 +10,14 @@
  * independent of threads or heap layout.
  *
  * Data: edges (32 bytes) live in one array and are found by their endpoints in an
- * open-addressing hash table of edge ids (linear probing, backward-shift deletion). A
+ * open-addressing hash table (linear probing, backward-shift deletion, 1.5 slots per edge) whose
+ * slots hold the pair's 32-bit hash beside the edge id: probes and shifts read no edge. A
  * segment's adjacency is a list of edge ids in a shared pool; dead edges are dropped when a
  * list is moved or the pool compacted (a list that outgrows its room moves to the pool's end;
- * a full pool is rebuilt with only live entries). A merge of b into a (a < b: the survivor
- * keeps the smaller id, the canonical one) walks b's list only: an edge to a neighbour that a
- * also touches (one hash look-up) is added into a's edge, any other edge is re-keyed to a and
- * appended to a's list. Cost per merge: O(deg b) look-ups and heap pushes.
+ * a full pool is compacted in place to its live entries). A merge of b into a (a < b: the
+ * survivor keeps the smaller id, the canonical one) walks b's list only: an edge to a
+ * neighbour that a also touches (one hash look-up) is added into a's edge, any other edge is
+ * re-keyed to a and appended to a's list. Cost per merge: O(deg b) look-ups and heap pushes.
  *
  * The heap is lazy: an edge whose score or endpoints change gets a new stamp and a new entry;
  * stale entries are dropped when popped, and the heap is rebuilt from its current entries when
@@ -267,30 +268,43 @@ static void agg_remove(struct agg *g, uint32_t i)
 
 /* ---- adjacency lists ------------------------------------------------------------------- */
 
-/* Rebuilds the pool with the live entries of every list, with room for `more` after them. */
+/* Compacts the pool in place, keeping only the live entries of every list (taken in the order
+ * of their starts, so entries only move down), and makes room for `more` after them. */
 static enum vox_status agg_pool_compact(struct agg *g, int64_t more)
 {
-    int64_t live = 0, at = 0;
+    int64_t m = 0, at = 0;
     for (int64_t s = 0; s < g->ns; s++)
-        for (int64_t k = 0; k < g->len[s]; k++)
-            live += g->e[g->pool[g->start[s] + k]].a != 0;
-    int64_t cap = 2 * live + more + 1024;
-    uint32_t *pool = vox_alloc(g->ctx, (size_t)cap * sizeof *pool);
-    if (!pool)
+        m += g->len[s] > 0;
+    struct seg_kv *kv = vox_alloc(g->ctx, (size_t)(2 * m + 1) * sizeof *kv);
+    if (!kv)
         return VOX_OUT_OF_MEMORY;
+    m = 0;
     for (int64_t s = 0; s < g->ns; s++) {
+        if (g->len[s] > 0)
+            kv[m++] = (struct seg_kv){.key = (uint64_t)g->start[s], .val = (uint64_t)s};
+        g->cap[s] = 0; /* a list left empty has no room any more */
+    }
+    seg_radix_sort(kv, kv + m, m);
+    for (int64_t i = 0; i < m; i++) {
+        int64_t s = (int64_t)kv[i].val, from = at;
         const uint32_t *l = g->pool + g->start[s];
-        int64_t from = at;
         for (int64_t k = 0; k < g->len[s]; k++)
             if (g->e[l[k]].a != 0)
-                pool[at++] = l[k];
+                g->pool[at++] = l[k];
         g->start[s] = from;
         g->len[s] = g->cap[s] = at - from;
     }
-    vox_free(g->ctx, g->pool);
-    g->pool = pool;
+    vox_free(g->ctx, kv);
     g->pool_len = at;
-    g->pool_cap = cap;
+    if (at + more > g->pool_cap) {
+        int64_t cap = at + more + at / 2 + 1024;
+        void *p = vox_realloc(g->ctx, g->pool, (size_t)g->pool_cap * sizeof *g->pool,
+                              (size_t)cap * sizeof *g->pool);
+        if (!p)
+            return VOX_OUT_OF_MEMORY;
+        g->pool = p;
+        g->pool_cap = cap;
+    }
     return VOX_OK;
 }
 
@@ -442,7 +456,7 @@ static enum vox_status agg_alloc(struct agg *g, const struct vox_rag *rag)
     g->start = vox_calloc(ctx, (size_t)ns, sizeof *g->start);
     g->len = vox_calloc(ctx, (size_t)ns, sizeof *g->len);
     g->cap = vox_calloc(ctx, (size_t)ns, sizeof *g->cap);
-    g->pool_cap = 3 * ne + 1024;
+    g->pool_cap = 2 * ne + ne / 2 + 1024; /* the lists, and room for those that move */
     g->pool = vox_alloc(ctx, (size_t)g->pool_cap * sizeof *g->pool);
     g->hcap = q ? rag->nhist + 1 : 0;
     g->hist = q ? vox_alloc(ctx, (size_t)(ne + 1) * sizeof *g->hist) : NULL;
@@ -579,8 +593,12 @@ static enum vox_status agg_run(struct vox_ctx *ctx, const struct vox_rag *rag,
                                struct vox_merge_history *hist_out)
 {
     struct agg g = {.ctx = ctx, .p = p};
-    struct vox_merge_history h = {.nseg = rag->nseg};
-    enum vox_status s = agg_init(&g, rag, owned);
+    /* at most nseg - 1 merges: the history never grows (its pages fill as it is written) */
+    struct vox_merge_history h = {.nseg = rag->nseg, .cap = rag->nseg};
+    h.m = vox_alloc(ctx, (size_t)(h.cap + 1) * sizeof *h.m);
+    enum vox_status s = h.m ? agg_init(&g, rag, owned) : VOX_OUT_OF_MEMORY;
+    if (!h.m)
+        vox_rag_fini(ctx, owned);
     while (s == VOX_OK && g.nheap > 0) { /* every queued score applies */
         struct agg_entry top = agg_pop(&g);
         struct agg_edge *e = &g.e[top.edge];
