@@ -407,11 +407,13 @@ static enum vox_status agg_merge(struct agg *g, uint32_t a, uint32_t b, uint32_t
     enum vox_status s = agg_reserve(g, a, g->len[b]);
     const uint32_t *lb = g->pool + g->start[b];
     uint32_t *la = g->pool + g->start[a];
+    for (int64_t k = 0; k < g->len[b] && k < 32; k++) /* the edges' reads overlap */
+        __builtin_prefetch(&g->e[lb[k]]);
     for (int64_t k = 0; k < g->len[b] && s == VOX_OK; k++) {
-        if (k + 16 < g->len[b])
-            __builtin_prefetch(&g->e[lb[k + 16]]);
-        if (k + 8 < g->len[b])
-            agg_prefetch_slots(g, a, b, lb[k + 8]);
+        if (k + 32 < g->len[b])
+            __builtin_prefetch(&g->e[lb[k + 32]]);
+        if (k + 4 < g->len[b])
+            agg_prefetch_slots(g, a, b, lb[k + 4]);
         uint32_t fi = lb[k];
         struct agg_edge *f = &g->e[fi];
         if (f->a == 0)
