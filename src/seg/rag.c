@@ -101,11 +101,10 @@ static int64_t rag_edge(struct rag_acc *r, uint64_t key)
 /* Scans every face; pass 1 accumulates statistics, pass 2 (vals != NULL) places each face's
  * value at vals[pos[e]++]. */
 static enum vox_status rag_scan(struct rag_acc *r, const uint32_t *lab, const uint8_t *q,
-                                const struct seg_dims *d, int64_t row0, int64_t row1,
-                                uint8_t *vals, int64_t *pos)
+                                const struct seg_dims *d, uint8_t *vals, int64_t *pos)
 {
     const int64_t step[3] = {d->plane, d->x, 1};
-    for (int64_t row = row0; row < row1; row++) {
+    for (int64_t row = 0; row < d->z * d->y; row++) {
         int64_t z = row / d->y, y = row % d->y, v0 = row * d->x;
         for (int c = 0; c < 3; c++) {
             if ((c == 0 && z == 0) || (c == 1 && y == 0))
@@ -202,7 +201,7 @@ static enum vox_status rag_collect(struct rag_acc *r, const uint32_t *lab, const
     vals = vox_alloc(r->ctx, (size_t)off[r->n] + 1);
     if (!vals)
         goto fail;
-    s = rag_scan(r, lab, q, d, 0, d->z * d->y, vals, pos);
+    s = rag_scan(r, lab, q, d, vals, pos);
     if (s != VOX_OK)
         goto fail;
     vox_free(r->ctx, pos);
@@ -325,7 +324,7 @@ enum vox_status vox_rag_build(struct vox_ctx *ctx, const struct vox_tensor *labe
     struct rag_acc r = {.ctx = ctx};
     uint8_t *vals = NULL;
     int64_t *off = NULL;
-    s = rag_scan(&r, labels->data, q->data, &d, 0, d.z * d.y, NULL, NULL);
+    s = rag_scan(&r, labels->data, q->data, &d, NULL, NULL);
     if (s == VOX_OK && histograms)
         s = rag_collect(&r, labels->data, q->data, &d, &vals, &off);
     vox_free(ctx, r.slot); /* the table is dead once the faces are scanned */
