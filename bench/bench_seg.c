@@ -14,7 +14,8 @@
  * size merge and no dust (waterz's watershed has neither), mean score, agglomeration up to
  * threshold (default 0.5), then the cut into uint64 labels (waterz returns uint64 labels).
  * seg-all's bytes_per_voxel is the peak RSS of a forked child that loads the uint8 affinities
- * from a file and runs that pipeline (input included, nothing subtracted). The peer runs
+ * from a file and runs that pipeline with vox_segment_consume (the input is freed once the
+ * region graph is built; input included, nothing subtracted). The peer runs
  * bench/peers/waterz_seg.py under bench/peers/venv/bin/python on the same affinities as
  * float32, when that interpreter exists; see docs/benchmarks.md.
  */
@@ -176,13 +177,15 @@ static enum vox_status run_stage(struct vox_ctx *ctx, const struct seg_bench *b,
     return s;
 }
 
-/* The whole pipeline as a real run does it: vox_segment, then the cut into uint64 labels. */
+/* The whole pipeline as a real run does it: vox_segment, then the cut into uint64 labels.
+ * With `consume`, vox_segment_consume frees q once the region graph is built. */
 static enum vox_status run_all(struct vox_ctx *ctx, const struct seg_bench *b,
-                               const struct vox_tensor *q, int64_t *segments)
+                               struct vox_tensor *q, bool consume, int64_t *segments)
 {
     struct vox_seg_result r = {0};
     struct vox_tensor out = {0};
-    enum vox_status s = vox_segment(ctx, q, &b->p, &r);
+    enum vox_status s = consume ? vox_segment_consume(ctx, q, &b->p, &r)
+                                : vox_segment(ctx, q, &b->p, &r);
     s = s ? s : vox_tensor_alloc(ctx, &out, VOX_U64, 3, r.labels.shape);
     s = s ? s : vox_merge_history_cut(ctx, &r.merges, &r.labels, b->threshold, &out, segments);
     vox_tensor_free(ctx, &out);
@@ -208,7 +211,7 @@ static int child_all(void *arg)
     struct vox_tensor q = {0};
     int64_t segments;
     enum vox_status s = vox_volume_load(ctx, c->u8_path, &q, NULL);
-    s = s ? s : run_all(ctx, c->b, &q, &segments);
+    s = s ? s : run_all(ctx, c->b, &q, true, &segments);
     vox_tensor_free(ctx, &q);
     vox_ctx_destroy(ctx);
     return s == VOX_OK ? 0 : 1;
@@ -285,7 +288,7 @@ static enum vox_status bench_all(struct bench_env *env, const struct bench_param
     s = s ? s : vox_volume_load(ctx, u8, &q, NULL);
     for (int i = 0; i < bp->runs && s == VOX_OK; i++) {
         double t0 = vox_time_now();
-        s = run_all(ctx, b, &q, &segments);
+        s = run_all(ctx, b, &q, false, &segments);
         res->times[i] = vox_time_now() - t0;
     }
     res->runs = bp->runs;

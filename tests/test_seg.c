@@ -405,6 +405,19 @@ static void check_threads_float(struct vox_ctx *ctx, struct vox_ctx *ctx1, struc
     CHECK(r3.merges.n == r1.merges.n && same_history(&r3.merges, &r1.merges, r1.merges.n));
     CHECK(r3.dend.n == r1.dend.n && same_history(&r3.dend, &r1.dend, r1.dend.n));
     CHECK_OK(vox_segment(ctx, &f, &p, &rf));
+    struct vox_tensor own = {0}; /* vox_segment_consume: the same result, the input freed */
+    CHECK_OK(vox_tensor_alloc(ctx, &own, VOX_U8, 4, aff.shape));
+    memcpy(own.data, q, (size_t)n * 3);
+    struct vox_seg_result rc[2];
+    CHECK_OK(vox_segment_consume(ctx, &own, &p, &rc[0]));
+    CHECK_OK(vox_segment_consume(ctx, &f, &p, &rc[1]));
+    for (int i = 0; i < 2; i++) {
+        CHECK(rc[i].nseg == r2.nseg && rc[i].merges.n == r2.merges.n);
+        CHECK(memcmp(rc[i].labels.data, r2.labels.data, (size_t)n * 4) == 0);
+        CHECK(same_history(&rc[i].merges, &r2.merges, r2.merges.n));
+        vox_seg_result_fini(ctx, &rc[i]);
+    }
+    CHECK(own.data == NULL && f.data == NULL);
     CHECK(r2.nseg == r1.nseg && r2.nseg == rf.nseg && r2.nseg > 1);
     CHECK(memcmp(r2.labels.data, r1.labels.data, (size_t)n * 4) == 0);
     CHECK(memcmp(r2.labels.data, rf.labels.data, (size_t)n * 4) == 0);

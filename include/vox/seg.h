@@ -224,6 +224,12 @@ struct vox_seg_result {
  * agglomeration. Cut the result with vox_merge_history_cut(&res->merges, &res->labels, ...). */
 enum vox_status vox_segment(struct vox_ctx *ctx, const struct vox_tensor *aff,
                             const struct vox_seg_params *p, struct vox_seg_result *res_out);
+/* vox_segment that takes the affinities over: *aff is freed (vox_tensor_free, left zeroed) as
+ * soon as the region graph is built, or on failure, so the agglomeration and a cut run without
+ * it (3 B/voxel less at the peak for u8 input, 12 for f32). */
+enum vox_status vox_segment_consume(struct vox_ctx *ctx, struct vox_tensor *aff,
+                                    const struct vox_seg_params *p,
+                                    struct vox_seg_result *res_out);
 void vox_seg_result_fini(struct vox_ctx *ctx, struct vox_seg_result *res);
 
 #ifdef __cplusplus

@@ -10,13 +10,14 @@
  * independent of threads or heap layout.
  *
  * Data: edges (32 bytes) live in one array and are found by their endpoints in an
- * open-addressing hash table of edge ids (linear probing, backward-shift deletion). A
+ * open-addressing hash table (linear probing, backward-shift deletion, 1.5 slots per edge) whose
+ * slots hold the pair's 32-bit hash beside the edge id: probes and shifts read no edge. A
  * segment's adjacency is a list of edge ids in a shared pool; dead edges are dropped when a
  * list is moved or the pool compacted (a list that outgrows its room moves to the pool's end;
- * a full pool is rebuilt with only live entries). A merge of b into a (a < b: the survivor
- * keeps the smaller id, the canonical one) walks b's list only: an edge to a neighbour that a
- * also touches (one hash look-up) is added into a's edge, any other edge is re-keyed to a and
- * appended to a's list. Cost per merge: O(deg b) look-ups and heap pushes.
+ * a full pool is compacted in place to its live entries). A merge of b into a (a < b: the
+ * survivor keeps the smaller id, the canonical one) walks b's list only: an edge to a
+ * neighbour that a also touches (one hash look-up) is added into a's edge, any other edge is
+ * re-keyed to a and appended to a's list. Cost per merge: O(deg b) look-ups and heap pushes.
  *
  * The heap is lazy: an edge whose score or endpoints change gets a new stamp and a new entry;
  * stale entries are dropped when popped, and the heap is rebuilt from its current entries when
@@ -50,8 +51,8 @@ struct agg {
     int64_t ne, ns; /* edges, segments + 1 */
     struct agg_entry *heap;
     int64_t nheap, heap_cap, nvalid; /* nvalid: entries with a current stamp */
-    uint32_t *slot;                  /* hash table of edge ids by (a, b) */
-    uint64_t mask;
+    uint64_t *slot; /* hash table by (a, b): hash << 32 | edge id, AGG_EMPTY ids empty */
+    uint64_t tsize;
     int64_t *start, *len, *cap; /* per segment: its list at pool[start..start+len) */
     uint32_t *pool;
     int64_t pool_len, pool_cap;
@@ -108,21 +109,32 @@ static inline bool agg_before(const struct agg_entry *x, const struct agg_entry 
     return x->b < y->b;
 }
 
+/* The heap is 4-ary (children of i at 4i + 1 .. 4i + 4): half the levels of a binary heap,
+ * and the four children share two cache lines. */
+#define AGG_PARENT(i) (((i) - 1) / 4)
+
 static void agg_sift_down(struct agg_entry *heap, int64_t n, int64_t i)
 {
     struct agg_entry x = heap[i];
     for (;;) {
-        int64_t c = 2 * i + 1;
+        int64_t c = 4 * i + 1, end = c + 4 < n ? c + 4 : n;
         if (c >= n)
             break;
-        if (c + 1 < n && agg_before(&heap[c + 1], &heap[c]))
-            c++;
+        for (int64_t k = c + 1; k < end; k++)
+            c = agg_before(&heap[k], &heap[c]) ? k : c;
         if (!agg_before(&heap[c], &x))
             break;
         heap[i] = heap[c];
         i = c;
     }
     heap[i] = x;
+}
+
+/* Restores the heap order of heap[0..n) in O(n). */
+static void agg_heapify(struct agg_entry *heap, int64_t n)
+{
+    for (int64_t i = n > 1 ? AGG_PARENT(n - 1) : -1; i >= 0; i--)
+        agg_sift_down(heap, n, i);
 }
 
 /* Drops the stale entries and restores the heap order, in O(n). */
@@ -135,8 +147,7 @@ static void agg_heap_rebuild(struct agg *g)
             g->heap[n++] = g->heap[i];
     }
     g->nheap = n;
-    for (int64_t i = n / 2 - 1; i >= 0; i--)
-        agg_sift_down(g->heap, n, i);
+    agg_heapify(g->heap, n);
 }
 
 /* The edge's previous entry, if any, is stale from now on. */
@@ -156,10 +167,11 @@ static enum vox_status agg_push(struct agg *g, int64_t i)
     agg_unqueue(g, e);
     if (!vox_merge_applies(agg_value(x.num, x.den), g->p->max_threshold))
         return VOX_OK;
-    if (g->nheap > 2 * g->nvalid + 1024)
-        agg_heap_rebuild(g);
+    if (g->nheap > 2 * g->nvalid + 1024 ||
+        (g->nheap == g->heap_cap && g->nheap - g->nvalid >= g->heap_cap / 4))
+        agg_heap_rebuild(g); /* a full heap drops its stale entries before it grows */
     if (g->nheap == g->heap_cap) {
-        int64_t cap = g->heap_cap ? 2 * g->heap_cap : 1024;
+        int64_t cap = g->heap_cap + g->heap_cap / 4 + 1024;
         void *h = vox_realloc(g->ctx, g->heap, (size_t)g->heap_cap * sizeof *g->heap,
                               (size_t)cap * sizeof *g->heap);
         if (!h)
@@ -170,9 +182,9 @@ static enum vox_status agg_push(struct agg *g, int64_t i)
     e->queued = true;
     g->nvalid++;
     int64_t k = g->nheap++;
-    while (k > 0 && agg_before(&x, &g->heap[(k - 1) / 2])) {
-        g->heap[k] = g->heap[(k - 1) / 2];
-        k = (k - 1) / 2;
+    while (k > 0 && agg_before(&x, &g->heap[AGG_PARENT(k)])) {
+        g->heap[k] = g->heap[AGG_PARENT(k)];
+        k = AGG_PARENT(k);
     }
     g->heap[k] = x;
     return VOX_OK;
@@ -182,84 +194,117 @@ static struct agg_entry agg_pop(struct agg *g)
 {
     struct agg_entry top = g->heap[0];
     g->heap[0] = g->heap[--g->nheap];
-    if (g->nheap > 0)
+    if (g->nheap > 0) {
         agg_sift_down(g->heap, g->nheap, 0);
+        __builtin_prefetch(&g->e[g->heap[0].edge]); /* likely the next pop's edge */
+    }
     return top;
 }
 
 /* ---- the edge table -------------------------------------------------------------------- */
 
-static inline uint64_t agg_hash(const struct agg *g, uint32_t a, uint32_t b)
+/* The 32-bit hash of (a, b): its high bits pick the home slot (multiply-shift, so the table
+ * need not be a power of two) and it is stored in the slot beside the edge id. */
+static inline uint32_t agg_hash(uint32_t a, uint32_t b)
 {
     uint64_t k = (uint64_t)a << 32 | b; /* a murmur3-style finalizer */
     k ^= k >> 33;
     k *= 0xFF51AFD7ED558CCDull;
     k ^= k >> 33;
-    return k & g->mask;
+    k *= 0xC4CEB9FE1A85EC53ull;
+    return (uint32_t)(k >> 32);
 }
 
-/* The live edge (a, b), a < b, or AGG_EMPTY. */
+static inline uint64_t agg_home(const struct agg *g, uint32_t hash)
+{
+    return (uint64_t)hash * g->tsize >> 32;
+}
+
+static inline uint64_t agg_next(const struct agg *g, uint64_t h)
+{
+    return h + 1 == g->tsize ? 0 : h + 1;
+}
+
+/* The live edge (a, b), a < b, or AGG_EMPTY; an edge is read only when its hash matches. */
 static uint32_t agg_find(const struct agg *g, uint32_t a, uint32_t b)
 {
-    for (uint64_t h = agg_hash(g, a, b);; h = (h + 1) & g->mask) {
-        uint32_t i = g->slot[h];
-        if (i == AGG_EMPTY || (g->e[i].a == a && g->e[i].b == b))
+    uint32_t hash = agg_hash(a, b);
+    for (uint64_t h = agg_home(g, hash);; h = agg_next(g, h)) {
+        uint64_t s = g->slot[h];
+        uint32_t i = (uint32_t)s;
+        if (i == AGG_EMPTY)
+            return i;
+        if ((uint32_t)(s >> 32) == hash && g->e[i].a == a && g->e[i].b == b)
             return i;
     }
 }
 
 static void agg_insert(struct agg *g, uint32_t i)
 {
-    uint64_t h = agg_hash(g, g->e[i].a, g->e[i].b);
-    while (g->slot[h] != AGG_EMPTY)
-        h = (h + 1) & g->mask;
-    g->slot[h] = i;
+    uint32_t hash = agg_hash(g->e[i].a, g->e[i].b);
+    uint64_t h = agg_home(g, hash);
+    while ((uint32_t)g->slot[h] != AGG_EMPTY)
+        h = agg_next(g, h);
+    g->slot[h] = (uint64_t)hash << 32 | i;
 }
 
-/* Removes edge i (under its current endpoints), shifting later entries of its probe run back. */
+/* Removes edge i (under its current endpoints), shifting later entries of its probe run back
+ * (their homes come from the stored hashes). */
 static void agg_remove(struct agg *g, uint32_t i)
 {
-    uint64_t h = agg_hash(g, g->e[i].a, g->e[i].b);
-    while (g->slot[h] != i)
-        h = (h + 1) & g->mask;
-    for (uint64_t j = (h + 1) & g->mask; g->slot[j] != AGG_EMPTY; j = (j + 1) & g->mask) {
-        const struct agg_edge *f = &g->e[g->slot[j]];
-        uint64_t k = agg_hash(g, f->a, f->b);
+    uint64_t h = agg_home(g, agg_hash(g->e[i].a, g->e[i].b));
+    while ((uint32_t)g->slot[h] != i)
+        h = agg_next(g, h);
+    for (uint64_t j = agg_next(g, h); (uint32_t)g->slot[j] != AGG_EMPTY; j = agg_next(g, j)) {
+        uint64_t k = agg_home(g, (uint32_t)(g->slot[j] >> 32));
         /* the entry at j may move to the hole at h when its home k is not in (h, j] */
         if ((j > h && (k <= h || k > j)) || (j < h && k <= h && k > j)) {
             g->slot[h] = g->slot[j];
             h = j;
         }
     }
-    g->slot[h] = AGG_EMPTY;
+    g->slot[h] = UINT64_MAX;
 }
 
 /* ---- adjacency lists ------------------------------------------------------------------- */
 
-/* Rebuilds the pool with the live entries of every list, with room for `more` after them. */
+/* Compacts the pool in place, keeping only the live entries of every list (taken in the order
+ * of their starts, so entries only move down), and makes room for `more` after them. */
 static enum vox_status agg_pool_compact(struct agg *g, int64_t more)
 {
-    int64_t live = 0, at = 0;
+    int64_t m = 0, at = 0;
     for (int64_t s = 0; s < g->ns; s++)
-        for (int64_t k = 0; k < g->len[s]; k++)
-            live += g->e[g->pool[g->start[s] + k]].a != 0;
-    int64_t cap = 2 * live + more + 1024;
-    uint32_t *pool = vox_alloc(g->ctx, (size_t)cap * sizeof *pool);
-    if (!pool)
+        m += g->len[s] > 0;
+    struct seg_kv *kv = vox_alloc(g->ctx, (size_t)(2 * m + 1) * sizeof *kv);
+    if (!kv)
         return VOX_OUT_OF_MEMORY;
+    m = 0;
     for (int64_t s = 0; s < g->ns; s++) {
+        if (g->len[s] > 0)
+            kv[m++] = (struct seg_kv){.key = (uint64_t)g->start[s], .val = (uint64_t)s};
+        g->cap[s] = 0; /* a list left empty has no room any more */
+    }
+    seg_radix_sort(kv, kv + m, m);
+    for (int64_t i = 0; i < m; i++) {
+        int64_t s = (int64_t)kv[i].val, from = at;
         const uint32_t *l = g->pool + g->start[s];
-        int64_t from = at;
         for (int64_t k = 0; k < g->len[s]; k++)
             if (g->e[l[k]].a != 0)
-                pool[at++] = l[k];
+                g->pool[at++] = l[k];
         g->start[s] = from;
         g->len[s] = g->cap[s] = at - from;
     }
-    vox_free(g->ctx, g->pool);
-    g->pool = pool;
+    vox_free(g->ctx, kv);
     g->pool_len = at;
-    g->pool_cap = cap;
+    if (at + more > g->pool_cap) {
+        int64_t cap = at + more + at / 2 + 1024;
+        void *p = vox_realloc(g->ctx, g->pool, (size_t)g->pool_cap * sizeof *g->pool,
+                              (size_t)cap * sizeof *g->pool);
+        if (!p)
+            return VOX_OUT_OF_MEMORY;
+        g->pool = p;
+        g->pool_cap = cap;
+    }
     return VOX_OK;
 }
 
@@ -341,6 +386,18 @@ static enum vox_status agg_combine(struct agg *g, uint32_t t, uint32_t f)
     return VOX_OK;
 }
 
+/* Prefetches the table slots that merging b into a will probe for b's edge fi: the random
+ * reads that dominate a merge, overlapped with the work on the edges before it. */
+static inline void agg_prefetch_slots(const struct agg *g, uint32_t a, uint32_t b, uint32_t fi)
+{
+    const struct agg_edge *f = &g->e[fi];
+    if (f->a == 0)
+        return;
+    uint32_t nb = f->a == b ? f->b : f->a;
+    __builtin_prefetch(&g->slot[agg_home(g, agg_hash(a < nb ? a : nb, a < nb ? nb : a))]);
+    __builtin_prefetch(&g->slot[agg_home(g, agg_hash(f->a, f->b))]);
+}
+
 /* Merges b into a (a < b) along edge me: b's edges to a's neighbours are added into a's,
  * the others are re-keyed to a and join a's list. */
 static enum vox_status agg_merge(struct agg *g, uint32_t a, uint32_t b, uint32_t me)
@@ -350,7 +407,13 @@ static enum vox_status agg_merge(struct agg *g, uint32_t a, uint32_t b, uint32_t
     enum vox_status s = agg_reserve(g, a, g->len[b]);
     const uint32_t *lb = g->pool + g->start[b];
     uint32_t *la = g->pool + g->start[a];
+    for (int64_t k = 0; k < g->len[b] && k < 32; k++) /* the edges' reads overlap */
+        __builtin_prefetch(&g->e[lb[k]]);
     for (int64_t k = 0; k < g->len[b] && s == VOX_OK; k++) {
+        if (k + 32 < g->len[b])
+            __builtin_prefetch(&g->e[lb[k + 32]]);
+        if (k + 4 < g->len[b])
+            agg_prefetch_slots(g, a, b, lb[k + 4]);
         uint32_t fi = lb[k];
         struct agg_edge *f = &g->e[fi];
         if (f->a == 0)
@@ -386,18 +449,16 @@ static enum vox_status agg_alloc(struct agg *g, const struct vox_rag *rag)
     struct vox_ctx *ctx = g->ctx;
     int64_t ns = rag->nseg + 1, ne = rag->n;
     bool q = g->p->score == VOX_SEG_SCORE_QUANTILE;
-    uint64_t tsize = 1024;
-    while (tsize < 2 * (uint64_t)ne)
-        tsize *= 2;
+    uint64_t tsize = (uint64_t)ne + (uint64_t)ne / 2 + 1024; /* load <= 2/3 */
     g->ne = ne;
     g->ns = ns;
-    g->mask = tsize - 1;
+    g->tsize = tsize;
     g->e = vox_alloc(ctx, (size_t)(ne + 1) * sizeof *g->e);
     g->slot = vox_alloc(ctx, (size_t)tsize * sizeof *g->slot);
     g->start = vox_calloc(ctx, (size_t)ns, sizeof *g->start);
     g->len = vox_calloc(ctx, (size_t)ns, sizeof *g->len);
     g->cap = vox_calloc(ctx, (size_t)ns, sizeof *g->cap);
-    g->pool_cap = 3 * ne + 1024;
+    g->pool_cap = 2 * ne + ne / 2 + 1024; /* the lists, and room for those that move */
     g->pool = vox_alloc(ctx, (size_t)g->pool_cap * sizeof *g->pool);
     g->hcap = q ? rag->nhist + 1 : 0;
     g->hist = q ? vox_alloc(ctx, (size_t)(ne + 1) * sizeof *g->hist) : NULL;
@@ -416,11 +477,15 @@ static enum vox_status agg_alloc(struct agg *g, const struct vox_rag *rag)
     return VOX_OK;
 }
 
-/* Copies and checks the edges, filling the table and the degrees (in len). */
-static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag)
+/* Copies and checks the edges, filling the table and the degrees (in len). With `owned`, the
+ * pages of the edges already copied are returned as it goes (their copies take their place). */
+static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag, bool owned)
 {
     bool q = g->p->score == VOX_SEG_SCORE_QUANTILE;
+    const int64_t step = 1 << 16;
     for (int64_t i = 0; i < g->ne; i++) {
+        if (owned && i % step == 0 && i > 0)
+            seg_release_pages(rag->e + i - step, (size_t)step * sizeof *rag->e);
         const struct vox_rag_edge *r = &rag->e[i];
         if (r->a == 0 || r->a >= r->b || r->b > rag->nseg || r->count == 0 ||
             (q && r->nbins <= 0))
@@ -446,13 +511,44 @@ static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag)
     return VOX_OK;
 }
 
+/* Edge i's entry (stamp 0); false when a cut at max_threshold would not apply its score. */
+static bool agg_entry_of(const struct agg *g, int64_t i, struct agg_entry *x)
+{
+    *x = (struct agg_entry){.a = g->e[i].a, .b = g->e[i].b, .edge = (uint32_t)i};
+    agg_score(g, i, &x->num, &x->den);
+    return vox_merge_applies(agg_value(x->num, x->den), g->p->max_threshold);
+}
+
+/* The heap of every edge whose score applies, built in O(n), with room for a quarter as many
+ * again: a full heap first drops its stale entries, and grows only when they are few. */
+static enum vox_status agg_heap_init(struct agg *g)
+{
+    struct agg_entry x;
+    int64_t nq = 0;
+    for (int64_t i = 0; i < g->ne; i++)
+        nq += agg_entry_of(g, i, &x);
+    g->heap_cap = nq + nq / 4 + 1024;
+    g->heap = vox_alloc(g->ctx, (size_t)g->heap_cap * sizeof *g->heap);
+    if (!g->heap)
+        return VOX_OUT_OF_MEMORY;
+    for (int64_t i = 0; i < g->ne; i++) {
+        if (agg_entry_of(g, i, &g->heap[g->nheap])) {
+            g->e[i].queued = true;
+            g->nheap++;
+        }
+    }
+    g->nvalid = g->nheap;
+    agg_heapify(g->heap, g->nheap);
+    return VOX_OK;
+}
+
 /* Loads the graph; `owned` (rag itself, or NULL) is freed once copied, before the heap takes
  * its room. */
 static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag, struct vox_rag *owned)
 {
     enum vox_status s = agg_alloc(g, rag);
     if (s == VOX_OK)
-        s = agg_load(g, rag);
+        s = agg_load(g, rag, owned != NULL);
     vox_rag_fini(g->ctx, owned);
     if (s != VOX_OK)
         return s;
@@ -469,9 +565,7 @@ static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag, struct
         g->pool[g->start[a] + g->len[a]++] = (uint32_t)i;
         g->pool[g->start[b] + g->len[b]++] = (uint32_t)i;
     }
-    for (int64_t i = 0; i < g->ne && s == VOX_OK; i++)
-        s = agg_push(g, i);
-    return s;
+    return agg_heap_init(g);
 }
 
 static void agg_fini(struct agg *g)
@@ -501,8 +595,12 @@ static enum vox_status agg_run(struct vox_ctx *ctx, const struct vox_rag *rag,
                                struct vox_merge_history *hist_out)
 {
     struct agg g = {.ctx = ctx, .p = p};
-    struct vox_merge_history h = {.nseg = rag->nseg};
-    enum vox_status s = agg_init(&g, rag, owned);
+    /* at most nseg - 1 merges: the history never grows (its pages fill as it is written) */
+    struct vox_merge_history h = {.nseg = rag->nseg, .cap = rag->nseg};
+    h.m = vox_alloc(ctx, (size_t)(h.cap + 1) * sizeof *h.m);
+    enum vox_status s = h.m ? agg_init(&g, rag, owned) : VOX_OUT_OF_MEMORY;
+    if (!h.m)
+        vox_rag_fini(ctx, owned);
     while (s == VOX_OK && g.nheap > 0) { /* every queued score applies */
         struct agg_entry top = agg_pop(&g);
         struct agg_edge *e = &g.e[top.edge];

@@ -7,20 +7,22 @@
  * nonzero bins, sorted). All of it adds exactly, so merged edges are exact and the result does
  * not depend on any processing order.
  *
- * Pass 1 scans the faces once, finding each pair's edge in an open-addressing hash table
- * (with a one-entry cache per channel: runs along x mostly repeat the same pair). Pass 2, for
+ * Pass 1 scans the faces once, finding each pair's edge in an open-addressing hash table of
+ * 4-byte edge ids (4 bytes a slot: growth keeps little alive; a probe compares the edge's key),
+ * with a one-entry cache per channel: runs along x mostly repeat the same pair. Pass 2, for
  * histograms only, scans again and drops each face's value into its edge's slot of a byte
  * array laid out by the counts of pass 1 (at most 3 bytes per voxel, freed at the end), then
- * each edge's values are counted into bins. Edges are finally radix-sorted by (a, b).
+ * each edge's values are counted into bins. The table is freed once the scans are done, and
+ * the edges are put in (a, b) order by a counting sort on a straight into the output.
  */
 #include "seg_internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 struct rag_acc {
     struct vox_ctx *ctx;
-    uint64_t *slot_key; /* hash table: 0 = empty */
-    uint32_t *slot_edge;
+    uint32_t *slot;     /* hash table of edge + 1 (0 = empty), probed by key[edge] */
     int64_t cap;        /* power of two */
     int64_t n, ecap;    /* edges found so far, and room */
     uint64_t *key;      /* per edge, in first-seen order */
@@ -40,26 +42,17 @@ static inline uint64_t rag_hash(uint64_t k)
 static enum vox_status rag_grow_table(struct rag_acc *r)
 {
     int64_t cap = r->cap ? 2 * r->cap : 1024;
-    uint64_t *keys = vox_calloc(r->ctx, (size_t)cap, sizeof *keys);
-    uint32_t *edges = vox_alloc(r->ctx, (size_t)cap * sizeof *edges);
-    if (!keys || !edges) {
-        vox_free(r->ctx, keys);
-        vox_free(r->ctx, edges);
+    uint32_t *slot = vox_calloc(r->ctx, (size_t)cap, sizeof *slot);
+    if (!slot)
         return VOX_OUT_OF_MEMORY;
-    }
-    for (int64_t i = 0; i < r->cap; i++) {
-        if (!r->slot_key[i])
-            continue;
-        uint64_t h = rag_hash(r->slot_key[i]) & (uint64_t)(cap - 1);
-        while (keys[h])
+    for (int64_t e = 0; e < r->n; e++) {
+        uint64_t h = rag_hash(r->key[e]) & (uint64_t)(cap - 1);
+        while (slot[h])
             h = (h + 1) & (uint64_t)(cap - 1);
-        keys[h] = r->slot_key[i];
-        edges[h] = r->slot_edge[i];
+        slot[h] = (uint32_t)e + 1;
     }
-    vox_free(r->ctx, r->slot_key);
-    vox_free(r->ctx, r->slot_edge);
-    r->slot_key = keys;
-    r->slot_edge = edges;
+    vox_free(r->ctx, r->slot);
+    r->slot = slot;
     r->cap = cap;
     return VOX_OK;
 }
@@ -90,16 +83,15 @@ static int64_t rag_edge(struct rag_acc *r, uint64_t key)
     if (2 * (r->n + 1) > r->cap && rag_grow_table(r) != VOX_OK)
         return -1;
     uint64_t h = rag_hash(key) & (uint64_t)(r->cap - 1);
-    while (r->slot_key[h]) {
-        if (r->slot_key[h] == key)
-            return r->slot_edge[h];
+    while (r->slot[h]) {
+        if (r->key[r->slot[h] - 1] == key)
+            return r->slot[h] - 1;
         h = (h + 1) & (uint64_t)(r->cap - 1);
     }
     if (r->n == r->ecap && rag_grow_edges(r) != VOX_OK)
         return -1;
     int64_t e = r->n++;
-    r->slot_key[h] = key;
-    r->slot_edge[h] = (uint32_t)e;
+    r->slot[h] = (uint32_t)e + 1;
     r->key[e] = key;
     r->max[e] = 0;
     r->sum[e] = r->count[e] = 0;
@@ -183,13 +175,13 @@ static int32_t rag_bins(uint8_t *vals, int64_t n, uint8_t *bins, uint64_t *count
 
 static void rag_acc_free(struct rag_acc *r)
 {
-    vox_free(r->ctx, r->slot_key);
-    vox_free(r->ctx, r->slot_edge);
+    vox_free(r->ctx, r->slot);
     vox_free(r->ctx, r->key);
     vox_free(r->ctx, r->max);
     vox_free(r->ctx, r->sum);
     vox_free(r->ctx, r->count);
 }
+
 
 /* Pass 2: every face value in its edge's slot (vals), by first-seen edge (off[0..n]). */
 static enum vox_status rag_collect(struct rag_acc *r, const uint32_t *lab, const uint8_t *q,
@@ -223,42 +215,91 @@ fail:
     return s;
 }
 
+static int rag_cmp_b(const void *x, const void *y)
+{
+    uint32_t a = ((const struct vox_rag_edge *)x)->b, b = ((const struct vox_rag_edge *)y)->b;
+    return (a > b) - (a < b);
+}
+
+/* Orders the edges by (a, b) without a sort buffer: a counting sort by a into the output
+ * (the per-edge arrays' pages returned as they are copied: the peak is about one copy),
+ * each a's run then sorted by b (short runs by insertion, long ones by qsort: the b are
+ * unique within a run, so either order is the same). Returns the edges, or NULL. */
+static struct vox_rag_edge *rag_order(struct rag_acc *r, int64_t nseg)
+{
+    struct vox_ctx *ctx = r->ctx;
+    int64_t *at = vox_calloc(ctx, (size_t)nseg + 2, sizeof *at);
+    struct vox_rag_edge *e = vox_alloc(ctx, (size_t)(r->n + 1) * sizeof *e);
+    if (!at || !e) {
+        vox_free(ctx, at);
+        vox_free(ctx, e);
+        return NULL;
+    }
+    for (int64_t i = 0; i < r->n; i++)
+        at[(r->key[i] >> 32) + 1]++;
+    for (int64_t v = 0; v <= nseg; v++)
+        at[v + 1] += at[v];
+    const int64_t step = 1 << 16;
+    for (int64_t i = 0; i < r->n; i++) { /* hist holds the first-seen index for now */
+        uint64_t k = r->key[i];
+        e[at[k >> 32]++] = (struct vox_rag_edge){.a = (uint32_t)(k >> 32), .b = (uint32_t)k,
+                                                 .max = r->max[i], .sum = r->sum[i],
+                                                 .count = r->count[i], .hist = i};
+        if ((i + 1) % step == 0) { /* the statistics copied so far are dead */
+            int64_t i0 = i + 1 - step;
+            seg_release_pages(r->key + i0, (size_t)step * sizeof *r->key);
+            seg_release_pages(r->max + i0, (size_t)step);
+            seg_release_pages(r->sum + i0, (size_t)step * sizeof *r->sum);
+            seg_release_pages(r->count + i0, (size_t)step * sizeof *r->count);
+        }
+    }
+    for (int64_t i = 0, j; i < r->n; i = j) {
+        for (j = i + 1; j < r->n && e[j].a == e[i].a; j++)
+            ;
+        if (j - i > 32) {
+            qsort(e + i, (size_t)(j - i), sizeof *e, rag_cmp_b);
+            continue;
+        }
+        for (int64_t k = i + 1; k < j; k++) {
+            struct vox_rag_edge x = e[k];
+            int64_t m = k;
+            for (; m > i && e[m - 1].b > x.b; m--)
+                e[m] = e[m - 1];
+            e[m] = x;
+        }
+    }
+    vox_free(ctx, at);
+    return e;
+}
+
 /* Writes the edges in (a, b) order, with their histograms when vals is given. */
 static enum vox_status rag_emit(struct rag_acc *r, uint8_t *vals, const int64_t *off,
                                 int64_t nseg, struct vox_rag *g)
 {
     struct vox_ctx *ctx = r->ctx;
-    struct seg_kv *kv = vox_alloc(ctx, (size_t)(r->n + 1) * 2 * sizeof *kv);
     memset(g, 0, sizeof *g);
-    g->e = vox_alloc(ctx, (size_t)(r->n + 1) * sizeof *g->e);
     int64_t nh = 0;
     for (int64_t e = 0; vals && e < r->n; e++)
         nh += r->count[e] < 256 ? (int64_t)r->count[e] : 256;
+    g->e = rag_order(r, nseg);
     g->hist_bin = vox_alloc(ctx, (size_t)nh + 1);
     g->hist_count = vox_alloc(ctx, (size_t)(nh + 1) * sizeof *g->hist_count);
-    if (!kv || !g->e || !g->hist_bin || !g->hist_count) {
-        vox_free(ctx, kv);
+    if (!g->e || !g->hist_bin || !g->hist_count) {
         vox_rag_fini(ctx, g);
         return VOX_OUT_OF_MEMORY;
     }
-    for (int64_t e = 0; e < r->n; e++)
-        kv[e] = (struct seg_kv){.key = r->key[e], .val = (uint64_t)e};
-    seg_radix_sort(kv, kv + r->n, r->n);
     g->nseg = nseg;
     g->n = r->n;
     for (int64_t i = 0; i < r->n; i++) {
-        int64_t e = (int64_t)kv[i].val;
         struct vox_rag_edge *o = &g->e[i];
-        *o = (struct vox_rag_edge){.a = (uint32_t)(kv[i].key >> 32), .b = (uint32_t)kv[i].key,
-                                   .max = r->max[e], .sum = r->sum[e], .count = r->count[e],
-                                   .hist = g->nhist};
+        int64_t e = o->hist;
+        o->hist = g->nhist;
         if (vals) {
             o->nbins = rag_bins(vals + off[e], off[e + 1] - off[e], g->hist_bin + g->nhist,
                                 g->hist_count + g->nhist);
             g->nhist += o->nbins;
         }
     }
-    vox_free(ctx, kv);
     return VOX_OK;
 }
 
@@ -286,6 +327,8 @@ enum vox_status vox_rag_build(struct vox_ctx *ctx, const struct vox_tensor *labe
     s = rag_scan(&r, labels->data, q->data, &d, NULL, NULL);
     if (s == VOX_OK && histograms)
         s = rag_collect(&r, labels->data, q->data, &d, &vals, &off);
+    vox_free(ctx, r.slot); /* the table is dead once the faces are scanned */
+    r.slot = NULL;
     if (s == VOX_OK)
         s = rag_emit(&r, vals, off, nseg, rag_out);
     vox_free(ctx, vals);

@@ -6,7 +6,9 @@
  *
  * Peak memory for contiguous u8 input: the input (3 B/voxel), the label array (4), the
  * watershed's direction bytes (1) and, while building a graph with histograms, at most one
- * byte per boundary face (usually far less than 3 B/voxel).
+ * byte per boundary face (usually far less than 3 B/voxel). A quantized copy of float input,
+ * and the input given to vox_segment_consume, are freed once the region graph is built:
+ * the agglomeration holds only the labels and the graph.
  *
  * A cut applies the merges in history order while vox_merge_applies(score, t) holds and stops
  * at the first one it does not, so cuts nest; the final labels are numbered 1.. in order of
@@ -159,9 +161,11 @@ static enum vox_status segment_packed(struct vox_ctx *ctx, const struct vox_tens
 }
 
 /* Watershed → basin graph → single linkage with dust → labels relabelled in place → the
- * segments' graph (histograms only for the quantile score) → agglomeration. */
+ * segments' graph (histograms only for the quantile score) → agglomeration. `drop` (q's
+ * tensor when the pipeline owns it) is freed once the graph is built. */
 static enum vox_status segment_run(struct vox_ctx *ctx, const struct vox_tensor *q,
-                                   const struct vox_seg_params *p, struct vox_seg_result *res)
+                                   struct vox_tensor *drop, const struct vox_seg_params *p,
+                                   struct vox_seg_result *res)
 {
     int64_t *sizes = NULL;
     struct vox_rag gs = {0};
@@ -176,27 +180,32 @@ static enum vox_status segment_run(struct vox_ctx *ctx, const struct vox_tensor 
     else if (s == VOX_OK)
         s = segment_full_graph(ctx, q, p, sizes, res, &gs);
     vox_free(ctx, sizes);
+    vox_tensor_free(ctx, drop); /* the affinities are dead once the graph holds their sums */
     if (s == VOX_OK)
         s = seg_agglomerate_owned(ctx, &gs, p, &res->merges);
     vox_rag_fini(ctx, &gs);
     return s;
 }
 
-enum vox_status vox_segment(struct vox_ctx *ctx, const struct vox_tensor *aff,
-                            const struct vox_seg_params *p, struct vox_seg_result *res_out)
+/* vox_segment; `own` (aff itself, or NULL) is freed as soon as it is no longer needed. */
+static enum vox_status segment(struct vox_ctx *ctx, const struct vox_tensor *aff,
+                               struct vox_tensor *own, const struct vox_seg_params *p,
+                               struct vox_seg_result *res_out)
 {
     struct vox_seg_result res = {0};
     struct vox_tensor qown = {0};
     const struct vox_tensor *q = aff;
     enum vox_status s = vox_seg_params_check(ctx, p);
-    if (s != VOX_OK)
-        return s;
-    if (!aff || aff->dtype != VOX_U8 || aff->rank != 4 || !vox_tensor_is_contiguous(aff)) {
+    if (s == VOX_OK &&
+        (!aff || aff->dtype != VOX_U8 || aff->rank != 4 || !vox_tensor_is_contiguous(aff))) {
         s = vox_seg_quantize(ctx, aff, &qown);
+        vox_tensor_free(ctx, own);
         q = &qown;
+        own = &qown;
     }
     if (s == VOX_OK)
-        s = segment_run(ctx, q, p, &res);
+        s = segment_run(ctx, q, own, p, &res);
+    vox_tensor_free(ctx, own);
     vox_tensor_free(ctx, &qown);
     if (s != VOX_OK) {
         vox_seg_result_fini(ctx, &res);
@@ -204,6 +213,19 @@ enum vox_status vox_segment(struct vox_ctx *ctx, const struct vox_tensor *aff,
     }
     *res_out = res;
     return VOX_OK;
+}
+
+enum vox_status vox_segment(struct vox_ctx *ctx, const struct vox_tensor *aff,
+                            const struct vox_seg_params *p, struct vox_seg_result *res_out)
+{
+    return segment(ctx, aff, NULL, p, res_out);
+}
+
+enum vox_status vox_segment_consume(struct vox_ctx *ctx, struct vox_tensor *aff,
+                                    const struct vox_seg_params *p,
+                                    struct vox_seg_result *res_out)
+{
+    return segment(ctx, aff, aff, p, res_out);
 }
 
 void vox_seg_result_fini(struct vox_ctx *ctx, struct vox_seg_result *res)
