@@ -426,8 +426,7 @@ static void run_layer(struct vox_nn_fast *f, int i, struct vox_pool *pool)
         vox_nn_bt_upsample(pool, ins[0], l->kernel, out);
         break;
     case VOX_NN_CROP:
-        for (int a = 0; a < 3; a++)
-            v[a] = l->crop_to < 0 ? l->margin[a] : (ins[0]->s[a] - out->s[a]) / 2;
+        vox_nn_crop_lo(l, ins[0]->s, out->s, v);
         vox_nn_bt_crop(pool, ins[0], v, out);
         break;
     case VOX_NN_ADD:

@@ -247,8 +247,7 @@ static void run_layer(struct vox_nn_plan *plan, int i, struct vox_pool *pool)
     int64_t v[3];
     switch (l->kind) {
     case VOX_NN_CONV:
-        for (int a = 0; a < 3; a++)
-            v[a] = l->same ? (l->kernel[a] - 1) * l->dilation[a] / 2 : 0;
+        vox_nn_conv_pad(l, v);
         vox_nn_ref_conv(pool, in, &plan->w[i], l->bias || l->bn ? &plan->b[i] : NULL, l->dilation,
                         v, l->act, out);
         break;
@@ -265,10 +264,7 @@ static void run_layer(struct vox_nn_plan *plan, int i, struct vox_pool *pool)
         vox_nn_ref_upsample(in, l->kernel, out);
         break;
     case VOX_NN_CROP:
-        for (int a = 0; a < 3; a++)
-            v[a] = (in->shape[2 + a] - out->shape[2 + a]) / 2;
-        if (l->crop_to < 0)
-            memcpy(v, l->margin, sizeof v);
+        vox_nn_crop_lo(l, in->shape + 2, out->shape + 2, v);
         vox_nn_ref_crop(in, v, out);
         break;
     case VOX_NN_ADD:

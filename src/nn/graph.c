@@ -161,19 +161,11 @@ void vox_nn_graph_zero_grad(struct vox_nn_graph *g)
 }
 
 /* conv: the low-side padding of `same`, 0 for valid */
-static void conv_pad(const struct vox_nn_layer *l, int64_t pad[3])
-{
-    for (int a = 0; a < 3; a++)
-        pad[a] = l->same ? (l->kernel[a] - 1) * l->dilation[a] / 2 : 0;
-}
-
 /* crop: the low-side offset of layer i's crop */
 static void crop_lo(const struct vox_nn_graph *g, int i, int64_t lo[3])
 {
     const struct vox_nn_layer *l = &g->net->layers[i];
-    for (int a = 0; a < 3; a++)
-        lo[a] = l->crop_to < 0 ? l->margin[a]
-                               : (g->dims[l->in[0]].shape[1 + a] - g->dims[i].shape[1 + a]) / 2;
+    vox_nn_crop_lo(l, g->dims[l->in[0]].shape + 1, g->dims[i].shape + 1, lo);
 }
 
 /* The per-channel layers (max-pooling and its adjoint, an activation's slope) run over the
@@ -235,7 +227,7 @@ static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w
     int64_t v[3];
     switch (l->kind) {
     case VOX_NN_CONV:
-        conv_pad(l, v);
+        vox_nn_conv_pad(l, v);
         g->k.conv(g->k.self, pool, in, &w->p[i][VOX_P_WEIGHT], b, l->dilation, v, l->act, out);
         break;
     case VOX_NN_DECONV:
@@ -324,7 +316,7 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
     int64_t v[3];
     switch (l->kind) {
     case VOX_NN_CONV:
-        conv_pad(l, v);
+        vox_nn_conv_pad(l, v);
         gout = pre_act_grad(g, i, pool);
         g->k.conv_backward_weights(g->k.self, pool, in, gout, l->dilation, v,
                                    &gw->p[i][VOX_P_WEIGHT], gb);

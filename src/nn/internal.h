@@ -17,6 +17,23 @@ static inline int64_t vox_nn_idx(const struct vox_tensor *t, int64_t n, int64_t 
     return (((n * s[1] + c) * s[2] + z) * s[3] + y) * s[4] + x;
 }
 
+/* The low-side zero padding of a conv layer along z, y, x: (k - 1) d / 2 with same padding
+ * (shape.c keeps the output size), 0 with valid padding. */
+static inline void vox_nn_conv_pad(const struct vox_nn_layer *l, int64_t pad[3])
+{
+    for (int a = 0; a < 3; a++)
+        pad[a] = l->same ? (l->kernel[a] - 1) * l->dilation[a] / 2 : 0;
+}
+
+/* The low-side offset of a crop from spatial size in[3] to out[3]: the layer's fixed margin,
+ * or centred when it crops to another tensor's shape (as shape.c sizes it). */
+static inline void vox_nn_crop_lo(const struct vox_nn_layer *l, const int64_t in[3],
+                                  const int64_t out[3], int64_t lo[3])
+{
+    for (int a = 0; a < 3; a++)
+        lo[a] = l->crop_to < 0 ? l->margin[a] : (in[a] - out[a]) / 2;
+}
+
 /* The pointwise activations (softmax is not pointwise and is done by the caller). */
 static inline double vox_nn_act_apply(enum vox_nn_act a, double v)
 {
