@@ -27,6 +27,7 @@
  */
 #include "seg_internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #define AGG_EMPTY UINT32_MAX
@@ -49,7 +50,9 @@ struct agg {
     const struct vox_seg_params *p;
     struct agg_edge *e;
     int64_t ne, ns; /* edges, segments + 1 */
-    struct agg_entry *heap;
+    uint32_t *order; /* the edges whose score applies at load, best first (see agg_order_init) */
+    int64_t norder, next; /* order[next..norder) are still to be popped */
+    struct agg_entry *heap; /* entries of edges changed since load */
     int64_t nheap, heap_cap, nvalid; /* nvalid: entries with a current stamp */
     uint64_t *slot; /* hash table by (a, b): hash << 32 | edge id, AGG_EMPTY ids empty */
     uint64_t tsize;
@@ -477,15 +480,21 @@ static enum vox_status agg_alloc(struct agg *g, const struct vox_rag *rag)
     return VOX_OK;
 }
 
-/* Copies and checks the edges, filling the table and the degrees (in len). With `owned`, the
- * pages of the edges already copied are returned as it goes (their copies take their place). */
+/* Copies and checks the edges, filling the table and the degrees (in len). Edges in strictly
+ * increasing (a, b) order, as vox_rag_build makes them, cannot repeat; from the first edge out
+ * of order on, each is looked up in the table first. With `owned`, the pages of the edges
+ * already copied are returned as it goes (their copies take their place). */
 static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag, bool owned)
 {
-    bool q = g->p->score == VOX_SEG_SCORE_QUANTILE;
-    const int64_t step = 1 << 16;
+    bool q = g->p->score == VOX_SEG_SCORE_QUANTILE, sorted = true;
+    const int64_t step = 1 << 16, ahead = 8;
+    uint64_t prev = 0;
     for (int64_t i = 0; i < g->ne; i++) {
         if (owned && i % step == 0 && i > 0)
             seg_release_pages(rag->e + i - step, (size_t)step * sizeof *rag->e);
+        if (i + ahead < g->ne) /* the table slot of a later edge: the only random access */
+            __builtin_prefetch(&g->slot[agg_home(g, agg_hash(rag->e[i + ahead].a,
+                                                             rag->e[i + ahead].b))]);
         const struct vox_rag_edge *r = &rag->e[i];
         if (r->a == 0 || r->a >= r->b || r->b > rag->nseg || r->count == 0 ||
             (q && r->nbins <= 0))
@@ -494,7 +503,10 @@ static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag, bool o
                             "count > 0%s",
                             (long long)i, r->a, r->b, (long long)rag->nseg,
                             q ? " and a histogram" : "");
-        if (agg_find(g, r->a, r->b) != AGG_EMPTY)
+        uint64_t key = (uint64_t)r->a << 32 | r->b;
+        sorted = sorted && key > prev;
+        prev = key;
+        if (!sorted && agg_find(g, r->a, r->b) != AGG_EMPTY)
             return vox_fail(g->ctx, VOX_INVALID_ARG,
                             "region graph edge %lld (%u, %u) repeats an earlier edge",
                             (long long)i, r->a, r->b);
@@ -519,26 +531,86 @@ static bool agg_entry_of(const struct agg *g, int64_t i, struct agg_entry *x)
     return vox_merge_applies(agg_value(x->num, x->den), g->p->max_threshold);
 }
 
-/* The heap of every edge whose score applies, built in O(n), with room for a quarter as many
- * again: a full heap first drops its stale entries, and grows only when they are few. */
-static enum vox_status agg_heap_init(struct agg *g)
+/* A key that orders entries by descending score, coarsely: the inverted top 32 bits of
+ * num / den * 2^24 (scores are at most 255). Different scores may share a key, never the
+ * reverse order; agg_order_init sorts such runs exactly. */
+static inline uint32_t agg_key(uint64_t num, uint64_t den)
+{
+    uint64_t q = num < (1ull << 40) ? (num << 24) / den
+                                    : (uint64_t)(((unsigned __int128)num << 24) / den);
+    return ~(uint32_t)q;
+}
+
+/* Sorts x[0..n) by the high 32 bits, stably (11-bit digits), using tmp[0..n). */
+static void agg_sort_high(uint64_t *x, uint64_t *tmp, int64_t n)
+{
+    uint64_t *src = x, *dst = tmp;
+    for (int shift = 32; shift < 64; shift += 11) {
+        int64_t cnt[2049] = {0};
+        for (int64_t i = 0; i < n; i++)
+            cnt[(src[i] >> shift & 2047) + 1]++;
+        for (int d = 0; d < 2048; d++)
+            cnt[d + 1] += cnt[d];
+        for (int64_t i = 0; i < n; i++)
+            dst[cnt[src[i] >> shift & 2047]++] = src[i];
+        uint64_t *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != x)
+        memcpy(x, src, (size_t)n * sizeof *x);
+}
+
+static int agg_cmp_exact(const void *x, const void *y, void *arg)
+{
+    const struct agg *g = arg;
+    struct agg_entry ex, ey;
+    agg_entry_of(g, (uint32_t)*(const uint64_t *)x, &ex);
+    agg_entry_of(g, (uint32_t)*(const uint64_t *)y, &ey);
+    return agg_before(&ex, &ey) ? -1 : agg_before(&ey, &ex) ? 1 : 0;
+}
+
+/* Puts the key-sorted run x[0..n) (equal keys) in exact order; a run already in order (equal
+ * scores, edges in (a, b) order) costs one pass. */
+static void agg_sort_run(const struct agg *g, uint64_t *x, int64_t n)
+{
+    int64_t i = 1;
+    while (i < n && agg_cmp_exact(&x[i - 1], &x[i], (void *)g) < 0)
+        i++;
+    if (i < n)
+        qsort_r(x, (size_t)n, sizeof *x, agg_cmp_exact, (void *)g);
+}
+
+/* The order of every edge whose score applies at load, best first in the heap's total order:
+ * a radix sort by key, then exact sorts of the runs of equal keys. Popping it is sequential;
+ * only edges that change later go through the heap, which starts small. */
+static enum vox_status agg_order_init(struct agg *g)
 {
     struct agg_entry x;
     int64_t nq = 0;
     for (int64_t i = 0; i < g->ne; i++)
         nq += agg_entry_of(g, i, &x);
-    g->heap_cap = nq + nq / 4 + 1024;
+    uint64_t *k = vox_alloc(g->ctx, (size_t)(2 * nq + 1) * sizeof *k);
+    g->order = vox_alloc(g->ctx, (size_t)(nq + 1) * sizeof *g->order);
+    g->heap_cap = g->ne / 16 + 1024;
     g->heap = vox_alloc(g->ctx, (size_t)g->heap_cap * sizeof *g->heap);
-    if (!g->heap)
+    if (!k || !g->order || !g->heap) {
+        vox_free(g->ctx, k);
         return VOX_OUT_OF_MEMORY;
-    for (int64_t i = 0; i < g->ne; i++) {
-        if (agg_entry_of(g, i, &g->heap[g->nheap])) {
-            g->e[i].queued = true;
-            g->nheap++;
-        }
     }
-    g->nvalid = g->nheap;
-    agg_heapify(g->heap, g->nheap);
+    for (int64_t i = 0; i < g->ne; i++)
+        if (agg_entry_of(g, i, &x))
+            k[g->norder++] = (uint64_t)agg_key(x.num, x.den) << 32 | (uint64_t)i;
+    agg_sort_high(k, k + nq, nq);
+    for (int64_t i = 0, j; i < nq; i = j) {
+        for (j = i + 1; j < nq && k[j] >> 32 == k[i] >> 32; j++)
+            ;
+        if (j - i > 1)
+            agg_sort_run(g, k + i, j - i);
+    }
+    for (int64_t i = 0; i < nq; i++)
+        g->order[i] = (uint32_t)k[i];
+    vox_free(g->ctx, k);
     return VOX_OK;
 }
 
@@ -565,13 +637,45 @@ static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag, struct
         g->pool[g->start[a] + g->len[a]++] = (uint32_t)i;
         g->pool[g->start[b] + g->len[b]++] = (uint32_t)i;
     }
-    return agg_heap_init(g);
+    return agg_order_init(g);
+}
+
+/* The next merge: the better of the first edge in the load order that is live and unchanged
+ * (stamp 0) and the heap's first current entry; false when neither is left. */
+static bool agg_next_entry(struct agg *g, struct agg_entry *top)
+{
+    while (g->next < g->norder) {
+        const struct agg_edge *e = &g->e[g->order[g->next]];
+        if (g->next + 16 < g->norder)
+            __builtin_prefetch(&g->e[g->order[g->next + 16]]);
+        if (e->a != 0 && e->stamp == 0)
+            break;
+        g->next++;
+    }
+    while (g->nheap > 0) {
+        const struct agg_edge *e = &g->e[g->heap[0].edge];
+        if (e->a != 0 && e->stamp == g->heap[0].stamp)
+            break;
+        agg_pop(g);
+    }
+    struct agg_entry x;
+    bool ordered = g->next < g->norder && (agg_entry_of(g, g->order[g->next], &x), true);
+    if (g->nheap > 0 && (!ordered || agg_before(&g->heap[0], &x))) {
+        *top = agg_pop(g);
+        return true;
+    }
+    if (ordered) {
+        g->next++;
+        *top = x;
+    }
+    return ordered;
 }
 
 static void agg_fini(struct agg *g)
 {
     struct vox_ctx *ctx = g->ctx;
     vox_free(ctx, g->e);
+    vox_free(ctx, g->order);
     vox_free(ctx, g->heap);
     vox_free(ctx, g->slot);
     vox_free(ctx, g->start);
@@ -601,11 +705,9 @@ static enum vox_status agg_run(struct vox_ctx *ctx, const struct vox_rag *rag,
     enum vox_status s = h.m ? agg_init(&g, rag, owned) : VOX_OUT_OF_MEMORY;
     if (!h.m)
         vox_rag_fini(ctx, owned);
-    while (s == VOX_OK && g.nheap > 0) { /* every queued score applies */
-        struct agg_entry top = agg_pop(&g);
+    struct agg_entry top;
+    while (s == VOX_OK && agg_next_entry(&g, &top)) { /* every queued score applies */
         struct agg_edge *e = &g.e[top.edge];
-        if (e->a == 0 || e->stamp != top.stamp)
-            continue;
         agg_unqueue(&g, e);
         s = seg_history_push(ctx, &h, e->a, e->b, e->a, agg_value(top.num, top.den));
         if (s == VOX_OK)
