@@ -149,8 +149,8 @@ static void oracle_count(const struct oracle *o, int64_t *b, int64_t *npos, int6
     }
 }
 
-static void oracle_pairs(struct vox_ctx *ctx, const struct case_ *k, bool masked,
-                         bool constrained, int64_t *npos, int64_t *nneg)
+static void oracle_pairs(struct vox_ctx *ctx, const struct case_ *k, bool masked, bool constrained,
+                         int64_t *npos, int64_t *nneg)
 {
     struct oracle o = {.k = k, .m = masked ? k->mask.data : NULL};
     o.lab = vox_calloc(ctx, (size_t)k->plane, sizeof *o.lab);
@@ -210,8 +210,8 @@ static void test_pairs_oracle(struct vox_ctx *ctx)
             bool same = memcmp(p, op, bytes) == 0 && memcmp(n, on, bytes) == 0;
             if (!same)
                 fprintf(stderr, "  case %d (%lldx%lldx%lld, %d levels, mask %d, constrained %d)\n",
-                        t, (long long)dim[0], (long long)dim[1], (long long)dim[2], levels,
-                        masked, c);
+                        t, (long long)dim[0], (long long)dim[1], (long long)dim[2], levels, masked,
+                        c);
             CHECK(same);
         }
         vox_free(ctx, p);
@@ -416,8 +416,8 @@ static void test_errors(struct vox_ctx *ctx)
         CHECK_STATUS(vox_loss_malis(ctx, &x, VOX_ACT_SIGMOID, &lab, &m, true, 1, &g, &loss),
                      VOX_INVALID_ARG);
         CHECK_ERROR_HAS("mask");
-        CHECK_STATUS(vox_loss_compute(ctx, VOX_LOSS_MALIS, VOX_REBALANCE_NONE, &x,
-                                      VOX_ACT_SIGMOID, &x, NULL, 1, &g, &loss),
+        CHECK_STATUS(vox_loss_compute(ctx, VOX_LOSS_MALIS, VOX_REBALANCE_NONE, &x, VOX_ACT_SIGMOID,
+                                      &x, NULL, 1, &g, &loss),
                      VOX_INVALID_ARG);
         CHECK_ERROR_HAS("vox_loss_malis");
         struct vox_tensor two = x;

@@ -155,10 +155,10 @@ enum vox_status vox_malis_pairs(struct vox_ctx *ctx, const struct vox_tensor *af
  * scale times its gradient (the counts held fixed, as they are piecewise constant in x) is
  * ADDED to grad (x's shape). mask: (3, Z, Y, X) f32 or NULL. Single-threaded, bitwise
  * deterministic. */
-enum vox_status vox_loss_malis(struct vox_ctx *ctx, const struct vox_tensor *x,
-                               enum vox_nn_act act, const struct vox_tensor *labels,
-                               const struct vox_tensor *mask, bool constrained, double scale,
-                               struct vox_tensor *grad, double *loss_out);
+enum vox_status vox_loss_malis(struct vox_ctx *ctx, const struct vox_tensor *x, enum vox_nn_act act,
+                               const struct vox_tensor *labels, const struct vox_tensor *mask,
+                               bool constrained, double scale, struct vox_tensor *grad,
+                               double *loss_out);
 
 /* ---- optimizers --------------------------------------------------------------------------- */
 

@@ -47,10 +47,10 @@ struct comp {
 struct malis {
     struct vox_ctx *ctx;
     int64_t dim[3], plane, ne;
-    const float *m;    /* edge mask (3, Z, Y, X) or NULL */
-    uint64_t *lab;     /* per voxel: its connected ground-truth piece + 1, 0 unlabelled */
-    uint8_t *gt;       /* per edge: 1 true link, 0 boundary, 2 not in the graph */
-    int64_t *parent;   /* union-find, sizes in size[] */
+    const float *m;  /* edge mask (3, Z, Y, X) or NULL */
+    uint64_t *lab;   /* per voxel: its connected ground-truth piece + 1, 0 unlabelled */
+    uint8_t *gt;     /* per edge: 1 true link, 0 boundary, 2 not in the graph */
+    int64_t *parent; /* union-find, sizes in size[] */
     int64_t *size;
     uint64_t *keys, *tmp;
     struct comp *comp;
@@ -110,8 +110,7 @@ static void table_put(struct slot *tab, int64_t cap, uint64_t label, int64_t cou
 }
 
 /* Adds count voxels of label to c, growing its table (2x) when it would pass half full. */
-static enum vox_status comp_add(struct vox_ctx *ctx, struct comp *c, uint64_t label,
-                                int64_t count)
+static enum vox_status comp_add(struct vox_ctx *ctx, struct comp *c, uint64_t label, int64_t count)
 {
     bool added;
     if (!c->tab && (!c->used || c->one.label == label)) {
@@ -139,8 +138,7 @@ static enum vox_status comp_add(struct vox_ctx *ctx, struct comp *c, uint64_t la
 /* Merges component b into a, the new root's (the entries of the one with fewer labels move
  * into the other's table, then the result is put in a); *pos: the positive pairs of a x b.
  * On failure both keep their tables (freed with every other one by the caller). */
-static enum vox_status comp_merge(struct vox_ctx *ctx, struct comp *a, struct comp *b,
-                                  int64_t *pos)
+static enum vox_status comp_merge(struct vox_ctx *ctx, struct comp *a, struct comp *b, int64_t *pos)
 {
     if (a->used < b->used) {
         struct comp t = *a;
@@ -286,8 +284,8 @@ static enum vox_status malis_check(struct vox_ctx *ctx, const int64_t *ashape,
         return vox_fail(ctx, VOX_INVALID_ARG,
                         "malis: the affinities have %lld channels, expected 3 (z, y, x)",
                         (long long)ashape[0]);
-    if (labels->dtype != VOX_U64 || labels->rank != 3 || ls[0] != ashape[1] ||
-        ls[1] != ashape[2] || ls[2] != ashape[3])
+    if (labels->dtype != VOX_U64 || labels->rank != 3 || ls[0] != ashape[1] || ls[1] != ashape[2] ||
+        ls[2] != ashape[3])
         return vox_fail(ctx, VOX_INVALID_ARG,
                         "malis: the labels must be u64 (%lld, %lld, %lld), the affinities' "
                         "spatial shape",
@@ -329,8 +327,8 @@ static enum vox_status malis_init(struct malis *g, const struct vox_tensor *labe
 }
 
 /* Both passes (constrained) or one: zeroes and fills npos, nneg (ne each). */
-static enum vox_status malis_count(struct malis *g, const float *a, bool constrained,
-                                   int64_t *npos, int64_t *nneg)
+static enum vox_status malis_count(struct malis *g, const float *a, bool constrained, int64_t *npos,
+                                   int64_t *nneg)
 {
     memset(npos, 0, (size_t)g->ne * sizeof *npos);
     memset(nneg, 0, (size_t)g->ne * sizeof *nneg);
@@ -377,10 +375,10 @@ static double malis_loss_grad(const struct malis *g, const float *x, enum vox_nn
     return acc / (double)total;
 }
 
-enum vox_status vox_loss_malis(struct vox_ctx *ctx, const struct vox_tensor *x,
-                               enum vox_nn_act act, const struct vox_tensor *labels,
-                               const struct vox_tensor *mask, bool constrained, double scale,
-                               struct vox_tensor *grad, double *loss_out)
+enum vox_status vox_loss_malis(struct vox_ctx *ctx, const struct vox_tensor *x, enum vox_nn_act act,
+                               const struct vox_tensor *labels, const struct vox_tensor *mask,
+                               bool constrained, double scale, struct vox_tensor *grad,
+                               double *loss_out)
 {
     *loss_out = 0;
     if (act != VOX_ACT_SIGMOID && act != VOX_ACT_LINEAR)
