@@ -114,7 +114,8 @@ static enum vox_status comp_add(struct vox_ctx *ctx, struct comp *c, uint64_t la
 {
     bool added;
     if (!c->tab && (!c->used || c->one.label == label)) {
-        c->one.label = label, c->one.count += count, c->used = 1;
+        c->one = (struct slot){label, (c->used ? c->one.count : 0) + count};
+        c->used = 1;
         return VOX_OK;
     }
     if (!c->tab || 2 * (c->used + 1) > c->cap) {
@@ -251,8 +252,8 @@ static enum vox_status kruskal(struct malis *g, const float *a, enum pass p, int
     enum vox_status s = VOX_OK;
     for (int64_t i = 0; i < g->plane; i++) {
         g->parent[i] = i, g->size[i] = 1;
-        g->comp[i] = (struct comp){.one = {g->lab[i], 1}, .used = g->lab[i] != 0};
-        g->comp[i].n = g->comp[i].used;
+        int64_t labelled = g->lab[i] != 0;
+        g->comp[i] = (struct comp){.one = {g->lab[i], labelled}, .used = labelled, .n = labelled};
     }
     int64_t n = order_edges(g, a, p), v, u;
     for (int64_t k = 0; k < n && s == VOX_OK; k++) {
