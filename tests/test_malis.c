@@ -190,9 +190,10 @@ static void test_pairs_oracle(struct vox_ctx *ctx)
 {
     int cases = vox_test_full ? 400 : 60;
     for (int t = 0; t < cases; t++) {
+        uint64_t grow = vox_test_full ? 2 : 0; /* full: up to 3x6x7 */
         int64_t dim[3] = {1 + (int64_t)(vox_test_rand(&rng_state) % 3),
-                          1 + (int64_t)(vox_test_rand(&rng_state) % 4),
-                          1 + (int64_t)(vox_test_rand(&rng_state) % 5)};
+                          1 + (int64_t)(vox_test_rand(&rng_state) % (4 + grow)),
+                          1 + (int64_t)(vox_test_rand(&rng_state) % (5 + grow))};
         int levels = 2 + (int)(vox_test_rand(&rng_state) % 5), nlab = 1 + t % 4;
         bool masked = t % 3 == 2;
         struct case_ k;

@@ -1,7 +1,8 @@
 /*
  * vox/train.h: training ConvNets: a forward/backward graph over the reference layers, losses
- * with masks and class rebalancing, targets from label volumes, SGD and Adam, random patch
- * sampling with augmentation from HDF5 volumes, and a deterministic, resumable training loop.
+ * with masks and class rebalancing, MALIS, targets from label volumes, SGD and Adam, random
+ * patch sampling with augmentation from HDF5 volumes, and a deterministic, resumable training
+ * loop.
  *
  *   labels --vox_train_targets--> target + mask   (affinities or boundary map)
  *   raw patch --vox_nn_graph_forward--> logits --vox_loss_compute--> loss, d loss / d logits
