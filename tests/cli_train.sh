@@ -40,6 +40,24 @@ for layer in a:
         assert np.array_equal(a[layer][p][()], b[layer][p][()]), (layer, p)
 PY
 
+# constrained MALIS: a few steps run, bitwise the same for 1 and 2 threads
+for th in 1 2; do
+    "$VOX" train $common --iters 3 --loss malis --out "$T/m$th.h5" --threads $th \
+        || fail "train --loss malis (threads $th)"
+done
+grep -q '"loss"' "$T/m1.h5.jsonl" || fail "malis log"
+/usr/bin/python3 - "$T/m1.h5" "$T/m2.h5" <<'PY' || fail "malis weights differ across threads"
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+for layer in a:
+    for p in a[layer]:
+        assert np.array_equal(a[layer][p][()], b[layer][p][()]), (layer, p)
+PY
+set +e
+"$VOX" train $common --iters 3 --loss malis --target boundary --out "$T/m.h5" 2>"$T/err"; rc=$?
+set -e
+[ $rc = 1 ] && grep -q "needs target affinity" "$T/err" || fail "malis on boundary: $rc $(cat "$T/err")"
+
 # a corrupted checkpoint is refused
 /usr/bin/python3 -c "
 import sys; p = sys.argv[1]; d = bytearray(open(p, 'rb').read()); d[len(d) // 2] ^= 1

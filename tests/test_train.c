@@ -799,6 +799,9 @@ static void test_errors(struct vox_ctx *ctx)
     o.target = VOX_TARGET_BOUNDARY;
     CHECK_STATUS(vox_trainer_create(ctx, net, &o, NULL, d, &tr), VOX_INVALID_ARG);
     CHECK_ERROR_HAS("has 3 channels");
+    o.loss = VOX_LOSS_MALIS;
+    CHECK_STATUS(vox_trainer_create(ctx, net, &o, NULL, d, &tr), VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("loss malis needs target affinity, not boundary");
     o.target = VOX_TARGET_AFFINITY;
     o.loss = VOX_LOSS_BCE;
     o.patch[1] = o.patch[2] = 20;

@@ -34,7 +34,9 @@ static const char help[] =
     "  --val SPEC              validation volume, same form (default: none)\n"
     "  --out FILE.h5           trained weights (required)\n"
     "  --target affinity|boundary  what to learn (default affinity)\n"
-    "  --loss bce|square|softmax   (default: bce for affinity, softmax for boundary)\n"
+    "  --loss bce|square|softmax|malis  (default: bce for affinity, softmax for boundary);\n"
+    "                          malis: constrained MALIS on the affinities (needs --target\n"
+    "                          affinity and act=sigmoid; --rebalance does not apply)\n"
     "  --rebalance none|patch  class rebalancing per patch (default patch)\n"
     "  --iters N               optimizer steps (default 1000)\n"
     "  --optimizer adam|sgd    (default adam)\n"
@@ -122,7 +124,7 @@ static int parse_kind(const char *a, const char *v, struct train_opts *o)
     if (strcmp(a, "--target") == 0 && !vox_target_parse(v, &o->t.target))
         return cli_usage("train", "--target %s: expected affinity or boundary", v);
     if (strcmp(a, "--loss") == 0 && !(o->loss_set = vox_loss_parse(v, &o->t.loss)))
-        return cli_usage("train", "--loss %s: expected bce, square or softmax", v);
+        return cli_usage("train", "--loss %s: expected bce, square, softmax or malis", v);
     if (strcmp(a, "--optimizer") == 0) {
         enum vox_optim_kind k;
         if (!vox_optim_parse(v, &k))

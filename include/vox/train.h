@@ -1,7 +1,8 @@
 /*
  * vox/train.h: training ConvNets: a forward/backward graph over the reference layers, losses
- * with masks and class rebalancing, targets from label volumes, SGD and Adam, random patch
- * sampling with augmentation from HDF5 volumes, and a deterministic, resumable training loop.
+ * with masks and class rebalancing, MALIS, targets from label volumes, SGD and Adam, random
+ * patch sampling with augmentation from HDF5 volumes, and a deterministic, resumable training
+ * loop.
  *
  *   labels --vox_train_targets--> target + mask   (affinities or boundary map)
  *   raw patch --vox_nn_graph_forward--> logits --vox_loss_compute--> loss, d loss / d logits
@@ -98,7 +99,7 @@ void vox_nn_graph_backward(struct vox_ctx *ctx, struct vox_nn_graph *g,
 /* ---- targets and losses ------------------------------------------------------------------ */
 
 enum vox_target { VOX_TARGET_AFFINITY, VOX_TARGET_BOUNDARY, VOX_TARGET_COUNT };
-enum vox_loss { VOX_LOSS_SQUARE, VOX_LOSS_BCE, VOX_LOSS_SOFTMAX, VOX_LOSS_COUNT };
+enum vox_loss { VOX_LOSS_SQUARE, VOX_LOSS_BCE, VOX_LOSS_SOFTMAX, VOX_LOSS_MALIS, VOX_LOSS_COUNT };
 enum vox_rebalance { VOX_REBALANCE_NONE, VOX_REBALANCE_PATCH, VOX_REBALANCE_COUNT };
 const char *vox_target_str(enum vox_target t);
 const char *vox_loss_str(enum vox_loss l);
@@ -128,11 +129,37 @@ enum vox_status vox_train_targets(struct vox_ctx *ctx, enum vox_target t, enum v
  * softmax, the class being the target's argmax), positives (t > 0.5) get 0.5 N / n+ and the
  * others 0.5 N / n- (N = n+ + n-, masked counts), unless a class is absent. The loss is
  * sum w l / sum mask (0 when the mask is empty); `scale` times its gradient is ADDED to
- * grad (same shape as x). target and mask are (C, Z, Y, X) f32, the spatial shape of x. */
+ * grad (same shape as x). target and mask are (C, Z, Y, X) f32, the spatial shape of x.
+ * VOX_LOSS_MALIS needs the labels: it is vox_loss_malis (here VOX_INVALID_ARG). */
 enum vox_status vox_loss_compute(struct vox_ctx *ctx, enum vox_loss l, enum vox_rebalance r,
                                  const struct vox_tensor *x, enum vox_nn_act act,
                                  const struct vox_tensor *target, const struct vox_tensor *mask,
                                  double scale, struct vox_tensor *grad, double *loss_out);
+
+/* MALIS (src/nn/malis.c; Turaga et al. 2009, constrained: Funke et al. 2018) on affinities
+ * (3, Z, Y, X) in vox's convention. The graph: the voxels of the patch, and the edges (c, v)
+ * whose both ends lie in the patch and whose mask (NULL: all 1) is > 0. The objects: each
+ * nonzero label of `labels` (u64 (Z, Y, X), any strides; borrowed) split into its pieces
+ * connected through graph edges; label 0 is in no pair. Kruskal builds the maximum spanning
+ * tree in a total order (affinity descending, then edge index c*Z*Y*X + v ascending; -0 as
+ * +0); a tree edge joining components C1, C2 is the maximin edge of the pairs C1 x C2: npos
+ * of them in one object, nneg in two. Constrained: npos from the tree on max(A, A_gt), nneg
+ * from the tree on min(A, A_gt), A_gt = 1 on links inside an object, else 0.
+ * vox_malis_pairs writes the exact counts per edge into npos_out, nneg_out (3 Z Y X int64
+ * each, in aff's element order; 0 off the tree). aff: contiguous f32. */
+enum vox_status vox_malis_pairs(struct vox_ctx *ctx, const struct vox_tensor *aff,
+                                const struct vox_tensor *labels, const struct vox_tensor *mask,
+                                bool constrained, int64_t *npos_out, int64_t *nneg_out);
+/* The MALIS loss on the logits x (1, 3, Z, Y, X) f32, a = act(x), act sigmoid or linear:
+ *     loss = sum_e [npos_e (1 - a_e)^2 + nneg_e a_e^2] / sum_e (npos_e + nneg_e)
+ * (square loss weighted by the pair counts, normalised by the pairs counted; 0 when none).
+ * scale times its gradient (the counts held fixed, as they are piecewise constant in x) is
+ * ADDED to grad (x's shape). mask: (3, Z, Y, X) f32 or NULL. Single-threaded, bitwise
+ * deterministic. */
+enum vox_status vox_loss_malis(struct vox_ctx *ctx, const struct vox_tensor *x, enum vox_nn_act act,
+                               const struct vox_tensor *labels, const struct vox_tensor *mask,
+                               bool constrained, double scale, struct vox_tensor *grad,
+                               double *loss_out);
 
 /* ---- optimizers --------------------------------------------------------------------------- */
 

@@ -14,7 +14,7 @@
 #include <string.h>
 
 static const char *const target_names[] = {"affinity", "boundary"};
-static const char *const loss_names[] = {"square", "bce", "softmax"};
+static const char *const loss_names[] = {"square", "bce", "softmax", "malis"};
 
 const char *vox_target_str(enum vox_target t)
 {
@@ -231,6 +231,8 @@ static enum vox_status loss_check(struct vox_ctx *ctx, enum vox_loss l, const st
                                   enum vox_nn_act act, const struct vox_tensor *t,
                                   const struct vox_tensor *m, const struct vox_tensor *grad)
 {
+    if (l == VOX_LOSS_MALIS)
+        return vox_fail(ctx, VOX_INVALID_ARG, "loss malis needs the labels: use vox_loss_malis");
     if (l == VOX_LOSS_BCE && act != VOX_ACT_SIGMOID)
         return vox_fail(ctx, VOX_INVALID_ARG, "loss bce needs an output with act=sigmoid, not %s",
                         vox_nn_act_str(act));

@@ -58,6 +58,9 @@ static enum vox_status check_net(struct vox_ctx *ctx, struct vox_trainer *tr)
     tr->out_layer = vox_net_output(net, 0);
     const struct vox_nn_layer *ol = &net->layers[tr->out_layer];
     tr->logit_layer = ol->in[0];
+    if (o->loss == VOX_LOSS_MALIS && o->target != VOX_TARGET_AFFINITY)
+        return vox_fail(ctx, VOX_INVALID_ARG, "loss malis needs target affinity, not %s",
+                        vox_target_str(o->target));
     int64_t want = vox_target_channels(o->target, o->loss);
     if (ol->channels != want)
         return vox_fail(ctx, VOX_INVALID_ARG,
@@ -65,13 +68,14 @@ static enum vox_status check_net(struct vox_ctx *ctx, struct vox_trainer *tr)
                         "%s with loss %s needs %lld",
                         net->source, ol->name, (long long)ol->channels, vox_target_str(o->target),
                         vox_loss_str(o->loss), (long long)want);
-    if ((o->loss == VOX_LOSS_BCE && ol->act != VOX_ACT_SIGMOID) ||
+    bool sigmoid = o->loss == VOX_LOSS_BCE || o->loss == VOX_LOSS_MALIS;
+    if ((sigmoid && ol->act != VOX_ACT_SIGMOID) ||
         (o->loss == VOX_LOSS_SOFTMAX && ol->act != VOX_ACT_SOFTMAX))
         return vox_fail(ctx, VOX_INVALID_ARG,
                         "net '%s': loss %s needs output '%s' with act=%s, "
                         "it has act=%s",
                         net->source, vox_loss_str(o->loss), ol->name,
-                        o->loss == VOX_LOSS_BCE ? "sigmoid" : "softmax", vox_nn_act_str(ol->act));
+                        sigmoid ? "sigmoid" : "softmax", vox_nn_act_str(ol->act));
     if (o->accumulate < 1)
         return vox_fail(ctx, VOX_INVALID_ARG, "accumulate %lld must be >= 1",
                         (long long)o->accumulate);
@@ -147,6 +151,25 @@ static void weights_zero(struct vox_nn_weights *w)
                 memset(w->p[i][k].data, 0, vox_tensor_nbytes(&w->p[i][k]));
 }
 
+/* The loss on the logits of the patch; MALIS takes the labels' interior (the output box). */
+static enum vox_status patch_loss(struct vox_ctx *ctx, struct vox_trainer *tr,
+                                  const struct vox_tensor *lab, const struct vox_tensor *tgt,
+                                  const struct vox_tensor *mask, double scale, double *loss_out)
+{
+    struct vox_tensor *x = vox_nn_graph_value(tr->g, tr->logit_layer);
+    struct vox_tensor *g = vox_nn_graph_grad(tr->g, tr->logit_layer);
+    enum vox_nn_act act = tr->net->layers[tr->out_layer].act;
+    if (tr->o.loss != VOX_LOSS_MALIS)
+        return vox_loss_compute(ctx, tr->o.loss, tr->o.rebalance, x, act, tgt, mask, scale, g,
+                                loss_out);
+    struct vox_tensor inner;
+    int64_t lo[3] = {1, 1, 1}, hi[3];
+    for (int a = 0; a < 3; a++)
+        hi[a] = lab->shape[a] - 1;
+    enum vox_status s = vox_tensor_view_box(ctx, lab, lo, hi, &inner);
+    return s == VOX_OK ? vox_loss_malis(ctx, x, act, &inner, mask, true, scale, g, loss_out) : s;
+}
+
 /* One patch: sample, forward, loss (its gradient times `scale` into the logits' grad),
  * backward into tr->gw when `backward`. */
 static enum vox_status run_patch(struct vox_ctx *ctx, struct vox_trainer *tr,
@@ -164,10 +187,7 @@ static enum vox_status run_patch(struct vox_ctx *ctx, struct vox_trainer *tr,
         s = vox_nn_graph_forward(ctx, tr->g, tr->w, in);
     if (s == VOX_OK) {
         vox_nn_graph_zero_grad(tr->g);
-        s = vox_loss_compute(ctx, tr->o.loss, tr->o.rebalance,
-                             vox_nn_graph_value(tr->g, tr->logit_layer),
-                             tr->net->layers[tr->out_layer].act, &tgt, &mask, scale,
-                             vox_nn_graph_grad(tr->g, tr->logit_layer), loss_out);
+        s = patch_loss(ctx, tr, &lab, &tgt, &mask, scale, loss_out);
     }
     if (s == VOX_OK && backward && isfinite(*loss_out))
         vox_nn_graph_backward(ctx, tr->g, tr->w, tr->gw);
