@@ -64,7 +64,7 @@ static int fd_check(struct bn_case *c, float *p, const float *grad, int64_t n, c
 
 static void bn_case_free(struct vox_ctx *ctx, struct bn_case *c)
 {
-    struct vox_tensor *t[] = {&c->z,  &c->out,   &c->xhat,   &c->gy,   &c->gz,
+    struct vox_tensor *t[] = {&c->z,     &c->out,  &c->xhat,   &c->gy,   &c->gz,
                               &c->gamma, &c->beta, &c->ggamma, &c->gbeta};
     for (size_t k = 0; k < sizeof t / sizeof t[0]; k++)
         vox_tensor_free(ctx, t[k]);
@@ -127,8 +127,8 @@ static void bn_layer_check(struct vox_ctx *ctx, const int64_t shape[5], enum vox
     vox_nn_ref_bn_forward(NULL, &c.z, &c.gamma, &c.beta, 1e-3, VOX_ACT_TANH, false, rm, rv, NULL,
                           &c.out);
     int64_t k1 = 1 % ch, e1 = k1 * plane + plane / 2; /* n = 0, channel 1 (or 0) */
-    double want = tanh(F(&c.gamma)[k1] * (F(&c.z)[e1] - rm[k1]) / sqrt(rv[k1] + 1e-3) +
-                       F(&c.beta)[k1]);
+    double want =
+        tanh(F(&c.gamma)[k1] * (F(&c.z)[e1] - rm[k1]) / sqrt(rv[k1] + 1e-3) + F(&c.beta)[k1]);
     CHECK_NEAR(F(&c.out)[e1], want, 1e-6);
     CHECK(rm[k1] == 0.1 * (double)k1 - 0.2); /* read, not written */
 done:
@@ -332,8 +332,10 @@ static void test_bn_errors(struct vox_ctx *ctx)
 {
     struct vox_net *net = NULL;
     struct vox_nn_graph *g = NULL;
-    CHECK_OK(vox_net_parse(ctx, "input i channels=1\nconv c i -> 2 kernel=1x3x3 bn=yes\n"
-                                "output o c\n", "one.net", &net));
+    CHECK_OK(vox_net_parse(ctx,
+                           "input i channels=1\nconv c i -> 2 kernel=1x3x3 bn=yes\n"
+                           "output o c\n",
+                           "one.net", &net));
     const int64_t patch[3] = {1, 3, 3};
     if (net)
         CHECK_STATUS(vox_nn_graph_create(ctx, net, patch, NULL, &g), VOX_INVALID_ARG);

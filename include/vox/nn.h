@@ -69,7 +69,8 @@ struct vox_nn_layer {
     int crop_to;           /* crop: the layer whose spatial shape to crop to, or -1 */
     bool same;             /* conv: zero padding that keeps the shape */
     bool bias;             /* conv/deconv: has a bias (default yes) */
-    bool bn;               /* conv: inference batch norm after the conv, folded at plan */
+    bool bn;               /* conv: batch norm after the conv (folded at plan; trained in
+                            * training mode by the graph, vox/train.h) */
     double bn_eps;         /* default 1e-5 (PyTorch's) */
     enum vox_nn_act act;   /* conv, deconv, add, act, output */
     int line;              /* the spec line, for messages */

@@ -77,8 +77,16 @@ void vox_nn_ref_bn_forward(struct vox_pool *pool, const struct vox_tensor *z,
                            struct vox_tensor *xhat, struct vox_tensor *out)
 {
     VOX_ASSERT(z->rank == 5 && out->rank == 5 && gamma->shape[0] == z->shape[1]);
-    struct bn_job j = {.z = z, .gamma = gamma, .beta = beta, .out = out, .xhat_out = xhat,
-                       .eps = eps, .act = act, .batch = batch, .mean = mean, .var = var};
+    struct bn_job j = {.z = z,
+                       .gamma = gamma,
+                       .beta = beta,
+                       .out = out,
+                       .xhat_out = xhat,
+                       .eps = eps,
+                       .act = act,
+                       .batch = batch,
+                       .mean = mean,
+                       .var = var};
     const int64_t n[3] = {z->shape[1], 1, 1}, tile[3] = {1, 1, 1};
     vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, forward_task, &j);
     if (act == VOX_ACT_SOFTMAX)
@@ -118,8 +126,14 @@ void vox_nn_ref_bn_backward(struct vox_pool *pool, const struct vox_tensor *xhat
                             struct vox_tensor *ggamma, struct vox_tensor *gbeta)
 {
     VOX_ASSERT(xhat->rank == 5 && gy->rank == 5 && gz->rank == 5);
-    struct bn_job j = {.xhat = xhat, .gy = gy, .gamma = gamma, .gz = gz, .ggamma = ggamma,
-                       .gbeta = gbeta, .eps = eps, .var = (double *)var};
+    struct bn_job j = {.xhat = xhat,
+                       .gy = gy,
+                       .gamma = gamma,
+                       .gz = gz,
+                       .ggamma = ggamma,
+                       .gbeta = gbeta,
+                       .eps = eps,
+                       .var = (double *)var};
     const int64_t n[3] = {xhat->shape[1], 1, 1}, tile[3] = {1, 1, 1};
     vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, backward_task, &j);
 }
