@@ -9,9 +9,10 @@
  * random inputs (every input of the net, so the two-input VD2D3D runs too), the loss on the
  * logits against a fixed random 0/1 target (softmax loss for a softmax output, bce for a
  * sigmoid one, else square; per-patch rebalancing), vox_nn_graph_backward, vox_optim_step
- * (Adam). Sampling and target computation are left out on both sides. Batch norm is
- * inference-only in vox, so a net with bn=yes (the RSUNet) is trained without it: its spec
- * is read with bn=no, on both sides. One warm-up iteration, then `runs` timed ones.
+ * (Adam). Sampling and target computation are left out on both sides. A net with bn=yes
+ * (the RSUNet) is timed without batch norm (its spec read with bn=no, on both sides), which
+ * keeps the numbers comparable with the runs from before vox trained batch norm. One warm-up
+ * iteration, then `runs` timed ones.
  *
  * The peer is bench/peers/torch_train.py (torch CPU, same threads, Adam, both memory formats,
  * two warm-up iterations; the faster format is reported). Peak RSS: one iteration in a forked

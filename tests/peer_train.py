@@ -7,7 +7,15 @@ then ONE step of `vox train --optimizer sgd --lr 1 --momentum 0 --rebalance none
 so the weights move by exactly minus the gradient: g_vox = w0 - w1. The same net, loss and
 targets (vox's conventions: affinity channel c links v and v - e_c inside the volume; boundary =
 label 0 or a differently labelled 6-neighbour) are built in float64 torch and differentiated by
-autograd. Pass: max |g_vox - g_torch| <= 1e-3 * max |g_torch| + 1e-7 for every parameter.
+autograd. Pass: max |g_vox - g_torch| <= 1e-3 * max |g_torch| + 1e-7 for every parameter
+(1e-5 relative for the running statistics).
+
+Batch norm (bn=yes) runs in training mode on both sides: batch statistics, and the running
+statistics updated with momentum 0.1 and the unbiased variance; they start random, and the
+saved bn_mean/bn_var must equal torch's updated running_mean/running_var. With --accumulate K
+every patch is its own batch: torch runs the forward K times on the same patch (no
+augmentation), updating the running statistics K times. Then `vox infer` with the trained
+weights (batch norm folded) must equal torch's eval-mode forward (running statistics).
 
 usage: peer_train.py VOX_BINARY     (skips, exit 0, only when torch cannot be imported)
 """
@@ -20,17 +28,17 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_nn import need_torch, parse, vec  # noqa: E402
+from peer_nn import need_torch, parse, torch_forward, vec  # noqa: E402
 
 NETS = [
-    ("affinity", "bce", (3, 10, 10), """
+    ("affinity", "bce", (3, 10, 10), 1, """
 input raw channels=1
 conv c1 raw -> 5 kernel=1x3x3 act=elu
 conv c2 c1 -> 4 kernel=2x3x3 dilation=1x2x1 act=tanh
 conv c3 c2 -> 3 kernel=1
 output aff c3 act=sigmoid
 """),
-    ("affinity", "square", (2, 12, 12), """
+    ("affinity", "square", (2, 12, 12), 1, """
 input raw channels=1
 conv c1 raw -> 4 kernel=1x3x3 act=relu
 pool p1 c1 window=1x2x2
@@ -45,7 +53,7 @@ maxfilter m cat2 window=1x2x2 dilation=1x1x2
 conv c3 m -> 3 kernel=2x1x1 bias=no
 output aff c3 act=sigmoid
 """),
-    ("boundary", "softmax", (2, 11, 9), """
+    ("boundary", "softmax", (2, 11, 9), 1, """
 input raw channels=1
 conv c1 raw -> 3 kernel=1x3x3 act=elu
 conv c2 c1 -> 3 kernel=1x3x3 pad=same act=sigmoid
@@ -56,6 +64,23 @@ add a c3 k
 conv c4 a -> 2 kernel=2x1x1
 output b c4 act=softmax
 """),
+    ("affinity", "bce", (3, 10, 11), 2, """
+input raw channels=1
+conv c1 raw -> 5 kernel=1x3x3 bn=yes act=elu
+conv c2 c1 -> 3 kernel=2x3x3 bias=no bn=yes eps=1e-3 act=tanh
+conv c3 c2 -> 3 kernel=1 bn=yes
+output aff c3 act=sigmoid
+"""),
+    ("boundary", "softmax", (2, 12, 10), 1, """
+input raw channels=1
+conv c1 raw -> 3 kernel=1x3x3 pad=same bn=yes act=relu
+pool p1 c1 window=1x2x2
+conv c2 p1 -> 4 kernel=1x3x3 pad=same bias=no bn=yes act=elu
+upsample u1 c2 factor=1x2x2
+concat cat c1 u1
+conv c3 cat -> 2 kernel=1x3x3
+output b c3 act=softmax
+"""),
 ]
 
 
@@ -64,8 +89,9 @@ def act(F, torch, x, a):
             "tanh": torch.tanh, "softmax": lambda v: F.softmax(v, dim=1)}[a](x)
 
 
-def forward(text, P, raw):
-    """float64 forward; returns (logits of the output layer, the output layer's act)."""
+def forward(text, P, R, raw):
+    """float64 forward, batch norm in training mode (R: running statistics, updated in place);
+    returns (logits of the output layer, the output layer's act)."""
     import torch
     import torch.nn.functional as F
     t = {}
@@ -79,7 +105,11 @@ def forward(text, P, raw):
             if kv.get("pad") == "same":
                 tot = [(k[i] - 1) * d[i] for i in range(3)]
                 x = F.pad(x, [v for i in (2, 1, 0) for v in (tot[i] // 2, tot[i] - tot[i] // 2)])
-            y = act(F, torch, F.conv3d(x, P[name, "weight"], P.get((name, "bias")), dilation=d), a)
+            y = F.conv3d(x, P[name, "weight"], P.get((name, "bias")), dilation=d)
+            if kv.get("bn") == "yes":
+                y = F.batch_norm(y, R[name, "bn_mean"], R[name, "bn_var"], P[name, "bn_weight"],
+                                 P[name, "bn_bias"], True, 0.1, float(kv.get("eps", 1e-5)))
+            y = act(F, torch, y, a)
         elif kind == "deconv":
             y = act(F, torch, F.conv_transpose3d(x, P[name, "weight"], P.get((name, "bias")),
                                                  stride=vec(kv["kernel"])), a)
@@ -153,7 +183,7 @@ def loss_fn(torch, F, loss, logits, a, t, m):
     return (((y - t) ** 2) * m).sum() / m.sum()
 
 
-def check(vox, d, k, target, loss, shape, text):
+def check(vox, d, k, target, loss, shape, acc, text):
     import torch
     import torch.nn.functional as F
     rng = np.random.default_rng(10 + k)
@@ -163,8 +193,10 @@ def check(vox, d, k, target, loss, shape, text):
                     "--save-weights", w0, "--quiet"], check=True)
     with h5py.File(w0, "r+") as f:
         for layer in f:
-            if "bias" in f[layer]:
-                f[layer]["bias"][...] = rng.uniform(-0.1, 0.1, f[layer]["bias"].shape)
+            for p, lo, hi in (("bias", -0.1, 0.1), ("bn_mean", -0.3, 0.3), ("bn_var", 0.5, 1.5),
+                              ("bn_weight", 0.5, 1.5), ("bn_bias", -0.3, 0.3)):
+                if p in f[layer]:
+                    f[layer][p][...] = rng.uniform(lo, hi, f[layer][p].shape)
     raw = rng.uniform(0, 1, shape).astype(np.float32)
     zz, yy, xx = np.indices(shape)
     labels = (1 + (yy // 3 + 2 * (xx // 4) + zz) % 4).astype(np.uint32)
@@ -173,7 +205,7 @@ def check(vox, d, k, target, loss, shape, text):
         f["raw"], f["labels"] = raw, labels
     r = subprocess.run([vox, "train", "--net", net, "--weights", w0, "--data",
                         data + ":/raw,/labels", "--patch", ",".join(map(str, shape)),
-                        "--iters", "1", "--optimizer", "sgd", "--lr", "1", "--momentum", "0",
+                        "--iters", "1", "--accumulate", str(acc), "--optimizer", "sgd", "--lr", "1", "--momentum", "0",
                         "--rebalance", "none", "--no-flips", "--target", target, "--loss", loss,
                         "--out", w1, "--checkpoint-every", "0", "--quiet", "--threads", "2"],
                        capture_output=True, text=True)
@@ -181,24 +213,57 @@ def check(vox, d, k, target, loss, shape, text):
         print(f"net {k}: vox train failed: {r.stderr}")
         return False
     a0, a1 = h5py.File(w0, "r"), h5py.File(w1, "r")
+    running = ("bn_mean", "bn_var")
     P = {(l, p): torch.tensor(a0[l][p][...].astype(np.float64), requires_grad=True)
-         for l in a0 for p in a0[l]}
-    logits, a = forward(text, P, torch.from_numpy(raw.astype(np.float64))[None, None])
-    out = tuple(logits.shape[2:])
-    off = tuple((shape[i] - out[i]) // 2 for i in range(3))
-    t, m = targets(target, labels, off, out)
-    loss_fn(torch, F, loss, logits, a, t, m).backward()
+         for l in a0 for p in a0[l] if p not in running}
+    R = {(l, p): torch.tensor(a0[l][p][...].astype(np.float64))
+         for l in a0 for p in a0[l] if p in running}
+    for _ in range(acc):  # each patch its own batch; gradients averaged
+        logits, a = forward(text, P, R, torch.from_numpy(raw.astype(np.float64))[None, None])
+        out = tuple(logits.shape[2:])
+        off = tuple((shape[i] - out[i]) // 2 for i in range(3))
+        t, m = targets(target, labels, off, out)
+        (loss_fn(torch, F, loss, logits, a, t, m) / acc).backward()
     ok = True
-    for (l, p), w in P.items():
-        g_vox = a0[l][p][...].astype(np.float64) - a1[l][p][...].astype(np.float64)
-        g = w.grad.numpy()
+    for (l, p), w in list(P.items()) + list(R.items()):
+        rel = 1e-3
+        if p in running:  # the new running statistics, to f32 rounding
+            g_vox, g, rel = a1[l][p][...].astype(np.float64), w.numpy(), 1e-5
+        else:
+            g_vox = a0[l][p][...].astype(np.float64) - a1[l][p][...].astype(np.float64)
+            g = w.grad.numpy()
         err = np.abs(g_vox - g).max()
-        if not err <= 1e-3 * np.abs(g).max() + 1e-7:
+        if not err <= rel * np.abs(g).max() + 1e-7:
             print(f"net {k} ({target}/{loss}): {l}/{p}: max |vox - torch| {err:.3g}, "
                   f"max |torch| {np.abs(g).max():.3g}")
             ok = False
-    print(f"net {k} ({target}/{loss}, {len(P)} parameters): {'ok' if ok else 'FAIL'}")
+    if R:
+        ok = infer_check(vox, d, k, text, raw, w1) and ok
+    print(f"net {k} ({target}/{loss}, {len(P) + len(R)} parameters, accumulate {acc}): "
+          f"{'ok' if ok else 'FAIL'}")
     return ok
+
+
+def infer_check(vox, d, k, text, raw, w1):
+    """`vox infer` with the trained weights against torch's eval-mode forward."""
+    net, ip, op = (os.path.join(d, f"{k}{s}") for s in (".net", "in.h5", "out.h5"))
+    with h5py.File(ip, "w") as f:
+        f["raw"] = raw
+    outs = [l[1] for l in parse(text) if l[0] == "output"]
+    r = subprocess.run([vox, "infer", "--net", net, "--weights", w1, "--in", ip + ":/raw",
+                        "--out", op + ":/" + outs[0], "--quiet", "--threads", "2"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"net {k}: vox infer failed: {r.stderr}")
+        return False
+    want = torch_forward(text, w1, [raw[None]])[0]
+    got = h5py.File(op, "r")[outs[0]][...]
+    err = np.abs(got - want).max() if got.shape == want.shape else np.inf
+    if not err <= 1e-5:
+        print(f"net {k}: vox infer vs torch eval mode: max error {err:.3g} (shapes {got.shape}, "
+              f"{want.shape})")
+        return False
+    return True
 
 
 def main():

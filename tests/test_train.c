@@ -86,9 +86,19 @@ static void grad_check(struct vox_ctx *ctx, const char *spec, const int64_t patc
     if (!g || !w || !gw || !in.data)
         goto done;
     vox_nn_weights_init(net, w, VOX_INIT_UNIFORM, 7);
-    for (int i = 0; i < net->n_layers; i++)
+    for (int i = 0; i < net->n_layers; i++) /* gw accumulates: from 0 (bn_weight starts at 1) */
+        for (int k = 0; k < VOX_P_COUNT; k++)
+            if (gw->p[i][k].rank)
+                memset(gw->p[i][k].data, 0, vox_tensor_nbytes(&gw->p[i][k]));
+    for (int i = 0; i < net->n_layers; i++) {
         for (int64_t e = 0; w->p[i][VOX_P_BIAS].rank && e < w->p[i][VOX_P_BIAS].shape[0]; e++)
             F(&w->p[i][VOX_P_BIAS])[e] = (float)(0.1 * urand());
+        for (int64_t e = 0; w->p[i][VOX_P_BN_BIAS].rank && e < w->p[i][VOX_P_BN_BIAS].shape[0];
+             e++) {
+            F(&w->p[i][VOX_P_BN_WEIGHT])[e] = (float)(1 + 0.5 * urand());
+            F(&w->p[i][VOX_P_BN_BIAS])[e] = (float)(0.2 * urand());
+        }
+    }
     int64_t n = vox_tensor_numel(&in);
     for (int64_t e = 0; e < n; e++) /* a scrambled ramp: distinct values */
         F(&in)[e] = (float)(0.01 * (double)((e * 7919) % n) - 0.005 * (double)n);
@@ -112,8 +122,8 @@ static void grad_check(struct vox_ctx *ctx, const char *spec, const int64_t patc
         memcpy(gin.data, vox_nn_graph_grad(g, (int)in_layer)->data, vox_tensor_nbytes(&gin));
     int bad = gin.data ? fd_compare(ctx, g, net, w, &in, r, F(&in), F(&gin), n, h, "input") : 1;
     for (int i = 0; i < net->n_layers; i++)
-        for (int k = 0; k < 2; k++)
-            if (w->p[i][k].rank)
+        for (int k = 0; k < VOX_P_COUNT; k++)
+            if (w->p[i][k].rank && k != VOX_P_BN_MEAN && k != VOX_P_BN_VAR)
                 bad += fd_compare(ctx, g, net, w, &in, r, F(&w->p[i][k]), F(&gw->p[i][k]),
                                   vox_tensor_numel(&w->p[i][k]), h, net->layers[i].name);
     if (bad)
@@ -163,6 +173,15 @@ static void test_layer_grads(struct vox_ctx *ctx)
          "act=softmax\n",
          {2, 5, 3},
          1e-2},
+        /* batch norm (training mode): with and without conv bias, odd channel counts */
+        {"input i channels=2\nconv c i -> 3 kernel=2x3x2 bn=yes act=elu\n"
+         "conv d c -> 5 kernel=1x2x2 bias=no bn=yes eps=1e-3 act=tanh\noutput o d\n",
+         {3, 6, 5},
+         1e-3},
+        {"input i channels=1\nconv c i -> 3 kernel=3 pad=same bn=yes act=elu\n"
+         "softmax sm c\nconv d sm -> 1 kernel=1x2x1 bn=yes\noutput o d act=sigmoid\n",
+         {3, 3, 5},
+         1e-3},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         grad_check(ctx, cases[c].spec, cases[c].patch, cases[c].h);

@@ -223,6 +223,15 @@ static const char net_text[] = "input raw channels=1\n"
                                "conv c4 c3 -> 3 kernel=1\n"
                                "output aff c4 act=sigmoid\n";
 
+/* batch norm after convs with and without bias; SGD (Adam would turn the rounding noise of the
+ * pre-bn bias's zero gradient into full-size steps) */
+static const char bn_net_text[] = "input raw channels=1\n"
+                                  "conv c1 raw -> 7 kernel=1x3x3 act=tanh\n"
+                                  "conv c2 c1 -> 5 kernel=2x3x3 bn=yes act=relu\n"
+                                  "conv c3 c2 -> 6 kernel=3 pad=same bias=no bn=yes act=elu\n"
+                                  "conv c4 c3 -> 3 kernel=1\n"
+                                  "output aff c4 act=sigmoid\n";
+
 static void make_volume(struct vox_ctx *ctx, const char *file)
 {
     struct vox_synth_params p;
@@ -241,8 +250,9 @@ static void make_volume(struct vox_ctx *ctx, const char *file)
 }
 
 /* the trainer with fast kernels: the same losses and weights as with the reference, within
- * f32 rounding, after a few Adam steps */
-static void test_trainer(struct vox_ctx *ctx)
+ * f32 rounding, after a few Adam steps (SGD with batch norm: its parameters and running
+ * statistics included) */
+static void trainer_pair(struct vox_ctx *ctx, const char *text, enum vox_optim_kind optim)
 {
     char file[256], raw[300], lab[300];
     snprintf(file, sizeof file, "/tmp/vox_test_train_fast_%ld.h5", (long)getpid());
@@ -254,13 +264,14 @@ static void test_trainer(struct vox_ctx *ctx)
     struct vox_train_data *data = NULL;
     struct vox_nn_train_fast *f = NULL;
     struct vox_trainer *tr[2] = {NULL, NULL};
-    CHECK_OK(vox_net_parse(ctx, net_text, "t.net", &net));
+    CHECK_OK(vox_net_parse(ctx, text, "t.net", &net));
     CHECK_OK(vox_train_data_open(ctx, &src, 1, &data));
     CHECK_OK(vox_nn_train_fast_create(ctx, &f));
     if (!net || !data || !f)
         goto done;
     struct vox_train_options o;
     vox_train_options_defaults(&o);
+    vox_optim_defaults(optim, &o.optim);
     o.patch[0] = 5, o.patch[1] = 17, o.patch[2] = 19;
     o.aug.flips = true;
     for (int r = 0; r < 2; r++) {
@@ -287,6 +298,12 @@ done:
     vox_train_data_close(data);
     vox_net_destroy(net);
     remove(file);
+}
+
+static void test_trainer(struct vox_ctx *ctx)
+{
+    trainer_pair(ctx, net_text, VOX_OPTIM_ADAM);
+    trainer_pair(ctx, bn_net_text, VOX_OPTIM_SGD);
 }
 
 VOX_TEST_MAIN(VOX_TEST(test_conv_kernels), VOX_TEST(test_deconv_kernels), VOX_TEST(test_threads),

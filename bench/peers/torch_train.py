@@ -2,7 +2,7 @@
 
   torch_train.py SPEC PZ PY PX THREADS RUNS
 
-The net of the spec (torch_infer.SpecNet; every bn=yes read as bn=no, as vox trains it), random
+The net of the spec (torch_infer.SpecNet; every bn=yes read as bn=no, as vox's bench reads it), random
 weights, fixed random inputs (every input of the spec) and a fixed random 0/1 target at the
 output's shape. One iteration: zero_grad, forward, loss (cross-entropy for a softmax output,
 binary cross-entropy for a sigmoid one, else squared error; mean over voxels), backward,

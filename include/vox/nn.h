@@ -69,7 +69,8 @@ struct vox_nn_layer {
     int crop_to;           /* crop: the layer whose spatial shape to crop to, or -1 */
     bool same;             /* conv: zero padding that keeps the shape */
     bool bias;             /* conv/deconv: has a bias (default yes) */
-    bool bn;               /* conv: inference batch norm after the conv, folded at plan */
+    bool bn;               /* conv: batch norm after the conv (folded at plan; trained in
+                            * training mode by the graph, vox/train.h) */
     double bn_eps;         /* default 1e-5 (PyTorch's) */
     enum vox_nn_act act;   /* conv, deconv, add, act, output */
     int line;              /* the spec line, for messages */
@@ -260,6 +261,34 @@ void vox_nn_ref_add_backward(const struct vox_tensor *gout, struct vox_tensor *c
 /* gin_k[n,c] += gout[n, off_k + c] */
 void vox_nn_ref_concat_backward(const struct vox_tensor *gout, struct vox_tensor *const *gin,
                                 int n);
+
+/* ---- batch norm for training (src/nn/ref_bn.c) ---------------------------------------------
+ * PyTorch's BatchNorm3d after a conv, per channel c over its M = N*Z*Y*X values, in double,
+ * one channel per pool task (bitwise identical for any thread count). */
+
+/* out = act(gamma[c] xhat + beta[c]), xhat = (z - mean[c]) / sqrt(var[c] + eps).
+ * batch: mean[c] = sum z / M and var[c] = sum (z - mean)^2 / M (biased) are computed and
+ * written; else mean/var are read (running statistics: eval mode). xhat (may be NULL) gets
+ * xhat in f32 (what the backward needs); out may equal z. */
+void vox_nn_ref_bn_forward(struct vox_pool *pool, const struct vox_tensor *z,
+                           const struct vox_tensor *gamma, const struct vox_tensor *beta,
+                           double eps, enum vox_nn_act act, bool batch, double *mean, double *var,
+                           struct vox_tensor *xhat, struct vox_tensor *out);
+/* The adjoint of a batch-statistics forward, from gy = d loss / d (gamma xhat + beta):
+ *   ggamma[c] += sum gy xhat,  gbeta[c] += sum gy,
+ *   gz = gamma[c] / sqrt(var[c] + eps) / M * (M gy - sum gy - xhat sum gy xhat).
+ * gz is overwritten (may equal gy). */
+void vox_nn_ref_bn_backward(struct vox_pool *pool, const struct vox_tensor *xhat,
+                            const struct vox_tensor *gy, const struct vox_tensor *gamma,
+                            const double *var, double eps, struct vox_tensor *gz,
+                            struct vox_tensor *ggamma, struct vox_tensor *gbeta);
+/* PyTorch's running statistics (momentum 0.1) from one batch's mean and biased var over
+ * `count` values per channel: run_mean = 0.9 run_mean + 0.1 mean, run_var = 0.9 run_var +
+ * 0.1 var count / (count - 1) (the unbiased variance). f32 (channels), updated in place. */
+#define VOX_NN_BN_MOMENTUM 0.1
+void vox_nn_bn_running_update(const double *mean, const double *var, int64_t channels,
+                              int64_t count, struct vox_tensor *run_mean,
+                              struct vox_tensor *run_var);
 
 /* ---- the reference forward pass ------------------------------------------------------------ */
 

@@ -74,8 +74,9 @@ void vox_nn_train_fast_counts(const struct vox_nn_train_fast *f, int64_t *fast_o
 struct vox_nn_graph;
 
 /* A graph for net at input patch shape `patch`: every tensor and its gradient kept (no buffer
- * reuse). kernels NULL: the reference ones. Nets with bn=yes are VOX_UNSUPPORTED (batch norm
- * is inference-only in vox). */
+ * reuse). kernels NULL: the reference ones. A conv with bn=yes is conv (with its bias, if
+ * any), then batch norm (vox_nn_ref_bn_forward: training mode, the patch is the batch), then
+ * its act; one whose output has a single voxel is VOX_INVALID_ARG. */
 enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *net,
                                     const int64_t patch[3], const struct vox_nn_kernels *kernels,
                                     struct vox_nn_graph **g_out);
@@ -88,6 +89,14 @@ struct vox_tensor *vox_nn_graph_grad(struct vox_nn_graph *g, int layer);
 enum vox_status vox_nn_graph_forward(struct vox_ctx *ctx, struct vox_nn_graph *g,
                                      const struct vox_nn_weights *w,
                                      const struct vox_tensor *inputs);
+/* Batch norm with the running statistics bn_mean/bn_var of the weights (PyTorch's eval mode)
+ * instead of the batch's (training mode, the default). The backward pass needs a
+ * training-mode forward. */
+void vox_nn_graph_set_eval(struct vox_nn_graph *g, bool eval);
+/* Folds the batch statistics of the last training-mode forward into w's bn_mean/bn_var
+ * (vox_nn_bn_running_update: momentum 0.1, unbiased variance), as PyTorch does on every
+ * training-mode forward. */
+void vox_nn_graph_bn_update(const struct vox_nn_graph *g, struct vox_nn_weights *w);
 /* Zeroes every tensor gradient (not gw). */
 void vox_nn_graph_zero_grad(struct vox_nn_graph *g);
 /* Back-propagates the gradients the caller put in the grad buffers (usually an output's, or
@@ -185,7 +194,8 @@ enum vox_status vox_optim_check(struct vox_ctx *ctx, const struct vox_optim_para
  *   sgd   m = momentum m + g';  w -= lr_t m
  *   adam  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;
  *         w -= lr_t (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
- * m and v (same shapes as w; v unused by sgd) are the optimizer state. */
+ * m and v (same shapes as w; v unused by sgd) are the optimizer state. bn_mean and bn_var
+ * (running statistics, not trained) are skipped. */
 void vox_optim_step(const struct vox_optim_params *p, int64_t t, struct vox_nn_weights *w,
                     const struct vox_nn_weights *g, struct vox_nn_weights *m,
                     struct vox_nn_weights *v);

@@ -2,8 +2,11 @@
  * graph.c: the training graph: a forward pass that keeps every layer's tensor, and a backward
  * pass that walks the layers in reverse, adding each layer's input and parameter gradients.
  *
- * Unlike the inference plan (forward.c) no buffer is reused and batch norm is not folded
- * (it is refused: vox's batch norm is inference-only). A layer with an activation keeps its
+ * Unlike the inference plan (forward.c) no buffer is reused and batch norm is not folded: a
+ * conv with bn=yes runs the conv without activation, then batch norm with the batch's
+ * statistics (training mode; ref_bn.c) or the running ones (eval mode), then the activation,
+ * keeping xhat and the batch's mean and variance for the backward and for the running
+ * statistics (vox_nn_graph_bn_update). A layer with an activation keeps its
  * post-activation tensor; its backward first maps the output gradient to the pre-activation
  * gradient (vox_nn_ref_act_backward, into a scratch buffer), then calls the layer's adjoint.
  * Gradients accumulate (+=), so a tensor read by several layers sums their contributions in
@@ -21,6 +24,9 @@ struct vox_nn_graph {
     struct vox_nn_dims *dims;
     struct vox_tensor *val, *grad; /* per layer, owned */
     struct vox_tensor scratch;     /* the largest tensor: pre-activation gradients */
+    struct vox_tensor *xhat;       /* per layer: bn=yes convs' normalised values, else empty */
+    double **stats;                /* per layer: bn=yes convs' mean[C] then var[C], else NULL */
+    bool eval;                     /* batch norm with the running statistics */
 };
 
 /* The reference layers behind the kernel table's leading `self`. */
@@ -84,15 +90,43 @@ void vox_nn_graph_destroy(struct vox_nn_graph *g)
 {
     if (!g)
         return;
-    for (int i = 0; g->val && g->grad && i < g->net->n_layers; i++) {
+    for (int i = 0; g->val && g->grad && g->xhat && g->stats && i < g->net->n_layers; i++) {
         vox_tensor_free(g->ctx, &g->val[i]);
         vox_tensor_free(g->ctx, &g->grad[i]);
+        vox_tensor_free(g->ctx, &g->xhat[i]);
+        vox_free(g->ctx, g->stats[i]);
     }
     vox_tensor_free(g->ctx, &g->scratch);
+    vox_free(g->ctx, g->xhat);
+    vox_free(g->ctx, g->stats);
     vox_free(g->ctx, g->val);
     vox_free(g->ctx, g->grad);
     vox_free(g->ctx, g->dims);
     vox_free(g->ctx, g);
+}
+
+/* The batch-norm state of every bn=yes conv: xhat and the statistics. A channel of one value
+ * has no batch variance (PyTorch refuses it too). */
+static enum vox_status bn_alloc(struct vox_ctx *ctx, struct vox_nn_graph *g)
+{
+    for (int i = 0; i < g->net->n_layers; i++) {
+        const struct vox_nn_layer *l = &g->net->layers[i];
+        if (l->kind != VOX_NN_CONV || !l->bn)
+            continue;
+        const int64_t *d = g->dims[i].shape;
+        if (d[1] * d[2] * d[3] == 1)
+            return vox_fail(ctx, VOX_INVALID_ARG,
+                            "%s:%d: layer '%s' has bn=yes and an output of 1x1x1 voxels: "
+                            "batch statistics need more than 1 value per channel",
+                            g->net->source, l->line, l->name);
+        int64_t shape[5] = {1, d[0], d[1], d[2], d[3]};
+        enum vox_status s = vox_tensor_alloc(ctx, &g->xhat[i], VOX_F32, 5, shape);
+        if (s != VOX_OK)
+            return s;
+        if (!(g->stats[i] = vox_calloc(ctx, (size_t)(2 * d[0]), sizeof(double))))
+            return VOX_OUT_OF_MEMORY;
+    }
+    return VOX_OK;
 }
 
 enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *net,
@@ -100,12 +134,6 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
                                     struct vox_nn_graph **g_out)
 {
     *g_out = NULL;
-    for (int i = 0; i < net->n_layers; i++)
-        if (net->layers[i].bn)
-            return vox_fail(ctx, VOX_UNSUPPORTED,
-                            "%s:%d: layer '%s' has bn=yes; batch norm is inference-only, "
-                            "train without it",
-                            net->source, net->layers[i].line, net->layers[i].name);
     struct vox_nn_graph *g = vox_calloc(ctx, 1, sizeof *g);
     if (!g)
         return VOX_OUT_OF_MEMORY;
@@ -116,9 +144,12 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
     enum vox_status s = VOX_OUT_OF_MEMORY;
     if (!(g->dims = vox_calloc(ctx, n, sizeof *g->dims)) ||
         !(g->val = vox_calloc(ctx, n, sizeof *g->val)) ||
-        !(g->grad = vox_calloc(ctx, n, sizeof *g->grad)))
+        !(g->grad = vox_calloc(ctx, n, sizeof *g->grad)) ||
+        !(g->xhat = vox_calloc(ctx, n, sizeof *g->xhat)) ||
+        !(g->stats = vox_calloc(ctx, n, sizeof *g->stats)))
         goto fail;
-    if ((s = vox_net_shapes(ctx, net, patch, g->dims)) != VOX_OK)
+    if ((s = vox_net_shapes(ctx, net, patch, g->dims)) != VOX_OK ||
+        (s = bn_alloc(ctx, g)) != VOX_OK)
         goto fail;
     int64_t big[5] = {1, 1, 1, 1, 1};
     for (int i = 0; i < net->n_layers; i++) {
@@ -215,6 +246,22 @@ static void chan_run(struct vox_pool *pool, struct chan_job *j)
     vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, chan_planes, j);
 }
 
+/* Batch norm and the activation on layer i's conv output, in place: with the batch's
+ * statistics (kept, with xhat) or, in eval mode, the running ones. */
+static void forward_bn(struct vox_nn_graph *g, const struct vox_nn_weights *w, int i,
+                       struct vox_pool *pool)
+{
+    const struct vox_nn_layer *l = &g->net->layers[i];
+    const struct vox_tensor *p = w->p[i];
+    double *mean = g->stats[i], *var = g->stats[i] + l->channels;
+    for (int64_t c = 0; g->eval && c < l->channels; c++) {
+        mean[c] = ((const float *)p[VOX_P_BN_MEAN].data)[c];
+        var[c] = ((const float *)p[VOX_P_BN_VAR].data)[c];
+    }
+    vox_nn_ref_bn_forward(pool, &g->val[i], &p[VOX_P_BN_WEIGHT], &p[VOX_P_BN_BIAS], l->bn_eps,
+                          l->act, !g->eval, mean, var, g->eval ? NULL : &g->xhat[i], &g->val[i]);
+}
+
 static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w, int i,
                           struct vox_pool *pool)
 {
@@ -228,7 +275,10 @@ static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w
     switch (l->kind) {
     case VOX_NN_CONV:
         vox_nn_conv_pad(l, v);
-        g->k.conv(g->k.self, pool, in, &w->p[i][VOX_P_WEIGHT], b, l->dilation, v, l->act, out);
+        g->k.conv(g->k.self, pool, in, &w->p[i][VOX_P_WEIGHT], b, l->dilation, v,
+                  l->bn ? VOX_ACT_LINEAR : l->act, out);
+        if (l->bn)
+            forward_bn(g, w, i, pool);
         break;
     case VOX_NN_DECONV:
         g->k.deconv(g->k.self, pool, in, &w->p[i][VOX_P_WEIGHT], b, l->act, out);
@@ -318,6 +368,10 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
     case VOX_NN_CONV:
         vox_nn_conv_pad(l, v);
         gout = pre_act_grad(g, i, pool);
+        if (l->bn)
+            vox_nn_ref_bn_backward(pool, &g->xhat[i], gout, &w->p[i][VOX_P_BN_WEIGHT],
+                                   g->stats[i] + l->channels, l->bn_eps, &g->scratch,
+                                   &gw->p[i][VOX_P_BN_WEIGHT], &gw->p[i][VOX_P_BN_BIAS]);
         g->k.conv_backward_weights(g->k.self, pool, in, gout, l->dilation, v,
                                    &gw->p[i][VOX_P_WEIGHT], gb);
         g->k.conv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], l->dilation, v, gin);
@@ -361,4 +415,22 @@ void vox_nn_graph_backward(struct vox_ctx *ctx, struct vox_nn_graph *g,
     for (int i = g->net->n_layers - 1; i >= 0; i--)
         if (g->net->layers[i].kind != VOX_NN_INPUT)
             backward_layer(g, w, gw, i, vox_ctx_pool(ctx));
+}
+
+void vox_nn_graph_set_eval(struct vox_nn_graph *g, bool eval)
+{
+    g->eval = eval;
+}
+
+void vox_nn_graph_bn_update(const struct vox_nn_graph *g, struct vox_nn_weights *w)
+{
+    for (int i = 0; i < g->net->n_layers; i++) {
+        const struct vox_nn_layer *l = &g->net->layers[i];
+        if (!g->stats[i])
+            continue;
+        const int64_t *d = g->dims[i].shape;
+        vox_nn_bn_running_update(g->stats[i], g->stats[i] + l->channels, l->channels,
+                                 d[1] * d[2] * d[3], &w->p[i][VOX_P_BN_MEAN],
+                                 &w->p[i][VOX_P_BN_VAR]);
+    }
 }

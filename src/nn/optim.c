@@ -6,7 +6,8 @@
  * Updates are elementwise, computed in double from the f32 weight, gradient and state and
  * stored back in f32, in a fixed order on one thread: the same inputs give the same bits on
  * any machine and thread count, and the state (m, v) is all a checkpoint needs besides the
- * step count.
+ * step count. Batch norm's running statistics (bn_mean, bn_var) are not trained: the
+ * trainer updates them from the batch statistics; bn_weight and bn_bias are, like any weight.
  */
 #include "internal.h"
 #include "vox/train.h"
@@ -71,7 +72,7 @@ void vox_optim_step(const struct vox_optim_params *p, int64_t t, struct vox_nn_w
     double c1 = 1 - pow(p->beta1, (double)t), c2 = 1 - pow(p->beta2, (double)t);
     for (int i = 0; i < w->n_layers; i++)
         for (int k = 0; k < VOX_P_COUNT; k++) {
-            if (w->p[i][k].rank == 0 || k >= VOX_P_BN_MEAN)
+            if (w->p[i][k].rank == 0 || k == VOX_P_BN_MEAN || k == VOX_P_BN_VAR)
                 continue;
             float *wp = w->p[i][k].data, *mp = m->p[i][k].data, *vp = v->p[i][k].data;
             const float *gp = g->p[i][k].data;

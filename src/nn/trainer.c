@@ -7,6 +7,11 @@
  * of the patches of a step are added in patch order; the optimizer is elementwise. So the
  * weights after N steps are bitwise the same for any thread count, and a checkpoint (weights,
  * optimizer state, step count, generator word: checkpoint.c) resumes bit for bit.
+ *
+ * Batch norm: each patch is its own batch (the graph is one patch), so with `accumulate` > 1
+ * every patch is normalised by its own statistics and updates the running statistics once,
+ * in patch order, as PyTorch does for a loop of forward passes before one optimizer step.
+ * Validation uses the running statistics (eval mode), as `vox infer` does.
  */
 #include "internal.h"
 #include "train_internal.h"
@@ -170,8 +175,20 @@ static enum vox_status patch_loss(struct vox_ctx *ctx, struct vox_trainer *tr,
     return s == VOX_OK ? vox_loss_malis(ctx, x, act, &inner, mask, true, scale, g, loss_out) : s;
 }
 
+/* The batch-norm running statistics (bn_mean, bn_var) of src into dst. A step stages them in
+ * tr->gw (whose slots the optimizer ignores), updating them patch by patch, and commits them
+ * to tr->w only when the step succeeds. */
+static void running_stats_copy(struct vox_nn_weights *dst, const struct vox_nn_weights *src)
+{
+    for (int i = 0; i < dst->n_layers; i++)
+        for (int k = VOX_P_BN_MEAN; k <= VOX_P_BN_VAR; k++)
+            if (dst->p[i][k].rank)
+                memcpy(dst->p[i][k].data, src->p[i][k].data, vox_tensor_nbytes(&dst->p[i][k]));
+}
+
 /* One patch: sample, forward, loss (its gradient times `scale` into the logits' grad),
- * backward into tr->gw when `backward`. */
+ * backward into tr->gw when `backward` (training: the batch-norm running statistics staged in
+ * tr->gw are updated from the patch's batch statistics too). */
 static enum vox_status run_patch(struct vox_ctx *ctx, struct vox_trainer *tr,
                                  struct vox_train_data *d, uint64_t *rng,
                                  const struct vox_augment *aug, double scale, bool backward,
@@ -185,6 +202,8 @@ static enum vox_status run_patch(struct vox_ctx *ctx, struct vox_trainer *tr,
         s = vox_train_targets(ctx, tr->o.target, tr->o.loss, &lab, &ok, &tgt, &mask);
     if (s == VOX_OK)
         s = vox_nn_graph_forward(ctx, tr->g, tr->w, in);
+    if (s == VOX_OK && backward)
+        vox_nn_graph_bn_update(tr->g, tr->gw);
     if (s == VOX_OK) {
         vox_nn_graph_zero_grad(tr->g);
         s = patch_loss(ctx, tr, &lab, &tgt, &mask, scale, loss_out);
@@ -205,6 +224,7 @@ enum vox_status vox_trainer_step(struct vox_ctx *ctx, struct vox_trainer *tr, do
     *loss_out = 0;
     uint64_t rng = tr->rng;
     weights_zero(tr->gw);
+    running_stats_copy(tr->gw, tr->w);
     double sum = 0, scale = 1.0 / (double)tr->o.accumulate;
     for (int64_t k = 0; k < tr->o.accumulate; k++) {
         double l = 0;
@@ -219,6 +239,7 @@ enum vox_status vox_trainer_step(struct vox_ctx *ctx, struct vox_trainer *tr, do
                         "the loss is %g at iteration %lld (diverged: "
                         "lower the learning rate)",
                         *loss_out, (long long)tr->iter + 1);
+    running_stats_copy(tr->w, tr->gw);
     tr->rng = rng;
     tr->iter++;
     vox_optim_step(&tr->o.optim, tr->iter, tr->w, tr->gw, tr->m, tr->v);
@@ -235,13 +256,17 @@ enum vox_status vox_trainer_validate(struct vox_ctx *ctx, struct vox_trainer *tr
         return vox_fail(ctx, VOX_INVALID_ARG,
                         "the validation data has %d inputs per patch, the training data %d",
                         vox_train_data_inputs(val), vox_train_data_inputs(tr->data));
+    vox_nn_graph_set_eval(tr->g, true);
     for (int64_t k = 0; k < patches; k++) {
         double l = 0;
         enum vox_status s = run_patch(ctx, tr, val, &rng, NULL, 1, false, &l);
-        if (s != VOX_OK)
+        if (s != VOX_OK) {
+            vox_nn_graph_set_eval(tr->g, false);
             return s;
+        }
         sum += l;
     }
+    vox_nn_graph_set_eval(tr->g, false);
     *loss_out = patches > 0 ? sum / (double)patches : 0;
     return VOX_OK;
 }
