@@ -6,7 +6,10 @@
  * [lo + j*stride, lo + j*stride + fov), stride a fraction (pooling multiplies it, upsampling
  * divides it). This is ZNN's fov_pass run forwards: conv and max-filter add (k - 1)*d*stride
  * to the fov, pooling adds (w - 1)*stride and multiplies the stride by w, crops shift lo,
- * and where paths meet the union is taken. After an upsampling the fov is an upper bound
+ * and where paths meet the union is taken. Max-pooling fragments (mpf, ZNNi) are followed
+ * through fragment 0, as a pooling layer: fragment f's voxel j is fragment 0's shifted by f
+ * strides of the mpf's input; an interleave divides the stride by the product of the windows
+ * it undoes (the dense output's stride), keeping the fov exact. After an upsampling the fov is an upper bound
  * (rounded up). When a valid layer would get an empty tensor, the pass goes on with size 1
  * to finish the field of view, then reports the patch as smaller than it.
  */
@@ -48,7 +51,7 @@ struct pass {
     const struct vox_net *net;
     struct vox_nn_dims *d;
     int too_small;   /* the first layer whose valid output would be empty, or -1 */
-    int indivisible; /* the first pool whose input does not divide by its window, or -1 */
+    int indivisible; /* the first pool (mpf) whose input (+ 1) does not divide by its window */
     enum vox_status st;
 };
 
@@ -119,11 +122,24 @@ static void axis_step(struct pass *p, int li, int a)
         sn *= k;
         o->shape[1 + a] = in / k > 0 ? in / k : 1;
         break;
+    case VOX_NN_MPF: /* fragment 0: pooling after a max-filter, as far as the fov goes */
+        o->fov[a] += mul_ceil(k - 1, sn, sd);
+        sn *= k;
+        o->shape[1 + a] = shrink(p, li, (in - k + 1) / k, 1);
+        break;
     case VOX_NN_DECONV:
     case VOX_NN_UPSAMPLE:
         sd *= k;
         o->shape[1 + a] = in * k;
         break;
+    case VOX_NN_INTERLEAVE: {
+        int64_t win[VOX_NN_MPF_MAX][3], m = 1;
+        for (int v = vox_net_mpf_levels(p->net, l->in[0], win) - 1; v >= 0; v--)
+            m *= win[v][a];
+        sd *= m;
+        o->shape[1 + a] = in * m;
+        break;
+    }
     case VOX_NN_CROP: {
         int64_t m = l->crop_to >= 0 ? (in - p->d[l->crop_to].shape[1 + a]) / 2 : l->margin[a];
         o->shape[1 + a] = l->crop_to >= 0 ? p->d[l->crop_to].shape[1 + a] : in - 2 * m;
@@ -151,6 +167,9 @@ static void check_layer(struct pass *p, int li)
     for (int a = 0; a < 3; a++) {
         if (l->kind == VOX_NN_POOL && f->shape[1 + a] % l->kernel[a] != 0 && p->indivisible < 0)
             p->indivisible = li;
+        if (l->kind == VOX_NN_MPF && (f->shape[1 + a] + 1) % l->kernel[a] != 0 &&
+            p->indivisible < 0)
+            p->indivisible = li;
         if (l->kind == VOX_NN_CROP &&
             (p->d[li].shape[1 + a] < 1 || p->d[li].shape[1 + a] > f->shape[1 + a])) {
             char s1[80], s2[80];
@@ -170,6 +189,11 @@ static enum vox_status indivisible(struct pass *p)
     char s1[80], s2[80];
     shape_str(s1, sizeof s1, p->d[l->in[0]].shape + 1, 3);
     shape_str(s2, sizeof s2, l->kernel, 3);
+    if (l->kind == VOX_NN_MPF)
+        return vox_fail(p->ctx, VOX_INVALID_ARG,
+                        "%s line %d: mpf '%s': input '%s' is %s; each size + 1 must divide by the "
+                        "window %s (equal fragments)",
+                        p->net->source, l->line, l->name, p->net->layers[l->in[0]].name, s1, s2);
     return vox_fail(p->ctx, VOX_INVALID_ARG,
                     "%s line %d: pool '%s': input '%s' is %s, not divisible by the window %s",
                     p->net->source, l->line, l->name, p->net->layers[l->in[0]].name, s1, s2);
@@ -180,6 +204,11 @@ static void layer_step(struct pass *p, const int64_t patch[3], int li)
     const struct vox_nn_layer *l = &p->net->layers[li];
     struct vox_nn_dims *o = &p->d[li];
     o->shape[0] = l->channels;
+    o->batch = l->kind == VOX_NN_INPUT ? 1 : p->d[l->in[0]].batch;
+    if (l->kind == VOX_NN_MPF)
+        o->batch *= l->kernel[0] * l->kernel[1] * l->kernel[2];
+    if (l->kind == VOX_NN_INTERLEAVE)
+        o->batch = 1;
     if (l->kind == VOX_NN_INPUT) {
         for (int a = 0; a < 3; a++) {
             o->shape[1 + a] = patch[a];
@@ -246,7 +275,7 @@ double vox_nn_layer_flops(const struct vox_net *net, const struct vox_nn_dims *d
 {
     const struct vox_nn_layer *l = &net->layers[layer];
     const int64_t *s = dims[layer].shape;
-    double vox = (double)s[1] * (double)s[2] * (double)s[3];
+    double vox = (double)dims[layer].batch * (double)s[1] * (double)s[2] * (double)s[3];
     double cin = (double)net->layers[l->in[0]].channels;
     double k = (double)l->kernel[0] * (double)l->kernel[1] * (double)l->kernel[2];
     if (l->kind == VOX_NN_CONV)
