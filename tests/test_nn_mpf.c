@@ -13,7 +13,10 @@
  */
 #include "harness.h"
 #include "vox/nn.h"
+#include "vox/io.h"
 #include "vox/train.h"
+
+#include <unistd.h>
 
 struct pair {
     const char *mpf, *dense;
@@ -303,5 +306,75 @@ static void test_errors(struct vox_ctx *ctx)
     vox_net_destroy(m);
 }
 
-VOX_TEST_MAIN(VOX_TEST(test_mpf_equals_maxfilter), VOX_TEST(test_shapes),
+/* Slides net over a random u8 volume with the given patch (the volume: one pass); output 0 read
+ * back as f32 into out. */
+static void slide(struct vox_ctx *ctx, const struct vox_net *net, struct vox_nn_weights *w,
+                  const int64_t vol[3], const int64_t patch[3], struct vox_tensor *out)
+{
+    char in_path[256], out_path[256], spec[300];
+    snprintf(in_path, sizeof in_path, "/tmp/vox_mpf_in_%d.h5", (int)getpid());
+    snprintf(out_path, sizeof out_path, "/tmp/vox_mpf_out_%d.h5", (int)getpid());
+    struct vox_tensor raw = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &raw, VOX_U8, 3, vol));
+    uint64_t seed = 4;
+    for (int64_t e = 0; e < vox_tensor_numel(&raw); e++)
+        ((uint8_t *)raw.data)[e] = (uint8_t)vox_test_rand(&seed);
+    snprintf(spec, sizeof spec, "%s:/raw", in_path);
+    CHECK_OK(vox_volume_save(ctx, spec, &raw, NULL));
+    struct vox_volume *in = NULL, *o = NULL;
+    struct vox_out_file *f = NULL;
+    struct vox_nn_volume *v = NULL;
+    const enum vox_dtype dt = VOX_U8;
+    struct vox_nn_volume_options opt = {.patch = {patch[0], patch[1], patch[2]}, .quiet = true,
+                                        .out_dtype = VOX_F32};
+    struct vox_dataset_options dopt = {.dtype = VOX_F32, .rank = 4};
+    CHECK_OK(vox_volume_open(ctx, spec, &in));
+    CHECK_OK(vox_nn_volume_plan(ctx, net, w, vol, &dt, &opt, &v));
+    if (v) {
+        int64_t pp[3], ov[3], tiles;
+        vox_nn_volume_geometry(v, pp, ov, &tiles);
+        CHECK(memcmp(pp, patch, sizeof pp) == 0);
+        CHECK(memcmp(vol, patch, sizeof pp) == 0 ? tiles == 1 : tiles >= 8);
+        vox_nn_volume_out_shape(v, 0, dopt.shape);
+    }
+    if (v && in) {
+        CHECK_OK(vox_out_open(ctx, out_path, &f));
+        CHECK_OK(vox_out_dataset(ctx, f, "/o", &dopt, &o));
+        CHECK_OK(vox_nn_volume_run(ctx, v, &in, &o));
+        CHECK_OK(vox_out_commit(ctx, f));
+        snprintf(spec, sizeof spec, "%s:/o", out_path);
+        CHECK_OK(vox_volume_load(ctx, spec, out, NULL));
+    }
+    vox_volume_close(in);
+    vox_nn_volume_destroy(v);
+    vox_tensor_free(ctx, &raw);
+    unlink(out_path);
+    unlink(in_path);
+}
+
+/* The mpf net slid patch by patch (dense outputs, abutting tiles) == the dense net in one
+ * pass over the whole volume. */
+static void test_sliding(struct vox_ctx *ctx)
+{
+    const struct pair *pr = &pairs[1];
+    struct vox_net *m = parse(ctx, pr->mpf), *d = parse(ctx, pr->dense);
+    struct vox_nn_weights *wm = NULL, *wd = NULL;
+    struct vox_tensor a = {0}, b = {0};
+    const int64_t vol[3] = {9, 30, 35};
+    if (m && d) {
+        weights(ctx, m, d, 7, &wm, &wd);
+        slide(ctx, m, wm, vol, pr->patch, &a);
+        slide(ctx, d, wd, vol, vol, &b);
+        CHECK(a.rank == 4 && a.shape[1] == 5 && a.shape[2] == 19 && a.shape[3] == 24);
+        CHECK(diff(&b, &a) <= 1e-5);
+    }
+    vox_tensor_free(ctx, &a);
+    vox_tensor_free(ctx, &b);
+    vox_nn_weights_destroy(wm);
+    vox_nn_weights_destroy(wd);
+    vox_net_destroy(m);
+    vox_net_destroy(d);
+}
+
+VOX_TEST_MAIN(VOX_TEST(test_mpf_equals_maxfilter), VOX_TEST(test_shapes), VOX_TEST(test_sliding),
               VOX_TEST(test_shipped_n337), VOX_TEST(test_errors))

@@ -52,6 +52,7 @@ struct pass {
     struct vox_nn_dims *d;
     int too_small;   /* the first layer whose valid output would be empty, or -1 */
     int indivisible; /* the first pool (mpf) whose input (+ 1) does not divide by its window */
+    unsigned bad;    /* bit a: axis a does not fit (too small, indivisible, a crop, a mismatch) */
     enum vox_status st;
 };
 
@@ -78,6 +79,7 @@ static void check_same(struct pass *p, const struct vox_nn_layer *l, int rank0)
         const struct vox_nn_dims *g = &p->d[l->in[i]];
         for (int a = rank0; a < 4; a++)
             if (f->shape[a] != g->shape[a]) {
+                p->bad |= a > 0 ? 1u << (a - 1) : 7u;
                 char s1[80], s2[80];
                 shape_str(s1, sizeof s1, f->shape + rank0, 4 - rank0);
                 shape_str(s2, sizeof s2, g->shape + rank0, 4 - rank0);
@@ -91,10 +93,11 @@ static void check_same(struct pass *p, const struct vox_nn_layer *l, int rank0)
 }
 
 /* A valid window of `ext` input voxels: out = in - ext + 1, at least 1 (see too_small). */
-static int64_t shrink(struct pass *p, int layer, int64_t in, int64_t ext)
+static int64_t shrink(struct pass *p, int layer, int a, int64_t in, int64_t ext)
 {
     if (in - ext + 1 >= 1)
         return in - ext + 1;
+    p->bad |= 1u << a;
     if (p->too_small < 0)
         p->too_small = layer;
     return 1;
@@ -115,7 +118,7 @@ static void axis_step(struct pass *p, int li, int a)
         if (l->same && l->kind == VOX_NN_CONV)
             o->lo[a] -= mul_ceil(ext / 2, sn, sd);
         else
-            o->shape[1 + a] = shrink(p, li, in, ext + 1);
+            o->shape[1 + a] = shrink(p, li, a, in, ext + 1);
         break;
     case VOX_NN_POOL:
         o->fov[a] += mul_ceil(k - 1, sn, sd);
@@ -125,7 +128,7 @@ static void axis_step(struct pass *p, int li, int a)
     case VOX_NN_MPF: /* fragment 0: pooling after a max-filter, as far as the fov goes */
         o->fov[a] += mul_ceil(k - 1, sn, sd);
         sn *= k;
-        o->shape[1 + a] = shrink(p, li, (in - k + 1) / k, 1);
+        o->shape[1 + a] = shrink(p, li, a, (in - k + 1) / k, 1);
         break;
     case VOX_NN_DECONV:
     case VOX_NN_UPSAMPLE:
@@ -162,16 +165,17 @@ static void check_layer(struct pass *p, int li)
 {
     const struct vox_nn_layer *l = &p->net->layers[li];
     const struct vox_nn_dims *f = &p->d[l->in[0]];
-    if (p->too_small >= 0) /* sizes are clamped now: only the field of view is still sound */
-        return;
     for (int a = 0; a < 3; a++) {
-        if (l->kind == VOX_NN_POOL && f->shape[1 + a] % l->kernel[a] != 0 && p->indivisible < 0)
+        if (p->bad & (1u << a)) /* clamped along a: only the field of view is still sound */
+            continue;
+        int64_t in = f->shape[1 + a], k = l->kernel[a], out = p->d[li].shape[1 + a];
+        bool off = (l->kind == VOX_NN_POOL && in % k != 0) ||
+                   (l->kind == VOX_NN_MPF && (in + 1) % k != 0);
+        if (off && p->indivisible < 0 && p->too_small < 0)
             p->indivisible = li;
-        if (l->kind == VOX_NN_MPF && (f->shape[1 + a] + 1) % l->kernel[a] != 0 &&
-            p->indivisible < 0)
-            p->indivisible = li;
-        if (l->kind == VOX_NN_CROP &&
-            (p->d[li].shape[1 + a] < 1 || p->d[li].shape[1 + a] > f->shape[1 + a])) {
+        bool crop = l->kind == VOX_NN_CROP && (out < 1 || out > in);
+        p->bad |= off || crop ? 1u << a : 0;
+        if (crop && p->too_small < 0) {
             char s1[80], s2[80];
             shape_str(s1, sizeof s1, f->shape + 1, 3);
             shape_str(s2, sizeof s2, p->d[li].shape + 1, 3);
@@ -228,12 +232,13 @@ static void layer_step(struct pass *p, const int64_t patch[3], int li)
         fov_union(p, l, o);
 }
 
-enum vox_status vox_net_shapes(struct vox_ctx *ctx, const struct vox_net *net,
-                               const int64_t patch[3], struct vox_nn_dims *dims)
+/* The shape pass; *bad_out gets the axes that do not fit (the planner snaps each axis). */
+static enum vox_status shapes(struct vox_ctx *ctx, const struct vox_net *net,
+                              const int64_t patch[3], struct vox_nn_dims *dims, unsigned *bad_out)
 {
     for (int a = 0; a < 3; a++)
         if (patch[a] < 1 || patch[a] > (INT64_C(1) << 31))
-            return vox_fail(ctx, VOX_INVALID_ARG,
+            return *bad_out = 1u << a, vox_fail(ctx, VOX_INVALID_ARG,
                             "patch size %lld along axis %c is not in "
                             "1..2^31",
                             (long long)patch[a], "zyx"[a]);
@@ -254,7 +259,24 @@ enum vox_status vox_net_shapes(struct vox_ctx *ctx, const struct vox_net *net,
     }
     if (p.st == VOX_OK && p.indivisible >= 0)
         p.st = indivisible(&p);
+    *bad_out = p.st == VOX_OK ? 0 : p.bad ? p.bad : 7u;
     return p.st;
+}
+
+enum vox_status vox_net_shapes(struct vox_ctx *ctx, const struct vox_net *net,
+                               const int64_t patch[3], struct vox_nn_dims *dims)
+{
+    unsigned bad;
+    return shapes(ctx, net, patch, dims, &bad);
+}
+
+unsigned vox_nn_shapes_bad_axes(struct vox_ctx *ctx, const struct vox_net *net,
+                                const int64_t patch[3], struct vox_nn_dims *dims)
+{
+    unsigned bad;
+    if (shapes(ctx, net, patch, dims, &bad) != VOX_OK)
+        vox_ctx_clear_error(ctx);
+    return bad;
 }
 
 void vox_net_fov(const struct vox_net *net, const struct vox_nn_dims *dims, int64_t fov_out[3],
