@@ -25,6 +25,18 @@ printf 'input raw channels=1\nconv c raw -> 3 kernel=1x3x3 act=relux\noutput o c
 [ -f "$dir/o.h5" ] || fail "no output"
 "$vox" infer --net "$dir/t.net" --weights "$dir/w.h5" --patch 2,20,24 --plan | grep -q \
     "3x2x18x22" || fail "--plan shape"
+# max-pooling fragments: the plan of the shipped n337_mpf, and a small mpf net over the volume
+plan=$("$vox" infer --net "$here/nets/n337_mpf.net" --init msra --patch 92,92,100 --plan) \
+    || fail "n337_mpf --plan"
+echo "$plan" | grep -q "c7 .* 512\*3x1x1x2 " || fail "n337_mpf fragments: $plan"
+echo "$plan" | grep -q "out .* 3x8x8x16 " || fail "n337_mpf dense output: $plan"
+echo "$plan" | grep -q "field of view 85x85x85" || fail "n337_mpf fov: $plan"
+printf '%s\n' 'input raw channels=1' 'conv c raw -> 3 kernel=1x3x3 act=relu' \
+    'mpf m c window=1x2x2' 'conv d m -> 2 kernel=1x2x2' 'interleave i d' \
+    'output o i act=sigmoid' > "$dir/mpf.net"
+"$vox" infer --quiet --net "$dir/mpf.net" --init msra --in "$dir/s.h5:/raw" --patch 2,11,13 \
+    --out "$dir/m.h5:/aff" || fail "mpf infer"
+[ -f "$dir/m.h5" ] || fail "no mpf output"
 
 err=$("$vox" infer --net "$dir/bad.net" --init msra --in "$dir/s.h5:/raw" \
     --out "$dir/x.h5:/aff" 2>&1); rc=$?

@@ -163,14 +163,16 @@ static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const str
     if (vox_peak_measure(ctx, &peak) != VOX_OK || peak.gflops_all <= 0)
         peak.gflops_all = 50;
     const struct vox_nn_dims *d = vox_nn_fast_dims(f);
-    printf("%-12s %-9s %-8s %-20s %10s %9s %9s\n", "layer", "type", "algo", "output (c,z,y,x)",
+    printf("%-12s %-10s %-8s %-20s %10s %9s %9s\n", "layer", "type", "algo", "output (c,z,y,x)",
            "MFLOP", "MB", "pred ms");
     double total = 0, total_s = 0;
     for (int i = 0; i < net->n_layers; i++) {
         const int64_t *s = d[i].shape;
-        char shape[64];
-        snprintf(shape, sizeof shape, "%lldx%lldx%lldx%lld", (long long)s[0], (long long)s[1],
-                 (long long)s[2], (long long)s[3]);
+        char shape[64], batch[24] = "";
+        if (d[i].batch > 1) /* mpf fragments: "8*" before the shape of one */
+            snprintf(batch, sizeof batch, "%lld*", (long long)d[i].batch);
+        snprintf(shape, sizeof shape, "%s%lldx%lldx%lldx%lld", batch, (long long)s[0],
+                 (long long)s[1], (long long)s[2], (long long)s[3]);
         struct vox_nn_fast_layer li;
         vox_nn_fast_layer_info(f, i, &li);
         bool fft = strcmp(li.algo, "fft") == 0;
@@ -178,7 +180,7 @@ static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const str
         double t = li.work / (eff * peak.gflops_all * 1e9) + li.bytes / 10e9;
         total += li.flops;
         total_s += t;
-        printf("%-12s %-9s %-8s %-20s %10.1f %9.2f %9.3f\n", net->layers[i].name,
+        printf("%-12s %-10s %-8s %-20s %10.1f %9.2f %9.3f\n", net->layers[i].name,
                vox_nn_kind_str(net->layers[i].kind), li.algo, shape, li.flops / 1e6,
                li.bytes / 1e6, t * 1e3);
     }

@@ -37,6 +37,9 @@ enum vox_nn_kind {
     VOX_NN_CONCAT,    /* concatenation along channels (equal spatial shapes) */
     VOX_NN_ACT,       /* an activation on its own (softmax: over channels) */
     VOX_NN_OUTPUT,    /* marks a network output, applying `act` */
+    VOX_NN_MPF,       /* max-pooling fragments (ZNNi): a pool at every offset of the window,
+                       * the fragments carried as extra batch entries */
+    VOX_NN_INTERLEAVE, /* puts the fragments of every earlier mpf back into one dense tensor */
     VOX_NN_KIND_COUNT
 };
 
@@ -55,6 +58,7 @@ const char *vox_nn_act_str(enum vox_nn_act a);
 
 #define VOX_NN_NAME_MAX 64
 #define VOX_NN_MAX_IN 8
+#define VOX_NN_MPF_MAX 8 /* mpf layers one tensor's fragments may come from */
 
 /* One statement of a spec. Unused fields are 0 (vectors 1 where they are factors). */
 struct vox_nn_layer {
@@ -67,6 +71,7 @@ struct vox_nn_layer {
     int64_t dilation[3];   /* conv, maxfilter */
     int64_t margin[3];     /* crop by margin (when crop_to < 0) */
     int crop_to;           /* crop: the layer whose spatial shape to crop to, or -1 */
+    int frag;              /* the last mpf layer whose fragments its tensor carries, or -1 */
     bool same;             /* conv: zero padding that keeps the shape */
     bool bias;             /* conv/deconv: has a bias (default yes) */
     bool bn;               /* conv: batch norm after the conv (folded at plan; trained in
@@ -97,6 +102,9 @@ int vox_net_find(const struct vox_net *net, const char *name);
 /* The i-th input / output layer's index (in the order written). */
 int vox_net_input(const struct vox_net *net, int i);
 int vox_net_output(const struct vox_net *net, int i);
+/* The windows of the mpf layers whose fragments layer `layer`'s tensor carries, the first
+ * applied first, into win (VOX_NN_MPF_MAX entries); returns their count (0: none). */
+int vox_net_mpf_levels(const struct vox_net *net, int layer, int64_t (*win)[3]);
 
 /* ---- shapes and field of view -------------------------------------------------------------- */
 
@@ -104,7 +112,8 @@ int vox_net_output(const struct vox_net *net, int i);
  * + fov) (stride = stride_num / stride_den input voxels; fov is an upper bound when the net
  * upsamples). All inputs share the patch shape and are aligned voxel for voxel. */
 struct vox_nn_dims {
-    int64_t shape[4]; /* C, Z, Y, X */
+    int64_t batch;    /* batch entries: the fragments of earlier mpf layers (1 without) */
+    int64_t shape[4]; /* C, Z, Y, X of one entry */
     int64_t fov[3];
     int64_t lo[3];
     int64_t stride_num[3], stride_den[3];
@@ -112,8 +121,11 @@ struct vox_nn_dims {
 
 /* Every layer's output shape for inputs of spatial shape patch (z, y, x); dims has n_layers
  * entries. Fails (VOX_INVALID_ARG, naming the layer) where a patch is too small for a valid
- * layer (and the field of view), not divisible by a pooling window, or where shapes meet that
- * do not match at add/concat (naming both tensors and shapes). */
+ * layer (and the field of view), not divisible by a pooling window, of a size s with s + 1 not
+ * divisible by an mpf window, or where shapes meet that do not match at add/concat (naming
+ * both tensors and shapes). The dims of a tensor carrying mpf fragments describe fragment 0
+ * (fragment f of window p sits at offset f along each axis, in units of the stride before the
+ * mpf); an interleave's are the dense tensor's. */
 enum vox_status vox_net_shapes(struct vox_ctx *ctx, const struct vox_net *net,
                                const int64_t patch[3], struct vox_nn_dims *dims);
 /* The field of view of the net (the largest over its outputs) from the dims filled by
@@ -201,6 +213,16 @@ void vox_nn_ref_maxpool(const struct vox_tensor *in, const int64_t window[3],
 /* out[n,c,z,y,x] = max_{a<WZ, b<WY, c'<WX} in[n,c, z+a*dz, y+b*dy, x+c'*dx] */
 void vox_nn_ref_maxfilter(const struct vox_tensor *in, const int64_t window[3],
                           const int64_t dilation[3], struct vox_tensor *out);
+/* Max-pooling fragments: for each offset (oz, oy, ox) < window, f = (oz * WY + oy) * WX + ox,
+ * out[n*F + f, c, z,y,x] = max_{a<WZ, b<WY, c'<WX} in[n,c, z*WZ+oz+a, y*WY+oy+b, x*WX+ox+c'],
+ * F = WZ * WY * WX fragments of floor((in - W + 1) / W) voxels per axis. */
+void vox_nn_ref_mpf(const struct vox_tensor *in, const int64_t window[3], struct vox_tensor *out);
+/* Undoes `levels` mpf layers of windows win[0] (the first applied) .. win[levels - 1]: along
+ * each axis a dense index d = (((j * p_L + o_L) * p_{L-1} + o_{L-1}) ...) * p_1 + o_1, and the
+ * batch entry is b = ((f_1 * F_2 + f_2) * F_3 + ...) with f_k the flat offset of level k:
+ * out[0, c, dz, dy, dx] = in[b, c, jz, jy, jx]. */
+void vox_nn_ref_interleave(const struct vox_tensor *in, int levels, const int64_t (*win)[3],
+                           struct vox_tensor *out);
 /* out[n,c,z,y,x] = in[n,c, z/FZ, y/FY, x/FX] (integer division) */
 void vox_nn_ref_upsample(const struct vox_tensor *in, const int64_t factor[3],
                          struct vox_tensor *out);

@@ -19,6 +19,8 @@
  *                 by a closed-form model instead of exhaustive measurement);
  *   the rest      blocked C passes (fast_ops.c); inputs are packed from (1, C, Z, Y, X), outputs
  *                 unpacked into plan-owned (1, C, Z, Y, X) tensors.
+ * Max-pooling fragments (mpf, ZNNi) make a tensor's batch N > 1: the passes treat the entries
+ * as more channel blocks, the conv nests get an N dimension, FFT convs run entry by entry.
  * Buffers: a tensor's buffer is free again once the last layer reading it has run; a new tensor
  * takes the smallest free buffer that fits, else grows the largest free one (as forward.c).
  * The same placement is computed without allocating by vox_nn_fast_estimate, which is what
@@ -122,7 +124,8 @@ static int pick_buffer(struct layout *lay, const int *free_after, size_t need, i
 
 static size_t bt_bytes(const struct vox_nn_dims *d, int64_t blk)
 {
-    return (size_t)(cdiv(d->shape[0], blk) * blk * d->shape[1] * d->shape[2] * d->shape[3]) *
+    return (size_t)(d->batch * cdiv(d->shape[0], blk) * blk * d->shape[1] * d->shape[2] *
+                    d->shape[3]) *
            sizeof(float);
 }
 
@@ -135,6 +138,7 @@ static int64_t conv_desc(const struct vox_net *net, const struct vox_nn_dims *di
     if (l->kind != VOX_NN_CONV && l->kind != VOX_NN_DECONV)
         return 0;
     const int src = l->in[0];
+    cv->n = dims[i].batch;
     cv->cin = dims[src].shape[0];
     cv->cout = l->channels;
     cv->bin = lay->blk[src];
@@ -207,7 +211,7 @@ static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *ne
             lay->weight_bytes += (size_t)(wn + cdiv(cv.cout, cv.b ? cv.b : 1) * cv.b) *
                                  sizeof(float);
         if (l->kind == VOX_NN_CONV && l->same && !lay->fft[i]) {
-            int64_t e = cdiv(cv.cin, cv.bin) * cv.bin * cv.in[0] * cv.in[1] * cv.in[2];
+            int64_t e = cv.n * cdiv(cv.cin, cv.bin) * cv.bin * cv.in[0] * cv.in[1] * cv.in[2];
             lay->scratch_elems = e > lay->scratch_elems ? e : lay->scratch_elems;
         }
         if (l->kind == VOX_NN_OUTPUT)
@@ -325,7 +329,8 @@ static enum vox_status alloc_tensors(struct vox_nn_fast *f)
         return VOX_OUT_OF_MEMORY;
     for (int i = 0; i < net->n_layers; i++) {
         const int64_t *sh = f->dims[i].shape;
-        f->t[i] = (struct vox_nn_bt){.data = f->buf[f->lay.where[i]], .c = sh[0],
+        f->t[i] = (struct vox_nn_bt){.data = f->buf[f->lay.where[i]], .n = f->dims[i].batch,
+                                     .c = sh[0],
                                      .blk = f->lay.blk[i], .s = {sh[1], sh[2], sh[3]}};
     }
     for (int k = 0; k < net->n_outputs; k++) {
@@ -390,11 +395,15 @@ static void run_conv(struct vox_nn_fast *f, int i, struct vox_pool *pool)
     const struct vox_nn_bt *in = &f->t[f->net->layers[i].in[0]];
     const float *src = in->data;
     if (fl->fft) {
-        vox_nn_fft_run(fl->fft, pool, in, &f->t[i]);
+        for (int64_t e = 0; e < in->n; e++) {
+            const struct vox_nn_bt ie = vox_nn_bt_entry(in, e);
+            struct vox_nn_bt oe = vox_nn_bt_entry(&f->t[i], e);
+            vox_nn_fft_run(fl->fft, pool, &ie, &oe);
+        }
         return;
     }
     if (fl->pad) {
-        struct vox_nn_bt p = {.data = f->scratch, .c = in->c, .blk = in->blk,
+        struct vox_nn_bt p = {.data = f->scratch, .n = in->n, .c = in->c, .blk = in->blk,
                               .s = {fl->cv.in[0], fl->cv.in[1], fl->cv.in[2]}};
         vox_nn_bt_pad(pool, in, fl->padlo, &p);
         src = f->scratch;
@@ -422,6 +431,14 @@ static void run_layer(struct vox_nn_fast *f, int i, struct vox_pool *pool)
     case VOX_NN_MAXFILTER:
         vox_nn_bt_max(pool, ins[0], l->kernel, l->dilation, false, out);
         break;
+    case VOX_NN_MPF:
+        vox_nn_bt_mpf(pool, ins[0], l->kernel, out);
+        break;
+    case VOX_NN_INTERLEAVE: {
+        int64_t win[VOX_NN_MPF_MAX][3];
+        vox_nn_bt_interleave(pool, ins[0], vox_net_mpf_levels(f->net, l->in[0], win), win, out);
+        break;
+    }
     case VOX_NN_UPSAMPLE:
         vox_nn_bt_upsample(pool, ins[0], l->kernel, out);
         break;
@@ -510,7 +527,7 @@ void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
     if (fl->fft)
         info.algo = "fft";
     info.flops = vox_nn_layer_flops(f->net, f->dims, layer);
-    info.work = fl->fft ? vox_nn_fft_flops(&fl->cv) : info.flops;
+    info.work = fl->fft ? (double)fl->cv.n * vox_nn_fft_flops(&fl->cv) : info.flops;
     info.bytes = (double)bt_bytes(&f->dims[layer], f->lay.blk[layer]);
     for (int k = 0; k < l->n_in; k++)
         info.bytes += (double)bt_bytes(&f->dims[l->in[k]], f->lay.blk[l->in[k]]);

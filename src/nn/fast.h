@@ -8,11 +8,13 @@
 #include "internal.h"
 #include "vox/loop.h"
 
-/* A tensor in the blocked layout (ceil(c / blk), z, y, x, blk); lanes past c hold 0 (or any
- * finite value: convolutions multiply them by zero weights). */
+/* A tensor in the blocked layout (n, ceil(c / blk), z, y, x, blk); lanes past c hold 0 (or any
+ * finite value: convolutions multiply them by zero weights). n > 1 only for the fragments of
+ * max-pooling fragments (mpf): block cb of entry e is block e * ceil(c / blk) + cb of the
+ * whole, so the per-block passes run over n * ceil(c / blk) blocks unchanged. */
 struct vox_nn_bt {
     float *data;
-    int64_t c, blk;
+    int64_t n, c, blk;
     int64_t s[3]; /* z, y, x */
 };
 
@@ -24,14 +26,24 @@ static inline int64_t vox_nn_bt_vol(const struct vox_nn_bt *t)
 {
     return t->s[0] * t->s[1] * t->s[2];
 }
+/* Floats of one batch entry. */
 static inline int64_t vox_nn_bt_elems(const struct vox_nn_bt *t)
 {
     return vox_nn_bt_blocks(t) * vox_nn_bt_vol(t) * t->blk;
+}
+/* Batch entry e of t, as a tensor of its own. */
+static inline struct vox_nn_bt vox_nn_bt_entry(const struct vox_nn_bt *t, int64_t e)
+{
+    struct vox_nn_bt v = *t;
+    v.data = t->data + e * vox_nn_bt_elems(t);
+    v.n = 1;
+    return v;
 }
 
 /* One conv or transposed conv: in/out spatial extents (conv: `in` is the padded input),
  * channels, the blocks of the input (bin) and output (b), kernel, dilation, fused ops. */
 struct vox_nn_fast_conv {
+    int64_t n; /* batch entries (mpf fragments), each convolved alike */
     int64_t cin, cout, bin, b;
     int64_t in[3], out[3], k[3], dil[3];
     bool bias;
@@ -80,6 +92,13 @@ void vox_nn_bt_pad(struct vox_pool *pool, const struct vox_nn_bt *src, const int
 /* Max over a window: pooling (stride = window, dilation 1) or filtering (stride 1). */
 void vox_nn_bt_max(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t window[3],
                    const int64_t dilation[3], bool pool_stride, struct vox_nn_bt *out);
+/* Max-pooling fragments: entry e * F + f of out is entry e of in pooled at offset f (the
+ * index formula of vox_nn_ref_mpf). */
+void vox_nn_bt_mpf(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t window[3],
+                   struct vox_nn_bt *out);
+/* The dense tensor from the fragments of `levels` mpf layers (vox_nn_ref_interleave). */
+void vox_nn_bt_interleave(struct vox_pool *pool, const struct vox_nn_bt *in, int levels,
+                          const int64_t (*win)[3], struct vox_nn_bt *out);
 void vox_nn_bt_upsample(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t f[3],
                         struct vox_nn_bt *out);
 void vox_nn_bt_crop(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t lo[3],

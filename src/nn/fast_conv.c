@@ -19,6 +19,9 @@
  *
  * Transposed conv with stride = kernel (U-Net upsampling): out[z*KZ + a] = sum in[z] * w[a];
  * the output's stride along z is KZ times its stride along a, which the nest states directly.
+ *
+ * Batch entries (the fragments of max-pooling fragments) add one dimension "n" over whole
+ * entries of the input and the output; each entry is convolved exactly as alone.
  */
 #include "fast.h"
 
@@ -40,10 +43,20 @@ static int dim3(struct vox_nest *n, const char *name, int64_t size, int64_t sc, 
     return d;
 }
 
-static void add_loops(struct vox_nest *n, const int64_t (*loops)[2], int count)
+/* Adds the loops in order; with batch entries (c->n > 1) an "n" dimension (strides: the
+ * entries of C and A) goes first when there are more entries than planes (the threads split
+ * the outermost loop), else just inside the first loop. */
+static void add_loops(struct vox_nest *n, const struct vox_nn_fast_conv *c, int64_t out_entry,
+                      int64_t in_entry, int64_t planes, const int64_t (*loops)[2], int count)
 {
-    for (int k = 0; k < count; k++)
+    int d = c->n > 1 ? dim3(n, "n", c->n, out_entry, in_entry, 0) : -1;
+    if (d >= 0 && c->n > planes)
+        vox_nest_loop_add(n, d, 1);
+    for (int k = 0; k < count; k++) {
         vox_nest_loop_add(n, (int)loops[k][0], loops[k][1]);
+        if (k == 0 && d >= 0 && c->n <= planes)
+            vox_nest_loop_add(n, d, 1);
+    }
 }
 
 /* The register tile: OT output blocks x XT voxels, from the register count. */
@@ -91,7 +104,8 @@ void vox_nn_fast_conv_nest(const struct vox_nn_fast_conv *c, int isa, struct vox
     tile_of(isa, ob, out[2], &ot, &xt);
     const int64_t loops[][2] = {{z, 1},  {y, 1},  {o, ot},  {x, xt}, {i, 1},  {kz, 1},
                                 {ky, 1}, {kx, 1}, {bi, 1},  {o, 1},  {x, 1},  {bo, 1}};
-    add_loops(n, loops, (int)(sizeof loops / sizeof loops[0]));
+    add_loops(n, c, ob * out[0] * out[1] * out[2] * b, ib * in[0] * in[1] * in[2] * bin, out[0],
+              loops, (int)(sizeof loops / sizeof loops[0]));
     add_post(n, b, c->bias, c->act);
 }
 
@@ -117,7 +131,8 @@ void vox_nn_fast_deconv_nest(const struct vox_nn_fast_conv *c, int isa, struct v
     tile_of(isa, ob, in[2], &ot, &xt);
     const int64_t loops[][2] = {{z, 1},  {a, 1}, {y, 1}, {bb, 1}, {cc, 1}, {o, ot},
                                 {x, xt}, {i, 1}, {bi, 1}, {o, 1}, {x, 1},  {bo, 1}};
-    add_loops(n, loops, (int)(sizeof loops / sizeof loops[0]));
+    add_loops(n, c, ob * ovol * b, ib * in[0] * in[1] * in[2] * bin, in[0], loops,
+              (int)(sizeof loops / sizeof loops[0]));
     add_post(n, b, c->bias, c->act);
 }
 

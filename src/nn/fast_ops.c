@@ -1,12 +1,12 @@
 /*
  * fast_ops.c: the data passes of the fast forward pass in the blocked channel layout
- * (ceil(C/b), Z, Y, X, b): layout conversion, zero padding, max-pooling and max-filtering,
- * nearest upsampling, crop, add, concat and activations (softmax over channels).
+ * (N, ceil(C/b), Z, Y, X, b): layout conversion, zero padding, max-pooling and max-filtering,
+ * max-pooling fragments (mpf) and their interleave, nearest upsampling, crop, add, concat and
+ * activations (softmax over channels).
  *
  * Key idea: with channels innermost every pass is a loop over (block, z, y, x) whose body is a
- * short loop over the b lanes of one vector, which the compiler vectorises; ZNN's max-filter
- * "fragments" are not needed because the nets here write pooling as stride = window and dense
- * max-filters explicitly. Work is split over (output block, output plane) rows with a static
+ * short loop over the b lanes of one vector, which the compiler vectorises. The batch entries
+ * (N > 1: mpf fragments) are just more blocks to the passes that map block to block. Work is split over (output block, output plane) rows with a static
  * schedule; each element is computed by one thread in a fixed order, so results do not depend
  * on the thread count. Activations use the f32 libm functions (expm1f, expf, tanhf).
  */
@@ -60,6 +60,12 @@ static void task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
             j->row(j, cb, z);
 }
 
+/* The blocks of every batch entry of t, in memory order. */
+static int64_t all_blocks(const struct vox_nn_bt *t)
+{
+    return t->n * vox_nn_bt_blocks(t);
+}
+
 /* Runs j->row over (blocks, planes) of the output (or over `rows` given explicitly). */
 static void run(struct vox_pool *pool, struct job *j, int64_t blocks, int64_t planes)
 {
@@ -94,7 +100,7 @@ static void pack_row(const struct job *j, int64_t cb, int64_t z)
 void vox_nn_bt_pack(struct vox_pool *pool, const struct vox_tensor *src, struct vox_nn_bt *dst)
 {
     struct job j = {.row = pack_row, .ts = src, .out = dst};
-    run(pool, &j, vox_nn_bt_blocks(dst), dst->s[0]);
+    run(pool, &j, all_blocks(dst), dst->s[0]);
 }
 
 /* The transpose of pack_row, applying j->act (pointwise) on the way. */
@@ -127,7 +133,7 @@ void vox_nn_bt_unpack_act(struct vox_pool *pool, const struct vox_nn_bt *src, en
                           struct vox_tensor *dst)
 {
     struct job j = {.row = unpack_row, .in = {src}, .td = dst, .act = act};
-    run(pool, &j, vox_nn_bt_blocks(src), src->s[0]);
+    run(pool, &j, all_blocks(src), src->s[0]);
 }
 
 static void pad_row(const struct job *j, int64_t cb, int64_t z)
@@ -153,7 +159,7 @@ void vox_nn_bt_pad(struct vox_pool *pool, const struct vox_nn_bt *src, const int
                    struct vox_nn_bt *dst)
 {
     struct job j = {.row = pad_row, .in = {src}, .out = dst, .v = {lo[0], lo[1], lo[2]}};
-    run(pool, &j, vox_nn_bt_blocks(dst), dst->s[0]);
+    run(pool, &j, all_blocks(dst), dst->s[0]);
 }
 
 static void max_row(const struct job *j, int64_t cb, int64_t z)
@@ -190,7 +196,86 @@ void vox_nn_bt_max(struct vox_pool *pool, const struct vox_nn_bt *in, const int6
         j.w[a] = window[a];
         j.v[a] = dilation ? dilation[a] : 1;
     }
-    run(pool, &j, vox_nn_bt_blocks(out), out->s[0]);
+    run(pool, &j, all_blocks(out), out->s[0]);
+}
+
+/* cb: a block of the output; entry e * F + f of out pools entry e of in at offset f */
+static void mpf_row(const struct job *j, int64_t cb, int64_t z)
+{
+    const struct vox_nn_bt *s = j->in[0], *o = j->out;
+    const int64_t *w = j->w, b = o->blk, nb = vox_nn_bt_blocks(o);
+    const int64_t frags = w[0] * w[1] * w[2], e = cb / nb, f = e % frags;
+    const int64_t sb = (e / frags) * nb + cb % nb;
+    const int64_t off[3] = {f / (w[1] * w[2]), f / w[2] % w[1], f % w[2]};
+    float acc[64];
+    for (int64_t y = 0; y < o->s[1]; y++)
+        for (int64_t x = 0; x < o->s[2]; x++) {
+            for (int64_t l = 0; l < b; l++)
+                acc[l] = -FLT_MAX;
+            for (int64_t a = 0; a < w[0]; a++)
+                for (int64_t c = 0; c < w[1]; c++)
+                    for (int64_t d = 0; d < w[2]; d++) {
+                        const float *p = at(s, sb, z * w[0] + off[0] + a, y * w[1] + off[1] + c,
+                                            x * w[2] + off[2] + d);
+                        for (int64_t l = 0; l < b; l++)
+                            acc[l] = p[l] > acc[l] ? p[l] : acc[l];
+                    }
+            memcpy(at(o, cb, z, y, x), acc, (size_t)b * sizeof *acc);
+        }
+}
+
+void vox_nn_bt_mpf(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t window[3],
+                   struct vox_nn_bt *out)
+{
+    struct job j = {.row = mpf_row, .in = {in}, .out = out,
+                    .w = {window[0], window[1], window[2]}};
+    run(pool, &j, all_blocks(out), out->s[0]);
+}
+
+/* Splits a dense index per axis into the mpf levels' offsets (level 0 first): d[a] becomes
+ * the fragment's voxel, and the batch entry is returned. */
+static int64_t fragment_of(int levels, const int64_t (*win)[3], int64_t d[3])
+{
+    int64_t e = 0;
+    for (int k = 0; k < levels; k++) {
+        int64_t f = 0;
+        for (int a = 0; a < 3; a++) {
+            f = f * win[k][a] + d[a] % win[k][a];
+            d[a] /= win[k][a];
+        }
+        e = e * win[k][0] * win[k][1] * win[k][2] + f;
+    }
+    return e;
+}
+
+struct interleave_job {
+    const struct vox_nn_bt *in, *out;
+    int levels;
+    const int64_t (*win)[3];
+};
+
+static void interleave_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)tid;
+    const struct interleave_job *j = arg;
+    const struct vox_nn_bt *s = j->in, *o = j->out;
+    const int64_t nb = vox_nn_bt_blocks(s);
+    for (int64_t cb = lo[0]; cb < hi[0]; cb++)
+        for (int64_t z = lo[1]; z < hi[1]; z++)
+            for (int64_t y = 0; y < o->s[1]; y++)
+                for (int64_t x = 0; x < o->s[2]; x++) {
+                    int64_t d[3] = {z, y, x}, e = fragment_of(j->levels, j->win, d);
+                    memcpy(at(o, cb, z, y, x), at(s, e * nb + cb, d[0], d[1], d[2]),
+                           (size_t)o->blk * sizeof(float));
+                }
+}
+
+void vox_nn_bt_interleave(struct vox_pool *pool, const struct vox_nn_bt *in, int levels,
+                          const int64_t (*win)[3], struct vox_nn_bt *out)
+{
+    struct interleave_job j = {.in = in, .out = out, .levels = levels, .win = win};
+    const int64_t n[3] = {vox_nn_bt_blocks(out), out->s[0], 1}, tile[3] = {1, 1, 1};
+    vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, interleave_task, &j);
 }
 
 /* upsample (flag) or crop: out[z, y, x] = in[z / f + lo] */
@@ -215,14 +300,14 @@ void vox_nn_bt_upsample(struct vox_pool *pool, const struct vox_nn_bt *in, const
 {
     struct job j = {.row = move_row, .in = {in}, .out = out, .flag = true,
                     .w = {f[0], f[1], f[2]}};
-    run(pool, &j, vox_nn_bt_blocks(out), out->s[0]);
+    run(pool, &j, all_blocks(out), out->s[0]);
 }
 
 void vox_nn_bt_crop(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t lo[3],
                     struct vox_nn_bt *out)
 {
     struct job j = {.row = move_row, .in = {in}, .out = out, .v = {lo[0], lo[1], lo[2]}};
-    run(pool, &j, vox_nn_bt_blocks(out), out->s[0]);
+    run(pool, &j, all_blocks(out), out->s[0]);
 }
 
 static void add_row(const struct job *j, int64_t cb, int64_t z)
@@ -248,20 +333,23 @@ void vox_nn_bt_add(struct vox_pool *pool, const struct vox_nn_bt *const *in, int
     struct job j = {.row = add_row, .n = n, .out = out, .act = act};
     for (int k = 0; k < n; k++)
         j.in[k] = in[k];
-    run(pool, &j, vox_nn_bt_blocks(out), out->s[0]);
+    run(pool, &j, all_blocks(out), out->s[0]);
 }
 
+/* cb: a block of the whole output; its entry e, and channels of entry e of the inputs */
 static void concat_row(const struct job *j, int64_t cb, int64_t z)
 {
     const struct vox_nn_bt *o = j->out;
+    const int64_t e = cb / vox_nn_bt_blocks(o);
     for (int64_t l = 0; l < o->blk; l++) {
-        int64_t c = cb * o->blk + l, k = 0;
+        int64_t c = (cb % vox_nn_bt_blocks(o)) * o->blk + l, k = 0;
         while (k < j->n && c >= j->in[k]->c)
             c -= j->in[k++]->c;
         const struct vox_nn_bt *s = k < j->n ? j->in[k] : NULL;
+        int64_t sb = s ? e * vox_nn_bt_blocks(s) + c / s->blk : 0;
         for (int64_t y = 0; y < o->s[1]; y++)
             for (int64_t x = 0; x < o->s[2]; x++)
-                at(o, cb, z, y, x)[l] = s ? at(s, c / s->blk, z, y, x)[c % s->blk] : 0.0f;
+                at(o, cb, z, y, x)[l] = s ? at(s, sb, z, y, x)[c % s->blk] : 0.0f;
     }
 }
 
@@ -271,14 +359,15 @@ void vox_nn_bt_concat(struct vox_pool *pool, const struct vox_nn_bt *const *in, 
     struct job j = {.row = concat_row, .n = n, .out = out};
     for (int k = 0; k < n; k++)
         j.in[k] = in[k];
-    run(pool, &j, vox_nn_bt_blocks(out), out->s[0]);
+    run(pool, &j, all_blocks(out), out->s[0]);
 }
 
-/* softmax over the channels of every voxel of plane z (cb unused: one row per plane) */
-static void softmax_row(const struct job *j, int64_t cb, int64_t z)
+/* softmax over the channels of every voxel of plane z of batch entry e (one row per plane) */
+static void softmax_row(const struct job *j, int64_t e, int64_t z)
 {
-    (void)cb;
-    const struct vox_nn_bt *s = j->in[0], *o = j->out;
+    const struct vox_nn_bt *s0 = j->in[0], *o0 = j->out;
+    const struct vox_nn_bt si = vox_nn_bt_entry(s0, e), oi = vox_nn_bt_entry(o0, e);
+    const struct vox_nn_bt *s = &si, *o = &oi;
     const int64_t b = o->blk, nb = vox_nn_bt_blocks(o);
     for (int64_t y = 0; y < o->s[1]; y++)
         for (int64_t x = 0; x < o->s[2]; x++) {
@@ -308,5 +397,5 @@ void vox_nn_bt_act(struct vox_pool *pool, const struct vox_nn_bt *in, enum vox_n
 {
     struct job j = {.row = act == VOX_ACT_SOFTMAX ? softmax_row : act_row, .in = {in},
                     .out = out, .act = act};
-    run(pool, &j, act == VOX_ACT_SOFTMAX ? 1 : vox_nn_bt_blocks(out), out->s[0]);
+    run(pool, &j, act == VOX_ACT_SOFTMAX ? out->n : all_blocks(out), out->s[0]);
 }

@@ -120,7 +120,7 @@ static enum vox_status place(struct vox_nn_plan *plan)
     }
     for (int i = 0; i < n; i++) {
         struct vox_tensor *t = &plan->t[i];
-        *t = (struct vox_tensor){.dtype = VOX_F32, .rank = 5, .shape = {1}};
+        *t = (struct vox_tensor){.dtype = VOX_F32, .rank = 5, .shape = {plan->dims[i].batch}};
         memcpy(t->shape + 1, plan->dims[i].shape, 4 * sizeof(int64_t));
         for (int a = 4; a >= 0; a--)
             t->strides[a] = a == 4 ? 1 : t->strides[a + 1] * t->shape[a + 1];
@@ -260,6 +260,14 @@ static void run_layer(struct vox_nn_plan *plan, int i, struct vox_pool *pool)
     case VOX_NN_MAXFILTER:
         vox_nn_ref_maxfilter(in, l->kernel, l->dilation, out);
         break;
+    case VOX_NN_MPF:
+        vox_nn_ref_mpf(in, l->kernel, out);
+        break;
+    case VOX_NN_INTERLEAVE: {
+        int64_t win[VOX_NN_MPF_MAX][3];
+        vox_nn_ref_interleave(in, vox_net_mpf_levels(plan->net, l->in[0], win), win, out);
+        break;
+    }
     case VOX_NN_UPSAMPLE:
         vox_nn_ref_upsample(in, l->kernel, out);
         break;

@@ -134,6 +134,12 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
                                     struct vox_nn_graph **g_out)
 {
     *g_out = NULL;
+    for (int i = 0; i < net->n_layers; i++)
+        if (net->layers[i].kind == VOX_NN_MPF)
+            return vox_fail(ctx, VOX_UNSUPPORTED,
+                            "%s:%d: layer '%s' is mpf; training takes the dense form (maxfilter "
+                            "and dilated convs, docs/nets.md), not max-pooling fragments",
+                            net->source, net->layers[i].line, net->layers[i].name);
     struct vox_nn_graph *g = vox_calloc(ctx, 1, sizeof *g);
     if (!g)
         return VOX_OUT_OF_MEMORY;

@@ -51,6 +51,12 @@ static inline double vox_nn_act_apply(enum vox_nn_act a, double v)
     }
 }
 
+/* The axes (bit a: axis a) along which patch does not fit net (vox_net_shapes would fail);
+ * 0 when it fits. The shape pass treats the axes apart, so each axis can be fitted alone.
+ * Leaves no error in ctx. */
+unsigned vox_nn_shapes_bad_axes(struct vox_ctx *ctx, const struct vox_net *net,
+                                const int64_t patch[3], struct vox_nn_dims *dims);
+
 /* The params a layer has (bit i: enum vox_nn_param i). */
 unsigned vox_nn_layer_params(const struct vox_nn_layer *l);
 /* The expected shape of one parameter; returns its rank (0 when absent). */

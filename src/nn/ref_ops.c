@@ -1,6 +1,7 @@
 /*
  * ref_ops.c: the reference data-movement and pointwise layers: max-pooling, max-filtering,
- * nearest upsampling, crop, add, concat and activations (softmax over channels).
+ * max-pooling fragments and their interleave, nearest upsampling, crop, add, concat and
+ * activations (softmax over channels).
  *
  * Obviously-correct loops over contiguous (N, C, Z, Y, X) f32 tensors; each function states
  * its index formula in vox/nn.h. Sums (add, softmax) are taken in double in a fixed order.
@@ -57,6 +58,37 @@ void vox_nn_ref_maxfilter(const struct vox_tensor *in, const int64_t window[3],
     FOR_OUT(out, {
         int64_t o[3] = {z, y, x};
         op[vox_nn_idx(out, n, c, z, y, x)] = window_max(in, n, c, o, window, dilation);
+    });
+}
+
+void vox_nn_ref_mpf(const struct vox_tensor *in, const int64_t window[3], struct vox_tensor *out)
+{
+    static const int64_t one[3] = {1, 1, 1};
+    const int64_t *w = window, frags = w[0] * w[1] * w[2];
+    float *op = out->data;
+    FOR_OUT(out, {
+        int64_t f = n % frags, o[3] = {z * w[0] + f / (w[1] * w[2]), y * w[1] + f / w[2] % w[1],
+                                      x * w[2] + f % w[2]};
+        op[vox_nn_idx(out, n, c, z, y, x)] = window_max(in, n / frags, c, o, w, one);
+    });
+}
+
+void vox_nn_ref_interleave(const struct vox_tensor *in, int levels, const int64_t (*win)[3],
+                           struct vox_tensor *out)
+{
+    const float *ip = in->data;
+    float *op = out->data;
+    FOR_OUT(out, {
+        int64_t d[3] = {z, y, x}, b = 0;
+        for (int k = 0; k < levels; k++) {
+            int64_t f = 0;
+            for (int a = 0; a < 3; a++) {
+                f = f * win[k][a] + d[a] % win[k][a];
+                d[a] /= win[k][a];
+            }
+            b = b * win[k][0] * win[k][1] * win[k][2] + f;
+        }
+        op[vox_nn_idx(out, n, c, z, y, x)] = ip[vox_nn_idx(in, n + b, c, d[0], d[1], d[2])];
     });
 }
 

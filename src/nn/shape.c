@@ -6,7 +6,10 @@
  * [lo + j*stride, lo + j*stride + fov), stride a fraction (pooling multiplies it, upsampling
  * divides it). This is ZNN's fov_pass run forwards: conv and max-filter add (k - 1)*d*stride
  * to the fov, pooling adds (w - 1)*stride and multiplies the stride by w, crops shift lo,
- * and where paths meet the union is taken. After an upsampling the fov is an upper bound
+ * and where paths meet the union is taken. Max-pooling fragments (mpf, ZNNi) are followed
+ * through fragment 0, as a pooling layer: fragment f's voxel j is fragment 0's shifted by f
+ * strides of the mpf's input; an interleave divides the stride by the product of the windows
+ * it undoes (the dense output's stride), keeping the fov exact. After an upsampling the fov is an upper bound
  * (rounded up). When a valid layer would get an empty tensor, the pass goes on with size 1
  * to finish the field of view, then reports the patch as smaller than it.
  */
@@ -48,7 +51,8 @@ struct pass {
     const struct vox_net *net;
     struct vox_nn_dims *d;
     int too_small;   /* the first layer whose valid output would be empty, or -1 */
-    int indivisible; /* the first pool whose input does not divide by its window, or -1 */
+    int indivisible; /* the first pool (mpf) whose input (+ 1) does not divide by its window */
+    unsigned bad;    /* bit a: axis a does not fit (too small, indivisible, a crop, a mismatch) */
     enum vox_status st;
 };
 
@@ -75,6 +79,7 @@ static void check_same(struct pass *p, const struct vox_nn_layer *l, int rank0)
         const struct vox_nn_dims *g = &p->d[l->in[i]];
         for (int a = rank0; a < 4; a++)
             if (f->shape[a] != g->shape[a]) {
+                p->bad |= a > 0 ? 1u << (a - 1) : 7u;
                 char s1[80], s2[80];
                 shape_str(s1, sizeof s1, f->shape + rank0, 4 - rank0);
                 shape_str(s2, sizeof s2, g->shape + rank0, 4 - rank0);
@@ -88,10 +93,11 @@ static void check_same(struct pass *p, const struct vox_nn_layer *l, int rank0)
 }
 
 /* A valid window of `ext` input voxels: out = in - ext + 1, at least 1 (see too_small). */
-static int64_t shrink(struct pass *p, int layer, int64_t in, int64_t ext)
+static int64_t shrink(struct pass *p, int layer, int a, int64_t in, int64_t ext)
 {
     if (in - ext + 1 >= 1)
         return in - ext + 1;
+    p->bad |= 1u << a;
     if (p->too_small < 0)
         p->too_small = layer;
     return 1;
@@ -112,18 +118,31 @@ static void axis_step(struct pass *p, int li, int a)
         if (l->same && l->kind == VOX_NN_CONV)
             o->lo[a] -= mul_ceil(ext / 2, sn, sd);
         else
-            o->shape[1 + a] = shrink(p, li, in, ext + 1);
+            o->shape[1 + a] = shrink(p, li, a, in, ext + 1);
         break;
     case VOX_NN_POOL:
         o->fov[a] += mul_ceil(k - 1, sn, sd);
         sn *= k;
         o->shape[1 + a] = in / k > 0 ? in / k : 1;
         break;
+    case VOX_NN_MPF: /* fragment 0: pooling after a max-filter, as far as the fov goes */
+        o->fov[a] += mul_ceil(k - 1, sn, sd);
+        sn *= k;
+        o->shape[1 + a] = shrink(p, li, a, (in - k + 1) / k, 1);
+        break;
     case VOX_NN_DECONV:
     case VOX_NN_UPSAMPLE:
         sd *= k;
         o->shape[1 + a] = in * k;
         break;
+    case VOX_NN_INTERLEAVE: {
+        int64_t win[VOX_NN_MPF_MAX][3], m = 1;
+        for (int v = vox_net_mpf_levels(p->net, l->in[0], win) - 1; v >= 0; v--)
+            m *= win[v][a];
+        sd *= m;
+        o->shape[1 + a] = in * m;
+        break;
+    }
     case VOX_NN_CROP: {
         int64_t m = l->crop_to >= 0 ? (in - p->d[l->crop_to].shape[1 + a]) / 2 : l->margin[a];
         o->shape[1 + a] = l->crop_to >= 0 ? p->d[l->crop_to].shape[1 + a] : in - 2 * m;
@@ -146,13 +165,17 @@ static void check_layer(struct pass *p, int li)
 {
     const struct vox_nn_layer *l = &p->net->layers[li];
     const struct vox_nn_dims *f = &p->d[l->in[0]];
-    if (p->too_small >= 0) /* sizes are clamped now: only the field of view is still sound */
-        return;
     for (int a = 0; a < 3; a++) {
-        if (l->kind == VOX_NN_POOL && f->shape[1 + a] % l->kernel[a] != 0 && p->indivisible < 0)
+        if (p->bad & (1u << a)) /* clamped along a: only the field of view is still sound */
+            continue;
+        int64_t in = f->shape[1 + a], k = l->kernel[a], out = p->d[li].shape[1 + a];
+        bool off = (l->kind == VOX_NN_POOL && in % k != 0) ||
+                   (l->kind == VOX_NN_MPF && (in + 1) % k != 0);
+        if (off && p->indivisible < 0 && p->too_small < 0)
             p->indivisible = li;
-        if (l->kind == VOX_NN_CROP &&
-            (p->d[li].shape[1 + a] < 1 || p->d[li].shape[1 + a] > f->shape[1 + a])) {
+        bool crop = l->kind == VOX_NN_CROP && (out < 1 || out > in);
+        p->bad |= off || crop ? 1u << a : 0;
+        if (crop && p->too_small < 0) {
             char s1[80], s2[80];
             shape_str(s1, sizeof s1, f->shape + 1, 3);
             shape_str(s2, sizeof s2, p->d[li].shape + 1, 3);
@@ -170,6 +193,11 @@ static enum vox_status indivisible(struct pass *p)
     char s1[80], s2[80];
     shape_str(s1, sizeof s1, p->d[l->in[0]].shape + 1, 3);
     shape_str(s2, sizeof s2, l->kernel, 3);
+    if (l->kind == VOX_NN_MPF)
+        return vox_fail(p->ctx, VOX_INVALID_ARG,
+                        "%s line %d: mpf '%s': input '%s' is %s; each size + 1 must divide by the "
+                        "window %s (equal fragments)",
+                        p->net->source, l->line, l->name, p->net->layers[l->in[0]].name, s1, s2);
     return vox_fail(p->ctx, VOX_INVALID_ARG,
                     "%s line %d: pool '%s': input '%s' is %s, not divisible by the window %s",
                     p->net->source, l->line, l->name, p->net->layers[l->in[0]].name, s1, s2);
@@ -180,6 +208,11 @@ static void layer_step(struct pass *p, const int64_t patch[3], int li)
     const struct vox_nn_layer *l = &p->net->layers[li];
     struct vox_nn_dims *o = &p->d[li];
     o->shape[0] = l->channels;
+    o->batch = l->kind == VOX_NN_INPUT ? 1 : p->d[l->in[0]].batch;
+    if (l->kind == VOX_NN_MPF)
+        o->batch *= l->kernel[0] * l->kernel[1] * l->kernel[2];
+    if (l->kind == VOX_NN_INTERLEAVE)
+        o->batch = 1;
     if (l->kind == VOX_NN_INPUT) {
         for (int a = 0; a < 3; a++) {
             o->shape[1 + a] = patch[a];
@@ -199,12 +232,13 @@ static void layer_step(struct pass *p, const int64_t patch[3], int li)
         fov_union(p, l, o);
 }
 
-enum vox_status vox_net_shapes(struct vox_ctx *ctx, const struct vox_net *net,
-                               const int64_t patch[3], struct vox_nn_dims *dims)
+/* The shape pass; *bad_out gets the axes that do not fit (the planner snaps each axis). */
+static enum vox_status shapes(struct vox_ctx *ctx, const struct vox_net *net,
+                              const int64_t patch[3], struct vox_nn_dims *dims, unsigned *bad_out)
 {
     for (int a = 0; a < 3; a++)
         if (patch[a] < 1 || patch[a] > (INT64_C(1) << 31))
-            return vox_fail(ctx, VOX_INVALID_ARG,
+            return *bad_out = 1u << a, vox_fail(ctx, VOX_INVALID_ARG,
                             "patch size %lld along axis %c is not in "
                             "1..2^31",
                             (long long)patch[a], "zyx"[a]);
@@ -225,7 +259,24 @@ enum vox_status vox_net_shapes(struct vox_ctx *ctx, const struct vox_net *net,
     }
     if (p.st == VOX_OK && p.indivisible >= 0)
         p.st = indivisible(&p);
+    *bad_out = p.st == VOX_OK ? 0 : p.bad ? p.bad : 7u;
     return p.st;
+}
+
+enum vox_status vox_net_shapes(struct vox_ctx *ctx, const struct vox_net *net,
+                               const int64_t patch[3], struct vox_nn_dims *dims)
+{
+    unsigned bad;
+    return shapes(ctx, net, patch, dims, &bad);
+}
+
+unsigned vox_nn_shapes_bad_axes(struct vox_ctx *ctx, const struct vox_net *net,
+                                const int64_t patch[3], struct vox_nn_dims *dims)
+{
+    unsigned bad;
+    if (shapes(ctx, net, patch, dims, &bad) != VOX_OK)
+        vox_ctx_clear_error(ctx);
+    return bad;
 }
 
 void vox_net_fov(const struct vox_net *net, const struct vox_nn_dims *dims, int64_t fov_out[3],
@@ -246,7 +297,7 @@ double vox_nn_layer_flops(const struct vox_net *net, const struct vox_nn_dims *d
 {
     const struct vox_nn_layer *l = &net->layers[layer];
     const int64_t *s = dims[layer].shape;
-    double vox = (double)s[1] * (double)s[2] * (double)s[3];
+    double vox = (double)dims[layer].batch * (double)s[1] * (double)s[2] * (double)s[3];
     double cin = (double)net->layers[l->in[0]].channels;
     double k = (double)l->kernel[0] * (double)l->kernel[1] * (double)l->kernel[2];
     if (l->kind == VOX_NN_CONV)

@@ -50,20 +50,13 @@ static bool is_same_net(const struct vox_net *net)
     return false;
 }
 
-static bool shapes_ok(struct vox_ctx *ctx, const struct vox_net *net, const int64_t p[3],
-                      struct vox_nn_dims *dims)
-{
-    bool ok = vox_net_shapes(ctx, net, p, dims) == VOX_OK;
-    vox_ctx_clear_error(ctx);
-    return ok;
-}
-
-/* The largest valid extent <= p[a] along axis a (others fixed), or 0. */
+/* The largest extent <= p[a] that fits along axis a (the shape pass treats the axes apart, so
+ * the others need not fit yet), or 0. */
 static int64_t snap(struct vox_nn_volume *v, struct vox_nn_dims *dims, int64_t p[3], int a)
 {
     if (v->same)
         p[a] = p[a] >= v->q[a] ? p[a] / v->q[a] * v->q[a] : 0;
-    while (p[a] > 0 && !shapes_ok(v->ctx, v->net, p, dims))
+    while (p[a] > 0 && (vox_nn_shapes_bad_axes(v->ctx, v->net, p, dims) & (1u << a)))
         p[a]--;
     return p[a];
 }

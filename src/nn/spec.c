@@ -31,9 +31,9 @@ struct parser {
     int cap;
 };
 
-static const char *const kind_names[VOX_NN_KIND_COUNT] = {"input",     "conv",     "deconv", "pool",
-                                                          "maxfilter", "upsample", "crop",   "add",
-                                                          "concat",    "act",      "output"};
+static const char *const kind_names[VOX_NN_KIND_COUNT] = {
+    "input", "conv", "deconv", "pool",   "maxfilter", "upsample", "crop",
+    "add",   "concat", "act",  "output", "mpf",       "interleave"};
 static const char *const act_names[VOX_ACT_COUNT] = {"linear",  "relu", "elu",
                                                      "sigmoid", "tanh", "softmax"};
 
@@ -86,6 +86,8 @@ static const struct {
     [VOX_NN_CONCAT] = {0, 0, 2, VOX_NN_MAX_IN, false},
     [VOX_NN_ACT] = {B(K_FN), B(K_FN), 1, 1, false},
     [VOX_NN_OUTPUT] = {B(K_ACT), 0, 1, 1, false},
+    [VOX_NN_MPF] = {B(K_WINDOW), B(K_WINDOW), 1, 1, false},
+    [VOX_NN_INTERLEAVE] = {0, 0, 1, 1, false},
 };
 
 static void perr(struct parser *p, int col, const char *fmt, ...) VOX_PRINTF(3, 4);
@@ -247,6 +249,36 @@ static void parse_key(struct parser *p, struct vox_nn_layer *l, const struct tok
              v, t->s, want);
 }
 
+/* Which mpf fragments layer l (not yet counted in the net) carries: its inputs' (they must
+ * agree), a new level for mpf, none after an interleave (which needs some) or at an output. */
+static void check_fragments(struct parser *p, struct vox_nn_layer *l, int col)
+{
+    const struct vox_nn_layer *ls = p->net->layers, *a = &ls[l->in[0]];
+    l->frag = a->frag;
+    for (int i = 1; i < l->n_in; i++)
+        if (ls[l->in[i]].frag != a->frag)
+            return perr(p, col,
+                        "%s '%s': '%s' and '%s' carry fragments of different mpf layers (%s, %s)",
+                        kind_names[l->kind], l->name, a->name, ls[l->in[i]].name,
+                        a->frag >= 0 ? ls[a->frag].name : "none",
+                        ls[l->in[i]].frag >= 0 ? ls[ls[l->in[i]].frag].name : "none");
+    int64_t win[VOX_NN_MPF_MAX][3];
+    if (l->kind == VOX_NN_MPF && vox_net_mpf_levels(p->net, l->in[0], win) == VOX_NN_MPF_MAX)
+        return perr(p, col, "mpf '%s': more than %d mpf layers before an interleave", l->name,
+                    VOX_NN_MPF_MAX);
+    if (l->kind == VOX_NN_MPF)
+        l->frag = p->net->n_layers;
+    if (l->kind == VOX_NN_INTERLEAVE && a->frag < 0)
+        return perr(p, col, "interleave '%s': input '%s' carries no fragments (no mpf before it)",
+                    l->name, a->name);
+    if (l->kind == VOX_NN_INTERLEAVE)
+        l->frag = -1;
+    if (l->kind == VOX_NN_OUTPUT && a->frag >= 0)
+        return perr(p, col,
+                    "output '%s': '%s' carries the fragments of mpf '%s'; interleave them first",
+                    l->name, a->name, ls[a->frag].name);
+}
+
 /* Checks what a statement needs once all its tokens are read. */
 static void check_layer(struct parser *p, struct vox_nn_layer *l, unsigned seen, int col)
 {
@@ -276,6 +308,8 @@ static void check_layer(struct parser *p, struct vox_nn_layer *l, unsigned seen,
                             p->net->layers[l->in[0]].name, (long long)l->channels,
                             p->net->layers[l->in[i]].name,
                             (long long)p->net->layers[l->in[i]].channels);
+    if (l->kind != VOX_NN_INPUT)
+        check_fragments(p, l, col);
 }
 
 static struct vox_nn_layer *new_layer(struct parser *p)
@@ -293,7 +327,8 @@ static struct vox_nn_layer *new_layer(struct parser *p)
         p->cap = cap;
     }
     struct vox_nn_layer *l = &net->layers[net->n_layers];
-    *l = (struct vox_nn_layer){.bias = true, .bn_eps = 1e-5, .crop_to = -1, .line = p->line};
+    *l = (struct vox_nn_layer){
+        .bias = true, .bn_eps = 1e-5, .crop_to = -1, .frag = -1, .line = p->line};
     for (int a = 0; a < 3; a++)
         l->kernel[a] = l->dilation[a] = 1;
     return l;
@@ -495,4 +530,15 @@ int vox_net_input(const struct vox_net *net, int i)
 int vox_net_output(const struct vox_net *net, int i)
 {
     return nth_of_kind(net, VOX_NN_OUTPUT, i);
+}
+
+int vox_net_mpf_levels(const struct vox_net *net, int layer, int64_t (*win)[3])
+{
+    int n = 0;
+    for (int f = net->layers[layer].frag; f >= 0; f = net->layers[net->layers[f].in[0]].frag)
+        n++;
+    int k = n;
+    for (int f = net->layers[layer].frag; f >= 0; f = net->layers[net->layers[f].in[0]].frag)
+        memcpy(win[--k], net->layers[f].kernel, sizeof win[0]);
+    return n;
 }
