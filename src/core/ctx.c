@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static const char *const status_names[VOX_STATUS_COUNT] = {
     [VOX_OK] = "ok",
@@ -38,19 +39,49 @@ void vox_assert_fail(const char *what, const char *file, int line)
     abort();
 }
 
+/* The system allocator. Blocks of SYS_MAP_BYTES and more are mapped pages of their own,
+ * returned to the system when freed: through malloc, glibc raises its mmap threshold after
+ * each large free and then keeps later blocks of up to 32 MiB in its heap, so a pipeline that
+ * frees a stage's buffers before the next stage allocates would hold both resident. Every
+ * block has a header just below the pointer: its mapped size, or 0 for a malloc'd block. */
+#define SYS_MAP_BYTES (256u << 10)
+#define SYS_PAGE 4096u
+
+struct sys_header {
+    size_t mapped; /* bytes mapped from base, 0: from posix_memalign */
+    void *base;
+};
+
 static void *sys_alloc(void *user, size_t bytes, size_t align)
 {
     (void)user;
-    void *p = NULL;
-    if (posix_memalign(&p, align, bytes ? bytes : 1) != 0)
+    size_t off = align > sizeof(struct sys_header) ? align : sizeof(struct sys_header);
+    void *base = NULL;
+    size_t mapped = 0;
+    if (bytes >= SYS_MAP_BYTES && align <= SYS_PAGE && bytes <= SIZE_MAX - 2 * SYS_PAGE) {
+        off = SYS_PAGE;
+        mapped = (bytes + off + SYS_PAGE - 1) / SYS_PAGE * SYS_PAGE;
+        base = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (base == MAP_FAILED)
+            return NULL;
+    } else if (bytes > SIZE_MAX - off || posix_memalign(&base, align, bytes + off) != 0) {
         return NULL;
+    }
+    char *p = (char *)base + off;
+    ((struct sys_header *)p)[-1] = (struct sys_header){mapped, base};
     return p;
 }
 
 static void sys_free(void *user, void *ptr)
 {
     (void)user;
-    free(ptr);
+    if (!ptr)
+        return;
+    struct sys_header h = ((struct sys_header *)ptr)[-1];
+    if (h.mapped)
+        munmap(h.base, h.mapped);
+    else
+        free(h.base);
 }
 
 static const struct vox_allocator system_allocator = {sys_alloc, sys_free, NULL};

@@ -9,21 +9,26 @@
  * current (a, b), so the order of merges is a total order: the history is deterministic and
  * independent of threads or heap layout.
  *
- * Data: edges (32 bytes) live in one array and are found by their endpoints in an
- * open-addressing hash table (linear probing, backward-shift deletion, 1.5 slots per edge) whose
- * slots hold the pair's 32-bit hash beside the edge id: probes and shifts read no edge. A
- * segment's adjacency is a list of edge ids in a shared pool; dead edges are dropped when a
- * list is moved or the pool compacted (a list that outgrows its room moves to the pool's end;
- * a full pool is compacted in place to its live entries). A merge of b into a (a < b: the
- * survivor keeps the smaller id, the canonical one) walks b's list only: an edge to a
- * neighbour that a also touches (one hash look-up) is added into a's edge, any other edge is
- * re-keyed to a and appended to a's list. Cost per merge: O(deg b) look-ups and heap pushes.
+ * Data: edges (24 bytes: the sum, max and count in bit fields whose room agg_load checks)
+ * live in one array and are found by their endpoints in an open-addressing hash table (linear
+ * probing, backward-shift deletion, 1.5 slots per edge) whose slots hold the pair's 32-bit
+ * hash beside the edge id: probes and shifts read no edge. A segment's adjacency is a list of
+ * edge ids in a shared pool; dead edges are dropped when a list is moved or the pool
+ * compacted (a list that outgrows its room moves to the pool's end; a full pool is compacted
+ * in place to its live entries). A merge of b into a (a < b: the survivor keeps the smaller
+ * id, the canonical one) walks b's list only: an edge to a neighbour that a also touches (one
+ * hash look-up) is added into a's edge, any other edge is re-keyed to a and appended to a's
+ * list. Cost per merge: O(deg b) look-ups and heap pushes.
  *
- * The heap is lazy: an edge whose score or endpoints change gets a new stamp and a new entry;
+ * Order: the edges whose score applies at load are sorted once (radix sort on a coarse key,
+ * exact sorts of equal-key runs) and popped in sequence while unchanged; an edge that is
+ * combined or re-keyed goes into a lazy heap (24-byte entries) instead, which therefore holds
+ * only what changed. An entry is stale when its edge no longer joins its (a, b) with its score;
  * stale entries are dropped when popped, and the heap is rebuilt from its current entries when
  * stale ones outnumber them. Edges whose score a cut at p->max_threshold would not apply are
- * kept out of the heap: the best of them would end the agglomeration anyway, and a score only
- * changes when its edge is combined (and then pushed again).
+ * kept out: the best of them would end the agglomeration anyway, and a score only changes when
+ * its edge is combined (and then pushed again). The next merge is the better of the order's
+ * first live unchanged edge and the heap's first current entry, in the same total order.
  */
 #include "seg_internal.h"
 
@@ -32,18 +37,53 @@
 
 #define AGG_EMPTY UINT32_MAX
 
+/* 24 bytes. agg_load checks that sums and counts stay in their bits (AGG_NUM_BITS,
+ * AGG_DEN_BITS) whatever is merged: the totals over all edges do. */
 struct agg_edge {
-    uint64_t sum, count;
-    uint32_t a, b;  /* current endpoints, a < b; a = 0: dead */
-    uint32_t stamp; /* bumped when the score or the endpoints change */
-    uint8_t max;
-    bool queued;    /* the heap holds an entry with the current stamp */
+    uint64_t sum : 54;
+    uint64_t max : 8;
+    uint64_t queued : 1;  /* the heap holds an entry of the edge's current state */
+    uint64_t changed : 1; /* combined or re-keyed since load: its load-order entry is stale */
+    uint64_t count;
+    uint32_t a, b; /* current endpoints, a < b; a = 0: dead */
 };
 
+#define AGG_NUM_BITS 54
+#define AGG_DEN_BITS 40
+#define AGG_NUM_MASK ((1ull << AGG_NUM_BITS) - 1)
+#define AGG_DEN_MASK ((1ull << AGG_DEN_BITS) - 1)
+
+/* A heap entry, 24 bytes: the score num / den of edge `edge` when it joined (a, b). The 32-bit
+ * edge id is split over the bits above num (10) and den (22). An entry is current when the
+ * edge still joins (a, b) with that score (agg_current). */
 struct agg_entry {
-    uint64_t num, den;
-    uint32_t a, b, edge, stamp;
+    uint64_t num_edge, den_edge;
+    uint32_t a, b;
 };
+
+static inline uint64_t agg_num(const struct agg_entry *x)
+{
+    return x->num_edge & AGG_NUM_MASK;
+}
+
+static inline uint64_t agg_den(const struct agg_entry *x)
+{
+    return x->den_edge & AGG_DEN_MASK;
+}
+
+static inline uint32_t agg_edge_of(const struct agg_entry *x)
+{
+    return (uint32_t)(x->num_edge >> AGG_NUM_BITS | x->den_edge >> AGG_DEN_BITS << 10);
+}
+
+static inline struct agg_entry agg_entry_make(uint64_t num, uint64_t den, uint32_t a, uint32_t b,
+                                              uint32_t edge)
+{
+    return (struct agg_entry){.num_edge = num | (uint64_t)(edge & 1023) << AGG_NUM_BITS,
+                              .den_edge = den | (uint64_t)(edge >> 10) << AGG_DEN_BITS,
+                              .a = a,
+                              .b = b};
+}
 
 struct agg {
     struct vox_ctx *ctx;
@@ -53,7 +93,8 @@ struct agg {
     uint32_t *order; /* the edges whose score applies at load, best first (see agg_order_init) */
     int64_t norder, next; /* order[next..norder) are still to be popped */
     struct agg_entry *heap; /* entries of edges changed since load */
-    int64_t nheap, heap_cap, nvalid; /* nvalid: entries with a current stamp */
+    int64_t nheap, heap_cap;
+    int64_t nvalid, nkept; /* edges marked queued; entries kept by the last rebuild */
     uint64_t *slot; /* hash table by (a, b): hash << 32 | edge id, AGG_EMPTY ids empty */
     uint64_t tsize;
     int64_t *start, *len, *cap; /* per segment: its list at pool[start..start+len) */
@@ -103,8 +144,8 @@ static inline double agg_value(uint64_t num, uint64_t den)
 /* x goes before y: larger score, then smaller a, then smaller b. */
 static inline bool agg_before(const struct agg_entry *x, const struct agg_entry *y)
 {
-    unsigned __int128 l = (unsigned __int128)x->num * y->den;
-    unsigned __int128 r = (unsigned __int128)y->num * x->den;
+    unsigned __int128 l = (unsigned __int128)agg_num(x) * agg_den(y);
+    unsigned __int128 r = (unsigned __int128)agg_num(y) * agg_den(x);
     if (l != r)
         return l > r;
     if (x->a != y->a)
@@ -140,16 +181,26 @@ static void agg_heapify(struct agg_entry *heap, int64_t n)
         agg_sift_down(heap, n, i);
 }
 
+/* Whether x is current: its edge still joins (a, b) with x's score. A dead edge has a = 0. */
+static inline bool agg_current(const struct agg *g, const struct agg_entry *x)
+{
+    uint32_t i = agg_edge_of(x);
+    const struct agg_edge *e = &g->e[i];
+    if (e->a != x->a || e->b != x->b)
+        return false;
+    uint64_t num, den;
+    agg_score(g, i, &num, &den);
+    return num == agg_num(x) && den == agg_den(x);
+}
+
 /* Drops the stale entries and restores the heap order, in O(n). */
 static void agg_heap_rebuild(struct agg *g)
 {
     int64_t n = 0;
-    for (int64_t i = 0; i < g->nheap; i++) {
-        const struct agg_edge *e = &g->e[g->heap[i].edge];
-        if (e->a != 0 && e->stamp == g->heap[i].stamp)
+    for (int64_t i = 0; i < g->nheap; i++)
+        if (agg_current(g, &g->heap[i]))
             g->heap[n++] = g->heap[i];
-    }
-    g->nheap = n;
+    g->nheap = g->nkept = n;
     agg_heapify(g->heap, n);
 }
 
@@ -160,17 +211,21 @@ static inline void agg_unqueue(struct agg *g, struct agg_edge *e)
     e->queued = false;
 }
 
-/* Queues edge i with its current stamp and score, unless a cut at max_threshold would not
- * apply that score. */
+/* Queues edge i with its current endpoints and score, unless a cut at max_threshold would not
+ * apply that score. A rebuild comes when stale entries outnumber both the queued edges and
+ * what the last rebuild kept (a quantile can return to an earlier score, so an old entry may
+ * be current again: a few edges may have two), so its cost is spread over the pushes. */
 static enum vox_status agg_push(struct agg *g, int64_t i)
 {
     struct agg_edge *e = &g->e[i];
-    struct agg_entry x = {.a = e->a, .b = e->b, .edge = (uint32_t)i, .stamp = e->stamp};
-    agg_score(g, i, &x.num, &x.den);
+    uint64_t num, den;
+    agg_score(g, i, &num, &den);
+    struct agg_entry x = agg_entry_make(num, den, e->a, e->b, (uint32_t)i);
     agg_unqueue(g, e);
-    if (!vox_merge_applies(agg_value(x.num, x.den), g->p->max_threshold))
+    if (!vox_merge_applies(agg_value(num, den), g->p->max_threshold))
         return VOX_OK;
-    if (g->nheap > 2 * g->nvalid + 1024 ||
+    int64_t most = g->nvalid > g->nkept ? g->nvalid : g->nkept;
+    if (g->nheap > 2 * most + 1024 ||
         (g->nheap == g->heap_cap && g->nheap - g->nvalid >= g->heap_cap / 4))
         agg_heap_rebuild(g); /* a full heap drops its stale entries before it grows */
     if (g->nheap == g->heap_cap) {
@@ -199,7 +254,7 @@ static struct agg_entry agg_pop(struct agg *g)
     g->heap[0] = g->heap[--g->nheap];
     if (g->nheap > 0) {
         agg_sift_down(g->heap, g->nheap, 0);
-        __builtin_prefetch(&g->e[g->heap[0].edge]); /* likely the next pop's edge */
+        __builtin_prefetch(&g->e[agg_edge_of(&g->heap[0])]); /* likely the next pop's edge */
     }
     return top;
 }
@@ -426,16 +481,20 @@ static enum vox_status agg_merge(struct agg *g, uint32_t a, uint32_t b, uint32_t
         uint32_t to = agg_find(g, lo, hi);
         agg_remove(g, fi);
         if (to != AGG_EMPTY) { /* a common neighbour: one edge with the sum of both */
+            uint64_t num0, den0, num1, den1;
+            agg_score(g, to, &num0, &den0);
             s = agg_combine(g, to, fi);
             f->a = 0;
             agg_unqueue(g, f);
-            g->e[to].stamp++;
-            if (s == VOX_OK)
+            g->e[to].changed = 1;
+            agg_score(g, to, &num1, &den1);
+            /* a queued entry of an unchanged score stays current (max, quantile) */
+            if (s == VOX_OK && !(g->e[to].queued && num0 == num1 && den0 == den1))
                 s = agg_push(g, to);
         } else {
             f->a = lo;
             f->b = hi;
-            f->stamp++;
+            f->changed = 1;
             agg_insert(g, fi);
             la[g->len[a]++] = fi;
             s = agg_push(g, fi);
@@ -488,7 +547,7 @@ static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag, bool o
 {
     bool q = g->p->score == VOX_SEG_SCORE_QUANTILE, sorted = true;
     const int64_t step = 1 << 16, ahead = 8;
-    uint64_t prev = 0;
+    uint64_t prev = 0, total = 0;
     for (int64_t i = 0; i < g->ne; i++) {
         if (owned && i % step == 0 && i > 0)
             seg_release_pages(rag->e + i - step, (size_t)step * sizeof *rag->e);
@@ -510,6 +569,13 @@ static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag, bool o
             return vox_fail(g->ctx, VOX_INVALID_ARG,
                             "region graph edge %lld (%u, %u) repeats an earlier edge",
                             (long long)i, r->a, r->b);
+        if (r->count > AGG_DEN_MASK || r->sum > 255 * r->count ||
+            (total += r->count) + (uint64_t)g->p->smooth_k > AGG_DEN_MASK)
+            return vox_fail(g->ctx, VOX_INVALID_ARG,
+                            "region graph edge %lld (%u, %u): sum %llu, count %llu: expected "
+                            "sum <= 255 count and a total count + smooth_k below 2^%d",
+                            (long long)i, r->a, r->b, (unsigned long long)r->sum,
+                            (unsigned long long)r->count, AGG_DEN_BITS);
         g->e[i] = (struct agg_edge){.a = r->a, .b = r->b, .max = r->max, .sum = r->sum,
                                     .count = r->count};
         if (q) {
@@ -523,12 +589,13 @@ static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag, bool o
     return VOX_OK;
 }
 
-/* Edge i's entry (stamp 0); false when a cut at max_threshold would not apply its score. */
+/* Edge i's entry; false when a cut at max_threshold would not apply its score. */
 static bool agg_entry_of(const struct agg *g, int64_t i, struct agg_entry *x)
 {
-    *x = (struct agg_entry){.a = g->e[i].a, .b = g->e[i].b, .edge = (uint32_t)i};
-    agg_score(g, i, &x->num, &x->den);
-    return vox_merge_applies(agg_value(x->num, x->den), g->p->max_threshold);
+    uint64_t num, den;
+    agg_score(g, i, &num, &den);
+    *x = agg_entry_make(num, den, g->e[i].a, g->e[i].b, (uint32_t)i);
+    return vox_merge_applies(agg_value(num, den), g->p->max_threshold);
 }
 
 /* A key that orders entries by descending score, coarsely: the inverted top 32 bits of
@@ -600,7 +667,7 @@ static enum vox_status agg_order_init(struct agg *g)
     }
     for (int64_t i = 0; i < g->ne; i++)
         if (agg_entry_of(g, i, &x))
-            k[g->norder++] = (uint64_t)agg_key(x.num, x.den) << 32 | (uint64_t)i;
+            k[g->norder++] = (uint64_t)agg_key(agg_num(&x), agg_den(&x)) << 32 | (uint64_t)i;
     agg_sort_high(k, k + nq, nq);
     for (int64_t i = 0, j; i < nq; i = j) {
         for (j = i + 1; j < nq && k[j] >> 32 == k[i] >> 32; j++)
@@ -641,23 +708,19 @@ static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag, struct
 }
 
 /* The next merge: the better of the first edge in the load order that is live and unchanged
- * (stamp 0) and the heap's first current entry; false when neither is left. */
+ * (not changed) and the heap's first current entry; false when neither is left. */
 static bool agg_next_entry(struct agg *g, struct agg_entry *top)
 {
     while (g->next < g->norder) {
         const struct agg_edge *e = &g->e[g->order[g->next]];
         if (g->next + 16 < g->norder)
             __builtin_prefetch(&g->e[g->order[g->next + 16]]);
-        if (e->a != 0 && e->stamp == 0)
+        if (e->a != 0 && !e->changed)
             break;
         g->next++;
     }
-    while (g->nheap > 0) {
-        const struct agg_edge *e = &g->e[g->heap[0].edge];
-        if (e->a != 0 && e->stamp == g->heap[0].stamp)
-            break;
+    while (g->nheap > 0 && !agg_current(g, &g->heap[0]))
         agg_pop(g);
-    }
     struct agg_entry x;
     bool ordered = g->next < g->norder && (agg_entry_of(g, g->order[g->next], &x), true);
     if (g->nheap > 0 && (!ordered || agg_before(&g->heap[0], &x))) {
@@ -707,11 +770,11 @@ static enum vox_status agg_run(struct vox_ctx *ctx, const struct vox_rag *rag,
         vox_rag_fini(ctx, owned);
     struct agg_entry top;
     while (s == VOX_OK && agg_next_entry(&g, &top)) { /* every queued score applies */
-        struct agg_edge *e = &g.e[top.edge];
+        struct agg_edge *e = &g.e[agg_edge_of(&top)];
         agg_unqueue(&g, e);
-        s = seg_history_push(ctx, &h, e->a, e->b, e->a, agg_value(top.num, top.den));
+        s = seg_history_push(ctx, &h, e->a, e->b, e->a, agg_value(agg_num(&top), agg_den(&top)));
         if (s == VOX_OK)
-            s = agg_merge(&g, e->a, e->b, top.edge);
+            s = agg_merge(&g, e->a, e->b, agg_edge_of(&top));
     }
     agg_fini(&g);
     if (s != VOX_OK) {
