@@ -444,16 +444,67 @@ static enum vox_status agg_combine(struct agg *g, uint32_t t, uint32_t f)
     return VOX_OK;
 }
 
-/* Prefetches the table slots that merging b into a will probe for b's edge fi: the random
- * reads that dominate a merge, overlapped with the work on the edges before it. */
-static inline void agg_prefetch_slots(const struct agg *g, uint32_t a, uint32_t b, uint32_t fi)
+/* Merging walks b's list in batches of AGG_BATCH edges so that their random reads overlap:
+ * the next batch's edges are prefetched, then this batch's table slots, then its look-ups run
+ * (prefetching the edges they find), then the batch is applied. Looking up before applying
+ * gives the same answers: every look-up is for a pair (a, nb) of its own, and applying an
+ * edge removes (b, nb') and inserts or combines into (a, nb') only. */
+#define AGG_BATCH 16
+
+/* The other endpoint of b's live edge f. */
+static inline uint32_t agg_other(const struct agg_edge *f, uint32_t b)
 {
-    const struct agg_edge *f = &g->e[fi];
-    if (f->a == 0)
-        return;
-    uint32_t nb = f->a == b ? f->b : f->a;
-    __builtin_prefetch(&g->slot[agg_home(g, agg_hash(a < nb ? a : nb, a < nb ? nb : a))]);
-    __builtin_prefetch(&g->slot[agg_home(g, agg_hash(f->a, f->b))]);
+    return f->a == b ? f->b : f->a;
+}
+
+/* Looks up, for b's edges l[0..n), the edge from a to the same neighbour (to[k]; AGG_EMPTY
+ * when there is none or l[k] is dead). */
+static void agg_batch_find(const struct agg *g, uint32_t a, uint32_t b, const uint32_t *l,
+                           int64_t n, uint32_t *to)
+{
+    for (int64_t k = 0; k < n; k++) {
+        const struct agg_edge *f = &g->e[l[k]];
+        if (f->a == 0)
+            continue;
+        uint32_t nb = agg_other(f, b);
+        __builtin_prefetch(&g->slot[agg_home(g, agg_hash(a < nb ? a : nb, a < nb ? nb : a))]);
+        __builtin_prefetch(&g->slot[agg_home(g, agg_hash(f->a, f->b))]);
+    }
+    for (int64_t k = 0; k < n; k++) {
+        const struct agg_edge *f = &g->e[l[k]];
+        uint32_t nb = agg_other(f, b);
+        to[k] = f->a == 0 ? AGG_EMPTY : agg_find(g, a < nb ? a : nb, a < nb ? nb : a);
+        if (to[k] != AGG_EMPTY)
+            __builtin_prefetch(&g->e[to[k]]);
+    }
+}
+
+/* Moves b's live edge fi to a: added into a's edge `to` to the same neighbour, or re-keyed to
+ * (a, nb) and appended to a's list. */
+static enum vox_status agg_move(struct agg *g, uint32_t a, uint32_t b, uint32_t fi, uint32_t to)
+{
+    struct agg_edge *f = &g->e[fi];
+    uint32_t nb = agg_other(f, b);
+    agg_remove(g, fi);
+    if (to != AGG_EMPTY) { /* a common neighbour: one edge with the sum of both */
+        uint64_t num0, den0, num1, den1;
+        agg_score(g, to, &num0, &den0);
+        enum vox_status s = agg_combine(g, to, fi);
+        f->a = 0;
+        agg_unqueue(g, f);
+        g->e[to].changed = 1;
+        agg_score(g, to, &num1, &den1);
+        /* a queued entry of an unchanged score stays current (max, quantile) */
+        if (s != VOX_OK || (g->e[to].queued && num0 == num1 && den0 == den1))
+            return s;
+        return agg_push(g, to);
+    }
+    f->a = a < nb ? a : nb;
+    f->b = a < nb ? nb : a;
+    f->changed = 1;
+    agg_insert(g, fi);
+    g->pool[g->start[a] + g->len[a]++] = fi;
+    return agg_push(g, fi);
 }
 
 /* Merges b into a (a < b) along edge me: b's edges to a's neighbours are added into a's,
@@ -464,41 +515,18 @@ static enum vox_status agg_merge(struct agg *g, uint32_t a, uint32_t b, uint32_t
     g->e[me].a = 0;
     enum vox_status s = agg_reserve(g, a, g->len[b]);
     const uint32_t *lb = g->pool + g->start[b];
-    uint32_t *la = g->pool + g->start[a];
-    for (int64_t k = 0; k < g->len[b] && k < 32; k++) /* the edges' reads overlap */
+    int64_t n = g->len[b];
+    for (int64_t k = 0; k < n && k < AGG_BATCH; k++)
         __builtin_prefetch(&g->e[lb[k]]);
-    for (int64_t k = 0; k < g->len[b] && s == VOX_OK; k++) {
-        if (k + 32 < g->len[b])
-            __builtin_prefetch(&g->e[lb[k + 32]]);
-        if (k + 4 < g->len[b])
-            agg_prefetch_slots(g, a, b, lb[k + 4]);
-        uint32_t fi = lb[k];
-        struct agg_edge *f = &g->e[fi];
-        if (f->a == 0)
-            continue;
-        uint32_t nb = f->a == b ? f->b : f->a;
-        uint32_t lo = a < nb ? a : nb, hi = a < nb ? nb : a;
-        uint32_t to = agg_find(g, lo, hi);
-        agg_remove(g, fi);
-        if (to != AGG_EMPTY) { /* a common neighbour: one edge with the sum of both */
-            uint64_t num0, den0, num1, den1;
-            agg_score(g, to, &num0, &den0);
-            s = agg_combine(g, to, fi);
-            f->a = 0;
-            agg_unqueue(g, f);
-            g->e[to].changed = 1;
-            agg_score(g, to, &num1, &den1);
-            /* a queued entry of an unchanged score stays current (max, quantile) */
-            if (s == VOX_OK && !(g->e[to].queued && num0 == num1 && den0 == den1))
-                s = agg_push(g, to);
-        } else {
-            f->a = lo;
-            f->b = hi;
-            f->changed = 1;
-            agg_insert(g, fi);
-            la[g->len[a]++] = fi;
-            s = agg_push(g, fi);
-        }
+    for (int64_t k0 = 0; k0 < n && s == VOX_OK; k0 += AGG_BATCH) {
+        int64_t m = n - k0 < AGG_BATCH ? n - k0 : AGG_BATCH;
+        for (int64_t k = k0 + AGG_BATCH; k < n && k < k0 + 2 * AGG_BATCH; k++)
+            __builtin_prefetch(&g->e[lb[k]]);
+        uint32_t to[AGG_BATCH];
+        agg_batch_find(g, a, b, lb + k0, m, to);
+        for (int64_t k = 0; k < m && s == VOX_OK; k++)
+            if (g->e[lb[k0 + k]].a != 0)
+                s = agg_move(g, a, b, lb[k0 + k], to[k]);
     }
     g->len[b] = 0;
     return s;

@@ -9,7 +9,9 @@
  *
  * Pass 1 scans the faces once, finding each pair's edge in an open-addressing hash table of
  * 4-byte edge ids (4 bytes a slot: growth keeps little alive; a probe compares the edge's key),
- * with a one-entry cache per channel: runs along x mostly repeat the same pair. Pass 2, for
+ * with a one-entry cache per channel: runs along x mostly repeat the same pair. Without
+ * histograms, pass 1 runs on every thread, each over a run of rows with a table of its own;
+ * a pair that several runs found is summed when the edges are ordered. Pass 2, for
  * histograms only, scans again and drops each face's value into its edge's slot of a byte
  * array laid out by the counts of pass 1 (at most 3 bytes per voxel, freed at the end), then
  * each edge's values are counted into bins. The table is freed once the scans are done, and
@@ -98,13 +100,15 @@ static int64_t rag_edge(struct rag_acc *r, uint64_t key)
     return e;
 }
 
-/* Scans every face; pass 1 accumulates statistics, pass 2 (vals != NULL) places each face's
- * value at vals[pos[e]++]. */
+/* Scans the faces of the voxels in rows [row0, row1) (row = z * Y + y; a face belongs to
+ * its voxel v, the other side is v - e_c); pass 1 accumulates statistics, pass 2 (vals !=
+ * NULL) places each face's value at vals[pos[e]++]. */
 static enum vox_status rag_scan(struct rag_acc *r, const uint32_t *lab, const uint8_t *q,
-                                const struct seg_dims *d, uint8_t *vals, int64_t *pos)
+                                const struct seg_dims *d, uint8_t *vals, int64_t *pos,
+                                int64_t row0, int64_t row1)
 {
     const int64_t step[3] = {d->plane, d->x, 1};
-    for (int64_t row = 0; row < d->z * d->y; row++) {
+    for (int64_t row = row0; row < row1; row++) {
         int64_t z = row / d->y, y = row % d->y, v0 = row * d->x;
         for (int c = 0; c < 3; c++) {
             if ((c == 0 && z == 0) || (c == 1 && y == 0))
@@ -201,7 +205,7 @@ static enum vox_status rag_collect(struct rag_acc *r, const uint32_t *lab, const
     vals = vox_alloc(r->ctx, (size_t)off[r->n] + 1);
     if (!vals)
         goto fail;
-    s = rag_scan(r, lab, q, d, vals, pos);
+    s = rag_scan(r, lab, q, d, vals, pos, 0, d->z * d->y);
     if (s != VOX_OK)
         goto fail;
     vox_free(r->ctx, pos);
@@ -221,67 +225,95 @@ static int rag_cmp_b(const void *x, const void *y)
     return (a > b) - (a < b);
 }
 
-/* Orders the edges by (a, b) without a sort buffer: a counting sort by a into the output
- * (the per-edge arrays' pages returned as they are copied: the peak is about one copy),
- * each a's run then sorted by b (short runs by insertion, long ones by qsort: the b are
- * unique within a run, so either order is the same). Returns the edges, or NULL. */
-static struct vox_rag_edge *rag_order(struct rag_acc *r, int64_t nseg)
+/* Adds edge y's statistics into x's. */
+static void rag_edge_add(struct vox_rag_edge *x, const struct vox_rag_edge *y)
+{
+    x->max = y->max > x->max ? y->max : x->max;
+    x->sum += y->sum;
+    x->count += y->count;
+}
+
+/* Orders the edges of the parts r[0..parts) by (a, b) without a sort buffer: a counting sort
+ * by a into the output (the per-edge arrays' pages returned as they are copied: the peak is
+ * about one copy), each a's run then sorted by b (short runs by insertion, long ones by
+ * qsort), and a pair found by several parts summed into one edge (exact: any order gives the
+ * same sums). Returns the edges and their number *n (hist: the first-seen index in its part,
+ * meaningful with one part), or NULL. */
+static struct vox_rag_edge *rag_order(struct rag_acc *r, int parts, int64_t nseg, int64_t *n)
 {
     struct vox_ctx *ctx = r->ctx;
     int64_t *at = vox_calloc(ctx, (size_t)nseg + 2, sizeof *at);
-    struct vox_rag_edge *e = vox_alloc(ctx, (size_t)(r->n + 1) * sizeof *e);
+    struct vox_rag_edge *e = vox_alloc(ctx, (size_t)(*n + 1) * sizeof *e);
     if (!at || !e) {
         vox_free(ctx, at);
         vox_free(ctx, e);
         return NULL;
     }
-    for (int64_t i = 0; i < r->n; i++)
-        at[(r->key[i] >> 32) + 1]++;
+    for (int t = 0; t < parts; t++)
+        for (int64_t i = 0; i < r[t].n; i++)
+            at[(r[t].key[i] >> 32) + 1]++;
     for (int64_t v = 0; v <= nseg; v++)
         at[v + 1] += at[v];
     const int64_t step = 1 << 16;
-    for (int64_t i = 0; i < r->n; i++) { /* hist holds the first-seen index for now */
-        uint64_t k = r->key[i];
-        e[at[k >> 32]++] = (struct vox_rag_edge){.a = (uint32_t)(k >> 32), .b = (uint32_t)k,
-                                                 .max = r->max[i], .sum = r->sum[i],
-                                                 .count = r->count[i], .hist = i};
-        if ((i + 1) % step == 0) { /* the statistics copied so far are dead */
-            int64_t i0 = i + 1 - step;
-            seg_release_pages(r->key + i0, (size_t)step * sizeof *r->key);
-            seg_release_pages(r->max + i0, (size_t)step);
-            seg_release_pages(r->sum + i0, (size_t)step * sizeof *r->sum);
-            seg_release_pages(r->count + i0, (size_t)step * sizeof *r->count);
+    for (int t = 0; t < parts; t++) {
+        const struct rag_acc *p = &r[t];
+        for (int64_t i = 0; i < p->n; i++) {
+            uint64_t k = p->key[i];
+            e[at[k >> 32]++] = (struct vox_rag_edge){.a = (uint32_t)(k >> 32),
+                                                     .b = (uint32_t)k,
+                                                     .max = p->max[i],
+                                                     .sum = p->sum[i],
+                                                     .count = p->count[i],
+                                                     .hist = i};
+            if ((i + 1) % step == 0) { /* the statistics copied so far are dead */
+                int64_t i0 = i + 1 - step;
+                seg_release_pages(p->key + i0, (size_t)step * sizeof *p->key);
+                seg_release_pages(p->max + i0, (size_t)step);
+                seg_release_pages(p->sum + i0, (size_t)step * sizeof *p->sum);
+                seg_release_pages(p->count + i0, (size_t)step * sizeof *p->count);
+            }
         }
     }
-    for (int64_t i = 0, j; i < r->n; i = j) {
-        for (j = i + 1; j < r->n && e[j].a == e[i].a; j++)
+    int64_t m = 0;
+    for (int64_t i = 0, j; i < *n; i = j) {
+        for (j = i + 1; j < *n && e[j].a == e[i].a; j++)
             ;
         if (j - i > 32) {
             qsort(e + i, (size_t)(j - i), sizeof *e, rag_cmp_b);
-            continue;
+        } else {
+            for (int64_t k = i + 1; k < j; k++) {
+                struct vox_rag_edge x = e[k];
+                int64_t l = k;
+                for (; l > i && e[l - 1].b > x.b; l--)
+                    e[l] = e[l - 1];
+                e[l] = x;
+            }
         }
-        for (int64_t k = i + 1; k < j; k++) {
-            struct vox_rag_edge x = e[k];
-            int64_t m = k;
-            for (; m > i && e[m - 1].b > x.b; m--)
-                e[m] = e[m - 1];
-            e[m] = x;
+        for (int64_t k = i; k < j; k++) {
+            if (m > 0 && e[m - 1].a == e[k].a && e[m - 1].b == e[k].b)
+                rag_edge_add(&e[m - 1], &e[k]);
+            else
+                e[m++] = e[k];
         }
     }
     vox_free(ctx, at);
+    *n = m;
     return e;
 }
 
-/* Writes the edges in (a, b) order, with their histograms when vals is given. */
-static enum vox_status rag_emit(struct rag_acc *r, uint8_t *vals, const int64_t *off,
+/* Writes the edges of the parts in (a, b) order, with their histograms when vals is given
+ * (one part). */
+static enum vox_status rag_emit(struct rag_acc *r, int parts, uint8_t *vals, const int64_t *off,
                                 int64_t nseg, struct vox_rag *g)
 {
     struct vox_ctx *ctx = r->ctx;
     memset(g, 0, sizeof *g);
-    int64_t nh = 0;
+    int64_t nh = 0, n = 0;
+    for (int t = 0; t < parts; t++)
+        n += r[t].n;
     for (int64_t e = 0; vals && e < r->n; e++)
         nh += r->count[e] < 256 ? (int64_t)r->count[e] : 256;
-    g->e = rag_order(r, nseg);
+    g->e = rag_order(r, parts, nseg, &n);
     g->hist_bin = vox_alloc(ctx, (size_t)nh + 1);
     g->hist_count = vox_alloc(ctx, (size_t)(nh + 1) * sizeof *g->hist_count);
     if (!g->e || !g->hist_bin || !g->hist_count) {
@@ -289,8 +321,8 @@ static enum vox_status rag_emit(struct rag_acc *r, uint8_t *vals, const int64_t 
         return VOX_OUT_OF_MEMORY;
     }
     g->nseg = nseg;
-    g->n = r->n;
-    for (int64_t i = 0; i < r->n; i++) {
+    g->n = n;
+    for (int64_t i = 0; i < n; i++) {
         struct vox_rag_edge *o = &g->e[i];
         int64_t e = o->hist;
         o->hist = g->nhist;
@@ -300,6 +332,45 @@ static enum vox_status rag_emit(struct rag_acc *r, uint8_t *vals, const int64_t 
             g->nhist += o->nbins;
         }
     }
+    return VOX_OK;
+}
+
+/* Pass 1 in parallel: part t scans the t-th run of rows into a table of its own; rag_order
+ * sums the pairs that several parts found (exact integer statistics: the result is the same
+ * for any number of parts). */
+#define RAG_PARTS_MAX 64
+
+struct rag_scan_job {
+    struct rag_acc *r;
+    int64_t rows;
+    int parts;
+    const uint32_t *lab;
+    const uint8_t *q;
+    const struct seg_dims *d;
+    enum vox_status s[RAG_PARTS_MAX];
+};
+
+static void rag_scan_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct rag_scan_job *j = arg;
+    for (int64_t t = lo[0]; t < hi[0]; t++)
+        j->s[t] = rag_scan(&j->r[t], j->lab, j->q, j->d, NULL, NULL, j->rows * t / j->parts,
+                           j->rows * (t + 1) / j->parts);
+}
+
+static enum vox_status rag_scan_parts(struct vox_ctx *ctx, struct rag_acc *r, int parts,
+                                      const uint32_t *lab, const uint8_t *q,
+                                      const struct seg_dims *d)
+{
+    struct rag_scan_job j = {.r = r, .rows = d->z * d->y, .parts = parts, .lab = lab, .q = q,
+                             .d = d};
+    for (int t = 0; t < parts; t++)
+        r[t].ctx = ctx;
+    vox_pool_for(parts > 1 ? vox_ctx_pool(ctx) : NULL, (int64_t[3]){parts, 1, 1},
+                 (int64_t[3]){1, 1, 1}, VOX_SCHED_STATIC, rag_scan_task, &j);
+    for (int t = 0; t < parts; t++)
+        if (j.s[t] != VOX_OK)
+            return vox_fail(ctx, j.s[t], "region graph: out of memory");
     return VOX_OK;
 }
 
@@ -321,19 +392,25 @@ enum vox_status vox_rag_build(struct vox_ctx *ctx, const struct vox_tensor *labe
     if (nseg < 0 || nseg > UINT32_MAX)
         return vox_fail(ctx, VOX_INVALID_ARG, "nseg = %lld, expected 0..2^32-1",
                         (long long)nseg);
-    struct rag_acc r = {.ctx = ctx};
+    /* pass 2 finds edges by the one table of all pairs: histograms take one part */
+    int parts = histograms ? 1 : vox_ctx_threads(ctx);
+    struct rag_acc r[RAG_PARTS_MAX] = {{0}};
     uint8_t *vals = NULL;
     int64_t *off = NULL;
-    s = rag_scan(&r, labels->data, q->data, &d, NULL, NULL);
+    parts = parts < RAG_PARTS_MAX ? parts : RAG_PARTS_MAX;
+    s = rag_scan_parts(ctx, r, parts, labels->data, q->data, &d);
     if (s == VOX_OK && histograms)
-        s = rag_collect(&r, labels->data, q->data, &d, &vals, &off);
-    vox_free(ctx, r.slot); /* the table is dead once the faces are scanned */
-    r.slot = NULL;
+        s = rag_collect(r, labels->data, q->data, &d, &vals, &off);
+    for (int t = 0; t < parts; t++) { /* the tables are dead once the faces are scanned */
+        vox_free(ctx, r[t].slot);
+        r[t].slot = NULL;
+    }
     if (s == VOX_OK)
-        s = rag_emit(&r, vals, off, nseg, rag_out);
+        s = rag_emit(r, parts, vals, off, nseg, rag_out);
     vox_free(ctx, vals);
     vox_free(ctx, off);
-    rag_acc_free(&r);
+    for (int t = 0; t < parts; t++)
+        rag_acc_free(&r[t]);
     return s;
 }
 

@@ -169,7 +169,9 @@ static enum vox_status segment_run(struct vox_ctx *ctx, const struct vox_tensor 
 {
     int64_t *sizes = NULL;
     struct vox_rag gs = {0};
+    double t0 = vox_time_now();
     enum vox_status s = vox_seg_watershed(ctx, q, p, &res->labels, &res->nbasins, &sizes);
+    double t1 = vox_time_now();
     if (s == VOX_OK && p->nsize == 0 && p->dust <= 1) { /* no size merge, no dust: the basins */
         res->nseg = res->nbasins;
         res->dend = (struct vox_merge_history){.nseg = res->nbasins};
@@ -181,9 +183,15 @@ static enum vox_status segment_run(struct vox_ctx *ctx, const struct vox_tensor 
         s = segment_full_graph(ctx, q, p, sizes, res, &gs);
     vox_free(ctx, sizes);
     vox_tensor_free(ctx, drop); /* the affinities are dead once the graph holds their sums */
+    double t2 = vox_time_now();
     if (s == VOX_OK)
         s = seg_agglomerate_owned(ctx, &gs, p, &res->merges);
     vox_rag_fini(ctx, &gs);
+    vox_log(ctx, VOX_LOG_DEBUG,
+            "segment: watershed %.3f s (%lld basins), graph and size merge %.3f s (%lld "
+            "segments), agglomeration %.3f s (%lld merges)",
+            t1 - t0, (long long)res->nbasins, t2 - t1, (long long)res->nseg,
+            vox_time_now() - t2, (long long)res->merges.n);
     return s;
 }
 
