@@ -379,14 +379,10 @@ static enum vox_status agg_reserve(struct agg *g, uint32_t a, int64_t more)
             return s;
         need = 2 * (g->len[a] + more);
     }
-    const uint32_t *src = g->pool + g->start[a];
-    uint32_t *dst = g->pool + g->pool_len;
-    int64_t n = 0;
-    for (int64_t k = 0; k < g->len[a]; k++)
-        if (g->e[src[k]].a != 0)
-            dst[n++] = src[k];
+    /* copied whole: telling the dead entries apart would read every edge (random reads); they
+     * go when the list is walked or the pool compacted */
+    memcpy(g->pool + g->pool_len, g->pool + g->start[a], (size_t)g->len[a] * sizeof *g->pool);
     g->start[a] = g->pool_len;
-    g->len[a] = n;
     g->cap[a] = need;
     g->pool_len += need;
     return VOX_OK;
