@@ -97,7 +97,10 @@ struct agg {
     int64_t nvalid, nkept; /* edges marked queued; entries kept by the last rebuild */
     uint64_t *slot; /* hash table by (a, b): hash << 32 | edge id, AGG_EMPTY ids empty */
     uint64_t tsize;
-    int64_t *start, *len, *cap; /* per segment: its list at pool[start..start+len) */
+    /* per segment: its list at pool[start..start+len) (start -1: none), in a region of the
+     * pool that starts with a header: the segment, then the room (agg_cap) */
+    int64_t *start;
+    uint32_t *len;
     uint32_t *pool;
     int64_t pool_len, pool_cap;
     int64_t *hist;  /* quantile score only: per edge, its bins in the arena */
@@ -326,33 +329,41 @@ static void agg_remove(struct agg *g, uint32_t i)
 
 /* ---- adjacency lists ------------------------------------------------------------------- */
 
-/* Compacts the pool in place, keeping only the live entries of every list (taken in the order
- * of their starts, so entries only move down), and makes room for `more` after them. */
+#define AGG_HEADER 2
+
+/* Room of segment a's list: the list's length and more, up to its region's end. */
+static inline int64_t agg_cap(const struct agg *g, uint32_t a)
+{
+    return g->start[a] < 0 ? 0 : g->pool[g->start[a] - 1];
+}
+
+/* Compacts the pool in place: walks its regions in order (their headers give the segment and
+ * the room; a region a list has moved out of, or an emptied list's, is skipped), keeping only
+ * the live entries, so entries only move down. Makes room for `more` after them. */
 static enum vox_status agg_pool_compact(struct agg *g, int64_t more)
 {
-    int64_t m = 0, at = 0;
-    for (int64_t s = 0; s < g->ns; s++)
-        m += g->len[s] > 0;
-    struct seg_kv *kv = vox_alloc(g->ctx, (size_t)(2 * m + 1) * sizeof *kv);
-    if (!kv)
-        return VOX_OUT_OF_MEMORY;
-    m = 0;
-    for (int64_t s = 0; s < g->ns; s++) {
-        if (g->len[s] > 0)
-            kv[m++] = (struct seg_kv){.key = (uint64_t)g->start[s], .val = (uint64_t)s};
-        g->cap[s] = 0; /* a list left empty has no room any more */
-    }
-    seg_radix_sort(kv, kv + m, m);
-    for (int64_t i = 0; i < m; i++) {
-        int64_t s = (int64_t)kv[i].val, from = at;
-        const uint32_t *l = g->pool + g->start[s];
-        for (int64_t k = 0; k < g->len[s]; k++)
+    int64_t at = 0;
+    for (int64_t p = 0; p < g->pool_len;) {
+        uint32_t s = g->pool[p];
+        int64_t from = p + AGG_HEADER;
+        p = from + g->pool[p + 1];
+        if (g->start[s] != from)
+            continue;
+        if (g->len[s] == 0) {
+            g->start[s] = -1;
+            continue;
+        }
+        const uint32_t *l = g->pool + from;
+        uint32_t *o = g->pool + at + AGG_HEADER, n = 0;
+        for (uint32_t k = 0; k < g->len[s]; k++)
             if (g->e[l[k]].a != 0)
-                g->pool[at++] = l[k];
-        g->start[s] = from;
-        g->len[s] = g->cap[s] = at - from;
+                o[n++] = l[k];
+        g->pool[at] = s;
+        g->pool[at + 1] = n;
+        g->start[s] = at + AGG_HEADER;
+        g->len[s] = n;
+        at += AGG_HEADER + n;
     }
-    vox_free(g->ctx, kv);
     g->pool_len = at;
     if (at + more > g->pool_cap) {
         int64_t cap = at + more + at / 2 + 1024;
@@ -366,25 +377,32 @@ static enum vox_status agg_pool_compact(struct agg *g, int64_t more)
     return VOX_OK;
 }
 
-/* Room for `more` entries after segment a's list (moved, without its dead entries, to the
- * pool's end when it has none). */
+/* Room for `more` entries after segment a's list (moved to the pool's end when it has none,
+ * with twice the room it needs). */
 static enum vox_status agg_reserve(struct agg *g, uint32_t a, int64_t more)
 {
-    if (g->len[a] + more <= g->cap[a])
+    int64_t len = g->len[a];
+    if (len + more <= agg_cap(g, a))
         return VOX_OK;
-    int64_t need = 2 * (g->len[a] + more);
-    if (g->pool_len + need > g->pool_cap) {
-        enum vox_status s = agg_pool_compact(g, need);
+    int64_t need = 2 * (len + more);
+    if (g->pool_len + AGG_HEADER + need > g->pool_cap) {
+        enum vox_status s = agg_pool_compact(g, AGG_HEADER + need);
         if (s != VOX_OK)
             return s;
-        need = 2 * (g->len[a] + more);
+        len = g->len[a];
+        if (len + more <= agg_cap(g, a))
+            return VOX_OK;
     }
+    need = need < UINT32_MAX ? need : UINT32_MAX; /* a degree is below 2^32 */
+    int64_t at = g->pool_len + AGG_HEADER;
+    g->pool[at - 2] = a;
+    g->pool[at - 1] = (uint32_t)need;
     /* copied whole: telling the dead entries apart would read every edge (random reads); they
      * go when the list is walked or the pool compacted */
-    memcpy(g->pool + g->pool_len, g->pool + g->start[a], (size_t)g->len[a] * sizeof *g->pool);
-    g->start[a] = g->pool_len;
-    g->cap[a] = need;
-    g->pool_len += need;
+    if (len > 0)
+        memcpy(g->pool + at, g->pool + g->start[a], (size_t)len * sizeof *g->pool);
+    g->start[a] = at;
+    g->pool_len = at + need;
     return VOX_OK;
 }
 
@@ -510,8 +528,8 @@ static enum vox_status agg_merge(struct agg *g, uint32_t a, uint32_t b, uint32_t
     agg_remove(g, me);
     g->e[me].a = 0;
     enum vox_status s = agg_reserve(g, a, g->len[b]);
-    const uint32_t *lb = g->pool + g->start[b];
     int64_t n = g->len[b];
+    const uint32_t *lb = g->pool + (n > 0 ? g->start[b] : 0);
     for (int64_t k = 0; k < n && k < AGG_BATCH; k++)
         __builtin_prefetch(&g->e[lb[k]]);
     for (int64_t k0 = 0; k0 < n && s == VOX_OK; k0 += AGG_BATCH) {
@@ -541,17 +559,17 @@ static enum vox_status agg_alloc(struct agg *g, const struct vox_rag *rag)
     g->tsize = tsize;
     g->e = vox_alloc(ctx, (size_t)(ne + 1) * sizeof *g->e);
     g->slot = vox_alloc(ctx, (size_t)tsize * sizeof *g->slot);
-    g->start = vox_calloc(ctx, (size_t)ns, sizeof *g->start);
+    g->start = vox_alloc(ctx, (size_t)ns * sizeof *g->start);
     g->len = vox_calloc(ctx, (size_t)ns, sizeof *g->len);
-    g->cap = vox_calloc(ctx, (size_t)ns, sizeof *g->cap);
-    g->pool_cap = 2 * ne + ne / 2 + 1024; /* the lists, and room for those that move */
+    /* the lists with their headers, and room for those that move */
+    g->pool_cap = 2 * ne + AGG_HEADER * ns + ne / 2 + 1024;
     g->pool = vox_alloc(ctx, (size_t)g->pool_cap * sizeof *g->pool);
     g->hcap = q ? rag->nhist + 1 : 0;
     g->hist = q ? vox_alloc(ctx, (size_t)(ne + 1) * sizeof *g->hist) : NULL;
     g->nbins = q ? vox_alloc(ctx, (size_t)(ne + 1) * sizeof *g->nbins) : NULL;
     g->hbin = q ? vox_alloc(ctx, (size_t)g->hcap) : NULL;
     g->hcnt = q ? vox_alloc(ctx, (size_t)g->hcap * 8) : NULL;
-    if (!g->e || !g->slot || !g->start || !g->len || !g->cap || !g->pool ||
+    if (!g->e || !g->slot || !g->start || !g->len || !g->pool ||
         (q && (!g->hist || !g->nbins || !g->hbin || !g->hcnt)))
         return VOX_OUT_OF_MEMORY;
     memset(g->slot, 0xFF, (size_t)tsize * sizeof *g->slot);
@@ -717,9 +735,13 @@ static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag, struct
         return s;
     int64_t at = 0;
     for (int64_t v = 0; v < g->ns; v++) {
-        g->start[v] = at;
-        g->cap[v] = g->len[v];
-        at += g->len[v];
+        g->start[v] = -1;
+        if (g->len[v] == 0)
+            continue;
+        g->pool[at] = (uint32_t)v;
+        g->pool[at + 1] = g->len[v];
+        g->start[v] = at + AGG_HEADER;
+        at += AGG_HEADER + g->len[v];
         g->len[v] = 0;
     }
     g->pool_len = at;
@@ -767,7 +789,6 @@ static void agg_fini(struct agg *g)
     vox_free(ctx, g->slot);
     vox_free(ctx, g->start);
     vox_free(ctx, g->len);
-    vox_free(ctx, g->cap);
     vox_free(ctx, g->pool);
     vox_free(ctx, g->hist);
     vox_free(ctx, g->nbins);
