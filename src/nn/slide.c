@@ -71,7 +71,7 @@ static int64_t min_extent(const struct vox_nn_volume *v, int a)
 }
 
 static enum vox_status choose_patch(struct vox_nn_volume *v, struct vox_nn_dims *dims,
-                                    const int64_t want[3], size_t mem)
+                                    const int64_t want[3], size_t mem, enum vox_nn_conv_algo algo)
 {
     struct vox_ctx *ctx = v->ctx;
     int64_t p[3];
@@ -86,7 +86,7 @@ static enum vox_status choose_patch(struct vox_nn_volume *v, struct vox_nn_dims 
                             (long long)v->vol[0], (long long)v->vol[1], (long long)v->vol[2],
                             v->net->source, a);
     for (size_t bytes;;) {
-        enum vox_status s = vox_nn_fast_estimate(ctx, v->net, p, &bytes);
+        enum vox_status s = vox_nn_fast_estimate_algo(ctx, v->net, p, algo, &bytes);
         if (s != VOX_OK)
             return s;
         if (bytes <= mem || (want[0] > 0 && want[1] > 0 && want[2] > 0))
@@ -207,12 +207,14 @@ enum vox_status vox_nn_volume_plan(struct vox_ctx *ctx, const struct vox_net *ne
     }
     size_t mem = opt->mem_bytes ? opt->mem_bytes : (size_t)2 << 30;
     /* margins need the fov, which needs a patch the net takes: plan once with the volume */
-    if ((s = choose_patch(v, dims, (const int64_t[3]){0, 0, 0}, SIZE_MAX)) != VOX_OK ||
-        (s = vox_net_shapes(ctx, net, v->patch, dims)) != VOX_OK ||
-        (s = geometry(v, dims)) != VOX_OK || (s = choose_patch(v, dims, opt->patch, mem)) ||
+    const struct vox_nn_fast_options fo = {.algo = opt->algo, .tune = opt->tune};
+    if ((s = choose_patch(v, dims, (const int64_t[3]){0, 0, 0}, SIZE_MAX, opt->algo)) != VOX_OK ||
         (s = vox_net_shapes(ctx, net, v->patch, dims)) != VOX_OK ||
         (s = geometry(v, dims)) != VOX_OK ||
-        (s = vox_nn_fast_create(ctx, net, w, v->patch, &v->fast)) != VOX_OK ||
+        (s = choose_patch(v, dims, opt->patch, mem, opt->algo)) ||
+        (s = vox_net_shapes(ctx, net, v->patch, dims)) != VOX_OK ||
+        (s = geometry(v, dims)) != VOX_OK ||
+        (s = vox_nn_fast_create_opts(ctx, net, w, v->patch, &fo, &v->fast)) != VOX_OK ||
         (s = alloc_io(v, in_dtypes)) != VOX_OK)
         goto fail;
     vox_free(ctx, dims);
