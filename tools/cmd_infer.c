@@ -15,6 +15,8 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 static const char help[] =
     "usage: vox infer --net NET --weights W.h5 --in FILE.h5:/raw --out FILE.h5:/out [options]\n"
@@ -263,6 +265,18 @@ static enum vox_status open_outputs(struct vox_ctx *ctx, const struct infer_opts
     return VOX_OK;
 }
 
+/* The resident set now, in KiB (Linux /proc; -1 where unknown). */
+static long resident_kib(void)
+{
+    long pages = -1, resident = -1;
+    FILE *fp = fopen("/proc/self/statm", "r");
+    if (fp && fscanf(fp, "%ld %ld", &pages, &resident) != 2)
+        resident = -1;
+    if (fp)
+        fclose(fp);
+    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
 static enum vox_status run(struct vox_ctx *ctx, const struct infer_opts *o, struct state *st)
 {
     enum vox_status s = vox_net_load(ctx, o->net, &st->net);
@@ -298,10 +312,21 @@ static enum vox_status run(struct vox_ctx *ctx, const struct infer_opts *o, stru
                                        .tune = st->tune};
     if (o->patch_set)
         memcpy(vo.patch, o->patch, sizeof vo.patch);
+    long rss_kib = resident_kib(), peak_kib = -1; /* before planning: not in --mem */
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        peak_kib = ru.ru_maxrss;
     if ((s = vox_nn_volume_plan(ctx, net, st->w, vol, dtypes, &vo, &st->vol)) != VOX_OK)
         return s;
-    if (o->plan)
+    if (o->plan) {
         print_plan(ctx, net, vox_nn_volume_fast(st->vol), st->tune);
+        int64_t patch[3], out[3], tiles;
+        vox_nn_volume_geometry(st->vol, patch, out, &tiles);
+        printf("patch %lldx%lldx%lld, %lld tiles; before planning: RSS %ld KiB, peak RSS %ld "
+               "KiB (--mem covers what comes after)\n",
+               (long long)patch[0], (long long)patch[1], (long long)patch[2], (long long)tiles,
+               rss_kib, peak_kib);
+    }
     if (o->n_out == 0)
         return VOX_OK;
     if ((s = open_outputs(ctx, o, st)) != VOX_OK ||
