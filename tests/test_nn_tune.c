@@ -77,8 +77,9 @@ static void fixture_free(struct vox_ctx *ctx, struct fixture *f)
 
 /* Plans with opt, checks each conv's source (and times when timed), runs, compares with the
  * reference (1e-5 of max(1, |ref|)), and copies output o into out (if out). */
-static void plan_check(struct vox_ctx *ctx, struct fixture *f, const struct vox_nn_fast_options *opt,
-                       enum vox_nn_algo_source want, struct vox_tensor out[2])
+static void plan_check(struct vox_ctx *ctx, struct fixture *f,
+                       const struct vox_nn_fast_options *opt, enum vox_nn_algo_source want,
+                       struct vox_tensor out[2])
 {
     struct vox_nn_fast *fast = NULL;
     CHECK_OK(vox_nn_fast_create_opts(ctx, f->net, f->w, patch, opt, &fast));
@@ -97,7 +98,8 @@ static void plan_check(struct vox_ctx *ctx, struct fixture *f, const struct vox_
     }
     CHECK_OK(vox_nn_fast_forward(ctx, fast, &f->in));
     for (int o = 0; o < 2; o++) {
-        const struct vox_tensor *a = vox_nn_plan_output(f->ref, o), *b = vox_nn_fast_output(fast, o);
+        const struct vox_tensor *a = vox_nn_plan_output(f->ref, o),
+                                *b = vox_nn_fast_output(fast, o);
         double m = 1, d = 0;
         for (int64_t e = 0; e < vox_tensor_numel(a); e++) {
             double ra = ((const float *)a->data)[e], fb = ((const float *)b->data)[e];

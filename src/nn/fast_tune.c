@@ -56,8 +56,8 @@ static enum vox_status entry_add(struct vox_nn_tune *t, const char *key, const d
 {
     if (t->n == t->cap) {
         int64_t cap = t->cap ? 2 * t->cap : 16;
-        struct tune_entry *e = vox_realloc(t->ctx, t->e, (size_t)t->n * sizeof *e,
-                                           (size_t)cap * sizeof *e);
+        struct tune_entry *e =
+            vox_realloc(t->ctx, t->e, (size_t)t->n * sizeof *e, (size_t)cap * sizeof *e);
         if (!e)
             return VOX_OUT_OF_MEMORY;
         t->e = e;
@@ -84,8 +84,9 @@ static enum vox_status load(struct vox_nn_tune *t)
     while (ok && s == VOX_OK && fgets(line, sizeof line, fp)) {
         double ms[2];
         char end;
-        ok = strchr(line, '\n') && sscanf(line, "%319s %lf %lf %c", key, &ms[0], &ms[1], &end) == 3 &&
-             isfinite(ms[0]) && isfinite(ms[1]) && ms[0] > 0 && ms[1] > 0;
+        ok = strchr(line, '\n') &&
+             sscanf(line, "%319s %lf %lf %c", key, &ms[0], &ms[1], &end) == 3 && isfinite(ms[0]) &&
+             isfinite(ms[1]) && ms[0] > 0 && ms[1] > 0;
         if (ok)
             s = entry_add(t, key, ms);
     }
@@ -182,13 +183,12 @@ static void make_key(struct vox_ctx *ctx, const struct vox_nn_fast_conv *c, cons
     snprintf(key, KEY_LEN,
              "%s|%s|t%d|%lld,%lld,%lld,%lld,%lld|k%lldx%lldx%lld|i%lldx%lldx%lld|"
              "o%lldx%lldx%lld|d%lldx%lldx%lld|p%lldx%lldx%lld",
-             model, vox_isa_str(cpu->isa), vox_ctx_threads(ctx), (long long)c->n,
-             (long long)c->cin, (long long)c->cout, (long long)c->bin, (long long)c->b,
-             (long long)c->k[0], (long long)c->k[1], (long long)c->k[2], (long long)c->in[0],
-             (long long)c->in[1], (long long)c->in[2], (long long)c->out[0],
-             (long long)c->out[1], (long long)c->out[2], (long long)c->dil[0],
-             (long long)c->dil[1], (long long)c->dil[2], (long long)lo[0], (long long)lo[1],
-             (long long)lo[2]);
+             model, vox_isa_str(cpu->isa), vox_ctx_threads(ctx), (long long)c->n, (long long)c->cin,
+             (long long)c->cout, (long long)c->bin, (long long)c->b, (long long)c->k[0],
+             (long long)c->k[1], (long long)c->k[2], (long long)c->in[0], (long long)c->in[1],
+             (long long)c->in[2], (long long)c->out[0], (long long)c->out[1], (long long)c->out[2],
+             (long long)c->dil[0], (long long)c->dil[1], (long long)c->dil[2], (long long)lo[0],
+             (long long)lo[1], (long long)lo[2]);
 }
 
 /* The slab: one batch entry, the output halved along z, then y, to about SLAB_FLOPS. */
@@ -256,13 +256,13 @@ static enum vox_status time_slab(struct vox_ctx *ctx, const struct vox_nn_fast_c
     int64_t taps = s->k[0] * s->k[1] * s->k[2], wn = s->cout * s->cin * taps;
     int64_t ib = cdiv(s->cin, s->bin), ob = cdiv(s->cout, s->b);
     int64_t ivol = s->in[0] * s->in[1] * s->in[2], ovol = s->out[0] * s->out[1] * s->out[2];
-    t.pad = (struct vox_nn_bt){.n = 1, .c = s->cin, .blk = s->bin,
-                               .s = {s->in[0], s->in[1], s->in[2]}};
+    t.pad =
+        (struct vox_nn_bt){.n = 1, .c = s->cin, .blk = s->bin, .s = {s->in[0], s->in[1], s->in[2]}};
     t.in = t.pad;
     for (int a = 0; t.same && a < 3; a++)
         t.in.s[a] = s->out[a]; /* same padding: the input has the output's extent */
-    t.out = (struct vox_nn_bt){.n = 1, .c = s->cout, .blk = s->b,
-                               .s = {s->out[0], s->out[1], s->out[2]}};
+    t.out = (struct vox_nn_bt){
+        .n = 1, .c = s->cout, .blk = s->b, .s = {s->out[0], s->out[1], s->out[2]}};
     float *w = vox_alloc(ctx, (size_t)wn * sizeof *w);
     float *wp = vox_alloc(ctx, (size_t)vox_nn_fast_pack_elems(s) * sizeof *wp);
     float *bp = vox_calloc(ctx, (size_t)(ob * s->b), sizeof *bp);
