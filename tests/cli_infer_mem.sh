@@ -38,11 +38,21 @@ run() { peak "$vox" infer --quiet --threads 2 --net "$net" --weights "$dir/w.h5"
 base=$(run --in "$dir/t.h5:/raw" --out "$dir/t_o.h5:/p")
 [ "$base" -gt 0 ] || fail "baseline run"
 allow=$((base + 16 * 1024))
+export XDG_CACHE_HOME=$dir/cache
 for mib in 32 128; do
     kib=$(run --in "$dir/s.h5:/raw" --out "$dir/o$mib.h5:/p" --mem ${mib}M)
     [ "$kib" -gt 0 ] || fail "infer --mem ${mib}M"
     echo "  --mem ${mib}M: peak $((kib / 1024)) MiB (budget + allowance $(((mib * 1024 + allow) / 1024)) MiB)"
     [ "$kib" -le $((mib * 1024 + allow)) ] || fail "--mem ${mib}M: peak RSS ${kib} KiB"
+    # precise: peak RSS (/usr/bin/time) less the RSS before planning (printed by --plan)
+    /usr/bin/time -f "%M" -o "$dir/peak" "$vox" infer --threads 2 --net "$net" \
+        --weights "$dir/w.h5" --in "$dir/s.h5:/raw" --out "$dir/p$mib.h5:/p" --mem ${mib}M \
+        --plan --quiet > "$dir/plan" || fail "infer --plan --mem ${mib}M"
+    before=$(sed -n 's/.*before planning: RSS \([0-9]*\) KiB.*/\1/p' "$dir/plan")
+    after=$(tail -1 "$dir/peak")
+    echo "  --mem ${mib}M: peak $after KiB - before planning $before KiB = $((after - before)) KiB"
+    [ -n "$before" ] && [ $((after - before)) -le $((mib * 1024)) ] \
+        || fail "--mem ${mib}M: peak RSS - RSS before planning over the budget"
 done
 # the two budgets must choose different tilings, else the comparison below proves nothing
 t32=$("$vox" infer --net "$net" --weights "$dir/w.h5" --in "$dir/s.h5:/raw" \

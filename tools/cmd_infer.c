@@ -15,6 +15,8 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 static const char help[] =
     "usage: vox infer --net NET --weights W.h5 --in FILE.h5:/raw --out FILE.h5:/out [options]\n"
@@ -35,7 +37,11 @@ static const char help[] =
     "                          with --plan and no --in: the patch shape to plan for\n"
     "  --mem SIZE              RAM budget of the patch plan, e.g. 8G (default 2G)\n"
     "  --dtype f32|u8          output type; u8 = round(255 * clamp(v, 0, 1)) (default f32)\n"
-    "  --plan                  print per layer: algorithm, output shape, FLOPs, bytes, time\n"
+    "  --plan                  print per layer: algorithm and where it came from, output\n"
+    "                          shape, FLOPs, bytes, predicted (and measured) time\n"
+    "  --conv auto|direct|fft  conv algorithm: auto = the cost model, checked by a cached\n"
+    "                          measurement where it is close (default auto; see\n"
+    "                          docs/infer.md; VOX_PLAN_CACHE=off: no cache file)\n"
     "  --threads N             worker threads (default: VOX_THREADS, else all CPUs)\n"
     "  --quiet                 no progress bar and no summary\n";
 
@@ -51,6 +57,7 @@ struct infer_opts {
     int64_t patch[3];
     int64_t mem;
     enum vox_dtype dtype;
+    enum vox_nn_conv_algo conv;
     struct cli_common common;
 };
 
@@ -86,6 +93,14 @@ static int parse_one(int argc, char **argv, int *i, void *arg)
     } else if (strcmp(a, "--mem") == 0) {
         if (!cli_parse_bytes(v, &o->mem) || o->mem < 1)
             return cli_usage("infer", "--mem %s: expected a size like 512M or 8G", v);
+    } else if (strcmp(a, "--conv") == 0) {
+        static const char *const names[] = {"auto", "direct", "fft"};
+        int k = 0;
+        while (k < 3 && strcmp(v, names[k]) != 0)
+            k++;
+        if (k == 3)
+            return cli_usage("infer", "--conv %s: expected auto, direct or fft", v);
+        o->conv = (enum vox_nn_conv_algo)k;
     } else if (strcmp(a, "--dtype") == 0) {
         if (!vox_dtype_parse(v, &o->dtype) || (o->dtype != VOX_F32 && o->dtype != VOX_U8))
             return cli_usage("infer", "--dtype %s: expected f32 or u8", v);
@@ -154,21 +169,29 @@ static enum vox_status open_inputs(struct vox_ctx *ctx, const struct infer_opts 
     return VOX_OK;
 }
 
-/* Per layer: algorithm, output shape, FLOPs, bytes, and a time predicted from the measured
- * peak (JIT convs at 80 % of it, FFT convs' transforms and products at 10 %) and 10 GB/s for
- * the bytes the layer moves. */
-static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const struct vox_nn_fast *f)
+static const char *source_str(enum vox_nn_algo_source s)
+{
+    static const char *const names[] = {"-", "model", "forced", "measured", "cached"};
+    return names[s];
+}
+
+/* Per layer: algorithm and its source, output shape, FLOPs, bytes, a time predicted from the
+ * measured peak (JIT convs at 80 % of it, FFT convs' transforms and products at 10 %) and
+ * 10 GB/s for the bytes the layer moves, and the measured times of both algorithms where the
+ * planner timed them (scaled to the whole layer). */
+static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const struct vox_nn_fast *f,
+                       const struct vox_nn_tune *tune)
 {
     struct vox_peak peak = {0};
     if (vox_peak_measure(ctx, &peak) != VOX_OK || peak.gflops_all <= 0)
         peak.gflops_all = 50;
     const struct vox_nn_dims *d = vox_nn_fast_dims(f);
-    printf("%-12s %-10s %-8s %-20s %10s %9s %9s\n", "layer", "type", "algo", "output (c,z,y,x)",
-           "MFLOP", "MB", "pred ms");
+    printf("%-12s %-10s %-8s %-8s %-20s %10s %9s %9s  %s\n", "layer", "type", "algo", "from",
+           "output (c,z,y,x)", "MFLOP", "MB", "pred ms", "measured ms (direct/fft)");
     double total = 0, total_s = 0;
     for (int i = 0; i < net->n_layers; i++) {
         const int64_t *s = d[i].shape;
-        char shape[64], batch[24] = "";
+        char shape[64], batch[24] = "", meas[48] = "";
         if (d[i].batch > 1) /* mpf fragments: "8*" before the shape of one */
             snprintf(batch, sizeof batch, "%lld*", (long long)d[i].batch);
         snprintf(shape, sizeof shape, "%s%lldx%lldx%lldx%lld", batch, (long long)s[0],
@@ -180,9 +203,11 @@ static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const str
         double t = li.work / (eff * peak.gflops_all * 1e9) + li.bytes / 10e9;
         total += li.flops;
         total_s += t;
-        printf("%-12s %-10s %-8s %-20s %10.1f %9.2f %9.3f\n", net->layers[i].name,
-               vox_nn_kind_str(net->layers[i].kind), li.algo, shape, li.flops / 1e6,
-               li.bytes / 1e6, t * 1e3);
+        if (li.ms_direct > 0)
+            snprintf(meas, sizeof meas, "%.3f/%.3f", li.ms_direct, li.ms_fft);
+        printf("%-12s %-10s %-8s %-8s %-20s %10.1f %9.2f %9.3f  %s\n", net->layers[i].name,
+               vox_nn_kind_str(net->layers[i].kind), li.algo, source_str(li.source), shape,
+               li.flops / 1e6, li.bytes / 1e6, t * 1e3, meas);
     }
     int64_t fov[3], off[3];
     vox_net_fov(net, d, fov, off);
@@ -191,12 +216,20 @@ static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const str
            total / 1e6, total_s * 1e3, peak.gflops_all, peak.threads,
            (double)vox_nn_fast_bytes(f) / 1048576.0, (long long)fov[0], (long long)fov[1],
            (long long)fov[2], (long long)off[0], (long long)off[1], (long long)off[2]);
+    if (tune) {
+        int64_t measured, hits;
+        const char *path;
+        vox_nn_tune_stats(tune, &measured, &hits, &path);
+        printf("plan cache: %lld layers measured, %lld from the cache (%s)\n",
+               (long long)measured, (long long)hits, path[0] ? path : "off");
+    }
 }
 
 struct state {
     struct vox_net *net;
     struct vox_nn_weights *w;
     struct vox_nn_fast *fast; /* --plan without --in */
+    struct vox_nn_tune *tune; /* --conv auto */
     struct vox_nn_volume *vol;
     struct vox_volume *in[MAX_IO], *out[MAX_IO];
     struct vox_out_file *file[MAX_IO]; /* one per distinct output path */
@@ -232,6 +265,18 @@ static enum vox_status open_outputs(struct vox_ctx *ctx, const struct infer_opts
     return VOX_OK;
 }
 
+/* The resident set now, in KiB (Linux /proc; -1 where unknown). */
+static long resident_kib(void)
+{
+    long pages = -1, resident = -1;
+    FILE *fp = fopen("/proc/self/statm", "r");
+    if (fp && fscanf(fp, "%ld %ld", &pages, &resident) != 2)
+        resident = -1;
+    if (fp)
+        fclose(fp);
+    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
 static enum vox_status run(struct vox_ctx *ctx, const struct infer_opts *o, struct state *st)
 {
     enum vox_status s = vox_net_load(ctx, o->net, &st->net);
@@ -250,9 +295,12 @@ static enum vox_status run(struct vox_ctx *ctx, const struct infer_opts *o, stru
     if (o->n_out && o->n_out != net->n_outputs)
         return vox_fail(ctx, VOX_INVALID_ARG, "the net '%s' has %d outputs, got %d --out", o->net,
                         net->n_outputs, o->n_out);
+    if (o->conv == VOX_NN_CONV_AUTO && (s = vox_nn_tune_create(ctx, &st->tune)) != VOX_OK)
+        return s;
     if (o->n_in == 0) {
-        if ((s = vox_nn_fast_create(ctx, net, st->w, o->patch, &st->fast)) == VOX_OK)
-            print_plan(ctx, net, st->fast);
+        const struct vox_nn_fast_options fo = {.algo = o->conv, .tune = st->tune};
+        if ((s = vox_nn_fast_create_opts(ctx, net, st->w, o->patch, &fo, &st->fast)) == VOX_OK)
+            print_plan(ctx, net, st->fast, st->tune);
         return s;
     }
     int64_t vol[3];
@@ -260,13 +308,25 @@ static enum vox_status run(struct vox_ctx *ctx, const struct infer_opts *o, stru
     if ((s = open_inputs(ctx, o, net, st->in, dtypes, vol)) != VOX_OK)
         return s;
     struct vox_nn_volume_options vo = {.mem_bytes = (size_t)o->mem, .out_dtype = o->dtype,
-                                       .quiet = o->common.quiet};
+                                       .quiet = o->common.quiet, .algo = o->conv,
+                                       .tune = st->tune};
     if (o->patch_set)
         memcpy(vo.patch, o->patch, sizeof vo.patch);
+    long rss_kib = resident_kib(), peak_kib = -1; /* before planning: not in --mem */
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        peak_kib = ru.ru_maxrss;
     if ((s = vox_nn_volume_plan(ctx, net, st->w, vol, dtypes, &vo, &st->vol)) != VOX_OK)
         return s;
-    if (o->plan)
-        print_plan(ctx, net, vox_nn_volume_fast(st->vol));
+    if (o->plan) {
+        print_plan(ctx, net, vox_nn_volume_fast(st->vol), st->tune);
+        int64_t patch[3], out[3], tiles;
+        vox_nn_volume_geometry(st->vol, patch, out, &tiles);
+        printf("patch %lldx%lldx%lld, %lld tiles; before planning: RSS %ld KiB, peak RSS %ld "
+               "KiB (--mem covers what comes after)\n",
+               (long long)patch[0], (long long)patch[1], (long long)patch[2], (long long)tiles,
+               rss_kib, peak_kib);
+    }
     if (o->n_out == 0)
         return VOX_OK;
     if ((s = open_outputs(ctx, o, st)) != VOX_OK ||
@@ -317,6 +377,7 @@ int vox_cmd_infer(int argc, char **argv)
     }
     vox_nn_volume_destroy(st.vol);
     vox_nn_fast_destroy(st.fast);
+    vox_nn_tune_destroy(st.tune);
     vox_nn_weights_destroy(st.w);
     vox_net_destroy(st.net);
     vox_ctx_destroy(ctx);

@@ -350,6 +350,24 @@ struct vox_nn_fast;
  * (convs; deconvs stay direct). */
 enum vox_nn_conv_algo { VOX_NN_CONV_AUTO, VOX_NN_CONV_DIRECT, VOX_NN_CONV_FFT };
 
+/* Measured conv times, cached (src/nn/fast_tune.c): where the cost model's times for direct
+ * and FFT lie within 2x of each other, the planner times both on a slab of the layer's real
+ * shape and takes the faster. Entries are keyed by (cpu model, ISA, threads, layer shape) and
+ * kept in memory and in a text file, $XDG_CACHE_HOME/vox/plan-cache.txt (else
+ * ~/.cache/vox/plan-cache.txt); VOX_PLAN_CACHE=off keeps them in memory only. A file that
+ * cannot be read, parsed or written is ignored (a debug log line), never an error. */
+struct vox_nn_tune;
+enum vox_status vox_nn_tune_create(struct vox_ctx *ctx, struct vox_nn_tune **tune_out);
+void vox_nn_tune_destroy(struct vox_nn_tune *t);
+/* Layers timed so far, layers answered from the cache, and the file ("" when off). */
+void vox_nn_tune_stats(const struct vox_nn_tune *t, int64_t *measured_out, int64_t *hits_out,
+                       const char **path_out);
+
+struct vox_nn_fast_options {
+    enum vox_nn_conv_algo algo; /* VOX_NN_CONV_AUTO: the model, checked by tune if set */
+    struct vox_nn_tune *tune;   /* NULL: the cost model alone (no timing, deterministic) */
+};
+
 /* Plans, packs the weights and compiles the kernels; allocates every buffer once. */
 enum vox_status vox_nn_fast_create(struct vox_ctx *ctx, const struct vox_net *net,
                                    const struct vox_nn_weights *w, const int64_t patch[3],
@@ -358,6 +376,11 @@ enum vox_status vox_nn_fast_create(struct vox_ctx *ctx, const struct vox_net *ne
 enum vox_status vox_nn_fast_create_algo(struct vox_ctx *ctx, const struct vox_net *net,
                                         const struct vox_nn_weights *w, const int64_t patch[3],
                                         enum vox_nn_conv_algo algo,
+                                        struct vox_nn_fast **fast_out);
+/* The same with options (opt NULL: AUTO, no tune). */
+enum vox_status vox_nn_fast_create_opts(struct vox_ctx *ctx, const struct vox_net *net,
+                                        const struct vox_nn_weights *w, const int64_t patch[3],
+                                        const struct vox_nn_fast_options *opt,
                                         struct vox_nn_fast **fast_out);
 void vox_nn_fast_destroy(struct vox_nn_fast *f);
 /* inputs[i]: (1, C, Z, Y, X) f32 of the planned shape, any strides. Allocates nothing; fails
@@ -373,6 +396,20 @@ size_t vox_nn_fast_bytes(const struct vox_nn_fast *f);
  * vox_net_shapes does for a patch the net cannot take). */
 enum vox_status vox_nn_fast_estimate(struct vox_ctx *ctx, const struct vox_net *net,
                                      const int64_t patch[3], size_t *bytes_out);
+/* The same for create_opts with this algo: where a measurement may pick either algorithm the
+ * larger footprint counts, so the estimate holds whichever is chosen. */
+enum vox_status vox_nn_fast_estimate_algo(struct vox_ctx *ctx, const struct vox_net *net,
+                                          const int64_t patch[3], enum vox_nn_conv_algo algo,
+                                          size_t *bytes_out);
+
+/* Where a conv's algorithm came from. */
+enum vox_nn_algo_source {
+    VOX_NN_ALGO_NONE,     /* not a conv */
+    VOX_NN_ALGO_MODEL,    /* the cost model (times far apart, no tune, or FFT too large) */
+    VOX_NN_ALGO_FORCED,   /* VOX_NN_CONV_DIRECT / FFT */
+    VOX_NN_ALGO_MEASURED, /* timed in this plan */
+    VOX_NN_ALGO_CACHED    /* a measurement from the tune cache */
+};
 
 struct vox_nn_fast_layer {
     const char *algo; /* "pack", "jit", "jit+pad" (same padding), "fft", "interp", "pass",
@@ -382,6 +419,8 @@ struct vox_nn_fast_layer {
     double flops;     /* vox_nn_layer_flops */
     double work;      /* the flops its algorithm performs (FFT: transforms + products) */
     double bytes;     /* its inputs and output in the blocked layout */
+    enum vox_nn_algo_source source;
+    double ms_direct, ms_fft; /* measured (scaled to the whole layer), else 0 */
 };
 void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
                             struct vox_nn_fast_layer *info_out);
@@ -400,6 +439,8 @@ struct vox_nn_volume_options {
     size_t mem_bytes;         /* else the largest patch whose plan fits (0: 2 GiB) */
     enum vox_dtype out_dtype; /* VOX_F32, or VOX_U8: round(255 * clamp(v, 0, 1)) */
     bool quiet;               /* no progress bar */
+    enum vox_nn_conv_algo algo; /* conv algorithm (AUTO: model, checked by tune) */
+    struct vox_nn_tune *tune;   /* NULL: the cost model alone */
 };
 
 /* Plans for input volumes of spatial extent vol whose dtypes are in_dtypes (u8 is scaled by

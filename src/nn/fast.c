@@ -46,6 +46,8 @@ struct layout {
     int64_t *blk;
     int *where;
     bool *fft;
+    enum vox_nn_algo_source *src;
+    double (*ms)[2]; /* measured direct, FFT ms (0: not measured) */
     size_t *buf_bytes;
     int n_buf;
     int64_t scratch_elems;
@@ -80,6 +82,8 @@ static void layout_free(struct vox_ctx *ctx, struct layout *l)
     vox_free(ctx, l->blk);
     vox_free(ctx, l->where);
     vox_free(ctx, l->fft);
+    vox_free(ctx, l->src);
+    vox_free(ctx, l->ms);
     vox_free(ctx, l->buf_bytes);
     memset(l, 0, sizeof *l);
 }
@@ -156,26 +160,93 @@ static int64_t conv_desc(const struct vox_net *net, const struct vox_nn_dims *di
     return vox_nn_fast_pack_elems(cv);
 }
 
-/* The planner's choice for a conv: FFT or the direct nest (see the file comment). */
-static bool pick_fft(const struct vox_nn_fast_conv *cv, enum vox_nn_conv_algo algo, int threads)
+void vox_nn_conv_model(const struct vox_nn_fast_conv *cv, double *direct_out, double *fft_out)
 {
-    if (algo != VOX_NN_CONV_AUTO)
-        return algo == VOX_NN_CONV_FFT;
     double vol = (double)(cv->out[0] * cv->out[1] * cv->out[2]);
     double direct = 2.0 * (double)(cdiv(cv->cout, cv->b) * cv->b * cv->cin) *
                     (double)(cv->k[0] * cv->k[1] * cv->k[2]) * vol;
     int64_t n = cv->in[0] * cv->in[1] * cv->in[2];
     double products = 8.0 * (double)(cv->cin * cv->cout) * (double)(n / 2 + 1);
     double transforms = vox_nn_fft_flops(cv) - products;
-    double fft = transforms / 0.10 + products / 8.0 * 8.0 * 60.0; /* 8 bytes per product */
+    *direct_out = direct / 0.35;
+    *fft_out = transforms / 0.10 + products / 8.0 * 8.0 * 60.0; /* 8 bytes per product */
+}
+
+/* How the planner decides a conv (see the file comment): forced, or the model where its times
+ * differ by more than MEASURE_BAND or FFT would hold too much, else a measurement decides. */
+enum { MEASURE_BAND = 2 };
+
+struct choice {
+    bool fft_ok;  /* FFT's cached spectra and buffers within 8x the activations */
+    bool model_fft, undecided;
+};
+
+static struct choice conv_choice(const struct vox_nn_fast_conv *cv, enum vox_nn_conv_algo algo,
+                                 int threads)
+{
+    struct choice c = {0};
+    double direct, fft;
+    vox_nn_conv_model(cv, &direct, &fft);
+    int64_t n = cv->in[0] * cv->in[1] * cv->in[2];
     double act = (double)((cdiv(cv->cin, cv->bin) * cv->bin + cdiv(cv->cout, cv->b) * cv->b) *
                           n) * sizeof(float);
-    return fft < direct / 0.35 && (double)vox_nn_fft_bytes(cv, threads) <= 8.0 * act;
+    c.fft_ok = (double)vox_nn_fft_bytes(cv, threads) <= 8.0 * act;
+    c.model_fft = c.fft_ok && fft < direct;
+    c.undecided = algo == VOX_NN_CONV_AUTO && c.fft_ok && fft < MEASURE_BAND * direct &&
+                  direct < MEASURE_BAND * fft;
+    return c;
+}
+
+/* Sets lay->fft[i] and its source for conv layer i; with a tune, measures undecided layers;
+ * *both: the estimate should hold either algorithm's memory. */
+static enum vox_status pick_algo(struct vox_ctx *ctx, const struct vox_nn_layer *l,
+                                 const struct vox_nn_fast_conv *cv, enum vox_nn_conv_algo algo,
+                                 struct vox_nn_tune *tune, struct layout *lay, int i, bool *both)
+{
+    int threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
+    *both = false;
+    if (l->kind != VOX_NN_CONV) {
+        lay->src[i] = l->kind == VOX_NN_DECONV ? VOX_NN_ALGO_MODEL : VOX_NN_ALGO_NONE;
+        return VOX_OK;
+    }
+    if (algo != VOX_NN_CONV_AUTO) {
+        lay->fft[i] = algo == VOX_NN_CONV_FFT;
+        lay->src[i] = VOX_NN_ALGO_FORCED;
+        return VOX_OK;
+    }
+    struct choice c = conv_choice(cv, algo, threads);
+    lay->fft[i] = c.model_fft;
+    lay->src[i] = VOX_NN_ALGO_MODEL;
+    *both = c.undecided;
+    if (!c.undecided || !tune || vox_ctx_cpu(ctx)->isa == VOX_ISA_REF)
+        return VOX_OK; /* the interpreter is no JIT nest to time */
+    int64_t padlo[3];
+    for (int a = 0; a < 3; a++)
+        padlo[a] = l->same ? (l->kernel[a] - 1) * l->dilation[a] / 2 : 0;
+    enum vox_status s = vox_nn_tune_times(tune, ctx, cv, padlo, lay->ms[i], &lay->src[i]);
+    if (s != VOX_OK)
+        return s;
+    lay->fft[i] = lay->ms[i][1] < lay->ms[i][0];
+    return VOX_OK;
+}
+
+/* Adds conv layer i's weights (or spectra) and scratch for the chosen algorithm, or for both. */
+static void count_conv(const struct vox_nn_layer *l, const struct vox_nn_fast_conv *cv,
+                       int64_t wn, int threads, bool fft, bool direct, struct layout *lay)
+{
+    size_t wd = (size_t)(wn + cdiv(cv->cout, cv->b ? cv->b : 1) * cv->b) * sizeof(float);
+    size_t wf = fft ? vox_nn_fft_bytes(cv, threads) : 0;
+    lay->weight_bytes += direct && wd > wf ? wd : wf;
+    if (l->kind == VOX_NN_CONV && l->same && direct) {
+        int64_t e = cv->n * cdiv(cv->cin, cv->bin) * cv->bin * cv->in[0] * cv->in[1] * cv->in[2];
+        lay->scratch_elems = e > lay->scratch_elems ? e : lay->scratch_elems;
+    }
 }
 
 static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *net,
                                    const struct vox_nn_dims *dims, int isa,
-                                   enum vox_nn_conv_algo algo, struct layout *lay)
+                                   enum vox_nn_conv_algo algo, struct vox_nn_tune *tune,
+                                   struct layout *lay)
 {
     const int n = net->n_layers;
     memset(lay, 0, sizeof *lay);
@@ -185,8 +256,11 @@ static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *ne
     lay->where = vox_alloc(ctx, (size_t)n * sizeof *lay->where);
     lay->fft = vox_calloc(ctx, (size_t)n, sizeof *lay->fft);
     lay->buf_bytes = vox_calloc(ctx, (size_t)n, sizeof *lay->buf_bytes);
+    lay->src = vox_calloc(ctx, (size_t)n, sizeof *lay->src);
+    lay->ms = vox_calloc(ctx, (size_t)n, sizeof *lay->ms);
     enum vox_status s = VOX_OUT_OF_MEMORY;
-    if (!last || !free_after || !lay->blk || !lay->where || !lay->fft || !lay->buf_bytes)
+    if (!last || !free_after || !lay->blk || !lay->where || !lay->fft || !lay->buf_bytes ||
+        !lay->src || !lay->ms)
         goto done;
     for (int i = 0; i < n; i++) {
         last[i] = net->layers[i].kind == VOX_NN_OUTPUT ? INT_MAX : i;
@@ -204,16 +278,11 @@ static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *ne
         struct vox_nn_fast_conv cv;
         int64_t wn = conv_desc(net, dims, lay, i, &cv);
         int threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
-        lay->fft[i] = l->kind == VOX_NN_CONV && pick_fft(&cv, algo, threads);
-        if (lay->fft[i])
-            lay->weight_bytes += vox_nn_fft_bytes(&cv, threads);
-        else
-            lay->weight_bytes += (size_t)(wn + cdiv(cv.cout, cv.b ? cv.b : 1) * cv.b) *
-                                 sizeof(float);
-        if (l->kind == VOX_NN_CONV && l->same && !lay->fft[i]) {
-            int64_t e = cv.n * cdiv(cv.cin, cv.bin) * cv.bin * cv.in[0] * cv.in[1] * cv.in[2];
-            lay->scratch_elems = e > lay->scratch_elems ? e : lay->scratch_elems;
-        }
+        bool both;
+        if ((s = pick_algo(ctx, l, &cv, algo, tune, lay, i, &both)) != VOX_OK)
+            goto done;
+        s = VOX_OUT_OF_MEMORY;
+        count_conv(l, &cv, wn, threads, lay->fft[i] || both, !lay->fft[i] || both, lay);
         if (l->kind == VOX_NN_OUTPUT)
             lay->out_bytes += (size_t)(dims[i].shape[0] * dims[i].shape[1] * dims[i].shape[2] *
                                        dims[i].shape[3]) * sizeof(float);
@@ -238,13 +307,20 @@ static size_t layout_total(const struct layout *lay)
 enum vox_status vox_nn_fast_estimate(struct vox_ctx *ctx, const struct vox_net *net,
                                      const int64_t patch[3], size_t *bytes_out)
 {
+    return vox_nn_fast_estimate_algo(ctx, net, patch, VOX_NN_CONV_AUTO, bytes_out);
+}
+
+enum vox_status vox_nn_fast_estimate_algo(struct vox_ctx *ctx, const struct vox_net *net,
+                                          const int64_t patch[3], enum vox_nn_conv_algo algo,
+                                          size_t *bytes_out)
+{
     struct vox_nn_dims *dims = vox_calloc(ctx, (size_t)net->n_layers, sizeof *dims);
     if (!dims)
         return VOX_OUT_OF_MEMORY;
     struct layout lay;
     enum vox_status s = vox_net_shapes(ctx, net, patch, dims);
-    if (s == VOX_OK && (s = layout_make(ctx, net, dims, (int)vox_ctx_cpu(ctx)->isa,
-                                        VOX_NN_CONV_AUTO, &lay)) == VOX_OK) {
+    if (s == VOX_OK && (s = layout_make(ctx, net, dims, (int)vox_ctx_cpu(ctx)->isa, algo, NULL,
+                                        &lay)) == VOX_OK) {
         *bytes_out = layout_total(&lay);
         layout_free(ctx, &lay);
     }
@@ -355,7 +431,19 @@ enum vox_status vox_nn_fast_create_algo(struct vox_ctx *ctx, const struct vox_ne
                                         enum vox_nn_conv_algo algo,
                                         struct vox_nn_fast **fast_out)
 {
+    const struct vox_nn_fast_options opt = {.algo = algo};
+    return vox_nn_fast_create_opts(ctx, net, w, patch, &opt, fast_out);
+}
+
+enum vox_status vox_nn_fast_create_opts(struct vox_ctx *ctx, const struct vox_net *net,
+                                        const struct vox_nn_weights *w, const int64_t patch[3],
+                                        const struct vox_nn_fast_options *opt,
+                                        struct vox_nn_fast **fast_out)
+{
     *fast_out = NULL;
+    const struct vox_nn_fast_options none = {.algo = VOX_NN_CONV_AUTO};
+    if (!opt)
+        opt = &none;
     struct vox_nn_fast *f = vox_calloc(ctx, 1, sizeof *f);
     struct vox_nn_plan *ref = NULL;
     if (!f)
@@ -370,7 +458,7 @@ enum vox_status vox_nn_fast_create_algo(struct vox_ctx *ctx, const struct vox_ne
         goto fail;
     /* the reference plan for a 1-voxel-output patch folds batch norm; its tensors are tiny */
     if ((s = vox_net_shapes(ctx, net, patch, f->dims)) != VOX_OK ||
-        (s = layout_make(ctx, net, f->dims, f->isa, algo, &f->lay)) != VOX_OK ||
+        (s = layout_make(ctx, net, f->dims, f->isa, opt->algo, opt->tune, &f->lay)) != VOX_OK ||
         (s = vox_nn_plan_params_only(ctx, net, w, &ref)) != VOX_OK)
         goto fail;
     for (int i = 0; i < net->n_layers; i++) {
@@ -526,6 +614,9 @@ void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
     }
     if (fl->fft)
         info.algo = "fft";
+    info.source = f->lay.src[layer];
+    info.ms_direct = f->lay.ms[layer][0];
+    info.ms_fft = f->lay.ms[layer][1];
     info.flops = vox_nn_layer_flops(f->net, f->dims, layer);
     info.work = fl->fft ? (double)fl->cv.n * vox_nn_fft_flops(&fl->cv) : info.flops;
     info.bytes = (double)bt_bytes(&f->dims[layer], f->lay.blk[layer]);

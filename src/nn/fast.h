@@ -78,6 +78,16 @@ void vox_nn_fft_destroy(struct vox_ctx *ctx, struct vox_nn_fft *f);
 void vox_nn_fft_run(struct vox_nn_fft *f, struct vox_pool *pool, const struct vox_nn_bt *in,
                     struct vox_nn_bt *out);
 
+/* ---- the planner's conv algorithm: cost model (fast.c), measurement and cache (fast_tune.c) */
+
+/* The cost model's times of the direct nest and the FFT, in seconds at 1 flop/s (relative). */
+void vox_nn_conv_model(const struct vox_nn_fast_conv *c, double *direct_out, double *fft_out);
+/* The whole layer's times in ms, [0] direct and [1] FFT, from t's cache or else timed on a
+ * slab of c (padlo: the same padding, 0 for valid); *source_out is CACHED or MEASURED. */
+enum vox_status vox_nn_tune_times(struct vox_nn_tune *t, struct vox_ctx *ctx,
+                                  const struct vox_nn_fast_conv *c, const int64_t padlo[3],
+                                  double ms_out[2], enum vox_nn_algo_source *source_out);
+
 /* ---- blocked passes (fast_ops.c); pool may be NULL; results do not depend on threads ---- */
 
 /* (1, C, Z, Y, X) f32 of any strides -> blocked (pad lanes 0), and back (first C channels). */

@@ -70,8 +70,18 @@ static int64_t min_extent(const struct vox_nn_volume *v, int a)
     return need < v->vol[a] ? need : v->vol[a];
 }
 
+/* The longest axis not stuck (x first on ties), or -1. */
+static int longest_free(const int64_t p[3], const bool stuck[3])
+{
+    int a = -1;
+    for (int b = 0; b < 3; b++)
+        if (!stuck[b] && (a < 0 || p[b] >= p[a]))
+            a = b;
+    return a;
+}
+
 static enum vox_status choose_patch(struct vox_nn_volume *v, struct vox_nn_dims *dims,
-                                    const int64_t want[3], size_t mem)
+                                    const int64_t want[3], size_t mem, enum vox_nn_conv_algo algo)
 {
     struct vox_ctx *ctx = v->ctx;
     int64_t p[3];
@@ -85,16 +95,23 @@ static enum vox_status choose_patch(struct vox_nn_volume *v, struct vox_nn_dims 
                             "the volume %lldx%lldx%lld is too small for the net '%s' (axis %d)",
                             (long long)v->vol[0], (long long)v->vol[1], (long long)v->vol[2],
                             v->net->source, a);
+    bool stuck[3] = {false, false, false}; /* axes that cannot shrink any more */
     for (size_t bytes;;) {
-        enum vox_status s = vox_nn_fast_estimate(ctx, v->net, p, &bytes);
+        enum vox_status s = vox_nn_fast_estimate_algo(ctx, v->net, p, algo, &bytes);
         if (s != VOX_OK)
             return s;
         if (bytes <= mem || (want[0] > 0 && want[1] > 0 && want[2] > 0))
             break;
-        int a = p[2] >= p[1] && p[2] >= p[0] ? 2 : p[1] >= p[0] ? 1 : 0;
-        int64_t old = p[a], lo = min_extent(v, a);
-        p[a] = old * 7 / 8 > lo ? old * 7 / 8 : lo;
-        if (p[a] == old || snap(v, dims, p, a) < lo || p[a] == old)
+        int a; /* shrink the longest axis that still can, by 1/8 */
+        while ((a = longest_free(p, stuck)) >= 0) {
+            int64_t old = p[a], lo = min_extent(v, a);
+            p[a] = old * 7 / 8 > lo ? old * 7 / 8 : lo;
+            if (p[a] != old && snap(v, dims, p, a) >= lo && p[a] != old)
+                break;
+            p[a] = old;
+            stuck[a] = true;
+        }
+        if (a < 0)
             return vox_fail(ctx, VOX_INVALID_ARG,
                             "the net needs %.0f MiB for a %lldx%lldx%lld patch, over the budget "
                             "of %.0f MiB",
@@ -207,12 +224,14 @@ enum vox_status vox_nn_volume_plan(struct vox_ctx *ctx, const struct vox_net *ne
     }
     size_t mem = opt->mem_bytes ? opt->mem_bytes : (size_t)2 << 30;
     /* margins need the fov, which needs a patch the net takes: plan once with the volume */
-    if ((s = choose_patch(v, dims, (const int64_t[3]){0, 0, 0}, SIZE_MAX)) != VOX_OK ||
-        (s = vox_net_shapes(ctx, net, v->patch, dims)) != VOX_OK ||
-        (s = geometry(v, dims)) != VOX_OK || (s = choose_patch(v, dims, opt->patch, mem)) ||
+    const struct vox_nn_fast_options fo = {.algo = opt->algo, .tune = opt->tune};
+    if ((s = choose_patch(v, dims, (const int64_t[3]){0, 0, 0}, SIZE_MAX, opt->algo)) != VOX_OK ||
         (s = vox_net_shapes(ctx, net, v->patch, dims)) != VOX_OK ||
         (s = geometry(v, dims)) != VOX_OK ||
-        (s = vox_nn_fast_create(ctx, net, w, v->patch, &v->fast)) != VOX_OK ||
+        (s = choose_patch(v, dims, opt->patch, mem, opt->algo)) ||
+        (s = vox_net_shapes(ctx, net, v->patch, dims)) != VOX_OK ||
+        (s = geometry(v, dims)) != VOX_OK ||
+        (s = vox_nn_fast_create_opts(ctx, net, w, v->patch, &fo, &v->fast)) != VOX_OK ||
         (s = alloc_io(v, in_dtypes)) != VOX_OK)
         goto fail;
     vox_free(ctx, dims);
