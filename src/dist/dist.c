@@ -210,13 +210,17 @@ static void node_task(void *arg, const int64_t lo[3], const int64_t hi[3], int t
     for (int64_t i = lo[0]; i < hi[0]; i++) {
         int64_t c[3] = {i / (ng[1] * ng[2]), (i / ng[2]) % ng[1], i % ng[2]};
         struct dist_sum kids[8];
+        int64_t at[8];
         int nk = 0;
         for (int dz = 0; dz < 2; dz++)
             for (int dy = 0; dy < 2; dy++)
                 for (int dx = 0; dx < 2; dx++) {
                     int64_t k[3] = {2 * c[0] + dz, 2 * c[1] + dy, 2 * c[2] + dx};
-                    if (k[0] < pg[0] && k[1] < pg[1] && k[2] < pg[2])
-                        kids[nk++] = r->cur[(k[0] * pg[1] + k[1]) * pg[2] + k[2]];
+                    if (k[0] < pg[0] && k[1] < pg[1] && k[2] < pg[2]) {
+                        at[nk] = (k[0] * pg[1] + k[1]) * pg[2] + k[2];
+                        kids[nk] = r->cur[at[nk]];
+                        nk++;
+                    }
                 }
         struct dist_box b;
         for (int a = 0; a < 3; a++) {
@@ -225,6 +229,8 @@ static void node_task(void *arg, const int64_t lo[3], const int64_t hi[3], int t
                                                                 : r->vol.dims[a];
         }
         r->st[i] = dist_node_ws(r->ctx, r->vol.dims, &b, kids, nk, &r->nxt[i]);
+        for (int k = 0; k < nk; k++) /* the node holds what it needs of them: free them now */
+            dist_sum_fini(r->ctx, &r->cur[at[k]]);
     }
 }
 
