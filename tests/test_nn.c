@@ -4,6 +4,7 @@
  * (buffer reuse, 1 vs 2 threads, allocation failures) and parser robustness on garbage.
  */
 #include "harness.h"
+#include "nn_test_nets.h"
 #include "vox/io.h"
 #include "vox/nn.h"
 
@@ -13,18 +14,6 @@ static struct vox_net *parse(struct vox_ctx *ctx, const char *text)
 {
     struct vox_net *net = NULL;
     CHECK_OK(vox_net_parse(ctx, text, "t.net", &net));
-    return net;
-}
-
-/* nets/NAME next to this file's directory */
-static struct vox_net *shipped(struct vox_ctx *ctx, const char *name)
-{
-    char path[1024];
-    const char *f = __FILE__, *slash = strrchr(f, '/');
-    int dir = slash ? (int)(slash - f) : 0;
-    snprintf(path, sizeof path, "%.*s%snets/%s", dir, f, dir ? "/../" : "../", name);
-    struct vox_net *net = NULL;
-    CHECK_OK(vox_net_load(ctx, path, &net));
     return net;
 }
 

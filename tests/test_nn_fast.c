@@ -9,6 +9,7 @@
  * |fast - ref| <= tol * max(1, max |ref|) with tol from the table in check_net.
  */
 #include "harness.h"
+#include "nn_test_nets.h"
 #include "vox/io.h"
 #include "vox/nn.h"
 
@@ -18,17 +19,6 @@ static struct vox_net *parse(struct vox_ctx *ctx, const char *text)
 {
     struct vox_net *net = NULL;
     CHECK_OK(vox_net_parse(ctx, text, "t.net", &net));
-    return net;
-}
-
-static struct vox_net *shipped(struct vox_ctx *ctx, const char *name)
-{
-    char path[1024];
-    const char *f = __FILE__, *slash = strrchr(f, '/');
-    int dir = slash ? (int)(slash - f) : 0;
-    snprintf(path, sizeof path, "%.*s%snets/%s", dir, f, dir ? "/../" : "../", name);
-    struct vox_net *net = NULL;
-    CHECK_OK(vox_net_load(ctx, path, &net));
     return net;
 }
 

@@ -12,6 +12,7 @@
  * n337.net, and the errors of bad specs and patches.
  */
 #include "harness.h"
+#include "nn_test_nets.h"
 #include "vox/nn.h"
 #include "vox/io.h"
 #include "vox/train.h"
@@ -230,17 +231,6 @@ static void test_shapes(struct vox_ctx *ctx)
         CHECK(dims[6].shape[1] == 2 && dims[6].shape[2] == 4 && dims[6].shape[3] == 8);
     }
     vox_net_destroy(m);
-}
-
-static struct vox_net *shipped(struct vox_ctx *ctx, const char *name)
-{
-    char path[1024];
-    const char *f = __FILE__, *slash = strrchr(f, '/');
-    int dir = slash ? (int)(slash - f) : 0;
-    snprintf(path, sizeof path, "%.*s%snets/%s", dir, f, dir ? "/../" : "../", name);
-    struct vox_net *net = NULL;
-    CHECK_OK(vox_net_load(ctx, path, &net));
-    return net;
 }
 
 /* nets/n337_mpf.net: the fov of n337 (85), dense outputs n - 84 for n = 8 o + 84. */

@@ -162,15 +162,13 @@ void vox_nn_bt_pad(struct vox_pool *pool, const struct vox_nn_bt *src, const int
     run(pool, &j, all_blocks(dst), dst->s[0]);
 }
 
-static void max_row(const struct job *j, int64_t cb, int64_t z)
+/* Row (cb, z) of o: the max over the window w of s's block sb, taken at stride st, dilation
+ * dl and offset off: o(z, y, x) = max over (a, c, e) < w of s(z st + a dl + off, ...). */
+static void max_window_row(const struct vox_nn_bt *s, int64_t sb, const struct vox_nn_bt *o,
+                           int64_t cb, int64_t z, const int64_t w[3], const int64_t st[3],
+                           const int64_t dl[3], const int64_t off[3])
 {
-    const struct vox_nn_bt *s = j->in[0], *o = j->out;
-    const int64_t *w = j->w, b = o->blk;
-    int64_t st[3], dl[3];
-    for (int a = 0; a < 3; a++) {
-        st[a] = j->flag ? w[a] : 1;
-        dl[a] = j->flag ? 1 : j->v[a];
-    }
+    const int64_t b = o->blk;
     float acc[64];
     for (int64_t y = 0; y < o->s[1]; y++)
         for (int64_t x = 0; x < o->s[2]; x++) {
@@ -179,13 +177,24 @@ static void max_row(const struct job *j, int64_t cb, int64_t z)
             for (int64_t a = 0; a < w[0]; a++)
                 for (int64_t c = 0; c < w[1]; c++)
                     for (int64_t e = 0; e < w[2]; e++) {
-                        const float *p = at(s, cb, z * st[0] + a * dl[0], y * st[1] + c * dl[1],
-                                            x * st[2] + e * dl[2]);
+                        const float *p = at(s, sb, z * st[0] + a * dl[0] + off[0],
+                                            y * st[1] + c * dl[1] + off[1],
+                                            x * st[2] + e * dl[2] + off[2]);
                         for (int64_t l = 0; l < b; l++)
                             acc[l] = p[l] > acc[l] ? p[l] : acc[l];
                     }
             memcpy(at(o, cb, z, y, x), acc, (size_t)b * sizeof *acc);
         }
+}
+
+static void max_row(const struct job *j, int64_t cb, int64_t z)
+{
+    int64_t st[3], dl[3];
+    for (int a = 0; a < 3; a++) {
+        st[a] = j->flag ? j->w[a] : 1;
+        dl[a] = j->flag ? 1 : j->v[a];
+    }
+    max_window_row(j->in[0], cb, j->out, cb, z, j->w, st, dl, (const int64_t[3]){0, 0, 0});
 }
 
 void vox_nn_bt_max(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t window[3],
@@ -202,26 +211,11 @@ void vox_nn_bt_max(struct vox_pool *pool, const struct vox_nn_bt *in, const int6
 /* cb: a block of the output; entry e * F + f of out pools entry e of in at offset f */
 static void mpf_row(const struct job *j, int64_t cb, int64_t z)
 {
-    const struct vox_nn_bt *s = j->in[0], *o = j->out;
-    const int64_t *w = j->w, b = o->blk, nb = vox_nn_bt_blocks(o);
+    const int64_t *w = j->w, nb = vox_nn_bt_blocks(j->out);
     const int64_t frags = w[0] * w[1] * w[2], e = cb / nb, f = e % frags;
     const int64_t sb = (e / frags) * nb + cb % nb;
     const int64_t off[3] = {f / (w[1] * w[2]), f / w[2] % w[1], f % w[2]};
-    float acc[64];
-    for (int64_t y = 0; y < o->s[1]; y++)
-        for (int64_t x = 0; x < o->s[2]; x++) {
-            for (int64_t l = 0; l < b; l++)
-                acc[l] = -FLT_MAX;
-            for (int64_t a = 0; a < w[0]; a++)
-                for (int64_t c = 0; c < w[1]; c++)
-                    for (int64_t d = 0; d < w[2]; d++) {
-                        const float *p = at(s, sb, z * w[0] + off[0] + a, y * w[1] + off[1] + c,
-                                            x * w[2] + off[2] + d);
-                        for (int64_t l = 0; l < b; l++)
-                            acc[l] = p[l] > acc[l] ? p[l] : acc[l];
-                    }
-            memcpy(at(o, cb, z, y, x), acc, (size_t)b * sizeof *acc);
-        }
+    max_window_row(j->in[0], sb, j->out, cb, z, w, w, (const int64_t[3]){1, 1, 1}, off);
 }
 
 void vox_nn_bt_mpf(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t window[3],
