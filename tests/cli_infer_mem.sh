@@ -7,7 +7,9 @@
 # shape and the two tilings' outputs differ by up to 1 ulp (measured: 6e-8 on values in [0, 1]),
 # so the comparison allows 1e-6 (a wrong tile offset or seam gives differences of order 0.1). The allowance is the peak RSS of the same command on a
 # volume of one field of view (libraries, JIT code, HDF5, a minimal plan) plus 16 MiB of slack
-# (staging buffers, allocator fragmentation). $1 is the vox binary.
+# (staging buffers, allocator fragmentation). The precise check: peak RSS less the RSS before
+# planning (printed by --plan) <= --mem, for n4 and for a same-padded net by FFT and direct.
+# $1 is the vox binary.
 # Skipped for the sanitizer build (a binary under build-san/): ASan's shadow memory and
 # quarantine inflate the RSS far beyond what the plan holds.
 set -u
@@ -54,6 +56,40 @@ for mib in 32 128; do
     [ -n "$before" ] && [ $((after - before)) -le $((mib * 1024)) ] \
         || fail "--mem ${mib}M: peak RSS - RSS before planning over the budget"
 done
+# a same-padded net with 7^3 and 5^3 convs, by FFT and direct, at two budgets each: the
+# precise check (the plan, the staging, HDF5's chunk caches and a fixed run allowance are all
+# in the estimate, src/nn/slide.c)
+cat > "$dir/fft.net" <<'NET'
+input  raw channels=1
+conv   c1  raw -> 8 kernel=7x7x7 pad=same act=relu
+conv   c2  c1 -> 8 kernel=5x5x5 pad=same act=relu
+conv   c3  c2 -> 3 kernel=5x5x5 pad=same
+output aff c3 act=sigmoid
+NET
+"$vox" synth --quiet --out "$dir/f.h5" --shape 48,96,96 --seed 5 || fail "synth fft"
+"$vox" infer --quiet --net "$dir/fft.net" --init msra --seed 3 --save-weights "$dir/fw.h5" \
+    || fail "save fft weights"
+for conv in fft direct; do
+    for mib in 32 64; do
+        /usr/bin/time -f "%M" -o "$dir/peak" "$vox" infer --threads 2 --net "$dir/fft.net" \
+            --weights "$dir/fw.h5" --in "$dir/f.h5:/raw" --out "$dir/f$conv$mib.h5:/aff" \
+            --mem ${mib}M --conv $conv --plan --quiet > "$dir/plan" \
+            || fail "fft net --conv $conv --mem ${mib}M"
+        before=$(sed -n 's/.*before planning: RSS \([0-9]*\) KiB.*/\1/p' "$dir/plan")
+        covers=$(grep -o 'mem covers [0-9.]* MiB' "$dir/plan")
+        after=$(tail -1 "$dir/peak")
+        echo "  fft net --conv $conv --mem ${mib}M: $covers; peak $after KiB - before $before" \
+             "KiB = $((after - before)) KiB"
+        [ -n "$before" ] && [ $((after - before)) -le $((mib * 1024)) ] \
+            || fail "fft net --conv $conv --mem ${mib}M: peak RSS - RSS before over the budget"
+    done
+done
+# a budget below the smallest patch: a message that says so, and no output file
+"$vox" infer --threads 2 --net "$dir/fft.net" --weights "$dir/fw.h5" --in "$dir/f.h5:/raw" \
+    --out "$dir/small.h5:/aff" --mem 12M --conv fft 2> "$dir/err" && fail "--mem 12M ran"
+grep -q "smallest patch .* over the budget of 12.0 MiB" "$dir/err" \
+    || fail "--mem 12M: message: $(cat "$dir/err")"
+[ ! -e "$dir/small.h5" ] || fail "--mem 12M left an output file"
 # the two budgets must choose different tilings, else the comparison below proves nothing
 t32=$("$vox" infer --net "$net" --weights "$dir/w.h5" --in "$dir/s.h5:/raw" \
     --out "$dir/x32.h5:/p" --mem 32M --threads 2 2>&1 | grep -o "[0-9]* patches of [0-9x]*")

@@ -126,7 +126,10 @@ int cli_common_option(const char *cmd, int argc, char **argv, int *i, struct cli
 struct vox_ctx *cli_ctx_create(const char *cmd, const struct cli_common *c)
 {
     struct vox_ctx *ctx;
-    struct vox_ctx_options opt = {.threads = c->threads, .log_level = VOX_LOG_WARN};
+    const char *log = getenv("VOX_LOG"); /* VOX_LOG=debug: the library's debug lines too */
+    struct vox_ctx_options opt = {.threads = c->threads,
+                                  .log_level = log && strcmp(log, "debug") == 0 ? VOX_LOG_DEBUG
+                                                                                : VOX_LOG_WARN};
     enum vox_status s = vox_ctx_create(&opt, &ctx);
     if (s != VOX_OK) {
         fprintf(stderr, "vox %s: error: cannot set up: %s\n", cmd, vox_status_str(s));

@@ -8,6 +8,11 @@
  * per layer the algorithm, shape, FLOPs, bytes and a predicted time from the measured peak).
  * All checks (spec, weights, input shape against the field of view) happen before the output
  * file is committed, so a failure leaves no partial output.
+ *
+ * Memory: --mem covers what comes after planning starts (the RSS then is the baseline): the
+ * plan, the tile staging and the io, whose HDF5 chunk caches are sized from the budget
+ * (1/16 of it per dataset, at most the 32 MiB default) and counted with two chunks' worth of
+ * decode buffers per dataset. VOX_LOG=debug logs the RSS at each stage.
  */
 #include "cli.h"
 #include "vox/io.h"
@@ -35,7 +40,8 @@ static const char help[] =
     "  --out SPEC              an output dataset (file.h5:/dataset or file.npy); repeatable\n"
     "  --patch Z,Y,X           the input patch (default: the largest that fits --mem);\n"
     "                          with --plan and no --in: the patch shape to plan for\n"
-    "  --mem SIZE              RAM budget of the patch plan, e.g. 8G (default 2G)\n"
+    "  --mem SIZE              RAM budget after loading: plan, tile staging, HDF5 chunk\n"
+    "                          caches, e.g. 8G (default 2G; VOX_LOG=debug logs the RSS)\n"
     "  --dtype f32|u8          output type; u8 = round(255 * clamp(v, 0, 1)) (default f32)\n"
     "  --plan                  print per layer: algorithm and where it came from, output\n"
     "                          shape, FLOPs, bytes, predicted (and measured) time\n"
@@ -169,6 +175,23 @@ static enum vox_status open_inputs(struct vox_ctx *ctx, const struct infer_opts 
     return VOX_OK;
 }
 
+/* The HDF5 chunk cache per dataset for a budget: 1/16 of it, at most 32 MiB. */
+static size_t cache_bytes(int64_t mem)
+{
+    size_t c = (size_t)mem / 16;
+    return c < ((size_t)32 << 20) ? c : (size_t)32 << 20;
+}
+
+/* Bytes of the default output chunk (1, 32, 128, 128 clipped to the volume) of dtype. */
+static size_t out_chunk_bytes(const int64_t vol[3], enum vox_dtype dtype)
+{
+    static const int64_t c[3] = {32, 128, 128};
+    size_t bytes = vox_dtype_size(dtype);
+    for (int a = 0; a < 3; a++)
+        bytes *= (size_t)(vol[a] < c[a] ? vol[a] : c[a]);
+    return bytes;
+}
+
 static const char *source_str(enum vox_nn_algo_source s)
 {
     static const char *const names[] = {"-", "model", "forced", "measured", "cached"};
@@ -236,6 +259,24 @@ struct state {
     int n_file;
 };
 
+/* Sets the inputs' chunk caches and returns what the io may hold: per chunked input and per
+ * output its cache and two chunks (a chunk decoded outside the cache, the filter's buffer). */
+static enum vox_status io_budget(struct vox_ctx *ctx, const struct infer_opts *o,
+                                 struct state *st, const int64_t vol[3], size_t *bytes_out)
+{
+    size_t cache = cache_bytes(o->mem), bytes = 0;
+    for (int k = 0; k < o->n_in; k++) {
+        size_t chunk = vox_volume_chunk_bytes(st->in[k]);
+        enum vox_status s = vox_volume_set_cache(ctx, st->in[k], cache);
+        if (s != VOX_OK)
+            return s;
+        bytes += chunk ? cache + 2 * chunk : 0;
+    }
+    bytes += (size_t)o->n_out * (cache + 2 * out_chunk_bytes(vol, o->dtype));
+    *bytes_out = bytes;
+    return VOX_OK;
+}
+
 /* Creates the output datasets, one file per distinct path. */
 static enum vox_status open_outputs(struct vox_ctx *ctx, const struct infer_opts *o,
                                     struct state *st)
@@ -259,6 +300,8 @@ static enum vox_status open_outputs(struct vox_ctx *ctx, const struct infer_opts
         vox_nn_volume_out_shape(st->vol, k, opt.shape);
         if (s == VOX_OK)
             s = vox_out_dataset(ctx, st->file[fi], ds, &opt, &st->out[k]);
+        if (s == VOX_OK)
+            s = vox_volume_set_cache(ctx, st->out[k], cache_bytes(o->mem));
         if (s != VOX_OK)
             return s;
     }
@@ -275,6 +318,32 @@ static long resident_kib(void)
     if (fp)
         fclose(fp);
     return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* The peak resident set so far, in KiB (-1 where unknown). */
+static long peak_rss_kib(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : -1;
+}
+
+/* --plan with --in: the layers, then the patch, the tiles and what --mem covers. */
+static void print_volume_plan(struct vox_ctx *ctx, const struct vox_net *net,
+                              const struct state *st, size_t io_bytes, long rss_kib,
+                              long peak_kib)
+{
+    const struct vox_nn_fast *f = vox_nn_volume_fast(st->vol);
+    print_plan(ctx, net, f, st->tune);
+    int64_t patch[3], out[3], tiles;
+    vox_nn_volume_geometry(st->vol, patch, out, &tiles);
+    size_t all = vox_nn_volume_bytes(st->vol), plan = vox_nn_fast_bytes(f);
+    printf("patch %lldx%lldx%lld, %lld tiles; --mem covers %.1f MiB: plan %.1f, staging and "
+           "run %.1f, io %.1f MiB; before planning: RSS %ld KiB, peak RSS %ld KiB (--mem covers what "
+           "comes after)\n",
+           (long long)patch[0], (long long)patch[1], (long long)patch[2], (long long)tiles,
+           (double)all / 1048576.0, (double)plan / 1048576.0,
+           (double)(all - plan - io_bytes) / 1048576.0, (double)io_bytes / 1048576.0, rss_kib,
+           peak_kib);
 }
 
 static enum vox_status run(struct vox_ctx *ctx, const struct infer_opts *o, struct state *st)
@@ -312,26 +381,24 @@ static enum vox_status run(struct vox_ctx *ctx, const struct infer_opts *o, stru
                                        .tune = st->tune};
     if (o->patch_set)
         memcpy(vo.patch, o->patch, sizeof vo.patch);
-    long rss_kib = resident_kib(), peak_kib = -1; /* before planning: not in --mem */
-    struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) == 0)
-        peak_kib = ru.ru_maxrss;
+    if ((s = io_budget(ctx, o, st, vol, &vo.io_bytes)) != VOX_OK)
+        return s;
+    long rss_kib = resident_kib(), peak_kib = peak_rss_kib(); /* before planning: not in --mem */
+    vox_log(ctx, VOX_LOG_DEBUG, "infer: RSS before planning %ld KiB (peak %ld KiB)", rss_kib,
+            peak_kib);
     if ((s = vox_nn_volume_plan(ctx, net, st->w, vol, dtypes, &vo, &st->vol)) != VOX_OK)
         return s;
-    if (o->plan) {
-        print_plan(ctx, net, vox_nn_volume_fast(st->vol), st->tune);
-        int64_t patch[3], out[3], tiles;
-        vox_nn_volume_geometry(st->vol, patch, out, &tiles);
-        printf("patch %lldx%lldx%lld, %lld tiles; before planning: RSS %ld KiB, peak RSS %ld "
-               "KiB (--mem covers what comes after)\n",
-               (long long)patch[0], (long long)patch[1], (long long)patch[2], (long long)tiles,
-               rss_kib, peak_kib);
-    }
+    vox_log(ctx, VOX_LOG_DEBUG, "infer: RSS after planning %ld KiB", resident_kib());
+    if (o->plan)
+        print_volume_plan(ctx, net, st, vo.io_bytes, rss_kib, peak_kib);
     if (o->n_out == 0)
         return VOX_OK;
     if ((s = open_outputs(ctx, o, st)) != VOX_OK ||
         (s = vox_nn_volume_run(ctx, st->vol, st->in, st->out)) != VOX_OK)
         return s;
+    vox_log(ctx, VOX_LOG_DEBUG, "infer: RSS after the run %ld KiB, peak %ld KiB, over the "
+            "baseline %ld KiB (budget %lld KiB)", resident_kib(), peak_rss_kib(),
+            peak_rss_kib() - rss_kib, (long long)(o->mem >> 10));
     for (int f = 0; f < st->n_file && s == VOX_OK; f++) {
         s = vox_out_commit(ctx, st->file[f]);
         st->file[f] = NULL;

@@ -217,6 +217,8 @@ void vox_pool_for(struct vox_pool *pool, const int64_t n[3], const int64_t tile[
 /* ---- time, peak, progress -------------------------------------------------------------- */
 
 double vox_time_now(void); /* monotonic seconds */
+/* The process's resident set now, in bytes (Linux /proc/self/statm); -1 where unknown. */
+int64_t vox_rss_bytes(void);
 
 struct vox_peak {
     double gflops_1;       /* measured FP32 GFLOP/s on one thread */

@@ -62,6 +62,15 @@ enum vox_status vox_volume_read(struct vox_ctx *ctx, struct vox_volume *vol, con
 /* Reads the whole volume into a newly allocated tensor. */
 enum vox_status vox_volume_read_all(struct vox_ctx *ctx, struct vox_volume *vol,
                                     struct vox_tensor *t_out);
+/* Bytes of one HDF5 chunk (decoded) of the volume; 0 when it is not chunked (.npy, HDF5
+ * contiguous). A box read or written touches whole chunks: HDF5 decodes each into a buffer of
+ * this size, or keeps it in the dataset's chunk cache. */
+size_t vox_volume_chunk_bytes(const struct vox_volume *vol);
+/* Sets the HDF5 chunk cache of the volume's dataset to `bytes` (default: 32 MiB per dataset,
+ * allocated as chunks are touched, so box-by-box reads decode a chunk once and box-by-box
+ * writes complete a chunk in memory). A chunk larger than the cache is read or written
+ * directly. A no-op for formats without chunks. */
+enum vox_status vox_volume_set_cache(struct vox_ctx *ctx, struct vox_volume *vol, size_t bytes);
 /* Closes a volume opened for reading. NULL is a no-op. Volumes created through an output file
  * belong to it and are closed by vox_out_commit / vox_out_abort. */
 void vox_volume_close(struct vox_volume *vol);

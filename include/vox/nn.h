@@ -441,6 +441,8 @@ struct vox_nn_volume_options {
     bool quiet;               /* no progress bar */
     enum vox_nn_conv_algo algo; /* conv algorithm (AUTO: model, checked by tune) */
     struct vox_nn_tune *tune;   /* NULL: the cost model alone */
+    size_t io_bytes; /* what the caller's io holds while running (chunk caches and buffers):
+                        counted against mem_bytes with the plan and the staging */
 };
 
 /* Plans for input volumes of spatial extent vol whose dtypes are in_dtypes (u8 is scaled by
@@ -457,6 +459,11 @@ void vox_nn_volume_geometry(const struct vox_nn_volume *v, int64_t patch_out[3],
 /* The k-th output dataset's shape (C, Z', Y', X'). */
 void vox_nn_volume_out_shape(const struct vox_nn_volume *v, int k, int64_t shape_out[4]);
 const struct vox_nn_fast *vox_nn_volume_fast(const struct vox_nn_volume *v);
+/* What the budget covers for the chosen patch: the plan (vox_nn_fast_estimate_algo), the
+ * staging of one tile (inputs as read and as f32, the u8 output, the copy of a core that io
+ * writes from), a fixed 8 MiB for the run (library code, thread stacks, libhdf5's lists)
+ * and the options' io_bytes. */
+size_t vox_nn_volume_bytes(const struct vox_nn_volume *v);
 /* in[k]: the k-th input, (Z, Y, X) or (C, Z, Y, X) of the planned extent and dtype; out[k]:
  * datasets being written, (C, Z', Y', X') of the output extent and the options' dtype. */
 enum vox_status vox_nn_volume_run(struct vox_ctx *ctx, struct vox_nn_volume *v,

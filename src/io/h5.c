@@ -3,7 +3,11 @@
  *
  * A box is an HDF5 hyperslab: the file dataspace selects [lo, hi), the memory dataspace is
  * the box itself, and libhdf5 reads only the chunks the box touches (a 32 MiB chunk cache per
- * open dataset keeps block-by-block reads from decompressing a chunk more than once).
+ * open dataset, unless vox_volume_set_cache says otherwise, keeps block-by-block reads from
+ * decompressing a chunk more than once). libhdf5 builds a selection per chunk a call touches
+ * (several KiB each, held until the call returns, and the heap keeps them), so a box over
+ * many small chunks (weights written 1x1x1x3x3) is moved in slabs of the first axis that
+ * touch at most IO_CHUNKS chunks each.
  * HDF5's own error printing is switched off at every entry (H5Eset_auto2), and each failure
  * becomes a status and a message that names the file. libhdf5's serial build is not
  * thread-safe: io calls must come from one thread at a time.
@@ -15,7 +19,30 @@
 #include <string.h>
 #include <unistd.h>
 
+enum { IO_CHUNKS = 512 };
+
 void vox_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+hid_t vox_h5_dapl(size_t bytes)
+{
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    H5Pset_chunk_cache(dapl, 12421, bytes, 0.75);
+    return dapl;
+}
+
+void vox_h5_chunk_of(struct vox_volume *vol)
+{
+    memset(vol->chunk, 0, sizeof vol->chunk);
+    hid_t dcpl = H5Dget_create_plist((hid_t)vol->h5_dset);
+    hsize_t c[H5S_MAX_RANK];
+    int rank = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED
+                   ? H5Pget_chunk(dcpl, H5S_MAX_RANK, c)
+                   : 0;
+    for (int i = 0; i < rank && i < VOX_MAX_RANK; i++)
+        vol->chunk[i] = (int64_t)c[i];
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+}
 
 static const struct {
     enum vox_dtype dtype;
@@ -124,8 +151,7 @@ static enum vox_status h5_open_dataset(struct vox_ctx *ctx, hid_t file, const ch
                             l.count ? l.first : "/dataset");
         dataset = l.first;
     }
-    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
-    H5Pset_chunk_cache(dapl, 12421, 32u << 20, 0.75);
+    hid_t dapl = vox_h5_dapl(VOX_H5_CACHE_BYTES);
     *dset_out = H5Dopen2(file, dataset, dapl);
     H5Pclose(dapl);
     if (*dset_out >= 0)
@@ -212,6 +238,7 @@ static enum vox_status h5_open(struct vox_ctx *ctx, struct vox_volume *vol, cons
     }
     vol->h5_file = file;
     vol->h5_dset = dset;
+    vox_h5_chunk_of(vol);
     return VOX_OK;
 }
 
@@ -230,6 +257,19 @@ static bool h5_box_spaces(struct vox_volume *vol, const int64_t *lo, const int64
            H5Sselect_hyperslab(*fs_out, H5S_SELECT_SET, start, NULL, count, NULL) >= 0;
 }
 
+/* Rows of the first axis per call: all, or as many whole chunk rows as keep a call under
+ * IO_CHUNKS chunks (at least one chunk row). */
+static int64_t h5_rows(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi)
+{
+    if (vol->chunk[0] <= 0)
+        return hi[0] - lo[0];
+    int64_t per_row = 1; /* chunks one chunk row of the box touches */
+    for (int i = 1; i < vol->info.rank; i++)
+        per_row *= (hi[i] - 1) / vol->chunk[i] - lo[i] / vol->chunk[i] + 1;
+    int64_t rows = IO_CHUNKS / per_row;
+    return (rows > 1 ? rows : 1) * vol->chunk[0];
+}
+
 static enum vox_status h5_box_io(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
                                  const int64_t *hi, void *buf, bool writing)
 {
@@ -237,6 +277,26 @@ static enum vox_status h5_box_io(struct vox_ctx *ctx, struct vox_volume *vol, co
     for (int i = 0; i < vol->info.rank; i++)
         if (hi[i] <= lo[i])
             return VOX_OK;
+    int64_t rows = h5_rows(vol, lo, hi);
+    if (rows < hi[0] - lo[0]) { /* slabs [z, z + n), aligned to the chunks */
+        size_t row_bytes = vox_dtype_size(vol->info.dtype);
+        for (int i = 1; i < vol->info.rank; i++)
+            row_bytes *= (size_t)(hi[i] - lo[i]);
+        int64_t l[VOX_MAX_RANK], h[VOX_MAX_RANK];
+        memcpy(l, lo, (size_t)vol->info.rank * sizeof *l);
+        memcpy(h, hi, (size_t)vol->info.rank * sizeof *h);
+        for (int64_t z = lo[0]; z < hi[0];) {
+            int64_t end = (z / rows + 1) * rows;
+            l[0] = z;
+            h[0] = end < hi[0] ? end : hi[0];
+            enum vox_status s = h5_box_io(ctx, vol, l, h,
+                                          (char *)buf + (size_t)(z - lo[0]) * row_bytes, writing);
+            if (s != VOX_OK)
+                return s;
+            z = h[0];
+        }
+        return VOX_OK;
+    }
     hid_t fs = -1, ms = -1, mt = vox_h5_mem_type(vol->info.dtype);
     bool ok = h5_box_spaces(vol, lo, hi, &fs, &ms);
     if (ok)
@@ -264,6 +324,24 @@ static enum vox_status h5_write(struct vox_ctx *ctx, struct vox_volume *vol, con
     return h5_box_io(ctx, vol, lo, hi, (void *)buf, true);
 }
 
+/* Reopens the dataset (by its path in the file) with a chunk cache of `bytes`. */
+static enum vox_status h5_set_cache(struct vox_ctx *ctx, struct vox_volume *vol, size_t bytes)
+{
+    vox_h5_quiet();
+    char name[1024];
+    ssize_t n = H5Iget_name((hid_t)vol->h5_dset, name, sizeof name);
+    if (n <= 0 || (size_t)n >= sizeof name)
+        return vox_fail(ctx, VOX_IO, "'%s': cannot name the dataset to reopen it", vol->name);
+    hid_t dapl = vox_h5_dapl(bytes);
+    hid_t dset = H5Dopen2((hid_t)vol->h5_file, name, dapl);
+    H5Pclose(dapl);
+    if (dset < 0)
+        return vox_fail(ctx, VOX_IO, "'%s': cannot reopen the dataset '%s'", vol->name, name);
+    H5Dclose((hid_t)vol->h5_dset);
+    vol->h5_dset = dset;
+    return VOX_OK;
+}
+
 static void h5_close(struct vox_volume *vol)
 {
     vox_h5_quiet();
@@ -281,6 +359,7 @@ const struct vox_io_format vox_io_h5 = {
     .write = h5_write,
     .set_attr_str = vox_h5_set_attr_str,
     .get_attr_str = vox_h5_get_attr_str,
+    .set_cache = h5_set_cache,
     .close = h5_close,
     .out_begin = vox_h5_out_begin,
     .out_dataset = vox_h5_out_dataset,

@@ -14,6 +14,13 @@ void vox_h5_quiet(void);
 /* The native HDF5 memory type of a vox dtype. */
 hid_t vox_h5_mem_type(enum vox_dtype t);
 
+/* The default chunk cache per open dataset (vox_volume_set_cache changes it). */
+#define VOX_H5_CACHE_BYTES ((size_t)32 << 20)
+/* Dataset access properties with a chunk cache of `bytes`; the caller closes them. */
+hid_t vox_h5_dapl(size_t bytes);
+/* Fills vol->chunk from its dataset's creation properties (all 0 when not chunked). */
+void vox_h5_chunk_of(struct vox_volume *vol);
+
 enum vox_status vox_h5_set_attr_str(struct vox_ctx *ctx, struct vox_volume *vol,
                                     const char *name, const char *value);
 enum vox_status vox_h5_get_attr_str(struct vox_ctx *ctx, struct vox_volume *vol,

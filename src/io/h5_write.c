@@ -147,8 +147,7 @@ static enum vox_status h5_create(struct vox_ctx *ctx, struct vox_out_file *f,
     for (int i = 0; i < opt->rank; i++)
         dims[i] = (hsize_t)opt->shape[i];
     hid_t space = H5Screate_simple(opt->rank, dims, NULL);
-    hid_t dcpl = h5_dcpl(opt), dapl = H5Pcreate(H5P_DATASET_ACCESS);
-    H5Pset_chunk_cache(dapl, 12421, 32u << 20, 0.75);
+    hid_t dcpl = h5_dcpl(opt), dapl = vox_h5_dapl(VOX_H5_CACHE_BYTES);
     *dset_out = H5Dcreate2(f->h5_file, dataset, h5_file_type(opt->dtype), space, H5P_DEFAULT,
                            dcpl, dapl);
     H5Pclose(dapl);
@@ -191,6 +190,7 @@ enum vox_status vox_h5_out_dataset(struct vox_ctx *ctx, struct vox_out_file *f,
     }
     vol->h5_file = f->h5_file;
     vol->h5_dset = dset;
+    vox_h5_chunk_of(vol);
     return VOX_OK;
 }
 

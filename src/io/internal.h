@@ -22,6 +22,7 @@ struct vox_volume {
     int64_t h5_file, h5_dset;  /* HDF5 handles (hid_t); h5_file is the out file's when out */
     int fd;                    /* .npy: the file; the out file's when out */
     int64_t data_start;        /* .npy: byte offset of the first element */
+    int64_t chunk[VOX_MAX_RANK]; /* HDF5 chunk shape; all 0: not chunked */
 };
 
 struct vox_out_file {
@@ -48,6 +49,8 @@ struct vox_io_format {
                                     const char *name, const char *value);
     enum vox_status (*get_attr_str)(struct vox_ctx *ctx, struct vox_volume *vol,
                                     const char *name, char *buf, size_t len);
+    /* Sets the bytes of decoded chunks kept per open dataset (NULL: the format keeps none). */
+    enum vox_status (*set_cache)(struct vox_ctx *ctx, struct vox_volume *vol, size_t bytes);
     /* Releases the volume's own handles (not those of its output file). */
     void (*close)(struct vox_volume *vol);
     /* Creates f->tmp (an HDF5 target that exists is copied there first) and opens it. */

@@ -48,6 +48,21 @@ const struct vox_volume_info *vox_volume_info(const struct vox_volume *vol) { re
 
 const char *vox_volume_name(const struct vox_volume *vol) { return vol->name; }
 
+size_t vox_volume_chunk_bytes(const struct vox_volume *vol)
+{
+    if (vol->chunk[0] <= 0)
+        return 0;
+    size_t bytes = vox_dtype_size(vol->info.dtype);
+    for (int i = 0; i < vol->info.rank; i++)
+        bytes *= (size_t)vol->chunk[i];
+    return bytes;
+}
+
+enum vox_status vox_volume_set_cache(struct vox_ctx *ctx, struct vox_volume *vol, size_t bytes)
+{
+    return vol->fmt->set_cache ? vol->fmt->set_cache(ctx, vol, bytes) : VOX_OK;
+}
+
 void vox_volume_close(struct vox_volume *vol)
 {
     if (!vol || vol->out)

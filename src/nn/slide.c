@@ -23,7 +23,11 @@
 
 #include <string.h>
 
-enum { MAX_IO = VOX_NN_MAX_IN };
+/* RUN_BYTES: what a run holds besides the plan, the staging and the caller's io, measured
+ * (docs/infer.md, tests/cli_infer_mem.sh): library code first touched by the first patch
+ * (libfftw3f, libhdf5's write path, the JIT kernels), the workers' stacks, libhdf5's free
+ * lists and metadata cache, heap fragmentation from many small io calls: 2-6 MiB. */
+enum { MAX_IO = VOX_NN_MAX_IN, RUN_BYTES = 8 << 20 };
 
 struct vox_nn_volume {
     struct vox_ctx *ctx;
@@ -33,9 +37,10 @@ struct vox_nn_volume {
     bool single; /* one patch = the volume: outputs may differ in shape and stride */
     int64_t vol[3], patch[3], stride[3], q[3], margin[3], core[3];
     int64_t out_vol[3]; /* the output volume's extent */
-    enum vox_dtype out_dtype;
+    enum vox_dtype out_dtype, in_dtype[MAX_IO];
     bool quiet;
-    struct vox_tensor raw[MAX_IO], in[MAX_IO]; /* per input: as read, and as f32 */
+    size_t io_bytes, bytes; /* the caller's io memory; everything the budget covers */
+    struct vox_tensor raw[MAX_IO], in[MAX_IO]; /* per input: u8 as read, and as f32 */
     struct vox_tensor u8;                      /* u8 staging of one output tile */
 };
 
@@ -80,6 +85,43 @@ static int longest_free(const int64_t p[3], const bool stuck[3])
     return a;
 }
 
+/* The staging a patch p needs besides the plan: per input the f32 patch (and the u8 one it is
+ * read into), per output the u8 tile, the contiguous copy of one output core that io writes
+ * from (at most one output's patch), and RUN_BYTES. */
+static enum vox_status staging_bytes(struct vox_nn_volume *v, const int64_t p[3], size_t *out)
+{
+    const struct vox_net *net = v->net;
+    struct vox_nn_dims *d = vox_calloc(v->ctx, (size_t)net->n_layers, sizeof *d);
+    if (!d)
+        return VOX_OUT_OF_MEMORY;
+    enum vox_status s = vox_net_shapes(v->ctx, net, p, d);
+    size_t bytes = 0, core = 0, vox = (size_t)(p[0] * p[1] * p[2]);
+    for (int k = 0; k < net->n_inputs && s == VOX_OK; k++)
+        bytes += vox * (size_t)net->layers[vox_net_input(net, k)].channels *
+                 (sizeof(float) + (v->in_dtype[k] == VOX_U8));
+    for (int k = 0; k < net->n_outputs && s == VOX_OK; k++) {
+        const int64_t *sh = d[vox_net_output(net, k)].shape;
+        size_t n = (size_t)(d[vox_net_output(net, k)].batch * sh[0] * sh[1] * sh[2] * sh[3]);
+        size_t c = n * vox_dtype_size(v->out_dtype);
+        bytes += v->out_dtype == VOX_U8 ? n : 0;
+        core = c > core ? c : core;
+    }
+    vox_free(v->ctx, d);
+    *out = bytes + core + RUN_BYTES;
+    return s;
+}
+
+/* Everything --mem covers for the patch p: the plan, the staging, the caller's io. */
+static enum vox_status patch_bytes(struct vox_nn_volume *v, const int64_t p[3],
+                                   enum vox_nn_conv_algo algo, size_t *out)
+{
+    size_t plan, staging;
+    enum vox_status s = vox_nn_fast_estimate_algo(v->ctx, v->net, p, algo, &plan);
+    if (s == VOX_OK && (s = staging_bytes(v, p, &staging)) == VOX_OK)
+        *out = plan + staging + v->io_bytes;
+    return s;
+}
+
 static enum vox_status choose_patch(struct vox_nn_volume *v, struct vox_nn_dims *dims,
                                     const int64_t want[3], size_t mem, enum vox_nn_conv_algo algo)
 {
@@ -97,7 +139,7 @@ static enum vox_status choose_patch(struct vox_nn_volume *v, struct vox_nn_dims 
                             v->net->source, a);
     bool stuck[3] = {false, false, false}; /* axes that cannot shrink any more */
     for (size_t bytes;;) {
-        enum vox_status s = vox_nn_fast_estimate_algo(ctx, v->net, p, algo, &bytes);
+        enum vox_status s = patch_bytes(v, p, algo, &bytes);
         if (s != VOX_OK)
             return s;
         if (bytes <= mem || (want[0] > 0 && want[1] > 0 && want[2] > 0))
@@ -113,13 +155,14 @@ static enum vox_status choose_patch(struct vox_nn_volume *v, struct vox_nn_dims 
         }
         if (a < 0)
             return vox_fail(ctx, VOX_INVALID_ARG,
-                            "the net needs %.0f MiB for a %lldx%lldx%lld patch, over the budget "
-                            "of %.0f MiB",
+                            "the net needs %.1f MiB for its smallest patch %lldx%lldx%lld (plan, "
+                            "staging and %.1f MiB of io caches), over the budget of %.1f MiB",
                             (double)bytes / 1048576.0, (long long)p[0], (long long)p[1],
-                            (long long)p[2], (double)mem / 1048576.0);
+                            (long long)p[2], (double)v->io_bytes / 1048576.0,
+                            (double)mem / 1048576.0);
     }
     memcpy(v->patch, p, sizeof p);
-    return VOX_OK;
+    return patch_bytes(v, p, algo, &v->bytes);
 }
 
 /* Stride, pooling grid and margin from the shapes of the chosen patch. */
@@ -187,8 +230,8 @@ static enum vox_status alloc_io(struct vox_nn_volume *v, const enum vox_dtype *i
         int64_t c = net->layers[vox_net_input(net, k)].channels;
         int64_t shape[5] = {1, c, v->patch[0], v->patch[1], v->patch[2]};
         s = vox_tensor_alloc(v->ctx, &v->in[k], VOX_F32, 5, shape);
-        if (s == VOX_OK)
-            s = vox_tensor_alloc(v->ctx, &v->raw[k], in_dtypes[k], 4, shape + 1);
+        if (s == VOX_OK && in_dtypes[k] == VOX_U8)
+            s = vox_tensor_alloc(v->ctx, &v->raw[k], VOX_U8, 4, shape + 1);
     }
     if (s == VOX_OK && v->out_dtype == VOX_U8 && v->single && net->n_outputs > 1)
         return vox_fail(v->ctx, VOX_INVALID_ARG, "uint8 output needs a net with one output");
@@ -214,7 +257,10 @@ enum vox_status vox_nn_volume_plan(struct vox_ctx *ctx, const struct vox_net *ne
     if (!v || !dims)
         goto fail;
     *v = (struct vox_nn_volume){.ctx = ctx, .net = net, .same = is_same_net(net),
-                                .out_dtype = opt->out_dtype, .quiet = opt->quiet};
+                                .out_dtype = opt->out_dtype, .quiet = opt->quiet,
+                                .io_bytes = opt->io_bytes};
+    for (int k = 0; k < net->n_inputs && k < MAX_IO; k++)
+        v->in_dtype[k] = in_dtypes[k];
     memcpy(v->vol, vol, sizeof v->vol);
     for (int a = 0; a < 3; a++) {
         v->q[a] = 1;
@@ -268,6 +314,11 @@ const struct vox_nn_fast *vox_nn_volume_fast(const struct vox_nn_volume *v)
     return v->fast;
 }
 
+size_t vox_nn_volume_bytes(const struct vox_nn_volume *v)
+{
+    return v->bytes;
+}
+
 /* Reads the input box at ps for every input, as f32. */
 static enum vox_status read_tile(struct vox_nn_volume *v, struct vox_volume *const *in,
                                  const int64_t ps[3])
@@ -275,10 +326,17 @@ static enum vox_status read_tile(struct vox_nn_volume *v, struct vox_volume *con
     for (int k = 0; k < v->net->n_inputs; k++) {
         const struct vox_volume_info *info = vox_volume_info(in[k]);
         int64_t lo[4] = {0, ps[0], ps[1], ps[2]}, hi[4];
-        hi[0] = v->raw[k].shape[0];
+        hi[0] = v->in[k].shape[1];
         for (int a = 0; a < 3; a++)
             hi[1 + a] = ps[a] + v->patch[a];
-        struct vox_tensor dst = v->raw[k];
+        bool u8 = v->raw[k].data != NULL; /* f32 is read straight into the input */
+        struct vox_tensor dst = u8 ? v->raw[k] : v->in[k];
+        if (!u8) { /* (1, C, Z, Y, X) -> (C, Z, Y, X) */
+            dst.rank = 4;
+            memmove(dst.shape, dst.shape + 1, 4 * sizeof(int64_t));
+            memmove(dst.strides, dst.strides + 1, 4 * sizeof(int64_t));
+            dst.base = NULL;
+        }
         if (info->rank == 3) { /* (Z, Y, X): drop the channel axis of the staging tensor */
             dst.rank = 3;
             memmove(dst.shape, dst.shape + 1, 3 * sizeof(int64_t));
@@ -291,11 +349,8 @@ static enum vox_status read_tile(struct vox_nn_volume *v, struct vox_volume *con
             return s;
         float *d = v->in[k].data;
         int64_t n = vox_tensor_numel(&v->in[k]);
-        if (v->raw[k].dtype == VOX_U8)
-            for (int64_t e = 0; e < n; e++)
-                d[e] = ((const uint8_t *)v->raw[k].data)[e] / 255.0f;
-        else
-            memcpy(d, v->raw[k].data, (size_t)n * sizeof(float));
+        for (int64_t e = 0; u8 && e < n; e++)
+            d[e] = ((const uint8_t *)v->raw[k].data)[e] / 255.0f;
     }
     return VOX_OK;
 }
@@ -379,6 +434,9 @@ enum vox_status vox_nn_volume_run(struct vox_ctx *ctx, struct vox_nn_volume *v,
         for (int a = 0; a < 3; a++)
             done *= ce[a] - (idx[a] * v->core[a]);
         vox_progress_add(bar, done);
+        if (t == 0)
+            vox_log(ctx, VOX_LOG_DEBUG, "infer: RSS after the first patch %lld KiB",
+                    (long long)(vox_rss_bytes() >> 10));
     }
     vox_progress_finish(bar);
     return s;

@@ -276,6 +276,9 @@ enum vox_status vox_nn_weights_save(struct vox_ctx *ctx, const struct vox_net *n
             snprintf(name, sizeof name, "/%s/%s", net->layers[i].name, param_names[p]);
             struct vox_dataset_options o = {.dtype = VOX_F32, .rank = t->rank};
             memcpy(o.shape, t->shape, sizeof o.shape);
+            /* one chunk per tensor: the default (1x1x1x3x3 for a conv weight) makes
+             * thousands of tiny chunks, and a read costs libhdf5 several KiB per chunk */
+            memcpy(o.chunk, t->shape, sizeof o.chunk);
             struct vox_volume *vol;
             s = vox_out_dataset(ctx, f, name, &o, &vol);
             if (s == VOX_OK)
