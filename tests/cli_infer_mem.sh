@@ -3,9 +3,10 @@
 # with nets/n4.net (random msra weights) on a synthetic volume under two budgets: the peak RSS
 # (ru_maxrss of the child, through /usr/bin/python3's resource module) stays under the budget
 # plus an allowance for the program itself, and both runs write the same values (the sliding
-# windows tile the output exactly) up to f32 rounding: the fast kernels are compiled per patch
-# shape and the two tilings' outputs differ by up to 1 ulp (measured: 6e-8 on values in [0, 1]),
-# so the comparison allows 1e-6 (a wrong tile offset or seam gives differences of order 0.1). The allowance is the peak RSS of the same command on a
+# windows tile the output exactly): bitwise with --conv direct (the kernels are compiled per
+# patch shape, and every tile of a nest sums its reduction in the same order), within 1e-6
+# with --conv auto, which may pick FFT for one patch shape and direct for the other (a wrong
+# tile offset or seam gives differences of order 0.1). The allowance is the peak RSS of the same command on a
 # volume of one field of view (libraries, JIT code, HDF5, a minimal plan) plus 16 MiB of slack
 # (staging buffers, allocator fragmentation). The precise check: peak RSS less the RSS before
 # planning (printed by --plan) <= --mem, for n4 and for a same-padded net by FFT and direct.
@@ -91,9 +92,9 @@ grep -q "smallest patch .* over the budget of 12.0 MiB" "$dir/err" \
     || fail "--mem 12M: message: $(cat "$dir/err")"
 [ ! -e "$dir/small.h5" ] || fail "--mem 12M left an output file"
 # the two budgets must choose different tilings, else the comparison below proves nothing
-t32=$("$vox" infer --net "$net" --weights "$dir/w.h5" --in "$dir/s.h5:/raw" \
+t32=$("$vox" infer --net "$net" --weights "$dir/w.h5" --in "$dir/s.h5:/raw" --conv direct \
     --out "$dir/x32.h5:/p" --mem 32M --threads 2 2>&1 | grep -o "[0-9]* patches of [0-9x]*")
-t128=$("$vox" infer --net "$net" --weights "$dir/w.h5" --in "$dir/s.h5:/raw" \
+t128=$("$vox" infer --net "$net" --weights "$dir/w.h5" --in "$dir/s.h5:/raw" --conv direct \
     --out "$dir/x128.h5:/p" --mem 128M --threads 2 2>&1 | grep -o "[0-9]* patches of [0-9x]*")
 echo "  tilings: $t32 / $t128"
 [ -n "$t32" ] && [ "$t32" != "$t128" ] || fail "same tiling under both budgets: $t32"
@@ -103,5 +104,12 @@ a, b = (h5py.File(f, "r")["/p"][()] for f in sys.argv[1:3])
 d = float(np.abs(a.astype(np.float64) - b).max()) if a.shape == b.shape else float("inf")
 print("  outputs %s vs %s, max |difference| %g" % (a.shape, b.shape, d))
 sys.exit(0 if d <= 1e-6 else 1)
+PY
+"$py" - "$dir/x32.h5" "$dir/x128.h5" <<'PY' || fail "--conv direct outputs not bitwise equal"
+import sys, h5py, numpy as np
+a, b = (h5py.File(f, "r")["/p"][()] for f in sys.argv[1:3])
+n = int((a != b).sum()) if a.shape == b.shape else -1
+print("  --conv direct: %d voxels differ between the tilings" % n)
+sys.exit(0 if n == 0 else 1)
 PY
 echo "cli_infer_mem: ok"

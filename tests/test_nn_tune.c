@@ -164,9 +164,9 @@ static void test_measure_and_cache(struct vox_ctx *ctx)
               memcmp(a[o].data, b[o].data, vox_tensor_nbytes(&a[o])) == 0 &&
               memcmp(a[o].data, c[o].data, vox_tensor_nbytes(&a[o])) == 0);
     vox_nn_tune_destroy(t2);
-    /* corrupt: ignored, measured again, rewritten */
-    FILE *fp = fopen(f.file, "w");
-    CHECK(fp != NULL);
+    /* corrupt: ignored, measured again, rewritten (untimed, nothing made the directory) */
+    FILE *fp = f.timed ? fopen(f.file, "w") : NULL;
+    CHECK(fp != NULL || !f.timed);
     if (fp) {
         fputs("# vox plan cache 1\nAMD|avx512|t2|garbage 1.0\n", fp);
         fclose(fp);

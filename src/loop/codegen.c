@@ -404,6 +404,11 @@ static void plan_tile_level(struct cg *g)
             break;
         }
     }
+    if (!g->chunked) { /* accumulator copies from the largest tile, the same for every tile */
+        cg_max_state(nest, g->R, ext);
+        cg_tile_count(g, g->R, ext);
+        g->nest_copies = cg_pick_copies(g);
+    }
     g->red_above = reduction_above(nest, g->R);
     g->flag_mask = (g->red_above && !nest->accumulate ? CG_FIRST : 0) |
                    (g->red_above && nest->npost > 0 ? CG_LAST : 0);

@@ -72,6 +72,7 @@ struct cg {
     int64_t acc_toff[CG_MAX_ACC][CG_TENSORS]; /* every tensor's offset at the C vector */
     int acc_lanes[CG_MAX_ACC];
     int nacc, copies, copy, nested, max_reg;
+    int nest_copies; /* accumulator copies of every tile (cg_pick_copies) */
     int64_t pf_off[CG_TENSORS]; /* prefetch distance in elements inside a runtime reduction
                                  * loop (0: none) */
     bool planning, overflow;
@@ -100,6 +101,7 @@ int32_t cg_const_vec(struct cg *g, float x);
 void cg_max_state(const struct vox_nest *nest, int p, int64_t *ext);
 /* C vectors of the tile at position p for the range state ext (capped past the budget). */
 int cg_tile_count(struct cg *g, int p, const int64_t *ext);
+int cg_pick_copies(const struct cg *g);
 void cg_emit_tile(struct cg *g, const int64_t *ext, int flags);
 
 #endif

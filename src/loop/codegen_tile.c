@@ -439,8 +439,12 @@ static void reduction_loop(struct cg *g, int p, const int64_t *ext, const int64_
     int64_t body = count_ops(g, p + 1, sub);
     int64_t u = g->unroll / (body > 0 ? body : 1);
     u = u < 1 ? 1 : u > nfull ? nfull : u;
+    /* the runtime loop's body must hold whole rotations, so step i always feeds copy
+     * i % copies whatever the unrolling */
     if (g->copies > 1 && nfull >= g->copies)
         u = u < g->copies ? g->copies : u - u % g->copies;
+    else if (g->copies > 1)
+        u = nfull;
     int64_t nloop = u > 0 ? nfull / u : 0;
     if (g->planning || nloop <= 1) {
         unrolled(g, p, sub, off, 0, g->planning && nfull > 0 ? 1 : nfull, true);
@@ -598,7 +602,12 @@ static void store_accs(struct cg *g)
     }
 }
 
-static int pick_copies(const struct cg *g)
+/* Accumulator copies for a tile of g->nacc vectors: enough to cover the FMA latency when
+ * the tile is small. The generator picks them once per nest, from its largest tile
+ * (cg_emit_tile uses g->nest_copies for every tile), because they split the reduction into
+ * partial sums: tiles with different copies would round an output differently, and which
+ * outputs fall in a tail tile depends on the shape the kernel was compiled for. */
+int cg_pick_copies(const struct cg *g)
 {
     const struct vox_nest *nest = g->nest;
     bool red_inside = false;
@@ -663,7 +672,7 @@ void cg_emit_tile(struct cg *g, const int64_t *ext, int flags)
             return;
         }
         int64_t off[CG_TENSORS] = {0};
-        g->copies = pick_copies(g);
+        g->copies = g->nest_copies;
         g->copy = 0;
         g->nested = 0;
         init_accs(g);
