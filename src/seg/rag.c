@@ -22,14 +22,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One edge's key and statistics together: a face of a new pair touches one cache line. */
+struct rag_stat {
+    uint64_t key, sum, count;
+    uint8_t max;
+};
+
+/* Recently used pairs, direct-mapped by hash: most faces of a row repeat a pair of the rows
+ * or channels just scanned, and a hit skips the table's two random reads. */
+#define RAG_RECENT 1024
+
 struct rag_acc {
     struct vox_ctx *ctx;
-    uint32_t *slot;     /* hash table of edge + 1 (0 = empty), probed by key[edge] */
+    uint32_t *slot;     /* hash table of edge + 1 (0 = empty), probed by st[edge].key */
     int64_t cap;        /* power of two */
     int64_t n, ecap;    /* edges found so far, and room */
-    uint64_t *key;      /* per edge, in first-seen order */
-    uint8_t *max;
-    uint64_t *sum, *count;
+    struct rag_stat *st; /* per edge, in first-seen order */
+    uint64_t recent_key[RAG_RECENT];
+    int64_t recent_edge[RAG_RECENT];
 };
 
 static inline uint64_t rag_hash(uint64_t k)
@@ -48,7 +58,7 @@ static enum vox_status rag_grow_table(struct rag_acc *r)
     if (!slot)
         return VOX_OUT_OF_MEMORY;
     for (int64_t e = 0; e < r->n; e++) {
-        uint64_t h = rag_hash(r->key[e]) & (uint64_t)(cap - 1);
+        uint64_t h = rag_hash(r->st[e].key) & (uint64_t)(cap - 1);
         while (slot[h])
             h = (h + 1) & (uint64_t)(cap - 1);
         slot[h] = (uint32_t)e + 1;
@@ -62,31 +72,23 @@ static enum vox_status rag_grow_table(struct rag_acc *r)
 static enum vox_status rag_grow_edges(struct rag_acc *r)
 {
     int64_t cap = r->ecap ? 2 * r->ecap : 1024, old = r->ecap;
-    void *k = vox_realloc(r->ctx, r->key, (size_t)old * 8, (size_t)cap * 8);
-    if (k)
-        r->key = k;
-    void *m = k ? vox_realloc(r->ctx, r->max, (size_t)old, (size_t)cap) : NULL;
-    if (m)
-        r->max = m;
-    void *s = m ? vox_realloc(r->ctx, r->sum, (size_t)old * 8, (size_t)cap * 8) : NULL;
-    if (s)
-        r->sum = s;
-    void *c = s ? vox_realloc(r->ctx, r->count, (size_t)old * 8, (size_t)cap * 8) : NULL;
-    if (!c)
+    void *st = vox_realloc(r->ctx, r->st, (size_t)old * sizeof *r->st,
+                           (size_t)cap * sizeof *r->st);
+    if (!st)
         return VOX_OUT_OF_MEMORY;
-    r->count = c;
+    r->st = st;
     r->ecap = cap;
     return VOX_OK;
 }
 
 /* The edge of `key`, created if new; -1 when out of memory. */
-static int64_t rag_edge(struct rag_acc *r, uint64_t key)
+static int64_t rag_edge_slow(struct rag_acc *r, uint64_t key)
 {
     if (2 * (r->n + 1) > r->cap && rag_grow_table(r) != VOX_OK)
         return -1;
     uint64_t h = rag_hash(key) & (uint64_t)(r->cap - 1);
     while (r->slot[h]) {
-        if (r->key[r->slot[h] - 1] == key)
+        if (r->st[r->slot[h] - 1].key == key)
             return r->slot[h] - 1;
         h = (h + 1) & (uint64_t)(r->cap - 1);
     }
@@ -94,15 +96,24 @@ static int64_t rag_edge(struct rag_acc *r, uint64_t key)
         return -1;
     int64_t e = r->n++;
     r->slot[h] = (uint32_t)e + 1;
-    r->key[e] = key;
-    r->max[e] = 0;
-    r->sum[e] = r->count[e] = 0;
+    r->st[e] = (struct rag_stat){.key = key};
     return e;
 }
 
 /* Scans the faces of the voxels in rows [row0, row1) (row = z * Y + y; a face belongs to
  * its voxel v, the other side is v - e_c); pass 1 accumulates statistics, pass 2 (vals !=
  * NULL) places each face's value at vals[pos[e]++]. */
+static int64_t rag_edge(struct rag_acc *r, uint64_t key)
+{
+    uint64_t i = (key * 0x9E3779B97F4A7C15ull) >> 54; /* 10 bits: RAG_RECENT */
+    if (r->recent_key[i] == key)
+        return r->recent_edge[i];
+    int64_t e = rag_edge_slow(r, key);
+    r->recent_key[i] = key;
+    r->recent_edge[i] = e;
+    return e;
+}
+
 static enum vox_status rag_scan(struct rag_acc *r, const uint32_t *lab, const uint8_t *q,
                                 const struct seg_dims *d, uint8_t *vals, int64_t *pos,
                                 int64_t row0, int64_t row1)
@@ -133,9 +144,10 @@ static enum vox_status rag_scan(struct rag_acc *r, const uint32_t *lab, const ui
                     vals[pos[e]++] = w;
                     continue;
                 }
-                r->max[e] = w > r->max[e] ? w : r->max[e];
-                r->sum[e] += w;
-                r->count[e]++;
+                struct rag_stat *t = &r->st[e];
+                t->max = w > t->max ? w : t->max;
+                t->sum += w;
+                t->count++;
             }
         }
     }
@@ -180,10 +192,7 @@ static int32_t rag_bins(uint8_t *vals, int64_t n, uint8_t *bins, uint64_t *count
 static void rag_acc_free(struct rag_acc *r)
 {
     vox_free(r->ctx, r->slot);
-    vox_free(r->ctx, r->key);
-    vox_free(r->ctx, r->max);
-    vox_free(r->ctx, r->sum);
-    vox_free(r->ctx, r->count);
+    vox_free(r->ctx, r->st);
 }
 
 
@@ -200,7 +209,7 @@ static enum vox_status rag_collect(struct rag_acc *r, const uint32_t *lab, const
         goto fail;
     off[0] = 0;
     for (int64_t e = 0; e < r->n; e++)
-        off[e + 1] = off[e] + (int64_t)r->count[e];
+        off[e + 1] = off[e] + (int64_t)r->st[e].count;
     memcpy(pos, off, (size_t)(r->n + 1) * sizeof *pos);
     vals = vox_alloc(r->ctx, (size_t)off[r->n] + 1);
     if (!vals)
@@ -251,26 +260,24 @@ static struct vox_rag_edge *rag_order(struct rag_acc *r, int parts, int64_t nseg
     }
     for (int t = 0; t < parts; t++)
         for (int64_t i = 0; i < r[t].n; i++)
-            at[(r[t].key[i] >> 32) + 1]++;
+            at[(r[t].st[i].key >> 32) + 1]++;
     for (int64_t v = 0; v <= nseg; v++)
         at[v + 1] += at[v];
     const int64_t step = 1 << 16;
     for (int t = 0; t < parts; t++) {
         const struct rag_acc *p = &r[t];
         for (int64_t i = 0; i < p->n; i++) {
-            uint64_t k = p->key[i];
+            const struct rag_stat *x = &p->st[i];
+            uint64_t k = x->key;
             e[at[k >> 32]++] = (struct vox_rag_edge){.a = (uint32_t)(k >> 32),
                                                      .b = (uint32_t)k,
-                                                     .max = p->max[i],
-                                                     .sum = p->sum[i],
-                                                     .count = p->count[i],
+                                                     .max = x->max,
+                                                     .sum = x->sum,
+                                                     .count = x->count,
                                                      .hist = i};
             if ((i + 1) % step == 0) { /* the statistics copied so far are dead */
                 int64_t i0 = i + 1 - step;
-                seg_release_pages(p->key + i0, (size_t)step * sizeof *p->key);
-                seg_release_pages(p->max + i0, (size_t)step);
-                seg_release_pages(p->sum + i0, (size_t)step * sizeof *p->sum);
-                seg_release_pages(p->count + i0, (size_t)step * sizeof *p->count);
+                seg_release_pages(p->st + i0, (size_t)step * sizeof *p->st);
             }
         }
     }
@@ -312,7 +319,7 @@ static enum vox_status rag_emit(struct rag_acc *r, int parts, uint8_t *vals, con
     for (int t = 0; t < parts; t++)
         n += r[t].n;
     for (int64_t e = 0; vals && e < r->n; e++)
-        nh += r->count[e] < 256 ? (int64_t)r->count[e] : 256;
+        nh += r->st[e].count < 256 ? (int64_t)r->st[e].count : 256;
     g->e = rag_order(r, parts, nseg, &n);
     g->hist_bin = vox_alloc(ctx, (size_t)nh + 1);
     g->hist_count = vox_alloc(ctx, (size_t)(nh + 1) * sizeof *g->hist_count);
@@ -394,10 +401,12 @@ enum vox_status vox_rag_build(struct vox_ctx *ctx, const struct vox_tensor *labe
                         (long long)nseg);
     /* pass 2 finds edges by the one table of all pairs: histograms take one part */
     int parts = histograms ? 1 : vox_ctx_threads(ctx);
-    struct rag_acc r[RAG_PARTS_MAX] = {{0}};
+    parts = parts < RAG_PARTS_MAX ? parts : RAG_PARTS_MAX;
+    struct rag_acc *r = vox_calloc(ctx, (size_t)parts, sizeof *r);
     uint8_t *vals = NULL;
     int64_t *off = NULL;
-    parts = parts < RAG_PARTS_MAX ? parts : RAG_PARTS_MAX;
+    if (!r)
+        return VOX_OUT_OF_MEMORY;
     s = rag_scan_parts(ctx, r, parts, labels->data, q->data, &d);
     if (s == VOX_OK && histograms)
         s = rag_collect(r, labels->data, q->data, &d, &vals, &off);
@@ -411,6 +420,7 @@ enum vox_status vox_rag_build(struct vox_ctx *ctx, const struct vox_tensor *labe
     vox_free(ctx, off);
     for (int t = 0; t < parts; t++)
         rag_acc_free(&r[t]);
+    vox_free(ctx, r);
     return s;
 }
 
