@@ -38,6 +38,7 @@ struct rag_acc {
     int64_t cap;        /* power of two */
     int64_t n, ecap;    /* edges found so far, and room */
     struct rag_stat *st; /* per edge, in first-seen order */
+    struct rag_stat *run; /* pass 1: one row's runs of faces of one pair (row length) */
     uint64_t recent_key[RAG_RECENT];
     int64_t recent_edge[RAG_RECENT];
 };
@@ -100,9 +101,7 @@ static int64_t rag_edge_slow(struct rag_acc *r, uint64_t key)
     return e;
 }
 
-/* Scans the faces of the voxels in rows [row0, row1) (row = z * Y + y; a face belongs to
- * its voxel v, the other side is v - e_c); pass 1 accumulates statistics, pass 2 (vals !=
- * NULL) places each face's value at vals[pos[e]++]. */
+/* rag_edge_slow behind the cache of recent pairs. */
 static int64_t rag_edge(struct rag_acc *r, uint64_t key)
 {
     uint64_t i = (key * 0x9E3779B97F4A7C15ull) >> 54; /* 10 bits: RAG_RECENT */
@@ -114,11 +113,54 @@ static int64_t rag_edge(struct rag_acc *r, uint64_t key)
     return e;
 }
 
+/* Adds the faces of one row of channel c into their edges: first the row's runs of faces of
+ * one pair, each summed in place, then their table slots prefetched together (the random
+ * reads that dominate the scan overlap), then the edges found and added to. */
+static enum vox_status rag_row(struct rag_acc *r, const uint32_t *la, const uint32_t *lb,
+                               const uint8_t *qc, int64_t x0, int64_t nx)
+{
+    int64_t n = 0;
+    for (int64_t x = seg_skip_equal(la, lb, x0, nx); x < nx;
+         x = seg_skip_equal(la, lb, x + 1, nx)) {
+        uint32_t a = la[x], b = lb[x];
+        if (!a || !b)
+            continue;
+        uint64_t key = a < b ? (uint64_t)a << 32 | b : (uint64_t)b << 32 | a;
+        uint8_t w = qc[x];
+        if (n > 0 && r->run[n - 1].key == key) {
+            struct rag_stat *t = &r->run[n - 1];
+            t->max = w > t->max ? w : t->max;
+            t->sum += w;
+            t->count++;
+        } else {
+            r->run[n++] = (struct rag_stat){.key = key, .sum = w, .count = 1, .max = w};
+        }
+    }
+    for (int64_t i = 0; i < n && r->cap > 0; i++)
+        __builtin_prefetch(&r->slot[rag_hash(r->run[i].key) & (uint64_t)(r->cap - 1)]);
+    for (int64_t i = 0; i < n; i++) {
+        const struct rag_stat *u = &r->run[i];
+        int64_t e = rag_edge(r, u->key);
+        if (e < 0)
+            return VOX_OUT_OF_MEMORY;
+        struct rag_stat *t = &r->st[e];
+        t->max = u->max > t->max ? u->max : t->max;
+        t->sum += u->sum;
+        t->count += u->count;
+    }
+    return VOX_OK;
+}
+
+/* Scans the faces of the voxels in rows [row0, row1) (row = z * Y + y; a face belongs to
+ * its voxel v, the other side is v - e_c); pass 1 (vals == NULL) accumulates statistics,
+ * pass 2 places each face's value at vals[pos[e]++]. */
 static enum vox_status rag_scan(struct rag_acc *r, const uint32_t *lab, const uint8_t *q,
                                 const struct seg_dims *d, uint8_t *vals, int64_t *pos,
                                 int64_t row0, int64_t row1)
 {
     const int64_t step[3] = {d->plane, d->x, 1};
+    if (!vals && !r->run && !(r->run = vox_alloc(r->ctx, (size_t)d->x * sizeof *r->run)))
+        return VOX_OUT_OF_MEMORY;
     for (int64_t row = row0; row < row1; row++) {
         int64_t z = row / d->y, y = row % d->y, v0 = row * d->x;
         for (int c = 0; c < 3; c++) {
@@ -126,6 +168,12 @@ static enum vox_status rag_scan(struct rag_acc *r, const uint32_t *lab, const ui
                 continue;
             const uint32_t *la = lab + v0, *lb = la - step[c];
             const uint8_t *qc = q + c * d->n + v0;
+            if (!vals) {
+                enum vox_status s = rag_row(r, la, lb, qc, c == 2, d->x);
+                if (s != VOX_OK)
+                    return s;
+                continue;
+            }
             uint64_t last_key = 0;
             int64_t e = -1;
             for (int64_t x = seg_skip_equal(la, lb, c == 2, d->x); x < d->x;
@@ -139,15 +187,7 @@ static enum vox_status rag_scan(struct rag_acc *r, const uint32_t *lab, const ui
                         return VOX_OUT_OF_MEMORY;
                     last_key = key;
                 }
-                uint8_t w = qc[x];
-                if (vals) {
-                    vals[pos[e]++] = w;
-                    continue;
-                }
-                struct rag_stat *t = &r->st[e];
-                t->max = w > t->max ? w : t->max;
-                t->sum += w;
-                t->count++;
+                vals[pos[e]++] = qc[x];
             }
         }
     }
@@ -193,6 +233,7 @@ static void rag_acc_free(struct rag_acc *r)
 {
     vox_free(r->ctx, r->slot);
     vox_free(r->ctx, r->st);
+    vox_free(r->ctx, r->run);
 }
 
 
