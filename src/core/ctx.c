@@ -223,7 +223,11 @@ void *vox_calloc(struct vox_ctx *ctx, size_t count, size_t size)
         return NULL;
     }
     void *p = vox_alloc(ctx, count * size);
-    if (p)
+    /* the system allocator's mapped blocks are fresh zero pages: writing zeros would only
+     * fault every page in (and keep pages resident that the caller may never touch) */
+    bool zero = ctx->allocator.alloc == sys_alloc && count * size >= SYS_MAP_BYTES &&
+                count * size <= SIZE_MAX - 2 * SYS_PAGE;
+    if (p && !zero)
         memset(p, 0, count * size);
     return p;
 }
