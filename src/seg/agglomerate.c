@@ -94,6 +94,7 @@ struct agg {
     int64_t norder, next; /* order[next..norder) are still to be popped */
     struct agg_entry *heap; /* entries of edges changed since load */
     int64_t nheap, heap_cap;
+    int64_t tabled; /* edges [0, tabled) are in the table (agg_load, agg_links) */
     int64_t nvalid, nkept; /* edges marked queued; entries kept by the last rebuild */
     uint64_t *slot; /* hash table by (a, b): hash << 32 | edge id, AGG_EMPTY ids empty */
     uint64_t tsize;
@@ -581,21 +582,20 @@ static enum vox_status agg_alloc(struct agg *g, const struct vox_rag *rag)
     return VOX_OK;
 }
 
-/* Copies and checks the edges, filling the table and the degrees (in len). Edges in strictly
- * increasing (a, b) order, as vox_rag_build makes them, cannot repeat; from the first edge out
- * of order on, each is looked up in the table first. With `owned`, the pages of the edges
- * already copied are returned as it goes (their copies take their place). */
+/* Copies and checks the edges and counts the degrees (in len). Edges in strictly increasing
+ * (a, b) order, as vox_rag_build makes them, cannot repeat, and go into the table later
+ * (agg_links, beside the sort of agg_order_init); from the first edge out of order on, the
+ * edges so far are put in the table and each later one is looked up first. With `owned`, the
+ * pages of the edges already copied are returned as it goes (their copies take their
+ * place). */
 static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag, bool owned)
 {
     bool q = g->p->score == VOX_SEG_SCORE_QUANTILE, sorted = true;
-    const int64_t step = 1 << 16, ahead = 8;
+    const int64_t step = 1 << 16;
     uint64_t prev = 0, total = 0;
     for (int64_t i = 0; i < g->ne; i++) {
         if (owned && i % step == 0 && i > 0)
             seg_release_pages(rag->e + i - step, (size_t)step * sizeof *rag->e);
-        if (i + ahead < g->ne) /* the table slot of a later edge: the only random access */
-            __builtin_prefetch(&g->slot[agg_home(g, agg_hash(rag->e[i + ahead].a,
-                                                             rag->e[i + ahead].b))]);
         const struct vox_rag_edge *r = &rag->e[i];
         if (r->a == 0 || r->a >= r->b || r->b > rag->nseg || r->count == 0 ||
             (q && r->nbins <= 0))
@@ -605,7 +605,12 @@ static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag, bool o
                             (long long)i, r->a, r->b, (long long)rag->nseg,
                             q ? " and a histogram" : "");
         uint64_t key = (uint64_t)r->a << 32 | r->b;
-        sorted = sorted && key > prev;
+        if (sorted && key <= prev) { /* out of order: the table from now on */
+            sorted = false;
+            for (int64_t k = 0; k < i; k++)
+                agg_insert(g, (uint32_t)k);
+            g->tabled = i;
+        }
         prev = key;
         if (!sorted && agg_find(g, r->a, r->b) != AGG_EMPTY)
             return vox_fail(g->ctx, VOX_INVALID_ARG,
@@ -624,11 +629,43 @@ static enum vox_status agg_load(struct agg *g, const struct vox_rag *rag, bool o
             g->hist[i] = r->hist;
             g->nbins[i] = r->nbins;
         }
-        agg_insert(g, (uint32_t)i);
+        if (!sorted) {
+            agg_insert(g, (uint32_t)i);
+            g->tabled = i + 1;
+        }
         g->len[r->a]++;
         g->len[r->b]++;
     }
     return VOX_OK;
+}
+
+/* The edges not yet in the table go in, and the segments' lists are laid out in the pool. */
+static void agg_links(struct agg *g)
+{
+    const int64_t ahead = 8;
+    for (int64_t i = g->tabled; i < g->ne; i++) {
+        if (i + ahead < g->ne) /* the table slot of a later edge: the only random access */
+            __builtin_prefetch(
+                &g->slot[agg_home(g, agg_hash(g->e[i + ahead].a, g->e[i + ahead].b))]);
+        agg_insert(g, (uint32_t)i);
+    }
+    int64_t at = 0;
+    for (int64_t v = 0; v < g->ns; v++) {
+        g->start[v] = -1;
+        if (g->len[v] == 0)
+            continue;
+        g->pool[at] = (uint32_t)v;
+        g->pool[at + 1] = g->len[v];
+        g->start[v] = at + AGG_HEADER;
+        at += AGG_HEADER + g->len[v];
+        g->len[v] = 0;
+    }
+    g->pool_len = at;
+    for (int64_t i = 0; i < g->ne; i++) {
+        uint32_t a = g->e[i].a, b = g->e[i].b;
+        g->pool[g->start[a] + g->len[a]++] = (uint32_t)i;
+        g->pool[g->start[b] + g->len[b]++] = (uint32_t)i;
+    }
 }
 
 /* Edge i's entry; false when a cut at max_threshold would not apply its score. */
@@ -670,22 +707,37 @@ static void agg_sort_high(uint64_t *x, uint64_t *tmp, int64_t n)
         memcpy(x, src, (size_t)n * sizeof *x);
 }
 
+/* Edge i's entry, whatever its score. */
+static inline struct agg_entry agg_entry_exact(const struct agg *g, uint32_t i)
+{
+    uint64_t num, den;
+    agg_score(g, i, &num, &den);
+    return agg_entry_make(num, den, g->e[i].a, g->e[i].b, i);
+}
+
 static int agg_cmp_exact(const void *x, const void *y, void *arg)
 {
     const struct agg *g = arg;
-    struct agg_entry ex, ey;
-    agg_entry_of(g, (uint32_t)*(const uint64_t *)x, &ex);
-    agg_entry_of(g, (uint32_t)*(const uint64_t *)y, &ey);
+    struct agg_entry ex = agg_entry_exact(g, (uint32_t)*(const uint64_t *)x);
+    struct agg_entry ey = agg_entry_exact(g, (uint32_t)*(const uint64_t *)y);
     return agg_before(&ex, &ey) ? -1 : agg_before(&ey, &ex) ? 1 : 0;
 }
 
-/* Puts the key-sorted run x[0..n) (equal keys) in exact order; a run already in order (equal
- * scores, edges in (a, b) order) costs one pass. */
+/* Puts the key-sorted run x[0..n) (equal keys) in exact order. A run already in order (equal
+ * scores, edges in (a, b) order: the usual case) costs one pass that reads each edge once,
+ * in ascending id order, prefetched ahead. */
 static void agg_sort_run(const struct agg *g, uint64_t *x, int64_t n)
 {
+    struct agg_entry prev = agg_entry_exact(g, (uint32_t)x[0]);
     int64_t i = 1;
-    while (i < n && agg_cmp_exact(&x[i - 1], &x[i], (void *)g) < 0)
-        i++;
+    for (; i < n; i++) {
+        if (i + 8 < n)
+            __builtin_prefetch(&g->e[(uint32_t)x[i + 8]]);
+        struct agg_entry cur = agg_entry_exact(g, (uint32_t)x[i]);
+        if (!agg_before(&prev, &cur))
+            break;
+        prev = cur;
+    }
     if (i < n)
         qsort_r(x, (size_t)n, sizeof *x, agg_cmp_exact, (void *)g);
 }
@@ -723,6 +775,24 @@ static enum vox_status agg_order_init(struct agg *g)
     return VOX_OK;
 }
 
+/* The table and lists (task 0) and the load order (task 1) read the copied edges only and
+ * write their own arrays: on two threads they run side by side. */
+struct agg_init_job {
+    struct agg *g;
+    enum vox_status *st;
+};
+
+static void agg_init_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct agg_init_job *j = arg;
+    for (int64_t t = lo[0]; t < hi[0]; t++) {
+        if (t == 0)
+            agg_links(j->g);
+        else
+            j->st[1] = agg_order_init(j->g);
+    }
+}
+
 /* Loads the graph; `owned` (rag itself, or NULL) is freed once copied, before the heap takes
  * its room. */
 static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag, struct vox_rag *owned)
@@ -733,24 +803,11 @@ static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag, struct
     vox_rag_fini(g->ctx, owned);
     if (s != VOX_OK)
         return s;
-    int64_t at = 0;
-    for (int64_t v = 0; v < g->ns; v++) {
-        g->start[v] = -1;
-        if (g->len[v] == 0)
-            continue;
-        g->pool[at] = (uint32_t)v;
-        g->pool[at + 1] = g->len[v];
-        g->start[v] = at + AGG_HEADER;
-        at += AGG_HEADER + g->len[v];
-        g->len[v] = 0;
-    }
-    g->pool_len = at;
-    for (int64_t i = 0; i < g->ne; i++) {
-        uint32_t a = g->e[i].a, b = g->e[i].b;
-        g->pool[g->start[a] + g->len[a]++] = (uint32_t)i;
-        g->pool[g->start[b] + g->len[b]++] = (uint32_t)i;
-    }
-    return agg_order_init(g);
+    enum vox_status st[2] = {VOX_OK, VOX_OK};
+    struct agg_init_job j = {g, st};
+    vox_pool_for(vox_ctx_pool(g->ctx), (int64_t[3]){2, 1, 1}, (int64_t[3]){1, 1, 1},
+                 VOX_SCHED_STATIC, agg_init_task, &j);
+    return st[0] != VOX_OK ? st[0] : st[1];
 }
 
 /* The next merge: the better of the first edge in the load order that is live and unchanged
