@@ -42,8 +42,7 @@
 struct agg_edge {
     uint64_t sum : 54;
     uint64_t max : 8;
-    uint64_t queued : 1;  /* the heap holds an entry of the edge's current state */
-    uint64_t changed : 1; /* combined or re-keyed since load: its load-order entry is stale */
+    uint64_t queued : 1; /* the heap holds an entry of the edge's current state */
     uint64_t count;
     uint32_t a, b; /* current endpoints, a < b; a = 0: dead */
 };
@@ -95,6 +94,10 @@ struct agg {
     struct agg_entry *heap; /* entries of edges changed since load */
     int64_t nheap, heap_cap;
     int64_t tabled; /* edges [0, tabled) are in the table (agg_load, agg_links) */
+    /* Bit sets over the edges, small enough to stay in cache, so that telling dead entries of
+     * the lists and stale entries of the load order apart reads no edge: dead (merged or
+     * added into another), stale (dead, or combined or re-keyed since load). */
+    uint64_t *dead, *stale;
     int64_t nvalid, nkept; /* edges marked queued; entries kept by the last rebuild */
     uint64_t *slot; /* hash table by (a, b): hash << 32 | edge id, AGG_EMPTY ids empty */
     uint64_t tsize;
@@ -110,6 +113,24 @@ struct agg {
     uint64_t *hcnt;
     int64_t hlen, hcap;
 };
+
+static inline bool agg_bit(const uint64_t *set, uint32_t i)
+{
+    return set[i >> 6] >> (i & 63) & 1;
+}
+
+static inline void agg_set(uint64_t *set, uint32_t i)
+{
+    set[i >> 6] |= 1ull << (i & 63);
+}
+
+/* Edge i is gone: a = 0 marks it in the edge too (heap entries compare endpoints). */
+static inline void agg_kill(struct agg *g, uint32_t i)
+{
+    g->e[i].a = 0;
+    agg_set(g->dead, i);
+    agg_set(g->stale, i);
+}
 
 static void agg_score(const struct agg *g, int64_t i, uint64_t *num, uint64_t *den)
 {
@@ -190,7 +211,7 @@ static inline bool agg_current(const struct agg *g, const struct agg_entry *x)
 {
     uint32_t i = agg_edge_of(x);
     const struct agg_edge *e = &g->e[i];
-    if (e->a != x->a || e->b != x->b)
+    if (agg_bit(g->dead, i) || e->a != x->a || e->b != x->b)
         return false;
     uint64_t num, den;
     agg_score(g, i, &num, &den);
@@ -357,7 +378,7 @@ static enum vox_status agg_pool_compact(struct agg *g, int64_t more)
         const uint32_t *l = g->pool + from;
         uint32_t *o = g->pool + at + AGG_HEADER, n = 0;
         for (uint32_t k = 0; k < g->len[s]; k++)
-            if (g->e[l[k]].a != 0)
+            if (!agg_bit(g->dead, l[k]))
                 o[n++] = l[k];
         g->pool[at] = s;
         g->pool[at + 1] = n;
@@ -472,15 +493,13 @@ static inline uint32_t agg_other(const struct agg_edge *f, uint32_t b)
     return f->a == b ? f->b : f->a;
 }
 
-/* Looks up, for b's edges l[0..n), the edge from a to the same neighbour (to[k]; AGG_EMPTY
- * when there is none or l[k] is dead). */
+/* Looks up, for b's live edges l[0..n), the edge from a to the same neighbour (to[k];
+ * AGG_EMPTY when there is none). */
 static void agg_batch_find(const struct agg *g, uint32_t a, uint32_t b, const uint32_t *l,
                            int64_t n, uint32_t *to)
 {
     for (int64_t k = 0; k < n; k++) {
         const struct agg_edge *f = &g->e[l[k]];
-        if (f->a == 0)
-            continue;
         uint32_t nb = agg_other(f, b);
         __builtin_prefetch(&g->slot[agg_home(g, agg_hash(a < nb ? a : nb, a < nb ? nb : a))]);
         __builtin_prefetch(&g->slot[agg_home(g, agg_hash(f->a, f->b))]);
@@ -488,7 +507,7 @@ static void agg_batch_find(const struct agg *g, uint32_t a, uint32_t b, const ui
     for (int64_t k = 0; k < n; k++) {
         const struct agg_edge *f = &g->e[l[k]];
         uint32_t nb = agg_other(f, b);
-        to[k] = f->a == 0 ? AGG_EMPTY : agg_find(g, a < nb ? a : nb, a < nb ? nb : a);
+        to[k] = agg_find(g, a < nb ? a : nb, a < nb ? nb : a);
         if (to[k] != AGG_EMPTY)
             __builtin_prefetch(&g->e[to[k]]);
     }
@@ -505,9 +524,9 @@ static enum vox_status agg_move(struct agg *g, uint32_t a, uint32_t b, uint32_t 
         uint64_t num0, den0, num1, den1;
         agg_score(g, to, &num0, &den0);
         enum vox_status s = agg_combine(g, to, fi);
-        f->a = 0;
+        agg_kill(g, fi);
         agg_unqueue(g, f);
-        g->e[to].changed = 1;
+        agg_set(g->stale, to);
         agg_score(g, to, &num1, &den1);
         /* a queued entry of an unchanged score stays current (max, quantile) */
         if (s != VOX_OK || (g->e[to].queued && num0 == num1 && den0 == den1))
@@ -516,7 +535,7 @@ static enum vox_status agg_move(struct agg *g, uint32_t a, uint32_t b, uint32_t 
     }
     f->a = a < nb ? a : nb;
     f->b = a < nb ? nb : a;
-    f->changed = 1;
+    agg_set(g->stale, fi);
     agg_insert(g, fi);
     g->pool[g->start[a] + g->len[a]++] = fi;
     return agg_push(g, fi);
@@ -527,12 +546,17 @@ static enum vox_status agg_move(struct agg *g, uint32_t a, uint32_t b, uint32_t 
 static enum vox_status agg_merge(struct agg *g, uint32_t a, uint32_t b, uint32_t me)
 {
     agg_remove(g, me);
-    g->e[me].a = 0;
+    agg_kill(g, me);
     enum vox_status s = agg_reserve(g, a, g->len[b]);
-    int64_t n = g->len[b];
-    const uint32_t *lb = g->pool + (n > 0 ? g->start[b] : 0);
-    for (int64_t k = 0; k < n && k < AGG_BATCH; k++)
-        __builtin_prefetch(&g->e[lb[k]]);
+    int64_t len = g->len[b], n = 0;
+    uint32_t *lb = g->pool + (len > 0 ? g->start[b] : 0);
+    for (int64_t k = 0; k < len; k++) { /* b's list is consumed: keep its live ids in place */
+        if (agg_bit(g->dead, lb[k]))
+            continue;
+        if (n < AGG_BATCH)
+            __builtin_prefetch(&g->e[lb[k]]);
+        lb[n++] = lb[k];
+    }
     for (int64_t k0 = 0; k0 < n && s == VOX_OK; k0 += AGG_BATCH) {
         int64_t m = n - k0 < AGG_BATCH ? n - k0 : AGG_BATCH;
         for (int64_t k = k0 + AGG_BATCH; k < n && k < k0 + 2 * AGG_BATCH; k++)
@@ -540,8 +564,7 @@ static enum vox_status agg_merge(struct agg *g, uint32_t a, uint32_t b, uint32_t
         uint32_t to[AGG_BATCH];
         agg_batch_find(g, a, b, lb + k0, m, to);
         for (int64_t k = 0; k < m && s == VOX_OK; k++)
-            if (g->e[lb[k0 + k]].a != 0)
-                s = agg_move(g, a, b, lb[k0 + k], to[k]);
+            s = agg_move(g, a, b, lb[k0 + k], to[k]);
     }
     g->len[b] = 0;
     return s;
@@ -570,7 +593,9 @@ static enum vox_status agg_alloc(struct agg *g, const struct vox_rag *rag)
     g->nbins = q ? vox_alloc(ctx, (size_t)(ne + 1) * sizeof *g->nbins) : NULL;
     g->hbin = q ? vox_alloc(ctx, (size_t)g->hcap) : NULL;
     g->hcnt = q ? vox_alloc(ctx, (size_t)g->hcap * 8) : NULL;
-    if (!g->e || !g->slot || !g->start || !g->len || !g->pool ||
+    g->dead = vox_calloc(ctx, (size_t)(ne / 64 + 1), sizeof *g->dead);
+    g->stale = vox_calloc(ctx, (size_t)(ne / 64 + 1), sizeof *g->stale);
+    if (!g->e || !g->slot || !g->start || !g->len || !g->pool || !g->dead || !g->stale ||
         (q && (!g->hist || !g->nbins || !g->hbin || !g->hcnt)))
         return VOX_OUT_OF_MEMORY;
     memset(g->slot, 0xFF, (size_t)tsize * sizeof *g->slot);
@@ -814,14 +839,11 @@ static enum vox_status agg_init(struct agg *g, const struct vox_rag *rag, struct
  * (not changed) and the heap's first current entry; false when neither is left. */
 static bool agg_next_entry(struct agg *g, struct agg_entry *top)
 {
-    while (g->next < g->norder) {
-        const struct agg_edge *e = &g->e[g->order[g->next]];
-        if (g->next + 16 < g->norder)
-            __builtin_prefetch(&g->e[g->order[g->next + 16]]);
-        if (e->a != 0 && !e->changed)
-            break;
+    while (g->next < g->norder && agg_bit(g->stale, g->order[g->next]))
         g->next++;
-    }
+    for (int64_t k = g->next + 1; k < g->norder && k < g->next + 4; k++)
+        if (!agg_bit(g->stale, g->order[k])) /* likely a later head */
+            __builtin_prefetch(&g->e[g->order[k]]);
     while (g->nheap > 0 && !agg_current(g, &g->heap[0]))
         agg_pop(g);
     struct agg_entry x;
@@ -851,6 +873,8 @@ static void agg_fini(struct agg *g)
     vox_free(ctx, g->nbins);
     vox_free(ctx, g->hbin);
     vox_free(ctx, g->hcnt);
+    vox_free(ctx, g->dead);
+    vox_free(ctx, g->stale);
 }
 
 bool vox_merge_applies(double score, double threshold)
