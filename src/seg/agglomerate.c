@@ -29,6 +29,9 @@
  * kept out: the best of them would end the agglomeration anyway, and a score only changes when
  * its edge is combined (and then pushed again). The next merge is the better of the order's
  * first live unchanged edge and the heap's first current entry, in the same total order.
+ * Dead and stale edges are also marked in two bit sets (g->dead, g->stale), small enough to
+ * stay in cache: the list walks, compactions and order skips test them instead of reading
+ * edges at random.
  */
 #include "seg_internal.h"
 
