@@ -12,6 +12,14 @@
  * the history's; the test crop's VOI and adapted Rand error at the train-chosen threshold stay
  * at or below the values measured when the defaults were chosen, plus a margin, so they never
  * get worse. The quick tier scores the test crop at that threshold only.
+ *
+ * Full tier, the trained net (nets/fib_aff.net + nets/fib_aff.h5, docs/training.md "Real data"):
+ * its affinities of the test crop (the raw mirror-padded by the net's margin as
+ * scripts/pad_volume.py does, so the valid net's output has the crop's shape; the fast forward
+ * pass, 10 sections at a time), segmented with the parameters and cut at the threshold chosen
+ * on the train crop, score no worse than measured plus the margin, and better than the
+ * boundary map above (the issue's goal). The same numbers as `vox infer` + `vox segment` +
+ * `vox eval` on the command line.
  */
 #include "harness.h"
 #include "vox/io.h"
@@ -259,7 +267,8 @@ static bool net_affinities(struct vox_ctx *ctx, const char *file, struct vox_ten
     shipped_path("fib_aff.h5", path, sizeof path);
     if (net)
         CHECK_OK(vox_nn_weights_load(ctx, net, path, &w));
-    if (vox_test_failures || raw.shape[0] % NET_SLAB)
+    CHECK(raw.shape[0] % NET_SLAB == 0);
+    if (vox_test_failures)
         goto done;
     int64_t patch[3] = {NET_SLAB + 2 * NET_MARGIN, raw.shape[1] + 2 * NET_MARGIN,
                         raw.shape[2] + 2 * NET_MARGIN};
@@ -284,7 +293,6 @@ static bool net_affinities(struct vox_ctx *ctx, const char *file, struct vox_ten
             CHECK_OK(vox_tensor_copy(ctx, &dst, &src));
     }
 done:
-    CHECK(raw.shape[0] % NET_SLAB == 0);
     vox_nn_fast_destroy(fast);
     vox_nn_weights_destroy(w);
     vox_net_destroy(net);
