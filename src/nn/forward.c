@@ -268,24 +268,8 @@ static void run_layer(struct vox_nn_plan *plan, int i, struct vox_pool *pool)
         vox_nn_ref_interleave(in, vox_net_mpf_levels(plan->net, l->in[0], win), win, out);
         break;
     }
-    case VOX_NN_UPSAMPLE:
-        vox_nn_ref_upsample(in, l->kernel, out);
-        break;
-    case VOX_NN_CROP:
-        vox_nn_crop_lo(l, in->shape + 2, out->shape + 2, v);
-        vox_nn_ref_crop(in, v, out);
-        break;
-    case VOX_NN_ADD:
-        vox_nn_ref_add(ins, l->n_in, l->act, out);
-        break;
-    case VOX_NN_CONCAT:
-        vox_nn_ref_concat(ins, l->n_in, out);
-        break;
-    case VOX_NN_ACT:
-    case VOX_NN_OUTPUT:
-        vox_nn_ref_act(in, l->act, out);
-        break;
-    default:
+    default: /* upsample, crop, add, concat, act, output */
+        vox_nn_ref_plain(l, ins, out);
         break;
     }
 }

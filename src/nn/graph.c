@@ -295,24 +295,8 @@ static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w
     case VOX_NN_MAXFILTER:
         vox_nn_ref_maxfilter(in, l->kernel, l->dilation, out);
         break;
-    case VOX_NN_UPSAMPLE:
-        vox_nn_ref_upsample(in, l->kernel, out);
-        break;
-    case VOX_NN_CROP:
-        crop_lo(g, i, v);
-        vox_nn_ref_crop(in, v, out);
-        break;
-    case VOX_NN_ADD:
-        vox_nn_ref_add(ins, l->n_in, l->act, out);
-        break;
-    case VOX_NN_CONCAT:
-        vox_nn_ref_concat(ins, l->n_in, out);
-        break;
-    case VOX_NN_ACT:
-    case VOX_NN_OUTPUT:
-        vox_nn_ref_act(in, l->act, out);
-        break;
-    default:
+    default: /* upsample, crop, add, concat, act, output */
+        vox_nn_ref_plain(l, ins, out);
         break;
     }
 }

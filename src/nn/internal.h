@@ -34,6 +34,11 @@ static inline void vox_nn_crop_lo(const struct vox_nn_layer *l, const int64_t in
         lo[a] = l->crop_to < 0 ? l->margin[a] : (in[a] - out[a]) / 2;
 }
 
+/* The layers that the reference forward pass (forward.c) and the training graph (graph.c)
+ * run alike: upsample, crop, add, concat, act, output; other kinds do nothing. */
+void vox_nn_ref_plain(const struct vox_nn_layer *l, const struct vox_tensor *const *ins,
+                      struct vox_tensor *out);
+
 /* The pointwise activations (softmax is not pointwise and is done by the caller). */
 static inline double vox_nn_act_apply(enum vox_nn_act a, double v)
 {

@@ -166,3 +166,30 @@ void vox_nn_ref_act(const struct vox_tensor *in, enum vox_nn_act act, struct vox
     for (int64_t e = 0; e < vox_tensor_numel(out); e++)
         op[e] = (float)vox_nn_act_apply(act, ip[e]);
 }
+
+void vox_nn_ref_plain(const struct vox_nn_layer *l, const struct vox_tensor *const *ins,
+                      struct vox_tensor *out)
+{
+    int64_t v[3];
+    switch (l->kind) {
+    case VOX_NN_UPSAMPLE:
+        vox_nn_ref_upsample(ins[0], l->kernel, out);
+        break;
+    case VOX_NN_CROP:
+        vox_nn_crop_lo(l, ins[0]->shape + 2, out->shape + 2, v);
+        vox_nn_ref_crop(ins[0], v, out);
+        break;
+    case VOX_NN_ADD:
+        vox_nn_ref_add(ins, l->n_in, l->act, out);
+        break;
+    case VOX_NN_CONCAT:
+        vox_nn_ref_concat(ins, l->n_in, out);
+        break;
+    case VOX_NN_ACT:
+    case VOX_NN_OUTPUT:
+        vox_nn_ref_act(ins[0], l->act, out);
+        break;
+    default:
+        break;
+    }
+}
