@@ -569,7 +569,7 @@ static enum vox_status gather_write(void *arg, const int64_t lo[3], const struct
         for (int64_t y = 0; y < l->shape[1]; y++)
             memcpy(dst + ((lo[0] + z) * g->t.shape[1] + lo[1] + y) * g->t.shape[2] + lo[2],
                    src + (z * l->shape[1] + y) * l->shape[2], (size_t)l->shape[2] * 4);
-    g->writes++;
+    __atomic_add_fetch(&g->writes, 1, __ATOMIC_RELAXED); /* concurrent: boxes are disjoint */
     return VOX_OK;
 }
 
@@ -612,7 +612,7 @@ static void check_seg(struct vox_ctx *ctx, struct vox_ctx *ctx1, const struct vo
         vox_seg_result_fini(c, &res);
         struct gather g = {.ready = false};
         CHECK_OK(vox_tensor_alloc(c, &g.t, VOX_U32, 3, ref.labels.shape));
-        struct vox_dist_sink sink = {gather_ready, gather_write, &g};
+        struct vox_dist_sink sink = {gather_ready, gather_write, &g, t % 4 < 2};
         o.sink = &sink;
         o.workdir = t % 2 ? dir : NULL;
         src = (struct vox_dist_source){.vol = vol};
@@ -760,7 +760,7 @@ static void test_seg_bad_args(struct vox_ctx *ctx)
     struct vox_dist_source none = {0};
     CHECK_STATUS(vox_dist_segment(ctx, &none, &p, &o, &res), VOX_INVALID_ARG);
     CHECK_ERROR_HAS("exactly one");
-    struct vox_dist_sink half = {gather_ready, NULL, NULL};
+    struct vox_dist_sink half = {gather_ready, NULL, NULL, false};
     o.sink = &half;
     CHECK_STATUS(vox_dist_segment(ctx, &src, &p, &o, &res), VOX_INVALID_ARG);
     CHECK_ERROR_HAS("ready and write");

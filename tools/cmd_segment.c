@@ -733,7 +733,7 @@ static enum vox_status chunked(struct vox_ctx *ctx, const struct seg_args *a,
     for (int k = 0; k < 3 && s == VOX_OK; k++)
         st->shape[k] = st->info.shape[k + 1 - (a->boundary != NULL)];
     struct chunk_out o = {.ctx = ctx, .a = a, .st = st};
-    struct vox_dist_sink sink = {chunk_ready, chunk_write, &o};
+    struct vox_dist_sink sink = {chunk_ready, chunk_write, &o, false}; /* HDF5: one at a time */
     struct vox_dist_stats stats = {0};
     /* VOX_DIST_DIE_AFTER=N (tests): the process ends after N restart records. */
     const char *die = getenv("VOX_DIST_DIE_AFTER");

@@ -98,11 +98,14 @@ struct vox_dist_source {
 /* Where the final labels go, box by box: write(arg, lo, labels) with labels a contiguous u32
  * (z, y, x) box at offset lo (z, y, x). ready(arg, res) comes first, once, with res complete
  * except its labels (so a sink can cut the merges). Both are called one at a time, under the
- * lock that also guards the reads of the source volume: a sink may call vox/io.h. */
+ * lock that also guards the reads of the source volume: a sink may call vox/io.h. A sink that
+ * sets `concurrent` takes its writes on several threads at once, outside the lock (its boxes
+ * are disjoint; it must not use vox/io.h on the source's file); ready still comes alone. */
 struct vox_dist_sink {
     enum vox_status (*ready)(void *arg, const struct vox_seg_result *res);
     enum vox_status (*write)(void *arg, const int64_t lo[3], const struct vox_tensor *labels);
     void *arg;
+    bool concurrent;
 };
 
 /* Processes sharing a run (e.g. MPI ranks; libvox_dist_mpi gives one over an MPI

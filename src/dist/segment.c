@@ -222,7 +222,12 @@ static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
         uint32_t *l = t.data;
         for (int64_t k = 0; s == VOX_OK && k < shape[0] * shape[1] * shape[2]; k++)
             l[k] = r->map[l[k]];
-        if (s == VOX_OK) {
+        if (s == VOX_OK && r->sink->concurrent) { /* the sink takes writes side by side */
+            s = r->sink->write(r->sink->arg, b.lo, &t);
+            pthread_mutex_lock(&r->io->mu);
+            r->io->bytes_written += (int64_t)vox_tensor_nbytes(&t);
+            pthread_mutex_unlock(&r->io->mu);
+        } else if (s == VOX_OK) {
             pthread_mutex_lock(&r->io->mu);
             s = r->sink->write(r->sink->arg, b.lo, &t);
             r->io->bytes_written += (int64_t)vox_tensor_nbytes(&t);
