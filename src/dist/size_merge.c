@@ -223,7 +223,8 @@ static int sm_decide_edge(const struct sm_run *r, int w, int64_t sa, int64_t sb,
     return sa >= lim && sb >= lim ? SM_SKIP : SM_DEFERRED;
 }
 
-/* Runs the pass over s (local positions in s->basin): sets each edge's state and uf/frz. */
+/* Runs the pass over s: sets each edge's state and uf/frz. ord's a, b are positions in
+ * s->basin (sm_node_pass). */
 static void sm_pass(const struct sm_run *r, struct sm_sum *s, struct sm_edge *ord, int64_t *uf,
                     int64_t *size, bool *frz)
 {
@@ -234,7 +235,7 @@ static void sm_pass(const struct sm_run *r, struct sm_sum *s, struct sm_edge *or
     }
     for (int64_t i = 0; i < s->nedge; i++) {
         struct sm_edge *e = &ord[i];
-        int64_t pa = sm_pos(s, e->a), pb = sm_pos(s, e->b);
+        int64_t pa = e->a, pb = e->b;
         if (s->basin[pa].touch && s->basin[pb].touch) {
             e->state = SM_INCOMPLETE;
             continue;
@@ -255,13 +256,13 @@ static void sm_pass(const struct sm_run *r, struct sm_sum *s, struct sm_edge *or
 }
 
 /* Keeps what goes up (frozen clusters' basins and their undecided or merged edges) and moves
- * the merges of finished clusters to s->fin. */
+ * the merges of finished clusters to s->fin, with basin ids again for ord's positions. */
 static enum vox_status sm_split(struct vox_ctx *ctx, struct sm_sum *s, struct sm_edge *ord,
                                 int64_t *uf, const bool *frz)
 {
     int64_t nf = 0, ne = 0, nb = 0;
     for (int64_t i = 0; i < s->nedge; i++)
-        nf += ord[i].state == SM_MERGED && !frz[sm_find(uf, sm_pos(s, ord[i].a))];
+        nf += ord[i].state == SM_MERGED && !frz[sm_find(uf, ord[i].a)];
     s->fin = vox_alloc(ctx, (size_t)(nf + 1) * sizeof *s->fin);
     if (!s->fin)
         return VOX_OUT_OF_MEMORY;
@@ -269,7 +270,9 @@ static enum vox_status sm_split(struct vox_ctx *ctx, struct sm_sum *s, struct sm
         struct sm_edge e = ord[i];
         if (e.state == SM_SKIP)
             continue;
-        bool up = frz[sm_find(uf, sm_pos(s, e.a))];
+        bool up = frz[sm_find(uf, e.a)];
+        e.a = s->basin[e.a].id;
+        e.b = s->basin[e.b].id;
         if (e.state == SM_MERGED && !up)
             s->fin[s->nfin++] = e;
         else
@@ -294,8 +297,16 @@ static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s)
     bool *frz = vox_alloc(ctx, (size_t)(s->nbasin + 1) * sizeof *frz);
     enum vox_status st = VOX_OUT_OF_MEMORY;
     if (ord && uf && size && frz) {
-        if (s->nedge)
-            memcpy(ord, s->edge, (size_t)s->nedge * sizeof *ord);
+        /* basin ids -> positions in s->basin, which keep their order: a by one walk (s->edge
+         * is in (a, b) order), b by search; the pass and the split then index directly */
+        int64_t pa = 0;
+        for (int64_t i = 0; i < s->nedge; i++) {
+            while (s->basin[pa].id < s->edge[i].a)
+                pa++;
+            ord[i] = s->edge[i];
+            ord[i].a = (uint32_t)pa;
+            ord[i].b = (uint32_t)sm_pos(s, s->edge[i].b);
+        }
         dist_sort(ctx, ord, s->nedge, sizeof *ord, pair_key, order_key_hi, order_cmp);
         sm_pass(r, s, ord, uf, size, frz);
         st = sm_split(ctx, s, ord, uf, frz);
