@@ -84,6 +84,10 @@ struct vox_seg_params {
 void vox_seg_params_defaults(struct vox_seg_params *p);
 /* Checks ranges and the size table; the message names the field. */
 enum vox_status vox_seg_params_check(struct vox_ctx *ctx, const struct vox_seg_params *p);
+/* The size merge's limit tau^-1(w) for every quantized affinity w: 0 at or below low and below
+ * the table's first point, linear (floor division) between points, constant after the last.
+ * The whole-volume and the chunked size merge both use it, so they decide alike. */
+void vox_seg_size_limits(const struct vox_seg_params *p, int64_t lim[256]);
 
 /* ---- input ----------------------------------------------------------------------------- */
 

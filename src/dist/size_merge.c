@@ -88,28 +88,6 @@ static void sm_sum_fini(struct vox_ctx *ctx, struct sm_sum *s)
     memset(s, 0, sizeof *s);
 }
 
-/* tau^-1 per quantized value, as seg/linkage.c computes it (floor division). */
-static void sm_limits(const struct vox_seg_params *p, int64_t lim[256])
-{
-    for (int w = 0; w < 256; w++) {
-        lim[w] = 0;
-        if (w <= p->low || p->nsize == 0 || w < p->size[0].aff)
-            continue;
-        int i = 0;
-        while (i + 1 < p->nsize && p->size[i + 1].aff <= w)
-            i++;
-        const struct vox_seg_size_point *a = &p->size[i];
-        if (i + 1 == p->nsize) {
-            lim[w] = a->size;
-            continue;
-        }
-        int64_t num = (a[1].size - a->size) * (w - a->aff), den = a[1].aff - a->aff;
-        int64_t q = num / den;
-        lim[w] = a->size + ((num % den != 0 && num < 0) ? q - 1 : q);
-    }
-}
-
-
 static int basin_cmp(const void *x, const void *y)
 {
     const struct sm_basin *a = x, *b = y;
@@ -695,7 +673,7 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
         r.grid[a] = (r.dims[a] + r.span[a] - 1) / r.span[a];
         nchunks *= r.grid[a];
     }
-    sm_limits(p, r.lim);
+    vox_seg_size_limits(p, r.lim);
     struct vox_merge_history dend = {.nseg = nbasins};
     uint32_t *map = vox_alloc(ctx, (size_t)(nbasins + 1) * sizeof *map);
     int64_t *size = vox_alloc(ctx, (size_t)(nbasins + 1) * sizeof *size);

@@ -21,8 +21,7 @@ static int64_t floor_div(int64_t a, int64_t b)
     return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
 }
 
-/* tau^-1 for every quantized value (0 at or below low and below the table's first point). */
-static void size_limits(const struct vox_seg_params *p, int64_t lim[256])
+void vox_seg_size_limits(const struct vox_seg_params *p, int64_t lim[256])
 {
     for (int w = 0; w < 256; w++) {
         lim[w] = 0;
@@ -84,7 +83,7 @@ static int64_t sl_merge(struct vox_ctx *ctx, const struct sl_edges *E,
                         struct vox_merge_history *dend)
 {
     int64_t lim[256], k = 0;
-    size_limits(p, lim);
+    vox_seg_size_limits(p, lim);
     for (int64_t i = 0; i < E->n; i++) {
         uint32_t a, b;
         int w;
