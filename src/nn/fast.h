@@ -121,4 +121,22 @@ void vox_nn_bt_concat(struct vox_pool *pool, const struct vox_nn_bt *const *in, 
 void vox_nn_bt_act(struct vox_pool *pool, const struct vox_nn_bt *in, enum vox_nn_act act,
                    struct vox_nn_bt *out);
 
+/* A pointwise activation in float, for the C passes of the fast path (FFT output, blocked
+ * ops); softmax is done by its own pass. */
+static inline float vox_nn_act1f(enum vox_nn_act a, float v)
+{
+    switch (a) {
+    case VOX_ACT_RELU:
+        return v > 0 ? v : 0;
+    case VOX_ACT_ELU:
+        return v > 0 ? v : expm1f(v);
+    case VOX_ACT_SIGMOID:
+        return 1.0f / (1.0f + expf(-v));
+    case VOX_ACT_TANH:
+        return tanhf(v);
+    default:
+        return v;
+    }
+}
+
 #endif

@@ -231,22 +231,6 @@ static void products_task(void *arg, const int64_t lo[3], const int64_t hi[3], i
     }
 }
 
-static float act1(enum vox_nn_act a, float v)
-{
-    switch (a) {
-    case VOX_ACT_RELU:
-        return v > 0 ? v : 0;
-    case VOX_ACT_ELU:
-        return v > 0 ? v : expm1f(v);
-    case VOX_ACT_SIGMOID:
-        return 1.0f / (1.0f + expf(-v));
-    case VOX_ACT_TANH:
-        return tanhf(v);
-    default:
-        return v;
-    }
-}
-
 /* Stage 3: output channel k (lanes past cout are written 0). */
 static void inverse_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
@@ -269,7 +253,7 @@ static void inverse_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
                 const float *row = r + ((z + ke[0] - 1) * n[1] + y + ke[1] - 1) * n[2] + ke[2] - 1;
                 float *o = dst + (z * s[1] + y) * s[2] * out->blk;
                 for (int64_t x = 0; x < s[2]; x++)
-                    o[x * out->blk] = act1(f->cv.act, row[x] + b);
+                    o[x * out->blk] = vox_nn_act1f(f->cv.act, row[x] + b);
             }
     }
 }

@@ -20,22 +20,6 @@ static inline float *at(const struct vox_nn_bt *t, int64_t cb, int64_t z, int64_
     return t->data + (((cb * t->s[0] + z) * t->s[1] + y) * t->s[2] + x) * t->blk;
 }
 
-static inline float act1(enum vox_nn_act a, float v)
-{
-    switch (a) {
-    case VOX_ACT_RELU:
-        return v > 0 ? v : 0;
-    case VOX_ACT_ELU:
-        return v > 0 ? v : expm1f(v);
-    case VOX_ACT_SIGMOID:
-        return 1.0f / (1.0f + expf(-v));
-    case VOX_ACT_TANH:
-        return tanhf(v);
-    default:
-        return v;
-    }
-}
-
 struct job;
 typedef void (*row_fn)(const struct job *j, int64_t cb, int64_t z);
 
@@ -119,7 +103,7 @@ static void unpack_row(const struct job *j, int64_t cb, int64_t z)
                     q[x * sx] = p[x * b + l];
             else
                 for (int64_t x = 0; x < nx; x++)
-                    q[x * sx] = act1(j->act, p[x * b + l]);
+                    q[x * sx] = vox_nn_act1f(j->act, p[x * b + l]);
         }
     }
 }
@@ -318,7 +302,7 @@ static void add_row(const struct job *j, int64_t cb, int64_t z)
             d[e] += p[e];
     }
     for (int64_t e = 0; j->act != VOX_ACT_LINEAR && e < len; e++)
-        d[e] = act1(j->act, d[e]);
+        d[e] = vox_nn_act1f(j->act, d[e]);
 }
 
 void vox_nn_bt_add(struct vox_pool *pool, const struct vox_nn_bt *const *in, int n,
@@ -383,7 +367,7 @@ static void act_row(const struct job *j, int64_t cb, int64_t z)
     const float *p = at(j->in[0], cb, z, 0, 0);
     float *d = at(o, cb, z, 0, 0);
     for (int64_t e = 0; e < len; e++)
-        d[e] = act1(j->act, p[e]);
+        d[e] = vox_nn_act1f(j->act, p[e]);
 }
 
 void vox_nn_bt_act(struct vox_pool *pool, const struct vox_nn_bt *in, enum vox_nn_act act,
