@@ -1,6 +1,7 @@
 /*
- * nn_test_nets.h: loading the shipped nets (nets/NAME beside the tests directory) in the nn
- * tests, so every test finds them from any build directory.
+ * nn_test_nets.h: what the nn tests share: loading the shipped nets (nets/NAME beside the
+ * tests directory, found from any build directory), parsing a spec, random inputs and
+ * weights.
  */
 #ifndef VOX_NN_TEST_NETS_H
 #define VOX_NN_TEST_NETS_H
@@ -18,6 +19,41 @@ static inline struct vox_net *shipped(struct vox_ctx *ctx, const char *name)
     struct vox_net *net = NULL;
     CHECK_OK(vox_net_load(ctx, path, &net));
     return net;
+}
+
+static inline struct vox_net *parse(struct vox_ctx *ctx, const char *text)
+{
+    struct vox_net *net = NULL;
+    CHECK_OK(vox_net_parse(ctx, text, "t.net", &net));
+    return net;
+}
+
+/* Values in [-0.5, 1.5) drawn from seed. */
+static inline void fill(struct vox_tensor *t, uint64_t seed)
+{
+    for (int64_t e = 0; e < vox_tensor_numel(t); e++)
+        ((float *)t->data)[e] = (float)(vox_test_rand(&seed) % 2000) / 1000.0f - 0.5f;
+}
+
+/* msra weights, with random biases and batch-norm statistics (variances in [0.5, 1.5)) so
+ * their folding is tested. */
+static inline struct vox_nn_weights *random_weights(struct vox_ctx *ctx,
+                                                    const struct vox_net *net, uint64_t seed)
+{
+    struct vox_nn_weights *w = NULL;
+    CHECK_OK(vox_nn_weights_create(ctx, net, &w));
+    if (!w)
+        return NULL;
+    vox_nn_weights_init(net, w, VOX_INIT_MSRA, seed);
+    for (int i = 0; i < net->n_layers; i++)
+        for (int p = VOX_P_BIAS; p < VOX_P_COUNT; p++) {
+            struct vox_tensor *t = &w->p[i][p];
+            for (int64_t e = 0; t->rank && e < vox_tensor_numel(t); e++) {
+                float r = (float)(vox_test_rand(&seed) % 1000) / 1000.0f;
+                ((float *)t->data)[e] = p == VOX_P_BN_VAR ? 0.5f + r : r - 0.5f;
+            }
+        }
+    return w;
 }
 
 #endif

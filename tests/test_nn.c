@@ -10,13 +10,6 @@
 
 #include <unistd.h>
 
-static struct vox_net *parse(struct vox_ctx *ctx, const char *text)
-{
-    struct vox_net *net = NULL;
-    CHECK_OK(vox_net_parse(ctx, text, "t.net", &net));
-    return net;
-}
-
 static const char all_layers[] =
     "# every layer type\n"
     "input  raw  channels=2\n"

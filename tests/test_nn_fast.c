@@ -15,44 +15,11 @@
 
 #include <unistd.h>
 
-static struct vox_net *parse(struct vox_ctx *ctx, const char *text)
-{
-    struct vox_net *net = NULL;
-    CHECK_OK(vox_net_parse(ctx, text, "t.net", &net));
-    return net;
-}
-
-/* Random weights, with random biases and batch-norm statistics so their folding is tested. */
-static struct vox_nn_weights *weights(struct vox_ctx *ctx, const struct vox_net *net,
-                                      uint64_t seed)
-{
-    struct vox_nn_weights *w = NULL;
-    CHECK_OK(vox_nn_weights_create(ctx, net, &w));
-    if (!w)
-        return NULL;
-    vox_nn_weights_init(net, w, VOX_INIT_MSRA, seed);
-    for (int i = 0; i < net->n_layers; i++)
-        for (int p = VOX_P_BIAS; p < VOX_P_COUNT; p++) {
-            struct vox_tensor *t = &w->p[i][p];
-            for (int64_t e = 0; t->rank && e < vox_tensor_numel(t); e++) {
-                float r = (float)(vox_test_rand(&seed) % 1000) / 1000.0f;
-                ((float *)t->data)[e] = p == VOX_P_BN_VAR ? 0.5f + r : r - 0.5f;
-            }
-        }
-    return w;
-}
-
-static void fill(struct vox_tensor *t, uint64_t seed)
-{
-    for (int64_t e = 0; e < vox_tensor_numel(t); e++)
-        ((float *)t->data)[e] = (float)(vox_test_rand(&seed) % 2000) / 1000.0f - 0.5f;
-}
-
 /* Runs net on ctx (fast) and on the reference; returns max |fast - ref| / max(1, max |ref|). */
 static double compare(struct vox_ctx *ctx, struct vox_ctx *run_ctx, const struct vox_net *net,
                       const int64_t patch[3], uint64_t seed)
 {
-    struct vox_nn_weights *w = weights(ctx, net, seed);
+    struct vox_nn_weights *w = random_weights(ctx, net, seed);
     struct vox_nn_plan *ref = NULL;
     struct vox_nn_fast *fast = NULL;
     struct vox_tensor in[VOX_NN_MAX_IN] = {{0}};
@@ -178,7 +145,7 @@ static void test_whole_nets(struct vox_ctx *ctx)
 static void run_fast(struct vox_ctx *ctx, struct vox_ctx *run_ctx, struct vox_tensor *out)
 {
     struct vox_net *net = shipped(ctx, "rsunet.net");
-    struct vox_nn_weights *w = weights(ctx, net, 3);
+    struct vox_nn_weights *w = random_weights(ctx, net, 3);
     struct vox_nn_fast *fast = NULL;
     const int64_t patch[3] = {2, 8, 16};
     CHECK_OK(vox_nn_fast_create(run_ctx, net, w, patch, &fast));
@@ -213,7 +180,7 @@ static void test_threads_bitwise(struct vox_ctx *ctx)
 static void test_errors_and_alloc_failures(struct vox_ctx *ctx)
 {
     struct vox_net *net = parse(ctx, layer_nets[3]);
-    struct vox_nn_weights *w = weights(ctx, net, 1);
+    struct vox_nn_weights *w = random_weights(ctx, net, 1);
     struct vox_nn_fast *fast = NULL;
     const int64_t patch[3] = {3, 5, 6};
     CHECK_OK(vox_nn_fast_create(ctx, net, w, patch, &fast));
@@ -313,7 +280,7 @@ static void test_sliding_equals_one_pass(struct vox_ctx *ctx)
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         struct vox_net *net = parse(ctx, cases[k].text);
-        struct vox_nn_weights *w = weights(ctx, net, 5);
+        struct vox_nn_weights *w = random_weights(ctx, net, 5);
         struct vox_tensor a = {0}, b = {0};
         slide(ctx, net, w, cases[k].vol, cases[k].vol, &a);
         slide(ctx, net, w, cases[k].vol, cases[k].patch, &b);

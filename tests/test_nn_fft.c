@@ -9,40 +9,8 @@
  * |fast - ref| / max(1, max |ref|).
  */
 #include "harness.h"
+#include "nn_test_nets.h"
 #include "vox/nn.h"
-
-static struct vox_net *parse(struct vox_ctx *ctx, const char *text)
-{
-    struct vox_net *net = NULL;
-    CHECK_OK(vox_net_parse(ctx, text, "t.net", &net));
-    return net;
-}
-
-/* Random weights, biases and batch-norm statistics. */
-static struct vox_nn_weights *weights(struct vox_ctx *ctx, const struct vox_net *net,
-                                      uint64_t seed)
-{
-    struct vox_nn_weights *w = NULL;
-    CHECK_OK(vox_nn_weights_create(ctx, net, &w));
-    if (!w)
-        return NULL;
-    vox_nn_weights_init(net, w, VOX_INIT_MSRA, seed);
-    for (int i = 0; i < net->n_layers; i++)
-        for (int p = VOX_P_BIAS; p < VOX_P_COUNT; p++) {
-            struct vox_tensor *t = &w->p[i][p];
-            for (int64_t e = 0; t->rank && e < vox_tensor_numel(t); e++) {
-                float r = (float)(vox_test_rand(&seed) % 1000) / 1000.0f;
-                ((float *)t->data)[e] = p == VOX_P_BN_VAR ? 0.5f + r : r - 0.5f;
-            }
-        }
-    return w;
-}
-
-static void fill(struct vox_tensor *t, uint64_t seed)
-{
-    for (int64_t e = 0; e < vox_tensor_numel(t); e++)
-        ((float *)t->data)[e] = (float)(vox_test_rand(&seed) % 2000) / 1000.0f - 0.5f;
-}
 
 /* Runs net (one input) with algo on run_ctx; copies output 0 into out. */
 static void run(struct vox_ctx *ctx, struct vox_ctx *run_ctx, const struct vox_net *net,
@@ -75,7 +43,7 @@ static void run(struct vox_ctx *ctx, struct vox_ctx *run_ctx, const struct vox_n
 static double compare(struct vox_ctx *ctx, const struct vox_net *net, const int64_t patch[3],
                       uint64_t seed)
 {
-    struct vox_nn_weights *w = weights(ctx, net, seed);
+    struct vox_nn_weights *w = random_weights(ctx, net, seed);
     struct vox_nn_plan *ref = NULL;
     struct vox_tensor in = {0}, got = {0};
     int64_t c = net->layers[vox_net_input(net, 0)].channels;
@@ -152,7 +120,7 @@ static void test_planner_choice(struct vox_ctx *ctx)
         return; /* no JIT: the nests are interpreted */
     for (size_t k = 0; k < sizeof table / sizeof table[0]; k++) {
         struct vox_net *net = parse(ctx, table[k].text);
-        struct vox_nn_weights *w = weights(ctx, net, 1);
+        struct vox_nn_weights *w = random_weights(ctx, net, 1);
         struct vox_nn_fast *fast = NULL;
         size_t est = 0;
         CHECK_OK(vox_nn_fast_create(ctx, net, w, table[k].patch, &fast));
@@ -175,7 +143,7 @@ static void test_threads_bitwise_and_alloc_failures(struct vox_ctx *ctx)
 {
     struct vox_net *net = parse(ctx, "input a channels=3\nconv c a -> 11 kernel=5 pad=same "
                                      "act=elu\nconv d c -> 5 kernel=7\noutput o d\n");
-    struct vox_nn_weights *w = weights(ctx, net, 2);
+    struct vox_nn_weights *w = random_weights(ctx, net, 2);
     const int64_t patch[3] = {9, 12, 14};
     struct vox_ctx *one;
     struct vox_ctx_options opt = {.threads = 1, .log_level = VOX_LOG_WARN};

@@ -50,13 +50,6 @@ static const struct pair pairs[] = {
      {3, 10, 12}},
 };
 
-static struct vox_net *parse(struct vox_ctx *ctx, const char *text)
-{
-    struct vox_net *net = NULL;
-    CHECK_OK(vox_net_parse(ctx, text, "t.net", &net));
-    return net;
-}
-
 /* Random weights and biases for a, copied by layer name into b's. */
 static void weights(struct vox_ctx *ctx, const struct vox_net *a, const struct vox_net *b,
                     uint64_t seed, struct vox_nn_weights **wa, struct vox_nn_weights **wb)
@@ -77,12 +70,6 @@ static void weights(struct vox_ctx *ctx, const struct vox_net *a, const struct v
             if ((*wb)->p[i][p].rank)
                 CHECK_OK(vox_tensor_copy(ctx, &(*wb)->p[i][p], &(*wa)->p[j][p]));
     }
-}
-
-static void fill(struct vox_tensor *t, uint64_t seed)
-{
-    for (int64_t e = 0; e < vox_tensor_numel(t); e++)
-        ((float *)t->data)[e] = (float)(vox_test_rand(&seed) % 2000) / 1000.0f - 0.5f;
 }
 
 /* max |a - b| / max(1, max |a|); 1e30 on a shape mismatch or NaN */
