@@ -47,6 +47,20 @@ a, s = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
 for p in ("weight", "bias"):
     assert np.allclose(a["conv1"][p][()], s["conv1"][p][()], rtol=0, atol=1e-20), p
 PY
+# a valid first net: its prediction is smaller than the raw (by 0,4,4) and is read centred
+cat > "$T/v.net" <<'NET'
+input raw channels=1
+conv conv1 raw -> 4 kernel=1x3x3 act=relu
+conv conv2 conv1 -> 1 kernel=1x3x3
+output prob conv2 act=sigmoid
+NET
+"$VOX" train --net "$T/v.net" --data "$T/d.h5:/raw,/labels" --target boundary --loss bce \
+    --patch 1,12,12 --iters 2 --out "$T/v.h5" --quiet || fail "train the valid net"
+"$VOX" infer --net "$T/v.net" --weights "$T/v.h5" --in "$T/d.h5:/raw" --out "$T/vp.h5:/prob" \
+    --quiet || fail "infer the valid net"
+"$VOX" train --net "$T/b.net" --data "$T/d.h5:/raw,/labels" --extra "$T/vp.h5:/prob" \
+    --target boundary --loss bce --iters 2 --out "$T/bv.h5" --quiet 2>"$T/err" ||
+    { cat "$T/err"; fail "train on a valid net's smaller prediction"; }
 # errors: --extra before any --data, a net whose inputs do not match the data
 set +e
 "$VOX" train --extra "$T/p.h5:/prob" --net "$T/b.net" --data "$T/d.h5:/raw,/labels" \

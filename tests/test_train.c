@@ -556,6 +556,82 @@ done:
     remove(file);
 }
 
+/* An extra input smaller than the raw by an even margin (a valid net's output) is read
+ * centred: with the extra equal to the raw on their common voxels, every sampled extra patch
+ * equals its raw patch under every flip; an odd margin and a patch that only fits the raw
+ * are clear errors. */
+static void test_sample_extra_centred(struct vox_ctx *ctx)
+{
+    const int64_t shape[3] = {7, 11, 13}, m[3] = {1, 2, 3};
+    const int64_t es[4] = {1, shape[0] - 2 * m[0], shape[1] - 2 * m[1], shape[2] - 2 * m[2]};
+    const int64_t odd[3] = {shape[0], shape[1] - 1, shape[2]};
+    struct vox_tensor raw = {0}, lab = {0}, ex = {0}, exo = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &raw, VOX_F32, 3, shape));
+    CHECK_OK(vox_tensor_alloc(ctx, &lab, VOX_U32, 3, shape));
+    CHECK_OK(vox_tensor_alloc(ctx, &ex, VOX_F32, 4, es));
+    CHECK_OK(vox_tensor_alloc(ctx, &exo, VOX_F32, 3, odd));
+    char file[512], rs[600], ls[600], xs[600], os[600];
+    tmp_path(file, sizeof file, "extra.h5");
+    snprintf(rs, sizeof rs, "%s:/raw", file);
+    snprintf(ls, sizeof ls, "%s:/labels", file);
+    snprintf(xs, sizeof xs, "%s:/pred", file);
+    snprintf(os, sizeof os, "%s:/odd", file);
+    if (!raw.data || !lab.data || !ex.data || !exo.data)
+        goto done;
+    for (int64_t e = 0; e < vox_tensor_numel(&raw); e++)
+        F(&raw)[e] = (float)e, ((uint32_t *)lab.data)[e] = 1;
+    for (int64_t z = 0; z < es[1]; z++)
+        for (int64_t y = 0; y < es[2]; y++)
+            for (int64_t x = 0; x < es[3]; x++)
+                F(&ex)[(z * es[2] + y) * es[3] + x] =
+                    (float)(((z + m[0]) * shape[1] + y + m[1]) * shape[2] + x + m[2]);
+    CHECK_OK(vox_volume_save(ctx, rs, &raw, NULL));
+    CHECK_OK(vox_volume_save(ctx, ls, &lab, NULL));
+    CHECK_OK(vox_volume_save(ctx, xs, &ex, NULL));
+    CHECK_OK(vox_volume_save(ctx, os, &exo, NULL));
+    struct vox_train_source src = {.raw = rs, .labels = ls, .extra = {xs}, .n_extra = 1};
+    struct vox_train_data *d = NULL;
+    CHECK_OK(vox_train_data_open(ctx, &src, 1, &d));
+    const int64_t in[3] = {3, 5, 5}, out[3] = {1, 3, 3}, off[3] = {1, 1, 1};
+    struct vox_augment aug = {.flips = true};
+    uint64_t rng = 3;
+    int64_t bad = 0, seen_edge = 0;
+    for (int k = 0; d && k < 64; k++) {
+        struct vox_tensor x[2] = {{0}}, l = {0}, ok = {0};
+        CHECK_OK(vox_train_data_sample(ctx, d, &rng, in, out, off, &aug, x, &l, &ok));
+        for (int64_t e = 0; x[1].data && e < vox_tensor_numel(&x[0]); e++) {
+            bad += F(&x[0])[e] != F(&x[1])[e];
+            int64_t v = (int64_t)F(&x[0])[e], z = v / (shape[1] * shape[2]);
+            seen_edge += z == m[0]; /* the extra's first plane is drawn too */
+        }
+        for (int i = 0; i < 2; i++)
+            vox_tensor_free(ctx, &x[i]);
+        vox_tensor_free(ctx, &l);
+        vox_tensor_free(ctx, &ok);
+    }
+    CHECK(bad == 0);
+    CHECK(seen_edge > 0);
+    if (d) {
+        struct vox_tensor x[2] = {{0}}, l = {0}, ok = {0};
+        const int64_t big[3] = {7, 5, 5}, bout[3] = {5, 3, 3};
+        CHECK(vox_train_data_sample(ctx, d, &rng, big, bout, off, NULL, x, &l, &ok) ==
+              VOX_INVALID_ARG);
+        CHECK_ERROR_HAS("extra inputs also cover is 5x7x7");
+    }
+    vox_train_data_close(d);
+    src.extra[0] = os;
+    d = NULL;
+    CHECK(vox_train_data_open(ctx, &src, 1, &d) == VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("even margin");
+    CHECK(d == NULL);
+done:
+    vox_tensor_free(ctx, &raw);
+    vox_tensor_free(ctx, &lab);
+    vox_tensor_free(ctx, &ex);
+    vox_tensor_free(ctx, &exo);
+    remove(file);
+}
+
 struct setup {
     struct vox_net *net;
     struct vox_train_data *data, *val;
@@ -850,6 +926,7 @@ done:
 
 VOX_TEST_MAIN(VOX_TEST(test_layer_grads), VOX_TEST(test_two_input_grads),
               VOX_TEST(test_weights_seed), VOX_TEST(test_loss_grads), VOX_TEST(test_targets),
-              VOX_TEST(test_sample_alignment), VOX_TEST(test_train_tiny),
+              VOX_TEST(test_sample_alignment),
+              VOX_TEST(test_sample_extra_centred), VOX_TEST(test_train_tiny),
               VOX_TEST(test_determinism), VOX_TEST(test_resume_and_corruption),
               VOX_TEST(test_errors))

@@ -20,6 +20,8 @@ struct train_vol {
     struct vox_volume *raw, *labels, *mask;
     struct vox_volume *extra[VOX_TRAIN_EXTRA_MAX];
     int64_t shape[3];
+    int64_t eoff[VOX_TRAIN_EXTRA_MAX][3]; /* raw voxel p is voxel p - eoff[k] of extra k */
+    int64_t lo[3], hi[3]; /* the raw box every input covers: patches are drawn inside it */
 };
 
 struct vox_train_data {
@@ -66,8 +68,9 @@ static bool is_label_dtype(enum vox_dtype t)
     return t == VOX_U8 || t == VOX_U16 || t == VOX_U32 || t == VOX_U64 || t == VOX_I32;
 }
 
-/* Opens an extra input: u8 or f32, (Z, Y, X) of the raw's shape or (1, Z, Y, X) (a 1-channel
- * `vox infer` output of a same-padded net). */
+/* Opens an extra input: u8 or f32, (Z, Y, X) or (1, Z, Y, X) (a 1-channel `vox infer`
+ * output). It may be smaller than the raw by an even margin per axis, centred on it: the
+ * output of a valid net is its input less the field of view minus one, centred (eoff). */
 static enum vox_status open_extra(struct vox_ctx *ctx, const struct vox_train_source *src,
                                   struct train_vol *v, int k)
 {
@@ -76,13 +79,25 @@ static enum vox_status open_extra(struct vox_ctx *ctx, const struct vox_train_so
         return s;
     const struct vox_volume_info *e = vox_volume_info(v->extra[k]);
     int c = e->rank == 4;
-    if ((e->rank != 3 && !(c && e->shape[0] == 1)) || (e->dtype != VOX_U8 && e->dtype != VOX_F32) ||
-        memcmp(e->shape + c, v->shape, sizeof v->shape) != 0)
+    bool fits = (e->rank == 3 || (c && e->shape[0] == 1)) &&
+                (e->dtype == VOX_U8 || e->dtype == VOX_F32);
+    for (int a = 0; a < 3 && fits; a++) {
+        int64_t m = v->shape[a] - e->shape[c + a];
+        fits = m >= 0 && m % 2 == 0;
+        v->eoff[k][a] = m / 2;
+        v->lo[a] = m / 2 > v->lo[a] ? m / 2 : v->lo[a];
+        v->hi[a] = m / 2 + e->shape[c + a] < v->hi[a] ? m / 2 + e->shape[c + a] : v->hi[a];
+    }
+    if (!fits)
         return vox_fail(ctx, VOX_INVALID_ARG,
-                        "extra input '%s' is %s of rank %d; expected uint8 or float32, (Z,Y,X) or "
-                        "(1,Z,Y,X), of the raw '%s' shape %lldx%lldx%lld",
-                        src->extra[k], vox_dtype_str(e->dtype), e->rank, src->raw,
-                        (long long)v->shape[0], (long long)v->shape[1], (long long)v->shape[2]);
+                        "extra input '%s' is %s of rank %d, spatial shape %lldx%lldx%lld; expected "
+                        "uint8 or float32, "
+                        "(Z,Y,X) or (1,Z,Y,X), of the raw '%s' shape %lldx%lldx%lld or smaller by "
+                        "an even margin per axis (centred)",
+                        src->extra[k], vox_dtype_str(e->dtype), e->rank,
+                        (long long)e->shape[e->rank - 3], (long long)e->shape[e->rank - 2],
+                        (long long)e->shape[e->rank - 1], src->raw, (long long)v->shape[0],
+                        (long long)v->shape[1], (long long)v->shape[2]);
     return VOX_OK;
 }
 
@@ -99,6 +114,7 @@ static enum vox_status open_one(struct vox_ctx *ctx, const struct vox_train_sour
                         "float32 (Z,Y,X)",
                         src->raw, vox_dtype_str(ri->dtype), ri->rank);
     memcpy(v->shape, ri->shape, sizeof v->shape);
+    memcpy(v->hi, ri->shape, sizeof v->hi);
     const char *what[2] = {src->labels, src->mask};
     struct vox_volume **vol[2] = {&v->labels, &v->mask};
     for (int k = 0; k < 2; k++) {
@@ -230,25 +246,27 @@ static enum vox_status read_labels(struct vox_ctx *ctx, struct train_vol *v, con
     return s;
 }
 
+/* The positions along axis a of a box of extent n inside volume v's drawing box. */
+static int64_t positions(const struct train_vol *v, int a, int64_t n)
+{
+    return v->hi[a] - v->lo[a] >= n ? v->hi[a] - v->lo[a] - n + 1 : 0;
+}
+
 /* Picks a volume (proportional to its positions of a box of source shape ss) and a
  * position; -1 when none fits. */
 static int pick(struct vox_train_data *d, uint64_t *rng, const int64_t ss[3], int64_t p[3])
 {
     double total = 0;
-    for (int i = 0; i < d->n; i++) {
-        double c = 1;
-        for (int k = 0; k < 3; k++)
-            c *= d->v[i].shape[k] >= ss[k] ? (double)(d->v[i].shape[k] - ss[k] + 1) : 0;
-        total += c;
-    }
+    for (int i = 0; i < d->n; i++)
+        total += (double)positions(&d->v[i], 0, ss[0]) * (double)positions(&d->v[i], 1, ss[1]) *
+                 (double)positions(&d->v[i], 2, ss[2]);
     if (total == 0)
         return -1;
     double u = vox_train_uniform(rng) * total;
     int pick = d->n - 1;
     for (int i = 0; i < d->n; i++) {
-        double c = 1;
-        for (int k = 0; k < 3; k++)
-            c *= d->v[i].shape[k] >= ss[k] ? (double)(d->v[i].shape[k] - ss[k] + 1) : 0;
+        double c = (double)positions(&d->v[i], 0, ss[0]) *
+                   (double)positions(&d->v[i], 1, ss[1]) * (double)positions(&d->v[i], 2, ss[2]);
         if (u < c) {
             pick = i;
             break;
@@ -256,7 +274,8 @@ static int pick(struct vox_train_data *d, uint64_t *rng, const int64_t ss[3], in
         u -= c;
     }
     for (int k = 0; k < 3; k++)
-        p[k] = (int64_t)(vox_train_rand(rng) % (uint64_t)(d->v[pick].shape[k] - ss[k] + 1));
+        p[k] = d->v[pick].lo[k] +
+               (int64_t)(vox_train_rand(rng) % (uint64_t)positions(&d->v[pick], k, ss[k]));
     return pick;
 }
 
@@ -315,7 +334,9 @@ static enum vox_status read_inputs(struct vox_ctx *ctx, struct vox_train_data *d
     int64_t ishape[5] = {1, 1, ss[0], xf & 8 ? ss[2] : ss[1], xf & 8 ? ss[1] : ss[2]};
     enum vox_status s = VOX_OK;
     for (int k = 0; k <= d->n_extra && s == VOX_OK; k++) {
-        s = read_raw(ctx, k ? v->extra[k - 1] : v->raw, p, ss, buf);
+        const int64_t *o = k ? v->eoff[k - 1] : (const int64_t[3]){0, 0, 0};
+        int64_t q[3] = {p[0] - o[0], p[1] - o[1], p[2] - o[2]};
+        s = read_raw(ctx, k ? v->extra[k - 1] : v->raw, q, ss, buf);
         if (s == VOX_OK)
             s = vox_tensor_alloc(ctx, &inputs[k], VOX_F32, 5, ishape);
         if (s == VOX_OK)
@@ -340,10 +361,13 @@ enum vox_status vox_train_data_sample(struct vox_ctx *ctx, struct vox_train_data
     if (vi < 0)
         return vox_fail(ctx, VOX_INVALID_ARG,
                         "the patch %lldx%lldx%lld is larger than every "
-                        "training volume (the first is %lldx%lldx%lld)",
+                        "training volume (the first is %lldx%lldx%lld; the part its extra inputs "
+                        "also cover is %lldx%lldx%lld)",
                         (long long)ss[0], (long long)ss[1], (long long)ss[2],
                         (long long)d->v[0].shape[0], (long long)d->v[0].shape[1],
-                        (long long)d->v[0].shape[2]);
+                        (long long)d->v[0].shape[2], (long long)(d->v[0].hi[0] - d->v[0].lo[0]),
+                        (long long)(d->v[0].hi[1] - d->v[0].lo[1]),
+                        (long long)(d->v[0].hi[2] - d->v[0].lo[2]));
     int64_t lo[3], n[3];
     int64_t lshape[3] = {out[0] + 2, out[1] + 2, out[2] + 2};
     label_box(xf, p, in, out, offset, lo, n);
