@@ -56,8 +56,9 @@ const struct vox_nn_kernels *vox_nn_kernels_ref(void);
 /* Fast kernels (src/nn/fast_train*.c): JIT loop nests (vox/loop.h) on the graph's NCDHW
  * tensors, vectorised along x: the forward conv as a direct convolution; backward-data as
  * the convolution of the zero-bordered output gradient with the flipped, transposed weights;
- * backward-weights as a nest with the weight dimensions as outputs and the spatial positions
- * reduced (in f32, lane partial sums along x). Kernels are compiled on first use for each
+ * backward-weights as a nest with the weight dimensions as outputs (vectors along the output
+ * channels, on a channels-last copy of the output gradient held a slab of z planes at a time)
+ * and the spatial positions reduced in f32, in order. Kernels are compiled on first use for each
  * shape and kept; they run on the context's pool, each output element reduced in a fixed
  * order by one thread, so the results are bitwise identical for any thread count, and within
  * f32 rounding of the reference. A kernel that cannot be compiled or a scratch buffer that
@@ -70,6 +71,9 @@ const struct vox_nn_kernels *vox_nn_train_fast_kernels(const struct vox_nn_train
 /* Calls that ran a compiled kernel, and calls that fell back to the reference. */
 void vox_nn_train_fast_counts(const struct vox_nn_train_fast *f, int64_t *fast_out,
                               int64_t *fallback_out);
+/* The backward-weights slab: at most `floats` of the output gradient's channels-last copy at a
+ * time (default 8 Mi; tests make it small to cover the slab tails). */
+void vox_nn_train_fast_set_slab(struct vox_nn_train_fast *f, int64_t floats);
 
 struct vox_nn_graph;
 

@@ -33,9 +33,10 @@ struct vox_nn_train_fast {
     struct vox_nn_kernels table;
     struct cached *cache;
     int n_cache, cap_cache;
-    float *scratch;
-    int64_t scratch_n;
+    float *scratch[3]; /* the bordered input; the backward-weights' gout^T and gw^T */
+    int64_t scratch_n[3];
     int64_t n_fast, n_fallback;
+    int64_t slab_floats; /* vox_nn_train_fast_set_slab */
 };
 
 static int64_t cdiv(int64_t a, int64_t b)
@@ -68,17 +69,17 @@ static const struct vox_kernel *kernel_for(struct vox_nn_train_fast *f, const st
     return k;
 }
 
-/* A scratch buffer of at least n floats (grown, never shrunk); NULL on failure. */
-static float *scratch(struct vox_nn_train_fast *f, int64_t n)
+/* Scratch buffer `slot` of at least n floats (grown, never shrunk); NULL on failure. */
+static float *scratch(struct vox_nn_train_fast *f, int slot, int64_t n)
 {
-    if (n > f->scratch_n) {
-        vox_free(f->ctx, f->scratch);
-        f->scratch_n = 0;
-        if (!(f->scratch = vox_alloc(f->ctx, (size_t)n * sizeof(float))))
+    if (n > f->scratch_n[slot]) {
+        vox_free(f->ctx, f->scratch[slot]);
+        f->scratch_n[slot] = 0;
+        if (!(f->scratch[slot] = vox_alloc(f->ctx, (size_t)n * sizeof(float))))
             return NULL;
-        f->scratch_n = n;
+        f->scratch_n[slot] = n;
     }
-    return f->scratch;
+    return f->scratch[slot];
 }
 
 /* dst (C, P) = src (C, S) shifted: dst[c, q] = src[c, q - lo] where inside src, else 0. */
@@ -214,7 +215,7 @@ static void fast_conv(void *self, struct vox_pool *pool, const struct vox_tensor
     conv_nest(f->ctx, &s, &n);
     post_ops(&n, vox_nest_dim_find(&n, "o"), bias != NULL, act);
     const struct vox_kernel *k = kernel_for(f, &n);
-    float *buf = bordered ? scratch(f, s.ci * vol3(s.p)) : NULL;
+    float *buf = bordered ? scratch(f, 0, s.ci * vol3(s.p)) : NULL;
     if (!k || (bordered && !buf)) {
         f->n_fallback++;
         vox_nn_ref_conv(pool, in, w, bias, dil, pad, act, out);
@@ -257,7 +258,7 @@ static void fast_conv_bd(void *self, struct vox_pool *pool, const struct vox_ten
     conv_nest(f->ctx, &s, &n);
     n.accumulate = true;
     const struct vox_kernel *k = kernel_for(f, &n);
-    float *buf = scratch(f, s.ci * vol3(s.p));
+    float *buf = scratch(f, 0, s.ci * vol3(s.p));
     if (!k || !buf) {
         f->n_fallback++;
         vox_nn_ref_conv_backward_data(pool, gout, w, dil, pad, gin);
@@ -302,24 +303,70 @@ static void bias_grad(struct vox_pool *pool, const struct vox_tensor *gout, stru
     vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, bias_channels, &j);
 }
 
-/* gw[o,i,a,b,c] += sum_{z,y,x} gout[o,z,y,x] in[i, z + a dz, ...]: outputs o i a b c, the
- * positions reduced innermost (x vectors with lane partial sums). */
-static void weights_nest(const struct conv_shape *s, struct vox_nest *n)
+/* Backward-weights in the shape of the forward conv's register tile: vectors along the output
+ * channels. gout is first transposed channels-last (goutT (Z, Y, X, W), W = the channels padded
+ * to L lanes), then gwT[i, a, b, c, o] = sum_{z,y,x} in[i, z + a dz, ...] * goutT[z, y, x, o]:
+ * per position one goutT vector per output block and one broadcast per x tap feed OT x CT
+ * FMAs (the earlier nest reduced each weight alone and was load-bound, 60 % of a step), and
+ * gwT is added into gw. The positions are the reduction, in loop order, slab of z planes after
+ * slab (fast_conv_bw): the same bits for any thread count. */
+static void weights_nest(struct vox_ctx *ctx, const struct conv_shape *s, int64_t L,
+                         struct vox_nest *n)
 {
     const int64_t *q = s->q, *p = s->p, *d = s->d, *k = s->k;
-    const int64_t taps = vol3(k);
+    const int64_t ob = cdiv(s->co, L), W = ob * L, taps = vol3(k);
+    const int64_t regs = vox_ctx_cpu(ctx)->isa == VOX_ISA_AVX512 ? 32 : 16;
     vox_nest_init(n);
-    int o = dim4(n, "o", s->co, s->ci * taps, vol3(q), 0);
-    int i = dim4(n, "i", s->ci, taps, 0, vol3(p));
-    int a = dim4(n, "a", k[0], k[1] * k[2], 0, d[0] * p[1] * p[2]);
-    int b = dim4(n, "b", k[1], k[2], 0, d[1] * p[2]);
-    int c = dim4(n, "c", k[2], 1, 0, d[2]);
-    int z = dim4(n, "z", q[0], 0, q[1] * q[2], p[1] * p[2]);
-    int y = dim4(n, "y", q[1], 0, q[2], p[2]);
-    int x = dim4(n, "x", q[2], 0, 1, 1);
-    const int64_t l[][2] = {{o, 1}, {i, 1}, {a, 1}, {b, 1}, {c, 1}, {z, 1}, {y, 1}, {x, 1}};
+    int i = dim4(n, "i", s->ci, taps * W, vol3(p), 0);
+    int a = dim4(n, "a", k[0], k[1] * k[2] * W, d[0] * p[1] * p[2], 0);
+    int b = dim4(n, "b", k[1], k[2] * W, d[1] * p[2], 0);
+    int c = dim4(n, "c", k[2], W, d[2], 0);
+    int o = dim4(n, "ob", ob, L, 0, L);
+    int bo = dim4(n, "bo", L, 1, 0, 1);
+    int z = dim4(n, "z", q[0], 0, p[1] * p[2], q[1] * q[2] * W);
+    int y = dim4(n, "y", q[1], 0, p[2], q[2] * W);
+    int x = dim4(n, "x", q[2], 0, 1, W);
+    int64_t ct = k[2] < regs / 4 ? k[2] : regs / 4, ot = (regs - 1) / (ct + 1);
+    ot = cdiv(ob, cdiv(ob, ot));
+    /* threads split loop 0: the input channels, or the z taps of a one-channel input */
+    int first = s->ci == 1 && k[0] > 1 ? a : i, second = first == i ? a : i;
+    const int64_t l[][2] = {{first, 1}, {second, 1}, {b, 1}, {o, ot}, {c, ct}, {z, 1},
+                            {y, 1},     {x, 1},      {o, 1}, {c, 1},  {bo, 1}};
     loops(n, l, (int)(sizeof l / sizeof l[0]));
-    n->accumulate = true;
+    n->accumulate = true; /* over the slabs of positions */
+}
+
+/* goutT (P, W) = gout (C, P) transposed, lanes C..W zero; planes of x rows over the pool. */
+struct transpose_job {
+    const float *src;
+    float *dst;
+    int64_t C, W, P, X;
+};
+
+static void transpose_rows(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)tid;
+    const struct transpose_job *j = arg;
+    for (int64_t r = lo[0]; r < hi[0]; r++) {
+        const int64_t p0 = r * j->X;
+        float *d = j->dst + p0 * j->W;
+        for (int64_t x = 0; x < j->X; x++)
+            memset(d + x * j->W + j->C, 0, (size_t)(j->W - j->C) * sizeof *d);
+        for (int64_t c = 0; c < j->C; c++) {
+            const float *sp = j->src + c * j->P + p0;
+            for (int64_t x = 0; x < j->X; x++)
+                d[x * j->W + c] = sp[x];
+        }
+    }
+}
+
+/* Planes of output positions per backward-weights slab: goutT is held one slab at a time
+ * (at most ~32 MB, not a whole transposed copy of gout). */
+static int64_t slab_planes(const struct vox_nn_train_fast *f, const struct conv_shape *s,
+                           int64_t W)
+{
+    int64_t per = s->q[1] * s->q[2] * W, n = f->slab_floats / (per > 0 ? per : 1);
+    return n < 1 ? 1 : n > s->q[0] ? s->q[0] : n;
 }
 
 static void fast_conv_bw(void *self, struct vox_pool *pool, const struct vox_tensor *in,
@@ -336,24 +383,45 @@ static void fast_conv_bw(void *self, struct vox_pool *pool, const struct vox_ten
         s.p[a] = s.q[a] + (s.k[a] - 1) * dil[a];
         bordered |= pad[a] != 0 || s.p[a] != in->shape[2 + a];
     }
-    struct vox_nest n;
-    weights_nest(&s, &n);
-    const struct vox_kernel *k = kernel_for(f, &n);
-    float *buf = bordered ? scratch(f, s.ci * vol3(s.p)) : NULL;
-    if (!k || (bordered && !buf)) {
+    const int64_t L = vox_ctx_cpu(f->ctx)->isa == VOX_ISA_AVX512 ? 16 : 8;
+    const int64_t W = cdiv(s.co, L) * L, taps = vol3(s.k), Q = vol3(s.q), plane = s.q[1] * s.q[2];
+    const int64_t S = slab_planes(f, &s, W), tail = s.q[0] % S;
+    const struct vox_kernel *k[2] = {NULL, NULL};
+    struct conv_shape sl = s;
+    for (int t = 0; t < (tail ? 2 : 1); t++) {
+        struct vox_nest n;
+        sl.q[0] = t ? tail : S;
+        weights_nest(f->ctx, &sl, L, &n);
+        k[t] = kernel_for(f, &n);
+    }
+    float *buf = bordered ? scratch(f, 0, s.ci * vol3(s.p)) : NULL;
+    float *gt = scratch(f, 1, S * plane * W), *wt = scratch(f, 2, s.ci * taps * W);
+    if (!k[0] || (tail && !k[1]) || (bordered && !buf) || !gt || !wt) {
         f->n_fallback++;
         vox_nn_ref_conv_backward_weights(pool, in, gout, dil, pad, gw, gb);
         return;
     }
     f->n_fast++;
-    const int64_t is = s.ci * vol3(in->shape + 2), os = s.co * vol3(s.q);
+    const int64_t is = s.ci * vol3(in->shape + 2);
+    float *g = gw->data;
     for (int64_t b = 0; b < in->shape[0]; b++) {
         const float *src = (const float *)in->data + b * is;
         if (bordered) {
             border_copy(pool, buf, s.p, src, in->shape + 2, pad, s.ci);
             src = buf;
         }
-        vox_kernel_run(k, gw->data, (const float *)gout->data + b * os, src, NULL);
+        memset(wt, 0, (size_t)(s.ci * taps * W) * sizeof *wt);
+        for (int64_t z0 = 0; z0 < s.q[0]; z0 += S) {
+            const int64_t nz = z0 + S <= s.q[0] ? S : tail;
+            struct transpose_job tj = {(const float *)gout->data + b * s.co * Q + z0 * plane, gt,
+                                       s.co, W, Q, s.q[2]};
+            const int64_t rows[3] = {nz * s.q[1], 1, 1}, tile[3] = {1, 1, 1};
+            vox_pool_for(pool, rows, tile, VOX_SCHED_STATIC, transpose_rows, &tj);
+            vox_kernel_run(k[nz != S], wt, src + z0 * s.p[1] * s.p[2], gt, NULL);
+        }
+        for (int64_t o = 0; o < s.co; o++)
+            for (int64_t e = 0; e < s.ci * taps; e++)
+                g[o * s.ci * taps + e] += wt[e * W + o];
     }
     if (gb)
         bias_grad(pool, gout, gb);
@@ -474,6 +542,7 @@ enum vox_status vox_nn_train_fast_create(struct vox_ctx *ctx, struct vox_nn_trai
     if (!f)
         return VOX_OUT_OF_MEMORY;
     f->ctx = ctx;
+    f->slab_floats = INT64_C(8) << 20;
     f->table = (struct vox_nn_kernels){f,           fast_conv,      fast_conv_bd,  fast_conv_bw,
                                        fast_deconv, fast_deconv_bd, fast_deconv_bw};
     *f_out = f;
@@ -487,8 +556,14 @@ void vox_nn_train_fast_destroy(struct vox_nn_train_fast *f)
     for (int i = 0; i < f->n_cache; i++)
         vox_kernel_destroy(f->cache[i].k);
     vox_free(f->ctx, f->cache);
-    vox_free(f->ctx, f->scratch);
+    for (int i = 0; i < 3; i++)
+        vox_free(f->ctx, f->scratch[i]);
     vox_free(f->ctx, f);
+}
+
+void vox_nn_train_fast_set_slab(struct vox_nn_train_fast *f, int64_t floats)
+{
+    f->slab_floats = floats > 0 ? floats : 1;
 }
 
 const struct vox_nn_kernels *vox_nn_train_fast_kernels(const struct vox_nn_train_fast *f)
