@@ -5,6 +5,7 @@
  * checkpoints, and clear errors on bad input.
  */
 #include "harness.h"
+#include "nn/internal.h"
 #include "vox/io.h"
 #include "vox/metrics.h"
 #include "vox/seg.h"
@@ -556,6 +557,69 @@ done:
     remove(file);
 }
 
+/* The training graph's plane passes equal their reference twins bitwise, ties included
+ * (values from a small set: the first maximum in scan order takes the gradient): the
+ * max-filter's adjoint (one argmax per output, scattered), max-pooling and its adjoint (on a
+ * plane whose extents are not multiples of the window), and the relu slope. */
+static void test_plane_ops(struct vox_ctx *ctx)
+{
+    static const struct {
+        int64_t in[5], w[3], d[3];
+    } cases[] = {{{1, 2, 5, 7, 9}, {2, 2, 2}, {1, 1, 1}},
+                 {{2, 1, 6, 9, 8}, {2, 3, 2}, {2, 1, 3}},
+                 {{1, 3, 1, 6, 11}, {1, 2, 3}, {1, 2, 1}}};
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const int64_t *is = cases[k].in, *w = cases[k].w, *d = cases[k].d;
+        int64_t os[5] = {is[0], is[1], 0, 0, 0}, ps[5] = {1, 1, 0, 0, 0};
+        int64_t pin[5] = {1, 1, is[2], is[3], is[4]};
+        for (int a = 0; a < 3; a++)
+            os[2 + a] = is[2 + a] - (w[a] - 1) * d[a], ps[2 + a] = is[2 + a] / w[a];
+        struct vox_tensor in = {0}, go = {0}, g1 = {0}, g2 = {0}, p1 = {0}, p2 = {0};
+        CHECK_OK(vox_tensor_alloc(ctx, &in, VOX_F32, 5, is));
+        CHECK_OK(vox_tensor_alloc(ctx, &go, VOX_F32, 5, os));
+        CHECK_OK(vox_tensor_alloc(ctx, &g1, VOX_F32, 5, is));
+        CHECK_OK(vox_tensor_alloc(ctx, &g2, VOX_F32, 5, is));
+        CHECK_OK(vox_tensor_alloc(ctx, &p1, VOX_F32, 5, ps));
+        CHECK_OK(vox_tensor_alloc(ctx, &p2, VOX_F32, 5, ps));
+        double *acc = vox_alloc(ctx, (size_t)vox_tensor_numel(&in) * sizeof *acc);
+        if (!in.data || !go.data || !g1.data || !g2.data || !p1.data || !p2.data || !acc)
+            goto next;
+        uint64_t st = 7 + k;
+        for (int64_t e = 0; e < vox_tensor_numel(&in); e++) {
+            F(&in)[e] = (float)(vox_train_rand(&st) % 4) - 1.5f;
+            F(&g1)[e] = F(&g2)[e] = (float)vox_train_uniform(&st) - 0.5f;
+        }
+        for (int64_t e = 0; e < vox_tensor_numel(&go); e++)
+            F(&go)[e] = (float)(vox_train_uniform(&st) - 0.5) * 3.1f;
+        vox_nn_ref_maxfilter_backward(&in, &go, w, d, &g1);
+        vox_nn_maxfilter_backward_scatter(&in, &go, w, d, acc, &g2);
+        CHECK(memcmp(g1.data, g2.data, vox_tensor_nbytes(&g1)) == 0);
+        /* max-pooling on the first plane; its adjoint with the pooled values as gout */
+        struct vox_tensor pl = in, gl1 = g1, gl2 = g2;
+        memcpy(pl.shape, pin, sizeof pin);
+        memcpy(gl1.shape, pin, sizeof pin);
+        memcpy(gl2.shape, pin, sizeof pin);
+        vox_nn_ref_maxpool(&pl, w, &p1);
+        vox_nn_plane_maxpool(&pl, w, &p2);
+        CHECK(memcmp(p1.data, p2.data, vox_tensor_nbytes(&p1)) == 0);
+        vox_nn_ref_maxpool_backward(&pl, &p1, w, &gl1);
+        vox_nn_plane_maxpool_backward(&pl, &p1, w, &gl2);
+        CHECK(memcmp(g1.data, g2.data, vox_tensor_nbytes(&g1)) == 0);
+        /* relu slope: y = the input (signed values and zeros), gy = g1 */
+        vox_nn_ref_act_backward(&in, &g1, VOX_ACT_RELU, &g2);
+        for (int64_t e = 0; e < vox_tensor_numel(&in); e++)
+            CHECK(F(&g2)[e] == (F(&in)[e] > 0 ? F(&g1)[e] : 0.0f));
+    next:
+        vox_free(ctx, acc);
+        vox_tensor_free(ctx, &in);
+        vox_tensor_free(ctx, &go);
+        vox_tensor_free(ctx, &g1);
+        vox_tensor_free(ctx, &g2);
+        vox_tensor_free(ctx, &p1);
+        vox_tensor_free(ctx, &p2);
+    }
+}
+
 /* An extra input smaller than the raw by an even margin (a valid net's output) is read
  * centred: with the extra equal to the raw on their common voxels, every sampled extra patch
  * equals its raw patch under every flip; an odd margin and a patch that only fits the raw
@@ -927,6 +991,7 @@ done:
 VOX_TEST_MAIN(VOX_TEST(test_layer_grads), VOX_TEST(test_two_input_grads),
               VOX_TEST(test_weights_seed), VOX_TEST(test_loss_grads), VOX_TEST(test_targets),
               VOX_TEST(test_sample_alignment),
-              VOX_TEST(test_sample_extra_centred), VOX_TEST(test_train_tiny),
+              VOX_TEST(test_sample_extra_centred), VOX_TEST(test_plane_ops),
+              VOX_TEST(test_train_tiny),
               VOX_TEST(test_determinism), VOX_TEST(test_resume_and_corruption),
               VOX_TEST(test_errors))

@@ -27,6 +27,9 @@ struct vox_nn_graph {
     struct vox_tensor *xhat;       /* per layer: bn=yes convs' normalised values, else empty */
     double **stats;                /* per layer: bn=yes convs' mean[C] then var[C], else NULL */
     bool eval;                     /* batch norm with the running statistics */
+    double *mf_acc;                /* max-filter backward: one input plane per thread */
+    int64_t mf_plane;
+    int mf_threads;
 };
 
 /* The reference layers behind the kernel table's leading `self`. */
@@ -98,6 +101,7 @@ void vox_nn_graph_destroy(struct vox_nn_graph *g)
     }
     vox_tensor_free(g->ctx, &g->scratch);
     vox_free(g->ctx, g->xhat);
+    vox_free(g->ctx, g->mf_acc);
     vox_free(g->ctx, g->stats);
     vox_free(g->ctx, g->val);
     vox_free(g->ctx, g->grad);
@@ -169,6 +173,16 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
     }
     if ((s = vox_tensor_alloc(ctx, &g->scratch, VOX_F32, 5, big)) != VOX_OK)
         goto fail;
+    for (int i = 0; i < net->n_layers; i++)
+        if (net->layers[i].kind == VOX_NN_MAXFILTER) {
+            const int64_t *d = g->dims[net->layers[i].in[0]].shape;
+            g->mf_plane = d[1] * d[2] * d[3] > g->mf_plane ? d[1] * d[2] * d[3] : g->mf_plane;
+        }
+    g->mf_threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
+    s = VOX_OUT_OF_MEMORY;
+    if (g->mf_plane &&
+        !(g->mf_acc = vox_alloc(ctx, (size_t)(g->mf_threads * g->mf_plane) * sizeof(double))))
+        goto fail;
     *g_out = g;
     return VOX_OK;
 fail:
@@ -205,17 +219,25 @@ static void crop_lo(const struct vox_nn_graph *g, int i, int64_t lo[3])
     vox_nn_crop_lo(l, g->dims[l->in[0]].shape + 1, g->dims[i].shape + 1, lo);
 }
 
-/* The per-channel layers (max-pooling and its adjoint, an activation's slope) run over the
- * pool one (batch, channel) plane at a time: the planes are disjoint, so the results do not
- * depend on the thread count. */
-enum chan_op { CHAN_MAXPOOL, CHAN_MAXPOOL_BACKWARD, CHAN_ACT_BACKWARD };
+/* The per-channel layers (max-pooling, max-filtering and their adjoints, an activation's
+ * slope) run over the pool one (batch, channel) plane at a time: the planes are disjoint, so
+ * the results do not depend on the thread count. */
+enum chan_op {
+    CHAN_MAXPOOL,
+    CHAN_MAXPOOL_BACKWARD,
+    CHAN_MAXFILTER,
+    CHAN_MAXFILTER_BACKWARD,
+    CHAN_ACT_BACKWARD
+};
 
 struct chan_job {
     enum chan_op op;
     const struct vox_tensor *a, *b;
     struct vox_tensor *out;
-    const int64_t *window;
+    const int64_t *window, *dilation;
     enum vox_nn_act act;
+    double *acc; /* max-filter backward: acc_n doubles per thread */
+    int64_t acc_n;
 };
 
 /* The (n, c) plane nc of a dense (N, C, Z, Y, X) tensor, as a (1, 1, Z, Y, X) view. */
@@ -231,18 +253,29 @@ static struct vox_tensor chan_view(const struct vox_tensor *t, int64_t nc)
 
 static void chan_planes(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
-    (void)tid;
     const struct chan_job *j = arg;
     for (int64_t nc = lo[0]; nc < hi[0]; nc++) {
         struct vox_tensor a = chan_view(j->a, nc), out = chan_view(j->out, nc), b;
         if (j->b)
             b = chan_view(j->b, nc);
-        if (j->op == CHAN_MAXPOOL)
-            vox_nn_ref_maxpool(&a, j->window, &out);
-        else if (j->op == CHAN_MAXPOOL_BACKWARD)
-            vox_nn_ref_maxpool_backward(&a, &b, j->window, &out);
-        else
+        switch (j->op) {
+        case CHAN_MAXPOOL:
+            vox_nn_plane_maxpool(&a, j->window, &out);
+            break;
+        case CHAN_MAXPOOL_BACKWARD:
+            vox_nn_plane_maxpool_backward(&a, &b, j->window, &out);
+            break;
+        case CHAN_MAXFILTER:
+            vox_nn_ref_maxfilter(&a, j->window, j->dilation, &out);
+            break;
+        case CHAN_MAXFILTER_BACKWARD:
+            vox_nn_maxfilter_backward_scatter(&a, &b, j->window, j->dilation,
+                                              j->acc + tid * j->acc_n, &out);
+            break;
+        default:
             vox_nn_ref_act_backward(&a, &b, j->act, &out);
+            break;
+        }
     }
 }
 
@@ -290,10 +323,12 @@ static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w
         g->k.deconv(g->k.self, pool, in, &w->p[i][VOX_P_WEIGHT], b, l->act, out);
         break;
     case VOX_NN_POOL:
-        chan_run(pool, &(struct chan_job){CHAN_MAXPOOL, in, NULL, out, l->kernel, 0});
+        chan_run(pool, &(struct chan_job){.op = CHAN_MAXPOOL, .a = in, .out = out,
+                                          .window = l->kernel});
         break;
     case VOX_NN_MAXFILTER:
-        vox_nn_ref_maxfilter(in, l->kernel, l->dilation, out);
+        chan_run(pool, &(struct chan_job){.op = CHAN_MAXFILTER, .a = in, .out = out,
+                                          .window = l->kernel, .dilation = l->dilation});
         break;
     default: /* upsample, crop, add, concat, act, output */
         vox_nn_ref_plain(l, ins, out);
@@ -340,7 +375,8 @@ static struct vox_tensor *pre_act_grad(struct vox_nn_graph *g, int i, struct vox
     if (act == VOX_ACT_SOFTMAX)
         vox_nn_ref_act_backward(&g->val[i], t, act, s);
     else
-        chan_run(pool, &(struct chan_job){CHAN_ACT_BACKWARD, &g->val[i], t, s, NULL, act});
+        chan_run(pool, &(struct chan_job){.op = CHAN_ACT_BACKWARD, .a = &g->val[i], .b = t,
+                                          .out = s, .act = act});
     return s;
 }
 
@@ -372,10 +408,15 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
         g->k.deconv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], gin);
         break;
     case VOX_NN_POOL:
-        chan_run(pool, &(struct chan_job){CHAN_MAXPOOL_BACKWARD, in, gout, gin, l->kernel, 0});
+        chan_run(pool, &(struct chan_job){.op = CHAN_MAXPOOL_BACKWARD, .a = in, .b = gout,
+                                          .out = gin, .window = l->kernel});
         break;
     case VOX_NN_MAXFILTER:
-        vox_nn_ref_maxfilter_backward(in, gout, l->kernel, l->dilation, gin);
+        /* a pool wider than the scratch (threads raised after create) runs serially */
+        chan_run(vox_pool_threads(pool) <= g->mf_threads ? pool : NULL,
+                 &(struct chan_job){.op = CHAN_MAXFILTER_BACKWARD, .a = in, .b = gout, .out = gin,
+                                    .window = l->kernel, .dilation = l->dilation,
+                                    .acc = g->mf_acc, .acc_n = g->mf_plane});
         break;
     case VOX_NN_UPSAMPLE:
         vox_nn_ref_upsample_backward(gout, l->kernel, gin);

@@ -34,6 +34,17 @@ static inline void vox_nn_crop_lo(const struct vox_nn_layer *l, const int64_t in
         lo[a] = l->crop_to < 0 ? l->margin[a] : (in[a] - out[a]) / 2;
 }
 
+/* The training graph's plane passes (train_ops.c), bitwise equal to their reference twins
+ * (vox_nn_ref_maxpool, vox_nn_ref_maxpool_backward, vox_nn_ref_maxfilter_backward): in, out,
+ * gout and gin are (N, C, Z, Y, X); the max-pooling ones take one plane (N = C = 1); acc is
+ * scratch of one double per element of gin. */
+void vox_nn_plane_maxpool(const struct vox_tensor *in, const int64_t w[3], struct vox_tensor *out);
+void vox_nn_plane_maxpool_backward(const struct vox_tensor *in, const struct vox_tensor *gout,
+                                   const int64_t w[3], struct vox_tensor *gin);
+void vox_nn_maxfilter_backward_scatter(const struct vox_tensor *in, const struct vox_tensor *gout,
+                                       const int64_t w[3], const int64_t dil[3], double *acc,
+                                       struct vox_tensor *gin);
+
 /* The layers that the reference forward pass (forward.c) and the training graph (graph.c)
  * run alike: upsample, crop, add, concat, act, output; other kinds do nothing. */
 void vox_nn_ref_plain(const struct vox_nn_layer *l, const struct vox_tensor *const *ins,

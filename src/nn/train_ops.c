@@ -1,0 +1,95 @@
+/*
+ * train_ops.c: the training graph's passes over one channel plane (Z, Y, X) at a time (graph.c
+ * runs the planes over the pool): max-pooling and its adjoint, and the max-filter's adjoint.
+ *
+ * Key idea: the reference layers (ref_ops.c, ref_backward_ops.c) compute a 5-D index per tap
+ * and, for the max-filter's adjoint, one window argmax per (input, tap); here each window is a
+ * pointer walk and the max-filter's adjoint takes one argmax per output and scatters. Every
+ * function makes the same comparisons and the same sums in the same order as its reference
+ * twin, so the results are bitwise equal (tests/test_train.c checks it).
+ */
+#include "internal.h"
+
+#include <float.h>
+#include <string.h>
+
+/* The offset (from p) of the first maximum in scan order of the window with taps at
+ * p + a*st[0] + b*st[1] + d*st[2]; 0 when no value exceeds -FLT_MAX (the reference keeps the
+ * window's origin then too). */
+static inline int64_t argmax_at(const float *p, const int64_t st[3], const int64_t w[3])
+{
+    float m = -FLT_MAX;
+    int64_t at = 0;
+    for (int64_t a = 0; a < w[0]; a++)
+        for (int64_t b = 0; b < w[1]; b++)
+            for (int64_t d = 0; d < w[2]; d++) {
+                int64_t off = a * st[0] + b * st[1] + d * st[2];
+                if (p[off] > m)
+                    m = p[off], at = off;
+            }
+    return at;
+}
+
+void vox_nn_plane_maxpool(const struct vox_tensor *in, const int64_t w[3], struct vox_tensor *out)
+{
+    const int64_t *is = in->shape + 2, *os = out->shape + 2;
+    const int64_t st[3] = {is[1] * is[2], is[2], 1};
+    const float *ip = in->data;
+    float *op = out->data;
+    for (int64_t z = 0; z < os[0]; z++)
+        for (int64_t y = 0; y < os[1]; y++)
+            for (int64_t x = 0; x < os[2]; x++) {
+                const float *p = ip + z * w[0] * st[0] + y * w[1] * st[1] + x * w[2];
+                float m = -FLT_MAX;
+                for (int64_t a = 0; a < w[0]; a++)
+                    for (int64_t b = 0; b < w[1]; b++)
+                        for (int64_t d = 0; d < w[2]; d++) {
+                            float v = p[a * st[0] + b * st[1] + d];
+                            m = v > m ? v : m;
+                        }
+                op[(z * os[1] + y) * os[2] + x] = m;
+            }
+}
+
+void vox_nn_plane_maxpool_backward(const struct vox_tensor *in, const struct vox_tensor *gout,
+                                   const int64_t w[3], struct vox_tensor *gin)
+{
+    const int64_t *is = in->shape + 2, *os = gout->shape + 2;
+    const int64_t st[3] = {is[1] * is[2], is[2], 1};
+    const float *ip = in->data, *gp = gout->data;
+    float *g = gin->data;
+    for (int64_t z = 0; z < os[0]; z++)
+        for (int64_t y = 0; y < os[1]; y++)
+            for (int64_t x = 0; x < os[2]; x++) {
+                int64_t o = z * w[0] * st[0] + y * w[1] * st[1] + x * w[2];
+                int64_t e = o + argmax_at(ip + o, st, w);
+                g[e] = (float)((double)g[e] + gp[(z * os[1] + y) * os[2] + x]);
+            }
+}
+
+/* The taps t of input p come from the outputs q = p - t*d, so q descending in C order is t
+ * ascending in scan order for every p: scattering acc[argmax(q)] += gout[q] over q from the
+ * last adds each input's terms in the reference's order. */
+void vox_nn_maxfilter_backward_scatter(const struct vox_tensor *in, const struct vox_tensor *gout,
+                                       const int64_t w[3], const int64_t dil[3], double *acc,
+                                       struct vox_tensor *gin)
+{
+    const int64_t *is = in->shape + 2, *os = gout->shape + 2;
+    const int64_t planes = gout->shape[0] * gout->shape[1], ivol = is[0] * is[1] * is[2];
+    const int64_t st[3] = {dil[0] * is[1] * is[2], dil[1] * is[2], dil[2]};
+    memset(acc, 0, (size_t)(planes * ivol) * sizeof *acc);
+    for (int64_t pl = planes - 1; pl >= 0; pl--) {
+        const float *ip = (const float *)in->data + pl * ivol;
+        const float *gp = (const float *)gout->data + pl * os[0] * os[1] * os[2];
+        double *ap = acc + pl * ivol;
+        for (int64_t z = os[0] - 1; z >= 0; z--)
+            for (int64_t y = os[1] - 1; y >= 0; y--)
+                for (int64_t x = os[2] - 1; x >= 0; x--) {
+                    int64_t o = (z * is[1] + y) * is[2] + x;
+                    ap[o + argmax_at(ip + o, st, w)] += gp[(z * os[1] + y) * os[2] + x];
+                }
+    }
+    float *g = gin->data;
+    for (int64_t e = 0; e < planes * ivol; e++)
+        g[e] = (float)(g[e] + acc[e]);
+}
