@@ -138,6 +138,8 @@ static enum vox_status tnet_make(struct vox_ctx *ctx, struct vox_net *net, const
         return s;
     vox_nn_weights_init(net, n->w, VOX_INIT_MSRA, 1);
     s = vox_nn_graph_create(ctx, net, patch, vox_nn_train_fast_kernels(n->fast), &n->g);
+    if (s == VOX_OK)
+        vox_nn_graph_set_input_grads(n->g, false); /* as vox_trainer (and torch's inputs) */
     return s == VOX_OK ? make_data(ctx, n) : s;
 }
 

@@ -253,6 +253,24 @@ static void two_input_check(struct vox_ctx *ctx, const char *spec, const int64_t
     if (bad)
         fprintf(stderr, "  net:\n%s", spec);
     CHECK(bad == 0);
+    /* without input gradients (as training runs): the parameters get the same bits */
+    struct vox_nn_weights *gw2 = NULL;
+    CHECK_OK(vox_nn_weights_create(ctx, net, &gw2));
+    if (gw2) {
+        vox_nn_graph_set_input_grads(g, false);
+        objective(ctx, g, net, w, in, r);
+        vox_nn_graph_zero_grad(g);
+        memcpy(vox_nn_graph_grad(g, vox_net_output(net, 0))->data, r, vox_tensor_nbytes(o));
+        vox_nn_graph_backward(ctx, g, w, gw2);
+        for (int i = 0; i < net->n_layers; i++)
+            for (int k = 0; k < 2; k++)
+                if (gw->p[i][k].rank)
+                    bad += memcmp(gw->p[i][k].data, gw2->p[i][k].data,
+                                  vox_tensor_nbytes(&gw->p[i][k])) != 0;
+        CHECK(bad == 0);
+        vox_nn_graph_set_input_grads(g, true);
+    }
+    vox_nn_weights_destroy(gw2);
 done:
     vox_free(ctx, r);
     for (int k = 0; k < 2; k++) {

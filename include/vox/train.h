@@ -97,6 +97,10 @@ enum vox_status vox_nn_graph_forward(struct vox_ctx *ctx, struct vox_nn_graph *g
  * instead of the batch's (training mode, the default). The backward pass needs a
  * training-mode forward. */
 void vox_nn_graph_set_eval(struct vox_nn_graph *g, bool eval);
+/* Whether the backward pass computes the gradients of the net's inputs (default: yes).
+ * Training needs none: without them a conv or deconv reading an input skips its
+ * backward-data convolution, and the inputs' gradient tensors are left unspecified. */
+void vox_nn_graph_set_input_grads(struct vox_nn_graph *g, bool on);
 /* Folds the batch statistics of the last training-mode forward into w's bn_mean/bn_var
  * (vox_nn_bn_running_update: momentum 0.1, unbiased variance), as PyTorch does on every
  * training-mode forward. */

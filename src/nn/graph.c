@@ -27,6 +27,7 @@ struct vox_nn_graph {
     struct vox_tensor *xhat;       /* per layer: bn=yes convs' normalised values, else empty */
     double **stats;                /* per layer: bn=yes convs' mean[C] then var[C], else NULL */
     bool eval;                     /* batch norm with the running statistics */
+    bool no_input_grads;           /* vox_nn_graph_set_input_grads(g, false) */
     double *mf_acc;                /* max-filter backward: one input plane per thread */
     int64_t mf_plane;
     int mf_threads;
@@ -380,6 +381,12 @@ static struct vox_tensor *pre_act_grad(struct vox_nn_graph *g, int i, struct vox
     return s;
 }
 
+/* Whether layer j's gradient is needed: not for a net input when input gradients are off. */
+static bool wants_grad(const struct vox_nn_graph *g, int j)
+{
+    return !g->no_input_grads || g->net->layers[j].kind != VOX_NN_INPUT;
+}
+
 static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w,
                            struct vox_nn_weights *gw, int i, struct vox_pool *pool)
 {
@@ -400,12 +407,15 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
                                    &gw->p[i][VOX_P_BN_WEIGHT], &gw->p[i][VOX_P_BN_BIAS]);
         g->k.conv_backward_weights(g->k.self, pool, in, gout, l->dilation, v,
                                    &gw->p[i][VOX_P_WEIGHT], gb);
-        g->k.conv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], l->dilation, v, gin);
+        if (wants_grad(g, l->in[0]))
+            g->k.conv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], l->dilation, v,
+                                    gin);
         break;
     case VOX_NN_DECONV:
         gout = pre_act_grad(g, i, pool);
         g->k.deconv_backward_weights(g->k.self, pool, in, gout, &gw->p[i][VOX_P_WEIGHT], gb);
-        g->k.deconv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], gin);
+        if (wants_grad(g, l->in[0]))
+            g->k.deconv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], gin);
         break;
     case VOX_NN_POOL:
         chan_run(pool, &(struct chan_job){.op = CHAN_MAXPOOL_BACKWARD, .a = in, .b = gout,
@@ -451,6 +461,11 @@ void vox_nn_graph_backward(struct vox_ctx *ctx, struct vox_nn_graph *g,
 void vox_nn_graph_set_eval(struct vox_nn_graph *g, bool eval)
 {
     g->eval = eval;
+}
+
+void vox_nn_graph_set_input_grads(struct vox_nn_graph *g, bool on)
+{
+    g->no_input_grads = !on;
 }
 
 void vox_nn_graph_bn_update(const struct vox_nn_graph *g, struct vox_nn_weights *w)

@@ -92,6 +92,8 @@ static enum vox_status plan_shapes(struct vox_ctx *ctx, struct vox_trainer *tr)
 {
     const int64_t *p = tr->o.patch;
     enum vox_status s = vox_nn_graph_create(ctx, tr->net, p, tr->o.kernels, &tr->g);
+    if (s == VOX_OK)
+        vox_nn_graph_set_input_grads(tr->g, false);
     if (s == VOX_INVALID_ARG)
         vox_ctx_error_prefix(ctx,
                              "patch %lldx%lldx%lld is too small for the net's field of view "
