@@ -625,8 +625,10 @@ static void test_plane_ops(struct vox_ctx *ctx)
         CHECK(memcmp(g1.data, g2.data, vox_tensor_nbytes(&g1)) == 0);
         /* relu slope: y = the input (signed values and zeros), gy = g1 */
         vox_nn_ref_act_backward(&in, &g1, VOX_ACT_RELU, &g2);
-        for (int64_t e = 0; e < vox_tensor_numel(&in); e++)
-            CHECK(F(&g2)[e] == (F(&in)[e] > 0 ? F(&g1)[e] : 0.0f));
+        for (int64_t e = 0; e < vox_tensor_numel(&in); e++) {
+            float want = (float)(F(&g1)[e] * (F(&in)[e] > 0 ? 1.0 : 0.0)); /* signed zeros */
+            CHECK(memcmp(&F(&g2)[e], &want, sizeof want) == 0);
+        }
     next:
         vox_free(ctx, acc);
         vox_tensor_free(ctx, &in);

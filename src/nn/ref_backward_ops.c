@@ -16,6 +16,7 @@
 #include "internal.h"
 
 #include <float.h>
+#include <string.h>
 
 /* Calls body(n, c, z, y, x) over t's index space. */
 #define FOR_ALL(t, ...)                                                                            \
@@ -69,7 +70,27 @@ static void softmax_backward(const struct vox_tensor *y, const struct vox_tensor
         }
 }
 
-/* One loop per activation (act_slope inlined with a constant act), so gcc vectorises it. */
+/* xp = yp > 0 ? gp : gp * 0, four lanes at a time (gcc does not vectorise the scalar loop at
+ * -O2: xp may alias gp). */
+typedef float relu_v4 __attribute__((vector_size(16)));
+typedef int32_t relu_m4 __attribute__((vector_size(16)));
+
+static void relu_backward(const float *yp, const float *gp, float *xp, int64_t n)
+{
+    int64_t e = 0;
+    for (; e + 4 <= n; e += 4) {
+        relu_v4 y, g;
+        memcpy(&y, yp + e, sizeof y);
+        memcpy(&g, gp + e, sizeof g);
+        relu_m4 m = y > (relu_v4){0, 0, 0, 0};
+        relu_v4 r = (relu_v4)(((relu_m4)g & m) | ((relu_m4)(g * 0.0f) & ~m));
+        memcpy(xp + e, &r, sizeof r);
+    }
+    for (; e < n; e++)
+        xp[e] = yp[e] > 0 ? gp[e] : gp[e] * 0.0f;
+}
+
+/* One loop per activation (act_slope inlined with a constant act). */
 #define ACT_LOOP(A)                                                                                \
     for (int64_t e = 0; e < n; e++)                                                                \
         xp[e] = (float)(gp[e] * act_slope(A, yp[e]))
@@ -84,8 +105,7 @@ void vox_nn_ref_act_backward(const struct vox_tensor *y, const struct vox_tensor
     const int64_t n = vox_tensor_numel(gx);
     switch (act) {
     case VOX_ACT_RELU: /* g * 1 or g * 0 (a signed zero) in float: the same bits as in double */
-        for (int64_t e = 0; e < n; e++)
-            xp[e] = yp[e] > 0 ? gp[e] : gp[e] * 0.0f;
+        relu_backward(yp, gp, xp, n);
         break;
     case VOX_ACT_ELU:
         ACT_LOOP(VOX_ACT_ELU);
