@@ -617,11 +617,15 @@ static void test_plane_ops(struct vox_ctx *ctx)
         memcpy(pl.shape, pin, sizeof pin);
         memcpy(gl1.shape, pin, sizeof pin);
         memcpy(gl2.shape, pin, sizeof pin);
+        uint8_t *arg = vox_alloc(ctx, (size_t)vox_tensor_numel(&p1));
+        if (!arg)
+            goto next;
         vox_nn_ref_maxpool(&pl, w, &p1);
-        vox_nn_plane_maxpool(&pl, w, &p2);
+        vox_nn_plane_maxpool(&pl, w, &p2, arg);
         CHECK(memcmp(p1.data, p2.data, vox_tensor_nbytes(&p1)) == 0);
         vox_nn_ref_maxpool_backward(&pl, &p1, w, &gl1);
-        vox_nn_plane_maxpool_backward(&pl, &p1, w, &gl2);
+        vox_nn_plane_maxpool_backward(&p1, w, arg, &gl2);
+        vox_free(ctx, arg);
         CHECK(memcmp(g1.data, g2.data, vox_tensor_nbytes(&g1)) == 0);
         /* relu slope: y = the input (signed values and zeros), gy = g1 */
         vox_nn_ref_act_backward(&in, &g1, VOX_ACT_RELU, &g2);

@@ -28,6 +28,7 @@ struct vox_nn_graph {
     double **stats;                /* per layer: bn=yes convs' mean[C] then var[C], else NULL */
     bool eval;                     /* batch norm with the running statistics */
     bool no_input_grads;           /* vox_nn_graph_set_input_grads(g, false) */
+    uint8_t **pool_arg;            /* per layer: max-pooling's argmax taps (vox_nn_plane_maxpool) */
     double *mf_acc;                /* max-filter backward: one input plane per thread */
     int64_t mf_plane;
     int mf_threads;
@@ -103,6 +104,9 @@ void vox_nn_graph_destroy(struct vox_nn_graph *g)
     vox_tensor_free(g->ctx, &g->scratch);
     vox_free(g->ctx, g->xhat);
     vox_free(g->ctx, g->mf_acc);
+    for (int i = 0; g->pool_arg && i < g->net->n_layers; i++)
+        vox_free(g->ctx, g->pool_arg[i]);
+    vox_free(g->ctx, g->pool_arg);
     vox_free(g->ctx, g->stats);
     vox_free(g->ctx, g->val);
     vox_free(g->ctx, g->grad);
@@ -179,6 +183,16 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
             const int64_t *d = g->dims[net->layers[i].in[0]].shape;
             g->mf_plane = d[1] * d[2] * d[3] > g->mf_plane ? d[1] * d[2] * d[3] : g->mf_plane;
         }
+    if (!(g->pool_arg = vox_calloc(ctx, n, sizeof *g->pool_arg)))
+        goto fail;
+    for (int i = 0; i < net->n_layers; i++) {
+        const struct vox_nn_layer *l = &net->layers[i];
+        const int64_t *d = g->dims[i].shape;
+        if (l->kind == VOX_NN_POOL &&
+            l->kernel[0] * l->kernel[1] * l->kernel[2] <= VOX_NN_POOL_TAPS &&
+            !(g->pool_arg[i] = vox_alloc(ctx, (size_t)(d[0] * d[1] * d[2] * d[3]))))
+            goto fail;
+    }
     g->mf_threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
     s = VOX_OUT_OF_MEMORY;
     if (g->mf_plane &&
@@ -239,6 +253,7 @@ struct chan_job {
     enum vox_nn_act act;
     double *acc; /* max-filter backward: acc_n doubles per thread */
     int64_t acc_n;
+    uint8_t *arg; /* max-pooling: the argmax taps of the output, or NULL (reference twins) */
 };
 
 /* The (n, c) plane nc of a dense (N, C, Z, Y, X) tensor, as a (1, 1, Z, Y, X) view. */
@@ -260,11 +275,18 @@ static void chan_planes(void *arg, const int64_t lo[3], const int64_t hi[3], int
         if (j->b)
             b = chan_view(j->b, nc);
         switch (j->op) {
-        case CHAN_MAXPOOL:
-            vox_nn_plane_maxpool(&a, j->window, &out);
+        case CHAN_MAXPOOL: /* out: the pooled plane */
+            if (j->arg)
+                vox_nn_plane_maxpool(&a, j->window, &out, j->arg + nc * vox_tensor_numel(&out));
+            else
+                vox_nn_ref_maxpool(&a, j->window, &out);
             break;
-        case CHAN_MAXPOOL_BACKWARD:
-            vox_nn_plane_maxpool_backward(&a, &b, j->window, &out);
+        case CHAN_MAXPOOL_BACKWARD: /* b: the pooled plane's gradient */
+            if (j->arg)
+                vox_nn_plane_maxpool_backward(&b, j->window, j->arg + nc * vox_tensor_numel(&b),
+                                              &out);
+            else
+                vox_nn_ref_maxpool_backward(&a, &b, j->window, &out);
             break;
         case CHAN_MAXFILTER:
             vox_nn_ref_maxfilter(&a, j->window, j->dilation, &out);
@@ -325,7 +347,7 @@ static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w
         break;
     case VOX_NN_POOL:
         chan_run(pool, &(struct chan_job){.op = CHAN_MAXPOOL, .a = in, .out = out,
-                                          .window = l->kernel});
+                                          .window = l->kernel, .arg = g->pool_arg[i]});
         break;
     case VOX_NN_MAXFILTER:
         chan_run(pool, &(struct chan_job){.op = CHAN_MAXFILTER, .a = in, .out = out,
@@ -419,7 +441,8 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
         break;
     case VOX_NN_POOL:
         chan_run(pool, &(struct chan_job){.op = CHAN_MAXPOOL_BACKWARD, .a = in, .b = gout,
-                                          .out = gin, .window = l->kernel});
+                                          .out = gin, .window = l->kernel,
+                                          .arg = g->pool_arg[i]});
         break;
     case VOX_NN_MAXFILTER:
         /* a pool wider than the scratch (threads raised after create) runs serially */

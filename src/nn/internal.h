@@ -38,9 +38,13 @@ static inline void vox_nn_crop_lo(const struct vox_nn_layer *l, const int64_t in
  * (vox_nn_ref_maxpool, vox_nn_ref_maxpool_backward, vox_nn_ref_maxfilter_backward): in, out,
  * gout and gin are (N, C, Z, Y, X); the max-pooling ones take one plane (N = C = 1); acc is
  * scratch of one double per element of gin. */
-void vox_nn_plane_maxpool(const struct vox_tensor *in, const int64_t w[3], struct vox_tensor *out);
-void vox_nn_plane_maxpool_backward(const struct vox_tensor *in, const struct vox_tensor *gout,
-                                   const int64_t w[3], struct vox_tensor *gin);
+/* Max-pooling windows of at most this many taps keep their argmax (arg: one tap number per
+ * output, scan order) for the adjoint; larger ones use the reference twins. */
+#define VOX_NN_POOL_TAPS 255
+void vox_nn_plane_maxpool(const struct vox_tensor *in, const int64_t w[3], struct vox_tensor *out,
+                          uint8_t *arg);
+void vox_nn_plane_maxpool_backward(const struct vox_tensor *gout, const int64_t w[3],
+                                   const uint8_t *arg, struct vox_tensor *gin);
 void vox_nn_maxfilter_backward_scatter(const struct vox_tensor *in, const struct vox_tensor *gout,
                                        const int64_t w[3], const int64_t dil[3], double *acc,
                                        struct vox_tensor *gin);

@@ -6,7 +6,9 @@
  * and, for the max-filter's adjoint, one window argmax per (input, tap); here each window is a
  * pointer walk and the max-filter's adjoint takes one argmax per output and scatters. Every
  * function makes the same comparisons and the same sums in the same order as its reference
- * twin, so the results are bitwise equal (tests/test_train.c checks it).
+ * twin, so the results are bitwise equal (tests/test_train.c checks it). Max-pooling keeps
+ * each window's argmax (a tap number, one byte per output) for its adjoint, which then reads
+ * no input.
  */
 #include "internal.h"
 
@@ -30,41 +32,59 @@ static inline int64_t argmax_at(const float *p, const int64_t st[3], const int64
     return at;
 }
 
-void vox_nn_plane_maxpool(const struct vox_tensor *in, const int64_t w[3], struct vox_tensor *out)
+/* The offsets of a window's taps in scan order; their count (at most VOX_NN_POOL_TAPS). */
+static int tap_offsets(const int64_t w[3], const int64_t st[3], int64_t off[VOX_NN_POOL_TAPS])
+{
+    int t = 0;
+    for (int64_t a = 0; a < w[0]; a++)
+        for (int64_t b = 0; b < w[1]; b++)
+            for (int64_t d = 0; d < w[2]; d++)
+                off[t++] = a * st[0] + b * st[1] + d * st[2];
+    return t;
+}
+
+void vox_nn_plane_maxpool(const struct vox_tensor *in, const int64_t w[3], struct vox_tensor *out,
+                          uint8_t *arg)
 {
     const int64_t *is = in->shape + 2, *os = out->shape + 2;
     const int64_t st[3] = {is[1] * is[2], is[2], 1};
+    int64_t off[VOX_NN_POOL_TAPS];
+    const int taps = tap_offsets(w, st, off);
     const float *ip = in->data;
     float *op = out->data;
     for (int64_t z = 0; z < os[0]; z++)
-        for (int64_t y = 0; y < os[1]; y++)
+        for (int64_t y = 0; y < os[1]; y++) {
+            const int64_t row = (z * os[1] + y) * os[2];
             for (int64_t x = 0; x < os[2]; x++) {
                 const float *p = ip + z * w[0] * st[0] + y * w[1] * st[1] + x * w[2];
                 float m = -FLT_MAX;
-                for (int64_t a = 0; a < w[0]; a++)
-                    for (int64_t b = 0; b < w[1]; b++)
-                        for (int64_t d = 0; d < w[2]; d++) {
-                            float v = p[a * st[0] + b * st[1] + d];
-                            m = v > m ? v : m;
-                        }
-                op[(z * os[1] + y) * os[2] + x] = m;
+                int at = 0;
+                for (int t = 0; t < taps; t++)
+                    if (p[off[t]] > m)
+                        m = p[off[t]], at = t;
+                op[row + x] = m;
+                arg[row + x] = (uint8_t)at;
             }
+        }
 }
 
-void vox_nn_plane_maxpool_backward(const struct vox_tensor *in, const struct vox_tensor *gout,
-                                   const int64_t w[3], struct vox_tensor *gin)
+void vox_nn_plane_maxpool_backward(const struct vox_tensor *gout, const int64_t w[3],
+                                   const uint8_t *arg, struct vox_tensor *gin)
 {
-    const int64_t *is = in->shape + 2, *os = gout->shape + 2;
+    const int64_t *is = gin->shape + 2, *os = gout->shape + 2;
     const int64_t st[3] = {is[1] * is[2], is[2], 1};
-    const float *ip = in->data, *gp = gout->data;
+    int64_t off[VOX_NN_POOL_TAPS];
+    tap_offsets(w, st, off);
+    const float *gp = gout->data;
     float *g = gin->data;
     for (int64_t z = 0; z < os[0]; z++)
-        for (int64_t y = 0; y < os[1]; y++)
+        for (int64_t y = 0; y < os[1]; y++) {
+            const int64_t row = (z * os[1] + y) * os[2];
             for (int64_t x = 0; x < os[2]; x++) {
-                int64_t o = z * w[0] * st[0] + y * w[1] * st[1] + x * w[2];
-                int64_t e = o + argmax_at(ip + o, st, w);
-                g[e] = (float)((double)g[e] + gp[(z * os[1] + y) * os[2] + x]);
+                int64_t e = z * w[0] * st[0] + y * w[1] * st[1] + x * w[2] + off[arg[row + x]];
+                g[e] = (float)((double)g[e] + gp[row + x]);
             }
+        }
 }
 
 /* The taps t of input p come from the outputs q = p - t*d, so q descending in C order is t
