@@ -10,6 +10,11 @@
  */
 #include "codegen.h"
 
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 #include <string.h>
 
 struct vox_kernel {
@@ -99,6 +104,33 @@ static enum vox_status pick_isa(struct vox_ctx *ctx, const struct vox_kernel_opt
     return VOX_OK;
 }
 
+/* With VOX_PERF_MAP set, names the kernel's code for `perf report` (which reads
+ * /tmp/perf-PID.map): one appended line "START SIZE vox:NEST". A write of one short line with
+ * O_APPEND is atomic, so threads compiling at once need no lock. Failures are ignored. */
+static void perf_map_add(struct vox_ctx *ctx, const struct vox_nest *nest,
+                         const struct vox_jit_code *code)
+{
+    if (!getenv("VOX_PERF_MAP") || !code->entry)
+        return;
+    char *text = NULL, path[64], line[512];
+    if (vox_nest_to_string(ctx, nest, &text) != VOX_OK) {
+        vox_ctx_clear_error(ctx);
+        return;
+    }
+    snprintf(path, sizeof path, "/tmp/perf-%ld.map", (long)getpid());
+    int n = snprintf(line, sizeof line, "%lx %zx vox:%.400s\n", (unsigned long)code->entry,
+                     code->size, text);
+    vox_free(ctx, text);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd < 0)
+        return;
+    if (n > (int)sizeof line - 1)
+        n = (int)sizeof line - 1, line[n - 1] = '\n';
+    ssize_t w = write(fd, line, (size_t)n);
+    (void)w;
+    close(fd);
+}
+
 enum vox_status vox_nest_compile(struct vox_ctx *ctx, const struct vox_nest *nest,
                                  const struct vox_kernel_options *opts,
                                  struct vox_kernel **kernel_out)
@@ -145,6 +177,8 @@ enum vox_status vox_nest_compile(struct vox_ctx *ctx, const struct vox_nest *nes
         info->bytes = vox_nest_bytes(nest);
     }
     info->compile_ms = (vox_time_now() - t0) * 1e3;
+    if (info->jit)
+        perf_map_add(ctx, nest, &k->cg.code);
     *kernel_out = k;
     return VOX_OK;
 }
