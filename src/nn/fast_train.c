@@ -33,8 +33,8 @@ struct vox_nn_train_fast {
     struct vox_nn_kernels table;
     struct cached *cache;
     int n_cache, cap_cache;
-    float *scratch[3]; /* the bordered input; the backward-weights' gout^T and gw^T */
-    int64_t scratch_n[3];
+    float *scratch[4]; /* the bordered input; backward-weights' gout^T, gw^T; deconv's T */
+    int64_t scratch_n[4];
     int64_t n_fast, n_fallback;
     int64_t slab_floats; /* vox_nn_train_fast_set_slab */
 };
@@ -466,31 +466,66 @@ static void order(struct vox_nest *n, const char *const *names, int count)
         vox_nest_loop_add(n, vox_nest_dim_find(n, names[k]), 1);
 }
 
+/* Depth-to-space after the deconv's 1x1x1 conv: out[o, z KZ + a, y KY + b, x KX + c] =
+ * T[o taps + t, z, y, x] + bias[o] with t = (a KY + b) KX + c; rows (o, z) over the pool. */
+struct shuffle_job {
+    const float *t, *bias;
+    float *out;
+    int64_t s[3], k[3];
+};
+
+static void shuffle_rows(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)tid;
+    const struct shuffle_job *j = arg;
+    const int64_t *s = j->s, *k = j->k, taps = vol3(k);
+    const int64_t oy = s[1] * k[1], ox = s[2] * k[2];
+    for (int64_t r = lo[0]; r < hi[0]; r++) {
+        const int64_t o = r / s[0], z = r % s[0];
+        const float b = j->bias ? j->bias[o] : 0.0f;
+        for (int64_t t = 0; t < taps; t++) {
+            const int64_t a = t / (k[1] * k[2]), bb = t / k[2] % k[1], c = t % k[2];
+            const float *src = j->t + ((o * taps + t) * s[0] + z) * s[1] * s[2];
+            float *dst = j->out + ((o * s[0] * k[0] + z * k[0] + a) * oy + bb) * ox + c;
+            for (int64_t y = 0; y < s[1]; y++)
+                for (int64_t x = 0; x < s[2]; x++)
+                    dst[y * k[1] * ox + x * k[2]] = src[y * s[2] + x] + b;
+        }
+    }
+}
+
+/* A deconv with stride = kernel is a 1x1x1 conv to O * taps channels (the conv nest: vectors
+ * along x, a register tile over channels) followed by depth-to-space; the nest written over
+ * the interleaved output had C stride KX along x and ran scalar (half of an RSUNet step). */
 static void fast_deconv(void *self, struct vox_pool *pool, const struct vox_tensor *in,
                         const struct vox_tensor *w, const struct vox_tensor *bias,
                         enum vox_nn_act act, struct vox_tensor *out)
 {
     struct vox_nn_train_fast *f = self;
-    const int64_t I = in->shape[1], O = out->shape[1];
+    const int64_t I = in->shape[1], O = out->shape[1], taps = vol3(w->shape + 2);
+    struct conv_shape s = {.co = O * taps, .ci = I, .bo = 1, .bi = O * taps};
+    for (int a = 0; a < 3; a++)
+        s.q[a] = s.p[a] = in->shape[2 + a], s.k[a] = s.d[a] = 1;
     struct vox_nest n;
-    const int t[3] = {VOX_NEST_A, VOX_NEST_C, VOX_NEST_B};
-    deconv_dims(&n, in->shape + 2, w->shape + 2, I, O, t);
-    static const char *const ord[] = {"o", "z", "a", "y", "b", "c", "i", "x"};
-    order(&n, ord, 8);
-    post_ops(&n, vox_nest_dim_find(&n, "o"), bias != NULL, act);
+    conv_nest(f->ctx, &s, &n);
     const struct vox_kernel *k = kernel_for(f, &n);
-    if (!k) {
+    float *t = scratch(f, 3, s.co * vol3(s.q));
+    if (!k || !t) {
         f->n_fallback++;
         vox_nn_ref_deconv(pool, in, w, bias, act, out);
         return;
     }
     f->n_fast++;
     const int64_t is = I * vol3(in->shape + 2), os = O * vol3(out->shape + 2);
-    const float *extra[1] = {bias ? bias->data : NULL};
-    for (int64_t b = 0; b < in->shape[0]; b++)
-        vox_kernel_run(k, (float *)out->data + b * os, (const float *)in->data + b * is, w->data,
-                       extra);
-    if (act == VOX_ACT_SOFTMAX)
+    for (int64_t b = 0; b < in->shape[0]; b++) {
+        vox_kernel_run(k, t, (const float *)in->data + b * is, w->data, NULL);
+        struct shuffle_job j = {t, bias ? bias->data : NULL, (float *)out->data + b * os,
+                                {s.q[0], s.q[1], s.q[2]},
+                                {w->shape[2], w->shape[3], w->shape[4]}};
+        const int64_t rows[3] = {O * s.q[0], 1, 1}, tile[3] = {1, 1, 1};
+        vox_pool_for(pool, rows, tile, VOX_SCHED_STATIC, shuffle_rows, &j);
+    }
+    if (act != VOX_ACT_LINEAR)
         vox_nn_ref_act(out, act, out);
 }
 
@@ -566,7 +601,7 @@ void vox_nn_train_fast_destroy(struct vox_nn_train_fast *f)
     for (int i = 0; i < f->n_cache; i++)
         vox_kernel_destroy(f->cache[i].k);
     vox_free(f->ctx, f->cache);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         vox_free(f->ctx, f->scratch[i]);
     vox_free(f->ctx, f);
 }
