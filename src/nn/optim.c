@@ -76,7 +76,8 @@ void vox_optim_step(const struct vox_optim_params *p, int64_t t, struct vox_nn_w
                 continue;
             float *wp = w->p[i][k].data, *mp = m->p[i][k].data, *vp = v->p[i][k].data;
             const float *gp = g->p[i][k].data;
-            for (int64_t e = 0; e < vox_tensor_numel(&w->p[i][k]); e++) {
+            const int64_t n = vox_tensor_numel(&w->p[i][k]);
+            for (int64_t e = 0; e < n; e++) {
                 double gd = (double)gp[e] + p->weight_decay * wp[e];
                 if (p->kind == VOX_OPTIM_SGD) {
                     double md = p->momentum * mp[e] + gd;

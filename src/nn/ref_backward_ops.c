@@ -223,9 +223,10 @@ void vox_nn_ref_crop_backward(const struct vox_tensor *gout, const int64_t lo[3]
 void vox_nn_ref_add_backward(const struct vox_tensor *gout, struct vox_tensor *const *gin, int n)
 {
     const float *gp = gout->data;
+    const int64_t m = vox_tensor_numel(gout);
     for (int k = 0; k < n; k++) {
         float *ip = gin[k]->data;
-        for (int64_t e = 0; e < vox_tensor_numel(gout); e++)
+        for (int64_t e = 0; e < m; e++)
             ip[e] = (float)((double)ip[e] + gp[e]);
     }
 }

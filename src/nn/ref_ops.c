@@ -113,7 +113,8 @@ void vox_nn_ref_add(const struct vox_tensor *const *in, int n_in, enum vox_nn_ac
                     struct vox_tensor *out)
 {
     float *op = out->data;
-    for (int64_t e = 0; e < vox_tensor_numel(out); e++) {
+    const int64_t n = vox_tensor_numel(out);
+    for (int64_t e = 0; e < n; e++) {
         double acc = 0;
         for (int k = 0; k < n_in; k++)
             acc += ((const float *)in[k]->data)[e];
@@ -163,7 +164,8 @@ void vox_nn_ref_act(const struct vox_tensor *in, enum vox_nn_act act, struct vox
     float *op = out->data;
     if (act == VOX_ACT_LINEAR && ip == op)
         return;
-    for (int64_t e = 0; e < vox_tensor_numel(out); e++)
+    const int64_t n = vox_tensor_numel(out);
+    for (int64_t e = 0; e < n; e++)
         op[e] = (float)vox_nn_act_apply(act, ip[e]);
 }
 
