@@ -2,16 +2,16 @@
  * fast_train.c: the training graph's convolution kernels (struct vox_nn_kernels) as JIT loop
  * nests (vox/loop.h) on the graph's plain (N, C, Z, Y, X) tensors.
  *
- * Each kernel is one nest per batch item, vectorised along x (unit stride in every tensor):
- *   conv        out[o,p] = act(b[o] + sum_{i,t} w[o,i,t] in[i, p + t*d])  (direct convolution;
- *               same padding: the input copied into a zero-bordered buffer first)
+ * Each kernel is one nest per batch item:
+ *   conv        out[o,p] = act(b[o] + sum_{i,t} w[o,i,t] in[i, p + t*d])  (direct convolution,
+ *               vectorised along x; same padding: the input copied into a zero-bordered buffer)
  *   backward    gin[i,p] += sum_{o,t'} w[o,i,K-1-t'] gpad[o, p + t'*d]: the "full" convolution
  *   data        of the zero-bordered output gradient gpad[q] = gout[q - (K-1)d + pad] with the
  *               flipped, transposed weights (B read with negative strides: no copy)
- *   backward    gw[o,i,t] += sum_p gout[o,p] in[i, p + t*d]: the weight dimensions are the
- *   weights     nest's outputs and the positions its reduction (lane partial sums along x)
- *   deconv      (stride = kernel) the output's stride along z is KZ times its stride along
- *               the tap a; its adjoints read gout with the same strides.
+ *   backward    gw[o,i,t] += sum_p gout[o,p] in[i, p + t*d], vectorised along the output
+ *   weights     channels o on a channels-last copy of gout, a slab of z planes at a time
+ *   deconv      (stride = kernel) a 1x1x1 conv to O * taps channels, then depth-to-space; its
+ *               adjoints are the 1x1x1 conv's on space-to-depth(gout).
  * Register tiles follow src/loop/conv.c's NCDHW schedule (x vectors times output channels).
  * The JIT splits work over an outer loop that indexes C, so each element is reduced by one
  * thread in the loop order: the same bits for any thread count (ZNN 7.1 item 9). Kernels are
@@ -379,6 +379,38 @@ static int64_t slab_planes(const struct vox_nn_train_fast *f, const struct conv_
     return n < 1 ? 1 : n > s->q[0] ? s->q[0] : n;
 }
 
+/* wt (ci * taps, W) = the backward-weights of one batch item (s: its shape; src: the input,
+ * bordered when the conv pads; gout: (co, Q)), zeroed first; false when a kernel or scratch
+ * buffer is missing (the caller falls back to the reference). */
+static bool bw_item(struct vox_nn_train_fast *f, struct vox_pool *pool, const struct conv_shape *s,
+                    const float *src, const float *gout, float **wt_out)
+{
+    const int64_t L = vox_ctx_cpu(f->ctx)->isa == VOX_ISA_AVX512 ? 16 : 8;
+    const int64_t W = cdiv(s->co, L) * L, taps = vol3(s->k), Q = vol3(s->q);
+    const int64_t plane = s->q[1] * s->q[2], S = slab_planes(f, s, W), tail = s->q[0] % S;
+    const struct vox_kernel *k[2] = {NULL, NULL};
+    struct conv_shape sl = *s;
+    for (int t = 0; t < (tail ? 2 : 1); t++) {
+        struct vox_nest n;
+        sl.q[0] = t ? tail : S;
+        weights_nest(f->ctx, &sl, L, &n);
+        k[t] = kernel_for(f, &n);
+    }
+    float *gt = scratch(f, 1, S * plane * W), *wt = scratch(f, 2, s->ci * taps * W);
+    if (!k[0] || (tail && !k[1]) || !gt || !wt)
+        return false;
+    memset(wt, 0, (size_t)(s->ci * taps * W) * sizeof *wt);
+    for (int64_t z0 = 0; z0 < s->q[0]; z0 += S) {
+        const int64_t nz = z0 + S <= s->q[0] ? S : tail;
+        struct transpose_job tj = {gout + z0 * plane, gt, s->co, W, Q, s->q[2]};
+        const int64_t rows[3] = {nz * s->q[1], 1, 1}, tile[3] = {1, 1, 1};
+        vox_pool_for(pool, rows, tile, VOX_SCHED_STATIC, transpose_rows, &tj);
+        vox_kernel_run(k[nz != S], wt, src + z0 * s->p[1] * s->p[2], gt, NULL);
+    }
+    *wt_out = wt;
+    return true;
+}
+
 static void fast_conv_bw(void *self, struct vox_pool *pool, const struct vox_tensor *in,
                          const struct vox_tensor *gout, const int64_t dil[3], const int64_t pad[3],
                          struct vox_tensor *gw, struct vox_tensor *gb)
@@ -394,84 +426,39 @@ static void fast_conv_bw(void *self, struct vox_pool *pool, const struct vox_ten
         bordered |= pad[a] != 0 || s.p[a] != in->shape[2 + a];
     }
     const int64_t L = vox_ctx_cpu(f->ctx)->isa == VOX_ISA_AVX512 ? 16 : 8;
-    const int64_t W = cdiv(s.co, L) * L, taps = vol3(s.k), Q = vol3(s.q), plane = s.q[1] * s.q[2];
-    const int64_t S = slab_planes(f, &s, W), tail = s.q[0] % S;
-    const struct vox_kernel *k[2] = {NULL, NULL};
-    struct conv_shape sl = s;
-    for (int t = 0; t < (tail ? 2 : 1); t++) {
-        struct vox_nest n;
-        sl.q[0] = t ? tail : S;
-        weights_nest(f->ctx, &sl, L, &n);
-        k[t] = kernel_for(f, &n);
-    }
-    float *buf = bordered ? scratch(f, 0, s.ci * vol3(s.p)) : NULL;
-    float *gt = scratch(f, 1, S * plane * W), *wt = scratch(f, 2, s.ci * taps * W);
-    if (!k[0] || (tail && !k[1]) || (bordered && !buf) || !gt || !wt) {
-        f->n_fallback++;
-        vox_nn_ref_conv_backward_weights(pool, in, gout, dil, pad, gw, gb);
-        return;
-    }
-    f->n_fast++;
-    const int64_t is = s.ci * vol3(in->shape + 2);
-    float *g = gw->data;
+    const int64_t W = cdiv(s.co, L) * L, taps = vol3(s.k);
+    const int64_t is = s.ci * vol3(in->shape + 2), os = s.co * vol3(s.q);
+    float *buf = bordered ? scratch(f, 0, s.ci * vol3(s.p)) : NULL, *wt = NULL, *g = gw->data;
     for (int64_t b = 0; b < in->shape[0]; b++) {
         const float *src = (const float *)in->data + b * is;
-        if (bordered) {
+        if (bordered && buf) {
             border_copy(pool, buf, s.p, src, in->shape + 2, pad, s.ci);
             src = buf;
         }
-        memset(wt, 0, (size_t)(s.ci * taps * W) * sizeof *wt);
-        for (int64_t z0 = 0; z0 < s.q[0]; z0 += S) {
-            const int64_t nz = z0 + S <= s.q[0] ? S : tail;
-            struct transpose_job tj = {(const float *)gout->data + b * s.co * Q + z0 * plane, gt,
-                                       s.co, W, Q, s.q[2]};
-            const int64_t rows[3] = {nz * s.q[1], 1, 1}, tile[3] = {1, 1, 1};
-            vox_pool_for(pool, rows, tile, VOX_SCHED_STATIC, transpose_rows, &tj);
-            vox_kernel_run(k[nz != S], wt, src + z0 * s.p[1] * s.p[2], gt, NULL);
+        if ((bordered && !buf) || !bw_item(f, pool, &s, src, (const float *)gout->data + b * os,
+                                           &wt)) {
+            /* only the first item can fail: the kernels and buffers are kept after it */
+            f->n_fallback++;
+            vox_nn_ref_conv_backward_weights(pool, in, gout, dil, pad, gw, gb);
+            return;
         }
         for (int64_t o = 0; o < s.co; o++)
             for (int64_t e = 0; e < s.ci * taps; e++)
                 g[o * s.ci * taps + e] += wt[e * W + o];
     }
+    f->n_fast++;
     if (gb)
         bias_grad(pool, gout, gb);
 }
 
-/* The deconv's dimensions: in (I, Z, Y, X), out (O, Z KZ, Y KY, X KX), w (I, O, KZ, KY, KX).
- * The role of each tensor in the nest (C, A, B) is given by the caller through `t`: t[0] the
- * tensor index of in, t[1] of out, t[2] of w. */
-static void deconv_dims(struct vox_nest *n, const int64_t s[3], const int64_t k[3], int64_t I,
-                        int64_t O, const int t[3])
-{
-    const int64_t oy = s[1] * k[1], ox = s[2] * k[2], ov = s[0] * k[0] * oy * ox;
-    const int64_t taps = vol3(k), iv = vol3(s);
-    vox_nest_init(n);
-    const char *name[] = {"o", "i", "z", "y", "x", "a", "b", "c"};
-    const int64_t size[] = {O, I, s[0], s[1], s[2], k[0], k[1], k[2]};
-    /* strides of in, out, w along each dimension */
-    const int64_t st[][3] = {
-        {0, ov, taps},        {iv, 0, O * taps}, {s[1] * s[2], k[0] * oy * ox, 0},
-        {s[2], k[1] * ox, 0}, {1, k[2], 0},      {0, oy * ox, k[1] * k[2]},
-        {0, ox, k[2]},        {0, 1, 1}};
-    for (int d = 0; d < 8; d++) {
-        int j = vox_nest_dim_add(n, name[d], size[d]);
-        for (int r = 0; r < 3; r++)
-            n->strides[t[r]][j] = st[d][r];
-    }
-}
-
-static void order(struct vox_nest *n, const char *const *names, int count)
-{
-    for (int k = 0; k < count; k++)
-        vox_nest_loop_add(n, vox_nest_dim_find(n, names[k]), 1);
-}
-
 /* Depth-to-space after the deconv's 1x1x1 conv: out[o, z KZ + a, y KY + b, x KX + c] =
- * T[o taps + t, z, y, x] + bias[o] with t = (a KY + b) KX + c; rows (o, z) over the pool. */
+ * T[o taps + t, z, y, x] + bias[o] with t = (a KY + b) KX + c; with to_depth the other way
+ * (T from out, no bias), for the adjoints. Rows (o, z) over the pool. */
 struct shuffle_job {
-    const float *t, *bias;
-    float *out;
+    float *t, *out;
+    const float *bias;
     int64_t s[3], k[3];
+    bool to_depth;
 };
 
 static void shuffle_rows(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
@@ -485,13 +472,26 @@ static void shuffle_rows(void *arg, const int64_t lo[3], const int64_t hi[3], in
         const float b = j->bias ? j->bias[o] : 0.0f;
         for (int64_t t = 0; t < taps; t++) {
             const int64_t a = t / (k[1] * k[2]), bb = t / k[2] % k[1], c = t % k[2];
-            const float *src = j->t + ((o * taps + t) * s[0] + z) * s[1] * s[2];
-            float *dst = j->out + ((o * s[0] * k[0] + z * k[0] + a) * oy + bb) * ox + c;
+            float *tp = j->t + ((o * taps + t) * s[0] + z) * s[1] * s[2];
+            float *op = j->out + ((o * s[0] * k[0] + z * k[0] + a) * oy + bb) * ox + c;
             for (int64_t y = 0; y < s[1]; y++)
-                for (int64_t x = 0; x < s[2]; x++)
-                    dst[y * k[1] * ox + x * k[2]] = src[y * s[2] + x] + b;
+                for (int64_t x = 0; x < s[2]; x++) {
+                    float *q = op + y * k[1] * ox + x * k[2], *u = tp + y * s[2] + x;
+                    if (j->to_depth)
+                        *u = *q;
+                    else
+                        *q = *u + b;
+                }
         }
     }
+}
+
+static void shuffle(struct vox_pool *pool, float *t, float *out, const float *bias, int64_t O,
+                    const int64_t s[3], const int64_t k[3], bool to_depth)
+{
+    struct shuffle_job j = {t, out, bias, {s[0], s[1], s[2]}, {k[0], k[1], k[2]}, to_depth};
+    const int64_t rows[3] = {O * s[0], 1, 1}, tile[3] = {1, 1, 1};
+    vox_pool_for(pool, rows, tile, VOX_SCHED_STATIC, shuffle_rows, &j);
 }
 
 /* A deconv with stride = kernel is a 1x1x1 conv to O * taps channels (the conv nest: vectors
@@ -519,38 +519,50 @@ static void fast_deconv(void *self, struct vox_pool *pool, const struct vox_tens
     const int64_t is = I * vol3(in->shape + 2), os = O * vol3(out->shape + 2);
     for (int64_t b = 0; b < in->shape[0]; b++) {
         vox_kernel_run(k, t, (const float *)in->data + b * is, w->data, NULL);
-        struct shuffle_job j = {t, bias ? bias->data : NULL, (float *)out->data + b * os,
-                                {s.q[0], s.q[1], s.q[2]},
-                                {w->shape[2], w->shape[3], w->shape[4]}};
-        const int64_t rows[3] = {O * s.q[0], 1, 1}, tile[3] = {1, 1, 1};
-        vox_pool_for(pool, rows, tile, VOX_SCHED_STATIC, shuffle_rows, &j);
+        shuffle(pool, t, (float *)out->data + b * os, bias ? bias->data : NULL, O, s.q,
+                w->shape + 2, false);
     }
     if (act != VOX_ACT_LINEAR)
         vox_nn_ref_act(out, act, out);
+}
+
+/* The deconv's adjoints on G = space-to-depth(gout), G[o taps + t] (the layout of the forward's
+ * T): backward-data is the 1x1x1 conv gin[i] += sum_o' w[i, o'] G[o'], backward-weights the
+ * 1x1x1 conv's, gw[i, o'] += sum_p in[i, p] G[o', p]. */
+static float *to_depth(struct vox_nn_train_fast *f, struct vox_pool *pool,
+                       const struct vox_tensor *gout, int64_t b, const int64_t s[3],
+                       const int64_t k[3])
+{
+    const int64_t O = gout->shape[1], n = O * vol3(k) * vol3(s);
+    float *g = scratch(f, 3, n);
+    if (g)
+        shuffle(pool, g, (float *)gout->data + b * n, NULL, O, s, k, true);
+    return g;
 }
 
 static void fast_deconv_bd(void *self, struct vox_pool *pool, const struct vox_tensor *gout,
                            const struct vox_tensor *w, struct vox_tensor *gin)
 {
     struct vox_nn_train_fast *f = self;
-    const int64_t I = gin->shape[1], O = gout->shape[1];
+    const int64_t I = gin->shape[1], O = gout->shape[1], taps = vol3(w->shape + 2);
+    struct conv_shape s = {.co = I, .ci = O * taps, .bo = O * taps, .bi = 1};
+    for (int a = 0; a < 3; a++)
+        s.q[a] = s.p[a] = gin->shape[2 + a], s.k[a] = s.d[a] = 1;
     struct vox_nest n;
-    const int t[3] = {VOX_NEST_C, VOX_NEST_A, VOX_NEST_B};
-    deconv_dims(&n, gin->shape + 2, w->shape + 2, I, O, t);
-    static const char *const ord[] = {"i", "z", "y", "o", "a", "b", "c", "x"};
-    order(&n, ord, 8);
+    conv_nest(f->ctx, &s, &n);
     n.accumulate = true;
     const struct vox_kernel *k = kernel_for(f, &n);
-    if (!k) {
-        f->n_fallback++;
-        vox_nn_ref_deconv_backward_data(pool, gout, w, gin);
-        return;
+    const int64_t is = I * vol3(s.q);
+    for (int64_t b = 0; b < gin->shape[0]; b++) {
+        const float *g = k ? to_depth(f, pool, gout, b, s.q, w->shape + 2) : NULL;
+        if (!g) { /* only the first item can fail */
+            f->n_fallback++;
+            vox_nn_ref_deconv_backward_data(pool, gout, w, gin);
+            return;
+        }
+        vox_kernel_run(k, (float *)gin->data + b * is, g, w->data, NULL);
     }
     f->n_fast++;
-    const int64_t is = I * vol3(gin->shape + 2), os = O * vol3(gout->shape + 2);
-    for (int64_t b = 0; b < gin->shape[0]; b++)
-        vox_kernel_run(k, (float *)gin->data + b * is, (const float *)gout->data + b * os, w->data,
-                       NULL);
 }
 
 static void fast_deconv_bw(void *self, struct vox_pool *pool, const struct vox_tensor *in,
@@ -558,24 +570,25 @@ static void fast_deconv_bw(void *self, struct vox_pool *pool, const struct vox_t
                            struct vox_tensor *gb)
 {
     struct vox_nn_train_fast *f = self;
-    const int64_t I = in->shape[1], O = gout->shape[1];
-    struct vox_nest n;
-    const int t[3] = {VOX_NEST_A, VOX_NEST_B, VOX_NEST_C};
-    deconv_dims(&n, in->shape + 2, gw->shape + 2, I, O, t);
-    static const char *const ord[] = {"i", "o", "a", "b", "c", "z", "y", "x"};
-    order(&n, ord, 8);
-    n.accumulate = true;
-    const struct vox_kernel *k = kernel_for(f, &n);
-    if (!k) {
-        f->n_fallback++;
-        vox_nn_ref_deconv_backward_weights(pool, in, gout, gw, gb);
-        return;
+    const int64_t I = in->shape[1], O = gout->shape[1], taps = vol3(gw->shape + 2);
+    struct conv_shape s = {.co = O * taps, .ci = I};
+    for (int a = 0; a < 3; a++)
+        s.q[a] = s.p[a] = in->shape[2 + a], s.k[a] = s.d[a] = 1;
+    const int64_t L = vox_ctx_cpu(f->ctx)->isa == VOX_ISA_AVX512 ? 16 : 8;
+    const int64_t W = cdiv(s.co, L) * L, is = I * vol3(s.q);
+    float *wt = NULL, *gp = gw->data;
+    for (int64_t b = 0; b < in->shape[0]; b++) {
+        const float *g = to_depth(f, pool, gout, b, s.q, gw->shape + 2);
+        if (!g || !bw_item(f, pool, &s, (const float *)in->data + b * is, g, &wt)) {
+            f->n_fallback++; /* only the first item can fail */
+            vox_nn_ref_deconv_backward_weights(pool, in, gout, gw, gb);
+            return;
+        }
+        for (int64_t i = 0; i < I; i++)
+            for (int64_t o = 0; o < s.co; o++)
+                gp[i * s.co + o] += wt[i * W + o];
     }
     f->n_fast++;
-    const int64_t is = I * vol3(in->shape + 2), os = O * vol3(gout->shape + 2);
-    for (int64_t b = 0; b < in->shape[0]; b++)
-        vox_kernel_run(k, gw->data, (const float *)in->data + b * is,
-                       (const float *)gout->data + b * os, NULL);
     if (gb)
         bias_grad(pool, gout, gb);
 }
