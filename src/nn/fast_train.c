@@ -332,7 +332,10 @@ static void weights_nest(struct vox_ctx *ctx, const struct conv_shape *s, int64_
     int x = dim4(n, "x", q[2], 0, 1, W);
     int64_t ct = k[2] < regs / 4 ? k[2] : regs / 4, ot = (regs - 1) / (ct + 1);
     ot = cdiv(ob, cdiv(ob, ot));
-    /* threads split loop 0: the input channels, or the z taps of a one-channel input */
+    /* few output blocks: y taps join the tile, so enough accumulators hide the FMA latency */
+    int64_t bt = 1;
+    while (ot * bt * ct < 12 && bt < k[1] && ot * (bt + 1) * ct + ot + 1 <= regs)
+        bt++;
     /* Rows of positions outside the weight loops, so one row of goutT (x * W floats) stays in
      * cache while every weight it meets is updated; the threads split loop 0, a block of input
      * channels each (or of z taps for a one-channel input), and sweep the positions once. */
@@ -340,8 +343,8 @@ static void weights_nest(struct vox_ctx *ctx, const struct conv_shape *s, int64_
     int first = s->ci == 1 && k[0] > 1 ? a : i, second = first == i ? a : i;
     const int64_t nf = first == i ? s->ci : k[0];
     const int64_t l[][2] = {{first, cdiv(nf, threads)}, {z, 1}, {y, 1}, {first, 1},
-                            {second, 1}, {b, 1}, {o, ot}, {c, ct}, {x, 1}, {o, 1}, {c, 1},
-                            {bo, 1}};
+                            {second, 1}, {b, bt}, {o, ot}, {c, ct}, {x, 1}, {b, 1}, {o, 1},
+                            {c, 1}, {bo, 1}};
     loops(n, l, (int)(sizeof l / sizeof l[0]));
     n->accumulate = true; /* partial sums revisited per row, and over the slabs */
 }
