@@ -30,6 +30,7 @@ struct bench_result {
     double voxels;             /* per run, for mvox_s, 0 if not applicable */
     double bytes;              /* per run, for gb_s, 0 if not applicable */
     double peak_rss_bytes;     /* for bytes_per_voxel, 0 if not measured */
+    double peer_peak_rss_bytes; /* the peer's, for peer_bytes_per_voxel, 0 if not measured */
     double compile_ms;         /* < 0 if not applicable */
     const char *peer;          /* NULL if no peer ran */
     char peer_version[64];

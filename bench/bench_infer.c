@@ -144,6 +144,9 @@ void bench_torch_peer(const char *peer_script, const char *args, struct bench_re
     snprintf(res->extra + used, sizeof res->extra - used,
              "%s\"peer_format\":\"%s\",\"peer_contiguous_s\":%.6g,\"peer_channels_last_s\":%.6g",
              used ? "," : "", fmt, t_cont, t_cl);
+    const char *rss = strstr(line, "\"peak_rss_bytes\": "); /* the training peer's */
+    if (rss && sscanf(rss + 18, "%lf", &res->peer_peak_rss_bytes) != 1)
+        res->peer_peak_rss_bytes = 0;
 }
 
 /* ---- one conv layer --------------------------------------------------------------------- */

@@ -92,6 +92,8 @@ static void print_result(const struct bench_env *env, const char *problem,
         printf(",\"gb_s\":%.3f", r->bytes / med * 1e-9);
     if (r->peak_rss_bytes > 0 && r->voxels > 0)
         printf(",\"bytes_per_voxel\":%.3f", r->peak_rss_bytes / r->voxels);
+    if (r->peer_peak_rss_bytes > 0 && r->voxels > 0)
+        printf(",\"peer_bytes_per_voxel\":%.3f", r->peer_peak_rss_bytes / r->voxels);
     if (r->compile_ms >= 0)
         printf(",\"compile_ms\":%.4f", r->compile_ms);
     if (r->peer) {
@@ -152,8 +154,9 @@ static const char help[] =
     "Runs benchmark problems and prints one JSON line per result with the keys problem, runs,\n"
     "median_s, min_s, max_s, cpu, isa, threads, peak_gflops (measured now, at this thread\n"
     "count), commit, and where they apply gflops, pct_peak, mvox_s, gb_s, bytes_per_voxel,\n"
-    "compile_ms, and for a peer measured in the same run peer, peer_version, peer_median_s and\n"
-    "ratio (peer time / vox time: above 1 means vox is faster).\n\n"
+    "compile_ms, and for a peer measured in the same run peer, peer_version, peer_median_s,\n"
+    "ratio (peer time / vox time: above 1 means vox is faster) and, where the peer reports its\n"
+    "peak resident set (train-net), peer_bytes_per_voxel.\n\n"
     "PARAMS are comma-separated after a colon; every problem takes runs=N and threads=N.\n"
     "A PROBLEM with * or ? runs every problem whose name matches (quote it in the shell).\n\n"
     "problems:\n";

@@ -8,7 +8,9 @@ output's shape. One iteration: zero_grad, forward, loss (cross-entropy for a sof
 binary cross-entropy for a sigmoid one, else squared error; mean over voxels), backward,
 torch.optim.Adam step. Timed in both memory formats (contiguous and channels_last_3d), each
 after two warm-up iterations; RUNS timed iterations, the median. Prints one JSON line:
-version, median_s (the faster format), format, and both medians.
+version, median_s (the faster format), format, both medians, and peak_rss_bytes: the process's
+peak resident set (VmHWM) while the faster format ran, the peak being reset between formats
+through /proc/self/clear_refs (0 where that is unavailable).
 """
 import json
 import os
@@ -68,6 +70,23 @@ def time_format(spec, patch, chans, mf, runs):
     return statistics.median(ts)
 
 
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def main():
     spec = open(sys.argv[1]).read().replace("bn=yes", "bn=no")
     patch = [int(a) for a in sys.argv[2:5]]
@@ -78,14 +97,17 @@ def main():
         words = raw.split("#", 1)[0].split()
         if words and words[0] == "input":
             chans.append(int(dict(w.split("=", 1) for w in words[2:] if "=" in w)["channels"]))
-    res = {}
+    res, rss = {}, {}
     for fmt in ("contiguous", "channels_last_3d"):
         mf = getattr(torch, fmt + "_format" if fmt == "contiguous" else fmt)
+        fresh = reset_peak()
         res[fmt] = time_format(spec, patch, chans, mf, runs)
+        rss[fmt] = peak_rss() if fresh else 0
     best = min(res, key=res.get)
     print(json.dumps({"version": torch.__version__, "median_s": res[best], "format": best,
                       "contiguous_s": res["contiguous"],
-                      "channels_last_3d_s": res["channels_last_3d"]}))
+                      "channels_last_3d_s": res["channels_last_3d"],
+                      "peak_rss_bytes": rss[best]}))
 
 
 if __name__ == "__main__":
