@@ -228,6 +228,78 @@ static void test_threads(struct vox_ctx *ctx)
     vox_ctx_destroy(one);
 }
 
+/* A whole graph (pooling, deconv, upsample, crop, a 3-way add, max-filter, concat) forward
+ * and backward on 1 and 2 threads: the same parameter gradients, bit for bit. */
+static void graph_grads(struct vox_ctx *ctx, const struct vox_net *net, struct vox_nn_weights **gw)
+{
+    static const int64_t patch[3] = {4, 12, 12};
+    struct vox_nn_train_fast *f = NULL;
+    struct vox_nn_graph *g = NULL;
+    struct vox_nn_weights *w = NULL;
+    CHECK_OK(vox_nn_train_fast_create(ctx, &f));
+    if (f)
+        CHECK_OK(vox_nn_graph_create(ctx, net, patch, vox_nn_train_fast_kernels(f), &g));
+    CHECK_OK(vox_nn_weights_create(ctx, net, &w));
+    CHECK_OK(vox_nn_weights_create(ctx, net, gw));
+    if (g && w && *gw) {
+        vox_nn_weights_init(net, w, VOX_INIT_MSRA, 3);
+        uint64_t rng = 5;
+        struct vox_tensor in = mk(ctx, 1, 1, patch[0], patch[1], patch[2], &rng);
+        CHECK_OK(vox_nn_graph_forward(ctx, g, w, &in));
+        vox_nn_graph_zero_grad(g);
+        struct vox_tensor *go = vox_nn_graph_grad(g, vox_net_output(net, 0));
+        float *gp = go->data;
+        for (int64_t e = 0; e < vox_tensor_numel(go); e++)
+            gp[e] = (float)((e * 7 % 13) - 6) / 5.0f;
+        vox_nn_graph_backward(ctx, g, w, *gw);
+        vox_tensor_free(ctx, &in);
+    }
+    vox_nn_weights_destroy(w);
+    vox_nn_graph_destroy(g);
+    vox_nn_train_fast_destroy(f);
+}
+
+static void test_graph_threads(struct vox_ctx *ctx)
+{
+    static const char spec[] = "input raw channels=1\n"
+                               "conv c1 raw -> 4 kernel=1x3x3 act=elu\n"
+                               "pool p c1 window=1x2x2\n"
+                               "deconv u p -> 4 kernel=1x2x2\n"
+                               "upsample up p factor=1x2x2\n"
+                               "crop k c1 to=u\n"
+                               "add s u k up act=elu\n"
+                               "maxfilter m s window=2x2x2\n"
+                               "conv c2 m -> 2 kernel=1 pad=same act=relu\n"
+                               "concat cat m c2\n"
+                               "conv o cat -> 3 kernel=1\n"
+                               "output aff o act=sigmoid\n";
+    struct vox_ctx *one = NULL;
+    struct vox_ctx_options co = {.threads = 1, .log_level = VOX_LOG_WARN};
+    CHECK_OK(vox_ctx_create(&co, &one));
+    struct vox_net *net = NULL;
+    CHECK_OK(vox_net_parse(ctx, spec, "graph.net", &net));
+    struct vox_nn_weights *g1 = NULL, *g2 = NULL;
+    if (one && net) {
+        graph_grads(one, net, &g1);
+        graph_grads(ctx, net, &g2);
+    }
+    int64_t diff = 0, nonzero = 0;
+    for (int i = 0; g1 && g2 && i < net->n_layers; i++)
+        for (int k = 0; k < VOX_P_COUNT; k++)
+            if (g1->p[i][k].rank) {
+                if (!same_bits(&g1->p[i][k], &g2->p[i][k]) && diff++ == 0)
+                    fprintf(stderr, "  layer %s parameter %d differs\n", net->layers[i].name, k);
+                const float *p = g1->p[i][k].data;
+                for (int64_t e = 0; e < vox_tensor_numel(&g1->p[i][k]); e++)
+                    nonzero += p[e] != 0;
+            }
+    CHECK(g1 && g2 && diff == 0 && nonzero > 0);
+    vox_nn_weights_destroy(g1);
+    vox_nn_weights_destroy(g2);
+    vox_net_destroy(net);
+    vox_ctx_destroy(one);
+}
+
 static const char net_text[] = "input raw channels=1\n"
                                "conv c1 raw -> 7 kernel=1x3x3 act=elu\n"
                                "conv c2 c1 -> 5 kernel=2x3x3 act=relu\n"
@@ -318,5 +390,5 @@ static void test_trainer(struct vox_ctx *ctx)
     trainer_pair(ctx, bn_net_text, VOX_OPTIM_SGD);
 }
 
-VOX_TEST_MAIN(VOX_TEST(test_conv_kernels), VOX_TEST(test_deconv_kernels), VOX_TEST(test_threads),
+VOX_TEST_MAIN(VOX_TEST(test_conv_kernels), VOX_TEST(test_deconv_kernels), VOX_TEST(test_threads), VOX_TEST(test_graph_threads),
               VOX_TEST(test_trainer))

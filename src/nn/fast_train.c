@@ -337,12 +337,14 @@ static void weights_nest(struct vox_ctx *ctx, const struct conv_shape *s, int64_
     while (ot * bt * ct < 12 && bt < k[1] && ot * (bt + 1) * ct + ot + 1 <= regs)
         bt++;
     /* Rows of positions outside the weight loops, so one row of goutT (x * W floats) stays in
-     * cache while every weight it meets is updated; the threads split loop 0, a block of input
-     * channels each (or of z taps for a one-channel input), and sweep the positions once. */
-    const int threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
+     * cache while every weight it meets is updated; the threads split loop 0 (blocks of input
+     * channels, or of z taps for a one-channel input), and each block sweeps the positions
+     * once. */
     int first = s->ci == 1 && k[0] > 1 ? a : i, second = first == i ? a : i;
     const int64_t nf = first == i ? s->ci : k[0];
-    const int64_t l[][2] = {{first, cdiv(nf, threads)}, {z, 1}, {y, 1}, {first, 1},
+    /* four blocks at most (not one per thread: the nest, and so its sums, must not depend on
+     * the thread count) */
+    const int64_t l[][2] = {{first, cdiv(nf, 4)}, {z, 1}, {y, 1}, {first, 1},
                             {second, 1}, {b, bt}, {o, ot}, {c, ct}, {x, 1}, {b, 1}, {o, 1},
                             {c, 1}, {bo, 1}};
     loops(n, l, (int)(sizeof l / sizeof l[0]));

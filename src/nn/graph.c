@@ -242,7 +242,11 @@ enum chan_op {
     CHAN_MAXPOOL_BACKWARD,
     CHAN_MAXFILTER,
     CHAN_MAXFILTER_BACKWARD,
-    CHAN_ACT_BACKWARD
+    CHAN_ACT_BACKWARD,
+    CHAN_PLAIN,             /* upsample, crop, add, act, output (not softmax): vox_nn_ref_plain */
+    CHAN_ADD_BACKWARD,      /* every gins[k] += a */
+    CHAN_CROP_BACKWARD,     /* out += a placed at lo */
+    CHAN_UPSAMPLE_BACKWARD  /* out += the sums of a over each factor window */
 };
 
 struct chan_job {
@@ -254,6 +258,11 @@ struct chan_job {
     double *acc; /* max-filter backward: acc_n doubles per thread */
     int64_t acc_n;
     uint8_t *arg; /* max-pooling: the argmax taps of the output, or NULL (reference twins) */
+    const struct vox_nn_layer *layer;       /* CHAN_PLAIN */
+    const struct vox_tensor *const *ins;    /* CHAN_PLAIN: the layer's n inputs */
+    struct vox_tensor *const *gins;         /* CHAN_ADD_BACKWARD: n gradients */
+    int n;
+    const int64_t *lo;                      /* CHAN_CROP_BACKWARD */
 };
 
 /* The (n, c) plane nc of a dense (N, C, Z, Y, X) tensor, as a (1, 1, Z, Y, X) view. */
@@ -267,11 +276,29 @@ static struct vox_tensor chan_view(const struct vox_tensor *t, int64_t nc)
     return v;
 }
 
+/* The plane nc of a layer with several inputs (CHAN_PLAIN) or gradients (CHAN_ADD_BACKWARD). */
+static void chan_multi(const struct chan_job *j, int64_t nc, struct vox_tensor *out)
+{
+    struct vox_tensor v[VOX_NN_MAX_IN], *vp[VOX_NN_MAX_IN];
+    for (int k = 0; k < j->n; k++) {
+        v[k] = chan_view(j->op == CHAN_PLAIN ? j->ins[k] : j->gins[k], nc);
+        vp[k] = &v[k];
+    }
+    if (j->op == CHAN_PLAIN) {
+        vox_nn_ref_plain(j->layer, (const struct vox_tensor *const *)vp, out);
+    } else {
+        struct vox_tensor a = chan_view(j->a, nc);
+        vox_nn_ref_add_backward(&a, vp, j->n);
+    }
+}
+
 static void chan_planes(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     const struct chan_job *j = arg;
     for (int64_t nc = lo[0]; nc < hi[0]; nc++) {
-        struct vox_tensor a = chan_view(j->a, nc), out = chan_view(j->out, nc), b;
+        struct vox_tensor out = chan_view(j->out, nc), a = {0}, b = {0};
+        if (j->a)
+            a = chan_view(j->a, nc);
         if (j->b)
             b = chan_view(j->b, nc);
         switch (j->op) {
@@ -294,6 +321,16 @@ static void chan_planes(void *arg, const int64_t lo[3], const int64_t hi[3], int
         case CHAN_MAXFILTER_BACKWARD:
             vox_nn_maxfilter_backward_scatter(&a, &b, j->window, j->dilation,
                                               j->acc + tid * j->acc_n, &out);
+            break;
+        case CHAN_PLAIN:
+        case CHAN_ADD_BACKWARD:
+            chan_multi(j, nc, &out);
+            break;
+        case CHAN_CROP_BACKWARD:
+            vox_nn_ref_crop_backward(&a, j->lo, &out);
+            break;
+        case CHAN_UPSAMPLE_BACKWARD:
+            vox_nn_ref_upsample_backward(&a, j->window, &out);
             break;
         default:
             vox_nn_ref_act_backward(&a, &b, j->act, &out);
@@ -353,8 +390,15 @@ static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w
         chan_run(pool, &(struct chan_job){.op = CHAN_MAXFILTER, .a = in, .out = out,
                                           .window = l->kernel, .dilation = l->dilation});
         break;
-    default: /* upsample, crop, add, concat, act, output */
+    case VOX_NN_CONCAT:
         vox_nn_ref_plain(l, ins, out);
+        break;
+    default: /* upsample, crop, add, act, output: per channel plane, but softmax */
+        if (l->act == VOX_ACT_SOFTMAX)
+            vox_nn_ref_plain(l, ins, out);
+        else
+            chan_run(pool, &(struct chan_job){.op = CHAN_PLAIN, .out = out, .layer = l,
+                                              .ins = ins, .n = l->n_in});
         break;
     }
 }
@@ -452,14 +496,17 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
                                     .acc = g->mf_acc, .acc_n = g->mf_plane});
         break;
     case VOX_NN_UPSAMPLE:
-        vox_nn_ref_upsample_backward(gout, l->kernel, gin);
+        chan_run(pool, &(struct chan_job){.op = CHAN_UPSAMPLE_BACKWARD, .a = gout, .out = gin,
+                                          .window = l->kernel});
         break;
     case VOX_NN_CROP:
         crop_lo(g, i, v);
-        vox_nn_ref_crop_backward(gout, v, gin);
+        chan_run(pool,
+                 &(struct chan_job){.op = CHAN_CROP_BACKWARD, .a = gout, .out = gin, .lo = v});
         break;
     case VOX_NN_ADD:
-        vox_nn_ref_add_backward(pre_act_grad(g, i, pool), gins, l->n_in);
+        chan_run(pool, &(struct chan_job){.op = CHAN_ADD_BACKWARD, .a = pre_act_grad(g, i, pool),
+                                          .out = gins[0], .gins = gins, .n = l->n_in});
         break;
     case VOX_NN_CONCAT:
         vox_nn_ref_concat_backward(gout, gins, l->n_in);
