@@ -578,7 +578,7 @@ done:
 /* The training graph's plane passes equal their reference twins bitwise, ties included
  * (values from a small set: the first maximum in scan order takes the gradient): the
  * max-filter's adjoint (one argmax per output, scattered), max-pooling and its adjoint (on a
- * plane whose extents are not multiples of the window), and the relu slope. */
+ * plane whose extents are not multiples of the window), and the relu and elu slopes. */
 static void test_plane_ops(struct vox_ctx *ctx)
 {
     static const struct {
@@ -631,6 +631,15 @@ static void test_plane_ops(struct vox_ctx *ctx)
         vox_nn_ref_act_backward(&in, &g1, VOX_ACT_RELU, &g2);
         for (int64_t e = 0; e < vox_tensor_numel(&in); e++) {
             float want = (float)(F(&g1)[e] * (F(&in)[e] > 0 ? 1.0 : 0.0)); /* signed zeros */
+            CHECK(memcmp(&F(&g2)[e], &want, sizeof want) == 0);
+        }
+        /* elu slope, y in (-1, 1): vectorised in double, the scalar expression's bits */
+        for (int64_t e = 0; e < vox_tensor_numel(&in); e++)
+            F(&in)[e] = (float)(vox_train_uniform(&st) * 2 - 1);
+        vox_nn_ref_act_backward(&in, &g1, VOX_ACT_ELU, &g2);
+        for (int64_t e = 0; e < vox_tensor_numel(&in); e++) {
+            double y = F(&in)[e];
+            float want = (float)(F(&g1)[e] * (y > 0 ? 1.0 : y + 1.0));
             CHECK(memcmp(&F(&g2)[e], &want, sizeof want) == 0);
         }
     next:
