@@ -258,6 +258,38 @@ static enum vox_status loss_check(struct vox_ctx *ctx, enum vox_loss l, const st
     return VOX_OK;
 }
 
+/* The voxels are summed in pieces of LOSS_PIECE over the pool, each piece's loss in its own
+ * slot, the slots then added in order: the same value for any thread count. */
+enum { LOSS_PIECE = 4096 };
+
+struct loss_run {
+    const struct loss_job *j;
+    float *g;
+    double sc;
+    double *part;
+};
+
+static void loss_pieces(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)tid;
+    const struct loss_run *r = arg;
+    const struct loss_job *j = r->j;
+    for (int64_t k = lo[0]; k < hi[0]; k++) {
+        double acc = 0;
+        const int64_t end = (k + 1) * LOSS_PIECE < j->plane ? (k + 1) * LOSS_PIECE : j->plane;
+        for (int64_t v = k * LOSS_PIECE; v < end; v++) {
+            if (j->l == VOX_LOSS_SOFTMAX)
+                acc += softmax_voxel(j, v, r->sc, r->g);
+            else if (j->l == VOX_LOSS_SQUARE)
+                acc += square_voxel(j, v, r->sc, r->g);
+            else
+                for (int64_t c = 0; c < j->c; c++)
+                    acc += bce_elem(j, c, c * j->plane + v, r->sc, r->g);
+        }
+        r->part[k] = acc;
+    }
+}
+
 enum vox_status vox_loss_compute(struct vox_ctx *ctx, enum vox_loss l, enum vox_rebalance r,
                                  const struct vox_tensor *x, enum vox_nn_act act,
                                  const struct vox_tensor *target, const struct vox_tensor *mask,
@@ -278,17 +310,18 @@ enum vox_status vox_loss_compute(struct vox_ctx *ctx, enum vox_loss l, enum vox_
     if (!(j.w = vox_alloc(ctx, (size_t)(2 * j.c) * sizeof *j.w)))
         return VOX_OUT_OF_MEMORY;
     double n = class_weights(&j, r), acc = 0;
-    float *g = grad->data;
-    double sc = n > 0 ? scale / n : 0;
-    for (int64_t v = 0; n > 0 && v < j.plane; v++) {
-        if (l == VOX_LOSS_SOFTMAX)
-            acc += softmax_voxel(&j, v, sc, g);
-        else if (l == VOX_LOSS_SQUARE)
-            acc += square_voxel(&j, v, sc, g);
-        else
-            for (int64_t c = 0; c < j.c; c++)
-                acc += bce_elem(&j, c, c * j.plane + v, sc, g);
+    const int64_t pieces = (j.plane + LOSS_PIECE - 1) / LOSS_PIECE;
+    double *part = n > 0 ? vox_calloc(ctx, (size_t)pieces, sizeof *part) : NULL;
+    if (n > 0 && !part) {
+        vox_free(ctx, j.w);
+        return VOX_OUT_OF_MEMORY;
     }
+    struct loss_run run = {&j, grad->data, n > 0 ? scale / n : 0, part};
+    const int64_t np[3] = {n > 0 ? pieces : 0, 1, 1}, tile[3] = {1, 1, 1};
+    vox_pool_for(vox_ctx_pool(ctx), np, tile, VOX_SCHED_STATIC, loss_pieces, &run);
+    for (int64_t k = 0; part && k < pieces; k++)
+        acc += part[k];
+    vox_free(ctx, part);
     vox_free(ctx, j.w);
     *loss_out = n > 0 ? acc / n : 0;
     return VOX_OK;
