@@ -104,12 +104,31 @@ static enum vox_status pick_isa(struct vox_ctx *ctx, const struct vox_kernel_opt
     return VOX_OK;
 }
 
+/* With VOX_JIT_DUMP=DIR, the kernel's code bytes go to DIR/vox-START.bin (for
+ * `objdump -D -b binary -m i386:x86-64`). */
+static void jit_dump(const struct vox_jit_code *code)
+{
+    const char *dir = getenv("VOX_JIT_DUMP");
+    char path[512];
+    if (!dir || !code->entry ||
+        snprintf(path, sizeof path, "%s/vox-%lx.bin", dir, (unsigned long)code->entry) >=
+            (int)sizeof path)
+        return;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0)
+        return;
+    ssize_t w = write(fd, code->entry, code->size);
+    (void)w;
+    close(fd);
+}
+
 /* With VOX_PERF_MAP set, names the kernel's code for `perf report` (which reads
  * /tmp/perf-PID.map): one appended line "START SIZE vox:NEST". A write of one short line with
  * O_APPEND is atomic, so threads compiling at once need no lock. Failures are ignored. */
 static void perf_map_add(struct vox_ctx *ctx, const struct vox_nest *nest,
                          const struct vox_jit_code *code)
 {
+    jit_dump(code);
     if (!getenv("VOX_PERF_MAP") || !code->entry)
         return;
     char *text = NULL, path[64], line[512];
