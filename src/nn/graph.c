@@ -8,7 +8,9 @@
  * keeping xhat and the batch's mean and variance for the backward and for the running
  * statistics (vox_nn_graph_bn_update). A layer with an activation keeps its
  * post-activation tensor; its backward first maps the output gradient to the pre-activation
- * gradient (vox_nn_ref_act_backward, into a scratch buffer), then calls the layer's adjoint.
+ * gradient (vox_nn_ref_act_backward, in place: after the backward pass a layer's gradient
+ * tensor holds the gradient before its activation, and batch norm's), then calls the layer's
+ * adjoint.
  * Gradients accumulate (+=), so a tensor read by several layers sums their contributions in
  * reverse layer order, deterministically. The convolutions go through struct vox_nn_kernels.
  */
@@ -23,7 +25,6 @@ struct vox_nn_graph {
     struct vox_nn_kernels k;
     struct vox_nn_dims *dims;
     struct vox_tensor *val, *grad; /* per layer, owned */
-    struct vox_tensor scratch;     /* the largest tensor: pre-activation gradients */
     struct vox_tensor *xhat;       /* per layer: bn=yes convs' normalised values, else empty */
     double **stats;                /* per layer: bn=yes convs' mean[C] then var[C], else NULL */
     bool eval;                     /* batch norm with the running statistics */
@@ -101,7 +102,6 @@ void vox_nn_graph_destroy(struct vox_nn_graph *g)
         vox_tensor_free(g->ctx, &g->xhat[i]);
         vox_free(g->ctx, g->stats[i]);
     }
-    vox_tensor_free(g->ctx, &g->scratch);
     vox_free(g->ctx, g->xhat);
     vox_free(g->ctx, g->mf_acc);
     for (int i = 0; g->pool_arg && i < g->net->n_layers; i++)
@@ -166,18 +166,13 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
     if ((s = vox_net_shapes(ctx, net, patch, g->dims)) != VOX_OK ||
         (s = bn_alloc(ctx, g)) != VOX_OK)
         goto fail;
-    int64_t big[5] = {1, 1, 1, 1, 1};
     for (int i = 0; i < net->n_layers; i++) {
         int64_t shape[5] = {1};
         memcpy(shape + 1, g->dims[i].shape, 4 * sizeof(int64_t));
-        if (shape[1] * shape[2] * shape[3] * shape[4] > big[1] * big[2] * big[3] * big[4])
-            memcpy(big, shape, sizeof big);
         if ((s = vox_tensor_alloc(ctx, &g->val[i], VOX_F32, 5, shape)) != VOX_OK ||
             (s = vox_tensor_alloc(ctx, &g->grad[i], VOX_F32, 5, shape)) != VOX_OK)
             goto fail;
     }
-    if ((s = vox_tensor_alloc(ctx, &g->scratch, VOX_F32, 5, big)) != VOX_OK)
-        goto fail;
     for (int i = 0; i < net->n_layers; i++)
         if (net->layers[i].kind == VOX_NN_MAXFILTER) {
             const int64_t *d = g->dims[net->layers[i].in[0]].shape;
@@ -455,19 +450,18 @@ enum vox_status vox_nn_graph_forward(struct vox_ctx *ctx, struct vox_nn_graph *g
     return VOX_OK;
 }
 
-/* The gradient of layer i's pre-activation: the scratch buffer shaped like layer i. */
+/* The gradient of layer i's pre-activation, in place of its output gradient (which only
+ * layer i's backward reads). */
 static struct vox_tensor *pre_act_grad(struct vox_nn_graph *g, int i, struct vox_pool *pool)
 {
-    struct vox_tensor *s = &g->scratch, *t = &g->grad[i];
-    memcpy(s->shape, t->shape, sizeof t->shape);
-    memcpy(s->strides, t->strides, sizeof t->strides);
+    struct vox_tensor *t = &g->grad[i];
     enum vox_nn_act act = g->net->layers[i].act;
     if (act == VOX_ACT_SOFTMAX)
-        vox_nn_ref_act_backward(&g->val[i], t, act, s);
-    else
+        vox_nn_ref_act_backward(&g->val[i], t, act, t);
+    else if (act != VOX_ACT_LINEAR)
         chan_run(pool, &(struct chan_job){.op = CHAN_ACT_BACKWARD, .a = &g->val[i], .b = t,
-                                          .out = s, .act = act});
-    return s;
+                                          .out = t, .act = act});
+    return t;
 }
 
 /* Whether layer j's gradient is needed: not for a net input when input gradients are off. */
@@ -484,16 +478,17 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
     struct vox_tensor *gin = &g->grad[l->in[0]], *gins[VOX_NN_MAX_IN];
     for (int k = 0; k < l->n_in; k++)
         gins[k] = &g->grad[l->in[k]];
-    struct vox_tensor *gb = l->bias ? &gw->p[i][VOX_P_BIAS] : NULL;
+    struct vox_tensor *gb = l->bias ? &gw->p[i][VOX_P_BIAS] : NULL, *gz;
     int64_t v[3];
     switch (l->kind) {
     case VOX_NN_CONV:
         vox_nn_conv_pad(l, v);
-        gout = pre_act_grad(g, i, pool);
-        if (l->bn)
-            vox_nn_ref_bn_backward(pool, &g->xhat[i], gout, &w->p[i][VOX_P_BN_WEIGHT],
-                                   g->stats[i] + l->channels, l->bn_eps, &g->scratch,
+        gz = pre_act_grad(g, i, pool);
+        if (l->bn) /* in place: the gradient of the conv's output */
+            vox_nn_ref_bn_backward(pool, &g->xhat[i], gz, &w->p[i][VOX_P_BN_WEIGHT],
+                                   g->stats[i] + l->channels, l->bn_eps, gz,
                                    &gw->p[i][VOX_P_BN_WEIGHT], &gw->p[i][VOX_P_BN_BIAS]);
+        gout = gz;
         g->k.conv_backward_weights(g->k.self, pool, in, gout, l->dilation, v,
                                    &gw->p[i][VOX_P_WEIGHT], gb);
         if (wants_grad(g, l->in[0]))
