@@ -765,9 +765,9 @@ static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, bool r
     struct ag_face *f = NULL;
     struct dist_win lw;
     int64_t nf = 0;
-    enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, hi, &q);
+    enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, hi, NULL, &q);
     if (st == VOX_OK)
-        st = dist_win_load(r->ctx, r->labels, r->dims, &s->box, &lw);
+        st = dist_win_load(r->ctx, r->labels, r->dims, &s->box, NULL, &lw);
     if (st == VOX_OK) {
         st = ag_chunk_vertices(r, s, &lw);
         if (st == VOX_OK)

@@ -36,6 +36,7 @@ struct dist_run {
     int64_t nall;
     int64_t *uf;
     uint32_t *basin; /* per position in `all` */
+    struct dist_scratch *sc; /* per worker */
 };
 
 static void node_box(const struct dist_run *r, int64_t i, struct dist_box *b)
@@ -140,6 +141,7 @@ static bool ws_reuse(struct dist_run *r, int64_t i)
 static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     struct dist_run *r = arg;
+    struct dist_scratch *sc = &r->sc[tid];
     for (int64_t i = lo[0]; i < hi[0]; i++) {
         struct dist_box b;
         node_box(r, i, &b);
@@ -153,8 +155,8 @@ static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
             continue;
         }
         int64_t n = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
-        uint32_t *lab = vox_alloc(r->ctx, (size_t)n * sizeof *lab);
-        r->st[i] = lab ? dist_chunk_ws(r->ctx, &r->vol, &b, r->p, &r->cur[i], lab)
+        uint32_t *lab = dist_scratch_get(r->ctx, sc, DIST_SC_LAB, (size_t)n * sizeof *lab);
+        r->st[i] = lab ? dist_chunk_ws(r->ctx, &r->vol, &b, r->p, sc, &r->cur[i], lab)
                        : VOX_OUT_OF_MEMORY;
         if (r->st[i] == VOX_OK)
             r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab);
@@ -167,7 +169,6 @@ static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
             r->nfr[i] = r->cur[i].nfrag;
             r->cur[i].frag = NULL;
         }
-        vox_free(r->ctx, lab);
     }
 }
 
@@ -380,8 +381,9 @@ static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
         node_box(r, i, &b);
         int64_t n = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
         uint32_t *map = vox_alloc(r->ctx, (size_t)(r->nfr[i] + 1) * sizeof *map);
-        uint32_t *lab = vox_alloc(r->ctx, (size_t)n * sizeof *lab);
-        r->st[i] = map && lab ? dist_store_read(r->ctx, r->labels, &b, lab) : VOX_OUT_OF_MEMORY;
+        uint32_t *lab = dist_scratch_get(r->ctx, &r->sc[tid], DIST_SC_LAB, (size_t)n * sizeof *lab);
+        r->st[i] = map && lab ? dist_store_read(r->ctx, r->labels, &b, lab, &r->sc[tid])
+                              : VOX_OUT_OF_MEMORY;
         const struct dist_jrec *rec = r->vol.jr ? dist_journal_find(r->vol.jr, DJ_RELABEL, i)
                                                 : NULL;
         bool done = r->st[i] == VOX_OK && rec &&
@@ -400,7 +402,6 @@ static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
         if (r->vol.jr && r->st[i] == VOX_OK)
             dist_journal_count(r->vol.jr, done);
         vox_free(r->ctx, map);
-        vox_free(r->ctx, lab);
     }
 }
 
@@ -485,7 +486,8 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     r.fr = vox_calloc(ctx, (size_t)nchunks, sizeof *r.fr);
     r.nfr = vox_calloc(ctx, (size_t)nchunks, sizeof *r.nfr);
     r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
-    enum vox_status s = r.cur && r.fr && r.nfr && r.st ? VOX_OK : VOX_OUT_OF_MEMORY;
+    r.sc = dist_scratch_new(ctx);
+    enum vox_status s = r.cur && r.fr && r.nfr && r.st && r.sc ? VOX_OK : VOX_OUT_OF_MEMORY;
     double t0 = vox_time_now();
     if (s == VOX_OK) {
         vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1},
@@ -514,6 +516,7 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     vox_free(ctx, r.all);
     vox_free(ctx, r.uf);
     vox_free(ctx, r.basin);
+    dist_scratch_free(ctx, r.sc);
     return s;
 }
 
@@ -553,7 +556,8 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
         r.grid[a] = (r.vol.dims[a] + r.span[a] - 1) / r.span[a];
         nchunks *= r.grid[a];
     }
-    enum vox_status s = VOX_OK;
+    struct dist_scratch *sc = dist_scratch_new(ctx);
+    enum vox_status s = sc ? VOX_OK : VOX_OUT_OF_MEMORY;
     for (int64_t i = c->rank; i < nchunks && s == VOX_OK; i += c->size) {
         struct dist_box b;
         struct dist_sum sum = {0};
@@ -561,7 +565,7 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
         int64_t nv = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
         uint32_t *lab = vox_alloc(ctx, (size_t)nv * sizeof *lab);
         uint8_t *blob = NULL;
-        s = lab ? dist_chunk_ws(ctx, &r.vol, &b, p, &sum, lab) : VOX_OUT_OF_MEMORY;
+        s = lab ? dist_chunk_ws(ctx, &r.vol, &b, p, sc, &sum, lab) : VOX_OUT_OF_MEMORY;
         int64_t n = s == VOX_OK ? ws_pack(ctx, &sum, (size_t)nv * sizeof *lab, &blob) : 0;
         if (s == VOX_OK && !blob)
             s = VOX_OUT_OF_MEMORY;
@@ -573,5 +577,6 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
         vox_free(ctx, lab);
         dist_sum_fini(ctx, &sum);
     }
+    dist_scratch_free(ctx, sc);
     return s;
 }

@@ -162,7 +162,7 @@ static void sg_ingest_task(void *arg, const int64_t lo[3], const int64_t hi[3], 
         if (r->st[i] != VOX_OK || (rec && h == rec->sum))
             continue;
         struct vox_tensor q = {0};
-        r->st[i] = dist_read_q(r->ctx, &src, b.lo, b.hi, &q);
+        r->st[i] = dist_read_q(r->ctx, &src, b.lo, b.hi, NULL, &q);
         if (r->st[i] == VOX_OK)
             r->st[i] = dist_qfile_write(r->ctx, r->vol, &b, q.data);
         if (r->st[i] == VOX_OK && jr)
@@ -218,7 +218,7 @@ static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
         struct vox_tensor t = {0};
         enum vox_status s = vox_tensor_alloc(r->ctx, &t, VOX_U32, 3, shape);
         if (s == VOX_OK)
-            s = dist_store_read(r->ctx, r->store, &b, t.data);
+            s = dist_store_read(r->ctx, r->store, &b, t.data, NULL);
         uint32_t *l = t.data;
         for (int64_t k = 0; s == VOX_OK && k < shape[0] * shape[1] * shape[2]; k++)
             l[k] = r->map[l[k]];

@@ -418,9 +418,9 @@ static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s)
     memset(m->basin, 0xff, sizeof m->basin);
     memset(m->edge, 0xff, sizeof m->edge);
     m->ecap = 0;
-    enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, rh, &q);
+    enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, rh, NULL, &q);
     if (st == VOX_OK)
-        st = dist_win_load(r->ctx, r->basins, r->dims, &s->box, &lw);
+        st = dist_win_load(r->ctx, r->basins, r->dims, &s->box, NULL, &lw);
     if (st == VOX_OK) {
         st = sm_chunk_basins(r, s, &lw, m);
         if (st == VOX_OK)

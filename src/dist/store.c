@@ -18,14 +18,25 @@
 #include <unistd.h>
 
 static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *f,
-                                  const struct dist_box *b, uint8_t *dst, struct dist_io *io);
+                                  const struct dist_box *b, uint8_t *dst, struct dist_io *io,
+                                  struct dist_scratch *sc);
 static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile *f,
                                    const struct dist_box *b, const uint8_t *src,
                                    struct dist_io *io);
 
+/* A contiguous (3, box) u8 tensor over data: a view when data is a scratch slot. */
+static void q_view(struct vox_tensor *t, void *data, const int64_t shape[4])
+{
+    *t = (struct vox_tensor){.dtype = VOX_U8, .rank = 4, .data = data};
+    for (int a = 3, st = 1; a >= 0; st *= (int)shape[a], a--) {
+        t->shape[a] = shape[a];
+        t->strides[a] = st;
+    }
+}
+
 static enum vox_status qfile_read(struct vox_ctx *ctx, const struct dist_vol *v,
                                   const int64_t lo[3], const int64_t hi[3],
-                                  struct vox_tensor *q_out)
+                                  struct dist_scratch *sc, struct vox_tensor *q_out)
 {
     struct dist_box b;
     int64_t shape[4] = {3, 0, 0, 0};
@@ -35,9 +46,18 @@ static enum vox_status qfile_read(struct vox_ctx *ctx, const struct dist_vol *v,
         shape[a + 1] = hi[a] - lo[a];
     }
     struct vox_tensor t = {0};
-    enum vox_status s = vox_tensor_alloc(ctx, &t, VOX_U8, 4, shape);
+    enum vox_status s = VOX_OK;
+    if (sc) {
+        void *p = dist_scratch_get(ctx, sc, DIST_SC_Q, (size_t)(shape[0] * shape[1] * shape[2] *
+                                                             shape[3]));
+        if (!p)
+            return VOX_OUT_OF_MEMORY;
+        q_view(&t, p, shape);
+    } else {
+        s = vox_tensor_alloc(ctx, &t, VOX_U8, 4, shape);
+    }
     if (s == VOX_OK)
-        s = bfile_read(ctx, v->qf, &b, t.data, v->io);
+        s = bfile_read(ctx, v->qf, &b, t.data, v->io, sc);
     if (s != VOX_OK) {
         vox_tensor_free(ctx, &t);
         return s;
@@ -53,13 +73,14 @@ enum vox_status dist_qfile_write(struct vox_ctx *ctx, const struct dist_vol *v,
 }
 
 enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const int64_t lo[3],
-                            const int64_t hi[3], struct vox_tensor *q_out)
+                            const int64_t hi[3], struct dist_scratch *sc,
+                            struct vox_tensor *q_out)
 {
     int64_t l4[4] = {0, lo[0], lo[1], lo[2]}, h4[4] = {3, hi[0], hi[1], hi[2]};
     struct vox_tensor t = {0};
     enum vox_status s;
     if (v->qf)
-        return qfile_read(ctx, v, lo, hi, q_out);
+        return qfile_read(ctx, v, lo, hi, sc, q_out);
     if (v->aff) {
         s = vox_tensor_view_box(ctx, v->aff, l4, h4, &t);
         return s == VOX_OK ? vox_seg_quantize(ctx, &t, q_out) : s;
@@ -159,9 +180,11 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
 }
 
 static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *f,
-                                  const struct dist_box *b, uint8_t *dst, struct dist_io *io)
+                                  const struct dist_box *b, uint8_t *dst, struct dist_io *io,
+                                  struct dist_scratch *sc)
 {
-    uint8_t *tmp = vox_alloc(ctx, f->slot / (size_t)f->nch);
+    size_t tn = f->slot / (size_t)f->nch;
+    uint8_t *tmp = sc ? dist_scratch_get(ctx, sc, DIST_SC_TMP, tn) : vox_alloc(ctx, tn);
     if (!tmp)
         return VOX_OUT_OF_MEMORY;
     int64_t g0[3], g1[3], g[3], nread = 0;
@@ -190,7 +213,8 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                 if (!thin)
                     s = bfile_part(ctx, f, off, &cb, &i, b, dst, tmp, &nread);
             }
-    vox_free(ctx, tmp);
+    if (!sc)
+        vox_free(ctx, tmp);
     bfile_count(io, false, nread);
     return s;
 }
@@ -245,13 +269,14 @@ static void mem_rows(struct dist_store *st, const struct dist_box *b, uint32_t *
 }
 
 enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
-                                const struct dist_box *b, uint32_t *dst)
+                                const struct dist_box *b, uint32_t *dst,
+                                struct dist_scratch *sc)
 {
     if (st->mem) {
         mem_rows(st, b, dst, false);
         return VOX_OK;
     }
-    return bfile_read(ctx, &st->f, b, (uint8_t *)dst, st->io);
+    return bfile_read(ctx, &st->f, b, (uint8_t *)dst, st->io, sc);
 }
 
 enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
@@ -265,7 +290,8 @@ enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
 }
 
 enum vox_status dist_win_load(struct vox_ctx *ctx, const struct dist_labels *l,
-                              const int64_t dims[3], const struct dist_box *b, struct dist_win *w)
+                              const int64_t dims[3], const struct dist_box *b,
+                              struct dist_scratch *sc, struct dist_win *w)
 {
     memset(w, 0, sizeof *w);
     if (l->t) {
@@ -282,13 +308,15 @@ enum vox_status dist_win_load(struct vox_ctx *ctx, const struct dist_labels *l,
         w->n[a] = g.hi[a] - g.lo[a];
         n *= w->n[a];
     }
-    w->own = vox_alloc(ctx, (size_t)n * sizeof *w->own);
-    if (!w->own)
+    uint32_t *p = sc ? dist_scratch_get(ctx, sc, DIST_SC_WIN, (size_t)n * sizeof *p)
+                     : vox_alloc(ctx, (size_t)n * sizeof *p);
+    if (!p)
         return VOX_OUT_OF_MEMORY;
-    w->p = w->own;
-    enum vox_status s = dist_store_read(ctx, l->st, &g, w->own);
+    w->own = sc ? NULL : p;
+    w->p = p;
+    enum vox_status s = dist_store_read(ctx, l->st, &g, p, sc);
     for (int64_t i = 0; s == VOX_OK && l->map && i < n; i++)
-        w->own[i] = l->map[w->own[i]];
+        p[i] = l->map[p[i]];
     if (s != VOX_OK)
         dist_win_fini(ctx, w);
     return s;
@@ -312,4 +340,29 @@ void dist_stats_level(struct vox_dist_stats *st, int stage, int64_t level, int64
                                               .edges = edges,
                                               .bytes = bytes,
                                               .seconds = seconds};
+}
+
+void *dist_scratch_get(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes)
+{
+    if (sc->cap[slot] < bytes || !sc->p[slot]) {
+        vox_free(ctx, sc->p[slot]);
+        sc->cap[slot] = 0;
+        sc->p[slot] = vox_alloc(ctx, bytes + 1);
+        if (sc->p[slot])
+            sc->cap[slot] = bytes;
+    }
+    return sc->p[slot];
+}
+
+struct dist_scratch *dist_scratch_new(struct vox_ctx *ctx)
+{
+    return vox_calloc(ctx, (size_t)vox_ctx_threads(ctx), sizeof(struct dist_scratch));
+}
+
+void dist_scratch_free(struct vox_ctx *ctx, struct dist_scratch *sc)
+{
+    for (int t = 0; sc && t < vox_ctx_threads(ctx); t++)
+        for (int k = 0; k < DIST_SC_SLOTS; k++)
+            vox_free(ctx, sc[t].p[k]);
+    vox_free(ctx, sc);
 }
