@@ -39,6 +39,7 @@
  * A node is a pure function of its children, so the result does not depend on threads.
  */
 #include "dist_internal.h"
+#include "seg/seg_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,7 @@ struct sm_run {
     int64_t grid[3], span[3];
     struct sm_sum *cur, *nxt;
     enum vox_status *st;
+    struct dist_scratch *sc; /* per worker */
 };
 
 static void sm_sum_fini(struct vox_ctx *ctx, struct sm_sum *s)
@@ -338,11 +340,22 @@ static bool sm_face(struct vox_ctx *ctx, struct sm_sum *s, struct sm_seen *m, ui
     return dist_push(ctx, (void **)&s->edge, &s->nedge, &m->ecap, &e, sizeof e);
 }
 
-/* Every basin of the box, with the touch bits of its voxels on the box faces. */
+/* Row (z, y) of the window, indexed by x - b->lo[2] (x = b->lo[2] - 1 too when in it). */
+static inline const uint32_t *sm_lrow(const struct dist_win *w, const struct dist_box *b,
+                                      int64_t z, int64_t y)
+{
+    return w->p + ((z - w->lo[0]) * w->n[1] + y - w->lo[1]) * w->n[2] + b->lo[2] - w->lo[2];
+}
+
+/* Every basin of the box, with the touch bits of its voxels on the box faces: a row on a z or
+ * y face adds every voxel's, another its ends and the voxels where the label changes. */
 static enum vox_status sm_chunk_basins(const struct sm_run *r, struct sm_sum *s,
                                        const struct dist_win *lw, struct sm_seen *m)
 {
     const struct dist_box *b = &s->box;
+    const int64_t nx = b->hi[2] - b->lo[2];
+    const uint8_t tx0 = (uint8_t)((b->lo[2] > 0) << 4);
+    const uint8_t tx1 = (uint8_t)((b->hi[2] < r->dims[2]) << 5);
     for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
         for (int64_t y = b->lo[1]; y < b->hi[1]; y++) {
             uint8_t t0 = 0;
@@ -351,15 +364,20 @@ static enum vox_status sm_chunk_basins(const struct sm_run *r, struct sm_sum *s,
                 t0 |= (uint8_t)((c[a] == b->lo[a] && c[a] > 0) << (2 * a));
                 t0 |= (uint8_t)((c[a] + 1 == b->hi[a] && c[a] + 1 < r->dims[a]) << (2 * a + 1));
             }
-            uint32_t last = 0;
-            for (int64_t x = b->lo[2]; x < b->hi[2]; x++) {
-                uint32_t l = dist_win_at(lw, z, y, x);
-                uint8_t t = (uint8_t)(t0 | (x == b->lo[2] && x > 0) << 4 |
-                                      (x + 1 == b->hi[2] && x + 1 < r->dims[2]) << 5);
-                if (l && (t || l != last) && !sm_basin_add(r, s, m, l, t))
-                    return VOX_OUT_OF_MEMORY;
-                last = l;
+            const uint32_t *l = sm_lrow(lw, b, z, y);
+            bool ok = true;
+            for (int64_t j = 0; t0 && ok && j < nx; j++)
+                ok = !l[j] || sm_basin_add(r, s, m, l[j], (uint8_t)(t0 | (j == 0 ? tx0 : 0) |
+                                                                   (j == nx - 1 ? tx1 : 0)));
+            if (!t0) {
+                ok = (!l[0] || sm_basin_add(r, s, m, l[0], (uint8_t)(tx0 | (nx == 1 ? tx1 : 0))))
+                     && (!l[nx - 1] || sm_basin_add(r, s, m, l[nx - 1], tx1));
+                for (int64_t k = seg_skip_equal(l + 1, l, 0, nx - 1); ok && k < nx - 1;
+                     k = seg_skip_equal(l + 1, l, k + 1, nx - 1))
+                    ok = !l[k + 1] || sm_basin_add(r, s, m, l[k + 1], 0);
             }
+            if (!ok)
+                return VOX_OUT_OF_MEMORY;
         }
     return VOX_OK;
 }
@@ -371,6 +389,58 @@ static bool sm_outside(const struct sm_run *r, struct sm_sum *s, struct sm_seen 
     return !id || sm_basin_add(r, s, m, id, bit);
 }
 
+/* The faces (la[j], lb[j]) of affinity qa[j], j in [0, n), of one row along one channel:
+ * side 0: both ends in the box (only where the labels differ); side 1: la's end outside the
+ * box (across face `bit`), side 2: lb's. */
+static bool sm_row_faces(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m,
+                         const uint32_t *la, const uint32_t *lb, const uint8_t *qa, int64_t n,
+                         int side, uint8_t bit)
+{
+    const int low = r->p->low;
+    if (side == 0) {
+        for (int64_t j = seg_skip_equal(la, lb, 0, n); j < n; j = seg_skip_equal(la, lb, j + 1, n))
+            if (!sm_face(r->ctx, s, m, la[j], lb[j], qa[j], low))
+                return false;
+        return true;
+    }
+    for (int64_t j = 0; j < n; j++)
+        if (!sm_face(r->ctx, s, m, la[j], lb[j], qa[j], low) ||
+            !sm_outside(r, s, m, side == 1 ? la[j] : lb[j], bit))
+            return false;
+    return true;
+}
+
+/* The faces of row (z, y) of R: along x where the row is in the box, along y and z where the
+ * voxel or its -y / -z neighbour is (the face bits: 2 * axis + side). */
+static bool sm_row(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m,
+                   const uint8_t *q, const int64_t rn[3], const struct dist_win *lw, int64_t z,
+                   int64_t y)
+{
+    const struct dist_box *b = &s->box;
+    const int64_t n = rn[0] * rn[1] * rn[2], nx = b->hi[2] - b->lo[2];
+    const int64_t qo = ((z - b->lo[0]) * rn[1] + y - b->lo[1]) * rn[2];
+    const uint32_t *l = sm_lrow(lw, b, z, y);
+    const bool zin = z < b->hi[0], yin = y < b->hi[1];
+    bool ok = true;
+    if (zin && yin) {
+        const uint8_t *qx = q + 2 * n + qo;
+        ok = sm_row_faces(r, s, m, l + 1, l, qx + 1, nx - 1, 0, 0) &&
+             (b->lo[2] == 0 || sm_row_faces(r, s, m, l, l - 1, qx, 1, 2, 1u << 4)) &&
+             (rn[2] == nx || sm_row_faces(r, s, m, l + nx, l + nx - 1, qx + nx, 1, 1, 1u << 5));
+    }
+    const int64_t c[2] = {z, y};
+    const bool other[2] = {yin, zin};
+    for (int a = 0; a < 2 && ok; a++) {
+        if (c[a] == 0 || !other[a])
+            continue;
+        const uint32_t *lu = sm_lrow(lw, b, z - (a == 0), y - (a == 1));
+        int side = c[a] == b->lo[a] ? 2 : c[a] < b->hi[a] ? 0 : 1;
+        ok = sm_row_faces(r, s, m, l, lu, q + a * n + qo, nx, side,
+                          (uint8_t)(1u << (2 * a + (side == 1))));
+    }
+    return ok;
+}
+
 /* Faces (v, v - e_c) with v in R = box + 1 on the + sides and one end in the box; q is R's
  * quantized affinities, R starts at the box's lo. */
 static enum vox_status sm_chunk_faces(const struct sm_run *r, struct sm_sum *s, const uint8_t *q,
@@ -379,33 +449,16 @@ static enum vox_status sm_chunk_faces(const struct sm_run *r, struct sm_sum *s, 
 {
     const struct dist_box *b = &s->box;
     const int64_t rn[3] = {rh[0] - b->lo[0], rh[1] - b->lo[1], rh[2] - b->lo[2]};
-    const int64_t n = rn[0] * rn[1] * rn[2];
     for (int64_t z = b->lo[0]; z < rh[0]; z++)
         for (int64_t y = b->lo[1]; y < rh[1]; y++)
-            for (int64_t x = b->lo[2]; x < rh[2]; x++) {
-                const int64_t c[3] = {z, y, x};
-                const uint32_t lv0 = dist_win_at(lw, z, y, x);
-                const int64_t lv = ((z - b->lo[0]) * rn[1] + y - b->lo[1]) * rn[2] + x - b->lo[2];
-                bool vin = z < b->hi[0] && y < b->hi[1] && x < b->hi[2];
-                for (int a = 0; a < 3; a++) {
-                    if (c[a] == 0)
-                        continue;
-                    bool uin = c[a] - 1 >= b->lo[a] && c[(a + 1) % 3] < b->hi[(a + 1) % 3] &&
-                               c[(a + 2) % 3] < b->hi[(a + 2) % 3] && c[a] - 1 < b->hi[a];
-                    if (!vin && !uin)
-                        continue;
-                    uint32_t lu = dist_win_at(lw, z - (a == 0), y - (a == 1), x - (a == 2));
-                    if (!sm_face(r->ctx, s, m, lv0, lu, q[a * n + lv], r->p->low) ||
-                        (!(vin && uin) &&
-                         !sm_outside(r, s, m, vin ? lu : lv0, (uint8_t)(1u << (2 * a + !vin)))))
-                        return VOX_OUT_OF_MEMORY;
-                }
-            }
+            if (!sm_row(r, s, m, q, rn, lw, z, y))
+                return VOX_OUT_OF_MEMORY;
     return VOX_OK;
 }
 
 /* Atomic chunk: its basins and basin-graph edges, then the decision pass. */
-static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s)
+static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s,
+                                struct dist_scratch *sc)
 {
     int64_t rh[3];
     for (int a = 0; a < 3; a++)
@@ -418,9 +471,9 @@ static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s)
     memset(m->basin, 0xff, sizeof m->basin);
     memset(m->edge, 0xff, sizeof m->edge);
     m->ecap = 0;
-    enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, rh, NULL, &q);
+    enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, rh, sc, &q);
     if (st == VOX_OK)
-        st = dist_win_load(r->ctx, r->basins, r->dims, &s->box, NULL, &lw);
+        st = dist_win_load(r->ctx, r->basins, r->dims, &s->box, sc, &lw);
     if (st == VOX_OK) {
         st = sm_chunk_basins(r, s, &lw, m);
         if (st == VOX_OK)
@@ -481,7 +534,7 @@ static void sm_atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], 
         int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
                         i % r->grid[2]};
         sm_box(r, c, 1, &r->cur[i].box);
-        r->st[i] = sm_chunk(r, &r->cur[i]);
+        r->st[i] = sm_chunk(r, &r->cur[i], &r->sc[tid]);
     }
 }
 
@@ -679,7 +732,9 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     int64_t *size = vox_alloc(ctx, (size_t)(nbasins + 1) * sizeof *size);
     r.cur = vox_calloc(ctx, (size_t)nchunks, sizeof *r.cur);
     r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
-    enum vox_status s = map && size && r.cur && r.st ? sm_tree(&r, nchunks) : VOX_OUT_OF_MEMORY;
+    r.sc = dist_scratch_new(ctx);
+    enum vox_status s =
+        map && size && r.cur && r.st && r.sc ? sm_tree(&r, nchunks) : VOX_OUT_OF_MEMORY;
     if (s == VOX_OK)
         s = sm_finish(&r, nbasins, &r.cur[0], map, size, nseg_out, seg_sizes_out,
                       dend_out ? &dend : NULL);
@@ -688,6 +743,7 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
         sm_sum_fini(ctx, &r.cur[i]);
     vox_free(ctx, r.cur);
     vox_free(ctx, r.st);
+    dist_scratch_free(ctx, r.sc);
     vox_free(ctx, size);
     if (s != VOX_OK) {
         vox_free(ctx, map);
