@@ -493,6 +493,7 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol,
         vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1},
                      VOX_SCHED_DYNAMIC, atomic_task, &r);
         s = first_error(&r, nchunks);
+        dist_scratch_release(ctx, r.sc); /* the relabel needs less */
     }
     if (s == VOX_OK && vol->comm)
         s = ws_receive(&r, nchunks);

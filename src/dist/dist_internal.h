@@ -82,6 +82,8 @@ void *dist_scratch_get(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, s
 /* One scratch per worker of the context's pool (NULL when memory is short); freed with
  * dist_scratch_free. */
 struct dist_scratch *dist_scratch_new(struct vox_ctx *ctx);
+/* Frees every worker's buffers (between phases that need different ones), keeps sc. */
+void dist_scratch_release(struct vox_ctx *ctx, struct dist_scratch *sc);
 void dist_scratch_free(struct vox_ctx *ctx, struct dist_scratch *sc);
 
 /* A chunk-blocked file: the box of atomic chunk i (C order over the grid) is one record of

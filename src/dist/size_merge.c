@@ -582,6 +582,7 @@ static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
     int64_t level = 0;
     vox_pool_for(pool, (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
                  sm_atomic_task, r);
+    dist_scratch_release(r->ctx, r->sc); /* the levels above read no voxels */
     enum vox_status s = sm_first_error(r, nchunks);
     if (s == VOX_OK)
         sm_level_stats(r, level, nchunks, t0);

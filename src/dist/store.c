@@ -183,15 +183,26 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                                   const struct dist_box *b, uint8_t *dst, struct dist_io *io,
                                   struct dist_scratch *sc)
 {
-    size_t tn = f->slot / (size_t)f->nch;
-    uint8_t *tmp = sc ? dist_scratch_get(ctx, sc, DIST_SC_TMP, tn) : vox_alloc(ctx, tn);
-    if (!tmp)
-        return VOX_OUT_OF_MEMORY;
     int64_t g0[3], g1[3], g[3], nread = 0;
     for (int a = 0; a < 3; a++) {
         g0[a] = b->lo[a] / f->chunk[a];
         g1[a] = (b->hi[a] - 1) / f->chunk[a] + 1;
     }
+    struct dist_box one;
+    off_t at = bfile_chunk(f, g0, &one);
+    if (memcmp(&one, b, sizeof one) == 0) { /* one whole chunk: its record as it is */
+        size_t n = (size_t)((one.hi[0] - one.lo[0]) * (one.hi[1] - one.lo[1]) *
+                            (one.hi[2] - one.lo[2])) * (size_t)f->nch * f->esz;
+        ssize_t got = pread(f->fd, dst, n, at);
+        if (got != (ssize_t)n)
+            return bfile_fail(ctx, f, false, n, at, got);
+        bfile_count(io, false, (int64_t)n);
+        return VOX_OK;
+    }
+    size_t tn = f->slot / (size_t)f->nch;
+    uint8_t *tmp = sc ? dist_scratch_get(ctx, sc, DIST_SC_TMP, tn) : vox_alloc(ctx, tn);
+    if (!tmp)
+        return VOX_OUT_OF_MEMORY;
     enum vox_status s = VOX_OK;
     for (g[0] = g0[0]; g[0] < g1[0] && s == VOX_OK; g[0]++)
         for (g[1] = g0[1]; g[1] < g1[1] && s == VOX_OK; g[1]++)
@@ -359,10 +370,18 @@ struct dist_scratch *dist_scratch_new(struct vox_ctx *ctx)
     return vox_calloc(ctx, (size_t)vox_ctx_threads(ctx), sizeof(struct dist_scratch));
 }
 
-void dist_scratch_free(struct vox_ctx *ctx, struct dist_scratch *sc)
+void dist_scratch_release(struct vox_ctx *ctx, struct dist_scratch *sc)
 {
     for (int t = 0; sc && t < vox_ctx_threads(ctx); t++)
-        for (int k = 0; k < DIST_SC_SLOTS; k++)
+        for (int k = 0; k < DIST_SC_SLOTS; k++) {
             vox_free(ctx, sc[t].p[k]);
+            sc[t].p[k] = NULL;
+            sc[t].cap[k] = 0;
+        }
+}
+
+void dist_scratch_free(struct vox_ctx *ctx, struct dist_scratch *sc)
+{
+    dist_scratch_release(ctx, sc);
     vox_free(ctx, sc);
 }
