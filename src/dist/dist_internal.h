@@ -218,6 +218,13 @@ static inline uint32_t dist_win_at(const struct dist_win *w, int64_t z, int64_t 
     return w->p[((z - w->lo[0]) * w->n[1] + y - w->lo[1]) * w->n[2] + x - w->lo[2]];
 }
 
+/* Row (z, y) of the window, indexed by x - x0 (x0 - 1 included when it is in the window). */
+static inline const uint32_t *dist_win_row(const struct dist_win *w, int64_t z, int64_t y,
+                                           int64_t x0)
+{
+    return w->p + ((z - w->lo[0]) * w->n[1] + y - w->lo[1]) * w->n[2] + x0 - w->lo[2];
+}
+
 /* Per-level statistics of one stage (NULL: none kept). */
 void dist_stats_level(struct vox_dist_stats *st, int stage, int64_t level, int64_t nodes,
                       int64_t frozen, int64_t edges, int64_t bytes, double seconds);

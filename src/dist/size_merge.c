@@ -340,13 +340,6 @@ static bool sm_face(struct vox_ctx *ctx, struct sm_sum *s, struct sm_seen *m, ui
     return dist_push(ctx, (void **)&s->edge, &s->nedge, &m->ecap, &e, sizeof e);
 }
 
-/* Row (z, y) of the window, indexed by x - b->lo[2] (x = b->lo[2] - 1 too when in it). */
-static inline const uint32_t *sm_lrow(const struct dist_win *w, const struct dist_box *b,
-                                      int64_t z, int64_t y)
-{
-    return w->p + ((z - w->lo[0]) * w->n[1] + y - w->lo[1]) * w->n[2] + b->lo[2] - w->lo[2];
-}
-
 /* Every basin of the box, with the touch bits of its voxels on the box faces: a row on a z or
  * y face adds every voxel's, another its ends and the voxels where the label changes. */
 static enum vox_status sm_chunk_basins(const struct sm_run *r, struct sm_sum *s,
@@ -364,7 +357,7 @@ static enum vox_status sm_chunk_basins(const struct sm_run *r, struct sm_sum *s,
                 t0 |= (uint8_t)((c[a] == b->lo[a] && c[a] > 0) << (2 * a));
                 t0 |= (uint8_t)((c[a] + 1 == b->hi[a] && c[a] + 1 < r->dims[a]) << (2 * a + 1));
             }
-            const uint32_t *l = sm_lrow(lw, b, z, y);
+            const uint32_t *l = dist_win_row(lw, z, y, b->lo[2]);
             bool ok = true;
             for (int64_t j = 0; t0 && ok && j < nx; j++)
                 ok = !l[j] || sm_basin_add(r, s, m, l[j], (uint8_t)(t0 | (j == 0 ? tx0 : 0) |
@@ -419,7 +412,7 @@ static bool sm_row(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m,
     const struct dist_box *b = &s->box;
     const int64_t n = rn[0] * rn[1] * rn[2], nx = b->hi[2] - b->lo[2];
     const int64_t qo = ((z - b->lo[0]) * rn[1] + y - b->lo[1]) * rn[2];
-    const uint32_t *l = sm_lrow(lw, b, z, y);
+    const uint32_t *l = dist_win_row(lw, z, y, b->lo[2]);
     const bool zin = z < b->hi[0], yin = y < b->hi[1];
     bool ok = true;
     if (zin && yin) {
@@ -433,7 +426,7 @@ static bool sm_row(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m,
     for (int a = 0; a < 2 && ok; a++) {
         if (c[a] == 0 || !other[a])
             continue;
-        const uint32_t *lu = sm_lrow(lw, b, z - (a == 0), y - (a == 1));
+        const uint32_t *lu = dist_win_row(lw, z - (a == 0), y - (a == 1), b->lo[2]);
         int side = c[a] == b->lo[a] ? 2 : c[a] < b->hi[a] ? 0 : 1;
         ok = sm_row_faces(r, s, m, l, lu, q + a * n + qo, nx, side,
                           (uint8_t)(1u << (2 * a + (side == 1))));
