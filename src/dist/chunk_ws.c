@@ -186,7 +186,8 @@ static void cws_plateaus(struct cws *w)
 {
     const int64_t X = w->c[2], P = w->c[1] * X, n = w->cn;
     int64_t nout = 0;
-    for (int64_t v = cws_skip(w->fl, 0, n, FL_PLAT); v < n; v = cws_skip(w->fl, v + 1, n, FL_PLAT)) {
+    for (int64_t v = cws_skip(w->fl, 0, n, FL_PLAT); v < n;
+         v = cws_skip(w->fl, v + 1, n, FL_PLAT)) {
         uint8_t bits = cws_pbits(w, v), in = cws_inside_v(w, v);
         if (bits & ~in) {
             w->fl[v] |= FL_OUT;

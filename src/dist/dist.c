@@ -373,6 +373,18 @@ static enum vox_status run_levels(struct dist_run *r)
     return s;
 }
 
+/* Chunk i's map fragment -> basin (0: background). */
+static uint32_t *chunk_map(struct dist_run *r, int64_t i)
+{
+    uint32_t *map = vox_alloc(r->ctx, (size_t)(r->nfr[i] + 1) * sizeof *map);
+    if (!map)
+        return NULL;
+    map[0] = 0;
+    for (int64_t k = 0; k < r->nfr[i]; k++)
+        map[k + 1] = r->basin[frag_pos(r, r->fr[i][k].id)];
+    return map;
+}
+
 static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     struct dist_run *r = arg;
@@ -380,8 +392,9 @@ static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
         struct dist_box b;
         node_box(r, i, &b);
         int64_t n = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
-        uint32_t *map = vox_alloc(r->ctx, (size_t)(r->nfr[i] + 1) * sizeof *map);
-        uint32_t *lab = dist_scratch_get(r->ctx, &r->sc[tid], DIST_SC_LAB, (size_t)n * sizeof *lab);
+        uint32_t *map = chunk_map(r, i);
+        uint32_t *lab =
+            dist_scratch_get(r->ctx, &r->sc[tid], DIST_SC_LAB, (size_t)n * sizeof *lab);
         r->st[i] = map && lab ? dist_store_read(r->ctx, r->labels, &b, lab, &r->sc[tid])
                               : VOX_OUT_OF_MEMORY;
         const struct dist_jrec *rec = r->vol.jr ? dist_journal_find(r->vol.jr, DJ_RELABEL, i)
@@ -389,9 +402,6 @@ static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
         bool done = r->st[i] == VOX_OK && rec &&
                     dist_hash(lab, (size_t)n * sizeof *lab, 0) == rec->sum;
         if (r->st[i] == VOX_OK && !done) {
-            map[0] = 0;
-            for (int64_t k = 0; k < r->nfr[i]; k++)
-                map[k + 1] = r->basin[frag_pos(r, r->fr[i][k].id)];
             for (int64_t k = 0; k < n; k++)
                 lab[k] = map[lab[k]];
             r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab);
@@ -405,7 +415,22 @@ static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
     }
 }
 
-/* Numbers the basins, fills the sizes and relabels every chunk. */
+/* A file store keeps its fragment labels: the basins go through per-chunk maps. */
+static enum vox_status chunk_maps(struct dist_run *r, int64_t nchunks)
+{
+    struct dist_store *st = r->labels;
+    st->cmap = vox_calloc(r->ctx, (size_t)nchunks, sizeof *st->cmap);
+    if (!st->cmap)
+        return VOX_OUT_OF_MEMORY;
+    st->ncmap = nchunks;
+    for (int64_t i = 0; i < nchunks; i++)
+        if (!(st->cmap[i] = chunk_map(r, i)))
+            return VOX_OUT_OF_MEMORY;
+    return VOX_OK;
+}
+
+/* Numbers the basins, fills the sizes and relabels every chunk (or gives a file store the
+ * chunks' maps when there are no records to keep: see struct dist_store). */
 static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbasins_out,
                               int64_t **sizes_out)
 {
@@ -429,9 +454,14 @@ static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbas
         r->span[a] = r->chunk[a];
         r->grid[a] = (r->vol.dims[a] + r->chunk[a] - 1) / r->chunk[a];
     }
-    vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1},
-                 VOX_SCHED_DYNAMIC, relabel_task, r);
-    enum vox_status s = first_error(r, nchunks);
+    enum vox_status s;
+    if (r->labels->f.fd >= 0 && !r->vol.jr) {
+        s = chunk_maps(r, nchunks);
+    } else {
+        vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1},
+                     VOX_SCHED_DYNAMIC, relabel_task, r);
+        s = first_error(r, nchunks);
+    }
     if (s != VOX_OK) {
         vox_free(r->ctx, sizes);
         return s;

@@ -182,7 +182,15 @@ struct dist_store {
     struct dist_bfile f;
     int64_t dims[3];
     struct dist_io *io; /* counts the file traffic when set */
+    /* A file store may keep the watershed's fragment labels as they were written and give
+     * basins through cmap[chunk][fragment] (fragment 0: background): reads map each chunk's
+     * part, so the volume is not written a second time to relabel it. NULL: values as is. */
+    uint32_t **cmap;
+    int64_t ncmap;
 };
+
+/* Frees st->cmap. */
+void dist_store_fini(struct vox_ctx *ctx, struct dist_store *st);
 
 /* src/dst are contiguous over the box; sc: a scratch for the file reads, or NULL. */
 enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,

@@ -507,6 +507,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     }
     if (store.f.fd >= 0)
         close(store.f.fd);
+    dist_store_fini(ctx, &store);
     if (qf.fd >= 0)
         close(qf.fd);
     vox_free(ctx, map);

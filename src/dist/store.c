@@ -19,7 +19,7 @@
 
 static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *f,
                                   const struct dist_box *b, uint8_t *dst, struct dist_io *io,
-                                  struct dist_scratch *sc);
+                                  struct dist_scratch *sc, uint32_t *const *cmap);
 static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile *f,
                                    const struct dist_box *b, const uint8_t *src,
                                    struct dist_io *io);
@@ -57,7 +57,7 @@ static enum vox_status qfile_read(struct vox_ctx *ctx, const struct dist_vol *v,
         s = vox_tensor_alloc(ctx, &t, VOX_U8, 4, shape);
     }
     if (s == VOX_OK)
-        s = bfile_read(ctx, v->qf, &b, t.data, v->io, sc);
+        s = bfile_read(ctx, v->qf, &b, t.data, v->io, sc, NULL);
     if (s != VOX_OK) {
         vox_tensor_free(ctx, &t);
         return s;
@@ -151,7 +151,7 @@ static void bfile_count(struct dist_io *io, bool wr, int64_t n)
 static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *f, off_t off,
                                   const struct dist_box *cb, const struct dist_box *i,
                                   const struct dist_box *b, uint8_t *dst, uint8_t *tmp,
-                                  int64_t *nread)
+                                  const uint32_t *map, int64_t *nread)
 {
     const int64_t cs[3] = {cb->hi[0] - cb->lo[0], cb->hi[1] - cb->lo[1], cb->hi[2] - cb->lo[2]};
     const int64_t bs[3] = {b->hi[0] - b->lo[0], b->hi[1] - b->lo[1], b->hi[2] - b->lo[2]};
@@ -173,7 +173,14 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
                 int64_t s = ((z - cb->lo[0]) * cs[1] + y - cb->lo[1]) * cs[2] + i->lo[2] -
                             cb->lo[2] - first;
                 int64_t t = ((z - b->lo[0]) * bs[1] + y - b->lo[1]) * bs[2] + i->lo[2] - b->lo[2];
-                memcpy(d + (size_t)t * e, tmp + (size_t)s * e, row);
+                if (map) { /* u32 labels through the chunk's map */
+                    uint32_t *o = (uint32_t *)(void *)d + t;
+                    const uint32_t *in = (const uint32_t *)(const void *)tmp + s;
+                    for (int64_t k = 0; k < i->hi[2] - i->lo[2]; k++)
+                        o[k] = map[in[k]];
+                } else {
+                    memcpy(d + (size_t)t * e, tmp + (size_t)s * e, row);
+                }
             }
     }
     return VOX_OK;
@@ -181,7 +188,7 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
 
 static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *f,
                                   const struct dist_box *b, uint8_t *dst, struct dist_io *io,
-                                  struct dist_scratch *sc)
+                                  struct dist_scratch *sc, uint32_t *const *cmap)
 {
     int64_t g0[3], g1[3], g[3], nread = 0;
     for (int a = 0; a < 3; a++) {
@@ -197,6 +204,10 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
         if (got != (ssize_t)n)
             return bfile_fail(ctx, f, false, n, at, got);
         bfile_count(io, false, (int64_t)n);
+        const uint32_t *map = cmap ? cmap[at / (off_t)f->slot] : NULL;
+        uint32_t *l = (uint32_t *)(void *)dst;
+        for (size_t k = 0; map && k < n / 4; k++)
+            l[k] = map[l[k]];
         return VOX_OK;
     }
     size_t tn = f->slot / (size_t)f->nch;
@@ -209,6 +220,7 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
             for (g[2] = g0[2]; g[2] < g1[2] && s == VOX_OK; g[2]++) {
                 struct dist_box cb, i;
                 off_t off = bfile_chunk(f, g, &cb);
+                const uint32_t *map = cmap ? cmap[off / (off_t)f->slot] : NULL;
                 for (int a = 0; a < 3; a++) {
                     i.lo[a] = cb.lo[a] > b->lo[a] ? cb.lo[a] : b->lo[a];
                     i.hi[a] = cb.hi[a] < b->hi[a] ? cb.hi[a] : b->hi[a];
@@ -219,10 +231,10 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                 struct dist_box p = i;
                 for (p.lo[0] = i.lo[0]; thin && p.lo[0] < i.hi[0] && s == VOX_OK; p.lo[0]++) {
                     p.hi[0] = p.lo[0] + 1;
-                    s = bfile_part(ctx, f, off, &cb, &p, b, dst, tmp, &nread);
+                    s = bfile_part(ctx, f, off, &cb, &p, b, dst, tmp, map, &nread);
                 }
                 if (!thin)
-                    s = bfile_part(ctx, f, off, &cb, &i, b, dst, tmp, &nread);
+                    s = bfile_part(ctx, f, off, &cb, &i, b, dst, tmp, map, &nread);
             }
     if (!sc)
         vox_free(ctx, tmp);
@@ -287,7 +299,7 @@ enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
         mem_rows(st, b, dst, false);
         return VOX_OK;
     }
-    return bfile_read(ctx, &st->f, b, (uint8_t *)dst, st->io, sc);
+    return bfile_read(ctx, &st->f, b, (uint8_t *)dst, st->io, sc, st->cmap);
 }
 
 enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
@@ -351,6 +363,15 @@ void dist_stats_level(struct vox_dist_stats *st, int stage, int64_t level, int64
                                               .edges = edges,
                                               .bytes = bytes,
                                               .seconds = seconds};
+}
+
+void dist_store_fini(struct vox_ctx *ctx, struct dist_store *st)
+{
+    for (int64_t i = 0; st->cmap && i < st->ncmap; i++)
+        vox_free(ctx, st->cmap[i]);
+    vox_free(ctx, st->cmap);
+    st->cmap = NULL;
+    st->ncmap = 0;
 }
 
 void *dist_scratch_get(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes)
