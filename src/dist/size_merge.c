@@ -267,6 +267,47 @@ static enum vox_status sm_split(struct vox_ctx *ctx, struct sm_sum *s, struct sm
     return VOX_OK;
 }
 
+/* Basin id -> position in s->basin: open addressing, id << 32 | position per slot (0: empty,
+ * ids are >= 1), at most half full. */
+struct sm_index {
+    uint64_t *slot;
+    int bits;
+};
+
+static inline uint64_t sm_index_home(const struct sm_index *x, uint32_t id)
+{
+    return (id * 0x9E3779B97F4A7C15ull) >> (64 - x->bits);
+}
+
+static bool sm_index_build(struct vox_ctx *ctx, const struct sm_sum *s, struct sm_index *x)
+{
+    x->bits = 4;
+    while ((int64_t)1 << x->bits < 2 * s->nbasin)
+        x->bits++;
+    const uint64_t mask = ((uint64_t)1 << x->bits) - 1;
+    x->slot = vox_calloc(ctx, (size_t)mask + 1, sizeof *x->slot);
+    if (!x->slot)
+        return false;
+    for (int64_t i = 0; i < s->nbasin; i++) {
+        uint64_t h = sm_index_home(x, s->basin[i].id);
+        while (x->slot[h])
+            h = (h + 1) & mask;
+        x->slot[h] = (uint64_t)s->basin[i].id << 32 | (uint64_t)i;
+    }
+    return true;
+}
+
+/* The position of id in s->basin (every edge's ends are there; else sm_pos's answer). */
+static inline uint32_t sm_index_pos(const struct sm_index *x, const struct sm_sum *s,
+                                    uint32_t id)
+{
+    const uint64_t mask = ((uint64_t)1 << x->bits) - 1;
+    uint64_t h = sm_index_home(x, id);
+    while (x->slot[h] && x->slot[h] >> 32 != id)
+        h = (h + 1) & mask;
+    return x->slot[h] ? (uint32_t)x->slot[h] : (uint32_t)sm_pos(s, id);
+}
+
 /* The decision pass of one chunk or node over its compacted s. */
 static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s)
 {
@@ -275,22 +316,25 @@ static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s)
     int64_t *uf = vox_alloc(ctx, (size_t)(s->nbasin + 1) * sizeof *uf);
     int64_t *size = vox_alloc(ctx, (size_t)(s->nbasin + 1) * sizeof *size);
     bool *frz = vox_alloc(ctx, (size_t)(s->nbasin + 1) * sizeof *frz);
+    struct sm_index x = {0};
     enum vox_status st = VOX_OUT_OF_MEMORY;
-    if (ord && uf && size && frz) {
+    if (ord && uf && size && frz && sm_index_build(ctx, s, &x)) {
         /* basin ids -> positions in s->basin, which keep their order: a by one walk (s->edge
-         * is in (a, b) order), b by search; the pass and the split then index directly */
+         * is in (a, b) order), b through the index; the pass and the split then index
+         * directly */
         int64_t pa = 0;
         for (int64_t i = 0; i < s->nedge; i++) {
             while (s->basin[pa].id < s->edge[i].a)
                 pa++;
             ord[i] = s->edge[i];
             ord[i].a = (uint32_t)pa;
-            ord[i].b = (uint32_t)sm_pos(s, s->edge[i].b);
+            ord[i].b = sm_index_pos(&x, s, s->edge[i].b);
         }
         dist_sort(ctx, ord, s->nedge, sizeof *ord, pair_key, order_key_hi, order_cmp);
         sm_pass(r, s, ord, uf, size, frz);
         st = sm_split(ctx, s, ord, uf, frz);
     }
+    vox_free(ctx, x.slot);
     vox_free(ctx, ord);
     vox_free(ctx, uf);
     vox_free(ctx, size);
