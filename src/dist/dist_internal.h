@@ -160,8 +160,8 @@ struct dist_io {
 };
 
 /* The box [lo, hi) of the affinities (all three channels), quantized, contiguous; with a
- * scratch (or NULL) that a file source is read into (q_out a view of its DIST_SC_Q slot,
- * valid until the slot is used again; vox_tensor_free leaves it alone). */
+ * scratch (or NULL) that the cache or a u8 volume is read into (q_out a view of its
+ * DIST_SC_Q slot, valid until the slot is used again; vox_tensor_free leaves it alone). */
 enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const int64_t lo[3],
                             const int64_t hi[3], struct dist_scratch *sc,
                             struct vox_tensor *q_out);

@@ -201,7 +201,7 @@ static void sg_ingest_task(void *arg, const int64_t lo[3], const int64_t hi[3], 
         sg_box(r, i0, &b0);
         const int64_t rlo[3] = {b0.lo[0], b0.lo[1], 0}, rhi[3] = {b0.hi[0], b0.hi[1], r->dims[2]};
         struct vox_tensor q = {0};
-        enum vox_status s = dist_read_q(r->ctx, &src, rlo, rhi, NULL, &q);
+        enum vox_status s = dist_read_q(r->ctx, &src, rlo, rhi, &r->sc[tid], &q);
         size_t cb = (size_t)(3 * (b0.hi[0] - b0.lo[0]) * (b0.hi[1] - b0.lo[1]) * r->chunk[2]);
         uint8_t *buf = s == VOX_OK ? dist_scratch_get(r->ctx, &r->sc[tid], DIST_SC_TMP, cb) : NULL;
         if (s == VOX_OK && !buf)

@@ -86,9 +86,18 @@ enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const
         return s == VOX_OK ? vox_seg_quantize(ctx, &t, q_out) : s;
     }
     int64_t shape[4] = {3, hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]};
-    s = vox_tensor_alloc(ctx, &t, vox_volume_info(v->src)->dtype, 4, shape);
-    if (s != VOX_OK)
-        return s;
+    enum vox_dtype dt = vox_volume_info(v->src)->dtype;
+    if (sc && dt == VOX_U8) { /* read as it is into the scratch */
+        void *p = dist_scratch_get(ctx, sc, DIST_SC_Q, (size_t)(shape[0] * shape[1] * shape[2] *
+                                                             shape[3]));
+        if (!p)
+            return VOX_OUT_OF_MEMORY;
+        q_view(&t, p, shape);
+    } else {
+        s = vox_tensor_alloc(ctx, &t, dt, 4, shape);
+        if (s != VOX_OK)
+            return s;
+    }
     pthread_mutex_lock(&v->io->mu);
     s = vox_volume_read(ctx, v->src, l4, h4, &t);
     v->io->bytes_read += (int64_t)vox_tensor_nbytes(&t);
