@@ -246,6 +246,22 @@ static void cws_split(struct cws *w)
     }
 }
 
+/* The backward plateau neighbours of inner maximum plateau voxel v (bits d) it still has to
+ * join. With its -x neighbour u = v - 1 on the plateau, v - X is in u's tree already when u
+ * has a plateau edge to u - X and v - X one to u - X too (the square closes); the same for
+ * -z with v - P. Joins of voxels already joined change nothing. */
+static inline uint8_t cws_back(const uint8_t *dir, uint8_t d, int64_t v, int64_t X, int64_t P)
+{
+    uint8_t b = d & 7;
+    if (b & 4) {
+        if ((b & 2) && (dir[v - 1] & 2) && (dir[v - X] & 4))
+            b &= (uint8_t)~2;
+        if ((b & 1) && (dir[v - 1] & 1) && (dir[v - P] & 4))
+            b &= (uint8_t)~1;
+    }
+    return b;
+}
+
 /* One voxel of the union pass with its inside bits `in`: a maximum plateau voxel joins its
  * backward plateau neighbours; a pointer or plateau edge leaving the chunk is a link (a
  * pointer's marks the voxel an exit). */
@@ -290,7 +306,8 @@ static enum vox_status cws_union(struct vox_ctx *ctx, struct cws *w, const int64
                 if (inner && x > 0 && x + 1 < X) {
                     uint8_t d = w->dir[v];
                     if (d && !(d & DIR_RESOLVED) && !(w->fl[v] & FL_DEFER))
-                        uf_add(w->uf, (uint32_t)v, d & 7, (uint32_t)P, (uint32_t)X);
+                        uf_add(w->uf, (uint32_t)v, cws_back(w->dir, d, v, X, P), (uint32_t)P,
+                                (uint32_t)X);
                     continue;
                 }
                 if (!cws_union_voxel(ctx, w, v, cws_inside(w->c, z, y, x), cws_gxyz(w, z, y, x),
