@@ -68,6 +68,17 @@ enum {
     DIST_SC_PB,
     DIST_SC_FL,
     DIST_SC_UF,
+    DIST_SC_S0, /* dist_sort_sc's */
+    DIST_SC_S1,
+    DIST_SC_S2,
+    DIST_SC_W0, /* a stage's own work arrays */
+    DIST_SC_W1,
+    DIST_SC_W2,
+    DIST_SC_W3,
+    DIST_SC_W4,
+    DIST_SC_W5,
+    DIST_SC_W6,
+    DIST_SC_W7,
     DIST_SC_SLOTS
 };
 
@@ -79,6 +90,10 @@ struct dist_scratch {
 /* Slot `slot` of sc with room for `bytes` (its old contents are lost when it grows), or NULL
  * when memory is short. */
 void *dist_scratch_get(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes);
+/* As dist_scratch_get, keeping the slot's first `keep` bytes when it grows (by half again at
+ * least, so that growing by pushes stays linear). */
+void *dist_scratch_grow(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes,
+                        size_t keep);
 /* One scratch per worker of the context's pool (NULL when memory is short); freed with
  * dist_scratch_free. */
 struct dist_scratch *dist_scratch_new(struct vox_ctx *ctx);
@@ -282,6 +297,11 @@ enum vox_status dist_node_ws(struct vox_ctx *ctx, const int64_t dims[3],
 void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,
                uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
                int (*cmp)(const void *, const void *));
+
+/* dist_sort with its scratch memory from sc's sort slots (sc NULL: allocated). */
+void dist_sort_sc(struct vox_ctx *ctx, struct dist_scratch *sc, void *base, int64_t n,
+                  size_t size, uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
+                  int (*cmp)(const void *, const void *));
 
 /* Appends one element of `size` bytes to a growable array. */
 bool dist_push(struct vox_ctx *ctx, void **arr, int64_t *n, int64_t *cap, const void *x,

@@ -65,7 +65,6 @@ struct sm_sum {
     int64_t nedge;
     struct sm_edge *fin; /* final merges */
     int64_t nfin;
-    int64_t bcap; /* room in basin while a chunk collects it */
 };
 
 struct sm_run {
@@ -130,9 +129,9 @@ static int order_cmp(const void *x, const void *y)
 }
 
 /* Sorts and merges duplicates: basins OR their touch bits, edges keep the larger max. */
-static void sm_compact(struct vox_ctx *ctx, struct sm_sum *s)
+static void sm_compact(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s)
 {
-    dist_sort(ctx, s->basin, s->nbasin, sizeof *s->basin, basin_key, NULL, basin_cmp);
+    dist_sort_sc(ctx, sc, s->basin, s->nbasin, sizeof *s->basin, basin_key, NULL, basin_cmp);
     int64_t m = 0;
     for (int64_t i = 0; i < s->nbasin; i++) {
         if (m > 0 && s->basin[m - 1].id == s->basin[i].id)
@@ -141,7 +140,7 @@ static void sm_compact(struct vox_ctx *ctx, struct sm_sum *s)
             s->basin[m++] = s->basin[i];
     }
     s->nbasin = m;
-    dist_sort(ctx, s->edge, s->nedge, sizeof *s->edge, pair_key, NULL, pair_cmp);
+    dist_sort_sc(ctx, sc, s->edge, s->nedge, sizeof *s->edge, pair_key, NULL, pair_cmp);
     m = 0;
     for (int64_t i = 0; i < s->nedge; i++) {
         struct sm_edge *l = m > 0 ? &s->edge[m - 1] : NULL;
@@ -237,8 +236,8 @@ static void sm_pass(const struct sm_run *r, struct sm_sum *s, struct sm_edge *or
 
 /* Keeps what goes up (frozen clusters' basins and their undecided or merged edges) and moves
  * the merges of finished clusters to s->fin, with basin ids again for ord's positions. */
-static enum vox_status sm_split(struct vox_ctx *ctx, struct sm_sum *s, struct sm_edge *ord,
-                                int64_t *uf, const bool *frz)
+static enum vox_status sm_split(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s,
+                                struct sm_edge *ord, int64_t *uf, const bool *frz)
 {
     int64_t nf = 0, ne = 0, nb = 0;
     for (int64_t i = 0; i < s->nedge; i++)
@@ -263,8 +262,15 @@ static enum vox_status sm_split(struct vox_ctx *ctx, struct sm_sum *s, struct sm
             s->basin[nb++] = s->basin[i];
     s->nedge = ne;
     s->nbasin = nb;
-    dist_sort(ctx, s->edge, ne, sizeof *s->edge, pair_key, NULL, pair_cmp);
+    dist_sort_sc(ctx, sc, s->edge, ne, sizeof *s->edge, pair_key, NULL, pair_cmp);
     return VOX_OK;
+}
+
+/* A work array: the chunk task's scratch slot, or (sc NULL: a node, whose arrays are large
+ * and few, and are not kept past its pass) allocated. */
+static void *sm_buf(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes)
+{
+    return sc ? dist_scratch_get(ctx, sc, slot, bytes) : vox_alloc(ctx, bytes);
 }
 
 /* Basin id -> position in s->basin: open addressing, id << 32 | position per slot (0: empty,
@@ -279,15 +285,17 @@ static inline uint64_t sm_index_home(const struct sm_index *x, uint32_t id)
     return (id * 0x9E3779B97F4A7C15ull) >> (64 - x->bits);
 }
 
-static bool sm_index_build(struct vox_ctx *ctx, const struct sm_sum *s, struct sm_index *x)
+static bool sm_index_build(struct vox_ctx *ctx, struct dist_scratch *sc, const struct sm_sum *s,
+                           struct sm_index *x)
 {
     x->bits = 4;
     while ((int64_t)1 << x->bits < 2 * s->nbasin)
         x->bits++;
     const uint64_t mask = ((uint64_t)1 << x->bits) - 1;
-    x->slot = vox_calloc(ctx, (size_t)mask + 1, sizeof *x->slot);
+    x->slot = sm_buf(ctx, sc, DIST_SC_W4, (size_t)(mask + 1) * sizeof *x->slot);
     if (!x->slot)
         return false;
+    memset(x->slot, 0, (size_t)(mask + 1) * sizeof *x->slot);
     for (int64_t i = 0; i < s->nbasin; i++) {
         uint64_t h = sm_index_home(x, s->basin[i].id);
         while (x->slot[h])
@@ -309,16 +317,18 @@ static inline uint32_t sm_index_pos(const struct sm_index *x, const struct sm_su
 }
 
 /* The decision pass of one chunk or node over its compacted s. */
-static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s)
+static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s,
+                                   struct dist_scratch *sc)
 {
     struct vox_ctx *ctx = r->ctx;
-    struct sm_edge *ord = vox_alloc(ctx, (size_t)(s->nedge + 1) * sizeof *ord);
-    int64_t *uf = vox_alloc(ctx, (size_t)(s->nbasin + 1) * sizeof *uf);
-    int64_t *size = vox_alloc(ctx, (size_t)(s->nbasin + 1) * sizeof *size);
-    bool *frz = vox_alloc(ctx, (size_t)(s->nbasin + 1) * sizeof *frz);
+    const size_t nb = (size_t)s->nbasin + 1;
+    struct sm_edge *ord = sm_buf(ctx, sc, DIST_SC_W0, (size_t)(s->nedge + 1) * sizeof *ord);
+    int64_t *uf = sm_buf(ctx, sc, DIST_SC_W1, nb * sizeof *uf);
+    int64_t *size = sm_buf(ctx, sc, DIST_SC_W2, nb * sizeof *size);
+    bool *frz = sm_buf(ctx, sc, DIST_SC_W3, nb * sizeof *frz);
     struct sm_index x = {0};
     enum vox_status st = VOX_OUT_OF_MEMORY;
-    if (ord && uf && size && frz && sm_index_build(ctx, s, &x)) {
+    if (ord && uf && size && frz && sm_index_build(ctx, sc, s, &x)) {
         /* basin ids -> positions in s->basin, which keep their order: a by one walk (s->edge
          * is in (a, b) order), b through the index; the pass and the split then index
          * directly */
@@ -330,15 +340,17 @@ static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s)
             ord[i].a = (uint32_t)pa;
             ord[i].b = sm_index_pos(&x, s, s->edge[i].b);
         }
-        dist_sort(ctx, ord, s->nedge, sizeof *ord, pair_key, order_key_hi, order_cmp);
+        dist_sort_sc(ctx, sc, ord, s->nedge, sizeof *ord, pair_key, order_key_hi, order_cmp);
         sm_pass(r, s, ord, uf, size, frz);
-        st = sm_split(ctx, s, ord, uf, frz);
+        st = sm_split(ctx, sc, s, ord, uf, frz);
     }
-    vox_free(ctx, x.slot);
-    vox_free(ctx, ord);
-    vox_free(ctx, uf);
-    vox_free(ctx, size);
-    vox_free(ctx, frz);
+    if (!sc) {
+        vox_free(ctx, x.slot);
+        vox_free(ctx, ord);
+        vox_free(ctx, uf);
+        vox_free(ctx, size);
+        vox_free(ctx, frz);
+    }
     return st;
 }
 
@@ -349,8 +361,21 @@ static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s)
 
 struct sm_seen {
     int64_t basin[SM_SEEN], edge[SM_SEEN];
-    int64_t ecap;
+    struct dist_scratch *sc; /* s->basin and s->edge grow in its slots W6 and W7 */
 };
+
+/* Appends x to the array *arr of *n elements that lives in scratch slot `slot`. */
+static bool sm_push(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, void **arr,
+                    int64_t *n, const void *x, size_t size)
+{
+    void *p = dist_scratch_grow(ctx, sc, slot, (size_t)(*n + 1) * size, (size_t)*n * size);
+    if (!p)
+        return false;
+    *arr = p;
+    memcpy((char *)p + (size_t)*n * size, x, size);
+    (*n)++;
+    return true;
+}
 
 /* Basin id with touch bits into s (merged with a recent entry of the same id). */
 static bool sm_basin_add(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m,
@@ -363,7 +388,7 @@ static bool sm_basin_add(const struct sm_run *r, struct sm_sum *s, struct sm_see
     }
     struct sm_basin sb = {.id = id, .touch = touch};
     *slot = s->nbasin;
-    return dist_push(r->ctx, (void **)&s->basin, &s->nbasin, &s->bcap, &sb, sizeof sb);
+    return sm_push(r->ctx, m->sc, DIST_SC_W6, (void **)&s->basin, &s->nbasin, &sb, sizeof sb);
 }
 
 /* Records the face (u, v) of affinity w with labels la, lb into s (if an edge above low). */
@@ -381,7 +406,7 @@ static bool sm_face(struct vox_ctx *ctx, struct sm_sum *s, struct sm_seen *m, ui
         return true;
     }
     *slot = s->nedge;
-    return dist_push(ctx, (void **)&s->edge, &s->nedge, &m->ecap, &e, sizeof e);
+    return sm_push(ctx, m->sc, DIST_SC_W7, (void **)&s->edge, &s->nedge, &e, sizeof e);
 }
 
 /* Every basin of the box, with the touch bits of its voxels on the box faces: a row on a z or
@@ -507,7 +532,7 @@ static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s,
         return VOX_OUT_OF_MEMORY;
     memset(m->basin, 0xff, sizeof m->basin);
     memset(m->edge, 0xff, sizeof m->edge);
-    m->ecap = 0;
+    m->sc = sc;
     enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, rh, sc, &q);
     if (st == VOX_OK)
         st = dist_win_load(r->ctx, r->basins, r->dims, &s->box, sc, &lw);
@@ -519,10 +544,28 @@ static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s,
     }
     vox_free(r->ctx, m);
     vox_tensor_free(r->ctx, &q);
-    if (st != VOX_OK)
-        return st;
-    sm_compact(r->ctx, s);
-    return sm_node_pass(r, s);
+    if (st == VOX_OK) {
+        sm_compact(r->ctx, sc, s);
+        st = sm_node_pass(r, s, sc);
+    }
+    /* what goes up leaves the scratch for arrays of its own */
+    struct sm_basin *b = vox_alloc(r->ctx, (size_t)(s->nbasin + 1) * sizeof *b);
+    struct sm_edge *e = vox_alloc(r->ctx, (size_t)(s->nedge + 1) * sizeof *e);
+    if (st == VOX_OK && b && e) {
+        if (s->nbasin)
+            memcpy(b, s->basin, (size_t)s->nbasin * sizeof *b);
+        if (s->nedge)
+            memcpy(e, s->edge, (size_t)s->nedge * sizeof *e);
+    } else {
+        vox_free(r->ctx, b);
+        vox_free(r->ctx, e);
+        b = NULL, e = NULL;
+        s->nbasin = s->nedge = 0;
+        st = st == VOX_OK ? VOX_OUT_OF_MEMORY : st;
+    }
+    s->basin = b;
+    s->edge = e;
+    return st;
 }
 
 /* Node: the children's carried basins (touch bits kept on the node's own faces) and edges. */
@@ -551,8 +594,8 @@ static enum vox_status sm_node(const struct sm_run *r, const struct sm_sum *kids
             memcpy(s->edge + s->nedge, c->edge, (size_t)c->nedge * sizeof *c->edge);
         s->nedge += c->nedge;
     }
-    sm_compact(r->ctx, s);
-    return sm_node_pass(r, s);
+    sm_compact(r->ctx, NULL, s);
+    return sm_node_pass(r, s, NULL);
 }
 
 static void sm_box(const struct sm_run *r, const int64_t c[3], int64_t span_mul, struct dist_box *b)
@@ -619,7 +662,7 @@ static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
     int64_t level = 0;
     vox_pool_for(pool, (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
                  sm_atomic_task, r);
-    dist_scratch_release(r->ctx, r->sc); /* the levels above read no voxels */
+    dist_scratch_release(r->ctx, r->sc); /* the levels above allocate their own */
     enum vox_status s = sm_first_error(r, nchunks);
     if (s == VOX_OK)
         sm_level_stats(r, level, nchunks, t0);

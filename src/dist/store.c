@@ -395,6 +395,24 @@ void *dist_scratch_get(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, s
     return sc->p[slot];
 }
 
+void *dist_scratch_grow(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes,
+                        size_t keep)
+{
+    if (sc->p[slot] && sc->cap[slot] >= bytes)
+        return sc->p[slot];
+    size_t cap = sc->cap[slot] + sc->cap[slot] / 2;
+    cap = cap > bytes ? cap : bytes;
+    void *p = vox_alloc(ctx, cap + 1);
+    if (!p)
+        return NULL;
+    if (keep && sc->p[slot])
+        memcpy(p, sc->p[slot], keep);
+    vox_free(ctx, sc->p[slot]);
+    sc->p[slot] = p;
+    sc->cap[slot] = cap;
+    return p;
+}
+
 struct dist_scratch *dist_scratch_new(struct vox_ctx *ctx)
 {
     return vox_calloc(ctx, (size_t)vox_ctx_threads(ctx), sizeof(struct dist_scratch));
