@@ -691,8 +691,9 @@ static enum vox_status ag_chunk_vertices(const struct ag_run *r, struct ag_sum *
 
 /* The faces being collected: the list and the direct-mapped places of recent (key, w). */
 struct ag_faces {
-    struct ag_face *f;
-    int64_t n, cap;
+    struct ag_face *f; /* in the scratch's slot W7 */
+    int64_t n;
+    struct dist_scratch *sc;
     int64_t seen[AG_SEEN];
 };
 
@@ -709,7 +710,7 @@ static bool ag_face_add(struct vox_ctx *ctx, struct ag_faces *fs, uint32_t la, u
         return true;
     }
     *slot = fs->n;
-    return dist_push(ctx, (void **)&fs->f, &fs->n, &fs->cap, &f, sizeof f);
+    return dist_scratch_push(ctx, fs->sc, DIST_SC_W7, (void **)&fs->f, &fs->n, &f, sizeof f);
 }
 
 /* The faces (la[j], lb[j]) of affinity qb[j], j in [0, n), where the labels differ. */
@@ -757,9 +758,9 @@ static enum vox_status ag_chunk_faces(const struct ag_run *r, struct ag_sum *s, 
 
 /* The chunk's edges from its sorted faces. */
 static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, struct ag_face *f,
-                                      int64_t nf)
+                                      int64_t nf, struct dist_scratch *sc)
 {
-    dist_sort(r->ctx, f, nf, sizeof *f, face_key, face_key_hi, face_cmp);
+    dist_sort_sc(r->ctx, sc, f, nf, sizeof *f, face_key, face_key_hi, face_cmp);
     s->e = vox_alloc(r->ctx, (size_t)(nf + 1) * sizeof *s->e);
     s->hbin = vox_alloc(r->ctx, (size_t)nf + 1);
     s->hcnt = vox_alloc(r->ctx, (size_t)(nf + 1) * sizeof *s->hcnt);
@@ -804,7 +805,7 @@ static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, bool r
     struct ag_faces *fs = vox_alloc(r->ctx, sizeof *fs);
     if (!fs)
         return VOX_OUT_OF_MEMORY;
-    *fs = (struct ag_faces){0};
+    *fs = (struct ag_faces){.sc = sc};
     enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, hi, sc, &q);
     if (st == VOX_OK)
         st = dist_win_load(r->ctx, r->labels, r->dims, &s->box, sc, &lw);
@@ -816,8 +817,7 @@ static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, bool r
     }
     vox_tensor_free(r->ctx, &q);
     if (st == VOX_OK)
-        st = ag_chunk_edges(r, s, fs->f, fs->n);
-    vox_free(r->ctx, fs->f);
+        st = ag_chunk_edges(r, s, fs->f, fs->n, sc);
     vox_free(r->ctx, fs);
     if (st != VOX_OK)
         return st;

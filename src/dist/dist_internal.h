@@ -94,6 +94,9 @@ void *dist_scratch_get(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, s
  * least, so that growing by pushes stays linear). */
 void *dist_scratch_grow(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes,
                         size_t keep);
+/* Appends x (`size` bytes) to the array *arr of *n elements that lives in slot `slot`. */
+bool dist_scratch_push(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, void **arr,
+                       int64_t *n, const void *x, size_t size);
 /* One scratch per worker of the context's pool (NULL when memory is short); freed with
  * dist_scratch_free. */
 struct dist_scratch *dist_scratch_new(struct vox_ctx *ctx);

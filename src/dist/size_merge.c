@@ -364,18 +364,6 @@ struct sm_seen {
     struct dist_scratch *sc; /* s->basin and s->edge grow in its slots W6 and W7 */
 };
 
-/* Appends x to the array *arr of *n elements that lives in scratch slot `slot`. */
-static bool sm_push(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, void **arr,
-                    int64_t *n, const void *x, size_t size)
-{
-    void *p = dist_scratch_grow(ctx, sc, slot, (size_t)(*n + 1) * size, (size_t)*n * size);
-    if (!p)
-        return false;
-    *arr = p;
-    memcpy((char *)p + (size_t)*n * size, x, size);
-    (*n)++;
-    return true;
-}
 
 /* Basin id with touch bits into s (merged with a recent entry of the same id). */
 static bool sm_basin_add(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m,
@@ -388,7 +376,8 @@ static bool sm_basin_add(const struct sm_run *r, struct sm_sum *s, struct sm_see
     }
     struct sm_basin sb = {.id = id, .touch = touch};
     *slot = s->nbasin;
-    return sm_push(r->ctx, m->sc, DIST_SC_W6, (void **)&s->basin, &s->nbasin, &sb, sizeof sb);
+    return dist_scratch_push(r->ctx, m->sc, DIST_SC_W6, (void **)&s->basin, &s->nbasin, &sb,
+                             sizeof sb);
 }
 
 /* Records the face (u, v) of affinity w with labels la, lb into s (if an edge above low). */
@@ -406,7 +395,7 @@ static bool sm_face(struct vox_ctx *ctx, struct sm_sum *s, struct sm_seen *m, ui
         return true;
     }
     *slot = s->nedge;
-    return sm_push(ctx, m->sc, DIST_SC_W7, (void **)&s->edge, &s->nedge, &e, sizeof e);
+    return dist_scratch_push(ctx, m->sc, DIST_SC_W7, (void **)&s->edge, &s->nedge, &e, sizeof e);
 }
 
 /* Every basin of the box, with the touch bits of its voxels on the box faces: a row on a z or

@@ -413,6 +413,18 @@ void *dist_scratch_grow(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, 
     return p;
 }
 
+bool dist_scratch_push(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, void **arr,
+                       int64_t *n, const void *x, size_t size)
+{
+    void *p = dist_scratch_grow(ctx, sc, slot, (size_t)(*n + 1) * size, (size_t)*n * size);
+    if (!p)
+        return false;
+    *arr = p;
+    memcpy((char *)p + (size_t)*n * size, x, size);
+    (*n)++;
+    return true;
+}
+
 struct dist_scratch *dist_scratch_new(struct vox_ctx *ctx)
 {
     return vox_calloc(ctx, (size_t)vox_ctx_threads(ctx), sizeof(struct dist_scratch));
