@@ -51,6 +51,7 @@ struct cws {
     uint32_t *uf;
     int low, high;
     int64_t ndefer; /* deferred plateau voxels */
+    struct dist_scratch *sc; /* the work arrays, and the summary's while it is collected */
 };
 
 static inline uint32_t uf_find(uint32_t *p, uint32_t x)
@@ -266,8 +267,7 @@ static inline uint8_t cws_back(const uint8_t *dir, uint8_t d, int64_t v, int64_t
  * backward plateau neighbours; a pointer or plateau edge leaving the chunk is a link (a
  * pointer's marks the voxel an exit). */
 static inline bool cws_union_voxel(struct vox_ctx *ctx, struct cws *w, int64_t v, uint8_t in,
-                                   int64_t g, const int64_t goff[6], struct dist_sum *s,
-                                   int64_t *lcap)
+                                   int64_t g, const int64_t goff[6], struct dist_sum *s)
 {
     uint8_t d = w->dir[v];
     if (!d || (!(d & DIR_RESOLVED) && (w->fl[v] & FL_DEFER)))
@@ -284,7 +284,7 @@ static inline bool cws_union_voxel(struct vox_ctx *ctx, struct cws *w, int64_t v
         if (!((bits & ~in) >> k & 1))
             continue;
         struct dist_pair l = {v, g + goff[k]};
-        if (!dist_push(ctx, (void **)&s->link, &s->nlink, lcap, &l, sizeof l))
+        if (!dist_scratch_push(ctx, w->sc, DIST_SC_W0, (void **)&s->link, &s->nlink, &l, sizeof l))
             return false;
     }
     return true;
@@ -295,7 +295,7 @@ static inline bool cws_union_voxel(struct vox_ctx *ctx, struct cws *w, int64_t v
  * links that leave it go to s->link as (local voxel, global voxel). Inner voxels of inner rows
  * have every neighbour inside: only their maximum plateau voxels do anything. */
 static enum vox_status cws_union(struct vox_ctx *ctx, struct cws *w, const int64_t goff[6],
-                                 struct dist_sum *s, int64_t *lcap)
+                                 struct dist_sum *s)
 {
     const int64_t X = w->c[2], P = w->c[1] * X;
     int64_t v = 0;
@@ -311,7 +311,7 @@ static enum vox_status cws_union(struct vox_ctx *ctx, struct cws *w, const int64
                     continue;
                 }
                 if (!cws_union_voxel(ctx, w, v, cws_inside(w->c, z, y, x), cws_gxyz(w, z, y, x),
-                                     goff, s, lcap))
+                                     goff, s))
                     return VOX_OUT_OF_MEMORY;
             }
         }
@@ -334,7 +334,7 @@ static inline int64_t cws_next(const struct cws *w, const int64_t off[6], int64_
 /* The fragment of v, not labelled yet and not reached from an earlier voxel: follows its path
  * to a labelled voxel or a root (a new fragment), then labels the path. 0: memory short. */
 static uint32_t cws_label_path(struct vox_ctx *ctx, struct cws *w, const int64_t off[6],
-                               int64_t v, uint32_t *lab, struct dist_sum *s, int64_t *cap)
+                               int64_t v, uint32_t *lab, struct dist_sum *s)
 {
     int64_t p = v, nx;
     uint32_t id = 0;
@@ -348,7 +348,7 @@ static uint32_t cws_label_path(struct vox_ctx *ctx, struct cws *w, const int64_t
     }
     if (!id) {
         struct dist_frag f = {cws_global(w, v), 0};
-        if (!dist_push(ctx, (void **)&s->frag, &s->nfrag, cap, &f, sizeof f))
+        if (!dist_scratch_push(ctx, w->sc, DIST_SC_W1, (void **)&s->frag, &s->nfrag, &f, sizeof f))
             return 0;
         id = (uint32_t)s->nfrag;
     }
@@ -370,7 +370,6 @@ static enum vox_status cws_label(struct vox_ctx *ctx, struct cws *w, uint32_t *l
                                  struct dist_sum *s)
 {
     const int64_t X = w->c[2], P = w->c[1] * X, off[6] = {-P, -X, -1, 1, X, P};
-    int64_t cap = 0;
     for (int64_t v = 0; v < w->cn; v++) {
         if (!w->dir[v]) {
             lab[v] = 0;
@@ -381,7 +380,7 @@ static enum vox_status cws_label(struct vox_ctx *ctx, struct cws *w, uint32_t *l
             if (nx >= 0 && nx < v) {
                 lab[v] = lab[nx];
                 w->fl[v] |= FL_DONE;
-            } else if (!cws_label_path(ctx, w, off, v, lab, s, &cap)) {
+            } else if (!cws_label_path(ctx, w, off, v, lab, s)) {
                 return VOX_OUT_OF_MEMORY;
             }
         }
@@ -406,7 +405,7 @@ static uint64_t pair_key(const void *x)
 
 /* The face voxels of a row (z, y) of the chunk, x in [x0, x1), in C order. */
 static bool cws_face_row(struct vox_ctx *ctx, struct cws *w, const uint32_t *lab,
-                         struct dist_sum *s, int64_t *fcap, int64_t z, int64_t y, int64_t x0,
+                         struct dist_sum *s, int64_t z, int64_t y, int64_t x0,
                          int64_t x1)
 {
     const int64_t v0 = (z * w->c[1] + y) * w->c[2];
@@ -417,7 +416,7 @@ static bool cws_face_row(struct vox_ctx *ctx, struct cws *w, const uint32_t *lab
         if (!(cws_inside(w->dims, w->box.lo[0] + z, w->box.lo[1] + y, w->box.lo[2] + x) & ~in))
             continue;
         struct dist_face f = {cws_gxyz(w, z, y, x), s->frag[lab[v0 + x] - 1].id};
-        if (!dist_push(ctx, (void **)&s->face, &s->nface, fcap, &f, sizeof f))
+        if (!dist_scratch_push(ctx, w->sc, DIST_SC_W2, (void **)&s->face, &s->nface, &f, sizeof f))
             return false;
     }
     return true;
@@ -428,15 +427,15 @@ static bool cws_face_row(struct vox_ctx *ctx, struct cws *w, const uint32_t *lab
 static enum vox_status cws_faces(struct vox_ctx *ctx, struct cws *w, const uint32_t *lab,
                                  struct dist_sum *s)
 {
-    int64_t fcap = 0, X = w->c[2];
+    int64_t X = w->c[2];
     for (int64_t z = 0; z < w->c[0]; z++)
         for (int64_t y = 0; y < w->c[1]; y++) {
             bool ok;
             if (z == 0 || z + 1 == w->c[0] || y == 0 || y + 1 == w->c[1])
-                ok = cws_face_row(ctx, w, lab, s, &fcap, z, y, 0, X);
+                ok = cws_face_row(ctx, w, lab, s, z, y, 0, X);
             else
-                ok = cws_face_row(ctx, w, lab, s, &fcap, z, y, 0, 1) &&
-                     (X < 2 || cws_face_row(ctx, w, lab, s, &fcap, z, y, X - 1, X));
+                ok = cws_face_row(ctx, w, lab, s, z, y, 0, 1) &&
+                     (X < 2 || cws_face_row(ctx, w, lab, s, z, y, X - 1, X));
             if (!ok)
                 return VOX_OUT_OF_MEMORY;
         }
@@ -453,22 +452,47 @@ static enum vox_status cws_summarize(struct vox_ctx *ctx, struct cws *w, uint32_
         return st;
     for (int64_t i = 0; i < s->nlink; i++)
         s->link[i].a = s->frag[lab[s->link[i].a] - 1].id;
-    dist_sort(ctx, s->link, s->nlink, sizeof *s->link, pair_key, NULL, pair_cmp);
+    dist_sort_sc(ctx, w->sc, s->link, s->nlink, sizeof *s->link, pair_key, NULL, pair_cmp);
     int64_t k = 0;
     for (int64_t i = 0; i < s->nlink; i++)
         if (k == 0 || pair_cmp(&s->link[k - 1], &s->link[i]) != 0)
             s->link[k++] = s->link[i];
     s->nlink = k;
     st = cws_faces(ctx, w, lab, s);
-    int64_t pcap = 0, n = w->cn;
+    int64_t n = w->cn;
     for (int64_t v = w->ndefer ? cws_skip(w->fl, 0, n, FL_DEFER) : n; st == VOX_OK && v < n;
          v = cws_skip(w->fl, v + 1, n, FL_DEFER)) {
         struct dist_plat pl = {cws_global(w, v), s->frag[lab[v] - 1].id, cws_pbits(w, v),
                                (uint8_t)((w->fl[v] & FL_SEED) != 0)};
-        if (!dist_push(ctx, (void **)&s->plat, &s->nplat, &pcap, &pl, sizeof pl))
+        if (!dist_scratch_push(ctx, w->sc, DIST_SC_W3, (void **)&s->plat, &s->nplat, &pl,
+                               sizeof pl))
             st = VOX_OUT_OF_MEMORY;
     }
     return st;
+}
+
+/* The summary's arrays, collected in the scratch, into arrays of their own and their size
+ * (the scratch's stay for the next chunk). */
+static enum vox_status cws_own(struct vox_ctx *ctx, struct dist_sum *s)
+{
+    void **arr[4] = {(void **)&s->frag, (void **)&s->link, (void **)&s->face, (void **)&s->plat};
+    const size_t bytes[4] = {
+        (size_t)s->nfrag * sizeof *s->frag, (size_t)s->nlink * sizeof *s->link,
+        (size_t)s->nface * sizeof *s->face, (size_t)s->nplat * sizeof *s->plat};
+    void *own[4];
+    bool ok = true;
+    for (int k = 0; k < 4; k++) {
+        own[k] = vox_alloc(ctx, bytes[k] + 1);
+        ok = ok && own[k];
+    }
+    for (int k = 0; k < 4; k++) {
+        if (ok && bytes[k])
+            memcpy(own[k], *arr[k], bytes[k]);
+        if (!ok)
+            vox_free(ctx, own[k]);
+        *arr[k] = ok ? own[k] : NULL;
+    }
+    return ok ? VOX_OK : VOX_OUT_OF_MEMORY;
 }
 
 /* Reads the region R of the affinities and quantizes it. */
@@ -494,7 +518,7 @@ enum vox_status dist_chunk_ws(struct vox_ctx *ctx, const struct dist_vol *vol,
                               const struct dist_box *box, const struct vox_seg_params *p,
                               struct dist_scratch *sc, struct dist_sum *s, uint32_t *lab)
 {
-    struct cws w = {.box = *box, .low = p->low, .high = p->high};
+    struct cws w = {.box = *box, .low = p->low, .high = p->high, .sc = sc};
     memcpy(w.dims, vol->dims, sizeof w.dims);
     struct vox_tensor q = {0};
     memset(s, 0, sizeof *s);
@@ -509,19 +533,21 @@ enum vox_status dist_chunk_ws(struct vox_ctx *ctx, const struct dist_vol *vol,
     w.fl = dist_scratch_get(ctx, sc, DIST_SC_FL, (size_t)w.cn);
     w.uf = dist_scratch_get(ctx, sc, DIST_SC_UF, (size_t)w.cn * sizeof *w.uf);
     st = VOX_OUT_OF_MEMORY;
-    int64_t goff[6], lcap = 0;
+    int64_t goff[6];
     if (w.m && w.dir && w.pb && w.fl && w.uf) {
         dist_offsets(w.dims, goff);
         cws_max(&w);
         cws_dirs(&w);
         cws_plateaus(&w);
         cws_split(&w);
-        st = cws_union(ctx, &w, goff, s, &lcap);
+        st = cws_union(ctx, &w, goff, s);
     }
     if (st == VOX_OK)
         st = cws_summarize(ctx, &w, lab, s);
     vox_tensor_free(ctx, &q);
-    if (st != VOX_OK)
-        dist_sum_fini(ctx, s);
+    if (st == VOX_OK)
+        st = cws_own(ctx, s);
+    if (st != VOX_OK) /* the arrays were the scratch's, or are freed */
+        *s = (struct dist_sum){.box = *box};
     return st;
 }
