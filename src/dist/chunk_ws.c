@@ -78,6 +78,10 @@ static inline uint32_t uf_join(uint32_t *p, uint32_t r, uint32_t u)
 static inline void uf_add(uint32_t *p, uint32_t v, uint8_t back, uint32_t P, uint32_t X)
 {
     uint32_t r;
+    if (back == 4) { /* -x alone (the common case): v - 1's parent is in its tree */
+        p[v] = p[v - 1];
+        return;
+    }
     if (back & 4) {
         r = uf_find(p, v - 1);
         if (back & 2)
@@ -332,14 +336,15 @@ static inline int64_t cws_next(const struct cws *w, const int64_t off[6], int64_
 }
 
 /* The fragment of v, not labelled yet and not reached from an earlier voxel: follows its path
- * to a labelled voxel or a root (a new fragment), then labels the path. 0: memory short. */
+ * to a labelled voxel (one before v, or marked) or a root (a new fragment), then labels the
+ * path. 0: memory short. */
 static uint32_t cws_label_path(struct vox_ctx *ctx, struct cws *w, const int64_t off[6],
                                int64_t v, uint32_t *lab, struct dist_sum *s)
 {
     int64_t p = v, nx;
     uint32_t id = 0;
     while (!id) {
-        if (w->fl[p] & FL_DONE)
+        if (p < v || (w->fl[p] & FL_DONE))
             id = lab[p];
         else if ((nx = cws_next(w, off, p)) >= 0)
             p = nx;
@@ -352,7 +357,7 @@ static uint32_t cws_label_path(struct vox_ctx *ctx, struct cws *w, const int64_t
             return 0;
         id = (uint32_t)s->nfrag;
     }
-    for (int64_t q = v; !(w->fl[q] & FL_DONE);) {
+    for (int64_t q = v; q >= v && !(w->fl[q] & FL_DONE);) {
         nx = cws_next(w, off, q);
         lab[q] = id;
         w->fl[q] |= FL_DONE;
@@ -365,11 +370,14 @@ static uint32_t cws_label_path(struct vox_ctx *ctx, struct cws *w, const int64_t
 
 /* Fragments numbered in C order of their first voxel (as seg/watershed.c's pass D2 labels
  * basins); lab: 1 + the fragment's position, 0 background. Every voxel before v is labelled
- * when v comes, so a next voxel before v gives v's label at once. */
+ * when v comes (FL_DONE marks only those labelled ahead, along a path), so a next voxel
+ * before v gives v's label at once. */
 static enum vox_status cws_label(struct vox_ctx *ctx, struct cws *w, uint32_t *lab,
                                  struct dist_sum *s)
 {
     const int64_t X = w->c[2], P = w->c[1] * X, off[6] = {-P, -X, -1, 1, X, P};
+    uint32_t cur = 0; /* voxels of fragment cur counted in a run */
+    int64_t run = 0;
     for (int64_t v = 0; v < w->cn; v++) {
         if (!w->dir[v]) {
             lab[v] = 0;
@@ -377,15 +385,21 @@ static enum vox_status cws_label(struct vox_ctx *ctx, struct cws *w, uint32_t *l
         }
         if (!(w->fl[v] & FL_DONE)) {
             int64_t nx = cws_next(w, off, v);
-            if (nx >= 0 && nx < v) {
+            if (nx >= 0 && nx < v)
                 lab[v] = lab[nx];
-                w->fl[v] |= FL_DONE;
-            } else if (!cws_label_path(ctx, w, off, v, lab, s)) {
+            else if (!cws_label_path(ctx, w, off, v, lab, s))
                 return VOX_OUT_OF_MEMORY;
-            }
         }
-        s->frag[lab[v] - 1].size++;
+        if (lab[v] != cur) {
+            if (cur)
+                s->frag[cur - 1].size += run;
+            cur = lab[v];
+            run = 0;
+        }
+        run++;
     }
+    if (cur)
+        s->frag[cur - 1].size += run;
     return VOX_OK;
 }
 
