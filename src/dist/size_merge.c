@@ -61,7 +61,7 @@ struct sm_sum {
     struct dist_box box;
     struct sm_basin *basin; /* sorted by id */
     int64_t nbasin;
-    struct sm_edge *edge; /* sorted by (a, b) */
+    struct sm_edge *edge; /* sorted by (a, b) while deciding; carried up in decision order */
     int64_t nedge;
     struct sm_edge *fin; /* final merges */
     int64_t nfin;
@@ -236,8 +236,8 @@ static void sm_pass(const struct sm_run *r, struct sm_sum *s, struct sm_edge *or
 
 /* Keeps what goes up (frozen clusters' basins and their undecided or merged edges) and moves
  * the merges of finished clusters to s->fin, with basin ids again for ord's positions. */
-static enum vox_status sm_split(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s,
-                                struct sm_edge *ord, int64_t *uf, const bool *frz)
+static enum vox_status sm_split(struct vox_ctx *ctx, struct sm_sum *s, struct sm_edge *ord,
+                                int64_t *uf, const bool *frz)
 {
     int64_t nf = 0, ne = 0, nb = 0;
     for (int64_t i = 0; i < s->nedge; i++)
@@ -262,7 +262,6 @@ static enum vox_status sm_split(struct vox_ctx *ctx, struct dist_scratch *sc, st
             s->basin[nb++] = s->basin[i];
     s->nedge = ne;
     s->nbasin = nb;
-    dist_sort_sc(ctx, sc, s->edge, ne, sizeof *s->edge, pair_key, NULL, pair_cmp);
     return VOX_OK;
 }
 
@@ -342,7 +341,7 @@ static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s,
         }
         dist_sort_sc(ctx, sc, ord, s->nedge, sizeof *ord, pair_key, order_key_hi, order_cmp);
         sm_pass(r, s, ord, uf, size, frz);
-        st = sm_split(ctx, sc, s, ord, uf, frz);
+        st = sm_split(ctx, s, ord, uf, frz);
     }
     if (!sc) {
         vox_free(ctx, x.slot);
