@@ -159,9 +159,10 @@ static bool sg_ingested(struct sg_run *r, int64_t i)
     return r->st[i] != VOX_OK || (rec && h == rec->sum);
 }
 
-/* Chunk i's box (x from x0 on) of the row box q (3, Z, Y, X) into the cache, via buf. */
+/* Chunk i's box, out of q (3, Z, Y, X: a run of chunks along x from x0), into the cache, via
+ * buf. */
 static enum vox_status sg_ingest_chunk(struct sg_run *r, int64_t i, const struct vox_tensor *q,
-                                       uint8_t *buf)
+                                       int64_t x0, uint8_t *buf)
 {
     struct dist_box b;
     sg_box(r, i, &b);
@@ -172,7 +173,8 @@ static enum vox_status sg_ingest_chunk(struct sg_run *r, int64_t i, const struct
     for (int64_t c = 0; c < 3; c++)
         for (int64_t z = 0; z < n[0]; z++)
             for (int64_t y = 0; y < n[1]; y++, d += n[2])
-                memcpy(d, src + c * plane + (z * q->shape[2] + y) * X + b.lo[2], (size_t)n[2]);
+                memcpy(d, src + c * plane + (z * q->shape[2] + y) * X + b.lo[2] - x0,
+                       (size_t)n[2]);
     enum vox_status s = dist_qfile_write(r->ctx, r->vol, &b, buf);
     if (s == VOX_OK && r->vol->jr)
         s = dist_journal_add(r->ctx, r->vol->jr, DJ_INGEST, i,
@@ -180,35 +182,52 @@ static enum vox_status sg_ingest_chunk(struct sg_run *r, int64_t i, const struct
     return s;
 }
 
-/* Quantizes one row of chunks (all x) of the source volume into the affinity cache: one read
- * of the row's box, so that each source row is read whole (a chunk box at a time, a volume
- * file would be read a short row at a time). */
+/* Source bytes one ingest read may take: a run of chunks along x that fits (one at least). */
+#define SG_INGEST_BYTES ((size_t)32 << 20)
+
+/* Chunks per ingest run along x. */
+static int64_t sg_run_len(const struct sg_run *r)
+{
+    size_t box = (size_t)(3 * r->chunk[0] * r->chunk[1] * r->chunk[2]) *
+                 vox_dtype_size(vox_volume_info(r->vol->src)->dtype);
+    int64_t k = (int64_t)(SG_INGEST_BYTES / box);
+    return k < 1 ? 1 : k < r->grid[2] ? k : r->grid[2];
+}
+
+/* Quantizes one run of chunks along x of the source volume into the affinity cache, with one
+ * read of the run's box: a volume file is then read in rows of the run's width (a chunk box
+ * at a time, it would be read one short row per call). */
 static void sg_ingest_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     struct sg_run *r = arg;
     struct dist_vol src = *r->vol;
     src.qf = NULL;
-    for (int64_t row = lo[0]; row < hi[0]; row++) {
-        const int64_t i0 = row * r->grid[2], nx = r->grid[2];
+    const int64_t k = sg_run_len(r), nrun = (r->grid[2] + k - 1) / k;
+    for (int64_t t = lo[0]; t < hi[0]; t++) {
+        const int64_t i0 = t / nrun * r->grid[2] + t % nrun * k;
+        const int64_t i1 = i0 + k < (t / nrun + 1) * r->grid[2] ? i0 + k
+                                                                : (t / nrun + 1) * r->grid[2];
         bool todo = false;
-        for (int64_t i = i0; i < i0 + nx; i++) {
+        for (int64_t i = i0; i < i1; i++) {
             r->done[i] = sg_ingested(r, i);
             todo |= !r->done[i];
         }
         if (!todo)
             continue;
-        struct dist_box b0;
+        struct dist_box b0, b1;
         sg_box(r, i0, &b0);
-        const int64_t rlo[3] = {b0.lo[0], b0.lo[1], 0}, rhi[3] = {b0.hi[0], b0.hi[1], r->dims[2]};
+        sg_box(r, i1 - 1, &b1);
+        const int64_t rlo[3] = {b0.lo[0], b0.lo[1], b0.lo[2]}, rhi[3] = {b0.hi[0], b0.hi[1],
+                                                                         b1.hi[2]};
         struct vox_tensor q = {0};
         enum vox_status s = dist_read_q(r->ctx, &src, rlo, rhi, &r->sc[tid], &q);
         size_t cb = (size_t)(3 * (b0.hi[0] - b0.lo[0]) * (b0.hi[1] - b0.lo[1]) * r->chunk[2]);
         uint8_t *buf = s == VOX_OK ? dist_scratch_get(r->ctx, &r->sc[tid], DIST_SC_TMP, cb) : NULL;
         if (s == VOX_OK && !buf)
             s = VOX_OUT_OF_MEMORY;
-        for (int64_t i = i0; i < i0 + nx; i++)
+        for (int64_t i = i0; i < i1; i++)
             if (!r->done[i])
-                r->st[i] = s != VOX_OK ? s : sg_ingest_chunk(r, i, &q, buf);
+                r->st[i] = s != VOX_OK ? s : sg_ingest_chunk(r, i, &q, b0.lo[2], buf);
         vox_tensor_free(r->ctx, &q);
     }
 }
@@ -249,7 +268,8 @@ static enum vox_status sg_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
     struct sg_run r = {.ctx = ctx, .vol = vol};
     double t0 = vox_time_now();
     int64_t w0 = vol->io->bytes_written, nchunks = sg_grid(&r, vol->dims, o->chunk);
-    s = sg_each(&r, nchunks, r.grid[0] * r.grid[1], sg_ingest_task);
+    int64_t k = sg_run_len(&r), runs = r.grid[0] * r.grid[1] * ((r.grid[2] + k - 1) / k);
+    s = sg_each(&r, nchunks, runs, sg_ingest_task);
     dist_stats_level(o->stats, VOX_DIST_INGEST, 0, nchunks, 0, 0, vol->io->bytes_written - w0,
                      vox_time_now() - t0);
     return s;
