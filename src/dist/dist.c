@@ -8,7 +8,9 @@
  *             fragments (sorted by id = first voxel); repeat until one node covers the volume
  *   relabel   basins are the union-find's components, numbered in order of their smallest
  *             fragment id (= their first voxel in C order, as vox_seg_watershed numbers
- *             them); each chunk rewrites its box through that map (in parallel)
+ *             them); each chunk rewrites its box through that map (in parallel), or, for a
+ *             file store without records, the store keeps the fragment labels and the maps
+ *             (struct dist_store's cmap), which its reads apply: the volume is written once
  *
  * Union-find is insensitive to the order of joins, and every join is a fact of the
  * whole-volume watershed, so the result is the same for any chunk shape and thread count.

@@ -6,9 +6,14 @@
  *
  * Files are chunk-blocked (struct dist_bfile): every chunk's record is contiguous, so writing
  * a chunk is one pwrite and reading a box (a chunk plus a margin) one pread per chunk it
- * meets and channel, of the byte range that holds the part wanted. Any thread may use them;
- * memory stays at one box. A file store never holds a whole volume in memory. Reads of a
- * source volume go through vox/io.h, which is not thread-safe: they hold the io lock.
+ * meets and channel, of the byte range that holds the part wanted (a whole chunk's box: its
+ * record, read in place). Any thread may use them; memory stays at one box. A file store
+ * never holds a whole volume in memory; its reads may map fragment labels to basins per chunk
+ * (struct dist_store's cmap). Reads of a source volume go through vox/io.h, which is not
+ * thread-safe: they hold the io lock.
+ *
+ * Also the workers' scratch (struct dist_scratch): buffers a chunk task reuses from chunk to
+ * chunk, since a block freshly mapped for each would be faulted in and zeroed every time.
  */
 #include "dist_internal.h"
 #include "vox/io.h"
