@@ -39,6 +39,7 @@ struct dist_run {
     int64_t *uf;
     uint32_t *basin; /* per position in `all` */
     struct dist_scratch *sc; /* per worker */
+    uint32_t **maps;         /* per atomic chunk: fragment -> basin */
 };
 
 static void node_box(const struct dist_run *r, int64_t i, struct dist_box *b)
@@ -375,16 +376,34 @@ static enum vox_status run_levels(struct dist_run *r)
     return s;
 }
 
-/* Chunk i's map fragment -> basin (0: background). */
-static uint32_t *chunk_map(struct dist_run *r, int64_t i)
+/* Every chunk's map fragment -> basin (0: background), in one walk over all fragments in id
+ * order: a chunk's own come in that order too, so the k-th met of chunk c is fr[c][k - 1]. */
+static uint32_t **chunk_maps(struct dist_run *r, int64_t nchunks)
 {
-    uint32_t *map = vox_alloc(r->ctx, (size_t)(r->nfr[i] + 1) * sizeof *map);
-    if (!map)
+    uint32_t **maps = vox_calloc(r->ctx, (size_t)nchunks, sizeof *maps);
+    int64_t *met = vox_calloc(r->ctx, (size_t)nchunks, sizeof *met);
+    bool ok = maps && met;
+    for (int64_t i = 0; ok && i < nchunks; i++) {
+        maps[i] = vox_alloc(r->ctx, (size_t)(r->nfr[i] + 1) * sizeof **maps);
+        ok = maps[i] != NULL;
+        if (ok)
+            maps[i][0] = 0;
+    }
+    const int64_t *d = r->vol.dims;
+    for (int64_t k = 0; ok && k < r->nall; k++) {
+        int64_t id = r->all[k].id, x = id % d[2], y = id / d[2] % d[1], z = id / (d[1] * d[2]);
+        int64_t c = (z / r->chunk[0] * r->grid[1] + y / r->chunk[1]) * r->grid[2] +
+                    x / r->chunk[2];
+        maps[c][++met[c]] = r->basin[k];
+    }
+    vox_free(r->ctx, met);
+    for (int64_t i = 0; !ok && maps && i < nchunks; i++)
+        vox_free(r->ctx, maps[i]);
+    if (!ok) {
+        vox_free(r->ctx, maps);
         return NULL;
-    map[0] = 0;
-    for (int64_t k = 0; k < r->nfr[i]; k++)
-        map[k + 1] = r->basin[frag_pos(r, r->fr[i][k].id)];
-    return map;
+    }
+    return maps;
 }
 
 static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
@@ -394,7 +413,7 @@ static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
         struct dist_box b;
         node_box(r, i, &b);
         int64_t n = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
-        uint32_t *map = chunk_map(r, i);
+        const uint32_t *map = r->maps[i];
         uint32_t *lab =
             dist_scratch_get(r->ctx, &r->sc[tid], DIST_SC_LAB, (size_t)n * sizeof *lab);
         r->st[i] = map && lab ? dist_store_read(r->ctx, r->labels, &b, lab, &r->sc[tid])
@@ -413,23 +432,9 @@ static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
         }
         if (r->vol.jr && r->st[i] == VOX_OK)
             dist_journal_count(r->vol.jr, done);
-        vox_free(r->ctx, map);
     }
 }
 
-/* A file store keeps its fragment labels: the basins go through per-chunk maps. */
-static enum vox_status chunk_maps(struct dist_run *r, int64_t nchunks)
-{
-    struct dist_store *st = r->labels;
-    st->cmap = vox_calloc(r->ctx, (size_t)nchunks, sizeof *st->cmap);
-    if (!st->cmap)
-        return VOX_OUT_OF_MEMORY;
-    st->ncmap = nchunks;
-    for (int64_t i = 0; i < nchunks; i++)
-        if (!(st->cmap[i] = chunk_map(r, i)))
-            return VOX_OUT_OF_MEMORY;
-    return VOX_OK;
-}
 
 /* Numbers the basins, fills the sizes and relabels every chunk (or gives a file store the
  * chunks' maps when there are no records to keep: see struct dist_store). */
@@ -456,14 +461,21 @@ static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbas
         r->span[a] = r->chunk[a];
         r->grid[a] = (r->vol.dims[a] + r->chunk[a] - 1) / r->chunk[a];
     }
-    enum vox_status s;
-    if (r->labels->f.fd >= 0 && !r->vol.jr) {
-        s = chunk_maps(r, nchunks);
-    } else {
+    r->maps = chunk_maps(r, nchunks);
+    enum vox_status s = r->maps ? VOX_OK : VOX_OUT_OF_MEMORY;
+    if (s == VOX_OK && r->labels->f.fd >= 0 && !r->vol.jr) {
+        r->labels->cmap = r->maps; /* the store's now */
+        r->labels->ncmap = nchunks;
+        r->maps = NULL;
+    } else if (s == VOX_OK) {
         vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1},
                      VOX_SCHED_DYNAMIC, relabel_task, r);
         s = first_error(r, nchunks);
     }
+    for (int64_t i = 0; r->maps && i < nchunks; i++)
+        vox_free(r->ctx, r->maps[i]);
+    vox_free(r->ctx, r->maps);
+    r->maps = NULL;
     if (s != VOX_OK) {
         vox_free(r->ctx, sizes);
         return s;
