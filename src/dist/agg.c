@@ -616,15 +616,16 @@ static enum vox_status ag_node_pass(const struct ag_run *r, struct ag_sum *s, bo
 
 /* ---- chunks and nodes ------------------------------------------------------------------ */
 
-/* cnt faces of edge key with affinity w. */
+/* cnt faces of edge key: of affinity w (with histograms), or of largest affinity w (without,
+ * where an edge needs only its sum, count and max); sum: of their affinities. */
 struct ag_face {
-    uint64_t key;
-    uint8_t w;
+    uint64_t key, sum;
     uint32_t cnt;
+    uint8_t w;
 };
 
-/* Direct-mapped: the last place of each hashed (key, w) in the face list while a chunk
- * collects, so that repeats count up in place. */
+/* Direct-mapped: the last place of each hashed (key, w) (key alone without histograms) in
+ * the face list while a chunk collects, so that repeats count up in place. */
 #define AG_SEEN 4096
 
 static int face_cmp(const void *x, const void *y)
@@ -689,11 +690,13 @@ static enum vox_status ag_chunk_vertices(const struct ag_run *r, struct ag_sum *
     return VOX_OK;
 }
 
-/* The faces being collected: the list and the direct-mapped places of recent (key, w). */
+/* The faces being collected: the list and the direct-mapped places of recent (key, w), or
+ * of recent keys when there are no histograms. */
 struct ag_faces {
     struct ag_face *f; /* in the scratch's slot W7 */
     int64_t n;
     struct dist_scratch *sc;
+    bool hist;
     int64_t seen[AG_SEEN];
 };
 
@@ -702,11 +705,14 @@ static bool ag_face_add(struct vox_ctx *ctx, struct ag_faces *fs, uint32_t la, u
                         uint8_t w)
 {
     struct ag_face f = {.key = la < lb ? (uint64_t)la << 32 | lb : (uint64_t)lb << 32 | la,
-                        .w = w, .cnt = 1};
-    int64_t *slot = &fs->seen[((f.key ^ f.w) * 0x9E3779B97F4A7C15ull) >> 52];
+                        .sum = w, .cnt = 1, .w = w};
+    uint64_t h = fs->hist ? f.key ^ f.w : f.key;
+    int64_t *slot = &fs->seen[(h * 0x9E3779B97F4A7C15ull) >> 52];
     struct ag_face *g = *slot >= 0 ? &fs->f[*slot] : NULL;
-    if (g && g->key == f.key && g->w == f.w && g->cnt < UINT32_MAX) {
+    if (g && g->key == f.key && (g->w == f.w || !fs->hist) && g->cnt < UINT32_MAX) {
         g->cnt++;
+        g->sum += w;
+        g->w = w > g->w ? w : g->w;
         return true;
     }
     *slot = fs->n;
@@ -760,7 +766,10 @@ static enum vox_status ag_chunk_faces(const struct ag_run *r, struct ag_sum *s, 
 static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, struct ag_face *f,
                                       int64_t nf, struct dist_scratch *sc)
 {
-    dist_sort_sc(r->ctx, sc, f, nf, sizeof *f, face_key, face_key_hi, face_cmp);
+    if (r->hist) /* by edge, then value */
+        dist_sort_sc(r->ctx, sc, f, nf, sizeof *f, face_key, face_key_hi, face_cmp);
+    else
+        dist_sort_sc(r->ctx, sc, f, nf, sizeof *f, face_key_hi, NULL, face_cmp);
     s->e = vox_alloc(r->ctx, (size_t)(nf + 1) * sizeof *s->e);
     s->hbin = vox_alloc(r->ctx, (size_t)nf + 1);
     s->hcnt = vox_alloc(r->ctx, (size_t)(nf + 1) * sizeof *s->hcnt);
@@ -773,8 +782,8 @@ static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, 
             *e = (struct ag_edge){
                 .a = (uint32_t)(f[i].key >> 32), .b = (uint32_t)f[i].key, .hist = s->nh};
         }
-        e->max = f[i].w; /* faces are sorted by value within an edge */
-        e->sum += (uint64_t)f[i].w * f[i].cnt;
+        e->max = f[i].w > e->max ? f[i].w : e->max;
+        e->sum += f[i].sum;
         e->count += f[i].cnt;
         if (!r->hist)
             continue;
@@ -805,7 +814,7 @@ static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, bool r
     struct ag_faces *fs = vox_alloc(r->ctx, sizeof *fs);
     if (!fs)
         return VOX_OUT_OF_MEMORY;
-    *fs = (struct ag_faces){.sc = sc};
+    *fs = (struct ag_faces){.sc = sc, .hist = r->hist};
     enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, hi, sc, &q);
     if (st == VOX_OK)
         st = dist_win_load(r->ctx, r->labels, r->dims, &s->box, sc, &lw);
