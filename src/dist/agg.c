@@ -46,6 +46,7 @@
  * So replaying F with a heap of available merges, keyed exactly, reproduces the history.
  */
 #include "dist_internal.h"
+#include "seg/seg_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -95,6 +96,7 @@ struct ag_run {
     bool hist;
     struct ag_sum *cur, *nxt;
     enum vox_status *st;
+    struct dist_scratch *sc; /* per worker */
 };
 
 static void ag_sum_fini(struct vox_ctx *ctx, struct ag_sum *s)
@@ -614,15 +616,16 @@ static enum vox_status ag_node_pass(const struct ag_run *r, struct ag_sum *s, bo
 
 /* ---- chunks and nodes ------------------------------------------------------------------ */
 
-/* cnt faces of edge key with affinity w. */
+/* cnt faces of edge key: of affinity w (with histograms), or of largest affinity w (without,
+ * where an edge needs only its sum, count and max); sum: of their affinities. */
 struct ag_face {
-    uint64_t key;
-    uint8_t w;
+    uint64_t key, sum;
     uint32_t cnt;
+    uint8_t w;
 };
 
-/* Direct-mapped: the last place of each hashed (key, w) in the face list while a chunk
- * collects, so that repeats count up in place. */
+/* Direct-mapped: the last place of each hashed (key, w) (key alone without histograms) in
+ * the face list while a chunk collects, so that repeats count up in place. */
 #define AG_SEEN 4096
 
 static int face_cmp(const void *x, const void *y)
@@ -652,77 +655,121 @@ static bool ag_vertex(struct vox_ctx *ctx, struct ag_sum *s, uint32_t id, uint8_
     return dist_push(ctx, (void **)&s->v, &s->nv, &s->vcap, &v, sizeof v);
 }
 
-/* Every label of the box with its touch bits. */
+/* Every label of the box with its touch bits: a row on a z or y face adds every voxel's,
+ * another its ends and the voxels where the label changes. */
 static enum vox_status ag_chunk_vertices(const struct ag_run *r, struct ag_sum *s,
                                          const struct dist_win *lw)
 {
     const struct dist_box *b = &s->box;
+    const int64_t nx = b->hi[2] - b->lo[2];
+    const uint8_t tx0 = (uint8_t)((b->lo[2] > 0) << 4);
+    const uint8_t tx1 = (uint8_t)((b->hi[2] < r->dims[2]) << 5);
     for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
-        for (int64_t y = b->lo[1]; y < b->hi[1]; y++)
-            for (int64_t x = b->lo[2]; x < b->hi[2]; x++) {
-                const int64_t c[3] = {z, y, x};
-                uint8_t t = 0;
-                for (int a = 0; a < 3; a++) {
-                    t |= (uint8_t)((c[a] == b->lo[a] && c[a] > 0) << (2 * a));
-                    t |= (uint8_t)((c[a] + 1 == b->hi[a] && c[a] + 1 < r->dims[a]) << (2 * a + 1));
-                }
-                if (!ag_vertex(r->ctx, s, dist_win_at(lw, z, y, x), t))
-                    return VOX_OUT_OF_MEMORY;
+        for (int64_t y = b->lo[1]; y < b->hi[1]; y++) {
+            uint8_t t0 = 0;
+            const int64_t c[2] = {z, y};
+            for (int a = 0; a < 2; a++) {
+                t0 |= (uint8_t)((c[a] == b->lo[a] && c[a] > 0) << (2 * a));
+                t0 |= (uint8_t)((c[a] + 1 == b->hi[a] && c[a] + 1 < r->dims[a]) << (2 * a + 1));
             }
+            const uint32_t *l = dist_win_row(lw, z, y, b->lo[2]);
+            bool ok = true;
+            for (int64_t j = 0; t0 && ok && j < nx; j++)
+                ok = ag_vertex(r->ctx, s, l[j], (uint8_t)(t0 | (j == 0 ? tx0 : 0) |
+                                                          (j == nx - 1 ? tx1 : 0)));
+            if (!t0) {
+                ok = ag_vertex(r->ctx, s, l[0], (uint8_t)(tx0 | (nx == 1 ? tx1 : 0)));
+                for (int64_t k = seg_skip_equal(l + 1, l, 0, nx - 1); ok && k < nx - 1;
+                     k = seg_skip_equal(l + 1, l, k + 1, nx - 1))
+                    ok = ag_vertex(r->ctx, s, l[k + 1], 0);
+                ok = ok && ag_vertex(r->ctx, s, l[nx - 1], tx1);
+            }
+            if (!ok)
+                return VOX_OUT_OF_MEMORY;
+        }
     return VOX_OK;
 }
 
+/* The faces being collected: the list and the direct-mapped places of recent (key, w), or
+ * of recent keys when there are no histograms. */
+struct ag_faces {
+    struct ag_face *f; /* in the scratch's slot W7 */
+    int64_t n;
+    struct dist_scratch *sc;
+    bool hist;
+    int64_t seen[AG_SEEN];
+};
+
+/* One face between labels la != lb (both non-zero) of affinity w. */
+static bool ag_face_add(struct vox_ctx *ctx, struct ag_faces *fs, uint32_t la, uint32_t lb,
+                        uint8_t w)
+{
+    struct ag_face f = {.key = la < lb ? (uint64_t)la << 32 | lb : (uint64_t)lb << 32 | la,
+                        .sum = w, .cnt = 1, .w = w};
+    uint64_t h = fs->hist ? f.key ^ f.w : f.key;
+    int64_t *slot = &fs->seen[(h * 0x9E3779B97F4A7C15ull) >> 52];
+    struct ag_face *g = *slot >= 0 ? &fs->f[*slot] : NULL;
+    if (g && g->key == f.key && (g->w == f.w || !fs->hist) && g->cnt < UINT32_MAX) {
+        g->cnt++;
+        g->sum += w;
+        g->w = w > g->w ? w : g->w;
+        return true;
+    }
+    *slot = fs->n;
+    return dist_scratch_push(ctx, fs->sc, DIST_SC_W7, (void **)&fs->f, &fs->n, &f, sizeof f);
+}
+
+/* The faces (la[j], lb[j]) of affinity qb[j], j in [0, n), where the labels differ. */
+static bool ag_row_faces(struct vox_ctx *ctx, struct ag_faces *fs, const uint32_t *la,
+                         const uint32_t *lb, const uint8_t *qb, int64_t n)
+{
+    for (int64_t j = seg_skip_equal(la, lb, 0, n); j < n; j = seg_skip_equal(la, lb, j + 1, n))
+        if (la[j] && lb[j] && !ag_face_add(ctx, fs, la[j], lb[j], qb[j]))
+            return false;
+    return true;
+}
+
 /* Faces (u, u + e_a) with u in the box (q: the quantized box + 1 on the + sides, rn its
- * shape); labels seen across a + face are vertices that touch it. */
+ * shape), row by row; labels seen across a + face are vertices that touch it. */
 static enum vox_status ag_chunk_faces(const struct ag_run *r, struct ag_sum *s, const uint8_t *q,
                                       const int64_t rn[3], const struct dist_win *lw,
-                                      struct ag_face **fo, int64_t *nf)
+                                      struct ag_faces *fs)
 {
     const struct dist_box *b = &s->box;
-    const int64_t n = rn[0] * rn[1] * rn[2];
-    int64_t cap = 0, *seen = vox_alloc(r->ctx, AG_SEEN * sizeof *seen);
-    if (!seen)
-        return VOX_OUT_OF_MEMORY;
-    memset(seen, 0xff, AG_SEEN * sizeof *seen);
-    enum vox_status st = VOX_OK;
-    for (int64_t z = b->lo[0]; z < b->hi[0] && st == VOX_OK; z++)
-        for (int64_t y = b->lo[1]; y < b->hi[1]; y++)
-            for (int64_t x = b->lo[2]; x < b->hi[2]; x++) {
-                const int64_t c[3] = {z, y, x};
-                const uint32_t la = dist_win_at(lw, z, y, x);
-                const int64_t lu = ((z - b->lo[0]) * rn[1] + y - b->lo[1]) * rn[2] + x - b->lo[2];
-                const int64_t lstep[3] = {rn[1] * rn[2], rn[2], 1};
-                for (int a = 0; a < 3; a++) {
-                    if (c[a] + 1 >= r->dims[a])
-                        continue;
-                    uint32_t lb = dist_win_at(lw, z + (a == 0), y + (a == 1), x + (a == 2));
-                    if (c[a] + 1 == b->hi[a] && !ag_vertex(r->ctx, s, lb, (uint8_t)(2u << (2 * a))))
-                        st = VOX_OUT_OF_MEMORY;
-                    if (la == lb || !la || !lb || st != VOX_OK)
-                        continue;
-                    struct ag_face f = {.key = la < lb ? (uint64_t)la << 32 | lb
-                                                       : (uint64_t)lb << 32 | la,
-                                        .w = q[a * n + lu + lstep[a]], .cnt = 1};
-                    int64_t *slot = &seen[((f.key ^ f.w) * 0x9E3779B97F4A7C15ull) >> 52];
-                    struct ag_face *g = *slot >= 0 ? &(*fo)[*slot] : NULL;
-                    if (g && g->key == f.key && g->w == f.w && g->cnt < UINT32_MAX) {
-                        g->cnt++;
-                        continue;
-                    }
-                    *slot = *nf;
-                    if (!dist_push(r->ctx, (void **)fo, nf, &cap, &f, sizeof f))
-                        st = VOX_OUT_OF_MEMORY;
-                }
+    const int64_t n = rn[0] * rn[1] * rn[2], nx = b->hi[2] - b->lo[2];
+    memset(fs->seen, 0xff, sizeof fs->seen);
+    for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
+        for (int64_t y = b->lo[1]; y < b->hi[1]; y++) {
+            const uint32_t *la = dist_win_row(lw, z, y, b->lo[2]);
+            const int64_t qo = ((z - b->lo[0]) * rn[1] + y - b->lo[1]) * rn[2];
+            const int64_t c[2] = {z, y};
+            bool ok = ag_row_faces(r->ctx, fs, la, la + 1, q + 2 * n + qo + 1, nx - 1);
+            if (ok && b->hi[2] < r->dims[2]) /* the last x: its face leaves the box */
+                ok = ag_vertex(r->ctx, s, la[nx], 2u << 4) &&
+                     ag_row_faces(r->ctx, fs, la + nx - 1, la + nx, q + 2 * n + qo + nx, 1);
+            for (int a = 0; a < 2 && ok; a++) {
+                if (c[a] + 1 >= r->dims[a])
+                    continue;
+                const uint32_t *lb = dist_win_row(lw, z + (a == 0), y + (a == 1), b->lo[2]);
+                ok = ag_row_faces(r->ctx, fs, la, lb, q + a * n + qo + (a == 0 ? rn[1] * rn[2]
+                                                                               : rn[2]), nx);
+                for (int64_t j = 0; ok && c[a] + 1 == b->hi[a] && j < nx; j++)
+                    ok = ag_vertex(r->ctx, s, lb[j], (uint8_t)(2u << (2 * a)));
             }
-    vox_free(r->ctx, seen);
-    return st;
+            if (!ok)
+                return VOX_OUT_OF_MEMORY;
+        }
+    return VOX_OK;
 }
 
 /* The chunk's edges from its sorted faces. */
 static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, struct ag_face *f,
-                                      int64_t nf)
+                                      int64_t nf, struct dist_scratch *sc)
 {
-    dist_sort(r->ctx, f, nf, sizeof *f, face_key, face_key_hi, face_cmp);
+    if (r->hist) /* by edge, then value */
+        dist_sort_sc(r->ctx, sc, f, nf, sizeof *f, face_key, face_key_hi, face_cmp);
+    else
+        dist_sort_sc(r->ctx, sc, f, nf, sizeof *f, face_key_hi, NULL, face_cmp);
     s->e = vox_alloc(r->ctx, (size_t)(nf + 1) * sizeof *s->e);
     s->hbin = vox_alloc(r->ctx, (size_t)nf + 1);
     s->hcnt = vox_alloc(r->ctx, (size_t)(nf + 1) * sizeof *s->hcnt);
@@ -735,8 +782,8 @@ static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, 
             *e = (struct ag_edge){
                 .a = (uint32_t)(f[i].key >> 32), .b = (uint32_t)f[i].key, .hist = s->nh};
         }
-        e->max = f[i].w; /* faces are sorted by value within an edge */
-        e->sum += (uint64_t)f[i].w * f[i].cnt;
+        e->max = f[i].w > e->max ? f[i].w : e->max;
+        e->sum += f[i].sum;
         e->count += f[i].cnt;
         if (!r->hist)
             continue;
@@ -754,7 +801,8 @@ static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, 
 }
 
 /* Atomic chunk: its vertices and region graph part, then the node pass. */
-static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, bool root)
+static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, bool root,
+                                struct dist_scratch *sc)
 {
     int64_t hi[3], rn[3];
     for (int a = 0; a < 3; a++) {
@@ -762,22 +810,24 @@ static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, bool r
         rn[a] = hi[a] - s->box.lo[a];
     }
     struct vox_tensor q = {0};
-    struct ag_face *f = NULL;
     struct dist_win lw;
-    int64_t nf = 0;
-    enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, hi, &q);
+    struct ag_faces *fs = vox_alloc(r->ctx, sizeof *fs);
+    if (!fs)
+        return VOX_OUT_OF_MEMORY;
+    *fs = (struct ag_faces){.sc = sc, .hist = r->hist};
+    enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, hi, sc, &q);
     if (st == VOX_OK)
-        st = dist_win_load(r->ctx, r->labels, r->dims, &s->box, &lw);
+        st = dist_win_load(r->ctx, r->labels, r->dims, &s->box, sc, &lw);
     if (st == VOX_OK) {
         st = ag_chunk_vertices(r, s, &lw);
         if (st == VOX_OK)
-            st = ag_chunk_faces(r, s, q.data, rn, &lw, &f, &nf);
+            st = ag_chunk_faces(r, s, q.data, rn, &lw, fs);
         dist_win_fini(r->ctx, &lw);
     }
     vox_tensor_free(r->ctx, &q);
     if (st == VOX_OK)
-        st = ag_chunk_edges(r, s, f, nf);
-    vox_free(r->ctx, f);
+        st = ag_chunk_edges(r, s, fs->f, fs->n, sc);
+    vox_free(r->ctx, fs);
     if (st != VOX_OK)
         return st;
     ag_compact_vtx(r->ctx, s);
@@ -849,7 +899,7 @@ static void ag_atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], 
         int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
                         i % r->grid[2]};
         ag_box(r, c, 1, &r->cur[i].box);
-        r->st[i] = ag_chunk(r, &r->cur[i], root);
+        r->st[i] = ag_chunk(r, &r->cur[i], root, &r->sc[tid]);
     }
 }
 
@@ -900,6 +950,7 @@ static enum vox_status ag_tree_run(struct ag_run *r, int64_t nchunks)
     double t0 = vox_time_now();
     vox_pool_for(pool, (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
                  ag_atomic_task, r);
+    dist_scratch_release(r->ctx, r->sc); /* the levels above read no voxels */
     enum vox_status s = ag_first_error(r, nchunks);
     if (s == VOX_OK)
         ag_level_stats(r, nchunks, t0);
@@ -1091,7 +1142,8 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     struct vox_merge_history h = {.nseg = nseg};
     r.cur = vox_calloc(ctx, (size_t)nchunks, sizeof *r.cur);
     r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
-    enum vox_status s = r.cur && r.st ? ag_tree_run(&r, nchunks) : VOX_OUT_OF_MEMORY;
+    r.sc = dist_scratch_new(ctx);
+    enum vox_status s = r.cur && r.st && r.sc ? ag_tree_run(&r, nchunks) : VOX_OUT_OF_MEMORY;
     if (s == VOX_OK)
         s = ag_replay(ctx, r.cur[0].fin, r.cur[0].nfin, nseg, &h);
     int64_t ncur = r.grid[0] * r.grid[1] * r.grid[2];
@@ -1099,6 +1151,7 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
         ag_sum_fini(ctx, &r.cur[i]);
     vox_free(ctx, r.cur);
     vox_free(ctx, r.st);
+    dist_scratch_free(ctx, r.sc);
     if (s != VOX_OK) {
         vox_merge_history_fini(ctx, &h);
         return s;

@@ -4,8 +4,8 @@
  * What is local (Zlateski & Seung, arXiv 1505.00249; reference note §1 and §3.3):
  * - A voxel's maximum m needs its 6 edges; its steepest-ascent directions need its edges and
  *   its neighbours' maxima. The chunk's box is read with a 2-voxel margin (clamped to the
- *   volume): m is then exact on the box plus 1, and the directions exact on the box. The
- *   direction rules are copied from seg/watershed.c (ws_dir_of), which is static there.
+ *   volume): m is then exact on the box plus 1, and the directions exact on the box. Both
+ *   passes are seg/watershed.c's own kernels (seg/ws_kernels.h), run over that region.
  * - The whole-volume plateau split is one BFS from the exit voxels (seeds) in C order,
  *   neighbours in index order. Plateaus are disjoint, so the result on one plateau is the
  *   BFS restricted to it with its seeds in C order, and C order inside a box is global C
@@ -17,15 +17,23 @@
  *   that leaves the chunk is a link (fragment, voxel outside), resolved through the face
  *   voxels of the neighbour chunk. Union-find is order-free, so the stitched basins are those
  *   of the whole volume.
+ *
+ * Pass order and cost (most voxels are resolved or on maximum plateaus): A and B, the
+ * seg/ws_kernels.h kernels over the rows of the chunk; the plateaus (few voxels, reached by
+ * skipping 8 flag bytes at a time); the union of maximum plateaus as seg/watershed.c's pass D1
+ * does it (root = smallest index, parents point backwards), links and exits only on the
+ * chunk's faces; the fragment labels as its pass D2 (a voxel whose next voxel comes before it
+ * takes that voxel's label); then the face voxels and the deferred plateau voxels. The work
+ * arrays are the worker's scratch, reused from chunk to chunk.
  */
 #include "dist_internal.h"
+#include "seg/ws_kernels.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 enum {
-    DIR_MASK = 0x3F, /* bits 0..5: -z, -y, -x, +x, +y, +z (ascending neighbour index) */
-    DIR_RESOLVED = 0x80,
+    DIR_MASK = WS_DIR_MASK, /* bits 0..5: -z, -y, -x, +x, +y, +z (ascending neighbour index) */
+    DIR_RESOLVED = WS_DIR_RESOLVED, /* (WS_DIR_SEED, set too, is not used here) */
     FL_PLAT = 1,  /* an unresolved non-maximum plateau voxel or a seed */
     FL_OUT = 2,   /* a plateau edge leaves the chunk */
     FL_DEFER = 4, /* its plateau is deferred to the octree */
@@ -42,6 +50,8 @@ struct cws {
     uint8_t *m, *dir, *pb, *fl;
     uint32_t *uf;
     int low, high;
+    int64_t ndefer; /* deferred plateau voxels */
+    struct dist_scratch *sc; /* the work arrays, and the summary's while it is collected */
 };
 
 static inline uint32_t uf_find(uint32_t *p, uint32_t x)
@@ -53,78 +63,153 @@ static inline uint32_t uf_find(uint32_t *p, uint32_t x)
     return x;
 }
 
-static inline void uf_union(uint32_t *p, uint32_t a, uint32_t b)
+/* Joins the tree of root r with u's; the new root (the smaller index). */
+static inline uint32_t uf_join(uint32_t *p, uint32_t r, uint32_t u)
 {
-    a = uf_find(p, a);
-    b = uf_find(p, b);
-    if (a != b)
-        p[a > b ? a : b] = a < b ? a : b;
+    uint32_t ru = uf_find(p, u);
+    if (ru == r)
+        return r;
+    p[ru > r ? ru : r] = ru < r ? ru : r;
+    return ru < r ? ru : r;
 }
 
-/* m over R from the edges inside R (exact on C + 1). */
+/* Puts voxel v into the union-find with its backward neighbours of `back` (bits -z, -y, -x,
+ * already in it), as seg/watershed.c's ws_union_slab: parents point to smaller indices. */
+static inline void uf_add(uint32_t *p, uint32_t v, uint8_t back, uint32_t P, uint32_t X)
+{
+    uint32_t r;
+    if (back == 4) { /* -x alone (the common case): v - 1's parent is in its tree */
+        p[v] = p[v - 1];
+        return;
+    }
+    if (back & 4) {
+        r = uf_find(p, v - 1);
+        if (back & 2)
+            r = uf_join(p, r, v - X);
+    } else if (back & 2) {
+        r = uf_find(p, v - X);
+    } else if (back & 1) {
+        p[v] = uf_find(p, v - P);
+        return;
+    } else {
+        p[v] = v;
+        return;
+    }
+    if (back & 1)
+        r = uf_join(p, r, v - P);
+    p[v] = r;
+}
+
+/* The first v' in [v, n) with fl[v'] & bit (or n), 8 flags at a time. */
+static inline int64_t cws_skip(const uint8_t *fl, int64_t v, int64_t n, uint8_t bit)
+{
+    const uint64_t mask = 0x0101010101010101ull * bit;
+    for (; v + 8 <= n; v += 8) {
+        uint64_t w;
+        memcpy(&w, fl + v, sizeof w);
+        if (w & mask)
+            break;
+    }
+    while (v < n && !(fl[v] & bit))
+        v++;
+    return v;
+}
+
+/* The pass kernels' view of R. */
+static struct ws_grid cws_grid(const struct cws *w)
+{
+    struct ws_grid g = {.q = w->q, .m = w->m, .low = w->low, .high = w->high};
+    g.d = (struct seg_dims){.z = w->r[0], .y = w->r[1], .x = w->r[2], .n = w->rn,
+                            .plane = w->r[1] * w->r[2]};
+    return g;
+}
+
+/* m over the rows of C + 1 in R, from the edges inside R (exact there: R = C + 2). */
 static void cws_max(struct cws *w)
 {
-    const int64_t X = w->r[2], P = w->r[1] * X, n = w->rn;
-    for (int64_t z = 0; z < w->r[0]; z++)
-        for (int64_t y = 0; y < w->r[1]; y++)
-            for (int64_t x = 0; x < X; x++) {
-                int64_t v = z * P + y * X + x;
-                int mv = 0;
-                const uint8_t *q = w->q;
-                if (z > 0 && q[v] > mv)
-                    mv = q[v];
-                if (y > 0 && q[n + v] > mv)
-                    mv = q[n + v];
-                if (x > 0 && q[2 * n + v] > mv)
-                    mv = q[2 * n + v];
-                if (x + 1 < X && q[2 * n + v + 1] > mv)
-                    mv = q[2 * n + v + 1];
-                if (y + 1 < w->r[1] && q[n + v + X] > mv)
-                    mv = q[n + v + X];
-                if (z + 1 < w->r[0] && q[v + P] > mv)
-                    mv = q[v + P];
-                w->m[v] = (uint8_t)mv;
-            }
+    const struct ws_grid g = cws_grid(w);
+    int64_t lo[2], hi[2];
+    for (int a = 0; a < 2; a++) {
+        lo[a] = w->o[a] > 0 ? w->o[a] - 1 : 0;
+        hi[a] = w->o[a] + w->c[a] < w->r[a] ? w->o[a] + w->c[a] + 1 : w->r[a];
+    }
+    for (int64_t z = lo[0]; z < hi[0]; z++)
+        ws_max_rows(&g, w->m, z * w->r[1] + lo[1], z * w->r[1] + hi[1]);
 }
 
-/* Direction byte of chunk voxel (z, y, x) (as seg/watershed.c's ws_dir_of, with edges that
- * leave the volume absent); *pb gets the plateau bits of a resolved voxel (a seed's). */
-static uint8_t cws_dir(const struct cws *w, int64_t z, int64_t y, int64_t x, uint8_t *pb)
+/* Bit d set: neighbour d of voxel (z, y, x) of a box of shape n lies in the box (the chunk,
+ * or with global coordinates the volume). */
+static inline uint8_t cws_inside(const int64_t n[3], int64_t z, int64_t y, int64_t x)
 {
-    const int64_t X = w->r[2], P = w->r[1] * X, n = w->rn;
-    const int64_t g[3] = {w->box.lo[0] + z, w->box.lo[1] + y, w->box.lo[2] + x};
-    const int64_t v = (z + w->o[0]) * P + (y + w->o[1]) * X + x + w->o[2];
-    int mv = w->m[v];
-    *pb = 0;
-    if (mv <= w->low)
-        return 0;
-    const uint8_t *q = w->q;
-    int e[6] = {g[0] > 0 ? q[v] : -1,
-                g[1] > 0 ? q[n + v] : -1,
-                g[2] > 0 ? q[2 * n + v] : -1,
-                g[2] + 1 < w->dims[2] ? q[2 * n + v + 1] : -1,
-                g[1] + 1 < w->dims[1] ? q[n + v + X] : -1,
-                g[0] + 1 < w->dims[0] ? q[v + P] : -1};
-    const int64_t off[6] = {-P, -X, -1, 1, X, P};
-    uint8_t bits = 0;
-    if (mv >= w->high) {
-        for (int d = 0; d < 6; d++)
-            bits |= (uint8_t)((e[d] >= w->high) << d);
-        return bits;
+    return (uint8_t)((z > 0) | (y > 0) << 1 | (x > 0) << 2 | (x + 1 < n[2]) << 3 |
+                     (y + 1 < n[1]) << 4 | (z + 1 < n[0]) << 5);
+}
+
+/* cws_inside of the chunk voxel v. */
+static inline uint8_t cws_inside_v(const struct cws *w, int64_t v)
+{
+    return cws_inside(w->c, v / (w->c[1] * w->c[2]), (v / w->c[2]) % w->c[1], v % w->c[2]);
+}
+
+static inline int64_t cws_gxyz(const struct cws *w, int64_t z, int64_t y, int64_t x)
+{
+    return ((w->box.lo[0] + z) * w->dims[1] + w->box.lo[1] + y) * w->dims[2] + w->box.lo[2] + x;
+}
+
+static inline int64_t cws_global(const struct cws *w, int64_t v)
+{
+    return cws_gxyz(w, v / (w->c[1] * w->c[2]), (v / w->c[2]) % w->c[1], v % w->c[2]);
+}
+
+static inline uint8_t cws_pbits(const struct cws *w, int64_t v)
+{
+    return w->fl[v] & FL_SEED ? w->pb[v] : (uint8_t)(w->dir[v] & DIR_MASK);
+}
+
+/* Directions of C (pass B on its rows of R; edges inside R are those inside the volume) and
+ * the plateau flags. */
+static void cws_dirs(struct cws *w)
+{
+    const struct ws_grid g = cws_grid(w);
+    int64_t v = 0;
+    for (int64_t z = 0; z < w->c[0]; z++)
+        for (int64_t y = 0; y < w->c[1]; y++, v += w->c[2]) {
+            int64_t r = (z + w->o[0]) * w->r[1] + y + w->o[1];
+            ws_dir_row(&g, r, w->o[2], w->o[2] + w->c[2], w->dir + v, w->pb + v);
+            const uint8_t *m = w->m + r * w->r[2] + w->o[2], *d = w->dir + v, *pb = w->pb + v;
+            uint8_t *fl = w->fl + v;
+            for (int64_t x = 0; x < w->c[2]; x++) {
+                uint8_t plat = d[x] && m[x] < w->high ? FL_PLAT : 0;
+                fl[x] = d[x] & DIR_RESOLVED ? (pb[x] ? FL_PLAT | FL_SEED : 0) : plat;
+            }
+        }
+}
+
+/* The plateaus (voxels and seeds joined by plateau edges): those with an edge leaving the
+ * chunk are deferred, all their voxels marked. */
+static void cws_plateaus(struct cws *w)
+{
+    const int64_t X = w->c[2], P = w->c[1] * X, n = w->cn;
+    int64_t nout = 0;
+    for (int64_t v = cws_skip(w->fl, 0, n, FL_PLAT); v < n;
+         v = cws_skip(w->fl, v + 1, n, FL_PLAT)) {
+        uint8_t bits = cws_pbits(w, v), in = cws_inside_v(w, v);
+        if (bits & ~in) {
+            w->fl[v] |= FL_OUT;
+            nout++;
+        }
+        uf_add(w->uf, (uint32_t)v, bits & in & 7, (uint32_t)P, (uint32_t)X);
     }
-    int exit = -1;
-    for (int d = 0; d < 6; d++) {
-        if (e[d] != mv)
-            continue;
-        if (w->m[v + off[d]] > mv)
-            exit = exit < 0 ? d : exit;
-        else
-            bits |= (uint8_t)(1u << d);
-    }
-    if (exit < 0)
-        return bits;
-    *pb = bits;
-    return (uint8_t)(DIR_RESOLVED | (1u << exit));
+    w->ndefer = 0;
+    if (!nout)
+        return;
+    for (int64_t v = cws_skip(w->fl, 0, n, FL_OUT); v < n; v = cws_skip(w->fl, v + 1, n, FL_OUT))
+        w->fl[uf_find(w->uf, (uint32_t)v)] |= FL_DEFER;
+    for (int64_t v = cws_skip(w->fl, 0, n, FL_PLAT); v < n; v = cws_skip(w->fl, v + 1, n, FL_PLAT))
+        if (w->fl[uf_find(w->uf, (uint32_t)v)] & FL_DEFER) {
+            w->fl[v] |= FL_DEFER;
+            w->ndefer++;
+        }
 }
 
 /* The chunk neighbour of local voxel v in direction d, or -1 outside the chunk. */
@@ -142,79 +227,14 @@ static inline int64_t cws_nb(const struct cws *w, int64_t v, int d)
     }
 }
 
-/* Bit d set: neighbour d of voxel (z, y, x) of a box of shape n lies in the box (the chunk,
- * or with global coordinates the volume). */
-static inline uint8_t cws_inside(const int64_t n[3], int64_t z, int64_t y, int64_t x)
-{
-    return (uint8_t)((z > 0) | (y > 0) << 1 | (x > 0) << 2 | (x + 1 < n[2]) << 3 |
-                     (y + 1 < n[1]) << 4 | (z + 1 < n[0]) << 5);
-}
-
-static inline int64_t cws_gxyz(const struct cws *w, int64_t z, int64_t y, int64_t x)
-{
-    return ((w->box.lo[0] + z) * w->dims[1] + w->box.lo[1] + y) * w->dims[2] + w->box.lo[2] + x;
-}
-
-static inline int64_t cws_global(const struct cws *w, int64_t v)
-{
-    int64_t x = v % w->c[2], y = (v / w->c[2]) % w->c[1], z = v / (w->c[1] * w->c[2]);
-    return ((w->box.lo[0] + z) * w->dims[1] + w->box.lo[1] + y) * w->dims[2] + w->box.lo[2] +
-           x;
-}
-
-static inline uint8_t cws_pbits(const struct cws *w, int64_t v)
-{
-    return w->fl[v] & FL_SEED ? w->pb[v] : (uint8_t)(w->dir[v] & DIR_MASK);
-}
-
-/* Directions, then the plateaus (voxels and seeds joined by plateau edges) and which of them
- * leave the chunk. */
-static void cws_plateaus(struct cws *w)
-{
-    int64_t v = 0;
-    for (int64_t z = 0; z < w->c[0]; z++)
-        for (int64_t y = 0; y < w->c[1]; y++)
-            for (int64_t x = 0; x < w->c[2]; x++, v++) {
-                w->dir[v] = cws_dir(w, z, y, x, &w->pb[v]);
-                int64_t rv = (z + w->o[0]) * w->r[1] * w->r[2] + (y + w->o[1]) * w->r[2] + x +
-                             w->o[2];
-                uint8_t d = w->dir[v];
-                w->fl[v] = 0;
-                if (d & DIR_RESOLVED)
-                    w->fl[v] = w->pb[v] ? FL_PLAT | FL_SEED : 0;
-                else if (d && w->m[rv] < w->high)
-                    w->fl[v] = FL_PLAT;
-                w->uf[v] = (uint32_t)v;
-            }
-    const int64_t off[3] = {-w->c[1] * w->c[2], -w->c[2], -1};
-    v = 0;
-    for (int64_t z = 0; z < w->c[0]; z++)
-        for (int64_t y = 0; y < w->c[1]; y++)
-            for (int64_t x = 0; x < w->c[2]; x++, v++) {
-                if (!(w->fl[v] & FL_PLAT))
-                    continue;
-                uint8_t bits = cws_pbits(w, v), in = cws_inside(w->c, z, y, x);
-                if (bits & ~in)
-                    w->fl[v] |= FL_OUT;
-                for (int d = 0; d < 3; d++)
-                    if ((bits & in) >> d & 1)
-                        uf_union(w->uf, (uint32_t)v, (uint32_t)(v + off[d]));
-            }
-    for (v = 0; v < w->cn; v++)
-        if (w->fl[v] & FL_OUT)
-            w->fl[uf_find(w->uf, (uint32_t)v)] |= FL_DEFER;
-    for (v = 0; v < w->cn; v++)
-        if ((w->fl[v] & FL_PLAT) && (w->fl[uf_find(w->uf, (uint32_t)v)] & FL_DEFER))
-            w->fl[v] |= FL_DEFER;
-}
-
 /* Splits the plateaus inside the chunk: seg/watershed.c's pass C on them (queue = uf). */
 static void cws_split(struct cws *w)
 {
     uint32_t *queue = w->uf;
     int64_t head = 0, tail = 0;
-    for (int64_t v = 0; v < w->cn; v++)
-        if ((w->fl[v] & FL_SEED) && !(w->fl[v] & FL_DEFER))
+    for (int64_t v = cws_skip(w->fl, 0, w->cn, FL_SEED); v < w->cn;
+         v = cws_skip(w->fl, v + 1, w->cn, FL_SEED))
+        if (!(w->fl[v] & FL_DEFER))
             queue[tail++] = (uint32_t)v;
     while (head < tail) {
         int64_t v = queue[head++];
@@ -231,37 +251,74 @@ static void cws_split(struct cws *w)
     }
 }
 
+/* The backward plateau neighbours of inner maximum plateau voxel v (bits d) it still has to
+ * join. With its -x neighbour u = v - 1 on the plateau, v - X is in u's tree already when u
+ * has a plateau edge to u - X and v - X one to u - X too (the square closes); the same for
+ * -z with v - P. Joins of voxels already joined change nothing. */
+static inline uint8_t cws_back(const uint8_t *dir, uint8_t d, int64_t v, int64_t X, int64_t P)
+{
+    uint8_t b = d & 7;
+    if (b & 4) {
+        if ((b & 2) && (dir[v - 1] & 2) && (dir[v - X] & 4))
+            b &= (uint8_t)~2;
+        if ((b & 1) && (dir[v - 1] & 1) && (dir[v - P] & 4))
+            b &= (uint8_t)~1;
+    }
+    return b;
+}
+
+/* One voxel of the union pass with its inside bits `in`: a maximum plateau voxel joins its
+ * backward plateau neighbours; a pointer or plateau edge leaving the chunk is a link (a
+ * pointer's marks the voxel an exit). */
+static inline bool cws_union_voxel(struct vox_ctx *ctx, struct cws *w, int64_t v, uint8_t in,
+                                   int64_t g, const int64_t goff[6], struct dist_sum *s)
+{
+    uint8_t d = w->dir[v];
+    if (!d || (!(d & DIR_RESOLVED) && (w->fl[v] & FL_DEFER)))
+        return true;
+    uint8_t bits = d & DIR_RESOLVED ? (uint8_t)(d & DIR_MASK) : d;
+    if (!(d & DIR_RESOLVED))
+        uf_add(w->uf, (uint32_t)v, bits & in & 7, (uint32_t)(w->c[1] * w->c[2]),
+               (uint32_t)w->c[2]);
+    if (!(bits & ~in))
+        return true;
+    if (d & DIR_RESOLVED)
+        w->fl[v] |= FL_EXIT;
+    for (int k = 0; k < 6; k++) {
+        if (!((bits & ~in) >> k & 1))
+            continue;
+        struct dist_pair l = {v, g + goff[k]};
+        if (!dist_scratch_push(ctx, w->sc, DIST_SC_W0, (void **)&s->link, &s->nlink, &l, sizeof l))
+            return false;
+    }
+    return true;
+}
+
 /* Unions the voxels of each maximum plateau inside the chunk (plateau bits are symmetric
  * there, so the backward neighbours suffice) and marks the pointers that leave the chunk; the
- * links that leave it go to s->link as (local voxel, global voxel). */
+ * links that leave it go to s->link as (local voxel, global voxel). Inner voxels of inner rows
+ * have every neighbour inside: only their maximum plateau voxels do anything. */
 static enum vox_status cws_union(struct vox_ctx *ctx, struct cws *w, const int64_t goff[6],
-                                 struct dist_sum *s, int64_t *lcap)
+                                 struct dist_sum *s)
 {
-    for (int64_t v = 0; v < w->cn; v++)
-        w->uf[v] = (uint32_t)v;
-    const int64_t X = w->c[2], P = w->c[1] * X, off[3] = {-P, -X, -1};
+    const int64_t X = w->c[2], P = w->c[1] * X;
     int64_t v = 0;
     for (int64_t z = 0; z < w->c[0]; z++)
-        for (int64_t y = 0; y < w->c[1]; y++)
+        for (int64_t y = 0; y < w->c[1]; y++) {
+            bool inner = z > 0 && z + 1 < w->c[0] && y > 0 && y + 1 < w->c[1];
             for (int64_t x = 0; x < X; x++, v++) {
-                uint8_t d = w->dir[v];
-                if (!d || (!(d & DIR_RESOLVED) && (w->fl[v] & FL_DEFER)))
+                if (inner && x > 0 && x + 1 < X) {
+                    uint8_t d = w->dir[v];
+                    if (d && !(d & DIR_RESOLVED) && !(w->fl[v] & FL_DEFER))
+                        uf_add(w->uf, (uint32_t)v, cws_back(w->dir, d, v, X, P), (uint32_t)P,
+                                (uint32_t)X);
                     continue;
-                uint8_t bits = d & DIR_RESOLVED ? (uint8_t)(d & DIR_MASK) : d;
-                uint8_t in = cws_inside(w->c, z, y, x);
-                if ((d & DIR_RESOLVED) && !(bits & in))
-                    w->fl[v] |= FL_EXIT;
-                for (int k = 0; k < 3 && !(d & DIR_RESOLVED); k++)
-                    if ((bits & in) >> k & 1)
-                        uf_union(w->uf, (uint32_t)v, (uint32_t)(v + off[k]));
-                for (int k = 0; k < 6; k++) {
-                    if (!((bits & ~in) >> k & 1))
-                        continue;
-                    struct dist_pair l = {v, cws_gxyz(w, z, y, x) + goff[k]};
-                    if (!dist_push(ctx, (void **)&s->link, &s->nlink, lcap, &l, sizeof l))
-                        return VOX_OUT_OF_MEMORY;
                 }
+                if (!cws_union_voxel(ctx, w, v, cws_inside(w->c, z, y, x), cws_gxyz(w, z, y, x),
+                                     goff, s))
+                    return VOX_OUT_OF_MEMORY;
             }
+        }
     return VOX_OK;
 }
 
@@ -278,47 +335,71 @@ static inline int64_t cws_next(const struct cws *w, const int64_t off[6], int64_
     return w->uf[v] == (uint32_t)v ? -1 : (int64_t)w->uf[v];
 }
 
+/* The fragment of v, not labelled yet and not reached from an earlier voxel: follows its path
+ * to a labelled voxel (one before v, or marked) or a root (a new fragment), then labels the
+ * path. 0: memory short. */
+static uint32_t cws_label_path(struct vox_ctx *ctx, struct cws *w, const int64_t off[6],
+                               int64_t v, uint32_t *lab, struct dist_sum *s)
+{
+    int64_t p = v, nx;
+    uint32_t id = 0;
+    while (!id) {
+        if (p < v || (w->fl[p] & FL_DONE))
+            id = lab[p];
+        else if ((nx = cws_next(w, off, p)) >= 0)
+            p = nx;
+        else
+            break;
+    }
+    if (!id) {
+        struct dist_frag f = {cws_global(w, v), 0};
+        if (!dist_scratch_push(ctx, w->sc, DIST_SC_W1, (void **)&s->frag, &s->nfrag, &f, sizeof f))
+            return 0;
+        id = (uint32_t)s->nfrag;
+    }
+    for (int64_t q = v; q >= v && !(w->fl[q] & FL_DONE);) {
+        nx = cws_next(w, off, q);
+        lab[q] = id;
+        w->fl[q] |= FL_DONE;
+        if (nx < 0)
+            break;
+        q = nx;
+    }
+    return id;
+}
+
 /* Fragments numbered in C order of their first voxel (as seg/watershed.c's pass D2 labels
- * basins: each voxel follows its path to a labelled voxel or a root, then labels the path);
- * lab: 1 + the fragment's position, 0 background. */
+ * basins); lab: 1 + the fragment's position, 0 background. Every voxel before v is labelled
+ * when v comes (FL_DONE marks only those labelled ahead, along a path), so a next voxel
+ * before v gives v's label at once. */
 static enum vox_status cws_label(struct vox_ctx *ctx, struct cws *w, uint32_t *lab,
                                  struct dist_sum *s)
 {
     const int64_t X = w->c[2], P = w->c[1] * X, off[6] = {-P, -X, -1, 1, X, P};
-    int64_t cap = 0;
+    uint32_t cur = 0; /* voxels of fragment cur counted in a run */
+    int64_t run = 0;
     for (int64_t v = 0; v < w->cn; v++) {
         if (!w->dir[v]) {
             lab[v] = 0;
             continue;
         }
         if (!(w->fl[v] & FL_DONE)) {
-            int64_t p = v, nx;
-            uint32_t id = 0;
-            while (!id) {
-                if (w->fl[p] & FL_DONE)
-                    id = lab[p];
-                else if ((nx = cws_next(w, off, p)) >= 0)
-                    p = nx;
-                else
-                    break;
-            }
-            if (!id) {
-                struct dist_frag f = {cws_global(w, v), 0};
-                if (!dist_push(ctx, (void **)&s->frag, &s->nfrag, &cap, &f, sizeof f))
-                    return VOX_OUT_OF_MEMORY;
-                id = (uint32_t)s->nfrag;
-            }
-            for (int64_t q = v; !(w->fl[q] & FL_DONE);) {
-                nx = cws_next(w, off, q);
-                lab[q] = id;
-                w->fl[q] |= FL_DONE;
-                if (nx < 0)
-                    break;
-                q = nx;
-            }
+            int64_t nx = cws_next(w, off, v);
+            if (nx >= 0 && nx < v)
+                lab[v] = lab[nx];
+            else if (!cws_label_path(ctx, w, off, v, lab, s))
+                return VOX_OUT_OF_MEMORY;
         }
-        s->frag[lab[v] - 1].size++;
+        if (lab[v] != cur) {
+            if (cur)
+                s->frag[cur - 1].size += run;
+            cur = lab[v];
+            run = 0;
+        }
+        run++;
     }
+    if (cur)
+        s->frag[cur - 1].size += run;
     return VOX_OK;
 }
 
@@ -336,6 +417,45 @@ static uint64_t pair_key(const void *x)
     return (uint64_t)p->a << 32 | (uint64_t)p->b;
 }
 
+/* The face voxels of a row (z, y) of the chunk, x in [x0, x1), in C order. */
+static bool cws_face_row(struct vox_ctx *ctx, struct cws *w, const uint32_t *lab,
+                         struct dist_sum *s, int64_t z, int64_t y, int64_t x0,
+                         int64_t x1)
+{
+    const int64_t v0 = (z * w->c[1] + y) * w->c[2];
+    for (int64_t x = x0; x < x1; x++) {
+        if (!w->dir[v0 + x])
+            continue;
+        uint8_t in = cws_inside(w->c, z, y, x);
+        if (!(cws_inside(w->dims, w->box.lo[0] + z, w->box.lo[1] + y, w->box.lo[2] + x) & ~in))
+            continue;
+        struct dist_face f = {cws_gxyz(w, z, y, x), s->frag[lab[v0 + x] - 1].id};
+        if (!dist_scratch_push(ctx, w->sc, DIST_SC_W2, (void **)&s->face, &s->nface, &f, sizeof f))
+            return false;
+    }
+    return true;
+}
+
+/* The voxels on the chunk faces with a neighbour in the volume outside (the whole first and
+ * last rows and planes, the ends of the others), in C order. */
+static enum vox_status cws_faces(struct vox_ctx *ctx, struct cws *w, const uint32_t *lab,
+                                 struct dist_sum *s)
+{
+    int64_t X = w->c[2];
+    for (int64_t z = 0; z < w->c[0]; z++)
+        for (int64_t y = 0; y < w->c[1]; y++) {
+            bool ok;
+            if (z == 0 || z + 1 == w->c[0] || y == 0 || y + 1 == w->c[1])
+                ok = cws_face_row(ctx, w, lab, s, z, y, 0, X);
+            else
+                ok = cws_face_row(ctx, w, lab, s, z, y, 0, 1) &&
+                     (X < 2 || cws_face_row(ctx, w, lab, s, z, y, X - 1, X));
+            if (!ok)
+                return VOX_OUT_OF_MEMORY;
+        }
+    return VOX_OK;
+}
+
 /* Fragments (numbered in C order of their first voxel), then links, faces and deferred
  * plateau voxels in fragment ids. */
 static enum vox_status cws_summarize(struct vox_ctx *ctx, struct cws *w, uint32_t *lab,
@@ -346,39 +466,52 @@ static enum vox_status cws_summarize(struct vox_ctx *ctx, struct cws *w, uint32_
         return st;
     for (int64_t i = 0; i < s->nlink; i++)
         s->link[i].a = s->frag[lab[s->link[i].a] - 1].id;
-    dist_sort(ctx, s->link, s->nlink, sizeof *s->link, pair_key, NULL, pair_cmp);
+    dist_sort_sc(ctx, w->sc, s->link, s->nlink, sizeof *s->link, pair_key, NULL, pair_cmp);
     int64_t k = 0;
     for (int64_t i = 0; i < s->nlink; i++)
         if (k == 0 || pair_cmp(&s->link[k - 1], &s->link[i]) != 0)
             s->link[k++] = s->link[i];
     s->nlink = k;
-    int64_t fcap = 0, pcap = 0;
-    int64_t v = -1;
-    for (int64_t z = 0; z < w->c[0]; z++)
-        for (int64_t y = 0; y < w->c[1]; y++)
-            for (int64_t x = 0; x < w->c[2]; x++) {
-                if (!w->dir[++v])
-                    continue;
-                int64_t g = cws_gxyz(w, z, y, x), frag = s->frag[lab[v] - 1].id;
-                uint8_t in = cws_inside(w->c, z, y, x);
-                bool face = cws_inside(w->dims, w->box.lo[0] + z, w->box.lo[1] + y,
-                                       w->box.lo[2] + x) & ~in;
-                struct dist_face f = {g, frag};
-                if (face && !dist_push(ctx, (void **)&s->face, &s->nface, &fcap, &f, sizeof f))
-                    return VOX_OUT_OF_MEMORY;
-                if (!(w->fl[v] & FL_DEFER))
-                    continue;
-                struct dist_plat pl = {g, frag, cws_pbits(w, v),
-                                       (uint8_t)((w->fl[v] & FL_SEED) != 0)};
-                if (!dist_push(ctx, (void **)&s->plat, &s->nplat, &pcap, &pl, sizeof pl))
-                    return VOX_OUT_OF_MEMORY;
-            }
-    return VOX_OK;
+    st = cws_faces(ctx, w, lab, s);
+    int64_t n = w->cn;
+    for (int64_t v = w->ndefer ? cws_skip(w->fl, 0, n, FL_DEFER) : n; st == VOX_OK && v < n;
+         v = cws_skip(w->fl, v + 1, n, FL_DEFER)) {
+        struct dist_plat pl = {cws_global(w, v), s->frag[lab[v] - 1].id, cws_pbits(w, v),
+                               (uint8_t)((w->fl[v] & FL_SEED) != 0)};
+        if (!dist_scratch_push(ctx, w->sc, DIST_SC_W3, (void **)&s->plat, &s->nplat, &pl,
+                               sizeof pl))
+            st = VOX_OUT_OF_MEMORY;
+    }
+    return st;
+}
+
+/* The summary's arrays, collected in the scratch, into arrays of their own and their size
+ * (the scratch's stay for the next chunk). */
+static enum vox_status cws_own(struct vox_ctx *ctx, struct dist_sum *s)
+{
+    void **arr[4] = {(void **)&s->frag, (void **)&s->link, (void **)&s->face, (void **)&s->plat};
+    const size_t bytes[4] = {
+        (size_t)s->nfrag * sizeof *s->frag, (size_t)s->nlink * sizeof *s->link,
+        (size_t)s->nface * sizeof *s->face, (size_t)s->nplat * sizeof *s->plat};
+    void *own[4];
+    bool ok = true;
+    for (int k = 0; k < 4; k++) {
+        own[k] = vox_alloc(ctx, bytes[k] + 1);
+        ok = ok && own[k];
+    }
+    for (int k = 0; k < 4; k++) {
+        if (ok && bytes[k])
+            memcpy(own[k], *arr[k], bytes[k]);
+        if (!ok)
+            vox_free(ctx, own[k]);
+        *arr[k] = ok ? own[k] : NULL;
+    }
+    return ok ? VOX_OK : VOX_OUT_OF_MEMORY;
 }
 
 /* Reads the region R of the affinities and quantizes it. */
 static enum vox_status cws_read(struct vox_ctx *ctx, const struct dist_vol *vol, struct cws *w,
-                                struct vox_tensor *q)
+                                struct dist_scratch *sc, struct vox_tensor *q)
 {
     int64_t lo[3], hi[3];
     for (int a = 0; a < 3; a++) {
@@ -392,50 +525,43 @@ static enum vox_status cws_read(struct vox_ctx *ctx, const struct dist_vol *vol,
     }
     w->rn = w->r[0] * w->r[1] * w->r[2];
     w->cn = w->c[0] * w->c[1] * w->c[2];
-    return dist_read_q(ctx, vol, lo, hi, q);
+    return dist_read_q(ctx, vol, lo, hi, sc, q);
 }
 
 enum vox_status dist_chunk_ws(struct vox_ctx *ctx, const struct dist_vol *vol,
                               const struct dist_box *box, const struct vox_seg_params *p,
-                              struct dist_sum *s, uint32_t *lab)
+                              struct dist_scratch *sc, struct dist_sum *s, uint32_t *lab)
 {
-    struct cws w = {.box = *box, .low = p->low, .high = p->high};
+    struct cws w = {.box = *box, .low = p->low, .high = p->high, .sc = sc};
     memcpy(w.dims, vol->dims, sizeof w.dims);
     struct vox_tensor q = {0};
-    uint32_t *own = NULL;
     memset(s, 0, sizeof *s);
     s->box = *box;
-    enum vox_status st = cws_read(ctx, vol, &w, &q);
+    enum vox_status st = cws_read(ctx, vol, &w, sc, &q);
     if (st != VOX_OK)
         return st;
     w.q = q.data;
-    w.m = vox_alloc(ctx, (size_t)w.rn);
-    w.dir = vox_alloc(ctx, (size_t)w.cn);
-    w.pb = vox_alloc(ctx, (size_t)w.cn);
-    w.fl = vox_alloc(ctx, (size_t)w.cn);
-    w.uf = vox_alloc(ctx, (size_t)w.cn * sizeof *w.uf);
-    if (!lab)
-        lab = own = vox_alloc(ctx, (size_t)w.cn * sizeof *lab);
+    w.m = dist_scratch_get(ctx, sc, DIST_SC_M, (size_t)w.rn);
+    w.dir = dist_scratch_get(ctx, sc, DIST_SC_DIR, (size_t)w.cn);
+    w.pb = dist_scratch_get(ctx, sc, DIST_SC_PB, (size_t)w.cn);
+    w.fl = dist_scratch_get(ctx, sc, DIST_SC_FL, (size_t)w.cn);
+    w.uf = dist_scratch_get(ctx, sc, DIST_SC_UF, (size_t)w.cn * sizeof *w.uf);
     st = VOX_OUT_OF_MEMORY;
-    if (!w.m || !w.dir || !w.pb || !w.fl || !w.uf || !lab)
-        goto done;
-    int64_t goff[6], lcap = 0;
-    dist_offsets(w.dims, goff);
-    cws_max(&w);
-    cws_plateaus(&w);
-    cws_split(&w);
-    st = cws_union(ctx, &w, goff, s, &lcap);
+    int64_t goff[6];
+    if (w.m && w.dir && w.pb && w.fl && w.uf) {
+        dist_offsets(w.dims, goff);
+        cws_max(&w);
+        cws_dirs(&w);
+        cws_plateaus(&w);
+        cws_split(&w);
+        st = cws_union(ctx, &w, goff, s);
+    }
     if (st == VOX_OK)
         st = cws_summarize(ctx, &w, lab, s);
-done:
     vox_tensor_free(ctx, &q);
-    vox_free(ctx, w.m);
-    vox_free(ctx, w.dir);
-    vox_free(ctx, w.pb);
-    vox_free(ctx, w.fl);
-    vox_free(ctx, w.uf);
-    vox_free(ctx, own);
-    if (st != VOX_OK)
-        dist_sum_fini(ctx, s);
+    if (st == VOX_OK)
+        st = cws_own(ctx, s);
+    if (st != VOX_OK) /* the arrays were the scratch's, or are freed */
+        *s = (struct dist_sum){.box = *box};
     return st;
 }

@@ -8,7 +8,9 @@
  *             fragments (sorted by id = first voxel); repeat until one node covers the volume
  *   relabel   basins are the union-find's components, numbered in order of their smallest
  *             fragment id (= their first voxel in C order, as vox_seg_watershed numbers
- *             them); each chunk rewrites its box through that map (in parallel)
+ *             them); each chunk rewrites its box through that map (in parallel), or, for a
+ *             file store without records, the store keeps the fragment labels and the maps
+ *             (struct dist_store's cmap), which its reads apply: the volume is written once
  *
  * Union-find is insensitive to the order of joins, and every join is a fact of the
  * whole-volume watershed, so the result is the same for any chunk shape and thread count.
@@ -36,6 +38,8 @@ struct dist_run {
     int64_t nall;
     int64_t *uf;
     uint32_t *basin; /* per position in `all` */
+    struct dist_scratch *sc; /* per worker */
+    uint32_t **maps;         /* per atomic chunk: fragment -> basin */
 };
 
 static void node_box(const struct dist_run *r, int64_t i, struct dist_box *b)
@@ -140,6 +144,7 @@ static bool ws_reuse(struct dist_run *r, int64_t i)
 static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     struct dist_run *r = arg;
+    struct dist_scratch *sc = &r->sc[tid];
     for (int64_t i = lo[0]; i < hi[0]; i++) {
         struct dist_box b;
         node_box(r, i, &b);
@@ -153,8 +158,8 @@ static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
             continue;
         }
         int64_t n = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
-        uint32_t *lab = vox_alloc(r->ctx, (size_t)n * sizeof *lab);
-        r->st[i] = lab ? dist_chunk_ws(r->ctx, &r->vol, &b, r->p, &r->cur[i], lab)
+        uint32_t *lab = dist_scratch_get(r->ctx, sc, DIST_SC_LAB, (size_t)n * sizeof *lab);
+        r->st[i] = lab ? dist_chunk_ws(r->ctx, &r->vol, &b, r->p, sc, &r->cur[i], lab)
                        : VOX_OUT_OF_MEMORY;
         if (r->st[i] == VOX_OK)
             r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab);
@@ -167,7 +172,6 @@ static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
             r->nfr[i] = r->cur[i].nfrag;
             r->cur[i].frag = NULL;
         }
-        vox_free(r->ctx, lab);
     }
 }
 
@@ -372,6 +376,36 @@ static enum vox_status run_levels(struct dist_run *r)
     return s;
 }
 
+/* Every chunk's map fragment -> basin (0: background), in one walk over all fragments in id
+ * order: a chunk's own come in that order too, so the k-th met of chunk c is fr[c][k - 1]. */
+static uint32_t **chunk_maps(struct dist_run *r, int64_t nchunks)
+{
+    uint32_t **maps = vox_calloc(r->ctx, (size_t)nchunks, sizeof *maps);
+    int64_t *met = vox_calloc(r->ctx, (size_t)nchunks, sizeof *met);
+    bool ok = maps && met;
+    for (int64_t i = 0; ok && i < nchunks; i++) {
+        maps[i] = vox_alloc(r->ctx, (size_t)(r->nfr[i] + 1) * sizeof **maps);
+        ok = maps[i] != NULL;
+        if (ok)
+            maps[i][0] = 0;
+    }
+    const int64_t *d = r->vol.dims;
+    for (int64_t k = 0; ok && k < r->nall; k++) {
+        int64_t id = r->all[k].id, x = id % d[2], y = id / d[2] % d[1], z = id / (d[1] * d[2]);
+        int64_t c = (z / r->chunk[0] * r->grid[1] + y / r->chunk[1]) * r->grid[2] +
+                    x / r->chunk[2];
+        maps[c][++met[c]] = r->basin[k];
+    }
+    vox_free(r->ctx, met);
+    for (int64_t i = 0; !ok && maps && i < nchunks; i++)
+        vox_free(r->ctx, maps[i]);
+    if (!ok) {
+        vox_free(r->ctx, maps);
+        return NULL;
+    }
+    return maps;
+}
+
 static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     struct dist_run *r = arg;
@@ -379,17 +413,16 @@ static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
         struct dist_box b;
         node_box(r, i, &b);
         int64_t n = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
-        uint32_t *map = vox_alloc(r->ctx, (size_t)(r->nfr[i] + 1) * sizeof *map);
-        uint32_t *lab = vox_alloc(r->ctx, (size_t)n * sizeof *lab);
-        r->st[i] = map && lab ? dist_store_read(r->ctx, r->labels, &b, lab) : VOX_OUT_OF_MEMORY;
+        const uint32_t *map = r->maps[i];
+        uint32_t *lab =
+            dist_scratch_get(r->ctx, &r->sc[tid], DIST_SC_LAB, (size_t)n * sizeof *lab);
+        r->st[i] = map && lab ? dist_store_read(r->ctx, r->labels, &b, lab, &r->sc[tid])
+                              : VOX_OUT_OF_MEMORY;
         const struct dist_jrec *rec = r->vol.jr ? dist_journal_find(r->vol.jr, DJ_RELABEL, i)
                                                 : NULL;
         bool done = r->st[i] == VOX_OK && rec &&
                     dist_hash(lab, (size_t)n * sizeof *lab, 0) == rec->sum;
         if (r->st[i] == VOX_OK && !done) {
-            map[0] = 0;
-            for (int64_t k = 0; k < r->nfr[i]; k++)
-                map[k + 1] = r->basin[frag_pos(r, r->fr[i][k].id)];
             for (int64_t k = 0; k < n; k++)
                 lab[k] = map[lab[k]];
             r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab);
@@ -399,12 +432,12 @@ static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
         }
         if (r->vol.jr && r->st[i] == VOX_OK)
             dist_journal_count(r->vol.jr, done);
-        vox_free(r->ctx, map);
-        vox_free(r->ctx, lab);
     }
 }
 
-/* Numbers the basins, fills the sizes and relabels every chunk. */
+
+/* Numbers the basins, fills the sizes and relabels every chunk (or gives a file store the
+ * chunks' maps when there are no records to keep: see struct dist_store). */
 static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbasins_out,
                               int64_t **sizes_out)
 {
@@ -428,9 +461,21 @@ static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbas
         r->span[a] = r->chunk[a];
         r->grid[a] = (r->vol.dims[a] + r->chunk[a] - 1) / r->chunk[a];
     }
-    vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1},
-                 VOX_SCHED_DYNAMIC, relabel_task, r);
-    enum vox_status s = first_error(r, nchunks);
+    r->maps = chunk_maps(r, nchunks);
+    enum vox_status s = r->maps ? VOX_OK : VOX_OUT_OF_MEMORY;
+    if (s == VOX_OK && r->labels->f.fd >= 0 && !r->vol.jr) {
+        r->labels->cmap = r->maps; /* the store's now */
+        r->labels->ncmap = nchunks;
+        r->maps = NULL;
+    } else if (s == VOX_OK) {
+        vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1},
+                     VOX_SCHED_DYNAMIC, relabel_task, r);
+        s = first_error(r, nchunks);
+    }
+    for (int64_t i = 0; r->maps && i < nchunks; i++)
+        vox_free(r->ctx, r->maps[i]);
+    vox_free(r->ctx, r->maps);
+    r->maps = NULL;
     if (s != VOX_OK) {
         vox_free(r->ctx, sizes);
         return s;
@@ -485,12 +530,14 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     r.fr = vox_calloc(ctx, (size_t)nchunks, sizeof *r.fr);
     r.nfr = vox_calloc(ctx, (size_t)nchunks, sizeof *r.nfr);
     r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
-    enum vox_status s = r.cur && r.fr && r.nfr && r.st ? VOX_OK : VOX_OUT_OF_MEMORY;
+    r.sc = dist_scratch_new(ctx);
+    enum vox_status s = r.cur && r.fr && r.nfr && r.st && r.sc ? VOX_OK : VOX_OUT_OF_MEMORY;
     double t0 = vox_time_now();
     if (s == VOX_OK) {
         vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1},
                      VOX_SCHED_DYNAMIC, atomic_task, &r);
         s = first_error(&r, nchunks);
+        dist_scratch_release(ctx, r.sc); /* the relabel needs less */
     }
     if (s == VOX_OK && vol->comm)
         s = ws_receive(&r, nchunks);
@@ -514,6 +561,7 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     vox_free(ctx, r.all);
     vox_free(ctx, r.uf);
     vox_free(ctx, r.basin);
+    dist_scratch_free(ctx, r.sc);
     return s;
 }
 
@@ -553,7 +601,8 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
         r.grid[a] = (r.vol.dims[a] + r.span[a] - 1) / r.span[a];
         nchunks *= r.grid[a];
     }
-    enum vox_status s = VOX_OK;
+    struct dist_scratch *sc = dist_scratch_new(ctx);
+    enum vox_status s = sc ? VOX_OK : VOX_OUT_OF_MEMORY;
     for (int64_t i = c->rank; i < nchunks && s == VOX_OK; i += c->size) {
         struct dist_box b;
         struct dist_sum sum = {0};
@@ -561,7 +610,7 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
         int64_t nv = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
         uint32_t *lab = vox_alloc(ctx, (size_t)nv * sizeof *lab);
         uint8_t *blob = NULL;
-        s = lab ? dist_chunk_ws(ctx, &r.vol, &b, p, &sum, lab) : VOX_OUT_OF_MEMORY;
+        s = lab ? dist_chunk_ws(ctx, &r.vol, &b, p, sc, &sum, lab) : VOX_OUT_OF_MEMORY;
         int64_t n = s == VOX_OK ? ws_pack(ctx, &sum, (size_t)nv * sizeof *lab, &blob) : 0;
         if (s == VOX_OK && !blob)
             s = VOX_OUT_OF_MEMORY;
@@ -573,5 +622,6 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
         vox_free(ctx, lab);
         dist_sum_fini(ctx, &sum);
     }
+    dist_scratch_free(ctx, sc);
     return s;
 }

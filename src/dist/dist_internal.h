@@ -55,6 +55,55 @@ struct dist_sum {
     int64_t nuni;
 };
 
+/* Work buffers of one worker thread, reused from chunk to chunk of a stage and freed when
+ * it ends: a large block freshly allocated for every chunk comes as new pages, faulted in
+ * and zeroed each time (see sys_alloc in core/ctx.c), which cost as much as the work. */
+enum {
+    DIST_SC_Q,   /* a box of quantized affinities (dist_read_q) */
+    DIST_SC_TMP, /* one channel of a chunk record (the blocked file reads) */
+    DIST_SC_WIN, /* a window of labels (dist_win_load) */
+    DIST_SC_LAB, /* a chunk's labels */
+    DIST_SC_M,   /* the chunk watershed's arrays */
+    DIST_SC_DIR,
+    DIST_SC_PB,
+    DIST_SC_FL,
+    DIST_SC_UF,
+    DIST_SC_S0, /* dist_sort_sc's */
+    DIST_SC_S1,
+    DIST_SC_S2,
+    DIST_SC_W0, /* a stage's own work arrays */
+    DIST_SC_W1,
+    DIST_SC_W2,
+    DIST_SC_W3,
+    DIST_SC_W4,
+    DIST_SC_W5,
+    DIST_SC_W6,
+    DIST_SC_W7,
+    DIST_SC_SLOTS
+};
+
+struct dist_scratch {
+    void *p[DIST_SC_SLOTS];
+    size_t cap[DIST_SC_SLOTS];
+};
+
+/* Slot `slot` of sc with room for `bytes` (its old contents are lost when it grows), or NULL
+ * when memory is short. */
+void *dist_scratch_get(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes);
+/* As dist_scratch_get, keeping the slot's first `keep` bytes when it grows (by half again at
+ * least, so that growing by pushes stays linear). */
+void *dist_scratch_grow(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes,
+                        size_t keep);
+/* Appends x (`size` bytes) to the array *arr of *n elements that lives in slot `slot`. */
+bool dist_scratch_push(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, void **arr,
+                       int64_t *n, const void *x, size_t size);
+/* One scratch per worker of the context's pool (NULL when memory is short); freed with
+ * dist_scratch_free. */
+struct dist_scratch *dist_scratch_new(struct vox_ctx *ctx);
+/* Frees every worker's buffers (between phases that need different ones), keeps sc. */
+void dist_scratch_release(struct vox_ctx *ctx, struct dist_scratch *sc);
+void dist_scratch_free(struct vox_ctx *ctx, struct dist_scratch *sc);
+
 /* A chunk-blocked file: the box of atomic chunk i (C order over the grid) is one record of
  * nch channels of its (z, y, x) elements of esz bytes, contiguous, at byte i * slot (slot: a
  * full chunk's record). A chunk's record is written with one call; a box read takes one
@@ -128,9 +177,12 @@ struct dist_io {
     int64_t bytes_read, bytes_written;
 };
 
-/* The box [lo, hi) of the affinities (all three channels), quantized, contiguous. */
+/* The box [lo, hi) of the affinities (all three channels), quantized, contiguous; with a
+ * scratch (or NULL) that the cache or a u8 volume is read into (q_out a view of its
+ * DIST_SC_Q slot, valid until the slot is used again; vox_tensor_free leaves it alone). */
 enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const int64_t lo[3],
-                            const int64_t hi[3], struct vox_tensor *q_out);
+                            const int64_t hi[3], struct dist_scratch *sc,
+                            struct vox_tensor *q_out);
 
 /* Writes box b of the quantized affinities q (u8 (3, box) contiguous) into v->qf. */
 enum vox_status dist_qfile_write(struct vox_ctx *ctx, const struct dist_vol *v,
@@ -148,11 +200,20 @@ struct dist_store {
     struct dist_bfile f;
     int64_t dims[3];
     struct dist_io *io; /* counts the file traffic when set */
+    /* A file store may keep the watershed's fragment labels as they were written and give
+     * basins through cmap[chunk][fragment] (fragment 0: background): reads map each chunk's
+     * part, so the volume is not written a second time to relabel it. NULL: values as is. */
+    uint32_t **cmap;
+    int64_t ncmap;
 };
 
-/* src/dst are contiguous over the box. */
+/* Frees st->cmap. */
+void dist_store_fini(struct vox_ctx *ctx, struct dist_store *st);
+
+/* src/dst are contiguous over the box; sc: a scratch for the file reads, or NULL. */
 enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
-                                const struct dist_box *b, uint32_t *dst);
+                                const struct dist_box *b, uint32_t *dst,
+                                struct dist_scratch *sc);
 enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
                                  const struct dist_box *b, const uint32_t *src);
 
@@ -171,15 +232,23 @@ struct dist_win {
     int64_t lo[3], n[3];
 };
 
-/* The labels over box b grown by one voxel on every side (clamped to dims). */
+/* The labels over box b grown by one voxel on every side (clamped to dims); with a scratch,
+ * in its DIST_SC_WIN slot (and DIST_SC_TMP), else allocated. */
 enum vox_status dist_win_load(struct vox_ctx *ctx, const struct dist_labels *l,
                               const int64_t dims[3], const struct dist_box *b,
-                              struct dist_win *w);
+                              struct dist_scratch *sc, struct dist_win *w);
 void dist_win_fini(struct vox_ctx *ctx, struct dist_win *w);
 
 static inline uint32_t dist_win_at(const struct dist_win *w, int64_t z, int64_t y, int64_t x)
 {
     return w->p[((z - w->lo[0]) * w->n[1] + y - w->lo[1]) * w->n[2] + x - w->lo[2]];
+}
+
+/* Row (z, y) of the window, indexed by x - x0 (x0 - 1 included when it is in the window). */
+static inline const uint32_t *dist_win_row(const struct dist_win *w, int64_t z, int64_t y,
+                                           int64_t x0)
+{
+    return w->p + ((z - w->lo[0]) * w->n[1] + y - w->lo[1]) * w->n[2] + x0 - w->lo[2];
 }
 
 /* Per-level statistics of one stage (NULL: none kept). */
@@ -214,11 +283,12 @@ void dist_offsets(const int64_t dims[3], int64_t off[6]);
 /* Whether the neighbour of voxel idx in direction d lies inside box b. */
 bool dist_in_box(const struct dist_box *b, const int64_t dims[3], int64_t idx, int d);
 
-/* Watershed of one atomic chunk: its summary, and (when lab != NULL, contiguous over the
- * box) each voxel's fragment as 1 + its position in s->frag (0: background). */
+/* Watershed of one atomic chunk (work arrays in the scratch sc): its summary, and in lab
+ * (contiguous over the box) each voxel's fragment as 1 + its position in s->frag (0:
+ * background). */
 enum vox_status dist_chunk_ws(struct vox_ctx *ctx, const struct dist_vol *v,
                               const struct dist_box *box, const struct vox_seg_params *p,
-                              struct dist_sum *s, uint32_t *lab);
+                              struct dist_scratch *sc, struct dist_sum *s, uint32_t *lab);
 
 /* Merges the summaries of an octree node's children into the node's summary. */
 enum vox_status dist_node_ws(struct vox_ctx *ctx, const int64_t dims[3],
@@ -230,6 +300,11 @@ enum vox_status dist_node_ws(struct vox_ctx *ctx, const int64_t dims[3],
 void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,
                uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
                int (*cmp)(const void *, const void *));
+
+/* dist_sort with its scratch memory from sc's sort slots (sc NULL: allocated). */
+void dist_sort_sc(struct vox_ctx *ctx, struct dist_scratch *sc, void *base, int64_t n,
+                  size_t size, uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
+                  int (*cmp)(const void *, const void *));
 
 /* Appends one element of `size` bytes to a growable array. */
 bool dist_push(struct vox_ctx *ctx, void **arr, int64_t *n, int64_t *cap, const void *x,

@@ -31,6 +31,8 @@ struct sg_run {
     const uint32_t *map;
     int64_t dims[3], chunk[3], grid[3];
     enum vox_status *st;
+    struct dist_scratch *sc; /* per worker */
+    bool *done;              /* per chunk: taken from its record (ingest) */
 };
 
 static enum vox_status sg_check_source(struct vox_ctx *ctx, const struct vox_dist_source *src,
@@ -144,48 +146,112 @@ static int64_t sg_grid(struct sg_run *r, const int64_t dims[3], const int64_t ch
     return n;
 }
 
-/* Quantizes one chunk box of the source volume into the affinity cache. */
+/* Chunk i's record still whole in the affinity cache (with records, resumed). */
+static bool sg_ingested(struct sg_run *r, int64_t i)
+{
+    struct dist_journal *jr = r->vol->jr;
+    const struct dist_jrec *rec = jr ? dist_journal_find(jr, DJ_INGEST, i) : NULL;
+    uint64_t h = 0;
+    if (rec)
+        r->st[i] = dist_bfile_hash(r->ctx, r->vol->qf, i, &h);
+    if (jr && r->st[i] == VOX_OK)
+        dist_journal_count(jr, rec && h == rec->sum);
+    return r->st[i] != VOX_OK || (rec && h == rec->sum);
+}
+
+/* Chunk i's box, out of q (3, Z, Y, X: a run of chunks along x from x0), into the cache, via
+ * buf. */
+static enum vox_status sg_ingest_chunk(struct sg_run *r, int64_t i, const struct vox_tensor *q,
+                                       int64_t x0, uint8_t *buf)
+{
+    struct dist_box b;
+    sg_box(r, i, &b);
+    const int64_t n[3] = {b.hi[0] - b.lo[0], b.hi[1] - b.lo[1], b.hi[2] - b.lo[2]};
+    const int64_t X = q->shape[3], plane = q->shape[1] * q->shape[2] * X;
+    const uint8_t *src = q->data;
+    uint8_t *d = buf;
+    for (int64_t c = 0; c < 3; c++)
+        for (int64_t z = 0; z < n[0]; z++)
+            for (int64_t y = 0; y < n[1]; y++, d += n[2])
+                memcpy(d, src + c * plane + (z * q->shape[2] + y) * X + b.lo[2] - x0,
+                       (size_t)n[2]);
+    enum vox_status s = dist_qfile_write(r->ctx, r->vol, &b, buf);
+    if (s == VOX_OK && r->vol->jr)
+        s = dist_journal_add(r->ctx, r->vol->jr, DJ_INGEST, i,
+                             dist_hash(buf, (size_t)(d - buf), 0), NULL, 0);
+    return s;
+}
+
+/* Source bytes one ingest read may take: a run of chunks along x that fits (one at least). */
+#define SG_INGEST_BYTES ((size_t)32 << 20)
+
+/* Chunks per ingest run along x. */
+static int64_t sg_run_len(const struct sg_run *r)
+{
+    size_t box = (size_t)(3 * r->chunk[0] * r->chunk[1] * r->chunk[2]) *
+                 vox_dtype_size(vox_volume_info(r->vol->src)->dtype);
+    int64_t k = (int64_t)(SG_INGEST_BYTES / box);
+    return k < 1 ? 1 : k < r->grid[2] ? k : r->grid[2];
+}
+
+/* Quantizes one run of chunks along x of the source volume into the affinity cache, with one
+ * read of the run's box: a volume file is then read in rows of the run's width (a chunk box
+ * at a time, it would be read one short row per call). */
 static void sg_ingest_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     struct sg_run *r = arg;
     struct dist_vol src = *r->vol;
     src.qf = NULL;
-    struct dist_journal *jr = r->vol->jr;
-    for (int64_t i = lo[0]; i < hi[0]; i++) {
-        struct dist_box b;
-        sg_box(r, i, &b);
-        const struct dist_jrec *rec = jr ? dist_journal_find(jr, DJ_INGEST, i) : NULL;
-        uint64_t h = 0;
-        r->st[i] = rec ? dist_bfile_hash(r->ctx, r->vol->qf, i, &h) : VOX_OK;
-        if (jr && r->st[i] == VOX_OK)
-            dist_journal_count(jr, rec && h == rec->sum);
-        if (r->st[i] != VOX_OK || (rec && h == rec->sum))
+    const int64_t k = sg_run_len(r), nrun = (r->grid[2] + k - 1) / k;
+    for (int64_t t = lo[0]; t < hi[0]; t++) {
+        const int64_t i0 = t / nrun * r->grid[2] + t % nrun * k;
+        const int64_t i1 = i0 + k < (t / nrun + 1) * r->grid[2] ? i0 + k
+                                                                : (t / nrun + 1) * r->grid[2];
+        bool todo = false;
+        for (int64_t i = i0; i < i1; i++) {
+            r->done[i] = sg_ingested(r, i);
+            todo |= !r->done[i];
+        }
+        if (!todo)
             continue;
+        struct dist_box b0, b1;
+        sg_box(r, i0, &b0);
+        sg_box(r, i1 - 1, &b1);
+        const int64_t rlo[3] = {b0.lo[0], b0.lo[1], b0.lo[2]}, rhi[3] = {b0.hi[0], b0.hi[1],
+                                                                         b1.hi[2]};
         struct vox_tensor q = {0};
-        r->st[i] = dist_read_q(r->ctx, &src, b.lo, b.hi, &q);
-        if (r->st[i] == VOX_OK)
-            r->st[i] = dist_qfile_write(r->ctx, r->vol, &b, q.data);
-        if (r->st[i] == VOX_OK && jr)
-            r->st[i] = dist_journal_add(r->ctx, jr, DJ_INGEST, i,
-                                        dist_hash(q.data, vox_tensor_nbytes(&q), 0), NULL, 0);
+        enum vox_status s = dist_read_q(r->ctx, &src, rlo, rhi, &r->sc[tid], &q);
+        size_t cb = (size_t)(3 * (b0.hi[0] - b0.lo[0]) * (b0.hi[1] - b0.lo[1]) * r->chunk[2]);
+        uint8_t *buf = s == VOX_OK ? dist_scratch_get(r->ctx, &r->sc[tid], DIST_SC_TMP, cb) : NULL;
+        if (s == VOX_OK && !buf)
+            s = VOX_OUT_OF_MEMORY;
+        for (int64_t i = i0; i < i1; i++)
+            if (!r->done[i])
+                r->st[i] = s != VOX_OK ? s : sg_ingest_chunk(r, i, &q, b0.lo[2], buf);
         vox_tensor_free(r->ctx, &q);
     }
 }
 
-/* Runs task over every chunk on the pool; the first failure. */
-static enum vox_status sg_each(struct sg_run *r, int64_t n,
+/* Runs task over ntask items (chunks, or rows of chunks) on the pool, with a status and a
+ * done flag per chunk (n) and a scratch per worker; the first failure. */
+static enum vox_status sg_each(struct sg_run *r, int64_t n, int64_t ntask,
                                void (*task)(void *, const int64_t *, const int64_t *, int))
 {
     r->st = vox_calloc(r->ctx, (size_t)n, sizeof *r->st);
-    if (!r->st)
-        return VOX_OUT_OF_MEMORY;
-    vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){n, 1, 1}, (int64_t[3]){1, 1, 1},
-                 VOX_SCHED_DYNAMIC, task, r);
-    enum vox_status s = VOX_OK;
+    r->done = vox_calloc(r->ctx, (size_t)n, sizeof *r->done);
+    r->sc = dist_scratch_new(r->ctx);
+    enum vox_status s = r->st && r->done && r->sc ? VOX_OK : VOX_OUT_OF_MEMORY;
+    if (s == VOX_OK)
+        vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){ntask, 1, 1}, (int64_t[3]){1, 1, 1},
+                     VOX_SCHED_DYNAMIC, task, r);
     for (int64_t i = 0; i < n && s == VOX_OK; i++)
         s = r->st[i];
     vox_free(r->ctx, r->st);
+    vox_free(r->ctx, r->done);
+    dist_scratch_free(r->ctx, r->sc);
     r->st = NULL;
+    r->done = NULL;
+    r->sc = NULL;
     return s;
 }
 
@@ -202,7 +268,8 @@ static enum vox_status sg_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
     struct sg_run r = {.ctx = ctx, .vol = vol};
     double t0 = vox_time_now();
     int64_t w0 = vol->io->bytes_written, nchunks = sg_grid(&r, vol->dims, o->chunk);
-    s = sg_each(&r, nchunks, sg_ingest_task);
+    int64_t k = sg_run_len(&r), runs = r.grid[0] * r.grid[1] * ((r.grid[2] + k - 1) / k);
+    s = sg_each(&r, nchunks, runs, sg_ingest_task);
     dist_stats_level(o->stats, VOX_DIST_INGEST, 0, nchunks, 0, 0, vol->io->bytes_written - w0,
                      vox_time_now() - t0);
     return s;
@@ -215,10 +282,16 @@ static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
         struct dist_box b;
         sg_box(r, i, &b);
         int64_t shape[3] = {b.hi[0] - b.lo[0], b.hi[1] - b.lo[1], b.hi[2] - b.lo[2]};
-        struct vox_tensor t = {0};
-        enum vox_status s = vox_tensor_alloc(r->ctx, &t, VOX_U32, 3, shape);
+        struct vox_tensor t = {.dtype = VOX_U32, .rank = 3}; /* a view of the scratch */
+        for (int a = 2, st = 1; a >= 0; st *= (int)shape[a], a--) {
+            t.shape[a] = shape[a];
+            t.strides[a] = st;
+        }
+        t.data = dist_scratch_get(r->ctx, &r->sc[tid], DIST_SC_LAB,
+                                  (size_t)(shape[0] * shape[1] * shape[2]) * sizeof(uint32_t));
+        enum vox_status s = t.data ? VOX_OK : VOX_OUT_OF_MEMORY;
         if (s == VOX_OK)
-            s = dist_store_read(r->ctx, r->store, &b, t.data);
+            s = dist_store_read(r->ctx, r->store, &b, t.data, &r->sc[tid]);
         uint32_t *l = t.data;
         for (int64_t k = 0; s == VOX_OK && k < shape[0] * shape[1] * shape[2]; k++)
             l[k] = r->map[l[k]];
@@ -233,7 +306,6 @@ static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
             r->io->bytes_written += (int64_t)vox_tensor_nbytes(&t);
             pthread_mutex_unlock(&r->io->mu);
         }
-        vox_tensor_free(r->ctx, &t);
         r->st[i] = s;
     }
 }
@@ -245,7 +317,8 @@ static enum vox_status sg_emit(struct sg_run *r, const struct vox_seg_result *re
     pthread_mutex_lock(&r->io->mu);
     enum vox_status s = r->sink->ready(r->sink->arg, res);
     pthread_mutex_unlock(&r->io->mu);
-    return s == VOX_OK ? sg_each(r, sg_grid(r, r->dims, chunk), sg_out_task) : s;
+    int64_t n = sg_grid(r, r->dims, chunk);
+    return s == VOX_OK ? sg_each(r, n, n, sg_out_task) : s;
 }
 
 /* Concatenates n parts into one blob. */
@@ -454,6 +527,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     }
     if (store.f.fd >= 0)
         close(store.f.fd);
+    dist_store_fini(ctx, &store);
     if (qf.fd >= 0)
         close(qf.fd);
     vox_free(ctx, map);

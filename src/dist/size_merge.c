@@ -39,6 +39,7 @@
  * A node is a pure function of its children, so the result does not depend on threads.
  */
 #include "dist_internal.h"
+#include "seg/seg_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -60,11 +61,10 @@ struct sm_sum {
     struct dist_box box;
     struct sm_basin *basin; /* sorted by id */
     int64_t nbasin;
-    struct sm_edge *edge; /* sorted by (a, b) */
+    struct sm_edge *edge; /* sorted by (a, b) while deciding; carried up in decision order */
     int64_t nedge;
     struct sm_edge *fin; /* final merges */
     int64_t nfin;
-    int64_t bcap; /* room in basin while a chunk collects it */
 };
 
 struct sm_run {
@@ -78,6 +78,7 @@ struct sm_run {
     int64_t grid[3], span[3];
     struct sm_sum *cur, *nxt;
     enum vox_status *st;
+    struct dist_scratch *sc; /* per worker */
 };
 
 static void sm_sum_fini(struct vox_ctx *ctx, struct sm_sum *s)
@@ -128,9 +129,9 @@ static int order_cmp(const void *x, const void *y)
 }
 
 /* Sorts and merges duplicates: basins OR their touch bits, edges keep the larger max. */
-static void sm_compact(struct vox_ctx *ctx, struct sm_sum *s)
+static void sm_compact(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s)
 {
-    dist_sort(ctx, s->basin, s->nbasin, sizeof *s->basin, basin_key, NULL, basin_cmp);
+    dist_sort_sc(ctx, sc, s->basin, s->nbasin, sizeof *s->basin, basin_key, NULL, basin_cmp);
     int64_t m = 0;
     for (int64_t i = 0; i < s->nbasin; i++) {
         if (m > 0 && s->basin[m - 1].id == s->basin[i].id)
@@ -139,7 +140,7 @@ static void sm_compact(struct vox_ctx *ctx, struct sm_sum *s)
             s->basin[m++] = s->basin[i];
     }
     s->nbasin = m;
-    dist_sort(ctx, s->edge, s->nedge, sizeof *s->edge, pair_key, NULL, pair_cmp);
+    dist_sort_sc(ctx, sc, s->edge, s->nedge, sizeof *s->edge, pair_key, NULL, pair_cmp);
     m = 0;
     for (int64_t i = 0; i < s->nedge; i++) {
         struct sm_edge *l = m > 0 ? &s->edge[m - 1] : NULL;
@@ -261,38 +262,94 @@ static enum vox_status sm_split(struct vox_ctx *ctx, struct sm_sum *s, struct sm
             s->basin[nb++] = s->basin[i];
     s->nedge = ne;
     s->nbasin = nb;
-    dist_sort(ctx, s->edge, ne, sizeof *s->edge, pair_key, NULL, pair_cmp);
     return VOX_OK;
 }
 
+/* A work array: the chunk task's scratch slot, or (sc NULL: a node, whose arrays are large
+ * and few, and are not kept past its pass) allocated. */
+static void *sm_buf(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes)
+{
+    return sc ? dist_scratch_get(ctx, sc, slot, bytes) : vox_alloc(ctx, bytes);
+}
+
+/* Basin id -> position in s->basin: open addressing, id << 32 | position per slot (0: empty,
+ * ids are >= 1), at most half full. */
+struct sm_index {
+    uint64_t *slot;
+    int bits;
+};
+
+static inline uint64_t sm_index_home(const struct sm_index *x, uint32_t id)
+{
+    return (id * 0x9E3779B97F4A7C15ull) >> (64 - x->bits);
+}
+
+static bool sm_index_build(struct vox_ctx *ctx, struct dist_scratch *sc, const struct sm_sum *s,
+                           struct sm_index *x)
+{
+    x->bits = 4;
+    while ((int64_t)1 << x->bits < 2 * s->nbasin)
+        x->bits++;
+    const uint64_t mask = ((uint64_t)1 << x->bits) - 1;
+    x->slot = sm_buf(ctx, sc, DIST_SC_W4, (size_t)(mask + 1) * sizeof *x->slot);
+    if (!x->slot)
+        return false;
+    memset(x->slot, 0, (size_t)(mask + 1) * sizeof *x->slot);
+    for (int64_t i = 0; i < s->nbasin; i++) {
+        uint64_t h = sm_index_home(x, s->basin[i].id);
+        while (x->slot[h])
+            h = (h + 1) & mask;
+        x->slot[h] = (uint64_t)s->basin[i].id << 32 | (uint64_t)i;
+    }
+    return true;
+}
+
+/* The position of id in s->basin (every edge's ends are there; else sm_pos's answer). */
+static inline uint32_t sm_index_pos(const struct sm_index *x, const struct sm_sum *s,
+                                    uint32_t id)
+{
+    const uint64_t mask = ((uint64_t)1 << x->bits) - 1;
+    uint64_t h = sm_index_home(x, id);
+    while (x->slot[h] && x->slot[h] >> 32 != id)
+        h = (h + 1) & mask;
+    return x->slot[h] ? (uint32_t)x->slot[h] : (uint32_t)sm_pos(s, id);
+}
+
 /* The decision pass of one chunk or node over its compacted s. */
-static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s)
+static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s,
+                                   struct dist_scratch *sc)
 {
     struct vox_ctx *ctx = r->ctx;
-    struct sm_edge *ord = vox_alloc(ctx, (size_t)(s->nedge + 1) * sizeof *ord);
-    int64_t *uf = vox_alloc(ctx, (size_t)(s->nbasin + 1) * sizeof *uf);
-    int64_t *size = vox_alloc(ctx, (size_t)(s->nbasin + 1) * sizeof *size);
-    bool *frz = vox_alloc(ctx, (size_t)(s->nbasin + 1) * sizeof *frz);
+    const size_t nb = (size_t)s->nbasin + 1;
+    struct sm_edge *ord = sm_buf(ctx, sc, DIST_SC_W0, (size_t)(s->nedge + 1) * sizeof *ord);
+    int64_t *uf = sm_buf(ctx, sc, DIST_SC_W1, nb * sizeof *uf);
+    int64_t *size = sm_buf(ctx, sc, DIST_SC_W2, nb * sizeof *size);
+    bool *frz = sm_buf(ctx, sc, DIST_SC_W3, nb * sizeof *frz);
+    struct sm_index x = {0};
     enum vox_status st = VOX_OUT_OF_MEMORY;
-    if (ord && uf && size && frz) {
+    if (ord && uf && size && frz && sm_index_build(ctx, sc, s, &x)) {
         /* basin ids -> positions in s->basin, which keep their order: a by one walk (s->edge
-         * is in (a, b) order), b by search; the pass and the split then index directly */
+         * is in (a, b) order), b through the index; the pass and the split then index
+         * directly */
         int64_t pa = 0;
         for (int64_t i = 0; i < s->nedge; i++) {
             while (s->basin[pa].id < s->edge[i].a)
                 pa++;
             ord[i] = s->edge[i];
             ord[i].a = (uint32_t)pa;
-            ord[i].b = (uint32_t)sm_pos(s, s->edge[i].b);
+            ord[i].b = sm_index_pos(&x, s, s->edge[i].b);
         }
-        dist_sort(ctx, ord, s->nedge, sizeof *ord, pair_key, order_key_hi, order_cmp);
+        dist_sort_sc(ctx, sc, ord, s->nedge, sizeof *ord, pair_key, order_key_hi, order_cmp);
         sm_pass(r, s, ord, uf, size, frz);
         st = sm_split(ctx, s, ord, uf, frz);
     }
-    vox_free(ctx, ord);
-    vox_free(ctx, uf);
-    vox_free(ctx, size);
-    vox_free(ctx, frz);
+    if (!sc) {
+        vox_free(ctx, x.slot);
+        vox_free(ctx, ord);
+        vox_free(ctx, uf);
+        vox_free(ctx, size);
+        vox_free(ctx, frz);
+    }
     return st;
 }
 
@@ -303,8 +360,9 @@ static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s)
 
 struct sm_seen {
     int64_t basin[SM_SEEN], edge[SM_SEEN];
-    int64_t ecap;
+    struct dist_scratch *sc; /* s->basin and s->edge grow in its slots W6 and W7 */
 };
+
 
 /* Basin id with touch bits into s (merged with a recent entry of the same id). */
 static bool sm_basin_add(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m,
@@ -317,7 +375,8 @@ static bool sm_basin_add(const struct sm_run *r, struct sm_sum *s, struct sm_see
     }
     struct sm_basin sb = {.id = id, .touch = touch};
     *slot = s->nbasin;
-    return dist_push(r->ctx, (void **)&s->basin, &s->nbasin, &s->bcap, &sb, sizeof sb);
+    return dist_scratch_push(r->ctx, m->sc, DIST_SC_W6, (void **)&s->basin, &s->nbasin, &sb,
+                             sizeof sb);
 }
 
 /* Records the face (u, v) of affinity w with labels la, lb into s (if an edge above low). */
@@ -335,14 +394,18 @@ static bool sm_face(struct vox_ctx *ctx, struct sm_sum *s, struct sm_seen *m, ui
         return true;
     }
     *slot = s->nedge;
-    return dist_push(ctx, (void **)&s->edge, &s->nedge, &m->ecap, &e, sizeof e);
+    return dist_scratch_push(ctx, m->sc, DIST_SC_W7, (void **)&s->edge, &s->nedge, &e, sizeof e);
 }
 
-/* Every basin of the box, with the touch bits of its voxels on the box faces. */
+/* Every basin of the box, with the touch bits of its voxels on the box faces: a row on a z or
+ * y face adds every voxel's, another its ends and the voxels where the label changes. */
 static enum vox_status sm_chunk_basins(const struct sm_run *r, struct sm_sum *s,
                                        const struct dist_win *lw, struct sm_seen *m)
 {
     const struct dist_box *b = &s->box;
+    const int64_t nx = b->hi[2] - b->lo[2];
+    const uint8_t tx0 = (uint8_t)((b->lo[2] > 0) << 4);
+    const uint8_t tx1 = (uint8_t)((b->hi[2] < r->dims[2]) << 5);
     for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
         for (int64_t y = b->lo[1]; y < b->hi[1]; y++) {
             uint8_t t0 = 0;
@@ -351,15 +414,20 @@ static enum vox_status sm_chunk_basins(const struct sm_run *r, struct sm_sum *s,
                 t0 |= (uint8_t)((c[a] == b->lo[a] && c[a] > 0) << (2 * a));
                 t0 |= (uint8_t)((c[a] + 1 == b->hi[a] && c[a] + 1 < r->dims[a]) << (2 * a + 1));
             }
-            uint32_t last = 0;
-            for (int64_t x = b->lo[2]; x < b->hi[2]; x++) {
-                uint32_t l = dist_win_at(lw, z, y, x);
-                uint8_t t = (uint8_t)(t0 | (x == b->lo[2] && x > 0) << 4 |
-                                      (x + 1 == b->hi[2] && x + 1 < r->dims[2]) << 5);
-                if (l && (t || l != last) && !sm_basin_add(r, s, m, l, t))
-                    return VOX_OUT_OF_MEMORY;
-                last = l;
+            const uint32_t *l = dist_win_row(lw, z, y, b->lo[2]);
+            bool ok = true;
+            for (int64_t j = 0; t0 && ok && j < nx; j++)
+                ok = !l[j] || sm_basin_add(r, s, m, l[j], (uint8_t)(t0 | (j == 0 ? tx0 : 0) |
+                                                                   (j == nx - 1 ? tx1 : 0)));
+            if (!t0) {
+                ok = (!l[0] || sm_basin_add(r, s, m, l[0], (uint8_t)(tx0 | (nx == 1 ? tx1 : 0))))
+                     && (!l[nx - 1] || sm_basin_add(r, s, m, l[nx - 1], tx1));
+                for (int64_t k = seg_skip_equal(l + 1, l, 0, nx - 1); ok && k < nx - 1;
+                     k = seg_skip_equal(l + 1, l, k + 1, nx - 1))
+                    ok = !l[k + 1] || sm_basin_add(r, s, m, l[k + 1], 0);
             }
+            if (!ok)
+                return VOX_OUT_OF_MEMORY;
         }
     return VOX_OK;
 }
@@ -371,6 +439,58 @@ static bool sm_outside(const struct sm_run *r, struct sm_sum *s, struct sm_seen 
     return !id || sm_basin_add(r, s, m, id, bit);
 }
 
+/* The faces (la[j], lb[j]) of affinity qa[j], j in [0, n), of one row along one channel:
+ * side 0: both ends in the box (only where the labels differ); side 1: la's end outside the
+ * box (across face `bit`), side 2: lb's. */
+static bool sm_row_faces(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m,
+                         const uint32_t *la, const uint32_t *lb, const uint8_t *qa, int64_t n,
+                         int side, uint8_t bit)
+{
+    const int low = r->p->low;
+    if (side == 0) {
+        for (int64_t j = seg_skip_equal(la, lb, 0, n); j < n; j = seg_skip_equal(la, lb, j + 1, n))
+            if (!sm_face(r->ctx, s, m, la[j], lb[j], qa[j], low))
+                return false;
+        return true;
+    }
+    for (int64_t j = 0; j < n; j++)
+        if (!sm_face(r->ctx, s, m, la[j], lb[j], qa[j], low) ||
+            !sm_outside(r, s, m, side == 1 ? la[j] : lb[j], bit))
+            return false;
+    return true;
+}
+
+/* The faces of row (z, y) of R: along x where the row is in the box, along y and z where the
+ * voxel or its -y / -z neighbour is (the face bits: 2 * axis + side). */
+static bool sm_row(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m,
+                   const uint8_t *q, const int64_t rn[3], const struct dist_win *lw, int64_t z,
+                   int64_t y)
+{
+    const struct dist_box *b = &s->box;
+    const int64_t n = rn[0] * rn[1] * rn[2], nx = b->hi[2] - b->lo[2];
+    const int64_t qo = ((z - b->lo[0]) * rn[1] + y - b->lo[1]) * rn[2];
+    const uint32_t *l = dist_win_row(lw, z, y, b->lo[2]);
+    const bool zin = z < b->hi[0], yin = y < b->hi[1];
+    bool ok = true;
+    if (zin && yin) {
+        const uint8_t *qx = q + 2 * n + qo;
+        ok = sm_row_faces(r, s, m, l + 1, l, qx + 1, nx - 1, 0, 0) &&
+             (b->lo[2] == 0 || sm_row_faces(r, s, m, l, l - 1, qx, 1, 2, 1u << 4)) &&
+             (rn[2] == nx || sm_row_faces(r, s, m, l + nx, l + nx - 1, qx + nx, 1, 1, 1u << 5));
+    }
+    const int64_t c[2] = {z, y};
+    const bool other[2] = {yin, zin};
+    for (int a = 0; a < 2 && ok; a++) {
+        if (c[a] == 0 || !other[a])
+            continue;
+        const uint32_t *lu = dist_win_row(lw, z - (a == 0), y - (a == 1), b->lo[2]);
+        int side = c[a] == b->lo[a] ? 2 : c[a] < b->hi[a] ? 0 : 1;
+        ok = sm_row_faces(r, s, m, l, lu, q + a * n + qo, nx, side,
+                          (uint8_t)(1u << (2 * a + (side == 1))));
+    }
+    return ok;
+}
+
 /* Faces (v, v - e_c) with v in R = box + 1 on the + sides and one end in the box; q is R's
  * quantized affinities, R starts at the box's lo. */
 static enum vox_status sm_chunk_faces(const struct sm_run *r, struct sm_sum *s, const uint8_t *q,
@@ -379,33 +499,16 @@ static enum vox_status sm_chunk_faces(const struct sm_run *r, struct sm_sum *s, 
 {
     const struct dist_box *b = &s->box;
     const int64_t rn[3] = {rh[0] - b->lo[0], rh[1] - b->lo[1], rh[2] - b->lo[2]};
-    const int64_t n = rn[0] * rn[1] * rn[2];
     for (int64_t z = b->lo[0]; z < rh[0]; z++)
         for (int64_t y = b->lo[1]; y < rh[1]; y++)
-            for (int64_t x = b->lo[2]; x < rh[2]; x++) {
-                const int64_t c[3] = {z, y, x};
-                const uint32_t lv0 = dist_win_at(lw, z, y, x);
-                const int64_t lv = ((z - b->lo[0]) * rn[1] + y - b->lo[1]) * rn[2] + x - b->lo[2];
-                bool vin = z < b->hi[0] && y < b->hi[1] && x < b->hi[2];
-                for (int a = 0; a < 3; a++) {
-                    if (c[a] == 0)
-                        continue;
-                    bool uin = c[a] - 1 >= b->lo[a] && c[(a + 1) % 3] < b->hi[(a + 1) % 3] &&
-                               c[(a + 2) % 3] < b->hi[(a + 2) % 3] && c[a] - 1 < b->hi[a];
-                    if (!vin && !uin)
-                        continue;
-                    uint32_t lu = dist_win_at(lw, z - (a == 0), y - (a == 1), x - (a == 2));
-                    if (!sm_face(r->ctx, s, m, lv0, lu, q[a * n + lv], r->p->low) ||
-                        (!(vin && uin) &&
-                         !sm_outside(r, s, m, vin ? lu : lv0, (uint8_t)(1u << (2 * a + !vin)))))
-                        return VOX_OUT_OF_MEMORY;
-                }
-            }
+            if (!sm_row(r, s, m, q, rn, lw, z, y))
+                return VOX_OUT_OF_MEMORY;
     return VOX_OK;
 }
 
 /* Atomic chunk: its basins and basin-graph edges, then the decision pass. */
-static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s)
+static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s,
+                                struct dist_scratch *sc)
 {
     int64_t rh[3];
     for (int a = 0; a < 3; a++)
@@ -417,10 +520,10 @@ static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s)
         return VOX_OUT_OF_MEMORY;
     memset(m->basin, 0xff, sizeof m->basin);
     memset(m->edge, 0xff, sizeof m->edge);
-    m->ecap = 0;
-    enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, rh, &q);
+    m->sc = sc;
+    enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, rh, sc, &q);
     if (st == VOX_OK)
-        st = dist_win_load(r->ctx, r->basins, r->dims, &s->box, &lw);
+        st = dist_win_load(r->ctx, r->basins, r->dims, &s->box, sc, &lw);
     if (st == VOX_OK) {
         st = sm_chunk_basins(r, s, &lw, m);
         if (st == VOX_OK)
@@ -429,10 +532,28 @@ static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s)
     }
     vox_free(r->ctx, m);
     vox_tensor_free(r->ctx, &q);
-    if (st != VOX_OK)
-        return st;
-    sm_compact(r->ctx, s);
-    return sm_node_pass(r, s);
+    if (st == VOX_OK) {
+        sm_compact(r->ctx, sc, s);
+        st = sm_node_pass(r, s, sc);
+    }
+    /* what goes up leaves the scratch for arrays of its own */
+    struct sm_basin *b = vox_alloc(r->ctx, (size_t)(s->nbasin + 1) * sizeof *b);
+    struct sm_edge *e = vox_alloc(r->ctx, (size_t)(s->nedge + 1) * sizeof *e);
+    if (st == VOX_OK && b && e) {
+        if (s->nbasin)
+            memcpy(b, s->basin, (size_t)s->nbasin * sizeof *b);
+        if (s->nedge)
+            memcpy(e, s->edge, (size_t)s->nedge * sizeof *e);
+    } else {
+        vox_free(r->ctx, b);
+        vox_free(r->ctx, e);
+        b = NULL, e = NULL;
+        s->nbasin = s->nedge = 0;
+        st = st == VOX_OK ? VOX_OUT_OF_MEMORY : st;
+    }
+    s->basin = b;
+    s->edge = e;
+    return st;
 }
 
 /* Node: the children's carried basins (touch bits kept on the node's own faces) and edges. */
@@ -461,8 +582,8 @@ static enum vox_status sm_node(const struct sm_run *r, const struct sm_sum *kids
             memcpy(s->edge + s->nedge, c->edge, (size_t)c->nedge * sizeof *c->edge);
         s->nedge += c->nedge;
     }
-    sm_compact(r->ctx, s);
-    return sm_node_pass(r, s);
+    sm_compact(r->ctx, NULL, s);
+    return sm_node_pass(r, s, NULL);
 }
 
 static void sm_box(const struct sm_run *r, const int64_t c[3], int64_t span_mul, struct dist_box *b)
@@ -481,7 +602,7 @@ static void sm_atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], 
         int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
                         i % r->grid[2]};
         sm_box(r, c, 1, &r->cur[i].box);
-        r->st[i] = sm_chunk(r, &r->cur[i]);
+        r->st[i] = sm_chunk(r, &r->cur[i], &r->sc[tid]);
     }
 }
 
@@ -529,6 +650,7 @@ static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
     int64_t level = 0;
     vox_pool_for(pool, (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
                  sm_atomic_task, r);
+    dist_scratch_release(r->ctx, r->sc); /* the levels above allocate their own */
     enum vox_status s = sm_first_error(r, nchunks);
     if (s == VOX_OK)
         sm_level_stats(r, level, nchunks, t0);
@@ -679,7 +801,9 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     int64_t *size = vox_alloc(ctx, (size_t)(nbasins + 1) * sizeof *size);
     r.cur = vox_calloc(ctx, (size_t)nchunks, sizeof *r.cur);
     r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
-    enum vox_status s = map && size && r.cur && r.st ? sm_tree(&r, nchunks) : VOX_OUT_OF_MEMORY;
+    r.sc = dist_scratch_new(ctx);
+    enum vox_status s =
+        map && size && r.cur && r.st && r.sc ? sm_tree(&r, nchunks) : VOX_OUT_OF_MEMORY;
     if (s == VOX_OK)
         s = sm_finish(&r, nbasins, &r.cur[0], map, size, nseg_out, seg_sizes_out,
                       dend_out ? &dend : NULL);
@@ -688,6 +812,7 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
         sm_sum_fini(ctx, &r.cur[i]);
     vox_free(ctx, r.cur);
     vox_free(ctx, r.st);
+    dist_scratch_free(ctx, r.sc);
     vox_free(ctx, size);
     if (s != VOX_OK) {
         vox_free(ctx, map);

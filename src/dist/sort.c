@@ -8,7 +8,8 @@
  * elements move themselves (scratch: n elements, as a merge sort needs), with two a
  * (key, position) array is sorted and the elements moved once. When the scratch
  * memory cannot be had it falls back to qsort with the equivalent comparator (the callers'
- * orders are total on what they use, so both give the same result).
+ * orders are total on what they use, so both give the same result). dist_sort_sc takes that
+ * memory from a worker's scratch, which a chunk task reuses from sort to sort.
  */
 #include "dist_internal.h"
 
@@ -78,10 +79,22 @@ static void sort_gather(uint8_t *dst, const uint8_t *src, const struct sort_kv *
 
 /* One key: the elements themselves move, pass by pass, with one scratch array of n
  * elements (the memory of a merge sort), keys computed as they are needed. */
-static bool sort_direct(struct vox_ctx *ctx, uint8_t *el, int64_t n, size_t size,
-                        uint64_t (*key)(const void *))
+/* Scratch of `bytes` for slot k: from sc, or allocated (freed by sort_put). */
+static void *sort_get(struct vox_ctx *ctx, struct dist_scratch *sc, int k, size_t bytes)
 {
-    uint8_t *tmp = vox_alloc(ctx, (size_t)n * size), *a = el, *b = tmp;
+    return sc ? dist_scratch_get(ctx, sc, k, bytes) : vox_alloc(ctx, bytes);
+}
+
+static void sort_put(struct vox_ctx *ctx, struct dist_scratch *sc, void *p)
+{
+    if (!sc)
+        vox_free(ctx, p);
+}
+
+static bool sort_direct(struct vox_ctx *ctx, struct dist_scratch *sc, uint8_t *el, int64_t n,
+                        size_t size, uint64_t (*key)(const void *))
+{
+    uint8_t *tmp = sort_get(ctx, sc, DIST_SC_S2, (size_t)n * size), *a = el, *b = tmp;
     if (!tmp)
         return false;
     uint64_t diff = 0, k0 = key(el);
@@ -105,7 +118,7 @@ static bool sort_direct(struct vox_ctx *ctx, uint8_t *el, int64_t n, size_t size
     }
     if (a != el)
         memcpy(el, a, (size_t)n * size);
-    vox_free(ctx, tmp);
+    sort_put(ctx, sc, tmp);
     return true;
 }
 
@@ -113,20 +126,27 @@ void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,
                uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
                int (*cmp)(const void *, const void *))
 {
+    dist_sort_sc(ctx, NULL, base, n, size, key, key_hi, cmp);
+}
+
+void dist_sort_sc(struct vox_ctx *ctx, struct dist_scratch *sc, void *base, int64_t n,
+                  size_t size, uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
+                  int (*cmp)(const void *, const void *))
+{
     if (n < 2)
         return;
     if (!key_hi && n >= 64) {
-        if (!sort_direct(ctx, base, n, size, key))
+        if (!sort_direct(ctx, sc, base, n, size, key))
             qsort(base, (size_t)n, size, cmp);
         return;
     }
     uint8_t *el = base;
-    struct sort_kv *a = n >= 64 ? vox_alloc(ctx, (size_t)n * sizeof *a) : NULL;
-    struct sort_kv *b = a ? vox_alloc(ctx, (size_t)n * sizeof *b) : NULL;
-    uint8_t *tmp = b ? vox_alloc(ctx, (size_t)n * size) : NULL;
+    struct sort_kv *a = n >= 64 ? sort_get(ctx, sc, DIST_SC_S0, (size_t)n * sizeof *a) : NULL;
+    struct sort_kv *b = a ? sort_get(ctx, sc, DIST_SC_S1, (size_t)n * sizeof *b) : NULL;
+    uint8_t *tmp = b ? sort_get(ctx, sc, DIST_SC_S2, (size_t)n * size) : NULL;
     if (!tmp) {
-        vox_free(ctx, a);
-        vox_free(ctx, b);
+        sort_put(ctx, sc, a);
+        sort_put(ctx, sc, b);
         qsort(base, (size_t)n, size, cmp);
         return;
     }
@@ -140,7 +160,7 @@ void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,
     }
     sort_gather(tmp, el, r, n, size);
     memcpy(base, tmp, (size_t)n * size);
-    vox_free(ctx, a);
-    vox_free(ctx, b);
-    vox_free(ctx, tmp);
+    sort_put(ctx, sc, a);
+    sort_put(ctx, sc, b);
+    sort_put(ctx, sc, tmp);
 }

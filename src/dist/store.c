@@ -6,9 +6,14 @@
  *
  * Files are chunk-blocked (struct dist_bfile): every chunk's record is contiguous, so writing
  * a chunk is one pwrite and reading a box (a chunk plus a margin) one pread per chunk it
- * meets and channel, of the byte range that holds the part wanted. Any thread may use them;
- * memory stays at one box. A file store never holds a whole volume in memory. Reads of a
- * source volume go through vox/io.h, which is not thread-safe: they hold the io lock.
+ * meets and channel, of the byte range that holds the part wanted (a whole chunk's box: its
+ * record, read in place). Any thread may use them; memory stays at one box. A file store
+ * never holds a whole volume in memory; its reads may map fragment labels to basins per chunk
+ * (struct dist_store's cmap). Reads of a source volume go through vox/io.h, which is not
+ * thread-safe: they hold the io lock.
+ *
+ * Also the workers' scratch (struct dist_scratch): buffers a chunk task reuses from chunk to
+ * chunk, since a block freshly mapped for each would be faulted in and zeroed every time.
  */
 #include "dist_internal.h"
 #include "vox/io.h"
@@ -18,14 +23,25 @@
 #include <unistd.h>
 
 static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *f,
-                                  const struct dist_box *b, uint8_t *dst, struct dist_io *io);
+                                  const struct dist_box *b, uint8_t *dst, struct dist_io *io,
+                                  struct dist_scratch *sc, uint32_t *const *cmap);
 static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile *f,
                                    const struct dist_box *b, const uint8_t *src,
                                    struct dist_io *io);
 
+/* A contiguous (3, box) u8 tensor over data: a view when data is a scratch slot. */
+static void q_view(struct vox_tensor *t, void *data, const int64_t shape[4])
+{
+    *t = (struct vox_tensor){.dtype = VOX_U8, .rank = 4, .data = data};
+    for (int a = 3, st = 1; a >= 0; st *= (int)shape[a], a--) {
+        t->shape[a] = shape[a];
+        t->strides[a] = st;
+    }
+}
+
 static enum vox_status qfile_read(struct vox_ctx *ctx, const struct dist_vol *v,
                                   const int64_t lo[3], const int64_t hi[3],
-                                  struct vox_tensor *q_out)
+                                  struct dist_scratch *sc, struct vox_tensor *q_out)
 {
     struct dist_box b;
     int64_t shape[4] = {3, 0, 0, 0};
@@ -35,9 +51,18 @@ static enum vox_status qfile_read(struct vox_ctx *ctx, const struct dist_vol *v,
         shape[a + 1] = hi[a] - lo[a];
     }
     struct vox_tensor t = {0};
-    enum vox_status s = vox_tensor_alloc(ctx, &t, VOX_U8, 4, shape);
+    enum vox_status s = VOX_OK;
+    if (sc) {
+        void *p = dist_scratch_get(ctx, sc, DIST_SC_Q, (size_t)(shape[0] * shape[1] * shape[2] *
+                                                             shape[3]));
+        if (!p)
+            return VOX_OUT_OF_MEMORY;
+        q_view(&t, p, shape);
+    } else {
+        s = vox_tensor_alloc(ctx, &t, VOX_U8, 4, shape);
+    }
     if (s == VOX_OK)
-        s = bfile_read(ctx, v->qf, &b, t.data, v->io);
+        s = bfile_read(ctx, v->qf, &b, t.data, v->io, sc, NULL);
     if (s != VOX_OK) {
         vox_tensor_free(ctx, &t);
         return s;
@@ -53,21 +78,31 @@ enum vox_status dist_qfile_write(struct vox_ctx *ctx, const struct dist_vol *v,
 }
 
 enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const int64_t lo[3],
-                            const int64_t hi[3], struct vox_tensor *q_out)
+                            const int64_t hi[3], struct dist_scratch *sc,
+                            struct vox_tensor *q_out)
 {
     int64_t l4[4] = {0, lo[0], lo[1], lo[2]}, h4[4] = {3, hi[0], hi[1], hi[2]};
     struct vox_tensor t = {0};
     enum vox_status s;
     if (v->qf)
-        return qfile_read(ctx, v, lo, hi, q_out);
+        return qfile_read(ctx, v, lo, hi, sc, q_out);
     if (v->aff) {
         s = vox_tensor_view_box(ctx, v->aff, l4, h4, &t);
         return s == VOX_OK ? vox_seg_quantize(ctx, &t, q_out) : s;
     }
     int64_t shape[4] = {3, hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]};
-    s = vox_tensor_alloc(ctx, &t, vox_volume_info(v->src)->dtype, 4, shape);
-    if (s != VOX_OK)
-        return s;
+    enum vox_dtype dt = vox_volume_info(v->src)->dtype;
+    if (sc && dt == VOX_U8) { /* read as it is into the scratch */
+        void *p = dist_scratch_get(ctx, sc, DIST_SC_Q, (size_t)(shape[0] * shape[1] * shape[2] *
+                                                             shape[3]));
+        if (!p)
+            return VOX_OUT_OF_MEMORY;
+        q_view(&t, p, shape);
+    } else {
+        s = vox_tensor_alloc(ctx, &t, dt, 4, shape);
+        if (s != VOX_OK)
+            return s;
+    }
     pthread_mutex_lock(&v->io->mu);
     s = vox_volume_read(ctx, v->src, l4, h4, &t);
     v->io->bytes_read += (int64_t)vox_tensor_nbytes(&t);
@@ -130,7 +165,7 @@ static void bfile_count(struct dist_io *io, bool wr, int64_t n)
 static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *f, off_t off,
                                   const struct dist_box *cb, const struct dist_box *i,
                                   const struct dist_box *b, uint8_t *dst, uint8_t *tmp,
-                                  int64_t *nread)
+                                  const uint32_t *map, int64_t *nread)
 {
     const int64_t cs[3] = {cb->hi[0] - cb->lo[0], cb->hi[1] - cb->lo[1], cb->hi[2] - cb->lo[2]};
     const int64_t bs[3] = {b->hi[0] - b->lo[0], b->hi[1] - b->lo[1], b->hi[2] - b->lo[2]};
@@ -152,29 +187,54 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
                 int64_t s = ((z - cb->lo[0]) * cs[1] + y - cb->lo[1]) * cs[2] + i->lo[2] -
                             cb->lo[2] - first;
                 int64_t t = ((z - b->lo[0]) * bs[1] + y - b->lo[1]) * bs[2] + i->lo[2] - b->lo[2];
-                memcpy(d + (size_t)t * e, tmp + (size_t)s * e, row);
+                if (map) { /* u32 labels through the chunk's map */
+                    uint32_t *o = (uint32_t *)(void *)d + t;
+                    const uint32_t *in = (const uint32_t *)(const void *)tmp + s;
+                    for (int64_t k = 0; k < i->hi[2] - i->lo[2]; k++)
+                        o[k] = map[in[k]];
+                } else {
+                    memcpy(d + (size_t)t * e, tmp + (size_t)s * e, row);
+                }
             }
     }
     return VOX_OK;
 }
 
 static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *f,
-                                  const struct dist_box *b, uint8_t *dst, struct dist_io *io)
+                                  const struct dist_box *b, uint8_t *dst, struct dist_io *io,
+                                  struct dist_scratch *sc, uint32_t *const *cmap)
 {
-    uint8_t *tmp = vox_alloc(ctx, f->slot / (size_t)f->nch);
-    if (!tmp)
-        return VOX_OUT_OF_MEMORY;
     int64_t g0[3], g1[3], g[3], nread = 0;
     for (int a = 0; a < 3; a++) {
         g0[a] = b->lo[a] / f->chunk[a];
         g1[a] = (b->hi[a] - 1) / f->chunk[a] + 1;
     }
+    struct dist_box one;
+    off_t at = bfile_chunk(f, g0, &one);
+    if (memcmp(&one, b, sizeof one) == 0) { /* one whole chunk: its record as it is */
+        size_t n = (size_t)((one.hi[0] - one.lo[0]) * (one.hi[1] - one.lo[1]) *
+                            (one.hi[2] - one.lo[2])) * (size_t)f->nch * f->esz;
+        ssize_t got = pread(f->fd, dst, n, at);
+        if (got != (ssize_t)n)
+            return bfile_fail(ctx, f, false, n, at, got);
+        bfile_count(io, false, (int64_t)n);
+        const uint32_t *map = cmap ? cmap[at / (off_t)f->slot] : NULL;
+        uint32_t *l = (uint32_t *)(void *)dst;
+        for (size_t k = 0; map && k < n / 4; k++)
+            l[k] = map[l[k]];
+        return VOX_OK;
+    }
+    size_t tn = f->slot / (size_t)f->nch;
+    uint8_t *tmp = sc ? dist_scratch_get(ctx, sc, DIST_SC_TMP, tn) : vox_alloc(ctx, tn);
+    if (!tmp)
+        return VOX_OUT_OF_MEMORY;
     enum vox_status s = VOX_OK;
     for (g[0] = g0[0]; g[0] < g1[0] && s == VOX_OK; g[0]++)
         for (g[1] = g0[1]; g[1] < g1[1] && s == VOX_OK; g[1]++)
             for (g[2] = g0[2]; g[2] < g1[2] && s == VOX_OK; g[2]++) {
                 struct dist_box cb, i;
                 off_t off = bfile_chunk(f, g, &cb);
+                const uint32_t *map = cmap ? cmap[off / (off_t)f->slot] : NULL;
                 for (int a = 0; a < 3; a++) {
                     i.lo[a] = cb.lo[a] > b->lo[a] ? cb.lo[a] : b->lo[a];
                     i.hi[a] = cb.hi[a] < b->hi[a] ? cb.hi[a] : b->hi[a];
@@ -185,12 +245,13 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                 struct dist_box p = i;
                 for (p.lo[0] = i.lo[0]; thin && p.lo[0] < i.hi[0] && s == VOX_OK; p.lo[0]++) {
                     p.hi[0] = p.lo[0] + 1;
-                    s = bfile_part(ctx, f, off, &cb, &p, b, dst, tmp, &nread);
+                    s = bfile_part(ctx, f, off, &cb, &p, b, dst, tmp, map, &nread);
                 }
                 if (!thin)
-                    s = bfile_part(ctx, f, off, &cb, &i, b, dst, tmp, &nread);
+                    s = bfile_part(ctx, f, off, &cb, &i, b, dst, tmp, map, &nread);
             }
-    vox_free(ctx, tmp);
+    if (!sc)
+        vox_free(ctx, tmp);
     bfile_count(io, false, nread);
     return s;
 }
@@ -245,13 +306,14 @@ static void mem_rows(struct dist_store *st, const struct dist_box *b, uint32_t *
 }
 
 enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
-                                const struct dist_box *b, uint32_t *dst)
+                                const struct dist_box *b, uint32_t *dst,
+                                struct dist_scratch *sc)
 {
     if (st->mem) {
         mem_rows(st, b, dst, false);
         return VOX_OK;
     }
-    return bfile_read(ctx, &st->f, b, (uint8_t *)dst, st->io);
+    return bfile_read(ctx, &st->f, b, (uint8_t *)dst, st->io, sc, st->cmap);
 }
 
 enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
@@ -265,7 +327,8 @@ enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
 }
 
 enum vox_status dist_win_load(struct vox_ctx *ctx, const struct dist_labels *l,
-                              const int64_t dims[3], const struct dist_box *b, struct dist_win *w)
+                              const int64_t dims[3], const struct dist_box *b,
+                              struct dist_scratch *sc, struct dist_win *w)
 {
     memset(w, 0, sizeof *w);
     if (l->t) {
@@ -282,13 +345,15 @@ enum vox_status dist_win_load(struct vox_ctx *ctx, const struct dist_labels *l,
         w->n[a] = g.hi[a] - g.lo[a];
         n *= w->n[a];
     }
-    w->own = vox_alloc(ctx, (size_t)n * sizeof *w->own);
-    if (!w->own)
+    uint32_t *p = sc ? dist_scratch_get(ctx, sc, DIST_SC_WIN, (size_t)n * sizeof *p)
+                     : vox_alloc(ctx, (size_t)n * sizeof *p);
+    if (!p)
         return VOX_OUT_OF_MEMORY;
-    w->p = w->own;
-    enum vox_status s = dist_store_read(ctx, l->st, &g, w->own);
+    w->own = sc ? NULL : p;
+    w->p = p;
+    enum vox_status s = dist_store_read(ctx, l->st, &g, p, sc);
     for (int64_t i = 0; s == VOX_OK && l->map && i < n; i++)
-        w->own[i] = l->map[w->own[i]];
+        p[i] = l->map[p[i]];
     if (s != VOX_OK)
         dist_win_fini(ctx, w);
     return s;
@@ -312,4 +377,76 @@ void dist_stats_level(struct vox_dist_stats *st, int stage, int64_t level, int64
                                               .edges = edges,
                                               .bytes = bytes,
                                               .seconds = seconds};
+}
+
+void dist_store_fini(struct vox_ctx *ctx, struct dist_store *st)
+{
+    for (int64_t i = 0; st->cmap && i < st->ncmap; i++)
+        vox_free(ctx, st->cmap[i]);
+    vox_free(ctx, st->cmap);
+    st->cmap = NULL;
+    st->ncmap = 0;
+}
+
+void *dist_scratch_get(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes)
+{
+    if (sc->cap[slot] < bytes || !sc->p[slot]) {
+        vox_free(ctx, sc->p[slot]);
+        sc->cap[slot] = 0;
+        sc->p[slot] = vox_alloc(ctx, bytes + 1);
+        if (sc->p[slot])
+            sc->cap[slot] = bytes;
+    }
+    return sc->p[slot];
+}
+
+void *dist_scratch_grow(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes,
+                        size_t keep)
+{
+    if (sc->p[slot] && sc->cap[slot] >= bytes)
+        return sc->p[slot];
+    size_t cap = sc->cap[slot] + sc->cap[slot] / 2;
+    cap = cap > bytes ? cap : bytes;
+    void *p = vox_alloc(ctx, cap + 1);
+    if (!p)
+        return NULL;
+    if (keep && sc->p[slot])
+        memcpy(p, sc->p[slot], keep);
+    vox_free(ctx, sc->p[slot]);
+    sc->p[slot] = p;
+    sc->cap[slot] = cap;
+    return p;
+}
+
+bool dist_scratch_push(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, void **arr,
+                       int64_t *n, const void *x, size_t size)
+{
+    void *p = dist_scratch_grow(ctx, sc, slot, (size_t)(*n + 1) * size, (size_t)*n * size);
+    if (!p)
+        return false;
+    *arr = p;
+    memcpy((char *)p + (size_t)*n * size, x, size);
+    (*n)++;
+    return true;
+}
+
+struct dist_scratch *dist_scratch_new(struct vox_ctx *ctx)
+{
+    return vox_calloc(ctx, (size_t)vox_ctx_threads(ctx), sizeof(struct dist_scratch));
+}
+
+void dist_scratch_release(struct vox_ctx *ctx, struct dist_scratch *sc)
+{
+    for (int t = 0; sc && t < vox_ctx_threads(ctx); t++)
+        for (int k = 0; k < DIST_SC_SLOTS; k++) {
+            vox_free(ctx, sc[t].p[k]);
+            sc[t].p[k] = NULL;
+            sc[t].cap[k] = 0;
+        }
+}
+
+void dist_scratch_free(struct vox_ctx *ctx, struct dist_scratch *sc)
+{
+    dist_scratch_release(ctx, sc);
+    vox_free(ctx, sc);
 }

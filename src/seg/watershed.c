@@ -25,175 +25,40 @@
  *
  * Edges that leave the volume do not exist (the reference code gives them T_low, which never
  * wins). Pointers ascend strictly in m, or stay in a plateau and move to an earlier BFS
- * voxel, so they are acyclic and end on a maximum plateau.
+ * voxel, so they are acyclic and end on a maximum plateau. Passes A and B are the kernels of
+ * seg/ws_kernels.h, which the chunked watershed (dist/chunk_ws.c) runs too.
  */
-#include "seg_internal.h"
+#include "ws_kernels.h"
 
 #include <string.h>
 
 enum {
-    DIR_MASK = 0x3F, /* bits 0..5: -z, -y, -x, +x, +y, +z (ascending neighbour index) */
-    DIR_SEED = 0x40, /* pass B..C: a resolved voxel with plateau neighbours */
-    DIR_DONE = 0x40, /* pass D2: labels[v] holds the final label */
-    DIR_RESOLVED = 0x80,
+    DIR_MASK = WS_DIR_MASK,
+    DIR_SEED = WS_DIR_SEED, /* pass B..C: a resolved voxel with plateau neighbours */
+    DIR_DONE = 0x40,        /* pass D2: labels[v] holds the final label */
+    DIR_RESOLVED = WS_DIR_RESOLVED,
 };
 
 struct ws_job {
-    const uint8_t *q; /* 3 channels of d.n bytes */
-    uint8_t *m;       /* voxel maxima (the first d.n bytes of the label array) */
+    struct ws_grid g;
+    uint8_t *m; /* voxel maxima (the first d.n bytes of the label array) */
     uint8_t *dir;
-    struct seg_dims d;
-    int low, high;
 };
 
-/* 16 voxels at a time, with GCC's generic vector extension (SSE2 / NEON / scalar code). */
-typedef uint8_t ws_v16 __attribute__((vector_size(16)));
-
-static inline ws_v16 ws_ld(const uint8_t *p)
-{
-    ws_v16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline ws_v16 ws_vmax(ws_v16 a, ws_v16 b)
-{
-    return b ^ ((a ^ b) & (ws_v16)(a > b));
-}
-
-/* The largest edge of voxel v at (z, y, x), edges leaving the volume left out. */
-static inline uint8_t ws_max_of(const struct ws_job *j, int64_t v, int64_t z, int64_t y, int64_t x)
-{
-    const int64_t n = j->d.n, X = j->d.x;
-    const uint8_t *q = j->q;
-    uint8_t e[6] = {z > 0 ? q[v] : 0,
-                    y > 0 ? q[n + v] : 0,
-                    x > 0 ? q[2 * n + v] : 0,
-                    x + 1 < X ? q[2 * n + v + 1] : 0,
-                    y + 1 < j->d.y ? q[n + v + X] : 0,
-                    z + 1 < j->d.z ? q[v + j->d.plane] : 0};
-    uint8_t m = 0;
-    for (int d = 0; d < 6; d++)
-        m = e[d] > m ? e[d] : m;
-    return m;
-}
-
-/* The 16 maxima at x of a row: the x edges from the row itself, the others from 4 rows of
- * edges (a row of zeros where the edge leaves the volume, zero[] repeated: step 0). */
-static inline void ws_max16(uint8_t *m, const uint8_t *qx, const uint8_t *const src[4],
-                            const int64_t step[4], int64_t x)
-{
-    ws_v16 v = ws_vmax(ws_ld(qx + x), ws_ld(qx + x + 1));
-    for (int k = 0; k < 4; k++)
-        v = ws_vmax(v, ws_ld(src[k] + x * step[k]));
-    memcpy(m + x, &v, sizeof v);
-}
-
 /* Pass A over rows [lo, hi) (row = z * Y + y). */
-static void ws_max_rows(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+static void ws_max_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     const struct ws_job *j = arg;
-    const int64_t X = j->d.x, n = j->d.n, P = j->d.plane;
-    static const uint8_t zero[16];
-    for (int64_t r = lo[0]; r < hi[0]; r++) {
-        int64_t z = r / j->d.y, y = r % j->d.y, v0 = r * X, x = 1;
-        const uint8_t *qz = j->q + v0, *qy = qz + n, *qx = qy + n;
-        const bool in[4] = {z > 0, z + 1 < j->d.z, y > 0, y + 1 < j->d.y};
-        const uint8_t *src[4] = {in[0] ? qz : zero, in[1] ? qz + P : zero, in[2] ? qy : zero,
-                                 in[3] ? qy + X : zero};
-        const int64_t step[4] = {in[0], in[1], in[2], in[3]};
-        for (; x + 17 <= X; x += 16)
-            ws_max16(j->m + v0, qx, src, step, x);
-        if (x > 1 && x + 1 < X) { /* the rest, overlapping the last 16 (same values) */
-            ws_max16(j->m + v0, qx, src, step, X - 17);
-            x = X - 1;
-        }
-        for (; x < X; x++)
-            j->m[v0 + x] = ws_max_of(j, v0 + x, z, y, x);
-        j->m[v0] = ws_max_of(j, v0, z, y, 0);
-    }
+    ws_max_rows(&j->g, j->m, lo[0], hi[0]);
 }
 
-/* The direction byte of voxel v at (z, y, x): see pass B above. */
-static inline uint8_t ws_dir_of(const struct ws_job *j, int64_t v, int64_t z, int64_t y, int64_t x)
-{
-    const int64_t n = j->d.n, X = j->d.x, P = j->d.plane;
-    int mv = j->m[v];
-    if (mv <= j->low)
-        return 0;
-    const uint8_t *q = j->q;
-    int e[6] = {z > 0 ? q[v] : -1,
-                y > 0 ? q[n + v] : -1,
-                x > 0 ? q[2 * n + v] : -1,
-                x + 1 < X ? q[2 * n + v + 1] : -1,
-                y + 1 < j->d.y ? q[n + v + X] : -1,
-                z + 1 < j->d.z ? q[v + P] : -1};
-    const int64_t off[6] = {-P, -X, -1, 1, X, P};
-    uint8_t bits = 0;
-    if (mv >= j->high) {
-        for (int d = 0; d < 6; d++)
-            bits |= (uint8_t)((e[d] >= j->high) << d);
-        return bits;
-    }
-    int exit = -1;
-    for (int d = 0; d < 6; d++) {
-        if (e[d] != mv)
-            continue;
-        if (j->m[v + off[d]] > mv) {
-            exit = exit < 0 ? d : exit; /* the first exit in neighbour-index order wins */
-        } else {
-            bits |= (uint8_t)(1u << d); /* a plateau edge: the neighbour's max is mv too */
-        }
-    }
-    if (exit < 0)
-        return bits;
-    return (uint8_t)(DIR_RESOLVED | (1u << exit) | (bits ? DIR_SEED : 0));
-}
-
-/* ws_dir_of for the 16 voxels at v of an interior row (every edge exists), branch-free. */
-static inline ws_v16 ws_dir16(const struct ws_job *j, int64_t v)
-{
-    const int64_t n = j->d.n, X = j->d.x, P = j->d.plane, off[6] = {-P, -X, -1, 1, X, P};
-    const uint8_t *q = j->q, *m = j->m;
-    const ws_v16 e[6] = {ws_ld(q + v),         ws_ld(q + n + v),
-                         ws_ld(q + 2 * n + v), ws_ld(q + 2 * n + v + 1),
-                         ws_ld(q + n + v + X), ws_ld(q + v + P)};
-    const ws_v16 mv = ws_ld(m + v), high = mv * 0 + (uint8_t)j->high;
-    ws_v16 hb = mv * 0, ex = hb, pl = hb;
-    for (int d = 0; d < 6; d++) {
-        ws_v16 bit = hb * 0 + (uint8_t)(1u << d), nb = ws_ld(m + v + off[d]);
-        ws_v16 eq = (ws_v16)(e[d] == mv), up = (ws_v16)(nb > mv);
-        hb |= (ws_v16)(e[d] >= high) & bit;
-        ex |= eq & up & bit;
-        pl |= eq & ~up & bit;
-    }
-    ws_v16 has_ex = (ws_v16)(ex != 0), has_pl = (ws_v16)(pl != 0);
-    ws_v16 resolved = (ex & -ex) | (uint8_t)DIR_RESOLVED | (has_pl & (uint8_t)DIR_SEED);
-    ws_v16 mid = (has_ex & resolved) | (~has_ex & pl), is_hi = (ws_v16)(mv >= high);
-    return (ws_v16)(mv > (uint8_t)j->low) & ((is_hi & hb) | (~is_hi & mid));
-}
-
-static void ws_dir_rows(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+/* Pass B over rows [lo, hi). */
+static void ws_dir_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     const struct ws_job *j = arg;
-    const int64_t X = j->d.x;
-    for (int64_t r = lo[0]; r < hi[0]; r++) {
-        int64_t z = r / j->d.y, y = r % j->d.y, v0 = r * X, x = 0;
-        if (z > 0 && z + 1 < j->d.z && y > 0 && y + 1 < j->d.y) {
-            j->dir[v0] = ws_dir_of(j, v0, z, y, 0);
-            for (x = 1; x + 17 <= X; x += 16) {
-                ws_v16 dv = ws_dir16(j, v0 + x);
-                memcpy(j->dir + v0 + x, &dv, sizeof dv);
-            }
-            if (x > 1 && x + 1 < X) { /* the rest, overlapping the last 16 (same values) */
-                ws_v16 dv = ws_dir16(j, v0 + X - 17);
-                memcpy(j->dir + v0 + X - 17, &dv, sizeof dv);
-                x = X - 1;
-            }
-        }
-        for (; x < X; x++)
-            j->dir[v0 + x] = ws_dir_of(j, v0 + x, z, y, x);
-    }
+    const int64_t X = j->g.d.x;
+    for (int64_t r = lo[0]; r < hi[0]; r++)
+        ws_dir_row(&j->g, r, 0, X, j->dir + r * X, NULL);
 }
 
 /* Pass C: splits the non-maximal plateaus by BFS from their exits; queue = the label array. */
@@ -536,31 +401,32 @@ enum vox_status vox_seg_watershed(struct vox_ctx *ctx, const struct vox_tensor *
                                   const struct vox_seg_params *p, struct vox_tensor *labels_out,
                                   int64_t *nbasins_out, int64_t **sizes_out)
 {
-    struct ws_job j = {.q = q ? q->data : NULL};
+    struct ws_job j = {.g.q = q ? q->data : NULL};
     enum vox_status s = vox_seg_params_check(ctx, p);
     if (s == VOX_OK)
-        s = seg_dims_from_q(ctx, q, &j.d);
+        s = seg_dims_from_q(ctx, q, &j.g.d);
     if (s != VOX_OK)
         return s;
-    j.low = p->low;
-    j.high = p->high;
+    j.g.low = p->low;
+    j.g.high = p->high;
     struct vox_tensor lab = {0};
     int64_t *sizes = NULL;
     s = vox_tensor_alloc(ctx, &lab, VOX_U32, 3, q->shape + 1);
     if (s != VOX_OK)
         return s;
-    j.dir = vox_alloc(ctx, (size_t)j.d.n);
+    j.dir = vox_alloc(ctx, (size_t)j.g.d.n);
     if (!j.dir) {
         s = VOX_OUT_OF_MEMORY;
         goto fail;
     }
     j.m = lab.data;
-    const int64_t rows[3] = {j.d.z * j.d.y, 1, 1}, tile[3] = {16, 1, 1};
-    vox_pool_for(vox_ctx_pool(ctx), rows, tile, VOX_SCHED_STATIC, ws_max_rows, &j);
-    vox_pool_for(vox_ctx_pool(ctx), rows, tile, VOX_SCHED_STATIC, ws_dir_rows, &j);
-    ws_split_plateaus(j.dir, lab.data, &j.d);
+    j.g.m = j.m;
+    const int64_t rows[3] = {j.g.d.z * j.g.d.y, 1, 1}, tile[3] = {16, 1, 1};
+    vox_pool_for(vox_ctx_pool(ctx), rows, tile, VOX_SCHED_STATIC, ws_max_task, &j);
+    vox_pool_for(vox_ctx_pool(ctx), rows, tile, VOX_SCHED_STATIC, ws_dir_task, &j);
+    ws_split_plateaus(j.dir, lab.data, &j.g.d);
     int64_t nplateaus = 0;
-    s = ws_union_plateaus(ctx, j.dir, lab.data, &j.d, &nplateaus);
+    s = ws_union_plateaus(ctx, j.dir, lab.data, &j.g.d, &nplateaus);
     if (s != VOX_OK)
         goto fail;
     sizes = vox_calloc(ctx, (size_t)nplateaus + 1, sizeof *sizes);
@@ -569,7 +435,7 @@ enum vox_status vox_seg_watershed(struct vox_ctx *ctx, const struct vox_tensor *
         goto fail;
     }
     int64_t nbasins = 0;
-    s = ws_label(ctx, j.dir, lab.data, &j.d, sizes, &nbasins);
+    s = ws_label(ctx, j.dir, lab.data, &j.g.d, sizes, &nbasins);
     if (s != VOX_OK)
         goto fail;
     VOX_ASSERT(nbasins == nplateaus);
