@@ -195,7 +195,8 @@ static enum vox_status conv_case_run(struct bench_env *env, const struct conv_ca
         res->voxels = (double)(o[1] * o[2] * o[3]);
         snprintf(res->extra, sizeof res->extra, "\"algo\":\"%s\",\"block\":%lld", info.algo,
                  (long long)info.block);
-        if (strcmp(info.algo, "fft") == 0 && cc->algo == VOX_NN_CONV_AUTO) {
+        bool other = strcmp(info.algo, "fft") == 0 || strcmp(info.algo, "winograd") == 0;
+        if (other && cc->algo == VOX_NN_CONV_AUTO) {
             size_t used = strlen(res->extra);
             snprintf(res->extra + used, sizeof res->extra - used, ",\"direct_median_s\":%.6g",
                      direct_median(ctx, spec, cc->vol, runs));
@@ -232,13 +233,13 @@ static enum vox_status run_conv(struct bench_env *env, const struct bench_params
         cc.same = strcmp(v, "same") == 0;
     }
     if (param(p->raw, "algo", v, sizeof v)) {
-        static const char *const names[] = {"auto", "direct", "fft"};
+        static const char *const names[] = {"auto", "direct", "fft", "winograd"};
         int a = 0;
-        while (a < 3 && strcmp(v, names[a]) != 0)
+        while (a < 4 && strcmp(v, names[a]) != 0)
             a++;
-        if (a == 3)
+        if (a == 4)
             return vox_fail(env->ctx, VOX_INVALID_ARG,
-                            "infer-conv algo=%s: expected auto, direct or fft", v);
+                            "infer-conv algo=%s: expected auto, direct, fft or winograd", v);
         cc.algo = (enum vox_nn_conv_algo)a;
     }
     return conv_case_run(env, &cc, p->runs, res);
@@ -355,7 +356,7 @@ static enum vox_status run_net(struct bench_env *env, const struct bench_params 
 
 const struct bench_problem bench_infer_conv = {
     "infer-conv",
-    "c=24,k=24,d=20,h=256,w=256,kernel=3x3x3,pad=valid|same,algo=auto|direct|fft: one conv "
+    "c=24,k=24,d=20,h=256,w=256,kernel=3x3x3,pad=valid|same,algo=auto|direct|fft|winograd: one conv "
     "layer of the fast path vs torch conv3d (an FFT layer also reports direct_median_s)",
     5, run_conv};
 const struct bench_problem bench_infer_layers = {

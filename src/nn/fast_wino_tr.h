@@ -1,0 +1,320 @@
+/*
+ * nn/fast_wino_tr.h: the body of the Winograd F(2,3) tile transforms, compiled once per ISA
+ * (fast_wino_tr.c, fast_wino_tr_avx2.c, fast_wino_tr_avx512.c define WINO_L, the lanes of
+ * the channel block, and WINO_TR, the table's name, then include this file).
+ *
+ * Every value is a vector of the WINO_L channel lanes of one position (GCC vector types, so
+ * each ISA file gets its own vector width without intrinsics). Per axis of input tile 4:
+ *     B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],   A^T = [1 1 1 0; 0 1 -1 -1]
+ * applied along x, then y, then z (Lavin and Gray, "Fast Algorithms for Convolutional
+ * Neural Networks", 2016); axes of tile 1 are left alone. The tile shapes 4x4x4, 1x4x4,
+ * 4x1x4 and 4x4x1 each get their own straight-line copy (constant extents, always inlined).
+ * Interior tiles load straight from the blocked tensor; tiles that cross its border (same
+ * padding, tails) are first gathered with zeros, narrow inputs (fewer lanes than WINO_L) too.
+ * V is [t][p][ci] and M [t][p][co]: a tile's values are contiguous, the stores and loads of
+ * the transforms stream.
+ */
+#include "fast_wino.h"
+
+#include <string.h>
+
+typedef float vf __attribute__((vector_size(4 * WINO_L)));
+typedef int32_t vi __attribute__((vector_size(4 * WINO_L)));
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* Unaligned vector loads and stores (no vector arguments or results: the baseline build of
+ * 8 lanes has no 32-byte registers to pass them in). */
+#define LD(v, p) memcpy(&(v), (p), sizeof(vf))
+#define ST(p, v) memcpy((p), &(v), sizeof(vf))
+
+/* Tile g's batch entry and its tile index per axis. */
+static int64_t decode(const struct vox_nn_wino_geom *g, int64_t t, int64_t idx[3])
+{
+    idx[2] = t % g->nt[2];
+    t /= g->nt[2];
+    idx[1] = t % g->nt[1];
+    t /= g->nt[1];
+    idx[0] = t % g->nt[0];
+    return t / g->nt[0];
+}
+
+/* B^T of the 4 values x[0], x[s], x[2s], x[3s] into y[0], y[t], y[2t], y[3t] (may be x). */
+INLINE void bt4(const vf *x, int s, vf *y, int t)
+{
+    vf d0 = x[0], d1 = x[s], d2 = x[2 * s], d3 = x[3 * s];
+    y[0] = d0 - d2;
+    y[t] = d1 + d2;
+    y[2 * t] = d2 - d1;
+    y[3 * t] = d1 - d3;
+}
+
+/* A^T of the 4 values x[0], x[s], x[2s], x[3s] into y[0], y[t]. */
+INLINE void at4(const vf *x, int s, vf *y, int t)
+{
+    vf x0 = x[0], x1 = x[s], x2 = x[2 * s], x3 = x[3 * s];
+    y[0] = x0 + x1 + x2;
+    y[t] = x1 - x2 - x3;
+}
+
+/* B^T along x and y of one z-slice of a1 x a2 positions (each 4 or 1), read from src (row
+ * stride sy floats, WINO_L floats per position), in registers, into d. */
+INLINE void bt_slice(const float *src, int64_t sy, vf *d, const int a1, const int a2)
+{
+    vf r[16];
+#pragma GCC unroll 16
+    for (int b = 0; b < a1; b++)
+#pragma GCC unroll 4
+        for (int c = 0; c < a2; c++)
+            LD(r[b * a2 + c], src + b * sy + c * WINO_L);
+    if (a2 == 4)
+#pragma GCC unroll 4
+        for (int b = 0; b < a1; b++)
+            bt4(r + b * 4, 1, r + b * 4, 1);
+    if (a1 == 4)
+#pragma GCC unroll 4
+        for (int c = 0; c < a2; c++)
+            bt4(r + c, a2, r + c, a2);
+#pragma GCC unroll 16
+    for (int k = 0; k < a1 * a2; k++)
+        d[k] = r[k];
+}
+
+/* Loads the input tile at real origin q of channel block src (bin lanes per position) into w,
+ * zeros outside the tensor's extent s. */
+static void gather(const float *src, int64_t bin, const int64_t s[3], const int64_t q[3],
+                   const int64_t al[3], vf *w)
+{
+    const vf zero = {0};
+    for (int64_t a = 0; a < al[0]; a++)
+        for (int64_t b = 0; b < al[1]; b++) {
+            int64_t z = q[0] + a, y = q[1] + b;
+            vf *row = w + (a * al[1] + b) * al[2];
+            bool ok = z >= 0 && z < s[0] && y >= 0 && y < s[1];
+            const float *p = src + ((z * s[1] + y) * s[2] + q[2]) * bin;
+            for (int64_t c = 0; c < al[2]; c++) {
+                int64_t x = q[2] + c;
+                row[c] = zero;
+                if (!ok || x < 0 || x >= s[2])
+                    continue;
+                if (bin == WINO_L) {
+                    LD(row[c], p + c * WINO_L);
+                    continue;
+                }
+                for (int64_t l = 0; l < bin; l++)
+                    row[c][l] = p[c * bin + l];
+            }
+        }
+}
+
+/* Stores the tile's P transformed values w into dst, the [p][ci] of its channel block: nl
+ * lanes of each. */
+INLINE void put_v(const vf *w, float *dst, int64_t cin, int64_t nl, const int P)
+{
+    if (nl == WINO_L) {
+#pragma GCC unroll 4
+        for (int p = 0; p < P; p++)
+            ST(dst + p * cin, w[p]);
+        return;
+    }
+    for (int p = 0; p < P; p++)
+        for (int64_t l = 0; l < nl; l++)
+            dst[p * cin + l] = w[p][l];
+}
+
+/* One tile's input transform for channel block cb, into v (the tile's [p][ci]): per z-slice
+ * x and y in registers, then z along the slices. Interior tiles prefetch the row ends the
+ * tile PF_AHEAD tiles further along x will read (the block's rows are more streams than the
+ * hardware prefetcher follows). */
+enum { PF_AHEAD = 4 };
+
+INLINE void input_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *in, int64_t cb,
+                       const int64_t q[3], int64_t e, float *v, vf *w, const int a0, const int a1,
+                       const int a2)
+{
+    const int64_t bin = in->blk, nb = vox_nn_bt_blocks(in), vol = vox_nn_bt_vol(in);
+    const int64_t *s = in->s, cin = g->cin;
+    const int sl = a1 * a2;
+    bool inside = bin == WINO_L;
+    for (int a = 0; a < 3; a++)
+        inside = inside && q[a] >= 0 && q[a] + g->al[a] <= s[a];
+    const float *src = in->data + (e * nb + cb) * vol * bin;
+    int64_t sz = s[1] * s[2] * WINO_L, sy = s[2] * WINO_L;
+    if (inside) {
+        src += ((q[0] * s[1] + q[1]) * s[2] + q[2]) * WINO_L;
+        const int64_t ahead = (a2 - 1 + PF_AHEAD * (a2 == 4 ? 2 : 1)) * WINO_L;
+        if (q[2] + ahead / WINO_L < s[2])
+            for (int a = 0; a < a0; a++)
+                for (int b = 0; b < a1; b++)
+                    __builtin_prefetch(src + a * sz + b * sy + ahead);
+    } else {
+        gather(src, bin, s, q, g->al, w);
+        src = (const float *)w;
+        sz = sl * WINO_L;
+        sy = a2 * WINO_L;
+    }
+    for (int a = 0; a < a0; a++)
+        bt_slice(src + a * sz, sy, w + a * sl, a1, a2);
+    if (a0 == 4)
+#pragma GCC unroll 4
+        for (int k = 0; k < sl; k++)
+            bt4(w + k, sl, w + k, sl);
+    int64_t nl = cin - cb * bin < bin ? cin - cb * bin : bin;
+    put_v(w, v + cb * bin, cin, nl, a0 * sl);
+}
+
+/* Channel block by channel block (fewer streams at a time), tile by tile. */
+static void input_tr(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *in, int64_t g0,
+                     int64_t count, float *v, float *buf)
+{
+    vf *w = (vf *)buf;
+    const int shape = (g->al[0] == 4) * 4 + (g->al[1] == 4) * 2 + (g->al[2] == 4);
+    for (int64_t cb = 0; cb < vox_nn_bt_blocks(in); cb++)
+        for (int64_t t = 0; t < count; t++) {
+            int64_t idx[3], q[3];
+            int64_t e = decode(g, g0 + t, idx);
+            for (int a = 0; a < 3; a++)
+                q[a] = idx[a] * g->m[a] - g->lo[a];
+            float *vt = v + t * g->tv;
+            switch (shape) {
+            case 7:
+                input_tile(g, in, cb, q, e, vt, w, 4, 4, 4);
+                break;
+            case 3:
+                input_tile(g, in, cb, q, e, vt, w, 1, 4, 4);
+                break;
+            case 5:
+                input_tile(g, in, cb, q, e, vt, w, 4, 1, 4);
+                break;
+            default:
+                input_tile(g, in, cb, q, e, vt, w, 4, 4, 1);
+                break;
+            }
+        }
+}
+
+INLINE void act_vec(enum vox_nn_act act, vf *x)
+{
+    if (act == VOX_ACT_RELU) {
+        const vf zero = {0};
+        *x = (vf)((vi)*x & (vi)(*x > zero));
+    } else if (act != VOX_ACT_LINEAR) {
+        for (int l = 0; l < WINO_L; l++)
+            (*x)[l] = vox_nn_act1f(act, (*x)[l]);
+    }
+}
+
+/* Stores act(y + bias) of one output z-slice, m1 x m2 values y, at base (rows of sy floats):
+ * n1 x n2 of them (the part inside the tensor). */
+INLINE void store_slice(enum vox_nn_act act, vf *y, const vf *bias, float *base, int64_t sy,
+                        int64_t n1, int64_t n2, const int m1, const int m2)
+{
+#pragma GCC unroll 4
+    for (int k = 0; k < m1 * m2; k++) {
+        y[k] += *bias;
+        act_vec(act, &y[k]);
+    }
+    if (n1 == m1 && n2 == m2) {
+#pragma GCC unroll 4
+        for (int b = 0; b < m1; b++)
+#pragma GCC unroll 2
+            for (int c = 0; c < m2; c++)
+                ST(base + b * sy + c * WINO_L, y[b * m2 + c]);
+        return;
+    }
+    for (int64_t b = 0; b < n1; b++)
+        for (int64_t c = 0; c < n2; c++)
+            ST(base + b * sy + c * WINO_L, y[b * m2 + c]);
+}
+
+/* A^T along x and y of one slice of a1 x a2 values src, in registers, into y (m1 x m2). */
+INLINE void at_slice(const vf *src, vf *y, const int a1, const int a2)
+{
+    vf r[16];
+#pragma GCC unroll 16
+    for (int k = 0; k < a1 * a2; k++)
+        r[k] = src[k];
+    const int m2 = a2 == 4 ? 2 : 1;
+    if (a2 == 4)
+#pragma GCC unroll 4
+        for (int b = 0; b < a1; b++)
+            at4(r + b * 4, 1, r + b * 2, 1); /* row b's 2 values land before row b + 1 is read */
+    if (a1 == 4)
+#pragma GCC unroll 2
+        for (int c = 0; c < m2; c++)
+            at4(r + c, m2, r + c, m2);
+    const int n = (a1 == 4 ? 2 : 1) * m2;
+#pragma GCC unroll 4
+    for (int k = 0; k < n; k++)
+        y[k] = r[k];
+}
+
+/* One tile's output transform for every output block, from mt (the tile's [p][co]): z first
+ * (the values of the tile's P positions read once), then x and y per output z-slice. */
+INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const int64_t o[3],
+                        int64_t e, struct vox_nn_bt *out, vf *w, const int a0, const int a1,
+                        const int a2)
+{
+    const int64_t nb = g->cop / WINO_L, vol = vox_nn_bt_vol(out), cop = g->cop;
+    const int64_t *s = out->s;
+    const int sl = a1 * a2, m0 = a0 == 4 ? 2 : 1, m1 = a1 == 4 ? 2 : 1, m2 = a2 == 4 ? 2 : 1;
+    const int64_t n0 = s[0] - o[0] < m0 ? s[0] - o[0] : m0, n1 = s[1] - o[1] < m1 ? s[1] - o[1] : m1,
+                  n2 = s[2] - o[2] < m2 ? s[2] - o[2] : m2;
+    for (int64_t ob = 0; ob < nb; ob++) {
+        const float *src = mt + ob * WINO_L;
+        if (a0 == 4) {
+#pragma GCC unroll 4
+            for (int k = 0; k < sl; k++) {
+                vf x[4];
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++)
+                    LD(x[a], src + (a * sl + k) * cop);
+                at4(x, 1, w + k, sl);
+            }
+        } else {
+#pragma GCC unroll 16
+            for (int k = 0; k < sl; k++)
+                LD(w[k], src + k * cop);
+        }
+        vf bias;
+        LD(bias, g->bias + ob * WINO_L);
+        float *base = out->data + (e * nb + ob) * vol * WINO_L;
+        for (int64_t a = 0; a < n0; a++) {
+            vf y[4];
+            at_slice(w + a * sl, y, a1, a2);
+            store_slice(g->act, y, &bias,
+                        base + (((o[0] + a) * s[1] + o[1]) * s[2] + o[2]) * WINO_L,
+                        s[2] * WINO_L, n1, n2, m1, m2);
+        }
+    }
+}
+
+static void output_tr(const struct vox_nn_wino_geom *g, const float *mm, int64_t g0,
+                      int64_t count, struct vox_nn_bt *out, float *buf)
+{
+    vf *w = (vf *)buf;
+    const int shape = (g->al[0] == 4) * 4 + (g->al[1] == 4) * 2 + (g->al[2] == 4);
+    for (int64_t t = 0; t < count; t++) {
+        int64_t idx[3], o[3];
+        int64_t e = decode(g, g0 + t, idx);
+        for (int a = 0; a < 3; a++)
+            o[a] = idx[a] * g->m[a];
+        const float *mt = mm + t * g->tm;
+        switch (shape) {
+        case 7:
+            output_tile(g, mt, o, e, out, w, 4, 4, 4);
+            break;
+        case 3:
+            output_tile(g, mt, o, e, out, w, 1, 4, 4);
+            break;
+        case 5:
+            output_tile(g, mt, o, e, out, w, 4, 1, 4);
+            break;
+        default:
+            output_tile(g, mt, o, e, out, w, 4, 4, 1);
+            break;
+        }
+    }
+}
+
+const struct vox_nn_wino_tr WINO_TR = {input_tr, output_tr};
