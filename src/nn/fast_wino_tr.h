@@ -80,19 +80,20 @@ INLINE void bt_slice(const float *src, int64_t sy, vf *d, const int a1, const in
         d[k] = r[k];
 }
 
-/* Loads the input tile at real origin q of channel block src (bin lanes per position) into w,
- * zeros outside the tensor's extent s. */
-static void gather(const float *src, int64_t bin, const int64_t s[3], const int64_t q[3],
-                   const int64_t al[3], vf *w)
+/* Loads the a0 x a1 x a2 input tile at real origin q of channel block src (bin lanes per
+ * position) into w, zeros outside the tensor's extent s. */
+INLINE void gather(const float *src, int64_t bin, const int64_t s[3], const int64_t q[3], vf *w,
+                   const int a0, const int a1, const int a2)
 {
     const vf zero = {0};
-    for (int64_t a = 0; a < al[0]; a++)
-        for (int64_t b = 0; b < al[1]; b++) {
+    for (int a = 0; a < a0; a++)
+        for (int b = 0; b < a1; b++) {
             int64_t z = q[0] + a, y = q[1] + b;
-            vf *row = w + (a * al[1] + b) * al[2];
+            vf *row = w + (a * a1 + b) * a2;
             bool ok = z >= 0 && z < s[0] && y >= 0 && y < s[1];
             const float *p = src + ((z * s[1] + y) * s[2] + q[2]) * bin;
-            for (int64_t c = 0; c < al[2]; c++) {
+#pragma GCC unroll 4
+            for (int c = 0; c < a2; c++) {
                 int64_t x = q[2] + c;
                 row[c] = zero;
                 if (!ok || x < 0 || x >= s[2])
@@ -148,7 +149,7 @@ INLINE void input_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt 
                 for (int b = 0; b < a1; b++)
                     __builtin_prefetch(src + a * sz + b * sy + ahead);
     } else {
-        gather(src, bin, s, q, g->al, w);
+        gather(src, bin, s, q, w, a0, a1, a2);
         src = (const float *)w;
         sz = sl * WINO_L;
         sy = a2 * WINO_L;
