@@ -121,6 +121,9 @@ static void test_layers(struct vox_ctx *ctx)
         {"input a channels=17\nconv c a -> 3 kernel=3x1x3 pad=same act=relu\nconv d c -> 17 "
          "kernel=3x3x1\noutput o d\n",
          {5, 6, 7}},
+        {"input a channels=2\nconv c0 a -> 8 kernel=1\nconv c c0 -> 5 kernel=3 pad=same act=relu\n"
+         "output o c\n",
+         {5, 7, 6}},
         {"input a channels=3\nconv c1 a -> 17 kernel=1x3x3 act=relu\nmpf m c1 window=1x2x2\n"
          "conv c2 m -> 5 kernel=3 pad=same act=elu\ninterleave d c2\noutput o d\n",
          {3, 13, 15}},

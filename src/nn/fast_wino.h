@@ -21,8 +21,8 @@ struct vox_nn_wino_geom {
     const float *bias; /* cop floats, 0 past cout */
 };
 
-/* The transforms of tiles g0 .. g0 + count - 1 (tiles numbered over batch entry, z, y, x):
- * input: V[t][p][ci] = (B^T d B)_p of tile t's input (zeros outside the tensor); output:
+/* The transforms of tiles g0 .. g0 + count - 1 (numbered over batch entry, z, y, x): input:
+ * V[t][p][ci] = (B^T d B)_p of tile t's input (zeros outside the tensor); output:
  * out = act(A^T M A + bias) at the valid outputs of each tile. buf: 2 * P * b floats. */
 struct vox_nn_wino_tr {
     void (*input)(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *in, int64_t g0,

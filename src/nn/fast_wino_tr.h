@@ -108,25 +108,22 @@ INLINE void gather(const float *src, int64_t bin, const int64_t s[3], const int6
         }
 }
 
-/* Stores the tile's P transformed values w into dst, the [p][ci] of its channel block: nl
- * lanes of each. */
-INLINE void put_v(const vf *w, float *dst, int64_t cin, int64_t nl, const int P)
+/* Stores the tile's P transformed values w into dst, the [p][ci] of its channel block, as
+ * whole vectors: where the block has fewer than WINO_L channels left the store runs into the
+ * next p's first channels (or, for the last p, the tile's 64-byte slack). Channel block 0,
+ * stored last (input_tr goes down), overwrites that; with fewer than WINO_L channels in all
+ * the stores go up in p, so the next p's store does. */
+INLINE void put_v(const vf *w, float *dst, int64_t cin, const int P)
 {
-    if (nl == WINO_L) {
 #pragma GCC unroll 4
-        for (int p = 0; p < P; p++)
-            ST(dst + p * cin, w[p]);
-        return;
-    }
     for (int p = 0; p < P; p++)
-        for (int64_t l = 0; l < nl; l++)
-            dst[p * cin + l] = w[p][l];
+        ST(dst + p * cin, w[p]);
 }
 
 /* One tile's input transform for channel block cb, into v (the tile's [p][ci]): per z-slice
- * x and y in registers, then z along the slices. Interior tiles prefetch the row ends the
- * tile PF_AHEAD tiles further along x will read (the block's rows are more streams than the
- * hardware prefetcher follows). */
+ * x and y in registers, then z along the slices. Interior tiles prefetch the positions that
+ * the tile PF_AHEAD tiles further along x reads first (the block's rows are more streams than
+ * the hardware prefetcher follows). */
 enum { PF_AHEAD = 4 };
 
 INLINE void input_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *in, int64_t cb,
@@ -143,11 +140,13 @@ INLINE void input_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt 
     int64_t sz = s[1] * s[2] * WINO_L, sy = s[2] * WINO_L;
     if (inside) {
         src += ((q[0] * s[1] + q[1]) * s[2] + q[2]) * WINO_L;
-        const int64_t ahead = (a2 - 1 + PF_AHEAD * (a2 == 4 ? 2 : 1)) * WINO_L;
-        if (q[2] + ahead / WINO_L < s[2])
+        const int step = a2 == 4 ? 2 : 1; /* positions a tile advances along x */
+        const int64_t ahead = (a2 - step + PF_AHEAD * step) * WINO_L;
+        if (q[2] + ahead / WINO_L + step <= s[2])
             for (int a = 0; a < a0; a++)
                 for (int b = 0; b < a1; b++)
-                    __builtin_prefetch(src + a * sz + b * sy + ahead);
+                    for (int c = 0; c < step; c++)
+                        __builtin_prefetch(src + a * sz + b * sy + ahead + c * WINO_L);
     } else {
         gather(src, bin, s, q, w, a0, a1, a2);
         src = (const float *)w;
@@ -156,21 +155,32 @@ INLINE void input_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt 
     }
     for (int a = 0; a < a0; a++)
         bt_slice(src + a * sz, sy, w + a * sl, a1, a2);
-    if (a0 == 4)
+    float *dst = v + cb * bin;
+    if (a0 == 1 || cin < WINO_L) {
+        if (a0 == 4)
+            for (int k = 0; k < sl; k++)
+                bt4(w + k, sl, w + k, sl);
+        put_v(w, dst, cin, a0 * sl);
+        return;
+    }
 #pragma GCC unroll 4
-        for (int k = 0; k < sl; k++)
-            bt4(w + k, sl, w + k, sl);
-    int64_t nl = cin - cb * bin < bin ? cin - cb * bin : bin;
-    put_v(w, v + cb * bin, cin, nl, a0 * sl);
+    for (int k = 0; k < sl; k++) { /* z, stored straight into V */
+        vf y[4];
+        bt4(w + k, sl, y, 1);
+#pragma GCC unroll 4
+        for (int a = 0; a < 4; a++)
+            ST(dst + (a * sl + k) * cin, y[a]);
+    }
 }
 
-/* Channel block by channel block (fewer streams at a time), tile by tile. */
+/* Channel block by channel block (fewer streams at a time; the last first, see put_v), tile by
+ * tile. */
 static void input_tr(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *in, int64_t g0,
                      int64_t count, float *v, float *buf)
 {
     vf *w = (vf *)buf;
     const int shape = (g->al[0] == 4) * 4 + (g->al[1] == 4) * 2 + (g->al[2] == 4);
-    for (int64_t cb = 0; cb < vox_nn_bt_blocks(in); cb++)
+    for (int64_t cb = vox_nn_bt_blocks(in) - 1; cb >= 0; cb--)
         for (int64_t t = 0; t < count; t++) {
             int64_t idx[3], q[3];
             int64_t e = decode(g, g0 + t, idx);
