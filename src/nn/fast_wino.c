@@ -3,7 +3,9 @@
  * as F(2x2x2, 3x3x3), 1x3x3 (and alike) as F(2x2, 3x3) with the 1-axis untouched.
  *
  * Key idea (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016; the
- * fused, cache-resident form of Jia et al. / the L3-fusion note znn.md): per tile of 2 outputs
+ * stages fused over cache-resident blocks as in Jia, Zlateski, Durand and Li, "Optimizing
+ * N-dimensional, Winograd-based convolution for manycore CPUs", PPoPP 2018, the "L3 fusion"
+ * row of DESIGN.md): per tile of 2 outputs
  * along each axis with kernel extent 3, the correlation with a 3-tap kernel is
  *     y = A^T [(G g) . (B^T d)]
  * on an input tile d of 4, so a 2x2x2 output tile costs P = 64 multiplies per (ci, co) instead
@@ -64,11 +66,12 @@ bool vox_nn_wino_ok(const struct vox_nn_fast_conv *c)
     return threes >= 2;
 }
 
-/* The register tile of the products: ot output blocks x tt tiles, from the register count. */
+/* The register tile of the products: ot output blocks x tt tiles, from the register count;
+ * ot divides ob where it can (64 channels: 2 + 2 blocks, not 3 + 1). */
 static void tile_of(int isa, int64_t ob, int64_t *ot, int64_t *tt)
 {
     const int64_t regs = isa == VOX_ISA_AVX512 ? 32 : 16, cap = isa == VOX_ISA_AVX512 ? 3 : 2;
-    *ot = ob < cap ? ob : cap;
+    *ot = ob < cap ? ob : ob % cap == 0 ? cap : ob % 2 == 0 ? 2 : cap;
     *tt = (regs - *ot - 1) / *ot;
     *tt = *tt > 16 ? 16 : *tt;
 }
