@@ -356,8 +356,9 @@ static enum vox_status run_net(struct bench_env *env, const struct bench_params 
 
 const struct bench_problem bench_infer_conv = {
     "infer-conv",
-    "c=24,k=24,d=20,h=256,w=256,kernel=3x3x3,pad=valid|same,algo=auto|direct|fft|winograd: one conv "
-    "layer of the fast path vs torch conv3d (an FFT layer also reports direct_median_s)",
+    "c=24,k=24,d=20,h=256,w=256,kernel=3x3x3,pad=valid|same,algo=auto|direct|fft|winograd: one "
+    "conv layer of the fast path vs torch conv3d (an FFT or Winograd layer picked by auto also "
+    "reports direct_median_s)",
     5, run_conv};
 const struct bench_problem bench_infer_layers = {
     "infer-layers", "the layer suite (24/48 channels 3x3x3 and 1x3x3, 8 channels 5^3 and 7^3, "

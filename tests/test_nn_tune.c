@@ -10,8 +10,8 @@
  * output; every plan is within the f32 tolerance of the reference pass whatever was picked.
  * A corrupt file, or one of the old version, is ignored (measured again, then rewritten), an
  * unwritable cache directory is no error, VOX_PLAN_CACHE=off writes nothing, forced
- * algorithms are honoured without timing, and allocation failures are clean. Timings are never asserted. Under VOX_ISA=ref
- * nothing is timed (source MODEL).
+ * algorithms are honoured without timing, and allocation failures are clean. Timings are
+ * never asserted. Under VOX_ISA=ref nothing is timed (source MODEL).
  */
 #include "harness.h"
 #include "vox/nn.h"

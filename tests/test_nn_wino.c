@@ -20,14 +20,14 @@
 /* Runs net (one input) with algo on run_ctx; copies output 0 into out; checks that every
  * conv the algorithm applies to ran by Winograd. */
 static void run(struct vox_ctx *ctx, struct vox_ctx *run_ctx, const struct vox_net *net,
-                const struct vox_nn_weights *w, const int64_t patch[3],
-                enum vox_nn_conv_algo algo, struct vox_tensor *out)
+                const struct vox_nn_weights *w, const int64_t patch[3], enum vox_nn_conv_algo algo,
+                struct vox_tensor *out)
 {
     struct vox_nn_fast *fast = NULL;
     struct vox_tensor in = {0};
     int64_t c = net->layers[vox_net_input(net, 0)].channels;
-    CHECK_OK(vox_tensor_alloc(ctx, &in, VOX_F32, 5,
-                              (int64_t[]){1, c, patch[0], patch[1], patch[2]}));
+    CHECK_OK(
+        vox_tensor_alloc(ctx, &in, VOX_F32, 5, (int64_t[]){1, c, patch[0], patch[1], patch[2]}));
     fill(&in, 17);
     CHECK_OK(vox_nn_fast_create_algo(run_ctx, net, w, patch, algo, &fast));
     if (fast) {
@@ -73,8 +73,8 @@ static double compare(struct vox_ctx *ctx, struct vox_ctx *run_ctx, const struct
     struct vox_nn_plan *ref = NULL;
     struct vox_tensor in = {0}, got = {0};
     int64_t c = net->layers[vox_net_input(net, 0)].channels;
-    CHECK_OK(vox_tensor_alloc(ctx, &in, VOX_F32, 5,
-                              (int64_t[]){1, c, patch[0], patch[1], patch[2]}));
+    CHECK_OK(
+        vox_tensor_alloc(ctx, &in, VOX_F32, 5, (int64_t[]){1, c, patch[0], patch[1], patch[2]}));
     fill(&in, 17);
     CHECK_OK(vox_nn_plan_create(ctx, net, w, patch, &ref));
     CHECK_OK(vox_nn_plan_forward(ctx, ref, &in));
@@ -107,8 +107,7 @@ static void test_layers(struct vox_ctx *ctx)
         int64_t patch[3];
     } table[] = {
         {"input a channels=1\nconv c a -> 3 kernel=3 act=relu\noutput o c\n", {5, 7, 9}},
-        {"input a channels=3\nconv c a -> 17 kernel=3 pad=same act=elu\noutput o c\n",
-         {5, 6, 7}},
+        {"input a channels=3\nconv c a -> 17 kernel=3 pad=same act=elu\noutput o c\n", {5, 6, 7}},
         {"input a channels=17\nconv c a -> 24 kernel=1x3x3 act=relu\noutput o c\n", {3, 9, 11}},
         {"input a channels=24\nconv c a -> 1 kernel=1x3x3 pad=same act=sigmoid\noutput o c\n",
          {2, 7, 10}},
@@ -215,8 +214,7 @@ static void test_planner(struct vox_ctx *ctx)
         const char *algo;
     } table[] = {
         {"input a channels=48\nconv c a -> 48 kernel=3\noutput o c\n", {10, 40, 40}, "winograd"},
-        {"input a channels=48\nconv c a -> 48 kernel=1x3x3\noutput o c\n", {4, 40, 40},
-         "winograd"},
+        {"input a channels=48\nconv c a -> 48 kernel=1x3x3\noutput o c\n", {4, 40, 40}, "winograd"},
         {"input a channels=1\nconv c a -> 16 kernel=3\noutput o c\n", {10, 40, 40}, "jit"},
     };
     if (vox_ctx_cpu(ctx)->isa == VOX_ISA_REF)

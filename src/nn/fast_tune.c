@@ -13,11 +13,12 @@
  * for the FFT's overlap on a thin slab. The data are synthetic: timing does not depend on it.
  *
  * Cache: entries keyed by "cpu model|ISA|threads|n,cin,cout,bin,b|kernel|padded input|output|
- * dilation|padding" with the three scaled times in ms (0: not measured). A tune object loads the text file
- * $XDG_CACHE_HOME/vox/plan-cache.txt (else ~/.cache/vox/plan-cache.txt) once, answers from
- * memory, and rewrites the file (temporary name, then rename) after each new measurement.
- * VOX_PLAN_CACHE=off keeps entries in memory only. A file that cannot be read, parsed or
- * written is ignored with a debug log line: the cache only saves time, it never fails a plan.
+ * dilation|padding" with the three scaled times in ms (0: not measured). A tune object loads
+ * the text file $XDG_CACHE_HOME/vox/plan-cache.txt (else ~/.cache/vox/plan-cache.txt) once,
+ * answers from memory, and rewrites the file (temporary name, then rename) after each new
+ * measurement. VOX_PLAN_CACHE=off keeps entries in memory only. A file that cannot be read,
+ * parsed or written is ignored with a debug log line: the cache only saves time, it never
+ * fails a plan.
  * Lines: "# vox plan cache 2", then "<key> <direct ms> <fft ms> <winograd ms>"; a file of
  * another version is ignored (and replaced on the next save). A cached entry that lacks one of
  * the algorithms asked for is measured again.

@@ -32,7 +32,6 @@ struct vox_nn_wino_tr {
 };
 
 /* 8 lanes built for the baseline ISA (VOX_ISA_REF); AVX2 (8 lanes); AVX-512 (16 lanes). */
-extern const struct vox_nn_wino_tr vox_nn_wino_tr_ref, vox_nn_wino_tr_avx2,
-    vox_nn_wino_tr_avx512;
+extern const struct vox_nn_wino_tr vox_nn_wino_tr_ref, vox_nn_wino_tr_avx2, vox_nn_wino_tr_avx512;
 
 #endif

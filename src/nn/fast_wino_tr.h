@@ -332,8 +332,9 @@ INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const
     const int64_t nb = g->cop / WINO_L, vol = vox_nn_bt_vol(out), cop = g->cop;
     const int64_t *s = out->s;
     const int sl = a1 * a2, m0 = a0 == 4 ? 2 : 1, m1 = a1 == 4 ? 2 : 1, m2 = a2 == 4 ? 2 : 1;
-    const int64_t n0 = s[0] - o[0] < m0 ? s[0] - o[0] : m0, n1 = s[1] - o[1] < m1 ? s[1] - o[1] : m1,
-                  n2 = s[2] - o[2] < m2 ? s[2] - o[2] : m2;
+    const int64_t n0 = s[0] - o[0] < m0 ? s[0] - o[0] : m0;
+    const int64_t n1 = s[1] - o[1] < m1 ? s[1] - o[1] : m1;
+    const int64_t n2 = s[2] - o[2] < m2 ? s[2] - o[2] : m2;
     for (int64_t ob = 0; ob < nb; ob++) {
         const float *src = mt + ob * WINO_L;
         if (a0 == 4) {
@@ -357,14 +358,14 @@ INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const
             vf y[4];
             at_slice(w + a * sl, y, a1, a2);
             store_slice(g->act, y, &bias,
-                        base + (((o[0] + a) * s[1] + o[1]) * s[2] + o[2]) * WINO_L,
-                        s[2] * WINO_L, n1, n2, m1, m2);
+                        base + (((o[0] + a) * s[1] + o[1]) * s[2] + o[2]) * WINO_L, s[2] * WINO_L,
+                        n1, n2, m1, m2);
         }
     }
 }
 
-static void output_tr(const struct vox_nn_wino_geom *g, const float *mm, int64_t g0,
-                      int64_t count, struct vox_nn_bt *out, float *buf)
+static void output_tr(const struct vox_nn_wino_geom *g, const float *mm, int64_t g0, int64_t count,
+                      struct vox_nn_bt *out, float *buf)
 {
     vf *w = (vf *)buf;
     const int shape = (g->al[0] == 4) * 4 + (g->al[1] == 4) * 2 + (g->al[2] == 4);
