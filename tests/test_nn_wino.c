@@ -8,6 +8,8 @@
  * direct; 1 vs 2 threads bitwise; the memory estimate; allocation failures; the planner's
  * choice by the cost model and by measurement.
  *
+ * The full tier repeats the layer table with more seeds.
+ *
  * Tolerance: F(2,3)'s transforms add a few roundings per product (|B^T|, |A^T| entries are 0
  * or 1, G's are 1/2): about 1e-6 of max(1, max |ref|); the table allows 1e-5.
  */
@@ -134,11 +136,14 @@ static void test_layers(struct vox_ctx *ctx)
             struct vox_net *net = parse(ctx, table[k].text);
             if (!net)
                 continue;
-            double err = compare(ctx, isa[i], net, table[k].patch, 3 + k);
-            if (err > 1e-5)
-                fprintf(stderr, "  %s case %zu: error %g\n", vox_isa_str(vox_ctx_cpu(isa[i])->isa),
-                        k, err);
-            CHECK(err <= 1e-5);
+            for (uint64_t seed = 3; seed < (vox_test_full ? 8u : 4u); seed++) {
+                double err = compare(ctx, isa[i], net, table[k].patch, seed + k);
+                if (err > 1e-5)
+                    fprintf(stderr, "  %s case %zu seed %llu: error %g\n",
+                            vox_isa_str(vox_ctx_cpu(isa[i])->isa), k, (unsigned long long)seed,
+                            err);
+                CHECK(err <= 1e-5);
+            }
             vox_net_destroy(net);
         }
     for (int i = 0; i < n_isa; i++)
