@@ -58,8 +58,10 @@ INLINE void at4(const vf *x, int s, vf *y, int t)
 }
 
 /* B^T along x and y of one z-slice of a1 x a2 positions (each 4 or 1), read from src (row
- * stride sy floats, WINO_L floats per position), in registers, into d. */
-INLINE void bt_slice(const float *src, int64_t sy, vf *d, const int a1, const int a2)
+ * stride sy floats, WINO_L floats per position), in registers, into d (vectors at stride 1),
+ * or, where vd is not NULL, straight into V (vd, rows of vs floats). */
+INLINE void bt_slice(const float *src, int64_t sy, vf *d, float *vd, int64_t vs, const int a1,
+                     const int a2)
 {
     vf r[16];
 #pragma GCC unroll 16
@@ -76,8 +78,12 @@ INLINE void bt_slice(const float *src, int64_t sy, vf *d, const int a1, const in
         for (int c = 0; c < a2; c++)
             bt4(r + c, a2, r + c, a2);
 #pragma GCC unroll 16
-    for (int k = 0; k < a1 * a2; k++)
-        d[k] = r[k];
+    for (int k = 0; k < a1 * a2; k++) {
+        if (vd)
+            ST(vd + k * vs, r[k]);
+        else
+            d[k] = r[k];
+    }
 }
 
 /* B^T along x of the 4 positions of the row at p. */
@@ -216,8 +222,12 @@ INLINE void input_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt 
         input_444(src, sz, sy, dst, cin);
         return;
     }
+    if (a0 == 1 && cin >= WINO_L) {
+        bt_slice(src, sy, w, dst, cin, a1, a2);
+        return;
+    }
     for (int a = 0; a < a0; a++)
-        bt_slice(src + a * sz, sy, w + a * sl, a1, a2);
+        bt_slice(src + a * sz, sy, w + a * sl, NULL, 0, a1, a2);
     if (a0 == 1 || cin < WINO_L) {
         if (a0 == 4)
             for (int k = 0; k < sl; k++)
@@ -386,7 +396,8 @@ INLINE void at_slice(const vf *src, vf *y, const int a1, const int a2)
 }
 
 /* One tile's output transform for every output block, from mt (the tile's [p][co]): z first
- * (the values of the tile's P positions read once), then x and y per output z-slice. */
+ * (the values of the tile's P positions read once), then x and y per output z-slice in
+ * registers (a tile of 1 along z: straight from M). */
 INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const int64_t o[3],
                         int64_t e, struct vox_nn_bt *out, vf *w, const int a0, const int a1,
                         const int a2)
@@ -399,6 +410,9 @@ INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const
     const int64_t n2 = s[2] - o[2] < m2 ? s[2] - o[2] : m2;
     for (int64_t ob = 0; ob < nb; ob++) {
         const float *src = mt + ob * WINO_L;
+        float *base = out->data + (e * nb + ob) * vol * WINO_L;
+        vf bias;
+        LD(bias, g->bias + ob * WINO_L);
         if (a0 == 4) {
 #pragma GCC unroll 4
             for (int k = 0; k < sl; k++) {
@@ -409,13 +423,15 @@ INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const
                 at4(x, 1, w + k, sl);
             }
         } else {
+            vf y[4], r[16];
 #pragma GCC unroll 16
             for (int k = 0; k < sl; k++)
-                LD(w[k], src + k * cop);
+                LD(r[k], src + k * cop);
+            at_slice(r, y, a1, a2);
+            store_slice(g->act, y, &bias, base + ((o[0] * s[1] + o[1]) * s[2] + o[2]) * WINO_L,
+                        s[2] * WINO_L, n1, n2, m1, m2);
+            continue;
         }
-        vf bias;
-        LD(bias, g->bias + ob * WINO_L);
-        float *base = out->data + (e * nb + ob) * vol * WINO_L;
         for (int64_t a = 0; a < n0; a++) {
             vf y[4];
             at_slice(w + a * sl, y, a1, a2);
