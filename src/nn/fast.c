@@ -19,7 +19,7 @@
  *                 by a closed-form model instead of exhaustive measurement);
  *   3x3x3, 1x3x3  Winograd F(2,3) (fast_wino.c) where the model says it is cheaper: its
  *                 products' flops at the direct nest's rate plus the floats its transforms
- *                 move at 3.5 % of peak (same machine); where two algorithms' model times lie
+ *                 move at 5 % of peak (same machine); where two algorithms' model times lie
  *                 within 2x, a measurement on a slab of the layer decides (fast_tune.c);
  *   the rest      blocked C passes (fast_ops.c); inputs are packed from (1, C, Z, Y, X), outputs
  *                 unpacked into plan-owned (1, C, Z, Y, X) tensors.
@@ -170,7 +170,7 @@ static int64_t conv_desc(const struct vox_net *net, const struct vox_nn_dims *di
 /* Winograd's products run at about the direct nest's rate (they are the same kind of nest);
  * its transforms are memory-bound passes over cache-resident blocks (floats per second,
  * relative to the direct nest's flops per second), measured on a 2-core AVX-512 EPYC. */
-static const double WINO_GEMM_RATE = 0.35, WINO_TR_RATE = 0.035;
+static const double WINO_GEMM_RATE = 0.35, WINO_TR_RATE = 0.05;
 
 void vox_nn_conv_model(const struct vox_nn_fast_conv *cv, double t_out[VOX_NN_ALGOS])
 {
