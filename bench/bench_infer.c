@@ -5,6 +5,8 @@
  *   infer-conv:c=,k=,d=,h=,w=,kernel=ZxYxX,pad=valid|same   one conv layer (bias, no act)
  *   infer-layers                                           the layer suite, one line each
  *   infer-net:net=NAME,patch=ZxYxX                         nets/NAME.net, output voxels/s
+ * (infer-conv and infer-net take algo=auto|direct|fft|winograd, the planner's conv choice;
+ * the line's "algo" says what ran.)
  *
  * Each problem is a net (input -> layers -> output) planned once by vox_nn_fast_create and
  * timed with vox_nn_fast_forward, so a line includes what the fast path does around the
@@ -213,6 +215,25 @@ static enum vox_status conv_case_run(struct bench_env *env, const struct conv_ca
     return s;
 }
 
+/* The algo=auto|direct|fft|winograd parameter (default auto). */
+static enum vox_status parse_algo(struct vox_ctx *ctx, const struct bench_params *p,
+                                  const char *problem, enum vox_nn_conv_algo *algo)
+{
+    static const char *const names[] = {"auto", "direct", "fft", "winograd"};
+    char v[64];
+    *algo = VOX_NN_CONV_AUTO;
+    if (!param(p->raw, "algo", v, sizeof v))
+        return VOX_OK;
+    int a = 0;
+    while (a < 4 && strcmp(v, names[a]) != 0)
+        a++;
+    if (a == 4)
+        return vox_fail(ctx, VOX_INVALID_ARG, "%s algo=%s: expected auto, direct, fft or winograd",
+                        problem, v);
+    *algo = (enum vox_nn_conv_algo)a;
+    return VOX_OK;
+}
+
 static enum vox_status run_conv(struct bench_env *env, const struct bench_params *p,
                                 struct bench_result *res)
 {
@@ -232,17 +253,8 @@ static enum vox_status run_conv(struct bench_env *env, const struct bench_params
                             v);
         cc.same = strcmp(v, "same") == 0;
     }
-    if (param(p->raw, "algo", v, sizeof v)) {
-        static const char *const names[] = {"auto", "direct", "fft", "winograd"};
-        int a = 0;
-        while (a < 4 && strcmp(v, names[a]) != 0)
-            a++;
-        if (a == 4)
-            return vox_fail(env->ctx, VOX_INVALID_ARG,
-                            "infer-conv algo=%s: expected auto, direct, fft or winograd", v);
-        cc.algo = (enum vox_nn_conv_algo)a;
-    }
-    return conv_case_run(env, &cc, p->runs, res);
+    enum vox_status s = parse_algo(env->ctx, p, "infer-conv", &cc.algo);
+    return s == VOX_OK ? conv_case_run(env, &cc, p->runs, res) : s;
 }
 
 /* The layer suite: the shapes of EM nets (ZNNi's, the RSUNet's), valid padding. */
@@ -327,8 +339,12 @@ static enum vox_status run_net(struct bench_env *env, const struct bench_params 
     snprintf(path, sizeof path, "nets/%s.net", name);
     struct vox_net *net;
     struct inet n = {0};
-    enum vox_status s = vox_net_load(ctx, path, &net);
-    if (s == VOX_OK && (s = inet_make(ctx, net, patch, VOX_NN_CONV_AUTO, &n)) == VOX_OK)
+    enum vox_nn_conv_algo algo;
+    enum vox_status s = parse_algo(ctx, p, "infer-net", &algo);
+    if (s != VOX_OK)
+        return s;
+    s = vox_net_load(ctx, path, &net);
+    if (s == VOX_OK && (s = inet_make(ctx, net, patch, algo, &n)) == VOX_OK)
         s = inet_time(ctx, &n, p->runs, res);
     if (s == VOX_OK) {
         double flops = 0;
@@ -366,6 +382,6 @@ const struct bench_problem bench_infer_layers = {
     5, run_layers};
 const struct bench_problem bench_infer_net = {
     "infer-net",
-    "net=n337|n537|rsunet|...,patch=ZxYxX: a whole net of nets/ (output voxels/s, bytes per "
-    "output voxel) vs the same net in torch",
+    "net=n337|n537|rsunet|...,patch=ZxYxX,algo=auto|direct|fft|winograd: a whole net of nets/ "
+    "(output voxels/s, bytes per output voxel) vs the same net in torch",
     3, run_net};
