@@ -5,6 +5,8 @@
  *   infer-conv:c=,k=,d=,h=,w=,kernel=ZxYxX,pad=valid|same   one conv layer (bias, no act)
  *   infer-layers                                           the layer suite, one line each
  *   infer-net:net=NAME,patch=ZxYxX                         nets/NAME.net, output voxels/s
+ * (infer-conv and infer-net take algo=auto|direct|fft|winograd, the planner's conv choice;
+ * the line's "algo" says what ran.)
  *
  * Each problem is a net (input -> layers -> output) planned once by vox_nn_fast_create and
  * timed with vox_nn_fast_forward, so a line includes what the fast path does around the
@@ -198,7 +200,8 @@ static enum vox_status conv_case_run(struct bench_env *env, const struct conv_ca
         res->voxels = (double)(o[1] * o[2] * o[3]);
         snprintf(res->extra, sizeof res->extra, "\"algo\":\"%s\",\"block\":%lld", info.algo,
                  (long long)info.block);
-        if (strcmp(info.algo, "fft") == 0 && cc->algo == VOX_NN_CONV_AUTO) {
+        bool other = strcmp(info.algo, "fft") == 0 || strcmp(info.algo, "winograd") == 0;
+        if (other && cc->algo == VOX_NN_CONV_AUTO) {
             size_t used = strlen(res->extra);
             snprintf(res->extra + used, sizeof res->extra - used, ",\"direct_median_s\":%.6g",
                      direct_median(ctx, spec, cc->vol, runs));
@@ -213,6 +216,25 @@ static enum vox_status conv_case_run(struct bench_env *env, const struct conv_ca
     }
     inet_free(ctx, &n);
     return s;
+}
+
+/* The algo=auto|direct|fft|winograd parameter (default auto). */
+static enum vox_status parse_algo(struct vox_ctx *ctx, const struct bench_params *p,
+                                  const char *problem, enum vox_nn_conv_algo *algo)
+{
+    static const char *const names[] = {"auto", "direct", "fft", "winograd"};
+    char v[64];
+    *algo = VOX_NN_CONV_AUTO;
+    if (!param(p->raw, "algo", v, sizeof v))
+        return VOX_OK;
+    int a = 0;
+    while (a < 4 && strcmp(v, names[a]) != 0)
+        a++;
+    if (a == 4)
+        return vox_fail(ctx, VOX_INVALID_ARG, "%s algo=%s: expected auto, direct, fft or winograd",
+                        problem, v);
+    *algo = (enum vox_nn_conv_algo)a;
+    return VOX_OK;
 }
 
 static enum vox_status run_conv(struct bench_env *env, const struct bench_params *p,
@@ -234,17 +256,8 @@ static enum vox_status run_conv(struct bench_env *env, const struct bench_params
                             v);
         cc.same = strcmp(v, "same") == 0;
     }
-    if (param(p->raw, "algo", v, sizeof v)) {
-        static const char *const names[] = {"auto", "direct", "fft"};
-        int a = 0;
-        while (a < 3 && strcmp(v, names[a]) != 0)
-            a++;
-        if (a == 3)
-            return vox_fail(env->ctx, VOX_INVALID_ARG,
-                            "infer-conv algo=%s: expected auto, direct or fft", v);
-        cc.algo = (enum vox_nn_conv_algo)a;
-    }
-    return conv_case_run(env, &cc, p->runs, res);
+    enum vox_status s = parse_algo(env->ctx, p, "infer-conv", &cc.algo);
+    return s == VOX_OK ? conv_case_run(env, &cc, p->runs, res) : s;
 }
 
 /* The layer suite: the shapes of EM nets (ZNNi's, the RSUNet's), valid padding. */
@@ -329,8 +342,12 @@ static enum vox_status run_net(struct bench_env *env, const struct bench_params 
     snprintf(path, sizeof path, "nets/%s.net", name);
     struct vox_net *net;
     struct inet n = {0};
-    enum vox_status s = vox_net_load(ctx, path, &net);
-    if (s == VOX_OK && (s = inet_make(ctx, net, patch, VOX_NN_CONV_AUTO, &n)) == VOX_OK)
+    enum vox_nn_conv_algo algo;
+    enum vox_status s = parse_algo(ctx, p, "infer-net", &algo);
+    if (s != VOX_OK)
+        return s;
+    s = vox_net_load(ctx, path, &net);
+    if (s == VOX_OK && (s = inet_make(ctx, net, patch, algo, &n)) == VOX_OK)
         s = inet_time(ctx, &n, p->runs, res);
     if (s == VOX_OK) {
         double flops = 0;
@@ -358,8 +375,9 @@ static enum vox_status run_net(struct bench_env *env, const struct bench_params 
 
 const struct bench_problem bench_infer_conv = {
     "infer-conv",
-    "c=24,k=24,d=20,h=256,w=256,kernel=3x3x3,pad=valid|same,algo=auto|direct|fft: one conv "
-    "layer of the fast path vs torch conv3d (an FFT layer also reports direct_median_s)",
+    "c=24,k=24,d=20,h=256,w=256,kernel=3x3x3,pad=valid|same,algo=auto|direct|fft|winograd: one "
+    "conv layer of the fast path vs torch conv3d (an FFT or Winograd layer picked by auto also "
+    "reports direct_median_s)",
     5, run_conv};
 const struct bench_problem bench_infer_layers = {
     "infer-layers", "the layer suite (24/48 channels 3x3x3 and 1x3x3, 8 channels 5^3 and 7^3, "
@@ -367,6 +385,6 @@ const struct bench_problem bench_infer_layers = {
     5, run_layers};
 const struct bench_problem bench_infer_net = {
     "infer-net",
-    "net=n337|n537|rsunet|...,patch=ZxYxX: a whole net of nets/ (output voxels/s, bytes per "
-    "output voxel) vs the same net in torch",
+    "net=n337|n537|rsunet|...,patch=ZxYxX,algo=auto|direct|fft|winograd: a whole net of nets/ "
+    "(output voxels/s, bytes per output voxel) vs the same net in torch",
     3, run_net};

@@ -8,10 +8,10 @@
  * XDG_CACHE_HOME; a second plan with the same tune, and one with a new tune that reloads the
  * file, take them from the cache (CACHED, no new measurement) and give bitwise the same
  * output; every plan is within the f32 tolerance of the reference pass whatever was picked.
- * A corrupt file is ignored (measured again, then rewritten), an unwritable cache directory
- * is no error, VOX_PLAN_CACHE=off writes nothing, forced algorithms are honoured without
- * timing, and allocation failures are clean. Timings are never asserted. Under VOX_ISA=ref
- * nothing is timed (source MODEL).
+ * A corrupt file, or one of the old version, is ignored (measured again, then rewritten), an
+ * unwritable cache directory is no error, VOX_PLAN_CACHE=off writes nothing, forced
+ * algorithms are honoured without timing, and allocation failures are clean. Timings are
+ * never asserted. Under VOX_ISA=ref nothing is timed (source MODEL).
  */
 #include "harness.h"
 #include "vox/nn.h"
@@ -152,7 +152,7 @@ static void test_measure_and_cache(struct vox_ctx *ctx)
     struct vox_nn_fast_options opt = {.algo = VOX_NN_CONV_AUTO, .tune = t1};
     plan_check(ctx, &f, &opt, measured, a);
     stats(t1, f.timed ? 2 : 0, 0);
-    CHECK(file_starts(f.file, "# vox plan cache 1") == f.timed);
+    CHECK(file_starts(f.file, "# vox plan cache 2") == f.timed);
     plan_check(ctx, &f, &opt, cached, b); /* in memory */
     stats(t1, f.timed ? 2 : 0, f.timed ? 2 : 0);
     CHECK_OK(vox_nn_tune_create(ctx, &t2)); /* from the file */
@@ -164,18 +164,24 @@ static void test_measure_and_cache(struct vox_ctx *ctx)
               memcmp(a[o].data, b[o].data, vox_tensor_nbytes(&a[o])) == 0 &&
               memcmp(a[o].data, c[o].data, vox_tensor_nbytes(&a[o])) == 0);
     vox_nn_tune_destroy(t2);
-    /* corrupt: ignored, measured again, rewritten (untimed, nothing made the directory) */
-    FILE *fp = f.timed ? fopen(f.file, "w") : NULL;
-    CHECK(fp != NULL || !f.timed);
-    if (fp) {
-        fputs("# vox plan cache 1\nAMD|avx512|t2|garbage 1.0\n", fp);
-        fclose(fp);
+    /* corrupt, or of the old version (two times a line): ignored, measured again, rewritten
+     * (untimed, nothing made the directory) */
+    static const char *const bad[2] = {"# vox plan cache 2\nAMD|avx512|t2|garbage 1.0\n",
+                                       "# vox plan cache 1\nAMD|avx512|t2|k 1.0 2.0\n"};
+    for (int k = 0; k < 2; k++) {
+        FILE *fp = f.timed ? fopen(f.file, "w") : NULL;
+        CHECK(fp != NULL || !f.timed);
+        if (fp) {
+            fputs(bad[k], fp);
+            fclose(fp);
+        }
+        CHECK_OK(vox_nn_tune_create(ctx, &t2));
+        opt.tune = t2;
+        plan_check(ctx, &f, &opt, measured, NULL);
+        stats(t2, f.timed ? 2 : 0, 0);
+        CHECK(file_starts(f.file, "# vox plan cache 2") == f.timed);
+        vox_nn_tune_destroy(t2);
     }
-    CHECK_OK(vox_nn_tune_create(ctx, &t2));
-    opt.tune = t2;
-    plan_check(ctx, &f, &opt, measured, NULL);
-    stats(t2, f.timed ? 2 : 0, 0);
-    vox_nn_tune_destroy(t2);
     CHECK_OK(vox_nn_tune_create(ctx, &t2));
     stats(t2, 0, 0);
     opt.tune = t2;

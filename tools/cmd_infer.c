@@ -45,9 +45,11 @@ static const char help[] =
     "  --dtype f32|u8          output type; u8 = round(255 * clamp(v, 0, 1)) (default f32)\n"
     "  --plan                  print per layer: algorithm and where it came from, output\n"
     "                          shape, FLOPs, bytes, predicted (and measured) time\n"
-    "  --conv auto|direct|fft  conv algorithm: auto = the cost model, checked by a cached\n"
+    "  --conv auto|direct|fft|winograd\n"
+    "                          conv algorithm: auto = the cost model, checked by a cached\n"
     "                          measurement where it is close (default auto; see\n"
-    "                          docs/infer.md; VOX_PLAN_CACHE=off: no cache file)\n"
+    "                          docs/infer.md; VOX_PLAN_CACHE=off: no cache file);\n"
+    "                          winograd applies to 3x3x3, 1x3x3 and alike, others run direct\n"
     "  --threads N             worker threads (default: VOX_THREADS, else all CPUs)\n"
     "  --quiet                 no progress bar and no summary\n";
 
@@ -100,12 +102,12 @@ static int parse_one(int argc, char **argv, int *i, void *arg)
         if (!cli_parse_bytes(v, &o->mem) || o->mem < 1)
             return cli_usage("infer", "--mem %s: expected a size like 512M or 8G", v);
     } else if (strcmp(a, "--conv") == 0) {
-        static const char *const names[] = {"auto", "direct", "fft"};
+        static const char *const names[] = {"auto", "direct", "fft", "winograd"};
         int k = 0;
-        while (k < 3 && strcmp(v, names[k]) != 0)
+        while (k < 4 && strcmp(v, names[k]) != 0)
             k++;
-        if (k == 3)
-            return cli_usage("infer", "--conv %s: expected auto, direct or fft", v);
+        if (k == 4)
+            return cli_usage("infer", "--conv %s: expected auto, direct, fft or winograd", v);
         o->conv = (enum vox_nn_conv_algo)k;
     } else if (strcmp(a, "--dtype") == 0) {
         if (!vox_dtype_parse(v, &o->dtype) || (o->dtype != VOX_F32 && o->dtype != VOX_U8))
@@ -199,9 +201,10 @@ static const char *source_str(enum vox_nn_algo_source s)
 }
 
 /* Per layer: algorithm and its source, output shape, FLOPs, bytes, a time predicted from the
- * measured peak (JIT convs at 80 % of it, FFT convs' transforms and products at 10 %) and
- * 10 GB/s for the bytes the layer moves, and the measured times of both algorithms where the
- * planner timed them (scaled to the whole layer). */
+ * measured peak (JIT convs and Winograd's products at 80 % of it, its transforms' floats at
+ * 5 %, FFT convs' transforms and products at 10 %) and 10 GB/s for the bytes the layer moves,
+ * and the measured times of the algorithms the planner timed (scaled to the whole layer; "-"
+ * for one it did not time). */
 static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const struct vox_nn_fast *f,
                        const struct vox_nn_tune *tune)
 {
@@ -210,7 +213,7 @@ static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const str
         peak.gflops_all = 50;
     const struct vox_nn_dims *d = vox_nn_fast_dims(f);
     printf("%-12s %-10s %-8s %-8s %-20s %10s %9s %9s  %s\n", "layer", "type", "algo", "from",
-           "output (c,z,y,x)", "MFLOP", "MB", "pred ms", "measured ms (direct/fft)");
+           "output (c,z,y,x)", "MFLOP", "MB", "pred ms", "measured ms (direct/fft/winograd)");
     double total = 0, total_s = 0;
     for (int i = 0; i < net->n_layers; i++) {
         const int64_t *s = d[i].shape;
@@ -221,13 +224,19 @@ static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const str
                  (long long)s[1], (long long)s[2], (long long)s[3]);
         struct vox_nn_fast_layer li;
         vox_nn_fast_layer_info(f, i, &li);
-        bool fft = strcmp(li.algo, "fft") == 0;
-        double eff = li.jit ? 0.8 : fft ? 0.1 : 0.05;
+        bool fft = strcmp(li.algo, "fft") == 0, wino = strcmp(li.algo, "winograd") == 0;
+        double eff = li.jit || wino ? 0.8 : fft ? 0.1 : 0.05;
         double t = li.work / (eff * peak.gflops_all * 1e9) + li.bytes / 10e9;
         total += li.flops;
         total_s += t;
-        if (li.ms_direct > 0)
-            snprintf(meas, sizeof meas, "%.3f/%.3f", li.ms_direct, li.ms_fft);
+        const double ms[3] = {li.ms_direct, li.ms_fft, li.ms_wino};
+        for (int a = 0; a < 3 && ms[0] + ms[1] + ms[2] > 0; a++) {
+            size_t used = strlen(meas);
+            if (ms[a] > 0)
+                snprintf(meas + used, sizeof meas - used, "%s%.3f", a ? "/" : "", ms[a]);
+            else
+                snprintf(meas + used, sizeof meas - used, "%s-", a ? "/" : "");
+        }
         printf("%-12s %-10s %-8s %-8s %-20s %10.1f %9.2f %9.3f  %s\n", net->layers[i].name,
                vox_nn_kind_str(net->layers[i].kind), li.algo, source_str(li.source), shape,
                li.flops / 1e6, li.bytes / 1e6, t * 1e3, meas);

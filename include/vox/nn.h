@@ -346,13 +346,20 @@ double vox_nn_layer_flops(const struct vox_net *net, const struct vox_nn_dims *d
 struct vox_nn_fast;
 
 /* How convolutions run: by the cost model (FFT for large kernels where it is cheaper and its
- * cached kernel spectra are not too large), always direct (JIT nest), or FFT wherever it can
- * (convs; deconvs stay direct). */
-enum vox_nn_conv_algo { VOX_NN_CONV_AUTO, VOX_NN_CONV_DIRECT, VOX_NN_CONV_FFT };
+ * cached kernel spectra are not too large, Winograd F(2,3) for 3x3x3 / 1x3x3 kernels where it
+ * is cheaper), always direct (JIT nest), FFT wherever it can (convs; deconvs stay direct), or
+ * Winograd wherever it can (convs of dilation 1 with kernel extents 1 or 3, two 3s at least;
+ * the rest stay direct). */
+enum vox_nn_conv_algo {
+    VOX_NN_CONV_AUTO,
+    VOX_NN_CONV_DIRECT,
+    VOX_NN_CONV_FFT,
+    VOX_NN_CONV_WINOGRAD
+};
 
-/* Measured conv times, cached (src/nn/fast_tune.c): where the cost model's times for direct
- * and FFT lie within 2x of each other, the planner times both on a slab of the layer's real
- * shape and takes the faster. Entries are keyed by (cpu model, ISA, threads, layer shape) and
+/* Measured conv times, cached (src/nn/fast_tune.c): where the cost model's times for direct,
+ * FFT or Winograd lie within 2x of the best, the planner times those on a slab of the layer's
+ * real shape and takes the fastest. Entries are keyed by (cpu model, ISA, threads, layer shape) and
  * kept in memory and in a text file, $XDG_CACHE_HOME/vox/plan-cache.txt (else
  * ~/.cache/vox/plan-cache.txt); VOX_PLAN_CACHE=off keeps them in memory only. A file that
  * cannot be read, parsed or written is ignored (a debug log line), never an error. */
@@ -412,15 +419,17 @@ enum vox_nn_algo_source {
 };
 
 struct vox_nn_fast_layer {
-    const char *algo; /* "pack", "jit", "jit+pad" (same padding), "fft", "interp", "pass",
+    const char *algo; /* "pack", "jit", "jit+pad" (same padding), "fft", "winograd", "interp",
+                       * "pass",
                        * "unpack" (an output layer fused into unpacking the result) */
     bool jit;
     int64_t block;    /* channels per block of its tensor */
     double flops;     /* vox_nn_layer_flops */
-    double work;      /* the flops its algorithm performs (FFT: transforms + products) */
+    double work;      /* the flops its algorithm performs (FFT: transforms + products;
+                       * Winograd: the products + the floats its transforms move) */
     double bytes;     /* its inputs and output in the blocked layout */
     enum vox_nn_algo_source source;
-    double ms_direct, ms_fft; /* measured (scaled to the whole layer), else 0 */
+    double ms_direct, ms_fft, ms_wino; /* measured (scaled to the whole layer), else 0 */
 };
 void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
                             struct vox_nn_fast_layer *info_out);

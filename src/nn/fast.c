@@ -17,10 +17,15 @@
  *                 2-core AVX-512 EPYC), and only while the cached kernel spectra and buffers stay
  *                 within 8x the layer's input and output (ZNNi's choice, note znn.md 2.5/7.2,
  *                 by a closed-form model instead of exhaustive measurement);
+ *   3x3x3, 1x3x3  Winograd F(2,3) (fast_wino.c) where the model says it is cheaper: its
+ *                 products' flops at the direct nest's rate plus the floats its transforms
+ *                 move at 5 % of peak (same machine); where two algorithms' model times lie
+ *                 within 2x, a measurement on a slab of the layer decides (fast_tune.c);
  *   the rest      blocked C passes (fast_ops.c); inputs are packed from (1, C, Z, Y, X), outputs
  *                 unpacked into plan-owned (1, C, Z, Y, X) tensors.
  * Max-pooling fragments (mpf, ZNNi) make a tensor's batch N > 1: the passes treat the entries
- * as more channel blocks, the conv nests get an N dimension, FFT convs run entry by entry.
+ * as more channel blocks, the conv nests get an N dimension, FFT convs run entry by entry,
+ * Winograd convs number their tiles over the entries.
  * Buffers: a tensor's buffer is free again once the last layer reading it has run; a new tensor
  * takes the smallest free buffer that fits, else grows the largest free one (as forward.c).
  * The same placement is computed without allocating by vox_nn_fast_estimate, which is what
@@ -29,6 +34,7 @@
 #include "fast.h"
 
 #include <limits.h>
+#include <math.h>
 #include <string.h>
 
 /* Per layer: how it runs. */
@@ -36,6 +42,7 @@ struct fast_layer {
     struct vox_nn_fast_conv cv;
     struct vox_kernel *kern; /* conv, deconv */
     struct vox_nn_fft *fft;  /* a conv run by FFT instead */
+    struct vox_nn_wino *wino; /* or by Winograd */
     float *wp, *bp;          /* packed weights and bias, owned */
     bool pad;                /* same conv: run on the padded scratch copy */
     int64_t padlo[3];
@@ -45,9 +52,9 @@ struct fast_layer {
 struct layout {
     int64_t *blk;
     int *where;
-    bool *fft;
+    unsigned char *algo; /* per conv: VOX_NN_CONV_DIRECT, _FFT or _WINOGRAD */
     enum vox_nn_algo_source *src;
-    double (*ms)[2]; /* measured direct, FFT ms (0: not measured) */
+    double (*ms)[VOX_NN_ALGOS]; /* measured direct, FFT, Winograd ms (0: not measured) */
     size_t *buf_bytes;
     int n_buf;
     int64_t scratch_elems;
@@ -81,7 +88,7 @@ static void layout_free(struct vox_ctx *ctx, struct layout *l)
 {
     vox_free(ctx, l->blk);
     vox_free(ctx, l->where);
-    vox_free(ctx, l->fft);
+    vox_free(ctx, l->algo);
     vox_free(ctx, l->src);
     vox_free(ctx, l->ms);
     vox_free(ctx, l->buf_bytes);
@@ -160,7 +167,12 @@ static int64_t conv_desc(const struct vox_net *net, const struct vox_nn_dims *di
     return vox_nn_fast_pack_elems(cv);
 }
 
-void vox_nn_conv_model(const struct vox_nn_fast_conv *cv, double *direct_out, double *fft_out)
+/* Winograd's products run at about the direct nest's rate (they are the same kind of nest);
+ * its transforms are memory-bound passes over cache-resident blocks (floats per second,
+ * relative to the direct nest's flops per second), measured on a 2-core AVX-512 EPYC. */
+static const double WINO_GEMM_RATE = 0.35, WINO_TR_RATE = 0.05;
+
+void vox_nn_conv_model(const struct vox_nn_fast_conv *cv, double t_out[VOX_NN_ALGOS])
 {
     double vol = (double)(cv->out[0] * cv->out[1] * cv->out[2]);
     double direct = 2.0 * (double)(cdiv(cv->cout, cv->b) * cv->b * cv->cin) *
@@ -168,75 +180,99 @@ void vox_nn_conv_model(const struct vox_nn_fast_conv *cv, double *direct_out, do
     int64_t n = cv->in[0] * cv->in[1] * cv->in[2];
     double products = 8.0 * (double)(cv->cin * cv->cout) * (double)(n / 2 + 1);
     double transforms = vox_nn_fft_flops(cv) - products;
-    *direct_out = direct / 0.35;
-    *fft_out = transforms / 0.10 + products / 8.0 * 8.0 * 60.0; /* 8 bytes per product */
+    t_out[0] = direct / 0.35;
+    t_out[1] = transforms / 0.10 + products / 8.0 * 8.0 * 60.0; /* 8 bytes per product */
+    t_out[2] = HUGE_VAL;
+    if (cv->b && vox_nn_wino_ok(cv)) {
+        double tr, gemm = vox_nn_wino_flops(cv, &tr);
+        t_out[2] = gemm / WINO_GEMM_RATE + tr / WINO_TR_RATE;
+    }
 }
 
-/* How the planner decides a conv (see the file comment): forced, or the model where its times
- * differ by more than MEASURE_BAND or FFT would hold too much, else a measurement decides. */
+/* How the planner decides a conv (see the file comment): forced, or the model where the best
+ * time is more than MEASURE_BAND times below the others' (FFT: only while it would not hold
+ * too much), else a measurement decides among the algorithms within the band. */
 enum { MEASURE_BAND = 2 };
 
 struct choice {
-    bool fft_ok;  /* FFT's cached spectra and buffers within 8x the activations */
-    bool model_fft, undecided;
+    int model;     /* the model's pick, an index: 0 direct, 1 FFT, 2 Winograd */
+    unsigned mask; /* the algorithms to measure (bit i: index i); 0: none */
 };
 
-static struct choice conv_choice(const struct vox_nn_fast_conv *cv, enum vox_nn_conv_algo algo,
-                                 int threads)
+static struct choice conv_choice(const struct vox_nn_fast_conv *cv, int threads)
 {
     struct choice c = {0};
-    double direct, fft;
-    vox_nn_conv_model(cv, &direct, &fft);
+    double t[VOX_NN_ALGOS];
+    vox_nn_conv_model(cv, t);
     int64_t n = cv->in[0] * cv->in[1] * cv->in[2];
     double act = (double)((cdiv(cv->cin, cv->bin) * cv->bin + cdiv(cv->cout, cv->b) * cv->b) *
                           n) * sizeof(float);
-    c.fft_ok = (double)vox_nn_fft_bytes(cv, threads) <= 8.0 * act;
-    c.model_fft = c.fft_ok && fft < direct;
-    c.undecided = algo == VOX_NN_CONV_AUTO && c.fft_ok && fft < MEASURE_BAND * direct &&
-                  direct < MEASURE_BAND * fft;
+    if ((double)vox_nn_fft_bytes(cv, threads) > 8.0 * act)
+        t[1] = HUGE_VAL; /* FFT's cached spectra and buffers within 8x the activations */
+    for (int a = 1; a < VOX_NN_ALGOS; a++)
+        if (t[a] < t[c.model])
+            c.model = a;
+    for (int a = 0; a < VOX_NN_ALGOS; a++)
+        if (t[a] < MEASURE_BAND * t[c.model])
+            c.mask |= 1u << a;
+    if ((c.mask & (c.mask - 1)) == 0)
+        c.mask = 0;
     return c;
 }
 
-/* Sets lay->fft[i] and its source for conv layer i; with a tune, measures undecided layers;
- * *both: the estimate should hold either algorithm's memory. */
+/* Sets lay->algo[i] and its source for conv layer i; with a tune, measures undecided layers;
+ * *both: the algorithms (bit i: index i) whose memory the estimate should hold, besides the
+ * chosen one. */
 static enum vox_status pick_algo(struct vox_ctx *ctx, const struct vox_nn_layer *l,
                                  const struct vox_nn_fast_conv *cv, enum vox_nn_conv_algo algo,
-                                 struct vox_nn_tune *tune, struct layout *lay, int i, bool *both)
+                                 struct vox_nn_tune *tune, struct layout *lay, int i,
+                                 unsigned *both)
 {
     int threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
-    *both = false;
+    *both = 0;
     if (l->kind != VOX_NN_CONV) {
         lay->src[i] = l->kind == VOX_NN_DECONV ? VOX_NN_ALGO_MODEL : VOX_NN_ALGO_NONE;
         return VOX_OK;
     }
     if (algo != VOX_NN_CONV_AUTO) {
-        lay->fft[i] = algo == VOX_NN_CONV_FFT;
+        bool wino = algo == VOX_NN_CONV_WINOGRAD;
+        lay->algo[i] = (unsigned char)(wino && !vox_nn_wino_ok(cv) ? VOX_NN_CONV_DIRECT : algo);
         lay->src[i] = VOX_NN_ALGO_FORCED;
         return VOX_OK;
     }
-    struct choice c = conv_choice(cv, algo, threads);
-    lay->fft[i] = c.model_fft;
+    struct choice c = conv_choice(cv, threads);
+    lay->algo[i] = (unsigned char)(VOX_NN_CONV_DIRECT + c.model);
     lay->src[i] = VOX_NN_ALGO_MODEL;
-    *both = c.undecided;
-    if (!c.undecided || !tune || vox_ctx_cpu(ctx)->isa == VOX_ISA_REF)
+    *both = c.mask;
+    if (!c.mask || !tune || vox_ctx_cpu(ctx)->isa == VOX_ISA_REF)
         return VOX_OK; /* the interpreter is no JIT nest to time */
     int64_t padlo[3];
     for (int a = 0; a < 3; a++)
         padlo[a] = l->same ? (l->kernel[a] - 1) * l->dilation[a] / 2 : 0;
-    enum vox_status s = vox_nn_tune_times(tune, ctx, cv, padlo, lay->ms[i], &lay->src[i]);
+    enum vox_status s =
+        vox_nn_tune_times(tune, ctx, cv, padlo, c.mask, lay->ms[i], &lay->src[i]);
     if (s != VOX_OK)
         return s;
-    lay->fft[i] = lay->ms[i][1] < lay->ms[i][0];
+    int best = -1;
+    for (int a = 0; a < VOX_NN_ALGOS; a++)
+        if ((c.mask >> a & 1) && (best < 0 || lay->ms[i][a] < lay->ms[i][best]))
+            best = a;
+    lay->algo[i] = (unsigned char)(VOX_NN_CONV_DIRECT + best);
     return VOX_OK;
 }
 
-/* Adds conv layer i's weights (or spectra) and scratch for the chosen algorithm, or for both. */
+/* Adds conv layer i's weights (or spectra, or transformed weights) and scratch for the
+ * algorithms in mask (bit i: index i): the most any of them holds. */
 static void count_conv(const struct vox_nn_layer *l, const struct vox_nn_fast_conv *cv,
-                       int64_t wn, int threads, bool fft, bool direct, struct layout *lay)
+                       int64_t wn, int threads, unsigned mask, struct layout *lay)
 {
-    size_t wd = (size_t)(wn + cdiv(cv->cout, cv->b ? cv->b : 1) * cv->b) * sizeof(float);
-    size_t wf = fft ? vox_nn_fft_bytes(cv, threads) : 0;
-    lay->weight_bytes += direct && wd > wf ? wd : wf;
+    bool direct = mask & 1;
+    size_t wd =
+        direct ? (size_t)(wn + cdiv(cv->cout, cv->b ? cv->b : 1) * cv->b) * sizeof(float) : 0;
+    size_t wf = mask & 2 ? vox_nn_fft_bytes(cv, threads) : 0;
+    size_t ww = mask & 4 ? vox_nn_wino_bytes(cv, threads) : 0;
+    wd = wd > wf ? wd : wf;
+    lay->weight_bytes += wd > ww ? wd : ww;
     if (l->kind == VOX_NN_CONV && l->same && direct) {
         int64_t e = cv->n * cdiv(cv->cin, cv->bin) * cv->bin * cv->in[0] * cv->in[1] * cv->in[2];
         lay->scratch_elems = e > lay->scratch_elems ? e : lay->scratch_elems;
@@ -254,12 +290,12 @@ static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *ne
     int *free_after = vox_alloc(ctx, (size_t)n * sizeof *free_after);
     lay->blk = vox_alloc(ctx, (size_t)n * sizeof *lay->blk);
     lay->where = vox_alloc(ctx, (size_t)n * sizeof *lay->where);
-    lay->fft = vox_calloc(ctx, (size_t)n, sizeof *lay->fft);
+    lay->algo = vox_calloc(ctx, (size_t)n, sizeof *lay->algo);
     lay->buf_bytes = vox_calloc(ctx, (size_t)n, sizeof *lay->buf_bytes);
     lay->src = vox_calloc(ctx, (size_t)n, sizeof *lay->src);
     lay->ms = vox_calloc(ctx, (size_t)n, sizeof *lay->ms);
     enum vox_status s = VOX_OUT_OF_MEMORY;
-    if (!last || !free_after || !lay->blk || !lay->where || !lay->fft || !lay->buf_bytes ||
+    if (!last || !free_after || !lay->blk || !lay->where || !lay->algo || !lay->buf_bytes ||
         !lay->src || !lay->ms)
         goto done;
     for (int i = 0; i < n; i++) {
@@ -278,11 +314,12 @@ static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *ne
         struct vox_nn_fast_conv cv;
         int64_t wn = conv_desc(net, dims, lay, i, &cv);
         int threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
-        bool both;
+        unsigned both;
         if ((s = pick_algo(ctx, l, &cv, algo, tune, lay, i, &both)) != VOX_OK)
             goto done;
         s = VOX_OUT_OF_MEMORY;
-        count_conv(l, &cv, wn, threads, lay->fft[i] || both, !lay->fft[i] || both, lay);
+        int chosen = lay->algo[i] ? lay->algo[i] - VOX_NN_CONV_DIRECT : 0;
+        count_conv(l, &cv, wn, threads, both | 1u << chosen, lay);
         if (l->kind == VOX_NN_OUTPUT)
             lay->out_bytes += (size_t)(dims[i].shape[0] * dims[i].shape[1] * dims[i].shape[2] *
                                        dims[i].shape[3]) * sizeof(float);
@@ -336,6 +373,7 @@ void vox_nn_fast_destroy(struct vox_nn_fast *f)
     for (int i = 0; f->fl && i < f->net->n_layers; i++) {
         vox_kernel_destroy(f->fl[i].kern);
         vox_nn_fft_destroy(ctx, f->fl[i].fft);
+        vox_nn_wino_destroy(ctx, f->fl[i].wino);
         vox_free(ctx, f->fl[i].wp);
         vox_free(ctx, f->fl[i].bp);
     }
@@ -365,9 +403,12 @@ static enum vox_status prepare_conv(struct vox_nn_fast *f, const struct vox_nn_p
     fl->pad = l->kind == VOX_NN_CONV && l->same;
     for (int a = 0; a < 3; a++)
         fl->padlo[a] = fl->pad ? (l->kernel[a] - 1) * l->dilation[a] / 2 : 0;
-    if (f->lay.fft[i]) {
-        enum vox_status s = vox_nn_fft_create(ctx, &fl->cv, fl->padlo, w->data,
-                                              b ? b->data : NULL, &fl->fft);
+    if (f->lay.algo[i] == VOX_NN_CONV_FFT || f->lay.algo[i] == VOX_NN_CONV_WINOGRAD) {
+        const float *bd = b ? b->data : NULL;
+        enum vox_status s =
+            f->lay.algo[i] == VOX_NN_CONV_FFT
+                ? vox_nn_fft_create(ctx, &fl->cv, fl->padlo, w->data, bd, &fl->fft)
+                : vox_nn_wino_create(ctx, &fl->cv, fl->padlo, w->data, bd, &fl->wino);
         if (s != VOX_OK)
             vox_ctx_error_prefix(ctx, "layer '%s'", l->name);
         return s;
@@ -482,6 +523,10 @@ static void run_conv(struct vox_nn_fast *f, int i, struct vox_pool *pool)
     struct fast_layer *fl = &f->fl[i];
     const struct vox_nn_bt *in = &f->t[f->net->layers[i].in[0]];
     const float *src = in->data;
+    if (fl->wino) {
+        vox_nn_wino_run(fl->wino, pool, in, &f->t[i]);
+        return;
+    }
     if (fl->fft) {
         for (int64_t e = 0; e < in->n; e++) {
             const struct vox_nn_bt ie = vox_nn_bt_entry(in, e);
@@ -614,11 +659,17 @@ void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
     }
     if (fl->fft)
         info.algo = "fft";
+    if (fl->wino)
+        info.algo = "winograd";
     info.source = f->lay.src[layer];
     info.ms_direct = f->lay.ms[layer][0];
     info.ms_fft = f->lay.ms[layer][1];
+    info.ms_wino = f->lay.ms[layer][2];
     info.flops = vox_nn_layer_flops(f->net, f->dims, layer);
-    info.work = fl->fft ? (double)fl->cv.n * vox_nn_fft_flops(&fl->cv) : info.flops;
+    double tr = 0, gemm = fl->wino ? vox_nn_wino_flops(&fl->cv, &tr) : 0;
+    info.work = fl->fft ? (double)fl->cv.n * vox_nn_fft_flops(&fl->cv)
+                : fl->wino ? gemm + tr
+                           : info.flops;
     info.bytes = (double)bt_bytes(&f->dims[layer], f->lay.blk[layer]);
     for (int k = 0; k < l->n_in; k++)
         info.bytes += (double)bt_bytes(&f->dims[l->in[k]], f->lay.blk[l->in[k]]);

@@ -78,15 +78,43 @@ void vox_nn_fft_destroy(struct vox_ctx *ctx, struct vox_nn_fft *f);
 void vox_nn_fft_run(struct vox_nn_fft *f, struct vox_pool *pool, const struct vox_nn_bt *in,
                     struct vox_nn_bt *out);
 
+/* ---- Winograd convolution F(2,3) per axis (fast_wino.c) ---- */
+
+struct vox_nn_wino;
+/* A conv it applies to: dilation 1, every kernel extent 1 or 3, at least two of them 3. */
+bool vox_nn_wino_ok(const struct vox_nn_fast_conv *c);
+/* Work: returns the flops of the products of the transformed tiles (output lanes padded to
+ * the block), *transforms_out the floats the transforms read and write; and the bytes held
+ * with `threads` workers (transformed weights, per-thread blocks). The planner's cost model. */
+double vox_nn_wino_flops(const struct vox_nn_fast_conv *c, double *transforms_out);
+size_t vox_nn_wino_bytes(const struct vox_nn_fast_conv *c, int threads);
+/* A conv with vox_nn_wino_ok, c->b the context ISA's lanes, PyTorch weights w (out, in, k..)
+ * and bias (NULL: zeros); the input tensor sits at padlo inside the extent c->in (same
+ * padding; 0 for valid). Transforms the weights and compiles the products' nest. */
+enum vox_status vox_nn_wino_create(struct vox_ctx *ctx, const struct vox_nn_fast_conv *c,
+                                   const int64_t padlo[3], const float *w, const float *bias,
+                                   struct vox_nn_wino **wino_out);
+void vox_nn_wino_destroy(struct vox_ctx *ctx, struct vox_nn_wino *f);
+/* out = act(conv(in) + bias) for every batch entry (in->n == c->n); pool may be NULL.
+ * Bitwise identical for any thread count. */
+void vox_nn_wino_run(struct vox_nn_wino *f, struct vox_pool *pool, const struct vox_nn_bt *in,
+                     struct vox_nn_bt *out);
+
 /* ---- the planner's conv algorithm: cost model (fast.c), measurement and cache (fast_tune.c) */
 
-/* The cost model's times of the direct nest and the FFT, in seconds at 1 flop/s (relative). */
-void vox_nn_conv_model(const struct vox_nn_fast_conv *c, double *direct_out, double *fft_out);
-/* The whole layer's times in ms, [0] direct and [1] FFT, from t's cache or else timed on a
- * slab of c (padlo: the same padding, 0 for valid); *source_out is CACHED or MEASURED. */
+/* The conv algorithms, as indices: 0 direct, 1 FFT, 2 Winograd (VOX_NN_CONV_DIRECT + index). */
+#define VOX_NN_ALGOS 3
+
+/* The cost model's times of the direct nest, the FFT and Winograd (HUGE_VAL where it does not
+ * apply), in seconds at 1 flop/s (relative). */
+void vox_nn_conv_model(const struct vox_nn_fast_conv *c, double t_out[VOX_NN_ALGOS]);
+/* The whole layer's times in ms of the algorithms in mask (bit i: index i; 0 for the others),
+ * from t's cache or else timed on a slab of c (padlo: the same padding, 0 for valid);
+ * *source_out is CACHED or MEASURED. */
 enum vox_status vox_nn_tune_times(struct vox_nn_tune *t, struct vox_ctx *ctx,
                                   const struct vox_nn_fast_conv *c, const int64_t padlo[3],
-                                  double ms_out[2], enum vox_nn_algo_source *source_out);
+                                  unsigned mask, double ms_out[VOX_NN_ALGOS],
+                                  enum vox_nn_algo_source *source_out);
 
 /* ---- blocked passes (fast_ops.c); pool may be NULL; results do not depend on threads ---- */
 

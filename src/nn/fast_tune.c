@@ -1,23 +1,27 @@
 /*
  * fast_tune.c: the quick measurement that checks the planner's cost model for a convolution
- * (direct JIT nest or FFT), and the cache of its results in memory and on disk.
+ * (direct JIT nest, FFT or Winograd), and the cache of its results in memory and on disk.
  *
  * Key idea (FFTW's planner, ZNNi's per-layer choice, reference note znn.md 2.5/7.2, made
- * cheap): the closed-form model in fast.c is trusted where its two times lie more than 2x
- * apart; in between it is too coarse (memory-bound spectrum products, cache effects), so both
- * algorithms run on the layer's real shape cut to a slab (the output extent along z, then y,
+ * cheap): the closed-form model in fast.c is trusted where its best time lies more than 2x
+ * below the others; in between it is too coarse (memory-bound spectrum products, transforms,
+ * cache effects), so the algorithms within 2x of the best run on the layer's real shape cut to a
+ * slab (the output extent along z, then y,
  * halved until the direct nest's flops are under SLAB_FLOPS): one warm-up run, then the best
  * of up to RUNS runs, fewer when a run is slow. Each slab time is scaled to the whole layer by
  * that algorithm's own model (t_layer = t_slab * model(layer) / model(slab)), which corrects
  * for the FFT's overlap on a thin slab. The data are synthetic: timing does not depend on it.
  *
  * Cache: entries keyed by "cpu model|ISA|threads|n,cin,cout,bin,b|kernel|padded input|output|
- * dilation|padding" with the two scaled times in ms. A tune object loads the text file
- * $XDG_CACHE_HOME/vox/plan-cache.txt (else ~/.cache/vox/plan-cache.txt) once, answers from
- * memory, and rewrites the file (temporary name, then rename) after each new measurement.
- * VOX_PLAN_CACHE=off keeps entries in memory only. A file that cannot be read, parsed or
- * written is ignored with a debug log line: the cache only saves time, it never fails a plan.
- * Lines: "# vox plan cache 1", then "<key> <direct ms> <fft ms>".
+ * dilation|padding" with the three scaled times in ms (0: not measured). A tune object loads
+ * the text file $XDG_CACHE_HOME/vox/plan-cache.txt (else ~/.cache/vox/plan-cache.txt) once,
+ * answers from memory, and rewrites the file (temporary name, then rename) after each new
+ * measurement. VOX_PLAN_CACHE=off keeps entries in memory only. A file that cannot be read,
+ * parsed or written is ignored with a debug log line: the cache only saves time, it never
+ * fails a plan.
+ * Lines: "# vox plan cache 2", then "<key> <direct ms> <fft ms> <winograd ms>"; a file of
+ * another version is ignored (and replaced on the next save). A cached entry that lacks one of
+ * the algorithms asked for is measured again.
  */
 #include "fast.h"
 
@@ -32,11 +36,11 @@
 enum { KEY_LEN = 320, PATH_LEN = 1024, RUNS = 3 };
 static const double SLAB_FLOPS = 1.5e8; /* about 10 ms for the direct nest on 2 cores */
 static const double SLOW_RUN_S = 0.05;  /* a slower warm-up: one timed run is enough */
-static const char HEADER[] = "# vox plan cache 1";
+static const char HEADER[] = "# vox plan cache 2";
 
 struct tune_entry {
     char key[KEY_LEN];
-    double ms[2];
+    double ms[VOX_NN_ALGOS];
 };
 
 struct vox_nn_tune {
@@ -52,8 +56,15 @@ static int64_t cdiv(int64_t a, int64_t b)
     return (a + b - 1) / b;
 }
 
-static enum vox_status entry_add(struct vox_nn_tune *t, const char *key, const double ms[2])
+/* Adds the entry, or replaces the one of the same key. */
+static enum vox_status entry_add(struct vox_nn_tune *t, const char *key,
+                                 const double ms[VOX_NN_ALGOS])
 {
+    for (int64_t k = 0; k < t->n; k++)
+        if (strcmp(t->e[k].key, key) == 0) {
+            memcpy(t->e[k].ms, ms, sizeof t->e[k].ms);
+            return VOX_OK;
+        }
     if (t->n == t->cap) {
         int64_t cap = t->cap ? 2 * t->cap : 16;
         struct tune_entry *e =
@@ -64,8 +75,7 @@ static enum vox_status entry_add(struct vox_nn_tune *t, const char *key, const d
         t->cap = cap;
     }
     snprintf(t->e[t->n].key, KEY_LEN, "%s", key);
-    t->e[t->n].ms[0] = ms[0];
-    t->e[t->n].ms[1] = ms[1];
+    memcpy(t->e[t->n].ms, ms, sizeof t->e[t->n].ms);
     t->n++;
     return VOX_OK;
 }
@@ -79,14 +89,16 @@ static enum vox_status load(struct vox_nn_tune *t)
         return VOX_OK;
     }
     char line[KEY_LEN + 128], key[KEY_LEN];
-    bool ok = fgets(line, sizeof line, fp) && strncmp(line, HEADER, sizeof HEADER - 1) == 0;
+    bool ok = fgets(line, sizeof line, fp) && strncmp(line, HEADER, sizeof HEADER - 1) == 0 &&
+              line[sizeof HEADER - 1] == '\n';
     enum vox_status s = VOX_OK;
     while (ok && s == VOX_OK && fgets(line, sizeof line, fp)) {
-        double ms[2];
+        double ms[VOX_NN_ALGOS];
         char end;
         ok = strchr(line, '\n') &&
-             sscanf(line, "%319s %lf %lf %c", key, &ms[0], &ms[1], &end) == 3 && isfinite(ms[0]) &&
-             isfinite(ms[1]) && ms[0] > 0 && ms[1] > 0;
+             sscanf(line, "%319s %lf %lf %lf %c", key, &ms[0], &ms[1], &ms[2], &end) == 4;
+        for (int a = 0; ok && a < VOX_NN_ALGOS; a++)
+            ok = isfinite(ms[a]) && ms[a] >= 0;
         if (ok)
             s = entry_add(t, key, ms);
     }
@@ -115,7 +127,8 @@ static void save(struct vox_nn_tune *t)
     FILE *fp = fopen(tmp, "w");
     bool ok = fp && fprintf(fp, "%s\n", HEADER) > 0;
     for (int64_t k = 0; ok && k < t->n; k++)
-        ok = fprintf(fp, "%s %.6g %.6g\n", t->e[k].key, t->e[k].ms[0], t->e[k].ms[1]) > 0;
+        ok = fprintf(fp, "%s %.6g %.6g %.6g\n", t->e[k].key, t->e[k].ms[0], t->e[k].ms[1],
+                     t->e[k].ms[2]) > 0;
     if (fp && fclose(fp) != 0)
         ok = false;
     if (ok && rename(tmp, t->path) == 0)
@@ -198,9 +211,9 @@ static struct vox_nn_fast_conv slab_of(const struct vox_nn_fast_conv *c)
     s.n = 1;
     for (int a = 0; a < 2; a++)
         while (s.out[a] > 1) {
-            double direct, fft;
-            vox_nn_conv_model(&s, &direct, &fft);
-            if (direct * 0.35 <= SLAB_FLOPS)
+            double m[VOX_NN_ALGOS];
+            vox_nn_conv_model(&s, m);
+            if (m[0] * 0.35 <= SLAB_FLOPS)
                 break;
             s.out[a] = (s.out[a] + 1) / 2;
             s.in[a] = s.out[a] + (c->in[a] - c->out[a]);
@@ -227,6 +240,7 @@ struct timed {
     struct vox_pool *pool;
     struct vox_kernel *kern;
     struct vox_nn_fft *fft;
+    struct vox_nn_wino *wino;
     struct vox_nn_bt in, pad, out;
     const float *wp, *bp;
     const int64_t *lo;
@@ -248,9 +262,16 @@ static void run_fft(void *arg)
     vox_nn_fft_run(t->fft, t->pool, &t->in, &t->out);
 }
 
-/* Times both algorithms on the slab s: ms[0] direct, ms[1] FFT, in seconds. */
+static void run_wino(void *arg)
+{
+    struct timed *t = arg;
+    vox_nn_wino_run(t->wino, t->pool, &t->in, &t->out);
+}
+
+/* Times the algorithms in mask on the slab s: sec[0] direct, [1] FFT, [2] Winograd, in seconds
+ * (0 for the others). */
 static enum vox_status time_slab(struct vox_ctx *ctx, const struct vox_nn_fast_conv *s,
-                                 const int64_t lo[3], double sec[2])
+                                 const int64_t lo[3], unsigned mask, double sec[VOX_NN_ALGOS])
 {
     struct timed t = {.pool = vox_ctx_pool(ctx), .lo = lo, .same = lo[0] + lo[1] + lo[2] > 0};
     int64_t taps = s->k[0] * s->k[1] * s->k[2], wn = s->cout * s->cin * taps;
@@ -281,13 +302,21 @@ static enum vox_status time_slab(struct vox_ctx *ctx, const struct vox_nn_fast_c
         goto done;
     t.wp = wp;
     t.bp = bp;
-    sec[0] = best_time(run_direct, &t);
-    if ((st = vox_nn_fft_create(ctx, s, lo, w, NULL, &t.fft)) != VOX_OK)
+    memset(sec, 0, VOX_NN_ALGOS * sizeof *sec);
+    if (mask & 1)
+        sec[0] = best_time(run_direct, &t);
+    if ((mask & 2) && (st = vox_nn_fft_create(ctx, s, lo, w, NULL, &t.fft)) != VOX_OK)
         goto done;
-    sec[1] = best_time(run_fft, &t);
+    if (mask & 2)
+        sec[1] = best_time(run_fft, &t);
+    if ((mask & 4) && (st = vox_nn_wino_create(ctx, s, lo, w, NULL, &t.wino)) != VOX_OK)
+        goto done;
+    if (mask & 4)
+        sec[2] = best_time(run_wino, &t);
 done:
     vox_kernel_destroy(t.kern);
     vox_nn_fft_destroy(ctx, t.fft);
+    vox_nn_wino_destroy(ctx, t.wino);
     vox_free(ctx, w);
     vox_free(ctx, wp);
     vox_free(ctx, bp);
@@ -297,33 +326,49 @@ done:
     return st;
 }
 
+/* The cached entry of key if it has every algorithm of mask, else NULL. */
+static const struct tune_entry *lookup(const struct vox_nn_tune *t, const char *key,
+                                       unsigned mask)
+{
+    for (int64_t k = 0; k < t->n; k++)
+        if (strcmp(t->e[k].key, key) == 0) {
+            for (int a = 0; a < VOX_NN_ALGOS; a++)
+                if ((mask >> a & 1) && !(t->e[k].ms[a] > 0))
+                    return NULL;
+            return &t->e[k];
+        }
+    return NULL;
+}
+
 enum vox_status vox_nn_tune_times(struct vox_nn_tune *t, struct vox_ctx *ctx,
                                   const struct vox_nn_fast_conv *c, const int64_t padlo[3],
-                                  double ms_out[2], enum vox_nn_algo_source *source_out)
+                                  unsigned mask, double ms_out[VOX_NN_ALGOS],
+                                  enum vox_nn_algo_source *source_out)
 {
     char key[KEY_LEN];
     make_key(ctx, c, padlo, key);
-    for (int64_t k = 0; k < t->n; k++)
-        if (strcmp(t->e[k].key, key) == 0) {
-            ms_out[0] = t->e[k].ms[0];
-            ms_out[1] = t->e[k].ms[1];
-            *source_out = VOX_NN_ALGO_CACHED;
-            t->hits++;
-            return VOX_OK;
-        }
+    const struct tune_entry *e = lookup(t, key, mask);
+    if (e) {
+        for (int a = 0; a < VOX_NN_ALGOS; a++)
+            ms_out[a] = mask >> a & 1 ? e->ms[a] : 0;
+        *source_out = VOX_NN_ALGO_CACHED;
+        t->hits++;
+        return VOX_OK;
+    }
     struct vox_nn_fast_conv s = slab_of(c);
-    double sec[2], full[2], part[2];
-    enum vox_status st = time_slab(ctx, &s, padlo, sec);
+    double sec[VOX_NN_ALGOS], full[VOX_NN_ALGOS], part[VOX_NN_ALGOS];
+    enum vox_status st = time_slab(ctx, &s, padlo, mask, sec);
     if (st != VOX_OK)
         return st;
-    vox_nn_conv_model(c, &full[0], &full[1]);
-    vox_nn_conv_model(&s, &part[0], &part[1]);
-    for (int a = 0; a < 2; a++) /* at least 1 ns: a cached time is never 0 */
-        ms_out[a] = fmax(sec[a] * 1e3 * (double)c->n * full[a] / part[a], 1e-6);
+    vox_nn_conv_model(c, full);
+    vox_nn_conv_model(&s, part);
+    for (int a = 0; a < VOX_NN_ALGOS; a++) /* at least 1 ns: a measured time is never 0 */
+        ms_out[a] =
+            mask >> a & 1 ? fmax(sec[a] * 1e3 * (double)c->n * full[a] / part[a], 1e-6) : 0;
     *source_out = VOX_NN_ALGO_MEASURED;
     t->measured++;
-    vox_log(ctx, VOX_LOG_DEBUG, "plan: measured %s: direct %.3f ms, fft %.3f ms", key, ms_out[0],
-            ms_out[1]);
+    vox_log(ctx, VOX_LOG_DEBUG, "plan: measured %s: direct %.3f ms, fft %.3f ms, winograd %.3f ms",
+            key, ms_out[0], ms_out[1], ms_out[2]);
     if ((st = entry_add(t, key, ms_out)) != VOX_OK)
         return st;
     if (t->path[0])

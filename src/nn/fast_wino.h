@@ -1,0 +1,37 @@
+/*
+ * nn/fast_wino.h: what the Winograd convolution (fast_wino.c) shares with its transform
+ * kernels (fast_wino_tr*.c, one per ISA, from the body in fast_wino_tr.h): the tile geometry
+ * and the table of the two transforms.
+ */
+#ifndef VOX_NN_FAST_WINO_H
+#define VOX_NN_FAST_WINO_H
+
+#include "fast.h"
+
+/* Per axis (z, y, x): output tile m (2 for a kernel extent 3, else 1), input tile al = m + k - 1
+ * (4 or 1), tiles nt = ceil(out / m), padding lo. P = al[0] * al[1] * al[2] positions.
+ * A block holds T tiles: V is [T][P][cin] (input lanes not padded), M is [T][P][cop] with
+ * cop = the output channels padded to the block b; U is [P][cin][cop]. */
+struct vox_nn_wino_geom {
+    int64_t m[3], al[3], nt[3], lo[3];
+    int64_t P, T, cin, cop, b;
+    int64_t tv, tm; /* floats per tile in V and M: P * cin, P * cop rounded up to 64 bytes, plus
+                     * 64 bytes (tiles 4 KiB apart would share the L1's sets) */
+    enum vox_nn_act act;
+    const float *bias; /* cop floats, 0 past cout */
+};
+
+/* The transforms of tiles g0 .. g0 + count - 1 (numbered over batch entry, z, y, x): input:
+ * V[t][p][ci] = (B^T d B)_p of tile t's input (zeros outside the tensor); output:
+ * out = act(A^T M A + bias) at the valid outputs of each tile. buf: 2 * P * b floats. */
+struct vox_nn_wino_tr {
+    void (*input)(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *in, int64_t g0,
+                  int64_t count, float *v, float *buf);
+    void (*output)(const struct vox_nn_wino_geom *g, const float *mm, int64_t g0, int64_t count,
+                   struct vox_nn_bt *out, float *buf);
+};
+
+/* 8 lanes built for the baseline ISA (VOX_ISA_REF); AVX2 (8 lanes); AVX-512 (16 lanes). */
+extern const struct vox_nn_wino_tr vox_nn_wino_tr_ref, vox_nn_wino_tr_avx2, vox_nn_wino_tr_avx512;
+
+#endif

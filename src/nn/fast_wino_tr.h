@@ -1,0 +1,473 @@
+/*
+ * nn/fast_wino_tr.h: the body of the Winograd F(2,3) tile transforms, compiled once per ISA
+ * (fast_wino_tr.c, fast_wino_tr_avx2.c, fast_wino_tr_avx512.c define WINO_L, the lanes of
+ * the channel block, and WINO_TR, the table's name, then include this file).
+ *
+ * Every value is a vector of the WINO_L channel lanes of one position (GCC vector types, so
+ * each ISA file gets its own vector width without intrinsics). Per axis of input tile 4:
+ *     B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],   A^T = [1 1 1 0; 0 1 -1 -1]
+ * applied along x, then y, then z (Lavin and Gray, "Fast Algorithms for Convolutional
+ * Neural Networks", 2016); axes of tile 1 are left alone. The tile shapes 4x4x4, 1x4x4,
+ * 4x1x4 and 4x4x1 each get their own straight-line copy (constant extents, always inlined).
+ * Interior tiles load straight from the blocked tensor; tiles that cross its border (same
+ * padding, tails) are first gathered with zeros, narrow inputs (fewer lanes than WINO_L) too.
+ * V is [t][p][ci] and M [t][p][co]: a tile's values are contiguous, the stores and loads of
+ * the transforms stream.
+ */
+#include "fast_wino.h"
+
+#include <string.h>
+
+typedef float vf __attribute__((vector_size(4 * WINO_L)));
+typedef int32_t vi __attribute__((vector_size(4 * WINO_L)));
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* Unaligned vector loads and stores (no vector arguments or results: the baseline build of
+ * 8 lanes has no 32-byte registers to pass them in). */
+#define LD(v, p) memcpy(&(v), (p), sizeof(vf))
+#define ST(p, v) memcpy((p), &(v), sizeof(vf))
+
+/* Tile g's batch entry and its tile index per axis. */
+static int64_t decode(const struct vox_nn_wino_geom *g, int64_t t, int64_t idx[3])
+{
+    idx[2] = t % g->nt[2];
+    t /= g->nt[2];
+    idx[1] = t % g->nt[1];
+    t /= g->nt[1];
+    idx[0] = t % g->nt[0];
+    return t / g->nt[0];
+}
+
+/* B^T of the 4 values x[0], x[s], x[2s], x[3s] into y[0], y[t], y[2t], y[3t] (may be x). */
+INLINE void bt4(const vf *x, int s, vf *y, int t)
+{
+    vf d0 = x[0], d1 = x[s], d2 = x[2 * s], d3 = x[3 * s];
+    y[0] = d0 - d2;
+    y[t] = d1 + d2;
+    y[2 * t] = d2 - d1;
+    y[3 * t] = d1 - d3;
+}
+
+/* A^T of the 4 values x[0], x[s], x[2s], x[3s] into y[0], y[t]. */
+INLINE void at4(const vf *x, int s, vf *y, int t)
+{
+    vf x0 = x[0], x1 = x[s], x2 = x[2 * s], x3 = x[3 * s];
+    y[0] = x0 + x1 + x2;
+    y[t] = x1 - x2 - x3;
+}
+
+/* B^T along x and y of one z-slice of a1 x a2 positions (each 4 or 1), read from src (row
+ * stride sy floats, WINO_L floats per position), in registers, into d (vectors at stride 1),
+ * or, where vd is not NULL, straight into V (vd, rows of vs floats). */
+INLINE void bt_slice(const float *src, int64_t sy, vf *d, float *vd, int64_t vs, const int a1,
+                     const int a2)
+{
+    vf r[16];
+#pragma GCC unroll 16
+    for (int b = 0; b < a1; b++)
+#pragma GCC unroll 4
+        for (int c = 0; c < a2; c++)
+            LD(r[b * a2 + c], src + b * sy + c * WINO_L);
+    if (a2 == 4)
+#pragma GCC unroll 4
+        for (int b = 0; b < a1; b++)
+            bt4(r + b * 4, 1, r + b * 4, 1);
+    if (a1 == 4)
+#pragma GCC unroll 4
+        for (int c = 0; c < a2; c++)
+            bt4(r + c, a2, r + c, a2);
+#pragma GCC unroll 16
+    for (int k = 0; k < a1 * a2; k++) {
+        if (vd)
+            ST(vd + k * vs, r[k]);
+        else
+            d[k] = r[k];
+    }
+}
+
+/* B^T along x of the 4 positions of the row at p. */
+INLINE void row_x(const float *p, vf *x)
+{
+    vf d[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+        LD(d[c], p + c * WINO_L);
+    bt4(d, 1, x, 1);
+}
+
+/* Half h of a 4x4 z-slice at p after B^T along x and y: rows y' = 2h, 2h + 1 (8 vectors);
+ * half 0 reads rows 0-2, half 1 rows 1-3. */
+INLINE void slice_half(const float *p, int64_t sy, int h, vf *out)
+{
+    vf ra[4], rb[4], rc[4];
+    row_x(p + h * sy, ra);
+    row_x(p + (h + 1) * sy, rb);
+    row_x(p + (h + 2) * sy, rc);
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        out[c] = h == 0 ? ra[c] - rc[c] : rb[c] - ra[c];
+        out[4 + c] = h == 0 ? rb[c] + rc[c] : ra[c] - rc[c];
+    }
+}
+
+/* The 4x4x4 transform with no intermediate stores (10-15 % faster than through a buffer):
+ * per half of y', the z-slices' halves S0..S3 (8 vectors each, at most three live) give
+ * z' = 0: S0 - S2, 1: S1 + S2, 2: S2 - S1, 3: S1 - S3, stored straight into V (position
+ * p = (z' * 4 + y') * 4 + x', row stride cin). Input rows: 3 of 4 per half, so 6 of 4 loaded. */
+INLINE void input_444(const float *src, int64_t sz, int64_t sy, float *dst, int64_t cin)
+{
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        vf s2[8], sa[8], s1[8];
+        float *o = dst + 8 * h * cin;
+        slice_half(src + 2 * sz, sy, h, s2);
+        slice_half(src, sy, h, sa);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            vf r = sa[j] - s2[j];
+            ST(o + j * cin, r);
+        }
+        slice_half(src + sz, sy, h, s1);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            vf r1 = s1[j] + s2[j], r2 = s2[j] - s1[j];
+            ST(o + (16 + j) * cin, r1);
+            ST(o + (32 + j) * cin, r2);
+        }
+        slice_half(src + 3 * sz, sy, h, sa);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            vf r = s1[j] - sa[j];
+            ST(o + (48 + j) * cin, r);
+        }
+    }
+}
+
+/* Loads the a0 x a1 x a2 input tile at real origin q of channel block src (bin lanes per
+ * position) into w, zeros outside the tensor's extent s. */
+INLINE void gather(const float *src, int64_t bin, const int64_t s[3], const int64_t q[3], vf *w,
+                   const int a0, const int a1, const int a2)
+{
+    const vf zero = {0};
+    for (int a = 0; a < a0; a++)
+        for (int b = 0; b < a1; b++) {
+            int64_t z = q[0] + a, y = q[1] + b;
+            vf *row = w + (a * a1 + b) * a2;
+            bool ok = z >= 0 && z < s[0] && y >= 0 && y < s[1];
+            const float *p = src + ((z * s[1] + y) * s[2] + q[2]) * bin;
+#pragma GCC unroll 4
+            for (int c = 0; c < a2; c++) {
+                int64_t x = q[2] + c;
+                row[c] = zero;
+                if (!ok || x < 0 || x >= s[2])
+                    continue;
+                if (bin == WINO_L) {
+                    LD(row[c], p + c * WINO_L);
+                    continue;
+                }
+                for (int64_t l = 0; l < bin; l++)
+                    row[c][l] = p[c * bin + l];
+            }
+        }
+}
+
+/* Stores the tile's P transformed values w into dst, the [p][ci] of its channel block, as
+ * whole vectors: where the block has fewer than WINO_L channels left the store runs into the
+ * next p's first channels (or, for the last p, the tile's 64-byte slack). Channel block 0,
+ * stored last (input_tr goes down), overwrites that; with fewer than WINO_L channels in all
+ * the stores go up in p, so the next p's store does. */
+INLINE void put_v(const vf *w, float *dst, int64_t cin, const int P)
+{
+#pragma GCC unroll 4
+    for (int p = 0; p < P; p++)
+        ST(dst + p * cin, w[p]);
+}
+
+/* One tile's input transform for channel block cb, into v (the tile's [p][ci]): per z-slice
+ * x and y in registers, then z along the slices. Interior tiles prefetch the positions that
+ * the tile PF_AHEAD tiles further along x reads first (the block's rows are more streams than
+ * the hardware prefetcher follows). */
+enum { PF_AHEAD = 4 };
+
+INLINE void input_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *in, int64_t cb,
+                       const int64_t q[3], int64_t e, float *v, vf *w, const int a0, const int a1,
+                       const int a2)
+{
+    const int64_t bin = in->blk, nb = vox_nn_bt_blocks(in), vol = vox_nn_bt_vol(in);
+    const int64_t *s = in->s, cin = g->cin;
+    const int sl = a1 * a2;
+    bool inside = bin == WINO_L;
+    for (int a = 0; a < 3; a++)
+        inside = inside && q[a] >= 0 && q[a] + g->al[a] <= s[a];
+    const float *src = in->data + (e * nb + cb) * vol * bin;
+    int64_t sz = s[1] * s[2] * WINO_L, sy = s[2] * WINO_L;
+    if (inside) {
+        src += ((q[0] * s[1] + q[1]) * s[2] + q[2]) * WINO_L;
+        const int step = a2 == 4 ? 2 : 1; /* positions a tile advances along x */
+        const int64_t ahead = (a2 - step + PF_AHEAD * step) * WINO_L;
+        if (q[2] + ahead / WINO_L + step <= s[2])
+            for (int a = 0; a < a0; a++)
+                for (int b = 0; b < a1; b++)
+                    for (int c = 0; c < step; c++)
+                        __builtin_prefetch(src + a * sz + b * sy + ahead + c * WINO_L);
+    } else {
+        gather(src, bin, s, q, w, a0, a1, a2);
+        src = (const float *)w;
+        sz = sl * WINO_L;
+        sy = a2 * WINO_L;
+    }
+    float *dst = v + cb * bin;
+    if (a0 == 4 && a1 == 4 && a2 == 4 && cin >= WINO_L) { /* any store order (see put_v) */
+        input_444(src, sz, sy, dst, cin);
+        return;
+    }
+    if (a0 == 1 && cin >= WINO_L) {
+        bt_slice(src, sy, w, dst, cin, a1, a2);
+        return;
+    }
+    for (int a = 0; a < a0; a++)
+        bt_slice(src + a * sz, sy, w + a * sl, NULL, 0, a1, a2);
+    if (a0 == 1 || cin < WINO_L) {
+        if (a0 == 4)
+            for (int k = 0; k < sl; k++)
+                bt4(w + k, sl, w + k, sl);
+        put_v(w, dst, cin, a0 * sl);
+        return;
+    }
+#pragma GCC unroll 4
+    for (int k = 0; k < sl; k++) { /* z, stored straight into V */
+        vf y[4];
+        bt4(w + k, sl, y, 1);
+#pragma GCC unroll 4
+        for (int a = 0; a < 4; a++)
+            ST(dst + (a * sl + k) * cin, y[a]);
+    }
+}
+
+/* Channel block by channel block (fewer streams at a time; the last first, see put_v), tile by
+ * tile. */
+static void input_tr(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *in, int64_t g0,
+                     int64_t count, float *v, float *buf)
+{
+    vf *w = (vf *)buf;
+    const int shape = (g->al[0] == 4) * 4 + (g->al[1] == 4) * 2 + (g->al[2] == 4);
+    for (int64_t cb = vox_nn_bt_blocks(in) - 1; cb >= 0; cb--)
+        for (int64_t t = 0; t < count; t++) {
+            int64_t idx[3], q[3];
+            int64_t e = decode(g, g0 + t, idx);
+            for (int a = 0; a < 3; a++)
+                q[a] = idx[a] * g->m[a] - g->lo[a];
+            float *vt = v + t * g->tv;
+            switch (shape) {
+            case 7:
+                input_tile(g, in, cb, q, e, vt, w, 4, 4, 4);
+                break;
+            case 3:
+                input_tile(g, in, cb, q, e, vt, w, 1, 4, 4);
+                break;
+            case 5:
+                input_tile(g, in, cb, q, e, vt, w, 4, 1, 4);
+                break;
+            default:
+                input_tile(g, in, cb, q, e, vt, w, 4, 4, 1);
+                break;
+            }
+        }
+}
+
+/* x = max(x, c) and min(x, c) (c where x is NaN, as vmaxps / vminps with c second). */
+INLINE void vmax_c(vf *x, float c)
+{
+    const vf k = (vf){0} + c;
+    const vi m = *x > k;
+    *x = (vf)((m & (vi)*x) | (~m & (vi)k));
+}
+
+INLINE void vmin_c(vf *x, float c)
+{
+    const vf k = (vf){0} + c;
+    const vi m = *x < k;
+    *x = (vf)((m & (vi)*x) | (~m & (vi)k));
+}
+
+/* u = expm1(max(u, -87)) (and min(., 87) when upper), the JIT's method (src/loop/
+ * codegen_tile.c emit_expm1): Cody-Waite reduction u = n ln2 + r, 2^n from the rounding's low
+ * bits shifted into the exponent, a degree-8 Taylor polynomial of expm1(r), then
+ * expm1(u) = 2^n expm1(r) + (2^n - 1): within 4e-7 relative of libm. */
+INLINE void vexpm1(vf *u, bool upper)
+{
+    static const float c[7] = {1.0f / 40320, 1.0f / 5040, 1.0f / 720, 1.0f / 120,
+                               1.0f / 24,    1.0f / 6,    0.5f};
+    const float magic = 12582912.0f + 127.0f;
+    vmax_c(u, -87.0f);
+    if (upper)
+        vmin_c(u, 87.0f);
+    vf t = *u * 1.44269504f + magic;
+    vf n = t - magic;
+    vf r = *u - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    vf p2 = (vf)((vi)t << 23);
+    vf o = (vf){0} + c[0];
+    for (int i = 1; i < 7; i++)
+        o = o * r + c[i];
+    o = o * r;
+    o = o * r + r;
+    *u = o * p2 + (p2 - 1.0f);
+}
+
+/* The activation in vector form, as the JIT's post-ops compute it:
+ *   elu(x) = max(x, 0) + expm1(min(x, 0)),  sigmoid(x) = 1 / (2 + expm1(-x)),
+ *   tanh(x) = sign(x) * -e / (2 + e) with e = expm1(-2 |x|). */
+INLINE void act_vec(enum vox_nn_act act, vf *x)
+{
+    const vi sign = (vi){0} + (int32_t)0x80000000u;
+    vf t;
+    switch (act) {
+    case VOX_ACT_RELU:
+        vmax_c(x, 0.0f);
+        break;
+    case VOX_ACT_ELU:
+        t = *x;
+        vmin_c(&t, 0.0f);
+        vmax_c(x, 0.0f);
+        vexpm1(&t, false);
+        *x += t;
+        break;
+    case VOX_ACT_SIGMOID:
+        t = -*x;
+        vexpm1(&t, true);
+        *x = 1.0f / (t + 2.0f);
+        break;
+    case VOX_ACT_TANH:
+        t = (vf)((vi)*x & ~sign) * -2.0f;
+        vexpm1(&t, false);
+        t = t / (t + 2.0f); /* -tanh(|x|) */
+        *x = (vf)((((vi)*x ^ sign) & sign) ^ (vi)t);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Stores act(y + bias) of one output z-slice, m1 x m2 values y, at base (rows of sy floats):
+ * n1 x n2 of them (the part inside the tensor). */
+INLINE void store_slice(enum vox_nn_act act, vf *y, const vf *bias, float *base, int64_t sy,
+                        int64_t n1, int64_t n2, const int m1, const int m2)
+{
+#pragma GCC unroll 4
+    for (int k = 0; k < m1 * m2; k++) {
+        y[k] += *bias;
+        act_vec(act, &y[k]);
+    }
+    if (n1 == m1 && n2 == m2) {
+#pragma GCC unroll 4
+        for (int b = 0; b < m1; b++)
+#pragma GCC unroll 2
+            for (int c = 0; c < m2; c++)
+                ST(base + b * sy + c * WINO_L, y[b * m2 + c]);
+        return;
+    }
+    for (int64_t b = 0; b < n1; b++)
+        for (int64_t c = 0; c < n2; c++)
+            ST(base + b * sy + c * WINO_L, y[b * m2 + c]);
+}
+
+/* A^T along x and y of one slice of a1 x a2 values src, in registers, into y (m1 x m2). */
+INLINE void at_slice(const vf *src, vf *y, const int a1, const int a2)
+{
+    vf r[16];
+#pragma GCC unroll 16
+    for (int k = 0; k < a1 * a2; k++)
+        r[k] = src[k];
+    const int m2 = a2 == 4 ? 2 : 1;
+    if (a2 == 4)
+#pragma GCC unroll 4
+        for (int b = 0; b < a1; b++)
+            at4(r + b * 4, 1, r + b * 2, 1); /* row b's 2 values land before row b + 1 is read */
+    if (a1 == 4)
+#pragma GCC unroll 2
+        for (int c = 0; c < m2; c++)
+            at4(r + c, m2, r + c, m2);
+    const int n = (a1 == 4 ? 2 : 1) * m2;
+#pragma GCC unroll 4
+    for (int k = 0; k < n; k++)
+        y[k] = r[k];
+}
+
+/* One tile's output transform for every output block, from mt (the tile's [p][co]): z first
+ * (the values of the tile's P positions read once), then x and y per output z-slice in
+ * registers (a tile of 1 along z: straight from M). */
+INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const int64_t o[3],
+                        int64_t e, struct vox_nn_bt *out, vf *w, const int a0, const int a1,
+                        const int a2)
+{
+    const int64_t nb = g->cop / WINO_L, vol = vox_nn_bt_vol(out), cop = g->cop;
+    const int64_t *s = out->s;
+    const int sl = a1 * a2, m0 = a0 == 4 ? 2 : 1, m1 = a1 == 4 ? 2 : 1, m2 = a2 == 4 ? 2 : 1;
+    const int64_t n0 = s[0] - o[0] < m0 ? s[0] - o[0] : m0;
+    const int64_t n1 = s[1] - o[1] < m1 ? s[1] - o[1] : m1;
+    const int64_t n2 = s[2] - o[2] < m2 ? s[2] - o[2] : m2;
+    for (int64_t ob = 0; ob < nb; ob++) {
+        const float *src = mt + ob * WINO_L;
+        float *base = out->data + (e * nb + ob) * vol * WINO_L;
+        vf bias;
+        LD(bias, g->bias + ob * WINO_L);
+        if (a0 == 4) {
+#pragma GCC unroll 4
+            for (int k = 0; k < sl; k++) {
+                vf x[4];
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++)
+                    LD(x[a], src + (a * sl + k) * cop);
+                at4(x, 1, w + k, sl);
+            }
+        } else {
+            vf y[4], r[16];
+#pragma GCC unroll 16
+            for (int k = 0; k < sl; k++)
+                LD(r[k], src + k * cop);
+            at_slice(r, y, a1, a2);
+            store_slice(g->act, y, &bias, base + ((o[0] * s[1] + o[1]) * s[2] + o[2]) * WINO_L,
+                        s[2] * WINO_L, n1, n2, m1, m2);
+            continue;
+        }
+        for (int64_t a = 0; a < n0; a++) {
+            vf y[4];
+            at_slice(w + a * sl, y, a1, a2);
+            store_slice(g->act, y, &bias,
+                        base + (((o[0] + a) * s[1] + o[1]) * s[2] + o[2]) * WINO_L, s[2] * WINO_L,
+                        n1, n2, m1, m2);
+        }
+    }
+}
+
+static void output_tr(const struct vox_nn_wino_geom *g, const float *mm, int64_t g0, int64_t count,
+                      struct vox_nn_bt *out, float *buf)
+{
+    vf *w = (vf *)buf;
+    const int shape = (g->al[0] == 4) * 4 + (g->al[1] == 4) * 2 + (g->al[2] == 4);
+    for (int64_t t = 0; t < count; t++) {
+        int64_t idx[3], o[3];
+        int64_t e = decode(g, g0 + t, idx);
+        for (int a = 0; a < 3; a++)
+            o[a] = idx[a] * g->m[a];
+        const float *mt = mm + t * g->tm;
+        switch (shape) {
+        case 7:
+            output_tile(g, mt, o, e, out, w, 4, 4, 4);
+            break;
+        case 3:
+            output_tile(g, mt, o, e, out, w, 1, 4, 4);
+            break;
+        case 5:
+            output_tile(g, mt, o, e, out, w, 4, 1, 4);
+            break;
+        default:
+            output_tile(g, mt, o, e, out, w, 4, 4, 1);
+            break;
+        }
+    }
+}
+
+const struct vox_nn_wino_tr WINO_TR = {input_tr, output_tr};
