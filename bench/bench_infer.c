@@ -84,7 +84,14 @@ static enum vox_status inet_make(struct vox_ctx *ctx, struct vox_net *net, const
     if (s)
         return s;
     vox_nn_weights_init(net, n->w, VOX_INIT_MSRA, 1);
-    if ((s = vox_nn_fast_create_algo(ctx, net, n->w, patch, algo, &n->fast)))
+    /* auto plans as `vox infer` does: the cost model checked by a cached measurement */
+    struct vox_nn_tune *tune = NULL;
+    if (algo == VOX_NN_CONV_AUTO && (s = vox_nn_tune_create(ctx, &tune)))
+        return s;
+    const struct vox_nn_fast_options opt = {algo, tune};
+    s = vox_nn_fast_create_opts(ctx, net, n->w, patch, &opt, &n->fast);
+    vox_nn_tune_destroy(tune);
+    if (s)
         return s;
     n->n_in = net->n_inputs;
     if (!(n->in = vox_calloc(ctx, (size_t)n->n_in, sizeof *n->in)))
@@ -104,14 +111,21 @@ static enum vox_status inet_make(struct vox_ctx *ctx, struct vox_net *net, const
     return VOX_OK;
 }
 
+/* Times `runs` forward passes (after a warm-up) into res->times; layer >= 0: that layer's own
+ * time of each pass into layer_s (runs entries). */
 static enum vox_status inet_time(struct vox_ctx *ctx, struct inet *n, int runs,
-                                 struct bench_result *res)
+                                 struct bench_result *res, int layer, double *layer_s)
 {
     enum vox_status s = vox_nn_fast_forward(ctx, n->fast, n->in); /* warm-up */
     for (int i = 0; i < runs && s == VOX_OK; i++) {
         double t0 = vox_time_now();
         s = vox_nn_fast_forward(ctx, n->fast, n->in);
         res->times[i] = vox_time_now() - t0;
+        struct vox_nn_fast_layer info;
+        if (layer >= 0) {
+            vox_nn_fast_layer_info(n->fast, layer, &info);
+            layer_s[i] = info.seconds;
+        }
     }
     res->runs = runs;
     return s;
@@ -169,7 +183,7 @@ static double direct_median(struct vox_ctx *ctx, const char *spec, const int64_t
     double med = -1;
     if (r && vox_net_parse(ctx, spec, "infer-conv", &net) == VOX_OK &&
         inet_make(ctx, net, vol, VOX_NN_CONV_DIRECT, &n) == VOX_OK &&
-        inet_time(ctx, &n, runs, r) == VOX_OK)
+        inet_time(ctx, &n, runs, r, -1, NULL) == VOX_OK)
         med = bench_median(r->times, runs);
     inet_free(ctx, &n);
     free(r);
@@ -188,16 +202,22 @@ static enum vox_status conv_case_run(struct bench_env *env, const struct conv_ca
              (long long)cc->ker[2], cc->same ? "same" : "valid");
     struct vox_net *net;
     struct inet n = {0};
+    double layer_s[64];
+    int li = -1;
     enum vox_status s = vox_net_parse(ctx, spec, "infer-conv", &net);
-    if (s == VOX_OK && (s = inet_make(ctx, net, cc->vol, cc->algo, &n)) == VOX_OK)
-        s = inet_time(ctx, &n, runs, res);
+    if (s == VOX_OK && (s = inet_make(ctx, net, cc->vol, cc->algo, &n)) == VOX_OK) {
+        li = vox_net_find(n.net, "c");
+        s = inet_time(ctx, &n, runs, res, li, layer_s);
+    }
     if (s == VOX_OK) {
-        int li = vox_net_find(n.net, "c");
         struct vox_nn_fast_layer info;
         vox_nn_fast_layer_info(n.fast, li, &info);
         res->flops = info.flops;
         const int64_t *o = vox_nn_fast_dims(n.fast)[li].shape;
         res->voxels = (double)(o[1] * o[2] * o[3]);
+        /* the layer alone, its input already in the blocked layout (as torch's input is in
+         * its format): the pass above also packs the input and unpacks the output */
+        res->layer_s = bench_median(layer_s, runs);
         snprintf(res->extra, sizeof res->extra, "\"algo\":\"%s\",\"block\":%lld", info.algo,
                  (long long)info.block);
         bool other = strcmp(info.algo, "fft") == 0 || strcmp(info.algo, "winograd") == 0;
@@ -348,7 +368,7 @@ static enum vox_status run_net(struct bench_env *env, const struct bench_params 
         return s;
     s = vox_net_load(ctx, path, &net);
     if (s == VOX_OK && (s = inet_make(ctx, net, patch, algo, &n)) == VOX_OK)
-        s = inet_time(ctx, &n, p->runs, res);
+        s = inet_time(ctx, &n, p->runs, res, -1, NULL);
     if (s == VOX_OK) {
         double flops = 0;
         for (int i = 0; i < n.net->n_layers; i++)

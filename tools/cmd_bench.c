@@ -96,11 +96,19 @@ static void print_result(const struct bench_env *env, const char *problem,
         printf(",\"peer_bytes_per_voxel\":%.3f", r->peer_peak_rss_bytes / r->voxels);
     if (r->compile_ms >= 0)
         printf(",\"compile_ms\":%.4f", r->compile_ms);
+    if (r->layer_s > 0) {
+        printf(",\"layer_s\":%.6g", r->layer_s);
+        if (r->flops > 0)
+            printf(",\"layer_pct_peak\":%.2f",
+                   100.0 * r->flops / r->layer_s * 1e-9 / env->peak_gflops);
+    }
     if (r->peer) {
         printf(",\"peer\":\"%s\",\"peer_version\":\"%s\",\"peer_median_s\":%.6g", r->peer,
                r->peer_version, r->peer_median_s);
         if (med > 0)
             printf(",\"ratio\":%.3f", r->peer_median_s / med);
+        if (r->layer_s > 0)
+            printf(",\"layer_ratio\":%.3f", r->peer_median_s / r->layer_s);
     }
     if (r->extra[0])
         printf(",%s", r->extra);
@@ -156,7 +164,9 @@ static const char help[] =
     "count), commit, and where they apply gflops, pct_peak, mvox_s, gb_s, bytes_per_voxel,\n"
     "compile_ms, and for a peer measured in the same run peer, peer_version, peer_median_s,\n"
     "ratio (peer time / vox time: above 1 means vox is faster) and, where the peer reports its\n"
-    "peak resident set (train-net), peer_bytes_per_voxel.\n\n"
+    "peak resident set (train-net), peer_bytes_per_voxel. The conv-layer problems also give\n"
+    "layer_s, layer_pct_peak and layer_ratio: the conv layer alone, without packing its input\n"
+    "into the blocked layout and unpacking its output (torch's input is already in its format).\n\n"
     "PARAMS are comma-separated after a colon; every problem takes runs=N and threads=N.\n"
     "A PROBLEM with * or ? runs every problem whose name matches (quote it in the shell).\n\n"
     "problems:\n";

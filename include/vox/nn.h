@@ -430,6 +430,8 @@ struct vox_nn_fast_layer {
     double bytes;     /* its inputs and output in the blocked layout */
     enum vox_nn_algo_source source;
     double ms_direct, ms_fft, ms_wino; /* measured (scaled to the whole layer), else 0 */
+    double seconds; /* its time in the last vox_nn_fast_forward (inputs: packing; outputs:
+                     * their unpacking too), 0 before the first */
 };
 void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
                             struct vox_nn_fast_layer *info_out);
