@@ -104,8 +104,9 @@ static void test_layers_and_nets(struct vox_ctx *ctx)
     }
 }
 
-/* The cost model: FFT for 7^3 8->8 on a large patch, direct for a dilated 3^3 (5^3 extent, no
- * Winograd) and for a small patch. */
+/* The cost model: FFT for 9^3 8->8 on a large patch (on AVX2 the direct nest needs no padded
+ * lanes for 8 channels, so a 7^3 layer there is the model's call either way), direct for a
+ * dilated 3^3 (5^3 extent, no Winograd) and for a small patch. */
 static void test_planner_choice(struct vox_ctx *ctx)
 {
     static const struct {
@@ -113,7 +114,7 @@ static void test_planner_choice(struct vox_ctx *ctx)
         int64_t patch[3];
         const char *algo;
     } table[] = {
-        {"input a channels=8\nconv c a -> 8 kernel=7\noutput o c\n", {16, 64, 64}, "fft"},
+        {"input a channels=8\nconv c a -> 8 kernel=9\noutput o c\n", {16, 64, 64}, "fft"},
         {"input a channels=8\nconv c a -> 8 kernel=3 dilation=2\noutput o c\n", {16, 64, 64},
          "jit"},
         {"input a channels=8\nconv c a -> 8 kernel=7\noutput o c\n", {7, 7, 7}, "jit"},

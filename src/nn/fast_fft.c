@@ -41,6 +41,7 @@ struct vox_nn_fft {
     struct vox_nn_fast_conv cv;
     int64_t lo[3], n[3], ke[3];
     int64_t nreal, ncplx; /* floats per real volume, complex numbers per spectrum (padded) */
+    int64_t rstride;      /* floats between the threads' real volumes (64-byte multiples) */
     int threads;
     fftwf_plan fwd, inv;
     fftwf_complex *xs, *ws; /* input spectra (cin), kernel spectra (cout x cin) */
@@ -80,12 +81,19 @@ double vox_nn_fft_flops(const struct vox_nn_fast_conv *c)
     return (double)(c->cin + c->cout) * fft + 8.0 * (double)(c->cin * c->cout) * (double)nc;
 }
 
+/* Every thread's real volume starts 64-byte aligned, as the one the plans were made on:
+ * FFTW may only execute a plan on arrays aligned like its planning arrays. */
+static int64_t real_stride(int64_t nreal)
+{
+    return (nreal + 15) / 16 * 16;
+}
+
 size_t vox_nn_fft_bytes(const struct vox_nn_fast_conv *c, int threads)
 {
     int64_t n[3], nr, nc;
     geometry(c, n, &nr, &nc);
     return ((size_t)(c->cin * c->cout + c->cin + c->cout) * (size_t)nc * 2 +
-            (size_t)(threads * nr) + (size_t)c->cout) * sizeof(float);
+            (size_t)(threads * real_stride(nr)) + (size_t)c->cout) * sizeof(float);
 }
 
 void vox_nn_fft_destroy(struct vox_ctx *ctx, struct vox_nn_fft *f)
@@ -141,6 +149,7 @@ enum vox_status vox_nn_fft_create(struct vox_ctx *ctx, const struct vox_nn_fast_
     f->cv = *c;
     f->threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
     geometry(c, f->n, &f->nreal, &f->ncplx);
+    f->rstride = real_stride(f->nreal);
     for (int a = 0; a < 3; a++) {
         f->lo[a] = padlo[a];
         f->ke[a] = (c->k[a] - 1) * c->dil[a] + 1;
@@ -149,7 +158,7 @@ enum vox_status vox_nn_fft_create(struct vox_ctx *ctx, const struct vox_nn_fast_
     f->xs = vox_alloc(ctx, (size_t)c->cin * cb);
     f->ws = vox_alloc(ctx, (size_t)(c->cin * c->cout) * cb);
     f->acc = vox_alloc(ctx, (size_t)c->cout * cb);
-    f->rbuf = vox_alloc(ctx, (size_t)(f->threads * f->nreal) * sizeof(float));
+    f->rbuf = vox_alloc(ctx, (size_t)(f->threads * f->rstride) * sizeof(float));
     f->bias = vox_alloc(ctx, (size_t)c->cout * sizeof(float));
     if (!f->xs || !f->ws || !f->acc || !f->rbuf || !f->bias) {
         vox_nn_fft_destroy(ctx, f);
@@ -184,7 +193,7 @@ static void forward_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
     const struct fft_job *j = arg;
     struct vox_nn_fft *f = j->f;
     const struct vox_nn_bt *in = j->in;
-    float *r = f->rbuf + (int64_t)tid * f->nreal;
+    float *r = f->rbuf + (int64_t)tid * f->rstride;
     const int64_t *n = f->n, *s = in->s;
     for (int64_t c = lo[0]; c < hi[0]; c++) {
         memset(r, 0, (size_t)f->nreal * sizeof(float));
@@ -237,7 +246,7 @@ static void inverse_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
     const struct fft_job *j = arg;
     struct vox_nn_fft *f = j->f;
     struct vox_nn_bt *out = j->out;
-    float *r = f->rbuf + (int64_t)tid * f->nreal;
+    float *r = f->rbuf + (int64_t)tid * f->rstride;
     const int64_t *n = f->n, *s = out->s, *ke = f->ke;
     for (int64_t k = lo[0]; k < hi[0]; k++) {
         float *dst = out->data + (k / out->blk) * vox_nn_bt_vol(out) * out->blk + k % out->blk;
