@@ -90,6 +90,12 @@ static const char *const layer_nets[] = {
     "add s c d act=elu\nconcat k s a d\noutput o k act=tanh\nsoftmax m s\noutput o2 m\n",
     "input a channels=2\nconv x a -> 4 kernel=3\nconv c a -> 10 kernel=1\ncrop k c to=x\n"
     "output o k\noutput o2 x\n",
+    /* narrow outputs (<= 4 channels): e, read by an output only, takes the nest with vectors
+     * along the input lanes (which leaves the output's other lanes unwritten); c, read by a
+     * conv too, must not (e would multiply those lanes, NaN included, by zero weights) */
+    "input a channels=2\nconv c0 a -> 17 kernel=1 act=elu\n"
+    "conv c c0 -> 3 kernel=1x5x5 pad=same act=sigmoid\nconv e c -> 2 kernel=2x1x3\n"
+    "output o e\noutput o2 c\n",
 };
 
 static void test_layers_every_isa(struct vox_ctx *ctx)

@@ -157,6 +157,11 @@ static int64_t conv_desc(const struct vox_net *net, const struct vox_nn_dims *di
     cv->b = lay->blk[i];
     cv->bias = l->bias || l->bn;
     cv->act = l->act;
+    cv->lanes_free = true; /* an output unpacks only its first `channels` lanes */
+    for (int j = i + 1; j < net->n_layers; j++)
+        for (int k = 0; k < net->layers[j].n_in; k++)
+            if (net->layers[j].in[k] == i && net->layers[j].kind != VOX_NN_OUTPUT)
+                cv->lanes_free = false;
     for (int a = 0; a < 3; a++) {
         cv->k[a] = l->kernel[a];
         cv->dil[a] = l->kind == VOX_NN_CONV ? l->dilation[a] : 1;

@@ -48,6 +48,8 @@ struct vox_nn_fast_conv {
     int64_t in[3], out[3], k[3], dil[3];
     bool bias;
     enum vox_nn_act act; /* not softmax */
+    bool lanes_free;     /* only output layers read the result: its lanes past cout may be
+                            left unwritten (the narrow-output nest, fast_conv.c) */
 };
 
 /* The nests (A = input, B = packed weights, C = output, extra[0] = packed bias if bias). */

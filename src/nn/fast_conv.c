@@ -83,8 +83,52 @@ static void add_post(struct vox_nest *n, int64_t b, bool bias, enum vox_nn_act a
         n->post[n->npost++].kind = (enum vox_nest_eltwise_kind)kind[act];
 }
 
+/* A conv to at most 4 channels (an affinity output layer) would fill 3 of 16 output lanes:
+ * instead the vectors run along the input lanes bi, a reduction (lane partial sums, added
+ * across the lanes at the end), and the register tile is XT voxels x all output channels. The
+ * weights are packed (ib, co, taps, bi) and only the output's first cout lanes are written,
+ * so only where nothing but output layers read it (lanes_free): a conv reading the others
+ * would multiply whatever they hold, NaN included, by its zero weights. */
+static bool narrow_out(const struct vox_nn_fast_conv *c)
+{
+    return c->lanes_free && c->cout <= 4 && c->n == 1 && c->bin == c->b && c->b > 1;
+}
+
+static void narrow_out_nest(const struct vox_nn_fast_conv *c, struct vox_nest *n)
+{
+    const int64_t b = c->b, bin = c->bin, K = c->cout, ib = cdiv(c->cin, bin);
+    const int64_t taps = c->k[0] * c->k[1] * c->k[2];
+    const int64_t *in = c->in, *out = c->out, *d = c->dil;
+    vox_nest_init(n);
+    int z = dim3(n, "z", out[0], out[1] * out[2] * b, in[1] * in[2] * bin, 0);
+    int y = dim3(n, "y", out[1], out[2] * b, in[2] * bin, 0);
+    int x = dim3(n, "x", out[2], b, bin, 0);
+    int o = dim3(n, "co", K, 1, 0, taps * bin);
+    int i = dim3(n, "ib", ib, 0, in[0] * in[1] * in[2] * bin, K * taps * bin);
+    int bi = dim3(n, "bi", bin, 0, 1, 1);
+    int kz = dim3(n, "kz", c->k[0], 0, d[0] * in[1] * in[2] * bin, c->k[1] * c->k[2] * bin);
+    int ky = dim3(n, "ky", c->k[1], 0, d[1] * in[2] * bin, c->k[2] * bin);
+    int kx = dim3(n, "kx", c->k[2], 0, d[2] * bin, bin);
+    const int64_t xt = cdiv(out[2], cdiv(out[2], 24 / K));
+    const int64_t loops[][2] = {{z, 1},  {y, 1},  {x, xt}, {o, K},  {i, 1},  {kz, 1},
+                                {ky, 1}, {kx, 1}, {x, 1},  {o, 1},  {bi, 1}};
+    for (size_t k = 0; k < sizeof loops / sizeof loops[0]; k++)
+        vox_nest_loop_add(n, (int)loops[k][0], loops[k][1]);
+    if (c->bias) {
+        struct vox_nest_eltwise *e = &n->post[n->npost++];
+        e->kind = VOX_NEST_BIAS;
+        e->strides[o] = 1;
+    }
+    static const int kind[VOX_ACT_COUNT] = {-1, VOX_NEST_RELU, VOX_NEST_ELU, VOX_NEST_SIGMOID,
+                                            VOX_NEST_TANH, -1};
+    if (kind[c->act] >= 0)
+        n->post[n->npost++].kind = (enum vox_nest_eltwise_kind)kind[c->act];
+}
+
 void vox_nn_fast_conv_nest(const struct vox_nn_fast_conv *c, int isa, struct vox_nest *n)
 {
+    if (narrow_out(c))
+        return narrow_out_nest(c, n);
     const int64_t b = c->b, bin = c->bin;
     const int64_t ib = cdiv(c->cin, bin), ob = cdiv(c->cout, b);
     const int64_t taps = c->k[0] * c->k[1] * c->k[2], ws = bin * b;
@@ -141,11 +185,14 @@ void vox_nn_fast_pack(const struct vox_nn_fast_conv *c, bool deconv, const float
 {
     const int64_t b = c->b, bin = c->bin, K = c->cout, C = c->cin;
     const int64_t ib = cdiv(C, bin), ob = cdiv(K, b), taps = c->k[0] * c->k[1] * c->k[2];
-    memset(w_out, 0, (size_t)(ob * ib * taps * bin * b) * sizeof *w_out);
+    const bool narrow = !deconv && narrow_out(c);
+    memset(w_out, 0, (size_t)vox_nn_fast_pack_elems(c) * sizeof *w_out);
     for (int64_t k = 0; k < K; k++)
         for (int64_t ci = 0; ci < C; ci++)
             for (int64_t t = 0; t < taps; t++) {
-                int64_t o = (((k / b) * ib + ci / bin) * taps + t) * bin * b + (ci % bin) * b + k % b;
+                int64_t o = narrow ? (((ci / bin) * K + k) * taps + t) * bin + ci % bin
+                                   : (((k / b) * ib + ci / bin) * taps + t) * bin * b +
+                                         (ci % bin) * b + k % b;
                 /* conv weights are (out, in, taps), deconv weights (in, out, taps) */
                 w_out[o] = deconv ? w[(ci * K + k) * taps + t] : w[(k * C + ci) * taps + t];
             }

@@ -195,13 +195,13 @@ static void make_key(struct vox_ctx *ctx, const struct vox_nn_fast_conv *c, cons
             *p = '_';
     snprintf(key, KEY_LEN,
              "%s|%s|t%d|%lld,%lld,%lld,%lld,%lld|k%lldx%lldx%lld|i%lldx%lldx%lld|"
-             "o%lldx%lldx%lld|d%lldx%lldx%lld|p%lldx%lldx%lld",
+             "o%lldx%lldx%lld|d%lldx%lldx%lld|p%lldx%lldx%lld|f%d",
              model, vox_isa_str(cpu->isa), vox_ctx_threads(ctx), (long long)c->n, (long long)c->cin,
              (long long)c->cout, (long long)c->bin, (long long)c->b, (long long)c->k[0],
              (long long)c->k[1], (long long)c->k[2], (long long)c->in[0], (long long)c->in[1],
              (long long)c->in[2], (long long)c->out[0], (long long)c->out[1], (long long)c->out[2],
              (long long)c->dil[0], (long long)c->dil[1], (long long)c->dil[2], (long long)lo[0],
-             (long long)lo[1], (long long)lo[2]);
+             (long long)lo[1], (long long)lo[2], (int)c->lanes_free); /* f: fast_conv.c */
 }
 
 /* The slab: one batch entry, the output halved along z, then y, to about SLAB_FLOPS. */
