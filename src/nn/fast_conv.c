@@ -59,10 +59,21 @@ static void add_loops(struct vox_nest *n, const struct vox_nn_fast_conv *c, int6
     }
 }
 
-/* The register tile: OT output blocks x XT voxels, from the register count. */
-static void tile_of(int isa, int64_t ob, int64_t ow, int64_t *ot, int64_t *xt)
+/* Vector registers the code generator keeps for c's post-ops (src/loop/codegen.c,
+ * plan_registers): a temporary for a tensor operand (the bias) or an exp-based activation, two
+ * more for the exp; a tile that does not fit what is left is accumulated in memory, several
+ * times slower (an ELU layer of 29 accumulators ran 8x slower than without its ELU). */
+static int64_t post_regs(const struct vox_nn_fast_conv *c)
 {
-    const int64_t regs = isa == VOX_ISA_AVX512 ? 32 : 16;
+    const bool exp = c->act == VOX_ACT_ELU || c->act == VOX_ACT_SIGMOID || c->act == VOX_ACT_TANH;
+    return exp ? 3 : c->bias ? 1 : 0;
+}
+
+/* The register tile: OT output blocks x XT voxels, from the registers the post-ops leave. */
+static void tile_of(int isa, const struct vox_nn_fast_conv *c, int64_t ob, int64_t ow,
+                    int64_t *ot, int64_t *xt)
+{
+    const int64_t regs = (isa == VOX_ISA_AVX512 ? 32 : 16) - post_regs(c);
     *ot = ob >= 2 ? 2 : 1;
     int64_t cap = (regs - *ot - 1) / *ot;
     *xt = cdiv(ow, cdiv(ow, cap));
@@ -145,7 +156,7 @@ void vox_nn_fast_conv_nest(const struct vox_nn_fast_conv *c, int isa, struct vox
     int ky = dim3(n, "ky", c->k[1], 0, d[1] * in[2] * bin, c->k[2] * ws);
     int kx = dim3(n, "kx", c->k[2], 0, d[2] * bin, ws);
     int64_t ot, xt;
-    tile_of(isa, ob, out[2], &ot, &xt);
+    tile_of(isa, c, ob, out[2], &ot, &xt);
     const int64_t loops[][2] = {{z, 1},  {y, 1},  {o, ot},  {x, xt}, {i, 1},  {kz, 1},
                                 {ky, 1}, {kx, 1}, {bi, 1},  {o, 1},  {x, 1},  {bo, 1}};
     add_loops(n, c, ob * out[0] * out[1] * out[2] * b, ib * in[0] * in[1] * in[2] * bin, out[0],
@@ -172,7 +183,7 @@ void vox_nn_fast_deconv_nest(const struct vox_nn_fast_conv *c, int isa, struct v
     int i = dim3(n, "ib", ib, 0, in[0] * in[1] * in[2] * bin, taps * ws);
     int bi = dim3(n, "bi", bin, 0, 1, b);
     int64_t ot, xt;
-    tile_of(isa, ob, in[2], &ot, &xt);
+    tile_of(isa, c, ob, in[2], &ot, &xt);
     const int64_t loops[][2] = {{z, 1},  {a, 1}, {y, 1}, {bb, 1}, {cc, 1}, {o, ot},
                                 {x, xt}, {i, 1}, {bi, 1}, {o, 1}, {x, 1},  {bo, 1}};
     add_loops(n, c, ob * ovol * b, ib * in[0] * in[1] * in[2] * bin, in[0], loops,

@@ -137,11 +137,13 @@ static void loops(struct vox_nest *n, const int64_t (*l)[2], int count)
         vox_nest_loop_add(n, (int)l[k][0], l[k][1]);
 }
 
-/* The register tile of src/loop/conv.c's NCDHW schedule: xv x-vectors times kt channels. */
-static void tile_of(struct vox_ctx *ctx, int64_t channels, int64_t width, int64_t *kt, int64_t *xw)
+/* The register tile of src/loop/conv.c's NCDHW schedule: xv x-vectors times kt channels, from
+ * the registers left after `reserved` (the post-ops' temporaries, as in fast_conv.c). */
+static void tile_of(struct vox_ctx *ctx, int64_t channels, int64_t width, int64_t reserved,
+                    int64_t *kt, int64_t *xw)
 {
     const bool z = vox_ctx_cpu(ctx)->isa == VOX_ISA_AVX512;
-    const int64_t lanes = z ? 16 : 8, regs = z ? 32 : 16;
+    const int64_t lanes = z ? 16 : 8, regs = (z ? 32 : 16) - reserved;
     int64_t xv = cdiv(width, lanes) < 3 ? cdiv(width, lanes) : (z ? 3 : 2);
     int64_t cap = (regs - xv - 1) / xv;
     *kt = cdiv(channels, cdiv(channels, cap));
@@ -167,6 +169,7 @@ static void post_ops(struct vox_nest *n, int o, bool bias, enum vox_nn_act act)
 struct conv_shape {
     int64_t co, ci, q[3], p[3], k[3], d[3];
     int64_t bo, bi, ws[3];
+    int64_t post_regs; /* vector registers the post-ops keep (post_ops) */
 };
 
 static void conv_nest(struct vox_ctx *ctx, const struct conv_shape *s, struct vox_nest *n)
@@ -182,7 +185,7 @@ static void conv_nest(struct vox_ctx *ctx, const struct conv_shape *s, struct vo
     int b = dim4(n, "b", s->k[1], 0, d[1] * p[2], s->ws[1]);
     int c = dim4(n, "c", s->k[2], 0, d[2], s->ws[2]);
     int64_t kt, xw;
-    tile_of(ctx, s->co, q[2], &kt, &xw);
+    tile_of(ctx, s->co, q[2], s->post_regs, &kt, &xw);
     const int64_t l[][2] = {{z, 1}, {y, 1}, {o, kt}, {x, xw}, {i, 1},
                             {a, 1}, {b, 1}, {c, 1},  {o, 1},  {x, 1}};
     loops(n, l, (int)(sizeof l / sizeof l[0]));
@@ -211,6 +214,9 @@ static void fast_conv(void *self, struct vox_pool *pool, const struct vox_tensor
     s.bo = s.ci * vol3(s.k);
     s.bi = vol3(s.k);
     s.ws[0] = s.k[1] * s.k[2], s.ws[1] = s.k[2], s.ws[2] = 1;
+    /* src/loop/codegen.c keeps a temporary for the bias or an exp, two more for the exp */
+    const bool exp = act == VOX_ACT_ELU || act == VOX_ACT_SIGMOID || act == VOX_ACT_TANH;
+    s.post_regs = exp ? 3 : bias ? 1 : 0;
     struct vox_nest n;
     conv_nest(f->ctx, &s, &n);
     post_ops(&n, vox_nest_dim_find(&n, "o"), bias != NULL, act);
