@@ -310,6 +310,23 @@ void dist_sort_sc(struct vox_ctx *ctx, struct dist_scratch *sc, void *base, int6
 bool dist_push(struct vox_ctx *ctx, void **arr, int64_t *n, int64_t *cap, const void *x,
                size_t size);
 
+/* The face bits of the voxels of row (z, y) of box b in a volume of shape dims: bit 2a (2a +
+ * 1) when the row lies on the low (high) face of axis a = z, y and a neighbour lies beyond it;
+ * x's bits 4 (5) belong to the row's first (last) voxel only: *x_lo, *x_hi. */
+static inline uint8_t dist_row_faces(const struct dist_box *b, const int64_t dims[3], int64_t z,
+                                     int64_t y, uint8_t *x_lo, uint8_t *x_hi)
+{
+    const int64_t c[2] = {z, y};
+    uint8_t t = 0;
+    for (int a = 0; a < 2; a++) {
+        t |= (uint8_t)((c[a] == b->lo[a] && c[a] > 0) << (2 * a));
+        t |= (uint8_t)((c[a] + 1 == b->hi[a] && c[a] + 1 < dims[a]) << (2 * a + 1));
+    }
+    *x_lo = (uint8_t)((b->lo[2] > 0) << 4);
+    *x_hi = (uint8_t)((b->hi[2] < dims[2]) << 5);
+    return t;
+}
+
 /* The children of octree node i on the parent grid of child grid `pg`: the node's coordinates
  * (c_out) and the linear indices in the child grid of its 1 to 8 children (returned count), in
  * the fixed order z, y, x of the 2x2x2 block. */

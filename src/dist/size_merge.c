@@ -404,16 +404,10 @@ static enum vox_status sm_chunk_basins(const struct sm_run *r, struct sm_sum *s,
 {
     const struct dist_box *b = &s->box;
     const int64_t nx = b->hi[2] - b->lo[2];
-    const uint8_t tx0 = (uint8_t)((b->lo[2] > 0) << 4);
-    const uint8_t tx1 = (uint8_t)((b->hi[2] < r->dims[2]) << 5);
+    uint8_t tx0, tx1;
     for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
         for (int64_t y = b->lo[1]; y < b->hi[1]; y++) {
-            uint8_t t0 = 0;
-            const int64_t c[2] = {z, y};
-            for (int a = 0; a < 2; a++) {
-                t0 |= (uint8_t)((c[a] == b->lo[a] && c[a] > 0) << (2 * a));
-                t0 |= (uint8_t)((c[a] + 1 == b->hi[a] && c[a] + 1 < r->dims[a]) << (2 * a + 1));
-            }
+            const uint8_t t0 = dist_row_faces(b, r->dims, z, y, &tx0, &tx1);
             const uint32_t *l = dist_win_row(lw, z, y, b->lo[2]);
             bool ok = true;
             for (int64_t j = 0; t0 && ok && j < nx; j++)
