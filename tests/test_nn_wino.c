@@ -211,6 +211,57 @@ static void test_estimate_and_alloc_failures(struct vox_ctx *ctx)
 /* The cost model: Winograd for 48 -> 48 3x3x3 and 1x3x3 on a large patch, direct for a
  * 1-channel input; a close call (8 -> 8) is measured with a tune, Winograd among the
  * candidates, and the fastest taken. */
+/* A residual add fused into the Winograd conv it reads (the other input added and the add's
+ * activation applied in the output transform): the add reports "fused" where it may be
+ * (the conv has no activation, the add is its only reader, the other input comes earlier),
+ * "pass" where it may not, and both nets equal the reference on every ISA. */
+static void test_fused_add(struct vox_ctx *ctx)
+{
+    static const struct {
+        const char *text;
+        const char *algo;
+    } table[] = {
+        {"input a channels=5\nconv p a -> 12 kernel=1 act=relu\n"
+         "conv c p -> 12 kernel=3 pad=same\nadd s p c act=elu\nconv o2 s -> 3 kernel=1\n"
+         "output o o2\n",
+         "fused"},
+        {"input a channels=5\nconv p a -> 12 kernel=1 act=relu\n"
+         "conv c p -> 12 kernel=1x3x3 pad=same act=relu\nadd s c p\noutput o s\n",
+         "pass"},
+        {"input a channels=5\nconv p a -> 12 kernel=1 act=relu\n"
+         "conv c p -> 12 kernel=3 pad=same\nadd s p c act=tanh\nconv d c -> 12 kernel=1\n"
+         "add t s d\noutput o t\n",
+         "pass"},
+    };
+    struct vox_ctx *isa[3];
+    int n_isa = isa_contexts(ctx, isa);
+    const int64_t patch[3] = {5, 9, 7};
+    for (size_t k = 0; k < sizeof table / sizeof table[0]; k++) {
+        struct vox_net *net = NULL;
+        CHECK_OK(vox_net_parse(ctx, table[k].text, "fused.net", &net));
+        if (!net)
+            continue;
+        struct vox_nn_weights *w = random_weights(ctx, net, 3 + k);
+        struct vox_nn_fast *fast = NULL;
+        CHECK_OK(vox_nn_fast_create_algo(ctx, net, w, patch, VOX_NN_CONV_WINOGRAD, &fast));
+        if (fast && vox_ctx_cpu(ctx)->isa != VOX_ISA_REF) {
+            struct vox_nn_fast_layer info;
+            vox_nn_fast_layer_info(fast, vox_net_find(net, "s"), &info);
+            if (strcmp(info.algo, table[k].algo) != 0)
+                fprintf(stderr, "  net %zu: add is %s, expected %s\n", k, info.algo,
+                        table[k].algo);
+            CHECK(strcmp(info.algo, table[k].algo) == 0);
+        }
+        vox_nn_fast_destroy(fast);
+        for (int i = 0; i < n_isa; i++)
+            CHECK(compare(ctx, isa[i], net, patch, 3 + k) < 1e-5);
+        vox_nn_weights_destroy(w);
+        vox_net_destroy(net);
+    }
+    for (int i = 0; i < n_isa; i++)
+        vox_ctx_destroy(isa[i]);
+}
+
 static void test_planner(struct vox_ctx *ctx)
 {
     static const struct {
@@ -269,4 +320,5 @@ static void test_planner(struct vox_ctx *ctx)
 }
 
 VOX_TEST_MAIN(VOX_TEST(test_layers), VOX_TEST(test_net_and_threads),
-              VOX_TEST(test_estimate_and_alloc_failures), VOX_TEST(test_planner))
+              VOX_TEST(test_estimate_and_alloc_failures), VOX_TEST(test_fused_add),
+              VOX_TEST(test_planner))

@@ -97,10 +97,11 @@ enum vox_status vox_nn_wino_create(struct vox_ctx *ctx, const struct vox_nn_fast
                                    const int64_t padlo[3], const float *w, const float *bias,
                                    struct vox_nn_wino **wino_out);
 void vox_nn_wino_destroy(struct vox_ctx *ctx, struct vox_nn_wino *f);
-/* out = act(conv(in) + bias) for every batch entry (in->n == c->n); pool may be NULL.
+/* out = act(conv(in) + bias [+ res]) for every batch entry (in->n == c->n); res: NULL or a
+ * tensor shaped as out (a residual add fused into the output transform); pool may be NULL.
  * Bitwise identical for any thread count. */
 void vox_nn_wino_run(struct vox_nn_wino *f, struct vox_pool *pool, const struct vox_nn_bt *in,
-                     struct vox_nn_bt *out);
+                     const struct vox_nn_bt *res, struct vox_nn_bt *out);
 
 /* ---- the planner's conv algorithm: cost model (fast.c), measurement and cache (fast_tune.c) */
 

@@ -265,7 +265,7 @@ static void run_fft(void *arg)
 static void run_wino(void *arg)
 {
     struct timed *t = arg;
-    vox_nn_wino_run(t->wino, t->pool, &t->in, &t->out);
+    vox_nn_wino_run(t->wino, t->pool, &t->in, NULL, &t->out);
 }
 
 /* Times the algorithms in mask on the slab s: sec[0] direct, [1] FFT, [2] Winograd, in seconds

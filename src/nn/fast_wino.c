@@ -247,7 +247,7 @@ fail:
 
 struct wino_job {
     const struct vox_nn_wino *f;
-    const struct vox_nn_bt *in;
+    const struct vox_nn_bt *in, *res;
     struct vox_nn_bt *out;
 };
 
@@ -265,14 +265,14 @@ static void block_task(void *arg, const int64_t lo[3], const int64_t hi[3], int 
         if (count < g->T) /* tiles past the end: zeros */
             memset(v + count * g->tv, 0, (size_t)((g->T - count) * g->tv) * sizeof(float));
         vox_kernel_run(f->gemm, m, v, f->u, NULL);
-        f->tr->output(g, m, g0, count, j->out, buf);
+        f->tr->output(g, m, g0, count, j->out, j->res, buf);
     }
 }
 
 void vox_nn_wino_run(struct vox_nn_wino *f, struct vox_pool *pool, const struct vox_nn_bt *in,
-                     struct vox_nn_bt *out)
+                     const struct vox_nn_bt *res, struct vox_nn_bt *out)
 {
-    struct wino_job j = {f, in, out};
+    struct wino_job j = {f, in, res, out};
     if (pool && vox_pool_threads(pool) > f->threads)
         pool = NULL; /* a pool wider than the per-thread scratch: run on the caller's thread */
     vox_pool_for(pool, (int64_t[]){cdiv(f->tiles, f->g.T), 1, 1}, (int64_t[]){1, 1, 1},

@@ -23,12 +23,13 @@ struct vox_nn_wino_geom {
 
 /* The transforms of tiles g0 .. g0 + count - 1 (numbered over batch entry, z, y, x): input:
  * V[t][p][ci] = (B^T d B)_p of tile t's input (zeros outside the tensor); output:
- * out = act(A^T M A + bias) at the valid outputs of each tile. buf: 2 * P * b floats. */
+ * out = act(A^T M A + bias [+ res]) at the valid outputs of each tile (res: NULL, or a tensor
+ * laid out as out: a fused residual add). buf: 2 * P * b floats. */
 struct vox_nn_wino_tr {
     void (*input)(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *in, int64_t g0,
                   int64_t count, float *v, float *buf);
     void (*output)(const struct vox_nn_wino_geom *g, const float *mm, int64_t g0, int64_t count,
-                   struct vox_nn_bt *out, float *buf);
+                   struct vox_nn_bt *out, const struct vox_nn_bt *res, float *buf);
 };
 
 /* 8 lanes built for the baseline ISA (VOX_ISA_REF); AVX2 (8 lanes); AVX-512 (16 lanes). */

@@ -350,16 +350,24 @@ INLINE void act_vec(enum vox_nn_act act, vf *x)
     }
 }
 
-/* Stores act(y + bias) of one output z-slice, m1 x m2 values y, at base (rows of sy floats):
- * n1 x n2 of them (the part inside the tensor). */
-INLINE void store_slice(enum vox_nn_act act, vf *y, const vf *bias, float *base, int64_t sy,
-                        int64_t n1, int64_t n2, const int m1, const int m2)
+/* Stores act(y + bias [+ res]) of one output z-slice, m1 x m2 values y, at base (rows of sy
+ * floats): n1 x n2 of them (the part inside the tensor). res (NULL: none): a residual tensor
+ * laid out as the output, at the same offset (a fused add layer). */
+INLINE void store_slice(enum vox_nn_act act, vf *y, const vf *bias, float *base, const float *res,
+                        int64_t sy, int64_t n1, int64_t n2, const int m1, const int m2)
 {
 #pragma GCC unroll 4
-    for (int k = 0; k < m1 * m2; k++) {
+    for (int k = 0; k < m1 * m2; k++)
         y[k] += *bias;
+    for (int64_t b = 0; res && b < n1; b++)
+        for (int64_t c = 0; c < n2; c++) {
+            vf r;
+            LD(r, res + b * sy + c * WINO_L);
+            y[b * m2 + c] += r;
+        }
+#pragma GCC unroll 4
+    for (int k = 0; k < m1 * m2; k++)
         act_vec(act, &y[k]);
-    }
     if (n1 == m1 && n2 == m2) {
 #pragma GCC unroll 4
         for (int b = 0; b < m1; b++)
@@ -399,8 +407,8 @@ INLINE void at_slice(const vf *src, vf *y, const int a1, const int a2)
  * (the values of the tile's P positions read once), then x and y per output z-slice in
  * registers (a tile of 1 along z: straight from M). */
 INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const int64_t o[3],
-                        int64_t e, struct vox_nn_bt *out, vf *w, const int a0, const int a1,
-                        const int a2)
+                        int64_t e, struct vox_nn_bt *out, const struct vox_nn_bt *res, vf *w,
+                        const int a0, const int a1, const int a2)
 {
     const int64_t nb = g->cop / WINO_L, vol = vox_nn_bt_vol(out), cop = g->cop;
     const int64_t *s = out->s;
@@ -411,6 +419,7 @@ INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const
     for (int64_t ob = 0; ob < nb; ob++) {
         const float *src = mt + ob * WINO_L;
         float *base = out->data + (e * nb + ob) * vol * WINO_L;
+        const float *rbase = res ? res->data + (e * nb + ob) * vol * WINO_L : NULL;
         vf bias;
         LD(bias, g->bias + ob * WINO_L);
         if (a0 == 4) {
@@ -428,22 +437,23 @@ INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const
             for (int k = 0; k < sl; k++)
                 LD(r[k], src + k * cop);
             at_slice(r, y, a1, a2);
-            store_slice(g->act, y, &bias, base + ((o[0] * s[1] + o[1]) * s[2] + o[2]) * WINO_L,
-                        s[2] * WINO_L, n1, n2, m1, m2);
+            const int64_t off = ((o[0] * s[1] + o[1]) * s[2] + o[2]) * WINO_L;
+            store_slice(g->act, y, &bias, base + off, rbase ? rbase + off : NULL, s[2] * WINO_L,
+                        n1, n2, m1, m2);
             continue;
         }
         for (int64_t a = 0; a < n0; a++) {
             vf y[4];
             at_slice(w + a * sl, y, a1, a2);
-            store_slice(g->act, y, &bias,
-                        base + (((o[0] + a) * s[1] + o[1]) * s[2] + o[2]) * WINO_L, s[2] * WINO_L,
+            const int64_t off = (((o[0] + a) * s[1] + o[1]) * s[2] + o[2]) * WINO_L;
+            store_slice(g->act, y, &bias, base + off, rbase ? rbase + off : NULL, s[2] * WINO_L,
                         n1, n2, m1, m2);
         }
     }
 }
 
 static void output_tr(const struct vox_nn_wino_geom *g, const float *mm, int64_t g0, int64_t count,
-                      struct vox_nn_bt *out, float *buf)
+                      struct vox_nn_bt *out, const struct vox_nn_bt *res, float *buf)
 {
     vf *w = (vf *)buf;
     const int shape = (g->al[0] == 4) * 4 + (g->al[1] == 4) * 2 + (g->al[2] == 4);
@@ -455,16 +465,16 @@ static void output_tr(const struct vox_nn_wino_geom *g, const float *mm, int64_t
         const float *mt = mm + t * g->tm;
         switch (shape) {
         case 7:
-            output_tile(g, mt, o, e, out, w, 4, 4, 4);
+            output_tile(g, mt, o, e, out, res, w, 4, 4, 4);
             break;
         case 3:
-            output_tile(g, mt, o, e, out, w, 1, 4, 4);
+            output_tile(g, mt, o, e, out, res, w, 1, 4, 4);
             break;
         case 5:
-            output_tile(g, mt, o, e, out, w, 4, 1, 4);
+            output_tile(g, mt, o, e, out, res, w, 4, 1, 4);
             break;
         default:
-            output_tile(g, mt, o, e, out, w, 4, 4, 1);
+            output_tile(g, mt, o, e, out, res, w, 4, 4, 1);
             break;
         }
     }
