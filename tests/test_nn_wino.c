@@ -214,7 +214,8 @@ static void test_estimate_and_alloc_failures(struct vox_ctx *ctx)
 /* A residual add fused into the Winograd conv it reads (the other input added and the add's
  * activation applied in the output transform): the add reports "fused" where it may be
  * (the conv has no activation, the add is its only reader, the other input comes earlier),
- * "pass" where it may not, and both nets equal the reference on every ISA. */
+ * "pass" where it may not; every net equals the reference on every ISA, by Winograd and by
+ * the direct nests (which take the add as a post-op, as a deconv's nest does). */
 static void test_fused_add(struct vox_ctx *ctx)
 {
     static const struct {
@@ -232,10 +233,14 @@ static void test_fused_add(struct vox_ctx *ctx)
          "conv c p -> 12 kernel=3 pad=same\nadd s p c act=tanh\nconv d c -> 12 kernel=1\n"
          "add t s d\noutput o t\n",
          "pass"},
+        /* a deconv's nest takes the add as a post-op */
+        {"input a channels=5\nconv p a -> 12 kernel=1 act=relu\npool q p window=1x2x2\n"
+         "deconv u q -> 12 kernel=1x2x2\nadd s p u act=elu\noutput o s\n",
+         "fused"},
     };
     struct vox_ctx *isa[3];
     int n_isa = isa_contexts(ctx, isa);
-    const int64_t patch[3] = {5, 9, 7};
+    const int64_t patch[3] = {5, 10, 8};
     for (size_t k = 0; k < sizeof table / sizeof table[0]; k++) {
         struct vox_net *net = NULL;
         CHECK_OK(vox_net_parse(ctx, table[k].text, "fused.net", &net));
@@ -255,6 +260,19 @@ static void test_fused_add(struct vox_ctx *ctx)
         vox_nn_fast_destroy(fast);
         for (int i = 0; i < n_isa; i++)
             CHECK(compare(ctx, isa[i], net, patch, 3 + k) < 1e-5);
+        /* the direct nest takes the add as a post-op: the same answer as the reference */
+        struct vox_tensor got = {0};
+        struct vox_nn_plan *ref = NULL;
+        struct vox_tensor in = {0};
+        CHECK_OK(vox_tensor_alloc(ctx, &in, VOX_F32, 5, (int64_t[]){1, 5, 5, 10, 8}));
+        fill(&in, 17);
+        CHECK_OK(vox_nn_plan_create(ctx, net, w, patch, &ref));
+        CHECK_OK(vox_nn_plan_forward(ctx, ref, &in));
+        run(ctx, ctx, net, w, patch, VOX_NN_CONV_DIRECT, &got);
+        CHECK(rel_err(ref ? vox_nn_plan_output(ref, 0) : NULL, &got) < 1e-5);
+        vox_tensor_free(ctx, &got);
+        vox_tensor_free(ctx, &in);
+        vox_nn_plan_destroy(ref);
         vox_nn_weights_destroy(w);
         vox_net_destroy(net);
     }

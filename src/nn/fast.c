@@ -291,10 +291,11 @@ static void count_conv(const struct vox_nn_layer *l, const struct vox_nn_fast_co
     }
 }
 
-/* The Winograd conv whose output stage can take add layer i (an add of two tensors): the conv
- * has no activation, the add is its only reader, and the add's other input is computed before
- * it, so the output transform adds it and applies the add's activation (a pass over the
- * tensor saved: the residual adds were 12 % of an RSUNet forward). -1 if none. */
+/* The conv or deconv whose output stage can take add layer i (an add of two tensors): it runs
+ * as a JIT nest or by Winograd (not FFT), has no activation, the add is its only reader, and
+ * the add's other input is computed before it, so its output stage (the nest's post-ops, the
+ * Winograd output transform) adds that input and applies the add's activation (a pass over
+ * the tensor saved: the adds were 12 % of an RSUNet forward). -1 if none. */
 static int fusable_add(const struct vox_net *net, const struct vox_nn_dims *dims,
                        const struct layout *lay, int i)
 {
@@ -305,8 +306,9 @@ static int fusable_add(const struct vox_net *net, const struct vox_nn_dims *dims
     for (int k = 0; k < 2; k++) {
         const int c = l->in[k], o = l->in[1 - k];
         const struct vox_nn_layer *cl = &net->layers[c];
-        if (cl->kind != VOX_NN_CONV || cl->act != VOX_ACT_LINEAR ||
-            lay->algo[c] != VOX_NN_CONV_WINOGRAD || o > c || lay->blk[o] != lay->blk[c] ||
+        const bool nest_or_wino = cl->kind == VOX_NN_DECONV ||
+                                  (cl->kind == VOX_NN_CONV && lay->algo[c] != VOX_NN_CONV_FFT);
+        if (!nest_or_wino || cl->act != VOX_ACT_LINEAR || o > c || lay->blk[o] != lay->blk[c] ||
             dims[o].batch != dims[c].batch)
             continue;
         int readers = 0;
@@ -445,8 +447,10 @@ static enum vox_status prepare_conv(struct vox_nn_fast *f, const struct vox_nn_p
     const struct vox_nn_layer *l = &f->net->layers[i];
     struct vox_ctx *ctx = f->ctx;
     int64_t wn = conv_desc(f->net, f->dims, &f->lay, i, &fl->cv);
-    if (f->lay.fuse[i] >= 0) /* the fused add's activation, after the residual */
+    if (f->lay.fuse[i] >= 0) { /* the fused add: its other input, then its activation */
         fl->cv.act = f->net->layers[f->lay.fuse[i]].act;
+        fl->cv.residual = true;
+    }
     const struct vox_tensor *w, *b;
     vox_nn_plan_params(ref, i, &w, &b);
     fl->pad = l->kind == VOX_NN_CONV && l->same;
@@ -572,11 +576,10 @@ static void run_conv(struct vox_nn_fast *f, int i, struct vox_pool *pool)
     struct fast_layer *fl = &f->fl[i];
     const struct vox_nn_bt *in = &f->t[f->net->layers[i].in[0]];
     const float *src = in->data;
+    const struct vox_nn_layer *add = f->lay.fuse[i] >= 0 ? &f->net->layers[f->lay.fuse[i]]
+                                                         : NULL;
+    const struct vox_nn_bt *res = add ? &f->t[add->in[0] == i ? add->in[1] : add->in[0]] : NULL;
     if (fl->wino) {
-        const struct vox_nn_layer *add = f->lay.fuse[i] >= 0 ? &f->net->layers[f->lay.fuse[i]]
-                                                             : NULL;
-        const struct vox_nn_bt *res =
-            add ? &f->t[add->in[0] == i ? add->in[1] : add->in[0]] : NULL;
         vox_nn_wino_run(fl->wino, pool, in, res, &f->t[i]);
         return;
     }
@@ -594,7 +597,9 @@ static void run_conv(struct vox_nn_fast *f, int i, struct vox_pool *pool)
         vox_nn_bt_pad(pool, in, fl->padlo, &p);
         src = f->scratch;
     }
-    const float *extra[1] = {fl->bp};
+    const float *extra[2] = {fl->bp, NULL}; /* the tensor operands in post-op order */
+    if (res)
+        extra[fl->cv.bias ? 1 : 0] = res->data;
     vox_kernel_run(fl->kern, f->t[i].data, src, fl->wp, extra);
 }
 

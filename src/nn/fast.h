@@ -50,6 +50,8 @@ struct vox_nn_fast_conv {
     enum vox_nn_act act; /* not softmax */
     bool lanes_free;     /* only output layers read the result: its lanes past cout may be
                             left unwritten (the narrow-output nest, fast_conv.c) */
+    bool residual;       /* a tensor laid out as the output is added after the bias, before
+                            the activation (a fused add layer; the nest's next tensor operand) */
 };
 
 /* The nests (A = input, B = packed weights, C = output, extra[0] = packed bias if bias). */

@@ -66,7 +66,7 @@ static void add_loops(struct vox_nest *n, const struct vox_nn_fast_conv *c, int6
 static int64_t post_regs(const struct vox_nn_fast_conv *c)
 {
     const bool exp = c->act == VOX_ACT_ELU || c->act == VOX_ACT_SIGMOID || c->act == VOX_ACT_TANH;
-    return exp ? 3 : c->bias ? 1 : 0;
+    return exp ? 3 : c->bias || c->residual ? 1 : 0;
 }
 
 /* The register tile: OT output blocks x XT voxels, from the registers the post-ops leave. */
@@ -79,14 +79,20 @@ static void tile_of(int isa, const struct vox_nn_fast_conv *c, int64_t ob, int64
     *xt = cdiv(ow, cdiv(ow, cap));
 }
 
-/* Bias (per output channel) and activation post-ops; dims "ob" and "bo" index the channel. */
-static void add_post(struct vox_nest *n, int64_t b, bool bias, enum vox_nn_act act)
+/* Bias (per output channel), residual (a tensor with the output's strides) and activation
+ * post-ops; dims "ob" and "bo" index the channel. */
+static void add_post(struct vox_nest *n, int64_t b, bool bias, bool residual, enum vox_nn_act act)
 {
     if (bias) {
         struct vox_nest_eltwise *e = &n->post[n->npost++];
         e->kind = VOX_NEST_BIAS;
         e->strides[vox_nest_dim_find(n, "bo")] = 1;
         e->strides[vox_nest_dim_find(n, "ob")] = b;
+    }
+    if (residual) {
+        struct vox_nest_eltwise *e = &n->post[n->npost++];
+        e->kind = VOX_NEST_BIAS;
+        memcpy(e->strides, n->strides[VOX_NEST_C], sizeof e->strides);
     }
     static const int kind[VOX_ACT_COUNT] = {-1, VOX_NEST_RELU, VOX_NEST_ELU, VOX_NEST_SIGMOID,
                                             VOX_NEST_TANH, -1};
@@ -102,7 +108,7 @@ static void add_post(struct vox_nest *n, int64_t b, bool bias, enum vox_nn_act a
  * would multiply whatever they hold, NaN included, by its zero weights. */
 static bool narrow_out(const struct vox_nn_fast_conv *c)
 {
-    return c->lanes_free && c->cout <= 4 && c->n == 1 && c->bin == c->b && c->b > 1;
+    return c->lanes_free && !c->residual && c->cout <= 4 && c->n == 1 && c->bin == c->b && c->b > 1;
 }
 
 static void narrow_out_nest(const struct vox_nn_fast_conv *c, struct vox_nest *n)
@@ -161,7 +167,7 @@ void vox_nn_fast_conv_nest(const struct vox_nn_fast_conv *c, int isa, struct vox
                                 {ky, 1}, {kx, 1}, {bi, 1},  {o, 1},  {x, 1},  {bo, 1}};
     add_loops(n, c, ob * out[0] * out[1] * out[2] * b, ib * in[0] * in[1] * in[2] * bin, out[0],
               loops, (int)(sizeof loops / sizeof loops[0]));
-    add_post(n, b, c->bias, c->act);
+    add_post(n, b, c->bias, c->residual, c->act);
 }
 
 void vox_nn_fast_deconv_nest(const struct vox_nn_fast_conv *c, int isa, struct vox_nest *n)
@@ -188,7 +194,7 @@ void vox_nn_fast_deconv_nest(const struct vox_nn_fast_conv *c, int isa, struct v
                                 {x, xt}, {i, 1}, {bi, 1}, {o, 1}, {x, 1},  {bo, 1}};
     add_loops(n, c, ob * ovol * b, ib * in[0] * in[1] * in[2] * bin, in[0], loops,
               (int)(sizeof loops / sizeof loops[0]));
-    add_post(n, b, c->bias, c->act);
+    add_post(n, b, c->bias, c->residual, c->act);
 }
 
 void vox_nn_fast_pack(const struct vox_nn_fast_conv *c, bool deconv, const float *w,
