@@ -59,19 +59,6 @@ done:
     return err;
 }
 
-/* A context per ISA the machine has: ref, avx2, avx512. */
-static int isa_contexts(struct vox_ctx *ctx, struct vox_ctx **out)
-{
-    static const char *const names[] = {"ref", "avx2", "avx512"};
-    int n = 0;
-    for (int i = 0; i <= (int)vox_ctx_cpu(ctx)->isa_max; i++) {
-        struct vox_ctx_options opt = {.threads = 2, .log_level = VOX_LOG_WARN, .isa = names[i]};
-        if (vox_ctx_create(&opt, &out[n]) == VOX_OK)
-            n++;
-    }
-    return n;
-}
-
 static const char *const layer_nets[] = {
     "input a channels=3\nconv c a -> 5 kernel=2x3x3 act=relu\noutput o c\n",
     "input a channels=1\nconv c a -> 19 kernel=3 act=elu\noutput o c\n",

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <unistd.h>
 
 static const char help[] =
     "usage: vox infer --net NET --weights W.h5 --in FILE.h5:/raw --out FILE.h5:/out [options]\n"
@@ -317,16 +316,11 @@ static enum vox_status open_outputs(struct vox_ctx *ctx, const struct infer_opts
     return VOX_OK;
 }
 
-/* The resident set now, in KiB (Linux /proc; -1 where unknown). */
+/* The resident set now, in KiB (-1 where unknown). */
 static long resident_kib(void)
 {
-    long pages = -1, resident = -1;
-    FILE *fp = fopen("/proc/self/statm", "r");
-    if (fp && fscanf(fp, "%ld %ld", &pages, &resident) != 2)
-        resident = -1;
-    if (fp)
-        fclose(fp);
-    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
+    int64_t b = vox_rss_bytes();
+    return b < 0 ? -1 : (long)(b / 1024);
 }
 
 /* The peak resident set so far, in KiB (-1 where unknown). */
