@@ -183,17 +183,11 @@ static const double WINO_GEMM_RATE = 0.35, WINO_TR_RATE = 0.05;
 
 void vox_nn_conv_model(const struct vox_nn_fast_conv *cv, double t_out[VOX_NN_ALGOS])
 {
-    double vol = (double)(cv->out[0] * cv->out[1] * cv->out[2]);
+    double vol = (double)(cv->n * cv->out[0] * cv->out[1] * cv->out[2]);
     double direct = 2.0 * (double)(cdiv(cv->cout, cv->b) * cv->b * cv->cin) *
                     (double)(cv->k[0] * cv->k[1] * cv->k[2]) * vol;
-    int64_t n = cv->in[0] * cv->in[1] * cv->in[2];
-    double products = 8.0 * (double)(cv->cin * cv->cout) * (double)(n / 2 + 1);
-    double transforms = vox_nn_fft_flops(cv) - products;
     t_out[0] = direct / 0.35;
-    /* 8 bytes per product; x3: measured FFT layers ran 2-5x slower than this model said
-     * against the direct nest (8->8 5^3 on 32x128x128: 63 vs 32 ms; n726's 7^3 c1; RSUNet's
-     * 16->3 1x5x5), so it sent layers to FFT without timing them */
-    t_out[1] = 3.0 * (transforms / 0.10 + products / 8.0 * 8.0 * 60.0);
+    t_out[1] = vox_nn_fft_time(cv);
     t_out[2] = HUGE_VAL;
     if (cv->b && vox_nn_wino_ok(cv)) {
         double tr, gemm = vox_nn_wino_flops(cv, &tr);
@@ -219,8 +213,9 @@ static struct choice conv_choice(const struct vox_nn_fast_conv *cv, int threads)
     int64_t n = cv->in[0] * cv->in[1] * cv->in[2];
     double act = (double)((cdiv(cv->cin, cv->bin) * cv->bin + cdiv(cv->cout, cv->b) * cv->b) *
                           n) * sizeof(float);
-    if ((double)vox_nn_fft_bytes(cv, threads) > 8.0 * act)
-        t[1] = HUGE_VAL; /* FFT's cached spectra and buffers within 8x the activations */
+    if ((double)vox_nn_fft_bytes(cv, threads) > 8.0 * act + (double)(2 << 20))
+        t[1] = HUGE_VAL; /* FFT's cached spectra and buffers within 8x the activations (and
+                            2 MiB: the per-thread transform buffers of a small layer) */
     for (int a = 1; a < VOX_NN_ALGOS; a++)
         if (t[a] < t[c.model])
             c.model = a;
@@ -584,11 +579,7 @@ static void run_conv(struct vox_nn_fast *f, int i, struct vox_pool *pool)
         return;
     }
     if (fl->fft) {
-        for (int64_t e = 0; e < in->n; e++) {
-            const struct vox_nn_bt ie = vox_nn_bt_entry(in, e);
-            struct vox_nn_bt oe = vox_nn_bt_entry(&f->t[i], e);
-            vox_nn_fft_run(fl->fft, pool, &ie, &oe);
-        }
+        vox_nn_fft_run(fl->fft, pool, in, &f->t[i]);
         return;
     }
     if (fl->pad) {
@@ -736,7 +727,7 @@ void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
     info.seconds = fl->seconds;
     info.flops = vox_nn_layer_flops(f->net, f->dims, layer);
     double tr = 0, gemm = fl->wino ? vox_nn_wino_flops(&fl->cv, &tr) : 0;
-    info.work = fl->fft ? (double)fl->cv.n * vox_nn_fft_flops(&fl->cv)
+    info.work = fl->fft ? vox_nn_fft_flops(&fl->cv, NULL)
                 : fl->wino ? gemm + tr
                            : info.flops;
     info.bytes = (double)bt_bytes(&f->dims[layer], f->lay.blk[layer]);

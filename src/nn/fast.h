@@ -52,6 +52,9 @@ struct vox_nn_fast_conv {
                             left unwritten (the narrow-output nest, fast_conv.c) */
     bool residual;       /* a tensor laid out as the output is added after the bias, before
                             the activation (a fused add layer; the nest's next tensor operand) */
+    int64_t fft_n[3];    /* FFT: this transform size per axis (0: chosen by the cost model;
+                            the planner's timing slab keeps the whole layer's tiles) */
+    int64_t fft_group;   /* FFT: at most this many tiles per group (0: from the memory cap) */
 };
 
 /* The nests (A = input, B = packed weights, C = output, extra[0] = packed bias if bias). */
@@ -67,10 +70,16 @@ void vox_nn_fast_pack(const struct vox_nn_fast_conv *c, bool deconv, const float
 /* ---- FFT convolution (fast_fft.c) ---- */
 
 struct vox_nn_fft;
-/* Estimated work (transforms + complex multiply-adds, in flops) and bytes held with `threads`
- * workers; the planner's cost model. */
-double vox_nn_fft_flops(const struct vox_nn_fast_conv *c);
+/* Frequencies per block of the spectra's layout ([re FB][im FB] floats). */
+#define VOX_NN_FFT_FB 16
+/* Estimated work (transforms + complex multiply-adds, in flops; *products_out: the latter)
+ * and bytes held with `threads` workers; the planner's cost model. */
+double vox_nn_fft_flops(const struct vox_nn_fast_conv *c, double *products_out);
 size_t vox_nn_fft_bytes(const struct vox_nn_fast_conv *c, int threads);
+/* The cost model's time for c (vox_nn_conv_model's units). */
+double vox_nn_fft_time(const struct vox_nn_fast_conv *c);
+/* The transform size per axis the cost model picks for c (tiles of n - extent + 1 outputs). */
+void vox_nn_fft_size(const struct vox_nn_fast_conv *c, int64_t n_out[3]);
 /* A conv (not deconv) with PyTorch weights w (out, in, k..) and bias (NULL: zeros); the input
  * tensor sits at padlo inside the extent c->in (same padding; 0 for valid). Plans the
  * transforms and caches the kernel spectra. */
@@ -78,9 +87,15 @@ enum vox_status vox_nn_fft_create(struct vox_ctx *ctx, const struct vox_nn_fast_
                                   const int64_t padlo[3], const float *w, const float *bias,
                                   struct vox_nn_fft **fft_out);
 void vox_nn_fft_destroy(struct vox_ctx *ctx, struct vox_nn_fft *f);
-/* out = act(conv(in) + bias); pool may be NULL. Bitwise identical for any thread count. */
+/* out = act(conv(in) + bias) for every batch entry; pool may be NULL. Bitwise identical for
+ * any thread count. */
 void vox_nn_fft_run(struct vox_nn_fft *f, struct vox_pool *pool, const struct vox_nn_bt *in,
                     struct vox_nn_bt *out);
+/* The spectral products of one frequency block (fast_fft_mul.h), per ISA: y [t][k] =
+ * sum over c of x [t][c] * w [k][c], complex blocks of VOX_NN_FFT_FB lanes. */
+typedef void vox_nn_fft_mul_fn(const float *x, const float *w, float *y, int64_t tiles,
+                               int64_t cin, int64_t cout);
+vox_nn_fft_mul_fn vox_nn_fft_mul_ref, vox_nn_fft_mul_avx2, vox_nn_fft_mul_avx512;
 
 /* ---- Winograd convolution F(2,3) per axis (fast_wino.c) ---- */
 

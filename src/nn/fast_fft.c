@@ -1,32 +1,39 @@
 /*
- * fast_fft.c: FFT convolution for the fast forward pass (large kernels, 5^3 and 7^3), through
- * FFTW's single-precision real transforms.
+ * fast_fft.c: FFT convolution for the fast forward pass (large kernels, 5^3 and up), through
+ * FFTW's single-precision real transforms, tiled by overlap-save.
  *
  * Key idea (ZNNi, reference note znn.md sections 2.2-2.3): a convolution is a pointwise product
- * of spectra. With transform sizes N >= the (padded) input extent the circular convolution of
- * the input with the flipped kernel equals the linear one on the valid region, so
- *     out[k][p] = act(bias[k] + c2r(sum_c X_c * W_kc)[p + ke - 1])
- * where X_c = r2c(input channel c), W_kc = r2c(flipped, dilated kernel) / N (computed once at
- * plan time and cached) and ke = (k - 1) * dilation + 1 is the kernel's extent. A same-padded
- * input is placed at its padding offset in the zeroed transform buffer: no padded copy.
+ * of spectra. A transform of n >= m + ke - 1 points per axis (ke = (k - 1) * dilation + 1, the
+ * kernel's extent) turns the circular convolution of an input tile with the flipped kernel into
+ * the linear one on m valid outputs (overlap-save), so per tile t and output channel k
+ *     out[k][t][p] = act(bias[k] + c2r(sum_c X_tc * W_kc)[p + ke - 1]),   0 <= p < m,
+ * with X_tc = r2c(input tile t of channel c) and W_kc = r2c(flipped, dilated kernel) / N,
+ * computed once at create. One tile covering the layer is the classic whole-volume FFT; the
+ * kernel spectra then cost cin * cout spectra of the whole volume (n537's 80 -> 80 5^3 layer
+ * on 112^3: 36 GB), so the transform size is chosen per layer by a cost model (transforms,
+ * products, bytes moved) under a memory cap: smaller tiles mean fewer bytes of spectra, more
+ * overlap (ke - 1 recomputed planes per tile) and more, smaller transforms.
  *
- * Run: (1) threads over input channels, each gathers its channel from the blocked layout into a
- * zeroed real buffer and transforms it; (2) threads over chunks of frequencies multiply and
- * accumulate the spectra of every output channel over the input channels in a fixed order (a
- * chunk of the input spectra stays in cache across the output channels: the products are
- * memory-bound, and this reads each cached spectrum once per run); (3) threads over output
- * channels transform back, crop the valid region and write bias + act into their lane of the
- * blocked output. Every output value
- * has one writer and a fixed order of sums; FFTW plans made with FFTW_ESTIMATE are chosen
- * without timing (the same plan for the same sizes in every process) and a fixed plan executed
- * on equally aligned arrays is deterministic, so results are bitwise identical for any thread
- * count and across runs. (FFTW_MEASURE would pick plans by timing: results could differ by
- * rounding between processes.) Transform sizes are rounded up to 2^a 3^b 5^c 7^d.
+ * The products, summed over input channels, are per frequency a complex matrix product of
+ * (tiles x cin) by (cin x cout): with many tiles they are compute-bound, run by the per-ISA
+ * kernel of fast_fft_mul.h on blocks of VOX_NN_FFT_FB frequencies ([re FB][im FB] floats):
+ * X is [fb][t][c], W [fb][c][k], Y [fb][t][k] blocks.
+ *
+ * Run, per group of tiles (the group bounds the spectra held, each group re-reads W):
+ * (1) threads over (tile, input channel): gather the tile from the blocked layout into a
+ * zeroed real buffer (zeros outside the input: same padding and tails need no padded copy),
+ * r2c, scatter the spectrum into X's blocks; (2) threads over frequency blocks: Y = X W;
+ * (3) threads over (tile, output channel): gather Y's blocks, c2r, write bias + act of the
+ * valid region into the tile's outputs. Every output value has one writer and a fixed order of
+ * sums, the groups do not depend on the thread count, and FFTW plans made with FFTW_ESTIMATE
+ * are chosen without timing (the same plan for the same sizes in every process; a fixed plan
+ * executed on equally aligned arrays is deterministic), so results are bitwise identical for
+ * any thread count and across runs. Transform sizes are even products of 2, 3, 5 and 7.
  *
  * FFTW's planner is process-global and not thread-safe: plan creation and destruction are
  * serialised by one mutex here; executing plans (fftwf_execute_dft_*) is thread-safe.
- * Memory: the cached kernel spectra (cin * cout complex volumes), the input and output spectra
- * (cin + cout) and per thread one real volume (vox_nn_fft_bytes).
+ * Memory (vox_nn_fft_bytes): the kernel spectra, one group's X and Y, per thread a real
+ * volume and a spectrum of one tile.
  */
 #include "fast.h"
 
@@ -34,66 +41,215 @@
 #include <math.h>
 #include <pthread.h>
 #include <string.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 static pthread_mutex_t planner_lock = PTHREAD_MUTEX_INITIALIZER;
 
-struct vox_nn_fft {
-    struct vox_nn_fast_conv cv;
-    int64_t lo[3], n[3], ke[3];
-    int64_t nreal, ncplx; /* floats per real volume, complex numbers per spectrum (padded) */
-    int64_t rstride;      /* floats between the threads' real volumes (64-byte multiples) */
-    int threads;
-    fftwf_plan fwd, inv;
-    fftwf_complex *xs, *ws; /* input spectra (cin), kernel spectra (cout x cin) */
-    float *rbuf;            /* per thread: a real volume */
-    fftwf_complex *acc;     /* output spectra (cout) */
-    float *bias;            /* cout */
+enum { BL = 2 * VOX_NN_FFT_FB }; /* floats per complex block */
+
+/* The tiling of one conv. */
+struct geom {
+    int64_t n[3], m[3], nt[3], ke[3]; /* transform size, outputs per tile, tiles, extent */
+    int64_t tiles;                    /* per batch entry */
+    int64_t ncplx, fb;                /* complex numbers per spectrum, frequency blocks */
+    int64_t group;                    /* tiles per group (over all batch entries) */
+    int64_t lanes;                    /* channels per task of the transforms */
 };
 
+struct vox_nn_fft {
+    struct vox_nn_fast_conv cv;
+    struct geom g;
+    int64_t lo[3];
+    int threads;
+    int64_t rstride, cstride; /* floats between real volumes, between spectra */
+    fftwf_plan fwd, inv;
+    vox_nn_fft_mul_fn *mul;
+    float *w;    /* kernel spectra [fb][cout][cin] blocks */
+    float *xs;   /* one group's input spectra [fb][t][cin] blocks */
+    float *ys;   /* one group's output spectra [fb][t][cout] blocks */
+    float *rbuf; /* per thread: g.lanes real volumes */
+    float *cbuf; /* per thread: g.lanes spectra, interleaved complex */
+    float *bias; /* cout */
+};
+
+/* The relative cost of the parts, in the planner's units (vox_nn_conv_model: the direct
+ * nest's flops / 0.35), fitted to 2-thread runs on a Zen 5 EPYC (n537's 80 -> 80 5^3 layer on
+ * 112^3 in 32^3 tiles: transforms with their gathers and scatters 0.6 s, products 0.23 s;
+ * 8 -> 8 5^3 on 36x132x132: 0.04 s): transforms at 1.8 % of the nest's rate (FFTW runs at
+ * 15-30 GFLOP/s, and the tiles' spectra move through memory twice), products at 20 %, and a
+ * byte of kernel spectra streamed from memory, once per group of tiles, 25 flops. */
+static const double TR_RATE = 0.018, MUL_RATE = 0.2, BYTE_COST = 25.0;
+
+/* Bytes of real volumes and spectra per thread at most (a task transforms up to a block of
+ * channels of one tile at once, so it reads the blocked layout's lines once, not once per
+ * channel, and writes the spectra's blocks of adjacent channels together). */
+enum { LANE_BYTES = 4 << 20 };
+
+static int64_t cdiv(int64_t a, int64_t b)
+{
+    return (a + b - 1) / b;
+}
+
+/* The smallest size >= n that FFTW transforms fast with plans made without timing: 1, 2^a
+ * or 3 * 2^a (even) (measured on Zen 5: 32^3 and 64^3 run at 26-31 GFLOP/s, 24^3 and 48^3 at 12-17,
+ * but 40^3 at 8.6 and 30^3 at 5.9). */
 static int64_t good_size(int64_t n)
 {
-    for (int64_t m = n;; m++) {
-        int64_t r = m;
-        static const int64_t f[4] = {2, 3, 5, 7};
-        for (int k = 0; k < 4; k++)
-            while (r % f[k] == 0)
-                r /= f[k];
-        if (r == 1 && (m % 2 == 0 || m == 1))
-            return m;
+    if (n <= 1)
+        return 1;
+    for (int64_t p = 2;; p *= 2) { /* 2, 4, 6, 8, 12, 16, 24, ... */
+        if (p >= n)
+            return p;
+        if (p >= 4 && 3 * p / 2 >= n)
+            return 3 * p / 2;
     }
 }
 
-/* Sizes of the transforms and of the buffers. */
-static void geometry(const struct vox_nn_fast_conv *c, int64_t n[3], int64_t *nreal,
-                     int64_t *ncplx)
+static size_t spectra_bytes(const struct vox_nn_fast_conv *c, const struct geom *g)
 {
+    return (size_t)(c->cin * c->cout * g->fb * BL) * sizeof(float);
+}
+
+/* The tiling with transform sizes n; a group's spectra take at most the kernel spectra's bytes
+ * or 4 MiB (at least one tile, balanced over the groups). */
+static void geom_of(const struct vox_nn_fast_conv *c, const int64_t n[3], struct geom *g)
+{
+    g->tiles = 1;
+    for (int a = 0; a < 3; a++) {
+        g->n[a] = n[a];
+        g->ke[a] = (c->k[a] - 1) * c->dil[a] + 1;
+        g->m[a] = n[a] - g->ke[a] + 1;
+        g->nt[a] = cdiv(c->out[a], g->m[a]);
+        g->tiles *= g->nt[a];
+    }
+    g->ncplx = n[0] * n[1] * (n[2] / 2 + 1);
+    g->fb = cdiv(g->ncplx, VOX_NN_FFT_FB);
+    double per_tile = (double)((c->cin + c->cout) * g->fb * BL) * sizeof(float);
+    double budget = fmax((double)spectra_bytes(c, g), 4.0 * (1 << 20));
+    int64_t all = c->n * g->tiles, most = (int64_t)fmax(1.0, floor(budget / per_tile));
+    most = c->fft_group > 0 && c->fft_group < most ? c->fft_group : most;
+    g->group = cdiv(all, cdiv(all, most));
+    int64_t vol = n[0] * n[1] * n[2], blk = c->bin > c->b ? c->bin : c->b;
+    int64_t lane = (vol + 2 * g->ncplx) * (int64_t)sizeof(float); /* a volume and a spectrum */
+    for (g->lanes = 1; 2 * g->lanes <= blk && 2 * g->lanes * lane <= (int64_t)LANE_BYTES;)
+        g->lanes *= 2;
+}
+
+/* Model time, transform and product flops of the tiling g. */
+static double cost(const struct vox_nn_fast_conv *c, const struct geom *g, double *tr_out,
+                   double *mul_out)
+{
+    double vol = (double)(g->n[0] * g->n[1] * g->n[2]), tiles = (double)(c->n * g->tiles);
+    double fft = vol > 1 ? 2.5 * vol * log2(vol) : 1.0;
     for (int a = 0; a < 3; a++)
-        n[a] = good_size(c->in[a]);
-    *nreal = n[0] * n[1] * n[2];
-    *ncplx = (n[0] * n[1] * (n[2] / 2 + 1) + 7) / 8 * 8; /* 64-byte aligned spectra */
+        fft *= g->n[a] % 3 == 0 ? 1.3 : 1.0; /* the factor-3 sizes run at about half the rate */
+    *tr_out = (double)(c->cin + c->cout) * fft * tiles;
+    *mul_out = 8.0 * (double)(c->cin * c->cout) * (double)(g->fb * VOX_NN_FFT_FB) * tiles;
+    double bytes = (double)spectra_bytes(c, g) * ceil(tiles / (double)g->group);
+    return *tr_out / TR_RATE + *mul_out / MUL_RATE + bytes * BYTE_COST;
 }
 
-double vox_nn_fft_flops(const struct vox_nn_fast_conv *c)
+/* The candidate sizes of axis a: per tile count, the smallest transform that covers it, down
+ * to tiles of about the kernel's extent; c->fft_n[a] alone where given. */
+static int candidates(const struct vox_nn_fast_conv *c, int a, int64_t out[64])
 {
-    int64_t n[3], nr, nc;
-    geometry(c, n, &nr, &nc);
-    double fft = 2.5 * (double)nr * log2((double)nr); /* one real transform */
-    return (double)(c->cin + c->cout) * fft + 8.0 * (double)(c->cin * c->cout) * (double)nc;
+    if (c->fft_n[a] > 0) {
+        out[0] = c->fft_n[a];
+        return 1;
+    }
+    int64_t ke = (c->k[a] - 1) * c->dil[a] + 1;
+    int count = 0;
+    for (int64_t nt = 1; count < 64; nt++) {
+        int64_t n = good_size(cdiv(c->out[a], nt) + ke - 1);
+        if (count > 0 && (n >= out[count - 1] || n - ke + 1 < ke))
+            break;
+        out[count++] = n;
+        if (n - ke + 1 <= 1)
+            break;
+    }
+    return count;
 }
 
-/* Every thread's real volume starts 64-byte aligned, as the one the plans were made on:
- * FFTW may only execute a plan on arrays aligned like its planning arrays. */
-static int64_t real_stride(int64_t nreal)
+/* The cheapest tiling whose kernel spectra stay within twice the layer's activations or 4 MiB
+ * (the tiling with the fewest bytes of spectra where none does). */
+static void choose(const struct vox_nn_fast_conv *c, struct geom *best)
 {
-    return (nreal + 15) / 16 * 16;
+    int64_t cand[3][64];
+    int nc[3];
+    for (int a = 0; a < 3; a++)
+        nc[a] = candidates(c, a, cand[a]);
+    double act = 2.0 *
+                 (double)((cdiv(c->cin, c->bin) * c->bin + cdiv(c->cout, c->b) * c->b) * c->n *
+                          c->in[0] * c->in[1] * c->in[2]) *
+                 sizeof(float);
+    double best_t = HUGE_VAL, best_bytes = HUGE_VAL, tr, mul;
+    bool fits = false;
+    for (int i = 0; i < nc[0]; i++)
+        for (int j = 0; j < nc[1]; j++)
+            for (int k = 0; k < nc[2]; k++) {
+                struct geom g;
+                geom_of(c, (int64_t[]){cand[0][i], cand[1][j], cand[2][k]}, &g);
+                double bytes = (double)spectra_bytes(c, &g), t = cost(c, &g, &tr, &mul);
+                bool ok = bytes <= fmax(act, (double)(4 << 20));
+                if ((ok && (!fits || t < best_t)) || (!ok && !fits && bytes < best_bytes)) {
+                    *best = g;
+                    best_t = t;
+                    best_bytes = bytes;
+                    fits = ok;
+                }
+            }
+}
+
+void vox_nn_fft_size(const struct vox_nn_fast_conv *c, int64_t n_out[3])
+{
+    struct geom g;
+    choose(c, &g);
+    memcpy(n_out, g.n, sizeof g.n);
+}
+
+double vox_nn_fft_flops(const struct vox_nn_fast_conv *c, double *products_out)
+{
+    struct geom g;
+    double tr, mul;
+    choose(c, &g);
+    cost(c, &g, &tr, &mul);
+    if (products_out)
+        *products_out = mul;
+    return tr + mul;
+}
+
+double vox_nn_fft_time(const struct vox_nn_fast_conv *c)
+{
+    struct geom g;
+    double tr, mul;
+    choose(c, &g);
+    return cost(c, &g, &tr, &mul);
+}
+
+/* Every thread's buffers start 64-byte aligned, as the ones the plans were made on: FFTW may
+ * only execute a plan on arrays aligned like its planning arrays. */
+static int64_t round16(int64_t n)
+{
+    return cdiv(n, 16) * 16;
+}
+
+/* A stride between a thread's buffers: 64-byte multiples, and an odd count of cache lines so
+ * the same position in every lane's buffer does not fall into one cache set. */
+static int64_t pad_stride(int64_t n)
+{
+    return (round16(n) / 16 | 1) * 16;
 }
 
 size_t vox_nn_fft_bytes(const struct vox_nn_fast_conv *c, int threads)
 {
-    int64_t n[3], nr, nc;
-    geometry(c, n, &nr, &nc);
-    return ((size_t)(c->cin * c->cout + c->cin + c->cout) * (size_t)nc * 2 +
-            (size_t)(threads * real_stride(nr)) + (size_t)c->cout) * sizeof(float);
+    struct geom g;
+    choose(c, &g);
+    int64_t vol = g.n[0] * g.n[1] * g.n[2];
+    size_t group = (size_t)(g.group * (c->cin + c->cout) * g.fb * BL) * sizeof(float);
+    return spectra_bytes(c, &g) + group +
+           (size_t)(threads * g.lanes * (pad_stride(vol) + pad_stride(2 * g.ncplx)) + c->cout) *
+               sizeof(float);
 }
 
 void vox_nn_fft_destroy(struct vox_ctx *ctx, struct vox_nn_fft *f)
@@ -106,36 +262,117 @@ void vox_nn_fft_destroy(struct vox_ctx *ctx, struct vox_nn_fft *f)
     if (f->inv)
         fftwf_destroy_plan(f->inv);
     pthread_mutex_unlock(&planner_lock);
+    vox_free(ctx, f->w);
     vox_free(ctx, f->xs);
-    vox_free(ctx, f->ws);
+    vox_free(ctx, f->ys);
     vox_free(ctx, f->rbuf);
-    vox_free(ctx, f->acc);
+    vox_free(ctx, f->cbuf);
     vox_free(ctx, f->bias);
     vox_free(ctx, f);
 }
 
-/* W_kc = r2c(kernel (k, c) flipped and dilated, at the origin) / N, for every k and c. */
-static void kernel_spectra(struct vox_nn_fft *f, const float *w)
+/* The `lanes` spectra at s (interleaved, g->ncplx numbers, cstride floats apart) into the
+ * blocks at dst (channel l's at dst + l * BL, frequency blocks `stride` floats apart; lanes
+ * past the spectrum: 0), scaled by `scale`. Block by block over the lanes: the adjacent
+ * channels' blocks are one run of memory (one page, not `lanes`). */
+static void scatter(const struct geom *g, const float *restrict s, int64_t cstride, int64_t lanes,
+                    float *restrict dst, int64_t stride, float scale)
+{
+    enum { FB = VOX_NN_FFT_FB };
+    for (int64_t b = 0; b < g->fb; b++) {
+        int64_t e = g->ncplx - b * FB < FB ? g->ncplx - b * FB : FB;
+        for (int64_t i = 0; b + 2 < g->fb && i < lanes * BL; i += 16)
+            __builtin_prefetch(dst + (b + 2) * stride + i, 1);
+        for (int64_t l = 0; l < lanes; l++) {
+            float *restrict d = dst + b * stride + l * BL;
+            const float *restrict q = s + l * cstride + 2 * b * FB;
+            for (int64_t i = 0; i < e; i++) {
+                d[i] = q[2 * i] * scale;
+                d[FB + i] = q[2 * i + 1] * scale;
+            }
+            for (int64_t i = e; i < FB; i++)
+                d[i] = d[FB + i] = 0.0f;
+        }
+    }
+}
+
+/* The inverse of scatter (scale 1). */
+static void gather(const struct geom *g, const float *restrict src, int64_t stride, int64_t lanes,
+                   float *restrict s, int64_t cstride)
+{
+    enum { FB = VOX_NN_FFT_FB };
+    for (int64_t b = 0; b < g->fb; b++) {
+        int64_t e = g->ncplx - b * FB < FB ? g->ncplx - b * FB : FB;
+        for (int64_t i = 0; b + 2 < g->fb && i < lanes * BL; i += 16)
+            __builtin_prefetch(src + (b + 2) * stride + i); /* 2 blocks ahead: the stride
+                                                               defeats the prefetchers */
+        for (int64_t l = 0; l < lanes; l++) {
+            const float *restrict d = src + b * stride + l * BL;
+            float *restrict q = s + l * cstride + 2 * b * FB;
+            for (int64_t i = 0; i < e; i++) {
+                q[2 * i] = d[i];
+                q[2 * i + 1] = d[FB + i];
+            }
+        }
+    }
+}
+
+struct fft_job {
+    struct vox_nn_fft *f;
+    const float *w; /* create: the PyTorch weights */
+    const struct vox_nn_bt *in;
+    struct vox_nn_bt *out;
+    int64_t g0, count; /* run: the group's first tile and its tiles */
+    int64_t lanes;     /* channels per task (stage 1 or 3) */
+};
+
+/* Pairs [lo, hi) of (k, c): W_kc = r2c(kernel (k, c) flipped and dilated, at the origin) / N. */
+static void kernel_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct fft_job *j = arg;
+    struct vox_nn_fft *f = j->f;
+    const struct vox_nn_fast_conv *c = &f->cv;
+    const struct geom *g = &f->g;
+    const int64_t *k = c->k, *d = c->dil, *n = g->n, taps = k[0] * k[1] * k[2];
+    float *r = f->rbuf + tid * g->lanes * f->rstride, *s = f->cbuf + tid * g->lanes * f->cstride;
+    const float scale = 1.0f / (float)(n[0] * n[1] * n[2]);
+    for (int64_t p = lo[0]; p < hi[0]; p++) {
+        int64_t o = p / c->cin, i = p % c->cin;
+        memset(r, 0, (size_t)(n[0] * n[1] * n[2]) * sizeof(float));
+        const float *src = j->w + p * taps;
+        for (int64_t a = 0; a < k[0]; a++)
+            for (int64_t b = 0; b < k[1]; b++)
+                for (int64_t e = 0; e < k[2]; e++) {
+                    int64_t z = g->ke[0] - 1 - a * d[0], y = g->ke[1] - 1 - b * d[1],
+                            x = g->ke[2] - 1 - e * d[2];
+                    r[(z * n[1] + y) * n[2] + x] = src[(a * k[1] + b) * k[2] + e];
+                }
+        fftwf_execute_dft_r2c(f->fwd, r, (fftwf_complex *)s);
+        scatter(g, s, f->cstride, 1, f->w + (o * c->cin + i) * BL, c->cin * c->cout * BL, scale);
+    }
+}
+
+/* Pool width: a pool wider than the per-thread buffers runs on the caller's thread. */
+static struct vox_pool *usable(const struct vox_nn_fft *f, struct vox_pool *pool)
+{
+    return pool && vox_pool_threads(pool) > f->threads ? NULL : pool;
+}
+
+static enum vox_status alloc_all(struct vox_ctx *ctx, struct vox_nn_fft *f)
 {
     const struct vox_nn_fast_conv *c = &f->cv;
-    const int64_t *k = c->k, *d = c->dil, *n = f->n, taps = k[0] * k[1] * k[2];
-    const float scale = 1.0f / (float)f->nreal;
-    for (int64_t o = 0; o < c->cout; o++)
-        for (int64_t i = 0; i < c->cin; i++) {
-            memset(f->rbuf, 0, (size_t)f->nreal * sizeof(float));
-            const float *src = w + (o * c->cin + i) * taps;
-            for (int64_t a = 0; a < k[0]; a++)
-                for (int64_t b = 0; b < k[1]; b++)
-                    for (int64_t e = 0; e < k[2]; e++) {
-                        int64_t z = f->ke[0] - 1 - a * d[0], y = f->ke[1] - 1 - b * d[1],
-                                x = f->ke[2] - 1 - e * d[2];
-                        f->rbuf[(z * n[1] + y) * n[2] + x] = src[(a * k[1] + b) * k[2] + e];
-                    }
-            fftwf_complex *dst = f->ws + (o * c->cin + i) * f->ncplx;
-            fftwf_execute_dft_r2c(f->fwd, f->rbuf, dst);
-            for (int64_t q = 0; q < f->ncplx; q++)
-                dst[q][0] *= scale, dst[q][1] *= scale;
-        }
+    const struct geom *g = &f->g;
+    f->rstride = pad_stride(g->n[0] * g->n[1] * g->n[2]);
+    f->cstride = pad_stride(2 * g->ncplx);
+    f->w = vox_alloc(ctx, (size_t)(c->cin * c->cout * g->fb * BL) * sizeof(float));
+    f->xs = vox_alloc(ctx, (size_t)(g->group * c->cin * g->fb * BL) * sizeof(float));
+    f->ys = vox_alloc(ctx, (size_t)(g->group * c->cout * g->fb * BL) * sizeof(float));
+    f->rbuf = vox_alloc(ctx, (size_t)(f->threads * g->lanes * f->rstride) * sizeof(float));
+    f->cbuf = vox_alloc(ctx, (size_t)(f->threads * g->lanes * f->cstride) * sizeof(float));
+    f->bias = vox_alloc(ctx, (size_t)c->cout * sizeof(float));
+    if (!f->w || !f->xs || !f->ys || !f->rbuf || !f->cbuf || !f->bias)
+        return VOX_OUT_OF_MEMORY;
+    return VOX_OK;
 }
 
 enum vox_status vox_nn_fft_create(struct vox_ctx *ctx, const struct vox_nn_fast_conv *c,
@@ -148,136 +385,168 @@ enum vox_status vox_nn_fft_create(struct vox_ctx *ctx, const struct vox_nn_fast_
         return VOX_OUT_OF_MEMORY;
     f->cv = *c;
     f->threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
-    geometry(c, f->n, &f->nreal, &f->ncplx);
-    f->rstride = real_stride(f->nreal);
-    for (int a = 0; a < 3; a++) {
-        f->lo[a] = padlo[a];
-        f->ke[a] = (c->k[a] - 1) * c->dil[a] + 1;
-    }
-    size_t cb = (size_t)f->ncplx * sizeof(fftwf_complex);
-    f->xs = vox_alloc(ctx, (size_t)c->cin * cb);
-    f->ws = vox_alloc(ctx, (size_t)(c->cin * c->cout) * cb);
-    f->acc = vox_alloc(ctx, (size_t)c->cout * cb);
-    f->rbuf = vox_alloc(ctx, (size_t)(f->threads * f->rstride) * sizeof(float));
-    f->bias = vox_alloc(ctx, (size_t)c->cout * sizeof(float));
-    if (!f->xs || !f->ws || !f->acc || !f->rbuf || !f->bias) {
+    const int isa = (int)vox_ctx_cpu(ctx)->isa;
+    f->mul = isa == VOX_ISA_AVX512 ? vox_nn_fft_mul_avx512
+             : isa == VOX_ISA_AVX2 ? vox_nn_fft_mul_avx2
+                                   : vox_nn_fft_mul_ref;
+    choose(c, &f->g);
+    memcpy(f->lo, padlo, sizeof f->lo);
+    if (alloc_all(ctx, f) != VOX_OK) {
         vox_nn_fft_destroy(ctx, f);
         return VOX_OUT_OF_MEMORY;
     }
     for (int64_t o = 0; o < c->cout; o++)
         f->bias[o] = bias && c->bias ? bias[o] : 0.0f;
-    int n[3] = {(int)f->n[0], (int)f->n[1], (int)f->n[2]};
+    int n[3] = {(int)f->g.n[0], (int)f->g.n[1], (int)f->g.n[2]};
     pthread_mutex_lock(&planner_lock);
-    f->fwd = fftwf_plan_dft_r2c(3, n, f->rbuf, f->acc, FFTW_ESTIMATE);
-    f->inv = fftwf_plan_dft_c2r(3, n, f->acc, f->rbuf, FFTW_ESTIMATE);
+    f->fwd = fftwf_plan_dft_r2c(3, n, f->rbuf, (fftwf_complex *)f->cbuf, FFTW_ESTIMATE);
+    f->inv = fftwf_plan_dft_c2r(3, n, (fftwf_complex *)f->cbuf, f->rbuf, FFTW_ESTIMATE);
     pthread_mutex_unlock(&planner_lock);
     if (!f->fwd || !f->inv) {
         vox_nn_fft_destroy(ctx, f);
-        return vox_fail(ctx, VOX_OUT_OF_MEMORY, "FFTW could not plan a %lldx%lldx%lld transform",
-                        (long long)f->n[0], (long long)f->n[1], (long long)f->n[2]);
+        return vox_fail(ctx, VOX_OUT_OF_MEMORY, "FFTW could not plan a %dx%dx%d transform", n[0],
+                        n[1], n[2]);
     }
-    kernel_spectra(f, w);
+    struct fft_job j = {.f = f, .w = w};
+    vox_pool_for(usable(f, vox_ctx_pool(ctx)), (int64_t[]){c->cin * c->cout, 1, 1},
+                 (int64_t[]){1, 1, 1}, VOX_SCHED_DYNAMIC, kernel_task, &j);
     *fft_out = f;
     return VOX_OK;
 }
 
-struct fft_job {
-    struct vox_nn_fft *f;
-    const struct vox_nn_bt *in;
-    struct vox_nn_bt *out;
-};
+/* Tile t (over all batch entries): its batch entry and its tile index per axis. */
+static int64_t decode(const struct geom *g, int64_t t, int64_t idx[3])
+{
+    idx[2] = t % g->nt[2];
+    t /= g->nt[2];
+    idx[1] = t % g->nt[1];
+    t /= g->nt[1];
+    idx[0] = t % g->nt[0];
+    return t / g->nt[0];
+}
 
-/* Stage 1: X_c = r2c(input channel c at its padding offset). */
+/* Stage 1, pairs [lo, hi) of (tile of the group, group of j->lanes input channels): X_tc. */
 static void forward_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     const struct fft_job *j = arg;
     struct vox_nn_fft *f = j->f;
-    const struct vox_nn_bt *in = j->in;
-    float *r = f->rbuf + (int64_t)tid * f->rstride;
-    const int64_t *n = f->n, *s = in->s;
-    for (int64_t c = lo[0]; c < hi[0]; c++) {
-        memset(r, 0, (size_t)f->nreal * sizeof(float));
-        const float *src = in->data + (c / in->blk) * vox_nn_bt_vol(in) * in->blk + c % in->blk;
-        for (int64_t z = 0; z < s[0]; z++)
-            for (int64_t y = 0; y < s[1]; y++) {
-                float *dst = r + ((z + f->lo[0]) * n[1] + y + f->lo[1]) * n[2] + f->lo[2];
-                const float *row = src + (z * s[1] + y) * s[2] * in->blk;
-                for (int64_t x = 0; x < s[2]; x++)
-                    dst[x] = row[x * in->blk];
+    const struct geom *g = &f->g;
+    const int64_t *n = g->n, cin = f->cv.cin, L = j->lanes, groups = cdiv(cin, L);
+    float *r = f->rbuf + tid * g->lanes * f->rstride, *s = f->cbuf + tid * g->lanes * f->cstride;
+    for (int64_t p = lo[0]; p < hi[0]; p++) {
+        int64_t tl = p / groups, c0 = p % groups * L, t[3];
+        int64_t lanes = cin - c0 < L ? cin - c0 : L;
+        const struct vox_nn_bt in = vox_nn_bt_entry(j->in, decode(g, j->g0 + tl, t));
+        int64_t o[3], a0[3], a1[3]; /* the tile's origin in the input; its rows inside */
+        for (int a = 0; a < 3; a++) {
+            o[a] = t[a] * g->m[a] - f->lo[a];
+            a0[a] = o[a] < 0 ? -o[a] : 0;
+            a1[a] = in.s[a] - o[a] < n[a] ? in.s[a] - o[a] : n[a];
+        }
+        bool inside = true; /* the tile covers only input: every value is written below */
+        for (int a = 0; a < 3; a++)
+            inside = inside && a0[a] == 0 && a1[a] == n[a];
+        for (int64_t l = 0; l < lanes && !inside; l++)
+            memset(r + l * f->rstride, 0, (size_t)(n[0] * n[1] * n[2]) * sizeof(float));
+        const float *src = in.data + (c0 / in.blk) * vox_nn_bt_vol(&in) * in.blk + c0 % in.blk;
+        for (int64_t z = a0[0]; z < a1[0]; z++)
+            for (int64_t y = a0[1]; y < a1[1]; y++) {
+                int64_t at = (z * n[1] + y) * n[2];
+                const float *row =
+                    src + (((z + o[0]) * in.s[1] + y + o[1]) * in.s[2] + o[2]) * in.blk;
+                for (int64_t l = 0; l < lanes; l++) /* the row's lines stay in L1 */
+                    for (int64_t x = a0[2]; x < a1[2]; x++)
+                        r[l * f->rstride + at + x] = row[x * in.blk + l];
             }
-        fftwf_execute_dft_r2c(f->fwd, r, f->xs + c * f->ncplx);
+        for (int64_t l = 0; l < lanes; l++)
+            fftwf_execute_dft_r2c(f->fwd, r + l * f->rstride,
+                                  (fftwf_complex *)(s + l * f->cstride));
+        scatter(g, s, f->cstride, lanes, f->xs + (tl * cin + c0) * BL, j->count * cin * BL, 1.0f);
     }
 }
 
-enum { CHUNK = 512 }; /* complex numbers per task of the products */
-
-/* Stage 2: for the frequencies of chunks [lo, hi) and every output channel k,
- * A_k = sum over c, in order, of X_c * W_kc (complex, as interleaved floats). */
+/* Stage 2, frequency blocks [lo, hi): Y = X W. */
 static void products_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     (void)tid;
     const struct fft_job *j = arg;
     const struct vox_nn_fft *f = j->f;
-    int64_t q0 = 2 * lo[0] * CHUNK, q1 = 2 * hi[0] * CHUNK;
-    q1 = q1 < 2 * f->ncplx ? q1 : 2 * f->ncplx;
-    for (int64_t k = 0; k < f->cv.cout; k++) {
-        float *restrict acc = (float *)(f->acc + k * f->ncplx);
-        for (int64_t c = 0; c < f->cv.cin; c++) {
-            const float *restrict x = (const float *)(f->xs + c * f->ncplx);
-            const float *restrict w = (const float *)(f->ws + (k * f->cv.cin + c) * f->ncplx);
-            if (c == 0) {
-                for (int64_t q = q0; q < q1; q += 2) {
-                    acc[q] = x[q] * w[q] - x[q + 1] * w[q + 1];
-                    acc[q + 1] = x[q] * w[q + 1] + x[q + 1] * w[q];
-                }
-                continue;
-            }
-            for (int64_t q = q0; q < q1; q += 2) {
-                acc[q] += x[q] * w[q] - x[q + 1] * w[q + 1];
-                acc[q + 1] += x[q] * w[q + 1] + x[q + 1] * w[q];
-            }
-        }
-    }
+    const int64_t cin = f->cv.cin, cout = f->cv.cout, t = j->count;
+    for (int64_t b = lo[0]; b < hi[0]; b++)
+        f->mul(f->xs + b * t * cin * BL, f->w + b * cin * cout * BL, f->ys + b * t * cout * BL, t,
+               cin, cout);
 }
 
-/* Stage 3: output channel k (lanes past cout are written 0). */
+/* Stage 3, pairs [lo, hi) of (tile of the group, group of j->lanes output channels): c2r,
+ * bias, act, store. */
 static void inverse_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     const struct fft_job *j = arg;
     struct vox_nn_fft *f = j->f;
-    struct vox_nn_bt *out = j->out;
-    float *r = f->rbuf + (int64_t)tid * f->rstride;
-    const int64_t *n = f->n, *s = out->s, *ke = f->ke;
-    for (int64_t k = lo[0]; k < hi[0]; k++) {
-        float *dst = out->data + (k / out->blk) * vox_nn_bt_vol(out) * out->blk + k % out->blk;
-        if (k >= f->cv.cout) {
-            for (int64_t v = 0; v < vox_nn_bt_vol(out); v++)
-                dst[v * out->blk] = 0.0f;
-            continue;
+    const struct geom *g = &f->g;
+    const int64_t *n = g->n, *ke = g->ke, cout = f->cv.cout, L = j->lanes, groups = cdiv(cout, L);
+    float *r = f->rbuf + tid * g->lanes * f->rstride, *s = f->cbuf + tid * g->lanes * f->cstride;
+    for (int64_t p = lo[0]; p < hi[0]; p++) {
+        int64_t tl = p / groups, k0 = p % groups * L, t[3], o[3], e[3];
+        int64_t lanes = cout - k0 < L ? cout - k0 : L;
+        const struct vox_nn_bt out = vox_nn_bt_entry(j->out, decode(g, j->g0 + tl, t));
+        for (int a = 0; a < 3; a++) {
+            o[a] = t[a] * g->m[a];
+            e[a] = out.s[a] - o[a] < g->m[a] ? out.s[a] - o[a] : g->m[a];
         }
-        fftwf_execute_dft_c2r(f->inv, f->acc + k * f->ncplx, r);
-        const float b = f->bias[k];
-        for (int64_t z = 0; z < s[0]; z++)
-            for (int64_t y = 0; y < s[1]; y++) {
-                const float *row = r + ((z + ke[0] - 1) * n[1] + y + ke[1] - 1) * n[2] + ke[2] - 1;
-                float *o = dst + (z * s[1] + y) * s[2] * out->blk;
-                for (int64_t x = 0; x < s[2]; x++)
-                    o[x * out->blk] = vox_nn_act1f(f->cv.act, row[x] + b);
+        gather(g, f->ys + (tl * cout + k0) * BL, j->count * cout * BL, lanes, s, f->cstride);
+        for (int64_t l = 0; l < lanes; l++)
+            fftwf_execute_dft_c2r(f->inv, (fftwf_complex *)(s + l * f->cstride),
+                                  r + l * f->rstride);
+        const float *b = f->bias + k0;
+        float *dst = out.data + (k0 / out.blk) * vox_nn_bt_vol(&out) * out.blk + k0 % out.blk;
+        for (int64_t z = 0; z < e[0]; z++)
+            for (int64_t y = 0; y < e[1]; y++) {
+                int64_t at = ((z + ke[0] - 1) * n[1] + y + ke[1] - 1) * n[2] + ke[2] - 1;
+                float *d = dst + (((z + o[0]) * out.s[1] + y + o[1]) * out.s[2] + o[2]) * out.blk;
+                for (int64_t x = 0; x < e[2]; x++)
+                    for (int64_t l = 0; l < lanes; l++)
+                        d[x * out.blk + l] =
+                            vox_nn_act1f(f->cv.act, r[l * f->rstride + at + x] + b[l]);
             }
+    }
+}
+
+/* Lanes past cout: 0. */
+static void zero_lanes(const struct vox_nn_fft *f, struct vox_nn_bt *out)
+{
+    int64_t lanes = vox_nn_bt_blocks(out) * out->blk;
+    for (int64_t e = 0; e < out->n && lanes > f->cv.cout; e++) {
+        struct vox_nn_bt oe = vox_nn_bt_entry(out, e);
+        float *last = oe.data + (vox_nn_bt_blocks(&oe) - 1) * vox_nn_bt_vol(&oe) * oe.blk;
+        for (int64_t v = 0; v < vox_nn_bt_vol(&oe); v++)
+            for (int64_t l = f->cv.cout % oe.blk; l < oe.blk; l++)
+                last[v * oe.blk + l] = 0.0f;
     }
 }
 
 void vox_nn_fft_run(struct vox_nn_fft *f, struct vox_pool *pool, const struct vox_nn_bt *in,
                     struct vox_nn_bt *out)
 {
-    struct fft_job j = {f, in, out};
-    if (pool && vox_pool_threads(pool) > f->threads)
-        pool = NULL; /* a pool wider than the per-thread buffers: run on the caller's thread */
-    const int64_t one[3] = {1, 1, 1};
-    vox_pool_for(pool, (int64_t[]){f->cv.cin, 1, 1}, one, VOX_SCHED_DYNAMIC, forward_task, &j);
-    int64_t chunks = (f->ncplx + CHUNK - 1) / CHUNK;
-    vox_pool_for(pool, (int64_t[]){chunks, 1, 1}, (int64_t[]){16, 1, 1}, VOX_SCHED_DYNAMIC,
-                 products_task, &j);
-    int64_t lanes = vox_nn_bt_blocks(out) * out->blk;
-    vox_pool_for(pool, (int64_t[]){lanes, 1, 1}, one, VOX_SCHED_DYNAMIC, inverse_task, &j);
+    pool = usable(f, pool);
+    zero_lanes(f, out);
+    const int64_t one[3] = {1, 1, 1}, all = in->n * f->g.tiles;
+    const int64_t li = f->g.lanes < in->blk ? f->g.lanes : in->blk,
+                  lo = f->g.lanes < out->blk ? f->g.lanes : out->blk;
+    const int64_t grain = cdiv(4096, f->cv.cin * f->cv.cout * f->g.group);
+    for (int64_t g0 = 0; g0 < all; g0 += f->g.group) {
+        struct fft_job j = {.f = f,
+                            .in = in,
+                            .out = out,
+                            .g0 = g0,
+                            .count = all - g0 < f->g.group ? all - g0 : f->g.group,
+                            .lanes = li};
+        vox_pool_for(pool, (int64_t[]){j.count * cdiv(f->cv.cin, li), 1, 1}, one, VOX_SCHED_DYNAMIC,
+                     forward_task, &j);
+        vox_pool_for(pool, (int64_t[]){f->g.fb, 1, 1}, (int64_t[]){grain, 1, 1}, VOX_SCHED_DYNAMIC,
+                     products_task, &j);
+        j.lanes = lo;
+        vox_pool_for(pool, (int64_t[]){j.count * cdiv(f->cv.cout, lo), 1, 1}, one,
+                     VOX_SCHED_DYNAMIC, inverse_task, &j);
+    }
 }

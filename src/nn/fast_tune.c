@@ -19,7 +19,7 @@
  * measurement. VOX_PLAN_CACHE=off keeps entries in memory only. A file that cannot be read,
  * parsed or written is ignored with a debug log line: the cache only saves time, it never
  * fails a plan.
- * Lines: "# vox plan cache 2", then "<key> <direct ms> <fft ms> <winograd ms>"; a file of
+ * Lines: "# vox plan cache 3", then "<key> <direct ms> <fft ms> <winograd ms>"; a file of
  * another version is ignored (and replaced on the next save). A cached entry that lacks one of
  * the algorithms asked for is measured again.
  */
@@ -36,7 +36,7 @@
 enum { KEY_LEN = 320, PATH_LEN = 1024, RUNS = 3 };
 static const double SLAB_FLOPS = 1.5e8; /* about 10 ms for the direct nest on 2 cores */
 static const double SLOW_RUN_S = 0.05;  /* a slower warm-up: one timed run is enough */
-static const char HEADER[] = "# vox plan cache 2";
+static const char HEADER[] = "# vox plan cache 3";
 
 struct tune_entry {
     char key[KEY_LEN];
@@ -208,6 +208,7 @@ static void make_key(struct vox_ctx *ctx, const struct vox_nn_fast_conv *c, cons
 static struct vox_nn_fast_conv slab_of(const struct vox_nn_fast_conv *c)
 {
     struct vox_nn_fast_conv s = *c;
+    vox_nn_fft_size(c, s.fft_n); /* the layer's tiles, so the slab times them */
     s.n = 1;
     for (int a = 0; a < 2; a++)
         while (s.out[a] > 1) {
@@ -364,7 +365,7 @@ enum vox_status vox_nn_tune_times(struct vox_nn_tune *t, struct vox_ctx *ctx,
     vox_nn_conv_model(&s, part);
     for (int a = 0; a < VOX_NN_ALGOS; a++) /* at least 1 ns: a measured time is never 0 */
         ms_out[a] =
-            mask >> a & 1 ? fmax(sec[a] * 1e3 * (double)c->n * full[a] / part[a], 1e-6) : 0;
+            mask >> a & 1 ? fmax(sec[a] * 1e3 * full[a] / part[a], 1e-6) : 0;
     *source_out = VOX_NN_ALGO_MEASURED;
     t->measured++;
     vox_log(ctx, VOX_LOG_DEBUG, "plan: measured %s: direct %.3f ms, fft %.3f ms, winograd %.3f ms",

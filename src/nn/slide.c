@@ -165,6 +165,21 @@ static enum vox_status choose_patch(struct vox_nn_volume *v, struct vox_nn_dims 
     return patch_bytes(v, p, algo, &v->bytes);
 }
 
+/* choose_patch with fo->algo; where the automatic choice's smallest patch does not fit (its
+ * estimate holds FFT's spectra wherever FFT might be picked), with the direct nests alone,
+ * which need the least memory (fo->algo becomes that). */
+static enum vox_status choose_patch_lean(struct vox_nn_volume *v, struct vox_nn_dims *dims,
+                                         const int64_t want[3], size_t mem,
+                                         struct vox_nn_fast_options *fo)
+{
+    enum vox_status s = choose_patch(v, dims, want, mem, fo->algo);
+    if (s != VOX_INVALID_ARG || fo->algo != VOX_NN_CONV_AUTO)
+        return s;
+    if ((s = choose_patch(v, dims, want, mem, VOX_NN_CONV_DIRECT)) == VOX_OK)
+        fo->algo = VOX_NN_CONV_DIRECT;
+    return s;
+}
+
 /* Stride, pooling grid and margin from the shapes of the chosen patch. */
 static enum vox_status geometry(struct vox_nn_volume *v, const struct vox_nn_dims *dims)
 {
@@ -270,11 +285,11 @@ enum vox_status vox_nn_volume_plan(struct vox_ctx *ctx, const struct vox_net *ne
     }
     size_t mem = opt->mem_bytes ? opt->mem_bytes : (size_t)2 << 30;
     /* margins need the fov, which needs a patch the net takes: plan once with the volume */
-    const struct vox_nn_fast_options fo = {.algo = opt->algo, .tune = opt->tune};
+    struct vox_nn_fast_options fo = {.algo = opt->algo, .tune = opt->tune};
     if ((s = choose_patch(v, dims, (const int64_t[3]){0, 0, 0}, SIZE_MAX, opt->algo)) != VOX_OK ||
         (s = vox_net_shapes(ctx, net, v->patch, dims)) != VOX_OK ||
         (s = geometry(v, dims)) != VOX_OK ||
-        (s = choose_patch(v, dims, opt->patch, mem, opt->algo)) ||
+        (s = choose_patch_lean(v, dims, opt->patch, mem, &fo)) ||
         (s = vox_net_shapes(ctx, net, v->patch, dims)) != VOX_OK ||
         (s = geometry(v, dims)) != VOX_OK ||
         (s = vox_nn_fast_create_opts(ctx, net, w, v->patch, &fo, &v->fast)) != VOX_OK ||
