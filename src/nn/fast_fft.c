@@ -160,13 +160,12 @@ static int candidates(const struct vox_nn_fast_conv *c, int a, int64_t out[64])
     }
     int64_t ke = (c->k[a] - 1) * c->dil[a] + 1;
     int count = 0;
-    for (int64_t nt = 1; count < 64; nt++) {
+    for (int64_t nt = 1; count < 64 && nt <= c->out[a]; nt++) {
         int64_t n = good_size(cdiv(c->out[a], nt) + ke - 1);
-        if (count > 0 && (n >= out[count - 1] || n - ke + 1 < ke))
-            break;
-        out[count++] = n;
-        if (n - ke + 1 <= 1)
-            break;
+        if (count > 0 && n - ke + 1 < ke)
+            break; /* tiles smaller than the kernel: mostly overlap */
+        if (count == 0 || n < out[count - 1])
+            out[count++] = n;
     }
     return count;
 }
