@@ -32,6 +32,18 @@ static inline int64_t vox_nn_bt_elems(const struct vox_nn_bt *t)
     return vox_nn_bt_blocks(t) * vox_nn_bt_vol(t) * t->blk;
 }
 /* Batch entry e of t, as a tensor of its own. */
+/* Tile t of a grid of nt[0] x nt[1] x nt[2] tiles per batch entry, numbered over the batch
+ * entry, z, y, x: its tile index per axis in idx; returns its batch entry. */
+static inline int64_t vox_nn_tile_decode(const int64_t nt[3], int64_t t, int64_t idx[3])
+{
+    idx[2] = t % nt[2];
+    t /= nt[2];
+    idx[1] = t % nt[1];
+    t /= nt[1];
+    idx[0] = t % nt[0];
+    return t / nt[0];
+}
+
 static inline struct vox_nn_bt vox_nn_bt_entry(const struct vox_nn_bt *t, int64_t e)
 {
     struct vox_nn_bt v = *t;

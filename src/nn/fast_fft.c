@@ -413,17 +413,6 @@ enum vox_status vox_nn_fft_create(struct vox_ctx *ctx, const struct vox_nn_fast_
     return VOX_OK;
 }
 
-/* Tile t (over all batch entries): its batch entry and its tile index per axis. */
-static int64_t decode(const struct geom *g, int64_t t, int64_t idx[3])
-{
-    idx[2] = t % g->nt[2];
-    t /= g->nt[2];
-    idx[1] = t % g->nt[1];
-    t /= g->nt[1];
-    idx[0] = t % g->nt[0];
-    return t / g->nt[0];
-}
-
 /* Stage 1, pairs [lo, hi) of (tile of the group, group of j->lanes input channels): X_tc. */
 static void forward_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
@@ -435,7 +424,8 @@ static void forward_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
     for (int64_t p = lo[0]; p < hi[0]; p++) {
         int64_t tl = p / groups, c0 = p % groups * L, t[3];
         int64_t lanes = cin - c0 < L ? cin - c0 : L;
-        const struct vox_nn_bt in = vox_nn_bt_entry(j->in, decode(g, j->g0 + tl, t));
+        const struct vox_nn_bt in =
+            vox_nn_bt_entry(j->in, vox_nn_tile_decode(g->nt, j->g0 + tl, t));
         int64_t o[3], a0[3], a1[3]; /* the tile's origin in the input; its rows inside */
         for (int a = 0; a < 3; a++) {
             o[a] = t[a] * g->m[a] - f->lo[a];
@@ -488,7 +478,8 @@ static void inverse_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
     for (int64_t p = lo[0]; p < hi[0]; p++) {
         int64_t tl = p / groups, k0 = p % groups * L, t[3], o[3], e[3];
         int64_t lanes = cout - k0 < L ? cout - k0 : L;
-        const struct vox_nn_bt out = vox_nn_bt_entry(j->out, decode(g, j->g0 + tl, t));
+        const struct vox_nn_bt out =
+            vox_nn_bt_entry(j->out, vox_nn_tile_decode(g->nt, j->g0 + tl, t));
         for (int a = 0; a < 3; a++) {
             o[a] = t[a] * g->m[a];
             e[a] = out.s[a] - o[a] < g->m[a] ? out.s[a] - o[a] : g->m[a];

@@ -28,17 +28,6 @@ typedef int32_t vi __attribute__((vector_size(4 * WINO_L)));
 #define LD(v, p) memcpy(&(v), (p), sizeof(vf))
 #define ST(p, v) memcpy((p), &(v), sizeof(vf))
 
-/* Tile g's batch entry and its tile index per axis. */
-static int64_t decode(const struct vox_nn_wino_geom *g, int64_t t, int64_t idx[3])
-{
-    idx[2] = t % g->nt[2];
-    t /= g->nt[2];
-    idx[1] = t % g->nt[1];
-    t /= g->nt[1];
-    idx[0] = t % g->nt[0];
-    return t / g->nt[0];
-}
-
 /* B^T of the 4 values x[0], x[s], x[2s], x[3s] into y[0], y[t], y[2t], y[3t] (may be x). */
 INLINE void bt4(const vf *x, int s, vf *y, int t)
 {
@@ -255,7 +244,7 @@ static void input_tr(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *i
     for (int64_t cb = vox_nn_bt_blocks(in) - 1; cb >= 0; cb--)
         for (int64_t t = 0; t < count; t++) {
             int64_t idx[3], q[3];
-            int64_t e = decode(g, g0 + t, idx);
+            int64_t e = vox_nn_tile_decode(g->nt, g0 + t, idx);
             for (int a = 0; a < 3; a++)
                 q[a] = idx[a] * g->m[a] - g->lo[a];
             float *vt = v + t * g->tv;
@@ -459,7 +448,7 @@ static void output_tr(const struct vox_nn_wino_geom *g, const float *mm, int64_t
     const int shape = (g->al[0] == 4) * 4 + (g->al[1] == 4) * 2 + (g->al[2] == 4);
     for (int64_t t = 0; t < count; t++) {
         int64_t idx[3], o[3];
-        int64_t e = decode(g, g0 + t, idx);
+        int64_t e = vox_nn_tile_decode(g->nt, g0 + t, idx);
         for (int a = 0; a < 3; a++)
             o[a] = idx[a] * g->m[a];
         const float *mt = mm + t * g->tm;
