@@ -285,12 +285,17 @@ static void scatter(const struct geom *g, const float *restrict s, int64_t cstri
         for (int64_t l = 0; l < lanes; l++) {
             float *restrict d = dst + b * stride + l * BL;
             const float *restrict q = s + l * cstride + 2 * b * FB;
-            for (int64_t i = 0; i < e; i++) {
-                d[i] = q[2 * i] * scale;
-                d[FB + i] = q[2 * i + 1] * scale;
+            if (e == FB) { /* a constant count: vectorised */
+                for (int64_t i = 0; i < FB; i++) {
+                    d[i] = q[2 * i] * scale;
+                    d[FB + i] = q[2 * i + 1] * scale;
+                }
+                continue;
             }
-            for (int64_t i = e; i < FB; i++)
-                d[i] = d[FB + i] = 0.0f;
+            for (int64_t i = 0; i < FB; i++) {
+                d[i] = i < e ? q[2 * i] * scale : 0.0f;
+                d[FB + i] = i < e ? q[2 * i + 1] * scale : 0.0f;
+            }
         }
     }
 }
@@ -308,6 +313,13 @@ static void gather(const struct geom *g, const float *restrict src, int64_t stri
         for (int64_t l = 0; l < lanes; l++) {
             const float *restrict d = src + b * stride + l * BL;
             float *restrict q = s + l * cstride + 2 * b * FB;
+            if (e == FB) { /* a constant count: vectorised */
+                for (int64_t i = 0; i < FB; i++) {
+                    q[2 * i] = d[i];
+                    q[2 * i + 1] = d[FB + i];
+                }
+                continue;
+            }
             for (int64_t i = 0; i < e; i++) {
                 q[2 * i] = d[i];
                 q[2 * i + 1] = d[FB + i];
@@ -466,6 +478,21 @@ static void products_task(void *arg, const int64_t lo[3], const int64_t hi[3], i
                cin, cout);
 }
 
+/* v[x] = act(v[x] + b) for x < n (one loop per activation; the plain ones in runs of 16, a
+ * constant count that the compiler vectorises at -O2). */
+static void act_row(enum vox_nn_act act, float b, float *restrict v, int64_t n)
+{
+    int64_t x = 0;
+    for (; act == VOX_ACT_RELU && x + 16 <= n; x += 16)
+        for (int i = 0; i < 16; i++)
+            v[x + i] = v[x + i] + b > 0.0f ? v[x + i] + b : 0.0f;
+    for (; act == VOX_ACT_LINEAR && x + 16 <= n; x += 16)
+        for (int i = 0; i < 16; i++)
+            v[x + i] += b;
+    for (; x < n; x++)
+        v[x] = vox_nn_act1f(act, v[x] + b);
+}
+
 /* Stage 3, pairs [lo, hi) of (tile of the group, group of j->lanes output channels): c2r,
  * bias, act, store. */
 static void inverse_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
@@ -488,30 +515,22 @@ static void inverse_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
         for (int64_t l = 0; l < lanes; l++)
             fftwf_execute_dft_c2r(f->inv, (fftwf_complex *)(s + l * f->cstride),
                                   r + l * f->rstride);
-        const float *b = f->bias + k0;
+        /* the block's lanes past cout are written 0 with the last channels */
+        int64_t zero = k0 + lanes == cout ? out.blk - (k0 % out.blk + lanes) : 0;
         float *dst = out.data + (k0 / out.blk) * vox_nn_bt_vol(&out) * out.blk + k0 % out.blk;
         for (int64_t z = 0; z < e[0]; z++)
             for (int64_t y = 0; y < e[1]; y++) {
                 int64_t at = ((z + ke[0] - 1) * n[1] + y + ke[1] - 1) * n[2] + ke[2] - 1;
                 float *d = dst + (((z + o[0]) * out.s[1] + y + o[1]) * out.s[2] + o[2]) * out.blk;
-                for (int64_t x = 0; x < e[2]; x++)
-                    for (int64_t l = 0; l < lanes; l++)
-                        d[x * out.blk + l] =
-                            vox_nn_act1f(f->cv.act, r[l * f->rstride + at + x] + b[l]);
+                for (int64_t l = 0; l < lanes; l++) { /* the row's lines stay in L1 */
+                    float *v = r + l * f->rstride + at;
+                    act_row(f->cv.act, f->bias[k0 + l], v, e[2]);
+                    for (int64_t x = 0; x < e[2]; x++)
+                        d[x * out.blk + l] = v[x];
+                }
+                for (int64_t x = 0; x < e[2] && zero > 0; x++)
+                    memset(d + x * out.blk + lanes, 0, (size_t)zero * sizeof(float));
             }
-    }
-}
-
-/* Lanes past cout: 0. */
-static void zero_lanes(const struct vox_nn_fft *f, struct vox_nn_bt *out)
-{
-    int64_t lanes = vox_nn_bt_blocks(out) * out->blk;
-    for (int64_t e = 0; e < out->n && lanes > f->cv.cout; e++) {
-        struct vox_nn_bt oe = vox_nn_bt_entry(out, e);
-        float *last = oe.data + (vox_nn_bt_blocks(&oe) - 1) * vox_nn_bt_vol(&oe) * oe.blk;
-        for (int64_t v = 0; v < vox_nn_bt_vol(&oe); v++)
-            for (int64_t l = f->cv.cout % oe.blk; l < oe.blk; l++)
-                last[v * oe.blk + l] = 0.0f;
     }
 }
 
@@ -519,7 +538,6 @@ void vox_nn_fft_run(struct vox_nn_fft *f, struct vox_pool *pool, const struct vo
                     struct vox_nn_bt *out)
 {
     pool = usable(f, pool);
-    zero_lanes(f, out);
     const int64_t one[3] = {1, 1, 1}, all = in->n * f->g.tiles;
     const int64_t li = f->g.lanes < in->blk ? f->g.lanes : in->blk,
                   lo = f->g.lanes < out->blk ? f->g.lanes : out->blk;
