@@ -9,7 +9,15 @@
  * times include the reading of the input. The sink is concurrent (its hash is a sum): the
  * boxes are hashed on every thread, as a user's thread-safe sink would take them.
  * Parameters: shape=ZxYxX, chunk=ZxYxX (default 128x128x128), preset=smooth|noisy, seed=N,
- * runs=N, threads=N; vox's default settings.
+ * runs=N, threads=N, ranks=N; vox's default settings.
+ *
+ * With ranks=N (N >= 2) the same chunked segmentation also runs as `mpirun -np N vox-mpi
+ * segment --chunk ... --threads 1` and as `mpirun -np 1 vox-mpi segment ... --threads 1` (the
+ * command line's reading and HDF5 writing included in both, so their ratio is the ranks'
+ * scaling): mpi_median_s, mpi_1rank_median_s, mpi_scaling (1-rank time / N-rank time),
+ * mpi_bytes_per_voxel (the largest process's peak RSS, over the volume's voxels) and mpi_equal
+ * (the two runs' label datasets are bitwise equal). vox-mpi is looked up next to this
+ * executable (it is built where Open MPI is installed).
  *
  * Keys: median_s etc. are the chunked run's; whole_median_s, ratio_to_whole (whole time /
  * chunked time: the chunked throughput as a share of the whole run's); bytes_per_voxel and
@@ -22,12 +30,15 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 struct dist_bench {
     int64_t shape[3], chunk[3];
     enum vox_synth_preset preset;
     uint64_t seed;
+    int ranks;
     struct vox_seg_params p;
 };
 
@@ -64,10 +75,13 @@ static enum vox_status parse(struct vox_ctx *ctx, const char *raw, struct dist_b
             continue;
         else if (!strncmp(kv, "seed=", 5) && sscanf(kv + 5, "%lld%c", &x, &tail) == 1 && x >= 0)
             b->seed = (uint64_t)x;
+        else if (!strncmp(kv, "ranks=", 6) && sscanf(kv + 6, "%lld%c", &x, &tail) == 1 && x >= 2 &&
+                 x <= 64)
+            b->ranks = (int)x;
         else
             s = vox_fail(ctx, VOX_INVALID_ARG,
                          "bad or unknown parameter '%s' (shape=, chunk=, "
-                         "preset=smooth|noisy, seed=, runs=, threads=)",
+                         "preset=smooth|noisy, seed=, runs=, threads=, ranks=2..64)",
                          kv);
     }
     return s;
@@ -228,6 +242,112 @@ static void frozen_key(char *dst, size_t len, const char *key, const struct vox_
         snprintf(dst + u, len - u, "]");
 }
 
+/* The vox-mpi executable next to this one, in path (false: none). */
+static bool find_vox_mpi(char *path, size_t len)
+{
+    ssize_t n = readlink("/proc/self/exe", path, len - 16);
+    if (n <= 0)
+        return false;
+    path[n] = 0;
+    char *slash = strrchr(path, '/');
+    if (!slash)
+        return false;
+    strcpy(slash + 1, "vox-mpi");
+    return access(path, X_OK) == 0;
+}
+
+/* Runs `mpirun -np ranks vox-mpi segment ...` on in, writing out:/seg; its wall time and the
+ * largest process's peak RSS in bytes (that of mpirun's waited-for descendants included). */
+static enum vox_status run_mpi(struct vox_ctx *ctx, const struct dist_bench *b, const char *mpi,
+                               const char *in, const char *out, int ranks, double *sec,
+                               double *peak)
+{
+    char np[16], chunk[64], outspec[128];
+    snprintf(np, sizeof np, "%d", ranks);
+    snprintf(chunk, sizeof chunk, "%lld,%lld,%lld", (long long)b->chunk[0], (long long)b->chunk[1],
+             (long long)b->chunk[2]);
+    snprintf(outspec, sizeof outspec, "%.96s:/seg", out);
+    char *const argv[] = {"mpirun",
+                          "--allow-run-as-root",
+                          "--oversubscribe",
+                          "-np",
+                          np,
+                          (char *)mpi,
+                          "segment",
+                          "--aff",
+                          (char *)in,
+                          "--chunk",
+                          chunk,
+                          "--threads",
+                          "1",
+                          "--quiet",
+                          "--out",
+                          outspec,
+                          NULL};
+    double t0 = vox_time_now();
+    pid_t pid = fork();
+    if (pid == 0) {
+        execvp("mpirun", argv);
+        _exit(127);
+    }
+    int st = 0;
+    struct rusage ru;
+    if (pid < 0 || wait4(pid, &st, 0, &ru) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return vox_fail(ctx, VOX_IO,
+                        "dist-segment: 'mpirun -np %d %s segment ...' failed "
+                        "(is Open MPI's mpirun installed?)",
+                        ranks, mpi);
+    *sec = vox_time_now() - t0;
+    struct rusage kids;
+    getrusage(RUSAGE_CHILDREN, &kids);
+    long kib = ru.ru_maxrss > kids.ru_maxrss ? ru.ru_maxrss : kids.ru_maxrss;
+    *peak = (double)kib * 1024.0;
+    return VOX_OK;
+}
+
+/* The N-rank and 1-rank MPI runs (see the file comment), appended to extra. */
+static enum vox_status mpi_keys(struct vox_ctx *ctx, const struct dist_bench *b, const char *in,
+                                int runs, char *extra, size_t len)
+{
+    char mpi[512], out[2][96];
+    if (!find_vox_mpi(mpi, sizeof mpi))
+        return vox_fail(ctx, VOX_UNSUPPORTED,
+                        "dist-segment ranks=%d: no vox-mpi next to this "
+                        "vox (it is built where Open MPI is installed)",
+                        b->ranks);
+    double t[2][64], peak = 0, pk = 0;
+    enum vox_status s = VOX_OK;
+    for (int k = 0; k < 2; k++) {
+        snprintf(out[k], sizeof out[k], "/tmp/vox-bench-dist-%d-mpi%d.h5", (int)getpid(), k);
+        for (int i = 0; i < runs && s == VOX_OK; i++) {
+            s = run_mpi(ctx, b, mpi, in, out[k], k == 0 ? b->ranks : 1, &t[k][i], &pk);
+            peak = k == 0 && pk > peak ? pk : peak;
+        }
+    }
+    struct vox_tensor l[2] = {{0}, {0}};
+    char spec[2][128];
+    for (int k = 0; k < 2 && s == VOX_OK; k++) {
+        snprintf(spec[k], sizeof spec[k], "%.96s:/seg", out[k]);
+        s = vox_volume_load(ctx, spec[k], &l[k], NULL);
+    }
+    bool equal = s == VOX_OK && vox_tensor_nbytes(&l[0]) == vox_tensor_nbytes(&l[1]) &&
+                 memcmp(l[0].data, l[1].data, vox_tensor_nbytes(&l[0])) == 0;
+    for (int k = 0; k < 2; k++) {
+        vox_tensor_free(ctx, &l[k]);
+        unlink(out[k]);
+    }
+    if (s != VOX_OK)
+        return s;
+    double n = bench_median(t[0], runs), one = bench_median(t[1], runs);
+    double vox = (double)b->shape[0] * (double)b->shape[1] * (double)b->shape[2];
+    size_t u = strlen(extra);
+    snprintf(extra + u, len - u,
+             ",\"mpi_ranks\":%d,\"mpi_median_s\":%.4f,\"mpi_1rank_median_s\":%.4f,"
+             "\"mpi_scaling\":%.3f,\"mpi_bytes_per_voxel\":%.3f,\"mpi_equal\":%s",
+             b->ranks, n, one, one / n, peak / vox, equal ? "true" : "false");
+    return VOX_OK;
+}
+
 static enum vox_status timed(struct vox_ctx *ctx, const struct dist_bench *b, const char *path,
                              int runs, bool chunked, double *times, struct run_out *o)
 {
@@ -265,9 +385,10 @@ static enum vox_status run_dist(struct bench_env *env, const struct bench_params
         s = timed(ctx, &b, path, bp->runs, false, wt, &ow);
     if (s == VOX_OK)
         s = timed(ctx, &b, path, bp->runs, true, res->times, &oc);
-    unlink(path);
-    if (s != VOX_OK)
+    if (s != VOX_OK) {
+        unlink(path);
         return s;
+    }
     res->runs = bp->runs;
     res->voxels = (double)b.shape[0] * (double)b.shape[1] * (double)b.shape[2];
     double wmed = bench_median(wt, bp->runs), cmed = bench_median(res->times, bp->runs);
@@ -280,11 +401,15 @@ static enum vox_status run_dist(struct bench_env *env, const struct bench_params
     frozen_key(res->extra, sizeof res->extra, "frozen_ws", &oc.stats, VOX_DIST_WATERSHED);
     frozen_key(res->extra, sizeof res->extra, "frozen_sm", &oc.stats, VOX_DIST_SIZE_MERGE);
     frozen_key(res->extra, sizeof res->extra, "frozen_ag", &oc.stats, VOX_DIST_AGGLOMERATE);
-    return VOX_OK;
+    if (b.ranks >= 2)
+        s = mpi_keys(ctx, &b, path, bp->runs, res->extra, sizeof res->extra);
+    unlink(path);
+    return s;
 }
 
 const struct bench_problem bench_dist_segment = {
     "dist-segment",
     "shape=ZxYxX (512^3), chunk=ZxYxX (128^3), preset, seed: chunked segmentation of a .npy "
-    "volume vs the whole-volume run (time, peak memory, equality, frozen sets per level)",
+    "volume vs the whole-volume run (time, peak memory, equality, frozen sets per level); "
+    "ranks=N: also by N MPI ranks against 1 (mpirun, vox-mpi)",
     1, run_dist};
