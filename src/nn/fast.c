@@ -10,22 +10,22 @@
  * Algorithms, per layer:
  *   conv, deconv  one JIT loop nest (fast_conv.c) with bias and activation fused; same padding
  *                 runs the nest on a zero-bordered copy of the input (one scratch buffer);
- *   large convs   FFT convolution (fast_fft.c) where the cost model says it is cheaper: the
- *                 direct nest's flops (output lanes padded to the block) at 35 % of peak
- *                 against the transforms at 10 % and the spectrum products, memory-bound, at
- *                 8 bytes each and 60 peak flops per byte of memory bandwidth (measured on a
- *                 2-core AVX-512 EPYC), and only while the cached kernel spectra and buffers stay
- *                 within 8x the layer's input and output (ZNNi's choice, note znn.md 2.5/7.2,
- *                 by a closed-form model instead of exhaustive measurement);
+ *   large convs   FFT convolution by overlap-save tiles (fast_fft.c) where the cost model says
+ *                 it is cheaper: the direct nest's flops (output lanes padded to the block) at
+ *                 35 % of peak against the FFT's transforms, spectral products and kernel
+ *                 spectra streamed per group of tiles (its own model, fast_fft.c), and only
+ *                 while its spectra and buffers stay within 8x the layer's input and output
+ *                 (ZNNi's choice, note znn.md 2.5/7.2, by a closed-form model instead of
+ *                 exhaustive measurement);
  *   3x3x3, 1x3x3  Winograd F(2,3) (fast_wino.c) where the model says it is cheaper: its
  *                 products' flops at the direct nest's rate plus the floats its transforms
  *                 move at 5 % of peak (same machine); where two algorithms' model times lie
- *                 within 2x, a measurement on a slab of the layer decides (fast_tune.c);
+ *                 within 4x, a measurement on a slab of the layer decides (fast_tune.c);
  *   the rest      blocked C passes (fast_ops.c); inputs are packed from (1, C, Z, Y, X), outputs
  *                 unpacked into plan-owned (1, C, Z, Y, X) tensors.
  * Max-pooling fragments (mpf, ZNNi) make a tensor's batch N > 1: the passes treat the entries
- * as more channel blocks, the conv nests get an N dimension, FFT convs run entry by entry,
- * Winograd convs number their tiles over the entries.
+ * as more channel blocks, the conv nests get an N dimension, FFT and Winograd convs number
+ * their tiles over the entries.
  * Buffers: a tensor's buffer is free again once the last layer reading it has run; a new tensor
  * takes the smallest free buffer that fits, else grows the largest free one (as forward.c).
  * The same placement is computed without allocating by vox_nn_fast_estimate, which is what
