@@ -2,7 +2,8 @@
  * test_nn_fast.c: the fast forward pass against the reference forward pass (the oracle): every
  * layer kind on its own at odd sizes and channel counts that are not multiples of the vector
  * width, for every ISA the machine has; whole nets (N4, n337, RSUNet-tiny); 1 vs 2 threads
- * bitwise; wrong inputs; allocation failures.
+ * bitwise; a conv fused with its max-pool (run slab by slab) bitwise equal to the same conv
+ * and pool unfused; wrong inputs; allocation failures.
  *
  * Tolerance: the reference sums in double, the fast path in f32 in the kernels' order, so the
  * difference is bounded by about fan_in * 2^-24 * the sum of |terms|; we check
@@ -134,6 +135,89 @@ static void test_whole_nets(struct vox_ctx *ctx)
     }
 }
 
+/* Output 0 of net on run_ctx (fast path), copied into out; the algo of layer `probe` too. */
+static void fast_out(struct vox_ctx *ctx, struct vox_ctx *run_ctx, const struct vox_net *net,
+                     const struct vox_nn_weights *w, const int64_t patch[3], const char *probe,
+                     const char **algo, struct vox_tensor *out)
+{
+    struct vox_nn_fast *fast = NULL;
+    struct vox_tensor in = {0};
+    int64_t c = net->layers[vox_net_input(net, 0)].channels;
+    CHECK_OK(
+        vox_tensor_alloc(ctx, &in, VOX_F32, 5, (int64_t[]){1, c, patch[0], patch[1], patch[2]}));
+    fill(&in, 21);
+    CHECK_OK(vox_nn_fast_create(run_ctx, net, w, patch, &fast));
+    if (fast) {
+        struct vox_nn_fast_layer li;
+        vox_nn_fast_layer_info(fast, vox_net_find(net, probe), &li);
+        *algo = li.algo;
+        CHECK_OK(vox_nn_fast_forward(run_ctx, fast, &in));
+        const struct vox_tensor *o = vox_nn_fast_output(fast, 0);
+        CHECK_OK(vox_tensor_alloc(ctx, out, VOX_F32, 5, o->shape));
+        CHECK_OK(vox_tensor_copy(ctx, out, o));
+    }
+    vox_nn_fast_destroy(fast);
+    vox_tensor_free(ctx, &in);
+}
+
+/* A conv whose only reader is a max-pool runs slab by slab into the pool (fast.c,
+ * fusable_pool): bitwise the values of the same conv and pool with a linear act layer between
+ * them (which stops the fusion), on every ISA and for 1 and 2 threads; and the reference's. */
+static void test_conv_pool_fused(struct vox_ctx *ctx)
+{
+    static const struct {
+        const char *conv, *pool;
+        int64_t patch[3];
+    } cases[] = {
+        {"input a channels=1\nconv c a -> 5 kernel=2x3x3 act=relu\n", "window=2x2x2", {5, 12, 14}},
+        {"input a channels=19\nconv c a -> 18 kernel=2x3x2 pad=same act=elu\n",
+         "window=1x2x2",
+         {4, 10, 12}},
+    };
+    struct vox_ctx *ctxs[4];
+    int n = isa_contexts(ctx, ctxs);
+    struct vox_ctx_options one = {.threads = 1, .log_level = VOX_LOG_WARN};
+    CHECK_OK(vox_ctx_create(&one, &ctxs[n]));
+    n++;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char fused[512], plain[512];
+        snprintf(fused, sizeof fused, "%spool p c %s\nconv d p -> 3 kernel=1\noutput o d\n",
+                 cases[k].conv, cases[k].pool);
+        snprintf(plain, sizeof plain,
+                 "%sact q c fn=linear\npool p q %s\nconv d p -> 3 kernel=1\noutput o d\n",
+                 cases[k].conv, cases[k].pool);
+        struct vox_net *nf = parse(ctx, fused), *np = parse(ctx, plain);
+        if (!nf || !np)
+            continue;
+        struct vox_nn_weights *w = random_weights(ctx, nf, 4 + k), *wp = random_weights(ctx, np, 1);
+        for (int i = 0; i < np->n_layers; i++) /* the same conv weights in both nets */
+            for (int q = 0; q < VOX_P_COUNT; q++)
+                if (wp->p[i][q].rank && vox_net_find(nf, np->layers[i].name) >= 0)
+                    CHECK_OK(vox_tensor_copy(ctx, &wp->p[i][q],
+                                             &w->p[vox_net_find(nf, np->layers[i].name)][q]));
+        double err = compare(ctx, ctx, nf, cases[k].patch, 4 + k);
+        CHECK(err <= 1e-5);
+        for (int i = 0; i < n; i++) {
+            struct vox_tensor a = {0}, b = {0};
+            const char *fa = "", *pa = "";
+            fast_out(ctx, ctxs[i], nf, w, cases[k].patch, "c", &fa, &a);
+            fast_out(ctx, ctxs[i], np, wp, cases[k].patch, "c", &pa, &b);
+            CHECK(strstr(fa, "+pool") != NULL);
+            CHECK(strstr(pa, "+pool") == NULL);
+            CHECK(a.data && b.data && vox_tensor_nbytes(&a) == vox_tensor_nbytes(&b) &&
+                  memcmp(a.data, b.data, vox_tensor_nbytes(&a)) == 0);
+            vox_tensor_free(ctx, &a);
+            vox_tensor_free(ctx, &b);
+        }
+        vox_nn_weights_destroy(w);
+        vox_nn_weights_destroy(wp);
+        vox_net_destroy(nf);
+        vox_net_destroy(np);
+    }
+    for (int i = 0; i < n; i++)
+        vox_ctx_destroy(ctxs[i]);
+}
+
 /* Output of rsunet-tiny through the fast path on ctx, copied. */
 static void run_fast(struct vox_ctx *ctx, struct vox_ctx *run_ctx, struct vox_tensor *out)
 {
@@ -228,8 +312,8 @@ static void slide(struct vox_ctx *ctx, const struct vox_net *net, struct vox_nn_
     struct vox_out_file *f = NULL;
     struct vox_nn_volume *v = NULL;
     const enum vox_dtype dt = VOX_U8;
-    struct vox_nn_volume_options opt = {.patch = {patch[0], patch[1], patch[2]}, .quiet = true,
-                                        .out_dtype = VOX_F32};
+    struct vox_nn_volume_options opt = {
+        .patch = {patch[0], patch[1], patch[2]}, .quiet = true, .out_dtype = VOX_F32};
     CHECK_OK(vox_volume_open(ctx, in_path, &in));
     CHECK_OK(vox_nn_volume_plan(ctx, net, w, vol, &dt, &opt, &v));
     struct vox_dataset_options dopt = {.dtype = VOX_F32, .rank = 4};
@@ -264,12 +348,14 @@ static void test_sliding_equals_one_pass(struct vox_ctx *ctx)
     } cases[] = {
         {"input raw channels=1\nconv c1 raw -> 5 kernel=2x3x3 act=relu\npool p c1 window=1x2x2\n"
          "conv c2 p -> 3 kernel=1x3x3 act=relu\noutput o c2 act=sigmoid\n",
-         {5, 30, 28}, {3, 12, 14}},
+         {5, 30, 28},
+         {3, 12, 14}},
         {"input raw channels=1\nconv e raw -> 6 kernel=1x3x3 pad=same act=elu\n"
          "pool p e window=1x2x2\nconv c p -> 9 kernel=3x3x3 pad=same bn=yes act=relu\n"
          "deconv u c -> 6 kernel=1x2x2\nadd s u e\nconv f s -> 3 kernel=1x3x3 pad=same\n"
          "output o f act=sigmoid\n",
-         {6, 24, 20}, {6, 16, 14}},
+         {6, 24, 20},
+         {6, 16, 14}},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         struct vox_net *net = parse(ctx, cases[k].text);
@@ -291,5 +377,6 @@ static void test_sliding_equals_one_pass(struct vox_ctx *ctx)
     }
 }
 
-VOX_TEST_MAIN(VOX_TEST(test_sliding_equals_one_pass), VOX_TEST(test_layers_every_isa), VOX_TEST(test_whole_nets),
+VOX_TEST_MAIN(VOX_TEST(test_sliding_equals_one_pass), VOX_TEST(test_layers_every_isa),
+              VOX_TEST(test_whole_nets), VOX_TEST(test_conv_pool_fused),
               VOX_TEST(test_threads_bitwise), VOX_TEST(test_errors_and_alloc_failures))

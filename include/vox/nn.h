@@ -419,8 +419,9 @@ enum vox_nn_algo_source {
 };
 
 struct vox_nn_fast_layer {
-    const char *algo; /* "pack", "jit", "jit+pad" (same padding), "fft", "winograd", "interp",
-                       * "pass",
+    const char *algo; /* "pack", "jit", "jit+pad" (same padding), "jit+pool" / "jit+pad+pool"
+                       * / "interp+pool" (a conv run slab by slab into the max-pool that reads
+                       * it; that pool: "fused"), "fft", "winograd", "interp", "pass",
                        * "unpack" (an output layer fused into unpacking the result) */
     bool jit;
     int64_t block;    /* channels per block of its tensor */

@@ -40,13 +40,13 @@
 /* Per layer: how it runs. */
 struct fast_layer {
     struct vox_nn_fast_conv cv;
-    struct vox_kernel *kern; /* conv, deconv */
-    struct vox_nn_fft *fft;  /* a conv run by FFT instead */
+    struct vox_kernel *kern;  /* conv, deconv */
+    struct vox_nn_fft *fft;   /* a conv run by FFT instead */
     struct vox_nn_wino *wino; /* or by Winograd */
-    float *wp, *bp;          /* packed weights and bias, owned */
-    bool pad;                /* same conv: run on the padded scratch copy */
+    float *wp, *bp;           /* packed weights and bias, owned */
+    bool pad;                 /* same conv: run on the padded scratch copy */
     int64_t padlo[3];
-    double seconds;          /* in the last forward pass */
+    double seconds; /* in the last forward pass */
 };
 
 /* The placement: per layer its block and buffer, the buffers' sizes, the scratch size. */
@@ -57,10 +57,14 @@ struct layout {
     enum vox_nn_algo_source *src;
     double (*ms)[VOX_NN_ALGOS]; /* measured direct, FFT, Winograd ms (0: not measured) */
     size_t *buf_bytes;
-    int *fuse; /* a Winograd conv: the add layer fused into its output stage (else -1); that
-                * add layer: -2 (it runs nothing and shares the conv's buffer) */
+    int *fuse; /* a conv: the add layer fused into its output stage, or the pool layer it runs
+                * slab by slab (else -1); that add layer: -2 (it runs nothing and shares the
+                * conv's buffer); that pool layer: -3 (it runs nothing; the conv has no
+                * buffer, where = -1) */
     int n_buf;
     int64_t scratch_elems;
+    int64_t slab_elems; /* per thread: a conv's slab before its fused pool */
+    int threads;
     size_t weight_bytes, out_bytes;
 };
 
@@ -73,6 +77,7 @@ struct vox_nn_fast {
     struct fast_layer *fl;
     void **buf;
     float *scratch;
+    float *slab;            /* lay.threads slabs of lay.slab_elems */
     struct vox_tensor *out; /* per output, (1, C, Z, Y, X) */
     int isa;
 };
@@ -211,8 +216,8 @@ static struct choice conv_choice(const struct vox_nn_fast_conv *cv, int threads)
     double t[VOX_NN_ALGOS];
     vox_nn_conv_model(cv, t);
     int64_t n = cv->in[0] * cv->in[1] * cv->in[2];
-    double act = (double)((cdiv(cv->cin, cv->bin) * cv->bin + cdiv(cv->cout, cv->b) * cv->b) *
-                          n) * sizeof(float);
+    double act = (double)((cdiv(cv->cin, cv->bin) * cv->bin + cdiv(cv->cout, cv->b) * cv->b) * n) *
+                 sizeof(float);
     if ((double)vox_nn_fft_bytes(cv, threads) > 8.0 * act + (double)(2 << 20))
         t[1] = HUGE_VAL; /* FFT's cached spectra and buffers within 8x the activations (and
                             2 MiB: the per-thread transform buffers of a small layer) */
@@ -256,8 +261,7 @@ static enum vox_status pick_algo(struct vox_ctx *ctx, const struct vox_nn_layer 
     int64_t padlo[3];
     for (int a = 0; a < 3; a++)
         padlo[a] = l->same ? (l->kernel[a] - 1) * l->dilation[a] / 2 : 0;
-    enum vox_status s =
-        vox_nn_tune_times(tune, ctx, cv, padlo, c.mask, lay->ms[i], &lay->src[i]);
+    enum vox_status s = vox_nn_tune_times(tune, ctx, cv, padlo, c.mask, lay->ms[i], &lay->src[i]);
     if (s != VOX_OK)
         return s;
     int best = -1;
@@ -270,8 +274,8 @@ static enum vox_status pick_algo(struct vox_ctx *ctx, const struct vox_nn_layer 
 
 /* Adds conv layer i's weights (or spectra, or transformed weights) and scratch for the
  * algorithms in mask (bit i: index i): the most any of them holds. */
-static void count_conv(const struct vox_nn_layer *l, const struct vox_nn_fast_conv *cv,
-                       int64_t wn, int threads, unsigned mask, struct layout *lay)
+static void count_conv(const struct vox_nn_layer *l, const struct vox_nn_fast_conv *cv, int64_t wn,
+                       int threads, unsigned mask, struct layout *lay)
 {
     bool direct = mask & 1;
     size_t wd =
@@ -295,8 +299,7 @@ static int fusable_add(const struct vox_net *net, const struct vox_nn_dims *dims
                        const struct layout *lay, int i)
 {
     const struct vox_nn_layer *l = &net->layers[i];
-    if (l->kind != VOX_NN_ADD || l->n_in != 2 || l->act == VOX_ACT_SOFTMAX ||
-        l->in[0] == l->in[1])
+    if (l->kind != VOX_NN_ADD || l->n_in != 2 || l->act == VOX_ACT_SOFTMAX || l->in[0] == l->in[1])
         return -1;
     for (int k = 0; k < 2; k++) {
         const int c = l->in[k], o = l->in[1 - k];
@@ -314,6 +317,31 @@ static int fusable_add(const struct vox_net *net, const struct vox_nn_dims *dims
             return c;
     }
     return -1;
+}
+
+/* The pool layer conv i can take (a max-pool, stride = window, its only reader, dividing its
+ * output exactly) when conv i runs as a direct nest that no measurement may replace: the conv
+ * then runs window[0] output planes at a time into a per-thread slab and pools each slab into
+ * its plane, so its output is never whole (n537's first conv: 3.6 GB written and read back).
+ * -1 if none. */
+static int fusable_pool(const struct vox_net *net, const struct vox_nn_dims *dims,
+                        const struct layout *lay, int i, unsigned measured)
+{
+    const struct vox_nn_layer *l = &net->layers[i];
+    if (l->kind != VOX_NN_CONV || lay->algo[i] != VOX_NN_CONV_DIRECT || (measured & ~1u) ||
+        dims[i].batch != 1)
+        return -1;
+    int reader = -1, readers = 0;
+    for (int j = i + 1; j < net->n_layers; j++)
+        for (int q = 0; q < net->layers[j].n_in; q++)
+            if (net->layers[j].in[q] == i)
+                readers++, reader = j;
+    if (readers != 1 || net->layers[reader].kind != VOX_NN_POOL)
+        return -1;
+    for (int a = 0; a < 3; a++)
+        if (dims[reader].shape[1 + a] * net->layers[reader].kernel[a] != dims[i].shape[1 + a])
+            return -1;
+    return reader;
 }
 
 static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *net,
@@ -344,29 +372,40 @@ static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *ne
             last[net->layers[i].in[k]] = i;
         lay->blk[i] = block_of(net, i, lanes_of(isa));
     }
+    lay->threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
     for (int i = 0; i < n; i++) {
         const struct vox_nn_layer *l = &net->layers[i];
-        int fc = fusable_add(net, dims, lay, i);
-        if (fc >= 0) {
+        struct vox_nn_fast_conv cv;
+        int64_t wn = conv_desc(net, dims, lay, i, &cv);
+        unsigned both;
+        if ((s = pick_algo(ctx, l, &cv, algo, tune, lay, i, &both)) != VOX_OK)
+            goto done;
+        s = VOX_OUT_OF_MEMORY;
+        int chosen = lay->algo[i] ? lay->algo[i] - VOX_NN_CONV_DIRECT : 0;
+        count_conv(l, &cv, wn, lay->threads, both | 1u << chosen, lay);
+        int fc = fusable_add(net, dims, lay, i), fp = fusable_pool(net, dims, lay, i, both);
+        if (fp >= 0) {
+            const int64_t *sh = dims[i].shape;
+            const int64_t *w = net->layers[fp].kernel; /* a slab: w[0] x w[1] output rows */
+            int64_t slab = cdiv(sh[0], lay->blk[i]) * lay->blk[i] * w[0] * w[1] * sh[3];
+            lay->fuse[i] = fp, lay->fuse[fp] = -3, lay->where[i] = -1;
+            for (int k = 0; k < l->n_in; k++) /* read until the pool's output is written */
+                if (lay->where[l->in[k]] >= 0 && free_after[lay->where[l->in[k]]] < fp)
+                    free_after[lay->where[l->in[k]]] = fp;
+            lay->slab_elems = slab > lay->slab_elems ? slab : lay->slab_elems;
+        } else if (fc >= 0) {
             lay->fuse[fc] = i, lay->fuse[i] = -2;
             lay->blk[i] = lay->blk[fc], lay->where[i] = lay->where[fc];
         } else if (fused_output(l))
             lay->blk[i] = lay->blk[l->in[0]], lay->where[i] = lay->where[l->in[0]];
         else
             lay->where[i] = pick_buffer(lay, free_after, bt_bytes(&dims[i], lay->blk[i]), i);
-        free_after[lay->where[i]] = last[i]; /* INT_MAX for outputs */
-        struct vox_nn_fast_conv cv;
-        int64_t wn = conv_desc(net, dims, lay, i, &cv);
-        int threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
-        unsigned both;
-        if ((s = pick_algo(ctx, l, &cv, algo, tune, lay, i, &both)) != VOX_OK)
-            goto done;
-        s = VOX_OUT_OF_MEMORY;
-        int chosen = lay->algo[i] ? lay->algo[i] - VOX_NN_CONV_DIRECT : 0;
-        count_conv(l, &cv, wn, threads, both | 1u << chosen, lay);
+        if (lay->where[i] >= 0)
+            free_after[lay->where[i]] = last[i]; /* INT_MAX for outputs */
         if (l->kind == VOX_NN_OUTPUT)
             lay->out_bytes += (size_t)(dims[i].shape[0] * dims[i].shape[1] * dims[i].shape[2] *
-                                       dims[i].shape[3]) * sizeof(float);
+                                       dims[i].shape[3]) *
+                              sizeof(float);
     }
     s = VOX_OK;
 done:
@@ -379,7 +418,8 @@ done:
 
 static size_t layout_total(const struct layout *lay)
 {
-    size_t sum = lay->weight_bytes + lay->out_bytes + (size_t)lay->scratch_elems * sizeof(float);
+    size_t sum = lay->weight_bytes + lay->out_bytes +
+                 (size_t)(lay->scratch_elems + lay->threads * lay->slab_elems) * sizeof(float);
     for (int b = 0; b < lay->n_buf; b++)
         sum += lay->buf_bytes[b];
     return sum;
@@ -400,8 +440,8 @@ enum vox_status vox_nn_fast_estimate_algo(struct vox_ctx *ctx, const struct vox_
         return VOX_OUT_OF_MEMORY;
     struct layout lay;
     enum vox_status s = vox_net_shapes(ctx, net, patch, dims);
-    if (s == VOX_OK && (s = layout_make(ctx, net, dims, (int)vox_ctx_cpu(ctx)->isa, algo, NULL,
-                                        &lay)) == VOX_OK) {
+    if (s == VOX_OK &&
+        (s = layout_make(ctx, net, dims, (int)vox_ctx_cpu(ctx)->isa, algo, NULL, &lay)) == VOX_OK) {
         *bytes_out = layout_total(&lay);
         layout_free(ctx, &lay);
     }
@@ -428,6 +468,7 @@ void vox_nn_fast_destroy(struct vox_nn_fast *f)
     vox_free(ctx, f->out);
     vox_free(ctx, f->buf);
     vox_free(ctx, f->scratch);
+    vox_free(ctx, f->slab);
     vox_free(ctx, f->fl);
     vox_free(ctx, f->t);
     vox_free(ctx, f->dims);
@@ -442,7 +483,8 @@ static enum vox_status prepare_conv(struct vox_nn_fast *f, const struct vox_nn_p
     const struct vox_nn_layer *l = &f->net->layers[i];
     struct vox_ctx *ctx = f->ctx;
     int64_t wn = conv_desc(f->net, f->dims, &f->lay, i, &fl->cv);
-    if (f->lay.fuse[i] >= 0) { /* the fused add: its other input, then its activation */
+    const bool pooled = f->lay.fuse[i] >= 0 && f->net->layers[f->lay.fuse[i]].kind == VOX_NN_POOL;
+    if (f->lay.fuse[i] >= 0 && !pooled) { /* the fused add: its other input, then its act */
         fl->cv.act = f->net->layers[f->lay.fuse[i]].act;
         fl->cv.residual = true;
     }
@@ -468,11 +510,16 @@ static enum vox_status prepare_conv(struct vox_nn_fast *f, const struct vox_nn_p
     bool deconv = l->kind == VOX_NN_DECONV;
     vox_nn_fast_pack(&fl->cv, deconv, w->data, b ? b->data : NULL, fl->wp, fl->bp);
     struct vox_nest nest;
+    struct vox_nn_fast_conv cv = fl->cv; /* pooled: a slab of the pool window's z and y rows,
+                                            the input's strides kept; threads split the slabs */
+    for (int a = 0; a < 2 && pooled; a++)
+        cv.out[a] = f->net->layers[f->lay.fuse[i]].kernel[a];
+    const struct vox_kernel_options one = {.threads = 1};
     if (deconv)
-        vox_nn_fast_deconv_nest(&fl->cv, f->isa, &nest);
+        vox_nn_fast_deconv_nest(&cv, f->isa, &nest);
     else
-        vox_nn_fast_conv_nest(&fl->cv, f->isa, &nest);
-    enum vox_status s = vox_nest_compile(ctx, &nest, NULL, &fl->kern);
+        vox_nn_fast_conv_nest(&cv, f->isa, &nest);
+    enum vox_status s = vox_nest_compile(ctx, &nest, pooled ? &one : NULL, &fl->kern);
     if (s != VOX_OK)
         vox_ctx_error_prefix(ctx, "layer '%s'", l->name);
     return s;
@@ -492,11 +539,16 @@ static enum vox_status alloc_tensors(struct vox_nn_fast *f)
     if (f->lay.scratch_elems &&
         !(f->scratch = vox_alloc(ctx, (size_t)f->lay.scratch_elems * sizeof(float))))
         return VOX_OUT_OF_MEMORY;
+    if (f->lay.slab_elems &&
+        !(f->slab = vox_alloc(ctx, (size_t)(f->lay.threads * f->lay.slab_elems) * sizeof(float))))
+        return VOX_OUT_OF_MEMORY;
     for (int i = 0; i < net->n_layers; i++) {
         const int64_t *sh = f->dims[i].shape;
-        f->t[i] = (struct vox_nn_bt){.data = f->buf[f->lay.where[i]], .n = f->dims[i].batch,
+        f->t[i] = (struct vox_nn_bt){.data = f->lay.where[i] >= 0 ? f->buf[f->lay.where[i]] : NULL,
+                                     .n = f->dims[i].batch,
                                      .c = sh[0],
-                                     .blk = f->lay.blk[i], .s = {sh[1], sh[2], sh[3]}};
+                                     .blk = f->lay.blk[i],
+                                     .s = {sh[1], sh[2], sh[3]}};
     }
     for (int k = 0; k < net->n_outputs; k++) {
         const int64_t *sh = f->dims[vox_net_output(net, k)].shape;
@@ -517,8 +569,7 @@ enum vox_status vox_nn_fast_create(struct vox_ctx *ctx, const struct vox_net *ne
 
 enum vox_status vox_nn_fast_create_algo(struct vox_ctx *ctx, const struct vox_net *net,
                                         const struct vox_nn_weights *w, const int64_t patch[3],
-                                        enum vox_nn_conv_algo algo,
-                                        struct vox_nn_fast **fast_out)
+                                        enum vox_nn_conv_algo algo, struct vox_nn_fast **fast_out)
 {
     const struct vox_nn_fast_options opt = {.algo = algo};
     return vox_nn_fast_create_opts(ctx, net, w, patch, &opt, fast_out);
@@ -566,13 +617,53 @@ fail:
     return s;
 }
 
+struct slab_job {
+    struct vox_nn_fast *f;
+    int i;
+    const float *src;
+};
+
+/* Slabs [lo, hi) of a conv fused with its pool (a slab: the pool window's z and y extent of
+ * output rows, small enough to stay in L2): the nest into the thread's slab, then the pool of
+ * each channel block into its row of the pool's output. */
+static void slab_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct slab_job *j = arg;
+    const struct vox_nn_fast *f = j->f;
+    const struct fast_layer *fl = &f->fl[j->i];
+    const struct vox_nn_layer *p = &f->net->layers[f->lay.fuse[j->i]];
+    const struct vox_nn_bt *out = &f->t[f->lay.fuse[j->i]];
+    const int64_t *in = fl->cv.in, *w = p->kernel, x = fl->cv.out[2], b = fl->cv.b;
+    float *slab = f->slab + tid * f->lay.slab_elems;
+    const float *extra[1] = {fl->bp};
+    for (int64_t r = lo[0]; r < hi[0]; r++) { /* r: a row (z, y) of the pool's output */
+        const int64_t z = r / out->s[1], y = r % out->s[1];
+        vox_kernel_run(fl->kern, slab, j->src + (z * w[0] * in[1] + y * w[1]) * in[2] * fl->cv.bin,
+                       fl->wp, extra);
+        for (int64_t cb = 0; cb < vox_nn_bt_blocks(out); cb++) {
+            struct vox_nn_bt si = {.data = slab + cb * w[0] * w[1] * x * b,
+                                   .n = 1,
+                                   .c = b,
+                                   .blk = b,
+                                   .s = {w[0], w[1], x}};
+            struct vox_nn_bt so = {.data =
+                                       out->data + (cb * vox_nn_bt_vol(out) + r * out->s[2]) * b,
+                                   .n = 1,
+                                   .c = b,
+                                   .blk = b,
+                                   .s = {1, 1, out->s[2]}};
+            vox_nn_bt_max(NULL, &si, w, NULL, true, &so);
+        }
+    }
+}
+
 static void run_conv(struct vox_nn_fast *f, int i, struct vox_pool *pool)
 {
     struct fast_layer *fl = &f->fl[i];
     const struct vox_nn_bt *in = &f->t[f->net->layers[i].in[0]];
     const float *src = in->data;
-    const struct vox_nn_layer *add = f->lay.fuse[i] >= 0 ? &f->net->layers[f->lay.fuse[i]]
-                                                         : NULL;
+    const struct vox_nn_layer *fused = f->lay.fuse[i] >= 0 ? &f->net->layers[f->lay.fuse[i]] : NULL;
+    const struct vox_nn_layer *add = fused && fused->kind == VOX_NN_ADD ? fused : NULL;
     const struct vox_nn_bt *res = add ? &f->t[add->in[0] == i ? add->in[1] : add->in[0]] : NULL;
     if (fl->wino) {
         vox_nn_wino_run(fl->wino, pool, in, res, &f->t[i]);
@@ -583,10 +674,22 @@ static void run_conv(struct vox_nn_fast *f, int i, struct vox_pool *pool)
         return;
     }
     if (fl->pad) {
-        struct vox_nn_bt p = {.data = f->scratch, .n = in->n, .c = in->c, .blk = in->blk,
+        struct vox_nn_bt p = {.data = f->scratch,
+                              .n = in->n,
+                              .c = in->c,
+                              .blk = in->blk,
                               .s = {fl->cv.in[0], fl->cv.in[1], fl->cv.in[2]}};
         vox_nn_bt_pad(pool, in, fl->padlo, &p);
         src = f->scratch;
+    }
+    if (fused && fused->kind == VOX_NN_POOL) {
+        struct slab_job j = {f, i, src};
+        if (pool && vox_pool_threads(pool) > f->lay.threads)
+            pool = NULL; /* a pool wider than the slabs: run on the caller's thread */
+        const struct vox_nn_bt *po = &f->t[fused - f->net->layers];
+        vox_pool_for(pool, (int64_t[]){po->s[0] * po->s[1], 1, 1}, (int64_t[]){16, 1, 1},
+                     VOX_SCHED_DYNAMIC, slab_task, &j);
+        return;
     }
     const float *extra[2] = {fl->bp, NULL}; /* the tensor operands in post-op order */
     if (res)
@@ -608,7 +711,8 @@ static void run_layer(struct vox_nn_fast *f, int i, struct vox_pool *pool)
         run_conv(f, i, pool);
         break;
     case VOX_NN_POOL:
-        vox_nn_bt_max(pool, ins[0], l->kernel, NULL, true, out);
+        if (f->lay.fuse[i] != -3) /* else done by the conv it reads */
+            vox_nn_bt_max(pool, ins[0], l->kernel, NULL, true, out);
         break;
     case VOX_NN_MAXFILTER:
         vox_nn_bt_max(pool, ins[0], l->kernel, l->dilation, false, out);
@@ -705,7 +809,8 @@ void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
 {
     const struct vox_nn_layer *l = &f->net->layers[layer];
     const struct fast_layer *fl = &f->fl[layer];
-    struct vox_nn_fast_layer info = {.algo = f->lay.fuse[layer] == -2 ? "fused" : "pass",
+    const int fz = f->lay.fuse[layer];
+    struct vox_nn_fast_layer info = {.algo = fz == -2 || fz == -3 ? "fused" : "pass",
                                      .block = f->lay.blk[layer]};
     if (l->kind == VOX_NN_INPUT)
         info.algo = "pack";
@@ -713,7 +818,11 @@ void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
         info.algo = "unpack";
     if (fl->kern) {
         const struct vox_kernel_info *ki = vox_kernel_info(fl->kern);
-        info.algo = ki->jit ? (fl->pad ? "jit+pad" : "jit") : "interp";
+        const bool pooled = fz >= 0 && f->net->layers[fz].kind == VOX_NN_POOL;
+        info.algo = !ki->jit  ? (pooled ? "interp+pool" : "interp")
+                    : pooled  ? (fl->pad ? "jit+pad+pool" : "jit+pool")
+                    : fl->pad ? "jit+pad"
+                              : "jit";
         info.jit = ki->jit;
     }
     if (fl->fft)
@@ -727,9 +836,7 @@ void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
     info.seconds = fl->seconds;
     info.flops = vox_nn_layer_flops(f->net, f->dims, layer);
     double tr = 0, gemm = fl->wino ? vox_nn_wino_flops(&fl->cv, &tr) : 0;
-    info.work = fl->fft ? vox_nn_fft_flops(&fl->cv, NULL)
-                : fl->wino ? gemm + tr
-                           : info.flops;
+    info.work = fl->fft ? vox_nn_fft_flops(&fl->cv, NULL) : fl->wino ? gemm + tr : info.flops;
     info.bytes = (double)bt_bytes(&f->dims[layer], f->lay.blk[layer]);
     for (int k = 0; k < l->n_in; k++)
         info.bytes += (double)bt_bytes(&f->dims[l->in[k]], f->lay.blk[l->in[k]]);
