@@ -3,13 +3,15 @@
  * layer kind on its own at odd sizes and channel counts that are not multiples of the vector
  * width, for every ISA the machine has; whole nets (N4, n337, RSUNet-tiny); 1 vs 2 threads
  * bitwise; a conv fused with its max-pool (run slab by slab) bitwise equal to the same conv
- * and pool unfused; wrong inputs; allocation failures.
+ * and pool unfused; the per-ISA row transposes of packing against their scalar definition;
+ * wrong inputs; allocation failures.
  *
  * Tolerance: the reference sums in double, the fast path in f32 in the kernels' order, so the
  * difference is bounded by about fan_in * 2^-24 * the sum of |terms|; we check
  * |fast - ref| <= tol * max(1, max |ref|) with tol from the table in check_net.
  */
 #include "harness.h"
+#include "nn/fast.h"
 #include "nn_test_nets.h"
 #include "vox/io.h"
 #include "vox/nn.h"
@@ -218,6 +220,35 @@ static void test_conv_pool_fused(struct vox_ctx *ctx)
         vox_ctx_destroy(ctxs[i]);
 }
 
+/* The row transposes (fast_pack.h) of every ISA the machine has, against their definition:
+ * two full runs of lanes and a tail, a missing (zero) lane, an unwritten one. */
+static void test_pack_rows(struct vox_ctx *ctx)
+{
+    const int max = (int)vox_ctx_cpu(ctx)->isa_max;
+    enum { N = 37 };
+    for (int isa = VOX_ISA_REF; isa <= max; isa++) {
+        const struct vox_nn_pack_fns *pk = vox_nn_pack_fns_for(isa);
+        const int L = pk->lanes;
+        float src[16][N], blk[16 * N], back[16][N];
+        const float *rows[16];
+        float *outs[16];
+        uint64_t seed = 3;
+        for (int l = 0; l < L; l++) {
+            for (int x = 0; x < N; x++)
+                src[l][x] = (float)(vox_test_rand(&seed) % 1000), back[l][x] = -1.0f;
+            rows[l] = l == 2 ? NULL : src[l];
+            outs[l] = l == 3 ? NULL : back[l];
+        }
+        pk->pack(rows, blk, N);
+        pk->unpack(blk, outs, N);
+        for (int l = 0; l < L; l++)
+            for (int x = 0; x < N; x++) {
+                CHECK(blk[x * L + l] == (l == 2 ? 0.0f : src[l][x]));
+                CHECK(back[l][x] == (l == 3 ? -1.0f : l == 2 ? 0.0f : src[l][x]));
+            }
+    }
+}
+
 /* Output of rsunet-tiny through the fast path on ctx, copied. */
 static void run_fast(struct vox_ctx *ctx, struct vox_ctx *run_ctx, struct vox_tensor *out)
 {
@@ -378,5 +409,5 @@ static void test_sliding_equals_one_pass(struct vox_ctx *ctx)
 }
 
 VOX_TEST_MAIN(VOX_TEST(test_sliding_equals_one_pass), VOX_TEST(test_layers_every_isa),
-              VOX_TEST(test_whole_nets), VOX_TEST(test_conv_pool_fused),
+              VOX_TEST(test_whole_nets), VOX_TEST(test_conv_pool_fused), VOX_TEST(test_pack_rows),
               VOX_TEST(test_threads_bitwise), VOX_TEST(test_errors_and_alloc_failures))

@@ -769,7 +769,7 @@ enum vox_status vox_nn_fast_forward(struct vox_ctx *ctx, struct vox_nn_fast *f,
     }
     for (int k = 0; k < net->n_inputs; k++) {
         double t0 = vox_time_now();
-        vox_nn_bt_pack(pool, &inputs[k], &f->t[vox_net_input(net, k)]);
+        vox_nn_bt_pack(pool, f->isa, &inputs[k], &f->t[vox_net_input(net, k)]);
         f->fl[vox_net_input(net, k)].seconds = vox_time_now() - t0;
     }
     for (int i = 0; i < net->n_layers; i++)
@@ -781,7 +781,7 @@ enum vox_status vox_nn_fast_forward(struct vox_ctx *ctx, struct vox_nn_fast *f,
     for (int k = 0; k < net->n_outputs; k++) {
         int o = vox_net_output(net, k);
         double t0 = vox_time_now();
-        vox_nn_bt_unpack_act(pool, &f->t[o],
+        vox_nn_bt_unpack_act(pool, f->isa, &f->t[o],
                              fused_output(&net->layers[o]) ? net->layers[o].act : VOX_ACT_LINEAR,
                              &f->out[k]);
         f->fl[o].seconds += vox_time_now() - t0;

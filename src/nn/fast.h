@@ -105,8 +105,8 @@ void vox_nn_fft_run(struct vox_nn_fft *f, struct vox_pool *pool, const struct vo
                     struct vox_nn_bt *out);
 /* The spectral products of one frequency block (fast_fft_mul.h), per ISA: y [t][k] =
  * sum over c of x [t][c] * w [k][c], complex blocks of VOX_NN_FFT_FB lanes. */
-typedef void vox_nn_fft_mul_fn(const float *x, const float *w, float *y, int64_t tiles,
-                               int64_t cin, int64_t cout);
+typedef void vox_nn_fft_mul_fn(const float *x, const float *w, float *y, int64_t tiles, int64_t cin,
+                               int64_t cout);
 vox_nn_fft_mul_fn vox_nn_fft_mul_ref, vox_nn_fft_mul_avx2, vox_nn_fft_mul_avx512;
 
 /* ---- Winograd convolution F(2,3) per axis (fast_wino.c) ---- */
@@ -151,11 +151,25 @@ enum vox_status vox_nn_tune_times(struct vox_nn_tune *t, struct vox_ctx *ctx,
 /* ---- blocked passes (fast_ops.c); pool may be NULL; results do not depend on threads ---- */
 
 /* (1, C, Z, Y, X) f32 of any strides -> blocked (pad lanes 0), and back (first C channels). */
-void vox_nn_bt_pack(struct vox_pool *pool, const struct vox_tensor *src, struct vox_nn_bt *dst);
-void vox_nn_bt_unpack(struct vox_pool *pool, const struct vox_nn_bt *src, struct vox_tensor *dst);
+/* The row transposes of packing and unpacking (fast_pack.h), per ISA, for blocks of `lanes`:
+ * pack: dst[x * lanes + l] = src[l][x] (src[l] NULL: 0); unpack: dst[l][x] = src[x * lanes +
+ * l] (dst[l] NULL: skipped); x < n. */
+struct vox_nn_pack_fns {
+    int lanes;
+    void (*pack)(const float *const *src, float *dst, int64_t n);
+    void (*unpack)(const float *src, float *const *dst, int64_t n);
+};
+extern const struct vox_nn_pack_fns vox_nn_pack_ref, vox_nn_pack_avx2, vox_nn_pack_avx512;
+/* The table for isa (an enum vox_isa). */
+const struct vox_nn_pack_fns *vox_nn_pack_fns_for(int isa);
+/* Packs src (1, C, Z, Y, X) into dst (the row transposes of isa's table where the block is
+ * its width and x is contiguous). */
+void vox_nn_bt_pack(struct vox_pool *pool, int isa, const struct vox_tensor *src,
+                    struct vox_nn_bt *dst);
+
 /* Unpacks act(src) (a pointwise act, not softmax): an output layer fused into the unpacking. */
-void vox_nn_bt_unpack_act(struct vox_pool *pool, const struct vox_nn_bt *src, enum vox_nn_act act,
-                          struct vox_tensor *dst);
+void vox_nn_bt_unpack_act(struct vox_pool *pool, int isa, const struct vox_nn_bt *src,
+                          enum vox_nn_act act, struct vox_tensor *dst);
 /* dst = src with zero borders: dst voxel p + lo holds src voxel p. */
 void vox_nn_bt_pad(struct vox_pool *pool, const struct vox_nn_bt *src, const int64_t lo[3],
                    struct vox_nn_bt *dst);

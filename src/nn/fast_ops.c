@@ -6,9 +6,10 @@
  *
  * Key idea: with channels innermost every pass is a loop over (block, z, y, x) whose body is a
  * short loop over the b lanes of one vector, which the compiler vectorises. The batch entries
- * (N > 1: mpf fragments) are just more blocks to the passes that map block to block. Work is split over (output block, output plane) rows with a static
- * schedule; each element is computed by one thread in a fixed order, so results do not depend
- * on the thread count. Activations use the f32 libm functions (expm1f, expf, tanhf).
+ * (N > 1: mpf fragments) are just more blocks to the passes that map block to block. Work is split
+ * over (output block, output plane) rows with a static schedule; each element is computed by one
+ * thread in a fixed order, so results do not depend on the thread count. Activations use the f32
+ * libm functions (expm1f, expf, tanhf).
  */
 #include "fast.h"
 
@@ -33,6 +34,7 @@ struct job {
     int64_t v[3], w[3];
     bool flag;
     enum vox_nn_act act;
+    const struct vox_nn_pack_fns *pk; /* pack, unpack: the row transposes */
 };
 
 static void task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
@@ -57,7 +59,15 @@ static void run(struct vox_pool *pool, struct job *j, int64_t blocks, int64_t pl
     vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, task, j);
 }
 
-/* Per row (y), channel by channel: unit-stride reads along x, writes b floats apart within
+const struct vox_nn_pack_fns *vox_nn_pack_fns_for(int isa)
+{
+    return isa == VOX_ISA_AVX512 ? &vox_nn_pack_avx512
+           : isa == VOX_ISA_AVX2 ? &vox_nn_pack_avx2
+                                 : &vox_nn_pack_ref;
+}
+
+/* Per row (y): where the block is the transposes' width and x is contiguous, the row
+ * transposes; else channel by channel, unit-stride reads along x, writes b floats apart within
  * one row of the blocked tensor (X * b floats, in L1). */
 static void pack_row(const struct job *j, int64_t cb, int64_t z)
 {
@@ -65,25 +75,30 @@ static void pack_row(const struct job *j, int64_t cb, int64_t z)
     const float *src = s->data;
     const struct vox_nn_bt *o = j->out;
     const int64_t b = o->blk, nx = o->s[2], sx = s->strides[4];
+    const bool fast = j->pk->lanes == b && sx == 1;
     for (int64_t y = 0; y < o->s[1]; y++) {
         float *d = at(o, cb, z, y, 0);
+        const float *rows[16];
         for (int64_t l = 0; l < b; l++) {
             int64_t c = cb * b + l;
-            if (c >= o->c) {
-                for (int64_t x = 0; x < nx; x++)
-                    d[x * b + l] = 0.0f;
+            const float *p =
+                c < o->c ? src + c * s->strides[1] + z * s->strides[2] + y * s->strides[3] : NULL;
+            if (fast) {
+                rows[l] = p;
                 continue;
             }
-            const float *p = src + c * s->strides[1] + z * s->strides[2] + y * s->strides[3];
             for (int64_t x = 0; x < nx; x++)
-                d[x * b + l] = p[x * sx];
+                d[x * b + l] = p ? p[x * sx] : 0.0f;
         }
+        if (fast)
+            j->pk->pack(rows, d, nx);
     }
 }
 
-void vox_nn_bt_pack(struct vox_pool *pool, const struct vox_tensor *src, struct vox_nn_bt *dst)
+void vox_nn_bt_pack(struct vox_pool *pool, int isa, const struct vox_tensor *src,
+                    struct vox_nn_bt *dst)
 {
-    struct job j = {.row = pack_row, .ts = src, .out = dst};
+    struct job j = {.row = pack_row, .ts = src, .out = dst, .pk = vox_nn_pack_fns_for(isa)};
     run(pool, &j, all_blocks(dst), dst->s[0]);
 }
 
@@ -94,29 +109,37 @@ static void unpack_row(const struct job *j, int64_t cb, int64_t z)
     float *dst = d->data;
     const struct vox_nn_bt *s = j->in[0];
     const int64_t b = s->blk, nx = s->s[2], sx = d->strides[4];
+    const bool fast = j->pk->lanes == b && sx == 1;
     for (int64_t y = 0; y < s->s[1]; y++) {
         const float *p = at(s, cb, z, y, 0);
-        for (int64_t l = 0; l < b && cb * b + l < s->c; l++) {
-            float *q = dst + (cb * b + l) * d->strides[1] + z * d->strides[2] + y * d->strides[3];
-            if (j->act == VOX_ACT_LINEAR)
+        float *rows[16];
+        for (int64_t l = 0; l < b; l++) {
+            int64_t c = cb * b + l;
+            rows[l] =
+                c < s->c ? dst + c * d->strides[1] + z * d->strides[2] + y * d->strides[3] : NULL;
+        }
+        if (fast)
+            j->pk->unpack(p, rows, nx);
+        for (int64_t l = 0; l < b && rows[l]; l++) {
+            float *q = rows[l];
+            if (!fast && j->act == VOX_ACT_LINEAR)
                 for (int64_t x = 0; x < nx; x++)
                     q[x * sx] = p[x * b + l];
-            else
+            else if (!fast)
                 for (int64_t x = 0; x < nx; x++)
                     q[x * sx] = vox_nn_act1f(j->act, p[x * b + l]);
+            else if (j->act != VOX_ACT_LINEAR)
+                for (int64_t x = 0; x < nx; x++)
+                    q[x] = vox_nn_act1f(j->act, q[x]);
         }
     }
 }
 
-void vox_nn_bt_unpack(struct vox_pool *pool, const struct vox_nn_bt *src, struct vox_tensor *dst)
+void vox_nn_bt_unpack_act(struct vox_pool *pool, int isa, const struct vox_nn_bt *src,
+                          enum vox_nn_act act, struct vox_tensor *dst)
 {
-    vox_nn_bt_unpack_act(pool, src, VOX_ACT_LINEAR, dst);
-}
-
-void vox_nn_bt_unpack_act(struct vox_pool *pool, const struct vox_nn_bt *src, enum vox_nn_act act,
-                          struct vox_tensor *dst)
-{
-    struct job j = {.row = unpack_row, .in = {src}, .td = dst, .act = act};
+    struct job j = {
+        .row = unpack_row, .in = {src}, .td = dst, .act = act, .pk = vox_nn_pack_fns_for(isa)};
     run(pool, &j, all_blocks(src), src->s[0]);
 }
 
@@ -161,9 +184,9 @@ static void max_window_row(const struct vox_nn_bt *s, int64_t sb, const struct v
             for (int64_t a = 0; a < w[0]; a++)
                 for (int64_t c = 0; c < w[1]; c++)
                     for (int64_t e = 0; e < w[2]; e++) {
-                        const float *p = at(s, sb, z * st[0] + a * dl[0] + off[0],
-                                            y * st[1] + c * dl[1] + off[1],
-                                            x * st[2] + e * dl[2] + off[2]);
+                        const float *p =
+                            at(s, sb, z * st[0] + a * dl[0] + off[0],
+                               y * st[1] + c * dl[1] + off[1], x * st[2] + e * dl[2] + off[2]);
                         for (int64_t l = 0; l < b; l++)
                             acc[l] = p[l] > acc[l] ? p[l] : acc[l];
                     }
@@ -205,8 +228,7 @@ static void mpf_row(const struct job *j, int64_t cb, int64_t z)
 void vox_nn_bt_mpf(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t window[3],
                    struct vox_nn_bt *out)
 {
-    struct job j = {.row = mpf_row, .in = {in}, .out = out,
-                    .w = {window[0], window[1], window[2]}};
+    struct job j = {.row = mpf_row, .in = {in}, .out = out, .w = {window[0], window[1], window[2]}};
     run(pool, &j, all_blocks(out), out->s[0]);
 }
 
@@ -276,8 +298,7 @@ static void move_row(const struct job *j, int64_t cb, int64_t z)
 void vox_nn_bt_upsample(struct vox_pool *pool, const struct vox_nn_bt *in, const int64_t f[3],
                         struct vox_nn_bt *out)
 {
-    struct job j = {.row = move_row, .in = {in}, .out = out, .flag = true,
-                    .w = {f[0], f[1], f[2]}};
+    struct job j = {.row = move_row, .in = {in}, .out = out, .flag = true, .w = {f[0], f[1], f[2]}};
     run(pool, &j, all_blocks(out), out->s[0]);
 }
 
@@ -421,7 +442,7 @@ static void act_row(const struct job *j, int64_t cb, int64_t z)
 void vox_nn_bt_act(struct vox_pool *pool, const struct vox_nn_bt *in, enum vox_nn_act act,
                    struct vox_nn_bt *out)
 {
-    struct job j = {.row = act == VOX_ACT_SOFTMAX ? softmax_row : act_row, .in = {in},
-                    .out = out, .act = act};
+    struct job j = {
+        .row = act == VOX_ACT_SOFTMAX ? softmax_row : act_row, .in = {in}, .out = out, .act = act};
     run(pool, &j, act == VOX_ACT_SOFTMAX ? out->n : all_blocks(out), out->s[0]);
 }
