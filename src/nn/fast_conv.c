@@ -74,7 +74,8 @@ static void tile_of(int isa, const struct vox_nn_fast_conv *c, int64_t ob, int64
                     int64_t *ot, int64_t *xt)
 {
     const int64_t regs = (isa == VOX_ISA_AVX512 ? 32 : 16) - post_regs(c);
-    *ot = ob >= 2 ? 2 : 1;
+    const int64_t most = isa == VOX_ISA_AVX512 ? 3 : 2;
+    *ot = ob <= most ? ob : ob % most == 0 ? most : ob % 2 == 0 ? 2 : most;
     int64_t cap = (regs - *ot - 1) / *ot;
     *xt = cdiv(ow, cdiv(ow, cap));
 }
