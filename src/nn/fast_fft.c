@@ -240,10 +240,22 @@ static int64_t pad_stride(int64_t n)
     return (round16(n) / 16 | 1) * 16;
 }
 
+/* At least 4 tiles per thread in a group (unless c->fft_group says otherwise), whatever the
+ * memory cap gave: a group's transform stages have a task per tile and block of channels, and
+ * groups of 3 tiles of an 8-channel layer left one of 2 threads idle a third of the time. The
+ * grouping does not change a bit of the result (each tile's sums are its own). */
+static void widen_group(const struct vox_nn_fast_conv *c, struct geom *g, int threads)
+{
+    const int64_t all = c->n * g->tiles, want = 4 * (int64_t)threads;
+    if (c->fft_group == 0 && g->group < want)
+        g->group = cdiv(all, cdiv(all, want < all ? want : all));
+}
+
 size_t vox_nn_fft_bytes(const struct vox_nn_fast_conv *c, int threads)
 {
     struct geom g;
     choose(c, &g);
+    widen_group(c, &g, threads);
     int64_t vol = g.n[0] * g.n[1] * g.n[2];
     size_t group = (size_t)(g.group * (c->cin + c->cout) * g.fb * BL) * sizeof(float);
     return spectra_bytes(c, &g) + group +
@@ -401,6 +413,7 @@ enum vox_status vox_nn_fft_create(struct vox_ctx *ctx, const struct vox_nn_fast_
              : isa == VOX_ISA_AVX2 ? vox_nn_fft_mul_avx2
                                    : vox_nn_fft_mul_ref;
     choose(c, &f->g);
+    widen_group(c, &f->g, f->threads);
     memcpy(f->lo, padlo, sizeof f->lo);
     if (alloc_all(ctx, f) != VOX_OK) {
         vox_nn_fft_destroy(ctx, f);
