@@ -255,7 +255,15 @@ static enum vox_status sg_each(struct sg_run *r, int64_t n, int64_t ntask,
     return s;
 }
 
-/* A volume source is read once, chunk box by chunk box, into the quantized affinity file
+/* Whether the stages read their boxes from the source volume itself: a u8 volume whose box
+ * reads cost their bytes (vox_volume_box_direct) needs no copy, unless the run keeps records
+ * (they vouch for the copy's chunks). */
+static bool sg_direct(struct vox_volume *src, bool journal)
+{
+    return !journal && vox_volume_info(src)->dtype == VOX_U8 && vox_volume_box_direct(src);
+}
+
+/* Else the volume is read once, chunk box by chunk box, into the quantized affinity file
  * (3 bytes per voxel), which the three stages then read instead. */
 static enum vox_status sg_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
                                  const struct vox_dist_options *o, struct dist_bfile *qf)
@@ -507,7 +515,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         jr.die_after = opt->die_after;
         vol.jr = &jr;
     }
-    if (s == VOX_OK && src->vol)
+    if (s == VOX_OK && src->vol && !sg_direct(src->vol, journal))
         s = sg_ingest(ctx, &vol, opt, &qf);
     if (s == VOX_OK && opt->sink) {
         s = sg_file(ctx, opt, journal, "labels",

@@ -7,6 +7,8 @@
  * with spaces and a '\n' so the data starts at a multiple of 64 bytes. The data follows, raw,
  * C order. Key idea: because the layout is raw C order, a box is a set of contiguous runs,
  * read or written with pread/pwrite at computed offsets, so only the box touches memory.
+ * Short runs (a thin box's rows) are read through read-only maps of file windows instead,
+ * one window at a time, so that a box costs its bytes and not one call per row.
  * Files are written as version 1.0 (the header of a rank <= 6 array always fits).
  */
 #include "io/internal.h"
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -267,6 +270,54 @@ fail:
     return s;
 }
 
+/* Runs shorter than this are read through a map (a call each would cost more than the copy). */
+#define NPY_MAP_RUN 16384
+/* Bytes of file one map covers: the pages it touches are resident (mapped) until the next. */
+#define NPY_MAP_WINDOW ((int64_t)8 << 20)
+
+/* The next index of the box's runs (the axes before k, in C order); false after the last. */
+static bool npy_next_run(int k, const int64_t *lo, const int64_t *hi, int64_t *idx)
+{
+    int i = k - 1;
+    while (i >= 0 && ++idx[i] == hi[i]) {
+        idx[i] = lo[i];
+        i--;
+    }
+    return i >= 0;
+}
+
+/* Reads the runs of `run` bytes (< NPY_MAP_RUN) of the box [lo, hi) into buf by copying them
+ * out of maps of file windows of NPY_MAP_WINDOW bytes, each unmapped before the next. */
+static enum vox_status npy_read_mapped(struct vox_ctx *ctx, struct vox_volume *vol,
+                                       const int64_t *lo, const int64_t *hi, int k,
+                                       const int64_t *st, size_t run, char *buf)
+{
+    const int64_t esz = (int64_t)vox_dtype_size(vol->info.dtype), page = sysconf(_SC_PAGESIZE);
+    int64_t idx[VOX_MAX_RANK], wlo = 0, whi = 0;
+    char *base = NULL;
+    memcpy(idx, lo, sizeof idx[0] * (size_t)vol->info.rank);
+    do {
+        int64_t off = 0;
+        for (int i = 0; i <= k; i++)
+            off += idx[i] * st[i];
+        off = vol->data_start + off * esz;
+        if (off < wlo || off + (int64_t)run > whi) {
+            if (base)
+                munmap(base, (size_t)(whi - wlo));
+            wlo = off / page * page;
+            whi = wlo + NPY_MAP_WINDOW;
+            base = mmap(NULL, (size_t)(whi - wlo), PROT_READ, MAP_SHARED, vol->fd, (off_t)wlo);
+            if (base == MAP_FAILED)
+                return vox_fail(ctx, VOX_IO, "cannot map '%s' at byte %lld: %s", vol->name,
+                                (long long)wlo, strerror(errno));
+        }
+        memcpy(buf, base + (off - wlo), run);
+        buf += run;
+    } while (npy_next_run(k, lo, hi, idx));
+    munmap(base, (size_t)(whi - wlo));
+    return VOX_OK;
+}
+
 /* Moves the box [lo, hi) between buf and the file as contiguous runs: the axes after `k` are
  * covered whole, so each index of the axes before k is one run of (hi[k]-lo[k]) rows. */
 static enum vox_status npy_box_io(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
@@ -283,6 +334,8 @@ static enum vox_status npy_box_io(struct vox_ctx *ctx, struct vox_volume *vol, c
     while (k > 0 && lo[k] == 0 && hi[k] == in->shape[k])
         k--;
     size_t run = (size_t)((hi[k] - lo[k]) * st[k]) * esz;
+    if (!writing && k > 0 && run < NPY_MAP_RUN)
+        return npy_read_mapped(ctx, vol, lo, hi, k, st, run, buf);
     memcpy(idx, lo, sizeof idx[0] * (size_t)in->rank);
     for (;;) {
         int64_t off = 0;
@@ -301,12 +354,7 @@ static enum vox_status npy_box_io(struct vox_ctx *ctx, struct vox_volume *vol, c
             done += (size_t)r;
         }
         buf += run;
-        int i = k - 1;
-        while (i >= 0 && ++idx[i] == hi[i]) {
-            idx[i] = lo[i];
-            i--;
-        }
-        if (i < 0)
+        if (!npy_next_run(k, lo, hi, idx))
             return VOX_OK;
     }
 }
