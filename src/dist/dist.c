@@ -162,7 +162,7 @@ static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
         r->st[i] = lab ? dist_chunk_ws(r->ctx, &r->vol, &b, r->p, sc, &r->cur[i], lab)
                        : VOX_OUT_OF_MEMORY;
         if (r->st[i] == VOX_OK)
-            r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab);
+            r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab, sc);
         if (r->st[i] == VOX_OK && r->vol.jr) {
             dist_journal_count(r->vol.jr, false);
             r->st[i] = ws_record(r, i, dist_hash(lab, (size_t)n * sizeof *lab, 0));
@@ -200,7 +200,7 @@ static enum vox_status ws_receive(struct dist_run *r, int64_t nchunks)
                          "%lld bytes for chunk %lld from another rank", (long long)len,
                          (long long)i);
         else
-            s = dist_store_write(r->ctx, r->labels, &box, (const uint32_t *)(b + n));
+            s = dist_store_write(r->ctx, r->labels, &box, (const uint32_t *)(b + n), NULL);
         vox_free(r->ctx, b);
     }
     return s;
@@ -425,7 +425,7 @@ static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
         if (r->st[i] == VOX_OK && !done) {
             for (int64_t k = 0; k < n; k++)
                 lab[k] = map[lab[k]];
-            r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab);
+            r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab, &r->sc[tid]);
             if (r->st[i] == VOX_OK && r->vol.jr)
                 r->st[i] = dist_journal_add(r->ctx, r->vol.jr, DJ_RELABEL, i,
                                             dist_hash(lab, (size_t)n * sizeof *lab, 0), NULL, 0);

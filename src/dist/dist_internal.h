@@ -205,9 +205,12 @@ struct dist_store {
      * part, so the volume is not written a second time to relabel it. NULL: values as is. */
     uint32_t **cmap;
     int64_t ncmap;
+    /* Set (one byte per chunk) for a file store read through cmap: a chunk whose values all
+     * fit in 16 bits is written as u16, and its byte set; NULL: u32 records. */
+    uint8_t *narrow;
 };
 
-/* Frees st->cmap. */
+/* Frees st->cmap and st->narrow. */
 void dist_store_fini(struct vox_ctx *ctx, struct dist_store *st);
 
 /* src/dst are contiguous over the box; sc: a scratch for the file reads, or NULL. */
@@ -215,7 +218,8 @@ enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
                                 const struct dist_box *b, uint32_t *dst,
                                 struct dist_scratch *sc);
 enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
-                                 const struct dist_box *b, const uint32_t *src);
+                                 const struct dist_box *b, const uint32_t *src,
+                                 struct dist_scratch *sc);
 
 /* Where stages b and c take their labels from: a whole tensor, or a store whose values go
  * through map (NULL: as they are). */

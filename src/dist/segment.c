@@ -520,6 +520,13 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     if (s == VOX_OK && opt->sink) {
         s = sg_file(ctx, opt, journal, "labels",
                     dist_bfile_init(&store.f, vol.dims, opt->chunk, 1, 4), &store.f.fd);
+        /* without records, the store is read through the watershed's chunk maps: narrow
+         * records allowed (records vouch for u32 ones) */
+        store.narrow = s == VOX_OK && !journal
+                           ? vox_calloc(ctx, (size_t)(store.f.grid[0] * store.f.grid[1] *
+                                                      store.f.grid[2]), 1)
+                           : NULL;
+        s = s == VOX_OK && !journal && !store.narrow ? VOX_OUT_OF_MEMORY : s;
     } else if (s == VOX_OK) {
         s = vox_tensor_alloc(ctx, &res.labels, VOX_U32, 3, vol.dims);
         store.mem = res.labels.data;

@@ -9,7 +9,8 @@
  * meets and channel, of the byte range that holds the part wanted (a whole chunk's box: its
  * record, read in place). Any thread may use them; memory stays at one box. A file store
  * never holds a whole volume in memory; its reads may map fragment labels to basins per chunk
- * (struct dist_store's cmap). Reads of a source volume go through vox/io.h, which is not
+ * (struct dist_store's cmap), and then a chunk whose fragment labels all fit in 16 bits is
+ * written as u16 (half the bytes to write and read; the slot keeps room for u32). Reads of a source volume go through vox/io.h, which is not
  * thread-safe: they hold the io lock.
  *
  * Also the workers' scratch (struct dist_scratch): buffers a chunk task reuses from chunk to
@@ -22,11 +23,18 @@
 #include <string.h>
 #include <unistd.h>
 
+/* How a label store's chunk records are read: values through cmap[chunk] (NULL: as they
+ * are), a chunk i with narrow[i] set holding u16 values (narrow NULL: none). */
+struct bfile_map {
+    uint32_t *const *cmap;
+    const uint8_t *narrow;
+};
+
 static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *f,
                                   const struct dist_box *b, uint8_t *dst, struct dist_io *io,
-                                  struct dist_scratch *sc, uint32_t *const *cmap);
+                                  struct dist_scratch *sc, const struct bfile_map *lm);
 static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile *f,
-                                   const struct dist_box *b, const uint8_t *src,
+                                   const struct dist_box *b, const uint8_t *src, size_t esz,
                                    struct dist_io *io);
 
 /* A contiguous (3, box) u8 tensor over data: a view when data is a scratch slot. */
@@ -74,7 +82,7 @@ static enum vox_status qfile_read(struct vox_ctx *ctx, const struct dist_vol *v,
 enum vox_status dist_qfile_write(struct vox_ctx *ctx, const struct dist_vol *v,
                                  const struct dist_box *b, const uint8_t *q)
 {
-    return bfile_write(ctx, v->qf, b, q, v->io);
+    return bfile_write(ctx, v->qf, b, q, v->qf->esz, v->io);
 }
 
 enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const int64_t lo[3],
@@ -161,15 +169,33 @@ static void bfile_count(struct dist_io *io, bool wr, int64_t n)
     pthread_mutex_unlock(&io->mu);
 }
 
-/* The part i (global box) of chunk record cb at off, every channel, into dst (box b). */
+/* n labels of a record (u16 when narrow, else u32) into o, through map. */
+static void bfile_map_row(uint32_t *o, const uint8_t *in, int64_t n, const uint32_t *map,
+                          bool narrow)
+{
+    if (narrow) {
+        const uint16_t *s = (const uint16_t *)(const void *)in;
+        for (int64_t k = 0; map && k < n; k++)
+            o[k] = map[s[k]];
+        for (int64_t k = 0; !map && k < n; k++)
+            o[k] = s[k];
+    } else {
+        const uint32_t *s = (const uint32_t *)(const void *)in;
+        for (int64_t k = 0; k < n; k++)
+            o[k] = map[s[k]];
+    }
+}
+
+/* The part i (global box) of chunk record cb at off, every channel, into dst (box b); map:
+ * u32 labels through it, narrow: the record holds them as u16. */
 static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *f, off_t off,
                                   const struct dist_box *cb, const struct dist_box *i,
                                   const struct dist_box *b, uint8_t *dst, uint8_t *tmp,
-                                  const uint32_t *map, int64_t *nread)
+                                  const uint32_t *map, bool narrow, int64_t *nread)
 {
     const int64_t cs[3] = {cb->hi[0] - cb->lo[0], cb->hi[1] - cb->lo[1], cb->hi[2] - cb->lo[2]};
     const int64_t bs[3] = {b->hi[0] - b->lo[0], b->hi[1] - b->lo[1], b->hi[2] - b->lo[2]};
-    const size_t e = f->esz, row = (size_t)(i->hi[2] - i->lo[2]) * e;
+    const size_t e = narrow ? 2 : f->esz, row = (size_t)(i->hi[2] - i->lo[2]) * e;
     const int64_t first = ((i->lo[0] - cb->lo[0]) * cs[1] + i->lo[1] - cb->lo[1]) * cs[2] +
                           i->lo[2] - cb->lo[2];
     const int64_t last = ((i->hi[0] - 1 - cb->lo[0]) * cs[1] + i->hi[1] - 1 - cb->lo[1]) * cs[2] +
@@ -181,20 +207,17 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
         if (got != (ssize_t)n)
             return bfile_fail(ctx, f, false, n, at, got);
         *nread += (int64_t)n;
-        uint8_t *d = dst + (size_t)(c * bs[0] * bs[1] * bs[2]) * e;
+        uint8_t *d = dst + (size_t)(c * bs[0] * bs[1] * bs[2]) * f->esz;
         for (int64_t z = i->lo[0]; z < i->hi[0]; z++)
             for (int64_t y = i->lo[1]; y < i->hi[1]; y++) {
                 int64_t s = ((z - cb->lo[0]) * cs[1] + y - cb->lo[1]) * cs[2] + i->lo[2] -
                             cb->lo[2] - first;
                 int64_t t = ((z - b->lo[0]) * bs[1] + y - b->lo[1]) * bs[2] + i->lo[2] - b->lo[2];
-                if (map) { /* u32 labels through the chunk's map */
-                    uint32_t *o = (uint32_t *)(void *)d + t;
-                    const uint32_t *in = (const uint32_t *)(const void *)tmp + s;
-                    for (int64_t k = 0; k < i->hi[2] - i->lo[2]; k++)
-                        o[k] = map[in[k]];
-                } else {
+                if (map) /* u32 labels through the chunk's map */
+                    bfile_map_row((uint32_t *)(void *)d + t, tmp + (size_t)s * e,
+                                  i->hi[2] - i->lo[2], map, narrow);
+                else
                     memcpy(d + (size_t)t * e, tmp + (size_t)s * e, row);
-                }
             }
     }
     return VOX_OK;
@@ -202,7 +225,7 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
 
 static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *f,
                                   const struct dist_box *b, uint8_t *dst, struct dist_io *io,
-                                  struct dist_scratch *sc, uint32_t *const *cmap)
+                                  struct dist_scratch *sc, const struct bfile_map *lm)
 {
     int64_t g0[3], g1[3], g[3], nread = 0;
     for (int a = 0; a < 3; a++) {
@@ -211,17 +234,19 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
     }
     struct dist_box one;
     off_t at = bfile_chunk(f, g0, &one);
-    if (memcmp(&one, b, sizeof one) == 0) { /* one whole chunk: its record as it is */
+    int64_t i0 = at / (off_t)f->slot;
+    const uint32_t *map0 = lm && lm->cmap ? lm->cmap[i0] : NULL;
+    bool narrow0 = lm && lm->narrow && lm->narrow[i0];
+    if (memcmp(&one, b, sizeof one) == 0 && !narrow0) { /* one whole chunk: its record as is */
         size_t n = (size_t)((one.hi[0] - one.lo[0]) * (one.hi[1] - one.lo[1]) *
                             (one.hi[2] - one.lo[2])) * (size_t)f->nch * f->esz;
         ssize_t got = pread(f->fd, dst, n, at);
         if (got != (ssize_t)n)
             return bfile_fail(ctx, f, false, n, at, got);
         bfile_count(io, false, (int64_t)n);
-        const uint32_t *map = cmap ? cmap[at / (off_t)f->slot] : NULL;
         uint32_t *l = (uint32_t *)(void *)dst;
-        for (size_t k = 0; map && k < n / 4; k++)
-            l[k] = map[l[k]];
+        for (size_t k = 0; map0 && k < n / 4; k++)
+            l[k] = map0[l[k]];
         return VOX_OK;
     }
     size_t tn = f->slot / (size_t)f->nch;
@@ -234,7 +259,9 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
             for (g[2] = g0[2]; g[2] < g1[2] && s == VOX_OK; g[2]++) {
                 struct dist_box cb, i;
                 off_t off = bfile_chunk(f, g, &cb);
-                const uint32_t *map = cmap ? cmap[off / (off_t)f->slot] : NULL;
+                int64_t ci = off / (off_t)f->slot;
+                const uint32_t *map = lm && lm->cmap ? lm->cmap[ci] : NULL;
+                bool narrow = lm && lm->narrow && lm->narrow[ci];
                 for (int a = 0; a < 3; a++) {
                     i.lo[a] = cb.lo[a] > b->lo[a] ? cb.lo[a] : b->lo[a];
                     i.hi[a] = cb.hi[a] < b->hi[a] ? cb.hi[a] : b->hi[a];
@@ -245,10 +272,10 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                 struct dist_box p = i;
                 for (p.lo[0] = i.lo[0]; thin && p.lo[0] < i.hi[0] && s == VOX_OK; p.lo[0]++) {
                     p.hi[0] = p.lo[0] + 1;
-                    s = bfile_part(ctx, f, off, &cb, &p, b, dst, tmp, map, &nread);
+                    s = bfile_part(ctx, f, off, &cb, &p, b, dst, tmp, map, narrow, &nread);
                 }
                 if (!thin)
-                    s = bfile_part(ctx, f, off, &cb, &i, b, dst, tmp, map, &nread);
+                    s = bfile_part(ctx, f, off, &cb, &i, b, dst, tmp, map, narrow, &nread);
             }
     if (!sc)
         vox_free(ctx, tmp);
@@ -273,8 +300,10 @@ enum vox_status dist_bfile_hash(struct vox_ctx *ctx, const struct dist_bfile *bf
     return VOX_OK;
 }
 
+/* Writes the record of the chunk whose box is b from src, of elements of esz bytes (f->esz,
+ * or 2 for a narrow label record). */
 static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile *f,
-                                   const struct dist_box *b, const uint8_t *src,
+                                   const struct dist_box *b, const uint8_t *src, size_t esz,
                                    struct dist_io *io)
 {
     int64_t g[3];
@@ -286,7 +315,7 @@ static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile 
         return vox_fail(ctx, VOX_INTERNAL, "chunked segmentation: a write to a blocked file "
                         "that is not one chunk's box");
     size_t n = (size_t)((cb.hi[0] - cb.lo[0]) * (cb.hi[1] - cb.lo[1]) * (cb.hi[2] - cb.lo[2])) *
-               (size_t)f->nch * f->esz;
+               (size_t)f->nch * esz;
     ssize_t got = pwrite(f->fd, src, n, off);
     if (got != (ssize_t)n)
         return bfile_fail(ctx, f, true, n, off, got);
@@ -313,17 +342,48 @@ enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
         mem_rows(st, b, dst, false);
         return VOX_OK;
     }
-    return bfile_read(ctx, &st->f, b, (uint8_t *)dst, st->io, sc, st->cmap);
+    const struct bfile_map lm = {st->cmap, st->narrow};
+    return bfile_read(ctx, &st->f, b, (uint8_t *)dst, st->io, sc, &lm);
+}
+
+/* The n labels of src as u16 in sc's DIST_SC_TMP slot (or allocated: *own), or NULL when one
+ * does not fit or memory is short. */
+static uint16_t *store_narrow(struct vox_ctx *ctx, const uint32_t *src, int64_t n,
+                              struct dist_scratch *sc, uint16_t **own)
+{
+    uint32_t top = 0;
+    for (int64_t k = 0; k < n; k++)
+        top |= src[k];
+    *own = NULL;
+    if (top > UINT16_MAX)
+        return NULL;
+    uint16_t *p = sc ? dist_scratch_get(ctx, sc, DIST_SC_TMP, (size_t)n * sizeof *p)
+                     : (*own = vox_alloc(ctx, (size_t)n * sizeof *p));
+    for (int64_t k = 0; p && k < n; k++)
+        p[k] = (uint16_t)src[k];
+    return p;
 }
 
 enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
-                                 const struct dist_box *b, const uint32_t *src)
+                                 const struct dist_box *b, const uint32_t *src,
+                                 struct dist_scratch *sc)
 {
     if (st->mem) {
         mem_rows(st, b, (uint32_t *)src, true);
         return VOX_OK;
     }
-    return bfile_write(ctx, &st->f, b, (const uint8_t *)src, st->io);
+    int64_t g[3], n = 1;
+    for (int a = 0; a < 3; a++) {
+        g[a] = b->lo[a] / st->f.chunk[a];
+        n *= b->hi[a] - b->lo[a];
+    }
+    uint16_t *own = NULL, *p = st->narrow ? store_narrow(ctx, src, n, sc, &own) : NULL;
+    enum vox_status s = bfile_write(ctx, &st->f, b, p ? (const uint8_t *)p : (const uint8_t *)src,
+                                    p ? sizeof *p : st->f.esz, st->io);
+    if (s == VOX_OK && p)
+        st->narrow[(g[0] * st->f.grid[1] + g[1]) * st->f.grid[2] + g[2]] = 1;
+    vox_free(ctx, own);
+    return s;
 }
 
 enum vox_status dist_win_load(struct vox_ctx *ctx, const struct dist_labels *l,
@@ -381,6 +441,8 @@ void dist_stats_level(struct vox_dist_stats *st, int stage, int64_t level, int64
 
 void dist_store_fini(struct vox_ctx *ctx, struct dist_store *st)
 {
+    vox_free(ctx, st->narrow);
+    st->narrow = NULL;
     for (int64_t i = 0; st->cmap && i < st->ncmap; i++)
         vox_free(ctx, st->cmap[i]);
     vox_free(ctx, st->cmap);
