@@ -310,6 +310,10 @@ void dist_sort_sc(struct vox_ctx *ctx, struct dist_scratch *sc, void *base, int6
                   size_t size, uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
                   int (*cmp)(const void *, const void *));
 
+/* Sorts n 64-bit keys ascending (LSD radix, bytes in which all keys agree skipped); tmp:
+ * scratch of n keys. */
+void dist_sort_u64(uint64_t *k, uint64_t *tmp, int64_t n);
+
 /* Appends one element of `size` bytes to a growable array. */
 bool dist_push(struct vox_ctx *ctx, void **arr, int64_t *n, int64_t *cap, const void *x,
                size_t size);

@@ -315,6 +315,39 @@ static inline uint32_t sm_index_pos(const struct sm_index *x, const struct sm_su
     return x->slot[h] ? (uint32_t)x->slot[h] : (uint32_t)sm_pos(s, id);
 }
 
+/* Sorts ord (positions in s->basin, which are in id order: so position order is id order)
+ * into the global order as one 64-bit key per edge, 255 - w above a above b in as many bits
+ * as positions need: a radix sort of 8-byte keys with no moves of elements beside. False
+ * (ord untouched) when the key does not fit or memory is short. The edges are distinct
+ * pairs and their states are not set yet, so the keys give them back whole. */
+static bool sm_order_packed(struct vox_ctx *ctx, struct dist_scratch *sc, const struct sm_sum *s,
+                            struct sm_edge *ord)
+{
+    int bits = 1;
+    while (((int64_t)1 << bits) < s->nbasin)
+        bits++;
+    if (2 * bits > 56 || s->nedge < 2)
+        return s->nedge < 2;
+    const size_t bytes = (size_t)s->nedge * sizeof(uint64_t);
+    uint64_t *k = sm_buf(ctx, sc, DIST_SC_W5, bytes), *t = sm_buf(ctx, sc, DIST_SC_S0, bytes);
+    bool ok = k && t;
+    const uint64_t mask = ((uint64_t)1 << bits) - 1;
+    for (int64_t i = 0; ok && i < s->nedge; i++)
+        k[i] = (uint64_t)(255 - ord[i].w) << (2 * bits) | (uint64_t)ord[i].a << bits | ord[i].b;
+    if (ok) {
+        dist_sort_u64(k, t, s->nedge);
+        for (int64_t i = 0; i < s->nedge; i++)
+            ord[i] = (struct sm_edge){.a = (uint32_t)(k[i] >> bits & mask),
+                                      .b = (uint32_t)(k[i] & mask),
+                                      .w = (uint8_t)(255 - (k[i] >> (2 * bits)))};
+    }
+    if (!sc) {
+        vox_free(ctx, k);
+        vox_free(ctx, t);
+    }
+    return ok;
+}
+
 /* The decision pass of one chunk or node over its compacted s. */
 static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s,
                                    struct dist_scratch *sc)
@@ -339,7 +372,8 @@ static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s,
             ord[i].a = (uint32_t)pa;
             ord[i].b = sm_index_pos(&x, s, s->edge[i].b);
         }
-        dist_sort_sc(ctx, sc, ord, s->nedge, sizeof *ord, pair_key, order_key_hi, order_cmp);
+        if (!sm_order_packed(ctx, sc, s, ord))
+            dist_sort_sc(ctx, sc, ord, s->nedge, sizeof *ord, pair_key, order_key_hi, order_cmp);
         sm_pass(r, s, ord, uf, size, frz);
         st = sm_split(ctx, s, ord, uf, frz);
     }

@@ -122,6 +122,29 @@ static bool sort_direct(struct vox_ctx *ctx, struct dist_scratch *sc, uint8_t *e
     return true;
 }
 
+void dist_sort_u64(uint64_t *k, uint64_t *tmp, int64_t n)
+{
+    uint64_t diff = 0, *a = k, *b = tmp;
+    for (int64_t j = 1; j < n; j++)
+        diff |= k[j] ^ k[0];
+    for (int sh = 0; sh < 64; sh += 8) {
+        if (!(diff >> sh & 255))
+            continue;
+        int64_t cnt[257] = {0};
+        for (int64_t j = 0; j < n; j++)
+            cnt[(a[j] >> sh & 255) + 1]++;
+        for (int d = 0; d < 256; d++)
+            cnt[d + 1] += cnt[d];
+        for (int64_t j = 0; j < n; j++)
+            b[cnt[a[j] >> sh & 255]++] = a[j];
+        uint64_t *t = a;
+        a = b;
+        b = t;
+    }
+    if (a != k)
+        memcpy(k, a, (size_t)n * sizeof *k);
+}
+
 void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,
                uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
                int (*cmp)(const void *, const void *))
