@@ -70,7 +70,8 @@ size_t vox_volume_chunk_bytes(const struct vox_volume *vol);
  * file (short rows are copied out of memory maps of the file). False for HDF5 (a box read
  * decodes every chunk it meets, or goes row by row through a contiguous dataset): a caller
  * reading many overlapping boxes is better off copying such a volume once into a layout of
- * its own. */
+ * its own. A volume for which it is true may also be read (vox_volume_read into contiguous
+ * tensors, nothing else) from several threads at once, beside other calls of this module. */
 bool vox_volume_box_direct(const struct vox_volume *vol);
 /* Sets the HDF5 chunk cache of the volume's dataset to `bytes` (default: 32 MiB per dataset,
  * allocated as chunks are touched, so box-by-box reads decode a chunk once and box-by-box

@@ -10,8 +10,9 @@
  * record, read in place). Any thread may use them; memory stays at one box. A file store
  * never holds a whole volume in memory; its reads may map fragment labels to basins per chunk
  * (struct dist_store's cmap), and then a chunk whose fragment labels all fit in 16 bits is
- * written as u16 (half the bytes to write and read; the slot keeps room for u32). Reads of a source volume go through vox/io.h, which is not
- * thread-safe: they hold the io lock.
+ * written as u16 (half the bytes to write and read; the slot keeps room for u32). Reads of a
+ * source volume go through vox/io.h, which is not thread-safe: they hold the io lock, except
+ * those of a volume read in place (vox_volume_box_direct: a .npy), which run side by side.
  *
  * Also the workers' scratch (struct dist_scratch): buffers a chunk task reuses from chunk to
  * chunk, since a block freshly mapped for each would be faulted in and zeroed every time.
@@ -111,8 +112,12 @@ enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const
         if (s != VOX_OK)
             return s;
     }
-    pthread_mutex_lock(&v->io->mu);
+    bool lock = !vox_volume_box_direct(v->src); /* a .npy is read side by side */
+    if (lock)
+        pthread_mutex_lock(&v->io->mu);
     s = vox_volume_read(ctx, v->src, l4, h4, &t);
+    if (!lock)
+        pthread_mutex_lock(&v->io->mu);
     v->io->bytes_read += (int64_t)vox_tensor_nbytes(&t);
     pthread_mutex_unlock(&v->io->mu);
     if (s == VOX_OK && t.dtype == VOX_U8) {
