@@ -67,8 +67,8 @@ enum vox_status vox_volume_read_all(struct vox_ctx *ctx, struct vox_volume *vol,
  * this size, or keeps it in the dataset's chunk cache. */
 size_t vox_volume_chunk_bytes(const struct vox_volume *vol);
 /* Whether a box read costs about the box's own bytes however short its rows are: a .npy
- * file (short rows are copied out of memory maps of the file). False for HDF5 (a box read
- * decodes every chunk it meets, or goes row by row through a contiguous dataset): a caller
+ * file (the short rows of a plane come with one read of their span). False for HDF5 (a box
+ * read decodes every chunk it meets, or goes row by row through a contiguous dataset): a caller
  * reading many overlapping boxes is better off copying such a volume once into a layout of
  * its own. A volume for which it is true may also be read (vox_volume_read into contiguous
  * tensors, nothing else) from several threads at once, beside other calls of this module. */
