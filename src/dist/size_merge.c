@@ -67,6 +67,12 @@ struct sm_sum {
     int64_t nfin;
 };
 
+/* One node's final merges, in the global order (sm_split keeps ord's order). */
+struct sm_fin {
+    struct sm_edge *e;
+    int64_t n;
+};
+
 struct sm_run {
     struct vox_ctx *ctx;
     const struct vox_seg_params *p;
@@ -79,6 +85,8 @@ struct sm_run {
     struct sm_sum *cur, *nxt;
     enum vox_status *st;
     struct dist_scratch *sc; /* per worker */
+    struct sm_fin *fin;      /* every node's final merges, taken as its level ends */
+    int64_t nfin, capfin;
 };
 
 static void sm_sum_fini(struct vox_ctx *ctx, struct sm_sum *s)
@@ -670,6 +678,21 @@ static void sm_level_stats(const struct sm_run *r, int64_t level, int64_t n, dou
                      vox_time_now() - t0);
 }
 
+/* Moves the final merges of the n summaries to r->fin. */
+static enum vox_status sm_take_fins(struct sm_run *r, struct sm_sum *sums, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        struct sm_fin f = {sums[i].fin, sums[i].nfin};
+        if (f.n && !dist_push(r->ctx, (void **)&r->fin, &r->nfin, &r->capfin, &f, sizeof f))
+            return VOX_OUT_OF_MEMORY;
+        if (!f.n)
+            vox_free(r->ctx, f.e);
+        sums[i].fin = NULL;
+        sums[i].nfin = 0;
+    }
+    return VOX_OK;
+}
+
 /* Atomic chunks, then the octree levels up to one node; r->cur holds the root on return. */
 static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
 {
@@ -680,6 +703,8 @@ static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
                  sm_atomic_task, r);
     dist_scratch_release(r->ctx, r->sc); /* the levels above allocate their own */
     enum vox_status s = sm_first_error(r, nchunks);
+    if (s == VOX_OK)
+        s = sm_take_fins(r, r->cur, nchunks);
     if (s == VOX_OK)
         sm_level_stats(r, level, nchunks, t0);
     while (s == VOX_OK && (r->grid[0] > 1 || r->grid[1] > 1 || r->grid[2] > 1)) {
@@ -692,23 +717,8 @@ static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
         vox_pool_for(pool, (int64_t[3]){nn, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
                      sm_node_task, r);
         s = sm_first_error(r, nn);
-        /* The children's final merges move up with the node so nothing is lost. */
-        for (int64_t i = 0; i < np && s == VOX_OK; i++) {
-            int64_t ci[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
-                             i % r->grid[2]};
-            struct sm_sum *c = &r->cur[i];
-            struct sm_sum *o = &r->nxt[((ci[0] / 2) * ng[1] + ci[1] / 2) * ng[2] + ci[2] / 2];
-            void *f = vox_realloc(r->ctx, o->fin, (size_t)o->nfin * sizeof *o->fin,
-                                  (size_t)(o->nfin + c->nfin + 1) * sizeof *o->fin);
-            if (!f) {
-                s = VOX_OUT_OF_MEMORY;
-                break;
-            }
-            o->fin = f;
-            if (c->nfin)
-                memcpy(o->fin + o->nfin, c->fin, (size_t)c->nfin * sizeof *c->fin);
-            o->nfin += c->nfin;
-        }
+        if (s == VOX_OK)
+            s = sm_take_fins(r, r->nxt, nn);
         for (int64_t i = 0; i < np; i++)
             sm_sum_fini(r->ctx, &r->cur[i]);
         vox_free(r->ctx, r->cur);
@@ -726,30 +736,82 @@ static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
     return s;
 }
 
+/* Whether run x's head comes before run y's in the global order (heads: fin[k].e[at[k]]). */
+static inline bool sm_head_before(const struct sm_run *r, const int64_t *at, int64_t x, int64_t y)
+{
+    return order_cmp(&r->fin[x].e[at[x]], &r->fin[y].e[at[y]]) < 0;
+}
+
+/* Sifts heap entry i of the n runs in h down. */
+static void sm_heap_down(const struct sm_run *r, const int64_t *at, int64_t *h, int64_t n,
+                         int64_t i)
+{
+    for (int64_t c = 2 * i + 1; c < n; i = c, c = 2 * i + 1) {
+        if (c + 1 < n && sm_head_before(r, at, h[c + 1], h[c]))
+            c++;
+        if (!sm_head_before(r, at, h[c], h[i]))
+            return;
+        int64_t t = h[c];
+        h[c] = h[i];
+        h[i] = t;
+    }
+}
+
+/* Replays the nodes' final merges (sorted runs, merged through a heap) in the global order
+ * on the union-find parent: dend gets the ids at merge time. */
+static enum vox_status sm_replay(struct sm_run *r, uint32_t *parent, int64_t *size,
+                                 struct vox_merge_history *dend)
+{
+    int64_t total = 0, n = r->nfin;
+    for (int64_t k = 0; k < r->nfin; k++)
+        total += r->fin[k].n;
+    int64_t *h = vox_alloc(r->ctx, (size_t)(n + 1) * sizeof *h);
+    int64_t *at = vox_calloc(r->ctx, (size_t)n + 1, sizeof *at);
+    if (dend && h && at && !(dend->m = vox_alloc(r->ctx, (size_t)(total + 1) * sizeof *dend->m)))
+        n = -1;
+    if (dend && n >= 0)
+        dend->cap = total + 1;
+    enum vox_status s = h && at && n >= 0 ? VOX_OK : VOX_OUT_OF_MEMORY;
+    for (int64_t k = 0; s == VOX_OK && k < n; k++)
+        h[k] = k;
+    for (int64_t i = n / 2 - 1; s == VOX_OK && i >= 0; i--)
+        sm_heap_down(r, at, h, n, i);
+    while (s == VOX_OK && n > 0) {
+        const int64_t k = h[0];
+        const struct sm_edge *e = &r->fin[k].e[at[k]++];
+        int64_t ra = sm_find64u(parent, e->a), rb = sm_find64u(parent, e->b);
+        if (ra == rb) {
+            s = vox_fail(r->ctx, VOX_INTERNAL, "chunked size merge: merge (%u, %u) twice", e->a,
+                         e->b);
+            break;
+        }
+        int64_t keep = ra < rb ? ra : rb, gone = ra < rb ? rb : ra;
+        parent[gone] = (uint32_t)keep;
+        size[keep] += size[gone];
+        if (dend)
+            s = dist_history_push(r->ctx, dend, ra, rb, keep, e->w / 255.0);
+        if (at[k] == r->fin[k].n)
+            h[0] = h[--n];
+        sm_heap_down(r, at, h, n, 0);
+    }
+    vox_free(r->ctx, h);
+    vox_free(r->ctx, at);
+    return s;
+}
+
 /* Replays the final merges in the global order (dend, ids at merge time), then dust and
  * canonical numbering as seg/linkage.c does. */
-static enum vox_status sm_finish(struct sm_run *r, int64_t nbasins, struct sm_sum *root,
-                                 uint32_t *parent, int64_t *size, int64_t *nseg_out,
-                                 int64_t **seg_sizes_out, struct vox_merge_history *dend)
+static enum vox_status sm_finish(struct sm_run *r, int64_t nbasins, uint32_t *parent,
+                                 int64_t *size, int64_t *nseg_out, int64_t **seg_sizes_out,
+                                 struct vox_merge_history *dend)
 {
-    dist_sort(r->ctx, root->fin, root->nfin, sizeof *root->fin, pair_key, order_key_hi,
-              order_cmp);
     for (int64_t b = 0; b <= nbasins; b++) {
         parent[b] = (uint32_t)b;
         size[b] = r->sizes[b];
     }
-    for (int64_t i = 0; i < root->nfin; i++) {
-        const struct sm_edge *e = &root->fin[i];
-        int64_t ra = sm_find64u(parent, e->a), rb = sm_find64u(parent, e->b);
-        if (ra == rb)
-            return vox_fail(r->ctx, VOX_INTERNAL, "chunked size merge: merge (%u, %u) twice", e->a,
-                            e->b);
-        int64_t keep = ra < rb ? ra : rb, gone = ra < rb ? rb : ra;
-        parent[gone] = (uint32_t)keep;
-        size[keep] += size[gone];
-        if (dend && dist_history_push(r->ctx, dend, ra, rb, keep, e->w / 255.0) != VOX_OK)
-            return VOX_OUT_OF_MEMORY;
-    }
+    enum vox_status s = sm_replay(r, parent, size, dend);
+    if (s != VOX_OK)
+        return s;
     int64_t k = 0;
     for (int64_t b = 1; b <= nbasins; b++) {
         int64_t root_b = sm_find64u(parent, (uint32_t)b);
@@ -833,11 +895,14 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     enum vox_status s =
         map && size && r.cur && r.st && r.sc ? sm_tree(&r, nchunks) : VOX_OUT_OF_MEMORY;
     if (s == VOX_OK)
-        s = sm_finish(&r, nbasins, &r.cur[0], map, size, nseg_out, seg_sizes_out,
+        s = sm_finish(&r, nbasins, map, size, nseg_out, seg_sizes_out,
                       dend_out ? &dend : NULL);
     int64_t ncur = r.grid[0] * r.grid[1] * r.grid[2];
     for (int64_t i = 0; r.cur && i < ncur; i++)
         sm_sum_fini(ctx, &r.cur[i]);
+    for (int64_t k = 0; k < r.nfin; k++)
+        vox_free(ctx, r.fin[k].e);
+    vox_free(ctx, r.fin);
     vox_free(ctx, r.cur);
     vox_free(ctx, r.st);
     dist_scratch_free(ctx, r.sc);
