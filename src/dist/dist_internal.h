@@ -310,9 +310,9 @@ void dist_sort_sc(struct vox_ctx *ctx, struct dist_scratch *sc, void *base, int6
                   size_t size, uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
                   int (*cmp)(const void *, const void *));
 
-/* Sorts n 64-bit keys ascending (LSD radix, bytes in which all keys agree skipped); tmp:
- * scratch of n keys. */
-void dist_sort_u64(uint64_t *k, uint64_t *tmp, int64_t n);
+/* Sorts n 64-bit keys stably by their bits from `from` up (the byte holding bit `from`
+ * included; LSD radix, bytes in which all keys agree skipped); tmp: scratch of n keys. */
+void dist_sort_u64(uint64_t *k, uint64_t *tmp, int64_t n, int from);
 
 /* Appends one element of `size` bytes to a growable array. */
 bool dist_push(struct vox_ctx *ctx, void **arr, int64_t *n, int64_t *cap, const void *x,

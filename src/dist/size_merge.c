@@ -323,37 +323,79 @@ static inline uint32_t sm_index_pos(const struct sm_index *x, const struct sm_su
     return x->slot[h] ? (uint32_t)x->slot[h] : (uint32_t)sm_pos(s, id);
 }
 
-/* Sorts ord (positions in s->basin, which are in id order: so position order is id order)
- * into the global order as one 64-bit key per edge, 255 - w above a above b in as many bits
- * as positions need: a radix sort of 8-byte keys with no moves of elements beside. False
- * (ord untouched) when the key does not fit or memory is short. The edges are distinct
- * pairs and their states are not set yet, so the keys give them back whole. */
-static bool sm_order_packed(struct vox_ctx *ctx, struct dist_scratch *sc, const struct sm_sum *s,
-                            struct sm_edge *ord)
+/* Bits that hold 0..n-1 (one at least). */
+static int sm_bits(int64_t n)
 {
-    int bits = 1;
-    while (((int64_t)1 << bits) < s->nbasin)
-        bits++;
-    if (2 * bits > 56 || s->nedge < 2)
-        return s->nedge < 2;
+    int b = 1;
+    while (((int64_t)1 << b) < n)
+        b++;
+    return b;
+}
+
+/* The edges of s in the global order into ord, with positions in s->basin for ids (s->basin
+ * is in id order, so position order is id order), by two radix sorts of 64-bit keys: a's
+ * position by one walk (s->edge is in (a, b) order) into keys (b, a's position, w) sorted by
+ * b; b's position by a walk along those; then keys (255 - w, a, b) in as many bits as
+ * positions need, sorted, give ord (the edges are distinct pairs, their states not set yet).
+ * False when the keys do not fit (then nothing is done) or memory is short. */
+static bool sm_order_keys(struct vox_ctx *ctx, struct dist_scratch *sc, const struct sm_sum *s,
+                          struct sm_edge *ord)
+{
+    const int pb = sm_bits(s->nbasin), ib = sm_bits((int64_t)s->basin[s->nbasin - 1].id + 1);
+    if (ib + pb + 8 > 64 || 2 * pb + 8 > 64)
+        return false;
     const size_t bytes = (size_t)s->nedge * sizeof(uint64_t);
     uint64_t *k = sm_buf(ctx, sc, DIST_SC_W5, bytes), *t = sm_buf(ctx, sc, DIST_SC_S0, bytes);
-    bool ok = k && t;
-    const uint64_t mask = ((uint64_t)1 << bits) - 1;
-    for (int64_t i = 0; ok && i < s->nedge; i++)
-        k[i] = (uint64_t)(255 - ord[i].w) << (2 * bits) | (uint64_t)ord[i].a << bits | ord[i].b;
-    if (ok) {
-        dist_sort_u64(k, t, s->nedge);
+    const uint64_t mask = ((uint64_t)1 << pb) - 1;
+    if (k && t) {
+        int64_t p = 0;
+        for (int64_t i = 0; i < s->nedge; i++) {
+            while (s->basin[p].id < s->edge[i].a)
+                p++;
+            k[i] = (uint64_t)s->edge[i].b << (pb + 8) | (uint64_t)p << 8 | s->edge[i].w;
+        }
+        dist_sort_u64(k, t, s->nedge, pb + 8);
+        p = 0;
+        for (int64_t i = 0; i < s->nedge; i++) {
+            while (s->basin[p].id < k[i] >> (pb + 8))
+                p++;
+            k[i] = (uint64_t)(255 - (k[i] & 255)) << (2 * pb) | (k[i] >> 8 & mask) << pb |
+                   (uint64_t)p;
+        }
+        dist_sort_u64(k, t, s->nedge, 0);
         for (int64_t i = 0; i < s->nedge; i++)
-            ord[i] = (struct sm_edge){.a = (uint32_t)(k[i] >> bits & mask),
+            ord[i] = (struct sm_edge){.a = (uint32_t)(k[i] >> pb & mask),
                                       .b = (uint32_t)(k[i] & mask),
-                                      .w = (uint8_t)(255 - (k[i] >> (2 * bits)))};
+                                      .w = (uint8_t)(255 - (k[i] >> (2 * pb)))};
     }
+    bool ok = k && t;
     if (!sc) {
         vox_free(ctx, k);
         vox_free(ctx, t);
     }
     return ok;
+}
+
+/* sm_order_keys's result through the basin index (for ids or counts too large for its keys):
+ * a by the walk, b by a hashed lookup, then a sort with two keys. */
+static bool sm_order_index(struct vox_ctx *ctx, struct dist_scratch *sc, const struct sm_sum *s,
+                           struct sm_edge *ord)
+{
+    struct sm_index x = {0};
+    if (!sm_index_build(ctx, sc, s, &x))
+        return false;
+    int64_t pa = 0;
+    for (int64_t i = 0; i < s->nedge; i++) {
+        while (s->basin[pa].id < s->edge[i].a)
+            pa++;
+        ord[i] = s->edge[i];
+        ord[i].a = (uint32_t)pa;
+        ord[i].b = sm_index_pos(&x, s, s->edge[i].b);
+    }
+    dist_sort_sc(ctx, sc, ord, s->nedge, sizeof *ord, pair_key, order_key_hi, order_cmp);
+    if (!sc)
+        vox_free(ctx, x.slot);
+    return true;
 }
 
 /* The decision pass of one chunk or node over its compacted s. */
@@ -366,27 +408,13 @@ static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s,
     int64_t *uf = sm_buf(ctx, sc, DIST_SC_W1, nb * sizeof *uf);
     int64_t *size = sm_buf(ctx, sc, DIST_SC_W2, nb * sizeof *size);
     bool *frz = sm_buf(ctx, sc, DIST_SC_W3, nb * sizeof *frz);
-    struct sm_index x = {0};
     enum vox_status st = VOX_OUT_OF_MEMORY;
-    if (ord && uf && size && frz && sm_index_build(ctx, sc, s, &x)) {
-        /* basin ids -> positions in s->basin, which keep their order: a by one walk (s->edge
-         * is in (a, b) order), b through the index; the pass and the split then index
-         * directly */
-        int64_t pa = 0;
-        for (int64_t i = 0; i < s->nedge; i++) {
-            while (s->basin[pa].id < s->edge[i].a)
-                pa++;
-            ord[i] = s->edge[i];
-            ord[i].a = (uint32_t)pa;
-            ord[i].b = sm_index_pos(&x, s, s->edge[i].b);
-        }
-        if (!sm_order_packed(ctx, sc, s, ord))
-            dist_sort_sc(ctx, sc, ord, s->nedge, sizeof *ord, pair_key, order_key_hi, order_cmp);
+    if (ord && uf && size && frz &&
+        (s->nedge == 0 || sm_order_keys(ctx, sc, s, ord) || sm_order_index(ctx, sc, s, ord))) {
         sm_pass(r, s, ord, uf, size, frz);
         st = sm_split(ctx, s, ord, uf, frz);
     }
     if (!sc) {
-        vox_free(ctx, x.slot);
         vox_free(ctx, ord);
         vox_free(ctx, uf);
         vox_free(ctx, size);

@@ -122,12 +122,12 @@ static bool sort_direct(struct vox_ctx *ctx, struct dist_scratch *sc, uint8_t *e
     return true;
 }
 
-void dist_sort_u64(uint64_t *k, uint64_t *tmp, int64_t n)
+void dist_sort_u64(uint64_t *k, uint64_t *tmp, int64_t n, int from)
 {
     uint64_t diff = 0, *a = k, *b = tmp;
     for (int64_t j = 1; j < n; j++)
         diff |= k[j] ^ k[0];
-    for (int sh = 0; sh < 64; sh += 8) {
+    for (int sh = from / 8 * 8; sh < 64; sh += 8) {
         if (!(diff >> sh & 255))
             continue;
         int64_t cnt[257] = {0};
