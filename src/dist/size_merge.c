@@ -136,9 +136,63 @@ static int order_cmp(const void *x, const void *y)
     return pair_cmp(x, y);
 }
 
+static void *sm_buf(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes);
+static int sm_bits(int64_t n);
+
+/* sm_compact as radix sorts of packed 64-bit keys (id, touch) and (a, b, w): duplicates are
+ * then neighbours, a pair's largest max last. False (nothing done) when ids do not fit in 28
+ * bits or memory is short. */
+static bool sm_compact_keys(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s)
+{
+    uint32_t top = 0;
+    for (int64_t i = 0; i < s->nbasin; i++)
+        top = s->basin[i].id > top ? s->basin[i].id : top;
+    const int ib = sm_bits((int64_t)top + 1);
+    const int64_t n = s->nbasin > s->nedge ? s->nbasin : s->nedge;
+    if (ib > 28)
+        return false;
+    uint64_t *k = sm_buf(ctx, sc, DIST_SC_W5, (size_t)(n + 1) * 8);
+    uint64_t *t = sm_buf(ctx, sc, DIST_SC_S0, (size_t)(n + 1) * 8);
+    bool ok = k && t;
+    int64_t m = 0;
+    for (int64_t i = 0; ok && i < s->nbasin; i++)
+        k[i] = (uint64_t)s->basin[i].id << 8 | s->basin[i].touch;
+    if (ok)
+        dist_sort_u64(k, t, s->nbasin, 0);
+    for (int64_t i = 0; ok && i < s->nbasin; i++) {
+        if (m > 0 && s->basin[m - 1].id == k[i] >> 8)
+            s->basin[m - 1].touch |= (uint8_t)k[i];
+        else
+            s->basin[m++] = (struct sm_basin){(uint32_t)(k[i] >> 8), (uint8_t)k[i]};
+    }
+    s->nbasin = ok ? m : s->nbasin;
+    m = 0;
+    for (int64_t i = 0; ok && i < s->nedge; i++)
+        k[i] = (uint64_t)s->edge[i].a << (ib + 8) | (uint64_t)s->edge[i].b << 8 | s->edge[i].w;
+    if (ok)
+        dist_sort_u64(k, t, s->nedge, 0);
+    const uint64_t mask = ((uint64_t)1 << ib) - 1;
+    for (int64_t i = 0; ok && i < s->nedge; i++) {
+        struct sm_edge e = {(uint32_t)(k[i] >> (ib + 8)), (uint32_t)(k[i] >> 8 & mask),
+                            (uint8_t)k[i], 0};
+        if (m > 0 && s->edge[m - 1].a == e.a && s->edge[m - 1].b == e.b)
+            s->edge[m - 1].w = e.w;
+        else
+            s->edge[m++] = e;
+    }
+    s->nedge = ok ? m : s->nedge;
+    if (!sc) {
+        vox_free(ctx, k);
+        vox_free(ctx, t);
+    }
+    return ok;
+}
+
 /* Sorts and merges duplicates: basins OR their touch bits, edges keep the larger max. */
 static void sm_compact(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s)
 {
+    if (sm_compact_keys(ctx, sc, s))
+        return;
     dist_sort_sc(ctx, sc, s->basin, s->nbasin, sizeof *s->basin, basin_key, NULL, basin_cmp);
     int64_t m = 0;
     for (int64_t i = 0; i < s->nbasin; i++) {
