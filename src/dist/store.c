@@ -35,7 +35,7 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                                   const struct dist_box *b, uint8_t *dst, struct dist_io *io,
                                   struct dist_scratch *sc, const struct bfile_map *lm);
 static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile *f,
-                                   const struct dist_box *b, const uint8_t *src, size_t esz,
+                                   const struct dist_box *b, const uint8_t *src, size_t bytes,
                                    struct dist_io *io);
 
 /* A contiguous (3, box) u8 tensor over data: a view when data is a scratch slot. */
@@ -83,7 +83,8 @@ static enum vox_status qfile_read(struct vox_ctx *ctx, const struct dist_vol *v,
 enum vox_status dist_qfile_write(struct vox_ctx *ctx, const struct dist_vol *v,
                                  const struct dist_box *b, const uint8_t *q)
 {
-    return bfile_write(ctx, v->qf, b, q, v->qf->esz, v->io);
+    size_t n = (size_t)((b->hi[0] - b->lo[0]) * (b->hi[1] - b->lo[1]) * (b->hi[2] - b->lo[2]));
+    return bfile_write(ctx, v->qf, b, q, n * (size_t)v->qf->nch * v->qf->esz, v->io);
 }
 
 enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const int64_t lo[3],
@@ -228,6 +229,37 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
     return VOX_OK;
 }
 
+/* The part i of the narrow label record cb at off, when it is the record's first or last
+ * column along x: from the copy of that column kept after the record (store_narrow), through
+ * map, into dst (box b). VOX_UNSUPPORTED (nothing read, no message) for other parts. */
+static enum vox_status bfile_column(struct vox_ctx *ctx, const struct dist_bfile *f, off_t off,
+                                    const struct dist_box *cb, const struct dist_box *i,
+                                    const struct dist_box *b, uint32_t *dst, uint8_t *tmp,
+                                    const uint32_t *map, int64_t *nread)
+{
+    const int64_t cs[3] = {cb->hi[0] - cb->lo[0], cb->hi[1] - cb->lo[1], cb->hi[2] - cb->lo[2]};
+    const int64_t bs[3] = {b->hi[0] - b->lo[0], b->hi[1] - b->lo[1], b->hi[2] - b->lo[2]};
+    const bool lo = i->lo[2] == cb->lo[2];
+    if (cs[2] < 2 || i->hi[2] - i->lo[2] != 1 || (!lo && i->lo[2] != cb->hi[2] - 1))
+        return VOX_UNSUPPORTED;
+    const int64_t nr = cs[0] * cs[1], first = (i->lo[0] - cb->lo[0]) * cs[1] + i->lo[1] - cb->lo[1];
+    const int64_t last = (i->hi[0] - 1 - cb->lo[0]) * cs[1] + i->hi[1] - cb->lo[1];
+    const size_t n = (size_t)(last - first) * 2;
+    const off_t at = off + (off_t)((nr * cs[2] + (lo ? 0 : nr) + first) * 2);
+    ssize_t got = pread(f->fd, tmp, n, at);
+    if (got != (ssize_t)n)
+        return bfile_fail(ctx, f, false, n, at, got);
+    *nread += (int64_t)n;
+    const uint16_t *col = (const uint16_t *)(const void *)tmp;
+    for (int64_t z = i->lo[0]; z < i->hi[0]; z++)
+        for (int64_t y = i->lo[1]; y < i->hi[1]; y++) {
+            uint16_t v = col[(z - cb->lo[0]) * cs[1] + y - cb->lo[1] - first];
+            dst[((z - b->lo[0]) * bs[1] + y - b->lo[1]) * bs[2] + i->lo[2] - b->lo[2]] =
+                map ? map[v] : v;
+        }
+    return VOX_OK;
+}
+
 static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *f,
                                   const struct dist_box *b, uint8_t *dst, struct dist_io *io,
                                   struct dist_scratch *sc, const struct bfile_map *lm)
@@ -271,6 +303,13 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                     i.lo[a] = cb.lo[a] > b->lo[a] ? cb.lo[a] : b->lo[a];
                     i.hi[a] = cb.hi[a] < b->hi[a] ? cb.hi[a] : b->hi[a];
                 }
+                if (narrow) { /* a neighbour's column along x: its copy */
+                    s = bfile_column(ctx, f, off, &cb, &i, b, (uint32_t *)(void *)dst, tmp, map,
+                                     &nread);
+                    if (s != VOX_UNSUPPORTED)
+                        continue;
+                    s = VOX_OK;
+                }
                 /* A thin slab in y (a -y/+y neighbour's rows): plane by plane, so as not to
                  * read the planes' other rows. */
                 bool thin = 2 * (i.hi[1] - i.lo[1]) < cb.hi[1] - cb.lo[1];
@@ -305,10 +344,9 @@ enum vox_status dist_bfile_hash(struct vox_ctx *ctx, const struct dist_bfile *bf
     return VOX_OK;
 }
 
-/* Writes the record of the chunk whose box is b from src, of elements of esz bytes (f->esz,
- * or 2 for a narrow label record). */
+/* Writes the record of the chunk whose box is b: `bytes` (at most a slot) from src. */
 static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile *f,
-                                   const struct dist_box *b, const uint8_t *src, size_t esz,
+                                   const struct dist_box *b, const uint8_t *src, size_t bytes,
                                    struct dist_io *io)
 {
     int64_t g[3];
@@ -319,8 +357,7 @@ static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile 
     if (memcmp(&cb, b, sizeof cb) != 0)
         return vox_fail(ctx, VOX_INTERNAL, "chunked segmentation: a write to a blocked file "
                         "that is not one chunk's box");
-    size_t n = (size_t)((cb.hi[0] - cb.lo[0]) * (cb.hi[1] - cb.lo[1]) * (cb.hi[2] - cb.lo[2])) *
-               (size_t)f->nch * esz;
+    size_t n = bytes;
     ssize_t got = pwrite(f->fd, src, n, off);
     if (got != (ssize_t)n)
         return bfile_fail(ctx, f, true, n, off, got);
@@ -351,21 +388,31 @@ enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
     return bfile_read(ctx, &st->f, b, (uint8_t *)dst, st->io, sc, &lm);
 }
 
-/* The n labels of src as u16 in sc's DIST_SC_TMP slot (or allocated: *own), or NULL when one
- * does not fit or memory is short. */
-static uint16_t *store_narrow(struct vox_ctx *ctx, const uint32_t *src, int64_t n,
-                              struct dist_scratch *sc, uint16_t **own)
+/* The labels of box b (n) as a narrow record in sc's DIST_SC_TMP slot (or allocated: *own):
+ * u16 values, then, when the box is 2 voxels wide or more, copies of its first and last
+ * columns along x ((z, y) order), which window reads of a neighbour take instead of reading
+ * across the whole record. NULL when a value does not fit or memory is short; *len_out: its
+ * bytes. */
+static uint16_t *store_narrow(struct vox_ctx *ctx, const struct dist_box *b, const uint32_t *src,
+                              struct dist_scratch *sc, uint16_t **own, size_t *len_out)
 {
+    const int64_t nx = b->hi[2] - b->lo[2], nr = (b->hi[0] - b->lo[0]) * (b->hi[1] - b->lo[1]);
+    const int64_t n = nr * nx, len = n + (nx > 1 ? 2 * nr : 0);
     uint32_t top = 0;
     for (int64_t k = 0; k < n; k++)
         top |= src[k];
     *own = NULL;
     if (top > UINT16_MAX)
         return NULL;
-    uint16_t *p = sc ? dist_scratch_get(ctx, sc, DIST_SC_TMP, (size_t)n * sizeof *p)
-                     : (*own = vox_alloc(ctx, (size_t)n * sizeof *p));
+    uint16_t *p = sc ? dist_scratch_get(ctx, sc, DIST_SC_TMP, (size_t)len * sizeof *p)
+                     : (*own = vox_alloc(ctx, (size_t)len * sizeof *p));
     for (int64_t k = 0; p && k < n; k++)
         p[k] = (uint16_t)src[k];
+    for (int64_t r = 0; p && len > n && r < nr; r++) {
+        p[n + r] = p[r * nx];
+        p[n + nr + r] = p[r * nx + nx - 1];
+    }
+    *len_out = (size_t)len * sizeof *p;
     return p;
 }
 
@@ -382,9 +429,10 @@ enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
         g[a] = b->lo[a] / st->f.chunk[a];
         n *= b->hi[a] - b->lo[a];
     }
-    uint16_t *own = NULL, *p = st->narrow ? store_narrow(ctx, src, n, sc, &own) : NULL;
+    size_t len = (size_t)n * st->f.esz;
+    uint16_t *own = NULL, *p = st->narrow ? store_narrow(ctx, b, src, sc, &own, &len) : NULL;
     enum vox_status s = bfile_write(ctx, &st->f, b, p ? (const uint8_t *)p : (const uint8_t *)src,
-                                    p ? sizeof *p : st->f.esz, st->io);
+                                    len, st->io);
     if (s == VOX_OK && p)
         st->narrow[(g[0] * st->f.grid[1] + g[1]) * st->f.grid[2] + g[2]] = 1;
     vox_free(ctx, own);
