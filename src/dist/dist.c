@@ -500,7 +500,7 @@ static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbas
     }
     r->maps = chunk_maps(r, nchunks);
     enum vox_status s = r->maps ? VOX_OK : VOX_OUT_OF_MEMORY;
-    if (s == VOX_OK && r->labels->f.fd >= 0 && !r->vol.jr) {
+    if (s == VOX_OK && r->labels->f.nfd > 0 && !r->vol.jr) {
         r->labels->cmap = r->maps; /* the store's now */
         r->labels->ncmap = nchunks;
         r->maps = NULL;
@@ -615,7 +615,7 @@ enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor 
         vol.dims[a] = aff->shape[a + 1];
     struct vox_tensor lab = {0};
     s = vox_tensor_alloc(ctx, &lab, VOX_U32, 3, vol.dims);
-    struct dist_store st = {.mem = lab.data, .f.fd = -1};
+    struct dist_store st = {.mem = lab.data};
     memcpy(st.dims, vol.dims, sizeof st.dims);
     if (s == VOX_OK)
         s = dist_ws_run(ctx, &vol, chunk, p, &st, nbasins_out, sizes_out, NULL);

@@ -132,7 +132,7 @@ enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const
 }
 
 int64_t dist_bfile_init(struct dist_bfile *bf, const int64_t dims[3], const int64_t chunk[3],
-                        int nch, size_t esz)
+                        int nch, size_t esz, int *nfd_io)
 {
     int64_t n = 1, cv = 1;
     for (int a = 0; a < 3; a++) {
@@ -142,20 +142,40 @@ int64_t dist_bfile_init(struct dist_bfile *bf, const int64_t dims[3], const int6
         n *= bf->grid[a];
         cv *= bf->chunk[a];
     }
+    int k = *nfd_io < 1 ? 1 : *nfd_io > DIST_BFILE_FILES ? DIST_BFILE_FILES : *nfd_io;
+    *nfd_io = n < k ? (int)n : k;
+    for (int f = 0; f < DIST_BFILE_FILES; f++)
+        bf->fd[f] = -1;
+    bf->nfd = 0; /* the caller opens *nfd_io files */
     bf->nch = nch;
     bf->esz = esz;
     bf->slot = (size_t)(nch * cv) * esz;
-    return n * (int64_t)bf->slot;
+    return (n + *nfd_io - 1) / *nfd_io * (int64_t)bf->slot;
 }
 
-/* Chunk g's box and the byte offset of its record. */
-static off_t bfile_chunk(const struct dist_bfile *f, const int64_t g[3], struct dist_box *cb)
+void dist_bfile_close(struct dist_bfile *bf)
+{
+    for (int f = 0; f < bf->nfd; f++)
+        if (bf->fd[f] >= 0)
+            close(bf->fd[f]);
+    bf->nfd = 0;
+}
+
+/* Chunk g's box, and its index. */
+static int64_t bfile_chunk(const struct dist_bfile *f, const int64_t g[3], struct dist_box *cb)
 {
     for (int a = 0; a < 3; a++) {
         cb->lo[a] = g[a] * f->chunk[a];
         cb->hi[a] = cb->lo[a] + f->chunk[a] < f->dims[a] ? cb->lo[a] + f->chunk[a] : f->dims[a];
     }
-    return (off_t)(((g[0] * f->grid[1] + g[1]) * f->grid[2] + g[2]) * (int64_t)f->slot);
+    return (g[0] * f->grid[1] + g[1]) * f->grid[2] + g[2];
+}
+
+/* The file (*fd_out) and byte offset of chunk i's record. */
+static off_t bfile_at(const struct dist_bfile *f, int64_t i, int *fd_out)
+{
+    *fd_out = f->fd[i % f->nfd];
+    return (off_t)(i / f->nfd * (int64_t)f->slot);
 }
 
 static enum vox_status bfile_fail(struct vox_ctx *ctx, const struct dist_bfile *f, bool wr,
@@ -194,8 +214,8 @@ static void bfile_map_row(uint32_t *o, const uint8_t *in, int64_t n, const uint3
 
 /* The part i (global box) of chunk record cb at off, every channel, into dst (box b); map:
  * u32 labels through it, narrow: the record holds them as u16. */
-static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *f, off_t off,
-                                  const struct dist_box *cb, const struct dist_box *i,
+static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *f, int fd,
+                                  off_t off, const struct dist_box *cb, const struct dist_box *i,
                                   const struct dist_box *b, uint8_t *dst, uint8_t *tmp,
                                   const uint32_t *map, bool narrow, int64_t *nread)
 {
@@ -209,7 +229,7 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
     const size_t n = (size_t)(last - first) * e;
     for (int c = 0; c < f->nch; c++) {
         off_t at = off + (off_t)((size_t)(c * cs[0] * cs[1] * cs[2] + first) * e);
-        ssize_t got = pread(f->fd, tmp, n, at);
+        ssize_t got = pread(fd, tmp, n, at);
         if (got != (ssize_t)n)
             return bfile_fail(ctx, f, false, n, at, got);
         *nread += (int64_t)n;
@@ -232,7 +252,8 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
 /* The part i of the narrow label record cb at off, when it is the record's first or last
  * column along x: from the copy of that column kept after the record (store_narrow), through
  * map, into dst (box b). VOX_UNSUPPORTED (nothing read, no message) for other parts. */
-static enum vox_status bfile_column(struct vox_ctx *ctx, const struct dist_bfile *f, off_t off,
+static enum vox_status bfile_column(struct vox_ctx *ctx, const struct dist_bfile *f, int fd,
+                                    off_t off,
                                     const struct dist_box *cb, const struct dist_box *i,
                                     const struct dist_box *b, uint32_t *dst, uint8_t *tmp,
                                     const uint32_t *map, int64_t *nread)
@@ -246,7 +267,7 @@ static enum vox_status bfile_column(struct vox_ctx *ctx, const struct dist_bfile
     const int64_t last = (i->hi[0] - 1 - cb->lo[0]) * cs[1] + i->hi[1] - cb->lo[1];
     const size_t n = (size_t)(last - first) * 2;
     const off_t at = off + (off_t)((nr * cs[2] + (lo ? 0 : nr) + first) * 2);
-    ssize_t got = pread(f->fd, tmp, n, at);
+    ssize_t got = pread(fd, tmp, n, at);
     if (got != (ssize_t)n)
         return bfile_fail(ctx, f, false, n, at, got);
     *nread += (int64_t)n;
@@ -270,14 +291,15 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
         g1[a] = (b->hi[a] - 1) / f->chunk[a] + 1;
     }
     struct dist_box one;
-    off_t at = bfile_chunk(f, g0, &one);
-    int64_t i0 = at / (off_t)f->slot;
+    int fd0;
+    const int64_t i0 = bfile_chunk(f, g0, &one);
+    const off_t at = bfile_at(f, i0, &fd0);
     const uint32_t *map0 = lm && lm->cmap ? lm->cmap[i0] : NULL;
     bool narrow0 = lm && lm->narrow && lm->narrow[i0];
     if (memcmp(&one, b, sizeof one) == 0 && !narrow0) { /* one whole chunk: its record as is */
         size_t n = (size_t)((one.hi[0] - one.lo[0]) * (one.hi[1] - one.lo[1]) *
                             (one.hi[2] - one.lo[2])) * (size_t)f->nch * f->esz;
-        ssize_t got = pread(f->fd, dst, n, at);
+        ssize_t got = pread(fd0, dst, n, at);
         if (got != (ssize_t)n)
             return bfile_fail(ctx, f, false, n, at, got);
         bfile_count(io, false, (int64_t)n);
@@ -295,8 +317,9 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
         for (g[1] = g0[1]; g[1] < g1[1] && s == VOX_OK; g[1]++)
             for (g[2] = g0[2]; g[2] < g1[2] && s == VOX_OK; g[2]++) {
                 struct dist_box cb, i;
-                off_t off = bfile_chunk(f, g, &cb);
-                int64_t ci = off / (off_t)f->slot;
+                int fd;
+                const int64_t ci = bfile_chunk(f, g, &cb);
+                const off_t off = bfile_at(f, ci, &fd);
                 const uint32_t *map = lm && lm->cmap ? lm->cmap[ci] : NULL;
                 bool narrow = lm && lm->narrow && lm->narrow[ci];
                 for (int a = 0; a < 3; a++) {
@@ -304,7 +327,7 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                     i.hi[a] = cb.hi[a] < b->hi[a] ? cb.hi[a] : b->hi[a];
                 }
                 if (narrow) { /* a neighbour's column along x: its copy */
-                    s = bfile_column(ctx, f, off, &cb, &i, b, (uint32_t *)(void *)dst, tmp, map,
+                    s = bfile_column(ctx, f, fd, off, &cb, &i, b, (uint32_t *)(void *)dst, tmp, map,
                                      &nread);
                     if (s != VOX_UNSUPPORTED)
                         continue;
@@ -316,10 +339,10 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                 struct dist_box p = i;
                 for (p.lo[0] = i.lo[0]; thin && p.lo[0] < i.hi[0] && s == VOX_OK; p.lo[0]++) {
                     p.hi[0] = p.lo[0] + 1;
-                    s = bfile_part(ctx, f, off, &cb, &p, b, dst, tmp, map, narrow, &nread);
+                    s = bfile_part(ctx, f, fd, off, &cb, &p, b, dst, tmp, map, narrow, &nread);
                 }
                 if (!thin)
-                    s = bfile_part(ctx, f, off, &cb, &i, b, dst, tmp, map, narrow, &nread);
+                    s = bfile_part(ctx, f, fd, off, &cb, &i, b, dst, tmp, map, narrow, &nread);
             }
     if (!sc)
         vox_free(ctx, tmp);
@@ -333,13 +356,14 @@ enum vox_status dist_bfile_hash(struct vox_ctx *ctx, const struct dist_bfile *bf
     int64_t g[3] = {i / (bf->grid[1] * bf->grid[2]), (i / bf->grid[2]) % bf->grid[1],
                     i % bf->grid[2]};
     struct dist_box cb;
-    off_t off = bfile_chunk(bf, g, &cb);
+    int fd;
+    off_t off = bfile_at(bf, bfile_chunk(bf, g, &cb), &fd);
     size_t n = (size_t)((cb.hi[0] - cb.lo[0]) * (cb.hi[1] - cb.lo[1]) * (cb.hi[2] - cb.lo[2])) *
                (size_t)bf->nch * bf->esz;
     uint8_t *b = vox_alloc(ctx, n);
     if (!b)
         return VOX_OUT_OF_MEMORY;
-    *h_out = pread(bf->fd, b, n, off) == (ssize_t)n ? dist_hash(b, n, 0) : 0;
+    *h_out = pread(fd, b, n, off) == (ssize_t)n ? dist_hash(b, n, 0) : 0;
     vox_free(ctx, b);
     return VOX_OK;
 }
@@ -353,12 +377,13 @@ static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile 
     for (int a = 0; a < 3; a++)
         g[a] = b->lo[a] / f->chunk[a];
     struct dist_box cb;
-    off_t off = bfile_chunk(f, g, &cb);
+    int fd;
+    off_t off = bfile_at(f, bfile_chunk(f, g, &cb), &fd);
     if (memcmp(&cb, b, sizeof cb) != 0)
         return vox_fail(ctx, VOX_INTERNAL, "chunked segmentation: a write to a blocked file "
                         "that is not one chunk's box");
     size_t n = bytes;
-    ssize_t got = pwrite(f->fd, src, n, off);
+    ssize_t got = pwrite(fd, src, n, off);
     if (got != (ssize_t)n)
         return bfile_fail(ctx, f, true, n, off, got);
     bfile_count(io, true, (int64_t)n);
