@@ -245,14 +245,6 @@ static int64_t sm_find64u(uint32_t *p, uint32_t x)
     return x;
 }
 
-static enum vox_status dist_history_push(struct vox_ctx *ctx, struct vox_merge_history *h,
-                                         int64_t a, int64_t b, int64_t keep, double score)
-{
-    struct vox_seg_merge m = {.a = a, .b = b, .survivor = keep, .score = score};
-    return dist_push(ctx, (void **)&h->m, &h->n, &h->cap, &m, sizeof m) ? VOX_OK
-                                                                        : VOX_OUT_OF_MEMORY;
-}
-
 /* The decision for one complete edge between distinct clusters ra, rb (see the top). */
 static int sm_decide_edge(const struct sm_run *r, int w, int64_t sa, int64_t sb, bool fa, bool fb)
 {
@@ -818,25 +810,29 @@ static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
     return s;
 }
 
-/* Whether run x's head comes before run y's in the global order (heads: fin[k].e[at[k]]). */
-static inline bool sm_head_before(const struct sm_run *r, const int64_t *at, int64_t x, int64_t y)
+/* A run's next merge in the heap of sm_replay: its key in the global order (255 - w above a
+ * above b, one 128-bit compare) and the run. */
+struct sm_head {
+    unsigned __int128 key;
+    int64_t run;
+};
+
+static inline unsigned __int128 sm_order_key(const struct sm_edge *e)
 {
-    return order_cmp(&r->fin[x].e[at[x]], &r->fin[y].e[at[y]]) < 0;
+    return (unsigned __int128)(255u - e->w) << 64 | (unsigned __int128)e->a << 32 | e->b;
 }
 
-/* Sifts heap entry i of the n runs in h down. */
-static void sm_heap_down(const struct sm_run *r, const int64_t *at, int64_t *h, int64_t n,
-                         int64_t i)
+/* Sifts heap entry i of the n in h down. */
+static void sm_heap_down(struct sm_head *h, int64_t n, int64_t i)
 {
+    const struct sm_head x = h[i];
     for (int64_t c = 2 * i + 1; c < n; i = c, c = 2 * i + 1) {
-        if (c + 1 < n && sm_head_before(r, at, h[c + 1], h[c]))
-            c++;
-        if (!sm_head_before(r, at, h[c], h[i]))
-            return;
-        int64_t t = h[c];
-        h[c] = h[i];
-        h[i] = t;
+        c += c + 1 < n && h[c + 1].key < h[c].key;
+        if (!(h[c].key < x.key))
+            break;
+        h[i] = h[c];
     }
+    h[i] = x;
 }
 
 /* Replays the nodes' final merges (sorted runs, merged through a heap) in the global order
@@ -844,22 +840,22 @@ static void sm_heap_down(const struct sm_run *r, const int64_t *at, int64_t *h, 
 static enum vox_status sm_replay(struct sm_run *r, uint32_t *parent, int64_t *size,
                                  struct vox_merge_history *dend)
 {
-    int64_t total = 0, n = r->nfin;
+    int64_t total = 0, n = 0;
     for (int64_t k = 0; k < r->nfin; k++)
         total += r->fin[k].n;
-    int64_t *h = vox_alloc(r->ctx, (size_t)(n + 1) * sizeof *h);
-    int64_t *at = vox_calloc(r->ctx, (size_t)n + 1, sizeof *at);
-    if (dend && h && at && !(dend->m = vox_alloc(r->ctx, (size_t)(total + 1) * sizeof *dend->m)))
-        n = -1;
-    if (dend && n >= 0)
+    struct sm_head *h = vox_alloc(r->ctx, (size_t)(r->nfin + 1) * sizeof *h);
+    int64_t *at = vox_calloc(r->ctx, (size_t)r->nfin + 1, sizeof *at);
+    bool ok = h && at && (!dend || (dend->m = vox_alloc(r->ctx, (size_t)(total + 1) *
+                                                                    sizeof *dend->m)));
+    if (dend && ok)
         dend->cap = total + 1;
-    enum vox_status s = h && at && n >= 0 ? VOX_OK : VOX_OUT_OF_MEMORY;
-    for (int64_t k = 0; s == VOX_OK && k < n; k++)
-        h[k] = k;
+    enum vox_status s = ok ? VOX_OK : VOX_OUT_OF_MEMORY;
+    for (int64_t k = 0; s == VOX_OK && k < r->nfin; k++)
+        h[n++] = (struct sm_head){sm_order_key(&r->fin[k].e[0]), k};
     for (int64_t i = n / 2 - 1; s == VOX_OK && i >= 0; i--)
-        sm_heap_down(r, at, h, n, i);
+        sm_heap_down(h, n, i);
     while (s == VOX_OK && n > 0) {
-        const int64_t k = h[0];
+        const int64_t k = h[0].run;
         const struct sm_edge *e = &r->fin[k].e[at[k]++];
         int64_t ra = sm_find64u(parent, e->a), rb = sm_find64u(parent, e->b);
         if (ra == rb) {
@@ -871,10 +867,13 @@ static enum vox_status sm_replay(struct sm_run *r, uint32_t *parent, int64_t *si
         parent[gone] = (uint32_t)keep;
         size[keep] += size[gone];
         if (dend)
-            s = dist_history_push(r->ctx, dend, ra, rb, keep, e->w / 255.0);
+            dend->m[dend->n++] = (struct vox_seg_merge){.a = ra, .b = rb, .survivor = keep,
+                                                        .score = e->w / 255.0};
         if (at[k] == r->fin[k].n)
             h[0] = h[--n];
-        sm_heap_down(r, at, h, n, 0);
+        else
+            h[0].key = sm_order_key(&r->fin[k].e[at[k]]);
+        sm_heap_down(h, n, 0);
     }
     vox_free(r->ctx, h);
     vox_free(r->ctx, at);
