@@ -9,7 +9,9 @@
  * (key, position) array is sorted and the elements moved once. When the scratch
  * memory cannot be had it falls back to qsort with the equivalent comparator (the callers'
  * orders are total on what they use, so both give the same result). dist_sort_sc takes that
- * memory from a worker's scratch, which a chunk task reuses from sort to sort.
+ * memory from a worker's scratch, which a chunk task reuses from sort to sort. Callers whose
+ * elements pack into one 64-bit key (the size merge's basins and edges) sort the keys
+ * themselves with dist_sort_u64: no key calls, nothing moved beside the keys.
  */
 #include "dist_internal.h"
 
