@@ -666,6 +666,46 @@ static void test_seg_synth(struct vox_ctx *ctx)
     vox_ctx_destroy(ctx1);
 }
 
+/* A chunk of noise has more than 65535 fragments, its smooth neighbour few: through a sink
+ * without records, one label record is u32 and the other u16 with its x columns beside (the
+ * bytes written tell), and the windows across their face read both kinds. */
+static void test_seg_wide_and_narrow(struct vox_ctx *ctx)
+{
+    const int64_t shape[3] = {64, 64, 128}, n = shape[0] * shape[1] * shape[2];
+    uint8_t *q = malloc((size_t)(3 * n));
+    uint64_t seed = 99;
+    for (int64_t i = 0; i < 3 * n; i++)
+        q[i] = i % shape[2] < 64 ? (uint8_t)(vox_test_rand(&seed) % 251) : (uint8_t)(200 + i % 7);
+    struct vox_tensor aff = u8_aff(q, shape);
+    struct vox_seg_params p;
+    vox_seg_params_defaults(&p);
+    struct vox_seg_result ref = {0}, res = {0};
+    CHECK_OK(vox_segment(ctx, &aff, &p, &ref));
+    char dir[] = "/tmp/vox-dist-XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/aff.npy", dir);
+    struct vox_volume *vol = NULL;
+    CHECK_OK(vox_volume_save(ctx, path, &aff, NULL));
+    CHECK_OK(vox_volume_open(ctx, path, &vol));
+    struct gather g = {.ready = false};
+    CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, shape));
+    struct vox_dist_sink sink = {gather_ready, gather_write, &g, true};
+    struct vox_dist_stats stats = {.n = 0};
+    struct vox_dist_options o = {.chunk = {64, 64, 64}, .sink = &sink, .stats = &stats};
+    struct vox_dist_source src = {.vol = vol};
+    CHECK_OK(vox_dist_segment(ctx, &src, &p, &o, &res));
+    res.labels = g.t;
+    CHECK(same_result(&res, &ref, &g.t));
+    const int64_t half = n / 2, sink_bytes = 4 * n;
+    CHECK(stats.bytes_written == sink_bytes + 4 * half + 2 * half + 2 * 2 * 64 * 64);
+    vox_seg_result_fini(ctx, &res);
+    vox_seg_result_fini(ctx, &ref);
+    vox_volume_close(vol);
+    unlink(path);
+    CHECK(rmdir(dir) == 0);
+    free(q);
+}
+
 /* A loopback comm: ranks 1..size-1 run first and queue their blobs; rank 0 takes them last
  * first (an order no single process gives), so the result must not depend on arrival. */
 struct loop_comm {
@@ -785,4 +825,5 @@ VOX_TEST_MAIN(VOX_TEST(test_ws_ties), VOX_TEST(test_ws_synth), VOX_TEST(test_ws_
               VOX_TEST(test_sm_ties), VOX_TEST(test_sm_synth), VOX_TEST(test_bad_args),
               VOX_TEST(test_alloc_failures), VOX_TEST(test_sm_bad_args_and_alloc),
               VOX_TEST(test_ag_ties), VOX_TEST(test_ag_synth), VOX_TEST(test_ag_bad_args_and_alloc),
-              VOX_TEST(test_seg_synth), VOX_TEST(test_seg_comm), VOX_TEST(test_seg_bad_args))
+              VOX_TEST(test_seg_synth), VOX_TEST(test_seg_wide_and_narrow),
+              VOX_TEST(test_seg_comm), VOX_TEST(test_seg_bad_args))

@@ -272,6 +272,40 @@ static void test_read_boxes(struct vox_ctx *ctx)
     tmp_remove(&d);
 }
 
+/* Thin boxes of a .npy file: a plane's short rows come with one read of their span, or, where
+ * the span is mostly gaps, one read each. HDF5 boxes are not direct. */
+static void test_npy_thin_boxes(struct vox_ctx *ctx)
+{
+    struct tmpdir d;
+    tmp_make(&d);
+    const int64_t shape[4] = {3, 40, 300, 300};
+    struct vox_tensor ref;
+    struct vox_volume *vol;
+    fill_random(ctx, &ref, VOX_U8, 4, shape, 7);
+    CHECK_OK(vox_volume_save(ctx, at(&d, "m.npy"), &ref, NULL));
+    CHECK_OK(vox_volume_open(ctx, at(&d, "m.npy"), &vol));
+    CHECK(vox_volume_box_direct(vol));
+    const int64_t boxes[][8] = {
+        {0, 0, 0, 0, 3, 40, 300, 300},     /* whole: one run, read as such */
+        {0, 1, 2, 3, 3, 39, 290, 5},       /* two columns: run by run */
+        {1, 0, 150, 7, 3, 40, 151, 299},   /* one row per plane */
+        {0, 17, 0, 296, 2, 23, 300, 300},  /* the far x edge */
+        {0, 3, 10, 20, 3, 9, 250, 280},    /* planes of short rows: spans */
+        {2, 5, 0, 0, 3, 30, 20, 300},      /* whole rows of a few planes: spans */
+    };
+    for (size_t b = 0; b < sizeof boxes / sizeof boxes[0]; b++)
+        check_box(ctx, vol, &ref, boxes[b], boxes[b] + 4, b & 1);
+    vox_volume_close(vol);
+    vox_tensor_free(ctx, &ref);
+    fill_random(ctx, &ref, VOX_U8, 3, shape + 1, 8);
+    CHECK_OK(vox_volume_save(ctx, at(&d, "m.h5:/v"), &ref, NULL));
+    CHECK_OK(vox_volume_open(ctx, at(&d, "m.h5:/v"), &vol));
+    CHECK(!vox_volume_box_direct(vol));
+    vox_volume_close(vol);
+    vox_tensor_free(ctx, &ref);
+    tmp_remove(&d);
+}
+
 /* Writes a volume as a 3x2x2 grid of uneven blocks taken from strided views, then checks it. */
 static void test_write_boxes(struct vox_ctx *ctx)
 {
@@ -831,7 +865,8 @@ static void test_shared_h5py_file(struct vox_ctx *ctx)
 }
 
 VOX_TEST_MAIN(VOX_TEST(test_spec_split), VOX_TEST(test_roundtrip_every_dtype),
-              VOX_TEST(test_read_boxes), VOX_TEST(test_write_boxes), VOX_TEST(test_attributes),
+              VOX_TEST(test_read_boxes), VOX_TEST(test_npy_thin_boxes), VOX_TEST(test_write_boxes),
+              VOX_TEST(test_attributes),
               VOX_TEST(test_keep_and_replace_datasets), VOX_TEST(test_byte_identical_output),
               VOX_TEST(test_abort), VOX_TEST(test_bad_hdf5), VOX_TEST(test_bad_npy),
               VOX_TEST(test_npy_output_rules),

@@ -127,7 +127,8 @@ struct vox_dist_options {
     int64_t chunk[3];               /* atomic chunk shape (z, y, x), each >= 1 */
     const struct vox_dist_sink *sink; /* NULL: res->labels is filled, whole */
     /* With a sink, the intermediate labels (u32 per voxel) live in a file, and with a volume
-     * source its quantized affinities (3 bytes per voxel, read from the source once): in
+     * source its quantized affinities (3 bytes per voxel, read from the source once; not for
+     * a u8 .npy source without records, whose boxes the stages read from it directly): in
      * `workdir` (vox-dist-labels-PID, vox-dist-affinities-PID, unlinked at once), else
      * anonymous temporary files. */
     const char *workdir;

@@ -66,6 +66,13 @@ enum vox_status vox_volume_read_all(struct vox_ctx *ctx, struct vox_volume *vol,
  * contiguous). A box read or written touches whole chunks: HDF5 decodes each into a buffer of
  * this size, or keeps it in the dataset's chunk cache. */
 size_t vox_volume_chunk_bytes(const struct vox_volume *vol);
+/* Whether a box read costs about the box's own bytes however short its rows are: a .npy
+ * file (the short rows of a plane come with one read of their span). False for HDF5 (a box
+ * read decodes every chunk it meets, or goes row by row through a contiguous dataset): a caller
+ * reading many overlapping boxes is better off copying such a volume once into a layout of
+ * its own. A volume for which it is true may also be read (vox_volume_read into contiguous
+ * tensors, nothing else) from several threads at once, beside other calls of this module. */
+bool vox_volume_box_direct(const struct vox_volume *vol);
 /* Sets the HDF5 chunk cache of the volume's dataset to `bytes` (default: 32 MiB per dataset,
  * allocated as chunks are touched, so box-by-box reads decode a chunk once and box-by-box
  * writes complete a chunk in memory). A chunk larger than the cache is read or written

@@ -162,7 +162,7 @@ static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
         r->st[i] = lab ? dist_chunk_ws(r->ctx, &r->vol, &b, r->p, sc, &r->cur[i], lab)
                        : VOX_OUT_OF_MEMORY;
         if (r->st[i] == VOX_OK)
-            r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab);
+            r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab, sc);
         if (r->st[i] == VOX_OK && r->vol.jr) {
             dist_journal_count(r->vol.jr, false);
             r->st[i] = ws_record(r, i, dist_hash(lab, (size_t)n * sizeof *lab, 0));
@@ -200,10 +200,36 @@ static enum vox_status ws_receive(struct dist_run *r, int64_t nchunks)
                          "%lld bytes for chunk %lld from another rank", (long long)len,
                          (long long)i);
         else
-            s = dist_store_write(r->ctx, r->labels, &box, (const uint32_t *)(b + n));
+            s = dist_store_write(r->ctx, r->labels, &box, (const uint32_t *)(b + n), NULL);
         vox_free(r->ctx, b);
     }
     return s;
+}
+
+static int64_t frag_pos(const struct dist_run *r, int64_t id)
+{
+    int64_t lo = 0, hi = r->nall;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (r->all[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < r->nall && r->all[lo].id == id ? lo : -1;
+}
+
+/* The node's joins, fragment ids into positions in r->all (on the node's thread). */
+static enum vox_status join_positions(const struct dist_run *r, struct dist_sum *s)
+{
+    for (int64_t k = 0; k < s->nuni; k++) {
+        int64_t a = frag_pos(r, s->uni[k].a), b = frag_pos(r, s->uni[k].b);
+        if (a < 0 || b < 0)
+            return vox_fail(r->ctx, VOX_INTERNAL, "chunked watershed: unknown fragment "
+                            "%lld or %lld", (long long)s->uni[k].a, (long long)s->uni[k].b);
+        s->uni[k] = (struct dist_pair){a, b};
+    }
+    return VOX_OK;
 }
 
 static void node_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
@@ -235,31 +261,9 @@ static void node_task(void *arg, const int64_t lo[3], const int64_t hi[3], int t
         r->st[i] = dist_node_ws(r->ctx, r->vol.dims, &b, kids, nk, &r->nxt[i]);
         for (int k = 0; k < nk; k++) /* the node holds what it needs of them: free them now */
             dist_sum_fini(r->ctx, &r->cur[at[k]]);
+        if (r->st[i] == VOX_OK)
+            r->st[i] = join_positions(r, &r->nxt[i]);
     }
-}
-
-static int frag_cmp(const void *x, const void *y)
-{
-    const struct dist_frag *a = x, *b = y;
-    return (a->id > b->id) - (a->id < b->id);
-}
-
-static uint64_t frag_key(const void *x)
-{
-    return (uint64_t)((const struct dist_frag *)x)->id;
-}
-
-static int64_t frag_pos(const struct dist_run *r, int64_t id)
-{
-    int64_t lo = 0, hi = r->nall;
-    while (lo < hi) {
-        int64_t mid = (lo + hi) / 2;
-        if (r->all[mid].id < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < r->nall && r->all[lo].id == id ? lo : -1;
 }
 
 static int64_t uf_find64(int64_t *p, int64_t x)
@@ -271,18 +275,13 @@ static int64_t uf_find64(int64_t *p, int64_t x)
     return x;
 }
 
-/* Applies the joins of the level just built, in node order. */
-static enum vox_status apply_joins(struct dist_run *r, int64_t nnodes)
+/* Applies the joins of the level just built (positions in r->all), in node order. */
+static void apply_joins(struct dist_run *r, int64_t nnodes)
 {
     for (int64_t i = 0; i < nnodes; i++) {
         struct dist_sum *s = &r->nxt[i];
         for (int64_t k = 0; k < s->nuni; k++) {
-            int64_t a = frag_pos(r, s->uni[k].a), b = frag_pos(r, s->uni[k].b);
-            if (a < 0 || b < 0)
-                return vox_fail(r->ctx, VOX_INTERNAL, "chunked watershed: unknown fragment "
-                                "%lld or %lld", (long long)s->uni[k].a, (long long)s->uni[k].b);
-            a = uf_find64(r->uf, a);
-            b = uf_find64(r->uf, b);
+            int64_t a = uf_find64(r->uf, s->uni[k].a), b = uf_find64(r->uf, s->uni[k].b);
             if (a != b)
                 r->uf[a > b ? a : b] = a < b ? a : b;
         }
@@ -290,7 +289,6 @@ static enum vox_status apply_joins(struct dist_run *r, int64_t nnodes)
         s->uni = NULL;
         s->nuni = 0;
     }
-    return VOX_OK;
 }
 
 static enum vox_status first_error(const struct dist_run *r, int64_t n)
@@ -299,6 +297,50 @@ static enum vox_status first_error(const struct dist_run *r, int64_t n)
         if (r->st[i] != VOX_OK)
             return r->st[i];
     return VOX_OK;
+}
+
+/* Whether chunk x's next fragment comes before chunk y's (at: the next of each). */
+static inline bool frag_before(const struct dist_run *r, const int64_t *at, int64_t x, int64_t y)
+{
+    return r->fr[x][at[x]].id < r->fr[y][at[y]].id;
+}
+
+static void frag_heap_down(const struct dist_run *r, const int64_t *at, int64_t *h, int64_t n,
+                           int64_t i)
+{
+    for (int64_t c = 2 * i + 1; c < n; i = c, c = 2 * i + 1) {
+        if (c + 1 < n && frag_before(r, at, h[c + 1], h[c]))
+            c++;
+        if (!frag_before(r, at, h[c], h[i]))
+            return;
+        int64_t t = h[c];
+        h[c] = h[i];
+        h[i] = t;
+    }
+}
+
+/* r->all: the chunks' fragments merged into id order (each chunk's are in that order: its
+ * C order is the volume's); false when memory is short. */
+static bool merge_frags(struct dist_run *r, int64_t nchunks)
+{
+    int64_t *h = vox_alloc(r->ctx, (size_t)(nchunks + 1) * sizeof *h), n = 0, k = 0;
+    int64_t *at = vox_calloc(r->ctx, (size_t)nchunks + 1, sizeof *at);
+    for (int64_t i = 0; h && at && i < nchunks; i++)
+        if (r->nfr[i])
+            h[n++] = i;
+    for (int64_t i = n / 2 - 1; h && at && i >= 0; i--)
+        frag_heap_down(r, at, h, n, i);
+    while (h && at && n > 0) {
+        const int64_t c = h[0];
+        r->all[k++] = r->fr[c][at[c]++];
+        if (at[c] == r->nfr[c])
+            h[0] = h[--n];
+        frag_heap_down(r, at, h, n, 0);
+    }
+    bool ok = h && at;
+    vox_free(r->ctx, h);
+    vox_free(r->ctx, at);
+    return ok;
 }
 
 /* All fragments sorted by id, and the identity union-find over them. */
@@ -312,13 +354,8 @@ static enum vox_status collect_frags(struct dist_run *r, int64_t nchunks)
     r->basin = vox_alloc(r->ctx, (size_t)(r->nall + 1) * sizeof *r->basin);
     if (!r->all || !r->uf || !r->basin)
         return VOX_OUT_OF_MEMORY;
-    int64_t k = 0;
-    for (int64_t i = 0; i < nchunks; i++) {
-        if (r->nfr[i])
-            memcpy(r->all + k, r->fr[i], (size_t)r->nfr[i] * sizeof *r->all);
-        k += r->nfr[i];
-    }
-    dist_sort(r->ctx, r->all, r->nall, sizeof *r->all, frag_key, NULL, frag_cmp);
+    if (!merge_frags(r, nchunks))
+        return VOX_OUT_OF_MEMORY;
     for (int64_t i = 0; i < r->nall; i++)
         r->uf[i] = i;
     return VOX_OK;
@@ -356,7 +393,7 @@ static enum vox_status run_levels(struct dist_run *r)
                      VOX_SCHED_DYNAMIC, node_task, r);
         s = first_error(r, nn);
         if (s == VOX_OK)
-            s = apply_joins(r, nn);
+            apply_joins(r, nn);
         for (int64_t i = 0; i < np; i++)
             dist_sum_fini(r->ctx, &r->cur[i]);
         vox_free(r->ctx, r->cur);
@@ -425,7 +462,7 @@ static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
         if (r->st[i] == VOX_OK && !done) {
             for (int64_t k = 0; k < n; k++)
                 lab[k] = map[lab[k]];
-            r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab);
+            r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab, &r->sc[tid]);
             if (r->st[i] == VOX_OK && r->vol.jr)
                 r->st[i] = dist_journal_add(r->ctx, r->vol.jr, DJ_RELABEL, i,
                                             dist_hash(lab, (size_t)n * sizeof *lab, 0), NULL, 0);
@@ -463,7 +500,7 @@ static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbas
     }
     r->maps = chunk_maps(r, nchunks);
     enum vox_status s = r->maps ? VOX_OK : VOX_OUT_OF_MEMORY;
-    if (s == VOX_OK && r->labels->f.fd >= 0 && !r->vol.jr) {
+    if (s == VOX_OK && r->labels->f.nfd > 0 && !r->vol.jr) {
         r->labels->cmap = r->maps; /* the store's now */
         r->labels->ncmap = nchunks;
         r->maps = NULL;
@@ -578,7 +615,7 @@ enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor 
         vol.dims[a] = aff->shape[a + 1];
     struct vox_tensor lab = {0};
     s = vox_tensor_alloc(ctx, &lab, VOX_U32, 3, vol.dims);
-    struct dist_store st = {.mem = lab.data, .f.fd = -1};
+    struct dist_store st = {.mem = lab.data};
     memcpy(st.dims, vol.dims, sizeof st.dims);
     if (s == VOX_OK)
         s = dist_ws_run(ctx, &vol, chunk, p, &st, nbasins_out, sizes_out, NULL);

@@ -104,20 +104,29 @@ struct dist_scratch *dist_scratch_new(struct vox_ctx *ctx);
 void dist_scratch_release(struct vox_ctx *ctx, struct dist_scratch *sc);
 void dist_scratch_free(struct vox_ctx *ctx, struct dist_scratch *sc);
 
-/* A chunk-blocked file: the box of atomic chunk i (C order over the grid) is one record of
- * nch channels of its (z, y, x) elements of esz bytes, contiguous, at byte i * slot (slot: a
- * full chunk's record). A chunk's record is written with one call; a box read takes one
- * call per chunk it meets and channel. */
+/* Files a blocked store may spread over: the kernel writes one file at a time (its inode
+ * lock), so chunks written side by side go to different files. */
+#define DIST_BFILE_FILES 8
+
+/* A chunk-blocked store: the box of atomic chunk i (C order over the grid) is one record of
+ * nch channels of its (z, y, x) elements of esz bytes, contiguous, in file i % nfd at byte
+ * (i / nfd) * slot (slot: a full chunk's record). A chunk's record is written with one call;
+ * a box read takes one call per chunk it meets and channel. */
 struct dist_bfile {
-    int fd;
+    int fd[DIST_BFILE_FILES];
+    int nfd;
     int nch;
     size_t esz, slot;
     int64_t dims[3], chunk[3], grid[3];
 };
 
-/* Sets up bf (fd unset) for the volume dims cut into chunks; its file size in bytes. */
+/* Sets up bf (fds unset) for the volume dims cut into chunks, over nfd files (1 to
+ * DIST_BFILE_FILES, at most one per chunk: *nfd_io is lowered to that); each file's size in
+ * bytes. */
 int64_t dist_bfile_init(struct dist_bfile *bf, const int64_t dims[3], const int64_t chunk[3],
-                        int nch, size_t esz);
+                        int nch, size_t esz, int *nfd_io);
+/* Closes bf's open files. */
+void dist_bfile_close(struct dist_bfile *bf);
 
 /* ---- restart records (dist/journal.c) ---------------------------------------------- */
 
@@ -192,7 +201,7 @@ enum vox_status dist_qfile_write(struct vox_ctx *ctx, const struct dist_vol *v,
 enum vox_status dist_bfile_hash(struct vox_ctx *ctx, const struct dist_bfile *bf, int64_t i,
                                 uint64_t *h_out);
 
-/* A u32 volume of shape dims kept whole in memory (mem) or in a blocked file (f.fd >= 0:
+/* A u32 volume of shape dims kept whole in memory (mem) or in a blocked file (f.nfd > 0:
  * written chunk box by chunk box), read and written box by box from any thread (boxes
  * written concurrently must not overlap). */
 struct dist_store {
@@ -205,9 +214,12 @@ struct dist_store {
      * part, so the volume is not written a second time to relabel it. NULL: values as is. */
     uint32_t **cmap;
     int64_t ncmap;
+    /* Set (one byte per chunk) for a file store read through cmap: a chunk whose values all
+     * fit in 16 bits is written as u16, and its byte set; NULL: u32 records. */
+    uint8_t *narrow;
 };
 
-/* Frees st->cmap. */
+/* Frees st->cmap and st->narrow. */
 void dist_store_fini(struct vox_ctx *ctx, struct dist_store *st);
 
 /* src/dst are contiguous over the box; sc: a scratch for the file reads, or NULL. */
@@ -215,7 +227,8 @@ enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
                                 const struct dist_box *b, uint32_t *dst,
                                 struct dist_scratch *sc);
 enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
-                                 const struct dist_box *b, const uint32_t *src);
+                                 const struct dist_box *b, const uint32_t *src,
+                                 struct dist_scratch *sc);
 
 /* Where stages b and c take their labels from: a whole tensor, or a store whose values go
  * through map (NULL: as they are). */
@@ -305,6 +318,10 @@ void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,
 void dist_sort_sc(struct vox_ctx *ctx, struct dist_scratch *sc, void *base, int64_t n,
                   size_t size, uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
                   int (*cmp)(const void *, const void *));
+
+/* Sorts n 64-bit keys stably by their bits from `from` up (the byte holding bit `from`
+ * included; LSD radix, bytes in which all keys agree skipped); tmp: scratch of n keys. */
+void dist_sort_u64(uint64_t *k, uint64_t *tmp, int64_t n, int from);
 
 /* Appends one element of `size` bytes to a growable array. */
 bool dist_push(struct vox_ctx *ctx, void **arr, int64_t *n, int64_t *cap, const void *x,

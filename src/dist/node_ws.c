@@ -267,10 +267,21 @@ static enum vox_status node_split(struct node_ctx *n)
 }
 
 /* Resolves the links into the box and keeps the faces and plateau voxels still open. */
+/* Whether voxel idx of box b has a neighbour outside b but in the volume (b's face voxels:
+ * idx lies in b). */
+static inline bool face_open(const struct dist_box *b, const int64_t dims[3], int64_t idx)
+{
+    int64_t c[3];
+    coords(dims, idx, c);
+    for (int a = 0; a < 3; a++)
+        if ((c[a] == b->lo[a] && c[a] > 0) || (c[a] + 1 == b->hi[a] && c[a] + 1 < dims[a]))
+            return true;
+    return false;
+}
+
 static enum vox_status node_links(struct node_ctx *n)
 {
     struct dist_sum *o = n->o;
-    const struct dist_box vol = {{0, 0, 0}, {n->dims[0], n->dims[1], n->dims[2]}};
     int64_t k = 0;
     enum vox_status s = VOX_OK;
     for (int64_t i = 0; i < o->nlink && s == VOX_OK; i++) {
@@ -286,14 +297,9 @@ static enum vox_status node_links(struct node_ctx *n)
     }
     o->nlink = k;
     k = 0;
-    for (int64_t i = 0; i < o->nface; i++) {
-        bool open = false;
-        for (int d = 0; d < 6 && !open; d++)
-            open = !dist_in_box(n->box, n->dims, o->face[i].idx, d) &&
-                   dist_in_box(&vol, n->dims, o->face[i].idx, d);
-        if (open)
+    for (int64_t i = 0; i < o->nface; i++)
+        if (face_open(n->box, n->dims, o->face[i].idx))
             o->face[k++] = o->face[i];
-    }
     o->nface = k;
     k = 0;
     for (int64_t i = 0; i < o->nplat; i++)

@@ -90,10 +90,10 @@ static enum vox_status sg_check(struct vox_ctx *ctx, const struct vox_dist_sourc
     return VOX_OK;
 }
 
-/* A file of n bytes: with a journal, vox-dist-NAME in workdir (kept, and with resume not
+/* File k of n bytes: with a journal, vox-dist-NAME in workdir (kept, and with resume not
  * truncated); else an anonymous temporary file, or one in workdir unlinked at once. */
 static enum vox_status sg_file(struct vox_ctx *ctx, const struct vox_dist_options *o,
-                               bool journal, const char *name, int64_t n, int *fd_out)
+                               bool journal, const char *name, int k, int64_t n, int *fd_out)
 {
     char path[4200];
     int fd;
@@ -101,7 +101,7 @@ static enum vox_status sg_file(struct vox_ctx *ctx, const struct vox_dist_option
         snprintf(path, sizeof path, "%s/vox-dist-%s", o->workdir, name);
         fd = open(path, O_RDWR | O_CREAT | (o->resume ? 0 : O_TRUNC), 0600);
     } else if (o->workdir) {
-        snprintf(path, sizeof path, "%s/vox-dist-%s-%ld", o->workdir, name, (long)getpid());
+        snprintf(path, sizeof path, "%s/vox-dist-%s-%ld-%d", o->workdir, name, (long)getpid(), k);
         fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
         if (fd >= 0)
             unlink(path);
@@ -122,6 +122,23 @@ static enum vox_status sg_file(struct vox_ctx *ctx, const struct vox_dist_option
     }
     *fd_out = fd;
     return VOX_OK;
+}
+
+/* The blocked store bf of the volume dims in chunks (nch channels of esz bytes): one file
+ * with a journal (its records name it), else DIST_BFILE_FILES (chunks written side by side
+ * then go to different files, which the kernel writes at the same time). */
+static enum vox_status sg_bfile(struct vox_ctx *ctx, const struct vox_dist_options *o,
+                                bool journal, const char *name, const int64_t dims[3], int nch,
+                                size_t esz, struct dist_bfile *bf)
+{
+    int nfd = journal ? 1 : DIST_BFILE_FILES;
+    int64_t n = dist_bfile_init(bf, dims, o->chunk, nch, esz, &nfd);
+    enum vox_status s = VOX_OK;
+    for (int k = 0; k < nfd && s == VOX_OK; k++) {
+        s = sg_file(ctx, o, journal, name, k, n, &bf->fd[k]);
+        bf->nfd += s == VOX_OK;
+    }
+    return s;
 }
 
 static void sg_box(const struct sg_run *r, int64_t i, struct dist_box *b)
@@ -255,13 +272,20 @@ static enum vox_status sg_each(struct sg_run *r, int64_t n, int64_t ntask,
     return s;
 }
 
-/* A volume source is read once, chunk box by chunk box, into the quantized affinity file
+/* Whether the stages read their boxes from the source volume itself: a u8 volume whose box
+ * reads cost their bytes (vox_volume_box_direct) needs no copy, unless the run keeps records
+ * (they vouch for the copy's chunks). */
+static bool sg_direct(struct vox_volume *src, bool journal)
+{
+    return !journal && vox_volume_info(src)->dtype == VOX_U8 && vox_volume_box_direct(src);
+}
+
+/* Else the volume is read once, chunk box by chunk box, into the quantized affinity file
  * (3 bytes per voxel), which the three stages then read instead. */
 static enum vox_status sg_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
                                  const struct vox_dist_options *o, struct dist_bfile *qf)
 {
-    int64_t n = dist_bfile_init(qf, vol->dims, o->chunk, 3, 1);
-    enum vox_status s = sg_file(ctx, o, vol->jr != NULL, "affinities", n, &qf->fd);
+    enum vox_status s = sg_bfile(ctx, o, vol->jr != NULL, "affinities", vol->dims, 3, 1, qf);
     if (s != VOX_OK)
         return s;
     vol->qf = qf;
@@ -495,10 +519,10 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         return dist_ws_send(ctx, &vol, opt->chunk, p);
     }
     struct vox_seg_result res = {0};
-    struct dist_store store = {.f.fd = -1, .io = &io};
+    struct dist_store store = {.io = &io};
     memcpy(store.dims, vol.dims, sizeof store.dims);
     uint32_t *map = NULL;
-    struct dist_bfile qf = {.fd = -1};
+    struct dist_bfile qf = {.nfd = 0};
     struct dist_journal jr = {.fd = -1, .bfd = -1};
     bool journal = opt->workdir && opt->sink && !opt->comm;
     if (journal) {
@@ -507,11 +531,17 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         jr.die_after = opt->die_after;
         vol.jr = &jr;
     }
-    if (s == VOX_OK && src->vol)
+    if (s == VOX_OK && src->vol && !sg_direct(src->vol, journal))
         s = sg_ingest(ctx, &vol, opt, &qf);
     if (s == VOX_OK && opt->sink) {
-        s = sg_file(ctx, opt, journal, "labels",
-                    dist_bfile_init(&store.f, vol.dims, opt->chunk, 1, 4), &store.f.fd);
+        s = sg_bfile(ctx, opt, journal, "labels", vol.dims, 1, 4, &store.f);
+        /* without records, the store is read through the watershed's chunk maps: narrow
+         * records allowed (records vouch for u32 ones) */
+        store.narrow = s == VOX_OK && !journal
+                           ? vox_calloc(ctx, (size_t)(store.f.grid[0] * store.f.grid[1] *
+                                                      store.f.grid[2]), 1)
+                           : NULL;
+        s = s == VOX_OK && !journal && !store.narrow ? VOX_OUT_OF_MEMORY : s;
     } else if (s == VOX_OK) {
         s = vox_tensor_alloc(ctx, &res.labels, VOX_U32, 3, vol.dims);
         store.mem = res.labels.data;
@@ -525,11 +555,9 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         memcpy(r.dims, vol.dims, sizeof r.dims);
         s = sg_emit(&r, &res, opt->chunk);
     }
-    if (store.f.fd >= 0)
-        close(store.f.fd);
+    dist_bfile_close(&store.f);
     dist_store_fini(ctx, &store);
-    if (qf.fd >= 0)
-        close(qf.fd);
+    dist_bfile_close(&qf);
     vox_free(ctx, map);
     if (opt->stats) {
         opt->stats->bytes_read = io.bytes_read;

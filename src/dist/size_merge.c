@@ -67,6 +67,12 @@ struct sm_sum {
     int64_t nfin;
 };
 
+/* One node's final merges, in the global order (sm_split keeps ord's order). */
+struct sm_fin {
+    struct sm_edge *e;
+    int64_t n;
+};
+
 struct sm_run {
     struct vox_ctx *ctx;
     const struct vox_seg_params *p;
@@ -79,6 +85,8 @@ struct sm_run {
     struct sm_sum *cur, *nxt;
     enum vox_status *st;
     struct dist_scratch *sc; /* per worker */
+    struct sm_fin *fin;      /* every node's final merges, taken as its level ends */
+    int64_t nfin, capfin;
 };
 
 static void sm_sum_fini(struct vox_ctx *ctx, struct sm_sum *s)
@@ -128,9 +136,63 @@ static int order_cmp(const void *x, const void *y)
     return pair_cmp(x, y);
 }
 
+static void *sm_buf(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes);
+static int sm_bits(int64_t n);
+
+/* sm_compact as radix sorts of packed 64-bit keys (id, touch) and (a, b, w): duplicates are
+ * then neighbours, a pair's largest max last. False (nothing done) when ids do not fit in 28
+ * bits or memory is short. */
+static bool sm_compact_keys(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s)
+{
+    uint32_t top = 0;
+    for (int64_t i = 0; i < s->nbasin; i++)
+        top = s->basin[i].id > top ? s->basin[i].id : top;
+    const int ib = sm_bits((int64_t)top + 1);
+    const int64_t n = s->nbasin > s->nedge ? s->nbasin : s->nedge;
+    if (ib > 28)
+        return false;
+    uint64_t *k = sm_buf(ctx, sc, DIST_SC_W5, (size_t)(n + 1) * 8);
+    uint64_t *t = sm_buf(ctx, sc, DIST_SC_S0, (size_t)(n + 1) * 8);
+    bool ok = k && t;
+    int64_t m = 0;
+    for (int64_t i = 0; ok && i < s->nbasin; i++)
+        k[i] = (uint64_t)s->basin[i].id << 8 | s->basin[i].touch;
+    if (ok)
+        dist_sort_u64(k, t, s->nbasin, 0);
+    for (int64_t i = 0; ok && i < s->nbasin; i++) {
+        if (m > 0 && s->basin[m - 1].id == k[i] >> 8)
+            s->basin[m - 1].touch |= (uint8_t)k[i];
+        else
+            s->basin[m++] = (struct sm_basin){(uint32_t)(k[i] >> 8), (uint8_t)k[i]};
+    }
+    s->nbasin = ok ? m : s->nbasin;
+    m = 0;
+    for (int64_t i = 0; ok && i < s->nedge; i++)
+        k[i] = (uint64_t)s->edge[i].a << (ib + 8) | (uint64_t)s->edge[i].b << 8 | s->edge[i].w;
+    if (ok)
+        dist_sort_u64(k, t, s->nedge, 0);
+    const uint64_t mask = ((uint64_t)1 << ib) - 1;
+    for (int64_t i = 0; ok && i < s->nedge; i++) {
+        struct sm_edge e = {(uint32_t)(k[i] >> (ib + 8)), (uint32_t)(k[i] >> 8 & mask),
+                            (uint8_t)k[i], 0};
+        if (m > 0 && s->edge[m - 1].a == e.a && s->edge[m - 1].b == e.b)
+            s->edge[m - 1].w = e.w;
+        else
+            s->edge[m++] = e;
+    }
+    s->nedge = ok ? m : s->nedge;
+    if (!sc) {
+        vox_free(ctx, k);
+        vox_free(ctx, t);
+    }
+    return ok;
+}
+
 /* Sorts and merges duplicates: basins OR their touch bits, edges keep the larger max. */
 static void sm_compact(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s)
 {
+    if (sm_compact_keys(ctx, sc, s))
+        return;
     dist_sort_sc(ctx, sc, s->basin, s->nbasin, sizeof *s->basin, basin_key, NULL, basin_cmp);
     int64_t m = 0;
     for (int64_t i = 0; i < s->nbasin; i++) {
@@ -181,14 +243,6 @@ static int64_t sm_find64u(uint32_t *p, uint32_t x)
         x = p[x];
     }
     return x;
-}
-
-static enum vox_status dist_history_push(struct vox_ctx *ctx, struct vox_merge_history *h,
-                                         int64_t a, int64_t b, int64_t keep, double score)
-{
-    struct vox_seg_merge m = {.a = a, .b = b, .survivor = keep, .score = score};
-    return dist_push(ctx, (void **)&h->m, &h->n, &h->cap, &m, sizeof m) ? VOX_OK
-                                                                        : VOX_OUT_OF_MEMORY;
 }
 
 /* The decision for one complete edge between distinct clusters ra, rb (see the top). */
@@ -315,6 +369,81 @@ static inline uint32_t sm_index_pos(const struct sm_index *x, const struct sm_su
     return x->slot[h] ? (uint32_t)x->slot[h] : (uint32_t)sm_pos(s, id);
 }
 
+/* Bits that hold 0..n-1 (one at least). */
+static int sm_bits(int64_t n)
+{
+    int b = 1;
+    while (((int64_t)1 << b) < n)
+        b++;
+    return b;
+}
+
+/* The edges of s in the global order into ord, with positions in s->basin for ids (s->basin
+ * is in id order, so position order is id order), by two radix sorts of 64-bit keys: a's
+ * position by one walk (s->edge is in (a, b) order) into keys (b, a's position, w) sorted by
+ * b; b's position by a walk along those; then keys (255 - w, a, b) in as many bits as
+ * positions need, sorted, give ord (the edges are distinct pairs, their states not set yet).
+ * False when the keys do not fit (then nothing is done) or memory is short. */
+static bool sm_order_keys(struct vox_ctx *ctx, struct dist_scratch *sc, const struct sm_sum *s,
+                          struct sm_edge *ord)
+{
+    const int pb = sm_bits(s->nbasin), ib = sm_bits((int64_t)s->basin[s->nbasin - 1].id + 1);
+    if (ib + pb + 8 > 64 || 2 * pb + 8 > 64)
+        return false;
+    const size_t bytes = (size_t)s->nedge * sizeof(uint64_t);
+    uint64_t *k = sm_buf(ctx, sc, DIST_SC_W5, bytes), *t = sm_buf(ctx, sc, DIST_SC_S0, bytes);
+    const uint64_t mask = ((uint64_t)1 << pb) - 1;
+    if (k && t) {
+        int64_t p = 0;
+        for (int64_t i = 0; i < s->nedge; i++) {
+            while (s->basin[p].id < s->edge[i].a)
+                p++;
+            k[i] = (uint64_t)s->edge[i].b << (pb + 8) | (uint64_t)p << 8 | s->edge[i].w;
+        }
+        dist_sort_u64(k, t, s->nedge, pb + 8);
+        p = 0;
+        for (int64_t i = 0; i < s->nedge; i++) {
+            while (s->basin[p].id < k[i] >> (pb + 8))
+                p++;
+            k[i] = (uint64_t)(255 - (k[i] & 255)) << (2 * pb) | (k[i] >> 8 & mask) << pb |
+                   (uint64_t)p;
+        }
+        dist_sort_u64(k, t, s->nedge, 0);
+        for (int64_t i = 0; i < s->nedge; i++)
+            ord[i] = (struct sm_edge){.a = (uint32_t)(k[i] >> pb & mask),
+                                      .b = (uint32_t)(k[i] & mask),
+                                      .w = (uint8_t)(255 - (k[i] >> (2 * pb)))};
+    }
+    bool ok = k && t;
+    if (!sc) {
+        vox_free(ctx, k);
+        vox_free(ctx, t);
+    }
+    return ok;
+}
+
+/* sm_order_keys's result through the basin index (for ids or counts too large for its keys):
+ * a by the walk, b by a hashed lookup, then a sort with two keys. */
+static bool sm_order_index(struct vox_ctx *ctx, struct dist_scratch *sc, const struct sm_sum *s,
+                           struct sm_edge *ord)
+{
+    struct sm_index x = {0};
+    if (!sm_index_build(ctx, sc, s, &x))
+        return false;
+    int64_t pa = 0;
+    for (int64_t i = 0; i < s->nedge; i++) {
+        while (s->basin[pa].id < s->edge[i].a)
+            pa++;
+        ord[i] = s->edge[i];
+        ord[i].a = (uint32_t)pa;
+        ord[i].b = sm_index_pos(&x, s, s->edge[i].b);
+    }
+    dist_sort_sc(ctx, sc, ord, s->nedge, sizeof *ord, pair_key, order_key_hi, order_cmp);
+    if (!sc)
+        vox_free(ctx, x.slot);
+    return true;
+}
+
 /* The decision pass of one chunk or node over its compacted s. */
 static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s,
                                    struct dist_scratch *sc)
@@ -325,26 +454,13 @@ static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s,
     int64_t *uf = sm_buf(ctx, sc, DIST_SC_W1, nb * sizeof *uf);
     int64_t *size = sm_buf(ctx, sc, DIST_SC_W2, nb * sizeof *size);
     bool *frz = sm_buf(ctx, sc, DIST_SC_W3, nb * sizeof *frz);
-    struct sm_index x = {0};
     enum vox_status st = VOX_OUT_OF_MEMORY;
-    if (ord && uf && size && frz && sm_index_build(ctx, sc, s, &x)) {
-        /* basin ids -> positions in s->basin, which keep their order: a by one walk (s->edge
-         * is in (a, b) order), b through the index; the pass and the split then index
-         * directly */
-        int64_t pa = 0;
-        for (int64_t i = 0; i < s->nedge; i++) {
-            while (s->basin[pa].id < s->edge[i].a)
-                pa++;
-            ord[i] = s->edge[i];
-            ord[i].a = (uint32_t)pa;
-            ord[i].b = sm_index_pos(&x, s, s->edge[i].b);
-        }
-        dist_sort_sc(ctx, sc, ord, s->nedge, sizeof *ord, pair_key, order_key_hi, order_cmp);
+    if (ord && uf && size && frz &&
+        (s->nedge == 0 || sm_order_keys(ctx, sc, s, ord) || sm_order_index(ctx, sc, s, ord))) {
         sm_pass(r, s, ord, uf, size, frz);
         st = sm_split(ctx, s, ord, uf, frz);
     }
     if (!sc) {
-        vox_free(ctx, x.slot);
         vox_free(ctx, ord);
         vox_free(ctx, uf);
         vox_free(ctx, size);
@@ -636,6 +752,21 @@ static void sm_level_stats(const struct sm_run *r, int64_t level, int64_t n, dou
                      vox_time_now() - t0);
 }
 
+/* Moves the final merges of the n summaries to r->fin. */
+static enum vox_status sm_take_fins(struct sm_run *r, struct sm_sum *sums, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        struct sm_fin f = {sums[i].fin, sums[i].nfin};
+        if (f.n && !dist_push(r->ctx, (void **)&r->fin, &r->nfin, &r->capfin, &f, sizeof f))
+            return VOX_OUT_OF_MEMORY;
+        if (!f.n)
+            vox_free(r->ctx, f.e);
+        sums[i].fin = NULL;
+        sums[i].nfin = 0;
+    }
+    return VOX_OK;
+}
+
 /* Atomic chunks, then the octree levels up to one node; r->cur holds the root on return. */
 static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
 {
@@ -646,6 +777,8 @@ static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
                  sm_atomic_task, r);
     dist_scratch_release(r->ctx, r->sc); /* the levels above allocate their own */
     enum vox_status s = sm_first_error(r, nchunks);
+    if (s == VOX_OK)
+        s = sm_take_fins(r, r->cur, nchunks);
     if (s == VOX_OK)
         sm_level_stats(r, level, nchunks, t0);
     while (s == VOX_OK && (r->grid[0] > 1 || r->grid[1] > 1 || r->grid[2] > 1)) {
@@ -658,23 +791,8 @@ static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
         vox_pool_for(pool, (int64_t[3]){nn, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
                      sm_node_task, r);
         s = sm_first_error(r, nn);
-        /* The children's final merges move up with the node so nothing is lost. */
-        for (int64_t i = 0; i < np && s == VOX_OK; i++) {
-            int64_t ci[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
-                             i % r->grid[2]};
-            struct sm_sum *c = &r->cur[i];
-            struct sm_sum *o = &r->nxt[((ci[0] / 2) * ng[1] + ci[1] / 2) * ng[2] + ci[2] / 2];
-            void *f = vox_realloc(r->ctx, o->fin, (size_t)o->nfin * sizeof *o->fin,
-                                  (size_t)(o->nfin + c->nfin + 1) * sizeof *o->fin);
-            if (!f) {
-                s = VOX_OUT_OF_MEMORY;
-                break;
-            }
-            o->fin = f;
-            if (c->nfin)
-                memcpy(o->fin + o->nfin, c->fin, (size_t)c->nfin * sizeof *c->fin);
-            o->nfin += c->nfin;
-        }
+        if (s == VOX_OK)
+            s = sm_take_fins(r, r->nxt, nn);
         for (int64_t i = 0; i < np; i++)
             sm_sum_fini(r->ctx, &r->cur[i]);
         vox_free(r->ctx, r->cur);
@@ -692,30 +810,89 @@ static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
     return s;
 }
 
+/* A run's next merge in the heap of sm_replay: its key in the global order (255 - w above a
+ * above b, one 128-bit compare) and the run. */
+struct sm_head {
+    unsigned __int128 key;
+    int64_t run;
+};
+
+static inline unsigned __int128 sm_order_key(const struct sm_edge *e)
+{
+    return (unsigned __int128)(255u - e->w) << 64 | (unsigned __int128)e->a << 32 | e->b;
+}
+
+/* Sifts heap entry i of the n in h down. */
+static void sm_heap_down(struct sm_head *h, int64_t n, int64_t i)
+{
+    const struct sm_head x = h[i];
+    for (int64_t c = 2 * i + 1; c < n; i = c, c = 2 * i + 1) {
+        c += c + 1 < n && h[c + 1].key < h[c].key;
+        if (!(h[c].key < x.key))
+            break;
+        h[i] = h[c];
+    }
+    h[i] = x;
+}
+
+/* Replays the nodes' final merges (sorted runs, merged through a heap) in the global order
+ * on the union-find parent: dend gets the ids at merge time. */
+static enum vox_status sm_replay(struct sm_run *r, uint32_t *parent, int64_t *size,
+                                 struct vox_merge_history *dend)
+{
+    int64_t total = 0, n = 0;
+    for (int64_t k = 0; k < r->nfin; k++)
+        total += r->fin[k].n;
+    struct sm_head *h = vox_alloc(r->ctx, (size_t)(r->nfin + 1) * sizeof *h);
+    int64_t *at = vox_calloc(r->ctx, (size_t)r->nfin + 1, sizeof *at);
+    bool ok = h && at && (!dend || (dend->m = vox_alloc(r->ctx, (size_t)(total + 1) *
+                                                                    sizeof *dend->m)));
+    if (dend && ok)
+        dend->cap = total + 1;
+    enum vox_status s = ok ? VOX_OK : VOX_OUT_OF_MEMORY;
+    for (int64_t k = 0; s == VOX_OK && k < r->nfin; k++)
+        h[n++] = (struct sm_head){sm_order_key(&r->fin[k].e[0]), k};
+    for (int64_t i = n / 2 - 1; s == VOX_OK && i >= 0; i--)
+        sm_heap_down(h, n, i);
+    while (s == VOX_OK && n > 0) {
+        const int64_t k = h[0].run;
+        const struct sm_edge *e = &r->fin[k].e[at[k]++];
+        int64_t ra = sm_find64u(parent, e->a), rb = sm_find64u(parent, e->b);
+        if (ra == rb) {
+            s = vox_fail(r->ctx, VOX_INTERNAL, "chunked size merge: merge (%u, %u) twice", e->a,
+                         e->b);
+            break;
+        }
+        int64_t keep = ra < rb ? ra : rb, gone = ra < rb ? rb : ra;
+        parent[gone] = (uint32_t)keep;
+        size[keep] += size[gone];
+        if (dend)
+            dend->m[dend->n++] = (struct vox_seg_merge){.a = ra, .b = rb, .survivor = keep,
+                                                        .score = e->w / 255.0};
+        if (at[k] == r->fin[k].n)
+            h[0] = h[--n];
+        else
+            h[0].key = sm_order_key(&r->fin[k].e[at[k]]);
+        sm_heap_down(h, n, 0);
+    }
+    vox_free(r->ctx, h);
+    vox_free(r->ctx, at);
+    return s;
+}
+
 /* Replays the final merges in the global order (dend, ids at merge time), then dust and
  * canonical numbering as seg/linkage.c does. */
-static enum vox_status sm_finish(struct sm_run *r, int64_t nbasins, struct sm_sum *root,
-                                 uint32_t *parent, int64_t *size, int64_t *nseg_out,
-                                 int64_t **seg_sizes_out, struct vox_merge_history *dend)
+static enum vox_status sm_finish(struct sm_run *r, int64_t nbasins, uint32_t *parent,
+                                 int64_t *size, int64_t *nseg_out, int64_t **seg_sizes_out,
+                                 struct vox_merge_history *dend)
 {
-    dist_sort(r->ctx, root->fin, root->nfin, sizeof *root->fin, pair_key, order_key_hi,
-              order_cmp);
     for (int64_t b = 0; b <= nbasins; b++) {
         parent[b] = (uint32_t)b;
         size[b] = r->sizes[b];
     }
-    for (int64_t i = 0; i < root->nfin; i++) {
-        const struct sm_edge *e = &root->fin[i];
-        int64_t ra = sm_find64u(parent, e->a), rb = sm_find64u(parent, e->b);
-        if (ra == rb)
-            return vox_fail(r->ctx, VOX_INTERNAL, "chunked size merge: merge (%u, %u) twice", e->a,
-                            e->b);
-        int64_t keep = ra < rb ? ra : rb, gone = ra < rb ? rb : ra;
-        parent[gone] = (uint32_t)keep;
-        size[keep] += size[gone];
-        if (dend && dist_history_push(r->ctx, dend, ra, rb, keep, e->w / 255.0) != VOX_OK)
-            return VOX_OUT_OF_MEMORY;
-    }
+    enum vox_status s = sm_replay(r, parent, size, dend);
+    if (s != VOX_OK)
+        return s;
     int64_t k = 0;
     for (int64_t b = 1; b <= nbasins; b++) {
         int64_t root_b = sm_find64u(parent, (uint32_t)b);
@@ -799,11 +976,14 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     enum vox_status s =
         map && size && r.cur && r.st && r.sc ? sm_tree(&r, nchunks) : VOX_OUT_OF_MEMORY;
     if (s == VOX_OK)
-        s = sm_finish(&r, nbasins, &r.cur[0], map, size, nseg_out, seg_sizes_out,
+        s = sm_finish(&r, nbasins, map, size, nseg_out, seg_sizes_out,
                       dend_out ? &dend : NULL);
     int64_t ncur = r.grid[0] * r.grid[1] * r.grid[2];
     for (int64_t i = 0; r.cur && i < ncur; i++)
         sm_sum_fini(ctx, &r.cur[i]);
+    for (int64_t k = 0; k < r.nfin; k++)
+        vox_free(ctx, r.fin[k].e);
+    vox_free(ctx, r.fin);
     vox_free(ctx, r.cur);
     vox_free(ctx, r.st);
     dist_scratch_free(ctx, r.sc);

@@ -9,7 +9,9 @@
  * (key, position) array is sorted and the elements moved once. When the scratch
  * memory cannot be had it falls back to qsort with the equivalent comparator (the callers'
  * orders are total on what they use, so both give the same result). dist_sort_sc takes that
- * memory from a worker's scratch, which a chunk task reuses from sort to sort.
+ * memory from a worker's scratch, which a chunk task reuses from sort to sort. Callers whose
+ * elements pack into one 64-bit key (the size merge's basins and edges) sort the keys
+ * themselves with dist_sort_u64: no key calls, nothing moved beside the keys.
  */
 #include "dist_internal.h"
 
@@ -120,6 +122,29 @@ static bool sort_direct(struct vox_ctx *ctx, struct dist_scratch *sc, uint8_t *e
         memcpy(el, a, (size_t)n * size);
     sort_put(ctx, sc, tmp);
     return true;
+}
+
+void dist_sort_u64(uint64_t *k, uint64_t *tmp, int64_t n, int from)
+{
+    uint64_t diff = 0, *a = k, *b = tmp;
+    for (int64_t j = 1; j < n; j++)
+        diff |= k[j] ^ k[0];
+    for (int sh = from / 8 * 8; sh < 64; sh += 8) {
+        if (!(diff >> sh & 255))
+            continue;
+        int64_t cnt[257] = {0};
+        for (int64_t j = 0; j < n; j++)
+            cnt[(a[j] >> sh & 255) + 1]++;
+        for (int d = 0; d < 256; d++)
+            cnt[d + 1] += cnt[d];
+        for (int64_t j = 0; j < n; j++)
+            b[cnt[a[j] >> sh & 255]++] = a[j];
+        uint64_t *t = a;
+        a = b;
+        b = t;
+    }
+    if (a != k)
+        memcpy(k, a, (size_t)n * sizeof *k);
 }
 
 void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,

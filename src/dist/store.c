@@ -9,8 +9,10 @@
  * meets and channel, of the byte range that holds the part wanted (a whole chunk's box: its
  * record, read in place). Any thread may use them; memory stays at one box. A file store
  * never holds a whole volume in memory; its reads may map fragment labels to basins per chunk
- * (struct dist_store's cmap). Reads of a source volume go through vox/io.h, which is not
- * thread-safe: they hold the io lock.
+ * (struct dist_store's cmap), and then a chunk whose fragment labels all fit in 16 bits is
+ * written as u16 (half the bytes to write and read; the slot keeps room for u32). Reads of a
+ * source volume go through vox/io.h, which is not thread-safe: they hold the io lock, except
+ * those of a volume read in place (vox_volume_box_direct: a .npy), which run side by side.
  *
  * Also the workers' scratch (struct dist_scratch): buffers a chunk task reuses from chunk to
  * chunk, since a block freshly mapped for each would be faulted in and zeroed every time.
@@ -22,11 +24,18 @@
 #include <string.h>
 #include <unistd.h>
 
+/* How a label store's chunk records are read: values through cmap[chunk] (NULL: as they
+ * are), a chunk i with narrow[i] set holding u16 values (narrow NULL: none). */
+struct bfile_map {
+    uint32_t *const *cmap;
+    const uint8_t *narrow;
+};
+
 static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *f,
                                   const struct dist_box *b, uint8_t *dst, struct dist_io *io,
-                                  struct dist_scratch *sc, uint32_t *const *cmap);
+                                  struct dist_scratch *sc, const struct bfile_map *lm);
 static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile *f,
-                                   const struct dist_box *b, const uint8_t *src,
+                                   const struct dist_box *b, const uint8_t *src, size_t bytes,
                                    struct dist_io *io);
 
 /* A contiguous (3, box) u8 tensor over data: a view when data is a scratch slot. */
@@ -74,7 +83,8 @@ static enum vox_status qfile_read(struct vox_ctx *ctx, const struct dist_vol *v,
 enum vox_status dist_qfile_write(struct vox_ctx *ctx, const struct dist_vol *v,
                                  const struct dist_box *b, const uint8_t *q)
 {
-    return bfile_write(ctx, v->qf, b, q, v->io);
+    size_t n = (size_t)((b->hi[0] - b->lo[0]) * (b->hi[1] - b->lo[1]) * (b->hi[2] - b->lo[2]));
+    return bfile_write(ctx, v->qf, b, q, n * (size_t)v->qf->nch * v->qf->esz, v->io);
 }
 
 enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const int64_t lo[3],
@@ -103,8 +113,12 @@ enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const
         if (s != VOX_OK)
             return s;
     }
-    pthread_mutex_lock(&v->io->mu);
+    bool lock = !vox_volume_box_direct(v->src); /* a .npy is read side by side */
+    if (lock)
+        pthread_mutex_lock(&v->io->mu);
     s = vox_volume_read(ctx, v->src, l4, h4, &t);
+    if (!lock)
+        pthread_mutex_lock(&v->io->mu);
     v->io->bytes_read += (int64_t)vox_tensor_nbytes(&t);
     pthread_mutex_unlock(&v->io->mu);
     if (s == VOX_OK && t.dtype == VOX_U8) {
@@ -118,7 +132,7 @@ enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const
 }
 
 int64_t dist_bfile_init(struct dist_bfile *bf, const int64_t dims[3], const int64_t chunk[3],
-                        int nch, size_t esz)
+                        int nch, size_t esz, int *nfd_io)
 {
     int64_t n = 1, cv = 1;
     for (int a = 0; a < 3; a++) {
@@ -128,20 +142,40 @@ int64_t dist_bfile_init(struct dist_bfile *bf, const int64_t dims[3], const int6
         n *= bf->grid[a];
         cv *= bf->chunk[a];
     }
+    int k = *nfd_io < 1 ? 1 : *nfd_io > DIST_BFILE_FILES ? DIST_BFILE_FILES : *nfd_io;
+    *nfd_io = n < k ? (int)n : k;
+    for (int f = 0; f < DIST_BFILE_FILES; f++)
+        bf->fd[f] = -1;
+    bf->nfd = 0; /* the caller opens *nfd_io files */
     bf->nch = nch;
     bf->esz = esz;
     bf->slot = (size_t)(nch * cv) * esz;
-    return n * (int64_t)bf->slot;
+    return (n + *nfd_io - 1) / *nfd_io * (int64_t)bf->slot;
 }
 
-/* Chunk g's box and the byte offset of its record. */
-static off_t bfile_chunk(const struct dist_bfile *f, const int64_t g[3], struct dist_box *cb)
+void dist_bfile_close(struct dist_bfile *bf)
+{
+    for (int f = 0; f < bf->nfd; f++)
+        if (bf->fd[f] >= 0)
+            close(bf->fd[f]);
+    bf->nfd = 0;
+}
+
+/* Chunk g's box, and its index. */
+static int64_t bfile_chunk(const struct dist_bfile *f, const int64_t g[3], struct dist_box *cb)
 {
     for (int a = 0; a < 3; a++) {
         cb->lo[a] = g[a] * f->chunk[a];
         cb->hi[a] = cb->lo[a] + f->chunk[a] < f->dims[a] ? cb->lo[a] + f->chunk[a] : f->dims[a];
     }
-    return (off_t)(((g[0] * f->grid[1] + g[1]) * f->grid[2] + g[2]) * (int64_t)f->slot);
+    return (g[0] * f->grid[1] + g[1]) * f->grid[2] + g[2];
+}
+
+/* The file (*fd_out) and byte offset of chunk i's record. */
+static off_t bfile_at(const struct dist_bfile *f, int64_t i, int *fd_out)
+{
+    *fd_out = f->fd[i % f->nfd];
+    return (off_t)(i / f->nfd * (int64_t)f->slot);
 }
 
 static enum vox_status bfile_fail(struct vox_ctx *ctx, const struct dist_bfile *f, bool wr,
@@ -161,15 +195,33 @@ static void bfile_count(struct dist_io *io, bool wr, int64_t n)
     pthread_mutex_unlock(&io->mu);
 }
 
-/* The part i (global box) of chunk record cb at off, every channel, into dst (box b). */
-static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *f, off_t off,
-                                  const struct dist_box *cb, const struct dist_box *i,
+/* n labels of a record (u16 when narrow, else u32) into o, through map. */
+static void bfile_map_row(uint32_t *o, const uint8_t *in, int64_t n, const uint32_t *map,
+                          bool narrow)
+{
+    if (narrow) {
+        const uint16_t *s = (const uint16_t *)(const void *)in;
+        for (int64_t k = 0; map && k < n; k++)
+            o[k] = map[s[k]];
+        for (int64_t k = 0; !map && k < n; k++)
+            o[k] = s[k];
+    } else {
+        const uint32_t *s = (const uint32_t *)(const void *)in;
+        for (int64_t k = 0; k < n; k++)
+            o[k] = map[s[k]];
+    }
+}
+
+/* The part i (global box) of chunk record cb at off, every channel, into dst (box b); map:
+ * u32 labels through it, narrow: the record holds them as u16. */
+static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *f, int fd,
+                                  off_t off, const struct dist_box *cb, const struct dist_box *i,
                                   const struct dist_box *b, uint8_t *dst, uint8_t *tmp,
-                                  const uint32_t *map, int64_t *nread)
+                                  const uint32_t *map, bool narrow, int64_t *nread)
 {
     const int64_t cs[3] = {cb->hi[0] - cb->lo[0], cb->hi[1] - cb->lo[1], cb->hi[2] - cb->lo[2]};
     const int64_t bs[3] = {b->hi[0] - b->lo[0], b->hi[1] - b->lo[1], b->hi[2] - b->lo[2]};
-    const size_t e = f->esz, row = (size_t)(i->hi[2] - i->lo[2]) * e;
+    const size_t e = narrow ? 2 : f->esz, row = (size_t)(i->hi[2] - i->lo[2]) * e;
     const int64_t first = ((i->lo[0] - cb->lo[0]) * cs[1] + i->lo[1] - cb->lo[1]) * cs[2] +
                           i->lo[2] - cb->lo[2];
     const int64_t last = ((i->hi[0] - 1 - cb->lo[0]) * cs[1] + i->hi[1] - 1 - cb->lo[1]) * cs[2] +
@@ -177,32 +229,61 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
     const size_t n = (size_t)(last - first) * e;
     for (int c = 0; c < f->nch; c++) {
         off_t at = off + (off_t)((size_t)(c * cs[0] * cs[1] * cs[2] + first) * e);
-        ssize_t got = pread(f->fd, tmp, n, at);
+        ssize_t got = pread(fd, tmp, n, at);
         if (got != (ssize_t)n)
             return bfile_fail(ctx, f, false, n, at, got);
         *nread += (int64_t)n;
-        uint8_t *d = dst + (size_t)(c * bs[0] * bs[1] * bs[2]) * e;
+        uint8_t *d = dst + (size_t)(c * bs[0] * bs[1] * bs[2]) * f->esz;
         for (int64_t z = i->lo[0]; z < i->hi[0]; z++)
             for (int64_t y = i->lo[1]; y < i->hi[1]; y++) {
                 int64_t s = ((z - cb->lo[0]) * cs[1] + y - cb->lo[1]) * cs[2] + i->lo[2] -
                             cb->lo[2] - first;
                 int64_t t = ((z - b->lo[0]) * bs[1] + y - b->lo[1]) * bs[2] + i->lo[2] - b->lo[2];
-                if (map) { /* u32 labels through the chunk's map */
-                    uint32_t *o = (uint32_t *)(void *)d + t;
-                    const uint32_t *in = (const uint32_t *)(const void *)tmp + s;
-                    for (int64_t k = 0; k < i->hi[2] - i->lo[2]; k++)
-                        o[k] = map[in[k]];
-                } else {
+                if (map) /* u32 labels through the chunk's map */
+                    bfile_map_row((uint32_t *)(void *)d + t, tmp + (size_t)s * e,
+                                  i->hi[2] - i->lo[2], map, narrow);
+                else
                     memcpy(d + (size_t)t * e, tmp + (size_t)s * e, row);
-                }
             }
     }
     return VOX_OK;
 }
 
+/* The part i of the narrow label record cb at off, when it is the record's first or last
+ * column along x: from the copy of that column kept after the record (store_narrow), through
+ * map, into dst (box b). VOX_UNSUPPORTED (nothing read, no message) for other parts. */
+static enum vox_status bfile_column(struct vox_ctx *ctx, const struct dist_bfile *f, int fd,
+                                    off_t off,
+                                    const struct dist_box *cb, const struct dist_box *i,
+                                    const struct dist_box *b, uint32_t *dst, uint8_t *tmp,
+                                    const uint32_t *map, int64_t *nread)
+{
+    const int64_t cs[3] = {cb->hi[0] - cb->lo[0], cb->hi[1] - cb->lo[1], cb->hi[2] - cb->lo[2]};
+    const int64_t bs[3] = {b->hi[0] - b->lo[0], b->hi[1] - b->lo[1], b->hi[2] - b->lo[2]};
+    const bool lo = i->lo[2] == cb->lo[2];
+    if (cs[2] < 2 || i->hi[2] - i->lo[2] != 1 || (!lo && i->lo[2] != cb->hi[2] - 1))
+        return VOX_UNSUPPORTED;
+    const int64_t nr = cs[0] * cs[1], first = (i->lo[0] - cb->lo[0]) * cs[1] + i->lo[1] - cb->lo[1];
+    const int64_t last = (i->hi[0] - 1 - cb->lo[0]) * cs[1] + i->hi[1] - cb->lo[1];
+    const size_t n = (size_t)(last - first) * 2;
+    const off_t at = off + (off_t)((nr * cs[2] + (lo ? 0 : nr) + first) * 2);
+    ssize_t got = pread(fd, tmp, n, at);
+    if (got != (ssize_t)n)
+        return bfile_fail(ctx, f, false, n, at, got);
+    *nread += (int64_t)n;
+    const uint16_t *col = (const uint16_t *)(const void *)tmp;
+    for (int64_t z = i->lo[0]; z < i->hi[0]; z++)
+        for (int64_t y = i->lo[1]; y < i->hi[1]; y++) {
+            uint16_t v = col[(z - cb->lo[0]) * cs[1] + y - cb->lo[1] - first];
+            dst[((z - b->lo[0]) * bs[1] + y - b->lo[1]) * bs[2] + i->lo[2] - b->lo[2]] =
+                map ? map[v] : v;
+        }
+    return VOX_OK;
+}
+
 static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *f,
                                   const struct dist_box *b, uint8_t *dst, struct dist_io *io,
-                                  struct dist_scratch *sc, uint32_t *const *cmap)
+                                  struct dist_scratch *sc, const struct bfile_map *lm)
 {
     int64_t g0[3], g1[3], g[3], nread = 0;
     for (int a = 0; a < 3; a++) {
@@ -210,18 +291,21 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
         g1[a] = (b->hi[a] - 1) / f->chunk[a] + 1;
     }
     struct dist_box one;
-    off_t at = bfile_chunk(f, g0, &one);
-    if (memcmp(&one, b, sizeof one) == 0) { /* one whole chunk: its record as it is */
+    int fd0;
+    const int64_t i0 = bfile_chunk(f, g0, &one);
+    const off_t at = bfile_at(f, i0, &fd0);
+    const uint32_t *map0 = lm && lm->cmap ? lm->cmap[i0] : NULL;
+    bool narrow0 = lm && lm->narrow && lm->narrow[i0];
+    if (memcmp(&one, b, sizeof one) == 0 && !narrow0) { /* one whole chunk: its record as is */
         size_t n = (size_t)((one.hi[0] - one.lo[0]) * (one.hi[1] - one.lo[1]) *
                             (one.hi[2] - one.lo[2])) * (size_t)f->nch * f->esz;
-        ssize_t got = pread(f->fd, dst, n, at);
+        ssize_t got = pread(fd0, dst, n, at);
         if (got != (ssize_t)n)
             return bfile_fail(ctx, f, false, n, at, got);
         bfile_count(io, false, (int64_t)n);
-        const uint32_t *map = cmap ? cmap[at / (off_t)f->slot] : NULL;
         uint32_t *l = (uint32_t *)(void *)dst;
-        for (size_t k = 0; map && k < n / 4; k++)
-            l[k] = map[l[k]];
+        for (size_t k = 0; map0 && k < n / 4; k++)
+            l[k] = map0[l[k]];
         return VOX_OK;
     }
     size_t tn = f->slot / (size_t)f->nch;
@@ -233,11 +317,21 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
         for (g[1] = g0[1]; g[1] < g1[1] && s == VOX_OK; g[1]++)
             for (g[2] = g0[2]; g[2] < g1[2] && s == VOX_OK; g[2]++) {
                 struct dist_box cb, i;
-                off_t off = bfile_chunk(f, g, &cb);
-                const uint32_t *map = cmap ? cmap[off / (off_t)f->slot] : NULL;
+                int fd;
+                const int64_t ci = bfile_chunk(f, g, &cb);
+                const off_t off = bfile_at(f, ci, &fd);
+                const uint32_t *map = lm && lm->cmap ? lm->cmap[ci] : NULL;
+                bool narrow = lm && lm->narrow && lm->narrow[ci];
                 for (int a = 0; a < 3; a++) {
                     i.lo[a] = cb.lo[a] > b->lo[a] ? cb.lo[a] : b->lo[a];
                     i.hi[a] = cb.hi[a] < b->hi[a] ? cb.hi[a] : b->hi[a];
+                }
+                if (narrow) { /* a neighbour's column along x: its copy */
+                    s = bfile_column(ctx, f, fd, off, &cb, &i, b, (uint32_t *)(void *)dst, tmp, map,
+                                     &nread);
+                    if (s != VOX_UNSUPPORTED)
+                        continue;
+                    s = VOX_OK;
                 }
                 /* A thin slab in y (a -y/+y neighbour's rows): plane by plane, so as not to
                  * read the planes' other rows. */
@@ -245,10 +339,10 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                 struct dist_box p = i;
                 for (p.lo[0] = i.lo[0]; thin && p.lo[0] < i.hi[0] && s == VOX_OK; p.lo[0]++) {
                     p.hi[0] = p.lo[0] + 1;
-                    s = bfile_part(ctx, f, off, &cb, &p, b, dst, tmp, map, &nread);
+                    s = bfile_part(ctx, f, fd, off, &cb, &p, b, dst, tmp, map, narrow, &nread);
                 }
                 if (!thin)
-                    s = bfile_part(ctx, f, off, &cb, &i, b, dst, tmp, map, &nread);
+                    s = bfile_part(ctx, f, fd, off, &cb, &i, b, dst, tmp, map, narrow, &nread);
             }
     if (!sc)
         vox_free(ctx, tmp);
@@ -262,32 +356,34 @@ enum vox_status dist_bfile_hash(struct vox_ctx *ctx, const struct dist_bfile *bf
     int64_t g[3] = {i / (bf->grid[1] * bf->grid[2]), (i / bf->grid[2]) % bf->grid[1],
                     i % bf->grid[2]};
     struct dist_box cb;
-    off_t off = bfile_chunk(bf, g, &cb);
+    int fd;
+    off_t off = bfile_at(bf, bfile_chunk(bf, g, &cb), &fd);
     size_t n = (size_t)((cb.hi[0] - cb.lo[0]) * (cb.hi[1] - cb.lo[1]) * (cb.hi[2] - cb.lo[2])) *
                (size_t)bf->nch * bf->esz;
     uint8_t *b = vox_alloc(ctx, n);
     if (!b)
         return VOX_OUT_OF_MEMORY;
-    *h_out = pread(bf->fd, b, n, off) == (ssize_t)n ? dist_hash(b, n, 0) : 0;
+    *h_out = pread(fd, b, n, off) == (ssize_t)n ? dist_hash(b, n, 0) : 0;
     vox_free(ctx, b);
     return VOX_OK;
 }
 
+/* Writes the record of the chunk whose box is b: `bytes` (at most a slot) from src. */
 static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile *f,
-                                   const struct dist_box *b, const uint8_t *src,
+                                   const struct dist_box *b, const uint8_t *src, size_t bytes,
                                    struct dist_io *io)
 {
     int64_t g[3];
     for (int a = 0; a < 3; a++)
         g[a] = b->lo[a] / f->chunk[a];
     struct dist_box cb;
-    off_t off = bfile_chunk(f, g, &cb);
+    int fd;
+    off_t off = bfile_at(f, bfile_chunk(f, g, &cb), &fd);
     if (memcmp(&cb, b, sizeof cb) != 0)
         return vox_fail(ctx, VOX_INTERNAL, "chunked segmentation: a write to a blocked file "
                         "that is not one chunk's box");
-    size_t n = (size_t)((cb.hi[0] - cb.lo[0]) * (cb.hi[1] - cb.lo[1]) * (cb.hi[2] - cb.lo[2])) *
-               (size_t)f->nch * f->esz;
-    ssize_t got = pwrite(f->fd, src, n, off);
+    size_t n = bytes;
+    ssize_t got = pwrite(fd, src, n, off);
     if (got != (ssize_t)n)
         return bfile_fail(ctx, f, true, n, off, got);
     bfile_count(io, true, (int64_t)n);
@@ -313,17 +409,59 @@ enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
         mem_rows(st, b, dst, false);
         return VOX_OK;
     }
-    return bfile_read(ctx, &st->f, b, (uint8_t *)dst, st->io, sc, st->cmap);
+    const struct bfile_map lm = {st->cmap, st->narrow};
+    return bfile_read(ctx, &st->f, b, (uint8_t *)dst, st->io, sc, &lm);
+}
+
+/* The labels of box b (n) as a narrow record in sc's DIST_SC_TMP slot (or allocated: *own):
+ * u16 values, then, when the box is 2 voxels wide or more, copies of its first and last
+ * columns along x ((z, y) order), which window reads of a neighbour take instead of reading
+ * across the whole record. NULL when a value does not fit or memory is short; *len_out: its
+ * bytes. */
+static uint16_t *store_narrow(struct vox_ctx *ctx, const struct dist_box *b, const uint32_t *src,
+                              struct dist_scratch *sc, uint16_t **own, size_t *len_out)
+{
+    const int64_t nx = b->hi[2] - b->lo[2], nr = (b->hi[0] - b->lo[0]) * (b->hi[1] - b->lo[1]);
+    const int64_t n = nr * nx, len = n + (nx > 1 ? 2 * nr : 0);
+    uint32_t top = 0;
+    for (int64_t k = 0; k < n; k++)
+        top |= src[k];
+    *own = NULL;
+    if (top > UINT16_MAX)
+        return NULL;
+    uint16_t *p = sc ? dist_scratch_get(ctx, sc, DIST_SC_TMP, (size_t)len * sizeof *p)
+                     : (*own = vox_alloc(ctx, (size_t)len * sizeof *p));
+    for (int64_t k = 0; p && k < n; k++)
+        p[k] = (uint16_t)src[k];
+    for (int64_t r = 0; p && len > n && r < nr; r++) {
+        p[n + r] = p[r * nx];
+        p[n + nr + r] = p[r * nx + nx - 1];
+    }
+    *len_out = (size_t)len * sizeof *p;
+    return p;
 }
 
 enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
-                                 const struct dist_box *b, const uint32_t *src)
+                                 const struct dist_box *b, const uint32_t *src,
+                                 struct dist_scratch *sc)
 {
     if (st->mem) {
         mem_rows(st, b, (uint32_t *)src, true);
         return VOX_OK;
     }
-    return bfile_write(ctx, &st->f, b, (const uint8_t *)src, st->io);
+    int64_t g[3], n = 1;
+    for (int a = 0; a < 3; a++) {
+        g[a] = b->lo[a] / st->f.chunk[a];
+        n *= b->hi[a] - b->lo[a];
+    }
+    size_t len = (size_t)n * st->f.esz;
+    uint16_t *own = NULL, *p = st->narrow ? store_narrow(ctx, b, src, sc, &own, &len) : NULL;
+    enum vox_status s = bfile_write(ctx, &st->f, b, p ? (const uint8_t *)p : (const uint8_t *)src,
+                                    len, st->io);
+    if (s == VOX_OK && p)
+        st->narrow[(g[0] * st->f.grid[1] + g[1]) * st->f.grid[2] + g[2]] = 1;
+    vox_free(ctx, own);
+    return s;
 }
 
 enum vox_status dist_win_load(struct vox_ctx *ctx, const struct dist_labels *l,
@@ -381,6 +519,8 @@ void dist_stats_level(struct vox_dist_stats *st, int stage, int64_t level, int64
 
 void dist_store_fini(struct vox_ctx *ctx, struct dist_store *st)
 {
+    vox_free(ctx, st->narrow);
+    st->narrow = NULL;
     for (int64_t i = 0; st->cmap && i < st->ncmap; i++)
         vox_free(ctx, st->cmap[i]);
     vox_free(ctx, st->cmap);

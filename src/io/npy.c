@@ -7,6 +7,8 @@
  * with spaces and a '\n' so the data starts at a multiple of 64 bytes. The data follows, raw,
  * C order. Key idea: because the layout is raw C order, a box is a set of contiguous runs,
  * read or written with pread/pwrite at computed offsets, so only the box touches memory.
+ * Short runs (a thin box's rows) are read a plane at a time instead, one call for the span
+ * of the plane's rows, so that a box costs about its bytes and not one call per row.
  * Files are written as version 1.0 (the header of a rank <= 6 array always fits).
  */
 #include "io/internal.h"
@@ -267,6 +269,61 @@ fail:
     return s;
 }
 
+/* Short runs (a thin box's rows) are read a plane at a time: one read of the span from the
+ * plane's first run to its last, when that wastes little, beats one call per run. */
+#define NPY_SHORT_RUN 16384
+#define NPY_SPAN_MAX ((int64_t)4 << 20)
+
+/* The next index of the box's runs (the axes before k, in C order); false after the last. */
+static bool npy_next_run(int k, const int64_t *lo, const int64_t *hi, int64_t *idx)
+{
+    int i = k - 1;
+    while (i >= 0 && ++idx[i] == hi[i]) {
+        idx[i] = lo[i];
+        i--;
+    }
+    return i >= 0;
+}
+
+/* Reads the box [lo, hi) of runs of `run` bytes along axis k (k >= 1) into buf a span at a
+ * time: the runs of every index of axis k - 1 (a plane's rows) with one pread of the bytes
+ * from the first to the last, copied out of a buffer. VOX_UNSUPPORTED (nothing read, no
+ * message) when a span would be long or mostly gaps: the caller then reads run by run. */
+static enum vox_status npy_read_spans(struct vox_ctx *ctx, struct vox_volume *vol,
+                                      const int64_t *lo, const int64_t *hi, int k,
+                                      const int64_t *st, size_t run, char *buf)
+{
+    const int64_t esz = (int64_t)vox_dtype_size(vol->info.dtype), n = hi[k - 1] - lo[k - 1];
+    const int64_t stride = st[k - 1] * esz, span = (n - 1) * stride + (int64_t)run;
+    if (span > NPY_SPAN_MAX || span > 8 * n * (int64_t)run)
+        return VOX_UNSUPPORTED;
+    char *tmp = vox_alloc(ctx, (size_t)span);
+    if (!tmp)
+        return VOX_OUT_OF_MEMORY;
+    int64_t idx[VOX_MAX_RANK];
+    memcpy(idx, lo, sizeof idx[0] * (size_t)vol->info.rank);
+    enum vox_status s = VOX_OK;
+    do {
+        int64_t off = 0;
+        for (int i = 0; i < k; i++)
+            off += idx[i] * st[i];
+        off = vol->data_start + (off + lo[k] * st[k]) * esz;
+        for (int64_t done = 0; done < span && s == VOX_OK;) {
+            ssize_t r = pread(vol->fd, tmp + done, (size_t)(span - done), (off_t)(off + done));
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                s = vox_fail(ctx, VOX_FORMAT, "cannot read '%s': %s", vol->name,
+                             r < 0 ? strerror(errno) : "the file is shorter than its header");
+            done += r > 0 ? r : 0;
+        }
+        for (int64_t j = 0; j < n && s == VOX_OK; j++, buf += run)
+            memcpy(buf, tmp + j * stride, run);
+    } while (s == VOX_OK && npy_next_run(k - 1, lo, hi, idx));
+    vox_free(ctx, tmp);
+    return s;
+}
+
 /* Moves the box [lo, hi) between buf and the file as contiguous runs: the axes after `k` are
  * covered whole, so each index of the axes before k is one run of (hi[k]-lo[k]) rows. */
 static enum vox_status npy_box_io(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
@@ -283,6 +340,11 @@ static enum vox_status npy_box_io(struct vox_ctx *ctx, struct vox_volume *vol, c
     while (k > 0 && lo[k] == 0 && hi[k] == in->shape[k])
         k--;
     size_t run = (size_t)((hi[k] - lo[k]) * st[k]) * esz;
+    if (!writing && k > 0 && run < NPY_SHORT_RUN) {
+        enum vox_status s = npy_read_spans(ctx, vol, lo, hi, k, st, run, buf);
+        if (s != VOX_UNSUPPORTED)
+            return s;
+    }
     memcpy(idx, lo, sizeof idx[0] * (size_t)in->rank);
     for (;;) {
         int64_t off = 0;
@@ -301,12 +363,7 @@ static enum vox_status npy_box_io(struct vox_ctx *ctx, struct vox_volume *vol, c
             done += (size_t)r;
         }
         buf += run;
-        int i = k - 1;
-        while (i >= 0 && ++idx[i] == hi[i]) {
-            idx[i] = lo[i];
-            i--;
-        }
-        if (i < 0)
+        if (!npy_next_run(k, lo, hi, idx))
             return VOX_OK;
     }
 }

@@ -58,6 +58,8 @@ size_t vox_volume_chunk_bytes(const struct vox_volume *vol)
     return bytes;
 }
 
+bool vox_volume_box_direct(const struct vox_volume *vol) { return vol->fmt == &vox_io_npy; }
+
 enum vox_status vox_volume_set_cache(struct vox_ctx *ctx, struct vox_volume *vol, size_t bytes)
 {
     return vol->fmt->set_cache ? vol->fmt->set_cache(ctx, vol, bytes) : VOX_OK;
