@@ -257,7 +257,8 @@ static bool find_vox_mpi(char *path, size_t len)
 }
 
 /* Runs `mpirun -np ranks vox-mpi segment ...` on in, writing out:/seg; its wall time and the
- * largest process's peak RSS in bytes (that of mpirun's waited-for descendants included). */
+ * largest process's peak RSS in bytes (wait4's figure for mpirun covers its waited-for
+ * ranks; getrusage(RUSAGE_CHILDREN) would also count this process's earlier children). */
 static enum vox_status run_mpi(struct vox_ctx *ctx, const struct dist_bench *b, const char *mpi,
                                const char *in, const char *out, int ranks, double *sec,
                                double *peak)
@@ -298,10 +299,7 @@ static enum vox_status run_mpi(struct vox_ctx *ctx, const struct dist_bench *b, 
                         "(is Open MPI's mpirun installed?)",
                         ranks, mpi);
     *sec = vox_time_now() - t0;
-    struct rusage kids;
-    getrusage(RUSAGE_CHILDREN, &kids);
-    long kib = ru.ru_maxrss > kids.ru_maxrss ? ru.ru_maxrss : kids.ru_maxrss;
-    *peak = (double)kib * 1024.0;
+    *peak = (double)ru.ru_maxrss * 1024.0; /* wait4: the largest of mpirun and its ranks */
     return VOX_OK;
 }
 
