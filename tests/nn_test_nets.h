@@ -28,6 +28,17 @@ static inline struct vox_net *parse(struct vox_ctx *ctx, const char *text)
     return net;
 }
 
+/* Runs fast (planned on run_ctx) on in and copies its output 0 into out (allocated on ctx). */
+static inline void fast_forward_copy(struct vox_ctx *ctx, struct vox_ctx *run_ctx,
+                                     struct vox_nn_fast *fast, const struct vox_tensor *in,
+                                     struct vox_tensor *out)
+{
+    CHECK_OK(vox_nn_fast_forward(run_ctx, fast, in));
+    const struct vox_tensor *o = vox_nn_fast_output(fast, 0);
+    CHECK_OK(vox_tensor_alloc(ctx, out, VOX_F32, 5, o->shape));
+    CHECK_OK(vox_tensor_copy(ctx, out, o));
+}
+
 /* Values in [-0.5, 1.5) drawn from seed. */
 static inline void fill(struct vox_tensor *t, uint64_t seed)
 {
@@ -37,8 +48,8 @@ static inline void fill(struct vox_tensor *t, uint64_t seed)
 
 /* msra weights, with random biases and batch-norm statistics (variances in [0.5, 1.5)) so
  * their folding is tested. */
-static inline struct vox_nn_weights *random_weights(struct vox_ctx *ctx,
-                                                    const struct vox_net *net, uint64_t seed)
+static inline struct vox_nn_weights *random_weights(struct vox_ctx *ctx, const struct vox_net *net,
+                                                    uint64_t seed)
 {
     struct vox_nn_weights *w = NULL;
     CHECK_OK(vox_nn_weights_create(ctx, net, &w));

@@ -153,10 +153,7 @@ static void fast_out(struct vox_ctx *ctx, struct vox_ctx *run_ctx, const struct 
         struct vox_nn_fast_layer li;
         vox_nn_fast_layer_info(fast, vox_net_find(net, probe), &li);
         *algo = li.algo;
-        CHECK_OK(vox_nn_fast_forward(run_ctx, fast, &in));
-        const struct vox_tensor *o = vox_nn_fast_output(fast, 0);
-        CHECK_OK(vox_tensor_alloc(ctx, out, VOX_F32, 5, o->shape));
-        CHECK_OK(vox_tensor_copy(ctx, out, o));
+        fast_forward_copy(ctx, run_ctx, fast, &in, out);
     }
     vox_nn_fast_destroy(fast);
     vox_tensor_free(ctx, &in);
@@ -260,10 +257,7 @@ static void run_fast(struct vox_ctx *ctx, struct vox_ctx *run_ctx, struct vox_te
     struct vox_tensor in = {0};
     CHECK_OK(vox_tensor_alloc(ctx, &in, VOX_F32, 5, (int64_t[]){1, 1, 2, 8, 16}));
     fill(&in, 9);
-    CHECK_OK(vox_nn_fast_forward(run_ctx, fast, &in));
-    const struct vox_tensor *o = vox_nn_fast_output(fast, 0);
-    CHECK_OK(vox_tensor_alloc(ctx, out, VOX_F32, 5, o->shape));
-    CHECK_OK(vox_tensor_copy(ctx, out, o));
+    fast_forward_copy(ctx, run_ctx, fast, &in, out);
     vox_tensor_free(ctx, &in);
     vox_nn_fast_destroy(fast);
     vox_nn_weights_destroy(w);

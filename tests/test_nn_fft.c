@@ -35,10 +35,7 @@ static void run(struct vox_ctx *ctx, struct vox_ctx *run_ctx, const struct vox_n
             vox_nn_fast_layer_info(fast, i, &info);
             CHECK((net->layers[i].kind == VOX_NN_CONV) == (strcmp(info.algo, "fft") == 0));
         }
-        CHECK_OK(vox_nn_fast_forward(run_ctx, fast, &in));
-        const struct vox_tensor *o = vox_nn_fast_output(fast, 0);
-        CHECK_OK(vox_tensor_alloc(ctx, out, VOX_F32, 5, o->shape));
-        CHECK_OK(vox_tensor_copy(ctx, out, o));
+        fast_forward_copy(ctx, run_ctx, fast, &in, out);
     }
     vox_nn_fast_destroy(fast);
     vox_tensor_free(ctx, &in);

@@ -44,10 +44,7 @@ static void run(struct vox_ctx *ctx, struct vox_ctx *run_ctx, const struct vox_n
                            l->kernel[0] * l->kernel[1] * l->kernel[2] == (threes == 3 ? 27 : 9);
             CHECK(applies == (strcmp(info.algo, "winograd") == 0));
         }
-        CHECK_OK(vox_nn_fast_forward(run_ctx, fast, &in));
-        const struct vox_tensor *o = vox_nn_fast_output(fast, 0);
-        CHECK_OK(vox_tensor_alloc(ctx, out, VOX_F32, 5, o->shape));
-        CHECK_OK(vox_tensor_copy(ctx, out, o));
+        fast_forward_copy(ctx, run_ctx, fast, &in, out);
     }
     vox_nn_fast_destroy(fast);
     vox_tensor_free(ctx, &in);
@@ -240,8 +237,7 @@ static void test_fused_add(struct vox_ctx *ctx)
             struct vox_nn_fast_layer info;
             vox_nn_fast_layer_info(fast, vox_net_find(net, "s"), &info);
             if (strcmp(info.algo, table[k].algo) != 0)
-                fprintf(stderr, "  net %zu: add is %s, expected %s\n", k, info.algo,
-                        table[k].algo);
+                fprintf(stderr, "  net %zu: add is %s, expected %s\n", k, info.algo, table[k].algo);
             CHECK(strcmp(info.algo, table[k].algo) == 0);
         }
         vox_nn_fast_destroy(fast);
