@@ -428,7 +428,8 @@ struct vox_nn_fast_layer {
     double flops;     /* vox_nn_layer_flops */
     double work;      /* the flops its algorithm performs (FFT: transforms + products;
                        * Winograd: the products + the floats its transforms move) */
-    double bytes;     /* its inputs and output in the blocked layout */
+    double bytes;     /* its inputs and output in the blocked layout (a conv run into its pool:
+                       * the pool's output instead of its own; a fused layer: 0) */
     enum vox_nn_algo_source source;
     double ms_direct, ms_fft, ms_wino; /* measured (scaled to the whole layer), else 0 */
     double seconds; /* its time in the last vox_nn_fast_forward (inputs: packing; outputs:

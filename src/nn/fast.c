@@ -837,8 +837,13 @@ void vox_nn_fast_layer_info(const struct vox_nn_fast *f, int layer,
     info.flops = vox_nn_layer_flops(f->net, f->dims, layer);
     double tr = 0, gemm = fl->wino ? vox_nn_wino_flops(&fl->cv, &tr) : 0;
     info.work = fl->fft ? vox_nn_fft_flops(&fl->cv, NULL) : fl->wino ? gemm + tr : info.flops;
-    info.bytes = (double)bt_bytes(&f->dims[layer], f->lay.blk[layer]);
+    /* a conv run into its pool writes the pool's output, not its own; the fused layer moves
+     * nothing of its own */
+    const int written = fz >= 0 && f->net->layers[fz].kind == VOX_NN_POOL ? fz : layer;
+    info.bytes = (double)bt_bytes(&f->dims[written], f->lay.blk[written]);
     for (int k = 0; k < l->n_in; k++)
         info.bytes += (double)bt_bytes(&f->dims[l->in[k]], f->lay.blk[l->in[k]]);
+    if (fz == -2 || fz == -3)
+        info.bytes = 0;
     *info_out = info;
 }
