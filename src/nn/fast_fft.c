@@ -112,7 +112,8 @@ static size_t spectra_bytes(const struct vox_nn_fast_conv *c, const struct geom 
 }
 
 /* The tiling with transform sizes n; a group's spectra take at most the kernel spectra's bytes
- * or 4 MiB (at least one tile, balanced over the groups). */
+ * or 32 MiB (at least one tile, balanced over the groups; a small layer's kernel spectra are
+ * read once per group: 8 -> 8 5^3 ran 9 % faster than with 4 MiB). */
 static void geom_of(const struct vox_nn_fast_conv *c, const int64_t n[3], struct geom *g)
 {
     g->tiles = 1;
@@ -126,7 +127,7 @@ static void geom_of(const struct vox_nn_fast_conv *c, const int64_t n[3], struct
     g->ncplx = n[0] * n[1] * (n[2] / 2 + 1);
     g->fb = cdiv(g->ncplx, VOX_NN_FFT_FB);
     double per_tile = (double)((c->cin + c->cout) * g->fb * BL) * sizeof(float);
-    double budget = fmax((double)spectra_bytes(c, g), 4.0 * (1 << 20));
+    double budget = fmax((double)spectra_bytes(c, g), 32.0 * (1 << 20));
     int64_t all = c->n * g->tiles, most = (int64_t)fmax(1.0, floor(budget / per_tile));
     most = c->fft_group > 0 && c->fft_group < most ? c->fft_group : most;
     g->group = cdiv(all, cdiv(all, most));
