@@ -80,4 +80,29 @@ static inline int isa_contexts(struct vox_ctx *ctx, struct vox_ctx **out)
     return n;
 }
 
+/* Plans the net of spec text at patch with the cost model (no tune) and checks that its layer
+ * "c" runs by algo ("jit", "fft", "winograd") and that the estimate equals the plan's bytes;
+ * case k names it in a failure. */
+static inline void check_planner_choice(struct vox_ctx *ctx, const char *text,
+                                        const int64_t patch[3], const char *algo, size_t k)
+{
+    struct vox_net *net = parse(ctx, text);
+    struct vox_nn_weights *w = random_weights(ctx, net, 1);
+    struct vox_nn_fast *fast = NULL;
+    size_t est = 0;
+    CHECK_OK(vox_nn_fast_create(ctx, net, w, patch, &fast));
+    CHECK_OK(vox_nn_fast_estimate(ctx, net, patch, &est));
+    if (fast) {
+        struct vox_nn_fast_layer info;
+        vox_nn_fast_layer_info(fast, vox_net_find(net, "c"), &info);
+        if (strcmp(info.algo, algo) != 0)
+            fprintf(stderr, "  case %zu: %s, expected %s\n", k, info.algo, algo);
+        CHECK(strcmp(info.algo, algo) == 0);
+        CHECK(est == vox_nn_fast_bytes(fast));
+    }
+    vox_nn_fast_destroy(fast);
+    vox_nn_weights_destroy(w);
+    vox_net_destroy(net);
+}
+
 #endif

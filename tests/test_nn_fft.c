@@ -128,25 +128,8 @@ static void test_planner_choice(struct vox_ctx *ctx)
     };
     if (vox_ctx_cpu(ctx)->isa == VOX_ISA_REF)
         return; /* no JIT: the nests are interpreted */
-    for (size_t k = 0; k < sizeof table / sizeof table[0]; k++) {
-        struct vox_net *net = parse(ctx, table[k].text);
-        struct vox_nn_weights *w = random_weights(ctx, net, 1);
-        struct vox_nn_fast *fast = NULL;
-        size_t est = 0;
-        CHECK_OK(vox_nn_fast_create(ctx, net, w, table[k].patch, &fast));
-        CHECK_OK(vox_nn_fast_estimate(ctx, net, table[k].patch, &est));
-        if (fast) {
-            struct vox_nn_fast_layer info;
-            vox_nn_fast_layer_info(fast, vox_net_find(net, "c"), &info);
-            if (strcmp(info.algo, table[k].algo) != 0)
-                fprintf(stderr, "  case %zu: %s, expected %s\n", k, info.algo, table[k].algo);
-            CHECK(strcmp(info.algo, table[k].algo) == 0);
-            CHECK(est == vox_nn_fast_bytes(fast));
-        }
-        vox_nn_fast_destroy(fast);
-        vox_nn_weights_destroy(w);
-        vox_net_destroy(net);
-    }
+    for (size_t k = 0; k < sizeof table / sizeof table[0]; k++)
+        check_planner_choice(ctx, table[k].text, table[k].patch, table[k].algo, k);
 }
 
 static void test_threads_bitwise_and_alloc_failures(struct vox_ctx *ctx)
