@@ -173,18 +173,22 @@ struct conv_case {
     enum vox_nn_conv_algo algo;
 };
 
-/* The median time of the same layer with the direct nest (the other choice of the planner),
- * or -1 on failure. */
-static double direct_median(struct vox_ctx *ctx, const char *spec, const int64_t vol[3], int runs)
+/* The median time of a pass of the same net with the direct nest (the other choice of the
+ * planner) and, in *layer_out, of its conv layer alone; -1 on failure. */
+static double direct_median(struct vox_ctx *ctx, const char *spec, const int64_t vol[3], int runs,
+                            double *layer_out)
 {
     struct vox_net *net;
     struct inet n = {0};
     struct bench_result *r = calloc(1, sizeof *r);
-    double med = -1;
+    double med = -1, layer_s[64];
+    *layer_out = -1;
     if (r && vox_net_parse(ctx, spec, "infer-conv", &net) == VOX_OK &&
         inet_make(ctx, net, vol, VOX_NN_CONV_DIRECT, &n) == VOX_OK &&
-        inet_time(ctx, &n, runs, r, -1, NULL) == VOX_OK)
+        inet_time(ctx, &n, runs, r, vox_net_find(n.net, "c"), layer_s) == VOX_OK) {
         med = bench_median(r->times, runs);
+        *layer_out = bench_median(layer_s, runs);
+    }
     inet_free(ctx, &n);
     free(r);
     return med;
@@ -223,15 +227,17 @@ static enum vox_status conv_case_run(struct bench_env *env, const struct conv_ca
         bool other = strcmp(info.algo, "fft") == 0 || strcmp(info.algo, "winograd") == 0;
         if (other && cc->algo == VOX_NN_CONV_AUTO) {
             size_t used = strlen(res->extra);
-            snprintf(res->extra + used, sizeof res->extra - used, ",\"direct_median_s\":%.6g",
-                     direct_median(ctx, spec, cc->vol, runs));
+            double layer, med = direct_median(ctx, spec, cc->vol, runs, &layer);
+            snprintf(
+                res->extra + used, sizeof res->extra - used,
+                ",\"direct_median_s\":%.6g,\"direct_layer_s\":%.6g,\"direct_layer_pct_peak\":%.2f",
+                med, layer, layer > 0 ? 100.0 * res->flops / layer / 1e9 / env->peak_gflops : 0.0);
         }
         char args[256];
         snprintf(args, sizeof args, "conv %lld %lld %lld %lld %lld %lld %lld %lld %s %d %d",
-                 (long long)cc->c, (long long)cc->k, (long long)cc->vol[0],
-                 (long long)cc->vol[1], (long long)cc->vol[2], (long long)cc->ker[0],
-                 (long long)cc->ker[1], (long long)cc->ker[2], cc->same ? "same" : "valid",
-                 vox_ctx_threads(ctx), runs);
+                 (long long)cc->c, (long long)cc->k, (long long)cc->vol[0], (long long)cc->vol[1],
+                 (long long)cc->vol[2], (long long)cc->ker[0], (long long)cc->ker[1],
+                 (long long)cc->ker[2], cc->same ? "same" : "valid", vox_ctx_threads(ctx), runs);
         bench_torch_peer("bench/peers/torch_infer.py", args, res);
     }
     inet_free(ctx, &n);
@@ -378,8 +384,8 @@ static enum vox_status run_net(struct bench_env *env, const struct bench_params 
         res->voxels = (double)(o[1] * o[2] * o[3]);
         snprintf(res->extra, sizeof res->extra,
                  "\"patch\":\"%lldx%lldx%lld\",\"out\":\"%lldx%lldx%lld\",\"plan_bytes\":%zu",
-                 (long long)patch[0], (long long)patch[1], (long long)patch[2],
-                 (long long)o[1], (long long)o[2], (long long)o[3], vox_nn_fast_bytes(n.fast));
+                 (long long)patch[0], (long long)patch[1], (long long)patch[2], (long long)o[1],
+                 (long long)o[2], (long long)o[3], vox_nn_fast_bytes(n.fast));
     }
     inet_free(ctx, &n);
     if (s == VOX_OK) {
@@ -400,8 +406,9 @@ const struct bench_problem bench_infer_conv = {
     "reports direct_median_s)",
     5, run_conv};
 const struct bench_problem bench_infer_layers = {
-    "infer-layers", "the layer suite (24/48 channels 3x3x3 and 1x3x3, 8 channels 5^3 and 7^3, "
-                    "the 1->24 input layer) vs torch conv3d, one line each",
+    "infer-layers",
+    "the layer suite (24/48 channels 3x3x3 and 1x3x3, 8 channels 5^3 and 7^3, "
+    "the 1->24 input layer) vs torch conv3d, one line each",
     5, run_layers};
 const struct bench_problem bench_infer_net = {
     "infer-net",

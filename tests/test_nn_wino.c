@@ -279,7 +279,7 @@ static void test_planner(struct vox_ctx *ctx)
     for (size_t k = 0; k < sizeof table / sizeof table[0]; k++)
         check_planner_choice(ctx, table[k].text, table[k].patch, table[k].algo, k);
     setenv("VOX_PLAN_CACHE", "off", 1);
-    struct vox_net *net = parse(ctx, "input a channels=8\nconv c a -> 8 kernel=3\noutput o c\n");
+    struct vox_net *net = parse(ctx, "input a channels=16\nconv c a -> 16 kernel=3\noutput o c\n");
     struct vox_nn_weights *w = random_weights(ctx, net, 1);
     struct vox_nn_tune *tune = NULL;
     struct vox_nn_fast *fast = NULL;

@@ -104,18 +104,46 @@ static void layout_free(struct vox_ctx *ctx, struct layout *l)
     memset(l, 0, sizeof *l);
 }
 
-/* The block of layer i's tensor: the vector width, or C for a narrow input read by convs. */
+/* A channel count that fills blocks of `lanes` badly: over 1/9 of the lanes idle. */
+static bool fills_badly(int64_t c, int64_t lanes)
+{
+    return cdiv(c, lanes) * lanes * 8 > c * 9;
+}
+
+/* The block of input layer i's tensor when only convs read it: 1 (planar) where its channels
+ * fill blocks badly and, for a narrow input (under a block), where a conv reading it writes a
+ * channel count that fills blocks badly (the planar nest needs a planar input); else C for a
+ * narrow input (channels last); else the vector width. */
 static int64_t block_of(const struct vox_net *net, int i, int64_t lanes)
 {
     const struct vox_nn_layer *l = &net->layers[i];
-    if (l->kind != VOX_NN_INPUT || l->channels >= lanes)
+    const int64_t c = l->channels;
+    if (l->kind != VOX_NN_INPUT || (c >= lanes && !fills_badly(c, lanes)))
         return lanes;
+    bool planar = c == 1 || c >= lanes;
     for (int j = i + 1; j < net->n_layers; j++)
-        for (int k = 0; k < net->layers[j].n_in; k++)
-            if (net->layers[j].in[k] == i && net->layers[j].kind != VOX_NN_CONV &&
-                net->layers[j].kind != VOX_NN_DECONV)
+        for (int k = 0; k < net->layers[j].n_in; k++) {
+            const struct vox_nn_layer *r = &net->layers[j];
+            if (r->in[k] != i)
+                continue;
+            if (r->kind != VOX_NN_CONV && r->kind != VOX_NN_DECONV)
                 return lanes;
-    return l->channels;
+            planar = planar || (r->kind == VOX_NN_CONV && fills_badly(r->channels, lanes));
+        }
+    return planar ? 1 : c;
+}
+
+/* The passes whose output keeps its input's block, lane for lane, and which may run on planar
+ * tensors (blocks of 1); mpf, interleave and upsample also keep the block but stay blocked. */
+static bool keeps_block(enum vox_nn_kind k)
+{
+    return k == VOX_NN_POOL || k == VOX_NN_MAXFILTER || k == VOX_NN_CROP || k == VOX_NN_ADD ||
+           k == VOX_NN_ACT || k == VOX_NN_OUTPUT || k == VOX_NN_MPF || k == VOX_NN_INTERLEAVE ||
+           k == VOX_NN_UPSAMPLE;
+}
+static bool planar_ok(enum vox_nn_kind k)
+{
+    return keeps_block(k) && k != VOX_NN_MPF && k != VOX_NN_INTERLEAVE && k != VOX_NN_UPSAMPLE;
 }
 
 /* An output layer with a pointwise act is fused into the final unpacking: its tensor is its
@@ -290,6 +318,95 @@ static void count_conv(const struct vox_nn_layer *l, const struct vox_nn_fast_co
     }
 }
 
+/* The block a planar tensor i takes instead: C for a narrow input, else the vector width. */
+static int64_t unplanar(const struct vox_net *net, const struct vox_nn_dims *dims, int64_t lanes,
+                        int i)
+{
+    const int64_t c = dims[i].shape[0];
+    return net->layers[i].kind == VOX_NN_INPUT && c < lanes ? c : lanes;
+}
+
+/* Whether conv i (its input planar) should rather run by Winograd on blocks (its input too,
+ * but for one channel): the model's Winograd time there below the planar direct nest's and
+ * FFT's. (24 -> 24 3x3x3 on 20x256x256, 2 threads: Winograd on blocks 82 ms, the planar nest
+ * 92 ms; Winograd reading a planar input 250 ms.) */
+static bool wino_beats_planar(const struct vox_net *net, const struct vox_nn_dims *dims,
+                              int64_t lanes, int64_t *blk, int i)
+{
+    const int src = net->layers[i].in[0];
+    const int64_t keep = blk[i], keep_src = blk[src];
+    struct layout lay = {.blk = blk};
+    struct vox_nn_fast_conv cv;
+    double planar[VOX_NN_ALGOS], blocked[VOX_NN_ALGOS];
+    blk[i] = 1;
+    conv_desc(net, dims, &lay, i, &cv);
+    vox_nn_conv_model(&cv, planar);
+    blk[i] = lanes;
+    if (dims[src].shape[0] > 1)
+        blk[src] = unplanar(net, dims, lanes, src);
+    conv_desc(net, dims, &lay, i, &cv);
+    vox_nn_conv_model(&cv, blocked);
+    blk[i] = keep;
+    blk[src] = keep_src;
+    return blocked[2] < fmin(planar[0], planar[1]);
+}
+
+/* Every tensor's block: the vector width, C for a narrow input (block_of), or 1 (planar,
+ * (C, Z, Y, X)) for a conv's output of a channel count that fills blocks badly (24 or 36 of 16
+ * lanes) when its input is planar too (a 1-channel input is), and for a pass of planar inputs.
+ * The planar nest (fast_conv.c) keeps every lane busy where blocks would leave a third idle.
+ * Then, until nothing changes, a planar tensor read by a pass that keeps blocks but is not
+ * planar goes back to blocks (an add of a planar and a blocked tensor, an mpf), and so does a
+ * planar tensor computed from a blocked one. planar false (Winograd forced everywhere it
+ * applies: it takes blocked tensors): none is planar but a 1-channel input. */
+static void plan_blocks(const struct vox_net *net, const struct vox_nn_dims *dims, int64_t lanes,
+                        enum vox_nn_conv_algo algo, int64_t *blk)
+{
+    const bool planar = algo != VOX_NN_CONV_WINOGRAD;
+    const int n = net->n_layers;
+    for (int i = 0; i < n; i++) {
+        const struct vox_nn_layer *l = &net->layers[i];
+        blk[i] = block_of(net, i, lanes);
+        if (!planar && blk[i] == 1 && l->channels > 1)
+            blk[i] = l->channels < lanes ? l->channels : lanes;
+        if (!planar)
+            continue;
+        if (l->kind == VOX_NN_CONV) {
+            const int src = l->in[0];
+            blk[i] = blk[src] == 1 && fills_badly(dims[i].shape[0], lanes) ? 1 : lanes;
+            if (blk[i] == 1 && algo == VOX_NN_CONV_AUTO &&
+                wino_beats_planar(net, dims, lanes, blk, i)) {
+                blk[i] = lanes;
+                if (dims[src].shape[0] > 1)
+                    blk[src] = unplanar(net, dims, lanes, src);
+            }
+        } else if (planar_ok(l->kind)) {
+            bool all = true;
+            for (int k = 0; k < l->n_in; k++)
+                all = all && blk[l->in[k]] == 1;
+            blk[i] = all ? 1 : lanes;
+        }
+    }
+    for (bool changed = true; changed;) {
+        changed = false;
+        for (int j = 0; j < n; j++) {
+            const struct vox_nn_layer *l = &net->layers[j];
+            for (int k = 0; k < l->n_in; k++) {
+                const int t = l->in[k];
+                if (blk[j] == 1 && blk[t] != 1 && l->kind != VOX_NN_INPUT) {
+                    blk[j] = lanes; /* a planar tensor needs planar inputs */
+                    changed = true;
+                }
+                if (keeps_block(l->kind) && blk[j] != 1 && blk[t] == 1 &&
+                    net->layers[t].kind != VOX_NN_INPUT) {
+                    blk[t] = lanes; /* a blocked pass needs blocked inputs */
+                    changed = true;
+                }
+            }
+        }
+    }
+}
+
 /* The conv or deconv whose output stage can take add layer i (an add of two tensors): it runs
  * as a JIT nest or by Winograd (not FFT), has no activation, the add is its only reader, and
  * the add's other input is computed before it, so its output stage (the nest's post-ops, the
@@ -370,8 +487,8 @@ static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *ne
         last[i] = net->layers[i].kind == VOX_NN_OUTPUT ? INT_MAX : i;
         for (int k = 0; k < net->layers[i].n_in; k++)
             last[net->layers[i].in[k]] = i;
-        lay->blk[i] = block_of(net, i, lanes_of(isa));
     }
+    plan_blocks(net, dims, lanes_of(isa), algo, lay->blk);
     lay->threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
     for (int i = 0; i < n; i++) {
         const struct vox_nn_layer *l = &net->layers[i];

@@ -112,7 +112,8 @@ vox_nn_fft_mul_fn vox_nn_fft_mul_ref, vox_nn_fft_mul_avx2, vox_nn_fft_mul_avx512
 /* ---- Winograd convolution F(2,3) per axis (fast_wino.c) ---- */
 
 struct vox_nn_wino;
-/* A conv it applies to: dilation 1, every kernel extent 1 or 3, at least two of them 3. */
+/* A conv it applies to: dilation 1, every kernel extent 1 or 3, at least two of them 3, its
+ * tensors not planar (blocks of 1; a 1-channel input may be). */
 bool vox_nn_wino_ok(const struct vox_nn_fast_conv *c);
 /* Work: returns the flops of the products of the transformed tiles (output lanes padded to
  * the block), *transforms_out the floats the transforms read and write; and the bytes held

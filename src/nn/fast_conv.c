@@ -45,15 +45,26 @@ static int dim3(struct vox_nest *n, const char *name, int64_t size, int64_t sc, 
 
 /* Adds the loops in order; with batch entries (c->n > 1) an "n" dimension (strides: the
  * entries of C and A) goes first when there are more entries than planes (the threads split
- * the outermost loop), else just inside the first loop. */
+ * the outermost loop), else just inside the first loop. A conv nest (rows > 0: the extent of
+ * its second loop, y) of fewer than 8 planes and more rows runs y outermost, so that 2
+ * threads share a thin slab (the planner's timing slabs are 1 plane thick: the direct nest
+ * was timed on one thread). */
 static void add_loops(struct vox_nest *n, const struct vox_nn_fast_conv *c, int64_t out_entry,
-                      int64_t in_entry, int64_t planes, const int64_t (*loops)[2], int count)
+                      int64_t in_entry, int64_t planes, int64_t rows, const int64_t (*loops)[2],
+                      int count)
 {
+    int64_t order[16][2];
+    memcpy(order, loops, (size_t)count * sizeof *order);
+    if (planes < 8 && rows > planes) {
+        memcpy(order[0], loops[1], sizeof order[0]);
+        memcpy(order[1], loops[0], sizeof order[1]);
+        planes = rows;
+    }
     int d = c->n > 1 ? dim3(n, "n", c->n, out_entry, in_entry, 0) : -1;
     if (d >= 0 && c->n > planes)
         vox_nest_loop_add(n, d, 1);
     for (int k = 0; k < count; k++) {
-        vox_nest_loop_add(n, (int)loops[k][0], loops[k][1]);
+        vox_nest_loop_add(n, (int)order[k][0], order[k][1]);
         if (k == 0 && d >= 0 && c->n <= planes)
             vox_nest_loop_add(n, d, 1);
     }
@@ -70,8 +81,8 @@ static int64_t post_regs(const struct vox_nn_fast_conv *c)
 }
 
 /* The register tile: OT output blocks x XT voxels, from the registers the post-ops leave. */
-static void tile_of(int isa, const struct vox_nn_fast_conv *c, int64_t ob, int64_t ow,
-                    int64_t *ot, int64_t *xt)
+static void tile_of(int isa, const struct vox_nn_fast_conv *c, int64_t ob, int64_t ow, int64_t *ot,
+                    int64_t *xt)
 {
     const int64_t regs = (isa == VOX_ISA_AVX512 ? 32 : 16) - post_regs(c);
     const int64_t most = isa == VOX_ISA_AVX512 ? 3 : 2;
@@ -81,24 +92,77 @@ static void tile_of(int isa, const struct vox_nn_fast_conv *c, int64_t ob, int64
 }
 
 /* Bias (per output channel), residual (a tensor with the output's strides) and activation
- * post-ops; dims "ob" and "bo" index the channel. */
-static void add_post(struct vox_nest *n, int64_t b, bool bias, bool residual, enum vox_nn_act act)
+ * post-ops; the channel is block `ch` (stride b) and lane `lane` (stride 1; -1: b is 1). */
+static void add_post(struct vox_nest *n, int ch, int lane, int64_t b, bool bias, bool residual,
+                     enum vox_nn_act act)
 {
     if (bias) {
         struct vox_nest_eltwise *e = &n->post[n->npost++];
         e->kind = VOX_NEST_BIAS;
-        e->strides[vox_nest_dim_find(n, "bo")] = 1;
-        e->strides[vox_nest_dim_find(n, "ob")] = b;
+        e->strides[ch] = b;
+        if (lane >= 0)
+            e->strides[lane] = 1;
     }
     if (residual) {
         struct vox_nest_eltwise *e = &n->post[n->npost++];
         e->kind = VOX_NEST_BIAS;
         memcpy(e->strides, n->strides[VOX_NEST_C], sizeof e->strides);
     }
-    static const int kind[VOX_ACT_COUNT] = {-1, VOX_NEST_RELU, VOX_NEST_ELU, VOX_NEST_SIGMOID,
-                                            VOX_NEST_TANH, -1};
+    static const int kind[VOX_ACT_COUNT] = {
+        -1, VOX_NEST_RELU, VOX_NEST_ELU, VOX_NEST_SIGMOID, VOX_NEST_TANH, -1};
     if (kind[act] >= 0)
         n->post[n->npost++].kind = (enum vox_nest_eltwise_kind)kind[act];
+}
+
+/* Input channels per pass of the planar nest over an output row. With all of them, a tile's
+ * reduction reads channels x kz x ky input rows at plane strides, which are multiples of
+ * 64 KiB for power-of-two patches and fall into the same L2 sets: 24 -> 24 3x3x3 on
+ * 20x256x256 ran at 62 % of peak (2 threads). A wider input goes 12 channels and one kz at a
+ * time (the partial sums through the output row, in L1): 78-86 %. Narrower ones read every
+ * row in one pass (8 -> 8 5x5x5: 82 % so, 72 % by kz). */
+enum { PLANAR_CHANNELS = 12 };
+
+/* Planar tensors (blocks of 1: (C, Z, Y, X), for channel counts that fill vector blocks
+ * badly, 24 or 36 of 16 lanes): vectors along x, a register tile of XV x-vectors times KT
+ * output channels; per input channel and tap, XV (unaligned) input vectors and KT weight
+ * broadcasts feed XV*KT FMAs, so every lane does useful work whatever the channel count:
+ *     z:1 y:1 k:KT c:12 x:XV*lanes c:1 kz:1 ky:1 kx:1 k:1 x:1
+ * The weights keep PyTorch's layout (k, c, taps). */
+static void planar_nest(const struct vox_nn_fast_conv *c, int isa, struct vox_nest *n)
+{
+    const int64_t K = c->cout, C = c->cin, taps = c->k[0] * c->k[1] * c->k[2];
+    const int64_t *in = c->in, *out = c->out, *d = c->dil;
+    const int64_t ivol = in[0] * in[1] * in[2], ovol = out[0] * out[1] * out[2];
+    vox_nest_init(n);
+    int z = dim3(n, "z", out[0], out[1] * out[2], in[1] * in[2], 0);
+    int y = dim3(n, "y", out[1], out[2], in[2], 0);
+    int x = dim3(n, "x", out[2], 1, 1, 0);
+    int o = dim3(n, "k", K, ovol, 0, C * taps);
+    int i = dim3(n, "c", C, 0, ivol, taps);
+    int kz = dim3(n, "kz", c->k[0], 0, d[0] * in[1] * in[2], c->k[1] * c->k[2]);
+    int ky = dim3(n, "ky", c->k[1], 0, d[1] * in[2], c->k[2]);
+    int kx = dim3(n, "kx", c->k[2], 0, d[2], 1);
+    const int64_t lanes = isa == VOX_ISA_AVX512 ? 16 : 8;
+    const int64_t regs = (isa == VOX_ISA_AVX512 ? 32 : 16) - post_regs(c);
+    const int64_t most = isa == VOX_ISA_AVX512 ? 3 : 2, xv_all = cdiv(out[2], lanes);
+    const int64_t xv = xv_all < most ? xv_all : most;
+    const int64_t kt = cdiv(K, cdiv(K, (regs - xv - 1) / xv));
+    /* over 12 input channels: z:1 y:1 k:KT c:12 kz:1 x:XV*lanes c:1 ky:1 kx:1 k:1 x:1 */
+    const bool split = C > PLANAR_CHANNELS;
+    const int64_t loops[][2] = {{z, 1},
+                                {y, 1},
+                                {o, kt},
+                                {i, PLANAR_CHANNELS},
+                                {split ? kz : x, split ? 1 : xv * lanes},
+                                {split ? x : i, split ? xv * lanes : 1},
+                                {split ? i : kz, 1},
+                                {ky, 1},
+                                {kx, 1},
+                                {o, 1},
+                                {x, 1}};
+    add_loops(n, c, K * ovol, C * ivol, out[0], out[1], loops,
+              (int)(sizeof loops / sizeof loops[0]));
+    add_post(n, o, -1, 1, c->bias, c->residual, c->act);
 }
 
 /* A conv to at most 4 channels (an affinity output layer) would fill 3 of 16 output lanes:
@@ -128,8 +192,8 @@ static void narrow_out_nest(const struct vox_nn_fast_conv *c, struct vox_nest *n
     int ky = dim3(n, "ky", c->k[1], 0, d[1] * in[2] * bin, c->k[2] * bin);
     int kx = dim3(n, "kx", c->k[2], 0, d[2] * bin, bin);
     const int64_t xt = cdiv(out[2], cdiv(out[2], 24 / K));
-    const int64_t loops[][2] = {{z, 1},  {y, 1},  {x, xt}, {o, K},  {i, 1},  {kz, 1},
-                                {ky, 1}, {kx, 1}, {x, 1},  {o, 1},  {bi, 1}};
+    const int64_t loops[][2] = {{z, 1},  {y, 1},  {x, xt}, {o, K}, {i, 1}, {kz, 1},
+                                {ky, 1}, {kx, 1}, {x, 1},  {o, 1}, {bi, 1}};
     for (size_t k = 0; k < sizeof loops / sizeof loops[0]; k++)
         vox_nest_loop_add(n, (int)loops[k][0], loops[k][1]);
     if (c->bias) {
@@ -137,8 +201,8 @@ static void narrow_out_nest(const struct vox_nn_fast_conv *c, struct vox_nest *n
         e->kind = VOX_NEST_BIAS;
         e->strides[o] = 1;
     }
-    static const int kind[VOX_ACT_COUNT] = {-1, VOX_NEST_RELU, VOX_NEST_ELU, VOX_NEST_SIGMOID,
-                                            VOX_NEST_TANH, -1};
+    static const int kind[VOX_ACT_COUNT] = {
+        -1, VOX_NEST_RELU, VOX_NEST_ELU, VOX_NEST_SIGMOID, VOX_NEST_TANH, -1};
     if (kind[c->act] >= 0)
         n->post[n->npost++].kind = (enum vox_nest_eltwise_kind)kind[c->act];
 }
@@ -147,6 +211,8 @@ void vox_nn_fast_conv_nest(const struct vox_nn_fast_conv *c, int isa, struct vox
 {
     if (narrow_out(c))
         return narrow_out_nest(c, n);
+    if (c->b == 1 && c->bin == 1)
+        return planar_nest(c, isa, n);
     const int64_t b = c->b, bin = c->bin;
     const int64_t ib = cdiv(c->cin, bin), ob = cdiv(c->cout, b);
     const int64_t taps = c->k[0] * c->k[1] * c->k[2], ws = bin * b;
@@ -164,11 +230,11 @@ void vox_nn_fast_conv_nest(const struct vox_nn_fast_conv *c, int isa, struct vox
     int kx = dim3(n, "kx", c->k[2], 0, d[2] * bin, ws);
     int64_t ot, xt;
     tile_of(isa, c, ob, out[2], &ot, &xt);
-    const int64_t loops[][2] = {{z, 1},  {y, 1},  {o, ot},  {x, xt}, {i, 1},  {kz, 1},
-                                {ky, 1}, {kx, 1}, {bi, 1},  {o, 1},  {x, 1},  {bo, 1}};
+    const int64_t loops[][2] = {{z, 1},  {y, 1},  {o, ot}, {x, xt}, {i, 1}, {kz, 1},
+                                {ky, 1}, {kx, 1}, {bi, 1}, {o, 1},  {x, 1}, {bo, 1}};
     add_loops(n, c, ob * out[0] * out[1] * out[2] * b, ib * in[0] * in[1] * in[2] * bin, out[0],
-              loops, (int)(sizeof loops / sizeof loops[0]));
-    add_post(n, b, c->bias, c->residual, c->act);
+              out[1], loops, (int)(sizeof loops / sizeof loops[0]));
+    add_post(n, o, bo, b, c->bias, c->residual, c->act);
 }
 
 void vox_nn_fast_deconv_nest(const struct vox_nn_fast_conv *c, int isa, struct vox_nest *n)
@@ -191,11 +257,11 @@ void vox_nn_fast_deconv_nest(const struct vox_nn_fast_conv *c, int isa, struct v
     int bi = dim3(n, "bi", bin, 0, 1, b);
     int64_t ot, xt;
     tile_of(isa, c, ob, in[2], &ot, &xt);
-    const int64_t loops[][2] = {{z, 1},  {a, 1}, {y, 1}, {bb, 1}, {cc, 1}, {o, ot},
-                                {x, xt}, {i, 1}, {bi, 1}, {o, 1}, {x, 1},  {bo, 1}};
-    add_loops(n, c, ob * ovol * b, ib * in[0] * in[1] * in[2] * bin, in[0], loops,
+    const int64_t loops[][2] = {{z, 1},  {a, 1}, {y, 1},  {bb, 1}, {cc, 1}, {o, ot},
+                                {x, xt}, {i, 1}, {bi, 1}, {o, 1},  {x, 1},  {bo, 1}};
+    add_loops(n, c, ob * ovol * b, ib * in[0] * in[1] * in[2] * bin, in[0], 0, loops,
               (int)(sizeof loops / sizeof loops[0]));
-    add_post(n, b, c->bias, c->residual, c->act);
+    add_post(n, o, bo, b, c->bias, c->residual, c->act);
 }
 
 void vox_nn_fast_pack(const struct vox_nn_fast_conv *c, bool deconv, const float *w,
@@ -220,6 +286,5 @@ void vox_nn_fast_pack(const struct vox_nn_fast_conv *c, bool deconv, const float
 
 int64_t vox_nn_fast_pack_elems(const struct vox_nn_fast_conv *c)
 {
-    return cdiv(c->cout, c->b) * cdiv(c->cin, c->bin) * c->k[0] * c->k[1] * c->k[2] * c->bin *
-           c->b;
+    return cdiv(c->cout, c->b) * cdiv(c->cin, c->bin) * c->k[0] * c->k[1] * c->k[2] * c->bin * c->b;
 }

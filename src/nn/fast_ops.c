@@ -75,7 +75,7 @@ static void pack_row(const struct job *j, int64_t cb, int64_t z)
     const float *src = s->data;
     const struct vox_nn_bt *o = j->out;
     const int64_t b = o->blk, nx = o->s[2], sx = s->strides[4];
-    const bool fast = j->pk->lanes == b && sx == 1;
+    const bool fast = (j->pk->lanes == b || b == 1) && sx == 1; /* planar: row copies */
     for (int64_t y = 0; y < o->s[1]; y++) {
         float *d = at(o, cb, z, y, 0);
         const float *rows[16];
@@ -90,7 +90,11 @@ static void pack_row(const struct job *j, int64_t cb, int64_t z)
             for (int64_t x = 0; x < nx; x++)
                 d[x * b + l] = p ? p[x * sx] : 0.0f;
         }
-        if (fast)
+        if (fast && b == 1 && rows[0])
+            memcpy(d, rows[0], (size_t)nx * sizeof *d);
+        else if (fast && b == 1)
+            memset(d, 0, (size_t)nx * sizeof *d);
+        else if (fast)
             j->pk->pack(rows, d, nx);
     }
 }
@@ -109,7 +113,7 @@ static void unpack_row(const struct job *j, int64_t cb, int64_t z)
     float *dst = d->data;
     const struct vox_nn_bt *s = j->in[0];
     const int64_t b = s->blk, nx = s->s[2], sx = d->strides[4];
-    const bool fast = j->pk->lanes == b && sx == 1;
+    const bool fast = (j->pk->lanes == b || b == 1) && sx == 1; /* planar: row copies */
     for (int64_t y = 0; y < s->s[1]; y++) {
         const float *p = at(s, cb, z, y, 0);
         float *rows[16];
@@ -118,7 +122,9 @@ static void unpack_row(const struct job *j, int64_t cb, int64_t z)
             rows[l] =
                 c < s->c ? dst + c * d->strides[1] + z * d->strides[2] + y * d->strides[3] : NULL;
         }
-        if (fast)
+        if (fast && b == 1 && rows[0])
+            memcpy(rows[0], p, (size_t)nx * sizeof *p);
+        else if (fast && b > 1)
             j->pk->unpack(p, rows, nx);
         for (int64_t l = 0; l < b && rows[l]; l++) {
             float *q = rows[l];
@@ -194,8 +200,30 @@ static void max_window_row(const struct vox_nn_bt *s, int64_t sb, const struct v
         }
 }
 
+/* Max-filtering (stride 1) of row (cb, z): window rows whole, into the output row, so the
+ * loop runs along x * b floats for any block (planar tensors have b = 1). */
+static void max_filter_row(const struct vox_nn_bt *s, const struct vox_nn_bt *o, int64_t cb,
+                           int64_t z, const int64_t w[3], const int64_t dl[3])
+{
+    const int64_t b = o->blk, len = o->s[2] * b;
+    for (int64_t y = 0; y < o->s[1]; y++) {
+        float *d = at(o, cb, z, y, 0);
+        for (int64_t i = 0; i < len; i++)
+            d[i] = -FLT_MAX;
+        for (int64_t a = 0; a < w[0]; a++)
+            for (int64_t c = 0; c < w[1]; c++)
+                for (int64_t e = 0; e < w[2]; e++) {
+                    const float *p = at(s, cb, z + a * dl[0], y + c * dl[1], e * dl[2]);
+                    for (int64_t i = 0; i < len; i++)
+                        d[i] = p[i] > d[i] ? p[i] : d[i];
+                }
+    }
+}
+
 static void max_row(const struct job *j, int64_t cb, int64_t z)
 {
+    if (!j->flag)
+        return max_filter_row(j->in[0], j->out, cb, z, j->w, j->v);
     int64_t st[3], dl[3];
     for (int a = 0; a < 3; a++) {
         st[a] = j->flag ? j->w[a] : 1;

@@ -59,6 +59,8 @@ static int64_t round16(int64_t n)
 
 bool vox_nn_wino_ok(const struct vox_nn_fast_conv *c)
 {
+    if (c->b == 1 || (c->bin == 1 && c->cin > 1))
+        return false; /* planar tensors (fast.c, plan_blocks): its gathers would be 3x slower */
     int threes = 0;
     for (int a = 0; a < 3; a++) {
         if (c->dil[a] != 1 || (c->k[a] != 1 && c->k[a] != 3))
