@@ -186,8 +186,21 @@ static void conv_nest(struct vox_ctx *ctx, const struct conv_shape *s, struct vo
     int c = dim4(n, "c", s->k[2], 0, d[2], s->ws[2]);
     int64_t kt, xw;
     tile_of(ctx, s->co, q[2], s->post_regs, &kt, &xw);
-    const int64_t l[][2] = {{z, 1}, {y, 1}, {o, kt}, {x, xw}, {i, 1},
-                            {a, 1}, {b, 1}, {c, 1},  {o, 1},  {x, 1}};
+    /* as the inference path's planar nest (src/nn/fast_conv.c, planar_nest): over 12 input
+     * channels, 12 and one kz per pass over the output row (L2 set aliasing of power-of-two
+     * planes); fewer than 8 planes: y outermost, so that threads share a thin patch */
+    const bool split = s->ci > 12, thin = q[0] < 8 && q[1] > q[0];
+    const int64_t l[][2] = {{thin ? y : z, 1},
+                            {thin ? z : y, 1},
+                            {o, kt},
+                            {i, 12},
+                            {split ? a : x, split ? 1 : xw},
+                            {split ? x : i, split ? xw : 1},
+                            {split ? i : a, 1},
+                            {b, 1},
+                            {c, 1},
+                            {o, 1},
+                            {x, 1}};
     loops(n, l, (int)(sizeof l / sizeof l[0]));
 }
 
@@ -350,9 +363,19 @@ static void weights_nest(struct vox_ctx *ctx, const struct conv_shape *s, int64_
     const int64_t nf = first == i ? s->ci : k[0];
     /* four blocks at most (not one per thread: the nest, and so its sums, must not depend on
      * the thread count) */
-    const int64_t l[][2] = {{first, cdiv(nf, 4)}, {z, 1}, {y, 1}, {first, 1},
-                            {second, 1}, {b, bt}, {o, ot}, {c, ct}, {x, 1}, {b, 1}, {o, 1},
-                            {c, 1}, {bo, 1}};
+    const int64_t l[][2] = {{first, cdiv(nf, 4)},
+                            {z, 1},
+                            {y, 1},
+                            {first, 1},
+                            {second, 1},
+                            {b, bt},
+                            {o, ot},
+                            {c, ct},
+                            {x, 1},
+                            {b, 1},
+                            {o, 1},
+                            {c, 1},
+                            {bo, 1}};
     loops(n, l, (int)(sizeof l / sizeof l[0]));
     n->accumulate = true; /* partial sums revisited per row, and over the slabs */
 }
@@ -383,8 +406,7 @@ static void transpose_rows(void *arg, const int64_t lo[3], const int64_t hi[3], 
 
 /* Planes of output positions per backward-weights slab: goutT is held one slab at a time
  * (at most ~32 MB, not a whole transposed copy of gout). */
-static int64_t slab_planes(const struct vox_nn_train_fast *f, const struct conv_shape *s,
-                           int64_t W)
+static int64_t slab_planes(const struct vox_nn_train_fast *f, const struct conv_shape *s, int64_t W)
 {
     int64_t per = s->q[1] * s->q[2] * W, n = f->slab_floats / (per > 0 ? per : 1);
     return n < 1 ? 1 : n > s->q[0] ? s->q[0] : n;
@@ -446,8 +468,8 @@ static void fast_conv_bw(void *self, struct vox_pool *pool, const struct vox_ten
             border_copy(pool, buf, s.p, src, in->shape + 2, pad, s.ci);
             src = buf;
         }
-        if ((bordered && !buf) || !bw_item(f, pool, &s, src, (const float *)gout->data + b * os,
-                                           &wt)) {
+        if ((bordered && !buf) ||
+            !bw_item(f, pool, &s, src, (const float *)gout->data + b * os, &wt)) {
             /* only the first item can fail: the kernels and buffers are kept after it */
             f->n_fallback++;
             vox_nn_ref_conv_backward_weights(pool, in, gout, dil, pad, gw, gb);
