@@ -342,6 +342,48 @@ static void test_planar(struct vox_ctx *ctx)
     vox_net_destroy(net);
 }
 
+/* A planar input is read in place (no packing) and a planar output without activation is a
+ * view of the plan's tensor (no unpacking): the input is left unchanged, a strided input (a
+ * box of a wider tensor, which is packed) gives the same bits, and the output is the
+ * reference's. */
+static void test_planar_in_place(struct vox_ctx *ctx)
+{
+    struct vox_net *net =
+        parse(ctx, "input a channels=20\nconv c a -> 5 kernel=1x3x3\noutput o c\n");
+    const int64_t patch[3] = {3, 9, 37};
+    struct vox_nn_weights *w = net ? random_weights(ctx, net, 6) : NULL;
+    struct vox_nn_fast *fast = NULL;
+    if (w)
+        CHECK_OK(vox_nn_fast_create(ctx, net, w, patch, &fast));
+    struct vox_tensor in = {0}, keep = {0}, wide = {0}, box = {0}, a = {0}, b = {0};
+    const int64_t shape[5] = {1, 20, 3, 9, 37}, wshape[5] = {1, 20, 3, 9, 41};
+    CHECK_OK(vox_tensor_alloc(ctx, &in, VOX_F32, 5, shape));
+    CHECK_OK(vox_tensor_alloc(ctx, &keep, VOX_F32, 5, shape));
+    CHECK_OK(vox_tensor_alloc(ctx, &wide, VOX_F32, 5, wshape));
+    fill(&in, 31);
+    CHECK_OK(vox_tensor_copy(ctx, &keep, &in));
+    CHECK_OK(vox_tensor_view_box(ctx, &wide, (int64_t[]){0, 0, 0, 0, 2},
+                                 (int64_t[]){1, 20, 3, 9, 39}, &box));
+    CHECK_OK(vox_tensor_copy(ctx, &box, &in));
+    if (fast) {
+        CHECK(vox_nn_fast_output(fast, 0)->base == NULL); /* a view */
+        fast_forward_copy(ctx, ctx, fast, &in, &a);
+        CHECK(memcmp(in.data, keep.data, vox_tensor_nbytes(&in)) == 0);
+        fast_forward_copy(ctx, ctx, fast, &box, &b);
+        CHECK(a.data && b.data && memcmp(a.data, b.data, vox_tensor_nbytes(&a)) == 0);
+    }
+    double err = net ? compare(ctx, ctx, net, patch, 6) : 1;
+    CHECK(err <= 1e-5);
+    vox_nn_fast_destroy(fast);
+    vox_tensor_free(ctx, &in);
+    vox_tensor_free(ctx, &keep);
+    vox_tensor_free(ctx, &wide);
+    vox_tensor_free(ctx, &a);
+    vox_tensor_free(ctx, &b);
+    vox_nn_weights_destroy(w);
+    vox_net_destroy(net);
+}
+
 static void test_errors_and_alloc_failures(struct vox_ctx *ctx)
 {
     struct vox_net *net = parse(ctx, layer_nets[3]);
@@ -469,5 +511,5 @@ static void test_sliding_equals_one_pass(struct vox_ctx *ctx)
 
 VOX_TEST_MAIN(VOX_TEST(test_sliding_equals_one_pass), VOX_TEST(test_layers_every_isa),
               VOX_TEST(test_whole_nets), VOX_TEST(test_conv_pool_fused), VOX_TEST(test_pack_rows),
-              VOX_TEST(test_threads_bitwise), VOX_TEST(test_planar),
+              VOX_TEST(test_threads_bitwise), VOX_TEST(test_planar), VOX_TEST(test_planar_in_place),
               VOX_TEST(test_errors_and_alloc_failures))

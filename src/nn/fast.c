@@ -153,6 +153,15 @@ static bool fused_output(const struct vox_nn_layer *l)
     return l->kind == VOX_NN_OUTPUT && l->act != VOX_ACT_SOFTMAX;
 }
 
+/* An output that is a view of its input's planar tensor: a fused output with no activation of
+ * a planar tensor of one batch entry is already (C, Z, Y, X), so nothing is unpacked. */
+static bool output_view(const struct vox_net *net, const struct vox_nn_dims *dims,
+                        const int64_t *blk, int i)
+{
+    const struct vox_nn_layer *l = &net->layers[i];
+    return fused_output(l) && l->act == VOX_ACT_LINEAR && blk[l->in[0]] == 1 && dims[i].batch == 1;
+}
+
 static int pick_buffer(struct layout *lay, const int *free_after, size_t need, int i)
 {
     int fit = -1, big = -1;
@@ -519,7 +528,7 @@ static enum vox_status layout_make(struct vox_ctx *ctx, const struct vox_net *ne
             lay->where[i] = pick_buffer(lay, free_after, bt_bytes(&dims[i], lay->blk[i]), i);
         if (lay->where[i] >= 0)
             free_after[lay->where[i]] = last[i]; /* INT_MAX for outputs */
-        if (l->kind == VOX_NN_OUTPUT)
+        if (l->kind == VOX_NN_OUTPUT && !output_view(net, dims, lay->blk, i))
             lay->out_bytes += (size_t)(dims[i].shape[0] * dims[i].shape[1] * dims[i].shape[2] *
                                        dims[i].shape[3]) *
                               sizeof(float);
@@ -668,13 +677,39 @@ static enum vox_status alloc_tensors(struct vox_nn_fast *f)
                                      .s = {sh[1], sh[2], sh[3]}};
     }
     for (int k = 0; k < net->n_outputs; k++) {
-        const int64_t *sh = f->dims[vox_net_output(net, k)].shape;
+        const int o = vox_net_output(net, k);
+        const int64_t *sh = f->dims[o].shape;
         int64_t shape[5] = {1, sh[0], sh[1], sh[2], sh[3]};
+        if (output_view(net, f->dims, f->lay.blk, o)) { /* a view of the held tensor */
+            struct vox_tensor *t = &f->out[k];
+            *t = (struct vox_tensor){.dtype = VOX_F32, .rank = 5, .data = f->t[o].data};
+            for (int a = 4; a >= 0; a--) {
+                t->shape[a] = shape[a];
+                t->strides[a] = a == 4 ? 1 : t->strides[a + 1] * shape[a + 1];
+            }
+            continue;
+        }
         enum vox_status s = vox_tensor_alloc(ctx, &f->out[k], VOX_F32, 5, shape);
         if (s != VOX_OK)
             return s;
     }
     return VOX_OK;
+}
+
+/* Whether input k can be read in place instead of packed: planar, one batch entry, C order,
+ * and no output is a view of it (a fused output shares its input's tensor). */
+static bool input_in_place(const struct vox_nn_fast *f, int k, const struct vox_tensor *u)
+{
+    const int i = vox_net_input(f->net, k);
+    if (f->t[i].blk != 1 || f->t[i].n != 1 || u->strides[4] != 1)
+        return false;
+    for (int a = 3; a >= 1; a--)
+        if (u->strides[a] != u->strides[a + 1] * u->shape[a + 1])
+            return false;
+    for (int j = 0; j < f->net->n_outputs; j++)
+        if (f->net->layers[vox_net_output(f->net, j)].in[0] == i)
+            return false;
+    return true;
 }
 
 enum vox_status vox_nn_fast_create(struct vox_ctx *ctx, const struct vox_net *net,
@@ -884,10 +919,16 @@ enum vox_status vox_nn_fast_forward(struct vox_ctx *ctx, struct vox_nn_fast *f,
                             net->layers[i].name, (long long)sh[0], (long long)sh[1],
                             (long long)sh[2], (long long)sh[3]);
     }
+    float *packed[VOX_NN_MAX_IN] = {0}; /* inputs read in place: their planned buffers */
     for (int k = 0; k < net->n_inputs; k++) {
+        const int i = vox_net_input(net, k);
         double t0 = vox_time_now();
-        vox_nn_bt_pack(pool, f->isa, &inputs[k], &f->t[vox_net_input(net, k)]);
-        f->fl[vox_net_input(net, k)].seconds = vox_time_now() - t0;
+        if (k < VOX_NN_MAX_IN && input_in_place(f, k, &inputs[k])) {
+            packed[k] = f->t[i].data;
+            f->t[i].data = inputs[k].data; /* only read: no layer writes an input's tensor */
+        } else
+            vox_nn_bt_pack(pool, f->isa, &inputs[k], &f->t[i]);
+        f->fl[i].seconds = vox_time_now() - t0;
     }
     for (int i = 0; i < net->n_layers; i++)
         if (net->layers[i].kind != VOX_NN_INPUT) {
@@ -895,8 +936,13 @@ enum vox_status vox_nn_fast_forward(struct vox_ctx *ctx, struct vox_nn_fast *f,
             run_layer(f, i, pool);
             f->fl[i].seconds = vox_time_now() - t0;
         }
+    for (int k = 0; k < net->n_inputs && k < VOX_NN_MAX_IN; k++)
+        if (packed[k])
+            f->t[vox_net_input(net, k)].data = packed[k];
     for (int k = 0; k < net->n_outputs; k++) {
         int o = vox_net_output(net, k);
+        if (output_view(net, f->dims, f->lay.blk, o))
+            continue; /* f->out[k] is the tensor itself */
         double t0 = vox_time_now();
         vox_nn_bt_unpack_act(pool, f->isa, &f->t[o],
                              fused_output(&net->layers[o]) ? net->layers[o].act : VOX_ACT_LINEAR,
