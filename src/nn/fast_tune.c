@@ -35,6 +35,10 @@
 
 enum { KEY_LEN = 320, PATH_LEN = 1024, RUNS = 3 };
 static const double SLAB_FLOPS = 1.5e8; /* about 10 ms for the direct nest on 2 cores */
+/* Output rows along z and y a slab keeps at least (a wide layer's slab goes over SLAB_FLOPS):
+ * a 1x1x32 slab of a 128-channel 20x32x32 layer timed the FFT faster than Winograd, the
+ * reverse of the layer (40 against 32 ms). */
+enum { SLAB_ROWS = 4 };
 static const double SLOW_RUN_S = 0.05;  /* a slower warm-up: one timed run is enough */
 static const char HEADER[] = "# vox plan cache 4"; /* 4: slabs of both threads */
 
@@ -204,7 +208,8 @@ static void make_key(struct vox_ctx *ctx, const struct vox_nn_fast_conv *c, cons
              (long long)lo[1], (long long)lo[2], (int)c->lanes_free); /* f: fast_conv.c */
 }
 
-/* The slab: one batch entry, the output's longer of z and y halved until about SLAB_FLOPS.
+/* The slab: one batch entry, the output's longer of z and y halved until about SLAB_FLOPS
+ * (not below SLAB_ROWS).
  * (Halving z to one plane first made the direct nest read every input row once per kz tap,
  * with none of the reuse across planes that the layer has: 8 -> 8 5x5x5 timed at 31 ms for a
  * layer that runs in 18.) */
@@ -217,7 +222,7 @@ static struct vox_nn_fast_conv slab_of(const struct vox_nn_fast_conv *c)
         double m[VOX_NN_ALGOS];
         vox_nn_conv_model(&s, m);
         const int a = s.out[1] > s.out[0] ? 1 : 0;
-        if (m[0] * 0.35 <= SLAB_FLOPS || s.out[a] == 1)
+        if (m[0] * 0.35 <= SLAB_FLOPS || s.out[a] <= SLAB_ROWS)
             break;
         s.out[a] = (s.out[a] + 1) / 2;
         s.in[a] = s.out[a] + (c->in[a] - c->out[a]);
