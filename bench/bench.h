@@ -36,7 +36,7 @@ struct bench_result {
     char peer_version[64];
     double peer_median_s;
     double layer_s;            /* a net problem's measured layer alone (median), 0 if none */
-    char extra[512];           /* more "key":value pairs, comma-separated, no braces */
+    char extra[1024];          /* more "key":value pairs, comma-separated, no braces */
 };
 
 struct bench_env {

@@ -24,7 +24,8 @@
  * whole_bytes_per_voxel, the peak RSS of a forked child doing one run each (input included);
  * equal (the chunked labels and merges are those of the whole run: a hash of every chunk box
  * and the merge count); frozen_ws, frozen_sm, frozen_ag: per octree level, the items each
- * stage carried up (face + plateau voxels, frozen basins, vertices).
+ * stage carried up (face + plateau voxels, frozen basins, vertices); seconds_ws, seconds_sm,
+ * seconds_ag: each level's time.
  */
 #include "bench.h"
 
@@ -226,16 +227,19 @@ static enum vox_status write_input(struct vox_ctx *ctx, const struct dist_bench 
     return s;
 }
 
-/* "key":[n0,n1,...] of the frozen counts of one stage's levels. */
-static void frozen_key(char *dst, size_t len, const char *key, const struct vox_dist_stats *st,
-                       enum vox_dist_stage stage)
+/* "key":[n0,n1,...] of the frozen counts (seconds: the times) of one stage's levels. */
+static void level_key(char *dst, size_t len, const char *key, const struct vox_dist_stats *st,
+                      enum vox_dist_stage stage, bool seconds)
 {
     size_t u = strlen(dst);
     u += (size_t)snprintf(dst + u, len - u, ",\"%s\":[", key);
     const char *sep = "";
     for (int i = 0; i < st->n && u < len; i++)
         if (st->lv[i].stage == stage) {
-            u += (size_t)snprintf(dst + u, len - u, "%s%lld", sep, (long long)st->lv[i].frozen);
+            if (seconds)
+                u += (size_t)snprintf(dst + u, len - u, "%s%.3f", sep, st->lv[i].seconds);
+            else
+                u += (size_t)snprintf(dst + u, len - u, "%s%lld", sep, (long long)st->lv[i].frozen);
             sep = ",";
         }
     if (u < len)
@@ -396,9 +400,12 @@ static enum vox_status run_dist(struct bench_env *env, const struct bench_params
              (long long)b.chunk[0], (long long)b.chunk[1], (long long)b.chunk[2], wmed, wmed / cmed,
              whole_peak / res->voxels,
              ow.hash == oc.hash && ow.merges == oc.merges ? "true" : "false", (long long)oc.merges);
-    frozen_key(res->extra, sizeof res->extra, "frozen_ws", &oc.stats, VOX_DIST_WATERSHED);
-    frozen_key(res->extra, sizeof res->extra, "frozen_sm", &oc.stats, VOX_DIST_SIZE_MERGE);
-    frozen_key(res->extra, sizeof res->extra, "frozen_ag", &oc.stats, VOX_DIST_AGGLOMERATE);
+    static const char *const keys[3][2] = {
+        {"frozen_ws", "seconds_ws"}, {"frozen_sm", "seconds_sm"}, {"frozen_ag", "seconds_ag"}};
+    for (int k = 0; k < 3; k++)
+        for (int t = 0; t < 2; t++)
+            level_key(res->extra, sizeof res->extra, keys[k][t], &oc.stats,
+                      (enum vox_dist_stage)(VOX_DIST_WATERSHED + k), t == 1);
     if (b.ranks >= 2)
         s = mpi_keys(ctx, &b, path, bp->runs, res->extra, sizeof res->extra);
     unlink(path);
