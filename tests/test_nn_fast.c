@@ -323,6 +323,23 @@ static void test_planar(struct vox_ctx *ctx)
     }
     for (int i = 0; i < n_isa; i++)
         vox_ctx_destroy(isa[i]);
+    /* a 3x3x3 conv from 24 to 48 channels: Winograd on blocks beats what a planar input allows
+     * (the blocked nest reading it, or the FFT), so the input stays in blocks */
+    struct vox_net *wn = parse(ctx, "input a channels=24\nconv c a -> 48 kernel=3\noutput o c\n");
+    struct vox_nn_weights *ww = wn ? random_weights(ctx, wn, 2) : NULL;
+    struct vox_nn_fast *wf = NULL;
+    if (ww)
+        CHECK_OK(vox_nn_fast_create(ctx, wn, ww, (int64_t[]){10, 40, 40}, &wf));
+    if (wf && vox_ctx_cpu(ctx)->isa != VOX_ISA_REF) {
+        struct vox_nn_fast_layer li;
+        vox_nn_fast_layer_info(wf, vox_net_find(wn, "a"), &li);
+        CHECK(li.block > 1);
+        vox_nn_fast_layer_info(wf, vox_net_find(wn, "c"), &li);
+        CHECK(strcmp(li.algo, "winograd") == 0);
+    }
+    vox_nn_fast_destroy(wf);
+    vox_nn_weights_destroy(ww);
+    vox_net_destroy(wn);
     struct vox_ctx *one;
     struct vox_ctx_options opt = {.threads = 1, .log_level = VOX_LOG_WARN};
     CHECK_OK(vox_ctx_create(&opt, &one));

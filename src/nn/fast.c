@@ -335,19 +335,21 @@ static int64_t unplanar(const struct vox_net *net, const struct vox_nn_dims *dim
     return net->layers[i].kind == VOX_NN_INPUT && c < lanes ? c : lanes;
 }
 
-/* Whether conv i (its input planar) should rather run by Winograd on blocks (its input too,
- * but for one channel): the model's Winograd time there below the planar direct nest's and
- * FFT's. (24 -> 24 3x3x3 on 20x256x256, 2 threads: Winograd on blocks 82 ms, the planar nest
- * 92 ms; Winograd reading a planar input 250 ms.) */
+/* Whether conv i, its input planar, should rather run by Winograd with its input and output in
+ * blocks (a 1-channel input stays planar: Winograd reads it as it is): the model's Winograd
+ * time there below the best it has with the planar input: the planar nest or the FFT when its
+ * output is planar too (out_planar), else the blocked nest reading the planar input, or the
+ * FFT. (24 -> 24 3x3x3 on 20x256x256, 2 threads: Winograd on blocks 82 ms, the planar nest
+ * 92 ms; Winograd gathering from a planar input, lane by lane, 250 ms.) */
 static bool wino_beats_planar(const struct vox_net *net, const struct vox_nn_dims *dims,
-                              int64_t lanes, int64_t *blk, int i)
+                              int64_t lanes, int64_t *blk, int i, bool out_planar)
 {
     const int src = net->layers[i].in[0];
     const int64_t keep = blk[i], keep_src = blk[src];
     struct layout lay = {.blk = blk};
     struct vox_nn_fast_conv cv;
     double planar[VOX_NN_ALGOS], blocked[VOX_NN_ALGOS];
-    blk[i] = 1;
+    blk[i] = out_planar ? 1 : lanes;
     conv_desc(net, dims, &lay, i, &cv);
     vox_nn_conv_model(&cv, planar);
     blk[i] = lanes;
@@ -366,8 +368,10 @@ static bool wino_beats_planar(const struct vox_net *net, const struct vox_nn_dim
  * The planar nest (fast_conv.c) keeps every lane busy where blocks would leave a third idle.
  * Then, until nothing changes, a planar tensor read by a pass that keeps blocks but is not
  * planar goes back to blocks (an add of a planar and a blocked tensor, an mpf), and so does a
- * planar tensor computed from a blocked one. planar false (Winograd forced everywhere it
- * applies: it takes blocked tensors): none is planar but a 1-channel input. */
+ * planar tensor computed from a blocked one. A conv that the model would rather run by
+ * Winograd on blocks (wino_beats_planar) writes blocks and takes its input in blocks. Winograd
+ * forced everywhere it applies (it takes blocked tensors): none is planar but a 1-channel
+ * input. */
 static void plan_blocks(const struct vox_net *net, const struct vox_nn_dims *dims, int64_t lanes,
                         enum vox_nn_conv_algo algo, int64_t *blk)
 {
@@ -383,8 +387,8 @@ static void plan_blocks(const struct vox_net *net, const struct vox_nn_dims *dim
         if (l->kind == VOX_NN_CONV) {
             const int src = l->in[0];
             blk[i] = blk[src] == 1 && fills_badly(dims[i].shape[0], lanes) ? 1 : lanes;
-            if (blk[i] == 1 && algo == VOX_NN_CONV_AUTO &&
-                wino_beats_planar(net, dims, lanes, blk, i)) {
+            if (blk[src] == 1 && algo == VOX_NN_CONV_AUTO &&
+                wino_beats_planar(net, dims, lanes, blk, i, blk[i] == 1)) {
                 blk[i] = lanes;
                 if (dims[src].shape[0] > 1)
                     blk[src] = unplanar(net, dims, lanes, src);
