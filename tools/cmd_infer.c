@@ -168,8 +168,8 @@ static enum vox_status open_inputs(struct vox_ctx *ctx, const struct infer_opts 
                             (long long)c, (long long)want);
         const int64_t *sp = info->shape + info->rank - 3;
         if (k > 0 && memcmp(sp, vol, 3 * sizeof *vol) != 0)
-            return vox_fail(ctx, VOX_INVALID_ARG, "input '%s' differs in shape from '%s'",
-                            o->in[k], o->in[0]);
+            return vox_fail(ctx, VOX_INVALID_ARG, "input '%s' differs in shape from '%s'", o->in[k],
+                            o->in[0]);
         memcpy(vol, sp, 3 * sizeof *vol);
         dtypes[k] = info->dtype;
     }
@@ -199,11 +199,12 @@ static const char *source_str(enum vox_nn_algo_source s)
     return names[s];
 }
 
-/* Per layer: algorithm and its source, output shape, FLOPs, bytes, a time predicted from the
- * measured peak (JIT convs and Winograd's products at 80 % of it, its transforms' floats at
- * 5 %, FFT convs' transforms and products at 10 %) and 10 GB/s for the bytes the layer moves,
- * and the measured times of the algorithms the planner timed (scaled to the whole layer; "-"
- * for one it did not time). */
+/* Per layer: algorithm and its source, output shape, FLOPs, bytes, a predicted time (the
+ * chosen algorithm's measured time where the planner timed it, else from the measured peak:
+ * JIT convs and Winograd's products at 80 % of it, its transforms' floats at 5 %, FFT convs'
+ * transforms and products at 10 %, and 10 GB/s for the bytes the layer moves; the FFT's
+ * flat rate made its layers' predictions about 2x their time), and the measured times of the
+ * algorithms the planner timed (scaled to the whole layer; "-" for one it did not time). */
 static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const struct vox_nn_fast *f,
                        const struct vox_nn_tune *tune)
 {
@@ -226,9 +227,12 @@ static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const str
         bool fft = strcmp(li.algo, "fft") == 0, wino = strcmp(li.algo, "winograd") == 0;
         double eff = li.jit || wino ? 0.8 : fft ? 0.1 : 0.05;
         double t = li.work / (eff * peak.gflops_all * 1e9) + li.bytes / 10e9;
+        const double ms[3] = {li.ms_direct, li.ms_fft, li.ms_wino};
+        const int chosen = fft ? 1 : wino ? 2 : 0;
+        if (ms[chosen] > 0) /* the chosen algorithm's measured time, where the planner took one */
+            t = ms[chosen] / 1e3;
         total += li.flops;
         total_s += t;
-        const double ms[3] = {li.ms_direct, li.ms_fft, li.ms_wino};
         for (int a = 0; a < 3 && ms[0] + ms[1] + ms[2] > 0; a++) {
             size_t used = strlen(meas);
             if (ms[a] > 0)
@@ -251,8 +255,8 @@ static void print_plan(struct vox_ctx *ctx, const struct vox_net *net, const str
         int64_t measured, hits;
         const char *path;
         vox_nn_tune_stats(tune, &measured, &hits, &path);
-        printf("plan cache: %lld layers measured, %lld from the cache (%s)\n",
-               (long long)measured, (long long)hits, path[0] ? path : "off");
+        printf("plan cache: %lld layers measured, %lld from the cache (%s)\n", (long long)measured,
+               (long long)hits, path[0] ? path : "off");
     }
 }
 
@@ -269,8 +273,8 @@ struct state {
 
 /* Sets the inputs' chunk caches and returns what the io may hold: per chunked input and per
  * output its cache and two chunks (a chunk decoded outside the cache, the filter's buffer). */
-static enum vox_status io_budget(struct vox_ctx *ctx, const struct infer_opts *o,
-                                 struct state *st, const int64_t vol[3], size_t *bytes_out)
+static enum vox_status io_budget(struct vox_ctx *ctx, const struct infer_opts *o, struct state *st,
+                                 const int64_t vol[3], size_t *bytes_out)
 {
     size_t cache = cache_bytes(o->mem), bytes = 0;
     for (int k = 0; k < o->n_in; k++) {
@@ -292,8 +296,8 @@ static enum vox_status open_outputs(struct vox_ctx *ctx, const struct infer_opts
     char path[MAX_IO][1024], ds[1024];
     int fidx[MAX_IO];
     for (int k = 0; k < o->n_out; k++) {
-        enum vox_status s = vox_volume_spec_split(ctx, o->out[k], path[k], sizeof path[k], ds,
-                                                  sizeof ds);
+        enum vox_status s =
+            vox_volume_spec_split(ctx, o->out[k], path[k], sizeof path[k], ds, sizeof ds);
         int j = 0;
         while (s == VOX_OK && j < k && strcmp(path[j], path[k]) != 0)
             j++;
@@ -332,21 +336,21 @@ static long peak_rss_kib(void)
 
 /* --plan with --in: the layers, then the patch, the tiles and what --mem covers. */
 static void print_volume_plan(struct vox_ctx *ctx, const struct vox_net *net,
-                              const struct state *st, size_t io_bytes, long rss_kib,
-                              long peak_kib)
+                              const struct state *st, size_t io_bytes, long rss_kib, long peak_kib)
 {
     const struct vox_nn_fast *f = vox_nn_volume_fast(st->vol);
     print_plan(ctx, net, f, st->tune);
     int64_t patch[3], out[3], tiles;
     vox_nn_volume_geometry(st->vol, patch, out, &tiles);
     size_t all = vox_nn_volume_bytes(st->vol), plan = vox_nn_fast_bytes(f);
-    printf("patch %lldx%lldx%lld, %lld tiles; --mem covers %.1f MiB: plan %.1f, staging and "
-           "run %.1f, io %.1f MiB; before planning: RSS %ld KiB, peak RSS %ld KiB (--mem covers what "
-           "comes after)\n",
-           (long long)patch[0], (long long)patch[1], (long long)patch[2], (long long)tiles,
-           (double)all / 1048576.0, (double)plan / 1048576.0,
-           (double)(all - plan - io_bytes) / 1048576.0, (double)io_bytes / 1048576.0, rss_kib,
-           peak_kib);
+    printf(
+        "patch %lldx%lldx%lld, %lld tiles; --mem covers %.1f MiB: plan %.1f, staging and "
+        "run %.1f, io %.1f MiB; before planning: RSS %ld KiB, peak RSS %ld KiB (--mem covers what "
+        "comes after)\n",
+        (long long)patch[0], (long long)patch[1], (long long)patch[2], (long long)tiles,
+        (double)all / 1048576.0, (double)plan / 1048576.0,
+        (double)(all - plan - io_bytes) / 1048576.0, (double)io_bytes / 1048576.0, rss_kib,
+        peak_kib);
 }
 
 static enum vox_status run(struct vox_ctx *ctx, const struct infer_opts *o, struct state *st)
@@ -379,8 +383,10 @@ static enum vox_status run(struct vox_ctx *ctx, const struct infer_opts *o, stru
     enum vox_dtype dtypes[MAX_IO];
     if ((s = open_inputs(ctx, o, net, st->in, dtypes, vol)) != VOX_OK)
         return s;
-    struct vox_nn_volume_options vo = {.mem_bytes = (size_t)o->mem, .out_dtype = o->dtype,
-                                       .quiet = o->common.quiet, .algo = o->conv,
+    struct vox_nn_volume_options vo = {.mem_bytes = (size_t)o->mem,
+                                       .out_dtype = o->dtype,
+                                       .quiet = o->common.quiet,
+                                       .algo = o->conv,
                                        .tune = st->tune};
     if (o->patch_set)
         memcpy(vo.patch, o->patch, sizeof vo.patch);
@@ -399,9 +405,10 @@ static enum vox_status run(struct vox_ctx *ctx, const struct infer_opts *o, stru
     if ((s = open_outputs(ctx, o, st)) != VOX_OK ||
         (s = vox_nn_volume_run(ctx, st->vol, st->in, st->out)) != VOX_OK)
         return s;
-    vox_log(ctx, VOX_LOG_DEBUG, "infer: RSS after the run %ld KiB, peak %ld KiB, over the "
-            "baseline %ld KiB (budget %lld KiB)", resident_kib(), peak_rss_kib(),
-            peak_rss_kib() - rss_kib, (long long)(o->mem >> 10));
+    vox_log(ctx, VOX_LOG_DEBUG,
+            "infer: RSS after the run %ld KiB, peak %ld KiB, over the "
+            "baseline %ld KiB (budget %lld KiB)",
+            resident_kib(), peak_rss_kib(), peak_rss_kib() - rss_kib, (long long)(o->mem >> 10));
     for (int f = 0; f < st->n_file && s == VOX_OK; f++) {
         s = vox_out_commit(ctx, st->file[f]);
         st->file[f] = NULL;
