@@ -17,6 +17,9 @@
  * lane one broadcast and OT weight vectors feed XT*OT FMAs. Same padding is handled by the
  * caller (it runs the nest on a zero-bordered copy of the input).
  *
+ * Planar tensors (blocks of 1, (C, Z, Y, X): channel counts that fill blocks badly, fast.c
+ * plan_blocks) take their own nest with vectors along x (planar_nest).
+ *
  * Transposed conv with stride = kernel (U-Net upsampling): out[z*KZ + a] = sum in[z] * w[a];
  * the output's stride along z is KZ times its stride along a, which the nest states directly.
  *
@@ -196,15 +199,7 @@ static void narrow_out_nest(const struct vox_nn_fast_conv *c, struct vox_nest *n
                                 {ky, 1}, {kx, 1}, {x, 1},  {o, 1}, {bi, 1}};
     for (size_t k = 0; k < sizeof loops / sizeof loops[0]; k++)
         vox_nest_loop_add(n, (int)loops[k][0], loops[k][1]);
-    if (c->bias) {
-        struct vox_nest_eltwise *e = &n->post[n->npost++];
-        e->kind = VOX_NEST_BIAS;
-        e->strides[o] = 1;
-    }
-    static const int kind[VOX_ACT_COUNT] = {
-        -1, VOX_NEST_RELU, VOX_NEST_ELU, VOX_NEST_SIGMOID, VOX_NEST_TANH, -1};
-    if (kind[c->act] >= 0)
-        n->post[n->npost++].kind = (enum vox_nest_eltwise_kind)kind[c->act];
+    add_post(n, o, -1, 1, c->bias, false, c->act);
 }
 
 void vox_nn_fast_conv_nest(const struct vox_nn_fast_conv *c, int isa, struct vox_nest *n)
