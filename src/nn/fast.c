@@ -2,10 +2,12 @@
  * fast.c: the fast forward pass: plan a net for a patch shape once (layouts, algorithms,
  * compiled kernels, packed weights, buffers by liveness), then run it with no allocation.
  *
- * Every tensor lives in the blocked channel layout (ceil(C/b), Z, Y, X, b), b = the vector
- * width of the context's ISA (PZnet, reference note znn.md section 3). A network input of
- * fewer channels than b that only convolutions read is stored channels-last (b = C), so the
- * input layer runs its own narrow nest instead of padding 1 channel to 16.
+ * Tensors live in the blocked channel layout (ceil(C/b), Z, Y, X, b), b = the vector width of
+ * the context's ISA (PZnet, reference note znn.md section 3). A network input of fewer
+ * channels than b that only convolutions read is stored channels-last (b = C), so the input
+ * layer runs its own narrow nest instead of padding 1 channel to 16; a tensor whose channel
+ * count fills blocks badly (24 or 36 of 16 lanes, 8) is planar, b = 1, where its producer and
+ * readers allow (plan_blocks), and its convs run the planar nest (vectors along x).
  *
  * Algorithms, per layer:
  *   conv, deconv  one JIT loop nest (fast_conv.c) with bias and activation fused; same padding
