@@ -394,7 +394,9 @@ void vox_nn_fast_destroy(struct vox_nn_fast *f);
  * only on a wrong input shape or dtype. */
 enum vox_status vox_nn_fast_forward(struct vox_ctx *ctx, struct vox_nn_fast *f,
                                     const struct vox_tensor *inputs);
-/* The i-th output, (1, C, Z, Y, X) f32, owned by f. */
+/* The i-th output, (1, C, Z, Y, X) f32 in C order, owned by f and rewritten by every
+ * vox_nn_fast_forward (it may be a view of the plan's own tensor: copy it to keep it). The
+ * inputs of a forward pass are only read (a planar one in C order is read where it lies). */
 const struct vox_tensor *vox_nn_fast_output(const struct vox_nn_fast *f, int i);
 const struct vox_nn_dims *vox_nn_fast_dims(const struct vox_nn_fast *f);
 /* Bytes f holds: activations after reuse, scratch, packed weights, outputs. */
