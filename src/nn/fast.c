@@ -383,7 +383,7 @@ static void plan_blocks(const struct vox_net *net, const struct vox_nn_dims *dim
         const struct vox_nn_layer *l = &net->layers[i];
         blk[i] = block_of(net, i, lanes);
         if (!planar && blk[i] == 1 && l->channels > 1)
-            blk[i] = l->channels < lanes ? l->channels : lanes;
+            blk[i] = unplanar(net, dims, lanes, i);
         if (!planar)
             continue;
         if (l->kind == VOX_NN_CONV) {
