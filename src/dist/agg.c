@@ -109,7 +109,6 @@ static void ag_sum_fini(struct vox_ctx *ctx, struct ag_sum *s)
     memset(s, 0, sizeof *s);
 }
 
-
 static int vtx_cmp(const void *x, const void *y)
 {
     const struct ag_vtx *a = x, *b = y;
@@ -669,8 +668,8 @@ static enum vox_status ag_chunk_vertices(const struct ag_run *r, struct ag_sum *
             const uint32_t *l = dist_win_row(lw, z, y, b->lo[2]);
             bool ok = true;
             for (int64_t j = 0; t0 && ok && j < nx; j++)
-                ok = ag_vertex(r->ctx, s, l[j], (uint8_t)(t0 | (j == 0 ? tx0 : 0) |
-                                                          (j == nx - 1 ? tx1 : 0)));
+                ok = ag_vertex(r->ctx, s, l[j],
+                               (uint8_t)(t0 | (j == 0 ? tx0 : 0) | (j == nx - 1 ? tx1 : 0)));
             if (!t0) {
                 ok = ag_vertex(r->ctx, s, l[0], (uint8_t)(tx0 | (nx == 1 ? tx1 : 0)));
                 for (int64_t k = seg_skip_equal(l + 1, l, 0, nx - 1); ok && k < nx - 1;
@@ -699,7 +698,9 @@ static bool ag_face_add(struct vox_ctx *ctx, struct ag_faces *fs, uint32_t la, u
                         uint8_t w)
 {
     struct ag_face f = {.key = la < lb ? (uint64_t)la << 32 | lb : (uint64_t)lb << 32 | la,
-                        .sum = w, .cnt = 1, .w = w};
+                        .sum = w,
+                        .cnt = 1,
+                        .w = w};
     uint64_t h = fs->hist ? f.key ^ f.w : f.key;
     int64_t *slot = &fs->seen[(h * 0x9E3779B97F4A7C15ull) >> 52];
     struct ag_face *g = *slot >= 0 ? &fs->f[*slot] : NULL;
@@ -745,8 +746,8 @@ static enum vox_status ag_chunk_faces(const struct ag_run *r, struct ag_sum *s, 
                 if (c[a] + 1 >= r->dims[a])
                     continue;
                 const uint32_t *lb = dist_win_row(lw, z + (a == 0), y + (a == 1), b->lo[2]);
-                ok = ag_row_faces(r->ctx, fs, la, lb, q + a * n + qo + (a == 0 ? rn[1] * rn[2]
-                                                                               : rn[2]), nx);
+                ok = ag_row_faces(r->ctx, fs, la, lb,
+                                  q + a * n + qo + (a == 0 ? rn[1] * rn[2] : rn[2]), nx);
                 for (int64_t j = 0; ok && c[a] + 1 == b->hi[a] && j < nx; j++)
                     ok = ag_vertex(r->ctx, s, lb[j], (uint8_t)(2u << (2 * a)));
             }
@@ -933,8 +934,7 @@ static void ag_level_stats(const struct ag_run *r, int64_t n, double t0)
         by += c->nv * (int64_t)sizeof *c->v + c->ne * (int64_t)sizeof *c->e + c->nh * 9 +
               c->nfin * (int64_t)sizeof *c->fin;
     }
-    dist_stats_level(r->stats, VOX_DIST_AGGLOMERATE, r->level, n, nv, ne, by,
-                     vox_time_now() - t0);
+    dist_stats_level(r->stats, VOX_DIST_AGGLOMERATE, r->level, n, nv, ne, by, vox_time_now() - t0);
 }
 
 /* Atomic chunks, then the octree levels; r->cur[0] is the root on return. */
@@ -1115,9 +1115,9 @@ static enum vox_status ag_check(struct vox_ctx *ctx, const struct vox_tensor *la
 }
 
 enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
-                            const struct dist_labels *labels, int64_t nseg,
-                            const int64_t chunk[3], const struct vox_seg_params *p,
-                            struct vox_merge_history *hist_out, struct vox_dist_stats *stats)
+                            const struct dist_labels *labels, int64_t nseg, const int64_t chunk[3],
+                            const struct vox_seg_params *p, struct vox_merge_history *hist_out,
+                            struct vox_dist_stats *stats)
 {
     struct ag_run r = {.ctx = ctx,
                        .p = p,

@@ -51,7 +51,7 @@ struct dist_sum {
     int64_t nface;
     struct dist_plat *plat; /* plateau voxels whose plateau reaches outside the box */
     int64_t nplat;
-    struct dist_pair *uni;  /* (fragment, fragment) joined at this node */
+    struct dist_pair *uni; /* (fragment, fragment) joined at this node */
     int64_t nuni;
 };
 
@@ -138,7 +138,7 @@ struct dist_jrec {
     uint64_t sum;     /* hash of the block it vouches for (or the settings: DJ_CONFIG) */
     int64_t off, len; /* its blob in the blobs file */
     uint64_t blob_sum;
-    uint64_t self;    /* hash of the fields above */
+    uint64_t self; /* hash of the fields above */
 };
 
 struct dist_journal {
@@ -190,8 +190,7 @@ struct dist_io {
  * scratch (or NULL) that the cache or a u8 volume is read into (q_out a view of its
  * DIST_SC_Q slot, valid until the slot is used again; vox_tensor_free leaves it alone). */
 enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const int64_t lo[3],
-                            const int64_t hi[3], struct dist_scratch *sc,
-                            struct vox_tensor *q_out);
+                            const int64_t hi[3], struct dist_scratch *sc, struct vox_tensor *q_out);
 
 /* Writes box b of the quantized affinities q (u8 (3, box) contiguous) into v->qf. */
 enum vox_status dist_qfile_write(struct vox_ctx *ctx, const struct dist_vol *v,
@@ -224,8 +223,7 @@ void dist_store_fini(struct vox_ctx *ctx, struct dist_store *st);
 
 /* src/dst are contiguous over the box; sc: a scratch for the file reads, or NULL. */
 enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
-                                const struct dist_box *b, uint32_t *dst,
-                                struct dist_scratch *sc);
+                                const struct dist_box *b, uint32_t *dst, struct dist_scratch *sc);
 enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
                                  const struct dist_box *b, const uint32_t *src,
                                  struct dist_scratch *sc);
@@ -269,20 +267,19 @@ void dist_stats_level(struct vox_dist_stats *st, int stage, int64_t level, int64
                       int64_t frozen, int64_t edges, int64_t bytes, double seconds);
 
 /* The three stages over a dist_vol, as the public calls (which wrap them) describe. */
-enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol,
-                            const int64_t chunk[3], const struct vox_seg_params *p,
-                            struct dist_store *out, int64_t *nbasins_out, int64_t **sizes_out,
+enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, const int64_t chunk[3],
+                            const struct vox_seg_params *p, struct dist_store *out,
+                            int64_t *nbasins_out, int64_t **sizes_out,
                             struct vox_dist_stats *stats);
 enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
-                            const struct dist_labels *basins, int64_t nbasins,
-                            const int64_t *sizes, const int64_t chunk[3],
-                            const struct vox_seg_params *p, uint32_t **map_out,
-                            int64_t *nseg_out, int64_t **seg_sizes_out,
+                            const struct dist_labels *basins, int64_t nbasins, const int64_t *sizes,
+                            const int64_t chunk[3], const struct vox_seg_params *p,
+                            uint32_t **map_out, int64_t *nseg_out, int64_t **seg_sizes_out,
                             struct vox_merge_history *dend_out, struct vox_dist_stats *stats);
 enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
-                            const struct dist_labels *labels, int64_t nseg,
-                            const int64_t chunk[3], const struct vox_seg_params *p,
-                            struct vox_merge_history *hist_out, struct vox_dist_stats *stats);
+                            const struct dist_labels *labels, int64_t nseg, const int64_t chunk[3],
+                            const struct vox_seg_params *p, struct vox_merge_history *hist_out,
+                            struct vox_dist_stats *stats);
 
 /* A rank other than 0 of vol->comm: the watershed of its atomic chunks (chunk i belongs to
  * rank i mod size), each chunk's summary and fragment labels sent to rank 0. */
@@ -304,9 +301,8 @@ enum vox_status dist_chunk_ws(struct vox_ctx *ctx, const struct dist_vol *v,
                               struct dist_scratch *sc, struct dist_sum *s, uint32_t *lab);
 
 /* Merges the summaries of an octree node's children into the node's summary. */
-enum vox_status dist_node_ws(struct vox_ctx *ctx, const int64_t dims[3],
-                             const struct dist_box *box, const struct dist_sum *kids, int nkids,
-                             struct dist_sum *out);
+enum vox_status dist_node_ws(struct vox_ctx *ctx, const int64_t dims[3], const struct dist_box *box,
+                             const struct dist_sum *kids, int nkids, struct dist_sum *out);
 
 /* Sorts n elements of `size` bytes stably by (key_hi(x), key(x)) (key_hi NULL: key alone),
  * the order cmp gives (cmp is used instead when scratch memory is short). */
@@ -315,8 +311,8 @@ void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,
                int (*cmp)(const void *, const void *));
 
 /* dist_sort with its scratch memory from sc's sort slots (sc NULL: allocated). */
-void dist_sort_sc(struct vox_ctx *ctx, struct dist_scratch *sc, void *base, int64_t n,
-                  size_t size, uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
+void dist_sort_sc(struct vox_ctx *ctx, struct dist_scratch *sc, void *base, int64_t n, size_t size,
+                  uint64_t (*key)(const void *), uint64_t (*key_hi)(const void *),
                   int (*cmp)(const void *, const void *));
 
 /* Sorts n 64-bit keys stably by their bits from `from` up (the byte holding bit `from`

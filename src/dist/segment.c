@@ -81,8 +81,10 @@ static enum vox_status sg_check(struct vox_ctx *ctx, const struct vox_dist_sourc
                         o ? (long long)o->chunk[2] : 0ll);
     const struct vox_dist_comm *c = o->comm;
     if (c && (c->size < 1 || c->rank < 0 || c->rank >= c->size || !c->send || !c->recv))
-        return vox_fail(ctx, VOX_INVALID_ARG, "chunked segmentation: a comm needs 0 <= rank "
-                        "(%d) < size (%d) and both send and recv", c->rank, c->size);
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked segmentation: a comm needs 0 <= rank "
+                        "(%d) < size (%d) and both send and recv",
+                        c->rank, c->size);
     if (o->sink && (!o->sink->ready || !o->sink->write))
         return vox_fail(ctx, VOX_INVALID_ARG,
                         "chunked segmentation: the sink needs both "
@@ -92,8 +94,8 @@ static enum vox_status sg_check(struct vox_ctx *ctx, const struct vox_dist_sourc
 
 /* File k of n bytes: with a journal, vox-dist-NAME in workdir (kept, and with resume not
  * truncated); else an anonymous temporary file, or one in workdir unlinked at once. */
-static enum vox_status sg_file(struct vox_ctx *ctx, const struct vox_dist_options *o,
-                               bool journal, const char *name, int k, int64_t n, int *fd_out)
+static enum vox_status sg_file(struct vox_ctx *ctx, const struct vox_dist_options *o, bool journal,
+                               const char *name, int k, int64_t n, int *fd_out)
 {
     char path[4200];
     int fd;
@@ -117,8 +119,10 @@ static enum vox_status sg_file(struct vox_ctx *ctx, const struct vox_dist_option
                         path);
     if (ftruncate(fd, (off_t)n) != 0) {
         close(fd);
-        return vox_fail(ctx, VOX_IO, "chunked segmentation: cannot size the %s file %s to %lld "
-                        "bytes", name, path, (long long)n);
+        return vox_fail(ctx, VOX_IO,
+                        "chunked segmentation: cannot size the %s file %s to %lld "
+                        "bytes",
+                        name, path, (long long)n);
     }
     *fd_out = fd;
     return VOX_OK;
@@ -127,9 +131,9 @@ static enum vox_status sg_file(struct vox_ctx *ctx, const struct vox_dist_option
 /* The blocked store bf of the volume dims in chunks (nch channels of esz bytes): one file
  * with a journal (its records name it), else DIST_BFILE_FILES (chunks written side by side
  * then go to different files, which the kernel writes at the same time). */
-static enum vox_status sg_bfile(struct vox_ctx *ctx, const struct vox_dist_options *o,
-                                bool journal, const char *name, const int64_t dims[3], int nch,
-                                size_t esz, struct dist_bfile *bf)
+static enum vox_status sg_bfile(struct vox_ctx *ctx, const struct vox_dist_options *o, bool journal,
+                                const char *name, const int64_t dims[3], int nch, size_t esz,
+                                struct dist_bfile *bf)
 {
     int nfd = journal ? 1 : DIST_BFILE_FILES;
     int64_t n = dist_bfile_init(bf, dims, o->chunk, nch, esz, &nfd);
@@ -143,8 +147,7 @@ static enum vox_status sg_bfile(struct vox_ctx *ctx, const struct vox_dist_optio
 
 static void sg_box(const struct sg_run *r, int64_t i, struct dist_box *b)
 {
-    int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
-                    i % r->grid[2]};
+    int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1], i % r->grid[2]};
     for (int a = 0; a < 3; a++) {
         b->lo[a] = c[a] * r->chunk[a];
         b->hi[a] = b->lo[a] + r->chunk[a] < r->dims[a] ? b->lo[a] + r->chunk[a] : r->dims[a];
@@ -190,12 +193,11 @@ static enum vox_status sg_ingest_chunk(struct sg_run *r, int64_t i, const struct
     for (int64_t c = 0; c < 3; c++)
         for (int64_t z = 0; z < n[0]; z++)
             for (int64_t y = 0; y < n[1]; y++, d += n[2])
-                memcpy(d, src + c * plane + (z * q->shape[2] + y) * X + b.lo[2] - x0,
-                       (size_t)n[2]);
+                memcpy(d, src + c * plane + (z * q->shape[2] + y) * X + b.lo[2] - x0, (size_t)n[2]);
     enum vox_status s = dist_qfile_write(r->ctx, r->vol, &b, buf);
     if (s == VOX_OK && r->vol->jr)
-        s = dist_journal_add(r->ctx, r->vol->jr, DJ_INGEST, i,
-                             dist_hash(buf, (size_t)(d - buf), 0), NULL, 0);
+        s = dist_journal_add(r->ctx, r->vol->jr, DJ_INGEST, i, dist_hash(buf, (size_t)(d - buf), 0),
+                             NULL, 0);
     return s;
 }
 
@@ -222,8 +224,8 @@ static void sg_ingest_task(void *arg, const int64_t lo[3], const int64_t hi[3], 
     const int64_t k = sg_run_len(r), nrun = (r->grid[2] + k - 1) / k;
     for (int64_t t = lo[0]; t < hi[0]; t++) {
         const int64_t i0 = t / nrun * r->grid[2] + t % nrun * k;
-        const int64_t i1 = i0 + k < (t / nrun + 1) * r->grid[2] ? i0 + k
-                                                                : (t / nrun + 1) * r->grid[2];
+        const int64_t i1 =
+            i0 + k < (t / nrun + 1) * r->grid[2] ? i0 + k : (t / nrun + 1) * r->grid[2];
         bool todo = false;
         for (int64_t i = i0; i < i1; i++) {
             r->done[i] = sg_ingested(r, i);
@@ -234,8 +236,8 @@ static void sg_ingest_task(void *arg, const int64_t lo[3], const int64_t hi[3], 
         struct dist_box b0, b1;
         sg_box(r, i0, &b0);
         sg_box(r, i1 - 1, &b1);
-        const int64_t rlo[3] = {b0.lo[0], b0.lo[1], b0.lo[2]}, rhi[3] = {b0.hi[0], b0.hi[1],
-                                                                         b1.hi[2]};
+        const int64_t rlo[3] = {b0.lo[0], b0.lo[1], b0.lo[2]},
+                      rhi[3] = {b0.hi[0], b0.hi[1], b1.hi[2]};
         struct vox_tensor q = {0};
         enum vox_status s = dist_read_q(r->ctx, &src, rlo, rhi, &r->sc[tid], &q);
         size_t cb = (size_t)(3 * (b0.hi[0] - b0.lo[0]) * (b0.hi[1] - b0.lo[1]) * r->chunk[2]);
@@ -361,8 +363,8 @@ static uint8_t *sg_pack(struct vox_ctx *ctx, int n, const void *const *src, cons
 }
 
 /* The stage record kind's blob, when whole: hd (nh int64) and the rest in *rest_out. */
-static uint8_t *sg_stage_blob(struct vox_ctx *ctx, struct dist_journal *j, int kind,
-                              int64_t *hd, int nh, const uint8_t **rest_out, int64_t *rest_len)
+static uint8_t *sg_stage_blob(struct vox_ctx *ctx, struct dist_journal *j, int kind, int64_t *hd,
+                              int nh, const uint8_t **rest_out, int64_t *rest_len)
 {
     const struct dist_jrec *r = j ? dist_journal_find(j, kind, 0) : NULL;
     uint8_t *b = NULL;
@@ -526,8 +528,8 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     struct dist_journal jr = {.fd = -1, .bfd = -1};
     bool journal = opt->workdir && opt->sink && !opt->comm;
     if (journal) {
-        s = dist_journal_open(ctx, opt->workdir, opt->resume,
-                              sg_config(src, &vol, p, opt->chunk), &jr);
+        s = dist_journal_open(ctx, opt->workdir, opt->resume, sg_config(src, &vol, p, opt->chunk),
+                              &jr);
         jr.die_after = opt->die_after;
         vol.jr = &jr;
     }
@@ -537,10 +539,10 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         s = sg_bfile(ctx, opt, journal, "labels", vol.dims, 1, 4, &store.f);
         /* without records, the store is read through the watershed's chunk maps: narrow
          * records allowed (records vouch for u32 ones) */
-        store.narrow = s == VOX_OK && !journal
-                           ? vox_calloc(ctx, (size_t)(store.f.grid[0] * store.f.grid[1] *
-                                                      store.f.grid[2]), 1)
-                           : NULL;
+        store.narrow =
+            s == VOX_OK && !journal
+                ? vox_calloc(ctx, (size_t)(store.f.grid[0] * store.f.grid[1] * store.f.grid[2]), 1)
+                : NULL;
         s = s == VOX_OK && !journal && !store.narrow ? VOX_OUT_OF_MEMORY : s;
     } else if (s == VOX_OK) {
         s = vox_tensor_alloc(ctx, &res.labels, VOX_U32, 3, vol.dims);

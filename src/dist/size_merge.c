@@ -359,8 +359,7 @@ static bool sm_index_build(struct vox_ctx *ctx, struct dist_scratch *sc, const s
 }
 
 /* The position of id in s->basin (every edge's ends are there; else sm_pos's answer). */
-static inline uint32_t sm_index_pos(const struct sm_index *x, const struct sm_sum *s,
-                                    uint32_t id)
+static inline uint32_t sm_index_pos(const struct sm_index *x, const struct sm_sum *s, uint32_t id)
 {
     const uint64_t mask = ((uint64_t)1 << x->bits) - 1;
     uint64_t h = sm_index_home(x, id);
@@ -405,8 +404,8 @@ static bool sm_order_keys(struct vox_ctx *ctx, struct dist_scratch *sc, const st
         for (int64_t i = 0; i < s->nedge; i++) {
             while (s->basin[p].id < k[i] >> (pb + 8))
                 p++;
-            k[i] = (uint64_t)(255 - (k[i] & 255)) << (2 * pb) | (k[i] >> 8 & mask) << pb |
-                   (uint64_t)p;
+            k[i] =
+                (uint64_t)(255 - (k[i] & 255)) << (2 * pb) | (k[i] >> 8 & mask) << pb | (uint64_t)p;
         }
         dist_sort_u64(k, t, s->nedge, 0);
         for (int64_t i = 0; i < s->nedge; i++)
@@ -446,7 +445,7 @@ static bool sm_order_index(struct vox_ctx *ctx, struct dist_scratch *sc, const s
 
 /* The decision pass of one chunk or node over its compacted s. */
 static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s,
-                                   struct dist_scratch *sc)
+                                    struct dist_scratch *sc)
 {
     struct vox_ctx *ctx = r->ctx;
     const size_t nb = (size_t)s->nbasin + 1;
@@ -479,10 +478,9 @@ struct sm_seen {
     struct dist_scratch *sc; /* s->basin and s->edge grow in its slots W6 and W7 */
 };
 
-
 /* Basin id with touch bits into s (merged with a recent entry of the same id). */
-static bool sm_basin_add(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m,
-                         uint32_t id, uint8_t touch)
+static bool sm_basin_add(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m, uint32_t id,
+                         uint8_t touch)
 {
     int64_t *slot = &m->basin[(id * 2654435761u) >> 20 & (SM_SEEN - 1)];
     if (*slot >= 0 && s->basin[*slot].id == id) {
@@ -527,11 +525,12 @@ static enum vox_status sm_chunk_basins(const struct sm_run *r, struct sm_sum *s,
             const uint32_t *l = dist_win_row(lw, z, y, b->lo[2]);
             bool ok = true;
             for (int64_t j = 0; t0 && ok && j < nx; j++)
-                ok = !l[j] || sm_basin_add(r, s, m, l[j], (uint8_t)(t0 | (j == 0 ? tx0 : 0) |
-                                                                   (j == nx - 1 ? tx1 : 0)));
+                ok = !l[j] ||
+                     sm_basin_add(r, s, m, l[j],
+                                  (uint8_t)(t0 | (j == 0 ? tx0 : 0) | (j == nx - 1 ? tx1 : 0)));
             if (!t0) {
-                ok = (!l[0] || sm_basin_add(r, s, m, l[0], (uint8_t)(tx0 | (nx == 1 ? tx1 : 0))))
-                     && (!l[nx - 1] || sm_basin_add(r, s, m, l[nx - 1], tx1));
+                ok = (!l[0] || sm_basin_add(r, s, m, l[0], (uint8_t)(tx0 | (nx == 1 ? tx1 : 0)))) &&
+                     (!l[nx - 1] || sm_basin_add(r, s, m, l[nx - 1], tx1));
                 for (int64_t k = seg_skip_equal(l + 1, l, 0, nx - 1); ok && k < nx - 1;
                      k = seg_skip_equal(l + 1, l, k + 1, nx - 1))
                     ok = !l[k + 1] || sm_basin_add(r, s, m, l[k + 1], 0);
@@ -572,9 +571,8 @@ static bool sm_row_faces(const struct sm_run *r, struct sm_sum *s, struct sm_see
 
 /* The faces of row (z, y) of R: along x where the row is in the box, along y and z where the
  * voxel or its -y / -z neighbour is (the face bits: 2 * axis + side). */
-static bool sm_row(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m,
-                   const uint8_t *q, const int64_t rn[3], const struct dist_win *lw, int64_t z,
-                   int64_t y)
+static bool sm_row(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m, const uint8_t *q,
+                   const int64_t rn[3], const struct dist_win *lw, int64_t z, int64_t y)
 {
     const struct dist_box *b = &s->box;
     const int64_t n = rn[0] * rn[1] * rn[2], nx = b->hi[2] - b->lo[2];
@@ -617,8 +615,7 @@ static enum vox_status sm_chunk_faces(const struct sm_run *r, struct sm_sum *s, 
 }
 
 /* Atomic chunk: its basins and basin-graph edges, then the decision pass. */
-static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s,
-                                struct dist_scratch *sc)
+static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s, struct dist_scratch *sc)
 {
     int64_t rh[3];
     for (int a = 0; a < 3; a++)
@@ -845,8 +842,8 @@ static enum vox_status sm_replay(struct sm_run *r, uint32_t *parent, int64_t *si
         total += r->fin[k].n;
     struct sm_head *h = vox_alloc(r->ctx, (size_t)(r->nfin + 1) * sizeof *h);
     int64_t *at = vox_calloc(r->ctx, (size_t)r->nfin + 1, sizeof *at);
-    bool ok = h && at && (!dend || (dend->m = vox_alloc(r->ctx, (size_t)(total + 1) *
-                                                                    sizeof *dend->m)));
+    bool ok =
+        h && at && (!dend || (dend->m = vox_alloc(r->ctx, (size_t)(total + 1) * sizeof *dend->m)));
     if (dend && ok)
         dend->cap = total + 1;
     enum vox_status s = ok ? VOX_OK : VOX_OUT_OF_MEMORY;
@@ -867,8 +864,8 @@ static enum vox_status sm_replay(struct sm_run *r, uint32_t *parent, int64_t *si
         parent[gone] = (uint32_t)keep;
         size[keep] += size[gone];
         if (dend)
-            dend->m[dend->n++] = (struct vox_seg_merge){.a = ra, .b = rb, .survivor = keep,
-                                                        .score = e->w / 255.0};
+            dend->m[dend->n++] =
+                (struct vox_seg_merge){.a = ra, .b = rb, .survivor = keep, .score = e->w / 255.0};
         if (at[k] == r->fin[k].n)
             h[0] = h[--n];
         else
@@ -882,8 +879,8 @@ static enum vox_status sm_replay(struct sm_run *r, uint32_t *parent, int64_t *si
 
 /* Replays the final merges in the global order (dend, ids at merge time), then dust and
  * canonical numbering as seg/linkage.c does. */
-static enum vox_status sm_finish(struct sm_run *r, int64_t nbasins, uint32_t *parent,
-                                 int64_t *size, int64_t *nseg_out, int64_t **seg_sizes_out,
+static enum vox_status sm_finish(struct sm_run *r, int64_t nbasins, uint32_t *parent, int64_t *size,
+                                 int64_t *nseg_out, int64_t **seg_sizes_out,
                                  struct vox_merge_history *dend)
 {
     for (int64_t b = 0; b <= nbasins; b++) {
@@ -951,10 +948,9 @@ static enum vox_status sm_check(struct vox_ctx *ctx, const struct vox_tensor *ba
 }
 
 enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
-                            const struct dist_labels *basins, int64_t nbasins,
-                            const int64_t *sizes, const int64_t chunk[3],
-                            const struct vox_seg_params *p, uint32_t **map_out,
-                            int64_t *nseg_out, int64_t **seg_sizes_out,
+                            const struct dist_labels *basins, int64_t nbasins, const int64_t *sizes,
+                            const int64_t chunk[3], const struct vox_seg_params *p,
+                            uint32_t **map_out, int64_t *nseg_out, int64_t **seg_sizes_out,
                             struct vox_merge_history *dend_out, struct vox_dist_stats *stats)
 {
     struct sm_run r = {
@@ -976,8 +972,7 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     enum vox_status s =
         map && size && r.cur && r.st && r.sc ? sm_tree(&r, nchunks) : VOX_OUT_OF_MEMORY;
     if (s == VOX_OK)
-        s = sm_finish(&r, nbasins, map, size, nseg_out, seg_sizes_out,
-                      dend_out ? &dend : NULL);
+        s = sm_finish(&r, nbasins, map, size, nseg_out, seg_sizes_out, dend_out ? &dend : NULL);
     int64_t ncur = r.grid[0] * r.grid[1] * r.grid[2];
     for (int64_t i = 0; r.cur && i < ncur; i++)
         sm_sum_fini(ctx, &r.cur[i]);
@@ -1015,6 +1010,6 @@ enum vox_status vox_dist_size_merge(struct vox_ctx *ctx, const struct vox_tensor
     for (int a = 0; a < 3; a++)
         vol.dims[a] = aff->shape[a + 1];
     struct dist_labels lab = {.t = basins};
-    return dist_sm_run(ctx, &vol, &lab, nbasins, sizes, chunk, p, map_out, nseg_out,
-                       seg_sizes_out, dend_out, NULL);
+    return dist_sm_run(ctx, &vol, &lab, nbasins, sizes, chunk, p, map_out, nseg_out, seg_sizes_out,
+                       dend_out, NULL);
 }
