@@ -97,6 +97,7 @@ struct ag_run {
     struct ag_sum *cur, *nxt;
     enum vox_status *st;
     struct dist_scratch *sc; /* per worker */
+    struct dist_dend *side;  /* run as task 0 of the atomic chunks' loop (NULL: none) */
 };
 
 static void ag_sum_fini(struct vox_ctx *ctx, struct ag_sum *s)
@@ -890,7 +891,12 @@ static void ag_atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], 
 {
     struct ag_run *r = arg;
     bool root = r->grid[0] * r->grid[1] * r->grid[2] == 1;
-    for (int64_t i = lo[0]; i < hi[0]; i++) {
+    for (int64_t t = lo[0]; t < hi[0]; t++) {
+        int64_t i = t - (r->side != NULL);
+        if (i < 0) {
+            dist_dend_run(r->ctx, r->side);
+            continue;
+        }
         int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
                         i % r->grid[2]};
         ag_box(r, c, 1, &r->cur[i].box);
@@ -942,8 +948,8 @@ static enum vox_status ag_tree_run(struct ag_run *r, int64_t nchunks)
 {
     struct vox_pool *pool = vox_ctx_pool(r->ctx);
     double t0 = vox_time_now();
-    vox_pool_for(pool, (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
-                 ag_atomic_task, r);
+    vox_pool_for(pool, (int64_t[3]){nchunks + (r->side != NULL), 1, 1}, (int64_t[3]){1, 1, 1},
+                 VOX_SCHED_DYNAMIC, ag_atomic_task, r);
     dist_scratch_release(r->ctx, r->sc); /* the levels above read no voxels */
     enum vox_status s = ag_first_error(r, nchunks);
     if (s == VOX_OK)
@@ -1117,9 +1123,10 @@ static enum vox_status ag_check(struct vox_ctx *ctx, const struct vox_tensor *la
 enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                             const struct dist_labels *labels, int64_t nseg, const int64_t chunk[3],
                             const struct vox_seg_params *p, struct vox_merge_history *hist_out,
-                            struct vox_dist_stats *stats)
+                            struct vox_dist_stats *stats, struct dist_dend *side)
 {
     struct ag_run r = {.ctx = ctx,
+                       .side = side && !side->done ? side : NULL,
                        .p = p,
                        .vol = vol,
                        .labels = labels,
@@ -1168,5 +1175,5 @@ enum vox_status vox_dist_agglomerate(struct vox_ctx *ctx, const struct vox_tenso
     for (int a = 0; a < 3; a++)
         vol.dims[a] = aff->shape[a + 1];
     struct dist_labels lab = {.t = labels};
-    return dist_ag_run(ctx, &vol, &lab, nseg, chunk, p, hist_out, NULL);
+    return dist_ag_run(ctx, &vol, &lab, nseg, chunk, p, hist_out, NULL, NULL);
 }

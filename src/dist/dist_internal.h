@@ -266,6 +266,20 @@ static inline const uint32_t *dist_win_row(const struct dist_win *w, int64_t z, 
 void dist_stats_level(struct vox_dist_stats *st, int stage, int64_t level, int64_t nodes,
                       int64_t frozen, int64_t edges, int64_t bytes, double seconds);
 
+/* The size merge's record (dend: the merges with the ids at merge time) needs the final
+ * merges replayed one by one in the global order; the map does not (clusters do not depend
+ * on the order). So dist_sm_run hands the merges over and the replay runs later, beside the
+ * agglomeration's atomic chunks (one serial task fewer on the critical path). */
+struct dist_dend {
+    void *fin; /* size_merge.c's runs of final merges, owned */
+    int64_t nfin, nbasins;
+    struct vox_merge_history dend;
+    enum vox_status st;
+    bool done;
+};
+void dist_dend_run(struct vox_ctx *ctx, struct dist_dend *d);
+void dist_dend_fini(struct vox_ctx *ctx, struct dist_dend *d);
+
 /* The three stages over a dist_vol, as the public calls (which wrap them) describe. */
 enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, const int64_t chunk[3],
                             const struct vox_seg_params *p, struct dist_store *out,
@@ -275,11 +289,12 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                             const struct dist_labels *basins, int64_t nbasins, const int64_t *sizes,
                             const int64_t chunk[3], const struct vox_seg_params *p,
                             uint32_t **map_out, int64_t *nseg_out, int64_t **seg_sizes_out,
-                            struct vox_merge_history *dend_out, struct vox_dist_stats *stats);
+                            struct dist_dend *dend_out, struct vox_dist_stats *stats);
+/* side (NULL: none): a record job run as one task beside the atomic chunks. */
 enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                             const struct dist_labels *labels, int64_t nseg, const int64_t chunk[3],
                             const struct vox_seg_params *p, struct vox_merge_history *hist_out,
-                            struct vox_dist_stats *stats);
+                            struct vox_dist_stats *stats, struct dist_dend *side);
 
 /* A rank other than 0 of vol->comm: the watershed of its atomic chunks (chunk i belongs to
  * rank i mod size), each chunk's summary and fragment labels sent to rank 0. */

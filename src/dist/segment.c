@@ -451,6 +451,20 @@ static enum vox_status sg_c_save(struct vox_ctx *ctx, struct dist_journal *j,
     return s;
 }
 
+/* The size merge's record into res, replayed first if it was not yet. */
+static enum vox_status sg_take_dend(struct vox_ctx *ctx, struct dist_dend *d,
+                                    struct vox_seg_result *res)
+{
+    if (!d->done)
+        dist_dend_run(ctx, d);
+    if (d->st == VOX_OK) {
+        vox_merge_history_fini(ctx, &res->dend);
+        res->dend = d->dend;
+        d->dend = (struct vox_merge_history){0};
+    }
+    return d->st;
+}
+
 /* (a) → (b) → (c) into res (labels: the store's contents, still basins); with records, (b)
  * and (c) are taken from theirs when whole. */
 static enum vox_status sg_stages(struct vox_ctx *ctx, const struct dist_vol *vol,
@@ -460,22 +474,32 @@ static enum vox_status sg_stages(struct vox_ctx *ctx, const struct dist_vol *vol
 {
     int64_t *sizes = NULL, *seg_sizes = NULL;
     struct dist_journal *j = vol->jr;
+    struct dist_dend dend = {.done = true};
+    bool replay = false;
     enum vox_status s = dist_ws_run(ctx, vol, o->chunk, p, store, &res->nbasins, &sizes, o->stats);
     struct dist_labels basins = {.st = store};
     if (s == VOX_OK && !(j && sg_b_load(ctx, j, res->nbasins, res, map_out))) {
         vox_merge_history_fini(ctx, &res->dend);
         s = dist_sm_run(ctx, vol, &basins, res->nbasins, sizes, o->chunk, p, map_out, &res->nseg,
-                        &seg_sizes, &res->dend, o->stats);
+                        &seg_sizes, &dend, o->stats);
+        replay = s == VOX_OK;
+        if (s == VOX_OK && j) { /* its record holds the merge record: replayed now */
+            s = sg_take_dend(ctx, &dend, res);
+            replay = false;
+        }
         if (s == VOX_OK && j)
             s = sg_b_save(ctx, j, res, *map_out);
     }
     struct dist_labels segs = {.st = store, .map = s == VOX_OK ? *map_out : NULL};
     if (s == VOX_OK && !(j && sg_c_load(ctx, j, res))) {
         vox_merge_history_fini(ctx, &res->merges);
-        s = dist_ag_run(ctx, vol, &segs, res->nseg, o->chunk, p, &res->merges, o->stats);
+        s = dist_ag_run(ctx, vol, &segs, res->nseg, o->chunk, p, &res->merges, o->stats, &dend);
         if (s == VOX_OK && j)
             s = sg_c_save(ctx, j, &res->merges);
     }
+    if (s == VOX_OK && replay) /* beside (c)'s atomic chunks, or now if (c) was recorded */
+        s = sg_take_dend(ctx, &dend, res);
+    dist_dend_fini(ctx, &dend);
     vox_free(ctx, sizes);
     vox_free(ctx, seg_sizes);
     return s;

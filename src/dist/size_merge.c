@@ -833,63 +833,81 @@ static void sm_heap_down(struct sm_head *h, int64_t n, int64_t i)
 }
 
 /* Replays the nodes' final merges (sorted runs, merged through a heap) in the global order
- * on the union-find parent: dend gets the ids at merge time. */
-static enum vox_status sm_replay(struct sm_run *r, uint32_t *parent, int64_t *size,
-                                 struct vox_merge_history *dend)
+ * on a union-find of the basins: the record gets the ids at merge time. */
+void dist_dend_run(struct vox_ctx *ctx, struct dist_dend *d)
 {
+    const struct sm_fin *fin = d->fin;
+    struct vox_merge_history *dend = &d->dend;
     int64_t total = 0, n = 0;
-    for (int64_t k = 0; k < r->nfin; k++)
-        total += r->fin[k].n;
-    struct sm_head *h = vox_alloc(r->ctx, (size_t)(r->nfin + 1) * sizeof *h);
-    int64_t *at = vox_calloc(r->ctx, (size_t)r->nfin + 1, sizeof *at);
-    bool ok =
-        h && at && (!dend || (dend->m = vox_alloc(r->ctx, (size_t)(total + 1) * sizeof *dend->m)));
-    if (dend && ok)
-        dend->cap = total + 1;
-    enum vox_status s = ok ? VOX_OK : VOX_OUT_OF_MEMORY;
-    for (int64_t k = 0; s == VOX_OK && k < r->nfin; k++)
-        h[n++] = (struct sm_head){sm_order_key(&r->fin[k].e[0]), k};
+    for (int64_t k = 0; k < d->nfin; k++)
+        total += fin[k].n;
+    *dend = (struct vox_merge_history){.nseg = d->nbasins};
+    struct sm_head *h = vox_alloc(ctx, (size_t)(d->nfin + 1) * sizeof *h);
+    int64_t *at = vox_calloc(ctx, (size_t)d->nfin + 1, sizeof *at);
+    uint32_t *parent = vox_alloc(ctx, (size_t)(d->nbasins + 1) * sizeof *parent);
+    dend->m = vox_alloc(ctx, (size_t)(total + 1) * sizeof *dend->m);
+    enum vox_status s = h && at && parent && dend->m ? VOX_OK : VOX_OUT_OF_MEMORY;
+    dend->cap = total + 1;
+    for (int64_t b = 0; s == VOX_OK && b <= d->nbasins; b++)
+        parent[b] = (uint32_t)b;
+    for (int64_t k = 0; s == VOX_OK && k < d->nfin; k++)
+        h[n++] = (struct sm_head){sm_order_key(&fin[k].e[0]), k};
     for (int64_t i = n / 2 - 1; s == VOX_OK && i >= 0; i--)
         sm_heap_down(h, n, i);
     while (s == VOX_OK && n > 0) {
         const int64_t k = h[0].run;
-        const struct sm_edge *e = &r->fin[k].e[at[k]++];
+        const struct sm_edge *e = &fin[k].e[at[k]++];
         int64_t ra = sm_find64u(parent, e->a), rb = sm_find64u(parent, e->b);
-        if (ra == rb) {
-            s = vox_fail(r->ctx, VOX_INTERNAL, "chunked size merge: merge (%u, %u) twice", e->a,
-                         e->b);
-            break;
-        }
         int64_t keep = ra < rb ? ra : rb, gone = ra < rb ? rb : ra;
-        parent[gone] = (uint32_t)keep;
-        size[keep] += size[gone];
-        if (dend)
-            dend->m[dend->n++] =
-                (struct vox_seg_merge){.a = ra, .b = rb, .survivor = keep, .score = e->w / 255.0};
-        if (at[k] == r->fin[k].n)
+        parent[gone] = (uint32_t)keep; /* sm_finish has checked that no merge repeats */
+        dend->m[dend->n++] =
+            (struct vox_seg_merge){.a = ra, .b = rb, .survivor = keep, .score = e->w / 255.0};
+        if (at[k] == fin[k].n)
             h[0] = h[--n];
         else
-            h[0].key = sm_order_key(&r->fin[k].e[at[k]]);
+            h[0].key = sm_order_key(&fin[k].e[at[k]]);
         sm_heap_down(h, n, 0);
     }
-    vox_free(r->ctx, h);
-    vox_free(r->ctx, at);
-    return s;
+    vox_free(ctx, h);
+    vox_free(ctx, at);
+    vox_free(ctx, parent);
+    if (s != VOX_OK)
+        vox_merge_history_fini(ctx, dend);
+    d->st = s;
+    d->done = true;
 }
 
-/* Replays the final merges in the global order (dend, ids at merge time), then dust and
- * canonical numbering as seg/linkage.c does. */
+void dist_dend_fini(struct vox_ctx *ctx, struct dist_dend *d)
+{
+    struct sm_fin *fin = d->fin;
+    for (int64_t k = 0; k < d->nfin; k++)
+        vox_free(ctx, fin[k].e);
+    vox_free(ctx, fin);
+    vox_merge_history_fini(ctx, &d->dend);
+    *d = (struct dist_dend){0};
+}
+
+/* The clusters of the final merges (their order does not matter for these: a union-find
+ * whose root is the smallest id, as in the replay), then dust and canonical numbering as
+ * seg/linkage.c does. The record (dend) is dist_dend_run's, later. */
 static enum vox_status sm_finish(struct sm_run *r, int64_t nbasins, uint32_t *parent, int64_t *size,
-                                 int64_t *nseg_out, int64_t **seg_sizes_out,
-                                 struct vox_merge_history *dend)
+                                 int64_t *nseg_out, int64_t **seg_sizes_out)
 {
     for (int64_t b = 0; b <= nbasins; b++) {
         parent[b] = (uint32_t)b;
         size[b] = r->sizes[b];
     }
-    enum vox_status s = sm_replay(r, parent, size, dend);
-    if (s != VOX_OK)
-        return s;
+    for (int64_t k = 0; k < r->nfin; k++)
+        for (int64_t i = 0; i < r->fin[k].n; i++) {
+            const struct sm_edge *e = &r->fin[k].e[i];
+            int64_t ra = sm_find64u(parent, e->a), rb = sm_find64u(parent, e->b);
+            if (ra == rb)
+                return vox_fail(r->ctx, VOX_INTERNAL, "chunked size merge: merge (%u, %u) twice",
+                                e->a, e->b);
+            int64_t keep = ra < rb ? ra : rb, gone = ra < rb ? rb : ra;
+            parent[gone] = (uint32_t)keep;
+            size[keep] += size[gone];
+        }
     int64_t k = 0;
     for (int64_t b = 1; b <= nbasins; b++) {
         int64_t root_b = sm_find64u(parent, (uint32_t)b);
@@ -951,7 +969,7 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                             const struct dist_labels *basins, int64_t nbasins, const int64_t *sizes,
                             const int64_t chunk[3], const struct vox_seg_params *p,
                             uint32_t **map_out, int64_t *nseg_out, int64_t **seg_sizes_out,
-                            struct vox_merge_history *dend_out, struct vox_dist_stats *stats)
+                            struct dist_dend *dend_out, struct vox_dist_stats *stats)
 {
     struct sm_run r = {
         .ctx = ctx, .p = p, .vol = vol, .basins = basins, .sizes = sizes, .stats = stats};
@@ -963,7 +981,6 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
         nchunks *= r.grid[a];
     }
     vox_seg_size_limits(p, r.lim);
-    struct vox_merge_history dend = {.nseg = nbasins};
     uint32_t *map = vox_alloc(ctx, (size_t)(nbasins + 1) * sizeof *map);
     int64_t *size = vox_alloc(ctx, (size_t)(nbasins + 1) * sizeof *size);
     r.cur = vox_calloc(ctx, (size_t)nchunks, sizeof *r.cur);
@@ -972,7 +989,12 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     enum vox_status s =
         map && size && r.cur && r.st && r.sc ? sm_tree(&r, nchunks) : VOX_OUT_OF_MEMORY;
     if (s == VOX_OK)
-        s = sm_finish(&r, nbasins, map, size, nseg_out, seg_sizes_out, dend_out ? &dend : NULL);
+        s = sm_finish(&r, nbasins, map, size, nseg_out, seg_sizes_out);
+    if (s == VOX_OK && dend_out) { /* the final merges move to the record's job */
+        *dend_out = (struct dist_dend){.fin = r.fin, .nfin = r.nfin, .nbasins = nbasins};
+        r.fin = NULL;
+        r.nfin = 0;
+    }
     int64_t ncur = r.grid[0] * r.grid[1] * r.grid[2];
     for (int64_t i = 0; r.cur && i < ncur; i++)
         sm_sum_fini(ctx, &r.cur[i]);
@@ -985,12 +1007,9 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     vox_free(ctx, size);
     if (s != VOX_OK) {
         vox_free(ctx, map);
-        vox_merge_history_fini(ctx, &dend);
         return s;
     }
     *map_out = map;
-    if (dend_out)
-        *dend_out = dend;
     return VOX_OK;
 }
 
@@ -1010,6 +1029,21 @@ enum vox_status vox_dist_size_merge(struct vox_ctx *ctx, const struct vox_tensor
     for (int a = 0; a < 3; a++)
         vol.dims[a] = aff->shape[a + 1];
     struct dist_labels lab = {.t = basins};
-    return dist_sm_run(ctx, &vol, &lab, nbasins, sizes, chunk, p, map_out, nseg_out, seg_sizes_out,
-                       dend_out, NULL);
+    struct dist_dend d = {0};
+    s = dist_sm_run(ctx, &vol, &lab, nbasins, sizes, chunk, p, map_out, nseg_out, seg_sizes_out,
+                    dend_out ? &d : NULL, NULL);
+    if (s == VOX_OK && dend_out) {
+        dist_dend_run(ctx, &d);
+        s = d.st;
+        *dend_out = d.dend;
+        d.dend = (struct vox_merge_history){0};
+        if (s != VOX_OK) {
+            vox_free(ctx, *map_out);
+            vox_free(ctx, *seg_sizes_out);
+            *map_out = NULL;
+            *seg_sizes_out = NULL;
+        }
+    }
+    dist_dend_fini(ctx, &d);
+    return s;
 }
