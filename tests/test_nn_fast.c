@@ -516,9 +516,11 @@ static void test_sliding_equals_one_pass(struct vox_ctx *ctx)
         double d = 0;
         for (int64_t e = 0; a.data && b.data && e < vox_tensor_numel(&a); e++)
             d = fmax(d, fabs(((float *)a.data)[e] - ((float *)b.data)[e]));
-        if (d > 1e-6)
+        /* a Winograd layer rounds by where its tiles fall, which the patch origin moves:
+         * F(4,3) along y and x is within about 2e-6 of the exact sum (test_nn_wino) */
+        if (d > 5e-6)
             fprintf(stderr, "  case %zu: max difference %g\n", k, d);
-        CHECK(d <= 1e-6);
+        CHECK(d <= 5e-6);
         vox_tensor_free(ctx, &a);
         vox_tensor_free(ctx, &b);
         vox_nn_weights_destroy(w);

@@ -152,7 +152,7 @@ static void test_measure_and_cache(struct vox_ctx *ctx)
     struct vox_nn_fast_options opt = {.algo = VOX_NN_CONV_AUTO, .tune = t1};
     plan_check(ctx, &f, &opt, measured, a);
     stats(t1, f.timed ? 2 : 0, 0);
-    CHECK(file_starts(f.file, "# vox plan cache 4") == f.timed);
+    CHECK(file_starts(f.file, "# vox plan cache 5") == f.timed);
     plan_check(ctx, &f, &opt, cached, b); /* in memory */
     stats(t1, f.timed ? 2 : 0, f.timed ? 2 : 0);
     CHECK_OK(vox_nn_tune_create(ctx, &t2)); /* from the file */
@@ -166,7 +166,7 @@ static void test_measure_and_cache(struct vox_ctx *ctx)
     vox_nn_tune_destroy(t2);
     /* corrupt, or of the old version (two times a line): ignored, measured again, rewritten
      * (untimed, nothing made the directory) */
-    static const char *const bad[2] = {"# vox plan cache 4\nAMD|avx512|t2|garbage 1.0\n",
+    static const char *const bad[2] = {"# vox plan cache 5\nAMD|avx512|t2|garbage 1.0\n",
                                        "# vox plan cache 1\nAMD|avx512|t2|k 1.0 2.0\n"};
     for (int k = 0; k < 2; k++) {
         FILE *fp = f.timed ? fopen(f.file, "w") : NULL;
@@ -179,7 +179,7 @@ static void test_measure_and_cache(struct vox_ctx *ctx)
         opt.tune = t2;
         plan_check(ctx, &f, &opt, measured, NULL);
         stats(t2, f.timed ? 2 : 0, 0);
-        CHECK(file_starts(f.file, "# vox plan cache 4") == f.timed);
+        CHECK(file_starts(f.file, "# vox plan cache 5") == f.timed);
         vox_nn_tune_destroy(t2);
     }
     CHECK_OK(vox_nn_tune_create(ctx, &t2));

@@ -19,7 +19,7 @@
  * measurement. VOX_PLAN_CACHE=off keeps entries in memory only. A file that cannot be read,
  * parsed or written is ignored with a debug log line: the cache only saves time, it never
  * fails a plan.
- * Lines: "# vox plan cache 3", then "<key> <direct ms> <fft ms> <winograd ms>"; a file of
+ * Lines: "# vox plan cache 5", then "<key> <direct ms> <fft ms> <winograd ms>"; a file of
  * another version is ignored (and replaced on the next save). A cached entry that lacks one of
  * the algorithms asked for is measured again.
  */
@@ -40,7 +40,7 @@ static const double SLAB_FLOPS = 1.5e8; /* about 10 ms for the direct nest on 2 
  * reverse of the layer (40 against 32 ms). */
 enum { SLAB_ROWS = 4 };
 static const double SLOW_RUN_S = 0.05;  /* a slower warm-up: one timed run is enough */
-static const char HEADER[] = "# vox plan cache 4"; /* 4: slabs of both threads */
+static const char HEADER[] = "# vox plan cache 5"; /* 5: Winograd F(4,3) along y, x */
 
 struct tune_entry {
     char key[KEY_LEN];

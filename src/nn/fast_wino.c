@@ -1,32 +1,35 @@
 /*
- * fast_wino.c: Winograd convolution F(2,3) per axis for the fast forward pass: 3x3x3 kernels
- * as F(2x2x2, 3x3x3), 1x3x3 (and alike) as F(2x2, 3x3) with the 1-axis untouched.
+ * fast_wino.c: Winograd convolution for the fast forward pass: 3x3x3 kernels as
+ * F(2x4x4, 3x3x3) (F(2,3) along z, F(4,3) along y and x), 1x3x3 as F(4x4, 3x3) with the
+ * 1-axis untouched, 3x1x3 and 3x3x1 by F(2,3) on their two 3-axes.
  *
  * Key idea (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016; the
  * stages fused over cache-resident blocks as in Jia, Zlateski, Durand and Li, "Optimizing
  * N-dimensional, Winograd-based convolution for manycore CPUs", PPoPP 2018, the "L3 fusion"
- * row of DESIGN.md): per tile of 2 outputs
- * along each axis with kernel extent 3, the correlation with a 3-tap kernel is
+ * row of DESIGN.md): per tile of m outputs along an axis of kernel extent 3 (m = 2 or 4), the
+ * correlation with a 3-tap kernel is
  *     y = A^T [(G g) . (B^T d)]
- * on an input tile d of 4, so a 2x2x2 output tile costs P = 64 multiplies per (ci, co) instead
- * of 8 * 27 = 216 (3.375x fewer; 1x3x3: 16 per 4 instead of 36, 2.25x). Summed over input
- * channels this is P independent matrix products
+ * on an input tile d of m + 2, so a 2x4x4 output tile costs P = 4 * 6 * 6 = 144 multiplies per
+ * (ci, co) instead of 32 * 27 = 864 (6x fewer; 1x3x3: 36 per 16 instead of 144, 4x). Summed
+ * over input channels this is P independent matrix products
  *     M[t][p][co] = sum_ci V[t][p][ci] * U[p][ci][co]
  * with V = B^T d B the transformed input tiles and U = G g G^T the transformed weights (once,
- * at create). Run: threads take blocks of T consecutive tiles (numbered over batch entry, z,
- * y, x); per block (a) the input transform writes V (fast_wino_tr.h, vectors across the
- * channel lanes of the blocked layout, zeros read outside the input: same padding and tail
- * tiles need no padded copy), (b) one JIT loop nest computes the P products (dims p, t, ob,
- * bo, ci; vectors along the output lanes bo, a register tile of tiles x output blocks), (c)
- * the output transform A^T M A + bias, activation, stores the valid outputs. T keeps V and M
- * within BLOCK_BYTES (the 1 MiB L2 of Zen 5; larger blocks re-read U less often: 768 KiB
- * measured 8 % faster than 384 KiB for 24 channels), so nothing large leaves the caches. Every
- * output is written by one block with a fixed order of sums: bitwise identical for any thread
- * count.
+ * at create). Run: threads take blocks of T consecutive tiles (numbered over batch entry, y,
+ * x, z, z fastest: fast_wino_tr.h wino_decode); per block (a) the input transform writes V
+ * (fast_wino_tr.h, vectors across the channel lanes of the blocked layout, zeros read outside
+ * the input: same padding and tail tiles need no padded copy), (b) one JIT loop nest computes
+ * the P products (dims p, t, ob, bo, ci; vectors along the output lanes bo, a register tile of
+ * tiles x output blocks), (c) the output transform A^T M A + bias, activation, stores the
+ * valid outputs. T keeps V and M within BLOCK_BYTES (the 1 MiB L2 of Zen 5; larger blocks
+ * re-read U less often: 768 KiB measured 8 % faster than 384 KiB for 24 channels), so nothing
+ * large leaves the caches. Every output is written by one block with a fixed order of sums:
+ * bitwise identical for any thread count.
  *
- * Accuracy: the transforms add a few roundings (B^T and A^T only add; G's 1/2 is exact), the
- * error stays ~1e-6 relative to the outputs' scale for these small tiles (F(2,3) is the most
- * accurate Winograd variant; larger tiles such as F(4,3) lose digits fast).
+ * Accuracy: F(2,3)'s transforms only add (G's 1/2 is exact): ~3e-7 relative to the outputs'
+ * scale. F(4,3)'s entries go up to 8 (A^T) and down to 1/24 (G): ~2e-6 measured along y and x
+ * (tests/test_nn_wino.c). z stays F(2,3): it is EM's short axis (20 planes in RSUNet's patch,
+ * where a tile of 6 would waste more at the faces), and F(4,3) on all three axes would round
+ * about three times more again.
  */
 #include "fast_wino.h"
 
@@ -87,9 +90,10 @@ static void geometry(const struct vox_nn_fast_conv *c, int isa, struct vox_nn_wi
     memset(g, 0, sizeof *g);
     g->P = 1;
     *tiles = c->n;
+    const bool wide = c->k[1] == 3 && c->k[2] == 3; /* y and x by F(4,3) */
     for (int a = 0; a < 3; a++) {
-        g->m[a] = c->k[a] == 3 ? 2 : 1;
-        g->al[a] = c->k[a] == 3 ? 4 : 1;
+        g->m[a] = c->k[a] != 3 ? 1 : a > 0 && wide ? 4 : 2;
+        g->al[a] = g->m[a] + c->k[a] - 1;
         g->nt[a] = cdiv(c->out[a], g->m[a]);
         g->P *= g->al[a];
         *tiles *= g->nt[a];
@@ -145,16 +149,23 @@ void vox_nn_wino_destroy(struct vox_ctx *ctx, struct vox_nn_wino *f)
     vox_free(ctx, f);
 }
 
-/* U[p][ci][co] = (G g G^T)_p per axis of extent 3, in double; co past cout is 0. */
+/* U[p][ci][co] = (G g G^T)_p per axis (G of F(2,3), of F(4,3), or 1 for an extent of 1), in
+ * double; co past cout is 0. */
 static void transform_weights(struct vox_nn_wino *f, const float *w)
 {
-    static const double G3[4][3] = {{1, 0, 0}, {.5, .5, .5}, {.5, -.5, .5}, {0, 0, 1}};
+    static const double G4[4][3] = {{1, 0, 0}, {.5, .5, .5}, {.5, -.5, .5}, {0, 0, 1}};
+    static const double G6[6][3] = {{1. / 4, 0, 0},
+                                    {-1. / 6, -1. / 6, -1. / 6},
+                                    {-1. / 6, 1. / 6, -1. / 6},
+                                    {1. / 24, 1. / 12, 1. / 6},
+                                    {1. / 24, -1. / 12, 1. / 6},
+                                    {0, 0, 1}};
     static const double G1[1][3] = {{1, 0, 0}};
     const struct vox_nn_fast_conv *c = &f->cv;
     const struct vox_nn_wino_geom *g = &f->g;
     const double(*G[3])[3];
     for (int a = 0; a < 3; a++)
-        G[a] = c->k[a] == 3 ? G3 : G1;
+        G[a] = g->al[a] == 6 ? G6 : g->al[a] == 4 ? G4 : G1;
     const int64_t *k = c->k, taps = k[0] * k[1] * k[2];
     memset(f->u, 0, (size_t)(g->P * g->cin * g->cop) * sizeof(float));
     for (int64_t o = 0; o < c->cout; o++)

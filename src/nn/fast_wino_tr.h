@@ -46,6 +46,49 @@ INLINE void at4(const vf *x, int s, vf *y, int t)
     y[t] = x1 - x2 - x3;
 }
 
+/* B^T of F(4,3) (points 0, 1, -1, 2, -2, infinity) of x[0], x[s], ..., x[5s] into y[0], y[t],
+ * ..., y[5t] (may be x): the rows [4 0 -5 0 1 0], [0 -4 -4 1 1 0], [0 4 -4 -1 1 0],
+ * [0 -2 -1 2 1 0], [0 2 -1 -2 1 0], [0 4 0 -5 0 1], with the shared partial sums. */
+INLINE void bt6(const vf *x, int s, vf *y, int t)
+{
+    vf d0 = x[0], d1 = x[s], d2 = x[2 * s], d3 = x[3 * s], d4 = x[4 * s], d5 = x[5 * s];
+    vf t0 = d4 - 4.0f * d2, t1 = d3 - 4.0f * d1, t2 = d4 - d2, t3 = 2.0f * (d3 - d1);
+    y[0] = 4.0f * d0 - 5.0f * d2 + d4;
+    y[t] = t1 + t0;
+    y[2 * t] = t0 - t1;
+    y[3 * t] = t2 + t3;
+    y[4 * t] = t2 - t3;
+    y[5 * t] = 4.0f * d1 - 5.0f * d3 + d5;
+}
+
+/* A^T of F(4,3) of x[0], x[s], ..., x[5s] into y[0], y[t], y[2t], y[3t]: the rows
+ * [1 1 1 1 1 0], [0 1 -1 2 -2 0], [0 1 1 4 4 0], [0 1 -1 8 -8 1]. */
+INLINE void at6(const vf *x, int s, vf *y, int t)
+{
+    vf m0 = x[0], m1 = x[s], m2 = x[2 * s], m3 = x[3 * s], m4 = x[4 * s], m5 = x[5 * s];
+    vf a = m1 + m2, b = m1 - m2, c = m3 + m4, d = m3 - m4;
+    y[0] = m0 + a + c;
+    y[t] = b + 2.0f * d;
+    y[2 * t] = a + 4.0f * c;
+    y[3 * t] = b + 8.0f * d + m5;
+}
+
+/* B^T along x then y of one 6 x 6 z-slice at src (rows sy floats apart) into d[y' * 6 + x']. */
+INLINE void bt_slice6(const float *src, int64_t sy, vf *d)
+{
+#pragma GCC unroll 6
+    for (int b = 0; b < 6; b++) {
+        vf r[6];
+#pragma GCC unroll 6
+        for (int c = 0; c < 6; c++)
+            LD(r[c], src + b * sy + c * WINO_L);
+        bt6(r, 1, d + b * 6, 1);
+    }
+#pragma GCC unroll 6
+    for (int c = 0; c < 6; c++)
+        bt6(d + c, 6, d + c, 6);
+}
+
 /* B^T along x and y of one z-slice of a1 x a2 positions (each 4 or 1), read from src (row
  * stride sy floats, WINO_L floats per position), in registers, into d (vectors at stride 1),
  * or, where vd is not NULL, straight into V (vd, rows of vs floats). */
@@ -173,11 +216,34 @@ INLINE void put_v(const vf *w, float *dst, int64_t cin, const int P)
         ST(dst + p * cin, w[p]);
 }
 
+/* Tile t's (z, y, x) index and batch entry: z varies fastest, so the next tile along z reuses
+ * half the input planes of this one while they are in L1/L2 (with x fastest the planes came
+ * back from memory a whole slab of tiles later). Every output is one tile's: the order
+ * changes which tiles share a block, not a bit of the result. */
+static inline int64_t wino_decode(const int64_t nt[3], int64_t t, int64_t idx[3])
+{
+    idx[0] = t % nt[0];
+    t /= nt[0];
+    idx[2] = t % nt[2];
+    t /= nt[2];
+    idx[1] = t % nt[1];
+    return t / nt[1];
+}
+
+/* The tile shape as a switch case: 7, 3, 5, 6 for 4x4x4, 1x4x4, 4x1x4, 4x4x1 (F(2,3) on the axes
+ * of extent 4), 8 and 9 for 4x6x6 and 1x6x6 (F(4,3) along y and x). */
+static int wino_shape(const struct vox_nn_wino_geom *g)
+{
+    if (g->al[1] == 6)
+        return g->al[0] == 4 ? 8 : 9;
+    return (g->al[0] == 4) * 4 + (g->al[1] == 4) * 2 + (g->al[2] == 4);
+}
+
 /* One tile's input transform for channel block cb, into v (the tile's [p][ci]): per z-slice
  * x and y in registers, then z along the slices. Interior tiles prefetch the positions that
  * the tile PF_AHEAD tiles further along x reads first (the block's rows are more streams than
  * the hardware prefetcher follows). */
-enum { PF_AHEAD = 4 };
+enum { PF_AHEAD = 2 };
 
 INLINE void input_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *in, int64_t cb,
                        const int64_t q[3], int64_t e, float *v, vf *w, const int a0, const int a1,
@@ -189,17 +255,24 @@ INLINE void input_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt 
     bool inside = bin == WINO_L;
     for (int a = 0; a < 3; a++)
         inside = inside && q[a] >= 0 && q[a] + g->al[a] <= s[a];
+    /* F(4,3) tiles whose rows lie inside but not all of their z-slices (the first and last
+     * along z of same padding: a fifth of a 20-plane layer's tiles) take the slices from the
+     * tensor, zero outside, with no gather of the whole tile */
+    const bool by_slice = !inside && a1 == 6 && bin == WINO_L && q[1] >= 0 && q[1] + a1 <= s[1] &&
+                          q[2] >= 0 && q[2] + a2 <= s[2];
     const float *src = in->data + (e * nb + cb) * vol * bin;
     int64_t sz = s[1] * s[2] * WINO_L, sy = s[2] * WINO_L;
-    if (inside) {
+    if (by_slice) {
+        src += (q[1] * s[2] + q[2]) * WINO_L; /* + z * sz for slice z */
+    } else if (inside) {
         src += ((q[0] * s[1] + q[1]) * s[2] + q[2]) * WINO_L;
-        const int step = a2 == 4 ? 2 : 1; /* positions a tile advances along x */
-        const int64_t ahead = (a2 - step + PF_AHEAD * step) * WINO_L;
-        if (q[2] + ahead / WINO_L + step <= s[2])
-            for (int a = 0; a < a0; a++)
+        const int step = a0 > 1 ? a0 - 2 : 1;              /* planes a tile advances along z */
+        const int64_t ahead = PF_AHEAD * step + a0 - step; /* its first plane new to it */
+        if (PF_AHEAD && q[0] + ahead + step <= s[0])
+            for (int a = 0; a < step; a++)
                 for (int b = 0; b < a1; b++)
-                    for (int c = 0; c < step; c++)
-                        __builtin_prefetch(src + a * sz + b * sy + ahead + c * WINO_L);
+                    for (int c = 0; c < a2; c++)
+                        __builtin_prefetch(src + (ahead + a) * sz + b * sy + c * WINO_L);
     } else {
         gather(src, bin, s, q, w, a0, a1, a2);
         src = (const float *)w;
@@ -207,6 +280,36 @@ INLINE void input_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt 
         sy = a2 * WINO_L;
     }
     float *dst = v + cb * bin;
+    if (a1 == 6) { /* F(4,3) along y and x: slices through d (past a gathered tile in w) */
+        vf *d = w + a0 * sl;
+        const vf zero = {0};
+        for (int a = 0; a < a0; a++) {
+            const int64_t z = q[0] + a;
+            if (!by_slice)
+                bt_slice6(src + a * sz, sy, d + a * sl);
+            else if (z >= 0 && z < s[0])
+                bt_slice6(src + z * sz, sy, d + a * sl);
+            else
+                for (int k = 0; k < sl; k++)
+                    d[a * sl + k] = zero;
+        }
+        if (a0 == 4 && cin >= WINO_L) {
+#pragma GCC unroll 4
+            for (int k = 0; k < sl; k++) { /* z, stored straight into V */
+                vf y[4];
+                bt4(d + k, sl, y, 1);
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++)
+                    ST(dst + (a * sl + k) * cin, y[a]);
+            }
+            return;
+        }
+        if (a0 == 4)
+            for (int k = 0; k < sl; k++)
+                bt4(d + k, sl, d + k, sl);
+        put_v(d, dst, cin, a0 * sl);
+        return;
+    }
     if (a0 == 4 && a1 == 4 && a2 == 4 && cin >= WINO_L) { /* any store order (see put_v) */
         input_444(src, sz, sy, dst, cin);
         return;
@@ -240,17 +343,23 @@ static void input_tr(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *i
                      int64_t count, float *v, float *buf)
 {
     vf *w = (vf *)buf;
-    const int shape = (g->al[0] == 4) * 4 + (g->al[1] == 4) * 2 + (g->al[2] == 4);
+    const int shape = wino_shape(g);
     for (int64_t cb = vox_nn_bt_blocks(in) - 1; cb >= 0; cb--)
         for (int64_t t = 0; t < count; t++) {
             int64_t idx[3], q[3];
-            int64_t e = vox_nn_tile_decode(g->nt, g0 + t, idx);
+            int64_t e = wino_decode(g->nt, g0 + t, idx);
             for (int a = 0; a < 3; a++)
                 q[a] = idx[a] * g->m[a] - g->lo[a];
             float *vt = v + t * g->tv;
             switch (shape) {
             case 7:
                 input_tile(g, in, cb, q, e, vt, w, 4, 4, 4);
+                break;
+            case 8:
+                input_tile(g, in, cb, q, e, vt, w, 4, 6, 6);
+                break;
+            case 9:
+                input_tile(g, in, cb, q, e, vt, w, 1, 6, 6);
                 break;
             case 3:
                 input_tile(g, in, cb, q, e, vt, w, 1, 4, 4);
@@ -392,6 +501,23 @@ INLINE void at_slice(const vf *src, vf *y, const int a1, const int a2)
         y[k] = r[k];
 }
 
+/* A^T along x then y of one 6 x 6 slice, value k at p + k * ps floats, into y (4 x 4). */
+INLINE void at_slice6(const float *p, int64_t ps, vf *y)
+{
+    vf r[24];
+#pragma GCC unroll 6
+    for (int b = 0; b < 6; b++) {
+        vf x[6];
+#pragma GCC unroll 6
+        for (int c = 0; c < 6; c++)
+            LD(x[c], p + (b * 6 + c) * ps);
+        at6(x, 1, r + b * 4, 1);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+        at6(r + c, 4, y + c, 4);
+}
+
 /* One tile's output transform for every output block, from mt (the tile's [p][co]): z first
  * (the values of the tile's P positions read once), then x and y per output z-slice in
  * registers (a tile of 1 along z: straight from M). */
@@ -401,7 +527,8 @@ INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const
 {
     const int64_t nb = g->cop / WINO_L, vol = vox_nn_bt_vol(out), cop = g->cop;
     const int64_t *s = out->s;
-    const int sl = a1 * a2, m0 = a0 == 4 ? 2 : 1, m1 = a1 == 4 ? 2 : 1, m2 = a2 == 4 ? 2 : 1;
+    const int sl = a1 * a2, m0 = a0 > 1 ? a0 - 2 : 1, m1 = a1 > 1 ? a1 - 2 : 1,
+              m2 = a2 > 1 ? a2 - 2 : 1;
     const int64_t n0 = s[0] - o[0] < m0 ? s[0] - o[0] : m0;
     const int64_t n1 = s[1] - o[1] < m1 ? s[1] - o[1] : m1;
     const int64_t n2 = s[2] - o[2] < m2 ? s[2] - o[2] : m2;
@@ -420,6 +547,13 @@ INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const
                     LD(x[a], src + (a * sl + k) * cop);
                 at4(x, 1, w + k, sl);
             }
+        } else if (a1 == 6) {
+            vf y[16];
+            at_slice6(src, cop, y);
+            const int64_t off = ((o[0] * s[1] + o[1]) * s[2] + o[2]) * WINO_L;
+            store_slice(g->act, y, &bias, base + off, rbase ? rbase + off : NULL, s[2] * WINO_L, n1,
+                        n2, 4, 4);
+            continue;
         } else {
             vf y[4], r[16];
 #pragma GCC unroll 16
@@ -427,16 +561,23 @@ INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const
                 LD(r[k], src + k * cop);
             at_slice(r, y, a1, a2);
             const int64_t off = ((o[0] * s[1] + o[1]) * s[2] + o[2]) * WINO_L;
-            store_slice(g->act, y, &bias, base + off, rbase ? rbase + off : NULL, s[2] * WINO_L,
-                        n1, n2, m1, m2);
+            store_slice(g->act, y, &bias, base + off, rbase ? rbase + off : NULL, s[2] * WINO_L, n1,
+                        n2, m1, m2);
             continue;
         }
         for (int64_t a = 0; a < n0; a++) {
-            vf y[4];
+            vf y[16];
+            if (a1 == 6) {
+                at_slice6((const float *)(w + a * sl), WINO_L, y);
+                const int64_t off = (((o[0] + a) * s[1] + o[1]) * s[2] + o[2]) * WINO_L;
+                store_slice(g->act, y, &bias, base + off, rbase ? rbase + off : NULL, s[2] * WINO_L,
+                            n1, n2, 4, 4);
+                continue;
+            }
             at_slice(w + a * sl, y, a1, a2);
             const int64_t off = (((o[0] + a) * s[1] + o[1]) * s[2] + o[2]) * WINO_L;
-            store_slice(g->act, y, &bias, base + off, rbase ? rbase + off : NULL, s[2] * WINO_L,
-                        n1, n2, m1, m2);
+            store_slice(g->act, y, &bias, base + off, rbase ? rbase + off : NULL, s[2] * WINO_L, n1,
+                        n2, m1, m2);
         }
     }
 }
@@ -445,16 +586,22 @@ static void output_tr(const struct vox_nn_wino_geom *g, const float *mm, int64_t
                       struct vox_nn_bt *out, const struct vox_nn_bt *res, float *buf)
 {
     vf *w = (vf *)buf;
-    const int shape = (g->al[0] == 4) * 4 + (g->al[1] == 4) * 2 + (g->al[2] == 4);
+    const int shape = wino_shape(g);
     for (int64_t t = 0; t < count; t++) {
         int64_t idx[3], o[3];
-        int64_t e = vox_nn_tile_decode(g->nt, g0 + t, idx);
+        int64_t e = wino_decode(g->nt, g0 + t, idx);
         for (int a = 0; a < 3; a++)
             o[a] = idx[a] * g->m[a];
         const float *mt = mm + t * g->tm;
         switch (shape) {
         case 7:
             output_tile(g, mt, o, e, out, res, w, 4, 4, 4);
+            break;
+        case 8:
+            output_tile(g, mt, o, e, out, res, w, 4, 6, 6);
+            break;
+        case 9:
+            output_tile(g, mt, o, e, out, res, w, 1, 6, 6);
             break;
         case 3:
             output_tile(g, mt, o, e, out, res, w, 1, 4, 4);
