@@ -340,6 +340,24 @@ static void test_planar(struct vox_ctx *ctx)
     vox_nn_fast_destroy(wf);
     vox_nn_weights_destroy(ww);
     vox_net_destroy(wn);
+    /* ... but not where its planar output goes on to more layers: in a chain of 24-channel
+     * 1x3x3 convs the second stays planar and so does its input (the last, which only the
+     * output reads, may take Winograd and its input in blocks); 24 channels fill 16 lanes
+     * badly, not 8 */
+    wn = parse(ctx, "input a channels=1\nconv c1 a -> 24 kernel=1x3x3\nconv c2 c1 -> 24 "
+                    "kernel=1x3x3\nconv c3 c2 -> 24 kernel=1x3x3\noutput o c3\n");
+    ww = wn ? random_weights(ctx, wn, 2) : NULL;
+    wf = NULL;
+    if (ww)
+        CHECK_OK(vox_nn_fast_create(ctx, wn, ww, (int64_t[]){4, 64, 64}, &wf));
+    if (wf && vox_ctx_cpu(ctx)->isa == VOX_ISA_AVX512) {
+        struct vox_nn_fast_layer li;
+        vox_nn_fast_layer_info(wf, vox_net_find(wn, "c1"), &li);
+        CHECK(li.block == 1);
+    }
+    vox_nn_fast_destroy(wf);
+    vox_nn_weights_destroy(ww);
+    vox_net_destroy(wn);
     struct vox_ctx *one;
     struct vox_ctx_options opt = {.threads = 1, .log_level = VOX_LOG_WARN};
     CHECK_OK(vox_ctx_create(&opt, &one));

@@ -364,6 +364,16 @@ static bool wino_beats_planar(const struct vox_net *net, const struct vox_nn_dim
     return blocked[2] < fmin(planar[0], planar[1]);
 }
 
+/* Whether only output statements read tensor i (a planar tensor that nothing else takes). */
+static bool read_by_outputs_only(const struct vox_net *net, int i)
+{
+    for (int j = 0; j < net->n_layers; j++)
+        for (int k = 0; k < net->layers[j].n_in; k++)
+            if (net->layers[j].in[k] == i && net->layers[j].kind != VOX_NN_OUTPUT)
+                return false;
+    return true;
+}
+
 /* Every tensor's block: the vector width, C for a narrow input (block_of), or 1 (planar,
  * (C, Z, Y, X)) for a conv's output of a channel count that fills blocks badly (24 or 36 of 16
  * lanes) when its input is planar too (a 1-channel input is), and for a pass of planar inputs.
@@ -371,7 +381,11 @@ static bool wino_beats_planar(const struct vox_net *net, const struct vox_nn_dim
  * Then, until nothing changes, a planar tensor read by a pass that keeps blocks but is not
  * planar goes back to blocks (an add of a planar and a blocked tensor, an mpf), and so does a
  * planar tensor computed from a blocked one. A conv that the model would rather run by
- * Winograd on blocks (wino_beats_planar) writes blocks and takes its input in blocks. Winograd
+ * Winograd on blocks (wino_beats_planar) writes blocks and takes its input in blocks, unless
+ * its output would be planar and more layers read it: they would turn to blocks too, and the
+ * model of one conv does not see their cost (VD2D3D at 10x200x200: Winograd on the 24 -> 24
+ * 1x3x3 conv1b, 6.7 against 10.8 ms by the planar nest, took blocks down the next six
+ * layers: 284 -> 341 ms for the net). Winograd
  * forced everywhere it applies (it takes blocked tensors): none is planar but a 1-channel
  * input. */
 static void plan_blocks(const struct vox_net *net, const struct vox_nn_dims *dims, int64_t lanes,
@@ -390,6 +404,7 @@ static void plan_blocks(const struct vox_net *net, const struct vox_nn_dims *dim
             const int src = l->in[0];
             blk[i] = blk[src] == 1 && fills_badly(dims[i].shape[0], lanes) ? 1 : lanes;
             if (blk[src] == 1 && algo == VOX_NN_CONV_AUTO &&
+                (blk[i] != 1 || read_by_outputs_only(net, i)) &&
                 wino_beats_planar(net, dims, lanes, blk, i, blk[i] == 1)) {
                 blk[i] = lanes;
                 if (dims[src].shape[0] > 1)

@@ -216,12 +216,17 @@ INLINE void put_v(const vf *w, float *dst, int64_t cin, const int P)
         ST(dst + p * cin, w[p]);
 }
 
-/* Tile t's (z, y, x) index and batch entry: z varies fastest, so the next tile along z reuses
- * half the input planes of this one while they are in L1/L2 (with x fastest the planes came
- * back from memory a whole slab of tiles later). Every output is one tile's: the order
- * changes which tiles share a block, not a bit of the result. */
-static inline int64_t wino_decode(const int64_t nt[3], int64_t t, int64_t idx[3])
+/* Tile t's (z, y, x) index and batch entry. Tiles deeper than one plane: z varies fastest, so
+ * the next tile along z reuses half the input planes of this one while they are in L1/L2
+ * (with x fastest the planes came back from memory a whole slab of tiles later); tiles of one
+ * plane share nothing along z: x fastest (the next tile reuses 2 of its columns). Every
+ * output is one tile's: the order changes which tiles share a block, not a bit of the
+ * result. */
+static inline int64_t wino_decode(const struct vox_nn_wino_geom *g, int64_t t, int64_t idx[3])
 {
+    const int64_t *nt = g->nt;
+    if (g->al[0] == 1)
+        return vox_nn_tile_decode(nt, t, idx);
     idx[0] = t % nt[0];
     t /= nt[0];
     idx[2] = t % nt[2];
@@ -241,8 +246,8 @@ static int wino_shape(const struct vox_nn_wino_geom *g)
 
 /* One tile's input transform for channel block cb, into v (the tile's [p][ci]): per z-slice
  * x and y in registers, then z along the slices. Interior tiles prefetch the positions that
- * the tile PF_AHEAD tiles further along x reads first (the block's rows are more streams than
- * the hardware prefetcher follows). */
+ * the tile PF_AHEAD tiles further along the order (wino_decode) reads first (the block's rows
+ * are more streams than the hardware prefetcher follows). */
 enum { PF_AHEAD = 2 };
 
 INLINE void input_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *in, int64_t cb,
@@ -266,13 +271,19 @@ INLINE void input_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt 
         src += (q[1] * s[2] + q[2]) * WINO_L; /* + z * sz for slice z */
     } else if (inside) {
         src += ((q[0] * s[1] + q[1]) * s[2] + q[2]) * WINO_L;
-        const int step = a0 > 1 ? a0 - 2 : 1;              /* planes a tile advances along z */
-        const int64_t ahead = PF_AHEAD * step + a0 - step; /* its first plane new to it */
-        if (PF_AHEAD && q[0] + ahead + step <= s[0])
-            for (int a = 0; a < step; a++)
+        /* what the tile PF_AHEAD further along the order reads first: along z, its last
+         * planes; along x (tiles of one plane), its last columns */
+        const int zs = a0 > 1 ? a0 - 2 : 0, xs = a2 > 1 ? a2 - 2 : 1;
+        const int64_t ahead = zs ? PF_AHEAD * zs + a0 - zs : PF_AHEAD * xs + a2 - xs;
+        if (zs && q[0] + ahead + zs <= s[0])
+            for (int a = 0; a < zs; a++)
                 for (int b = 0; b < a1; b++)
                     for (int c = 0; c < a2; c++)
                         __builtin_prefetch(src + (ahead + a) * sz + b * sy + c * WINO_L);
+        if (!zs && q[2] + ahead + xs <= s[2])
+            for (int b = 0; b < a1; b++)
+                for (int c = 0; c < xs; c++)
+                    __builtin_prefetch(src + b * sy + (ahead + c) * WINO_L);
     } else {
         gather(src, bin, s, q, w, a0, a1, a2);
         src = (const float *)w;
@@ -347,7 +358,7 @@ static void input_tr(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *i
     for (int64_t cb = vox_nn_bt_blocks(in) - 1; cb >= 0; cb--)
         for (int64_t t = 0; t < count; t++) {
             int64_t idx[3], q[3];
-            int64_t e = wino_decode(g->nt, g0 + t, idx);
+            int64_t e = wino_decode(g, g0 + t, idx);
             for (int a = 0; a < 3; a++)
                 q[a] = idx[a] * g->m[a] - g->lo[a];
             float *vt = v + t * g->tv;
@@ -589,7 +600,7 @@ static void output_tr(const struct vox_nn_wino_geom *g, const float *mm, int64_t
     const int shape = wino_shape(g);
     for (int64_t t = 0; t < count; t++) {
         int64_t idx[3], o[3];
-        int64_t e = wino_decode(g->nt, g0 + t, idx);
+        int64_t e = wino_decode(g, g0 + t, idx);
         for (int a = 0; a < 3; a++)
             o[a] = idx[a] * g->m[a];
         const float *mt = mm + t * g->tm;
