@@ -235,6 +235,28 @@ static inline int64_t wino_decode(const struct vox_nn_wino_geom *g, int64_t t, i
     return t / nt[1];
 }
 
+/* B^T along z of a tile's a0 slices d (sl vectors each, x and y done) into V at dst: stored
+ * straight where every store is a whole block (any order will do), else in place and then in
+ * put_v's rising order. */
+INLINE void z_into_v(vf *d, float *dst, int64_t cin, const int a0, const int sl)
+{
+    if (a0 == 4 && cin >= WINO_L) {
+#pragma GCC unroll 4
+        for (int k = 0; k < sl; k++) {
+            vf y[4];
+            bt4(d + k, sl, y, 1);
+#pragma GCC unroll 4
+            for (int a = 0; a < 4; a++)
+                ST(dst + (a * sl + k) * cin, y[a]);
+        }
+        return;
+    }
+    if (a0 == 4)
+        for (int k = 0; k < sl; k++)
+            bt4(d + k, sl, d + k, sl);
+    put_v(d, dst, cin, a0 * sl);
+}
+
 /* The tile shape as a switch case: 7, 3, 5, 6 for 4x4x4, 1x4x4, 4x1x4, 4x4x1 (F(2,3) on the axes
  * of extent 4), 8 and 9 for 4x6x6 and 1x6x6 (F(4,3) along y and x). */
 static int wino_shape(const struct vox_nn_wino_geom *g)
@@ -304,21 +326,7 @@ INLINE void input_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt 
                 for (int k = 0; k < sl; k++)
                     d[a * sl + k] = zero;
         }
-        if (a0 == 4 && cin >= WINO_L) {
-#pragma GCC unroll 4
-            for (int k = 0; k < sl; k++) { /* z, stored straight into V */
-                vf y[4];
-                bt4(d + k, sl, y, 1);
-#pragma GCC unroll 4
-                for (int a = 0; a < 4; a++)
-                    ST(dst + (a * sl + k) * cin, y[a]);
-            }
-            return;
-        }
-        if (a0 == 4)
-            for (int k = 0; k < sl; k++)
-                bt4(d + k, sl, d + k, sl);
-        put_v(d, dst, cin, a0 * sl);
+        z_into_v(d, dst, cin, a0, sl);
         return;
     }
     if (a0 == 4 && a1 == 4 && a2 == 4 && cin >= WINO_L) { /* any store order (see put_v) */
@@ -331,21 +339,7 @@ INLINE void input_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt 
     }
     for (int a = 0; a < a0; a++)
         bt_slice(src + a * sz, sy, w + a * sl, NULL, 0, a1, a2);
-    if (a0 == 1 || cin < WINO_L) {
-        if (a0 == 4)
-            for (int k = 0; k < sl; k++)
-                bt4(w + k, sl, w + k, sl);
-        put_v(w, dst, cin, a0 * sl);
-        return;
-    }
-#pragma GCC unroll 4
-    for (int k = 0; k < sl; k++) { /* z, stored straight into V */
-        vf y[4];
-        bt4(w + k, sl, y, 1);
-#pragma GCC unroll 4
-        for (int a = 0; a < 4; a++)
-            ST(dst + (a * sl + k) * cin, y[a]);
-    }
+    z_into_v(w, dst, cin, a0, sl);
 }
 
 /* Channel block by channel block (fewer streams at a time; the last first, see put_v), tile by
