@@ -34,8 +34,10 @@
  *   incomplete edges take the larger max). Skipped edges and finished clusters are dropped:
  *   a skip changes nothing, and a finished cluster has no undecided edge left. At the root
  *   nothing touches, so everything is decided.
- * - The merge record (dend) and the ids at merge time come from replaying the final merges
- *   in the global order on one union-find; dust and numbering are then seg/linkage.c's.
+ * - The clusters are the components of the final merges, whatever their order: the map
+ *   (dust and numbering as seg/linkage.c's) comes from one union-find over them. The merge
+ *   record (dend) and the ids at merge time come from replaying them in the global order
+ *   (dist_dend_run), which vox_dist_segment runs beside the agglomeration's chunks.
  * A node is a pure function of its children, so the result does not depend on threads.
  */
 #include "dist_internal.h"
