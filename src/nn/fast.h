@@ -159,6 +159,9 @@ struct vox_nn_pack_fns {
     int lanes;
     void (*pack)(const float *const *src, float *dst, int64_t n);
     void (*unpack)(const float *src, float *const *dst, int64_t n);
+    /* x[i] = act(x[i]), i < n, in vector form (fast_vact.h: the JIT's method, within 4e-7
+     * relative of libm's) */
+    void (*act)(enum vox_nn_act act, float *x, int64_t n);
 };
 extern const struct vox_nn_pack_fns vox_nn_pack_ref, vox_nn_pack_avx2, vox_nn_pack_avx512;
 /* The table for isa (an enum vox_isa). */

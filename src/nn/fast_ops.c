@@ -135,8 +135,7 @@ static void unpack_row(const struct job *j, int64_t cb, int64_t z)
                 for (int64_t x = 0; x < nx; x++)
                     q[x * sx] = vox_nn_act1f(j->act, p[x * b + l]);
             else if (j->act != VOX_ACT_LINEAR)
-                for (int64_t x = 0; x < nx; x++)
-                    q[x] = vox_nn_act1f(j->act, q[x]);
+                j->pk->act(j->act, q, nx);
         }
     }
 }

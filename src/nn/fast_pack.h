@@ -21,6 +21,8 @@ typedef int32_t vi __attribute__((vector_size(4 * PACK_L)));
 #define LD(v, p) memcpy(&(v), (p), sizeof(vf))
 #define ST(p, v) memcpy((p), &(v), sizeof(vf))
 
+#include "fast_vact.h"
+
 /* Transposes the L x L matrix in r (row i: r[i]) in place (unrolled: the rows stay in
  * registers). */
 INLINE void transpose(vf r[PACK_L])
@@ -89,4 +91,22 @@ static void unpack(const float *src, float *const *dst, int64_t n)
                 dst[l][x] = src[x * PACK_L + l];
 }
 
-const struct vox_nn_pack_fns PACK_FN = {PACK_L, pack, unpack};
+/* x[i] = act(x[i]) for i < n, a vector at a time (the tail through a zero-padded one). */
+static void act_row(enum vox_nn_act act, float *x, int64_t n)
+{
+    int64_t i = 0;
+    vf v;
+    for (; i + PACK_L <= n; i += PACK_L) {
+        LD(v, x + i);
+        act_vec(act, &v);
+        ST(x + i, v);
+    }
+    if (i < n) {
+        v = (vf){0};
+        memcpy(&v, x + i, (size_t)(n - i) * sizeof *x);
+        act_vec(act, &v);
+        memcpy(x + i, &v, (size_t)(n - i) * sizeof *x);
+    }
+}
+
+const struct vox_nn_pack_fns PACK_FN = {PACK_L, pack, unpack, act_row};
