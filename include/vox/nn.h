@@ -346,8 +346,9 @@ double vox_nn_layer_flops(const struct vox_net *net, const struct vox_nn_dims *d
 struct vox_nn_fast;
 
 /* How convolutions run: by the cost model (FFT for large kernels where it is cheaper and its
- * cached kernel spectra are not too large, Winograd F(2,3) for 3x3x3 / 1x3x3 kernels where it
- * is cheaper), always direct (JIT nest), FFT wherever it can (convs; deconvs stay direct), or
+ * cached kernel spectra are not too large, Winograd (F(4,3) along y and x, F(2,3) along z) for
+ * 3x3x3 / 1x3x3 kernels where it is cheaper), always direct (JIT nest), FFT wherever it can
+ * (convs; deconvs stay direct), or
  * Winograd wherever it can (convs of dilation 1 with kernel extents 1 or 3, two 3s at least;
  * the rest stay direct). */
 enum vox_nn_conv_algo {

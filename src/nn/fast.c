@@ -19,7 +19,7 @@
  *                 while its spectra and buffers stay within 8x the layer's input and output
  *                 (ZNNi's choice, note znn.md 2.5/7.2, by a closed-form model instead of
  *                 exhaustive measurement);
- *   3x3x3, 1x3x3  Winograd F(2,3) (fast_wino.c) where the model says it is cheaper: its
+ *   3x3x3, 1x3x3  Winograd (fast_wino.c) where the model says it is cheaper: its
  *                 products' flops at the direct nest's rate plus the floats its transforms
  *                 move at 5 % of peak (same machine); where two algorithms' model times lie
  *                 within 4x, a measurement on a slab of the layer decides (fast_tune.c);
