@@ -18,7 +18,9 @@
  * Vector tails use AVX-512 opmask k2 or AVX2 vmaskmovps with a mask row from a table.
  * With reduction vectors (v a reduction dimension) each accumulator holds one C element's
  * lane partial sums: C is loaded into lane 0 (vmovss), and at the store the halves are
- * added (vextractf32x8, vextractf128, vpermilps) down to lane 0, stored with vmovss.
+ * added (vextractf32x8, vextractf128, vpermilps) down to lane 0, stored with vmovss. A
+ * reduction of one vector (v no longer than W) has no step of its own, so the points of the
+ * output loops around it flush as one group and share their operands' loads.
  */
 #include "codegen_internal.h"
 
@@ -138,7 +140,7 @@ static void emit_expm1(struct cg *g, int u, int out, int tmp, bool upper)
         vox_jit_vrrm(a, VOX_JIT_VMINPS, U, U, cmem(g, 87.0f));
     vox_jit_vrm(a, VOX_JIT_VMOVUPS, T, cmem(g, magic));
     vox_jit_vrrm(a, VOX_JIT_VFMADD231PS, T, U, cmem(g, 1.44269504f));
-    vox_jit_vrrm(a, VOX_JIT_VSUBPS, O, T, cmem(g, magic));           /* n */
+    vox_jit_vrrm(a, VOX_JIT_VSUBPS, O, T, cmem(g, magic));              /* n */
     vox_jit_vrrm(a, VOX_JIT_VFMADD231PS, U, O, cmem(g, -0.693359375f)); /* r = u - n ln2 */
     vox_jit_vrrm(a, VOX_JIT_VFMADD231PS, U, O, cmem(g, 2.12194440e-4f));
     vox_jit_vrri(a, VOX_JIT_VPSLLD, T, T, 23); /* 2^n */
@@ -148,8 +150,8 @@ static void emit_expm1(struct cg *g, int u, int out, int tmp, bool upper)
     for (int i = 1; i < 7; i++)
         vox_jit_vrrm(a, VOX_JIT_VFMADD213PS, O, U, cmem(g, c[i]));
     vox_jit_vrrr(a, VOX_JIT_VMULPS, O, O, U);
-    vox_jit_vrrr(a, VOX_JIT_VFMADD213PS, O, U, U);                 /* expm1(r) */
-    vox_jit_vrrm(a, VOX_JIT_VSUBPS, U, T, cmem(g, 1.0f));          /* 2^n - 1 */
+    vox_jit_vrrr(a, VOX_JIT_VFMADD213PS, O, U, U);        /* expm1(r) */
+    vox_jit_vrrm(a, VOX_JIT_VSUBPS, U, T, cmem(g, 1.0f)); /* 2^n - 1 */
     vox_jit_vrrr(a, VOX_JIT_VFMADD213PS, O, T, U);
 }
 
@@ -433,6 +435,13 @@ static void reduction_loop(struct cg *g, int p, const int64_t *ext, const int64_
     struct vox_jit_asm *a = g->a;
     int d = g->nest->order[p].dim;
     int64_t s = loop_step(g, p), e = ext[d], nfull = e / s, tail = e % s, o[CG_TENSORS];
+    if (g->vred && p == g->vpos && nfull == 1 && tail == 0) {
+        /* one vector of the reduction: no step of its own, so the points of the output
+         * loops around it flush as one group, which loads the operand with fewer values
+         * once (a flush per point reloaded it for every FMA) */
+        walk(g, p + 1, ext, off);
+        return;
+    }
     int64_t sub[VOX_NEST_MAX_DIMS];
     memcpy(sub, ext, sizeof sub);
     sub[d] = s;
@@ -571,9 +580,9 @@ static void store_accs(struct cg *g)
 {
     struct vox_jit_asm *a = g->a;
     const struct vox_nest *nest = g->nest;
-    enum vox_jit_vop red = nest->compute == VOX_NEST_PLUS_MUL ? VOX_JIT_VADDPS
+    enum vox_jit_vop red = nest->compute == VOX_NEST_PLUS_MUL  ? VOX_JIT_VADDPS
                            : nest->compute == VOX_NEST_MIN_MUL ? VOX_JIT_VMINPS
-                                                                : VOX_JIT_VMAXPS;
+                                                               : VOX_JIT_VMAXPS;
     for (int i = 0; i < g->nacc; i++) {
         int32_t r = vreg(g, i);
         for (int c = 1; c < g->copies; c++)
@@ -613,7 +622,7 @@ int cg_pick_copies(const struct cg *g)
     bool red_inside = false;
     for (int q = g->R; q < nest->norder; q++)
         red_inside |= vox_nest_is_reduction(nest, nest->order[q].dim);
-    int c = g->copies_opt > 0 ? g->copies_opt
+    int c = g->copies_opt > 0           ? g->copies_opt
             : red_inside && g->nacc < 8 ? (8 + g->nacc - 1) / g->nacc
                                         : 1;
     c = c > 4 ? 4 : c;
