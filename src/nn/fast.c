@@ -188,6 +188,17 @@ static size_t bt_bytes(const struct vox_nn_dims *d, int64_t blk)
            sizeof(float);
 }
 
+/* Whether only output statements read tensor i (its padding lanes and its layout
+ * concern nobody else). */
+static bool read_by_outputs_only(const struct vox_net *net, int i)
+{
+    for (int j = 0; j < net->n_layers; j++)
+        for (int k = 0; k < net->layers[j].n_in; k++)
+            if (net->layers[j].in[k] == i && net->layers[j].kind != VOX_NN_OUTPUT)
+                return false;
+    return true;
+}
+
 /* Weight floats a layer packs into (0 for layers without parameters). */
 static int64_t conv_desc(const struct vox_net *net, const struct vox_nn_dims *dims,
                          const struct layout *lay, int i, struct vox_nn_fast_conv *cv)
@@ -204,11 +215,7 @@ static int64_t conv_desc(const struct vox_net *net, const struct vox_nn_dims *di
     cv->b = lay->blk[i];
     cv->bias = l->bias || l->bn;
     cv->act = l->act;
-    cv->lanes_free = true; /* an output unpacks only its first `channels` lanes */
-    for (int j = i + 1; j < net->n_layers; j++)
-        for (int k = 0; k < net->layers[j].n_in; k++)
-            if (net->layers[j].in[k] == i && net->layers[j].kind != VOX_NN_OUTPUT)
-                cv->lanes_free = false;
+    cv->lanes_free = read_by_outputs_only(net, i); /* an output unpacks its first lanes */
     for (int a = 0; a < 3; a++) {
         cv->k[a] = l->kernel[a];
         cv->dil[a] = l->kind == VOX_NN_CONV ? l->dilation[a] : 1;
@@ -362,16 +369,6 @@ static bool wino_beats_planar(const struct vox_net *net, const struct vox_nn_dim
     blk[i] = keep;
     blk[src] = keep_src;
     return blocked[2] < fmin(planar[0], planar[1]);
-}
-
-/* Whether only output statements read tensor i (a planar tensor that nothing else takes). */
-static bool read_by_outputs_only(const struct vox_net *net, int i)
-{
-    for (int j = 0; j < net->n_layers; j++)
-        for (int k = 0; k < net->layers[j].n_in; k++)
-            if (net->layers[j].in[k] == i && net->layers[j].kind != VOX_NN_OUTPUT)
-                return false;
-    return true;
 }
 
 /* Every tensor's block: the vector width, C for a narrow input (block_of), or 1 (planar,
