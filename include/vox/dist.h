@@ -76,8 +76,10 @@ struct vox_dist_level {
     int64_t frozen;  /* items carried up: fragments (a), frozen basins (b), vertices (c) */
     int64_t edges;   /* residual links / undecided edges carried up */
     int64_t bytes;   /* bytes of the summaries passed up from this level */
-    double seconds;  /* wall time; (c)'s level 0 includes the replay of (b)'s merge record,
-                      * which runs beside its chunks when vox_dist_segment keeps no records */
+    double seconds;  /* its tasks' time summed over the threads (a node starts as soon as
+                      * its children are done, so levels overlap in time); (c)'s level 0
+                      * includes the replay of (b)'s merge record, which runs beside its chunks
+                      * when vox_dist_segment keeps no records */
 };
 
 #define VOX_DIST_LEVELS_MAX 96

@@ -75,6 +75,7 @@ struct ag_fin {
 
 struct ag_sum {
     struct dist_box box;
+    int64_t level; /* its octree level (0: an atomic chunk) */
     struct ag_vtx *v;
     int64_t nv, vcap;
     struct ag_edge *e;
@@ -92,12 +93,13 @@ struct ag_run {
     const struct dist_vol *vol;
     const struct dist_labels *labels;
     struct vox_dist_stats *stats;
-    int64_t nseg, dims[3], grid[3], span[3], level;
+    int64_t nseg, dims[3], chunk[3];
     bool hist;
-    struct ag_sum *cur, *nxt;
-    enum vox_status *st;
-    struct dist_scratch *sc; /* per worker */
-    struct dist_dend *side;  /* run as task 0 of the atomic chunks' loop (NULL: none) */
+    struct dist_tree tree;
+    struct ag_sum *sum[DIST_TREE_LEVELS]; /* per level and node */
+    int64_t lv[DIST_TREE_LEVELS][3];      /* per level: vertices, edges, bytes carried up */
+    struct dist_scratch *sc;              /* per worker */
+    struct dist_dend *side; /* run as a side job beside the atomic chunks (NULL: none) */
 };
 
 static void ag_sum_fini(struct vox_ctx *ctx, struct ag_sum *s)
@@ -499,7 +501,7 @@ static enum vox_status ag_contract(const struct ag_run *r, struct ag_sum *s,
                            .num = f->num[k],
                            .den = f->den[k],
                            .score = f->m[k].score,
-                           .level = r->level,
+                           .level = s->level,
                            .seq = k};
         if (!dist_push(r->ctx, (void **)&s->fin, &s->nfin, &s->fcap, &x, sizeof x))
             return VOX_OUT_OF_MEMORY;
@@ -878,104 +880,70 @@ static enum vox_status ag_node(const struct ag_run *r, const struct ag_sum *kids
     return st == VOX_OK ? ag_node_pass(r, s, root) : st;
 }
 
-static void ag_box(const struct ag_run *r, const int64_t c[3], int64_t mul, struct dist_box *b)
+/* The box of node i of `level` (0: atomic chunk i). */
+static void ag_box(const struct ag_run *r, int level, int64_t i, struct dist_box *b)
 {
+    const int64_t *g = r->tree.grid[level];
+    int64_t c[3] = {i / (g[1] * g[2]), (i / g[2]) % g[1], i % g[2]};
     for (int a = 0; a < 3; a++) {
-        int64_t sp = r->span[a] * mul;
+        int64_t sp = r->chunk[a] << level;
         b->lo[a] = c[a] * sp;
         b->hi[a] = b->lo[a] + sp < r->dims[a] ? b->lo[a] + sp : r->dims[a];
     }
 }
 
-static void ag_atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+/* Node i of `level` (-1: the side job): an atomic chunk from the voxels, a node from its
+ * children (freed); the statistics count what it carries up. */
+static enum vox_status ag_task(void *arg, int level, int64_t i, int tid)
 {
     struct ag_run *r = arg;
-    bool root = r->grid[0] * r->grid[1] * r->grid[2] == 1;
-    for (int64_t t = lo[0]; t < hi[0]; t++) {
-        int64_t i = t - (r->side != NULL);
-        if (i < 0) {
-            dist_dend_run(r->ctx, r->side);
-            continue;
-        }
-        int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
-                        i % r->grid[2]};
-        ag_box(r, c, 1, &r->cur[i].box);
-        r->st[i] = ag_chunk(r, &r->cur[i], root, &r->sc[tid]);
+    if (level < 0) {
+        dist_dend_run(r->ctx, r->side); /* its status is the record's, read by its owner */
+        return VOX_OK;
     }
-}
-
-static void ag_node_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
-{
-    struct ag_run *r = arg;
-    const int64_t *pg = r->grid;
-    bool root = (pg[0] + 1) / 2 * ((pg[1] + 1) / 2) * ((pg[2] + 1) / 2) == 1;
-    for (int64_t i = lo[0]; i < hi[0]; i++) {
+    bool root = level == r->tree.nlev - 1;
+    struct ag_sum *s = &r->sum[level][i];
+    ag_box(r, level, i, &s->box);
+    s->level = level;
+    enum vox_status st;
+    if (level == 0) {
+        st = ag_chunk(r, s, root, &r->sc[tid]);
+    } else {
         int64_t c[3], idx[8];
-        struct ag_sum kids[8];
-        int nk = dist_node_children(pg, i, c, idx);
+        struct ag_sum kids[8] = {0};
+        int nk = dist_node_children(r->tree.grid[level - 1], i, c, idx);
         for (int k = 0; k < nk; k++)
-            kids[k] = r->cur[idx[k]];
-        ag_box(r, c, 2, &r->nxt[i].box);
-        r->st[i] = ag_node(r, kids, nk, &r->nxt[i], root);
+            kids[k] = r->sum[level - 1][idx[k]];
+        st = ag_node(r, kids, nk, s, root);
+        for (int k = 0; k < nk; k++)
+            ag_sum_fini(r->ctx, &r->sum[level - 1][idx[k]]);
     }
-}
-
-static enum vox_status ag_first_error(const struct ag_run *r, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++)
-        if (r->st[i] != VOX_OK)
-            return r->st[i];
+    if (st != VOX_OK)
+        return st;
+    int64_t add[3] = {s->nv, s->ne,
+                      s->nv * (int64_t)sizeof *s->v + s->ne * (int64_t)sizeof *s->e + s->nh * 9 +
+                          s->nfin * (int64_t)sizeof *s->fin};
+    for (int k = 0; k < 3; k++)
+        __atomic_fetch_add(&r->lv[level][k], add[k], __ATOMIC_RELAXED);
     return VOX_OK;
 }
 
-/* What the n summaries of r->cur carry up (vertices, edges with histograms, decided
- * merges). */
-static void ag_level_stats(const struct ag_run *r, int64_t n, double t0)
+/* A worker with no atomic chunk left: the levels above read no voxels. */
+static void ag_idle(void *arg, int tid)
 {
-    int64_t nv = 0, ne = 0, by = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const struct ag_sum *c = &r->cur[i];
-        nv += c->nv;
-        ne += c->ne;
-        by += c->nv * (int64_t)sizeof *c->v + c->ne * (int64_t)sizeof *c->e + c->nh * 9 +
-              c->nfin * (int64_t)sizeof *c->fin;
-    }
-    dist_stats_level(r->stats, VOX_DIST_AGGLOMERATE, r->level, n, nv, ne, by, vox_time_now() - t0);
+    struct ag_run *r = arg;
+    dist_scratch_release_one(r->ctx, &r->sc[tid]);
 }
 
-/* Atomic chunks, then the octree levels; r->cur[0] is the root on return. */
-static enum vox_status ag_tree_run(struct ag_run *r, int64_t nchunks)
+/* The octree, every node as soon as its children are done; r->sum[top][0] is the root. */
+static enum vox_status ag_tree_run(struct ag_run *r)
 {
-    struct vox_pool *pool = vox_ctx_pool(r->ctx);
-    double t0 = vox_time_now();
-    vox_pool_for(pool, (int64_t[3]){nchunks + (r->side != NULL), 1, 1}, (int64_t[3]){1, 1, 1},
-                 VOX_SCHED_DYNAMIC, ag_atomic_task, r);
-    dist_scratch_release(r->ctx, r->sc); /* the levels above read no voxels */
-    enum vox_status s = ag_first_error(r, nchunks);
-    if (s == VOX_OK)
-        ag_level_stats(r, nchunks, t0);
-    while (s == VOX_OK && (r->grid[0] > 1 || r->grid[1] > 1 || r->grid[2] > 1)) {
-        t0 = vox_time_now();
-        int64_t ng[3] = {(r->grid[0] + 1) / 2, (r->grid[1] + 1) / 2, (r->grid[2] + 1) / 2};
-        int64_t nn = ng[0] * ng[1] * ng[2], np = r->grid[0] * r->grid[1] * r->grid[2];
-        r->nxt = vox_calloc(r->ctx, (size_t)nn, sizeof *r->nxt);
-        if (!r->nxt)
-            return VOX_OUT_OF_MEMORY;
-        r->level++;
-        vox_pool_for(pool, (int64_t[3]){nn, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
-                     ag_node_task, r);
-        s = ag_first_error(r, nn);
-        for (int64_t i = 0; i < np; i++)
-            ag_sum_fini(r->ctx, &r->cur[i]);
-        vox_free(r->ctx, r->cur);
-        r->cur = r->nxt;
-        r->nxt = NULL;
-        memcpy(r->grid, ng, sizeof ng);
-        for (int a = 0; a < 3; a++)
-            r->span[a] *= 2;
-        if (s == VOX_OK)
-            ag_level_stats(r, nn, t0);
-    }
+    const struct dist_tree *t = &r->tree;
+    enum vox_status s =
+        dist_tree_run(r->ctx, &r->tree, 0, t->nlev, r->side != NULL, ag_task, ag_idle, r);
+    for (int l = 0; s == VOX_OK && l < t->nlev; l++)
+        dist_stats_level(r->stats, VOX_DIST_AGGLOMERATE, l, t->n[l], r->lv[l][0], r->lv[l][1],
+                         r->lv[l][2], t->busy[l]);
     return s;
 }
 
@@ -1133,25 +1101,29 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                        .stats = stats,
                        .nseg = nseg,
                        .hist = p->score == VOX_SEG_SCORE_QUANTILE};
-    int64_t nchunks = 1;
+    int64_t grid[3];
     for (int a = 0; a < 3; a++) {
         r.dims[a] = vol->dims[a];
-        r.span[a] = chunk[a] < r.dims[a] ? chunk[a] : r.dims[a];
-        r.grid[a] = (r.dims[a] + r.span[a] - 1) / r.span[a];
-        nchunks *= r.grid[a];
+        r.chunk[a] = chunk[a] < r.dims[a] ? chunk[a] : r.dims[a];
+        grid[a] = (r.dims[a] + r.chunk[a] - 1) / r.chunk[a];
     }
+    dist_tree_init(&r.tree, grid);
     struct vox_merge_history h = {.nseg = nseg};
-    r.cur = vox_calloc(ctx, (size_t)nchunks, sizeof *r.cur);
-    r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
+    bool ok = true;
+    for (int l = 0; l < r.tree.nlev; l++) {
+        r.sum[l] = vox_calloc(ctx, (size_t)r.tree.n[l], sizeof *r.sum[l]);
+        ok = ok && r.sum[l];
+    }
     r.sc = dist_scratch_new(ctx);
-    enum vox_status s = r.cur && r.st && r.sc ? ag_tree_run(&r, nchunks) : VOX_OUT_OF_MEMORY;
+    enum vox_status s = ok && r.sc ? ag_tree_run(&r) : VOX_OUT_OF_MEMORY;
+    const struct ag_sum *root = &r.sum[r.tree.nlev - 1][0];
     if (s == VOX_OK)
-        s = ag_replay(ctx, r.cur[0].fin, r.cur[0].nfin, nseg, &h);
-    int64_t ncur = r.grid[0] * r.grid[1] * r.grid[2];
-    for (int64_t i = 0; r.cur && i < ncur; i++)
-        ag_sum_fini(ctx, &r.cur[i]);
-    vox_free(ctx, r.cur);
-    vox_free(ctx, r.st);
+        s = ag_replay(ctx, root->fin, root->nfin, nseg, &h);
+    for (int l = 0; l < r.tree.nlev; l++) {
+        for (int64_t i = 0; r.sum[l] && i < r.tree.n[l]; i++)
+            ag_sum_fini(ctx, &r.sum[l][i]);
+        vox_free(ctx, r.sum[l]);
+    }
     dist_scratch_free(ctx, r.sc);
     if (s != VOX_OK) {
         vox_merge_history_fini(ctx, &h);

@@ -20,37 +20,55 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A node's unions, kept after its summary is freed (they are applied when the tree is done). */
+struct dist_joins {
+    struct dist_pair *p;
+    int64_t n;
+};
+
 struct dist_run {
     struct vox_ctx *ctx;
     const struct vox_seg_params *p;
     struct dist_vol vol;
     int64_t chunk[3];
-    int64_t grid[3]; /* nodes per axis at the current level */
-    int64_t span[3]; /* voxels per node side at the current level */
-    struct dist_sum *cur, *nxt;
-    int64_t ncur; /* summaries in cur */
-    struct dist_frag **fr; /* per atomic chunk: its fragments */
+    struct dist_tree tree;
+    struct dist_sum *sum[DIST_TREE_LEVELS];  /* per level and node: its summary */
+    struct dist_joins *jn[DIST_TREE_LEVELS]; /* per level and node: the unions it decided */
+    int64_t lv[DIST_TREE_LEVELS][3];         /* per level: items, links and bytes carried up */
+    struct dist_frag **fr;                   /* per atomic chunk: its fragments */
     int64_t *nfr;
     enum vox_status *st;
     struct dist_store *labels;
     struct vox_dist_stats *stats;
-    struct dist_frag *all; /* every fragment, sorted by id */
+    struct dist_frag *all; /* every fragment, chunk by chunk (each chunk's sorted by id) */
+    int64_t *off;          /* per chunk: its first fragment's position in all */
     int64_t nall;
     int64_t *uf;
-    uint32_t *basin; /* per position in `all` */
+    uint32_t *basin;         /* per position in `all` */
     struct dist_scratch *sc; /* per worker */
     uint32_t **maps;         /* per atomic chunk: fragment -> basin */
 };
 
-static void node_box(const struct dist_run *r, int64_t i, struct dist_box *b)
+/* The box of node i of `level` (0: atomic chunk i). */
+static void node_box(const struct dist_run *r, int level, int64_t i, struct dist_box *b)
 {
-    int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
-                    i % r->grid[2]};
+    const int64_t *g = r->tree.grid[level];
+    int64_t c[3] = {i / (g[1] * g[2]), (i / g[2]) % g[1], i % g[2]};
     for (int a = 0; a < 3; a++) {
-        b->lo[a] = c[a] * r->span[a];
-        b->hi[a] = b->lo[a] + r->span[a] < r->vol.dims[a] ? b->lo[a] + r->span[a]
-                                                           : r->vol.dims[a];
+        int64_t span = r->chunk[a] << level;
+        b->lo[a] = c[a] * span;
+        b->hi[a] = b->lo[a] + span < r->vol.dims[a] ? b->lo[a] + span : r->vol.dims[a];
     }
+}
+
+/* Adds what summary s of `level` carries up to the level's statistics (any thread). */
+static void sum_stats(struct dist_run *r, int level, const struct dist_sum *c)
+{
+    int64_t add[3] = {c->nface + c->nplat, c->nlink,
+                      c->nface * (int64_t)sizeof *c->face + c->nplat * (int64_t)sizeof *c->plat +
+                          c->nlink * (int64_t)sizeof *c->link + c->nuni * (int64_t)sizeof *c->uni};
+    for (int k = 0; k < 3; k++)
+        __atomic_fetch_add(&r->lv[level][k], add[k], __ATOMIC_RELAXED);
 }
 
 /* Chunk i's summary s (fragments, links, faces, plateau voxels) as a blob with `extra`
@@ -59,10 +77,8 @@ static int64_t ws_pack(struct vox_ctx *ctx, const struct dist_sum *s, size_t ext
                        uint8_t **blob_out)
 {
     const int64_t hd[4] = {s->nfrag, s->nlink, s->nface, s->nplat};
-    const size_t part[4] = {(size_t)s->nfrag * sizeof *s->frag,
-                            (size_t)s->nlink * sizeof *s->link,
-                            (size_t)s->nface * sizeof *s->face,
-                            (size_t)s->nplat * sizeof *s->plat};
+    const size_t part[4] = {(size_t)s->nfrag * sizeof *s->frag, (size_t)s->nlink * sizeof *s->link,
+                            (size_t)s->nface * sizeof *s->face, (size_t)s->nplat * sizeof *s->plat};
     const void *src[4] = {s->frag, s->link, s->face, s->plat};
     size_t n = sizeof hd + part[0] + part[1] + part[2] + part[3];
     uint8_t *b = vox_alloc(ctx, n + extra + 1), *p = b + sizeof hd;
@@ -80,7 +96,7 @@ static int64_t ws_pack(struct vox_ctx *ctx, const struct dist_sum *s, size_t ext
 static enum vox_status ws_record(struct dist_run *r, int64_t i, uint64_t h)
 {
     uint8_t *b;
-    int64_t n = ws_pack(r->ctx, &r->cur[i], 0, &b);
+    int64_t n = ws_pack(r->ctx, &r->sum[0][i], 0, &b);
     if (!b)
         return VOX_OUT_OF_MEMORY;
     enum vox_status st = dist_journal_add(r->ctx, r->vol.jr, DJ_WS, i, h, b, n);
@@ -96,9 +112,9 @@ static int64_t ws_unpack(struct dist_run *r, int64_t i, const uint8_t *b, int64_
     if (len < (int64_t)sizeof hd)
         return -1;
     memcpy(hd, b, sizeof hd);
-    struct dist_sum *s = &r->cur[i];
-    bool ok = hd[0] >= 0 && hd[1] >= 0 && hd[2] >= 0 && hd[3] >= 0 &&
-              hd[0] <= len && hd[1] <= len && hd[2] <= len && hd[3] <= len;
+    struct dist_sum *s = &r->sum[0][i];
+    bool ok = hd[0] >= 0 && hd[1] >= 0 && hd[2] >= 0 && hd[3] >= 0 && hd[0] <= len &&
+              hd[1] <= len && hd[2] <= len && hd[3] <= len;
     size_t part[4] = {(size_t)hd[0] * sizeof *s->frag, (size_t)hd[1] * sizeof *s->link,
                       (size_t)hd[2] * sizeof *s->face, (size_t)hd[3] * sizeof *s->plat};
     int64_t n = (int64_t)(sizeof hd + part[0] + part[1] + part[2] + part[3]);
@@ -116,7 +132,7 @@ static int64_t ws_unpack(struct dist_run *r, int64_t i, const uint8_t *b, int64_
             vox_free(r->ctx, dst[k]);
         return -1;
     }
-    node_box(r, i, &s->box);
+    node_box(r, 0, i, &s->box);
     r->fr[i] = dst[0], r->nfr[i] = s->nfrag = hd[0];
     s->link = dst[1], s->nlink = hd[1];
     s->face = dst[2], s->nface = hd[2];
@@ -141,38 +157,37 @@ static bool ws_reuse(struct dist_run *r, int64_t i)
     return ok;
 }
 
-static void atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+/* Atomic chunk i: its watershed, labels and summary (or its record's). */
+static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
 {
-    struct dist_run *r = arg;
     struct dist_scratch *sc = &r->sc[tid];
-    for (int64_t i = lo[0]; i < hi[0]; i++) {
-        struct dist_box b;
-        node_box(r, i, &b);
-        if (r->vol.comm && i % r->vol.comm->size != 0) {
-            r->st[i] = VOX_OK; /* another rank's: dist_ws_receive */
-            continue;
-        }
-        if (r->vol.jr && ws_reuse(r, i)) {
-            dist_journal_count(r->vol.jr, true);
-            r->st[i] = VOX_OK;
-            continue;
-        }
-        int64_t n = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
-        uint32_t *lab = dist_scratch_get(r->ctx, sc, DIST_SC_LAB, (size_t)n * sizeof *lab);
-        r->st[i] = lab ? dist_chunk_ws(r->ctx, &r->vol, &b, r->p, sc, &r->cur[i], lab)
-                       : VOX_OUT_OF_MEMORY;
-        if (r->st[i] == VOX_OK)
-            r->st[i] = dist_store_write(r->ctx, r->labels, &b, lab, sc);
-        if (r->st[i] == VOX_OK && r->vol.jr) {
-            dist_journal_count(r->vol.jr, false);
-            r->st[i] = ws_record(r, i, dist_hash(lab, (size_t)n * sizeof *lab, 0));
-        }
-        if (r->st[i] == VOX_OK) {
-            r->fr[i] = r->cur[i].frag;
-            r->nfr[i] = r->cur[i].nfrag;
-            r->cur[i].frag = NULL;
-        }
+    struct dist_box b;
+    node_box(r, 0, i, &b);
+    if (r->vol.comm && i % r->vol.comm->size != 0)
+        return VOX_OK; /* another rank's: ws_receive */
+    if (r->vol.jr && ws_reuse(r, i)) {
+        dist_journal_count(r->vol.jr, true);
+        sum_stats(r, 0, &r->sum[0][i]);
+        return VOX_OK;
     }
+    struct dist_sum *s = &r->sum[0][i];
+    int64_t n = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
+    uint32_t *lab = dist_scratch_get(r->ctx, sc, DIST_SC_LAB, (size_t)n * sizeof *lab);
+    enum vox_status st =
+        lab ? dist_chunk_ws(r->ctx, &r->vol, &b, r->p, sc, s, lab) : VOX_OUT_OF_MEMORY;
+    if (st == VOX_OK)
+        st = dist_store_write(r->ctx, r->labels, &b, lab, sc);
+    if (st == VOX_OK && r->vol.jr) {
+        dist_journal_count(r->vol.jr, false);
+        st = ws_record(r, i, dist_hash(lab, (size_t)n * sizeof *lab, 0));
+    }
+    if (st == VOX_OK) {
+        r->fr[i] = s->frag;
+        r->nfr[i] = s->nfrag;
+        s->frag = NULL;
+        sum_stats(r, 0, s);
+    }
+    return st;
 }
 
 /* Rank 0 of a comm: the summaries and fragment labels of the other ranks' chunks, each
@@ -190,80 +205,96 @@ static enum vox_status ws_receive(struct dist_run *r, int64_t nchunks)
             break;
         struct dist_box box;
         int64_t n = -1, nv = 0;
-        if (i > 0 && i < nchunks && i % c->size != 0 && !r->fr[i] && !r->cur[i].link) {
-            node_box(r, i, &box);
+        if (i > 0 && i < nchunks && i % c->size != 0 && !r->fr[i] && !r->sum[0][i].link) {
+            node_box(r, 0, i, &box);
             nv = (box.hi[0] - box.lo[0]) * (box.hi[1] - box.lo[1]) * (box.hi[2] - box.lo[2]);
             n = ws_unpack(r, i, b, len);
         }
         if (n < 0 || len - n != nv * (int64_t)sizeof(uint32_t))
-            s = vox_fail(r->ctx, VOX_IO, "chunked watershed: a malformed summary of "
-                         "%lld bytes for chunk %lld from another rank", (long long)len,
-                         (long long)i);
+            s = vox_fail(r->ctx, VOX_IO,
+                         "chunked watershed: a malformed summary of "
+                         "%lld bytes for chunk %lld from another rank",
+                         (long long)len, (long long)i);
         else
             s = dist_store_write(r->ctx, r->labels, &box, (const uint32_t *)(b + n), NULL);
+        if (s == VOX_OK)
+            sum_stats(r, 0, &r->sum[0][i]);
         vox_free(r->ctx, b);
     }
     return s;
 }
 
-static int64_t frag_pos(const struct dist_run *r, int64_t id)
+/* Where fragment `id` is: its chunk c and its index k in r->fr[c], as c << 32 | k (chunks
+ * hold fewer than 2^32 voxels); -1 when no chunk has it. The chunk must be done. */
+static int64_t frag_loc(const struct dist_run *r, int64_t id)
 {
-    int64_t lo = 0, hi = r->nall;
+    const int64_t *d = r->vol.dims, *g = r->tree.grid[0];
+    int64_t x = id % d[2], y = id / d[2] % d[1], z = id / (d[1] * d[2]);
+    int64_t c = (z / r->chunk[0] * g[1] + y / r->chunk[1]) * g[2] + x / r->chunk[2];
+    const struct dist_frag *f = r->fr[c];
+    int64_t lo = 0, hi = r->nfr[c];
     while (lo < hi) {
         int64_t mid = (lo + hi) / 2;
-        if (r->all[mid].id < id)
+        if (f[mid].id < id)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo < r->nall && r->all[lo].id == id ? lo : -1;
+    return lo < r->nfr[c] && f[lo].id == id ? c << 32 | lo : -1;
 }
 
-/* The node's joins, fragment ids into positions in r->all (on the node's thread). */
-static enum vox_status join_positions(const struct dist_run *r, struct dist_sum *s)
+/* A node's joins, fragment ids into their places (frag_loc), on the node's thread: all its
+ * chunks are done. */
+static enum vox_status join_locations(const struct dist_run *r, struct dist_sum *s)
 {
     for (int64_t k = 0; k < s->nuni; k++) {
-        int64_t a = frag_pos(r, s->uni[k].a), b = frag_pos(r, s->uni[k].b);
+        int64_t a = frag_loc(r, s->uni[k].a), b = frag_loc(r, s->uni[k].b);
         if (a < 0 || b < 0)
-            return vox_fail(r->ctx, VOX_INTERNAL, "chunked watershed: unknown fragment "
-                            "%lld or %lld", (long long)s->uni[k].a, (long long)s->uni[k].b);
+            return vox_fail(r->ctx, VOX_INTERNAL,
+                            "chunked watershed: unknown fragment "
+                            "%lld or %lld",
+                            (long long)s->uni[k].a, (long long)s->uni[k].b);
         s->uni[k] = (struct dist_pair){a, b};
     }
     return VOX_OK;
 }
 
-static void node_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+/* Node i of `level` >= 1 from its children's summaries, which it frees. */
+static enum vox_status node_task(struct dist_run *r, int level, int64_t i)
+{
+    int64_t c[3], at[8];
+    struct dist_sum kids[8] = {0};
+    int nk = dist_node_children(r->tree.grid[level - 1], i, c, at);
+    for (int k = 0; k < nk; k++)
+        kids[k] = r->sum[level - 1][at[k]];
+    struct dist_box b;
+    node_box(r, level, i, &b);
+    struct dist_sum *s = &r->sum[level][i];
+    enum vox_status st = dist_node_ws(r->ctx, r->vol.dims, &b, kids, nk, s);
+    for (int k = 0; k < nk; k++) /* the node holds what it needs of them: free them now */
+        dist_sum_fini(r->ctx, &r->sum[level - 1][at[k]]);
+    if (st == VOX_OK)
+        st = join_locations(r, s);
+    if (st == VOX_OK) {
+        sum_stats(r, level, s);
+        r->jn[level][i] = (struct dist_joins){s->uni, s->nuni};
+        s->uni = NULL;
+        s->nuni = 0;
+    }
+    return st;
+}
+
+static enum vox_status ws_task(void *arg, int level, int64_t i, int tid)
 {
     struct dist_run *r = arg;
-    const int64_t pg[3] = {r->grid[0], r->grid[1], r->grid[2]};
-    const int64_t ng[3] = {(pg[0] + 1) / 2, (pg[1] + 1) / 2, (pg[2] + 1) / 2};
-    for (int64_t i = lo[0]; i < hi[0]; i++) {
-        int64_t c[3] = {i / (ng[1] * ng[2]), (i / ng[2]) % ng[1], i % ng[2]};
-        struct dist_sum kids[8];
-        int64_t at[8];
-        int nk = 0;
-        for (int dz = 0; dz < 2; dz++)
-            for (int dy = 0; dy < 2; dy++)
-                for (int dx = 0; dx < 2; dx++) {
-                    int64_t k[3] = {2 * c[0] + dz, 2 * c[1] + dy, 2 * c[2] + dx};
-                    if (k[0] < pg[0] && k[1] < pg[1] && k[2] < pg[2]) {
-                        at[nk] = (k[0] * pg[1] + k[1]) * pg[2] + k[2];
-                        kids[nk] = r->cur[at[nk]];
-                        nk++;
-                    }
-                }
-        struct dist_box b;
-        for (int a = 0; a < 3; a++) {
-            b.lo[a] = c[a] * 2 * r->span[a];
-            b.hi[a] = b.lo[a] + 2 * r->span[a] < r->vol.dims[a] ? b.lo[a] + 2 * r->span[a]
-                                                                : r->vol.dims[a];
-        }
-        r->st[i] = dist_node_ws(r->ctx, r->vol.dims, &b, kids, nk, &r->nxt[i]);
-        for (int k = 0; k < nk; k++) /* the node holds what it needs of them: free them now */
-            dist_sum_fini(r->ctx, &r->cur[at[k]]);
-        if (r->st[i] == VOX_OK)
-            r->st[i] = join_positions(r, &r->nxt[i]);
-    }
+    return level == 0 ? atomic_chunk(r, i, tid) : node_task(r, level, i);
+}
+
+/* A worker with no atomic chunk left: its level-0 buffers go (the relabel needs less). */
+static void ws_idle(void *arg, int tid)
+{
+    struct dist_run *r = arg;
+    dist_scratch_release_one(r->ctx, &r->sc[tid]);
 }
 
 static int64_t uf_find64(int64_t *p, int64_t x)
@@ -275,20 +306,28 @@ static int64_t uf_find64(int64_t *p, int64_t x)
     return x;
 }
 
-/* Applies the joins of the level just built (positions in r->all), in node order. */
-static void apply_joins(struct dist_run *r, int64_t nnodes)
+/* The position in r->all of a place c << 32 | k (frag_loc). */
+static inline int64_t frag_at(const struct dist_run *r, int64_t loc)
 {
-    for (int64_t i = 0; i < nnodes; i++) {
-        struct dist_sum *s = &r->nxt[i];
-        for (int64_t k = 0; k < s->nuni; k++) {
-            int64_t a = uf_find64(r->uf, s->uni[k].a), b = uf_find64(r->uf, s->uni[k].b);
-            if (a != b)
-                r->uf[a > b ? a : b] = a < b ? a : b;
+    return r->off[loc >> 32] + (loc & 0xffffffff);
+}
+
+/* The joins of every node: the root of a basin is its fragment of the smallest id (its first
+ * voxel), whatever the order of the joins. */
+static void apply_joins(struct dist_run *r)
+{
+    for (int l = 1; l < r->tree.nlev; l++)
+        for (int64_t i = 0; i < r->tree.n[l]; i++) {
+            const struct dist_joins *j = &r->jn[l][i];
+            for (int64_t k = 0; k < j->n; k++) {
+                int64_t a = uf_find64(r->uf, frag_at(r, j->p[k].a));
+                int64_t b = uf_find64(r->uf, frag_at(r, j->p[k].b));
+                if (a != b && r->all[a].id < r->all[b].id)
+                    r->uf[b] = a;
+                else if (a != b)
+                    r->uf[a] = b;
+            }
         }
-        vox_free(r->ctx, s->uni);
-        s->uni = NULL;
-        s->nuni = 0;
-    }
 }
 
 static enum vox_status first_error(const struct dist_run *r, int64_t n)
@@ -299,143 +338,71 @@ static enum vox_status first_error(const struct dist_run *r, int64_t n)
     return VOX_OK;
 }
 
-/* Whether chunk x's next fragment comes before chunk y's (at: the next of each). */
-static inline bool frag_before(const struct dist_run *r, const int64_t *at, int64_t x, int64_t y)
-{
-    return r->fr[x][at[x]].id < r->fr[y][at[y]].id;
-}
-
-static void frag_heap_down(const struct dist_run *r, const int64_t *at, int64_t *h, int64_t n,
-                           int64_t i)
-{
-    for (int64_t c = 2 * i + 1; c < n; i = c, c = 2 * i + 1) {
-        if (c + 1 < n && frag_before(r, at, h[c + 1], h[c]))
-            c++;
-        if (!frag_before(r, at, h[c], h[i]))
-            return;
-        int64_t t = h[c];
-        h[c] = h[i];
-        h[i] = t;
-    }
-}
-
-/* r->all: the chunks' fragments merged into id order (each chunk's are in that order: its
- * C order is the volume's); false when memory is short. */
-static bool merge_frags(struct dist_run *r, int64_t nchunks)
-{
-    int64_t *h = vox_alloc(r->ctx, (size_t)(nchunks + 1) * sizeof *h), n = 0, k = 0;
-    int64_t *at = vox_calloc(r->ctx, (size_t)nchunks + 1, sizeof *at);
-    for (int64_t i = 0; h && at && i < nchunks; i++)
-        if (r->nfr[i])
-            h[n++] = i;
-    for (int64_t i = n / 2 - 1; h && at && i >= 0; i--)
-        frag_heap_down(r, at, h, n, i);
-    while (h && at && n > 0) {
-        const int64_t c = h[0];
-        r->all[k++] = r->fr[c][at[c]++];
-        if (at[c] == r->nfr[c])
-            h[0] = h[--n];
-        frag_heap_down(r, at, h, n, 0);
-    }
-    bool ok = h && at;
-    vox_free(r->ctx, h);
-    vox_free(r->ctx, at);
-    return ok;
-}
-
-/* All fragments sorted by id, and the identity union-find over them. */
+/* All fragments, chunk by chunk (r->off[c]: chunk c's first), and the identity union-find
+ * over them. */
 static enum vox_status collect_frags(struct dist_run *r, int64_t nchunks)
 {
-    r->nall = 0;
-    for (int64_t i = 0; i < nchunks; i++)
-        r->nall += r->nfr[i];
+    r->off = vox_alloc(r->ctx, (size_t)(nchunks + 1) * sizeof *r->off);
+    if (!r->off)
+        return VOX_OUT_OF_MEMORY;
+    r->off[0] = 0;
+    for (int64_t c = 0; c < nchunks; c++)
+        r->off[c + 1] = r->off[c] + r->nfr[c];
+    r->nall = r->off[nchunks];
     r->all = vox_alloc(r->ctx, (size_t)(r->nall + 1) * sizeof *r->all);
     r->uf = vox_alloc(r->ctx, (size_t)(r->nall + 1) * sizeof *r->uf);
     r->basin = vox_alloc(r->ctx, (size_t)(r->nall + 1) * sizeof *r->basin);
     if (!r->all || !r->uf || !r->basin)
         return VOX_OUT_OF_MEMORY;
-    if (!merge_frags(r, nchunks))
-        return VOX_OUT_OF_MEMORY;
+    for (int64_t c = 0; c < nchunks; c++)
+        if (r->nfr[c])
+            memcpy(r->all + r->off[c], r->fr[c], (size_t)r->nfr[c] * sizeof *r->all);
     for (int64_t i = 0; i < r->nall; i++)
         r->uf[i] = i;
     return VOX_OK;
 }
 
-/* The statistics of the summaries of one level (what they pass up). */
-static void level_stats(const struct dist_run *r, int64_t level, int64_t n, double t0)
+/* Runs the octree from level `from` on; the unions are applied after (below). */
+static enum vox_status run_levels(struct dist_run *r, int from)
 {
-    int64_t fz = 0, ed = 0, by = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const struct dist_sum *c = &r->cur[i];
-        fz += c->nface + c->nplat;
-        ed += c->nlink;
-        by += c->nface * (int64_t)sizeof *c->face + c->nplat * (int64_t)sizeof *c->plat +
-              c->nlink * (int64_t)sizeof *c->link + c->nuni * (int64_t)sizeof *c->uni;
-    }
-    dist_stats_level(r->stats, VOX_DIST_WATERSHED, level, n, fz, ed, by, vox_time_now() - t0);
-}
-
-/* Runs the octree levels; r->cur holds level 0 on entry, the root on return. */
-static enum vox_status run_levels(struct dist_run *r)
-{
-    enum vox_status s = VOX_OK;
-    int64_t level = 0;
-    while (s == VOX_OK && (r->grid[0] > 1 || r->grid[1] > 1 || r->grid[2] > 1)) {
-        int64_t ng[3] = {(r->grid[0] + 1) / 2, (r->grid[1] + 1) / 2, (r->grid[2] + 1) / 2};
-        int64_t nn = ng[0] * ng[1] * ng[2], np = r->grid[0] * r->grid[1] * r->grid[2];
-        double t0 = vox_time_now();
-        r->nxt = vox_calloc(r->ctx, (size_t)nn, sizeof *r->nxt);
-        if (!r->nxt)
-            return VOX_OUT_OF_MEMORY;
-        for (int64_t i = 0; i < nn; i++)
-            r->st[i] = VOX_OK;
-        vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){nn, 1, 1}, (int64_t[3]){1, 1, 1},
-                     VOX_SCHED_DYNAMIC, node_task, r);
-        s = first_error(r, nn);
-        if (s == VOX_OK)
-            apply_joins(r, nn);
-        for (int64_t i = 0; i < np; i++)
-            dist_sum_fini(r->ctx, &r->cur[i]);
-        vox_free(r->ctx, r->cur);
-        r->cur = r->nxt;
-        r->ncur = nn;
-        r->nxt = NULL;
-        memcpy(r->grid, ng, sizeof ng);
-        for (int a = 0; a < 3; a++)
-            r->span[a] *= 2;
-        if (s == VOX_OK)
-            level_stats(r, ++level, nn, t0);
-    }
-    if (s == VOX_OK && (r->cur[0].nlink || r->cur[0].nplat))
-        s = vox_fail(r->ctx, VOX_INTERNAL, "chunked watershed: %lld links and %lld plateau "
-                     "voxels left at the root", (long long)r->cur[0].nlink,
-                     (long long)r->cur[0].nplat);
+    enum vox_status s = dist_tree_run(r->ctx, &r->tree, from, r->tree.nlev, 0, ws_task,
+                                      from == 0 ? ws_idle : NULL, r);
+    const struct dist_sum *root = &r->sum[r->tree.nlev - 1][0];
+    if (s == VOX_OK && (root->nlink || root->nplat))
+        s = vox_fail(r->ctx, VOX_INTERNAL,
+                     "chunked watershed: %lld links and %lld plateau "
+                     "voxels left at the root",
+                     (long long)root->nlink, (long long)root->nplat);
     return s;
 }
 
-/* Every chunk's map fragment -> basin (0: background), in one walk over all fragments in id
- * order: a chunk's own come in that order too, so the k-th met of chunk c is fr[c][k - 1]. */
+/* The unions of all nodes applied to the fragments (sorted by id), and the statistics. */
+static enum vox_status join_all(struct dist_run *r, int64_t nchunks)
+{
+    enum vox_status s = collect_frags(r, nchunks);
+    if (s == VOX_OK)
+        apply_joins(r);
+    for (int l = 0; s == VOX_OK && l < r->tree.nlev; l++)
+        dist_stats_level(r->stats, VOX_DIST_WATERSHED, l, r->tree.n[l], r->lv[l][0], r->lv[l][1],
+                         r->lv[l][2], r->tree.busy[l]);
+    return s;
+}
+
+/* Every chunk's map fragment -> basin (0: background). */
 static uint32_t **chunk_maps(struct dist_run *r, int64_t nchunks)
 {
     uint32_t **maps = vox_calloc(r->ctx, (size_t)nchunks, sizeof *maps);
-    int64_t *met = vox_calloc(r->ctx, (size_t)nchunks, sizeof *met);
-    bool ok = maps && met;
-    for (int64_t i = 0; ok && i < nchunks; i++) {
-        maps[i] = vox_alloc(r->ctx, (size_t)(r->nfr[i] + 1) * sizeof **maps);
-        ok = maps[i] != NULL;
-        if (ok)
-            maps[i][0] = 0;
+    bool ok = maps != NULL;
+    for (int64_t c = 0; ok && c < nchunks; c++) {
+        maps[c] = vox_alloc(r->ctx, (size_t)(r->nfr[c] + 1) * sizeof **maps);
+        ok = maps[c] != NULL;
+        if (ok) {
+            maps[c][0] = 0;
+            memcpy(maps[c] + 1, r->basin + r->off[c], (size_t)r->nfr[c] * sizeof **maps);
+        }
     }
-    const int64_t *d = r->vol.dims;
-    for (int64_t k = 0; ok && k < r->nall; k++) {
-        int64_t id = r->all[k].id, x = id % d[2], y = id / d[2] % d[1], z = id / (d[1] * d[2]);
-        int64_t c = (z / r->chunk[0] * r->grid[1] + y / r->chunk[1]) * r->grid[2] +
-                    x / r->chunk[2];
-        maps[c][++met[c]] = r->basin[k];
-    }
-    vox_free(r->ctx, met);
-    for (int64_t i = 0; !ok && maps && i < nchunks; i++)
-        vox_free(r->ctx, maps[i]);
+    for (int64_t c = 0; !ok && maps && c < nchunks; c++)
+        vox_free(r->ctx, maps[c]);
     if (!ok) {
         vox_free(r->ctx, maps);
         return NULL;
@@ -443,22 +410,44 @@ static uint32_t **chunk_maps(struct dist_run *r, int64_t nchunks)
     return maps;
 }
 
+/* Basin numbers in the order of their roots' ids (their first voxels, as vox_seg_watershed
+ * numbers them): r->basin; the count, or -1 when memory is short. */
+static int64_t number_basins(struct dist_run *r)
+{
+    int64_t nb = 0;
+    for (int64_t i = 0; i < r->nall; i++)
+        nb += uf_find64(r->uf, i) == i;
+    uint64_t *key = vox_alloc(r->ctx, (size_t)(2 * nb + 1) * sizeof *key);
+    if (!key)
+        return -1;
+    int64_t k = 0;
+    for (int64_t i = 0; i < r->nall; i++)
+        if (r->uf[i] == i) /* ids and positions are below 2^32 (the volume's voxel count) */
+            key[k++] = (uint64_t)r->all[i].id << 32 | (uint64_t)i;
+    dist_sort_u64(key, key + nb, nb, 32);
+    for (k = 0; k < nb; k++)
+        r->basin[key[k] & 0xffffffff] = (uint32_t)(k + 1);
+    vox_free(r->ctx, key);
+    for (int64_t i = 0; i < r->nall; i++)
+        r->basin[i] = r->basin[uf_find64(r->uf, i)];
+    return nb;
+}
+
 static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     struct dist_run *r = arg;
     for (int64_t i = lo[0]; i < hi[0]; i++) {
         struct dist_box b;
-        node_box(r, i, &b);
+        node_box(r, 0, i, &b);
         int64_t n = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
         const uint32_t *map = r->maps[i];
-        uint32_t *lab =
-            dist_scratch_get(r->ctx, &r->sc[tid], DIST_SC_LAB, (size_t)n * sizeof *lab);
+        uint32_t *lab = dist_scratch_get(r->ctx, &r->sc[tid], DIST_SC_LAB, (size_t)n * sizeof *lab);
         r->st[i] = map && lab ? dist_store_read(r->ctx, r->labels, &b, lab, &r->sc[tid])
                               : VOX_OUT_OF_MEMORY;
-        const struct dist_jrec *rec = r->vol.jr ? dist_journal_find(r->vol.jr, DJ_RELABEL, i)
-                                                : NULL;
-        bool done = r->st[i] == VOX_OK && rec &&
-                    dist_hash(lab, (size_t)n * sizeof *lab, 0) == rec->sum;
+        const struct dist_jrec *rec =
+            r->vol.jr ? dist_journal_find(r->vol.jr, DJ_RELABEL, i) : NULL;
+        bool done =
+            r->st[i] == VOX_OK && rec && dist_hash(lab, (size_t)n * sizeof *lab, 0) == rec->sum;
         if (r->st[i] == VOX_OK && !done) {
             for (int64_t k = 0; k < n; k++)
                 lab[k] = map[lab[k]];
@@ -472,18 +461,14 @@ static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
     }
 }
 
-
 /* Numbers the basins, fills the sizes and relabels every chunk (or gives a file store the
  * chunks' maps when there are no records to keep: see struct dist_store). */
 static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbasins_out,
                               int64_t **sizes_out)
 {
-    int64_t nb = 0, total = r->vol.dims[0] * r->vol.dims[1] * r->vol.dims[2];
-    for (int64_t i = 0; i < r->nall; i++) {
-        int64_t root = uf_find64(r->uf, i);
-        r->basin[i] = root == i ? (uint32_t)++nb : r->basin[root];
-    }
-    int64_t *sizes = vox_calloc(r->ctx, (size_t)nb + 1, sizeof *sizes);
+    int64_t total = r->vol.dims[0] * r->vol.dims[1] * r->vol.dims[2];
+    int64_t nb = number_basins(r);
+    int64_t *sizes = nb >= 0 ? vox_calloc(r->ctx, (size_t)nb + 1, sizeof *sizes) : NULL;
     if (!sizes)
         return VOX_OUT_OF_MEMORY;
     sizes[0] = total;
@@ -493,11 +478,6 @@ static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbas
     }
     for (int64_t i = 0; i < nchunks; i++)
         r->st[i] = VOX_OK;
-    /* Level-0 geometry again for the chunk boxes. */
-    for (int a = 0; a < 3; a++) {
-        r->span[a] = r->chunk[a];
-        r->grid[a] = (r->vol.dims[a] + r->chunk[a] - 1) / r->chunk[a];
-    }
     r->maps = chunk_maps(r, nchunks);
     enum vox_status s = r->maps ? VOX_OK : VOX_OUT_OF_MEMORY;
     if (s == VOX_OK && r->labels->f.nfd > 0 && !r->vol.jr) {
@@ -540,8 +520,10 @@ static enum vox_status check_args(struct vox_ctx *ctx, const struct vox_tensor *
         n *= aff->shape[a + 1];
     }
     if (n >= (int64_t)UINT32_MAX)
-        return vox_fail(ctx, VOX_UNSUPPORTED, "chunked segmentation: %lld voxels, at most "
-                        "2^32 - 2 (u32 labels)", (long long)n);
+        return vox_fail(ctx, VOX_UNSUPPORTED,
+                        "chunked segmentation: %lld voxels, at most "
+                        "2^32 - 2 (u32 labels)",
+                        (long long)n);
     if (!chunk || chunk[0] < 1 || chunk[1] < 1 || chunk[2] < 1)
         return vox_fail(ctx, VOX_INVALID_ARG,
                         "chunk shape (%lld, %lld, %lld): every side must be >= 1",
@@ -550,52 +532,63 @@ static enum vox_status check_args(struct vox_ctx *ctx, const struct vox_tensor *
     return VOX_OK;
 }
 
-enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol,
-                            const int64_t chunk[3], const struct vox_seg_params *p,
-                            struct dist_store *out, int64_t *nbasins_out, int64_t **sizes_out,
-                            struct vox_dist_stats *stats)
+/* The chunk shape (clamped to the volume) and the octree over it; the chunk count. */
+static int64_t run_geometry(struct dist_run *r, const int64_t chunk[3])
+{
+    int64_t grid[3];
+    for (int a = 0; a < 3; a++) {
+        r->chunk[a] = chunk[a] < r->vol.dims[a] ? chunk[a] : r->vol.dims[a];
+        grid[a] = (r->vol.dims[a] + r->chunk[a] - 1) / r->chunk[a];
+    }
+    dist_tree_init(&r->tree, grid);
+    return r->tree.n[0];
+}
+
+enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, const int64_t chunk[3],
+                            const struct vox_seg_params *p, struct dist_store *out,
+                            int64_t *nbasins_out, int64_t **sizes_out, struct vox_dist_stats *stats)
 {
     struct dist_run r = {.ctx = ctx, .p = p, .vol = *vol, .labels = out, .stats = stats};
-    int64_t nchunks = 1;
-    for (int a = 0; a < 3; a++) {
-        r.chunk[a] = chunk[a] < r.vol.dims[a] ? chunk[a] : r.vol.dims[a];
-        r.span[a] = r.chunk[a];
-        r.grid[a] = (r.vol.dims[a] + r.chunk[a] - 1) / r.chunk[a];
-        nchunks *= r.grid[a];
+    int64_t nchunks = run_geometry(&r, chunk);
+    bool ok = true;
+    for (int l = 0; l < r.tree.nlev; l++) {
+        r.sum[l] = vox_calloc(ctx, (size_t)r.tree.n[l], sizeof *r.sum[l]);
+        r.jn[l] = vox_calloc(ctx, (size_t)r.tree.n[l], sizeof *r.jn[l]);
+        ok = ok && r.sum[l] && r.jn[l];
     }
-    r.cur = vox_calloc(ctx, (size_t)nchunks, sizeof *r.cur);
     r.fr = vox_calloc(ctx, (size_t)nchunks, sizeof *r.fr);
     r.nfr = vox_calloc(ctx, (size_t)nchunks, sizeof *r.nfr);
     r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
     r.sc = dist_scratch_new(ctx);
-    enum vox_status s = r.cur && r.fr && r.nfr && r.st && r.sc ? VOX_OK : VOX_OUT_OF_MEMORY;
-    double t0 = vox_time_now();
-    if (s == VOX_OK) {
-        vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1},
-                     VOX_SCHED_DYNAMIC, atomic_task, &r);
-        s = first_error(&r, nchunks);
-        dist_scratch_release(ctx, r.sc); /* the relabel needs less */
+    enum vox_status s = ok && r.fr && r.nfr && r.st && r.sc ? VOX_OK : VOX_OUT_OF_MEMORY;
+    if (s == VOX_OK && vol->comm) { /* level 0 here and on the other ranks, then the rest */
+        s = dist_tree_run(ctx, &r.tree, 0, 1, 0, ws_task, ws_idle, &r);
+        if (s == VOX_OK)
+            s = ws_receive(&r, nchunks);
+        if (s == VOX_OK)
+            s = run_levels(&r, 1);
+    } else if (s == VOX_OK) {
+        s = run_levels(&r, 0);
     }
-    if (s == VOX_OK && vol->comm)
-        s = ws_receive(&r, nchunks);
     if (s == VOX_OK)
-        s = collect_frags(&r, nchunks);
-    r.ncur = nchunks;
-    if (s == VOX_OK)
-        level_stats(&r, 0, nchunks, t0);
-    if (s == VOX_OK)
-        s = run_levels(&r);
+        s = join_all(&r, nchunks);
     if (s == VOX_OK)
         s = finish(&r, nchunks, nbasins_out, sizes_out);
-    for (int64_t i = 0; r.cur && i < r.ncur; i++)
-        dist_sum_fini(ctx, &r.cur[i]);
+    for (int l = 0; l < r.tree.nlev; l++) {
+        for (int64_t i = 0; r.sum[l] && i < r.tree.n[l]; i++)
+            dist_sum_fini(ctx, &r.sum[l][i]);
+        for (int64_t i = 0; r.jn[l] && i < r.tree.n[l]; i++)
+            vox_free(ctx, r.jn[l][i].p);
+        vox_free(ctx, r.sum[l]);
+        vox_free(ctx, r.jn[l]);
+    }
     for (int64_t i = 0; r.fr && i < nchunks; i++)
         vox_free(ctx, r.fr[i]);
-    vox_free(ctx, r.cur);
     vox_free(ctx, r.fr);
     vox_free(ctx, r.nfr);
     vox_free(ctx, r.st);
     vox_free(ctx, r.all);
+    vox_free(ctx, r.off);
     vox_free(ctx, r.uf);
     vox_free(ctx, r.basin);
     dist_scratch_free(ctx, r.sc);
@@ -632,18 +625,13 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
 {
     const struct vox_dist_comm *c = vol->comm;
     struct dist_run r = {.ctx = ctx, .p = p, .vol = *vol};
-    int64_t nchunks = 1;
-    for (int a = 0; a < 3; a++) {
-        r.span[a] = chunk[a] < r.vol.dims[a] ? chunk[a] : r.vol.dims[a];
-        r.grid[a] = (r.vol.dims[a] + r.span[a] - 1) / r.span[a];
-        nchunks *= r.grid[a];
-    }
+    int64_t nchunks = run_geometry(&r, chunk);
     struct dist_scratch *sc = dist_scratch_new(ctx);
     enum vox_status s = sc ? VOX_OK : VOX_OUT_OF_MEMORY;
     for (int64_t i = c->rank; i < nchunks && s == VOX_OK; i += c->size) {
         struct dist_box b;
         struct dist_sum sum = {0};
-        node_box(&r, i, &b);
+        node_box(&r, 0, i, &b);
         int64_t nv = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
         uint32_t *lab = vox_alloc(ctx, (size_t)nv * sizeof *lab);
         uint8_t *blob = NULL;

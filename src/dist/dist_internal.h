@@ -102,6 +102,8 @@ bool dist_scratch_push(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, v
 struct dist_scratch *dist_scratch_new(struct vox_ctx *ctx);
 /* Frees every worker's buffers (between phases that need different ones), keeps sc. */
 void dist_scratch_release(struct vox_ctx *ctx, struct dist_scratch *sc);
+/* Frees one worker's buffers (sc: that worker's). */
+void dist_scratch_release_one(struct vox_ctx *ctx, struct dist_scratch *sc);
 void dist_scratch_free(struct vox_ctx *ctx, struct dist_scratch *sc);
 
 /* Files a blocked store may spread over: the kernel writes one file at a time (its inode
@@ -372,5 +374,34 @@ static inline int dist_node_children(const int64_t pg[3], int64_t i, int64_t c_o
     }
     return nk;
 }
+
+/* ---- the octree's schedule (dist/tree.c) -------------------------------------------- */
+
+enum { DIST_TREE_LEVELS = 40 }; /* a grid of up to 2^39 nodes per axis */
+
+/* The octree over a grid of atomic chunks: nodes per axis and in all at each level (level 0:
+ * the chunks, nlev - 1: the root), and each level's task time summed over the workers in the
+ * last dist_tree_run (side jobs' with the first level run; levels overlap in time, so
+ * their spans would not add up). */
+struct dist_tree {
+    int nlev;
+    int64_t grid[DIST_TREE_LEVELS][3];
+    int64_t n[DIST_TREE_LEVELS];
+    double busy[DIST_TREE_LEVELS];
+};
+
+void dist_tree_init(struct dist_tree *t, const int64_t grid0[3]);
+
+/* A task: node i of `level` (0: atomic chunk i; -1: side job i), on worker tid. */
+typedef enum vox_status (*dist_tree_fn)(void *arg, int level, int64_t i, int tid);
+
+/* Runs every node of levels [from, to) on the context's pool, each as soon as its children
+ * are done (levels below `from` count as done), and nside side jobs: ready nodes first, the
+ * highest level first, then the side jobs, then level `from`'s nodes in the tree's
+ * depth-first order. idle (or NULL) is called once per worker when level `from` has no task
+ * left to hand out (a worker's level-0 scratch can go then). After a task fails no new task
+ * starts; returns the first failure. */
+enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from, int to,
+                              int64_t nside, dist_tree_fn fn, void (*idle)(void *, int), void *arg);
 
 #endif

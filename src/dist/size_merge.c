@@ -83,11 +83,13 @@ struct sm_run {
     struct vox_dist_stats *stats;
     const int64_t *sizes;
     int64_t dims[3], lim[256];
-    int64_t grid[3], span[3];
-    struct sm_sum *cur, *nxt;
-    enum vox_status *st;
-    struct dist_scratch *sc; /* per worker */
-    struct sm_fin *fin;      /* every node's final merges, taken as its level ends */
+    int64_t chunk[3];
+    struct dist_tree tree;
+    struct sm_sum *sum[DIST_TREE_LEVELS];  /* per level and node */
+    struct sm_fin *lfin[DIST_TREE_LEVELS]; /* per level and node: its final merges */
+    int64_t lv[DIST_TREE_LEVELS][2];       /* per level: basins and edges carried up */
+    struct dist_scratch *sc;               /* per worker */
+    struct sm_fin *fin;                    /* every node's final merges, in (level, node) order */
     int64_t nfin, capfin;
 };
 
@@ -695,117 +697,79 @@ static enum vox_status sm_node(const struct sm_run *r, const struct sm_sum *kids
     return sm_node_pass(r, s, NULL);
 }
 
-static void sm_box(const struct sm_run *r, const int64_t c[3], int64_t span_mul, struct dist_box *b)
+/* The box of node i of `level` (0: atomic chunk i). */
+static void sm_box(const struct sm_run *r, int level, int64_t i, struct dist_box *b)
 {
+    const int64_t *g = r->tree.grid[level];
+    int64_t c[3] = {i / (g[1] * g[2]), (i / g[2]) % g[1], i % g[2]};
     for (int a = 0; a < 3; a++) {
-        int64_t sp = r->span[a] * span_mul;
+        int64_t sp = r->chunk[a] << level;
         b->lo[a] = c[a] * sp;
         b->hi[a] = b->lo[a] + sp < r->dims[a] ? b->lo[a] + sp : r->dims[a];
     }
 }
 
-static void sm_atomic_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+/* Node i of `level`: an atomic chunk from the voxels, a node from its children (freed). Its
+ * final merges move to r->lfin, the statistics count what it carries up. */
+static enum vox_status sm_task(void *arg, int level, int64_t i, int tid)
 {
     struct sm_run *r = arg;
-    for (int64_t i = lo[0]; i < hi[0]; i++) {
-        int64_t c[3] = {i / (r->grid[1] * r->grid[2]), (i / r->grid[2]) % r->grid[1],
-                        i % r->grid[2]};
-        sm_box(r, c, 1, &r->cur[i].box);
-        r->st[i] = sm_chunk(r, &r->cur[i], &r->sc[tid]);
-    }
-}
-
-static void sm_node_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
-{
-    struct sm_run *r = arg;
-    const int64_t *pg = r->grid;
-    for (int64_t i = lo[0]; i < hi[0]; i++) {
+    struct sm_sum *s = &r->sum[level][i];
+    sm_box(r, level, i, &s->box);
+    enum vox_status st;
+    if (level == 0) {
+        st = sm_chunk(r, s, &r->sc[tid]);
+    } else {
         int64_t c[3], idx[8];
-        struct sm_sum kids[8];
-        int nk = dist_node_children(pg, i, c, idx);
+        struct sm_sum kids[8] = {0};
+        int nk = dist_node_children(r->tree.grid[level - 1], i, c, idx);
         for (int k = 0; k < nk; k++)
-            kids[k] = r->cur[idx[k]];
-        sm_box(r, c, 2, &r->nxt[i].box);
-        r->st[i] = sm_node(r, kids, nk, &r->nxt[i]);
+            kids[k] = r->sum[level - 1][idx[k]];
+        st = sm_node(r, kids, nk, s);
+        for (int k = 0; k < nk; k++)
+            sm_sum_fini(r->ctx, &r->sum[level - 1][idx[k]]);
     }
-}
-
-static enum vox_status sm_first_error(const struct sm_run *r, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++)
-        if (r->st[i] != VOX_OK)
-            return r->st[i];
+    if (st != VOX_OK)
+        return st;
+    __atomic_fetch_add(&r->lv[level][0], s->nbasin, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&r->lv[level][1], s->nedge, __ATOMIC_RELAXED);
+    r->lfin[level][i] = (struct sm_fin){s->fin, s->nfin};
+    s->fin = NULL;
+    s->nfin = 0;
     return VOX_OK;
 }
 
-/* What the n summaries of r->cur carry up. */
-static void sm_level_stats(const struct sm_run *r, int64_t level, int64_t n, double t0)
+/* A worker with no atomic chunk left: the levels above allocate their own. */
+static void sm_idle(void *arg, int tid)
 {
-    int64_t nb = 0, ne = 0;
-    for (int64_t i = 0; i < n; i++) {
-        nb += r->cur[i].nbasin;
-        ne += r->cur[i].nedge;
-    }
-    dist_stats_level(r->stats, VOX_DIST_SIZE_MERGE, level, n, nb, ne,
-                     nb * (int64_t)sizeof(struct sm_basin) + ne * (int64_t)sizeof(struct sm_edge),
-                     vox_time_now() - t0);
+    struct sm_run *r = arg;
+    dist_scratch_release_one(r->ctx, &r->sc[tid]);
 }
 
-/* Moves the final merges of the n summaries to r->fin. */
-static enum vox_status sm_take_fins(struct sm_run *r, struct sm_sum *sums, int64_t n)
+/* The octree, every node as soon as its children are done; r->sum[top][0] is the root, r->fin
+ * every node's final merges in (level, node) order. */
+static enum vox_status sm_tree(struct sm_run *r)
 {
-    for (int64_t i = 0; i < n; i++) {
-        struct sm_fin f = {sums[i].fin, sums[i].nfin};
-        if (f.n && !dist_push(r->ctx, (void **)&r->fin, &r->nfin, &r->capfin, &f, sizeof f))
-            return VOX_OUT_OF_MEMORY;
-        if (!f.n)
-            vox_free(r->ctx, f.e);
-        sums[i].fin = NULL;
-        sums[i].nfin = 0;
+    const struct dist_tree *t = &r->tree;
+    enum vox_status s = dist_tree_run(r->ctx, &r->tree, 0, t->nlev, 0, sm_task, sm_idle, r);
+    for (int l = 0; s == VOX_OK && l < t->nlev; l++) {
+        for (int64_t i = 0; s == VOX_OK && i < t->n[l]; i++) {
+            struct sm_fin f = r->lfin[l][i];
+            if (f.n && !dist_push(r->ctx, (void **)&r->fin, &r->nfin, &r->capfin, &f, sizeof f))
+                s = VOX_OUT_OF_MEMORY;
+            else if (f.n)
+                r->lfin[l][i] = (struct sm_fin){0};
+        }
+        int64_t nb = r->lv[l][0], ne = r->lv[l][1];
+        dist_stats_level(r->stats, VOX_DIST_SIZE_MERGE, l, t->n[l], nb, ne,
+                         nb * (int64_t)sizeof(struct sm_basin) +
+                             ne * (int64_t)sizeof(struct sm_edge),
+                         t->busy[l]);
     }
-    return VOX_OK;
-}
-
-/* Atomic chunks, then the octree levels up to one node; r->cur holds the root on return. */
-static enum vox_status sm_tree(struct sm_run *r, int64_t nchunks)
-{
-    struct vox_pool *pool = vox_ctx_pool(r->ctx);
-    double t0 = vox_time_now();
-    int64_t level = 0;
-    vox_pool_for(pool, (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
-                 sm_atomic_task, r);
-    dist_scratch_release(r->ctx, r->sc); /* the levels above allocate their own */
-    enum vox_status s = sm_first_error(r, nchunks);
-    if (s == VOX_OK)
-        s = sm_take_fins(r, r->cur, nchunks);
-    if (s == VOX_OK)
-        sm_level_stats(r, level, nchunks, t0);
-    while (s == VOX_OK && (r->grid[0] > 1 || r->grid[1] > 1 || r->grid[2] > 1)) {
-        t0 = vox_time_now();
-        int64_t ng[3] = {(r->grid[0] + 1) / 2, (r->grid[1] + 1) / 2, (r->grid[2] + 1) / 2};
-        int64_t nn = ng[0] * ng[1] * ng[2], np = r->grid[0] * r->grid[1] * r->grid[2];
-        r->nxt = vox_calloc(r->ctx, (size_t)nn, sizeof *r->nxt);
-        if (!r->nxt)
-            return VOX_OUT_OF_MEMORY;
-        vox_pool_for(pool, (int64_t[3]){nn, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_DYNAMIC,
-                     sm_node_task, r);
-        s = sm_first_error(r, nn);
-        if (s == VOX_OK)
-            s = sm_take_fins(r, r->nxt, nn);
-        for (int64_t i = 0; i < np; i++)
-            sm_sum_fini(r->ctx, &r->cur[i]);
-        vox_free(r->ctx, r->cur);
-        r->cur = r->nxt;
-        r->nxt = NULL;
-        memcpy(r->grid, ng, sizeof ng);
-        for (int a = 0; a < 3; a++)
-            r->span[a] *= 2;
-        if (s == VOX_OK)
-            sm_level_stats(r, ++level, nn, t0);
-    }
-    if (s == VOX_OK && r->cur[0].nedge)
+    const struct sm_sum *root = &r->sum[t->nlev - 1][0];
+    if (s == VOX_OK && root->nedge)
         s = vox_fail(r->ctx, VOX_INTERNAL, "chunked size merge: %lld edges undecided at the root",
-                     (long long)r->cur[0].nedge);
+                     (long long)root->nedge);
     return s;
 }
 
@@ -975,21 +939,24 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
 {
     struct sm_run r = {
         .ctx = ctx, .p = p, .vol = vol, .basins = basins, .sizes = sizes, .stats = stats};
-    int64_t nchunks = 1;
+    int64_t grid[3];
     for (int a = 0; a < 3; a++) {
         r.dims[a] = vol->dims[a];
-        r.span[a] = chunk[a] < r.dims[a] ? chunk[a] : r.dims[a];
-        r.grid[a] = (r.dims[a] + r.span[a] - 1) / r.span[a];
-        nchunks *= r.grid[a];
+        r.chunk[a] = chunk[a] < r.dims[a] ? chunk[a] : r.dims[a];
+        grid[a] = (r.dims[a] + r.chunk[a] - 1) / r.chunk[a];
     }
+    dist_tree_init(&r.tree, grid);
     vox_seg_size_limits(p, r.lim);
     uint32_t *map = vox_alloc(ctx, (size_t)(nbasins + 1) * sizeof *map);
     int64_t *size = vox_alloc(ctx, (size_t)(nbasins + 1) * sizeof *size);
-    r.cur = vox_calloc(ctx, (size_t)nchunks, sizeof *r.cur);
-    r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
+    bool ok = map && size;
+    for (int l = 0; l < r.tree.nlev; l++) {
+        r.sum[l] = vox_calloc(ctx, (size_t)r.tree.n[l], sizeof *r.sum[l]);
+        r.lfin[l] = vox_calloc(ctx, (size_t)r.tree.n[l], sizeof *r.lfin[l]);
+        ok = ok && r.sum[l] && r.lfin[l];
+    }
     r.sc = dist_scratch_new(ctx);
-    enum vox_status s =
-        map && size && r.cur && r.st && r.sc ? sm_tree(&r, nchunks) : VOX_OUT_OF_MEMORY;
+    enum vox_status s = ok && r.sc ? sm_tree(&r) : VOX_OUT_OF_MEMORY;
     if (s == VOX_OK)
         s = sm_finish(&r, nbasins, map, size, nseg_out, seg_sizes_out);
     if (s == VOX_OK && dend_out) { /* the final merges move to the record's job */
@@ -997,14 +964,17 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
         r.fin = NULL;
         r.nfin = 0;
     }
-    int64_t ncur = r.grid[0] * r.grid[1] * r.grid[2];
-    for (int64_t i = 0; r.cur && i < ncur; i++)
-        sm_sum_fini(ctx, &r.cur[i]);
+    for (int l = 0; l < r.tree.nlev; l++) {
+        for (int64_t i = 0; r.sum[l] && i < r.tree.n[l]; i++)
+            sm_sum_fini(ctx, &r.sum[l][i]);
+        for (int64_t i = 0; r.lfin[l] && i < r.tree.n[l]; i++)
+            vox_free(ctx, r.lfin[l][i].e);
+        vox_free(ctx, r.sum[l]);
+        vox_free(ctx, r.lfin[l]);
+    }
     for (int64_t k = 0; k < r.nfin; k++)
         vox_free(ctx, r.fin[k].e);
     vox_free(ctx, r.fin);
-    vox_free(ctx, r.cur);
-    vox_free(ctx, r.st);
     dist_scratch_free(ctx, r.sc);
     vox_free(ctx, size);
     if (s != VOX_OK) {

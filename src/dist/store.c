@@ -49,8 +49,8 @@ static void q_view(struct vox_tensor *t, void *data, const int64_t shape[4])
 }
 
 static enum vox_status qfile_read(struct vox_ctx *ctx, const struct dist_vol *v,
-                                  const int64_t lo[3], const int64_t hi[3],
-                                  struct dist_scratch *sc, struct vox_tensor *q_out)
+                                  const int64_t lo[3], const int64_t hi[3], struct dist_scratch *sc,
+                                  struct vox_tensor *q_out)
 {
     struct dist_box b;
     int64_t shape[4] = {3, 0, 0, 0};
@@ -62,8 +62,8 @@ static enum vox_status qfile_read(struct vox_ctx *ctx, const struct dist_vol *v,
     struct vox_tensor t = {0};
     enum vox_status s = VOX_OK;
     if (sc) {
-        void *p = dist_scratch_get(ctx, sc, DIST_SC_Q, (size_t)(shape[0] * shape[1] * shape[2] *
-                                                             shape[3]));
+        void *p = dist_scratch_get(ctx, sc, DIST_SC_Q,
+                                   (size_t)(shape[0] * shape[1] * shape[2] * shape[3]));
         if (!p)
             return VOX_OUT_OF_MEMORY;
         q_view(&t, p, shape);
@@ -88,8 +88,7 @@ enum vox_status dist_qfile_write(struct vox_ctx *ctx, const struct dist_vol *v,
 }
 
 enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const int64_t lo[3],
-                            const int64_t hi[3], struct dist_scratch *sc,
-                            struct vox_tensor *q_out)
+                            const int64_t hi[3], struct dist_scratch *sc, struct vox_tensor *q_out)
 {
     int64_t l4[4] = {0, lo[0], lo[1], lo[2]}, h4[4] = {3, hi[0], hi[1], hi[2]};
     struct vox_tensor t = {0};
@@ -103,8 +102,8 @@ enum vox_status dist_read_q(struct vox_ctx *ctx, const struct dist_vol *v, const
     int64_t shape[4] = {3, hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]};
     enum vox_dtype dt = vox_volume_info(v->src)->dtype;
     if (sc && dt == VOX_U8) { /* read as it is into the scratch */
-        void *p = dist_scratch_get(ctx, sc, DIST_SC_Q, (size_t)(shape[0] * shape[1] * shape[2] *
-                                                             shape[3]));
+        void *p = dist_scratch_get(ctx, sc, DIST_SC_Q,
+                                   (size_t)(shape[0] * shape[1] * shape[2] * shape[3]));
         if (!p)
             return VOX_OUT_OF_MEMORY;
         q_view(&t, p, shape);
@@ -182,8 +181,8 @@ static enum vox_status bfile_fail(struct vox_ctx *ctx, const struct dist_bfile *
                                   size_t n, off_t off, ssize_t got)
 {
     return vox_fail(ctx, VOX_IO, "chunked segmentation: %s file: %s of %zu bytes at %lld: %s",
-                    f->esz == 1 ? "affinity" : "label", wr ? "write" : "read", n,
-                    (long long)off, got < 0 ? strerror(errno) : "short transfer");
+                    f->esz == 1 ? "affinity" : "label", wr ? "write" : "read", n, (long long)off,
+                    got < 0 ? strerror(errno) : "short transfer");
 }
 
 static void bfile_count(struct dist_io *io, bool wr, int64_t n)
@@ -222,8 +221,8 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
     const int64_t cs[3] = {cb->hi[0] - cb->lo[0], cb->hi[1] - cb->lo[1], cb->hi[2] - cb->lo[2]};
     const int64_t bs[3] = {b->hi[0] - b->lo[0], b->hi[1] - b->lo[1], b->hi[2] - b->lo[2]};
     const size_t e = narrow ? 2 : f->esz, row = (size_t)(i->hi[2] - i->lo[2]) * e;
-    const int64_t first = ((i->lo[0] - cb->lo[0]) * cs[1] + i->lo[1] - cb->lo[1]) * cs[2] +
-                          i->lo[2] - cb->lo[2];
+    const int64_t first =
+        ((i->lo[0] - cb->lo[0]) * cs[1] + i->lo[1] - cb->lo[1]) * cs[2] + i->lo[2] - cb->lo[2];
     const int64_t last = ((i->hi[0] - 1 - cb->lo[0]) * cs[1] + i->hi[1] - 1 - cb->lo[1]) * cs[2] +
                          i->hi[2] - cb->lo[2];
     const size_t n = (size_t)(last - first) * e;
@@ -253,8 +252,7 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
  * column along x: from the copy of that column kept after the record (store_narrow), through
  * map, into dst (box b). VOX_UNSUPPORTED (nothing read, no message) for other parts. */
 static enum vox_status bfile_column(struct vox_ctx *ctx, const struct dist_bfile *f, int fd,
-                                    off_t off,
-                                    const struct dist_box *cb, const struct dist_box *i,
+                                    off_t off, const struct dist_box *cb, const struct dist_box *i,
                                     const struct dist_box *b, uint32_t *dst, uint8_t *tmp,
                                     const uint32_t *map, int64_t *nread)
 {
@@ -297,8 +295,9 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
     const uint32_t *map0 = lm && lm->cmap ? lm->cmap[i0] : NULL;
     bool narrow0 = lm && lm->narrow && lm->narrow[i0];
     if (memcmp(&one, b, sizeof one) == 0 && !narrow0) { /* one whole chunk: its record as is */
-        size_t n = (size_t)((one.hi[0] - one.lo[0]) * (one.hi[1] - one.lo[1]) *
-                            (one.hi[2] - one.lo[2])) * (size_t)f->nch * f->esz;
+        size_t n =
+            (size_t)((one.hi[0] - one.lo[0]) * (one.hi[1] - one.lo[1]) * (one.hi[2] - one.lo[2])) *
+            (size_t)f->nch * f->esz;
         ssize_t got = pread(fd0, dst, n, at);
         if (got != (ssize_t)n)
             return bfile_fail(ctx, f, false, n, at, got);
@@ -380,7 +379,8 @@ static enum vox_status bfile_write(struct vox_ctx *ctx, const struct dist_bfile 
     int fd;
     off_t off = bfile_at(f, bfile_chunk(f, g, &cb), &fd);
     if (memcmp(&cb, b, sizeof cb) != 0)
-        return vox_fail(ctx, VOX_INTERNAL, "chunked segmentation: a write to a blocked file "
+        return vox_fail(ctx, VOX_INTERNAL,
+                        "chunked segmentation: a write to a blocked file "
                         "that is not one chunk's box");
     size_t n = bytes;
     ssize_t got = pwrite(fd, src, n, off);
@@ -402,8 +402,7 @@ static void mem_rows(struct dist_store *st, const struct dist_box *b, uint32_t *
 }
 
 enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
-                                const struct dist_box *b, uint32_t *dst,
-                                struct dist_scratch *sc)
+                                const struct dist_box *b, uint32_t *dst, struct dist_scratch *sc)
 {
     if (st->mem) {
         mem_rows(st, b, dst, false);
@@ -456,8 +455,8 @@ enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
     }
     size_t len = (size_t)n * st->f.esz;
     uint16_t *own = NULL, *p = st->narrow ? store_narrow(ctx, b, src, sc, &own, &len) : NULL;
-    enum vox_status s = bfile_write(ctx, &st->f, b, p ? (const uint8_t *)p : (const uint8_t *)src,
-                                    len, st->io);
+    enum vox_status s =
+        bfile_write(ctx, &st->f, b, p ? (const uint8_t *)p : (const uint8_t *)src, len, st->io);
     if (s == VOX_OK && p)
         st->narrow[(g[0] * st->f.grid[1] + g[1]) * st->f.grid[2] + g[2]] = 1;
     vox_free(ctx, own);
@@ -575,14 +574,19 @@ struct dist_scratch *dist_scratch_new(struct vox_ctx *ctx)
     return vox_calloc(ctx, (size_t)vox_ctx_threads(ctx), sizeof(struct dist_scratch));
 }
 
+void dist_scratch_release_one(struct vox_ctx *ctx, struct dist_scratch *sc)
+{
+    for (int k = 0; k < DIST_SC_SLOTS; k++) {
+        vox_free(ctx, sc->p[k]);
+        sc->p[k] = NULL;
+        sc->cap[k] = 0;
+    }
+}
+
 void dist_scratch_release(struct vox_ctx *ctx, struct dist_scratch *sc)
 {
     for (int t = 0; sc && t < vox_ctx_threads(ctx); t++)
-        for (int k = 0; k < DIST_SC_SLOTS; k++) {
-            vox_free(ctx, sc[t].p[k]);
-            sc[t].p[k] = NULL;
-            sc[t].cap[k] = 0;
-        }
+        dist_scratch_release_one(ctx, &sc[t]);
 }
 
 void dist_scratch_free(struct vox_ctx *ctx, struct dist_scratch *sc)

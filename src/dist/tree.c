@@ -1,0 +1,191 @@
+/*
+ * dist/tree.c: the octree's schedule: every node runs as soon as its children are done.
+ *
+ * The three stages build the same octree: atomic chunks at level 0, 2x2x2 children per node
+ * above, one root. Running it level by level leaves threads idle at every level's end (the
+ * last chunks of a level run while the others wait) and keeps a whole level's summaries
+ * alive until the next level ends. Here the pool's workers take tasks from one list under a
+ * lock (tasks take milliseconds, so the lock is not on a hot path): ready nodes first, the
+ * highest level first (the root path is the critical path, and a node frees its children's
+ * summaries), then the side jobs, then the atomic chunks in the tree's depth-first order, so
+ * that the 8 children of a node finish together and their parent starts while the other
+ * chunks still run. A node's result depends only on its children's summaries, so the order
+ * changes no result.
+ */
+#include "dist_internal.h"
+
+#include <string.h>
+
+void dist_tree_init(struct dist_tree *t, const int64_t grid0[3])
+{
+    memset(t, 0, sizeof *t);
+    int64_t g[3] = {grid0[0], grid0[1], grid0[2]};
+    for (int l = 0;; l++) {
+        memcpy(t->grid[l], g, sizeof g);
+        t->n[l] = g[0] * g[1] * g[2];
+        t->nlev = l + 1;
+        if (g[0] == 1 && g[1] == 1 && g[2] == 1)
+            break;
+        for (int a = 0; a < 3; a++)
+            g[a] = (g[a] + 1) / 2;
+    }
+}
+
+struct tree_run {
+    struct dist_tree *t;
+    int from, to;
+    dist_tree_fn fn;
+    void (*idle)(void *, int);
+    void *arg;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int64_t *order; /* level `from`'s nodes in depth-first order */
+    int64_t next;   /* the next of them to hand out */
+    int64_t side, nside;
+    int32_t *pending[DIST_TREE_LEVELS]; /* per node above `from`: children not done */
+    int64_t *ready[DIST_TREE_LEVELS];   /* per level: a FIFO of ready nodes */
+    int64_t rhead[DIST_TREE_LEVELS], rtail[DIST_TREE_LEVELS];
+    int64_t left; /* tasks not done */
+    int running;
+    enum vox_status st;
+};
+
+/* Appends the level-`from` nodes under node i of `level` to order, depth first. */
+static void tree_dfs(struct tree_run *r, int level, int64_t i, int64_t *n)
+{
+    if (level == r->from) {
+        r->order[(*n)++] = i;
+        return;
+    }
+    int64_t c[3], kids[8];
+    int nk = dist_node_children(r->t->grid[level - 1], i, c, kids);
+    for (int k = 0; k < nk; k++)
+        tree_dfs(r, level - 1, kids[k], n);
+}
+
+/* The parent of node i of `level` (on level + 1's grid). */
+static int64_t tree_parent(const struct dist_tree *t, int level, int64_t i)
+{
+    const int64_t *g = t->grid[level], *pg = t->grid[level + 1];
+    int64_t z = i / (g[1] * g[2]), y = i / g[2] % g[1], x = i % g[2];
+    return (z / 2 * pg[1] + y / 2) * pg[2] + x / 2;
+}
+
+/* The next task under r->mu: *level and *i (level -1: a side job), false when none is ready. */
+static bool tree_take(struct tree_run *r, int *level, int64_t *i)
+{
+    for (int l = r->to - 1; l > r->from; l--)
+        if (r->rhead[l] < r->rtail[l]) {
+            *level = l;
+            *i = r->ready[l][r->rhead[l]++];
+            return true;
+        }
+    if (r->side < r->nside) {
+        *level = -1;
+        *i = r->side++;
+        return true;
+    }
+    if (r->next < r->t->n[r->from]) {
+        *level = r->from;
+        *i = r->order[r->next++];
+        return true;
+    }
+    return false;
+}
+
+static void tree_worker(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)lo, (void)hi;
+    struct tree_run *r = arg;
+    bool idle_told = false;
+    pthread_mutex_lock(&r->mu);
+    for (;;) {
+        if (!idle_told && r->idle && r->next >= r->t->n[r->from]) {
+            idle_told = true; /* no level-`from` task left for any worker */
+            pthread_mutex_unlock(&r->mu);
+            r->idle(r->arg, tid);
+            pthread_mutex_lock(&r->mu);
+        }
+        int level;
+        int64_t i;
+        bool got = r->st == VOX_OK && tree_take(r, &level, &i);
+        if (!got) {
+            if (r->running == 0 || r->left == 0)
+                break;
+            pthread_cond_wait(&r->cv, &r->mu);
+            continue;
+        }
+        r->running++;
+        pthread_mutex_unlock(&r->mu);
+        double t0 = vox_time_now();
+        enum vox_status s = r->fn(r->arg, level, i, tid);
+        double t1 = vox_time_now();
+        pthread_mutex_lock(&r->mu);
+        r->running--;
+        r->left--;
+        if (s != VOX_OK && r->st == VOX_OK)
+            r->st = s;
+        r->t->busy[level < 0 ? r->from : level] += t1 - t0; /* side jobs: with level `from` */
+        if (level >= 0) {
+            struct dist_tree *t = r->t;
+            if (level + 1 < r->to) {
+                int64_t p = tree_parent(t, level, i);
+                if (--r->pending[level + 1][p] == 0)
+                    r->ready[level + 1][r->rtail[level + 1]++] = p;
+            }
+        }
+        pthread_cond_broadcast(&r->cv);
+    }
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from, int to,
+                              int64_t nside, dist_tree_fn fn, void (*idle)(void *, int), void *arg)
+{
+    if (from >= to)
+        return VOX_OK;
+    struct tree_run r = {.t = t,
+                         .from = from,
+                         .to = to,
+                         .fn = fn,
+                         .idle = idle,
+                         .arg = arg,
+                         .nside = nside,
+                         .left = nside};
+    r.order = vox_alloc(ctx, (size_t)t->n[from] * sizeof *r.order);
+    bool ok = r.order != NULL;
+    for (int l = from; l < to; l++) {
+        r.left += t->n[l];
+        if (l == from)
+            continue;
+        r.pending[l] = vox_calloc(ctx, (size_t)t->n[l], sizeof *r.pending[l]);
+        r.ready[l] = vox_alloc(ctx, (size_t)t->n[l] * sizeof *r.ready[l]);
+        ok = ok && r.pending[l] && r.ready[l];
+    }
+    if (ok) {
+        int64_t n = 0;
+        for (int64_t i = 0; i < t->n[to - 1]; i++)
+            tree_dfs(&r, to - 1, i, &n);
+        for (int l = from; l + 1 < to; l++)
+            for (int64_t i = 0; i < t->n[l]; i++)
+                r.pending[l + 1][tree_parent(t, l, i)]++;
+        for (int l = from; l < to; l++)
+            t->busy[l] = 0;
+        pthread_mutex_init(&r.mu, NULL);
+        pthread_cond_init(&r.cv, NULL);
+        int nt = vox_ctx_threads(ctx);
+        vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){nt, 1, 1}, (int64_t[3]){1, 1, 1},
+                     VOX_SCHED_STATIC, tree_worker, &r);
+        pthread_cond_destroy(&r.cv);
+        pthread_mutex_destroy(&r.mu);
+    }
+    vox_free(ctx, r.order);
+    for (int l = from; l < to; l++) {
+        vox_free(ctx, r.pending[l]);
+        vox_free(ctx, r.ready[l]);
+    }
+    if (!ok)
+        return VOX_OUT_OF_MEMORY;
+    return r.st;
+}

@@ -1,0 +1,171 @@
+/*
+ * test_dist_tree.c: the octree's schedule (src/dist/tree.c): for grids of every shape class
+ * (one chunk, a line, non-dividing sides, powers of two), 1 and 2 threads, with and without
+ * side jobs, and run whole or as level 0 then the rest: every node runs exactly once, only
+ * after all its children have ended, the side jobs run, idle is told once per worker after
+ * the last atomic chunk was handed out, and a failing task stops the run with its status
+ * (its parent never runs).
+ */
+#include "dist/dist_internal.h"
+#include "harness.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct rec {
+    struct dist_tree *t;
+    int64_t *start[DIST_TREE_LEVELS], *end[DIST_TREE_LEVELS];
+    int64_t clock, side_runs, idle_calls[8], fail_level, fail_i;
+    int64_t handed_out_at_idle; /* atomic starts seen when idle was told, minimum */
+    int64_t atomic_started;
+};
+
+static int64_t tick(struct rec *r)
+{
+    return __atomic_add_fetch(&r->clock, 1, __ATOMIC_SEQ_CST);
+}
+
+static enum vox_status rec_task(void *arg, int level, int64_t i, int tid)
+{
+    (void)tid;
+    struct rec *r = arg;
+    if (level < 0) {
+        __atomic_add_fetch(&r->side_runs, 1, __ATOMIC_SEQ_CST);
+        return VOX_OK;
+    }
+    if (level == 0)
+        __atomic_add_fetch(&r->atomic_started, 1, __ATOMIC_SEQ_CST);
+    int64_t s = tick(r);
+    if (r->start[level][i])
+        r->start[level][i] = -1; /* ran twice */
+    else
+        r->start[level][i] = s;
+    volatile uint64_t spin = 0; /* uneven task lengths, so the interleavings vary */
+    for (uint64_t k = 0; k < (uint64_t)((i * 7919 + level * 131) % 2000); k++)
+        spin += k;
+    r->end[level][i] = tick(r);
+    return level == r->fail_level && i == r->fail_i ? VOX_IO : VOX_OK;
+}
+
+static void rec_idle(void *arg, int tid)
+{
+    struct rec *r = arg;
+    int64_t n = __atomic_load_n(&r->atomic_started, __ATOMIC_SEQ_CST);
+    if (n < r->handed_out_at_idle)
+        r->handed_out_at_idle = n;
+    __atomic_add_fetch(&r->idle_calls[tid], 1, __ATOMIC_SEQ_CST);
+}
+
+static void check_grid(struct vox_ctx *ctx, const int64_t g[3], int nside, bool split)
+{
+    struct dist_tree t;
+    dist_tree_init(&t, g);
+    struct rec r = {.t = &t, .fail_level = -2, .handed_out_at_idle = INT64_MAX};
+    CHECK(t.n[0] == g[0] * g[1] * g[2] && t.n[t.nlev - 1] == 1);
+    for (int l = 0; l < t.nlev; l++) {
+        r.start[l] = calloc((size_t)t.n[l], sizeof *r.start[l]);
+        r.end[l] = calloc((size_t)t.n[l], sizeof *r.end[l]);
+    }
+    enum vox_status s;
+    if (split) {
+        s = dist_tree_run(ctx, &t, 0, 1, nside, rec_task, rec_idle, &r);
+        if (s == VOX_OK)
+            s = dist_tree_run(ctx, &t, 1, t.nlev, 0, rec_task, NULL, &r);
+    } else {
+        s = dist_tree_run(ctx, &t, 0, t.nlev, nside, rec_task, rec_idle, &r);
+    }
+    CHECK(s == VOX_OK);
+    CHECK(r.side_runs == nside);
+    int threads = vox_ctx_threads(ctx);
+    for (int k = 0; k < threads; k++)
+        CHECK(r.idle_calls[k] == 1);
+    /* idle comes once all atomic chunks are handed out (those of other workers may still run) */
+    CHECK(r.handed_out_at_idle >= t.n[0] - threads + 1);
+    int bad = 0;
+    for (int l = 0; l < t.nlev; l++)
+        for (int64_t i = 0; i < t.n[l]; i++) {
+            bad += r.start[l][i] <= 0;
+            if (l == 0)
+                continue;
+            int64_t c[3], kids[8];
+            int nk = dist_node_children(t.grid[l - 1], i, c, kids);
+            bad += nk == 0;
+            for (int k = 0; k < nk; k++)
+                bad += r.end[l - 1][kids[k]] >= r.start[l][i];
+        }
+    if (bad)
+        fprintf(stderr, "grid %lld %lld %lld, %d threads: %d violations\n", (long long)g[0],
+                (long long)g[1], (long long)g[2], threads, bad);
+    CHECK(bad == 0);
+
+    /* A failing task: its status comes back and its parent does not run. */
+    if (t.nlev > 1) {
+        for (int l = 0; l < t.nlev; l++) {
+            memset(r.start[l], 0, (size_t)t.n[l] * sizeof *r.start[l]);
+            memset(r.end[l], 0, (size_t)t.n[l] * sizeof *r.end[l]);
+        }
+        r.fail_level = 0;
+        r.fail_i = t.n[0] / 2;
+        s = dist_tree_run(ctx, &t, 0, t.nlev, 0, rec_task, NULL, &r);
+        CHECK(s == VOX_IO);
+        int64_t p = (r.fail_i / g[2] % g[1]) / 2; /* parent's coordinates */
+        int64_t pz = r.fail_i / (g[1] * g[2]) / 2, px = r.fail_i % g[2] / 2;
+        CHECK(r.start[1][(pz * t.grid[1][1] + p) * t.grid[1][2] + px] == 0);
+        CHECK(r.start[t.nlev - 1][0] == 0);
+    }
+    for (int l = 0; l < t.nlev; l++) {
+        free(r.start[l]);
+        free(r.end[l]);
+    }
+}
+
+static void run_grids(struct vox_ctx *ctx)
+{
+    const int64_t grids[][3] = {{1, 1, 1}, {5, 1, 1}, {1, 1, 2}, {3, 4, 2},
+                                {4, 4, 4}, {7, 3, 5}, {2, 9, 1}, {8, 8, 8}};
+    for (size_t k = 0; k < sizeof grids / sizeof grids[0]; k++)
+        for (int v = 0; v < (vox_test_full ? 40 : 4); v++)
+            check_grid(ctx, grids[k], v % 2 ? 2 : 0, v % 4 >= 2);
+}
+
+static void test_two_threads(struct vox_ctx *ctx)
+{
+    run_grids(ctx);
+}
+
+static void test_one_thread(struct vox_ctx *ctx)
+{
+    (void)ctx;
+    struct vox_ctx *c1;
+    struct vox_ctx_options opt = {.threads = 1, .log_level = VOX_LOG_WARN};
+    CHECK_OK(vox_ctx_create(&opt, &c1));
+    run_grids(c1);
+    vox_ctx_destroy(c1);
+}
+
+static void test_alloc_failures(struct vox_ctx *ctx)
+{
+    struct dist_tree t;
+    dist_tree_init(&t, (int64_t[3]){3, 2, 2});
+    struct rec r = {.t = &t, .fail_level = -2, .handed_out_at_idle = INT64_MAX};
+    for (int l = 0; l < t.nlev; l++) {
+        r.start[l] = calloc((size_t)t.n[l], sizeof *r.start[l]);
+        r.end[l] = calloc((size_t)t.n[l], sizeof *r.end[l]);
+    }
+    for (int64_t k = 1; k < 6; k++) {
+        vox_ctx_fail_alloc_at(ctx, k);
+        enum vox_status s = dist_tree_run(ctx, &t, 0, t.nlev, 0, rec_task, NULL, &r);
+        vox_ctx_fail_alloc_at(ctx, 0);
+        CHECK(s == VOX_OK || s == VOX_OUT_OF_MEMORY);
+        for (int l = 0; l < t.nlev; l++) {
+            memset(r.start[l], 0, (size_t)t.n[l] * sizeof *r.start[l]);
+            memset(r.end[l], 0, (size_t)t.n[l] * sizeof *r.end[l]);
+        }
+    }
+    for (int l = 0; l < t.nlev; l++) {
+        free(r.start[l]);
+        free(r.end[l]);
+    }
+}
+
+VOX_TEST_MAIN(VOX_TEST(test_two_threads), VOX_TEST(test_one_thread), VOX_TEST(test_alloc_failures))
