@@ -17,6 +17,7 @@
  * thread in the loop order: the same bits for any thread count (ZNN 7.1 item 9). Kernels are
  * compiled once per shape and cached (a short list, compared with vox_nest_equal).
  */
+#include "fast.h"
 #include "internal.h"
 #include "vox/loop.h"
 #include "vox/train.h"
@@ -104,11 +105,15 @@ static void border_planes(void *arg, const int64_t lo_[3], const int64_t hi_[3],
                 memset(d, 0, (size_t)P[2] * sizeof *d);
                 continue;
             }
+            /* x in [x0, x1) reads s[x - lo[2]]; zeros left and right of that run */
             const float *s = j->src + ((c * S[0] + sz) * S[1] + sy) * S[2];
-            for (int64_t x = 0; x < P[2]; x++) {
-                int64_t sx = x - lo[2];
-                d[x] = sx >= 0 && sx < S[2] ? s[sx] : 0.0f;
-            }
+            int64_t x0 = lo[2] > 0 ? lo[2] : 0, x1 = S[2] + lo[2];
+            x1 = x1 < P[2] ? (x1 > 0 ? x1 : 0) : P[2];
+            x0 = x0 < x1 ? x0 : x1;
+            memset(d, 0, (size_t)x0 * sizeof *d);
+            if (x1 > x0)
+                memcpy(d + x0, s + x0 - lo[2], (size_t)(x1 - x0) * sizeof *d);
+            memset(d + x1, 0, (size_t)(P[2] - x1) * sizeof *d);
         }
     }
 }
@@ -327,12 +332,12 @@ static void bias_grad(struct vox_pool *pool, const struct vox_tensor *gout, stru
 }
 
 /* Backward-weights in the shape of the forward conv's register tile: vectors along the output
- * channels. gout is first transposed channels-last (goutT (Z, Y, X, W), W = the channels padded
- * to L lanes), then gwT[i, a, b, c, o] = sum_{z,y,x} in[i, z + a dz, ...] * goutT[z, y, x, o]:
- * per position one goutT vector per output block and one broadcast per x tap feed OT x CT
- * FMAs (the earlier nest reduced each weight alone and was load-bound, 60 % of a step), and
- * gwT is added into gw. The positions are the reduction, in loop order, slab of z planes after
- * slab (fast_conv_bw): the same bits for any thread count. */
+ * channels. gout is first transposed channels-last by blocks of L channels within each row
+ * (goutT (Z, Y, W / L, X, L), W = the channels padded to L lanes), then gwT[i, a, b, c, o] =
+ * sum_{z,y,x} in[i, z + a dz, ...] * goutT[z, y, x, o]: per position one goutT vector per output
+ * block and one broadcast per x tap feed OT x CT FMAs (the earlier nest reduced each weight alone
+ * and was load-bound, 60 % of a step), and gwT is added into gw. The positions are the reduction,
+ * in loop order, slab of z planes after slab (fast_conv_bw): the same bits for any thread count. */
 static void weights_nest(struct vox_ctx *ctx, const struct conv_shape *s, int64_t L,
                          struct vox_nest *n)
 {
@@ -344,11 +349,11 @@ static void weights_nest(struct vox_ctx *ctx, const struct conv_shape *s, int64_
     int a = dim4(n, "a", k[0], k[1] * k[2] * W, d[0] * p[1] * p[2], 0);
     int b = dim4(n, "b", k[1], k[2] * W, d[1] * p[2], 0);
     int c = dim4(n, "c", k[2], W, d[2], 0);
-    int o = dim4(n, "ob", ob, L, 0, L);
+    int o = dim4(n, "ob", ob, L, 0, q[2] * L);
     int bo = dim4(n, "bo", L, 1, 0, 1);
     int z = dim4(n, "z", q[0], 0, p[1] * p[2], q[1] * q[2] * W);
     int y = dim4(n, "y", q[1], 0, p[2], q[2] * W);
-    int x = dim4(n, "x", q[2], 0, 1, W);
+    int x = dim4(n, "x", q[2], 0, 1, L);
     int64_t ct = k[2] < regs / 4 ? k[2] : regs / 4, ot = (regs - 1) / (ct + 1);
     ot = cdiv(ob, cdiv(ob, ot));
     /* few output blocks: y taps join the tile, so enough accumulators hide the FMA latency */
@@ -380,10 +385,14 @@ static void weights_nest(struct vox_ctx *ctx, const struct conv_shape *s, int64_
     n->accumulate = true; /* partial sums revisited per row, and over the slabs */
 }
 
-/* goutT (P, W) = gout (C, P) transposed, lanes C..W zero; planes of x rows over the pool. */
+/* goutT = gout (C, P) transposed by rows of X positions: row r holds, block of L channels
+ * after block, goutT[r, ob, x, l] = gout[ob L + l, r X + x] (0 for channels >= C), by the
+ * blocked layout's register transposes (fast_pack.h; their width is L on every ISA). Rows
+ * over the pool. */
 struct transpose_job {
     const float *src;
     float *dst;
+    const struct vox_nn_pack_fns *pk;
     int64_t C, W, P, X;
 };
 
@@ -391,15 +400,14 @@ static void transpose_rows(void *arg, const int64_t lo[3], const int64_t hi[3], 
 {
     (void)tid;
     const struct transpose_job *j = arg;
+    const int64_t L = j->pk->lanes;
+    const float *rows[16];
     for (int64_t r = lo[0]; r < hi[0]; r++) {
         const int64_t p0 = r * j->X;
-        float *d = j->dst + p0 * j->W;
-        for (int64_t x = 0; x < j->X; x++)
-            memset(d + x * j->W + j->C, 0, (size_t)(j->W - j->C) * sizeof *d);
-        for (int64_t c = 0; c < j->C; c++) {
-            const float *sp = j->src + c * j->P + p0;
-            for (int64_t x = 0; x < j->X; x++)
-                d[x * j->W + c] = sp[x];
+        for (int64_t c0 = 0; c0 < j->W; c0 += L) {
+            for (int64_t l = 0; l < L; l++)
+                rows[l] = c0 + l < j->C ? j->src + (c0 + l) * j->P + p0 : NULL;
+            j->pk->pack(rows, j->dst + p0 * j->W + c0 * j->X, j->X);
         }
     }
 }
@@ -435,7 +443,13 @@ static bool bw_item(struct vox_nn_train_fast *f, struct vox_pool *pool, const st
     memset(wt, 0, (size_t)(s->ci * taps * W) * sizeof *wt);
     for (int64_t z0 = 0; z0 < s->q[0]; z0 += S) {
         const int64_t nz = z0 + S <= s->q[0] ? S : tail;
-        struct transpose_job tj = {gout + z0 * plane, gt, s->co, W, Q, s->q[2]};
+        struct transpose_job tj = {gout + z0 * plane,
+                                   gt,
+                                   vox_nn_pack_fns_for(vox_ctx_cpu(f->ctx)->isa),
+                                   s->co,
+                                   W,
+                                   Q,
+                                   s->q[2]};
         const int64_t rows[3] = {nz * s->q[1], 1, 1}, tile[3] = {1, 1, 1};
         vox_pool_for(pool, rows, tile, VOX_SCHED_STATIC, transpose_rows, &tj);
         vox_kernel_run(k[nz != S], wt, src + z0 * s->p[1] * s->p[2], gt, NULL);
