@@ -193,8 +193,9 @@ struct node_ctx {
 
 static enum vox_status node_join(struct node_ctx *n, int64_t fa, int64_t fb)
 {
-    if (fa == fb)
-        return VOX_OK;
+    struct dist_sum *o = n->o;
+    if (fa == fb || (o->nuni && o->uni[o->nuni - 1].a == fa && o->uni[o->nuni - 1].b == fb))
+        return VOX_OK; /* consecutive links of a fragment often meet the same one */
     struct dist_pair u = {fa, fb};
     return dist_push(n->ctx, (void **)&n->o->uni, &n->o->nuni, &n->ucap, &u, sizeof u)
                ? VOX_OK
