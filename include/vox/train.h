@@ -49,6 +49,9 @@ struct vox_nn_kernels {
     void (*deconv_backward_weights)(void *, struct vox_pool *, const struct vox_tensor *,
                                     const struct vox_tensor *, struct vox_tensor *,
                                     struct vox_tensor *);
+    /* x[i] = act(x[i]), i < n, for the pointwise act (not softmax) of add, act and output
+     * layers; NULL: the reference's, in double */
+    void (*act)(void *, enum vox_nn_act, float *, int64_t);
 };
 /* The scalar reference kernels. */
 const struct vox_nn_kernels *vox_nn_kernels_ref(void);
@@ -250,9 +253,10 @@ double vox_train_uniform(uint64_t *state);
 
 /* Samples one patch: a volume with probability proportional to its number of positions, a
  * position uniformly where the input box `in` fits, then the augmentation. Writes the inputs
- * inputs_out[0 .. vox_train_data_inputs) (1, 1, Z, Y, X) f32 (raw first, then the extras) and, for the output box (`out` voxels at `offset` in the input), the
- * labels u64 and valid u8 with a one-voxel margin (out + 2 per axis), in the augmented frame.
- * Fails (VOX_INVALID_ARG) when no volume holds the input box. */
+ * inputs_out[0 .. vox_train_data_inputs) (1, 1, Z, Y, X) f32 (raw first, then the extras) and, for
+ * the output box (`out` voxels at `offset` in the input), the labels u64 and valid u8 with a
+ * one-voxel margin (out + 2 per axis), in the augmented frame. Fails (VOX_INVALID_ARG) when no
+ * volume holds the input box. */
 enum vox_status vox_train_data_sample(struct vox_ctx *ctx, struct vox_train_data *d, uint64_t *rng,
                                       const int64_t in[3], const int64_t out[3],
                                       const int64_t offset[3], const struct vox_augment *aug,
@@ -277,8 +281,9 @@ void vox_train_options_defaults(struct vox_train_options *o);
 
 struct vox_trainer;
 /* A trainer for net (borrowed; must outlive it) on `data` (borrowed). Checks the options, the
- * net (vox_train_data_inputs(data) inputs with 1 channel each, one output with the target's channels, the loss's act) and
- * the patch against the field of view. w0 NULL: fresh weights from (init, seed). */
+ * net (vox_train_data_inputs(data) inputs with 1 channel each, one output with the target's
+ * channels, the loss's act) and the patch against the field of view. w0 NULL: fresh weights from
+ * (init, seed). */
 enum vox_status vox_trainer_create(struct vox_ctx *ctx, const struct vox_net *net,
                                    const struct vox_train_options *o,
                                    const struct vox_nn_weights *w0, struct vox_train_data *data,

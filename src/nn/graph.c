@@ -84,7 +84,7 @@ static void ref_deconv_bw(void *self, struct vox_pool *pool, const struct vox_te
 }
 
 static const struct vox_nn_kernels ref_kernels = {
-    NULL, ref_conv, ref_conv_bd, ref_conv_bw, ref_deconv, ref_deconv_bd, ref_deconv_bw,
+    NULL, ref_conv, ref_conv_bd, ref_conv_bw, ref_deconv, ref_deconv_bd, ref_deconv_bw, NULL,
 };
 
 const struct vox_nn_kernels *vox_nn_kernels_ref(void)
@@ -261,10 +261,10 @@ enum chan_op {
     CHAN_MAXFILTER,
     CHAN_MAXFILTER_BACKWARD,
     CHAN_ACT_BACKWARD,
-    CHAN_PLAIN,             /* upsample, crop, add, act, output (not softmax): vox_nn_ref_plain */
-    CHAN_ADD_BACKWARD,      /* every gins[k] += a */
-    CHAN_CROP_BACKWARD,     /* out += a placed at lo */
-    CHAN_UPSAMPLE_BACKWARD  /* out += the sums of a over each factor window */
+    CHAN_PLAIN,            /* upsample, crop, add, act, output (not softmax): vox_nn_ref_plain */
+    CHAN_ADD_BACKWARD,     /* every gins[k] += a */
+    CHAN_CROP_BACKWARD,    /* out += a placed at lo */
+    CHAN_UPSAMPLE_BACKWARD /* out += the sums of a over each factor window */
 };
 
 struct chan_job {
@@ -276,11 +276,13 @@ struct chan_job {
     double *acc; /* max-filter backward: acc_n doubles per thread */
     int64_t acc_n;
     uint8_t *arg; /* max-pooling: the argmax taps of the output, or NULL (reference twins) */
-    const struct vox_nn_layer *layer;       /* CHAN_PLAIN */
-    const struct vox_tensor *const *ins;    /* CHAN_PLAIN: the layer's n inputs */
-    struct vox_tensor *const *gins;         /* CHAN_ADD_BACKWARD: n gradients */
+    const struct vox_nn_layer *layer;                          /* CHAN_PLAIN */
+    void (*act_fn)(void *, enum vox_nn_act, float *, int64_t); /* CHAN_PLAIN: or NULL */
+    void *act_self;
+    const struct vox_tensor *const *ins; /* CHAN_PLAIN: the layer's n inputs */
+    struct vox_tensor *const *gins;      /* CHAN_ADD_BACKWARD: n gradients */
     int n;
-    const int64_t *lo;                      /* CHAN_CROP_BACKWARD */
+    const int64_t *lo; /* CHAN_CROP_BACKWARD */
 };
 
 /* The (n, c) plane nc of a dense (N, C, Z, Y, X) tensor, as a (1, 1, Z, Y, X) view. */
@@ -302,8 +304,16 @@ static void chan_multi(const struct chan_job *j, int64_t nc, struct vox_tensor *
         v[k] = chan_view(j->op == CHAN_PLAIN ? j->ins[k] : j->gins[k], nc);
         vp[k] = &v[k];
     }
-    if (j->op == CHAN_PLAIN) {
-        vox_nn_ref_plain(j->layer, (const struct vox_tensor *const *)vp, out);
+    const struct vox_nn_layer *l = j->layer;
+    if (j->op == CHAN_PLAIN && j->act_fn &&
+        (l->kind == VOX_NN_ADD || l->kind == VOX_NN_ACT || l->kind == VOX_NN_OUTPUT)) {
+        struct vox_nn_layer lin = *l; /* the sum or copy alone, then the kernels' act */
+        lin.act = VOX_ACT_LINEAR;
+        vox_nn_ref_plain(&lin, (const struct vox_tensor *const *)vp, out);
+        if (l->act != VOX_ACT_LINEAR)
+            j->act_fn(j->act_self, l->act, out->data, vox_tensor_numel(out));
+    } else if (j->op == CHAN_PLAIN) {
+        vox_nn_ref_plain(l, (const struct vox_tensor *const *)vp, out);
     } else {
         struct vox_tensor a = chan_view(j->a, nc);
         vox_nn_ref_add_backward(&a, vp, j->n);
@@ -401,12 +411,18 @@ static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w
         g->k.deconv(g->k.self, pool, in, &w->p[i][VOX_P_WEIGHT], b, l->act, out);
         break;
     case VOX_NN_POOL:
-        chan_run(pool, &(struct chan_job){.op = CHAN_MAXPOOL, .a = in, .out = out,
-                                          .window = l->kernel, .arg = g->pool_arg[i]});
+        chan_run(pool, &(struct chan_job){.op = CHAN_MAXPOOL,
+                                          .a = in,
+                                          .out = out,
+                                          .window = l->kernel,
+                                          .arg = g->pool_arg[i]});
         break;
     case VOX_NN_MAXFILTER:
-        chan_run(pool, &(struct chan_job){.op = CHAN_MAXFILTER, .a = in, .out = out,
-                                          .window = l->kernel, .dilation = l->dilation});
+        chan_run(pool, &(struct chan_job){.op = CHAN_MAXFILTER,
+                                          .a = in,
+                                          .out = out,
+                                          .window = l->kernel,
+                                          .dilation = l->dilation});
         break;
     case VOX_NN_CONCAT:
         vox_nn_ref_plain(l, ins, out);
@@ -415,8 +431,13 @@ static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w
         if (l->act == VOX_ACT_SOFTMAX)
             vox_nn_ref_plain(l, ins, out);
         else
-            chan_run(pool, &(struct chan_job){.op = CHAN_PLAIN, .out = out, .layer = l,
-                                              .ins = ins, .n = l->n_in});
+            chan_run(pool, &(struct chan_job){.op = CHAN_PLAIN,
+                                              .out = out,
+                                              .layer = l,
+                                              .ins = ins,
+                                              .n = l->n_in,
+                                              .act_fn = g->k.act,
+                                              .act_self = g->k.self});
         break;
     }
 }
@@ -459,8 +480,8 @@ static struct vox_tensor *pre_act_grad(struct vox_nn_graph *g, int i, struct vox
     if (act == VOX_ACT_SOFTMAX)
         vox_nn_ref_act_backward(&g->val[i], t, act, t);
     else if (act != VOX_ACT_LINEAR)
-        chan_run(pool, &(struct chan_job){.op = CHAN_ACT_BACKWARD, .a = &g->val[i], .b = t,
-                                          .out = t, .act = act});
+        chan_run(pool, &(struct chan_job){
+                           .op = CHAN_ACT_BACKWARD, .a = &g->val[i], .b = t, .out = t, .act = act});
     return t;
 }
 
@@ -502,20 +523,29 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
             g->k.deconv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], gin);
         break;
     case VOX_NN_POOL:
-        chan_run(pool, &(struct chan_job){.op = CHAN_MAXPOOL_BACKWARD, .a = in, .b = gout,
-                                          .out = gin, .window = l->kernel,
+        chan_run(pool, &(struct chan_job){.op = CHAN_MAXPOOL_BACKWARD,
+                                          .a = in,
+                                          .b = gout,
+                                          .out = gin,
+                                          .window = l->kernel,
                                           .arg = g->pool_arg[i]});
         break;
     case VOX_NN_MAXFILTER:
         /* a pool wider than the scratch (threads raised after create) runs serially */
         chan_run(vox_pool_threads(pool) <= g->mf_threads ? pool : NULL,
-                 &(struct chan_job){.op = CHAN_MAXFILTER_BACKWARD, .a = in, .b = gout, .out = gin,
-                                    .window = l->kernel, .dilation = l->dilation,
-                                    .acc = g->mf_acc, .acc_n = g->mf_plane});
+                 &(struct chan_job){.op = CHAN_MAXFILTER_BACKWARD,
+                                    .a = in,
+                                    .b = gout,
+                                    .out = gin,
+                                    .window = l->kernel,
+                                    .dilation = l->dilation,
+                                    .acc = g->mf_acc,
+                                    .acc_n = g->mf_plane});
         break;
     case VOX_NN_UPSAMPLE:
-        chan_run(pool, &(struct chan_job){.op = CHAN_UPSAMPLE_BACKWARD, .a = gout, .out = gin,
-                                          .window = l->kernel});
+        chan_run(pool,
+                 &(struct chan_job){
+                     .op = CHAN_UPSAMPLE_BACKWARD, .a = gout, .out = gin, .window = l->kernel});
         break;
     case VOX_NN_CROP:
         crop_lo(g, i, v);
@@ -523,8 +553,11 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
                  &(struct chan_job){.op = CHAN_CROP_BACKWARD, .a = gout, .out = gin, .lo = v});
         break;
     case VOX_NN_ADD:
-        chan_run(pool, &(struct chan_job){.op = CHAN_ADD_BACKWARD, .a = pre_act_grad(g, i, pool),
-                                          .out = gins[0], .gins = gins, .n = l->n_in});
+        chan_run(pool, &(struct chan_job){.op = CHAN_ADD_BACKWARD,
+                                          .a = pre_act_grad(g, i, pool),
+                                          .out = gins[0],
+                                          .gins = gins,
+                                          .n = l->n_in});
         break;
     case VOX_NN_CONCAT:
         vox_nn_ref_concat_backward(gout, gins, l->n_in);
