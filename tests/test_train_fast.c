@@ -121,6 +121,11 @@ static const struct conv_case conv_cases[] = {
     /* several output blocks in the backward-weights tile; a one-channel input (z taps split) */
     {1, 1, 40, {4, 6, 11}, {3, 3, 3}, {1, 1, 1}, false, true, VOX_ACT_RELU},
     {2, 3, 130, {3, 5, 7}, {2, 1, 3}, {1, 1, 1}, true, true, VOX_ACT_LINEAR},
+    /* Winograd (extents 1 and 3, two 3s at least): several tiles, partial ones on every side,
+     * several channel blocks, F(2x4x4), F(4x4) and F(2x2) (the small slices' stores) */
+    {1, 16, 24, {5, 13, 22}, {3, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_ELU},
+    {2, 9, 20, {1, 17, 35}, {1, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_TANH},
+    {1, 4, 6, {6, 7, 5}, {3, 3, 1}, {1, 1, 1}, true, false, VOX_ACT_LINEAR},
 };
 
 /* every conv kernel vs the reference; then again with backward-weights slabs of about two
@@ -302,13 +307,13 @@ static void test_graph_threads(struct vox_ctx *ctx)
 
 /* The pointwise acts of add, act and output layers (the kernels' vector act): every layer's
  * values with the fast kernels within 2e-6 of the reference's (the vector expm1 is within
- * 4e-7 of libm's; the convs' sums differ by f32 rounding), at a width whose rows end in a
- * partial vector. */
+ * 4e-7 of libm's; the convs, not Winograd's (two kernel extents of 3 at least), differ by f32
+ * rounding), at a width whose rows end in a partial vector. */
 static void test_graph_acts(struct vox_ctx *ctx)
 {
     static const char spec[] = "input raw channels=1\n"
-                               "conv c1 raw -> 3 kernel=1x3x3 act=relu\n"
-                               "conv c2 raw -> 3 kernel=1x3x3\n"
+                               "conv c1 raw -> 3 kernel=1x1x3 act=relu\n"
+                               "conv c2 raw -> 3 kernel=1\n"
                                "crop k c2 to=c1\n"
                                "add s c1 k act=elu\n"
                                "act t s fn=tanh\n"

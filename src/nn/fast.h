@@ -127,6 +127,12 @@ enum vox_status vox_nn_wino_create(struct vox_ctx *ctx, const struct vox_nn_fast
                                    const int64_t padlo[3], const float *w, const float *bias,
                                    struct vox_nn_wino **wino_out);
 void vox_nn_wino_destroy(struct vox_ctx *ctx, struct vox_nn_wino *f);
+/* New weights and bias (NULL: zeros) for f, transformed in f32 axis by axis (training: every
+ * step): w as at create, or with `flip` the weights (c->cout, c->cin, k..) of the conv whose
+ * backward-data f computes (U from w'[o][i][t] = w[i][o][K - 1 - t]). *ok_out: false when
+ * memory is short (f unchanged then). */
+void vox_nn_wino_set_weights(struct vox_ctx *ctx, struct vox_nn_wino *f, const float *w,
+                             const float *bias, bool flip, bool *ok_out);
 /* out = act(conv(in) + bias [+ res]) for every batch entry (in->n == c->n); res: NULL or a
  * tensor shaped as out (a residual add fused into the output transform); pool may be NULL.
  * Bitwise identical for any thread count. */

@@ -48,6 +48,7 @@ struct vox_nn_wino {
     struct vox_kernel *gemm;
     const struct vox_nn_wino_tr *tr;
     float *u, *bias, *scratch;
+    float *wt; /* vox_nn_wino_set_weights's work rows (2 * P * cop floats), or NULL */
 };
 
 static int64_t cdiv(int64_t a, int64_t b)
@@ -146,21 +147,23 @@ void vox_nn_wino_destroy(struct vox_ctx *ctx, struct vox_nn_wino *f)
     vox_free(ctx, f->u);
     vox_free(ctx, f->bias);
     vox_free(ctx, f->scratch);
+    vox_free(ctx, f->wt);
     vox_free(ctx, f);
 }
+
+static const double G4[4][3] = {{1, 0, 0}, {.5, .5, .5}, {.5, -.5, .5}, {0, 0, 1}};
+static const double G6[6][3] = {{1. / 4, 0, 0},
+                                {-1. / 6, -1. / 6, -1. / 6},
+                                {-1. / 6, 1. / 6, -1. / 6},
+                                {1. / 24, 1. / 12, 1. / 6},
+                                {1. / 24, -1. / 12, 1. / 6},
+                                {0, 0, 1}};
+static const double G1[1][3] = {{1, 0, 0}};
 
 /* U[p][ci][co] = (G g G^T)_p per axis (G of F(2,3), of F(4,3), or 1 for an extent of 1), in
  * double; co past cout is 0. */
 static void transform_weights(struct vox_nn_wino *f, const float *w)
 {
-    static const double G4[4][3] = {{1, 0, 0}, {.5, .5, .5}, {.5, -.5, .5}, {0, 0, 1}};
-    static const double G6[6][3] = {{1. / 4, 0, 0},
-                                    {-1. / 6, -1. / 6, -1. / 6},
-                                    {-1. / 6, 1. / 6, -1. / 6},
-                                    {1. / 24, 1. / 12, 1. / 6},
-                                    {1. / 24, -1. / 12, 1. / 6},
-                                    {0, 0, 1}};
-    static const double G1[1][3] = {{1, 0, 0}};
     const struct vox_nn_fast_conv *c = &f->cv;
     const struct vox_nn_wino_geom *g = &f->g;
     const double(*G[3])[3];
@@ -183,6 +186,61 @@ static void transform_weights(struct vox_nn_wino *f, const float *w)
                 f->u[(p * g->cin + i) * g->cop + o] = (float)sum;
             }
         }
+}
+
+/* One axis of G g G^T for every output channel at once (rows of cop floats): src holds
+ * n0 x k x n1 rows (the axis in the middle), dst gets n0 x al x n1 with dst[a][q][b] =
+ * sum_j G[q][j] src[a][j][b]. */
+static void g_axis(const double (*G)[3], int64_t al, int64_t k, int64_t n0, int64_t n1, int64_t cop,
+                   const float *src, float *dst)
+{
+    for (int64_t a = 0; a < n0; a++)
+        for (int64_t q = 0; q < al; q++)
+            for (int64_t b = 0; b < n1; b++) {
+                float *d = dst + ((a * al + q) * n1 + b) * cop;
+                for (int64_t o = 0; o < cop; o++)
+                    d[o] = 0;
+                for (int64_t j = 0; j < k; j++) {
+                    const float gq = (float)G[q][j];
+                    const float *sr = src + ((a * k + j) * n1 + b) * cop;
+                    if (gq != 0)
+                        for (int64_t o = 0; o < cop; o++)
+                            d[o] += gq * sr[o];
+                }
+            }
+}
+
+void vox_nn_wino_set_weights(struct vox_ctx *ctx, struct vox_nn_wino *f, const float *w,
+                             const float *bias, bool flip, bool *ok_out)
+{
+    const struct vox_nn_fast_conv *c = &f->cv;
+    const struct vox_nn_wino_geom *g = &f->g;
+    const int64_t *k = c->k, taps = k[0] * k[1] * k[2], cop = g->cop, *al = g->al;
+    if (!f->wt)
+        f->wt = vox_alloc(ctx, (size_t)(2 * g->P * cop) * sizeof(float));
+    *ok_out = f->wt != NULL;
+    if (!f->wt)
+        return;
+    const double(*G[3])[3];
+    for (int a = 0; a < 3; a++)
+        G[a] = al[a] == 6 ? G6 : al[a] == 4 ? G4 : G1;
+    float *t0 = f->wt, *t1 = f->wt + g->P * cop;
+    for (int64_t i = 0; i < c->cin; i++) {
+        /* t0[t][o] = g[o][i][t]: the taps of input channel i, output channels contiguous */
+        memset(t0, 0, (size_t)(taps * cop) * sizeof *t0);
+        for (int64_t o = 0; o < c->cout; o++)
+            for (int64_t t = 0; t < taps; t++)
+                t0[t * cop + o] = flip ? w[(i * c->cout + o) * taps + taps - 1 - t]
+                                       : w[(o * c->cin + i) * taps + t];
+        g_axis(G[2], al[2], k[2], k[0] * k[1], 1, cop, t0, t1);   /* x: k0 k1 al2 */
+        g_axis(G[1], al[1], k[1], k[0], al[2], cop, t1, t0);      /* y: k0 al1 al2 */
+        g_axis(G[0], al[0], k[0], 1, al[1] * al[2], cop, t0, t1); /* z: al0 al1 al2 */
+        for (int64_t p = 0; p < g->P; p++)
+            memcpy(f->u + (p * c->cin + i) * cop, t1 + p * cop, (size_t)cop * sizeof *t1);
+    }
+    memset(f->bias, 0, (size_t)cop * sizeof *f->bias);
+    for (int64_t o = 0; o < c->cout && bias; o++)
+        f->bias[o] = bias[o];
 }
 
 /* The P products of one block: C = M [t][p][ob][bo], A = V [t][p][ci], B = U [p][ci][ob][bo]. */

@@ -412,6 +412,126 @@ INLINE void store_slice(enum vox_nn_act act, vf *y, const vf *bias, float *base,
             ST(base + b * sy + c * WINO_L, y[b * m2 + c]);
 }
 
+/* Transposes the L x L matrix r (row i: r[i]) in place: log2(L) rounds of zips (interleave
+ * the low, then the high halves of rows i and i + L/2), as fast_pack.h's. */
+INLINE void transpose_l(vf r[WINO_L])
+{
+    vi lo, hi;
+#pragma GCC unroll 16
+    for (int k = 0; k < WINO_L / 2; k++) {
+        lo[2 * k] = k, lo[2 * k + 1] = WINO_L + k;
+        hi[2 * k] = WINO_L / 2 + k, hi[2 * k + 1] = WINO_L + WINO_L / 2 + k;
+    }
+#pragma GCC unroll 4
+    for (int round = 1; round < WINO_L; round *= 2) {
+        vf t[WINO_L];
+#pragma GCC unroll 16
+        for (int i = 0; i < WINO_L / 2; i++) {
+            t[2 * i] = __builtin_shuffle(r[i], r[i + WINO_L / 2], lo);
+            t[2 * i + 1] = __builtin_shuffle(r[i], r[i + WINO_L / 2], hi);
+        }
+#pragma GCC unroll 16
+        for (int i = 0; i < WINO_L; i++)
+            r[i] = t[i];
+    }
+}
+
+/* store_slice for a planar output (channel l of the block at base + l * cs, nch of them
+ * exist): the slice's m1 x m2 position vectors become channel rows, WINO_L positions at a
+ * time (m1 * m2 = 16: register transposes; else through a buffer), then res (laid out as the
+ * output) is added, the act applied and each channel's n1 x n2 values stored. */
+INLINE void store_slice_planar(enum vox_nn_act act, vf *y, const vf *bias, float *base,
+                               const float *res, int64_t cs, int64_t sy, int64_t n1, int64_t n2,
+                               int64_t nch, const int m1, const int m2)
+{
+    const int np = m1 * m2;
+#pragma GCC unroll 4
+    for (int k = 0; k < np; k++)
+        y[k] += *bias;
+    if (np % WINO_L != 0) { /* small slices (F(2,3)): element by element */
+        float v[16][WINO_L];
+        for (int k = 0; k < np; k++)
+            ST(v[k], y[k]);
+        for (int64_t l = 0; l < nch; l++)
+            for (int64_t b = 0; b < n1; b++)
+                for (int64_t c = 0; c < n2; c++) {
+                    vf t = (vf){0};
+                    t[0] = v[b * m2 + c][l] + (res ? res[l * cs + b * sy + c] : 0.0f);
+                    act_vec(act, &t);
+                    base[l * cs + b * sy + c] = t[0];
+                }
+        return;
+    }
+    const int rows = WINO_L / m2;          /* slice rows per group of WINO_L positions */
+    if (n1 == m1 && n2 == m2 && m2 == 4) { /* whole slices: stores of constant size */
+        for (int h = 0; h < np / WINO_L; h++) {
+            vf t[WINO_L];
+#pragma GCC unroll 16
+            for (int i = 0; i < WINO_L; i++)
+                t[i] = y[h * WINO_L + i];
+            transpose_l(t);
+            for (int64_t l = 0; l < nch; l++) {
+                float v[WINO_L];
+                if (res) {
+#pragma GCC unroll 4
+                    for (int b = 0; b < rows; b++)
+                        memcpy(v + b * 4, res + l * cs + (h * rows + b) * sy, 4 * sizeof *v);
+                    vf r;
+                    LD(r, v);
+                    t[l] += r;
+                }
+                act_vec(act, &t[l]);
+                ST(v, t[l]);
+#pragma GCC unroll 4
+                for (int b = 0; b < rows; b++)
+                    memcpy(base + l * cs + (h * rows + b) * sy, v + b * 4, 4 * sizeof *v);
+            }
+        }
+        return;
+    }
+    for (int h = 0; h < np / WINO_L; h++) {
+        vf t[WINO_L];
+#pragma GCC unroll 16
+        for (int i = 0; i < WINO_L; i++)
+            t[i] = y[h * WINO_L + i];
+        transpose_l(t); /* t[l]: channel l at positions h * WINO_L + i */
+        for (int64_t l = 0; l < nch; l++) {
+            float v[WINO_L];
+            if (res) {
+                memset(v, 0, sizeof v);
+                for (int64_t b = h * rows; b < n1 && b < (h + 1) * rows; b++)
+                    memcpy(v + (b - h * rows) * m2, res + l * cs + b * sy, (size_t)n2 * sizeof *v);
+                vf r;
+                LD(r, v);
+                t[l] += r;
+            }
+            act_vec(act, &t[l]);
+            ST(v, t[l]);
+            for (int64_t b = h * rows; b < n1 && b < (h + 1) * rows; b++)
+                memcpy(base + l * cs + b * sy, v + (b - h * rows) * m2, (size_t)n2 * sizeof *v);
+        }
+    }
+}
+
+/* The output slice's stores: blocked (store_slice) or planar (an output of blocks of 1). */
+INLINE void put_slice(const struct vox_nn_wino_geom *g, vf *y, const vf *bias,
+                      struct vox_nn_bt *out, const struct vox_nn_bt *res, int64_t e, int64_t ob,
+                      const int64_t o[3], int64_t n1, int64_t n2, const int m1, const int m2)
+{
+    const int64_t *s = out->s, vol = vox_nn_bt_vol(out);
+    const int64_t off = (o[0] * s[1] + o[1]) * s[2] + o[2];
+    if (out->blk == 1) {
+        const int64_t ch = e * out->c + ob * WINO_L, left = out->c - ob * WINO_L;
+        store_slice_planar(g->act, y, bias, out->data + ch * vol + off,
+                           res ? res->data + ch * vol + off : NULL, vol, s[2], n1, n2,
+                           left < WINO_L ? left : WINO_L, m1, m2);
+        return;
+    }
+    const int64_t nb = g->cop / WINO_L, at = ((e * nb + ob) * vol + off) * WINO_L;
+    store_slice(g->act, y, bias, out->data + at, res ? res->data + at : NULL, s[2] * WINO_L, n1, n2,
+                m1, m2);
+}
+
 /* A^T along x and y of one slice of a1 x a2 values src, in registers, into y (m1 x m2). */
 INLINE void at_slice(const vf *src, vf *y, const int a1, const int a2)
 {
@@ -458,7 +578,7 @@ INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const
                         int64_t e, struct vox_nn_bt *out, const struct vox_nn_bt *res, vf *w,
                         const int a0, const int a1, const int a2)
 {
-    const int64_t nb = g->cop / WINO_L, vol = vox_nn_bt_vol(out), cop = g->cop;
+    const int64_t nb = g->cop / WINO_L, cop = g->cop;
     const int64_t *s = out->s;
     const int sl = a1 * a2, m0 = a0 > 1 ? a0 - 2 : 1, m1 = a1 > 1 ? a1 - 2 : 1,
               m2 = a2 > 1 ? a2 - 2 : 1;
@@ -467,8 +587,6 @@ INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const
     const int64_t n2 = s[2] - o[2] < m2 ? s[2] - o[2] : m2;
     for (int64_t ob = 0; ob < nb; ob++) {
         const float *src = mt + ob * WINO_L;
-        float *base = out->data + (e * nb + ob) * vol * WINO_L;
-        const float *rbase = res ? res->data + (e * nb + ob) * vol * WINO_L : NULL;
         vf bias;
         LD(bias, g->bias + ob * WINO_L);
         if (a0 == 4) {
@@ -483,9 +601,7 @@ INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const
         } else if (a1 == 6) {
             vf y[16];
             at_slice6(src, cop, y);
-            const int64_t off = ((o[0] * s[1] + o[1]) * s[2] + o[2]) * WINO_L;
-            store_slice(g->act, y, &bias, base + off, rbase ? rbase + off : NULL, s[2] * WINO_L, n1,
-                        n2, 4, 4);
+            put_slice(g, y, &bias, out, res, e, ob, o, n1, n2, 4, 4);
             continue;
         } else {
             vf y[4], r[16];
@@ -493,24 +609,19 @@ INLINE void output_tile(const struct vox_nn_wino_geom *g, const float *mt, const
             for (int k = 0; k < sl; k++)
                 LD(r[k], src + k * cop);
             at_slice(r, y, a1, a2);
-            const int64_t off = ((o[0] * s[1] + o[1]) * s[2] + o[2]) * WINO_L;
-            store_slice(g->act, y, &bias, base + off, rbase ? rbase + off : NULL, s[2] * WINO_L, n1,
-                        n2, m1, m2);
+            put_slice(g, y, &bias, out, res, e, ob, o, n1, n2, m1, m2);
             continue;
         }
         for (int64_t a = 0; a < n0; a++) {
             vf y[16];
+            const int64_t oa[3] = {o[0] + a, o[1], o[2]};
             if (a1 == 6) {
                 at_slice6((const float *)(w + a * sl), WINO_L, y);
-                const int64_t off = (((o[0] + a) * s[1] + o[1]) * s[2] + o[2]) * WINO_L;
-                store_slice(g->act, y, &bias, base + off, rbase ? rbase + off : NULL, s[2] * WINO_L,
-                            n1, n2, 4, 4);
+                put_slice(g, y, &bias, out, res, e, ob, oa, n1, n2, 4, 4);
                 continue;
             }
             at_slice(w + a * sl, y, a1, a2);
-            const int64_t off = (((o[0] + a) * s[1] + o[1]) * s[2] + o[2]) * WINO_L;
-            store_slice(g->act, y, &bias, base + off, rbase ? rbase + off : NULL, s[2] * WINO_L, n1,
-                        n2, m1, m2);
+            put_slice(g, y, &bias, out, res, e, ob, oa, n1, n2, m1, m2);
         }
     }
 }
