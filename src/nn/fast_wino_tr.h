@@ -436,6 +436,44 @@ INLINE void transpose_l(vf r[WINO_L])
     }
 }
 
+/* Rows of 4 floats (sy apart) to and from a vector of WINO_L / 4 of them, through register
+ * shuffles (a 64-byte store read back as 16-byte loads, or the reverse, would stall on store
+ * forwarding). */
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v8f __attribute__((vector_size(32)));
+
+INLINE void rows4_store(float *dst, int64_t sy, const vf *t)
+{
+    v4f q[WINO_L / 4];
+#if WINO_L == 16
+    q[0] = __builtin_shufflevector(*t, *t, 0, 1, 2, 3);
+    q[1] = __builtin_shufflevector(*t, *t, 4, 5, 6, 7);
+    q[2] = __builtin_shufflevector(*t, *t, 8, 9, 10, 11);
+    q[3] = __builtin_shufflevector(*t, *t, 12, 13, 14, 15);
+#else
+    q[0] = __builtin_shufflevector(*t, *t, 0, 1, 2, 3);
+    q[1] = __builtin_shufflevector(*t, *t, 4, 5, 6, 7);
+#endif
+#pragma GCC unroll 4
+    for (int b = 0; b < WINO_L / 4; b++)
+        memcpy(dst + b * sy, &q[b], sizeof q[b]);
+}
+
+INLINE void rows4_load(const float *src, int64_t sy, vf *t)
+{
+    v4f q[WINO_L / 4];
+#pragma GCC unroll 4
+    for (int b = 0; b < WINO_L / 4; b++)
+        memcpy(&q[b], src + b * sy, sizeof q[b]);
+#if WINO_L == 16
+    v8f a = __builtin_shufflevector(q[0], q[1], 0, 1, 2, 3, 4, 5, 6, 7);
+    v8f c = __builtin_shufflevector(q[2], q[3], 0, 1, 2, 3, 4, 5, 6, 7);
+    *t = __builtin_shufflevector(a, c, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#else
+    *t = __builtin_shufflevector(q[0], q[1], 0, 1, 2, 3, 4, 5, 6, 7);
+#endif
+}
+
 /* store_slice for a planar output (channel l of the block at base + l * cs, nch of them
  * exist): the slice's m1 x m2 position vectors become channel rows, WINO_L positions at a
  * time (m1 * m2 = 16: register transposes; else through a buffer), then res (laid out as the
@@ -471,20 +509,14 @@ INLINE void store_slice_planar(enum vox_nn_act act, vf *y, const vf *bias, float
                 t[i] = y[h * WINO_L + i];
             transpose_l(t);
             for (int64_t l = 0; l < nch; l++) {
-                float v[WINO_L];
+                const int64_t at = l * cs + h * rows * sy;
                 if (res) {
-#pragma GCC unroll 4
-                    for (int b = 0; b < rows; b++)
-                        memcpy(v + b * 4, res + l * cs + (h * rows + b) * sy, 4 * sizeof *v);
                     vf r;
-                    LD(r, v);
+                    rows4_load(res + at, sy, &r);
                     t[l] += r;
                 }
                 act_vec(act, &t[l]);
-                ST(v, t[l]);
-#pragma GCC unroll 4
-                for (int b = 0; b < rows; b++)
-                    memcpy(base + l * cs + (h * rows + b) * sy, v + b * 4, 4 * sizeof *v);
+                rows4_store(base + at, sy, &t[l]);
             }
         }
         return;
