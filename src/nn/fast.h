@@ -127,6 +127,12 @@ enum vox_status vox_nn_wino_create(struct vox_ctx *ctx, const struct vox_nn_fast
                                    const int64_t padlo[3], const float *w, const float *bias,
                                    struct vox_nn_wino **wino_out);
 void vox_nn_wino_destroy(struct vox_ctx *ctx, struct vox_nn_wino *f);
+/* With w NULL, vox_nn_wino_create transforms no weights and allocates neither the transformed
+ * weights nor the per-thread blocks: the caller lends them (u_out and work_out floats) with
+ * vox_nn_wino_bind before vox_nn_wino_set_weights and each run, so that convs run one after
+ * the other share them (training: the weights change every step anyway). */
+void vox_nn_wino_lent_floats(const struct vox_nn_wino *f, int64_t *u_out, int64_t *work_out);
+void vox_nn_wino_bind(struct vox_nn_wino *f, float *u, float *work);
 /* New weights and bias (NULL: zeros) for f, transformed in f32 axis by axis (training: every
  * step): w as at create, or with `flip` the weights (c->cout, c->cin, k..) of the conv whose
  * backward-data f computes (U from w'[o][i][t] = w[i][o][K - 1 - t]). *ok_out: false when

@@ -45,8 +45,9 @@ struct vox_nn_train_fast {
     struct cached_wino *wino;
     int n_wino, cap_wino;
     bool no_wino;      /* VOX_TRAIN_WINO=0: direct nests only */
-    float *scratch[4]; /* the bordered input; backward-weights' gout^T, gw^T; deconv's T */
-    int64_t scratch_n[4];
+    float *scratch[6]; /* the bordered (or packed) input; backward-weights' gout^T, gw^T; deconv's
+                          T; Winograd's transformed weights and work blocks (shared by all) */
+    int64_t scratch_n[6];
     int64_t n_fast, n_fallback;
     int64_t slab_floats; /* vox_nn_train_fast_set_slab */
 };
@@ -225,10 +226,10 @@ static int64_t vol3(const int64_t *s)
     return s[0] * s[1] * s[2];
 }
 
-/* The Winograd object for conv c with the input at padlo, from the cache or created now (w,
- * bias: any weights of the shape); NULL on failure. */
+/* The Winograd object for conv c with the input at padlo, from the cache or created now (its
+ * big buffers lent at each call: vox_nn_wino_bind); NULL on failure. */
 static struct vox_nn_wino *wino_for(struct vox_nn_train_fast *f, const struct vox_nn_fast_conv *c,
-                                    const int64_t lo[3], const float *w)
+                                    const int64_t lo[3])
 {
     for (int i = 0; i < f->n_wino; i++)
         if (memcmp(&f->wino[i].c, c, sizeof *c) == 0 &&
@@ -246,7 +247,7 @@ static struct vox_nn_wino *wino_for(struct vox_nn_train_fast *f, const struct vo
         f->cap_wino = cap;
     }
     struct vox_nn_wino *wn = NULL;
-    if (vox_nn_wino_create(f->ctx, c, lo, w, NULL, &wn) != VOX_OK)
+    if (vox_nn_wino_create(f->ctx, c, lo, NULL, NULL, &wn) != VOX_OK)
         return NULL;
     struct cached_wino *e = &f->wino[f->n_wino++];
     memset(e, 0, sizeof *e);
@@ -292,10 +293,16 @@ static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
     }
     if (!vox_nn_wino_ok(&c))
         return false;
-    struct vox_nn_wino *wn = wino_for(f, &c, lo, w->data);
-    bool ok = wn != NULL;
-    if (ok)
+    struct vox_nn_wino *wn = wino_for(f, &c, lo);
+    int64_t nu = 0, nw = 0;
+    if (wn)
+        vox_nn_wino_lent_floats(wn, &nu, &nw);
+    float *u = wn ? scratch(f, 4, nu) : NULL, *work = u ? scratch(f, 5, nw) : NULL;
+    bool ok = work != NULL;
+    if (ok) {
+        vox_nn_wino_bind(wn, u, work);
         vox_nn_wino_set_weights(f->ctx, wn, w->data, bias ? bias->data : NULL, bwd, &ok);
+    }
     const int64_t iv = vol3(in->shape + 2), ov = vol3(out->shape + 2);
     float *buf = ok ? scratch(f, 0, cdiv(c.cin, L) * L * iv) : NULL;
     if (!buf)
@@ -782,7 +789,7 @@ void vox_nn_train_fast_destroy(struct vox_nn_train_fast *f)
     for (int i = 0; i < f->n_wino; i++)
         vox_nn_wino_destroy(f->ctx, f->wino[i].w);
     vox_free(f->ctx, f->wino);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 6; i++)
         vox_free(f->ctx, f->scratch[i]);
     vox_free(f->ctx, f);
 }

@@ -49,6 +49,7 @@ struct vox_nn_wino {
     const struct vox_nn_wino_tr *tr;
     float *u, *bias, *scratch;
     float *wt; /* vox_nn_wino_set_weights's work rows (2 * P * cop floats), or NULL */
+    bool lent; /* u, scratch and wt are the caller's (vox_nn_wino_bind) */
 };
 
 static int64_t cdiv(int64_t a, int64_t b)
@@ -144,11 +145,27 @@ void vox_nn_wino_destroy(struct vox_ctx *ctx, struct vox_nn_wino *f)
     if (!f)
         return;
     vox_kernel_destroy(f->gemm);
-    vox_free(ctx, f->u);
+    if (!f->lent) {
+        vox_free(ctx, f->u);
+        vox_free(ctx, f->scratch);
+        vox_free(ctx, f->wt);
+    }
     vox_free(ctx, f->bias);
-    vox_free(ctx, f->scratch);
-    vox_free(ctx, f->wt);
     vox_free(ctx, f);
+}
+
+void vox_nn_wino_lent_floats(const struct vox_nn_wino *f, int64_t *u_out, int64_t *work_out)
+{
+    const struct vox_nn_wino_geom *g = &f->g;
+    *u_out = g->P * g->cin * g->cop;
+    *work_out = f->threads * (f->vfl + f->mfl) + 2 * g->P * g->cop;
+}
+
+void vox_nn_wino_bind(struct vox_nn_wino *f, float *u, float *work)
+{
+    f->u = u;
+    f->scratch = work;
+    f->wt = work + f->threads * (f->vfl + f->mfl);
 }
 
 static const double G4[4][3] = {{1, 0, 0}, {.5, .5, .5}, {.5, -.5, .5}, {0, 0, 1}};
@@ -216,7 +233,7 @@ void vox_nn_wino_set_weights(struct vox_ctx *ctx, struct vox_nn_wino *f, const f
     const struct vox_nn_fast_conv *c = &f->cv;
     const struct vox_nn_wino_geom *g = &f->g;
     const int64_t *k = c->k, taps = k[0] * k[1] * k[2], cop = g->cop, *al = g->al;
-    if (!f->wt)
+    if (!f->wt && !f->lent)
         f->wt = vox_alloc(ctx, (size_t)(2 * g->P * cop) * sizeof(float));
     *ok_out = f->wt != NULL;
     if (!f->wt)
@@ -294,16 +311,20 @@ enum vox_status vox_nn_wino_create(struct vox_ctx *ctx, const struct vox_nn_fast
         f->g.lo[a] = padlo[a];
     sizes(&f->g, &f->vfl, &f->mfl);
     const struct vox_nn_wino_geom *g = &f->g;
-    f->u = vox_alloc(ctx, (size_t)(g->P * g->cin * g->cop) * sizeof(float));
+    f->lent = w == NULL;
+    if (!f->lent) {
+        f->u = vox_alloc(ctx, (size_t)(g->P * g->cin * g->cop) * sizeof(float));
+        f->scratch = vox_alloc(ctx, (size_t)(f->threads * (f->vfl + f->mfl)) * sizeof(float));
+    }
     f->bias = vox_calloc(ctx, (size_t)g->cop, sizeof(float));
-    f->scratch = vox_alloc(ctx, (size_t)(f->threads * (f->vfl + f->mfl)) * sizeof(float));
     enum vox_status s = VOX_OUT_OF_MEMORY;
-    if (!f->u || !f->bias || !f->scratch)
+    if (!f->bias || (!f->lent && (!f->u || !f->scratch)))
         goto fail;
     for (int64_t o = 0; o < c->cout && bias && c->bias; o++)
         f->bias[o] = bias[o];
     f->g.bias = f->bias;
-    transform_weights(f, w);
+    if (!f->lent)
+        transform_weights(f, w);
     struct vox_nest nest;
     gemm_nest(g, isa, &nest);
     const struct vox_kernel_options opt = {.threads = 1}; /* threads split the blocks */
