@@ -309,7 +309,14 @@ static void chan_multi(const struct chan_job *j, int64_t nc, struct vox_tensor *
         (l->kind == VOX_NN_ADD || l->kind == VOX_NN_ACT || l->kind == VOX_NN_OUTPUT)) {
         struct vox_nn_layer lin = *l; /* the sum or copy alone, then the kernels' act */
         lin.act = VOX_ACT_LINEAR;
-        vox_nn_ref_plain(&lin, (const struct vox_tensor *const *)vp, out);
+        if (l->kind == VOX_NN_ADD && j->n == 2) { /* float: the same bits as the double sum */
+            const float *a = vp[0]->data, *b = vp[1]->data;
+            float *o = out->data;
+            for (int64_t e = 0, n = vox_tensor_numel(out); e < n; e++)
+                o[e] = a[e] + b[e];
+        } else {
+            vox_nn_ref_plain(&lin, (const struct vox_tensor *const *)vp, out);
+        }
         if (l->act != VOX_ACT_LINEAR)
             j->act_fn(j->act_self, l->act, out->data, vox_tensor_numel(out));
     } else if (j->op == CHAN_PLAIN) {
