@@ -4,10 +4,8 @@
  * block, and PACK_FN, the table's name, then include this file).
  *
  * Packing a row turns L channel rows (x contiguous) into x-major blocks of L lanes: an L x L
- * transpose per run of L voxels, done in registers as log2(L) rounds of "zip" (interleave
- * the low, then the high halves of rows i and i + L/2): each round moves one bit of the row
- * index into the column index, so after log2(L) rounds row i holds column i. Unpacking is the
- * same transpose the other way. GCC vector types give each ISA file its own width without
+ * transpose per run of L voxels, in registers (fast_vtr.h). Unpacking is the same transpose
+ * the other way. GCC vector types give each ISA file its own width without
  * intrinsics; the tail (fewer than L voxels) is copied element by element.
  */
 #include "fast.h"
@@ -22,30 +20,7 @@ typedef int32_t vi __attribute__((vector_size(4 * PACK_L)));
 #define ST(p, v) memcpy((p), &(v), sizeof(vf))
 
 #include "fast_vact.h"
-
-/* Transposes the L x L matrix in r (row i: r[i]) in place (unrolled: the rows stay in
- * registers). */
-INLINE void transpose(vf r[PACK_L])
-{
-    vi lo, hi;
-#pragma GCC unroll 16
-    for (int k = 0; k < PACK_L / 2; k++) {
-        lo[2 * k] = k, lo[2 * k + 1] = PACK_L + k;
-        hi[2 * k] = PACK_L / 2 + k, hi[2 * k + 1] = PACK_L + PACK_L / 2 + k;
-    }
-#pragma GCC unroll 4
-    for (int round = 1; round < PACK_L; round *= 2) {
-        vf t[PACK_L];
-#pragma GCC unroll 16
-        for (int i = 0; i < PACK_L / 2; i++) {
-            t[2 * i] = __builtin_shuffle(r[i], r[i + PACK_L / 2], lo);
-            t[2 * i + 1] = __builtin_shuffle(r[i], r[i + PACK_L / 2], hi);
-        }
-#pragma GCC unroll 16
-        for (int i = 0; i < PACK_L; i++)
-            r[i] = t[i];
-    }
-}
+#include "fast_vtr.h"
 
 /* dst[x * L + l] = src[l][x] for x < n (src[l] NULL: 0). */
 static void pack(const float *const *src, float *dst, int64_t n)
@@ -60,7 +35,7 @@ static void pack(const float *const *src, float *dst, int64_t n)
             else
                 r[l] = (vf){0};
         }
-        transpose(r);
+        vtranspose(r);
 #pragma GCC unroll 16
         for (int l = 0; l < PACK_L; l++)
             ST(dst + (x + l) * PACK_L, r[l]);
@@ -79,7 +54,7 @@ static void unpack(const float *src, float *const *dst, int64_t n)
 #pragma GCC unroll 16
         for (int l = 0; l < PACK_L; l++)
             LD(r[l], src + (x + l) * PACK_L);
-        transpose(r);
+        vtranspose(r);
 #pragma GCC unroll 16
         for (int l = 0; l < PACK_L; l++)
             if (dst[l])

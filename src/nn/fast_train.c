@@ -57,23 +57,32 @@ static int64_t cdiv(int64_t a, int64_t b)
     return (a + b - 1) / b;
 }
 
+/* Room for one more of the n elements of `size` bytes in *arr (capacity *cap, doubled when
+ * full); false when memory is short. */
+static bool cache_room(struct vox_ctx *ctx, void **arr, int n, int *cap, size_t size)
+{
+    if (n < *cap)
+        return true;
+    int c = *cap ? 2 * *cap : 16;
+    void *a = vox_alloc(ctx, (size_t)c * size);
+    if (!a)
+        return false;
+    if (n)
+        memcpy(a, *arr, (size_t)n * size);
+    vox_free(ctx, *arr);
+    *arr = a;
+    *cap = c;
+    return true;
+}
+
 /* The compiled kernel for nest, from the cache or compiled now; NULL on failure. */
 static const struct vox_kernel *kernel_for(struct vox_nn_train_fast *f, const struct vox_nest *n)
 {
     for (int i = 0; i < f->n_cache; i++)
         if (vox_nest_equal(&f->cache[i].nest, n))
             return f->cache[i].k;
-    if (f->n_cache == f->cap_cache) {
-        int cap = f->cap_cache ? 2 * f->cap_cache : 16;
-        struct cached *c = vox_alloc(f->ctx, (size_t)cap * sizeof *c);
-        if (!c)
-            return NULL;
-        if (f->n_cache)
-            memcpy(c, f->cache, (size_t)f->n_cache * sizeof *c);
-        vox_free(f->ctx, f->cache);
-        f->cache = c;
-        f->cap_cache = cap;
-    }
+    if (!cache_room(f->ctx, (void **)&f->cache, f->n_cache, &f->cap_cache, sizeof *f->cache))
+        return NULL;
     struct vox_kernel *k = NULL;
     if (vox_nest_compile(f->ctx, n, NULL, &k) != VOX_OK)
         return NULL;
@@ -235,17 +244,8 @@ static struct vox_nn_wino *wino_for(struct vox_nn_train_fast *f, const struct vo
         if (memcmp(&f->wino[i].c, c, sizeof *c) == 0 &&
             memcmp(f->wino[i].lo, lo, sizeof f->wino[i].lo) == 0)
             return f->wino[i].w;
-    if (f->n_wino == f->cap_wino) {
-        int cap = f->cap_wino ? 2 * f->cap_wino : 8;
-        struct cached_wino *n = vox_alloc(f->ctx, (size_t)cap * sizeof *n);
-        if (!n)
-            return NULL;
-        if (f->n_wino)
-            memcpy(n, f->wino, (size_t)f->n_wino * sizeof *n);
-        vox_free(f->ctx, f->wino);
-        f->wino = n;
-        f->cap_wino = cap;
-    }
+    if (!cache_room(f->ctx, (void **)&f->wino, f->n_wino, &f->cap_wino, sizeof *f->wino))
+        return NULL;
     struct vox_nn_wino *wn = NULL;
     if (vox_nn_wino_create(f->ctx, c, lo, NULL, NULL, &wn) != VOX_OK)
         return NULL;

@@ -29,6 +29,7 @@ typedef int32_t vi __attribute__((vector_size(4 * WINO_L)));
 #define ST(p, v) memcpy((p), &(v), sizeof(vf))
 
 #include "fast_vact.h"
+#include "fast_vtr.h"
 
 /* B^T of the 4 values x[0], x[s], x[2s], x[3s] into y[0], y[t], y[2t], y[3t] (may be x). */
 INLINE void bt4(const vf *x, int s, vf *y, int t)
@@ -412,30 +413,6 @@ INLINE void store_slice(enum vox_nn_act act, vf *y, const vf *bias, float *base,
             ST(base + b * sy + c * WINO_L, y[b * m2 + c]);
 }
 
-/* Transposes the L x L matrix r (row i: r[i]) in place: log2(L) rounds of zips (interleave
- * the low, then the high halves of rows i and i + L/2), as fast_pack.h's. */
-INLINE void transpose_l(vf r[WINO_L])
-{
-    vi lo, hi;
-#pragma GCC unroll 16
-    for (int k = 0; k < WINO_L / 2; k++) {
-        lo[2 * k] = k, lo[2 * k + 1] = WINO_L + k;
-        hi[2 * k] = WINO_L / 2 + k, hi[2 * k + 1] = WINO_L + WINO_L / 2 + k;
-    }
-#pragma GCC unroll 4
-    for (int round = 1; round < WINO_L; round *= 2) {
-        vf t[WINO_L];
-#pragma GCC unroll 16
-        for (int i = 0; i < WINO_L / 2; i++) {
-            t[2 * i] = __builtin_shuffle(r[i], r[i + WINO_L / 2], lo);
-            t[2 * i + 1] = __builtin_shuffle(r[i], r[i + WINO_L / 2], hi);
-        }
-#pragma GCC unroll 16
-        for (int i = 0; i < WINO_L; i++)
-            r[i] = t[i];
-    }
-}
-
 /* Rows of 4 floats (sy apart) to and from a vector of WINO_L / 4 of them, through register
  * shuffles (a 64-byte store read back as 16-byte loads, or the reverse, would stall on store
  * forwarding). */
@@ -507,7 +484,7 @@ INLINE void store_slice_planar(enum vox_nn_act act, vf *y, const vf *bias, float
 #pragma GCC unroll 16
             for (int i = 0; i < WINO_L; i++)
                 t[i] = y[h * WINO_L + i];
-            transpose_l(t);
+            vtranspose(t);
             for (int64_t l = 0; l < nch; l++) {
                 const int64_t at = l * cs + h * rows * sy;
                 if (res) {
@@ -526,7 +503,7 @@ INLINE void store_slice_planar(enum vox_nn_act act, vf *y, const vf *bias, float
 #pragma GCC unroll 16
         for (int i = 0; i < WINO_L; i++)
             t[i] = y[h * WINO_L + i];
-        transpose_l(t); /* t[l]: channel l at positions h * WINO_L + i */
+        vtranspose(t); /* t[l]: channel l at positions h * WINO_L + i */
         for (int64_t l = 0; l < nch; l++) {
             float v[WINO_L];
             if (res) {
