@@ -305,10 +305,11 @@ static void test_graph_threads(struct vox_ctx *ctx)
     vox_ctx_destroy(one);
 }
 
-/* The pointwise acts of add, act and output layers (the kernels' vector act): every layer's
- * values with the fast kernels within 2e-6 of the reference's (the vector expm1 is within
- * 4e-7 of libm's; the convs, not Winograd's (two kernel extents of 3 at least), differ by f32
- * rounding), at a width whose rows end in a partial vector. */
+/* The pointwise acts of add, act and output layers and their slopes (the kernels' vector
+ * act and act_backward): every layer's values with the fast kernels within 2e-6 of the
+ * reference's, and every layer's gradient and the parameter gradients within 2e-5 (the vector expm1
+ * is within 4e-7 of libm's; the convs, not Winograd's (two kernel extents of 3 at least), differ by
+ * f32 rounding), at a width whose rows end in a partial vector. */
 static void test_graph_acts(struct vox_ctx *ctx)
 {
     static const char spec[] = "input raw channels=1\n"
@@ -346,6 +347,33 @@ static void test_graph_acts(struct vox_ctx *ctx)
                 fprintf(stderr, "  layer %s differs\n", net->layers[i].name);
                 CHECK(false);
             }
+        /* backward through the acts' slopes: every parameter gradient within 2e-5 */
+        struct vox_nn_weights *gw[2] = {NULL, NULL};
+        for (int r = 0; r < 2; r++) {
+            CHECK_OK(vox_nn_weights_create(ctx, net, &gw[r]));
+            vox_nn_graph_zero_grad(g[r]);
+            struct vox_tensor *go = vox_nn_graph_grad(g[r], vox_net_output(net, 0));
+            float *gp = go->data;
+            for (int64_t e = 0; e < vox_tensor_numel(go); e++)
+                gp[e] = ((float)(e * 7 % 13) - 6.5f) / 5.0f; /* never 0 */
+            if (gw[r])
+                vox_nn_graph_backward(ctx, g[r], w, gw[r]);
+        }
+        for (int i = 0; gw[0] && gw[1] && i < net->n_layers; i++) {
+            if (net->layers[i].kind != VOX_NN_INPUT &&
+                !close_to(vox_nn_graph_grad(g[1], i), vox_nn_graph_grad(g[0], i), 2e-5)) {
+                fprintf(stderr, "  layer %s gradient differs\n", net->layers[i].name);
+                CHECK(false);
+            }
+            for (int k = 0; k < VOX_P_COUNT; k++)
+                if (gw[0]->p[i][k].rank && !close_to(&gw[1]->p[i][k], &gw[0]->p[i][k], 2e-5)) {
+                    fprintf(stderr, "  layer %s parameter %d gradient differs\n",
+                            net->layers[i].name, k);
+                    CHECK(false);
+                }
+        }
+        for (int r = 0; r < 2; r++)
+            vox_nn_weights_destroy(gw[r]);
         vox_tensor_free(ctx, &in);
     }
     vox_nn_weights_destroy(w);

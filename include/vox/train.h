@@ -52,6 +52,9 @@ struct vox_nn_kernels {
     /* x[i] = act(x[i]), i < n, for the pointwise act (not softmax) of add, act and output
      * layers; NULL: the reference's, in double */
     void (*act)(void *, enum vox_nn_act, float *, int64_t);
+    /* gx[i] = gy[i] * act'(from y[i]), i < n, for a pointwise act (not softmax) from the
+     * layer's output y (gx may be gy); NULL: the reference's, in double */
+    void (*act_backward)(void *, enum vox_nn_act, const float *, const float *, float *, int64_t);
 };
 /* The scalar reference kernels. */
 const struct vox_nn_kernels *vox_nn_kernels_ref(void);

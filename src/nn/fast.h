@@ -174,6 +174,9 @@ struct vox_nn_pack_fns {
     /* x[i] = act(x[i]), i < n, in vector form (fast_vact.h: the JIT's method, within 4e-7
      * relative of libm's) */
     void (*act)(enum vox_nn_act act, float *x, int64_t n);
+    /* gx[i] = gy[i] * act'(y[i]) from the act's output y, i < n (gx may be gy) */
+    void (*act_backward)(enum vox_nn_act act, const float *y, const float *gy, float *gx,
+                         int64_t n);
 };
 extern const struct vox_nn_pack_fns vox_nn_pack_ref, vox_nn_pack_avx2, vox_nn_pack_avx512;
 /* The table for isa (an enum vox_isa). */

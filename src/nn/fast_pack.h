@@ -84,4 +84,53 @@ static void act_row(enum vox_nn_act act, float *x, int64_t n)
     }
 }
 
-const struct vox_nn_pack_fns PACK_FN = {PACK_L, pack, unpack, act_row};
+/* The act's slope from its output y, as the reference computes it (src/nn/ref_backward_ops.c
+ * act_slope, in f32 here): relu 1 or 0, elu 1 or y + 1, sigmoid y (1 - y), tanh 1 - y^2. */
+INLINE void slope_vec(enum vox_nn_act act, const vf *y, vf *out)
+{
+    const vf one = (vf){0} + 1.0f;
+    const vi pos = *y > (vf){0};
+    switch (act) {
+    case VOX_ACT_RELU:
+        *out = (vf)(pos & (vi)one);
+        break;
+    case VOX_ACT_ELU:
+        *out = (vf)((pos & (vi)one) | (~pos & (vi)(*y + 1.0f)));
+        break;
+    case VOX_ACT_SIGMOID:
+        *out = *y * (one - *y);
+        break;
+    case VOX_ACT_TANH:
+        *out = one - *y * *y;
+        break;
+    default:
+        *out = one;
+        break;
+    }
+}
+
+/* gx[i] = gy[i] * slope(y[i]) for i < n, a vector at a time (the tail through zero-padded
+ * ones). */
+static void act_backward_row(enum vox_nn_act act, const float *y, const float *gy, float *gx,
+                             int64_t n)
+{
+    int64_t i = 0;
+    vf v, g;
+    for (; i + PACK_L <= n; i += PACK_L) {
+        LD(v, y + i);
+        LD(g, gy + i);
+        slope_vec(act, &v, &v);
+        g *= v;
+        ST(gx + i, g);
+    }
+    if (i < n) {
+        v = g = (vf){0};
+        memcpy(&v, y + i, (size_t)(n - i) * sizeof *y);
+        memcpy(&g, gy + i, (size_t)(n - i) * sizeof *gy);
+        slope_vec(act, &v, &v);
+        g *= v;
+        memcpy(gx + i, &g, (size_t)(n - i) * sizeof *gx);
+    }
+}
+
+const struct vox_nn_pack_fns PACK_FN = {PACK_L, pack, unpack, act_row, act_backward_row};

@@ -763,6 +763,15 @@ static void fast_act(void *self, enum vox_nn_act act, float *x, int64_t n)
     vox_nn_pack_fns_for(vox_ctx_cpu(f->ctx)->isa)->act(act, x, n);
 }
 
+/* The pointwise act's backward from the layer's output, on vectors (fast_pack.h, in f32: the
+ * reference's slope is in double, so the two agree to f32 rounding). */
+static void fast_act_backward(void *self, enum vox_nn_act act, const float *y, const float *gy,
+                              float *gx, int64_t n)
+{
+    struct vox_nn_train_fast *f = self;
+    vox_nn_pack_fns_for(vox_ctx_cpu(f->ctx)->isa)->act_backward(act, y, gy, gx, n);
+}
+
 enum vox_status vox_nn_train_fast_create(struct vox_ctx *ctx, struct vox_nn_train_fast **f_out)
 {
     *f_out = NULL;
@@ -773,8 +782,15 @@ enum vox_status vox_nn_train_fast_create(struct vox_ctx *ctx, struct vox_nn_trai
     f->slab_floats = INT64_C(8) << 20;
     const char *e = getenv("VOX_TRAIN_WINO");
     f->no_wino = e && strcmp(e, "0") == 0;
-    f->table = (struct vox_nn_kernels){f,           fast_conv,      fast_conv_bd,   fast_conv_bw,
-                                       fast_deconv, fast_deconv_bd, fast_deconv_bw, fast_act};
+    f->table = (struct vox_nn_kernels){f,
+                                       fast_conv,
+                                       fast_conv_bd,
+                                       fast_conv_bw,
+                                       fast_deconv,
+                                       fast_deconv_bd,
+                                       fast_deconv_bw,
+                                       fast_act,
+                                       fast_act_backward};
     *f_out = f;
     return VOX_OK;
 }

@@ -84,7 +84,7 @@ static void ref_deconv_bw(void *self, struct vox_pool *pool, const struct vox_te
 }
 
 static const struct vox_nn_kernels ref_kernels = {
-    NULL, ref_conv, ref_conv_bd, ref_conv_bw, ref_deconv, ref_deconv_bd, ref_deconv_bw, NULL,
+    NULL, ref_conv, ref_conv_bd, ref_conv_bw, ref_deconv, ref_deconv_bd, ref_deconv_bw, NULL, NULL,
 };
 
 const struct vox_nn_kernels *vox_nn_kernels_ref(void)
@@ -278,6 +278,8 @@ struct chan_job {
     uint8_t *arg; /* max-pooling: the argmax taps of the output, or NULL (reference twins) */
     const struct vox_nn_layer *layer;                          /* CHAN_PLAIN */
     void (*act_fn)(void *, enum vox_nn_act, float *, int64_t); /* CHAN_PLAIN: or NULL */
+    void (*act_bwd_fn)(void *, enum vox_nn_act, const float *, const float *, float *,
+                       int64_t); /* CHAN_ACT_BACKWARD: or NULL */
     void *act_self;
     const struct vox_tensor *const *ins; /* CHAN_PLAIN: the layer's n inputs */
     struct vox_tensor *const *gins;      /* CHAN_ADD_BACKWARD: n gradients */
@@ -368,7 +370,11 @@ static void chan_planes(void *arg, const int64_t lo[3], const int64_t hi[3], int
             vox_nn_ref_upsample_backward(&a, j->window, &out);
             break;
         default:
-            vox_nn_ref_act_backward(&a, &b, j->act, &out);
+            if (j->act_bwd_fn)
+                j->act_bwd_fn(j->act_self, j->act, a.data, b.data, out.data,
+                              vox_tensor_numel(&out));
+            else
+                vox_nn_ref_act_backward(&a, &b, j->act, &out);
             break;
         }
     }
@@ -487,8 +493,13 @@ static struct vox_tensor *pre_act_grad(struct vox_nn_graph *g, int i, struct vox
     if (act == VOX_ACT_SOFTMAX)
         vox_nn_ref_act_backward(&g->val[i], t, act, t);
     else if (act != VOX_ACT_LINEAR)
-        chan_run(pool, &(struct chan_job){
-                           .op = CHAN_ACT_BACKWARD, .a = &g->val[i], .b = t, .out = t, .act = act});
+        chan_run(pool, &(struct chan_job){.op = CHAN_ACT_BACKWARD,
+                                          .a = &g->val[i],
+                                          .b = t,
+                                          .out = t,
+                                          .act = act,
+                                          .act_bwd_fn = g->k.act_backward,
+                                          .act_self = g->k.self});
     return t;
 }
 
