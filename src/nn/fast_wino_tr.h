@@ -12,7 +12,9 @@
  * Interior tiles load straight from the blocked tensor; tiles that cross its border (same
  * padding, tails) are first gathered with zeros, narrow inputs (fewer lanes than WINO_L) too.
  * V is [t][p][ci] and M [t][p][co]: a tile's values are contiguous, the stores and loads of
- * the transforms stream.
+ * the transforms stream. The output may also be planar (blocks of 1: training's tensors):
+ * each 4x4 output slice's position vectors are then transposed in registers into channel
+ * rows (store_slice_planar).
  */
 #include "fast_wino.h"
 
