@@ -145,6 +145,27 @@ void vox_nn_wino_set_weights(struct vox_ctx *ctx, struct vox_nn_wino *f, const f
 void vox_nn_wino_run(struct vox_nn_wino *f, struct vox_pool *pool, const struct vox_nn_bt *in,
                      const struct vox_nn_bt *res, struct vox_nn_bt *out);
 
+/* The weight gradient of such a conv by Winograd (fast_wino_bw.c):
+ *     gw[o][i][t] += sum over positions q of gout[o][q] in[i][q + t]
+ * with the roles of F(m, 3) transposed: per tile of m outputs, the input tile's transform
+ * V = B^T d B (the forward's), the gradient tile's W = A g A^T, and per transform position p
+ * D[p][i][o] = sum over tiles of V[p][i] W[p][o]; once at the end gw = G^T D G. c: as for
+ * vox_nn_wino_create (act and bias unused), c->n == 1. The buffers are lent: `work` (per-thread
+ * blocks) and `sums` (fixed partial sums: the same bits for any thread count). */
+struct vox_nn_wino_bw;
+enum vox_status vox_nn_wino_bw_create(struct vox_ctx *ctx, const struct vox_nn_fast_conv *c,
+                                      const int64_t padlo[3], struct vox_nn_wino_bw **bw_out);
+void vox_nn_wino_bw_destroy(struct vox_ctx *ctx, struct vox_nn_wino_bw *f);
+void vox_nn_wino_bw_lent_floats(const struct vox_nn_wino_bw *f, int64_t *work_out,
+                                int64_t *sums_out);
+/* Adds one batch item's products into sums (zeroed first when `first`): in blocked (blocks of
+ * the ISA's lanes), gout planar, both one batch entry. pool may be NULL. */
+void vox_nn_wino_bw_run(const struct vox_nn_wino_bw *f, struct vox_pool *pool,
+                        const struct vox_nn_bt *in, const struct vox_nn_bt *gout, float *work,
+                        float *sums, bool first);
+/* gw (cout, cin, k..) += G^T D G of the sums of every run since the first (sums overwritten). */
+void vox_nn_wino_bw_finish(const struct vox_nn_wino_bw *f, float *sums, float *gw);
+
 /* ---- the planner's conv algorithm: cost model (fast.c), measurement and cache (fast_tune.c) */
 
 /* The conv algorithms, as indices: 0 direct, 1 FFT, 2 Winograd (VOX_NN_CONV_DIRECT + index). */

@@ -30,11 +30,14 @@ struct cached {
     struct vox_kernel *k;
 };
 
-/* A Winograd conv (fast_wino.c) for one shape; the weights are set at every call. */
+/* A Winograd conv (fast_wino.c) for one shape, or (bw) its weight gradient (fast_wino_bw.c);
+ * the weights are set at every call. */
 struct cached_wino {
     struct vox_nn_fast_conv c;
     int64_t lo[3];
+    bool bw;
     struct vox_nn_wino *w;
+    struct vox_nn_wino_bw *g;
 };
 
 struct vox_nn_train_fast {
@@ -45,9 +48,10 @@ struct vox_nn_train_fast {
     struct cached_wino *wino;
     int n_wino, cap_wino;
     bool no_wino;      /* VOX_TRAIN_WINO=0: direct nests only */
-    float *scratch[6]; /* the bordered (or packed) input; backward-weights' gout^T, gw^T; deconv's
-                          T; Winograd's transformed weights and work blocks (shared by all) */
-    int64_t scratch_n[6];
+    float *scratch[7]; /* the bordered (or packed) input; backward-weights' gout^T, gw^T; deconv's
+                          T; Winograd's transformed weights and work blocks (shared by all);
+                          Winograd backward-weights' partial sums */
+    int64_t scratch_n[7];
     int64_t n_fast, n_fallback;
     int64_t slab_floats; /* vox_nn_train_fast_set_slab */
 };
@@ -235,26 +239,58 @@ static int64_t vol3(const int64_t *s)
     return s[0] * s[1] * s[2];
 }
 
-/* The Winograd object for conv c with the input at padlo, from the cache or created now (its
- * big buffers lent at each call: vox_nn_wino_bind); NULL on failure. */
-static struct vox_nn_wino *wino_for(struct vox_nn_train_fast *f, const struct vox_nn_fast_conv *c,
-                                    const int64_t lo[3])
+/* The Winograd object for conv c with the input at padlo (bw: its weight gradient's), from the
+ * cache or created now (their big buffers lent at each call); NULL on failure. */
+static struct cached_wino *wino_for(struct vox_nn_train_fast *f, const struct vox_nn_fast_conv *c,
+                                    const int64_t lo[3], bool bw)
 {
     for (int i = 0; i < f->n_wino; i++)
         if (memcmp(&f->wino[i].c, c, sizeof *c) == 0 &&
-            memcmp(f->wino[i].lo, lo, sizeof f->wino[i].lo) == 0)
-            return f->wino[i].w;
+            memcmp(f->wino[i].lo, lo, sizeof f->wino[i].lo) == 0 && f->wino[i].bw == bw)
+            return &f->wino[i];
     if (!cache_room(f->ctx, (void **)&f->wino, f->n_wino, &f->cap_wino, sizeof *f->wino))
         return NULL;
     struct vox_nn_wino *wn = NULL;
-    if (vox_nn_wino_create(f->ctx, c, lo, NULL, NULL, &wn) != VOX_OK)
+    struct vox_nn_wino_bw *gn = NULL;
+    if (bw ? vox_nn_wino_bw_create(f->ctx, c, lo, &gn) != VOX_OK
+           : vox_nn_wino_create(f->ctx, c, lo, NULL, NULL, &wn) != VOX_OK)
         return NULL;
     struct cached_wino *e = &f->wino[f->n_wino++];
     memset(e, 0, sizeof *e);
     e->c = *c;
     memcpy(e->lo, lo, sizeof e->lo);
+    e->bw = bw;
     e->w = wn;
-    return wn;
+    e->g = gn;
+    return e;
+}
+
+/* c = the Winograd conv (fast_wino.c) from cin channels to out's with kernel w, dilation dil,
+ * the input at lo inside the padded extent, no act or bias; false when it does not qualify:
+ * fewer channels than a block in or out (the transforms and products run on mostly empty
+ * lanes: measured 20x256x256, 3x3x3 -> 16 channels, from 1 input channel 29.5 ms against the
+ * direct nest's 3.8, from 8 38 against 26, from 16 40 against 49), or VOX_TRAIN_WINO=0. */
+static bool wino_desc(const struct vox_nn_train_fast *f, int64_t cin, const struct vox_tensor *out,
+                      const struct vox_tensor *w, const int64_t dil[3], const int64_t lo[3],
+                      struct vox_nn_fast_conv *c)
+{
+    const int64_t L = vox_ctx_cpu(f->ctx)->isa == VOX_ISA_AVX512 ? 16 : 8;
+    if (f->no_wino || cin < L || out->shape[1] < L)
+        return false;
+    memset(c, 0, sizeof *c); /* compared whole (wino_for) */
+    c->n = 1;
+    c->cin = cin;
+    c->cout = out->shape[1];
+    c->bin = c->b = L;
+    for (int a = 0; a < 3; a++) {
+        c->k[a] = w->shape[2 + a];
+        c->dil[a] = dil[a];
+        c->out[a] = out->shape[2 + a];
+        c->in[a] = c->out[a] + c->k[a] - 1;
+        if (lo[a] < 0 || lo[a] > c->k[a] - 1)
+            return false;
+    }
+    return vox_nn_wino_ok(c);
 }
 
 /* out = act(conv(in) + bias) (or, with `bwd`, gin += the backward-data conv of gout = in with
@@ -273,30 +309,13 @@ static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
 {
     const int isa = (int)vox_ctx_cpu(f->ctx)->isa;
     const int64_t L = isa == VOX_ISA_AVX512 ? 16 : 8;
-    /* fewer channels than a block: the transforms and products run on mostly empty lanes
-     * (measured 20x256x256, 3x3x3 -> 16 channels: from 1 input channel 29.5 ms against the
-     * direct nest's 3.8, from 8 38 against 26, from 16 40 against 49) */
-    if (f->no_wino || act == VOX_ACT_SOFTMAX || in->shape[1] < L || out->shape[1] < L)
-        return false;
     struct vox_nn_fast_conv c;
-    memset(&c, 0, sizeof c); /* compared whole (wino_for) */
-    c.n = 1;
-    c.cin = in->shape[1];
-    c.cout = out->shape[1];
-    c.bin = c.b = L;
+    if (act == VOX_ACT_SOFTMAX || !wino_desc(f, in->shape[1], out, w, dil, lo, &c))
+        return false;
     c.bias = bias != NULL;
     c.act = act;
-    for (int a = 0; a < 3; a++) {
-        c.k[a] = w->shape[2 + a];
-        c.dil[a] = dil[a];
-        c.out[a] = out->shape[2 + a];
-        c.in[a] = c.out[a] + c.k[a] - 1;
-        if (lo[a] < 0 || lo[a] > c.k[a] - 1)
-            return false;
-    }
-    if (!vox_nn_wino_ok(&c))
-        return false;
-    struct vox_nn_wino *wn = wino_for(f, &c, lo);
+    struct cached_wino *e = wino_for(f, &c, lo, false);
+    struct vox_nn_wino *wn = e ? e->w : NULL;
     int64_t nu = 0, nw = 0;
     if (wn)
         vox_nn_wino_lent_floats(wn, &nu, &nw);
@@ -576,11 +595,57 @@ static bool bw_item(struct vox_nn_train_fast *f, struct vox_pool *pool, const st
     return true;
 }
 
+/* gw += the weight gradient by Winograd (fast_wino_bw.c) for the convs wino_conv runs: the
+ * input packed into blocks as there, gout read planar by the gradient transform, the partial
+ * sums in scratch slot 6. false: the conv does not qualify or memory is short. */
+static bool wino_bw(struct vox_nn_train_fast *f, struct vox_pool *pool, const struct vox_tensor *in,
+                    const struct vox_tensor *gout, const int64_t dil[3], const int64_t lo[3],
+                    struct vox_tensor *gw)
+{
+    const int isa = (int)vox_ctx_cpu(f->ctx)->isa;
+    const int64_t L = isa == VOX_ISA_AVX512 ? 16 : 8;
+    struct vox_nn_fast_conv c;
+    if (!wino_desc(f, in->shape[1], gout, gw, dil, lo, &c))
+        return false;
+    struct cached_wino *e = wino_for(f, &c, lo, true);
+    if (!e)
+        return false;
+    int64_t nw = 0, ns = 0;
+    vox_nn_wino_bw_lent_floats(e->g, &nw, &ns);
+    const int64_t iv = vol3(in->shape + 2), ov = vol3(gout->shape + 2);
+    float *work = scratch(f, 5, nw), *sums = work ? scratch(f, 6, ns) : NULL;
+    float *buf = sums ? scratch(f, 0, cdiv(c.cin, L) * L * iv) : NULL;
+    if (!buf)
+        return false;
+    for (int64_t b = 0; b < in->shape[0]; b++) {
+        struct vox_tensor src = *in;
+        src.data = (float *)in->data + b * c.cin * iv;
+        src.shape[0] = 1;
+        struct vox_nn_bt bt = {.data = buf, .n = 1, .c = c.cin, .blk = L};
+        struct vox_nn_bt gt = {
+            .data = (float *)gout->data + b * c.cout * ov, .n = 1, .c = c.cout, .blk = 1};
+        for (int a = 0; a < 3; a++) {
+            bt.s[a] = in->shape[2 + a];
+            gt.s[a] = gout->shape[2 + a];
+        }
+        vox_nn_bt_pack(pool, isa, &src, &bt);
+        vox_nn_wino_bw_run(e->g, pool, &bt, &gt, work, sums, b == 0);
+    }
+    vox_nn_wino_bw_finish(e->g, sums, gw->data);
+    return true;
+}
+
 static void fast_conv_bw(void *self, struct vox_pool *pool, const struct vox_tensor *in,
                          const struct vox_tensor *gout, const int64_t dil[3], const int64_t pad[3],
                          struct vox_tensor *gw, struct vox_tensor *gb)
 {
     struct vox_nn_train_fast *f = self;
+    if (wino_bw(f, pool, in, gout, dil, pad, gw)) {
+        f->n_fast++;
+        if (gb)
+            bias_grad(pool, gout, gb);
+        return;
+    }
     struct conv_shape s = {.co = gout->shape[1], .ci = in->shape[1]};
     bool bordered = false;
     for (int a = 0; a < 3; a++) {
@@ -805,10 +870,12 @@ void vox_nn_train_fast_destroy(struct vox_nn_train_fast *f)
     for (int i = 0; i < f->n_cache; i++)
         vox_kernel_destroy(f->cache[i].k);
     vox_free(f->ctx, f->cache);
-    for (int i = 0; i < f->n_wino; i++)
+    for (int i = 0; i < f->n_wino; i++) {
         vox_nn_wino_destroy(f->ctx, f->wino[i].w);
+        vox_nn_wino_bw_destroy(f->ctx, f->wino[i].g);
+    }
     vox_free(f->ctx, f->wino);
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 7; i++)
         vox_free(f->ctx, f->scratch[i]);
     vox_free(f->ctx, f);
 }

@@ -15,16 +15,16 @@
  *     M[t][p][co] = sum_ci V[t][p][ci] * U[p][ci][co]
  * with V = B^T d B the transformed input tiles and U = G g G^T the transformed weights (once,
  * at create; training's convs set new weights at every call, in f32 axis by axis, into
- * buffers the caller lends: vox_nn_wino_set_weights, vox_nn_wino_bind). Run: threads take blocks of T consecutive tiles (numbered over batch entry, y,
- * x, z, z fastest: fast_wino_tr.h wino_decode); per block (a) the input transform writes V
- * (fast_wino_tr.h, vectors across the channel lanes of the blocked layout, zeros read outside
- * the input: same padding and tail tiles need no padded copy), (b) one JIT loop nest computes
- * the P products (dims p, t, ob, bo, ci; vectors along the output lanes bo, a register tile of
- * tiles x output blocks), (c) the output transform A^T M A + bias, activation, stores the
- * valid outputs. T keeps V and M within BLOCK_BYTES (the 1 MiB L2 of Zen 5; larger blocks
- * re-read U less often: 768 KiB measured 8 % faster than 384 KiB for 24 channels), so nothing
- * large leaves the caches. Every output is written by one block with a fixed order of sums:
- * bitwise identical for any thread count.
+ * buffers the caller lends: vox_nn_wino_set_weights, vox_nn_wino_bind). Run: threads take blocks of
+ * T consecutive tiles (numbered over batch entry, y, x, z, z fastest: fast_wino_tr.h wino_decode);
+ * per block (a) the input transform writes V (fast_wino_tr.h, vectors across the channel lanes of
+ * the blocked layout, zeros read outside the input: same padding and tail tiles need no padded
+ * copy), (b) one JIT loop nest computes the P products (dims p, t, ob, bo, ci; vectors along the
+ * output lanes bo, a register tile of tiles x output blocks), (c) the output transform A^T M A +
+ * bias, activation, stores the valid outputs. T keeps V and M within BLOCK_BYTES (the 1 MiB L2 of
+ * Zen 5; larger blocks re-read U less often: 768 KiB measured 8 % faster than 384 KiB for 24
+ * channels), so nothing large leaves the caches. Every output is written by one block with a fixed
+ * order of sums: bitwise identical for any thread count.
  *
  * Accuracy: F(2,3)'s transforms only add (G's 1/2 is exact): ~3e-7 relative to the outputs'
  * scale. F(4,3)'s entries go up to 8 (A^T) and down to 1/24 (G): ~2e-6 measured along y and x
@@ -86,9 +86,8 @@ static void tile_of(int isa, int64_t ob, int64_t *ot, int64_t *tt)
     *tt = *tt > 16 ? 16 : *tt;
 }
 
-/* The geometry of c: tiles, positions and the block T. */
-static void geometry(const struct vox_nn_fast_conv *c, int isa, struct vox_nn_wino_geom *g,
-                     int64_t *tiles)
+void vox_nn_wino_geometry(const struct vox_nn_fast_conv *c, int isa, int64_t block_bytes,
+                          struct vox_nn_wino_geom *g, int64_t *tiles)
 {
     memset(g, 0, sizeof *g);
     g->P = 1;
@@ -109,7 +108,7 @@ static void geometry(const struct vox_nn_fast_conv *c, int isa, struct vox_nn_wi
     g->tm = round16(g->P * g->cop) + 16;
     int64_t ot, tt;
     tile_of(isa, g->cop / g->b, &ot, &tt);
-    int64_t t = BLOCK_BYTES / ((g->tv + g->tm) * (int64_t)sizeof(float));
+    int64_t t = block_bytes / ((g->tv + g->tm) * (int64_t)sizeof(float));
     int64_t share = cdiv(*tiles, SPLIT);
     t = t < share ? t : share;
     g->T = t > tt ? t / tt * tt : tt;
@@ -119,7 +118,7 @@ double vox_nn_wino_flops(const struct vox_nn_fast_conv *c, double *transforms_ou
 {
     struct vox_nn_wino_geom g;
     int64_t tiles;
-    geometry(c, c->b == 16 ? VOX_ISA_AVX512 : VOX_ISA_AVX2, &g, &tiles);
+    vox_nn_wino_geometry(c, c->b == 16 ? VOX_ISA_AVX512 : VOX_ISA_AVX2, BLOCK_BYTES, &g, &tiles);
     /* per tile: the input's gathered tile, V written and read, M written and read, outputs */
     int64_t ob = g.cop, ib = cdiv(c->cin, c->bin) * c->bin, out = g.m[0] * g.m[1] * g.m[2];
     *transforms_out = (double)(g.P * (ib + 2 * g.cin + 2 * ob) + out * ob) * (double)tiles;
@@ -136,7 +135,7 @@ size_t vox_nn_wino_bytes(const struct vox_nn_fast_conv *c, int threads)
 {
     struct vox_nn_wino_geom g;
     int64_t tiles, vfl, mfl;
-    geometry(c, c->b == 16 ? VOX_ISA_AVX512 : VOX_ISA_AVX2, &g, &tiles);
+    vox_nn_wino_geometry(c, c->b == 16 ? VOX_ISA_AVX512 : VOX_ISA_AVX2, BLOCK_BYTES, &g, &tiles);
     sizes(&g, &vfl, &mfl);
     return (size_t)(g.P * g.cin * g.cop + g.cop + threads * (vfl + mfl)) * sizeof(float);
 }
@@ -169,13 +168,13 @@ void vox_nn_wino_bind(struct vox_nn_wino *f, float *u, float *work)
     f->wt = work + f->threads * (f->vfl + f->mfl);
 }
 
-static const double G4[4][3] = {{1, 0, 0}, {.5, .5, .5}, {.5, -.5, .5}, {0, 0, 1}};
-static const double G6[6][3] = {{1. / 4, 0, 0},
-                                {-1. / 6, -1. / 6, -1. / 6},
-                                {-1. / 6, 1. / 6, -1. / 6},
-                                {1. / 24, 1. / 12, 1. / 6},
-                                {1. / 24, -1. / 12, 1. / 6},
-                                {0, 0, 1}};
+const double vox_nn_wino_g4[4][3] = {{1, 0, 0}, {.5, .5, .5}, {.5, -.5, .5}, {0, 0, 1}};
+const double vox_nn_wino_g6[6][3] = {{1. / 4, 0, 0},
+                                     {-1. / 6, -1. / 6, -1. / 6},
+                                     {-1. / 6, 1. / 6, -1. / 6},
+                                     {1. / 24, 1. / 12, 1. / 6},
+                                     {1. / 24, -1. / 12, 1. / 6},
+                                     {0, 0, 1}};
 static const double G1[1][3] = {{1, 0, 0}};
 
 /* U[p][ci][co] = (G g G^T)_p per axis (G of F(2,3), of F(4,3), or 1 for an extent of 1), in
@@ -186,7 +185,7 @@ static void transform_weights(struct vox_nn_wino *f, const float *w)
     const struct vox_nn_wino_geom *g = &f->g;
     const double(*G[3])[3];
     for (int a = 0; a < 3; a++)
-        G[a] = g->al[a] == 6 ? G6 : g->al[a] == 4 ? G4 : G1;
+        G[a] = g->al[a] == 6 ? vox_nn_wino_g6 : g->al[a] == 4 ? vox_nn_wino_g4 : G1;
     const int64_t *k = c->k, taps = k[0] * k[1] * k[2];
     memset(f->u, 0, (size_t)(g->P * g->cin * g->cop) * sizeof(float));
     for (int64_t o = 0; o < c->cout; o++)
@@ -206,24 +205,21 @@ static void transform_weights(struct vox_nn_wino *f, const float *w)
         }
 }
 
-/* One axis of G g G^T for every output channel at once (rows of cop floats): src holds
- * n0 x k x n1 rows (the axis in the middle), dst gets n0 x al x n1 with dst[a][q][b] =
- * sum_j G[q][j] src[a][j][b]. */
-static void g_axis(const double (*G)[3], int64_t al, int64_t k, int64_t n0, int64_t n1, int64_t cop,
-                   const float *src, float *dst)
+void vox_nn_wino_axis(const double *M, int64_t rows, int64_t cols, int64_t n0, int64_t n1,
+                      int64_t width, const float *src, float *dst)
 {
     for (int64_t a = 0; a < n0; a++)
-        for (int64_t q = 0; q < al; q++)
+        for (int64_t q = 0; q < rows; q++)
             for (int64_t b = 0; b < n1; b++) {
-                float *d = dst + ((a * al + q) * n1 + b) * cop;
-                for (int64_t o = 0; o < cop; o++)
+                float *d = dst + ((a * rows + q) * n1 + b) * width;
+                for (int64_t o = 0; o < width; o++)
                     d[o] = 0;
-                for (int64_t j = 0; j < k; j++) {
-                    const float gq = (float)G[q][j];
-                    const float *sr = src + ((a * k + j) * n1 + b) * cop;
-                    if (gq != 0)
-                        for (int64_t o = 0; o < cop; o++)
-                            d[o] += gq * sr[o];
+                for (int64_t j = 0; j < cols; j++) {
+                    const float mq = (float)M[q * cols + j];
+                    const float *sr = src + ((a * cols + j) * n1 + b) * width;
+                    if (mq != 0)
+                        for (int64_t o = 0; o < width; o++)
+                            d[o] += mq * sr[o];
                 }
             }
 }
@@ -241,7 +237,7 @@ void vox_nn_wino_set_weights(struct vox_ctx *ctx, struct vox_nn_wino *f, const f
         return;
     const double(*G[3])[3];
     for (int a = 0; a < 3; a++)
-        G[a] = al[a] == 6 ? G6 : al[a] == 4 ? G4 : G1;
+        G[a] = al[a] == 6 ? vox_nn_wino_g6 : al[a] == 4 ? vox_nn_wino_g4 : G1;
     float *t0 = f->wt, *t1 = f->wt + g->P * cop;
     for (int64_t i = 0; i < c->cin; i++) {
         /* t0[t][o] = g[o][i][t]: the taps of input channel i, output channels contiguous */
@@ -250,9 +246,9 @@ void vox_nn_wino_set_weights(struct vox_ctx *ctx, struct vox_nn_wino *f, const f
             for (int64_t t = 0; t < taps; t++)
                 t0[t * cop + o] = flip ? w[(i * c->cout + o) * taps + taps - 1 - t]
                                        : w[(o * c->cin + i) * taps + t];
-        g_axis(G[2], al[2], k[2], k[0] * k[1], 1, cop, t0, t1);   /* x: k0 k1 al2 */
-        g_axis(G[1], al[1], k[1], k[0], al[2], cop, t1, t0);      /* y: k0 al1 al2 */
-        g_axis(G[0], al[0], k[0], 1, al[1] * al[2], cop, t0, t1); /* z: al0 al1 al2 */
+        vox_nn_wino_axis(*G[2], al[2], k[2], k[0] * k[1], 1, cop, t0, t1);   /* x: k0 k1 al2 */
+        vox_nn_wino_axis(*G[1], al[1], k[1], k[0], al[2], cop, t1, t0);      /* y: k0 al1 al2 */
+        vox_nn_wino_axis(*G[0], al[0], k[0], 1, al[1] * al[2], cop, t0, t1); /* z: al0 al1 al2 */
         for (int64_t p = 0; p < g->P; p++)
             memcpy(f->u + (p * c->cin + i) * cop, t1 + p * cop, (size_t)cop * sizeof *t1);
     }
@@ -307,7 +303,7 @@ enum vox_status vox_nn_wino_create(struct vox_ctx *ctx, const struct vox_nn_fast
     f->tr = isa == VOX_ISA_AVX512 ? &vox_nn_wino_tr_avx512
             : isa == VOX_ISA_AVX2 ? &vox_nn_wino_tr_avx2
                                   : &vox_nn_wino_tr_ref;
-    geometry(c, isa, &f->g, &f->tiles);
+    vox_nn_wino_geometry(c, isa, BLOCK_BYTES, &f->g, &f->tiles);
     for (int a = 0; a < 3; a++)
         f->g.lo[a] = padlo[a];
     sizes(&f->g, &f->vfl, &f->mfl);

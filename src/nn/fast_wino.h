@@ -30,7 +30,23 @@ struct vox_nn_wino_tr {
                   int64_t count, float *v, float *buf);
     void (*output)(const struct vox_nn_wino_geom *g, const float *mm, int64_t g0, int64_t count,
                    struct vox_nn_bt *out, const struct vox_nn_bt *res, float *buf);
+    /* backward-weights: W[t][p][co] = (A gy A^T)_p of tile t's outputs in the planar gy (zeros
+     * outside), laid out as M */
+    void (*grad)(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *gy, int64_t g0,
+                 int64_t count, float *w, float *buf);
 };
+
+/* The geometry of conv c on isa (T for blocks of about block_bytes of V and M); the tiles in
+ * *tiles_out. */
+void vox_nn_wino_geometry(const struct vox_nn_fast_conv *c, int isa, int64_t block_bytes,
+                          struct vox_nn_wino_geom *g, int64_t *tiles_out);
+/* One axis of a separable transform for rows of `width` floats: src holds n0 x cols x n1 rows
+ * (the axis in the middle), dst gets n0 x rows x n1 with dst[a][q][b] = sum_j M[q][j] src[a][j][b]
+ * (M: rows x cols, row-major, in double, applied in f32). */
+void vox_nn_wino_axis(const double *M, int64_t rows, int64_t cols, int64_t n0, int64_t n1,
+                      int64_t width, const float *src, float *dst);
+/* G of F(2,3) (4 x 3) and of F(4,3) (6 x 3). */
+extern const double vox_nn_wino_g4[4][3], vox_nn_wino_g6[6][3];
 
 /* 8 lanes built for the baseline ISA (VOX_ISA_REF); AVX2 (8 lanes); AVX-512 (16 lanes). */
 extern const struct vox_nn_wino_tr vox_nn_wino_tr_ref, vox_nn_wino_tr_avx2, vox_nn_wino_tr_avx512;

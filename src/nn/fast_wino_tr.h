@@ -671,4 +671,169 @@ static void output_tr(const struct vox_nn_wino_geom *g, const float *mm, int64_t
     }
 }
 
-const struct vox_nn_wino_tr WINO_TR = {input_tr, output_tr};
+/* ---- The output gradient's transform (backward-weights, fast_wino_bw.c) ---- */
+
+/* A of F(2,3), the transpose of A^T: the 2 values x[0], x[s] into y[0], y[t], y[2t], y[3t]. */
+INLINE void a4(const vf *x, int s, vf *y, int t)
+{
+    vf g0 = x[0], g1 = x[s];
+    y[0] = g0;
+    y[t] = g0 + g1;
+    y[2 * t] = g0 - g1;
+    y[3 * t] = -g1;
+}
+
+/* A of F(4,3): the 4 values x[0], x[s], x[2s], x[3s] into y[0], y[t], ..., y[5t]: the columns
+ * of at6's rows, [1 0 0 0], [1 1 1 1], [1 -1 1 -1], [1 2 4 8], [1 -2 4 -8], [0 0 0 1]. */
+INLINE void a6(const vf *x, int s, vf *y, int t)
+{
+    vf g0 = x[0], g1 = x[s], g2 = x[2 * s], g3 = x[3 * s];
+    vf e = g0 + g2, o = g1 + g3, e4 = g0 + 4.0f * g2, o8 = 2.0f * g1 + 8.0f * g3;
+    y[0] = g0;
+    y[t] = e + o;
+    y[2 * t] = e - o;
+    y[3 * t] = e4 + o8;
+    y[4 * t] = e4 - o8;
+    y[5 * t] = g3;
+}
+
+/* The m values x[0], x[s], ... into the al = m + 2 values y[0], y[t], ... (m = 1: a copy). */
+INLINE void a_any(const vf *x, int s, vf *y, int t, const int m)
+{
+    if (m == 4)
+        a6(x, s, y, t);
+    else if (m == 2)
+        a4(x, s, y, t);
+    else
+        y[0] = x[0];
+}
+
+/* The inverse of store_slice_planar's transposes: the m1 x m2 position vectors y of one z-slice
+ * of a planar tensor (channel l of the block at base + l * cs, nch of them; rows sy floats
+ * apart), the n1 x n2 inside the tensor, zeros elsewhere. */
+INLINE void load_slice_planar(vf *y, const float *base, int64_t cs, int64_t sy, int64_t n1,
+                              int64_t n2, int64_t nch, const int m1, const int m2)
+{
+    const int np = m1 * m2;
+    const vf zero = {0};
+    if (np % WINO_L != 0) { /* small slices (F(2,3)): element by element */
+        for (int k = 0; k < np; k++)
+            y[k] = zero;
+        for (int64_t l = 0; l < nch; l++)
+            for (int64_t b = 0; b < n1; b++)
+                for (int64_t c = 0; c < n2; c++)
+                    y[b * m2 + c][l] = base[l * cs + b * sy + c];
+        return;
+    }
+    const int rows = WINO_L / m2; /* slice rows per group of WINO_L positions */
+    const bool whole = n1 == m1 && n2 == m2 && m2 == 4;
+    for (int h = 0; h < np / WINO_L; h++) {
+        vf t[WINO_L];
+#pragma GCC unroll 16
+        for (int l = 0; l < WINO_L; l++) {
+            t[l] = zero;
+            if (l >= nch)
+                continue;
+            const float *at = base + l * cs + h * rows * sy;
+            if (whole) {
+                rows4_load(at, sy, &t[l]);
+                continue;
+            }
+            float v[WINO_L] = {0};
+            for (int64_t b = h * rows; b < n1 && b < (h + 1) * rows; b++)
+                memcpy(v + (b - h * rows) * m2, at + (b - h * rows) * sy, (size_t)n2 * sizeof *v);
+            LD(t[l], v);
+        }
+        vtranspose(t); /* t[i]: position h * WINO_L + i, channels in the lanes */
+#pragma GCC unroll 16
+        for (int i = 0; i < WINO_L; i++)
+            y[h * WINO_L + i] = t[i];
+    }
+}
+
+/* One tile's gradient transform for every channel block of the planar tensor gy, into wt
+ * (the tile's [p][co], rows of cop floats): per output z-slice A along x and y in registers,
+ * then A along z across the slices (w: a0 x a1 x a2 vectors). */
+INLINE void grad_tile(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *gy,
+                      const int64_t o[3], int64_t e, float *wt, vf *w, const int a0, const int a1,
+                      const int a2)
+{
+    const int64_t *s = gy->s, vol = vox_nn_bt_vol(gy), cop = g->cop;
+    const int sl = a1 * a2, m0 = a0 > 1 ? a0 - 2 : 1, m1 = a1 > 1 ? a1 - 2 : 1,
+              m2 = a2 > 1 ? a2 - 2 : 1;
+    const int64_t n0 = s[0] - o[0] < m0 ? s[0] - o[0] : m0;
+    const int64_t n1 = s[1] - o[1] < m1 ? s[1] - o[1] : m1;
+    const int64_t n2 = s[2] - o[2] < m2 ? s[2] - o[2] : m2;
+    const vf zero = {0};
+    for (int64_t ob = 0; ob < cop / WINO_L; ob++) {
+        const int64_t ch = e * gy->c + ob * WINO_L, left = gy->c - ob * WINO_L;
+        for (int a = 0; a < m0; a++) {
+            vf y[16], r[24];
+            if (a < n0)
+                load_slice_planar(y, gy->data + ch * vol + ((o[0] + a) * s[1] + o[1]) * s[2] + o[2],
+                                  vol, s[2], n1, n2, left < WINO_L ? left : WINO_L, m1, m2);
+            else
+#pragma GCC unroll 16
+                for (int k = 0; k < m1 * m2; k++)
+                    y[k] = zero;
+#pragma GCC unroll 4
+            for (int b = 0; b < m1; b++) /* x: m1 rows of a2 */
+                a_any(y + b * m2, 1, r + b * a2, 1, m2);
+            vf *d = w + a * sl;
+#pragma GCC unroll 6
+            for (int c = 0; c < a2; c++) /* y: a1 x a2 */
+                a_any(r + c, a2, d + c, a2, m1);
+        }
+        float *dst = wt + ob * WINO_L;
+        if (a0 == 4) {
+#pragma GCC unroll 4
+            for (int k = 0; k < sl; k++) {
+                vf x[4];
+                a4(w + k, sl, x, 1);
+#pragma GCC unroll 4
+                for (int a = 0; a < 4; a++)
+                    ST(dst + (a * sl + k) * cop, x[a]);
+            }
+        } else {
+#pragma GCC unroll 6
+            for (int k = 0; k < sl; k++)
+                ST(dst + k * cop, w[k]);
+        }
+    }
+}
+
+static void grad_tr(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *gy, int64_t g0,
+                    int64_t count, float *wm, float *buf)
+{
+    vf *w = (vf *)buf;
+    const int shape = wino_shape(g);
+    for (int64_t t = 0; t < count; t++) {
+        int64_t idx[3], o[3];
+        int64_t e = wino_decode(g, g0 + t, idx);
+        for (int a = 0; a < 3; a++)
+            o[a] = idx[a] * g->m[a];
+        float *wt = wm + t * g->tm;
+        switch (shape) {
+        case 7:
+            grad_tile(g, gy, o, e, wt, w, 4, 4, 4);
+            break;
+        case 8:
+            grad_tile(g, gy, o, e, wt, w, 4, 6, 6);
+            break;
+        case 9:
+            grad_tile(g, gy, o, e, wt, w, 1, 6, 6);
+            break;
+        case 3:
+            grad_tile(g, gy, o, e, wt, w, 1, 4, 4);
+            break;
+        case 5:
+            grad_tile(g, gy, o, e, wt, w, 4, 1, 4);
+            break;
+        default:
+            grad_tile(g, gy, o, e, wt, w, 4, 4, 1);
+            break;
+        }
+    }
+}
+
+const struct vox_nn_wino_tr WINO_TR = {input_tr, output_tr, grad_tr};

@@ -1,0 +1,204 @@
+/*
+ * fast_wino_bw.c: the weight gradient of a Winograd-shaped conv (3x3x3, 1x3x3, ...; see
+ * fast_wino.c) by Winograd.
+ *
+ * Key idea: the forward tile is the trilinear form sum_i gy_i y_i = sum_p (A gy)_p (G g)_p
+ * (B^T d)_p of F(m, 3) (y = A^T [(G g) . (B^T d)]), so its derivative in the weights g is
+ *     dW = G^T [(A gy) . (B^T d)]      per axis; in 3D G^T [(A gy A^T) . (B^T d B)] G,
+ * the same matrices with the roles turned round (Lavin and Gray 2016 section 5 for the other
+ * adjoint). Per tile of m outputs the input tile's transform V is the forward's
+ * (fast_wino_tr.h input), the output gradient's tile becomes W = A gy A^T (fast_wino_tr.h
+ * grad, read from the planar gradient through register transposes), and the products summed
+ * over tiles are, per transform position p, one matrix product
+ *     D[p][ci][co] += sum_t V[t][p][ci] W[t][p][co]
+ * (a JIT nest: vectors along co, a register tile of ci x co blocks, the tiles the reduction).
+ * G^T D G runs once per call: for 3x3x3 144 products per (ci, co) and tile of 2x4x4 outputs
+ * instead of 27 * 32 = 864, the direct nest's.
+ *
+ * The tiles are cut into `slots` runs of consecutive blocks, each summed into its own D (a
+ * number fixed by the shape, not the thread count), and the slots added in order at the end:
+ * the same bits for any thread count.
+ */
+#include "fast_wino.h"
+
+#include <string.h>
+
+/* V and W of one block: L2-sized (the products read each block once per tile of the register
+ * tile; the D rows stay in L2 beside it for small layers) */
+enum { BW_BLOCK_BYTES = 768 << 10 };
+/* All slots' D together at most (fixed per shape); 2 to 8 slots */
+enum { SUM_BYTES = 16 << 20, MAX_SLOTS = 8 };
+
+struct vox_nn_wino_bw {
+    struct vox_nn_wino_geom g;
+    struct vox_nn_fast_conv cv;
+    int threads, slots;
+    int64_t tiles, blocks, vfl, wfl,
+        dfl; /* per thread: V, W + the transforms' buffer; per slot D */
+    struct vox_kernel *gemm;
+    const struct vox_nn_wino_tr *tr;
+};
+
+static int64_t cdiv(int64_t a, int64_t b)
+{
+    return (a + b - 1) / b;
+}
+
+/* D[p][ci][ob][bo] += sum_t V[t][p][ci] W[t][p][ob][bo]: per p, a register tile of ct input
+ * channels x ot output blocks, reduced over the block's T tiles. */
+static void products_nest(const struct vox_nn_wino_geom *g, int isa, struct vox_nest *n)
+{
+    const int64_t b = g->b, ob = g->cop / b, cin = g->cin, cop = g->cop;
+    const int64_t regs = isa == VOX_ISA_AVX512 ? 32 : 16;
+    vox_nest_init(n);
+    int d[5];
+    static const char *const names[5] = {"p", "ci", "ob", "bo", "t"};
+    const int64_t size[5] = {g->P, cin, ob, b, g->T};
+    const int64_t sc[5] = {cin * cop, cop, b, 1, 0}, sa[5] = {cin, 1, 0, 0, g->tv},
+                  sb[5] = {cop, 0, b, 1, g->tm};
+    for (int k = 0; k < 5; k++) {
+        d[k] = vox_nest_dim_add(n, names[k], size[k]);
+        n->strides[VOX_NEST_C][d[k]] = sc[k];
+        n->strides[VOX_NEST_A][d[k]] = sa[k];
+        n->strides[VOX_NEST_B][d[k]] = sb[k];
+    }
+    /* accumulators ct x ot, ot loads of W and one broadcast of V per tile */
+    int64_t ot = ob < 2 ? ob : ob % 3 == 0 && regs == 32 ? 3 : 2;
+    int64_t ct = (regs - ot - 1) / ot;
+    ct = cdiv(cin, cdiv(cin, ct));
+    const int64_t loops[][2] = {{d[0], 1}, {d[2], ot}, {d[1], ct}, {d[4], 1},
+                                {d[1], 1}, {d[2], 1},  {d[3], 1}};
+    for (size_t k = 0; k < sizeof loops / sizeof loops[0]; k++)
+        vox_nest_loop_add(n, (int)loops[k][0], loops[k][1]);
+    n->accumulate = true; /* D is summed over the blocks */
+}
+
+enum vox_status vox_nn_wino_bw_create(struct vox_ctx *ctx, const struct vox_nn_fast_conv *c,
+                                      const int64_t padlo[3], struct vox_nn_wino_bw **bw_out)
+{
+    *bw_out = NULL;
+    const int isa = (int)vox_ctx_cpu(ctx)->isa;
+    const int64_t lanes = isa == VOX_ISA_AVX512 ? 16 : 8;
+    if (!vox_nn_wino_ok(c) || c->b != lanes || c->bin != lanes || c->n != 1)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "winograd backward-weights: kernel %lldx%lldx%lld, blocks %lld/%lld, "
+                        "batch %lld: expected a Winograd conv, blocks of %lld, one batch entry",
+                        (long long)c->k[0], (long long)c->k[1], (long long)c->k[2],
+                        (long long)c->bin, (long long)c->b, (long long)c->n, (long long)lanes);
+    struct vox_nn_wino_bw *f = vox_calloc(ctx, 1, sizeof *f);
+    if (!f)
+        return VOX_OUT_OF_MEMORY;
+    f->cv = *c;
+    f->threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
+    f->tr = isa == VOX_ISA_AVX512 ? &vox_nn_wino_tr_avx512
+            : isa == VOX_ISA_AVX2 ? &vox_nn_wino_tr_avx2
+                                  : &vox_nn_wino_tr_ref;
+    vox_nn_wino_geometry(c, isa, BW_BLOCK_BYTES, &f->g, &f->tiles);
+    struct vox_nn_wino_geom *g = &f->g;
+    for (int a = 0; a < 3; a++)
+        g->lo[a] = padlo[a];
+    f->blocks = cdiv(f->tiles, g->T);
+    f->vfl = g->T * g->tv;
+    f->wfl = g->T * g->tm + 2 * g->P * g->b;
+    f->dfl = g->P * g->cin * g->cop;
+    int64_t slots = SUM_BYTES / (f->dfl * (int64_t)sizeof(float));
+    slots = slots > MAX_SLOTS ? MAX_SLOTS : slots < 2 ? 2 : slots;
+    f->slots = (int)(slots < f->blocks ? slots : f->blocks);
+    struct vox_nest nest;
+    products_nest(g, isa, &nest);
+    const struct vox_kernel_options opt = {.threads = 1}; /* threads take the slots */
+    enum vox_status s = vox_nest_compile(ctx, &nest, &opt, &f->gemm);
+    if (s != VOX_OK) {
+        vox_nn_wino_bw_destroy(ctx, f);
+        return s;
+    }
+    *bw_out = f;
+    return VOX_OK;
+}
+
+void vox_nn_wino_bw_destroy(struct vox_ctx *ctx, struct vox_nn_wino_bw *f)
+{
+    if (!f)
+        return;
+    vox_kernel_destroy(f->gemm);
+    vox_free(ctx, f);
+}
+
+void vox_nn_wino_bw_lent_floats(const struct vox_nn_wino_bw *f, int64_t *work_out,
+                                int64_t *sums_out)
+{
+    *work_out = f->threads * (f->vfl + f->wfl);
+    *sums_out = (f->slots > 2 ? f->slots : 2) * f->dfl; /* finish's work rows: slot 1's room */
+}
+
+struct bw_job {
+    const struct vox_nn_wino_bw *f;
+    const struct vox_nn_bt *in, *gout;
+    float *work, *sums;
+};
+
+/* Slots [lo, hi): their blocks in order, in thread tid's blocks. */
+static void slot_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct bw_job *j = arg;
+    const struct vox_nn_wino_bw *f = j->f;
+    const struct vox_nn_wino_geom *g = &f->g;
+    float *v = j->work + (int64_t)tid * (f->vfl + f->wfl), *w = v + f->vfl;
+    float *buf = w + g->T * g->tm;
+    for (int64_t s = lo[0]; s < hi[0]; s++) {
+        float *d = j->sums + s * f->dfl;
+        for (int64_t blk = s * f->blocks / f->slots; blk < (s + 1) * f->blocks / f->slots; blk++) {
+            int64_t g0 = blk * g->T, count = f->tiles - g0 < g->T ? f->tiles - g0 : g->T;
+            f->tr->input(g, j->in, g0, count, v, buf);
+            f->tr->grad(g, j->gout, g0, count, w, buf);
+            if (count < g->T) { /* tiles past the end: zeros in both (stale lanes may be NaN) */
+                memset(v + count * g->tv, 0, (size_t)((g->T - count) * g->tv) * sizeof(float));
+                memset(w + count * g->tm, 0, (size_t)((g->T - count) * g->tm) * sizeof(float));
+            }
+            vox_kernel_run(f->gemm, d, v, w, NULL);
+        }
+    }
+}
+
+void vox_nn_wino_bw_run(const struct vox_nn_wino_bw *f, struct vox_pool *pool,
+                        const struct vox_nn_bt *in, const struct vox_nn_bt *gout, float *work,
+                        float *sums, bool first)
+{
+    if (first)
+        memset(sums, 0, (size_t)(f->slots * f->dfl) * sizeof *sums);
+    struct bw_job j = {f, in, gout, work, sums};
+    if (pool && vox_pool_threads(pool) > f->threads)
+        pool = NULL; /* a pool wider than the per-thread blocks: run on the caller's thread */
+    vox_pool_for(pool, (int64_t[]){f->slots, 1, 1}, (int64_t[]){1, 1, 1}, VOX_SCHED_DYNAMIC,
+                 slot_task, &j);
+}
+
+void vox_nn_wino_bw_finish(const struct vox_nn_wino_bw *f, float *sums, float *gw)
+{
+    const struct vox_nn_wino_geom *g = &f->g;
+    const struct vox_nn_fast_conv *c = &f->cv;
+    const int64_t *k = c->k, *al = g->al, taps = k[0] * k[1] * k[2], cop = g->cop, P = g->P;
+    for (int s = 1; s < f->slots; s++) /* in slot order: fixed sums */
+        for (int64_t e = 0; e < f->dfl; e++)
+            sums[e] += sums[s * f->dfl + e];
+    /* G^T per axis (3 x al, or 1 x 1), as vox_nn_wino_axis's row-major matrices */
+    double gt[3][18];
+    for (int a = 0; a < 3; a++)
+        for (int64_t q = 0; q < k[a]; q++)
+            for (int64_t j = 0; j < al[a]; j++)
+                gt[a][q * al[a] + j] = al[a] == 6   ? vox_nn_wino_g6[j][q]
+                                       : al[a] == 4 ? vox_nn_wino_g4[j][q]
+                                                    : 1.0;
+    /* per input channel: its P rows of cop floats into taps rows, through the slot 1 area */
+    float *t0 = sums + f->dfl, *t1 = t0 + P * cop;
+    for (int64_t i = 0; i < c->cin; i++) {
+        for (int64_t p = 0; p < P; p++)
+            memcpy(t0 + p * cop, sums + (p * c->cin + i) * cop, (size_t)cop * sizeof *t0);
+        vox_nn_wino_axis(gt[2], k[2], al[2], al[0] * al[1], 1, cop, t0, t1); /* x: al0 al1 k2 */
+        vox_nn_wino_axis(gt[1], k[1], al[1], al[0], k[2], cop, t1, t0);      /* y: al0 k1 k2 */
+        vox_nn_wino_axis(gt[0], k[0], al[0], 1, k[1] * k[2], cop, t0, t1);   /* z: k0 k1 k2 */
+        for (int64_t o = 0; o < c->cout; o++)
+            for (int64_t t = 0; t < taps; t++)
+                gw[(o * c->cin + i) * taps + t] += t1[t * cop + o];
+    }
+}
