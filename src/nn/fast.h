@@ -163,8 +163,9 @@ void vox_nn_wino_bw_lent_floats(const struct vox_nn_wino_bw *f, int64_t *work_ou
 void vox_nn_wino_bw_run(const struct vox_nn_wino_bw *f, struct vox_pool *pool,
                         const struct vox_nn_bt *in, const struct vox_nn_bt *gout, float *work,
                         float *sums, bool first);
-/* gw (cout, cin, k..) += G^T D G of the sums of every run since the first (sums overwritten). */
-void vox_nn_wino_bw_finish(const struct vox_nn_wino_bw *f, float *sums, float *gw);
+/* gw (cout, cin, k..) += G^T D G of the sums of every run since the first (work: as at run). */
+void vox_nn_wino_bw_finish(const struct vox_nn_wino_bw *f, struct vox_pool *pool, const float *sums,
+                           float *work, float *gw);
 
 /* ---- the planner's conv algorithm: cost model (fast.c), measurement and cache (fast_tune.c) */
 

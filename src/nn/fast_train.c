@@ -631,7 +631,7 @@ static bool wino_bw(struct vox_nn_train_fast *f, struct vox_pool *pool, const st
         vox_nn_bt_pack(pool, isa, &src, &bt);
         vox_nn_wino_bw_run(e->g, pool, &bt, &gt, work, sums, b == 0);
     }
-    vox_nn_wino_bw_finish(e->g, sums, gw->data);
+    vox_nn_wino_bw_finish(e->g, pool, sums, work, gw->data);
     return true;
 }
 

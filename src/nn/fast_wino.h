@@ -40,7 +40,7 @@ struct vox_nn_wino_tr {
  * *tiles_out. */
 void vox_nn_wino_geometry(const struct vox_nn_fast_conv *c, int isa, int64_t block_bytes,
                           struct vox_nn_wino_geom *g, int64_t *tiles_out);
-/* One axis of a separable transform for rows of `width` floats: src holds n0 x cols x n1 rows
+/* One axis of a separable transform for rows of `width` floats (a multiple of 8): src holds n0 x cols x n1 rows
  * (the axis in the middle), dst gets n0 x rows x n1 with dst[a][q][b] = sum_j M[q][j] src[a][j][b]
  * (M: rows x cols, row-major, in double, applied in f32). */
 void vox_nn_wino_axis(const double *M, int64_t rows, int64_t cols, int64_t n0, int64_t n1,

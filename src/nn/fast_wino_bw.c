@@ -23,9 +23,12 @@
 
 #include <string.h>
 
-/* V and W of one block: L2-sized (the products read each block once per tile of the register
- * tile; the D rows stay in L2 beside it for small layers) */
-enum { BW_BLOCK_BYTES = 768 << 10 };
+/* V and W of one block per thread: 3 MiB (the products' partial sums D are loaded and stored
+ * once per block, so longer blocks cut that traffic; the transforms' stores then go to L3).
+ * Measured, 3x3x3 C -> C at 20 x (4096 / C)^2 on 2 threads, backward-weights ms for blocks of
+ * 768 KiB / 3 MiB: C = 16 39-57 / 39-41, 32 34-35 / 27-29, 64 28 / 22-24, 128 26-27 / 25-29;
+ * 6 and 12 MiB no better. */
+enum { BW_BLOCK_BYTES = 3 << 20 };
 /* All slots' D together at most (fixed per shape); 2 to 8 slots */
 enum { SUM_BYTES = 16 << 20, MAX_SLOTS = 8 };
 
@@ -128,7 +131,7 @@ void vox_nn_wino_bw_lent_floats(const struct vox_nn_wino_bw *f, int64_t *work_ou
                                 int64_t *sums_out)
 {
     *work_out = f->threads * (f->vfl + f->wfl);
-    *sums_out = (f->slots > 2 ? f->slots : 2) * f->dfl; /* finish's work rows: slot 1's room */
+    *sums_out = f->slots * f->dfl;
 }
 
 struct bw_job {
@@ -173,32 +176,54 @@ void vox_nn_wino_bw_run(const struct vox_nn_wino_bw *f, struct vox_pool *pool,
                  slot_task, &j);
 }
 
-void vox_nn_wino_bw_finish(const struct vox_nn_wino_bw *f, float *sums, float *gw)
+struct finish_job {
+    const struct vox_nn_wino_bw *f;
+    const float *sums;
+    float *work, *gw;
+    double gt[3][18]; /* G^T per axis (3 x al, or 1 x 1), row-major */
+};
+
+/* Input channels [lo, hi): the slots' rows of each, added in slot order (fixed sums), through
+ * G^T axis by axis into its taps, added into gw; in thread tid's work rows. */
+static void finish_channels(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
+    const struct finish_job *j = arg;
+    const struct vox_nn_wino_bw *f = j->f;
     const struct vox_nn_wino_geom *g = &f->g;
     const struct vox_nn_fast_conv *c = &f->cv;
     const int64_t *k = c->k, *al = g->al, taps = k[0] * k[1] * k[2], cop = g->cop, P = g->P;
-    for (int s = 1; s < f->slots; s++) /* in slot order: fixed sums */
-        for (int64_t e = 0; e < f->dfl; e++)
-            sums[e] += sums[s * f->dfl + e];
-    /* G^T per axis (3 x al, or 1 x 1), as vox_nn_wino_axis's row-major matrices */
-    double gt[3][18];
-    for (int a = 0; a < 3; a++)
-        for (int64_t q = 0; q < k[a]; q++)
-            for (int64_t j = 0; j < al[a]; j++)
-                gt[a][q * al[a] + j] = al[a] == 6   ? vox_nn_wino_g6[j][q]
-                                       : al[a] == 4 ? vox_nn_wino_g4[j][q]
-                                                    : 1.0;
-    /* per input channel: its P rows of cop floats into taps rows, through the slot 1 area */
-    float *t0 = sums + f->dfl, *t1 = t0 + P * cop;
-    for (int64_t i = 0; i < c->cin; i++) {
-        for (int64_t p = 0; p < P; p++)
-            memcpy(t0 + p * cop, sums + (p * c->cin + i) * cop, (size_t)cop * sizeof *t0);
-        vox_nn_wino_axis(gt[2], k[2], al[2], al[0] * al[1], 1, cop, t0, t1); /* x: al0 al1 k2 */
-        vox_nn_wino_axis(gt[1], k[1], al[1], al[0], k[2], cop, t1, t0);      /* y: al0 k1 k2 */
-        vox_nn_wino_axis(gt[0], k[0], al[0], 1, k[1] * k[2], cop, t0, t1);   /* z: k0 k1 k2 */
+    float *t0 = j->work + (int64_t)tid * (f->vfl + f->wfl), *t1 = t0 + P * cop;
+    for (int64_t i = lo[0]; i < hi[0]; i++) {
+        for (int64_t p = 0; p < P; p++) {
+            float *d = t0 + p * cop;
+            const float *src = j->sums + (p * c->cin + i) * cop;
+            memcpy(d, src, (size_t)cop * sizeof *d);
+            for (int s = 1; s < f->slots; s++)
+                for (int64_t o = 0; o < cop; o++)
+                    d[o] += src[s * f->dfl + o];
+        }
+        vox_nn_wino_axis(j->gt[2], k[2], al[2], al[0] * al[1], 1, cop, t0, t1); /* al0 al1 k2 */
+        vox_nn_wino_axis(j->gt[1], k[1], al[1], al[0], k[2], cop, t1, t0);      /* al0 k1 k2 */
+        vox_nn_wino_axis(j->gt[0], k[0], al[0], 1, k[1] * k[2], cop, t0, t1);   /* k0 k1 k2 */
         for (int64_t o = 0; o < c->cout; o++)
             for (int64_t t = 0; t < taps; t++)
-                gw[(o * c->cin + i) * taps + t] += t1[t * cop + o];
+                j->gw[(o * c->cin + i) * taps + t] += t1[t * cop + o];
     }
+}
+
+void vox_nn_wino_bw_finish(const struct vox_nn_wino_bw *f, struct vox_pool *pool, const float *sums,
+                           float *work, float *gw)
+{
+    const int64_t *k = f->cv.k, *al = f->g.al;
+    struct finish_job j = {.f = f, .sums = sums, .work = work, .gw = gw};
+    for (int a = 0; a < 3; a++)
+        for (int64_t q = 0; q < k[a]; q++)
+            for (int64_t r = 0; r < al[a]; r++)
+                j.gt[a][q * al[a] + r] = al[a] == 6   ? vox_nn_wino_g6[r][q]
+                                         : al[a] == 4 ? vox_nn_wino_g4[r][q]
+                                                      : 1.0;
+    if (pool && vox_pool_threads(pool) > f->threads)
+        pool = NULL;
+    vox_pool_for(pool, (int64_t[]){f->cv.cin, 1, 1}, (int64_t[]){1, 1, 1}, VOX_SCHED_STATIC,
+                 finish_channels, &j);
 }
