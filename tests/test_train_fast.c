@@ -70,7 +70,7 @@ struct conv_case {
 /* Runs all three conv kernels of table kt on case c; results in out, gin, gw, gb (callers
  * free them). gin, gw, gb start from the same nonzero values (the kernels add into them). */
 struct conv_run {
-    struct vox_tensor out, gin, gw, gb;
+    struct vox_tensor out, gin, gw, gb, gset; /* gset: backward-data written with = */
 };
 
 static void run_conv(struct vox_ctx *ctx, const struct vox_nn_kernels *kt,
@@ -91,9 +91,16 @@ static void run_conv(struct vox_ctx *ctx, const struct vox_nn_kernels *kt,
     r->gin = mk(ctx, c->n, c->ci, c->in[0], c->in[1], c->in[2], &rng);
     r->gw = mk(ctx, c->co, c->ci, c->k[0], c->k[1], c->k[2], &rng);
     r->gb = copy(ctx, &b);
+    r->gset = mk(ctx, c->n, c->ci, c->in[0], c->in[1], c->in[2], &rng); /* overwritten */
     struct vox_pool *pool = vox_ctx_pool(ctx);
     kt->conv(kt->self, pool, &in, &w, c->bias ? &b : NULL, c->dil, pad, c->act, &r->out);
     kt->conv_backward_data(kt->self, pool, &gout, &w, c->dil, pad, &r->gin);
+    if (kt->conv_backward_data_set) {
+        kt->conv_backward_data_set(kt->self, pool, &gout, &w, c->dil, pad, &r->gset);
+    } else if (r->gset.data) {
+        memset(r->gset.data, 0, vox_tensor_nbytes(&r->gset));
+        kt->conv_backward_data(kt->self, pool, &gout, &w, c->dil, pad, &r->gset);
+    }
     kt->conv_backward_weights(kt->self, pool, &in, &gout, c->dil, pad, &r->gw,
                               c->bias ? &r->gb : NULL);
     vox_tensor_free(ctx, &in);
@@ -108,6 +115,7 @@ static void free_run(struct vox_ctx *ctx, struct conv_run *r)
     vox_tensor_free(ctx, &r->gin);
     vox_tensor_free(ctx, &r->gw);
     vox_tensor_free(ctx, &r->gb);
+    vox_tensor_free(ctx, &r->gset);
 }
 
 static const struct conv_case conv_cases[] = {
@@ -150,7 +158,7 @@ static void test_conv_kernels(struct vox_ctx *ctx)
         run_conv(ctx, vox_nn_kernels_ref(), c, &a);
         run_conv(ctx, vox_nn_train_fast_kernels(f), c, &b);
         bool ok = close_to(&b.out, &a.out, 2e-5) & close_to(&b.gin, &a.gin, 2e-5) &
-                      close_to(&b.gw, &a.gw, 2e-5) &&
+                      close_to(&b.gw, &a.gw, 2e-5) & close_to(&b.gset, &a.gset, 2e-5) &&
                   close_to(&b.gb, &a.gb, 2e-5);
         if (!ok)
             fprintf(stderr, "  conv case %lld differs\n", (long long)i);
@@ -160,7 +168,7 @@ static void test_conv_kernels(struct vox_ctx *ctx)
     }
     int64_t nf, nb;
     vox_nn_train_fast_counts(f, &nf, &nb);
-    CHECK(nf == 6 * ncase);
+    CHECK(nf == 8 * ncase); /* 4 kernels, 2 passes */
     CHECK(nb == 0);
     vox_nn_train_fast_destroy(f);
 }

@@ -55,6 +55,12 @@ struct vox_nn_kernels {
     /* gx[i] = gy[i] * act'(from y[i]), i < n, for a pointwise act (not softmax) from the
      * layer's output y (gx may be gy); NULL: the reference's, in double */
     void (*act_backward)(void *, enum vox_nn_act, const float *, const float *, float *, int64_t);
+    /* conv_backward_data writing gin (=) instead of adding to it, for an input gradient the
+     * conv alone writes (the graph skips zeroing it); NULL: gin zeroed, then
+     * conv_backward_data */
+    void (*conv_backward_data_set)(void *, struct vox_pool *, const struct vox_tensor *,
+                                   const struct vox_tensor *, const int64_t[3], const int64_t[3],
+                                   struct vox_tensor *);
 };
 /* The scalar reference kernels. */
 const struct vox_nn_kernels *vox_nn_kernels_ref(void);
@@ -113,7 +119,10 @@ void vox_nn_graph_set_input_grads(struct vox_nn_graph *g, bool on);
  * (vox_nn_bn_running_update: momentum 0.1, unbiased variance), as PyTorch does on every
  * training-mode forward. */
 void vox_nn_graph_bn_update(const struct vox_nn_graph *g, struct vox_nn_weights *w);
-/* Zeroes every tensor gradient (not gw). */
+/* Zeroes every tensor gradient (not gw) but those one conv alone writes in the backward pass
+ * (the gradient of a layer whose only consumer is a conv: it overwrites them). So a caller
+ * sets gradients only of layers no conv alone consumes: an output, the output layer's input
+ * (a loss on logits), as vox_loss_compute and the trainer do. */
 void vox_nn_graph_zero_grad(struct vox_nn_graph *g);
 /* Back-propagates the gradients the caller put in the grad buffers (usually an output's, or
  * the output layer's input for a loss on logits) through every layer in reverse order, ADDING

@@ -294,18 +294,18 @@ static bool wino_desc(const struct vox_nn_train_fast *f, int64_t cin, const stru
 }
 
 /* out = act(conv(in) + bias) (or, with `bwd`, gin += the backward-data conv of gout = in with
- * the flipped, transposed weights) by Winograd (fast_wino.c: 3x3x3 as F(2x4x4), 1x3x3 as
- * F(4x4), ~2.5x fewer cycles than the direct nest on 16-64 channels) for kernels of extents
- * 1 and 3 (two 3s at least), dilation 1: the input packed into blocks of L channels (in the
- * scratch the bordered copy would use; the transforms read zeros outside the input, so no
- * border), the output written planar by the output transform (bwd: added into gin there).
+ * the flipped, transposed weights; gin = without `add`) by Winograd (fast_wino.c: 3x3x3 as
+ * F(2x4x4), 1x3x3 as F(4x4), ~2.5x fewer cycles than the direct nest on 16-64 channels) for kernels
+ * of extents 1 and 3 (two 3s at least), dilation 1: the input packed into blocks of L channels (in
+ * the scratch the bordered copy would use; the transforms read zeros outside the input, so no
+ * border), the output written planar by the output transform (add: added into gin there).
  * The weights are transformed at every call (they change every step). false: the conv does
  * not qualify or memory is short, and the caller runs the direct nest. Each output is one
  * tile's, with a fixed order of sums: the same bits for any thread count. */
 static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
                       const struct vox_tensor *in, const struct vox_tensor *w,
                       const struct vox_tensor *bias, const int64_t dil[3], const int64_t lo[3],
-                      enum vox_nn_act act, struct vox_tensor *out, bool bwd)
+                      enum vox_nn_act act, struct vox_tensor *out, bool bwd, bool add)
 {
     const int isa = (int)vox_ctx_cpu(f->ctx)->isa;
     const int64_t L = isa == VOX_ISA_AVX512 ? 16 : 8;
@@ -341,7 +341,7 @@ static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
             ob.s[a] = out->shape[2 + a];
         }
         vox_nn_bt_pack(pool, isa, &src, &bt);
-        vox_nn_wino_run(wn, pool, &bt, bwd ? &ob : NULL, &ob);
+        vox_nn_wino_run(wn, pool, &bt, add ? &ob : NULL, &ob);
     }
     f->n_fast++;
     return true;
@@ -353,7 +353,7 @@ static void fast_conv(void *self, struct vox_pool *pool, const struct vox_tensor
                       struct vox_tensor *out)
 {
     struct vox_nn_train_fast *f = self;
-    if (wino_conv(f, pool, in, w, bias, dil, pad, act, out, false))
+    if (wino_conv(f, pool, in, w, bias, dil, pad, act, out, false, false))
         return;
     struct conv_shape s = {.co = out->shape[1], .ci = in->shape[1]};
     bool bordered = false;
@@ -395,11 +395,11 @@ static void fast_conv(void *self, struct vox_pool *pool, const struct vox_tensor
         vox_nn_ref_act(out, act, out);
 }
 
-static void fast_conv_bd(void *self, struct vox_pool *pool, const struct vox_tensor *gout,
-                         const struct vox_tensor *w, const int64_t dil[3], const int64_t pad[3],
-                         struct vox_tensor *gin)
+/* gin += (add) or = the backward-data conv of gout */
+static void conv_bd(struct vox_nn_train_fast *f, struct vox_pool *pool,
+                    const struct vox_tensor *gout, const struct vox_tensor *w, const int64_t dil[3],
+                    const int64_t pad[3], struct vox_tensor *gin, bool add)
 {
-    struct vox_nn_train_fast *f = self;
     struct conv_shape s = {.co = gin->shape[1], .ci = gout->shape[1]};
     int64_t lo[3];
     for (int a = 0; a < 3; a++) {
@@ -409,8 +409,10 @@ static void fast_conv_bd(void *self, struct vox_pool *pool, const struct vox_ten
         s.p[a] = s.q[a] + (s.k[a] - 1) * dil[a];
         lo[a] = (s.k[a] - 1) * dil[a] - pad[a];
     }
-    if (wino_conv(f, pool, gout, w, NULL, dil, lo, VOX_ACT_LINEAR, gin, true))
+    if (wino_conv(f, pool, gout, w, NULL, dil, lo, VOX_ACT_LINEAR, gin, true, add))
         return;
+    if (!add) /* the nest adds */
+        memset(gin->data, 0, vox_tensor_nbytes(gin));
     const int64_t taps = vol3(s.k);
     s.bo = taps;
     s.bi = s.co * taps;
@@ -432,6 +434,20 @@ static void fast_conv_bd(void *self, struct vox_pool *pool, const struct vox_ten
         vox_kernel_run(k, (float *)gin->data + b * is, buf, (const float *)w->data + taps - 1,
                        NULL);
     }
+}
+
+static void fast_conv_bd(void *self, struct vox_pool *pool, const struct vox_tensor *gout,
+                         const struct vox_tensor *w, const int64_t dil[3], const int64_t pad[3],
+                         struct vox_tensor *gin)
+{
+    conv_bd(self, pool, gout, w, dil, pad, gin, true);
+}
+
+static void fast_conv_bd_set(void *self, struct vox_pool *pool, const struct vox_tensor *gout,
+                             const struct vox_tensor *w, const int64_t dil[3], const int64_t pad[3],
+                             struct vox_tensor *gin)
+{
+    conv_bd(self, pool, gout, w, dil, pad, gin, false);
 }
 
 /* gb[o] += sum over (n, positions) of gout[n, o], in double, in four interleaved partial sums
@@ -858,7 +874,8 @@ enum vox_status vox_nn_train_fast_create(struct vox_ctx *ctx, struct vox_nn_trai
                                        fast_deconv_bd,
                                        fast_deconv_bw,
                                        fast_act,
-                                       fast_act_backward};
+                                       fast_act_backward,
+                                       fast_conv_bd_set};
     *f_out = f;
     return VOX_OK;
 }

@@ -29,6 +29,8 @@ struct vox_nn_graph {
     double **stats;                /* per layer: bn=yes convs' mean[C] then var[C], else NULL */
     bool eval;                     /* batch norm with the running statistics */
     bool no_input_grads;           /* vox_nn_graph_set_input_grads(g, false) */
+    bool *conv_only;               /* per layer: its one consumer is a conv (which then writes
+                                      its gradient with = : vox_nn_graph_zero_grad skips it) */
     uint8_t **pool_arg;            /* per layer: max-pooling's argmax taps (vox_nn_plane_maxpool) */
     double *mf_acc;                /* max-filter backward: one input plane per thread */
     int64_t mf_plane;
@@ -84,7 +86,8 @@ static void ref_deconv_bw(void *self, struct vox_pool *pool, const struct vox_te
 }
 
 static const struct vox_nn_kernels ref_kernels = {
-    NULL, ref_conv, ref_conv_bd, ref_conv_bw, ref_deconv, ref_deconv_bd, ref_deconv_bw, NULL, NULL,
+    NULL,          ref_conv,      ref_conv_bd, ref_conv_bw, ref_deconv,
+    ref_deconv_bd, ref_deconv_bw, NULL,        NULL,        NULL,
 };
 
 const struct vox_nn_kernels *vox_nn_kernels_ref(void)
@@ -103,6 +106,7 @@ void vox_nn_graph_destroy(struct vox_nn_graph *g)
         vox_free(g->ctx, g->stats[i]);
     }
     vox_free(g->ctx, g->xhat);
+    vox_free(g->ctx, g->conv_only);
     vox_free(g->ctx, g->mf_acc);
     for (int i = 0; g->pool_arg && i < g->net->n_layers; i++)
         vox_free(g->ctx, g->pool_arg[i]);
@@ -161,8 +165,19 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
         !(g->val = vox_calloc(ctx, n, sizeof *g->val)) ||
         !(g->grad = vox_calloc(ctx, n, sizeof *g->grad)) ||
         !(g->xhat = vox_calloc(ctx, n, sizeof *g->xhat)) ||
-        !(g->stats = vox_calloc(ctx, n, sizeof *g->stats)))
+        !(g->stats = vox_calloc(ctx, n, sizeof *g->stats)) ||
+        !(g->conv_only = vox_calloc(ctx, n, sizeof *g->conv_only)))
         goto fail;
+    for (int i = 0; i < net->n_layers; i++) { /* consumers: conv_only[j] counts them first */
+        int uses = 0;
+        for (int j = 0; j < net->n_layers; j++)
+            for (int k = 0; k < net->layers[j].n_in; k++)
+                if (net->layers[j].in[k] == i) {
+                    uses++;
+                    g->conv_only[i] = net->layers[j].kind == VOX_NN_CONV;
+                }
+        g->conv_only[i] = g->conv_only[i] && uses == 1;
+    }
     if ((s = vox_net_shapes(ctx, net, patch, g->dims)) != VOX_OK ||
         (s = bn_alloc(ctx, g)) != VOX_OK)
         goto fail;
@@ -217,6 +232,16 @@ struct vox_tensor *vox_nn_graph_grad(struct vox_nn_graph *g, int layer)
 
 /* Zeroes 1 MiB pieces of every gradient over the pool (a serial memset of an n337 step's
  * gradients, 0.5 GB, held back two threads). */
+static bool wants_grad(const struct vox_nn_graph *g, int j);
+
+/* The bytes of layer i's gradient vox_nn_graph_zero_grad zeroes: none where a conv alone
+ * will write it (with =, so an RSUNet step skips a memset and the read of every such
+ * gradient the add would make). */
+static size_t zeroed_bytes(const struct vox_nn_graph *g, int i)
+{
+    return g->conv_only[i] && wants_grad(g, i) ? 0 : vox_tensor_nbytes(&g->grad[i]);
+}
+
 static void zero_pieces(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     (void)tid;
@@ -225,7 +250,7 @@ static void zero_pieces(void *arg, const int64_t lo[3], const int64_t hi[3], int
     for (int64_t k = lo[0]; k < hi[0]; k++) {
         size_t at = (size_t)k * piece;
         for (int i = 0; i < g->net->n_layers; i++) {
-            size_t n = vox_tensor_nbytes(&g->grad[i]);
+            size_t n = zeroed_bytes(g, i);
             if (at < n) {
                 memset((char *)g->grad[i].data + at, 0, n - at < piece ? n - at : piece);
                 break;
@@ -239,7 +264,7 @@ void vox_nn_graph_zero_grad(struct vox_nn_graph *g)
 {
     int64_t pieces = 0;
     for (int i = 0; i < g->net->n_layers; i++)
-        pieces += (int64_t)((vox_tensor_nbytes(&g->grad[i]) + ((size_t)1 << 20) - 1) >> 20);
+        pieces += (int64_t)((zeroed_bytes(g, i) + ((size_t)1 << 20) - 1) >> 20);
     const int64_t n[3] = {pieces, 1, 1}, tile[3] = {1, 1, 1};
     vox_pool_for(vox_ctx_pool(g->ctx), n, tile, VOX_SCHED_STATIC, zero_pieces, g);
 }
@@ -530,9 +555,19 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
         gout = gz;
         g->k.conv_backward_weights(g->k.self, pool, in, gout, l->dilation, v,
                                    &gw->p[i][VOX_P_WEIGHT], gb);
-        if (wants_grad(g, l->in[0]))
+        if (!wants_grad(g, l->in[0]))
+            break;
+        if (!g->conv_only[l->in[0]]) {
             g->k.conv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], l->dilation, v,
                                     gin);
+        } else if (g->k.conv_backward_data_set) { /* gin was not zeroed */
+            g->k.conv_backward_data_set(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], l->dilation,
+                                        v, gin);
+        } else {
+            memset(gin->data, 0, vox_tensor_nbytes(gin));
+            g->k.conv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], l->dilation, v,
+                                    gin);
+        }
         break;
     case VOX_NN_DECONV:
         gout = pre_act_grad(g, i, pool);
