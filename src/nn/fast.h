@@ -163,9 +163,11 @@ void vox_nn_wino_bw_lent_floats(const struct vox_nn_wino_bw *f, int64_t *work_ou
 void vox_nn_wino_bw_run(const struct vox_nn_wino_bw *f, struct vox_pool *pool,
                         const struct vox_nn_bt *in, const struct vox_nn_bt *gout, float *work,
                         float *sums, bool first);
-/* gw (cout, cin, k..) += G^T D G of the sums of every run since the first (work: as at run). */
+/* gw (cout, cin, k..) += G^T D G of the sums of every run since the first (work: as at run);
+ * gb (NULL: none) += the sums of gout (taken from the gradient transform: one position of each
+ * tile's holds the tile's sum). */
 void vox_nn_wino_bw_finish(const struct vox_nn_wino_bw *f, struct vox_pool *pool, const float *sums,
-                           float *work, float *gw);
+                           float *work, float *gw, float *gb);
 
 /* ---- the planner's conv algorithm: cost model (fast.c), measurement and cache (fast_tune.c) */
 

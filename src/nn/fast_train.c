@@ -611,12 +611,13 @@ static bool bw_item(struct vox_nn_train_fast *f, struct vox_pool *pool, const st
     return true;
 }
 
-/* gw += the weight gradient by Winograd (fast_wino_bw.c) for the convs wino_conv runs: the
- * input packed into blocks as there, gout read planar by the gradient transform, the partial
- * sums in scratch slot 6. false: the conv does not qualify or memory is short. */
+/* gw += the weight gradient by Winograd (fast_wino_bw.c) for the convs wino_conv runs, and gb
+ * (NULL: none) += the bias's: the input packed into blocks as there, gout read planar by the
+ * gradient transform, the partial sums in scratch slot 6. false: the conv does not qualify or
+ * memory is short. */
 static bool wino_bw(struct vox_nn_train_fast *f, struct vox_pool *pool, const struct vox_tensor *in,
                     const struct vox_tensor *gout, const int64_t dil[3], const int64_t lo[3],
-                    struct vox_tensor *gw)
+                    struct vox_tensor *gw, struct vox_tensor *gb)
 {
     const int isa = (int)vox_ctx_cpu(f->ctx)->isa;
     const int64_t L = isa == VOX_ISA_AVX512 ? 16 : 8;
@@ -647,7 +648,7 @@ static bool wino_bw(struct vox_nn_train_fast *f, struct vox_pool *pool, const st
         vox_nn_bt_pack(pool, isa, &src, &bt);
         vox_nn_wino_bw_run(e->g, pool, &bt, &gt, work, sums, b == 0);
     }
-    vox_nn_wino_bw_finish(e->g, pool, sums, work, gw->data);
+    vox_nn_wino_bw_finish(e->g, pool, sums, work, gw->data, gb ? gb->data : NULL);
     return true;
 }
 
@@ -656,10 +657,8 @@ static void fast_conv_bw(void *self, struct vox_pool *pool, const struct vox_ten
                          struct vox_tensor *gw, struct vox_tensor *gb)
 {
     struct vox_nn_train_fast *f = self;
-    if (wino_bw(f, pool, in, gout, dil, pad, gw)) {
+    if (wino_bw(f, pool, in, gout, dil, pad, gw, gb)) {
         f->n_fast++;
-        if (gb)
-            bias_grad(pool, gout, gb);
         return;
     }
     struct conv_shape s = {.co = gout->shape[1], .ci = in->shape[1]};

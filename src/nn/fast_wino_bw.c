@@ -36,6 +36,8 @@ struct vox_nn_wino_bw {
     struct vox_nn_wino_geom g;
     struct vox_nn_fast_conv cv;
     int threads, slots;
+    int64_t p1; /* the transform position of (A gy A^T) whose row of A is all ones: the sum of the
+                 * tile's gradient, for the bias (row 1 of F(2,3)'s and F(4,3)'s A) */
     int64_t tiles, blocks, vfl, wfl,
         dfl; /* per thread: V, W + the transforms' buffer; per slot D */
     struct vox_kernel *gemm;
@@ -104,6 +106,7 @@ enum vox_status vox_nn_wino_bw_create(struct vox_ctx *ctx, const struct vox_nn_f
     f->vfl = g->T * g->tv;
     f->wfl = g->T * g->tm + 2 * g->P * g->b;
     f->dfl = g->P * g->cin * g->cop;
+    f->p1 = ((g->al[0] > 1) * g->al[1] + (g->al[1] > 1)) * g->al[2] + (g->al[2] > 1);
     int64_t slots = SUM_BYTES / (f->dfl * (int64_t)sizeof(float));
     slots = slots > MAX_SLOTS ? MAX_SLOTS : slots < 2 ? 2 : slots;
     f->slots = (int)(slots < f->blocks ? slots : f->blocks);
@@ -131,7 +134,7 @@ void vox_nn_wino_bw_lent_floats(const struct vox_nn_wino_bw *f, int64_t *work_ou
                                 int64_t *sums_out)
 {
     *work_out = f->threads * (f->vfl + f->wfl);
-    *sums_out = f->slots * f->dfl;
+    *sums_out = f->slots * (f->dfl + 2 * f->g.cop); /* D, then the bias sums in double */
 }
 
 struct bw_job {
@@ -150,10 +153,16 @@ static void slot_task(void *arg, const int64_t lo[3], const int64_t hi[3], int t
     float *buf = w + g->T * g->tm;
     for (int64_t s = lo[0]; s < hi[0]; s++) {
         float *d = j->sums + s * f->dfl;
+        double *bs = (double *)(j->sums + f->slots * f->dfl) + s * g->cop;
         for (int64_t blk = s * f->blocks / f->slots; blk < (s + 1) * f->blocks / f->slots; blk++) {
             int64_t g0 = blk * g->T, count = f->tiles - g0 < g->T ? f->tiles - g0 : g->T;
             f->tr->input(g, j->in, g0, count, v, buf);
             f->tr->grad(g, j->gout, g0, count, w, buf);
+            for (int64_t t = 0; t < count; t++) { /* the bias: the tiles' sums, in double */
+                const float *sum = w + t * g->tm + f->p1 * g->cop;
+                for (int64_t o = 0; o < g->cop; o++)
+                    bs[o] += sum[o];
+            }
             if (count < g->T) { /* tiles past the end: zeros in both (stale lanes may be NaN) */
                 memset(v + count * g->tv, 0, (size_t)((g->T - count) * g->tv) * sizeof(float));
                 memset(w + count * g->tm, 0, (size_t)((g->T - count) * g->tm) * sizeof(float));
@@ -168,7 +177,7 @@ void vox_nn_wino_bw_run(const struct vox_nn_wino_bw *f, struct vox_pool *pool,
                         float *sums, bool first)
 {
     if (first)
-        memset(sums, 0, (size_t)(f->slots * f->dfl) * sizeof *sums);
+        memset(sums, 0, (size_t)(f->slots * (f->dfl + 2 * f->g.cop)) * sizeof *sums);
     struct bw_job j = {f, in, gout, work, sums};
     if (pool && vox_pool_threads(pool) > f->threads)
         pool = NULL; /* a pool wider than the per-thread blocks: run on the caller's thread */
@@ -212,8 +221,15 @@ static void finish_channels(void *arg, const int64_t lo[3], const int64_t hi[3],
 }
 
 void vox_nn_wino_bw_finish(const struct vox_nn_wino_bw *f, struct vox_pool *pool, const float *sums,
-                           float *work, float *gw)
+                           float *work, float *gw, float *gb)
 {
+    const double *bs = (const double *)(sums + f->slots * f->dfl);
+    for (int64_t o = 0; gb && o < f->cv.cout; o++) {
+        double sum = 0;
+        for (int s = 0; s < f->slots; s++) /* in slot order */
+            sum += bs[s * f->g.cop + o];
+        gb[o] = (float)(gb[o] + sum);
+    }
     const int64_t *k = f->cv.k, *al = f->g.al;
     struct finish_job j = {.f = f, .sums = sums, .work = work, .gw = gw};
     for (int a = 0; a < 3; a++)
