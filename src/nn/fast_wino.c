@@ -16,7 +16,7 @@
  * with V = B^T d B the transformed input tiles and U = G g G^T the transformed weights (once,
  * at create; training's convs set new weights at every call, in f32 axis by axis, into
  * buffers the caller lends: vox_nn_wino_set_weights, vox_nn_wino_bind). Run: threads take blocks of
- * T consecutive tiles (numbered over batch entry, y, x, z, z fastest: fast_wino_tr.h wino_decode);
+ * T consecutive tiles (numbered over batch entry, y, groups of 4 along x, z, x: wino_decode);
  * per block (a) the input transform writes V (fast_wino_tr.h, vectors across the channel lanes of
  * the blocked layout, zeros read outside the input: same padding and tail tiles need no padded
  * copy), (b) one JIT loop nest computes the P products (dims p, t, ob, bo, ci; vectors along the
