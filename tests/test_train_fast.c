@@ -274,6 +274,74 @@ static void graph_grads(struct vox_ctx *ctx, const struct vox_net *net, struct v
     vox_nn_train_fast_destroy(f);
 }
 
+/* One step's backward with output gradient pattern k into gw (zeroed first). */
+static void graph_step(struct vox_ctx *ctx, struct vox_nn_graph *g, const struct vox_net *net,
+                       const struct vox_nn_weights *w, struct vox_nn_weights *gw,
+                       const struct vox_tensor *in, int k)
+{
+    for (int i = 0; i < gw->n_layers; i++)
+        for (int p = 0; p < VOX_P_COUNT; p++)
+            if (gw->p[i][p].rank)
+                memset(gw->p[i][p].data, 0, vox_tensor_nbytes(&gw->p[i][p]));
+    CHECK_OK(vox_nn_graph_forward(ctx, g, w, in));
+    vox_nn_graph_zero_grad(g);
+    struct vox_tensor *go = vox_nn_graph_grad(g, vox_net_output(net, 0));
+    float *gp = go->data;
+    for (int64_t e = 0; e < vox_tensor_numel(go); e++)
+        gp[e] = (float)((e * (7 + 4 * k) % 13) - 6) / 5.0f;
+    vox_nn_graph_backward(ctx, g, w, gw);
+}
+
+/* Gradients a layer's one consumer writes with = (conv, max-pooling, add; not zeroed by
+ * vox_nn_graph_zero_grad): a second step on the same graph gives the bits of a first step on
+ * a fresh one (nothing left over from the step before), input gradient included. */
+static void test_graph_second_step(struct vox_ctx *ctx)
+{
+    static const char spec[] = "input raw channels=1\n"
+                               "conv c1 raw -> 16 kernel=1x3x3 act=elu\n"
+                               "pool p c1 window=1x2x2\n"
+                               "conv c2 p -> 16 kernel=3x3x3 pad=same act=elu\n"
+                               "conv c3 c2 -> 16 kernel=3x3x3 pad=same\n"
+                               "add s c3 p act=elu\n"
+                               "conv o s -> 3 kernel=1\n"
+                               "output aff o act=sigmoid\n";
+    static const int64_t patch[3] = {4, 12, 12};
+    struct vox_net *net = NULL;
+    CHECK_OK(vox_net_parse(ctx, spec, "second.net", &net));
+    struct vox_nn_train_fast *f = NULL;
+    struct vox_nn_graph *g[2] = {NULL, NULL};
+    struct vox_nn_weights *w = NULL, *gw[2] = {NULL, NULL};
+    CHECK_OK(vox_nn_train_fast_create(ctx, &f));
+    for (int r = 0; r < 2 && f && net; r++) {
+        CHECK_OK(vox_nn_graph_create(ctx, net, patch, vox_nn_train_fast_kernels(f), &g[r]));
+        CHECK_OK(vox_nn_weights_create(ctx, net, &gw[r]));
+    }
+    if (net)
+        CHECK_OK(vox_nn_weights_create(ctx, net, &w));
+    if (g[0] && g[1] && w && gw[0] && gw[1]) {
+        vox_nn_weights_init(net, w, VOX_INIT_MSRA, 3);
+        uint64_t rng = 9;
+        struct vox_tensor in = mk(ctx, 1, 1, patch[0], patch[1], patch[2], &rng);
+        graph_step(ctx, g[0], net, w, gw[0], &in, 0);
+        graph_step(ctx, g[0], net, w, gw[0], &in, 1);
+        graph_step(ctx, g[1], net, w, gw[1], &in, 1);
+        for (int i = 0; i < net->n_layers; i++) {
+            for (int p = 0; p < VOX_P_COUNT; p++)
+                if (gw[0]->p[i][p].rank)
+                    CHECK(same_bits(&gw[0]->p[i][p], &gw[1]->p[i][p]));
+            CHECK(same_bits(vox_nn_graph_grad(g[0], i), vox_nn_graph_grad(g[1], i)));
+        }
+        vox_tensor_free(ctx, &in);
+    }
+    for (int r = 0; r < 2; r++) {
+        vox_nn_graph_destroy(g[r]);
+        vox_nn_weights_destroy(gw[r]);
+    }
+    vox_nn_weights_destroy(w);
+    vox_nn_train_fast_destroy(f);
+    vox_net_destroy(net);
+}
+
 static void test_graph_threads(struct vox_ctx *ctx)
 {
     static const char spec[] = "input raw channels=1\n"
@@ -484,4 +552,5 @@ static void test_trainer(struct vox_ctx *ctx)
 }
 
 VOX_TEST_MAIN(VOX_TEST(test_conv_kernels), VOX_TEST(test_deconv_kernels), VOX_TEST(test_threads),
-              VOX_TEST(test_graph_threads), VOX_TEST(test_graph_acts), VOX_TEST(test_trainer))
+              VOX_TEST(test_graph_threads), VOX_TEST(test_graph_second_step),
+              VOX_TEST(test_graph_acts), VOX_TEST(test_trainer))

@@ -119,9 +119,9 @@ void vox_nn_graph_set_input_grads(struct vox_nn_graph *g, bool on);
  * (vox_nn_bn_running_update: momentum 0.1, unbiased variance), as PyTorch does on every
  * training-mode forward. */
 void vox_nn_graph_bn_update(const struct vox_nn_graph *g, struct vox_nn_weights *w);
-/* Zeroes every tensor gradient (not gw) but those one conv alone writes in the backward pass
- * (the gradient of a layer whose only consumer is a conv: it overwrites them). So a caller
- * sets gradients only of layers no conv alone consumes: an output, the output layer's input
+/* Zeroes every tensor gradient (not gw) but those of layers whose only consumer is a conv,
+ * max-pooling or add: that consumer writes them (=) in the backward pass. So a caller sets
+ * gradients only of layers no such layer alone consumes: an output, the output layer's input
  * (a loss on logits), as vox_loss_compute and the trainer do. */
 void vox_nn_graph_zero_grad(struct vox_nn_graph *g);
 /* Back-propagates the gradients the caller put in the grad buffers (usually an output's, or

@@ -29,8 +29,9 @@ struct vox_nn_graph {
     double **stats;                /* per layer: bn=yes convs' mean[C] then var[C], else NULL */
     bool eval;                     /* batch norm with the running statistics */
     bool no_input_grads;           /* vox_nn_graph_set_input_grads(g, false) */
-    bool *conv_only;               /* per layer: its one consumer is a conv (which then writes
-                                      its gradient with = : vox_nn_graph_zero_grad skips it) */
+    bool *sole;                    /* per layer: its one consumer is a conv, max-pooling or add,
+                                      which then writes its gradient with = (no zeroing: see
+                                      vox_nn_graph_zero_grad) */
     uint8_t **pool_arg;            /* per layer: max-pooling's argmax taps (vox_nn_plane_maxpool) */
     double *mf_acc;                /* max-filter backward: one input plane per thread */
     int64_t mf_plane;
@@ -106,7 +107,7 @@ void vox_nn_graph_destroy(struct vox_nn_graph *g)
         vox_free(g->ctx, g->stats[i]);
     }
     vox_free(g->ctx, g->xhat);
-    vox_free(g->ctx, g->conv_only);
+    vox_free(g->ctx, g->sole);
     vox_free(g->ctx, g->mf_acc);
     for (int i = 0; g->pool_arg && i < g->net->n_layers; i++)
         vox_free(g->ctx, g->pool_arg[i]);
@@ -166,17 +167,18 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
         !(g->grad = vox_calloc(ctx, n, sizeof *g->grad)) ||
         !(g->xhat = vox_calloc(ctx, n, sizeof *g->xhat)) ||
         !(g->stats = vox_calloc(ctx, n, sizeof *g->stats)) ||
-        !(g->conv_only = vox_calloc(ctx, n, sizeof *g->conv_only)))
+        !(g->sole = vox_calloc(ctx, n, sizeof *g->sole)))
         goto fail;
-    for (int i = 0; i < net->n_layers; i++) { /* consumers: conv_only[j] counts them first */
+    for (int i = 0; i < net->n_layers; i++) {
         int uses = 0;
         for (int j = 0; j < net->n_layers; j++)
             for (int k = 0; k < net->layers[j].n_in; k++)
                 if (net->layers[j].in[k] == i) {
+                    enum vox_nn_kind c = net->layers[j].kind;
                     uses++;
-                    g->conv_only[i] = net->layers[j].kind == VOX_NN_CONV;
+                    g->sole[i] = c == VOX_NN_CONV || c == VOX_NN_POOL || c == VOX_NN_ADD;
                 }
-        g->conv_only[i] = g->conv_only[i] && uses == 1;
+        g->sole[i] = g->sole[i] && uses == 1;
     }
     if ((s = vox_net_shapes(ctx, net, patch, g->dims)) != VOX_OK ||
         (s = bn_alloc(ctx, g)) != VOX_OK)
@@ -234,12 +236,12 @@ struct vox_tensor *vox_nn_graph_grad(struct vox_nn_graph *g, int layer)
  * gradients, 0.5 GB, held back two threads). */
 static bool wants_grad(const struct vox_nn_graph *g, int j);
 
-/* The bytes of layer i's gradient vox_nn_graph_zero_grad zeroes: none where a conv alone
- * will write it (with =, so an RSUNet step skips a memset and the read of every such
- * gradient the add would make). */
+/* The bytes of layer i's gradient vox_nn_graph_zero_grad zeroes: none where its one consumer
+ * will write it with = (a memset and the read an add would make saved: n337's first
+ * max-pooling's input gradient is 400 MB). */
 static size_t zeroed_bytes(const struct vox_nn_graph *g, int i)
 {
-    return g->conv_only[i] && wants_grad(g, i) ? 0 : vox_tensor_nbytes(&g->grad[i]);
+    return g->sole[i] && wants_grad(g, i) ? 0 : vox_tensor_nbytes(&g->grad[i]);
 }
 
 static void zero_pieces(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
@@ -287,7 +289,7 @@ enum chan_op {
     CHAN_MAXFILTER_BACKWARD,
     CHAN_ACT_BACKWARD,
     CHAN_PLAIN,            /* upsample, crop, add, act, output (not softmax): vox_nn_ref_plain */
-    CHAN_ADD_BACKWARD,     /* every gins[k] += a */
+    CHAN_ADD_BACKWARD,     /* every gins[k] += a (= where set) */
     CHAN_CROP_BACKWARD,    /* out += a placed at lo */
     CHAN_UPSAMPLE_BACKWARD /* out += the sums of a over each factor window */
 };
@@ -301,6 +303,7 @@ struct chan_job {
     double *acc; /* max-filter backward: acc_n doubles per thread */
     int64_t acc_n;
     uint8_t *arg; /* max-pooling: the argmax taps of the output, or NULL (reference twins) */
+    unsigned set; /* backward ops: bit k: write gins[k] (or out, bit 0) with =, not += */
     const struct vox_nn_layer *layer;                          /* CHAN_PLAIN */
     void (*act_fn)(void *, enum vox_nn_act, float *, int64_t); /* CHAN_PLAIN: or NULL */
     void (*act_bwd_fn)(void *, enum vox_nn_act, const float *, const float *, float *,
@@ -350,7 +353,15 @@ static void chan_multi(const struct chan_job *j, int64_t nc, struct vox_tensor *
         vox_nn_ref_plain(l, (const struct vox_tensor *const *)vp, out);
     } else {
         struct vox_tensor a = chan_view(j->a, nc);
-        vox_nn_ref_add_backward(&a, vp, j->n);
+        for (int k = 0; k < j->n; k++)
+            if (j->set >> k & 1) { /* = : the bits of 0 + a (-0 becomes +0) */
+                const float *src = a.data;
+                float *dst = vp[k]->data;
+                for (int64_t e = 0, m = vox_tensor_numel(&a); e < m; e++)
+                    dst[e] = src[e] + 0.0f;
+            } else {
+                vox_nn_ref_add_backward(&a, &vp[k], 1);
+            }
     }
 }
 
@@ -371,6 +382,13 @@ static void chan_planes(void *arg, const int64_t lo[3], const int64_t hi[3], int
                 vox_nn_ref_maxpool(&a, j->window, &out);
             break;
         case CHAN_MAXPOOL_BACKWARD: /* b: the pooled plane's gradient */
+            if (j->arg && j->set) {
+                vox_nn_plane_maxpool_backward_set(&b, j->window, j->arg + nc * vox_tensor_numel(&b),
+                                                  &out);
+                break;
+            }
+            if (j->set)
+                memset(out.data, 0, vox_tensor_nbytes(&out));
             if (j->arg)
                 vox_nn_plane_maxpool_backward(&b, j->window, j->arg + nc * vox_tensor_numel(&b),
                                               &out);
@@ -453,7 +471,8 @@ static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w
                                           .a = in,
                                           .out = out,
                                           .window = l->kernel,
-                                          .arg = g->pool_arg[i]});
+                                          .arg = g->pool_arg[i],
+                                          .set = g->sole[l->in[0]]});
         break;
     case VOX_NN_MAXFILTER:
         chan_run(pool, &(struct chan_job){.op = CHAN_MAXFILTER,
@@ -544,6 +563,7 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
         gins[k] = &g->grad[l->in[k]];
     struct vox_tensor *gb = l->bias ? &gw->p[i][VOX_P_BIAS] : NULL, *gz;
     int64_t v[3];
+    unsigned add_set = 0;
     switch (l->kind) {
     case VOX_NN_CONV:
         vox_nn_conv_pad(l, v);
@@ -557,7 +577,7 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
                                    &gw->p[i][VOX_P_WEIGHT], gb);
         if (!wants_grad(g, l->in[0]))
             break;
-        if (!g->conv_only[l->in[0]]) {
+        if (!g->sole[l->in[0]]) {
             g->k.conv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], l->dilation, v,
                                     gin);
         } else if (g->k.conv_backward_data_set) { /* gin was not zeroed */
@@ -581,7 +601,8 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
                                           .b = gout,
                                           .out = gin,
                                           .window = l->kernel,
-                                          .arg = g->pool_arg[i]});
+                                          .arg = g->pool_arg[i],
+                                          .set = g->sole[l->in[0]]});
         break;
     case VOX_NN_MAXFILTER:
         /* a pool wider than the scratch (threads raised after create) runs serially */
@@ -606,11 +627,14 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
                  &(struct chan_job){.op = CHAN_CROP_BACKWARD, .a = gout, .out = gin, .lo = v});
         break;
     case VOX_NN_ADD:
+        for (int k = 0; k < l->n_in; k++)
+            add_set |= (unsigned)g->sole[l->in[k]] << k;
         chan_run(pool, &(struct chan_job){.op = CHAN_ADD_BACKWARD,
                                           .a = pre_act_grad(g, i, pool),
                                           .out = gins[0],
                                           .gins = gins,
-                                          .n = l->n_in});
+                                          .n = l->n_in,
+                                          .set = add_set});
         break;
     case VOX_NN_CONCAT:
         vox_nn_ref_concat_backward(gout, gins, l->n_in);

@@ -45,6 +45,10 @@ void vox_nn_plane_maxpool(const struct vox_tensor *in, const int64_t w[3], struc
                           uint8_t *arg);
 void vox_nn_plane_maxpool_backward(const struct vox_tensor *gout, const int64_t w[3],
                                    const uint8_t *arg, struct vox_tensor *gin);
+/* The same into a gradient that nothing else writes: every element of gin set (= instead of
+ * +=, zeros where no window took it), one pass with no zeroing before. */
+void vox_nn_plane_maxpool_backward_set(const struct vox_tensor *gout, const int64_t w[3],
+                                       const uint8_t *arg, struct vox_tensor *gin);
 void vox_nn_maxfilter_backward_scatter(const struct vox_tensor *in, const struct vox_tensor *gout,
                                        const int64_t w[3], const int64_t dil[3], double *acc,
                                        struct vox_tensor *gin);
@@ -88,8 +92,8 @@ void vox_nn_channels(const struct vox_net *net, int64_t *ch);
 
 /* A plan holding only the (batch-norm folded) parameters: no shapes, no activations. */
 enum vox_status vox_nn_plan_params_only(struct vox_ctx *ctx, const struct vox_net *net,
-                                       const struct vox_nn_weights *w,
-                                       struct vox_nn_plan **plan_out);
+                                        const struct vox_nn_weights *w,
+                                        struct vox_nn_plan **plan_out);
 /* Layer `layer`'s folded weight and bias (NULL when it has none). */
 void vox_nn_plan_params(const struct vox_nn_plan *plan, int layer, const struct vox_tensor **w_out,
                         const struct vox_tensor **b_out);

@@ -122,6 +122,38 @@ void vox_nn_plane_maxpool_backward(const struct vox_tensor *gout, const int64_t 
         }
 }
 
+void vox_nn_plane_maxpool_backward_set(const struct vox_tensor *gout, const int64_t w[3],
+                                       const uint8_t *arg, struct vox_tensor *gin)
+{
+    const int64_t *is = gin->shape + 2, *os = gout->shape + 2;
+    const int64_t st[3] = {is[1] * is[2], is[2], 1};
+    int64_t off[VOX_NN_POOL_TAPS];
+    tap_offsets(w, st, off);
+    const int taps = (int)(w[0] * w[1] * w[2]);
+    const float *gp = gout->data;
+    float *g = gin->data;
+    /* the parts no window covers (extents not multiples of the window): zeros */
+    const int64_t cz = os[0] * w[0], cy = os[1] * w[1], cx = os[2] * w[2];
+    for (int64_t z = 0; z < is[0]; z++)
+        for (int64_t y = 0; y < is[1]; y++) {
+            float *r = g + z * st[0] + y * st[1];
+            if (z >= cz || y >= cy)
+                memset(r, 0, (size_t)is[2] * sizeof *r);
+            else if (cx < is[2])
+                memset(r + cx, 0, (size_t)(is[2] - cx) * sizeof *r);
+        }
+    for (int64_t z = 0; z < os[0]; z++)
+        for (int64_t y = 0; y < os[1]; y++) {
+            const int64_t row = (z * os[1] + y) * os[2];
+            for (int64_t x = 0; x < os[2]; x++) {
+                float *b = g + z * w[0] * st[0] + y * w[1] * st[1] + x * w[2];
+                for (int t = 0; t < taps; t++)
+                    b[off[t]] = 0;
+                b[off[arg[row + x]]] = gp[row + x] + 0.0f; /* the add's bits (-0 becomes +0) */
+            }
+        }
+}
+
 /* The taps t of input p come from the outputs q = p - t*d, so q descending in C order is t
  * ascending in scan order for every p: scattering acc[argmax(q)] += gout[q] over q from the
  * last adds each input's terms in the reference's order. */
