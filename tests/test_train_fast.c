@@ -139,7 +139,8 @@ static const struct conv_case conv_cases[] = {
 };
 
 /* every conv kernel vs the reference; then again with backward-weights slabs of about two
- * z planes, so slab tails run (same tolerance) */
+ * z planes, so slab tails run, and Winograd bands of one row (or plane) of tiles each (same
+ * tolerance) */
 static void test_conv_kernels(struct vox_ctx *ctx)
 {
     struct vox_nn_train_fast *f = NULL;
@@ -154,6 +155,7 @@ static void test_conv_kernels(struct vox_ctx *ctx)
             q[a] = c->same ? c->in[a] : c->in[a] - (c->k[a] - 1) * c->dil[a];
         vox_nn_train_fast_set_slab(f, i < ncase ? INT64_C(8) << 20
                                                 : 2 * q[1] * q[2] * ((c->co + 15) / 16 * 16));
+        vox_nn_train_fast_set_band(f, i < ncase ? INT64_C(4) << 20 : 1);
         struct conv_run a = {0}, b = {0};
         run_conv(ctx, vox_nn_kernels_ref(), c, &a);
         run_conv(ctx, vox_nn_train_fast_kernels(f), c, &b);

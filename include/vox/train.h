@@ -86,6 +86,9 @@ void vox_nn_train_fast_counts(const struct vox_nn_train_fast *f, int64_t *fast_o
 /* The backward-weights slab: at most `floats` of the output gradient's channels-last copy at a
  * time (default 8 Mi; tests make it small to cover the slab tails). */
 void vox_nn_train_fast_set_slab(struct vox_nn_train_fast *f, int64_t floats);
+/* The Winograd convs' bands: about `bytes` of packed input at a time (default 4 MiB; tests
+ * make it small so that every band runs one row of tiles). */
+void vox_nn_train_fast_set_band(struct vox_nn_train_fast *f, int64_t bytes);
 
 struct vox_nn_graph;
 

@@ -341,20 +341,23 @@ fail:
 
 struct wino_job {
     const struct vox_nn_wino *f;
+    const struct vox_nn_wino_geom *g; /* f's, or a band's copy (its input's origin in off) */
     const struct vox_nn_bt *in, *res;
     struct vox_nn_bt *out;
+    int64_t t0, t1; /* the tiles */
 };
 
-/* Blocks [lo, hi): transform in, multiply, transform out, in thread tid's scratch. */
+/* Blocks [lo, hi) of the job's tiles: transform in, multiply, transform out, in thread tid's
+ * scratch. */
 static void block_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     const struct wino_job *j = arg;
     const struct vox_nn_wino *f = j->f;
-    const struct vox_nn_wino_geom *g = &f->g;
+    const struct vox_nn_wino_geom *g = j->g;
     float *v = f->scratch + (int64_t)tid * (f->vfl + f->mfl), *m = v + f->vfl;
     float *buf = m + g->T * g->tm;
     for (int64_t blk = lo[0]; blk < hi[0]; blk++) {
-        int64_t g0 = blk * g->T, count = f->tiles - g0 < g->T ? f->tiles - g0 : g->T;
+        int64_t g0 = j->t0 + blk * g->T, count = j->t1 - g0 < g->T ? j->t1 - g0 : g->T;
         f->tr->input(g, j->in, g0, count, v, buf);
         if (count < g->T) /* tiles past the end: zeros */
             memset(v + count * g->tv, 0, (size_t)((g->T - count) * g->tv) * sizeof(float));
@@ -363,12 +366,77 @@ static void block_task(void *arg, const int64_t lo[3], const int64_t hi[3], int 
     }
 }
 
+static void run_job(const struct vox_nn_wino *f, struct vox_pool *pool, struct wino_job *j)
+{
+    if (pool && vox_pool_threads(pool) > f->threads)
+        pool = NULL; /* a pool wider than the per-thread scratch: run on the caller's thread */
+    vox_pool_for(pool, (int64_t[]){cdiv(j->t1 - j->t0, j->g->T), 1, 1}, (int64_t[]){1, 1, 1},
+                 VOX_SCHED_DYNAMIC, block_task, j);
+}
+
 void vox_nn_wino_run(struct vox_nn_wino *f, struct vox_pool *pool, const struct vox_nn_bt *in,
                      const struct vox_nn_bt *res, struct vox_nn_bt *out)
 {
-    struct wino_job j = {f, in, res, out};
-    if (pool && vox_pool_threads(pool) > f->threads)
-        pool = NULL; /* a pool wider than the per-thread scratch: run on the caller's thread */
-    vox_pool_for(pool, (int64_t[]){cdiv(f->tiles, f->g.T), 1, 1}, (int64_t[]){1, 1, 1},
-                 VOX_SCHED_DYNAMIC, block_task, &j);
+    struct wino_job j = {f, &f->g, in, res, out, 0, f->tiles};
+    run_job(f, pool, &j);
+}
+
+/* Rows (or planes) of tiles per band: about `bytes` of packed input. */
+static int64_t band_rows(const struct vox_nn_wino_geom *g, const int64_t s[3], int64_t bytes)
+{
+    const int a = g->al[0] > 1 ? 1 : 0;
+    int64_t row = g->m[a] * g->cin * (int64_t)sizeof(float);
+    for (int k = 0; k < 3; k++)
+        row *= k == a ? 1 : s[k];
+    const int64_t r = bytes / (row > 0 ? row : 1);
+    return r < 1 ? 1 : r > g->nt[a] ? g->nt[a] : r;
+}
+
+int64_t vox_nn_wino_geom_bands(const struct vox_nn_wino_geom *g, const int64_t s[3], int64_t bytes,
+                               int64_t n)
+{
+    const int64_t nt = g->al[0] > 1 ? g->nt[1] : g->nt[0];
+    return n * cdiv(nt, band_rows(g, s, bytes));
+}
+
+void vox_nn_wino_geom_band(const struct vox_nn_wino_geom *g, const int64_t s[3], int64_t bytes,
+                           int64_t b, int64_t *t0, int64_t *t1, int64_t lo[3], int64_t hi[3])
+{
+    /* the tile orders (wino_decode): y outermost for 3D tiles, z for tiles of one plane */
+    const int a = g->al[0] > 1 ? 1 : 0;
+    const int64_t R = band_rows(g, s, bytes), nb = cdiv(g->nt[a], R), e = b / nb, i = b % nb * R;
+    const int64_t rows = g->nt[a] - i < R ? g->nt[a] - i : R;
+    const int64_t per = g->nt[0] * g->nt[1] * g->nt[2] / g->nt[a];
+    *t0 = (e * g->nt[a] + i) * per;
+    *t1 = *t0 + rows * per;
+    for (int k = 0; k < 3; k++) {
+        lo[k] = 0;
+        hi[k] = s[k];
+    }
+    const int64_t q = i * g->m[a] - g->lo[a], qe = (i + rows - 1) * g->m[a] - g->lo[a] + g->al[a];
+    lo[a] = q > 0 ? q : 0;
+    hi[a] = qe < s[a] ? qe : s[a];
+    if (hi[a] < lo[a])
+        hi[a] = lo[a];
+}
+
+int64_t vox_nn_wino_bands(const struct vox_nn_wino *f, const int64_t s[3], int64_t bytes)
+{
+    return vox_nn_wino_geom_bands(&f->g, s, bytes, f->cv.n);
+}
+
+void vox_nn_wino_band(const struct vox_nn_wino *f, const int64_t s[3], int64_t bytes, int64_t b,
+                      int64_t *t0, int64_t *t1, int64_t lo[3], int64_t hi[3])
+{
+    vox_nn_wino_geom_band(&f->g, s, bytes, b, t0, t1, lo, hi);
+}
+
+void vox_nn_wino_run_tiles(struct vox_nn_wino *f, struct vox_pool *pool, const struct vox_nn_bt *in,
+                           const int64_t off[3], int64_t t0, int64_t t1,
+                           const struct vox_nn_bt *res, struct vox_nn_bt *out)
+{
+    struct vox_nn_wino_geom g = f->g;
+    memcpy(g.off, off, sizeof g.off);
+    struct wino_job j = {f, &g, in, res, out, t0, t1};
+    run_job(f, pool, &j);
 }

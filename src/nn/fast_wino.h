@@ -14,6 +14,8 @@
  * cop = the output channels padded to the block b; U is [P][cin][cop]. */
 struct vox_nn_wino_geom {
     int64_t m[3], al[3], nt[3], lo[3];
+    int64_t off[3]; /* where the input tensor starts in the whole input: a band's origin
+                     * (vox_nn_wino_run_tiles), else 0 */
     int64_t P, T, cin, cop, b;
     int64_t tv, tm; /* floats per tile in V and M: P * cin, P * cop rounded up to 64 bytes, plus
                      * 64 bytes (tiles 4 KiB apart would share the L1's sets) */
@@ -40,11 +42,19 @@ struct vox_nn_wino_tr {
  * *tiles_out. */
 void vox_nn_wino_geometry(const struct vox_nn_fast_conv *c, int isa, int64_t block_bytes,
                           struct vox_nn_wino_geom *g, int64_t *tiles_out);
-/* One axis of a separable transform for rows of `width` floats (a multiple of 8): src holds n0 x cols x n1 rows
- * (the axis in the middle), dst gets n0 x rows x n1 with dst[a][q][b] = sum_j M[q][j] src[a][j][b]
- * (M: rows x cols, row-major, in double, applied in f32). */
+/* One axis of a separable transform for rows of `width` floats (a multiple of 8): src holds n0 x
+ * cols x n1 rows (the axis in the middle), dst gets n0 x rows x n1 with dst[a][q][b] = sum_j
+ * M[q][j] src[a][j][b] (M: rows x cols, row-major, in double, applied in f32). */
 void vox_nn_wino_axis(const double *M, int64_t rows, int64_t cols, int64_t n0, int64_t n1,
                       int64_t width, const float *src, float *dst);
+/* The bands of a conv's tiles (n batch entries): runs of consecutive tiles whose input is a
+ * slab, rows of tiles (3D tiles: y is outermost in wino_decode's order) or planes (tiles of
+ * one plane), as many as make about `bytes` of packed input (one at least); band b's tiles
+ * [t0, t1) and its input's box [lo, hi) within the input extent s (clipped: outside is zero). */
+int64_t vox_nn_wino_geom_bands(const struct vox_nn_wino_geom *g, const int64_t s[3], int64_t bytes,
+                               int64_t n);
+void vox_nn_wino_geom_band(const struct vox_nn_wino_geom *g, const int64_t s[3], int64_t bytes,
+                           int64_t b, int64_t *t0, int64_t *t1, int64_t lo[3], int64_t hi[3]);
 /* G of F(2,3) (4 x 3) and of F(4,3) (6 x 3). */
 extern const double vox_nn_wino_g4[4][3], vox_nn_wino_g6[6][3];
 

@@ -372,7 +372,7 @@ static void input_tr(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *i
             int64_t idx[3], q[3];
             int64_t e = wino_decode(g, g0 + t, idx);
             for (int a = 0; a < 3; a++)
-                q[a] = idx[a] * g->m[a] - g->lo[a];
+                q[a] = idx[a] * g->m[a] - g->lo[a] - g->off[a];
             float *vt = v + t * g->tv;
             switch (shape) {
             case 7:
