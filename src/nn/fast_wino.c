@@ -305,9 +305,7 @@ enum vox_status vox_nn_wino_create(struct vox_ctx *ctx, const struct vox_nn_fast
         return VOX_OUT_OF_MEMORY;
     f->cv = *c;
     f->threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
-    f->tr = isa == VOX_ISA_AVX512 ? &vox_nn_wino_tr_avx512
-            : isa == VOX_ISA_AVX2 ? &vox_nn_wino_tr_avx2
-                                  : &vox_nn_wino_tr_ref;
+    f->tr = vox_nn_wino_tr_for(isa);
     vox_nn_wino_geometry(c, isa, BLOCK_BYTES, &f->g, &f->tiles);
     for (int a = 0; a < 3; a++)
         f->g.lo[a] = padlo[a];

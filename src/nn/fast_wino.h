@@ -61,4 +61,11 @@ extern const double vox_nn_wino_g4[4][3], vox_nn_wino_g6[6][3];
 /* 8 lanes built for the baseline ISA (VOX_ISA_REF); AVX2 (8 lanes); AVX-512 (16 lanes). */
 extern const struct vox_nn_wino_tr vox_nn_wino_tr_ref, vox_nn_wino_tr_avx2, vox_nn_wino_tr_avx512;
 
+static inline const struct vox_nn_wino_tr *vox_nn_wino_tr_for(int isa)
+{
+    return isa == VOX_ISA_AVX512 ? &vox_nn_wino_tr_avx512
+           : isa == VOX_ISA_AVX2 ? &vox_nn_wino_tr_avx2
+                                 : &vox_nn_wino_tr_ref;
+}
+
 #endif

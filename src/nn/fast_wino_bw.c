@@ -95,9 +95,7 @@ enum vox_status vox_nn_wino_bw_create(struct vox_ctx *ctx, const struct vox_nn_f
         return VOX_OUT_OF_MEMORY;
     f->cv = *c;
     f->threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
-    f->tr = isa == VOX_ISA_AVX512 ? &vox_nn_wino_tr_avx512
-            : isa == VOX_ISA_AVX2 ? &vox_nn_wino_tr_avx2
-                                  : &vox_nn_wino_tr_ref;
+    f->tr = vox_nn_wino_tr_for(isa);
     vox_nn_wino_geometry(c, isa, BW_BLOCK_BYTES, &f->g, &f->tiles);
     struct vox_nn_wino_geom *g = &f->g;
     for (int a = 0; a < 3; a++)
