@@ -161,6 +161,16 @@ static void test_layer_grads(struct vox_ctx *ctx)
          {2, 3, 3},
          1e-2},
         {"input i channels=3\npool p i window=1x2x2\noutput o p\n", {3, 6, 4}, 1e-3},
+        /* a pooling alone consuming an act's output (the slope fused into its adjoint), an add
+         * alone consuming each of its inputs (their gradients written with =) */
+        {"input i channels=2\nconv c i -> 3 kernel=1x2x2 act=elu\npool p c window=1x2x2\n"
+         "conv d p -> 2 kernel=1x2x1 act=tanh\noutput o d\n",
+         {2, 5, 7},
+         1e-3},
+        {"input i channels=2\nconv a i -> 2 kernel=1x2x2\nconv b i -> 2 kernel=1x2x2\n"
+         "add s a b act=elu\npool p s window=1x2x2\noutput o p\n",
+         {2, 5, 5},
+         1e-3},
         {"input i channels=2\nmaxfilter m i window=2x2x3 dilation=1x2x1\noutput o m\n",
          {3, 6, 5},
          1e-3},
@@ -690,8 +700,8 @@ static void test_sample_extra_centred(struct vox_ctx *ctx)
         for (int64_t y = 0; y < es[2]; y++)
             for (int64_t x = 0; x < es[3]; x++)
                 F(&ex)
-                [(z * es[2] + y) * es[3] + x] =
-                    (float)(((z + m[0]) * shape[1] + y + m[1]) * shape[2] + x + m[2]);
+    [(z * es[2] + y) * es[3] + x] =
+        (float)(((z + m[0]) * shape[1] + y + m[1]) * shape[2] + x + m[2]);
     CHECK_OK(vox_volume_save(ctx, rs, &raw, NULL));
     CHECK_OK(vox_volume_save(ctx, ls, &lab, NULL));
     CHECK_OK(vox_volume_save(ctx, xs, &ex, NULL));

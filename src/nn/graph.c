@@ -29,6 +29,8 @@ struct vox_nn_graph {
     double **stats;                /* per layer: bn=yes convs' mean[C] then var[C], else NULL */
     bool eval;                     /* batch norm with the running statistics */
     bool no_input_grads;           /* vox_nn_graph_set_input_grads(g, false) */
+    bool *slope_done;              /* per layer: its gradient already holds the act's slope (its
+                                      one consumer, a max-pooling, applied it: pre_act_grad) */
     bool *sole;                    /* per layer: its one consumer is a conv, max-pooling or add,
                                       which then writes its gradient with = (no zeroing: see
                                       vox_nn_graph_zero_grad) */
@@ -108,6 +110,7 @@ void vox_nn_graph_destroy(struct vox_nn_graph *g)
     }
     vox_free(g->ctx, g->xhat);
     vox_free(g->ctx, g->sole);
+    vox_free(g->ctx, g->slope_done);
     vox_free(g->ctx, g->mf_acc);
     for (int i = 0; g->pool_arg && i < g->net->n_layers; i++)
         vox_free(g->ctx, g->pool_arg[i]);
@@ -167,7 +170,8 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
         !(g->grad = vox_calloc(ctx, n, sizeof *g->grad)) ||
         !(g->xhat = vox_calloc(ctx, n, sizeof *g->xhat)) ||
         !(g->stats = vox_calloc(ctx, n, sizeof *g->stats)) ||
-        !(g->sole = vox_calloc(ctx, n, sizeof *g->sole)))
+        !(g->sole = vox_calloc(ctx, n, sizeof *g->sole)) ||
+        !(g->slope_done = vox_calloc(ctx, n, sizeof *g->slope_done)))
         goto fail;
     for (int i = 0; i < net->n_layers; i++) {
         int uses = 0;
@@ -385,15 +389,22 @@ static void chan_planes(void *arg, const int64_t lo[3], const int64_t hi[3], int
             if (j->arg && j->set) {
                 vox_nn_plane_maxpool_backward_set(&b, j->window, j->arg + nc * vox_tensor_numel(&b),
                                                   &out);
-                break;
+            } else {
+                if (j->set)
+                    memset(out.data, 0, vox_tensor_nbytes(&out));
+                if (j->arg)
+                    vox_nn_plane_maxpool_backward(&b, j->window, j->arg + nc * vox_tensor_numel(&b),
+                                                  &out);
+                else
+                    vox_nn_ref_maxpool_backward(&a, &b, j->window, &out);
             }
-            if (j->set)
-                memset(out.data, 0, vox_tensor_nbytes(&out));
-            if (j->arg)
-                vox_nn_plane_maxpool_backward(&b, j->window, j->arg + nc * vox_tensor_numel(&b),
-                                              &out);
-            else
-                vox_nn_ref_maxpool_backward(&a, &b, j->window, &out);
+            /* the pooled layer's act slope (a: its output), on the plane while it is in the
+             * caches: the separate pass's arithmetic, in the same order */
+            if (j->act != VOX_ACT_LINEAR && j->act_bwd_fn)
+                j->act_bwd_fn(j->act_self, j->act, a.data, out.data, out.data,
+                              vox_tensor_numel(&out));
+            else if (j->act != VOX_ACT_LINEAR)
+                vox_nn_ref_act_backward(&a, &out, j->act, &out);
             break;
         case CHAN_MAXFILTER:
             vox_nn_ref_maxfilter(&a, j->window, j->dilation, &out);
@@ -534,7 +545,9 @@ static struct vox_tensor *pre_act_grad(struct vox_nn_graph *g, int i, struct vox
 {
     struct vox_tensor *t = &g->grad[i];
     enum vox_nn_act act = g->net->layers[i].act;
-    if (act == VOX_ACT_SOFTMAX)
+    if (g->slope_done[i])
+        g->slope_done[i] = false;
+    else if (act == VOX_ACT_SOFTMAX)
         vox_nn_ref_act_backward(&g->val[i], t, act, t);
     else if (act != VOX_ACT_LINEAR)
         chan_run(pool, &(struct chan_job){.op = CHAN_ACT_BACKWARD,
@@ -595,15 +608,26 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
         if (wants_grad(g, l->in[0]))
             g->k.deconv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], gin);
         break;
-    case VOX_NN_POOL:
+    case VOX_NN_POOL: {
+        /* the pooled layer's act slope fused in where the pooling alone consumes it (n337: its
+         * first conv's 400 MB gradient then takes one pass, not two) */
+        const struct vox_nn_layer *src = &g->net->layers[l->in[0]];
+        const bool fuse =
+            g->sole[l->in[0]] && src->act != VOX_ACT_LINEAR && src->act != VOX_ACT_SOFTMAX &&
+            (src->kind == VOX_NN_CONV || src->kind == VOX_NN_DECONV || src->kind == VOX_NN_ADD);
         chan_run(pool, &(struct chan_job){.op = CHAN_MAXPOOL_BACKWARD,
                                           .a = in,
                                           .b = gout,
                                           .out = gin,
                                           .window = l->kernel,
                                           .arg = g->pool_arg[i],
-                                          .set = g->sole[l->in[0]]});
+                                          .set = g->sole[l->in[0]],
+                                          .act = fuse ? src->act : VOX_ACT_LINEAR,
+                                          .act_bwd_fn = g->k.act_backward,
+                                          .act_self = g->k.self});
+        g->slope_done[l->in[0]] = fuse;
         break;
+    }
     case VOX_NN_MAXFILTER:
         /* a pool wider than the scratch (threads raised after create) runs serially */
         chan_run(vox_pool_threads(pool) <= g->mf_threads ? pool : NULL,
@@ -651,6 +675,7 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
 void vox_nn_graph_backward(struct vox_ctx *ctx, struct vox_nn_graph *g,
                            const struct vox_nn_weights *w, struct vox_nn_weights *gw)
 {
+    memset(g->slope_done, 0, (size_t)g->net->n_layers * sizeof *g->slope_done);
     for (int i = g->net->n_layers - 1; i >= 0; i--)
         if (g->net->layers[i].kind != VOX_NN_INPUT)
             backward_layer(g, w, gw, i, vox_ctx_pool(ctx));
