@@ -236,8 +236,6 @@ struct vox_tensor *vox_nn_graph_grad(struct vox_nn_graph *g, int layer)
     return &g->grad[layer];
 }
 
-/* Zeroes 1 MiB pieces of every gradient over the pool (a serial memset of an n337 step's
- * gradients, 0.5 GB, held back two threads). */
 static bool wants_grad(const struct vox_nn_graph *g, int j);
 
 /* The bytes of layer i's gradient vox_nn_graph_zero_grad zeroes: none where its one consumer
@@ -248,6 +246,8 @@ static size_t zeroed_bytes(const struct vox_nn_graph *g, int i)
     return g->sole[i] && wants_grad(g, i) ? 0 : vox_tensor_nbytes(&g->grad[i]);
 }
 
+/* Zeroes 1 MiB pieces of every gradient over the pool (a serial memset of an n337 step's
+ * gradients, 0.5 GB, held back two threads). */
 static void zero_pieces(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     (void)tid;
