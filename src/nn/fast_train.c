@@ -48,9 +48,10 @@ struct vox_nn_train_fast {
     struct cached_wino *wino;
     int n_wino, cap_wino;
     bool no_wino;      /* VOX_TRAIN_WINO=0: direct nests only */
-    float *scratch[7]; /* the bordered (or packed) input; backward-weights' gout^T, gw^T; deconv's
-                          T; Winograd's transformed weights and work blocks (shared by all);
-                          Winograd backward-weights' partial sums */
+    float *scratch[7]; /* the bordered (or packed) input, or a deconv's T (its kernels use no
+                          border: sharing it saved RSUNet's peak 84 MB); backward-weights' gout^T,
+                          gw^T; unused; Winograd's transformed weights and work blocks (shared by
+                          all); Winograd backward-weights' partial sums */
     int64_t scratch_n[7];
     int64_t n_fast, n_fallback;
     int64_t slab_floats; /* vox_nn_train_fast_set_slab */
@@ -777,7 +778,7 @@ static void fast_deconv(void *self, struct vox_pool *pool, const struct vox_tens
     struct vox_nest n;
     conv_nest(f->ctx, &s, &n);
     const struct vox_kernel *k = kernel_for(f, &n);
-    float *t = scratch(f, 3, s.co * vol3(s.q));
+    float *t = scratch(f, 0, s.co * vol3(s.q)); /* slot 0: no deconv kernel packs or borders */
     if (!k || !t) {
         f->n_fallback++;
         vox_nn_ref_deconv(pool, in, w, bias, act, out);
@@ -802,7 +803,7 @@ static float *to_depth(struct vox_nn_train_fast *f, struct vox_pool *pool,
                        const int64_t k[3])
 {
     const int64_t O = gout->shape[1], n = O * vol3(k) * vol3(s);
-    float *g = scratch(f, 3, n);
+    float *g = scratch(f, 0, n);
     if (g)
         shuffle(pool, g, (float *)gout->data + b * n, NULL, O, s, k, true);
     return g;
