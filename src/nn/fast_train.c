@@ -40,6 +40,19 @@ struct cached_wino {
     struct vox_nn_wino_bw *g;
 };
 
+/* The scratch buffers, shared by every kernel (grown, never shrunk, so each one's size is held
+ * for the whole run: slots no kernel uses at the same time share one, RSUNet's peak 2774 ->
+ * 2688 B/voxel). */
+enum scratch_slot {
+    SC_IN,   /* the bordered or packed input (or band), or a deconv's T: its kernels border or
+                pack nothing */
+    SC_BIG,  /* the direct backward-weights' gout^T slab, or Winograd's transformed weights, or
+                the Winograd backward-weights' partial sums */
+    SC_WT,   /* the direct backward-weights' gw^T */
+    SC_WORK, /* Winograd's per-thread blocks */
+    SC_COUNT
+};
+
 struct vox_nn_train_fast {
     struct vox_ctx *ctx;
     struct vox_nn_kernels table;
@@ -47,12 +60,9 @@ struct vox_nn_train_fast {
     int n_cache, cap_cache;
     struct cached_wino *wino;
     int n_wino, cap_wino;
-    bool no_wino;      /* VOX_TRAIN_WINO=0: direct nests only */
-    float *scratch[7]; /* the bordered (or packed) input, or a deconv's T (its kernels use no
-                          border: sharing it saved RSUNet's peak 84 MB); backward-weights' gout^T,
-                          gw^T; unused; Winograd's transformed weights and work blocks (shared by
-                          all); Winograd backward-weights' partial sums */
-    int64_t scratch_n[7];
+    bool no_wino;             /* VOX_TRAIN_WINO=0: direct nests only */
+    float *scratch[SC_COUNT]; /* see enum scratch_slot */
+    int64_t scratch_n[SC_COUNT];
     int64_t n_fast, n_fallback;
     int64_t slab_floats; /* vox_nn_train_fast_set_slab */
     int64_t band_bytes;  /* vox_nn_train_fast_set_band */
@@ -336,7 +346,7 @@ static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
     int64_t nu = 0, nw = 0;
     if (wn)
         vox_nn_wino_lent_floats(wn, &nu, &nw);
-    float *u = wn ? scratch(f, 4, nu) : NULL, *work = u ? scratch(f, 5, nw) : NULL;
+    float *u = wn ? scratch(f, SC_BIG, nu) : NULL, *work = u ? scratch(f, SC_WORK, nw) : NULL;
     bool ok = work != NULL;
     if (ok) {
         vox_nn_wino_bind(wn, u, work);
@@ -350,7 +360,7 @@ static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
         const int64_t v = (bhi[0] - blo[0]) * (bhi[1] - blo[1]) * (bhi[2] - blo[2]);
         most = v > most ? v : most;
     }
-    float *buf = ok ? scratch(f, 0, cdiv(c.cin, L) * L * (most > 0 ? most : 1)) : NULL;
+    float *buf = ok ? scratch(f, SC_IN, cdiv(c.cin, L) * L * (most > 0 ? most : 1)) : NULL;
     if (!buf)
         return false;
     for (int64_t b = 0; b < in->shape[0]; b++) {
@@ -399,7 +409,7 @@ static void fast_conv(void *self, struct vox_pool *pool, const struct vox_tensor
     conv_nest(f->ctx, &s, &n);
     post_ops(&n, vox_nest_dim_find(&n, "o"), bias != NULL, act);
     const struct vox_kernel *k = kernel_for(f, &n);
-    float *buf = bordered ? scratch(f, 0, s.ci * vol3(s.p)) : NULL;
+    float *buf = bordered ? scratch(f, SC_IN, s.ci * vol3(s.p)) : NULL;
     if (!k || (bordered && !buf)) {
         f->n_fallback++;
         vox_nn_ref_conv(pool, in, w, bias, dil, pad, act, out);
@@ -446,7 +456,7 @@ static void conv_bd(struct vox_nn_train_fast *f, struct vox_pool *pool,
     conv_nest(f->ctx, &s, &n);
     n.accumulate = true;
     const struct vox_kernel *k = kernel_for(f, &n);
-    float *buf = scratch(f, 0, s.ci * vol3(s.p));
+    float *buf = scratch(f, SC_IN, s.ci * vol3(s.p));
     if (!k || !buf) {
         f->n_fallback++;
         vox_nn_ref_conv_backward_data(pool, gout, w, dil, pad, gin);
@@ -615,7 +625,7 @@ static bool bw_item(struct vox_nn_train_fast *f, struct vox_pool *pool, const st
         weights_nest(f->ctx, &sl, L, &n);
         k[t] = kernel_for(f, &n);
     }
-    float *gt = scratch(f, 1, S * plane * W), *wt = scratch(f, 2, s->ci * taps * W);
+    float *gt = scratch(f, SC_BIG, S * plane * W), *wt = scratch(f, SC_WT, s->ci * taps * W);
     if (!k[0] || (tail && !k[1]) || !gt || !wt)
         return false;
     memset(wt, 0, (size_t)(s->ci * taps * W) * sizeof *wt);
@@ -638,7 +648,7 @@ static bool bw_item(struct vox_nn_train_fast *f, struct vox_pool *pool, const st
 
 /* gw += the weight gradient by Winograd (fast_wino_bw.c) for the convs wino_conv runs, and gb
  * (NULL: none) += the bias's: the input packed into blocks as there, gout read planar by the
- * gradient transform, the partial sums in scratch slot 6. false: the conv does not qualify or
+ * gradient transform, the partial sums in SC_BIG. false: the conv does not qualify or
  * memory is short. */
 static bool wino_bw(struct vox_nn_train_fast *f, struct vox_pool *pool, const struct vox_tensor *in,
                     const struct vox_tensor *gout, const int64_t dil[3], const int64_t lo[3],
@@ -656,8 +666,8 @@ static bool wino_bw(struct vox_nn_train_fast *f, struct vox_pool *pool, const st
     vox_nn_wino_bw_lent_floats(e->g, &nw, &ns);
     const int64_t ov = vol3(gout->shape + 2), *is = in->shape + 2;
     const int64_t zero[3] = {0, 0, 0};
-    float *work = scratch(f, 5, nw), *sums = work ? scratch(f, 6, ns) : NULL;
-    float *buf = sums ? scratch(f, 0, cdiv(c.cin, L) * L * vol3(is)) : NULL;
+    float *work = scratch(f, SC_WORK, nw), *sums = work ? scratch(f, SC_BIG, ns) : NULL;
+    float *buf = sums ? scratch(f, SC_IN, cdiv(c.cin, L) * L * vol3(is)) : NULL;
     if (!buf)
         return false;
     /* the whole input packed: bands as wino_conv's measured 2 % slower here (each slot's share
@@ -697,7 +707,7 @@ static void fast_conv_bw(void *self, struct vox_pool *pool, const struct vox_ten
     const int64_t L = vox_ctx_cpu(f->ctx)->isa == VOX_ISA_AVX512 ? 16 : 8;
     const int64_t W = cdiv(s.co, L) * L, taps = vol3(s.k);
     const int64_t is = s.ci * vol3(in->shape + 2), os = s.co * vol3(s.q);
-    float *buf = bordered ? scratch(f, 0, s.ci * vol3(s.p)) : NULL, *wt = NULL, *g = gw->data;
+    float *buf = bordered ? scratch(f, SC_IN, s.ci * vol3(s.p)) : NULL, *wt = NULL, *g = gw->data;
     for (int64_t b = 0; b < in->shape[0]; b++) {
         const float *src = (const float *)in->data + b * is;
         if (bordered && buf) {
@@ -778,7 +788,7 @@ static void fast_deconv(void *self, struct vox_pool *pool, const struct vox_tens
     struct vox_nest n;
     conv_nest(f->ctx, &s, &n);
     const struct vox_kernel *k = kernel_for(f, &n);
-    float *t = scratch(f, 0, s.co * vol3(s.q)); /* slot 0: no deconv kernel packs or borders */
+    float *t = scratch(f, SC_IN, s.co * vol3(s.q));
     if (!k || !t) {
         f->n_fallback++;
         vox_nn_ref_deconv(pool, in, w, bias, act, out);
@@ -803,7 +813,7 @@ static float *to_depth(struct vox_nn_train_fast *f, struct vox_pool *pool,
                        const int64_t k[3])
 {
     const int64_t O = gout->shape[1], n = O * vol3(k) * vol3(s);
-    float *g = scratch(f, 0, n);
+    float *g = scratch(f, SC_IN, n);
     if (g)
         shuffle(pool, g, (float *)gout->data + b * n, NULL, O, s, k, true);
     return g;
@@ -916,7 +926,7 @@ void vox_nn_train_fast_destroy(struct vox_nn_train_fast *f)
         vox_nn_wino_bw_destroy(f->ctx, f->wino[i].g);
     }
     vox_free(f->ctx, f->wino);
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < SC_COUNT; i++)
         vox_free(f->ctx, f->scratch[i]);
     vox_free(f->ctx, f);
 }
