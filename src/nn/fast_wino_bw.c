@@ -5,15 +5,16 @@
  * Key idea: the forward tile is the trilinear form sum_i gy_i y_i = sum_p (A gy)_p (G g)_p
  * (B^T d)_p of F(m, 3) (y = A^T [(G g) . (B^T d)]), so its derivative in the weights g is
  *     dW = G^T [(A gy) . (B^T d)]      per axis; in 3D G^T [(A gy A^T) . (B^T d B)] G,
- * the same matrices with the roles turned round (Lavin and Gray 2016 section 5 for the other
- * adjoint). Per tile of m outputs the input tile's transform V is the forward's
+ * the same matrices with the roles turned round (the same argument gives the backward-data
+ * of Lavin and Gray 2016, which fast_train.c runs as a forward conv). Per tile of m outputs the input tile's transform V is the forward's
  * (fast_wino_tr.h input), the output gradient's tile becomes W = A gy A^T (fast_wino_tr.h
  * grad, read from the planar gradient through register transposes), and the products summed
  * over tiles are, per transform position p, one matrix product
  *     D[p][ci][co] += sum_t V[t][p][ci] W[t][p][co]
  * (a JIT nest: vectors along co, a register tile of ci x co blocks, the tiles the reduction).
  * G^T D G runs once per call: for 3x3x3 144 products per (ci, co) and tile of 2x4x4 outputs
- * instead of 27 * 32 = 864, the direct nest's.
+ * instead of 27 * 32 = 864, the direct nest's. Row 1 of A is all ones, so one position of each
+ * W holds its tile's sum of gy: the bias gradient, summed on the way in double.
  *
  * The tiles are cut into `slots` runs of consecutive blocks, each summed into its own D (a
  * number fixed by the shape, not the thread count), and the slots added in order at the end:
@@ -29,7 +30,8 @@
  * 768 KiB / 3 MiB: C = 16 39-57 / 39-41, 32 34-35 / 27-29, 64 28 / 22-24, 128 26-27 / 25-29;
  * 6 and 12 MiB no better. */
 enum { BW_BLOCK_BYTES = 3 << 20 };
-/* All slots' D together at most (fixed per shape); 2 to 8 slots */
+/* All slots' D together about this at most (the slots depend on the shape only): 2 to 8
+ * slots, 2 even where two D are larger (9.4 MB each at 128 -> 128 channels) */
 enum { SUM_BYTES = 16 << 20, MAX_SLOTS = 8 };
 
 struct vox_nn_wino_bw {
