@@ -5,8 +5,8 @@
  * Key idea: the forward tile is the trilinear form sum_i gy_i y_i = sum_p (A gy)_p (G g)_p
  * (B^T d)_p of F(m, 3) (y = A^T [(G g) . (B^T d)]), so its derivative in the weights g is
  *     dW = G^T [(A gy) . (B^T d)]      per axis; in 3D G^T [(A gy A^T) . (B^T d B)] G,
- * the same matrices with the roles turned round (the same argument gives the backward-data
- * of Lavin and Gray 2016, which fast_train.c runs as a forward conv). Per tile of m outputs the input tile's transform V is the forward's
+ * the same matrices with the roles turned round (its derivative in d is the backward-data, a
+ * conv with the flipped weights, which fast_train.c runs as a forward Winograd). Per tile of m outputs the input tile's transform V is the forward's
  * (fast_wino_tr.h input), the output gradient's tile becomes W = A gy A^T (fast_wino_tr.h
  * grad, read from the planar gradient through register transposes), and the products summed
  * over tiles are, per transform position p, one matrix product
