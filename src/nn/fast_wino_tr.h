@@ -282,6 +282,32 @@ static int wino_shape(const struct vox_nn_wino_geom *g)
     return (g->al[0] == 4) * 4 + (g->al[1] == 4) * 2 + (g->al[2] == 4);
 }
 
+/* CALL(a0, a1, a2) with the constant tile extents of wino_shape's case (each tile function is
+ * always inlined, so every shape gets its own straight-line copy). */
+#define WINO_BY_SHAPE(shape, CALL)                                                                 \
+    do {                                                                                           \
+        switch (shape) {                                                                           \
+        case 7:                                                                                    \
+            CALL(4, 4, 4);                                                                         \
+            break;                                                                                 \
+        case 8:                                                                                    \
+            CALL(4, 6, 6);                                                                         \
+            break;                                                                                 \
+        case 9:                                                                                    \
+            CALL(1, 6, 6);                                                                         \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            CALL(1, 4, 4);                                                                         \
+            break;                                                                                 \
+        case 5:                                                                                    \
+            CALL(4, 1, 4);                                                                         \
+            break;                                                                                 \
+        default:                                                                                   \
+            CALL(4, 4, 1);                                                                         \
+            break;                                                                                 \
+        }                                                                                          \
+    } while (0)
+
 /* One tile's input transform for channel block cb, into v (the tile's [p][ci]): per z-slice
  * x and y in registers, then z along the slices. Interior tiles prefetch the positions that
  * the tile PF_AHEAD tiles further along the order (wino_decode) reads first (the block's rows
@@ -374,26 +400,9 @@ static void input_tr(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *i
             for (int a = 0; a < 3; a++)
                 q[a] = idx[a] * g->m[a] - g->lo[a] - g->off[a];
             float *vt = v + t * g->tv;
-            switch (shape) {
-            case 7:
-                input_tile(g, in, cb, q, e, vt, w, 4, 4, 4);
-                break;
-            case 8:
-                input_tile(g, in, cb, q, e, vt, w, 4, 6, 6);
-                break;
-            case 9:
-                input_tile(g, in, cb, q, e, vt, w, 1, 6, 6);
-                break;
-            case 3:
-                input_tile(g, in, cb, q, e, vt, w, 1, 4, 4);
-                break;
-            case 5:
-                input_tile(g, in, cb, q, e, vt, w, 4, 1, 4);
-                break;
-            default:
-                input_tile(g, in, cb, q, e, vt, w, 4, 4, 1);
-                break;
-            }
+#define INPUT_TILE_AT(a0, a1, a2) input_tile(g, in, cb, q, e, vt, w, a0, a1, a2)
+            WINO_BY_SHAPE(shape, INPUT_TILE_AT);
+#undef INPUT_TILE_AT
         }
 }
 
@@ -661,26 +670,9 @@ static void output_tr(const struct vox_nn_wino_geom *g, const float *mm, int64_t
         for (int a = 0; a < 3; a++)
             o[a] = idx[a] * g->m[a];
         const float *mt = mm + t * g->tm;
-        switch (shape) {
-        case 7:
-            output_tile(g, mt, o, e, out, res, w, 4, 4, 4);
-            break;
-        case 8:
-            output_tile(g, mt, o, e, out, res, w, 4, 6, 6);
-            break;
-        case 9:
-            output_tile(g, mt, o, e, out, res, w, 1, 6, 6);
-            break;
-        case 3:
-            output_tile(g, mt, o, e, out, res, w, 1, 4, 4);
-            break;
-        case 5:
-            output_tile(g, mt, o, e, out, res, w, 4, 1, 4);
-            break;
-        default:
-            output_tile(g, mt, o, e, out, res, w, 4, 4, 1);
-            break;
-        }
+#define OUTPUT_TILE_AT(a0, a1, a2) output_tile(g, mt, o, e, out, res, w, a0, a1, a2)
+        WINO_BY_SHAPE(shape, OUTPUT_TILE_AT);
+#undef OUTPUT_TILE_AT
     }
 }
 
@@ -826,26 +818,9 @@ static void grad_tr(const struct vox_nn_wino_geom *g, const struct vox_nn_bt *gy
         for (int a = 0; a < 3; a++)
             o[a] = idx[a] * g->m[a];
         float *wt = wm + t * g->tm;
-        switch (shape) {
-        case 7:
-            grad_tile(g, gy, o, e, wt, w, 4, 4, 4);
-            break;
-        case 8:
-            grad_tile(g, gy, o, e, wt, w, 4, 6, 6);
-            break;
-        case 9:
-            grad_tile(g, gy, o, e, wt, w, 1, 6, 6);
-            break;
-        case 3:
-            grad_tile(g, gy, o, e, wt, w, 1, 4, 4);
-            break;
-        case 5:
-            grad_tile(g, gy, o, e, wt, w, 4, 1, 4);
-            break;
-        default:
-            grad_tile(g, gy, o, e, wt, w, 4, 4, 1);
-            break;
-        }
+#define GRAD_TILE_AT(a0, a1, a2) grad_tile(g, gy, o, e, wt, w, a0, a1, a2)
+        WINO_BY_SHAPE(shape, GRAD_TILE_AT);
+#undef GRAD_TILE_AT
     }
 }
 
