@@ -4,7 +4,9 @@
  * side jobs, and run whole or as level 0 then the rest: every node runs exactly once, only
  * after all its children have ended, the side jobs run, idle is told once per worker after
  * the last atomic chunk was handed out, and a failing task stops the run with its status
- * (its parent never runs).
+ * (its parent never runs). Parallel loops inside tasks (dist_par_for): every item runs once
+ * when nodes post loops side by side, and the shared radix sort (dist_sort_u64_par, in a
+ * task and on the pool) gives the serial sort's keys.
  */
 #include "dist/dist_internal.h"
 #include "harness.h"
@@ -168,4 +170,131 @@ static void test_alloc_failures(struct vox_ctx *ctx)
     }
 }
 
-VOX_TEST_MAIN(VOX_TEST(test_two_threads), VOX_TEST(test_one_thread), VOX_TEST(test_alloc_failures))
+/* Every node above the chunks posts a loop of NITEMS items, each counting itself. */
+enum { NITEMS = 37 };
+
+struct par_rec {
+    struct vox_ctx *ctx;
+    struct dist_tree *t;
+    int64_t *hits; /* per node of level >= 1 (a flat index), per item */
+    int64_t base[DIST_TREE_LEVELS];
+};
+
+struct par_item {
+    int64_t *hits;
+};
+
+static void par_hit(void *arg, int64_t i)
+{
+    struct par_item *p = arg;
+    volatile uint64_t spin = 0;
+    for (uint64_t k = 0; k < (uint64_t)(i * 104729 % 3000); k++)
+        spin += k;
+    __atomic_add_fetch(&p->hits[i], 1, __ATOMIC_SEQ_CST);
+}
+
+static enum vox_status par_task(void *arg, int level, int64_t i, int tid)
+{
+    (void)tid;
+    struct par_rec *r = arg;
+    if (level == 0)
+        return VOX_OK;
+    struct par_item p = {r->hits + (r->base[level] + i) * NITEMS};
+    dist_par_for(&(struct dist_par){r->ctx, r->t}, NITEMS, par_hit, &p);
+    return VOX_OK;
+}
+
+static void check_par_loops(struct vox_ctx *ctx)
+{
+    const int64_t grids[][3] = {{1, 1, 1}, {4, 4, 4}, {7, 3, 5}, {8, 8, 8}};
+    for (size_t g = 0; g < sizeof grids / sizeof grids[0]; g++) {
+        struct dist_tree t;
+        dist_tree_init(&t, grids[g]);
+        struct par_rec r = {.ctx = ctx, .t = &t};
+        int64_t nodes = 0;
+        for (int l = 1; l < t.nlev; l++) {
+            r.base[l] = nodes;
+            nodes += t.n[l];
+        }
+        r.hits = calloc((size_t)(nodes + 1) * NITEMS, sizeof *r.hits);
+        CHECK(dist_tree_run(ctx, &t, 0, t.nlev, 0, par_task, NULL, &r) == VOX_OK);
+        int64_t bad = 0;
+        for (int64_t k = 0; k < nodes * NITEMS; k++)
+            bad += r.hits[k] != 1;
+        CHECK(bad == 0);
+        CHECK(t.run == NULL);
+        free(r.hits);
+    }
+    /* outside a tree run: the pool */
+    int64_t hits[NITEMS] = {0};
+    struct par_item p = {hits};
+    dist_par_for(&(struct dist_par){ctx, NULL}, NITEMS, par_hit, &p);
+    dist_par_for(NULL, NITEMS, par_hit, &p);
+    int64_t bad = 0;
+    for (int k = 0; k < NITEMS; k++)
+        bad += hits[k] != 2;
+    CHECK(bad == 0);
+}
+
+/* Keys with some bytes all equal (skipped passes) and duplicates, sorted from bit `from`. */
+struct sort_case {
+    struct vox_ctx *ctx;
+    struct dist_tree *t;
+    uint64_t *k, *tmp;
+    int64_t n;
+    int from;
+};
+
+static enum vox_status sort_task(void *arg, int level, int64_t i, int tid)
+{
+    (void)i, (void)tid;
+    struct sort_case *c = arg;
+    if (level == c->t->nlev - 1) /* the root, while the other workers have nothing to do */
+        dist_sort_u64_par(&(struct dist_par){c->ctx, c->t}, c->k, c->tmp, c->n, c->from);
+    return VOX_OK;
+}
+
+static void check_par_sort(struct vox_ctx *ctx)
+{
+    const int64_t sizes[] = {0, 1, 1000, 65536, 70001, 300000};
+    uint64_t seed = 12345;
+    for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++)
+        for (int v = 0; v < 4; v++) {
+            int64_t n = sizes[z];
+            uint64_t *k = malloc((size_t)(n + 1) * 8), *want = malloc((size_t)(n + 1) * 8);
+            uint64_t *tmp = malloc((size_t)(n + 1) * 8);
+            for (int64_t j = 0; j < n; j++) {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                uint64_t x = seed >> 11;
+                k[j] = v == 0 ? x : v == 1 ? (x & 0xff00ff0000ffull) : v == 2 ? x % 977 : x << 24;
+            }
+            int from = (int[]){0, 8, 32, 0}[v];
+            memcpy(want, k, (size_t)n * 8);
+            dist_sort_u64(want, tmp, n, from);
+            struct dist_tree t;
+            dist_tree_init(&t, (int64_t[3]){2, 2, 1});
+            struct sort_case c = {ctx, &t, k, tmp, n, from};
+            uint64_t *k2 = malloc((size_t)(n + 1) * 8);
+            memcpy(k2, k, (size_t)n * 8);
+            CHECK(dist_tree_run(ctx, &t, 0, t.nlev, 0, sort_task, NULL, &c) == VOX_OK);
+            CHECK(n == 0 || memcmp(k, want, (size_t)n * 8) == 0);
+            dist_sort_u64_par(&(struct dist_par){ctx, NULL}, k2, tmp, n, from); /* the pool */
+            CHECK(n == 0 || memcmp(k2, want, (size_t)n * 8) == 0);
+            free(k), free(k2), free(want), free(tmp);
+        }
+}
+
+static void test_par(struct vox_ctx *ctx)
+{
+    check_par_loops(ctx);
+    check_par_sort(ctx);
+    struct vox_ctx *c1;
+    struct vox_ctx_options opt = {.threads = 1, .log_level = VOX_LOG_WARN};
+    CHECK_OK(vox_ctx_create(&opt, &c1));
+    check_par_loops(c1);
+    check_par_sort(c1);
+    vox_ctx_destroy(c1);
+}
+
+VOX_TEST_MAIN(VOX_TEST(test_two_threads), VOX_TEST(test_one_thread), VOX_TEST(test_alloc_failures),
+              VOX_TEST(test_par))

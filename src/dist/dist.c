@@ -243,19 +243,42 @@ static int64_t frag_loc(const struct dist_run *r, int64_t id)
     return lo < r->nfr[c] && f[lo].id == id ? c << 32 | lo : -1;
 }
 
-/* A node's joins, fragment ids into their places (frag_loc), on the node's thread: all its
- * chunks are done. */
-static enum vox_status join_locations(const struct dist_run *r, struct dist_sum *s)
+/* join_locations in parts: unknown counts the ids no chunk has. */
+enum { LOC_PARTS = 16 };
+
+struct loc_job {
+    const struct dist_run *r;
+    struct dist_sum *s;
+    int parts;
+    int64_t unknown;
+};
+
+static void loc_part(void *arg, int64_t q)
 {
-    for (int64_t k = 0; k < s->nuni; k++) {
-        int64_t a = frag_loc(r, s->uni[k].a), b = frag_loc(r, s->uni[k].b);
+    struct loc_job *j = arg;
+    struct dist_sum *s = j->s;
+    int64_t bad = 0;
+    for (int64_t k = q * s->nuni / j->parts; k < (q + 1) * s->nuni / j->parts; k++) {
+        int64_t a = frag_loc(j->r, s->uni[k].a), b = frag_loc(j->r, s->uni[k].b);
         if (a < 0 || b < 0)
-            return vox_fail(r->ctx, VOX_INTERNAL,
-                            "chunked watershed: unknown fragment "
-                            "%lld or %lld",
-                            (long long)s->uni[k].a, (long long)s->uni[k].b);
-        s->uni[k] = (struct dist_pair){a, b};
+            bad++;
+        else
+            s->uni[k] = (struct dist_pair){a, b};
     }
+    __atomic_add_fetch(&j->unknown, bad, __ATOMIC_RELAXED);
+}
+
+/* A node's joins, fragment ids into their places (frag_loc): all its chunks are done. */
+static enum vox_status join_locations(const struct dist_run *r, struct dist_sum *s,
+                                      const struct dist_par *par)
+{
+    int threads = vox_ctx_threads(r->ctx);
+    struct loc_job j = {r, s, 2 * threads < LOC_PARTS ? 2 * threads : LOC_PARTS, 0};
+    dist_par_for(par, j.parts, loc_part, &j);
+    if (j.unknown)
+        return vox_fail(r->ctx, VOX_INTERNAL,
+                        "chunked watershed: %lld joins name a fragment no chunk has",
+                        (long long)j.unknown);
     return VOX_OK;
 }
 
@@ -270,11 +293,12 @@ static enum vox_status node_task(struct dist_run *r, int level, int64_t i)
     struct dist_box b;
     node_box(r, level, i, &b);
     struct dist_sum *s = &r->sum[level][i];
-    enum vox_status st = dist_node_ws(r->ctx, r->vol.dims, &b, kids, nk, s);
+    const struct dist_par par = {r->ctx, &r->tree};
+    enum vox_status st = dist_node_ws(r->ctx, r->vol.dims, &b, kids, nk, s, &par);
     for (int k = 0; k < nk; k++) /* the node holds what it needs of them: free them now */
         dist_sum_fini(r->ctx, &r->sum[level - 1][at[k]]);
     if (st == VOX_OK)
-        st = join_locations(r, s);
+        st = join_locations(r, s, &par);
     if (st == VOX_OK) {
         sum_stats(r, level, s);
         r->jn[level][i] = (struct dist_joins){s->uni, s->nuni};
@@ -338,6 +362,16 @@ static enum vox_status first_error(const struct dist_run *r, int64_t n)
     return VOX_OK;
 }
 
+/* Chunk c's fragments into r->all, each its own union-find root. */
+static void collect_chunk(void *arg, int64_t c)
+{
+    struct dist_run *r = arg;
+    if (r->nfr[c])
+        memcpy(r->all + r->off[c], r->fr[c], (size_t)r->nfr[c] * sizeof *r->all);
+    for (int64_t i = r->off[c]; i < r->off[c + 1]; i++)
+        r->uf[i] = i;
+}
+
 /* All fragments, chunk by chunk (r->off[c]: chunk c's first), and the identity union-find
  * over them. */
 static enum vox_status collect_frags(struct dist_run *r, int64_t nchunks)
@@ -354,11 +388,7 @@ static enum vox_status collect_frags(struct dist_run *r, int64_t nchunks)
     r->basin = vox_alloc(r->ctx, (size_t)(r->nall + 1) * sizeof *r->basin);
     if (!r->all || !r->uf || !r->basin)
         return VOX_OUT_OF_MEMORY;
-    for (int64_t c = 0; c < nchunks; c++)
-        if (r->nfr[c])
-            memcpy(r->all + r->off[c], r->fr[c], (size_t)r->nfr[c] * sizeof *r->all);
-    for (int64_t i = 0; i < r->nall; i++)
-        r->uf[i] = i;
+    dist_par_for(&(struct dist_par){r->ctx, NULL}, nchunks, collect_chunk, r);
     return VOX_OK;
 }
 
@@ -388,49 +418,126 @@ static enum vox_status join_all(struct dist_run *r, int64_t nchunks)
     return s;
 }
 
+struct maps_job {
+    struct dist_run *r;
+    uint32_t **maps;
+};
+
+static void chunk_map(void *arg, int64_t c)
+{
+    struct maps_job *j = arg;
+    struct dist_run *r = j->r;
+    j->maps[c] = vox_alloc(r->ctx, (size_t)(r->nfr[c] + 1) * sizeof **j->maps);
+    if (j->maps[c]) {
+        j->maps[c][0] = 0;
+        memcpy(j->maps[c] + 1, r->basin + r->off[c], (size_t)r->nfr[c] * sizeof **j->maps);
+    }
+}
+
 /* Every chunk's map fragment -> basin (0: background). */
 static uint32_t **chunk_maps(struct dist_run *r, int64_t nchunks)
 {
-    uint32_t **maps = vox_calloc(r->ctx, (size_t)nchunks, sizeof *maps);
-    bool ok = maps != NULL;
-    for (int64_t c = 0; ok && c < nchunks; c++) {
-        maps[c] = vox_alloc(r->ctx, (size_t)(r->nfr[c] + 1) * sizeof **maps);
-        ok = maps[c] != NULL;
-        if (ok) {
-            maps[c][0] = 0;
-            memcpy(maps[c] + 1, r->basin + r->off[c], (size_t)r->nfr[c] * sizeof **maps);
-        }
-    }
-    for (int64_t c = 0; !ok && maps && c < nchunks; c++)
-        vox_free(r->ctx, maps[c]);
+    struct maps_job j = {r, vox_calloc(r->ctx, (size_t)nchunks, sizeof *j.maps)};
+    if (!j.maps)
+        return NULL;
+    dist_par_for(&(struct dist_par){r->ctx, NULL}, nchunks, chunk_map, &j);
+    bool ok = true;
+    for (int64_t c = 0; c < nchunks; c++)
+        ok = ok && j.maps[c];
+    for (int64_t c = 0; !ok && c < nchunks; c++)
+        vox_free(r->ctx, j.maps[c]);
     if (!ok) {
-        vox_free(r->ctx, maps);
+        vox_free(r->ctx, j.maps);
         return NULL;
     }
-    return maps;
+    return j.maps;
+}
+
+/* number_basins in parts of the fragments (and of the sorted roots): the roots counted,
+ * their keys written, numbered, and every fragment given its root's number. */
+enum { NB_PARTS = 16 };
+
+struct nb_job {
+    struct dist_run *r;
+    int parts;
+    int64_t at[NB_PARTS]; /* roots per part, then each part's first key */
+    uint64_t *key;
+    int64_t nb;
+};
+
+static void nb_range(const struct nb_job *j, int64_t n, int64_t q, int64_t *lo, int64_t *hi)
+{
+    *lo = q * n / j->parts;
+    *hi = (q + 1) * n / j->parts;
+}
+
+static void nb_count(void *arg, int64_t q)
+{
+    struct nb_job *j = arg;
+    int64_t lo, hi, n = 0;
+    nb_range(j, j->r->nall, q, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++)
+        n += j->r->uf[i] == i;
+    j->at[q] = n;
+}
+
+static void nb_keys(void *arg, int64_t q)
+{
+    struct nb_job *j = arg;
+    const struct dist_run *r = j->r;
+    int64_t lo, hi, k = j->at[q];
+    nb_range(j, r->nall, q, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++)
+        if (r->uf[i] == i) /* ids and positions are below 2^32 (the volume's voxel count) */
+            j->key[k++] = (uint64_t)r->all[i].id << 32 | (uint64_t)i;
+}
+
+static void nb_roots(void *arg, int64_t q)
+{
+    struct nb_job *j = arg;
+    int64_t lo, hi;
+    nb_range(j, j->nb, q, &lo, &hi);
+    for (int64_t k = lo; k < hi; k++)
+        j->r->basin[j->key[k] & 0xffffffff] = (uint32_t)(k + 1);
+}
+
+static void nb_rest(void *arg, int64_t q)
+{
+    struct nb_job *j = arg;
+    struct dist_run *r = j->r;
+    int64_t lo, hi;
+    nb_range(j, r->nall, q, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) {
+        int64_t x = i; /* no path compression: the parts walk the forest side by side */
+        while (r->uf[x] != x)
+            x = r->uf[x];
+        if (x != i)
+            r->basin[i] = r->basin[x];
+    }
 }
 
 /* Basin numbers in the order of their roots' ids (their first voxels, as vox_seg_watershed
  * numbers them): r->basin; the count, or -1 when memory is short. */
 static int64_t number_basins(struct dist_run *r)
 {
-    int64_t nb = 0;
-    for (int64_t i = 0; i < r->nall; i++)
-        nb += uf_find64(r->uf, i) == i;
-    uint64_t *key = vox_alloc(r->ctx, (size_t)(2 * nb + 1) * sizeof *key);
-    if (!key)
+    const struct dist_par par = {r->ctx, NULL};
+    int threads = vox_ctx_threads(r->ctx);
+    struct nb_job j = {.r = r, .parts = 2 * threads < NB_PARTS ? 2 * threads : NB_PARTS};
+    dist_par_for(&par, j.parts, nb_count, &j);
+    for (int q = 0; q < j.parts; q++) {
+        int64_t c = j.at[q];
+        j.at[q] = j.nb;
+        j.nb += c;
+    }
+    j.key = vox_alloc(r->ctx, (size_t)(2 * j.nb + 1) * sizeof *j.key);
+    if (!j.key)
         return -1;
-    int64_t k = 0;
-    for (int64_t i = 0; i < r->nall; i++)
-        if (r->uf[i] == i) /* ids and positions are below 2^32 (the volume's voxel count) */
-            key[k++] = (uint64_t)r->all[i].id << 32 | (uint64_t)i;
-    dist_sort_u64(key, key + nb, nb, 32);
-    for (k = 0; k < nb; k++)
-        r->basin[key[k] & 0xffffffff] = (uint32_t)(k + 1);
-    vox_free(r->ctx, key);
-    for (int64_t i = 0; i < r->nall; i++)
-        r->basin[i] = r->basin[uf_find64(r->uf, i)];
-    return nb;
+    dist_par_for(&par, j.parts, nb_keys, &j);
+    dist_sort_u64_par(&par, j.key, j.key + j.nb, j.nb, 32);
+    dist_par_for(&par, j.parts, nb_roots, &j);
+    dist_par_for(&par, j.parts, nb_rest, &j);
+    vox_free(r->ctx, j.key);
+    return j.nb;
 }
 
 static void relabel_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)

@@ -14,6 +14,8 @@
 
 #include <pthread.h>
 
+struct dist_par; /* below, with the tree */
+
 /* The box [lo, hi) of the volume of shape dims, all (z, y, x). */
 struct dist_box {
     int64_t lo[3], hi[3];
@@ -317,9 +319,11 @@ enum vox_status dist_chunk_ws(struct vox_ctx *ctx, const struct dist_vol *v,
                               const struct dist_box *box, const struct vox_seg_params *p,
                               struct dist_scratch *sc, struct dist_sum *s, uint32_t *lab);
 
-/* Merges the summaries of an octree node's children into the node's summary. */
+/* Merges the summaries of an octree node's children into the node's summary (par: who
+ * shares its lookups, or NULL). */
 enum vox_status dist_node_ws(struct vox_ctx *ctx, const int64_t dims[3], const struct dist_box *box,
-                             const struct dist_sum *kids, int nkids, struct dist_sum *out);
+                             const struct dist_sum *kids, int nkids, struct dist_sum *out,
+                             const struct dist_par *par);
 
 /* Sorts n elements of `size` bytes stably by (key_hi(x), key(x)) (key_hi NULL: key alone),
  * the order cmp gives (cmp is used instead when scratch memory is short). */
@@ -335,6 +339,10 @@ void dist_sort_sc(struct vox_ctx *ctx, struct dist_scratch *sc, void *base, int6
 /* Sorts n 64-bit keys stably by their bits from `from` up (the byte holding bit `from`
  * included; LSD radix, bytes in which all keys agree skipped); tmp: scratch of n keys. */
 void dist_sort_u64(uint64_t *k, uint64_t *tmp, int64_t n, int from);
+
+/* dist_sort_u64 shared through p (the same result): each byte pass counts and scatters
+ * parts of the keys in parallel. */
+void dist_sort_u64_par(const struct dist_par *p, uint64_t *k, uint64_t *tmp, int64_t n, int from);
 
 /* Appends one element of `size` bytes to a growable array. */
 bool dist_push(struct vox_ctx *ctx, void **arr, int64_t *n, int64_t *cap, const void *x,
@@ -388,6 +396,7 @@ struct dist_tree {
     int64_t grid[DIST_TREE_LEVELS][3];
     int64_t n[DIST_TREE_LEVELS];
     double busy[DIST_TREE_LEVELS];
+    struct tree_run *run; /* while dist_tree_run runs: where dist_par_for posts its loops */
 };
 
 void dist_tree_init(struct dist_tree *t, const int64_t grid0[3]);
@@ -403,5 +412,17 @@ typedef enum vox_status (*dist_tree_fn)(void *arg, int level, int64_t i, int tid
  * starts; returns the first failure. */
 enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from, int to,
                               int64_t nside, dist_tree_fn fn, void (*idle)(void *, int), void *arg);
+
+/* Who shares a parallel loop. Inside a task of a tree run: the run's workers that have no
+ * task to take (they take the loop's items before new tasks: the caller, a node, is on the
+ * critical path), one loop at a time (a second caller meanwhile runs its items alone).
+ * Outside a tree run: the context's pool. A NULL dist_par: the caller alone. The items
+ * must not depend on which worker runs them or in which order. */
+struct dist_par {
+    struct vox_ctx *ctx;
+    const struct dist_tree *tree; /* or NULL */
+};
+
+void dist_par_for(const struct dist_par *p, int64_t n, void (*fn)(void *arg, int64_t i), void *arg);
 
 #endif

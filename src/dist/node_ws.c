@@ -280,39 +280,75 @@ static inline bool face_open(const struct dist_box *b, const int64_t dims[3], in
     return false;
 }
 
-static enum vox_status node_links(struct node_ctx *n)
+/* The lookups of node_links, in parts (dist_par_for): per link, the face entry of its
+ * target (-1: the target is outside the box, -2: no entry); per face voxel, whether it
+ * stays open. */
+enum { LINK_PARTS = 16 };
+
+struct link_job {
+    const struct node_ctx *n;
+    int64_t *target;
+    uint8_t *open;
+    int parts;
+};
+
+static void link_part(void *arg, int64_t q)
+{
+    const struct link_job *j = arg;
+    const struct dist_sum *o = j->n->o;
+    for (int64_t i = q * o->nlink / j->parts; i < (q + 1) * o->nlink / j->parts; i++) {
+        int64_t f = -1;
+        if (idx_in_box(j->n->box, j->n->dims, o->link[i].b))
+            f = face_find(o, o->link[i].b);
+        j->target[i] = f == -1 && idx_in_box(j->n->box, j->n->dims, o->link[i].b) ? -2 : f;
+    }
+    for (int64_t i = q * o->nface / j->parts; i < (q + 1) * o->nface / j->parts; i++)
+        j->open[i] = face_open(j->n->box, j->n->dims, o->face[i].idx);
+}
+
+static enum vox_status node_links(struct node_ctx *n, const struct dist_par *par)
 {
     struct dist_sum *o = n->o;
+    int threads = par ? vox_ctx_threads(par->ctx) : 1;
+    struct link_job j = {.n = n, .parts = 2 * threads < LINK_PARTS ? 2 * threads : LINK_PARTS};
+    j.target = vox_alloc(n->ctx, (size_t)(o->nlink + 1) * sizeof *j.target);
+    j.open = vox_alloc(n->ctx, (size_t)o->nface + 1);
+    enum vox_status s = j.target && j.open ? VOX_OK : VOX_OUT_OF_MEMORY;
+    if (s == VOX_OK)
+        dist_par_for(par, j.parts, link_part, &j);
     int64_t k = 0;
-    enum vox_status s = VOX_OK;
     for (int64_t i = 0; i < o->nlink && s == VOX_OK; i++) {
-        if (!idx_in_box(n->box, n->dims, o->link[i].b)) {
+        if (j.target[i] == -1)
             o->link[k++] = o->link[i];
-            continue;
-        }
-        int64_t f = face_find(o, o->link[i].b);
-        if (f < 0)
-            return vox_fail(n->ctx, VOX_INTERNAL, "chunked watershed: link to voxel %lld "
-                            "has no face entry", (long long)o->link[i].b);
-        s = node_join(n, o->link[i].a, o->face[f].frag);
+        else if (j.target[i] == -2)
+            s = vox_fail(n->ctx, VOX_INTERNAL,
+                         "chunked watershed: link to voxel %lld "
+                         "has no face entry",
+                         (long long)o->link[i].b);
+        else
+            s = node_join(n, o->link[i].a, o->face[j.target[i]].frag);
     }
-    o->nlink = k;
-    k = 0;
-    for (int64_t i = 0; i < o->nface; i++)
-        if (face_open(n->box, n->dims, o->face[i].idx))
-            o->face[k++] = o->face[i];
-    o->nface = k;
-    k = 0;
-    for (int64_t i = 0; i < o->nplat; i++)
-        if (n->st[i] == 1)
-            o->plat[k++] = o->plat[i];
-    o->nplat = k;
+    if (s == VOX_OK) {
+        o->nlink = k;
+        k = 0;
+        for (int64_t i = 0; i < o->nface; i++)
+            if (j.open[i])
+                o->face[k++] = o->face[i];
+        o->nface = k;
+        k = 0;
+        for (int64_t i = 0; i < o->nplat; i++)
+            if (n->st[i] == 1)
+                o->plat[k++] = o->plat[i];
+        o->nplat = k;
+    }
+    vox_free(n->ctx, j.target);
+    vox_free(n->ctx, j.open);
     return s;
 }
 
-enum vox_status dist_node_ws(struct vox_ctx *ctx, const int64_t dims[3],
-                             const struct dist_box *box, const struct dist_sum *kids, int nkids,
-                             struct dist_sum *out)
+enum vox_status dist_node_ws(struct vox_ctx *ctx, const int64_t dims[3], const struct dist_box *box,
+                             const struct dist_sum *kids, int nkids, struct dist_sum *out,
+                             const struct dist_par *par)
 {
     struct dist_sum o = {.box = *box};
     struct node_ctx n = {.ctx = ctx, .dims = dims, .box = box, .o = &o};
@@ -329,7 +365,7 @@ enum vox_status dist_node_ws(struct vox_ctx *ctx, const int64_t dims[3],
     if (s == VOX_OK)
         s = node_split(&n);
     if (s == VOX_OK)
-        s = node_links(&n);
+        s = node_links(&n, par);
     vox_free(ctx, n.uf);
     vox_free(ctx, n.nb);
     vox_free(ctx, n.st);

@@ -146,7 +146,8 @@ static int sm_bits(int64_t n);
 /* sm_compact as radix sorts of packed 64-bit keys (id, touch) and (a, b, w): duplicates are
  * then neighbours, a pair's largest max last. False (nothing done) when ids do not fit in 28
  * bits or memory is short. */
-static bool sm_compact_keys(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s)
+static bool sm_compact_keys(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s,
+                            const struct dist_par *par)
 {
     uint32_t top = 0;
     for (int64_t i = 0; i < s->nbasin; i++)
@@ -162,7 +163,7 @@ static bool sm_compact_keys(struct vox_ctx *ctx, struct dist_scratch *sc, struct
     for (int64_t i = 0; ok && i < s->nbasin; i++)
         k[i] = (uint64_t)s->basin[i].id << 8 | s->basin[i].touch;
     if (ok)
-        dist_sort_u64(k, t, s->nbasin, 0);
+        dist_sort_u64_par(par, k, t, s->nbasin, 0);
     for (int64_t i = 0; ok && i < s->nbasin; i++) {
         if (m > 0 && s->basin[m - 1].id == k[i] >> 8)
             s->basin[m - 1].touch |= (uint8_t)k[i];
@@ -174,7 +175,7 @@ static bool sm_compact_keys(struct vox_ctx *ctx, struct dist_scratch *sc, struct
     for (int64_t i = 0; ok && i < s->nedge; i++)
         k[i] = (uint64_t)s->edge[i].a << (ib + 8) | (uint64_t)s->edge[i].b << 8 | s->edge[i].w;
     if (ok)
-        dist_sort_u64(k, t, s->nedge, 0);
+        dist_sort_u64_par(par, k, t, s->nedge, 0);
     const uint64_t mask = ((uint64_t)1 << ib) - 1;
     for (int64_t i = 0; ok && i < s->nedge; i++) {
         struct sm_edge e = {(uint32_t)(k[i] >> (ib + 8)), (uint32_t)(k[i] >> 8 & mask),
@@ -192,10 +193,12 @@ static bool sm_compact_keys(struct vox_ctx *ctx, struct dist_scratch *sc, struct
     return ok;
 }
 
-/* Sorts and merges duplicates: basins OR their touch bits, edges keep the larger max. */
-static void sm_compact(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s)
+/* Sorts and merges duplicates: basins OR their touch bits, edges keep the larger max. par:
+ * who shares the large sorts (a node's). */
+static void sm_compact(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s,
+                       const struct dist_par *par)
 {
-    if (sm_compact_keys(ctx, sc, s))
+    if (sm_compact_keys(ctx, sc, s, par))
         return;
     dist_sort_sc(ctx, sc, s->basin, s->nbasin, sizeof *s->basin, basin_key, NULL, basin_cmp);
     int64_t m = 0;
@@ -388,7 +391,7 @@ static int sm_bits(int64_t n)
  * positions need, sorted, give ord (the edges are distinct pairs, their states not set yet).
  * False when the keys do not fit (then nothing is done) or memory is short. */
 static bool sm_order_keys(struct vox_ctx *ctx, struct dist_scratch *sc, const struct sm_sum *s,
-                          struct sm_edge *ord)
+                          struct sm_edge *ord, const struct dist_par *par)
 {
     const int pb = sm_bits(s->nbasin), ib = sm_bits((int64_t)s->basin[s->nbasin - 1].id + 1);
     if (ib + pb + 8 > 64 || 2 * pb + 8 > 64)
@@ -403,7 +406,7 @@ static bool sm_order_keys(struct vox_ctx *ctx, struct dist_scratch *sc, const st
                 p++;
             k[i] = (uint64_t)s->edge[i].b << (pb + 8) | (uint64_t)p << 8 | s->edge[i].w;
         }
-        dist_sort_u64(k, t, s->nedge, pb + 8);
+        dist_sort_u64_par(par, k, t, s->nedge, pb + 8);
         p = 0;
         for (int64_t i = 0; i < s->nedge; i++) {
             while (s->basin[p].id < k[i] >> (pb + 8))
@@ -411,7 +414,7 @@ static bool sm_order_keys(struct vox_ctx *ctx, struct dist_scratch *sc, const st
             k[i] =
                 (uint64_t)(255 - (k[i] & 255)) << (2 * pb) | (k[i] >> 8 & mask) << pb | (uint64_t)p;
         }
-        dist_sort_u64(k, t, s->nedge, 0);
+        dist_sort_u64_par(par, k, t, s->nedge, 0);
         for (int64_t i = 0; i < s->nedge; i++)
             ord[i] = (struct sm_edge){.a = (uint32_t)(k[i] >> pb & mask),
                                       .b = (uint32_t)(k[i] & mask),
@@ -452,6 +455,7 @@ static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s,
                                     struct dist_scratch *sc)
 {
     struct vox_ctx *ctx = r->ctx;
+    const struct dist_par node_par = {ctx, &r->tree}, *par = sc ? NULL : &node_par;
     const size_t nb = (size_t)s->nbasin + 1;
     struct sm_edge *ord = sm_buf(ctx, sc, DIST_SC_W0, (size_t)(s->nedge + 1) * sizeof *ord);
     int64_t *uf = sm_buf(ctx, sc, DIST_SC_W1, nb * sizeof *uf);
@@ -459,7 +463,7 @@ static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s,
     bool *frz = sm_buf(ctx, sc, DIST_SC_W3, nb * sizeof *frz);
     enum vox_status st = VOX_OUT_OF_MEMORY;
     if (ord && uf && size && frz &&
-        (s->nedge == 0 || sm_order_keys(ctx, sc, s, ord) || sm_order_index(ctx, sc, s, ord))) {
+        (s->nedge == 0 || sm_order_keys(ctx, sc, s, ord, par) || sm_order_index(ctx, sc, s, ord))) {
         sm_pass(r, s, ord, uf, size, frz);
         st = sm_split(ctx, s, ord, uf, frz);
     }
@@ -644,7 +648,7 @@ static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s, struct
     vox_free(r->ctx, m);
     vox_tensor_free(r->ctx, &q);
     if (st == VOX_OK) {
-        sm_compact(r->ctx, sc, s);
+        sm_compact(r->ctx, sc, s, NULL);
         st = sm_node_pass(r, s, sc);
     }
     /* what goes up leaves the scratch for arrays of its own */
@@ -693,7 +697,7 @@ static enum vox_status sm_node(const struct sm_run *r, const struct sm_sum *kids
             memcpy(s->edge + s->nedge, c->edge, (size_t)c->nedge * sizeof *c->edge);
         s->nedge += c->nedge;
     }
-    sm_compact(r->ctx, NULL, s);
+    sm_compact(r->ctx, NULL, s, &(struct dist_par){r->ctx, &r->tree});
     return sm_node_pass(r, s, NULL);
 }
 
@@ -853,16 +857,63 @@ void dist_dend_fini(struct vox_ctx *ctx, struct dist_dend *d)
     *d = (struct dist_dend){0};
 }
 
+/* sm_finish's passes over the basins, in parts of [1, nbasins] (dist_par_for). */
+enum { FIN_PARTS = 16 };
+
+struct fin_job {
+    const struct sm_run *r;
+    uint32_t *parent;
+    int64_t *size, nbasins;
+    int parts, pass;
+    int64_t at[FIN_PARTS]; /* pass 1: kept roots per part; then the part's first number - 1 */
+};
+
+static void fin_part(void *arg, int64_t q)
+{
+    struct fin_job *j = arg;
+    const int64_t lo = 1 + q * j->nbasins / j->parts, hi = 1 + (q + 1) * j->nbasins / j->parts;
+    uint32_t *parent = j->parent;
+    int64_t *size = j->size, dust = j->r->p->dust;
+    if (j->pass == 0) {
+        for (int64_t b = lo; b < hi; b++) {
+            parent[b] = (uint32_t)b;
+            size[b] = j->r->sizes[b];
+        }
+    } else if (j->pass == 1) {
+        int64_t n = 0;
+        for (int64_t b = lo; b < hi; b++)
+            n += parent[b] == b && size[b] >= dust;
+        j->at[q] = n;
+    } else if (j->pass == 2) { /* roots: their segment numbers (0: dust) */
+        int64_t k = j->at[q];
+        for (int64_t b = lo; b < hi; b++)
+            if (parent[b] == b)
+                size[b] = size[b] >= dust ? ++k : 0;
+    } else { /* the rest: their root's (read without compression: parts run side by side) */
+        for (int64_t b = lo; b < hi; b++) {
+            uint32_t x = (uint32_t)b;
+            while (parent[x] != x)
+                x = parent[x];
+            if (x != b)
+                size[b] = size[x];
+        }
+    }
+}
+
 /* The clusters of the final merges (their order does not matter for these: a union-find
  * whose root is the smallest id, as in the replay), then dust and canonical numbering as
- * seg/linkage.c does. The record (dend) is dist_dend_run's, later. */
+ * seg/linkage.c does (segments in the order of their smallest basin). The record (dend) is
+ * dist_dend_run's, later. */
 static enum vox_status sm_finish(struct sm_run *r, int64_t nbasins, uint32_t *parent, int64_t *size,
                                  int64_t *nseg_out, int64_t **seg_sizes_out)
 {
-    for (int64_t b = 0; b <= nbasins; b++) {
-        parent[b] = (uint32_t)b;
-        size[b] = r->sizes[b];
-    }
+    const struct dist_par par = {r->ctx, NULL};
+    int threads = vox_ctx_threads(r->ctx);
+    struct fin_job j = {.r = r, .parent = parent, .size = size, .nbasins = nbasins};
+    j.parts = nbasins < 65536 ? 1 : 2 * threads < FIN_PARTS ? 2 * threads : FIN_PARTS;
+    parent[0] = 0;
+    size[0] = r->sizes[0];
+    dist_par_for(&par, j.parts, fin_part, &j);
     for (int64_t k = 0; k < r->nfin; k++)
         for (int64_t i = 0; i < r->fin[k].n; i++) {
             const struct sm_edge *e = &r->fin[k].e[i];
@@ -874,21 +925,24 @@ static enum vox_status sm_finish(struct sm_run *r, int64_t nbasins, uint32_t *pa
             parent[gone] = (uint32_t)keep;
             size[keep] += size[gone];
         }
-    int64_t k = 0;
-    for (int64_t b = 1; b <= nbasins; b++) {
-        int64_t root_b = sm_find64u(parent, (uint32_t)b);
-        size[b] = root_b == b ? (size[b] >= r->p->dust ? ++k : 0) : size[root_b];
+    int64_t nseg = 0;
+    for (j.pass = 1; j.pass <= 3; j.pass++) {
+        dist_par_for(&par, j.parts, fin_part, &j);
+        for (int q = 0; j.pass == 1 && q < j.parts; q++) {
+            int64_t n = j.at[q];
+            j.at[q] = nseg;
+            nseg += n;
+        }
     }
-    int64_t *seg_sizes = vox_calloc(r->ctx, (size_t)k + 1, sizeof *seg_sizes);
+    int64_t *seg_sizes = vox_calloc(r->ctx, (size_t)nseg + 1, sizeof *seg_sizes);
     if (!seg_sizes)
         return VOX_OUT_OF_MEMORY;
-    parent[0] = 0;
     seg_sizes[0] = r->sizes[0];
     for (int64_t b = 1; b <= nbasins; b++) {
         parent[b] = (uint32_t)size[b];
         seg_sizes[parent[b]] += r->sizes[b];
     }
-    *nseg_out = k;
+    *nseg_out = nseg;
     *seg_sizes_out = seg_sizes;
     return VOX_OK;
 }

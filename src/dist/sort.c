@@ -11,7 +11,10 @@
  * orders are total on what they use, so both give the same result). dist_sort_sc takes that
  * memory from a worker's scratch, which a chunk task reuses from sort to sort. Callers whose
  * elements pack into one 64-bit key (the size merge's basins and edges) sort the keys
- * themselves with dist_sort_u64: no key calls, nothing moved beside the keys.
+ * themselves with dist_sort_u64: no key calls, nothing moved beside the keys. In the upper
+ * octree nodes those sorts are long and the other workers idle: dist_sort_u64_par splits
+ * each byte pass into parts (count, then scatter, each part after the parts before it for
+ * each byte value: the serial pass's places exactly).
  */
 #include "dist_internal.h"
 
@@ -145,6 +148,79 @@ void dist_sort_u64(uint64_t *k, uint64_t *tmp, int64_t n, int from)
     }
     if (a != k)
         memcpy(k, a, (size_t)n * sizeof *k);
+}
+
+/* Parts of a shared byte pass: part q holds keys [q n / P, (q + 1) n / P) of the source. */
+enum { PAR_PARTS = 16, PAR_MIN = 1 << 16 };
+
+struct sort_par {
+    const uint64_t *a;
+    uint64_t *b;
+    int64_t n;
+    int parts, sh;
+    uint64_t diff[PAR_PARTS];
+    int64_t cnt[PAR_PARTS][256]; /* counts, then each part's first place per byte value */
+};
+
+static void par_diff(void *arg, int64_t q)
+{
+    struct sort_par *p = arg;
+    uint64_t d = 0;
+    for (int64_t j = q * p->n / p->parts, e = (q + 1) * p->n / p->parts; j < e; j++)
+        d |= p->a[j] ^ p->a[0];
+    p->diff[q] = d;
+}
+
+static void par_count(void *arg, int64_t q)
+{
+    struct sort_par *p = arg;
+    int64_t *c = p->cnt[q];
+    memset(c, 0, sizeof p->cnt[q]);
+    for (int64_t j = q * p->n / p->parts, e = (q + 1) * p->n / p->parts; j < e; j++)
+        c[p->a[j] >> p->sh & 255]++;
+}
+
+static void par_scatter(void *arg, int64_t q)
+{
+    struct sort_par *p = arg;
+    int64_t *c = p->cnt[q];
+    for (int64_t j = q * p->n / p->parts, e = (q + 1) * p->n / p->parts; j < e; j++)
+        p->b[c[p->a[j] >> p->sh & 255]++] = p->a[j];
+}
+
+void dist_sort_u64_par(const struct dist_par *dp, uint64_t *k, uint64_t *tmp, int64_t n, int from)
+{
+    int threads = dp ? vox_ctx_threads(dp->ctx) : 1;
+    if (n < PAR_MIN || threads < 2) {
+        dist_sort_u64(k, tmp, n, from);
+        return;
+    }
+    /* the parts' places are the serial pass's: part q's keys of each byte value go after
+     * those of parts < q, so the result (a stable sort) is the same */
+    struct sort_par p = {.a = k, .b = tmp, .n = n};
+    p.parts = 2 * threads < PAR_PARTS ? 2 * threads : PAR_PARTS;
+    dist_par_for(dp, p.parts, par_diff, &p);
+    uint64_t diff = 0;
+    for (int q = 0; q < p.parts; q++)
+        diff |= p.diff[q];
+    for (p.sh = from / 8 * 8; p.sh < 64; p.sh += 8) {
+        if (!(diff >> p.sh & 255))
+            continue;
+        dist_par_for(dp, p.parts, par_count, &p);
+        int64_t at = 0;
+        for (int d = 0; d < 256; d++)
+            for (int q = 0; q < p.parts; q++) {
+                int64_t c = p.cnt[q][d];
+                p.cnt[q][d] = at;
+                at += c;
+            }
+        dist_par_for(dp, p.parts, par_scatter, &p);
+        const uint64_t *t = p.a;
+        p.a = p.b;
+        p.b = (uint64_t *)t;
+    }
+    if (p.a != k)
+        memcpy(k, p.a, (size_t)n * sizeof *k);
 }
 
 void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,

@@ -11,6 +11,12 @@
  * that the 8 children of a node finish together and their parent starts while the other
  * chunks still run. A node's result depends only on its children's summaries, so the order
  * changes no result.
+ *
+ * The upper nodes, the root above all, run while the other workers have nothing to take
+ * (the three roots were most of a 2-thread run's serial time). A task can post one parallel
+ * loop (dist_par_for): workers take its items before any new task, the poster takes them
+ * too and returns when all are done. The items are the caller's pure functions of their
+ * index, so who runs them changes nothing.
  */
 #include "dist_internal.h"
 
@@ -31,6 +37,13 @@ void dist_tree_init(struct dist_tree *t, const int64_t grid0[3])
     }
 }
 
+/* A loop posted by dist_par_for: items [0, n), the next to hand out, those not finished. */
+struct tree_job {
+    void (*fn)(void *arg, int64_t i);
+    void *arg;
+    int64_t n, next, left;
+};
+
 struct tree_run {
     struct dist_tree *t;
     int from, to;
@@ -48,6 +61,7 @@ struct tree_run {
     int64_t left; /* tasks not done */
     int running;
     enum vox_status st;
+    struct tree_job *job; /* a posted loop (NULL: none) */
 };
 
 /* Appends the level-`from` nodes under node i of `level` to order, depth first. */
@@ -105,6 +119,16 @@ static void tree_worker(void *arg, const int64_t lo[3], const int64_t hi[3], int
             pthread_mutex_unlock(&r->mu);
             r->idle(r->arg, tid);
             pthread_mutex_lock(&r->mu);
+        }
+        struct tree_job *job = r->job;
+        if (job && job->next < job->n) { /* the posting task waits for it: first */
+            int64_t k = job->next++;
+            pthread_mutex_unlock(&r->mu);
+            job->fn(job->arg, k);
+            pthread_mutex_lock(&r->mu);
+            if (--job->left == 0)
+                pthread_cond_broadcast(&r->cv);
+            continue;
         }
         int level;
         int64_t i;
@@ -175,8 +199,10 @@ enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from
         pthread_mutex_init(&r.mu, NULL);
         pthread_cond_init(&r.cv, NULL);
         int nt = vox_ctx_threads(ctx);
+        t->run = &r;
         vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){nt, 1, 1}, (int64_t[3]){1, 1, 1},
                      VOX_SCHED_STATIC, tree_worker, &r);
+        t->run = NULL;
         pthread_cond_destroy(&r.cv);
         pthread_mutex_destroy(&r.mu);
     }
@@ -188,4 +214,56 @@ enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from
     if (!ok)
         return VOX_OUT_OF_MEMORY;
     return r.st;
+}
+
+struct par_pool {
+    void (*fn)(void *arg, int64_t i);
+    void *arg;
+};
+
+static void par_pool_item(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)tid;
+    const struct par_pool *q = arg;
+    for (int64_t i = lo[0]; i < hi[0]; i++)
+        q->fn(q->arg, i);
+}
+
+void dist_par_for(const struct dist_par *p, int64_t n, void (*fn)(void *arg, int64_t i), void *arg)
+{
+    struct tree_run *r = p && p->tree ? p->tree->run : NULL;
+    if (p && !p->tree && n > 1 && vox_ctx_threads(p->ctx) > 1) {
+        struct par_pool q = {fn, arg};
+        vox_pool_for(vox_ctx_pool(p->ctx), (int64_t[3]){n, 1, 1}, (int64_t[3]){1, 1, 1},
+                     VOX_SCHED_DYNAMIC, par_pool_item, &q);
+        return;
+    }
+    struct tree_job job = {fn, arg, n, 0, n};
+    bool posted = false;
+    if (r && n > 1) {
+        pthread_mutex_lock(&r->mu);
+        if (!r->job) {
+            r->job = &job;
+            posted = true;
+            pthread_cond_broadcast(&r->cv);
+        }
+        pthread_mutex_unlock(&r->mu);
+    }
+    if (!posted) {
+        for (int64_t i = 0; i < n; i++)
+            fn(arg, i);
+        return;
+    }
+    pthread_mutex_lock(&r->mu);
+    while (job.next < n) {
+        int64_t k = job.next++;
+        pthread_mutex_unlock(&r->mu);
+        fn(arg, k);
+        pthread_mutex_lock(&r->mu);
+        job.left--;
+    }
+    while (job.left > 0)
+        pthread_cond_wait(&r->cv, &r->mu);
+    r->job = NULL;
+    pthread_mutex_unlock(&r->mu);
 }
