@@ -283,7 +283,7 @@ static int64_t ag_join_time(const int64_t *par, const int64_t *lt, int64_t u, in
 
 /* Exact (num, den) of every merge of P_I: the statistics of the edges its merge joins. */
 static enum vox_status ag_exact(const struct ag_run *r, const struct ag_sum *s, const bool *in,
-                                struct ag_forest *f)
+                                const uint32_t *pos, struct ag_forest *f)
 {
     int64_t nv = s->nv, nm = f->nm;
     if (r->p->score == VOX_SEG_SCORE_MAX || r->p->score == VOX_SEG_SCORE_QUANTILE) {
@@ -324,7 +324,7 @@ static enum vox_status ag_exact(const struct ag_run *r, const struct ag_sum *s, 
         f->den[k] = r->p->score == VOX_SEG_SCORE_SMOOTHED ? (uint64_t)r->p->smooth_k : 0;
     }
     for (int64_t i = 0; i < s->ne; i++) {
-        int64_t u = ag_pos(s, s->e[i].a), v = ag_pos(s, s->e[i].b);
+        int64_t u = pos[2 * i], v = pos[2 * i + 1];
         int64_t t = in[u] && in[v] ? ag_join_time(par, lt, u, v) : -1;
         if (t >= 0) {
             f->num[t] += s->e[i].sum;
@@ -412,10 +412,10 @@ static int64_t hp_union(struct ag_heaps *H, int64_t x, int64_t y)
 
 /* Marks f->dec: the merges whose cluster has every leaving edge's ub below its s_min. */
 static enum vox_status ag_leaving(const struct ag_run *r, const struct ag_sum *s, const bool *in,
-                                  struct ag_heaps *H, struct ag_forest *f)
+                                  const uint32_t *pos, struct ag_heaps *H, struct ag_forest *f)
 {
     for (int64_t i = 0; i < s->ne; i++) {
-        int64_t u = ag_pos(s, s->e[i].a), v = ag_pos(s, s->e[i].b);
+        int64_t u = pos[2 * i], v = pos[2 * i + 1];
         if ((in[u] && !hp_push(H, u, i)) || (in[v] && !hp_push(H, v, i)))
             return VOX_OUT_OF_MEMORY;
     }
@@ -424,8 +424,8 @@ static enum vox_status ag_leaving(const struct ag_run *r, const struct ag_sum *s
         if (x < 0)
             return VOX_OUT_OF_MEMORY;
         while (H->n[x] > 0) {
-            const struct ag_edge *e = &s->e[H->h[x][0]];
-            if (hp_find(H->uf, ag_pos(s, e->a)) != hp_find(H->uf, ag_pos(s, e->b)))
+            const int64_t i = H->h[x][0];
+            if (hp_find(H->uf, pos[2 * i]) != hp_find(H->uf, pos[2 * i + 1]))
                 break;
             hp_pop(H, x);
         }
@@ -461,7 +461,7 @@ static void ag_tree(int64_t nv, struct ag_forest *f, int64_t *last)
 
 /* P_I: vox_seg_agglomerate over the interior vertices' edges, ids = 1 + position. */
 static enum vox_status ag_interior(const struct ag_run *r, const struct ag_sum *s, bool *in,
-                                   struct vox_merge_history *h)
+                                   const uint32_t *pos, struct vox_merge_history *h)
 {
     struct vox_rag g = {.nseg = s->nv, .nhist = s->nh, .hist_bin = s->hbin, .hist_count = s->hcnt};
     for (int64_t i = 0; i < s->nv; i++)
@@ -471,7 +471,7 @@ static enum vox_status ag_interior(const struct ag_run *r, const struct ag_sum *
         return VOX_OUT_OF_MEMORY;
     for (int64_t i = 0; i < s->ne; i++) {
         const struct ag_edge *e = &s->e[i];
-        int64_t u = ag_pos(s, e->a), v = ag_pos(s, e->b);
+        int64_t u = pos[2 * i], v = pos[2 * i + 1];
         if (in[u] && in[v])
             g.e[g.n++] = (struct vox_rag_edge){.a = (uint32_t)u + 1,
                                                .b = (uint32_t)v + 1,
@@ -488,7 +488,7 @@ static enum vox_status ag_interior(const struct ag_run *r, const struct ag_sum *
 
 /* Records the decided merges and contracts their clusters (uf: scratch, nv entries). */
 static enum vox_status ag_contract(const struct ag_run *r, struct ag_sum *s,
-                                   const struct ag_forest *f, int64_t *uf)
+                                   const struct ag_forest *f, const uint32_t *pos, int64_t *uf)
 {
     for (int64_t i = 0; i < s->nv; i++)
         uf[i] = i;
@@ -510,8 +510,8 @@ static enum vox_status ag_contract(const struct ag_run *r, struct ag_sum *s,
     int64_t m = 0;
     for (int64_t i = 0; i < s->ne; i++) {
         struct ag_edge e = s->e[i];
-        uint32_t a = s->v[hp_find(uf, ag_pos(s, e.a))].id;
-        uint32_t b = s->v[hp_find(uf, ag_pos(s, e.b))].id;
+        uint32_t a = s->v[hp_find(uf, pos[2 * i])].id;
+        uint32_t b = s->v[hp_find(uf, pos[2 * i + 1])].id;
         if (a == b)
             continue;
         e.a = a < b ? a : b;
@@ -533,6 +533,19 @@ static enum vox_status ag_contract(const struct ag_run *r, struct ag_sum *s,
             s->v[m++] = s->v[i];
     s->nv = m;
     return VOX_OK;
+}
+
+/* Every edge's ends as positions in s->v (2 i: a, 2 i + 1: b), looked up once for the node
+ * pass's several walks over the edges (edges are in (a, b) order: a repeats). */
+static uint32_t *ag_positions(struct vox_ctx *ctx, const struct ag_sum *s)
+{
+    uint32_t *pos = vox_alloc(ctx, (size_t)(2 * s->ne + 1) * sizeof *pos);
+    for (int64_t i = 0; pos && i < s->ne; i++) {
+        pos[2 * i] =
+            i > 0 && s->e[i].a == s->e[i - 1].a ? pos[2 * i - 2] : (uint32_t)ag_pos(s, s->e[i].a);
+        pos[2 * i + 1] = (uint32_t)ag_pos(s, s->e[i].b);
+    }
+    return pos;
 }
 
 struct ag_scratch {
@@ -581,7 +594,8 @@ static enum vox_status ag_node_pass(const struct ag_run *r, struct ag_sum *s, bo
     struct ag_scratch w = {0};
     int64_t nv0 = s->nv;
     bool *in = vox_alloc(ctx, (size_t)s->nv + 1);
-    enum vox_status st = in ? ag_interior(r, s, in, &h) : VOX_OUT_OF_MEMORY;
+    uint32_t *pos = ag_positions(ctx, s);
+    enum vox_status st = in && pos ? ag_interior(r, s, in, pos, &h) : VOX_OUT_OF_MEMORY;
     if (st == VOX_OK && !ag_scratch_init(ctx, &w, s->nv, s->ne, h.n))
         st = VOX_OUT_OF_MEMORY;
     if (st == VOX_OK) {
@@ -594,7 +608,7 @@ static enum vox_status ag_node_pass(const struct ag_run *r, struct ag_sum *s, bo
                               .mden = w.mden,
                               .cons = w.cons,
                               .dec = w.dec};
-        st = ag_exact(r, s, w.in, &f);
+        st = ag_exact(r, s, w.in, pos, &f);
         if (st == VOX_OK) {
             ag_tree(s->nv, &f, w.last);
             for (int64_t i = 0; i < s->ne; i++)
@@ -603,15 +617,16 @@ static enum vox_status ag_node_pass(const struct ag_run *r, struct ag_sum *s, bo
                 w.uf[i] = i;
             struct ag_heaps H = {
                 .ctx = ctx, .un = w.un, .ud = w.ud, .h = w.h, .n = w.n, .cap = w.cap, .uf = w.uf};
-            st = root ? VOX_OK : ag_leaving(r, s, w.in, &H, &f);
+            st = root ? VOX_OK : ag_leaving(r, s, w.in, pos, &H, &f);
         }
         for (int64_t k = f.nm - 1; st == VOX_OK && k >= 0; k--)
             f.dec[k] = root || f.dec[k] || (f.cons[k] >= 0 && f.dec[f.cons[k]]);
         if (st == VOX_OK)
-            st = ag_contract(r, s, &f, w.uf);
+            st = ag_contract(r, s, &f, pos, w.uf);
     }
     ag_scratch_fini(ctx, &w, nv0);
     vox_free(ctx, in);
+    vox_free(ctx, pos);
     vox_merge_history_fini(ctx, &h);
     return st;
 }
