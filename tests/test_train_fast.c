@@ -136,6 +136,8 @@ static const struct conv_case conv_cases[] = {
     {1, 16, 24, {5, 13, 22}, {3, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_ELU},
     {2, 17, 20, {1, 17, 35}, {1, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_RELU},
     {1, 16, 17, {6, 7, 5}, {3, 3, 1}, {1, 1, 1}, true, false, VOX_ACT_LINEAR},
+    /* a Winograd backward-weights whose D is large enough (>= 6 MB) for its shared mode */
+    {1, 160, 160, {3, 6, 10}, {3, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_ELU},
 };
 
 /* every conv kernel vs the reference; then again with backward-weights slabs of about two

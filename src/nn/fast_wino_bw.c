@@ -6,19 +6,27 @@
  * (B^T d)_p of F(m, 3) (y = A^T [(G g) . (B^T d)]), so its derivative in the weights g is
  *     dW = G^T [(A gy) . (B^T d)]      per axis; in 3D G^T [(A gy A^T) . (B^T d B)] G,
  * the same matrices with the roles turned round (its derivative in d is the backward-data, a
- * conv with the flipped weights, which fast_train.c runs as a forward Winograd). Per tile of m outputs the input tile's transform V is the forward's
- * (fast_wino_tr.h input), the output gradient's tile becomes W = A gy A^T (fast_wino_tr.h
- * grad, read from the planar gradient through register transposes), and the products summed
- * over tiles are, per transform position p, one matrix product
- *     D[p][ci][co] += sum_t V[t][p][ci] W[t][p][co]
- * (a JIT nest: vectors along co, a register tile of ci x co blocks, the tiles the reduction).
- * G^T D G runs once per call: for 3x3x3 144 products per (ci, co) and tile of 2x4x4 outputs
- * instead of 27 * 32 = 864, the direct nest's. Row 1 of A is all ones, so one position of each
- * W holds its tile's sum of gy: the bias gradient, summed on the way in double.
+ * conv with the flipped weights, which fast_train.c runs as a forward Winograd). Per tile of m
+ * outputs the input tile's transform V is the forward's (fast_wino_tr.h input), the output
+ * gradient's tile becomes W = A gy A^T (fast_wino_tr.h grad, read from the planar gradient through
+ * register transposes), and the products summed over tiles are, per transform position p, one
+ * matrix product D[p][ci][co] += sum_t V[t][p][ci] W[t][p][co] (a JIT nest: vectors along co, a
+ * register tile of ci x co blocks, the tiles the reduction). G^T D G runs once per call: for 3x3x3
+ * 144 products per (ci, co) and tile of 2x4x4 outputs instead of 27 * 32 = 864, the direct nest's.
+ * Row 1 of A is all ones, so one position of each W holds its tile's sum of gy: the bias gradient,
+ * summed on the way in double.
  *
  * The tiles are cut into `slots` runs of consecutive blocks, each summed into its own D (a
  * number fixed by the shape, not the thread count), and the slots added in order at the end:
  * the same bits for any thread count.
+ *
+ * Where D is large (128 -> 128 channels: 9.4 MB per slot) the threads share one D instead
+ * ("shared" mode, chosen by the shape): per block they transform its tiles side by side into
+ * one V and W, then each takes groups of transform positions and runs the product for them
+ * over all the block's tiles. Each D[p] is then one chain of sums over the tiles in order, so
+ * neither the thread count nor the block length changes its bits; the blocks are twice as
+ * long (the threads' V and W together), which halves D's traffic, and there is one D, not two
+ * slots' worth, to keep in the caches.
  */
 #include "fast_wino.h"
 
@@ -33,6 +41,12 @@ enum { BW_BLOCK_BYTES = 3 << 20 };
 /* All slots' D together about this at most (the slots depend on the shape only): 2 to 8
  * slots, 2 even where two D are larger (9.4 MB each at 128 -> 128 channels) */
 enum { SUM_BYTES = 16 << 20, MAX_SLOTS = 8 };
+/* Shared mode from this size of D on; positions per group of its products. Measured (3x3x3
+ * C -> C at 20 x (4096 / C)^2, backward-weights ms, slots / shared, 1 and 2 threads):
+ * C = 128 28.5-30.1 / 23.6-27.1 and 20.9-21.5 / 13.7-15.9; C = 64 30.6 / 24.4-24.9 and
+ * 19.0-19.5 / 16.1-17.1; C = 32 34.3-37.4 / 34.9-41.2 and 20.1-23.1 / 23.3-23.6 (D 0.6 MB:
+ * the slots stay). */
+enum { SHARED_D_BYTES = 2 << 20, GROUP_POSITIONS = 8 };
 
 struct vox_nn_wino_bw {
     struct vox_nn_wino_geom g;
@@ -41,8 +55,12 @@ struct vox_nn_wino_bw {
     int64_t p1; /* the transform position of (A gy A^T) whose row of A is all ones: the sum of the
                  * tile's gradient, for the bias (row 1 of F(2,3)'s and F(4,3)'s A) */
     int64_t tiles, blocks, vfl, wfl,
-        dfl; /* per thread: V, W + the transforms' buffer; per slot D */
+        dfl; /* per thread (shared: per block): V, W + the transforms' buffer; per slot D */
+    bool shared;
+    int64_t ptf; /* shared: floats per thread (the transforms' and the finish's buffers) */
     struct vox_kernel *gemm;
+    struct vox_kernel *ggroup, *grest; /* shared: the products of GROUP_POSITIONS positions, and
+                                        * of the P % GROUP_POSITIONS last ones (or NULL) */
     const struct vox_nn_wino_tr *tr;
 };
 
@@ -53,14 +71,14 @@ static int64_t cdiv(int64_t a, int64_t b)
 
 /* D[p][ci][ob][bo] += sum_t V[t][p][ci] W[t][p][ob][bo]: per p, a register tile of ct input
  * channels x ot output blocks, reduced over the block's T tiles. */
-static void products_nest(const struct vox_nn_wino_geom *g, int isa, struct vox_nest *n)
+static void products_nest(const struct vox_nn_wino_geom *g, int isa, int64_t np, struct vox_nest *n)
 {
     const int64_t b = g->b, ob = g->cop / b, cin = g->cin, cop = g->cop;
     const int64_t regs = isa == VOX_ISA_AVX512 ? 32 : 16;
     vox_nest_init(n);
     int d[5];
     static const char *const names[5] = {"p", "ci", "ob", "bo", "t"};
-    const int64_t size[5] = {g->P, cin, ob, b, g->T};
+    const int64_t size[5] = {np, cin, ob, b, g->T};
     const int64_t sc[5] = {cin * cop, cop, b, 1, 0}, sa[5] = {cin, 1, 0, 0, g->tv},
                   sb[5] = {cop, 0, b, 1, g->tm};
     for (int k = 0; k < 5; k++) {
@@ -100,20 +118,34 @@ enum vox_status vox_nn_wino_bw_create(struct vox_ctx *ctx, const struct vox_nn_f
     f->tr = vox_nn_wino_tr_for(isa);
     vox_nn_wino_geometry(c, isa, BW_BLOCK_BYTES, &f->g, &f->tiles);
     struct vox_nn_wino_geom *g = &f->g;
+    f->shared = g->P * g->cin * g->cop * (int64_t)sizeof(float) >= SHARED_D_BYTES;
+    if (f->shared)
+        vox_nn_wino_geometry(c, isa, 2 * BW_BLOCK_BYTES, &f->g, &f->tiles);
     for (int a = 0; a < 3; a++)
         g->lo[a] = padlo[a];
     f->blocks = cdiv(f->tiles, g->T);
     f->vfl = g->T * g->tv;
     f->wfl = g->T * g->tm + 2 * g->P * g->b;
     f->dfl = g->P * g->cin * g->cop;
+    f->ptf = 2 * g->P * (g->cop > g->b ? g->cop : g->b);
     f->p1 = ((g->al[0] > 1) * g->al[1] + (g->al[1] > 1)) * g->al[2] + (g->al[2] > 1);
     int64_t slots = SUM_BYTES / (f->dfl * (int64_t)sizeof(float));
     slots = slots > MAX_SLOTS ? MAX_SLOTS : slots < 2 ? 2 : slots;
-    f->slots = (int)(slots < f->blocks ? slots : f->blocks);
+    f->slots = f->shared ? 1 : (int)(slots < f->blocks ? slots : f->blocks);
     struct vox_nest nest;
-    products_nest(g, isa, &nest);
-    const struct vox_kernel_options opt = {.threads = 1}; /* threads take the slots */
-    enum vox_status s = vox_nest_compile(ctx, &nest, &opt, &f->gemm);
+    const struct vox_kernel_options opt = {.threads = 1}; /* threads take slots or positions */
+    enum vox_status s = VOX_OK;
+    if (!f->shared) {
+        products_nest(g, isa, g->P, &nest);
+        s = vox_nest_compile(ctx, &nest, &opt, &f->gemm);
+    } else {
+        products_nest(g, isa, GROUP_POSITIONS, &nest);
+        s = vox_nest_compile(ctx, &nest, &opt, &f->ggroup);
+        if (s == VOX_OK && g->P % GROUP_POSITIONS) {
+            products_nest(g, isa, g->P % GROUP_POSITIONS, &nest);
+            s = vox_nest_compile(ctx, &nest, &opt, &f->grest);
+        }
+    }
     if (s != VOX_OK) {
         vox_nn_wino_bw_destroy(ctx, f);
         return s;
@@ -127,13 +159,16 @@ void vox_nn_wino_bw_destroy(struct vox_ctx *ctx, struct vox_nn_wino_bw *f)
     if (!f)
         return;
     vox_kernel_destroy(f->gemm);
+    vox_kernel_destroy(f->ggroup);
+    vox_kernel_destroy(f->grest);
     vox_free(ctx, f);
 }
 
 void vox_nn_wino_bw_lent_floats(const struct vox_nn_wino_bw *f, int64_t *work_out,
                                 int64_t *sums_out)
 {
-    *work_out = f->threads * (f->vfl + f->wfl);
+    *work_out = f->shared ? f->vfl + f->g.T * f->g.tm + f->threads * f->ptf
+                          : f->threads * (f->vfl + f->wfl);
     *sums_out = f->slots * (f->dfl + 2 * f->g.cop); /* D, then the bias sums in double */
 }
 
@@ -141,7 +176,73 @@ struct bw_job {
     const struct vox_nn_wino_bw *f;
     const struct vox_nn_bt *in, *gout;
     float *work, *sums;
+    int64_t g0, count, parts; /* shared: the block's tiles, cut in `parts` for the transforms */
 };
+
+/* Thread tid's own floats in work: its V, W and transform buffer (slots), or its transform
+ * and finish buffer after the block's V and W (shared). */
+static float *thread_area(const struct vox_nn_wino_bw *f, float *work, int tid)
+{
+    return f->shared ? work + f->vfl + f->g.T * f->g.tm + (int64_t)tid * f->ptf
+                     : work + (int64_t)tid * (f->vfl + f->wfl);
+}
+
+/* Shared: tiles [lo, hi) of the block (a part per task) into V and W. */
+static void shared_transform(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct bw_job *j = arg;
+    const struct vox_nn_wino_bw *f = j->f;
+    const struct vox_nn_wino_geom *g = &f->g;
+    float *buf = thread_area(f, j->work, tid), *v = j->work, *w = v + f->vfl;
+    (void)hi;
+    int64_t t0 = lo[0] * j->count / j->parts, t1 = (lo[0] + 1) * j->count / j->parts;
+    if (t1 > t0) {
+        f->tr->input(g, j->in, j->g0 + t0, t1 - t0, v + t0 * g->tv, buf);
+        f->tr->grad(g, j->gout, j->g0 + t0, t1 - t0, w + t0 * g->tm, buf);
+    }
+}
+
+/* Shared: position groups [lo, hi): their products over the block's tiles. */
+static void shared_products(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)tid;
+    const struct bw_job *j = arg;
+    const struct vox_nn_wino_bw *f = j->f;
+    const struct vox_nn_wino_geom *g = &f->g;
+    const float *v = j->work, *w = v + f->vfl;
+    for (int64_t k = lo[0]; k < hi[0]; k++) {
+        const int64_t p = k * GROUP_POSITIONS;
+        vox_kernel_run(p + GROUP_POSITIONS <= g->P ? f->ggroup : f->grest,
+                       j->sums + p * g->cin * g->cop, v + p * g->cin, w + p * g->cop, NULL);
+    }
+}
+
+static void shared_run(struct bw_job *j, struct vox_pool *pool)
+{
+    const struct vox_nn_wino_bw *f = j->f;
+    const struct vox_nn_wino_geom *g = &f->g;
+    float *v = j->work, *w = v + f->vfl;
+    double *bs = (double *)(j->sums + f->dfl);
+    const int64_t groups = (g->P + GROUP_POSITIONS - 1) / GROUP_POSITIONS;
+    j->parts = 2 * (int64_t)f->threads;
+    for (int64_t blk = 0; blk < f->blocks; blk++) {
+        j->g0 = blk * g->T;
+        j->count = f->tiles - j->g0 < g->T ? f->tiles - j->g0 : g->T;
+        vox_pool_for(pool, (int64_t[]){j->parts, 1, 1}, (int64_t[]){1, 1, 1}, VOX_SCHED_DYNAMIC,
+                     shared_transform, j);
+        for (int64_t t = 0; t < j->count; t++) { /* the bias, in tile order */
+            const float *sum = w + t * g->tm + f->p1 * g->cop;
+            for (int64_t o = 0; o < g->cop; o++)
+                bs[o] += sum[o];
+        }
+        if (j->count < g->T) {
+            memset(v + j->count * g->tv, 0, (size_t)((g->T - j->count) * g->tv) * sizeof(float));
+            memset(w + j->count * g->tm, 0, (size_t)((g->T - j->count) * g->tm) * sizeof(float));
+        }
+        vox_pool_for(pool, (int64_t[]){groups, 1, 1}, (int64_t[]){1, 1, 1}, VOX_SCHED_DYNAMIC,
+                     shared_products, j);
+    }
+}
 
 /* Slots [lo, hi): their blocks in order, in thread tid's blocks. */
 static void slot_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
@@ -149,7 +250,7 @@ static void slot_task(void *arg, const int64_t lo[3], const int64_t hi[3], int t
     const struct bw_job *j = arg;
     const struct vox_nn_wino_bw *f = j->f;
     const struct vox_nn_wino_geom *g = &f->g;
-    float *v = j->work + (int64_t)tid * (f->vfl + f->wfl), *w = v + f->vfl;
+    float *v = thread_area(f, j->work, tid), *w = v + f->vfl;
     float *buf = w + g->T * g->tm;
     for (int64_t s = lo[0]; s < hi[0]; s++) {
         float *d = j->sums + s * f->dfl;
@@ -178,9 +279,13 @@ void vox_nn_wino_bw_run(const struct vox_nn_wino_bw *f, struct vox_pool *pool,
 {
     if (first)
         memset(sums, 0, (size_t)(f->slots * (f->dfl + 2 * f->g.cop)) * sizeof *sums);
-    struct bw_job j = {f, in, gout, work, sums};
+    struct bw_job j = {f, in, gout, work, sums, 0, 0, 0};
     if (pool && vox_pool_threads(pool) > f->threads)
         pool = NULL; /* a pool wider than the per-thread blocks: run on the caller's thread */
+    if (f->shared) {
+        shared_run(&j, pool);
+        return;
+    }
     vox_pool_for(pool, (int64_t[]){f->slots, 1, 1}, (int64_t[]){1, 1, 1}, VOX_SCHED_DYNAMIC,
                  slot_task, &j);
 }
@@ -201,7 +306,7 @@ static void finish_channels(void *arg, const int64_t lo[3], const int64_t hi[3],
     const struct vox_nn_wino_geom *g = &f->g;
     const struct vox_nn_fast_conv *c = &f->cv;
     const int64_t *k = c->k, *al = g->al, taps = k[0] * k[1] * k[2], cop = g->cop, P = g->P;
-    float *t0 = j->work + (int64_t)tid * (f->vfl + f->wfl), *t1 = t0 + P * cop;
+    float *t0 = thread_area(f, j->work, tid), *t1 = t0 + P * cop;
     for (int64_t i = lo[0]; i < hi[0]; i++) {
         for (int64_t p = 0; p < P; p++) {
             float *d = t0 + p * cop;
