@@ -136,7 +136,13 @@ static const struct conv_case conv_cases[] = {
     {1, 16, 24, {5, 13, 22}, {3, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_ELU},
     {2, 17, 20, {1, 17, 35}, {1, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_RELU},
     {1, 16, 17, {6, 7, 5}, {3, 3, 1}, {1, 1, 1}, true, false, VOX_ACT_LINEAR},
-    /* a Winograd backward-weights whose D is large enough (>= 6 MB) for its shared mode */
+    /* few output channels, more input ones: the mirrored direct backward-weights (vectors
+     * along the input channels; co <= 4 lanes of 16, <= 2 of 8): an output conv's shape, z
+     * taps with a halo and dilation, input channels past a lane block */
+    {1, 16, 3, {3, 9, 21}, {1, 5, 5}, {1, 1, 1}, true, true, VOX_ACT_LINEAR},
+    {1, 9, 2, {6, 7, 12}, {3, 3, 3}, {1, 2, 1}, false, false, VOX_ACT_RELU},
+    {1, 20, 1, {5, 8, 9}, {2, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_SIGMOID},
+    /* a Winograd backward-weights whose D is large enough (>= 2 MB) for its shared mode */
     {1, 160, 160, {3, 6, 10}, {3, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_ELU},
 };
 

@@ -573,6 +573,48 @@ static void weights_nest(struct vox_ctx *ctx, const struct conv_shape *s, int64_
     n->accumulate = true; /* partial sums revisited per row, and over the slabs */
 }
 
+/* The mirror of weights_nest for convs with few output channels (mirror_bw; the RSUNet's
+ * 16 -> 3 output conv used 3 of 16 lanes there): vectors along the input channels. The
+ * input's slab of planes, with the z taps' halo, is transposed channels-last as goutT is
+ * (inT (Z', Y', Wi / L, X', L), Wi = the input channels padded to L); then gwT[o, a, b, c, i]
+ * = sum_{z,y,x} gout[o, z, y, x] * inT[z + a dz, y + b dy, x + c dx, i]: per position one
+ * broadcast of gout per output channel (all of them in the tile) and one inT vector per x
+ * tap feed CO x CT FMAs. The threads split the y taps (one block each: the nest must not
+ * depend on the thread count); sums in loop order, slab after slab. Q: gout's channel stride
+ * (s->q[0] is the slab's planes). */
+static void weights_nest_t(struct vox_ctx *ctx, const struct conv_shape *s, int64_t L, int64_t Q,
+                           struct vox_nest *n)
+{
+    const int64_t *q = s->q, *p = s->p, *d = s->d, *k = s->k;
+    const int64_t ib = cdiv(s->ci, L), Wi = ib * L, taps = vol3(k);
+    const int64_t regs = vox_ctx_cpu(ctx)->isa == VOX_ISA_AVX512 ? 32 : 16;
+    vox_nest_init(n);
+    int o = dim4(n, "o", s->co, taps * Wi, Q, 0);
+    int a = dim4(n, "a", k[0], k[1] * k[2] * Wi, 0, d[0] * p[1] * p[2] * Wi);
+    int b = dim4(n, "b", k[1], k[2] * Wi, 0, d[1] * p[2] * Wi);
+    int c = dim4(n, "c", k[2], Wi, 0, d[2] * L);
+    int ibd = dim4(n, "ib", ib, L, 0, p[2] * L);
+    int bi = dim4(n, "bi", L, 1, 0, 1);
+    int z = dim4(n, "z", q[0], 0, q[1] * q[2], p[1] * p[2] * Wi);
+    int y = dim4(n, "y", q[1], 0, q[2], p[2] * Wi);
+    int x = dim4(n, "x", q[2], 0, 1, L);
+    const int64_t most = (regs - 1 - s->co) / s->co; /* co x ct sums, co broadcasts, a load */
+    const int64_t ct = cdiv(k[2], cdiv(k[2], most));
+    const int64_t l[][2] = {{b, 1},  {z, 1}, {y, 1}, {a, 1}, {ibd, 1}, {o, s->co},
+                            {c, ct}, {x, 1}, {o, 1}, {c, 1}, {bi, 1}};
+    loops(n, l, (int)(sizeof l / sizeof l[0]));
+    n->accumulate = true;
+}
+
+/* Whether the backward-weights of shape s runs mirrored (weights_nest_t): the output
+ * channels fill at most a quarter of the lanes, the input channels at least half, and all
+ * output channels with a few x taps fit the registers. */
+static bool mirror_bw(struct vox_ctx *ctx, const struct conv_shape *s, int64_t L)
+{
+    const int64_t regs = vox_ctx_cpu(ctx)->isa == VOX_ISA_AVX512 ? 32 : 16;
+    return 4 * s->co <= L && 2 * s->ci >= L && (regs - 1 - s->co) / s->co >= 2;
+}
+
 /* goutT = gout (C, P) transposed by rows of X positions: row r holds, block of L channels
  * after block, goutT[r, ob, x, l] = gout[ob L + l, r X + x] (0 for channels >= C), by the
  * blocked layout's register transposes (fast_pack.h; their width is L on every ISA). Rows
@@ -646,6 +688,44 @@ static bool bw_item(struct vox_nn_train_fast *f, struct vox_pool *pool, const st
     return true;
 }
 
+/* wt (co * taps, Wi) = bw_item mirrored (weights_nest_t): the input's slabs of planes (with
+ * the z taps' halo) transposed channels-last, gout read planar. */
+static bool bw_item_t(struct vox_nn_train_fast *f, struct vox_pool *pool,
+                      const struct conv_shape *s, const float *src, const float *gout,
+                      float **wt_out)
+{
+    const int64_t L = vox_ctx_cpu(f->ctx)->isa == VOX_ISA_AVX512 ? 16 : 8;
+    const int64_t Wi = cdiv(s->ci, L) * L, taps = vol3(s->k), pplane = s->p[1] * s->p[2];
+    const int64_t halo = (s->k[0] - 1) * s->d[0];
+    int64_t S = f->slab_floats / (pplane * Wi) - halo;
+    S = S < 1 ? 1 : S > s->q[0] ? s->q[0] : S;
+    const int64_t tail = s->q[0] % S;
+    const struct vox_kernel *k[2] = {NULL, NULL};
+    struct conv_shape sl = *s;
+    for (int t = 0; t < (tail ? 2 : 1); t++) {
+        struct vox_nest n;
+        sl.q[0] = t ? tail : S;
+        weights_nest_t(f->ctx, &sl, L, vol3(s->q), &n);
+        k[t] = kernel_for(f, &n);
+    }
+    float *it = scratch(f, SC_BIG, (S + halo) * pplane * Wi);
+    float *wt = scratch(f, SC_WT, s->co * taps * Wi);
+    if (!k[0] || (tail && !k[1]) || !it || !wt)
+        return false;
+    memset(wt, 0, (size_t)(s->co * taps * Wi) * sizeof *wt);
+    for (int64_t z0 = 0; z0 < s->q[0]; z0 += S) {
+        const int64_t nz = z0 + S <= s->q[0] ? S : tail;
+        struct transpose_job tj = {
+            src + z0 * pplane, it,     vox_nn_pack_fns_for(vox_ctx_cpu(f->ctx)->isa), s->ci, Wi,
+            vol3(s->p),        s->p[2]};
+        const int64_t rows[3] = {(nz + halo) * s->p[1], 1, 1}, tile[3] = {1, 1, 1};
+        vox_pool_for(pool, rows, tile, VOX_SCHED_STATIC, transpose_rows, &tj);
+        vox_kernel_run(k[nz != S], wt, gout + z0 * s->q[1] * s->q[2], it, NULL);
+    }
+    *wt_out = wt;
+    return true;
+}
+
 /* gw += the weight gradient by Winograd (fast_wino_bw.c) for the convs wino_conv runs, and gb
  * (NULL: none) += the bias's: the input packed into blocks as there, gout read planar by the
  * gradient transform, the partial sums in SC_BIG. false: the conv does not qualify or
@@ -705,7 +785,8 @@ static void fast_conv_bw(void *self, struct vox_pool *pool, const struct vox_ten
         bordered |= pad[a] != 0 || s.p[a] != in->shape[2 + a];
     }
     const int64_t L = vox_ctx_cpu(f->ctx)->isa == VOX_ISA_AVX512 ? 16 : 8;
-    const int64_t W = cdiv(s.co, L) * L, taps = vol3(s.k);
+    const bool mirror = mirror_bw(f->ctx, &s, L);
+    const int64_t W = cdiv(mirror ? s.ci : s.co, L) * L, taps = vol3(s.k);
     const int64_t is = s.ci * vol3(in->shape + 2), os = s.co * vol3(s.q);
     float *buf = bordered ? scratch(f, SC_IN, s.ci * vol3(s.p)) : NULL, *wt = NULL, *g = gw->data;
     for (int64_t b = 0; b < in->shape[0]; b++) {
@@ -714,14 +795,19 @@ static void fast_conv_bw(void *self, struct vox_pool *pool, const struct vox_ten
             border_copy(pool, buf, s.p, src, in->shape + 2, pad, s.ci);
             src = buf;
         }
+        const float *go = (const float *)gout->data + b * os;
         if ((bordered && !buf) ||
-            !bw_item(f, pool, &s, src, (const float *)gout->data + b * os, &wt)) {
+            !(mirror ? bw_item_t(f, pool, &s, src, go, &wt) : bw_item(f, pool, &s, src, go, &wt))) {
             /* only the first item can fail: the kernels and buffers are kept after it */
             f->n_fallback++;
             vox_nn_ref_conv_backward_weights(pool, in, gout, dil, pad, gw, gb);
             return;
         }
-        for (int64_t o = 0; o < s.co; o++)
+        for (int64_t o = 0; mirror && o < s.co; o++) /* wt (co, taps, Wi) */
+            for (int64_t i = 0; i < s.ci; i++)
+                for (int64_t t = 0; t < taps; t++)
+                    g[(o * s.ci + i) * taps + t] += wt[(o * taps + t) * W + i];
+        for (int64_t o = 0; !mirror && o < s.co; o++) /* wt (ci, taps, W) */
             for (int64_t e = 0; e < s.ci * taps; e++)
                 g[o * s.ci * taps + e] += wt[e * W + o];
     }
