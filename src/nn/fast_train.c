@@ -607,12 +607,13 @@ static void weights_nest_t(struct vox_ctx *ctx, const struct conv_shape *s, int6
 }
 
 /* Whether the backward-weights of shape s runs mirrored (weights_nest_t): the output
- * channels fill at most a quarter of the lanes, the input channels at least half, and all
- * output channels with a few x taps fit the registers. */
+ * channels fill at most a quarter of the lanes, the input channels at least half, all output
+ * channels with a few x taps fit the registers, and there are 3 y taps at least for the
+ * threads to split (a choice by shape only: the two nests sum in different orders). */
 static bool mirror_bw(struct vox_ctx *ctx, const struct conv_shape *s, int64_t L)
 {
     const int64_t regs = vox_ctx_cpu(ctx)->isa == VOX_ISA_AVX512 ? 32 : 16;
-    return 4 * s->co <= L && 2 * s->ci >= L && (regs - 1 - s->co) / s->co >= 2;
+    return 4 * s->co <= L && 2 * s->ci >= L && (regs - 1 - s->co) / s->co >= 2 && s->k[1] >= 3;
 }
 
 /* goutT = gout (C, P) transposed by rows of X positions: row r holds, block of L channels
