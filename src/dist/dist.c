@@ -244,8 +244,6 @@ static int64_t frag_loc(const struct dist_run *r, int64_t id)
 }
 
 /* join_locations in parts: unknown counts the ids no chunk has. */
-enum { LOC_PARTS = 16 };
-
 struct loc_job {
     const struct dist_run *r;
     struct dist_sum *s;
@@ -272,8 +270,7 @@ static void loc_part(void *arg, int64_t q)
 static enum vox_status join_locations(const struct dist_run *r, struct dist_sum *s,
                                       const struct dist_par *par)
 {
-    int threads = vox_ctx_threads(r->ctx);
-    struct loc_job j = {r, s, 2 * threads < LOC_PARTS ? 2 * threads : LOC_PARTS, 0};
+    struct loc_job j = {r, s, dist_par_parts(par), 0};
     dist_par_for(par, j.parts, loc_part, &j);
     if (j.unknown)
         return vox_fail(r->ctx, VOX_INTERNAL,
@@ -455,12 +452,10 @@ static uint32_t **chunk_maps(struct dist_run *r, int64_t nchunks)
 
 /* number_basins in parts of the fragments (and of the sorted roots): the roots counted,
  * their keys written, numbered, and every fragment given its root's number. */
-enum { NB_PARTS = 16 };
-
 struct nb_job {
     struct dist_run *r;
     int parts;
-    int64_t at[NB_PARTS]; /* roots per part, then each part's first key */
+    int64_t at[DIST_PAR_PARTS]; /* roots per part, then each part's first key */
     uint64_t *key;
     int64_t nb;
 };
@@ -521,8 +516,7 @@ static void nb_rest(void *arg, int64_t q)
 static int64_t number_basins(struct dist_run *r)
 {
     const struct dist_par par = {r->ctx, NULL};
-    int threads = vox_ctx_threads(r->ctx);
-    struct nb_job j = {.r = r, .parts = 2 * threads < NB_PARTS ? 2 * threads : NB_PARTS};
+    struct nb_job j = {.r = r, .parts = dist_par_parts(&par)};
     dist_par_for(&par, j.parts, nb_count, &j);
     for (int q = 0; q < j.parts; q++) {
         int64_t c = j.at[q];

@@ -425,4 +425,9 @@ struct dist_par {
 
 void dist_par_for(const struct dist_par *p, int64_t n, void (*fn)(void *arg, int64_t i), void *arg);
 
+/* The parts to cut a loop shared through p into: two per thread (parts take unequal times),
+ * DIST_PAR_PARTS at most; 1 for the caller alone (p NULL). */
+enum { DIST_PAR_PARTS = 16 };
+int dist_par_parts(const struct dist_par *p);
+
 #endif

@@ -283,8 +283,6 @@ static inline bool face_open(const struct dist_box *b, const int64_t dims[3], in
 /* The lookups of node_links, in parts (dist_par_for): per link, the face entry of its
  * target (-1: the target is outside the box, -2: no entry); per face voxel, whether it
  * stays open. */
-enum { LINK_PARTS = 16 };
-
 struct link_job {
     const struct node_ctx *n;
     int64_t *target;
@@ -309,8 +307,7 @@ static void link_part(void *arg, int64_t q)
 static enum vox_status node_links(struct node_ctx *n, const struct dist_par *par)
 {
     struct dist_sum *o = n->o;
-    int threads = par ? vox_ctx_threads(par->ctx) : 1;
-    struct link_job j = {.n = n, .parts = 2 * threads < LINK_PARTS ? 2 * threads : LINK_PARTS};
+    struct link_job j = {.n = n, .parts = dist_par_parts(par)};
     j.target = vox_alloc(n->ctx, (size_t)(o->nlink + 1) * sizeof *j.target);
     j.open = vox_alloc(n->ctx, (size_t)o->nface + 1);
     enum vox_status s = j.target && j.open ? VOX_OK : VOX_OUT_OF_MEMORY;

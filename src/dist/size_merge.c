@@ -872,14 +872,12 @@ void dist_dend_fini(struct vox_ctx *ctx, struct dist_dend *d)
 }
 
 /* sm_finish's passes over the basins, in parts of [1, nbasins] (dist_par_for). */
-enum { FIN_PARTS = 16 };
-
 struct fin_job {
     const struct sm_run *r;
     uint32_t *parent;
     int64_t *size, nbasins;
     int parts, pass;
-    int64_t at[FIN_PARTS]; /* pass 1: kept roots per part; then the part's first number - 1 */
+    int64_t at[DIST_PAR_PARTS]; /* pass 1: kept roots per part; then the part's first number - 1 */
 };
 
 static void fin_part(void *arg, int64_t q)
@@ -922,9 +920,8 @@ static enum vox_status sm_finish(struct sm_run *r, int64_t nbasins, uint32_t *pa
                                  int64_t *nseg_out, int64_t **seg_sizes_out)
 {
     const struct dist_par par = {r->ctx, NULL};
-    int threads = vox_ctx_threads(r->ctx);
     struct fin_job j = {.r = r, .parent = parent, .size = size, .nbasins = nbasins};
-    j.parts = nbasins < 65536 ? 1 : 2 * threads < FIN_PARTS ? 2 * threads : FIN_PARTS;
+    j.parts = nbasins < 65536 ? 1 : dist_par_parts(&par);
     parent[0] = 0;
     size[0] = r->sizes[0];
     dist_par_for(&par, j.parts, fin_part, &j);

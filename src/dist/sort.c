@@ -151,15 +151,15 @@ void dist_sort_u64(uint64_t *k, uint64_t *tmp, int64_t n, int from)
 }
 
 /* Parts of a shared byte pass: part q holds keys [q n / P, (q + 1) n / P) of the source. */
-enum { PAR_PARTS = 16, PAR_MIN = 1 << 16 };
+enum { PAR_MIN = 1 << 16 };
 
 struct sort_par {
     const uint64_t *a;
     uint64_t *b;
     int64_t n;
     int parts, sh;
-    uint64_t diff[PAR_PARTS];
-    int64_t cnt[PAR_PARTS][256]; /* counts, then each part's first place per byte value */
+    uint64_t diff[DIST_PAR_PARTS];
+    int64_t cnt[DIST_PAR_PARTS][256]; /* counts, then each part's first place per byte value */
 };
 
 static void par_diff(void *arg, int64_t q)
@@ -198,7 +198,7 @@ void dist_sort_u64_par(const struct dist_par *dp, uint64_t *k, uint64_t *tmp, in
     /* the parts' places are the serial pass's: part q's keys of each byte value go after
      * those of parts < q, so the result (a stable sort) is the same */
     struct sort_par p = {.a = k, .b = tmp, .n = n};
-    p.parts = 2 * threads < PAR_PARTS ? 2 * threads : PAR_PARTS;
+    p.parts = dist_par_parts(dp);
     dist_par_for(dp, p.parts, par_diff, &p);
     uint64_t diff = 0;
     for (int q = 0; q < p.parts; q++)
