@@ -461,6 +461,103 @@ static void test_byte_identical_output(struct vox_ctx *ctx)
     tmp_remove(&d);
 }
 
+/* The stored bytes of every chunk of dataset `name` in `path`, concatenated with their sizes
+ * (libhdf5's H5Dread_chunk: the filtered bytes as they are in the file). */
+static char *raw_chunks(const char *path, const char *name, size_t *len)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), d = H5Dopen2(f, name, H5P_DEFAULT);
+    hid_t sp = H5Dget_space(d), dcpl = H5Dget_create_plist(d);
+    hsize_t dims[8], ch[8], idx[8] = {0};
+    int r = H5Sget_simple_extent_dims(sp, dims, NULL);
+    CHECK(r > 0 && H5Pget_chunk(dcpl, 8, ch) == r);
+    char *out = NULL;
+    *len = 0;
+    for (;;) {
+        hsize_t n = 0;
+        uint32_t mask = 1;
+        CHECK(H5Dget_chunk_storage_size(d, idx, &n) >= 0 && n > 0);
+        out = realloc(out, *len + sizeof n + n);
+        memcpy(out + *len, &n, sizeof n);
+        CHECK(H5Dread_chunk(d, H5P_DEFAULT, idx, &mask, out + *len + sizeof n) >= 0);
+        CHECK(mask == 0);
+        *len += sizeof n + n;
+        int i = r - 1;
+        while (i >= 0 && (idx[i] += ch[i]) >= dims[i])
+            idx[i--] = 0;
+        if (i < 0)
+            break;
+    }
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    H5Dclose(d);
+    H5Fclose(f);
+    return out;
+}
+
+/* A gzip dataset written whole (its chunks compressed on the pool, io/h5_chunks.c), box by
+ * box through vox_volume_encode (chunk-aligned boxes, out of order, and one box that is not),
+ * and in boxes that cut chunks (libhdf5 compresses): the same values, and every chunk stored
+ * with the same bytes, for every dtype (shuffle for multi-byte ones), edge chunks included. */
+static void test_chunk_compression(struct vox_ctx *ctx)
+{
+    struct tmpdir d;
+    tmp_make(&d);
+    const int64_t shape[3] = {19, 37, 70}, chunk[3] = {8, 16, 32};
+    for (int dt = 0; dt < VOX_DTYPE_COUNT; dt++) {
+        struct vox_tensor t, back;
+        fill_random(ctx, &t, (enum vox_dtype)dt, 3, shape, 40 + (uint64_t)dt);
+        if (dt == VOX_U64) /* labels: runs, so deflate has something to find */
+            for (int64_t i = 0; i < vox_tensor_numel(&t); i++)
+                ((uint64_t *)t.data)[i] = (uint64_t)(i / 7) * 0x10001u;
+        struct vox_dataset_options opt = {.dtype = (enum vox_dtype)dt, .rank = 3, .gzip = 4};
+        memcpy(opt.shape, shape, sizeof shape);
+        memcpy(opt.chunk, chunk, sizeof chunk);
+        const char *names[3] = {"whole.h5", "enc.h5", "cut.h5"};
+        for (int way = 0; way < 3; way++) {
+            struct vox_out_file *f;
+            struct vox_volume *vol;
+            CHECK_OK(vox_out_open(ctx, at(&d, names[way]), &f));
+            CHECK_OK(vox_out_dataset(ctx, f, "/v", &opt, &vol));
+            if (way == 0)
+                CHECK_OK(vox_volume_write(ctx, vol, NULL, &t));
+            /* enc: z slabs [16, 19), [0, 16) as two boxes split at y 16, the rest unaligned */
+            const int64_t boxes[4][2][3] = {{{16, 0, 0}, {19, 37, 70}},
+                                            {{0, 16, 0}, {16, 37, 70}},
+                                            {{0, 0, 0}, {16, 16, 33}},
+                                            {{0, 0, 33}, {16, 16, 70}}};
+            for (int b = 0; way == 1 && b < 4; b++) {
+                struct vox_tensor v;
+                struct vox_encoded *e;
+                CHECK_OK(vox_tensor_view_box(ctx, &t, boxes[b][0], boxes[b][1], &v));
+                CHECK_OK(vox_volume_encode(ctx, vol, boxes[b][0], &v, &e));
+                CHECK_OK(vox_volume_write_encoded(ctx, e));
+            }
+            for (int64_t z = 0; way == 2 && z < shape[0]; z += 5) {
+                int64_t lo[3] = {z, 0, 0}, hi[3] = {z + 5 < 19 ? z + 5 : 19, 37, 70};
+                struct vox_tensor v;
+                CHECK_OK(vox_tensor_view_box(ctx, &t, lo, hi, &v));
+                CHECK_OK(vox_volume_write(ctx, vol, lo, &v));
+            }
+            CHECK_OK(vox_out_commit(ctx, f));
+            char spec[600];
+            snprintf(spec, sizeof spec, "%s:/v", at(&d, names[way]));
+            CHECK_OK(vox_volume_load(ctx, spec, &back, NULL));
+            CHECK(same(ctx, &t, &back));
+            vox_tensor_free(ctx, &back);
+        }
+        size_t n[3];
+        char *raw[3];
+        for (int way = 0; way < 3; way++)
+            raw[way] = raw_chunks(at(&d, names[way]), "/v", &n[way]);
+        CHECK(n[0] == n[1] && n[0] == n[2] && memcmp(raw[0], raw[1], n[0]) == 0 &&
+              memcmp(raw[0], raw[2], n[0]) == 0);
+        for (int way = 0; way < 3; way++)
+            free(raw[way]);
+        vox_tensor_free(ctx, &t);
+    }
+    tmp_remove(&d);
+}
+
 /* ---- atomic output --------------------------------------------------------------------- */
 
 static void test_abort(struct vox_ctx *ctx)
@@ -866,9 +963,8 @@ static void test_shared_h5py_file(struct vox_ctx *ctx)
 
 VOX_TEST_MAIN(VOX_TEST(test_spec_split), VOX_TEST(test_roundtrip_every_dtype),
               VOX_TEST(test_read_boxes), VOX_TEST(test_npy_thin_boxes), VOX_TEST(test_write_boxes),
-              VOX_TEST(test_attributes),
-              VOX_TEST(test_keep_and_replace_datasets), VOX_TEST(test_byte_identical_output),
+              VOX_TEST(test_attributes), VOX_TEST(test_keep_and_replace_datasets),
+              VOX_TEST(test_byte_identical_output), VOX_TEST(test_chunk_compression),
               VOX_TEST(test_abort), VOX_TEST(test_bad_hdf5), VOX_TEST(test_bad_npy),
-              VOX_TEST(test_npy_output_rules),
-              VOX_TEST(test_bad_boxes_and_options), VOX_TEST(test_alloc_failures),
-              VOX_TEST(test_shared_h5py_file))
+              VOX_TEST(test_npy_output_rules), VOX_TEST(test_bad_boxes_and_options),
+              VOX_TEST(test_alloc_failures), VOX_TEST(test_shared_h5py_file))

@@ -18,6 +18,7 @@
 #include "vox/io.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -516,15 +517,18 @@ static enum vox_status read_history(struct vox_ctx *ctx, const struct seg_args *
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
-/* A dataset of the output file with its attributes; the data is written afterwards. */
+/* A dataset of the output file with its attributes (HDF5 chunks of `chunk`, NULL: the
+ * default); the data is written afterwards. */
 static enum vox_status make_dataset(struct vox_ctx *ctx, struct vox_out_file *f,
                                     const struct seg_state *st, const char *name,
                                     enum vox_dtype dtype, int rank, const int64_t *shape,
-                                    const char *params, const char *what,
+                                    const int64_t *chunk, const char *params, const char *what,
                                     struct vox_volume **vol_out)
 {
     struct vox_dataset_options d = {.dtype = dtype, .rank = rank, .gzip = 4};
     memcpy(d.shape, shape, (size_t)rank * sizeof *shape);
+    if (chunk)
+        memcpy(d.chunk, chunk, (size_t)rank * sizeof *chunk);
     if (rank == 3) {
         d.has_resolution = st->info.has_resolution;
         d.has_offset = st->info.has_offset;
@@ -546,8 +550,8 @@ static enum vox_status write_dataset(struct vox_ctx *ctx, struct vox_out_file *f
                                      const char *what)
 {
     struct vox_volume *vol = NULL;
-    enum vox_status s = make_dataset(ctx, f, st, name, t->dtype, t->rank, t->shape, params,
-                                     what, &vol);
+    enum vox_status s =
+        make_dataset(ctx, f, st, name, t->dtype, t->rank, t->shape, NULL, params, what, &vol);
     return s ? s : vox_volume_write(ctx, vol, NULL, t);
 }
 
@@ -631,16 +635,41 @@ static enum vox_status write_outputs(struct vox_ctx *ctx, const struct seg_args 
 
 /* ---- chunked ------------------------------------------------------------------------------- */
 
-/* The output of a chunked run, filled box by box under vox_dist_segment's io lock. */
+/* The output of a chunked run, filled box by box from every thread: each box's datasets are
+ * mapped and compressed side by side (vox_volume_encode), written one box at a time under
+ * `lock` (libhdf5 is not thread-safe; vox_dist_segment reads no HDF5 file while boxes come). */
 struct chunk_out {
     struct vox_ctx *ctx;
     const struct seg_args *a;
     struct seg_state *st;
+    pthread_mutex_t lock;
+    int64_t h5chunk[3]; /* the datasets' HDF5 chunks: whole ones in every box */
     struct vox_out_file *f;
     struct vox_volume *base, *cut[MAX_THRESHOLDS];
     uint32_t *map[MAX_THRESHOLDS];
     char params[9216];
 };
+
+/* HDF5 chunks for the labels of a run with `chunk`-shaped boxes: per axis the largest
+ * divisor of the box side up to the default (32 x 128 x 128), so that every box holds whole
+ * chunks and is compressed on its own thread; where that divisor is small (a prime side) the
+ * default, and boxes that share chunks are written through libhdf5's cache. */
+static void out_chunks(const int64_t chunk[3], const int64_t shape[3], int64_t out[3])
+{
+    static const int64_t dflt[3] = {32, 128, 128};
+    int64_t d[3];
+    bool ok = true;
+    for (int a = 0; a < 3; a++) {
+        int64_t c = chunk[a] < shape[a] ? chunk[a] : shape[a];
+        c = c > 1 ? c : 1; /* (a failed open leaves the shape 0) */
+        d[a] = dflt[a] < c ? dflt[a] : c;
+        while (c % d[a] != 0)
+            d[a]--;
+        ok &= 4 * d[a] >= (dflt[a] < c ? dflt[a] : c);
+    }
+    for (int a = 0; a < 3; a++)
+        out[a] = ok ? d[a] : (dflt[a] < shape[a] ? dflt[a] : shape[a]);
+}
 
 /* The result is known: keep the history (float32 scores), map each cut, create the datasets
  * and write the history. */
@@ -667,12 +696,14 @@ static enum vox_status chunk_ready(void *arg, const struct vox_seg_result *res)
         s = vox_merge_history_map(ctx, &st->hist, o->a->thr[k], &o->map[k], &st->nfinal[k]);
         threshold_name(o->a, k, name, sizeof name);
         snprintf(what, sizeof what, "labels cut at threshold %g", o->a->thr[k]);
-        s = s ? s : make_dataset(ctx, o->f, st, name, VOX_U64, 3, st->shape, o->params, what,
-                                 &o->cut[k]);
+        s = s ? s
+              : make_dataset(ctx, o->f, st, name, VOX_U64, 3, st->shape, o->h5chunk, o->params,
+                             what, &o->cut[k]);
     }
     snprintf(name, sizeof name, "%s_base", o->a->out_ds);
-    s = s ? s : make_dataset(ctx, o->f, st, name, VOX_U32, 3, st->shape, o->params,
-                             "base segments after size merge and dust (the cut at 0)", &o->base);
+    s = s ? s
+          : make_dataset(ctx, o->f, st, name, VOX_U32, 3, st->shape, o->h5chunk, o->params,
+                         "base segments after size merge and dust (the cut at 0)", &o->base);
     return s ? s : write_history(ctx, o->f, o->a, st, o->params);
 }
 
@@ -680,17 +711,27 @@ static enum vox_status chunk_write(void *arg, const int64_t lo[3], const struct 
 {
     struct chunk_out *o = arg;
     struct vox_tensor cut = {0};
-    enum vox_status s = vox_volume_write(o->ctx, o->base, lo, l);
+    struct vox_encoded *enc[MAX_THRESHOLDS + 1] = {0};
+    int nthr = o->a->nthr;
+    enum vox_status s = vox_volume_encode(o->ctx, o->base, lo, l, &enc[nthr]);
     s = s ? s : vox_tensor_alloc(o->ctx, &cut, VOX_U64, 3, l->shape);
     const uint32_t *b = l->data;
     uint64_t *c = cut.data;
     int64_t n = vox_tensor_numel(l);
-    for (int k = 0; k < o->a->nthr && s == VOX_OK; k++) {
+    for (int k = 0; k < nthr && s == VOX_OK; k++) {
         for (int64_t v = 0; v < n; v++)
             c[v] = o->map[k][b[v]];
-        s = vox_volume_write(o->ctx, o->cut[k], lo, &cut);
+        s = vox_volume_encode(o->ctx, o->cut[k], lo, &cut, &enc[k]);
     }
     vox_tensor_free(o->ctx, &cut);
+    pthread_mutex_lock(&o->lock);
+    for (int k = 0; k <= nthr; k++) {
+        if (s == VOX_OK && enc[k])
+            s = vox_volume_write_encoded(o->ctx, enc[k]);
+        else
+            vox_encoded_free(o->ctx, enc[k]);
+    }
+    pthread_mutex_unlock(&o->lock);
     return s;
 }
 
@@ -732,8 +773,9 @@ static enum vox_status chunked(struct vox_ctx *ctx, const struct seg_args *a,
     }
     for (int k = 0; k < 3 && s == VOX_OK; k++)
         st->shape[k] = st->info.shape[k + 1 - (a->boundary != NULL)];
-    struct chunk_out o = {.ctx = ctx, .a = a, .st = st};
-    struct vox_dist_sink sink = {chunk_ready, chunk_write, &o, false}; /* HDF5: one at a time */
+    struct chunk_out o = {.ctx = ctx, .a = a, .st = st, .lock = PTHREAD_MUTEX_INITIALIZER};
+    out_chunks(a->chunk, st->shape, o.h5chunk);
+    struct vox_dist_sink sink = {chunk_ready, chunk_write, &o, true};
     struct vox_dist_stats stats = {0};
     /* VOX_DIST_DIE_AFTER=N (tests): the process ends after N restart records. */
     const char *die = getenv("VOX_DIST_DIE_AFTER");

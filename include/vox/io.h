@@ -110,6 +110,19 @@ enum vox_status vox_out_dataset(struct vox_ctx *ctx, struct vox_out_file *f, con
  * have the volume's dtype and fit inside it; any strides. */
 enum vox_status vox_volume_write(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
                                  const struct vox_tensor *src);
+/* Writing from several threads. Every vox/io.h call must come from one thread at a time
+ * (libhdf5 is not thread-safe), yet most of the time a gzip-compressed write takes is the
+ * compression; so it can be split off. vox_volume_encode checks src as vox_volume_write would
+ * and prepares it: for an HDF5 dataset with gzip whose chunks the box covers whole (up to the
+ * dataset's end), the chunks compressed (on the context's threads, or on the caller's when
+ * called from a pool task), else a copy. It touches no file, so several threads may encode
+ * at once. vox_volume_write_encoded then writes it, with the one-thread rule, and frees it;
+ * vox_encoded_free drops one unwritten. */
+struct vox_encoded;
+enum vox_status vox_volume_encode(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
+                                  const struct vox_tensor *src, struct vox_encoded **out);
+enum vox_status vox_volume_write_encoded(struct vox_ctx *ctx, struct vox_encoded *e);
+void vox_encoded_free(struct vox_ctx *ctx, struct vox_encoded *e);
 /* A string attribute on a dataset being written (provenance: "source", "convention", ...).
  * Written as a variable-length UTF-8 string, as h5py writes str. A .npy file has no
  * attributes: the call does nothing there. */

@@ -321,6 +321,8 @@ static enum vox_status h5_read(struct vox_ctx *ctx, struct vox_volume *vol, cons
 static enum vox_status h5_write(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
                                 const int64_t *hi, const void *buf)
 {
+    if (vox_h5_chunks_ok(vol, lo, hi)) /* compressed on the context's threads */
+        return vox_h5_write_chunks(ctx, vol, lo, hi, buf);
     return h5_box_io(ctx, vol, lo, hi, (void *)buf, true);
 }
 

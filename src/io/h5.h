@@ -29,6 +29,12 @@ enum vox_status vox_h5_out_begin(struct vox_ctx *ctx, struct vox_out_file *f);
 enum vox_status vox_h5_out_dataset(struct vox_ctx *ctx, struct vox_out_file *f,
                                    const char *dataset, const struct vox_dataset_options *opt,
                                    struct vox_volume *vol);
+/* Whether the box [lo, hi) of vol is written by h5_chunks.c: a dataset created here with
+ * gzip, the box covering the chunks it touches whole (up to the dataset's end). */
+bool vox_h5_chunks_ok(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi);
+/* Writes such a box from buf (C order), its chunks compressed on the context's threads. */
+enum vox_status vox_h5_write_chunks(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
+                                    const int64_t *hi, const void *buf);
 enum vox_status vox_h5_out_end(struct vox_ctx *ctx, struct vox_out_file *f);
 
 #endif

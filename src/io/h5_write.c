@@ -191,6 +191,8 @@ enum vox_status vox_h5_out_dataset(struct vox_ctx *ctx, struct vox_out_file *f,
     vol->h5_file = f->h5_file;
     vol->h5_dset = dset;
     vox_h5_chunk_of(vol);
+    vol->gzip = vol->chunk[0] > 0 ? opt->gzip : 0; /* the filters h5_dcpl set */
+    vol->shuffle = vol->gzip > 0 && vox_dtype_size(opt->dtype) > 1;
     return VOX_OK;
 }
 

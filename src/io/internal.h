@@ -23,6 +23,8 @@ struct vox_volume {
     int fd;                    /* .npy: the file; the out file's when out */
     int64_t data_start;        /* .npy: byte offset of the first element */
     int64_t chunk[VOX_MAX_RANK]; /* HDF5 chunk shape; all 0: not chunked */
+    int gzip;                    /* HDF5 created here: its gzip level (0: none), shuffle on */
+    bool shuffle;                /* multi-byte types: h5_chunks.c compresses as libhdf5 would */
 };
 
 struct vox_out_file {
@@ -73,6 +75,11 @@ enum vox_status vox_io_format_of(struct vox_ctx *ctx, const char *path,
 char *vox_io_strdup(struct vox_ctx *ctx, const char *s);
 /* Copies the file src to dst (created or truncated), byte for byte. */
 enum vox_status vox_io_copy_file(struct vox_ctx *ctx, const char *src, const char *dst);
+/* The checks of vox_volume_write (vol is being written; src fits at lo), filling the box
+ * [l, h). */
+enum vox_status vox_io_check_write(struct vox_ctx *ctx, const struct vox_volume *vol,
+                                   const int64_t *lo, const struct vox_tensor *src, int64_t *l,
+                                   int64_t *h);
 /* Fills the C-order element strides of shape. */
 void vox_io_c_strides(int rank, const int64_t *shape, int64_t *strides);
 

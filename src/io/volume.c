@@ -155,14 +155,21 @@ enum vox_status vox_volume_read(struct vox_ctx *ctx, struct vox_volume *vol, con
     return s != VOX_OK ? s : move_strided(ctx, vol, l, h, dst, false);
 }
 
-enum vox_status vox_volume_write(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
-                                 const struct vox_tensor *src)
+enum vox_status vox_io_check_write(struct vox_ctx *ctx, const struct vox_volume *vol,
+                                   const int64_t *lo, const struct vox_tensor *src, int64_t *l,
+                                   int64_t *h)
 {
     if (!vol->out)
         return vox_fail(ctx, VOX_INVALID_ARG, "'%s' was opened for reading, not writing",
                         vol->name);
+    return check_box(ctx, vol, lo, NULL, src, true, l, h);
+}
+
+enum vox_status vox_volume_write(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
+                                 const struct vox_tensor *src)
+{
     int64_t l[VOX_MAX_RANK] = {0}, h[VOX_MAX_RANK] = {0};
-    enum vox_status s = check_box(ctx, vol, lo, NULL, src, true, l, h);
+    enum vox_status s = vox_io_check_write(ctx, vol, lo, src, l, h);
     struct vox_tensor t = *src; /* only read from: writing copies out of it */
     return s != VOX_OK ? s : move_strided(ctx, vol, l, h, &t, true);
 }
