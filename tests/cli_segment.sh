@@ -24,7 +24,7 @@ echo "$j" | grep -q '"voi":0,' || fail "true affinities: $j"
 # Degraded affinities at several thresholds, 1 and 2 threads.
 out=$("$VOX" segment --aff "$T/s.h5:/affinities_smooth" --out "$T/a.h5:/seg" \
     --thresholds 0.1,0.3,0.5 --threads 1) || fail "segment smooth"
-for w in watershed "region graph" "single linkage" agglomeration write basins Mvox/s; do
+for w in watershed "size merge" "region graph" "single linkage" agglomeration write basins Mvox/s; do
     echo "$out" | grep -q "$w" || fail "output lacks '$w'"
 done
 "$VOX" segment --aff "$T/s.h5:/affinities_smooth" --out "$T/b.h5:/seg" \

@@ -390,59 +390,35 @@ static enum vox_status read_input(struct vox_ctx *ctx, const struct seg_args *a,
     return VOX_OK;
 }
 
-/* Watershed → basin graph → size merge + dust → base labels and the contracted graph. */
-static enum vox_status base_segments(struct vox_ctx *ctx, const struct vox_seg_params *p,
-                                     struct seg_state *st, struct vox_rag *gs)
-{
-    int64_t *sizes = NULL, *seg_sizes = NULL;
-    uint32_t *map = NULL;
-    struct vox_rag g = {0};
-    double t0 = vox_time_now();
-    enum vox_status s = vox_seg_watershed(ctx, &st->q, p, &st->base, &st->nbasins, &sizes);
-    if (s == VOX_OK) {
-        phase(st, "watershed", t0, "%lld basins", (long long)st->nbasins);
-        t0 = vox_time_now();
-        s = vox_rag_build(ctx, &st->base, st->nbasins, &st->q,
-                          p->score == VOX_SEG_SCORE_QUANTILE, &g);
-    }
-    if (s == VOX_OK) {
-        phase(st, "region graph", t0, "%lld edges", (long long)g.n);
-        t0 = vox_time_now();
-        s = vox_seg_single_linkage(ctx, &g, sizes, p, &map, &st->nseg, &seg_sizes, NULL);
-    }
-    if (s == VOX_OK) {
-        vox_seg_relabel(ctx, &st->base, map);
-        s = vox_rag_contract(ctx, &g, map, st->nseg, gs);
-    }
-    if (s == VOX_OK)
-        phase(st, "single linkage", t0, "%lld segments after size merge and dust",
-              (long long)st->nseg);
-    vox_rag_fini(ctx, &g);
-    vox_free(ctx, sizes);
-    vox_free(ctx, seg_sizes);
-    vox_free(ctx, map);
-    return s;
-}
-
+/* vox_segment_consume (the quantized input is freed once the region graph holds its sums),
+ * its stages printed as phases. */
 static enum vox_status pipeline(struct vox_ctx *ctx, const struct seg_args *a,
                                 struct seg_state *st)
 {
-    struct vox_rag gs = {0};
     enum vox_status s = read_input(ctx, a, st);
     st->t_start = vox_time_now();
+    struct vox_seg_result res = {0};
     if (s == VOX_OK)
-        s = base_segments(ctx, &a->p, st, &gs);
+        s = vox_segment_consume(ctx, &st->q, &a->p, &res);
     vox_tensor_free(ctx, &st->q);
-    double t0 = vox_time_now();
-    if (s == VOX_OK)
-        s = vox_seg_agglomerate(ctx, &gs, &a->p, &st->hist);
-    vox_rag_fini(ctx, &gs);
     if (s != VOX_OK)
         return s;
+    double now = vox_time_now();
+    phase(st, "watershed", now - res.seconds[0], "%lld basins", (long long)res.nbasins);
+    phase(st, "size merge", now - res.seconds[1],
+          "%lld base segments (basin graph, single linkage, dust; their region graph)",
+          (long long)res.nseg);
+    phase(st, "agglomeration", now - res.seconds[2], "%lld merges", (long long)res.merges.n);
+    st->base = res.labels;
+    st->nbasins = res.nbasins;
+    st->nseg = res.nseg;
+    st->hist = res.merges;
+    res.labels = (struct vox_tensor){0};
+    res.merges = (struct vox_merge_history){0};
+    vox_seg_result_fini(ctx, &res);
     /* The stored scores are float32; cut with exactly those. */
     for (int64_t i = 0; i < st->hist.n; i++)
         st->hist.m[i].score = (double)(float)st->hist.m[i].score;
-    phase(st, "agglomeration", t0, "%lld merges", (long long)st->hist.n);
     return VOX_OK;
 }
 

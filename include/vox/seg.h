@@ -222,6 +222,9 @@ struct vox_seg_result {
     int64_t nbasins;                 /* watershed basins before the size merge */
     struct vox_merge_history dend;   /* size merges, in basin ids */
     struct vox_merge_history merges; /* agglomeration, in ids of `labels` */
+    /* vox_segment's time per stage: the watershed; the basin graph, size merge, dust and the
+     * segments' region graph; the agglomeration (seconds; 0 where not measured). */
+    double seconds[3];
 };
 
 /* Quantize (unless aff is contiguous u8) → watershed → size merge + dust → region graph →

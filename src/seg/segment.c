@@ -187,11 +187,14 @@ static enum vox_status segment_run(struct vox_ctx *ctx, const struct vox_tensor 
     if (s == VOX_OK)
         s = seg_agglomerate_owned(ctx, &gs, p, &res->merges);
     vox_rag_fini(ctx, &gs);
+    res->seconds[0] = t1 - t0;
+    res->seconds[1] = t2 - t1;
+    res->seconds[2] = vox_time_now() - t2;
     vox_log(ctx, VOX_LOG_DEBUG,
             "segment: watershed %.3f s (%lld basins), graph and size merge %.3f s (%lld "
             "segments), agglomeration %.3f s (%lld merges)",
-            t1 - t0, (long long)res->nbasins, t2 - t1, (long long)res->nseg,
-            vox_time_now() - t2, (long long)res->merges.n);
+            res->seconds[0], (long long)res->nbasins, res->seconds[1], (long long)res->nseg,
+            res->seconds[2], (long long)res->merges.n);
     return s;
 }
 
