@@ -17,6 +17,7 @@
  */
 #include "io/h5.h"
 
+#include <stdint.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -68,8 +69,8 @@ static void chunk_origin(const struct vox_volume *vol, const int64_t *first, con
     }
 }
 
-/* The compression of a run of chunks; per worker: the gathered chunk, its shuffled bytes
- * and the deflate output (compressBound), copied out at its size. */
+/* The compression of a run of chunks; per worker: the gathered (and shuffled) chunk and the
+ * deflate output (compressBound), copied out at its size. */
 struct enc_job {
     struct vox_ctx *ctx;
     struct vox_volume *vol;
@@ -77,17 +78,74 @@ struct enc_job {
     const char *buf; /* the box, C order */
     struct enc_chunk *c;
     size_t chunk_bytes;
-    char *(*scratch)[3];
+    char *(*scratch)[2];
     bool failed;
 };
 
+/* Transposes the 8x8 bytes of x (x[k]'s byte j becomes x[j]'s byte k): swaps of 4-, 2- and
+ * 1-byte blocks between rows 4, 2 and 1 apart. */
+static inline void transpose8(uint64_t *x)
+{
+    for (int k = 0; k < 4; k++) {
+        uint64_t t = ((x[k] >> 32) ^ x[k + 4]) & 0x00000000ffffffffull;
+        x[k + 4] ^= t;
+        x[k] ^= t << 32;
+    }
+    for (int k = 0; k < 8; k += (k & 1) ? 3 : 1) { /* 0, 1, 4, 5 */
+        uint64_t t = ((x[k] >> 16) ^ x[k + 2]) & 0x0000ffff0000ffffull;
+        x[k + 2] ^= t;
+        x[k] ^= t << 16;
+    }
+    for (int k = 0; k < 8; k += 2) {
+        uint64_t t = ((x[k] >> 8) ^ x[k + 1]) & 0x00ff00ff00ff00ffull;
+        x[k + 1] ^= t;
+        x[k] ^= t << 8;
+    }
+}
+
+/* Elements [0, len - len % 8) of `esz` bytes (2, 4 or 8: a constant where inlined) into byte
+ * planes `plane` bytes apart, eight at a time as an 8x8 byte transpose (8 bytes per store). */
+static inline void shuffle8(const char *src, char *dst, size_t len, size_t esz, size_t plane)
+{
+    for (size_t i = 0; i + 8 <= len; i += 8) {
+        uint64_t x[8] = {0};
+        for (int k = 0; k < 8; k++)
+            memcpy(&x[k], src + (i + (size_t)k) * esz, esz);
+        transpose8(x);
+        for (size_t j = 0; j < esz; j++)
+            memcpy(dst + j * plane + i, &x[j], 8);
+    }
+}
+
+/* The shuffle filter on a run of len elements: byte j of element i goes to j * plane + i. */
+static void shuffle_run(const char *src, char *dst, size_t len, size_t esz, size_t plane)
+{
+    size_t i = esz == 2 || esz == 4 || esz == 8 ? len / 8 * 8 : 0;
+    switch (esz) {
+    case 2:
+        shuffle8(src, dst, len, 2, plane);
+        break;
+    case 4:
+        shuffle8(src, dst, len, 4, plane);
+        break;
+    case 8:
+        shuffle8(src, dst, len, 8, plane);
+        break;
+    default:
+        break;
+    }
+    for (; i < len; i++)
+        for (size_t j = 0; j < esz; j++)
+            dst[j * plane + i] = src[i * esz + j];
+}
+
 /* Copies the part of the box in the chunk at `origin` into dst (full chunk shape, zero past
- * the dataset's end). */
+ * the dataset's end), byte-shuffled when `shuf` (each row straight into the byte planes). */
 static void gather(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi,
-                   const char *box, const int64_t *origin, char *dst, size_t chunk_bytes)
+                   const char *box, const int64_t *origin, char *dst, size_t chunk_bytes, bool shuf)
 {
     const int r = vol->info.rank;
-    const size_t esz = vox_dtype_size(vol->info.dtype);
+    const size_t esz = vox_dtype_size(vol->info.dtype), n = chunk_bytes / esz;
     int64_t ext[VOX_MAX_RANK], bst[VOX_MAX_RANK], cst[VOX_MAX_RANK], idx[VOX_MAX_RANK] = {0};
     bool edge = false;
     for (int i = 0; i < r; i++) {
@@ -95,21 +153,25 @@ static void gather(const struct vox_volume *vol, const int64_t *lo, const int64_
         ext[i] = end - origin[i];
         edge |= ext[i] != vol->chunk[i];
     }
-    for (int i = r - 1, b = 1, c = 1; i >= 0;
-         b *= (int)(hi[i] - lo[i]), c *= (int)vol->chunk[i], i--) {
+    for (int i = r - 1, b = 1, c = 1; i >= 0; i--) {
         bst[i] = b;
         cst[i] = c;
+        b *= (int)(hi[i] - lo[i]);
+        c *= (int)vol->chunk[i];
     }
-    if (edge)
+    if (edge) /* zeros shuffle to zeros */
         memset(dst, 0, chunk_bytes);
-    const size_t row = (size_t)ext[r - 1] * esz;
     for (;;) {
         int64_t bo = origin[r - 1] - lo[r - 1], co = 0;
         for (int i = 0; i < r - 1; i++) {
             bo += (origin[i] - lo[i] + idx[i]) * bst[i];
             co += idx[i] * cst[i];
         }
-        memcpy(dst + (size_t)co * esz, box + (size_t)bo * esz, row);
+        const char *row = box + (size_t)bo * esz;
+        if (shuf)
+            shuffle_run(row, dst + co, (size_t)ext[r - 1], esz, n);
+        else
+            memcpy(dst + (size_t)co * esz, row, (size_t)ext[r - 1] * esz);
         int i = r - 2;
         while (i >= 0 && ++idx[i] == ext[i])
             idx[i--] = 0;
@@ -118,38 +180,25 @@ static void gather(const struct vox_volume *vol, const int64_t *lo, const int64_
     }
 }
 
-/* The shuffle filter: byte j of element i goes to j * n + i. */
-static void shuffle(const char *src, char *dst, size_t bytes, size_t esz)
-{
-    size_t n = bytes / esz;
-    for (size_t j = 0; j < esz; j++)
-        for (size_t i = 0; i < n; i++)
-            dst[j * n + i] = src[i * esz + j];
-    memcpy(dst + n * esz, src + n * esz, bytes - n * esz);
-}
-
 static void enc_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     struct enc_job *j = arg;
     const struct vox_volume *vol = j->vol;
-    const size_t esz = vox_dtype_size(vol->info.dtype);
-    const bool shuf = vol->shuffle && esz > 1;
+    const bool shuf = vol->shuffle && vox_dtype_size(vol->info.dtype) > 1;
     const uLong zcap = compressBound((uLong)j->chunk_bytes);
     char **sc = j->scratch[tid];
-    for (int i = 0; i < 3; i++)
-        if (!sc[i] && (i < 2 || shuf))
-            sc[i] = vox_alloc(j->ctx, i == 1 ? zcap : j->chunk_bytes);
+    for (int i = 0; i < 2; i++)
+        if (!sc[i])
+            sc[i] = vox_alloc(j->ctx, i ? zcap : j->chunk_bytes);
     for (int64_t k = lo[0]; k < hi[0]; k++) {
         struct enc_chunk *c = &j->c[k];
-        if (!sc[0] || !sc[1] || (shuf && !sc[2])) {
+        if (!sc[0] || !sc[1]) {
             __atomic_store_n(&j->failed, true, __ATOMIC_RELAXED);
             return;
         }
-        gather(vol, j->lo, j->hi, j->buf, c->origin, sc[0], j->chunk_bytes);
-        if (shuf)
-            shuffle(sc[0], sc[2], j->chunk_bytes, esz);
+        gather(vol, j->lo, j->hi, j->buf, c->origin, sc[0], j->chunk_bytes, shuf);
         uLongf len = zcap;
-        if (compress2((Bytef *)sc[1], &len, (const Bytef *)sc[shuf ? 2 : 0], (uLong)j->chunk_bytes,
+        if (compress2((Bytef *)sc[1], &len, (const Bytef *)sc[0], (uLong)j->chunk_bytes,
                       vol->gzip) != Z_OK ||
             !(c->data = vox_alloc(j->ctx, len ? len : 1))) {
             __atomic_store_n(&j->failed, true, __ATOMIC_RELAXED);
@@ -169,14 +218,14 @@ static enum vox_status enc_range(struct vox_ctx *ctx, struct vox_encoded *e, con
     for (int i = 0; i < vol->info.rank; i++)
         chunk_bytes *= (size_t)vol->chunk[i];
     int nt = vox_ctx_threads(ctx);
-    char *(*scratch)[3] = vox_calloc(ctx, (size_t)nt, sizeof *scratch);
+    char *(*scratch)[2] = vox_calloc(ctx, (size_t)nt, sizeof *scratch);
     if (!scratch)
         return VOX_OUT_OF_MEMORY;
     struct enc_job j = {ctx, vol, e->lo, e->hi, buf, e->chunk + k0, chunk_bytes, scratch, false};
     vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){k1 - k0, 1, 1}, (int64_t[3]){1, 1, 1},
                  VOX_SCHED_DYNAMIC, enc_task, &j);
     for (int t = 0; t < nt; t++)
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 2; i++)
             vox_free(ctx, scratch[t][i]);
     vox_free(ctx, scratch);
     if (j.failed)
