@@ -273,6 +273,11 @@ fail:
  * plane's first run to its last, when that wastes little, beats one call per run. */
 #define NPY_SHORT_RUN 16384
 #define NPY_SPAN_MAX ((int64_t)4 << 20)
+/* A read call costs about as much as copying this many bytes more (measured: a 130-byte
+ * pread ~0.5 us; the page cache copies at ~10-20 GB/s), so a span that copies up to this much
+ * per run besides the runs beats a call per run: a 2048-wide volume's 128-wide boxes 4.5x
+ * faster than row by row. */
+#define NPY_CALL_BYTES 8192
 
 /* The next index of the box's runs (the axes before k, in C order); false after the last. */
 static bool npy_next_run(int k, const int64_t *lo, const int64_t *hi, int64_t *idx)
@@ -288,14 +293,15 @@ static bool npy_next_run(int k, const int64_t *lo, const int64_t *hi, int64_t *i
 /* Reads the box [lo, hi) of runs of `run` bytes along axis k (k >= 1) into buf a span at a
  * time: the runs of every index of axis k - 1 (a plane's rows) with one pread of the bytes
  * from the first to the last, copied out of a buffer. VOX_UNSUPPORTED (nothing read, no
- * message) when a span would be long or mostly gaps: the caller then reads run by run. */
+ * message) when a span would be long, or its gaps cost more than a call per run: the caller
+ * then reads run by run. */
 static enum vox_status npy_read_spans(struct vox_ctx *ctx, struct vox_volume *vol,
                                       const int64_t *lo, const int64_t *hi, int k,
                                       const int64_t *st, size_t run, char *buf)
 {
     const int64_t esz = (int64_t)vox_dtype_size(vol->info.dtype), n = hi[k - 1] - lo[k - 1];
     const int64_t stride = st[k - 1] * esz, span = (n - 1) * stride + (int64_t)run;
-    if (span > NPY_SPAN_MAX || span > 8 * n * (int64_t)run)
+    if (span > NPY_SPAN_MAX || span > n * ((int64_t)run + NPY_CALL_BYTES))
         return VOX_UNSUPPORTED;
     char *tmp = vox_alloc(ctx, (size_t)span);
     if (!tmp)
