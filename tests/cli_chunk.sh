@@ -39,6 +39,13 @@ for w in "chunked segment" watershed "size merge" agglomerate "bytes read"; do
     echo "$out" | grep -q "$w" || fail "--stats output lacks '$w'"
 done
 ls "$T" | grep -q vox-dist-labels && fail "the label store was left in --workdir"
+# On a terminal (script(1) gives one) a progress bar counts every task: it ends at its total.
+if command -v script >/dev/null; then
+    script -qec "\"$VOX\" segment --aff \"$T/s.h5:/affinities\" --out \"$T/p.h5:/seg\" \
+        --chunk 5,7,9 --threads 2" /dev/null >"$T/tty.txt" || fail "segment on a terminal"
+    tr '\r' '\n' <"$T/tty.txt" | grep -aqE ' 100\.0% ([0-9]+)/\1 tasks, .*done in' ||
+        fail "the progress bar did not end at its total: $(tr '\r' '\n' <"$T/tty.txt" | tail -3)"
+fi
 
 if $PY -c 'import h5py, numpy' 2>/dev/null; then
     $PY - "$T" <<'PY' || fail "h5py compare"

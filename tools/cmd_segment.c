@@ -755,10 +755,13 @@ static enum vox_status chunked(struct vox_ctx *ctx, const struct seg_args *a,
     struct vox_dist_stats stats = {0};
     /* VOX_DIST_DIE_AFTER=N (tests): the process ends after N restart records. */
     const char *die = getenv("VOX_DIST_DIE_AFTER");
-    struct vox_dist_options opt = {.sink = &sink, .workdir = a->workdir, .stats = &stats,
+    struct vox_dist_options opt = {.sink = &sink,
+                                   .workdir = a->workdir,
+                                   .stats = &stats,
                                    .resume = a->resume,
                                    .die_after = die ? strtoll(die, NULL, 10) : 0,
-                                   .comm = comm};
+                                   .comm = comm,
+                                   .progress = !st->quiet};
     memcpy(opt.chunk, a->chunk, sizeof opt.chunk);
     struct vox_seg_result res = {0};
     double t0 = vox_time_now();

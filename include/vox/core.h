@@ -239,6 +239,8 @@ struct vox_progress *vox_progress_start(struct vox_ctx *ctx, const char *label, 
                                         const char *unit, bool quiet);
 void vox_progress_add(struct vox_progress *p, int64_t done);
 void vox_progress_finish(struct vox_progress *p);
+/* Ends the bar without its final line (the work failed): the line is cleared. */
+void vox_progress_drop(struct vox_progress *p);
 
 #ifdef __cplusplus
 }

@@ -148,6 +148,8 @@ struct vox_dist_options {
      * chunks are sent (*res_out zeroed, the sink never called); rank 0 gives the result.
      * Records (resume) are kept by one process only: with a comm there are none. */
     const struct vox_dist_comm *comm;
+    /* A progress bar on stderr over the run's tasks (vox_progress: only on a terminal). */
+    bool progress;
 };
 
 /* vox_segment, chunk by chunk: the same result (labels, nseg, nbasins, dend, merges),

@@ -1123,6 +1123,7 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
         grid[a] = (r.dims[a] + r.chunk[a] - 1) / r.chunk[a];
     }
     dist_tree_init(&r.tree, grid);
+    r.tree.bar = vol->io ? vol->io->bar : NULL;
     struct vox_merge_history h = {.nseg = nseg};
     bool ok = true;
     for (int l = 0; l < r.tree.nlev; l++) {

@@ -642,6 +642,7 @@ static int64_t run_geometry(struct dist_run *r, const int64_t chunk[3])
         grid[a] = (r->vol.dims[a] + r->chunk[a] - 1) / r->chunk[a];
     }
     dist_tree_init(&r->tree, grid);
+    r->tree.bar = r->vol.io ? r->vol.io->bar : NULL;
     return r->tree.n[0];
 }
 

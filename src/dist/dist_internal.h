@@ -188,6 +188,7 @@ struct dist_vol {
 struct dist_io {
     pthread_mutex_t mu;
     int64_t bytes_read, bytes_written;
+    struct vox_progress *bar; /* the run's progress bar, one step per task (NULL: none) */
 };
 
 /* The box [lo, hi) of the affinities (all three channels), quantized, contiguous; with a
@@ -397,6 +398,7 @@ struct dist_tree {
     int64_t n[DIST_TREE_LEVELS];
     double busy[DIST_TREE_LEVELS];
     struct tree_run *run; /* while dist_tree_run runs: where dist_par_for posts its loops */
+    struct vox_progress *bar; /* a node done: one step (NULL: none) */
 };
 
 void dist_tree_init(struct dist_tree *t, const int64_t grid0[3]);

@@ -231,8 +231,10 @@ static void sg_ingest_task(void *arg, const int64_t lo[3], const int64_t hi[3], 
             r->done[i] = sg_ingested(r, i);
             todo |= !r->done[i];
         }
-        if (!todo)
+        if (!todo) {
+            vox_progress_add(r->vol->io->bar, i1 - i0);
             continue;
+        }
         struct dist_box b0, b1;
         sg_box(r, i0, &b0);
         sg_box(r, i1 - 1, &b1);
@@ -248,6 +250,7 @@ static void sg_ingest_task(void *arg, const int64_t lo[3], const int64_t hi[3], 
             if (!r->done[i])
                 r->st[i] = s != VOX_OK ? s : sg_ingest_chunk(r, i, &q, b0.lo[2], buf);
         vox_tensor_free(r->ctx, &q);
+        vox_progress_add(r->vol->io->bar, i1 - i0);
     }
 }
 
@@ -333,6 +336,7 @@ static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
             pthread_mutex_unlock(&r->io->mu);
         }
         r->st[i] = s;
+        vox_progress_add(r->io->bar, 1);
     }
 }
 
@@ -527,6 +531,25 @@ static uint64_t sg_config(const struct vox_dist_source *src, const struct dist_v
     return dist_hash(name, strlen(name), dist_hash(v, (size_t)k * sizeof *v, 0));
 }
 
+/* The run's progress bar: a step per task (reading a chunk into the affinity file, a node of
+ * each stage's octree, writing a chunk's labels). */
+static struct vox_progress *sg_progress(struct vox_ctx *ctx, const struct dist_vol *vol,
+                                        const struct vox_dist_options *opt, bool ingest)
+{
+    struct dist_tree t;
+    int64_t grid[3], nodes = 0;
+    for (int a = 0; a < 3; a++) {
+        int64_t c = opt->chunk[a] < vol->dims[a] ? opt->chunk[a] : vol->dims[a];
+        grid[a] = (vol->dims[a] + c - 1) / c;
+    }
+    dist_tree_init(&t, grid);
+    for (int l = 0; l < t.nlev; l++)
+        nodes += t.n[l];
+    return vox_progress_start(ctx, "segment",
+                              (ingest ? t.n[0] : 0) + 3 * nodes + (opt->sink ? t.n[0] : 0), "tasks",
+                              false);
+}
+
 enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_source *src,
                                  const struct vox_seg_params *p, const struct vox_dist_options *opt,
                                  struct vox_seg_result *res_out)
@@ -557,7 +580,10 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         jr.die_after = opt->die_after;
         vol.jr = &jr;
     }
-    if (s == VOX_OK && src->vol && !sg_direct(src->vol, journal))
+    bool ingest = src->vol && !sg_direct(src->vol, journal);
+    if (s == VOX_OK && opt->progress)
+        io.bar = sg_progress(ctx, &vol, opt, ingest);
+    if (s == VOX_OK && ingest)
         s = sg_ingest(ctx, &vol, opt, &qf);
     if (s == VOX_OK && opt->sink) {
         s = sg_bfile(ctx, opt, journal, "labels", vol.dims, 1, 4, &store.f);
@@ -581,6 +607,10 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         memcpy(r.dims, vol.dims, sizeof r.dims);
         s = sg_emit(&r, &res, opt->chunk);
     }
+    if (s == VOX_OK)
+        vox_progress_finish(io.bar);
+    else
+        vox_progress_drop(io.bar);
     dist_bfile_close(&store.f);
     dist_store_fini(ctx, &store);
     dist_bfile_close(&qf);

@@ -1011,6 +1011,7 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
         grid[a] = (r.dims[a] + r.chunk[a] - 1) / r.chunk[a];
     }
     dist_tree_init(&r.tree, grid);
+    r.tree.bar = vol->io ? vol->io->bar : NULL;
     vox_seg_size_limits(p, r.lim);
     uint32_t *map = vox_alloc(ctx, (size_t)(nbasins + 1) * sizeof *map);
     int64_t *size = vox_alloc(ctx, (size_t)(nbasins + 1) * sizeof *size);

@@ -147,6 +147,8 @@ static void tree_worker(void *arg, const int64_t lo[3], const int64_t hi[3], int
         pthread_mutex_lock(&r->mu);
         r->running--;
         r->left--;
+        if (level >= 0) /* (side jobs are not nodes) */
+            vox_progress_add(r->t->bar, 1);
         if (s != VOX_OK && r->st == VOX_OK)
             r->st = s;
         r->t->busy[level < 0 ? r->from : level] += t1 - t0; /* side jobs: with level `from` */
