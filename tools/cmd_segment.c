@@ -319,7 +319,7 @@ static void threshold_name(const struct seg_args *a, int k, char *buf, size_t le
 
 struct seg_state {
     struct vox_volume_info info; /* of the input, for resolution */
-    struct vox_tensor q, base, cut;
+    struct vox_tensor q, base;
     struct vox_merge_history hist;
     int64_t shape[3];
     int64_t nbasins, nseg, nfinal[MAX_THRESHOLDS];
@@ -577,22 +577,61 @@ static void params_string(const struct seg_args *a, char *buf, size_t len)
                  p->quantile, (long long)p->smooth_k, p->max_threshold);
 }
 
+struct cut_slab {
+    const uint32_t *base, *map;
+    uint64_t *out;
+};
+
+static void cut_slab_part(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)tid;
+    const struct cut_slab *c = arg;
+    for (int64_t v = lo[0]; v < hi[0]; v++)
+        c->out[v] = c->map[c->base[v]];
+}
+
+/* The labels cut at threshold thr, mapped and written a slab of planes at a time (the HDF5
+ * chunks' 32, so each slab's chunks are compressed on every thread): a whole uint64 copy of
+ * the volume would be the run's largest array. */
+static enum vox_status write_cut(struct vox_ctx *ctx, struct vox_out_file *f, struct seg_state *st,
+                                 const char *name, double thr, const char *params, int64_t *nfinal)
+{
+    char what[128];
+    snprintf(what, sizeof what, "labels cut at threshold %g", thr);
+    uint32_t *map = NULL;
+    struct vox_volume *vol = NULL;
+    struct vox_tensor slab = {0};
+    const int64_t *shape = st->base.shape, plane = shape[1] * shape[2];
+    const int64_t rows = shape[0] < 32 ? shape[0] : 32;
+    enum vox_status s = vox_merge_history_map(ctx, &st->hist, thr, &map, nfinal);
+    s = s ? s : make_dataset(ctx, f, st, name, VOX_U64, 3, shape, NULL, params, what, &vol);
+    s = s ? s : vox_tensor_alloc(ctx, &slab, VOX_U64, 3, (int64_t[3]){rows, shape[1], shape[2]});
+    for (int64_t z = 0; z < shape[0] && s == VOX_OK; z += rows) {
+        int64_t n = shape[0] - z < rows ? shape[0] - z : rows;
+        struct cut_slab c = {(const uint32_t *)st->base.data + z * plane, map, slab.data};
+        vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){n * plane, 1, 1}, (int64_t[3]){1 << 16, 1, 1},
+                     VOX_SCHED_STATIC, cut_slab_part, &c);
+        struct vox_tensor v = slab;
+        v.shape[0] = n;
+        s = vox_volume_write(ctx, vol, (int64_t[3]){z, 0, 0}, &v);
+    }
+    vox_tensor_free(ctx, &slab);
+    vox_free(ctx, map);
+    return s;
+}
+
 /* Cuts at every threshold and writes everything into one output file. */
 static enum vox_status write_outputs(struct vox_ctx *ctx, const struct seg_args *a,
                                      struct seg_state *st)
 {
     double t0 = vox_time_now();
-    char params[9216], name[600], what[128];
+    char params[9216], name[600];
     params_string(a, params, sizeof params);
     struct vox_out_file *f = NULL;
-    enum vox_status s = vox_tensor_alloc(ctx, &st->cut, VOX_U64, 3, st->base.shape);
-    s = s ? s : vox_out_open(ctx, a->out_path, &f);
+    enum vox_status s = vox_out_open(ctx, a->out_path, &f);
     for (int k = 0; k < a->nthr && s == VOX_OK; k++) {
-        s = vox_merge_history_cut(ctx, &st->hist, &st->base, a->thr[k], &st->cut,
-                                  &st->nfinal[k]);
         threshold_name(a, k, name, sizeof name);
-        snprintf(what, sizeof what, "labels cut at threshold %g", a->thr[k]);
-        s = s ? s : write_dataset(ctx, f, st, name, &st->cut, params, what);
+        s = write_cut(ctx, f, st, name, a->thr[k], params, &st->nfinal[k]);
     }
     if (s == VOX_OK && !a->from) {
         snprintf(name, sizeof name, "%s_base", a->out_ds);
@@ -859,7 +898,6 @@ int vox_cmd_segment_comm(int argc, char **argv, const struct vox_dist_comm *comm
         summary(&a, &st);
     vox_tensor_free(ctx, &st.q);
     vox_tensor_free(ctx, &st.base);
-    vox_tensor_free(ctx, &st.cut);
     vox_merge_history_fini(ctx, &st.hist);
     vox_ctx_destroy(ctx);
     return rc;
