@@ -78,6 +78,9 @@ static inline void sl_edge(const struct sl_edges *E, int64_t i, uint32_t *a, uin
 /* Runs the merges; parent/size are indexed by basin id. With packed edges the k-th merge is
  * written packed (roots ra << 36 | rb << 8 | max) over edge k, which was already read;
  * otherwise it is appended to *dend. Returns the number of merges, or -1 when out of memory. */
+/* Edges ahead whose ends sl_merge prefetches. */
+#define SL_AHEAD 8
+
 static int64_t sl_merge(struct vox_ctx *ctx, const struct sl_edges *E,
                         const struct vox_seg_params *p, uint32_t *parent, int64_t *size,
                         struct vox_merge_history *dend)
@@ -87,6 +90,13 @@ static int64_t sl_merge(struct vox_ctx *ctx, const struct sl_edges *E,
     for (int64_t i = 0; i < E->n; i++) {
         uint32_t a, b;
         int w;
+        if (i + SL_AHEAD < E->n) { /* the ends' records, a few edges ahead (random reads) */
+            sl_edge(E, i + SL_AHEAD, &a, &b, &w);
+            __builtin_prefetch(&parent[a]);
+            __builtin_prefetch(&parent[b]);
+            __builtin_prefetch(&size[a]);
+            __builtin_prefetch(&size[b]);
+        }
         sl_edge(E, i, &a, &b, &w);
         if (w <= p->low)
             break;
