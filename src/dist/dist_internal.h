@@ -338,7 +338,8 @@ void dist_sort_sc(struct vox_ctx *ctx, struct dist_scratch *sc, void *base, int6
                   int (*cmp)(const void *, const void *));
 
 /* Sorts n 64-bit keys stably by their bits from `from` up (the byte holding bit `from`
- * included; LSD radix, bytes in which all keys agree skipped); tmp: scratch of n keys. */
+ * included; LSD radix in 11-bit digits from the lowest bit in which keys differ); tmp:
+ * scratch of n keys. */
 void dist_sort_u64(uint64_t *k, uint64_t *tmp, int64_t n, int from);
 
 /* dist_sort_u64 shared through p (the same result): each byte pass counts and scatters
