@@ -47,6 +47,7 @@ struct dist_run {
     uint32_t *basin;         /* per position in `all` */
     struct dist_scratch *sc; /* per worker */
     uint32_t **maps;         /* per atomic chunk: fragment -> basin */
+    int64_t received;        /* rank 0 of a comm: the other ranks' chunks taken so far */
 };
 
 /* The box of node i of `level` (0: atomic chunk i). */
@@ -158,13 +159,20 @@ static bool ws_reuse(struct dist_run *r, int64_t i)
 }
 
 /* Atomic chunk i: its watershed, labels and summary (or its record's). */
+static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks);
+
 static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
 {
     struct dist_scratch *sc = &r->sc[tid];
     struct dist_box b;
     node_box(r, 0, i, &b);
-    if (r->vol.comm && i % r->vol.comm->size != 0)
-        return VOX_OK; /* another rank's: ws_receive */
+    if (r->vol.comm && i % r->vol.comm->size != 0) {
+        /* Another rank's. The caller's thread (worker 0, the one that may call the comm)
+         * takes one of theirs here, between its own chunks: a rank's send returns only once
+         * rank 0 takes it, so taking them all after rank 0's own chunks made the ranks wait
+         * (2 ranks ran as fast as 1). The rest: ws_receive. */
+        return tid == 0 ? ws_receive_one(r, r->tree.n[0]) : VOX_OK;
+    }
     if (r->vol.jr && ws_reuse(r, i)) {
         dist_journal_count(r->vol.jr, true);
         sum_stats(r, 0, &r->sum[0][i]);
@@ -190,37 +198,45 @@ static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
     return st;
 }
 
-/* Rank 0 of a comm: the summaries and fragment labels of the other ranks' chunks, each
- * written into its chunk's slot, so the order they arrive in does not matter. */
+/* Rank 0 of a comm: one summary and fragment labels of another rank's chunk (whichever comes
+ * first), written into its chunk's slot, so the order they arrive in does not matter. */
+static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks)
+{
+    const struct vox_dist_comm *c = r->vol.comm;
+    int64_t i = -1, len = 0;
+    uint8_t *b = NULL;
+    enum vox_status s = c->recv(c->arg, r->ctx, &i, (void **)&b, &len);
+    if (s != VOX_OK)
+        return s;
+    r->received++;
+    struct dist_box box;
+    int64_t n = -1, nv = 0;
+    if (i > 0 && i < nchunks && i % c->size != 0 && !r->fr[i] && !r->sum[0][i].link) {
+        node_box(r, 0, i, &box);
+        nv = (box.hi[0] - box.lo[0]) * (box.hi[1] - box.lo[1]) * (box.hi[2] - box.lo[2]);
+        n = ws_unpack(r, i, b, len);
+    }
+    if (n < 0 || len - n != nv * (int64_t)sizeof(uint32_t))
+        s = vox_fail(r->ctx, VOX_IO,
+                     "chunked watershed: a malformed summary of "
+                     "%lld bytes for chunk %lld from another rank",
+                     (long long)len, (long long)i);
+    else
+        s = dist_store_write(r->ctx, r->labels, &box, (const uint32_t *)(b + n), NULL);
+    if (s == VOX_OK)
+        sum_stats(r, 0, &r->sum[0][i]);
+    vox_free(r->ctx, b);
+    return s;
+}
+
+/* The other ranks' chunks not yet taken. */
 static enum vox_status ws_receive(struct dist_run *r, int64_t nchunks)
 {
     const struct vox_dist_comm *c = r->vol.comm;
     int64_t remote = nchunks - (nchunks + c->size - 1) / c->size;
     enum vox_status s = VOX_OK;
-    for (int64_t k = 0; k < remote && s == VOX_OK; k++) {
-        int64_t i = -1, len = 0;
-        uint8_t *b = NULL;
-        s = c->recv(c->arg, r->ctx, &i, (void **)&b, &len);
-        if (s != VOX_OK)
-            break;
-        struct dist_box box;
-        int64_t n = -1, nv = 0;
-        if (i > 0 && i < nchunks && i % c->size != 0 && !r->fr[i] && !r->sum[0][i].link) {
-            node_box(r, 0, i, &box);
-            nv = (box.hi[0] - box.lo[0]) * (box.hi[1] - box.lo[1]) * (box.hi[2] - box.lo[2]);
-            n = ws_unpack(r, i, b, len);
-        }
-        if (n < 0 || len - n != nv * (int64_t)sizeof(uint32_t))
-            s = vox_fail(r->ctx, VOX_IO,
-                         "chunked watershed: a malformed summary of "
-                         "%lld bytes for chunk %lld from another rank",
-                         (long long)len, (long long)i);
-        else
-            s = dist_store_write(r->ctx, r->labels, &box, (const uint32_t *)(b + n), NULL);
-        if (s == VOX_OK)
-            sum_stats(r, 0, &r->sum[0][i]);
-        vox_free(r->ctx, b);
-    }
+    while (r->received < remote && s == VOX_OK)
+        s = ws_receive_one(r, nchunks);
     return s;
 }
 
