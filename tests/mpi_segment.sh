@@ -1,7 +1,9 @@
 #!/bin/bash
-# mpi_segment.sh: `mpirun -np N vox-mpi segment --chunk ...` for N = 1..4 writes the same
-# datasets as the unchunked `vox segment` (labels at every threshold, base segments, merge
-# history and scores, bitwise); vox-mpi without `segment` exits 2. Args: vox, vox-mpi, mpirun.
+# mpi_segment.sh: `mpirun -np N vox-mpi segment --chunk ...` for N = 1..4 (the atomic chunks
+# of all three stages shared among the ranks), and with more ranks than chunks, writes the
+# same datasets as the unchunked `vox segment` (labels at every threshold, base segments,
+# merge history and scores, bitwise); vox-mpi without `segment` exits 2. Args: vox, vox-mpi,
+# mpirun.
 set -u
 VOX=$1
 VMPI=$2
@@ -20,6 +22,17 @@ for n in 1 2 3 4; do
     "$MPIRUN" --allow-run-as-root --oversubscribe -np $n "$VMPI" segment "${opts[@]}" \
         --chunk 5,13,16 --threads 1 --out "$T/m$n.h5:/seg" || fail "mpirun -np $n"
 done
+# more ranks than chunks: ranks 2 and 3 get none in any stage
+"$MPIRUN" --allow-run-as-root --oversubscribe -np 4 "$VMPI" segment "${opts[@]}" \
+    --chunk 16,40,24 --threads 2 --out "$T/m5.h5:/seg" || fail "mpirun -np 4, 2 chunks"
+# chunks large enough that stages (b) and (c) decide merges in them (the other ranks' too)
+"$VOX" synth --shape 24,96,96 --cell-size 80 --out "$T/b.h5" --quiet || fail "synth b"
+big=(--aff "$T/b.h5:/affinities_smooth" --quiet)
+"$VOX" segment "${big[@]}" --out "$T/bref.h5:/seg" || fail "segment b"
+for n in 2 3; do
+    "$MPIRUN" --allow-run-as-root --oversubscribe -np $n "$VMPI" segment "${big[@]}" \
+        --chunk 12,48,48 --threads 1 --out "$T/b$n.h5:/seg" || fail "mpirun -np $n, b"
+done
 "$MPIRUN" --allow-run-as-root --oversubscribe -np 3 "$VMPI" segment "${opts[@]}" \
     --out "$T/x.h5:/seg" 2>/dev/null && fail "-np 3 without --chunk accepted"
 
@@ -29,10 +42,16 @@ T = sys.argv[1]
 names = ["seg_0.20", "seg_0.50", "seg_base", "seg_merges", "seg_merges_scores"]
 r = h5py.File(f"{T}/ref.h5", "r")
 assert sorted(r.keys()) == names, list(r.keys())
-for n in range(1, 5):
+for n in range(1, 6):
     m = h5py.File(f"{T}/m{n}.h5", "r")
     for k in names:
         a, b = r[k][...], m[k][...]
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), (n, k)
+r = h5py.File(f"{T}/bref.h5", "r")
+for n in (2, 3):
+    m = h5py.File(f"{T}/b{n}.h5", "r")
+    assert sorted(m.keys()) == sorted(r.keys()), list(m.keys())
+    for k in r.keys():
+        assert np.array_equal(r[k][...], m[k][...]), ("b", n, k)
 PY
 echo "ok mpi_segment"

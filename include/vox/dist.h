@@ -116,13 +116,22 @@ struct vox_dist_sink {
  * in C order over the chunk grid, to rank i mod size), each reading its own chunks' boxes
  * from the source; every other rank sends each chunk's summary and fragment labels to rank 0
  * (send), which takes them in any order (recv: a blob of *len_out bytes from
- * vox_alloc(ctx, ...), the caller's to free) and runs the rest. */
+ * vox_alloc(ctx, ...), the caller's to free) and runs the rest.
+ * With send_to and recv_root too, the atomic chunks of stages (b) and (c) are shared the same
+ * way: rank 0 sends a rank each of its chunks' labels (the box and a one-voxel margin) when it
+ * is ready for one (send_to(arg, ctx, to, key, blob, len)); the rank takes them in the order
+ * sent (recv_root) and sends back the chunk's summary (send). Blocking calls are fine: every
+ * message is awaited. NULL: only stage (a) is shared. */
 struct vox_dist_comm {
     int rank, size;
     enum vox_status (*send)(void *arg, struct vox_ctx *ctx, int64_t chunk, const void *blob,
                             int64_t len);
     enum vox_status (*recv)(void *arg, struct vox_ctx *ctx, int64_t *chunk_out,
                             void **blob_out, int64_t *len_out);
+    enum vox_status (*send_to)(void *arg, struct vox_ctx *ctx, int to, int64_t key,
+                               const void *blob, int64_t len);
+    enum vox_status (*recv_root)(void *arg, struct vox_ctx *ctx, int64_t *key_out, void **blob_out,
+                                 int64_t *len_out);
     void *arg;
 };
 

@@ -100,6 +100,7 @@ struct ag_run {
     int64_t lv[DIST_TREE_LEVELS][3];      /* per level: vertices, edges, bytes carried up */
     struct dist_scratch *sc;              /* per worker */
     struct dist_dend *side; /* run as a side job beside the atomic chunks (NULL: none) */
+    struct dist_share *share; /* rank 0: the other ranks' atomic chunks (or NULL) */
 };
 
 static void ag_sum_fini(struct vox_ctx *ctx, struct ag_sum *s)
@@ -916,6 +917,8 @@ static enum vox_status ag_task(void *arg, int level, int64_t i, int tid)
         dist_dend_run(r->ctx, r->side); /* its status is the record's, read by its owner */
         return VOX_OK;
     }
+    if (level == 0 && r->share && i % r->share->c->size != 0) /* another rank's: ag_take */
+        return tid == 0 ? dist_share_step(r->ctx, r->share) : VOX_OK;
     bool root = level == r->tree.nlev - 1;
     struct ag_sum *s = &r->sum[level][i];
     ag_box(r, level, i, &s->box);
@@ -954,8 +957,16 @@ static void ag_idle(void *arg, int tid)
 static enum vox_status ag_tree_run(struct ag_run *r)
 {
     const struct dist_tree *t = &r->tree;
-    enum vox_status s =
-        dist_tree_run(r->ctx, &r->tree, 0, t->nlev, r->side != NULL, ag_task, ag_idle, r);
+    enum vox_status s;
+    if (r->share) { /* the level above the chunks once the other ranks' are in */
+        s = dist_tree_run(r->ctx, &r->tree, 0, 1, r->side != NULL, ag_task, ag_idle, r);
+        if (s == VOX_OK)
+            s = dist_share_end(r->ctx, r->share);
+        if (s == VOX_OK)
+            s = dist_tree_run(r->ctx, &r->tree, 1, t->nlev, 0, ag_task, ag_idle, r);
+    } else {
+        s = dist_tree_run(r->ctx, &r->tree, 0, t->nlev, r->side != NULL, ag_task, ag_idle, r);
+    }
     for (int l = 0; s == VOX_OK && l < t->nlev; l++)
         dist_stats_level(r->stats, VOX_DIST_AGGLOMERATE, l, t->n[l], r->lv[l][0], r->lv[l][1],
                          r->lv[l][2], t->busy[l]);
@@ -1103,6 +1114,154 @@ static enum vox_status ag_check(struct vox_ctx *ctx, const struct vox_tensor *la
     return VOX_OK;
 }
 
+/* ---- stage (c) on several ranks (dist/ranks.c) --------------------------------------------- */
+
+/* A chunk's summary as a message: box, counts, then vertices, edges, histograms and the
+ * merges it decided. */
+static enum vox_status ag_pack(struct vox_ctx *ctx, const struct ag_sum *s, void **blob,
+                               int64_t *len)
+{
+    const int64_t hd[10] = {s->box.lo[0], s->box.lo[1], s->box.lo[2], s->box.hi[0], s->box.hi[1],
+                            s->box.hi[2], s->nv,        s->ne,        s->nh,        s->nfin};
+    const size_t sz[5] = {(size_t)s->nv * sizeof *s->v, (size_t)s->ne * sizeof *s->e, (size_t)s->nh,
+                          (size_t)s->nh * sizeof *s->hcnt, (size_t)s->nfin * sizeof *s->fin};
+    const void *src[5] = {s->v, s->e, s->hbin, s->hcnt, s->fin};
+    size_t n = sizeof hd;
+    for (int k = 0; k < 5; k++)
+        n += sz[k];
+    uint8_t *p = *blob = vox_alloc(ctx, n);
+    if (!p)
+        return VOX_OUT_OF_MEMORY;
+    memcpy(p, hd, sizeof hd);
+    p += sizeof hd;
+    for (int k = 0; k < 5; k++) {
+        if (sz[k])
+            memcpy(p, src[k], sz[k]);
+        p += sz[k];
+    }
+    *len = (int64_t)n;
+    return VOX_OK;
+}
+
+static enum vox_status ag_give(void *arg, int64_t i, void **blob, int64_t *len)
+{
+    struct ag_run *r = arg;
+    struct dist_box b;
+    ag_box(r, 0, i, &b);
+    return dist_win_pack(r->ctx, r->labels, r->dims, &b, blob, len);
+}
+
+/* Rank 0: chunk i's summary from its rank, into the slot its own task would have filled. */
+static enum vox_status ag_take(void *arg, int64_t i, const uint8_t *blob, int64_t len)
+{
+    struct ag_run *r = arg;
+    struct ag_sum *s = &r->sum[0][i];
+    int64_t hd[10];
+    struct dist_box b;
+    ag_box(r, 0, i, &b);
+    bool ok = len >= (int64_t)sizeof hd;
+    if (ok)
+        memcpy(hd, blob, sizeof hd);
+    for (int a = 0; ok && a < 3; a++)
+        ok = hd[a] == b.lo[a] && hd[3 + a] == b.hi[a];
+    for (int k = 6; ok && k < 10; k++)
+        ok = hd[k] >= 0;
+    const int64_t sz[5] = {hd[6] * (int64_t)sizeof *s->v, hd[7] * (int64_t)sizeof *s->e, hd[8],
+                           hd[8] * (int64_t)sizeof *s->hcnt, hd[9] * (int64_t)sizeof *s->fin};
+    ok = ok && len == (int64_t)sizeof hd + sz[0] + sz[1] + sz[2] + sz[3] + sz[4];
+    if (!ok)
+        return vox_fail(r->ctx, VOX_IO,
+                        "chunked agglomeration: a malformed summary of %lld "
+                        "bytes for chunk %lld from another rank",
+                        (long long)len, (long long)i);
+    *s = (struct ag_sum){.box = b,
+                         .level = 0,
+                         .nv = hd[6],
+                         .vcap = hd[6],
+                         .ne = hd[7],
+                         .ecap = hd[7],
+                         .nh = hd[8],
+                         .hcap = hd[8],
+                         .nfin = hd[9],
+                         .fcap = hd[9]};
+    void *dst[5] = {s->v = vox_alloc(r->ctx, (size_t)sz[0] + 1),
+                    s->e = vox_alloc(r->ctx, (size_t)sz[1] + 1),
+                    s->hbin = vox_alloc(r->ctx, (size_t)sz[2] + 1),
+                    s->hcnt = vox_alloc(r->ctx, (size_t)sz[3] + 1),
+                    s->fin = vox_alloc(r->ctx, (size_t)sz[4] + 1)};
+    const uint8_t *p = blob + sizeof hd;
+    for (int k = 0; k < 5; k++) {
+        if (!dst[k])
+            return VOX_OUT_OF_MEMORY; /* (what was allocated goes with the run's sums) */
+        memcpy(dst[k], p, (size_t)sz[k]);
+        p += sz[k];
+    }
+    int64_t add[3] = {s->nv, s->ne, len - (int64_t)sizeof hd}; /* as ag_task counts */
+    for (int k = 0; k < 3; k++)
+        __atomic_fetch_add(&r->lv[0][k], add[k], __ATOMIC_RELAXED);
+    return VOX_OK;
+}
+
+/* Another rank: the run's geometry and parameters. */
+struct ag_served {
+    struct ag_run r;
+    struct dist_labels given;
+};
+
+static enum vox_status ag_setup(void *arg, const uint8_t *blob, int64_t len)
+{
+    struct ag_served *v = arg;
+    if (len != (int64_t)sizeof v->r.nseg)
+        return vox_fail(v->r.ctx, VOX_IO, "chunked agglomeration: a malformed setup from rank 0");
+    memcpy(&v->r.nseg, blob, sizeof v->r.nseg);
+    return VOX_OK;
+}
+
+static enum vox_status ag_work(void *arg, int64_t i, const uint8_t *blob, int64_t len, void **out,
+                               int64_t *out_len)
+{
+    struct ag_served *v = arg;
+    struct ag_run *r = &v->r;
+    struct dist_win w;
+    struct ag_sum s = {0};
+    if (i >= r->tree.n[0])
+        return vox_fail(r->ctx, VOX_IO, "chunked agglomeration: chunk %lld of %lld", (long long)i,
+                        (long long)r->tree.n[0]);
+    ag_box(r, 0, i, &s.box);
+    if (!dist_win_given(blob, len, r->dims, &s.box, &w))
+        return vox_fail(r->ctx, VOX_IO,
+                        "chunked agglomeration: rank 0 sent a malformed window "
+                        "for chunk %lld",
+                        (long long)i);
+    v->given.given = &w;
+    /* never the root: with one chunk there is no other rank's */
+    enum vox_status st = ag_chunk(r, &s, false, &r->sc[0]);
+    if (st == VOX_OK)
+        st = ag_pack(r->ctx, &s, out, out_len);
+    ag_sum_fini(r->ctx, &s);
+    return st;
+}
+
+enum vox_status dist_ag_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
+                              const int64_t chunk[3], const struct vox_seg_params *p)
+{
+    struct ag_served v = {
+        .r = {.ctx = ctx, .p = p, .vol = vol, .hist = p->score == VOX_SEG_SCORE_QUANTILE}};
+    v.r.labels = &v.given;
+    int64_t grid[3];
+    for (int a = 0; a < 3; a++) {
+        v.r.dims[a] = vol->dims[a];
+        v.r.chunk[a] = chunk[a] < v.r.dims[a] ? chunk[a] : v.r.dims[a];
+        grid[a] = (v.r.dims[a] + v.r.chunk[a] - 1) / v.r.chunk[a];
+    }
+    dist_tree_init(&v.r.tree, grid);
+    v.r.sc = dist_scratch_new(ctx);
+    enum vox_status s =
+        v.r.sc ? dist_share_serve(ctx, vol->comm, ag_setup, ag_work, &v) : VOX_OUT_OF_MEMORY;
+    dist_scratch_free(ctx, v.r.sc);
+    return s;
+}
+
 enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                             const struct dist_labels *labels, int64_t nseg, const int64_t chunk[3],
                             const struct vox_seg_params *p, struct vox_merge_history *hist_out,
@@ -1131,7 +1290,15 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
         ok = ok && r.sum[l];
     }
     r.sc = dist_scratch_new(ctx);
-    enum vox_status s = ok && r.sc ? ag_tree_run(&r) : VOX_OUT_OF_MEMORY;
+    enum vox_status s = ok && r.sc ? VOX_OK : VOX_OUT_OF_MEMORY;
+    struct dist_share share = {
+        .c = vol->comm, .nchunks = r.tree.n[0], .give = ag_give, .take = ag_take, .arg = &r};
+    if (s == VOX_OK && dist_share_on(vol->comm)) { /* the other ranks' chunks are handed out */
+        r.share = &share;
+        s = dist_share_begin(ctx, &share, &nseg, sizeof nseg);
+    }
+    if (s == VOX_OK)
+        s = ag_tree_run(&r);
     const struct ag_sum *root = &r.sum[r.tree.nlev - 1][0];
     if (s == VOX_OK)
         s = ag_replay(ctx, root->fin, root->nfin, nseg, &h);

@@ -239,6 +239,7 @@ struct dist_labels {
     const struct vox_tensor *t;
     struct dist_store *st;
     const uint32_t *map;
+    const struct dist_win *given; /* a rank's chunk: the window rank 0 sent (dist/ranks.c) */
 };
 
 /* A window of labels over a box (a view of the whole tensor, or a copy). */
@@ -296,6 +297,13 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                             uint32_t **map_out, int64_t *nseg_out, int64_t **seg_sizes_out,
                             struct dist_dend *dend_out, struct vox_dist_stats *stats);
 /* side (NULL: none): a record job run as one task beside the atomic chunks. */
+/* A rank other than 0 of a sharing comm (dist_share_on): stage (b)'s atomic chunks rank 0
+ * hands it, until the end. */
+enum vox_status dist_sm_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
+                              const int64_t chunk[3], const struct vox_seg_params *p);
+/* The same for stage (c). */
+enum vox_status dist_ag_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
+                              const int64_t chunk[3], const struct vox_seg_params *p);
 enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                             const struct dist_labels *labels, int64_t nseg, const int64_t chunk[3],
                             const struct vox_seg_params *p, struct vox_merge_history *hist_out,
@@ -415,6 +423,43 @@ typedef enum vox_status (*dist_tree_fn)(void *arg, int level, int64_t i, int tid
  * starts; returns the first failure. */
 enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from, int to,
                               int64_t nside, dist_tree_fn fn, void (*idle)(void *, int), void *arg);
+
+/* Stage (b) or (c)'s atomic chunks shared with the other ranks of a comm (dist/ranks.c).
+ * Rank 0: give(arg, i, &blob, &len) makes the message handing chunk i to its rank (a
+ * vox_alloc'd blob), take(arg, i, blob, len) takes chunk i's summary. */
+struct dist_share {
+    const struct vox_dist_comm *c;
+    int64_t nchunks;
+    enum vox_status (*give)(void *arg, int64_t i, void **blob, int64_t *len);
+    enum vox_status (*take)(void *arg, int64_t i, const uint8_t *blob, int64_t len);
+    void *arg;
+    int64_t remote, taken;
+};
+/* Whether c shares stages (b) and (c): more than one rank, and messages both ways. */
+bool dist_share_on(const struct vox_dist_comm *c);
+/* Rank 0: sends every rank the stage's setup and its first chunk. */
+enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, const void *setup,
+                                 int64_t setup_len);
+/* Rank 0: takes one summary (waiting for one) and gives its rank the next chunk or the end;
+ * nothing once all are taken. Call it from the thread that may use the comm. */
+enum vox_status dist_share_step(struct vox_ctx *ctx, struct dist_share *s);
+/* Rank 0: takes the summaries not taken yet. */
+enum vox_status dist_share_end(struct vox_ctx *ctx, struct dist_share *s);
+/* Another rank: setup(arg, blob, len) with the stage's setup, then work(arg, i, blob, len,
+ * &out, &out_len) for each chunk given, its summary (a vox_alloc'd out) sent to rank 0,
+ * until the end. */
+typedef enum vox_status (*dist_share_setup_fn)(void *arg, const uint8_t *blob, int64_t len);
+typedef enum vox_status (*dist_share_work_fn)(void *arg, int64_t i, const uint8_t *blob,
+                                              int64_t len, void **out, int64_t *out_len);
+enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm *c,
+                                 dist_share_setup_fn setup, dist_share_work_fn work, void *arg);
+/* Chunk box b's labels window (dist_win_load) as a message, and back: false when blob is not
+ * the window of box b. The window points into blob. */
+enum vox_status dist_win_pack(struct vox_ctx *ctx, const struct dist_labels *l,
+                              const int64_t dims[3], const struct dist_box *b, void **blob,
+                              int64_t *len);
+bool dist_win_given(const uint8_t *blob, int64_t len, const int64_t dims[3],
+                    const struct dist_box *b, struct dist_win *w);
 
 /* Who shares a parallel loop. Inside a task of a tree run: the run's workers that have no
  * task to take (they take the loop's items before new tasks: the caller, a node, is on the

@@ -563,9 +563,14 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     vol.src = src->vol;
     vol.io = &io;
     vol.comm = opt->comm && opt->comm->size > 1 ? opt->comm : NULL;
-    if (vol.comm && vol.comm->rank != 0) {
+    if (vol.comm && vol.comm->rank != 0) { /* this rank's share of the atomic chunks */
         memset(res_out, 0, sizeof *res_out);
-        return dist_ws_send(ctx, &vol, opt->chunk, p);
+        s = dist_ws_send(ctx, &vol, opt->chunk, p);
+        if (s == VOX_OK && dist_share_on(vol.comm))
+            s = dist_sm_serve(ctx, &vol, opt->chunk, p);
+        if (s == VOX_OK && dist_share_on(vol.comm))
+            s = dist_ag_serve(ctx, &vol, opt->chunk, p);
+        return s;
     }
     struct vox_seg_result res = {0};
     struct dist_store store = {.io = &io};

@@ -91,6 +91,7 @@ struct sm_run {
     struct dist_scratch *sc;               /* per worker */
     struct sm_fin *fin;                    /* every node's final merges, in (level, node) order */
     int64_t nfin, capfin;
+    struct dist_share *share; /* rank 0: the other ranks' atomic chunks (or NULL) */
 };
 
 static void sm_sum_fini(struct vox_ctx *ctx, struct sm_sum *s)
@@ -735,6 +736,8 @@ static enum vox_status sm_task(void *arg, int level, int64_t i, int tid)
     struct sm_sum *s = &r->sum[level][i];
     sm_box(r, level, i, &s->box);
     enum vox_status st;
+    if (level == 0 && r->share && i % r->share->c->size != 0) /* another rank's: sm_take */
+        return tid == 0 ? dist_share_step(r->ctx, r->share) : VOX_OK;
     if (level == 0) {
         st = sm_chunk(r, s, &r->sc[tid]);
     } else {
@@ -769,7 +772,16 @@ static void sm_idle(void *arg, int tid)
 static enum vox_status sm_tree(struct sm_run *r)
 {
     const struct dist_tree *t = &r->tree;
-    enum vox_status s = dist_tree_run(r->ctx, &r->tree, 0, t->nlev, 0, sm_task, sm_idle, r);
+    enum vox_status s;
+    if (r->share) { /* the level above the chunks once the other ranks' are in */
+        s = dist_tree_run(r->ctx, &r->tree, 0, 1, 0, sm_task, sm_idle, r);
+        if (s == VOX_OK)
+            s = dist_share_end(r->ctx, r->share);
+        if (s == VOX_OK)
+            s = dist_tree_run(r->ctx, &r->tree, 1, t->nlev, 0, sm_task, sm_idle, r);
+    } else {
+        s = dist_tree_run(r->ctx, &r->tree, 0, t->nlev, 0, sm_task, sm_idle, r);
+    }
     for (int l = 0; s == VOX_OK && l < t->nlev; l++) {
         for (int64_t i = 0; s == VOX_OK && i < t->n[l]; i++) {
             struct sm_fin f = r->lfin[l][i];
@@ -996,6 +1008,146 @@ static enum vox_status sm_check(struct vox_ctx *ctx, const struct vox_tensor *ba
     return VOX_OK;
 }
 
+/* ---- stage (b) on several ranks (dist/ranks.c) --------------------------------------------- */
+
+/* A chunk's summary as a message: box, counts, then the basins, edges and final merges. */
+static enum vox_status sm_pack(struct vox_ctx *ctx, const struct sm_sum *s, void **blob,
+                               int64_t *len)
+{
+    const int64_t hd[9] = {s->box.lo[0], s->box.lo[1], s->box.lo[2], s->box.hi[0], s->box.hi[1],
+                           s->box.hi[2], s->nbasin,    s->nedge,     s->nfin};
+    const size_t nb = (size_t)s->nbasin * sizeof *s->basin, ne = (size_t)s->nedge * sizeof *s->edge,
+                 nf = (size_t)s->nfin * sizeof *s->fin;
+    uint8_t *p = *blob = vox_alloc(ctx, sizeof hd + nb + ne + nf);
+    if (!p)
+        return VOX_OUT_OF_MEMORY;
+    memcpy(p, hd, sizeof hd);
+    if (nb)
+        memcpy(p + sizeof hd, s->basin, nb);
+    if (ne)
+        memcpy(p + sizeof hd + nb, s->edge, ne);
+    if (nf)
+        memcpy(p + sizeof hd + nb + ne, s->fin, nf);
+    *len = (int64_t)(sizeof hd + nb + ne + nf);
+    return VOX_OK;
+}
+
+static enum vox_status sm_give(void *arg, int64_t i, void **blob, int64_t *len)
+{
+    struct sm_run *r = arg;
+    struct dist_box b;
+    sm_box(r, 0, i, &b);
+    return dist_win_pack(r->ctx, r->basins, r->dims, &b, blob, len);
+}
+
+/* Rank 0: chunk i's summary from its rank, into the slots its own task would have filled. */
+static enum vox_status sm_take(void *arg, int64_t i, const uint8_t *blob, int64_t len)
+{
+    struct sm_run *r = arg;
+    struct sm_sum *s = &r->sum[0][i];
+    int64_t hd[9];
+    struct dist_box b;
+    sm_box(r, 0, i, &b);
+    bool ok = len >= (int64_t)sizeof hd;
+    if (ok)
+        memcpy(hd, blob, sizeof hd);
+    for (int a = 0; ok && a < 3; a++)
+        ok = hd[a] == b.lo[a] && hd[3 + a] == b.hi[a];
+    ok = ok && hd[6] >= 0 && hd[7] >= 0 && hd[8] >= 0 &&
+         len == (int64_t)sizeof hd + hd[6] * (int64_t)sizeof *s->basin +
+                    (hd[7] + hd[8]) * (int64_t)sizeof *s->edge;
+    if (!ok)
+        return vox_fail(r->ctx, VOX_IO,
+                        "chunked size merge: a malformed summary of %lld bytes "
+                        "for chunk %lld from another rank",
+                        (long long)len, (long long)i);
+    const uint8_t *p = blob + sizeof hd;
+    s->box = b;
+    s->nbasin = hd[6];
+    s->nedge = hd[7];
+    s->basin = vox_alloc(r->ctx, (size_t)(hd[6] + 1) * sizeof *s->basin);
+    s->edge = vox_alloc(r->ctx, (size_t)(hd[7] + 1) * sizeof *s->edge);
+    struct sm_edge *fin = vox_alloc(r->ctx, (size_t)(hd[8] + 1) * sizeof *fin);
+    if (!s->basin || !s->edge || !fin) {
+        vox_free(r->ctx, fin);
+        return VOX_OUT_OF_MEMORY;
+    }
+    memcpy(s->basin, p, (size_t)hd[6] * sizeof *s->basin);
+    p += hd[6] * (int64_t)sizeof *s->basin;
+    memcpy(s->edge, p, (size_t)hd[7] * sizeof *s->edge);
+    p += hd[7] * (int64_t)sizeof *s->edge;
+    memcpy(fin, p, (size_t)hd[8] * sizeof *fin);
+    r->lfin[0][i] = (struct sm_fin){fin, hd[8]};
+    __atomic_fetch_add(&r->lv[0][0], s->nbasin, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&r->lv[0][1], s->nedge, __ATOMIC_RELAXED);
+    return VOX_OK;
+}
+
+/* Another rank: the run's geometry and parameters, the basin sizes from rank 0's setup. */
+struct sm_served {
+    struct sm_run r;
+    struct dist_labels given;
+    int64_t *sizes;
+};
+
+static enum vox_status sm_setup(void *arg, const uint8_t *blob, int64_t len)
+{
+    struct sm_served *v = arg;
+    int64_t n = len / (int64_t)sizeof(int64_t);
+    if (len % (int64_t)sizeof(int64_t) != 0 || n < 1)
+        return vox_fail(v->r.ctx, VOX_IO, "chunked size merge: a malformed setup from rank 0");
+    if (!(v->sizes = vox_alloc(v->r.ctx, (size_t)len)))
+        return VOX_OUT_OF_MEMORY;
+    memcpy(v->sizes, blob, (size_t)len);
+    v->r.sizes = v->sizes;
+    return VOX_OK;
+}
+
+static enum vox_status sm_work(void *arg, int64_t i, const uint8_t *blob, int64_t len, void **out,
+                               int64_t *out_len)
+{
+    struct sm_served *v = arg;
+    struct sm_run *r = &v->r;
+    struct dist_win w;
+    struct sm_sum s = {0};
+    if (i >= r->tree.n[0])
+        return vox_fail(r->ctx, VOX_IO, "chunked size merge: chunk %lld of %lld", (long long)i,
+                        (long long)r->tree.n[0]);
+    sm_box(r, 0, i, &s.box);
+    if (!dist_win_given(blob, len, r->dims, &s.box, &w))
+        return vox_fail(r->ctx, VOX_IO,
+                        "chunked size merge: rank 0 sent a malformed window "
+                        "for chunk %lld",
+                        (long long)i);
+    v->given.given = &w;
+    enum vox_status st = sm_chunk(r, &s, &r->sc[0]);
+    if (st == VOX_OK)
+        st = sm_pack(r->ctx, &s, out, out_len);
+    sm_sum_fini(r->ctx, &s);
+    return st;
+}
+
+enum vox_status dist_sm_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
+                              const int64_t chunk[3], const struct vox_seg_params *p)
+{
+    struct sm_served v = {.r = {.ctx = ctx, .p = p, .vol = vol}};
+    v.r.basins = &v.given;
+    int64_t grid[3];
+    for (int a = 0; a < 3; a++) {
+        v.r.dims[a] = vol->dims[a];
+        v.r.chunk[a] = chunk[a] < v.r.dims[a] ? chunk[a] : v.r.dims[a];
+        grid[a] = (v.r.dims[a] + v.r.chunk[a] - 1) / v.r.chunk[a];
+    }
+    dist_tree_init(&v.r.tree, grid);
+    vox_seg_size_limits(p, v.r.lim);
+    v.r.sc = dist_scratch_new(ctx);
+    enum vox_status s =
+        v.r.sc ? dist_share_serve(ctx, vol->comm, sm_setup, sm_work, &v) : VOX_OUT_OF_MEMORY;
+    dist_scratch_free(ctx, v.r.sc);
+    vox_free(ctx, v.sizes);
+    return s;
+}
+
 enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                             const struct dist_labels *basins, int64_t nbasins, const int64_t *sizes,
                             const int64_t chunk[3], const struct vox_seg_params *p,
@@ -1022,7 +1174,15 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
         ok = ok && r.sum[l] && r.lfin[l];
     }
     r.sc = dist_scratch_new(ctx);
-    enum vox_status s = ok && r.sc ? sm_tree(&r) : VOX_OUT_OF_MEMORY;
+    enum vox_status s = ok && r.sc ? VOX_OK : VOX_OUT_OF_MEMORY;
+    struct dist_share share = {
+        .c = vol->comm, .nchunks = r.tree.n[0], .give = sm_give, .take = sm_take, .arg = &r};
+    if (s == VOX_OK && dist_share_on(vol->comm)) { /* the other ranks' chunks are handed out */
+        r.share = &share;
+        s = dist_share_begin(ctx, &share, sizes, (nbasins + 1) * (int64_t)sizeof *sizes);
+    }
+    if (s == VOX_OK)
+        s = sm_tree(&r);
     if (s == VOX_OK)
         s = sm_finish(&r, nbasins, map, size, nseg_out, seg_sizes_out);
     if (s == VOX_OK && dend_out) { /* the final merges move to the record's job */

@@ -468,6 +468,11 @@ enum vox_status dist_win_load(struct vox_ctx *ctx, const struct dist_labels *l,
                               struct dist_scratch *sc, struct dist_win *w)
 {
     memset(w, 0, sizeof *w);
+    if (l->given) { /* the window of the box rank 0 sent (dist/ranks.c) */
+        *w = *l->given;
+        w->own = NULL;
+        return VOX_OK;
+    }
     if (l->t) {
         w->p = l->t->data;
         memcpy(w->n, dims, sizeof w->n);

@@ -6,36 +6,53 @@
  * takes a header from MPI_ANY_SOURCE and then the blob from that header's source; MPI keeps
  * the messages of one sender with one tag in order, so the blob is the header's. The chunk
  * index, not the arrival order, says where a blob goes (dist/dist.c), so the result is the
- * same for any number of ranks and any timing.
+ * same for any number of ranks and any timing. Rank 0's messages to a rank (send_to) are the
+ * same pair with tags VOX_DIST_MPI_TAG + 2 and + 3.
  */
 #include "vox/dist_mpi.h"
 
 #include <limits.h>
 
+/* A header and a blob to rank `to`, tags tag and tag + 1. */
+static enum vox_status mpi_put(struct vox_ctx *ctx, MPI_Comm comm, int to, int tag, int64_t key,
+                               const void *blob, int64_t len)
+{
+    if (len < 0 || len > INT_MAX)
+        return vox_fail(ctx, VOX_UNSUPPORTED,
+                        "MPI: the message for chunk %lld is %lld bytes, "
+                        "at most %d",
+                        (long long)key, (long long)len, INT_MAX);
+    int64_t hd[2] = {key, len};
+    int rc = MPI_Send(hd, 2, MPI_INT64_T, to, tag, comm);
+    if (rc == MPI_SUCCESS)
+        rc = MPI_Send(blob, (int)len, MPI_BYTE, to, tag + 1, comm);
+    if (rc != MPI_SUCCESS)
+        return vox_fail(ctx, VOX_IO, "MPI: sending chunk %lld to rank %d failed (error %d)",
+                        (long long)key, to, rc);
+    return VOX_OK;
+}
+
 static enum vox_status mpi_send(void *arg, struct vox_ctx *ctx, int64_t chunk, const void *blob,
                                 int64_t len)
 {
     struct vox_dist_mpi *m = arg;
-    if (len < 0 || len > INT_MAX)
-        return vox_fail(ctx, VOX_UNSUPPORTED, "MPI: the summary of chunk %lld is %lld bytes, "
-                        "at most %d", (long long)chunk, (long long)len, INT_MAX);
-    int64_t hd[2] = {chunk, len};
-    int rc = MPI_Send(hd, 2, MPI_INT64_T, 0, VOX_DIST_MPI_TAG, m->comm);
-    if (rc == MPI_SUCCESS)
-        rc = MPI_Send(blob, (int)len, MPI_BYTE, 0, VOX_DIST_MPI_TAG + 1, m->comm);
-    if (rc != MPI_SUCCESS)
-        return vox_fail(ctx, VOX_IO, "MPI: sending chunk %lld to rank 0 failed (error %d)",
-                        (long long)chunk, rc);
-    return VOX_OK;
+    return mpi_put(ctx, m->comm, 0, VOX_DIST_MPI_TAG, chunk, blob, len);
 }
 
-static enum vox_status mpi_recv(void *arg, struct vox_ctx *ctx, int64_t *chunk_out,
-                                void **blob_out, int64_t *len_out)
+static enum vox_status mpi_send_to(void *arg, struct vox_ctx *ctx, int to, int64_t key,
+                                   const void *blob, int64_t len)
 {
     struct vox_dist_mpi *m = arg;
+    return mpi_put(ctx, m->comm, to, VOX_DIST_MPI_TAG + 2, key, blob, len);
+}
+
+/* A header from `from` (MPI_ANY_SOURCE: any rank) with tag, then its blob (tag + 1). */
+static enum vox_status mpi_get(struct vox_ctx *ctx, MPI_Comm comm, int from, int tag,
+                               int64_t *chunk_out, void **blob_out, int64_t *len_out)
+{
     int64_t hd[2];
     MPI_Status ms;
-    int rc = MPI_Recv(hd, 2, MPI_INT64_T, MPI_ANY_SOURCE, VOX_DIST_MPI_TAG, m->comm, &ms);
+    int rc = MPI_Recv(hd, 2, MPI_INT64_T, from, tag, comm, &ms);
     if (rc != MPI_SUCCESS)
         return vox_fail(ctx, VOX_IO, "MPI: receiving a chunk header failed (error %d)", rc);
     if (hd[1] < 0 || hd[1] > INT_MAX)
@@ -44,8 +61,7 @@ static enum vox_status mpi_recv(void *arg, struct vox_ctx *ctx, int64_t *chunk_o
     void *b = vox_alloc(ctx, (size_t)hd[1] + 1);
     if (!b)
         return VOX_OUT_OF_MEMORY;
-    rc = MPI_Recv(b, (int)hd[1], MPI_BYTE, ms.MPI_SOURCE, VOX_DIST_MPI_TAG + 1, m->comm,
-                  MPI_STATUS_IGNORE);
+    rc = MPI_Recv(b, (int)hd[1], MPI_BYTE, ms.MPI_SOURCE, tag + 1, comm, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS) {
         vox_free(ctx, b);
         return vox_fail(ctx, VOX_IO, "MPI: receiving chunk %lld from rank %d failed (error %d)",
@@ -57,6 +73,20 @@ static enum vox_status mpi_recv(void *arg, struct vox_ctx *ctx, int64_t *chunk_o
     return VOX_OK;
 }
 
+static enum vox_status mpi_recv(void *arg, struct vox_ctx *ctx, int64_t *chunk_out, void **blob_out,
+                                int64_t *len_out)
+{
+    struct vox_dist_mpi *m = arg;
+    return mpi_get(ctx, m->comm, MPI_ANY_SOURCE, VOX_DIST_MPI_TAG, chunk_out, blob_out, len_out);
+}
+
+static enum vox_status mpi_recv_root(void *arg, struct vox_ctx *ctx, int64_t *key_out,
+                                     void **blob_out, int64_t *len_out)
+{
+    struct vox_dist_mpi *m = arg;
+    return mpi_get(ctx, m->comm, 0, VOX_DIST_MPI_TAG + 2, key_out, blob_out, len_out);
+}
+
 enum vox_status vox_dist_mpi_comm(struct vox_ctx *ctx, struct vox_dist_mpi *m,
                                   struct vox_dist_comm *comm_out)
 {
@@ -64,7 +94,12 @@ enum vox_status vox_dist_mpi_comm(struct vox_ctx *ctx, struct vox_dist_mpi *m,
     if (MPI_Comm_rank(m->comm, &rank) != MPI_SUCCESS ||
         MPI_Comm_size(m->comm, &size) != MPI_SUCCESS)
         return vox_fail(ctx, VOX_IO, "MPI: the communicator's rank and size are unknown");
-    *comm_out = (struct vox_dist_comm){.rank = rank, .size = size, .send = mpi_send,
-                                       .recv = mpi_recv, .arg = m};
+    *comm_out = (struct vox_dist_comm){.rank = rank,
+                                       .size = size,
+                                       .send = mpi_send,
+                                       .recv = mpi_recv,
+                                       .send_to = mpi_send_to,
+                                       .recv_root = mpi_recv_root,
+                                       .arg = m};
     return VOX_OK;
 }
