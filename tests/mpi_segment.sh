@@ -29,9 +29,9 @@ done
 "$VOX" synth --shape 24,96,96 --cell-size 80 --out "$T/b.h5" --quiet || fail "synth b"
 big=(--aff "$T/b.h5:/affinities_smooth" --quiet)
 "$VOX" segment "${big[@]}" --out "$T/bref.h5:/seg" || fail "segment b"
-for n in 2 3; do
+for n in 2 3; do # (rank 0 with 2 threads: the other ranks' chunks also after its own)
     "$MPIRUN" --allow-run-as-root --oversubscribe -np $n "$VMPI" segment "${big[@]}" \
-        --chunk 12,48,48 --threads 1 --out "$T/b$n.h5:/seg" || fail "mpirun -np $n, b"
+        --chunk 12,48,48 --threads $((n - 1)) --out "$T/b$n.h5:/seg" || fail "mpirun -np $n, b"
 done
 "$MPIRUN" --allow-run-as-root --oversubscribe -np 3 "$VMPI" segment "${opts[@]}" \
     --out "$T/x.h5:/seg" 2>/dev/null && fail "-np 3 without --chunk accepted"
