@@ -2,9 +2,9 @@
  * tools/mpi/vox_mpi.c: `vox-mpi segment ...`, `vox segment` run by MPI ranks
  * (mpirun -np N vox-mpi segment --chunk Z,Y,X ...).
  *
- * Every rank parses the same command line; the atomic watershed chunks are shared among the
- * ranks (vox/dist_mpi.h) and rank 0 runs the rest and writes the output, which equals the
- * single-process run's bitwise.
+ * Every rank parses the same command line; the atomic chunks of the three stages are shared
+ * among the ranks (vox/dist_mpi.h) and rank 0 runs the rest and writes the output, which
+ * equals the single-process run's bitwise.
  */
 #include "cli.h"
 #include "vox/dist_mpi.h"
