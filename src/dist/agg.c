@@ -1116,31 +1116,15 @@ static enum vox_status ag_check(struct vox_ctx *ctx, const struct vox_tensor *la
 
 /* ---- stage (c) on several ranks (dist/ranks.c) --------------------------------------------- */
 
-/* A chunk's summary as a message: box, counts, then vertices, edges, histograms and the
- * merges it decided. */
+/* A chunk's summary as a message (dist_pack): vertices, edges, histograms and the merges it
+ * decided. */
 static enum vox_status ag_pack(struct vox_ctx *ctx, const struct ag_sum *s, void **blob,
                                int64_t *len)
 {
-    const int64_t hd[10] = {s->box.lo[0], s->box.lo[1], s->box.lo[2], s->box.hi[0], s->box.hi[1],
-                            s->box.hi[2], s->nv,        s->ne,        s->nh,        s->nfin};
-    const size_t sz[5] = {(size_t)s->nv * sizeof *s->v, (size_t)s->ne * sizeof *s->e, (size_t)s->nh,
-                          (size_t)s->nh * sizeof *s->hcnt, (size_t)s->nfin * sizeof *s->fin};
-    const void *src[5] = {s->v, s->e, s->hbin, s->hcnt, s->fin};
-    size_t n = sizeof hd;
-    for (int k = 0; k < 5; k++)
-        n += sz[k];
-    uint8_t *p = *blob = vox_alloc(ctx, n);
-    if (!p)
-        return VOX_OUT_OF_MEMORY;
-    memcpy(p, hd, sizeof hd);
-    p += sizeof hd;
-    for (int k = 0; k < 5; k++) {
-        if (sz[k])
-            memcpy(p, src[k], sz[k]);
-        p += sz[k];
-    }
-    *len = (int64_t)n;
-    return VOX_OK;
+    const int64_t count[5] = {s->nv, s->ne, s->nh, s->nh, s->nfin};
+    const size_t size[5] = {sizeof *s->v, sizeof *s->e, 1, sizeof *s->hcnt, sizeof *s->fin};
+    const void *const arr[5] = {s->v, s->e, s->hbin, s->hcnt, s->fin};
+    return dist_pack(ctx, &s->box, 5, count, size, arr, blob, len);
 }
 
 static enum vox_status ag_give(void *arg, int64_t i, void **blob, int64_t *len)
@@ -1156,47 +1140,33 @@ static enum vox_status ag_take(void *arg, int64_t i, const uint8_t *blob, int64_
 {
     struct ag_run *r = arg;
     struct ag_sum *s = &r->sum[0][i];
-    int64_t hd[10];
-    struct dist_box b;
-    ag_box(r, 0, i, &b);
-    bool ok = len >= (int64_t)sizeof hd;
-    if (ok)
-        memcpy(hd, blob, sizeof hd);
-    for (int a = 0; ok && a < 3; a++)
-        ok = hd[a] == b.lo[a] && hd[3 + a] == b.hi[a];
-    for (int k = 6; ok && k < 10; k++)
-        ok = hd[k] >= 0;
-    const int64_t sz[5] = {hd[6] * (int64_t)sizeof *s->v, hd[7] * (int64_t)sizeof *s->e, hd[8],
-                           hd[8] * (int64_t)sizeof *s->hcnt, hd[9] * (int64_t)sizeof *s->fin};
-    ok = ok && len == (int64_t)sizeof hd + sz[0] + sz[1] + sz[2] + sz[3] + sz[4];
-    if (!ok)
+    ag_box(r, 0, i, &s->box);
+    const size_t size[5] = {sizeof *s->v, sizeof *s->e, 1, sizeof *s->hcnt, sizeof *s->fin};
+    int64_t c[5];
+    void *arr[5] = {0};
+    enum vox_status st = dist_unpack(r->ctx, blob, len, &s->box, 5, size, c, arr);
+    s->v = arr[0]; /* (freed with the run's sums, also on failure) */
+    s->e = arr[1];
+    s->hbin = arr[2];
+    s->hcnt = arr[3];
+    s->fin = arr[4];
+    if (st == VOX_OK && c[2] != c[3])
+        st = VOX_FORMAT;
+    if (st == VOX_FORMAT)
         return vox_fail(r->ctx, VOX_IO,
                         "chunked agglomeration: a malformed summary of %lld "
                         "bytes for chunk %lld from another rank",
                         (long long)len, (long long)i);
-    *s = (struct ag_sum){.box = b,
-                         .level = 0,
-                         .nv = hd[6],
-                         .vcap = hd[6],
-                         .ne = hd[7],
-                         .ecap = hd[7],
-                         .nh = hd[8],
-                         .hcap = hd[8],
-                         .nfin = hd[9],
-                         .fcap = hd[9]};
-    void *dst[5] = {s->v = vox_alloc(r->ctx, (size_t)sz[0] + 1),
-                    s->e = vox_alloc(r->ctx, (size_t)sz[1] + 1),
-                    s->hbin = vox_alloc(r->ctx, (size_t)sz[2] + 1),
-                    s->hcnt = vox_alloc(r->ctx, (size_t)sz[3] + 1),
-                    s->fin = vox_alloc(r->ctx, (size_t)sz[4] + 1)};
-    const uint8_t *p = blob + sizeof hd;
-    for (int k = 0; k < 5; k++) {
-        if (!dst[k])
-            return VOX_OUT_OF_MEMORY; /* (what was allocated goes with the run's sums) */
-        memcpy(dst[k], p, (size_t)sz[k]);
-        p += sz[k];
-    }
-    int64_t add[3] = {s->nv, s->ne, len - (int64_t)sizeof hd}; /* as ag_task counts */
+    if (st != VOX_OK)
+        return st;
+    s->level = 0;
+    s->nv = s->vcap = c[0];
+    s->ne = s->ecap = c[1];
+    s->nh = s->hcap = c[2];
+    s->nfin = s->fcap = c[4];
+    int64_t add[3] = {s->nv, s->ne, /* as ag_task counts */
+                      s->nv * (int64_t)sizeof *s->v + s->ne * (int64_t)sizeof *s->e + s->nh * 9 +
+                          s->nfin * (int64_t)sizeof *s->fin};
     for (int k = 0; k < 3; k++)
         __atomic_fetch_add(&r->lv[0][k], add[k], __ATOMIC_RELAXED);
     return VOX_OK;
@@ -1248,13 +1218,7 @@ enum vox_status dist_ag_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
     struct ag_served v = {
         .r = {.ctx = ctx, .p = p, .vol = vol, .hist = p->score == VOX_SEG_SCORE_QUANTILE}};
     v.r.labels = &v.given;
-    int64_t grid[3];
-    for (int a = 0; a < 3; a++) {
-        v.r.dims[a] = vol->dims[a];
-        v.r.chunk[a] = chunk[a] < v.r.dims[a] ? chunk[a] : v.r.dims[a];
-        grid[a] = (v.r.dims[a] + v.r.chunk[a] - 1) / v.r.chunk[a];
-    }
-    dist_tree_init(&v.r.tree, grid);
+    dist_serve_geometry(vol, chunk, v.r.dims, v.r.chunk, &v.r.tree);
     v.r.sc = dist_scratch_new(ctx);
     enum vox_status s =
         v.r.sc ? dist_share_serve(ctx, vol->comm, ag_setup, ag_work, &v) : VOX_OUT_OF_MEMORY;

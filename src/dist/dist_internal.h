@@ -453,6 +453,20 @@ typedef enum vox_status (*dist_share_work_fn)(void *arg, int64_t i, const uint8_
                                               int64_t len, void **out, int64_t *out_len);
 enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm *c,
                                  dist_share_setup_fn setup, dist_share_work_fn work, void *arg);
+/* A chunk's summary as a message: box b, n counts, then n arrays (count[k] elements of
+ * size[k] bytes); and back: dist_unpack checks the box and the lengths (VOX_FORMAT, no
+ * message, when they do not match) and copies each array into a new vox_alloc'd one (room
+ * for one element more); on failure the caller frees what arr holds. */
+#define DIST_PACK_MAX 5
+enum vox_status dist_pack(struct vox_ctx *ctx, const struct dist_box *b, int n,
+                          const int64_t *count, const size_t *size, const void *const *arr,
+                          void **blob, int64_t *len);
+enum vox_status dist_unpack(struct vox_ctx *ctx, const uint8_t *blob, int64_t len,
+                            const struct dist_box *b, int n, const size_t *size, int64_t *count,
+                            void **arr);
+/* A serving rank's run geometry: dims, clamped chunk shape and octree, as rank 0's. */
+void dist_serve_geometry(const struct dist_vol *vol, const int64_t chunk[3], int64_t dims[3],
+                         int64_t chunk_out[3], struct dist_tree *tree);
 /* Chunk box b's labels window (dist_win_load) as a message, and back: false when blob is not
  * the window of box b. The window points into blob. */
 enum vox_status dist_win_pack(struct vox_ctx *ctx, const struct dist_labels *l,

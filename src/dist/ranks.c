@@ -166,3 +166,70 @@ bool dist_win_given(const uint8_t *blob, int64_t len, const int64_t dims[3],
     w->p = (const uint32_t *)(blob + 6 * sizeof(int64_t)); /* 8-byte aligned: vox_alloc */
     return true;
 }
+
+/* ---- chunk summaries as messages ----------------------------------------------------------- */
+
+enum vox_status dist_pack(struct vox_ctx *ctx, const struct dist_box *b, int n,
+                          const int64_t *count, const size_t *size, const void *const *arr,
+                          void **blob, int64_t *len)
+{
+    int64_t hd[6 + DIST_PACK_MAX];
+    memcpy(hd, b->lo, sizeof b->lo);
+    memcpy(hd + 3, b->hi, sizeof b->hi);
+    size_t total = (size_t)(6 + n) * sizeof *hd;
+    for (int k = 0; k < n; k++) {
+        hd[6 + k] = count[k];
+        total += (size_t)count[k] * size[k];
+    }
+    uint8_t *p = *blob = vox_alloc(ctx, total);
+    if (!p)
+        return VOX_OUT_OF_MEMORY;
+    memcpy(p, hd, (size_t)(6 + n) * sizeof *hd);
+    p += (size_t)(6 + n) * sizeof *hd;
+    for (int k = 0; k < n; k++) {
+        if (count[k])
+            memcpy(p, arr[k], (size_t)count[k] * size[k]);
+        p += (size_t)count[k] * size[k];
+    }
+    *len = (int64_t)total;
+    return VOX_OK;
+}
+
+enum vox_status dist_unpack(struct vox_ctx *ctx, const uint8_t *blob, int64_t len,
+                            const struct dist_box *b, int n, const size_t *size, int64_t *count,
+                            void **arr)
+{
+    int64_t hd[6 + DIST_PACK_MAX], need = (6 + n) * (int64_t)sizeof *hd;
+    bool ok = len >= need;
+    if (ok)
+        memcpy(hd, blob, (size_t)need);
+    for (int a = 0; ok && a < 3; a++)
+        ok = hd[a] == b->lo[a] && hd[3 + a] == b->hi[a];
+    for (int k = 0; ok && k < n; k++) {
+        ok = hd[6 + k] >= 0 && hd[6 + k] <= len;
+        need += ok ? hd[6 + k] * (int64_t)size[k] : 0;
+    }
+    if (!ok || len != need)
+        return VOX_FORMAT;
+    const uint8_t *p = blob + (6 + n) * sizeof *hd;
+    for (int k = 0; k < n; k++) {
+        count[k] = hd[6 + k];
+        if (!(arr[k] = vox_alloc(ctx, (size_t)(count[k] + 1) * size[k])))
+            return VOX_OUT_OF_MEMORY; /* the caller frees what was allocated */
+        memcpy(arr[k], p, (size_t)count[k] * size[k]);
+        p += (size_t)count[k] * size[k];
+    }
+    return VOX_OK;
+}
+
+void dist_serve_geometry(const struct dist_vol *vol, const int64_t chunk[3], int64_t dims[3],
+                         int64_t chunk_out[3], struct dist_tree *tree)
+{
+    int64_t grid[3];
+    for (int a = 0; a < 3; a++) {
+        dims[a] = vol->dims[a];
+        chunk_out[a] = chunk[a] < dims[a] ? chunk[a] : dims[a];
+        grid[a] = (dims[a] + chunk_out[a] - 1) / chunk_out[a];
+    }
+    dist_tree_init(tree, grid);
+}

@@ -1010,26 +1010,14 @@ static enum vox_status sm_check(struct vox_ctx *ctx, const struct vox_tensor *ba
 
 /* ---- stage (b) on several ranks (dist/ranks.c) --------------------------------------------- */
 
-/* A chunk's summary as a message: box, counts, then the basins, edges and final merges. */
+/* A chunk's summary as a message (dist_pack): its basins, edges and final merges. */
 static enum vox_status sm_pack(struct vox_ctx *ctx, const struct sm_sum *s, void **blob,
                                int64_t *len)
 {
-    const int64_t hd[9] = {s->box.lo[0], s->box.lo[1], s->box.lo[2], s->box.hi[0], s->box.hi[1],
-                           s->box.hi[2], s->nbasin,    s->nedge,     s->nfin};
-    const size_t nb = (size_t)s->nbasin * sizeof *s->basin, ne = (size_t)s->nedge * sizeof *s->edge,
-                 nf = (size_t)s->nfin * sizeof *s->fin;
-    uint8_t *p = *blob = vox_alloc(ctx, sizeof hd + nb + ne + nf);
-    if (!p)
-        return VOX_OUT_OF_MEMORY;
-    memcpy(p, hd, sizeof hd);
-    if (nb)
-        memcpy(p + sizeof hd, s->basin, nb);
-    if (ne)
-        memcpy(p + sizeof hd + nb, s->edge, ne);
-    if (nf)
-        memcpy(p + sizeof hd + nb + ne, s->fin, nf);
-    *len = (int64_t)(sizeof hd + nb + ne + nf);
-    return VOX_OK;
+    const int64_t count[3] = {s->nbasin, s->nedge, s->nfin};
+    const size_t size[3] = {sizeof *s->basin, sizeof *s->edge, sizeof *s->fin};
+    const void *const arr[3] = {s->basin, s->edge, s->fin};
+    return dist_pack(ctx, &s->box, 3, count, size, arr, blob, len);
 }
 
 static enum vox_status sm_give(void *arg, int64_t i, void **blob, int64_t *len)
@@ -1045,39 +1033,23 @@ static enum vox_status sm_take(void *arg, int64_t i, const uint8_t *blob, int64_
 {
     struct sm_run *r = arg;
     struct sm_sum *s = &r->sum[0][i];
-    int64_t hd[9];
-    struct dist_box b;
-    sm_box(r, 0, i, &b);
-    bool ok = len >= (int64_t)sizeof hd;
-    if (ok)
-        memcpy(hd, blob, sizeof hd);
-    for (int a = 0; ok && a < 3; a++)
-        ok = hd[a] == b.lo[a] && hd[3 + a] == b.hi[a];
-    ok = ok && hd[6] >= 0 && hd[7] >= 0 && hd[8] >= 0 &&
-         len == (int64_t)sizeof hd + hd[6] * (int64_t)sizeof *s->basin +
-                    (hd[7] + hd[8]) * (int64_t)sizeof *s->edge;
-    if (!ok)
+    sm_box(r, 0, i, &s->box);
+    const size_t size[3] = {sizeof *s->basin, sizeof *s->edge, sizeof *s->fin};
+    int64_t count[3];
+    void *arr[3] = {0};
+    enum vox_status st = dist_unpack(r->ctx, blob, len, &s->box, 3, size, count, arr);
+    s->basin = arr[0]; /* (freed with the run's sums, also on failure) */
+    s->edge = arr[1];
+    r->lfin[0][i] = (struct sm_fin){arr[2], st == VOX_OK ? count[2] : 0};
+    if (st == VOX_FORMAT)
         return vox_fail(r->ctx, VOX_IO,
                         "chunked size merge: a malformed summary of %lld bytes "
                         "for chunk %lld from another rank",
                         (long long)len, (long long)i);
-    const uint8_t *p = blob + sizeof hd;
-    s->box = b;
-    s->nbasin = hd[6];
-    s->nedge = hd[7];
-    s->basin = vox_alloc(r->ctx, (size_t)(hd[6] + 1) * sizeof *s->basin);
-    s->edge = vox_alloc(r->ctx, (size_t)(hd[7] + 1) * sizeof *s->edge);
-    struct sm_edge *fin = vox_alloc(r->ctx, (size_t)(hd[8] + 1) * sizeof *fin);
-    if (!s->basin || !s->edge || !fin) {
-        vox_free(r->ctx, fin);
-        return VOX_OUT_OF_MEMORY;
-    }
-    memcpy(s->basin, p, (size_t)hd[6] * sizeof *s->basin);
-    p += hd[6] * (int64_t)sizeof *s->basin;
-    memcpy(s->edge, p, (size_t)hd[7] * sizeof *s->edge);
-    p += hd[7] * (int64_t)sizeof *s->edge;
-    memcpy(fin, p, (size_t)hd[8] * sizeof *fin);
-    r->lfin[0][i] = (struct sm_fin){fin, hd[8]};
+    if (st != VOX_OK)
+        return st;
+    s->nbasin = count[0];
+    s->nedge = count[1];
     __atomic_fetch_add(&r->lv[0][0], s->nbasin, __ATOMIC_RELAXED);
     __atomic_fetch_add(&r->lv[0][1], s->nedge, __ATOMIC_RELAXED);
     return VOX_OK;
@@ -1132,13 +1104,7 @@ enum vox_status dist_sm_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
 {
     struct sm_served v = {.r = {.ctx = ctx, .p = p, .vol = vol}};
     v.r.basins = &v.given;
-    int64_t grid[3];
-    for (int a = 0; a < 3; a++) {
-        v.r.dims[a] = vol->dims[a];
-        v.r.chunk[a] = chunk[a] < v.r.dims[a] ? chunk[a] : v.r.dims[a];
-        grid[a] = (v.r.dims[a] + v.r.chunk[a] - 1) / v.r.chunk[a];
-    }
-    dist_tree_init(&v.r.tree, grid);
+    dist_serve_geometry(vol, chunk, v.r.dims, v.r.chunk, &v.r.tree);
     vox_seg_size_limits(p, v.r.lim);
     v.r.sc = dist_scratch_new(ctx);
     enum vox_status s =
