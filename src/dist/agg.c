@@ -1132,7 +1132,7 @@ static enum vox_status ag_give(void *arg, int64_t i, void **blob, int64_t *len)
     struct ag_run *r = arg;
     struct dist_box b;
     ag_box(r, 0, i, &b);
-    return dist_win_pack(r->ctx, r->labels, r->dims, &b, blob, len);
+    return dist_shell_pack(r->ctx, r->labels->st, r->labels->map, i, &b, blob, len);
 }
 
 /* Rank 0: chunk i's summary from its rank, into the slot its own task would have filled. */
@@ -1176,6 +1176,7 @@ static enum vox_status ag_take(void *arg, int64_t i, const uint8_t *blob, int64_
 struct ag_served {
     struct ag_run r;
     struct dist_labels given;
+    struct dist_store *own; /* this rank's fragment labels */
 };
 
 static enum vox_status ag_setup(void *arg, const uint8_t *blob, int64_t len)
@@ -1198,14 +1199,18 @@ static enum vox_status ag_work(void *arg, int64_t i, const uint8_t *blob, int64_
         return vox_fail(r->ctx, VOX_IO, "chunked agglomeration: chunk %lld of %lld", (long long)i,
                         (long long)r->tree.n[0]);
     ag_box(r, 0, i, &s.box);
-    if (!dist_win_given(blob, len, r->dims, &s.box, &w))
+    enum vox_status st = dist_shell_window(r->ctx, v->own, r->dims, &s.box, blob, len, &w);
+    if (st == VOX_FORMAT)
         return vox_fail(r->ctx, VOX_IO,
-                        "chunked agglomeration: rank 0 sent a malformed window "
-                        "for chunk %lld",
+                        "chunked agglomeration: rank 0 sent a malformed "
+                        "window for chunk %lld",
                         (long long)i);
+    if (st != VOX_OK)
+        return st;
     v->given.given = &w;
     /* never the root: with one chunk there is no other rank's */
-    enum vox_status st = ag_chunk(r, &s, false, &r->sc[0]);
+    st = ag_chunk(r, &s, false, &r->sc[0]);
+    dist_win_fini(r->ctx, &w);
     if (st == VOX_OK)
         st = ag_pack(r->ctx, &s, out, out_len);
     ag_sum_fini(r->ctx, &s);
@@ -1213,10 +1218,12 @@ static enum vox_status ag_work(void *arg, int64_t i, const uint8_t *blob, int64_
 }
 
 enum vox_status dist_ag_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
-                              const int64_t chunk[3], const struct vox_seg_params *p)
+                              const int64_t chunk[3], const struct vox_seg_params *p,
+                              struct dist_store *own)
 {
     struct ag_served v = {
-        .r = {.ctx = ctx, .p = p, .vol = vol, .hist = p->score == VOX_SEG_SCORE_QUANTILE}};
+        .r = {.ctx = ctx, .p = p, .vol = vol, .hist = p->score == VOX_SEG_SCORE_QUANTILE},
+        .own = own};
     v.r.labels = &v.given;
     dist_serve_geometry(vol, chunk, v.r.dims, v.r.chunk, &v.r.tree);
     v.r.sc = dist_scratch_new(ctx);
@@ -1255,10 +1262,15 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     }
     r.sc = dist_scratch_new(ctx);
     enum vox_status s = ok && r.sc ? VOX_OK : VOX_OUT_OF_MEMORY;
-    struct dist_share share = {
-        .c = vol->comm, .nchunks = r.tree.n[0], .give = ag_give, .take = ag_take, .arg = &r};
-    if (s == VOX_OK && dist_share_on(vol->comm)) { /* the other ranks' chunks are handed out */
-        r.share = &share;
+    /* the other ranks' chunks are handed out where the store keeps fragment faces */
+    bool faces = labels->st && labels->st->faces && labels->st->cmap;
+    struct dist_share share = {.c = vol->comm,
+                               .nchunks = r.tree.n[0],
+                               .give = faces ? ag_give : NULL,
+                               .take = ag_take,
+                               .arg = &r};
+    if (s == VOX_OK && dist_share_on(vol->comm)) {
+        r.share = faces ? &share : NULL;
         s = dist_share_begin(ctx, &share, &nseg, sizeof nseg);
     }
     if (s == VOX_OK)

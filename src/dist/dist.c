@@ -185,6 +185,8 @@ static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
         lab ? dist_chunk_ws(r->ctx, &r->vol, &b, r->p, sc, s, lab) : VOX_OUT_OF_MEMORY;
     if (st == VOX_OK)
         st = dist_store_write(r->ctx, r->labels, &b, lab, sc);
+    if (st == VOX_OK && r->labels->faces)
+        st = dist_faces_put(r->ctx, r->labels->faces, i, lab);
     if (st == VOX_OK && r->vol.jr) {
         dist_journal_count(r->vol.jr, false);
         st = ws_record(r, i, dist_hash(lab, (size_t)n * sizeof *lab, 0));
@@ -223,6 +225,8 @@ static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks)
                      (long long)len, (long long)i);
     else
         s = dist_store_write(r->ctx, r->labels, &box, (const uint32_t *)(b + n), NULL);
+    if (s == VOX_OK && r->labels->faces)
+        s = dist_faces_put(r->ctx, r->labels->faces, i, (const uint32_t *)(b + n));
     if (s == VOX_OK)
         sum_stats(r, 0, &r->sum[0][i]);
     vox_free(r->ctx, b);
@@ -598,6 +602,10 @@ static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbas
     r->maps = chunk_maps(r, nchunks);
     enum vox_status s = r->maps ? VOX_OK : VOX_OUT_OF_MEMORY;
     if (s == VOX_OK && r->labels->f.nfd > 0 && !r->vol.jr) {
+        r->labels->cmap_n = vox_alloc(r->ctx, (size_t)nchunks * sizeof *r->labels->cmap_n);
+        for (int64_t c = 0; r->labels->cmap_n && c < nchunks; c++)
+            r->labels->cmap_n[c] = r->nfr[c] + 1;
+        s = r->labels->cmap_n ? VOX_OK : VOX_OUT_OF_MEMORY;
         r->labels->cmap = r->maps; /* the store's now */
         r->labels->ncmap = nchunks;
         r->maps = NULL;
@@ -739,7 +747,8 @@ enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor 
 }
 
 enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
-                             const int64_t chunk[3], const struct vox_seg_params *p)
+                             const int64_t chunk[3], const struct vox_seg_params *p,
+                             struct dist_store *own)
 {
     const struct vox_dist_comm *c = vol->comm;
     struct dist_run r = {.ctx = ctx, .p = p, .vol = *vol};
@@ -754,6 +763,8 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
         uint32_t *lab = vox_alloc(ctx, (size_t)nv * sizeof *lab);
         uint8_t *blob = NULL;
         s = lab ? dist_chunk_ws(ctx, &r.vol, &b, p, sc, &sum, lab) : VOX_OUT_OF_MEMORY;
+        if (s == VOX_OK && own) /* kept for the windows of stages (b) and (c) */
+            s = dist_store_write(ctx, own, &b, lab, sc);
         int64_t n = s == VOX_OK ? ws_pack(ctx, &sum, (size_t)nv * sizeof *lab, &blob) : 0;
         if (s == VOX_OK && !blob)
             s = VOX_OUT_OF_MEMORY;

@@ -43,13 +43,13 @@ enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, cons
                                  int64_t setup_len)
 {
     const struct vox_dist_comm *c = s->c;
-    s->remote = s->nchunks - (s->nchunks + c->size - 1) / c->size;
+    s->remote = s->give ? s->nchunks - (s->nchunks + c->size - 1) / c->size : 0;
     s->taken = 0;
     enum vox_status st = VOX_OK;
-    for (int to = 1; to < c->size && st == VOX_OK; to++) {
+    for (int to = 1; to < c->size && st == VOX_OK; to++) { /* give NULL: nothing to share */
         st = c->send_to(c->arg, ctx, to, SHARE_SETUP, setup, setup_len);
         if (st == VOX_OK)
-            st = share_give(ctx, s, to, to);
+            st = share_give(ctx, s, to, s->give ? to : s->nchunks);
     }
     return st;
 }
@@ -123,50 +123,6 @@ enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm
     return st;
 }
 
-/* ---- a chunk's labels window as a message ------------------------------------------------ */
-
-enum vox_status dist_win_pack(struct vox_ctx *ctx, const struct dist_labels *l,
-                              const int64_t dims[3], const struct dist_box *b, void **blob,
-                              int64_t *len)
-{
-    struct dist_win w;
-    enum vox_status st = dist_win_load(ctx, l, dims, b, NULL, &w);
-    if (st != VOX_OK)
-        return st;
-    int64_t n = w.n[0] * w.n[1] * w.n[2];
-    *len = 6 * (int64_t)sizeof(int64_t) + n * (int64_t)sizeof(uint32_t);
-    uint8_t *p = *blob = vox_alloc(ctx, (size_t)*len);
-    if (p) {
-        memcpy(p, w.lo, sizeof w.lo);
-        memcpy(p + sizeof w.lo, w.n, sizeof w.n);
-        memcpy(p + sizeof w.lo + sizeof w.n, w.p, (size_t)n * sizeof(uint32_t));
-    }
-    dist_win_fini(ctx, &w);
-    return p ? VOX_OK : VOX_OUT_OF_MEMORY;
-}
-
-bool dist_win_given(const uint8_t *blob, int64_t len, const int64_t dims[3],
-                    const struct dist_box *b, struct dist_win *w)
-{
-    memset(w, 0, sizeof *w);
-    if (len < 6 * (int64_t)sizeof(int64_t))
-        return false;
-    memcpy(w->lo, blob, sizeof w->lo);
-    memcpy(w->n, blob + sizeof w->lo, sizeof w->n);
-    int64_t n = 1;
-    for (int a = 0; a < 3; a++) { /* the window dist_win_load gives for box b */
-        int64_t lo = b->lo[a] > 0 ? b->lo[a] - 1 : 0,
-                hi = b->hi[a] < dims[a] ? b->hi[a] + 1 : dims[a];
-        if (w->lo[a] != lo || w->n[a] != hi - lo)
-            return false;
-        n *= w->n[a];
-    }
-    if (len != 6 * (int64_t)sizeof(int64_t) + n * (int64_t)sizeof(uint32_t))
-        return false;
-    w->p = (const uint32_t *)(blob + 6 * sizeof(int64_t)); /* 8-byte aligned: vox_alloc */
-    return true;
-}
-
 /* ---- chunk summaries as messages ----------------------------------------------------------- */
 
 enum vox_status dist_pack(struct vox_ctx *ctx, const struct dist_box *b, int n,
@@ -232,4 +188,191 @@ void dist_serve_geometry(const struct dist_vol *vol, const int64_t chunk[3], int
         grid[a] = (dims[a] + chunk_out[a] - 1) / chunk_out[a];
     }
     dist_tree_init(tree, grid);
+}
+
+/* ---- chunk faces and shells (windows without the interior) ---------------------------------- */
+
+static void faces_box(const struct dist_faces *fc, int64_t j, struct dist_box *b)
+{
+    const int64_t *g = fc->grid;
+    int64_t c[3] = {j / (g[1] * g[2]), (j / g[2]) % g[1], j % g[2]};
+    for (int a = 0; a < 3; a++) {
+        b->lo[a] = c[a] * fc->chunk[a];
+        b->hi[a] = b->lo[a] + fc->chunk[a] < fc->dims[a] ? b->lo[a] + fc->chunk[a] : fc->dims[a];
+    }
+}
+
+enum vox_status dist_faces_init(struct vox_ctx *ctx, struct dist_faces *fc, const int64_t dims[3],
+                                const int64_t chunk[3])
+{
+    memset(fc, 0, sizeof *fc);
+    fc->nchunks = 1;
+    for (int a = 0; a < 3; a++) {
+        fc->dims[a] = dims[a];
+        fc->chunk[a] = chunk[a] < dims[a] ? chunk[a] : dims[a];
+        fc->grid[a] = (dims[a] + fc->chunk[a] - 1) / fc->chunk[a];
+        fc->nchunks *= fc->grid[a];
+    }
+    fc->f = vox_calloc(ctx, (size_t)fc->nchunks, sizeof *fc->f);
+    return fc->f ? VOX_OK : VOX_OUT_OF_MEMORY;
+}
+
+void dist_faces_fini(struct vox_ctx *ctx, struct dist_faces *fc)
+{
+    for (int64_t j = 0; fc->f && j < fc->nchunks; j++)
+        vox_free(ctx, fc->f[j]);
+    vox_free(ctx, fc->f);
+    memset(fc, 0, sizeof *fc);
+}
+
+enum vox_status dist_faces_put(struct vox_ctx *ctx, struct dist_faces *fc, int64_t i,
+                               const uint32_t *lab)
+{
+    struct dist_box b;
+    faces_box(fc, i, &b);
+    const int64_t nz = b.hi[0] - b.lo[0], ny = b.hi[1] - b.lo[1], nx = b.hi[2] - b.lo[2];
+    uint32_t *f = vox_alloc(ctx, (size_t)(2 * (ny * nx + nz * nx + nz * ny)) * sizeof *f);
+    if (!f)
+        return VOX_OUT_OF_MEMORY;
+    uint32_t *p = f;
+    for (int side = 0; side < 2; side++, p += ny * nx) /* z = lo, z = hi - 1 */
+        memcpy(p, lab + (side ? nz - 1 : 0) * ny * nx, (size_t)(ny * nx) * sizeof *p);
+    for (int side = 0; side < 2; side++, p += nz * nx)
+        for (int64_t z = 0; z < nz; z++)
+            memcpy(p + z * nx, lab + (z * ny + (side ? ny - 1 : 0)) * nx, (size_t)nx * sizeof *p);
+    for (int side = 0; side < 2; side++, p += nz * ny)
+        for (int64_t z = 0; z < nz; z++)
+            for (int64_t y = 0; y < ny; y++)
+                p[z * ny + y] = lab[(z * ny + y) * nx + (side ? nx - 1 : 0)];
+    fc->f[i] = f;
+    return VOX_OK;
+}
+
+/* The fragment label of voxel (z, y, x), which lies on a face of chunk j. */
+static bool face_at(const struct dist_faces *fc, int64_t j, int64_t z, int64_t y, int64_t x,
+                    uint32_t *out)
+{
+    struct dist_box b;
+    faces_box(fc, j, &b);
+    const int64_t nz = b.hi[0] - b.lo[0], ny = b.hi[1] - b.lo[1], nx = b.hi[2] - b.lo[2];
+    const uint32_t *f = fc->f[j];
+    if (!f)
+        return false;
+    z -= b.lo[0], y -= b.lo[1], x -= b.lo[2];
+    if (z == 0 || z == nz - 1)
+        *out = f[(z == 0 ? 0 : ny * nx) + y * nx + x];
+    else if (y == 0 || y == ny - 1)
+        *out = f[2 * ny * nx + (y == 0 ? 0 : nz * nx) + z * nx + x];
+    else if (x == 0 || x == nx - 1)
+        *out = f[2 * ny * nx + 2 * nz * nx + (x == 0 ? 0 : nz * ny) + z * ny + y];
+    else
+        return false;
+    return true;
+}
+
+/* The window of box b (grown by one, clamped) and whether (z, y) crosses the box. */
+static void shell_window(const int64_t dims[3], const struct dist_box *b, struct dist_box *w)
+{
+    for (int a = 0; a < 3; a++) {
+        w->lo[a] = b->lo[a] > 0 ? b->lo[a] - 1 : 0;
+        w->hi[a] = b->hi[a] < dims[a] ? b->hi[a] + 1 : dims[a];
+    }
+}
+
+static int64_t shell_count(const struct dist_box *w, const struct dist_box *b)
+{
+    int64_t nw = 1, nb = 1;
+    for (int a = 0; a < 3; a++) {
+        nw *= w->hi[a] - w->lo[a];
+        nb *= b->hi[a] - b->lo[a];
+    }
+    return nw - nb;
+}
+
+enum vox_status dist_shell_pack(struct vox_ctx *ctx, const struct dist_store *st,
+                                const uint32_t *map, int64_t i, const struct dist_box *b,
+                                void **blob, int64_t *len)
+{
+    const struct dist_faces *fc = st->faces;
+    struct dist_box w;
+    shell_window(fc->dims, b, &w);
+    const int64_t ncm = st->cmap_n[i], nsh = shell_count(&w, b);
+    *len = (int64_t)sizeof(int64_t) + (ncm + nsh) * (int64_t)sizeof(uint32_t);
+    uint8_t *p = *blob = vox_alloc(ctx, (size_t)*len);
+    if (!p)
+        return VOX_OUT_OF_MEMORY;
+    memcpy(p, &ncm, sizeof ncm);
+    uint32_t *cm = (uint32_t *)(p + sizeof ncm), *sh = cm + ncm;
+    for (int64_t k = 0; k < ncm; k++)
+        cm[k] = map ? map[st->cmap[i][k]] : st->cmap[i][k];
+    int64_t k = 0;
+    for (int64_t z = w.lo[0]; z < w.hi[0]; z++)
+        for (int64_t y = w.lo[1]; y < w.hi[1]; y++) {
+            bool cross = z >= b->lo[0] && z < b->hi[0] && y >= b->lo[1] && y < b->hi[1];
+            for (int64_t x = w.lo[2]; x < w.hi[2]; x++) {
+                if (cross && x >= b->lo[2] && x < b->hi[2]) { /* the interior: the rank's */
+                    x = b->hi[2] - 1;
+                    continue;
+                }
+                int64_t j = ((z / fc->chunk[0]) * fc->grid[1] + y / fc->chunk[1]) * fc->grid[2] +
+                            x / fc->chunk[2];
+                uint32_t frag = 0;
+                if (!face_at(fc, j, z, y, x, &frag) || frag >= st->cmap_n[j]) {
+                    vox_free(ctx, *blob);
+                    *blob = NULL;
+                    return vox_fail(ctx, VOX_INTERNAL,
+                                    "chunked segmentation: no face label "
+                                    "for voxel (%lld, %lld, %lld)",
+                                    (long long)z, (long long)y, (long long)x);
+                }
+                sh[k++] = map ? map[st->cmap[j][frag]] : st->cmap[j][frag];
+            }
+        }
+    return VOX_OK;
+}
+
+enum vox_status dist_shell_window(struct vox_ctx *ctx, struct dist_store *own,
+                                  const int64_t dims[3], const struct dist_box *b,
+                                  const uint8_t *blob, int64_t len, struct dist_win *w)
+{
+    memset(w, 0, sizeof *w);
+    struct dist_box g;
+    shell_window(dims, b, &g);
+    int64_t ncm = -1, nsh = shell_count(&g, b), nb = 1, nw = 1;
+    if (len >= (int64_t)sizeof ncm)
+        memcpy(&ncm, blob, sizeof ncm);
+    if (ncm < 1 || len != (int64_t)sizeof ncm + (ncm + nsh) * (int64_t)sizeof(uint32_t))
+        return VOX_FORMAT;
+    for (int a = 0; a < 3; a++) {
+        w->lo[a] = g.lo[a];
+        w->n[a] = g.hi[a] - g.lo[a];
+        nw *= w->n[a];
+        nb *= b->hi[a] - b->lo[a];
+    }
+    uint32_t *in = vox_alloc(ctx, (size_t)nb * sizeof *in),
+             *out = vox_alloc(ctx, (size_t)nw * sizeof *out);
+    enum vox_status s = in && out ? dist_store_read(ctx, own, b, in, NULL) : VOX_OUT_OF_MEMORY;
+    const uint32_t *cm = (const uint32_t *)(blob + sizeof ncm), *sh = cm + ncm;
+    int64_t k = 0, v = 0, o = 0;
+    for (int64_t z = g.lo[0]; s == VOX_OK && z < g.hi[0]; z++)
+        for (int64_t y = g.lo[1]; s == VOX_OK && y < g.hi[1]; y++)
+            for (int64_t x = g.lo[2]; x < g.hi[2]; x++, o++) {
+                bool inside = z >= b->lo[0] && z < b->hi[0] && y >= b->lo[1] && y < b->hi[1] &&
+                              x >= b->lo[2] && x < b->hi[2];
+                if (!inside) {
+                    out[o] = sh[k++];
+                } else if (in[v] < (uint32_t)ncm) {
+                    out[o] = cm[in[v++]];
+                } else {
+                    s = VOX_FORMAT; /* a fragment beyond the map sent */
+                    break;
+                }
+            }
+    vox_free(ctx, in);
+    if (s != VOX_OK) {
+        vox_free(ctx, out);
+        return s;
+    }
+    w->p = w->own = out;
+    return VOX_OK;
 }

@@ -565,15 +565,23 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     vol.comm = opt->comm && opt->comm->size > 1 ? opt->comm : NULL;
     if (vol.comm && vol.comm->rank != 0) { /* this rank's share of the atomic chunks */
         memset(res_out, 0, sizeof *res_out);
-        s = dist_ws_send(ctx, &vol, opt->chunk, p);
-        if (s == VOX_OK && dist_share_on(vol.comm))
-            s = dist_sm_serve(ctx, &vol, opt->chunk, p);
-        if (s == VOX_OK && dist_share_on(vol.comm))
-            s = dist_ag_serve(ctx, &vol, opt->chunk, p);
+        struct dist_store own = {.io = &io}; /* this rank's fragment labels */
+        memcpy(own.dims, vol.dims, sizeof own.dims);
+        bool share = dist_share_on(vol.comm);
+        if (share)
+            s = sg_bfile(ctx, opt, false, "labels", vol.dims, 1, 4, &own.f);
+        s = s ? s : dist_ws_send(ctx, &vol, opt->chunk, p, share ? &own : NULL);
+        if (s == VOX_OK && share)
+            s = dist_sm_serve(ctx, &vol, opt->chunk, p, &own);
+        if (s == VOX_OK && share)
+            s = dist_ag_serve(ctx, &vol, opt->chunk, p, &own);
+        dist_bfile_close(&own.f);
+        dist_store_fini(ctx, &own);
         return s;
     }
     struct vox_seg_result res = {0};
     struct dist_store store = {.io = &io};
+    struct dist_faces faces = {0};
     memcpy(store.dims, vol.dims, sizeof store.dims);
     uint32_t *map = NULL;
     struct dist_bfile qf = {.nfd = 0};
@@ -599,6 +607,10 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
                 ? vox_calloc(ctx, (size_t)(store.f.grid[0] * store.f.grid[1] * store.f.grid[2]), 1)
                 : NULL;
         s = s == VOX_OK && !journal && !store.narrow ? VOX_OUT_OF_MEMORY : s;
+        if (s == VOX_OK && dist_share_on(vol.comm)) { /* chunks' faces for the ranks' windows */
+            s = dist_faces_init(ctx, &faces, vol.dims, opt->chunk);
+            store.faces = s == VOX_OK ? &faces : NULL;
+        }
     } else if (s == VOX_OK) {
         s = vox_tensor_alloc(ctx, &res.labels, VOX_U32, 3, vol.dims);
         store.mem = res.labels.data;
@@ -618,6 +630,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         vox_progress_drop(io.bar);
     dist_bfile_close(&store.f);
     dist_store_fini(ctx, &store);
+    dist_faces_fini(ctx, &faces);
     dist_bfile_close(&qf);
     vox_free(ctx, map);
     if (opt->stats) {

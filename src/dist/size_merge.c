@@ -1025,7 +1025,7 @@ static enum vox_status sm_give(void *arg, int64_t i, void **blob, int64_t *len)
     struct sm_run *r = arg;
     struct dist_box b;
     sm_box(r, 0, i, &b);
-    return dist_win_pack(r->ctx, r->basins, r->dims, &b, blob, len);
+    return dist_shell_pack(r->ctx, r->basins->st, NULL, i, &b, blob, len);
 }
 
 /* Rank 0: chunk i's summary from its rank, into the slots its own task would have filled. */
@@ -1060,6 +1060,7 @@ struct sm_served {
     struct sm_run r;
     struct dist_labels given;
     int64_t *sizes;
+    struct dist_store *own; /* this rank's fragment labels */
 };
 
 static enum vox_status sm_setup(void *arg, const uint8_t *blob, int64_t len)
@@ -1086,13 +1087,17 @@ static enum vox_status sm_work(void *arg, int64_t i, const uint8_t *blob, int64_
         return vox_fail(r->ctx, VOX_IO, "chunked size merge: chunk %lld of %lld", (long long)i,
                         (long long)r->tree.n[0]);
     sm_box(r, 0, i, &s.box);
-    if (!dist_win_given(blob, len, r->dims, &s.box, &w))
+    enum vox_status st = dist_shell_window(r->ctx, v->own, r->dims, &s.box, blob, len, &w);
+    if (st == VOX_FORMAT)
         return vox_fail(r->ctx, VOX_IO,
                         "chunked size merge: rank 0 sent a malformed window "
                         "for chunk %lld",
                         (long long)i);
+    if (st != VOX_OK)
+        return st;
     v->given.given = &w;
-    enum vox_status st = sm_chunk(r, &s, &r->sc[0]);
+    st = sm_chunk(r, &s, &r->sc[0]);
+    dist_win_fini(r->ctx, &w);
     if (st == VOX_OK)
         st = sm_pack(r->ctx, &s, out, out_len);
     sm_sum_fini(r->ctx, &s);
@@ -1100,9 +1105,10 @@ static enum vox_status sm_work(void *arg, int64_t i, const uint8_t *blob, int64_
 }
 
 enum vox_status dist_sm_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
-                              const int64_t chunk[3], const struct vox_seg_params *p)
+                              const int64_t chunk[3], const struct vox_seg_params *p,
+                              struct dist_store *own)
 {
-    struct sm_served v = {.r = {.ctx = ctx, .p = p, .vol = vol}};
+    struct sm_served v = {.r = {.ctx = ctx, .p = p, .vol = vol}, .own = own};
     v.r.basins = &v.given;
     dist_serve_geometry(vol, chunk, v.r.dims, v.r.chunk, &v.r.tree);
     vox_seg_size_limits(p, v.r.lim);
@@ -1141,10 +1147,15 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     }
     r.sc = dist_scratch_new(ctx);
     enum vox_status s = ok && r.sc ? VOX_OK : VOX_OUT_OF_MEMORY;
-    struct dist_share share = {
-        .c = vol->comm, .nchunks = r.tree.n[0], .give = sm_give, .take = sm_take, .arg = &r};
-    if (s == VOX_OK && dist_share_on(vol->comm)) { /* the other ranks' chunks are handed out */
-        r.share = &share;
+    /* the other ranks' chunks are handed out where the store keeps fragment faces */
+    bool faces = basins->st && basins->st->faces && basins->st->cmap;
+    struct dist_share share = {.c = vol->comm,
+                               .nchunks = r.tree.n[0],
+                               .give = faces ? sm_give : NULL,
+                               .take = sm_take,
+                               .arg = &r};
+    if (s == VOX_OK && dist_share_on(vol->comm)) {
+        r.share = faces ? &share : NULL;
         s = dist_share_begin(ctx, &share, sizes, (nbasins + 1) * (int64_t)sizeof *sizes);
     }
     if (s == VOX_OK)

@@ -528,7 +528,9 @@ void dist_store_fini(struct vox_ctx *ctx, struct dist_store *st)
     for (int64_t i = 0; st->cmap && i < st->ncmap; i++)
         vox_free(ctx, st->cmap[i]);
     vox_free(ctx, st->cmap);
+    vox_free(ctx, st->cmap_n);
     st->cmap = NULL;
+    st->cmap_n = NULL;
     st->ncmap = 0;
 }
 
