@@ -118,10 +118,11 @@ struct vox_dist_sink {
  * (send), which takes them in any order (recv: a blob of *len_out bytes from
  * vox_alloc(ctx, ...), the caller's to free) and runs the rest.
  * With send_to and recv_root too, the atomic chunks of stages (b) and (c) are shared the same
- * way: rank 0 sends a rank each of its chunks' labels (the box and a one-voxel margin) when it
- * is ready for one (send_to(arg, ctx, to, key, blob, len)); the rank takes them in the order
- * sent (recv_root) and sends back the chunk's summary (send). Blocking calls are fine: every
- * message is awaited. NULL: only stage (a) is shared. */
+ * way: the ranks keep their chunks' stage-(a) labels, and rank 0 sends a rank each of its
+ * chunks' label maps and one-voxel margin when it is ready for one (send_to(arg, ctx, to,
+ * key, blob, len)); the rank takes them in the order sent (recv_root) and sends back the
+ * chunk's summary (send). Blocking calls are fine: every message is awaited. NULL: only stage
+ * (a) is shared. Without a sink (labels whole in memory) rank 0 keeps stages (b) and (c). */
 struct vox_dist_comm {
     int rank, size;
     enum vox_status (*send)(void *arg, struct vox_ctx *ctx, int64_t chunk, const void *blob,

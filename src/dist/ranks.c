@@ -3,9 +3,12 @@
  * that can send both ways (vox_dist_comm.send_to / recv_root).
  *
  * Rank 0 holds the label store, so it hands each chunk out: a rank gets one chunk at a time
- * (its labels over the box and a one-voxel margin, struct dist_win's layout), computes the
- * chunk's summary and sends it back; when rank 0 takes a summary it gives that rank its next
- * chunk, or the end. Rank r's chunks are r, r + size, ... (as in stage (a)). Rank 0 takes
+ * and computes the chunk's summary over the chunk's labels with a one-voxel margin (struct
+ * dist_win), and sends it back; when rank 0 takes a summary it gives that rank its next
+ * chunk, or the end. The rank kept its chunks' watershed fragment labels from stage (a), so
+ * the message is only the chunk's fragment map (to basins, or to segments in stage (c)) and
+ * the margin's values, which rank 0 reads from the six faces it kept of every chunk
+ * (struct dist_faces): ~0.7 MB for a 128^3 chunk where the whole window is 8.8 MB. Rank r's chunks are r, r + size, ... (as in stage (a)). Rank 0 takes
  * summaries between its own chunks (dist_share_step, from its level-0 tasks on worker 0, the
  * thread that may use the comm) and the rest after them (dist_share_end); every send is
  * awaited by a receive that comes without waiting on the sender, so blocking sends cannot
