@@ -439,6 +439,7 @@ struct dist_share {
     enum vox_status (*take)(void *arg, int64_t i, const uint8_t *blob, int64_t len);
     void *arg;
     int64_t remote, taken;
+    int64_t *next; /* per rank: its next chunk to give (nchunks or more: the end; -1: ended) */
 };
 /* Whether c shares stages (b) and (c): more than one rank, and messages both ways. */
 bool dist_share_on(const struct vox_dist_comm *c);

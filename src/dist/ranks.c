@@ -20,17 +20,21 @@
 
 #include <string.h>
 
-enum { SHARE_END = -1, SHARE_SETUP = -2 };
+enum { SHARE_END = -1, SHARE_SETUP = -2, SHARE_AHEAD = 2 /* chunks given per rank at once */ };
 
 bool dist_share_on(const struct vox_dist_comm *c)
 {
     return c && c->size > 1 && c->send_to && c->recv_root;
 }
 
-/* Hands rank `to` chunk i (or the end when i is past the last). */
-static enum vox_status share_give(struct vox_ctx *ctx, struct dist_share *s, int to, int64_t i)
+/* Hands rank `to` its next chunk, or the end once (after its last). */
+static enum vox_status share_give(struct vox_ctx *ctx, struct dist_share *s, int to)
 {
     const struct vox_dist_comm *c = s->c;
+    int64_t i = s->next[to];
+    if (i < 0)
+        return VOX_OK; /* ended */
+    s->next[to] = i < s->nchunks ? i + c->size : -1;
     if (i >= s->nchunks)
         return c->send_to(c->arg, ctx, to, SHARE_END, "", 0);
     void *b = NULL;
@@ -48,11 +52,17 @@ enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, cons
     const struct vox_dist_comm *c = s->c;
     s->remote = s->give ? s->nchunks - (s->nchunks + c->size - 1) / c->size : 0;
     s->taken = 0;
+    s->next = vox_calloc(ctx, (size_t)c->size, sizeof *s->next);
+    if (!s->next)
+        return VOX_OUT_OF_MEMORY;
     enum vox_status st = VOX_OK;
+    /* Each rank gets SHARE_AHEAD chunks, then one more per summary taken: with sends that do
+     * not wait (libvox_dist_mpi's), it computes its next chunk while rank 0 is busy. */
     for (int to = 1; to < c->size && st == VOX_OK; to++) { /* give NULL: nothing to share */
+        s->next[to] = s->give ? to : s->nchunks;
         st = c->send_to(c->arg, ctx, to, SHARE_SETUP, setup, setup_len);
-        if (st == VOX_OK)
-            st = share_give(ctx, s, to, s->give ? to : s->nchunks);
+        for (int k = 0; k < SHARE_AHEAD && st == VOX_OK; k++)
+            st = share_give(ctx, s, to);
     }
     return st;
 }
@@ -76,8 +86,8 @@ enum vox_status dist_share_step(struct vox_ctx *ctx, struct dist_share *s)
     if (st == VOX_OK)
         st = s->take(s->arg, i, b, len);
     vox_free(ctx, b);
-    if (st == VOX_OK) /* that rank waits for its next chunk */
-        st = share_give(ctx, s, (int)(i % c->size), i + c->size);
+    if (st == VOX_OK) /* that rank's next chunk */
+        st = share_give(ctx, s, (int)(i % c->size));
     return st;
 }
 
@@ -86,7 +96,8 @@ enum vox_status dist_share_end(struct vox_ctx *ctx, struct dist_share *s)
     enum vox_status st = VOX_OK;
     while (st == VOX_OK && s->taken < s->remote)
         st = dist_share_step(ctx, s);
-    /* a rank with no chunk at all got the end with its setup */
+    vox_free(ctx, s->next);
+    s->next = NULL;
     return st;
 }
 
@@ -251,26 +262,28 @@ enum vox_status dist_faces_put(struct vox_ctx *ctx, struct dist_faces *fc, int64
     return VOX_OK;
 }
 
-/* The fragment label of voxel (z, y, x), which lies on a face of chunk j. */
-static bool face_at(const struct dist_faces *fc, int64_t j, int64_t z, int64_t y, int64_t x,
-                    uint32_t *out)
+/* The fragment labels of voxels (z, y, x0 .. x0 + n - 1), all on one face of chunk j: where
+ * they start in j's faces, and the step from one to the next (0: a single voxel). NULL when
+ * they are not on a face (or j's faces are missing). */
+static const uint32_t *face_run(const struct dist_faces *fc, int64_t j, int64_t z, int64_t y,
+                                int64_t x0, int64_t n, int64_t *step)
 {
     struct dist_box b;
     faces_box(fc, j, &b);
     const int64_t nz = b.hi[0] - b.lo[0], ny = b.hi[1] - b.lo[1], nx = b.hi[2] - b.lo[2];
     const uint32_t *f = fc->f[j];
     if (!f)
-        return false;
-    z -= b.lo[0], y -= b.lo[1], x -= b.lo[2];
+        return NULL;
+    z -= b.lo[0], y -= b.lo[1], x0 -= b.lo[2];
+    *step = 1;
     if (z == 0 || z == nz - 1)
-        *out = f[(z == 0 ? 0 : ny * nx) + y * nx + x];
-    else if (y == 0 || y == ny - 1)
-        *out = f[2 * ny * nx + (y == 0 ? 0 : nz * nx) + z * nx + x];
-    else if (x == 0 || x == nx - 1)
-        *out = f[2 * ny * nx + 2 * nz * nx + (x == 0 ? 0 : nz * ny) + z * ny + y];
-    else
-        return false;
-    return true;
+        return f + (z == 0 ? 0 : ny * nx) + y * nx + x0;
+    if (y == 0 || y == ny - 1)
+        return f + 2 * ny * nx + (y == 0 ? 0 : nz * nx) + z * nx + x0;
+    *step = 0; /* on an x face: one voxel of the row */
+    if (n == 1 && (x0 == 0 || x0 == nx - 1))
+        return f + 2 * ny * nx + 2 * nz * nx + (x0 == 0 ? 0 : nz * ny) + z * ny + y;
+    return NULL;
 }
 
 /* The window of box b (grown by one, clamped) and whether (z, y) crosses the box. */
@@ -308,19 +321,34 @@ enum vox_status dist_shell_pack(struct vox_ctx *ctx, const struct dist_store *st
     uint32_t *cm = (uint32_t *)(p + sizeof ncm), *sh = cm + ncm;
     for (int64_t k = 0; k < ncm; k++)
         cm[k] = map ? map[st->cmap[i][k]] : st->cmap[i][k];
+    /* row by row: a row outside the box crosses one to three chunks' z or y faces; a row
+     * through the box has one voxel on each side, on its neighbours' x faces */
     int64_t k = 0;
     for (int64_t z = w.lo[0]; z < w.hi[0]; z++)
         for (int64_t y = w.lo[1]; y < w.hi[1]; y++) {
             bool cross = z >= b->lo[0] && z < b->hi[0] && y >= b->lo[1] && y < b->hi[1];
-            for (int64_t x = w.lo[2]; x < w.hi[2]; x++) {
+            for (int64_t x = w.lo[2]; x < w.hi[2];) {
                 if (cross && x >= b->lo[2] && x < b->hi[2]) { /* the interior: the rank's */
-                    x = b->hi[2] - 1;
+                    x = b->hi[2];
                     continue;
                 }
-                int64_t j = ((z / fc->chunk[0]) * fc->grid[1] + y / fc->chunk[1]) * fc->grid[2] +
-                            x / fc->chunk[2];
-                uint32_t frag = 0;
-                if (!face_at(fc, j, z, y, x, &frag) || frag >= st->cmap_n[j]) {
+                const int64_t cx = x / fc->chunk[2];
+                int64_t end = (cx + 1) * fc->chunk[2] < w.hi[2] ? (cx + 1) * fc->chunk[2] : w.hi[2];
+                end = cross ? x + 1 : end;
+                const int64_t j =
+                    ((z / fc->chunk[0]) * fc->grid[1] + y / fc->chunk[1]) * fc->grid[2] + cx;
+                int64_t step = 0;
+                const uint32_t *fr = face_run(fc, j, z, y, x, end - x, &step);
+                const uint32_t *cmj = st->cmap[j];
+                for (int64_t t = 0; fr && t < end - x; t++) {
+                    uint32_t frag = fr[t * step];
+                    if (frag >= (uint32_t)st->cmap_n[j]) {
+                        fr = NULL;
+                        break;
+                    }
+                    sh[k++] = map ? map[cmj[frag]] : cmj[frag];
+                }
+                if (!fr) {
                     vox_free(ctx, *blob);
                     *blob = NULL;
                     return vox_fail(ctx, VOX_INTERNAL,
@@ -328,7 +356,7 @@ enum vox_status dist_shell_pack(struct vox_ctx *ctx, const struct dist_store *st
                                     "for voxel (%lld, %lld, %lld)",
                                     (long long)z, (long long)y, (long long)x);
                 }
-                sh[k++] = map ? map[st->cmap[j][frag]] : st->cmap[j][frag];
+                x = end;
             }
         }
     return VOX_OK;
@@ -356,21 +384,29 @@ enum vox_status dist_shell_window(struct vox_ctx *ctx, struct dist_store *own,
              *out = vox_alloc(ctx, (size_t)nw * sizeof *out);
     enum vox_status s = in && out ? dist_store_read(ctx, own, b, in, NULL) : VOX_OUT_OF_MEMORY;
     const uint32_t *cm = (const uint32_t *)(blob + sizeof ncm), *sh = cm + ncm;
-    int64_t k = 0, v = 0, o = 0;
+    const int64_t nx = w->n[2], bx0 = b->lo[2] - g.lo[2], bnx = b->hi[2] - b->lo[2];
+    uint32_t *o = out;
+    const uint32_t *v = in;
     for (int64_t z = g.lo[0]; s == VOX_OK && z < g.hi[0]; z++)
-        for (int64_t y = g.lo[1]; s == VOX_OK && y < g.hi[1]; y++)
-            for (int64_t x = g.lo[2]; x < g.hi[2]; x++, o++) {
-                bool inside = z >= b->lo[0] && z < b->hi[0] && y >= b->lo[1] && y < b->hi[1] &&
-                              x >= b->lo[2] && x < b->hi[2];
-                if (!inside) {
-                    out[o] = sh[k++];
-                } else if (in[v] < (uint32_t)ncm) {
-                    out[o] = cm[in[v++]];
-                } else {
+        for (int64_t y = g.lo[1]; s == VOX_OK && y < g.hi[1]; y++, o += nx) {
+            if (!(z >= b->lo[0] && z < b->hi[0] && y >= b->lo[1] && y < b->hi[1])) {
+                memcpy(o, sh, (size_t)nx * sizeof *o); /* a shell row */
+                sh += nx;
+                continue;
+            }
+            for (int64_t x = 0; x < bx0; x++)
+                o[x] = *sh++;
+            for (int64_t x = 0; x < bnx; x++) {
+                if (v[x] >= (uint32_t)ncm) {
                     s = VOX_FORMAT; /* a fragment beyond the map sent */
                     break;
                 }
+                o[bx0 + x] = cm[v[x]];
             }
+            v += bnx;
+            for (int64_t x = bx0 + bnx; x < nx; x++)
+                o[x] = *sh++;
+        }
     vox_free(ctx, in);
     if (s != VOX_OK) {
         vox_free(ctx, out);

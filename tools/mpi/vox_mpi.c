@@ -33,6 +33,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "vox-mpi: error: %s\n", vox_ctx_error(ctx));
     else
         rc = vox_cmd_segment_comm(argc - 1, argv + 1, &comm);
+    if (rc == 0 && !vox_dist_mpi_finish(&m)) { /* (after a failure: MPI_Abort) */
+        fprintf(stderr, "vox-mpi: error: a message to another rank failed\n");
+        rc = 1;
+    }
     vox_ctx_destroy(ctx);
     if (rc != 0)
         MPI_Abort(MPI_COMM_WORLD, rc);

@@ -12,38 +12,98 @@
 #include "vox/dist_mpi.h"
 
 #include <limits.h>
+#include <stdlib.h>
+#include <string.h>
 
-/* A header and a blob to rank `to`, tags tag and tag + 1. */
-static enum vox_status mpi_put(struct vox_ctx *ctx, MPI_Comm comm, int to, int tag, int64_t key,
-                               const void *blob, int64_t len)
+/* A send in flight: its requests and one block holding the header (two int64) and a copy of
+ * the blob, which MPI reads until both requests complete (the record may move; the block
+ * does not). */
+struct vox_dist_mpi_send {
+    MPI_Request req[2];
+    int64_t *copy;
+};
+
+/* Completes send k (waiting for it) and drops it from the list. */
+static bool send_complete(struct vox_dist_mpi *m, int k)
+{
+    struct vox_dist_mpi_send *x = &m->inflight[k];
+    bool ok = MPI_Waitall(2, x->req, MPI_STATUSES_IGNORE) == MPI_SUCCESS;
+    free(x->copy);
+    m->inflight[k] = m->inflight[--m->ninflight];
+    return ok;
+}
+
+/* Drops the sends that have completed, waiting for the oldest while `room` is not free. */
+static bool sends_reap(struct vox_dist_mpi *m, int room)
+{
+    bool ok = true;
+    for (int k = 0; k < m->ninflight;) {
+        int done = 0;
+        if (MPI_Testall(2, m->inflight[k].req, &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
+            return false;
+        if (done)
+            ok &= send_complete(m, k);
+        else
+            k++;
+    }
+    while (ok && m->ninflight > VOX_DIST_MPI_INFLIGHT - room)
+        ok &= send_complete(m, 0);
+    return ok;
+}
+
+bool vox_dist_mpi_finish(struct vox_dist_mpi *m)
+{
+    bool ok = true;
+    while (m->ninflight > 0)
+        ok &= send_complete(m, 0);
+    free(m->inflight);
+    m->inflight = NULL;
+    return ok;
+}
+
+/* A header and a blob to rank `to`, tags tag and tag + 1, sent without waiting for the
+ * receiver (MPI keeps the order of one sender's messages with one tag). */
+static enum vox_status mpi_put(struct vox_ctx *ctx, struct vox_dist_mpi *m, int to, int tag,
+                               int64_t key, const void *blob, int64_t len)
 {
     if (len < 0 || len > INT_MAX)
         return vox_fail(ctx, VOX_UNSUPPORTED,
                         "MPI: the message for chunk %lld is %lld bytes, "
                         "at most %d",
                         (long long)key, (long long)len, INT_MAX);
-    int64_t hd[2] = {key, len};
-    int rc = MPI_Send(hd, 2, MPI_INT64_T, to, tag, comm);
+    if (!m->inflight && !(m->inflight = calloc(VOX_DIST_MPI_INFLIGHT, sizeof *m->inflight)))
+        return VOX_OUT_OF_MEMORY;
+    if (!sends_reap(m, 1))
+        return vox_fail(ctx, VOX_IO, "MPI: an earlier send failed");
+    struct vox_dist_mpi_send *x = &m->inflight[m->ninflight];
+    *x = (struct vox_dist_mpi_send){.copy = malloc(2 * sizeof(int64_t) + (size_t)len)};
+    if (!x->copy)
+        return VOX_OUT_OF_MEMORY;
+    x->copy[0] = key;
+    x->copy[1] = len;
+    memcpy(x->copy + 2, blob, (size_t)len);
+    int rc = MPI_Isend(x->copy, 2, MPI_INT64_T, to, tag, m->comm, &x->req[0]);
     if (rc == MPI_SUCCESS)
-        rc = MPI_Send(blob, (int)len, MPI_BYTE, to, tag + 1, comm);
-    if (rc != MPI_SUCCESS)
+        rc = MPI_Isend(x->copy + 2, (int)len, MPI_BYTE, to, tag + 1, m->comm, &x->req[1]);
+    if (rc != MPI_SUCCESS) {
+        free(x->copy);
         return vox_fail(ctx, VOX_IO, "MPI: sending chunk %lld to rank %d failed (error %d)",
                         (long long)key, to, rc);
+    }
+    m->ninflight++;
     return VOX_OK;
 }
 
 static enum vox_status mpi_send(void *arg, struct vox_ctx *ctx, int64_t chunk, const void *blob,
                                 int64_t len)
 {
-    struct vox_dist_mpi *m = arg;
-    return mpi_put(ctx, m->comm, 0, VOX_DIST_MPI_TAG, chunk, blob, len);
+    return mpi_put(ctx, arg, 0, VOX_DIST_MPI_TAG, chunk, blob, len);
 }
 
 static enum vox_status mpi_send_to(void *arg, struct vox_ctx *ctx, int to, int64_t key,
                                    const void *blob, int64_t len)
 {
-    struct vox_dist_mpi *m = arg;
-    return mpi_put(ctx, m->comm, to, VOX_DIST_MPI_TAG + 2, key, blob, len);
+    return mpi_put(ctx, arg, to, VOX_DIST_MPI_TAG + 2, key, blob, len);
 }
 
 /* A header from `from` (MPI_ANY_SOURCE: any rank) with tag, then its blob (tag + 1). */
