@@ -142,7 +142,7 @@ struct vox_dist_options {
     /* With a sink, the intermediate labels (u32 per voxel) live in a file, and with a volume
      * source its quantized affinities (3 bytes per voxel, read from the source once; not for
      * a u8 .npy source without records, whose boxes the stages read from it directly): in
-     * `workdir` (vox-dist-labels-PID, vox-dist-affinities-PID, unlinked at once), else
+     * `workdir` (vox-dist-labels-PID-..., vox-dist-affinities-PID-..., unlinked at once), else
      * anonymous temporary files. */
     const char *workdir;
     struct vox_dist_stats *stats; /* NULL: none */

@@ -17,6 +17,7 @@
 #include "dist_internal.h"
 #include "vox/io.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -103,8 +104,15 @@ static enum vox_status sg_file(struct vox_ctx *ctx, const struct vox_dist_option
         snprintf(path, sizeof path, "%s/vox-dist-%s", o->workdir, name);
         fd = open(path, O_RDWR | O_CREAT | (o->resume ? 0 : O_TRUNC), 0600);
     } else if (o->workdir) {
-        snprintf(path, sizeof path, "%s/vox-dist-%s-%ld-%d", o->workdir, name, (long)getpid(), k);
-        fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+        /* a new name (O_EXCL): MPI ranks on other hosts may share the directory and a PID */
+        fd = -1;
+        for (int t = 0; fd < 0 && t < 1000; t++) {
+            snprintf(path, sizeof path, "%s/vox-dist-%s-%ld-%d-%d", o->workdir, name,
+                     (long)getpid(), k, t);
+            fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+            if (fd < 0 && errno != EEXIST)
+                break;
+        }
         if (fd >= 0)
             unlink(path);
     } else {
