@@ -453,13 +453,14 @@ enum vox_status dist_share_step(struct vox_ctx *ctx, struct dist_share *s);
 /* Rank 0: takes the summaries not taken yet. */
 enum vox_status dist_share_end(struct vox_ctx *ctx, struct dist_share *s);
 /* Another rank: setup(arg, blob, len) with the stage's setup, then work(arg, i, blob, len,
- * &out, &out_len) for each chunk given, its summary (a vox_alloc'd out) sent to rank 0,
- * until the end. */
+ * &out, &out_len) for each chunk given (checked: one of this rank's, below nchunks), its
+ * summary (a vox_alloc'd out) sent to rank 0, until the end. */
 typedef enum vox_status (*dist_share_setup_fn)(void *arg, const uint8_t *blob, int64_t len);
 typedef enum vox_status (*dist_share_work_fn)(void *arg, int64_t i, const uint8_t *blob,
                                               int64_t len, void **out, int64_t *out_len);
 enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm *c,
-                                 dist_share_setup_fn setup, dist_share_work_fn work, void *arg);
+                                 int64_t nchunks, dist_share_setup_fn setup,
+                                 dist_share_work_fn work, void *arg);
 /* A chunk's summary as a message: box b, n counts, then n arrays (count[k] elements of
  * size[k] bytes); and back: dist_unpack checks the box and the lengths (VOX_FORMAT, no
  * message, when they do not match) and copies each array into a new vox_alloc'd one (room
@@ -492,7 +493,7 @@ enum vox_status dist_shell_pack(struct vox_ctx *ctx, const struct dist_store *st
                                 const uint32_t *map, int64_t i, const struct dist_box *b,
                                 void **blob, int64_t *len);
 /* The rank's side: the window of box b (w->own allocated) from its own fragment labels (in
- * `own`) and the message; VOX_FORMAT when the message does not fit the box. */
+ * `own`) and the message; VOX_IO with a message when the message does not fit the box. */
 enum vox_status dist_shell_window(struct vox_ctx *ctx, struct dist_store *own,
                                   const int64_t dims[3], const struct dist_box *b,
                                   const uint8_t *blob, int64_t len, struct dist_win *w);

@@ -102,7 +102,8 @@ enum vox_status dist_share_end(struct vox_ctx *ctx, struct dist_share *s)
 }
 
 enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm *c,
-                                 dist_share_setup_fn setup, dist_share_work_fn work, void *arg)
+                                 int64_t nchunks, dist_share_setup_fn setup,
+                                 dist_share_work_fn work, void *arg)
 {
     int64_t key = 0, len = 0;
     uint8_t *b = NULL;
@@ -124,7 +125,7 @@ enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm
         }
         void *out = NULL;
         int64_t olen = 0;
-        if (st == VOX_OK && (key < 0 || key % c->size != c->rank))
+        if (st == VOX_OK && (key < 0 || key >= nchunks || key % c->size != c->rank))
             st = vox_fail(ctx, VOX_IO, "chunked segmentation: rank %d was given chunk %lld",
                           c->rank, (long long)key);
         if (st == VOX_OK)
@@ -362,6 +363,14 @@ enum vox_status dist_shell_pack(struct vox_ctx *ctx, const struct dist_store *st
     return VOX_OK;
 }
 
+static enum vox_status shell_malformed(struct vox_ctx *ctx, const struct dist_box *b)
+{
+    return vox_fail(ctx, VOX_IO,
+                    "chunked segmentation: rank 0 sent a malformed window for the "
+                    "chunk at (%lld, %lld, %lld)",
+                    (long long)b->lo[0], (long long)b->lo[1], (long long)b->lo[2]);
+}
+
 enum vox_status dist_shell_window(struct vox_ctx *ctx, struct dist_store *own,
                                   const int64_t dims[3], const struct dist_box *b,
                                   const uint8_t *blob, int64_t len, struct dist_win *w)
@@ -373,7 +382,7 @@ enum vox_status dist_shell_window(struct vox_ctx *ctx, struct dist_store *own,
     if (len >= (int64_t)sizeof ncm)
         memcpy(&ncm, blob, sizeof ncm);
     if (ncm < 1 || len != (int64_t)sizeof ncm + (ncm + nsh) * (int64_t)sizeof(uint32_t))
-        return VOX_FORMAT;
+        return shell_malformed(ctx, b);
     for (int a = 0; a < 3; a++) {
         w->lo[a] = g.lo[a];
         w->n[a] = g.hi[a] - g.lo[a];
@@ -410,7 +419,7 @@ enum vox_status dist_shell_window(struct vox_ctx *ctx, struct dist_store *own,
     vox_free(ctx, in);
     if (s != VOX_OK) {
         vox_free(ctx, out);
-        return s;
+        return s == VOX_FORMAT ? shell_malformed(ctx, b) : s;
     }
     w->p = w->own = out;
     return VOX_OK;

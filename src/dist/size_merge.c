@@ -1083,16 +1083,8 @@ static enum vox_status sm_work(void *arg, int64_t i, const uint8_t *blob, int64_
     struct sm_run *r = &v->r;
     struct dist_win w;
     struct sm_sum s = {0};
-    if (i >= r->tree.n[0])
-        return vox_fail(r->ctx, VOX_IO, "chunked size merge: chunk %lld of %lld", (long long)i,
-                        (long long)r->tree.n[0]);
     sm_box(r, 0, i, &s.box);
     enum vox_status st = dist_shell_window(r->ctx, v->own, r->dims, &s.box, blob, len, &w);
-    if (st == VOX_FORMAT)
-        return vox_fail(r->ctx, VOX_IO,
-                        "chunked size merge: rank 0 sent a malformed window "
-                        "for chunk %lld",
-                        (long long)i);
     if (st != VOX_OK)
         return st;
     v->given.given = &w;
@@ -1113,8 +1105,9 @@ enum vox_status dist_sm_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
     dist_serve_geometry(vol, chunk, v.r.dims, v.r.chunk, &v.r.tree);
     vox_seg_size_limits(p, v.r.lim);
     v.r.sc = dist_scratch_new(ctx);
-    enum vox_status s =
-        v.r.sc ? dist_share_serve(ctx, vol->comm, sm_setup, sm_work, &v) : VOX_OUT_OF_MEMORY;
+    enum vox_status s = v.r.sc
+                            ? dist_share_serve(ctx, vol->comm, v.r.tree.n[0], sm_setup, sm_work, &v)
+                            : VOX_OUT_OF_MEMORY;
     dist_scratch_free(ctx, v.r.sc);
     vox_free(ctx, v.sizes);
     return s;
