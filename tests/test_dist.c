@@ -8,6 +8,7 @@
 #include "vox/dist.h"
 #include "vox/io.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -784,6 +785,191 @@ static void test_seg_comm(struct vox_ctx *ctx)
     free(q);
 }
 
+/* A loopback comm for ranks run as threads, with messages both ways: every send is queued
+ * (it never waits, like libvox_dist_mpi's), every receive waits for its queue. */
+struct mq {
+    int64_t key, len;
+    void *blob;
+    struct mq *next;
+};
+
+struct thread_comm {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct mq *q[5]; /* 0: to rank 0 from any rank; r: from rank 0 to rank r */
+    int64_t sent[5]; /* messages into each queue */
+};
+
+struct thread_rank {
+    struct thread_comm *t;
+    int rank;
+};
+
+static enum vox_status tq_put(struct thread_comm *t, int q, int64_t key, const void *blob,
+                              int64_t len)
+{
+    struct mq *m = malloc(sizeof *m);
+    void *b = malloc(len ? (size_t)len : 1);
+    if (!m || !b) {
+        free(m);
+        free(b);
+        return VOX_OUT_OF_MEMORY;
+    }
+    memcpy(b, blob, (size_t)len);
+    *m = (struct mq){key, len, b, NULL};
+    pthread_mutex_lock(&t->mu);
+    struct mq **end = &t->q[q];
+    while (*end)
+        end = &(*end)->next;
+    *end = m;
+    t->sent[q]++;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    return VOX_OK;
+}
+
+static enum vox_status tq_get(struct thread_comm *t, int q, struct vox_ctx *ctx, int64_t *key,
+                              void **blob, int64_t *len)
+{
+    pthread_mutex_lock(&t->mu);
+    while (!t->q[q])
+        pthread_cond_wait(&t->cv, &t->mu);
+    struct mq *m = t->q[q];
+    t->q[q] = m->next;
+    pthread_mutex_unlock(&t->mu);
+    *blob = vox_alloc(ctx, (size_t)m->len + 1);
+    if (*blob)
+        memcpy(*blob, m->blob, (size_t)m->len);
+    *key = m->key, *len = m->len;
+    free(m->blob);
+    free(m);
+    return *blob ? VOX_OK : VOX_OUT_OF_MEMORY;
+}
+
+static enum vox_status tc_send(void *arg, struct vox_ctx *ctx, int64_t chunk, const void *blob,
+                               int64_t len)
+{
+    (void)ctx;
+    return tq_put(((struct thread_rank *)arg)->t, 0, chunk, blob, len);
+}
+
+static enum vox_status tc_recv(void *arg, struct vox_ctx *ctx, int64_t *chunk, void **blob,
+                               int64_t *len)
+{
+    return tq_get(((struct thread_rank *)arg)->t, 0, ctx, chunk, blob, len);
+}
+
+static enum vox_status tc_send_to(void *arg, struct vox_ctx *ctx, int to, int64_t key,
+                                  const void *blob, int64_t len)
+{
+    (void)ctx;
+    return tq_put(((struct thread_rank *)arg)->t, to, key, blob, len);
+}
+
+static enum vox_status tc_recv_root(void *arg, struct vox_ctx *ctx, int64_t *key, void **blob,
+                                    int64_t *len)
+{
+    struct thread_rank *r = arg;
+    return tq_get(r->t, r->rank, ctx, key, blob, len);
+}
+
+struct rank_job {
+    struct thread_rank tr;
+    struct vox_dist_comm c;
+    const char *path;
+    const struct vox_seg_params *p;
+    struct vox_dist_options o;
+    enum vox_status st;
+};
+
+static void *rank_main(void *arg)
+{
+    struct rank_job *j = arg;
+    struct vox_ctx *ctx = NULL;
+    struct vox_ctx_options co = {.threads = 1 + j->tr.rank % 2, .log_level = VOX_LOG_WARN};
+    struct vox_volume *vol = NULL;
+    struct vox_seg_result res = {0};
+    j->st = vox_ctx_create(&co, &ctx);
+    if (j->st == VOX_OK)
+        j->st = vox_volume_open(ctx, j->path, &vol);
+    struct vox_dist_source src = {.vol = vol};
+    if (j->st == VOX_OK)
+        j->st = vox_dist_segment(ctx, &src, j->p, &j->o, &res);
+    if (j->st == VOX_OK && (res.labels.data || res.nseg != 0))
+        j->st = VOX_INTERNAL; /* a rank other than 0 gives nothing */
+    vox_volume_close(vol);
+    vox_ctx_destroy(ctx);
+    return NULL;
+}
+
+/* Ranks as threads with messages both ways (stages (b) and (c) shared too, dist/ranks.c):
+ * 2 to 4 ranks, rank 0 on 1 or 2 threads, through a sink (the fragment faces) equal the whole
+ * run; chunks large enough that the other ranks' chunks decide merges. */
+static void test_seg_ranks(struct vox_ctx *ctx)
+{
+    struct vox_synth_params sp;
+    vox_synth_defaults(&sp);
+    sp.shape[0] = 24, sp.shape[1] = 96, sp.shape[2] = 96;
+    sp.cell_size_nm = 80;
+    sp.seed = 9;
+    struct vox_tensor raw = {0}, gt = {0}, aff = {0}, deg = {0};
+    int64_t cells;
+    CHECK_OK(vox_synth_generate(ctx, &sp, &raw, &gt, &aff, &cells));
+    CHECK_OK(vox_synth_degrade(ctx, &aff, VOX_SYNTH_SMOOTH, 4, &deg));
+    char dir[] = "/tmp/vox-ranks-XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/aff.npy", dir);
+    CHECK_OK(vox_volume_save(ctx, path, &deg, NULL));
+    struct vox_seg_params p;
+    ag_params(&p, 0); /* a size merge, mean score */
+    struct vox_seg_result ref = {0};
+    CHECK_OK(vox_segment(ctx, &deg, &p, &ref));
+    for (int size = 2; size <= 4; size++) {
+        struct thread_comm t = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+        struct rank_job job[4];
+        pthread_t th[4];
+        struct vox_ctx *c0 = size == 3 ? ctx_one_thread() : ctx;
+        struct gather g = {.ready = false};
+        CHECK_OK(vox_tensor_alloc(c0, &g.t, VOX_U32, 3, ref.labels.shape));
+        struct vox_dist_sink sink = {gather_ready, gather_write, &g, size % 2 == 0};
+        for (int r = 0; r < size; r++) {
+            job[r] = (struct rank_job){
+                .tr = {&t, r}, .path = path, .p = &p, .o = {.chunk = {12, 48, 48}, .sink = &sink}};
+            job[r].c = (struct vox_dist_comm){r,          size,         tc_send,   tc_recv,
+                                              tc_send_to, tc_recv_root, &job[r].tr};
+            job[r].o.comm = &job[r].c;
+            if (r > 0)
+                CHECK(pthread_create(&th[r], NULL, rank_main, &job[r]) == 0);
+        }
+        struct vox_volume *vol = NULL;
+        struct vox_seg_result res = {0};
+        CHECK_OK(vox_volume_open(c0, path, &vol));
+        struct vox_dist_source src = {.vol = vol};
+        CHECK_OK(vox_dist_segment(c0, &src, &p, &job[0].o, &res));
+        for (int r = 1; r < size; r++) {
+            pthread_join(th[r], NULL);
+            CHECK_OK(job[r].st);
+        }
+        res.labels = g.t;
+        CHECK(same_result(&res, &ref, &g.t));
+        /* every rank had chunks of stages (b) and (c): setup, chunks and the end each */
+        for (int r = 1; r < size; r++)
+            CHECK(t.sent[r] >= 2 * (1 + 1 + 1) && !t.q[r]);
+        CHECK(!t.q[0]);
+        vox_seg_result_fini(c0, &res);
+        vox_volume_close(vol);
+        if (c0 != ctx)
+            vox_ctx_destroy(c0);
+    }
+    unlink(path);
+    CHECK(rmdir(dir) == 0);
+    vox_seg_result_fini(ctx, &ref);
+    vox_tensor_free(ctx, &raw);
+    vox_tensor_free(ctx, &gt);
+    vox_tensor_free(ctx, &aff);
+    vox_tensor_free(ctx, &deg);
+}
+
 static void test_seg_bad_args(struct vox_ctx *ctx)
 {
     uint8_t q[3 * 4 * 4 * 4] = {0};
@@ -825,5 +1011,5 @@ VOX_TEST_MAIN(VOX_TEST(test_ws_ties), VOX_TEST(test_ws_synth), VOX_TEST(test_ws_
               VOX_TEST(test_sm_ties), VOX_TEST(test_sm_synth), VOX_TEST(test_bad_args),
               VOX_TEST(test_alloc_failures), VOX_TEST(test_sm_bad_args_and_alloc),
               VOX_TEST(test_ag_ties), VOX_TEST(test_ag_synth), VOX_TEST(test_ag_bad_args_and_alloc),
-              VOX_TEST(test_seg_synth), VOX_TEST(test_seg_wide_and_narrow),
-              VOX_TEST(test_seg_comm), VOX_TEST(test_seg_bad_args))
+              VOX_TEST(test_seg_synth), VOX_TEST(test_seg_wide_and_narrow), VOX_TEST(test_seg_comm),
+              VOX_TEST(test_seg_ranks), VOX_TEST(test_seg_bad_args))
