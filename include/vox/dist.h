@@ -121,8 +121,10 @@ struct vox_dist_sink {
  * way: the ranks keep their chunks' stage-(a) labels, and rank 0 sends a rank each of its
  * chunks' label maps and one-voxel margin when it is ready for one (send_to(arg, ctx, to,
  * key, blob, len)); the rank takes them in the order sent (recv_root) and sends back the
- * chunk's summary (send). Blocking calls are fine: every message is awaited. NULL: only stage
- * (a) is shared. Without a sink (labels whole in memory) rank 0 keeps stages (b) and (c). */
+ * chunk's summary (send). With send_to, send and send_to must return without waiting for the
+ * receiver to take the message (a copy queued or sent asynchronously, as libvox_dist_mpi
+ * does); receives wait. NULL: only stage (a) is shared, and blocking sends are fine. Without a
+ * sink (labels whole in memory) rank 0 keeps stages (b) and (c). */
 struct vox_dist_comm {
     int rank, size;
     enum vox_status (*send)(void *arg, struct vox_ctx *ctx, int64_t chunk, const void *blob,

@@ -24,15 +24,16 @@ extern "C" {
 
 /* A comm over the MPI communicator m->comm (MPI initialized); *comm_out points at m, which
  * must outlive the run. Sends do not wait for their receiver (a copy goes out with
- * MPI_Isend; at most VOX_DIST_MPI_INFLIGHT at once per process), so a rank computes its next
- * chunk while rank 0 is busy; vox_dist_mpi_finish waits for the last ones (before
+ * MPI_Isend; at most VOX_DIST_MPI_INFLIGHT at once to one rank: rank 0 hands a rank at most
+ * three messages ahead, a rank has at most two summaries not taken), so a rank computes its
+ * next chunk while rank 0 is busy; vox_dist_mpi_finish waits for the last ones (before
  * MPI_Finalize). */
 #define VOX_DIST_MPI_INFLIGHT 4
 struct vox_dist_mpi_send;
 struct vox_dist_mpi {
     MPI_Comm comm;
     struct vox_dist_mpi_send *inflight; /* the comm's own: sends not known to be complete */
-    int ninflight;
+    int ninflight, capinflight;
 };
 enum vox_status vox_dist_mpi_comm(struct vox_ctx *ctx, struct vox_dist_mpi *m,
                                   struct vox_dist_comm *comm_out);

@@ -2,19 +2,19 @@
  * dist/ranks.c: the atomic chunks of stages (b) and (c) shared with the other ranks of a comm
  * that can send both ways (vox_dist_comm.send_to / recv_root).
  *
- * Rank 0 holds the label store, so it hands each chunk out: a rank gets one chunk at a time
- * and computes the chunk's summary over the chunk's labels with a one-voxel margin (struct
- * dist_win), and sends it back; when rank 0 takes a summary it gives that rank its next
- * chunk, or the end. The rank kept its chunks' watershed fragment labels from stage (a), so
- * the message is only the chunk's fragment map (to basins, or to segments in stage (c)) and
- * the margin's values, which rank 0 reads from the six faces it kept of every chunk
- * (struct dist_faces): ~0.7 MB for a 128^3 chunk where the whole window is 8.8 MB. Rank r's chunks are r, r + size, ... (as in stage (a)). Rank 0 takes
- * summaries between its own chunks (dist_share_step, from its level-0 tasks on worker 0, the
- * thread that may use the comm) and the rest after them (dist_share_end); every send is
- * awaited by a receive that comes without waiting on the sender, so blocking sends cannot
- * deadlock, and the ranks compute while rank 0 does. Where a summary goes is its chunk
- * index, so the result does not depend on timing. Messages: key -2 the stage's setup, key i
- * chunk i, key -1 the end.
+ * Rank 0 holds the label store, so it hands the chunks out: a rank has two in hand and gets
+ * one more each time rank 0 takes a summary (or the end); it computes each chunk's summary
+ * over the chunk's labels with a one-voxel margin (struct dist_win) and sends it back. The
+ * rank kept its chunks' watershed fragment labels from stage (a), so a chunk's message is
+ * only its fragment map (to basins, or to segments in stage (c)) and the margin's values,
+ * which rank 0 reads from the six faces it kept of every chunk (struct dist_faces): ~0.7 MB
+ * for a 128^3 chunk where the whole window is 8.8 MB. Rank r's chunks are r, r + size, ...
+ * (as in stage (a)). Rank 0 takes summaries between its own chunks (dist_share_step, from its
+ * level-0 tasks on worker 0, the thread that may use the comm) and the rest after them
+ * (dist_share_end). Sends must not wait for their receiver (the comm's contract): rank 0's
+ * second chunk for a rank would otherwise wait for a rank that waits for rank 0 to take its
+ * first summary. Where a summary goes is its chunk index, so the result does not depend on
+ * timing. Messages: key -2 the stage's setup, key i chunk i, key -1 the end.
  */
 #include "dist_internal.h"
 

@@ -21,6 +21,7 @@
 struct vox_dist_mpi_send {
     MPI_Request req[2];
     int64_t *copy;
+    int to;
 };
 
 /* Completes send k (waiting for it) and drops it from the list. */
@@ -33,21 +34,31 @@ static bool send_complete(struct vox_dist_mpi *m, int k)
     return ok;
 }
 
-/* Drops the sends that have completed, waiting for the oldest while `room` is not free. */
-static bool sends_reap(struct vox_dist_mpi *m, int room)
+/* Drops the sends that have completed, then waits for sends to `to` while it has
+ * VOX_DIST_MPI_INFLIGHT of them. */
+static bool sends_reap(struct vox_dist_mpi *m, int to)
 {
     bool ok = true;
+    int n = 0;
     for (int k = 0; k < m->ninflight;) {
         int done = 0;
         if (MPI_Testall(2, m->inflight[k].req, &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS)
             return false;
-        if (done)
+        if (done) {
             ok &= send_complete(m, k);
-        else
+        } else {
+            n += m->inflight[k].to == to;
             k++;
+        }
     }
-    while (ok && m->ninflight > VOX_DIST_MPI_INFLIGHT - room)
-        ok &= send_complete(m, 0);
+    for (int k = 0; ok && n >= VOX_DIST_MPI_INFLIGHT && k < m->ninflight;) {
+        if (m->inflight[k].to != to) {
+            k++;
+            continue;
+        }
+        ok &= send_complete(m, k);
+        n--;
+    }
     return ok;
 }
 
@@ -58,6 +69,7 @@ bool vox_dist_mpi_finish(struct vox_dist_mpi *m)
         ok &= send_complete(m, 0);
     free(m->inflight);
     m->inflight = NULL;
+    m->capinflight = 0;
     return ok;
 }
 
@@ -71,12 +83,18 @@ static enum vox_status mpi_put(struct vox_ctx *ctx, struct vox_dist_mpi *m, int 
                         "MPI: the message for chunk %lld is %lld bytes, "
                         "at most %d",
                         (long long)key, (long long)len, INT_MAX);
-    if (!m->inflight && !(m->inflight = calloc(VOX_DIST_MPI_INFLIGHT, sizeof *m->inflight)))
-        return VOX_OUT_OF_MEMORY;
-    if (!sends_reap(m, 1))
+    if (!sends_reap(m, to))
         return vox_fail(ctx, VOX_IO, "MPI: an earlier send failed");
+    if (m->ninflight == m->capinflight) {
+        int cap = 2 * m->capinflight + VOX_DIST_MPI_INFLIGHT;
+        void *grown = realloc(m->inflight, (size_t)cap * sizeof *m->inflight);
+        if (!grown)
+            return VOX_OUT_OF_MEMORY;
+        m->inflight = grown;
+        m->capinflight = cap;
+    }
     struct vox_dist_mpi_send *x = &m->inflight[m->ninflight];
-    *x = (struct vox_dist_mpi_send){.copy = malloc(2 * sizeof(int64_t) + (size_t)len)};
+    *x = (struct vox_dist_mpi_send){.copy = malloc(2 * sizeof(int64_t) + (size_t)len), .to = to};
     if (!x->copy)
         return VOX_OUT_OF_MEMORY;
     x->copy[0] = key;
