@@ -381,6 +381,26 @@ static void test_nesting(struct vox_ctx *ctx)
 
 /* ctx (2 threads), ctx1 (1) and ctx3 (3 threads) give bitwise identical results, and so does
  * float input. */
+/* What vox_segment_observed told: the stages in order, and per stage basins, segments or
+ * merges. */
+struct stages {
+    int n, stage[4];
+    int64_t count[4];
+    bool seconds_ok;
+};
+
+static void note_stage(void *arg, int stage, const struct vox_seg_result *res, double seconds)
+{
+    struct stages *s = arg;
+    if (s->n == 0)
+        s->seconds_ok = true;
+    s->seconds_ok &= seconds >= 0;
+    if (s->n < 4) {
+        s->stage[s->n] = stage;
+        s->count[s->n++] = stage == 0 ? res->nbasins : stage == 1 ? res->nseg : res->merges.n;
+    }
+}
+
 static void check_threads_float(struct vox_ctx *ctx, struct vox_ctx *ctx1, struct vox_ctx *ctx3,
                                 uint64_t seed)
 {
@@ -410,7 +430,12 @@ static void check_threads_float(struct vox_ctx *ctx, struct vox_ctx *ctx1, struc
     memcpy(own.data, q, (size_t)n * 3);
     struct vox_seg_result rc[2];
     CHECK_OK(vox_segment_consume(ctx, &own, &p, &rc[0]));
-    CHECK_OK(vox_segment_consume(ctx, &f, &p, &rc[1]));
+    struct stages seen = {0}; /* vox_segment_observed: told each stage, in order */
+    const struct vox_seg_observer obs = {note_stage, &seen};
+    CHECK_OK(vox_segment_observed(ctx, &f, &p, &obs, &rc[1]));
+    CHECK(seen.n == 3 && seen.stage[0] == 0 && seen.stage[1] == 1 && seen.stage[2] == 2);
+    CHECK(seen.count[0] == r2.nbasins && seen.count[1] == r2.nseg && seen.count[2] == r2.merges.n &&
+          seen.seconds_ok);
     for (int i = 0; i < 2; i++) {
         CHECK(rc[i].nseg == r2.nseg && rc[i].merges.n == r2.merges.n);
         CHECK(memcmp(rc[i].labels.data, r2.labels.data, (size_t)n * 4) == 0);

@@ -390,25 +390,35 @@ static enum vox_status read_input(struct vox_ctx *ctx, const struct seg_args *a,
     return VOX_OK;
 }
 
+/* Each stage of vox_segment as a phase line, printed as it ends. */
+static void stage_done(void *arg, int stage, const struct vox_seg_result *res, double seconds)
+{
+    struct seg_state *st = arg;
+    double t0 = vox_time_now() - seconds;
+    if (stage == 0)
+        phase(st, "watershed", t0, "%lld basins", (long long)res->nbasins);
+    else if (stage == 1)
+        phase(st, "size merge", t0,
+              "%lld base segments (basin graph, single linkage, dust; their region graph)",
+              (long long)res->nseg);
+    else
+        phase(st, "agglomeration", t0, "%lld merges", (long long)res->merges.n);
+}
+
 /* vox_segment_consume (the quantized input is freed once the region graph holds its sums),
- * its stages printed as phases. */
+ * its stages printed as phases as they end. */
 static enum vox_status pipeline(struct vox_ctx *ctx, const struct seg_args *a,
                                 struct seg_state *st)
 {
     enum vox_status s = read_input(ctx, a, st);
     st->t_start = vox_time_now();
     struct vox_seg_result res = {0};
+    const struct vox_seg_observer obs = {stage_done, st};
     if (s == VOX_OK)
-        s = vox_segment_consume(ctx, &st->q, &a->p, &res);
+        s = vox_segment_observed(ctx, &st->q, &a->p, &obs, &res);
     vox_tensor_free(ctx, &st->q);
     if (s != VOX_OK)
         return s;
-    double now = vox_time_now();
-    phase(st, "watershed", now - res.seconds[0], "%lld basins", (long long)res.nbasins);
-    phase(st, "size merge", now - res.seconds[1],
-          "%lld base segments (basin graph, single linkage, dust; their region graph)",
-          (long long)res.nseg);
-    phase(st, "agglomeration", now - res.seconds[2], "%lld merges", (long long)res.merges.n);
     st->base = res.labels;
     st->nbasins = res.nbasins;
     st->nseg = res.nseg;

@@ -237,6 +237,19 @@ enum vox_status vox_segment(struct vox_ctx *ctx, const struct vox_tensor *aff,
 enum vox_status vox_segment_consume(struct vox_ctx *ctx, struct vox_tensor *aff,
                                     const struct vox_seg_params *p,
                                     struct vox_seg_result *res_out);
+/* Told after each stage of vox_segment: 0 the watershed (res->labels are the basins,
+ * res->nbasins set), 1 the size merge, dust and the segments' region graph (labels are the
+ * base segments, res->nseg set), 2 the agglomeration (res->merges set); seconds: the stage's
+ * time. For progress on long runs; res is read-only and only valid during the call. */
+struct vox_seg_observer {
+    void (*stage_done)(void *arg, int stage, const struct vox_seg_result *res, double seconds);
+    void *arg;
+};
+/* vox_segment_consume that tells `obs` (or nobody, NULL) each stage as it ends. */
+enum vox_status vox_segment_observed(struct vox_ctx *ctx, struct vox_tensor *aff,
+                                     const struct vox_seg_params *p,
+                                     const struct vox_seg_observer *obs,
+                                     struct vox_seg_result *res_out);
 void vox_seg_result_fini(struct vox_ctx *ctx, struct vox_seg_result *res);
 
 #ifdef __cplusplus

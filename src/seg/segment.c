@@ -165,13 +165,15 @@ static enum vox_status segment_packed(struct vox_ctx *ctx, const struct vox_tens
  * tensor when the pipeline owns it) is freed once the graph is built. */
 static enum vox_status segment_run(struct vox_ctx *ctx, const struct vox_tensor *q,
                                    struct vox_tensor *drop, const struct vox_seg_params *p,
-                                   struct vox_seg_result *res)
+                                   const struct vox_seg_observer *obs, struct vox_seg_result *res)
 {
     int64_t *sizes = NULL;
     struct vox_rag gs = {0};
     double t0 = vox_time_now();
     enum vox_status s = vox_seg_watershed(ctx, q, p, &res->labels, &res->nbasins, &sizes);
     double t1 = vox_time_now();
+    if (s == VOX_OK && obs)
+        obs->stage_done(obs->arg, 0, res, t1 - t0);
     if (s == VOX_OK && p->nsize == 0 && p->dust <= 1) { /* no size merge, no dust: the basins */
         res->nseg = res->nbasins;
         res->dend = (struct vox_merge_history){.nseg = res->nbasins};
@@ -184,12 +186,16 @@ static enum vox_status segment_run(struct vox_ctx *ctx, const struct vox_tensor 
     vox_free(ctx, sizes);
     vox_tensor_free(ctx, drop); /* the affinities are dead once the graph holds their sums */
     double t2 = vox_time_now();
+    if (s == VOX_OK && obs)
+        obs->stage_done(obs->arg, 1, res, t2 - t1);
     if (s == VOX_OK)
         s = seg_agglomerate_owned(ctx, &gs, p, &res->merges);
     vox_rag_fini(ctx, &gs);
     res->seconds[0] = t1 - t0;
     res->seconds[1] = t2 - t1;
     res->seconds[2] = vox_time_now() - t2;
+    if (s == VOX_OK && obs)
+        obs->stage_done(obs->arg, 2, res, res->seconds[2]);
     vox_log(ctx, VOX_LOG_DEBUG,
             "segment: watershed %.3f s (%lld basins), graph and size merge %.3f s (%lld "
             "segments), agglomeration %.3f s (%lld merges)",
@@ -201,7 +207,7 @@ static enum vox_status segment_run(struct vox_ctx *ctx, const struct vox_tensor 
 /* vox_segment; `own` (aff itself, or NULL) is freed as soon as it is no longer needed. */
 static enum vox_status segment(struct vox_ctx *ctx, const struct vox_tensor *aff,
                                struct vox_tensor *own, const struct vox_seg_params *p,
-                               struct vox_seg_result *res_out)
+                               const struct vox_seg_observer *obs, struct vox_seg_result *res_out)
 {
     struct vox_seg_result res = {0};
     struct vox_tensor qown = {0};
@@ -215,7 +221,7 @@ static enum vox_status segment(struct vox_ctx *ctx, const struct vox_tensor *aff
         own = &qown;
     }
     if (s == VOX_OK)
-        s = segment_run(ctx, q, own, p, &res);
+        s = segment_run(ctx, q, own, p, obs, &res);
     vox_tensor_free(ctx, own);
     vox_tensor_free(ctx, &qown);
     if (s != VOX_OK) {
@@ -229,14 +235,22 @@ static enum vox_status segment(struct vox_ctx *ctx, const struct vox_tensor *aff
 enum vox_status vox_segment(struct vox_ctx *ctx, const struct vox_tensor *aff,
                             const struct vox_seg_params *p, struct vox_seg_result *res_out)
 {
-    return segment(ctx, aff, NULL, p, res_out);
+    return segment(ctx, aff, NULL, p, NULL, res_out);
 }
 
 enum vox_status vox_segment_consume(struct vox_ctx *ctx, struct vox_tensor *aff,
                                     const struct vox_seg_params *p,
                                     struct vox_seg_result *res_out)
 {
-    return segment(ctx, aff, aff, p, res_out);
+    return segment(ctx, aff, aff, p, NULL, res_out);
+}
+
+enum vox_status vox_segment_observed(struct vox_ctx *ctx, struct vox_tensor *aff,
+                                     const struct vox_seg_params *p,
+                                     const struct vox_seg_observer *obs,
+                                     struct vox_seg_result *res_out)
+{
+    return segment(ctx, aff, aff, p, obs, res_out);
 }
 
 void vox_seg_result_fini(struct vox_ctx *ctx, struct vox_seg_result *res)
