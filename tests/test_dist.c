@@ -961,6 +961,28 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         if (c0 != ctx)
             vox_ctx_destroy(c0);
     }
+    /* without a sink rank 0 keeps stages (b) and (c) and tells the rank so */
+    struct thread_comm t = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    struct rank_job job[2];
+    for (int r = 0; r < 2; r++) {
+        job[r] =
+            (struct rank_job){.tr = {&t, r}, .path = path, .p = &p, .o = {.chunk = {12, 48, 48}}};
+        job[r].c =
+            (struct vox_dist_comm){r, 2, tc_send, tc_recv, tc_send_to, tc_recv_root, &job[r].tr};
+        job[r].o.comm = &job[r].c;
+    }
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, rank_main, &job[1]) == 0);
+    struct vox_volume *vol = NULL;
+    struct vox_seg_result res = {0};
+    CHECK_OK(vox_volume_open(ctx, path, &vol));
+    struct vox_dist_source src = {.vol = vol};
+    CHECK_OK(vox_dist_segment(ctx, &src, &p, &job[0].o, &res));
+    pthread_join(th, NULL);
+    CHECK_OK(job[1].st);
+    CHECK(same_result(&res, &ref, &res.labels) && t.sent[1] == 2 * 2 && !t.q[0] && !t.q[1]);
+    vox_seg_result_fini(ctx, &res);
+    vox_volume_close(vol);
     unlink(path);
     CHECK(rmdir(dir) == 0);
     vox_seg_result_fini(ctx, &ref);

@@ -64,6 +64,10 @@ enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, cons
         for (int k = 0; k < SHARE_AHEAD && st == VOX_OK; k++)
             st = share_give(ctx, s, to);
     }
+    if (!s->give) { /* every rank has its end: no dist_share_end follows */
+        vox_free(ctx, s->next);
+        s->next = NULL;
+    }
     return st;
 }
 
