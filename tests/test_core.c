@@ -37,6 +37,52 @@ static void test_alloc_aligned_and_injected(struct vox_ctx *ctx)
     CHECK(vox_calloc(ctx, SIZE_MAX / 2, 4) == NULL);
 }
 
+/* Large freed blocks are kept for reuse; a reused block handed out by vox_calloc is zeroed
+ * (fresh mapped pages need no zeroing, reused ones do), and one far larger than asked is not
+ * handed out. (Under AddressSanitizer every block is malloc's: no reuse to see.) */
+#if defined(__SANITIZE_ADDRESS__)
+#define CHECK_REUSE(c) ((void)0)
+#else
+#define CHECK_REUSE(c) CHECK(c)
+#endif
+static void test_alloc_reuse_and_calloc_zero(struct vox_ctx *ctx)
+{
+    const size_t n = 3u << 20;
+    unsigned char *a = vox_alloc(ctx, n);
+    CHECK(a && ((uintptr_t)a % VOX_ALIGN) == 0);
+    memset(a, 0xab, n);
+    vox_free(ctx, a);
+    unsigned char *b = vox_calloc(ctx, n / 8, 8);
+    CHECK_REUSE(b == a); /* the same block, from the cache */
+    size_t nonzero = 0;
+    for (size_t i = 0; i < n; i++)
+        nonzero += b[i] != 0;
+    CHECK(nonzero == 0);
+    memset(b, 0xcd, n);
+    vox_free(ctx, b);
+    unsigned char *c = vox_alloc(ctx, n / 4); /* 4x smaller: not that block */
+    CHECK(c);
+    CHECK_REUSE(c != b);
+    unsigned char *d = vox_calloc(ctx, 1, n - 4096); /* fits it */
+    CHECK_REUSE(d == b);
+    nonzero = 0;
+    for (size_t i = 0; i < n - 4096; i++)
+        nonzero += d[i] != 0;
+    CHECK(nonzero == 0);
+    vox_free(ctx, c);
+    vox_free(ctx, d);
+    /* blocks larger than the cache go back to the system; many blocks do not overflow it */
+    void *big = vox_alloc(ctx, (size_t)200 << 20);
+    CHECK(big != NULL);
+    vox_free(ctx, big);
+    void *p[40];
+    for (int i = 0; i < 40; i++)
+        CHECK((p[i] = vox_calloc(ctx, 1, (size_t)(i + 1) << 18)) != NULL);
+    for (int i = 0; i < 40; i++)
+        vox_free(ctx, p[i]);
+    CHECK(vox_ctx_live_allocs(ctx) == 0);
+}
+
 static void test_tensor_alloc_fault_injection(struct vox_ctx *ctx)
 {
     int64_t shape[5] = {1, 5, 3, 4, 7};
@@ -221,6 +267,7 @@ static void test_peak_positive(struct vox_ctx *ctx)
 }
 
 VOX_TEST_MAIN(VOX_TEST(test_status_names), VOX_TEST(test_alloc_aligned_and_injected),
+              VOX_TEST(test_alloc_reuse_and_calloc_zero),
               VOX_TEST(test_tensor_alloc_fault_injection), VOX_TEST(test_tensor_bad_args),
               VOX_TEST(test_tensor_views_and_copy), VOX_TEST(test_tensor_blocked_roundtrip),
               VOX_TEST(test_pool_covers_range_once),

@@ -39,31 +39,88 @@ void vox_assert_fail(const char *what, const char *file, int line)
     abort();
 }
 
-/* The system allocator. Blocks of SYS_MAP_BYTES and more are mapped pages of their own,
- * returned to the system when freed: through malloc, glibc raises its mmap threshold after
- * each large free and then keeps later blocks of up to 32 MiB in its heap, so a pipeline that
- * frees a stage's buffers before the next stage allocates would hold both resident. Every
- * block has a header just below the pointer: its mapped size, or 0 for a malloc'd block. */
+/* The system allocator. Blocks of SYS_MAP_BYTES and more are mapped pages of their own:
+ * through malloc, glibc raises its mmap threshold after each large free and then keeps later
+ * blocks of up to 32 MiB in its heap, so a pipeline that frees a stage's buffers before the
+ * next stage allocates would hold both resident. Fresh pages cost a fault and a zeroing each
+ * (~3 GB/s measured), which for the chunked segmentation's per-chunk and per-node arrays was
+ * a tenth of the run; so a freed block of up to MAP_CACHE_BYTES goes to the context's cache
+ * (at most MAP_CACHE_BYTES in all, the oldest unmapped first) and the next allocation it fits
+ * with at most half of it unused takes it. Every block has a header just below the pointer:
+ * its mapped size, or 0 for a malloc'd block. */
+#if defined(__SANITIZE_ADDRESS__)
+/* under AddressSanitizer every block comes from malloc, so it checks the large ones too */
+#define SYS_MAP_BYTES SIZE_MAX
+#else
 #define SYS_MAP_BYTES (256u << 10)
+#endif
 #define SYS_PAGE 4096u
+#define MAP_CACHE_BYTES ((size_t)64 << 20)
 
 struct sys_header {
     size_t mapped; /* bytes mapped from base, 0: from posix_memalign */
     void *base;
 };
 
-static void *sys_alloc(void *user, size_t bytes, size_t align)
+/* A cached block of at least `*mapped` bytes and at most twice that, the smallest; NULL if
+ * none. Sets *mapped to its size. */
+static void *cache_take(struct map_cache *c, size_t *mapped)
 {
-    (void)user;
+    void *base = NULL;
+    pthread_mutex_lock(&c->lock);
+    int best = -1;
+    for (int i = 0; i < c->n; i++)
+        if (c->slot[i].mapped >= *mapped && c->slot[i].mapped / 2 <= *mapped &&
+            (best < 0 || c->slot[i].mapped < c->slot[best].mapped))
+            best = i;
+    if (best >= 0) {
+        base = c->slot[best].base;
+        *mapped = c->slot[best].mapped;
+        c->bytes -= *mapped;
+        c->n--;
+        memmove(c->slot + best, c->slot + best + 1, (size_t)(c->n - best) * sizeof c->slot[0]);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return base;
+}
+
+/* Keeps a freed block, unmapping the oldest ones it displaces (outside the lock). */
+static void cache_put(struct map_cache *c, void *base, size_t mapped)
+{
+    struct map_block out[MAP_CACHE_SLOTS];
+    int nout = 0;
+    pthread_mutex_lock(&c->lock);
+    while (c->n == MAP_CACHE_SLOTS || c->bytes + mapped > MAP_CACHE_BYTES) {
+        out[nout++] = c->slot[0];
+        c->bytes -= c->slot[0].mapped;
+        c->n--;
+        memmove(c->slot, c->slot + 1, (size_t)c->n * sizeof c->slot[0]);
+    }
+    c->slot[c->n++] = (struct map_block){base, mapped};
+    c->bytes += mapped;
+    pthread_mutex_unlock(&c->lock);
+    for (int i = 0; i < nout; i++)
+        munmap(out[i].base, out[i].mapped);
+}
+
+/* sys_alloc, telling whether the block is fresh zero pages (mapped, not from the cache) */
+static void *sys_alloc_fresh(struct map_cache *c, size_t bytes, size_t align, bool *fresh)
+{
     size_t off = align > sizeof(struct sys_header) ? align : sizeof(struct sys_header);
     void *base = NULL;
     size_t mapped = 0;
+    *fresh = false;
     if (bytes >= SYS_MAP_BYTES && align <= SYS_PAGE && bytes <= SIZE_MAX - 2 * SYS_PAGE) {
         off = SYS_PAGE;
         mapped = (bytes + off + SYS_PAGE - 1) / SYS_PAGE * SYS_PAGE;
-        base = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (base == MAP_FAILED)
-            return NULL;
+        if (c && mapped <= MAP_CACHE_BYTES)
+            base = cache_take(c, &mapped);
+        if (!base) {
+            base = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (base == MAP_FAILED)
+                return NULL;
+            *fresh = true;
+        }
     } else if (bytes > SIZE_MAX - off || posix_memalign(&base, align, bytes + off) != 0) {
         return NULL;
     }
@@ -72,13 +129,21 @@ static void *sys_alloc(void *user, size_t bytes, size_t align)
     return p;
 }
 
+static void *sys_alloc(void *user, size_t bytes, size_t align)
+{
+    bool fresh;
+    return sys_alloc_fresh(user, bytes, align, &fresh);
+}
+
 static void sys_free(void *user, void *ptr)
 {
-    (void)user;
+    struct map_cache *c = user;
     if (!ptr)
         return;
     struct sys_header h = ((struct sys_header *)ptr)[-1];
-    if (h.mapped)
+    if (h.mapped && c && h.mapped <= MAP_CACHE_BYTES)
+        cache_put(c, h.base, h.mapped);
+    else if (h.mapped)
         munmap(h.base, h.mapped);
     else
         free(h.base);
@@ -115,6 +180,10 @@ enum vox_status vox_ctx_create(const struct vox_ctx_options *opt, struct vox_ctx
     if (!ctx)
         return VOX_OUT_OF_MEMORY;
     ctx->allocator = opt->allocator ? *opt->allocator : system_allocator;
+    if (!opt->allocator) {
+        pthread_mutex_init(&ctx->cache.lock, NULL);
+        ctx->allocator.user = &ctx->cache;
+    }
     ctx->log = opt->log ? opt->log : stderr_log;
     ctx->log_user = opt->log_user;
     ctx->log_level = opt->log_level;
@@ -143,6 +212,11 @@ void vox_ctx_destroy(struct vox_ctx *ctx)
     if (!ctx)
         return;
     vox_pool_destroy(ctx->pool);
+    if (ctx->allocator.user == &ctx->cache) {
+        for (int i = 0; i < ctx->cache.n; i++)
+            munmap(ctx->cache.slot[i].base, ctx->cache.slot[i].mapped);
+        pthread_mutex_destroy(&ctx->cache.lock);
+    }
     free(ctx);
 }
 
@@ -200,12 +274,18 @@ void vox_log(struct vox_ctx *ctx, enum vox_log_level level, const char *fmt, ...
     ctx->log(ctx->log_user, level, msg);
 }
 
-void *vox_alloc(struct vox_ctx *ctx, size_t bytes)
+/* vox_alloc; *fresh tells whether the block is known to be zero pages */
+static void *ctx_alloc(struct vox_ctx *ctx, size_t bytes, bool *fresh)
 {
     int64_t n = __atomic_add_fetch(&ctx->alloc_count, 1, __ATOMIC_RELAXED);
     int64_t fail_at = __atomic_load_n(&ctx->fail_alloc_at, __ATOMIC_RELAXED);
     void *p = NULL;
-    if (fail_at == 0 || n != fail_at)
+    *fresh = false;
+    if (fail_at != 0 && n == fail_at)
+        p = NULL;
+    else if (ctx->allocator.alloc == sys_alloc)
+        p = sys_alloc_fresh(ctx->allocator.user, bytes, VOX_ALIGN, fresh);
+    else
         p = ctx->allocator.alloc(ctx->allocator.user, bytes, VOX_ALIGN);
     if (!p) {
         vox_fail(ctx, VOX_OUT_OF_MEMORY, "out of memory: could not allocate %zu bytes", bytes);
@@ -215,6 +295,12 @@ void *vox_alloc(struct vox_ctx *ctx, size_t bytes)
     return p;
 }
 
+void *vox_alloc(struct vox_ctx *ctx, size_t bytes)
+{
+    bool fresh;
+    return ctx_alloc(ctx, bytes, &fresh);
+}
+
 void *vox_calloc(struct vox_ctx *ctx, size_t count, size_t size)
 {
     if (size && count > SIZE_MAX / size) {
@@ -222,12 +308,11 @@ void *vox_calloc(struct vox_ctx *ctx, size_t count, size_t size)
                  size);
         return NULL;
     }
-    void *p = vox_alloc(ctx, count * size);
-    /* the system allocator's mapped blocks are fresh zero pages: writing zeros would only
-     * fault every page in (and keep pages resident that the caller may never touch) */
-    bool zero = ctx->allocator.alloc == sys_alloc && count * size >= SYS_MAP_BYTES &&
-                count * size <= SIZE_MAX - 2 * SYS_PAGE;
-    if (p && !zero)
+    /* fresh mapped pages are zero already: writing zeros would only fault every page in (and
+     * keep pages resident that the caller may never touch) */
+    bool fresh;
+    void *p = ctx_alloc(ctx, count * size, &fresh);
+    if (p && !fresh)
         memset(p, 0, count * size);
     return p;
 }

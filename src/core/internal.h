@@ -6,8 +6,25 @@
 
 #include "vox/core.h"
 
+#include <pthread.h>
+#include <stddef.h>
+
+/* Mapped blocks the system allocator keeps after they are freed, for the next allocation of
+ * about their size (see sys_alloc in ctx.c). */
+#define MAP_CACHE_SLOTS 16
+struct map_cache {
+    pthread_mutex_t lock;
+    int n;        /* slots in use, oldest first */
+    size_t bytes; /* their mapped bytes */
+    struct map_block {
+        void *base;
+        size_t mapped;
+    } slot[MAP_CACHE_SLOTS];
+};
+
 struct vox_ctx {
     struct vox_allocator allocator;
+    struct map_cache cache; /* used only with the system allocator */
     vox_log_fn log;
     void *log_user;
     enum vox_log_level log_level;
