@@ -173,7 +173,8 @@ static enum vox_status run_chunked(struct vox_ctx *ctx, const struct dist_bench 
 {
     struct vox_volume *vol = NULL;
     struct hash_sink hs = {0};
-    struct vox_dist_sink sink = {sink_ready, sink_write, &hs, true};
+    struct vox_dist_sink sink = {
+        .ready = sink_ready, .write = sink_write, .arg = &hs, .concurrent = true};
     struct vox_dist_options opt = {.sink = &sink, .stats = o ? &o->stats : NULL};
     memcpy(opt.chunk, b->chunk, sizeof opt.chunk);
     struct vox_dist_source src = {.vol = NULL};

@@ -2,8 +2,8 @@
 # mpi_segment.sh: `mpirun -np N vox-mpi segment --chunk ...` for N = 1..4 (the atomic chunks
 # of all three stages shared among the ranks), and with more ranks than chunks, writes the
 # same datasets as the unchunked `vox segment` (labels at every threshold, base segments,
-# merge history and scores, bitwise); vox-mpi without `segment` exits 2. Args: vox, vox-mpi,
-# mpirun.
+# merge history and scores, bitwise; the other ranks' chunks encoded there, stored as the
+# one-process run stores them); vox-mpi without `segment` exits 2. Args: vox, vox-mpi, mpirun.
 set -u
 VOX=$1
 VMPI=$2
@@ -29,6 +29,7 @@ done
 "$VOX" synth --shape 24,96,96 --cell-size 80 --out "$T/b.h5" --quiet || fail "synth b"
 big=(--aff "$T/b.h5:/affinities_smooth" --quiet)
 "$VOX" segment "${big[@]}" --out "$T/bref.h5:/seg" || fail "segment b"
+"$VOX" segment "${big[@]}" --chunk 12,48,48 --out "$T/bc.h5:/seg" || fail "segment b --chunk"
 for n in 2 3; do # (rank 0 with 2 threads: the other ranks' chunks also after its own)
     "$MPIRUN" --allow-run-as-root --oversubscribe -np $n "$VMPI" segment "${big[@]}" \
         --chunk 12,48,48 --threads $((n - 1)) --out "$T/b$n.h5:/seg" || fail "mpirun -np $n, b"
@@ -53,5 +54,16 @@ for n in (2, 3):
     assert sorted(m.keys()) == sorted(r.keys()), list(m.keys())
     for k in r.keys():
         assert np.array_equal(r[k][...], m[k][...]), ("b", n, k)
+# the other ranks encode their chunks' output (rank 0 stores the bytes): every stored chunk
+# as the one-process --chunk run stores it
+c = h5py.File(f"{T}/bc.h5", "r")
+for n in (2, 3):
+    m = h5py.File(f"{T}/b{n}.h5", "r")
+    for k in ("seg", "seg_base"):
+        a, b = c[k], m[k]
+        assert a.chunks == b.chunks and a.compression == b.compression, (n, k)
+        for i in range(a.id.get_num_chunks()):
+            off = a.id.get_chunk_info(i).chunk_offset
+            assert a.id.read_direct_chunk(off) == b.id.read_direct_chunk(off), (n, k, off)
 PY
 echo "ok mpi_segment"

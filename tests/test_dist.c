@@ -547,8 +547,9 @@ static void test_sm_bad_args_and_alloc(struct vox_ctx *ctx)
 /* A sink that gathers the boxes into one tensor and checks it is told the result first. */
 struct gather {
     struct vox_tensor t;
-    int64_t nseg, writes;
+    int64_t nseg, writes, stored;
     bool ready;
+    struct vox_ctx *ctx; /* a rank's run's (gather_encode) */
 };
 
 static enum vox_status gather_ready(void *arg, const struct vox_seg_result *res)
@@ -572,6 +573,44 @@ static enum vox_status gather_write(void *arg, const int64_t lo[3], const struct
                    src + (z * l->shape[1] + y) * l->shape[2], (size_t)l->shape[2] * 4);
     __atomic_add_fetch(&g->writes, 1, __ATOMIC_RELAXED); /* concurrent: boxes are disjoint */
     return VOX_OK;
+}
+
+/* The ranks' side of a sink that lets them write their own chunks: a box as bytes (lo,
+ * shape, labels) once ready has come; rank 0 stores them (checking the box is the one it
+ * expects). */
+static enum vox_status gather_encode(void *arg, const int64_t lo[3], const struct vox_tensor *l,
+                                     void **blob, int64_t *len)
+{
+    struct gather *g = arg;
+    if (!g->ready || g->nseg <= 0 || !vox_tensor_is_contiguous(l))
+        return VOX_INTERNAL;
+    size_t nb = vox_tensor_nbytes(l);
+    int64_t *p = vox_alloc(g->ctx, 6 * sizeof *p + nb); /* the run's context frees it */
+    if (!p)
+        return VOX_OUT_OF_MEMORY;
+    memcpy(p, lo, 3 * sizeof *p);
+    memcpy(p + 3, l->shape, 3 * sizeof *p);
+    memcpy(p + 6, l->data, nb);
+    *blob = p;
+    *len = (int64_t)(6 * sizeof *p + nb);
+    __atomic_add_fetch(&g->writes, 1, __ATOMIC_RELAXED);
+    return VOX_OK;
+}
+
+static enum vox_status gather_store(void *arg, const int64_t lo[3], const void *blob, int64_t len)
+{
+    struct gather *g = arg;
+    const int64_t *p = blob;
+    if (len < 6 * (int64_t)sizeof *p || memcmp(p, lo, 3 * sizeof *p) != 0 ||
+        len != 6 * (int64_t)sizeof *p + p[3] * p[4] * p[5] * 4)
+        return VOX_INTERNAL;
+    struct vox_tensor l = {.dtype = VOX_U32,
+                           .rank = 3,
+                           .data = (void *)(p + 6),
+                           .shape = {p[3], p[4], p[5]},
+                           .strides = {p[4] * p[5], p[5], 1}};
+    __atomic_add_fetch(&g->stored, 1, __ATOMIC_RELAXED);
+    return gather_write(arg, lo, &l);
 }
 
 static bool same_result(const struct vox_seg_result *a, const struct vox_seg_result *b,
@@ -613,7 +652,8 @@ static void check_seg(struct vox_ctx *ctx, struct vox_ctx *ctx1, const struct vo
         vox_seg_result_fini(c, &res);
         struct gather g = {.ready = false};
         CHECK_OK(vox_tensor_alloc(c, &g.t, VOX_U32, 3, ref.labels.shape));
-        struct vox_dist_sink sink = {gather_ready, gather_write, &g, t % 4 < 2};
+        struct vox_dist_sink sink = {
+            .ready = gather_ready, .write = gather_write, .arg = &g, .concurrent = t % 4 < 2};
         o.sink = &sink;
         o.workdir = t % 2 ? dir : NULL;
         src = (struct vox_dist_source){.vol = vol};
@@ -690,7 +730,8 @@ static void test_seg_wide_and_narrow(struct vox_ctx *ctx)
     CHECK_OK(vox_volume_open(ctx, path, &vol));
     struct gather g = {.ready = false};
     CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, shape));
-    struct vox_dist_sink sink = {gather_ready, gather_write, &g, true};
+    struct vox_dist_sink sink = {
+        .ready = gather_ready, .write = gather_write, .arg = &g, .concurrent = true};
     struct vox_dist_stats stats = {.n = 0};
     struct vox_dist_options o = {.chunk = {64, 64, 64}, .sink = &sink, .stats = &stats};
     struct vox_dist_source src = {.vol = vol};
@@ -880,6 +921,8 @@ struct rank_job {
     const struct vox_seg_params *p;
     struct vox_dist_options o;
     enum vox_status st;
+    struct gather g; /* a rank's own sink, when it encodes its chunks */
+    struct vox_dist_sink sink;
 };
 
 static void *rank_main(void *arg)
@@ -890,6 +933,7 @@ static void *rank_main(void *arg)
     struct vox_volume *vol = NULL;
     struct vox_seg_result res = {0};
     j->st = vox_ctx_create(&co, &ctx);
+    j->g.ctx = ctx;
     if (j->st == VOX_OK)
         j->st = vox_volume_open(ctx, j->path, &vol);
     struct vox_dist_source src = {.vol = vol};
@@ -931,10 +975,22 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         struct vox_ctx *c0 = size == 3 ? ctx_one_thread() : ctx;
         struct gather g = {.ready = false};
         CHECK_OK(vox_tensor_alloc(c0, &g.t, VOX_U32, 3, ref.labels.shape));
-        struct vox_dist_sink sink = {gather_ready, gather_write, &g, size % 2 == 0};
+        /* 2 and 4 ranks write their own chunks (encode there, store on rank 0); with 3, rank
+         * 0 writes every chunk */
+        const bool enc = size != 3;
+        struct vox_dist_sink sink = {.ready = gather_ready,
+                                     .write = gather_write,
+                                     .arg = &g,
+                                     .concurrent = size % 4 == 0,
+                                     .encode = enc ? gather_encode : NULL,
+                                     .store = enc ? gather_store : NULL};
         for (int r = 0; r < size; r++) {
             job[r] = (struct rank_job){
                 .tr = {&t, r}, .path = path, .p = &p, .o = {.chunk = {12, 48, 48}, .sink = &sink}};
+            job[r].sink = (struct vox_dist_sink){
+                .ready = gather_ready, .arg = &job[r].g, .encode = gather_encode};
+            if (r > 0)
+                job[r].o.sink = &job[r].sink;
             job[r].c = (struct vox_dist_comm){r,          size,         tc_send,   tc_recv,
                                               tc_send_to, tc_recv_root, &job[r].tr};
             job[r].o.comm = &job[r].c;
@@ -952,9 +1008,16 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         }
         res.labels = g.t;
         CHECK(same_result(&res, &ref, &g.t));
-        /* every rank had chunks of stages (b) and (c): setup, chunks and the end each */
-        for (int r = 1; r < size; r++)
-            CHECK(t.sent[r] >= 2 * (1 + 1 + 1) && !t.q[r]);
+        /* every rank had chunks of stages (b), (c) and (d): setup, chunks and the end each;
+         * the chunks each rank encoded are the ones rank 0 stored */
+        int64_t encoded = 0;
+        for (int r = 1; r < size; r++) {
+            CHECK(t.sent[r] >= 3 * (1 + 1 + 1) - (enc ? 0 : 1) && !t.q[r]);
+            CHECK(job[r].g.ready && job[r].g.nseg == ref.nseg);
+            CHECK(enc ? job[r].g.writes > 0 : job[r].g.writes == 0);
+            encoded += job[r].g.writes;
+        }
+        CHECK(g.stored == encoded);
         CHECK(!t.q[0]);
         vox_seg_result_fini(c0, &res);
         vox_volume_close(vol);
@@ -980,7 +1043,7 @@ static void test_seg_ranks(struct vox_ctx *ctx)
     CHECK_OK(vox_dist_segment(ctx, &src, &p, &job[0].o, &res));
     pthread_join(th, NULL);
     CHECK_OK(job[1].st);
-    CHECK(same_result(&res, &ref, &res.labels) && t.sent[1] == 2 * 2 && !t.q[0] && !t.q[1]);
+    CHECK(same_result(&res, &ref, &res.labels) && t.sent[1] == 3 * 2 && !t.q[0] && !t.q[1]);
     vox_seg_result_fini(ctx, &res);
     vox_volume_close(vol);
     unlink(path);
@@ -1008,7 +1071,7 @@ static void test_seg_bad_args(struct vox_ctx *ctx)
     struct vox_dist_source none = {0};
     CHECK_STATUS(vox_dist_segment(ctx, &none, &p, &o, &res), VOX_INVALID_ARG);
     CHECK_ERROR_HAS("exactly one");
-    struct vox_dist_sink half = {gather_ready, NULL, NULL, false};
+    struct vox_dist_sink half = {.ready = gather_ready};
     o.sink = &half;
     CHECK_STATUS(vox_dist_segment(ctx, &src, &p, &o, &res), VOX_INVALID_ARG);
     CHECK_ERROR_HAS("ready and write");

@@ -504,8 +504,10 @@ static char *raw_chunks(const char *path, const char *name, size_t *len)
 
 /* A gzip dataset written whole (its chunks compressed on the pool, io/h5_chunks.c), box by
  * box through vox_volume_encode (chunk-aligned boxes, out of order, and one box that is not),
- * and in boxes that cut chunks (libhdf5 compresses): the same values, and every chunk stored
- * with the same bytes, for every dtype (shuffle for multi-byte ones), edge chunks included. */
+ * in boxes that cut chunks (libhdf5 compresses), and as the first way but encoded for a
+ * detached volume and stored from its packed bytes (another process's encoding): the same
+ * values, and every chunk stored with the same bytes, for every dtype (shuffle for multi-byte
+ * ones), edge chunks included. */
 static void test_chunk_compression(struct vox_ctx *ctx)
 {
     struct tmpdir d;
@@ -520,8 +522,10 @@ static void test_chunk_compression(struct vox_ctx *ctx)
         struct vox_dataset_options opt = {.dtype = (enum vox_dtype)dt, .rank = 3, .gzip = 4};
         memcpy(opt.shape, shape, sizeof shape);
         memcpy(opt.chunk, chunk, sizeof chunk);
-        const char *names[3] = {"whole.h5", "enc.h5", "cut.h5"};
-        for (int way = 0; way < 3; way++) {
+        const char *names[4] = {"whole.h5", "enc.h5", "cut.h5", "packed.h5"};
+        struct vox_volume *det;
+        CHECK_OK(vox_volume_detached(ctx, "elsewhere.h5:/v", &opt, &det));
+        for (int way = 0; way < 4; way++) {
             struct vox_out_file *f;
             struct vox_volume *vol;
             CHECK_OK(vox_out_open(ctx, at(&d, names[way]), &f));
@@ -533,12 +537,21 @@ static void test_chunk_compression(struct vox_ctx *ctx)
                                             {{0, 16, 0}, {16, 37, 70}},
                                             {{0, 0, 0}, {16, 16, 33}},
                                             {{0, 0, 33}, {16, 16, 70}}};
-            for (int b = 0; way == 1 && b < 4; b++) {
+            for (int b = 0; (way == 1 || way == 3) && b < 4; b++) {
                 struct vox_tensor v;
                 struct vox_encoded *e;
                 CHECK_OK(vox_tensor_view_box(ctx, &t, boxes[b][0], boxes[b][1], &v));
-                CHECK_OK(vox_volume_encode(ctx, vol, boxes[b][0], &v, &e));
-                CHECK_OK(vox_volume_write_encoded(ctx, e));
+                CHECK_OK(vox_volume_encode(ctx, way == 1 ? vol : det, boxes[b][0], &v, &e));
+                if (way == 1) {
+                    CHECK_OK(vox_volume_write_encoded(ctx, e));
+                    continue;
+                }
+                void *blob;
+                int64_t len;
+                CHECK_OK(vox_encoded_pack(ctx, e, &blob, &len));
+                CHECK_STATUS(vox_volume_write_packed(ctx, vol, blob, len - 1), VOX_FORMAT);
+                CHECK_OK(vox_volume_write_packed(ctx, vol, blob, len));
+                vox_free(ctx, blob);
             }
             for (int64_t z = 0; way == 2 && z < shape[0]; z += 5) {
                 int64_t lo[3] = {z, 0, 0}, hi[3] = {z + 5 < 19 ? z + 5 : 19, 37, 70};
@@ -553,16 +566,63 @@ static void test_chunk_compression(struct vox_ctx *ctx)
             CHECK(same(ctx, &t, &back));
             vox_tensor_free(ctx, &back);
         }
-        size_t n[3];
-        char *raw[3];
-        for (int way = 0; way < 3; way++)
+        vox_volume_close(det);
+        size_t n[4];
+        char *raw[4];
+        for (int way = 0; way < 4; way++)
             raw[way] = raw_chunks(at(&d, names[way]), "/v", &n[way]);
-        CHECK(n[0] == n[1] && n[0] == n[2] && memcmp(raw[0], raw[1], n[0]) == 0 &&
-              memcmp(raw[0], raw[2], n[0]) == 0);
-        for (int way = 0; way < 3; way++)
+        for (int way = 1; way < 4; way++)
+            CHECK(n[0] == n[way] && memcmp(raw[0], raw[way], n[0]) == 0);
+        for (int way = 0; way < 4; way++)
             free(raw[way]);
         vox_tensor_free(ctx, &t);
     }
+    tmp_remove(&d);
+}
+
+/* A detached volume only encodes; packed bytes made for another layout (chunks, dtype, a box
+ * beyond the dataset) or cut short are refused with nothing written. */
+static void test_packed_mismatch(struct vox_ctx *ctx)
+{
+    struct tmpdir d;
+    tmp_make(&d);
+    struct vox_tensor t;
+    const int64_t shape[3] = {8, 16, 16};
+    fill_random(ctx, &t, VOX_U32, 3, shape, 5);
+    struct vox_dataset_options opt = {
+        .dtype = VOX_U32, .rank = 3, .gzip = 4, .shape = {8, 16, 16}, .chunk = {4, 8, 8}};
+    struct vox_dataset_options other = opt;
+    other.chunk[2] = 16;
+    struct vox_volume *det, *det2, *vol;
+    struct vox_encoded *e;
+    void *blob;
+    int64_t len;
+    CHECK_OK(vox_volume_detached(ctx, "x.h5:/v", &opt, &det));
+    CHECK_OK(vox_volume_detached(ctx, "x.h5:/v", &other, &det2));
+    CHECK_STATUS(vox_volume_write(ctx, det, NULL, &t), VOX_INVALID_ARG);
+    CHECK_ERROR_HAS("detached");
+    CHECK_OK(vox_volume_encode(ctx, det, NULL, &t, &e));
+    CHECK_STATUS(vox_volume_write_encoded(ctx, e), VOX_INVALID_ARG);
+    struct vox_out_file *f;
+    CHECK_OK(vox_out_open(ctx, at(&d, "p.h5"), &f));
+    CHECK_OK(vox_out_dataset(ctx, f, "/v", &opt, &vol));
+    CHECK_OK(vox_volume_encode(ctx, det2, NULL, &t, &e));
+    CHECK_OK(vox_encoded_pack(ctx, e, &blob, &len));
+    CHECK_STATUS(vox_volume_write_packed(ctx, vol, blob, len), VOX_FORMAT);
+    CHECK_ERROR_HAS("does not fit");
+    vox_free(ctx, blob);
+    CHECK_OK(vox_volume_encode(ctx, det, NULL, &t, &e));
+    CHECK_OK(vox_encoded_pack(ctx, e, &blob, &len));
+    for (int64_t cut = 0; cut < len; cut += len / 7 + 1)
+        CHECK_STATUS(vox_volume_write_packed(ctx, vol, blob, cut), VOX_FORMAT);
+    ((int64_t *)blob)[2] = VOX_U64; /* another dtype */
+    CHECK_STATUS(vox_volume_write_packed(ctx, vol, blob, len), VOX_FORMAT);
+    vox_free(ctx, blob);
+    vox_out_abort(f);
+    vox_volume_close(det);
+    vox_volume_close(det2);
+    vox_tensor_free(ctx, &t);
+    CHECK(vox_ctx_live_allocs(ctx) == 0);
     tmp_remove(&d);
 }
 
@@ -973,6 +1033,7 @@ VOX_TEST_MAIN(VOX_TEST(test_spec_split), VOX_TEST(test_roundtrip_every_dtype),
               VOX_TEST(test_read_boxes), VOX_TEST(test_npy_thin_boxes), VOX_TEST(test_write_boxes),
               VOX_TEST(test_attributes), VOX_TEST(test_keep_and_replace_datasets),
               VOX_TEST(test_byte_identical_output), VOX_TEST(test_chunk_compression),
-              VOX_TEST(test_abort), VOX_TEST(test_bad_hdf5), VOX_TEST(test_bad_npy),
-              VOX_TEST(test_npy_output_rules), VOX_TEST(test_bad_boxes_and_options),
-              VOX_TEST(test_alloc_failures), VOX_TEST(test_shared_h5py_file))
+              VOX_TEST(test_packed_mismatch), VOX_TEST(test_abort), VOX_TEST(test_bad_hdf5),
+              VOX_TEST(test_bad_npy), VOX_TEST(test_npy_output_rules),
+              VOX_TEST(test_bad_boxes_and_options), VOX_TEST(test_alloc_failures),
+              VOX_TEST(test_shared_h5py_file))

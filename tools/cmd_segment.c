@@ -505,11 +505,9 @@ static enum vox_status read_history(struct vox_ctx *ctx, const struct seg_args *
 
 /* A dataset of the output file with its attributes (HDF5 chunks of `chunk`, NULL: the
  * default); the data is written afterwards. */
-static enum vox_status make_dataset(struct vox_ctx *ctx, struct vox_out_file *f,
-                                    const struct seg_state *st, const char *name,
-                                    enum vox_dtype dtype, int rank, const int64_t *shape,
-                                    const int64_t *chunk, const char *params, const char *what,
-                                    struct vox_volume **vol_out)
+/* The options of an output dataset (gzip 4, the input's resolution and offset). */
+static struct vox_dataset_options out_options(const struct seg_state *st, enum vox_dtype dtype,
+                                              int rank, const int64_t *shape, const int64_t *chunk)
 {
     struct vox_dataset_options d = {.dtype = dtype, .rank = rank, .gzip = 4};
     memcpy(d.shape, shape, (size_t)rank * sizeof *shape);
@@ -521,6 +519,16 @@ static enum vox_status make_dataset(struct vox_ctx *ctx, struct vox_out_file *f,
         memcpy(d.resolution, st->info.resolution, sizeof d.resolution);
         memcpy(d.offset, st->info.offset, sizeof d.offset);
     }
+    return d;
+}
+
+static enum vox_status make_dataset(struct vox_ctx *ctx, struct vox_out_file *f,
+                                    const struct seg_state *st, const char *name,
+                                    enum vox_dtype dtype, int rank, const int64_t *shape,
+                                    const int64_t *chunk, const char *params, const char *what,
+                                    struct vox_volume **vol_out)
+{
+    struct vox_dataset_options d = out_options(st, dtype, rank, shape, chunk);
     struct vox_volume *vol = NULL;
     enum vox_status s = vox_out_dataset(ctx, f, name, &d, &vol);
     s = s ? s : vox_volume_set_attr_str(ctx, vol, "source", "vox segment");
@@ -662,11 +670,14 @@ static enum vox_status write_outputs(struct vox_ctx *ctx, const struct seg_args 
 
 /* The output of a chunked run, filled box by box from every thread: each box's datasets are
  * mapped and compressed side by side (vox_volume_encode), written one box at a time under
- * `lock` (libhdf5 is not thread-safe; vox_dist_segment reads no HDF5 file while boxes come). */
+ * `lock` (libhdf5 is not thread-safe; vox_dist_segment reads no HDF5 file while boxes come).
+ * With MPI, the other ranks encode their own chunks' boxes for detached volumes of the same
+ * layout and send the bytes, which rank 0 stores (chunk_encode, chunk_store). */
 struct chunk_out {
     struct vox_ctx *ctx;
     const struct seg_args *a;
     struct seg_state *st;
+    bool worker; /* another rank: detached volumes, no file */
     pthread_mutex_t lock;
     int64_t h5chunk[3]; /* the datasets' HDF5 chunks: whole ones in every box */
     struct vox_out_file *f;
@@ -696,8 +707,21 @@ static void out_chunks(const int64_t chunk[3], const int64_t shape[3], int64_t o
         out[a] = ok ? d[a] : (dflt[a] < shape[a] ? dflt[a] : shape[a]);
 }
 
+/* A dataset of the output (another rank: a detached volume of the same layout). */
+static enum vox_status chunk_dataset(struct chunk_out *o, const char *name, enum vox_dtype dtype,
+                                     const char *what, struct vox_volume **vol)
+{
+    if (!o->worker)
+        return make_dataset(o->ctx, o->f, o->st, name, dtype, 3, o->st->shape, o->h5chunk,
+                            o->params, what, vol);
+    struct vox_dataset_options d = out_options(o->st, dtype, 3, o->st->shape, o->h5chunk);
+    char full[4800];
+    snprintf(full, sizeof full, "%s:%s", o->a->out_path, name);
+    return vox_volume_detached(o->ctx, full, &d, vol);
+}
+
 /* The result is known: keep the history (float32 scores), map each cut, create the datasets
- * and write the history. */
+ * and write the history (another rank: the maps and detached volumes only). */
 static enum vox_status chunk_ready(void *arg, const struct vox_seg_result *res)
 {
     struct chunk_out *o = arg;
@@ -716,27 +740,27 @@ static enum vox_status chunk_ready(void *arg, const struct vox_seg_result *res)
     }
     char name[600], what[128];
     params_string(o->a, o->params, sizeof o->params);
-    enum vox_status s = vox_out_open(ctx, o->a->out_path, &o->f);
+    enum vox_status s = o->worker ? VOX_OK : vox_out_open(ctx, o->a->out_path, &o->f);
     for (int k = 0; k < o->a->nthr && s == VOX_OK; k++) {
         s = vox_merge_history_map(ctx, &st->hist, o->a->thr[k], &o->map[k], &st->nfinal[k]);
         threshold_name(o->a, k, name, sizeof name);
         snprintf(what, sizeof what, "labels cut at threshold %g", o->a->thr[k]);
-        s = s ? s
-              : make_dataset(ctx, o->f, st, name, VOX_U64, 3, st->shape, o->h5chunk, o->params,
-                             what, &o->cut[k]);
+        s = s ? s : chunk_dataset(o, name, VOX_U64, what, &o->cut[k]);
     }
     snprintf(name, sizeof name, "%s_base", o->a->out_ds);
     s = s ? s
-          : make_dataset(ctx, o->f, st, name, VOX_U32, 3, st->shape, o->h5chunk, o->params,
-                         "base segments after size merge and dust (the cut at 0)", &o->base);
-    return s ? s : write_history(ctx, o->f, o->a, st, o->params);
+          : chunk_dataset(o, name, VOX_U32,
+                          "base segments after size merge and dust (the cut "
+                          "at 0)",
+                          &o->base);
+    return s || o->worker ? s : write_history(ctx, o->f, o->a, st, o->params);
 }
 
-static enum vox_status chunk_write(void *arg, const int64_t lo[3], const struct vox_tensor *l)
+/* Encodes a box's datasets: enc[k] the cut at threshold k, enc[nthr] the base labels. */
+static enum vox_status chunk_encode_all(struct chunk_out *o, const int64_t lo[3],
+                                        const struct vox_tensor *l, struct vox_encoded **enc)
 {
-    struct chunk_out *o = arg;
     struct vox_tensor cut = {0};
-    struct vox_encoded *enc[MAX_THRESHOLDS + 1] = {0};
     int nthr = o->a->nthr;
     enum vox_status s = vox_volume_encode(o->ctx, o->base, lo, l, &enc[nthr]);
     s = s ? s : vox_tensor_alloc(o->ctx, &cut, VOX_U64, 3, l->shape);
@@ -749,6 +773,15 @@ static enum vox_status chunk_write(void *arg, const int64_t lo[3], const struct 
         s = vox_volume_encode(o->ctx, o->cut[k], lo, &cut, &enc[k]);
     }
     vox_tensor_free(o->ctx, &cut);
+    return s;
+}
+
+static enum vox_status chunk_write(void *arg, const int64_t lo[3], const struct vox_tensor *l)
+{
+    struct chunk_out *o = arg;
+    struct vox_encoded *enc[MAX_THRESHOLDS + 1] = {0};
+    int nthr = o->a->nthr;
+    enum vox_status s = chunk_encode_all(o, lo, l, enc);
     pthread_mutex_lock(&o->lock);
     for (int k = 0; k <= nthr; k++) {
         if (s == VOX_OK && enc[k])
@@ -756,6 +789,68 @@ static enum vox_status chunk_write(void *arg, const int64_t lo[3], const struct 
         else
             vox_encoded_free(o->ctx, enc[k]);
     }
+    pthread_mutex_unlock(&o->lock);
+    return s;
+}
+
+/* Another rank: a box's datasets as bytes for rank 0, int64 words: the count, each part's
+ * length, then the parts (vox_encoded_pack's), in chunk_encode_all's order. */
+static enum vox_status chunk_encode(void *arg, const int64_t lo[3], const struct vox_tensor *l,
+                                    void **blob, int64_t *len)
+{
+    struct chunk_out *o = arg;
+    struct vox_encoded *enc[MAX_THRESHOLDS + 1] = {0};
+    void *part[MAX_THRESHOLDS + 1] = {0};
+    int64_t plen[MAX_THRESHOLDS + 1] = {0}, n = o->a->nthr + 1;
+    enum vox_status s = chunk_encode_all(o, lo, l, enc);
+    int64_t total = (1 + n) * (int64_t)sizeof(int64_t);
+    for (int k = 0; k < n; k++) {
+        if (s == VOX_OK)
+            s = vox_encoded_pack(o->ctx, enc[k], &part[k], &plen[k]); /* frees enc[k] */
+        else
+            vox_encoded_free(o->ctx, enc[k]);
+        total += plen[k];
+    }
+    uint8_t *p = s == VOX_OK ? vox_alloc(o->ctx, (size_t)total) : NULL;
+    if (s == VOX_OK && !p)
+        s = VOX_OUT_OF_MEMORY;
+    if (s == VOX_OK) {
+        int64_t *hd = (int64_t *)p;
+        hd[0] = n;
+        memcpy(hd + 1, plen, (size_t)n * sizeof *plen);
+        uint8_t *d = p + (1 + n) * sizeof(int64_t);
+        for (int k = 0; k < n; d += plen[k], k++)
+            memcpy(d, part[k], (size_t)plen[k]);
+        *blob = p;
+        *len = total;
+    }
+    for (int k = 0; k < n; k++)
+        vox_free(o->ctx, part[k]);
+    return s;
+}
+
+/* Rank 0: another rank's box, stored into each dataset. */
+static enum vox_status chunk_store(void *arg, const int64_t lo[3], const void *blob, int64_t len)
+{
+    struct chunk_out *o = arg;
+    const int64_t n = o->a->nthr + 1, head = (1 + n) * (int64_t)sizeof(int64_t);
+    const int64_t *hd = blob;
+    int64_t total = head;
+    bool ok = len >= head && hd[0] == n;
+    for (int k = 0; ok && k < n; k++) {
+        ok = hd[1 + k] >= 0 && hd[1 + k] <= len - total;
+        total += ok ? hd[1 + k] : 0;
+    }
+    if (!ok || total != len)
+        return vox_fail(o->ctx, VOX_IO,
+                        "the labels of the chunk at (%lld, %lld, %lld) came malformed from "
+                        "another rank",
+                        (long long)lo[0], (long long)lo[1], (long long)lo[2]);
+    enum vox_status s = VOX_OK;
+    const uint8_t *d = (const uint8_t *)blob + head;
+    pthread_mutex_lock(&o->lock);
+    for (int k = 0; k < n && s == VOX_OK; d += hd[1 + k], k++)
+        s = vox_volume_write_packed(o->ctx, k < n - 1 ? o->cut[k] : o->base, d, hd[1 + k]);
     pthread_mutex_unlock(&o->lock);
     return s;
 }
@@ -783,7 +878,8 @@ static void print_stats(const struct vox_dist_stats *x)
 static enum vox_status chunked(struct vox_ctx *ctx, const struct seg_args *a,
                                struct seg_state *st, const struct vox_dist_comm *comm)
 {
-    bool worker = comm && comm->rank != 0; /* sends its chunks to rank 0, writes nothing */
+    /* another rank: sends rank 0 its chunks' summaries and encoded output, writes no file */
+    bool worker = comm && comm->rank != 0;
     struct vox_volume *vol = NULL;
     struct vox_dist_source src = {0};
     enum vox_status s;
@@ -798,9 +894,15 @@ static enum vox_status chunked(struct vox_ctx *ctx, const struct seg_args *a,
     }
     for (int k = 0; k < 3 && s == VOX_OK; k++)
         st->shape[k] = st->info.shape[k + 1 - (a->boundary != NULL)];
-    struct chunk_out o = {.ctx = ctx, .a = a, .st = st, .lock = PTHREAD_MUTEX_INITIALIZER};
+    struct chunk_out o = {
+        .ctx = ctx, .a = a, .st = st, .worker = worker, .lock = PTHREAD_MUTEX_INITIALIZER};
     out_chunks(a->chunk, st->shape, o.h5chunk);
-    struct vox_dist_sink sink = {chunk_ready, chunk_write, &o, true};
+    struct vox_dist_sink sink = {.ready = chunk_ready,
+                                 .write = chunk_write,
+                                 .arg = &o,
+                                 .concurrent = true,
+                                 .encode = chunk_encode,
+                                 .store = chunk_store};
     struct vox_dist_stats stats = {0};
     /* VOX_DIST_DIE_AFTER=N (tests): the process ends after N restart records. */
     const char *die = getenv("VOX_DIST_DIE_AFTER");
@@ -830,8 +932,13 @@ static enum vox_status chunked(struct vox_ctx *ctx, const struct seg_args *a,
         phase(st, "write", t0, "%s", a->out_path);
     if (s == VOX_OK && a->stats && !worker)
         print_stats(&stats);
-    for (int k = 0; k < a->nthr; k++)
+    for (int k = 0; k < a->nthr; k++) {
         vox_free(ctx, o.map[k]);
+        if (worker) /* (rank 0's belong to its file) */
+            vox_volume_close(o.cut[k]);
+    }
+    if (worker)
+        vox_volume_close(o.base);
     vox_seg_result_fini(ctx, &res);
     vox_volume_close(vol);
     vox_tensor_free(ctx, &st->q);

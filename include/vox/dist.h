@@ -109,6 +109,16 @@ struct vox_dist_sink {
     enum vox_status (*write)(void *arg, const int64_t lo[3], const struct vox_tensor *labels);
     void *arg;
     bool concurrent;
+    /* Optional, for a comm that shares the stages (vox_dist_comm.send_to): with both set, the
+     * other ranks write their own chunks' labels as bytes, encode(arg, lo, labels, &blob,
+     * &len) (a blob from vox_alloc on the run's context; one chunk at a time per rank), and
+     * rank 0 stores those bytes, store(arg, lo, blob, len), by the rules of write. On the
+     * other ranks ready comes first too, with rank 0's res less its labels and dend (nseg,
+     * nbasins and the merges: enough to cut them); write and store never come there. NULL:
+     * rank 0 writes every chunk. */
+    enum vox_status (*encode)(void *arg, const int64_t lo[3], const struct vox_tensor *labels,
+                              void **blob, int64_t *len);
+    enum vox_status (*store)(void *arg, const int64_t lo[3], const void *blob, int64_t len);
 };
 
 /* Processes sharing a run (e.g. MPI ranks; libvox_dist_mpi gives one over an MPI
@@ -121,10 +131,12 @@ struct vox_dist_sink {
  * way: the ranks keep their chunks' stage-(a) labels, and rank 0 sends a rank each of its
  * chunks' label maps and one-voxel margin when it is ready for one (send_to(arg, ctx, to,
  * key, blob, len)); the rank takes them in the order sent (recv_root) and sends back the
- * chunk's summary (send). With send_to, send and send_to must return without waiting for the
- * receiver to take the message (a copy queued or sent asynchronously, as libvox_dist_mpi
- * does); receives wait. NULL: only stage (a) is shared, and blocking sends are fine. Without a
- * sink (labels whole in memory) rank 0 keeps stages (b) and (c). */
+ * chunk's summary (send); and where the sink can encode and store (vox_dist_sink), the
+ * output (d) too: the rank maps its chunks' labels through the segment maps rank 0 sends and
+ * sends back their encoded bytes. With send_to, send and send_to must return without waiting
+ * for the receiver to take the message (a copy queued or sent asynchronously, as
+ * libvox_dist_mpi does); receives wait. NULL: only stage (a) is shared, and blocking sends
+ * are fine. Without a sink (labels whole in memory) rank 0 keeps stages (b), (c) and (d). */
 struct vox_dist_comm {
     int rank, size;
     enum vox_status (*send)(void *arg, struct vox_ctx *ctx, int64_t chunk, const void *blob,

@@ -123,6 +123,21 @@ enum vox_status vox_volume_encode(struct vox_ctx *ctx, struct vox_volume *vol, c
                                   const struct vox_tensor *src, struct vox_encoded **out);
 enum vox_status vox_volume_write_encoded(struct vox_ctx *ctx, struct vox_encoded *e);
 void vox_encoded_free(struct vox_ctx *ctx, struct vox_encoded *e);
+/* Encoding in a process that does not hold the file (an MPI rank): vox_volume_detached gives
+ * a volume with the layout vox_out_dataset would give an HDF5 dataset with these options (its
+ * chunks, gzip and shuffle), in no file; vox_volume_encode encodes boxes for it, and
+ * vox_encoded_pack turns an encoding into bytes (a vox_alloc'd blob; e is freed, also on
+ * failure). The process that writes the dataset hands the bytes to vox_volume_write_packed,
+ * which checks they were made for this dataset's dtype, shape, chunks and filters (else
+ * VOX_FORMAT, nothing written) and stores them (the one-thread rule). A detached volume
+ * cannot be written; vox_volume_close frees it. */
+enum vox_status vox_volume_detached(struct vox_ctx *ctx, const char *name,
+                                    const struct vox_dataset_options *opt,
+                                    struct vox_volume **vol_out);
+enum vox_status vox_encoded_pack(struct vox_ctx *ctx, struct vox_encoded *e, void **blob,
+                                 int64_t *len);
+enum vox_status vox_volume_write_packed(struct vox_ctx *ctx, struct vox_volume *vol,
+                                        const void *blob, int64_t len);
 /* A string attribute on a dataset being written (provenance: "source", "convention", ...).
  * Written as a variable-length UTF-8 string, as h5py writes str. A .npy file has no
  * attributes: the call does nothing there. */

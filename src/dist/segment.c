@@ -34,6 +34,8 @@ struct sg_run {
     enum vox_status *st;
     struct dist_scratch *sc; /* per worker */
     bool *done;              /* per chunk: taken from its record (ingest) */
+    struct dist_share *share; /* (d): the other ranks' chunks (rank 0), or NULL */
+    int share_rank;           /* (d) on another rank: its rank */
 };
 
 static enum vox_status sg_check_source(struct vox_ctx *ctx, const struct vox_dist_source *src,
@@ -86,10 +88,13 @@ static enum vox_status sg_check(struct vox_ctx *ctx, const struct vox_dist_sourc
                         "chunked segmentation: a comm needs 0 <= rank "
                         "(%d) < size (%d) and both send and recv",
                         c->rank, c->size);
-    if (o->sink && (!o->sink->ready || !o->sink->write))
+    /* (another rank of a comm writes nothing itself: encode will do there) */
+    bool rank0 = !c || c->rank == 0;
+    if (o->sink && (!o->sink->ready || (!o->sink->write && (rank0 || !o->sink->encode))))
         return vox_fail(ctx, VOX_INVALID_ARG,
                         "chunked segmentation: the sink needs both "
-                        "ready and write");
+                        "ready and write%s",
+                        rank0 ? "" : " (or encode)");
     return VOX_OK;
 }
 
@@ -316,6 +321,10 @@ static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
 {
     struct sg_run *r = arg;
     for (int64_t i = lo[0]; i < hi[0]; i++) {
+        if (r->share && i % r->share->c->size != 0) { /* another rank's: sg_take */
+            r->st[i] = tid == 0 ? dist_share_step(r->ctx, r->share) : VOX_OK;
+            continue;
+        }
         struct dist_box b;
         sg_box(r, i, &b);
         int64_t shape[3] = {b.hi[0] - b.lo[0], b.hi[1] - b.lo[1], b.hi[2] - b.lo[2]};
@@ -348,15 +357,200 @@ static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
     }
 }
 
-/* (d) with a sink: ready, then every chunk's labels. */
+/* ---- (d) shared: the other ranks encode their own chunks' labels ---------------------------
+ * Rank 0 sends every rank the result (its sink's ready cuts the merges) and, for each of the
+ * rank's chunks, the map from the chunk's fragments (which the rank kept from stage (a)) to
+ * segments; the rank maps its labels, encodes them (sink->encode) and sends the bytes back,
+ * which rank 0 stores (sink->store) where that chunk goes. */
+
+/* The result as (d)'s setup: int64 nbasins, nseg, merges.nseg, merges.n, then the merges. */
+static enum vox_status sg_res_pack(struct vox_ctx *ctx, const struct vox_seg_result *res,
+                                   void **blob, int64_t *len)
+{
+    const int64_t hd[4] = {res->nbasins, res->nseg, res->merges.nseg, res->merges.n};
+    size_t m = (size_t)res->merges.n * sizeof *res->merges.m;
+    uint8_t *p = *blob = vox_alloc(ctx, sizeof hd + m);
+    if (!p)
+        return VOX_OUT_OF_MEMORY;
+    memcpy(p, hd, sizeof hd);
+    if (m)
+        memcpy(p + sizeof hd, res->merges.m, m);
+    *len = (int64_t)(sizeof hd + m);
+    return VOX_OK;
+}
+
+static enum vox_status sg_res_unpack(struct vox_ctx *ctx, const uint8_t *blob, int64_t len,
+                                     struct vox_seg_result *res)
+{
+    int64_t hd[4];
+    const int64_t msz = (int64_t)sizeof *res->merges.m;
+    if (len < (int64_t)sizeof hd)
+        return VOX_FORMAT;
+    memcpy(hd, blob, sizeof hd);
+    if (hd[3] < 0 || hd[3] > (len - (int64_t)sizeof hd) / msz ||
+        len != (int64_t)sizeof hd + hd[3] * msz)
+        return VOX_FORMAT;
+    memset(res, 0, sizeof *res);
+    res->nbasins = hd[0];
+    res->nseg = hd[1];
+    res->merges = (struct vox_merge_history){.nseg = hd[2], .n = hd[3], .cap = hd[3]};
+    res->merges.m = vox_alloc(ctx, (size_t)(hd[3] + 1) * sizeof *res->merges.m);
+    if (!res->merges.m)
+        return VOX_OUT_OF_MEMORY;
+    if (hd[3])
+        memcpy(res->merges.m, blob + sizeof hd, (size_t)(hd[3] * msz));
+    return VOX_OK;
+}
+
+/* Rank 0: chunk i's fragment → segment map for its rank (int64 count, then u32s). */
+static enum vox_status sg_give(void *arg, int64_t i, void **blob, int64_t *len)
+{
+    struct sg_run *r = arg;
+    const struct dist_store *st = r->store;
+    const int64_t n = st->cmap_n[i];
+    uint8_t *p = *blob = vox_alloc(r->ctx, sizeof n + (size_t)n * sizeof(uint32_t));
+    if (!p)
+        return VOX_OUT_OF_MEMORY;
+    memcpy(p, &n, sizeof n);
+    uint32_t *m = (uint32_t *)(p + sizeof n);
+    for (int64_t k = 0; k < n; k++)
+        m[k] = r->map[st->cmap[i][k]];
+    *len = (int64_t)(sizeof n + (size_t)n * sizeof(uint32_t));
+    return VOX_OK;
+}
+
+/* Rank 0: chunk i's encoded labels from its rank, stored. */
+static enum vox_status sg_take(void *arg, int64_t i, const uint8_t *blob, int64_t len)
+{
+    struct sg_run *r = arg;
+    struct dist_box b;
+    sg_box(r, i, &b);
+    const int64_t nv = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
+    if (!r->sink->concurrent)
+        pthread_mutex_lock(&r->io->mu);
+    enum vox_status s = r->sink->store(r->sink->arg, b.lo, blob, len);
+    if (!r->sink->concurrent)
+        pthread_mutex_unlock(&r->io->mu);
+    __atomic_fetch_add(&r->io->bytes_written, nv * (int64_t)sizeof(uint32_t), __ATOMIC_RELAXED);
+    vox_progress_add(r->io->bar, 1);
+    return s;
+}
+
+/* Another rank: the result, given to the sink's ready; then its chunks. */
+struct sg_served {
+    struct sg_run r;
+    struct dist_store *own; /* this rank's fragment labels */
+    struct vox_seg_result res;
+};
+
+static enum vox_status sg_serve_setup(void *arg, const uint8_t *blob, int64_t len)
+{
+    struct sg_served *v = arg;
+    enum vox_status s = sg_res_unpack(v->r.ctx, blob, len, &v->res);
+    if (s == VOX_FORMAT)
+        return vox_fail(v->r.ctx, VOX_IO, "chunked segmentation: a malformed result from rank 0");
+    if (s == VOX_OK && v->r.sink && v->r.sink->encode)
+        s = v->r.sink->ready(v->r.sink->arg, &v->res);
+    return s;
+}
+
+static enum vox_status sg_serve_work(void *arg, int64_t i, const uint8_t *blob, int64_t len,
+                                     void **out, int64_t *out_len)
+{
+    struct sg_served *v = arg;
+    struct sg_run *r = &v->r;
+    struct dist_box b;
+    sg_box(r, i, &b);
+    int64_t ncm = -1;
+    if (len >= (int64_t)sizeof ncm)
+        memcpy(&ncm, blob, sizeof ncm);
+    if (!r->sink || !r->sink->encode)
+        return vox_fail(r->ctx, VOX_INVALID_ARG,
+                        "chunked segmentation: rank 0's sink stores chunks the other ranks "
+                        "encode, rank %d's cannot encode",
+                        r->share_rank);
+    if (ncm < 1 || len != (int64_t)sizeof ncm + ncm * (int64_t)sizeof(uint32_t))
+        return vox_fail(r->ctx, VOX_IO,
+                        "chunked segmentation: rank 0 sent a malformed map for the chunk "
+                        "at (%lld, %lld, %lld)",
+                        (long long)b.lo[0], (long long)b.lo[1], (long long)b.lo[2]);
+    const uint32_t *cm = (const uint32_t *)(blob + sizeof ncm);
+    struct vox_tensor t = {.dtype = VOX_U32, .rank = 3};
+    for (int a = 2, st = 1; a >= 0; st *= (int)(b.hi[a] - b.lo[a]), a--) {
+        t.shape[a] = b.hi[a] - b.lo[a];
+        t.strides[a] = st;
+    }
+    const int64_t nv = t.shape[0] * t.shape[1] * t.shape[2];
+    uint32_t *l = t.data = dist_scratch_get(r->ctx, r->sc, DIST_SC_LAB, (size_t)nv * sizeof *l);
+    enum vox_status s = l ? dist_store_read(r->ctx, v->own, &b, l, r->sc) : VOX_OUT_OF_MEMORY;
+    for (int64_t k = 0; s == VOX_OK && k < nv; k++) {
+        if (l[k] >= (uint64_t)ncm)
+            return vox_fail(r->ctx, VOX_IO,
+                            "chunked segmentation: rank 0's map for the chunk at (%lld, "
+                            "%lld, %lld) misses fragment %u",
+                            (long long)b.lo[0], (long long)b.lo[1], (long long)b.lo[2], l[k]);
+        l[k] = cm[l[k]];
+    }
+    return s == VOX_OK ? r->sink->encode(r->sink->arg, b.lo, &t, out, out_len) : s;
+}
+
+/* Another rank of a sharing comm: (d) for its own chunks (nothing when rank 0 keeps them). */
+static enum vox_status sg_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
+                                const struct vox_dist_options *o, struct dist_store *own)
+{
+    struct sg_served v = {.r = {.ctx = ctx, .sink = o->sink, .share_rank = vol->comm->rank},
+                          .own = own};
+    int64_t n = sg_grid(&v.r, vol->dims, o->chunk);
+    v.r.sc = dist_scratch_new(ctx);
+    enum vox_status s = v.r.sc
+                            ? dist_share_serve(ctx, vol->comm, n, sg_serve_setup, sg_serve_work, &v)
+                            : VOX_OUT_OF_MEMORY;
+    dist_scratch_free(ctx, v.r.sc);
+    vox_seg_result_fini(ctx, &v.res);
+    return s;
+}
+
+/* Rank 0 keeping (d): the ranks get the setup and the end. */
+static enum vox_status sg_keep_out(struct vox_ctx *ctx, const struct vox_seg_result *res,
+                                   const struct vox_dist_comm *comm)
+{
+    struct dist_share share = {.c = comm};
+    void *setup = NULL;
+    int64_t len = 0;
+    enum vox_status s = sg_res_pack(ctx, res, &setup, &len);
+    s = s ? s : dist_share_begin(ctx, &share, setup, len);
+    vox_free(ctx, setup);
+    return s;
+}
+
+/* (d) with a sink: ready, then every chunk's labels (with a sharing comm, the other ranks'
+ * chunks encoded there when the sink can store their bytes). */
 static enum vox_status sg_emit(struct sg_run *r, const struct vox_seg_result *res,
-                               const int64_t chunk[3])
+                               const int64_t chunk[3], const struct vox_dist_comm *comm)
 {
     pthread_mutex_lock(&r->io->mu);
     enum vox_status s = r->sink->ready(r->sink->arg, res);
     pthread_mutex_unlock(&r->io->mu);
     int64_t n = sg_grid(r, r->dims, chunk);
-    return s == VOX_OK ? sg_each(r, n, n, sg_out_task) : s;
+    struct dist_share share = {.c = comm, .nchunks = n, .take = sg_take, .arg = r};
+    if (s == VOX_OK && dist_share_on(comm)) {
+        void *setup = NULL;
+        int64_t len = 0;
+        const struct dist_store *st = r->store;
+        bool remote = r->sink->encode && r->sink->store && st->faces && st->cmap;
+        share.give = remote ? sg_give : NULL;
+        r->share = remote ? &share : NULL;
+        s = sg_res_pack(r->ctx, res, &setup, &len);
+        s = s ? s : dist_share_begin(r->ctx, &share, setup, len);
+        vox_free(r->ctx, setup);
+    }
+    s = s ? s : sg_each(r, n, n, sg_out_task);
+    if (r->share) {
+        enum vox_status e = dist_share_end(r->ctx, r->share);
+        s = s ? s : e;
+        r->share = NULL;
+    }
+    return s;
 }
 
 /* Concatenates n parts into one blob. */
@@ -583,6 +777,8 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
             s = dist_sm_serve(ctx, &vol, opt->chunk, p, &own);
         if (s == VOX_OK && share)
             s = dist_ag_serve(ctx, &vol, opt->chunk, p, &own);
+        if (s == VOX_OK && share)
+            s = sg_serve(ctx, &vol, opt, &own);
         dist_bfile_close(&own.f);
         dist_store_fini(ctx, &own);
         return s;
@@ -627,10 +823,12 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         s = sg_stages(ctx, &vol, &store, p, opt, &res, &map);
     if (s == VOX_OK && !opt->sink) {
         vox_seg_relabel(ctx, &res.labels, map);
+        if (dist_share_on(vol.comm)) /* the ranks wait for (d): rank 0 keeps it */
+            s = sg_keep_out(ctx, &res, vol.comm);
     } else if (s == VOX_OK) {
         struct sg_run r = {.ctx = ctx, .store = &store, .io = &io, .sink = opt->sink, .map = map};
         memcpy(r.dims, vol.dims, sizeof r.dims);
-        s = sg_emit(&r, &res, opt->chunk);
+        s = sg_emit(&r, &res, opt->chunk, vol.comm);
     }
     if (s == VOX_OK)
         vox_progress_finish(io.bar);

@@ -29,6 +29,8 @@ enum vox_status vox_h5_out_begin(struct vox_ctx *ctx, struct vox_out_file *f);
 enum vox_status vox_h5_out_dataset(struct vox_ctx *ctx, struct vox_out_file *f,
                                    const char *dataset, const struct vox_dataset_options *opt,
                                    struct vox_volume *vol);
+/* The chunk shape of a new non-empty dataset: opt's, or one chosen for it. */
+void vox_h5_chunk_choose(const struct vox_dataset_options *opt, int64_t *chunk);
 /* Whether the box [lo, hi) of vol is written by h5_chunks.c: a dataset created here with
  * gzip, the box covering the chunks it touches whole (up to the dataset's end). */
 bool vox_h5_chunks_ok(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi);

@@ -13,11 +13,15 @@
  * Only datasets this process created are written so (vol->gzip: their filters are known).
  *
  * The compression touches no libhdf5 state, so it may run on any thread (struct vox_encoded);
- * only the H5Dwrite_chunk calls need the one-thread-at-a-time rule of vox/io.h.
+ * only the H5Dwrite_chunk calls need the one-thread-at-a-time rule of vox/io.h. Nor does it
+ * need the file: a detached volume (the layout a dataset would have, no file) encodes boxes
+ * in another process (an MPI rank), which sends them as bytes (vox_encoded_pack) to the
+ * process that writes the dataset (vox_volume_write_packed: the layout checked first).
  */
 #include "io/h5.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -37,7 +41,8 @@ struct vox_encoded {
 
 bool vox_h5_chunks_ok(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi)
 {
-    if (vol->fmt != &vox_io_h5 || !vol->out || vol->gzip <= 0 || vol->chunk[0] <= 0)
+    if (vol->fmt != &vox_io_h5 || (!vol->out && !vol->detached) || vol->gzip <= 0 ||
+        vol->chunk[0] <= 0)
         return false;
     for (int i = 0; i < vol->info.rank; i++) {
         int64_t c = vol->chunk[i];
@@ -341,6 +346,13 @@ enum vox_status vox_volume_write_encoded(struct vox_ctx *ctx, struct vox_encoded
 {
     if (!e)
         return vox_fail(ctx, VOX_INVALID_ARG, "nothing encoded to write");
+    if (e->vol->detached) {
+        vox_fail(ctx, VOX_INVALID_ARG,
+                 "'%s' is detached: pack its encodings for the process that writes it",
+                 e->vol->name);
+        enc_free(ctx, e);
+        return VOX_INVALID_ARG;
+    }
     enum vox_status s = e->copy.data ? vox_volume_write(ctx, e->vol, e->lo, &e->copy)
                                      : write_range(ctx, e, 0, e->nchunks);
     enc_free(ctx, e);
@@ -350,4 +362,170 @@ enum vox_status vox_volume_write_encoded(struct vox_ctx *ctx, struct vox_encoded
 void vox_encoded_free(struct vox_ctx *ctx, struct vox_encoded *e)
 {
     enc_free(ctx, e);
+}
+
+/* ---- encodings as bytes, for a dataset another process writes -------------------------------- */
+
+enum vox_status vox_volume_detached(struct vox_ctx *ctx, const char *name,
+                                    const struct vox_dataset_options *opt,
+                                    struct vox_volume **vol_out)
+{
+    *vol_out = NULL;
+    enum vox_status s = vox_io_check_options(ctx, name, opt);
+    if (s != VOX_OK)
+        return s;
+    struct vox_volume *vol = vox_calloc(ctx, 1, sizeof *vol);
+    if (!vol || !(vol->name = vox_io_strdup(ctx, name))) {
+        vox_free(ctx, vol);
+        return VOX_OUT_OF_MEMORY;
+    }
+    vol->ctx = ctx;
+    vol->fmt = &vox_io_h5;
+    vol->detached = true;
+    vol->h5_file = vol->h5_dset = -1;
+    vol->fd = -1;
+    vol->info.dtype = opt->dtype;
+    vol->info.rank = opt->rank;
+    memcpy(vol->info.shape, opt->shape, sizeof vol->info.shape);
+    bool empty = false;
+    for (int i = 0; i < opt->rank; i++)
+        empty |= opt->shape[i] == 0;
+    if (!empty) { /* as vox_h5_out_dataset sets them */
+        vox_h5_chunk_choose(opt, vol->chunk);
+        vol->gzip = opt->gzip;
+        vol->shuffle = vol->gzip > 0 && vox_dtype_size(opt->dtype) > 1;
+    }
+    *vol_out = vol;
+    return VOX_OK;
+}
+
+/* The header of a packed encoding: int64 words. */
+enum { PK_MAGIC, PK_KIND, PK_DTYPE, PK_RANK, PK_GZIP, PK_SHUFFLE, PK_N, PK_AXES };
+#define PK_WORDS(r) (PK_AXES + 4 * (r))           /* then shape, chunk, lo, hi */
+static const int64_t pk_magic = 0x31454e43584f56; /* "VOXCNE1" */
+
+enum vox_status vox_encoded_pack(struct vox_ctx *ctx, struct vox_encoded *e, void **blob,
+                                 int64_t *len)
+{
+    *blob = NULL;
+    *len = 0;
+    if (!e)
+        return vox_fail(ctx, VOX_INVALID_ARG, "nothing encoded to pack");
+    const struct vox_volume *vol = e->vol;
+    const int r = vol->info.rank;
+    const bool copy = e->copy.data != NULL;
+    size_t data = copy ? vox_tensor_nbytes(&e->copy) : 0;
+    for (int64_t k = 0; !copy && k < e->nchunks; k++)
+        data += e->chunk[k].bytes;
+    const int64_t n = copy ? (int64_t)data : e->nchunks;
+    size_t head = (size_t)PK_WORDS(r) * sizeof(int64_t),
+           table = copy ? 0 : (size_t)n * (size_t)(r + 1) * sizeof(int64_t);
+    uint8_t *p = vox_alloc(ctx, head + table + data);
+    if (!p) {
+        enc_free(ctx, e);
+        return VOX_OUT_OF_MEMORY;
+    }
+    int64_t *h = (int64_t *)p;
+    h[PK_MAGIC] = pk_magic;
+    h[PK_KIND] = copy;
+    h[PK_DTYPE] = vol->info.dtype;
+    h[PK_RANK] = r;
+    h[PK_GZIP] = vol->gzip;
+    h[PK_SHUFFLE] = vol->shuffle;
+    h[PK_N] = n;
+    int64_t hi[VOX_MAX_RANK];
+    for (int i = 0; i < r; i++) /* a copy's box ends where its tensor does */
+        hi[i] = copy ? e->lo[i] + e->copy.shape[i] : e->hi[i];
+    memcpy(h + PK_AXES, vol->info.shape, (size_t)r * sizeof *h);
+    memcpy(h + PK_AXES + r, vol->chunk, (size_t)r * sizeof *h);
+    memcpy(h + PK_AXES + 2 * r, e->lo, (size_t)r * sizeof *h);
+    memcpy(h + PK_AXES + 3 * r, hi, (size_t)r * sizeof *h);
+    uint8_t *d = p + head + table;
+    if (copy)
+        memcpy(d, e->copy.data, data);
+    for (int64_t k = 0; !copy && k < n; k++) {
+        int64_t *t = (int64_t *)(p + head) + k * (r + 1);
+        memcpy(t, e->chunk[k].origin, (size_t)r * sizeof *t);
+        t[r] = (int64_t)e->chunk[k].bytes;
+        memcpy(d, e->chunk[k].data, e->chunk[k].bytes);
+        d += e->chunk[k].bytes;
+    }
+    enc_free(ctx, e);
+    *blob = p;
+    *len = (int64_t)(head + table + data);
+    return VOX_OK;
+}
+
+static enum vox_status pk_bad(struct vox_ctx *ctx, const struct vox_volume *vol, const char *why)
+{
+    return vox_fail(ctx, VOX_FORMAT, "'%s': a packed encoding that does not fit it (%s)", vol->name,
+                    why);
+}
+
+enum vox_status vox_volume_write_packed(struct vox_ctx *ctx, struct vox_volume *vol,
+                                        const void *blob, int64_t len)
+{
+    const int r = vol->info.rank;
+    const size_t head = (size_t)PK_WORDS(r) * sizeof(int64_t);
+    if (!vol->out || vol->fmt != &vox_io_h5)
+        return vox_fail(ctx, VOX_INVALID_ARG, "'%s' is not an HDF5 dataset being written",
+                        vol->name);
+    if (len < 0 || (size_t)len < head)
+        return pk_bad(ctx, vol, "too short");
+    int64_t h[PK_WORDS(VOX_MAX_RANK)];
+    memcpy(h, blob, head);
+    if (h[PK_MAGIC] != pk_magic || h[PK_RANK] != r || h[PK_DTYPE] != vol->info.dtype ||
+        memcmp(h + PK_AXES, vol->info.shape, (size_t)r * sizeof *h) != 0)
+        return pk_bad(ctx, vol, "another dtype or shape");
+    const int64_t *lo = h + PK_AXES + 2 * r, *hi = h + PK_AXES + 3 * r, n = h[PK_N];
+    int64_t box = 1;
+    for (int i = 0; i < r; i++) {
+        if (lo[i] < 0 || hi[i] <= lo[i] || hi[i] > vol->info.shape[i])
+            return pk_bad(ctx, vol, "a box outside it");
+        box *= hi[i] - lo[i];
+    }
+    const uint8_t *p = blob;
+    if (h[PK_KIND] == 1) { /* a copy of the box */
+        if (n != box * (int64_t)vox_dtype_size(vol->info.dtype) || len != (int64_t)head + n)
+            return pk_bad(ctx, vol, "a copy of the wrong size");
+        struct vox_tensor t = {.dtype = vol->info.dtype, .rank = r, .data = (void *)(p + head)};
+        for (int i = r - 1, st = 1; i >= 0; st *= (int)(hi[i] - lo[i]), i--) {
+            t.shape[i] = hi[i] - lo[i];
+            t.strides[i] = st;
+        }
+        return vox_volume_write(ctx, vol, lo, &t);
+    }
+    int64_t first[VOX_MAX_RANK], count[VOX_MAX_RANK];
+    if (h[PK_KIND] != 0 || h[PK_GZIP] != vol->gzip || h[PK_SHUFFLE] != vol->shuffle ||
+        memcmp(h + PK_AXES + r, vol->chunk, (size_t)r * sizeof *h) != 0 ||
+        !vox_h5_chunks_ok(vol, lo, hi))
+        return pk_bad(ctx, vol, "other chunks or filters");
+    if (n != chunk_grid(vol, lo, hi, first, count) ||
+        (len - (int64_t)head) / (int64_t)((size_t)(r + 1) * sizeof(int64_t)) < n)
+        return pk_bad(ctx, vol, "a chunk table of the wrong length");
+    const int64_t *table = (const int64_t *)(p + head);
+    int64_t data = (int64_t)head + n * (r + 1) * (int64_t)sizeof(int64_t), at = data;
+    for (int64_t k = 0; k < n; k++) {
+        int64_t origin[VOX_MAX_RANK], b = table[k * (r + 1) + r];
+        chunk_origin(vol, first, count, k, origin);
+        if (memcmp(origin, table + k * (r + 1), (size_t)r * sizeof *origin) != 0 || b < 0 ||
+            b > len - at)
+            return pk_bad(ctx, vol, "a chunk out of place");
+        at += b;
+    }
+    if (at != len)
+        return pk_bad(ctx, vol, "bytes beyond its chunks");
+    vox_h5_quiet();
+    at = data;
+    for (int64_t k = 0; k < n; k++) {
+        hsize_t off[VOX_MAX_RANK];
+        for (int i = 0; i < r; i++)
+            off[i] = (hsize_t)table[k * (r + 1) + i];
+        int64_t b = table[k * (r + 1) + r];
+        if (H5Dwrite_chunk((hid_t)vol->h5_dset, H5P_DEFAULT, 0, off, (size_t)b, p + at) < 0)
+            return vox_fail(ctx, VOX_IO, "'%s': HDF5 could not write a chunk (full disk?)",
+                            vol->name);
+        at += b;
+    }
+    return VOX_OK;
 }

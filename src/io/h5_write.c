@@ -83,7 +83,7 @@ static enum vox_status h5_make_parents(struct vox_ctx *ctx, struct vox_out_file 
 }
 
 /* The default chunk: 32x128x128 over the last three axes (1 on the ones before), clipped. */
-static void h5_chunk_auto(const struct vox_dataset_options *opt, hsize_t *chunk)
+static void h5_chunk_auto(const struct vox_dataset_options *opt, int64_t *chunk)
 {
     static const int64_t zyx[3] = {32, 128, 128};
     for (int i = 0; i < opt->rank; i++) {
@@ -94,8 +94,19 @@ static void h5_chunk_auto(const struct vox_dataset_options *opt, hsize_t *chunk)
         else if (opt->rank == 2)
             c = 256;
         c = c < opt->shape[i] ? c : opt->shape[i];
-        chunk[i] = (hsize_t)(c > 0 ? c : 1);
+        chunk[i] = c > 0 ? c : 1;
     }
+}
+
+void vox_h5_chunk_choose(const struct vox_dataset_options *opt, int64_t *chunk)
+{
+    bool given = false;
+    for (int i = 0; i < opt->rank; i++)
+        given |= opt->chunk[i] != 0;
+    if (given)
+        memcpy(chunk, opt->chunk, (size_t)opt->rank * sizeof *chunk);
+    else
+        h5_chunk_auto(opt, chunk);
 }
 
 /* Dataset creation properties: no time stamps; chunks, shuffle and gzip unless empty. */
@@ -107,15 +118,10 @@ static hid_t h5_dcpl(const struct vox_dataset_options *opt)
         if (opt->shape[i] == 0)
             return dcpl;
     hsize_t chunk[VOX_MAX_RANK];
-    bool given = false;
+    int64_t c[VOX_MAX_RANK];
+    vox_h5_chunk_choose(opt, c);
     for (int i = 0; i < opt->rank; i++)
-        given |= opt->chunk[i] != 0;
-    if (given) {
-        for (int i = 0; i < opt->rank; i++)
-            chunk[i] = (hsize_t)opt->chunk[i];
-    } else {
-        h5_chunk_auto(opt, chunk);
-    }
+        chunk[i] = (hsize_t)c[i];
     H5Pset_chunk(dcpl, opt->rank, chunk);
     if (opt->gzip > 0) {
         if (vox_dtype_size(opt->dtype) > 1)

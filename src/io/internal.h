@@ -25,6 +25,7 @@ struct vox_volume {
     int64_t chunk[VOX_MAX_RANK]; /* HDF5 chunk shape; all 0: not chunked */
     int gzip;                    /* HDF5 created here: its gzip level (0: none), shuffle on */
     bool shuffle;                /* multi-byte types: h5_chunks.c compresses as libhdf5 would */
+    bool detached;               /* vox_volume_detached: a layout to encode for, no file */
 };
 
 struct vox_out_file {
@@ -75,6 +76,9 @@ enum vox_status vox_io_format_of(struct vox_ctx *ctx, const char *path,
 char *vox_io_strdup(struct vox_ctx *ctx, const char *s);
 /* Copies the file src to dst (created or truncated), byte for byte. */
 enum vox_status vox_io_copy_file(struct vox_ctx *ctx, const char *src, const char *dst);
+/* The checks of vox_out_dataset's options; `name` for the messages. */
+enum vox_status vox_io_check_options(struct vox_ctx *ctx, const char *name,
+                                     const struct vox_dataset_options *opt);
 /* The checks of vox_volume_write (vol is being written; src fits at lo), filling the box
  * [l, h). */
 enum vox_status vox_io_check_write(struct vox_ctx *ctx, const struct vox_volume *vol,

@@ -67,28 +67,31 @@ enum vox_status vox_out_open(struct vox_ctx *ctx, const char *path, struct vox_o
     return VOX_OK;
 }
 
-static enum vox_status check_options(struct vox_ctx *ctx, const struct vox_out_file *f,
+enum vox_status vox_io_check_options(struct vox_ctx *ctx, const char *name,
                                      const struct vox_dataset_options *opt)
 {
     if ((unsigned)opt->dtype >= VOX_DTYPE_COUNT)
-        return vox_fail(ctx, VOX_INVALID_ARG, "'%s': unknown dtype %d", f->path, opt->dtype);
+        return vox_fail(ctx, VOX_INVALID_ARG, "'%s': unknown dtype %d", name, opt->dtype);
     if (opt->rank < 1 || opt->rank > VOX_MAX_RANK)
-        return vox_fail(ctx, VOX_UNSUPPORTED, "'%s': rank %d (volumes have 1 to %d "
-                        "dimensions)", f->path, opt->rank, VOX_MAX_RANK);
+        return vox_fail(ctx, VOX_UNSUPPORTED,
+                        "'%s': rank %d (volumes have 1 to %d "
+                        "dimensions)",
+                        name, opt->rank, VOX_MAX_RANK);
     if (opt->gzip < 0 || opt->gzip > 9)
-        return vox_fail(ctx, VOX_INVALID_ARG, "'%s': gzip level %d (expected 0 to 9)", f->path,
+        return vox_fail(ctx, VOX_INVALID_ARG, "'%s': gzip level %d (expected 0 to 9)", name,
                         opt->gzip);
     bool chunked = false;
     for (int i = 0; i < opt->rank; i++)
         chunked |= opt->chunk[i] != 0;
     for (int i = 0; i < opt->rank; i++) {
         if (opt->shape[i] < 0)
-            return vox_fail(ctx, VOX_INVALID_ARG, "'%s': axis %d has size %lld", f->path, i,
+            return vox_fail(ctx, VOX_INVALID_ARG, "'%s': axis %d has size %lld", name, i,
                             (long long)opt->shape[i]);
         if (chunked && opt->shape[i] > 0 && (opt->chunk[i] < 1 || opt->chunk[i] > opt->shape[i]))
-            return vox_fail(ctx, VOX_INVALID_ARG, "'%s': chunk %lld on axis %d (expected 1 to "
-                            "%lld)", f->path, (long long)opt->chunk[i], i,
-                            (long long)opt->shape[i]);
+            return vox_fail(ctx, VOX_INVALID_ARG,
+                            "'%s': chunk %lld on axis %d (expected 1 to "
+                            "%lld)",
+                            name, (long long)opt->chunk[i], i, (long long)opt->shape[i]);
     }
     return VOX_OK;
 }
@@ -126,7 +129,7 @@ enum vox_status vox_out_dataset(struct vox_ctx *ctx, struct vox_out_file *f, con
                                 struct vox_volume **vol_out)
 {
     *vol_out = NULL;
-    enum vox_status s = check_options(ctx, f, opt);
+    enum vox_status s = vox_io_check_options(ctx, f->path, opt);
     if (s != VOX_OK)
         return s;
     struct vox_volume *vol = out_volume_new(ctx, f, dataset ? dataset : "");

@@ -69,7 +69,8 @@ void vox_volume_close(struct vox_volume *vol)
 {
     if (!vol || vol->out)
         return;
-    vol->fmt->close(vol);
+    if (!vol->detached)
+        vol->fmt->close(vol);
     vox_free(vol->ctx, vol->name);
     vox_free(vol->ctx, vol);
 }
@@ -159,7 +160,7 @@ enum vox_status vox_io_check_write(struct vox_ctx *ctx, const struct vox_volume 
                                    const int64_t *lo, const struct vox_tensor *src, int64_t *l,
                                    int64_t *h)
 {
-    if (!vol->out)
+    if (!vol->out && !vol->detached)
         return vox_fail(ctx, VOX_INVALID_ARG, "'%s' was opened for reading, not writing",
                         vol->name);
     return check_box(ctx, vol, lo, NULL, src, true, l, h);
@@ -169,7 +170,11 @@ enum vox_status vox_volume_write(struct vox_ctx *ctx, struct vox_volume *vol, co
                                  const struct vox_tensor *src)
 {
     int64_t l[VOX_MAX_RANK] = {0}, h[VOX_MAX_RANK] = {0};
-    enum vox_status s = vox_io_check_write(ctx, vol, lo, src, l, h);
+    enum vox_status s = vol->detached ? vox_fail(ctx, VOX_INVALID_ARG,
+                                                 "'%s' is detached: it encodes, it holds no "
+                                                 "file to write",
+                                                 vol->name)
+                                      : vox_io_check_write(ctx, vol, lo, src, l, h);
     struct vox_tensor t = *src; /* only read from: writing copies out of it */
     return s != VOX_OK ? s : move_strided(ctx, vol, l, h, &t, true);
 }
