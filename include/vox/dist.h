@@ -133,7 +133,8 @@ struct vox_dist_sink {
  * key, blob, len)); the rank takes them in the order sent (recv_root) and sends back the
  * chunk's summary (send); and where the sink can encode and store (vox_dist_sink), the
  * output (d) too: the rank maps its chunks' labels through the segment maps rank 0 sends and
- * sends back their encoded bytes. With send_to, send and send_to must return without waiting
+ * sends back their encoded bytes (such a rank sends rank 0 its chunks' face labels in stage
+ * (a), not all their labels). With send_to, send and send_to must return without waiting
  * for the receiver to take the message (a copy queued or sent asynchronously, as
  * libvox_dist_mpi does); receives wait. NULL: only stage (a) is shared, and blocking sends
  * are fine. Without a sink (labels whole in memory) rank 0 keeps stages (b), (c) and (d). */

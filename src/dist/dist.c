@@ -186,7 +186,7 @@ static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
     if (st == VOX_OK)
         st = dist_store_write(r->ctx, r->labels, &b, lab, sc);
     if (st == VOX_OK && r->labels->faces)
-        st = dist_faces_put(r->ctx, r->labels->faces, i, lab);
+        st = dist_faces_put(r->ctx, r->labels->faces, i, lab, false);
     if (st == VOX_OK && r->vol.jr) {
         dist_journal_count(r->vol.jr, false);
         st = ws_record(r, i, dist_hash(lab, (size_t)n * sizeof *lab, 0));
@@ -212,21 +212,27 @@ static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks)
         return s;
     r->received++;
     struct dist_box box;
-    int64_t n = -1, nv = 0;
+    int64_t n = -1, nv = 0, nf = -1;
+    struct dist_faces *fc = r->labels->faces;
     if (i > 0 && i < nchunks && i % c->size != 0 && !r->fr[i] && !r->sum[0][i].link) {
         node_box(r, 0, i, &box);
         nv = (box.hi[0] - box.lo[0]) * (box.hi[1] - box.lo[1]) * (box.hi[2] - box.lo[2]);
+        nf = fc ? dist_faces_len(fc->dims, fc->chunk, i) : -1;
         n = ws_unpack(r, i, b, len);
     }
-    if (n < 0 || len - n != nv * (int64_t)sizeof(uint32_t))
+    /* the chunk's labels, or (a rank that writes its own output) its faces only */
+    const bool faces = n >= 0 && len - n == nf * (int64_t)sizeof(uint32_t);
+    if (n < 0 || (!faces && len - n != nv * (int64_t)sizeof(uint32_t)))
         s = vox_fail(r->ctx, VOX_IO,
                      "chunked watershed: a malformed summary of "
                      "%lld bytes for chunk %lld from another rank",
                      (long long)len, (long long)i);
+    else if (faces)
+        r->labels->absent++;
     else
         s = dist_store_write(r->ctx, r->labels, &box, (const uint32_t *)(b + n), NULL);
-    if (s == VOX_OK && r->labels->faces)
-        s = dist_faces_put(r->ctx, r->labels->faces, i, (const uint32_t *)(b + n));
+    if (s == VOX_OK && fc)
+        s = dist_faces_put(r->ctx, fc, i, (const uint32_t *)(b + n), faces);
     if (s == VOX_OK)
         sum_stats(r, 0, &r->sum[0][i]);
     vox_free(r->ctx, b);
@@ -748,7 +754,7 @@ enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor 
 
 enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
                              const int64_t chunk[3], const struct vox_seg_params *p,
-                             struct dist_store *own)
+                             struct dist_store *own, bool faces_only)
 {
     const struct vox_dist_comm *c = vol->comm;
     struct dist_run r = {.ctx = ctx, .p = p, .vol = *vol};
@@ -765,12 +771,16 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
         s = lab ? dist_chunk_ws(ctx, &r.vol, &b, p, sc, &sum, lab) : VOX_OUT_OF_MEMORY;
         if (s == VOX_OK && own) /* kept for the windows of stages (b) and (c) */
             s = dist_store_write(ctx, own, &b, lab, sc);
-        int64_t n = s == VOX_OK ? ws_pack(ctx, &sum, (size_t)nv * sizeof *lab, &blob) : 0;
+        const int64_t nx = faces_only ? dist_faces_len(vol->dims, chunk, i) : nv;
+        int64_t n = s == VOX_OK ? ws_pack(ctx, &sum, (size_t)nx * sizeof *lab, &blob) : 0;
         if (s == VOX_OK && !blob)
             s = VOX_OUT_OF_MEMORY;
         if (s == VOX_OK) {
-            memcpy(blob + n, lab, (size_t)nv * sizeof *lab);
-            s = c->send(c->arg, ctx, i, blob, n + nv * (int64_t)sizeof *lab);
+            if (faces_only)
+                dist_faces_extract(&b, lab, (uint32_t *)(void *)(blob + n));
+            else
+                memcpy(blob + n, lab, (size_t)nv * sizeof *lab);
+            s = c->send(c->arg, ctx, i, blob, n + nx * (int64_t)sizeof *lab);
         }
         vox_free(ctx, blob);
         vox_free(ctx, lab);

@@ -223,6 +223,7 @@ struct dist_store {
     uint8_t *narrow;
     int64_t *cmap_n;          /* cmap[i]'s length (fragments + 1), where cmap is set */
     struct dist_faces *faces; /* rank 0 of a sharing comm: every chunk's six fragment faces */
+    int64_t absent;           /* chunks of other ranks that sent their faces only (no record) */
 };
 
 /* Frees st->cmap and st->narrow. */
@@ -314,10 +315,12 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                             struct vox_dist_stats *stats, struct dist_dend *side);
 
 /* A rank other than 0 of vol->comm: the watershed of its atomic chunks (chunk i belongs to
- * rank i mod size), each chunk's summary and fragment labels sent to rank 0. */
+ * rank i mod size), each chunk's summary and fragment labels sent to rank 0, or with
+ * faces_only only the labels of its six faces (the rank keeps the labels in `own` and writes
+ * the chunk's output itself). */
 enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
                              const int64_t chunk[3], const struct vox_seg_params *p,
-                             struct dist_store *own);
+                             struct dist_store *own, bool faces_only);
 
 void dist_sum_fini(struct vox_ctx *ctx, struct dist_sum *s);
 
@@ -484,9 +487,14 @@ struct dist_faces {
 enum vox_status dist_faces_init(struct vox_ctx *ctx, struct dist_faces *fc, const int64_t dims[3],
                                 const int64_t chunk[3]);
 void dist_faces_fini(struct vox_ctx *ctx, struct dist_faces *fc);
-/* Keeps chunk i's faces from lab (its box's fragment labels, C order). */
+/* The u32 values of chunk i's six faces (chunks of `chunk` over dims). */
+int64_t dist_faces_len(const int64_t dims[3], const int64_t chunk[3], int64_t i);
+/* Box b's six faces (that many values) out of lab (its fragment labels, C order). */
+void dist_faces_extract(const struct dist_box *b, const uint32_t *lab, uint32_t *f);
+/* Keeps chunk i's faces: from src, its box's fragment labels (C order), or with `faces` the
+ * faces themselves (dist_faces_extract's, dist_faces_len values). */
 enum vox_status dist_faces_put(struct vox_ctx *ctx, struct dist_faces *fc, int64_t i,
-                               const uint32_t *lab);
+                               const uint32_t *src, bool faces);
 /* The message that hands chunk i (box b) to a rank: its fragment map through `map` (NULL:
  * basins; else the segments map[basin]) and its shell's values, in the window's C order. */
 enum vox_status dist_shell_pack(struct vox_ctx *ctx, const struct dist_store *st,
@@ -497,6 +505,13 @@ enum vox_status dist_shell_pack(struct vox_ctx *ctx, const struct dist_store *st
 enum vox_status dist_shell_window(struct vox_ctx *ctx, struct dist_store *own,
                                   const int64_t dims[3], const struct dist_box *b,
                                   const uint8_t *blob, int64_t len, struct dist_win *w);
+
+/* Rank 0's window of one of its atomic chunks (box b) when the store keeps faces: its
+ * record's fragment labels through l's maps, and the one-voxel margin from the neighbours'
+ * faces (the other ranks' chunks have no record on rank 0: they sent their faces only). */
+enum vox_status dist_faces_window(struct vox_ctx *ctx, const struct dist_labels *l,
+                                  const int64_t dims[3], const struct dist_box *b,
+                                  struct dist_win *w);
 
 /* A serving rank's run geometry: dims, clamped chunk shape and octree, as rank 0's. */
 void dist_serve_geometry(const struct dist_vol *vol, const int64_t chunk[3], int64_t dims[3],

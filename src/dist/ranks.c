@@ -244,15 +244,23 @@ void dist_faces_fini(struct vox_ctx *ctx, struct dist_faces *fc)
     memset(fc, 0, sizeof *fc);
 }
 
-enum vox_status dist_faces_put(struct vox_ctx *ctx, struct dist_faces *fc, int64_t i,
-                               const uint32_t *lab)
+int64_t dist_faces_len(const int64_t dims[3], const int64_t chunk[3], int64_t i)
 {
+    struct dist_faces fc = {.nchunks = 1};
+    for (int a = 0; a < 3; a++) {
+        fc.dims[a] = dims[a];
+        fc.chunk[a] = chunk[a] < dims[a] ? chunk[a] : dims[a];
+        fc.grid[a] = (dims[a] + fc.chunk[a] - 1) / fc.chunk[a];
+    }
     struct dist_box b;
-    faces_box(fc, i, &b);
+    faces_box(&fc, i, &b);
     const int64_t nz = b.hi[0] - b.lo[0], ny = b.hi[1] - b.lo[1], nx = b.hi[2] - b.lo[2];
-    uint32_t *f = vox_alloc(ctx, (size_t)(2 * (ny * nx + nz * nx + nz * ny)) * sizeof *f);
-    if (!f)
-        return VOX_OUT_OF_MEMORY;
+    return 2 * (ny * nx + nz * nx + nz * ny);
+}
+
+void dist_faces_extract(const struct dist_box *b, const uint32_t *lab, uint32_t *f)
+{
+    const int64_t nz = b->hi[0] - b->lo[0], ny = b->hi[1] - b->lo[1], nx = b->hi[2] - b->lo[2];
     uint32_t *p = f;
     for (int side = 0; side < 2; side++, p += ny * nx) /* z = lo, z = hi - 1 */
         memcpy(p, lab + (side ? nz - 1 : 0) * ny * nx, (size_t)(ny * nx) * sizeof *p);
@@ -263,8 +271,43 @@ enum vox_status dist_faces_put(struct vox_ctx *ctx, struct dist_faces *fc, int64
         for (int64_t z = 0; z < nz; z++)
             for (int64_t y = 0; y < ny; y++)
                 p[z * ny + y] = lab[(z * ny + y) * nx + (side ? nx - 1 : 0)];
+}
+
+enum vox_status dist_faces_put(struct vox_ctx *ctx, struct dist_faces *fc, int64_t i,
+                               const uint32_t *src, bool faces)
+{
+    struct dist_box b;
+    faces_box(fc, i, &b);
+    const size_t n = (size_t)dist_faces_len(fc->dims, fc->chunk, i);
+    uint32_t *f = vox_alloc(ctx, n * sizeof *f);
+    if (!f)
+        return VOX_OUT_OF_MEMORY;
+    if (faces)
+        memcpy(f, src, n * sizeof *f);
+    else
+        dist_faces_extract(&b, src, f);
+    vox_free(ctx, fc->f[i]);
     fc->f[i] = f;
     return VOX_OK;
+}
+
+enum vox_status dist_faces_window(struct vox_ctx *ctx, const struct dist_labels *l,
+                                  const int64_t dims[3], const struct dist_box *b,
+                                  struct dist_win *w)
+{
+    const struct dist_faces *fc = l->st->faces;
+    const int64_t i =
+        ((b->lo[0] / fc->chunk[0]) * fc->grid[1] + b->lo[1] / fc->chunk[1]) * fc->grid[2] +
+        b->lo[2] / fc->chunk[2];
+    void *blob = NULL;
+    int64_t len = 0;
+    enum vox_status s = dist_shell_pack(ctx, l->st, l->map, i, b, &blob, &len);
+    struct dist_store raw = *l->st; /* the chunk's fragment labels, as written */
+    raw.cmap = NULL;
+    raw.faces = NULL;
+    s = s ? s : dist_shell_window(ctx, &raw, dims, b, blob, len, w);
+    vox_free(ctx, blob);
+    return s;
 }
 
 /* The fragment labels of voxels (z, y, x0 .. x0 + n - 1), all on one face of chunk j: where

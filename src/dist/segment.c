@@ -543,6 +543,10 @@ static enum vox_status sg_emit(struct sg_run *r, const struct vox_seg_result *re
         s = sg_res_pack(r->ctx, res, &setup, &len);
         s = s ? s : dist_share_begin(r->ctx, &share, setup, len);
         vox_free(r->ctx, setup);
+        if (s == VOX_OK && !remote && st->absent) /* (the ranks have their end: they return) */
+            return vox_fail(r->ctx, VOX_INVALID_ARG,
+                            "chunked segmentation: the other ranks' sinks encode their chunks' "
+                            "output, rank 0's cannot store it (give both encode and store)");
     }
     s = s ? s : sg_each(r, n, n, sg_out_task);
     if (r->share) {
@@ -772,7 +776,9 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         bool share = dist_share_on(vol.comm);
         if (share)
             s = sg_bfile(ctx, opt, false, "labels", vol.dims, 1, 4, &own.f);
-        s = s ? s : dist_ws_send(ctx, &vol, opt->chunk, p, share ? &own : NULL);
+        /* a rank that encodes its chunks' output keeps their labels to itself */
+        bool faces_only = share && opt->sink && opt->sink->encode;
+        s = s ? s : dist_ws_send(ctx, &vol, opt->chunk, p, share ? &own : NULL, faces_only);
         if (s == VOX_OK && share)
             s = dist_sm_serve(ctx, &vol, opt->chunk, p, &own);
         if (s == VOX_OK && share)

@@ -238,7 +238,7 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
                 int64_t s = ((z - cb->lo[0]) * cs[1] + y - cb->lo[1]) * cs[2] + i->lo[2] -
                             cb->lo[2] - first;
                 int64_t t = ((z - b->lo[0]) * bs[1] + y - b->lo[1]) * bs[2] + i->lo[2] - b->lo[2];
-                if (map) /* u32 labels through the chunk's map */
+                if (map || narrow) /* u32 labels (through the chunk's map) */
                     bfile_map_row((uint32_t *)(void *)d + t, tmp + (size_t)s * e,
                                   i->hi[2] - i->lo[2], map, narrow);
                 else
@@ -473,6 +473,8 @@ enum vox_status dist_win_load(struct vox_ctx *ctx, const struct dist_labels *l,
         w->own = NULL;
         return VOX_OK;
     }
+    if (l->st && l->st->faces) /* rank 0 of a sharing comm: the margin from faces */
+        return dist_faces_window(ctx, l, dims, b, w);
     if (l->t) {
         w->p = l->t->data;
         memcpy(w->n, dims, sizeof w->n);
