@@ -36,6 +36,11 @@ for n in 2 3; do # (rank 0 with 2 threads: the other ranks' chunks also after it
 done
 "$MPIRUN" --allow-run-as-root --oversubscribe -np 3 "$VMPI" segment "${opts[@]}" \
     --out "$T/x.h5:/seg" 2>/dev/null && fail "-np 3 without --chunk accepted"
+# restart records are one process's: --resume with ranks is refused, not ignored
+"$MPIRUN" --allow-run-as-root --oversubscribe -np 2 "$VMPI" segment "${opts[@]}" --chunk 5,13,16 \
+    --workdir "$T" --resume --out "$T/x.h5:/seg" >"$T/err" 2>&1 && fail "-np 2 --resume accepted"
+grep -q "keep no restart records" "$T/err" || fail "-np 2 --resume: no message"
+[ -e "$T/x.h5" ] && fail "-np 2 --resume left an output"
 
 $PY - "$T" <<'PY' || fail "h5py compare"
 import sys, h5py, numpy as np
