@@ -3,7 +3,8 @@
 # of all three stages shared among the ranks), and with more ranks than chunks, writes the
 # same datasets as the unchunked `vox segment` (labels at every threshold, base segments,
 # merge history and scores, bitwise; the other ranks' chunks encoded there, stored as the
-# one-process run stores them); vox-mpi without `segment` exits 2. Args: vox, vox-mpi, mpirun.
+# one-process run stores them), also when killed after k restart records and resumed with
+# another number of ranks; vox-mpi without `segment` exits 2. Args: vox, vox-mpi, mpirun.
 set -u
 VOX=$1
 VMPI=$2
@@ -36,11 +37,23 @@ for n in 2 3; do # (rank 0 with 2 threads: the other ranks' chunks also after it
 done
 "$MPIRUN" --allow-run-as-root --oversubscribe -np 3 "$VMPI" segment "${opts[@]}" \
     --out "$T/x.h5:/seg" 2>/dev/null && fail "-np 3 without --chunk accepted"
-# restart records are one process's: --resume with ranks is refused, not ignored
-"$MPIRUN" --allow-run-as-root --oversubscribe -np 2 "$VMPI" segment "${opts[@]}" --chunk 5,13,16 \
-    --workdir "$T" --resume --out "$T/x.h5:/seg" >"$T/err" 2>&1 && fail "-np 2 --resume accepted"
-grep -q "keep no restart records" "$T/err" || fail "-np 2 --resume: no message"
-[ -e "$T/x.h5" ] && fail "-np 2 --resume left an output"
+# restartable: 2 ranks killed after k restart records (rank 0 keeps them), resumed with 3
+# (48 chunks: 144 chunk tasks, then the size merge and agglomeration; 146: all recorded)
+W="$T/w"
+for k in 9 70 146; do
+    rm -rf "$W" "$T/k.h5" && mkdir "$W"
+    VOX_DIST_DIE_AFTER=$k "$MPIRUN" --allow-run-as-root --oversubscribe -np 2 "$VMPI" segment \
+        "${opts[@]}" --chunk 5,13,16 --threads 1 --workdir "$W" --out "$T/k.h5:/seg" \
+        >/dev/null 2>&1 && fail "VOX_DIST_DIE_AFTER=$k did not end the run"
+    [ -e "$T/k.h5" ] && fail "a killed run left its output"
+    out=$("$MPIRUN" --allow-run-as-root --oversubscribe -np 3 "$VMPI" segment "${opts[@]}" \
+        --chunk 5,13,16 --threads 1 --workdir "$W" --resume --stats --out "$T/r$k.h5:/seg") ||
+        fail "resume after $k records"
+    want=$((k < 144 ? k : 144))
+    echo "$out" | grep -q "tasks: $want reused" ||
+        fail "after $k records: $(echo "$out" | grep tasks), expected $want reused"
+    [ -z "$(ls "$W")" ] || fail "a finished run left files in --workdir: $(ls "$W")"
+done
 
 $PY - "$T" <<'PY' || fail "h5py compare"
 import sys, h5py, numpy as np
@@ -48,8 +61,8 @@ T = sys.argv[1]
 names = ["seg_0.20", "seg_0.50", "seg_base", "seg_merges", "seg_merges_scores"]
 r = h5py.File(f"{T}/ref.h5", "r")
 assert sorted(r.keys()) == names, list(r.keys())
-for n in range(1, 6):
-    m = h5py.File(f"{T}/m{n}.h5", "r")
+for n in ["m1", "m2", "m3", "m4", "m5", "r9", "r70", "r146"]:
+    m = h5py.File(f"{T}/{n}.h5", "r")
     for k in names:
         a, b = r[k][...], m[k][...]
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), (n, k)

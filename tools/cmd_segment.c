@@ -83,8 +83,9 @@ static const char help[] =
     "                        no records)\n"
     "  --resume              with --workdir: go on from the records of an earlier run killed\n"
     "                        or failed with the same input and settings (tasks whose records\n"
-    "                        or data are torn or damaged run again; same output). One\n"
-    "                        process only: MPI runs (vox-mpi) keep no records\n"
+    "                        or data are torn or damaged run again; same output). With MPI\n"
+    "                        ranks, rank 0 keeps the records and only the watershed is\n"
+    "                        shared\n"
     "  --stats               with --chunk: per stage and octree level, the chunks/nodes, items\n"
     "                        and edges carried up, bytes, time\n"
     "  --threads N           worker threads (default: VOX_THREADS, else all CPUs)\n"
@@ -1002,16 +1003,7 @@ int vox_cmd_segment_comm(int argc, char **argv, const struct vox_dist_comm *comm
             phase(&st, "read", t0, "%s, %lld merges", a.from, (long long)st.hist.n);
     } else if (comm && comm->size > 1 && !a.chunk[0]) {
         s = vox_fail(ctx, VOX_INVALID_ARG, "%d MPI ranks need --chunk", comm->size);
-    } else if (comm && comm->size > 1 && a.resume) {
-        s = vox_fail(ctx, VOX_INVALID_ARG,
-                     "--resume: MPI runs keep no restart records (one process does: "
-                     "vox segment --chunk ... --workdir DIR)");
     } else if (a.chunk[0]) {
-        if (comm && comm->size > 1 && a.workdir && comm->rank == 0 && !a.common.quiet)
-            fprintf(stderr,
-                    "vox segment: note: %d MPI ranks keep no restart records; "
-                    "--workdir only holds the intermediate files\n",
-                    comm->size);
         s = chunked(ctx, &a, &st, comm);
     } else {
         s = pipeline(ctx, &a, &st);

@@ -171,7 +171,9 @@ struct vox_dist_options {
     int64_t die_after; /* test hook: > 0 ends the process (_exit(3)) after that many records */
     /* NULL: one process. Else ranks other than 0 return from vox_dist_segment once their
      * chunks are sent (*res_out zeroed, the sink never called); rank 0 gives the result.
-     * Records (resume) are kept by one process only: with a comm there are none. */
+     * With a workdir, rank 0 keeps the records (the other ranks send it their chunks' labels
+     * then, and it keeps stages (b) to (d)); a resumed run takes from them what they hold,
+     * with any number of ranks. */
     const struct vox_dist_comm *comm;
     /* A progress bar on stderr over the run's tasks (vox_progress: only on a terminal). */
     bool progress;

@@ -48,6 +48,7 @@ struct dist_run {
     struct dist_scratch *sc; /* per worker */
     uint32_t **maps;         /* per atomic chunk: fragment -> basin */
     int64_t received;        /* rank 0 of a comm: the other ranks' chunks taken so far */
+    uint8_t *reused;         /* rank 0 of a comm, resumed: other ranks' chunks from records */
 };
 
 /* The box of node i of `level` (0: atomic chunk i). */
@@ -214,6 +215,10 @@ static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks)
     struct dist_box box;
     int64_t n = -1, nv = 0, nf = -1;
     struct dist_faces *fc = r->labels->faces;
+    if (i > 0 && i < nchunks && i % c->size != 0 && r->reused && r->reused[i]) {
+        vox_free(r->ctx, b); /* taken from its record (resumed): the same summary */
+        return VOX_OK;
+    }
     if (i > 0 && i < nchunks && i % c->size != 0 && !r->fr[i] && !r->sum[0][i].link) {
         node_box(r, 0, i, &box);
         nv = (box.hi[0] - box.lo[0]) * (box.hi[1] - box.lo[1]) * (box.hi[2] - box.lo[2]);
@@ -233,6 +238,13 @@ static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks)
         s = dist_store_write(r->ctx, r->labels, &box, (const uint32_t *)(b + n), NULL);
     if (s == VOX_OK && fc)
         s = dist_faces_put(r->ctx, fc, i, (const uint32_t *)(b + n), faces);
+    if (s == VOX_OK && r->vol.jr && !faces) { /* recorded as rank 0's own chunks are */
+        struct dist_sum *sum = &r->sum[0][i];
+        sum->frag = r->fr[i]; /* (ws_unpack put the fragments there) */
+        dist_journal_count(r->vol.jr, false);
+        s = ws_record(r, i, dist_hash(b + n, (size_t)nv * sizeof(uint32_t), 0));
+        sum->frag = NULL;
+    }
     if (s == VOX_OK)
         sum_stats(r, 0, &r->sum[0][i]);
     vox_free(r->ctx, b);
@@ -693,6 +705,18 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, con
     r.st = vox_calloc(ctx, (size_t)nchunks, sizeof *r.st);
     r.sc = dist_scratch_new(ctx);
     enum vox_status s = ok && r.fr && r.nfr && r.st && r.sc ? VOX_OK : VOX_OUT_OF_MEMORY;
+    if (s == VOX_OK && vol->comm && vol->jr) {
+        /* Resumed: the other ranks' chunks whose records hold are taken from them first (their
+         * ranks compute and send them again; ws_receive_one drops those). */
+        r.reused = vox_calloc(ctx, (size_t)nchunks, 1);
+        s = r.reused ? VOX_OK : VOX_OUT_OF_MEMORY;
+        for (int64_t i = 0; s == VOX_OK && i < nchunks; i++)
+            if (i % vol->comm->size != 0 && ws_reuse(&r, i)) {
+                r.reused[i] = 1;
+                dist_journal_count(vol->jr, true);
+                sum_stats(&r, 0, &r.sum[0][i]);
+            }
+    }
     if (s == VOX_OK && vol->comm) { /* level 0 here and on the other ranks, then the rest */
         s = dist_tree_run(ctx, &r.tree, 0, 1, 0, ws_task, ws_idle, &r);
         if (s == VOX_OK)
@@ -719,6 +743,7 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, con
     vox_free(ctx, r.fr);
     vox_free(ctx, r.nfr);
     vox_free(ctx, r.st);
+    vox_free(ctx, r.reused);
     vox_free(ctx, r.all);
     vox_free(ctx, r.off);
     vox_free(ctx, r.uf);

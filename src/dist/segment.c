@@ -677,6 +677,17 @@ static enum vox_status sg_take_dend(struct vox_ctx *ctx, struct dist_dend *d,
 
 /* (a) → (b) → (c) into res (labels: the store's contents, still basins); with records, (b)
  * and (c) are taken from theirs when whole. */
+/* A stage taken from its record while other ranks wait for it: they get a setup (one
+ * int64, which both stages' setups accept) and the end at once. */
+static enum vox_status sg_skip_stage(struct vox_ctx *ctx, const struct vox_dist_comm *comm)
+{
+    if (!dist_share_on(comm))
+        return VOX_OK;
+    struct dist_share share = {.c = comm};
+    const int64_t zero = 0;
+    return dist_share_begin(ctx, &share, &zero, sizeof zero);
+}
+
 static enum vox_status sg_stages(struct vox_ctx *ctx, const struct dist_vol *vol,
                                  struct dist_store *store, const struct vox_seg_params *p,
                                  const struct vox_dist_options *o, struct vox_seg_result *res,
@@ -688,7 +699,12 @@ static enum vox_status sg_stages(struct vox_ctx *ctx, const struct dist_vol *vol
     bool replay = false;
     enum vox_status s = dist_ws_run(ctx, vol, o->chunk, p, store, &res->nbasins, &sizes, o->stats);
     struct dist_labels basins = {.st = store};
-    if (s == VOX_OK && !(j && sg_b_load(ctx, j, res->nbasins, res, map_out))) {
+    bool loaded = false;
+    if (s == VOX_OK && j && sg_b_load(ctx, j, res->nbasins, res, map_out)) {
+        loaded = true;
+        s = sg_skip_stage(ctx, vol->comm);
+    }
+    if (s == VOX_OK && !loaded) {
         vox_merge_history_fini(ctx, &res->dend);
         s = dist_sm_run(ctx, vol, &basins, res->nbasins, sizes, o->chunk, p, map_out, &res->nseg,
                         &seg_sizes, &dend, o->stats);
@@ -701,7 +717,12 @@ static enum vox_status sg_stages(struct vox_ctx *ctx, const struct dist_vol *vol
             s = sg_b_save(ctx, j, res, *map_out);
     }
     struct dist_labels segs = {.st = store, .map = s == VOX_OK ? *map_out : NULL};
-    if (s == VOX_OK && !(j && sg_c_load(ctx, j, res))) {
+    loaded = false;
+    if (s == VOX_OK && j && sg_c_load(ctx, j, res)) {
+        loaded = true;
+        s = sg_skip_stage(ctx, vol->comm);
+    }
+    if (s == VOX_OK && !loaded) {
         vox_merge_history_fini(ctx, &res->merges);
         s = dist_ag_run(ctx, vol, &segs, res->nseg, o->chunk, p, &res->merges, o->stats, &dend);
         if (s == VOX_OK && j)
@@ -776,8 +797,9 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         bool share = dist_share_on(vol.comm);
         if (share)
             s = sg_bfile(ctx, opt, false, "labels", vol.dims, 1, 4, &own.f);
-        /* a rank that encodes its chunks' output keeps their labels to itself */
-        bool faces_only = share && opt->sink && opt->sink->encode;
+        /* a rank that encodes its chunks' output keeps their labels to itself, unless rank 0
+         * keeps records (a workdir): they vouch for every chunk's labels */
+        bool faces_only = share && opt->sink && opt->sink->encode && !opt->workdir;
         s = s ? s : dist_ws_send(ctx, &vol, opt->chunk, p, share ? &own : NULL, faces_only);
         if (s == VOX_OK && share)
             s = dist_sm_serve(ctx, &vol, opt->chunk, p, &own);
@@ -796,7 +818,8 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     uint32_t *map = NULL;
     struct dist_bfile qf = {.nfd = 0};
     struct dist_journal jr = {.fd = -1, .bfd = -1};
-    bool journal = opt->workdir && opt->sink && !opt->comm;
+    /* (with a comm, rank 0 keeps the records: the other ranks send it their chunks' labels) */
+    bool journal = opt->workdir && opt->sink;
     if (journal) {
         s = dist_journal_open(ctx, opt->workdir, opt->resume, sg_config(src, &vol, p, opt->chunk),
                               &jr);
@@ -817,7 +840,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
                 ? vox_calloc(ctx, (size_t)(store.f.grid[0] * store.f.grid[1] * store.f.grid[2]), 1)
                 : NULL;
         s = s == VOX_OK && !journal && !store.narrow ? VOX_OUT_OF_MEMORY : s;
-        if (s == VOX_OK && dist_share_on(vol.comm)) { /* chunks' faces for the ranks' windows */
+        if (s == VOX_OK && dist_share_on(vol.comm) && !journal) { /* for the ranks' windows */
             s = dist_faces_init(ctx, &faces, vol.dims, opt->chunk);
             store.faces = s == VOX_OK ? &faces : NULL;
         }

@@ -473,7 +473,7 @@ enum vox_status dist_win_load(struct vox_ctx *ctx, const struct dist_labels *l,
         w->own = NULL;
         return VOX_OK;
     }
-    if (l->st && l->st->faces) /* rank 0 of a sharing comm: the margin from faces */
+    if (l->st && l->st->faces && l->st->cmap) /* rank 0 of a sharing comm: margins from faces */
         return dist_faces_window(ctx, l, dims, b, w);
     if (l->t) {
         w->p = l->t->data;
