@@ -946,6 +946,23 @@ static void *rank_main(void *arg)
     return NULL;
 }
 
+/* Rank 1 of job on a thread beside rank 0 here, over the volume at path: rank 0's status
+ * (rank 1's in job[1].st). */
+static enum vox_status two_ranks(struct vox_ctx *ctx, const char *path,
+                                 const struct vox_seg_params *p, struct rank_job job[2],
+                                 struct vox_seg_result *res)
+{
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, rank_main, &job[1]) == 0);
+    struct vox_volume *vol = NULL;
+    CHECK_OK(vox_volume_open(ctx, path, &vol));
+    struct vox_dist_source src = {.vol = vol};
+    enum vox_status s = vox_dist_segment(ctx, &src, p, &job[0].o, res);
+    pthread_join(th, NULL);
+    vox_volume_close(vol);
+    return s;
+}
+
 /* Ranks as threads with messages both ways (stages (b) and (c) shared too, dist/ranks.c):
  * 2 to 4 ranks, rank 0 on 1 or 2 threads, through a sink (the fragment faces) equal the whole
  * run; chunks large enough that the other ranks' chunks decide merges. */
@@ -1041,18 +1058,11 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         job[1].sink = (struct vox_dist_sink){
             .ready = gather_ready, .arg = &job[1].g, .encode = gather_encode};
         job[1].o.sink = &job[1].sink;
-        pthread_t th;
-        CHECK(pthread_create(&th, NULL, rank_main, &job[1]) == 0);
-        struct vox_volume *vol = NULL;
         struct vox_seg_result res = {0};
-        CHECK_OK(vox_volume_open(ctx, path, &vol));
-        struct vox_dist_source src = {.vol = vol};
-        CHECK_STATUS(vox_dist_segment(ctx, &src, &p, &job[0].o, &res), VOX_INVALID_ARG);
+        CHECK_STATUS(two_ranks(ctx, path, &p, job, &res), VOX_INVALID_ARG);
         CHECK_ERROR_HAS("cannot store");
-        pthread_join(th, NULL);
         CHECK_OK(job[1].st);
         vox_seg_result_fini(ctx, &res);
-        vox_volume_close(vol);
         vox_tensor_free(ctx, &g.t);
     }
     /* without a sink rank 0 keeps stages (b) and (c) and tells the rank so */
@@ -1065,18 +1075,11 @@ static void test_seg_ranks(struct vox_ctx *ctx)
             (struct vox_dist_comm){r, 2, tc_send, tc_recv, tc_send_to, tc_recv_root, &job[r].tr};
         job[r].o.comm = &job[r].c;
     }
-    pthread_t th;
-    CHECK(pthread_create(&th, NULL, rank_main, &job[1]) == 0);
-    struct vox_volume *vol = NULL;
     struct vox_seg_result res = {0};
-    CHECK_OK(vox_volume_open(ctx, path, &vol));
-    struct vox_dist_source src = {.vol = vol};
-    CHECK_OK(vox_dist_segment(ctx, &src, &p, &job[0].o, &res));
-    pthread_join(th, NULL);
+    CHECK_OK(two_ranks(ctx, path, &p, job, &res));
     CHECK_OK(job[1].st);
     CHECK(same_result(&res, &ref, &res.labels) && t.sent[1] == 3 * 2 && !t.q[0] && !t.q[1]);
     vox_seg_result_fini(ctx, &res);
-    vox_volume_close(vol);
     unlink(path);
     CHECK(rmdir(dir) == 0);
     vox_seg_result_fini(ctx, &ref);
