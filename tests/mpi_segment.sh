@@ -4,7 +4,7 @@
 # same datasets as the unchunked `vox segment` (labels at every threshold, base segments,
 # merge history and scores, bitwise; the other ranks' chunks encoded there, stored as the
 # one-process run stores them), also when killed after k restart records and resumed with
-# another number of ranks; vox-mpi without `segment` exits 2. Args: vox, vox-mpi, mpirun.
+# another number of ranks, or when rank 1 dies; vox-mpi without `segment` exits 2. Args: vox, vox-mpi, mpirun.
 set -u
 VOX=$1
 VMPI=$2
@@ -54,6 +54,16 @@ for k in 9 70 146; do
         fail "after $k records: $(echo "$out" | grep tasks), expected $want reused"
     [ -z "$(ls "$W")" ] || fail "a finished run left files in --workdir: $(ls "$W")"
 done
+# rank 1 (not rank 0) killed after sending 4 chunks: resumed with 2 ranks, some tasks reused
+rm -rf "$W" "$T/k.h5" && mkdir "$W"
+VOX_DIST_DIE_RANK=1 VOX_DIST_DIE_AFTER=4 "$MPIRUN" --allow-run-as-root --oversubscribe -np 2 \
+    "$VMPI" segment "${opts[@]}" --chunk 5,13,16 --threads 1 --workdir "$W" \
+    --out "$T/k.h5:/seg" >/dev/null 2>&1 && fail "rank 1 was not killed"
+[ -e "$T/k.h5" ] && fail "a run whose rank died left its output"
+out=$("$MPIRUN" --allow-run-as-root --oversubscribe -np 2 "$VMPI" segment "${opts[@]}" \
+    --chunk 5,13,16 --threads 1 --workdir "$W" --resume --stats --out "$T/rk.h5:/seg") ||
+    fail "resume after rank 1 died"
+echo "$out" | grep -q "tasks: [1-9][0-9]* reused" || fail "rank 1 died: $(echo "$out" | grep tasks)"
 
 $PY - "$T" <<'PY' || fail "h5py compare"
 import sys, h5py, numpy as np
@@ -61,7 +71,7 @@ T = sys.argv[1]
 names = ["seg_0.20", "seg_0.50", "seg_base", "seg_merges", "seg_merges_scores"]
 r = h5py.File(f"{T}/ref.h5", "r")
 assert sorted(r.keys()) == names, list(r.keys())
-for n in ["m1", "m2", "m3", "m4", "m5", "r9", "r70", "r146"]:
+for n in ["m1", "m2", "m3", "m4", "m5", "r9", "r70", "r146", "rk"]:
     m = h5py.File(f"{T}/{n}.h5", "r")
     for k in names:
         a, b = r[k][...], m[k][...]

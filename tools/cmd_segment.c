@@ -906,8 +906,11 @@ static enum vox_status chunked(struct vox_ctx *ctx, const struct seg_args *a,
                                  .encode = chunk_encode,
                                  .store = chunk_store};
     struct vox_dist_stats stats = {0};
-    /* VOX_DIST_DIE_AFTER=N (tests): the process ends after N restart records. */
-    const char *die = getenv("VOX_DIST_DIE_AFTER");
+    /* VOX_DIST_DIE_AFTER=N (tests): the process ends after N restart records; with
+     * VOX_DIST_DIE_RANK=R (R > 0), rank R ends instead, after sending N chunks. */
+    const char *die = getenv("VOX_DIST_DIE_AFTER"), *die_rank = getenv("VOX_DIST_DIE_RANK");
+    if (die && (comm ? comm->rank : 0) != (die_rank ? atoi(die_rank) : 0))
+        die = NULL;
     struct vox_dist_options opt = {.sink = &sink,
                                    .workdir = a->workdir,
                                    .stats = &stats,

@@ -168,7 +168,9 @@ struct vox_dist_options {
      * same settings and source, goes on from its records: a task whose record is whole and
      * whose data still match it is not run again; a torn, truncated or damaged one is. */
     bool resume;
-    int64_t die_after; /* test hook: > 0 ends the process (_exit(3)) after that many records */
+    /* test hook: > 0 ends the process (_exit(3)) after that many records (on a rank other
+     * than 0 of a comm: after that many chunk summaries sent) */
+    int64_t die_after;
     /* NULL: one process. Else ranks other than 0 return from vox_dist_segment once their
      * chunks are sent (*res_out zeroed, the sink never called); rank 0 gives the result.
      * With a workdir, rank 0 keeps the records (the other ranks send it their chunks' labels

@@ -17,6 +17,8 @@
  */
 #include "dist_internal.h"
 
+#include <unistd.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -779,7 +781,7 @@ enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor 
 
 enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
                              const int64_t chunk[3], const struct vox_seg_params *p,
-                             struct dist_store *own, bool faces_only)
+                             struct dist_store *own, bool faces_only, int64_t die_after)
 {
     const struct vox_dist_comm *c = vol->comm;
     struct dist_run r = {.ctx = ctx, .p = p, .vol = *vol};
@@ -806,6 +808,8 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
             else
                 memcpy(blob + n, lab, (size_t)nv * sizeof *lab);
             s = c->send(c->arg, ctx, i, blob, n + nx * (int64_t)sizeof *lab);
+            if (s == VOX_OK && die_after > 0 && --die_after == 0)
+                _exit(3); /* the test hook: a rank killed after that many chunks sent */
         }
         vox_free(ctx, blob);
         vox_free(ctx, lab);

@@ -317,10 +317,10 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
 /* A rank other than 0 of vol->comm: the watershed of its atomic chunks (chunk i belongs to
  * rank i mod size), each chunk's summary and fragment labels sent to rank 0, or with
  * faces_only only the labels of its six faces (the rank keeps the labels in `own` and writes
- * the chunk's output itself). */
+ * the chunk's output itself). die_after > 0: _exit(3) after that many chunks sent (tests). */
 enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
                              const int64_t chunk[3], const struct vox_seg_params *p,
-                             struct dist_store *own, bool faces_only);
+                             struct dist_store *own, bool faces_only, int64_t die_after);
 
 void dist_sum_fini(struct vox_ctx *ctx, struct dist_sum *s);
 

@@ -800,7 +800,9 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         /* a rank that encodes its chunks' output keeps their labels to itself, unless rank 0
          * keeps records (a workdir): they vouch for every chunk's labels */
         bool faces_only = share && opt->sink && opt->sink->encode && !opt->workdir;
-        s = s ? s : dist_ws_send(ctx, &vol, opt->chunk, p, share ? &own : NULL, faces_only);
+        s = s ? s
+              : dist_ws_send(ctx, &vol, opt->chunk, p, share ? &own : NULL, faces_only,
+                             opt->die_after);
         if (s == VOX_OK && share)
             s = dist_sm_serve(ctx, &vol, opt->chunk, p, &own);
         if (s == VOX_OK && share)
