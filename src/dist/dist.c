@@ -633,6 +633,15 @@ static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbas
         vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1},
                      VOX_SCHED_DYNAMIC, relabel_task, r);
         s = first_error(r, nchunks);
+        if (s == VOX_OK && r->vol.comm) { /* kept for the ranks' output (segment.c) */
+            r->labels->cmap_n = vox_alloc(r->ctx, (size_t)nchunks * sizeof *r->labels->cmap_n);
+            for (int64_t c = 0; r->labels->cmap_n && c < nchunks; c++)
+                r->labels->cmap_n[c] = r->nfr[c] + 1;
+            s = r->labels->cmap_n ? VOX_OK : VOX_OUT_OF_MEMORY;
+            r->labels->fmap = r->maps;
+            r->labels->ncmap = nchunks;
+            r->maps = NULL;
+        }
     }
     for (int64_t i = 0; r->maps && i < nchunks; i++)
         vox_free(r->ctx, r->maps[i]);

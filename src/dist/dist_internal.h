@@ -222,11 +222,15 @@ struct dist_store {
      * fit in 16 bits is written as u16, and its byte set; NULL: u32 records. */
     uint8_t *narrow;
     int64_t *cmap_n;          /* cmap[i]'s length (fragments + 1), where cmap is set */
+    /* Rank 0 of a comm keeping records (its records are relabelled to basins): the chunks'
+     * fragment → basin maps all the same, for the ranks that write their chunks' output;
+     * never applied to reads. Lengths in cmap_n. */
+    uint32_t **fmap;
     struct dist_faces *faces; /* rank 0 of a sharing comm: every chunk's six fragment faces */
     int64_t absent;           /* chunks of other ranks that sent their faces only (no record) */
 };
 
-/* Frees st->cmap and st->narrow. */
+/* Frees st->cmap, st->fmap and st->narrow. */
 void dist_store_fini(struct vox_ctx *ctx, struct dist_store *st);
 
 /* src/dst are contiguous over the box; sc: a scratch for the file reads, or NULL. */

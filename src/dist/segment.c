@@ -413,8 +413,9 @@ static enum vox_status sg_give(void *arg, int64_t i, void **blob, int64_t *len)
         return VOX_OUT_OF_MEMORY;
     memcpy(p, &n, sizeof n);
     uint32_t *m = (uint32_t *)(p + sizeof n);
+    const uint32_t *fm = st->cmap ? st->cmap[i] : st->fmap[i];
     for (int64_t k = 0; k < n; k++)
-        m[k] = r->map[st->cmap[i][k]];
+        m[k] = r->map[fm[k]];
     *len = (int64_t)(sizeof n + (size_t)n * sizeof(uint32_t));
     return VOX_OK;
 }
@@ -537,7 +538,7 @@ static enum vox_status sg_emit(struct sg_run *r, const struct vox_seg_result *re
         void *setup = NULL;
         int64_t len = 0;
         const struct dist_store *st = r->store;
-        bool remote = r->sink->encode && r->sink->store && st->faces && st->cmap;
+        bool remote = r->sink->encode && r->sink->store && (st->cmap || st->fmap);
         share.give = remote ? sg_give : NULL;
         r->share = remote ? &share : NULL;
         s = sg_res_pack(r->ctx, res, &setup, &len);

@@ -529,9 +529,12 @@ void dist_store_fini(struct vox_ctx *ctx, struct dist_store *st)
     st->narrow = NULL;
     for (int64_t i = 0; st->cmap && i < st->ncmap; i++)
         vox_free(ctx, st->cmap[i]);
+    for (int64_t i = 0; st->fmap && i < st->ncmap; i++)
+        vox_free(ctx, st->fmap[i]);
     vox_free(ctx, st->cmap);
+    vox_free(ctx, st->fmap);
     vox_free(ctx, st->cmap_n);
-    st->cmap = NULL;
+    st->cmap = st->fmap = NULL;
     st->cmap_n = NULL;
     st->ncmap = 0;
 }
