@@ -1065,6 +1065,43 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         vox_seg_result_fini(ctx, &res);
         vox_tensor_free(ctx, &g.t);
     }
+    /* with restart records (a workdir) rank 0 keeps stages (b) and (c) and records the rank's
+     * chunks, whose labels it gets whole; the rank still encodes its chunks' output */
+    {
+        struct thread_comm t = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+        struct rank_job job[2];
+        struct gather g = {.ready = false};
+        CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, ref.labels.shape));
+        struct vox_dist_sink sink = {.ready = gather_ready,
+                                     .write = gather_write,
+                                     .arg = &g,
+                                     .encode = gather_encode,
+                                     .store = gather_store};
+        char wd[] = "/tmp/vox-ranks-wd-XXXXXX";
+        CHECK(mkdtemp(wd) != NULL);
+        for (int r = 0; r < 2; r++) {
+            job[r] = (struct rank_job){.tr = {&t, r},
+                                       .path = path,
+                                       .p = &p,
+                                       .o = {.chunk = {12, 48, 48}, .sink = &sink, .workdir = wd}};
+            job[r].c = (struct vox_dist_comm){
+                r, 2, tc_send, tc_recv, tc_send_to, tc_recv_root, &job[r].tr};
+            job[r].o.comm = &job[r].c;
+        }
+        job[1].sink = (struct vox_dist_sink){
+            .ready = gather_ready, .arg = &job[1].g, .encode = gather_encode};
+        job[1].o.sink = &job[1].sink;
+        struct vox_dist_stats stats = {0};
+        job[0].o.stats = &stats;
+        struct vox_seg_result res = {0};
+        CHECK_OK(two_ranks(ctx, path, &p, job, &res));
+        CHECK_OK(job[1].st);
+        res.labels = g.t;
+        CHECK(same_result(&res, &ref, &g.t));
+        CHECK(stats.tasks_run > 0 && g.stored == job[1].g.writes && g.stored > 0);
+        CHECK(rmdir(wd) == 0); /* the records are gone once the run succeeded */
+        vox_seg_result_fini(ctx, &res);
+    }
     /* without a sink rank 0 keeps stages (b) and (c) and tells the rank so */
     struct thread_comm t = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     struct rank_job job[2];
