@@ -1065,8 +1065,8 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         vox_seg_result_fini(ctx, &res);
         vox_tensor_free(ctx, &g.t);
     }
-    /* with restart records (a workdir) rank 0 keeps stages (b) and (c) and records the rank's
-     * chunks, whose labels it gets whole; the rank still encodes its chunks' output */
+    /* with restart records (a workdir) rank 0 records the rank's chunks, whose labels it gets
+     * whole; the rank still has its chunks of stages (b), (c) and (d) */
     {
         struct thread_comm t = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
         struct rank_job job[2];
@@ -1099,6 +1099,7 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         res.labels = g.t;
         CHECK(same_result(&res, &ref, &g.t));
         CHECK(stats.tasks_run > 0 && g.stored == job[1].g.writes && g.stored > 0);
+        CHECK(t.sent[1] >= 3 * (1 + 1 + 1) && !t.q[0] && !t.q[1]);
         CHECK(rmdir(wd) == 0); /* the records are gone once the run succeeded */
         vox_seg_result_fini(ctx, &res);
     }

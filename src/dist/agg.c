@@ -1256,7 +1256,7 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     r.sc = dist_scratch_new(ctx);
     enum vox_status s = ok && r.sc ? VOX_OK : VOX_OUT_OF_MEMORY;
     /* the other ranks' chunks are handed out where the store keeps fragment faces */
-    bool faces = labels->st && labels->st->faces && labels->st->cmap;
+    bool faces = labels->st && dist_store_shells(labels->st);
     struct dist_share share = {.c = vol->comm,
                                .nchunks = r.tree.n[0],
                                .give = faces ? ag_give : NULL,

@@ -633,7 +633,7 @@ static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbas
         vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){nchunks, 1, 1}, (int64_t[3]){1, 1, 1},
                      VOX_SCHED_DYNAMIC, relabel_task, r);
         s = first_error(r, nchunks);
-        if (s == VOX_OK && r->vol.comm) { /* kept for the ranks' output (segment.c) */
+        if (s == VOX_OK && r->vol.comm && r->vol.jr) { /* kept for the ranks (dist_shell_pack) */
             r->labels->cmap_n = vox_alloc(r->ctx, (size_t)nchunks * sizeof *r->labels->cmap_n);
             for (int64_t c = 0; r->labels->cmap_n && c < nchunks; c++)
                 r->labels->cmap_n[c] = r->nfr[c] + 1;

@@ -499,6 +499,12 @@ void dist_faces_extract(const struct dist_box *b, const uint32_t *lab, uint32_t 
  * faces themselves (dist_faces_extract's, dist_faces_len values). */
 enum vox_status dist_faces_put(struct vox_ctx *ctx, struct dist_faces *fc, int64_t i,
                                const uint32_t *src, bool faces);
+/* Whether rank 0 can hand its chunks to the ranks (dist_shell_pack): faces and the chunks'
+ * maps, or (keeping records) every chunk's basins and the fragment maps aside. */
+static inline bool dist_store_shells(const struct dist_store *st)
+{
+    return (st->faces && st->cmap) || st->fmap;
+}
 /* The message that hands chunk i (box b) to a rank: its fragment map through `map` (NULL:
  * basins; else the segments map[basin]) and its shell's values, in the window's C order. */
 enum vox_status dist_shell_pack(struct vox_ctx *ctx, const struct dist_store *st,

@@ -1141,7 +1141,7 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     r.sc = dist_scratch_new(ctx);
     enum vox_status s = ok && r.sc ? VOX_OK : VOX_OUT_OF_MEMORY;
     /* the other ranks' chunks are handed out where the store keeps fragment faces */
-    bool faces = basins->st && basins->st->faces && basins->st->cmap;
+    bool faces = basins->st && dist_store_shells(basins->st);
     struct dist_share share = {.c = vol->comm,
                                .nchunks = r.tree.n[0],
                                .give = faces ? sm_give : NULL,
