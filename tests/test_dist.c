@@ -946,6 +946,22 @@ static void *rank_main(void *arg)
     return NULL;
 }
 
+/* Two ranks' jobs with options o; rank 1's sink (with o's) encodes its chunks. */
+static void two_rank_jobs(struct thread_comm *t, struct rank_job job[2], const char *path,
+                          const struct vox_seg_params *p, const struct vox_dist_options *o)
+{
+    for (int r = 0; r < 2; r++) {
+        job[r] = (struct rank_job){.tr = {t, r}, .path = path, .p = p, .o = *o};
+        job[r].c =
+            (struct vox_dist_comm){r, 2, tc_send, tc_recv, tc_send_to, tc_recv_root, &job[r].tr};
+        job[r].o.comm = &job[r].c;
+    }
+    job[1].sink =
+        (struct vox_dist_sink){.ready = gather_ready, .arg = &job[1].g, .encode = gather_encode};
+    if (o->sink)
+        job[1].o.sink = &job[1].sink;
+}
+
 /* Rank 1 of job on a thread beside rank 0 here, over the volume at path: rank 0's status
  * (rank 1's in job[1].st). */
 static enum vox_status two_ranks(struct vox_ctx *ctx, const char *path,
@@ -1048,16 +1064,8 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         struct gather g = {.ready = false};
         CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, ref.labels.shape));
         struct vox_dist_sink sink = {.ready = gather_ready, .write = gather_write, .arg = &g};
-        for (int r = 0; r < 2; r++) {
-            job[r] = (struct rank_job){
-                .tr = {&t, r}, .path = path, .p = &p, .o = {.chunk = {12, 48, 48}, .sink = &sink}};
-            job[r].c = (struct vox_dist_comm){
-                r, 2, tc_send, tc_recv, tc_send_to, tc_recv_root, &job[r].tr};
-            job[r].o.comm = &job[r].c;
-        }
-        job[1].sink = (struct vox_dist_sink){
-            .ready = gather_ready, .arg = &job[1].g, .encode = gather_encode};
-        job[1].o.sink = &job[1].sink;
+        two_rank_jobs(&t, job, path, &p,
+                      &(struct vox_dist_options){.chunk = {12, 48, 48}, .sink = &sink});
         struct vox_seg_result res = {0};
         CHECK_STATUS(two_ranks(ctx, path, &p, job, &res), VOX_INVALID_ARG);
         CHECK_ERROR_HAS("cannot store");
@@ -1079,18 +1087,9 @@ static void test_seg_ranks(struct vox_ctx *ctx)
                                      .store = gather_store};
         char wd[] = "/tmp/vox-ranks-wd-XXXXXX";
         CHECK(mkdtemp(wd) != NULL);
-        for (int r = 0; r < 2; r++) {
-            job[r] = (struct rank_job){.tr = {&t, r},
-                                       .path = path,
-                                       .p = &p,
-                                       .o = {.chunk = {12, 48, 48}, .sink = &sink, .workdir = wd}};
-            job[r].c = (struct vox_dist_comm){
-                r, 2, tc_send, tc_recv, tc_send_to, tc_recv_root, &job[r].tr};
-            job[r].o.comm = &job[r].c;
-        }
-        job[1].sink = (struct vox_dist_sink){
-            .ready = gather_ready, .arg = &job[1].g, .encode = gather_encode};
-        job[1].o.sink = &job[1].sink;
+        two_rank_jobs(
+            &t, job, path, &p,
+            &(struct vox_dist_options){.chunk = {12, 48, 48}, .sink = &sink, .workdir = wd});
         struct vox_dist_stats stats = {0};
         job[0].o.stats = &stats;
         struct vox_seg_result res = {0};
@@ -1106,13 +1105,7 @@ static void test_seg_ranks(struct vox_ctx *ctx)
     /* without a sink rank 0 keeps stages (b) and (c) and tells the rank so */
     struct thread_comm t = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     struct rank_job job[2];
-    for (int r = 0; r < 2; r++) {
-        job[r] =
-            (struct rank_job){.tr = {&t, r}, .path = path, .p = &p, .o = {.chunk = {12, 48, 48}}};
-        job[r].c =
-            (struct vox_dist_comm){r, 2, tc_send, tc_recv, tc_send_to, tc_recv_root, &job[r].tr};
-        job[r].o.comm = &job[r].c;
-    }
+    two_rank_jobs(&t, job, path, &p, &(struct vox_dist_options){.chunk = {12, 48, 48}});
     struct vox_seg_result res = {0};
     CHECK_OK(two_ranks(ctx, path, &p, job, &res));
     CHECK_OK(job[1].st);

@@ -353,12 +353,32 @@ static int64_t shell_count(const struct dist_box *w, const struct dist_box *b)
     return nw - nb;
 }
 
-/* dist_shell_pack for a store that holds every chunk's basins (rank 0 keeping records: its
- * fragment maps aside in fmap): the shell read from the store itself. */
-static enum vox_status shell_pack_read(struct vox_ctx *ctx, const struct dist_store *st,
-                                       const uint32_t *map, int64_t i, const struct dist_box *b,
-                                       void **blob, int64_t *len)
+/* The shell of box b (window w) read from a store that holds every chunk's basins (rank 0
+ * keeping records, its fragment maps aside in fmap), through map, into sh. */
+static enum vox_status shell_from_store(struct vox_ctx *ctx, const struct dist_store *st,
+                                        const uint32_t *map, const struct dist_box *b,
+                                        const struct dist_box *w, uint32_t *sh)
 {
+    const struct dist_labels l = {.st = (struct dist_store *)st, .map = map};
+    struct dist_win win;
+    enum vox_status s = dist_win_load(ctx, &l, st->dims, b, NULL, &win);
+    const uint32_t *v = win.p;
+    for (int64_t z = w->lo[0]; s == VOX_OK && z < w->hi[0]; z++)
+        for (int64_t y = w->lo[1]; y < w->hi[1]; y++)
+            for (int64_t x = w->lo[2]; x < w->hi[2]; x++, v++)
+                if (!(z >= b->lo[0] && z < b->hi[0] && y >= b->lo[1] && y < b->hi[1] &&
+                      x >= b->lo[2] && x < b->hi[2]))
+                    *sh++ = *v;
+    dist_win_fini(ctx, &win);
+    return s;
+}
+
+enum vox_status dist_shell_pack(struct vox_ctx *ctx, const struct dist_store *st,
+                                const uint32_t *map, int64_t i, const struct dist_box *b,
+                                void **blob, int64_t *len)
+{
+    const struct dist_faces *fc = st->faces;
+    const uint32_t *fm = st->cmap ? st->cmap[i] : st->fmap[i];
     struct dist_box w;
     shell_window(st->dims, b, &w);
     const int64_t ncm = st->cmap_n[i], nsh = shell_count(&w, b);
@@ -369,43 +389,15 @@ static enum vox_status shell_pack_read(struct vox_ctx *ctx, const struct dist_st
     memcpy(p, &ncm, sizeof ncm);
     uint32_t *cm = (uint32_t *)(p + sizeof ncm), *sh = cm + ncm;
     for (int64_t k = 0; k < ncm; k++)
-        cm[k] = map ? map[st->fmap[i][k]] : st->fmap[i][k];
-    const struct dist_labels l = {.st = (struct dist_store *)st, .map = map};
-    struct dist_win win;
-    enum vox_status s = dist_win_load(ctx, &l, st->dims, b, NULL, &win);
-    const uint32_t *v = win.p;
-    for (int64_t z = w.lo[0]; s == VOX_OK && z < w.hi[0]; z++)
-        for (int64_t y = w.lo[1]; y < w.hi[1]; y++)
-            for (int64_t x = w.lo[2]; x < w.hi[2]; x++, v++)
-                if (!(z >= b->lo[0] && z < b->hi[0] && y >= b->lo[1] && y < b->hi[1] &&
-                      x >= b->lo[2] && x < b->hi[2]))
-                    *sh++ = *v;
-    dist_win_fini(ctx, &win);
-    if (s != VOX_OK) {
-        vox_free(ctx, *blob);
-        *blob = NULL;
+        cm[k] = map ? map[fm[k]] : fm[k];
+    if (!st->cmap) {
+        enum vox_status s = shell_from_store(ctx, st, map, b, &w, sh);
+        if (s != VOX_OK) {
+            vox_free(ctx, *blob);
+            *blob = NULL;
+        }
+        return s;
     }
-    return s;
-}
-
-enum vox_status dist_shell_pack(struct vox_ctx *ctx, const struct dist_store *st,
-                                const uint32_t *map, int64_t i, const struct dist_box *b,
-                                void **blob, int64_t *len)
-{
-    if (!st->cmap && st->fmap)
-        return shell_pack_read(ctx, st, map, i, b, blob, len);
-    const struct dist_faces *fc = st->faces;
-    struct dist_box w;
-    shell_window(fc->dims, b, &w);
-    const int64_t ncm = st->cmap_n[i], nsh = shell_count(&w, b);
-    *len = (int64_t)sizeof(int64_t) + (ncm + nsh) * (int64_t)sizeof(uint32_t);
-    uint8_t *p = *blob = vox_alloc(ctx, (size_t)*len);
-    if (!p)
-        return VOX_OUT_OF_MEMORY;
-    memcpy(p, &ncm, sizeof ncm);
-    uint32_t *cm = (uint32_t *)(p + sizeof ncm), *sh = cm + ncm;
-    for (int64_t k = 0; k < ncm; k++)
-        cm[k] = map ? map[st->cmap[i][k]] : st->cmap[i][k];
     /* row by row: a row outside the box crosses one to three chunks' z or y faces; a row
      * through the box has one voxel on each side, on its neighbours' x faces */
     int64_t k = 0;
