@@ -430,9 +430,10 @@ static enum vox_status sg_take(void *arg, int64_t i, const uint8_t *blob, int64_
     if (!r->sink->concurrent)
         pthread_mutex_lock(&r->io->mu);
     enum vox_status s = r->sink->store(r->sink->arg, b.lo, blob, len);
-    if (!r->sink->concurrent)
-        pthread_mutex_unlock(&r->io->mu);
-    __atomic_fetch_add(&r->io->bytes_written, nv * (int64_t)sizeof(uint32_t), __ATOMIC_RELAXED);
+    if (r->sink->concurrent)
+        pthread_mutex_lock(&r->io->mu);
+    r->io->bytes_written += nv * (int64_t)sizeof(uint32_t); /* (as sg_out_task counts) */
+    pthread_mutex_unlock(&r->io->mu);
     vox_progress_add(r->io->bar, 1);
     return s;
 }
