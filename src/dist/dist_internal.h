@@ -205,6 +205,9 @@ enum vox_status dist_qfile_write(struct vox_ctx *ctx, const struct dist_vol *v,
 enum vox_status dist_bfile_hash(struct vox_ctx *ctx, const struct dist_bfile *bf, int64_t i,
                                 uint64_t *h_out);
 
+/* How a label store's chunk record is encoded (dist_store's narrow[]): store.c. */
+enum dist_rec { DIST_REC_U32, DIST_REC_U16, DIST_REC_RUNS };
+
 /* A u32 volume of shape dims kept whole in memory (mem) or in a blocked file (f.nfd > 0:
  * written chunk box by chunk box), read and written box by box from any thread (boxes
  * written concurrently must not overlap). */
@@ -218,8 +221,9 @@ struct dist_store {
      * part, so the volume is not written a second time to relabel it. NULL: values as is. */
     uint32_t **cmap;
     int64_t ncmap;
-    /* Set (one byte per chunk) for a file store read through cmap: a chunk whose values all
-     * fit in 16 bits is written as u16, and its byte set; NULL: u32 records. */
+    /* Set (one byte per chunk) for a file store read through cmap: each chunk's record
+     * encoding (enum dist_rec: a chunk whose values all fit in 16 bits as runs along x or as
+     * u16); NULL: u32 records. */
     uint8_t *narrow;
     int64_t *cmap_n;          /* cmap[i]'s length (fragments + 1), where cmap is set */
     /* Rank 0 of a comm keeping records (its records are relabelled to basins): the chunks'

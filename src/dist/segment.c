@@ -797,8 +797,14 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         struct dist_store own = {.io = &io}; /* this rank's fragment labels */
         memcpy(own.dims, vol.dims, sizeof own.dims);
         bool share = dist_share_on(vol.comm);
-        if (share)
+        if (share) { /* records encoded as they fit (runs, u16, u32): only this rank reads them */
             s = sg_bfile(ctx, opt, false, "labels", vol.dims, 1, 4, &own.f);
+            own.narrow =
+                s == VOX_OK
+                    ? vox_calloc(ctx, (size_t)(own.f.grid[0] * own.f.grid[1] * own.f.grid[2]), 1)
+                    : NULL;
+            s = s == VOX_OK && !own.narrow ? VOX_OUT_OF_MEMORY : s;
+        }
         /* a rank that encodes its chunks' output keeps their labels to itself, unless rank 0
          * keeps records (a workdir): they vouch for every chunk's labels */
         bool faces_only = share && opt->sink && opt->sink->encode && !opt->workdir;

@@ -10,7 +10,11 @@
  * record, read in place). Any thread may use them; memory stays at one box. A file store
  * never holds a whole volume in memory; its reads may map fragment labels to basins per chunk
  * (struct dist_store's cmap), and then a chunk whose fragment labels all fit in 16 bits is
- * written as u16 (half the bytes to write and read; the slot keeps room for u32). Reads of a
+ * written as runs along x (REC_RUNS, below: about a fifth of the u16 bytes for watershed
+ * fragments, 14 runs a 128-voxel row) or, where runs would not be smaller, as u16; the slot
+ * keeps room for u32. Fewer bytes matter more than they seem: a page of a file written for
+ * the first time costs far more than a copy (on the 2-vCPU VMs here, 0.4 GB/s for fresh
+ * page-cache pages against 6-20 GB/s for pages written before). Reads of a
  * source volume go through vox/io.h, which is not thread-safe: they hold the io lock, except
  * those of a volume read in place (vox_volume_box_direct: a .npy), which run side by side.
  *
@@ -19,13 +23,14 @@
  */
 #include "dist_internal.h"
 #include "vox/io.h"
+#include "seg/seg_internal.h"
 
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
 /* How a label store's chunk records are read: values through cmap[chunk] (NULL: as they
- * are), a chunk i with narrow[i] set holding u16 values (narrow NULL: none). */
+ * are), chunk i's record encoded as narrow[i] says (enum dist_rec; narrow NULL: all u32). */
 struct bfile_map {
     uint32_t *const *cmap;
     const uint8_t *narrow;
@@ -248,13 +253,14 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
     return VOX_OK;
 }
 
-/* The part i of the narrow label record cb at off, when it is the record's first or last
- * column along x: from the copy of that column kept after the record (store_narrow), through
- * map, into dst (box b). VOX_UNSUPPORTED (nothing read, no message) for other parts. */
+/* The part i of the narrow label record cb at off (encoded as enc), when it is the record's
+ * first or last column along x: from the copy of that column the record keeps (store_narrow,
+ * store_runs), through map, into dst (box b). VOX_UNSUPPORTED (nothing read, no message) for
+ * other parts. */
 static enum vox_status bfile_column(struct vox_ctx *ctx, const struct dist_bfile *f, int fd,
                                     off_t off, const struct dist_box *cb, const struct dist_box *i,
                                     const struct dist_box *b, uint32_t *dst, uint8_t *tmp,
-                                    const uint32_t *map, int64_t *nread)
+                                    const uint32_t *map, int enc, int64_t *nread)
 {
     const int64_t cs[3] = {cb->hi[0] - cb->lo[0], cb->hi[1] - cb->lo[1], cb->hi[2] - cb->lo[2]};
     const int64_t bs[3] = {b->hi[0] - b->lo[0], b->hi[1] - b->lo[1], b->hi[2] - b->lo[2]};
@@ -264,7 +270,8 @@ static enum vox_status bfile_column(struct vox_ctx *ctx, const struct dist_bfile
     const int64_t nr = cs[0] * cs[1], first = (i->lo[0] - cb->lo[0]) * cs[1] + i->lo[1] - cb->lo[1];
     const int64_t last = (i->hi[0] - 1 - cb->lo[0]) * cs[1] + i->hi[1] - cb->lo[1];
     const size_t n = (size_t)(last - first) * 2;
-    const off_t at = off + (off_t)((nr * cs[2] + (lo ? 0 : nr) + first) * 2);
+    const int64_t col0 = enc == DIST_REC_RUNS ? 0 : nr * cs[2]; /* in u16 */
+    const off_t at = off + (off_t)((col0 + (lo ? 0 : nr) + first) * 2);
     ssize_t got = pread(fd, tmp, n, at);
     if (got != (ssize_t)n)
         return bfile_fail(ctx, f, false, n, at, got);
@@ -275,6 +282,70 @@ static enum vox_status bfile_column(struct vox_ctx *ctx, const struct dist_bfile
             uint16_t v = col[(z - cb->lo[0]) * cs[1] + y - cb->lo[1] - first];
             dst[((z - b->lo[0]) * bs[1] + y - b->lo[1]) * bs[2] + i->lo[2] - b->lo[2]] =
                 map ? map[v] : v;
+        }
+    return VOX_OK;
+}
+
+/* d[x, e) = v, 8 at a time while [x, x + 8) is before x1: it may write past e, where the
+ * row's next runs (decoded after, in order) write again, so a run of up to 8 voxels is one
+ * store and no loop (runs are ~9 voxels long: a per-voxel loop mispredicts at every end). */
+static inline void runs_fill(uint32_t *d, int64_t x, int64_t e, int64_t x1, uint32_t v)
+{
+    typedef uint32_t v8 __attribute__((vector_size(32)));
+    const v8 b = {v, v, v, v, v, v, v, v};
+    for (; x < e && x + 8 <= x1; x += 8)
+        memcpy(d + x, &b, sizeof b);
+    for (; x < e; x++)
+        d[x] = v;
+}
+
+/* The part i of the run-length label record cb at off (store_runs), through map, into dst
+ * (box b): the index entries of the rows i spans, then their runs, two reads. */
+static enum vox_status bfile_runs_part(struct vox_ctx *ctx, const struct dist_bfile *f, int fd,
+                                       off_t off, const struct dist_box *cb,
+                                       const struct dist_box *i, const struct dist_box *b,
+                                       uint32_t *dst, uint8_t *tmp, const uint32_t *map,
+                                       int64_t *nread)
+{
+    const int64_t cs[3] = {cb->hi[0] - cb->lo[0], cb->hi[1] - cb->lo[1], cb->hi[2] - cb->lo[2]};
+    const int64_t bs[3] = {b->hi[0] - b->lo[0], b->hi[1] - b->lo[1], b->hi[2] - b->lo[2]};
+    const int64_t nr = cs[0] * cs[1];
+    const int64_t r0 = (i->lo[0] - cb->lo[0]) * cs[1] + i->lo[1] - cb->lo[1];
+    const int64_t r1 = (i->hi[0] - 1 - cb->lo[0]) * cs[1] + i->hi[1] - cb->lo[1];
+    const off_t idx_at = off + (off_t)(nr * 4 + r0 * 4), runs_at = off + (off_t)(nr * 8 + 4);
+    uint32_t *idx = (uint32_t *)(void *)tmp;
+    size_t n = (size_t)(r1 - r0 + 1) * 4;
+    ssize_t got = pread(fd, idx, n, idx_at);
+    if (got != (ssize_t)n)
+        return bfile_fail(ctx, f, false, n, idx_at, got);
+    *nread += (int64_t)n;
+    const uint32_t first = idx[0], *run = idx + (r1 - r0 + 1);
+    if (idx[r1 - r0] < first || (size_t)(idx[r1 - r0] - first) * 4 + n > f->slot / (size_t)f->nch)
+        return vox_fail(ctx, VOX_IO, "chunked segmentation: label file: a damaged record index");
+    n = (size_t)(idx[r1 - r0] - first) * 4;
+    got = n ? pread(fd, (void *)run, n, runs_at + (off_t)first * 4) : 0;
+    if (got != (ssize_t)n)
+        return bfile_fail(ctx, f, false, n, runs_at + (off_t)first * 4, got);
+    *nread += (int64_t)n;
+    const int64_t x0 = i->lo[2] - cb->lo[2], x1 = i->hi[2] - cb->lo[2];
+    for (int64_t z = i->lo[0]; z < i->hi[0]; z++)
+        for (int64_t y = i->lo[1]; y < i->hi[1]; y++) {
+            const int64_t r = (z - cb->lo[0]) * cs[1] + y - cb->lo[1] - r0;
+            if (idx[r + 1] < idx[r] || idx[r + 1] > idx[r1 - r0])
+                return vox_fail(ctx, VOX_IO, "chunked segmentation: label file: a damaged row");
+            uint32_t *d =
+                dst + ((z - b->lo[0]) * bs[1] + y - b->lo[1]) * bs[2] + i->lo[2] - b->lo[2] - x0;
+            int64_t x = 0;
+            for (uint32_t k = idx[r] - first; k < idx[r + 1] - first && x < x1; k++) {
+                const int64_t e = run[k] >> 16;
+                const uint32_t v = map ? map[run[k] & 0xffff] : run[k] & 0xffff;
+                if (e <= x || e > cs[2])
+                    return vox_fail(ctx, VOX_IO, "chunked segmentation: label file: a damaged run");
+                runs_fill(d, x < x0 ? x0 : x, e < x1 ? e : x1, x1, v);
+                x = e;
+            }
+            if (x < x1)
+                return vox_fail(ctx, VOX_IO, "chunked segmentation: label file: a short row");
         }
     return VOX_OK;
 }
@@ -293,8 +364,9 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
     const int64_t i0 = bfile_chunk(f, g0, &one);
     const off_t at = bfile_at(f, i0, &fd0);
     const uint32_t *map0 = lm && lm->cmap ? lm->cmap[i0] : NULL;
-    bool narrow0 = lm && lm->narrow && lm->narrow[i0];
-    if (memcmp(&one, b, sizeof one) == 0 && !narrow0) { /* one whole chunk: its record as is */
+    const int enc0 = lm && lm->narrow ? lm->narrow[i0] : DIST_REC_U32;
+    if (memcmp(&one, b, sizeof one) == 0 &&
+        enc0 == DIST_REC_U32) { /* one whole chunk: its record as is */
         size_t n =
             (size_t)((one.hi[0] - one.lo[0]) * (one.hi[1] - one.lo[1]) * (one.hi[2] - one.lo[2])) *
             (size_t)f->nch * f->esz;
@@ -320,18 +392,24 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                 const int64_t ci = bfile_chunk(f, g, &cb);
                 const off_t off = bfile_at(f, ci, &fd);
                 const uint32_t *map = lm && lm->cmap ? lm->cmap[ci] : NULL;
-                bool narrow = lm && lm->narrow && lm->narrow[ci];
+                const int enc = lm && lm->narrow ? lm->narrow[ci] : DIST_REC_U32;
                 for (int a = 0; a < 3; a++) {
                     i.lo[a] = cb.lo[a] > b->lo[a] ? cb.lo[a] : b->lo[a];
                     i.hi[a] = cb.hi[a] < b->hi[a] ? cb.hi[a] : b->hi[a];
                 }
-                if (narrow) { /* a neighbour's column along x: its copy */
+                if (enc != DIST_REC_U32) { /* a neighbour's column along x: its copy */
                     s = bfile_column(ctx, f, fd, off, &cb, &i, b, (uint32_t *)(void *)dst, tmp, map,
-                                     &nread);
+                                     enc, &nread);
                     if (s != VOX_UNSUPPORTED)
                         continue;
                     s = VOX_OK;
                 }
+                if (enc == DIST_REC_RUNS) {
+                    s = bfile_runs_part(ctx, f, fd, off, &cb, &i, b, (uint32_t *)(void *)dst, tmp,
+                                        map, &nread);
+                    continue;
+                }
+                const bool narrow = enc == DIST_REC_U16;
                 /* A thin slab in y (a -y/+y neighbour's rows): plane by plane, so as not to
                  * read the planes' other rows. */
                 bool thin = 2 * (i.hi[1] - i.lo[1]) < cb.hi[1] - cb.lo[1];
@@ -412,31 +490,75 @@ enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
     return bfile_read(ctx, &st->f, b, (uint8_t *)dst, st->io, sc, &lm);
 }
 
+/* Run-length record of box b (nr rows of nx, nx < 2^16, values < 2^16), DIST_REC_RUNS:
+ *   u16 col[2 nr]    the first and the last column along x, in (z, y) order (window reads of
+ *                    a neighbour take these instead of the record);
+ *   u32 idx[nr + 1]  row r's runs are run[idx[r] .. idx[r + 1]);
+ *   u32 run[]        value | end << 16, end the x after the run.
+ * Written into p (room for `cap` bytes); its length, or 0 when a value does not fit or the
+ * record would take `cap` bytes or more. */
+static size_t store_runs(const struct dist_box *b, const uint32_t *src, uint8_t *p, size_t cap)
+{
+    const int64_t nx = b->hi[2] - b->lo[2], nr = (b->hi[0] - b->lo[0]) * (b->hi[1] - b->lo[1]);
+    const size_t head = (size_t)nr * 8 + 4;
+    if (nx >= 1 << 16 || cap <= head)
+        return 0;
+    uint16_t *col = (uint16_t *)(void *)p;
+    uint32_t *idx = (uint32_t *)(void *)(p + (size_t)nr * 4), *run = idx + nr + 1;
+    const size_t room = (cap - head) / 4;
+    size_t k = 0;
+    for (int64_t r = 0; r < nr; r++) {
+        const uint32_t *l = src + r * nx;
+        idx[r] = (uint32_t)k;
+        if ((l[0] | l[nx - 1]) > UINT16_MAX)
+            return 0;
+        col[r] = (uint16_t)l[0];
+        col[nr + r] = (uint16_t)l[nx - 1];
+        for (int64_t x = 0, e; x < nx; x = e) {
+            e = seg_skip_equal(l + x + 1, l + x, 0, nx - x - 1) + x + 1;
+            if (l[x] > UINT16_MAX || k == room)
+                return 0;
+            run[k++] = l[x] | (uint32_t)e << 16;
+        }
+    }
+    idx[nr] = (uint32_t)k;
+    return head + k * 4;
+}
+
 /* The labels of box b (n) as a narrow record in sc's DIST_SC_TMP slot (or allocated: *own):
- * u16 values, then, when the box is 2 voxels wide or more, copies of its first and last
- * columns along x ((z, y) order), which window reads of a neighbour take instead of reading
- * across the whole record. NULL when a value does not fit or memory is short; *len_out: its
- * bytes. */
-static uint16_t *store_narrow(struct vox_ctx *ctx, const struct dist_box *b, const uint32_t *src,
-                              struct dist_scratch *sc, uint16_t **own, size_t *len_out)
+ * runs (store_runs) where smaller, else u16 values, then, when the box is 2 voxels wide or
+ * more, copies of its first and last columns along x ((z, y) order), which window reads of a
+ * neighbour take instead of reading across the whole record. NULL when a value does not fit
+ * or memory is short; *len_out: its bytes, *enc_out its encoding. */
+static void *store_narrow(struct vox_ctx *ctx, const struct dist_box *b, const uint32_t *src,
+                          struct dist_scratch *sc, uint16_t **own, size_t *len_out, int *enc_out)
 {
     const int64_t nx = b->hi[2] - b->lo[2], nr = (b->hi[0] - b->lo[0]) * (b->hi[1] - b->lo[1]);
     const int64_t n = nr * nx, len = n + (nx > 1 ? 2 * nr : 0);
+    *own = NULL;
+    uint16_t *p = sc ? dist_scratch_get(ctx, sc, DIST_SC_TMP, (size_t)len * sizeof *p)
+                     : (*own = vox_alloc(ctx, (size_t)len * sizeof *p));
+    if (!p)
+        return NULL;
+    size_t runs = store_runs(b, src, (uint8_t *)p, (size_t)len * sizeof *p);
+    if (runs) {
+        *len_out = runs;
+        *enc_out = DIST_REC_RUNS;
+        return p;
+    }
     uint32_t top = 0;
     for (int64_t k = 0; k < n; k++)
         top |= src[k];
-    *own = NULL;
     if (top > UINT16_MAX)
         return NULL;
-    uint16_t *p = sc ? dist_scratch_get(ctx, sc, DIST_SC_TMP, (size_t)len * sizeof *p)
-                     : (*own = vox_alloc(ctx, (size_t)len * sizeof *p));
-    for (int64_t k = 0; p && k < n; k++)
+    for (int64_t k = 0; k < n; k++)
         p[k] = (uint16_t)src[k];
-    for (int64_t r = 0; p && len > n && r < nr; r++) {
+    for (int64_t r = 0; len > n && r < nr; r++) {
         p[n + r] = p[r * nx];
         p[n + nr + r] = p[r * nx + nx - 1];
     }
     *len_out = (size_t)len * sizeof *p;
+    *enc_out = DIST_REC_U16;
     return p;
 }
 
@@ -454,11 +576,13 @@ enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
         n *= b->hi[a] - b->lo[a];
     }
     size_t len = (size_t)n * st->f.esz;
-    uint16_t *own = NULL, *p = st->narrow ? store_narrow(ctx, b, src, sc, &own, &len) : NULL;
+    int enc = DIST_REC_U32;
+    uint16_t *own = NULL;
+    void *p = st->narrow ? store_narrow(ctx, b, src, sc, &own, &len, &enc) : NULL;
     enum vox_status s =
         bfile_write(ctx, &st->f, b, p ? (const uint8_t *)p : (const uint8_t *)src, len, st->io);
-    if (s == VOX_OK && p)
-        st->narrow[(g[0] * st->f.grid[1] + g[1]) * st->f.grid[2] + g[2]] = 1;
+    if (s == VOX_OK && st->narrow)
+        st->narrow[(g[0] * st->f.grid[1] + g[1]) * st->f.grid[2] + g[2]] = (uint8_t)enc;
     vox_free(ctx, own);
     return s;
 }
