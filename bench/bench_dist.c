@@ -19,6 +19,7 @@
  * (the two runs' label datasets are bitwise equal). vox-mpi is looked up next to this
  * executable (it is built where Open MPI is installed).
  *
+ * The whole and the chunked runs alternate (whole, chunked, whole, ...).
  * Keys: median_s etc. are the chunked run's; whole_median_s, ratio_to_whole (whole time /
  * chunked time: the chunked throughput as a share of the whole run's); bytes_per_voxel and
  * whole_bytes_per_voxel, the peak RSS of a forked child doing one run each (input included);
@@ -351,15 +352,20 @@ static enum vox_status mpi_keys(struct vox_ctx *ctx, const struct dist_bench *b,
     return VOX_OK;
 }
 
+/* The whole and the chunked run alternately, runs times each (a machine whose speed drifts
+ * over the invocation then moves both medians alike, not their ratio). */
 static enum vox_status timed(struct vox_ctx *ctx, const struct dist_bench *b, const char *path,
-                             int runs, bool chunked, double *times, struct run_out *o)
+                             int runs, double *whole, double *chunked, struct run_out *ow,
+                             struct run_out *oc)
 {
     enum vox_status s = VOX_OK;
-    for (int i = 0; i < runs && s == VOX_OK; i++) {
+    for (int i = 0; i < 2 * runs && s == VOX_OK; i++) {
+        const bool c = i % 2;
+        struct run_out *o = c ? oc : ow;
         double t0 = vox_time_now();
         memset(o, 0, sizeof *o);
-        s = chunked ? run_chunked(ctx, b, path, o) : run_whole(ctx, b, path, o);
-        times[i] = vox_time_now() - t0;
+        s = c ? run_chunked(ctx, b, path, o) : run_whole(ctx, b, path, o);
+        (c ? chunked : whole)[i / 2] = vox_time_now() - t0;
     }
     return s;
 }
@@ -385,9 +391,7 @@ static enum vox_status run_dist(struct bench_env *env, const struct bench_params
         res->peak_rss_bytes = bench_child_peak_rss(child_run, &cc);
     }
     if (s == VOX_OK)
-        s = timed(ctx, &b, path, bp->runs, false, wt, &ow);
-    if (s == VOX_OK)
-        s = timed(ctx, &b, path, bp->runs, true, res->times, &oc);
+        s = timed(ctx, &b, path, bp->runs, wt, res->times, &ow, &oc);
     if (s != VOX_OK) {
         unlink(path);
         return s;
