@@ -281,13 +281,16 @@ static inline bool face_open(const struct dist_box *b, const int64_t dims[3], in
 }
 
 /* The lookups of node_links, in parts (dist_par_for): per link, the face entry of its
- * target (-1: the target is outside the box, -2: no entry); per face voxel, whether it
- * stays open. */
+ * target (-1: the target is outside the box, -2: no entry; LINK_IN: in the box, not looked
+ * up yet); per face voxel, whether it stays open. */
+enum { LINK_IN = -3 };
+
 struct link_job {
     const struct node_ctx *n;
     int64_t *target;
     uint8_t *open;
     int parts;
+    bool find; /* look the targets in the box up by binary search (else: LINK_IN) */
 };
 
 static void link_part(void *arg, int64_t q)
@@ -295,13 +298,59 @@ static void link_part(void *arg, int64_t q)
     const struct link_job *j = arg;
     const struct dist_sum *o = j->n->o;
     for (int64_t i = q * o->nlink / j->parts; i < (q + 1) * o->nlink / j->parts; i++) {
-        int64_t f = -1;
-        if (idx_in_box(j->n->box, j->n->dims, o->link[i].b))
-            f = face_find(o, o->link[i].b);
-        j->target[i] = f == -1 && idx_in_box(j->n->box, j->n->dims, o->link[i].b) ? -2 : f;
+        if (!idx_in_box(j->n->box, j->n->dims, o->link[i].b)) {
+            j->target[i] = -1;
+            continue;
+        }
+        int64_t f = j->find ? face_find(o, o->link[i].b) : LINK_IN;
+        j->target[i] = f == -1 ? -2 : f;
     }
     for (int64_t i = q * o->nface / j->parts; i < (q + 1) * o->nface / j->parts; i++)
         j->open[i] = face_open(j->n->box, j->n->dims, o->face[i].idx);
+}
+
+/* The targets marked LINK_IN, by one walk along the faces (both in voxel order): keys
+ * (target - the box's first voxel) << lb | link, radix-sorted. A binary search per link cost
+ * ~20 cache misses into the faces (MBs at the upper nodes): 3.5 % of a one-thread chunked run.
+ * False (nothing done) when the keys do not fit in 64 bits or memory is short. */
+static bool link_walk(struct link_job *j, const struct dist_par *par)
+{
+    const struct node_ctx *n = j->n;
+    const struct dist_sum *o = n->o;
+    const int64_t *d = n->dims, *lo = n->box->lo, *hi = n->box->hi;
+    const int64_t first = (lo[0] * d[1] + lo[1]) * d[2] + lo[2];
+    const int64_t span = ((hi[0] - 1) * d[1] + hi[1] - 1) * d[2] + hi[2] - first;
+    int lb = 1, sb = 1;
+    while (lb < 63 && (int64_t)1 << lb < o->nlink)
+        lb++;
+    while (sb < 63 && (int64_t)1 << sb < span)
+        sb++;
+    int64_t m = 0;
+    for (int64_t i = 0; i < o->nlink; i++)
+        m += j->target[i] == LINK_IN;
+    if (lb + sb > 64 || m == 0)
+        return lb + sb <= 64;
+    uint64_t *k = vox_alloc(n->ctx, (size_t)m * sizeof *k),
+             *t = vox_alloc(n->ctx, (size_t)m * sizeof *t);
+    if (k && t) {
+        m = 0;
+        for (int64_t i = 0; i < o->nlink; i++)
+            if (j->target[i] == LINK_IN)
+                k[m++] = (uint64_t)(o->link[i].b - first) << lb | (uint64_t)i;
+        dist_sort_u64_par(par, k, t, m, lb);
+        const uint64_t mask = ((uint64_t)1 << lb) - 1;
+        int64_t f = 0;
+        for (int64_t q = 0; q < m; q++) {
+            const int64_t b = first + (int64_t)(k[q] >> lb);
+            while (f < o->nface && o->face[f].idx < b)
+                f++;
+            j->target[k[q] & mask] = f < o->nface && o->face[f].idx == b ? f : -2;
+        }
+    }
+    bool ok = k && t;
+    vox_free(n->ctx, k);
+    vox_free(n->ctx, t);
+    return ok;
 }
 
 static enum vox_status node_links(struct node_ctx *n, const struct dist_par *par)
@@ -313,6 +362,10 @@ static enum vox_status node_links(struct node_ctx *n, const struct dist_par *par
     enum vox_status s = j.target && j.open ? VOX_OK : VOX_OUT_OF_MEMORY;
     if (s == VOX_OK)
         dist_par_for(par, j.parts, link_part, &j);
+    if (s == VOX_OK && !link_walk(&j, par)) { /* the lookups one by one */
+        j.find = true;
+        dist_par_for(par, j.parts, link_part, &j);
+    }
     int64_t k = 0;
     for (int64_t i = 0; i < o->nlink && s == VOX_OK; i++) {
         if (j.target[i] == -1)
