@@ -10,11 +10,11 @@
  * record, read in place). Any thread may use them; memory stays at one box. A file store
  * never holds a whole volume in memory; its reads may map fragment labels to basins per chunk
  * (struct dist_store's cmap), and then a chunk whose fragment labels all fit in 16 bits is
- * written as runs along x (REC_RUNS, below: about a fifth of the u16 bytes for watershed
- * fragments, 14 runs a 128-voxel row) or, where runs would not be smaller, as u16; the slot
- * keeps room for u32. Fewer bytes matter more than they seem: a page of a file written for
- * the first time costs far more than a copy (on the 2-vCPU VMs here, 0.4 GB/s for fresh
- * page-cache pages against 6-20 GB/s for pages written before). Reads of a
+ * written as runs along x (DIST_REC_RUNS, store_runs: about a quarter of the u16 bytes for
+ * watershed fragments, 14 runs a 128-voxel row) or, where runs would not be smaller, as u16;
+ * the slot keeps room for u32. Fewer bytes matter more than they seem: a page of a file
+ * written for the first time costs far more than a copy (on the 2-vCPU VMs here, 0.4 GB/s
+ * for fresh page-cache pages against 6-20 GB/s for pages written before). Reads of a
  * source volume go through vox/io.h, which is not thread-safe: they hold the io lock, except
  * those of a volume read in place (vox_volume_box_direct: a .npy), which run side by side.
  *
