@@ -9,6 +9,7 @@
 #include "vox/io.h"
 
 #include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -549,6 +550,7 @@ struct gather {
     struct vox_tensor t;
     int64_t nseg, writes, stored;
     bool ready;
+    int fail;            /* 1: ready fails, 2: encode fails */
     struct vox_ctx *ctx; /* a rank's run's (gather_encode) */
 };
 
@@ -557,7 +559,7 @@ static enum vox_status gather_ready(void *arg, const struct vox_seg_result *res)
     struct gather *g = arg;
     g->ready = true;
     g->nseg = res->nseg;
-    return VOX_OK;
+    return g->fail == 1 ? VOX_IO : VOX_OK;
 }
 
 static enum vox_status gather_write(void *arg, const int64_t lo[3], const struct vox_tensor *l)
@@ -584,6 +586,8 @@ static enum vox_status gather_encode(void *arg, const int64_t lo[3], const struc
     struct gather *g = arg;
     if (!g->ready || g->nseg <= 0 || !vox_tensor_is_contiguous(l))
         return VOX_INTERNAL;
+    if (g->fail == 2)
+        return vox_fail(g->ctx, VOX_IO, "test: this rank's encode fails");
     size_t nb = vox_tensor_nbytes(l);
     int64_t *p = vox_alloc(g->ctx, 6 * sizeof *p + nb); /* the run's context frees it */
     if (!p)
@@ -881,8 +885,17 @@ static enum vox_status tq_get(struct thread_comm *t, int q, struct vox_ctx *ctx,
                               void **blob, int64_t *len)
 {
     pthread_mutex_lock(&t->mu);
-    while (!t->q[q])
-        pthread_cond_wait(&t->cv, &t->mu);
+    /* a minute without a message is a hang (a process that failed without a word): fail */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    int w = 0;
+    while (!t->q[q] && w == 0)
+        w = pthread_cond_timedwait(&t->cv, &t->mu, &until);
+    if (!t->q[q]) {
+        pthread_mutex_unlock(&t->mu);
+        return vox_fail(ctx, VOX_IO, "test comm: no message for queue %d in 60 s", q);
+    }
     struct mq *m = t->q[q];
     t->q[q] = m->next;
     pthread_mutex_unlock(&t->mu);
@@ -893,6 +906,22 @@ static enum vox_status tq_get(struct thread_comm *t, int q, struct vox_ctx *ctx,
     free(m->blob);
     free(m);
     return *blob ? VOX_OK : VOX_OUT_OF_MEMORY;
+}
+
+/* Frees the messages nobody took (a failed run's last words to a rank that had ended); their
+ * count. */
+static int tc_drain(struct thread_comm *t)
+{
+    int n = 0;
+    for (int q = 0; q < (int)(sizeof t->q / sizeof t->q[0]); q++)
+        while (t->q[q]) {
+            struct mq *m = t->q[q];
+            t->q[q] = m->next;
+            free(m->blob);
+            free(m);
+            n++;
+        }
+    return n;
 }
 
 static enum vox_status tc_send(void *arg, struct vox_ctx *ctx, int64_t chunk, const void *blob,
@@ -929,6 +958,7 @@ struct rank_job {
     const struct vox_seg_params *p;
     struct vox_dist_options o;
     enum vox_status st;
+    char err[256];   /* the rank's message */
     struct gather g; /* a rank's own sink, when it encodes its chunks */
     struct vox_dist_sink sink;
 };
@@ -949,6 +979,7 @@ static void *rank_main(void *arg)
         j->st = vox_dist_segment(ctx, &src, j->p, &j->o, &res);
     if (j->st == VOX_OK && (res.labels.data || res.nseg != 0))
         j->st = VOX_INTERNAL; /* a rank other than 0 gives nothing */
+    snprintf(j->err, sizeof j->err, "%s", vox_ctx_error(ctx));
     vox_volume_close(vol);
     vox_ctx_destroy(ctx);
     return NULL;
@@ -1078,6 +1109,37 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         CHECK_STATUS(two_ranks(ctx, path, &p, job, &res), VOX_INVALID_ARG);
         CHECK_ERROR_HAS("cannot store");
         CHECK_OK(job[1].st);
+        CHECK(tc_drain(&t) == 1); /* rank 0's word that it failed, to a rank already done */
+        vox_seg_result_fini(ctx, &res);
+        vox_tensor_free(ctx, &g.t);
+    }
+    /* a process that fails tells those that may wait for it, which fail too instead of
+     * waiting forever: rank 0 before the output stage (its sink's ready fails: the rank
+     * waits for that stage's setup), then rank 1 in it (its encode fails: rank 0 waits for
+     * its chunks) */
+    for (int who = 0; who < 2; who++) {
+        struct thread_comm t = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+        struct rank_job job[2];
+        struct gather g = {.ready = false, .fail = who == 0 ? 1 : 0};
+        CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, ref.labels.shape));
+        struct vox_dist_sink sink = {.ready = gather_ready,
+                                     .write = gather_write,
+                                     .arg = &g,
+                                     .encode = gather_encode,
+                                     .store = gather_store};
+        two_rank_jobs(&t, job, path, &p,
+                      &(struct vox_dist_options){.chunk = {12, 48, 48}, .sink = &sink});
+        job[1].g.fail = who == 1 ? 2 : 0;
+        struct vox_seg_result res = {0};
+        CHECK_STATUS(two_ranks(ctx, path, &p, job, &res), VOX_IO);
+        CHECK(job[1].st == VOX_IO);
+        if (who == 0) {
+            CHECK(strstr(job[1].err, "rank 0 failed") && strstr(job[1].err, "rank 1 stops"));
+        } else {
+            CHECK_ERROR_HAS("rank 1 failed");
+            CHECK(strstr(job[1].err, "encode fails") != NULL);
+        }
+        tc_drain(&t);
         vox_seg_result_fini(ctx, &res);
         vox_tensor_free(ctx, &g.t);
     }

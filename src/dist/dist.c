@@ -211,8 +211,12 @@ static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks)
     int64_t i = -1, len = 0;
     uint8_t *b = NULL;
     enum vox_status s = c->recv(c->arg, r->ctx, &i, (void **)&b, &len);
-    if (s != VOX_OK)
+    if (s == VOX_OK && i == DIST_COMM_STOP)
+        s = dist_comm_stopped(r->ctx, c, b, len);
+    if (s != VOX_OK) {
+        vox_free(r->ctx, b);
         return s;
+    }
     r->received++;
     struct dist_box box;
     int64_t n = -1, nv = 0, nf = -1;

@@ -451,9 +451,22 @@ struct dist_share {
     void *arg;
     int64_t remote, taken;
     int64_t *next; /* per rank: its next chunk to give (nchunks or more: the end; -1: ended) */
+    bool stopped;  /* a rank said it failed: nothing more comes (dist_comm_stop) */
 };
 /* Whether c shares stages (b) and (c): more than one rank, and messages both ways. */
 bool dist_share_on(const struct vox_dist_comm *c);
+
+/* A process of comm c that fails (s != VOX_OK) tells those that may wait for it, so that they
+ * fail too instead of waiting forever (as with a comm whose processes do not end together,
+ * unlike mpirun's: threads, an embedder's): rank 0 tells every other rank, another rank tells
+ * rank 0. Returns s, the context's message kept. No-op for s == VOX_OK or no comm. */
+enum vox_status dist_comm_stop(struct vox_ctx *ctx, const struct vox_dist_comm *c,
+                               enum vox_status s);
+/* The failure a receiver reports on such a message (blob: the sender's rank). */
+enum vox_status dist_comm_stopped(struct vox_ctx *ctx, const struct vox_dist_comm *c,
+                                  const void *blob, int64_t len);
+/* The key of that message. */
+enum { DIST_COMM_STOP = -3 };
 /* Rank 0: sends every rank the stage's setup and its first chunk (give NULL: the end; rank 0
  * keeps every chunk). */
 enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, const void *setup,

@@ -14,13 +14,48 @@
  * (dist_share_end). Sends must not wait for their receiver (the comm's contract): rank 0's
  * second chunk for a rank would otherwise wait for a rank that waits for rank 0 to take its
  * first summary. Where a summary goes is its chunk index, so the result does not depend on
- * timing. Messages: key -2 the stage's setup, key i chunk i, key -1 the end.
+ * timing. Messages: key -2 the stage's setup, key i chunk i, key -1 the end; key -3 (both
+ * ways) a failed process's last word (dist_comm_stop).
  */
 #include "dist_internal.h"
 
+#include <stdio.h>
 #include <string.h>
 
-enum { SHARE_END = -1, SHARE_SETUP = -2, SHARE_AHEAD = 2 /* chunks given per rank at once */ };
+enum {
+    SHARE_END = -1,
+    SHARE_SETUP = -2,
+    SHARE_STOP = DIST_COMM_STOP,
+    SHARE_AHEAD = 2 /* chunks given per rank at once */
+};
+
+enum vox_status dist_comm_stop(struct vox_ctx *ctx, const struct vox_dist_comm *c,
+                               enum vox_status s)
+{
+    if (!c || c->size < 2 || s == VOX_OK)
+        return s;
+    char msg[1024]; /* the context keeps as much */
+    snprintf(msg, sizeof msg, "%s", vox_ctx_error(ctx));
+    const int32_t me = c->rank;
+    if (c->rank != 0)
+        (void)c->send(c->arg, ctx, SHARE_STOP, &me, sizeof me);
+    else if (c->send_to)
+        for (int to = 1; to < c->size; to++)
+            (void)c->send_to(c->arg, ctx, to, SHARE_STOP, &me, sizeof me);
+    return vox_fail(ctx, s, "%s", msg); /* a failed send's message would hide the cause */
+}
+
+enum vox_status dist_comm_stopped(struct vox_ctx *ctx, const struct vox_dist_comm *c,
+                                  const void *blob, int64_t len)
+{
+    int32_t who = -1;
+    if (len == (int64_t)sizeof who)
+        memcpy(&who, blob, sizeof who);
+    return vox_fail(ctx, VOX_IO,
+                    "chunked segmentation: rank %d failed (its own message says why); rank %d "
+                    "stops",
+                    (int)who, c->rank);
+}
 
 bool dist_share_on(const struct vox_dist_comm *c)
 {
@@ -74,6 +109,8 @@ enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, cons
 enum vox_status dist_share_step(struct vox_ctx *ctx, struct dist_share *s)
 {
     const struct vox_dist_comm *c = s->c;
+    if (s->stopped)
+        return VOX_IO; /* (the message was set when the word came) */
     if (s->taken >= s->remote)
         return VOX_OK;
     int64_t i = -1, len = 0;
@@ -82,7 +119,10 @@ enum vox_status dist_share_step(struct vox_ctx *ctx, struct dist_share *s)
     if (st != VOX_OK)
         return st;
     s->taken++;
-    if (i <= 0 || i >= s->nchunks || i % c->size == 0)
+    if (i == SHARE_STOP) {
+        s->stopped = true;
+        st = dist_comm_stopped(ctx, c, b, len);
+    } else if (i <= 0 || i >= s->nchunks || i % c->size == 0)
         st = vox_fail(ctx, VOX_IO,
                       "chunked segmentation: a summary for chunk %lld from another "
                       "rank (of %lld chunks)",
@@ -97,7 +137,7 @@ enum vox_status dist_share_step(struct vox_ctx *ctx, struct dist_share *s)
 
 enum vox_status dist_share_end(struct vox_ctx *ctx, struct dist_share *s)
 {
-    enum vox_status st = VOX_OK;
+    enum vox_status st = s->stopped ? VOX_IO : VOX_OK;
     while (st == VOX_OK && s->taken < s->remote)
         st = dist_share_step(ctx, s);
     vox_free(ctx, s->next);
@@ -112,7 +152,9 @@ enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm
     int64_t key = 0, len = 0;
     uint8_t *b = NULL;
     enum vox_status st = c->recv_root(c->arg, ctx, &key, (void **)&b, &len);
-    if (st == VOX_OK && key != SHARE_SETUP)
+    if (st == VOX_OK && key == SHARE_STOP)
+        st = dist_comm_stopped(ctx, c, b, len);
+    else if (st == VOX_OK && key != SHARE_SETUP)
         st = vox_fail(ctx, VOX_IO,
                       "chunked segmentation: rank %d expected a stage's setup from "
                       "rank 0, got message %lld",
@@ -127,6 +169,8 @@ enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm
             vox_free(ctx, b);
             break;
         }
+        if (st == VOX_OK && key == SHARE_STOP)
+            st = dist_comm_stopped(ctx, c, b, len);
         void *out = NULL;
         int64_t olen = 0;
         if (st == VOX_OK && (key < 0 || key >= nchunks || key % c->size != c->rank))

@@ -819,7 +819,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
             s = sg_serve(ctx, &vol, opt, &own);
         dist_bfile_close(&own.f);
         dist_store_fini(ctx, &own);
-        return s;
+        return dist_comm_stop(ctx, vol.comm, s); /* rank 0 may wait for this rank */
     }
     struct vox_seg_result res = {0};
     struct dist_store store = {.io = &io};
@@ -888,6 +888,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         dist_journal_close(ctx, &jr);
     if (journal && s == VOX_OK)
         dist_journal_remove(opt->workdir);
+    s = dist_comm_stop(ctx, vol.comm, s); /* the other ranks may wait for rank 0 */
     if (s != VOX_OK) {
         vox_seg_result_fini(ctx, &res);
         return s;
