@@ -673,33 +673,20 @@ static bool ag_vertex(struct vox_ctx *ctx, struct ag_sum *s, uint32_t id, uint8_
     return dist_push(ctx, (void **)&s->v, &s->nv, &s->vcap, &v, sizeof v);
 }
 
-/* Every label of the box with its touch bits: a row on a z or y face adds every voxel's,
- * another its ends and the voxels where the label changes. */
-static enum vox_status ag_chunk_vertices(const struct ag_run *r, struct ag_sum *s,
-                                         const struct dist_win *lw)
+/* The labels of box row (z, y), l, with their touch bits, where the row is on a z or y face
+ * of the box (every voxel's); the other rows add theirs with their x faces (ag_row_x). */
+static bool ag_face_row_vertices(const struct ag_run *r, struct ag_sum *s, const uint32_t *l,
+                                 int64_t z, int64_t y)
 {
     const struct dist_box *b = &s->box;
     const int64_t nx = b->hi[2] - b->lo[2];
     uint8_t tx0, tx1;
-    for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
-        for (int64_t y = b->lo[1]; y < b->hi[1]; y++) {
-            const uint8_t t0 = dist_row_faces(b, r->dims, z, y, &tx0, &tx1);
-            const uint32_t *l = dist_win_row(lw, z, y, b->lo[2]);
-            bool ok = true;
-            for (int64_t j = 0; t0 && ok && j < nx; j++)
-                ok = ag_vertex(r->ctx, s, l[j],
-                               (uint8_t)(t0 | (j == 0 ? tx0 : 0) | (j == nx - 1 ? tx1 : 0)));
-            if (!t0) {
-                ok = ag_vertex(r->ctx, s, l[0], (uint8_t)(tx0 | (nx == 1 ? tx1 : 0)));
-                for (int64_t k = seg_skip_equal(l + 1, l, 0, nx - 1); ok && k < nx - 1;
-                     k = seg_skip_equal(l + 1, l, k + 1, nx - 1))
-                    ok = ag_vertex(r->ctx, s, l[k + 1], 0);
-                ok = ok && ag_vertex(r->ctx, s, l[nx - 1], tx1);
-            }
-            if (!ok)
-                return VOX_OUT_OF_MEMORY;
-        }
-    return VOX_OK;
+    const uint8_t t0 = dist_row_faces(b, r->dims, z, y, &tx0, &tx1);
+    bool ok = true;
+    for (int64_t j = 0; t0 && ok && j < nx; j++)
+        ok = ag_vertex(r->ctx, s, l[j],
+                       (uint8_t)(t0 | (j == 0 ? tx0 : 0) | (j == nx - 1 ? tx1 : 0)));
+    return ok;
 }
 
 /* The faces being collected: the list and the direct-mapped places of recent (key, w), or
@@ -733,6 +720,24 @@ static bool ag_face_add(struct vox_ctx *ctx, struct ag_faces *fs, uint32_t la, u
     return dist_scratch_push(ctx, fs->sc, DIST_SC_W7, (void **)&fs->f, &fs->n, &f, sizeof f);
 }
 
+/* Box row l (nx voxels, affinities along x qx, qx[j] that of (j - 1, j)): its faces along x
+ * where the labels differ and, unless the row is on a z or y face of the box (t0, whose
+ * labels ag_face_row_vertices adds), its labels with their touch bits: the ends' and those
+ * where the label changes, found in the same walk. */
+static bool ag_row_x(const struct ag_run *r, struct ag_sum *s, struct ag_faces *fs,
+                     const uint32_t *l, const uint8_t *qx, int64_t nx, uint8_t t0, uint8_t tx0,
+                     uint8_t tx1)
+{
+    bool ok = t0 || ag_vertex(r->ctx, s, l[0], (uint8_t)(tx0 | (nx == 1 ? tx1 : 0)));
+    for (int64_t j = seg_skip_equal(l, l + 1, 0, nx - 1); ok && j < nx - 1;
+         j = seg_skip_equal(l, l + 1, j + 1, nx - 1)) {
+        ok = t0 || ag_vertex(r->ctx, s, l[j + 1], 0);
+        if (ok && l[j] && l[j + 1])
+            ok = ag_face_add(r->ctx, fs, l[j], l[j + 1], qx[j + 1]);
+    }
+    return ok && (t0 || ag_vertex(r->ctx, s, l[nx - 1], tx1));
+}
+
 /* The faces (la[j], lb[j]) of affinity qb[j], j in [0, n), where the labels differ. */
 static bool ag_row_faces(struct vox_ctx *ctx, struct ag_faces *fs, const uint32_t *la,
                          const uint32_t *lb, const uint8_t *qb, int64_t n)
@@ -757,7 +762,10 @@ static enum vox_status ag_chunk_faces(const struct ag_run *r, struct ag_sum *s, 
             const uint32_t *la = dist_win_row(lw, z, y, b->lo[2]);
             const int64_t qo = ((z - b->lo[0]) * rn[1] + y - b->lo[1]) * rn[2];
             const int64_t c[2] = {z, y};
-            bool ok = ag_row_faces(r->ctx, fs, la, la + 1, q + 2 * n + qo + 1, nx - 1);
+            uint8_t tx0, tx1;
+            const uint8_t t0 = dist_row_faces(b, r->dims, z, y, &tx0, &tx1);
+            bool ok = (!t0 || ag_face_row_vertices(r, s, la, z, y)) &&
+                      ag_row_x(r, s, fs, la, q + 2 * n + qo, nx, t0, tx0, tx1);
             if (ok && b->hi[2] < r->dims[2]) /* the last x: its face leaves the box */
                 ok = ag_vertex(r->ctx, s, la[nx], 2u << 4) &&
                      ag_row_faces(r->ctx, fs, la + nx - 1, la + nx, q + 2 * n + qo + nx, 1);
@@ -833,9 +841,7 @@ static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, bool r
     if (st == VOX_OK)
         st = dist_win_load(r->ctx, r->labels, r->dims, &s->box, sc, &lw);
     if (st == VOX_OK) {
-        st = ag_chunk_vertices(r, s, &lw);
-        if (st == VOX_OK)
-            st = ag_chunk_faces(r, s, q.data, rn, &lw, fs);
+        st = ag_chunk_faces(r, s, q.data, rn, &lw, fs);
         dist_win_fini(r->ctx, &lw);
     }
     vox_tensor_free(r->ctx, &q);

@@ -534,34 +534,16 @@ static bool sm_face(struct vox_ctx *ctx, struct sm_sum *s, struct sm_seen *m, ui
     return dist_scratch_push(ctx, m->sc, DIST_SC_W7, (void **)&s->edge, &s->nedge, &e, sizeof e);
 }
 
-/* Every basin of the box, with the touch bits of its voxels on the box faces: a row on a z or
- * y face adds every voxel's, another its ends and the voxels where the label changes. */
-static enum vox_status sm_chunk_basins(const struct sm_run *r, struct sm_sum *s,
-                                       const struct dist_win *lw, struct sm_seen *m)
+/* The basins of box row l (nx voxels) on a z or y face of the box (t0), every voxel's with
+ * its touch bits; the other rows add theirs with their x faces (sm_row_x). */
+static bool sm_face_row_basins(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m,
+                               const uint32_t *l, int64_t nx, uint8_t t0, uint8_t tx0, uint8_t tx1)
 {
-    const struct dist_box *b = &s->box;
-    const int64_t nx = b->hi[2] - b->lo[2];
-    uint8_t tx0, tx1;
-    for (int64_t z = b->lo[0]; z < b->hi[0]; z++)
-        for (int64_t y = b->lo[1]; y < b->hi[1]; y++) {
-            const uint8_t t0 = dist_row_faces(b, r->dims, z, y, &tx0, &tx1);
-            const uint32_t *l = dist_win_row(lw, z, y, b->lo[2]);
-            bool ok = true;
-            for (int64_t j = 0; t0 && ok && j < nx; j++)
-                ok = !l[j] ||
-                     sm_basin_add(r, s, m, l[j],
-                                  (uint8_t)(t0 | (j == 0 ? tx0 : 0) | (j == nx - 1 ? tx1 : 0)));
-            if (!t0) {
-                ok = (!l[0] || sm_basin_add(r, s, m, l[0], (uint8_t)(tx0 | (nx == 1 ? tx1 : 0)))) &&
-                     (!l[nx - 1] || sm_basin_add(r, s, m, l[nx - 1], tx1));
-                for (int64_t k = seg_skip_equal(l + 1, l, 0, nx - 1); ok && k < nx - 1;
-                     k = seg_skip_equal(l + 1, l, k + 1, nx - 1))
-                    ok = !l[k + 1] || sm_basin_add(r, s, m, l[k + 1], 0);
-            }
-            if (!ok)
-                return VOX_OUT_OF_MEMORY;
-        }
-    return VOX_OK;
+    bool ok = true;
+    for (int64_t j = 0; ok && j < nx; j++)
+        ok = !l[j] || sm_basin_add(r, s, m, l[j],
+                                   (uint8_t)(t0 | (j == 0 ? tx0 : 0) | (j == nx - 1 ? tx1 : 0)));
+    return ok;
 }
 
 /* A basin seen across the box face `bit` (its other faces are unknown: it touches). */
@@ -592,6 +574,22 @@ static bool sm_row_faces(const struct sm_run *r, struct sm_sum *s, struct sm_see
     return true;
 }
 
+/* Box row l (nx voxels, affinities along x qx, qx[j] that of (j - 1, j)): its faces along x
+ * where the labels differ and, unless the row is on a z or y face of the box (t0: those
+ * sm_face_row_basins adds), its basins with their touch bits: the ends' and those where the
+ * label changes, found in the same walk. */
+static bool sm_row_x(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m, const uint32_t *l,
+                     const uint8_t *qx, int64_t nx, uint8_t t0, uint8_t tx0, uint8_t tx1)
+{
+    const int low = r->p->low;
+    bool ok = t0 || !l[0] || sm_basin_add(r, s, m, l[0], (uint8_t)(tx0 | (nx == 1 ? tx1 : 0)));
+    for (int64_t j = seg_skip_equal(l + 1, l, 0, nx - 1); ok && j < nx - 1;
+         j = seg_skip_equal(l + 1, l, j + 1, nx - 1))
+        ok = (t0 || !l[j + 1] || sm_basin_add(r, s, m, l[j + 1], 0)) &&
+             sm_face(r->ctx, s, m, l[j + 1], l[j], qx[j + 1], low);
+    return ok && (t0 || !l[nx - 1] || sm_basin_add(r, s, m, l[nx - 1], tx1));
+}
+
 /* The faces of row (z, y) of R: along x where the row is in the box, along y and z where the
  * voxel or its -y / -z neighbour is (the face bits: 2 * axis + side). */
 static bool sm_row(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m, const uint8_t *q,
@@ -605,7 +603,10 @@ static bool sm_row(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m, 
     bool ok = true;
     if (zin && yin) {
         const uint8_t *qx = q + 2 * n + qo;
-        ok = sm_row_faces(r, s, m, l + 1, l, qx + 1, nx - 1, 0, 0) &&
+        uint8_t tx0, tx1;
+        const uint8_t t0 = dist_row_faces(b, r->dims, z, y, &tx0, &tx1);
+        ok = (!t0 || sm_face_row_basins(r, s, m, l, nx, t0, tx0, tx1)) &&
+             sm_row_x(r, s, m, l, qx, nx, t0, tx0, tx1) &&
              (b->lo[2] == 0 || sm_row_faces(r, s, m, l, l - 1, qx, 1, 2, 1u << 4)) &&
              (rn[2] == nx || sm_row_faces(r, s, m, l + nx, l + nx - 1, qx + nx, 1, 1, 1u << 5));
     }
@@ -655,9 +656,7 @@ static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s, struct
     if (st == VOX_OK)
         st = dist_win_load(r->ctx, r->basins, r->dims, &s->box, sc, &lw);
     if (st == VOX_OK) {
-        st = sm_chunk_basins(r, s, &lw, m);
-        if (st == VOX_OK)
-            st = sm_chunk_faces(r, s, q.data, rh, &lw, m);
+        st = sm_chunk_faces(r, s, q.data, rh, &lw, m);
         dist_win_fini(r->ctx, &lw);
     }
     vox_free(r->ctx, m);
