@@ -240,6 +240,10 @@ void dist_store_fini(struct vox_ctx *ctx, struct dist_store *st);
 /* src/dst are contiguous over the box; sc: a scratch for the file reads, or NULL. */
 enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
                                 const struct dist_box *b, uint32_t *dst, struct dist_scratch *sc);
+/* dist_store_read whose values then go through `then` too (NULL: none). */
+enum vox_status dist_store_read_map(struct vox_ctx *ctx, struct dist_store *st,
+                                    const struct dist_box *b, uint32_t *dst,
+                                    struct dist_scratch *sc, const uint32_t *then);
 enum vox_status dist_store_write(struct vox_ctx *ctx, struct dist_store *st,
                                  const struct dist_box *b, const uint32_t *src,
                                  struct dist_scratch *sc);

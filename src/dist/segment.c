@@ -336,11 +336,8 @@ static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
         t.data = dist_scratch_get(r->ctx, &r->sc[tid], DIST_SC_LAB,
                                   (size_t)(shape[0] * shape[1] * shape[2]) * sizeof(uint32_t));
         enum vox_status s = t.data ? VOX_OK : VOX_OUT_OF_MEMORY;
-        if (s == VOX_OK)
-            s = dist_store_read(r->ctx, r->store, &b, t.data, &r->sc[tid]);
-        uint32_t *l = t.data;
-        for (int64_t k = 0; s == VOX_OK && k < shape[0] * shape[1] * shape[2]; k++)
-            l[k] = r->map[l[k]];
+        if (s == VOX_OK) /* (the segment map applied per run as the record decodes) */
+            s = dist_store_read_map(r->ctx, r->store, &b, t.data, &r->sc[tid], r->map);
         if (s == VOX_OK && r->sink->concurrent) { /* the sink takes writes side by side */
             s = r->sink->write(r->sink->arg, b.lo, &t);
             pthread_mutex_lock(&r->io->mu);

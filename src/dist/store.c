@@ -30,11 +30,20 @@
 #include <unistd.h>
 
 /* How a label store's chunk records are read: values through cmap[chunk] (NULL: as they
- * are), chunk i's record encoded as narrow[i] says (enum dist_rec; narrow NULL: all u32). */
+ * are), then through `then` (NULL: none), chunk i's record encoded as narrow[i] says (enum
+ * dist_rec; narrow NULL: all u32). */
 struct bfile_map {
     uint32_t *const *cmap;
     const uint8_t *narrow;
+    const uint32_t *then;
 };
+
+/* v through map, then through then (either NULL: none). */
+static inline uint32_t lm_val(const uint32_t *map, const uint32_t *then, uint32_t v)
+{
+    v = map ? map[v] : v;
+    return then ? then[v] : v;
+}
 
 static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *f,
                                   const struct dist_box *b, uint8_t *dst, struct dist_io *io,
@@ -199,29 +208,32 @@ static void bfile_count(struct dist_io *io, bool wr, int64_t n)
     pthread_mutex_unlock(&io->mu);
 }
 
-/* n labels of a record (u16 when narrow, else u32) into o, through map. */
+/* n labels of a record (u16 when narrow, else u32) into o, through map and then. */
 static void bfile_map_row(uint32_t *o, const uint8_t *in, int64_t n, const uint32_t *map,
-                          bool narrow)
+                          const uint32_t *then, bool narrow)
 {
     if (narrow) {
         const uint16_t *s = (const uint16_t *)(const void *)in;
-        for (int64_t k = 0; map && k < n; k++)
+        for (int64_t k = 0; map && !then && k < n; k++)
             o[k] = map[s[k]];
-        for (int64_t k = 0; !map && k < n; k++)
+        for (int64_t k = 0; !map && !then && k < n; k++)
             o[k] = s[k];
+        for (int64_t k = 0; then && k < n; k++)
+            o[k] = lm_val(map, then, s[k]);
     } else {
         const uint32_t *s = (const uint32_t *)(const void *)in;
         for (int64_t k = 0; k < n; k++)
-            o[k] = map[s[k]];
+            o[k] = lm_val(map, then, s[k]);
     }
 }
 
-/* The part i (global box) of chunk record cb at off, every channel, into dst (box b); map:
- * u32 labels through it, narrow: the record holds them as u16. */
+/* The part i (global box) of chunk record cb at off, every channel, into dst (box b); map and
+ * then: u32 labels through them, narrow: the record holds them as u16. */
 static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *f, int fd,
                                   off_t off, const struct dist_box *cb, const struct dist_box *i,
                                   const struct dist_box *b, uint8_t *dst, uint8_t *tmp,
-                                  const uint32_t *map, bool narrow, int64_t *nread)
+                                  const uint32_t *map, const uint32_t *then, bool narrow,
+                                  int64_t *nread)
 {
     const int64_t cs[3] = {cb->hi[0] - cb->lo[0], cb->hi[1] - cb->lo[1], cb->hi[2] - cb->lo[2]};
     const int64_t bs[3] = {b->hi[0] - b->lo[0], b->hi[1] - b->lo[1], b->hi[2] - b->lo[2]};
@@ -243,9 +255,9 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
                 int64_t s = ((z - cb->lo[0]) * cs[1] + y - cb->lo[1]) * cs[2] + i->lo[2] -
                             cb->lo[2] - first;
                 int64_t t = ((z - b->lo[0]) * bs[1] + y - b->lo[1]) * bs[2] + i->lo[2] - b->lo[2];
-                if (map || narrow) /* u32 labels (through the chunk's map) */
+                if (map || then || narrow) /* u32 labels (through the chunk's map) */
                     bfile_map_row((uint32_t *)(void *)d + t, tmp + (size_t)s * e,
-                                  i->hi[2] - i->lo[2], map, narrow);
+                                  i->hi[2] - i->lo[2], map, then, narrow);
                 else
                     memcpy(d + (size_t)t * e, tmp + (size_t)s * e, row);
             }
@@ -260,7 +272,8 @@ static enum vox_status bfile_part(struct vox_ctx *ctx, const struct dist_bfile *
 static enum vox_status bfile_column(struct vox_ctx *ctx, const struct dist_bfile *f, int fd,
                                     off_t off, const struct dist_box *cb, const struct dist_box *i,
                                     const struct dist_box *b, uint32_t *dst, uint8_t *tmp,
-                                    const uint32_t *map, int enc, int64_t *nread)
+                                    const uint32_t *map, const uint32_t *then, int enc,
+                                    int64_t *nread)
 {
     const int64_t cs[3] = {cb->hi[0] - cb->lo[0], cb->hi[1] - cb->lo[1], cb->hi[2] - cb->lo[2]};
     const int64_t bs[3] = {b->hi[0] - b->lo[0], b->hi[1] - b->lo[1], b->hi[2] - b->lo[2]};
@@ -281,7 +294,7 @@ static enum vox_status bfile_column(struct vox_ctx *ctx, const struct dist_bfile
         for (int64_t y = i->lo[1]; y < i->hi[1]; y++) {
             uint16_t v = col[(z - cb->lo[0]) * cs[1] + y - cb->lo[1] - first];
             dst[((z - b->lo[0]) * bs[1] + y - b->lo[1]) * bs[2] + i->lo[2] - b->lo[2]] =
-                map ? map[v] : v;
+                lm_val(map, then, v);
         }
     return VOX_OK;
 }
@@ -305,7 +318,7 @@ static enum vox_status bfile_runs_part(struct vox_ctx *ctx, const struct dist_bf
                                        off_t off, const struct dist_box *cb,
                                        const struct dist_box *i, const struct dist_box *b,
                                        uint32_t *dst, uint8_t *tmp, const uint32_t *map,
-                                       int64_t *nread)
+                                       const uint32_t *then, int64_t *nread)
 {
     const int64_t cs[3] = {cb->hi[0] - cb->lo[0], cb->hi[1] - cb->lo[1], cb->hi[2] - cb->lo[2]};
     const int64_t bs[3] = {b->hi[0] - b->lo[0], b->hi[1] - b->lo[1], b->hi[2] - b->lo[2]};
@@ -338,7 +351,7 @@ static enum vox_status bfile_runs_part(struct vox_ctx *ctx, const struct dist_bf
             int64_t x = 0;
             for (uint32_t k = idx[r] - first; k < idx[r + 1] - first && x < x1; k++) {
                 const int64_t e = run[k] >> 16;
-                const uint32_t v = map ? map[run[k] & 0xffff] : run[k] & 0xffff;
+                const uint32_t v = lm_val(map, then, run[k] & 0xffff);
                 if (e <= x || e > cs[2])
                     return vox_fail(ctx, VOX_IO, "chunked segmentation: label file: a damaged run");
                 runs_fill(d, x < x0 ? x0 : x, e < x1 ? e : x1, x1, v);
@@ -375,8 +388,9 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
             return bfile_fail(ctx, f, false, n, at, got);
         bfile_count(io, false, (int64_t)n);
         uint32_t *l = (uint32_t *)(void *)dst;
-        for (size_t k = 0; map0 && k < n / 4; k++)
-            l[k] = map0[l[k]];
+        const uint32_t *then = lm ? lm->then : NULL;
+        for (size_t k = 0; (map0 || then) && k < n / 4; k++)
+            l[k] = lm_val(map0, then, l[k]);
         return VOX_OK;
     }
     size_t tn = f->slot / (size_t)f->nch;
@@ -392,6 +406,7 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                 const int64_t ci = bfile_chunk(f, g, &cb);
                 const off_t off = bfile_at(f, ci, &fd);
                 const uint32_t *map = lm && lm->cmap ? lm->cmap[ci] : NULL;
+                const uint32_t *then = lm ? lm->then : NULL;
                 const int enc = lm && lm->narrow ? lm->narrow[ci] : DIST_REC_U32;
                 for (int a = 0; a < 3; a++) {
                     i.lo[a] = cb.lo[a] > b->lo[a] ? cb.lo[a] : b->lo[a];
@@ -399,14 +414,14 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                 }
                 if (enc != DIST_REC_U32) { /* a neighbour's column along x: its copy */
                     s = bfile_column(ctx, f, fd, off, &cb, &i, b, (uint32_t *)(void *)dst, tmp, map,
-                                     enc, &nread);
+                                     then, enc, &nread);
                     if (s != VOX_UNSUPPORTED)
                         continue;
                     s = VOX_OK;
                 }
                 if (enc == DIST_REC_RUNS) {
                     s = bfile_runs_part(ctx, f, fd, off, &cb, &i, b, (uint32_t *)(void *)dst, tmp,
-                                        map, &nread);
+                                        map, then, &nread);
                     continue;
                 }
                 const bool narrow = enc == DIST_REC_U16;
@@ -416,10 +431,12 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                 struct dist_box p = i;
                 for (p.lo[0] = i.lo[0]; thin && p.lo[0] < i.hi[0] && s == VOX_OK; p.lo[0]++) {
                     p.hi[0] = p.lo[0] + 1;
-                    s = bfile_part(ctx, f, fd, off, &cb, &p, b, dst, tmp, map, narrow, &nread);
+                    s = bfile_part(ctx, f, fd, off, &cb, &p, b, dst, tmp, map, then, narrow,
+                                   &nread);
                 }
                 if (!thin)
-                    s = bfile_part(ctx, f, fd, off, &cb, &i, b, dst, tmp, map, narrow, &nread);
+                    s = bfile_part(ctx, f, fd, off, &cb, &i, b, dst, tmp, map, then, narrow,
+                                   &nread);
             }
     if (!sc)
         vox_free(ctx, tmp);
@@ -479,15 +496,25 @@ static void mem_rows(struct dist_store *st, const struct dist_box *b, uint32_t *
         }
 }
 
-enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
-                                const struct dist_box *b, uint32_t *dst, struct dist_scratch *sc)
+enum vox_status dist_store_read_map(struct vox_ctx *ctx, struct dist_store *st,
+                                    const struct dist_box *b, uint32_t *dst,
+                                    struct dist_scratch *sc, const uint32_t *then)
 {
     if (st->mem) {
         mem_rows(st, b, dst, false);
+        const int64_t n = (b->hi[0] - b->lo[0]) * (b->hi[1] - b->lo[1]) * (b->hi[2] - b->lo[2]);
+        for (int64_t k = 0; then && k < n; k++)
+            dst[k] = then[dst[k]];
         return VOX_OK;
     }
-    const struct bfile_map lm = {st->cmap, st->narrow};
+    const struct bfile_map lm = {st->cmap, st->narrow, then};
     return bfile_read(ctx, &st->f, b, (uint8_t *)dst, st->io, sc, &lm);
+}
+
+enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
+                                const struct dist_box *b, uint32_t *dst, struct dist_scratch *sc)
+{
+    return dist_store_read_map(ctx, st, b, dst, sc, NULL);
 }
 
 /* Run-length record of box b (nr rows of nx, nx < 2^16, values < 2^16), DIST_REC_RUNS:
@@ -619,9 +646,8 @@ enum vox_status dist_win_load(struct vox_ctx *ctx, const struct dist_labels *l,
         return VOX_OUT_OF_MEMORY;
     w->own = sc ? NULL : p;
     w->p = p;
-    enum vox_status s = dist_store_read(ctx, l->st, &g, p, sc);
-    for (int64_t i = 0; s == VOX_OK && l->map && i < n; i++)
-        p[i] = l->map[p[i]];
+    /* l->map applied as the records are decoded: once per run, not in a pass of its own */
+    enum vox_status s = dist_store_read_map(ctx, l->st, &g, p, sc, l->map);
     if (s != VOX_OK)
         dist_win_fini(ctx, w);
     return s;
