@@ -617,6 +617,16 @@ static enum vox_status gather_store(void *arg, const int64_t lo[3], const void *
     return gather_write(arg, lo, &l);
 }
 
+/* Rank 0's side of a sink that stores what the ranks encode (and writes its own chunks). */
+static struct vox_dist_sink gather_sink(struct gather *g)
+{
+    return (struct vox_dist_sink){.ready = gather_ready,
+                                  .write = gather_write,
+                                  .arg = g,
+                                  .encode = gather_encode,
+                                  .store = gather_store};
+}
+
 static bool same_result(const struct vox_seg_result *a, const struct vox_seg_result *b,
                         const struct vox_tensor *labels)
 {
@@ -1122,11 +1132,7 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         struct rank_job job[2];
         struct gather g = {.ready = false, .fail = who == 0 ? 1 : 0};
         CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, ref.labels.shape));
-        struct vox_dist_sink sink = {.ready = gather_ready,
-                                     .write = gather_write,
-                                     .arg = &g,
-                                     .encode = gather_encode,
-                                     .store = gather_store};
+        struct vox_dist_sink sink = gather_sink(&g);
         two_rank_jobs(&t, job, path, &p,
                       &(struct vox_dist_options){.chunk = {12, 48, 48}, .sink = &sink});
         job[1].g.fail = who == 1 ? 2 : 0;
@@ -1150,11 +1156,7 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         struct rank_job job[2];
         struct gather g = {.ready = false};
         CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, ref.labels.shape));
-        struct vox_dist_sink sink = {.ready = gather_ready,
-                                     .write = gather_write,
-                                     .arg = &g,
-                                     .encode = gather_encode,
-                                     .store = gather_store};
+        struct vox_dist_sink sink = gather_sink(&g);
         char wd[] = "/tmp/vox-ranks-wd-XXXXXX";
         CHECK(mkdtemp(wd) != NULL);
         two_rank_jobs(
