@@ -312,7 +312,7 @@ static inline void runs_fill(uint32_t *d, int64_t x, int64_t e, int64_t x1, uint
         d[x] = v;
 }
 
-/* The part i of the run-length label record cb at off (store_runs), through map, into dst
+/* The part i of the run-length label record cb at off (store_runs), through map and then, into dst
  * (box b): the index entries of the rows i spans, then their runs, two reads. */
 static enum vox_status bfile_runs_part(struct vox_ctx *ctx, const struct dist_bfile *f, int fd,
                                        off_t off, const struct dist_box *cb,
