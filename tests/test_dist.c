@@ -721,6 +721,40 @@ static void test_seg_synth(struct vox_ctx *ctx)
     vox_ctx_destroy(ctx1);
 }
 
+/* The chunked run of u8 affinities q (3, shape) from a .npy through a sink without records,
+ * chunks `chunk`: its labels and merges equal the whole run's; its statistics into *stats. */
+static void sink_run(struct vox_ctx *ctx, uint8_t *q, const int64_t shape[3],
+                     const int64_t chunk[3], struct vox_dist_stats *stats)
+{
+    struct vox_tensor aff = u8_aff(q, shape);
+    struct vox_seg_params p;
+    vox_seg_params_defaults(&p);
+    struct vox_seg_result ref = {0}, res = {0};
+    CHECK_OK(vox_segment(ctx, &aff, &p, &ref));
+    char dir[] = "/tmp/vox-dist-XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/aff.npy", dir);
+    struct vox_volume *vol = NULL;
+    CHECK_OK(vox_volume_save(ctx, path, &aff, NULL));
+    CHECK_OK(vox_volume_open(ctx, path, &vol));
+    struct gather g = {.ready = false};
+    CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, shape));
+    struct vox_dist_sink sink = {
+        .ready = gather_ready, .write = gather_write, .arg = &g, .concurrent = true};
+    *stats = (struct vox_dist_stats){.n = 0};
+    struct vox_dist_options o = {.sink = &sink, .stats = stats};
+    memcpy(o.chunk, chunk, sizeof o.chunk);
+    struct vox_dist_source src = {.vol = vol};
+    CHECK_OK(vox_dist_segment(ctx, &src, &p, &o, &res));
+    res.labels = g.t;
+    CHECK(same_result(&res, &ref, &g.t));
+    vox_seg_result_fini(ctx, &res);
+    vox_seg_result_fini(ctx, &ref);
+    vox_volume_close(vol);
+    unlink(path);
+    CHECK(rmdir(dir) == 0);
+}
+
 /* Three chunks along x, each with a record of its own kind, through a sink without records: noise
  * (more than 65535 fragments: u32), smooth affinities (fewer fragments, runs along x: runs)
  * and x-planes (no edge along x, every y-z plane one basin: 64 runs a row, more bytes than
@@ -737,36 +771,28 @@ static void test_seg_wide_and_narrow(struct vox_ctx *ctx)
                : x < 128 ? (uint8_t)(200 + i % 7)
                          : (uint8_t)(c == 2 ? 0 : 255);
     }
-    struct vox_tensor aff = u8_aff(q, shape);
-    struct vox_seg_params p;
-    vox_seg_params_defaults(&p);
-    struct vox_seg_result ref = {0}, res = {0};
-    CHECK_OK(vox_segment(ctx, &aff, &p, &ref));
-    char dir[] = "/tmp/vox-dist-XXXXXX", path[64];
-    CHECK(mkdtemp(dir) != NULL);
-    snprintf(path, sizeof path, "%s/aff.npy", dir);
-    struct vox_volume *vol = NULL;
-    CHECK_OK(vox_volume_save(ctx, path, &aff, NULL));
-    CHECK_OK(vox_volume_open(ctx, path, &vol));
-    struct gather g = {.ready = false};
-    CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, shape));
-    struct vox_dist_sink sink = {
-        .ready = gather_ready, .write = gather_write, .arg = &g, .concurrent = true};
-    struct vox_dist_stats stats = {.n = 0};
-    struct vox_dist_options o = {.chunk = {64, 64, 64}, .sink = &sink, .stats = &stats};
-    struct vox_dist_source src = {.vol = vol};
-    CHECK_OK(vox_dist_segment(ctx, &src, &p, &o, &res));
-    res.labels = g.t;
-    CHECK(same_result(&res, &ref, &g.t));
+    struct vox_dist_stats stats;
+    sink_run(ctx, q, shape, (int64_t[3]){64, 64, 64}, &stats);
     const int64_t third = n / 3, rows = 64 * 64, sink_bytes = 4 * n;
     const int64_t runs = stats.bytes_written - sink_bytes - 4 * third - (2 * third + 4 * rows);
     /* the runs record: its columns and index, at least one run a row, fewer bytes than u16 */
     CHECK(runs >= 8 * rows + 4 + 4 * rows && runs < 2 * third + 4 * rows);
-    vox_seg_result_fini(ctx, &res);
-    vox_seg_result_fini(ctx, &ref);
-    vox_volume_close(vol);
-    unlink(path);
-    CHECK(rmdir(dir) == 0);
+    free(q);
+}
+
+/* Rows of 2^16 voxels or more, which a run's end (16 bits) cannot hold: u16 records, though
+ * runs would be far smaller (long stretches of one label), and the same result. */
+static void test_seg_long_rows(struct vox_ctx *ctx)
+{
+    const int64_t shape[3] = {1, 3, 70001}, n = shape[0] * shape[1] * shape[2];
+    uint8_t *q = malloc((size_t)(3 * n));
+    uint64_t seed = 7;
+    for (int64_t i = 0; i < 3 * n; i++) /* a boundary every ~1000 voxels along x */
+        q[i] = (uint8_t)(i / n == 2 && vox_test_rand(&seed) % 1000 == 0 ? 0 : 255);
+    struct vox_dist_stats stats;
+    sink_run(ctx, q, shape, (int64_t[3]){1, 2, 70001}, &stats);
+    /* two chunks (2 rows and 1) as u16 with their x columns */
+    CHECK(stats.bytes_written == 4 * n + 2 * n + 2 * 2 * 3);
     free(q);
 }
 
@@ -1233,5 +1259,6 @@ VOX_TEST_MAIN(VOX_TEST(test_ws_ties), VOX_TEST(test_ws_synth), VOX_TEST(test_ws_
               VOX_TEST(test_sm_ties), VOX_TEST(test_sm_synth), VOX_TEST(test_bad_args),
               VOX_TEST(test_alloc_failures), VOX_TEST(test_sm_bad_args_and_alloc),
               VOX_TEST(test_ag_ties), VOX_TEST(test_ag_synth), VOX_TEST(test_ag_bad_args_and_alloc),
-              VOX_TEST(test_seg_synth), VOX_TEST(test_seg_wide_and_narrow), VOX_TEST(test_seg_comm),
-              VOX_TEST(test_seg_ranks), VOX_TEST(test_seg_bad_args))
+              VOX_TEST(test_seg_synth), VOX_TEST(test_seg_wide_and_narrow),
+              VOX_TEST(test_seg_long_rows), VOX_TEST(test_seg_comm), VOX_TEST(test_seg_ranks),
+              VOX_TEST(test_seg_bad_args))
