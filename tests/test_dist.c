@@ -1199,6 +1199,37 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         CHECK(t.sent[1] >= 3 * (1 + 1 + 1) && !t.q[0] && !t.q[1]);
         CHECK(rmdir(wd) == 0); /* the records are gone once the run succeeded */
         vox_seg_result_fini(ctx, &res);
+        /* a run that failed at the output (rank 0's sink's ready) leaves every chunk
+         * recorded; resumed, the rank is told to skip its chunks: it computes and sends
+         * nothing, rank 0 runs their later stages from its records, same result */
+        char wr[] = "/tmp/vox-ranks-wr-XXXXXX";
+        CHECK(mkdtemp(wr) != NULL);
+        for (int run = 0; run < 2; run++) {
+            struct thread_comm tr = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                                     .cv = PTHREAD_COND_INITIALIZER};
+            struct gather gr = {.ready = false, .fail = run == 0 ? 1 : 0};
+            CHECK_OK(vox_tensor_alloc(ctx, &gr.t, VOX_U32, 3, ref.labels.shape));
+            struct vox_dist_sink sr = gather_sink(&gr);
+            two_rank_jobs(&tr, job, path, &p,
+                          &(struct vox_dist_options){
+                              .chunk = {12, 48, 48}, .sink = &sr, .workdir = wr, .resume = run});
+            struct vox_dist_stats rs = {0};
+            job[0].o.stats = &rs;
+            struct vox_seg_result rr = {0};
+            CHECK_STATUS(two_ranks(ctx, path, &p, job, &rr), run == 0 ? VOX_IO : VOX_OK);
+            if (run == 1) {
+                CHECK_OK(job[1].st);
+                rr.labels = gr.t;
+                CHECK(same_result(&rr, &ref, &gr.t));
+                gr.t = (struct vox_tensor){0}; /* (rr's now) */
+                CHECK(rs.tasks_run == 0 && rs.tasks_reused > 0);
+                CHECK(tr.sent[0] == 0 && job[1].g.writes == 0); /* nothing from the rank */
+                CHECK(rmdir(wr) == 0);
+            }
+            tc_drain(&tr);
+            vox_seg_result_fini(ctx, &rr);
+            vox_tensor_free(ctx, &gr.t);
+        }
     }
     /* without a sink rank 0 keeps stages (b) and (c) and tells the rank so */
     struct thread_comm t = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
@@ -1207,7 +1238,8 @@ static void test_seg_ranks(struct vox_ctx *ctx)
     struct vox_seg_result res = {0};
     CHECK_OK(two_ranks(ctx, path, &p, job, &res));
     CHECK_OK(job[1].st);
-    CHECK(same_result(&res, &ref, &res.labels) && t.sent[1] == 3 * 2 && !t.q[0] && !t.q[1]);
+    /* (the list of chunks to skip, then each stage's setup and end) */
+    CHECK(same_result(&res, &ref, &res.labels) && t.sent[1] == 1 + 3 * 2 && !t.q[0] && !t.q[1]);
     vox_seg_result_fini(ctx, &res);
     unlink(path);
     CHECK(rmdir(dir) == 0);

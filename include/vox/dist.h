@@ -177,7 +177,8 @@ struct vox_dist_options {
     /* NULL: one process. Else ranks other than 0 return from vox_dist_segment once their
      * chunks are sent (*res_out zeroed, the sink never called); rank 0 gives the result.
      * With a workdir, rank 0 keeps the records (the other ranks send it their chunks' labels
-     * then); a resumed run takes from them what they hold, with any number of ranks. */
+     * then); a resumed run takes from them what they hold, with any number of ranks (with
+     * send_to, the other ranks are told to skip those chunks: rank 0 runs all their stages). */
     const struct vox_dist_comm *comm;
     /* A progress bar on stderr over the run's tasks (vox_progress: only on a terminal). */
     bool progress;

@@ -923,7 +923,7 @@ static enum vox_status ag_task(void *arg, int level, int64_t i, int tid)
         dist_dend_run(r->ctx, r->side); /* its status is the record's, read by its owner */
         return VOX_OK;
     }
-    if (level == 0 && r->share && i % r->share->c->size != 0) /* another rank's: ag_take */
+    if (level == 0 && dist_share_remote(r->share, i)) /* another rank's: ag_take */
         return tid == 0 ? dist_share_step(r->ctx, r->share) : VOX_OK;
     bool root = level == r->tree.nlev - 1;
     struct ag_sum *s = &r->sum[level][i];
@@ -1264,6 +1264,7 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     /* the other ranks' chunks are handed out where the store keeps fragment faces */
     bool faces = labels->st && dist_store_shells(labels->st);
     struct dist_share share = {.c = vol->comm,
+                               .keep = vol->kept,
                                .nchunks = r.tree.n[0],
                                .give = faces ? ag_give : NULL,
                                .take = ag_take,

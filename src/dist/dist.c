@@ -51,6 +51,7 @@ struct dist_run {
     uint32_t **maps;         /* per atomic chunk: fragment -> basin */
     int64_t received;        /* rank 0 of a comm: the other ranks' chunks taken so far */
     uint8_t *reused;         /* rank 0 of a comm, resumed: other ranks' chunks from records */
+    bool skipped; /* ... which their ranks skip (a sharing comm): no copy of them comes */
 };
 
 /* The box of node i of `level` (0: atomic chunk i). */
@@ -174,6 +175,8 @@ static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
          * takes one of theirs here, between its own chunks: a rank's send returns only once
          * rank 0 takes it, so taking them all after rank 0's own chunks made the ranks wait
          * (2 ranks ran as fast as 1). The rest: ws_receive. */
+        if (r->skipped && r->reused[i])
+            return VOX_OK; /* (its record's, taken before) */
         return tid == 0 ? ws_receive_one(r, r->tree.n[0]) : VOX_OK;
     }
     if (r->vol.jr && ws_reuse(r, i)) {
@@ -262,6 +265,8 @@ static enum vox_status ws_receive(struct dist_run *r, int64_t nchunks)
 {
     const struct vox_dist_comm *c = r->vol.comm;
     int64_t remote = nchunks - (nchunks + c->size - 1) / c->size;
+    for (int64_t i = 0; r->skipped && i < nchunks; i++)
+        remote -= r->reused[i];
     enum vox_status s = VOX_OK;
     while (r->received < remote && s == VOX_OK)
         s = ws_receive_one(r, nchunks);
@@ -703,10 +708,30 @@ static int64_t run_geometry(struct dist_run *r, const int64_t chunk[3])
     return r->tree.n[0];
 }
 
+/* Rank 0 of a sharing comm: tells each rank which of its chunks come from records (an int64
+ * list, maybe empty), before the rank computes any: the rank skips them in every stage. */
+static enum vox_status ws_tell_skips(struct dist_run *r, int64_t nchunks)
+{
+    const struct vox_dist_comm *c = r->vol.comm;
+    int64_t *list = vox_alloc(r->ctx, (size_t)(nchunks / c->size + 1) * sizeof *list);
+    enum vox_status s = list ? VOX_OK : VOX_OUT_OF_MEMORY;
+    for (int to = 1; to < c->size && s == VOX_OK; to++) {
+        int64_t n = 0;
+        for (int64_t i = to; r->reused && i < nchunks; i += c->size)
+            if (r->reused[i])
+                list[n++] = i;
+        s = c->send_to(c->arg, r->ctx, to, DIST_SHARE_SETUP, list, n * (int64_t)sizeof *list);
+    }
+    vox_free(r->ctx, list);
+    return s;
+}
+
 enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, const int64_t chunk[3],
                             const struct vox_seg_params *p, struct dist_store *out,
-                            int64_t *nbasins_out, int64_t **sizes_out, struct vox_dist_stats *stats)
+                            int64_t *nbasins_out, int64_t **sizes_out, struct vox_dist_stats *stats,
+                            uint8_t **kept_out)
 {
+    *kept_out = NULL;
     struct dist_run r = {.ctx = ctx, .p = p, .vol = *vol, .labels = out, .stats = stats};
     int64_t nchunks = run_geometry(&r, chunk);
     bool ok = true;
@@ -721,8 +746,9 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, con
     r.sc = dist_scratch_new(ctx);
     enum vox_status s = ok && r.fr && r.nfr && r.st && r.sc ? VOX_OK : VOX_OUT_OF_MEMORY;
     if (s == VOX_OK && vol->comm && vol->jr) {
-        /* Resumed: the other ranks' chunks whose records hold are taken from them first (their
-         * ranks compute and send them again; ws_receive_one drops those). */
+        /* Resumed: the other ranks' chunks whose records hold are taken from them first. With
+         * a sharing comm their ranks are told to skip them (ws_tell_skips); else they compute
+         * and send them again, and ws_receive_one drops those. */
         r.reused = vox_calloc(ctx, (size_t)nchunks, 1);
         s = r.reused ? VOX_OK : VOX_OUT_OF_MEMORY;
         for (int64_t i = 0; s == VOX_OK && i < nchunks; i++)
@@ -731,6 +757,10 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, con
                 dist_journal_count(vol->jr, true);
                 sum_stats(&r, 0, &r.sum[0][i]);
             }
+    }
+    if (s == VOX_OK && dist_share_on(vol->comm)) { /* the ranks skip what records hold */
+        r.skipped = r.reused != NULL;
+        s = ws_tell_skips(&r, nchunks);
     }
     if (s == VOX_OK && vol->comm) { /* level 0 here and on the other ranks, then the rest */
         s = dist_tree_run(ctx, &r.tree, 0, 1, 0, ws_task, ws_idle, &r);
@@ -758,7 +788,10 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, con
     vox_free(ctx, r.fr);
     vox_free(ctx, r.nfr);
     vox_free(ctx, r.st);
-    vox_free(ctx, r.reused);
+    if (s == VOX_OK && r.skipped)
+        *kept_out = r.reused; /* the later stages' too */
+    else
+        vox_free(ctx, r.reused);
     vox_free(ctx, r.all);
     vox_free(ctx, r.off);
     vox_free(ctx, r.uf);
@@ -782,8 +815,9 @@ enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor 
     s = vox_tensor_alloc(ctx, &lab, VOX_U32, 3, vol.dims);
     struct dist_store st = {.mem = lab.data};
     memcpy(st.dims, vol.dims, sizeof st.dims);
+    uint8_t *kept = NULL; /* (none without a comm) */
     if (s == VOX_OK)
-        s = dist_ws_run(ctx, &vol, chunk, p, &st, nbasins_out, sizes_out, NULL);
+        s = dist_ws_run(ctx, &vol, chunk, p, &st, nbasins_out, sizes_out, NULL, &kept);
     if (s != VOX_OK) {
         vox_tensor_free(ctx, &lab);
         return s;
@@ -801,7 +835,24 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
     int64_t nchunks = run_geometry(&r, chunk);
     struct dist_scratch *sc = dist_scratch_new(ctx);
     enum vox_status s = sc ? VOX_OK : VOX_OUT_OF_MEMORY;
+    int64_t key = 0, len = 0, nskip = 0, k = 0;
+    int64_t *skip = NULL; /* this rank's chunks rank 0 takes from its records, ascending */
+    if (s == VOX_OK && own) {
+        s = c->recv_root(c->arg, ctx, &key, (void **)&skip, &len);
+        if (s == VOX_OK && key == DIST_COMM_STOP)
+            s = dist_comm_stopped(ctx, c, skip, len);
+        else if (s == VOX_OK && (key != DIST_SHARE_SETUP || len % (int64_t)sizeof *skip != 0))
+            s = vox_fail(ctx, VOX_IO,
+                         "chunked segmentation: rank %d expected the chunks to skip from "
+                         "rank 0, got message %lld of %lld bytes",
+                         c->rank, (long long)key, (long long)len);
+        nskip = len / (int64_t)sizeof *skip;
+    }
     for (int64_t i = c->rank; i < nchunks && s == VOX_OK; i += c->size) {
+        while (k < nskip && skip[k] < i)
+            k++;
+        if (k < nskip && skip[k] == i)
+            continue; /* rank 0 has it from its records, and runs its later stages */
         struct dist_box b;
         struct dist_sum sum = {0};
         node_box(&r, 0, i, &b);
@@ -828,6 +879,7 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
         vox_free(ctx, lab);
         dist_sum_fini(ctx, &sum);
     }
+    vox_free(ctx, skip);
     dist_scratch_free(ctx, sc);
     return s;
 }

@@ -181,6 +181,10 @@ struct dist_vol {
     struct dist_journal *jr; /* restart records, or NULL */
     struct dist_io *io;
     const struct vox_dist_comm *comm; /* the ranks sharing stage (a)'s chunks, or NULL */
+    /* Rank 0 of a sharing comm, resumed: per chunk, 1 where another rank's chunk is taken
+     * from rank 0's records; rank 0 runs its later stages too, and that rank none (NULL:
+     * none; set by dist_ws_run). */
+    const uint8_t *kept;
     int64_t dims[3];
 };
 
@@ -302,10 +306,12 @@ void dist_dend_run(struct vox_ctx *ctx, struct dist_dend *d);
 void dist_dend_fini(struct vox_ctx *ctx, struct dist_dend *d);
 
 /* The three stages over a dist_vol, as the public calls (which wrap them) describe. */
+/* dist_ws_run: *kept_out (rank 0 of a sharing comm; else NULL) the other ranks' chunks taken
+ * from records (vox_free), which they were told to skip (dist_ws_send). */
 enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, const int64_t chunk[3],
                             const struct vox_seg_params *p, struct dist_store *out,
-                            int64_t *nbasins_out, int64_t **sizes_out,
-                            struct vox_dist_stats *stats);
+                            int64_t *nbasins_out, int64_t **sizes_out, struct vox_dist_stats *stats,
+                            uint8_t **kept_out);
 enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                             const struct dist_labels *basins, int64_t nbasins, const int64_t *sizes,
                             const int64_t chunk[3], const struct vox_seg_params *p,
@@ -329,7 +335,9 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
 /* A rank other than 0 of vol->comm: the watershed of its atomic chunks (chunk i belongs to
  * rank i mod size), each chunk's summary and fragment labels sent to rank 0, or with
  * faces_only only the labels of its six faces (the rank keeps the labels in `own` and writes
- * the chunk's output itself). die_after > 0: _exit(3) after that many chunks sent (tests). */
+ * the chunk's output itself). With `own` (a sharing comm) rank 0 first tells the rank which
+ * of its chunks it takes from its records (resumed): the rank skips them in every stage.
+ * die_after > 0: _exit(3) after that many chunks sent (tests). */
 enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
                              const int64_t chunk[3], const struct vox_seg_params *p,
                              struct dist_store *own, bool faces_only, int64_t die_after);
@@ -456,7 +464,13 @@ struct dist_share {
     int64_t remote, taken;
     int64_t *next; /* per rank: its next chunk to give (nchunks or more: the end; -1: ended) */
     bool stopped;  /* a rank said it failed: nothing more comes (dist_comm_stop) */
+    const uint8_t *keep; /* other ranks' chunks rank 0 runs itself (dist_vol.kept), or NULL */
 };
+/* Whether atomic chunk i is another rank's, handed out through s (s NULL: none is). */
+static inline bool dist_share_remote(const struct dist_share *s, int64_t i)
+{
+    return s && i % s->c->size != 0 && !(s->keep && s->keep[i]);
+}
 /* Whether c shares stages (b) and (c): more than one rank, and messages both ways. */
 bool dist_share_on(const struct vox_dist_comm *c);
 
@@ -469,8 +483,9 @@ enum vox_status dist_comm_stop(struct vox_ctx *ctx, const struct vox_dist_comm *
 /* The failure a receiver reports on such a message (blob: the sender's rank). */
 enum vox_status dist_comm_stopped(struct vox_ctx *ctx, const struct vox_dist_comm *c,
                                   const void *blob, int64_t len);
-/* The key of that message. */
-enum { DIST_COMM_STOP = -3 };
+/* The keys of those messages, and of a stage's setup (dist_share_begin; also stage (a)'s list
+ * of chunks to skip, ws_tell_skips). */
+enum { DIST_COMM_STOP = -3, DIST_SHARE_SETUP = -2 };
 /* Rank 0: sends every rank the stage's setup and its first chunk (give NULL: the end; rank 0
  * keeps every chunk). */
 enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, const void *setup,

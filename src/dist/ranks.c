@@ -24,7 +24,7 @@
 
 enum {
     SHARE_END = -1,
-    SHARE_SETUP = -2,
+    SHARE_SETUP = DIST_SHARE_SETUP,
     SHARE_STOP = DIST_COMM_STOP,
     SHARE_AHEAD = 2 /* chunks given per rank at once */
 };
@@ -69,6 +69,8 @@ static enum vox_status share_give(struct vox_ctx *ctx, struct dist_share *s, int
     int64_t i = s->next[to];
     if (i < 0)
         return VOX_OK; /* ended */
+    while (i < s->nchunks && s->keep && s->keep[i])
+        i += c->size; /* rank 0 runs it */
     s->next[to] = i < s->nchunks ? i + c->size : -1;
     if (i >= s->nchunks)
         return c->send_to(c->arg, ctx, to, SHARE_END, "", 0);
@@ -85,7 +87,9 @@ enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, cons
                                  int64_t setup_len)
 {
     const struct vox_dist_comm *c = s->c;
-    s->remote = s->give ? s->nchunks - (s->nchunks + c->size - 1) / c->size : 0;
+    s->remote = 0;
+    for (int64_t i = 0; s->give && i < s->nchunks; i++)
+        s->remote += dist_share_remote(s, i);
     s->taken = 0;
     s->next = vox_calloc(ctx, (size_t)c->size, sizeof *s->next);
     if (!s->next)
@@ -122,7 +126,7 @@ enum vox_status dist_share_step(struct vox_ctx *ctx, struct dist_share *s)
     if (i == SHARE_STOP) {
         s->stopped = true;
         st = dist_comm_stopped(ctx, c, b, len);
-    } else if (i <= 0 || i >= s->nchunks || i % c->size == 0)
+    } else if (i <= 0 || i >= s->nchunks || !dist_share_remote(s, i))
         st = vox_fail(ctx, VOX_IO,
                       "chunked segmentation: a summary for chunk %lld from another "
                       "rank (of %lld chunks)",

@@ -321,7 +321,7 @@ static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
 {
     struct sg_run *r = arg;
     for (int64_t i = lo[0]; i < hi[0]; i++) {
-        if (r->share && i % r->share->c->size != 0) { /* another rank's: sg_take */
+        if (dist_share_remote(r->share, i)) { /* another rank's: sg_take */
             r->st[i] = tid == 0 ? dist_share_step(r->ctx, r->share) : VOX_OK;
             continue;
         }
@@ -525,13 +525,14 @@ static enum vox_status sg_keep_out(struct vox_ctx *ctx, const struct vox_seg_res
 /* (d) with a sink: ready, then every chunk's labels (with a sharing comm, the other ranks'
  * chunks encoded there when the sink can store their bytes). */
 static enum vox_status sg_emit(struct sg_run *r, const struct vox_seg_result *res,
-                               const int64_t chunk[3], const struct vox_dist_comm *comm)
+                               const int64_t chunk[3], const struct vox_dist_comm *comm,
+                               const uint8_t *kept)
 {
     pthread_mutex_lock(&r->io->mu);
     enum vox_status s = r->sink->ready(r->sink->arg, res);
     pthread_mutex_unlock(&r->io->mu);
     int64_t n = sg_grid(r, r->dims, chunk);
-    struct dist_share share = {.c = comm, .nchunks = n, .take = sg_take, .arg = r};
+    struct dist_share share = {.c = comm, .nchunks = n, .take = sg_take, .arg = r, .keep = kept};
     if (s == VOX_OK && dist_share_on(comm)) {
         void *setup = NULL;
         int64_t len = 0;
@@ -687,7 +688,7 @@ static enum vox_status sg_skip_stage(struct vox_ctx *ctx, const struct vox_dist_
     return dist_share_begin(ctx, &share, &zero, sizeof zero);
 }
 
-static enum vox_status sg_stages(struct vox_ctx *ctx, const struct dist_vol *vol,
+static enum vox_status sg_stages(struct vox_ctx *ctx, struct dist_vol *vol,
                                  struct dist_store *store, const struct vox_seg_params *p,
                                  const struct vox_dist_options *o, struct vox_seg_result *res,
                                  uint32_t **map_out)
@@ -696,7 +697,10 @@ static enum vox_status sg_stages(struct vox_ctx *ctx, const struct dist_vol *vol
     struct dist_journal *j = vol->jr;
     struct dist_dend dend = {.done = true};
     bool replay = false;
-    enum vox_status s = dist_ws_run(ctx, vol, o->chunk, p, store, &res->nbasins, &sizes, o->stats);
+    uint8_t *kept = NULL;
+    enum vox_status s =
+        dist_ws_run(ctx, vol, o->chunk, p, store, &res->nbasins, &sizes, o->stats, &kept);
+    vol->kept = kept; /* (freed by vox_dist_segment) */
     struct dist_labels basins = {.st = store};
     bool loaded = false;
     if (s == VOX_OK && j && sg_b_load(ctx, j, res->nbasins, res, map_out)) {
@@ -864,7 +868,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     } else if (s == VOX_OK) {
         struct sg_run r = {.ctx = ctx, .store = &store, .io = &io, .sink = opt->sink, .map = map};
         memcpy(r.dims, vol.dims, sizeof r.dims);
-        s = sg_emit(&r, &res, opt->chunk, vol.comm);
+        s = sg_emit(&r, &res, opt->chunk, vol.comm, vol.kept);
     }
     if (s == VOX_OK)
         vox_progress_finish(io.bar);
@@ -875,6 +879,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     dist_faces_fini(ctx, &faces);
     dist_bfile_close(&qf);
     vox_free(ctx, map);
+    vox_free(ctx, (void *)vol.kept);
     if (opt->stats) {
         opt->stats->bytes_read = io.bytes_read;
         opt->stats->bytes_written = io.bytes_written;

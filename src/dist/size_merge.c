@@ -735,7 +735,7 @@ static enum vox_status sm_task(void *arg, int level, int64_t i, int tid)
     struct sm_sum *s = &r->sum[level][i];
     sm_box(r, level, i, &s->box);
     enum vox_status st;
-    if (level == 0 && r->share && i % r->share->c->size != 0) /* another rank's: sm_take */
+    if (level == 0 && dist_share_remote(r->share, i)) /* another rank's: sm_take */
         return tid == 0 ? dist_share_step(r->ctx, r->share) : VOX_OK;
     if (level == 0) {
         st = sm_chunk(r, s, &r->sc[tid]);
@@ -1142,6 +1142,7 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     /* the other ranks' chunks are handed out where the store keeps fragment faces */
     bool faces = basins->st && dist_store_shells(basins->st);
     struct dist_share share = {.c = vol->comm,
+                               .keep = vol->kept,
                                .nchunks = r.tree.n[0],
                                .give = faces ? sm_give : NULL,
                                .take = sm_take,
