@@ -1151,21 +1151,22 @@ static void test_seg_ranks(struct vox_ctx *ctx)
     }
     /* a process that fails tells those that may wait for it, which fail too instead of
      * waiting forever: rank 0 before the output stage (its sink's ready fails: the rank
-     * waits for that stage's setup), then rank 1 in it (its encode fails: rank 0 waits for
-     * its chunks) */
-    for (int who = 0; who < 2; who++) {
+     * waits for that stage's setup), rank 1 in it (its encode fails: rank 0 waits for its
+     * chunks), and rank 0 at the start (its sink has no write: a bad argument there only) */
+    for (int who = 0; who < 3; who++) {
         struct thread_comm t = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
         struct rank_job job[2];
         struct gather g = {.ready = false, .fail = who == 0 ? 1 : 0};
         CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, ref.labels.shape));
         struct vox_dist_sink sink = gather_sink(&g);
+        sink.write = who == 2 ? NULL : sink.write;
         two_rank_jobs(&t, job, path, &p,
                       &(struct vox_dist_options){.chunk = {12, 48, 48}, .sink = &sink});
         job[1].g.fail = who == 1 ? 2 : 0;
         struct vox_seg_result res = {0};
-        CHECK_STATUS(two_ranks(ctx, path, &p, job, &res), VOX_IO);
+        CHECK_STATUS(two_ranks(ctx, path, &p, job, &res), who == 2 ? VOX_INVALID_ARG : VOX_IO);
         CHECK(job[1].st == VOX_IO);
-        if (who == 0) {
+        if (who != 1) {
             CHECK(strstr(job[1].err, "rank 0 failed") && strstr(job[1].err, "rank 1 stops"));
         } else {
             CHECK_ERROR_HAS("rank 1 failed");

@@ -68,6 +68,12 @@ static enum vox_status sg_check_source(struct vox_ctx *ctx, const struct vox_dis
     return VOX_OK;
 }
 
+/* A comm vox_dist_segment can use (NULL is one: no comm). */
+static bool sg_comm_ok(const struct vox_dist_comm *c)
+{
+    return !c || (c->size >= 1 && c->rank >= 0 && c->rank < c->size && c->send && c->recv);
+}
+
 static enum vox_status sg_check(struct vox_ctx *ctx, const struct vox_dist_source *src,
                                 const struct vox_seg_params *p, const struct vox_dist_options *o,
                                 int64_t dims[3])
@@ -83,7 +89,7 @@ static enum vox_status sg_check(struct vox_ctx *ctx, const struct vox_dist_sourc
                         o ? (long long)o->chunk[0] : 0ll, o ? (long long)o->chunk[1] : 0ll,
                         o ? (long long)o->chunk[2] : 0ll);
     const struct vox_dist_comm *c = o->comm;
-    if (c && (c->size < 1 || c->rank < 0 || c->rank >= c->size || !c->send || !c->recv))
+    if (!sg_comm_ok(c))
         return vox_fail(ctx, VOX_INVALID_ARG,
                         "chunked segmentation: a comm needs 0 <= rank "
                         "(%d) < size (%d) and both send and recv",
@@ -786,8 +792,10 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
 {
     struct dist_vol vol = {0};
     enum vox_status s = sg_check(ctx, src, p, opt, vol.dims);
-    if (s != VOX_OK)
-        return s;
+    if (s != VOX_OK) /* the other ranks may have found nothing wrong: they would wait */
+        return opt && opt->comm && opt->comm->size > 1 && sg_comm_ok(opt->comm)
+                   ? dist_comm_stop(ctx, opt->comm, s)
+                   : s;
     struct dist_io io = {.mu = PTHREAD_MUTEX_INITIALIZER};
     vol.aff = src->aff;
     vol.src = src->vol;
