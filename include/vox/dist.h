@@ -138,9 +138,11 @@ struct vox_dist_sink {
  * for the receiver to take the message (a copy queued or sent asynchronously, as
  * libvox_dist_mpi does); receives wait. NULL: only stage (a) is shared, and blocking sends
  * are fine. Without a sink (labels whole in memory) rank 0 keeps stages (b), (c) and (d).
- * A rank whose run fails sends one last message, key -3 (send, or send_to from rank 0 to
- * every other rank), so that the others fail too ("rank R failed ...") instead of waiting
- * for it; a comm may also end every process on a failure, as mpirun does. */
+ * With send_to, rank 0's first message to each rank (key -2) lists the rank's chunks that
+ * a resumed run takes from rank 0's records (empty otherwise): the rank skips them in every
+ * stage. A rank whose run fails sends one last message, key -3 (send, or send_to from rank
+ * 0 to every other rank), so that the others fail too ("rank R failed ...") instead of
+ * waiting for it; a comm may also end every process on a failure, as mpirun does. */
 struct vox_dist_comm {
     int rank, size;
     enum vox_status (*send)(void *arg, struct vox_ctx *ctx, int64_t chunk, const void *blob,
