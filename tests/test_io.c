@@ -9,6 +9,8 @@
  * matching box of it. Files live in a fresh mkdtemp directory per test, removed at the end.
  */
 #include "harness.h"
+#include "io/deflate_runs.h"
+#include "io/shuffle.h"
 #include "vox/io.h"
 
 #include <dirent.h>
@@ -16,6 +18,7 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
@@ -506,8 +509,9 @@ static char *raw_chunks(const char *path, const char *name, size_t *len)
  * box through vox_volume_encode (chunk-aligned boxes, out of order, and one box that is not),
  * in boxes that cut chunks (libhdf5 compresses), and as the first way but encoded for a
  * detached volume and stored from its packed bytes (another process's encoding): the same
- * values, and every chunk stored with the same bytes, for every dtype (shuffle for multi-byte
- * ones), edge chunks included. */
+ * values, for every dtype (shuffle for multi-byte ones), edge chunks included, and every
+ * chunk stored with the same bytes where the same boxes were written (and everywhere for the
+ * dtypes zlib compresses alone). */
 static void test_chunk_compression(struct vox_ctx *ctx)
 {
     struct tmpdir d;
@@ -571,13 +575,108 @@ static void test_chunk_compression(struct vox_ctx *ctx)
         char *raw[4];
         for (int way = 0; way < 4; way++)
             raw[way] = raw_chunks(at(&d, names[way]), "/v", &n[way]);
-        for (int way = 1; way < 4; way++)
+        /* integer chunks of several bytes with runs (labels; here the u64 data and the
+         * zero-padded edge chunks) are coded as runs here (io/deflate_runs.c) where libhdf5
+         * (boxes that cut chunks: way 2, and ways 1 and 3 alike) uses zlib: the same values
+         * (above), other bytes */
+        const bool runs = dt != VOX_U8 && dt != VOX_F32;
+        CHECK(n[1] == n[3] && memcmp(raw[1], raw[3], n[1]) == 0);
+        for (int way = 1; way < 3 && !runs; way++)
             CHECK(n[0] == n[way] && memcmp(raw[0], raw[way], n[0]) == 0);
+        /* the zlib header of the first chunk: deflate_runs' 0x7801, zlib level 4's 0x785e */
+        CHECK(n[0] > 10 && (uint8_t)raw[0][9] == (dt == VOX_U64 ? 0x01 : 0x5e));
+        CHECK(n[2] > 10 && (uint8_t)raw[2][9] == 0x5e);
         for (int way = 0; way < 4; way++)
             free(raw[way]);
         vox_tensor_free(ctx, &t);
     }
     tmp_remove(&d);
+}
+
+static uint64_t runs_rand(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* deflate_runs against its scalar twin, bit for bit, and zlib's inflate: buffers of runs of
+ * 1-3 bytes, 1-600 bytes, about 258 (the longest match), one run, and few values in short
+ * runs (many blocks); sizes around the match lengths. Short runs are refused (zlib codes
+ * them better), and so is a cap one byte short of the stream. */
+static void test_deflate_runs(struct vox_ctx *ctx)
+{
+    (void)ctx;
+    const size_t sizes[] = {1, 2, 3, 4, 257, 258, 259, 260, 517, 4096, 100003, (size_t)3 << 20};
+    const int nsizes = (int)(sizeof sizes / sizeof *sizes);
+    uint64_t x = 88172645463325252ull;
+    int taken[5] = {0};
+    for (int si = 0; si < nsizes; si++)
+        for (int mode = 0; mode < 5; mode++) {
+            const size_t n = sizes[si], cap = n + n / 2 + 64;
+            uint8_t *src = malloc(n), *a = malloc(cap), *b = malloc(cap), *back = malloc(n);
+            uint16_t *tok = malloc(deflate_runs_tokens(n) * sizeof *tok);
+            CHECK(src && a && b && back && tok);
+            for (size_t i = 0; i < n;) {
+                uint64_t r = runs_rand(&x);
+                size_t len = mode == 0   ? 1 + r % 3
+                             : mode == 1 ? 1 + r % 600
+                             : mode == 2 ? n
+                             : mode == 3 ? 250 + r % 17
+                                         : 1 + r % 40;
+                uint8_t c = (uint8_t)(mode == 4 ? (r >> 32) % 3 : r >> 32);
+                for (size_t k = 0; k < len && i < n; k++)
+                    src[i++] = c;
+            }
+            size_t la = deflate_runs(src, n, a, cap, tok),
+                   lb = deflate_runs_ref(src, n, b, cap, tok);
+            CHECK(la == lb && memcmp(a, b, la) == 0);
+            if (la) {
+                taken[mode]++;
+                uLongf got = (uLongf)n;
+                CHECK(uncompress(back, &got, a, (uLong)la) == Z_OK && got == n &&
+                      memcmp(back, src, n) == 0);
+                CHECK(deflate_runs(src, n, a, la - 1, tok) == 0);
+            }
+            if (mode == 0 && n >= 4096)
+                CHECK(la == 0);
+            if (mode == 2)
+                CHECK(la > 0 && la < 64 + n / 64);
+            free(src), free(a), free(b), free(back), free(tok);
+        }
+    CHECK(taken[1] >= nsizes - 1 && taken[3] >= nsizes - 1 && taken[4] >= nsizes - 3);
+}
+
+/* The vector byte shuffles of every ISA the machine has against the scalar twin: rows of
+ * 2-, 4- and 8-byte elements, lengths around the vector widths, random values and labels
+ * (small ids: zero planes), bit for bit. */
+static void test_shuffle_rows(struct vox_ctx *ctx)
+{
+    const enum vox_isa isa = vox_ctx_cpu(ctx)->isa_max;
+    const shuffle_row_fn fn[2] = {shuffle_row_avx2, shuffle_row_avx512};
+    const size_t lens[] = {1, 3, 4, 7, 8, 15, 16, 31, 32, 33, 63, 64, 65, 100, 128, 129, 1000};
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    int ran = 0;
+    for (int f = 0; f < 2; f++) {
+        if ((int)isa < f + 1)
+            continue;
+        for (size_t esz = 2; esz <= 8; esz *= 2)
+            for (size_t li = 0; li < sizeof lens / sizeof *lens; li++)
+                for (int kind = 0; kind < 2; kind++) {
+                    const size_t n = lens[li], plane = n + 5;
+                    char src[8000], a[8 * 1005], b[8 * 1005];
+                    for (size_t i = 0; i < n * esz; i++)
+                        src[i] = (char)(kind == 0 || i % esz == 0 ? runs_rand(&x) : 0);
+                    memset(a, 0x55, sizeof a);
+                    memset(b, 0x55, sizeof b);
+                    shuffle_row_ref(src, a, n, esz, plane);
+                    fn[f](src, b, n, esz, plane);
+                    CHECK(memcmp(a, b, esz * plane) == 0);
+                    ran++;
+                }
+    }
+    CHECK(ran > 0 || isa == VOX_ISA_REF);
 }
 
 /* A detached volume only encodes; packed bytes made for another layout (chunks, dtype, a box
@@ -1033,6 +1132,7 @@ VOX_TEST_MAIN(VOX_TEST(test_spec_split), VOX_TEST(test_roundtrip_every_dtype),
               VOX_TEST(test_read_boxes), VOX_TEST(test_npy_thin_boxes), VOX_TEST(test_write_boxes),
               VOX_TEST(test_attributes), VOX_TEST(test_keep_and_replace_datasets),
               VOX_TEST(test_byte_identical_output), VOX_TEST(test_chunk_compression),
+              VOX_TEST(test_deflate_runs), VOX_TEST(test_shuffle_rows),
               VOX_TEST(test_packed_mismatch), VOX_TEST(test_abort), VOX_TEST(test_bad_hdf5),
               VOX_TEST(test_bad_npy), VOX_TEST(test_npy_output_rules),
               VOX_TEST(test_bad_boxes_and_options), VOX_TEST(test_alloc_failures),
