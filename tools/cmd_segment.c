@@ -350,6 +350,41 @@ static void phase(struct seg_state *st, const char *name, double t0, const char 
     fflush(stdout);
 }
 
+/* Float affinities read a slab of planes at a time (whole chunks: each decoded once) and
+ * quantized into st->q, so the float volume (4 bytes a value, 4x the quantized one) is never
+ * held whole. */
+static enum vox_status read_quantized(struct vox_ctx *ctx, struct vox_volume *vol,
+                                      struct seg_state *st)
+{
+    const struct vox_volume_info *in = vox_volume_info(vol);
+    int64_t chunk[VOX_MAX_RANK], slab = 32;
+    if (vox_volume_chunk_shape(vol, chunk))
+        slab = chunk[1];
+    slab = slab < in->shape[1] ? slab : in->shape[1];
+    struct vox_tensor buf = {0};
+    enum vox_status s = vox_tensor_alloc(ctx, &st->q, VOX_U8, 4, in->shape);
+    if (s == VOX_OK)
+        s = vox_tensor_alloc(ctx, &buf, VOX_F32, 4,
+                             (int64_t[4]){3, slab, in->shape[2], in->shape[3]});
+    for (int64_t z = 0; s == VOX_OK && z < in->shape[1]; z += slab) {
+        int64_t lo[4] = {0, z, 0, 0}, hi[4] = {3, z + slab < in->shape[1] ? z + slab : in->shape[1],
+                                               in->shape[2], in->shape[3]};
+        struct vox_tensor b, q;
+        s = vox_tensor_view_box(ctx, &buf, (int64_t[4]){0},
+                                (int64_t[4]){3, hi[1] - z, hi[2], hi[3]}, &b);
+        if (s == VOX_OK)
+            s = vox_volume_read(ctx, vol, lo, hi, &b);
+        if (s == VOX_OK)
+            s = vox_tensor_view_box(ctx, &st->q, lo, hi, &q);
+        if (s == VOX_OK && (s = vox_seg_quantize_box(ctx, &b, lo, &q)) != VOX_OK)
+            vox_ctx_error_prefix(ctx, "%s", vox_volume_name(vol));
+    }
+    vox_tensor_free(ctx, &buf);
+    if (s != VOX_OK)
+        vox_tensor_free(ctx, &st->q);
+    return s;
+}
+
 /* Reads --aff or --boundary into quantized affinities st->q. */
 static enum vox_status read_input(struct vox_ctx *ctx, const struct seg_args *a,
                                   struct seg_state *st)
@@ -357,20 +392,33 @@ static enum vox_status read_input(struct vox_ctx *ctx, const struct seg_args *a,
     const char *spec = a->aff ? a->aff : a->boundary;
     double t0 = vox_time_now();
     struct vox_tensor in = {0};
-    enum vox_status s = vox_volume_load(ctx, spec, &in, &st->info);
+    struct vox_volume *vol;
+    enum vox_status s = vox_volume_open(ctx, spec, &vol);
     if (s != VOX_OK)
         return s;
+    const struct vox_volume_info *info = vox_volume_info(vol);
+    st->info = *info;
     int want = a->aff ? 4 : 3;
-    if (in.dtype != VOX_U8 && in.dtype != VOX_F32)
+    if (info->dtype != VOX_U8 && info->dtype != VOX_F32)
         s = vox_fail(ctx, VOX_INVALID_ARG, "%s: dtype %s, expected uint8 or float32", spec,
-                     vox_dtype_str(in.dtype));
-    else if (in.rank != want || (a->aff && in.shape[0] != 3))
-        s = vox_fail(ctx, VOX_INVALID_ARG, "%s: rank %d%s, expected %s", spec, in.rank,
-                     in.rank == 4 && in.shape[0] != 3 ? " with a channel count other than 3" : "",
+                     vox_dtype_str(info->dtype));
+    else if (info->rank != want || (a->aff && info->shape[0] != 3))
+        s = vox_fail(ctx, VOX_INVALID_ARG, "%s: rank %d%s, expected %s", spec, info->rank,
+                     info->rank == 4 && info->shape[0] != 3 ? " with a channel count other than 3"
+                                                            : "",
                      a->aff ? "(3, Z, Y, X) affinities" : "a (Z, Y, X) boundary map");
+    else if (a->aff && info->dtype == VOX_F32)
+        s = read_quantized(ctx, vol, st);
+    else
+        s = vox_volume_read_all(ctx, vol, &in);
+    vox_volume_close(vol);
     if (s != VOX_OK) {
         vox_tensor_free(ctx, &in);
         return s;
+    }
+    if (!in.data) { /* quantized while read */
+        phase(st, "read", t0, "%s, quantized a slab at a time", spec);
+        return VOX_OK;
     }
     phase(st, "read", t0, "%s", spec);
     t0 = vox_time_now();

@@ -66,6 +66,10 @@ enum vox_status vox_volume_read_all(struct vox_ctx *ctx, struct vox_volume *vol,
  * contiguous). A box read or written touches whole chunks: HDF5 decodes each into a buffer of
  * this size, or keeps it in the dataset's chunk cache. */
 size_t vox_volume_chunk_bytes(const struct vox_volume *vol);
+/* The HDF5 chunk shape (info.rank values) into shape; false (shape untouched) when the volume
+ * is not chunked. Reading boxes made of whole chunks decodes each chunk once, on the
+ * context's threads where the dataset's filters allow (deflate, with or without shuffle). */
+bool vox_volume_chunk_shape(const struct vox_volume *vol, int64_t *shape);
 /* Whether a box read costs about the box's own bytes however short its rows are: a .npy
  * file (the short rows of a plane come with one read of their span). False for HDF5 (a box
  * read decodes every chunk it meets, or goes row by row through a contiguous dataset): a caller

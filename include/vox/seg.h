@@ -95,6 +95,12 @@ void vox_seg_size_limits(const struct vox_seg_params *p, int64_t lim[256]);
  * tensor *q_out (the caller frees it with vox_tensor_free). */
 enum vox_status vox_seg_quantize(struct vox_ctx *ctx, const struct vox_tensor *aff,
                                  struct vox_tensor *q_out);
+/* The same for a box of them (u8 or f32, rank 4, any strides) into q, a u8 tensor of the
+ * box's shape with contiguous rows (a view of the whole quantized tensor, so a volume is
+ * read and quantized a slab at a time); a bad value is named by its index in the volume,
+ * the box's index plus origin (the box's first index; NULL: none). */
+enum vox_status vox_seg_quantize_box(struct vox_ctx *ctx, const struct vox_tensor *aff,
+                                     const int64_t origin[4], struct vox_tensor *q);
 
 /* Affinities from a boundary map p (Z, Y, X), u8 or f32 in [0, 1]: quantized as above, then
  * q(u, v) = 255 - max(p_u, p_v); with `inside` p is the probability of being inside and

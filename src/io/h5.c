@@ -239,6 +239,7 @@ static enum vox_status h5_open(struct vox_ctx *ctx, struct vox_volume *vol, cons
     vol->h5_file = file;
     vol->h5_dset = dset;
     vox_h5_chunk_of(vol);
+    vox_h5_decode_of(vol);
     return VOX_OK;
 }
 
@@ -315,6 +316,10 @@ static enum vox_status h5_box_io(struct vox_ctx *ctx, struct vox_volume *vol, co
 static enum vox_status h5_read(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
                                const int64_t *hi, void *buf)
 {
+    bool done = false;
+    enum vox_status s = vox_h5_read_chunks(ctx, vol, lo, hi, buf, &done);
+    if (s != VOX_OK || done)
+        return s;
     return h5_box_io(ctx, vol, lo, hi, buf, false);
 }
 

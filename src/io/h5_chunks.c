@@ -44,10 +44,9 @@ struct vox_encoded {
     int64_t nchunks;
 };
 
-bool vox_h5_chunks_ok(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi)
+bool vox_h5_whole_chunks(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi)
 {
-    if (vol->fmt != &vox_io_h5 || (!vol->out && !vol->detached) || vol->gzip <= 0 ||
-        vol->chunk[0] <= 0)
+    if (vol->chunk[0] <= 0)
         return false;
     for (int i = 0; i < vol->info.rank; i++) {
         int64_t c = vol->chunk[i];
@@ -57,8 +56,13 @@ bool vox_h5_chunks_ok(const struct vox_volume *vol, const int64_t *lo, const int
     return true;
 }
 
-/* The chunks of the box [lo, hi) (whole chunks, vox_h5_chunks_ok), origins in C order. */
-static int64_t chunk_grid(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi,
+bool vox_h5_chunks_ok(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi)
+{
+    return vol->fmt == &vox_io_h5 && (vol->out || vol->detached) && vol->gzip > 0 &&
+           vox_h5_whole_chunks(vol, lo, hi);
+}
+
+int64_t vox_h5_chunk_grid(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi,
                           int64_t *first, int64_t *count)
 {
     int64_t n = 1;
@@ -70,7 +74,7 @@ static int64_t chunk_grid(const struct vox_volume *vol, const int64_t *lo, const
     return n;
 }
 
-static void chunk_origin(const struct vox_volume *vol, const int64_t *first, const int64_t *count,
+void vox_h5_chunk_origin(const struct vox_volume *vol, const int64_t *first, const int64_t *count,
                          int64_t k, int64_t *origin)
 {
     for (int i = vol->info.rank - 1; i >= 0; i--) {
@@ -150,12 +154,16 @@ void shuffle_row_ref(const char *src, char *dst, size_t len, size_t esz, size_t 
             dst[j * plane + i] = src[i * esz + j];
 }
 
-/* Copies the part of the box in the chunk at `origin` into dst (full chunk shape, zero past
- * the dataset's end), byte-shuffled by `shuf` unless NULL (each row straight into the byte
- * planes). */
-static void gather(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi,
-                   const char *box, const int64_t *origin, char *dst, size_t chunk_bytes,
-                   shuffle_row_fn shuf)
+void unshuffle_row_ref(const char *src, char *dst, size_t len, size_t esz, size_t plane)
+{
+    for (size_t i = 0; i < len; i++)
+        for (size_t j = 0; j < esz; j++)
+            dst[i * esz + j] = src[j * plane + i];
+}
+
+void vox_h5_chunk_copy(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi,
+                       char *box, const int64_t *origin, char *chunk, size_t chunk_bytes,
+                       shuffle_row_fn fn, bool to_box)
 {
     const int r = vol->info.rank;
     const size_t esz = vox_dtype_size(vol->info.dtype), n = chunk_bytes / esz;
@@ -166,25 +174,30 @@ static void gather(const struct vox_volume *vol, const int64_t *lo, const int64_
         ext[i] = end - origin[i];
         edge |= ext[i] != vol->chunk[i];
     }
-    for (int i = r - 1, b = 1, c = 1; i >= 0; i--) {
+    for (int64_t i = r - 1, b = 1, c = 1; i >= 0; i--) {
         bst[i] = b;
         cst[i] = c;
-        b *= (int)(hi[i] - lo[i]);
-        c *= (int)vol->chunk[i];
+        b *= hi[i] - lo[i];
+        c *= vol->chunk[i];
     }
-    if (edge) /* zeros shuffle to zeros */
-        memset(dst, 0, chunk_bytes);
+    if (edge && !to_box) /* zeros shuffle to zeros */
+        memset(chunk, 0, chunk_bytes);
+    const size_t len = (size_t)ext[r - 1];
     for (;;) {
         int64_t bo = origin[r - 1] - lo[r - 1], co = 0;
         for (int i = 0; i < r - 1; i++) {
             bo += (origin[i] - lo[i] + idx[i]) * bst[i];
             co += idx[i] * cst[i];
         }
-        const char *row = box + (size_t)bo * esz;
-        if (shuf)
-            shuf(row, dst + co, (size_t)ext[r - 1], esz, n);
+        char *row = box + (size_t)bo * esz;
+        if (fn && to_box)
+            fn(chunk + co, row, len, esz, n);
+        else if (fn)
+            fn(row, chunk + co, len, esz, n);
+        else if (to_box)
+            memcpy(row, chunk + (size_t)co * esz, len * esz);
         else
-            memcpy(dst + (size_t)co * esz, row, (size_t)ext[r - 1] * esz);
+            memcpy(chunk + (size_t)co * esz, row, len * esz);
         int i = r - 2;
         while (i >= 0 && ++idx[i] == ext[i])
             idx[i--] = 0;
@@ -216,7 +229,8 @@ static void enc_task(void *arg, const int64_t lo[3], const int64_t hi[3], int ti
             __atomic_store_n(&j->failed, true, __ATOMIC_RELAXED);
             return;
         }
-        gather(vol, j->lo, j->hi, j->buf, c->origin, sc[0], j->chunk_bytes, shuf);
+        vox_h5_chunk_copy(vol, j->lo, j->hi, (char *)j->buf, c->origin, sc[0], j->chunk_bytes, shuf,
+                          false);
         /* runs first (a label chunk's byte planes); zlib where they are few */
         uLongf len = runs ? deflate_runs((const uint8_t *)sc[0], j->chunk_bytes, (uint8_t *)sc[1],
                                          zcap, (uint16_t *)(void *)sc[2])
@@ -299,7 +313,7 @@ static enum vox_status enc_new(struct vox_ctx *ctx, struct vox_volume *vol, cons
 {
     struct vox_encoded *e = vox_calloc(ctx, 1, sizeof *e);
     int64_t first[VOX_MAX_RANK], count[VOX_MAX_RANK];
-    int64_t n = chunk_grid(vol, lo, hi, first, count);
+    int64_t n = vox_h5_chunk_grid(vol, lo, hi, first, count);
     if (!e || !(e->chunk = vox_calloc(ctx, (size_t)n, sizeof *e->chunk))) {
         vox_free(ctx, e);
         return VOX_OUT_OF_MEMORY;
@@ -309,7 +323,7 @@ static enum vox_status enc_new(struct vox_ctx *ctx, struct vox_volume *vol, cons
     memcpy(e->lo, lo, sizeof e->lo);
     memcpy(e->hi, hi, sizeof e->hi);
     for (int64_t k = 0; k < n; k++)
-        chunk_origin(vol, first, count, k, e->chunk[k].origin);
+        vox_h5_chunk_origin(vol, first, count, k, e->chunk[k].origin);
     *out = e;
     return VOX_OK;
 }
@@ -522,14 +536,14 @@ enum vox_status vox_volume_write_packed(struct vox_ctx *ctx, struct vox_volume *
         memcmp(h + PK_AXES + r, vol->chunk, (size_t)r * sizeof *h) != 0 ||
         !vox_h5_chunks_ok(vol, lo, hi))
         return pk_bad(ctx, vol, "other chunks or filters");
-    if (n != chunk_grid(vol, lo, hi, first, count) ||
+    if (n != vox_h5_chunk_grid(vol, lo, hi, first, count) ||
         (len - (int64_t)head) / (int64_t)((size_t)(r + 1) * sizeof(int64_t)) < n)
         return pk_bad(ctx, vol, "a chunk table of the wrong length");
     const int64_t *table = (const int64_t *)(p + head);
     int64_t data = (int64_t)head + n * (r + 1) * (int64_t)sizeof(int64_t), at = data;
     for (int64_t k = 0; k < n; k++) {
         int64_t origin[VOX_MAX_RANK], b = table[k * (r + 1) + r];
-        chunk_origin(vol, first, count, k, origin);
+        vox_h5_chunk_origin(vol, first, count, k, origin);
         if (memcmp(origin, table + k * (r + 1), (size_t)r * sizeof *origin) != 0 || b < 0 ||
             b > len - at)
             return pk_bad(ctx, vol, "a chunk out of place");

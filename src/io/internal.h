@@ -25,6 +25,7 @@ struct vox_volume {
     int64_t chunk[VOX_MAX_RANK]; /* HDF5 chunk shape; all 0: not chunked */
     int gzip;                    /* HDF5 created here: its gzip level (0: none), shuffle on */
     bool shuffle;                /* multi-byte types: h5_chunks.c compresses as libhdf5 would */
+    int decode;                  /* HDF5 opened for reading: H5_DECODE_* (io/h5_decode.c) */
     bool detached;               /* vox_volume_detached: a layout to encode for, no file */
 };
 

@@ -3,5 +3,6 @@
  */
 #define SHUF_BYTES 32
 #define SHUF_FN shuffle_row_avx2
+#define UNSHUF_FN unshuffle_row_avx2
 #define SHUF_BODY
 #include "io/shuffle.h"

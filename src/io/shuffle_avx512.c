@@ -4,5 +4,6 @@
  */
 #define SHUF_BYTES 64
 #define SHUF_FN shuffle_row_avx512
+#define UNSHUF_FN unshuffle_row_avx512
 #define SHUF_BODY
 #include "io/shuffle.h"

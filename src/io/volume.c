@@ -58,6 +58,14 @@ size_t vox_volume_chunk_bytes(const struct vox_volume *vol)
     return bytes;
 }
 
+bool vox_volume_chunk_shape(const struct vox_volume *vol, int64_t *shape)
+{
+    if (vol->chunk[0] <= 0)
+        return false;
+    memcpy(shape, vol->chunk, (size_t)vol->info.rank * sizeof *shape);
+    return true;
+}
+
 bool vox_volume_box_direct(const struct vox_volume *vol) { return vol->fmt == &vox_io_npy; }
 
 enum vox_status vox_volume_set_cache(struct vox_ctx *ctx, struct vox_volume *vol, size_t bytes)

@@ -1,0 +1,200 @@
+/*
+ * io/h5_decode.c: reading whole chunks of a deflated HDF5 dataset, inflated on the context's
+ * threads.
+ *
+ * libhdf5 (serial build) runs its filters on the thread that calls H5Dread, one chunk after
+ * another: 3 x 512^3 float32 affinities with gzip took 7 s to read on any number of threads.
+ * A box that covers the chunks it touches whole (the whole volume, chunk-aligned slabs) is
+ * read here instead, in batches of chunks: each chunk's stored bytes with H5Dread_chunk (one
+ * call at a time, as the serial libhdf5 needs), then, on the context's threads, inflated with
+ * zlib, unshuffled (io/shuffle.h, per ISA) and copied into the box. Only datasets whose filters
+ * are deflate or shuffle then deflate, whose stored type is the native one (no conversion)
+ * and whose fill value is zero (a chunk never written reads as zeros) are read so; a chunk
+ * stored with a filter skipped (its filter mask), or one libhdf5 cannot locate or read, sends
+ * the whole box back to libhdf5 (which reads it, or says what is wrong). The values are
+ * libhdf5's: the filters are undone as its own would. A chunk that does not inflate to its
+ * size is a damaged file, named with the chunk's position.
+ */
+#include "io/h5.h"
+#include "io/shuffle.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <zlib.h>
+
+enum { DEC_BATCH = 4 /* chunks per thread read before they are inflated */ };
+
+/* Whether the fill value of dcpl is zero (the default, or one set to zero). */
+static bool zero_fill(hid_t dcpl, hid_t mt, size_t esz)
+{
+    H5D_fill_value_t fv;
+    if (H5Pfill_value_defined(dcpl, &fv) < 0)
+        return false;
+    if (fv == H5D_FILL_VALUE_DEFAULT)
+        return true;
+    unsigned char v[16] = {0}, zero[16] = {0};
+    return fv == H5D_FILL_VALUE_USER_DEFINED && esz <= sizeof v &&
+           H5Pget_fill_value(dcpl, mt, v) >= 0 && memcmp(v, zero, esz) == 0;
+}
+
+void vox_h5_decode_of(struct vox_volume *vol)
+{
+    vol->decode = H5_DECODE_NO;
+    if (vol->chunk[0] <= 0)
+        return;
+    hid_t dcpl = H5Dget_create_plist((hid_t)vol->h5_dset), ft = H5Dget_type((hid_t)vol->h5_dset);
+    hid_t mt = vox_h5_mem_type(vol->info.dtype);
+    int nf = dcpl >= 0 ? H5Pget_nfilters(dcpl) : -1;
+    H5Z_filter_t id[2] = {-1, -1};
+    for (int i = 0; i < nf && i < 2; i++) {
+        unsigned flags = 0, cd[8], cfg = 0;
+        size_t ncd = 8;
+        id[i] = H5Pget_filter2(dcpl, (unsigned)i, &flags, &ncd, cd, 0, NULL, &cfg);
+    }
+    if (ft >= 0 && H5Tequal(ft, mt) > 0 && zero_fill(dcpl, mt, vox_dtype_size(vol->info.dtype))) {
+        if (nf == 1 && id[0] == H5Z_FILTER_DEFLATE)
+            vol->decode = H5_DECODE_DEFLATE;
+        else if (nf == 2 && id[0] == H5Z_FILTER_SHUFFLE && id[1] == H5Z_FILTER_DEFLATE)
+            vol->decode = H5_DECODE_SHUFFLE_DEFLATE;
+    }
+    if (ft >= 0)
+        H5Tclose(ft);
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+}
+
+struct dec_chunk {
+    int64_t origin[VOX_MAX_RANK];
+    unsigned char *raw; /* stored bytes (NULL with len 0: never written, zeros) */
+    size_t cap, len;
+};
+
+struct dec_job {
+    const struct vox_volume *vol;
+    const int64_t *lo, *hi;
+    char *buf;
+    struct dec_chunk *c;
+    size_t chunk_bytes;
+    shuffle_row_fn unshuffle; /* NULL: no shuffle */
+    char **scratch;           /* per worker: one inflated chunk */
+    int64_t bad;              /* the first chunk (of the batch) that did not inflate, or -1 */
+};
+
+static void dec_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct dec_job *j = arg;
+    char *d = j->scratch[tid];
+    for (int64_t k = lo[0]; k < hi[0]; k++) {
+        struct dec_chunk *c = &j->c[k];
+        uLongf n = (uLongf)j->chunk_bytes;
+        if (!c->len)
+            memset(d, 0, j->chunk_bytes); /* zeros unshuffle to zeros */
+        else if (uncompress((Bytef *)d, &n, c->raw, (uLong)c->len) != Z_OK || n != j->chunk_bytes) {
+            int64_t seen = __atomic_load_n(&j->bad, __ATOMIC_RELAXED);
+            while ((seen < 0 || k < seen) &&
+                   !__atomic_compare_exchange_n(&j->bad, &seen, k, false, __ATOMIC_RELAXED,
+                                                __ATOMIC_RELAXED))
+                ;
+            continue;
+        }
+        vox_h5_chunk_copy(j->vol, j->lo, j->hi, j->buf, c->origin, d, j->chunk_bytes, j->unshuffle,
+                          true);
+    }
+}
+
+/* Reads the stored bytes of chunks [k0, k1) of the grid into c[0, k1 - k0). *fallback: a
+ * chunk was stored with a filter skipped. */
+static enum vox_status read_raw(struct vox_ctx *ctx, struct vox_volume *vol, struct dec_chunk *c,
+                                const int64_t *first, const int64_t *count, int64_t k0, int64_t k1,
+                                bool *fallback)
+{
+    for (int64_t k = k0; k < k1; k++) {
+        struct dec_chunk *e = &c[k - k0];
+        vox_h5_chunk_origin(vol, first, count, k, e->origin);
+        hsize_t off[VOX_MAX_RANK], n = 0;
+        for (int i = 0; i < vol->info.rank; i++)
+            off[i] = (hsize_t)e->origin[i];
+        unsigned mask = 0;
+        haddr_t addr = HADDR_UNDEF;
+        if (H5Dget_chunk_info_by_coord((hid_t)vol->h5_dset, off, &mask, &addr, &n) < 0 || mask) {
+            *fallback = true; /* libhdf5 reads it, or says what is wrong */
+            return VOX_OK;
+        }
+        e->len = addr == HADDR_UNDEF ? 0 : (size_t)n; /* never written: zeros */
+        if (!e->len)
+            continue;
+        if (e->cap < e->len) {
+            unsigned char *p = vox_alloc(ctx, e->len);
+            if (!p)
+                return VOX_OUT_OF_MEMORY;
+            vox_free(ctx, e->raw);
+            e->raw = p;
+            e->cap = e->len;
+        }
+        uint32_t got = 0;
+        if (H5Dread_chunk((hid_t)vol->h5_dset, H5P_DEFAULT, off, &got, e->raw) < 0 || got) {
+            *fallback = true;
+            return VOX_OK;
+        }
+    }
+    return VOX_OK;
+}
+
+enum vox_status vox_h5_read_chunks(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
+                                   const int64_t *hi, void *buf, bool *done)
+{
+    *done = false;
+    if (vol->decode == H5_DECODE_NO || !vox_h5_whole_chunks(vol, lo, hi))
+        return VOX_OK;
+    vox_h5_quiet();
+    const size_t esz = vox_dtype_size(vol->info.dtype);
+    size_t chunk_bytes = esz;
+    for (int i = 0; i < vol->info.rank; i++)
+        chunk_bytes *= (size_t)vol->chunk[i];
+    const enum vox_isa isa = vox_ctx_cpu(ctx)->isa;
+    shuffle_row_fn unshuffle = vol->decode != H5_DECODE_SHUFFLE_DEFLATE || esz < 2 ? NULL
+                               : isa == VOX_ISA_AVX512 ? unshuffle_row_avx512
+                               : isa == VOX_ISA_AVX2   ? unshuffle_row_avx2
+                                                       : unshuffle_row_ref;
+    int64_t first[VOX_MAX_RANK], count[VOX_MAX_RANK];
+    const int64_t n = vox_h5_chunk_grid(vol, lo, hi, first, count);
+    const int nt = vox_ctx_threads(ctx);
+    const int64_t batch = (int64_t)DEC_BATCH * nt;
+    struct dec_chunk *c = vox_calloc(ctx, (size_t)batch, sizeof *c);
+    char **scratch = vox_calloc(ctx, (size_t)nt, sizeof *scratch);
+    enum vox_status s = c && scratch ? VOX_OK : VOX_OUT_OF_MEMORY;
+    for (int t = 0; s == VOX_OK && t < nt; t++)
+        if (!(scratch[t] = vox_alloc(ctx, chunk_bytes)))
+            s = VOX_OUT_OF_MEMORY;
+    bool fallback = false;
+    for (int64_t k0 = 0; s == VOX_OK && !fallback && k0 < n; k0 += batch) {
+        const int64_t k1 = n - k0 > batch ? k0 + batch : n;
+        s = read_raw(ctx, vol, c, first, count, k0, k1, &fallback);
+        if (s != VOX_OK || fallback)
+            break;
+        struct dec_job j = {vol, lo, hi, buf, c, chunk_bytes, unshuffle, scratch, -1};
+        vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){k1 - k0, 1, 1}, (int64_t[3]){1, 1, 1},
+                     VOX_SCHED_DYNAMIC, dec_task, &j);
+        if (j.bad >= 0) {
+            char at[160];
+            int w = 0;
+            for (int i = 0; i < vol->info.rank; i++)
+                w += snprintf(at + w, sizeof at - (size_t)w, "%s%lld", i ? ", " : "[",
+                              (long long)c[j.bad].origin[i]);
+            snprintf(at + w, sizeof at - (size_t)w, "]");
+            s = vox_fail(ctx, VOX_FORMAT,
+                         "'%s': the chunk at %s does not inflate to its size "
+                         "(damaged file?)",
+                         vol->name, at);
+        }
+    }
+    for (int64_t i = 0; c && i < batch; i++)
+        vox_free(ctx, c[i].raw);
+    for (int t = 0; scratch && t < nt; t++)
+        vox_free(ctx, scratch[t]);
+    vox_free(ctx, c);
+    vox_free(ctx, scratch);
+    *done = s == VOX_OK && !fallback;
+    return s;
+}
