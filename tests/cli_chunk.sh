@@ -24,11 +24,12 @@ run() { # name, input option, input, extra options...
     "$VOX" segment "$opt" "$in" --out "$T/$n.h5:/seg" --thresholds 0.2,0.5 --score median \
         --quiet "$@" || fail "segment $n $*"
 }
-# f32 smooth affinities, u8 raw image as a boundary map.
+# Smooth affinities, the raw image as a boundary map (16,64,32: runs of whole (1,16,64,64)
+# HDF5 chunks, read one after another, each inflated on the threads).
 run ref "--aff" "$T/s.h5:/affinities_smooth"
 run bref "--boundary" "$T/s.h5:/raw" --inside
 i=0
-for c in 16,40,48 8,20,24 5,7,9 1,13,48 3,40,11; do
+for c in 16,40,48 8,20,24 5,7,9 1,13,48 3,40,11 16,64,32; do
     run c$i "--aff" "$T/s.h5:/affinities_smooth" --chunk $c --threads $((1 + i % 2))
     run b$i "--boundary" "$T/s.h5:/raw" --inside --chunk $c
     i=$((i + 1))
@@ -56,7 +57,7 @@ for ref, pre in (("ref", "c"), ("bref", "b")):
     r = h5py.File(f"{T}/{ref}.h5", "r")
     assert sorted(r.keys()) == names, list(r.keys())
     assert r["seg_merges"].shape[0] > 0
-    for i in range(5):
+    for i in range(6):
         c = h5py.File(f"{T}/{pre}{i}.h5", "r")
         assert sorted(c.keys()) == names, (pre, i, list(c.keys()))
         for k in names:
@@ -64,7 +65,7 @@ for ref, pre in (("ref", "c"), ("bref", "b")):
             assert np.array_equal(c[k][()], r[k][()]), (pre, i, k)
 PY
 else
-    for i in 0 1 2 3 4; do
+    for i in 0 1 2 3 4 5; do
         for k in seg_0.20 seg_0.50 seg_base; do
             j=$("$VOX" eval --seg "$T/c$i.h5:/$k" --gt "$T/ref.h5:/$k" --json --keep-gt0) ||
                 fail "eval c$i $k"

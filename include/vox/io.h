@@ -70,6 +70,11 @@ size_t vox_volume_chunk_bytes(const struct vox_volume *vol);
  * is not chunked. Reading boxes made of whole chunks decodes each chunk once, on the
  * context's threads where the dataset's filters allow (deflate, with or without shuffle). */
 bool vox_volume_chunk_shape(const struct vox_volume *vol, int64_t *shape);
+/* Whether a read of the box [lo, hi) decodes on the context's threads (an HDF5 dataset with
+ * deflate, with or without shuffle, and a box of whole chunks): a caller with many such
+ * boxes gains by reading them one after another rather than from several threads (io calls
+ * come one at a time, so the decoding of boxes read from several threads does not overlap). */
+bool vox_volume_read_parallel(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi);
 /* Whether a box read costs about the box's own bytes however short its rows are: a .npy
  * file (the short rows of a plane come with one read of their span). False for HDF5 (a box
  * read decodes every chunk it meets, or goes row by row through a contiguous dataset): a caller

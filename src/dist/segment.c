@@ -273,16 +273,19 @@ static void sg_ingest_task(void *arg, const int64_t lo[3], const int64_t hi[3], 
     }
 }
 
-/* Runs task over ntask items (chunks, or rows of chunks) on the pool, with a status and a
- * done flag per chunk (n) and a scratch per worker; the first failure. */
-static enum vox_status sg_each(struct sg_run *r, int64_t n, int64_t ntask,
+/* Runs task over ntask items (chunks, or rows of chunks) on the pool (serial: one after
+ * another on this thread, each free to use the pool), with a status and a done flag per
+ * chunk (n) and a scratch per worker; the first failure. */
+static enum vox_status sg_each(struct sg_run *r, int64_t n, int64_t ntask, bool serial,
                                void (*task)(void *, const int64_t *, const int64_t *, int))
 {
     r->st = vox_calloc(r->ctx, (size_t)n, sizeof *r->st);
     r->done = vox_calloc(r->ctx, (size_t)n, sizeof *r->done);
     r->sc = dist_scratch_new(r->ctx);
     enum vox_status s = r->st && r->done && r->sc ? VOX_OK : VOX_OUT_OF_MEMORY;
-    if (s == VOX_OK)
+    for (int64_t t = 0; s == VOX_OK && serial && t < ntask; t++)
+        task(r, (int64_t[3]){t, 0, 0}, (int64_t[3]){t + 1, 1, 1}, 0);
+    if (s == VOX_OK && !serial)
         vox_pool_for(vox_ctx_pool(r->ctx), (int64_t[3]){ntask, 1, 1}, (int64_t[3]){1, 1, 1},
                      VOX_SCHED_DYNAMIC, task, r);
     for (int64_t i = 0; i < n && s == VOX_OK; i++)
@@ -317,7 +320,15 @@ static enum vox_status sg_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
     double t0 = vox_time_now();
     int64_t w0 = vol->io->bytes_written, nchunks = sg_grid(&r, vol->dims, o->chunk);
     int64_t k = sg_run_len(&r), runs = r.grid[0] * r.grid[1] * ((r.grid[2] + k - 1) / k);
-    s = sg_each(&r, nchunks, runs, sg_ingest_task);
+    /* a source whose run boxes decode on the threads (deflated HDF5 chunks the runs cover
+     * whole) is read one run after another: read from several threads, the runs would take
+     * turns for the io lock and decode one at a time */
+    struct dist_box b0, b1;
+    sg_box(&r, 0, &b0);
+    sg_box(&r, (k < r.grid[2] ? k : r.grid[2]) - 1, &b1);
+    const int64_t l4[4] = {0, b0.lo[0], b0.lo[1], b0.lo[2]},
+                  h4[4] = {3, b0.hi[0], b0.hi[1], b1.hi[2]};
+    s = sg_each(&r, nchunks, runs, vox_volume_read_parallel(vol->src, l4, h4), sg_ingest_task);
     dist_stats_level(o->stats, VOX_DIST_INGEST, 0, nchunks, 0, 0, vol->io->bytes_written - w0,
                      vox_time_now() - t0);
     return s;
@@ -554,7 +565,7 @@ static enum vox_status sg_emit(struct sg_run *r, const struct vox_seg_result *re
                             "chunked segmentation: the other ranks' sinks encode their chunks' "
                             "output, rank 0's cannot store it (give both encode and store)");
     }
-    s = s ? s : sg_each(r, n, n, sg_out_task);
+    s = s ? s : sg_each(r, n, n, false, sg_out_task);
     if (r->share) {
         enum vox_status e = dist_share_end(r->ctx, r->share);
         s = s ? s : e;

@@ -64,6 +64,12 @@ void vox_h5_decode_of(struct vox_volume *vol)
         H5Pclose(dcpl);
 }
 
+bool vox_volume_read_parallel(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi)
+{
+    return vol->fmt == &vox_io_h5 && !vol->out && vol->decode != H5_DECODE_NO &&
+           vox_h5_whole_chunks(vol, lo, hi);
+}
+
 struct dec_chunk {
     int64_t origin[VOX_MAX_RANK];
     unsigned char *raw; /* stored bytes (NULL with len 0: never written, zeros) */
@@ -145,7 +151,7 @@ enum vox_status vox_h5_read_chunks(struct vox_ctx *ctx, struct vox_volume *vol, 
                                    const int64_t *hi, void *buf, bool *done)
 {
     *done = false;
-    if (vol->decode == H5_DECODE_NO || !vox_h5_whole_chunks(vol, lo, hi))
+    if (!vox_volume_read_parallel(vol, lo, hi))
         return VOX_OK;
     vox_h5_quiet();
     const size_t esz = vox_dtype_size(vol->info.dtype);
