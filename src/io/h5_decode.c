@@ -7,7 +7,9 @@
  * A box that covers the chunks it touches whole (the whole volume, chunk-aligned slabs) is
  * read here instead, in batches of chunks: each chunk's stored bytes with H5Dread_chunk (one
  * call at a time, as the serial libhdf5 needs), then, on the context's threads, inflated with
- * zlib, unshuffled (io/shuffle.h, per ISA) and copied into the box. Only datasets whose filters
+ * libdeflate (2.4x zlib's speed on float32 affinities, 26x on a label volume, whose long
+ * distance-1 matches zlib copies a byte at a time), unshuffled (io/shuffle.h, per ISA) and
+ * copied into the box. Only datasets whose filters
  * are deflate or shuffle then deflate, whose stored type is the native one (no conversion)
  * and whose fill value is zero (a chunk never written reads as zeros) are read so; a chunk
  * stored with a filter skipped (its filter mask), or one libhdf5 cannot locate or read, sends
@@ -18,10 +20,10 @@
 #include "io/h5.h"
 #include "io/shuffle.h"
 
+#include <libdeflate.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <zlib.h>
 
 enum { DEC_BATCH = 4 /* chunks per thread read before they are inflated */ };
 
@@ -82,9 +84,10 @@ struct dec_job {
     char *buf;
     struct dec_chunk *c;
     size_t chunk_bytes;
-    shuffle_row_fn unshuffle; /* NULL: no shuffle */
-    char **scratch;           /* per worker: one inflated chunk */
-    int64_t bad;              /* the first chunk (of the batch) that did not inflate, or -1 */
+    shuffle_row_fn unshuffle;            /* NULL: no shuffle */
+    char **scratch;                      /* per worker: one inflated chunk */
+    struct libdeflate_decompressor **dc; /* per worker */
+    int64_t bad; /* the first chunk (of the batch) that did not inflate, or -1 */
 };
 
 static void dec_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
@@ -93,10 +96,12 @@ static void dec_task(void *arg, const int64_t lo[3], const int64_t hi[3], int ti
     char *d = j->scratch[tid];
     for (int64_t k = lo[0]; k < hi[0]; k++) {
         struct dec_chunk *c = &j->c[k];
-        uLongf n = (uLongf)j->chunk_bytes;
+        size_t n = 0;
         if (!c->len)
             memset(d, 0, j->chunk_bytes); /* zeros unshuffle to zeros */
-        else if (uncompress((Bytef *)d, &n, c->raw, (uLong)c->len) != Z_OK || n != j->chunk_bytes) {
+        else if (libdeflate_zlib_decompress(j->dc[tid], c->raw, c->len, d, j->chunk_bytes, &n) !=
+                     LIBDEFLATE_SUCCESS ||
+                 n != j->chunk_bytes) {
             int64_t seen = __atomic_load_n(&j->bad, __ATOMIC_RELAXED);
             while ((seen < 0 || k < seen) &&
                    !__atomic_compare_exchange_n(&j->bad, &seen, k, false, __ATOMIC_RELAXED,
@@ -169,9 +174,11 @@ enum vox_status vox_h5_read_chunks(struct vox_ctx *ctx, struct vox_volume *vol, 
     const int64_t batch = (int64_t)DEC_BATCH * nt;
     struct dec_chunk *c = vox_calloc(ctx, (size_t)batch, sizeof *c);
     char **scratch = vox_calloc(ctx, (size_t)nt, sizeof *scratch);
-    enum vox_status s = c && scratch ? VOX_OK : VOX_OUT_OF_MEMORY;
+    struct libdeflate_decompressor **dc = vox_calloc(ctx, (size_t)nt, sizeof *dc);
+    enum vox_status s = c && scratch && dc ? VOX_OK : VOX_OUT_OF_MEMORY;
     for (int t = 0; s == VOX_OK && t < nt; t++)
-        if (!(scratch[t] = vox_alloc(ctx, chunk_bytes)))
+        if (!(scratch[t] = vox_alloc(ctx, chunk_bytes)) ||
+            !(dc[t] = libdeflate_alloc_decompressor()))
             s = VOX_OUT_OF_MEMORY;
     bool fallback = false;
     for (int64_t k0 = 0; s == VOX_OK && !fallback && k0 < n; k0 += batch) {
@@ -179,7 +186,7 @@ enum vox_status vox_h5_read_chunks(struct vox_ctx *ctx, struct vox_volume *vol, 
         s = read_raw(ctx, vol, c, first, count, k0, k1, &fallback);
         if (s != VOX_OK || fallback)
             break;
-        struct dec_job j = {vol, lo, hi, buf, c, chunk_bytes, unshuffle, scratch, -1};
+        struct dec_job j = {vol, lo, hi, buf, c, chunk_bytes, unshuffle, scratch, dc, -1};
         vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){k1 - k0, 1, 1}, (int64_t[3]){1, 1, 1},
                      VOX_SCHED_DYNAMIC, dec_task, &j);
         if (j.bad >= 0) {
@@ -199,8 +206,12 @@ enum vox_status vox_h5_read_chunks(struct vox_ctx *ctx, struct vox_volume *vol, 
         vox_free(ctx, c[i].raw);
     for (int t = 0; scratch && t < nt; t++)
         vox_free(ctx, scratch[t]);
+    for (int t = 0; dc && t < nt; t++)
+        if (dc[t])
+            libdeflate_free_decompressor(dc[t]);
     vox_free(ctx, c);
     vox_free(ctx, scratch);
+    vox_free(ctx, dc);
     *done = s == VOX_OK && !fallback;
     return s;
 }
