@@ -26,6 +26,8 @@
 #include <string.h>
 
 enum { DEC_BATCH = 4 /* chunks per thread read before they are inflated */ };
+#define DEC_MAX_CHUNK ((size_t)64 << 20)
+#define DEC_BATCH_BYTES ((size_t)256 << 20) /* stored bytes of a batch, about */
 
 /* Whether the fill value of dcpl is zero (the default, or one set to zero). */
 static bool zero_fill(hid_t dcpl, hid_t mt, size_t esz)
@@ -68,8 +70,10 @@ void vox_h5_decode_of(struct vox_volume *vol)
 
 bool vox_volume_read_parallel(const struct vox_volume *vol, const int64_t *lo, const int64_t *hi)
 {
+    /* a worker holds one inflated chunk: chunks over DEC_MAX_CHUNK bytes stay with libhdf5,
+     * which holds one at a time */
     return vol->fmt == &vox_io_h5 && !vol->out && vol->decode != H5_DECODE_NO &&
-           vox_h5_whole_chunks(vol, lo, hi);
+           vox_volume_chunk_bytes(vol) <= DEC_MAX_CHUNK && vox_h5_whole_chunks(vol, lo, hi);
 }
 
 struct dec_chunk {
@@ -171,7 +175,9 @@ enum vox_status vox_h5_read_chunks(struct vox_ctx *ctx, struct vox_volume *vol, 
     int64_t first[VOX_MAX_RANK], count[VOX_MAX_RANK];
     const int64_t n = vox_h5_chunk_grid(vol, lo, hi, first, count);
     const int nt = vox_ctx_threads(ctx);
-    const int64_t batch = (int64_t)DEC_BATCH * nt;
+    int64_t batch = (int64_t)DEC_BATCH * nt, fit = (int64_t)(DEC_BATCH_BYTES / chunk_bytes);
+    if (batch > fit) /* large chunks: fewer at a time, one per worker at least */
+        batch = fit > nt ? fit : nt;
     struct dec_chunk *c = vox_calloc(ctx, (size_t)batch, sizeof *c);
     char **scratch = vox_calloc(ctx, (size_t)nt, sizeof *scratch);
     struct libdeflate_decompressor **dc = vox_calloc(ctx, (size_t)nt, sizeof *dc);
