@@ -399,6 +399,7 @@ static enum vox_status read_input(struct vox_ctx *ctx, const struct seg_args *a,
     const struct vox_volume_info *info = vox_volume_info(vol);
     st->info = *info;
     int want = a->aff ? 4 : 3;
+    const bool by_slab = a->aff && info->dtype == VOX_F32;
     if (info->dtype != VOX_U8 && info->dtype != VOX_F32)
         s = vox_fail(ctx, VOX_INVALID_ARG, "%s: dtype %s, expected uint8 or float32", spec,
                      vox_dtype_str(info->dtype));
@@ -407,7 +408,7 @@ static enum vox_status read_input(struct vox_ctx *ctx, const struct seg_args *a,
                      info->rank == 4 && info->shape[0] != 3 ? " with a channel count other than 3"
                                                             : "",
                      a->aff ? "(3, Z, Y, X) affinities" : "a (Z, Y, X) boundary map");
-    else if (a->aff && info->dtype == VOX_F32)
+    else if (by_slab)
         s = read_quantized(ctx, vol, st);
     else
         s = vox_volume_read_all(ctx, vol, &in);
@@ -416,7 +417,7 @@ static enum vox_status read_input(struct vox_ctx *ctx, const struct seg_args *a,
         vox_tensor_free(ctx, &in);
         return s;
     }
-    if (!in.data) { /* quantized while read */
+    if (by_slab) { /* quantized while read */
         phase(st, "read", t0, "%s, quantized a slab at a time", spec);
         return VOX_OK;
     }

@@ -9,9 +9,9 @@
  * call at a time, as the serial libhdf5 needs), then, on the context's threads, inflated with
  * libdeflate (2.4x zlib's speed on float32 affinities, 26x on a label volume, whose long
  * distance-1 matches zlib copies a byte at a time), unshuffled (io/shuffle.h, per ISA) and
- * copied into the box. Only datasets whose filters
- * are deflate or shuffle then deflate, whose stored type is the native one (no conversion)
- * and whose fill value is zero (a chunk never written reads as zeros) are read so; a chunk
+ * copied into the box. Only datasets whose filters are deflate or shuffle then deflate,
+ * whose stored type is the native one (no conversion) and whose fill value is zero (a chunk
+ * never written reads as zeros) are read so; a chunk
  * stored with a filter skipped (its filter mask), or one libhdf5 cannot locate or read, sends
  * the whole box back to libhdf5 (which reads it, or says what is wrong). The values are
  * libhdf5's: the filters are undone as its own would. A chunk that does not inflate to its
@@ -119,7 +119,7 @@ static void dec_task(void *arg, const int64_t lo[3], const int64_t hi[3], int ti
 }
 
 /* Reads the stored bytes of chunks [k0, k1) of the grid into c[0, k1 - k0). *fallback: a
- * chunk was stored with a filter skipped. */
+ * chunk was stored with a filter skipped, or libhdf5 could not locate or read one. */
 static enum vox_status read_raw(struct vox_ctx *ctx, struct vox_volume *vol, struct dec_chunk *c,
                                 const int64_t *first, const int64_t *count, int64_t k0, int64_t k1,
                                 bool *fallback)

@@ -13,8 +13,6 @@
  */
 #include "seg_internal.h"
 
-#include <math.h>
-
 #define QUANT_TOL 1e-6
 
 struct quant_job {
@@ -35,8 +33,7 @@ static const uint8_t *row_ptr(const struct vox_tensor *t, int64_t r)
     return (const uint8_t *)t->data + off * (int64_t)vox_dtype_size(t->dtype);
 }
 
-/* floor(255 a + 0.5) as a truncation: for every accepted a the sum is above 0.49 (floor's
- * libm call took 5 ns a value, most of the quantization). */
+/* floor(255 a + 0.5) as a truncation: for every accepted a the sum is above 0.49. */
 static inline int quantize_one(float a, bool *ok)
 {
     if (!(a >= -QUANT_TOL && a <= 1.0 + QUANT_TOL)) { /* NaN fails both */
