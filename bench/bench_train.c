@@ -161,7 +161,7 @@ static enum vox_status tnet_step(struct vox_ctx *ctx, struct tnet *n)
     if (s != VOX_OK)
         return s;
     vox_nn_graph_backward(ctx, n->g, n->w, n->gw);
-    vox_optim_step(&n->optim, ++n->t, n->w, n->gw, n->m, n->v);
+    vox_optim_step(ctx, &n->optim, ++n->t, n->w, n->gw, n->m, n->v);
     return VOX_OK;
 }
 

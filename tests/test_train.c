@@ -918,6 +918,91 @@ static void test_determinism(struct vox_ctx *ctx)
     remove(a.vfile);
 }
 
+/* Fills every parameter tensor of w with values in [lo, hi). */
+static void fill_params(struct vox_nn_weights *w, uint64_t *seed, double lo, double hi)
+{
+    for (int i = 0; i < w->n_layers; i++)
+        for (int k = 0; k < VOX_P_COUNT; k++)
+            for (int64_t e = 0; w->p[i][k].rank && e < vox_tensor_numel(&w->p[i][k]); e++)
+                ((float *)w->p[i][k].data)[e] =
+                    (float)(lo +
+                            (hi - lo) * (double)(vox_test_rand(seed) >> 11) / 9007199254740992.0);
+}
+
+/* vox_optim_step on the context's threads (tensors of several blocks: 64 -> 64 3x3x3) and on
+ * the calling thread against the formulas of vox/train.h written out here, element by
+ * element: the same bits, for SGD and Adam, with weight decay and annealing, at steps 1 and 7;
+ * batch norm's running statistics untouched. */
+static void test_optim_step(struct vox_ctx *ctx)
+{
+    static const char spec[] = "input raw channels=64\n"
+                               "conv c1 raw -> 64 kernel=3 act=relu bn=yes\n"
+                               "conv c2 c1 -> 3 kernel=1\n"
+                               "output aff c2 act=sigmoid\n";
+    struct vox_net *net = NULL;
+    CHECK_OK(vox_net_parse(ctx, spec, "optim.net", &net));
+    if (!net)
+        return;
+    for (int kind = 0; kind < 2; kind++)
+        for (int64_t t = 1; t <= 7; t += 6) {
+            struct vox_nn_weights *w[3], *g, *m[3], *v[3];
+            uint64_t seed = 17 + (uint64_t)t;
+            CHECK_OK(vox_nn_weights_create(ctx, net, &g));
+            fill_params(g, &seed, -1, 1);
+            for (int c = 0; c < 3; c++) {
+                CHECK_OK(vox_nn_weights_create(ctx, net, &w[c]));
+                CHECK_OK(vox_nn_weights_create(ctx, net, &m[c]));
+                CHECK_OK(vox_nn_weights_create(ctx, net, &v[c]));
+                uint64_t s2 = 99;
+                fill_params(w[c], &s2, -0.5, 0.5);
+                fill_params(m[c], &s2, -0.1, 0.1);
+                fill_params(v[c], &s2, 0, 0.01);
+            }
+            struct vox_optim_params p;
+            vox_optim_defaults(kind ? VOX_OPTIM_ADAM : VOX_OPTIM_SGD, &p);
+            p.weight_decay = 1e-3, p.anneal_every = 3, p.anneal_factor = 0.5;
+            vox_optim_step(ctx, &p, t, w[0], g, m[0], v[0]);
+            vox_optim_step(NULL, &p, t, w[1], g, m[1], v[1]);
+            double lr = p.lr * pow(p.anneal_factor, (double)((t - 1) / p.anneal_every));
+            double c1 = 1 - pow(p.beta1, (double)t), c2 = 1 - pow(p.beta2, (double)t);
+            int64_t total = 0;
+            for (int i = 0; i < net->n_layers; i++)
+                for (int k = 0; k < VOX_P_COUNT; k++) {
+                    struct vox_nn_weights *W = w[2], *M = m[2], *V = v[2];
+                    const int64_t n = W->p[i][k].rank ? vox_tensor_numel(&W->p[i][k]) : 0;
+                    const bool skip = k == VOX_P_BN_MEAN || k == VOX_P_BN_VAR;
+                    float *wp = W->p[i][k].data, *mp = M->p[i][k].data, *vp = V->p[i][k].data;
+                    const float *gp = g->p[i][k].data;
+                    for (int64_t e = 0; e < n && !skip; e++) {
+                        double gd = (double)gp[e] + p.weight_decay * wp[e];
+                        if (!kind) {
+                            double md = p.momentum * mp[e] + gd;
+                            mp[e] = (float)md;
+                            wp[e] = (float)(wp[e] - lr * md);
+                            continue;
+                        }
+                        double md = p.beta1 * mp[e] + (1 - p.beta1) * gd;
+                        double vd = p.beta2 * vp[e] + (1 - p.beta2) * gd * gd;
+                        mp[e] = (float)md;
+                        vp[e] = (float)vd;
+                        wp[e] = (float)(wp[e] - lr * (md / c1) / (sqrt(vd / c2) + p.eps));
+                    }
+                    total += n;
+                }
+            CHECK(total > 3 * 16384);
+            for (int c = 0; c < 2; c++)
+                CHECK(weights_equal(w[c], w[2]) && weights_equal(m[c], m[2]) &&
+                      weights_equal(v[c], v[2]));
+            vox_nn_weights_destroy(g);
+            for (int c = 0; c < 3; c++) {
+                vox_nn_weights_destroy(w[c]);
+                vox_nn_weights_destroy(m[c]);
+                vox_nn_weights_destroy(v[c]);
+            }
+        }
+    vox_net_destroy(net);
+}
+
 /* N steps with a checkpoint at N/2, then resume: the same weights; corrupted checkpoints */
 static void test_resume_and_corruption(struct vox_ctx *ctx)
 {
@@ -1045,4 +1130,5 @@ VOX_TEST_MAIN(VOX_TEST(test_layer_grads), VOX_TEST(test_two_input_grads),
               VOX_TEST(test_weights_seed), VOX_TEST(test_loss_grads), VOX_TEST(test_targets),
               VOX_TEST(test_sample_alignment), VOX_TEST(test_sample_extra_centred),
               VOX_TEST(test_plane_ops), VOX_TEST(test_train_tiny), VOX_TEST(test_determinism),
-              VOX_TEST(test_resume_and_corruption), VOX_TEST(test_errors))
+              VOX_TEST(test_optim_step), VOX_TEST(test_resume_and_corruption),
+              VOX_TEST(test_errors))

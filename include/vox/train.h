@@ -217,16 +217,17 @@ struct vox_optim_params {
 void vox_optim_defaults(enum vox_optim_kind k, struct vox_optim_params *p);
 enum vox_status vox_optim_check(struct vox_ctx *ctx, const struct vox_optim_params *p);
 
-/* Step t (1-based) in double, stored in f32, element by element (thread-free, deterministic):
+/* Step t (1-based) in double, stored in f32, element by element (blocks of elements on ctx's
+ * threads; ctx NULL: on the calling thread; the same bits either way):
  *   g' = g + wd w;  lr_t = lr * factor^floor((t - 1) / every)
  *   sgd   m = momentum m + g';  w -= lr_t m
  *   adam  m = b1 m + (1 - b1) g';  v = b2 v + (1 - b2) g'^2;
  *         w -= lr_t (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
  * m and v (same shapes as w; v unused by sgd) are the optimizer state. bn_mean and bn_var
  * (running statistics, not trained) are skipped. */
-void vox_optim_step(const struct vox_optim_params *p, int64_t t, struct vox_nn_weights *w,
-                    const struct vox_nn_weights *g, struct vox_nn_weights *m,
-                    struct vox_nn_weights *v);
+void vox_optim_step(struct vox_ctx *ctx, const struct vox_optim_params *p, int64_t t,
+                    struct vox_nn_weights *w, const struct vox_nn_weights *g,
+                    struct vox_nn_weights *m, struct vox_nn_weights *v);
 
 /* ---- data ----------------------------------------------------------------------------------- */
 

@@ -49,7 +49,7 @@ struct vox_nn_wino {
     struct vox_kernel *gemm;
     const struct vox_nn_wino_tr *tr;
     float *u, *bias, *scratch;
-    float *wt; /* vox_nn_wino_set_weights's work rows (2 * P * cop floats), or NULL */
+    float *wt; /* vox_nn_wino_set_weights's work rows (2 * P * cop floats a thread), or NULL */
     bool lent; /* u, scratch and wt are the caller's (vox_nn_wino_bind) */
 };
 
@@ -158,7 +158,7 @@ void vox_nn_wino_lent_floats(const struct vox_nn_wino *f, int64_t *u_out, int64_
 {
     const struct vox_nn_wino_geom *g = &f->g;
     *u_out = g->P * g->cin * g->cop;
-    *work_out = f->threads * (f->vfl + f->mfl) + 2 * g->P * g->cop;
+    *work_out = f->threads * (f->vfl + f->mfl + 2 * g->P * g->cop);
 }
 
 void vox_nn_wino_bind(struct vox_nn_wino *f, float *u, float *work)
@@ -229,34 +229,58 @@ void vox_nn_wino_axis(const double *M, int64_t rows, int64_t cols, int64_t n0, i
             }
 }
 
-void vox_nn_wino_set_weights(struct vox_ctx *ctx, struct vox_nn_wino *f, const float *w,
-                             const float *bias, bool flip, bool *ok_out)
+struct setw_job {
+    struct vox_nn_wino *f;
+    const float *w;
+    bool flip;
+};
+
+/* The transform of input channels [lo, hi) into U, in the worker's work rows: each channel's
+ * own, so the bits do not depend on who runs it. */
+static void setw_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
+    const struct setw_job *j = arg;
+    struct vox_nn_wino *f = j->f;
     const struct vox_nn_fast_conv *c = &f->cv;
     const struct vox_nn_wino_geom *g = &f->g;
     const int64_t *k = c->k, taps = k[0] * k[1] * k[2], cop = g->cop, *al = g->al;
-    if (!f->wt && !f->lent)
-        f->wt = vox_alloc(ctx, (size_t)(2 * g->P * cop) * sizeof(float));
-    *ok_out = f->wt != NULL;
-    if (!f->wt)
-        return;
+    const float *w = j->w;
     const double(*G[3])[3];
     for (int a = 0; a < 3; a++)
         G[a] = al[a] == 6 ? vox_nn_wino_g6 : al[a] == 4 ? vox_nn_wino_g4 : G1;
-    float *t0 = f->wt, *t1 = f->wt + g->P * cop;
-    for (int64_t i = 0; i < c->cin; i++) {
+    float *t0 = f->wt + (int64_t)tid * 2 * g->P * cop, *t1 = t0 + g->P * cop;
+    for (int64_t i = lo[0]; i < hi[0]; i++) {
         /* t0[t][o] = g[o][i][t]: the taps of input channel i, output channels contiguous */
         memset(t0, 0, (size_t)(taps * cop) * sizeof *t0);
         for (int64_t o = 0; o < c->cout; o++)
             for (int64_t t = 0; t < taps; t++)
-                t0[t * cop + o] = flip ? w[(i * c->cout + o) * taps + taps - 1 - t]
-                                       : w[(o * c->cin + i) * taps + t];
+                t0[t * cop + o] = j->flip ? w[(i * c->cout + o) * taps + taps - 1 - t]
+                                          : w[(o * c->cin + i) * taps + t];
         vox_nn_wino_axis(*G[2], al[2], k[2], k[0] * k[1], 1, cop, t0, t1);   /* x: k0 k1 al2 */
         vox_nn_wino_axis(*G[1], al[1], k[1], k[0], al[2], cop, t1, t0);      /* y: k0 al1 al2 */
         vox_nn_wino_axis(*G[0], al[0], k[0], 1, al[1] * al[2], cop, t0, t1); /* z: al0 al1 al2 */
         for (int64_t p = 0; p < g->P; p++)
             memcpy(f->u + (p * c->cin + i) * cop, t1 + p * cop, (size_t)cop * sizeof *t1);
     }
+}
+
+void vox_nn_wino_set_weights(struct vox_ctx *ctx, struct vox_nn_wino *f, const float *w,
+                             const float *bias, bool flip, bool *ok_out)
+{
+    const struct vox_nn_fast_conv *c = &f->cv;
+    const int64_t cop = f->g.cop;
+    if (!f->wt && !f->lent)
+        f->wt = vox_alloc(ctx, (size_t)(f->threads * 2 * f->g.P * cop) * sizeof(float));
+    *ok_out = f->wt != NULL;
+    if (!f->wt)
+        return;
+    struct setw_job j = {f, w, flip};
+    struct vox_pool *pool = vox_ctx_pool(ctx);
+    if (vox_pool_threads(pool) <= f->threads) /* a worker's rows for each thread */
+        vox_pool_for(pool, (int64_t[3]){c->cin, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_STATIC,
+                     setw_task, &j);
+    else
+        setw_task(&j, (int64_t[3]){0, 0, 0}, (int64_t[3]){c->cin, 1, 1}, 0);
     memset(f->bias, 0, (size_t)cop * sizeof *f->bias);
     for (int64_t o = 0; o < c->cout && bias; o++)
         f->bias[o] = bias[o];

@@ -4,10 +4,11 @@
  * correction).
  *
  * Updates are elementwise, computed in double from the f32 weight, gradient and state and
- * stored back in f32, in a fixed order on one thread: the same inputs give the same bits on
- * any machine and thread count, and the state (m, v) is all a checkpoint needs besides the
- * step count. Batch norm's running statistics (bn_mean, bn_var) are not trained: the
- * trainer updates them from the batch statistics; bn_weight and bn_bias are, like any weight.
+ * stored back in f32, each element on its own (blocks of them on the context's threads): the
+ * same inputs give the same bits on any machine and thread count, and the state (m, v) is all a
+ * checkpoint needs besides the step count. Batch norm's running statistics (bn_mean, bn_var) are
+ * not trained: the trainer updates them from the batch statistics; bn_weight and bn_bias are, like
+ * any weight.
  */
 #include "internal.h"
 #include "vox/train.h"
@@ -62,34 +63,92 @@ enum vox_status vox_optim_check(struct vox_ctx *ctx, const struct vox_optim_para
     return VOX_OK;
 }
 
-void vox_optim_step(const struct vox_optim_params *p, int64_t t, struct vox_nn_weights *w,
-                    const struct vox_nn_weights *g, struct vox_nn_weights *m,
-                    struct vox_nn_weights *v)
+enum { OPTIM_BLOCK = 16384 /* elements a task updates */ };
+
+struct optim_job {
+    const struct vox_optim_params *p;
+    double lr, c1, c2;
+    struct vox_nn_weights *w, *m, *v;
+    const struct vox_nn_weights *g;
+    int32_t (*ref)[2]; /* the trained tensors: layer, parameter */
+    int64_t *first;    /* per tensor: its first block; then the block count */
+    int n;
+};
+
+/* Elements [e0, e1) of tensor (i, k): each alone, so any split gives the same bits. */
+static void optim_range(const struct optim_job *j, int i, int k, int64_t e0, int64_t e1)
+{
+    const struct vox_optim_params *p = j->p;
+    float *wp = j->w->p[i][k].data, *mp = j->m->p[i][k].data, *vp = j->v->p[i][k].data;
+    const float *gp = j->g->p[i][k].data;
+    for (int64_t e = e0; e < e1; e++) {
+        double gd = (double)gp[e] + p->weight_decay * wp[e];
+        if (p->kind == VOX_OPTIM_SGD) {
+            double md = p->momentum * mp[e] + gd;
+            mp[e] = (float)md;
+            wp[e] = (float)(wp[e] - j->lr * md);
+            continue;
+        }
+        double md = p->beta1 * mp[e] + (1 - p->beta1) * gd;
+        double vd = p->beta2 * vp[e] + (1 - p->beta2) * gd * gd;
+        mp[e] = (float)md;
+        vp[e] = (float)vd;
+        wp[e] = (float)(wp[e] - j->lr * (md / j->c1) / (sqrt(vd / j->c2) + p->eps));
+    }
+}
+
+static void optim_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)tid;
+    const struct optim_job *j = arg;
+    int t = 0;
+    for (int64_t b = lo[0]; b < hi[0]; b++) {
+        while (j->first[t + 1] <= b)
+            t++;
+        const int i = j->ref[t][0], k = j->ref[t][1];
+        const int64_t n = vox_tensor_numel(&j->w->p[i][k]), e0 = (b - j->first[t]) * OPTIM_BLOCK;
+        optim_range(j, i, k, e0, e0 + OPTIM_BLOCK < n ? e0 + OPTIM_BLOCK : n);
+    }
+}
+
+void vox_optim_step(struct vox_ctx *ctx, const struct vox_optim_params *p, int64_t t,
+                    struct vox_nn_weights *w, const struct vox_nn_weights *g,
+                    struct vox_nn_weights *m, struct vox_nn_weights *v)
 {
     double lr = p->lr;
     if (p->anneal_every > 0)
         lr *= pow(p->anneal_factor, (double)((t - 1) / p->anneal_every));
-    double c1 = 1 - pow(p->beta1, (double)t), c2 = 1 - pow(p->beta2, (double)t);
+    struct optim_job j = {
+        p,    lr, 1 - pow(p->beta1, (double)t), 1 - pow(p->beta2, (double)t), w, m, v, g, NULL,
+        NULL, 0};
+    const int cap = w->n_layers * VOX_P_COUNT;
+    j.ref = ctx ? vox_alloc(ctx, (size_t)(cap + 1) * sizeof *j.ref) : NULL;
+    j.first = ctx ? vox_alloc(ctx, (size_t)(cap + 2) * sizeof *j.first) : NULL;
+    if (!j.ref || !j.first) { /* no context (or memory): one element after another here */
+        if (ctx) {
+            vox_free(ctx, j.ref);
+            vox_free(ctx, j.first);
+        }
+        for (int i = 0; i < w->n_layers; i++)
+            for (int k = 0; k < VOX_P_COUNT; k++)
+                if (w->p[i][k].rank != 0 && k != VOX_P_BN_MEAN && k != VOX_P_BN_VAR)
+                    optim_range(&j, i, k, 0, vox_tensor_numel(&w->p[i][k]));
+        return;
+    }
+    int64_t blocks = 0;
     for (int i = 0; i < w->n_layers; i++)
         for (int k = 0; k < VOX_P_COUNT; k++) {
             if (w->p[i][k].rank == 0 || k == VOX_P_BN_MEAN || k == VOX_P_BN_VAR)
                 continue;
-            float *wp = w->p[i][k].data, *mp = m->p[i][k].data, *vp = v->p[i][k].data;
-            const float *gp = g->p[i][k].data;
-            const int64_t n = vox_tensor_numel(&w->p[i][k]);
-            for (int64_t e = 0; e < n; e++) {
-                double gd = (double)gp[e] + p->weight_decay * wp[e];
-                if (p->kind == VOX_OPTIM_SGD) {
-                    double md = p->momentum * mp[e] + gd;
-                    mp[e] = (float)md;
-                    wp[e] = (float)(wp[e] - lr * md);
-                    continue;
-                }
-                double md = p->beta1 * mp[e] + (1 - p->beta1) * gd;
-                double vd = p->beta2 * vp[e] + (1 - p->beta2) * gd * gd;
-                mp[e] = (float)md;
-                vp[e] = (float)vd;
-                wp[e] = (float)(wp[e] - lr * (md / c1) / (sqrt(vd / c2) + p->eps));
-            }
+            j.ref[j.n][0] = i, j.ref[j.n][1] = k;
+            j.first[j.n++] = blocks;
+            blocks += (vox_tensor_numel(&w->p[i][k]) + OPTIM_BLOCK - 1) / OPTIM_BLOCK;
         }
+    j.first[j.n] = blocks;
+    j.first[j.n + 1] = INT64_MAX;
+    if (blocks)
+        vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){blocks, 1, 1}, (int64_t[3]){1, 1, 1},
+                     VOX_SCHED_STATIC, optim_task, &j);
+    vox_free(ctx, j.ref);
+    vox_free(ctx, j.first);
 }

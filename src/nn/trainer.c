@@ -244,7 +244,7 @@ enum vox_status vox_trainer_step(struct vox_ctx *ctx, struct vox_trainer *tr, do
     running_stats_copy(tr->w, tr->gw);
     tr->rng = rng;
     tr->iter++;
-    vox_optim_step(&tr->o.optim, tr->iter, tr->w, tr->gw, tr->m, tr->v);
+    vox_optim_step(ctx, &tr->o.optim, tr->iter, tr->w, tr->gw, tr->m, tr->v);
     return VOX_OK;
 }
 

@@ -12,6 +12,7 @@
  * smallest one is reported, so the message does not depend on the thread count.
  */
 #include "seg_internal.h"
+
 #define QUANT_TOL 1e-6
 
 struct quant_job {
