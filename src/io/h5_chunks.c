@@ -10,8 +10,8 @@
  * there), byte-shuffled as the shuffle filter does and deflated, then handed to
  * H5Dwrite_chunk in chunk order. Deflated: integer chunks of several bytes (labels) as runs
  * (io/deflate_runs.c: 7.8x faster than zlib's level 4 on a segmentation, and smaller) unless
- * they have few; the others with libdeflate at the dataset's level (faster than zlib, and
- * smaller). Any inflater reads either (tests/test_io.c reads them through libhdf5); the
+ * they have few; the others with libdeflate at the dataset's level (faster than zlib's
+ * compress2). Any inflater reads either (tests/test_io.c reads them through libhdf5); the
  * bytes differ from those libhdf5's own filter would store for a box that cuts chunks, not
  * the values. Only datasets this process created are written so (vol->gzip: their filters
  * are known).
@@ -85,7 +85,7 @@ void vox_h5_chunk_origin(const struct vox_volume *vol, const int64_t *first, con
 }
 
 /* The compression of a run of chunks; per worker: the gathered (and shuffled) chunk, the
- * deflate output (compressBound), copied out at its size, and deflate_runs' tokens. */
+ * deflate output (libdeflate's bound), copied out at its size, and deflate_runs' tokens. */
 struct enc_job {
     struct vox_ctx *ctx;
     struct vox_volume *vol;
