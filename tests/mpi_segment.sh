@@ -26,6 +26,10 @@ done
 # more ranks than chunks: ranks 2 and 3 get none in any stage
 "$MPIRUN" --allow-run-as-root --oversubscribe -np 4 "$VMPI" segment "${opts[@]}" \
     --chunk 16,40,24 --threads 2 --out "$T/m5.h5:/seg" || fail "mpirun -np 4, 2 chunks"
+# slabs along z only, 4 ranks: a rank's chunks' margins lie in the chunks just above and
+# below, another rank's, which it copies from the HDF5 source with its own
+"$MPIRUN" --allow-run-as-root --oversubscribe -np 4 "$VMPI" segment "${opts[@]}" \
+    --chunk 2,40,48 --threads 1 --out "$T/m6.h5:/seg" || fail "mpirun -np 4, z slabs"
 # chunks large enough that stages (b) and (c) decide merges in them (the other ranks' too)
 "$VOX" synth --shape 24,96,96 --cell-size 80 --out "$T/b.h5" --quiet || fail "synth b"
 big=(--aff "$T/b.h5:/affinities_smooth" --quiet)
@@ -71,7 +75,7 @@ T = sys.argv[1]
 names = ["seg_0.20", "seg_0.50", "seg_base", "seg_merges", "seg_merges_scores"]
 r = h5py.File(f"{T}/ref.h5", "r")
 assert sorted(r.keys()) == names, list(r.keys())
-for n in ["m1", "m2", "m3", "m4", "m5", "r9", "r70", "r146", "rk"]:
+for n in ["m1", "m2", "m3", "m4", "m5", "m6", "r9", "r70", "r146", "rk"]:
     m = h5py.File(f"{T}/{n}.h5", "r")
     for k in names:
         a, b = r[k][...], m[k][...]

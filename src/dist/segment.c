@@ -34,6 +34,7 @@ struct sg_run {
     enum vox_status *st;
     struct dist_scratch *sc; /* per worker */
     bool *done;              /* per chunk: taken from its record (ingest) */
+    const uint8_t *need;     /* ingest on a rank other than 0: the chunks it reads, or NULL */
     struct dist_share *share; /* (d): the other ranks' chunks (rank 0), or NULL */
     int share_rank;           /* (d) on another rank: its rank */
 };
@@ -247,7 +248,7 @@ static void sg_ingest_task(void *arg, const int64_t lo[3], const int64_t hi[3], 
             i0 + k < (t / nrun + 1) * r->grid[2] ? i0 + k : (t / nrun + 1) * r->grid[2];
         bool todo = false;
         for (int64_t i = i0; i < i1; i++) {
-            r->done[i] = sg_ingested(r, i);
+            r->done[i] = (r->need && !r->need[i]) || sg_ingested(r, i);
             todo |= !r->done[i];
         }
         if (!todo) {
@@ -308,15 +309,17 @@ static bool sg_direct(struct vox_volume *src, bool journal)
 }
 
 /* Else the volume is read once, chunk box by chunk box, into the quantized affinity file
- * (3 bytes per voxel), which the three stages then read instead. */
+ * (3 bytes per voxel), which the three stages then read instead; on a rank other than 0,
+ * only the chunks `need` marks (NULL: all). */
 static enum vox_status sg_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
-                                 const struct vox_dist_options *o, struct dist_bfile *qf)
+                                 const struct vox_dist_options *o, const uint8_t *need,
+                                 struct dist_bfile *qf)
 {
     enum vox_status s = sg_bfile(ctx, o, vol->jr != NULL, "affinities", vol->dims, 3, 1, qf);
     if (s != VOX_OK)
         return s;
     vol->qf = qf;
-    struct sg_run r = {.ctx = ctx, .vol = vol};
+    struct sg_run r = {.ctx = ctx, .vol = vol, .need = need};
     double t0 = vox_time_now();
     int64_t w0 = vol->io->bytes_written, nchunks = sg_grid(&r, vol->dims, o->chunk);
     int64_t k = sg_run_len(&r), runs = r.grid[0] * r.grid[1] * ((r.grid[2] + k - 1) / k);
@@ -331,6 +334,32 @@ static enum vox_status sg_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
     s = sg_each(&r, nchunks, runs, vox_volume_read_parallel(vol->src, l4, h4), sg_ingest_task);
     dist_stats_level(o->stats, VOX_DIST_INGEST, 0, nchunks, 0, 0, vol->io->bytes_written - w0,
                      vox_time_now() - t0);
+    return s;
+}
+
+/* A rank other than 0 reads the boxes of its own atomic chunks (i % size == rank) with their
+ * margins (2 voxels in stage (a), 1 on the + sides in (b) and (c)): they lie in its chunks and
+ * their 26 neighbours, which it ingests. */
+static enum vox_status sg_rank_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
+                                      const struct vox_dist_options *o, struct dist_bfile *qf)
+{
+    struct sg_run r = {.ctx = ctx, .vol = vol};
+    const int64_t n = sg_grid(&r, vol->dims, o->chunk), *g = r.grid;
+    uint8_t *need = vox_calloc(ctx, (size_t)n, 1);
+    if (!need)
+        return VOX_OUT_OF_MEMORY;
+    for (int64_t i = vol->comm->rank; i < n; i += vol->comm->size) {
+        const int64_t c[3] = {i / (g[1] * g[2]), i / g[2] % g[1], i % g[2]};
+        for (int64_t dz = -1; dz <= 1; dz++)
+            for (int64_t dy = -1; dy <= 1; dy++)
+                for (int64_t dx = -1; dx <= 1; dx++) {
+                    const int64_t z = c[0] + dz, y = c[1] + dy, x = c[2] + dx;
+                    if (z >= 0 && z < g[0] && y >= 0 && y < g[1] && x >= 0 && x < g[2])
+                        need[(z * g[1] + y) * g[2] + x] = 1;
+                }
+    }
+    enum vox_status s = sg_ingest(ctx, vol, o, need, qf);
+    vox_free(ctx, need);
     return s;
 }
 
@@ -825,6 +854,11 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
                     : NULL;
             s = s == VOX_OK && !own.narrow ? VOX_OUT_OF_MEMORY : s;
         }
+        /* a source read through a decoder (HDF5: every box decodes the chunks it meets) is
+         * copied once, as on rank 0, but only the chunks this rank's boxes read */
+        struct dist_bfile qf = {.nfd = 0};
+        if (s == VOX_OK && src->vol && !sg_direct(src->vol, false))
+            s = sg_rank_ingest(ctx, &vol, opt, &qf);
         /* a rank that encodes its chunks' output keeps their labels to itself, unless rank 0
          * keeps records (a workdir): they vouch for every chunk's labels */
         bool faces_only = share && opt->sink && opt->sink->encode && !opt->workdir;
@@ -838,6 +872,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         if (s == VOX_OK && share)
             s = sg_serve(ctx, &vol, opt, &own);
         dist_bfile_close(&own.f);
+        dist_bfile_close(&qf);
         dist_store_fini(ctx, &own);
         return dist_comm_stop(ctx, vol.comm, s); /* rank 0 may wait for this rank */
     }
@@ -860,7 +895,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     if (s == VOX_OK && opt->progress)
         io.bar = sg_progress(ctx, &vol, opt, ingest);
     if (s == VOX_OK && ingest)
-        s = sg_ingest(ctx, &vol, opt, &qf);
+        s = sg_ingest(ctx, &vol, opt, NULL, &qf);
     if (s == VOX_OK && opt->sink) {
         s = sg_bfile(ctx, opt, journal, "labels", vol.dims, 1, 4, &store.f);
         /* without records, the store is read through the watershed's chunk maps: narrow
