@@ -199,10 +199,9 @@ static bool sg_ingested(struct sg_run *r, int64_t i)
     return r->st[i] != VOX_OK || (rec && h == rec->sum);
 }
 
-/* Chunk i's box, out of q (3, Z, Y, X: a run of chunks along x from x0), into the cache, via
- * buf. */
+/* Chunk i's box, out of q (3, Z, Y, X: a box holding it, from o), into the cache, via buf. */
 static enum vox_status sg_ingest_chunk(struct sg_run *r, int64_t i, const struct vox_tensor *q,
-                                       int64_t x0, uint8_t *buf)
+                                       const int64_t o[3], uint8_t *buf)
 {
     struct dist_box b;
     sg_box(r, i, &b);
@@ -213,7 +212,11 @@ static enum vox_status sg_ingest_chunk(struct sg_run *r, int64_t i, const struct
     for (int64_t c = 0; c < 3; c++)
         for (int64_t z = 0; z < n[0]; z++)
             for (int64_t y = 0; y < n[1]; y++, d += n[2])
-                memcpy(d, src + c * plane + (z * q->shape[2] + y) * X + b.lo[2] - x0, (size_t)n[2]);
+                memcpy(d,
+                       src + c * plane +
+                           ((b.lo[0] - o[0] + z) * q->shape[2] + b.lo[1] - o[1] + y) * X + b.lo[2] -
+                           o[2],
+                       (size_t)n[2]);
     enum vox_status s = dist_qfile_write(r->ctx, r->vol, &b, buf);
     if (s == VOX_OK && r->vol->jr)
         s = dist_journal_add(r->ctx, r->vol->jr, DJ_INGEST, i, dist_hash(buf, (size_t)(d - buf), 0),
@@ -231,6 +234,34 @@ static int64_t sg_run_len(const struct sg_run *r)
                  vox_dtype_size(vox_volume_info(r->vol->src)->dtype);
     int64_t k = (int64_t)(SG_INGEST_BYTES / box);
     return k < 1 ? 1 : k < r->grid[2] ? k : r->grid[2];
+}
+
+/* The box one ingest read takes for chunks [i0, i1) (a run along x): theirs, grown to the
+ * source's chunk boundaries where the source decodes whole chunks on the threads (each read
+ * then decodes every chunk it meets once and in parallel, where libhdf5 would decode the
+ * chunks a box cuts on one thread, again for every box that meets them). */
+static void sg_run_box(const struct sg_run *r, int64_t i0, int64_t i1, int64_t lo[3], int64_t hi[3])
+{
+    struct dist_box b0, b1;
+    sg_box(r, i0, &b0);
+    sg_box(r, i1 - 1, &b1);
+    for (int a = 0; a < 3; a++) {
+        lo[a] = b0.lo[a];
+        hi[a] = a == 2 ? b1.hi[a] : b0.hi[a];
+    }
+    struct vox_volume *v = r->vol->src;
+    int64_t c[4], l4[4] = {0}, h4[4] = {3};
+    if (!v || !vox_volume_chunk_shape(v, c) || vox_volume_info(v)->rank != 4)
+        return;
+    for (int a = 0; a < 3; a++) {
+        l4[a + 1] = lo[a] / c[a + 1] * c[a + 1];
+        h4[a + 1] = (hi[a] + c[a + 1] - 1) / c[a + 1] * c[a + 1];
+        h4[a + 1] = h4[a + 1] < r->dims[a] ? h4[a + 1] : r->dims[a];
+    }
+    if (!vox_volume_read_parallel(v, l4, h4))
+        return;
+    for (int a = 0; a < 3; a++)
+        lo[a] = l4[a + 1], hi[a] = h4[a + 1];
 }
 
 /* Quantizes one run of chunks along x of the source volume into the affinity cache, with one
@@ -255,20 +286,17 @@ static void sg_ingest_task(void *arg, const int64_t lo[3], const int64_t hi[3], 
             vox_progress_add(r->vol->io->bar, i1 - i0);
             continue;
         }
-        struct dist_box b0, b1;
-        sg_box(r, i0, &b0);
-        sg_box(r, i1 - 1, &b1);
-        const int64_t rlo[3] = {b0.lo[0], b0.lo[1], b0.lo[2]},
-                      rhi[3] = {b0.hi[0], b0.hi[1], b1.hi[2]};
+        int64_t rlo[3], rhi[3];
+        sg_run_box(r, i0, i1, rlo, rhi);
         struct vox_tensor q = {0};
         enum vox_status s = dist_read_q(r->ctx, &src, rlo, rhi, &r->sc[tid], &q);
-        size_t cb = (size_t)(3 * (b0.hi[0] - b0.lo[0]) * (b0.hi[1] - b0.lo[1]) * r->chunk[2]);
+        size_t cb = (size_t)(3 * r->chunk[0] * r->chunk[1] * r->chunk[2]);
         uint8_t *buf = s == VOX_OK ? dist_scratch_get(r->ctx, &r->sc[tid], DIST_SC_TMP, cb) : NULL;
         if (s == VOX_OK && !buf)
             s = VOX_OUT_OF_MEMORY;
         for (int64_t i = i0; i < i1; i++)
             if (!r->done[i])
-                r->st[i] = s != VOX_OK ? s : sg_ingest_chunk(r, i, &q, b0.lo[2], buf);
+                r->st[i] = s != VOX_OK ? s : sg_ingest_chunk(r, i, &q, rlo, buf);
         vox_tensor_free(r->ctx, &q);
         vox_progress_add(r->vol->io->bar, i1 - i0);
     }
@@ -326,11 +354,9 @@ static enum vox_status sg_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
     /* a source whose run boxes decode on the threads (deflated HDF5 chunks the runs cover
      * whole) is read one run after another: read from several threads, the runs would take
      * turns for the io lock and decode one at a time */
-    struct dist_box b0, b1;
-    sg_box(&r, 0, &b0);
-    sg_box(&r, (k < r.grid[2] ? k : r.grid[2]) - 1, &b1);
-    const int64_t l4[4] = {0, b0.lo[0], b0.lo[1], b0.lo[2]},
-                  h4[4] = {3, b0.hi[0], b0.hi[1], b1.hi[2]};
+    int64_t lo[3], hi[3];
+    sg_run_box(&r, 0, k < r.grid[2] ? k : r.grid[2], lo, hi);
+    const int64_t l4[4] = {0, lo[0], lo[1], lo[2]}, h4[4] = {3, hi[0], hi[1], hi[2]};
     s = sg_each(&r, nchunks, runs, vox_volume_read_parallel(vol->src, l4, h4), sg_ingest_task);
     dist_stats_level(o->stats, VOX_DIST_INGEST, 0, nchunks, 0, 0, vol->io->bytes_written - w0,
                      vox_time_now() - t0);
