@@ -106,6 +106,19 @@ enum vox_status vox_io_copy_file(struct vox_ctx *ctx, const char *src, const cha
         s = vox_fail(ctx, VOX_IO, "cannot create '%s': %s", dst, strerror(errno));
         goto done;
     }
+    /* in the kernel first (no copies through this process; a file system with shared extents
+     * shares them), else by hand */
+    for (;;) {
+        ssize_t r = copy_file_range(in, NULL, out, NULL, (size_t)1 << 30, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            if (r == 0 || lseek(out, 0, SEEK_CUR) == 0)
+                break; /* done, or nothing copied yet: read and write from the start */
+            s = vox_fail(ctx, VOX_IO, "cannot copy '%s' to '%s': %s", src, dst, strerror(errno));
+            goto done;
+        }
+    }
     for (;;) {
         ssize_t r = read(in, buf, BUF);
         if (r < 0 && errno == EINTR)
