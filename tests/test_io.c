@@ -1112,11 +1112,12 @@ static void make_filtered(hid_t f, const char *name, hid_t ft, int filters, uint
     H5Dclose(d);
 }
 
-/* Deflated datasets read whole and by chunk-aligned boxes (inflated on the threads) and by
- * boxes that cut chunks (libhdf5): the written values, zeros where chunks were never
- * written; datasets with a checksum filter, a fill value other than zero or a big-endian
- * type go through libhdf5 and read right too. A chunk whose stored bytes are damaged fails
- * with a message that names it (and, with the checksum filter, libhdf5's message). */
+/* Deflated datasets read whole, by chunk-aligned boxes (inflated on the threads) and by boxes
+ * that cut chunks (through the cache of decoded chunks; many small ones, with the default
+ * cache and one of two chunks): the written values, zeros where chunks were never written;
+ * datasets with a checksum filter, a fill value other than zero or a big-endian type go
+ * through libhdf5 and read right too. A chunk whose stored bytes are damaged fails, whole or
+ * cut, with a message that names it (and, with the checksum filter, libhdf5's message). */
 static void test_decode_chunks(struct vox_ctx *ctx)
 {
     struct tmpdir d;
@@ -1166,6 +1167,43 @@ static void test_decode_chunks(struct vox_ctx *ctx)
         }
         vox_volume_close(vl);
     }
+    /* many small boxes that cut chunks, through the cache of decoded chunks: the default one,
+     * and one of two chunks (evicting all the time) */
+    for (int k = 0; k < 2; k++)
+        for (int small = 0; small < 2; small++) {
+            char spec[600];
+            snprintf(spec, sizeof spec, "%s:%s", at(&d, "f.h5"), names[k]);
+            struct vox_volume *vl;
+            CHECK_OK(vox_volume_open(ctx, spec, &vl));
+            if (small)
+                CHECK_OK(vox_volume_set_cache(ctx, vl, 2 * vox_volume_chunk_bytes(vl)));
+            uint64_t r = 12345 + (uint64_t)(2 * k + small);
+            int64_t bad = 0;
+            for (int b = 0; b < 60; b++) {
+                int64_t lo[4], hi[4], bs[4];
+                for (int i = 0; i < 4; i++) {
+                    lo[i] = (int64_t)(vox_test_rand(&r) % (uint64_t)shape[i]);
+                    hi[i] = lo[i] + 1 + (int64_t)(vox_test_rand(&r) % (uint64_t)(shape[i] - lo[i]));
+                    if (b % 3 == 0 && i < 2) /* thin boxes: a plane, a row */
+                        hi[i] = lo[i] + 1;
+                    bs[i] = hi[i] - lo[i];
+                }
+                struct vox_tensor got;
+                CHECK_OK(vox_tensor_alloc(ctx, &got, VOX_U32, 4, bs));
+                CHECK_OK(vox_volume_read(ctx, vl, lo, hi, &got));
+                int64_t i = 0;
+                for (int64_t c = lo[0]; c < hi[0]; c++)
+                    for (int64_t z = lo[1]; z < hi[1]; z++)
+                        for (int64_t y = lo[2]; y < hi[2]; y++)
+                            for (int64_t x = lo[3]; x < hi[3]; x++, i++)
+                                bad +=
+                                    ((uint32_t *)got.data)[i] !=
+                                    (z >= 8 && z < 12 ? 0u : v[((c * 21 + z) * 30 + y) * 40 + x]);
+                vox_tensor_free(ctx, &got);
+            }
+            CHECK(bad == 0);
+            vox_volume_close(vl);
+        }
     /* damage the stored bytes of chunk (0, 12, 16, 16) */
     f = H5Fopen(at(&d, "f.h5"), H5F_ACC_RDWR, H5P_DEFAULT);
     for (int k = 0; k < 3; k++) {
@@ -1190,6 +1228,18 @@ static void test_decode_chunks(struct vox_ctx *ctx)
         CHECK(strstr(e, names[k] + 1) != NULL);
         CHECK((strstr(e, "chunk at [0, 12, 16, 16] does not inflate") != NULL) == (k < 2));
         vox_tensor_free(ctx, &got);
+        /* a box that cuts it: the same (the cache keeps nothing of it: twice) */
+        struct vox_volume *vl;
+        CHECK_OK(vox_volume_open(ctx, spec, &vl));
+        const int64_t lo[4] = {1, 13, 17, 17}, hi[4] = {2, 14, 18, 18};
+        for (int twice = 0; twice < 2; twice++) {
+            struct vox_tensor one;
+            CHECK_OK(vox_tensor_alloc(ctx, &one, VOX_U32, 4, (int64_t[4]){1, 1, 1, 1}));
+            CHECK_STATUS(vox_volume_read(ctx, vl, lo, hi, &one), VOX_FORMAT);
+            CHECK((strstr(vox_ctx_error(ctx), "does not inflate") != NULL) == (k < 2));
+            vox_tensor_free(ctx, &one);
+        }
+        vox_volume_close(vl);
     }
     vox_tensor_free(ctx, &t);
     tmp_remove(&d);

@@ -346,12 +346,15 @@ static enum vox_status h5_set_cache(struct vox_ctx *ctx, struct vox_volume *vol,
         return vox_fail(ctx, VOX_IO, "'%s': cannot reopen the dataset '%s'", vol->name, name);
     H5Dclose((hid_t)vol->h5_dset);
     vol->h5_dset = dset;
+    vox_h5_dcache_free(vol); /* made again at the new size */
+    vol->cache_bytes = bytes;
     return VOX_OK;
 }
 
 static void h5_close(struct vox_volume *vol)
 {
     vox_h5_quiet();
+    vox_h5_dcache_free(vol);
     if (vol->h5_dset >= 0)
         H5Dclose(vol->h5_dset);
     if (!vol->out && vol->h5_file >= 0)

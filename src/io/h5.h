@@ -58,10 +58,13 @@ enum vox_status vox_h5_out_end(struct vox_ctx *ctx, struct vox_out_file *f);
 enum { H5_DECODE_NO, H5_DECODE_DEFLATE, H5_DECODE_SHUFFLE_DEFLATE };
 /* Sets vol->decode from its dataset's creation properties. */
 void vox_h5_decode_of(struct vox_volume *vol);
-/* Reads the box [lo, hi) into buf (C order) when the dataset's chunks may be decoded here and
- * the box covers the chunks it touches whole (up to the dataset's end): their stored bytes
- * read in turn, inflated and unshuffled on the context's threads. *done false: not such a
- * box (or a chunk stored with a filter skipped): read it through libhdf5. */
+/* Frees the decoded chunks h5_decode.c keeps for boxes that cut chunks. */
+void vox_h5_dcache_free(struct vox_volume *vol);
+/* Reads the box [lo, hi) into buf (C order) when the dataset's chunks may be decoded here:
+ * their stored bytes read in turn, inflated and unshuffled on the context's threads (a box
+ * that cuts chunks through a cache of decoded chunks the size of the dataset's chunk cache).
+ * *done false: not such a dataset (or a chunk stored with a filter skipped, or a cache of
+ * fewer than two chunks): read it through libhdf5. */
 enum vox_status vox_h5_read_chunks(struct vox_ctx *ctx, struct vox_volume *vol, const int64_t *lo,
                                    const int64_t *hi, void *buf, bool *done);
 

@@ -69,7 +69,7 @@ int64_t vox_h5_chunk_grid(const struct vox_volume *vol, const int64_t *lo, const
     int64_t n = 1;
     for (int i = 0; i < vol->info.rank; i++) {
         first[i] = lo[i] / vol->chunk[i];
-        count[i] = (hi[i] - lo[i] + vol->chunk[i] - 1) / vol->chunk[i];
+        count[i] = (hi[i] - 1) / vol->chunk[i] - first[i] + 1;
         n *= count[i];
     }
     return n;
@@ -169,11 +169,14 @@ void vox_h5_chunk_copy(const struct vox_volume *vol, const int64_t *lo, const in
 {
     const int r = vol->info.rank;
     const size_t esz = vox_dtype_size(vol->info.dtype), n = chunk_bytes / esz;
-    int64_t ext[VOX_MAX_RANK], bst[VOX_MAX_RANK], cst[VOX_MAX_RANK], idx[VOX_MAX_RANK] = {0};
+    int64_t beg[VOX_MAX_RANK], ext[VOX_MAX_RANK], bst[VOX_MAX_RANK], cst[VOX_MAX_RANK],
+        idx[VOX_MAX_RANK];
     bool edge = false;
-    for (int i = 0; i < r; i++) {
+    for (int i = 0; i < r; i++) { /* the chunk's part in the box: [beg, ext) of the chunk */
         int64_t end = origin[i] + vol->chunk[i] < hi[i] ? origin[i] + vol->chunk[i] : hi[i];
+        beg[i] = lo[i] > origin[i] ? lo[i] - origin[i] : 0;
         ext[i] = end - origin[i];
+        idx[i] = beg[i];
         edge |= ext[i] != vol->chunk[i];
     }
     for (int64_t i = r - 1, b = 1, c = 1; i >= 0; i--) {
@@ -184,9 +187,9 @@ void vox_h5_chunk_copy(const struct vox_volume *vol, const int64_t *lo, const in
     }
     if (edge && !to_box) /* zeros shuffle to zeros */
         memset(chunk, 0, chunk_bytes);
-    const size_t len = (size_t)ext[r - 1];
+    const size_t len = (size_t)(ext[r - 1] - beg[r - 1]);
     for (;;) {
-        int64_t bo = origin[r - 1] - lo[r - 1], co = 0;
+        int64_t bo = origin[r - 1] + beg[r - 1] - lo[r - 1], co = beg[r - 1];
         for (int i = 0; i < r - 1; i++) {
             bo += (origin[i] - lo[i] + idx[i]) * bst[i];
             co += idx[i] * cst[i];
@@ -201,8 +204,10 @@ void vox_h5_chunk_copy(const struct vox_volume *vol, const int64_t *lo, const in
         else
             memcpy(chunk + (size_t)co * esz, row, len * esz);
         int i = r - 2;
-        while (i >= 0 && ++idx[i] == ext[i])
-            idx[i--] = 0;
+        while (i >= 0 && ++idx[i] == ext[i]) {
+            idx[i] = beg[i];
+            i--;
+        }
         if (i < 0)
             return;
     }

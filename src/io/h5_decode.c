@@ -80,7 +80,96 @@ struct dec_chunk {
     int64_t origin[VOX_MAX_RANK];
     unsigned char *raw; /* stored bytes (NULL with len 0: never written, zeros) */
     size_t cap, len;
+    int slot; /* a box that cuts chunks: the cache slot that holds (or will hold) it */
+    bool hit; /* ... already decoded there */
 };
+
+/* Decoded chunks kept for boxes that cut chunks (many small boxes read the same chunks:
+ * libhdf5's chunk cache does this for its own reads), least recently used out first. */
+struct h5_dcache {
+    int n;
+    int64_t *key; /* the chunk's index in the dataset's chunk grid, -1: empty */
+    uint64_t *used, clock;
+    char **data;
+};
+
+void vox_h5_dcache_free(struct vox_volume *vol)
+{
+    struct h5_dcache *d = vol->dcache;
+    if (!d)
+        return;
+    for (int i = 0; i < d->n; i++)
+        vox_free(vol->ctx, d->data[i]);
+    vox_free(vol->ctx, d->data);
+    vox_free(vol->ctx, d->key);
+    vox_free(vol->ctx, d->used);
+    vox_free(vol->ctx, d);
+    vol->dcache = NULL;
+}
+
+/* The cache, made on first use: as many chunks as the dataset's chunk cache size holds; NULL
+ * when that is under two (libhdf5 then reads such boxes, as it does not cache them either) or
+ * memory is short. */
+static struct h5_dcache *dcache_get(struct vox_volume *vol, size_t chunk_bytes)
+{
+    if (vol->dcache)
+        return vol->dcache;
+    const size_t bytes = vol->cache_bytes ? vol->cache_bytes : VOX_H5_CACHE_BYTES;
+    const int64_t n = (int64_t)(bytes / chunk_bytes);
+    if (n < 2)
+        return NULL;
+    struct h5_dcache *d = vox_calloc(vol->ctx, 1, sizeof *d);
+    if (!d)
+        return NULL;
+    vol->dcache = d;
+    d->key = vox_alloc(vol->ctx, (size_t)n * sizeof *d->key);
+    d->used = vox_calloc(vol->ctx, (size_t)n, sizeof *d->used);
+    d->data = vox_calloc(vol->ctx, (size_t)n, sizeof *d->data);
+    bool ok = d->key && d->used && d->data;
+    for (int64_t i = 0; ok && i < n; i++) {
+        d->key[i] = -1;
+        ok = (d->data[i] = vox_alloc(vol->ctx, chunk_bytes)) != NULL;
+        d->n = (int)i + 1;
+    }
+    if (!ok)
+        vox_h5_dcache_free(vol);
+    return vol->dcache;
+}
+
+/* The index of the chunk at `origin` in the dataset's chunk grid. */
+static int64_t chunk_key(const struct vox_volume *vol, const int64_t *origin)
+{
+    int64_t k = 0;
+    for (int i = 0; i < vol->info.rank; i++)
+        k = k * ((vol->info.shape[i] + vol->chunk[i] - 1) / vol->chunk[i]) +
+            origin[i] / vol->chunk[i];
+    return k;
+}
+
+/* Cache slots for chunks c[0, n) (distinct, n <= the cache's size): a slot that holds one is a
+ * hit, the others get the least recently used slots not taken by this batch. */
+static void dcache_assign(const struct vox_volume *vol, struct h5_dcache *d, struct dec_chunk *c,
+                          int64_t n)
+{
+    const uint64_t start = ++d->clock;
+    for (int64_t k = 0; k < n; k++) {
+        const int64_t key = chunk_key(vol, c[k].origin);
+        c[k].hit = false;
+        c[k].slot = -1;
+        for (int i = 0; i < d->n && c[k].slot < 0; i++)
+            if (d->key[i] == key)
+                c[k].slot = i, c[k].hit = true;
+        if (c[k].slot < 0) {
+            int best = -1;
+            for (int i = 0; i < d->n; i++)
+                if (d->used[i] < start && (best < 0 || d->used[i] < d->used[best]))
+                    best = i;
+            c[k].slot = best;
+            d->key[best] = key;
+        }
+        d->used[c[k].slot] = ++d->clock;
+    }
+}
 
 struct dec_job {
     const struct vox_volume *vol;
@@ -91,17 +180,20 @@ struct dec_job {
     shuffle_row_fn unshuffle;            /* NULL: no shuffle */
     char **scratch;                      /* per worker: one inflated chunk */
     struct libdeflate_decompressor **dc; /* per worker */
+    struct h5_dcache *cache;             /* a box that cuts chunks: chunks decode there */
     int64_t bad; /* the first chunk (of the batch) that did not inflate, or -1 */
 };
 
 static void dec_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     struct dec_job *j = arg;
-    char *d = j->scratch[tid];
     for (int64_t k = lo[0]; k < hi[0]; k++) {
         struct dec_chunk *c = &j->c[k];
+        char *d = j->cache ? j->cache->data[c->slot] : j->scratch[tid];
         size_t n = 0;
-        if (!c->len)
+        if (j->cache && c->hit)
+            ;
+        else if (!c->len)
             memset(d, 0, j->chunk_bytes); /* zeros unshuffle to zeros */
         else if (libdeflate_zlib_decompress(j->dc[tid], c->raw, c->len, d, j->chunk_bytes, &n) !=
                      LIBDEFLATE_SUCCESS ||
@@ -118,15 +210,16 @@ static void dec_task(void *arg, const int64_t lo[3], const int64_t hi[3], int ti
     }
 }
 
-/* Reads the stored bytes of chunks [k0, k1) of the grid into c[0, k1 - k0). *fallback: a
- * chunk was stored with a filter skipped, or libhdf5 could not locate or read one. */
+/* Reads the stored bytes of chunks [k0, k1) of the grid into c[0, k1 - k0) (origins set;
+ * hits skipped). *fallback: a chunk was stored with a filter skipped, or libhdf5 could not
+ * locate or read one. */
 static enum vox_status read_raw(struct vox_ctx *ctx, struct vox_volume *vol, struct dec_chunk *c,
-                                const int64_t *first, const int64_t *count, int64_t k0, int64_t k1,
-                                bool *fallback)
+                                int64_t k0, int64_t k1, bool *fallback)
 {
     for (int64_t k = k0; k < k1; k++) {
         struct dec_chunk *e = &c[k - k0];
-        vox_h5_chunk_origin(vol, first, count, k, e->origin);
+        if (e->hit)
+            continue; /* decoded already (origins and hits set by the caller) */
         hsize_t off[VOX_MAX_RANK], n = 0;
         for (int i = 0; i < vol->info.rank; i++)
             off[i] = (hsize_t)e->origin[i];
@@ -160,13 +253,18 @@ enum vox_status vox_h5_read_chunks(struct vox_ctx *ctx, struct vox_volume *vol, 
                                    const int64_t *hi, void *buf, bool *done)
 {
     *done = false;
-    if (!vox_volume_read_parallel(vol, lo, hi))
-        return VOX_OK;
+    const size_t esz = vox_dtype_size(vol->info.dtype), chunk_bytes = vox_volume_chunk_bytes(vol);
+    struct h5_dcache *cache = NULL;
+    if (!vox_volume_read_parallel(vol, lo, hi)) {
+        /* a box that cuts chunks: through the cache of decoded chunks */
+        if (vol->fmt != &vox_io_h5 || vol->out || vol->decode == H5_DECODE_NO ||
+            chunk_bytes > DEC_MAX_CHUNK || !(cache = dcache_get(vol, chunk_bytes)))
+            return VOX_OK;
+        for (int i = 0; i < vol->info.rank; i++)
+            if (hi[i] <= lo[i])
+                return VOX_OK;
+    }
     vox_h5_quiet();
-    const size_t esz = vox_dtype_size(vol->info.dtype);
-    size_t chunk_bytes = esz;
-    for (int i = 0; i < vol->info.rank; i++)
-        chunk_bytes *= (size_t)vol->chunk[i];
     const enum vox_isa isa = vox_ctx_cpu(ctx)->isa;
     shuffle_row_fn unshuffle = vol->decode != H5_DECODE_SHUFFLE_DEFLATE || esz < 2 ? NULL
                                : isa == VOX_ISA_AVX512 ? unshuffle_row_avx512
@@ -178,6 +276,8 @@ enum vox_status vox_h5_read_chunks(struct vox_ctx *ctx, struct vox_volume *vol, 
     int64_t batch = (int64_t)DEC_BATCH * nt, fit = (int64_t)(DEC_BATCH_BYTES / chunk_bytes);
     if (batch > fit) /* large chunks: fewer at a time, one per worker at least */
         batch = fit > nt ? fit : nt;
+    if (cache && batch > cache->n) /* each chunk of a batch in a slot of its own */
+        batch = cache->n;
     struct dec_chunk *c = vox_calloc(ctx, (size_t)batch, sizeof *c);
     char **scratch = vox_calloc(ctx, (size_t)nt, sizeof *scratch);
     struct libdeflate_decompressor **dc = vox_calloc(ctx, (size_t)nt, sizeof *dc);
@@ -189,12 +289,25 @@ enum vox_status vox_h5_read_chunks(struct vox_ctx *ctx, struct vox_volume *vol, 
     bool fallback = false;
     for (int64_t k0 = 0; s == VOX_OK && !fallback && k0 < n; k0 += batch) {
         const int64_t k1 = n - k0 > batch ? k0 + batch : n;
-        s = read_raw(ctx, vol, c, first, count, k0, k1, &fallback);
-        if (s != VOX_OK || fallback)
+        for (int64_t k = k0; k < k1; k++) {
+            vox_h5_chunk_origin(vol, first, count, k, c[k - k0].origin);
+            c[k - k0].hit = false;
+        }
+        if (cache)
+            dcache_assign(vol, cache, c, k1 - k0);
+        s = read_raw(ctx, vol, c, k0, k1, &fallback);
+        if (s != VOX_OK || fallback) {
+            for (int64_t k = 0; cache && k < k1 - k0; k++)
+                if (!c[k].hit) /* its slot holds nothing now */
+                    cache->key[c[k].slot] = -1;
             break;
-        struct dec_job j = {vol, lo, hi, buf, c, chunk_bytes, unshuffle, scratch, dc, -1};
+        }
+        struct dec_job j = {vol, lo, hi, buf, c, chunk_bytes, unshuffle, scratch, dc, cache, -1};
         vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){k1 - k0, 1, 1}, (int64_t[3]){1, 1, 1},
                      VOX_SCHED_DYNAMIC, dec_task, &j);
+        for (int64_t k = j.bad; cache && k >= 0 && k < k1 - k0; k++)
+            if (!c[k].hit) /* the batch stopped being trusted at its first bad chunk */
+                cache->key[c[k].slot] = -1;
         if (j.bad >= 0) {
             char at[160];
             int w = 0;

@@ -26,6 +26,8 @@ struct vox_volume {
     int gzip;                    /* HDF5 created here: its gzip level (0: none), shuffle on */
     bool shuffle;                /* multi-byte types: h5_chunks.c compresses as libhdf5 would */
     int decode;                  /* HDF5 opened for reading: H5_DECODE_* (io/h5_decode.c) */
+    struct h5_dcache *dcache;    /* h5_decode.c: chunks decoded for boxes that cut them */
+    size_t cache_bytes;          /* vox_volume_set_cache's size (0: the default) */
     bool detached;               /* vox_volume_detached: a layout to encode for, no file */
 };
 
