@@ -348,6 +348,7 @@ static enum vox_status h5_set_cache(struct vox_ctx *ctx, struct vox_volume *vol,
     vol->h5_dset = dset;
     vox_h5_dcache_free(vol); /* made again at the new size */
     vol->cache_bytes = bytes;
+    vol->cache_set = true;
     return VOX_OK;
 }
 

@@ -114,7 +114,7 @@ static struct h5_dcache *dcache_get(struct vox_volume *vol, size_t chunk_bytes)
 {
     if (vol->dcache)
         return vol->dcache;
-    const size_t bytes = vol->cache_bytes ? vol->cache_bytes : VOX_H5_CACHE_BYTES;
+    const size_t bytes = vol->cache_set ? vol->cache_bytes : VOX_H5_CACHE_BYTES;
     const int64_t n = (int64_t)(bytes / chunk_bytes);
     if (n < 2)
         return NULL;

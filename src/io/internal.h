@@ -27,7 +27,8 @@ struct vox_volume {
     bool shuffle;                /* multi-byte types: h5_chunks.c compresses as libhdf5 would */
     int decode;                  /* HDF5 opened for reading: H5_DECODE_* (io/h5_decode.c) */
     struct h5_dcache *dcache;    /* h5_decode.c: chunks decoded for boxes that cut them */
-    size_t cache_bytes;          /* vox_volume_set_cache's size (0: the default) */
+    size_t cache_bytes;          /* vox_volume_set_cache's size, when cache_set */
+    bool cache_set;
     bool detached;               /* vox_volume_detached: a layout to encode for, no file */
 };
 
