@@ -88,9 +88,10 @@ struct dec_chunk {
  * libhdf5's chunk cache does this for its own reads), least recently used out first. */
 struct h5_dcache {
     int n;
+    size_t bytes; /* a chunk's */
     int64_t *key; /* the chunk's index in the dataset's chunk grid, -1: empty */
     uint64_t *used, clock;
-    char **data;
+    char **data; /* NULL: a slot not used yet */
 };
 
 void vox_h5_dcache_free(struct vox_volume *vol)
@@ -98,7 +99,7 @@ void vox_h5_dcache_free(struct vox_volume *vol)
     struct h5_dcache *d = vol->dcache;
     if (!d)
         return;
-    for (int i = 0; i < d->n; i++)
+    for (int i = 0; d->data && i < d->n; i++)
         vox_free(vol->ctx, d->data[i]);
     vox_free(vol->ctx, d->data);
     vox_free(vol->ctx, d->key);
@@ -115,9 +116,12 @@ static struct h5_dcache *dcache_get(struct vox_volume *vol, size_t chunk_bytes)
     if (vol->dcache)
         return vol->dcache;
     const size_t bytes = vol->cache_set ? vol->cache_bytes : VOX_H5_CACHE_BYTES;
-    const int64_t n = (int64_t)(bytes / chunk_bytes);
+    int64_t n = (int64_t)(bytes / chunk_bytes), all = 1;
+    for (int i = 0; i < vol->info.rank; i++)
+        all *= (vol->info.shape[i] + vol->chunk[i] - 1) / vol->chunk[i];
     if (n < 2)
         return NULL;
+    n = n < all ? n : all < 2 ? 2 : all; /* no more slots than the dataset has chunks */
     struct h5_dcache *d = vox_calloc(vol->ctx, 1, sizeof *d);
     if (!d)
         return NULL;
@@ -125,14 +129,14 @@ static struct h5_dcache *dcache_get(struct vox_volume *vol, size_t chunk_bytes)
     d->key = vox_alloc(vol->ctx, (size_t)n * sizeof *d->key);
     d->used = vox_calloc(vol->ctx, (size_t)n, sizeof *d->used);
     d->data = vox_calloc(vol->ctx, (size_t)n, sizeof *d->data);
-    bool ok = d->key && d->used && d->data;
-    for (int64_t i = 0; ok && i < n; i++) {
-        d->key[i] = -1;
-        ok = (d->data[i] = vox_alloc(vol->ctx, chunk_bytes)) != NULL;
-        d->n = (int)i + 1;
-    }
-    if (!ok)
+    d->n = (int)n;
+    d->bytes = chunk_bytes;
+    if (!d->key || !d->used || !d->data) {
         vox_h5_dcache_free(vol);
+        return NULL;
+    }
+    for (int64_t i = 0; i < n; i++)
+        d->key[i] = -1; /* the slots' memory comes when they are first used */
     return vol->dcache;
 }
 
@@ -147,8 +151,9 @@ static int64_t chunk_key(const struct vox_volume *vol, const int64_t *origin)
 }
 
 /* Cache slots for chunks c[0, n) (distinct, n <= the cache's size): a slot that holds one is a
- * hit, the others get the least recently used slots not taken by this batch. */
-static void dcache_assign(const struct vox_volume *vol, struct h5_dcache *d, struct dec_chunk *c,
+ * hit, the others get the least recently used slots not taken by this batch (their memory
+ * made on first use). False: memory short (nothing assigned is trusted then). */
+static bool dcache_assign(const struct vox_volume *vol, struct h5_dcache *d, struct dec_chunk *c,
                           int64_t n)
 {
     const uint64_t start = ++d->clock;
@@ -166,9 +171,17 @@ static void dcache_assign(const struct vox_volume *vol, struct h5_dcache *d, str
                     best = i;
             c[k].slot = best;
             d->key[best] = key;
+            if (!d->data[best] && !(d->data[best] = vox_alloc(vol->ctx, d->bytes))) {
+                d->key[best] = -1;
+                for (int64_t q = 0; q < k; q++)
+                    if (!c[q].hit)
+                        d->key[c[q].slot] = -1;
+                return false;
+            }
         }
         d->used[c[k].slot] = ++d->clock;
     }
+    return true;
 }
 
 struct dec_job {
@@ -293,8 +306,10 @@ enum vox_status vox_h5_read_chunks(struct vox_ctx *ctx, struct vox_volume *vol, 
             vox_h5_chunk_origin(vol, first, count, k, c[k - k0].origin);
             c[k - k0].hit = false;
         }
-        if (cache)
-            dcache_assign(vol, cache, c, k1 - k0);
+        if (cache && !dcache_assign(vol, cache, c, k1 - k0)) {
+            s = VOX_OUT_OF_MEMORY;
+            break;
+        }
         s = read_raw(ctx, vol, c, k0, k1, &fallback);
         if (s != VOX_OK || fallback) {
             for (int64_t k = 0; cache && k < k1 - k0; k++)
