@@ -204,13 +204,12 @@ static void dec_task(void *arg, const int64_t lo[3], const int64_t hi[3], int ti
         struct dec_chunk *c = &j->c[k];
         char *d = j->cache ? j->cache->data[c->slot] : j->scratch[tid];
         size_t n = 0;
-        if (j->cache && c->hit)
-            ;
-        else if (!c->len)
+        const bool hit = j->cache && c->hit; /* decoded in its slot already */
+        if (!hit && !c->len)
             memset(d, 0, j->chunk_bytes); /* zeros unshuffle to zeros */
-        else if (libdeflate_zlib_decompress(j->dc[tid], c->raw, c->len, d, j->chunk_bytes, &n) !=
-                     LIBDEFLATE_SUCCESS ||
-                 n != j->chunk_bytes) {
+        else if (!hit && (libdeflate_zlib_decompress(j->dc[tid], c->raw, c->len, d, j->chunk_bytes,
+                                                     &n) != LIBDEFLATE_SUCCESS ||
+                          n != j->chunk_bytes)) {
             int64_t seen = __atomic_load_n(&j->bad, __ATOMIC_RELAXED);
             while ((seen < 0 || k < seen) &&
                    !__atomic_compare_exchange_n(&j->bad, &seen, k, false, __ATOMIC_RELAXED,
