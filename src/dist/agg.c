@@ -99,7 +99,7 @@ struct ag_run {
     struct ag_sum *sum[DIST_TREE_LEVELS]; /* per level and node */
     int64_t lv[DIST_TREE_LEVELS][3];      /* per level: vertices, edges, bytes carried up */
     struct dist_scratch *sc;              /* per worker */
-    struct dist_dend *side; /* run as a side job beside the atomic chunks (NULL: none) */
+    struct dist_dend *side;   /* run as a side job after the atomic chunks (NULL: none) */
     struct dist_share *share; /* rank 0: the other ranks' atomic chunks (or NULL) */
 };
 

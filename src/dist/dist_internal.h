@@ -317,7 +317,7 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                             const int64_t chunk[3], const struct vox_seg_params *p,
                             uint32_t **map_out, int64_t *nseg_out, int64_t **seg_sizes_out,
                             struct dist_dend *dend_out, struct vox_dist_stats *stats);
-/* side (NULL: none): a record job run as one task beside the atomic chunks. */
+/* side (NULL: none): a record job run as one task after the atomic chunks. */
 /* A rank other than 0 of a sharing comm (dist_share_on): stage (b)'s atomic chunks rank 0
  * hands it, until the end. */
 enum vox_status dist_sm_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
@@ -445,8 +445,8 @@ typedef enum vox_status (*dist_tree_fn)(void *arg, int level, int64_t i, int tid
 
 /* Runs every node of levels [from, to) on the context's pool, each as soon as its children
  * are done (levels below `from` count as done), and nside side jobs: ready nodes first, the
- * highest level first, then the side jobs, then level `from`'s nodes in the tree's
- * depth-first order. idle (or NULL) is called once per worker when level `from` has no task
+ * highest level first, then level `from`'s nodes in the tree's depth-first order, then the
+ * side jobs. idle (or NULL) is called once per worker when level `from` has no task
  * left to hand out (a worker's level-0 scratch can go then). After a task fails no new task
  * starts; returns the first failure. */
 enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from, int to,

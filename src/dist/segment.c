@@ -803,7 +803,7 @@ static enum vox_status sg_stages(struct vox_ctx *ctx, struct dist_vol *vol,
         if (s == VOX_OK && j)
             s = sg_c_save(ctx, j, &res->merges);
     }
-    if (s == VOX_OK && replay) /* beside (c)'s atomic chunks, or now if (c) was recorded */
+    if (s == VOX_OK && replay) /* in (c)'s tree after its chunks, or now if (c) was recorded */
         s = sg_take_dend(ctx, &dend, res);
     dist_dend_fini(ctx, &dend);
     vox_free(ctx, sizes);

@@ -37,7 +37,7 @@
  * - The clusters are the components of the final merges, whatever their order: the map
  *   (dust and numbering as seg/linkage.c's) comes from one union-find over them. The merge
  *   record (dend) and the ids at merge time come from replaying them in the global order
- *   (dist_dend_run), which vox_dist_segment runs beside the agglomeration's chunks.
+ *   (dist_dend_run), which vox_dist_segment runs in the agglomeration's tree, after its chunks.
  * A node is a pure function of its children, so the result does not depend on threads.
  */
 #include "dist_internal.h"
@@ -312,37 +312,89 @@ static void sm_pass(const struct sm_run *r, struct sm_sum *s, struct sm_edge *or
     }
 }
 
-/* Keeps what goes up (frozen clusters' basins and their undecided or merged edges) and moves
- * the merges of finished clusters to s->fin, with basin ids again for ord's positions. */
-static enum vox_status sm_split(struct vox_ctx *ctx, struct sm_sum *s, struct sm_edge *ord,
-                                struct sm_state *st)
+/* sm_split's passes in parts (dist_par_for): the part's range of basins (pass 0) or edges. */
+struct split_job {
+    struct sm_sum *s;
+    const struct sm_edge *ord;
+    const struct sm_state *st;
+    uint8_t *up; /* per basin: its cluster is frozen (goes up) */
+    int parts, pass;
+    int64_t nf[DIST_PAR_PARTS], ne[DIST_PAR_PARTS]; /* pass 1: counts; then each part's start */
+};
+
+/* The root of x without path compression (parts read st side by side). */
+static uint32_t sm_root(const struct sm_state *p, uint32_t x)
 {
-    int64_t nf = 0, ne = 0, nb = 0;
-    for (int64_t i = 0; i < s->nbasin; i++) /* every basin's cluster: frozen or not */
-        st[i].frz = st[sm_find(st, (uint32_t)i)].frz;
-    for (int64_t i = 0; i < s->nedge; i++)
-        nf += ord[i].state == SM_MERGED && !st[ord[i].a].frz;
-    s->fin = vox_alloc(ctx, (size_t)(nf + 1) * sizeof *s->fin);
-    if (!s->fin)
-        return VOX_OUT_OF_MEMORY;
-    for (int64_t i = 0; i < s->nedge; i++) {
-        struct sm_edge e = ord[i];
+    while (p[x].uf != x)
+        x = p[x].uf;
+    return x;
+}
+
+static void split_part(void *arg, int64_t q)
+{
+    struct split_job *j = arg;
+    struct sm_sum *s = j->s;
+    const int64_t n = j->pass == 0 ? s->nbasin : s->nedge;
+    const int64_t lo = q * n / j->parts, hi = (q + 1) * n / j->parts;
+    if (j->pass == 0) {
+        for (int64_t i = lo; i < hi; i++)
+            j->up[i] = j->st[sm_root(j->st, (uint32_t)i)].frz;
+        return;
+    }
+    int64_t nf = 0, ne = 0;
+    for (int64_t i = lo; i < hi; i++) {
+        struct sm_edge e = j->ord[i];
         if (e.state == SM_SKIP)
             continue;
-        bool up = st[e.a].frz;
-        e.a = s->basin[e.a].id;
-        e.b = s->basin[e.b].id;
-        if (e.state == SM_MERGED && !up)
-            s->fin[s->nfin++] = e;
-        else
-            s->edge[ne++] = e;
+        bool fin = e.state == SM_MERGED && !j->up[e.a];
+        if (j->pass == 2) {
+            e.a = s->basin[e.a].id;
+            e.b = s->basin[e.b].id;
+            if (fin)
+                s->fin[j->nf[q] + nf] = e;
+            else
+                s->edge[j->ne[q] + ne] = e;
+        }
+        nf += fin;
+        ne += !fin;
     }
-    for (int64_t i = 0; i < s->nbasin; i++)
-        if (st[i].frz)
-            s->basin[nb++] = s->basin[i];
-    s->nedge = ne;
-    s->nbasin = nb;
-    return VOX_OK;
+    if (j->pass == 1)
+        j->nf[q] = nf, j->ne[q] = ne;
+}
+
+/* Keeps what goes up (frozen clusters' basins and their undecided or merged edges) and moves
+ * the merges of finished clusters to s->fin, with basin ids again for ord's positions. Each
+ * part of the edges writes after the parts before it: the serial pass's order. */
+static enum vox_status sm_split(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s,
+                                struct sm_edge *ord, struct sm_state *st,
+                                const struct dist_par *par)
+{
+    struct split_job j = {.s = s, .ord = ord, .st = st, .parts = dist_par_parts(par)};
+    j.up = sm_buf(ctx, sc, DIST_SC_W4, (size_t)s->nbasin + 1);
+    if (!j.up)
+        return VOX_OUT_OF_MEMORY;
+    for (j.pass = 0; j.pass < 2; j.pass++)
+        dist_par_for(par, j.parts, split_part, &j);
+    int64_t nf = 0, ne = 0;
+    for (int q = 0; q < j.parts; q++) {
+        const int64_t f = j.nf[q], e = j.ne[q];
+        j.nf[q] = nf, j.ne[q] = ne;
+        nf += f, ne += e;
+    }
+    s->fin = vox_alloc(ctx, (size_t)(nf + 1) * sizeof *s->fin);
+    if (s->fin) {
+        dist_par_for(par, j.parts, split_part, &j);
+        s->nfin = nf;
+        s->nedge = ne;
+        int64_t nb = 0;
+        for (int64_t i = 0; i < s->nbasin; i++)
+            if (j.up[i])
+                s->basin[nb++] = s->basin[i];
+        s->nbasin = nb;
+    }
+    if (!sc)
+        vox_free(ctx, j.up);
+    return s->fin ? VOX_OK : VOX_OUT_OF_MEMORY;
 }
 
 /* A work array: the chunk task's scratch slot, or (sc NULL: a node, whose arrays are large
@@ -482,7 +534,7 @@ static enum vox_status sm_node_pass(const struct sm_run *r, struct sm_sum *s,
     if (ord && state &&
         (s->nedge == 0 || sm_order_keys(ctx, sc, s, ord, par) || sm_order_index(ctx, sc, s, ord))) {
         sm_pass(r, s, ord, state);
-        st = sm_split(ctx, s, ord, state);
+        st = sm_split(ctx, sc, s, ord, state, par);
     }
     if (!sc) {
         vox_free(ctx, ord);
