@@ -147,12 +147,40 @@ static int sm_bits(int64_t n);
 /* sm_compact as radix sorts of packed 64-bit keys (id, touch) and (a, b, w): duplicates are
  * then neighbours, a pair's largest max last. False (nothing done) when ids do not fit in 28
  * bits or memory is short. */
+/* sm_compact_keys's loops in parts (dist_par_for): pass 0 the largest id, 1 the basins'
+ * keys, 2 the edges'. */
+struct compact_job {
+    const struct sm_sum *s;
+    uint64_t *k;
+    int ib, parts, pass;
+    uint32_t top[DIST_PAR_PARTS];
+};
+
+static void compact_part(void *arg, int64_t q)
+{
+    struct compact_job *j = arg;
+    const struct sm_sum *s = j->s;
+    const int64_t n = j->pass == 2 ? s->nedge : s->nbasin;
+    const int64_t lo = q * n / j->parts, hi = (q + 1) * n / j->parts;
+    uint32_t top = 0;
+    for (int64_t i = lo; j->pass == 0 && i < hi; i++)
+        top = s->basin[i].id > top ? s->basin[i].id : top;
+    j->top[q] = top;
+    for (int64_t i = lo; j->pass == 1 && i < hi; i++)
+        j->k[i] = (uint64_t)s->basin[i].id << 8 | s->basin[i].touch;
+    for (int64_t i = lo; j->pass == 2 && i < hi; i++)
+        j->k[i] =
+            (uint64_t)s->edge[i].a << (j->ib + 8) | (uint64_t)s->edge[i].b << 8 | s->edge[i].w;
+}
+
 static bool sm_compact_keys(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s,
                             const struct dist_par *par)
 {
+    struct compact_job j = {.s = s, .parts = dist_par_parts(par)};
+    dist_par_for(par, j.parts, compact_part, &j);
     uint32_t top = 0;
-    for (int64_t i = 0; i < s->nbasin; i++)
-        top = s->basin[i].id > top ? s->basin[i].id : top;
+    for (int q = 0; q < j.parts; q++)
+        top = j.top[q] > top ? j.top[q] : top;
     const int ib = sm_bits((int64_t)top + 1);
     const int64_t n = s->nbasin > s->nedge ? s->nbasin : s->nedge;
     if (ib > 28)
@@ -160,11 +188,14 @@ static bool sm_compact_keys(struct vox_ctx *ctx, struct dist_scratch *sc, struct
     uint64_t *k = sm_buf(ctx, sc, DIST_SC_W5, (size_t)(n + 1) * 8);
     uint64_t *t = sm_buf(ctx, sc, DIST_SC_S0, (size_t)(n + 1) * 8);
     bool ok = k && t;
+    j.k = k;
+    j.ib = ib;
     int64_t m = 0;
-    for (int64_t i = 0; ok && i < s->nbasin; i++)
-        k[i] = (uint64_t)s->basin[i].id << 8 | s->basin[i].touch;
-    if (ok)
+    if (ok) {
+        j.pass = 1;
+        dist_par_for(par, j.parts, compact_part, &j);
         dist_sort_u64_par(par, k, t, s->nbasin, 0);
+    }
     for (int64_t i = 0; ok && i < s->nbasin; i++) {
         if (m > 0 && s->basin[m - 1].id == k[i] >> 8)
             s->basin[m - 1].touch |= (uint8_t)k[i];
@@ -173,10 +204,11 @@ static bool sm_compact_keys(struct vox_ctx *ctx, struct dist_scratch *sc, struct
     }
     s->nbasin = ok ? m : s->nbasin;
     m = 0;
-    for (int64_t i = 0; ok && i < s->nedge; i++)
-        k[i] = (uint64_t)s->edge[i].a << (ib + 8) | (uint64_t)s->edge[i].b << 8 | s->edge[i].w;
-    if (ok)
+    if (ok) {
+        j.pass = 2;
+        dist_par_for(par, j.parts, compact_part, &j);
         dist_sort_u64_par(par, k, t, s->nedge, 0);
+    }
     const uint64_t mask = ((uint64_t)1 << ib) - 1;
     for (int64_t i = 0; ok && i < s->nedge; i++) {
         struct sm_edge e = {(uint32_t)(k[i] >> (ib + 8)), (uint32_t)(k[i] >> 8 & mask),
@@ -461,6 +493,47 @@ static int sm_bits(int64_t n)
  * b; b's position by a walk along those; then keys (255 - w, a, b) in as many bits as
  * positions need, sorted, give ord (the edges are distinct pairs, their states not set yet).
  * False when the keys do not fit (then nothing is done) or memory is short. */
+/* sm_order_keys's walks in parts (dist_par_for): pass 0 the first keys from s->edge, pass 1
+ * the second from the first (sorted), pass 2 ord from the second; a part starts its walk at
+ * its first edge's basin (sm_pos), where the serial walk would be. */
+struct order_job {
+    const struct sm_sum *s;
+    uint64_t *k;
+    struct sm_edge *ord;
+    int pb, parts, pass;
+};
+
+static void order_part(void *arg, int64_t q)
+{
+    const struct order_job *j = arg;
+    const struct sm_sum *s = j->s;
+    const int pb = j->pb;
+    const uint64_t mask = ((uint64_t)1 << pb) - 1;
+    uint64_t *k = j->k;
+    const int64_t lo = q * s->nedge / j->parts, hi = (q + 1) * s->nedge / j->parts;
+    if (lo == hi)
+        return;
+    if (j->pass == 0) {
+        for (int64_t i = lo, p = sm_pos(s, s->edge[lo].a); i < hi; i++) {
+            while (s->basin[p].id < s->edge[i].a)
+                p++;
+            k[i] = (uint64_t)s->edge[i].b << (pb + 8) | (uint64_t)p << 8 | s->edge[i].w;
+        }
+    } else if (j->pass == 1) {
+        for (int64_t i = lo, p = sm_pos(s, (uint32_t)(k[lo] >> (pb + 8))); i < hi; i++) {
+            while (s->basin[p].id < k[i] >> (pb + 8))
+                p++;
+            k[i] =
+                (uint64_t)(255 - (k[i] & 255)) << (2 * pb) | (k[i] >> 8 & mask) << pb | (uint64_t)p;
+        }
+    } else {
+        for (int64_t i = lo; i < hi; i++)
+            j->ord[i] = (struct sm_edge){.a = (uint32_t)(k[i] >> pb & mask),
+                                         .b = (uint32_t)(k[i] & mask),
+                                         .w = (uint8_t)(255 - (k[i] >> (2 * pb)))};
+    }
+}
+
 static bool sm_order_keys(struct vox_ctx *ctx, struct dist_scratch *sc, const struct sm_sum *s,
                           struct sm_edge *ord, const struct dist_par *par)
 {
@@ -469,27 +542,15 @@ static bool sm_order_keys(struct vox_ctx *ctx, struct dist_scratch *sc, const st
         return false;
     const size_t bytes = (size_t)s->nedge * sizeof(uint64_t);
     uint64_t *k = sm_buf(ctx, sc, DIST_SC_W5, bytes), *t = sm_buf(ctx, sc, DIST_SC_S0, bytes);
-    const uint64_t mask = ((uint64_t)1 << pb) - 1;
+    struct order_job j = {.s = s, .k = k, .ord = ord, .pb = pb, .parts = dist_par_parts(par)};
     if (k && t) {
-        int64_t p = 0;
-        for (int64_t i = 0; i < s->nedge; i++) {
-            while (s->basin[p].id < s->edge[i].a)
-                p++;
-            k[i] = (uint64_t)s->edge[i].b << (pb + 8) | (uint64_t)p << 8 | s->edge[i].w;
-        }
+        dist_par_for(par, j.parts, order_part, &j);
         dist_sort_u64_par(par, k, t, s->nedge, pb + 8);
-        p = 0;
-        for (int64_t i = 0; i < s->nedge; i++) {
-            while (s->basin[p].id < k[i] >> (pb + 8))
-                p++;
-            k[i] =
-                (uint64_t)(255 - (k[i] & 255)) << (2 * pb) | (k[i] >> 8 & mask) << pb | (uint64_t)p;
-        }
+        j.pass = 1;
+        dist_par_for(par, j.parts, order_part, &j);
         dist_sort_u64_par(par, k, t, s->nedge, 0);
-        for (int64_t i = 0; i < s->nedge; i++)
-            ord[i] = (struct sm_edge){.a = (uint32_t)(k[i] >> pb & mask),
-                                      .b = (uint32_t)(k[i] & mask),
-                                      .w = (uint8_t)(255 - (k[i] >> (2 * pb)))};
+        j.pass = 2;
+        dist_par_for(par, j.parts, order_part, &j);
     }
     bool ok = k && t;
     if (!sc) {
@@ -738,11 +799,35 @@ static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s, struct
 }
 
 /* Node: the children's carried basins (touch bits kept on the node's own faces) and edges. */
+/* sm_node's copy of child k's basins and edges to their places (dist_par_for). */
+struct gather_job {
+    const struct sm_sum *kids;
+    struct sm_sum *s;
+    int64_t nb[8], ne[8]; /* child k's first basin and edge in s */
+};
+
+static void gather_kid(void *arg, int64_t k)
+{
+    const struct gather_job *j = arg;
+    const struct sm_sum *c = &j->kids[k], *s = j->s;
+    uint8_t keep = 0;
+    for (int a = 0; a < 3; a++) {
+        keep |= (uint8_t)((c->box.lo[a] == s->box.lo[a]) << (2 * a));
+        keep |= (uint8_t)((c->box.hi[a] == s->box.hi[a]) << (2 * a + 1));
+    }
+    for (int64_t i = 0; i < c->nbasin; i++)
+        s->basin[j->nb[k] + i] = (struct sm_basin){c->basin[i].id, c->basin[i].touch & keep};
+    if (c->nedge)
+        memcpy(s->edge + j->ne[k], c->edge, (size_t)c->nedge * sizeof *c->edge);
+}
+
 static enum vox_status sm_node(const struct sm_run *r, const struct sm_sum *kids, int nk,
                                struct sm_sum *s)
 {
+    struct gather_job j = {.kids = kids, .s = s};
     int64_t nb = 0, ne = 0;
     for (int k = 0; k < nk; k++) {
+        j.nb[k] = nb, j.ne[k] = ne;
         nb += kids[k].nbasin;
         ne += kids[k].nedge;
     }
@@ -750,20 +835,11 @@ static enum vox_status sm_node(const struct sm_run *r, const struct sm_sum *kids
     s->edge = vox_alloc(r->ctx, (size_t)(ne + 1) * sizeof *s->edge);
     if (!s->basin || !s->edge)
         return VOX_OUT_OF_MEMORY;
-    for (int k = 0; k < nk; k++) {
-        const struct sm_sum *c = &kids[k];
-        uint8_t keep = 0;
-        for (int a = 0; a < 3; a++) {
-            keep |= (uint8_t)((c->box.lo[a] == s->box.lo[a]) << (2 * a));
-            keep |= (uint8_t)((c->box.hi[a] == s->box.hi[a]) << (2 * a + 1));
-        }
-        for (int64_t i = 0; i < c->nbasin; i++)
-            s->basin[s->nbasin++] = (struct sm_basin){c->basin[i].id, c->basin[i].touch & keep};
-        if (c->nedge)
-            memcpy(s->edge + s->nedge, c->edge, (size_t)c->nedge * sizeof *c->edge);
-        s->nedge += c->nedge;
-    }
-    sm_compact(r->ctx, NULL, s, &(struct dist_par){r->ctx, &r->tree});
+    const struct dist_par par = {r->ctx, &r->tree};
+    dist_par_for(&par, nk, gather_kid, &j);
+    s->nbasin = nb;
+    s->nedge = ne;
+    sm_compact(r->ctx, NULL, s, &par);
     return sm_node_pass(r, s, NULL);
 }
 
