@@ -85,42 +85,98 @@ void dist_sum_fini(struct vox_ctx *ctx, struct dist_sum *s)
     memset(s, 0, sizeof *s);
 }
 
-static uint64_t face_key(const void *x)
+/* A merge of the children's runs of faces or plateau voxels (each sorted by voxel index, the
+ * first field of both; indices distinct) in parts of the index range: a part takes the
+ * voxels of its range of z planes from every run, and writes after the parts before it. */
+struct merge_job {
+    uint8_t *dst;
+    const uint8_t *run[8];
+    int64_t len[8];
+    int k, parts;
+    size_t size;
+    int64_t key[DIST_PAR_PARTS + 1]; /* part q: indices in [key[q], key[q + 1]) */
+};
+
+static inline int64_t elem_idx(const uint8_t *e)
 {
-    return (uint64_t)((const struct dist_face *)x)->idx;
+    int64_t v;
+    memcpy(&v, e, sizeof v);
+    return v;
 }
 
-static uint64_t plat_key(const void *x)
+/* The first element of run (n elements of `size` bytes) whose index is >= key. */
+static int64_t run_lower(const uint8_t *run, int64_t n, size_t size, int64_t key)
 {
-    return (uint64_t)((const struct dist_plat *)x)->idx;
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = (lo + hi) / 2;
+        if (elem_idx(run + (size_t)mid * size) < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
-/* Merges the children's runs (each sorted by key, keys distinct) into dst. */
-static void node_merge(uint8_t *dst, const void *const *run, const int64_t *len, int k,
-                       size_t size, uint64_t (*key)(const void *))
+static void merge_part(void *arg, int64_t q)
 {
-    int64_t pos[8] = {0};
-    for (;;) {
+    const struct merge_job *j = arg;
+    const size_t size = j->size;
+    int64_t pos[8], end[8], at = 0;
+    for (int c = 0; c < j->k; c++) {
+        pos[c] = run_lower(j->run[c], j->len[c], size, j->key[q]);
+        end[c] = run_lower(j->run[c], j->len[c], size, j->key[q + 1]);
+        at += pos[c];
+    }
+    uint8_t *dst = j->dst + (size_t)at * size;
+    for (;;) { /* the run with the smallest head gives all its voxels below the next head */
         int best = -1;
-        uint64_t bk = 0;
-        for (int c = 0; c < k; c++) {
-            if (pos[c] == len[c])
+        int64_t bk = INT64_MAX, next = INT64_MAX;
+        for (int c = 0; c < j->k; c++) {
+            if (pos[c] == end[c])
                 continue;
-            uint64_t x = key((const uint8_t *)run[c] + (size_t)pos[c] * size);
-            if (best < 0 || x < bk)
-                best = c, bk = x;
+            int64_t x = elem_idx(j->run[c] + (size_t)pos[c] * size);
+            if (x < bk)
+                next = bk, bk = x, best = c;
+            else if (x < next)
+                next = x;
         }
         if (best < 0)
             return;
-        memcpy(dst, (const uint8_t *)run[best] + (size_t)pos[best]++ * size, size);
-        dst += size;
+        int64_t n = 1;
+        const uint8_t *src = j->run[best] + (size_t)pos[best] * size;
+        while (pos[best] + n < end[best] && elem_idx(src + (size_t)n * size) < next)
+            n++;
+        memcpy(dst, src, (size_t)n * size);
+        dst += (size_t)n * size;
+        pos[best] += n;
     }
+}
+
+static void node_merge(const struct dist_par *par, const int64_t dims[3],
+                       const struct dist_box *box, uint8_t *dst, const void *const *run,
+                       const int64_t *len, int k, size_t size)
+{
+    struct merge_job j = {.dst = dst, .k = k, .size = size, .parts = dist_par_parts(par)};
+    int64_t nz = box->hi[0] - box->lo[0], total = 0;
+    for (int c = 0; c < k; c++) {
+        j.run[c] = run[c];
+        j.len[c] = len[c];
+        total += len[c];
+    }
+    if (total < 4096 || nz < j.parts)
+        j.parts = 1;
+    for (int q = 0; q < j.parts; q++)
+        j.key[q] = q == 0 ? INT64_MIN : (box->lo[0] + q * nz / j.parts) * dims[1] * dims[2];
+    j.key[j.parts] = INT64_MAX;
+    dist_par_for(par, j.parts, merge_part, &j);
 }
 
 /* The children's arrays (frag is not carried): links concatenated, faces and plateau voxels
  * merged in voxel order (each child's are sorted). */
-static enum vox_status node_gather(struct vox_ctx *ctx, const struct dist_sum *kids, int nkids,
-                                   struct dist_sum *o)
+static enum vox_status node_gather(struct vox_ctx *ctx, const int64_t dims[3],
+                                   const struct dist_box *box, const struct dist_sum *kids,
+                                   int nkids, struct dist_sum *o, const struct dist_par *par)
 {
     const void *fr[8], *pr[8];
     int64_t fl[8], pl[8];
@@ -140,8 +196,8 @@ static enum vox_status node_gather(struct vox_ctx *ctx, const struct dist_sum *k
             memcpy(o->link + nl, kids[k].link, (size_t)kids[k].nlink * sizeof *o->link);
         nl += kids[k].nlink;
     }
-    node_merge((uint8_t *)o->face, fr, fl, nkids, sizeof *o->face, face_key);
-    node_merge((uint8_t *)o->plat, pr, pl, nkids, sizeof *o->plat, plat_key);
+    node_merge(par, dims, box, (uint8_t *)o->face, fr, fl, nkids, sizeof *o->face);
+    node_merge(par, dims, box, (uint8_t *)o->plat, pr, pl, nkids, sizeof *o->plat);
     return VOX_OK;
 }
 
@@ -403,7 +459,7 @@ enum vox_status dist_node_ws(struct vox_ctx *ctx, const int64_t dims[3], const s
     struct dist_sum o = {.box = *box};
     struct node_ctx n = {.ctx = ctx, .dims = dims, .box = box, .o = &o};
     dist_offsets(dims, n.goff);
-    enum vox_status s = node_gather(ctx, kids, nkids, &o);
+    enum vox_status s = node_gather(ctx, dims, box, kids, nkids, &o, par);
     if (s == VOX_OK) {
         n.uf = vox_alloc(ctx, (size_t)(o.nplat + 1) * sizeof *n.uf);
         n.nb = vox_alloc(ctx, (size_t)(6 * o.nplat + 1) * sizeof *n.nb);
