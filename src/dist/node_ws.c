@@ -16,6 +16,7 @@
  */
 #include "dist_internal.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,6 +97,9 @@ struct merge_job {
     size_t size;
     int64_t key[DIST_PAR_PARTS + 1]; /* part q: indices in [key[q], key[q + 1]) */
 };
+
+_Static_assert(offsetof(struct dist_face, idx) == 0 && offsetof(struct dist_plat, idx) == 0,
+               "node_merge reads a voxel's index from its element's first bytes");
 
 static inline int64_t elem_idx(const uint8_t *e)
 {

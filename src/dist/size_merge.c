@@ -144,9 +144,6 @@ static int order_cmp(const void *x, const void *y)
 static void *sm_buf(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes);
 static int sm_bits(int64_t n);
 
-/* sm_compact as radix sorts of packed 64-bit keys (id, touch) and (a, b, w): duplicates are
- * then neighbours, a pair's largest max last. False (nothing done) when ids do not fit in 28
- * bits or memory is short. */
 /* sm_compact_keys's loops in parts (dist_par_for): pass 0 the largest id, 1 the basins'
  * keys, 2 the edges'. */
 struct compact_job {
@@ -162,17 +159,24 @@ static void compact_part(void *arg, int64_t q)
     const struct sm_sum *s = j->s;
     const int64_t n = j->pass == 2 ? s->nedge : s->nbasin;
     const int64_t lo = q * n / j->parts, hi = (q + 1) * n / j->parts;
-    uint32_t top = 0;
-    for (int64_t i = lo; j->pass == 0 && i < hi; i++)
-        top = s->basin[i].id > top ? s->basin[i].id : top;
-    j->top[q] = top;
-    for (int64_t i = lo; j->pass == 1 && i < hi; i++)
-        j->k[i] = (uint64_t)s->basin[i].id << 8 | s->basin[i].touch;
-    for (int64_t i = lo; j->pass == 2 && i < hi; i++)
-        j->k[i] =
-            (uint64_t)s->edge[i].a << (j->ib + 8) | (uint64_t)s->edge[i].b << 8 | s->edge[i].w;
+    if (j->pass == 0) {
+        uint32_t top = 0;
+        for (int64_t i = lo; i < hi; i++)
+            top = s->basin[i].id > top ? s->basin[i].id : top;
+        j->top[q] = top;
+    } else if (j->pass == 1) {
+        for (int64_t i = lo; i < hi; i++)
+            j->k[i] = (uint64_t)s->basin[i].id << 8 | s->basin[i].touch;
+    } else {
+        for (int64_t i = lo; i < hi; i++)
+            j->k[i] =
+                (uint64_t)s->edge[i].a << (j->ib + 8) | (uint64_t)s->edge[i].b << 8 | s->edge[i].w;
+    }
 }
 
+/* sm_compact as radix sorts of packed 64-bit keys (id, touch) and (a, b, w): duplicates are
+ * then neighbours, a pair's largest max last. False (nothing done) when ids do not fit in 28
+ * bits or memory is short. */
 static bool sm_compact_keys(struct vox_ctx *ctx, struct dist_scratch *sc, struct sm_sum *s,
                             const struct dist_par *par)
 {
@@ -487,12 +491,6 @@ static int sm_bits(int64_t n)
     return b;
 }
 
-/* The edges of s in the global order into ord, with positions in s->basin for ids (s->basin
- * is in id order, so position order is id order), by two radix sorts of 64-bit keys: a's
- * position by one walk (s->edge is in (a, b) order) into keys (b, a's position, w) sorted by
- * b; b's position by a walk along those; then keys (255 - w, a, b) in as many bits as
- * positions need, sorted, give ord (the edges are distinct pairs, their states not set yet).
- * False when the keys do not fit (then nothing is done) or memory is short. */
 /* sm_order_keys's walks in parts (dist_par_for): pass 0 the first keys from s->edge, pass 1
  * the second from the first (sorted), pass 2 ord from the second; a part starts its walk at
  * its first edge's basin (sm_pos), where the serial walk would be. */
@@ -534,6 +532,12 @@ static void order_part(void *arg, int64_t q)
     }
 }
 
+/* The edges of s in the global order into ord, with positions in s->basin for ids (s->basin
+ * is in id order, so position order is id order), by two radix sorts of 64-bit keys: a's
+ * position by one walk (s->edge is in (a, b) order) into keys (b, a's position, w) sorted by
+ * b; b's position by a walk along those; then keys (255 - w, a, b) in as many bits as
+ * positions need, sorted, give ord (the edges are distinct pairs, their states not set yet).
+ * False when the keys do not fit (then nothing is done) or memory is short. */
 static bool sm_order_keys(struct vox_ctx *ctx, struct dist_scratch *sc, const struct sm_sum *s,
                           struct sm_edge *ord, const struct dist_par *par)
 {
@@ -798,7 +802,6 @@ static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s, struct
     return st;
 }
 
-/* Node: the children's carried basins (touch bits kept on the node's own faces) and edges. */
 /* sm_node's copy of child k's basins and edges to their places (dist_par_for). */
 struct gather_job {
     const struct sm_sum *kids;
@@ -821,6 +824,7 @@ static void gather_kid(void *arg, int64_t k)
         memcpy(s->edge + j->ne[k], c->edge, (size_t)c->nedge * sizeof *c->edge);
 }
 
+/* Node: the children's carried basins (touch bits kept on the node's own faces) and edges. */
 static enum vox_status sm_node(const struct sm_run *r, const struct sm_sum *kids, int nk,
                                struct sm_sum *s)
 {
