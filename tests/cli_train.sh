@@ -24,6 +24,14 @@ common="--net $T/tiny.net --data $T/d.h5:/raw,/labels --patch 3,10,10 --seed 5 -
 [ -f "$T/a.h5" ] && [ -f "$T/a.h5.ckpt" ] && [ -f "$T/a.h5.jsonl" ] || fail "outputs missing"
 [ "$(grep -c '"loss"' "$T/a.h5.jsonl")" = 20 ] || fail "log lines"
 grep -q '"val_loss"' "$T/a.h5.jsonl" || fail "no validation in the log"
+# every validation line also scores the segmentation: an adapted Rand error in [0, 1]
+/usr/bin/python3 - "$T/a.h5.jsonl" <<'PY' || fail "validation's adapted Rand error"
+import json, sys
+v = [json.loads(l) for l in open(sys.argv[1]) if '"val_loss"' in l]
+assert len(v) == 2, v
+for r in v:
+    assert 0 <= r["val_rand_error"] <= 1 and 0.05 <= r["val_threshold"] <= 0.95, r
+PY
 "$VOX" infer --net "$T/tiny.net" --weights "$T/a.h5" --in "$T/d.h5:/raw" \
     --out "$T/p.h5:/aff" --quiet || fail "infer with trained weights"
 

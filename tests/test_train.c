@@ -6,6 +6,7 @@
  */
 #include "harness.h"
 #include "nn/internal.h"
+#include "nn/train_internal.h"
 #include "vox/io.h"
 #include "vox/metrics.h"
 #include "vox/seg.h"
@@ -799,6 +800,91 @@ static void tiny_options(struct vox_train_options *o)
     o->aug.grey_scale = 0.1, o->aug.grey_shift = 0.05;
 }
 
+/* The smallest of validation's errors over its thresholds. */
+static double min_err(const double e[VOX_VAL_GRID])
+{
+    double m = e[0];
+    for (int k = 1; k < VOX_VAL_GRID; k++)
+        m = e[k] < m ? e[k] : m;
+    return m;
+}
+
+/* A (C, Z, Y, X) tensor seen as the net's output (1, C, Z, Y, X). */
+static struct vox_tensor as_output(const struct vox_tensor *t)
+{
+    struct vox_tensor o = *t;
+    o.rank = 5, o.base = NULL;
+    memmove(o.shape + 1, t->shape, 4 * sizeof o.shape[0]);
+    memmove(o.strides + 1, t->strides, 4 * sizeof o.strides[0]);
+    o.shape[0] = 1, o.strides[0] = t->shape[0] * t->strides[0];
+    return o;
+}
+
+/* validation's segmentation scores: perfect affinities score 0; labels one voxel off along x
+ * do not; invalid voxels are not counted; a perfect boundary map beats a flat one */
+static void test_val_seg_errors(struct vox_ctx *ctx)
+{
+    const int64_t ls[3] = {8, 20, 22}; /* interior 6 x 18 x 20 */
+    struct vox_tensor lab = {0}, off = {0}, ok = {0}, t = {0}, m = {0}, bt = {0}, bm = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &lab, VOX_U64, 3, ls));
+    CHECK_OK(vox_tensor_alloc(ctx, &off, VOX_U64, 3, ls));
+    CHECK_OK(vox_tensor_alloc(ctx, &ok, VOX_U8, 3, ls));
+    if (!lab.data || !off.data || !ok.data)
+        goto done;
+    uint64_t *L = lab.data, *S = off.data;
+    uint8_t *V = ok.data;
+    for (int64_t z = 0; z < ls[0]; z++) /* four boxes, label 0 in a strip along y */
+        for (int64_t y = 0; y < ls[1]; y++)
+            for (int64_t x = 0; x < ls[2]; x++) {
+                const int64_t k = (z * ls[1] + y) * ls[2] + x;
+                L[k] = y == 9 ? 0 : 1 + (x >= 7) + 2 * (y >= 10);
+                V[k] = 1;
+            }
+    for (int64_t k = 0; k < ls[0] * ls[1] * ls[2]; k++) /* one voxel along x */
+        S[k] = k % ls[2] + 1 < ls[2] ? L[k + 1] : L[k];
+    CHECK_OK(vox_train_targets(ctx, VOX_TARGET_AFFINITY, VOX_LOSS_BCE, &lab, NULL, &t, &m));
+    double e[VOX_VAL_GRID];
+    if (!t.data)
+        goto done;
+    struct vox_tensor o = as_output(&t);
+    CHECK_OK(vox_train_seg_errors(ctx, &o, VOX_TARGET_AFFINITY, &lab, NULL, e));
+    CHECK(min_err(e) == 0 && e[VOX_VAL_GRID - 1] == 0);
+    CHECK_OK(vox_train_seg_errors(ctx, &o, VOX_TARGET_AFFINITY, &off, NULL, e));
+    CHECK(min_err(e) > 0.01);
+    /* boxes 3 and 4 (y >= 10, x < 7 and x >= 7) joined by their x links: a merge error,
+     * unless box 4's voxels are not valid */
+    for (int64_t z = 0; z < ls[0] - 2; z++)
+        for (int64_t y = 9; y < ls[1] - 2; y++)
+            F(&t)[((2 * (ls[0] - 2) + z) * (ls[1] - 2) + y) * (ls[2] - 2) + 6] = 1;
+    CHECK_OK(vox_train_seg_errors(ctx, &o, VOX_TARGET_AFFINITY, &lab, NULL, e));
+    CHECK(min_err(e) > 0.01);
+    for (int64_t k = 0; k < ls[0] * ls[1] * ls[2]; k++)
+        V[k] = L[k] != 4;
+    CHECK_OK(vox_train_seg_errors(ctx, &o, VOX_TARGET_AFFINITY, &lab, &ok, e));
+    CHECK(min_err(e) == 0);
+    /* a boundary map: the targets' against a flat 0.5 */
+    CHECK_OK(vox_train_targets(ctx, VOX_TARGET_BOUNDARY, VOX_LOSS_BCE, &lab, NULL, &bt, &bm));
+    if (!bt.data)
+        goto done;
+    struct vox_tensor b = as_output(&bt);
+    CHECK_OK(vox_train_seg_errors(ctx, &b, VOX_TARGET_BOUNDARY, &lab, NULL, e));
+    const double perfect = min_err(e);
+    for (int64_t k = 0; k < vox_tensor_numel(&bt); k++)
+        F(&bt)[k] = 0.5f;
+    CHECK_OK(vox_train_seg_errors(ctx, &b, VOX_TARGET_BOUNDARY, &lab, NULL, e));
+    CHECK(perfect < min_err(e) - 0.1);
+    /* a label tensor of the wrong shape is refused */
+    CHECK(vox_train_seg_errors(ctx, &o, VOX_TARGET_AFFINITY, &bt, NULL, e) == VOX_INVALID_ARG);
+done:
+    vox_tensor_free(ctx, &lab);
+    vox_tensor_free(ctx, &off);
+    vox_tensor_free(ctx, &ok);
+    vox_tensor_free(ctx, &t);
+    vox_tensor_free(ctx, &m);
+    vox_tensor_free(ctx, &bt);
+    vox_tensor_free(ctx, &bm);
+}
+
 /* adapted Rand error of the segmentation of the net's output on the whole val volume */
 static double seg_error(struct vox_ctx *ctx, struct setup *s)
 {
@@ -861,19 +947,28 @@ static void test_train_tiny(struct vox_ctx *ctx)
     if (!setup(ctx, &s, &o, true))
         goto done;
     double v0, v1, loss = 0;
+    struct vox_val_scores c0, c1;
     CHECK_OK(vox_trainer_validate(ctx, s.tr, s.val, 8, &v0));
+    CHECK_OK(vox_trainer_validate_scores(ctx, s.tr, s.val, 8, &c0));
     double e0 = seg_error(ctx, &s), t0 = vox_time_now();
     int iters = vox_test_full ? 1000 : 300;
     for (int i = 0; i < iters; i++)
         CHECK_OK(vox_trainer_step(ctx, s.tr, &loss));
     double dt = vox_time_now() - t0;
     CHECK_OK(vox_trainer_validate(ctx, s.tr, s.val, 8, &v1));
+    CHECK_OK(vox_trainer_validate_scores(ctx, s.tr, s.val, 8, &c1));
     double e1 = seg_error(ctx, &s);
     printf("  tiny net: %d iterations, %.0f output voxels/s; val loss %.4f -> %.4f; adapted "
-           "Rand error %.3f -> %.3f\n",
-           iters, (double)iters * (double)vox_trainer_patch_voxels(s.tr) / dt, v0, v1, e0, e1);
+           "Rand error %.3f -> %.3f (val patches: %.3f at %.2f -> %.3f at %.2f)\n",
+           iters, (double)iters * (double)vox_trainer_patch_voxels(s.tr) / dt, v0, v1, e0, e1,
+           c0.rand_error, c0.threshold, c1.rand_error, c1.threshold);
     CHECK(v1 < 0.6 * v0);
     CHECK(e1 < e0 - 0.05);
+    /* the scores' loss is the loss's, bit for bit (the segmentation leaves the state alone) */
+    CHECK(c0.loss == v0 && c1.loss == v1);
+    /* the patches' segmentations improve as the whole volume's does */
+    CHECK(c1.rand_error < 0.5 * c0.rand_error && c1.rand_error >= 0 && c0.rand_error <= 1);
+    CHECK(c1.threshold >= 0.05 - 1e-12 && c1.threshold <= 0.95 + 1e-12);
 done:
     teardown(&s);
     remove(s.file);
@@ -1129,6 +1224,6 @@ done:
 VOX_TEST_MAIN(VOX_TEST(test_layer_grads), VOX_TEST(test_two_input_grads),
               VOX_TEST(test_weights_seed), VOX_TEST(test_loss_grads), VOX_TEST(test_targets),
               VOX_TEST(test_sample_alignment), VOX_TEST(test_sample_extra_centred),
-              VOX_TEST(test_plane_ops), VOX_TEST(test_train_tiny), VOX_TEST(test_determinism),
-              VOX_TEST(test_optim_step), VOX_TEST(test_resume_and_corruption),
-              VOX_TEST(test_errors))
+              VOX_TEST(test_plane_ops), VOX_TEST(test_val_seg_errors), VOX_TEST(test_train_tiny),
+              VOX_TEST(test_determinism), VOX_TEST(test_optim_step),
+              VOX_TEST(test_resume_and_corruption), VOX_TEST(test_errors))

@@ -61,7 +61,8 @@ static const char help[] =
     "  --checkpoint FILE       checkpoint path (default MODEL.h5.ckpt)\n"
     "  --checkpoint-every K    write the checkpoint every K steps (default 100; 0: at the end)\n"
     "  --resume                continue from the checkpoint (it must exist)\n"
-    "  --val-every V           validation loss every V steps (default 100)\n"
+    "  --val-every V           validation loss and adapted Rand error every V steps\n"
+    "                          (default 100)\n"
     "  --val-patches N         patches per validation (default 8)\n"
     "  --log FILE              JSON-lines log (default MODEL.h5.jsonl; appended on --resume)\n"
     "  --kernels fast|ref      convolution kernels: JIT loop nests or the scalar reference\n"
@@ -407,12 +408,18 @@ static enum vox_status step(struct vox_ctx *ctx, const struct train_opts *o, str
                 (long long)it, (long long)o->iters, loss, vps, eta);
     }
     if (st->val && (it % o->val_every == 0 || it == o->iters)) {
-        double vl;
-        if ((s = vox_trainer_validate(ctx, st->tr, st->val, o->val_patches, &vl)) != VOX_OK)
+        struct vox_val_scores v;
+        if ((s = vox_trainer_validate_scores(ctx, st->tr, st->val, o->val_patches, &v)) != VOX_OK)
             return s;
-        fprintf(st->log, "{\"iter\": %lld, \"val_loss\": %.9g}\n", (long long)it, vl);
+        fprintf(st->log,
+                "{\"iter\": %lld, \"val_loss\": %.9g, \"val_rand_error\": %.9g, "
+                "\"val_threshold\": %.2f}\n",
+                (long long)it, v.loss, v.rand_error, v.threshold);
         if (!o->common.quiet)
-            fprintf(stderr, "vox train: iter %lld  validation loss %.5f\n", (long long)it, vl);
+            fprintf(stderr,
+                    "vox train: iter %lld  validation loss %.5f  adapted Rand error %.4f "
+                    "(threshold %.2f)\n",
+                    (long long)it, v.loss, v.rand_error, v.threshold);
     }
     fflush(st->log);
     if ((o->ckpt_every > 0 && it % o->ckpt_every == 0) || it == o->iters) {

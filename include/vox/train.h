@@ -313,6 +313,18 @@ enum vox_status vox_trainer_step(struct vox_ctx *ctx, struct vox_trainer *tr, do
  * without touching the training state. */
 enum vox_status vox_trainer_validate(struct vox_ctx *ctx, struct vox_trainer *tr,
                                      struct vox_train_data *val, int64_t patches, double *loss_out);
+/* vox_trainer_validate's patches scored as segmentations too: each patch's output (affinities;
+ * a boundary map becomes affinities 1 - max(p_u, p_v)) through vox_segment (default
+ * parameters, no size merge or dust), its merge history cut at each threshold 0.05, 0.10, ...,
+ * 0.95 and scored against the patch's labels (label 0 and masked voxels not counted).
+ * rand_error: the lowest over the thresholds of the patches' mean adapted Rand error;
+ * threshold: where (the lower one on ties). */
+struct vox_val_scores {
+    double loss, rand_error, threshold;
+};
+enum vox_status vox_trainer_validate_scores(struct vox_ctx *ctx, struct vox_trainer *tr,
+                                            struct vox_train_data *val, int64_t patches,
+                                            struct vox_val_scores *out);
 int64_t vox_trainer_iteration(const struct vox_trainer *tr);
 const struct vox_nn_weights *vox_trainer_weights(const struct vox_trainer *tr);
 /* Output voxels per patch (for voxels/s). */

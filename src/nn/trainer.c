@@ -12,9 +12,18 @@
  * every patch is normalised by its own statistics and updates the running statistics once,
  * in patch order, as PyTorch does for a loop of forward passes before one optimizer step.
  * Validation uses the running statistics (eval mode), as `vox infer` does.
+ *
+ * Validation scores the segmentation too (vox_trainer_validate_scores): each patch's output
+ * (affinities, or a boundary map turned into affinities as `vox segment --boundary` does) is
+ * segmented by vox_segment without size merge and dust (a patch is small), the merge history
+ * cut at every threshold of a fixed grid, and scored against the patch's labels (masked
+ * voxels and label 0 not counted); the reported error is the grid threshold's whose mean over
+ * the patches is lowest.
  */
 #include "internal.h"
 #include "train_internal.h"
+#include "vox/metrics.h"
+#include "vox/seg.h"
 
 #include <string.h>
 
@@ -188,13 +197,142 @@ static void running_stats_copy(struct vox_nn_weights *dst, const struct vox_nn_w
                 memcpy(dst->p[i][k].data, src->p[i][k].data, vox_tensor_nbytes(&dst->p[i][k]));
 }
 
+/* Validation's segmentation scores: per threshold of the grid, the patches' adapted Rand
+ * errors summed. */
+struct val_seg {
+    double err[VOX_VAL_GRID];
+    int64_t patches;
+};
+
+/* o (1, C, Z, Y, X) as quantized affinities (3, Z, Y, X): affinities clamped to [0, 1], a
+ * boundary map (channel 0) through vox_seg_boundary_to_aff. */
+static enum vox_status output_affinities(struct vox_ctx *ctx, const struct vox_tensor *o,
+                                         enum vox_target t, struct vox_tensor *q_out)
+{
+    const int64_t nc = t == VOX_TARGET_AFFINITY ? 3 : 1;
+    if (!o || o->dtype != VOX_F32 || o->rank != 5 || o->shape[0] != 1 || o->shape[1] < nc ||
+        !vox_tensor_is_contiguous(o))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "validation: the net's output must be a contiguous f32 (1, C, Z, Y, X) "
+                        "tensor with C >= %lld",
+                        (long long)nc);
+    const int64_t vox = o->shape[2] * o->shape[3] * o->shape[4];
+    const int64_t shape[4] = {nc, o->shape[2], o->shape[3], o->shape[4]};
+    struct vox_tensor p = {0};
+    enum vox_status s = vox_tensor_alloc(ctx, &p, VOX_F32, 4, shape);
+    if (s != VOX_OK)
+        return s;
+    const float *src = o->data;
+    float *dst = p.data;
+    for (int64_t i = 0; i < nc * vox; i++) {
+        const float v = src[i];
+        dst[i] = v > 0 ? (v < 1 ? v : 1) : 0; /* NaN: 0 */
+    }
+    if (nc == 3) {
+        s = vox_seg_quantize(ctx, &p, q_out);
+    } else {
+        struct vox_tensor map = p;
+        map.rank = 3;
+        memmove(map.shape, p.shape + 1, 3 * sizeof map.shape[0]);
+        memmove(map.strides, p.strides + 1, 3 * sizeof map.strides[0]);
+        s = vox_seg_boundary_to_aff(ctx, &map, false, q_out);
+    }
+    vox_tensor_free(ctx, &p);
+    return s;
+}
+
+enum vox_status vox_train_seg_errors(struct vox_ctx *ctx, const struct vox_tensor *o,
+                                     enum vox_target t, const struct vox_tensor *labels,
+                                     const struct vox_tensor *valid, double err_out[VOX_VAL_GRID])
+{
+    struct vox_tensor q = {0}, gt = {0};
+    struct vox_seg_result res = {0};
+    struct vox_contingency *table = NULL;
+    struct vox_seg_params p;
+    vox_seg_params_defaults(&p);
+    p.nsize = 0, p.dust = 0;
+    enum vox_status s = output_affinities(ctx, o, t, &q);
+    const int64_t *m = labels->shape;
+    bool fits = s == VOX_OK && labels->dtype == VOX_U64 && labels->rank == 3 &&
+                vox_tensor_is_contiguous(labels) &&
+                (!valid || (valid->dtype == VOX_U8 && vox_tensor_is_contiguous(valid) &&
+                            memcmp(valid->shape, m, 3 * sizeof *m) == 0));
+    for (int a = 0; fits && a < 3; a++)
+        fits = m[a] == q.shape[1 + a] + 2;
+    if (s == VOX_OK && !fits)
+        s = vox_fail(ctx, VOX_INVALID_ARG,
+                     "validation: labels must be contiguous u64 of the output's shape + 2 per "
+                     "axis (and valid u8 of the same shape)");
+    if (s == VOX_OK)
+        s = vox_segment_consume(ctx, &q, &p, &res);
+    if (s == VOX_OK)
+        s = vox_tensor_alloc(ctx, &gt, VOX_U64, 3, res.labels.shape);
+    if (s == VOX_OK) { /* the labels' interior, 0 where not valid */
+        const int64_t *n = res.labels.shape;
+        const uint64_t *l = labels->data;
+        const uint8_t *v = valid ? valid->data : NULL;
+        uint64_t *g = gt.data;
+        for (int64_t z = 0; z < n[0]; z++)
+            for (int64_t y = 0; y < n[1]; y++)
+                for (int64_t x = 0; x < n[2]; x++) {
+                    const int64_t k = ((z + 1) * m[1] + y + 1) * m[2] + x + 1;
+                    *g++ = !v || v[k] ? l[k] : 0;
+                }
+        s = vox_contingency_create(ctx, &table);
+    }
+    if (s == VOX_OK)
+        s = vox_contingency_add(ctx, table, &res.labels, &gt);
+    const struct vox_merge_history *h = &res.merges;
+    int64_t *a = NULL, *b = NULL;
+    struct vox_metrics *mh = NULL;
+    if (s == VOX_OK) {
+        a = vox_alloc(ctx, (size_t)(h->n + 1) * sizeof *a);
+        b = vox_alloc(ctx, (size_t)(h->n + 1) * sizeof *b);
+        mh = vox_alloc(ctx, (size_t)(h->n + 1) * sizeof *mh);
+        s = a && b && mh ? VOX_OK : VOX_OUT_OF_MEMORY;
+    }
+    for (int64_t i = 0; s == VOX_OK && i < h->n; i++)
+        a[i] = h->m[i].a, b[i] = h->m[i].b;
+    if (s == VOX_OK)
+        s = vox_metrics_history(ctx, table, NULL, h->n, a, b, NULL, 0, NULL, mh);
+    for (int k = 0, applied = 0; s == VOX_OK && k < VOX_VAL_GRID; k++) {
+        const double th = 0.05 * (k + 1);
+        while (applied < h->n && vox_merge_applies(h->m[applied].score, th))
+            applied++;
+        err_out[k] = mh[applied].adapted_rand_error;
+    }
+    vox_free(ctx, a);
+    vox_free(ctx, b);
+    vox_free(ctx, mh);
+    vox_contingency_destroy(table);
+    vox_tensor_free(ctx, &q);
+    vox_tensor_free(ctx, &gt);
+    vox_seg_result_fini(ctx, &res);
+    return s;
+}
+
+/* Adds the patch's errors (the net's output against lab where ok) to acc. */
+static enum vox_status patch_seg(struct vox_ctx *ctx, const struct vox_trainer *tr,
+                                 const struct vox_tensor *lab, const struct vox_tensor *ok,
+                                 struct val_seg *acc)
+{
+    double err[VOX_VAL_GRID];
+    enum vox_status s = vox_train_seg_errors(ctx, vox_nn_graph_value(tr->g, tr->out_layer),
+                                             tr->o.target, lab, ok, err);
+    for (int k = 0; s == VOX_OK && k < VOX_VAL_GRID; k++)
+        acc->err[k] += err[k];
+    acc->patches += s == VOX_OK;
+    return s;
+}
+
 /* One patch: sample, forward, loss (its gradient times `scale` into the logits' grad),
  * backward into tr->gw when `backward` (training: the batch-norm running statistics staged in
- * tr->gw are updated from the patch's batch statistics too). */
+ * tr->gw are updated from the patch's batch statistics too); with seg, its segmentation's
+ * scores added there. */
 static enum vox_status run_patch(struct vox_ctx *ctx, struct vox_trainer *tr,
                                  struct vox_train_data *d, uint64_t *rng,
                                  const struct vox_augment *aug, double scale, bool backward,
-                                 double *loss_out)
+                                 struct val_seg *seg, double *loss_out)
 {
     struct vox_tensor in[1 + VOX_TRAIN_EXTRA_MAX] = {{0}};
     struct vox_tensor lab = {0}, ok = {0}, tgt = {0}, mask = {0};
@@ -212,6 +350,8 @@ static enum vox_status run_patch(struct vox_ctx *ctx, struct vox_trainer *tr,
     }
     if (s == VOX_OK && backward && isfinite(*loss_out))
         vox_nn_graph_backward(ctx, tr->g, tr->w, tr->gw);
+    if (s == VOX_OK && seg)
+        s = patch_seg(ctx, tr, &lab, &ok, seg);
     for (int k = 0; k < 1 + VOX_TRAIN_EXTRA_MAX; k++)
         vox_tensor_free(ctx, &in[k]);
     vox_tensor_free(ctx, &lab);
@@ -230,7 +370,7 @@ enum vox_status vox_trainer_step(struct vox_ctx *ctx, struct vox_trainer *tr, do
     double sum = 0, scale = 1.0 / (double)tr->o.accumulate;
     for (int64_t k = 0; k < tr->o.accumulate; k++) {
         double l = 0;
-        enum vox_status s = run_patch(ctx, tr, tr->data, &rng, &tr->o.aug, scale, true, &l);
+        enum vox_status s = run_patch(ctx, tr, tr->data, &rng, &tr->o.aug, scale, true, NULL, &l);
         if (s != VOX_OK)
             return s;
         sum += l;
@@ -248,8 +388,10 @@ enum vox_status vox_trainer_step(struct vox_ctx *ctx, struct vox_trainer *tr, do
     return VOX_OK;
 }
 
-enum vox_status vox_trainer_validate(struct vox_ctx *ctx, struct vox_trainer *tr,
-                                     struct vox_train_data *val, int64_t patches, double *loss_out)
+/* The mean loss over the patches and, with seg, their segmentation scores. */
+static enum vox_status validate(struct vox_ctx *ctx, struct vox_trainer *tr,
+                                struct vox_train_data *val, int64_t patches, struct val_seg *seg,
+                                double *loss_out)
 {
     uint64_t rng = tr->o.seed ^ UINT64_C(0x5EED0F7A11DA7E00);
     double sum = 0;
@@ -261,7 +403,7 @@ enum vox_status vox_trainer_validate(struct vox_ctx *ctx, struct vox_trainer *tr
     vox_nn_graph_set_eval(tr->g, true);
     for (int64_t k = 0; k < patches; k++) {
         double l = 0;
-        enum vox_status s = run_patch(ctx, tr, val, &rng, NULL, 1, false, &l);
+        enum vox_status s = run_patch(ctx, tr, val, &rng, NULL, 1, false, seg, &l);
         if (s != VOX_OK) {
             vox_nn_graph_set_eval(tr->g, false);
             return s;
@@ -271,6 +413,29 @@ enum vox_status vox_trainer_validate(struct vox_ctx *ctx, struct vox_trainer *tr
     vox_nn_graph_set_eval(tr->g, false);
     *loss_out = patches > 0 ? sum / (double)patches : 0;
     return VOX_OK;
+}
+
+enum vox_status vox_trainer_validate(struct vox_ctx *ctx, struct vox_trainer *tr,
+                                     struct vox_train_data *val, int64_t patches, double *loss_out)
+{
+    return validate(ctx, tr, val, patches, NULL, loss_out);
+}
+
+enum vox_status vox_trainer_validate_scores(struct vox_ctx *ctx, struct vox_trainer *tr,
+                                            struct vox_train_data *val, int64_t patches,
+                                            struct vox_val_scores *out)
+{
+    struct val_seg seg = {{0}, 0};
+    *out = (struct vox_val_scores){.rand_error = 1, .threshold = 0.5};
+    enum vox_status s = validate(ctx, tr, val, patches, &seg, &out->loss);
+    for (int k = 0; s == VOX_OK && seg.patches > 0 && k < VOX_VAL_GRID; k++) {
+        const double e = seg.err[k] / (double)seg.patches;
+        if (k == 0 || e < out->rand_error) { /* ties: the lower threshold */
+            out->rand_error = e;
+            out->threshold = 0.05 * (k + 1);
+        }
+    }
+    return s;
 }
 
 int64_t vox_trainer_iteration(const struct vox_trainer *tr)
