@@ -24,6 +24,12 @@ common="--net $T/tiny.net --data $T/d.h5:/raw,/labels --patch 3,10,10 --seed 5 -
 [ -f "$T/a.h5" ] && [ -f "$T/a.h5.ckpt" ] && [ -f "$T/a.h5.jsonl" ] || fail "outputs missing"
 [ "$(grep -c '"loss"' "$T/a.h5.jsonl")" = 20 ] || fail "log lines"
 grep -q '"val_loss"' "$T/a.h5.jsonl" || fail "no validation in the log"
+# class weights from the volume's counts: trains, and a bad mode is refused
+"$VOX" train $common --iters 3 --out "$T/rv.h5" --rebalance volume --threads 1 ||
+    fail "train --rebalance volume"
+"$VOX" train $common --iters 3 --out "$T/rx.h5" --rebalance class 2>/dev/null &&
+    fail "--rebalance class accepted"
+[ ! -e "$T/rx.h5" ] || fail "a refused run left its output"
 # every validation line also scores the segmentation: an adapted Rand error in [0, 1]
 /usr/bin/python3 - "$T/a.h5.jsonl" <<'PY' || fail "validation's adapted Rand error"
 import json, sys

@@ -392,6 +392,18 @@ done:
 }
 
 /* every loss, rebalanced or not, masked or not, against finite differences on the logits */
+/* vox_loss_compute, or for VOX_REBALANCE_VOLUME vox_loss_compute_counts with fixed counts */
+static enum vox_status loss_rb(struct vox_ctx *ctx, enum vox_loss l, enum vox_rebalance r,
+                               const struct vox_tensor *x, enum vox_nn_act act,
+                               const struct vox_tensor *t, const struct vox_tensor *m,
+                               struct vox_tensor *g, double *loss)
+{
+    static const double pos[3] = {3, 1, 2.5}, neg[3] = {2, 5, 1};
+    if (r == VOX_REBALANCE_VOLUME)
+        return vox_loss_compute_counts(ctx, l, pos, neg, x, act, t, m, 1, g, loss);
+    return vox_loss_compute(ctx, l, r, x, act, t, m, 1, g, loss);
+}
+
 static void test_loss_grads(struct vox_ctx *ctx)
 {
     static const struct {
@@ -423,7 +435,7 @@ static void test_loss_grads(struct vox_ctx *ctx)
                 double loss, lp, lm;
                 enum vox_loss l = cases[k].l;
                 enum vox_rebalance rb = (enum vox_rebalance)r;
-                CHECK_OK(vox_loss_compute(ctx, l, rb, &x, cases[k].act, &t, &m, 1, &g, &loss));
+                CHECK_OK(loss_rb(ctx, l, rb, &x, cases[k].act, &t, &m, &g, &loss));
                 CHECK(loss > 0);
                 int bad = 0;
                 for (int64_t e = 0; e < n; e++) {
@@ -431,9 +443,9 @@ static void test_loss_grads(struct vox_ctx *ctx)
                     struct vox_tensor junk = {0};
                     CHECK_OK(vox_tensor_alloc(ctx, &junk, VOX_F32, 5, xs));
                     F(&x)[e] = keep + 1e-3f;
-                    CHECK_OK(vox_loss_compute(ctx, l, rb, &x, cases[k].act, &t, &m, 1, &junk, &lp));
+                    CHECK_OK(loss_rb(ctx, l, rb, &x, cases[k].act, &t, &m, &junk, &lp));
                     F(&x)[e] = keep - 1e-3f;
-                    CHECK_OK(vox_loss_compute(ctx, l, rb, &x, cases[k].act, &t, &m, 1, &junk, &lm));
+                    CHECK_OK(loss_rb(ctx, l, rb, &x, cases[k].act, &t, &m, &junk, &lm));
                     F(&x)[e] = keep;
                     double fd = (lp - lm) / ((double)(keep + 1e-3f) - (double)(keep - 1e-3f));
                     if (!(fabs(fd - F(&g)[e]) <= 1e-4 + 1e-2 * fabs(fd)) && bad++ == 0)
@@ -529,6 +541,88 @@ static void make_volume(struct vox_ctx *ctx, uint64_t seed, const int64_t shape[
 /* Every flip/transpose keeps raw, labels and targets aligned: with raw = label (f32), a
  * sampled patch's labels at output voxel o (margin 1) equal the input at o + offset, and the
  * z, y, x affinity targets equal "input at o + offset equals input at o + offset - e_c". */
+/* volume rebalancing: the data's class counts are the volume's links counted by hand (over
+ * slabs: 70 planes), and a loss with a patch's own counts is the per-patch loss, bit for bit */
+static void test_rebalance_volume(struct vox_ctx *ctx)
+{
+    const int64_t shape[3] = {70, 9, 11};
+    struct vox_tensor raw = {0}, lab = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &raw, VOX_F32, 3, shape));
+    CHECK_OK(vox_tensor_alloc(ctx, &lab, VOX_U64, 3, shape));
+    char file[512], rs[600], ls[600];
+    tmp_path(file, sizeof file, "rebalance.h5");
+    snprintf(rs, sizeof rs, "%s:/raw", file);
+    snprintf(ls, sizeof ls, "%s:/labels", file);
+    struct vox_train_data *d = NULL;
+    if (!raw.data || !lab.data)
+        goto done;
+    uint64_t st = 7, *L = lab.data;
+    for (int64_t e = 0; e < vox_tensor_numel(&lab); e++) /* runs of labels, some 0 */
+        L[e] = e % 5 == 0 ? vox_train_rand(&st) % 3 : (e > 0 ? L[e - 1] : 1), F(&raw)[e] = 0;
+    CHECK_OK(vox_volume_save(ctx, rs, &raw, NULL));
+    CHECK_OK(vox_volume_save(ctx, ls, &lab, NULL));
+    struct vox_train_source src = {.raw = rs, .labels = ls};
+    CHECK_OK(vox_train_data_open(ctx, &src, 1, &d));
+    double pos[3], neg[3], hp[3] = {0}, hn[3] = {0};
+    if (!d)
+        goto done;
+    CHECK_OK(vox_train_data_class_counts(ctx, d, VOX_TARGET_AFFINITY, VOX_LOSS_BCE, pos, neg));
+    const int64_t step[3] = {shape[1] * shape[2], shape[2], 1};
+    for (int64_t z = 0; z < shape[0]; z++)
+        for (int64_t y = 0; y < shape[1]; y++)
+            for (int64_t x = 0; x < shape[2]; x++) {
+                const int64_t c3[3] = {z, y, x}, v = (z * shape[1] + y) * shape[2] + x;
+                for (int c = 0; c < 3; c++) {
+                    if (c3[c] == 0)
+                        continue; /* the link leaves the volume: masked */
+                    const bool p = L[v] != 0 && L[v] == L[v - step[c]];
+                    p ? hp[c]++ : hn[c]++;
+                }
+            }
+    for (int c = 0; c < 3; c++)
+        CHECK(pos[c] == hp[c] && neg[c] == hn[c]);
+    /* a patch's own counts as volume counts: the per-patch loss and gradient, bit for bit */
+    const int64_t in[3] = {4, 7, 9}, out[3] = {4, 7, 9}, off[3] = {0, 0, 0};
+    uint64_t rng = 3;
+    struct vox_tensor x = {0}, l = {0}, ok = {0}, t = {0}, m = {0}, lg = {0}, g1 = {0}, g2 = {0};
+    CHECK_OK(vox_train_data_sample(ctx, d, &rng, in, out, off, NULL, &x, &l, &ok));
+    CHECK_OK(vox_train_targets(ctx, VOX_TARGET_AFFINITY, VOX_LOSS_BCE, &l, &ok, &t, &m));
+    const int64_t xs[5] = {1, 3, out[0], out[1], out[2]};
+    CHECK_OK(vox_tensor_alloc(ctx, &lg, VOX_F32, 5, xs));
+    CHECK_OK(vox_tensor_alloc(ctx, &g1, VOX_F32, 5, xs));
+    CHECK_OK(vox_tensor_alloc(ctx, &g2, VOX_F32, 5, xs));
+    if (t.data && lg.data && g1.data && g2.data) {
+        for (int64_t e = 0; e < vox_tensor_numel(&lg); e++)
+            F(&lg)[e] = (float)(vox_train_uniform(&rng) * 4 - 2);
+        double pp[3] = {0}, pn[3] = {0}, l1, l2, l3;
+        vox_loss_class_counts(VOX_LOSS_BCE, &t, &m, pp, pn);
+        CHECK_OK(vox_loss_compute(ctx, VOX_LOSS_BCE, VOX_REBALANCE_PATCH, &lg, VOX_ACT_SIGMOID, &t,
+                                  &m, 1, &g1, &l1));
+        CHECK_OK(vox_loss_compute_counts(ctx, VOX_LOSS_BCE, pp, pn, &lg, VOX_ACT_SIGMOID, &t, &m, 1,
+                                         &g2, &l2));
+        CHECK(l1 == l2 && memcmp(g1.data, g2.data, vox_tensor_nbytes(&g1)) == 0);
+        /* the volume's counts weigh the patch otherwise */
+        CHECK_OK(vox_loss_compute_counts(ctx, VOX_LOSS_BCE, pos, neg, &lg, VOX_ACT_SIGMOID, &t, &m,
+                                         1, &g2, &l3));
+        CHECK(l3 != l1);
+        CHECK(vox_loss_compute(ctx, VOX_LOSS_BCE, VOX_REBALANCE_VOLUME, &lg, VOX_ACT_SIGMOID, &t,
+                               &m, 1, &g1, &l1) == VOX_INVALID_ARG);
+    }
+    vox_tensor_free(ctx, &x);
+    vox_tensor_free(ctx, &l);
+    vox_tensor_free(ctx, &ok);
+    vox_tensor_free(ctx, &t);
+    vox_tensor_free(ctx, &m);
+    vox_tensor_free(ctx, &lg);
+    vox_tensor_free(ctx, &g1);
+    vox_tensor_free(ctx, &g2);
+done:
+    vox_train_data_close(d);
+    vox_tensor_free(ctx, &raw);
+    vox_tensor_free(ctx, &lab);
+    remove(file);
+}
+
 static void test_sample_alignment(struct vox_ctx *ctx)
 {
     int64_t shape[3] = {7, 11, 13};
@@ -1223,7 +1317,8 @@ done:
 
 VOX_TEST_MAIN(VOX_TEST(test_layer_grads), VOX_TEST(test_two_input_grads),
               VOX_TEST(test_weights_seed), VOX_TEST(test_loss_grads), VOX_TEST(test_targets),
-              VOX_TEST(test_sample_alignment), VOX_TEST(test_sample_extra_centred),
-              VOX_TEST(test_plane_ops), VOX_TEST(test_val_seg_errors), VOX_TEST(test_train_tiny),
-              VOX_TEST(test_determinism), VOX_TEST(test_optim_step),
-              VOX_TEST(test_resume_and_corruption), VOX_TEST(test_errors))
+              VOX_TEST(test_sample_alignment), VOX_TEST(test_rebalance_volume),
+              VOX_TEST(test_sample_extra_centred), VOX_TEST(test_plane_ops),
+              VOX_TEST(test_val_seg_errors), VOX_TEST(test_train_tiny), VOX_TEST(test_determinism),
+              VOX_TEST(test_optim_step), VOX_TEST(test_resume_and_corruption),
+              VOX_TEST(test_errors))

@@ -37,7 +37,9 @@ static const char help[] =
     "  --loss bce|square|softmax|malis  (default: bce for affinity, softmax for boundary);\n"
     "                          malis: constrained MALIS on the affinities (needs --target\n"
     "                          affinity and act=sigmoid; --rebalance does not apply)\n"
-    "  --rebalance none|patch  class rebalancing per patch (default patch)\n"
+    "  --rebalance none|patch|volume\n"
+    "                          class weights 0.5 N / n per channel (class) from each patch's\n"
+    "                          counts or, once, from every --data volume's (default patch)\n"
     "  --iters N               optimizer steps (default 1000)\n"
     "  --optimizer adam|sgd    (default adam)\n"
     "  --lr X                  learning rate (default 0.001 adam, 0.01 sgd)\n"
@@ -133,9 +135,13 @@ static int parse_kind(const char *a, const char *v, struct train_opts *o)
         o->t.optim.kind = k;
     }
     if (strcmp(a, "--rebalance") == 0) {
-        if (strcmp(v, "none") != 0 && strcmp(v, "patch") != 0)
-            return cli_usage("train", "--rebalance %s: expected none or patch", v);
-        o->t.rebalance = strcmp(v, "none") == 0 ? VOX_REBALANCE_NONE : VOX_REBALANCE_PATCH;
+        static const char *const names[VOX_REBALANCE_COUNT] = {"none", "patch", "volume"};
+        int k = 0;
+        while (k < VOX_REBALANCE_COUNT && strcmp(v, names[k]) != 0)
+            k++;
+        if (k == VOX_REBALANCE_COUNT)
+            return cli_usage("train", "--rebalance %s: expected none, patch or volume", v);
+        o->t.rebalance = (enum vox_rebalance)k;
     }
     if (strcmp(a, "--init") == 0 && !vox_nn_init_parse(v, &o->t.init))
         return cli_usage("train", "--init %s: expected msra, xavier or uniform", v);

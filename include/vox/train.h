@@ -137,7 +137,14 @@ void vox_nn_graph_backward(struct vox_ctx *ctx, struct vox_nn_graph *g,
 
 enum vox_target { VOX_TARGET_AFFINITY, VOX_TARGET_BOUNDARY, VOX_TARGET_COUNT };
 enum vox_loss { VOX_LOSS_SQUARE, VOX_LOSS_BCE, VOX_LOSS_SOFTMAX, VOX_LOSS_MALIS, VOX_LOSS_COUNT };
-enum vox_rebalance { VOX_REBALANCE_NONE, VOX_REBALANCE_PATCH, VOX_REBALANCE_COUNT };
+/* Class rebalancing of the loss: none; by the patch's own class counts; by the training
+ * volumes' (counted once, vox_train_data_class_counts). */
+enum vox_rebalance {
+    VOX_REBALANCE_NONE,
+    VOX_REBALANCE_PATCH,
+    VOX_REBALANCE_VOLUME,
+    VOX_REBALANCE_COUNT
+};
 const char *vox_target_str(enum vox_target t);
 const char *vox_loss_str(enum vox_loss l);
 bool vox_target_parse(const char *s, enum vox_target *out);
@@ -172,6 +179,19 @@ enum vox_status vox_loss_compute(struct vox_ctx *ctx, enum vox_loss l, enum vox_
                                  const struct vox_tensor *x, enum vox_nn_act act,
                                  const struct vox_tensor *target, const struct vox_tensor *mask,
                                  double scale, struct vox_tensor *grad, double *loss_out);
+/* Adds target's (C, Z, Y, X) class counts where mask > 0 (NULL: all) to pos[c] and neg[c]:
+ * per channel its positives (t > 0.5) and the rest; for softmax per class c the voxels whose
+ * target argmax is c and the rest. What VOX_REBALANCE_PATCH counts in a patch. */
+void vox_loss_class_counts(enum vox_loss l, const struct vox_tensor *target,
+                           const struct vox_tensor *mask, double *pos, double *neg);
+/* vox_loss_compute with VOX_REBALANCE_VOLUME: the class weights from counts pos, neg (C each,
+ * e.g. a training volume's, vox_train_data_class_counts) instead of the patch's own. (With
+ * r = VOX_REBALANCE_VOLUME, vox_loss_compute itself is VOX_INVALID_ARG.) */
+enum vox_status vox_loss_compute_counts(struct vox_ctx *ctx, enum vox_loss l, const double *pos,
+                                        const double *neg, const struct vox_tensor *x,
+                                        enum vox_nn_act act, const struct vox_tensor *target,
+                                        const struct vox_tensor *mask, double scale,
+                                        struct vox_tensor *grad, double *loss_out);
 
 /* MALIS (src/nn/malis.c; Turaga et al. 2009, constrained: Funke et al. 2018) on affinities
  * (3, Z, Y, X) in vox's convention. The graph: the voxels of the patch, and the edges (c, v)
@@ -273,6 +293,13 @@ double vox_train_uniform(uint64_t *state);
  * the output box (`out` voxels at `offset` in the input), the labels u64 and valid u8 with a
  * one-voxel margin (out + 2 per axis), in the augmented frame. Fails (VOX_INVALID_ARG) when no
  * volume holds the input box. */
+/* The class counts of the targets of t (and loss l) over every voxel of every volume's labels
+ * where valid (labelled, mask > 0; a link to outside the volume is not), as
+ * vox_loss_class_counts counts a patch: pos and neg get vox_target_channels(t, l) values.
+ * Unaugmented (a transposed patch's y channel is the volume's x). Read slab by slab. */
+enum vox_status vox_train_data_class_counts(struct vox_ctx *ctx, struct vox_train_data *d,
+                                            enum vox_target t, enum vox_loss l, double *pos,
+                                            double *neg);
 enum vox_status vox_train_data_sample(struct vox_ctx *ctx, struct vox_train_data *d, uint64_t *rng,
                                       const int64_t in[3], const int64_t out[3],
                                       const int64_t offset[3], const struct vox_augment *aug,

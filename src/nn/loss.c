@@ -120,35 +120,61 @@ struct loss_job {
     double *w; /* per channel (class), the weight of positives [2c] and negatives [2c+1] */
 };
 
-/* Per-channel class weights (0.5 N / n+, 0.5 N / n-) or 1s; returns the masked count. */
-static double class_weights(const struct loss_job *j, enum vox_rebalance r)
+/* Adds, per channel (class for softmax: the voxels whose target argmax is c), the masked
+ * counts of positives (t > 0.5) and negatives to pos[c] and neg[c]. */
+static void class_counts(const struct loss_job *j, double *pos, double *neg)
 {
-    double total = 0;
-    for (int64_t c = 0; c < j->c; c++) {
-        double pos = 0, neg = 0;
+    for (int64_t c = 0; c < j->c; c++)
         for (int64_t v = 0; v < j->plane; v++) {
             int64_t e = j->l == VOX_LOSS_SOFTMAX ? v : c * j->plane + v;
             double m = j->m ? j->m[e] : 1;
             bool is_pos = j->t[c * j->plane + v] > 0.5f;
-            if (j->l == VOX_LOSS_SOFTMAX) { /* class c: voxels whose target argmax is c */
+            if (j->l == VOX_LOSS_SOFTMAX) {
                 int64_t arg = 0;
                 for (int64_t k = 1; k < j->c; k++)
                     arg = j->t[k * j->plane + v] > j->t[arg * j->plane + v] ? k : arg;
                 is_pos = arg == c;
             }
-            is_pos ? (pos += m) : (neg += m);
+            is_pos ? (pos[c] += m) : (neg[c] += m);
         }
-        bool both = r == VOX_REBALANCE_PATCH && pos > 0 && neg > 0;
-        j->w[2 * c] = both ? 0.5 * (pos + neg) / pos : 1;
-        j->w[2 * c + 1] = both ? 0.5 * (pos + neg) / neg : 1;
-        if (j->l == VOX_LOSS_SOFTMAX) { /* one class per voxel: a share 1/C each */
-            j->w[2 * c] = both ? (pos + neg) / ((double)j->c * pos) : 1;
-            total = pos + neg;
-        } else {
-            total += pos + neg;
-        }
+}
+
+static double sum_counts(const double *pos, const double *neg, int64_t c)
+{
+    double t = 0;
+    for (int64_t k = 0; k < c; k++)
+        t += pos[k] + neg[k];
+    return t;
+}
+
+/* Per-channel class weights from counts (0.5 N / n+, 0.5 N / n-; softmax N / (C n_c)), 1s
+ * where a class is absent or without counts. */
+static void weights_of(const struct loss_job *j, const double *pos, const double *neg)
+{
+    for (int64_t c = 0; c < j->c; c++) {
+        bool both = pos && pos[c] > 0 && neg[c] > 0;
+        j->w[2 * c] = both ? 0.5 * (pos[c] + neg[c]) / pos[c] : 1;
+        j->w[2 * c + 1] = both ? 0.5 * (pos[c] + neg[c]) / neg[c] : 1;
+        if (j->l == VOX_LOSS_SOFTMAX) /* one class per voxel: a share 1/C each */
+            j->w[2 * c] = both ? (pos[c] + neg[c]) / ((double)j->c * pos[c]) : 1;
     }
-    return total;
+}
+
+/* The patch's masked count (what the loss is divided by), and its class weights: from the
+ * patch's own counts (VOX_REBALANCE_PATCH), from vpos / vneg (VOX_REBALANCE_VOLUME), or 1s. */
+static double class_weights(const struct loss_job *j, enum vox_rebalance r, const double *vpos,
+                            const double *vneg, double *pos, double *neg)
+{
+    memset(pos, 0, (size_t)j->c * sizeof *pos);
+    memset(neg, 0, (size_t)j->c * sizeof *neg);
+    class_counts(j, pos, neg);
+    weights_of(j,
+               r == VOX_REBALANCE_PATCH    ? pos
+               : r == VOX_REBALANCE_VOLUME ? vpos
+                                           : NULL,
+               r == VOX_REBALANCE_PATCH ? neg : vneg);
+    /* softmax: every voxel is counted once (in its class), else once per channel */
+    return j->l == VOX_LOSS_SOFTMAX ? (j->c > 0 ? pos[0] + neg[0] : 0) : sum_counts(pos, neg, j->c);
 }
 
 /* Softmax cross-entropy at voxel v: adds scale * d l / d x to g, returns w * l. */
@@ -290,10 +316,12 @@ static void loss_pieces(void *arg, const int64_t lo[3], const int64_t hi[3], int
     }
 }
 
-enum vox_status vox_loss_compute(struct vox_ctx *ctx, enum vox_loss l, enum vox_rebalance r,
-                                 const struct vox_tensor *x, enum vox_nn_act act,
-                                 const struct vox_tensor *target, const struct vox_tensor *mask,
-                                 double scale, struct vox_tensor *grad, double *loss_out)
+/* vox_loss_compute and vox_loss_compute_counts. */
+static enum vox_status loss_run(struct vox_ctx *ctx, enum vox_loss l, enum vox_rebalance r,
+                                const double *vpos, const double *vneg, const struct vox_tensor *x,
+                                enum vox_nn_act act, const struct vox_tensor *target,
+                                const struct vox_tensor *mask, double scale,
+                                struct vox_tensor *grad, double *loss_out)
 {
     *loss_out = 0;
     enum vox_status s = loss_check(ctx, l, x, act, target, mask, grad);
@@ -307,9 +335,11 @@ enum vox_status vox_loss_compute(struct vox_ctx *ctx, enum vox_loss l, enum vox_
                          x->shape[1],
                          x->shape[2] * x->shape[3] * x->shape[4],
                          NULL};
-    if (!(j.w = vox_alloc(ctx, (size_t)(2 * j.c) * sizeof *j.w)))
+    j.w = vox_alloc(ctx, (size_t)(4 * j.c) * sizeof *j.w);
+    if (!j.w)
         return VOX_OUT_OF_MEMORY;
-    double n = class_weights(&j, r), acc = 0;
+    double *pos = j.w + 2 * j.c, *neg = pos + j.c;
+    double n = class_weights(&j, r, vpos, vneg, pos, neg), acc = 0;
     const int64_t pieces = (j.plane + LOSS_PIECE - 1) / LOSS_PIECE;
     double *part = n > 0 ? vox_calloc(ctx, (size_t)pieces, sizeof *part) : NULL;
     if (n > 0 && !part) {
@@ -325,4 +355,37 @@ enum vox_status vox_loss_compute(struct vox_ctx *ctx, enum vox_loss l, enum vox_
     vox_free(ctx, j.w);
     *loss_out = n > 0 ? acc / n : 0;
     return VOX_OK;
+}
+
+enum vox_status vox_loss_compute(struct vox_ctx *ctx, enum vox_loss l, enum vox_rebalance r,
+                                 const struct vox_tensor *x, enum vox_nn_act act,
+                                 const struct vox_tensor *target, const struct vox_tensor *mask,
+                                 double scale, struct vox_tensor *grad, double *loss_out)
+{
+    if (r == VOX_REBALANCE_VOLUME)
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "loss: volume rebalancing needs the volume's class counts "
+                        "(vox_loss_compute_counts)");
+    return loss_run(ctx, l, r, NULL, NULL, x, act, target, mask, scale, grad, loss_out);
+}
+
+enum vox_status vox_loss_compute_counts(struct vox_ctx *ctx, enum vox_loss l, const double *pos,
+                                        const double *neg, const struct vox_tensor *x,
+                                        enum vox_nn_act act, const struct vox_tensor *target,
+                                        const struct vox_tensor *mask, double scale,
+                                        struct vox_tensor *grad, double *loss_out)
+{
+    return loss_run(ctx, l, VOX_REBALANCE_VOLUME, pos, neg, x, act, target, mask, scale, grad,
+                    loss_out);
+}
+
+void vox_loss_class_counts(enum vox_loss l, const struct vox_tensor *target,
+                           const struct vox_tensor *mask, double *pos, double *neg)
+{
+    struct loss_job j = {.l = l,
+                         .t = target->data,
+                         .m = mask ? mask->data : NULL,
+                         .c = target->shape[0],
+                         .plane = target->shape[1] * target->shape[2] * target->shape[3]};
+    class_counts(&j, pos, neg);
 }

@@ -246,6 +246,44 @@ static enum vox_status read_labels(struct vox_ctx *ctx, struct train_vol *v, con
     return s;
 }
 
+enum vox_status vox_train_data_class_counts(struct vox_ctx *ctx, struct vox_train_data *d,
+                                            enum vox_target t, enum vox_loss l, double *pos,
+                                            double *neg)
+{
+    const int64_t nc = vox_target_channels(t, l);
+    memset(pos, 0, (size_t)nc * sizeof *pos);
+    memset(neg, 0, (size_t)nc * sizeof *neg);
+    enum vox_status s = VOX_OK;
+    for (int i = 0; i < d->n && s == VOX_OK; i++) {
+        struct train_vol *v = &d->v[i];
+        /* slabs of 32 planes, fewer where that is over 64 MB of labels, each with the
+         * one-voxel margin the targets need */
+        const int64_t plane = (v->shape[1] + 2) * (v->shape[2] + 2);
+        const int64_t fit = ((int64_t)64 << 20) / (plane * 8);
+        const int64_t zs = fit < 1 ? 1 : fit > 32 ? 32 : fit;
+        for (int64_t z0 = 0; z0 < v->shape[0] && s == VOX_OK; z0 += zs) {
+            const int64_t nz = z0 + zs < v->shape[0] ? zs : v->shape[0] - z0;
+            const int64_t lo[3] = {z0 - 1, -1, -1},
+                          n[3] = {nz + 2, v->shape[1] + 2, v->shape[2] + 2};
+            struct vox_tensor lab = {0}, ok = {0}, tgt = {0}, mask = {0};
+            s = vox_tensor_alloc(ctx, &lab, VOX_U64, 3, n);
+            if (s == VOX_OK)
+                s = vox_tensor_alloc(ctx, &ok, VOX_U8, 3, n);
+            if (s == VOX_OK)
+                s = read_labels(ctx, v, lo, n, lab.data, ok.data);
+            if (s == VOX_OK)
+                s = vox_train_targets(ctx, t, l, &lab, &ok, &tgt, &mask);
+            if (s == VOX_OK)
+                vox_loss_class_counts(l, &tgt, &mask, pos, neg);
+            vox_tensor_free(ctx, &lab);
+            vox_tensor_free(ctx, &ok);
+            vox_tensor_free(ctx, &tgt);
+            vox_tensor_free(ctx, &mask);
+        }
+    }
+    return s;
+}
+
 /* The positions along axis a of a box of extent n inside volume v's drawing box. */
 static int64_t positions(const struct train_vol *v, int a, int64_t n)
 {

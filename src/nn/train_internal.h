@@ -18,6 +18,7 @@ struct vox_trainer {
     int64_t out[3], off[3]; /* output box and its offset in the input patch */
     int64_t iter;           /* optimizer steps done */
     uint64_t rng;           /* the sampler's generator word */
+    double vpos[4], vneg[4]; /* VOX_REBALANCE_VOLUME: the training volumes' class counts */
 };
 
 /* Validation's thresholds: 0.05 k, k = 1 .. VOX_VAL_GRID. */

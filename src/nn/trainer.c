@@ -139,6 +139,9 @@ enum vox_status vox_trainer_create(struct vox_ctx *ctx, const struct vox_net *ne
     enum vox_status s = check_net(ctx, tr);
     if (s == VOX_OK)
         s = plan_shapes(ctx, tr);
+    if (s == VOX_OK && o->rebalance == VOX_REBALANCE_VOLUME && o->loss != VOX_LOSS_MALIS)
+        s = data ? vox_train_data_class_counts(ctx, data, o->target, o->loss, tr->vpos, tr->vneg)
+                 : vox_fail(ctx, VOX_INVALID_ARG, "volume rebalancing needs the training data");
     if (s == VOX_OK && (s = vox_nn_weights_create(ctx, net, &tr->w)) == VOX_OK &&
         (s = vox_nn_weights_create(ctx, net, &tr->gw)) == VOX_OK &&
         (s = vox_nn_weights_create(ctx, net, &tr->m)) == VOX_OK)
@@ -175,6 +178,9 @@ static enum vox_status patch_loss(struct vox_ctx *ctx, struct vox_trainer *tr,
     struct vox_tensor *x = vox_nn_graph_value(tr->g, tr->logit_layer);
     struct vox_tensor *g = vox_nn_graph_grad(tr->g, tr->logit_layer);
     enum vox_nn_act act = tr->net->layers[tr->out_layer].act;
+    if (tr->o.loss != VOX_LOSS_MALIS && tr->o.rebalance == VOX_REBALANCE_VOLUME)
+        return vox_loss_compute_counts(ctx, tr->o.loss, tr->vpos, tr->vneg, x, act, tgt, mask,
+                                       scale, g, loss_out);
     if (tr->o.loss != VOX_LOSS_MALIS)
         return vox_loss_compute(ctx, tr->o.loss, tr->o.rebalance, x, act, tgt, mask, scale, g,
                                 loss_out);
