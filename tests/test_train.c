@@ -623,6 +623,98 @@ done:
     remove(file);
 }
 
+/* misaligned sections: each is the plain section shifted by at most M in y and x (edges
+ * repeated), some by a nonzero shift; blurred sections: a bright voxel becomes a symmetric
+ * bump that sums to 1 and falls off from its centre; rates 0 change nothing */
+static void test_augment_sections(struct vox_ctx *ctx)
+{
+    const int64_t shape[3] = {6, 21, 23}, plane = 21 * 23;
+    struct vox_tensor raw = {0}, lab = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &raw, VOX_F32, 3, shape));
+    CHECK_OK(vox_tensor_alloc(ctx, &lab, VOX_U64, 3, shape));
+    char file[512], rs[600], ls[600];
+    tmp_path(file, sizeof file, "augment.h5");
+    snprintf(rs, sizeof rs, "%s:/raw", file);
+    snprintf(ls, sizeof ls, "%s:/labels", file);
+    struct vox_train_data *d = NULL;
+    if (!raw.data || !lab.data)
+        goto done;
+    uint64_t st = 9;
+    for (int64_t e = 0; e < vox_tensor_numel(&raw); e++)
+        F(&raw)[e] = (float)vox_train_uniform(&st), ((uint64_t *)lab.data)[e] = 1;
+    CHECK_OK(vox_volume_save(ctx, rs, &raw, NULL));
+    CHECK_OK(vox_volume_save(ctx, ls, &lab, NULL));
+    struct vox_train_source src = {.raw = rs, .labels = ls};
+    CHECK_OK(vox_train_data_open(ctx, &src, 1, &d));
+    if (!d)
+        goto done;
+    const int64_t off[3] = {0, 0, 0};
+    struct vox_tensor a = {0}, b = {0}, l = {0}, ok = {0};
+    struct vox_augment plain = {0}, mis = {.misalign_rate = 1, .misalign_max = 3};
+    uint64_t r1 = 4, r2 = 4;
+    CHECK_OK(vox_train_data_sample(ctx, d, &r1, shape, shape, off, &plain, &a, &l, &ok));
+    vox_tensor_free(ctx, &l), vox_tensor_free(ctx, &ok);
+    CHECK_OK(vox_train_data_sample(ctx, d, &r2, shape, shape, off, &mis, &b, &l, &ok));
+    vox_tensor_free(ctx, &l), vox_tensor_free(ctx, &ok);
+    int matched = 0, moved = 0;
+    for (int64_t z = 0; a.data && b.data && z < shape[0]; z++) {
+        const float *pa = F(&a) + z * plane, *pb = F(&b) + z * plane;
+        bool found = false;
+        for (int64_t dy = -3; dy <= 3 && !found; dy++)
+            for (int64_t dx = -3; dx <= 3 && !found; dx++) {
+                bool eq = true;
+                for (int64_t y = 0; y < shape[1] && eq; y++)
+                    for (int64_t x = 0; x < shape[2] && eq; x++) {
+                        int64_t sy = y - dy, sx = x - dx;
+                        sy = sy < 0 ? 0 : sy >= shape[1] ? shape[1] - 1 : sy;
+                        sx = sx < 0 ? 0 : sx >= shape[2] ? shape[2] - 1 : sx;
+                        eq = pb[y * shape[2] + x] == pa[sy * shape[2] + sx];
+                    }
+                found = eq;
+                moved += eq && (dy || dx);
+            }
+        matched += found;
+    }
+    CHECK(matched == shape[0] && moved > 0);
+    vox_tensor_free(ctx, &b);
+    /* rates 0: the plain patch, bit for bit */
+    struct vox_augment off0 = {.misalign_max = 3, .blur_sigma = 2};
+    r2 = 4;
+    CHECK_OK(vox_train_data_sample(ctx, d, &r2, shape, shape, off, &off0, &b, &l, &ok));
+    vox_tensor_free(ctx, &l), vox_tensor_free(ctx, &ok);
+    CHECK(a.data && b.data && memcmp(a.data, b.data, vox_tensor_nbytes(&a)) == 0);
+    vox_tensor_free(ctx, &a), vox_tensor_free(ctx, &b);
+    vox_train_data_close(d);
+    d = NULL;
+    /* blur: one bright voxel per section */
+    for (int64_t e = 0; e < vox_tensor_numel(&raw); e++)
+        F(&raw)[e] = e % plane == 10 * shape[2] + 11 ? 1.0f : 0.0f;
+    CHECK_OK(vox_volume_save(ctx, rs, &raw, NULL));
+    CHECK_OK(vox_train_data_open(ctx, &src, 1, &d));
+    struct vox_augment blur = {.blur_rate = 1, .blur_sigma = 2};
+    r1 = 6;
+    CHECK_OK(vox_train_data_sample(ctx, d, &r1, shape, shape, off, &blur, &b, &l, &ok));
+    vox_tensor_free(ctx, &l), vox_tensor_free(ctx, &ok);
+    for (int64_t z = 0; b.data && z < shape[0]; z++) {
+        const float *p = F(&b) + z * plane;
+        double sum = 0;
+        for (int64_t k = 0; k < plane; k++)
+            sum += p[k];
+        const float c = p[10 * shape[2] + 11];
+        CHECK(fabs(sum - 1) < 1e-5 && c < 1 && c > 0);
+        for (int64_t k = 1; k <= 5; k++) /* symmetric, falling off along y and x */
+            CHECK(fabsf(p[(10 + k) * shape[2] + 11] - p[(10 - k) * shape[2] + 11]) < 1e-6 &&
+                  fabsf(p[10 * shape[2] + 11 + k] - p[10 * shape[2] + 11 - k]) < 1e-6 &&
+                  p[10 * shape[2] + 11 + k] <= p[10 * shape[2] + 11 + k - 1]);
+    }
+    vox_tensor_free(ctx, &b);
+done:
+    vox_train_data_close(d);
+    vox_tensor_free(ctx, &raw);
+    vox_tensor_free(ctx, &lab);
+    remove(file);
+}
+
 static void test_sample_alignment(struct vox_ctx *ctx)
 {
     int64_t shape[3] = {7, 11, 13};
@@ -1318,7 +1410,7 @@ done:
 VOX_TEST_MAIN(VOX_TEST(test_layer_grads), VOX_TEST(test_two_input_grads),
               VOX_TEST(test_weights_seed), VOX_TEST(test_loss_grads), VOX_TEST(test_targets),
               VOX_TEST(test_sample_alignment), VOX_TEST(test_rebalance_volume),
-              VOX_TEST(test_sample_extra_centred), VOX_TEST(test_plane_ops),
-              VOX_TEST(test_val_seg_errors), VOX_TEST(test_train_tiny), VOX_TEST(test_determinism),
-              VOX_TEST(test_optim_step), VOX_TEST(test_resume_and_corruption),
-              VOX_TEST(test_errors))
+              VOX_TEST(test_augment_sections), VOX_TEST(test_sample_extra_centred),
+              VOX_TEST(test_plane_ops), VOX_TEST(test_val_seg_errors), VOX_TEST(test_train_tiny),
+              VOX_TEST(test_determinism), VOX_TEST(test_optim_step),
+              VOX_TEST(test_resume_and_corruption), VOX_TEST(test_errors))

@@ -60,6 +60,10 @@ static const char help[] =
     "  --no-flips              no flip/transpose augmentation (default: the 16 of them)\n"
     "  --grey S,T              grey-value scale +-S and shift +-T (default 0,0)\n"
     "  --missing P             probability of a blanked input section (default 0)\n"
+    "  --misalign P,M          probability of a section shifted by up to +-M voxels in y and\n"
+    "                          x (default 0,0)\n"
+    "  --blur P,S              probability of a section blurred by a Gaussian of sigma up to\n"
+    "                          S voxels (default 0,0)\n"
     "  --checkpoint FILE       checkpoint path (default MODEL.h5.ckpt)\n"
     "  --checkpoint-every K    write the checkpoint every K steps (default 100; 0: at the end)\n"
     "  --resume                continue from the checkpoint (it must exist)\n"
@@ -206,6 +210,21 @@ static int parse_one(int argc, char **argv, int *i, void *arg)
         if (sscanf(v, "%lf,%lf", &g[0], &g[1]) != 2 || !(g[0] >= 0 && g[0] < 1 && g[1] >= 0))
             return cli_usage("train", "--grey %s: expected S,T with 0 <= S < 1, T >= 0", v);
         o->t.aug.grey_scale = g[0], o->t.aug.grey_shift = g[1];
+    } else if (strcmp(a, "--misalign") == 0) {
+        char tail;
+        if (sscanf(v, "%lf,%lf%c", &g[0], &g[1], &tail) != 2 || !(g[0] >= 0 && g[0] <= 1) ||
+            !(g[1] >= 0 && g[1] <= 1024) || g[1] != (double)(int)g[1])
+            return cli_usage("train",
+                             "--misalign %s: expected P,M with 0 <= P <= 1 and a whole M in "
+                             "0..1024 (voxels)",
+                             v);
+        o->t.aug.misalign_rate = g[0], o->t.aug.misalign_max = (int)g[1];
+    } else if (strcmp(a, "--blur") == 0) {
+        char tail;
+        if (sscanf(v, "%lf,%lf%c", &g[0], &g[1], &tail) != 2 || !(g[0] >= 0 && g[0] <= 1) ||
+            !(g[1] >= 0 && g[1] <= 10))
+            return cli_usage("train", "--blur %s: expected P,S with 0 <= P <= 1, 0 <= S <= 10", v);
+        o->t.aug.blur_rate = g[0], o->t.aug.blur_sigma = g[1];
     } else if (strcmp(a, "--target") == 0 || strcmp(a, "--loss") == 0 ||
                strcmp(a, "--optimizer") == 0 || strcmp(a, "--rebalance") == 0 ||
                strcmp(a, "--init") == 0 || strcmp(a, "--kernels") == 0) {

@@ -271,6 +271,14 @@ struct vox_augment {
     double grey_scale;   /* raw * U(1 - s, 1 + s); 0: off */
     double grey_shift;   /* raw + U(-s, s); 0: off */
     double missing_rate; /* each input section becomes 0 with this probability (Z > 1) */
+    /* each input section is shifted in y and x by a whole number of voxels uniform in
+     * [-misalign_max, misalign_max] (edge voxels repeated into what it leaves) with this
+     * probability (Z > 1; the labels stay: the net learns to look through a slipped section) */
+    double misalign_rate;
+    int misalign_max;
+    /* each input section is blurred (a 2D Gaussian of sigma uniform in (0, blur_sigma],
+     * edges repeated) with this probability */
+    double blur_rate, blur_sigma;
 };
 
 struct vox_train_data;

@@ -1,7 +1,8 @@
 /*
  * train_data.c: training patches from label volumes on disk: random positions, read box by
  * box (vox_volume_read of just the patch), the 16 flip/transpose augmentations, grey-value
- * scale and shift, and missing sections, all drawn from one seeded splitmix64 state.
+ * scale and shift, missing, misaligned (slipped) and blurred sections, all drawn from one
+ * seeded splitmix64 state.
  *
  * After ZNN's front_end/zsample.py (reference note znn.md 1.8): a volume is picked with
  * probability proportional to its number of patch positions (PR #75), the position uniformly.
@@ -14,6 +15,7 @@
 #include "vox/io.h"
 #include "vox/train.h"
 
+#include <math.h>
 #include <string.h>
 
 struct train_vol {
@@ -338,7 +340,58 @@ static enum vox_status read_raw(struct vox_ctx *ctx, struct vox_volume *vol, con
     return s;
 }
 
-static void augment_grey(uint64_t *rng, const struct vox_augment *aug, struct vox_tensor *in)
+/* Section z (ny x nx at p) shifted by (dy, dx): each voxel takes its source's, clamped to the
+ * section (the edge repeated into what the shift leaves). tmp: ny * nx floats. */
+static void section_shift(float *p, int64_t ny, int64_t nx, int64_t dy, int64_t dx, float *tmp)
+{
+    memcpy(tmp, p, (size_t)(ny * nx) * sizeof *p);
+    for (int64_t y = 0; y < ny; y++) {
+        const int64_t sy = y - dy < 0 ? 0 : y - dy >= ny ? ny - 1 : y - dy;
+        for (int64_t x = 0; x < nx; x++) {
+            const int64_t sx = x - dx < 0 ? 0 : x - dx >= nx ? nx - 1 : x - dx;
+            p[y * nx + x] = tmp[sy * nx + sx];
+        }
+    }
+}
+
+/* One axis of a Gaussian blur of a section: n lines of len voxels `step` apart, lines `line`
+ * apart, with taps w[-r .. r] (edges repeated). tmp: len floats. */
+static void blur_axis(float *p, int64_t n, int64_t len, int64_t step, int64_t line, const double *w,
+                      int r, float *tmp)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float *q = p + i * line;
+        for (int64_t j = 0; j < len; j++)
+            tmp[j] = q[j * step];
+        for (int64_t j = 0; j < len; j++) {
+            double acc = 0;
+            for (int k = -r; k <= r; k++) {
+                const int64_t t = j + k < 0 ? 0 : j + k >= len ? len - 1 : j + k;
+                acc += w[k + r] * tmp[t];
+            }
+            q[j * step] = (float)acc;
+        }
+    }
+}
+
+/* Section (ny x nx at p) blurred by a Gaussian of sigma (radius ceil(3 sigma), taps summing
+ * to 1), y then x. tmp: max(ny, nx) floats. */
+static void section_blur(float *p, int64_t ny, int64_t nx, double sigma, float *tmp)
+{
+    enum { R_MAX = 32 };
+    int r = (int)ceil(3 * sigma);
+    r = r < 1 ? 1 : r > R_MAX ? R_MAX : r;
+    double w[2 * R_MAX + 1], sum = 0;
+    for (int k = -r; k <= r; k++)
+        sum += w[k + r] = exp(-0.5 * k * k / (sigma * sigma));
+    for (int k = 0; k <= 2 * r; k++)
+        w[k] /= sum;
+    blur_axis(p, nx, ny, nx, 1, w, r, tmp);
+    blur_axis(p, ny, nx, 1, nx, w, r, tmp);
+}
+
+static void augment_grey(uint64_t *rng, const struct vox_augment *aug, struct vox_tensor *in,
+                         float *tmp)
 {
     double scale = 1 + aug->grey_scale * (2 * vox_train_uniform(rng) - 1);
     double shift = aug->grey_shift * (2 * vox_train_uniform(rng) - 1);
@@ -349,6 +402,19 @@ static void augment_grey(uint64_t *rng, const struct vox_augment *aug, struct vo
     for (int64_t z = 0; aug->missing_rate > 0 && in->shape[2] > 1 && z < in->shape[2]; z++)
         if (vox_train_uniform(rng) < aug->missing_rate)
             memset(p + z * plane, 0, (size_t)plane * sizeof *p);
+    const int64_t ny = in->shape[3], nx = in->shape[4], m = aug->misalign_max;
+    for (int64_t z = 0; aug->misalign_rate > 0 && m > 0 && in->shape[2] > 1 && z < in->shape[2];
+         z++)
+        if (vox_train_uniform(rng) < aug->misalign_rate) {
+            const int64_t dy = (int64_t)(vox_train_rand(rng) % (uint64_t)(2 * m + 1)) - m;
+            const int64_t dx = (int64_t)(vox_train_rand(rng) % (uint64_t)(2 * m + 1)) - m;
+            section_shift(p + z * plane, ny, nx, dy, dx, tmp);
+        }
+    for (int64_t z = 0; aug->blur_rate > 0 && aug->blur_sigma > 0 && z < in->shape[2]; z++)
+        if (vox_train_uniform(rng) < aug->blur_rate) {
+            const double sigma = aug->blur_sigma * (1 - vox_train_uniform(rng)); /* (0, max] */
+            section_blur(p + z * plane, ny, nx, sigma, tmp);
+        }
 }
 
 /* The labels box in the source frame for transform xf (see the file comment). */
@@ -422,8 +488,9 @@ enum vox_status vox_train_data_sample(struct vox_ctx *ctx, struct vox_train_data
     if (s == VOX_OK) {
         transform(lab, n, xf, sizeof *lab, labels_out->data);
         transform(ok, n, xf, 1, valid_out->data);
-        if (aug)
-            augment_grey(rng, aug, &inputs_out[0]);
+        if (aug) { /* raw is free now: it holds a section for the shifts and blurs */
+            augment_grey(rng, aug, &inputs_out[0], raw);
+        }
     } else {
         for (int k = 0; k <= d->n_extra; k++)
             vox_tensor_free(ctx, &inputs_out[k]);
