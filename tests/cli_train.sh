@@ -24,6 +24,30 @@ common="--net $T/tiny.net --data $T/d.h5:/raw,/labels --patch 3,10,10 --seed 5 -
 [ -f "$T/a.h5" ] && [ -f "$T/a.h5.ckpt" ] && [ -f "$T/a.h5.jsonl" ] || fail "outputs missing"
 [ "$(grep -c '"loss"' "$T/a.h5.jsonl")" = 20 ] || fail "log lines"
 grep -q '"val_loss"' "$T/a.h5.jsonl" || fail "no validation in the log"
+# long-range affinities: a net with 3 + 2 output channels trains with two offsets, its
+# 5-channel prediction segments as its first 3 channels do, a 3-channel net is refused
+sed 's/conv c2 c1 -> 3 /conv c2 c1 -> 5 /' "$T/tiny.net" > "$T/lr.net"
+"$VOX" train --net "$T/lr.net" --data "$T/d.h5:/raw,/labels" --patch 3,10,10 --seed 5 --quiet \
+    --iters 3 --out "$T/lr.h5" --offsets '0,3,0;1,0,-3' --threads 1 || fail "train --offsets"
+"$VOX" infer --net "$T/lr.net" --weights "$T/lr.h5" --in "$T/d.h5:/raw" --out "$T/lp.h5:/aff" \
+    --quiet || fail "infer a long-range net"
+/usr/bin/python3 - "$T/lp.h5" <<'PY' || fail "the 5-channel prediction"
+import sys, h5py
+with h5py.File(sys.argv[1], "a") as f:
+    assert f["aff"].shape[0] == 5, f["aff"].shape
+    f["aff3"] = f["aff"][:3]
+PY
+"$VOX" segment --aff "$T/lp.h5:/aff" --out "$T/s5.h5:/seg" --quiet || fail "segment 5 channels"
+"$VOX" segment --aff "$T/lp.h5:/aff3" --out "$T/s3.h5:/seg" --quiet || fail "segment 3 channels"
+/usr/bin/python3 -c "
+import sys, h5py, numpy as np
+a, b = (h5py.File(p, 'r')['seg'][:] for p in sys.argv[1:])
+assert a.shape == b.shape and (a == b).all()" "$T/s5.h5" "$T/s3.h5" || fail "5 vs 3 channels"
+"$VOX" train $common --iters 3 --out "$T/lx.h5" --offsets '0,3,0' 2>/dev/null &&
+    fail "--offsets with a 3-channel net accepted"
+"$VOX" train --net "$T/lr.net" --data "$T/d.h5:/raw,/labels" --patch 3,10,10 --quiet \
+    --iters 3 --out "$T/lx.h5" --offsets '0,3,0;0,0,0' 2>/dev/null && fail "--offsets 0,0,0"
+[ ! -e "$T/lx.h5" ] || fail "a refused run left its output"
 # class weights from the volume's counts: trains, and a bad mode is refused
 "$VOX" train $common --iters 3 --out "$T/rv.h5" --rebalance volume --threads 1 ||
     fail "train --rebalance volume"

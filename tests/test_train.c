@@ -541,6 +541,63 @@ static void make_volume(struct vox_ctx *ctx, uint64_t seed, const int64_t shape[
 /* Every flip/transpose keeps raw, labels and targets aligned: with raw = label (f32), a
  * sampled patch's labels at output voxel o (margin 1) equal the input at o + offset, and the
  * z, y, x affinity targets equal "input at o + offset equals input at o + offset - e_c". */
+/* long-range affinity targets against a direct count: channels 0-2 are vox_train_targets',
+ * channel 3 + k links v and v - o_k within the labels box (the interior and its margin), both
+ * valid; links that leave the box are masked; bad offsets are refused */
+static void test_long_range_targets(struct vox_ctx *ctx)
+{
+    const int64_t ls[3] = {6, 9, 11}, in[3] = {4, 7, 9};
+    struct vox_tensor lab = {0}, ok = {0}, t = {0}, m = {0}, t3 = {0}, m3 = {0};
+    CHECK_OK(vox_tensor_alloc(ctx, &lab, VOX_U64, 3, ls));
+    CHECK_OK(vox_tensor_alloc(ctx, &ok, VOX_U8, 3, ls));
+    if (!lab.data || !ok.data)
+        goto done;
+    uint64_t st = 21, *L = lab.data;
+    uint8_t *V = ok.data;
+    for (int64_t e = 0; e < ls[0] * ls[1] * ls[2]; e++)
+        L[e] = vox_train_rand(&st) % 3, V[e] = vox_train_rand(&st) % 7 != 0;
+    const int64_t off[4][3] = {{0, 3, 0}, {1, 0, -3}, {-2, -1, 4}, {0, 0, 10}};
+    CHECK_OK(vox_train_affinity_targets(ctx, &lab, &ok, 4, off, &t, &m));
+    CHECK_OK(vox_train_targets(ctx, VOX_TARGET_AFFINITY, VOX_LOSS_BCE, &lab, &ok, &t3, &m3));
+    if (!t.data || !t3.data)
+        goto done;
+    const int64_t plane = in[0] * in[1] * in[2];
+    CHECK(t.shape[0] == 7 && t.shape[1] == in[0] && t.shape[2] == in[1] && t.shape[3] == in[2]);
+    CHECK(memcmp(t.data, t3.data, (size_t)(3 * plane) * sizeof(float)) == 0 &&
+          memcmp(m.data, m3.data, (size_t)(3 * plane) * sizeof(float)) == 0);
+    int64_t bad = 0, masked_out = 0;
+    for (int k = 0; k < 4; k++)
+        for (int64_t z = 0; z < in[0]; z++)
+            for (int64_t y = 0; y < in[1]; y++)
+                for (int64_t x = 0; x < in[2]; x++) {
+                    const int64_t e = (z * in[1] + y) * in[2] + x;
+                    const int64_t v = ((z + 1) * ls[1] + y + 1) * ls[2] + x + 1;
+                    const int64_t uz = z + 1 - off[k][0], uy = y + 1 - off[k][1],
+                                  ux = x + 1 - off[k][2];
+                    const bool inside =
+                        uz >= 0 && uz < ls[0] && uy >= 0 && uy < ls[1] && ux >= 0 && ux < ls[2];
+                    const int64_t u = inside ? (uz * ls[1] + uy) * ls[2] + ux : v;
+                    const float want_t = inside && L[v] && L[v] == L[u];
+                    const float want_m = inside && V[v] && V[u];
+                    bad += F(&t)[(3 + k) * plane + e] != want_t ||
+                           F(&m)[(3 + k) * plane + e] != want_m;
+                    masked_out += !inside;
+                }
+    CHECK(bad == 0 && masked_out > 0);
+    struct vox_tensor t2 = {0}, m2 = {0};
+    const int64_t zero[1][3] = {{0, 0, 0}};
+    CHECK(vox_train_affinity_targets(ctx, &lab, &ok, 1, zero, &t2, &m2) == VOX_INVALID_ARG);
+    CHECK(vox_train_affinity_targets(ctx, &lab, &ok, VOX_TRAIN_OFFSETS_MAX + 1, off, &t2, &m2) ==
+          VOX_INVALID_ARG);
+done:
+    vox_tensor_free(ctx, &lab);
+    vox_tensor_free(ctx, &ok);
+    vox_tensor_free(ctx, &t);
+    vox_tensor_free(ctx, &m);
+    vox_tensor_free(ctx, &t3);
+    vox_tensor_free(ctx, &m3);
+}
+
 /* volume rebalancing: the data's class counts are the volume's links counted by hand (over
  * slabs: 70 planes), and a loss with a patch's own counts is the per-patch loss, bit for bit */
 static void test_rebalance_volume(struct vox_ctx *ctx)
@@ -1409,8 +1466,9 @@ done:
 
 VOX_TEST_MAIN(VOX_TEST(test_layer_grads), VOX_TEST(test_two_input_grads),
               VOX_TEST(test_weights_seed), VOX_TEST(test_loss_grads), VOX_TEST(test_targets),
-              VOX_TEST(test_sample_alignment), VOX_TEST(test_rebalance_volume),
-              VOX_TEST(test_augment_sections), VOX_TEST(test_sample_extra_centred),
-              VOX_TEST(test_plane_ops), VOX_TEST(test_val_seg_errors), VOX_TEST(test_train_tiny),
-              VOX_TEST(test_determinism), VOX_TEST(test_optim_step),
-              VOX_TEST(test_resume_and_corruption), VOX_TEST(test_errors))
+              VOX_TEST(test_sample_alignment), VOX_TEST(test_long_range_targets),
+              VOX_TEST(test_rebalance_volume), VOX_TEST(test_augment_sections),
+              VOX_TEST(test_sample_extra_centred), VOX_TEST(test_plane_ops),
+              VOX_TEST(test_val_seg_errors), VOX_TEST(test_train_tiny), VOX_TEST(test_determinism),
+              VOX_TEST(test_optim_step), VOX_TEST(test_resume_and_corruption),
+              VOX_TEST(test_errors))

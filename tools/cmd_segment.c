@@ -50,6 +50,8 @@ static const char help[] =
     "input (one of):\n"
     "  --aff SPEC            affinities (3,Z,Y,X), uint8 (a/255) or float32 in [0,1]; channel c\n"
     "                        links v and v - e_c, e = (z,y,x). SPEC: file.h5:/dataset, file.npy\n"
+    "                        (C > 3 channels, as a net trained with long-range --offsets\n"
+    "                        writes: the first 3 are used)\n"
     "  --boundary SPEC       a boundary probability map (Z,Y,X), uint8 or float32: edge\n"
     "                        affinity = 1 - max(p_u, p_v)\n"
     "  --inside              with --boundary: the map is the probability of being inside a\n"
@@ -354,6 +356,18 @@ static void phase(struct seg_state *st, const char *name, double t0, const char 
 /* Float affinities read a slab of planes at a time (whole chunks: each decoded once) and
  * quantized into st->q, so the float volume (4 bytes a value, 4x the quantized one) is never
  * held whole. */
+/* The first 3 channels (the nearest-neighbour affinities) of a (C, Z, Y, X) volume. */
+static enum vox_status read_nearest(struct vox_ctx *ctx, struct vox_volume *vol,
+                                    struct vox_tensor *out)
+{
+    const struct vox_volume_info *in = vox_volume_info(vol);
+    const int64_t lo[4] = {0, 0, 0, 0}, hi[4] = {3, in->shape[1], in->shape[2], in->shape[3]};
+    enum vox_status s = vox_tensor_alloc(ctx, out, in->dtype, 4, hi);
+    if (s == VOX_OK && (s = vox_volume_read(ctx, vol, lo, hi, out)) != VOX_OK)
+        vox_tensor_free(ctx, out);
+    return s;
+}
+
 static enum vox_status read_quantized(struct vox_ctx *ctx, struct vox_volume *vol,
                                       struct seg_state *st)
 {
@@ -363,7 +377,8 @@ static enum vox_status read_quantized(struct vox_ctx *ctx, struct vox_volume *vo
         slab = chunk[1];
     slab = slab < in->shape[1] ? slab : in->shape[1];
     struct vox_tensor buf = {0};
-    enum vox_status s = vox_tensor_alloc(ctx, &st->q, VOX_U8, 4, in->shape);
+    enum vox_status s = vox_tensor_alloc(ctx, &st->q, VOX_U8, 4,
+                                         (int64_t[4]){3, in->shape[1], in->shape[2], in->shape[3]});
     if (s == VOX_OK)
         s = vox_tensor_alloc(ctx, &buf, VOX_F32, 4,
                              (int64_t[4]){3, slab, in->shape[2], in->shape[3]});
@@ -404,13 +419,14 @@ static enum vox_status read_input(struct vox_ctx *ctx, const struct seg_args *a,
     if (info->dtype != VOX_U8 && info->dtype != VOX_F32)
         s = vox_fail(ctx, VOX_INVALID_ARG, "%s: dtype %s, expected uint8 or float32", spec,
                      vox_dtype_str(info->dtype));
-    else if (info->rank != want || (a->aff && info->shape[0] != 3))
+    else if (info->rank != want || (a->aff && info->shape[0] < 3))
         s = vox_fail(ctx, VOX_INVALID_ARG, "%s: rank %d%s, expected %s", spec, info->rank,
-                     info->rank == 4 && info->shape[0] != 3 ? " with a channel count other than 3"
-                                                            : "",
+                     info->rank == 4 && info->shape[0] < 3 ? " with fewer than 3 channels" : "",
                      a->aff ? "(3, Z, Y, X) affinities" : "a (Z, Y, X) boundary map");
     else if (by_slab)
         s = read_quantized(ctx, vol, st);
+    else if (a->aff && info->shape[0] > 3) /* long-range channels after the 3: not read */
+        s = read_nearest(ctx, vol, &in);
     else
         s = vox_volume_read_all(ctx, vol, &in);
     vox_volume_close(vol);

@@ -14,6 +14,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char help[] =
@@ -37,6 +38,9 @@ static const char help[] =
     "  --loss bce|square|softmax|malis  (default: bce for affinity, softmax for boundary);\n"
     "                          malis: constrained MALIS on the affinities (needs --target\n"
     "                          affinity and act=sigmoid; --rebalance does not apply)\n"
+    "  --offsets DZ,DY,DX[;...]  long-range affinities: after the 3 nearest-neighbour\n"
+    "                          channels, one per offset linking v and v - (DZ,DY,DX) (at most\n"
+    "                          8; the net's output has 3 + their number of channels)\n"
     "  --rebalance none|patch|volume\n"
     "                          class weights 0.5 N / n per channel (class) from each patch's\n"
     "                          counts or, once, from every --data volume's (default patch)\n"
@@ -210,6 +214,27 @@ static int parse_one(int argc, char **argv, int *i, void *arg)
         if (sscanf(v, "%lf,%lf", &g[0], &g[1]) != 2 || !(g[0] >= 0 && g[0] < 1 && g[1] >= 0))
             return cli_usage("train", "--grey %s: expected S,T with 0 <= S < 1, T >= 0", v);
         o->t.aug.grey_scale = g[0], o->t.aug.grey_shift = g[1];
+    } else if (strcmp(a, "--offsets") == 0) {
+        const char *q = v;
+        o->t.n_offsets = 0;
+        for (;;) {
+            long long z, y, x;
+            int used = 0;
+            if (o->t.n_offsets == VOX_TRAIN_OFFSETS_MAX ||
+                sscanf(q, "%lld,%lld,%lld%n", &z, &y, &x, &used) != 3 || llabs(z) > 1024 ||
+                llabs(y) > 1024 || llabs(x) > 1024 || (z == 0 && y == 0 && x == 0))
+                return cli_usage("train",
+                                 "--offsets %s: expected DZ,DY,DX[;DZ,DY,DX...], at most %d, "
+                                 "each not 0,0,0 and within +-1024",
+                                 v, VOX_TRAIN_OFFSETS_MAX);
+            int64_t *t = o->t.offsets[o->t.n_offsets++];
+            t[0] = z, t[1] = y, t[2] = x;
+            q += used;
+            if (*q == 0)
+                break;
+            if (*q++ != ';')
+                return cli_usage("train", "--offsets %s: offsets are separated by ';'", v);
+        }
     } else if (strcmp(a, "--misalign") == 0) {
         char tail;
         if (sscanf(v, "%lf,%lf%c", &g[0], &g[1], &tail) != 2 || !(g[0] >= 0 && g[0] <= 1) ||

@@ -163,6 +163,19 @@ enum vox_status vox_train_targets(struct vox_ctx *ctx, enum vox_target t, enum v
                                   const struct vox_tensor *labels, const struct vox_tensor *valid,
                                   struct vox_tensor *target_out, struct vox_tensor *mask_out);
 
+/* Long-range affinity offsets: at most this many beside the 3 nearest-neighbour channels. */
+#define VOX_TRAIN_OFFSETS_MAX 8
+/* Affinity targets with long-range channels: the 3 of vox_train_targets(VOX_TARGET_AFFINITY),
+ * then channel 3 + k at v linking v and v - offsets[k] (any signs, not all 0): 1 if both have
+ * the same nonzero label, else 0; mask 1 where both are valid and v - offsets[k] lies in the
+ * interior (Z, Y, X) or its one-voxel margin (a link that leaves the labels box is not
+ * trained). Same shapes as vox_train_targets, C = 3 + n. */
+enum vox_status vox_train_affinity_targets(struct vox_ctx *ctx, const struct vox_tensor *labels,
+                                           const struct vox_tensor *valid, int n,
+                                           const int64_t (*offsets)[3],
+                                           struct vox_tensor *target_out,
+                                           struct vox_tensor *mask_out);
+
 /* A loss on the logits x (1, C, Z, Y, X) f32 (the input of the net's output layer), whose
  * output layer applies `act`:
  *   square   l = (act(x) - t)^2, any act (softmax over channels included)
@@ -327,6 +340,11 @@ struct vox_train_options {
     enum vox_nn_init init; /* for fresh weights */
     struct vox_augment aug;
     const struct vox_nn_kernels *kernels; /* NULL: the reference kernels; borrowed */
+    /* affinity targets only: long-range channels after the nearest 3
+     * (vox_train_affinity_targets); the net's output has 3 + n_offsets channels. Not with
+     * MALIS or --rebalance volume. */
+    int n_offsets;
+    int64_t offsets[VOX_TRAIN_OFFSETS_MAX][3];
 };
 void vox_train_options_defaults(struct vox_train_options *o);
 

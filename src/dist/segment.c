@@ -49,7 +49,8 @@ static enum vox_status sg_check_source(struct vox_ctx *ctx, const struct vox_dis
     enum vox_dtype dt = src->aff ? src->aff->dtype : vox_volume_info(src->vol)->dtype;
     int rank = src->aff ? src->aff->rank : vox_volume_info(src->vol)->rank;
     const int64_t *sh = src->aff ? src->aff->shape : vox_volume_info(src->vol)->shape;
-    if (rank != 4 || sh[0] != 3 || (dt != VOX_U8 && dt != VOX_F32))
+    /* a volume may hold more channels (long-range affinities): its boxes read the first 3 */
+    if (rank != 4 || (src->aff ? sh[0] != 3 : sh[0] < 3) || (dt != VOX_U8 && dt != VOX_F32))
         return vox_fail(ctx, VOX_INVALID_ARG,
                         "chunked segmentation: %s%s affinities must be "
                         "u8 or f32 (3, Z, Y, X)",

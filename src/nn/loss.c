@@ -112,6 +112,55 @@ enum vox_status vox_train_targets(struct vox_ctx *ctx, enum vox_target t, enum v
     return VOX_OK;
 }
 
+enum vox_status vox_train_affinity_targets(struct vox_ctx *ctx, const struct vox_tensor *labels,
+                                           const struct vox_tensor *valid, int n,
+                                           const int64_t (*offsets)[3],
+                                           struct vox_tensor *target_out,
+                                           struct vox_tensor *mask_out)
+{
+    if (n < 0 || n > VOX_TRAIN_OFFSETS_MAX || (n > 0 && !offsets))
+        return vox_fail(ctx, VOX_INVALID_ARG, "targets: %d long-range offsets (0..%d)", n,
+                        VOX_TRAIN_OFFSETS_MAX);
+    for (int k = 0; k < n; k++)
+        if (offsets[k][0] == 0 && offsets[k][1] == 0 && offsets[k][2] == 0)
+            return vox_fail(ctx, VOX_INVALID_ARG, "targets: long-range offset %d is 0,0,0", k);
+    struct vox_tensor t3 = {0}, m3 = {0};
+    enum vox_status st =
+        vox_train_targets(ctx, VOX_TARGET_AFFINITY, VOX_LOSS_BCE, labels, valid, &t3, &m3);
+    if (st != VOX_OK)
+        return st;
+    const int64_t *s = labels->shape, shape[4] = {3 + n, s[0] - 2, s[1] - 2, s[2] - 2};
+    const int64_t plane = shape[1] * shape[2] * shape[3];
+    st = vox_tensor_alloc(ctx, target_out, VOX_F32, 4, shape);
+    if (st == VOX_OK && (st = vox_tensor_alloc(ctx, mask_out, VOX_F32, 4, shape)) != VOX_OK)
+        vox_tensor_free(ctx, target_out);
+    if (st == VOX_OK) {
+        memcpy(target_out->data, t3.data, (size_t)(3 * plane) * sizeof(float));
+        memcpy(mask_out->data, m3.data, (size_t)(3 * plane) * sizeof(float));
+        const uint64_t *lab = labels->data;
+        const uint8_t *ok = valid ? valid->data : NULL;
+        for (int k = 0; k < n; k++) {
+            float *tp = (float *)target_out->data + (3 + k) * plane;
+            float *mp = (float *)mask_out->data + (3 + k) * plane;
+            const int64_t *o = offsets[k];
+            int64_t e = 0;
+            for (int64_t z = 0; z < shape[1]; z++)
+                for (int64_t y = 0; y < shape[2]; y++)
+                    for (int64_t x = 0; x < shape[3]; x++, e++) {
+                        const int64_t uz = z - o[0], uy = y - o[1], ux = x - o[2];
+                        const bool in = uz >= -1 && uz <= shape[1] && uy >= -1 && uy <= shape[2] &&
+                                        ux >= -1 && ux <= shape[3];
+                        const int64_t v = at3(s, z, y, x), u = in ? at3(s, uz, uy, ux) : v;
+                        tp[e] = in && lab[v] != 0 && lab[v] == lab[u];
+                        mp[e] = in && (!ok || (ok[v] && ok[u]));
+                    }
+        }
+    }
+    vox_tensor_free(ctx, &t3);
+    vox_tensor_free(ctx, &m3);
+    return st;
+}
+
 struct loss_job {
     enum vox_loss l;
     enum vox_nn_act act;

@@ -75,7 +75,14 @@ static enum vox_status check_net(struct vox_ctx *ctx, struct vox_trainer *tr)
     if (o->loss == VOX_LOSS_MALIS && o->target != VOX_TARGET_AFFINITY)
         return vox_fail(ctx, VOX_INVALID_ARG, "loss malis needs target affinity, not %s",
                         vox_target_str(o->target));
-    int64_t want = vox_target_channels(o->target, o->loss);
+    if (o->n_offsets < 0 || o->n_offsets > VOX_TRAIN_OFFSETS_MAX ||
+        (o->n_offsets > 0 && (o->target != VOX_TARGET_AFFINITY || o->loss == VOX_LOSS_MALIS ||
+                              o->rebalance == VOX_REBALANCE_VOLUME)))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "%d long-range offsets: at most %d, with affinity targets, not with "
+                        "loss malis or volume rebalancing",
+                        o->n_offsets, VOX_TRAIN_OFFSETS_MAX);
+    int64_t want = vox_target_channels(o->target, o->loss) + o->n_offsets;
     if (ol->channels != want)
         return vox_fail(ctx, VOX_INVALID_ARG,
                         "net '%s': output '%s' has %lld channels; target "
@@ -345,7 +352,10 @@ static enum vox_status run_patch(struct vox_ctx *ctx, struct vox_trainer *tr,
     enum vox_status s =
         vox_train_data_sample(ctx, d, rng, tr->o.patch, tr->out, tr->off, aug, in, &lab, &ok);
     if (s == VOX_OK)
-        s = vox_train_targets(ctx, tr->o.target, tr->o.loss, &lab, &ok, &tgt, &mask);
+        s = tr->o.n_offsets > 0
+                ? vox_train_affinity_targets(ctx, &lab, &ok, tr->o.n_offsets,
+                                             (const int64_t(*)[3])tr->o.offsets, &tgt, &mask)
+                : vox_train_targets(ctx, tr->o.target, tr->o.loss, &lab, &ok, &tgt, &mask);
     if (s == VOX_OK)
         s = vox_nn_graph_forward(ctx, tr->g, tr->w, in);
     if (s == VOX_OK && backward)
