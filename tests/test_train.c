@@ -541,6 +541,23 @@ static void make_volume(struct vox_ctx *ctx, uint64_t seed, const int64_t shape[
 /* Every flip/transpose keeps raw, labels and targets aligned: with raw = label (f32), a
  * sampled patch's labels at output voxel o (margin 1) equal the input at o + offset, and the
  * z, y, x affinity targets equal "input at o + offset equals input at o + offset - e_c". */
+/* raw and lab saved as FILE:/raw and FILE:/labels and opened as training data (NULL when
+ * that failed, reported). */
+static struct vox_train_data *train_volume(struct vox_ctx *ctx, const char *file,
+                                           const struct vox_tensor *raw,
+                                           const struct vox_tensor *lab)
+{
+    char rs[600], ls[600];
+    snprintf(rs, sizeof rs, "%s:/raw", file);
+    snprintf(ls, sizeof ls, "%s:/labels", file);
+    struct vox_train_source src = {.raw = rs, .labels = ls};
+    struct vox_train_data *d = NULL;
+    CHECK_OK(vox_volume_save(ctx, rs, raw, NULL));
+    CHECK_OK(vox_volume_save(ctx, ls, lab, NULL));
+    CHECK_OK(vox_train_data_open(ctx, &src, 1, &d));
+    return d;
+}
+
 /* long-range affinity targets against a direct count: channels 0-2 are vox_train_targets',
  * channel 3 + k links v and v - o_k within the labels box (the interior and its margin), both
  * valid; links that leave the box are masked; bad offsets are refused */
@@ -606,20 +623,15 @@ static void test_rebalance_volume(struct vox_ctx *ctx)
     struct vox_tensor raw = {0}, lab = {0};
     CHECK_OK(vox_tensor_alloc(ctx, &raw, VOX_F32, 3, shape));
     CHECK_OK(vox_tensor_alloc(ctx, &lab, VOX_U64, 3, shape));
-    char file[512], rs[600], ls[600];
+    char file[512];
     tmp_path(file, sizeof file, "rebalance.h5");
-    snprintf(rs, sizeof rs, "%s:/raw", file);
-    snprintf(ls, sizeof ls, "%s:/labels", file);
     struct vox_train_data *d = NULL;
     if (!raw.data || !lab.data)
         goto done;
     uint64_t st = 7, *L = lab.data;
     for (int64_t e = 0; e < vox_tensor_numel(&lab); e++) /* runs of labels, some 0 */
         L[e] = e % 5 == 0 ? vox_train_rand(&st) % 3 : (e > 0 ? L[e - 1] : 1), F(&raw)[e] = 0;
-    CHECK_OK(vox_volume_save(ctx, rs, &raw, NULL));
-    CHECK_OK(vox_volume_save(ctx, ls, &lab, NULL));
-    struct vox_train_source src = {.raw = rs, .labels = ls};
-    CHECK_OK(vox_train_data_open(ctx, &src, 1, &d));
+    d = train_volume(ctx, file, &raw, &lab);
     double pos[3], neg[3], hp[3] = {0}, hn[3] = {0};
     if (!d)
         goto done;
@@ -689,20 +701,15 @@ static void test_augment_sections(struct vox_ctx *ctx)
     struct vox_tensor raw = {0}, lab = {0};
     CHECK_OK(vox_tensor_alloc(ctx, &raw, VOX_F32, 3, shape));
     CHECK_OK(vox_tensor_alloc(ctx, &lab, VOX_U64, 3, shape));
-    char file[512], rs[600], ls[600];
+    char file[512];
     tmp_path(file, sizeof file, "augment.h5");
-    snprintf(rs, sizeof rs, "%s:/raw", file);
-    snprintf(ls, sizeof ls, "%s:/labels", file);
     struct vox_train_data *d = NULL;
     if (!raw.data || !lab.data)
         goto done;
     uint64_t st = 9;
     for (int64_t e = 0; e < vox_tensor_numel(&raw); e++)
         F(&raw)[e] = (float)vox_train_uniform(&st), ((uint64_t *)lab.data)[e] = 1;
-    CHECK_OK(vox_volume_save(ctx, rs, &raw, NULL));
-    CHECK_OK(vox_volume_save(ctx, ls, &lab, NULL));
-    struct vox_train_source src = {.raw = rs, .labels = ls};
-    CHECK_OK(vox_train_data_open(ctx, &src, 1, &d));
+    d = train_volume(ctx, file, &raw, &lab);
     if (!d)
         goto done;
     const int64_t off[3] = {0, 0, 0};
@@ -746,8 +753,7 @@ static void test_augment_sections(struct vox_ctx *ctx)
     /* blur: one bright voxel per section */
     for (int64_t e = 0; e < vox_tensor_numel(&raw); e++)
         F(&raw)[e] = e % plane == 10 * shape[2] + 11 ? 1.0f : 0.0f;
-    CHECK_OK(vox_volume_save(ctx, rs, &raw, NULL));
-    CHECK_OK(vox_train_data_open(ctx, &src, 1, &d));
+    d = train_volume(ctx, file, &raw, &lab);
     struct vox_augment blur = {.blur_rate = 1, .blur_sigma = 2};
     r1 = 6;
     CHECK_OK(vox_train_data_sample(ctx, d, &r1, shape, shape, off, &blur, &b, &l, &ok));
