@@ -1,7 +1,8 @@
 #!/bin/sh
 # cli_show.sh: `vox show` plots the log of a short `vox train` run: a PNG of the requested size
-# with the blue training curve and the red validation dots in it; bad input gives exit 2
-# (usage) or 1 (working) with a one-line error. usage: cli_show.sh VOX_BINARY
+# with the blue training curve, the red validation dots and the green adapted Rand error dots
+# in it; bad input gives exit 2 (usage) or 1 (working) with a one-line error.
+# usage: cli_show.sh VOX_BINARY
 set -eu
 VOX=$1
 T=$(mktemp -d)
@@ -27,7 +28,8 @@ r, g, b = (im[..., k].astype(int) for k in range(3))
 blue = ((r == 31) & (g == 92) & (b == 200)).sum()
 red = ((r == 214) & (g == 39) & (b == 40)).sum()
 black = ((r == 0) & (g == 0) & (b == 0)).sum()
-assert blue > 50 and red > 25 and black > 300, (blue, red, black)
+green = ((r == 44) & (g == 160) & (b == 44)).sum()  # the validations' adapted Rand error
+assert blue > 50 and red > 25 and green > 25 and black > 300, (blue, red, green, black)
 PY
 
 "$VOX" show --help | grep -q -- "--size" || fail "help"

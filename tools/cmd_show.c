@@ -1,11 +1,13 @@
 /*
  * cmd_show.c: `vox show LOG.jsonl --out curves.png`: the learning curves of a `vox train` log
- * (JSON lines {"iter": N, "loss": X, ...} and {"iter": N, "val_loss": X}) as a PNG line plot.
+ * (JSON lines {"iter": N, "loss": X, ...} and {"iter": N, "val_loss": X, "val_rand_error": E,
+ * ...}) as a PNG line plot.
  *
  * Drawn into an RGB buffer and written with vox_png_write_rgb: axes, "nice" tick marks (steps
  * of 1, 2 or 5 times a power of ten, about 6 per axis) with their numbers in a built-in 5x7
- * bitmap font, the training loss in blue and the validation loss in red (with a dot at each
- * validation), a legend. Lines are Bresenham segments between successive points.
+ * bitmap font, the training loss in blue, the validation loss in red and the validation's
+ * adapted Rand error in green (each with a dot at each validation; the error is in [0, 1], on
+ * the same axis), a legend. Lines are Bresenham segments between successive points.
  */
 #include "cli.h"
 
@@ -16,8 +18,9 @@
 
 static const char help[] =
     "usage: vox show LOG.jsonl --out CURVES.png [options]\n\n"
-    "Plots the learning curves of a `vox train` JSON-lines log: loss per iteration (blue) and\n"
-    "val_loss (red, dots at each validation), with axes, tick marks and their values.\n\n"
+    "Plots the learning curves of a `vox train` JSON-lines log: loss per iteration (blue),\n"
+    "val_loss (red) and val_rand_error (green; dots at each validation), with axes, tick\n"
+    "marks and their values.\n\n"
     "  --out FILE.png          the plot (required)\n"
     "  --size W,H              image size in pixels (default 800,500; each 200 to 8000)\n"
     "  --threads N             worker threads (default: VOX_THREADS, else all CPUs)\n"
@@ -72,8 +75,9 @@ static enum vox_status curve_add(struct vox_ctx *ctx, struct curve *c, double x,
     return VOX_OK;
 }
 
-/* Reads "iter" with "loss" or "val_loss" from each line; other lines are skipped. */
-static enum vox_status read_log(struct vox_ctx *ctx, const char *path, struct curve c[2])
+/* Reads "iter" with "loss", or with "val_loss" and "val_rand_error" (older logs: without it),
+ * from each line; other lines are skipped. */
+static enum vox_status read_log(struct vox_ctx *ctx, const char *path, struct curve c[3])
 {
     FILE *f = fopen(path, "r");
     if (!f)
@@ -82,7 +86,7 @@ static enum vox_status read_log(struct vox_ctx *ctx, const char *path, struct cu
     enum vox_status s = VOX_OK;
     while (s == VOX_OK && fgets(line, sizeof line, f)) {
         const char *it = strstr(line, "\"iter\":"), *l = strstr(line, "\"loss\":");
-        const char *vl = strstr(line, "\"val_loss\":");
+        const char *vl = strstr(line, "\"val_loss\":"), *vr = strstr(line, "\"val_rand_error\":");
         double x, y;
         if (!it || sscanf(it + 7, "%lf", &x) != 1)
             continue;
@@ -90,6 +94,8 @@ static enum vox_status read_log(struct vox_ctx *ctx, const char *path, struct cu
             s = curve_add(ctx, &c[0], x, y);
         else if (vl && sscanf(vl + 11, "%lf", &y) == 1 && isfinite(y))
             s = curve_add(ctx, &c[1], x, y);
+        if (s == VOX_OK && !l && vl && vr && sscanf(vr + 17, "%lf", &y) == 1 && isfinite(y))
+            s = curve_add(ctx, &c[2], x, y);
     }
     fclose(f);
     if (s == VOX_OK && c[0].n + c[1].n == 0)
@@ -131,7 +137,7 @@ static void line(struct canvas *cv, int64_t x0, int64_t y0, int64_t x1, int64_t 
 }
 
 /* 5x7 glyphs, one byte per row, bit 4 the leftmost column. */
-static const char font_chars[] = "0123456789.-+elosvau_";
+static const char font_chars[] = "0123456789.-+elosvau_rnd";
 static const uint8_t font[][7] = {
     {14, 17, 19, 21, 25, 17, 14}, {4, 12, 4, 4, 4, 4, 14},    {14, 17, 1, 2, 4, 8, 31},
     {31, 2, 4, 2, 1, 17, 14},     {2, 6, 10, 18, 31, 2, 2},   {31, 16, 30, 1, 1, 17, 14},
@@ -139,7 +145,8 @@ static const uint8_t font[][7] = {
     {14, 17, 17, 15, 1, 2, 12},   {0, 0, 0, 0, 0, 12, 12},    {0, 0, 0, 31, 0, 0, 0},
     {0, 4, 4, 31, 4, 4, 0},       {0, 0, 14, 17, 31, 16, 14}, {12, 4, 4, 4, 4, 4, 14},
     {0, 0, 14, 17, 17, 17, 14},   {0, 0, 15, 16, 14, 1, 30},  {0, 0, 17, 17, 17, 10, 4},
-    {0, 0, 14, 1, 15, 17, 15},    {0, 0, 17, 17, 17, 19, 13}, {0, 0, 0, 0, 0, 0, 31}};
+    {0, 0, 14, 1, 15, 17, 15},    {0, 0, 17, 17, 17, 19, 13}, {0, 0, 0, 0, 0, 0, 31},
+    {0, 0, 22, 25, 16, 16, 16},   {0, 0, 22, 25, 17, 17, 17}, {1, 1, 13, 19, 17, 17, 15}};
 
 /* Draws text with its top-left corner at (x, y); characters without a glyph are blanks. */
 static void text(struct canvas *cv, int64_t x, int64_t y, const char *s, const uint8_t col[3])
@@ -218,12 +225,12 @@ static void draw_curve(struct canvas *cv, const struct frame *f, const struct cu
     }
 }
 
-/* The data ranges over both curves, y padded by 5%. */
-static void ranges(const struct curve c[2], struct frame *f)
+/* The data ranges over the curves, y padded by 5%. */
+static void ranges(const struct curve c[3], struct frame *f)
 {
     f->lo[0] = f->lo[1] = INFINITY;
     f->hi[0] = f->hi[1] = -INFINITY;
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 3; k++)
         for (int64_t i = 0; i < c[k].n; i++) {
             f->lo[0] = fmin(f->lo[0], c[k].x[i]), f->hi[0] = fmax(f->hi[0], c[k].x[i]);
             f->lo[1] = fmin(f->lo[1], c[k].y[i]), f->hi[1] = fmax(f->hi[1], c[k].y[i]);
@@ -236,9 +243,10 @@ static void ranges(const struct curve c[2], struct frame *f)
 }
 
 static enum vox_status render(struct vox_ctx *ctx, const struct show_opts *o,
-                              const struct curve c[2])
+                              const struct curve c[3])
 {
-    static const uint8_t blue[3] = {31, 92, 200}, red[3] = {214, 39, 40}, black[3] = {0, 0, 0};
+    static const uint8_t blue[3] = {31, 92, 200}, red[3] = {214, 39, 40}, green[3] = {44, 160, 44},
+                         black[3] = {0, 0, 0};
     struct canvas cv = {vox_alloc(ctx, (size_t)(3 * o->size[0] * o->size[1])), o->size[0],
                         o->size[1]};
     if (!cv.rgb)
@@ -250,10 +258,15 @@ static enum vox_status render(struct vox_ctx *ctx, const struct show_opts *o,
     axes(&cv, &f);
     draw_curve(&cv, &f, &c[0], blue, false);
     draw_curve(&cv, &f, &c[1], red, true);
-    line(&cv, f.x1 - 110, 14, f.x1 - 90, 14, blue);
-    text(&cv, f.x1 - 84, 11, "loss", black);
-    line(&cv, f.x1 - 50, 14, f.x1 - 30, 14, red);
-    text(&cv, f.x1 - 24, 11, "val", black);
+    draw_curve(&cv, &f, &c[2], green, true);
+    line(&cv, f.x1 - 170, 14, f.x1 - 150, 14, blue);
+    text(&cv, f.x1 - 144, 11, "loss", black);
+    line(&cv, f.x1 - 110, 14, f.x1 - 90, 14, red);
+    text(&cv, f.x1 - 84, 11, "val", black);
+    if (c[2].n) {
+        line(&cv, f.x1 - 60, 14, f.x1 - 40, 14, green);
+        text(&cv, f.x1 - 34, 11, "rand", black);
+    }
     enum vox_status s = vox_png_write_rgb(ctx, o->out, cv.w, cv.h, cv.rgb);
     vox_free(ctx, cv.rgb);
     return s;
@@ -279,16 +292,16 @@ int vox_cmd_show(int argc, char **argv)
     struct vox_ctx *ctx = cli_ctx_create("show", &o.common);
     if (!ctx)
         return 1;
-    struct curve c[2] = {{0}};
+    struct curve c[3] = {{0}};
     enum vox_status s = read_log(ctx, o.log, c);
     if (s == VOX_OK)
         s = render(ctx, &o, c);
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 3; k++)
         vox_free(ctx, c[k].x), vox_free(ctx, c[k].y);
     int rc = s == VOX_OK ? 0 : cli_fail("show", ctx, s);
     if (s == VOX_OK && !o.common.quiet)
-        fprintf(stderr, "vox show: %lld loss and %lld val_loss points -> %s\n", (long long)c[0].n,
-                (long long)c[1].n, o.out);
+        fprintf(stderr, "vox show: %lld loss, %lld val_loss and %lld val_rand_error points -> %s\n",
+                (long long)c[0].n, (long long)c[1].n, (long long)c[2].n, o.out);
     vox_ctx_destroy(ctx);
     return rc;
 }
