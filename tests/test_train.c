@@ -676,6 +676,15 @@ static void test_rebalance_volume(struct vox_ctx *ctx)
         CHECK(l3 != l1);
         CHECK(vox_loss_compute(ctx, VOX_LOSS_BCE, VOX_REBALANCE_VOLUME, &lg, VOX_ACT_SIGMOID, &t,
                                &m, 1, &g1, &l1) == VOX_INVALID_ARG);
+        /* the weights those counts give: 0.5 N / n each side, N / (C n_c) for softmax's class,
+         * 1 where a class is absent */
+        const double cp[3] = {3, 0, 1}, cn[3] = {1, 5, 4};
+        double wp[3], wn[3];
+        vox_loss_class_weights(VOX_LOSS_BCE, 3, cp, cn, wp, wn);
+        CHECK(wp[0] == 0.5 * 4 / 3 && wn[0] == 0.5 * 4 / 1 && wp[1] == 1 && wn[1] == 1 &&
+              wp[2] == 0.5 * 5 / 1 && wn[2] == 0.5 * 5 / 4);
+        vox_loss_class_weights(VOX_LOSS_SOFTMAX, 3, cp, cn, wp, wn);
+        CHECK(wp[0] == 4.0 / (3 * 3) && wp[2] == 5.0 / (3 * 1) && wp[1] == 1);
     }
     vox_tensor_free(ctx, &x);
     vox_tensor_free(ctx, &l);

@@ -415,6 +415,15 @@ static enum vox_status open_all(struct vox_ctx *ctx, const struct train_opts *o,
         st->t.kernels = vox_nn_train_fast_kernels(st->fast);
     if (s == VOX_OK)
         s = vox_trainer_create(ctx, st->net, &st->t, st->w0, st->data, &st->tr);
+    double pos[4], neg[4], wp[4], wn[4];
+    if (s == VOX_OK && !o->common.quiet && vox_trainer_class_counts(st->tr, pos, neg)) {
+        const int64_t nc = vox_target_channels(st->t.target, st->t.loss);
+        vox_loss_class_weights(st->t.loss, nc, pos, neg, wp, wn);
+        fprintf(stderr, "vox train: class weights from the volumes' counts (positive, negative):");
+        for (int64_t c = 0; c < nc; c++)
+            fprintf(stderr, "%s %.3g, %.3g", c ? ";" : "", wp[c], wn[c]);
+        fprintf(stderr, "\n");
+    }
     snprintf(st->ckpt, sizeof st->ckpt, "%s", o->ckpt ? o->ckpt : "");
     if (!o->ckpt)
         snprintf(st->ckpt, sizeof st->ckpt, "%s.ckpt", o->out);

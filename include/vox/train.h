@@ -197,6 +197,11 @@ enum vox_status vox_loss_compute(struct vox_ctx *ctx, enum vox_loss l, enum vox_
  * target argmax is c and the rest. What VOX_REBALANCE_PATCH counts in a patch. */
 void vox_loss_class_counts(enum vox_loss l, const struct vox_tensor *target,
                            const struct vox_tensor *mask, double *pos, double *neg);
+/* The rebalancing weights of counts pos, neg (c each) for loss l: positives (softmax: the
+ * class) 0.5 N / n+ (softmax N / (c n_c)), negatives 0.5 N / n-, N = n+ + n-; 1 and 1 where a
+ * class is absent (or pos NULL). What the losses weigh by. */
+void vox_loss_class_weights(enum vox_loss l, int64_t c, const double *pos, const double *neg,
+                            double *wpos, double *wneg);
 /* vox_loss_compute with VOX_REBALANCE_VOLUME: the class weights from counts pos, neg (C each,
  * e.g. a training volume's, vox_train_data_class_counts) instead of the patch's own. (With
  * r = VOX_REBALANCE_VOLUME, vox_loss_compute itself is VOX_INVALID_ARG.) */
@@ -379,6 +384,9 @@ enum vox_status vox_trainer_validate_scores(struct vox_ctx *ctx, struct vox_trai
                                             struct vox_train_data *val, int64_t patches,
                                             struct vox_val_scores *out);
 int64_t vox_trainer_iteration(const struct vox_trainer *tr);
+/* With VOX_REBALANCE_VOLUME: the training volumes' class counts the loss weighs by (pos and
+ * neg get vox_target_channels values); false (nothing written) otherwise. */
+bool vox_trainer_class_counts(const struct vox_trainer *tr, double *pos, double *neg);
 const struct vox_nn_weights *vox_trainer_weights(const struct vox_trainer *tr);
 /* Output voxels per patch (for voxels/s). */
 int64_t vox_trainer_patch_voxels(const struct vox_trainer *tr);

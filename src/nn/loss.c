@@ -196,17 +196,24 @@ static double sum_counts(const double *pos, const double *neg, int64_t c)
     return t;
 }
 
-/* Per-channel class weights from counts (0.5 N / n+, 0.5 N / n-; softmax N / (C n_c)), 1s
- * where a class is absent or without counts. */
+void vox_loss_class_weights(enum vox_loss l, int64_t c, const double *pos, const double *neg,
+                            double *wpos, double *wneg)
+{
+    for (int64_t k = 0; k < c; k++) {
+        const bool both = pos && pos[k] > 0 && neg[k] > 0;
+        const double n = both ? pos[k] + neg[k] : 0;
+        wpos[k] = !both ? 1 : l == VOX_LOSS_SOFTMAX ? n / ((double)c * pos[k]) : 0.5 * n / pos[k];
+        wneg[k] = both ? 0.5 * n / neg[k] : 1;
+    }
+}
+
+/* j->w from counts (NULL: 1s): vox_loss_class_weights. */
 static void weights_of(const struct loss_job *j, const double *pos, const double *neg)
 {
-    for (int64_t c = 0; c < j->c; c++) {
-        bool both = pos && pos[c] > 0 && neg[c] > 0;
-        j->w[2 * c] = both ? 0.5 * (pos[c] + neg[c]) / pos[c] : 1;
-        j->w[2 * c + 1] = both ? 0.5 * (pos[c] + neg[c]) / neg[c] : 1;
-        if (j->l == VOX_LOSS_SOFTMAX) /* one class per voxel: a share 1/C each */
-            j->w[2 * c] = both ? (pos[c] + neg[c]) / ((double)j->c * pos[c]) : 1;
-    }
+    double wp[64], wn[64]; /* (the loss checks C <= 64) */
+    vox_loss_class_weights(j->l, j->c, pos, neg, wp, wn);
+    for (int64_t c = 0; c < j->c; c++)
+        j->w[2 * c] = wp[c], j->w[2 * c + 1] = wn[c];
 }
 
 /* The patch's masked count (what the loss is divided by), and its class weights: from the

@@ -454,6 +454,16 @@ enum vox_status vox_trainer_validate_scores(struct vox_ctx *ctx, struct vox_trai
     return s;
 }
 
+bool vox_trainer_class_counts(const struct vox_trainer *tr, double *pos, double *neg)
+{
+    if (tr->o.rebalance != VOX_REBALANCE_VOLUME || tr->o.loss == VOX_LOSS_MALIS)
+        return false;
+    const int64_t nc = vox_target_channels(tr->o.target, tr->o.loss);
+    memcpy(pos, tr->vpos, (size_t)nc * sizeof *pos);
+    memcpy(neg, tr->vneg, (size_t)nc * sizeof *neg);
+    return true;
+}
+
 int64_t vox_trainer_iteration(const struct vox_trainer *tr)
 {
     return tr->iter;
