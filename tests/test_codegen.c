@@ -510,8 +510,51 @@ static void test_matmul_default_and_threads(struct vox_ctx *ctx)
     vox_ctx_destroy(c2);
 }
 
+/* A C small enough for the registers whole (a one-channel conv's weight gradient: 5 x 5 taps
+ * x 16 output channels, summed over positions) under a first loop that blocks the y taps
+ * (3 then a tail of 2): the threads split those blocks (before, the tile held all of C from
+ * the top and one thread ran it), with the bits of one thread and the interpreter's sums. */
+static void test_small_c_threads(struct vox_ctx *ctx)
+{
+    const char *text = "dims b=5 c=5 o=16 y=20 x=24; order b:3 y:1 x:1 b:1 c:1 o:1; "
+                       "C[b:80,c:16,o:1] += A[y:28,x:1,b:28,c:1] * B[y:384,x:16,o:1]; "
+                       "accumulate";
+    check_text(ctx, text);
+    struct vox_ctx_options co = {.threads = 2};
+    struct vox_ctx *c2;
+    CHECK_OK(vox_ctx_create(&co, &c2));
+    struct vox_nest nest;
+    CHECK_OK(vox_nest_parse(c2, text, &nest));
+    struct bufs b;
+    uint64_t seed = 9;
+    CHECK(bufs_alloc(c2, &nest, &b, &seed));
+    float *c1 = vox_alloc(c2, (size_t)b.len[0] * sizeof(float));
+    float *c0 = vox_alloc(c2, (size_t)b.len[0] * sizeof(float));
+    memcpy(c0, b.mem[0], (size_t)b.len[0] * sizeof(float));
+    struct vox_kernel *k1, *k2;
+    struct vox_kernel_options o1 = {.isa = VOX_KERNEL_ISA_AUTO, .threads = 1};
+    struct vox_kernel_options o2 = {.isa = VOX_KERNEL_ISA_AUTO, .threads = 2};
+    CHECK_OK(vox_nest_compile(c2, &nest, &o1, &k1));
+    CHECK_OK(vox_nest_compile(c2, &nest, &o2, &k2));
+    vox_kernel_run(k1, b.ptr[0], b.ptr[1], b.ptr[2], NULL);
+    memcpy(c1, b.mem[0], (size_t)b.len[0] * sizeof(float));
+    memcpy(b.mem[0], c0, (size_t)b.len[0] * sizeof(float));
+    vox_kernel_run(k2, b.ptr[0], b.ptr[1], b.ptr[2], NULL);
+    CHECK(memcmp(c1, b.mem[0], (size_t)b.len[0] * sizeof(float)) == 0);
+    if (vox_kernel_info(k2)->jit) { /* the first loop's dimension, b (0), is split */
+        CHECK(vox_kernel_info(k2)->parallel_dim == 0);
+        CHECK(vox_kernel_info(k2)->tile_level == 1);
+    }
+    vox_kernel_destroy(k1);
+    vox_kernel_destroy(k2);
+    vox_free(c2, c0);
+    vox_free(c2, c1);
+    bufs_free(c2, &b);
+    vox_ctx_destroy(c2);
+}
+
 VOX_TEST_MAIN(VOX_TEST(test_matmul_layouts), VOX_TEST(test_gemv_batched), VOX_TEST(test_conv),
               VOX_TEST(test_pool_bias_relu_accumulate), VOX_TEST(test_tile_edges),
-              VOX_TEST(test_reduction_vectors), VOX_TEST(test_k_blocks),
-              VOX_TEST(test_random), VOX_TEST(test_exp_ops), VOX_TEST(test_invalid),
-              VOX_TEST(test_matmul_default_and_threads))
+              VOX_TEST(test_reduction_vectors), VOX_TEST(test_k_blocks), VOX_TEST(test_random),
+              VOX_TEST(test_exp_ops), VOX_TEST(test_invalid),
+              VOX_TEST(test_matmul_default_and_threads), VOX_TEST(test_small_c_threads))

@@ -389,14 +389,20 @@ static bool reduction_above(const struct vox_nest *nest, int p)
     return false;
 }
 
-/* R: the outermost position whose largest tile fits; chunked when none does. */
+/* R: the outermost position whose largest tile fits; chunked when none does. Not 0 when
+ * the first loop, over an output dimension, runs more than once: its runs are what the
+ * threads split (a C small enough for the registers whole, as a one-channel conv's weight
+ * gradient, would otherwise run on one thread; the sums keep their loop order either way). */
 static void plan_tile_level(struct cg *g)
 {
     const struct vox_nest *nest = g->nest;
     int64_t ext[VOX_NEST_MAX_DIMS];
     g->R = nest->norder - 1;
     g->chunked = true;
-    for (int p = 0; p < nest->norder; p++) {
+    const int d0 = nest->order[0].dim;
+    const bool split0 = nest->norder > 1 && !vox_nest_is_reduction(nest, d0) &&
+                        nest->order[0].step < nest->dims[d0].size;
+    for (int p = split0 ? 1 : 0; p < nest->norder; p++) {
         cg_max_state(nest, p, ext);
         if (cg_tile_count(g, p, ext) <= g->acc_budget) {
             g->R = p;

@@ -554,9 +554,12 @@ static void weights_nest(struct vox_ctx *ctx, const struct conv_shape *s, int64_
      * once. */
     int first = s->ci == 1 && k[0] > 1 ? a : i, second = first == i ? a : i;
     const int64_t nf = first == i ? s->ci : k[0];
+    /* A one-channel input with one z tap (the RSUNet's 1x5x5 embedding: one block, one
+     * thread) splits the y tap tiles instead. */
+    const bool by_b = nf == 1 && k[1] > bt;
     /* four blocks at most (not one per thread: the nest, and so its sums, must not depend on
      * the thread count) */
-    const int64_t l[][2] = {{first, cdiv(nf, 4)},
+    const int64_t l[][2] = {{by_b ? b : first, by_b ? bt : cdiv(nf, 4)},
                             {z, 1},
                             {y, 1},
                             {first, 1},
