@@ -892,7 +892,23 @@ struct thread_comm {
 struct thread_rank {
     struct thread_comm *t;
     int rank;
+    /* the comm's contract: one thread of a process calls it (an MPI library initialised
+     * without thread support); calls from another are counted */
+    pthread_t caller;
+    bool called;
+    int64_t foreign;
 };
+
+/* Counts a call from a thread other than the first caller's. */
+static void tc_caller(struct thread_rank *r)
+{
+    if (!r->called) {
+        r->caller = pthread_self();
+        r->called = true;
+    } else if (!pthread_equal(r->caller, pthread_self())) {
+        r->foreign++;
+    }
+}
 
 static enum vox_status tq_put(struct thread_comm *t, int q, int64_t key, const void *blob,
                               int64_t len)
@@ -964,12 +980,14 @@ static enum vox_status tc_send(void *arg, struct vox_ctx *ctx, int64_t chunk, co
                                int64_t len)
 {
     (void)ctx;
+    tc_caller(arg);
     return tq_put(((struct thread_rank *)arg)->t, 0, chunk, blob, len);
 }
 
 static enum vox_status tc_recv(void *arg, struct vox_ctx *ctx, int64_t *chunk, void **blob,
                                int64_t *len)
 {
+    tc_caller(arg);
     return tq_get(((struct thread_rank *)arg)->t, 0, ctx, chunk, blob, len);
 }
 
@@ -977,6 +995,7 @@ static enum vox_status tc_send_to(void *arg, struct vox_ctx *ctx, int to, int64_
                                   const void *blob, int64_t len)
 {
     (void)ctx;
+    tc_caller(arg);
     return tq_put(((struct thread_rank *)arg)->t, to, key, blob, len);
 }
 
@@ -984,6 +1003,7 @@ static enum vox_status tc_recv_root(void *arg, struct vox_ctx *ctx, int64_t *key
                                     int64_t *len)
 {
     struct thread_rank *r = arg;
+    tc_caller(r);
     return tq_get(r->t, r->rank, ctx, key, blob, len);
 }
 
@@ -1119,6 +1139,9 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         /* every rank had chunks of stages (b), (c) and (d): setup, chunks and the end each;
          * the chunks each rank encoded are the ones rank 0 stored */
         int64_t encoded = 0;
+        /* each process used the comm from one thread, though odd ranks ran 2 */
+        for (int r = 0; r < size; r++)
+            CHECK(job[r].tr.called && job[r].tr.foreign == 0);
         for (int r = 1; r < size; r++) {
             CHECK(t.sent[r] >= 3 * (1 + 1 + 1) - (enc ? 0 : 1) && !t.q[r]);
             CHECK(!enc || (job[r].g.ready && job[r].g.nseg == ref.nseg && job[r].g.writes > 0));

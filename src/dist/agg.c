@@ -1181,7 +1181,6 @@ static enum vox_status ag_take(void *arg, int64_t i, const uint8_t *blob, int64_
 /* Another rank: the run's geometry and parameters. */
 struct ag_served {
     struct ag_run r;
-    struct dist_labels given;
     struct dist_store *own; /* this rank's fragment labels */
 };
 
@@ -1195,19 +1194,21 @@ static enum vox_status ag_setup(void *arg, const uint8_t *blob, int64_t len)
 }
 
 static enum vox_status ag_work(void *arg, int64_t i, const uint8_t *blob, int64_t len, void **out,
-                               int64_t *out_len)
+                               int64_t *out_len, int tid)
 {
-    struct ag_served *v = arg;
-    struct ag_run *r = &v->r;
+    const struct ag_served *v = arg;
+    struct ag_run rr = v->r; /* this thread's: the window is the chunk's */
+    struct ag_run *r = &rr;
     struct dist_win w;
     struct ag_sum s = {0};
     ag_box(r, 0, i, &s.box);
     enum vox_status st = dist_shell_window(r->ctx, v->own, r->dims, &s.box, blob, len, &w);
     if (st != VOX_OK)
         return st;
-    v->given.given = &w;
+    const struct dist_labels given = {.given = &w};
+    r->labels = &given;
     /* never the root: with one chunk there is no other rank's */
-    st = ag_chunk(r, &s, false, &r->sc[0]);
+    st = ag_chunk(r, &s, false, &r->sc[tid]);
     dist_win_fini(r->ctx, &w);
     if (st == VOX_OK)
         st = ag_pack(r->ctx, &s, out, out_len);
@@ -1222,12 +1223,11 @@ enum vox_status dist_ag_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
     struct ag_served v = {
         .r = {.ctx = ctx, .p = p, .vol = vol, .hist = p->score == VOX_SEG_SCORE_QUANTILE},
         .own = own};
-    v.r.labels = &v.given;
     dist_serve_geometry(vol, chunk, v.r.dims, v.r.chunk, &v.r.tree);
     v.r.sc = dist_scratch_new(ctx);
-    enum vox_status s = v.r.sc
-                            ? dist_share_serve(ctx, vol->comm, v.r.tree.n[0], ag_setup, ag_work, &v)
-                            : VOX_OUT_OF_MEMORY;
+    enum vox_status s =
+        v.r.sc ? dist_share_serve(ctx, vol->comm, v.r.tree.n[0], ag_setup, ag_work, &v, true)
+               : VOX_OUT_OF_MEMORY;
     dist_scratch_free(ctx, v.r.sc);
     return s;
 }

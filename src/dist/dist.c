@@ -826,16 +826,63 @@ enum vox_status vox_dist_watershed(struct vox_ctx *ctx, const struct vox_tensor 
     return VOX_OK;
 }
 
+/* Another rank's chunk i of stage (a) (dist_share_send_all): its watershed, its labels kept
+ * (own) and the message for rank 0 (summary, then its labels or only its faces). */
+struct ws_sender {
+    struct dist_run r;
+    struct dist_store *own;
+    bool faces_only;
+};
+
+static enum vox_status ws_send_work(void *arg, int64_t i, const uint8_t *in, int64_t in_len,
+                                    void **out, int64_t *out_len, int tid)
+{
+    const struct ws_sender *w = arg;
+    const struct dist_run *r = &w->r;
+    struct vox_ctx *ctx = r->ctx;
+    (void)in, (void)in_len;
+    struct dist_scratch *sc = &r->sc[tid];
+    struct dist_box b;
+    struct dist_sum sum = {0};
+    node_box(r, 0, i, &b);
+    int64_t nv = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
+    uint32_t *lab = vox_alloc(ctx, (size_t)nv * sizeof *lab);
+    uint8_t *blob = NULL;
+    enum vox_status s =
+        lab ? dist_chunk_ws(ctx, &r->vol, &b, r->p, sc, &sum, lab) : VOX_OUT_OF_MEMORY;
+    if (s == VOX_OK && w->own) /* kept for the windows of stages (b) and (c) */
+        s = dist_store_write(ctx, w->own, &b, lab, sc);
+    const int64_t nx = w->faces_only ? dist_faces_len(r->vol.dims, r->chunk, i) : nv;
+    int64_t n = s == VOX_OK ? ws_pack(ctx, &sum, (size_t)nx * sizeof *lab, &blob) : 0;
+    if (s == VOX_OK && !blob)
+        s = VOX_OUT_OF_MEMORY;
+    if (s == VOX_OK) {
+        if (w->faces_only)
+            dist_faces_extract(&b, lab, (uint32_t *)(void *)(blob + n));
+        else
+            memcpy(blob + n, lab, (size_t)nv * sizeof *lab);
+        *out = blob;
+        *out_len = n + nx * (int64_t)sizeof *lab;
+    } else {
+        vox_free(ctx, blob);
+    }
+    vox_free(ctx, lab);
+    dist_sum_fini(ctx, &sum);
+    return s;
+}
+
 enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
                              const int64_t chunk[3], const struct vox_seg_params *p,
                              struct dist_store *own, bool faces_only, int64_t die_after)
 {
     const struct vox_dist_comm *c = vol->comm;
-    struct dist_run r = {.ctx = ctx, .p = p, .vol = *vol};
-    int64_t nchunks = run_geometry(&r, chunk);
-    struct dist_scratch *sc = dist_scratch_new(ctx);
-    enum vox_status s = sc ? VOX_OK : VOX_OUT_OF_MEMORY;
-    int64_t key = 0, len = 0, nskip = 0, k = 0;
+    struct ws_sender w = {
+        .r = {.ctx = ctx, .p = p, .vol = *vol}, .own = own, .faces_only = faces_only};
+    int64_t nchunks = run_geometry(&w.r, chunk);
+    w.r.sc = dist_scratch_new(ctx);
+    int64_t *list = vox_alloc(ctx, (size_t)(nchunks / c->size + 1) * sizeof *list);
+    enum vox_status s = w.r.sc && list ? VOX_OK : VOX_OUT_OF_MEMORY;
+    int64_t key = 0, len = 0, nskip = 0, k = 0, n = 0;
     int64_t *skip = NULL; /* this rank's chunks rank 0 takes from its records, ascending */
     if (s == VOX_OK && own) {
         s = c->recv_root(c->arg, ctx, &key, (void **)&skip, &len);
@@ -851,35 +898,15 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
     for (int64_t i = c->rank; i < nchunks && s == VOX_OK; i += c->size) {
         while (k < nskip && skip[k] < i)
             k++;
-        if (k < nskip && skip[k] == i)
-            continue; /* rank 0 has it from its records, and runs its later stages */
-        struct dist_box b;
-        struct dist_sum sum = {0};
-        node_box(&r, 0, i, &b);
-        int64_t nv = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
-        uint32_t *lab = vox_alloc(ctx, (size_t)nv * sizeof *lab);
-        uint8_t *blob = NULL;
-        s = lab ? dist_chunk_ws(ctx, &r.vol, &b, p, sc, &sum, lab) : VOX_OUT_OF_MEMORY;
-        if (s == VOX_OK && own) /* kept for the windows of stages (b) and (c) */
-            s = dist_store_write(ctx, own, &b, lab, sc);
-        const int64_t nx = faces_only ? dist_faces_len(vol->dims, chunk, i) : nv;
-        int64_t n = s == VOX_OK ? ws_pack(ctx, &sum, (size_t)nx * sizeof *lab, &blob) : 0;
-        if (s == VOX_OK && !blob)
-            s = VOX_OUT_OF_MEMORY;
-        if (s == VOX_OK) {
-            if (faces_only)
-                dist_faces_extract(&b, lab, (uint32_t *)(void *)(blob + n));
-            else
-                memcpy(blob + n, lab, (size_t)nv * sizeof *lab);
-            s = c->send(c->arg, ctx, i, blob, n + nx * (int64_t)sizeof *lab);
-            if (s == VOX_OK && die_after > 0 && --die_after == 0)
-                _exit(3); /* the test hook: a rank killed after that many chunks sent */
-        }
-        vox_free(ctx, blob);
-        vox_free(ctx, lab);
-        dist_sum_fini(ctx, &sum);
+        if (!(k < nskip && skip[k] == i)) /* else rank 0 has it from its records, and runs
+                                             its later stages */
+            list[n++] = i;
     }
+    /* the chunks on this rank's threads; thread 0 sends their messages as they come */
+    if (s == VOX_OK)
+        s = dist_share_send_all(ctx, c, list, n, ws_send_work, &w, die_after);
+    vox_free(ctx, list);
     vox_free(ctx, skip);
-    dist_scratch_free(ctx, sc);
+    dist_scratch_free(ctx, w.r.sc);
     return s;
 }

@@ -496,14 +496,22 @@ enum vox_status dist_share_step(struct vox_ctx *ctx, struct dist_share *s);
 /* Rank 0: takes the summaries not taken yet. */
 enum vox_status dist_share_end(struct vox_ctx *ctx, struct dist_share *s);
 /* Another rank: setup(arg, blob, len) with the stage's setup, then work(arg, i, blob, len,
- * &out, &out_len) for each chunk given (checked: one of this rank's, below nchunks), its
- * summary (a vox_alloc'd out) sent to rank 0, until the end. */
+ * &out, &out_len, tid) for each chunk given (checked: one of this rank's, below nchunks), its
+ * summary (a vox_alloc'd out) sent to rank 0, until the end. parallel: the chunks run on the
+ * context's threads at once (tid: the worker, for its scratch; the comm is used by the
+ * calling thread only), else one at a time on the calling thread (tid 0). */
 typedef enum vox_status (*dist_share_setup_fn)(void *arg, const uint8_t *blob, int64_t len);
 typedef enum vox_status (*dist_share_work_fn)(void *arg, int64_t i, const uint8_t *blob,
-                                              int64_t len, void **out, int64_t *out_len);
+                                              int64_t len, void **out, int64_t *out_len, int tid);
 enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm *c,
                                  int64_t nchunks, dist_share_setup_fn setup,
-                                 dist_share_work_fn work, void *arg);
+                                 dist_share_work_fn work, void *arg, bool parallel);
+/* Another rank, stage (a): work(arg, list[k], NULL, 0, &out, &out_len, tid) for each of the n
+ * chunks, on the context's threads, each summary sent to rank 0 (by the calling thread) as it
+ * comes; die_after > 0: _exit(3) once that many are sent (a test hook). */
+enum vox_status dist_share_send_all(struct vox_ctx *ctx, const struct vox_dist_comm *c,
+                                    const int64_t *list, int64_t n, dist_share_work_fn work,
+                                    void *arg, int64_t die_after);
 /* A chunk's summary as a message: box b, n counts, then n arrays (count[k] elements of
  * size[k] bytes); and back: dist_unpack checks the box and the lengths (VOX_FORMAT, no
  * message, when they do not match) and copies each array into a new vox_alloc'd one (room

@@ -2,9 +2,13 @@
  * dist/ranks.c: the atomic chunks of stages (b) and (c) shared with the other ranks of a comm
  * that can send both ways (vox_dist_comm.send_to / recv_root).
  *
- * Rank 0 holds the label store, so it hands the chunks out: a rank has two in hand and gets
- * one more each time rank 0 takes a summary (or the end); it computes each chunk's summary
- * over the chunk's labels with a one-voxel margin (struct dist_win) and sends it back. The
+ * Rank 0 holds the label store, so it hands the chunks out: a rank has `ahead` in hand (two
+ * per thread of rank 0's, two at least; the stage's setup message says how many) and gets one
+ * more each time rank 0 takes a summary (or the end); it computes each chunk's summary over
+ * the chunk's labels with a one-voxel margin (struct dist_win), on all its threads at once
+ * (dist_share_serve: its calling thread alone uses the comm, receiving a chunk only when rank
+ * 0 owes one, so a receive never waits on this rank), and sends it back. Stage (a) runs a
+ * rank's own chunks on its threads the same way (dist_share_send_all). The
  * rank kept its chunks' watershed fragment labels from stage (a), so a chunk's message is
  * only its fragment map (to basins, or to segments in stage (c)) and the margin's values,
  * which rank 0 reads from the six faces it kept of every chunk (struct dist_faces): ~0.7 MB
@@ -21,6 +25,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 enum {
     SHARE_END = -1,
@@ -92,17 +97,30 @@ enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, cons
         s->remote += dist_share_remote(s, i);
     s->taken = 0;
     s->next = vox_calloc(ctx, (size_t)c->size, sizeof *s->next);
-    if (!s->next)
+    /* the setup message: how many chunks a rank gets ahead, then the stage's setup */
+    uint8_t *msg = vox_alloc(ctx, sizeof(int64_t) + (size_t)setup_len);
+    if (!s->next || !msg) {
+        vox_free(ctx, msg);
         return VOX_OUT_OF_MEMORY;
+    }
+    /* Each rank gets `ahead` chunks, then one more per summary taken: with sends that do not
+     * wait (libvox_dist_mpi's), it computes its next chunks while rank 0 is busy. Two a
+     * thread (mpirun gives every rank the same --threads): the rank's threads each have one
+     * while its summaries wait for rank 0. */
+    const int64_t ahead = 2 * (int64_t)vox_ctx_threads(ctx) > SHARE_AHEAD
+                              ? 2 * (int64_t)vox_ctx_threads(ctx)
+                              : SHARE_AHEAD;
+    memcpy(msg, &ahead, sizeof ahead);
+    if (setup_len)
+        memcpy(msg + sizeof ahead, setup, (size_t)setup_len);
     enum vox_status st = VOX_OK;
-    /* Each rank gets SHARE_AHEAD chunks, then one more per summary taken: with sends that do
-     * not wait (libvox_dist_mpi's), it computes its next chunk while rank 0 is busy. */
     for (int to = 1; to < c->size && st == VOX_OK; to++) { /* give NULL: nothing to share */
         s->next[to] = s->give ? to : s->nchunks;
-        st = c->send_to(c->arg, ctx, to, SHARE_SETUP, setup, setup_len);
-        for (int k = 0; k < SHARE_AHEAD && st == VOX_OK; k++)
+        st = c->send_to(c->arg, ctx, to, SHARE_SETUP, msg, (int64_t)sizeof ahead + setup_len);
+        for (int64_t k = 0; k < ahead && st == VOX_OK; k++)
             st = share_give(ctx, s, to);
     }
+    vox_free(ctx, msg);
     if (!s->give) { /* every rank has its end: no dist_share_end follows */
         vox_free(ctx, s->next);
         s->next = NULL;
@@ -149,11 +167,204 @@ enum vox_status dist_share_end(struct vox_ctx *ctx, struct dist_share *s)
     return st;
 }
 
+/* A chunk from rank 0 or a summary for it, queued between a serving rank's threads. */
+struct serve_item {
+    int64_t key;
+    void *blob;
+    int64_t len;
+};
+
+/* A rank's threads serving one stage (dist_share_serve): thread 0 alone uses the comm (an MPI
+ * library initialised without thread support allows no other); the others compute. */
+struct serve_run {
+    struct vox_ctx *ctx;
+    const struct vox_dist_comm *c;
+    int64_t nchunks, ahead;
+    int workers;
+    dist_share_work_fn work;
+    void *arg;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct serve_item *in, *out; /* chunks not started; summaries not sent (ahead room each) */
+    int64_t nin, nout;
+    int64_t got, sent;   /* chunks received, summaries sent */
+    int busy;            /* chunks being computed */
+    bool ended;          /* the end came: no chunk follows */
+    const int64_t *list; /* dist_share_send_all: the chunks, none received (ended from the start) */
+    int64_t nlist, next;
+    int64_t die_after;
+    enum vox_status st;
+};
+
+/* The next chunk to compute, mu held: a received one, or the list's next; none while
+ * `ahead` chunks are being computed or wait to be sent (the list's summaries would pile up
+ * while thread 0 sends). */
+static bool serve_take(struct serve_run *v, struct serve_item *it)
+{
+    if (v->nout + v->busy >= v->ahead)
+        return false;
+    if (v->nin) {
+        *it = v->in[--v->nin];
+        return true;
+    }
+    if (v->next < v->nlist) {
+        *it = (struct serve_item){.key = v->list[v->next++]};
+        return true;
+    }
+    return false;
+}
+
+/* Whether a chunk is left to take (or will come). */
+static bool serve_more(const struct serve_run *v)
+{
+    return !v->ended || v->nin || v->next < v->nlist;
+}
+
+/* Computes chunk `it` on thread tid, mu held (released while it runs); its summary queued. */
+static void serve_one(struct serve_run *v, struct serve_item it, int tid)
+{
+    v->busy++;
+    pthread_mutex_unlock(&v->mu);
+    struct serve_item o = {.key = it.key};
+    enum vox_status st = v->work(v->arg, it.key, it.blob, it.len, &o.blob, &o.len, tid);
+    vox_free(v->ctx, it.blob);
+    pthread_mutex_lock(&v->mu);
+    v->busy--;
+    if (st == VOX_OK && v->st == VOX_OK)
+        v->out[v->nout++] = o;
+    else
+        vox_free(v->ctx, o.blob);
+    if (st != VOX_OK && v->st == VOX_OK)
+        v->st = st;
+    pthread_cond_broadcast(&v->cv);
+}
+
+/* Thread 0: sends the summaries, receives a chunk whenever rank 0 owes one (it gives one per
+ * summary taken, after `ahead` at first: a receive then cannot wait for this rank), and
+ * computes chunks when it has nothing else to do. */
+static void serve_comm(struct serve_run *v)
+{
+    const struct vox_dist_comm *c = v->c;
+    pthread_mutex_lock(&v->mu);
+    while (v->st == VOX_OK) {
+        if (v->nout) {
+            struct serve_item o = v->out[--v->nout];
+            pthread_mutex_unlock(&v->mu);
+            enum vox_status st = c->send(c->arg, v->ctx, o.key, o.blob, o.len);
+            vox_free(v->ctx, o.blob);
+            if (st == VOX_OK && v->die_after > 0 && v->sent + 1 == v->die_after)
+                _exit(3); /* the test hook: a rank killed after that many chunks sent */
+            pthread_mutex_lock(&v->mu);
+            v->sent++;
+            v->st = v->st == VOX_OK ? st : v->st;
+            continue;
+        }
+        const int idle = v->workers - 1 - v->busy; /* the other threads, waiting */
+        if (!v->ended && v->got < v->ahead + v->sent && v->nin <= idle) {
+            pthread_mutex_unlock(&v->mu);
+            struct serve_item it = {0};
+            enum vox_status st = c->recv_root(c->arg, v->ctx, &it.key, &it.blob, &it.len);
+            if (st == VOX_OK && it.key == SHARE_STOP)
+                st = dist_comm_stopped(v->ctx, c, it.blob, it.len);
+            else if (st == VOX_OK && it.key != SHARE_END &&
+                     (it.key < 0 || it.key >= v->nchunks || it.key % c->size != c->rank))
+                st = vox_fail(v->ctx, VOX_IO, "chunked segmentation: rank %d was given chunk %lld",
+                              c->rank, (long long)it.key);
+            pthread_mutex_lock(&v->mu);
+            if (st == VOX_OK && it.key == SHARE_END) {
+                v->ended = true;
+                vox_free(v->ctx, it.blob);
+            } else if (st == VOX_OK) {
+                v->got++;
+                v->in[v->nin++] = it;
+            } else {
+                vox_free(v->ctx, it.blob);
+                v->st = v->st == VOX_OK ? st : v->st;
+            }
+            pthread_cond_broadcast(&v->cv);
+            continue;
+        }
+        struct serve_item it;
+        if (serve_take(v, &it)) {
+            serve_one(v, it, 0);
+            continue;
+        }
+        if (!serve_more(v) && !v->busy)
+            break;                         /* every summary sent */
+        pthread_cond_wait(&v->cv, &v->mu); /* a summary from another thread */
+    }
+    pthread_cond_broadcast(&v->cv); /* the others stop */
+    pthread_mutex_unlock(&v->mu);
+}
+
+static void serve_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct serve_run *v = arg;
+    (void)hi;
+    if (lo[0] == 0) {
+        serve_comm(v);
+        return;
+    }
+    pthread_mutex_lock(&v->mu);
+    for (;;) {
+        /* (chunks come in the order rank 0 gives them; any thread may take any) */
+        struct serve_item it;
+        if (v->st != VOX_OK || !serve_more(v))
+            break;
+        if (serve_take(v, &it))
+            serve_one(v, it, tid);
+        else
+            pthread_cond_wait(&v->cv, &v->mu);
+    }
+    pthread_mutex_unlock(&v->mu);
+}
+
+/* Runs v's threads and frees what is left in its queues; its status. */
+static enum vox_status serve_run_all(struct serve_run *v)
+{
+    if (v->st == VOX_OK) {
+        v->in = vox_alloc(v->ctx, (size_t)v->ahead * sizeof *v->in);
+        v->out = vox_alloc(v->ctx, (size_t)v->ahead * sizeof *v->out);
+        v->st = v->in && v->out ? VOX_OK : VOX_OUT_OF_MEMORY;
+    }
+    if (v->st == VOX_OK) {
+        const int64_t n[3] = {v->workers, 1, 1}, tile[3] = {1, 1, 1};
+        vox_pool_for(vox_ctx_pool(v->ctx), n, tile, VOX_SCHED_STATIC, serve_task, v);
+    }
+    for (int64_t k = 0; v->in && k < v->nin; k++)
+        vox_free(v->ctx, v->in[k].blob);
+    for (int64_t k = 0; v->out && k < v->nout; k++)
+        vox_free(v->ctx, v->out[k].blob);
+    vox_free(v->ctx, v->in);
+    vox_free(v->ctx, v->out);
+    return v->st;
+}
+
+enum vox_status dist_share_send_all(struct vox_ctx *ctx, const struct vox_dist_comm *c,
+                                    const int64_t *list, int64_t n, dist_share_work_fn work,
+                                    void *arg, int64_t die_after)
+{
+    const int workers = vox_ctx_threads(ctx);
+    struct serve_run v = {.ctx = ctx,
+                          .c = c,
+                          .ahead = 2 * (int64_t)workers,
+                          .workers = workers,
+                          .work = work,
+                          .arg = arg,
+                          .mu = PTHREAD_MUTEX_INITIALIZER,
+                          .cv = PTHREAD_COND_INITIALIZER,
+                          .ended = true,
+                          .list = list,
+                          .nlist = n,
+                          .die_after = die_after};
+    return serve_run_all(&v);
+}
+
 enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm *c,
                                  int64_t nchunks, dist_share_setup_fn setup,
-                                 dist_share_work_fn work, void *arg)
+                                 dist_share_work_fn work, void *arg, bool parallel)
 {
-    int64_t key = 0, len = 0;
+    int64_t key = 0, len = 0, ahead = 0;
     uint8_t *b = NULL;
     enum vox_status st = c->recv_root(c->arg, ctx, &key, (void **)&b, &len);
     if (st == VOX_OK && key == SHARE_STOP)
@@ -163,31 +374,24 @@ enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm
                       "chunked segmentation: rank %d expected a stage's setup from "
                       "rank 0, got message %lld",
                       c->rank, (long long)key);
+    if (st == VOX_OK && len >= (int64_t)sizeof ahead)
+        memcpy(&ahead, b, sizeof ahead);
+    if (st == VOX_OK && (ahead < 1 || ahead > (int64_t)1 << 20))
+        st = vox_fail(ctx, VOX_IO, "chunked segmentation: rank %d got a malformed setup", c->rank);
     if (st == VOX_OK)
-        st = setup(arg, b, len);
+        st = setup(arg, b + sizeof ahead, len - (int64_t)sizeof ahead);
     vox_free(ctx, b);
-    while (st == VOX_OK) {
-        b = NULL;
-        st = c->recv_root(c->arg, ctx, &key, (void **)&b, &len);
-        if (st == VOX_OK && key == SHARE_END) {
-            vox_free(ctx, b);
-            break;
-        }
-        if (st == VOX_OK && key == SHARE_STOP)
-            st = dist_comm_stopped(ctx, c, b, len);
-        void *out = NULL;
-        int64_t olen = 0;
-        if (st == VOX_OK && (key < 0 || key >= nchunks || key % c->size != c->rank))
-            st = vox_fail(ctx, VOX_IO, "chunked segmentation: rank %d was given chunk %lld",
-                          c->rank, (long long)key);
-        if (st == VOX_OK)
-            st = work(arg, key, b, len, &out, &olen);
-        vox_free(ctx, b);
-        if (st == VOX_OK)
-            st = c->send(c->arg, ctx, key, out, olen);
-        vox_free(ctx, out);
-    }
-    return st;
+    struct serve_run v = {.ctx = ctx,
+                          .c = c,
+                          .nchunks = nchunks,
+                          .ahead = ahead,
+                          .workers = parallel ? vox_ctx_threads(ctx) : 1,
+                          .work = work,
+                          .arg = arg,
+                          .mu = PTHREAD_MUTEX_INITIALIZER,
+                          .cv = PTHREAD_COND_INITIALIZER,
+                          .st = st};
+    return serve_run_all(&v);
 }
 
 /* ---- chunk summaries as messages ----------------------------------------------------------- */

@@ -527,8 +527,9 @@ static enum vox_status sg_serve_setup(void *arg, const uint8_t *blob, int64_t le
 }
 
 static enum vox_status sg_serve_work(void *arg, int64_t i, const uint8_t *blob, int64_t len,
-                                     void **out, int64_t *out_len)
+                                     void **out, int64_t *out_len, int tid)
 {
+    (void)tid; /* one chunk at a time (the sink's encode is itself parallel) */
     struct sg_served *v = arg;
     struct sg_run *r = &v->r;
     struct dist_box b;
@@ -574,9 +575,9 @@ static enum vox_status sg_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
                           .own = own};
     int64_t n = sg_grid(&v.r, vol->dims, o->chunk);
     v.r.sc = dist_scratch_new(ctx);
-    enum vox_status s = v.r.sc
-                            ? dist_share_serve(ctx, vol->comm, n, sg_serve_setup, sg_serve_work, &v)
-                            : VOX_OUT_OF_MEMORY;
+    enum vox_status s =
+        v.r.sc ? dist_share_serve(ctx, vol->comm, n, sg_serve_setup, sg_serve_work, &v, false)
+               : VOX_OUT_OF_MEMORY;
     dist_scratch_free(ctx, v.r.sc);
     vox_seg_result_fini(ctx, &v.res);
     return s;

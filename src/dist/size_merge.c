@@ -1189,7 +1189,6 @@ static enum vox_status sm_take(void *arg, int64_t i, const uint8_t *blob, int64_
 /* Another rank: the run's geometry and parameters, the basin sizes from rank 0's setup. */
 struct sm_served {
     struct sm_run r;
-    struct dist_labels given;
     int64_t *sizes;
     struct dist_store *own; /* this rank's fragment labels */
 };
@@ -1208,18 +1207,20 @@ static enum vox_status sm_setup(void *arg, const uint8_t *blob, int64_t len)
 }
 
 static enum vox_status sm_work(void *arg, int64_t i, const uint8_t *blob, int64_t len, void **out,
-                               int64_t *out_len)
+                               int64_t *out_len, int tid)
 {
-    struct sm_served *v = arg;
-    struct sm_run *r = &v->r;
+    const struct sm_served *v = arg;
+    struct sm_run rr = v->r; /* this thread's: the window is the chunk's */
+    struct sm_run *r = &rr;
     struct dist_win w;
     struct sm_sum s = {0};
     sm_box(r, 0, i, &s.box);
     enum vox_status st = dist_shell_window(r->ctx, v->own, r->dims, &s.box, blob, len, &w);
     if (st != VOX_OK)
         return st;
-    v->given.given = &w;
-    st = sm_chunk(r, &s, &r->sc[0]);
+    const struct dist_labels given = {.given = &w};
+    r->basins = &given;
+    st = sm_chunk(r, &s, &r->sc[tid]);
     dist_win_fini(r->ctx, &w);
     if (st == VOX_OK)
         st = sm_pack(r->ctx, &s, out, out_len);
@@ -1232,13 +1233,12 @@ enum vox_status dist_sm_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
                               struct dist_store *own)
 {
     struct sm_served v = {.r = {.ctx = ctx, .p = p, .vol = vol}, .own = own};
-    v.r.basins = &v.given;
     dist_serve_geometry(vol, chunk, v.r.dims, v.r.chunk, &v.r.tree);
     vox_seg_size_limits(p, v.r.lim);
     v.r.sc = dist_scratch_new(ctx);
-    enum vox_status s = v.r.sc
-                            ? dist_share_serve(ctx, vol->comm, v.r.tree.n[0], sm_setup, sm_work, &v)
-                            : VOX_OUT_OF_MEMORY;
+    enum vox_status s =
+        v.r.sc ? dist_share_serve(ctx, vol->comm, v.r.tree.n[0], sm_setup, sm_work, &v, true)
+               : VOX_OUT_OF_MEMORY;
     dist_scratch_free(ctx, v.r.sc);
     vox_free(ctx, v.sizes);
     return s;
