@@ -50,18 +50,20 @@ for k in 9 70 146; do
         "${opts[@]}" --chunk 5,13,16 --threads 1 --workdir "$W" --out "$T/k.h5:/seg" \
         >/dev/null 2>&1 && fail "VOX_DIST_DIE_AFTER=$k did not end the run"
     [ -e "$T/k.h5" ] && fail "a killed run left its output"
+    # (resumed with 2 threads a rank: each rank's chunks on both)
     out=$("$MPIRUN" --allow-run-as-root --oversubscribe -np 3 "$VMPI" segment "${opts[@]}" \
-        --chunk 5,13,16 --threads 1 --workdir "$W" --resume --stats --out "$T/r$k.h5:/seg") ||
+        --chunk 5,13,16 --threads 2 --workdir "$W" --resume --stats --out "$T/r$k.h5:/seg") ||
         fail "resume after $k records"
     want=$((k < 144 ? k : 144))
     echo "$out" | grep -q "tasks: $want reused" ||
         fail "after $k records: $(echo "$out" | grep tasks), expected $want reused"
     [ -z "$(ls "$W")" ] || fail "a finished run left files in --workdir: $(ls "$W")"
 done
-# rank 1 (not rank 0) killed after sending 4 chunks: resumed with 2 ranks, some tasks reused
+# rank 1 (not rank 0) killed after sending 4 chunks (computed on its 2 threads): resumed with
+# 2 ranks, some tasks reused
 rm -rf "$W" "$T/k.h5" && mkdir "$W"
 VOX_DIST_DIE_RANK=1 VOX_DIST_DIE_AFTER=4 "$MPIRUN" --allow-run-as-root --oversubscribe -np 2 \
-    "$VMPI" segment "${opts[@]}" --chunk 5,13,16 --threads 1 --workdir "$W" \
+    "$VMPI" segment "${opts[@]}" --chunk 5,13,16 --threads 2 --workdir "$W" \
     --out "$T/k.h5:/seg" >/dev/null 2>&1 && fail "rank 1 was not killed"
 [ -e "$T/k.h5" ] && fail "a run whose rank died left its output"
 out=$("$MPIRUN" --allow-run-as-root --oversubscribe -np 2 "$VMPI" segment "${opts[@]}" \
