@@ -510,14 +510,14 @@ static void test_matmul_default_and_threads(struct vox_ctx *ctx)
     vox_ctx_destroy(c2);
 }
 
-/* A C small enough for the registers whole (a one-channel conv's weight gradient: 5 x 5 taps
- * x 16 output channels, summed over positions) under a first loop that blocks the y taps
- * (3 then a tail of 2): the threads split those blocks (before, the tile held all of C from
+/* A C small enough for the registers whole (a one-channel conv's weight gradient: 5 x 2 taps
+ * x 8 output channels, summed over positions) under a first loop that blocks the y taps
+ * (2, 2, then a tail of 1): the threads split those blocks (before, the tile held all of C from
  * the top and one thread ran it), with the bits of one thread and the interpreter's sums. */
 static void test_small_c_threads(struct vox_ctx *ctx)
 {
-    const char *text = "dims b=5 c=5 o=16 y=20 x=24; order b:3 y:1 x:1 b:1 c:1 o:1; "
-                       "C[b:80,c:16,o:1] += A[y:28,x:1,b:28,c:1] * B[y:384,x:16,o:1]; "
+    const char *text = "dims b=5 c=2 o=8 y=20 x=24; order b:2 y:1 x:1 b:1 c:1 o:1; "
+                       "C[b:16,c:8,o:1] += A[y:25,x:1,b:25,c:1] * B[y:192,x:8,o:1]; "
                        "accumulate";
     check_text(ctx, text);
     struct vox_ctx_options co = {.threads = 2};
