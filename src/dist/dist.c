@@ -186,9 +186,8 @@ static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
     }
     struct dist_sum *s = &r->sum[0][i];
     int64_t n = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
-    uint32_t *lab = dist_scratch_get(r->ctx, sc, DIST_SC_LAB, (size_t)n * sizeof *lab);
-    enum vox_status st =
-        lab ? dist_chunk_ws(r->ctx, &r->vol, &b, r->p, sc, s, lab) : VOX_OUT_OF_MEMORY;
+    uint32_t *lab = NULL;
+    enum vox_status st = dist_chunk_ws(r->ctx, &r->vol, &b, r->p, sc, s, &lab);
     if (st == VOX_OK)
         st = dist_store_write(r->ctx, r->labels, &b, lab, sc);
     if (st == VOX_OK && r->labels->faces)
@@ -846,10 +845,9 @@ static enum vox_status ws_send_work(void *arg, int64_t i, const uint8_t *in, int
     struct dist_sum sum = {0};
     node_box(r, 0, i, &b);
     int64_t nv = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
-    uint32_t *lab = vox_alloc(ctx, (size_t)nv * sizeof *lab);
+    uint32_t *lab = NULL;
     uint8_t *blob = NULL;
-    enum vox_status s =
-        lab ? dist_chunk_ws(ctx, &r->vol, &b, r->p, sc, &sum, lab) : VOX_OUT_OF_MEMORY;
+    enum vox_status s = dist_chunk_ws(ctx, &r->vol, &b, r->p, sc, &sum, &lab);
     if (s == VOX_OK && w->own) /* kept for the windows of stages (b) and (c) */
         s = dist_store_write(ctx, w->own, &b, lab, sc);
     const int64_t nx = w->faces_only ? dist_faces_len(r->vol.dims, r->chunk, i) : nv;
@@ -866,7 +864,6 @@ static enum vox_status ws_send_work(void *arg, int64_t i, const uint8_t *in, int
     } else {
         vox_free(ctx, blob);
     }
-    vox_free(ctx, lab);
     dist_sum_fini(ctx, &sum);
     return s;
 }

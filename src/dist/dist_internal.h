@@ -349,12 +349,12 @@ void dist_offsets(const int64_t dims[3], int64_t off[6]);
 /* Whether the neighbour of voxel idx in direction d lies inside box b. */
 bool dist_in_box(const struct dist_box *b, const int64_t dims[3], int64_t idx, int d);
 
-/* Watershed of one atomic chunk (work arrays in the scratch sc): its summary, and in lab
- * (contiguous over the box) each voxel's fragment as 1 + its position in s->frag (0:
- * background). */
+/* Watershed of one atomic chunk (work arrays in the scratch sc): its summary, and in *lab
+ * (contiguous over the box; sc's DIST_SC_UF slot, valid until its next use) each voxel's
+ * fragment as 1 + its position in s->frag (0: background). */
 enum vox_status dist_chunk_ws(struct vox_ctx *ctx, const struct dist_vol *v,
                               const struct dist_box *box, const struct vox_seg_params *p,
-                              struct dist_scratch *sc, struct dist_sum *s, uint32_t *lab);
+                              struct dist_scratch *sc, struct dist_sum *s, uint32_t **lab);
 
 /* Merges the summaries of an octree node's children into the node's summary (par: who
  * shares its lookups, or NULL). */
