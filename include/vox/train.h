@@ -89,6 +89,14 @@ void vox_nn_train_fast_set_slab(struct vox_nn_train_fast *f, int64_t floats);
 /* The Winograd convs' bands: about `bytes` of packed input at a time (default 4 MiB; tests
  * make it small so that every band runs one row of tiles). */
 void vox_nn_train_fast_set_band(struct vox_nn_train_fast *f, int64_t bytes);
+/* FFT convolution for the convs (forward, backward-data and backward-weights): mode 0 where
+ * the planner's cost model puts it at under half the other algorithms' time within its memory
+ * cap (the default: kernels of 5^3 and up on wide layers), 1 for every conv it can run (not
+ * softmax; tests), -1 never. */
+void vox_nn_train_fast_set_fft(struct vox_nn_train_fast *f, int mode);
+/* FFT convs planned so far (each layer's forward, which its weight gradient shares, and its
+ * backward-data count one each). */
+int vox_nn_train_fast_fft_count(const struct vox_nn_train_fast *f);
 
 struct vox_nn_graph;
 

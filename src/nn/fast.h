@@ -103,6 +103,20 @@ void vox_nn_fft_destroy(struct vox_ctx *ctx, struct vox_nn_fft *f);
  * any thread count. */
 void vox_nn_fft_run(struct vox_nn_fft *f, struct vox_pool *pool, const struct vox_nn_bt *in,
                     struct vox_nn_bt *out);
+/* For training (fast_train.c): vox_nn_fft_run with activation act (for this run and the
+ * next), adding into out (add) or writing it; new
+ * weights w (and bias) for the next runs (create may then take w NULL), or (transposed) the
+ * adjoint's: kernel (k, c) is w's (c, k) flipped on every axis (the backward-data conv of the
+ * layer whose weights w are, run on the output gradient); and gw (cout, cin, k) += the
+ * weight gradient of the conv f computes, from its input in and output gradient gout (one
+ * correlation per tile and channel pair, summed over the tiles in their order, in frequency;
+ * f's kernel spectra are overwritten: set the weights again before a run). */
+void vox_nn_fft_run_add(struct vox_nn_fft *f, struct vox_pool *pool, const struct vox_nn_bt *in,
+                        struct vox_nn_bt *out, enum vox_nn_act act, bool add);
+void vox_nn_fft_set_weights(struct vox_nn_fft *f, struct vox_pool *pool, const float *w,
+                            const float *bias, bool transposed);
+void vox_nn_fft_weights_grad(struct vox_nn_fft *f, struct vox_pool *pool,
+                             const struct vox_nn_bt *in, const struct vox_nn_bt *gout, float *gw);
 /* The spectral products of one frequency block (fast_fft_mul.h), per ISA: y [t][k] =
  * sum over c of x [t][c] * w [k][c], complex blocks of VOX_NN_FFT_FB lanes. */
 typedef void vox_nn_fft_mul_fn(const float *x, const float *w, float *y, int64_t tiles, int64_t cin,

@@ -30,6 +30,15 @@
  * executed on equally aligned arrays is deterministic), so results are bitwise identical for
  * any thread count and across runs. Transform sizes are even products of 2, 3, 5 and 7.
  *
+ * Training (fast_train.c) uses the same object three ways: the forward with the weights set
+ * at every step (vox_nn_fft_set_weights); the backward-data as the conv of the output gradient
+ * with the transposed, flipped kernels (an object of its own, outputs added into the input's
+ * gradient); and the weight gradient (vox_nn_fft_weights_grad) on the forward's object: per
+ * tile, the spectra of the input tile X and of the tile's output gradient G (its m outputs at
+ * the origin, zeros after: the correlation sum_q g[q] x[q + s] does not wrap for s < ke), and
+ * per frequency W[k][c] += sum_t conj(G[t][k]) X[t][c] by the same product kernel with the
+ * tiles as its reduction, then one c2r per (k, c) read at the taps' offsets t * dilation.
+ *
  * FFTW's planner is process-global and not thread-safe: plan creation and destruction are
  * serialised by one mutex here; executing plans (fftwf_execute_dft_*) is thread-safe.
  * Memory (vox_nn_fft_bytes): the kernel spectra, one group's X and Y, per thread a real
@@ -64,6 +73,11 @@ struct vox_nn_fft {
     int threads;
     int64_t rstride, cstride; /* floats between real volumes, between spectra */
     fftwf_plan fwd, inv;
+    fftwf_plan kx, ky, kz; /* the kernels' pruned transform, axis by axis (plan_pruned) */
+    bool add;              /* vox_nn_fft_run_add: the outputs are added into out */
+    int64_t wgroup;        /* weights_grad's tiles per group: the cost model's, not widened
+                              for the threads (its sums then do not depend on them) */
+    float *wtmp;           /* weights_grad: per thread, one frequency block's products */
     vox_nn_fft_mul_fn *mul;
     float *w;    /* kernel spectra [fb][cout][cin] blocks */
     float *xs;   /* one group's input spectra [fb][t][cin] blocks */
@@ -260,7 +274,8 @@ size_t vox_nn_fft_bytes(const struct vox_nn_fast_conv *c, int threads)
     int64_t vol = g.n[0] * g.n[1] * g.n[2];
     size_t group = (size_t)(g.group * (c->cin + c->cout) * g.fb * BL) * sizeof(float);
     return spectra_bytes(c, &g) + group +
-           (size_t)(threads * g.lanes * (pad_stride(vol) + pad_stride(2 * g.ncplx)) + c->cout) *
+           (size_t)(threads * g.lanes * (pad_stride(vol) + pad_stride(2 * g.ncplx)) + c->cout +
+                    threads * c->cin * c->cout * BL) *
                sizeof(float);
 }
 
@@ -273,6 +288,10 @@ void vox_nn_fft_destroy(struct vox_ctx *ctx, struct vox_nn_fft *f)
         fftwf_destroy_plan(f->fwd);
     if (f->inv)
         fftwf_destroy_plan(f->inv);
+    fftwf_plan p[3] = {f->kx, f->ky, f->kz};
+    for (int a = 0; a < 3; a++)
+        if (p[a])
+            fftwf_destroy_plan(p[a]);
     pthread_mutex_unlock(&planner_lock);
     vox_free(ctx, f->w);
     vox_free(ctx, f->xs);
@@ -280,6 +299,7 @@ void vox_nn_fft_destroy(struct vox_ctx *ctx, struct vox_nn_fft *f)
     vox_free(ctx, f->rbuf);
     vox_free(ctx, f->cbuf);
     vox_free(ctx, f->bias);
+    vox_free(ctx, f->wtmp);
     vox_free(ctx, f);
 }
 
@@ -343,12 +363,16 @@ static void gather(const struct geom *g, const float *restrict src, int64_t stri
 
 struct fft_job {
     struct vox_nn_fft *f;
-    const float *w; /* create: the PyTorch weights */
+    bool wgrad;      /* weights_grad: spectra [fb][channel][tile] (one channel a task), gout's
+                        conjugated */
+    const float *w;  /* set_weights: the PyTorch weights */
+    bool transposed; /* ... read as those of the adjoint (vox_nn_fft_set_weights) */
     const struct vox_nn_bt *in;
     struct vox_nn_bt *out;
-    int64_t g0, count;     /* run: the group's first tile and its tiles */
-    int64_t lanes;         /* channels per task (stage 1 or 3) */
-    fftwf_plan kx, ky, kz; /* create: the kernel's pruned transform, axis by axis */
+    const struct vox_nn_bt *gout; /* weights_grad: the output gradient */
+    float *gw;                    /* weights_grad: (cout, cin, k) += */
+    int64_t g0, count;            /* run: the group's first tile and its tiles */
+    int64_t lanes;                /* channels per task (stage 1 or 3) */
 };
 
 /* The pruned forward transform of a kernel (ZNNi's pruned FFT, note znn.md 2.2): the kernel
@@ -356,7 +380,7 @@ struct fft_job {
  * those rows, the c2c along y on the ke[0] planes they lie in, and only the c2c along z on
  * every column: FFTW's 3D r2c, axis by axis, minus the transforms of zero lines (n537's 5^3
  * kernels in 32^3 tiles: 25 of 1024 rows, 5 of 32 planes). */
-static enum vox_status plan_pruned(struct vox_nn_fft *f, struct fft_job *j)
+static enum vox_status plan_pruned(struct vox_nn_fft *f)
 {
     const int64_t *n = f->g.n, *ke = f->g.ke, nxc = n[2] / 2 + 1;
     const fftwf_iodim row = {(int)n[2], 1, 1}, col_y = {(int)n[1], (int)nxc, (int)nxc},
@@ -368,25 +392,15 @@ static enum vox_status plan_pruned(struct vox_nn_fft *f, struct fft_job *j)
     const fftwf_iodim cols_z = {(int)(n[1] * nxc), 1, 1};
     fftwf_complex *s = (fftwf_complex *)f->cbuf;
     pthread_mutex_lock(&planner_lock);
-    j->kx = fftwf_plan_guru_dft_r2c(1, &row, 2, rows, f->rbuf, s, FFTW_ESTIMATE);
-    j->ky = fftwf_plan_guru_dft(1, &col_y, 2, cols_y, s, s, FFTW_FORWARD, FFTW_ESTIMATE);
-    j->kz = fftwf_plan_guru_dft(1, &col_z, 1, &cols_z, s, s, FFTW_FORWARD, FFTW_ESTIMATE);
+    f->kx = fftwf_plan_guru_dft_r2c(1, &row, 2, rows, f->rbuf, s, FFTW_ESTIMATE);
+    f->ky = fftwf_plan_guru_dft(1, &col_y, 2, cols_y, s, s, FFTW_FORWARD, FFTW_ESTIMATE);
+    f->kz = fftwf_plan_guru_dft(1, &col_z, 1, &cols_z, s, s, FFTW_FORWARD, FFTW_ESTIMATE);
     pthread_mutex_unlock(&planner_lock);
-    return j->kx && j->ky && j->kz ? VOX_OK : VOX_OUT_OF_MEMORY;
-}
-
-static void destroy_pruned(struct fft_job *j)
-{
-    pthread_mutex_lock(&planner_lock);
-    fftwf_plan p[3] = {j->kx, j->ky, j->kz};
-    for (int a = 0; a < 3; a++)
-        if (p[a])
-            fftwf_destroy_plan(p[a]);
-    pthread_mutex_unlock(&planner_lock);
+    return f->kx && f->ky && f->kz ? VOX_OK : VOX_OUT_OF_MEMORY;
 }
 
 /* Pairs [lo, hi) of (k, c): W_kc = r2c(kernel (k, c) flipped and dilated, at the origin) / N,
- * by the pruned transform. */
+ * by the pruned transform (transposed: kernel (k, c) is the weights' (c, k) flipped). */
 static void kernel_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     const struct fft_job *j = arg;
@@ -401,17 +415,18 @@ static void kernel_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
         for (int64_t z = 0; z < g->ke[0]; z++)
             memset(r + z * n[1] * n[2], 0, (size_t)(g->ke[1] * n[2]) * sizeof(float));
         memset(s, 0, (size_t)(2 * g->ncplx) * sizeof(float));
-        const float *src = j->w + p * taps;
+        const float *src = j->w + (j->transposed ? i * c->cout + o : p) * taps;
         for (int64_t a = 0; a < k[0]; a++)
             for (int64_t b = 0; b < k[1]; b++)
                 for (int64_t e = 0; e < k[2]; e++) {
                     int64_t z = g->ke[0] - 1 - a * d[0], y = g->ke[1] - 1 - b * d[1],
                             x = g->ke[2] - 1 - e * d[2];
-                    r[(z * n[1] + y) * n[2] + x] = src[(a * k[1] + b) * k[2] + e];
+                    int64_t t = (a * k[1] + b) * k[2] + e;
+                    r[(z * n[1] + y) * n[2] + x] = src[j->transposed ? taps - 1 - t : t];
                 }
-        fftwf_execute_dft_r2c(j->kx, r, (fftwf_complex *)s);
-        fftwf_execute_dft(j->ky, (fftwf_complex *)s, (fftwf_complex *)s);
-        fftwf_execute_dft(j->kz, (fftwf_complex *)s, (fftwf_complex *)s);
+        fftwf_execute_dft_r2c(f->kx, r, (fftwf_complex *)s);
+        fftwf_execute_dft(f->ky, (fftwf_complex *)s, (fftwf_complex *)s);
+        fftwf_execute_dft(f->kz, (fftwf_complex *)s, (fftwf_complex *)s);
         scatter(g, s, f->cstride, 1, f->w + (o * c->cin + i) * BL, c->cin * c->cout * BL, scale);
     }
 }
@@ -434,7 +449,9 @@ static enum vox_status alloc_all(struct vox_ctx *ctx, struct vox_nn_fft *f)
     f->rbuf = vox_alloc(ctx, (size_t)(f->threads * g->lanes * f->rstride) * sizeof(float));
     f->cbuf = vox_alloc(ctx, (size_t)(f->threads * g->lanes * f->cstride) * sizeof(float));
     f->bias = vox_alloc(ctx, (size_t)c->cout * sizeof(float));
-    if (!f->w || !f->xs || !f->ys || !f->rbuf || !f->cbuf || !f->bias)
+    /* one frequency block of kernel spectra a thread (the weight gradient's products) */
+    f->wtmp = vox_alloc(ctx, (size_t)(f->threads * c->cin * c->cout * BL) * sizeof(float));
+    if (!f->w || !f->xs || !f->ys || !f->rbuf || !f->cbuf || !f->bias || !f->wtmp)
         return VOX_OUT_OF_MEMORY;
     return VOX_OK;
 }
@@ -454,14 +471,13 @@ enum vox_status vox_nn_fft_create(struct vox_ctx *ctx, const struct vox_nn_fast_
              : isa == VOX_ISA_AVX2 ? vox_nn_fft_mul_avx2
                                    : vox_nn_fft_mul_ref;
     choose(c, &f->g);
+    f->wgroup = f->g.group;
     widen_group(c, &f->g, f->threads);
     memcpy(f->lo, padlo, sizeof f->lo);
     if (alloc_all(ctx, f) != VOX_OK) {
         vox_nn_fft_destroy(ctx, f);
         return VOX_OUT_OF_MEMORY;
     }
-    for (int64_t o = 0; o < c->cout; o++)
-        f->bias[o] = bias && c->bias ? bias[o] : 0.0f;
     int n[3] = {(int)f->g.n[0], (int)f->g.n[1], (int)f->g.n[2]};
     pthread_mutex_lock(&planner_lock);
     f->fwd = fftwf_plan_dft_r2c(3, n, f->rbuf, (fftwf_complex *)f->cbuf, FFTW_ESTIMATE);
@@ -472,18 +488,26 @@ enum vox_status vox_nn_fft_create(struct vox_ctx *ctx, const struct vox_nn_fast_
         return vox_fail(ctx, VOX_OUT_OF_MEMORY, "FFTW could not plan a %dx%dx%d transform", n[0],
                         n[1], n[2]);
     }
-    struct fft_job j = {.f = f, .w = w};
-    if (plan_pruned(f, &j) != VOX_OK) {
-        destroy_pruned(&j);
+    if (plan_pruned(f) != VOX_OK) {
         vox_nn_fft_destroy(ctx, f);
         return vox_fail(ctx, VOX_OUT_OF_MEMORY, "FFTW could not plan a %dx%dx%d transform", n[0],
                         n[1], n[2]);
     }
-    vox_pool_for(usable(f, vox_ctx_pool(ctx)), (int64_t[]){c->cin * c->cout, 1, 1},
-                 (int64_t[]){1, 1, 1}, VOX_SCHED_DYNAMIC, kernel_task, &j);
-    destroy_pruned(&j);
+    if (w)
+        vox_nn_fft_set_weights(f, vox_ctx_pool(ctx), w, bias, false);
     *fft_out = f;
     return VOX_OK;
+}
+
+void vox_nn_fft_set_weights(struct vox_nn_fft *f, struct vox_pool *pool, const float *w,
+                            const float *bias, bool transposed)
+{
+    const struct vox_nn_fast_conv *c = &f->cv;
+    for (int64_t o = 0; o < c->cout; o++)
+        f->bias[o] = bias && c->bias ? bias[o] : 0.0f;
+    struct fft_job j = {.f = f, .w = w, .transposed = transposed};
+    vox_pool_for(usable(f, pool), (int64_t[]){c->cin * c->cout, 1, 1}, (int64_t[]){1, 1, 1},
+                 VOX_SCHED_DYNAMIC, kernel_task, &j);
 }
 
 /* Stage 1, pairs [lo, hi) of (tile of the group, group of j->lanes input channels): X_tc. */
@@ -523,7 +547,8 @@ static void forward_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
         for (int64_t l = 0; l < lanes; l++)
             fftwf_execute_dft_r2c(f->fwd, r + l * f->rstride,
                                   (fftwf_complex *)(s + l * f->cstride));
-        scatter(g, s, f->cstride, lanes, f->xs + (tl * cin + c0) * BL, j->count * cin * BL, 1.0f);
+        float *dst = j->wgrad ? f->xs + (c0 * j->count + tl) * BL : f->xs + (tl * cin + c0) * BL;
+        scatter(g, s, f->cstride, lanes, dst, j->count * cin * BL, 1.0f);
     }
 }
 
@@ -586,8 +611,12 @@ static void inverse_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
                 for (int64_t l = 0; l < lanes; l++) { /* the row's lines stay in L1 */
                     float *v = r + l * f->rstride + at;
                     act_row(f->cv.act, f->bias[k0 + l], v, e[2]);
-                    for (int64_t x = 0; x < e[2]; x++)
-                        d[x * out.blk + l] = v[x];
+                    if (f->add)
+                        for (int64_t x = 0; x < e[2]; x++)
+                            d[x * out.blk + l] += v[x];
+                    else
+                        for (int64_t x = 0; x < e[2]; x++)
+                            d[x * out.blk + l] = v[x];
                 }
                 for (int64_t x = 0; x < e[2] && zero > 0; x++)
                     memset(d + x * out.blk + lanes, 0, (size_t)zero * sizeof(float));
@@ -598,6 +627,14 @@ static void inverse_task(void *arg, const int64_t lo[3], const int64_t hi[3], in
 void vox_nn_fft_run(struct vox_nn_fft *f, struct vox_pool *pool, const struct vox_nn_bt *in,
                     struct vox_nn_bt *out)
 {
+    vox_nn_fft_run_add(f, pool, in, out, f->cv.act, false);
+}
+
+void vox_nn_fft_run_add(struct vox_nn_fft *f, struct vox_pool *pool, const struct vox_nn_bt *in,
+                        struct vox_nn_bt *out, enum vox_nn_act act, bool add)
+{
+    f->add = add;
+    f->cv.act = act;
     pool = usable(f, pool);
     const int64_t one[3] = {1, 1, 1}, all = in->n * f->g.tiles;
     const int64_t li = f->g.lanes < in->blk ? f->g.lanes : in->blk,
@@ -618,4 +655,108 @@ void vox_nn_fft_run(struct vox_nn_fft *f, struct vox_pool *pool, const struct vo
         vox_pool_for(pool, (int64_t[]){j.count * cdiv(f->cv.cout, lo), 1, 1}, one,
                      VOX_SCHED_DYNAMIC, inverse_task, &j);
     }
+}
+
+/* ---- the weight gradient ---------------------------------------------------------------- */
+
+/* Stage 1 of the gradient, pairs [lo, hi) of (tile of the group, output channel): G_to =
+ * r2c(the tile's m outputs of gout channel o at the origin, zeros after). */
+static void gout_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct fft_job *j = arg;
+    struct vox_nn_fft *f = j->f;
+    const struct geom *g = &f->g;
+    const int64_t *n = g->n, cout = f->cv.cout;
+    float *r = f->rbuf + tid * g->lanes * f->rstride, *s = f->cbuf + tid * g->lanes * f->cstride;
+    for (int64_t p = lo[0]; p < hi[0]; p++) {
+        int64_t tl = p / cout, o = p % cout, t[3], e[3];
+        const struct vox_nn_bt go =
+            vox_nn_bt_entry(j->gout, vox_nn_tile_decode(g->nt, j->g0 + tl, t));
+        for (int a = 0; a < 3; a++)
+            e[a] = go.s[a] - t[a] * g->m[a] < g->m[a] ? go.s[a] - t[a] * g->m[a] : g->m[a];
+        memset(r, 0, (size_t)(n[0] * n[1] * n[2]) * sizeof(float));
+        const float *src = go.data + (o / go.blk) * vox_nn_bt_vol(&go) * go.blk + o % go.blk;
+        for (int64_t z = 0; z < e[0]; z++)
+            for (int64_t y = 0; y < e[1]; y++) {
+                const float *row =
+                    src + (((z + t[0] * g->m[0]) * go.s[1] + y + t[1] * g->m[1]) * go.s[2] +
+                           t[2] * g->m[2]) *
+                              go.blk;
+                for (int64_t x = 0; x < e[2]; x++)
+                    r[(z * n[1] + y) * n[2] + x] = row[x * go.blk];
+            }
+        fftwf_execute_dft_r2c(f->fwd, r, (fftwf_complex *)s);
+        for (int64_t q = 0; q < g->ncplx; q++) /* conj(G) */
+            s[2 * q + 1] = -s[2 * q + 1];
+        scatter(g, s, f->cstride, 1, f->ys + (o * j->count + tl) * BL, j->count * cout * BL, 1.0f);
+    }
+}
+
+/* Stage 2 of the gradient, frequency blocks [lo, hi): W[k][c] += sum over the group's tiles of
+ * conj(G[t][k]) X[t][c], the cross-correlation's spectrum: the spectral product kernel with
+ * the tiles as its reduction (G' [k][t] by X' [c][t]), then added in (one writer per block;
+ * the kernel's order of sums, groups in order: the same bits for any thread count). */
+static void wgrad_products_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct fft_job *j = arg;
+    const struct vox_nn_fft *f = j->f;
+    const int64_t cin = f->cv.cin, cout = f->cv.cout, nt = j->count, n = cin * cout * BL;
+    float *tmp = f->wtmp + tid * n;
+    for (int64_t b = lo[0]; b < hi[0]; b++) {
+        f->mul(f->ys + b * nt * cout * BL, f->xs + b * nt * cin * BL, tmp, cout, nt, cin);
+        float *restrict w = f->w + b * n;
+        for (int64_t e = 0; e < n; e++)
+            w[e] += tmp[e];
+    }
+}
+
+/* Stage 3 of the gradient, pairs [lo, hi) of (k, c): c2r of W_kc / N; tap t of the kernel is
+ * the correlation at its offset t * dilation. */
+static void wgrad_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct fft_job *j = arg;
+    struct vox_nn_fft *f = j->f;
+    const struct vox_nn_fast_conv *c = &f->cv;
+    const struct geom *g = &f->g;
+    const int64_t *n = g->n, *k = c->k, *d = c->dil, taps = k[0] * k[1] * k[2];
+    float *r = f->rbuf + tid * g->lanes * f->rstride, *s = f->cbuf + tid * g->lanes * f->cstride;
+    const double scale = 1.0 / (double)(n[0] * n[1] * n[2]);
+    for (int64_t p = lo[0]; p < hi[0]; p++) {
+        gather(g, f->w + p * BL, c->cin * c->cout * BL, 1, s, f->cstride);
+        fftwf_execute_dft_c2r(f->inv, (fftwf_complex *)s, r);
+        float *dst = j->gw + p * taps;
+        for (int64_t a = 0; a < k[0]; a++)
+            for (int64_t b = 0; b < k[1]; b++)
+                for (int64_t e = 0; e < k[2]; e++)
+                    dst[(a * k[1] + b) * k[2] + e] +=
+                        (float)(r[((a * d[0]) * n[1] + b * d[1]) * n[2] + e * d[2]] * scale);
+    }
+}
+
+void vox_nn_fft_weights_grad(struct vox_nn_fft *f, struct vox_pool *pool,
+                             const struct vox_nn_bt *in, const struct vox_nn_bt *gout, float *gw)
+{
+    pool = usable(f, pool);
+    const struct vox_nn_fast_conv *c = &f->cv;
+    const int64_t one[3] = {1, 1, 1}, all = in->n * f->g.tiles, G = f->wgroup;
+    const int64_t grain = cdiv(4096, c->cin * c->cout * G);
+    memset(f->w, 0, (size_t)(c->cin * c->cout * f->g.fb * BL) * sizeof(float));
+    for (int64_t g0 = 0; g0 < all; g0 += G) {
+        struct fft_job j = {.f = f,
+                            .wgrad = true,
+                            .in = in,
+                            .gout = gout,
+                            .g0 = g0,
+                            .count = all - g0 < G ? all - g0 : G,
+                            .lanes = 1};
+        vox_pool_for(pool, (int64_t[]){j.count * c->cin, 1, 1}, one, VOX_SCHED_DYNAMIC,
+                     forward_task, &j);
+        vox_pool_for(pool, (int64_t[]){j.count * c->cout, 1, 1}, one, VOX_SCHED_DYNAMIC, gout_task,
+                     &j);
+        vox_pool_for(pool, (int64_t[]){f->g.fb, 1, 1}, (int64_t[]){grain, 1, 1}, VOX_SCHED_DYNAMIC,
+                     wgrad_products_task, &j);
+    }
+    struct fft_job j = {.f = f, .gw = gw};
+    vox_pool_for(pool, (int64_t[]){c->cin * c->cout, 1, 1}, one, VOX_SCHED_DYNAMIC, wgrad_out_task,
+                 &j);
 }

@@ -53,6 +53,15 @@ enum scratch_slot {
     SC_COUNT
 };
 
+/* An FFT conv (fast_fft.c) for one shape and input offset: the layer's forward (bd false;
+ * also its weight gradient) or backward-data; the weights are set at every call. */
+struct cached_fft {
+    struct vox_nn_fast_conv c;
+    int64_t lo[3];
+    bool bd;
+    struct vox_nn_fft *f;
+};
+
 struct vox_nn_train_fast {
     struct vox_ctx *ctx;
     struct vox_nn_kernels table;
@@ -60,6 +69,9 @@ struct vox_nn_train_fast {
     int n_cache, cap_cache;
     struct cached_wino *wino;
     int n_wino, cap_wino;
+    struct cached_fft *fft;
+    int n_fft, cap_fft;
+    int fft_mode;             /* vox_nn_train_fast_set_fft */
     bool no_wino;             /* VOX_TRAIN_WINO=0: direct nests only */
     float *scratch[SC_COUNT]; /* see enum scratch_slot */
     int64_t scratch_n[SC_COUNT];
@@ -382,12 +394,99 @@ static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
     return true;
 }
 
+/* The FFT conv of a layer with weights w (co, ci, k), dilation dil, input (N, ci, in) at pad
+ * inside its padded extent and output (N, co, q): its forward (bd false) or its backward-data
+ * (the adjoint: the output gradient, at ke - 1 - pad inside an extent of in + ke - 1, to the
+ * input's gradient), from the cache or planned now; NULL when f's mode or the cost model
+ * rules FFT out, or memory is short. */
+static struct vox_nn_fft *fft_for(struct vox_nn_train_fast *f, const struct vox_tensor *in,
+                                  const struct vox_tensor *w, const int64_t dil[3],
+                                  const int64_t pad[3], const struct vox_tensor *out,
+                                  enum vox_nn_act act, bool bd)
+{
+    if (f->fft_mode < 0 || act == VOX_ACT_SOFTMAX)
+        return NULL;
+    /* (keyed with a bias, zeros when the layer has none, and no act, given at each run: the
+     * weight gradient takes the forward's object, whatever the layer's bias and act) */
+    struct vox_nn_fast_conv c = {.n = in->shape[0],
+                                 .cin = bd ? out->shape[1] : in->shape[1],
+                                 .cout = bd ? in->shape[1] : out->shape[1],
+                                 .bin = 1,
+                                 .b = 1,
+                                 .bias = true,
+                                 .act = VOX_ACT_LINEAR};
+    int64_t lo[3];
+    for (int a = 0; a < 3; a++) {
+        const int64_t ke = (w->shape[2 + a] - 1) * dil[a] + 1;
+        c.k[a] = w->shape[2 + a];
+        c.dil[a] = dil[a];
+        c.out[a] = bd ? in->shape[2 + a] : out->shape[2 + a];
+        c.in[a] = c.out[a] + ke - 1;
+        lo[a] = bd ? ke - 1 - pad[a] : pad[a];
+    }
+    for (int i = 0; i < f->n_fft; i++)
+        if (memcmp(&f->fft[i].c, &c, sizeof c) == 0 && memcmp(f->fft[i].lo, lo, sizeof lo) == 0 &&
+            f->fft[i].bd == bd)
+            return f->fft[i].f;
+    if (f->fft_mode == 0) {
+        /* The inference planner's model on the layer's forward conv (its adjoint then goes the
+         * same way): FFT at under half the time of the direct nest and of Winograd, its
+         * spectra and buffers (forward and adjoint) within 8x the layer's activations. */
+        struct vox_nn_fast_conv m = c;
+        m.b = m.bin = vox_ctx_cpu(f->ctx)->isa == VOX_ISA_AVX512 ? 16 : 8;
+        m.cin = in->shape[1];
+        m.cout = out->shape[1];
+        for (int a = 0; a < 3; a++) {
+            m.out[a] = out->shape[2 + a];
+            m.in[a] = m.out[a] + (m.k[a] - 1) * m.dil[a];
+        }
+        double t[VOX_NN_ALGOS];
+        vox_nn_conv_model(&m, t);
+        const double act_bytes =
+            (double)(c.n * (c.cin * vol3(c.in) + c.cout * vol3(c.out))) * sizeof(float);
+        if (!(2 * t[1] < t[0] && 2 * t[1] < t[2]) ||
+            (double)vox_nn_fft_bytes(&c, vox_ctx_threads(f->ctx)) > 8 * act_bytes + (2 << 20))
+            return NULL;
+    }
+    if (!cache_room(f->ctx, (void **)&f->fft, f->n_fft, &f->cap_fft, sizeof *f->fft))
+        return NULL;
+    struct vox_nn_fft *ff = NULL;
+    if (vox_nn_fft_create(f->ctx, &c, lo, NULL, NULL, &ff) != VOX_OK)
+        return NULL;
+    struct cached_fft *e = &f->fft[f->n_fft++];
+    memset(e, 0, sizeof *e);
+    e->c = c;
+    memcpy(e->lo, lo, sizeof lo);
+    e->bd = bd;
+    e->f = ff;
+    return ff;
+}
+
+/* A tensor (N, C, Z, Y, X) as the FFT conv's planar layout (blocks of one channel). */
+static struct vox_nn_bt planar_bt(const struct vox_tensor *t)
+{
+    return (struct vox_nn_bt){.data = t->data,
+                              .n = t->shape[0],
+                              .c = t->shape[1],
+                              .blk = 1,
+                              .s = {t->shape[2], t->shape[3], t->shape[4]}};
+}
+
 static void fast_conv(void *self, struct vox_pool *pool, const struct vox_tensor *in,
                       const struct vox_tensor *w, const struct vox_tensor *bias,
                       const int64_t dil[3], const int64_t pad[3], enum vox_nn_act act,
                       struct vox_tensor *out)
 {
     struct vox_nn_train_fast *f = self;
+    struct vox_nn_fft *ff = fft_for(f, in, w, dil, pad, out, act, false);
+    if (ff) {
+        const struct vox_nn_bt bi = planar_bt(in);
+        struct vox_nn_bt bo = planar_bt(out);
+        vox_nn_fft_set_weights(ff, pool, w->data, bias ? bias->data : NULL, false);
+        vox_nn_fft_run_add(ff, pool, &bi, &bo, act, false);
+        f->n_fast++;
+        return;
+    }
     if (wino_conv(f, pool, in, w, bias, dil, pad, act, out, false, false))
         return;
     struct conv_shape s = {.co = out->shape[1], .ci = in->shape[1]};
@@ -443,6 +542,15 @@ static void conv_bd(struct vox_nn_train_fast *f, struct vox_pool *pool,
         s.d[a] = dil[a];
         s.p[a] = s.q[a] + (s.k[a] - 1) * dil[a];
         lo[a] = (s.k[a] - 1) * dil[a] - pad[a];
+    }
+    struct vox_nn_fft *ff = fft_for(f, gin, w, dil, pad, gout, VOX_ACT_LINEAR, true);
+    if (ff) {
+        const struct vox_nn_bt bi = planar_bt(gout);
+        struct vox_nn_bt bo = planar_bt(gin);
+        vox_nn_fft_set_weights(ff, pool, w->data, NULL, true);
+        vox_nn_fft_run_add(ff, pool, &bi, &bo, VOX_ACT_LINEAR, add);
+        f->n_fast++;
+        return;
     }
     if (wino_conv(f, pool, gout, w, NULL, dil, lo, VOX_ACT_LINEAR, gin, true, add))
         return;
@@ -775,6 +883,15 @@ static void fast_conv_bw(void *self, struct vox_pool *pool, const struct vox_ten
                          struct vox_tensor *gw, struct vox_tensor *gb)
 {
     struct vox_nn_train_fast *f = self;
+    struct vox_nn_fft *ff = fft_for(f, in, gw, dil, pad, gout, VOX_ACT_LINEAR, false);
+    if (ff) { /* the forward's object (its kernel spectra are the next forward's to set) */
+        const struct vox_nn_bt bi = planar_bt(in), bg = planar_bt(gout);
+        vox_nn_fft_weights_grad(ff, pool, &bi, &bg, gw->data);
+        if (gb)
+            bias_grad(pool, gout, gb);
+        f->n_fast++;
+        return;
+    }
     if (wino_bw(f, pool, in, gout, dil, pad, gw, gb)) {
         f->n_fast++;
         return;
@@ -990,6 +1107,8 @@ enum vox_status vox_nn_train_fast_create(struct vox_ctx *ctx, struct vox_nn_trai
     f->band_bytes = INT64_C(4) << 20;
     const char *e = getenv("VOX_TRAIN_WINO");
     f->no_wino = e && strcmp(e, "0") == 0;
+    e = getenv("VOX_TRAIN_FFT"); /* 0: never, 1: every conv it can run (A/B runs) */
+    f->fft_mode = e && strcmp(e, "0") == 0 ? -1 : e && strcmp(e, "1") == 0 ? 1 : 0;
     f->table = (struct vox_nn_kernels){f,
                                        fast_conv,
                                        fast_conv_bd,
@@ -1016,6 +1135,9 @@ void vox_nn_train_fast_destroy(struct vox_nn_train_fast *f)
         vox_nn_wino_bw_destroy(f->ctx, f->wino[i].g);
     }
     vox_free(f->ctx, f->wino);
+    for (int i = 0; i < f->n_fft; i++)
+        vox_nn_fft_destroy(f->ctx, f->fft[i].f);
+    vox_free(f->ctx, f->fft);
     for (int i = 0; i < SC_COUNT; i++)
         vox_free(f->ctx, f->scratch[i]);
     vox_free(f->ctx, f);
@@ -1029,6 +1151,16 @@ void vox_nn_train_fast_set_slab(struct vox_nn_train_fast *f, int64_t floats)
 void vox_nn_train_fast_set_band(struct vox_nn_train_fast *f, int64_t bytes)
 {
     f->band_bytes = bytes > 0 ? bytes : 1;
+}
+
+void vox_nn_train_fast_set_fft(struct vox_nn_train_fast *f, int mode)
+{
+    f->fft_mode = mode < 0 ? -1 : mode > 0 ? 1 : 0;
+}
+
+int vox_nn_train_fast_fft_count(const struct vox_nn_train_fast *f)
+{
+    return f->n_fft;
 }
 
 const struct vox_nn_kernels *vox_nn_train_fast_kernels(const struct vox_nn_train_fast *f)
