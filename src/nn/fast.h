@@ -115,6 +115,13 @@ void vox_nn_fft_run_add(struct vox_nn_fft *f, struct vox_pool *pool, const struc
                         struct vox_nn_bt *out, enum vox_nn_act act, bool add);
 void vox_nn_fft_set_weights(struct vox_nn_fft *f, struct vox_pool *pool, const float *w,
                             const float *bias, bool transposed);
+/* An FFT conv whose big buffers (kernel spectra, a group's input and output spectra, the
+ * weight gradient's per-thread block) are lent at each use: their floats (n[0..3]) and
+ * vox_nn_fft_bind, before vox_nn_fft_set_weights (training's convs share one set). */
+enum vox_status vox_nn_fft_create_lent(struct vox_ctx *ctx, const struct vox_nn_fast_conv *c,
+                                       const int64_t padlo[3], struct vox_nn_fft **fft_out);
+void vox_nn_fft_lent_floats(const struct vox_nn_fft *f, int64_t n_out[4]);
+void vox_nn_fft_bind(struct vox_nn_fft *f, float *w, float *xs, float *ys, float *wtmp);
 void vox_nn_fft_weights_grad(struct vox_nn_fft *f, struct vox_pool *pool,
                              const struct vox_nn_bt *in, const struct vox_nn_bt *gout, float *gw);
 /* The spectral products of one frequency block (fast_fft_mul.h), per ISA: y [t][k] =

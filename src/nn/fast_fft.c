@@ -78,6 +78,7 @@ struct vox_nn_fft {
     int64_t wgroup;        /* weights_grad's tiles per group: the cost model's, not widened
                               for the threads (its sums then do not depend on them) */
     float *wtmp;           /* weights_grad: per thread, one frequency block's products */
+    bool lent;             /* w, xs, ys and wtmp are the caller's (vox_nn_fft_bind) */
     vox_nn_fft_mul_fn *mul;
     float *w;    /* kernel spectra [fb][cout][cin] blocks */
     float *xs;   /* one group's input spectra [fb][t][cin] blocks */
@@ -293,13 +294,15 @@ void vox_nn_fft_destroy(struct vox_ctx *ctx, struct vox_nn_fft *f)
         if (p[a])
             fftwf_destroy_plan(p[a]);
     pthread_mutex_unlock(&planner_lock);
-    vox_free(ctx, f->w);
-    vox_free(ctx, f->xs);
-    vox_free(ctx, f->ys);
+    if (!f->lent) {
+        vox_free(ctx, f->w);
+        vox_free(ctx, f->xs);
+        vox_free(ctx, f->ys);
+        vox_free(ctx, f->wtmp);
+    }
     vox_free(ctx, f->rbuf);
     vox_free(ctx, f->cbuf);
     vox_free(ctx, f->bias);
-    vox_free(ctx, f->wtmp);
     vox_free(ctx, f);
 }
 
@@ -443,27 +446,66 @@ static enum vox_status alloc_all(struct vox_ctx *ctx, struct vox_nn_fft *f)
     const struct geom *g = &f->g;
     f->rstride = pad_stride(g->n[0] * g->n[1] * g->n[2]);
     f->cstride = pad_stride(2 * g->ncplx);
-    f->w = vox_alloc(ctx, (size_t)(c->cin * c->cout * g->fb * BL) * sizeof(float));
-    f->xs = vox_alloc(ctx, (size_t)(g->group * c->cin * g->fb * BL) * sizeof(float));
-    f->ys = vox_alloc(ctx, (size_t)(g->group * c->cout * g->fb * BL) * sizeof(float));
     f->rbuf = vox_alloc(ctx, (size_t)(f->threads * g->lanes * f->rstride) * sizeof(float));
     f->cbuf = vox_alloc(ctx, (size_t)(f->threads * g->lanes * f->cstride) * sizeof(float));
     f->bias = vox_alloc(ctx, (size_t)c->cout * sizeof(float));
-    /* one frequency block of kernel spectra a thread (the weight gradient's products) */
-    f->wtmp = vox_alloc(ctx, (size_t)(f->threads * c->cin * c->cout * BL) * sizeof(float));
-    if (!f->w || !f->xs || !f->ys || !f->rbuf || !f->cbuf || !f->bias || !f->wtmp)
+    if (!f->rbuf || !f->cbuf || !f->bias)
         return VOX_OUT_OF_MEMORY;
-    return VOX_OK;
+    if (f->lent)
+        return VOX_OK;
+    int64_t n[4];
+    vox_nn_fft_lent_floats(f, n);
+    f->w = vox_alloc(ctx, (size_t)n[0] * sizeof(float));
+    f->xs = vox_alloc(ctx, (size_t)n[1] * sizeof(float));
+    f->ys = vox_alloc(ctx, (size_t)n[2] * sizeof(float));
+    f->wtmp = vox_alloc(ctx, (size_t)n[3] * sizeof(float));
+    return f->w && f->xs && f->ys && f->wtmp ? VOX_OK : VOX_OUT_OF_MEMORY;
 }
+
+void vox_nn_fft_lent_floats(const struct vox_nn_fft *f, int64_t n_out[4])
+{
+    const struct vox_nn_fast_conv *c = &f->cv;
+    const struct geom *g = &f->g;
+    n_out[0] = c->cin * c->cout * g->fb * BL;
+    n_out[1] = g->group * c->cin * g->fb * BL;
+    n_out[2] = g->group * c->cout * g->fb * BL;
+    n_out[3] = f->threads * c->cin * c->cout * BL; /* one block of spectra a thread */
+}
+
+void vox_nn_fft_bind(struct vox_nn_fft *f, float *w, float *xs, float *ys, float *wtmp)
+{
+    f->w = w;
+    f->xs = xs;
+    f->ys = ys;
+    f->wtmp = wtmp;
+}
+
+static enum vox_status fft_create(struct vox_ctx *ctx, const struct vox_nn_fast_conv *c,
+                                  const int64_t padlo[3], const float *w, const float *bias,
+                                  bool lent, struct vox_nn_fft **fft_out);
 
 enum vox_status vox_nn_fft_create(struct vox_ctx *ctx, const struct vox_nn_fast_conv *c,
                                   const int64_t padlo[3], const float *w, const float *bias,
                                   struct vox_nn_fft **fft_out)
 {
+    return fft_create(ctx, c, padlo, w, bias, false, fft_out);
+}
+
+enum vox_status vox_nn_fft_create_lent(struct vox_ctx *ctx, const struct vox_nn_fast_conv *c,
+                                       const int64_t padlo[3], struct vox_nn_fft **fft_out)
+{
+    return fft_create(ctx, c, padlo, NULL, NULL, true, fft_out);
+}
+
+static enum vox_status fft_create(struct vox_ctx *ctx, const struct vox_nn_fast_conv *c,
+                                  const int64_t padlo[3], const float *w, const float *bias,
+                                  bool lent, struct vox_nn_fft **fft_out)
+{
     *fft_out = NULL;
     struct vox_nn_fft *f = vox_calloc(ctx, 1, sizeof *f);
     if (!f)
         return VOX_OUT_OF_MEMORY;
+    f->lent = lent;
     f->cv = *c;
     f->threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
     const int isa = (int)vox_ctx_cpu(ctx)->isa;

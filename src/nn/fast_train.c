@@ -50,6 +50,11 @@ enum scratch_slot {
                 the Winograd backward-weights' partial sums */
     SC_WT,   /* the direct backward-weights' gw^T */
     SC_WORK, /* Winograd's per-thread blocks */
+    SC_FFT0, /* the FFT convs' kernel spectra, a group's input and output spectra, and the
+                weight gradient's per-thread blocks (vox_nn_fft_bind: every FFT conv's) */
+    SC_FFT1,
+    SC_FFT2,
+    SC_FFT3,
     SC_COUNT
 };
 
@@ -408,13 +413,14 @@ static struct vox_nn_fft *fft_for(struct vox_nn_train_fast *f, const struct vox_
         return NULL;
     /* (keyed with a bias, zeros when the layer has none, and no act, given at each run: the
      * weight gradient takes the forward's object, whatever the layer's bias and act) */
-    struct vox_nn_fast_conv c = {.n = in->shape[0],
-                                 .cin = bd ? out->shape[1] : in->shape[1],
-                                 .cout = bd ? in->shape[1] : out->shape[1],
-                                 .bin = 1,
-                                 .b = 1,
-                                 .bias = true,
-                                 .act = VOX_ACT_LINEAR};
+    struct vox_nn_fast_conv c;
+    memset(&c, 0, sizeof c); /* compared whole, padding included (the cache) */
+    c.n = in->shape[0];
+    c.cin = bd ? out->shape[1] : in->shape[1];
+    c.cout = bd ? in->shape[1] : out->shape[1];
+    c.bin = c.b = 1;
+    c.bias = true;
+    c.act = VOX_ACT_LINEAR;
     int64_t lo[3];
     for (int a = 0; a < 3; a++) {
         const int64_t ke = (w->shape[2 + a] - 1) * dil[a] + 1;
@@ -451,7 +457,7 @@ static struct vox_nn_fft *fft_for(struct vox_nn_train_fast *f, const struct vox_
     if (!cache_room(f->ctx, (void **)&f->fft, f->n_fft, &f->cap_fft, sizeof *f->fft))
         return NULL;
     struct vox_nn_fft *ff = NULL;
-    if (vox_nn_fft_create(f->ctx, &c, lo, NULL, NULL, &ff) != VOX_OK)
+    if (vox_nn_fft_create_lent(f->ctx, &c, lo, &ff) != VOX_OK)
         return NULL;
     struct cached_fft *e = &f->fft[f->n_fft++];
     memset(e, 0, sizeof *e);
@@ -459,6 +465,23 @@ static struct vox_nn_fft *fft_for(struct vox_nn_train_fast *f, const struct vox_
     memcpy(e->lo, lo, sizeof lo);
     e->bd = bd;
     e->f = ff;
+    return ff;
+}
+
+/* ff (from fft_for) with the shared buffers bound; NULL when memory is short (the caller runs
+ * another algorithm). One set for all the FFT convs, as one for the Winograd ones: they run
+ * one at a time, so only the largest conv's are held. */
+static struct vox_nn_fft *fft_bound(struct vox_nn_train_fast *f, struct vox_nn_fft *ff)
+{
+    if (!ff)
+        return NULL;
+    int64_t n[4];
+    vox_nn_fft_lent_floats(ff, n);
+    float *p[4];
+    for (int k = 0; k < 4; k++)
+        if (!(p[k] = scratch(f, SC_FFT0 + k, n[k])))
+            return NULL;
+    vox_nn_fft_bind(ff, p[0], p[1], p[2], p[3]);
     return ff;
 }
 
@@ -478,7 +501,7 @@ static void fast_conv(void *self, struct vox_pool *pool, const struct vox_tensor
                       struct vox_tensor *out)
 {
     struct vox_nn_train_fast *f = self;
-    struct vox_nn_fft *ff = fft_for(f, in, w, dil, pad, out, act, false);
+    struct vox_nn_fft *ff = fft_bound(f, fft_for(f, in, w, dil, pad, out, act, false));
     if (ff) {
         const struct vox_nn_bt bi = planar_bt(in);
         struct vox_nn_bt bo = planar_bt(out);
@@ -543,7 +566,7 @@ static void conv_bd(struct vox_nn_train_fast *f, struct vox_pool *pool,
         s.p[a] = s.q[a] + (s.k[a] - 1) * dil[a];
         lo[a] = (s.k[a] - 1) * dil[a] - pad[a];
     }
-    struct vox_nn_fft *ff = fft_for(f, gin, w, dil, pad, gout, VOX_ACT_LINEAR, true);
+    struct vox_nn_fft *ff = fft_bound(f, fft_for(f, gin, w, dil, pad, gout, VOX_ACT_LINEAR, true));
     if (ff) {
         const struct vox_nn_bt bi = planar_bt(gout);
         struct vox_nn_bt bo = planar_bt(gin);
@@ -883,7 +906,7 @@ static void fast_conv_bw(void *self, struct vox_pool *pool, const struct vox_ten
                          struct vox_tensor *gw, struct vox_tensor *gb)
 {
     struct vox_nn_train_fast *f = self;
-    struct vox_nn_fft *ff = fft_for(f, in, gw, dil, pad, gout, VOX_ACT_LINEAR, false);
+    struct vox_nn_fft *ff = fft_bound(f, fft_for(f, in, gw, dil, pad, gout, VOX_ACT_LINEAR, false));
     if (ff) { /* the forward's object (its kernel spectra are the next forward's to set) */
         const struct vox_nn_bt bi = planar_bt(in), bg = planar_bt(gout);
         vox_nn_fft_weights_grad(ff, pool, &bi, &bg, gw->data);
