@@ -462,6 +462,34 @@ static void test_invalid(struct vox_ctx *ctx)
     }
 }
 
+/* Runs the nest's kernel for 1 and for 2 threads from b's C as it is (c2: a 2-thread
+ * context): c1 gets the 1-thread result, b's C the 2-thread one, *info2 that kernel's info;
+ * whether the two are the same bits. */
+static bool threads_alike(struct vox_ctx *c2, const struct vox_nest *nest, struct bufs *b,
+                          float *c1, struct vox_kernel_info *info2)
+{
+    const size_t bytes = (size_t)b->len[0] * sizeof(float);
+    float *c0 = vox_alloc(c2, bytes);
+    struct vox_kernel *k1 = NULL, *k2 = NULL;
+    struct vox_kernel_options o1 = {.isa = VOX_KERNEL_ISA_AUTO, .threads = 1};
+    struct vox_kernel_options o2 = {.isa = VOX_KERNEL_ISA_AUTO, .threads = 2};
+    bool ok = c0 && vox_nest_compile(c2, nest, &o1, &k1) == VOX_OK &&
+              vox_nest_compile(c2, nest, &o2, &k2) == VOX_OK;
+    if (ok) {
+        memcpy(c0, b->mem[0], bytes); /* (an accumulating nest adds to C) */
+        vox_kernel_run(k1, b->ptr[0], b->ptr[1], b->ptr[2], NULL);
+        memcpy(c1, b->mem[0], bytes);
+        memcpy(b->mem[0], c0, bytes);
+        vox_kernel_run(k2, b->ptr[0], b->ptr[1], b->ptr[2], NULL);
+        ok = memcmp(c1, b->mem[0], bytes) == 0;
+        *info2 = *vox_kernel_info(k2);
+    }
+    vox_kernel_destroy(k1);
+    vox_kernel_destroy(k2);
+    vox_free(c2, c0);
+    return ok;
+}
+
 static void test_matmul_default_and_threads(struct vox_ctx *ctx)
 {
     static const int64_t shapes[][3] = {{64, 64, 64}, {100, 75, 131}, {1, 333, 50}, {13, 1, 7}};
@@ -487,24 +515,15 @@ static void test_matmul_default_and_threads(struct vox_ctx *ctx)
     uint64_t seed = 5;
     CHECK(bufs_alloc(c2, &nest, &b, &seed));
     float *c1 = vox_alloc(c2, (size_t)b.len[0] * sizeof(float));
-    struct vox_kernel *k1, *k2;
-    struct vox_kernel_options o1 = {.isa = VOX_KERNEL_ISA_AUTO, .threads = 1};
-    struct vox_kernel_options o2 = {.isa = VOX_KERNEL_ISA_AUTO, .threads = 2};
-    CHECK_OK(vox_nest_compile(c2, &nest, &o1, &k1));
-    CHECK_OK(vox_nest_compile(c2, &nest, &o2, &k2));
-    vox_kernel_run(k1, b.ptr[0], b.ptr[1], b.ptr[2], NULL);
-    memcpy(c1, b.mem[0], (size_t)b.len[0] * sizeof(float));
-    vox_kernel_run(k2, b.ptr[0], b.ptr[1], b.ptr[2], NULL);
-    CHECK(memcmp(c1, b.mem[0], (size_t)b.len[0] * sizeof(float)) == 0);
-    CHECK(vox_kernel_info(k2)->jit == (vox_ctx_cpu(c2)->isa != VOX_ISA_REF));
+    struct vox_kernel_info info2;
+    CHECK(c1 && threads_alike(c2, &nest, &b, c1, &info2));
+    CHECK(info2.jit == (vox_ctx_cpu(c2)->isa != VOX_ISA_REF));
     /* vox_matmul agrees with the kernel */
     CHECK_OK(vox_matmul(c2, 97, 70, 83, c1, 70, b.ptr[1], 83, b.ptr[2], 70, false));
     int64_t bad = 0;
     for (int64_t i = 0; i < b.len[0]; i++)
         bad += fabsf(c1[i] - b.mem[0][i]) > 1e-4f;
     CHECK(bad == 0);
-    vox_kernel_destroy(k1);
-    vox_kernel_destroy(k2);
     vox_free(c2, c1);
     bufs_free(c2, &b);
     vox_ctx_destroy(c2);
@@ -529,25 +548,12 @@ static void test_small_c_threads(struct vox_ctx *ctx)
     uint64_t seed = 9;
     CHECK(bufs_alloc(c2, &nest, &b, &seed));
     float *c1 = vox_alloc(c2, (size_t)b.len[0] * sizeof(float));
-    float *c0 = vox_alloc(c2, (size_t)b.len[0] * sizeof(float));
-    memcpy(c0, b.mem[0], (size_t)b.len[0] * sizeof(float));
-    struct vox_kernel *k1, *k2;
-    struct vox_kernel_options o1 = {.isa = VOX_KERNEL_ISA_AUTO, .threads = 1};
-    struct vox_kernel_options o2 = {.isa = VOX_KERNEL_ISA_AUTO, .threads = 2};
-    CHECK_OK(vox_nest_compile(c2, &nest, &o1, &k1));
-    CHECK_OK(vox_nest_compile(c2, &nest, &o2, &k2));
-    vox_kernel_run(k1, b.ptr[0], b.ptr[1], b.ptr[2], NULL);
-    memcpy(c1, b.mem[0], (size_t)b.len[0] * sizeof(float));
-    memcpy(b.mem[0], c0, (size_t)b.len[0] * sizeof(float));
-    vox_kernel_run(k2, b.ptr[0], b.ptr[1], b.ptr[2], NULL);
-    CHECK(memcmp(c1, b.mem[0], (size_t)b.len[0] * sizeof(float)) == 0);
-    if (vox_kernel_info(k2)->jit) { /* the first loop's dimension, b (0), is split */
-        CHECK(vox_kernel_info(k2)->parallel_dim == 0);
-        CHECK(vox_kernel_info(k2)->tile_level == 1);
+    struct vox_kernel_info info2;
+    CHECK(c1 && threads_alike(c2, &nest, &b, c1, &info2));
+    if (info2.jit) { /* the first loop's dimension, b (0), is split */
+        CHECK(info2.parallel_dim == 0);
+        CHECK(info2.tile_level == 1);
     }
-    vox_kernel_destroy(k1);
-    vox_kernel_destroy(k2);
-    vox_free(c2, c0);
     vox_free(c2, c1);
     bufs_free(c2, &b);
     vox_ctx_destroy(c2);
