@@ -19,7 +19,10 @@
  * (the two runs' label datasets are bitwise equal). vox-mpi is looked up next to this
  * executable (it is built where Open MPI is installed).
  *
- * The whole and the chunked runs alternate (whole, chunked, whole, ...).
+ * The whole and the chunked runs alternate (whole, chunked, whole, ...); with threads=N >= 2 a
+ * chunked run on one thread follows each pair (one_thread_median_s, thread_scaling = its
+ * median / the N-thread chunked median, one_thread_equal: the same labels and merges), so
+ * the threads' scaling comes from one window of a machine whose speed drifts.
  * Keys: median_s etc. are the chunked run's; whole_median_s, ratio_to_whole (whole time /
  * chunked time: the chunked throughput as a share of the whole run's); bytes_per_voxel and
  * whole_bytes_per_voxel, the peak RSS of a forked child doing one run each (input included);
@@ -353,19 +356,23 @@ static enum vox_status mpi_keys(struct vox_ctx *ctx, const struct dist_bench *b,
 }
 
 /* The whole and the chunked run alternately, runs times each (a machine whose speed drifts
- * over the invocation then moves both medians alike, not their ratio). */
-static enum vox_status timed(struct vox_ctx *ctx, const struct dist_bench *b, const char *path,
-                             int runs, double *whole, double *chunked, struct run_out *ow,
-                             struct run_out *oc)
+ * over the invocation then moves both medians alike, not their ratio); with ctx1 (a context
+ * of one thread) a one-thread chunked run after each pair too, into one (its labels checked
+ * against the others': one->hash). */
+static enum vox_status timed(struct vox_ctx *ctx, struct vox_ctx *ctx1, const struct dist_bench *b,
+                             const char *path, int runs, double *whole, double *chunked,
+                             double *one, struct run_out *ow, struct run_out *oc,
+                             struct run_out *o1)
 {
     enum vox_status s = VOX_OK;
-    for (int i = 0; i < 2 * runs && s == VOX_OK; i++) {
-        const bool c = i % 2;
-        struct run_out *o = c ? oc : ow;
+    const int per = ctx1 ? 3 : 2;
+    for (int i = 0; i < per * runs && s == VOX_OK; i++) {
+        const int k = i % per; /* 0 whole, 1 chunked, 2 chunked on one thread */
+        struct run_out *o = k == 0 ? ow : k == 1 ? oc : o1;
         double t0 = vox_time_now();
         memset(o, 0, sizeof *o);
-        s = c ? run_chunked(ctx, b, path, o) : run_whole(ctx, b, path, o);
-        (c ? chunked : whole)[i / 2] = vox_time_now() - t0;
+        s = k == 0 ? run_whole(ctx, b, path, o) : run_chunked(k == 2 ? ctx1 : ctx, b, path, o);
+        (k == 0 ? whole : k == 1 ? chunked : one)[i / per] = vox_time_now() - t0;
     }
     return s;
 }
@@ -384,15 +391,22 @@ static enum vox_status run_dist(struct bench_env *env, const struct bench_params
     s = write_input(ctx, &b, path);
     struct child_arg cw = {&b, path, vox_ctx_threads(ctx), false}, cc = cw;
     cc.chunked = true;
-    double whole_peak = -1, wt[64];
-    struct run_out ow, oc;
+    double whole_peak = -1, wt[64], t1[64];
+    struct run_out ow, oc, o1;
     if (s == VOX_OK) {
         whole_peak = bench_child_peak_rss(child_run, &cw);
         res->peak_rss_bytes = bench_child_peak_rss(child_run, &cc);
     }
+    /* with several threads, the one-thread chunked run interleaved: the threads' scaling
+     * measured in one window of the machine's speed */
+    struct vox_ctx *ctx1 = NULL;
+    struct vox_ctx_options o1opt = {.threads = 1, .log_level = VOX_LOG_WARN};
+    if (s == VOX_OK && vox_ctx_threads(ctx) > 1)
+        s = vox_ctx_create(&o1opt, &ctx1);
     if (s == VOX_OK)
-        s = timed(ctx, &b, path, bp->runs, wt, res->times, &ow, &oc);
+        s = timed(ctx, ctx1, &b, path, bp->runs, wt, res->times, t1, &ow, &oc, &o1);
     if (s != VOX_OK) {
+        vox_ctx_destroy(ctx1);
         unlink(path);
         return s;
     }
@@ -405,6 +419,14 @@ static enum vox_status run_dist(struct bench_env *env, const struct bench_params
              (long long)b.chunk[0], (long long)b.chunk[1], (long long)b.chunk[2], wmed, wmed / cmed,
              whole_peak / res->voxels,
              ow.hash == oc.hash && ow.merges == oc.merges ? "true" : "false", (long long)oc.merges);
+    if (ctx1) {
+        const double m1 = bench_median(t1, bp->runs);
+        size_t used = strlen(res->extra);
+        snprintf(res->extra + used, sizeof res->extra - used,
+                 ",\"one_thread_median_s\":%.4f,\"thread_scaling\":%.3f,\"one_thread_equal\":%s",
+                 m1, m1 / cmed, o1.hash == oc.hash && o1.merges == oc.merges ? "true" : "false");
+        vox_ctx_destroy(ctx1);
+    }
     static const char *const keys[3][2] = {
         {"frozen_ws", "seconds_ws"}, {"frozen_sm", "seconds_sm"}, {"frozen_ag", "seconds_ag"}};
     for (int k = 0; k < 3; k++)
