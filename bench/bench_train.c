@@ -16,7 +16,10 @@
  *
  * The peer is bench/peers/torch_train.py (torch CPU, same threads, Adam, both memory formats,
  * two warm-up iterations; the faster format is reported). Peak RSS: one iteration in a forked
- * child with a context of its own.
+ * child with a context of its own. With threads >= 2 the same iteration also runs on one
+ * thread, one after each timed one (one_thread_median_s, thread_scaling: its median over the
+ * threads' median, one_thread_same_weights: both nets' weights bitwise equal after the same
+ * steps, the deterministic mode's promise).
  */
 #include "bench.h"
 
@@ -200,18 +203,40 @@ static void default_patch(const char *name, int64_t patch[3])
         patch[0] = 1, patch[1] = patch[2] = 128;
 }
 
-static enum vox_status time_net(struct vox_ctx *ctx, const char *path, const int64_t patch[3],
-                                int runs, struct bench_result *res)
+/* Whether the two nets' weights are the same bits. */
+static bool same_weights(const struct tnet *a, const struct tnet *b)
 {
-    struct vox_net *net;
-    struct tnet n = {0};
+    for (int i = 0; i < a->w->n_layers; i++)
+        for (int k = 0; k < VOX_P_COUNT; k++)
+            if (a->w->p[i][k].rank && memcmp(a->w->p[i][k].data, b->w->p[i][k].data,
+                                             vox_tensor_nbytes(&a->w->p[i][k])) != 0)
+                return false;
+    return true;
+}
+
+/* The iterations on ctx; with ctx1 (one thread) the same net's iterations on it too, one after
+ * each (the thread counts' scaling from one window of the machine's speed, and whether the
+ * weights come out the same bits). */
+static enum vox_status time_net(struct vox_ctx *ctx, struct vox_ctx *ctx1, const char *path,
+                                const int64_t patch[3], int runs, struct bench_result *res)
+{
+    struct vox_net *net, *net1 = NULL;
+    struct tnet n = {0}, n1 = {0};
+    double t1[64];
     enum vox_status s = load_net(ctx, path, &net);
     if (s == VOX_OK && (s = tnet_make(ctx, net, patch, &n)) == VOX_OK)
         s = tnet_step(ctx, &n); /* warm-up: compiles the kernels */
+    if (s == VOX_OK && ctx1 && (s = load_net(ctx1, path, &net1)) == VOX_OK &&
+        (s = tnet_make(ctx1, net1, patch, &n1)) == VOX_OK)
+        s = tnet_step(ctx1, &n1);
     for (int i = 0; i < runs && s == VOX_OK; i++) {
         double t0 = vox_time_now();
         s = tnet_step(ctx, &n);
         res->times[i] = vox_time_now() - t0;
+        t0 = vox_time_now();
+        if (s == VOX_OK && ctx1)
+            s = tnet_step(ctx1, &n1);
+        t1[i] = vox_time_now() - t0;
     }
     res->runs = runs;
     if (s == VOX_OK) {
@@ -227,8 +252,19 @@ static enum vox_status time_net(struct vox_ctx *ctx, const char *path, const int
                  (long long)o[2], (long long)o[3], vox_loss_str(n.loss),
                  res->voxels / bench_median(res->times, runs), (long long)fast,
                  (long long)fallback);
+        if (ctx1) {
+            const double m1 = bench_median(t1, runs);
+            size_t used = strlen(res->extra);
+            snprintf(res->extra + used, sizeof res->extra - used,
+                     ",\"one_thread_median_s\":%.4f,\"thread_scaling\":%.3f,"
+                     "\"one_thread_same_weights\":%s",
+                     m1, m1 / bench_median(res->times, runs),
+                     same_weights(&n, &n1) ? "true" : "false");
+        }
     }
     tnet_free(ctx, &n);
+    if (ctx1)
+        tnet_free(ctx1, &n1);
     return s;
 }
 
@@ -249,7 +285,13 @@ static enum vox_status run_train_net(struct bench_env *env, const struct bench_p
         patch[0] = a, patch[1] = b, patch[2] = c;
     }
     snprintf(path, sizeof path, "nets/%s.net", name);
-    enum vox_status s = time_net(ctx, path, patch, p->runs, res);
+    /* with several threads, one-thread iterations interleaved (thread_scaling) */
+    struct vox_ctx *ctx1 = NULL;
+    struct vox_ctx_options o1 = {.threads = 1, .log_level = VOX_LOG_WARN};
+    enum vox_status s = vox_ctx_threads(ctx) > 1 ? vox_ctx_create(&o1, &ctx1) : VOX_OK;
+    if (s == VOX_OK)
+        s = time_net(ctx, ctx1, path, patch, p->runs, res);
+    vox_ctx_destroy(ctx1);
     if (s != VOX_OK)
         return s;
     struct train_child ch = {vox_ctx_threads(ctx), path, patch};
