@@ -279,8 +279,12 @@ static void test_fft_kernels(struct vox_ctx *ctx)
     vox_nn_train_fast_set_fft(f, 1);
     vox_nn_train_fast_set_fft(f1, 1);
     const int64_t ncase = (int64_t)(sizeof fft_cases / sizeof fft_cases[0]);
-    for (int64_t i = 0; i < ncase; i++) {
-        const struct conv_case *c = &fft_cases[i];
+    for (int64_t i = 0; i < 2 * ncase; i++) {
+        const struct conv_case *c = &fft_cases[i % ncase];
+        /* the second pass: groups of 2 tiles (several groups: the weight gradient's sums of
+         * each added into the spectra in order) */
+        vox_nn_train_fast_set_fft_group(f, i < ncase ? 0 : 2);
+        vox_nn_train_fast_set_fft_group(f1, i < ncase ? 0 : 2);
         struct conv_run a = {0}, b = {0}, d = {0};
         run_conv(ctx, vox_nn_kernels_ref(), c, &a);
         run_conv(ctx, vox_nn_train_fast_kernels(f), c, &b);
@@ -299,7 +303,8 @@ static void test_fft_kernels(struct vox_ctx *ctx)
     }
     int64_t nf, nb;
     vox_nn_train_fast_counts(f, &nf, &nb);
-    CHECK(nf == 4 * ncase && nb == 0);
+    CHECK(nf == 8 * ncase && nb == 0);
+    CHECK(vox_nn_train_fast_fft_count(f) == 4 * ncase); /* forward and adjoint, 2 groupings */
     /* the default mode: a 32 -> 32 5^3 conv to 48^3 goes to FFT (the model: 0.44 of the direct
      * nest's time), a 3^3 one does not (Winograd); counted by the FFT objects planned */
     static const struct conv_case pick[] = {

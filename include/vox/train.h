@@ -94,6 +94,9 @@ void vox_nn_train_fast_set_band(struct vox_nn_train_fast *f, int64_t bytes);
  * cap (the default: kernels of 5^3 and up on wide layers), 1 for every conv it can run (not
  * softmax; tests), -1 never. */
 void vox_nn_train_fast_set_fft(struct vox_nn_train_fast *f, int mode);
+/* At most `tiles` tiles per group in the FFT convs planned from now on (0: the cost model's;
+ * tests make it small so that the weight gradient sums several groups). */
+void vox_nn_train_fast_set_fft_group(struct vox_nn_train_fast *f, int64_t tiles);
 /* FFT convs planned so far (each layer's forward, which its weight gradient shares, and its
  * backward-data count one each). */
 int vox_nn_train_fast_fft_count(const struct vox_nn_train_fast *f);

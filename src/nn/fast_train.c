@@ -78,6 +78,7 @@ struct vox_nn_train_fast {
     struct cached_fft *fft;
     int n_fft, cap_fft;
     int fft_mode;             /* vox_nn_train_fast_set_fft */
+    int64_t fft_group;        /* vox_nn_train_fast_set_fft_group */
     bool no_wino;             /* VOX_TRAIN_WINO=0: direct nests only */
     float *scratch[SC_COUNT]; /* see enum scratch_slot */
     int64_t scratch_n[SC_COUNT];
@@ -422,6 +423,7 @@ static struct vox_nn_fft *fft_for(struct vox_nn_train_fast *f, const struct vox_
     c.bin = c.b = 1;
     c.bias = true;
     c.act = VOX_ACT_LINEAR;
+    c.fft_group = f->fft_group;
     int64_t lo[3];
     for (int a = 0; a < 3; a++) {
         const int64_t ke = (w->shape[2 + a] - 1) * dil[a] + 1;
@@ -1181,6 +1183,11 @@ void vox_nn_train_fast_set_band(struct vox_nn_train_fast *f, int64_t bytes)
 void vox_nn_train_fast_set_fft(struct vox_nn_train_fast *f, int mode)
 {
     f->fft_mode = mode < 0 ? -1 : mode > 0 ? 1 : 0;
+}
+
+void vox_nn_train_fast_set_fft_group(struct vox_nn_train_fast *f, int64_t tiles)
+{
+    f->fft_group = tiles > 0 ? tiles : 0;
 }
 
 int vox_nn_train_fast_fft_count(const struct vox_nn_train_fast *f)
