@@ -236,7 +236,7 @@ static void par_pool_item(void *arg, const int64_t lo[3], const int64_t hi[3], i
 int dist_par_parts(const struct dist_par *p)
 {
     int threads = p ? vox_ctx_threads(p->ctx) : 0;
-    return threads < 1 ? 1 : 2 * threads < DIST_PAR_PARTS ? 2 * threads : DIST_PAR_PARTS;
+    return threads < 1 ? 1 : 4 * threads < DIST_PAR_PARTS ? 4 * threads : DIST_PAR_PARTS;
 }
 
 void dist_par_for(const struct dist_par *p, int64_t n, void (*fn)(void *arg, int64_t i), void *arg)
