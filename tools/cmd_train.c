@@ -75,8 +75,9 @@ static const char help[] =
     "                          (default 100)\n"
     "  --val-patches N         patches per validation (default 8)\n"
     "  --log FILE              JSON-lines log (default MODEL.h5.jsonl; appended on --resume)\n"
-    "  --kernels fast|ref      convolution kernels: JIT loop nests or the scalar reference\n"
-    "                          (default fast)\n"
+    "  --kernels fast|ref      convolution kernels: JIT loop nests (Winograd for 3x3 kernels,\n"
+    "                          FFT for large ones where the cost model picks it; VOX_TRAIN_FFT=0\n"
+    "                          never, =1 always) or the scalar reference (default fast)\n"
     "  --threads N             worker threads (default: VOX_THREADS, else all CPUs)\n"
     "  --quiet                 no progress lines\n";
 
