@@ -90,7 +90,8 @@ static const char help[] =
     "                        ranks, rank 0 keeps the records\n"
     "  --stats               with --chunk: per stage and octree level, the chunks/nodes, items\n"
     "                        and edges carried up, bytes, time\n"
-    "  --threads N           worker threads (default: VOX_THREADS, else all CPUs)\n"
+    "  --threads N           worker threads (default: VOX_THREADS, else all CPUs); with\n"
+    "                        vox-mpi, each rank's\n"
     "  --quiet               no phase lines and no summary\n";
 
 struct seg_args {

@@ -16,7 +16,10 @@ int main(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "segment") != 0) {
         fprintf(stderr, "usage: mpirun -np N vox-mpi segment --chunk Z,Y,X [vox segment "
-                        "options] (see 'vox segment --help')\n");
+                        "options] (see 'vox segment --help')\n"
+                        "Every rank runs its chunks on --threads threads (give every rank "
+                        "the same); rank 0 also runs the levels above the chunks and writes "
+                        "the output.\n");
         return 2;
     }
     if (MPI_Init(&argc, &argv) != MPI_SUCCESS) {
