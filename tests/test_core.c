@@ -5,6 +5,8 @@
 #include "harness.h"
 
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 static void test_status_names(struct vox_ctx *ctx)
 {
@@ -240,6 +242,59 @@ static void test_pool_static_owner_matches_serial(struct vox_ctx *ctx)
     vox_pool_destroy(one);
 }
 
+static void test_pool_zero(struct vox_ctx *ctx)
+{
+    const size_t mib = (size_t)1 << 20, sizes[] = {0, 1, mib - 1, mib, 3 * mib + 5};
+    uint8_t *buf = malloc(4 * mib + 64);
+    CHECK(buf != NULL);
+    for (int threads = 1; buf && threads <= 3; threads++) {
+        struct vox_pool *pool;
+        CHECK_OK(vox_pool_create(ctx, threads, false, &pool));
+        for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+            memset(buf, 0xab, 4 * mib + 64);
+            vox_pool_zero(pool, buf + 7, sizes[k]); /* an unaligned start */
+            size_t bad = 0;
+            for (size_t i = 0; i < 4 * mib + 64; i++)
+                bad += buf[i] != (i >= 7 && i < 7 + sizes[k] ? 0 : 0xab);
+            CHECK(bad == 0);
+        }
+        vox_pool_destroy(pool);
+    }
+    free(buf);
+}
+
+static void count_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)tid;
+    __atomic_add_fetch((int64_t *)arg, hi[0] - lo[0], __ATOMIC_RELAXED);
+}
+
+/* Many short jobs back to back and some after a pause longer than the spin, with the spin
+ * off, tiny and default: a lost wake-up hangs here (the ctest timeout). */
+static void test_pool_spin_and_sleep(struct vox_ctx *ctx)
+{
+    const char *spins[] = {"0", "1", NULL};
+    for (size_t k = 0; k < sizeof spins / sizeof spins[0]; k++) {
+        if (spins[k])
+            setenv("VOX_POOL_SPIN_US", spins[k], 1);
+        else
+            unsetenv("VOX_POOL_SPIN_US");
+        struct vox_pool *pool;
+        CHECK_OK(vox_pool_create(ctx, 2, false, &pool));
+        int64_t total = 0;
+        const int64_t n[3] = {8, 1, 1}, tile[3] = {1, 1, 1};
+        for (int i = 0; i < 20000; i++) {
+            if (i % 2000 == 0)
+                usleep(1000);
+            vox_pool_for(pool, n, tile, i & 1 ? VOX_SCHED_DYNAMIC : VOX_SCHED_STATIC, count_task,
+                         &total);
+        }
+        CHECK(total == 8 * 20000);
+        vox_pool_destroy(pool);
+    }
+    unsetenv("VOX_POOL_SPIN_US");
+}
+
 static void test_cpu_and_isa_cap(struct vox_ctx *ctx)
 {
     struct vox_cpu c;
@@ -271,5 +326,6 @@ VOX_TEST_MAIN(VOX_TEST(test_status_names), VOX_TEST(test_alloc_aligned_and_injec
               VOX_TEST(test_tensor_alloc_fault_injection), VOX_TEST(test_tensor_bad_args),
               VOX_TEST(test_tensor_views_and_copy), VOX_TEST(test_tensor_blocked_roundtrip),
               VOX_TEST(test_pool_covers_range_once),
-              VOX_TEST(test_pool_static_owner_matches_serial), VOX_TEST(test_cpu_and_isa_cap),
+              VOX_TEST(test_pool_static_owner_matches_serial), VOX_TEST(test_pool_zero),
+              VOX_TEST(test_pool_spin_and_sleep), VOX_TEST(test_cpu_and_isa_cap),
               VOX_TEST(test_peak_positive))

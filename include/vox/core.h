@@ -213,6 +213,9 @@ int vox_pool_threads(const struct vox_pool *pool);
  * pool runs everything on the caller's thread. Returns when all tiles are done. */
 void vox_pool_for(struct vox_pool *pool, const int64_t n[3], const int64_t tile[3],
                   enum vox_schedule sched, vox_task_fn fn, void *arg);
+/* memset(p, 0, bytes) in 1 MiB pieces over the pool (a big serial memset holds the other
+ * threads back). */
+void vox_pool_zero(struct vox_pool *pool, void *p, size_t bytes);
 
 /* ---- time, peak, progress -------------------------------------------------------------- */
 

@@ -582,7 +582,7 @@ static void conv_bd(struct vox_nn_train_fast *f, struct vox_pool *pool,
     if (wino_conv(f, pool, gout, w, NULL, dil, lo, VOX_ACT_LINEAR, gin, true, add))
         return;
     if (!add) /* the nest adds */
-        memset(gin->data, 0, vox_tensor_nbytes(gin));
+        vox_pool_zero(pool, gin->data, vox_tensor_nbytes(gin));
     const int64_t taps = vol3(s.k);
     s.bo = taps;
     s.bi = s.co * taps;
