@@ -170,11 +170,11 @@ struct loss_job {
 };
 
 /* Adds, per channel (class for softmax: the voxels whose target argmax is c), the masked
- * counts of positives (t > 0.5) and negatives to pos[c] and neg[c]. */
-static void class_counts(const struct loss_job *j, double *pos, double *neg)
+ * counts of positives (t > 0.5) and negatives of voxels [v0, v1) to pos[c] and neg[c]. */
+static void class_counts(const struct loss_job *j, int64_t v0, int64_t v1, double *pos, double *neg)
 {
     for (int64_t c = 0; c < j->c; c++)
-        for (int64_t v = 0; v < j->plane; v++) {
+        for (int64_t v = v0; v < v1; v++) {
             int64_t e = j->l == VOX_LOSS_SOFTMAX ? v : c * j->plane + v;
             double m = j->m ? j->m[e] : 1;
             bool is_pos = j->t[c * j->plane + v] > 0.5f;
@@ -216,21 +216,56 @@ static void weights_of(const struct loss_job *j, const double *pos, const double
         j->w[2 * c] = wp[c], j->w[2 * c + 1] = wn[c];
 }
 
+/* The voxels are summed in pieces of LOSS_PIECE over the pool, each piece's sums in its own
+ * slots, the slots then added in order: the same value for any thread count. */
+enum { LOSS_PIECE = 4096 };
+
+struct count_run {
+    const struct loss_job *j;
+    double *part; /* per piece: pos[c], then neg[c] */
+};
+
+static void count_pieces(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)tid;
+    const struct count_run *r = arg;
+    const int64_t plane = r->j->plane, c = r->j->c;
+    for (int64_t k = lo[0]; k < hi[0]; k++) {
+        const int64_t end = (k + 1) * LOSS_PIECE < plane ? (k + 1) * LOSS_PIECE : plane;
+        class_counts(r->j, k * LOSS_PIECE, end, r->part + 2 * c * k, r->part + 2 * c * k + c);
+    }
+}
+
 /* The patch's masked count (what the loss is divided by), and its class weights: from the
- * patch's own counts (VOX_REBALANCE_PATCH), from vpos / vneg (VOX_REBALANCE_VOLUME), or 1s. */
-static double class_weights(const struct loss_job *j, enum vox_rebalance r, const double *vpos,
-                            const double *vneg, double *pos, double *neg)
+ * patch's own counts (VOX_REBALANCE_PATCH), from vpos / vneg (VOX_REBALANCE_VOLUME), or 1s.
+ * false: out of memory. */
+static bool class_weights(struct vox_ctx *ctx, const struct loss_job *j, enum vox_rebalance r,
+                          const double *vpos, const double *vneg, double *pos, double *neg,
+                          double *n_out)
 {
     memset(pos, 0, (size_t)j->c * sizeof *pos);
     memset(neg, 0, (size_t)j->c * sizeof *neg);
-    class_counts(j, pos, neg);
+    const int64_t pieces = (j->plane + LOSS_PIECE - 1) / LOSS_PIECE;
+    struct count_run run = {j, vox_calloc(ctx, (size_t)(2 * j->c * pieces) + 1, sizeof(double))};
+    if (!run.part)
+        return false;
+    const int64_t np[3] = {pieces, 1, 1}, tile[3] = {1, 1, 1};
+    vox_pool_for(vox_ctx_pool(ctx), np, tile, VOX_SCHED_STATIC, count_pieces, &run);
+    for (int64_t k = 0; k < pieces; k++)
+        for (int64_t c = 0; c < j->c; c++) {
+            pos[c] += run.part[2 * j->c * k + c];
+            neg[c] += run.part[2 * j->c * k + j->c + c];
+        }
+    vox_free(ctx, run.part);
     weights_of(j,
                r == VOX_REBALANCE_PATCH    ? pos
                : r == VOX_REBALANCE_VOLUME ? vpos
                                            : NULL,
                r == VOX_REBALANCE_PATCH ? neg : vneg);
     /* softmax: every voxel is counted once (in its class), else once per channel */
-    return j->l == VOX_LOSS_SOFTMAX ? (j->c > 0 ? pos[0] + neg[0] : 0) : sum_counts(pos, neg, j->c);
+    *n_out =
+        j->l == VOX_LOSS_SOFTMAX ? (j->c > 0 ? pos[0] + neg[0] : 0) : sum_counts(pos, neg, j->c);
+    return true;
 }
 
 /* Softmax cross-entropy at voxel v: adds scale * d l / d x to g, returns w * l. */
@@ -303,8 +338,10 @@ static double bce_elem(const struct loss_job *j, int64_t c, int64_t e, double sc
     double wv = (j->m ? j->m[e] : 1) * j->w[2 * c + (t > 0.5 ? 0 : 1)];
     if (wv == 0)
         return 0;
-    double l = (x > 0 ? x : 0) - x * t + log1p(exp(-fabs(x)));
-    double p = x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
+    /* one exp: q = exp(-|x|) is exp(-x) for x >= 0 and exp(x) below */
+    double q = exp(-fabs(x));
+    double l = (x > 0 ? x : 0) - x * t + log1p(q);
+    double p = x >= 0 ? 1 / (1 + q) : q / (1 + q);
     g[e] = (float)(g[e] + scale * wv * (p - t));
     return wv * l;
 }
@@ -339,10 +376,6 @@ static enum vox_status loss_check(struct vox_ctx *ctx, enum vox_loss l, const st
                         (long long)x->shape[3], (long long)x->shape[4]);
     return VOX_OK;
 }
-
-/* The voxels are summed in pieces of LOSS_PIECE over the pool, each piece's loss in its own
- * slot, the slots then added in order: the same value for any thread count. */
-enum { LOSS_PIECE = 4096 };
 
 struct loss_run {
     const struct loss_job *j;
@@ -394,8 +427,11 @@ static enum vox_status loss_run(struct vox_ctx *ctx, enum vox_loss l, enum vox_r
     j.w = vox_alloc(ctx, (size_t)(4 * j.c) * sizeof *j.w);
     if (!j.w)
         return VOX_OUT_OF_MEMORY;
-    double *pos = j.w + 2 * j.c, *neg = pos + j.c;
-    double n = class_weights(&j, r, vpos, vneg, pos, neg), acc = 0;
+    double *pos = j.w + 2 * j.c, *neg = pos + j.c, n = 0, acc = 0;
+    if (!class_weights(ctx, &j, r, vpos, vneg, pos, neg, &n)) {
+        vox_free(ctx, j.w);
+        return VOX_OUT_OF_MEMORY;
+    }
     const int64_t pieces = (j.plane + LOSS_PIECE - 1) / LOSS_PIECE;
     double *part = n > 0 ? vox_calloc(ctx, (size_t)pieces, sizeof *part) : NULL;
     if (n > 0 && !part) {
@@ -443,5 +479,5 @@ void vox_loss_class_counts(enum vox_loss l, const struct vox_tensor *target,
                          .m = mask ? mask->data : NULL,
                          .c = target->shape[0],
                          .plane = target->shape[1] * target->shape[2] * target->shape[3]};
-    class_counts(&j, pos, neg);
+    class_counts(&j, 0, j.plane, pos, neg);
 }
