@@ -69,14 +69,14 @@ const struct vox_nn_pack_fns *vox_nn_pack_fns_for(int isa)
 /* Per row (y): where the block is the transposes' width and x is contiguous, the row
  * transposes; else channel by channel, unit-stride reads along x, writes b floats apart within
  * one row of the blocked tensor (X * b floats, in L1). */
-static void pack_row(const struct job *j, int64_t cb, int64_t z)
+static void pack_rows(const struct job *j, int64_t cb, int64_t z, int64_t y0, int64_t y1)
 {
     const struct vox_tensor *s = j->ts;
     const float *src = s->data;
     const struct vox_nn_bt *o = j->out;
     const int64_t b = o->blk, nx = o->s[2], sx = s->strides[4];
     const bool fast = (j->pk->lanes == b || b == 1) && sx == 1; /* planar: row copies */
-    for (int64_t y = 0; y < o->s[1]; y++) {
+    for (int64_t y = y0; y < y1; y++) {
         float *d = at(o, cb, z, y, 0);
         const float *rows[16];
         for (int64_t l = 0; l < b; l++) {
@@ -99,14 +99,28 @@ static void pack_row(const struct job *j, int64_t cb, int64_t z)
     }
 }
 
+static void pack_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)tid;
+    const struct job *j = arg;
+    for (int64_t cb = lo[0]; cb < hi[0]; cb++)
+        for (int64_t z = lo[1]; z < hi[1]; z++)
+            pack_rows(j, cb, z, lo[2], hi[2]);
+}
+
+/* Over (block, plane, band of rows): the Winograd convs pack bands of one plane of one block
+ * (RSUNet's 1x3x3 convs: 80 packs a step, run on one thread while the others waited). */
 void vox_nn_bt_pack(struct vox_pool *pool, int isa, const struct vox_tensor *src,
                     struct vox_nn_bt *dst)
 {
-    struct job j = {.row = pack_row, .ts = src, .out = dst, .pk = vox_nn_pack_fns_for(isa)};
-    run(pool, &j, all_blocks(dst), dst->s[0]);
+    struct job j = {.ts = src, .out = dst, .pk = vox_nn_pack_fns_for(isa)};
+    const int64_t units = all_blocks(dst) * dst->s[0], want = 4 * vox_pool_threads(pool);
+    const int64_t ny = dst->s[1], rows = units >= want ? ny : (ny * units + want - 1) / want;
+    const int64_t n[3] = {all_blocks(dst), dst->s[0], ny}, tile[3] = {1, 1, rows};
+    vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, pack_task, &j);
 }
 
-/* The transpose of pack_row, applying j->act (pointwise) on the way. */
+/* The transpose of pack_rows, applying j->act (pointwise) on the way. */
 static void unpack_row(const struct job *j, int64_t cb, int64_t z)
 {
     struct vox_tensor *d = j->td;
