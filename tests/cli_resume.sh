@@ -19,6 +19,19 @@ OPTS=(--thresholds 0.2,0.5 --score median --chunk 8,20,24)
     fail "reference"
 "$VOX" segment --aff "$IN" --out "$T/x.h5:/seg" --resume 2>/dev/null
 [ $? -eq 2 ] || fail "--resume without --workdir accepted"
+# --workdir: made when missing and removed after a successful run; a missing parent, a file
+# in its place, or --resume without it: a clear error and no output.
+"$VOX" segment --aff "$IN" --out "$T/x.h5:/seg" "--chunk" 8,20,24 --workdir "$T/made" --quiet ||
+    fail "--workdir not yet there"
+[ -e "$T/made" ] && fail "the --workdir this run made is left"
+[ -e "$T/x.h5" ] || fail "no output with a new --workdir"
+rm -f "$T/x.h5" && touch "$T/afile"
+for bad in "$T/no/wd" "$T/afile" "$T/gone --resume"; do
+    err=$("$VOX" segment --aff "$IN" --out "$T/x.h5:/seg" --chunk 8,20,24 --workdir $bad 2>&1)
+    [ $? -eq 1 ] || fail "--workdir $bad: not refused"
+    echo "$err" | grep -q "work directory" || fail "--workdir $bad: unclear error: $err"
+    [ -e "$T/x.h5" ] && fail "--workdir $bad left an output"
+done
 
 same() { # output file: every dataset equal to the reference
     $PY - "$T/ref.h5" "$1" <<'PY' || fail "$1 differs from the reference"

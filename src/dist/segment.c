@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 struct sg_run {
@@ -854,12 +855,41 @@ static struct vox_progress *sg_progress(struct vox_ctx *ctx, const struct dist_v
                               false);
 }
 
+/* The work directory: created when missing (its parent must exist), *made then true (the run
+ * removes it again when it succeeds); a resumed run needs it to exist. */
+static enum vox_status sg_workdir(struct vox_ctx *ctx, const struct vox_dist_options *o, bool *made)
+{
+    struct stat st;
+    if (!o->workdir)
+        return VOX_OK;
+    if (stat(o->workdir, &st) == 0)
+        return S_ISDIR(st.st_mode) ? VOX_OK
+                                   : vox_fail(ctx, VOX_INVALID_ARG,
+                                              "chunked segmentation: work directory '%s' is "
+                                              "not a directory",
+                                              o->workdir);
+    if (errno == ENOENT && o->resume && (!o->comm || o->comm->rank == 0))
+        return vox_fail(ctx, VOX_INVALID_ARG,
+                        "chunked segmentation: resume: work directory '%s' does not exist (no "
+                        "records to resume from)",
+                        o->workdir);
+    if (mkdir(o->workdir, 0777) == 0)
+        return *made = true, VOX_OK;
+    if (errno == EEXIST) /* another rank made it */
+        return VOX_OK;
+    return vox_fail(ctx, VOX_IO, "chunked segmentation: cannot create work directory '%s': %s",
+                    o->workdir, strerror(errno));
+}
+
 enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_source *src,
                                  const struct vox_seg_params *p, const struct vox_dist_options *opt,
                                  struct vox_seg_result *res_out)
 {
     struct dist_vol vol = {0};
+    bool made = false;
     enum vox_status s = sg_check(ctx, src, p, opt, vol.dims);
+    if (s == VOX_OK)
+        s = sg_workdir(ctx, opt, &made);
     if (s != VOX_OK) /* the other ranks may have found nothing wrong: they would wait */
         return opt && opt->comm && opt->comm->size > 1 && sg_comm_ok(opt->comm)
                    ? dist_comm_stop(ctx, opt->comm, s)
@@ -902,6 +932,8 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         dist_bfile_close(&own.f);
         dist_bfile_close(&qf);
         dist_store_fini(ctx, &own);
+        if (made && s == VOX_OK)
+            rmdir(opt->workdir); /* (fails, harmlessly, while rank 0 still uses it) */
         return dist_comm_stop(ctx, vol.comm, s); /* rank 0 may wait for this rank */
     }
     struct vox_seg_result res = {0};
@@ -972,6 +1004,8 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         dist_journal_close(ctx, &jr);
     if (journal && s == VOX_OK)
         dist_journal_remove(opt->workdir);
+    if (made && s == VOX_OK)
+        rmdir(opt->workdir);
     s = dist_comm_stop(ctx, vol.comm, s); /* the other ranks may wait for rank 0 */
     if (s != VOX_OK) {
         vox_seg_result_fini(ctx, &res);
