@@ -218,7 +218,8 @@ static void test_conv_pool_fused(struct vox_ctx *ctx)
 }
 
 /* The row transposes (fast_pack.h) of every ISA the machine has, against their definition:
- * two full runs of lanes and a tail, a missing (zero) lane, an unwritten one. */
+ * two full runs of lanes and a tail, a missing (zero) lane, an unwritten one; the streaming
+ * pack equal to the plain one. */
 static void test_pack_rows(struct vox_ctx *ctx)
 {
     const int max = (int)vox_ctx_cpu(ctx)->isa_max;
@@ -227,6 +228,7 @@ static void test_pack_rows(struct vox_ctx *ctx)
         const struct vox_nn_pack_fns *pk = vox_nn_pack_fns_for(isa);
         const int L = pk->lanes;
         float src[16][N], blk[16 * N], back[16][N];
+        _Alignas(64) float streamed[16 * N];
         const float *rows[16];
         float *outs[16];
         uint64_t seed = 3;
@@ -237,6 +239,8 @@ static void test_pack_rows(struct vox_ctx *ctx)
             outs[l] = l == 3 ? NULL : back[l];
         }
         pk->pack(rows, blk, N);
+        pk->pack_stream(rows, streamed, N); /* the same values, stored non-temporally */
+        CHECK(memcmp(blk, streamed, (size_t)(L * N) * sizeof *blk) == 0);
         pk->unpack(blk, outs, N);
         for (int l = 0; l < L; l++)
             for (int x = 0; x < N; x++) {

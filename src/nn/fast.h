@@ -233,6 +233,9 @@ struct vox_nn_pack_fns {
     /* gx[i] = gy[i] * act'(y[i]) from the act's output y, i < n (gx may be gy) */
     void (*act_backward)(enum vox_nn_act act, const float *y, const float *gy, float *gx,
                          int64_t n);
+    /* pack with non-temporal stores (dst aligned to L floats), for a packed tensor larger
+     * than the cache that is read back only after it is all written */
+    void (*pack_stream)(const float *const *src, float *dst, int64_t n);
 };
 extern const struct vox_nn_pack_fns vox_nn_pack_ref, vox_nn_pack_avx2, vox_nn_pack_avx512;
 /* The table for isa (an enum vox_isa). */
@@ -241,6 +244,10 @@ const struct vox_nn_pack_fns *vox_nn_pack_fns_for(int isa);
  * its width and x is contiguous). */
 void vox_nn_bt_pack(struct vox_pool *pool, int isa, const struct vox_tensor *src,
                     struct vox_nn_bt *dst);
+/* The same with non-temporal stores (dst->data aligned to 64 bytes): for a packed tensor
+ * larger than the cache, read back only after it is all written. */
+void vox_nn_bt_pack_stream(struct vox_pool *pool, int isa, const struct vox_tensor *src,
+                           struct vox_nn_bt *dst);
 
 /* Unpacks act(src) (a pointwise act, not softmax): an output layer fused into the unpacking. */
 void vox_nn_bt_unpack_act(struct vox_pool *pool, int isa, const struct vox_nn_bt *src,

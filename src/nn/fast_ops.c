@@ -95,7 +95,7 @@ static void pack_rows(const struct job *j, int64_t cb, int64_t z, int64_t y0, in
         else if (fast && b == 1)
             memset(d, 0, (size_t)nx * sizeof *d);
         else if (fast)
-            j->pk->pack(rows, d, nx);
+            (j->flag ? j->pk->pack_stream : j->pk->pack)(rows, d, nx);
     }
 }
 
@@ -106,18 +106,34 @@ static void pack_task(void *arg, const int64_t lo[3], const int64_t hi[3], int t
     for (int64_t cb = lo[0]; cb < hi[0]; cb++)
         for (int64_t z = lo[1]; z < hi[1]; z++)
             pack_rows(j, cb, z, lo[2], hi[2]);
+#if defined(__x86_64__) || defined(__i386__)
+    if (j->flag) /* the non-temporal stores reach memory before the job ends */
+        __builtin_ia32_sfence();
+#endif
 }
 
 /* Over (block, plane, band of rows): the Winograd convs pack bands of one plane of one block
  * (RSUNet's 1x3x3 convs: 80 packs a step, run on one thread while the others waited). */
-void vox_nn_bt_pack(struct vox_pool *pool, int isa, const struct vox_tensor *src,
-                    struct vox_nn_bt *dst)
+static void bt_pack(struct vox_pool *pool, int isa, const struct vox_tensor *src,
+                    struct vox_nn_bt *dst, bool stream)
 {
-    struct job j = {.ts = src, .out = dst, .pk = vox_nn_pack_fns_for(isa)};
+    struct job j = {.ts = src, .out = dst, .pk = vox_nn_pack_fns_for(isa), .flag = stream};
     const int64_t units = all_blocks(dst) * dst->s[0], want = 4 * vox_pool_threads(pool);
     const int64_t ny = dst->s[1], rows = units >= want ? ny : (ny * units + want - 1) / want;
     const int64_t n[3] = {all_blocks(dst), dst->s[0], ny}, tile[3] = {1, 1, rows};
     vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, pack_task, &j);
+}
+
+void vox_nn_bt_pack(struct vox_pool *pool, int isa, const struct vox_tensor *src,
+                    struct vox_nn_bt *dst)
+{
+    bt_pack(pool, isa, src, dst, false);
+}
+
+void vox_nn_bt_pack_stream(struct vox_pool *pool, int isa, const struct vox_tensor *src,
+                           struct vox_nn_bt *dst)
+{
+    bt_pack(pool, isa, src, dst, true);
 }
 
 /* The transpose of pack_rows, applying j->act (pointwise) on the way. */

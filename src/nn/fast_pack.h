@@ -10,6 +10,7 @@
  */
 #include "fast.h"
 
+#include <immintrin.h>
 #include <string.h>
 
 typedef float vf __attribute__((vector_size(4 * PACK_L)));
@@ -22,8 +23,25 @@ typedef int32_t vi __attribute__((vector_size(4 * PACK_L)));
 #include "fast_vact.h"
 #include "fast_vtr.h"
 
-/* dst[x * L + l] = src[l][x] for x < n (src[l] NULL: 0). */
-static void pack(const float *const *src, float *dst, int64_t n)
+/* A non-temporal store of v at p (aligned to a vector). */
+INLINE void stream_vec(float *p, vf v)
+{
+#if PACK_L == 16 && defined(__AVX512F__)
+    _mm512_stream_ps(p, (__m512)v);
+#elif PACK_L == 8 && defined(__AVX__)
+    _mm256_stream_ps(p, (__m256)v);
+#else
+    for (int k = 0; k < PACK_L; k += 4) {
+        __m128 h;
+        memcpy(&h, (const float *)&v + k, sizeof h);
+        _mm_stream_ps(p + k, h);
+    }
+#endif
+}
+
+/* dst[x * L + l] = src[l][x] for x < n (src[l] NULL: 0); with `stream`, dst aligned to a
+ * vector, non-temporal stores (no read of dst's lines before they are written). */
+INLINE void pack_body(const float *const *src, float *dst, int64_t n, bool stream)
 {
     int64_t x = 0;
     for (; x + PACK_L <= n; x += PACK_L) {
@@ -37,12 +55,26 @@ static void pack(const float *const *src, float *dst, int64_t n)
         }
         vtranspose(r);
 #pragma GCC unroll 16
-        for (int l = 0; l < PACK_L; l++)
-            ST(dst + (x + l) * PACK_L, r[l]);
+        for (int l = 0; l < PACK_L; l++) {
+            if (stream)
+                stream_vec(dst + (x + l) * PACK_L, r[l]);
+            else
+                ST(dst + (x + l) * PACK_L, r[l]);
+        }
     }
     for (; x < n; x++)
         for (int l = 0; l < PACK_L; l++)
             dst[x * PACK_L + l] = src[l] ? src[l][x] : 0.0f;
+}
+
+static void pack(const float *const *src, float *dst, int64_t n)
+{
+    pack_body(src, dst, n, false);
+}
+
+static void pack_stream(const float *const *src, float *dst, int64_t n)
+{
+    pack_body(src, dst, n, true);
 }
 
 /* dst[l][x] = src[x * L + l] for x < n and every l with dst[l] not NULL. */
@@ -133,4 +165,5 @@ static void act_backward_row(enum vox_nn_act act, const float *y, const float *g
     }
 }
 
-const struct vox_nn_pack_fns PACK_FN = {PACK_L, pack, unpack, act_row, act_backward_row};
+const struct vox_nn_pack_fns PACK_FN = {PACK_L,           pack,       unpack, act_row,
+                                        act_backward_row, pack_stream};

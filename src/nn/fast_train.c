@@ -327,7 +327,7 @@ static bool wino_desc(const struct vox_nn_train_fast *f, int64_t cin, const stru
 /* bt = the box [lo, hi) of batch item b of the planar in, packed into blocks of bt->blk
  * channels (bt: data, n, c and blk set; its extents set here). */
 static void band_pack(struct vox_pool *pool, int isa, const struct vox_tensor *in, int64_t b,
-                      const int64_t lo[3], const int64_t hi[3], struct vox_nn_bt *bt)
+                      const int64_t lo[3], const int64_t hi[3], struct vox_nn_bt *bt, bool stream)
 {
     struct vox_tensor src = *in;
     src.data = (float *)in->data + b * in->strides[0] + lo[0] * in->strides[2] +
@@ -336,7 +336,7 @@ static void band_pack(struct vox_pool *pool, int isa, const struct vox_tensor *i
     for (int a = 0; a < 3; a++)
         src.shape[2 + a] = bt->s[a] = hi[a] - lo[a];
     if (bt->s[0] > 0 && bt->s[1] > 0 && bt->s[2] > 0)
-        vox_nn_bt_pack(pool, isa, &src, bt);
+        (stream ? vox_nn_bt_pack_stream : vox_nn_bt_pack)(pool, isa, &src, bt);
 }
 
 /* out = act(conv(in) + bias) (or, with `bwd`, gin += the backward-data conv of gout = in with
@@ -393,7 +393,7 @@ static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
         for (int64_t k = 0; k < nbands; k++) {
             vox_nn_wino_band(wn, is, f->band_bytes, k, &t0, &t1, blo, bhi);
             struct vox_nn_bt bt = {.data = buf, .n = 1, .c = c.cin, .blk = L};
-            band_pack(pool, isa, in, b, blo, bhi, &bt);
+            band_pack(pool, isa, in, b, blo, bhi, &bt, false);
             vox_nn_wino_run_tiles(wn, pool, &bt, blo, t0, t1, add ? &ob : NULL, &ob);
         }
     }
@@ -891,14 +891,17 @@ static bool wino_bw(struct vox_nn_train_fast *f, struct vox_pool *pool, const st
         return false;
     /* the whole input packed: bands as wino_conv's measured 2 % slower here (each slot's share
      * of a band's blocks is one or two) and save no memory (the direct 1x5x5 convs' bordered
-     * copies need the buffer anyway) */
+     * copies need the buffer anyway); stored past the cache where it does not fit half the L3
+     * (no read of the buffer's lines before they are written) */
+    const int64_t l3 = vox_ctx_cpu(f->ctx)->l3_bytes > 0 ? vox_ctx_cpu(f->ctx)->l3_bytes : 8 << 20;
+    const bool stream = (int64_t)sizeof(float) * cdiv(c.cin, L) * L * vol3(is) > l3 / 2;
     for (int64_t b = 0; b < in->shape[0]; b++) {
         struct vox_nn_bt bt = {.data = buf, .n = 1, .c = c.cin, .blk = L};
         struct vox_nn_bt gt = {
             .data = (float *)gout->data + b * c.cout * ov, .n = 1, .c = c.cout, .blk = 1};
         for (int a = 0; a < 3; a++)
             gt.s[a] = gout->shape[2 + a];
-        band_pack(pool, isa, in, b, zero, is, &bt);
+        band_pack(pool, isa, in, b, zero, is, &bt, stream);
         vox_nn_wino_bw_run(e->g, pool, &bt, &gt, work, sums, b == 0);
     }
     vox_nn_wino_bw_finish(e->g, pool, sums, work, gw->data, gb ? gb->data : NULL);
