@@ -19,12 +19,23 @@ OPTS=(--thresholds 0.2,0.5 --score median --chunk 8,20,24)
     fail "reference"
 "$VOX" segment --aff "$IN" --out "$T/x.h5:/seg" --resume 2>/dev/null
 [ $? -eq 2 ] || fail "--resume without --workdir accepted"
-# --workdir: made when missing and removed after a successful run; a missing parent, a file
-# in its place, or --resume without it: a clear error and no output.
-"$VOX" segment --aff "$IN" --out "$T/x.h5:/seg" "--chunk" 8,20,24 --workdir "$T/made" --quiet ||
+# --workdir: made when missing and removed after a successful run (or the resumed run after a
+# kill), a user's own kept; a missing parent, a file in its place, or --resume without it: a
+# clear error and no output.
+"$VOX" segment --aff "$IN" --out "$T/x.h5:/seg" --chunk 8,20,24 --workdir "$T/made" --quiet ||
     fail "--workdir not yet there"
 [ -e "$T/made" ] && fail "the --workdir this run made is left"
 [ -e "$T/x.h5" ] || fail "no output with a new --workdir"
+rm -f "$T/x.h5"
+VOX_DIST_DIE_AFTER=3 "$VOX" segment --aff "$IN" --out "$T/x.h5:/seg" --chunk 8,20,24 \
+    --workdir "$T/made" --quiet
+[ $? -eq 3 ] || fail "VOX_DIST_DIE_AFTER=3 with a new --workdir"
+"$VOX" segment --aff "$IN" --out "$T/x.h5:/seg" --chunk 8,20,24 --workdir "$T/made" --resume \
+    --quiet || fail "resume in a --workdir the killed run made"
+[ -e "$T/made" ] && fail "the resumed run left the --workdir the killed run made"
+mkdir "$T/mine" && "$VOX" segment --aff "$IN" --out "$T/y.h5:/seg" --chunk 8,20,24 \
+    --workdir "$T/mine" --quiet || fail "--workdir made by the user"
+[ -d "$T/mine" ] || fail "a --workdir the user made was removed"
 rm -f "$T/x.h5" && touch "$T/afile"
 for bad in "$T/no/wd" "$T/afile" "$T/gone --resume"; do
     err=$("$VOX" segment --aff "$IN" --out "$T/x.h5:/seg" --chunk 8,20,24 --workdir $bad 2>&1)

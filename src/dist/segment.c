@@ -855,9 +855,12 @@ static struct vox_progress *sg_progress(struct vox_ctx *ctx, const struct dist_v
                               false);
 }
 
-/* The work directory: created when missing (its parent must exist), *made then true (the run
- * removes it again when it succeeds); a resumed run needs it to exist. */
-static enum vox_status sg_workdir(struct vox_ctx *ctx, const struct vox_dist_options *o, bool *made)
+/* The work directory: created when missing (its parent must exist), with a marker file in
+ * it, so that rank 0 (or a run without ranks) removes it again when the run succeeds, whichever
+ * rank made it, and also after a resumed run; a resumed run needs it to exist. */
+#define SG_MADE "vox-dist-made"
+
+static enum vox_status sg_workdir(struct vox_ctx *ctx, const struct vox_dist_options *o)
 {
     struct stat st;
     if (!o->workdir)
@@ -873,12 +876,27 @@ static enum vox_status sg_workdir(struct vox_ctx *ctx, const struct vox_dist_opt
                         "chunked segmentation: resume: work directory '%s' does not exist (no "
                         "records to resume from)",
                         o->workdir);
-    if (mkdir(o->workdir, 0777) == 0)
-        return *made = true, VOX_OK;
+    if (mkdir(o->workdir, 0777) == 0) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/%s", o->workdir, SG_MADE);
+        int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0)
+            close(fd);
+        return VOX_OK;
+    }
     if (errno == EEXIST) /* another rank made it */
         return VOX_OK;
     return vox_fail(ctx, VOX_IO, "chunked segmentation: cannot create work directory '%s': %s",
                     o->workdir, strerror(errno));
+}
+
+/* After a successful run (rank 0): the work directory removed if a run made it. */
+static void sg_workdir_done(const struct vox_dist_options *o)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", o->workdir, SG_MADE);
+    if (unlink(path) == 0)
+        rmdir(o->workdir);
 }
 
 enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_source *src,
@@ -886,10 +904,9 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
                                  struct vox_seg_result *res_out)
 {
     struct dist_vol vol = {0};
-    bool made = false;
     enum vox_status s = sg_check(ctx, src, p, opt, vol.dims);
     if (s == VOX_OK)
-        s = sg_workdir(ctx, opt, &made);
+        s = sg_workdir(ctx, opt);
     if (s != VOX_OK) /* the other ranks may have found nothing wrong: they would wait */
         return opt && opt->comm && opt->comm->size > 1 && sg_comm_ok(opt->comm)
                    ? dist_comm_stop(ctx, opt->comm, s)
@@ -932,8 +949,6 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         dist_bfile_close(&own.f);
         dist_bfile_close(&qf);
         dist_store_fini(ctx, &own);
-        if (made && s == VOX_OK)
-            rmdir(opt->workdir); /* (fails, harmlessly, while rank 0 still uses it) */
         return dist_comm_stop(ctx, vol.comm, s); /* rank 0 may wait for this rank */
     }
     struct vox_seg_result res = {0};
@@ -1004,8 +1019,8 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         dist_journal_close(ctx, &jr);
     if (journal && s == VOX_OK)
         dist_journal_remove(opt->workdir);
-    if (made && s == VOX_OK)
-        rmdir(opt->workdir);
+    if (opt->workdir && s == VOX_OK)
+        sg_workdir_done(opt);
     s = dist_comm_stop(ctx, vol.comm, s); /* the other ranks may wait for rank 0 */
     if (s != VOX_OK) {
         vox_seg_result_fini(ctx, &res);
