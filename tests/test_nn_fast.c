@@ -250,6 +250,49 @@ static void test_pack_rows(struct vox_ctx *ctx)
     }
 }
 
+/* vox_nn_bt_pack and its streaming twin on 1 and 2 threads: the same blocked tensor, for
+ * channel counts that leave a partial block and shapes whose (block, plane) units are fewer
+ * than the threads' bands (the rows split) or many. */
+static void test_bt_pack_stream(struct vox_ctx *ctx)
+{
+    const int64_t shapes[][4] = {{20, 3, 5, 37}, {16, 1, 64, 40}, {7, 9, 4, 17}};
+    const int isa = (int)vox_ctx_cpu(ctx)->isa;
+    const int64_t L = vox_nn_pack_fns_for(isa)->lanes;
+    for (int threads = 1; threads <= 2; threads++) {
+        struct vox_ctx *c = NULL;
+        struct vox_ctx_options o = {.threads = threads, .log_level = VOX_LOG_WARN};
+        CHECK_OK(vox_ctx_create(&o, &c));
+        for (size_t k = 0; c && k < sizeof shapes / sizeof shapes[0]; k++) {
+            const int64_t *sh = shapes[k];
+            struct vox_tensor in = {0};
+            CHECK_OK(
+                vox_tensor_alloc(ctx, &in, VOX_F32, 5, (int64_t[]){1, sh[0], sh[1], sh[2], sh[3]}));
+            fill(&in, 5 + (uint64_t)k);
+            struct vox_nn_bt a = {.n = 1, .c = sh[0], .blk = L, .s = {sh[1], sh[2], sh[3]}};
+            struct vox_nn_bt b = a;
+            const size_t bytes = (size_t)vox_nn_bt_elems(&a) * sizeof(float);
+            a.data = vox_alloc(ctx, bytes);
+            b.data = vox_alloc(ctx, bytes);
+            CHECK(a.data && b.data);
+            if (a.data && b.data) {
+                memset(a.data, 0x55, bytes);
+                memset(b.data, 0x66, bytes);
+                vox_nn_bt_pack(vox_ctx_pool(c), isa, &in, &a);
+                vox_nn_bt_pack_stream(vox_ctx_pool(c), isa, &in, &b);
+                CHECK(memcmp(a.data, b.data, bytes) == 0);
+                const float *p = in.data; /* and a's value at one voxel of each channel */
+                const int64_t vol = sh[1] * sh[2] * sh[3], v = vol - 1;
+                for (int64_t ch = 0; ch < sh[0]; ch++)
+                    CHECK(a.data[((ch / L) * vol + v) * L + ch % L] == p[ch * vol + v]);
+            }
+            vox_free(ctx, a.data);
+            vox_free(ctx, b.data);
+            vox_tensor_free(ctx, &in);
+        }
+        vox_ctx_destroy(c);
+    }
+}
+
 /* Output of rsunet-tiny through the fast path on ctx, copied. */
 static void run_fast(struct vox_ctx *ctx, struct vox_ctx *run_ctx, struct vox_tensor *out)
 {
@@ -552,5 +595,5 @@ static void test_sliding_equals_one_pass(struct vox_ctx *ctx)
 
 VOX_TEST_MAIN(VOX_TEST(test_sliding_equals_one_pass), VOX_TEST(test_layers_every_isa),
               VOX_TEST(test_whole_nets), VOX_TEST(test_conv_pool_fused), VOX_TEST(test_pack_rows),
-              VOX_TEST(test_threads_bitwise), VOX_TEST(test_planar), VOX_TEST(test_planar_in_place),
-              VOX_TEST(test_errors_and_alloc_failures))
+              VOX_TEST(test_bt_pack_stream), VOX_TEST(test_threads_bitwise), VOX_TEST(test_planar),
+              VOX_TEST(test_planar_in_place), VOX_TEST(test_errors_and_alloc_failures))
