@@ -469,6 +469,93 @@ static void test_graph_threads(struct vox_ctx *ctx)
     vox_ctx_destroy(one);
 }
 
+/* One backward of net at patch on ctx (fast kernels), input gradients on or off, into *gw;
+ * *kept: whether layer `probe`'s gradient still holds what was put there before (NaN). */
+static void sparse_run(struct vox_ctx *ctx, const struct vox_net *net, const int64_t patch[3],
+                       bool input_grads, int probe, struct vox_nn_weights **gw, bool *kept)
+{
+    struct vox_nn_train_fast *f = NULL;
+    struct vox_nn_graph *g = NULL;
+    struct vox_nn_weights *w = NULL;
+    *kept = false;
+    CHECK_OK(vox_nn_train_fast_create(ctx, &f));
+    if (f)
+        CHECK_OK(vox_nn_graph_create(ctx, net, patch, vox_nn_train_fast_kernels(f), &g));
+    CHECK_OK(vox_nn_weights_create(ctx, net, &w));
+    CHECK_OK(vox_nn_weights_create(ctx, net, gw));
+    if (g && w && *gw) {
+        vox_nn_graph_set_input_grads(g, input_grads);
+        vox_nn_weights_init(net, w, VOX_INIT_MSRA, 3);
+        uint64_t rng = 7;
+        struct vox_tensor in =
+            mk(ctx, 1, net->layers[0].channels, patch[0], patch[1], patch[2], &rng);
+        CHECK_OK(vox_nn_graph_forward(ctx, g, w, &in));
+        vox_nn_graph_zero_grad(g);
+        struct vox_tensor *pg = vox_nn_graph_grad(g, probe);
+        for (int64_t e = 0; e < vox_tensor_numel(pg); e++)
+            ((float *)pg->data)[e] = NAN;
+        struct vox_tensor *go = vox_nn_graph_grad(g, vox_net_output(net, 0));
+        float *gp = go->data;
+        for (int64_t e = 0; e < vox_tensor_numel(go); e++)
+            gp[e] = (float)((e * 7 % 13) - 6) / 5.0f;
+        vox_nn_graph_backward(ctx, g, w, *gw);
+        *kept = isnan(((float *)pg->data)[0]);
+        vox_tensor_free(ctx, &in);
+    }
+    vox_nn_weights_destroy(w);
+    vox_nn_graph_destroy(g);
+    vox_nn_train_fast_destroy(f);
+}
+
+/* A conv reading a net input whose output only a max-pooling reads: with input gradients off
+ * the pooling computes the conv's weight and bias gradients from the argmax voxels alone
+ * (graph.c pool_conv_grads, the conv's own gradient never written). Its parameter gradients
+ * against the dense backward (input gradients on) within 2e-5, valid and same padding,
+ * dilation, every act; bitwise the same for 1 and 2 threads. */
+static void test_pool_conv_sparse(struct vox_ctx *ctx)
+{
+    static const char *const convs[] = {
+        "conv c1 raw -> 5 kernel=2x3x3 dilation=1x1x2 act=relu\npool p c1 window=2x2x2\n",
+        "conv c1 raw -> 5 kernel=3x3x3 pad=same act=elu\npool p c1 window=1x2x2\n",
+        "conv c1 raw -> 4 kernel=1x3x3 pad=same act=tanh\npool p c1 window=2x2x2\n",
+        "conv c1 raw -> 3 kernel=2x2x2\npool p c1 window=2x2x2\n",
+    };
+    static const int64_t patches[][3] = {{7, 12, 14}, {4, 10, 12}, {6, 10, 10}, {7, 9, 9}};
+    struct vox_ctx *one = NULL;
+    struct vox_ctx_options co = {.threads = 1, .log_level = VOX_LOG_WARN};
+    CHECK_OK(vox_ctx_create(&co, &one));
+    for (size_t k = 0; one && k < sizeof convs / sizeof convs[0]; k++) {
+        char spec[512];
+        snprintf(spec, sizeof spec,
+                 "input raw channels=2\n%sconv c2 p -> 3 kernel=1\noutput aff c2 act=sigmoid\n",
+                 convs[k]);
+        struct vox_net *net = NULL;
+        CHECK_OK(vox_net_parse(ctx, spec, "sparse.net", &net));
+        if (!net)
+            continue;
+        struct vox_nn_weights *dense = NULL, *sparse = NULL, *sparse1 = NULL;
+        bool kept_dense = true, kept_sparse = false, kept1 = false;
+        sparse_run(ctx, net, patches[k], true, 1, &dense, &kept_dense);
+        sparse_run(ctx, net, patches[k], false, 1, &sparse, &kept_sparse);
+        sparse_run(one, net, patches[k], false, 1, &sparse1, &kept1);
+        CHECK(!kept_dense && kept_sparse && kept1); /* the sparse way taken only without */
+        for (int i = 0; dense && sparse && sparse1 && i < net->n_layers; i++)
+            for (int p = 0; p < VOX_P_COUNT; p++)
+                if (dense->p[i][p].rank) {
+                    if (!close_to(&sparse->p[i][p], &dense->p[i][p], 2e-5))
+                        fprintf(stderr, "  case %zu layer %s parameter %d\n", k,
+                                net->layers[i].name, p);
+                    CHECK(close_to(&sparse->p[i][p], &dense->p[i][p], 2e-5));
+                    CHECK(same_bits(&sparse->p[i][p], &sparse1->p[i][p]));
+                }
+        vox_nn_weights_destroy(dense);
+        vox_nn_weights_destroy(sparse);
+        vox_nn_weights_destroy(sparse1);
+        vox_net_destroy(net);
+    }
+    vox_ctx_destroy(one);
+}
+
 /* The pointwise acts of add, act and output layers and their slopes (the kernels' vector
  * act and act_backward): every layer's values with the fast kernels within 2e-6 of the
  * reference's, and every layer's gradient and the parameter gradients within 2e-5 (the vector expm1
@@ -639,4 +726,5 @@ static void test_trainer(struct vox_ctx *ctx)
 
 VOX_TEST_MAIN(VOX_TEST(test_conv_kernels), VOX_TEST(test_deconv_kernels), VOX_TEST(test_threads),
               VOX_TEST(test_fft_kernels), VOX_TEST(test_graph_threads),
-              VOX_TEST(test_graph_second_step), VOX_TEST(test_graph_acts), VOX_TEST(test_trainer))
+              VOX_TEST(test_graph_second_step), VOX_TEST(test_graph_acts),
+              VOX_TEST(test_pool_conv_sparse), VOX_TEST(test_trainer))

@@ -127,7 +127,9 @@ enum vox_status vox_nn_graph_forward(struct vox_ctx *ctx, struct vox_nn_graph *g
 void vox_nn_graph_set_eval(struct vox_nn_graph *g, bool eval);
 /* Whether the backward pass computes the gradients of the net's inputs (default: yes).
  * Training needs none: without them a conv or deconv reading an input skips its
- * backward-data convolution, and the inputs' gradient tensors are left unspecified. */
+ * backward-data convolution, and the inputs' gradient tensors are left unspecified; so is
+ * the gradient of such a conv when a max-pooling is its only reader (the pooling computes
+ * the conv's weight and bias gradients from its argmax voxels alone). */
 void vox_nn_graph_set_input_grads(struct vox_nn_graph *g, bool on);
 /* Folds the batch statistics of the last training-mode forward into w's bn_mean/bn_var
  * (vox_nn_bn_running_update: momentum 0.1, unbiased variance), as PyTorch does on every

@@ -31,6 +31,8 @@ struct vox_nn_graph {
     bool no_input_grads;           /* vox_nn_graph_set_input_grads(g, false) */
     bool *slope_done;              /* per layer: its gradient already holds the act's slope (its
                                       one consumer, a max-pooling, applied it: pre_act_grad) */
+    bool *bw_done;                 /* per layer: a conv whose gradients its max-pooling computed
+                                      (pool_conv_grads): its own backward is skipped */
     bool *sole;                    /* per layer: its one consumer is a conv, max-pooling or add,
                                       which then writes its gradient with = (no zeroing: see
                                       vox_nn_graph_zero_grad) */
@@ -111,6 +113,7 @@ void vox_nn_graph_destroy(struct vox_nn_graph *g)
     vox_free(g->ctx, g->xhat);
     vox_free(g->ctx, g->sole);
     vox_free(g->ctx, g->slope_done);
+    vox_free(g->ctx, g->bw_done);
     vox_free(g->ctx, g->mf_acc);
     for (int i = 0; g->pool_arg && i < g->net->n_layers; i++)
         vox_free(g->ctx, g->pool_arg[i]);
@@ -171,7 +174,8 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
         !(g->xhat = vox_calloc(ctx, n, sizeof *g->xhat)) ||
         !(g->stats = vox_calloc(ctx, n, sizeof *g->stats)) ||
         !(g->sole = vox_calloc(ctx, n, sizeof *g->sole)) ||
-        !(g->slope_done = vox_calloc(ctx, n, sizeof *g->slope_done)))
+        !(g->slope_done = vox_calloc(ctx, n, sizeof *g->slope_done)) ||
+        !(g->bw_done = vox_calloc(ctx, n, sizeof *g->bw_done)))
         goto fail;
     for (int i = 0; i < net->n_layers; i++) {
         int uses = 0;
@@ -577,6 +581,143 @@ static bool wants_grad(const struct vox_nn_graph *g, int j)
     return !g->no_input_grads || g->net->layers[j].kind != VOX_NN_INPUT;
 }
 
+/* A conv whose output only a max-pooling reads and whose input needs no gradient (a net
+ * input with input gradients off): its weight and bias gradients straight from the pooling's
+ * gradient. The pooling's adjoint puts each pooled gradient on one voxel of its window (the
+ * argmax), so the conv's output gradient is zero elsewhere: gz = g * slope(y) at the argmax
+ * (y: the pooled value, the conv's output there), 0 elsewhere. n337's first conv (80
+ * channels, 107^3) then neither writes nor reads its 392 MB gradient, and does 1/8 of the
+ * products. Each output channel is summed by one thread over the pooled voxels in order, in
+ * double: the same bits for any thread count. */
+struct pool_conv_job {
+    const struct vox_nn_graph *g;
+    int pool, conv;
+    float *gw, *gb;
+    double *acc;        /* per thread: ci * taps */
+    const int64_t *ofs; /* per conv tap: its input offset from the window's corner */
+};
+
+static float act_slope_f(enum vox_nn_act act, float y)
+{
+    switch (act) {
+    case VOX_ACT_RELU:
+        return y > 0.0f ? 1.0f : 0.0f;
+    case VOX_ACT_ELU:
+        return y > 0.0f ? 1.0f : y + 1.0f;
+    case VOX_ACT_SIGMOID:
+        return y * (1.0f - y);
+    case VOX_ACT_TANH:
+        return 1.0f - y * y;
+    default:
+        return 1.0f;
+    }
+}
+
+static void pool_conv_channels(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    const struct pool_conv_job *j = arg;
+    const struct vox_nn_graph *g = j->g;
+    const struct vox_nn_layer *pl = &g->net->layers[j->pool], *cl = &g->net->layers[j->conv];
+    const struct vox_tensor *in = &g->val[cl->in[0]];
+    const float *gp = g->grad[j->pool].data, *yp = g->val[j->pool].data, *ip = in->data;
+    const uint8_t *at = g->pool_arg[j->pool];
+    const int64_t *ps = g->grad[j->pool].shape + 2, *is = in->shape + 2, *w = pl->kernel;
+    const int64_t *k = cl->kernel, *d = cl->dilation;
+    int64_t pad[3], span[3], wt[VOX_NN_POOL_TAPS][3];
+    const int64_t *ofs = j->ofs;
+    vox_nn_conv_pad(cl, pad);
+    const int64_t ci = in->shape[1], taps = k[0] * k[1] * k[2];
+    const int64_t pv = ps[0] * ps[1] * ps[2], iv = is[0] * is[1] * is[2];
+    for (int a = 0; a < 3; a++)
+        span[a] = (k[a] - 1) * d[a];
+    for (int64_t t = 0, a = 0; a < w[0]; a++) /* the pooling's taps, as vox_nn_plane_maxpool */
+        for (int64_t b = 0; b < w[1]; b++)
+            for (int64_t c = 0; c < w[2]; c++, t++)
+                wt[t][0] = a, wt[t][1] = b, wt[t][2] = c;
+    double *acc = j->acc + (int64_t)tid * ci * taps;
+    for (int64_t o = lo[0]; o < hi[0]; o++) {
+        memset(acc, 0, (size_t)(ci * taps) * sizeof *acc);
+        double bsum = 0;
+        const float *go = gp + o * pv, *yo = yp + o * pv;
+        const uint8_t *ao = at + o * pv;
+        for (int64_t pz = 0, p = 0; pz < ps[0]; pz++)
+            for (int64_t py = 0; py < ps[1]; py++)
+                for (int64_t px = 0; px < ps[2]; px++, p++) {
+                    if (go[p] == 0.0f)
+                        continue;
+                    const float gz = go[p] * act_slope_f(cl->act, yo[p]);
+                    bsum += gz;
+                    const int64_t *t = wt[ao[p]];
+                    const int64_t z = pz * w[0] + t[0] - pad[0], y = py * w[1] + t[1] - pad[1],
+                                  x = px * w[2] + t[2] - pad[2];
+                    if (z >= 0 && y >= 0 && x >= 0 && z + span[0] < is[0] && y + span[1] < is[1] &&
+                        x + span[2] < is[2]) {
+                        const float *src = ip + (z * is[1] + y) * is[2] + x;
+                        for (int64_t ch = 0; ch < ci; ch++)
+                            for (int64_t tap = 0; tap < taps; tap++)
+                                acc[ch * taps + tap] += (double)gz * src[ch * iv + ofs[tap]];
+                        continue;
+                    }
+                    for (int64_t a = 0, tap = 0; a < k[0]; a++) /* at the border (same pad) */
+                        for (int64_t b = 0; b < k[1]; b++)
+                            for (int64_t c = 0; c < k[2]; c++, tap++) {
+                                const int64_t zz = z + a * d[0], yy = y + b * d[1],
+                                              xx = x + c * d[2];
+                                if (zz < 0 || zz >= is[0] || yy < 0 || yy >= is[1] || xx < 0 ||
+                                    xx >= is[2])
+                                    continue;
+                                for (int64_t ch = 0; ch < ci; ch++)
+                                    acc[ch * taps + tap] +=
+                                        (double)gz * ip[ch * iv + (zz * is[1] + yy) * is[2] + xx];
+                            }
+                }
+        for (int64_t e = 0; e < ci * taps; e++)
+            j->gw[o * ci * taps + e] = (float)(j->gw[o * ci * taps + e] + acc[e]);
+        if (j->gb)
+            j->gb[o] = (float)(j->gb[o] + bsum);
+    }
+}
+
+/* Whether max-pooling i computes its input conv's gradients itself (pool_conv_channels). */
+static bool pool_conv_ok(const struct vox_nn_graph *g, int i)
+{
+    const int c = g->net->layers[i].in[0];
+    const struct vox_nn_layer *cl = &g->net->layers[c];
+    return cl->kind == VOX_NN_CONV && !cl->bn && cl->act != VOX_ACT_SOFTMAX && g->sole[c] &&
+           !wants_grad(g, cl->in[0]) && g->pool_arg[i] && g->val[c].shape[0] == 1;
+}
+
+static bool pool_conv_grads(struct vox_nn_graph *g, const struct vox_nn_weights *w,
+                            struct vox_nn_weights *gw, int i, struct vox_pool *pool)
+{
+    (void)w;
+    const int c = g->net->layers[i].in[0];
+    const struct vox_nn_layer *cl = &g->net->layers[c];
+    const int64_t ci = g->val[cl->in[0]].shape[1];
+    const int64_t taps = cl->kernel[0] * cl->kernel[1] * cl->kernel[2];
+    const int64_t *is = g->val[cl->in[0]].shape + 2, *k = cl->kernel, *d = cl->dilation;
+    int64_t *ofs = vox_alloc(g->ctx, (size_t)taps * sizeof *ofs);
+    struct pool_conv_job j = {
+        g,    i,  c, gw->p[c][VOX_P_WEIGHT].data, cl->bias ? gw->p[c][VOX_P_BIAS].data : NULL,
+        NULL, ofs};
+    j.acc = vox_alloc(g->ctx, (size_t)(vox_pool_threads(pool) * ci * taps) * sizeof *j.acc);
+    if (!j.acc || !ofs) {
+        vox_free(g->ctx, j.acc);
+        vox_free(g->ctx, ofs);
+        return false; /* the dense way then */
+    }
+    for (int64_t t = 0, a = 0; a < k[0]; a++)
+        for (int64_t b = 0; b < k[1]; b++)
+            for (int64_t e = 0; e < k[2]; e++, t++)
+                ofs[t] = (a * d[0] * is[1] + b * d[1]) * is[2] + e * d[2];
+    const int64_t n[3] = {cl->channels, 1, 1}, tile[3] = {1, 1, 1};
+    vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, pool_conv_channels, &j);
+    vox_free(g->ctx, j.acc);
+    vox_free(g->ctx, ofs);
+    g->bw_done[c] = true;
+    return true;
+}
+
 static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w,
                            struct vox_nn_weights *gw, int i, struct vox_pool *pool)
 {
@@ -590,6 +731,8 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
     unsigned add_set = 0;
     switch (l->kind) {
     case VOX_NN_CONV:
+        if (g->bw_done[i]) /* its max-pooling did it (pool_conv_grads) */
+            break;
         vox_nn_conv_pad(l, v);
         gz = pre_act_grad(g, i, pool);
         if (l->bn) /* in place: the gradient of the conv's output */
@@ -620,6 +763,8 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
             g->k.deconv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], gin);
         break;
     case VOX_NN_POOL: {
+        if (pool_conv_ok(g, i) && pool_conv_grads(g, w, gw, i, pool))
+            break;
         /* the pooled layer's act slope fused in where the pooling alone consumes it (n337: its
          * first conv's 400 MB gradient then takes one pass, not two) */
         const struct vox_nn_layer *src = &g->net->layers[l->in[0]];
@@ -687,6 +832,7 @@ void vox_nn_graph_backward(struct vox_ctx *ctx, struct vox_nn_graph *g,
                            const struct vox_nn_weights *w, struct vox_nn_weights *gw)
 {
     memset(g->slope_done, 0, (size_t)g->net->n_layers * sizeof *g->slope_done);
+    memset(g->bw_done, 0, (size_t)g->net->n_layers * sizeof *g->bw_done);
     for (int i = g->net->n_layers - 1; i >= 0; i--)
         if (g->net->layers[i].kind != VOX_NN_INPUT)
             backward_layer(g, w, gw, i, vox_ctx_pool(ctx));
