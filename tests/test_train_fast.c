@@ -331,33 +331,50 @@ done:
 
 /* A whole graph (pooling, deconv, upsample, crop, a 3-way add, max-filter, concat) forward
  * and backward on 1 and 2 threads: the same parameter gradients, bit for bit. */
-static void graph_grads(struct vox_ctx *ctx, const struct vox_net *net, struct vox_nn_weights **gw)
+/* One backward of net at patch on ctx (fast kernels), input gradients on or off, into *gw;
+ * *kept: whether layer `probe`'s gradient (probe >= 0) still holds what was put there
+ * before (NaN). */
+static void backward_grads(struct vox_ctx *ctx, const struct vox_net *net, const int64_t patch[3],
+                           bool input_grads, int probe, struct vox_nn_weights **gw, bool *kept)
 {
-    static const int64_t patch[3] = {4, 12, 12};
     struct vox_nn_train_fast *f = NULL;
     struct vox_nn_graph *g = NULL;
     struct vox_nn_weights *w = NULL;
+    *kept = false;
     CHECK_OK(vox_nn_train_fast_create(ctx, &f));
     if (f)
         CHECK_OK(vox_nn_graph_create(ctx, net, patch, vox_nn_train_fast_kernels(f), &g));
     CHECK_OK(vox_nn_weights_create(ctx, net, &w));
     CHECK_OK(vox_nn_weights_create(ctx, net, gw));
     if (g && w && *gw) {
+        vox_nn_graph_set_input_grads(g, input_grads);
         vox_nn_weights_init(net, w, VOX_INIT_MSRA, 3);
         uint64_t rng = 5;
-        struct vox_tensor in = mk(ctx, 1, 1, patch[0], patch[1], patch[2], &rng);
+        struct vox_tensor in =
+            mk(ctx, 1, net->layers[0].channels, patch[0], patch[1], patch[2], &rng);
         CHECK_OK(vox_nn_graph_forward(ctx, g, w, &in));
         vox_nn_graph_zero_grad(g);
+        struct vox_tensor *pg = probe >= 0 ? vox_nn_graph_grad(g, probe) : NULL;
+        for (int64_t e = 0; pg && e < vox_tensor_numel(pg); e++)
+            ((float *)pg->data)[e] = NAN;
         struct vox_tensor *go = vox_nn_graph_grad(g, vox_net_output(net, 0));
         float *gp = go->data;
         for (int64_t e = 0; e < vox_tensor_numel(go); e++)
             gp[e] = (float)((e * 7 % 13) - 6) / 5.0f;
         vox_nn_graph_backward(ctx, g, w, *gw);
+        *kept = pg && isnan(((float *)pg->data)[0]);
         vox_tensor_free(ctx, &in);
     }
     vox_nn_weights_destroy(w);
     vox_nn_graph_destroy(g);
     vox_nn_train_fast_destroy(f);
+}
+
+static void graph_grads(struct vox_ctx *ctx, const struct vox_net *net, struct vox_nn_weights **gw)
+{
+    static const int64_t patch[3] = {4, 12, 12};
+    bool kept;
+    backward_grads(ctx, net, patch, true, -1, gw, &kept);
 }
 
 /* One step's backward with output gradient pattern k into gw (zeroed first). */
@@ -469,44 +486,6 @@ static void test_graph_threads(struct vox_ctx *ctx)
     vox_ctx_destroy(one);
 }
 
-/* One backward of net at patch on ctx (fast kernels), input gradients on or off, into *gw;
- * *kept: whether layer `probe`'s gradient still holds what was put there before (NaN). */
-static void sparse_run(struct vox_ctx *ctx, const struct vox_net *net, const int64_t patch[3],
-                       bool input_grads, int probe, struct vox_nn_weights **gw, bool *kept)
-{
-    struct vox_nn_train_fast *f = NULL;
-    struct vox_nn_graph *g = NULL;
-    struct vox_nn_weights *w = NULL;
-    *kept = false;
-    CHECK_OK(vox_nn_train_fast_create(ctx, &f));
-    if (f)
-        CHECK_OK(vox_nn_graph_create(ctx, net, patch, vox_nn_train_fast_kernels(f), &g));
-    CHECK_OK(vox_nn_weights_create(ctx, net, &w));
-    CHECK_OK(vox_nn_weights_create(ctx, net, gw));
-    if (g && w && *gw) {
-        vox_nn_graph_set_input_grads(g, input_grads);
-        vox_nn_weights_init(net, w, VOX_INIT_MSRA, 3);
-        uint64_t rng = 7;
-        struct vox_tensor in =
-            mk(ctx, 1, net->layers[0].channels, patch[0], patch[1], patch[2], &rng);
-        CHECK_OK(vox_nn_graph_forward(ctx, g, w, &in));
-        vox_nn_graph_zero_grad(g);
-        struct vox_tensor *pg = vox_nn_graph_grad(g, probe);
-        for (int64_t e = 0; e < vox_tensor_numel(pg); e++)
-            ((float *)pg->data)[e] = NAN;
-        struct vox_tensor *go = vox_nn_graph_grad(g, vox_net_output(net, 0));
-        float *gp = go->data;
-        for (int64_t e = 0; e < vox_tensor_numel(go); e++)
-            gp[e] = (float)((e * 7 % 13) - 6) / 5.0f;
-        vox_nn_graph_backward(ctx, g, w, *gw);
-        *kept = isnan(((float *)pg->data)[0]);
-        vox_tensor_free(ctx, &in);
-    }
-    vox_nn_weights_destroy(w);
-    vox_nn_graph_destroy(g);
-    vox_nn_train_fast_destroy(f);
-}
-
 /* A conv reading a net input whose output only a max-pooling reads: with input gradients off
  * the pooling computes the conv's weight and bias gradients from the argmax voxels alone
  * (graph.c pool_conv_grads, the conv's own gradient never written). Its parameter gradients
@@ -535,9 +514,9 @@ static void test_pool_conv_sparse(struct vox_ctx *ctx)
             continue;
         struct vox_nn_weights *dense = NULL, *sparse = NULL, *sparse1 = NULL;
         bool kept_dense = true, kept_sparse = false, kept1 = false;
-        sparse_run(ctx, net, patches[k], true, 1, &dense, &kept_dense);
-        sparse_run(ctx, net, patches[k], false, 1, &sparse, &kept_sparse);
-        sparse_run(one, net, patches[k], false, 1, &sparse1, &kept1);
+        backward_grads(ctx, net, patches[k], true, 1, &dense, &kept_dense);
+        backward_grads(ctx, net, patches[k], false, 1, &sparse, &kept_sparse);
+        backward_grads(one, net, patches[k], false, 1, &sparse1, &kept1);
         CHECK(!kept_dense && kept_sparse && kept1); /* the sparse way taken only without */
         for (int i = 0; dense && sparse && sparse1 && i < net->n_layers; i++)
             for (int p = 0; p < VOX_P_COUNT; p++)
