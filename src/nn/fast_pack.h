@@ -116,8 +116,8 @@ static void act_row(enum vox_nn_act act, float *x, int64_t n)
     }
 }
 
-/* The act's slope from its output y, as the reference computes it (src/nn/ref_backward_ops.c
- * act_slope, in f32 here): relu 1 or 0, elu 1 or y + 1, sigmoid y (1 - y), tanh 1 - y^2. */
+/* The act's slope from its output y, as the reference computes it (src/nn/internal.h
+ * vox_nn_act_slope, in f32 here): relu 1 or 0, elu 1 or y + 1, sigmoid y (1 - y), tanh 1 - y^2. */
 INLINE void slope_vec(enum vox_nn_act act, const vf *y, vf *out)
 {
     const vf one = (vf){0} + 1.0f;

@@ -597,22 +597,6 @@ struct pool_conv_job {
     const int64_t *ofs; /* per conv tap: its input offset from the window's corner */
 };
 
-static float act_slope_f(enum vox_nn_act act, float y)
-{
-    switch (act) {
-    case VOX_ACT_RELU:
-        return y > 0.0f ? 1.0f : 0.0f;
-    case VOX_ACT_ELU:
-        return y > 0.0f ? 1.0f : y + 1.0f;
-    case VOX_ACT_SIGMOID:
-        return y * (1.0f - y);
-    case VOX_ACT_TANH:
-        return 1.0f - y * y;
-    default:
-        return 1.0f;
-    }
-}
-
 static void pool_conv_channels(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     const struct pool_conv_job *j = arg;
@@ -645,7 +629,7 @@ static void pool_conv_channels(void *arg, const int64_t lo[3], const int64_t hi[
                 for (int64_t px = 0; px < ps[2]; px++, p++) {
                     if (go[p] == 0.0f)
                         continue;
-                    const float gz = go[p] * act_slope_f(cl->act, yo[p]);
+                    const float gz = (float)(go[p] * vox_nn_act_slope(cl->act, yo[p]));
                     bsum += gz;
                     const int64_t *t = wt[ao[p]];
                     const int64_t z = pz * w[0] + t[0] - pad[0], y = py * w[1] + t[1] - pad[1],
@@ -697,10 +681,9 @@ static bool pool_conv_ok(const struct vox_nn_graph *g, int i)
     return products <= 2 * window;
 }
 
-static bool pool_conv_grads(struct vox_nn_graph *g, const struct vox_nn_weights *w,
-                            struct vox_nn_weights *gw, int i, struct vox_pool *pool)
+static bool pool_conv_grads(struct vox_nn_graph *g, struct vox_nn_weights *gw, int i,
+                            struct vox_pool *pool)
 {
-    (void)w;
     const int c = g->net->layers[i].in[0];
     const struct vox_nn_layer *cl = &g->net->layers[c];
     const int64_t ci = g->val[cl->in[0]].shape[1];
@@ -773,7 +756,7 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
             g->k.deconv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], gin);
         break;
     case VOX_NN_POOL: {
-        if (pool_conv_ok(g, i) && pool_conv_grads(g, w, gw, i, pool))
+        if (pool_conv_ok(g, i) && pool_conv_grads(g, gw, i, pool))
             break;
         /* the pooled layer's act slope fused in where the pooling alone consumes it (n337: its
          * first conv's 400 MB gradient then takes one pass, not two) */

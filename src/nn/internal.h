@@ -25,6 +25,24 @@ static inline void vox_nn_conv_pad(const struct vox_nn_layer *l, int64_t pad[3])
         pad[a] = l->same ? (l->kernel[a] - 1) * l->dilation[a] / 2 : 0;
 }
 
+/* d act / d x expressed through y = act(x) (what the forward pass keeps):
+ * relu: y > 0; elu: y > 0 ? 1 : y + 1; sigmoid: y (1 - y); tanh: 1 - y^2; linear: 1. */
+static inline double vox_nn_act_slope(enum vox_nn_act a, double y)
+{
+    switch (a) {
+    case VOX_ACT_RELU:
+        return y > 0 ? 1 : 0;
+    case VOX_ACT_ELU:
+        return y > 0 ? 1 : y + 1;
+    case VOX_ACT_SIGMOID:
+        return y * (1 - y);
+    case VOX_ACT_TANH:
+        return 1 - y * y;
+    default:
+        return 1;
+    }
+}
+
 /* The low-side offset of a crop from spatial size in[3] to out[3]: the layer's fixed margin,
  * or centred when it crops to another tensor's shape (as shape.c sizes it). */
 static inline void vox_nn_crop_lo(const struct vox_nn_layer *l, const int64_t in[3],

@@ -31,24 +31,6 @@
                         }                                                                          \
     } while (0)
 
-/* d act / d x expressed through y = act(x) (what the forward pass keeps):
- * relu: y > 0; elu: y > 0 ? 1 : y + 1; sigmoid: y (1 - y); tanh: 1 - y^2; linear: 1. */
-static double act_slope(enum vox_nn_act a, double y)
-{
-    switch (a) {
-    case VOX_ACT_RELU:
-        return y > 0 ? 1 : 0;
-    case VOX_ACT_ELU:
-        return y > 0 ? 1 : y + 1;
-    case VOX_ACT_SIGMOID:
-        return y * (1 - y);
-    case VOX_ACT_TANH:
-        return 1 - y * y;
-    default:
-        return 1;
-    }
-}
-
 /* softmax over axis 1: gx_c = y_c (gy_c - sum_k y_k gy_k) */
 static void softmax_backward(const struct vox_tensor *y, const struct vox_tensor *gy,
                              struct vox_tensor *gx)
@@ -91,7 +73,7 @@ static void relu_backward(const float *yp, const float *gp, float *xp, int64_t n
 }
 
 /* xp = gp * (yp > 0 ? 1 : yp + 1) in double, four lanes at a time: the same operations as
- * act_slope's, so the same bits. */
+ * vox_nn_act_slope's, so the same bits. */
 typedef double elu_v4d __attribute__((vector_size(32)));
 typedef int64_t elu_m4d __attribute__((vector_size(32)));
 
@@ -110,13 +92,13 @@ static void elu_backward(const float *yp, const float *gp, float *xp, int64_t n)
         memcpy(xp + e, &r, sizeof r);
     }
     for (; e < n; e++)
-        xp[e] = (float)(gp[e] * act_slope(VOX_ACT_ELU, yp[e]));
+        xp[e] = (float)(gp[e] * vox_nn_act_slope(VOX_ACT_ELU, yp[e]));
 }
 
-/* One loop per activation (act_slope inlined with a constant act). */
+/* One loop per activation (vox_nn_act_slope inlined with a constant act). */
 #define ACT_LOOP(A)                                                                                \
     for (int64_t e = 0; e < n; e++)                                                                \
-        xp[e] = (float)(gp[e] * act_slope(A, yp[e]))
+    xp[e] = (float)(gp[e] * vox_nn_act_slope(A, yp[e]))
 
 void vox_nn_ref_act_backward(const struct vox_tensor *y, const struct vox_tensor *gy,
                              enum vox_nn_act act, struct vox_tensor *gx)
