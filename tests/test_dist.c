@@ -660,6 +660,7 @@ static void check_seg(struct vox_ctx *ctx, struct vox_ctx *ctx1, const struct vo
         stats.n = 0;
         struct vox_seg_result res = {0};
         struct vox_dist_source src = {.aff = aff};
+        setenv("VOX_DIST_PAIRS", "2", 1); /* face records for every chunk, however small */
         CHECK_OK(vox_dist_segment(c, &src, p, &o, &res));
         CHECK(same_result(&res, &ref, &res.labels));
         CHECK(stats.n >= 3 && stats.lv[0].stage == VOX_DIST_WATERSHED && stats.lv[0].level == 0);
@@ -672,11 +673,27 @@ static void check_seg(struct vox_ctx *ctx, struct vox_ctx *ctx1, const struct vo
         o.workdir = t % 2 ? dir : NULL;
         src = (struct vox_dist_source){.vol = vol};
         CHECK_OK(vox_dist_segment(c, &src, p, &o, &res));
+        unsetenv("VOX_DIST_PAIRS");
         CHECK(g.nseg == ref.nseg && g.writes > 0 && res.labels.data == NULL);
         res.labels = g.t;
         CHECK(same_result(&res, &ref, &g.t));
         CHECK(stats.bytes_read > 0 && stats.bytes_written > 0);
         vox_seg_result_fini(c, &res);
+        if (t % 2 == 0) { /* and with (b) and (c) scanning the voxels (no face records) */
+            const int64_t rd = stats.bytes_read, wr = stats.bytes_written;
+            struct gather g2 = {.ready = false};
+            CHECK_OK(vox_tensor_alloc(c, &g2.t, VOX_U32, 3, ref.labels.shape));
+            sink.arg = &g2;
+            stats.n = 0;
+            setenv("VOX_DIST_PAIRS", "0", 1);
+            CHECK_OK(vox_dist_segment(c, &src, p, &o, &res));
+            unsetenv("VOX_DIST_PAIRS");
+            res.labels = g2.t;
+            CHECK(same_result(&res, &ref, &g2.t));
+            /* the records, written and read above */
+            CHECK(wr > stats.bytes_written && rd != stats.bytes_read);
+            vox_seg_result_fini(c, &res);
+        }
     }
     vox_volume_close(vol);
     unlink(path);
@@ -745,7 +762,9 @@ static void sink_run(struct vox_ctx *ctx, uint8_t *q, const int64_t shape[3],
     struct vox_dist_options o = {.sink = &sink, .stats = stats};
     memcpy(o.chunk, chunk, sizeof o.chunk);
     struct vox_dist_source src = {.vol = vol};
+    setenv("VOX_DIST_PAIRS", "0", 1); /* the bytes written are the label store's alone */
     CHECK_OK(vox_dist_segment(ctx, &src, &p, &o, &res));
+    unsetenv("VOX_DIST_PAIRS");
     res.labels = g.t;
     CHECK(same_result(&res, &ref, &g.t));
     vox_seg_result_fini(ctx, &res);
@@ -794,6 +813,66 @@ static void test_seg_long_rows(struct vox_ctx *ctx)
     /* two chunks (2 rows and 1) as u16 with their x columns */
     CHECK(stats.bytes_written == 4 * n + 2 * n + 2 * 2 * 3);
     free(q);
+}
+
+/* Stage (a)'s face records (dist/pairs.c) and the scans of stages (b) and (c): a volume of
+ * 40^3 in chunks of 16 (the last ones 8), every score (the quantile's records are per
+ * affinity), smooth and noisy, through a sink from a file, with records for every chunk
+ * (VOX_DIST_PAIRS=2), without (=0) and as chosen (unset: noise's tiny fragments make records
+ * costlier than scans, so none): all equal the whole run. */
+static void test_seg_face_records(struct vox_ctx *ctx)
+{
+    struct vox_synth_params sp;
+    vox_synth_defaults(&sp);
+    sp.shape[0] = sp.shape[1] = sp.shape[2] = 40;
+    sp.cell_size_nm = 60;
+    sp.seed = 11;
+    struct vox_tensor aff = {0};
+    CHECK_OK(vox_synth_generate(ctx, &sp, NULL, NULL, &aff, NULL));
+    char dir[] = "/tmp/vox-dist-XXXXXX", path[64];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/aff.npy", dir);
+    static const char *const mode[3] = {"2", "0", NULL};
+    for (int k = 0; k < 2 * VOX_SEG_SCORE_COUNT; k++) {
+        const bool noisy = k >= VOX_SEG_SCORE_COUNT;
+        struct vox_tensor deg = {0};
+        CHECK_OK(vox_synth_degrade(ctx, &aff, noisy ? VOX_SYNTH_NOISY : VOX_SYNTH_SMOOTH, 4, &deg));
+        struct vox_volume *vol = NULL;
+        CHECK_OK(vox_volume_save(ctx, path, &deg, NULL));
+        CHECK_OK(vox_volume_open(ctx, path, &vol));
+        struct vox_seg_params p;
+        ag_params(&p, k);
+        struct vox_seg_result ref = {0};
+        CHECK_OK(vox_segment(ctx, &deg, &p, &ref));
+        int64_t rd[3] = {0}, wr[3] = {0};
+        for (int m = 0; m < 3 && vol; m++) {
+            struct gather g = {.ready = false};
+            CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, ref.labels.shape));
+            struct vox_dist_sink sink = {
+                .ready = gather_ready, .write = gather_write, .arg = &g, .concurrent = true};
+            struct vox_dist_stats stats = {.n = 0};
+            struct vox_dist_options o = {.sink = &sink, .stats = &stats, .chunk = {16, 16, 16}};
+            struct vox_dist_source src = {.vol = vol};
+            struct vox_seg_result res = {0};
+            if (mode[m])
+                setenv("VOX_DIST_PAIRS", mode[m], 1);
+            CHECK_OK(vox_dist_segment(ctx, &src, &p, &o, &res));
+            unsetenv("VOX_DIST_PAIRS");
+            res.labels = g.t;
+            CHECK(same_result(&res, &ref, &g.t));
+            rd[m] = stats.bytes_read;
+            wr[m] = stats.bytes_written;
+            vox_seg_result_fini(ctx, &res);
+        }
+        CHECK(wr[0] > wr[1] && rd[0] != rd[1]); /* records written and read instead */
+        CHECK(!noisy || (wr[2] == wr[1] && rd[2] == rd[1]));
+        vox_seg_result_fini(ctx, &ref);
+        vox_volume_close(vol);
+        vox_tensor_free(ctx, &deg);
+    }
+    unlink(path);
+    CHECK(rmdir(dir) == 0);
+    vox_tensor_free(ctx, &aff);
 }
 
 /* A loopback comm: ranks 1..size-1 run first and queue their blobs; rank 0 takes them last
@@ -1316,5 +1395,5 @@ VOX_TEST_MAIN(VOX_TEST(test_ws_ties), VOX_TEST(test_ws_synth), VOX_TEST(test_ws_
               VOX_TEST(test_alloc_failures), VOX_TEST(test_sm_bad_args_and_alloc),
               VOX_TEST(test_ag_ties), VOX_TEST(test_ag_synth), VOX_TEST(test_ag_bad_args_and_alloc),
               VOX_TEST(test_seg_synth), VOX_TEST(test_seg_wide_and_narrow),
-              VOX_TEST(test_seg_long_rows), VOX_TEST(test_seg_comm), VOX_TEST(test_seg_ranks),
-              VOX_TEST(test_seg_bad_args))
+              VOX_TEST(test_seg_long_rows), VOX_TEST(test_seg_face_records),
+              VOX_TEST(test_seg_comm), VOX_TEST(test_seg_ranks), VOX_TEST(test_seg_bad_args))

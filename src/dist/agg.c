@@ -699,25 +699,33 @@ struct ag_faces {
     int64_t seen[AG_SEEN];
 };
 
-/* One face between labels la != lb (both non-zero) of affinity w. */
-static bool ag_face_add(struct vox_ctx *ctx, struct ag_faces *fs, uint32_t la, uint32_t lb,
-                        uint8_t w)
+/* cnt faces between labels la != lb (both non-zero), their affinities summing to sum, the
+ * largest w (with histograms: all w). */
+static inline bool ag_faces_add(struct vox_ctx *ctx, struct ag_faces *fs, uint32_t la, uint32_t lb,
+                                uint8_t w, uint64_t sum, uint32_t cnt)
 {
     struct ag_face f = {.key = la < lb ? (uint64_t)la << 32 | lb : (uint64_t)lb << 32 | la,
-                        .sum = w,
-                        .cnt = 1,
+                        .sum = sum,
+                        .cnt = cnt,
                         .w = w};
     uint64_t h = fs->hist ? f.key ^ f.w : f.key;
     int64_t *slot = &fs->seen[(h * 0x9E3779B97F4A7C15ull) >> 52];
     struct ag_face *g = *slot >= 0 ? &fs->f[*slot] : NULL;
-    if (g && g->key == f.key && (g->w == f.w || !fs->hist) && g->cnt < UINT32_MAX) {
-        g->cnt++;
-        g->sum += w;
+    if (g && g->key == f.key && (g->w == f.w || !fs->hist) && g->cnt <= UINT32_MAX - cnt) {
+        g->cnt += cnt;
+        g->sum += sum;
         g->w = w > g->w ? w : g->w;
         return true;
     }
     *slot = fs->n;
     return dist_scratch_push(ctx, fs->sc, DIST_SC_W7, (void **)&fs->f, &fs->n, &f, sizeof f);
+}
+
+/* One face between labels la != lb (both non-zero) of affinity w. */
+static bool ag_face_add(struct vox_ctx *ctx, struct ag_faces *fs, uint32_t la, uint32_t lb,
+                        uint8_t w)
+{
+    return ag_faces_add(ctx, fs, la, lb, w, w, 1);
 }
 
 /* Box row l (nx voxels, affinities along x qx, qx[j] that of (j - 1, j)): its faces along x
@@ -784,6 +792,63 @@ static enum vox_status ag_chunk_faces(const struct ag_run *r, struct ag_sum *s, 
     return VOX_OK;
 }
 
+/* Box row (z, y) (as ag_chunk_faces) where chunk i has a face record (struct dist_pairs):
+ * the touch bits of its labels on the box's faces and the faces that leave the box on the +
+ * sides, with affinities from the record's planes; the faces inside come from the record. */
+static bool ag_row_shell(const struct ag_run *r, struct ag_sum *s, const struct dist_chunk_pf *pl,
+                         const struct dist_win *lw, struct ag_faces *fs, int64_t z, int64_t y)
+{
+    const struct dist_box *b = &s->box;
+    const int64_t nx = b->hi[2] - b->lo[2], zz = z - b->lo[0], yy = y - b->lo[1];
+    const uint32_t *la = dist_win_row(lw, z, y, b->lo[2]);
+    const int64_t c[2] = {z, y};
+    uint8_t tx0, tx1;
+    const uint8_t t0 = dist_row_faces(b, r->dims, z, y, &tx0, &tx1);
+    bool ok = t0 ? ag_face_row_vertices(r, s, la, z, y)
+                 : (!tx0 || ag_vertex(r->ctx, s, la[0], tx0)) &&
+                       (!tx1 || ag_vertex(r->ctx, s, la[nx - 1], tx1));
+    if (ok && pl->plane[2][1]) /* the last x: its face leaves the box */
+        ok = ag_vertex(r->ctx, s, la[nx], 2u << 4) &&
+             ag_row_faces(r->ctx, fs, la + nx - 1, la + nx,
+                          pl->plane[2][1] + zz * (b->hi[1] - b->lo[1]) + yy, 1);
+    for (int a = 0; a < 2 && ok; a++) {
+        if (c[a] + 1 != b->hi[a] || !pl->plane[a][1])
+            continue;
+        const uint32_t *lb = dist_win_row(lw, z + (a == 0), y + (a == 1), b->lo[2]);
+        ok = ag_row_faces(r->ctx, fs, la, lb, pl->plane[a][1] + (a == 0 ? yy : zz) * nx, nx);
+        for (int64_t j = 0; ok && j < nx; j++)
+            ok = ag_vertex(r->ctx, s, lb[j], (uint8_t)(2u << (2 * a)));
+    }
+    return ok;
+}
+
+/* ag_chunk_faces from chunk i's face record: its fragments' labels, its pairs mapped to
+ * labels, and the shell's rows. */
+static enum vox_status ag_chunk_rec(const struct ag_run *r, struct ag_sum *s, int64_t i,
+                                    const struct dist_chunk_pf *pl, const struct dist_win *lw,
+                                    struct ag_faces *fs)
+{
+    const struct dist_pf *pf = pl->pf;
+    const int64_t npf = pl->npf;
+    const uint32_t *fm = r->vol->pairs->fmap[i], *map = r->labels->map;
+    const int64_t nf = r->vol->pairs->nfrag[i];
+    memset(fs->seen, 0xff, sizeof fs->seen);
+    bool ok = true;
+    for (int64_t k = 1; ok && k <= nf; k++)
+        ok = ag_vertex(r->ctx, s, map ? map[fm[k]] : fm[k], 0);
+    for (int64_t k = 0; ok && k < npf; k++) {
+        uint32_t a = fm[pf[k].key >> 32], b = fm[(uint32_t)pf[k].key];
+        a = map ? map[a] : a;
+        b = map ? map[b] : b;
+        if (a && b && a != b)
+            ok = ag_faces_add(r->ctx, fs, a, b, pf[k].w, pf[k].sum, pf[k].cnt);
+    }
+    for (int64_t z = s->box.lo[0]; ok && z < s->box.hi[0]; z++)
+        for (int64_t y = s->box.lo[1]; ok && y < s->box.hi[1]; y++)
+            ok = ag_row_shell(r, s, pl, lw, fs, z, y);
+    return ok ? VOX_OK : VOX_OUT_OF_MEMORY;
+}
+
 /* The chunk's edges from its sorted faces. */
 static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, struct ag_face *f,
                                       int64_t nf, struct dist_scratch *sc)
@@ -823,7 +888,7 @@ static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, 
 }
 
 /* Atomic chunk: its vertices and region graph part, then the node pass. */
-static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, bool root,
+static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, int64_t i, bool root,
                                 struct dist_scratch *sc)
 {
     int64_t hi[3], rn[3];
@@ -837,11 +902,16 @@ static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, bool r
     if (!fs)
         return VOX_OUT_OF_MEMORY;
     *fs = (struct ag_faces){.sc = sc, .hist = r->hist};
-    enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, hi, sc, &q);
-    if (st == VOX_OK)
+    bool rec = false;
+    struct dist_chunk_pf pf;
+    enum vox_status st =
+        dist_pairs_get(r->ctx, r->vol->pairs, i, r->labels->map, sc, r->vol->io, &rec, &pf, &lw);
+    if (st == VOX_OK && !rec)
+        st = dist_read_q(r->ctx, r->vol, s->box.lo, hi, sc, &q);
+    if (st == VOX_OK && !rec)
         st = dist_win_load(r->ctx, r->labels, r->dims, &s->box, sc, &lw);
     if (st == VOX_OK) {
-        st = ag_chunk_faces(r, s, q.data, rn, &lw, fs);
+        st = rec ? ag_chunk_rec(r, s, i, &pf, &lw, fs) : ag_chunk_faces(r, s, q.data, rn, &lw, fs);
         dist_win_fini(r->ctx, &lw);
     }
     vox_tensor_free(r->ctx, &q);
@@ -931,7 +1001,7 @@ static enum vox_status ag_task(void *arg, int level, int64_t i, int tid)
     s->level = level;
     enum vox_status st;
     if (level == 0) {
-        st = ag_chunk(r, s, root, &r->sc[tid]);
+        st = ag_chunk(r, s, i, root, &r->sc[tid]);
     } else {
         int64_t c[3], idx[8];
         struct ag_sum kids[8] = {0};
@@ -1208,7 +1278,7 @@ static enum vox_status ag_work(void *arg, int64_t i, const uint8_t *blob, int64_
     const struct dist_labels given = {.given = &w};
     r->labels = &given;
     /* never the root: with one chunk there is no other rank's */
-    st = ag_chunk(r, &s, false, &r->sc[tid]);
+    st = ag_chunk(r, &s, i, false, &r->sc[tid]);
     dist_win_fini(r->ctx, &w);
     if (st == VOX_OK)
         st = ag_pack(r->ctx, &s, out, out_len);

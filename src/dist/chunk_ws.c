@@ -27,6 +27,7 @@
  * arrays are the worker's scratch, reused from chunk to chunk.
  */
 #include "dist_internal.h"
+#include "seg/seg_internal.h"
 #include "seg/ws_kernels.h"
 
 #include <string.h>
@@ -509,6 +510,94 @@ static enum vox_status cws_own(struct vox_ctx *ctx, struct dist_sum *s)
     return ok ? VOX_OK : VOX_OUT_OF_MEMORY;
 }
 
+/* One face between fragments la != lb (both non-zero) of affinity q into the record's list;
+ * seen: the last place of each hashed pair (pair and affinity with histograms), so that
+ * repeats count up in place (the stages merge the rest). */
+static inline bool cws_pf_add(struct vox_ctx *ctx, struct dist_scratch *sc, int64_t *seen,
+                              bool hist, struct dist_chunk_rec *rec, uint32_t la, uint32_t lb,
+                              uint8_t q)
+{
+    const uint64_t key = la < lb ? (uint64_t)la << 32 | lb : (uint64_t)lb << 32 | la;
+    int64_t *slot = &seen[((hist ? key ^ q : key) * 0x9E3779B97F4A7C15ull) >> 52];
+    struct dist_pf *g = *slot >= 0 ? &rec->pf[*slot] : NULL;
+    if (g && g->key == key && (!hist || g->w == q) && g->cnt < UINT16_MAX) {
+        g->cnt++;
+        g->sum += q;
+        g->w = q > g->w ? q : g->w;
+        return true;
+    }
+    *slot = rec->npf;
+    const struct dist_pf f = {.key = key, .sum = q, .cnt = 1, .w = q};
+    return dist_scratch_push(ctx, sc, DIST_SC_W4, (void **)&rec->pf, &rec->npf, &f, sizeof f);
+}
+
+/* The record for stages (b) and (c) (struct dist_pairs): the faces with both ends in the box
+ * between different fragments, the planes of crossing-face affinities and the box's faces
+ * of fragment labels; npf -1: none. */
+static enum vox_status cws_record(struct vox_ctx *ctx, struct cws *w, const uint32_t *lab,
+                                  bool hist, double per_voxel, struct dist_chunk_rec *rec)
+{
+    int64_t seen[4096];
+    memset(seen, 0xff, sizeof seen);
+    *rec = (struct dist_chunk_rec){0};
+    const int64_t X = w->c[2], P = w->c[1] * X, rp = w->r[1] * w->r[2];
+    /* Where fragments are tiny (noise), listing them costs more than the scans it saves:
+     * past `per_voxel` entries a voxel, no record (the stages scan; < 0: no limit). */
+    const int64_t most = per_voxel < 0 ? -1 : (int64_t)(per_voxel * (double)w->cn);
+    for (int64_t z = 0; z < w->c[0]; z++)
+        for (int64_t y = 0; y < w->c[1]; y++) {
+            if (most >= 0 && rec->npf > most) {
+                *rec = (struct dist_chunk_rec){.npf = -1};
+                return VOX_OK;
+            }
+            const uint32_t *l = lab + z * P + y * X;
+            const int64_t rr = ((z + w->o[0]) * w->r[1] + y + w->o[1]) * w->r[2] + w->o[2];
+            for (int a = 0; a < 3; a++) { /* faces (u, u + e_a), affinity q[a] at u + e_a */
+                const uint32_t *lb = a == 0 ? l + P : a == 1 ? l + X : l + 1;
+                const uint8_t *q = w->q + a * w->rn + rr + (a == 0 ? rp : a == 1 ? w->r[2] : 1);
+                int64_t n = a == 2 ? X - 1 : X;
+                if ((a == 0 && z + 1 >= w->c[0]) || (a == 1 && y + 1 >= w->c[1]))
+                    continue;
+                for (int64_t j = seg_skip_equal(l, lb, 0, n); j < n;
+                     j = seg_skip_equal(l, lb, j + 1, n))
+                    if (l[j] && lb[j] &&
+                        !cws_pf_add(ctx, w->sc, seen, hist, rec, l[j], lb[j], q[j]))
+                        return VOX_OUT_OF_MEMORY;
+            }
+        }
+    int64_t np = 0;
+    for (int a = 0; a < 3; a++)
+        for (int side = 0; side < 2; side++)
+            np += dist_planes_size(&w->box, w->dims, a, side);
+    rec->planes = dist_scratch_get(ctx, w->sc, DIST_SC_W5, (size_t)np + 1);
+    if (!rec->planes)
+        return VOX_OUT_OF_MEMORY;
+    uint8_t *d = rec->planes;
+    for (int a = 0; a < 3; a++)
+        for (int side = 0; side < 2; side++) {
+            if (!dist_planes_size(&w->box, w->dims, a, side))
+                continue;
+            int64_t at[3] = {0, 0, 0}; /* box coordinates: at[a] fixed on the plane */
+            at[a] = side ? w->c[a] : 0;
+            const int b0 = a == 0 ? 1 : 0, b1 = a == 2 ? 1 : 2; /* the plane's axes */
+            for (int64_t u = 0; u < w->c[b0]; u++)
+                for (int64_t v = 0; v < w->c[b1]; v++) {
+                    at[b0] = u;
+                    at[b1] = v;
+                    *d++ =
+                        w->q[a * w->rn + ((at[0] + w->o[0]) * w->r[1] + at[1] + w->o[1]) * w->r[2] +
+                             at[2] + w->o[2]];
+                }
+        }
+    rec->nplanes = d - rec->planes;
+    rec->faces = dist_scratch_get(ctx, w->sc, DIST_SC_W6,
+                                  (size_t)dist_faces_len(w->dims, w->c, 0) * sizeof *rec->faces);
+    if (!rec->faces)
+        return VOX_OUT_OF_MEMORY;
+    dist_faces_extract(&w->box, lab, rec->faces);
+    return VOX_OK;
+}
+
 /* Reads the region R of the affinities and quantizes it. */
 static enum vox_status cws_read(struct vox_ctx *ctx, const struct dist_vol *vol, struct cws *w,
                                 struct dist_scratch *sc, struct vox_tensor *q)
@@ -530,7 +619,8 @@ static enum vox_status cws_read(struct vox_ctx *ctx, const struct dist_vol *vol,
 
 enum vox_status dist_chunk_ws(struct vox_ctx *ctx, const struct dist_vol *vol,
                               const struct dist_box *box, const struct vox_seg_params *p,
-                              struct dist_scratch *sc, struct dist_sum *s, uint32_t **lab_out)
+                              struct dist_scratch *sc, struct dist_sum *s, uint32_t **lab_out,
+                              struct dist_chunk_rec *rec)
 {
     struct cws w = {.box = *box, .low = p->low, .high = p->high, .sc = sc};
     memcpy(w.dims, vol->dims, sizeof w.dims);
@@ -563,6 +653,9 @@ enum vox_status dist_chunk_ws(struct vox_ctx *ctx, const struct dist_vol *vol,
     uint32_t *lab = w.uf;
     if (st == VOX_OK)
         st = cws_summarize(ctx, &w, lab, s);
+    if (st == VOX_OK && rec)
+        st = cws_record(ctx, &w, lab, p->score == VOX_SEG_SCORE_QUANTILE,
+                        vol->pairs ? vol->pairs->per_voxel : -1, rec);
     vox_tensor_free(ctx, &q);
     if (st == VOX_OK)
         st = cws_own(ctx, s);

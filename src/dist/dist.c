@@ -187,7 +187,11 @@ static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
     struct dist_sum *s = &r->sum[0][i];
     int64_t n = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
     uint32_t *lab = NULL;
-    enum vox_status st = dist_chunk_ws(r->ctx, &r->vol, &b, r->p, sc, s, &lab);
+    struct dist_chunk_rec rec;
+    struct dist_pairs *pp = r->vol.pairs;
+    enum vox_status st = dist_chunk_ws(r->ctx, &r->vol, &b, r->p, sc, s, &lab, pp ? &rec : NULL);
+    if (st == VOX_OK && pp && rec.npf >= 0)
+        st = dist_pairs_put(r->ctx, pp, i, s->nfrag, &rec, r->vol.io);
     if (st == VOX_OK)
         st = dist_store_write(r->ctx, r->labels, &b, lab, sc);
     if (st == VOX_OK && r->labels->faces)
@@ -651,6 +655,12 @@ static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbas
             r->maps = NULL;
         }
     }
+    struct dist_pairs *pp = r->vol.pairs;
+    if (s == VOX_OK && pp) { /* the face records' keys are fragments: (b) and (c) map them */
+        pp->fmap_own = r->maps != NULL;
+        pp->fmap = r->maps ? r->maps : r->labels->cmap;
+        r->maps = NULL;
+    }
     for (int64_t i = 0; r->maps && i < nchunks; i++)
         vox_free(r->ctx, r->maps[i]);
     vox_free(r->ctx, r->maps);
@@ -847,7 +857,7 @@ static enum vox_status ws_send_work(void *arg, int64_t i, const uint8_t *in, int
     int64_t nv = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
     uint32_t *lab = NULL;
     uint8_t *blob = NULL;
-    enum vox_status s = dist_chunk_ws(ctx, &r->vol, &b, r->p, sc, &sum, &lab);
+    enum vox_status s = dist_chunk_ws(ctx, &r->vol, &b, r->p, sc, &sum, &lab, NULL);
     if (s == VOX_OK && w->own) /* kept for the windows of stages (b) and (c) */
         s = dist_store_write(ctx, w->own, &b, lab, sc);
     const int64_t nx = w->faces_only ? dist_faces_len(r->vol.dims, r->chunk, i) : nv;

@@ -185,6 +185,7 @@ struct dist_vol {
      * from rank 0's records; rank 0 runs its later stages too, and that rank none (NULL:
      * none; set by dist_ws_run). */
     const uint8_t *kept;
+    struct dist_pairs *pairs; /* (a)'s records for (b) and (c), or NULL */
     int64_t dims[3];
 };
 
@@ -349,12 +350,78 @@ void dist_offsets(const int64_t dims[3], int64_t off[6]);
 /* Whether the neighbour of voxel idx in direction d lies inside box b. */
 bool dist_in_box(const struct dist_box *b, const int64_t dims[3], int64_t idx, int d);
 
+/* An entry of a chunk's face record: cnt faces (u, u + e_a) between fragments key >> 32 <
+ * (uint32_t)key, their affinities summing to sum, the largest w; with histograms (a quantile
+ * score) every face of an entry has affinity w. cnt < 2^16 keeps sum < 2^24. */
+struct dist_pf {
+    uint64_t key;
+    uint32_t sum;
+    uint16_t cnt;
+    uint8_t w;
+};
+
+/* What stages (b) and (c) need of an atomic chunk's voxels, taken by stage (a) while the
+ * chunk's affinities and fragment labels are at hand (dist/pairs.c). Kept in a file of the
+ * run's (a temporary one), one record per chunk; a chunk without one (taken from the
+ * journal on resume, or run by another rank) is scanned as before. */
+struct dist_pairs {
+    int fd;
+    bool hist;        /* entries per (pair, affinity) */
+    double per_voxel; /* a chunk with more entries a voxel has no record (< 0: no limit) */
+    int64_t end;      /* bytes written (atomic) */
+    int64_t n;        /* atomic chunks */
+    int64_t dims[3], chunk[3], grid[3];
+    int64_t *off;         /* per chunk: its record (-1: none) */
+    int64_t *npf, *nfrag; /* per chunk: entries, fragments */
+    uint32_t **fmap;      /* per chunk: fragment -> basin (set after (a); see fmap_own) */
+    bool fmap_own;
+};
+
+/* Chunk i's record as read: its entries, and the affinities of the faces that cross its
+ * box's faces: plane[a][0] channel a at lo[a], plane[a][1] at hi[a] (NULL where that face is
+ * the volume's), each over the box's other two axes in order. */
+struct dist_chunk_pf {
+    const struct dist_pf *pf;
+    int64_t npf;
+    const uint8_t *plane[3][2];
+};
+
+/* Takes fd (closed by dist_pairs_fini). */
+enum vox_status dist_pairs_init(struct vox_ctx *ctx, struct dist_pairs *pp, int fd,
+                                const int64_t dims[3], const int64_t chunk[3], bool hist,
+                                double per_voxel);
+void dist_pairs_fini(struct vox_ctx *ctx, struct dist_pairs *pp);
+
+/* dist_chunk_ws's record for stages (b) and (c), in sc's slots W4 (pf), W5 (planes) and W6
+ * (the box's six faces of fragment labels, dist_faces_extract's). */
+struct dist_chunk_rec {
+    struct dist_pf *pf;
+    int64_t npf;
+    uint8_t *planes;
+    int64_t nplanes;
+    uint32_t *faces;
+};
+
+enum vox_status dist_pairs_put(struct vox_ctx *ctx, struct dist_pairs *pp, int64_t i, int64_t nfrag,
+                               const struct dist_chunk_rec *rec, struct dist_io *io);
+
+/* Chunk i's record (into sc's slot W5) and the labels of its box's shell through map (NULL:
+ * basins) into w (sc's slot WIN): those on the box's faces and those one voxel beyond them
+ * (not the window's edges and corners; nothing inside). *found false: no record. */
+enum vox_status dist_pairs_get(struct vox_ctx *ctx, const struct dist_pairs *pp, int64_t i,
+                               const uint32_t *map, struct dist_scratch *sc, struct dist_io *io,
+                               bool *found, struct dist_chunk_pf *rec, struct dist_win *w);
+
+/* Plane (a, side)'s bytes for box b, 0 where there is none. */
+int64_t dist_planes_size(const struct dist_box *b, const int64_t dims[3], int a, int side);
+
 /* Watershed of one atomic chunk (work arrays in the scratch sc): its summary, and in *lab
  * (contiguous over the box; sc's DIST_SC_UF slot, valid until its next use) each voxel's
  * fragment as 1 + its position in s->frag (0: background). */
 enum vox_status dist_chunk_ws(struct vox_ctx *ctx, const struct dist_vol *v,
                               const struct dist_box *box, const struct vox_seg_params *p,
-                              struct dist_scratch *sc, struct dist_sum *s, uint32_t **lab);
+                              struct dist_scratch *sc, struct dist_sum *s, uint32_t **lab,
+                              struct dist_chunk_rec *rec);
 
 /* Merges the summaries of an octree node's children into the node's summary (par: who
  * shares its lookups, or NULL). */

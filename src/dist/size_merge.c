@@ -755,8 +755,72 @@ static enum vox_status sm_chunk_faces(const struct sm_run *r, struct sm_sum *s, 
     return VOX_OK;
 }
 
+/* Row (z, y) of R (as sm_row) where chunk i has a face record (struct dist_pairs): the faces
+ * crossing the box's faces, with affinities from the record's planes, and the touch bits of
+ * the box's basins on the row; the faces inside the box come from the record. */
+static bool sm_row_shell(const struct sm_run *r, struct sm_sum *s, struct sm_seen *m,
+                         const struct dist_chunk_pf *pl, const struct dist_win *lw, int64_t z,
+                         int64_t y)
+{
+    const struct dist_box *b = &s->box;
+    const int64_t nx = b->hi[2] - b->lo[2], zz = z - b->lo[0], yy = y - b->lo[1];
+    const uint32_t *l = dist_win_row(lw, z, y, b->lo[2]);
+    const bool zin = z < b->hi[0], yin = y < b->hi[1];
+    bool ok = true;
+    if (zin && yin) {
+        uint8_t tx0, tx1;
+        const uint8_t t0 = dist_row_faces(b, r->dims, z, y, &tx0, &tx1);
+        if (t0)
+            ok = sm_face_row_basins(r, s, m, l, nx, t0, tx0, tx1);
+        else
+            ok = (!tx0 || !l[0] || sm_basin_add(r, s, m, l[0], tx0)) &&
+                 (!tx1 || !l[nx - 1] || sm_basin_add(r, s, m, l[nx - 1], tx1));
+        const int64_t px = zz * (b->hi[1] - b->lo[1]) + yy; /* the row's place on x's planes */
+        if (ok && pl->plane[2][0])
+            ok = sm_row_faces(r, s, m, l, l - 1, pl->plane[2][0] + px, 1, 2, 1u << 4);
+        if (ok && pl->plane[2][1])
+            ok = sm_row_faces(r, s, m, l + nx, l + nx - 1, pl->plane[2][1] + px, 1, 1, 1u << 5);
+    }
+    const int64_t c[2] = {z, y};
+    const bool other[2] = {yin, zin};
+    for (int a = 0; a < 2 && ok; a++) {
+        if (c[a] == 0 || !other[a])
+            continue;
+        const int side = c[a] == b->lo[a] ? 2 : c[a] < b->hi[a] ? 0 : 1;
+        if (side == 0)
+            continue;
+        const uint32_t *lu = dist_win_row(lw, z - (a == 0), y - (a == 1), b->lo[2]);
+        const uint8_t *qa = pl->plane[a][side == 1] + (a == 0 ? yy : zz) * nx;
+        ok = sm_row_faces(r, s, m, l, lu, qa, nx, side, (uint8_t)(1u << (2 * a + (side == 1))));
+    }
+    return ok;
+}
+
+/* sm_chunk_faces from chunk i's face record: its fragments' basins, its pairs mapped to
+ * basins, and the shell's rows. */
+static enum vox_status sm_chunk_rec(const struct sm_run *r, struct sm_sum *s, int64_t i,
+                                    const struct dist_chunk_pf *pl, const int64_t rh[3],
+                                    const struct dist_win *lw, struct sm_seen *m)
+{
+    const struct dist_pf *pf = pl->pf;
+    const int64_t npf = pl->npf;
+    const uint32_t *fm = r->vol->pairs->fmap[i];
+    const int64_t nf = r->vol->pairs->nfrag[i];
+    bool ok = true;
+    for (int64_t k = 1; ok && k <= nf; k++)
+        ok = !fm[k] || sm_basin_add(r, s, m, fm[k], 0);
+    for (int64_t k = 0; ok && k < npf; k++)
+        ok =
+            sm_face(r->ctx, s, m, fm[pf[k].key >> 32], fm[(uint32_t)pf[k].key], pf[k].w, r->p->low);
+    for (int64_t z = s->box.lo[0]; ok && z < rh[0]; z++)
+        for (int64_t y = s->box.lo[1]; ok && y < rh[1]; y++)
+            ok = sm_row_shell(r, s, m, pl, lw, z, y);
+    return ok ? VOX_OK : VOX_OUT_OF_MEMORY;
+}
+
 /* Atomic chunk: its basins and basin-graph edges, then the decision pass. */
-static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s, struct dist_scratch *sc)
+static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s, int64_t i,
+                                struct dist_scratch *sc)
 {
     int64_t rh[3];
     for (int a = 0; a < 3; a++)
@@ -769,11 +833,17 @@ static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s, struct
     memset(m->basin, 0xff, sizeof m->basin);
     memset(m->edge, 0xff, sizeof m->edge);
     m->sc = sc;
-    enum vox_status st = dist_read_q(r->ctx, r->vol, s->box.lo, rh, sc, &q);
-    if (st == VOX_OK)
+    bool rec = false;
+    struct dist_chunk_pf pf;
+    enum vox_status st =
+        dist_pairs_get(r->ctx, r->vol->pairs, i, NULL, sc, r->vol->io, &rec, &pf, &lw);
+    if (st == VOX_OK && !rec)
+        st = dist_read_q(r->ctx, r->vol, s->box.lo, rh, sc, &q);
+    if (st == VOX_OK && !rec)
         st = dist_win_load(r->ctx, r->basins, r->dims, &s->box, sc, &lw);
     if (st == VOX_OK) {
-        st = sm_chunk_faces(r, s, q.data, rh, &lw, m);
+        st =
+            rec ? sm_chunk_rec(r, s, i, &pf, rh, &lw, m) : sm_chunk_faces(r, s, q.data, rh, &lw, m);
         dist_win_fini(r->ctx, &lw);
     }
     vox_free(r->ctx, m);
@@ -870,7 +940,7 @@ static enum vox_status sm_task(void *arg, int level, int64_t i, int tid)
     if (level == 0 && dist_share_remote(r->share, i)) /* another rank's: sm_take */
         return tid == 0 ? dist_share_step(r->ctx, r->share) : VOX_OK;
     if (level == 0) {
-        st = sm_chunk(r, s, &r->sc[tid]);
+        st = sm_chunk(r, s, i, &r->sc[tid]);
     } else {
         int64_t c[3], idx[8];
         struct sm_sum kids[8] = {0};
@@ -1220,7 +1290,7 @@ static enum vox_status sm_work(void *arg, int64_t i, const uint8_t *blob, int64_
         return st;
     const struct dist_labels given = {.given = &w};
     r->basins = &given;
-    st = sm_chunk(r, &s, &r->sc[tid]);
+    st = sm_chunk(r, &s, i, &r->sc[tid]);
     dist_win_fini(r->ctx, &w);
     if (st == VOX_OK)
         st = sm_pack(r->ctx, &s, out, out_len);

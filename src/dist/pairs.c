@@ -1,0 +1,260 @@
+/*
+ * dist/pairs.c: the records stage (a) leaves for stages (b) and (c) (struct dist_pairs).
+ *
+ * Stages (b) and (c) each read an atomic chunk's affinities and its labels again and scan
+ * every face of its box for labels that differ (on the 512^3 bench about 1.2 s and 0.85 s of
+ * a 6.5 s one-thread run). Inside the box those faces depend only on the fragment labels and
+ * the affinities, which stage (a) has at hand when it labels the chunk. So (a) lists them
+ * once, as fragment pairs with face counts, affinity sums and maxima (struct dist_pf), and
+ * keeps the box's six faces of fragment labels and the affinities of the faces that cross
+ * the box's faces. (b) maps the pairs to basins and (c) to segments; both walk only the
+ * box's shell (its own faces and its neighbours' faces next to them, from the neighbours'
+ * records) for the crossing faces and the touch bits. Every face is counted once either way
+ * (inside: the record; crossing: the shell), and what the stages build from faces is sorted
+ * and summed exactly, so the result is the scan's, bit for bit (tests/test_dist.c compares
+ * the two).
+ *
+ * A record: the entries (16 bytes each; ~11 M on the bench's 512^3 volume, about 1.3 bytes a
+ * voxel of temporary file), the six faces (u32), the crossing planes (bytes). The workers
+ * append them to one file at offsets they take atomically.
+ */
+#include "dist_internal.h"
+
+#include <string.h>
+#include <unistd.h>
+
+int64_t dist_planes_size(const struct dist_box *b, const int64_t dims[3], int a, int side)
+{
+    bool there = side == 0 ? b->lo[a] > 0 : b->hi[a] < dims[a];
+    int64_t n = 1;
+    for (int k = 0; k < 3; k++)
+        n *= k == a ? 1 : b->hi[k] - b->lo[k];
+    return there ? n : 0;
+}
+
+static int64_t planes_size(const struct dist_box *b, const int64_t dims[3])
+{
+    int64_t n = 0;
+    for (int a = 0; a < 3; a++)
+        for (int side = 0; side < 2; side++)
+            n += dist_planes_size(b, dims, a, side);
+    return n;
+}
+
+static void pairs_box(const struct dist_pairs *pp, const int64_t g[3], struct dist_box *b)
+{
+    for (int a = 0; a < 3; a++) {
+        b->lo[a] = g[a] * pp->chunk[a];
+        b->hi[a] = b->lo[a] + pp->chunk[a] < pp->dims[a] ? b->lo[a] + pp->chunk[a] : pp->dims[a];
+    }
+}
+
+enum vox_status dist_pairs_init(struct vox_ctx *ctx, struct dist_pairs *pp, int fd,
+                                const int64_t dims[3], const int64_t chunk[3], bool hist,
+                                double per_voxel)
+{
+    *pp = (struct dist_pairs){.fd = fd, .hist = hist, .per_voxel = per_voxel, .n = 1};
+    for (int a = 0; a < 3; a++) {
+        pp->dims[a] = dims[a];
+        pp->chunk[a] = chunk[a] < dims[a] ? chunk[a] : dims[a];
+        pp->grid[a] = (dims[a] + pp->chunk[a] - 1) / pp->chunk[a];
+        pp->n *= pp->grid[a];
+    }
+    pp->off = vox_alloc(ctx, (size_t)pp->n * sizeof *pp->off);
+    pp->npf = vox_alloc(ctx, (size_t)pp->n * sizeof *pp->npf);
+    pp->nfrag = vox_alloc(ctx, (size_t)pp->n * sizeof *pp->nfrag);
+    if (!pp->off || !pp->npf || !pp->nfrag) {
+        dist_pairs_fini(ctx, pp);
+        return VOX_OUT_OF_MEMORY;
+    }
+    for (int64_t i = 0; i < pp->n; i++)
+        pp->off[i] = -1;
+    return VOX_OK;
+}
+
+void dist_pairs_fini(struct vox_ctx *ctx, struct dist_pairs *pp)
+{
+    if (pp->fd >= 0)
+        close(pp->fd);
+    for (int64_t i = 0; pp->fmap_own && pp->fmap && i < pp->n; i++)
+        vox_free(ctx, pp->fmap[i]);
+    if (pp->fmap_own)
+        vox_free(ctx, pp->fmap);
+    vox_free(ctx, pp->off);
+    vox_free(ctx, pp->npf);
+    vox_free(ctx, pp->nfrag);
+    *pp = (struct dist_pairs){.fd = -1};
+}
+
+static enum vox_status pairs_io(struct vox_ctx *ctx, bool wr, int fd, void *p, int64_t n,
+                                int64_t at)
+{
+    uint8_t *b = p;
+    for (int64_t done = 0; done < n;) {
+        ssize_t got = wr ? pwrite(fd, b + done, (size_t)(n - done), (off_t)(at + done))
+                         : pread(fd, b + done, (size_t)(n - done), (off_t)(at + done));
+        if (got <= 0)
+            return vox_fail(ctx, VOX_IO,
+                            "chunked segmentation: cannot %s %lld bytes of the face records "
+                            "(a temporary file) at %lld",
+                            wr ? "write" : "read", (long long)(n - done), (long long)(at + done));
+        done += got;
+    }
+    return VOX_OK;
+}
+
+static void pairs_count(struct dist_io *io, bool wr, int64_t n)
+{
+    if (!io)
+        return;
+    pthread_mutex_lock(&io->mu);
+    *(wr ? &io->bytes_written : &io->bytes_read) += n;
+    pthread_mutex_unlock(&io->mu);
+}
+
+enum vox_status dist_pairs_put(struct vox_ctx *ctx, struct dist_pairs *pp, int64_t i, int64_t nfrag,
+                               const struct dist_chunk_rec *rec, struct dist_io *io)
+{
+    const int64_t pb = rec->npf * (int64_t)sizeof *rec->pf,
+                  fb = dist_faces_len(pp->dims, pp->chunk, i) * 4, n = pb + fb + rec->nplanes;
+    const int64_t at = __atomic_fetch_add(&pp->end, n, __ATOMIC_RELAXED);
+    enum vox_status s = pb ? pairs_io(ctx, true, pp->fd, rec->pf, pb, at) : VOX_OK;
+    if (s == VOX_OK)
+        s = pairs_io(ctx, true, pp->fd, rec->faces, fb, at + pb);
+    if (s == VOX_OK && rec->nplanes)
+        s = pairs_io(ctx, true, pp->fd, rec->planes, rec->nplanes, at + pb + fb);
+    if (s != VOX_OK)
+        return s;
+    pairs_count(io, true, n);
+    pp->npf[i] = rec->npf;
+    pp->nfrag[i] = nfrag;
+    pp->off[i] = at;
+    return VOX_OK;
+}
+
+/* Where face f (dist_faces_extract's order: z lo, z hi, y lo, y hi, x lo, x hi) of box b
+ * starts among its faces, and its length. */
+static int64_t face_at(const struct dist_box *b, int f, int64_t *len)
+{
+    const int64_t nz = b->hi[0] - b->lo[0], ny = b->hi[1] - b->lo[1], nx = b->hi[2] - b->lo[2];
+    const int64_t n[3] = {ny * nx, nz * nx, nz * ny};
+    int64_t at = 0;
+    for (int k = 0; k < f; k++)
+        at += n[k / 2];
+    *len = n[f / 2];
+    return at;
+}
+
+/* Values v[0 .. n) through the maps into dst with a stride. */
+static void shell_put(uint32_t *dst, int64_t step, const uint32_t *v, int64_t n, const uint32_t *fm,
+                      const uint32_t *map)
+{
+    for (int64_t k = 0; k < n; k++)
+        dst[k * step] = map ? map[fm[v[k]]] : fm[v[k]];
+}
+
+/* Face f of box b (values f_v, fragment map fm) into window w at the plane where the face's
+ * voxels lie (`out`: one voxel beyond it, on the other side: a neighbour's face). */
+static void shell_face(struct dist_win *w, const struct dist_box *b, int f, const uint32_t *fv,
+                       const uint32_t *fm, const uint32_t *map, int64_t at_plane)
+{
+    const int a = f / 2;
+    const int64_t nz = b->hi[0] - b->lo[0], ny = b->hi[1] - b->lo[1], nx = b->hi[2] - b->lo[2];
+    const int64_t P = w->n[1] * w->n[2], X = w->n[2];
+    const int64_t oz = b->lo[0] - w->lo[0], oy = b->lo[1] - w->lo[1], ox = b->lo[2] - w->lo[2];
+    uint32_t *p = (uint32_t *)w->p;
+    if (a == 0) {
+        for (int64_t y = 0; y < ny; y++)
+            shell_put(p + (at_plane - w->lo[0]) * P + (oy + y) * X + ox, 1, fv + y * nx, nx, fm,
+                      map);
+    } else if (a == 1) {
+        for (int64_t z = 0; z < nz; z++)
+            shell_put(p + (oz + z) * P + (at_plane - w->lo[1]) * X + ox, 1, fv + z * nx, nx, fm,
+                      map);
+    } else {
+        for (int64_t z = 0; z < nz; z++)
+            shell_put(p + (oz + z) * P + (oy)*X + at_plane - w->lo[2], X, fv + z * ny, ny, fm, map);
+    }
+}
+
+enum vox_status dist_pairs_get(struct vox_ctx *ctx, const struct dist_pairs *pp, int64_t i,
+                               const uint32_t *map, struct dist_scratch *sc, struct dist_io *io,
+                               bool *found, struct dist_chunk_pf *rec, struct dist_win *w)
+{
+    *found = false;
+    if (!pp || pp->off[i] < 0 || !pp->fmap || !pp->fmap[i])
+        return VOX_OK;
+    const int64_t g[3] = {i / (pp->grid[1] * pp->grid[2]), (i / pp->grid[2]) % pp->grid[1],
+                          i % pp->grid[2]};
+    struct dist_box b;
+    pairs_box(pp, g, &b);
+    /* the neighbours' faces next to the box first: without a record the chunk is scanned */
+    int64_t nb[6];
+    for (int f = 0; f < 6; f++) {
+        const int a = f / 2, side = f % 2;
+        int64_t h[3] = {g[0], g[1], g[2]};
+        h[a] += side ? 1 : -1;
+        nb[f] =
+            h[a] < 0 || h[a] >= pp->grid[a] ? -1 : (h[0] * pp->grid[1] + h[1]) * pp->grid[2] + h[2];
+        if (nb[f] >= 0 && (pp->off[nb[f]] < 0 || !pp->fmap[nb[f]]))
+            return VOX_OK;
+    }
+    const int64_t pb = pp->npf[i] * (int64_t)sizeof *rec->pf,
+                  fn = dist_faces_len(pp->dims, pp->chunk, i), np = planes_size(&b, pp->dims);
+    int64_t nmax = 0; /* a neighbour's face, read before it goes into the window */
+    for (int f = 0; f < 6; f++) {
+        int64_t len;
+        face_at(&b, f, &len);
+        nmax = len > nmax ? len : nmax;
+    }
+    uint8_t *buf = dist_scratch_get(ctx, sc, DIST_SC_W5, (size_t)(pb + (fn + nmax) * 4 + np + 1));
+    if (!buf)
+        return VOX_OUT_OF_MEMORY;
+    enum vox_status s = pairs_io(ctx, false, pp->fd, buf, pb + fn * 4 + np, pp->off[i]);
+    int64_t nread = pb + fn * 4 + np;
+    const uint32_t *faces = (const uint32_t *)(void *)(buf + pb);
+    uint32_t *tmp = (uint32_t *)(void *)(buf + pb + fn * 4);
+    const uint8_t *planes = buf + pb + (fn + nmax) * 4;
+    if (s == VOX_OK && np) /* the planes after the neighbour's face room */
+        memmove((void *)planes, buf + pb + fn * 4, (size_t)np);
+    /* the window: the box grown by one (clamped), only its shell written */
+    int64_t n = 1;
+    for (int a = 0; a < 3; a++) {
+        w->lo[a] = b.lo[a] > 0 ? b.lo[a] - 1 : 0;
+        w->n[a] = (b.hi[a] < pp->dims[a] ? b.hi[a] + 1 : pp->dims[a]) - w->lo[a];
+        n *= w->n[a];
+    }
+    w->own = NULL;
+    w->p = s == VOX_OK ? dist_scratch_get(ctx, sc, DIST_SC_WIN, (size_t)n * 4) : NULL;
+    s = s == VOX_OK && !w->p ? VOX_OUT_OF_MEMORY : s;
+    for (int f = 0; s == VOX_OK && f < 6; f++) {
+        const int a = f / 2, side = f % 2;
+        int64_t len, at = face_at(&b, f, &len);
+        shell_face(w, &b, f, faces + at, pp->fmap[i], map, side ? b.hi[a] - 1 : b.lo[a]);
+        if (nb[f] < 0)
+            continue;
+        struct dist_box c; /* the neighbour's box; its face toward this box: f ^ 1 */
+        int64_t h[3] = {g[0], g[1], g[2]}, clen;
+        h[a] += side ? 1 : -1;
+        pairs_box(pp, h, &c);
+        const int64_t cat = face_at(&c, f ^ 1, &clen);
+        s = pairs_io(ctx, false, pp->fd, tmp, clen * 4,
+                     pp->off[nb[f]] + pp->npf[nb[f]] * (int64_t)sizeof *rec->pf + cat * 4);
+        nread += clen * 4;
+        if (s == VOX_OK)
+            shell_face(w, &b, f, tmp, pp->fmap[nb[f]], map, side ? b.hi[a] : b.lo[a] - 1);
+    }
+    if (s != VOX_OK)
+        return s;
+    pairs_count(io, false, nread);
+    rec->pf = (const struct dist_pf *)(void *)buf;
+    rec->npf = pp->npf[i];
+    for (int a = 0; a < 3; a++)
+        for (int side = 0; side < 2; side++) {
+            int64_t k = dist_planes_size(&b, pp->dims, a, side);
+            rec->plane[a][side] = k ? planes : NULL;
+            planes += k;
+        }
+    *found = true;
+    return VOX_OK;
+}
