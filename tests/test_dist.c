@@ -11,7 +11,9 @@
 #include <pthread.h>
 #include <time.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include "vox/synth.h"
 
@@ -866,6 +868,31 @@ static void test_seg_face_records(struct vox_ctx *ctx)
         }
         CHECK(wr[0] > wr[1] && rd[0] != rd[1]); /* records written and read instead */
         CHECK(!noisy || (wr[2] == wr[1] && rd[2] == rd[1]));
+        if (k == 0) { /* a disk that fills up: records for the first chunks, then scans */
+            struct rlimit old, lim;
+            CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+            lim = old;
+            lim.rlim_cur = 200000; /* the label store's files stay below, the records not */
+            void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+            CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+            struct gather g = {.ready = false};
+            CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, ref.labels.shape));
+            struct vox_dist_sink sink = {
+                .ready = gather_ready, .write = gather_write, .arg = &g, .concurrent = true};
+            struct vox_dist_stats stats = {.n = 0};
+            struct vox_dist_options o = {.sink = &sink, .stats = &stats, .chunk = {16, 16, 16}};
+            struct vox_dist_source src = {.vol = vol};
+            struct vox_seg_result res = {0};
+            setenv("VOX_DIST_PAIRS", "2", 1);
+            CHECK_OK(vox_dist_segment(ctx, &src, &p, &o, &res));
+            unsetenv("VOX_DIST_PAIRS");
+            CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+            signal(SIGXFSZ, was);
+            res.labels = g.t;
+            CHECK(same_result(&res, &ref, &g.t));
+            CHECK(stats.bytes_written > wr[1] && stats.bytes_written < wr[0]);
+            vox_seg_result_fini(ctx, &res);
+        }
         vox_seg_result_fini(ctx, &ref);
         vox_volume_close(vol);
         vox_tensor_free(ctx, &deg);

@@ -369,6 +369,7 @@ struct dist_pairs {
     bool hist;        /* entries per (pair, affinity) */
     double per_voxel; /* a chunk with more entries a voxel has no record (< 0: no limit) */
     int64_t end;      /* bytes written (atomic) */
+    bool off_disk;    /* set when a write failed (a full disk): no more records */
     int64_t n;        /* atomic chunks */
     int64_t dims[3], chunk[3], grid[3];
     int64_t *off;         /* per chunk: its record (-1: none) */

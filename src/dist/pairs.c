@@ -20,6 +20,7 @@
  */
 #include "dist_internal.h"
 
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -86,21 +87,32 @@ void dist_pairs_fini(struct vox_ctx *ctx, struct dist_pairs *pp)
     *pp = (struct dist_pairs){.fd = -1};
 }
 
-static enum vox_status pairs_io(struct vox_ctx *ctx, bool wr, int fd, void *p, int64_t n,
-                                int64_t at)
+static enum vox_status pairs_read(struct vox_ctx *ctx, int fd, void *p, int64_t n, int64_t at)
 {
     uint8_t *b = p;
     for (int64_t done = 0; done < n;) {
-        ssize_t got = wr ? pwrite(fd, b + done, (size_t)(n - done), (off_t)(at + done))
-                         : pread(fd, b + done, (size_t)(n - done), (off_t)(at + done));
+        ssize_t got = pread(fd, b + done, (size_t)(n - done), (off_t)(at + done));
         if (got <= 0)
             return vox_fail(ctx, VOX_IO,
-                            "chunked segmentation: cannot %s %lld bytes of the face records "
-                            "(a temporary file) at %lld",
-                            wr ? "write" : "read", (long long)(n - done), (long long)(at + done));
+                            "chunked segmentation: cannot read %lld bytes of the face records "
+                            "(a temporary file) at %lld: %s",
+                            (long long)(n - done), (long long)(at + done),
+                            got < 0 ? strerror(errno) : "the file is shorter");
         done += got;
     }
     return VOX_OK;
+}
+
+static bool pairs_write(int fd, const void *p, int64_t n, int64_t at)
+{
+    const uint8_t *b = p;
+    for (int64_t done = 0; done < n;) {
+        ssize_t got = pwrite(fd, b + done, (size_t)(n - done), (off_t)(at + done));
+        if (got <= 0)
+            return false;
+        done += got;
+    }
+    return true;
 }
 
 static void pairs_count(struct dist_io *io, bool wr, int64_t n)
@@ -117,14 +129,20 @@ enum vox_status dist_pairs_put(struct vox_ctx *ctx, struct dist_pairs *pp, int64
 {
     const int64_t pb = rec->npf * (int64_t)sizeof *rec->pf,
                   fb = dist_faces_len(pp->dims, pp->chunk, i) * 4, n = pb + fb + rec->nplanes;
+    if (__atomic_load_n(&pp->off_disk, __ATOMIC_RELAXED))
+        return VOX_OK;
     const int64_t at = __atomic_fetch_add(&pp->end, n, __ATOMIC_RELAXED);
-    enum vox_status s = pb ? pairs_io(ctx, true, pp->fd, rec->pf, pb, at) : VOX_OK;
-    if (s == VOX_OK)
-        s = pairs_io(ctx, true, pp->fd, rec->faces, fb, at + pb);
-    if (s == VOX_OK && rec->nplanes)
-        s = pairs_io(ctx, true, pp->fd, rec->planes, rec->nplanes, at + pb + fb);
-    if (s != VOX_OK)
-        return s;
+    bool ok = !pb || pairs_write(pp->fd, rec->pf, pb, at);
+    ok = ok && pairs_write(pp->fd, rec->faces, fb, at + pb);
+    ok = ok && (!rec->nplanes || pairs_write(pp->fd, rec->planes, rec->nplanes, at + pb + fb));
+    if (!ok) { /* a full disk: the records are a shortcut, so the chunks are scanned instead */
+        if (!__atomic_exchange_n(&pp->off_disk, true, __ATOMIC_RELAXED))
+            vox_log(ctx, VOX_LOG_WARN,
+                    "chunked segmentation: cannot write the face records (a temporary file, "
+                    "%lld bytes so far): %s; the chunks from here on are scanned instead",
+                    (long long)at, strerror(errno));
+        return VOX_OK;
+    }
     pairs_count(io, true, n);
     pp->npf[i] = rec->npf;
     pp->nfrag[i] = nfrag;
@@ -210,7 +228,7 @@ enum vox_status dist_pairs_get(struct vox_ctx *ctx, const struct dist_pairs *pp,
     uint8_t *buf = dist_scratch_get(ctx, sc, DIST_SC_W5, (size_t)(pb + (fn + nmax) * 4 + np + 1));
     if (!buf)
         return VOX_OUT_OF_MEMORY;
-    enum vox_status s = pairs_io(ctx, false, pp->fd, buf, pb + fn * 4 + np, pp->off[i]);
+    enum vox_status s = pairs_read(ctx, pp->fd, buf, pb + fn * 4 + np, pp->off[i]);
     int64_t nread = pb + fn * 4 + np;
     const uint32_t *faces = (const uint32_t *)(void *)(buf + pb);
     uint32_t *tmp = (uint32_t *)(void *)(buf + pb + fn * 4);
@@ -238,8 +256,8 @@ enum vox_status dist_pairs_get(struct vox_ctx *ctx, const struct dist_pairs *pp,
         h[a] += side ? 1 : -1;
         pairs_box(pp, h, &c);
         const int64_t cat = face_at(&c, f ^ 1, &clen);
-        s = pairs_io(ctx, false, pp->fd, tmp, clen * 4,
-                     pp->off[nb[f]] + pp->npf[nb[f]] * (int64_t)sizeof *rec->pf + cat * 4);
+        s = pairs_read(ctx, pp->fd, tmp, clen * 4,
+                       pp->off[nb[f]] + pp->npf[nb[f]] * (int64_t)sizeof *rec->pf + cat * 4);
         nread += clen * 4;
         if (s == VOX_OK)
             shell_face(w, &b, f, tmp, pp->fmap[nb[f]], map, side ? b.hi[a] : b.lo[a] - 1);
