@@ -817,6 +817,31 @@ static void test_seg_long_rows(struct vox_ctx *ctx)
     free(q);
 }
 
+/* One chunked run of vol (16^3 chunks, through a sink) with VOX_DIST_PAIRS=mode (NULL:
+ * unset): equal to ref; its bytes read and written. */
+static void records_run(struct vox_ctx *ctx, struct vox_volume *vol, const struct vox_seg_params *p,
+                        const struct vox_seg_result *ref, const char *mode, int64_t *rd,
+                        int64_t *wr)
+{
+    struct gather g = {.ready = false};
+    CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, ref->labels.shape));
+    struct vox_dist_sink sink = {
+        .ready = gather_ready, .write = gather_write, .arg = &g, .concurrent = true};
+    struct vox_dist_stats stats = {.n = 0};
+    struct vox_dist_options o = {.sink = &sink, .stats = &stats, .chunk = {16, 16, 16}};
+    struct vox_dist_source src = {.vol = vol};
+    struct vox_seg_result res = {0};
+    if (mode)
+        setenv("VOX_DIST_PAIRS", mode, 1);
+    CHECK_OK(vox_dist_segment(ctx, &src, p, &o, &res));
+    unsetenv("VOX_DIST_PAIRS");
+    res.labels = g.t;
+    CHECK(same_result(&res, ref, &g.t));
+    *rd = stats.bytes_read;
+    *wr = stats.bytes_written;
+    vox_seg_result_fini(ctx, &res);
+}
+
 /* Stage (a)'s face records (dist/pairs.c) and the scans of stages (b) and (c): a volume of
  * 40^3 in chunks of 16 (the last ones 8), every score (the quantile's records are per
  * affinity), smooth and noisy, through a sink from a file, with records for every chunk
@@ -847,51 +872,22 @@ static void test_seg_face_records(struct vox_ctx *ctx)
         struct vox_seg_result ref = {0};
         CHECK_OK(vox_segment(ctx, &deg, &p, &ref));
         int64_t rd[3] = {0}, wr[3] = {0};
-        for (int m = 0; m < 3 && vol; m++) {
-            struct gather g = {.ready = false};
-            CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, ref.labels.shape));
-            struct vox_dist_sink sink = {
-                .ready = gather_ready, .write = gather_write, .arg = &g, .concurrent = true};
-            struct vox_dist_stats stats = {.n = 0};
-            struct vox_dist_options o = {.sink = &sink, .stats = &stats, .chunk = {16, 16, 16}};
-            struct vox_dist_source src = {.vol = vol};
-            struct vox_seg_result res = {0};
-            if (mode[m])
-                setenv("VOX_DIST_PAIRS", mode[m], 1);
-            CHECK_OK(vox_dist_segment(ctx, &src, &p, &o, &res));
-            unsetenv("VOX_DIST_PAIRS");
-            res.labels = g.t;
-            CHECK(same_result(&res, &ref, &g.t));
-            rd[m] = stats.bytes_read;
-            wr[m] = stats.bytes_written;
-            vox_seg_result_fini(ctx, &res);
-        }
+        for (int m = 0; m < 3 && vol; m++)
+            records_run(ctx, vol, &p, &ref, mode[m], &rd[m], &wr[m]);
         CHECK(wr[0] > wr[1] && rd[0] != rd[1]); /* records written and read instead */
         CHECK(!noisy || (wr[2] == wr[1] && rd[2] == rd[1]));
-        if (k == 0) { /* a disk that fills up: records for the first chunks, then scans */
+        if (k == 0 && vol) { /* a disk that fills up: records for the first chunks, then scans */
             struct rlimit old, lim;
             CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
             lim = old;
             lim.rlim_cur = 200000; /* the label store's files stay below, the records not */
             void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
             CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
-            struct gather g = {.ready = false};
-            CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, ref.labels.shape));
-            struct vox_dist_sink sink = {
-                .ready = gather_ready, .write = gather_write, .arg = &g, .concurrent = true};
-            struct vox_dist_stats stats = {.n = 0};
-            struct vox_dist_options o = {.sink = &sink, .stats = &stats, .chunk = {16, 16, 16}};
-            struct vox_dist_source src = {.vol = vol};
-            struct vox_seg_result res = {0};
-            setenv("VOX_DIST_PAIRS", "2", 1);
-            CHECK_OK(vox_dist_segment(ctx, &src, &p, &o, &res));
-            unsetenv("VOX_DIST_PAIRS");
+            int64_t rd_full, wr_full;
+            records_run(ctx, vol, &p, &ref, "2", &rd_full, &wr_full);
             CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
             signal(SIGXFSZ, was);
-            res.labels = g.t;
-            CHECK(same_result(&res, &ref, &g.t));
-            CHECK(stats.bytes_written > wr[1] && stats.bytes_written < wr[0]);
-            vox_seg_result_fini(ctx, &res);
+            CHECK(wr_full > wr[1] && wr_full < wr[0]);
         }
         vox_seg_result_fini(ctx, &ref);
         vox_volume_close(vol);
