@@ -1198,7 +1198,12 @@ static void test_seg_ranks(struct vox_ctx *ctx)
     ag_params(&p, 0); /* a size merge, mean score */
     struct vox_seg_result ref = {0};
     CHECK_OK(vox_segment(ctx, &deg, &p, &ref));
-    for (int size = 2; size <= 4; size++) {
+    /* 2, 3 and 4 ranks, with face records on every chunk (the ranks' own chunks of (b) and
+     * (c) and rank 0's: dist_pairs_chunk), then without */
+    for (int k = 0; k < 6; k++) {
+        const int size = 2 + k % 3;
+        const bool rec = k < 3;
+        setenv("VOX_DIST_PAIRS", rec ? "2" : "0", 1);
         struct thread_comm t = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
         struct rank_job job[4];
         pthread_t th[4];
@@ -1255,6 +1260,7 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         vox_volume_close(vol);
         if (c0 != ctx)
             vox_ctx_destroy(c0);
+        unsetenv("VOX_DIST_PAIRS");
     }
     /* ranks that encode their chunks' output (so they send rank 0 their faces only) with a
      * rank 0 whose sink cannot store it: an error on rank 0, and the ranks still end */

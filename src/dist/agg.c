@@ -822,16 +822,15 @@ static bool ag_row_shell(const struct ag_run *r, struct ag_sum *s, const struct 
     return ok;
 }
 
-/* ag_chunk_faces from chunk i's face record: its fragments' labels, its pairs mapped to
- * labels, and the shell's rows. */
-static enum vox_status ag_chunk_rec(const struct ag_run *r, struct ag_sum *s, int64_t i,
-                                    const struct dist_chunk_pf *pl, const struct dist_win *lw,
+/* ag_chunk_faces from a chunk's face record: its fragments' labels (through fm, nf
+ * fragments, then map where set), its pairs mapped the same way, and the shell's rows. */
+static enum vox_status ag_chunk_rec(const struct ag_run *r, struct ag_sum *s,
+                                    const struct dist_chunk_pf *pl, const uint32_t *fm, int64_t nf,
+                                    const uint32_t *map, const struct dist_win *lw,
                                     struct ag_faces *fs)
 {
     const struct dist_pf *pf = pl->pf;
     const int64_t npf = pl->npf;
-    const uint32_t *fm = r->vol->pairs->fmap[i], *map = r->labels->map;
-    const int64_t nf = r->vol->pairs->nfrag[i];
     memset(fs->seen, 0xff, sizeof fs->seen);
     bool ok = true;
     for (int64_t k = 1; ok && k <= nf; k++)
@@ -902,16 +901,19 @@ static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, int64_
     if (!fs)
         return VOX_OUT_OF_MEMORY;
     *fs = (struct ag_faces){.sc = sc, .hist = r->hist};
-    bool rec = false;
+    bool rec = false, loaded = false;
     struct dist_chunk_pf pf;
-    enum vox_status st =
-        dist_pairs_get(r->ctx, r->vol->pairs, i, r->labels->map, sc, r->vol->io, &rec, &pf, &lw);
+    const uint32_t *fm = NULL, *then = NULL;
+    int64_t nf = 0;
+    enum vox_status st = dist_pairs_chunk(r->ctx, r->vol, r->labels, i, sc, &rec, &pf, &fm, &nf,
+                                          &then, &lw, &loaded);
     if (st == VOX_OK && !rec)
         st = dist_read_q(r->ctx, r->vol, s->box.lo, hi, sc, &q);
-    if (st == VOX_OK && !rec)
+    if (st == VOX_OK && !loaded)
         st = dist_win_load(r->ctx, r->labels, r->dims, &s->box, sc, &lw);
     if (st == VOX_OK) {
-        st = rec ? ag_chunk_rec(r, s, i, &pf, &lw, fs) : ag_chunk_faces(r, s, q.data, rn, &lw, fs);
+        st = rec ? ag_chunk_rec(r, s, &pf, fm, nf, then, &lw, fs)
+                 : ag_chunk_faces(r, s, q.data, rn, &lw, fs);
         dist_win_fini(r->ctx, &lw);
     }
     vox_tensor_free(r->ctx, &q);
@@ -1275,7 +1277,10 @@ static enum vox_status ag_work(void *arg, int64_t i, const uint8_t *blob, int64_
     enum vox_status st = dist_shell_window(r->ctx, v->own, r->dims, &s.box, blob, len, &w);
     if (st != VOX_OK)
         return st;
-    const struct dist_labels given = {.given = &w};
+    int64_t ncm; /* the blob's fragment map (dist_shell_window checked it), for a record */
+    memcpy(&ncm, blob, sizeof ncm);
+    const struct dist_labels given = {
+        .given = &w, .given_fm = (const uint32_t *)(const void *)(blob + 8), .given_nf = ncm - 1};
     r->labels = &given;
     /* never the root: with one chunk there is no other rank's */
     st = ag_chunk(r, &s, i, false, &r->sc[tid]);

@@ -657,8 +657,8 @@ static enum vox_status finish(struct dist_run *r, int64_t nchunks, int64_t *nbas
     }
     struct dist_pairs *pp = r->vol.pairs;
     if (s == VOX_OK && pp) { /* the face records' keys are fragments: (b) and (c) map them */
-        pp->fmap_own = r->maps != NULL;
-        pp->fmap = r->maps ? r->maps : r->labels->cmap;
+        pp->fmap_own = r->maps != NULL; /* else the store's (cmap, or fmap kept aside) */
+        pp->fmap = r->maps ? r->maps : r->labels->cmap ? r->labels->cmap : r->labels->fmap;
         r->maps = NULL;
     }
     for (int64_t i = 0; r->maps && i < nchunks; i++)
@@ -857,7 +857,11 @@ static enum vox_status ws_send_work(void *arg, int64_t i, const uint8_t *in, int
     int64_t nv = (b.hi[0] - b.lo[0]) * (b.hi[1] - b.lo[1]) * (b.hi[2] - b.lo[2]);
     uint32_t *lab = NULL;
     uint8_t *blob = NULL;
-    enum vox_status s = dist_chunk_ws(ctx, &r->vol, &b, r->p, sc, &sum, &lab, NULL);
+    struct dist_chunk_rec rec;
+    struct dist_pairs *pp = r->vol.pairs; /* this rank's face records, for its chunks */
+    enum vox_status s = dist_chunk_ws(ctx, &r->vol, &b, r->p, sc, &sum, &lab, pp ? &rec : NULL);
+    if (s == VOX_OK && pp && rec.npf >= 0)
+        s = dist_pairs_put(ctx, pp, i, sum.nfrag, &rec, r->vol.io);
     if (s == VOX_OK && w->own) /* kept for the windows of stages (b) and (c) */
         s = dist_store_write(ctx, w->own, &b, lab, sc);
     const int64_t nx = w->faces_only ? dist_faces_len(r->vol.dims, r->chunk, i) : nv;

@@ -260,6 +260,8 @@ struct dist_labels {
     struct dist_store *st;
     const uint32_t *map;
     const struct dist_win *given; /* a rank's chunk: the window rank 0 sent (dist/ranks.c) */
+    const uint32_t *given_fm;     /* ... and the chunk's fragment map that came with it */
+    int64_t given_nf;             /* (its fragments) */
 };
 
 /* A window of labels over a box (a view of the whole tensor, or a copy). */
@@ -406,12 +408,16 @@ struct dist_chunk_rec {
 enum vox_status dist_pairs_put(struct vox_ctx *ctx, struct dist_pairs *pp, int64_t i, int64_t nfrag,
                                const struct dist_chunk_rec *rec, struct dist_io *io);
 
-/* Chunk i's record (into sc's slot W5) and the labels of its box's shell through map (NULL:
- * basins) into w (sc's slot WIN): those on the box's faces and those one voxel beyond them
- * (not the window's edges and corners; nothing inside). *found false: no record. */
-enum vox_status dist_pairs_get(struct vox_ctx *ctx, const struct dist_pairs *pp, int64_t i,
-                               const uint32_t *map, struct dist_scratch *sc, struct dist_io *io,
-                               bool *found, struct dist_chunk_pf *rec, struct dist_win *w);
+/* Where atomic chunk i of stage (b) or (c) (labels l) takes its faces from: *found, its
+ * record's entries, with *fm its fragments' map to l's values (nf fragments; then: a map
+ * after fm, or NULL); *loaded: w holds the chunk's shell too (else the caller loads its
+ * window as for a scan). A served chunk (l->given) and rank 0 of a comm read only the
+ * entries (their windows come as before). */
+enum vox_status dist_pairs_chunk(struct vox_ctx *ctx, const struct dist_vol *vol,
+                                 const struct dist_labels *l, int64_t i, struct dist_scratch *sc,
+                                 bool *found, struct dist_chunk_pf *rec, const uint32_t **fm,
+                                 int64_t *nf, const uint32_t **then, struct dist_win *w,
+                                 bool *loaded);
 
 /* Plane (a, side)'s bytes for box b, 0 where there is none. */
 int64_t dist_planes_size(const struct dist_box *b, const int64_t dims[3], int a, int side);

@@ -195,9 +195,27 @@ static void shell_face(struct dist_win *w, const struct dist_box *b, int f, cons
     }
 }
 
-enum vox_status dist_pairs_get(struct vox_ctx *ctx, const struct dist_pairs *pp, int64_t i,
-                               const uint32_t *map, struct dist_scratch *sc, struct dist_io *io,
-                               bool *found, struct dist_chunk_pf *rec, struct dist_win *w)
+/* rec from a record read into buf (entries first) and its planes. */
+static void rec_set(const struct dist_pairs *pp, int64_t i, const struct dist_box *b,
+                    const uint8_t *buf, const uint8_t *planes, struct dist_chunk_pf *rec)
+{
+    rec->pf = (const struct dist_pf *)(const void *)buf;
+    rec->npf = pp->npf[i];
+    for (int a = 0; a < 3; a++)
+        for (int side = 0; side < 2; side++) {
+            int64_t k = dist_planes_size(b, pp->dims, a, side);
+            rec->plane[a][side] = k ? planes : NULL;
+            planes += k;
+        }
+}
+
+/* Chunk i's record (into sc's slot W5) and the labels of its box's shell through the
+ * fragment map and map (NULL: basins) into w (sc's slot WIN): those on the box's faces and
+ * those one voxel beyond them (not the window's edges and corners; nothing inside). *found
+ * false: no record here or at a neighbour. */
+static enum vox_status pairs_get(struct vox_ctx *ctx, const struct dist_pairs *pp, int64_t i,
+                                 const uint32_t *map, struct dist_scratch *sc, struct dist_io *io,
+                                 bool *found, struct dist_chunk_pf *rec, struct dist_win *w)
 {
     *found = false;
     if (!pp || pp->off[i] < 0 || !pp->fmap || !pp->fmap[i])
@@ -265,14 +283,61 @@ enum vox_status dist_pairs_get(struct vox_ctx *ctx, const struct dist_pairs *pp,
     if (s != VOX_OK)
         return s;
     pairs_count(io, false, nread);
-    rec->pf = (const struct dist_pf *)(void *)buf;
-    rec->npf = pp->npf[i];
-    for (int a = 0; a < 3; a++)
-        for (int side = 0; side < 2; side++) {
-            int64_t k = dist_planes_size(&b, pp->dims, a, side);
-            rec->plane[a][side] = k ? planes : NULL;
-            planes += k;
-        }
+    rec_set(pp, i, &b, buf, planes, rec);
     *found = true;
     return VOX_OK;
+}
+
+/* Chunk i's entries and planes alone (its window comes from elsewhere). */
+static enum vox_status pairs_entries(struct vox_ctx *ctx, const struct dist_pairs *pp, int64_t i,
+                                     struct dist_scratch *sc, struct dist_io *io, bool *found,
+                                     struct dist_chunk_pf *rec)
+{
+    *found = false;
+    if (!pp || pp->off[i] < 0)
+        return VOX_OK;
+    const int64_t g[3] = {i / (pp->grid[1] * pp->grid[2]), (i / pp->grid[2]) % pp->grid[1],
+                          i % pp->grid[2]};
+    struct dist_box b;
+    pairs_box(pp, g, &b);
+    const int64_t pb = pp->npf[i] * (int64_t)sizeof *rec->pf,
+                  fn = dist_faces_len(pp->dims, pp->chunk, i), np = planes_size(&b, pp->dims);
+    uint8_t *buf = dist_scratch_get(ctx, sc, DIST_SC_W5, (size_t)(pb + np + 1));
+    if (!buf)
+        return VOX_OUT_OF_MEMORY;
+    enum vox_status s = pairs_read(ctx, pp->fd, buf, pb, pp->off[i]);
+    if (s == VOX_OK && np)
+        s = pairs_read(ctx, pp->fd, buf + pb, np, pp->off[i] + pb + fn * 4);
+    if (s != VOX_OK)
+        return s;
+    pairs_count(io, false, pb + np);
+    rec_set(pp, i, &b, buf, buf + pb, rec);
+    *found = true;
+    return VOX_OK;
+}
+
+enum vox_status dist_pairs_chunk(struct vox_ctx *ctx, const struct dist_vol *vol,
+                                 const struct dist_labels *l, int64_t i, struct dist_scratch *sc,
+                                 bool *found, struct dist_chunk_pf *rec, const uint32_t **fm,
+                                 int64_t *nf, const uint32_t **then, struct dist_win *w,
+                                 bool *loaded)
+{
+    const struct dist_pairs *pp = vol->pairs;
+    *found = *loaded = false;
+    if (l->given && l->given_fm) { /* a served chunk: its map came with its window */
+        *fm = l->given_fm;
+        *nf = l->given_nf;
+        *then = NULL;
+        return pairs_entries(ctx, pp, i, sc, vol->io, found, rec);
+    }
+    if (l->given || !pp || !pp->fmap || !pp->fmap[i])
+        return VOX_OK;
+    *fm = pp->fmap[i];
+    *nf = pp->nfrag[i];
+    *then = l->map;
+    if (vol->comm) /* rank 0: the neighbours' records are other ranks' */
+        return pairs_entries(ctx, pp, i, sc, vol->io, found, rec);
+    enum vox_status s = pairs_get(ctx, pp, i, l->map, sc, vol->io, found, rec, w);
+    *loaded = *found;
+    return s;
 }

@@ -912,6 +912,23 @@ static double sg_pairs_limit(void)
     return e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "2") ? -1 : 0.25;
 }
 
+/* The face records' file for vol (vol->pairs), unless they are off. */
+static enum vox_status sg_pairs(struct vox_ctx *ctx, const struct vox_dist_options *opt,
+                                const struct vox_seg_params *p, struct dist_vol *vol,
+                                struct dist_pairs *pairs)
+{
+    const double limit = sg_pairs_limit();
+    if (limit == 0)
+        return VOX_OK;
+    int fd = -1;
+    enum vox_status s = sg_file(ctx, opt, false, "faces", vol->comm ? vol->comm->rank : 0, 0, &fd);
+    s = s == VOX_OK ? dist_pairs_init(ctx, pairs, fd, vol->dims, opt->chunk,
+                                      p->score == VOX_SEG_SCORE_QUANTILE, limit)
+                    : s;
+    vol->pairs = s == VOX_OK ? pairs : NULL;
+    return s;
+}
+
 enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_source *src,
                                  const struct vox_seg_params *p, const struct vox_dist_options *opt,
                                  struct vox_seg_result *res_out)
@@ -947,6 +964,9 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         struct dist_bfile qf = {.nfd = 0};
         if (s == VOX_OK && src->vol && !sg_direct(src->vol, false))
             s = sg_rank_ingest(ctx, &vol, opt, &qf);
+        struct dist_pairs pairs = {.fd = -1}; /* for this rank's chunks of (b) and (c) */
+        if (s == VOX_OK && share)
+            s = sg_pairs(ctx, opt, p, &vol, &pairs);
         /* a rank that encodes its chunks' output keeps their labels to itself, unless rank 0
          * keeps records (a workdir): they vouch for every chunk's labels */
         bool faces_only = share && opt->sink && opt->sink->encode && !opt->workdir;
@@ -959,6 +979,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
             s = dist_ag_serve(ctx, &vol, opt->chunk, p, &own);
         if (s == VOX_OK && share)
             s = sg_serve(ctx, &vol, opt, &own);
+        dist_pairs_fini(ctx, &pairs);
         dist_bfile_close(&own.f);
         dist_bfile_close(&qf);
         dist_store_fini(ctx, &own);
@@ -1002,15 +1023,8 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         store.mem = res.labels.data;
     }
     struct dist_pairs pairs = {.fd = -1};
-    const double limit = sg_pairs_limit();
-    if (s == VOX_OK && !vol.comm && limit != 0) {
-        int fd = -1;
-        s = sg_file(ctx, opt, false, "faces", 0, 0, &fd);
-        s = s == VOX_OK ? dist_pairs_init(ctx, &pairs, fd, vol.dims, opt->chunk,
-                                          p->score == VOX_SEG_SCORE_QUANTILE, limit)
-                        : s;
-        vol.pairs = s == VOX_OK ? &pairs : NULL;
-    }
+    if (s == VOX_OK)
+        s = sg_pairs(ctx, opt, p, &vol, &pairs);
     if (s == VOX_OK)
         s = sg_stages(ctx, &vol, &store, p, opt, &res, &map);
     dist_pairs_fini(ctx, &pairs);

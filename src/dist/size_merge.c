@@ -796,16 +796,15 @@ static bool sm_row_shell(const struct sm_run *r, struct sm_sum *s, struct sm_see
     return ok;
 }
 
-/* sm_chunk_faces from chunk i's face record: its fragments' basins, its pairs mapped to
- * basins, and the shell's rows. */
-static enum vox_status sm_chunk_rec(const struct sm_run *r, struct sm_sum *s, int64_t i,
-                                    const struct dist_chunk_pf *pl, const int64_t rh[3],
-                                    const struct dist_win *lw, struct sm_seen *m)
+/* sm_chunk_faces from a chunk's face record: its fragments' basins (fm, nf fragments), its
+ * pairs mapped to basins, and the shell's rows. */
+static enum vox_status sm_chunk_rec(const struct sm_run *r, struct sm_sum *s,
+                                    const struct dist_chunk_pf *pl, const uint32_t *fm, int64_t nf,
+                                    const int64_t rh[3], const struct dist_win *lw,
+                                    struct sm_seen *m)
 {
     const struct dist_pf *pf = pl->pf;
     const int64_t npf = pl->npf;
-    const uint32_t *fm = r->vol->pairs->fmap[i];
-    const int64_t nf = r->vol->pairs->nfrag[i];
     bool ok = true;
     for (int64_t k = 1; ok && k <= nf; k++)
         ok = !fm[k] || sm_basin_add(r, s, m, fm[k], 0);
@@ -833,17 +832,19 @@ static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s, int64_
     memset(m->basin, 0xff, sizeof m->basin);
     memset(m->edge, 0xff, sizeof m->edge);
     m->sc = sc;
-    bool rec = false;
+    bool rec = false, loaded = false;
     struct dist_chunk_pf pf;
-    enum vox_status st =
-        dist_pairs_get(r->ctx, r->vol->pairs, i, NULL, sc, r->vol->io, &rec, &pf, &lw);
+    const uint32_t *fm = NULL, *then = NULL; /* (b): then is NULL */
+    int64_t nf = 0;
+    enum vox_status st = dist_pairs_chunk(r->ctx, r->vol, r->basins, i, sc, &rec, &pf, &fm, &nf,
+                                          &then, &lw, &loaded);
     if (st == VOX_OK && !rec)
         st = dist_read_q(r->ctx, r->vol, s->box.lo, rh, sc, &q);
-    if (st == VOX_OK && !rec)
+    if (st == VOX_OK && !loaded)
         st = dist_win_load(r->ctx, r->basins, r->dims, &s->box, sc, &lw);
     if (st == VOX_OK) {
-        st =
-            rec ? sm_chunk_rec(r, s, i, &pf, rh, &lw, m) : sm_chunk_faces(r, s, q.data, rh, &lw, m);
+        st = rec ? sm_chunk_rec(r, s, &pf, fm, nf, rh, &lw, m)
+                 : sm_chunk_faces(r, s, q.data, rh, &lw, m);
         dist_win_fini(r->ctx, &lw);
     }
     vox_free(r->ctx, m);
@@ -1288,7 +1289,10 @@ static enum vox_status sm_work(void *arg, int64_t i, const uint8_t *blob, int64_
     enum vox_status st = dist_shell_window(r->ctx, v->own, r->dims, &s.box, blob, len, &w);
     if (st != VOX_OK)
         return st;
-    const struct dist_labels given = {.given = &w};
+    int64_t ncm; /* the blob's fragment map (dist_shell_window checked it), for a record */
+    memcpy(&ncm, blob, sizeof ncm);
+    const struct dist_labels given = {
+        .given = &w, .given_fm = (const uint32_t *)(const void *)(blob + 8), .given_nf = ncm - 1};
     r->basins = &given;
     st = sm_chunk(r, &s, i, &r->sc[tid]);
     dist_win_fini(r->ctx, &w);
