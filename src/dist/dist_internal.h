@@ -365,7 +365,8 @@ struct dist_pf {
 /* What stages (b) and (c) need of an atomic chunk's voxels, taken by stage (a) while the
  * chunk's affinities and fragment labels are at hand (dist/pairs.c). Kept in a file of the
  * run's (a temporary one), one record per chunk; a chunk without one (taken from the
- * journal on resume, or run by another rank) is scanned as before. */
+ * journal on resume, or too many entries) is scanned as before. With MPI each rank keeps its
+ * own chunks' records (see dist_pairs_chunk). */
 struct dist_pairs {
     int fd;
     bool hist;        /* entries per (pair, affinity) */
