@@ -296,5 +296,49 @@ static void test_par(struct vox_ctx *ctx)
     vox_ctx_destroy(c1);
 }
 
+/* The chunks' hand-out order: a permutation; with one worker depth first (the 8 children
+ * of a parent together, parents in order); with w workers the last w chunks have w
+ * different parents (each readies its parent while the others still run), and every other
+ * chunk keeps its place relative to the rest. Grids 4x4x4 (64 chunks), odd 3x5x2, 1 chunk. */
+static void test_order(struct vox_ctx *ctx)
+{
+    (void)ctx;
+    const int64_t grids[3][3] = {{4, 4, 4}, {3, 5, 2}, {1, 1, 1}};
+    for (int gi = 0; gi < 3; gi++) {
+        struct dist_tree t;
+        dist_tree_init(&t, grids[gi]);
+        const int64_t n = t.n[0];
+        int64_t dfs[64], o[64];
+        dist_tree_order(&t, 0, t.nlev, 1, dfs);
+        bool seen[64] = {false};
+        for (int64_t i = 0; i < n; i++) {
+            CHECK(dfs[i] >= 0 && dfs[i] < n && !seen[dfs[i]]);
+            seen[dfs[i]] = true;
+        }
+        for (int w = 2; w <= 4; w++) {
+            dist_tree_order(&t, 0, t.nlev, w, o);
+            int64_t par[64], k = 0;
+            for (int64_t i = 0; i < n; i++) {
+                const int64_t *g = t.grid[0], *pg = t.nlev > 1 ? t.grid[1] : g;
+                const int64_t z = o[i] / (g[1] * g[2]), y = o[i] / g[2] % g[1], x = o[i] % g[2];
+                par[i] = (z / 2 * pg[1] + y / 2) * pg[2] + x / 2;
+            }
+            const int64_t tail = t.nlev > 1 ? (w < t.n[1] ? w : t.n[1]) : 0;
+            for (int64_t i = n - tail; i < n; i++)
+                for (int64_t j = i + 1; j < n; j++)
+                    CHECK(par[i] != par[j]);
+            /* the rest: dfs with the moved chunks taken out, in order */
+            for (int64_t i = 0; i < n; i++) {
+                bool moved = false;
+                for (int64_t j = n - tail; j < n; j++)
+                    moved = moved || dfs[i] == o[j];
+                if (!moved)
+                    CHECK(o[k++] == dfs[i]);
+            }
+            CHECK(k == n - tail);
+        }
+    }
+}
+
 VOX_TEST_MAIN(VOX_TEST(test_two_threads), VOX_TEST(test_one_thread), VOX_TEST(test_alloc_failures),
-              VOX_TEST(test_par))
+              VOX_TEST(test_par), VOX_TEST(test_order))

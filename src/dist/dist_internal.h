@@ -524,6 +524,11 @@ typedef enum vox_status (*dist_tree_fn)(void *arg, int level, int64_t i, int tid
  * side jobs. idle (or NULL) is called once per worker when level `from` has no task
  * left to hand out (a worker's level-0 scratch can go then). After a task fails no new task
  * starts; returns the first failure. */
+/* The order dist_tree_run hands out level `from`'s nodes in (t->n[from] of them): depth first
+ * under the nodes of level to - 1, then the last child of each of the last `workers` parents
+ * moved to the end (see tree.c). */
+void dist_tree_order(const struct dist_tree *t, int from, int to, int workers, int64_t *order);
+
 enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from, int to,
                               int64_t nside, dist_tree_fn fn, void (*idle)(void *, int), void *arg);
 

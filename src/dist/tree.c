@@ -67,16 +67,17 @@ struct tree_run {
 };
 
 /* Appends the level-`from` nodes under node i of `level` to order, depth first. */
-static void tree_dfs(struct tree_run *r, int level, int64_t i, int64_t *n)
+static void tree_dfs(const struct dist_tree *t, int from, int level, int64_t i, int64_t *order,
+                     int64_t *n)
 {
-    if (level == r->from) {
-        r->order[(*n)++] = i;
+    if (level == from) {
+        order[(*n)++] = i;
         return;
     }
     int64_t c[3], kids[8];
-    int nk = dist_node_children(r->t->grid[level - 1], i, c, kids);
+    int nk = dist_node_children(t->grid[level - 1], i, c, kids);
     for (int k = 0; k < nk; k++)
-        tree_dfs(r, level - 1, kids[k], n);
+        tree_dfs(t, from, level - 1, kids[k], order, n);
 }
 
 /* The parent of node i of `level` (on level + 1's grid). */
@@ -85,6 +86,48 @@ static int64_t tree_parent(const struct dist_tree *t, int level, int64_t i)
     const int64_t *g = t->grid[level], *pg = t->grid[level + 1];
     int64_t z = i / (g[1] * g[2]), y = i / g[2] % g[1], x = i % g[2];
     return (z / 2 * pg[1] + y / 2) * pg[2] + x / 2;
+}
+
+/* The depth-first order's last `m` parents each give their last child to the end of the
+ * order: in depth-first order the final chunks all belong to one parent, so the worker that
+ * finishes first waits for the last chunk with nothing to run; now each of the final chunks
+ * readies a different parent, which the free workers run meanwhile. */
+static void tree_spread_tail(const struct dist_tree *t, int from, int to, int64_t *order, int64_t n,
+                             int m)
+{
+    if (to - from < 2 || m < 2)
+        return;
+    int64_t last[64], k = 0, end = n;
+    m = m < 64 ? m : 64;
+    while (k < m && end > 0) { /* the last child of each of the last m parents, latest first */
+        const int64_t p = tree_parent(t, from, order[end - 1]);
+        last[k++] = end - 1;
+        while (end > 0 && tree_parent(t, from, order[end - 1]) == p)
+            end--;
+    }
+    if (k < 2)
+        return;
+    int64_t moved[64];
+    for (int64_t j = 0; j < k; j++)
+        moved[j] = order[last[k - 1 - j]]; /* in the parents' order */
+    int64_t w = last[k - 1];
+    for (int64_t i = last[k - 1], j = k - 1; i < n; i++) {
+        if (j >= 0 && i == last[j]) {
+            j--;
+            continue;
+        }
+        order[w++] = order[i];
+    }
+    for (int64_t j = 0; j < k; j++)
+        order[w++] = moved[j];
+}
+
+void dist_tree_order(const struct dist_tree *t, int from, int to, int workers, int64_t *order)
+{
+    int64_t n = 0;
+    for (int64_t i = 0; i < t->n[to - 1]; i++)
+        tree_dfs(t, from, to - 1, i, order, &n);
+    tree_spread_tail(t, from, to, order, n, workers);
 }
 
 /* The next task under r->mu: *level and *i (level -1: a side job), false when none is ready. */
@@ -192,9 +235,7 @@ enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from
         ok = ok && r.pending[l] && r.ready[l];
     }
     if (ok) {
-        int64_t n = 0;
-        for (int64_t i = 0; i < t->n[to - 1]; i++)
-            tree_dfs(&r, to - 1, i, &n);
+        dist_tree_order(t, from, to, vox_ctx_threads(ctx), r.order);
         for (int l = from; l + 1 < to; l++)
             for (int64_t i = 0; i < t->n[l]; i++)
                 r.pending[l + 1][tree_parent(t, l, i)]++;
