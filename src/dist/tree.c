@@ -8,7 +8,8 @@
  * lock (tasks take milliseconds, so the lock is not on a hot path): ready nodes first, the
  * highest level first (the root path is the critical path, and a node frees its children's
  * summaries), then the atomic chunks in the tree's depth-first order, so that the 8 children
- * of a node finish together and their parent starts while the other chunks still run, then
+ * of a node finish together and their parent starts while the other chunks still run (but
+ * for the tail: tree_spread_tail), then
  * the side jobs: they fill the time a worker would wait while the upper nodes, the root
  * last, run on fewer workers than there are (the agglomeration's side job, the merge record's
  * replay, ran first until 2026-11-27: 2 threads, 512^3, 70 ms slower a run). A node's result
