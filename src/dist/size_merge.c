@@ -808,9 +808,19 @@ static enum vox_status sm_chunk_rec(const struct sm_run *r, struct sm_sum *s,
     bool ok = true;
     for (int64_t k = 1; ok && k <= nf; k++)
         ok = !fm[k] || sm_basin_add(r, s, m, fm[k], 0);
-    for (int64_t k = 0; ok && k < npf; k++)
-        ok =
-            sm_face(r->ctx, s, m, fm[pf[k].key >> 32], fm[(uint32_t)pf[k].key], pf[k].w, r->p->low);
+    /* the entries straight to the edges (a pair's basins seldom repeat within a chunk: most
+     * fragments are whole basins; sm_compact merges the repeats) */
+    struct sm_edge *e =
+        ok ? dist_scratch_grow(r->ctx, m->sc, DIST_SC_W7, (size_t)(s->nedge + npf) * sizeof *e,
+                               (size_t)s->nedge * sizeof *e)
+           : NULL;
+    ok = e != NULL;
+    s->edge = ok ? e : s->edge;
+    for (int64_t k = 0; ok && k < npf; k++) {
+        const uint32_t a = fm[pf[k].key >> 32], b = fm[(uint32_t)pf[k].key];
+        if (a != b && a && b && pf[k].w > r->p->low)
+            e[s->nedge++] = (struct sm_edge){.a = a < b ? a : b, .b = a < b ? b : a, .w = pf[k].w};
+    }
     for (int64_t z = s->box.lo[0]; ok && z < rh[0]; z++)
         for (int64_t y = s->box.lo[1]; ok && y < rh[1]; y++)
             ok = sm_row_shell(r, s, m, pl, lw, z, y);
