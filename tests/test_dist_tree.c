@@ -53,8 +53,10 @@ static void rec_idle(void *arg, int tid)
 {
     struct rec *r = arg;
     int64_t n = __atomic_load_n(&r->atomic_started, __ATOMIC_SEQ_CST);
-    if (n < r->handed_out_at_idle)
-        r->handed_out_at_idle = n;
+    int64_t was = __atomic_load_n(&r->handed_out_at_idle, __ATOMIC_SEQ_CST);
+    while (n < was && !__atomic_compare_exchange_n(&r->handed_out_at_idle, &was, n, false,
+                                                   __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        ; /* (both workers may call it at once) */
     __atomic_add_fetch(&r->idle_calls[tid], 1, __ATOMIC_SEQ_CST);
 }
 
