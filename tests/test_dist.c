@@ -818,10 +818,10 @@ static void test_seg_long_rows(struct vox_ctx *ctx)
 }
 
 /* One chunked run of vol (16^3 chunks, through a sink) with VOX_DIST_PAIRS=mode (NULL:
- * unset): equal to ref; its bytes read and written. */
+ * unset): equal to ref; its bytes read and written, its chunks with face records. */
 static void records_run(struct vox_ctx *ctx, struct vox_volume *vol, const struct vox_seg_params *p,
                         const struct vox_seg_result *ref, const char *mode, int64_t *rd,
-                        int64_t *wr)
+                        int64_t *wr, int64_t *nrec)
 {
     struct gather g = {.ready = false};
     CHECK_OK(vox_tensor_alloc(ctx, &g.t, VOX_U32, 3, ref->labels.shape));
@@ -839,6 +839,8 @@ static void records_run(struct vox_ctx *ctx, struct vox_volume *vol, const struc
     CHECK(same_result(&res, ref, &g.t));
     *rd = stats.bytes_read;
     *wr = stats.bytes_written;
+    *nrec = stats.face_records;
+    CHECK((stats.face_records > 0) == (stats.face_record_bytes > 0));
     vox_seg_result_fini(ctx, &res);
 }
 
@@ -871,11 +873,12 @@ static void test_seg_face_records(struct vox_ctx *ctx)
         ag_params(&p, k);
         struct vox_seg_result ref = {0};
         CHECK_OK(vox_segment(ctx, &deg, &p, &ref));
-        int64_t rd[3] = {0}, wr[3] = {0};
+        int64_t rd[3] = {0}, wr[3] = {0}, nrec[3] = {0};
         for (int m = 0; m < 3 && vol; m++)
-            records_run(ctx, vol, &p, &ref, mode[m], &rd[m], &wr[m]);
+            records_run(ctx, vol, &p, &ref, mode[m], &rd[m], &wr[m], &nrec[m]);
         CHECK(wr[0] > wr[1] && rd[0] != rd[1]); /* records written and read instead */
-        CHECK(!noisy || (wr[2] == wr[1] && rd[2] == rd[1]));
+        CHECK(nrec[0] == 27 && nrec[1] == 0);   /* 40^3 in 16^3 chunks: 3 x 3 x 3 */
+        CHECK(!noisy || (wr[2] == wr[1] && rd[2] == rd[1] && nrec[2] == 0));
         if (k == 0 && vol) { /* a disk that fills up: records for the first chunks, then scans */
             struct rlimit old, lim;
             CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
@@ -883,11 +886,11 @@ static void test_seg_face_records(struct vox_ctx *ctx)
             lim.rlim_cur = 200000; /* the label store's files stay below, the records not */
             void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
             CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
-            int64_t rd_full, wr_full;
-            records_run(ctx, vol, &p, &ref, "2", &rd_full, &wr_full);
+            int64_t rd_full, wr_full, nrec_full;
+            records_run(ctx, vol, &p, &ref, "2", &rd_full, &wr_full, &nrec_full);
             CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
             signal(SIGXFSZ, was);
-            CHECK(wr_full > wr[1] && wr_full < wr[0]);
+            CHECK(wr_full > wr[1] && wr_full < wr[0] && nrec_full > 0 && nrec_full < 27);
         }
         vox_seg_result_fini(ctx, &ref);
         vox_volume_close(vol);

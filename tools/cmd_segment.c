@@ -942,6 +942,8 @@ static void print_stats(const struct vox_dist_stats *x)
     if (x->tasks_reused + x->tasks_run > 0)
         printf("tasks: %lld reused, %lld run\n", (long long)x->tasks_reused,
                (long long)x->tasks_run);
+    printf("face records: %lld chunks, %lld bytes (size merge and agglomeration scan the rest)\n",
+           (long long)x->face_records, (long long)x->face_record_bytes);
 }
 
 /* --chunk: vox_dist_segment from the volume (or the converted boundary map) into the file. */

@@ -89,6 +89,9 @@ struct vox_dist_stats {
     struct vox_dist_level lv[VOX_DIST_LEVELS_MAX];
     int64_t bytes_read, bytes_written; /* through the source, the sink and the label store */
     int64_t tasks_reused, tasks_run;   /* with records: chunk tasks taken from them / run */
+    /* atomic chunks whose watershed left face records for the size merge and agglomeration
+     * (this process's; the rest were scanned: see docs/segmentation.md), and their bytes */
+    int64_t face_records, face_record_bytes;
 };
 
 /* Where the affinities come from: exactly one of a whole tensor (u8 or f32 (3, Z, Y, X), any

@@ -1027,6 +1027,10 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         s = sg_pairs(ctx, opt, p, &vol, &pairs);
     if (s == VOX_OK)
         s = sg_stages(ctx, &vol, &store, p, opt, &res, &map);
+    int64_t nrec = 0;
+    for (int64_t i = 0; vol.pairs && i < pairs.n; i++)
+        nrec += pairs.off[i] >= 0;
+    const int64_t rec_bytes = vol.pairs ? pairs.end : 0;
     dist_pairs_fini(ctx, &pairs);
     if (s == VOX_OK && !opt->sink) {
         vox_seg_relabel(ctx, &res.labels, map);
@@ -1052,6 +1056,8 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         opt->stats->bytes_written = io.bytes_written;
         opt->stats->tasks_reused = jr.reused;
         opt->stats->tasks_run = jr.ran;
+        opt->stats->face_records = nrec;
+        opt->stats->face_record_bytes = rec_bytes;
     }
     if (journal)
         dist_journal_close(ctx, &jr);
