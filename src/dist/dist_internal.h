@@ -369,7 +369,7 @@ struct dist_pf {
  * own chunks' records (see dist_pairs_chunk). */
 struct dist_pairs {
     int fd;
-    bool hist;        /* entries per (pair, affinity) */
+
     double per_voxel; /* a chunk with more entries a voxel has no record (< 0: no limit) */
     int64_t end;      /* bytes written (atomic) */
     bool off_disk;    /* set when a write failed (a full disk): no more records */
@@ -392,8 +392,7 @@ struct dist_chunk_pf {
 
 /* Takes fd (closed by dist_pairs_fini). */
 enum vox_status dist_pairs_init(struct vox_ctx *ctx, struct dist_pairs *pp, int fd,
-                                const int64_t dims[3], const int64_t chunk[3], bool hist,
-                                double per_voxel);
+                                const int64_t dims[3], const int64_t chunk[3], double per_voxel);
 void dist_pairs_fini(struct vox_ctx *ctx, struct dist_pairs *pp);
 
 /* dist_chunk_ws's record for stages (b) and (c), in sc's slots W4 (pf), W5 (planes) and W6

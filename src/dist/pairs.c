@@ -51,10 +51,9 @@ static void pairs_box(const struct dist_pairs *pp, const int64_t g[3], struct di
 }
 
 enum vox_status dist_pairs_init(struct vox_ctx *ctx, struct dist_pairs *pp, int fd,
-                                const int64_t dims[3], const int64_t chunk[3], bool hist,
-                                double per_voxel)
+                                const int64_t dims[3], const int64_t chunk[3], double per_voxel)
 {
-    *pp = (struct dist_pairs){.fd = fd, .hist = hist, .per_voxel = per_voxel, .n = 1};
+    *pp = (struct dist_pairs){.fd = fd, .per_voxel = per_voxel, .n = 1};
     for (int a = 0; a < 3; a++) {
         pp->dims[a] = dims[a];
         pp->chunk[a] = chunk[a] < dims[a] ? chunk[a] : dims[a];

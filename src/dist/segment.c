@@ -914,17 +914,14 @@ static double sg_pairs_limit(void)
 
 /* The face records' file for vol (vol->pairs), unless they are off. */
 static enum vox_status sg_pairs(struct vox_ctx *ctx, const struct vox_dist_options *opt,
-                                const struct vox_seg_params *p, struct dist_vol *vol,
-                                struct dist_pairs *pairs)
+                                struct dist_vol *vol, struct dist_pairs *pairs)
 {
     const double limit = sg_pairs_limit();
     if (limit == 0)
         return VOX_OK;
     int fd = -1;
     enum vox_status s = sg_file(ctx, opt, false, "faces", vol->comm ? vol->comm->rank : 0, 0, &fd);
-    s = s == VOX_OK ? dist_pairs_init(ctx, pairs, fd, vol->dims, opt->chunk,
-                                      p->score == VOX_SEG_SCORE_QUANTILE, limit)
-                    : s;
+    s = s == VOX_OK ? dist_pairs_init(ctx, pairs, fd, vol->dims, opt->chunk, limit) : s;
     vol->pairs = s == VOX_OK ? pairs : NULL;
     return s;
 }
@@ -966,7 +963,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
             s = sg_rank_ingest(ctx, &vol, opt, &qf);
         struct dist_pairs pairs = {.fd = -1}; /* for this rank's chunks of (b) and (c) */
         if (s == VOX_OK && share)
-            s = sg_pairs(ctx, opt, p, &vol, &pairs);
+            s = sg_pairs(ctx, opt, &vol, &pairs);
         /* a rank that encodes its chunks' output keeps their labels to itself, unless rank 0
          * keeps records (a workdir): they vouch for every chunk's labels */
         bool faces_only = share && opt->sink && opt->sink->encode && !opt->workdir;
@@ -1024,7 +1021,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     }
     struct dist_pairs pairs = {.fd = -1};
     if (s == VOX_OK)
-        s = sg_pairs(ctx, opt, p, &vol, &pairs);
+        s = sg_pairs(ctx, opt, &vol, &pairs);
     if (s == VOX_OK)
         s = sg_stages(ctx, &vol, &store, p, opt, &res, &map);
     int64_t nrec = 0;
