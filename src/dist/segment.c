@@ -904,8 +904,8 @@ static void sg_workdir_done(const struct vox_dist_options *o)
 
 /* Stage (a) leaves face records for (b) and (c) (struct dist_pairs) where they cost less
  * than the scans they save: up to 0.25 entries a voxel (the 512^3 bench: 0.08). For
- * comparisons and tests, VOX_DIST_PAIRS=0: none (the scans, as with MPI ranks); =2: for
- * every chunk. Returns the limit (< 0: none), or 0 for no records. */
+ * comparisons and tests, VOX_DIST_PAIRS=0: none (every chunk scanned); =2: for every
+ * chunk. Returns the limit (< 0: none), or 0 for no records. */
 static double sg_pairs_limit(void)
 {
     const char *e = getenv("VOX_DIST_PAIRS");
