@@ -890,33 +890,19 @@ static enum vox_status ag_chunk_edges(const struct ag_run *r, struct ag_sum *s, 
 static enum vox_status ag_chunk(const struct ag_run *r, struct ag_sum *s, int64_t i, bool root,
                                 struct dist_scratch *sc)
 {
-    int64_t hi[3], rn[3];
-    for (int a = 0; a < 3; a++) {
-        hi[a] = s->box.hi[a] < r->dims[a] ? s->box.hi[a] + 1 : r->dims[a];
-        rn[a] = hi[a] - s->box.lo[a];
-    }
-    struct vox_tensor q = {0};
-    struct dist_win lw;
     struct ag_faces *fs = vox_alloc(r->ctx, sizeof *fs);
     if (!fs)
         return VOX_OUT_OF_MEMORY;
     *fs = (struct ag_faces){.sc = sc, .hist = r->hist};
-    bool rec = false, loaded = false;
-    struct dist_chunk_pf pf;
-    const uint32_t *fm = NULL, *then = NULL;
-    int64_t nf = 0;
-    enum vox_status st = dist_pairs_chunk(r->ctx, r->vol, r->labels, i, sc, &rec, &pf, &fm, &nf,
-                                          &then, &lw, &loaded);
-    if (st == VOX_OK && !rec)
-        st = dist_read_q(r->ctx, r->vol, s->box.lo, hi, sc, &q);
-    if (st == VOX_OK && !loaded)
-        st = dist_win_load(r->ctx, r->labels, r->dims, &s->box, sc, &lw);
+    struct dist_chunk_in in;
+    enum vox_status st = dist_chunk_in_load(r->ctx, r->vol, r->labels, &s->box, i, sc, &in);
     if (st == VOX_OK) {
-        st = rec ? ag_chunk_rec(r, s, &pf, fm, nf, then, &lw, fs)
-                 : ag_chunk_faces(r, s, q.data, rn, &lw, fs);
-        dist_win_fini(r->ctx, &lw);
+        const int64_t rn[3] = {in.hi[0] - s->box.lo[0], in.hi[1] - s->box.lo[1],
+                               in.hi[2] - s->box.lo[2]};
+        st = in.rec ? ag_chunk_rec(r, s, &in.pf, in.fm, in.nf, in.then, &in.w, fs)
+                    : ag_chunk_faces(r, s, in.q.data, rn, &in.w, fs);
+        dist_chunk_in_fini(r->ctx, &in);
     }
-    vox_tensor_free(r->ctx, &q);
     if (st == VOX_OK)
         st = ag_chunk_edges(r, s, fs->f, fs->n, sc);
     vox_free(r->ctx, fs);

@@ -408,16 +408,25 @@ struct dist_chunk_rec {
 enum vox_status dist_pairs_put(struct vox_ctx *ctx, struct dist_pairs *pp, int64_t i, int64_t nfrag,
                                const struct dist_chunk_rec *rec, struct dist_io *io);
 
-/* Where atomic chunk i of stage (b) or (c) (labels l) takes its faces from: *found, its
- * record's entries, with *fm its fragments' map to l's values (nf fragments; then: a map
- * after fm, or NULL); *loaded: w holds the chunk's shell too (else the caller loads its
- * window as for a scan). A served chunk (l->given) and rank 0 of a comm read only the
- * entries (their windows come as before). */
-enum vox_status dist_pairs_chunk(struct vox_ctx *ctx, const struct dist_vol *vol,
-                                 const struct dist_labels *l, int64_t i, struct dist_scratch *sc,
-                                 bool *found, struct dist_chunk_pf *rec, const uint32_t **fm,
-                                 int64_t *nf, const uint32_t **then, struct dist_win *w,
-                                 bool *loaded);
+/* What atomic chunk i (box b) of stage (b) or (c) (labels l) reads: its face record (rec:
+ * entries and planes; fm maps its fragments to l's values, nf of them, then after fm where
+ * set) and its window w (its shell at least), or without a record its affinities q over the
+ * box + 1 on the + sides (hi) and its window, for the scan. A chunk another rank serves
+ * (l->given) and rank 0's of a comm take only the entries from the record: their windows
+ * come as before. */
+struct dist_chunk_in {
+    bool rec;
+    struct dist_chunk_pf pf;
+    const uint32_t *fm, *then;
+    int64_t nf;
+    struct vox_tensor q;
+    struct dist_win w;
+    int64_t hi[3];
+};
+enum vox_status dist_chunk_in_load(struct vox_ctx *ctx, const struct dist_vol *vol,
+                                   const struct dist_labels *l, const struct dist_box *b, int64_t i,
+                                   struct dist_scratch *sc, struct dist_chunk_in *in);
+void dist_chunk_in_fini(struct vox_ctx *ctx, struct dist_chunk_in *in);
 
 /* Plane (a, side)'s bytes for box b, 0 where there is none. */
 int64_t dist_planes_size(const struct dist_box *b, const int64_t dims[3], int a, int side);

@@ -315,11 +315,14 @@ static enum vox_status pairs_entries(struct vox_ctx *ctx, const struct dist_pair
     return VOX_OK;
 }
 
-enum vox_status dist_pairs_chunk(struct vox_ctx *ctx, const struct dist_vol *vol,
-                                 const struct dist_labels *l, int64_t i, struct dist_scratch *sc,
-                                 bool *found, struct dist_chunk_pf *rec, const uint32_t **fm,
-                                 int64_t *nf, const uint32_t **then, struct dist_win *w,
-                                 bool *loaded)
+/* Where chunk i takes its faces from: *found, its record's entries with *fm its fragments'
+ * map to l's values (nf fragments; then: a map after fm, or NULL); *loaded: w holds its shell
+ * too. */
+static enum vox_status pairs_chunk(struct vox_ctx *ctx, const struct dist_vol *vol,
+                                   const struct dist_labels *l, int64_t i, struct dist_scratch *sc,
+                                   bool *found, struct dist_chunk_pf *rec, const uint32_t **fm,
+                                   int64_t *nf, const uint32_t **then, struct dist_win *w,
+                                   bool *loaded)
 {
     const struct dist_pairs *pp = vol->pairs;
     *found = *loaded = false;
@@ -339,4 +342,29 @@ enum vox_status dist_pairs_chunk(struct vox_ctx *ctx, const struct dist_vol *vol
     enum vox_status s = pairs_get(ctx, pp, i, l->map, sc, vol->io, found, rec, w);
     *loaded = *found;
     return s;
+}
+
+enum vox_status dist_chunk_in_load(struct vox_ctx *ctx, const struct dist_vol *vol,
+                                   const struct dist_labels *l, const struct dist_box *b, int64_t i,
+                                   struct dist_scratch *sc, struct dist_chunk_in *in)
+{
+    *in = (struct dist_chunk_in){.rec = false};
+    for (int a = 0; a < 3; a++)
+        in->hi[a] = b->hi[a] < vol->dims[a] ? b->hi[a] + 1 : vol->dims[a];
+    bool loaded = false;
+    enum vox_status s = pairs_chunk(ctx, vol, l, i, sc, &in->rec, &in->pf, &in->fm, &in->nf,
+                                    &in->then, &in->w, &loaded);
+    if (s == VOX_OK && !in->rec)
+        s = dist_read_q(ctx, vol, b->lo, in->hi, sc, &in->q);
+    if (s == VOX_OK && !loaded)
+        s = dist_win_load(ctx, l, vol->dims, b, sc, &in->w);
+    if (s != VOX_OK)
+        dist_chunk_in_fini(ctx, in);
+    return s;
+}
+
+void dist_chunk_in_fini(struct vox_ctx *ctx, struct dist_chunk_in *in)
+{
+    dist_win_fini(ctx, &in->w);
+    vox_tensor_free(ctx, &in->q);
 }

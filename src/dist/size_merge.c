@@ -831,34 +831,20 @@ static enum vox_status sm_chunk_rec(const struct sm_run *r, struct sm_sum *s,
 static enum vox_status sm_chunk(const struct sm_run *r, struct sm_sum *s, int64_t i,
                                 struct dist_scratch *sc)
 {
-    int64_t rh[3];
-    for (int a = 0; a < 3; a++)
-        rh[a] = s->box.hi[a] < r->dims[a] ? s->box.hi[a] + 1 : r->dims[a];
-    struct vox_tensor q = {0};
-    struct dist_win lw;
     struct sm_seen *m = vox_alloc(r->ctx, sizeof *m);
     if (!m)
         return VOX_OUT_OF_MEMORY;
     memset(m->basin, 0xff, sizeof m->basin);
     memset(m->edge, 0xff, sizeof m->edge);
     m->sc = sc;
-    bool rec = false, loaded = false;
-    struct dist_chunk_pf pf;
-    const uint32_t *fm = NULL, *then = NULL; /* (b): then is NULL */
-    int64_t nf = 0;
-    enum vox_status st = dist_pairs_chunk(r->ctx, r->vol, r->basins, i, sc, &rec, &pf, &fm, &nf,
-                                          &then, &lw, &loaded);
-    if (st == VOX_OK && !rec)
-        st = dist_read_q(r->ctx, r->vol, s->box.lo, rh, sc, &q);
-    if (st == VOX_OK && !loaded)
-        st = dist_win_load(r->ctx, r->basins, r->dims, &s->box, sc, &lw);
+    struct dist_chunk_in in; /* (b): its labels are basins, no map after the fragments' */
+    enum vox_status st = dist_chunk_in_load(r->ctx, r->vol, r->basins, &s->box, i, sc, &in);
     if (st == VOX_OK) {
-        st = rec ? sm_chunk_rec(r, s, &pf, fm, nf, rh, &lw, m)
-                 : sm_chunk_faces(r, s, q.data, rh, &lw, m);
-        dist_win_fini(r->ctx, &lw);
+        st = in.rec ? sm_chunk_rec(r, s, &in.pf, in.fm, in.nf, in.hi, &in.w, m)
+                    : sm_chunk_faces(r, s, in.q.data, in.hi, &in.w, m);
+        dist_chunk_in_fini(r->ctx, &in);
     }
     vox_free(r->ctx, m);
-    vox_tensor_free(r->ctx, &q);
     if (st == VOX_OK) {
         sm_compact(r->ctx, sc, s, NULL);
         st = sm_node_pass(r, s, sc);
