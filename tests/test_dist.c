@@ -801,6 +801,22 @@ static void test_seg_wide_and_narrow(struct vox_ctx *ctx)
     free(q);
 }
 
+/* Two chunks of 65536 fragments each (x-segments of 8 voxels, cut from each other): ids past
+ * 16 bits, so no u16 record, but 16 runs a 128-voxel row: wide runs (DIST_REC_RUNS32, 8 bytes
+ * a run, a quarter of u32), read back across the face between the chunks. */
+static void test_seg_wide_runs(struct vox_ctx *ctx)
+{
+    const int64_t shape[3] = {128, 64, 128}, n = shape[0] * shape[1] * shape[2];
+    uint8_t *q = malloc((size_t)(3 * n));
+    for (int64_t i = 0; i < 3 * n; i++) /* only x edges, none into a segment's first voxel */
+        q[i] = (uint8_t)(i / n == 2 && i % 8 != 0 ? 255 : 0);
+    struct vox_dist_stats stats;
+    sink_run(ctx, q, shape, (int64_t[3]){64, 64, 128}, &stats);
+    const int64_t rows = 64 * 64, record = 8 * rows + 4 * (rows + 1) + 8 * 16 * rows;
+    CHECK(stats.bytes_written == 4 * n + 2 * record);
+    free(q);
+}
+
 /* Rows of 2^16 voxels or more, which a run's end (16 bits) cannot hold: u16 records, though
  * runs would be far smaller (long stretches of one label), and the same result. */
 static void test_seg_long_rows(struct vox_ctx *ctx)
@@ -1427,5 +1443,6 @@ VOX_TEST_MAIN(VOX_TEST(test_ws_ties), VOX_TEST(test_ws_synth), VOX_TEST(test_ws_
               VOX_TEST(test_alloc_failures), VOX_TEST(test_sm_bad_args_and_alloc),
               VOX_TEST(test_ag_ties), VOX_TEST(test_ag_synth), VOX_TEST(test_ag_bad_args_and_alloc),
               VOX_TEST(test_seg_synth), VOX_TEST(test_seg_wide_and_narrow),
-              VOX_TEST(test_seg_long_rows), VOX_TEST(test_seg_face_records),
-              VOX_TEST(test_seg_comm), VOX_TEST(test_seg_ranks), VOX_TEST(test_seg_bad_args))
+              VOX_TEST(test_seg_wide_runs), VOX_TEST(test_seg_long_rows),
+              VOX_TEST(test_seg_face_records), VOX_TEST(test_seg_comm), VOX_TEST(test_seg_ranks),
+              VOX_TEST(test_seg_bad_args))

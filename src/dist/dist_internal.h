@@ -211,7 +211,7 @@ enum vox_status dist_bfile_hash(struct vox_ctx *ctx, const struct dist_bfile *bf
                                 uint64_t *h_out);
 
 /* How a label store's chunk record is encoded (dist_store's narrow[]): store.c. */
-enum dist_rec { DIST_REC_U32, DIST_REC_U16, DIST_REC_RUNS };
+enum dist_rec { DIST_REC_U32, DIST_REC_U16, DIST_REC_RUNS, DIST_REC_RUNS32 };
 
 /* A u32 volume of shape dims kept whole in memory (mem) or in a blocked file (f.nfd > 0:
  * written chunk box by chunk box), read and written box by box from any thread (boxes
@@ -228,7 +228,7 @@ struct dist_store {
     int64_t ncmap;
     /* Set (one byte per chunk) for a file store read through cmap: each chunk's record
      * encoding (enum dist_rec: a chunk whose values all fit in 16 bits as runs along x or as
-     * u16); NULL: u32 records. */
+     * u16, others as wide runs or u32); NULL: u32 records. */
     uint8_t *narrow;
     int64_t *cmap_n;          /* cmap[i]'s length (fragments + 1), where cmap is set */
     /* Rank 0 of a comm keeping records (its records are relabelled to basins): the chunks'

@@ -12,11 +12,12 @@
  * (struct dist_store's cmap), and then a chunk whose fragment labels all fit in 16 bits is
  * written as runs along x (DIST_REC_RUNS, store_runs: about a quarter of the u16 bytes for
  * watershed fragments, 14 runs a 128-voxel row) or, where runs would not be smaller, as u16;
- * the slot keeps room for u32. Fewer bytes matter more than they seem: a page of a file
- * written for the first time costs far more than a copy (on the 2-vCPU VMs here, 0.4 GB/s
- * for fresh page-cache pages against 6-20 GB/s for pages written before). Reads of a
- * source volume go through vox/io.h, which is not thread-safe: they hold the io lock, except
- * those of a volume read in place (vox_volume_box_direct: a .npy), which run side by side.
+ * one with more fragments (a 256^3 chunk has ~200 K) as wide runs (DIST_REC_RUNS32, 8 bytes
+ * a run) where those are smaller than u32; the slot keeps room for u32. Fewer bytes matter more
+ * than they seem: a page of a file written for the first time costs far more than a copy (on the
+ * 2-vCPU VMs here, 0.4 GB/s for fresh page-cache pages against 6-20 GB/s for pages written before).
+ * Reads of a source volume go through vox/io.h, which is not thread-safe: they hold the io lock,
+ * except those of a volume read in place (vox_volume_box_direct: a .npy), which run side by side.
  *
  * Also the workers' scratch (struct dist_scratch): buffers a chunk task reuses from chunk to
  * chunk, since a block freshly mapped for each would be faulted in and zeroed every time.
@@ -282,17 +283,20 @@ static enum vox_status bfile_column(struct vox_ctx *ctx, const struct dist_bfile
         return VOX_UNSUPPORTED;
     const int64_t nr = cs[0] * cs[1], first = (i->lo[0] - cb->lo[0]) * cs[1] + i->lo[1] - cb->lo[1];
     const int64_t last = (i->hi[0] - 1 - cb->lo[0]) * cs[1] + i->hi[1] - cb->lo[1];
-    const size_t n = (size_t)(last - first) * 2;
-    const int64_t col0 = enc == DIST_REC_RUNS ? 0 : nr * cs[2]; /* in u16 */
-    const off_t at = off + (off_t)((col0 + (lo ? 0 : nr) + first) * 2);
+    const int64_t es = enc == DIST_REC_RUNS32 ? 4 : 2; /* a column value's bytes */
+    const size_t n = (size_t)((last - first) * es);
+    const int64_t col0 = enc == DIST_REC_U16 ? nr * cs[2] : 0; /* in values */
+    const off_t at = off + (off_t)((col0 + (lo ? 0 : nr) + first) * es);
     ssize_t got = pread(fd, tmp, n, at);
     if (got != (ssize_t)n)
         return bfile_fail(ctx, f, false, n, at, got);
     *nread += (int64_t)n;
     const uint16_t *col = (const uint16_t *)(const void *)tmp;
+    const uint32_t *col32 = (const uint32_t *)(const void *)tmp;
     for (int64_t z = i->lo[0]; z < i->hi[0]; z++)
         for (int64_t y = i->lo[1]; y < i->hi[1]; y++) {
-            uint16_t v = col[(z - cb->lo[0]) * cs[1] + y - cb->lo[1] - first];
+            const int64_t k = (z - cb->lo[0]) * cs[1] + y - cb->lo[1] - first;
+            const uint32_t v = es == 4 ? col32[k] : col[k];
             dst[((z - b->lo[0]) * bs[1] + y - b->lo[1]) * bs[2] + i->lo[2] - b->lo[2]] =
                 lm_val(map, then, v);
         }
@@ -312,20 +316,22 @@ static inline void runs_fill(uint32_t *d, int64_t x, int64_t e, int64_t x1, uint
         d[x] = v;
 }
 
-/* The part i of the run-length label record cb at off (store_runs), through map and then, into dst
- * (box b): the index entries of the rows i spans, then their runs, two reads. */
+/* The part i of the run-length label record cb at off (store_runs; wide: DIST_REC_RUNS32),
+ * through map and then, into dst (box b): the index entries of the rows i spans, then their
+ * runs, two reads. */
 static enum vox_status bfile_runs_part(struct vox_ctx *ctx, const struct dist_bfile *f, int fd,
                                        off_t off, const struct dist_box *cb,
                                        const struct dist_box *i, const struct dist_box *b,
                                        uint32_t *dst, uint8_t *tmp, const uint32_t *map,
-                                       const uint32_t *then, int64_t *nread)
+                                       const uint32_t *then, bool wide, int64_t *nread)
 {
     const int64_t cs[3] = {cb->hi[0] - cb->lo[0], cb->hi[1] - cb->lo[1], cb->hi[2] - cb->lo[2]};
     const int64_t bs[3] = {b->hi[0] - b->lo[0], b->hi[1] - b->lo[1], b->hi[2] - b->lo[2]};
     const int64_t nr = cs[0] * cs[1];
     const int64_t r0 = (i->lo[0] - cb->lo[0]) * cs[1] + i->lo[1] - cb->lo[1];
     const int64_t r1 = (i->hi[0] - 1 - cb->lo[0]) * cs[1] + i->hi[1] - cb->lo[1];
-    const off_t idx_at = off + (off_t)(nr * 4 + r0 * 4), runs_at = off + (off_t)(nr * 8 + 4);
+    const int64_t cols = nr * (wide ? 8 : 4), rb = wide ? 8 : 4; /* column bytes, run bytes */
+    const off_t idx_at = off + (off_t)(cols + r0 * 4), runs_at = off + (off_t)(cols + nr * 4 + 4);
     uint32_t *idx = (uint32_t *)(void *)tmp;
     size_t n = (size_t)(r1 - r0 + 1) * 4;
     ssize_t got = pread(fd, idx, n, idx_at);
@@ -333,12 +339,13 @@ static enum vox_status bfile_runs_part(struct vox_ctx *ctx, const struct dist_bf
         return bfile_fail(ctx, f, false, n, idx_at, got);
     *nread += (int64_t)n;
     const uint32_t first = idx[0], *run = idx + (r1 - r0 + 1);
-    if (idx[r1 - r0] < first || (size_t)(idx[r1 - r0] - first) * 4 + n > f->slot / (size_t)f->nch)
+    if (idx[r1 - r0] < first ||
+        (size_t)((idx[r1 - r0] - first) * rb) + n > f->slot / (size_t)f->nch)
         return vox_fail(ctx, VOX_IO, "chunked segmentation: label file: a damaged record index");
-    n = (size_t)(idx[r1 - r0] - first) * 4;
-    got = n ? pread(fd, (void *)run, n, runs_at + (off_t)first * 4) : 0;
+    n = (size_t)((idx[r1 - r0] - first) * rb);
+    got = n ? pread(fd, (void *)run, n, runs_at + (off_t)first * rb) : 0;
     if (got != (ssize_t)n)
-        return bfile_fail(ctx, f, false, n, runs_at + (off_t)first * 4, got);
+        return bfile_fail(ctx, f, false, n, runs_at + (off_t)first * rb, got);
     *nread += (int64_t)n;
     const int64_t x0 = i->lo[2] - cb->lo[2], x1 = i->hi[2] - cb->lo[2];
     for (int64_t z = i->lo[0]; z < i->hi[0]; z++)
@@ -350,8 +357,8 @@ static enum vox_status bfile_runs_part(struct vox_ctx *ctx, const struct dist_bf
                 dst + ((z - b->lo[0]) * bs[1] + y - b->lo[1]) * bs[2] + i->lo[2] - b->lo[2] - x0;
             int64_t x = 0;
             for (uint32_t k = idx[r] - first; k < idx[r + 1] - first && x < x1; k++) {
-                const int64_t e = run[k] >> 16;
-                const uint32_t v = lm_val(map, then, run[k] & 0xffff);
+                const int64_t e = wide ? run[2 * k + 1] : run[k] >> 16;
+                const uint32_t v = lm_val(map, then, wide ? run[2 * k] : run[k] & 0xffff);
                 if (e <= x || e > cs[2])
                     return vox_fail(ctx, VOX_IO, "chunked segmentation: label file: a damaged run");
                 runs_fill(d, x < x0 ? x0 : x, e < x1 ? e : x1, x1, v);
@@ -419,9 +426,9 @@ static enum vox_status bfile_read(struct vox_ctx *ctx, const struct dist_bfile *
                         continue;
                     s = VOX_OK;
                 }
-                if (enc == DIST_REC_RUNS) {
+                if (enc == DIST_REC_RUNS || enc == DIST_REC_RUNS32) {
                     s = bfile_runs_part(ctx, f, fd, off, &cb, &i, b, (uint32_t *)(void *)dst, tmp,
-                                        map, then, &nread);
+                                        map, then, enc == DIST_REC_RUNS32, &nread);
                     continue;
                 }
                 const bool narrow = enc == DIST_REC_U16;
@@ -522,52 +529,70 @@ enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
  *                    a neighbour take these instead of the record);
  *   u32 idx[nr + 1]  row r's runs are run[idx[r] .. idx[r + 1]);
  *   u32 run[]        value | end << 16, end the x after the run.
- * Written into p (room for `cap` bytes); its length, or 0 when a value does not fit or the
- * record would take `cap` bytes or more. */
-static size_t store_runs(const struct dist_box *b, const uint32_t *src, uint8_t *p, size_t cap)
+ * wide (DIST_REC_RUNS32, any values and rows): u32 col[2 nr], u32 idx[nr + 1], then a run is
+ * two u32, value and end. Written into p (room for `cap` bytes); its length, or 0 when a
+ * value does not fit or the record would take `cap` bytes or more. */
+static size_t store_runs(const struct dist_box *b, const uint32_t *src, uint8_t *p, size_t cap,
+                         bool wide)
 {
     const int64_t nx = b->hi[2] - b->lo[2], nr = (b->hi[0] - b->lo[0]) * (b->hi[1] - b->lo[1]);
-    const size_t head = (size_t)nr * 8 + 4;
-    if (nx >= 1 << 16 || cap <= head)
+    const size_t cols = (size_t)nr * (wide ? 8 : 4), head = cols + (size_t)nr * 4 + 4;
+    const size_t rw = wide ? 2 : 1; /* u32 words a run */
+    const uint32_t top = wide ? UINT32_MAX : UINT16_MAX;
+    if ((!wide && nx >= 1 << 16) || nx > UINT32_MAX || cap <= head)
         return 0;
     uint16_t *col = (uint16_t *)(void *)p;
-    uint32_t *idx = (uint32_t *)(void *)(p + (size_t)nr * 4), *run = idx + nr + 1;
-    const size_t room = (cap - head) / 4;
+    uint32_t *col32 = (uint32_t *)(void *)p;
+    uint32_t *idx = (uint32_t *)(void *)(p + cols), *run = idx + nr + 1;
+    const size_t room = (cap - head) / (4 * rw);
     size_t k = 0;
     for (int64_t r = 0; r < nr; r++) {
         const uint32_t *l = src + r * nx;
         idx[r] = (uint32_t)k;
-        if ((l[0] | l[nx - 1]) > UINT16_MAX)
+        if (wide) {
+            col32[r] = l[0];
+            col32[nr + r] = l[nx - 1];
+        } else if ((l[0] | l[nx - 1]) > UINT16_MAX) {
             return 0;
-        col[r] = (uint16_t)l[0];
-        col[nr + r] = (uint16_t)l[nx - 1];
+        } else {
+            col[r] = (uint16_t)l[0];
+            col[nr + r] = (uint16_t)l[nx - 1];
+        }
         for (int64_t x = 0, e; x < nx; x = e) {
             e = seg_skip_equal(l + x + 1, l + x, 0, nx - x - 1) + x + 1;
-            if (l[x] > UINT16_MAX || k == room)
+            if (l[x] > top || k == room)
                 return 0;
-            run[k++] = l[x] | (uint32_t)e << 16;
+            if (wide) {
+                run[2 * k] = l[x];
+                run[2 * k + 1] = (uint32_t)e;
+                k++;
+            } else {
+                run[k++] = l[x] | (uint32_t)e << 16;
+            }
         }
     }
     idx[nr] = (uint32_t)k;
-    return head + k * 4;
+    return head + k * 4 * rw;
 }
 
 /* The labels of box b (n) as a narrow record in sc's DIST_SC_TMP slot (or allocated: *own):
  * runs (store_runs) where smaller, else u16 values, then, when the box is 2 voxels wide or
  * more, copies of its first and last columns along x ((z, y) order), which window reads of a
- * neighbour take instead of reading across the whole record. NULL when a value does not fit
- * or memory is short; *len_out: its bytes, *enc_out its encoding. */
+ * neighbour take instead of reading across the whole record; with a value past 16 bits, wide
+ * runs where smaller than u32. NULL when none of these is smaller than u32 or memory is
+ * short; *len_out: its bytes, *enc_out its encoding. */
 static void *store_narrow(struct vox_ctx *ctx, const struct dist_box *b, const uint32_t *src,
                           struct dist_scratch *sc, uint16_t **own, size_t *len_out, int *enc_out)
 {
     const int64_t nx = b->hi[2] - b->lo[2], nr = (b->hi[0] - b->lo[0]) * (b->hi[1] - b->lo[1]);
     const int64_t n = nr * nx, len = n + (nx > 1 ? 2 * nr : 0);
+    /* room for u16 values and columns, or for wide runs smaller than u32 */
+    const size_t room = (size_t)(len > 2 * n ? len : 2 * n) * sizeof(uint16_t);
     *own = NULL;
-    uint16_t *p = sc ? dist_scratch_get(ctx, sc, DIST_SC_TMP, (size_t)len * sizeof *p)
-                     : (*own = vox_alloc(ctx, (size_t)len * sizeof *p));
+    uint16_t *p = sc ? dist_scratch_get(ctx, sc, DIST_SC_TMP, room) : (*own = vox_alloc(ctx, room));
     if (!p)
         return NULL;
-    size_t runs = store_runs(b, src, (uint8_t *)p, (size_t)len * sizeof *p);
+    size_t runs = store_runs(b, src, (uint8_t *)p, (size_t)len * sizeof *p, false);
     if (runs) {
         *len_out = runs;
         *enc_out = DIST_REC_RUNS;
@@ -576,8 +601,14 @@ static void *store_narrow(struct vox_ctx *ctx, const struct dist_box *b, const u
     uint32_t top = 0;
     for (int64_t k = 0; k < n; k++)
         top |= src[k];
-    if (top > UINT16_MAX)
-        return NULL;
+    if (top > UINT16_MAX) {
+        runs = store_runs(b, src, (uint8_t *)p, (size_t)n * 4, true);
+        if (!runs)
+            return NULL;
+        *len_out = runs;
+        *enc_out = DIST_REC_RUNS32;
+        return p;
+    }
     for (int64_t k = 0; k < n; k++)
         p[k] = (uint16_t)src[k];
     for (int64_t r = 0; len > n && r < nr; r++) {
