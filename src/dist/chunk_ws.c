@@ -76,7 +76,8 @@ static inline uint32_t uf_join(uint32_t *p, uint32_t r, uint32_t u)
 
 /* Puts voxel v into the union-find with its backward neighbours of `back` (bits -z, -y, -x,
  * already in it), as seg/watershed.c's ws_union_slab: parents point to smaller indices. */
-static inline void uf_add(uint32_t *p, uint32_t v, uint8_t back, uint32_t P, uint32_t X)
+static inline __attribute__((always_inline)) void uf_add(uint32_t *p, uint32_t v, uint8_t back,
+                                                         uint32_t P, uint32_t X)
 {
     uint32_t r;
     if (back == 4) { /* -x alone (the common case): v - 1's parent is in its tree */
@@ -303,22 +304,32 @@ static enum vox_status cws_union(struct vox_ctx *ctx, struct cws *w, const int64
                                  struct dist_sum *s)
 {
     const int64_t X = w->c[2], P = w->c[1] * X;
-    int64_t v = 0;
+    const uint8_t *dir = w->dir, *fl = w->fl;
+    const uint8_t defer = w->ndefer ? FL_DEFER : 0; /* deferred plateaus are rare */
     for (int64_t z = 0; z < w->c[0]; z++)
         for (int64_t y = 0; y < w->c[1]; y++) {
-            bool inner = z > 0 && z + 1 < w->c[0] && y > 0 && y + 1 < w->c[1];
-            for (int64_t x = 0; x < X; x++, v++) {
-                if (inner && x > 0 && x + 1 < X) {
-                    uint8_t d = w->dir[v];
-                    if (d && !(d & DIR_RESOLVED) && !(w->fl[v] & FL_DEFER))
-                        uf_add(w->uf, (uint32_t)v, cws_back(w->dir, d, v, X, P), (uint32_t)P,
-                                (uint32_t)X);
-                    continue;
-                }
-                if (!cws_union_voxel(ctx, w, v, cws_inside(w->c, z, y, x), cws_gxyz(w, z, y, x),
+            const int64_t v0 = (z * w->c[1] + y) * X;
+            if (z > 0 && z + 1 < w->c[0] && y > 0 && y + 1 < w->c[1] && X > 2) {
+                /* the row's first voxel, its inner ones, its last, in order (uf_add's -x
+                 * shortcut reads the voxel before) */
+                if (!cws_union_voxel(ctx, w, v0, cws_inside(w->c, z, y, 0), cws_gxyz(w, z, y, 0),
                                      goff, s))
                     return VOX_OUT_OF_MEMORY;
+                for (int64_t v = v0 + 1; v < v0 + X - 1; v++) {
+                    uint8_t d = dir[v];
+                    if (d && !(d & DIR_RESOLVED) && !(fl[v] & defer))
+                        uf_add(w->uf, (uint32_t)v, cws_back(dir, d, v, X, P), (uint32_t)P,
+                               (uint32_t)X);
+                }
+                if (!cws_union_voxel(ctx, w, v0 + X - 1, cws_inside(w->c, z, y, X - 1),
+                                     cws_gxyz(w, z, y, X - 1), goff, s))
+                    return VOX_OUT_OF_MEMORY;
+                continue;
             }
+            for (int64_t x = 0; x < X; x++)
+                if (!cws_union_voxel(ctx, w, v0 + x, cws_inside(w->c, z, y, x),
+                                     cws_gxyz(w, z, y, x), goff, s))
+                    return VOX_OUT_OF_MEMORY;
         }
     return VOX_OK;
 }
