@@ -7,6 +7,7 @@
 #include "harness.h"
 #include "vox/dist.h"
 #include "vox/io.h"
+#include "dist/diff.h"
 
 #include <pthread.h>
 #include <time.h>
@@ -801,6 +802,42 @@ static void test_seg_wide_and_narrow(struct vox_ctx *ctx)
     free(q);
 }
 
+/* The vector versions of dist_diff that the machine runs against the scalar twin: rows of
+ * lengths around the vector widths, labels from 3 values (equal runs, zeros) or random
+ * (every face differs), all or only some lanes set; the same positions in the same order. */
+static void test_diff_rows(struct vox_ctx *ctx)
+{
+    const enum vox_isa isa = vox_ctx_cpu(ctx)->isa_max;
+    const dist_diff_fn fn[2] = {dist_diff_avx2, dist_diff_avx512};
+    const int64_t lens[] = {0, 1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 129, 1000};
+    uint64_t seed = 5;
+    int ran = 0;
+    for (int f = 0; f < 2; f++) {
+        if ((int)isa < f + 1)
+            continue;
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++)
+            for (int kind = 0; kind < 3; kind++) {
+                const int64_t n = lens[li];
+                uint32_t a[1000], b[1000], want[1016], got[1016];
+                for (int64_t j = 0; j < n; j++) {
+                    a[j] = (uint32_t)(kind == 0   ? vox_test_rand(&seed) % 3
+                                      : kind == 1 ? vox_test_rand(&seed)
+                                                  : 7 + (uint32_t)(j % 5 == 3));
+                    b[j] = kind == 2 ? 7
+                                     : (uint32_t)(kind == 0 ? vox_test_rand(&seed) % 3
+                                                            : vox_test_rand(&seed));
+                }
+                const int64_t k = dist_diff_ref(a, b, n, want);
+                CHECK(fn[f](a, b, n, got) == k);
+                CHECK(k == 0 || memcmp(want, got, (size_t)k * sizeof *got) == 0);
+                if (kind == 2)
+                    CHECK(k == n / 5 + (n % 5 == 4));
+                ran++;
+            }
+    }
+    CHECK(isa == VOX_ISA_REF || ran >= 45);
+}
+
 /* Two chunks of 65536 fragments each (x-segments of 8 voxels, cut from each other): ids past
  * 16 bits, so no u16 record, but 16 runs a 128-voxel row: wide runs (DIST_REC_RUNS32, 8 bytes
  * a run, a quarter of u32), read back across the face between the chunks. */
@@ -1443,6 +1480,6 @@ VOX_TEST_MAIN(VOX_TEST(test_ws_ties), VOX_TEST(test_ws_synth), VOX_TEST(test_ws_
               VOX_TEST(test_alloc_failures), VOX_TEST(test_sm_bad_args_and_alloc),
               VOX_TEST(test_ag_ties), VOX_TEST(test_ag_synth), VOX_TEST(test_ag_bad_args_and_alloc),
               VOX_TEST(test_seg_synth), VOX_TEST(test_seg_wide_and_narrow),
-              VOX_TEST(test_seg_wide_runs), VOX_TEST(test_seg_long_rows),
+              VOX_TEST(test_seg_wide_runs), VOX_TEST(test_diff_rows), VOX_TEST(test_seg_long_rows),
               VOX_TEST(test_seg_face_records), VOX_TEST(test_seg_comm), VOX_TEST(test_seg_ranks),
               VOX_TEST(test_seg_bad_args))
