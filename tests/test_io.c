@@ -275,8 +275,8 @@ static void test_read_boxes(struct vox_ctx *ctx)
     tmp_remove(&d);
 }
 
-/* Thin boxes of a .npy file: short rows copied from the file's mapping, long runs read with
- * pread. HDF5 boxes are not direct. */
+/* Thin boxes of a .npy file: a plane's short rows come with one read of their span, or, where
+ * the span is mostly gaps, one read each. HDF5 boxes are not direct. */
 static void test_npy_thin_boxes(struct vox_ctx *ctx)
 {
     struct tmpdir d;
@@ -290,17 +290,17 @@ static void test_npy_thin_boxes(struct vox_ctx *ctx)
     CHECK(vox_volume_box_direct(vol));
     const int64_t boxes[][8] = {
         {0, 0, 0, 0, 3, 40, 300, 300},    /* whole: one run, read as such */
-        {0, 1, 2, 3, 3, 39, 290, 5},      /* two columns */
+        {0, 1, 2, 3, 3, 39, 290, 5},      /* two columns: spans (gaps < a call per run) */
         {1, 0, 150, 7, 3, 40, 151, 299},  /* one row per plane */
         {0, 17, 0, 296, 2, 23, 300, 300}, /* the far x edge */
-        {0, 3, 10, 20, 3, 9, 250, 280},   /* planes of short rows */
-        {2, 5, 0, 0, 3, 30, 20, 300},     /* whole rows of a few planes */
+        {0, 3, 10, 20, 3, 9, 250, 280},   /* planes of short rows: spans */
+        {2, 5, 0, 0, 3, 30, 20, 300},     /* whole rows of a few planes: spans */
     };
     for (size_t b = 0; b < sizeof boxes / sizeof boxes[0]; b++)
         check_box(ctx, vol, &ref, boxes[b], boxes[b] + 4, b & 1);
     vox_volume_close(vol);
     vox_tensor_free(ctx, &ref);
-    /* a plane over 4 MiB */
+    /* a plane's span over 4 MiB: run by run */
     const int64_t wide[4] = {2, 2, 2100, 2100}, thin[2][4] = {{0, 0, 0, 5}, {2, 2, 2100, 9}};
     fill_random(ctx, &ref, VOX_U8, 4, wide, 9);
     CHECK_OK(vox_volume_save(ctx, at(&d, "w.npy"), &ref, NULL));

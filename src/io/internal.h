@@ -22,8 +22,6 @@ struct vox_volume {
     int64_t h5_file, h5_dset;  /* HDF5 handles (hid_t); h5_file is the out file's when out */
     int fd;                    /* .npy: the file; the out file's when out */
     int64_t data_start;        /* .npy: byte offset of the first element */
-    const char *map;           /* .npy opened for reading: the file mapped (NULL: pread) */
-    size_t map_len;
     int64_t chunk[VOX_MAX_RANK]; /* HDF5 chunk shape; all 0: not chunked */
     int gzip;                    /* HDF5 created here: its gzip level (0: none), shuffle on */
     bool shuffle;                /* multi-byte types: h5_chunks.c compresses as libhdf5 would */
