@@ -802,9 +802,10 @@ static void test_seg_wide_and_narrow(struct vox_ctx *ctx)
     free(q);
 }
 
-/* The vector versions of dist_diff that the machine runs against the scalar twin: rows of
- * lengths around the vector widths, labels from 3 values (equal runs, zeros) or random
- * (every face differs), all or only some lanes set; the same positions in the same order. */
+/* The vector versions of dist_diff that the machine runs against the scalar twin, with and
+ * without the non-zero test: rows of lengths around the vector widths, labels from 3 values
+ * (equal runs, zeros) or random (every face differs), all or only some lanes set; the same
+ * positions in the same order. */
 static void test_diff_rows(struct vox_ctx *ctx)
 {
     const enum vox_isa isa = vox_ctx_cpu(ctx)->isa_max;
@@ -827,15 +828,17 @@ static void test_diff_rows(struct vox_ctx *ctx)
                                      : (uint32_t)(kind == 0 ? vox_test_rand(&seed) % 3
                                                             : vox_test_rand(&seed));
                 }
-                const int64_t k = dist_diff_ref(a, b, n, want);
-                CHECK(fn[f](a, b, n, got) == k);
-                CHECK(k == 0 || memcmp(want, got, (size_t)k * sizeof *got) == 0);
-                if (kind == 2)
-                    CHECK(k == n / 5 + (n % 5 == 4));
-                ran++;
+                for (int nz = 0; nz < 2; nz++) {
+                    const int64_t k = dist_diff_ref(a, b, n, want, nz);
+                    CHECK(fn[f](a, b, n, got, nz) == k);
+                    CHECK(k == 0 || memcmp(want, got, (size_t)k * sizeof *got) == 0);
+                    if (kind == 2)
+                        CHECK(k == n / 5 + (n % 5 == 4));
+                    ran++;
+                }
             }
     }
-    CHECK(isa == VOX_ISA_REF || ran >= 45);
+    CHECK(isa == VOX_ISA_REF || ran >= 90);
 }
 
 /* Two chunks of 65536 fragments each (x-segments of 8 voxels, cut from each other): ids past

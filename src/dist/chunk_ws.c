@@ -570,10 +570,7 @@ static enum vox_status cws_record(struct vox_ctx *ctx, struct cws *w, const uint
     uint32_t *pos = dist_scratch_get(ctx, w->sc, DIST_SC_S2, (size_t)(X + 16) * sizeof *pos);
     if (!pos)
         return VOX_OUT_OF_MEMORY;
-    const enum vox_isa isa = vox_ctx_cpu(ctx)->isa;
-    const dist_diff_fn diff = isa == VOX_ISA_AVX512 ? dist_diff_avx512
-                              : isa == VOX_ISA_AVX2 ? dist_diff_avx2
-                                                    : dist_diff_ref;
+    const dist_diff_fn diff = dist_diff_pick(ctx);
     /* Where fragments are tiny (noise), listing them costs more than the scans it saves:
      * past `per_voxel` entries a voxel, no record (the stages scan; < 0: no limit). */
     const int64_t most = per_voxel < 0 ? -1 : (int64_t)(per_voxel * (double)w->cn);
@@ -591,7 +588,7 @@ static enum vox_status cws_record(struct vox_ctx *ctx, struct cws *w, const uint
                 int64_t n = a == 2 ? X - 1 : X;
                 if ((a == 0 && z + 1 >= w->c[0]) || (a == 1 && y + 1 >= w->c[1]))
                     continue;
-                const int64_t nd = diff(l, lb, n, pos);
+                const int64_t nd = diff(l, lb, n, pos, true);
                 for (int64_t k = 0; k < nd; k++) {
                     const uint32_t j = pos[k];
                     if (!cws_pf_add(ctx, w->sc, tab, hist, rec, l[j], lb[j], q[j]))

@@ -23,6 +23,7 @@
  * chunk, since a block freshly mapped for each would be faulted in and zeroed every time.
  */
 #include "dist_internal.h"
+#include "dist/diff.h"
 #include "vox/io.h"
 #include "seg/seg_internal.h"
 
@@ -533,7 +534,7 @@ enum vox_status dist_store_read(struct vox_ctx *ctx, struct dist_store *st,
  * two u32, value and end. Written into p (room for `cap` bytes); its length, or 0 when a
  * value does not fit or the record would take `cap` bytes or more. */
 static size_t store_runs(const struct dist_box *b, const uint32_t *src, uint8_t *p, size_t cap,
-                         bool wide)
+                         bool wide, dist_diff_fn diff, uint32_t *ends)
 {
     const int64_t nx = b->hi[2] - b->lo[2], nr = (b->hi[0] - b->lo[0]) * (b->hi[1] - b->lo[1]);
     const size_t cols = (size_t)nr * (wide ? 8 : 4), head = cols + (size_t)nr * 4 + 4;
@@ -558,17 +559,21 @@ static size_t store_runs(const struct dist_box *b, const uint32_t *src, uint8_t 
             col[r] = (uint16_t)l[0];
             col[nr + r] = (uint16_t)l[nx - 1];
         }
-        for (int64_t x = 0, e; x < nx; x = e) {
-            e = seg_skip_equal(l + x + 1, l + x, 0, nx - x - 1) + x + 1;
-            if (l[x] > top || k == room)
+        const int64_t nd = diff(l, l + 1, nx - 1, ends, false); /* a run ends after each */
+        if (k + (size_t)nd + 1 > room)
+            return 0;
+        for (int64_t d = 0, x = 0; d <= nd; d++) {
+            const int64_t e = d < nd ? (int64_t)ends[d] + 1 : nx;
+            if (l[x] > top)
                 return 0;
             if (wide) {
                 run[2 * k] = l[x];
                 run[2 * k + 1] = (uint32_t)e;
-                k++;
             } else {
-                run[k++] = l[x] | (uint32_t)e << 16;
+                run[k] = l[x] | (uint32_t)e << 16;
             }
+            k++;
+            x = e;
         }
     }
     idx[nr] = (uint32_t)k;
@@ -590,25 +595,35 @@ static void *store_narrow(struct vox_ctx *ctx, const struct dist_box *b, const u
     const size_t room = (size_t)(len > 2 * n ? len : 2 * n) * sizeof(uint16_t);
     *own = NULL;
     uint16_t *p = sc ? dist_scratch_get(ctx, sc, DIST_SC_TMP, room) : (*own = vox_alloc(ctx, room));
-    if (!p)
+    /* the positions where a row's runs end (dist_diff) */
+    const size_t eb = (size_t)(nx + 16) * sizeof(uint32_t);
+    uint32_t *ends = sc ? dist_scratch_get(ctx, sc, DIST_SC_S2, eb) : vox_alloc(ctx, eb);
+    if (!p || !ends) {
+        if (!sc)
+            vox_free(ctx, ends);
         return NULL;
-    size_t runs = store_runs(b, src, (uint8_t *)p, (size_t)len * sizeof *p, false);
+    }
+    const dist_diff_fn diff = dist_diff_pick(ctx);
+    size_t runs = store_runs(b, src, (uint8_t *)p, (size_t)len * sizeof *p, false, diff, ends);
+    int enc = DIST_REC_RUNS;
+    uint32_t top = 0;
+    if (!runs) {
+        for (int64_t k = 0; k < n; k++)
+            top |= src[k];
+        if (top > UINT16_MAX) {
+            runs = store_runs(b, src, (uint8_t *)p, (size_t)n * 4, true, diff, ends);
+            enc = DIST_REC_RUNS32;
+        }
+    }
+    if (!sc)
+        vox_free(ctx, ends);
     if (runs) {
         *len_out = runs;
-        *enc_out = DIST_REC_RUNS;
+        *enc_out = enc;
         return p;
     }
-    uint32_t top = 0;
-    for (int64_t k = 0; k < n; k++)
-        top |= src[k];
-    if (top > UINT16_MAX) {
-        runs = store_runs(b, src, (uint8_t *)p, (size_t)n * 4, true);
-        if (!runs)
-            return NULL;
-        *len_out = runs;
-        *enc_out = DIST_REC_RUNS32;
-        return p;
-    }
+    if (top > UINT16_MAX)
+        return NULL;
     for (int64_t k = 0; k < n; k++)
         p[k] = (uint16_t)src[k];
     for (int64_t r = 0; len > n && r < nr; r++) {
