@@ -832,13 +832,15 @@ static enum vox_status ag_chunk_rec(const struct ag_run *r, struct ag_sum *s,
     const struct dist_pf *pf = pl->pf;
     const int64_t npf = pl->npf;
     memset(fs->seen, 0xff, sizeof fs->seen);
-    bool ok = true;
+    /* the fragments' segments, looked up in the volume's map once each, not twice an entry */
+    uint32_t *seg = dist_scratch_get(r->ctx, fs->sc, DIST_SC_W0, (size_t)(nf + 1) * sizeof *seg);
+    bool ok = seg != NULL;
+    for (int64_t k = 0; ok && k <= nf; k++)
+        seg[k] = map ? map[fm[k]] : fm[k];
     for (int64_t k = 1; ok && k <= nf; k++)
-        ok = ag_vertex(r->ctx, s, map ? map[fm[k]] : fm[k], 0);
+        ok = ag_vertex(r->ctx, s, seg[k], 0);
     for (int64_t k = 0; ok && k < npf; k++) {
-        uint32_t a = fm[pf[k].key >> 32], b = fm[(uint32_t)pf[k].key];
-        a = map ? map[a] : a;
-        b = map ? map[b] : b;
+        const uint32_t a = seg[pf[k].key >> 32], b = seg[(uint32_t)pf[k].key];
         if (a && b && a != b)
             ok = ag_faces_add(r->ctx, fs, a, b, pf[k].w, pf[k].sum, pf[k].cnt);
     }
