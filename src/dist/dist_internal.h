@@ -13,6 +13,7 @@
 #include "vox/dist.h"
 
 #include <pthread.h>
+#include <string.h>
 
 struct dist_par; /* below, with the tree */
 
@@ -96,9 +97,21 @@ void *dist_scratch_get(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, s
  * least, so that growing by pushes stays linear). */
 void *dist_scratch_grow(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, size_t bytes,
                         size_t keep);
-/* Appends x (`size` bytes) to the array *arr of *n elements that lives in slot `slot`. */
-bool dist_scratch_push(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, void **arr,
-                       int64_t *n, const void *x, size_t size);
+/* Appends x (`size` bytes) to the array *arr of *n elements that lives in slot `slot`. The
+ * common case (room left) inline: the chunk watershed pushes its links, faces and face
+ * record entries one by one. */
+bool dist_scratch_push_grow(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, void **arr,
+                            int64_t *n, const void *x, size_t size);
+static inline bool dist_scratch_push(struct vox_ctx *ctx, struct dist_scratch *sc, int slot,
+                                     void **arr, int64_t *n, const void *x, size_t size)
+{
+    if (!sc->p[slot] || sc->cap[slot] < (size_t)(*n + 1) * size)
+        return dist_scratch_push_grow(ctx, sc, slot, arr, n, x, size);
+    *arr = sc->p[slot];
+    memcpy((char *)sc->p[slot] + (size_t)*n * size, x, size);
+    (*n)++;
+    return true;
+}
 /* One scratch per worker of the context's pool (NULL when memory is short); freed with
  * dist_scratch_free. */
 struct dist_scratch *dist_scratch_new(struct vox_ctx *ctx);

@@ -765,8 +765,8 @@ void *dist_scratch_grow(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, 
     return p;
 }
 
-bool dist_scratch_push(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, void **arr,
-                       int64_t *n, const void *x, size_t size)
+bool dist_scratch_push_grow(struct vox_ctx *ctx, struct dist_scratch *sc, int slot, void **arr,
+                            int64_t *n, const void *x, size_t size)
 {
     void *p = dist_scratch_grow(ctx, sc, slot, (size_t)(*n + 1) * size, (size_t)*n * size);
     if (!p)
