@@ -51,6 +51,8 @@ enum { SM_SKIP, SM_MERGED, SM_DEFERRED, SM_INCOMPLETE, SM_STATE = 3 };
  * of its b, held lim_max voxels or more just before the merge; SM_CUT marks one sm_prune
  * made final. */
 enum { SM_SAT_A = 16, SM_SAT_B = 32, SM_CUT = 64 };
+/* Per basin in sm_split: its cluster is frozen; sm_prune cut it off; it must go up. */
+enum { SM_UP = 1, SM_GONE = 2, SM_KEEP = 4 };
 
 struct sm_basin {
     uint32_t id;
@@ -391,7 +393,8 @@ static void split_part(void *arg, int64_t q)
         struct sm_edge e = j->ord[i];
         if (e.state == SM_SKIP)
             continue;
-        bool fin = (e.state & SM_STATE) == SM_MERGED && (!(j->up[e.a] & 1) || (e.state & SM_CUT));
+        bool fin =
+            (e.state & SM_STATE) == SM_MERGED && (!(j->up[e.a] & SM_UP) || (e.state & SM_CUT));
         if (j->pass == 2) {
             e.a = s->basin[e.a].id;
             e.b = s->basin[e.b].id;
@@ -426,13 +429,14 @@ static void split_part(void *arg, int64_t q)
  * level 1 1.62 M -> 0.70 M. */
 struct sm_peel {
     uint32_t deg;   /* merged edges left in the tree */
-    uint8_t keep;   /* must go up */
-    uint64_t edges; /* XOR of their positions in ord: the last one's, when deg is 1 */
+    uint32_t edges; /* XOR of their positions in ord: the last one's, when deg is 1 */
 };
 
 static bool sm_prune(struct vox_ctx *ctx, struct dist_scratch *sc, const struct sm_sum *s,
                      struct sm_edge *ord, uint8_t *up)
 {
+    if (s->nedge > (int64_t)UINT32_MAX)
+        return true; /* nothing cut: the same result, more carried */
     struct sm_peel *pl = sm_buf(ctx, sc, DIST_SC_W2, (size_t)(s->nbasin + 1) * sizeof *pl);
     uint32_t *queue = sm_buf(ctx, sc, DIST_SC_W3, (size_t)(s->nbasin + 1) * sizeof *queue);
     if (!pl || !queue) {
@@ -440,21 +444,23 @@ static bool sm_prune(struct vox_ctx *ctx, struct dist_scratch *sc, const struct 
             vox_free(ctx, pl), vox_free(ctx, queue);
         return false;
     }
+    memset(pl, 0, (size_t)s->nbasin * sizeof *pl);
     for (int64_t i = 0; i < s->nbasin; i++)
-        pl[i] = (struct sm_peel){.keep = s->basin[i].touch != 0};
+        up[i] |= s->basin[i].touch ? SM_KEEP : 0;
     for (int64_t i = 0; i < s->nedge; i++) {
         const struct sm_edge *e = &ord[i];
         const int st = e->state & SM_STATE;
         if (st == SM_DEFERRED || st == SM_INCOMPLETE) {
-            pl[e->a].keep = pl[e->b].keep = 1;
-        } else if (st == SM_MERGED && (up[e->a] & 1)) {
+            up[e->a] |= SM_KEEP;
+            up[e->b] |= SM_KEEP;
+        } else if (st == SM_MERGED && (up[e->a] & SM_UP)) {
             pl[e->a].deg++, pl[e->b].deg++;
-            pl[e->a].edges ^= (uint64_t)i, pl[e->b].edges ^= (uint64_t)i;
+            pl[e->a].edges ^= (uint32_t)i, pl[e->b].edges ^= (uint32_t)i;
         }
     }
     int64_t nq = 0;
     for (int64_t i = 0; i < s->nbasin; i++)
-        if ((up[i] & 1) && !pl[i].keep && pl[i].deg == 1)
+        if (up[i] == SM_UP && pl[i].deg == 1)
             queue[nq++] = (uint32_t)i;
     while (nq > 0) {
         const uint32_t x = queue[--nq];
@@ -465,11 +471,11 @@ static bool sm_prune(struct vox_ctx *ctx, struct dist_scratch *sc, const struct 
         if (!(e->state & (e->a == x ? SM_SAT_B : SM_SAT_A)))
             continue; /* the other side was small: x's side's size still counts */
         e->state |= SM_CUT;
-        up[x] |= 2; /* cut off: stays here */
+        up[x] |= SM_GONE;
         pl[x].deg = 0;
         pl[y].deg--;
-        pl[y].edges ^= (uint64_t)(e - ord);
-        if (!pl[y].keep && pl[y].deg == 1)
+        pl[y].edges ^= (uint32_t)(e - ord);
+        if (!(up[y] & SM_KEEP) && pl[y].deg == 1)
             queue[nq++] = y;
     }
     if (!sc)
@@ -508,7 +514,7 @@ static enum vox_status sm_split(struct vox_ctx *ctx, struct dist_scratch *sc, st
         s->nedge = ne;
         int64_t nb = 0;
         for (int64_t i = 0; i < s->nbasin; i++)
-            if (j.up[i] == 1) /* frozen, not cut off by sm_prune */
+            if ((j.up[i] & (SM_UP | SM_GONE)) == SM_UP) /* frozen, not cut off by sm_prune */
                 s->basin[nb++] = s->basin[i];
         s->nbasin = nb;
     }
