@@ -51,8 +51,8 @@ enum { SM_SKIP, SM_MERGED, SM_DEFERRED, SM_INCOMPLETE, SM_STATE = 3 };
  * of its b, held lim_max voxels or more just before the merge; SM_CUT marks one sm_prune
  * made final. */
 enum { SM_SAT_A = 16, SM_SAT_B = 32, SM_CUT = 64 };
-/* Per basin in sm_split: its cluster is frozen; sm_prune cut it off; it must go up. */
-enum { SM_UP = 1, SM_GONE = 2, SM_KEEP = 4 };
+/* Per basin in sm_split: its cluster is frozen; sm_prune cut it off. */
+enum { SM_UP = 1, SM_GONE = 2 };
 
 struct sm_basin {
     uint32_t id;
@@ -284,6 +284,9 @@ struct sm_state {
     int64_t size;
     uint32_t uf;
     uint8_t touch, frz;
+    uint8_t keep;  /* touches, or ends a deferred edge: goes up if frozen (sm_prune) */
+    uint32_t deg;  /* merged edges (sm_prune's trees) */
+    uint32_t tree; /* XOR of their positions in ord: the last one's, when deg is 1 */
 };
 
 static uint32_t sm_find(struct sm_state *p, uint32_t x)
@@ -330,7 +333,8 @@ static void sm_pass(const struct sm_run *r, struct sm_sum *s, struct sm_edge *or
         st[i] = (struct sm_state){.size = r->sizes[s->basin[i].id],
                                   .uf = (uint32_t)i,
                                   .touch = s->basin[i].touch,
-                                  .frz = s->basin[i].touch != 0};
+                                  .frz = s->basin[i].touch != 0,
+                                  .keep = s->basin[i].touch != 0};
     for (int64_t i = 0; i < s->nedge; i++) {
         if (i + SM_AHEAD < s->nedge) {
             __builtin_prefetch(&st[ord[i + SM_AHEAD].a], 1);
@@ -348,7 +352,10 @@ static void sm_pass(const struct sm_run *r, struct sm_sum *s, struct sm_edge *or
                                                       st[rb].frz);
         if (e->state == SM_DEFERRED) {
             st[ra].frz = st[rb].frz = true;
+            st[pa].keep = st[pb].keep = 1;
         } else if (e->state == SM_MERGED) {
+            st[pa].deg++, st[pb].deg++;
+            st[pa].tree ^= (uint32_t)i, st[pb].tree ^= (uint32_t)i;
             e->state |= (uint8_t)((st[ra].size >= lim_max ? SM_SAT_A : 0) |
                                   (st[rb].size >= lim_max ? SM_SAT_B : 0));
             uint32_t keep = ra < rb ? ra : rb, gone = ra < rb ? rb : ra;
@@ -427,60 +434,29 @@ static void split_part(void *arg, int64_t q)
  * (SM_SAT_A / SM_SAT_B, from sm_pass). The order of the peel does not change what is cut.
  * Bench volume (lim 200 voxels): basins carried up from the chunks 2.32 M -> 1.27 M, from
  * level 1 1.62 M -> 0.70 M. */
-struct sm_peel {
-    uint32_t deg;   /* merged edges left in the tree */
-    uint32_t edges; /* XOR of their positions in ord: the last one's, when deg is 1 */
-};
-
-static bool sm_prune(struct vox_ctx *ctx, struct dist_scratch *sc, const struct sm_sum *s,
-                     struct sm_edge *ord, uint8_t *up)
+static void sm_prune(const struct sm_sum *s, struct sm_edge *ord, struct sm_state *st, uint8_t *up,
+                     uint32_t *queue)
 {
-    if (s->nedge > (int64_t)UINT32_MAX)
-        return true; /* nothing cut: the same result, more carried */
-    struct sm_peel *pl = sm_buf(ctx, sc, DIST_SC_W2, (size_t)(s->nbasin + 1) * sizeof *pl);
-    uint32_t *queue = sm_buf(ctx, sc, DIST_SC_W3, (size_t)(s->nbasin + 1) * sizeof *queue);
-    if (!pl || !queue) {
-        if (!sc)
-            vox_free(ctx, pl), vox_free(ctx, queue);
-        return false;
-    }
-    memset(pl, 0, (size_t)s->nbasin * sizeof *pl);
-    for (int64_t i = 0; i < s->nbasin; i++)
-        up[i] |= s->basin[i].touch ? SM_KEEP : 0;
-    for (int64_t i = 0; i < s->nedge; i++) {
-        const struct sm_edge *e = &ord[i];
-        const int st = e->state & SM_STATE;
-        if (st == SM_DEFERRED || st == SM_INCOMPLETE) {
-            up[e->a] |= SM_KEEP;
-            up[e->b] |= SM_KEEP;
-        } else if (st == SM_MERGED && (up[e->a] & SM_UP)) {
-            pl[e->a].deg++, pl[e->b].deg++;
-            pl[e->a].edges ^= (uint32_t)i, pl[e->b].edges ^= (uint32_t)i;
-        }
-    }
     int64_t nq = 0;
     for (int64_t i = 0; i < s->nbasin; i++)
-        if (up[i] == SM_UP && pl[i].deg == 1)
+        if (up[i] && !st[i].keep && st[i].deg == 1)
             queue[nq++] = (uint32_t)i;
     while (nq > 0) {
         const uint32_t x = queue[--nq];
-        if (pl[x].deg != 1)
+        if (st[x].deg != 1)
             continue;
-        struct sm_edge *e = &ord[pl[x].edges];
+        struct sm_edge *e = &ord[st[x].tree];
         const uint32_t y = e->a == x ? e->b : e->a;
         if (!(e->state & (e->a == x ? SM_SAT_B : SM_SAT_A)))
             continue; /* the other side was small: x's side's size still counts */
         e->state |= SM_CUT;
         up[x] |= SM_GONE;
-        pl[x].deg = 0;
-        pl[y].deg--;
-        pl[y].edges ^= (uint32_t)(e - ord);
-        if (!(up[y] & SM_KEEP) && pl[y].deg == 1)
+        st[x].deg = 0;
+        st[y].deg--;
+        st[y].tree ^= (uint32_t)(e - ord);
+        if (!st[y].keep && st[y].deg == 1)
             queue[nq++] = y;
     }
-    if (!sc)
-        vox_free(ctx, pl), vox_free(ctx, queue);
-    return true;
 }
 
 /* Keeps what goes up (frozen clusters' basins and their undecided or merged edges) and moves
@@ -496,8 +472,14 @@ static enum vox_status sm_split(struct vox_ctx *ctx, struct dist_scratch *sc, st
         return VOX_OUT_OF_MEMORY;
     j.pass = 0;
     dist_par_for(par, j.parts, split_part, &j);
-    if (!sm_prune(ctx, sc, s, ord, j.up))
-        return VOX_OUT_OF_MEMORY;
+    if (s->nedge <= (int64_t)UINT32_MAX) { /* else nothing is cut: the same result */
+        uint32_t *queue = sm_buf(ctx, sc, DIST_SC_W3, (size_t)(s->nbasin + 1) * sizeof *queue);
+        if (!queue)
+            return VOX_OUT_OF_MEMORY;
+        sm_prune(s, ord, st, j.up, queue);
+        if (!sc)
+            vox_free(ctx, queue);
+    }
     j.pass = 1;
     dist_par_for(par, j.parts, split_part, &j);
     j.pass = 2;
