@@ -159,65 +159,78 @@ void dist_sort_u64(uint64_t *k, uint64_t *tmp, int64_t n, int from)
         memcpy(k, a, (size_t)n * sizeof *k);
 }
 
-/* Parts of a shared byte pass: part q holds keys [q n / P, (q + 1) n / P) of the source. */
-enum { PAR_MIN = 1 << 16 };
+/* Parts of a shared pass: part q holds keys [q n / P, (q + 1) n / P) of the source. The
+ * digits are dist_sort_u64's (11 bits from the lowest varying bit not yet sorted), so a
+ * 52-bit key takes 5 shared passes, not 7 of a byte. */
+enum { PAR_MIN = 1 << 16, PAR_BITS = 11 };
 
 struct sort_par {
     const uint64_t *a;
     uint64_t *b;
     int64_t n;
     int parts, sh;
-    uint64_t diff[DIST_PAR_PARTS];
-    int64_t cnt[DIST_PAR_PARTS][256]; /* counts, then each part's first place per byte value */
+    uint64_t or_[DIST_PAR_PARTS], and_[DIST_PAR_PARTS];
+    int64_t (*cnt)[1 << PAR_BITS]; /* per part: counts, then its first place per digit */
 };
 
-static void par_diff(void *arg, int64_t q)
+static void par_vary(void *arg, int64_t q)
 {
     struct sort_par *p = arg;
-    uint64_t d = 0;
-    for (int64_t j = q * p->n / p->parts, e = (q + 1) * p->n / p->parts; j < e; j++)
-        d |= p->a[j] ^ p->a[0];
-    p->diff[q] = d;
+    uint64_t o = 0, a = ~0ull;
+    for (int64_t j = q * p->n / p->parts, e = (q + 1) * p->n / p->parts; j < e; j++) {
+        o |= p->a[j];
+        a &= p->a[j];
+    }
+    p->or_[q] = o;
+    p->and_[q] = a;
 }
 
 static void par_count(void *arg, int64_t q)
 {
     struct sort_par *p = arg;
     int64_t *c = p->cnt[q];
+    const uint64_t mask = (1u << PAR_BITS) - 1;
     memset(c, 0, sizeof p->cnt[q]);
     for (int64_t j = q * p->n / p->parts, e = (q + 1) * p->n / p->parts; j < e; j++)
-        c[p->a[j] >> p->sh & 255]++;
+        c[p->a[j] >> p->sh & mask]++;
 }
 
 static void par_scatter(void *arg, int64_t q)
 {
     struct sort_par *p = arg;
     int64_t *c = p->cnt[q];
+    const uint64_t mask = (1u << PAR_BITS) - 1;
     for (int64_t j = q * p->n / p->parts, e = (q + 1) * p->n / p->parts; j < e; j++)
-        p->b[c[p->a[j] >> p->sh & 255]++] = p->a[j];
+        p->b[c[p->a[j] >> p->sh & mask]++] = p->a[j];
 }
 
 void dist_sort_u64_par(const struct dist_par *dp, uint64_t *k, uint64_t *tmp, int64_t n, int from)
 {
     int threads = dp ? vox_ctx_threads(dp->ctx) : 1;
-    if (n < PAR_MIN || threads < 2) {
+    struct sort_par p = {.a = k, .b = tmp, .n = n};
+    if (n >= PAR_MIN && threads >= 2) {
+        p.parts = dist_par_parts(dp);
+        p.cnt = vox_alloc(dp->ctx, (size_t)p.parts * sizeof *p.cnt);
+    }
+    if (!p.cnt) { /* short, one thread, or no memory for the counts */
         dist_sort_u64(k, tmp, n, from);
         return;
     }
-    /* the parts' places are the serial pass's: part q's keys of each byte value go after
-     * those of parts < q, so the result (a stable sort) is the same */
-    struct sort_par p = {.a = k, .b = tmp, .n = n};
-    p.parts = dist_par_parts(dp);
-    dist_par_for(dp, p.parts, par_diff, &p);
-    uint64_t diff = 0;
-    for (int q = 0; q < p.parts; q++)
-        diff |= p.diff[q];
-    for (p.sh = from / 8 * 8; p.sh < 64; p.sh += 8) {
-        if (!(diff >> p.sh & 255))
-            continue;
+    /* the parts' places are the serial pass's: part q's keys of each digit go after those
+     * of parts < q, so the result (a stable sort) is the same */
+    dist_par_for(dp, p.parts, par_vary, &p);
+    uint64_t all_or = 0, all_and = ~0ull;
+    for (int q = 0; q < p.parts; q++) {
+        all_or |= p.or_[q];
+        all_and &= p.and_[q];
+    }
+    uint64_t vary = (all_or ^ all_and) >> (from / 8 * 8) << (from / 8 * 8);
+    while (vary) {
+        p.sh = __builtin_ctzll(vary);
+        vary = p.sh + PAR_BITS >= 64 ? 0 : vary >> (p.sh + PAR_BITS) << (p.sh + PAR_BITS);
         dist_par_for(dp, p.parts, par_count, &p);
         int64_t at = 0;
-        for (int d = 0; d < 256; d++)
+        for (int d = 0; d < 1 << PAR_BITS; d++)
             for (int q = 0; q < p.parts; q++) {
                 int64_t c = p.cnt[q][d];
                 p.cnt[q][d] = at;
@@ -230,6 +243,7 @@ void dist_sort_u64_par(const struct dist_par *dp, uint64_t *k, uint64_t *tmp, in
     }
     if (p.a != k)
         memcpy(k, p.a, (size_t)n * sizeof *k);
+    vox_free(dp->ctx, p.cnt);
 }
 
 void dist_sort(struct vox_ctx *ctx, void *base, int64_t n, size_t size,
