@@ -307,18 +307,29 @@ static inline const uint32_t *dist_win_row(const struct dist_win *w, int64_t z, 
 void dist_stats_level(struct vox_dist_stats *st, int stage, int64_t level, int64_t nodes,
                       int64_t frozen, int64_t edges, int64_t bytes, double seconds);
 
+/* A basin-graph edge of the size merge (dist/size_merge.c): its ends, its max, its state
+ * there; and one node's final merges, in the global order. */
+struct sm_edge {
+    uint32_t a, b; /* basin ids, a < b */
+    uint8_t w, state;
+};
+struct sm_fin {
+    struct sm_edge *e;
+    int64_t n;
+};
+
 /* The size merge's record (dend: the merges with the ids at merge time) needs the final
  * merges replayed one by one in the global order; the map does not (clusters do not depend
  * on the order). So dist_sm_run hands the merges over and the replay runs later, beside the
  * agglomeration's atomic chunks (one serial task fewer on the critical path). */
 struct dist_dend {
-    void *fin; /* size_merge.c's runs of final merges, owned */
+    struct sm_fin *fin; /* size_merge.c's runs of final merges, owned */
     int64_t nfin, nbasins;
     struct vox_merge_history dend;
     enum vox_status st;
     bool done;
 };
-void dist_dend_run(struct vox_ctx *ctx, struct dist_dend *d);
+void dist_dend_run(struct vox_ctx *ctx, struct dist_dend *d); /* dist/dend.c */
 void dist_dend_fini(struct vox_ctx *ctx, struct dist_dend *d);
 
 /* The three stages over a dist_vol, as the public calls (which wrap them) describe. */
