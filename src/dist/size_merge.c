@@ -37,8 +37,9 @@
  * - The clusters are the components of the final merges, whatever their order: the map
  *   (dust and numbering as seg/linkage.c's) comes from one union-find over them. The merge
  *   record (dend) and the ids at merge time come from replaying them in the global order
- *   (dist_dend_run, dist/dend.c), which vox_dist_segment runs in the agglomeration's tree, after
- * its chunks. A node is a pure function of its children, so the result does not depend on threads.
+ *   (dist_dend_run, dist/dend.c), which vox_dist_segment runs in the agglomeration's tree,
+ *   after its chunks.
+ * A node is a pure function of its children, so the result does not depend on threads.
  */
 #include "dist_internal.h"
 #include "seg/seg_internal.h"
