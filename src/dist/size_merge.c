@@ -400,7 +400,7 @@ static void split_part(void *arg, int64_t q)
 }
 
 /* Cuts off the parts of frozen clusters that need not go up: their merges become final here
- * (SM_CUT), their basins stay (bit 1 of up, beside bit 0: the cluster is frozen).
+ * (SM_CUT), their basins stay (SM_GONE in up, beside SM_UP: the cluster is frozen).
  * A decision compares a cluster's size with lim[w] only, so all sizes of lim_max or more are
  * alike. Take a merge that joined X to a cluster Y of lim_max voxels or more, in the tree of
  * a frozen cluster's merges, and X's side of it in that tree (X and what joined X's basins
@@ -410,7 +410,8 @@ static void split_part(void *arg, int64_t q)
  * a cluster first reaches lim_max as one basin or by a merge of two smaller clusters, and
  * nothing was cut from either (the cuts need a side at lim_max), so what is cut later never
  * takes the parent's view of it below lim_max. What goes up and names basins: a basin that
- * touches a face, the ends of deferred and incomplete edges (kept); the sides are cut by
+ * touches a face, the ends of deferred and incomplete edges (keep, set by sm_pass; both ends
+ * of an incomplete edge touch a face); the sides are cut by
  * peeling leaves (one merged edge left, not kept) whose merge's other side was at lim_max
  * (SM_SAT_A / SM_SAT_B, from sm_pass). The order of the peel does not change what is cut.
  * Bench volume (lim 200 voxels): basins carried up from the chunks 2.32 M -> 1.27 M, from
