@@ -1112,6 +1112,12 @@ static enum vox_status sm_finish(struct sm_run *r, int64_t nbasins, uint32_t *pa
     for (int64_t k = 0; k < r->nfin; k++)
         for (int64_t i = 0; i < r->fin[k].n; i++) {
             const struct sm_edge *e = &r->fin[k].e[i];
+            if (i + 16 < r->fin[k].n) { /* the ends of merges ahead: most are their own roots */
+                __builtin_prefetch(&parent[e[16].a]);
+                __builtin_prefetch(&parent[e[16].b]);
+                __builtin_prefetch(&size[e[16].a], 1);
+                __builtin_prefetch(&size[e[16].b], 1);
+            }
             int64_t ra = seg_find(parent, e->a), rb = seg_find(parent, e->b);
             if (ra == rb)
                 return vox_fail(r->ctx, VOX_INTERNAL, "chunked size merge: merge (%u, %u) twice",
