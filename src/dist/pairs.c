@@ -14,9 +14,12 @@
  * and summed exactly, so the result is the scan's, bit for bit (tests/test_dist.c compares
  * the two).
  *
- * A record: the entries (16 bytes each; ~11 M on the bench's 512^3 volume, about 1.3 bytes a
- * voxel of temporary file), the six faces (u32), the crossing planes (bytes). The workers
- * append them to one file at offsets they take atomically.
+ * A record: the entries (packed in 12 bytes each, pf_pack; ~11 M on the bench's 512^3
+ * volume, about 1 byte a voxel of temporary file), the six faces (u32), the crossing planes
+ * (bytes). The workers append them to one file at offsets they take atomically. A file's
+ * pages written for the first time cost more than their copy on the VMs here (~0.4-0.5 GB/s),
+ * so the entries go packed: fragment ids below 2^24 (a chunk with more fragments keeps no
+ * record), sums below 2^24 (counts stop at 65535 faces of at most 255).
  */
 #include "dist_internal.h"
 
@@ -31,6 +34,41 @@ int64_t dist_planes_size(const struct dist_box *b, const int64_t dims[3], int a,
     for (int k = 0; k < 3; k++)
         n *= k == a ? 1 : b->hi[k] - b->lo[k];
     return there ? n : 0;
+}
+
+enum { PF_DISK = 12, PF_MAX_FRAG = 1 << 24 }; /* an entry's bytes in the file */
+
+/* Packs rec's n entries in place (each's 16 bytes read before its 12 are written, and 12 i
+ * <= 16 i): fragments a and b (24 bits each) and count (16) in a u64, sum (24) and max (8)
+ * in a u32. */
+static void pf_pack(struct dist_pf *pf, int64_t n)
+{
+    uint8_t *d = (uint8_t *)pf;
+    for (int64_t i = 0; i < n; i++) {
+        const struct dist_pf e = pf[i];
+        const uint64_t k = (e.key >> 32) << 40 | (e.key & 0xffffff) << 16 | e.cnt;
+        const uint32_t v = e.sum << 8 | e.w;
+        memcpy(d + i * PF_DISK, &k, sizeof k);
+        memcpy(d + i * PF_DISK + sizeof k, &v, sizeof v);
+    }
+}
+
+/* The n packed entries at buf + 4 n back into struct dist_pf at buf, in place (entry i's 12
+ * bytes are read before its 16 are written, which end at or before entry i + 1's start). */
+static void pf_unpack(uint8_t *buf, int64_t n)
+{
+    const uint8_t *src = buf + n * (int64_t)(sizeof(struct dist_pf) - PF_DISK);
+    struct dist_pf *dst = (struct dist_pf *)(void *)buf;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t k;
+        uint32_t v;
+        memcpy(&k, src + i * PF_DISK, sizeof k);
+        memcpy(&v, src + i * PF_DISK + sizeof k, sizeof v);
+        dst[i] = (struct dist_pf){.key = (k >> 40) << 32 | (k >> 16 & 0xffffff),
+                                  .sum = v >> 8,
+                                  .cnt = (uint16_t)k,
+                                  .w = (uint8_t)v};
+    }
 }
 
 static int64_t planes_size(const struct dist_box *b, const int64_t dims[3])
@@ -126,10 +164,11 @@ static void pairs_count(struct dist_io *io, bool wr, int64_t n)
 enum vox_status dist_pairs_put(struct vox_ctx *ctx, struct dist_pairs *pp, int64_t i, int64_t nfrag,
                                const struct dist_chunk_rec *rec, struct dist_io *io)
 {
-    const int64_t pb = rec->npf * (int64_t)sizeof *rec->pf,
-                  fb = dist_faces_len(pp->dims, pp->chunk, i) * 4, n = pb + fb + rec->nplanes;
-    if (__atomic_load_n(&pp->off_disk, __ATOMIC_RELAXED))
-        return VOX_OK;
+    const int64_t pb = rec->npf * PF_DISK, fb = dist_faces_len(pp->dims, pp->chunk, i) * 4,
+                  n = pb + fb + rec->nplanes;
+    if (__atomic_load_n(&pp->off_disk, __ATOMIC_RELAXED) || nfrag >= PF_MAX_FRAG)
+        return VOX_OK;          /* no record: the chunk is scanned */
+    pf_pack(rec->pf, rec->npf); /* (rec's entries are spent) */
     const int64_t at = __atomic_fetch_add(&pp->end, n, __ATOMIC_RELAXED);
     bool ok = !pb || pairs_write(pp->fd, rec->pf, pb, at);
     ok = ok && pairs_write(pp->fd, rec->faces, fb, at + pb);
@@ -234,7 +273,9 @@ static enum vox_status pairs_get(struct vox_ctx *ctx, const struct dist_pairs *p
         if (nb[f] >= 0 && (pp->off[nb[f]] < 0 || !pp->fmap[nb[f]]))
             return VOX_OK;
     }
-    const int64_t pb = pp->npf[i] * (int64_t)sizeof *rec->pf,
+    /* pb: the entries' bytes unpacked; the file holds pd (they are read to the end of pb's
+     * room and unpacked forward) */
+    const int64_t pb = pp->npf[i] * (int64_t)sizeof *rec->pf, pd = pp->npf[i] * PF_DISK,
                   fn = dist_faces_len(pp->dims, pp->chunk, i), np = planes_size(&b, pp->dims);
     int64_t nmax = 0; /* a neighbour's face, read before it goes into the window */
     for (int f = 0; f < 6; f++) {
@@ -245,8 +286,10 @@ static enum vox_status pairs_get(struct vox_ctx *ctx, const struct dist_pairs *p
     uint8_t *buf = dist_scratch_get(ctx, sc, DIST_SC_W5, (size_t)(pb + (fn + nmax) * 4 + np + 1));
     if (!buf)
         return VOX_OUT_OF_MEMORY;
-    enum vox_status s = pairs_read(ctx, pp->fd, buf, pb + fn * 4 + np, pp->off[i]);
-    int64_t nread = pb + fn * 4 + np;
+    enum vox_status s = pairs_read(ctx, pp->fd, buf + pb - pd, pd + fn * 4 + np, pp->off[i]);
+    int64_t nread = pd + fn * 4 + np;
+    if (s == VOX_OK)
+        pf_unpack(buf, pp->npf[i]);
     const uint32_t *faces = (const uint32_t *)(void *)(buf + pb);
     uint32_t *tmp = (uint32_t *)(void *)(buf + pb + fn * 4);
     const uint8_t *planes = buf + pb + (fn + nmax) * 4;
@@ -274,7 +317,7 @@ static enum vox_status pairs_get(struct vox_ctx *ctx, const struct dist_pairs *p
         pairs_box(pp, h, &c);
         const int64_t cat = face_at(&c, f ^ 1, &clen);
         s = pairs_read(ctx, pp->fd, tmp, clen * 4,
-                       pp->off[nb[f]] + pp->npf[nb[f]] * (int64_t)sizeof *rec->pf + cat * 4);
+                       pp->off[nb[f]] + pp->npf[nb[f]] * PF_DISK + cat * 4);
         nread += clen * 4;
         if (s == VOX_OK)
             shell_face(w, &b, f, tmp, pp->fmap[nb[f]], map, side ? b.hi[a] : b.lo[a] - 1);
@@ -299,17 +342,19 @@ static enum vox_status pairs_entries(struct vox_ctx *ctx, const struct dist_pair
                           i % pp->grid[2]};
     struct dist_box b;
     pairs_box(pp, g, &b);
-    const int64_t pb = pp->npf[i] * (int64_t)sizeof *rec->pf,
+    const int64_t pb = pp->npf[i] * (int64_t)sizeof *rec->pf, pd = pp->npf[i] * PF_DISK,
                   fn = dist_faces_len(pp->dims, pp->chunk, i), np = planes_size(&b, pp->dims);
     uint8_t *buf = dist_scratch_get(ctx, sc, DIST_SC_W5, (size_t)(pb + np + 1));
     if (!buf)
         return VOX_OUT_OF_MEMORY;
-    enum vox_status s = pairs_read(ctx, pp->fd, buf, pb, pp->off[i]);
+    enum vox_status s = pairs_read(ctx, pp->fd, buf + pb - pd, pd, pp->off[i]);
+    if (s == VOX_OK)
+        pf_unpack(buf, pp->npf[i]);
     if (s == VOX_OK && np)
-        s = pairs_read(ctx, pp->fd, buf + pb, np, pp->off[i] + pb + fn * 4);
+        s = pairs_read(ctx, pp->fd, buf + pb, np, pp->off[i] + pd + fn * 4);
     if (s != VOX_OK)
         return s;
-    pairs_count(io, false, pb + np);
+    pairs_count(io, false, pd + np);
     rec_set(pp, i, &b, buf, buf + pb, rec);
     *found = true;
     return VOX_OK;
