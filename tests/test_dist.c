@@ -744,7 +744,7 @@ static void test_seg_synth(struct vox_ctx *ctx)
 /* The chunked run of u8 affinities q (3, shape) from a .npy through a sink without records,
  * chunks `chunk`: its labels and merges equal the whole run's; its statistics into *stats. */
 static void sink_run(struct vox_ctx *ctx, uint8_t *q, const int64_t shape[3],
-                     const int64_t chunk[3], struct vox_dist_stats *stats)
+                     const int64_t chunk[3], struct vox_dist_stats *stats, const char *pairs)
 {
     struct vox_tensor aff = u8_aff(q, shape);
     struct vox_seg_params p;
@@ -765,7 +765,7 @@ static void sink_run(struct vox_ctx *ctx, uint8_t *q, const int64_t shape[3],
     struct vox_dist_options o = {.sink = &sink, .stats = stats};
     memcpy(o.chunk, chunk, sizeof o.chunk);
     struct vox_dist_source src = {.vol = vol};
-    setenv("VOX_DIST_PAIRS", "0", 1); /* the bytes written are the label store's alone */
+    setenv("VOX_DIST_PAIRS", pairs, 1); /* "0": the bytes written are the label store's alone */
     CHECK_OK(vox_dist_segment(ctx, &src, &p, &o, &res));
     unsetenv("VOX_DIST_PAIRS");
     res.labels = g.t;
@@ -794,7 +794,7 @@ static void test_seg_wide_and_narrow(struct vox_ctx *ctx)
                          : (uint8_t)(c == 2 ? 0 : 255);
     }
     struct vox_dist_stats stats;
-    sink_run(ctx, q, shape, (int64_t[3]){64, 64, 64}, &stats);
+    sink_run(ctx, q, shape, (int64_t[3]){64, 64, 64}, &stats, "0");
     const int64_t third = n / 3, rows = 64 * 64, sink_bytes = 4 * n;
     const int64_t runs = stats.bytes_written - sink_bytes - 4 * third - (2 * third + 4 * rows);
     /* the runs record: its columns and index, at least one run a row, fewer bytes than u16 */
@@ -851,10 +851,31 @@ static void test_seg_wide_runs(struct vox_ctx *ctx)
     for (int64_t i = 0; i < 3 * n; i++) /* only x edges, none into a segment's first voxel */
         q[i] = (uint8_t)(i / n == 2 && i % 8 != 0 ? 255 : 0);
     struct vox_dist_stats stats;
-    sink_run(ctx, q, shape, (int64_t[3]){64, 64, 128}, &stats);
+    sink_run(ctx, q, shape, (int64_t[3]){64, 64, 128}, &stats, "0");
     const int64_t rows = 64 * 64, record = 8 * rows + 4 * (rows + 1) + 8 * 16 * rows;
     CHECK(stats.bytes_written == 4 * n + 2 * record);
     free(q);
+}
+
+/* Face-record entries at their limits: two planes of 256 x 256 voxels, each a basin (edges
+ * of 255 inside, 250 between them), in two chunks along x: each chunk's 32768 faces between
+ * its two fragments, and a 2 x 256 x 512 volume's 65536 in one chunk, so an entry reaches
+ * 65535 faces (the count's limit: a second entry takes the rest) and a sum of 65535 x 250
+ * (24 bits), both packed in the file (dist/pairs.c); records forced. The agglomeration's
+ * score (the mean) needs every bit of both. */
+static void test_seg_record_limits(struct vox_ctx *ctx)
+{
+    const int64_t shapes[2][3] = {{2, 256, 512}, {2, 256, 256}};
+    for (int k = 0; k < 2; k++) {
+        const int64_t *shape = shapes[k], n = shape[0] * shape[1] * shape[2];
+        uint8_t *q = malloc((size_t)(3 * n));
+        for (int64_t i = 0; i < 3 * n; i++)
+            q[i] = (uint8_t)(i < n ? 250 : 255);
+        struct vox_dist_stats stats;
+        sink_run(ctx, q, shape, (int64_t[3]){2, 256, 256}, &stats, "2");
+        CHECK(stats.face_records == shape[2] / 256);
+        free(q);
+    }
 }
 
 /* Rows of 2^16 voxels or more, which a run's end (16 bits) cannot hold: u16 records, though
@@ -867,7 +888,7 @@ static void test_seg_long_rows(struct vox_ctx *ctx)
     for (int64_t i = 0; i < 3 * n; i++) /* a boundary every ~1000 voxels along x */
         q[i] = (uint8_t)(i / n == 2 && vox_test_rand(&seed) % 1000 == 0 ? 0 : 255);
     struct vox_dist_stats stats;
-    sink_run(ctx, q, shape, (int64_t[3]){1, 2, 70001}, &stats);
+    sink_run(ctx, q, shape, (int64_t[3]){1, 2, 70001}, &stats, "0");
     /* two chunks (2 rows and 1) as u16 with their x columns */
     CHECK(stats.bytes_written == 4 * n + 2 * n + 2 * 2 * 3);
     free(q);
@@ -1483,6 +1504,7 @@ VOX_TEST_MAIN(VOX_TEST(test_ws_ties), VOX_TEST(test_ws_synth), VOX_TEST(test_ws_
               VOX_TEST(test_alloc_failures), VOX_TEST(test_sm_bad_args_and_alloc),
               VOX_TEST(test_ag_ties), VOX_TEST(test_ag_synth), VOX_TEST(test_ag_bad_args_and_alloc),
               VOX_TEST(test_seg_synth), VOX_TEST(test_seg_wide_and_narrow),
-              VOX_TEST(test_seg_wide_runs), VOX_TEST(test_diff_rows), VOX_TEST(test_seg_long_rows),
+              VOX_TEST(test_seg_wide_runs), VOX_TEST(test_diff_rows),
+              VOX_TEST(test_seg_record_limits), VOX_TEST(test_seg_long_rows),
               VOX_TEST(test_seg_face_records), VOX_TEST(test_seg_comm), VOX_TEST(test_seg_ranks),
               VOX_TEST(test_seg_bad_args))
