@@ -986,10 +986,10 @@ static enum vox_status sm_task(void *arg, int level, int64_t i, int tid)
 {
     struct sm_run *r = arg;
     struct sm_sum *s = &r->sum[level][i];
-    sm_box(r, level, i, &s->box);
     enum vox_status st;
-    if (level == 0 && dist_share_remote(r->share, i)) /* another rank's: sm_take */
+    if (level == 0 && dist_share_remote(r->share, i)) /* another rank's: sm_take (its box too) */
         return tid == 0 ? dist_share_step(r->ctx, r->share) : VOX_OK;
+    sm_box(r, level, i, &s->box);
     if (level == 0) {
         st = sm_chunk(r, s, i, &r->sc[tid]);
     } else {
