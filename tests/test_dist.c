@@ -1279,10 +1279,12 @@ static void test_seg_ranks(struct vox_ctx *ctx)
     struct vox_seg_result ref = {0};
     CHECK_OK(vox_segment(ctx, &deg, &p, &ref));
     /* 2, 3 and 4 ranks, with face records on every chunk (the ranks' own chunks of (b) and
-     * (c) and rank 0's: dist_pairs_chunk), then without */
+     * (c) and rank 0's: dist_pairs_chunk), then without; 2 x 2 x 2 chunks (dealt one by one
+     * to the ranks) and 4 x 5 x 4 (by level-1 subtree: 12 of them, the ranks compute those
+     * nodes) */
     for (int k = 0; k < 6; k++) {
         const int size = 2 + k % 3;
-        const bool rec = k < 3;
+        const bool rec = k < 3, subtrees = k % 2 == 0;
         setenv("VOX_DIST_PAIRS", rec ? "2" : "0", 1);
         struct thread_comm t = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
         struct rank_job job[4];
@@ -1302,6 +1304,8 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         for (int r = 0; r < size; r++) {
             job[r] = (struct rank_job){
                 .tr = {&t, r}, .path = path, .p = &p, .o = {.chunk = {12, 48, 48}, .sink = &sink}};
+            if (subtrees)
+                job[r].o.chunk[0] = 7, job[r].o.chunk[1] = 20, job[r].o.chunk[2] = 30;
             job[r].sink = (struct vox_dist_sink){
                 .ready = gather_ready, .arg = &job[r].g, .encode = gather_encode};
             if (r > 0 && enc)

@@ -342,5 +342,46 @@ static void test_order(struct vox_ctx *ctx)
     }
 }
 
+/* Chunks to ranks: every chunk on exactly one rank's list, the one dist_chunk_rank names;
+ * with at least as many level-1 nodes as ranks, a node's children all on one rank and
+ * together in its list (its parents in order), chunk 0 on rank 0; else chunk i on rank
+ * i % size. Grids 4x4x4 (8 nodes), odd 7x5x3 (24), 3x1x1 (2), 2x2x2 (1); 1 to 9 ranks. */
+static void test_rank_chunks(struct vox_ctx *ctx)
+{
+    (void)ctx;
+    const int64_t grids[4][3] = {{4, 4, 4}, {7, 5, 3}, {3, 1, 1}, {2, 2, 2}};
+    for (int gi = 0; gi < 4; gi++) {
+        struct dist_tree t;
+        dist_tree_init(&t, grids[gi]);
+        const int64_t n = t.n[0], *g = t.grid[0], *pg = t.grid[1];
+        for (int size = 1; size <= 9; size++) {
+            int64_t list[105], owner[105];
+            bool sub = dist_by_subtree(g, size);
+            CHECK(sub == (size > 1 && t.n[1] >= size));
+            for (int64_t i = 0; i < n; i++)
+                owner[i] = -1;
+            for (int r = 0; r < size; r++) {
+                int64_t m = dist_rank_chunks(g, r, size, list), last = -1;
+                for (int64_t k = 0; k < m; k++) {
+                    const int64_t i = list[k];
+                    CHECK(i >= 0 && i < n && owner[i] < 0);
+                    owner[i] = r;
+                    CHECK(dist_chunk_rank(g, i, size) == r);
+                    const int64_t z = i / (g[1] * g[2]), y = i / g[2] % g[1], x = i % g[2];
+                    const int64_t par = (z / 2 * pg[1] + y / 2) * pg[2] + x / 2;
+                    if (sub) /* parents in order, a parent's children together */
+                        CHECK(par >= last && par % size == r);
+                    else
+                        CHECK(i % size == r && i > last);
+                    last = sub ? par : i;
+                }
+            }
+            for (int64_t i = 0; i < n; i++)
+                CHECK(owner[i] >= 0);
+            CHECK(dist_chunk_rank(g, 0, size) == 0);
+        }
+    }
+}
+
 VOX_TEST_MAIN(VOX_TEST(test_two_threads), VOX_TEST(test_one_thread), VOX_TEST(test_alloc_failures),
-              VOX_TEST(test_par), VOX_TEST(test_order))
+              VOX_TEST(test_par), VOX_TEST(test_order), VOX_TEST(test_rank_chunks))

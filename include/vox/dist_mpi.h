@@ -3,7 +3,7 @@
  * option VOX_MPI; libvox itself needs no MPI).
  *
  * The comm shares the atomic chunks of all three stages among the ranks of an MPI
- * communicator (see struct vox_dist_comm): chunk i to rank i mod size; each other rank sends
+ * communicator (see struct vox_dist_comm: which rank owns which chunk); each other rank sends
  * rank 0 two messages per chunk (a header: chunk index and length, tag VOX_DIST_MPI_TAG; then
  * its serialized summary, with the fragment labels in stage (a), tag VOX_DIST_MPI_TAG + 1),
  * which rank 0 takes from any rank in any order; rank 0 sends a rank the same pair (tags

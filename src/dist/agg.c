@@ -1289,7 +1289,7 @@ enum vox_status dist_ag_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
     dist_serve_geometry(vol, chunk, v.r.dims, v.r.chunk, &v.r.tree);
     v.r.sc = dist_scratch_new(ctx);
     enum vox_status s =
-        v.r.sc ? dist_share_serve(ctx, vol->comm, v.r.tree.n[0], ag_setup, ag_work, &v, true)
+        v.r.sc ? dist_share_serve(ctx, vol->comm, v.r.tree.grid[0], ag_setup, ag_work, &v, true)
                : VOX_OUT_OF_MEMORY;
     dist_scratch_free(ctx, v.r.sc);
     return s;
@@ -1328,6 +1328,7 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     bool faces = labels->st && dist_store_shells(labels->st);
     struct dist_share share = {.c = vol->comm,
                                .keep = vol->kept,
+                               .grid = {r.tree.grid[0][0], r.tree.grid[0][1], r.tree.grid[0][2]},
                                .nchunks = r.tree.n[0],
                                .give = faces ? ag_give : NULL,
                                .take = ag_take,

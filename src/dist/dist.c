@@ -170,7 +170,7 @@ static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
     struct dist_scratch *sc = &r->sc[tid];
     struct dist_box b;
     node_box(r, 0, i, &b);
-    if (r->vol.comm && i % r->vol.comm->size != 0) {
+    if (r->vol.comm && dist_chunk_rank(r->tree.grid[0], i, r->vol.comm->size) != 0) {
         /* Another rank's. The caller's thread (worker 0, the one that may call the comm)
          * takes one of theirs here, between its own chunks: a rank's send returns only once
          * rank 0 takes it, so taking them all after rank 0's own chunks made the ranks wait
@@ -227,11 +227,12 @@ static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks)
     struct dist_box box;
     int64_t n = -1, nv = 0, nf = -1;
     struct dist_faces *fc = r->labels->faces;
-    if (i > 0 && i < nchunks && i % c->size != 0 && r->reused && r->reused[i]) {
+    const bool theirs = i > 0 && i < nchunks && dist_chunk_rank(r->tree.grid[0], i, c->size) != 0;
+    if (theirs && r->reused && r->reused[i]) {
         vox_free(r->ctx, b); /* taken from its record (resumed): the same summary */
         return VOX_OK;
     }
-    if (i > 0 && i < nchunks && i % c->size != 0 && !r->fr[i] && !r->sum[0][i].link) {
+    if (theirs && !r->fr[i] && !r->sum[0][i].link) {
         node_box(r, 0, i, &box);
         nv = (box.hi[0] - box.lo[0]) * (box.hi[1] - box.lo[1]) * (box.hi[2] - box.lo[2]);
         nf = fc ? dist_faces_len(fc->dims, fc->chunk, i) : -1;
@@ -267,9 +268,10 @@ static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks)
 static enum vox_status ws_receive(struct dist_run *r, int64_t nchunks)
 {
     const struct vox_dist_comm *c = r->vol.comm;
-    int64_t remote = nchunks - (nchunks + c->size - 1) / c->size;
-    for (int64_t i = 0; r->skipped && i < nchunks; i++)
-        remote -= r->reused[i];
+    int64_t remote = 0;
+    for (int64_t i = 0; i < nchunks; i++)
+        remote +=
+            dist_chunk_rank(r->tree.grid[0], i, c->size) != 0 && !(r->skipped && r->reused[i]);
     enum vox_status s = VOX_OK;
     while (r->received < remote && s == VOX_OK)
         s = ws_receive_one(r, nchunks);
@@ -722,12 +724,12 @@ static int64_t run_geometry(struct dist_run *r, const int64_t chunk[3])
 static enum vox_status ws_tell_skips(struct dist_run *r, int64_t nchunks)
 {
     const struct vox_dist_comm *c = r->vol.comm;
-    int64_t *list = vox_alloc(r->ctx, (size_t)(nchunks / c->size + 1) * sizeof *list);
+    int64_t *list = vox_alloc(r->ctx, (size_t)(nchunks + 1) * sizeof *list);
     enum vox_status s = list ? VOX_OK : VOX_OUT_OF_MEMORY;
     for (int to = 1; to < c->size && s == VOX_OK; to++) {
         int64_t n = 0;
-        for (int64_t i = to; r->reused && i < nchunks; i += c->size)
-            if (r->reused[i])
+        for (int64_t i = 0; r->reused && i < nchunks; i++)
+            if (r->reused[i] && dist_chunk_rank(r->tree.grid[0], i, c->size) == to)
                 list[n++] = i;
         s = c->send_to(c->arg, r->ctx, to, DIST_SHARE_SETUP, list, n * (int64_t)sizeof *list);
     }
@@ -761,7 +763,7 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, con
         r.reused = vox_calloc(ctx, (size_t)nchunks, 1);
         s = r.reused ? VOX_OK : VOX_OUT_OF_MEMORY;
         for (int64_t i = 0; s == VOX_OK && i < nchunks; i++)
-            if (i % vol->comm->size != 0 && ws_reuse(&r, i)) {
+            if (dist_chunk_rank(r.tree.grid[0], i, vol->comm->size) != 0 && ws_reuse(&r, i)) {
                 r.reused[i] = 1;
                 dist_journal_count(vol->jr, true);
                 sum_stats(&r, 0, &r.sum[0][i]);
@@ -891,10 +893,11 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
         .r = {.ctx = ctx, .p = p, .vol = *vol}, .own = own, .faces_only = faces_only};
     int64_t nchunks = run_geometry(&w.r, chunk);
     w.r.sc = dist_scratch_new(ctx);
-    int64_t *list = vox_alloc(ctx, (size_t)(nchunks / c->size + 1) * sizeof *list);
-    enum vox_status s = w.r.sc && list ? VOX_OK : VOX_OUT_OF_MEMORY;
-    int64_t key = 0, len = 0, nskip = 0, k = 0, n = 0;
-    int64_t *skip = NULL; /* this rank's chunks rank 0 takes from its records, ascending */
+    int64_t *list = vox_alloc(ctx, (size_t)(nchunks + 1) * sizeof *list);
+    uint8_t *skipped = vox_calloc(ctx, (size_t)nchunks + 1, 1);
+    enum vox_status s = w.r.sc && list && skipped ? VOX_OK : VOX_OUT_OF_MEMORY;
+    int64_t key = 0, len = 0, nskip = 0, n = 0;
+    int64_t *skip = NULL; /* this rank's chunks rank 0 takes from its records */
     if (s == VOX_OK && own) {
         s = c->recv_root(c->arg, ctx, &key, (void **)&skip, &len);
         if (s == VOX_OK && key == DIST_COMM_STOP)
@@ -906,18 +909,21 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
                          c->rank, (long long)key, (long long)len);
         nskip = len / (int64_t)sizeof *skip;
     }
-    for (int64_t i = c->rank; i < nchunks && s == VOX_OK; i += c->size) {
-        while (k < nskip && skip[k] < i)
-            k++;
-        if (!(k < nskip && skip[k] == i)) /* else rank 0 has it from its records, and runs
-                                             its later stages */
-            list[n++] = i;
-    }
+    for (int64_t k = 0; k < nskip && s == VOX_OK; k++)
+        if (skip[k] >= 0 && skip[k] < nchunks)
+            skipped[skip[k]] = 1;
+    /* this rank's chunks, a subtree's together, but those rank 0 has from its records (it
+     * runs their later stages) */
+    int64_t nmine = s == VOX_OK ? dist_rank_chunks(w.r.tree.grid[0], c->rank, c->size, list) : 0;
+    for (int64_t k = 0; k < nmine; k++)
+        if (!skipped[list[k]])
+            list[n++] = list[k];
     /* the chunks on this rank's threads; thread 0 sends their messages as they come */
     if (s == VOX_OK)
         s = dist_share_send_all(ctx, c, list, n, ws_send_work, &w, die_after);
     vox_free(ctx, list);
     vox_free(ctx, skip);
+    vox_free(ctx, skipped);
     dist_scratch_free(ctx, w.r.sc);
     return s;
 }

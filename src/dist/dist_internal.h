@@ -359,12 +359,12 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                             const struct vox_seg_params *p, struct vox_merge_history *hist_out,
                             struct vox_dist_stats *stats, struct dist_dend *side);
 
-/* A rank other than 0 of vol->comm: the watershed of its atomic chunks (chunk i belongs to
- * rank i mod size), each chunk's summary and fragment labels sent to rank 0, or with
- * faces_only only the labels of its six faces (the rank keeps the labels in `own` and writes
- * the chunk's output itself). With `own` (a sharing comm) rank 0 first tells the rank which
- * of its chunks it takes from its records (resumed): the rank skips them in every stage.
- * die_after > 0: _exit(3) after that many chunks sent (tests). */
+/* A rank other than 0 of vol->comm: the watershed of its atomic chunks (dist_chunk_rank), each
+ * chunk's summary and fragment labels sent to rank 0, or with faces_only only the labels of its six
+ * faces (the rank keeps the labels in `own` and writes the chunk's output itself). With `own` (a
+ * sharing comm) rank 0 first tells the rank which of its chunks it takes from its records
+ * (resumed): the rank skips them in every stage. die_after > 0: _exit(3) after that many chunks
+ * sent (tests). */
 enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
                              const int64_t chunk[3], const struct vox_seg_params *p,
                              struct dist_store *own, bool faces_only, int64_t die_after);
@@ -528,6 +528,33 @@ static inline int dist_node_children(const int64_t pg[3], int64_t i, int64_t c_o
     return nk;
 }
 
+/* The rank of a comm of `size` ranks that owns atomic chunk i of grid g: whole level-1
+ * subtrees (node j's children to rank j % size), so that a rank holds every child of a
+ * parent and can compute the parent; chunk by chunk (i % size) where the tree has fewer
+ * level-1 nodes than there are ranks. Chunk 0 is rank 0's either way. */
+static inline int dist_chunk_rank(const int64_t g[3], int64_t i, int size)
+{
+    const int64_t h[3] = {(g[0] + 1) / 2, (g[1] + 1) / 2, (g[2] + 1) / 2};
+    if (size <= 1)
+        return 0;
+    if (h[0] * h[1] * h[2] < size)
+        return (int)(i % size);
+    const int64_t z = i / (g[1] * g[2]), y = i / g[2] % g[1], x = i % g[2];
+    return (int)((((z / 2) * h[1] + y / 2) * h[2] + x / 2) % size);
+}
+
+/* Whether the chunks of grid g go to a comm of `size` ranks by level-1 subtree
+ * (dist_chunk_rank): the ranks then compute those nodes too. */
+static inline bool dist_by_subtree(const int64_t g[3], int size)
+{
+    return size > 1 && ((g[0] + 1) / 2) * ((g[1] + 1) / 2) * ((g[2] + 1) / 2) >= size;
+}
+
+/* The atomic chunks of grid g that rank `rank` of `size` owns (dist_chunk_rank), a level-1
+ * subtree's together (nodes in order, each node's children in dist_node_children's order),
+ * into list (room for every chunk): their count. */
+int64_t dist_rank_chunks(const int64_t g[3], int rank, int size, int64_t *list);
+
 /* ---- the octree's schedule (dist/tree.c) -------------------------------------------- */
 
 enum { DIST_TREE_LEVELS = 40 }; /* a grid of up to 2^39 nodes per axis */
@@ -569,19 +596,22 @@ enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from
  * vox_alloc'd blob), take(arg, i, blob, len) takes chunk i's summary. */
 struct dist_share {
     const struct vox_dist_comm *c;
+    int64_t grid[3]; /* the atomic chunks' grid (dist_chunk_rank) */
     int64_t nchunks;
     enum vox_status (*give)(void *arg, int64_t i, void **blob, int64_t *len);
     enum vox_status (*take)(void *arg, int64_t i, const uint8_t *blob, int64_t len);
     void *arg;
     int64_t remote, taken;
-    int64_t *next; /* per rank: its next chunk to give (nchunks or more: the end; -1: ended) */
+    int64_t *order; /* the chunks of rank 1, 2, ... (dist_rank_chunks), after rank 0's */
+    int64_t *start; /* per rank: its first in order; start[size]: the end */
+    int64_t *next;  /* per rank: its next chunk's place in order (-1: ended) */
     bool stopped;  /* a rank said it failed: nothing more comes (dist_comm_stop) */
     const uint8_t *keep; /* other ranks' chunks rank 0 runs itself (dist_vol.kept), or NULL */
 };
 /* Whether atomic chunk i is another rank's, handed out through s (s NULL: none is). */
 static inline bool dist_share_remote(const struct dist_share *s, int64_t i)
 {
-    return s && i % s->c->size != 0 && !(s->keep && s->keep[i]);
+    return s && dist_chunk_rank(s->grid, i, s->c->size) != 0 && !(s->keep && s->keep[i]);
 }
 /* Whether c shares stages (b) and (c): more than one rank, and messages both ways. */
 bool dist_share_on(const struct vox_dist_comm *c);
@@ -616,7 +646,7 @@ typedef enum vox_status (*dist_share_setup_fn)(void *arg, const uint8_t *blob, i
 typedef enum vox_status (*dist_share_work_fn)(void *arg, int64_t i, const uint8_t *blob,
                                               int64_t len, void **out, int64_t *out_len, int tid);
 enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm *c,
-                                 int64_t nchunks, dist_share_setup_fn setup,
+                                 const int64_t grid[3], dist_share_setup_fn setup,
                                  dist_share_work_fn work, void *arg, bool parallel);
 /* Another rank, stage (a): work(arg, list[k], NULL, 0, &out, &out_len, tid) for each of the n
  * chunks, on the context's threads, each summary sent to rank 0 (by the calling thread) as it

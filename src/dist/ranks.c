@@ -12,14 +12,14 @@
  * rank kept its chunks' watershed fragment labels from stage (a), so a chunk's message is
  * only its fragment map (to basins, or to segments in stage (c)) and the margin's values,
  * which rank 0 reads from the six faces it kept of every chunk (struct dist_faces): ~0.7 MB
- * for a 128^3 chunk where the whole window is 8.8 MB. Rank r's chunks are r, r + size, ...
- * (as in stage (a)). Rank 0 takes summaries between its own chunks (dist_share_step, from its
- * level-0 tasks on worker 0, the thread that may use the comm) and the rest after them
- * (dist_share_end). Sends must not wait for their receiver (the comm's contract): rank 0's
- * second chunk for a rank would otherwise wait for a rank that waits for rank 0 to take its
- * first summary. Where a summary goes is its chunk index, so the result does not depend on
- * timing. Messages: key -2 the stage's setup, key i chunk i, key -1 the end; key -3 (both
- * ways) a failed process's last word (dist_comm_stop).
+ * for a 128^3 chunk where the whole window is 8.8 MB. A rank's chunks are those of stage (a)
+ * (dist_chunk_rank), given a level-1 subtree after another. Rank 0 takes summaries between its own
+ * chunks (dist_share_step, from its level-0 tasks on worker 0, the thread that may use the comm)
+ * and the rest after them (dist_share_end). Sends must not wait for their receiver (the comm's
+ * contract): rank 0's second chunk for a rank would otherwise wait for a rank that waits for rank 0
+ * to take its first summary. Where a summary goes is its chunk index, so the result does not depend
+ * on timing. Messages: key -2 the stage's setup, key i chunk i, key -1 the end; key -3 (both ways)
+ * a failed process's last word (dist_comm_stop).
  */
 #include "dist_internal.h"
 
@@ -67,18 +67,27 @@ bool dist_share_on(const struct vox_dist_comm *c)
     return c && c->size > 1 && c->send_to && c->recv_root;
 }
 
+static void share_free(struct vox_ctx *ctx, struct dist_share *s)
+{
+    vox_free(ctx, s->next);
+    vox_free(ctx, s->order);
+    vox_free(ctx, s->start);
+    s->next = s->order = s->start = NULL;
+}
+
 /* Hands rank `to` its next chunk, or the end once (after its last). */
 static enum vox_status share_give(struct vox_ctx *ctx, struct dist_share *s, int to)
 {
     const struct vox_dist_comm *c = s->c;
-    int64_t i = s->next[to];
-    if (i < 0)
+    int64_t k = s->next[to], end = s->order ? s->start[to + 1] : 0;
+    if (k < 0)
         return VOX_OK; /* ended */
-    while (i < s->nchunks && s->keep && s->keep[i])
-        i += c->size; /* rank 0 runs it */
-    s->next[to] = i < s->nchunks ? i + c->size : -1;
-    if (i >= s->nchunks)
+    while (k < end && s->keep && s->keep[s->order[k]])
+        k++; /* rank 0 runs it */
+    s->next[to] = k < end ? k + 1 : -1;
+    if (k >= end)
         return c->send_to(c->arg, ctx, to, SHARE_END, "", 0);
+    const int64_t i = s->order[k];
     void *b = NULL;
     int64_t len = 0;
     enum vox_status st = s->give(s->arg, i, &b, &len);
@@ -97,11 +106,21 @@ enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, cons
         s->remote += dist_share_remote(s, i);
     s->taken = 0;
     s->next = vox_calloc(ctx, (size_t)c->size, sizeof *s->next);
+    if (s->give) { /* every rank's chunks, in the order given */
+        s->order = vox_alloc(ctx, (size_t)(s->nchunks + 1) * sizeof *s->order);
+        s->start = vox_alloc(ctx, (size_t)(c->size + 1) * sizeof *s->start);
+    }
     /* the setup message: how many chunks a rank gets ahead, then the stage's setup */
     uint8_t *msg = vox_alloc(ctx, sizeof(int64_t) + (size_t)setup_len);
-    if (!s->next || !msg) {
+    if (!s->next || !msg || (s->give && (!s->order || !s->start))) {
         vox_free(ctx, msg);
+        share_free(ctx, s);
         return VOX_OUT_OF_MEMORY;
+    }
+    for (int to = 0; s->give && to < c->size; to++) {
+        s->start[0] = 0;
+        s->start[to + 1] =
+            s->start[to] + dist_rank_chunks(s->grid, to, c->size, s->order + s->start[to]);
     }
     /* Each rank gets `ahead` chunks, then one more per summary taken: with sends that do not
      * wait (libvox_dist_mpi's), it computes its next chunks while rank 0 is busy. Two a
@@ -115,16 +134,14 @@ enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, cons
         memcpy(msg + sizeof ahead, setup, (size_t)setup_len);
     enum vox_status st = VOX_OK;
     for (int to = 1; to < c->size && st == VOX_OK; to++) { /* give NULL: nothing to share */
-        s->next[to] = s->give ? to : s->nchunks;
+        s->next[to] = s->give ? s->start[to] : 0;
         st = c->send_to(c->arg, ctx, to, SHARE_SETUP, msg, (int64_t)sizeof ahead + setup_len);
         for (int64_t k = 0; k < ahead && st == VOX_OK; k++)
             st = share_give(ctx, s, to);
     }
     vox_free(ctx, msg);
-    if (!s->give) { /* every rank has its end: no dist_share_end follows */
-        vox_free(ctx, s->next);
-        s->next = NULL;
-    }
+    if (!s->give) /* every rank has its end: no dist_share_end follows */
+        share_free(ctx, s);
     return st;
 }
 
@@ -153,7 +170,7 @@ enum vox_status dist_share_step(struct vox_ctx *ctx, struct dist_share *s)
         st = s->take(s->arg, i, b, len);
     vox_free(ctx, b);
     if (st == VOX_OK) /* that rank's next chunk */
-        st = share_give(ctx, s, (int)(i % c->size));
+        st = share_give(ctx, s, dist_chunk_rank(s->grid, i, c->size));
     return st;
 }
 
@@ -162,8 +179,7 @@ enum vox_status dist_share_end(struct vox_ctx *ctx, struct dist_share *s)
     enum vox_status st = s->stopped ? VOX_IO : VOX_OK;
     while (st == VOX_OK && s->taken < s->remote)
         st = dist_share_step(ctx, s);
-    vox_free(ctx, s->next);
-    s->next = NULL;
+    share_free(ctx, s);
     return st;
 }
 
@@ -180,6 +196,7 @@ struct serve_run {
     struct vox_ctx *ctx;
     const struct vox_dist_comm *c;
     int64_t nchunks, ahead;
+    const int64_t *grid;
     int workers;
     dist_share_work_fn work;
     void *arg;
@@ -267,7 +284,8 @@ static void serve_comm(struct serve_run *v)
             if (st == VOX_OK && it.key == SHARE_STOP)
                 st = dist_comm_stopped(v->ctx, c, it.blob, it.len);
             else if (st == VOX_OK && it.key != SHARE_END &&
-                     (it.key < 0 || it.key >= v->nchunks || it.key % c->size != c->rank))
+                     (it.key < 0 || it.key >= v->nchunks ||
+                      dist_chunk_rank(v->grid, it.key, c->size) != c->rank))
                 st = vox_fail(v->ctx, VOX_IO, "chunked segmentation: rank %d was given chunk %lld",
                               c->rank, (long long)it.key);
             pthread_mutex_lock(&v->mu);
@@ -361,7 +379,7 @@ enum vox_status dist_share_send_all(struct vox_ctx *ctx, const struct vox_dist_c
 }
 
 enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm *c,
-                                 int64_t nchunks, dist_share_setup_fn setup,
+                                 const int64_t grid[3], dist_share_setup_fn setup,
                                  dist_share_work_fn work, void *arg, bool parallel)
 {
     int64_t key = 0, len = 0, ahead = 0;
@@ -383,7 +401,8 @@ enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm
     vox_free(ctx, b);
     struct serve_run v = {.ctx = ctx,
                           .c = c,
-                          .nchunks = nchunks,
+                          .nchunks = grid[0] * grid[1] * grid[2],
+                          .grid = grid,
                           .ahead = ahead,
                           .workers = parallel ? vox_ctx_threads(ctx) : 1,
                           .work = work,

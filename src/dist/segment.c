@@ -368,7 +368,7 @@ static enum vox_status sg_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
     return s;
 }
 
-/* A rank other than 0 reads the boxes of its own atomic chunks (i % size == rank) with their
+/* A rank other than 0 reads the boxes of its own atomic chunks (dist_chunk_rank) with their
  * margins (2 voxels in stage (a), 1 on the + sides in (b) and (c)): they lie in its chunks and
  * their 26 neighbours, which it ingests. */
 static enum vox_status sg_rank_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
@@ -379,7 +379,9 @@ static enum vox_status sg_rank_ingest(struct vox_ctx *ctx, struct dist_vol *vol,
     uint8_t *need = vox_calloc(ctx, (size_t)n, 1);
     if (!need)
         return VOX_OUT_OF_MEMORY;
-    for (int64_t i = vol->comm->rank; i < n; i += vol->comm->size) {
+    for (int64_t i = 0; i < n; i++) {
+        if (dist_chunk_rank(g, i, vol->comm->size) != vol->comm->rank)
+            continue;
         const int64_t c[3] = {i / (g[1] * g[2]), i / g[2] % g[1], i % g[2]};
         for (int64_t dz = -1; dz <= 1; dz++)
             for (int64_t dy = -1; dy <= 1; dy++)
@@ -577,11 +579,11 @@ static enum vox_status sg_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
 {
     struct sg_served v = {.r = {.ctx = ctx, .sink = o->sink, .share_rank = vol->comm->rank},
                           .own = own};
-    int64_t n = sg_grid(&v.r, vol->dims, o->chunk);
+    sg_grid(&v.r, vol->dims, o->chunk);
     v.r.sc = dist_scratch_new(ctx);
-    enum vox_status s =
-        v.r.sc ? dist_share_serve(ctx, vol->comm, n, sg_serve_setup, sg_serve_work, &v, false)
-               : VOX_OUT_OF_MEMORY;
+    enum vox_status s = v.r.sc ? dist_share_serve(ctx, vol->comm, v.r.grid, sg_serve_setup,
+                                                  sg_serve_work, &v, false)
+                               : VOX_OUT_OF_MEMORY;
     dist_scratch_free(ctx, v.r.sc);
     vox_seg_result_fini(ctx, &v.res);
     return s;
@@ -610,7 +612,12 @@ static enum vox_status sg_emit(struct sg_run *r, const struct vox_seg_result *re
     enum vox_status s = r->sink->ready(r->sink->arg, res);
     pthread_mutex_unlock(&r->io->mu);
     int64_t n = sg_grid(r, r->dims, chunk);
-    struct dist_share share = {.c = comm, .nchunks = n, .take = sg_take, .arg = r, .keep = kept};
+    struct dist_share share = {.c = comm,
+                               .grid = {r->grid[0], r->grid[1], r->grid[2]},
+                               .nchunks = n,
+                               .take = sg_take,
+                               .arg = r,
+                               .keep = kept};
     if (s == VOX_OK && dist_share_on(comm)) {
         void *setup = NULL;
         int64_t len = 0;

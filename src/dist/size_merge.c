@@ -1287,7 +1287,7 @@ enum vox_status dist_sm_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
     vox_seg_size_limits(p, v.r.lim);
     v.r.sc = dist_scratch_new(ctx);
     enum vox_status s =
-        v.r.sc ? dist_share_serve(ctx, vol->comm, v.r.tree.n[0], sm_setup, sm_work, &v, true)
+        v.r.sc ? dist_share_serve(ctx, vol->comm, v.r.tree.grid[0], sm_setup, sm_work, &v, true)
                : VOX_OUT_OF_MEMORY;
     dist_scratch_free(ctx, v.r.sc);
     vox_free(ctx, v.sizes);
@@ -1325,6 +1325,7 @@ enum vox_status dist_sm_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     bool faces = basins->st && dist_store_shells(basins->st);
     struct dist_share share = {.c = vol->comm,
                                .keep = vol->kept,
+                               .grid = {r.tree.grid[0][0], r.tree.grid[0][1], r.tree.grid[0][2]},
                                .nchunks = r.tree.n[0],
                                .give = faces ? sm_give : NULL,
                                .take = sm_take,

@@ -319,3 +319,19 @@ void dist_par_for(const struct dist_par *p, int64_t n, void (*fn)(void *arg, int
     r->job = NULL;
     pthread_mutex_unlock(&r->mu);
 }
+
+int64_t dist_rank_chunks(const int64_t g[3], int rank, int size, int64_t *list)
+{
+    int64_t n = 0, all = g[0] * g[1] * g[2];
+    if (!dist_by_subtree(g, size)) {
+        for (int64_t i = size > 1 ? rank : 0; i<all; i += size> 1 ? size : 1)
+            list[n++] = i;
+        return n;
+    }
+    const int64_t n1 = ((g[0] + 1) / 2) * ((g[1] + 1) / 2) * ((g[2] + 1) / 2);
+    for (int64_t j = rank; j < n1; j += size) {
+        int64_t c[3];
+        n += dist_node_children(g, j, c, list + n);
+    }
+    return n;
+}
