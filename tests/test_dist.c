@@ -1079,6 +1079,8 @@ struct thread_rank {
     pthread_t caller;
     bool called;
     int64_t foreign;
+    int64_t past; /* messages to rank 0 keyed past `chunks` (a level-1 node's) */
+    int64_t chunks;
 };
 
 /* Counts a call from a thread other than the first caller's. */
@@ -1163,7 +1165,9 @@ static enum vox_status tc_send(void *arg, struct vox_ctx *ctx, int64_t chunk, co
 {
     (void)ctx;
     tc_caller(arg);
-    return tq_put(((struct thread_rank *)arg)->t, 0, chunk, blob, len);
+    struct thread_rank *r = arg;
+    r->past += r->chunks && chunk >= r->chunks;
+    return tq_put(r->t, 0, chunk, blob, len);
 }
 
 static enum vox_status tc_recv(void *arg, struct vox_ctx *ctx, int64_t *chunk, void **blob,
@@ -1304,8 +1308,9 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         for (int r = 0; r < size; r++) {
             job[r] = (struct rank_job){
                 .tr = {&t, r}, .path = path, .p = &p, .o = {.chunk = {12, 48, 48}, .sink = &sink}};
-            if (subtrees)
+            if (subtrees) /* 4 x 5 x 4 chunks */
                 job[r].o.chunk[0] = 7, job[r].o.chunk[1] = 20, job[r].o.chunk[2] = 30;
+            job[r].tr.chunks = subtrees ? 80 : 8;
             job[r].sink = (struct vox_dist_sink){
                 .ready = gather_ready, .arg = &job[r].g, .encode = gather_encode};
             if (r > 0 && enc)
@@ -1334,6 +1339,10 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         for (int r = 0; r < size; r++)
             CHECK(job[r].tr.called && job[r].tr.foreign == 0);
         for (int r = 1; r < size; r++) {
+            /* by subtree, a rank sent its 2 x 3 x 2 level-1 nodes j = r mod size in stages
+             * (b) and (c), and in (a) where it writes its output; else none */
+            const int64_t nodes = subtrees ? (12 - r + size - 1) / size : 0;
+            CHECK(job[r].tr.past == nodes * (enc ? 3 : 2));
             CHECK(t.sent[r] >= 3 * (1 + 1 + 1) - (enc ? 0 : 1) && !t.q[r]);
             CHECK(!enc || (job[r].g.ready && job[r].g.nseg == ref.nseg && job[r].g.writes > 0));
             encoded += job[r].g.writes;

@@ -985,6 +985,8 @@ static enum vox_status ag_task(void *arg, int level, int64_t i, int tid)
     }
     if (level == 0 && dist_share_remote(r->share, i)) /* another rank's: ag_take */
         return tid == 0 ? dist_share_step(r->ctx, r->share) : VOX_OK;
+    if (level == 1 && dist_share_up(r->share, i))
+        return VOX_OK; /* its rank computed it: ag_take_node */
     bool root = level == r->tree.nlev - 1;
     struct ag_sum *s = &r->sum[level][i];
     ag_box(r, level, i, &s->box);
@@ -1183,14 +1185,21 @@ static enum vox_status ag_check(struct vox_ctx *ctx, const struct vox_tensor *la
 /* ---- stage (c) on several ranks (dist/ranks.c) --------------------------------------------- */
 
 /* A chunk's summary as a message (dist_pack): vertices, edges, histograms and the merges it
- * decided. */
+ * decided; with nmeta > 0 (a node's, ag_up) those int64s after them. */
+static enum vox_status ag_pack_meta(struct vox_ctx *ctx, const struct ag_sum *s,
+                                    const int64_t *meta, int64_t nmeta, void **blob, int64_t *len)
+{
+    const int64_t count[6] = {s->nv, s->ne, s->nh, s->nh, s->nfin, nmeta};
+    const size_t size[6] = {sizeof *s->v,    sizeof *s->e,   1,
+                            sizeof *s->hcnt, sizeof *s->fin, sizeof *meta};
+    const void *const arr[6] = {s->v, s->e, s->hbin, s->hcnt, s->fin, meta};
+    return dist_pack(ctx, &s->box, nmeta > 0 ? 6 : 5, count, size, arr, blob, len);
+}
+
 static enum vox_status ag_pack(struct vox_ctx *ctx, const struct ag_sum *s, void **blob,
                                int64_t *len)
 {
-    const int64_t count[5] = {s->nv, s->ne, s->nh, s->nh, s->nfin};
-    const size_t size[5] = {sizeof *s->v, sizeof *s->e, 1, sizeof *s->hcnt, sizeof *s->fin};
-    const void *const arr[5] = {s->v, s->e, s->hbin, s->hcnt, s->fin};
-    return dist_pack(ctx, &s->box, 5, count, size, arr, blob, len);
+    return ag_pack_meta(ctx, s, NULL, 0, blob, len);
 }
 
 static enum vox_status ag_give(void *arg, int64_t i, void **blob, int64_t *len)
@@ -1201,41 +1210,94 @@ static enum vox_status ag_give(void *arg, int64_t i, void **blob, int64_t *len)
     return dist_shell_pack(r->ctx, r->labels->st, r->labels->map, i, &b, blob, len);
 }
 
+/* Node i of `level`'s summary s (its box set) from its rank's message (ag_pack_meta's:
+ * *meta and *nmeta where meta is set); the caller frees what s and *meta hold, also on
+ * failure. */
+static enum vox_status ag_unpack(const struct ag_run *r, int level, int64_t i, const uint8_t *blob,
+                                 int64_t len, struct ag_sum *s, int64_t **meta, int64_t *nmeta)
+{
+    const size_t size[6] = {sizeof *s->v,    sizeof *s->e,   1,
+                            sizeof *s->hcnt, sizeof *s->fin, sizeof **meta};
+    int64_t c[6] = {0};
+    void *arr[6] = {0};
+    enum vox_status st = dist_unpack(r->ctx, blob, len, &s->box, meta ? 6 : 5, size, c, arr);
+    s->v = arr[0];
+    s->e = arr[1];
+    s->hbin = arr[2];
+    s->hcnt = arr[3];
+    s->fin = arr[4];
+    if (meta) {
+        *meta = arr[5];
+        *nmeta = c[5];
+    }
+    if (st == VOX_OK && c[2] != c[3])
+        st = VOX_FORMAT;
+    if (st == VOX_FORMAT)
+        return vox_fail(r->ctx, VOX_IO,
+                        "chunked agglomeration: a malformed summary of %lld "
+                        "bytes for %s %lld from another rank",
+                        (long long)len, level ? "octree node" : "chunk", (long long)i);
+    if (st != VOX_OK)
+        return st;
+    s->level = level;
+    s->nv = s->vcap = c[0];
+    s->ne = s->ecap = c[1];
+    s->nh = s->hcap = c[2];
+    s->nfin = s->fcap = c[4];
+    return VOX_OK;
+}
+
+/* What summary s carries up, as ag_task counts it: vertices, edges, bytes. */
+static void ag_count(const struct ag_sum *s, int64_t add[3])
+{
+    add[0] = s->nv;
+    add[1] = s->ne;
+    add[2] = s->nv * (int64_t)sizeof *s->v + s->ne * (int64_t)sizeof *s->e + s->nh * 9 +
+             s->nfin * (int64_t)sizeof *s->fin;
+}
+
 /* Rank 0: chunk i's summary from its rank, into the slot its own task would have filled. */
 static enum vox_status ag_take(void *arg, int64_t i, const uint8_t *blob, int64_t len)
 {
     struct ag_run *r = arg;
     struct ag_sum *s = &r->sum[0][i];
     ag_box(r, 0, i, &s->box);
-    const size_t size[5] = {sizeof *s->v, sizeof *s->e, 1, sizeof *s->hcnt, sizeof *s->fin};
-    int64_t c[5];
-    void *arr[5] = {0};
-    enum vox_status st = dist_unpack(r->ctx, blob, len, &s->box, 5, size, c, arr);
-    s->v = arr[0]; /* (freed with the run's sums, also on failure) */
-    s->e = arr[1];
-    s->hbin = arr[2];
-    s->hcnt = arr[3];
-    s->fin = arr[4];
-    if (st == VOX_OK && c[2] != c[3])
-        st = VOX_FORMAT;
-    if (st == VOX_FORMAT)
-        return vox_fail(r->ctx, VOX_IO,
-                        "chunked agglomeration: a malformed summary of %lld "
-                        "bytes for chunk %lld from another rank",
-                        (long long)len, (long long)i);
+    /* (what s holds is freed with the run's sums, also on failure) */
+    enum vox_status st = ag_unpack(r, 0, i, blob, len, s, NULL, NULL);
     if (st != VOX_OK)
         return st;
-    s->level = 0;
-    s->nv = s->vcap = c[0];
-    s->ne = s->ecap = c[1];
-    s->nh = s->hcap = c[2];
-    s->nfin = s->fcap = c[4];
-    int64_t add[3] = {s->nv, s->ne, /* as ag_task counts */
-                      s->nv * (int64_t)sizeof *s->v + s->ne * (int64_t)sizeof *s->e + s->nh * 9 +
-                          s->nfin * (int64_t)sizeof *s->fin};
+    int64_t add[3];
+    ag_count(s, add);
     for (int k = 0; k < 3; k++)
         __atomic_fetch_add(&r->lv[0][k], add[k], __ATOMIC_RELAXED);
     return VOX_OK;
+}
+
+/* Rank 0: level-1 node j from its rank (ag_up): its summary, which holds its children's
+ * merges, and the children's statistics. */
+static enum vox_status ag_take_node(void *arg, int64_t j, const uint8_t *blob, int64_t len)
+{
+    struct ag_run *r = arg;
+    struct ag_sum *s = &r->sum[1][j];
+    ag_box(r, 1, j, &s->box);
+    int64_t *meta = NULL, nmeta = 0, c[3], kid[8];
+    const int nk = dist_node_children(r->tree.grid[0], j, c, kid);
+    enum vox_status st = ag_unpack(r, 1, j, blob, len, s, &meta, &nmeta);
+    if (st == VOX_OK && nmeta != 3 * nk)
+        st = vox_fail(r->ctx, VOX_IO,
+                      "chunked agglomeration: a malformed summary of %lld bytes for octree "
+                      "node %lld from another rank",
+                      (long long)len, (long long)j);
+    int64_t add[3];
+    if (st == VOX_OK)
+        ag_count(s, add);
+    for (int k = 0; st == VOX_OK && k < 3; k++) {
+        __atomic_fetch_add(&r->lv[1][k], add[k], __ATOMIC_RELAXED);
+        for (int q = 0; q < nk; q++)
+            __atomic_fetch_add(&r->lv[0][k], meta[3 * q + k], __ATOMIC_RELAXED);
+    }
+    vox_free(r->ctx, meta);
+    return st;
 }
 
 /* Another rank: the run's geometry and parameters. */
@@ -1279,6 +1341,36 @@ static enum vox_status ag_work(void *arg, int64_t i, const uint8_t *blob, int64_
     return st;
 }
 
+/* Another rank: level-1 node j from its children's summaries (ag_work's), as rank 0's
+ * ag_task would compute it; the message: its summary and the children's statistics. */
+static enum vox_status ag_up(void *arg, int64_t j, const uint8_t *const *blob, const int64_t *len,
+                             int nk, void **out, int64_t *out_len, int tid)
+{
+    const struct ag_served *v = arg;
+    const struct ag_run *r = &v->r;
+    (void)tid;
+    int64_t c[3], kid[8], meta[24];
+    struct ag_sum kids[8] = {0}, s = {0};
+    dist_node_children(r->tree.grid[0], j, c, kid);
+    enum vox_status st = VOX_OK;
+    for (int k = 0; k < nk && st == VOX_OK; k++) {
+        ag_box(r, 0, kid[k], &kids[k].box);
+        st = ag_unpack(r, 0, kid[k], blob[k], len[k], &kids[k], NULL, NULL);
+        ag_count(&kids[k], meta + 3 * k);
+    }
+    ag_box(r, 1, j, &s.box);
+    s.level = 1;
+    /* (never the root: a tree whose level-1 nodes are on several ranks has a level above) */
+    if (st == VOX_OK)
+        st = ag_node(r, kids, nk, &s, false);
+    if (st == VOX_OK)
+        st = ag_pack_meta(r->ctx, &s, meta, 3 * (int64_t)nk, out, out_len);
+    for (int k = 0; k < nk; k++)
+        ag_sum_fini(r->ctx, &kids[k]);
+    ag_sum_fini(r->ctx, &s);
+    return st;
+}
+
 enum vox_status dist_ag_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
                               const int64_t chunk[3], const struct vox_seg_params *p,
                               struct dist_store *own)
@@ -1288,9 +1380,9 @@ enum vox_status dist_ag_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
         .own = own};
     dist_serve_geometry(vol, chunk, v.r.dims, v.r.chunk, &v.r.tree);
     v.r.sc = dist_scratch_new(ctx);
-    enum vox_status s =
-        v.r.sc ? dist_share_serve(ctx, vol->comm, v.r.tree.grid[0], ag_setup, ag_work, &v, true)
-               : VOX_OUT_OF_MEMORY;
+    enum vox_status s = v.r.sc ? dist_share_serve(ctx, vol->comm, v.r.tree.grid[0], ag_setup,
+                                                  ag_work, ag_up, &v, true)
+                               : VOX_OUT_OF_MEMORY;
     dist_scratch_free(ctx, v.r.sc);
     return s;
 }
@@ -1332,6 +1424,7 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
                                .nchunks = r.tree.n[0],
                                .give = faces ? ag_give : NULL,
                                .take = ag_take,
+                               .take_node = ag_take_node,
                                .arg = &r};
     if (s == VOX_OK && dist_share_on(vol->comm)) {
         r.share = faces ? &share : NULL;
@@ -1339,6 +1432,7 @@ enum vox_status dist_ag_run(struct vox_ctx *ctx, const struct dist_vol *vol,
     }
     if (s == VOX_OK)
         s = ag_tree_run(&r);
+    dist_share_fini(ctx, &share);
     const struct ag_sum *root = &r.sum[r.tree.nlev - 1][0];
     if (s == VOX_OK)
         s = ag_replay(ctx, root->fin, root->nfin, nseg, &h);

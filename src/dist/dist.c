@@ -50,7 +50,10 @@ struct dist_run {
     struct dist_scratch *sc; /* per worker */
     uint32_t **maps;         /* per atomic chunk: fragment -> basin */
     int64_t received;        /* rank 0 of a comm: the other ranks' chunks taken so far */
+    int64_t remote;          /* ... of those it takes (ws_remote) */
+    int64_t seen;            /* ... of those whose level-0 task ran (atomic_chunk) */
     uint8_t *reused;         /* rank 0 of a comm, resumed: other ranks' chunks from records */
+    uint8_t *upn; /* rank 0 of a sharing comm: level-1 nodes their rank computed (ws_up) */
     bool skipped; /* ... which their ranks skip (a sharing comm): no copy of them comes */
 };
 
@@ -109,15 +112,15 @@ static enum vox_status ws_record(struct dist_run *r, int64_t i, uint64_t h)
     return st;
 }
 
-/* Chunk i's summary from a blob of ws_pack of at least len bytes: the bytes it took, or -1
- * when the blob is malformed or memory is short. */
-static int64_t ws_unpack(struct dist_run *r, int64_t i, const uint8_t *b, int64_t len)
+/* A summary s (fragments, links, faces, plateau voxels; its box left alone) from a blob of
+ * ws_pack of at least len bytes: the bytes it took, or -1 when the blob is malformed or
+ * memory is short (s unchanged). */
+static int64_t ws_parse(struct vox_ctx *ctx, const uint8_t *b, int64_t len, struct dist_sum *s)
 {
     int64_t hd[4];
     if (len < (int64_t)sizeof hd)
         return -1;
     memcpy(hd, b, sizeof hd);
-    struct dist_sum *s = &r->sum[0][i];
     bool ok = hd[0] >= 0 && hd[1] >= 0 && hd[2] >= 0 && hd[3] >= 0 && hd[0] <= len &&
               hd[1] <= len && hd[2] <= len && hd[3] <= len;
     size_t part[4] = {(size_t)hd[0] * sizeof *s->frag, (size_t)hd[1] * sizeof *s->link,
@@ -127,21 +130,33 @@ static int64_t ws_unpack(struct dist_run *r, int64_t i, const uint8_t *b, int64_
     void *dst[4] = {NULL, NULL, NULL, NULL};
     const uint8_t *p = b + sizeof hd;
     for (int k = 0; k < 4 && ok; p += part[k], k++) {
-        dst[k] = vox_alloc(r->ctx, part[k] + 1);
+        dst[k] = vox_alloc(ctx, part[k] + 1);
         ok = dst[k] != NULL;
         if (ok && part[k])
             memcpy(dst[k], p, part[k]);
     }
     if (!ok) {
         for (int k = 0; k < 4; k++)
-            vox_free(r->ctx, dst[k]);
+            vox_free(ctx, dst[k]);
         return -1;
     }
-    node_box(r, 0, i, &s->box);
-    r->fr[i] = dst[0], r->nfr[i] = s->nfrag = hd[0];
+    s->frag = dst[0], s->nfrag = hd[0];
     s->link = dst[1], s->nlink = hd[1];
     s->face = dst[2], s->nface = hd[2];
     s->plat = dst[3], s->nplat = hd[3];
+    return n;
+}
+
+/* Chunk i's summary from a blob of ws_pack (ws_parse), its fragments in r->fr[i]. */
+static int64_t ws_unpack(struct dist_run *r, int64_t i, const uint8_t *b, int64_t len)
+{
+    struct dist_sum *s = &r->sum[0][i];
+    int64_t n = ws_parse(r->ctx, b, len, s);
+    if (n < 0)
+        return n;
+    node_box(r, 0, i, &s->box);
+    r->fr[i] = s->frag, r->nfr[i] = s->nfrag;
+    s->frag = NULL;
     return n;
 }
 
@@ -164,6 +179,7 @@ static bool ws_reuse(struct dist_run *r, int64_t i)
 
 /* Atomic chunk i: its watershed, labels and summary (or its record's). */
 static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks);
+static enum vox_status ws_take_node(struct dist_run *r, int64_t j, const uint8_t *b, int64_t len);
 
 static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
 {
@@ -177,7 +193,12 @@ static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
          * (2 ranks ran as fast as 1). The rest: ws_receive. */
         if (r->skipped && r->reused[i])
             return VOX_OK; /* (its record's, taken before) */
-        return tid == 0 ? ws_receive_one(r, r->tree.n[0]) : VOX_OK;
+        /* (not past those whose tasks ran: a message can bring a level-1 node's chunks, and
+         * waiting for the next would leave rank 0's own chunks waiting) */
+        int64_t seen = __atomic_add_fetch(&r->seen, 1, __ATOMIC_RELAXED);
+        return tid == 0 && r->received < r->remote && r->received < seen
+                   ? ws_receive_one(r, r->tree.n[0])
+                   : VOX_OK;
     }
     if (r->vol.jr && ws_reuse(r, i)) {
         dist_journal_count(r->vol.jr, true);
@@ -223,6 +244,11 @@ static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks)
         vox_free(r->ctx, b);
         return s;
     }
+    if (r->upn && i >= nchunks && i - nchunks < r->tree.n[1]) {
+        s = ws_take_node(r, i - nchunks, b, len);
+        vox_free(r->ctx, b);
+        return s;
+    }
     r->received++;
     struct dist_box box;
     int64_t n = -1, nv = 0, nf = -1;
@@ -264,16 +290,87 @@ static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks)
     return s;
 }
 
+/* Rank 0: level-1 node j from its rank (ws_up): its summary (its unions still fragment ids,
+ * join_locations follows in node_task), and its children's fragments, faces and statistics,
+ * as ws_receive_one takes a chunk whose rank writes its own output. */
+static enum vox_status ws_take_node(struct dist_run *r, int64_t j, const uint8_t *b, int64_t len)
+{
+    struct vox_ctx *ctx = r->ctx;
+    struct dist_sum *s = &r->sum[1][j];
+    struct dist_faces *fc = r->labels->faces;
+    int64_t c[3], kid[8], count[7], nf = 0, nx = 0;
+    const int nk = dist_node_children(r->tree.grid[0], j, c, kid);
+    const size_t size[7] = {sizeof *s->link, sizeof *s->face,          sizeof *s->plat,
+                            sizeof *s->uni,  sizeof(struct dist_frag), sizeof(uint32_t),
+                            sizeof(int64_t)};
+    void *arr[7] = {0};
+    struct dist_box box;
+    node_box(r, 1, j, &box);
+    enum vox_status st = dist_unpack(ctx, b, len, &box, 7, size, count, arr);
+    const struct dist_frag *fr = arr[4];
+    const uint32_t *fx = arr[5];
+    const int64_t *meta = arr[6]; /* per child: fragments, carried, links, bytes */
+    bool ok = st == VOX_OK && fc && !s->link && !s->face && count[6] == 4 * nk;
+    for (int k = 0; ok && k < nk; k++) {
+        ok = dist_chunk_rank(r->tree.grid[0], kid[k], r->vol.comm->size) != 0 && !r->fr[kid[k]] &&
+             !(r->reused && r->reused[kid[k]]) && meta[4 * k] >= 0;
+        nf += ok ? meta[4 * k] : 0;
+        nx += dist_faces_len(fc->dims, fc->chunk, kid[k]);
+    }
+    ok = ok && nf == count[4] && nx == count[5];
+    if (st == VOX_FORMAT || (st == VOX_OK && !ok))
+        st = vox_fail(ctx, VOX_IO,
+                      "chunked watershed: a malformed summary of %lld bytes for octree node "
+                      "%lld from another rank",
+                      (long long)len, (long long)j);
+    for (int k = 0, f = 0, x = 0; st == VOX_OK && k < nk; k++) {
+        const int64_t n = meta[4 * k];
+        struct dist_frag *mine = vox_alloc(ctx, (size_t)(n + 1) * sizeof *mine);
+        if (!mine) {
+            st = VOX_OUT_OF_MEMORY;
+            break;
+        }
+        if (n)
+            memcpy(mine, fr + f, (size_t)n * sizeof *mine);
+        r->fr[kid[k]] = mine, r->nfr[kid[k]] = n;
+        f += (int)n;
+        st = dist_faces_put(ctx, fc, kid[k], fx + x, true);
+        x += (int)dist_faces_len(fc->dims, fc->chunk, kid[k]);
+        r->labels->absent++;
+        for (int q = 0; q < 3; q++)
+            __atomic_fetch_add(&r->lv[0][q], meta[4 * k + 1 + q], __ATOMIC_RELAXED);
+    }
+    s->box = box;
+    s->link = arr[0], s->nlink = count[0];
+    s->face = arr[1], s->nface = count[1];
+    s->plat = arr[2], s->nplat = count[2];
+    s->uni = arr[3], s->nuni = count[3];
+    vox_free(ctx, arr[4]);
+    vox_free(ctx, arr[5]);
+    vox_free(ctx, arr[6]);
+    if (st == VOX_OK) {
+        r->upn[j] = 1;
+        r->received += nk;
+    }
+    return st;
+}
+
+/* The other ranks' chunks that rank 0 takes from them (not from its records): r->remote.
+ * (A message may bring a level-1 node's chunks at once: ws_take_node.) */
+static void ws_remote(struct dist_run *r, int64_t nchunks)
+{
+    const struct vox_dist_comm *c = r->vol.comm;
+    r->remote = 0;
+    for (int64_t i = 0; i < nchunks; i++)
+        r->remote +=
+            dist_chunk_rank(r->tree.grid[0], i, c->size) != 0 && !(r->skipped && r->reused[i]);
+}
+
 /* The other ranks' chunks not yet taken. */
 static enum vox_status ws_receive(struct dist_run *r, int64_t nchunks)
 {
-    const struct vox_dist_comm *c = r->vol.comm;
-    int64_t remote = 0;
-    for (int64_t i = 0; i < nchunks; i++)
-        remote +=
-            dist_chunk_rank(r->tree.grid[0], i, c->size) != 0 && !(r->skipped && r->reused[i]);
     enum vox_status s = VOX_OK;
-    while (r->received < remote && s == VOX_OK)
+    while (r->received < r->remote && s == VOX_OK)
         s = ws_receive_one(r, nchunks);
     return s;
 }
@@ -345,7 +442,10 @@ static enum vox_status node_task(struct dist_run *r, int level, int64_t i)
     node_box(r, level, i, &b);
     struct dist_sum *s = &r->sum[level][i];
     const struct dist_par par = {r->ctx, &r->tree};
-    enum vox_status st = dist_node_ws(r->ctx, r->vol.dims, &b, kids, nk, s, &par);
+    /* (a node its rank computed came whole: ws_take_node) */
+    enum vox_status st = level == 1 && r->upn && r->upn[i]
+                             ? VOX_OK
+                             : dist_node_ws(r->ctx, r->vol.dims, &b, kids, nk, s, &par);
     for (int k = 0; k < nk; k++) /* the node holds what it needs of them: free them now */
         dist_sum_fini(r->ctx, &r->sum[level - 1][at[k]]);
     if (st == VOX_OK)
@@ -772,8 +872,13 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, con
     if (s == VOX_OK && dist_share_on(vol->comm)) { /* the ranks skip what records hold */
         r.skipped = r.reused != NULL;
         s = ws_tell_skips(&r, nchunks);
+        /* (a rank that writes its own output computes the level-1 nodes of its subtrees) */
+        if (s == VOX_OK && dist_by_subtree(r.tree.grid[0], vol->comm->size) &&
+            !(r.upn = vox_calloc(ctx, (size_t)r.tree.n[1], 1)))
+            s = VOX_OUT_OF_MEMORY;
     }
     if (s == VOX_OK && vol->comm) { /* level 0 here and on the other ranks, then the rest */
+        ws_remote(&r, nchunks);
         s = dist_tree_run(ctx, &r.tree, 0, 1, 0, ws_task, ws_idle, &r);
         if (s == VOX_OK)
             s = ws_receive(&r, nchunks);
@@ -799,6 +904,7 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, con
     vox_free(ctx, r.fr);
     vox_free(ctx, r.nfr);
     vox_free(ctx, r.st);
+    vox_free(ctx, r.upn);
     if (s == VOX_OK && r.skipped)
         *kept_out = r.reused; /* the later stages' too */
     else
@@ -884,6 +990,75 @@ static enum vox_status ws_send_work(void *arg, int64_t i, const uint8_t *in, int
     return s;
 }
 
+/* Another rank writing its own output: level-1 node j of its subtrees from its children's
+ * messages (ws_send_work's: summary, then the six faces), as rank 0's node_task would merge
+ * them; the message (dist_pack) holds the node's links, faces, plateau voxels and unions,
+ * then the children's fragments and faces one child after another, then per child its
+ * fragment count and what it carried up (as sum_stats counts). */
+static enum vox_status ws_up(void *arg, int64_t j, const uint8_t *const *blob, const int64_t *len,
+                             int nk, void **out, int64_t *out_len, int tid)
+{
+    const struct ws_sender *w = arg;
+    const struct dist_run *r = &w->r;
+    struct vox_ctx *ctx = r->ctx;
+    (void)tid;
+    int64_t c[3], kid[8], meta[32], nf = 0, nx = 0, at[8];
+    struct dist_sum kids[8] = {0}, s = {0};
+    dist_node_children(r->tree.grid[0], j, c, kid);
+    enum vox_status st = VOX_OK;
+    for (int k = 0; k < nk && st == VOX_OK; k++) {
+        const int64_t n = ws_parse(ctx, blob[k], len[k], &kids[k]);
+        const int64_t fl = dist_faces_len(r->vol.dims, r->chunk, kid[k]);
+        if (n < 0 || len[k] - n != fl * (int64_t)sizeof(uint32_t)) {
+            st = n < 0 ? VOX_OUT_OF_MEMORY
+                       : vox_fail(ctx, VOX_INTERNAL,
+                                  "chunked watershed: "
+                                  "a malformed message of chunk %lld",
+                                  (long long)kid[k]);
+            break;
+        }
+        const struct dist_sum *q = &kids[k];
+        node_box(r, 0, kid[k], &kids[k].box);
+        at[k] = n;
+        meta[4 * k] = q->nfrag;
+        meta[4 * k + 1] = q->nface + q->nplat;
+        meta[4 * k + 2] = q->nlink;
+        meta[4 * k + 3] = q->nface * (int64_t)sizeof *q->face +
+                          q->nplat * (int64_t)sizeof *q->plat + q->nlink * (int64_t)sizeof *q->link;
+        nf += q->nfrag;
+        nx += fl;
+    }
+    struct dist_frag *fr = st == VOX_OK ? vox_alloc(ctx, (size_t)(nf + 1) * sizeof *fr) : NULL;
+    uint32_t *fx = st == VOX_OK ? vox_alloc(ctx, (size_t)(nx + 1) * sizeof *fx) : NULL;
+    if (st == VOX_OK && (!fr || !fx))
+        st = VOX_OUT_OF_MEMORY;
+    for (int k = 0, f = 0, x = 0; st == VOX_OK && k < nk; k++) {
+        if (kids[k].nfrag)
+            memcpy(fr + f, kids[k].frag, (size_t)kids[k].nfrag * sizeof *fr);
+        const int64_t fl = (len[k] - at[k]) / (int64_t)sizeof *fx;
+        memcpy(fx + x, blob[k] + at[k], (size_t)fl * sizeof *fx);
+        f += (int)kids[k].nfrag;
+        x += (int)fl;
+    }
+    struct dist_box b;
+    node_box(r, 1, j, &b);
+    if (st == VOX_OK) /* (alone: this thread is one of the rank's chunk workers) */
+        st = dist_node_ws(ctx, r->vol.dims, &b, kids, nk, &s, NULL);
+    if (st == VOX_OK) {
+        const int64_t count[7] = {s.nlink, s.nface, s.nplat, s.nuni, nf, nx, 4 * (int64_t)nk};
+        const size_t size[7] = {sizeof *s.link, sizeof *s.face, sizeof *s.plat, sizeof *s.uni,
+                                sizeof *fr,     sizeof *fx,     sizeof *meta};
+        const void *const arr[7] = {s.link, s.face, s.plat, s.uni, fr, fx, meta};
+        st = dist_pack(ctx, &b, 7, count, size, arr, out, out_len);
+    }
+    for (int k = 0; k < nk; k++)
+        dist_sum_fini(ctx, &kids[k]);
+    dist_sum_fini(ctx, &s);
+    vox_free(ctx, fr);
+    vox_free(ctx, fx);
+    return st;
+}
+
 enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
                              const int64_t chunk[3], const struct vox_seg_params *p,
                              struct dist_store *own, bool faces_only, int64_t die_after)
@@ -918,9 +1093,25 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
     for (int64_t k = 0; k < nmine; k++)
         if (!skipped[list[k]])
             list[n++] = list[k];
+    /* Writing its own output (rank 0 keeps no record of its chunks), the rank also computes
+     * the level-1 nodes of its subtrees but those with a chunk rank 0 has from its records */
+    const int64_t *g = w.r.tree.grid[0];
+    uint8_t *up = NULL;
+    if (s == VOX_OK && faces_only && dist_by_subtree(g, c->size)) {
+        if (!(up = vox_calloc(ctx, (size_t)w.r.tree.n[1], 1)))
+            s = VOX_OUT_OF_MEMORY;
+        for (int64_t j = c->rank; s == VOX_OK && j < w.r.tree.n[1]; j += c->size) {
+            int64_t cc[3], kid[8];
+            const int nk = dist_node_children(g, j, cc, kid);
+            up[j] = 1;
+            for (int k = 0; k < nk; k++)
+                up[j] = up[j] && !skipped[kid[k]];
+        }
+    }
     /* the chunks on this rank's threads; thread 0 sends their messages as they come */
     if (s == VOX_OK)
-        s = dist_share_send_all(ctx, c, list, n, ws_send_work, &w, die_after);
+        s = dist_share_send_all(ctx, c, g, list, n, ws_send_work, ws_up, up, &w, die_after);
+    vox_free(ctx, up);
     vox_free(ctx, list);
     vox_free(ctx, skip);
     vox_free(ctx, skipped);

@@ -532,15 +532,21 @@ static inline int dist_node_children(const int64_t pg[3], int64_t i, int64_t c_o
  * subtrees (node j's children to rank j % size), so that a rank holds every child of a
  * parent and can compute the parent; chunk by chunk (i % size) where the tree has fewer
  * level-1 nodes than there are ranks. Chunk 0 is rank 0's either way. */
-static inline int dist_chunk_rank(const int64_t g[3], int64_t i, int size)
+/* The level-1 node above atomic chunk i of grid g. */
+static inline int64_t dist_chunk_parent(const int64_t g[3], int64_t i)
 {
     const int64_t h[3] = {(g[0] + 1) / 2, (g[1] + 1) / 2, (g[2] + 1) / 2};
+    const int64_t z = i / (g[1] * g[2]), y = i / g[2] % g[1], x = i % g[2];
+    return ((z / 2) * h[1] + y / 2) * h[2] + x / 2;
+}
+
+static inline int dist_chunk_rank(const int64_t g[3], int64_t i, int size)
+{
     if (size <= 1)
         return 0;
-    if (h[0] * h[1] * h[2] < size)
+    if (((g[0] + 1) / 2) * ((g[1] + 1) / 2) * ((g[2] + 1) / 2) < size)
         return (int)(i % size);
-    const int64_t z = i / (g[1] * g[2]), y = i / g[2] % g[1], x = i % g[2];
-    return (int)((((z / 2) * h[1] + y / 2) * h[2] + x / 2) % size);
+    return (int)(dist_chunk_parent(g, i) % size);
 }
 
 /* Whether the chunks of grid g go to a comm of `size` ranks by level-1 subtree
@@ -593,14 +599,21 @@ enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from
 
 /* Stage (b) or (c)'s atomic chunks shared with the other ranks of a comm (dist/ranks.c).
  * Rank 0: give(arg, i, &blob, &len) makes the message handing chunk i to its rank (a
- * vox_alloc'd blob), take(arg, i, blob, len) takes chunk i's summary. */
+ * vox_alloc'd blob), take(arg, i, blob, len) takes chunk i's summary. With take_node too,
+ * where the ranks own whole level-1 subtrees (dist_by_subtree), a rank computes the level-1
+ * nodes of its subtrees (none of whose chunks rank 0 keeps) and rank 0 gets, for each, an
+ * empty message per chunk and then take_node(arg, j, blob, len): node j's summary with
+ * what rank 0 keeps of its children (their final merges, their statistics). */
 struct dist_share {
     const struct vox_dist_comm *c;
     int64_t grid[3]; /* the atomic chunks' grid (dist_chunk_rank) */
     int64_t nchunks;
     enum vox_status (*give)(void *arg, int64_t i, void **blob, int64_t *len);
     enum vox_status (*take)(void *arg, int64_t i, const uint8_t *blob, int64_t len);
+    enum vox_status (*take_node)(void *arg, int64_t j, const uint8_t *blob, int64_t len);
     void *arg;
+    uint8_t *up; /* per level-1 node: 1 where its rank computes it (dist_share_begin's) */
+    int64_t nup; /* level-1 nodes (0: none computed there) */
     int64_t remote, taken;
     int64_t *order; /* the chunks of rank 1, 2, ... (dist_rank_chunks), after rank 0's */
     int64_t *start; /* per rank: its first in order; start[size]: the end */
@@ -612,6 +625,11 @@ struct dist_share {
 static inline bool dist_share_remote(const struct dist_share *s, int64_t i)
 {
     return s && dist_chunk_rank(s->grid, i, s->c->size) != 0 && !(s->keep && s->keep[i]);
+}
+/* Whether level-1 node j comes from another rank whole (s NULL: none does). */
+static inline bool dist_share_up(const struct dist_share *s, int64_t j)
+{
+    return s && j < s->nup && s->up[j];
 }
 /* Whether c shares stages (b) and (c): more than one rank, and messages both ways. */
 bool dist_share_on(const struct vox_dist_comm *c);
@@ -637,6 +655,8 @@ enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, cons
 enum vox_status dist_share_step(struct vox_ctx *ctx, struct dist_share *s);
 /* Rank 0: takes the summaries not taken yet. */
 enum vox_status dist_share_end(struct vox_ctx *ctx, struct dist_share *s);
+/* Rank 0, after the stage's tree (which asks dist_share_up): frees s->up. */
+void dist_share_fini(struct vox_ctx *ctx, struct dist_share *s);
 /* Another rank: setup(arg, blob, len) with the stage's setup, then work(arg, i, blob, len,
  * &out, &out_len, tid) for each chunk given (checked: one of this rank's, below nchunks), its
  * summary (a vox_alloc'd out) sent to rank 0, until the end. parallel: the chunks run on the
@@ -645,20 +665,31 @@ enum vox_status dist_share_end(struct vox_ctx *ctx, struct dist_share *s);
 typedef enum vox_status (*dist_share_setup_fn)(void *arg, const uint8_t *blob, int64_t len);
 typedef enum vox_status (*dist_share_work_fn)(void *arg, int64_t i, const uint8_t *blob,
                                               int64_t len, void **out, int64_t *out_len, int tid);
+/* A level-1 node j the rank computes (rank 0's take_node set): its nk children's summaries
+ * as work made them (blob[k], len[k]: child k of dist_node_children's order) into the
+ * message for take_node (a vox_alloc'd out). NULL: the stage has none. */
+typedef enum vox_status (*dist_share_node_fn)(void *arg, int64_t j, const uint8_t *const *blob,
+                                              const int64_t *len, int nk, void **out,
+                                              int64_t *out_len, int tid);
 enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm *c,
                                  const int64_t grid[3], dist_share_setup_fn setup,
-                                 dist_share_work_fn work, void *arg, bool parallel);
+                                 dist_share_work_fn work, dist_share_node_fn node, void *arg,
+                                 bool parallel);
 /* Another rank, stage (a): work(arg, list[k], NULL, 0, &out, &out_len, tid) for each of the n
- * chunks, on the context's threads, each summary sent to rank 0 (by the calling thread) as it
- * comes; die_after > 0: _exit(3) once that many are sent (a test hook). */
+ * chunks of grid `grid`, on the context's threads, each summary sent to rank 0 (by the
+ * calling thread) as it comes, but those of a level-1 node j with up[j] set (up: NULL, or a
+ * byte per level-1 node): once all its children are done, node(...) makes the one message
+ * (key: chunks + j) sent for them all; die_after > 0: _exit(3) once that many are sent (a
+ * test hook). */
 enum vox_status dist_share_send_all(struct vox_ctx *ctx, const struct vox_dist_comm *c,
-                                    const int64_t *list, int64_t n, dist_share_work_fn work,
-                                    void *arg, int64_t die_after);
+                                    const int64_t grid[3], const int64_t *list, int64_t n,
+                                    dist_share_work_fn work, dist_share_node_fn node,
+                                    const uint8_t *up, void *arg, int64_t die_after);
 /* A chunk's summary as a message: box b, n counts, then n arrays (count[k] elements of
  * size[k] bytes); and back: dist_unpack checks the box and the lengths (VOX_FORMAT, no
  * message, when they do not match) and copies each array into a new vox_alloc'd one (room
  * for one element more); on failure the caller frees what arr holds. */
-#define DIST_PACK_MAX 5
+#define DIST_PACK_MAX 7
 enum vox_status dist_pack(struct vox_ctx *ctx, const struct dist_box *b, int n,
                           const int64_t *count, const size_t *size, const void *const *arr,
                           void **blob, int64_t *len);

@@ -67,12 +67,42 @@ bool dist_share_on(const struct vox_dist_comm *c)
     return c && c->size > 1 && c->send_to && c->recv_root;
 }
 
+void dist_share_fini(struct vox_ctx *ctx, struct dist_share *s)
+{
+    vox_free(ctx, s->up);
+    s->up = NULL;
+    s->nup = 0;
+}
+
 static void share_free(struct vox_ctx *ctx, struct dist_share *s)
 {
     vox_free(ctx, s->next);
     vox_free(ctx, s->order);
     vox_free(ctx, s->start);
     s->next = s->order = s->start = NULL;
+}
+
+/* The level-1 nodes the ranks compute (s->up): with take_node, where the ranks own whole
+ * subtrees, those of ranks other than 0 of which rank 0 keeps no chunk. Their count. */
+static int64_t share_up(struct vox_ctx *ctx, struct dist_share *s)
+{
+    const int64_t *g = s->grid;
+    if (!s->give || !s->take_node || !dist_by_subtree(g, s->c->size))
+        return 0;
+    s->nup = ((g[0] + 1) / 2) * ((g[1] + 1) / 2) * ((g[2] + 1) / 2);
+    if (!(s->up = vox_calloc(ctx, (size_t)s->nup, 1)))
+        return -1;
+    int64_t n = 0;
+    for (int64_t j = 0; j < s->nup; j++) {
+        int64_t c[3], kid[8];
+        const int nk = dist_node_children(g, j, c, kid);
+        bool kept = false;
+        for (int k = 0; k < nk; k++)
+            kept = kept || (s->keep && s->keep[kid[k]]);
+        s->up[j] = j % s->c->size != 0 && !kept;
+        n += s->up[j];
+    }
+    return n;
 }
 
 /* Hands rank `to` its next chunk, or the end once (after its last). */
@@ -110,18 +140,23 @@ enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, cons
         s->order = vox_alloc(ctx, (size_t)(s->nchunks + 1) * sizeof *s->order);
         s->start = vox_alloc(ctx, (size_t)(c->size + 1) * sizeof *s->start);
     }
-    /* the setup message: how many chunks a rank gets ahead, then the stage's setup */
-    uint8_t *msg = vox_alloc(ctx, sizeof(int64_t) + (size_t)setup_len);
-    if (!s->next || !msg || (s->give && (!s->order || !s->start))) {
+    const int64_t nodes = share_up(ctx, s); /* (each one message more) */
+    s->remote += nodes;
+    /* the setup message: how many chunks a rank gets ahead, the level-1 nodes (a count, then
+     * a byte each: 1 where the rank computes it), then the stage's setup */
+    const size_t head = 2 * sizeof(int64_t) + (size_t)s->nup;
+    uint8_t *msg = vox_alloc(ctx, head + (size_t)setup_len);
+    if (!s->next || !msg || nodes < 0 || (s->give && (!s->order || !s->start))) {
         vox_free(ctx, msg);
         share_free(ctx, s);
+        dist_share_fini(ctx, s);
         return VOX_OUT_OF_MEMORY;
     }
-    for (int to = 0; s->give && to < c->size; to++) {
+    if (s->give)
         s->start[0] = 0;
+    for (int to = 0; s->give && to < c->size; to++)
         s->start[to + 1] =
             s->start[to] + dist_rank_chunks(s->grid, to, c->size, s->order + s->start[to]);
-    }
     /* Each rank gets `ahead` chunks, then one more per summary taken: with sends that do not
      * wait (libvox_dist_mpi's), it computes its next chunks while rank 0 is busy. Two a
      * thread (mpirun gives every rank the same --threads): the rank's threads each have one
@@ -130,12 +165,15 @@ enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, cons
                               ? 2 * (int64_t)vox_ctx_threads(ctx)
                               : SHARE_AHEAD;
     memcpy(msg, &ahead, sizeof ahead);
+    memcpy(msg + sizeof ahead, &s->nup, sizeof s->nup);
+    if (s->nup)
+        memcpy(msg + 2 * sizeof ahead, s->up, (size_t)s->nup);
     if (setup_len)
-        memcpy(msg + sizeof ahead, setup, (size_t)setup_len);
+        memcpy(msg + head, setup, (size_t)setup_len);
     enum vox_status st = VOX_OK;
     for (int to = 1; to < c->size && st == VOX_OK; to++) { /* give NULL: nothing to share */
         s->next[to] = s->give ? s->start[to] : 0;
-        st = c->send_to(c->arg, ctx, to, SHARE_SETUP, msg, (int64_t)sizeof ahead + setup_len);
+        st = c->send_to(c->arg, ctx, to, SHARE_SETUP, msg, (int64_t)head + setup_len);
         for (int64_t k = 0; k < ahead && st == VOX_OK; k++)
             st = share_give(ctx, s, to);
     }
@@ -158,19 +196,30 @@ enum vox_status dist_share_step(struct vox_ctx *ctx, struct dist_share *s)
     if (st != VOX_OK)
         return st;
     s->taken++;
+    /* chunk i's summary (empty where its rank computes the chunk's parent), or (i past the
+     * chunks) level-1 node i - nchunks's */
+    const int64_t j = i - s->nchunks;
+    const bool node = j >= 0 && dist_share_up(s, j);
     if (i == SHARE_STOP) {
         s->stopped = true;
         st = dist_comm_stopped(ctx, c, b, len);
-    } else if (i <= 0 || i >= s->nchunks || !dist_share_remote(s, i))
+    } else if (!node && (i <= 0 || i >= s->nchunks || !dist_share_remote(s, i)))
         st = vox_fail(ctx, VOX_IO,
                       "chunked segmentation: a summary for chunk %lld from another "
                       "rank (of %lld chunks)",
                       (long long)i, (long long)s->nchunks);
-    if (st == VOX_OK)
+    else if (!node && dist_share_up(s, dist_chunk_parent(s->grid, i)) && len != 0)
+        st = vox_fail(ctx, VOX_IO,
+                      "chunked segmentation: %lld bytes for chunk %lld from another rank, "
+                      "whose summary goes with its parent's",
+                      (long long)len, (long long)i);
+    if (st == VOX_OK && node)
+        st = s->take_node(s->arg, j, b, len);
+    else if (st == VOX_OK && !dist_share_up(s, dist_chunk_parent(s->grid, i)))
         st = s->take(s->arg, i, b, len);
     vox_free(ctx, b);
     if (st == VOX_OK) /* that rank's next chunk */
-        st = share_give(ctx, s, dist_chunk_rank(s->grid, i, c->size));
+        st = share_give(ctx, s, node ? (int)(j % c->size) : dist_chunk_rank(s->grid, i, c->size));
     return st;
 }
 
@@ -190,6 +239,13 @@ struct serve_item {
     int64_t len;
 };
 
+/* A level-1 node the rank computes: its children's summaries so far. */
+struct serve_node {
+    void *blob[8];
+    int64_t len[8];
+    int got;
+};
+
 /* A rank's threads serving one stage (dist_share_serve): thread 0 alone uses the comm (an MPI
  * library initialised without thread support allows no other); the others compute. */
 struct serve_run {
@@ -199,7 +255,12 @@ struct serve_run {
     const int64_t *grid;
     int workers;
     dist_share_work_fn work;
+    dist_share_node_fn node;
     void *arg;
+    const uint8_t *up; /* per level-1 node: 1 where this rank computes it (NULL: none) */
+    int64_t nup;
+    bool ack; /* a chunk kept for its parent still gets an (empty) message: rank 0 counts */
+    struct serve_node *nodes; /* (where up is set) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct serve_item *in, *out; /* chunks not started; summaries not sent (ahead room each) */
@@ -237,6 +298,44 @@ static bool serve_more(const struct serve_run *v)
     return !v->ended || v->nin || v->next < v->nlist;
 }
 
+/* Chunk i's summary o kept for its parent j, mu held; with the parent's last child, the
+ * parent's message is made (mu released meanwhile, the node counted busy) and queued. */
+static enum vox_status serve_kid(struct serve_run *v, int64_t j, int64_t i, struct serve_item o,
+                                 int tid)
+{
+    int64_t c[3], kid[8];
+    const int nk = dist_node_children(v->grid, j, c, kid);
+    int k = 0;
+    while (k < nk && kid[k] != i)
+        k++;
+    struct serve_node *n = &v->nodes[j];
+    if (k == nk || n->blob[k]) {
+        vox_free(v->ctx, o.blob);
+        return vox_fail(v->ctx, VOX_INTERNAL, "chunked segmentation: chunk %lld twice",
+                        (long long)i);
+    }
+    n->blob[k] = o.blob;
+    n->len[k] = o.len;
+    if (++n->got < nk)
+        return VOX_OK;
+    v->busy++;
+    pthread_mutex_unlock(&v->mu);
+    struct serve_item u = {.key = v->nchunks + j};
+    enum vox_status st =
+        v->node(v->arg, j, (const uint8_t *const *)n->blob, n->len, nk, &u.blob, &u.len, tid);
+    for (k = 0; k < nk; k++) {
+        vox_free(v->ctx, n->blob[k]);
+        n->blob[k] = NULL;
+    }
+    pthread_mutex_lock(&v->mu);
+    v->busy--;
+    if (st == VOX_OK && v->st == VOX_OK)
+        v->out[v->nout++] = u;
+    else
+        vox_free(v->ctx, u.blob);
+    return st;
+}
+
 /* Computes chunk `it` on thread tid, mu held (released while it runs); its summary queued. */
 static void serve_one(struct serve_run *v, struct serve_item it, int tid)
 {
@@ -247,7 +346,14 @@ static void serve_one(struct serve_run *v, struct serve_item it, int tid)
     vox_free(v->ctx, it.blob);
     pthread_mutex_lock(&v->mu);
     v->busy--;
-    if (st == VOX_OK && v->st == VOX_OK)
+    if (st == VOX_OK && v->st == VOX_OK && v->up) {
+        const int64_t j = dist_chunk_parent(v->grid, it.key);
+        if (j < v->nup && v->up[j]) { /* kept for the parent; maybe an empty message */
+            st = serve_kid(v, j, it.key, o, tid);
+            o = (struct serve_item){.key = v->ack ? it.key : SHARE_END};
+        }
+    }
+    if (st == VOX_OK && v->st == VOX_OK && o.key != SHARE_END)
         v->out[v->nout++] = o;
     else
         vox_free(v->ctx, o.blob);
@@ -267,7 +373,7 @@ static void serve_comm(struct serve_run *v)
         if (v->nout) {
             struct serve_item o = v->out[--v->nout];
             pthread_mutex_unlock(&v->mu);
-            enum vox_status st = c->send(c->arg, v->ctx, o.key, o.blob, o.len);
+            enum vox_status st = c->send(c->arg, v->ctx, o.key, o.blob ? o.blob : "", o.len);
             vox_free(v->ctx, o.blob);
             if (st == VOX_OK && v->die_after > 0 && v->sent + 1 == v->die_after)
                 _exit(3); /* the test hook: a rank killed after that many chunks sent */
@@ -340,10 +446,14 @@ static void serve_task(void *arg, const int64_t lo[3], const int64_t hi[3], int 
 /* Runs v's threads and frees what is left in its queues; its status. */
 static enum vox_status serve_run_all(struct serve_run *v)
 {
-    if (v->st == VOX_OK) {
+    if (v->st == VOX_OK) { /* (out: a node's message may follow each thread's last summary) */
         v->in = vox_alloc(v->ctx, (size_t)v->ahead * sizeof *v->in);
-        v->out = vox_alloc(v->ctx, (size_t)v->ahead * sizeof *v->out);
+        v->out = vox_alloc(v->ctx, (size_t)(v->ahead + v->workers + 1) * sizeof *v->out);
         v->st = v->in && v->out ? VOX_OK : VOX_OUT_OF_MEMORY;
+    }
+    if (v->st == VOX_OK && v->up) {
+        v->nodes = vox_calloc(v->ctx, (size_t)v->nup, sizeof *v->nodes);
+        v->st = v->nodes ? VOX_OK : VOX_OUT_OF_MEMORY;
     }
     if (v->st == VOX_OK) {
         const int64_t n[3] = {v->workers, 1, 1}, tile[3] = {1, 1, 1};
@@ -353,36 +463,49 @@ static enum vox_status serve_run_all(struct serve_run *v)
         vox_free(v->ctx, v->in[k].blob);
     for (int64_t k = 0; v->out && k < v->nout; k++)
         vox_free(v->ctx, v->out[k].blob);
+    for (int64_t j = 0; v->nodes && j < v->nup; j++)
+        for (int k = 0; k < 8; k++)
+            vox_free(v->ctx, v->nodes[j].blob[k]);
+    vox_free(v->ctx, v->nodes);
     vox_free(v->ctx, v->in);
     vox_free(v->ctx, v->out);
     return v->st;
 }
 
 enum vox_status dist_share_send_all(struct vox_ctx *ctx, const struct vox_dist_comm *c,
-                                    const int64_t *list, int64_t n, dist_share_work_fn work,
-                                    void *arg, int64_t die_after)
+                                    const int64_t grid[3], const int64_t *list, int64_t n,
+                                    dist_share_work_fn work, dist_share_node_fn node,
+                                    const uint8_t *up, void *arg, int64_t die_after)
 {
     const int workers = vox_ctx_threads(ctx);
-    struct serve_run v = {.ctx = ctx,
-                          .c = c,
-                          .ahead = 2 * (int64_t)workers,
-                          .workers = workers,
-                          .work = work,
-                          .arg = arg,
-                          .mu = PTHREAD_MUTEX_INITIALIZER,
-                          .cv = PTHREAD_COND_INITIALIZER,
-                          .ended = true,
-                          .list = list,
-                          .nlist = n,
-                          .die_after = die_after};
+    struct serve_run v = {
+        .ctx = ctx,
+        .c = c,
+        .ahead = 2 * (int64_t)workers,
+        .workers = workers,
+        .work = work,
+        .arg = arg,
+        .mu = PTHREAD_MUTEX_INITIALIZER,
+        .cv = PTHREAD_COND_INITIALIZER,
+        .ended = true,
+        .list = list,
+        .nlist = n,
+        .nchunks = grid[0] * grid[1] * grid[2],
+        .grid = grid,
+        .node = node,
+        .up = up,
+        .nup = up ? ((grid[0] + 1) / 2) * ((grid[1] + 1) / 2) * ((grid[2] + 1) / 2) : 0,
+        .die_after = die_after};
     return serve_run_all(&v);
 }
 
 enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm *c,
                                  const int64_t grid[3], dist_share_setup_fn setup,
-                                 dist_share_work_fn work, void *arg, bool parallel)
+                                 dist_share_work_fn work, dist_share_node_fn node, void *arg,
+                                 bool parallel)
 {
-    int64_t key = 0, len = 0, ahead = 0;
+    int64_t key = 0, len = 0, ahead = 0, nup = -1;
+    const int64_t n1 = ((grid[0] + 1) / 2) * ((grid[1] + 1) / 2) * ((grid[2] + 1) / 2);
     uint8_t *b = NULL;
     enum vox_status st = c->recv_root(c->arg, ctx, &key, (void **)&b, &len);
     if (st == VOX_OK && key == SHARE_STOP)
@@ -392,12 +515,22 @@ enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm
                       "chunked segmentation: rank %d expected a stage's setup from "
                       "rank 0, got message %lld",
                       c->rank, (long long)key);
-    if (st == VOX_OK && len >= (int64_t)sizeof ahead)
+    if (st == VOX_OK && len >= 2 * (int64_t)sizeof ahead) {
         memcpy(&ahead, b, sizeof ahead);
-    if (st == VOX_OK && (ahead < 1 || ahead > (int64_t)1 << 20))
+        memcpy(&nup, b + sizeof ahead, sizeof nup);
+    }
+    /* (the level-1 nodes: none, or every one's byte; a stage without nodes gets none) */
+    const int64_t head = 2 * (int64_t)sizeof ahead + (nup > 0 ? nup : 0);
+    if (st == VOX_OK && (ahead < 1 || ahead > (int64_t)1 << 20 || (nup != 0 && nup != n1) ||
+                         (nup && !node) || len < head))
         st = vox_fail(ctx, VOX_IO, "chunked segmentation: rank %d got a malformed setup", c->rank);
+    uint8_t *up = st == VOX_OK && nup > 0 ? vox_alloc(ctx, (size_t)nup) : NULL;
+    if (st == VOX_OK && nup > 0 && !up)
+        st = VOX_OUT_OF_MEMORY;
+    if (up)
+        memcpy(up, b + 2 * sizeof ahead, (size_t)nup);
     if (st == VOX_OK)
-        st = setup(arg, b + sizeof ahead, len - (int64_t)sizeof ahead);
+        st = setup(arg, b + head, len - head);
     vox_free(ctx, b);
     struct serve_run v = {.ctx = ctx,
                           .c = c,
@@ -406,11 +539,17 @@ enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm
                           .ahead = ahead,
                           .workers = parallel ? vox_ctx_threads(ctx) : 1,
                           .work = work,
+                          .node = node,
                           .arg = arg,
+                          .up = up,
+                          .nup = nup > 0 ? nup : 0,
+                          .ack = true,
                           .mu = PTHREAD_MUTEX_INITIALIZER,
                           .cv = PTHREAD_COND_INITIALIZER,
                           .st = st};
-    return serve_run_all(&v);
+    st = serve_run_all(&v);
+    vox_free(ctx, up);
+    return st;
 }
 
 /* ---- chunk summaries as messages ----------------------------------------------------------- */

@@ -582,7 +582,7 @@ static enum vox_status sg_serve(struct vox_ctx *ctx, const struct dist_vol *vol,
     sg_grid(&v.r, vol->dims, o->chunk);
     v.r.sc = dist_scratch_new(ctx);
     enum vox_status s = v.r.sc ? dist_share_serve(ctx, vol->comm, v.r.grid, sg_serve_setup,
-                                                  sg_serve_work, &v, false)
+                                                  sg_serve_work, NULL, &v, false)
                                : VOX_OUT_OF_MEMORY;
     dist_scratch_free(ctx, v.r.sc);
     vox_seg_result_fini(ctx, &v.res);
