@@ -1177,6 +1177,18 @@ static enum vox_status tc_recv(void *arg, struct vox_ctx *ctx, int64_t *chunk, v
     return tq_get(((struct thread_rank *)arg)->t, 0, ctx, chunk, blob, len);
 }
 
+/* Rank 0: whether a message waits for it. */
+static bool tc_ready(void *arg, struct vox_ctx *ctx)
+{
+    (void)ctx;
+    tc_caller(arg);
+    struct thread_comm *t = ((struct thread_rank *)arg)->t;
+    pthread_mutex_lock(&t->mu);
+    bool any = t->q[0] != NULL;
+    pthread_mutex_unlock(&t->mu);
+    return any;
+}
+
 static enum vox_status tc_send_to(void *arg, struct vox_ctx *ctx, int to, int64_t key,
                                   const void *blob, int64_t len)
 {
@@ -1233,8 +1245,8 @@ static void two_rank_jobs(struct thread_comm *t, struct rank_job job[2], const c
 {
     for (int r = 0; r < 2; r++) {
         job[r] = (struct rank_job){.tr = {t, r}, .path = path, .p = p, .o = *o};
-        job[r].c =
-            (struct vox_dist_comm){r, 2, tc_send, tc_recv, tc_send_to, tc_recv_root, &job[r].tr};
+        job[r].c = (struct vox_dist_comm){
+            r, 2, tc_send, tc_recv, tc_send_to, tc_recv_root, &job[r].tr, NULL};
         job[r].o.comm = &job[r].c;
     }
     job[1].sink =
@@ -1315,8 +1327,10 @@ static void test_seg_ranks(struct vox_ctx *ctx)
                 .ready = gather_ready, .arg = &job[r].g, .encode = gather_encode};
             if (r > 0 && enc)
                 job[r].o.sink = &job[r].sink;
-            job[r].c = (struct vox_dist_comm){r,          size,         tc_send,   tc_recv,
-                                              tc_send_to, tc_recv_root, &job[r].tr};
+            job[r].c = (struct vox_dist_comm){r, size, tc_send, tc_recv, tc_send_to, tc_recv_root,
+                                              &job[r].tr,
+                                              /* (rank 0 probing for messages, or not) */
+                                              k % 3 == 1 ? NULL : tc_ready};
             job[r].o.comm = &job[r].c;
             if (r > 0)
                 CHECK(pthread_create(&th[r], NULL, rank_main, &job[r]) == 0);

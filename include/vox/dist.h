@@ -147,7 +147,11 @@ struct vox_dist_sink {
  * a resumed run takes from rank 0's records (empty otherwise): the rank skips them in every
  * stage. A rank whose run fails sends one last message, key -3 (send, or send_to from rank
  * 0 to every other rank), so that the others fail too ("rank R failed ...") instead of
- * waiting for it; a comm may also end every process on a failure, as mpirun does. */
+ * waiting for it; a comm may also end every process on a failure, as mpirun does.
+ * Optional, ready(arg, ctx) on rank 0: whether a message is waiting, so that recv would
+ * return at once (MPI_Iprobe): rank 0 then takes the other ranks' stage (a) messages
+ * between its own chunks only when they are there (NULL: it takes about one per other
+ * rank's chunk it passes, waiting for it). */
 struct vox_dist_comm {
     int rank, size;
     enum vox_status (*send)(void *arg, struct vox_ctx *ctx, int64_t chunk, const void *blob,
@@ -159,6 +163,7 @@ struct vox_dist_comm {
     enum vox_status (*recv_root)(void *arg, struct vox_ctx *ctx, int64_t *key_out, void **blob_out,
                                  int64_t *len_out);
     void *arg;
+    bool (*ready)(void *arg, struct vox_ctx *ctx);
 };
 
 struct vox_dist_options {

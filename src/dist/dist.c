@@ -193,12 +193,18 @@ static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
          * (2 ranks ran as fast as 1). The rest: ws_receive. */
         if (r->skipped && r->reused[i])
             return VOX_OK; /* (its record's, taken before) */
-        /* (not past those whose tasks ran: a message can bring a level-1 node's chunks, and
-         * waiting for the next would leave rank 0's own chunks waiting) */
+        /* With c->ready, those waiting; else one, but not past the chunks whose tasks ran (a
+         * message can bring a level-1 node's chunks, and waiting for the next one would
+         * leave rank 0's own chunks waiting). */
+        const struct vox_dist_comm *c = r->vol.comm;
         int64_t seen = __atomic_add_fetch(&r->seen, 1, __ATOMIC_RELAXED);
-        return tid == 0 && r->received < r->remote && r->received < seen
-                   ? ws_receive_one(r, r->tree.n[0])
-                   : VOX_OK;
+        enum vox_status st = VOX_OK;
+        if (tid == 0 && c->ready)
+            while (st == VOX_OK && r->received < r->remote && c->ready(c->arg, r->ctx))
+                st = ws_receive_one(r, r->tree.n[0]);
+        else if (tid == 0 && r->received < r->remote && r->received < seen)
+            st = ws_receive_one(r, r->tree.n[0]);
+        return st;
     }
     if (r->vol.jr && ws_reuse(r, i)) {
         dist_journal_count(r->vol.jr, true);

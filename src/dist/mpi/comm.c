@@ -158,6 +158,16 @@ static enum vox_status mpi_recv(void *arg, struct vox_ctx *ctx, int64_t *chunk_o
     return mpi_get(ctx, m->comm, MPI_ANY_SOURCE, VOX_DIST_MPI_TAG, chunk_out, blob_out, len_out);
 }
 
+static bool mpi_ready(void *arg, struct vox_ctx *ctx)
+{
+    struct vox_dist_mpi *m = arg;
+    int flag = 0;
+    (void)ctx;
+    return MPI_Iprobe(MPI_ANY_SOURCE, VOX_DIST_MPI_TAG, m->comm, &flag, MPI_STATUS_IGNORE) ==
+               MPI_SUCCESS &&
+           flag;
+}
+
 static enum vox_status mpi_recv_root(void *arg, struct vox_ctx *ctx, int64_t *key_out,
                                      void **blob_out, int64_t *len_out)
 {
@@ -178,6 +188,7 @@ enum vox_status vox_dist_mpi_comm(struct vox_ctx *ctx, struct vox_dist_mpi *m,
                                        .recv = mpi_recv,
                                        .send_to = mpi_send_to,
                                        .recv_root = mpi_recv_root,
-                                       .arg = m};
+                                       .arg = m,
+                                       .ready = mpi_ready};
     return VOX_OK;
 }
