@@ -13,13 +13,16 @@
  * only its fragment map (to basins, or to segments in stage (c)) and the margin's values,
  * which rank 0 reads from the six faces it kept of every chunk (struct dist_faces): ~0.7 MB
  * for a 128^3 chunk where the whole window is 8.8 MB. A rank's chunks are those of stage (a)
- * (dist_chunk_rank), given a level-1 subtree after another. Rank 0 takes summaries between its own
- * chunks (dist_share_step, from its level-0 tasks on worker 0, the thread that may use the comm)
- * and the rest after them (dist_share_end). Sends must not wait for their receiver (the comm's
- * contract): rank 0's second chunk for a rank would otherwise wait for a rank that waits for rank 0
- * to take its first summary. Where a summary goes is its chunk index, so the result does not depend
- * on timing. Messages: key -2 the stage's setup, key i chunk i, key -1 the end; key -3 (both ways)
- * a failed process's last word (dist_comm_stop).
+ * (dist_chunk_rank), given a level-1 subtree after another; where it owns whole subtrees it
+ * computes their level-1 nodes too (dist_share.up): its chunks' own messages are then empty,
+ * and one message, key chunks + j, brings node j (rank 0 skips computing it). Rank 0 takes
+ * summaries between its own chunks (dist_share_step, from its level-0 tasks on worker 0, the
+ * thread that may use the comm) and the rest after them (dist_share_end). Sends must not wait
+ * for their receiver (the comm's contract): rank 0's second chunk for a rank would otherwise
+ * wait for a rank that waits for rank 0 to take its first summary. Where a summary goes is its
+ * chunk or node index, so the result does not depend on timing. Messages: key -2 the stage's
+ * setup, key i chunk i, key -1 the end; key -3 (both ways) a failed process's last word
+ * (dist_comm_stop).
  */
 #include "dist_internal.h"
 
