@@ -41,6 +41,14 @@ for n in 2 3; do # (rank 0 with 2 threads: the other ranks' chunks also after it
 done
 "$MPIRUN" --allow-run-as-root --oversubscribe -np 3 "$VMPI" segment "${opts[@]}" \
     --out "$T/x.h5:/seg" 2>/dev/null && fail "-np 3 without --chunk accepted"
+# 8 x 8 x 8 chunks, 2 ranks of one thread: 32 level-1 subtrees each, whose parents the ranks
+# send with their chunks' messages (rank 0 waiting to send a rank its next chunk while that
+# rank waited to send rank 0 a summary hung every run until rank 0's sends stopped waiting)
+"$VOX" synth --shape 32,128,128 --cell-size 60 --out "$T/d.h5" --quiet || fail "synth d"
+deep=(--aff "$T/d.h5:/affinities_smooth" --quiet)
+"$VOX" segment "${deep[@]}" --out "$T/dref.h5:/seg" || fail "segment d"
+timeout 120 "$MPIRUN" --allow-run-as-root --oversubscribe -np 2 "$VMPI" segment "${deep[@]}" \
+    --chunk 4,16,16 --threads 1 --out "$T/d2.h5:/seg" || fail "mpirun -np 2, 8x8x8 chunks"
 # restartable: 2 ranks killed after k restart records (rank 0 keeps them), resumed with 3
 # (48 chunks: 144 chunk tasks, then the size merge and agglomeration; 146: all recorded)
 W="$T/w"
@@ -82,6 +90,10 @@ for n in ["m1", "m2", "m3", "m4", "m5", "m6", "r9", "r70", "r146", "rk"]:
     for k in names:
         a, b = r[k][...], m[k][...]
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), (n, k)
+r, m = h5py.File(f"{T}/dref.h5", "r"), h5py.File(f"{T}/d2.h5", "r")
+assert sorted(m.keys()) == sorted(r.keys()), list(m.keys())
+for k in r.keys():
+    assert np.array_equal(r[k][...], m[k][...]), ("d", k)
 r = h5py.File(f"{T}/bref.h5", "r")
 for n in (2, 3):
     m = h5py.File(f"{T}/b{n}.h5", "r")

@@ -24,10 +24,13 @@ extern "C" {
 
 /* A comm over the MPI communicator m->comm (MPI initialized); *comm_out points at m, which
  * must outlive the run. Sends do not wait for their receiver (a copy goes out with
- * MPI_Isend; at most VOX_DIST_MPI_INFLIGHT at once to one rank: rank 0 hands a rank at most
- * three messages ahead, a rank has at most two summaries not taken), so a rank computes its
- * next chunk while rank 0 is busy; vox_dist_mpi_finish waits for the last ones (before
- * MPI_Finalize). */
+ * MPI_Isend), so a rank computes its next chunk while rank 0 is busy; vox_dist_mpi_finish
+ * waits for the last ones (before MPI_Finalize). A rank other than 0 has at most
+ * VOX_DIST_MPI_INFLIGHT sends to rank 0 in flight and waits for the oldest beyond that (in
+ * stage (a) it computes its chunks without waiting for rank 0, so that bounds the copies);
+ * rank 0's sends never wait: it hands a rank only a few chunks ahead of the summaries it
+ * took, and were it to wait for a rank that waits to send it a summary, neither would go on
+ * (2 ranks on a 1024^3 volume did, once a rank also sent its subtrees' parents). */
 #define VOX_DIST_MPI_INFLIGHT 4
 struct vox_dist_mpi_send;
 struct vox_dist_mpi {

@@ -35,9 +35,10 @@ static bool send_complete(struct vox_dist_mpi *m, int k)
 }
 
 /* Drops the sends that have completed, then waits for sends to `to` while it has
- * VOX_DIST_MPI_INFLIGHT of them. */
+ * VOX_DIST_MPI_INFLIGHT of them; rank 0's own sends never wait (see vox_dist_mpi_comm). */
 static bool sends_reap(struct vox_dist_mpi *m, int to)
 {
+    const int limit = to == 0 ? VOX_DIST_MPI_INFLIGHT : INT_MAX;
     bool ok = true;
     int n = 0;
     for (int k = 0; k < m->ninflight;) {
@@ -51,7 +52,7 @@ static bool sends_reap(struct vox_dist_mpi *m, int to)
             k++;
         }
     }
-    for (int k = 0; ok && n >= VOX_DIST_MPI_INFLIGHT && k < m->ninflight;) {
+    for (int k = 0; ok && n >= limit && k < m->ninflight;) {
         if (m->inflight[k].to != to) {
             k++;
             continue;
