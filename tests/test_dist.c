@@ -1297,10 +1297,11 @@ static void test_seg_ranks(struct vox_ctx *ctx)
     /* 2, 3 and 4 ranks, with face records on every chunk (the ranks' own chunks of (b) and
      * (c) and rank 0's: dist_pairs_chunk), then without; 2 x 2 x 2 chunks (dealt one by one
      * to the ranks) and 4 x 5 x 4 (by level-1 subtree: 12 of them, the ranks compute those
-     * nodes) */
-    for (int k = 0; k < 6; k++) {
-        const int size = 2 + k % 3;
-        const bool rec = k < 3, subtrees = k % 2 == 0;
+     * nodes); last, 2 ranks on 8 x 8 x 8 chunks (by level-2 subtree: 8 of them; the ranks
+     * compute levels 1 and 2 of theirs, the watershed level 1) */
+    for (int k = 0; k < 7; k++) {
+        const int size = k == 6 ? 2 : 2 + k % 3;
+        const bool rec = k < 3 || k == 6, subtrees = k % 2 == 0, deep = k == 6;
         setenv("VOX_DIST_PAIRS", rec ? "2" : "0", 1);
         struct thread_comm t = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
         struct rank_job job[4];
@@ -1320,9 +1321,11 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         for (int r = 0; r < size; r++) {
             job[r] = (struct rank_job){
                 .tr = {&t, r}, .path = path, .p = &p, .o = {.chunk = {12, 48, 48}, .sink = &sink}};
-            if (subtrees) /* 4 x 5 x 4 chunks */
+            if (subtrees && !deep) /* 4 x 5 x 4 chunks */
                 job[r].o.chunk[0] = 7, job[r].o.chunk[1] = 20, job[r].o.chunk[2] = 30;
-            job[r].tr.chunks = subtrees ? 80 : 8;
+            if (deep) /* 8 x 8 x 8 */
+                job[r].o.chunk[0] = 3, job[r].o.chunk[1] = 12, job[r].o.chunk[2] = 12;
+            job[r].tr.chunks = deep ? 512 : subtrees ? 80 : 8;
             job[r].sink = (struct vox_dist_sink){
                 .ready = gather_ready, .arg = &job[r].g, .encode = gather_encode};
             if (r > 0 && enc)
@@ -1355,8 +1358,11 @@ static void test_seg_ranks(struct vox_ctx *ctx)
         for (int r = 1; r < size; r++) {
             /* by subtree, a rank sent its 2 x 3 x 2 level-1 nodes j = r mod size in stages
              * (b) and (c), and in (a) where it writes its output; else none */
-            const int64_t nodes = subtrees ? (12 - r + size - 1) / size : 0;
-            CHECK(job[r].tr.past == nodes * (enc ? 3 : 2));
+            const int64_t nodes = subtrees && !deep ? (12 - r + size - 1) / size : 0;
+            CHECK(deep || job[r].tr.past == nodes * (enc ? 3 : 2));
+            /* deep: rank 1's 4 level-2 nodes and their 32 children in (b) and (c), the
+             * children in (a) */
+            CHECK(!deep || job[r].tr.past == 2 * (4 + 32) + 32);
             CHECK(t.sent[r] >= 3 * (1 + 1 + 1) - (enc ? 0 : 1) && !t.q[r]);
             CHECK(!enc || (job[r].g.ready && job[r].g.nseg == ref.nseg && job[r].g.writes > 0));
             encoded += job[r].g.writes;

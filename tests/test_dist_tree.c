@@ -343,21 +343,25 @@ static void test_order(struct vox_ctx *ctx)
 }
 
 /* Chunks to ranks: every chunk on exactly one rank's list, the one dist_chunk_rank names;
- * with at least as many level-1 nodes as ranks, a node's children all on one rank and
- * together in its list (its parents in order), chunk 0 on rank 0; else chunk i on rank
- * i % size. Grids 4x4x4 (8 nodes), odd 7x5x3 (24), 3x1x1 (2), 2x2x2 (1); 1 to 9 ranks. */
+ * with at least as many level-1 nodes as ranks, the subtrees of level L (dist_own_level: the
+ * deepest with 4 nodes a rank, else 1) each on one rank and together in its list (in order),
+ * chunk 0 on rank 0; else chunk i on rank i % size. Grids 4x4x4 (8 level-1 nodes), odd 7x5x3
+ * (24), 3x1x1 (2), 2x2x2 (1), 8x8x8 (64, then 8); 1 to 9 ranks. */
 static void test_rank_chunks(struct vox_ctx *ctx)
 {
     (void)ctx;
-    const int64_t grids[4][3] = {{4, 4, 4}, {7, 5, 3}, {3, 1, 1}, {2, 2, 2}};
-    for (int gi = 0; gi < 4; gi++) {
+    const int64_t grids[5][3] = {{4, 4, 4}, {7, 5, 3}, {3, 1, 1}, {2, 2, 2}, {8, 8, 8}};
+    for (int gi = 0; gi < 5; gi++) {
         struct dist_tree t;
         dist_tree_init(&t, grids[gi]);
-        const int64_t n = t.n[0], *g = t.grid[0], *pg = t.grid[1];
+        const int64_t n = t.n[0], *g = t.grid[0];
         for (int size = 1; size <= 9; size++) {
-            int64_t list[105], owner[105];
+            int64_t list[512], owner[512];
             bool sub = dist_by_subtree(g, size);
+            const int L = dist_own_level(g, size);
             CHECK(sub == (size > 1 && t.n[1] >= size));
+            CHECK(L == 0 || (L < t.nlev - 1 && (L == 1 || t.n[L] >= 4 * size) &&
+                             (L + 1 >= t.nlev || t.n[L + 1] < 4 * size)));
             for (int64_t i = 0; i < n; i++)
                 owner[i] = -1;
             for (int r = 0; r < size; r++) {
@@ -368,12 +372,14 @@ static void test_rank_chunks(struct vox_ctx *ctx)
                     owner[i] = r;
                     CHECK(dist_chunk_rank(g, i, size) == r);
                     const int64_t z = i / (g[1] * g[2]), y = i / g[2] % g[1], x = i % g[2];
-                    const int64_t par = (z / 2 * pg[1] + y / 2) * pg[2] + x / 2;
-                    if (sub) /* parents in order, a parent's children together */
-                        CHECK(par >= last && par % size == r);
+                    const int64_t *ag = t.grid[L], d = (int64_t)1 << L;
+                    const int64_t anc = (z / d * ag[1] + y / d) * ag[2] + x / d;
+                    CHECK(anc == dist_node_ancestor(g, 0, i, L));
+                    if (sub) /* subtrees in order, a subtree's chunks together */
+                        CHECK(anc >= last && anc % size == r);
                     else
                         CHECK(i % size == r && i > last);
-                    last = sub ? par : i;
+                    last = sub ? anc : i;
                 }
             }
             for (int64_t i = 0; i < n; i++)

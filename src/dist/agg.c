@@ -984,8 +984,8 @@ static enum vox_status ag_task(void *arg, int level, int64_t i, int tid)
         return VOX_OK;
     }
     if (level == 0 && dist_share_remote(r->share, i)) /* another rank's: ag_take */
-        return tid == 0 ? dist_share_step(r->ctx, r->share) : VOX_OK;
-    if (level == 1 && dist_share_up(r->share, i))
+        return tid == 0 ? dist_share_poll(r->ctx, r->share) : VOX_OK;
+    if (level >= 1 && dist_share_up(r->share, level, i))
         return VOX_OK; /* its rank computed it: ag_take_node */
     bool root = level == r->tree.nlev - 1;
     struct ag_sum *s = &r->sum[level][i];
@@ -1273,28 +1273,27 @@ static enum vox_status ag_take(void *arg, int64_t i, const uint8_t *blob, int64_
     return VOX_OK;
 }
 
-/* Rank 0: level-1 node j from its rank (ag_up): its summary, which holds its children's
- * merges, and the children's statistics. */
-static enum vox_status ag_take_node(void *arg, int64_t j, const uint8_t *blob, int64_t len)
+/* Rank 0: node j of `level` from its rank (ag_up): where rank 0 computes its parent its
+ * summary (which holds every merge under it), and the statistics of it and, at level 1, of
+ * its chunks. */
+static enum vox_status ag_take_node(void *arg, int level, int64_t j, const uint8_t *blob,
+                                    int64_t len)
 {
     struct ag_run *r = arg;
-    struct ag_sum *s = &r->sum[1][j];
-    ag_box(r, 1, j, &s->box);
+    struct ag_sum *s = &r->sum[level][j];
+    ag_box(r, level, j, &s->box);
     int64_t *meta = NULL, nmeta = 0, c[3], kid[8];
-    const int nk = dist_node_children(r->tree.grid[0], j, c, kid);
-    enum vox_status st = ag_unpack(r, 1, j, blob, len, s, &meta, &nmeta);
-    if (st == VOX_OK && nmeta != 3 * nk)
+    const int nk = dist_node_children(r->tree.grid[level - 1], j, c, kid), kids = level == 1;
+    enum vox_status st = ag_unpack(r, level, j, blob, len, s, &meta, &nmeta);
+    if (st == VOX_OK && nmeta != 3 + 3 * nk * kids)
         st = vox_fail(r->ctx, VOX_IO,
                       "chunked agglomeration: a malformed summary of %lld bytes for octree "
-                      "node %lld from another rank",
-                      (long long)len, (long long)j);
-    int64_t add[3];
-    if (st == VOX_OK)
-        ag_count(s, add);
+                      "node %lld of level %d from another rank",
+                      (long long)len, (long long)j, level);
     for (int k = 0; st == VOX_OK && k < 3; k++) {
-        __atomic_fetch_add(&r->lv[1][k], add[k], __ATOMIC_RELAXED);
-        for (int q = 0; q < nk; q++)
-            __atomic_fetch_add(&r->lv[0][k], meta[3 * q + k], __ATOMIC_RELAXED);
+        __atomic_fetch_add(&r->lv[level][k], meta[k], __ATOMIC_RELAXED);
+        for (int q = 0; kids && q < nk; q++)
+            __atomic_fetch_add(&r->lv[0][k], meta[3 + 3 * q + k], __ATOMIC_RELAXED);
     }
     vox_free(r->ctx, meta);
     return st;
@@ -1341,30 +1340,39 @@ static enum vox_status ag_work(void *arg, int64_t i, const uint8_t *blob, int64_
     return st;
 }
 
-/* Another rank: level-1 node j from its children's summaries (ag_work's), as rank 0's
- * ag_task would compute it; the message: its summary and the children's statistics. */
-static enum vox_status ag_up(void *arg, int64_t j, const uint8_t *const *blob, const int64_t *len,
-                             int nk, void **out, int64_t *out_len, int tid)
+/* Another rank: node j of `level` from its children's summaries (ag_work's at level 1, this
+ * function's `keep` above), as rank 0's ag_task would compute it. The message for rank 0:
+ * the node's summary where rank 0 computes its parent (keep NULL), else an empty one, and
+ * the statistics of the node and, at level 1, of its chunks (ag_count's). keep: the node's
+ * summary, for its parent here. */
+static enum vox_status ag_up(void *arg, int level, int64_t j, const uint8_t *const *blob,
+                             const int64_t *len, int nk, void **out, int64_t *out_len, void **keep,
+                             int64_t *keep_len, int tid)
 {
     const struct ag_served *v = arg;
     const struct ag_run *r = &v->r;
     (void)tid;
-    int64_t c[3], kid[8], meta[24];
-    struct ag_sum kids[8] = {0}, s = {0};
-    dist_node_children(r->tree.grid[0], j, c, kid);
+    int64_t c[3], kid[8], meta[3 + 24];
+    struct ag_sum kids[8] = {0}, s = {0}, none = {0};
+    dist_node_children(r->tree.grid[level - 1], j, c, kid);
     enum vox_status st = VOX_OK;
     for (int k = 0; k < nk && st == VOX_OK; k++) {
-        ag_box(r, 0, kid[k], &kids[k].box);
-        st = ag_unpack(r, 0, kid[k], blob[k], len[k], &kids[k], NULL, NULL);
-        ag_count(&kids[k], meta + 3 * k);
+        ag_box(r, level - 1, kid[k], &kids[k].box);
+        st = ag_unpack(r, level - 1, kid[k], blob[k], len[k], &kids[k], NULL, NULL);
+        ag_count(&kids[k], meta + 3 + 3 * k);
     }
-    ag_box(r, 1, j, &s.box);
-    s.level = 1;
-    /* (never the root: a tree whose level-1 nodes are on several ranks has a level above) */
+    ag_box(r, level, j, &s.box);
+    s.level = level;
+    none.box = s.box;
+    /* (never the root: the ranks' subtrees are below it) */
     if (st == VOX_OK)
         st = ag_node(r, kids, nk, &s, false);
+    ag_count(&s, meta);
     if (st == VOX_OK)
-        st = ag_pack_meta(r->ctx, &s, meta, 3 * (int64_t)nk, out, out_len);
+        st = ag_pack_meta(r->ctx, keep ? &none : &s, meta, 3 + (level == 1 ? 3 * (int64_t)nk : 0),
+                          out, out_len);
+    if (st == VOX_OK && keep)
+        st = ag_pack(r->ctx, &s, keep, keep_len);
     for (int k = 0; k < nk; k++)
         ag_sum_fini(r->ctx, &kids[k]);
     ag_sum_fini(r->ctx, &s);

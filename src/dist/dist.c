@@ -1001,13 +1001,14 @@ static enum vox_status ws_send_work(void *arg, int64_t i, const uint8_t *in, int
  * them; the message (dist_pack) holds the node's links, faces, plateau voxels and unions,
  * then the children's fragments and faces one child after another, then per child its
  * fragment count and what it carried up (as sum_stats counts). */
-static enum vox_status ws_up(void *arg, int64_t j, const uint8_t *const *blob, const int64_t *len,
-                             int nk, void **out, int64_t *out_len, int tid)
+static enum vox_status ws_up(void *arg, int level, int64_t j, const uint8_t *const *blob,
+                             const int64_t *len, int nk, void **out, int64_t *out_len, void **keep,
+                             int64_t *keep_len, int tid)
 {
     const struct ws_sender *w = arg;
     const struct dist_run *r = &w->r;
     struct vox_ctx *ctx = r->ctx;
-    (void)tid;
+    (void)tid, (void)level, (void)keep, (void)keep_len; /* (level 1 only: rank 0 has the rest) */
     int64_t c[3], kid[8], meta[32], nf = 0, nx = 0, at[8];
     struct dist_sum kids[8] = {0}, s = {0};
     dist_node_children(r->tree.grid[0], j, c, kid);
@@ -1106,10 +1107,10 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
     if (s == VOX_OK && faces_only && dist_by_subtree(g, c->size)) {
         if (!(up = vox_calloc(ctx, (size_t)w.r.tree.n[1], 1)))
             s = VOX_OUT_OF_MEMORY;
-        for (int64_t j = c->rank; s == VOX_OK && j < w.r.tree.n[1]; j += c->size) {
+        for (int64_t j = 0; s == VOX_OK && j < w.r.tree.n[1]; j++) {
             int64_t cc[3], kid[8];
             const int nk = dist_node_children(g, j, cc, kid);
-            up[j] = 1;
+            up[j] = dist_node_rank(g, 1, j, c->size) == c->rank;
             for (int k = 0; k < nk; k++)
                 up[j] = up[j] && !skipped[kid[k]];
         }

@@ -17,6 +17,10 @@
 
 struct dist_par; /* below, with the tree */
 
+enum {
+    DIST_TREE_LEVELS = 40
+}; /* the octree's levels at most: a grid of up to 2^39 nodes per axis */
+
 /* The box [lo, hi) of the volume of shape dims, all (z, y, x). */
 struct dist_box {
     int64_t lo[3], hi[3];
@@ -528,42 +532,77 @@ static inline int dist_node_children(const int64_t pg[3], int64_t i, int64_t c_o
     return nk;
 }
 
-/* The rank of a comm of `size` ranks that owns atomic chunk i of grid g: whole level-1
- * subtrees (node j's children to rank j % size), so that a rank holds every child of a
- * parent and can compute the parent; chunk by chunk (i % size) where the tree has fewer
- * level-1 nodes than there are ranks. Chunk 0 is rank 0's either way. */
+/* The octree's grid at `level` over the chunk grid g (ceil(g / 2^level) per axis) and its
+ * node count. */
+static inline int64_t dist_level_grid(const int64_t g[3], int level, int64_t out[3])
+{
+    for (int a = 0; a < 3; a++)
+        out[a] = (g[a] + ((int64_t)1 << level) - 1) >> level;
+    return out[0] * out[1] * out[2];
+}
+
+/* Node j of `level`'s ancestor at level `up` (>= level) over chunk grid g. */
+static inline int64_t dist_node_ancestor(const int64_t g[3], int level, int64_t j, int up)
+{
+    int64_t h[3], a[3];
+    dist_level_grid(g, level, h);
+    dist_level_grid(g, up, a);
+    const int64_t z = j / (h[1] * h[2]), y = j / h[2] % h[1], x = j % h[2], d = up - level;
+    return ((z >> d) * a[1] + (y >> d)) * a[2] + (x >> d);
+}
+
 /* The level-1 node above atomic chunk i of grid g. */
 static inline int64_t dist_chunk_parent(const int64_t g[3], int64_t i)
 {
-    const int64_t h[3] = {(g[0] + 1) / 2, (g[1] + 1) / 2, (g[2] + 1) / 2};
-    const int64_t z = i / (g[1] * g[2]), y = i / g[2] % g[1], x = i % g[2];
-    return ((z / 2) * h[1] + y / 2) * h[2] + x / 2;
+    return dist_node_ancestor(g, 0, i, 1);
+}
+
+/* The level whose subtrees the ranks of a comm of `size` own (dist_chunk_rank): the deepest
+ * one with at least 4 nodes a rank (the ranks' shares of chunks then differ by a quarter at
+ * most), else level 1 where it has a node a rank at least; 0 (chunk by chunk) where level 1
+ * has fewer nodes than there are ranks. Never the root. */
+static inline int dist_own_level(const int64_t g[3], int size)
+{
+    int64_t h[3];
+    if (size <= 1 || dist_level_grid(g, 1, h) < size)
+        return 0;
+    int L = 1;
+    while (L + 1 < DIST_TREE_LEVELS && dist_level_grid(g, L + 1, h) >= 4 * (int64_t)size)
+        L++;
+    return L;
+}
+
+/* The rank that owns node j of `level` (0: atomic chunk j) of the octree over chunk grid g:
+ * its level-L subtree's (L = dist_own_level; node k of level L to rank k % size), so that a
+ * rank holds every child of the nodes up to level L and computes them; chunk by chunk
+ * (j % size) where L is 0, the nodes above the chunks then rank 0's. Nodes above level L are
+ * rank 0's. Chunk 0 is rank 0's either way. */
+static inline int dist_node_rank(const int64_t g[3], int level, int64_t j, int size)
+{
+    const int L = dist_own_level(g, size);
+    if (L == 0)
+        return level == 0 ? (int)(j % (size > 1 ? size : 1)) : 0;
+    return level > L ? 0 : (int)(dist_node_ancestor(g, level, j, L) % size);
 }
 
 static inline int dist_chunk_rank(const int64_t g[3], int64_t i, int size)
 {
-    if (size <= 1)
-        return 0;
-    if (((g[0] + 1) / 2) * ((g[1] + 1) / 2) * ((g[2] + 1) / 2) < size)
-        return (int)(i % size);
-    return (int)(dist_chunk_parent(g, i) % size);
+    return dist_node_rank(g, 0, i, size);
 }
 
-/* Whether the chunks of grid g go to a comm of `size` ranks by level-1 subtree
- * (dist_chunk_rank): the ranks then compute those nodes too. */
+/* Whether the chunks of grid g go to a comm of `size` ranks by subtree (dist_chunk_rank):
+ * the ranks then compute those subtrees' nodes too. */
 static inline bool dist_by_subtree(const int64_t g[3], int size)
 {
-    return size > 1 && ((g[0] + 1) / 2) * ((g[1] + 1) / 2) * ((g[2] + 1) / 2) >= size;
+    return dist_own_level(g, size) > 0;
 }
 
-/* The atomic chunks of grid g that rank `rank` of `size` owns (dist_chunk_rank), a level-1
- * subtree's together (nodes in order, each node's children in dist_node_children's order),
- * into list (room for every chunk): their count. */
+/* The atomic chunks of grid g that rank `rank` of `size` owns (dist_chunk_rank), a subtree's
+ * together (its nodes in order, depth first in dist_node_children's order), into list (room
+ * for every chunk): their count. */
 int64_t dist_rank_chunks(const int64_t g[3], int rank, int size, int64_t *list);
 
 /* ---- the octree's schedule (dist/tree.c) -------------------------------------------- */
-
-enum { DIST_TREE_LEVELS = 40 }; /* a grid of up to 2^39 nodes per axis */
 
 /* The octree over a grid of atomic chunks: nodes per axis and in all at each level (level 0:
  * the chunks, nlev - 1: the root), and each level's task time summed over the workers in the
@@ -600,20 +639,24 @@ enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from
 /* Stage (b) or (c)'s atomic chunks shared with the other ranks of a comm (dist/ranks.c).
  * Rank 0: give(arg, i, &blob, &len) makes the message handing chunk i to its rank (a
  * vox_alloc'd blob), take(arg, i, blob, len) takes chunk i's summary. With take_node too,
- * where the ranks own whole level-1 subtrees (dist_by_subtree), a rank computes the level-1
- * nodes of its subtrees (none of whose chunks rank 0 keeps) and rank 0 gets, for each, an
- * empty message per chunk and then take_node(arg, j, blob, len): node j's summary with
- * what rank 0 keeps of its children (their final merges, their statistics). */
+ * where the ranks own whole subtrees (dist_by_subtree), a rank computes the nodes of its
+ * subtrees (those with no chunk rank 0 keeps), and rank 0 gets an empty message per such
+ * chunk and take_node(arg, level, j, blob, len) per such node: what rank 0 keeps of it
+ * (final merges, statistics; at level 1 its chunks' too) and, where rank 0 computes its
+ * parent, its summary. */
 struct dist_share {
     const struct vox_dist_comm *c;
     int64_t grid[3]; /* the atomic chunks' grid (dist_chunk_rank) */
     int64_t nchunks;
     enum vox_status (*give)(void *arg, int64_t i, void **blob, int64_t *len);
     enum vox_status (*take)(void *arg, int64_t i, const uint8_t *blob, int64_t len);
-    enum vox_status (*take_node)(void *arg, int64_t j, const uint8_t *blob, int64_t len);
+    enum vox_status (*take_node)(void *arg, int level, int64_t j, const uint8_t *blob, int64_t len);
     void *arg;
-    uint8_t *up; /* per level-1 node: 1 where its rank computes it (dist_share_begin's) */
-    int64_t nup; /* level-1 nodes (0: none computed there) */
+    /* Per node of levels 1 to uplev (level l's from upoff[l]): 1 where its rank computes it
+     * (dist_share_begin's); nup in all (0: none computed there). */
+    uint8_t *up;
+    int64_t nup, upoff[DIST_TREE_LEVELS + 1];
+    int uplev;
     int64_t remote, taken;
     int64_t *order; /* the chunks of rank 1, 2, ... (dist_rank_chunks), after rank 0's */
     int64_t *start; /* per rank: its first in order; start[size]: the end */
@@ -626,10 +669,10 @@ static inline bool dist_share_remote(const struct dist_share *s, int64_t i)
 {
     return s && dist_chunk_rank(s->grid, i, s->c->size) != 0 && !(s->keep && s->keep[i]);
 }
-/* Whether level-1 node j comes from another rank whole (s NULL: none does). */
-static inline bool dist_share_up(const struct dist_share *s, int64_t j)
+/* Whether node j of `level` comes from another rank (s NULL: none does). */
+static inline bool dist_share_up(const struct dist_share *s, int level, int64_t j)
 {
-    return s && j < s->nup && s->up[j];
+    return s && level >= 1 && level <= s->uplev && s->up[s->upoff[level] + j];
 }
 /* Whether c shares stages (b) and (c): more than one rank, and messages both ways. */
 bool dist_share_on(const struct vox_dist_comm *c);
@@ -653,6 +696,9 @@ enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, cons
 /* Rank 0: takes one summary (waiting for one) and gives its rank the next chunk or the end;
  * nothing once all are taken. Call it from the thread that may use the comm. */
 enum vox_status dist_share_step(struct vox_ctx *ctx, struct dist_share *s);
+/* Rank 0, between its own chunks: with the comm's `ready`, takes the summaries that are
+ * waiting (and gives their ranks their next chunks), else one (dist_share_step). */
+enum vox_status dist_share_poll(struct vox_ctx *ctx, struct dist_share *s);
 /* Rank 0: takes the summaries not taken yet. */
 enum vox_status dist_share_end(struct vox_ctx *ctx, struct dist_share *s);
 /* Rank 0, after the stage's tree (which asks dist_share_up): frees s->up. */
@@ -665,12 +711,15 @@ void dist_share_fini(struct vox_ctx *ctx, struct dist_share *s);
 typedef enum vox_status (*dist_share_setup_fn)(void *arg, const uint8_t *blob, int64_t len);
 typedef enum vox_status (*dist_share_work_fn)(void *arg, int64_t i, const uint8_t *blob,
                                               int64_t len, void **out, int64_t *out_len, int tid);
-/* A level-1 node j the rank computes (rank 0's take_node set): its nk children's summaries
- * as work made them (blob[k], len[k]: child k of dist_node_children's order) into the
- * message for take_node (a vox_alloc'd out). NULL: the stage has none. */
-typedef enum vox_status (*dist_share_node_fn)(void *arg, int64_t j, const uint8_t *const *blob,
-                                              const int64_t *len, int nk, void **out,
-                                              int64_t *out_len, int tid);
+/* Node j of `level` the rank computes (rank 0's take_node set): from its nk children's
+ * summaries (blob[k], len[k]: child k of dist_node_children's order; at level 1 as work made
+ * them, above as this function's `keep`) the message for take_node (a vox_alloc'd out) and,
+ * with keep set (its parent is computed here too), the summary its parent takes. NULL: the
+ * stage has none. */
+typedef enum vox_status (*dist_share_node_fn)(void *arg, int level, int64_t j,
+                                              const uint8_t *const *blob, const int64_t *len,
+                                              int nk, void **out, int64_t *out_len, void **keep,
+                                              int64_t *keep_len, int tid);
 enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm *c,
                                  const int64_t grid[3], dist_share_setup_fn setup,
                                  dist_share_work_fn work, dist_share_node_fn node, void *arg,
@@ -678,9 +727,9 @@ enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm
 /* Another rank, stage (a): work(arg, list[k], NULL, 0, &out, &out_len, tid) for each of the n
  * chunks of grid `grid`, on the context's threads, each summary sent to rank 0 (by the
  * calling thread) as it comes, but those of a level-1 node j with up[j] set (up: NULL, or a
- * byte per level-1 node): once all its children are done, node(...) makes the one message
- * (key: chunks + j) sent for them all; die_after > 0: _exit(3) once that many are sent (a
- * test hook). */
+ * byte per level-1 node): once all its children are done, node(..., keep NULL, ...) makes
+ * the one message (key: chunks + j) sent for them all; die_after > 0: _exit(3) once that many are
+ * sent (a test hook). */
 enum vox_status dist_share_send_all(struct vox_ctx *ctx, const struct vox_dist_comm *c,
                                     const int64_t grid[3], const int64_t *list, int64_t n,
                                     dist_share_work_fn work, dist_share_node_fn node,

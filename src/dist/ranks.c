@@ -75,6 +75,7 @@ void dist_share_fini(struct vox_ctx *ctx, struct dist_share *s)
     vox_free(ctx, s->up);
     s->up = NULL;
     s->nup = 0;
+    s->uplev = 0;
 }
 
 static void share_free(struct vox_ctx *ctx, struct dist_share *s)
@@ -85,26 +86,46 @@ static void share_free(struct vox_ctx *ctx, struct dist_share *s)
     s->next = s->order = s->start = NULL;
 }
 
-/* The level-1 nodes the ranks compute (s->up): with take_node, where the ranks own whole
- * subtrees, those of ranks other than 0 of which rank 0 keeps no chunk. Their count. */
+/* The nodes the ranks compute (s->up): with take_node, where the ranks own whole subtrees
+ * (levels 1 to dist_own_level), those of ranks other than 0 under which rank 0 keeps no
+ * chunk. Their count (-1: memory short). */
 static int64_t share_up(struct vox_ctx *ctx, struct dist_share *s)
 {
     const int64_t *g = s->grid;
-    if (!s->give || !s->take_node || !dist_by_subtree(g, s->c->size))
+    const int L = s->give && s->take_node ? dist_own_level(g, s->c->size) : 0;
+    int64_t h[3], pg[3], n = 0;
+    s->uplev = 0;
+    s->nup = 0;
+    if (L == 0)
         return 0;
-    s->nup = ((g[0] + 1) / 2) * ((g[1] + 1) / 2) * ((g[2] + 1) / 2);
-    if (!(s->up = vox_calloc(ctx, (size_t)s->nup, 1)))
-        return -1;
-    int64_t n = 0;
-    for (int64_t j = 0; j < s->nup; j++) {
-        int64_t c[3], kid[8];
-        const int nk = dist_node_children(g, j, c, kid);
-        bool kept = false;
-        for (int k = 0; k < nk; k++)
-            kept = kept || (s->keep && s->keep[kid[k]]);
-        s->up[j] = j % s->c->size != 0 && !kept;
-        n += s->up[j];
+    for (int l = 1; l <= L; l++) {
+        s->upoff[l] = s->nup;
+        s->nup += dist_level_grid(g, l, h);
     }
+    s->upoff[L + 1] = s->nup;
+    s->up = vox_calloc(ctx, (size_t)s->nup, 1);
+    uint8_t *kept = vox_calloc(ctx, (size_t)s->nup, 1); /* per node: a kept chunk under it */
+    if (!s->up || !kept) {
+        vox_free(ctx, kept);
+        return -1;
+    }
+    for (int l = 1; l <= L; l++) {
+        dist_level_grid(g, l - 1, pg);
+        const int64_t nl = dist_level_grid(g, l, h);
+        for (int64_t j = 0; j < nl; j++) {
+            int64_t c[3], kid[8];
+            const int nk = dist_node_children(pg, j, c, kid);
+            bool below = false;
+            for (int k = 0; k < nk; k++)
+                below =
+                    below || (l == 1 ? s->keep && s->keep[kid[k]] : kept[s->upoff[l - 1] + kid[k]]);
+            kept[s->upoff[l] + j] = below;
+            s->up[s->upoff[l] + j] = dist_node_rank(g, l, j, s->c->size) != 0 && !below;
+            n += s->up[s->upoff[l] + j];
+        }
+    }
+    s->uplev = L;
+    vox_free(ctx, kept);
     return n;
 }
 
@@ -145,9 +166,10 @@ enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, cons
     }
     const int64_t nodes = share_up(ctx, s); /* (each one message more) */
     s->remote += nodes;
-    /* the setup message: how many chunks a rank gets ahead, the level-1 nodes (a count, then
-     * a byte each: 1 where the rank computes it), then the stage's setup */
-    const size_t head = 2 * sizeof(int64_t) + (size_t)s->nup;
+    /* the setup message: how many chunks a rank gets ahead, the nodes the ranks compute (a
+     * count, the deepest level, a byte per node of levels 1 to it: 1 where its rank computes
+     * it), then the stage's setup */
+    const size_t head = 3 * sizeof(int64_t) + (size_t)s->nup;
     uint8_t *msg = vox_alloc(ctx, head + (size_t)setup_len);
     if (!s->next || !msg || nodes < 0 || (s->give && (!s->order || !s->start))) {
         vox_free(ctx, msg);
@@ -168,9 +190,11 @@ enum vox_status dist_share_begin(struct vox_ctx *ctx, struct dist_share *s, cons
                               ? 2 * (int64_t)vox_ctx_threads(ctx)
                               : SHARE_AHEAD;
     memcpy(msg, &ahead, sizeof ahead);
+    const int64_t uplev = s->uplev;
     memcpy(msg + sizeof ahead, &s->nup, sizeof s->nup);
+    memcpy(msg + 2 * sizeof ahead, &uplev, sizeof uplev);
     if (s->nup)
-        memcpy(msg + 2 * sizeof ahead, s->up, (size_t)s->nup);
+        memcpy(msg + 3 * sizeof ahead, s->up, (size_t)s->nup);
     if (setup_len)
         memcpy(msg + head, setup, (size_t)setup_len);
     enum vox_status st = VOX_OK;
@@ -200,9 +224,13 @@ enum vox_status dist_share_step(struct vox_ctx *ctx, struct dist_share *s)
         return st;
     s->taken++;
     /* chunk i's summary (empty where its rank computes the chunk's parent), or (i past the
-     * chunks) level-1 node i - nchunks's */
-    const int64_t j = i - s->nchunks;
-    const bool node = j >= 0 && dist_share_up(s, j);
+     * chunks) node j of a level's (s->upoff) */
+    int64_t j = i - s->nchunks;
+    int level = 1;
+    while (level < s->uplev && j >= s->upoff[level + 1])
+        level++;
+    j -= s->upoff[level];
+    const bool node = i >= s->nchunks && i - s->nchunks < s->nup && dist_share_up(s, level, j);
     if (i == SHARE_STOP) {
         s->stopped = true;
         st = dist_comm_stopped(ctx, c, b, len);
@@ -211,18 +239,32 @@ enum vox_status dist_share_step(struct vox_ctx *ctx, struct dist_share *s)
                       "chunked segmentation: a summary for chunk %lld from another "
                       "rank (of %lld chunks)",
                       (long long)i, (long long)s->nchunks);
-    else if (!node && dist_share_up(s, dist_chunk_parent(s->grid, i)) && len != 0)
+    else if (!node && dist_share_up(s, 1, dist_chunk_parent(s->grid, i)) && len != 0)
         st = vox_fail(ctx, VOX_IO,
                       "chunked segmentation: %lld bytes for chunk %lld from another rank, "
                       "whose summary goes with its parent's",
                       (long long)len, (long long)i);
     if (st == VOX_OK && node)
-        st = s->take_node(s->arg, j, b, len);
-    else if (st == VOX_OK && !dist_share_up(s, dist_chunk_parent(s->grid, i)))
+        st = s->take_node(s->arg, level, j, b, len);
+    else if (st == VOX_OK && !dist_share_up(s, 1, dist_chunk_parent(s->grid, i)))
         st = s->take(s->arg, i, b, len);
     vox_free(ctx, b);
     if (st == VOX_OK) /* that rank's next chunk */
-        st = share_give(ctx, s, node ? (int)(j % c->size) : dist_chunk_rank(s->grid, i, c->size));
+        st = share_give(ctx, s,
+                        node ? dist_node_rank(s->grid, level, j, c->size)
+                             : dist_chunk_rank(s->grid, i, c->size));
+    return st;
+}
+
+enum vox_status dist_share_poll(struct vox_ctx *ctx, struct dist_share *s)
+{
+    const struct vox_dist_comm *c = s->c;
+    if (!c->ready)
+        return dist_share_step(ctx, s);
+    /* (waiting for one here held rank 0's own chunks while a rank computed a node) */
+    enum vox_status st = s->stopped ? VOX_IO : VOX_OK;
+    while (st == VOX_OK && s->taken < s->remote && c->ready(c->arg, ctx))
+        st = dist_share_step(ctx, s);
     return st;
 }
 
@@ -260,8 +302,11 @@ struct serve_run {
     dist_share_work_fn work;
     dist_share_node_fn node;
     void *arg;
-    const uint8_t *up; /* per level-1 node: 1 where this rank computes it (NULL: none) */
-    int64_t nup;
+    /* per node of levels 1 to uplev (level l's from upoff[l]): 1 where this rank computes it
+     * (NULL: none) */
+    const uint8_t *up;
+    int64_t nup, upoff[DIST_TREE_LEVELS + 1];
+    int uplev;
     bool ack; /* a chunk kept for its parent still gets an (empty) message: rank 0 counts */
     struct serve_node *nodes; /* (where up is set) */
     pthread_mutex_t mu;
@@ -303,40 +348,52 @@ static bool serve_more(const struct serve_run *v)
 
 /* Chunk i's summary o kept for its parent j, mu held; with the parent's last child, the
  * parent's message is made (mu released meanwhile, the node counted busy) and queued. */
-static enum vox_status serve_kid(struct serve_run *v, int64_t j, int64_t i, struct serve_item o,
-                                 int tid)
+static bool serve_up(const struct serve_run *v, int level, int64_t j)
 {
-    int64_t c[3], kid[8];
-    const int nk = dist_node_children(v->grid, j, c, kid);
+    return v->up && level >= 1 && level <= v->uplev && v->up[v->upoff[level] + j];
+}
+
+static enum vox_status serve_kid(struct serve_run *v, int level, int64_t j, int64_t i,
+                                 struct serve_item o, int tid)
+{
+    int64_t c[3], kid[8], pg[3];
+    dist_level_grid(v->grid, level - 1, pg);
+    const int nk = dist_node_children(pg, j, c, kid);
     int k = 0;
     while (k < nk && kid[k] != i)
         k++;
-    struct serve_node *n = &v->nodes[j];
+    struct serve_node *n = &v->nodes[v->upoff[level] + j];
     if (k == nk || n->blob[k]) {
         vox_free(v->ctx, o.blob);
-        return vox_fail(v->ctx, VOX_INTERNAL, "chunked segmentation: chunk %lld twice",
-                        (long long)i);
+        return vox_fail(v->ctx, VOX_INTERNAL, "chunked segmentation: node %lld of level %d twice",
+                        (long long)i, level - 1);
     }
     n->blob[k] = o.blob;
     n->len[k] = o.len;
     if (++n->got < nk)
         return VOX_OK;
+    /* the parent's summary stays here where the rank computes the parent too */
+    const int64_t p = dist_node_ancestor(v->grid, level, j, level + 1);
+    const bool top = !serve_up(v, level + 1, p);
     v->busy++;
     pthread_mutex_unlock(&v->mu);
-    struct serve_item u = {.key = v->nchunks + j};
-    enum vox_status st =
-        v->node(v->arg, j, (const uint8_t *const *)n->blob, n->len, nk, &u.blob, &u.len, tid);
+    struct serve_item u = {.key = v->nchunks + v->upoff[level] + j}, keep = {0};
+    enum vox_status st = v->node(v->arg, level, j, (const uint8_t *const *)n->blob, n->len, nk,
+                                 &u.blob, &u.len, top ? NULL : &keep.blob, &keep.len, tid);
     for (k = 0; k < nk; k++) {
         vox_free(v->ctx, n->blob[k]);
         n->blob[k] = NULL;
     }
     pthread_mutex_lock(&v->mu);
     v->busy--;
-    if (st == VOX_OK && v->st == VOX_OK)
+    if (st == VOX_OK && v->st == VOX_OK) {
         v->out[v->nout++] = u;
-    else
+    } else {
         vox_free(v->ctx, u.blob);
-    return st;
+        vox_free(v->ctx, keep.blob);
+        return st;
+    }
+    return top ? VOX_OK : serve_kid(v, level + 1, p, j, keep, tid);
 }
 
 /* Computes chunk `it` on thread tid, mu held (released while it runs); its summary queued. */
@@ -351,8 +408,8 @@ static void serve_one(struct serve_run *v, struct serve_item it, int tid)
     v->busy--;
     if (st == VOX_OK && v->st == VOX_OK && v->up) {
         const int64_t j = dist_chunk_parent(v->grid, it.key);
-        if (j < v->nup && v->up[j]) { /* kept for the parent; maybe an empty message */
-            st = serve_kid(v, j, it.key, o, tid);
+        if (serve_up(v, 1, j)) { /* kept for the parent; maybe an empty message */
+            st = serve_kid(v, 1, j, it.key, o, tid);
             o = (struct serve_item){.key = v->ack ? it.key : SHARE_END};
         }
     }
@@ -451,7 +508,8 @@ static enum vox_status serve_run_all(struct serve_run *v)
 {
     if (v->st == VOX_OK) { /* (out: a node's message may follow each thread's last summary) */
         v->in = vox_alloc(v->ctx, (size_t)v->ahead * sizeof *v->in);
-        v->out = vox_alloc(v->ctx, (size_t)(v->ahead + v->workers + 1) * sizeof *v->out);
+        v->out = vox_alloc(v->ctx,
+                           (size_t)(v->ahead + v->workers * (v->uplev + 1) + 1) * sizeof *v->out);
         v->st = v->in && v->out ? VOX_OK : VOX_OUT_OF_MEMORY;
     }
     if (v->st == VOX_OK && v->up) {
@@ -481,24 +539,27 @@ enum vox_status dist_share_send_all(struct vox_ctx *ctx, const struct vox_dist_c
                                     const uint8_t *up, void *arg, int64_t die_after)
 {
     const int workers = vox_ctx_threads(ctx);
-    struct serve_run v = {
-        .ctx = ctx,
-        .c = c,
-        .ahead = 2 * (int64_t)workers,
-        .workers = workers,
-        .work = work,
-        .arg = arg,
-        .mu = PTHREAD_MUTEX_INITIALIZER,
-        .cv = PTHREAD_COND_INITIALIZER,
-        .ended = true,
-        .list = list,
-        .nlist = n,
-        .nchunks = grid[0] * grid[1] * grid[2],
-        .grid = grid,
-        .node = node,
-        .up = up,
-        .nup = up ? ((grid[0] + 1) / 2) * ((grid[1] + 1) / 2) * ((grid[2] + 1) / 2) : 0,
-        .die_after = die_after};
+    struct serve_run v = {.ctx = ctx,
+                          .c = c,
+                          .ahead = 2 * (int64_t)workers,
+                          .workers = workers,
+                          .work = work,
+                          .arg = arg,
+                          .mu = PTHREAD_MUTEX_INITIALIZER,
+                          .cv = PTHREAD_COND_INITIALIZER,
+                          .ended = true,
+                          .list = list,
+                          .nlist = n,
+                          .nchunks = grid[0] * grid[1] * grid[2],
+                          .grid = grid,
+                          .node = node,
+                          .up = up,
+                          .die_after = die_after};
+    if (up) { /* level 1's nodes only */
+        int64_t h[3];
+        v.uplev = 1;
+        v.nup = v.upoff[2] = dist_level_grid(grid, 1, h);
+    }
     return serve_run_all(&v);
 }
 
@@ -507,8 +568,7 @@ enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm
                                  dist_share_work_fn work, dist_share_node_fn node, void *arg,
                                  bool parallel)
 {
-    int64_t key = 0, len = 0, ahead = 0, nup = -1;
-    const int64_t n1 = ((grid[0] + 1) / 2) * ((grid[1] + 1) / 2) * ((grid[2] + 1) / 2);
+    int64_t key = 0, len = 0, ahead = 0, nup = -1, uplev = -1, h[3], want = 0;
     uint8_t *b = NULL;
     enum vox_status st = c->recv_root(c->arg, ctx, &key, (void **)&b, &len);
     if (st == VOX_OK && key == SHARE_STOP)
@@ -518,38 +578,48 @@ enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm
                       "chunked segmentation: rank %d expected a stage's setup from "
                       "rank 0, got message %lld",
                       c->rank, (long long)key);
-    if (st == VOX_OK && len >= 2 * (int64_t)sizeof ahead) {
+    if (st == VOX_OK && len >= 3 * (int64_t)sizeof ahead) {
         memcpy(&ahead, b, sizeof ahead);
         memcpy(&nup, b + sizeof ahead, sizeof nup);
+        memcpy(&uplev, b + 2 * sizeof ahead, sizeof uplev);
     }
-    /* (the level-1 nodes: none, or every one's byte; a stage without nodes gets none) */
-    const int64_t head = 2 * (int64_t)sizeof ahead + (nup > 0 ? nup : 0);
-    if (st == VOX_OK && (ahead < 1 || ahead > (int64_t)1 << 20 || (nup != 0 && nup != n1) ||
-                         (nup && !node) || len < head))
+    /* (the nodes: none, or every one's byte of levels 1 to the rank's subtrees' level; a
+     * stage without nodes gets none) */
+    struct serve_run v = {.uplev = uplev == dist_own_level(grid, c->size) ? (int)uplev : -1};
+    for (int l = 1; v.uplev > 0 && l <= v.uplev; l++) {
+        v.upoff[l] = want;
+        want += dist_level_grid(grid, l, h);
+    }
+    v.upoff[v.uplev > 0 ? v.uplev + 1 : 0] = want;
+    const int64_t head = 3 * (int64_t)sizeof ahead + (nup > 0 ? nup : 0);
+    if (st == VOX_OK &&
+        (ahead < 1 || ahead > (int64_t)1 << 20 || (nup != 0 && (v.uplev < 1 || nup != want)) ||
+         (nup && !node) || len < head))
         st = vox_fail(ctx, VOX_IO, "chunked segmentation: rank %d got a malformed setup", c->rank);
     uint8_t *up = st == VOX_OK && nup > 0 ? vox_alloc(ctx, (size_t)nup) : NULL;
     if (st == VOX_OK && nup > 0 && !up)
         st = VOX_OUT_OF_MEMORY;
     if (up)
-        memcpy(up, b + 2 * sizeof ahead, (size_t)nup);
+        memcpy(up, b + 3 * sizeof ahead, (size_t)nup);
     if (st == VOX_OK)
         st = setup(arg, b + head, len - head);
     vox_free(ctx, b);
-    struct serve_run v = {.ctx = ctx,
-                          .c = c,
-                          .nchunks = grid[0] * grid[1] * grid[2],
-                          .grid = grid,
-                          .ahead = ahead,
-                          .workers = parallel ? vox_ctx_threads(ctx) : 1,
-                          .work = work,
-                          .node = node,
-                          .arg = arg,
-                          .up = up,
-                          .nup = nup > 0 ? nup : 0,
-                          .ack = true,
-                          .mu = PTHREAD_MUTEX_INITIALIZER,
-                          .cv = PTHREAD_COND_INITIALIZER,
-                          .st = st};
+    v.ctx = ctx;
+    v.c = c;
+    v.nchunks = grid[0] * grid[1] * grid[2];
+    v.grid = grid;
+    v.ahead = ahead;
+    v.workers = parallel ? vox_ctx_threads(ctx) : 1;
+    v.work = work;
+    v.node = node;
+    v.arg = arg;
+    v.up = up;
+    v.nup = up ? nup : 0;
+    v.uplev = up ? v.uplev : 0;
+    v.ack = true;
+    v.mu = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    v.cv = (pthread_cond_t)PTHREAD_COND_INITIALIZER;
+    v.st = st;
     st = serve_run_all(&v);
     vox_free(ctx, up);
     return st;

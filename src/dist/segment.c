@@ -401,7 +401,7 @@ static void sg_out_task(void *arg, const int64_t lo[3], const int64_t hi[3], int
     struct sg_run *r = arg;
     for (int64_t i = lo[0]; i < hi[0]; i++) {
         if (dist_share_remote(r->share, i)) { /* another rank's: sg_take */
-            r->st[i] = tid == 0 ? dist_share_step(r->ctx, r->share) : VOX_OK;
+            r->st[i] = tid == 0 ? dist_share_poll(r->ctx, r->share) : VOX_OK;
             continue;
         }
         struct dist_box b;

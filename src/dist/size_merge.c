@@ -952,8 +952,8 @@ static enum vox_status sm_task(void *arg, int level, int64_t i, int tid)
     struct sm_sum *s = &r->sum[level][i];
     enum vox_status st;
     if (level == 0 && dist_share_remote(r->share, i)) /* another rank's: sm_take (its box too) */
-        return tid == 0 ? dist_share_step(r->ctx, r->share) : VOX_OK;
-    if (level == 1 && dist_share_up(r->share, i))
+        return tid == 0 ? dist_share_poll(r->ctx, r->share) : VOX_OK;
+    if (level >= 1 && dist_share_up(r->share, level, i))
         return VOX_OK; /* its rank computed it: sm_take_node */
     sm_box(r, level, i, &s->box);
     if (level == 0) {

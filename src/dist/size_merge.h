@@ -56,6 +56,6 @@ enum vox_status sm_node(const struct sm_run *r, const struct sm_sum *kids, int n
  * chunk i's summary and level-1 node j's from their rank, into r's slots. */
 enum vox_status sm_give(void *arg, int64_t i, void **blob, int64_t *len);
 enum vox_status sm_take(void *arg, int64_t i, const uint8_t *blob, int64_t len);
-enum vox_status sm_take_node(void *arg, int64_t j, const uint8_t *blob, int64_t len);
+enum vox_status sm_take_node(void *arg, int level, int64_t j, const uint8_t *blob, int64_t len);
 
 #endif

@@ -73,32 +73,34 @@ enum vox_status sm_take(void *arg, int64_t i, const uint8_t *blob, int64_t len)
     return VOX_OK;
 }
 
-/* A level-1 node a rank computed (sm_up): its summary and final merges, its children's final
- * merges (one array, split by the counts) and statistics, into the slots rank 0's own tasks
- * would have filled. */
-enum vox_status sm_take_node(void *arg, int64_t j, const uint8_t *blob, int64_t len)
+/* Node j of `level` that a rank computed (sm_up): its final merges and statistics, at level
+ * 1 its chunks' too (their final merges in one array, split by the counts), and where rank
+ * 0 computes its parent, its summary; into the slots rank 0's own tasks would have filled. */
+enum vox_status sm_take_node(void *arg, int level, int64_t j, const uint8_t *blob, int64_t len)
 {
     struct sm_run *r = arg;
-    struct sm_sum *s = &r->sum[1][j];
-    sm_box(r, 1, j, &s->box);
+    struct sm_sum *s = &r->sum[level][j];
+    sm_box(r, level, j, &s->box);
     const size_t xsize[2] = {sizeof(struct sm_edge), sizeof(int64_t)};
     int64_t xcount[2] = {0, 0}, c[3], kid[8];
     void *x[2] = {NULL, NULL};
-    const int nk = dist_node_children(r->tree.grid[0], j, c, kid);
-    enum vox_status st = sm_unpack(r, 1, j, blob, len, s, &r->lfin[1][j], 2, xsize, xcount, x);
+    const int nk = dist_node_children(r->tree.grid[level - 1], j, c, kid), kids = level == 1;
+    enum vox_status st =
+        sm_unpack(r, level, j, blob, len, s, &r->lfin[level][j], 2, xsize, xcount, x);
     const struct sm_edge *kf = x[0];
-    const int64_t *meta = x[1]; /* per child: basins, edges, final merges */
+    const int64_t *meta = x[1]; /* the node's basins and edges, then per chunk: basins, edges,
+                                   final merges */
     int64_t at = 0;
-    for (int k = 0; st == VOX_OK && k < nk; k++)
-        at += meta[3 * k + 2];
-    if (st == VOX_OK && (xcount[1] != 3 * nk || at != xcount[0]))
+    for (int k = 0; st == VOX_OK && kids && k < nk && xcount[1] == 2 + 3 * nk; k++)
+        at += meta[2 + 3 * k + 2];
+    if (st == VOX_OK && (xcount[1] != 2 + 3 * nk * kids || at != xcount[0]))
         st = vox_fail(r->ctx, VOX_IO,
                       "chunked size merge: a malformed summary of %lld bytes for octree node "
-                      "%lld from another rank",
-                      (long long)len, (long long)j);
+                      "%lld of level %d from another rank",
+                      (long long)len, (long long)j, level);
     at = 0;
-    for (int k = 0; st == VOX_OK && k < nk; k++) {
-        const int64_t n = meta[3 * k + 2];
+    for (int k = 0; st == VOX_OK && kids && k < nk; k++) {
+        const int64_t n = meta[2 + 3 * k + 2];
         struct sm_edge *e = vox_alloc(r->ctx, (size_t)(n + 1) * sizeof *e);
         if (!e) {
             st = VOX_OUT_OF_MEMORY;
@@ -108,16 +110,16 @@ enum vox_status sm_take_node(void *arg, int64_t j, const uint8_t *blob, int64_t 
             memcpy(e, kf + at, (size_t)n * sizeof *e);
         at += n;
         r->lfin[0][kid[k]] = (struct sm_fin){e, n};
-        __atomic_fetch_add(&r->lv[0][0], meta[3 * k], __ATOMIC_RELAXED);
-        __atomic_fetch_add(&r->lv[0][1], meta[3 * k + 1], __ATOMIC_RELAXED);
+        __atomic_fetch_add(&r->lv[0][0], meta[2 + 3 * k], __ATOMIC_RELAXED);
+        __atomic_fetch_add(&r->lv[0][1], meta[2 + 3 * k + 1], __ATOMIC_RELAXED);
+    }
+    if (st == VOX_OK) {
+        __atomic_fetch_add(&r->lv[level][0], meta[0], __ATOMIC_RELAXED);
+        __atomic_fetch_add(&r->lv[level][1], meta[1], __ATOMIC_RELAXED);
     }
     vox_free(r->ctx, x[0]);
     vox_free(r->ctx, x[1]);
-    if (st != VOX_OK)
-        return st;
-    __atomic_fetch_add(&r->lv[1][0], s->nbasin, __ATOMIC_RELAXED);
-    __atomic_fetch_add(&r->lv[1][1], s->nedge, __ATOMIC_RELAXED);
-    return VOX_OK;
+    return st;
 }
 
 /* Another rank: the run's geometry and parameters, the basin sizes from rank 0's setup. */
@@ -165,26 +167,31 @@ static enum vox_status sm_work(void *arg, int64_t i, const uint8_t *blob, int64_
     return st;
 }
 
-/* Another rank: level-1 node j from its children's summaries (sm_work's), as rank 0's
- * sm_task would compute it; the message: its summary (sm_pack's), then the children's final
- * merges one after another and their counts (basins, edges, final merges per child). */
-static enum vox_status sm_up(void *arg, int64_t j, const uint8_t *const *blob, const int64_t *len,
-                             int nk, void **out, int64_t *out_len, int tid)
+/* Another rank: node j of `level` from its children's summaries (sm_work's at level 1, this
+ * function's `keep` above), as rank 0's sm_task would compute it. The message for rank 0
+ * (dist_pack): the node's basins and edges where rank 0 computes its parent (keep NULL),
+ * else none; its final merges; at level 1 its chunks' final merges one after another; the
+ * node's basin and edge counts, at level 1 then per chunk its basins, edges and final merges.
+ * keep: the node's summary without its final merges, for its parent here. */
+static enum vox_status sm_up(void *arg, int level, int64_t j, const uint8_t *const *blob,
+                             const int64_t *len, int nk, void **out, int64_t *out_len, void **keep,
+                             int64_t *keep_len, int tid)
 {
     const struct sm_served *v = arg;
     const struct sm_run *r = &v->r;
     (void)tid;
-    int64_t c[3], kid[8], meta[24], nf = 0;
+    int64_t c[3], kid[8], meta[2 + 24], nf = 0;
     struct sm_sum kids[8] = {0}, s = {0};
     struct sm_fin kf[8] = {0};
-    dist_node_children(r->tree.grid[0], j, c, kid);
+    dist_node_children(r->tree.grid[level - 1], j, c, kid);
     enum vox_status st = VOX_OK;
     for (int k = 0; k < nk && st == VOX_OK; k++) {
-        sm_box(r, 0, kid[k], &kids[k].box);
-        st = sm_unpack(r, 0, kid[k], blob[k], len[k], &kids[k], &kf[k], 0, NULL, NULL, NULL);
-        meta[3 * k] = kids[k].nbasin, meta[3 * k + 1] = kids[k].nedge;
-        meta[3 * k + 2] = kf[k].n;
-        nf += kf[k].n;
+        sm_box(r, level - 1, kid[k], &kids[k].box);
+        st =
+            sm_unpack(r, level - 1, kid[k], blob[k], len[k], &kids[k], &kf[k], 0, NULL, NULL, NULL);
+        meta[2 + 3 * k] = kids[k].nbasin, meta[2 + 3 * k + 1] = kids[k].nedge;
+        meta[2 + 3 * k + 2] = kf[k].n;
+        nf += kf[k].n; /* (none above level 1: a node's went to rank 0 with it) */
     }
     struct sm_edge *all = st == VOX_OK ? vox_alloc(r->ctx, (size_t)(nf + 1) * sizeof *all) : NULL;
     if (st == VOX_OK && !all)
@@ -192,15 +199,23 @@ static enum vox_status sm_up(void *arg, int64_t j, const uint8_t *const *blob, c
     for (int k = 0, at = 0; st == VOX_OK && k < nk; at += (int)kf[k].n, k++)
         if (kf[k].n)
             memcpy(all + at, kf[k].e, (size_t)kf[k].n * sizeof *all);
-    sm_box(r, 1, j, &s.box);
+    sm_box(r, level, j, &s.box);
     if (st == VOX_OK)
         st = sm_node(r, kids, nk, &s);
+    meta[0] = s.nbasin, meta[1] = s.nedge;
+    const size_t size[5] = {sizeof *s.basin, sizeof *s.edge, sizeof *s.fin, sizeof *all,
+                            sizeof *meta};
     if (st == VOX_OK) {
-        const int64_t count[5] = {s.nbasin, s.nedge, s.nfin, nf, 3 * (int64_t)nk};
-        const size_t size[5] = {sizeof *s.basin, sizeof *s.edge, sizeof *s.fin, sizeof *all,
-                                sizeof *meta};
+        const bool top = keep == NULL;
+        const int64_t count[5] = {top ? s.nbasin : 0, top ? s.nedge : 0, s.nfin,
+                                  level == 1 ? nf : 0, 2 + (level == 1 ? 3 * (int64_t)nk : 0)};
         const void *const arr[5] = {s.basin, s.edge, s.fin, all, meta};
         st = dist_pack(r->ctx, &s.box, 5, count, size, arr, out, out_len);
+    }
+    if (st == VOX_OK && keep) {
+        const int64_t count[3] = {s.nbasin, s.nedge, 0};
+        const void *const arr[3] = {s.basin, s.edge, s.fin};
+        st = dist_pack(r->ctx, &s.box, 3, count, size, arr, keep, keep_len);
     }
     for (int k = 0; k < nk; k++) {
         sm_sum_fini(r->ctx, &kids[k]);

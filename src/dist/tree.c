@@ -320,18 +320,31 @@ void dist_par_for(const struct dist_par *p, int64_t n, void (*fn)(void *arg, int
     pthread_mutex_unlock(&r->mu);
 }
 
+/* The chunks under node j of `level`, depth first, appended to list at *n. */
+static void rank_subtree(const int64_t g[3], int level, int64_t j, int64_t *list, int64_t *n)
+{
+    if (level == 0) {
+        list[(*n)++] = j;
+        return;
+    }
+    int64_t pg[3], c[3], kid[8];
+    dist_level_grid(g, level - 1, pg);
+    const int nk = dist_node_children(pg, j, c, kid);
+    for (int k = 0; k < nk; k++)
+        rank_subtree(g, level - 1, kid[k], list, n);
+}
+
 int64_t dist_rank_chunks(const int64_t g[3], int rank, int size, int64_t *list)
 {
-    int64_t n = 0, all = g[0] * g[1] * g[2];
-    if (!dist_by_subtree(g, size)) {
+    int64_t n = 0, all = g[0] * g[1] * g[2], h[3];
+    const int L = dist_own_level(g, size);
+    if (L == 0) {
         for (int64_t i = size > 1 ? rank : 0; i<all; i += size> 1 ? size : 1)
             list[n++] = i;
         return n;
     }
-    const int64_t n1 = ((g[0] + 1) / 2) * ((g[1] + 1) / 2) * ((g[2] + 1) / 2);
-    for (int64_t j = rank; j < n1; j += size) {
-        int64_t c[3];
-        n += dist_node_children(g, j, c, list + n);
-    }
+    const int64_t nl = dist_level_grid(g, L, h);
+    for (int64_t j = rank; j < nl; j += size)
+        rank_subtree(g, L, j, list, &n);
     return n;
 }
