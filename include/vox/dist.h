@@ -126,9 +126,10 @@ struct vox_dist_sink {
 
 /* Processes sharing a run (e.g. MPI ranks; libvox_dist_mpi gives one over an MPI
  * communicator): the atomic watershed chunks of stage (a) are cut among the ranks by
- * subtrees of the octree (the 2 x 2 x 2 chunks under level-1 node j, in C order over that
- * level's grid, to rank j mod size; chunk i, in C order over the chunk grid, to rank i mod
- * size where there are fewer such nodes than ranks), each reading its own chunks' boxes
+ * subtrees of the octree (the chunks under node j of level L, in C order over that level's
+ * grid, to rank j mod size; L the deepest level with 4 nodes a rank, else 1; chunk i, in C
+ * order over the chunk grid, to rank i mod size where level 1 has fewer nodes than ranks),
+ * each reading its own chunks' boxes
  * from the source; every other rank sends each chunk's summary and fragment labels to rank 0
  * (send), which takes them in any order (recv: a blob of *len_out bytes from
  * vox_alloc(ctx, ...), the caller's to free) and runs the rest.

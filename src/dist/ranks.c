@@ -13,11 +13,12 @@
  * only its fragment map (to basins, or to segments in stage (c)) and the margin's values,
  * which rank 0 reads from the six faces it kept of every chunk (struct dist_faces): ~0.7 MB
  * for a 128^3 chunk where the whole window is 8.8 MB. A rank's chunks are those of stage (a)
- * (dist_chunk_rank), given a level-1 subtree after another; where it owns whole subtrees it
- * computes their level-1 nodes too (dist_share.up): its chunks' own messages are then empty,
- * and one message, key chunks + j, brings node j (rank 0 skips computing it). Rank 0 takes
- * summaries between its own chunks (dist_share_step, from its level-0 tasks on worker 0, the
- * thread that may use the comm) and the rest after them (dist_share_end). Sends must not wait
+ * (dist_chunk_rank), given a subtree after another; where it owns whole subtrees it computes
+ * their nodes too (dist_share.up): its chunks' own messages are then empty, and one message
+ * per node, key chunks + the node's place among the levels' nodes, brings what rank 0 keeps
+ * of it (rank 0 skips computing it). Rank 0 takes summaries between its own chunks, those
+ * waiting (dist_share_poll, from its level-0 tasks on worker 0, the thread that may use the
+ * comm) and the rest after them (dist_share_end). Sends must not wait
  * for their receiver (the comm's contract): rank 0's second chunk for a rank would otherwise
  * wait for a rank that waits for rank 0 to take its first summary. Where a summary goes is its
  * chunk or node index, so the result does not depend on timing. Messages: key -2 the stage's
@@ -284,7 +285,7 @@ struct serve_item {
     int64_t len;
 };
 
-/* A level-1 node the rank computes: its children's summaries so far. */
+/* A node the rank computes: its children's summaries so far. */
 struct serve_node {
     void *blob[8];
     int64_t len[8];
