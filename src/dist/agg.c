@@ -1321,15 +1321,12 @@ static enum vox_status ag_work(void *arg, int64_t i, const uint8_t *blob, int64_
     struct ag_run rr = v->r; /* this thread's: the window is the chunk's */
     struct ag_run *r = &rr;
     struct dist_win w;
+    struct dist_labels given;
     struct ag_sum s = {0};
     ag_box(r, 0, i, &s.box);
-    enum vox_status st = dist_shell_window(r->ctx, v->own, r->dims, &s.box, blob, len, &w);
+    enum vox_status st = dist_shell_labels(r->ctx, v->own, r->dims, &s.box, blob, len, &w, &given);
     if (st != VOX_OK)
         return st;
-    int64_t ncm; /* the blob's fragment map (dist_shell_window checked it), for a record */
-    memcpy(&ncm, blob, sizeof ncm);
-    const struct dist_labels given = {
-        .given = &w, .given_fm = (const uint32_t *)(const void *)(blob + 8), .given_nf = ncm - 1};
     r->labels = &given;
     /* never the root: with one chunk there is no other rank's */
     st = ag_chunk(r, &s, i, false, &r->sc[tid]);

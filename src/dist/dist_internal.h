@@ -782,6 +782,13 @@ enum vox_status dist_shell_window(struct vox_ctx *ctx, struct dist_store *own,
                                   const int64_t dims[3], const struct dist_box *b,
                                   const uint8_t *blob, int64_t len, struct dist_win *w);
 
+/* dist_shell_window, and the labels a chunk's stage reads through it: the window and the
+ * message's fragment map (for the chunk's face record); w and blob must outlive *given. */
+enum vox_status dist_shell_labels(struct vox_ctx *ctx, struct dist_store *own,
+                                  const int64_t dims[3], const struct dist_box *b,
+                                  const uint8_t *blob, int64_t len, struct dist_win *w,
+                                  struct dist_labels *given);
+
 /* Rank 0's window of one of its atomic chunks (box b) when the store keeps faces: its
  * record's fragment labels through l's maps, and the one-voxel margin from the neighbours'
  * faces (the other ranks' chunks have no record on rank 0: they sent their faces only). */

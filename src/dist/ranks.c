@@ -984,3 +984,18 @@ enum vox_status dist_shell_window(struct vox_ctx *ctx, struct dist_store *own,
     w->p = w->own = out;
     return VOX_OK;
 }
+
+enum vox_status dist_shell_labels(struct vox_ctx *ctx, struct dist_store *own,
+                                  const int64_t dims[3], const struct dist_box *b,
+                                  const uint8_t *blob, int64_t len, struct dist_win *w,
+                                  struct dist_labels *given)
+{
+    enum vox_status st = dist_shell_window(ctx, own, dims, b, blob, len, w);
+    if (st != VOX_OK)
+        return st;
+    int64_t ncm; /* the fragment map's length (dist_shell_window checked it) */
+    memcpy(&ncm, blob, sizeof ncm);
+    *given = (struct dist_labels){
+        .given = w, .given_fm = (const uint32_t *)(const void *)(blob + 8), .given_nf = ncm - 1};
+    return VOX_OK;
+}

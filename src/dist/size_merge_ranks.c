@@ -149,15 +149,12 @@ static enum vox_status sm_work(void *arg, int64_t i, const uint8_t *blob, int64_
     struct sm_run rr = v->r; /* this thread's: the window is the chunk's */
     struct sm_run *r = &rr;
     struct dist_win w;
+    struct dist_labels given;
     struct sm_sum s = {0};
     sm_box(r, 0, i, &s.box);
-    enum vox_status st = dist_shell_window(r->ctx, v->own, r->dims, &s.box, blob, len, &w);
+    enum vox_status st = dist_shell_labels(r->ctx, v->own, r->dims, &s.box, blob, len, &w, &given);
     if (st != VOX_OK)
         return st;
-    int64_t ncm; /* the blob's fragment map (dist_shell_window checked it), for a record */
-    memcpy(&ncm, blob, sizeof ncm);
-    const struct dist_labels given = {
-        .given = &w, .given_fm = (const uint32_t *)(const void *)(blob + 8), .given_nf = ncm - 1};
     r->basins = &given;
     st = sm_chunk(r, &s, i, &r->sc[tid]);
     dist_win_fini(r->ctx, &w);
