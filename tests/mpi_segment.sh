@@ -49,6 +49,17 @@ deep=(--aff "$T/d.h5:/affinities_smooth" --quiet)
 "$VOX" segment "${deep[@]}" --out "$T/dref.h5:/seg" || fail "segment d"
 timeout 120 "$MPIRUN" --allow-run-as-root --oversubscribe -np 2 "$VMPI" segment "${deep[@]}" \
     --chunk 4,16,16 --threads 1 --out "$T/d2.h5:/seg" || fail "mpirun -np 2, 8x8x8 chunks"
+# ... killed after 900 of its 1536 chunk tasks and resumed: the ranks compute the level-1 and
+# level-2 nodes of their subtrees (of 2 ranks' 8 level-2 subtrees) but those over chunks
+# rank 0 took from its records
+rm -rf "$T/dw" && mkdir "$T/dw"
+VOX_DIST_DIE_AFTER=900 timeout 120 "$MPIRUN" --allow-run-as-root --oversubscribe -np 2 "$VMPI" \
+    segment "${deep[@]}" --chunk 4,16,16 --threads 1 --workdir "$T/dw" --out "$T/dk.h5:/seg" \
+    >/dev/null 2>&1 && fail "VOX_DIST_DIE_AFTER=900 did not end the 8x8x8 run"
+out=$(timeout 120 "$MPIRUN" --allow-run-as-root --oversubscribe -np 2 "$VMPI" segment "${deep[@]}" \
+    --chunk 4,16,16 --threads 2 --workdir "$T/dw" --resume --stats --out "$T/dr.h5:/seg") ||
+    fail "resume 8x8x8"
+echo "$out" | grep -q "tasks: 900 reused" || fail "8x8x8: $(echo "$out" | grep tasks)"
 # restartable: 2 ranks killed after k restart records (rank 0 keeps them), resumed with 3
 # (48 chunks: 144 chunk tasks, then the size merge and agglomeration; 146: all recorded)
 W="$T/w"
@@ -90,10 +101,12 @@ for n in ["m1", "m2", "m3", "m4", "m5", "m6", "r9", "r70", "r146", "rk"]:
     for k in names:
         a, b = r[k][...], m[k][...]
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), (n, k)
-r, m = h5py.File(f"{T}/dref.h5", "r"), h5py.File(f"{T}/d2.h5", "r")
-assert sorted(m.keys()) == sorted(r.keys()), list(m.keys())
-for k in r.keys():
-    assert np.array_equal(r[k][...], m[k][...]), ("d", k)
+r = h5py.File(f"{T}/dref.h5", "r")
+for n in ("d2", "dr"):
+    m = h5py.File(f"{T}/{n}.h5", "r")
+    assert sorted(m.keys()) == sorted(r.keys()), list(m.keys())
+    for k in r.keys():
+        assert np.array_equal(r[k][...], m[k][...]), (n, k)
 r = h5py.File(f"{T}/bref.h5", "r")
 for n in (2, 3):
     m = h5py.File(f"{T}/b{n}.h5", "r")
