@@ -1298,7 +1298,7 @@ static void test_seg_ranks(struct vox_ctx *ctx)
      * (c) and rank 0's: dist_pairs_chunk), then without; 2 x 2 x 2 chunks (dealt one by one
      * to the ranks) and 4 x 5 x 4 (by level-1 subtree: 12 of them, the ranks compute those
      * nodes); last, 2 ranks on 8 x 8 x 8 chunks (by level-2 subtree: 8 of them; the ranks
-     * compute levels 1 and 2 of theirs, the watershed level 1) */
+     * compute levels 1 and 2 of theirs) */
     for (int k = 0; k < 7; k++) {
         const int size = k == 6 ? 2 : 2 + k % 3;
         const bool rec = k < 3 || k == 6, subtrees = k % 2 == 0, deep = k == 6;
@@ -1360,9 +1360,8 @@ static void test_seg_ranks(struct vox_ctx *ctx)
              * (b) and (c), and in (a) where it writes its output; else none */
             const int64_t nodes = subtrees && !deep ? (12 - r + size - 1) / size : 0;
             CHECK(deep || job[r].tr.past == nodes * (enc ? 3 : 2));
-            /* deep: rank 1's 4 level-2 nodes and their 32 children in (b) and (c), the
-             * children in (a) */
-            CHECK(!deep || job[r].tr.past == 2 * (4 + 32) + 32);
+            /* deep: rank 1's 4 level-2 nodes and their 32 children in (a), (b) and (c) */
+            CHECK(!deep || job[r].tr.past == 3 * (4 + 32));
             CHECK(t.sent[r] >= 3 * (1 + 1 + 1) - (enc ? 0 : 1) && !t.q[r]);
             CHECK(!enc || (job[r].g.ready && job[r].g.nseg == ref.nseg && job[r].g.writes > 0));
             encoded += job[r].g.writes;

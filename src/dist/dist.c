@@ -53,7 +53,12 @@ struct dist_run {
     int64_t remote;          /* ... of those it takes (ws_remote) */
     int64_t seen;            /* ... of those whose level-0 task ran (atomic_chunk) */
     uint8_t *reused;         /* rank 0 of a comm, resumed: other ranks' chunks from records */
-    uint8_t *upn; /* rank 0 of a sharing comm: level-1 nodes their rank computed (ws_up) */
+    /* Rank 0 of a sharing comm: per node of levels 1 to uplev (level l's from upoff[l]): 2
+     * where its rank computed it (ws_up; its message taken), 1 where that message is still
+     * to come (a child's said so: `pending` of them) */
+    uint8_t *upn;
+    int64_t nupn, upoff[DIST_TREE_LEVELS + 1], pending;
+    int uplev;
     bool skipped; /* ... which their ranks skip (a sharing comm): no copy of them comes */
 };
 
@@ -179,7 +184,8 @@ static bool ws_reuse(struct dist_run *r, int64_t i)
 
 /* Atomic chunk i: its watershed, labels and summary (or its record's). */
 static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks);
-static enum vox_status ws_take_node(struct dist_run *r, int64_t j, const uint8_t *b, int64_t len);
+static enum vox_status ws_take_node(struct dist_run *r, int level, int64_t j, const uint8_t *b,
+                                    int64_t len);
 
 static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
 {
@@ -200,7 +206,8 @@ static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
         int64_t seen = __atomic_add_fetch(&r->seen, 1, __ATOMIC_RELAXED);
         enum vox_status st = VOX_OK;
         if (tid == 0 && c->ready)
-            while (st == VOX_OK && r->received < r->remote && c->ready(c->arg, r->ctx))
+            while (st == VOX_OK && (r->received < r->remote || r->pending > 0) &&
+                   c->ready(c->arg, r->ctx))
                 st = ws_receive_one(r, r->tree.n[0]);
         else if (tid == 0 && r->received < r->remote && r->received < seen)
             st = ws_receive_one(r, r->tree.n[0]);
@@ -250,8 +257,11 @@ static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks)
         vox_free(r->ctx, b);
         return s;
     }
-    if (r->upn && i >= nchunks && i - nchunks < r->tree.n[1]) {
-        s = ws_take_node(r, i - nchunks, b, len);
+    if (r->upn && i >= nchunks && i - nchunks < r->nupn) {
+        int level = 1;
+        while (level < r->uplev && i - nchunks >= r->upoff[level + 1])
+            level++;
+        s = ws_take_node(r, level, i - nchunks - r->upoff[level], b, len);
         vox_free(r->ctx, b);
         return s;
     }
@@ -296,41 +306,50 @@ static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks)
     return s;
 }
 
-/* Rank 0: level-1 node j from its rank (ws_up): its summary (its unions still fragment ids,
- * join_locations follows in node_task), and its children's fragments, faces and statistics,
- * as ws_receive_one takes a chunk whose rank writes its own output. */
-static enum vox_status ws_take_node(struct dist_run *r, int64_t j, const uint8_t *b, int64_t len)
+/* Rank 0: node j of `level` from its rank (ws_up): its unions (still fragment ids:
+ * join_locations follows in node_task) and, where rank 0 computes its parent, its summary;
+ * what it carried up; at level 1 its children's fragments, faces and statistics, as
+ * ws_receive_one takes a chunk whose rank writes its own output. Where the rank computes the
+ * parent too, the parent's message is to come (r->pending). */
+static enum vox_status ws_take_node(struct dist_run *r, int level, int64_t j, const uint8_t *b,
+                                    int64_t len)
 {
     struct vox_ctx *ctx = r->ctx;
-    struct dist_sum *s = &r->sum[1][j];
+    struct dist_sum *s = &r->sum[level][j];
     struct dist_faces *fc = r->labels->faces;
     int64_t c[3], kid[8], count[7], nf = 0, nx = 0;
-    const int nk = dist_node_children(r->tree.grid[0], j, c, kid);
+    const int nk = dist_node_children(r->tree.grid[level - 1], j, c, kid), kids = level == 1;
     const size_t size[7] = {sizeof *s->link, sizeof *s->face,          sizeof *s->plat,
                             sizeof *s->uni,  sizeof(struct dist_frag), sizeof(uint32_t),
                             sizeof(int64_t)};
     void *arr[7] = {0};
     struct dist_box box;
-    node_box(r, 1, j, &box);
+    node_box(r, level, j, &box);
     enum vox_status st = dist_unpack(ctx, b, len, &box, 7, size, count, arr);
     const struct dist_frag *fr = arr[4];
     const uint32_t *fx = arr[5];
-    const int64_t *meta = arr[6]; /* per child: fragments, carried, links, bytes */
-    bool ok = st == VOX_OK && fc && !s->link && !s->face && count[6] == 4 * nk;
-    for (int k = 0; ok && k < nk; k++) {
-        ok = dist_chunk_rank(r->tree.grid[0], kid[k], r->vol.comm->size) != 0 && !r->fr[kid[k]] &&
-             !(r->reused && r->reused[kid[k]]) && meta[4 * k] >= 0;
-        nf += ok ? meta[4 * k] : 0;
+    /* the node: its parent's summary wanted here (1) or not, carried, links, bytes; at level
+       1 then per child: fragments, carried, links, bytes */
+    const int64_t *meta = arr[6];
+    const int64_t at = r->upoff[level] + j;
+    bool ok = st == VOX_OK && fc && !s->link && !s->face && !s->uni && r->upn[at] != 2 &&
+              count[6] == 4 + 4 * nk * kids &&
+              dist_node_rank(r->tree.grid[0], level, j, r->vol.comm->size) != 0 &&
+              (meta[0] == 1 || level < r->uplev);
+    for (int k = 0; ok && kids && k < nk; k++) {
+        const int64_t *m = meta + 4 + 4 * k;
+        ok = !r->fr[kid[k]] && !(r->reused && r->reused[kid[k]]) && m[0] >= 0;
+        nf += ok ? m[0] : 0;
         nx += dist_faces_len(fc->dims, fc->chunk, kid[k]);
     }
     ok = ok && nf == count[4] && nx == count[5];
     if (st == VOX_FORMAT || (st == VOX_OK && !ok))
         st = vox_fail(ctx, VOX_IO,
                       "chunked watershed: a malformed summary of %lld bytes for octree node "
-                      "%lld from another rank",
-                      (long long)len, (long long)j);
-    for (int k = 0, f = 0, x = 0; st == VOX_OK && k < nk; k++) {
-        const int64_t n = meta[4 * k];
+                      "%lld of level %d from another rank",
+                      (long long)len, (long long)j, level);
+    for (int k = 0, f = 0, x = 0; st == VOX_OK && kids && k < nk; k++) {
+        const int64_t *m = meta + 4 + 4 * k, n = m[0];
         struct dist_frag *mine = vox_alloc(ctx, (size_t)(n + 1) * sizeof *mine);
         if (!mine) {
             st = VOX_OUT_OF_MEMORY;
@@ -344,20 +363,29 @@ static enum vox_status ws_take_node(struct dist_run *r, int64_t j, const uint8_t
         x += (int)dist_faces_len(fc->dims, fc->chunk, kid[k]);
         r->labels->absent++;
         for (int q = 0; q < 3; q++)
-            __atomic_fetch_add(&r->lv[0][q], meta[4 * k + 1 + q], __ATOMIC_RELAXED);
+            __atomic_fetch_add(&r->lv[0][q], m[1 + q], __ATOMIC_RELAXED);
     }
     s->box = box;
     s->link = arr[0], s->nlink = count[0];
     s->face = arr[1], s->nface = count[1];
     s->plat = arr[2], s->nplat = count[2];
     s->uni = arr[3], s->nuni = count[3];
+    if (st == VOX_OK) {
+        for (int q = 0; q < 3; q++)
+            __atomic_fetch_add(&r->lv[level][q], meta[1 + q], __ATOMIC_RELAXED);
+        r->pending -= r->upn[at] == 1;
+        r->upn[at] = 2;
+        if (meta[0] != 1) { /* its parent's message is to come */
+            const int64_t p =
+                r->upoff[level + 1] + dist_node_ancestor(r->tree.grid[0], level, j, level + 1);
+            r->pending += r->upn[p] == 0;
+            r->upn[p] = r->upn[p] ? r->upn[p] : 1;
+        }
+        r->received += kids ? nk : 0;
+    }
     vox_free(ctx, arr[4]);
     vox_free(ctx, arr[5]);
     vox_free(ctx, arr[6]);
-    if (st == VOX_OK) {
-        r->upn[j] = 1;
-        r->received += nk;
-    }
     return st;
 }
 
@@ -376,7 +404,7 @@ static void ws_remote(struct dist_run *r, int64_t nchunks)
 static enum vox_status ws_receive(struct dist_run *r, int64_t nchunks)
 {
     enum vox_status s = VOX_OK;
-    while (r->received < r->remote && s == VOX_OK)
+    while ((r->received < r->remote || r->pending > 0) && s == VOX_OK)
         s = ws_receive_one(r, nchunks);
     return s;
 }
@@ -448,16 +476,16 @@ static enum vox_status node_task(struct dist_run *r, int level, int64_t i)
     node_box(r, level, i, &b);
     struct dist_sum *s = &r->sum[level][i];
     const struct dist_par par = {r->ctx, &r->tree};
-    /* (a node its rank computed came whole: ws_take_node) */
-    enum vox_status st = level == 1 && r->upn && r->upn[i]
-                             ? VOX_OK
-                             : dist_node_ws(r->ctx, r->vol.dims, &b, kids, nk, s, &par);
+    /* (a node its rank computed came as a message, its statistics with it: ws_take_node) */
+    const bool theirs = r->upn && level <= r->uplev && r->upn[r->upoff[level] + i] == 2;
+    enum vox_status st = theirs ? VOX_OK : dist_node_ws(r->ctx, r->vol.dims, &b, kids, nk, s, &par);
     for (int k = 0; k < nk; k++) /* the node holds what it needs of them: free them now */
         dist_sum_fini(r->ctx, &r->sum[level - 1][at[k]]);
     if (st == VOX_OK)
         st = join_locations(r, s, &par);
     if (st == VOX_OK) {
-        sum_stats(r, level, s);
+        if (!theirs)
+            sum_stats(r, level, s);
         r->jn[level][i] = (struct dist_joins){s->uni, s->nuni};
         s->uni = NULL;
         s->nuni = 0;
@@ -878,9 +906,14 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, con
     if (s == VOX_OK && dist_share_on(vol->comm)) { /* the ranks skip what records hold */
         r.skipped = r.reused != NULL;
         s = ws_tell_skips(&r, nchunks);
-        /* (a rank that writes its own output computes the level-1 nodes of its subtrees) */
-        if (s == VOX_OK && dist_by_subtree(r.tree.grid[0], vol->comm->size) &&
-            !(r.upn = vox_calloc(ctx, (size_t)r.tree.n[1], 1)))
+        /* (a rank that writes its own output computes the nodes of its subtrees) */
+        r.uplev = dist_own_level(r.tree.grid[0], vol->comm->size);
+        for (int l = 1; l <= r.uplev; l++) {
+            r.upoff[l] = r.nupn;
+            r.nupn += r.tree.n[l];
+        }
+        r.upoff[r.uplev + 1] = r.nupn;
+        if (s == VOX_OK && r.uplev > 0 && !(r.upn = vox_calloc(ctx, (size_t)r.nupn, 1)))
             s = VOX_OUT_OF_MEMORY;
     }
     if (s == VOX_OK && vol->comm) { /* level 0 here and on the other ranks, then the rest */
@@ -996,11 +1029,14 @@ static enum vox_status ws_send_work(void *arg, int64_t i, const uint8_t *in, int
     return s;
 }
 
-/* Another rank writing its own output: level-1 node j of its subtrees from its children's
- * messages (ws_send_work's: summary, then the six faces), as rank 0's node_task would merge
- * them; the message (dist_pack) holds the node's links, faces, plateau voxels and unions,
- * then the children's fragments and faces one child after another, then per child its
- * fragment count and what it carried up (as sum_stats counts). */
+/* Another rank writing its own output: node j of `level` of its subtrees from its children's
+ * messages (at level 1 ws_send_work's: summary, then the six faces; above this function's
+ * `keep`), as rank 0's node_task would merge them. The message (dist_pack): the node's links,
+ * faces and plateau voxels where rank 0 computes its parent (keep NULL), else none; its
+ * unions; at level 1 the children's fragments and faces one child after another; then
+ * whether rank 0 computes its parent (1) or not (0), what it carried up (as sum_stats counts)
+ * and at level 1 per child its fragment count and what it carried up. keep: the node's
+ * summary without unions (ws_pack's), for its parent here. */
 static enum vox_status ws_up(void *arg, int level, int64_t j, const uint8_t *const *blob,
                              const int64_t *len, int nk, void **out, int64_t *out_len, void **keep,
                              int64_t *keep_len, int tid)
@@ -1008,30 +1044,31 @@ static enum vox_status ws_up(void *arg, int level, int64_t j, const uint8_t *con
     const struct ws_sender *w = arg;
     const struct dist_run *r = &w->r;
     struct vox_ctx *ctx = r->ctx;
-    (void)tid, (void)level, (void)keep, (void)keep_len; /* (level 1 only: rank 0 has the rest) */
-    int64_t c[3], kid[8], meta[32], nf = 0, nx = 0, at[8];
+    (void)tid;
+    int64_t c[3], kid[8], meta[4 + 32], nf = 0, nx = 0, at[8];
     struct dist_sum kids[8] = {0}, s = {0};
-    dist_node_children(r->tree.grid[0], j, c, kid);
+    dist_node_children(r->tree.grid[level - 1], j, c, kid);
     enum vox_status st = VOX_OK;
     for (int k = 0; k < nk && st == VOX_OK; k++) {
         const int64_t n = ws_parse(ctx, blob[k], len[k], &kids[k]);
-        const int64_t fl = dist_faces_len(r->vol.dims, r->chunk, kid[k]);
+        const int64_t fl = level == 1 ? dist_faces_len(r->vol.dims, r->chunk, kid[k]) : 0;
         if (n < 0 || len[k] - n != fl * (int64_t)sizeof(uint32_t)) {
             st = n < 0 ? VOX_OUT_OF_MEMORY
                        : vox_fail(ctx, VOX_INTERNAL,
                                   "chunked watershed: "
-                                  "a malformed message of chunk %lld",
-                                  (long long)kid[k]);
+                                  "a malformed message of node %lld of level %d",
+                                  (long long)kid[k], level - 1);
             break;
         }
         const struct dist_sum *q = &kids[k];
-        node_box(r, 0, kid[k], &kids[k].box);
+        node_box(r, level - 1, kid[k], &kids[k].box);
         at[k] = n;
-        meta[4 * k] = q->nfrag;
-        meta[4 * k + 1] = q->nface + q->nplat;
-        meta[4 * k + 2] = q->nlink;
-        meta[4 * k + 3] = q->nface * (int64_t)sizeof *q->face +
-                          q->nplat * (int64_t)sizeof *q->plat + q->nlink * (int64_t)sizeof *q->link;
+        int64_t *m = meta + 4 + 4 * k;
+        m[0] = q->nfrag;
+        m[1] = q->nface + q->nplat;
+        m[2] = q->nlink;
+        m[3] = q->nface * (int64_t)sizeof *q->face + q->nplat * (int64_t)sizeof *q->plat +
+               q->nlink * (int64_t)sizeof *q->link;
         nf += q->nfrag;
         nx += fl;
     }
@@ -1043,20 +1080,39 @@ static enum vox_status ws_up(void *arg, int level, int64_t j, const uint8_t *con
         if (kids[k].nfrag)
             memcpy(fr + f, kids[k].frag, (size_t)kids[k].nfrag * sizeof *fr);
         const int64_t fl = (len[k] - at[k]) / (int64_t)sizeof *fx;
-        memcpy(fx + x, blob[k] + at[k], (size_t)fl * sizeof *fx);
+        if (fl)
+            memcpy(fx + x, blob[k] + at[k], (size_t)fl * sizeof *fx);
         f += (int)kids[k].nfrag;
         x += (int)fl;
     }
     struct dist_box b;
-    node_box(r, 1, j, &b);
+    node_box(r, level, j, &b);
     if (st == VOX_OK) /* (alone: this thread is one of the rank's chunk workers) */
         st = dist_node_ws(ctx, r->vol.dims, &b, kids, nk, &s, NULL);
+    const bool top = keep == NULL;
+    meta[0] = top;
+    meta[1] = s.nface + s.nplat;
+    meta[2] = s.nlink;
+    meta[3] = s.nface * (int64_t)sizeof *s.face + s.nplat * (int64_t)sizeof *s.plat +
+              s.nlink * (int64_t)sizeof *s.link + s.nuni * (int64_t)sizeof *s.uni;
     if (st == VOX_OK) {
-        const int64_t count[7] = {s.nlink, s.nface, s.nplat, s.nuni, nf, nx, 4 * (int64_t)nk};
+        const int64_t count[7] = {top ? s.nlink : 0,
+                                  top ? s.nface : 0,
+                                  top ? s.nplat : 0,
+                                  s.nuni,
+                                  nf,
+                                  nx,
+                                  4 + (level == 1 ? 4 * (int64_t)nk : 0)};
         const size_t size[7] = {sizeof *s.link, sizeof *s.face, sizeof *s.plat, sizeof *s.uni,
                                 sizeof *fr,     sizeof *fx,     sizeof *meta};
         const void *const arr[7] = {s.link, s.face, s.plat, s.uni, fr, fx, meta};
         st = dist_pack(ctx, &b, 7, count, size, arr, out, out_len);
+    }
+    if (st == VOX_OK && keep) {
+        uint8_t *kb = NULL;
+        *keep_len = ws_pack(ctx, &s, 0, &kb); /* (s has no fragments) */
+        *keep = kb;
+        st = kb ? VOX_OK : VOX_OUT_OF_MEMORY;
     }
     for (int k = 0; k < nk; k++)
         dist_sum_fini(ctx, &kids[k]);
@@ -1101,23 +1157,33 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
         if (!skipped[list[k]])
             list[n++] = list[k];
     /* Writing its own output (rank 0 keeps no record of its chunks), the rank also computes
-     * the level-1 nodes of its subtrees but those with a chunk rank 0 has from its records */
+     * the nodes of its subtrees but those over a chunk rank 0 has from its records (per node of
+     * levels 1 to L, level l's after the levels' below; `skipped` then marks nodes too) */
     const int64_t *g = w.r.tree.grid[0];
-    uint8_t *up = NULL;
-    if (s == VOX_OK && faces_only && dist_by_subtree(g, c->size)) {
-        if (!(up = vox_calloc(ctx, (size_t)w.r.tree.n[1], 1)))
-            s = VOX_OUT_OF_MEMORY;
-        for (int64_t j = 0; s == VOX_OK && j < w.r.tree.n[1]; j++) {
-            int64_t cc[3], kid[8];
-            const int nk = dist_node_children(g, j, cc, kid);
-            up[j] = dist_node_rank(g, 1, j, c->size) == c->rank;
-            for (int k = 0; k < nk; k++)
-                up[j] = up[j] && !skipped[kid[k]];
-        }
+    const int L = faces_only ? dist_own_level(g, c->size) : 0;
+    int64_t nup = 0, off[DIST_TREE_LEVELS + 1] = {0};
+    for (int l = 1; l <= L; l++) {
+        off[l] = nup;
+        nup += w.r.tree.n[l];
     }
+    uint8_t *up = L > 0 ? vox_calloc(ctx, (size_t)nup, 1) : NULL;
+    uint8_t *below = L > 0 ? vox_calloc(ctx, (size_t)nup, 1) : NULL;
+    if (s == VOX_OK && L > 0 && (!up || !below))
+        s = VOX_OUT_OF_MEMORY;
+    for (int l = 1; s == VOX_OK && l <= L; l++)
+        for (int64_t j = 0; j < w.r.tree.n[l]; j++) {
+            int64_t cc[3], kid[8];
+            const int nk = dist_node_children(w.r.tree.grid[l - 1], j, cc, kid);
+            bool kept = false;
+            for (int k = 0; k < nk; k++)
+                kept = kept || (l == 1 ? skipped[kid[k]] : below[off[l - 1] + kid[k]]);
+            below[off[l] + j] = kept;
+            up[off[l] + j] = dist_node_rank(g, l, j, c->size) == c->rank && !kept;
+        }
+    vox_free(ctx, below);
     /* the chunks on this rank's threads; thread 0 sends their messages as they come */
     if (s == VOX_OK)
-        s = dist_share_send_all(ctx, c, g, list, n, ws_send_work, ws_up, up, &w, die_after);
+        s = dist_share_send_all(ctx, c, g, list, n, ws_send_work, ws_up, up, L, &w, die_after);
     vox_free(ctx, up);
     vox_free(ctx, list);
     vox_free(ctx, skip);

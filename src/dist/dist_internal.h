@@ -726,14 +726,15 @@ enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm
                                  bool parallel);
 /* Another rank, stage (a): work(arg, list[k], NULL, 0, &out, &out_len, tid) for each of the n
  * chunks of grid `grid`, on the context's threads, each summary sent to rank 0 (by the
- * calling thread) as it comes, but those of a level-1 node j with up[j] set (up: NULL, or a
- * byte per level-1 node): once all its children are done, node(..., keep NULL, ...) makes
- * the one message (key: chunks + j) sent for them all; die_after > 0: _exit(3) once that many are
+ * calling thread) as it comes, but those of a level-1 node j with up set (up: NULL, or a
+ * byte per node of levels 1 to uplev, as struct dist_share's): once all its children are
+ * done, node(...) makes the node's message (key: chunks + its place among the levels'
+ * nodes), and so on up its subtree; die_after > 0: _exit(3) once that many are
  * sent (a test hook). */
 enum vox_status dist_share_send_all(struct vox_ctx *ctx, const struct vox_dist_comm *c,
                                     const int64_t grid[3], const int64_t *list, int64_t n,
                                     dist_share_work_fn work, dist_share_node_fn node,
-                                    const uint8_t *up, void *arg, int64_t die_after);
+                                    const uint8_t *up, int uplev, void *arg, int64_t die_after);
 /* A chunk's summary as a message: box b, n counts, then n arrays (count[k] elements of
  * size[k] bytes); and back: dist_unpack checks the box and the lengths (VOX_FORMAT, no
  * message, when they do not match) and copies each array into a new vox_alloc'd one (room

@@ -537,7 +537,7 @@ static enum vox_status serve_run_all(struct serve_run *v)
 enum vox_status dist_share_send_all(struct vox_ctx *ctx, const struct vox_dist_comm *c,
                                     const int64_t grid[3], const int64_t *list, int64_t n,
                                     dist_share_work_fn work, dist_share_node_fn node,
-                                    const uint8_t *up, void *arg, int64_t die_after)
+                                    const uint8_t *up, int uplev, void *arg, int64_t die_after)
 {
     const int workers = vox_ctx_threads(ctx);
     struct serve_run v = {.ctx = ctx,
@@ -556,11 +556,13 @@ enum vox_status dist_share_send_all(struct vox_ctx *ctx, const struct vox_dist_c
                           .node = node,
                           .up = up,
                           .die_after = die_after};
-    if (up) { /* level 1's nodes only */
-        int64_t h[3];
-        v.uplev = 1;
-        v.nup = v.upoff[2] = dist_level_grid(grid, 1, h);
+    int64_t h[3];
+    for (int l = 1; up && l <= uplev; l++) { /* (levels 1 to uplev, as dist_share_begin's) */
+        v.upoff[l] = v.nup;
+        v.nup += dist_level_grid(grid, l, h);
     }
+    v.upoff[up ? uplev + 1 : 0] = v.nup;
+    v.uplev = up ? uplev : 0;
     return serve_run_all(&v);
 }
 
