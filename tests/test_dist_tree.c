@@ -357,7 +357,7 @@ static void test_rank_chunks(struct vox_ctx *ctx)
         const int64_t n = t.n[0], *g = t.grid[0];
         for (int size = 1; size <= 9; size++) {
             int64_t list[512], owner[512];
-            bool sub = dist_by_subtree(g, size);
+            bool sub = dist_own_level(g, size) > 0;
             const int L = dist_own_level(g, size);
             CHECK(sub == (size > 1 && t.n[1] >= size));
             CHECK(L == 0 || (L < t.nlev - 1 && (L == 1 || t.n[L] >= 4 * size) &&

@@ -908,11 +908,7 @@ enum vox_status dist_ws_run(struct vox_ctx *ctx, const struct dist_vol *vol, con
         s = ws_tell_skips(&r, nchunks);
         /* (a rank that writes its own output computes the nodes of its subtrees) */
         r.uplev = dist_own_level(r.tree.grid[0], vol->comm->size);
-        for (int l = 1; l <= r.uplev; l++) {
-            r.upoff[l] = r.nupn;
-            r.nupn += r.tree.n[l];
-        }
-        r.upoff[r.uplev + 1] = r.nupn;
+        r.nupn = dist_up_layout(r.tree.grid[0], r.uplev, r.upoff);
         if (s == VOX_OK && r.uplev > 0 && !(r.upn = vox_calloc(ctx, (size_t)r.nupn, 1)))
             s = VOX_OUT_OF_MEMORY;
     }
@@ -1157,30 +1153,15 @@ enum vox_status dist_ws_send(struct vox_ctx *ctx, const struct dist_vol *vol,
         if (!skipped[list[k]])
             list[n++] = list[k];
     /* Writing its own output (rank 0 keeps no record of its chunks), the rank also computes
-     * the nodes of its subtrees but those over a chunk rank 0 has from its records (per node of
-     * levels 1 to L, level l's after the levels' below; `skipped` then marks nodes too) */
+     * the nodes of its subtrees but those over a chunk rank 0 has from its records */
     const int64_t *g = w.r.tree.grid[0];
     const int L = faces_only ? dist_own_level(g, c->size) : 0;
-    int64_t nup = 0, off[DIST_TREE_LEVELS + 1] = {0};
-    for (int l = 1; l <= L; l++) {
-        off[l] = nup;
-        nup += w.r.tree.n[l];
-    }
+    int64_t off[DIST_TREE_LEVELS + 1];
+    const int64_t nup = dist_up_layout(g, L, off);
     uint8_t *up = L > 0 ? vox_calloc(ctx, (size_t)nup, 1) : NULL;
-    uint8_t *below = L > 0 ? vox_calloc(ctx, (size_t)nup, 1) : NULL;
-    if (s == VOX_OK && L > 0 && (!up || !below))
+    if (s == VOX_OK && L > 0 &&
+        (!up || dist_up_nodes(ctx, g, L, c->size, c->rank, skipped, off, up) < 0))
         s = VOX_OUT_OF_MEMORY;
-    for (int l = 1; s == VOX_OK && l <= L; l++)
-        for (int64_t j = 0; j < w.r.tree.n[l]; j++) {
-            int64_t cc[3], kid[8];
-            const int nk = dist_node_children(w.r.tree.grid[l - 1], j, cc, kid);
-            bool kept = false;
-            for (int k = 0; k < nk; k++)
-                kept = kept || (l == 1 ? skipped[kid[k]] : below[off[l - 1] + kid[k]]);
-            below[off[l] + j] = kept;
-            up[off[l] + j] = dist_node_rank(g, l, j, c->size) == c->rank && !kept;
-        }
-    vox_free(ctx, below);
     /* the chunks on this rank's threads; thread 0 sends their messages as they come */
     if (s == VOX_OK)
         s = dist_share_send_all(ctx, c, g, list, n, ws_send_work, ws_up, up, L, &w, die_after);

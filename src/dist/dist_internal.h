@@ -590,12 +590,25 @@ static inline int dist_chunk_rank(const int64_t g[3], int64_t i, int size)
     return dist_node_rank(g, 0, i, size);
 }
 
-/* Whether the chunks of grid g go to a comm of `size` ranks by subtree (dist_chunk_rank):
- * the ranks then compute those subtrees' nodes too. */
-static inline bool dist_by_subtree(const int64_t g[3], int size)
+/* Where the nodes of levels 1 to L of the octree over chunk grid g go in an array of a
+ * value per node, level after level: off[l] level l's first; off[L + 1] (returned) them all. */
+static inline int64_t dist_up_layout(const int64_t g[3], int L, int64_t off[DIST_TREE_LEVELS + 1])
 {
-    return dist_own_level(g, size) > 0;
+    int64_t h[3], n = 0;
+    for (int l = 1; l <= L; l++) {
+        off[l] = n;
+        n += dist_level_grid(g, l, h);
+    }
+    off[L + 1] = n;
+    return n;
 }
+
+/* In up (dist_up_layout's order over levels 1 to L), 1 for each node that rank `rank` owns
+ * (dist_node_rank; rank < 0: any rank but 0) and under which no chunk is marked (mark: a
+ * byte per chunk, or NULL), else 0: the nodes a rank computes itself. Their count, or -1
+ * when memory is short (dist/ranks.c). */
+int64_t dist_up_nodes(struct vox_ctx *ctx, const int64_t g[3], int L, int size, int rank,
+                      const uint8_t *mark, const int64_t off[DIST_TREE_LEVELS + 1], uint8_t *up);
 
 /* The atomic chunks of grid g that rank `rank` of `size` owns (dist_chunk_rank), a subtree's
  * together (its nodes in order, depth first in dist_node_children's order), into list (room
@@ -639,7 +652,7 @@ enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from
 /* Stage (b) or (c)'s atomic chunks shared with the other ranks of a comm (dist/ranks.c).
  * Rank 0: give(arg, i, &blob, &len) makes the message handing chunk i to its rank (a
  * vox_alloc'd blob), take(arg, i, blob, len) takes chunk i's summary. With take_node too,
- * where the ranks own whole subtrees (dist_by_subtree), a rank computes the nodes of its
+ * where the ranks own whole subtrees (dist_own_level > 0), a rank computes the nodes of its
  * subtrees (those with no chunk rank 0 keeps), and rank 0 gets an empty message per such
  * chunk and take_node(arg, level, j, blob, len) per such node: what rank 0 keeps of it
  * (final merges, statistics; at level 1 its chunks' too) and, where rank 0 computes its

@@ -87,47 +87,47 @@ static void share_free(struct vox_ctx *ctx, struct dist_share *s)
     s->next = s->order = s->start = NULL;
 }
 
-/* The nodes the ranks compute (s->up): with take_node, where the ranks own whole subtrees
- * (levels 1 to dist_own_level), those of ranks other than 0 under which rank 0 keeps no
- * chunk. Their count (-1: memory short). */
-static int64_t share_up(struct vox_ctx *ctx, struct dist_share *s)
+int64_t dist_up_nodes(struct vox_ctx *ctx, const int64_t g[3], int L, int size, int rank,
+                      const uint8_t *mark, const int64_t off[DIST_TREE_LEVELS + 1], uint8_t *up)
 {
-    const int64_t *g = s->grid;
-    const int L = s->give && s->take_node ? dist_own_level(g, s->c->size) : 0;
-    int64_t h[3], pg[3], n = 0;
-    s->uplev = 0;
-    s->nup = 0;
-    if (L == 0)
-        return 0;
-    for (int l = 1; l <= L; l++) {
-        s->upoff[l] = s->nup;
-        s->nup += dist_level_grid(g, l, h);
-    }
-    s->upoff[L + 1] = s->nup;
-    s->up = vox_calloc(ctx, (size_t)s->nup, 1);
-    uint8_t *kept = vox_calloc(ctx, (size_t)s->nup, 1); /* per node: a kept chunk under it */
-    if (!s->up || !kept) {
-        vox_free(ctx, kept);
+    uint8_t *below = vox_calloc(ctx, (size_t)off[L + 1] + 1, 1); /* a marked chunk under it */
+    if (!below)
         return -1;
-    }
+    int64_t pg[3], h[3], n = 0;
     for (int l = 1; l <= L; l++) {
         dist_level_grid(g, l - 1, pg);
         const int64_t nl = dist_level_grid(g, l, h);
         for (int64_t j = 0; j < nl; j++) {
             int64_t c[3], kid[8];
             const int nk = dist_node_children(pg, j, c, kid);
-            bool below = false;
+            bool marked = false;
             for (int k = 0; k < nk; k++)
-                below =
-                    below || (l == 1 ? s->keep && s->keep[kid[k]] : kept[s->upoff[l - 1] + kid[k]]);
-            kept[s->upoff[l] + j] = below;
-            s->up[s->upoff[l] + j] = dist_node_rank(g, l, j, s->c->size) != 0 && !below;
-            n += s->up[s->upoff[l] + j];
+                marked = marked || (l == 1 ? mark && mark[kid[k]] : below[off[l - 1] + kid[k]]);
+            below[off[l] + j] = marked;
+            const int owner = dist_node_rank(g, l, j, size);
+            up[off[l] + j] = (rank < 0 ? owner != 0 : owner == rank) && !marked;
+            n += up[off[l] + j];
         }
     }
-    s->uplev = L;
-    vox_free(ctx, kept);
+    vox_free(ctx, below);
     return n;
+}
+
+/* The nodes the ranks compute (s->up): with take_node, where the ranks own whole subtrees
+ * (levels 1 to dist_own_level), those of ranks other than 0 under which rank 0 keeps no
+ * chunk. Their count (-1: memory short). */
+static int64_t share_up(struct vox_ctx *ctx, struct dist_share *s)
+{
+    const int L = s->give && s->take_node ? dist_own_level(s->grid, s->c->size) : 0;
+    s->uplev = 0;
+    s->nup = 0;
+    if (L == 0)
+        return 0;
+    s->nup = dist_up_layout(s->grid, L, s->upoff);
+    if (!(s->up = vox_calloc(ctx, (size_t)s->nup, 1)))
+        return -1;
+    s->uplev = L;
+    return dist_up_nodes(ctx, s->grid, L, s->c->size, -1, s->keep, s->upoff, s->up);
 }
 
 /* Hands rank `to` its next chunk, or the end once (after its last). */
@@ -556,13 +556,8 @@ enum vox_status dist_share_send_all(struct vox_ctx *ctx, const struct vox_dist_c
                           .node = node,
                           .up = up,
                           .die_after = die_after};
-    int64_t h[3];
-    for (int l = 1; up && l <= uplev; l++) { /* (levels 1 to uplev, as dist_share_begin's) */
-        v.upoff[l] = v.nup;
-        v.nup += dist_level_grid(grid, l, h);
-    }
-    v.upoff[up ? uplev + 1 : 0] = v.nup;
     v.uplev = up ? uplev : 0;
+    v.nup = dist_up_layout(grid, v.uplev, v.upoff); /* (as dist_share_begin's) */
     return serve_run_all(&v);
 }
 
@@ -571,7 +566,7 @@ enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm
                                  dist_share_work_fn work, dist_share_node_fn node, void *arg,
                                  bool parallel)
 {
-    int64_t key = 0, len = 0, ahead = 0, nup = -1, uplev = -1, h[3], want = 0;
+    int64_t key = 0, len = 0, ahead = 0, nup = -1, uplev = -1;
     uint8_t *b = NULL;
     enum vox_status st = c->recv_root(c->arg, ctx, &key, (void **)&b, &len);
     if (st == VOX_OK && key == SHARE_STOP)
@@ -589,11 +584,7 @@ enum vox_status dist_share_serve(struct vox_ctx *ctx, const struct vox_dist_comm
     /* (the nodes: none, or every one's byte of levels 1 to the rank's subtrees' level; a
      * stage without nodes gets none) */
     struct serve_run v = {.uplev = uplev == dist_own_level(grid, c->size) ? (int)uplev : -1};
-    for (int l = 1; v.uplev > 0 && l <= v.uplev; l++) {
-        v.upoff[l] = want;
-        want += dist_level_grid(grid, l, h);
-    }
-    v.upoff[v.uplev > 0 ? v.uplev + 1 : 0] = want;
+    const int64_t want = dist_up_layout(grid, v.uplev > 0 ? v.uplev : 0, v.upoff);
     const int64_t head = 3 * (int64_t)sizeof ahead + (nup > 0 ? nup : 0);
     if (st == VOX_OK &&
         (ahead < 1 || ahead > (int64_t)1 << 20 || (nup != 0 && (v.uplev < 1 || nup != want)) ||
