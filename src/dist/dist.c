@@ -225,7 +225,7 @@ static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
     struct dist_pairs *pp = r->vol.pairs;
     enum vox_status st = dist_chunk_ws(r->ctx, &r->vol, &b, r->p, sc, s, &lab, pp ? &rec : NULL);
     if (st == VOX_OK && pp && rec.npf >= 0)
-        st = dist_pairs_put(r->ctx, pp, i, s->nfrag, &rec, r->vol.io);
+        st = dist_pairs_put(r->ctx, pp, i, s->nfrag, &rec, r->vol.io, tid);
     if (st == VOX_OK)
         st = dist_store_write(r->ctx, r->labels, &b, lab, sc);
     if (st == VOX_OK && r->labels->faces)
@@ -1004,7 +1004,7 @@ static enum vox_status ws_send_work(void *arg, int64_t i, const uint8_t *in, int
     struct dist_pairs *pp = r->vol.pairs; /* this rank's face records, for its chunks */
     enum vox_status s = dist_chunk_ws(ctx, &r->vol, &b, r->p, sc, &sum, &lab, pp ? &rec : NULL);
     if (s == VOX_OK && pp && rec.npf >= 0)
-        s = dist_pairs_put(ctx, pp, i, sum.nfrag, &rec, r->vol.io);
+        s = dist_pairs_put(ctx, pp, i, sum.nfrag, &rec, r->vol.io, tid);
     if (s == VOX_OK && w->own) /* kept for the windows of stages (b) and (c) */
         s = dist_store_write(ctx, w->own, &b, lab, sc);
     const int64_t nx = w->faces_only ? dist_faces_len(r->vol.dims, r->chunk, i) : nv;

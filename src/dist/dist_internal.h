@@ -396,14 +396,16 @@ struct dist_pf {
  * journal on resume, or too many entries) is scanned as before. With MPI each rank keeps its
  * own chunks' records (see dist_pairs_chunk). */
 struct dist_pairs {
-    int fd;
-
+    /* a file per worker (tid % nfd): a file takes one write at a time (its inode lock) */
+    int fd[DIST_BFILE_FILES];
+    int nfd;
     double per_voxel; /* a chunk with more entries a voxel has no record (< 0: no limit) */
-    int64_t end;      /* bytes written (atomic) */
+    int64_t end[DIST_BFILE_FILES]; /* bytes written per file (atomic) */
     bool off_disk;    /* set when a write failed (a full disk): no more records */
     int64_t n;        /* atomic chunks */
     int64_t dims[3], chunk[3], grid[3];
     int64_t *off;         /* per chunk: its record (-1: none) */
+    uint8_t *file;        /* per chunk: the file that holds it */
     int64_t *npf, *nfrag; /* per chunk: entries, fragments */
     uint32_t **fmap;      /* per chunk: fragment -> basin (set after (a); see fmap_own) */
     bool fmap_own;
@@ -418,8 +420,8 @@ struct dist_chunk_pf {
     const uint8_t *plane[3][2];
 };
 
-/* Takes fd (closed by dist_pairs_fini). */
-enum vox_status dist_pairs_init(struct vox_ctx *ctx, struct dist_pairs *pp, int fd,
+/* Takes the nfd files fd (1 to DIST_BFILE_FILES, one a worker; closed by dist_pairs_fini). */
+enum vox_status dist_pairs_init(struct vox_ctx *ctx, struct dist_pairs *pp, const int *fd, int nfd,
                                 const int64_t dims[3], const int64_t chunk[3], double per_voxel);
 void dist_pairs_fini(struct vox_ctx *ctx, struct dist_pairs *pp);
 
@@ -433,8 +435,10 @@ struct dist_chunk_rec {
     uint32_t *faces;
 };
 
+/* Writes chunk i's record (worker tid's file); a failed write (a full disk) only stops the
+ * records. */
 enum vox_status dist_pairs_put(struct vox_ctx *ctx, struct dist_pairs *pp, int64_t i, int64_t nfrag,
-                               const struct dist_chunk_rec *rec, struct dist_io *io);
+                               const struct dist_chunk_rec *rec, struct dist_io *io, int tid);
 
 /* What atomic chunk i (box b) of stage (b) or (c) (labels l) reads: its face record (rec:
  * entries and planes; fm maps its fragments to l's values, nf of them, then after fm where

@@ -16,7 +16,8 @@
  *
  * A record: the entries (packed in 12 bytes each, pf_pack; ~11 M on the bench's 512^3
  * volume, about 1 byte a voxel of temporary file), the six faces (u32), the crossing planes
- * (bytes). The workers append them to one file at offsets they take atomically. A file's
+ * (bytes). The workers append them to a file each (one file would take their writes one at a
+ * time, on its inode lock), at offsets they take atomically. A file's
  * pages written for the first time cost more than their copy on the VMs here (~0.4-0.5 GB/s),
  * so the entries go packed: fragment ids below 2^24 (a chunk with more fragments keeps no
  * record), sums below 2^24 (counts stop at 65535 faces of at most 255).
@@ -88,10 +89,11 @@ static void pairs_box(const struct dist_pairs *pp, const int64_t g[3], struct di
     }
 }
 
-enum vox_status dist_pairs_init(struct vox_ctx *ctx, struct dist_pairs *pp, int fd,
+enum vox_status dist_pairs_init(struct vox_ctx *ctx, struct dist_pairs *pp, const int *fd, int nfd,
                                 const int64_t dims[3], const int64_t chunk[3], double per_voxel)
 {
-    *pp = (struct dist_pairs){.fd = fd, .per_voxel = per_voxel, .n = 1};
+    *pp = (struct dist_pairs){.nfd = nfd, .per_voxel = per_voxel, .n = 1};
+    memcpy(pp->fd, fd, (size_t)nfd * sizeof *fd);
     for (int a = 0; a < 3; a++) {
         pp->dims[a] = dims[a];
         pp->chunk[a] = chunk[a] < dims[a] ? chunk[a] : dims[a];
@@ -101,7 +103,8 @@ enum vox_status dist_pairs_init(struct vox_ctx *ctx, struct dist_pairs *pp, int 
     pp->off = vox_alloc(ctx, (size_t)pp->n * sizeof *pp->off);
     pp->npf = vox_alloc(ctx, (size_t)pp->n * sizeof *pp->npf);
     pp->nfrag = vox_alloc(ctx, (size_t)pp->n * sizeof *pp->nfrag);
-    if (!pp->off || !pp->npf || !pp->nfrag) {
+    pp->file = vox_alloc(ctx, (size_t)pp->n);
+    if (!pp->off || !pp->npf || !pp->nfrag || !pp->file) {
         dist_pairs_fini(ctx, pp);
         return VOX_OUT_OF_MEMORY;
     }
@@ -112,8 +115,8 @@ enum vox_status dist_pairs_init(struct vox_ctx *ctx, struct dist_pairs *pp, int 
 
 void dist_pairs_fini(struct vox_ctx *ctx, struct dist_pairs *pp)
 {
-    if (pp->fd >= 0)
-        close(pp->fd);
+    for (int f = 0; f < pp->nfd; f++)
+        close(pp->fd[f]);
     for (int64_t i = 0; pp->fmap_own && pp->fmap && i < pp->n; i++)
         vox_free(ctx, pp->fmap[i]);
     if (pp->fmap_own)
@@ -121,7 +124,8 @@ void dist_pairs_fini(struct vox_ctx *ctx, struct dist_pairs *pp)
     vox_free(ctx, pp->off);
     vox_free(ctx, pp->npf);
     vox_free(ctx, pp->nfrag);
-    *pp = (struct dist_pairs){.fd = -1};
+    vox_free(ctx, pp->file);
+    *pp = (struct dist_pairs){.nfd = 0};
 }
 
 static enum vox_status pairs_read(struct vox_ctx *ctx, int fd, void *p, int64_t n, int64_t at)
@@ -162,17 +166,18 @@ static void pairs_count(struct dist_io *io, bool wr, int64_t n)
 }
 
 enum vox_status dist_pairs_put(struct vox_ctx *ctx, struct dist_pairs *pp, int64_t i, int64_t nfrag,
-                               const struct dist_chunk_rec *rec, struct dist_io *io)
+                               const struct dist_chunk_rec *rec, struct dist_io *io, int tid)
 {
     const int64_t pb = rec->npf * PF_DISK, fb = dist_faces_len(pp->dims, pp->chunk, i) * 4,
                   n = pb + fb + rec->nplanes;
     if (__atomic_load_n(&pp->off_disk, __ATOMIC_RELAXED) || nfrag >= PF_MAX_FRAG)
         return VOX_OK;          /* no record: the chunk is scanned */
     pf_pack(rec->pf, rec->npf); /* (rec's entries are spent) */
-    const int64_t at = __atomic_fetch_add(&pp->end, n, __ATOMIC_RELAXED);
-    bool ok = !pb || pairs_write(pp->fd, rec->pf, pb, at);
-    ok = ok && pairs_write(pp->fd, rec->faces, fb, at + pb);
-    ok = ok && (!rec->nplanes || pairs_write(pp->fd, rec->planes, rec->nplanes, at + pb + fb));
+    const int f = tid % pp->nfd, fd = pp->fd[f];
+    const int64_t at = __atomic_fetch_add(&pp->end[f], n, __ATOMIC_RELAXED);
+    bool ok = !pb || pairs_write(fd, rec->pf, pb, at);
+    ok = ok && pairs_write(fd, rec->faces, fb, at + pb);
+    ok = ok && (!rec->nplanes || pairs_write(fd, rec->planes, rec->nplanes, at + pb + fb));
     if (!ok) { /* a full disk: the records are a shortcut, so the chunks are scanned instead */
         if (!__atomic_exchange_n(&pp->off_disk, true, __ATOMIC_RELAXED))
             vox_log(ctx, VOX_LOG_WARN,
@@ -184,6 +189,7 @@ enum vox_status dist_pairs_put(struct vox_ctx *ctx, struct dist_pairs *pp, int64
     pairs_count(io, true, n);
     pp->npf[i] = rec->npf;
     pp->nfrag[i] = nfrag;
+    pp->file[i] = (uint8_t)f;
     pp->off[i] = at;
     return VOX_OK;
 }
@@ -286,7 +292,8 @@ static enum vox_status pairs_get(struct vox_ctx *ctx, const struct dist_pairs *p
     uint8_t *buf = dist_scratch_get(ctx, sc, DIST_SC_W5, (size_t)(pb + (fn + nmax) * 4 + np + 1));
     if (!buf)
         return VOX_OUT_OF_MEMORY;
-    enum vox_status s = pairs_read(ctx, pp->fd, buf + pb - pd, pd + fn * 4 + np, pp->off[i]);
+    enum vox_status s =
+        pairs_read(ctx, pp->fd[pp->file[i]], buf + pb - pd, pd + fn * 4 + np, pp->off[i]);
     int64_t nread = pd + fn * 4 + np;
     if (s == VOX_OK)
         pf_unpack(buf, pp->npf[i]);
@@ -316,7 +323,7 @@ static enum vox_status pairs_get(struct vox_ctx *ctx, const struct dist_pairs *p
         h[a] += side ? 1 : -1;
         pairs_box(pp, h, &c);
         const int64_t cat = face_at(&c, f ^ 1, &clen);
-        s = pairs_read(ctx, pp->fd, tmp, clen * 4,
+        s = pairs_read(ctx, pp->fd[pp->file[nb[f]]], tmp, clen * 4,
                        pp->off[nb[f]] + pp->npf[nb[f]] * PF_DISK + cat * 4);
         nread += clen * 4;
         if (s == VOX_OK)
@@ -347,11 +354,12 @@ static enum vox_status pairs_entries(struct vox_ctx *ctx, const struct dist_pair
     uint8_t *buf = dist_scratch_get(ctx, sc, DIST_SC_W5, (size_t)(pb + np + 1));
     if (!buf)
         return VOX_OUT_OF_MEMORY;
-    enum vox_status s = pairs_read(ctx, pp->fd, buf + pb - pd, pd, pp->off[i]);
+    const int fd = pp->fd[pp->file[i]];
+    enum vox_status s = pairs_read(ctx, fd, buf + pb - pd, pd, pp->off[i]);
     if (s == VOX_OK)
         pf_unpack(buf, pp->npf[i]);
     if (s == VOX_OK && np)
-        s = pairs_read(ctx, pp->fd, buf + pb, np, pp->off[i] + pd + fn * 4);
+        s = pairs_read(ctx, fd, buf + pb, np, pp->off[i] + pd + fn * 4);
     if (s != VOX_OK)
         return s;
     pairs_count(io, false, pd + np);

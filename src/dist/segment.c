@@ -926,9 +926,17 @@ static enum vox_status sg_pairs(struct vox_ctx *ctx, const struct vox_dist_optio
     const double limit = sg_pairs_limit();
     if (limit == 0)
         return VOX_OK;
-    int fd = -1;
-    enum vox_status s = sg_file(ctx, opt, false, "faces", vol->comm ? vol->comm->rank : 0, 0, &fd);
-    s = s == VOX_OK ? dist_pairs_init(ctx, pairs, fd, vol->dims, opt->chunk, limit) : s;
+    int fd[DIST_BFILE_FILES], nfd = 0, want = vox_ctx_threads(ctx);
+    const int rank = vol->comm ? vol->comm->rank : 0;
+    enum vox_status s = VOX_OK;
+    want = want < DIST_BFILE_FILES ? want : DIST_BFILE_FILES;
+    for (; s == VOX_OK && nfd < want; nfd += s == VOX_OK)
+        s = sg_file(ctx, opt, false, "faces", rank * DIST_BFILE_FILES + nfd, 0, &fd[nfd]);
+    if (s == VOX_OK) /* (takes the files, failing too) */
+        s = dist_pairs_init(ctx, pairs, fd, nfd, vol->dims, opt->chunk, limit);
+    else
+        for (int f = 0; f < nfd; f++)
+            close(fd[f]);
     vol->pairs = s == VOX_OK ? pairs : NULL;
     return s;
 }
@@ -968,7 +976,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         struct dist_bfile qf = {.nfd = 0};
         if (s == VOX_OK && src->vol && !sg_direct(src->vol, false))
             s = sg_rank_ingest(ctx, &vol, opt, &qf);
-        struct dist_pairs pairs = {.fd = -1}; /* for this rank's chunks of (b) and (c) */
+        struct dist_pairs pairs = {.nfd = 0}; /* for this rank's chunks of (b) and (c) */
         if (s == VOX_OK && share)
             s = sg_pairs(ctx, opt, &vol, &pairs);
         /* a rank that encodes its chunks' output keeps their labels to itself, unless rank 0
@@ -1026,7 +1034,7 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
         s = vox_tensor_alloc(ctx, &res.labels, VOX_U32, 3, vol.dims);
         store.mem = res.labels.data;
     }
-    struct dist_pairs pairs = {.fd = -1};
+    struct dist_pairs pairs = {.nfd = 0};
     if (s == VOX_OK)
         s = sg_pairs(ctx, opt, &vol, &pairs);
     if (s == VOX_OK)
@@ -1034,7 +1042,9 @@ enum vox_status vox_dist_segment(struct vox_ctx *ctx, const struct vox_dist_sour
     int64_t nrec = 0;
     for (int64_t i = 0; vol.pairs && i < pairs.n; i++)
         nrec += pairs.off[i] >= 0;
-    const int64_t rec_bytes = vol.pairs ? pairs.end : 0;
+    int64_t rec_bytes = 0;
+    for (int f = 0; vol.pairs && f < pairs.nfd; f++)
+        rec_bytes += pairs.end[f];
     dist_pairs_fini(ctx, &pairs);
     if (s == VOX_OK && !opt->sink) {
         vox_seg_relabel(ctx, &res.labels, map);
