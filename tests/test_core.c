@@ -3,6 +3,7 @@
  * (views, copies, blocked layout), the thread pool's partitions, CPU detection and the peak.
  */
 #include "harness.h"
+#include "core/internal.h" /* the allocation cache's counts */
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -39,50 +40,78 @@ static void test_alloc_aligned_and_injected(struct vox_ctx *ctx)
     CHECK(vox_calloc(ctx, SIZE_MAX / 2, 4) == NULL);
 }
 
-/* Large freed blocks are kept for reuse; a reused block handed out by vox_calloc is zeroed
- * (fresh mapped pages need no zeroing, reused ones do), and one far larger than asked is not
- * handed out. (Under AddressSanitizer every block is malloc's: no reuse to see.) */
+/* Large freed blocks are kept for reuse by the next allocation of any size (see sys_alloc in
+ * src/core/ctx.c): a reused block handed out by vox_calloc is zeroed (fresh mapped pages need
+ * no zeroing, reused ones do); one far larger than asked is cut down, one smaller grown with
+ * its pages kept; and the blocks in use and cached together never exceed what was in use
+ * before. (Under AddressSanitizer every block is malloc's: no reuse to see.) */
 #if defined(__SANITIZE_ADDRESS__)
 #define CHECK_REUSE(c) ((void)0)
 #else
 #define CHECK_REUSE(c) CHECK(c)
 #endif
-static void test_alloc_reuse_and_calloc_zero(struct vox_ctx *ctx)
+static size_t nonzero_bytes(const unsigned char *p, size_t n)
 {
-    const size_t n = 3u << 20;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += p[i] != 0;
+    return k;
+}
+
+static void test_alloc_reuse_and_calloc_zero(struct vox_ctx *ctx0)
+{
+    (void)ctx0; /* a context of its own: its cache starts empty */
+    struct vox_ctx *ctx;
+    struct vox_ctx_options opt = {.threads = 1};
+    CHECK_OK(vox_ctx_create(&opt, &ctx));
+    const size_t n = 3u << 20, mb = 1u << 20;
     unsigned char *a = vox_alloc(ctx, n);
     CHECK(a && ((uintptr_t)a % VOX_ALIGN) == 0);
     memset(a, 0xab, n);
     vox_free(ctx, a);
     unsigned char *b = vox_calloc(ctx, n / 8, 8);
     CHECK_REUSE(b == a); /* the same block, from the cache */
-    size_t nonzero = 0;
-    for (size_t i = 0; i < n; i++)
-        nonzero += b[i] != 0;
-    CHECK(nonzero == 0);
+    CHECK(nonzero_bytes(b, n) == 0);
     memset(b, 0xcd, n);
     vox_free(ctx, b);
-    unsigned char *c = vox_alloc(ctx, n / 4); /* 4x smaller: not that block */
+    unsigned char *c = vox_alloc(ctx, n / 4); /* 4x smaller: the block, its tail unmapped */
     CHECK(c);
-    CHECK_REUSE(c != b);
-    unsigned char *d = vox_calloc(ctx, 1, n - 4096); /* fits it */
-    CHECK_REUSE(d == b);
-    nonzero = 0;
-    for (size_t i = 0; i < n - 4096; i++)
-        nonzero += d[i] != 0;
-    CHECK(nonzero == 0);
+    CHECK_REUSE(c == b && ctx->cache.n == 0);
+    CHECK(c[0] == 0xcd || c != b);
+    memset(c, 0x5a, n / 4);
     vox_free(ctx, c);
+    unsigned char *d = vox_alloc(ctx, 2 * n); /* larger: grown, its pages kept */
+    CHECK(d);
+    CHECK_REUSE(nonzero_bytes(d, n / 4) == n / 4 && d[n / 8] == 0x5a);
     vox_free(ctx, d);
+    unsigned char *e = vox_calloc(ctx, 1, 3 * n); /* grown again, zeroed */
+    CHECK(e && nonzero_bytes(e, 3 * n) == 0);
+    vox_free(ctx, e);
+    /* four 1 MiB blocks cached, then 3 MiB asked: one grows, at least 2 MiB of the others go */
+    void *p[4];
+    for (int i = 0; i < 4; i++)
+        CHECK((p[i] = vox_alloc(ctx, mb)) != NULL);
+    CHECK_REUSE(ctx->cache.n == 0); /* (p[0] took e's block) */
+    for (int i = 0; i < 4; i++)
+        vox_free(ctx, p[i]);
+    const size_t held = ctx->cache.bytes;
+    void *q = vox_alloc(ctx, 3 * mb);
+    CHECK(q);
+    CHECK_REUSE(ctx->cache.bytes + 3 * mb <= held);
+    vox_free(ctx, q);
     /* blocks larger than the cache go back to the system; many blocks do not overflow it */
-    void *big = vox_alloc(ctx, (size_t)200 << 20);
+    void *big = vox_alloc(ctx, (size_t)1200 << 20);
     CHECK(big != NULL);
     vox_free(ctx, big);
-    void *p[40];
-    for (int i = 0; i < 40; i++)
-        CHECK((p[i] = vox_calloc(ctx, 1, (size_t)(i + 1) << 18)) != NULL);
-    for (int i = 0; i < 40; i++)
-        vox_free(ctx, p[i]);
+    CHECK(ctx->cache.bytes <= ((size_t)1 << 30));
+    void *r[80];
+    for (int i = 0; i < 80; i++)
+        CHECK((r[i] = vox_calloc(ctx, 1, (size_t)(i + 1) << 18)) != NULL);
+    for (int i = 0; i < 80; i++)
+        vox_free(ctx, r[i]);
+    CHECK(ctx->cache.n <= MAP_CACHE_SLOTS);
     CHECK(vox_ctx_live_allocs(ctx) == 0);
+    vox_ctx_destroy(ctx);
 }
 
 static void test_tensor_alloc_fault_injection(struct vox_ctx *ctx)

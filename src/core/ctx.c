@@ -42,12 +42,21 @@ void vox_assert_fail(const char *what, const char *file, int line)
 /* The system allocator. Blocks of SYS_MAP_BYTES and more are mapped pages of their own:
  * through malloc, glibc raises its mmap threshold after each large free and then keeps later
  * blocks of up to 32 MiB in its heap, so a pipeline that frees a stage's buffers before the
- * next stage allocates would hold both resident. Fresh pages cost a fault and a zeroing each
- * (~3 GB/s measured), which for the chunked segmentation's per-chunk and per-node arrays was
- * a tenth of the run; so a freed block of up to MAP_CACHE_BYTES goes to the context's cache
- * (at most MAP_CACHE_BYTES in all, the oldest unmapped first) and the next allocation it fits
- * with at most half of it unused takes it. Every block has a header just below the pointer:
- * its mapped size, or 0 for a malloc'd block. */
+ * next stage allocates would hold both resident.
+ *
+ * Fresh pages cost a fault and a zeroing each, and on the VMs here far more: a guest's freed
+ * memory goes back to the host (virtio-balloon free page reporting), so touching it again
+ * takes a host fault too, and two threads faulting at once wait for each other (the chunked
+ * segmentation's two threads spent a tenth more CPU than one, in clear_page and the
+ * fault path). So a freed block goes to the context's cache (at most MAP_CACHE_BYTES, the
+ * oldest unmapped first), and a later allocation of any size takes from it: the smallest block
+ * that holds it, its tail beyond twice the size asked unmapped; else the largest, grown in
+ * place or moved by mremap (its pages kept), with at least as many bytes of the other cached
+ * blocks unmapped as it grew by. A new mapping is made only when the cache is empty, so the
+ * blocks in use and cached together never exceed the most the process had in use before:
+ * the cache lowers no peak and raises none; it only keeps what was resident resident until
+ * the next stage asks. Every block has a header just below the pointer: its mapped size, or
+ * 0 for a malloc'd block. */
 #if defined(__SANITIZE_ADDRESS__)
 /* under AddressSanitizer every block comes from malloc, so it checks the large ones too */
 #define SYS_MAP_BYTES SIZE_MAX
@@ -55,33 +64,63 @@ void vox_assert_fail(const char *what, const char *file, int line)
 #define SYS_MAP_BYTES (256u << 10)
 #endif
 #define SYS_PAGE 4096u
-#define MAP_CACHE_BYTES ((size_t)64 << 20)
+#define MAP_CACHE_BYTES ((size_t)1 << 30)
 
 struct sys_header {
     size_t mapped; /* bytes mapped from base, 0: from posix_memalign */
     void *base;
 };
 
-/* A cached block of at least `*mapped` bytes and at most twice that, the smallest; NULL if
- * none. Sets *mapped to its size. */
-static void *cache_take(struct map_cache *c, size_t *mapped)
+static struct map_block cache_remove(struct map_cache *c, int i)
 {
-    void *base = NULL;
+    struct map_block b = c->slot[i];
+    c->bytes -= b.mapped;
+    c->n--;
+    memmove(c->slot + i, c->slot + i + 1, (size_t)(c->n - i) * sizeof c->slot[0]);
+    return b;
+}
+
+/* A cached block for `want` bytes (a multiple of the page), as the comment above says, and
+ * its mapped size; or NULL (the cache empty, or mremap failed). */
+static void *cache_take(struct map_cache *c, size_t want, size_t *mapped)
+{
+    struct map_block out[MAP_CACHE_SLOTS];
+    int nout = 0;
     pthread_mutex_lock(&c->lock);
-    int best = -1;
-    for (int i = 0; i < c->n; i++)
-        if (c->slot[i].mapped >= *mapped && c->slot[i].mapped / 2 <= *mapped &&
-            (best < 0 || c->slot[i].mapped < c->slot[best].mapped))
+    int best = -1, big = -1;
+    for (int i = 0; i < c->n; i++) {
+        if (c->slot[i].mapped >= want && (best < 0 || c->slot[i].mapped < c->slot[best].mapped))
             best = i;
-    if (best >= 0) {
-        base = c->slot[best].base;
-        *mapped = c->slot[best].mapped;
-        c->bytes -= *mapped;
-        c->n--;
-        memmove(c->slot + best, c->slot + best + 1, (size_t)(c->n - best) * sizeof c->slot[0]);
+        if (big < 0 || c->slot[i].mapped > c->slot[big].mapped)
+            big = i;
+    }
+    struct map_block b = {NULL, 0};
+    if (best >= 0 || big >= 0)
+        b = cache_remove(c, best >= 0 ? best : big);
+    /* growing: unmap at least as much of the others, oldest first */
+    for (size_t freed = 0; b.base && b.mapped < want && freed < want - b.mapped && c->n > 0;) {
+        out[nout] = cache_remove(c, 0);
+        freed += out[nout++].mapped;
     }
     pthread_mutex_unlock(&c->lock);
-    return base;
+    for (int i = 0; i < nout; i++)
+        munmap(out[i].base, out[i].mapped);
+    if (!b.base)
+        return NULL;
+    *mapped = b.mapped;
+    if (b.mapped / 2 > want) {
+        munmap((char *)b.base + want, b.mapped - want);
+        *mapped = want;
+    } else if (b.mapped < want) {
+        void *m = mremap(b.base, b.mapped, want, MREMAP_MAYMOVE);
+        if (m == MAP_FAILED) {
+            munmap(b.base, b.mapped);
+            return NULL;
+        }
+        b.base = m;
+        *mapped = want;
+    }
+    return b.base;
 }
 
 /* Keeps a freed block, unmapping the oldest ones it displaces (outside the lock). */
@@ -90,12 +129,8 @@ static void cache_put(struct map_cache *c, void *base, size_t mapped)
     struct map_block out[MAP_CACHE_SLOTS];
     int nout = 0;
     pthread_mutex_lock(&c->lock);
-    while (c->n == MAP_CACHE_SLOTS || c->bytes + mapped > MAP_CACHE_BYTES) {
-        out[nout++] = c->slot[0];
-        c->bytes -= c->slot[0].mapped;
-        c->n--;
-        memmove(c->slot, c->slot + 1, (size_t)c->n * sizeof c->slot[0]);
-    }
+    while (c->n == MAP_CACHE_SLOTS || c->bytes + mapped > MAP_CACHE_BYTES)
+        out[nout++] = cache_remove(c, 0);
     c->slot[c->n++] = (struct map_block){base, mapped};
     c->bytes += mapped;
     pthread_mutex_unlock(&c->lock);
@@ -113,8 +148,8 @@ static void *sys_alloc_fresh(struct map_cache *c, size_t bytes, size_t align, bo
     if (bytes >= SYS_MAP_BYTES && align <= SYS_PAGE && bytes <= SIZE_MAX - 2 * SYS_PAGE) {
         off = SYS_PAGE;
         mapped = (bytes + off + SYS_PAGE - 1) / SYS_PAGE * SYS_PAGE;
-        if (c && mapped <= MAP_CACHE_BYTES)
-            base = cache_take(c, &mapped);
+        if (c)
+            base = cache_take(c, mapped, &mapped);
         if (!base) {
             base = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
             if (base == MAP_FAILED)

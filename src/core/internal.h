@@ -11,7 +11,7 @@
 
 /* Mapped blocks the system allocator keeps after they are freed, for the next allocation of
  * about their size (see sys_alloc in ctx.c). */
-#define MAP_CACHE_SLOTS 16
+#define MAP_CACHE_SLOTS 64
 struct map_cache {
     pthread_mutex_t lock;
     int n;        /* slots in use, oldest first */
