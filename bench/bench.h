@@ -63,8 +63,9 @@ struct bench_problem {
 /* Median of n values (sorts a copy). */
 double bench_median(const double *v, int n);
 /* Runs fn(arg) in a forked child and returns its peak resident set in bytes, or -1. The child's
- * exit status must be 0 for success. Used where bytes/voxel must not include the parent's. */
-double bench_child_peak_rss(int (*fn)(void *arg), void *arg);
+ * exit status must be 0 for success. Used where bytes/voxel must not include the parent's:
+ * the parent's context `parent` first returns the blocks it keeps (vox_ctx_trim). */
+double bench_child_peak_rss(struct vox_ctx *parent, int (*fn)(void *arg), void *arg);
 
 /* Runs `bench/peers/venv/bin/python SCRIPT ARGS`, a torch peer printing one JSON line with
  * version, median_s, format, contiguous_s and channels_last_3d_s, and fills the peer fields

@@ -373,6 +373,9 @@ static enum vox_status timed(struct vox_ctx *ctx, struct vox_ctx *ctx1, const st
          * (fresh pages cost on these VMs) falls on both chunked runs alike */
         const int k = per == 3 && i / per % 2 && i % per ? 3 - i % per : i % per;
         struct run_out *o = k == 0 ? ow : k == 1 ? oc : o1;
+        /* each run as a process of its own would start: no freed blocks kept from the last */
+        vox_ctx_trim(ctx);
+        vox_ctx_trim(ctx1);
         double t0 = vox_time_now();
         memset(o, 0, sizeof *o);
         s = k == 0 ? run_whole(ctx, b, path, o) : run_chunked(k == 2 ? ctx1 : ctx, b, path, o);
@@ -398,8 +401,8 @@ static enum vox_status run_dist(struct bench_env *env, const struct bench_params
     double whole_peak = -1, wt[64], t1[64];
     struct run_out ow, oc, o1;
     if (s == VOX_OK) {
-        whole_peak = bench_child_peak_rss(child_run, &cw);
-        res->peak_rss_bytes = bench_child_peak_rss(child_run, &cc);
+        whole_peak = bench_child_peak_rss(ctx, child_run, &cw);
+        res->peak_rss_bytes = bench_child_peak_rss(ctx, child_run, &cc);
     }
     /* with several threads, the one-thread chunked run interleaved: the threads' scaling
      * measured in one window of the machine's speed */

@@ -390,7 +390,7 @@ static enum vox_status run_net(struct bench_env *env, const struct bench_params 
     inet_free(ctx, &n);
     if (s == VOX_OK) {
         struct net_child c = {vox_ctx_threads(ctx), path, patch};
-        res->peak_rss_bytes = bench_child_peak_rss(child_net, &c);
+        res->peak_rss_bytes = bench_child_peak_rss(ctx, child_net, &c);
         char args[256];
         snprintf(args, sizeof args, "net %s %lld %lld %lld %d %d", path, (long long)patch[0],
                  (long long)patch[1], (long long)patch[2], vox_ctx_threads(ctx), p->runs);

@@ -284,9 +284,10 @@ static enum vox_status bench_all(struct bench_env *env, const struct bench_param
     vox_tensor_free(ctx, &q); /* the child reads what it needs; the parent holds little */
     struct child_arg c = {b, u8, vox_ctx_threads(ctx)};
     if (s == VOX_OK)
-        res->peak_rss_bytes = bench_child_peak_rss(child_all, &c);
+        res->peak_rss_bytes = bench_child_peak_rss(ctx, child_all, &c);
     s = s ? s : vox_volume_load(ctx, u8, &q, NULL);
     for (int i = 0; i < bp->runs && s == VOX_OK; i++) {
+        vox_ctx_trim(ctx); /* as a process of its own would start: no blocks kept from the last */
         double t0 = vox_time_now();
         s = run_all(ctx, b, &q, false, &segments);
         res->times[i] = vox_time_now() - t0;

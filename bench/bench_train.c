@@ -295,7 +295,7 @@ static enum vox_status run_train_net(struct bench_env *env, const struct bench_p
     if (s != VOX_OK)
         return s;
     struct train_child ch = {vox_ctx_threads(ctx), path, patch};
-    res->peak_rss_bytes = bench_child_peak_rss(child_train, &ch);
+    res->peak_rss_bytes = bench_child_peak_rss(ctx, child_train, &ch);
     char args[256];
     snprintf(args, sizeof args, "%s %lld %lld %lld %d %d", path, (long long)patch[0],
              (long long)patch[1], (long long)patch[2], vox_ctx_threads(ctx), p->runs);

@@ -111,6 +111,8 @@ static void test_alloc_reuse_and_calloc_zero(struct vox_ctx *ctx0)
         vox_free(ctx, r[i]);
     CHECK(ctx->cache.n <= MAP_CACHE_SLOTS);
     CHECK(vox_ctx_live_allocs(ctx) == 0);
+    vox_ctx_trim(ctx);
+    CHECK(ctx->cache.n == 0 && ctx->cache.bytes == 0);
     vox_ctx_destroy(ctx);
 }
 

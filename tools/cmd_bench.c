@@ -38,8 +38,9 @@ double bench_median(const double *v, int n)
     return n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
 }
 
-double bench_child_peak_rss(int (*fn)(void *arg), void *arg)
+double bench_child_peak_rss(struct vox_ctx *parent, int (*fn)(void *arg), void *arg)
 {
+    vox_ctx_trim(parent); /* the child would count the blocks the parent keeps as its own */
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0)

@@ -133,6 +133,10 @@ void *vox_calloc(struct vox_ctx *ctx, size_t count, size_t size);
 void vox_free(struct vox_ctx *ctx, void *ptr);
 /* Grows a buffer allocated by vox_alloc, keeping `old_bytes` of its contents. */
 void *vox_realloc(struct vox_ctx *ctx, void *ptr, size_t old_bytes, size_t new_bytes);
+/* With the system allocator, freed blocks of 256 KiB and more stay mapped in the context (up
+ * to 1 GiB, never more than was in use before) for the next allocations, which then need no
+ * fresh pages; vox_ctx_trim returns them to the system (vox_ctx_destroy does too). */
+void vox_ctx_trim(struct vox_ctx *ctx);
 
 /* Fault injection for tests: the n-th allocation from now (1 = the next) fails, and only it.
  * 0 turns injection off. vox_ctx_alloc_count returns allocations made so far. */

@@ -242,16 +242,30 @@ enum vox_status vox_ctx_create(const struct vox_ctx_options *opt, struct vox_ctx
     return VOX_OK;
 }
 
+void vox_ctx_trim(struct vox_ctx *ctx)
+{
+    if (!ctx || ctx->allocator.user != &ctx->cache)
+        return;
+    struct map_cache *c = &ctx->cache;
+    struct map_block out[MAP_CACHE_SLOTS];
+    pthread_mutex_lock(&c->lock);
+    const int n = c->n;
+    memcpy(out, c->slot, (size_t)n * sizeof out[0]);
+    c->n = 0;
+    c->bytes = 0;
+    pthread_mutex_unlock(&c->lock);
+    for (int i = 0; i < n; i++)
+        munmap(out[i].base, out[i].mapped);
+}
+
 void vox_ctx_destroy(struct vox_ctx *ctx)
 {
     if (!ctx)
         return;
     vox_pool_destroy(ctx->pool);
-    if (ctx->allocator.user == &ctx->cache) {
-        for (int i = 0; i < ctx->cache.n; i++)
-            munmap(ctx->cache.slot[i].base, ctx->cache.slot[i].mapped);
+    vox_ctx_trim(ctx);
+    if (ctx->allocator.user == &ctx->cache)
         pthread_mutex_destroy(&ctx->cache.lock);
-    }
     free(ctx);
 }
 
