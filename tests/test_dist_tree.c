@@ -6,13 +6,15 @@
  * the last atomic chunk was handed out, and a failing task stops the run with its status
  * (its parent never runs). Parallel loops inside tasks (dist_par_for): every item runs once
  * when nodes post loops side by side, and the shared radix sort (dist_sort_u64_par, in a
- * task and on the pool) gives the serial sort's keys.
+ * task and on the pool) gives the serial sort's keys. A chunk's early word to its parent
+ * (dist_tree_early) lets the parent run while the chunk's task goes on.
  */
 #include "dist/dist_internal.h"
 #include "harness.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct rec {
     struct dist_tree *t;
@@ -298,6 +300,41 @@ static void test_par(struct vox_ctx *ctx)
     vox_ctx_destroy(c1);
 }
 
+/* dist_tree_early: a chunk that has said its part for the parent is done lets the parent
+ * start while the chunk's task still runs. Two chunks under the root, two workers: chunk 1
+ * says so, then waits (up to 5 s) for the root to have run; chunk 0 returns at once, so
+ * whichever worker is free takes the root. Without the early word the root waits for chunk
+ * 1's task, which waits in vain. Outside a run the call does nothing. */
+struct early_run {
+    struct dist_tree *t;
+    int root_ran, saw_root;
+};
+
+static enum vox_status early_task(void *arg, int level, int64_t i, int tid)
+{
+    (void)tid;
+    struct early_run *e = arg;
+    if (level == 1) {
+        __atomic_store_n(&e->root_ran, 1, __ATOMIC_SEQ_CST);
+    } else if (i == 1) {
+        dist_tree_early(e->t, 0, i);
+        for (int k = 0; k < 5000 && !__atomic_load_n(&e->root_ran, __ATOMIC_SEQ_CST); k++)
+            usleep(1000);
+        e->saw_root = __atomic_load_n(&e->root_ran, __ATOMIC_SEQ_CST);
+    }
+    return VOX_OK;
+}
+
+static void test_early(struct vox_ctx *ctx)
+{
+    struct dist_tree t;
+    dist_tree_init(&t, (int64_t[3]){1, 1, 2});
+    dist_tree_early(&t, 0, 0); /* no run: nothing */
+    struct early_run e = {.t = &t};
+    CHECK_OK(dist_tree_run(ctx, &t, 0, t.nlev, 0, early_task, NULL, &e));
+    CHECK(e.root_ran && e.saw_root);
+}
+
 /* The chunks' hand-out order: a permutation; with one worker depth first (the 8 children
  * of a parent together, parents in order); with w workers the last w chunks have w
  * different parents (each readies its parent while the others still run), and every other
@@ -390,4 +427,5 @@ static void test_rank_chunks(struct vox_ctx *ctx)
 }
 
 VOX_TEST_MAIN(VOX_TEST(test_two_threads), VOX_TEST(test_one_thread), VOX_TEST(test_alloc_failures),
-              VOX_TEST(test_par), VOX_TEST(test_order), VOX_TEST(test_rank_chunks))
+              VOX_TEST(test_par), VOX_TEST(test_order), VOX_TEST(test_rank_chunks),
+              VOX_TEST(test_early))

@@ -187,6 +187,15 @@ static enum vox_status ws_receive_one(struct dist_run *r, int64_t nchunks);
 static enum vox_status ws_take_node(struct dist_run *r, int level, int64_t j, const uint8_t *b,
                                     int64_t len);
 
+/* Chunk i's fragments kept aside (its summary s no longer holds them) and its statistics. */
+static void chunk_kept(struct dist_run *r, int64_t i, struct dist_sum *s)
+{
+    r->fr[i] = s->frag;
+    r->nfr[i] = s->nfrag;
+    s->frag = NULL;
+    sum_stats(r, 0, s);
+}
+
 static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
 {
     struct dist_scratch *sc = &r->sc[tid];
@@ -224,8 +233,20 @@ static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
     struct dist_chunk_rec rec;
     struct dist_pairs *pp = r->vol.pairs;
     enum vox_status st = dist_chunk_ws(r->ctx, &r->vol, &b, r->p, sc, s, &lab, pp ? &rec : NULL);
-    if (st == VOX_OK && pp && rec.npf >= 0)
-        st = dist_pairs_put(r->ctx, pp, i, s->nfrag, &rec, r->vol.io, tid);
+    if (st != VOX_OK)
+        return st;
+    const int64_t nfrag = s->nfrag;
+    /* The summary is all the parent reads: it may run (and free it) while this worker writes
+     * the labels and the face record (a 256^3 chunk's ~70 ms of fresh page-cache pages; the
+     * last chunk's parent, the root, waited for them). With records the summary goes into the
+     * chunk's record after the writes, so the parent waits. */
+    const bool early = !r->vol.jr;
+    if (early) {
+        chunk_kept(r, i, s);
+        dist_tree_early(&r->tree, 0, i);
+    }
+    if (pp && rec.npf >= 0)
+        st = dist_pairs_put(r->ctx, pp, i, nfrag, &rec, r->vol.io, tid);
     if (st == VOX_OK)
         st = dist_store_write(r->ctx, r->labels, &b, lab, sc);
     if (st == VOX_OK && r->labels->faces)
@@ -234,12 +255,8 @@ static enum vox_status atomic_chunk(struct dist_run *r, int64_t i, int tid)
         dist_journal_count(r->vol.jr, false);
         st = ws_record(r, i, dist_hash(lab, (size_t)n * sizeof *lab, 0));
     }
-    if (st == VOX_OK) {
-        r->fr[i] = s->frag;
-        r->nfr[i] = s->nfrag;
-        s->frag = NULL;
-        sum_stats(r, 0, s);
-    }
+    if (st == VOX_OK && !early)
+        chunk_kept(r, i, s);
     return st;
 }
 

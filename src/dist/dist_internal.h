@@ -639,19 +639,23 @@ void dist_tree_init(struct dist_tree *t, const int64_t grid0[3]);
 /* A task: node i of `level` (0: atomic chunk i; -1: side job i), on worker tid. */
 typedef enum vox_status (*dist_tree_fn)(void *arg, int level, int64_t i, int tid);
 
+/* The order dist_tree_run hands out level `from`'s nodes in (t->n[from] of them): depth first
+ * under the nodes of level to - 1, then the last child of each of the last `workers` parents
+ * moved to the end (see tree.c). */
+void dist_tree_order(const struct dist_tree *t, int from, int to, int workers, int64_t *order);
+
 /* Runs every node of levels [from, to) on the context's pool, each as soon as its children
  * are done (levels below `from` count as done), and nside side jobs: ready nodes first, the
  * highest level first, then level `from`'s nodes in the tree's depth-first order, then the
  * side jobs. idle (or NULL) is called once per worker when level `from` has no task
  * left to hand out (a worker's level-0 scratch can go then). After a task fails no new task
  * starts; returns the first failure. */
-/* The order dist_tree_run hands out level `from`'s nodes in (t->n[from] of them): depth first
- * under the nodes of level to - 1, then the last child of each of the last `workers` parents
- * moved to the end (see tree.c). */
-void dist_tree_order(const struct dist_tree *t, int from, int to, int workers, int64_t *order);
-
 enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from, int to,
                               int64_t nside, dist_tree_fn fn, void (*idle)(void *, int), void *arg);
+/* From a task of level `from` (inside dist_tree_run; else nothing): node i has done what its
+ * parent reads and goes on with work nothing in the tree waits for (writing its labels), so
+ * its parent may start now. */
+void dist_tree_early(struct dist_tree *t, int level, int64_t i);
 
 /* Stage (b) or (c)'s atomic chunks shared with the other ranks of a comm (dist/ranks.c).
  * Rank 0: give(arg, i, &blob, &len) makes the message handing chunk i to its rank (a

@@ -61,7 +61,8 @@ struct tree_run {
     int32_t *pending[DIST_TREE_LEVELS]; /* per node above `from`: children not done */
     int64_t *ready[DIST_TREE_LEVELS];   /* per level: a FIFO of ready nodes */
     int64_t rhead[DIST_TREE_LEVELS], rtail[DIST_TREE_LEVELS];
-    int64_t left; /* tasks not done */
+    uint8_t *early; /* per level-`from` node: its parent was told it is done (dist_tree_early) */
+    int64_t left;   /* tasks not done */
     int running;
     enum vox_status st;
     struct tree_job *job; /* a posted loop (NULL: none) */
@@ -153,6 +154,28 @@ static bool tree_take(struct tree_run *r, int *level, int64_t *i)
     return false;
 }
 
+/* Node i of `level` is done for its parent (under r->mu). */
+static void tree_child_done(struct tree_run *r, int level, int64_t i)
+{
+    if (level + 1 < r->to) {
+        int64_t p = tree_parent(r->t, level, i);
+        if (--r->pending[level + 1][p] == 0)
+            r->ready[level + 1][r->rtail[level + 1]++] = p;
+    }
+}
+
+void dist_tree_early(struct dist_tree *t, int level, int64_t i)
+{
+    struct tree_run *r = t->run;
+    if (!r || level != r->from)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->early[i] = 1;
+    tree_child_done(r, level, i);
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
 static void tree_worker(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     (void)lo, (void)hi;
@@ -198,14 +221,8 @@ static void tree_worker(void *arg, const int64_t lo[3], const int64_t hi[3], int
         if (s != VOX_OK && r->st == VOX_OK)
             r->st = s;
         r->t->busy[level < 0 ? r->from : level] += t1 - t0; /* side jobs: with level `from` */
-        if (level >= 0) {
-            struct dist_tree *t = r->t;
-            if (level + 1 < r->to) {
-                int64_t p = tree_parent(t, level, i);
-                if (--r->pending[level + 1][p] == 0)
-                    r->ready[level + 1][r->rtail[level + 1]++] = p;
-            }
-        }
+        if (level >= 0 && !(level == r->from && r->early[i]))
+            tree_child_done(r, level, i);
         pthread_cond_broadcast(&r->cv);
     }
     pthread_cond_broadcast(&r->cv);
@@ -226,7 +243,8 @@ enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from
                          .nside = nside,
                          .left = nside};
     r.order = vox_alloc(ctx, (size_t)t->n[from] * sizeof *r.order);
-    bool ok = r.order != NULL;
+    r.early = vox_calloc(ctx, (size_t)t->n[from], 1);
+    bool ok = r.order && r.early;
     for (int l = from; l < to; l++) {
         r.left += t->n[l];
         if (l == from)
@@ -253,6 +271,7 @@ enum vox_status dist_tree_run(struct vox_ctx *ctx, struct dist_tree *t, int from
         pthread_mutex_destroy(&r.mu);
     }
     vox_free(ctx, r.order);
+    vox_free(ctx, r.early);
     for (int l = from; l < to; l++) {
         vox_free(ctx, r.pending[l]);
         vox_free(ctx, r.ready[l]);
