@@ -179,6 +179,9 @@ static int run_one(struct bench_env *env, const struct bench_problem *pb, char *
     if (parse_params("bench", spec, &p, pb->default_runs))
         return 2;
     struct bench_env sub = *env;
+    /* the blocks the last problem left in the shared context would count in this one's peaks
+     * (a forked child inherits them) and help its first run */
+    vox_ctx_trim(env->ctx);
     if (p.threads && p.threads != vox_ctx_threads(env->ctx)) {
         /* threads=N: a context of its own, and the peak measured at that thread count. */
         struct cli_common c = {.threads = p.threads};
