@@ -66,24 +66,6 @@ void vox_assert_fail(const char *what, const char *file, int line)
 #define SYS_PAGE 4096u
 #define MAP_CACHE_BYTES ((size_t)1 << 30)
 
-/* Fresh blocks of THP_MIN_BYTES and more ask for transparent huge pages (where the kernel
- * gives them only on request, as Debian's does): a training step's passes over 84 MB tensors
- * (blocked packs reading 16 planes megabytes apart) missed the TLB on 4 KiB pages; RSUNet's
- * two-thread step ran 3-4 % faster with them. A block touched in part may hold up to 2 MiB
- * more. VOX_THP=0 turns this off (for comparisons). */
-#define THP_MIN_BYTES ((size_t)4 << 20)
-static bool thp_wanted(void)
-{
-    static int on = -1; /* every thread that finds it unset computes the same value */
-    int v = __atomic_load_n(&on, __ATOMIC_RELAXED);
-    if (v < 0) {
-        const char *e = getenv("VOX_THP");
-        v = !(e && !strcmp(e, "0"));
-        __atomic_store_n(&on, v, __ATOMIC_RELAXED);
-    }
-    return v;
-}
-
 struct sys_header {
     size_t mapped; /* bytes mapped from base, 0: from posix_memalign */
     void *base;
@@ -173,10 +155,6 @@ static void *sys_alloc_fresh(struct map_cache *c, size_t bytes, size_t align, bo
             if (base == MAP_FAILED)
                 return NULL;
             *fresh = true;
-#ifdef MADV_HUGEPAGE
-            if (mapped >= THP_MIN_BYTES && thp_wanted())
-                madvise(base, mapped, MADV_HUGEPAGE); /* (a hint: failure changes nothing) */
-#endif
         }
     } else if (bytes > SIZE_MAX - off || posix_memalign(&base, align, bytes + off) != 0) {
         return NULL;
