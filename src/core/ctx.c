@@ -54,9 +54,9 @@ void vox_assert_fail(const char *what, const char *file, int line)
  * place or moved by mremap (its pages kept), with at least as many bytes of the other cached
  * blocks unmapped as it grew by. A new mapping is made only when the cache is empty, so the
  * blocks in use and cached together never exceed the most the process had in use before:
- * the cache lowers no peak and raises none; it only keeps what was resident resident until
- * the next stage asks. Every block has a header just below the pointer: its mapped size, or
- * 0 for a malloc'd block. */
+ * the cache raises no peak; it keeps what was resident resident until the next stage asks
+ * (and, handing out blocks cut down or grown rather than new ones, the measured peaks fell). Every
+ * block has a header just below the pointer: its mapped size, or 0 for a malloc'd block. */
 #if defined(__SANITIZE_ADDRESS__)
 /* under AddressSanitizer every block comes from malloc, so it checks the large ones too */
 #define SYS_MAP_BYTES SIZE_MAX
