@@ -114,7 +114,9 @@ void vox_nn_graph_destroy(struct vox_nn_graph *g);
 const struct vox_nn_dims *vox_nn_graph_dims(const struct vox_nn_graph *g);
 /* Layer i's tensor (after forward) and its gradient buffer: (1, C, Z, Y, X) f32. Set the
  * output's gradient before vox_nn_graph_backward; after it, a layer with an activation (or
- * batch norm) holds the gradient before them (the backward works in place). */
+ * batch norm) holds the gradient before them (the backward works in place), except an add
+ * whose buffer the input it writes first shares (graph.c shared_input): that holds the
+ * input's gradient. */
 struct vox_tensor *vox_nn_graph_value(struct vox_nn_graph *g, int layer);
 struct vox_tensor *vox_nn_graph_grad(struct vox_nn_graph *g, int layer);
 /* Runs every layer; inputs[k] is the k-th input, (1, C, Z, Y, X) f32 of the planned shape. */

@@ -12,11 +12,16 @@
  * tensor holds the gradient before its activation, and batch norm's), then calls the layer's
  * adjoint.
  * Gradients accumulate (+=), so a tensor read by several layers sums their contributions in
- * reverse layer order, deterministically. The convolutions go through struct vox_nn_kernels.
+ * reverse layer order, deterministically; the first contribution is written with = where
+ * its layer can (g->setter), so no zeroing. An add's gradient and that of the input it
+ * writes first share one buffer (shared_input): after the backward pass that buffer holds the
+ * input's gradient (its slope and batch norm applied in place), not the add's. The
+ * convolutions go through struct vox_nn_kernels.
  */
 #include "internal.h"
 #include "vox/train.h"
 
+#include <limits.h>
 #include <string.h>
 
 struct vox_nn_graph {
@@ -33,9 +38,13 @@ struct vox_nn_graph {
                                       one consumer, a max-pooling, applied it: pre_act_grad) */
     bool *bw_done;                 /* per layer: a conv whose gradients its max-pooling computed
                                       (pool_conv_grads): its own backward is skipped */
-    bool *sole;                    /* per layer: its one consumer is a conv, max-pooling or add,
-                                      which then writes its gradient with = (no zeroing: see
-                                      vox_nn_graph_zero_grad) */
+    bool *sole;                    /* per layer: its one consumer is a conv, max-pooling or add */
+    int *setter;                   /* per layer: the consumer whose backward writes its gradient
+                                      first (the highest-numbered: the backward runs in reverse)
+                                      where that is a conv, max-pooling or add, which then writes
+                                      it with = (no zeroing: vox_nn_graph_zero_grad); else -1 */
+    int *shares;                   /* per layer: the add whose gradient buffer its gradient is a
+                                      view of (shared_input), else 0 */
     uint8_t **pool_arg;            /* per layer: max-pooling's argmax taps (vox_nn_plane_maxpool) */
     double *mf_acc;                /* max-filter backward: one input plane per thread */
     int64_t mf_plane;
@@ -112,6 +121,8 @@ void vox_nn_graph_destroy(struct vox_nn_graph *g)
     }
     vox_free(g->ctx, g->xhat);
     vox_free(g->ctx, g->sole);
+    vox_free(g->ctx, g->setter);
+    vox_free(g->ctx, g->shares);
     vox_free(g->ctx, g->slope_done);
     vox_free(g->ctx, g->bw_done);
     vox_free(g->ctx, g->mf_acc);
@@ -149,6 +160,34 @@ static enum vox_status bn_alloc(struct vox_ctx *ctx, struct vox_nn_graph *g)
     return VOX_OK;
 }
 
+/* Whether add i writes the gradient of its input k first (g->setter) and k is the first of
+ * the add's inputs that are that layer. */
+static bool first_copy_set(const struct vox_nn_graph *g, int i, int k)
+{
+    const struct vox_nn_layer *l = &g->net->layers[i];
+    bool first = g->setter[l->in[k]] == i;
+    for (int q = 0; q < k; q++)
+        first = first && l->in[q] != l->in[k];
+    return first;
+}
+
+/* The input of add i whose gradient is a view of the add's own gradient buffer, or -1: the
+ * first input the add writes with =. The add's gradient (after its act's slope, in place) is
+ * that input's, so the add's backward does not copy it, and the pair takes one buffer (RSUNet:
+ * each module's residual conv and each upsampling deconv, 84 MB at full resolution). The
+ * input's other consumers, if any, are lower-numbered: their backward adds into it after the
+ * add's backward has read the buffer. */
+static int shared_input(const struct vox_nn_graph *g, int i)
+{
+    const struct vox_nn_layer *l = &g->net->layers[i];
+    if (l->kind != VOX_NN_ADD)
+        return -1;
+    for (int k = 0; k < l->n_in; k++)
+        if (first_copy_set(g, i, k))
+            return k;
+    return -1;
+}
+
 enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *net,
                                     const int64_t patch[3], const struct vox_nn_kernels *kernels,
                                     struct vox_nn_graph **g_out)
@@ -174,6 +213,8 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
         !(g->xhat = vox_calloc(ctx, n, sizeof *g->xhat)) ||
         !(g->stats = vox_calloc(ctx, n, sizeof *g->stats)) ||
         !(g->sole = vox_calloc(ctx, n, sizeof *g->sole)) ||
+        !(g->setter = vox_calloc(ctx, n, sizeof *g->setter)) ||
+        !(g->shares = vox_calloc(ctx, n, sizeof *g->shares)) ||
         !(g->slope_done = vox_calloc(ctx, n, sizeof *g->slope_done)) ||
         !(g->bw_done = vox_calloc(ctx, n, sizeof *g->bw_done)))
         goto fail;
@@ -187,16 +228,38 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
                     g->sole[i] = c == VOX_NN_CONV || c == VOX_NN_POOL || c == VOX_NN_ADD;
                 }
         g->sole[i] = g->sole[i] && uses == 1;
+        g->setter[i] = -1;
+        for (int j = net->n_layers - 1; j > i && g->setter[i] < 0; j--) {
+            const struct vox_nn_layer *c = &net->layers[j];
+            for (int k = 0; k < c->n_in; k++)
+                if (c->in[k] == i)
+                    g->setter[i] =
+                        c->kind == VOX_NN_CONV || c->kind == VOX_NN_POOL || c->kind == VOX_NN_ADD
+                            ? j
+                            : INT_MAX; /* another kind writes first: -1 below */
+        }
+        if (g->setter[i] == INT_MAX)
+            g->setter[i] = -1;
     }
     if ((s = vox_net_shapes(ctx, net, patch, g->dims)) != VOX_OK ||
         (s = bn_alloc(ctx, g)) != VOX_OK)
         goto fail;
     for (int i = 0; i < net->n_layers; i++) {
+        const int k = shared_input(g, i);
+        if (k >= 0)
+            g->shares[net->layers[i].in[k]] = i;
+    }
+    for (int i = net->n_layers - 1; i >= 0; i--) { /* a shared buffer's owner first */
         int64_t shape[5] = {1};
         memcpy(shape + 1, g->dims[i].shape, 4 * sizeof(int64_t));
-        if ((s = vox_tensor_alloc(ctx, &g->val[i], VOX_F32, 5, shape)) != VOX_OK ||
-            (s = vox_tensor_alloc(ctx, &g->grad[i], VOX_F32, 5, shape)) != VOX_OK)
+        if ((s = vox_tensor_alloc(ctx, &g->val[i], VOX_F32, 5, shape)) != VOX_OK)
             goto fail;
+        if (g->shares[i] > 0) {
+            g->grad[i] = g->grad[g->shares[i]];
+            g->grad[i].base = NULL; /* a view: not freed */
+        } else if ((s = vox_tensor_alloc(ctx, &g->grad[i], VOX_F32, 5, shape)) != VOX_OK) {
+            goto fail;
+        }
     }
     for (int i = 0; i < net->n_layers; i++)
         if (net->layers[i].kind == VOX_NN_MAXFILTER) {
@@ -242,12 +305,12 @@ struct vox_tensor *vox_nn_graph_grad(struct vox_nn_graph *g, int layer)
 
 static bool wants_grad(const struct vox_nn_graph *g, int j);
 
-/* The bytes of layer i's gradient vox_nn_graph_zero_grad zeroes: none where its one consumer
- * will write it with = (a memset and the read an add would make saved: n337's first
- * max-pooling's input gradient is 400 MB). */
+/* The bytes of layer i's gradient vox_nn_graph_zero_grad zeroes: none where its first writer
+ * writes it with = (a memset and the read an add would make saved: n337's first max-pooling's
+ * input gradient is 400 MB, each RSUNet module's first conv's 84 MB). */
 static size_t zeroed_bytes(const struct vox_nn_graph *g, int i)
 {
-    return g->sole[i] && wants_grad(g, i) ? 0 : vox_tensor_nbytes(&g->grad[i]);
+    return g->setter[i] >= 0 && wants_grad(g, i) ? 0 : vox_tensor_nbytes(&g->grad[i]);
 }
 
 /* Zeroes 1 MiB pieces of every gradient over the pool (a serial memset of an n337 step's
@@ -312,6 +375,7 @@ struct chan_job {
     int64_t acc_n;
     uint8_t *arg; /* max-pooling: the argmax taps of the output, or NULL (reference twins) */
     unsigned set; /* backward ops: bit k: write gins[k] (or out, bit 0) with =, not += */
+    unsigned skip; /* CHAN_ADD_BACKWARD: bit k: gins[k] not written (it takes a's buffer) */
     const struct vox_nn_layer *layer;                          /* CHAN_PLAIN */
     void (*act_fn)(void *, enum vox_nn_act, float *, int64_t); /* CHAN_PLAIN: or NULL */
     void (*act_bwd_fn)(void *, enum vox_nn_act, const float *, const float *, float *,
@@ -354,6 +418,11 @@ static void add_floats(float *o, const float *a, const float *b, int64_t n)
         o[e] = a[e] + (b ? b[e] : 0.0f);
 }
 
+/* The floats an add and its act (or the act's slope and the add's backward) take at a time:
+ * a multiple of 16 (a vector), so the act's vector code sees each float in the lane a
+ * whole-plane call would, and the plane's tail alone is left over: the same bits. */
+#define PIECE 2048
+
 /* The plane nc of a layer with several inputs (CHAN_PLAIN) or gradients (CHAN_ADD_BACKWARD). */
 static void chan_multi(const struct chan_job *j, int64_t nc, struct vox_tensor *out)
 {
@@ -367,20 +436,36 @@ static void chan_multi(const struct chan_job *j, int64_t nc, struct vox_tensor *
         (l->kind == VOX_NN_ADD || l->kind == VOX_NN_ACT || l->kind == VOX_NN_OUTPUT)) {
         struct vox_nn_layer lin = *l; /* the sum or copy alone, then the kernels' act */
         lin.act = VOX_ACT_LINEAR;
+        const int64_t n = vox_tensor_numel(out);
         if (l->kind == VOX_NN_ADD && j->n == 2) { /* float: the same bits as the double sum */
-            add_floats(out->data, vp[0]->data, vp[1]->data, vox_tensor_numel(out));
+            for (int64_t e = 0; e < n; e += PIECE) { /* the act on each sum while it is in L1 */
+                const int64_t m = n - e < PIECE ? n - e : PIECE;
+                float *o = (float *)out->data + e;
+                add_floats(o, (const float *)vp[0]->data + e, (const float *)vp[1]->data + e, m);
+                if (l->act != VOX_ACT_LINEAR)
+                    j->act_fn(j->act_self, l->act, o, m);
+            }
         } else {
             vox_nn_ref_plain(&lin, (const struct vox_tensor *const *)vp, out);
+            if (l->act != VOX_ACT_LINEAR)
+                j->act_fn(j->act_self, l->act, out->data, n);
         }
-        if (l->act != VOX_ACT_LINEAR)
-            j->act_fn(j->act_self, l->act, out->data, vox_tensor_numel(out));
     } else if (j->op == CHAN_PLAIN) {
         vox_nn_ref_plain(l, (const struct vox_tensor *const *)vp, out);
-    } else {
-        struct vox_tensor a = chan_view(j->a, nc);
-        for (int k = 0; k < j->n; k++)
-            add_floats(vp[k]->data, a.data, j->set >> k & 1 ? NULL : vp[k]->data,
-                       vox_tensor_numel(&a));
+    } else { /* CHAN_ADD_BACKWARD; b: the layer's output, when its act's slope is fused in */
+        struct vox_tensor a = chan_view(j->a, nc), y = j->b ? chan_view(j->b, nc) : a;
+        const int64_t n = vox_tensor_numel(&a);
+        for (int64_t e = 0; e < n; e += PIECE) {
+            const int64_t m = n - e < PIECE ? n - e : PIECE;
+            float *ga = (float *)a.data + e;
+            if (j->b)
+                j->act_bwd_fn(j->act_self, j->act, (const float *)y.data + e, ga, ga, m);
+            for (int k = 0; k < j->n; k++) {
+                float *gk = (float *)vp[k]->data + e;
+                if (!(j->skip >> k & 1))
+                    add_floats(gk, ga, j->set >> k & 1 ? NULL : gk, m);
+            }
+        }
     }
 }
 
@@ -737,7 +822,7 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
                                    &gw->p[i][VOX_P_WEIGHT], gb);
         if (!wants_grad(g, l->in[0]))
             break;
-        if (!g->sole[l->in[0]]) {
+        if (g->setter[l->in[0]] != i) {
             g->k.conv_backward_data(g->k.self, pool, gout, &w->p[i][VOX_P_WEIGHT], l->dilation, v,
                                     gin);
         } else if (g->k.conv_backward_data_set) { /* gin was not zeroed */
@@ -770,7 +855,7 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
                                           .out = gin,
                                           .window = l->kernel,
                                           .arg = g->pool_arg[i],
-                                          .set = g->sole[l->in[0]],
+                                          .set = g->setter[l->in[0]] == i,
                                           .act = fuse ? src->act : VOX_ACT_LINEAR,
                                           .act_bwd_fn = g->k.act_backward,
                                           .act_self = g->k.self});
@@ -799,16 +884,28 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
         chan_run(pool,
                  &(struct chan_job){.op = CHAN_CROP_BACKWARD, .a = gout, .out = gin, .lo = v});
         break;
-    case VOX_NN_ADD:
+    case VOX_NN_ADD: {
+        /* input k is written with = where this add writes it first (and k is the first of its
+         * copies); one whose gradient shares this layer's buffer (shared_input) is not written */
+        const int take = shared_input(g, i);
         for (int k = 0; k < l->n_in; k++)
-            add_set |= (unsigned)g->sole[l->in[k]] << k;
+            add_set |= (unsigned)first_copy_set(g, i, k) << k;
+        /* the act's slope on each piece of the plane as the sums read it (one pass, not two) */
+        const bool fuse = !g->slope_done[i] && l->act != VOX_ACT_LINEAR &&
+                          l->act != VOX_ACT_SOFTMAX && g->k.act_backward;
         chan_run(pool, &(struct chan_job){.op = CHAN_ADD_BACKWARD,
-                                          .a = pre_act_grad(g, i, pool),
+                                          .a = fuse ? &g->grad[i] : pre_act_grad(g, i, pool),
+                                          .b = fuse ? &g->val[i] : NULL,
+                                          .act = fuse ? l->act : VOX_ACT_LINEAR,
+                                          .act_bwd_fn = g->k.act_backward,
+                                          .act_self = g->k.self,
                                           .out = gins[0],
                                           .gins = gins,
                                           .n = l->n_in,
-                                          .set = add_set});
+                                          .set = add_set,
+                                          .skip = take >= 0 ? 1u << take : 0});
         break;
+    }
     case VOX_NN_CONCAT:
         vox_nn_ref_concat_backward(gout, gins, l->n_in);
         break;
