@@ -844,6 +844,42 @@ done:
     remove(file);
 }
 
+/* vox_nn_live_assign: random lifetimes (ties, points, equal sizes): no two items whose
+ * [start, end] meet share a buffer, each buffer holds its items, the same buffers on a second
+ * run, and a hand-made case reuses what it can (3 items, 2 buffers, one grown). */
+static void test_live_assign(struct vox_ctx *ctx)
+{
+    (void)ctx;
+    enum { N = 80 };
+    struct vox_nn_live it[N], again[N];
+    int order[N], end[N];
+    int64_t bytes[N], bytes2[N];
+    uint64_t rng = 3;
+    for (int i = 0; i < N; i++) {
+        rng = rng * 6364136223846793005u + 1442695040888963407u;
+        it[i].start = (int)(rng >> 33) % 40;
+        it[i].end = it[i].start + (int)(rng >> 45) % 12;
+        it[i].bytes = (int64_t)(1 + (rng >> 20) % 4) * 1000 * (i % 7 != 0);
+    }
+    memcpy(again, it, sizeof it);
+    const int nb = vox_nn_live_assign(it, N, order, bytes, end);
+    CHECK(nb > 0 && nb < N);
+    for (int i = 0; i < N; i++) {
+        CHECK(it[i].bytes == 0 ? it[i].buf == -1 : it[i].buf >= 0 && it[i].buf < nb);
+        if (it[i].buf >= 0)
+            CHECK(bytes[it[i].buf] >= it[i].bytes);
+        for (int k = 0; k < i; k++)
+            if (it[i].buf >= 0 && it[i].buf == it[k].buf)
+                CHECK(it[i].end < it[k].start || it[k].end < it[i].start);
+    }
+    CHECK(vox_nn_live_assign(again, N, order, bytes2, end) == nb);
+    for (int i = 0; i < N; i++)
+        CHECK(again[i].buf == it[i].buf);
+    struct vox_nn_live h[3] = {{100, 0, 1, 0}, {300, 2, 3, 0}, {50, 1, 2, 0}};
+    CHECK(vox_nn_live_assign(h, 3, order, bytes, end) == 2);
+    CHECK(h[0].buf == h[1].buf && h[2].buf != h[0].buf && bytes[h[0].buf] == 300);
+}
+
 /* The training graph's plane passes equal their reference twins bitwise, ties included
  * (values from a small set: the first maximum in scan order takes the gradient): the
  * max-filter's adjoint (one argmax per output, scattered), max-pooling and its adjoint (on a
@@ -1484,6 +1520,6 @@ VOX_TEST_MAIN(VOX_TEST(test_layer_grads), VOX_TEST(test_two_input_grads),
               VOX_TEST(test_sample_alignment), VOX_TEST(test_long_range_targets),
               VOX_TEST(test_rebalance_volume), VOX_TEST(test_augment_sections),
               VOX_TEST(test_sample_extra_centred), VOX_TEST(test_plane_ops),
-              VOX_TEST(test_val_seg_errors), VOX_TEST(test_train_tiny), VOX_TEST(test_determinism),
-              VOX_TEST(test_optim_step), VOX_TEST(test_resume_and_corruption),
-              VOX_TEST(test_errors))
+              VOX_TEST(test_live_assign), VOX_TEST(test_val_seg_errors), VOX_TEST(test_train_tiny),
+              VOX_TEST(test_determinism), VOX_TEST(test_optim_step),
+              VOX_TEST(test_resume_and_corruption), VOX_TEST(test_errors))

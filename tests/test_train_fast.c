@@ -417,6 +417,8 @@ static void test_graph_second_step(struct vox_ctx *ctx)
     CHECK_OK(vox_nn_train_fast_create(ctx, &f));
     for (int r = 0; r < 2 && f && net; r++) {
         CHECK_OK(vox_nn_graph_create(ctx, net, patch, vox_nn_train_fast_kernels(f), &g[r]));
+        if (g[r]) /* every layer's gradient compared below */
+            CHECK_OK(vox_nn_graph_set_keep(g[r], true));
         CHECK_OK(vox_nn_weights_create(ctx, net, &gw[r]));
     }
     if (net)
@@ -577,9 +579,12 @@ static void test_graph_acts(struct vox_ctx *ctx)
     struct vox_nn_weights *w = NULL;
     CHECK_OK(vox_net_parse(ctx, spec, "acts.net", &net));
     CHECK_OK(vox_nn_train_fast_create(ctx, &f));
-    for (int r = 0; net && f && r < 2; r++)
+    for (int r = 0; net && f && r < 2; r++) {
         CHECK_OK(
             vox_nn_graph_create(ctx, net, patch, r ? vox_nn_train_fast_kernels(f) : NULL, &g[r]));
+        if (g[r]) /* every layer's value and gradient compared below */
+            CHECK_OK(vox_nn_graph_set_keep(g[r], true));
+    }
     if (net)
         CHECK_OK(vox_nn_weights_create(ctx, net, &w));
     if (g[0] && g[1] && w) {
@@ -628,6 +633,95 @@ static void test_graph_acts(struct vox_ctx *ctx)
     vox_nn_weights_destroy(w);
     for (int r = 0; r < 2; r++)
         vox_nn_graph_destroy(g[r]);
+    vox_nn_train_fast_destroy(f);
+    vox_net_destroy(net);
+}
+
+/* Buffers by lifetime (graph.c alloc_tensors): a graph that shares buffers and one that keeps
+ * every tensor apart (vox_nn_graph_set_keep) give the same bits (outputs, input gradients,
+ * every parameter gradient) over three steps of one graph each, for a U-Net with batch norm,
+ * poolings, transposed convs, skip adds, a crop, a concat and two inputs, on the reference and
+ * the fast kernels; and the shared one takes fewer bytes. A tensor freed too early (its buffer
+ * taken by another before its last reader) or a gradient not zeroed before its first adder
+ * changes the bits. */
+static void test_graph_buffers(struct vox_ctx *ctx)
+{
+    static const char spec[] = "input raw channels=1\n"
+                               "input aux channels=2\n"
+                               "conv e raw -> 16 kernel=1x3x3 pad=same act=elu\n"
+                               "concat ea e aux\n"
+                               "conv a0 ea -> 16 kernel=1x3x3 pad=same bn=yes act=elu\n"
+                               "conv b0 a0 -> 16 kernel=3x3x3 pad=same act=elu\n"
+                               "conv c0 b0 -> 16 kernel=3x3x3 pad=same\n"
+                               "add d0 a0 c0 act=elu\n"
+                               "pool p1 d0 window=1x2x2\n"
+                               "conv a1 p1 -> 32 kernel=1x3x3 pad=same act=relu\n"
+                               "conv c1 a1 -> 32 kernel=3x3x3 pad=same bn=yes\n"
+                               "add d1 a1 c1 act=elu\n"
+                               "deconv u0 d1 -> 16 kernel=1x2x2\n"
+                               "add s0 u0 d0\n"
+                               "conv m0 s0 -> 16 kernel=1x3x3 pad=same act=tanh\n"
+                               "conv m1 m0 -> 8 kernel=3x3x3\n"
+                               "crop k d0 to=m1\n"
+                               "concat q m1 k\n"
+                               "conv o q -> 3 kernel=1\n"
+                               "output aff o act=sigmoid\n";
+    static const int64_t patch[3] = {6, 16, 24};
+    struct vox_net *net = NULL;
+    struct vox_nn_train_fast *f = NULL;
+    CHECK_OK(vox_net_parse(ctx, spec, "buffers.net", &net));
+    CHECK_OK(vox_nn_train_fast_create(ctx, &f));
+    for (int fast = 0; net && f && fast < 2; fast++) {
+        struct vox_nn_graph *g[2] = {NULL, NULL};
+        struct vox_nn_weights *w = NULL, *gw[2] = {NULL, NULL};
+        CHECK_OK(vox_nn_weights_create(ctx, net, &w));
+        for (int r = 0; r < 2; r++) {
+            CHECK_OK(vox_nn_graph_create(ctx, net, patch,
+                                         fast ? vox_nn_train_fast_kernels(f) : NULL, &g[r]));
+            CHECK_OK(vox_nn_weights_create(ctx, net, &gw[r]));
+        }
+        if (!g[0] || !g[1] || !w || !gw[0] || !gw[1])
+            goto next;
+        CHECK_OK(vox_nn_graph_set_keep(g[1], true));
+        fprintf(stderr, "  %s: %lld bytes shared, %lld kept\n", fast ? "fast" : "reference",
+                (long long)vox_nn_graph_bytes(g[0]), (long long)vox_nn_graph_bytes(g[1]));
+        CHECK(vox_nn_graph_bytes(g[0]) * 4 < vox_nn_graph_bytes(g[1]) * 3);
+        vox_nn_weights_init(net, w, VOX_INIT_MSRA, 17);
+        uint64_t rng = 23;
+        struct vox_tensor in[2] = {mk(ctx, 1, 1, patch[0], patch[1], patch[2], &rng),
+                                   mk(ctx, 1, 2, patch[0], patch[1], patch[2], &rng)};
+        for (int step = 0; step < 3; step++) {
+            for (int r = 0; r < 2; r++) {
+                CHECK_OK(vox_nn_graph_forward(ctx, g[r], w, in));
+                vox_nn_graph_zero_grad(g[r]);
+                struct vox_tensor *go = vox_nn_graph_grad(g[r], vox_net_output(net, 0));
+                float *gp = go->data;
+                for (int64_t e = 0; e < vox_tensor_numel(go); e++)
+                    gp[e] = (float)((e * (7 + 4 * step) % 13) - 6) / 5.0f;
+                vox_nn_graph_backward(ctx, g[r], w, gw[r]);
+            }
+            CHECK(same_bits(vox_nn_graph_value(g[0], vox_net_output(net, 0)),
+                            vox_nn_graph_value(g[1], vox_net_output(net, 0))));
+            for (int k = 0; k < 2; k++)
+                CHECK(same_bits(vox_nn_graph_grad(g[0], vox_net_input(net, k)),
+                                vox_nn_graph_grad(g[1], vox_net_input(net, k))));
+            for (int i = 0; i < net->n_layers; i++)
+                for (int p = 0; p < VOX_P_COUNT; p++)
+                    if (gw[0]->p[i][p].rank && !same_bits(&gw[0]->p[i][p], &gw[1]->p[i][p])) {
+                        fprintf(stderr, "  %s: layer %s parameter %d gradient differs (step %d)\n",
+                                fast ? "fast" : "reference", net->layers[i].name, p, step);
+                        CHECK(false);
+                    }
+        }
+        for (int k = 0; k < 2; k++)
+            vox_tensor_free(ctx, &in[k]);
+    next:
+        for (int r = 0; r < 2; r++) {
+            vox_nn_graph_destroy(g[r]);
+            vox_nn_weights_destroy(gw[r]);
+        }
+        vox_nn_weights_destroy(w);
+    }
     vox_nn_train_fast_destroy(f);
     vox_net_destroy(net);
 }
@@ -725,4 +819,4 @@ static void test_trainer(struct vox_ctx *ctx)
 VOX_TEST_MAIN(VOX_TEST(test_conv_kernels), VOX_TEST(test_deconv_kernels), VOX_TEST(test_threads),
               VOX_TEST(test_fft_kernels), VOX_TEST(test_graph_threads),
               VOX_TEST(test_graph_second_step), VOX_TEST(test_graph_acts),
-              VOX_TEST(test_pool_conv_sparse), VOX_TEST(test_trainer))
+              VOX_TEST(test_graph_buffers), VOX_TEST(test_pool_conv_sparse), VOX_TEST(test_trainer))

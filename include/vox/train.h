@@ -103,14 +103,24 @@ int vox_nn_train_fast_fft_count(const struct vox_nn_train_fast *f);
 
 struct vox_nn_graph;
 
-/* A graph for net at input patch shape `patch`: every tensor and its gradient kept (no buffer
- * reuse). kernels NULL: the reference ones. A conv with bn=yes is conv (with its bias, if
- * any), then batch norm (vox_nn_ref_bn_forward: training mode, the patch is the batch), then
- * its act; one whose output has a single voxel is VOX_INVALID_ARG. */
+/* A graph for net at input patch shape `patch`. Values and gradients share buffers where
+ * their lifetimes in a step do not meet (a value from its layer's forward to its last reader,
+ * forward or backward; a gradient from its first writer to its layer's backward), so after a
+ * step only the inputs', the outputs' and the outputs' inputs' tensors are sure to hold theirs
+ * (vox_nn_graph_set_keep: every one). kernels NULL: the reference ones. A conv with bn=yes is conv
+ * (with its bias, if any), then batch norm (vox_nn_ref_bn_forward: training mode, the patch is the
+ * batch), then its act; one whose output has a single voxel is VOX_INVALID_ARG. */
 enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *net,
                                     const int64_t patch[3], const struct vox_nn_kernels *kernels,
                                     struct vox_nn_graph **g_out);
 void vox_nn_graph_destroy(struct vox_nn_graph *g);
+/* keep: every value and gradient in a buffer of its own, to be read after a step (tests,
+ * debugging; the memory of no reuse); false: buffers by lifetime again. The tensors' contents
+ * are lost. */
+enum vox_status vox_nn_graph_set_keep(struct vox_nn_graph *g, bool keep);
+/* The bytes of g's value and gradient buffers (batch norm's state and the kernels' scratch
+ * not counted). */
+int64_t vox_nn_graph_bytes(const struct vox_nn_graph *g);
 const struct vox_nn_dims *vox_nn_graph_dims(const struct vox_nn_graph *g);
 /* Layer i's tensor (after forward) and its gradient buffer: (1, C, Z, Y, X) f32. Set the
  * output's gradient before vox_nn_graph_backward; after it, a layer with an activation (or
@@ -137,10 +147,10 @@ void vox_nn_graph_set_input_grads(struct vox_nn_graph *g, bool on);
  * (vox_nn_bn_running_update: momentum 0.1, unbiased variance), as PyTorch does on every
  * training-mode forward. */
 void vox_nn_graph_bn_update(const struct vox_nn_graph *g, struct vox_nn_weights *w);
-/* Zeroes every tensor gradient (not gw) but those of layers whose only consumer is a conv,
- * max-pooling or add: that consumer writes them (=) in the backward pass. So a caller sets
- * gradients only of layers no such layer alone consumes: an output, the output layer's input
- * (a loss on logits), as vox_loss_compute and the trainer do. */
+/* Zeroes the gradients of the net's outputs and of their inputs (the logits a loss writes
+ * the gradient of), as vox_loss_compute and the trainer need, but those a conv, max-pooling
+ * or add writes first (=). The backward pass zeroes the others when their first writer adds:
+ * a caller sets only the gradients of those layers. */
 void vox_nn_graph_zero_grad(struct vox_nn_graph *g);
 /* Back-propagates the gradients the caller put in the grad buffers (usually an output's, or
  * the output layer's input for a loss on logits) through every layer in reverse order, ADDING

@@ -45,6 +45,12 @@ struct vox_nn_graph {
                                       it with = (no zeroing: vox_nn_graph_zero_grad); else -1 */
     int *shares;                   /* per layer: the add whose gradient buffer its gradient is a
                                       view of (shared_input), else 0 */
+    int *zero_at;                  /* per layer: the layer before whose backward its gradient
+                                      is zeroed (its first writer adds), else -1 */
+    void **bufs;                   /* the buffers every value and gradient is a view of */
+    int nbufs;
+    int64_t buf_bytes;             /* theirs, in all */
+    bool keep;                     /* vox_nn_graph_set_keep: a buffer per tensor */
     uint8_t **pool_arg;            /* per layer: max-pooling's argmax taps (vox_nn_plane_maxpool) */
     double *mf_acc;                /* max-filter backward: one input plane per thread */
     int64_t mf_plane;
@@ -119,6 +125,10 @@ void vox_nn_graph_destroy(struct vox_nn_graph *g)
         vox_tensor_free(g->ctx, &g->xhat[i]);
         vox_free(g->ctx, g->stats[i]);
     }
+    for (int b = 0; g->bufs && b < g->nbufs; b++)
+        vox_free(g->ctx, g->bufs[b]);
+    vox_free(g->ctx, g->bufs);
+    vox_free(g->ctx, g->zero_at);
     vox_free(g->ctx, g->xhat);
     vox_free(g->ctx, g->sole);
     vox_free(g->ctx, g->setter);
@@ -188,6 +198,145 @@ static int shared_input(const struct vox_nn_graph *g, int i)
     return -1;
 }
 
+/* t: a dense f32 (1, C, Z, Y, X) view of data (not freed with the tensor) */
+static void tensor_view(struct vox_tensor *t, void *data, const int64_t shape[5])
+{
+    memset(t, 0, sizeof *t);
+    t->dtype = VOX_F32;
+    t->rank = 5;
+    for (int64_t a = 4, stride = 1; a >= 0; stride *= shape[a--]) {
+        t->shape[a] = shape[a];
+        t->strides[a] = stride;
+    }
+    t->data = data;
+}
+
+/* ---- Buffers by lifetime (live.c). Times: layer i's forward at i (the inputs' copy at
+ * -1), the loss at n, layer i's backward at 2n - i; the caller's tensors live to 2n + 1. */
+
+static int bw_time(const struct vox_nn_graph *g, int i)
+{
+    return 2 * g->net->n_layers - i;
+}
+
+/* Whether layer j's value and gradient are the caller's: a net input or output, or an output's
+ * input (the logits a loss reads and writes the gradient of). */
+static bool external(const struct vox_nn_graph *g, int j)
+{
+    const struct vox_net *net = g->net;
+    if (net->layers[j].kind == VOX_NN_INPUT || net->layers[j].kind == VOX_NN_OUTPUT)
+        return true;
+    for (int c = j + 1; c < net->n_layers; c++)
+        for (int k = 0; k < net->layers[c].n_in; k++)
+            if (net->layers[c].in[k] == j && net->layers[c].kind == VOX_NN_OUTPUT)
+                return true;
+    return false;
+}
+
+/* The highest-numbered consumer of layer j (the first to write its gradient), or -1. */
+static int first_writer(const struct vox_nn_graph *g, int j)
+{
+    for (int c = g->net->n_layers - 1; c > j; c--)
+        for (int k = 0; k < g->net->layers[c].n_in; k++)
+            if (g->net->layers[c].in[k] == j)
+                return c;
+    return -1;
+}
+
+/* Layer j's value: written by its forward, read by its consumers' forward, by the backward of
+ * a consumer that reads its input (a conv's or deconv's weight gradient, max-pooling and
+ * max-filtering) and by its own backward where that takes the act's slope (or a pooling's
+ * argmax conv gradients, pool_conv_grads, its output). */
+static void val_life(const struct vox_nn_graph *g, int j, struct vox_nn_live *it)
+{
+    const struct vox_net *net = g->net;
+    const struct vox_nn_layer *l = &net->layers[j];
+    it->start = it->end = l->kind == VOX_NN_INPUT ? -1 : j;
+    if (external(g, j) || g->keep) {
+        it->end = 2 * net->n_layers + 1;
+        return;
+    }
+    if (l->act != VOX_ACT_LINEAR || l->kind == VOX_NN_POOL)
+        it->end = bw_time(g, j);
+    for (int c = j + 1; c < net->n_layers; c++)
+        for (int k = 0; k < net->layers[c].n_in; k++) {
+            if (net->layers[c].in[k] != j)
+                continue;
+            const enum vox_nn_kind kc = net->layers[c].kind;
+            const int t = kc == VOX_NN_CONV || kc == VOX_NN_DECONV || kc == VOX_NN_POOL ||
+                                  kc == VOX_NN_MAXFILTER
+                              ? bw_time(g, c)
+                              : c;
+            it->end = t > it->end ? t : it->end;
+        }
+}
+
+/* Layer j's gradient: written first by its highest-numbered consumer's backward (or, the
+ * caller's, from the loss on), read last by its own backward; a gradient that is a view of an
+ * add's (shared_input) widens the add's. */
+static void grad_life(const struct vox_nn_graph *g, int j, struct vox_nn_live *it)
+{
+    const int fw = first_writer(g, j);
+    it->start = fw < 0 || external(g, j) ? g->net->n_layers : bw_time(g, fw);
+    it->end = external(g, j) || g->keep ? 2 * g->net->n_layers + 1 : bw_time(g, j);
+}
+
+/* Every value and gradient a view of one of g->bufs: a buffer each with g->keep, else by
+ * lifetime. */
+static enum vox_status alloc_tensors(struct vox_nn_graph *g)
+{
+    const int n = g->net->n_layers;
+    struct vox_ctx *ctx = g->ctx;
+    struct vox_nn_live *it = vox_calloc(ctx, (size_t)(2 * n), sizeof *it);
+    int *order = vox_calloc(ctx, (size_t)(2 * n), sizeof *order);
+    int *end = vox_calloc(ctx, (size_t)(2 * n), sizeof *end);
+    int64_t *bytes = vox_calloc(ctx, (size_t)(2 * n), sizeof *bytes);
+    enum vox_status s = VOX_OUT_OF_MEMORY;
+    if (!it || !order || !end || !bytes)
+        goto done;
+    for (int i = 0; i < n; i++) {
+        const int64_t *d = g->dims[i].shape;
+        it[i].bytes = it[n + i].bytes = d[0] * d[1] * d[2] * d[3] * (int64_t)sizeof(float);
+        val_life(g, i, &it[i]);
+        grad_life(g, i, &it[n + i]);
+    }
+    for (int i = 0; i < n; i++) { /* a view's life into its owner's (chains end at an owner) */
+        int o = i;
+        while (g->shares[o])
+            o = g->shares[o];
+        struct vox_nn_live *a = &it[n + o], *v = &it[n + i];
+        a->start = v->start < a->start ? v->start : a->start;
+        a->end = v->end > a->end ? v->end : a->end;
+        if (o != i)
+            v->bytes = 0;
+    }
+    g->nbufs = vox_nn_live_assign(it, 2 * n, order, bytes, end);
+    if (!(g->bufs = vox_calloc(ctx, (size_t)g->nbufs, sizeof *g->bufs)))
+        goto done;
+    g->buf_bytes = 0;
+    for (int b = 0; b < g->nbufs; b++) {
+        if (!(g->bufs[b] = vox_calloc(ctx, (size_t)bytes[b], 1)))
+            goto done;
+        g->buf_bytes += bytes[b];
+    }
+    for (int i = n - 1; i >= 0; i--) { /* an owner before its views */
+        int64_t shape[5] = {1};
+        memcpy(shape + 1, g->dims[i].shape, 4 * sizeof(int64_t));
+        tensor_view(&g->val[i], g->bufs[it[i].buf], shape);
+        if (g->shares[i])
+            g->grad[i] = g->grad[g->shares[i]];
+        else
+            tensor_view(&g->grad[i], g->bufs[it[n + i].buf], shape);
+    }
+    s = VOX_OK;
+done:
+    vox_free(ctx, it);
+    vox_free(ctx, order);
+    vox_free(ctx, end);
+    vox_free(ctx, bytes);
+    return s;
+}
+
 enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *net,
                                     const int64_t patch[3], const struct vox_nn_kernels *kernels,
                                     struct vox_nn_graph **g_out)
@@ -215,6 +364,7 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
         !(g->sole = vox_calloc(ctx, n, sizeof *g->sole)) ||
         !(g->setter = vox_calloc(ctx, n, sizeof *g->setter)) ||
         !(g->shares = vox_calloc(ctx, n, sizeof *g->shares)) ||
+        !(g->zero_at = vox_calloc(ctx, n, sizeof *g->zero_at)) ||
         !(g->slope_done = vox_calloc(ctx, n, sizeof *g->slope_done)) ||
         !(g->bw_done = vox_calloc(ctx, n, sizeof *g->bw_done)))
         goto fail;
@@ -249,18 +399,11 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
         if (k >= 0)
             g->shares[net->layers[i].in[k]] = i;
     }
-    for (int i = net->n_layers - 1; i >= 0; i--) { /* a shared buffer's owner first */
-        int64_t shape[5] = {1};
-        memcpy(shape + 1, g->dims[i].shape, 4 * sizeof(int64_t));
-        if ((s = vox_tensor_alloc(ctx, &g->val[i], VOX_F32, 5, shape)) != VOX_OK)
-            goto fail;
-        if (g->shares[i] > 0) {
-            g->grad[i] = g->grad[g->shares[i]];
-            g->grad[i].base = NULL; /* a view: not freed */
-        } else if ((s = vox_tensor_alloc(ctx, &g->grad[i], VOX_F32, 5, shape)) != VOX_OK) {
-            goto fail;
-        }
-    }
+    for (int i = 0; i < net->n_layers; i++)
+        g->zero_at[i] =
+            g->setter[i] < 0 && !external(g, i) && !g->shares[i] ? first_writer(g, i) : -1;
+    if ((s = alloc_tensors(g)) != VOX_OK)
+        goto fail;
     for (int i = 0; i < net->n_layers; i++)
         if (net->layers[i].kind == VOX_NN_MAXFILTER) {
             const int64_t *d = g->dims[net->layers[i].in[0]].shape;
@@ -310,7 +453,9 @@ static bool wants_grad(const struct vox_nn_graph *g, int j);
  * input gradient is 400 MB, each RSUNet module's first conv's 84 MB). */
 static size_t zeroed_bytes(const struct vox_nn_graph *g, int i)
 {
-    return g->setter[i] >= 0 && wants_grad(g, i) ? 0 : vox_tensor_nbytes(&g->grad[i]);
+    return !external(g, i) || (g->setter[i] >= 0 && wants_grad(g, i))
+               ? 0
+               : vox_tensor_nbytes(&g->grad[i]);
 }
 
 /* Zeroes 1 MiB pieces of every gradient over the pool (a serial memset of an n337 step's
@@ -923,9 +1068,30 @@ void vox_nn_graph_backward(struct vox_ctx *ctx, struct vox_nn_graph *g,
 {
     memset(g->slope_done, 0, (size_t)g->net->n_layers * sizeof *g->slope_done);
     memset(g->bw_done, 0, (size_t)g->net->n_layers * sizeof *g->bw_done);
-    for (int i = g->net->n_layers - 1; i >= 0; i--)
+    struct vox_pool *pool = vox_ctx_pool(ctx);
+    for (int i = g->net->n_layers - 1; i >= 0; i--) {
+        for (int j = 0; j < i; j++) /* the gradients layer i adds into first */
+            if (g->zero_at[j] == i)
+                vox_pool_zero(pool, g->grad[j].data, vox_tensor_nbytes(&g->grad[j]));
         if (g->net->layers[i].kind != VOX_NN_INPUT)
-            backward_layer(g, w, gw, i, vox_ctx_pool(ctx));
+            backward_layer(g, w, gw, i, pool);
+    }
+}
+
+int64_t vox_nn_graph_bytes(const struct vox_nn_graph *g)
+{
+    return g->buf_bytes;
+}
+
+enum vox_status vox_nn_graph_set_keep(struct vox_nn_graph *g, bool keep)
+{
+    for (int b = 0; b < g->nbufs; b++)
+        vox_free(g->ctx, g->bufs[b]);
+    vox_free(g->ctx, g->bufs);
+    g->bufs = NULL;
+    g->nbufs = 0;
+    g->keep = keep;
+    return alloc_tensors(g);
 }
 
 void vox_nn_graph_set_eval(struct vox_nn_graph *g, bool eval)

@@ -116,4 +116,18 @@ enum vox_status vox_nn_plan_params_only(struct vox_ctx *ctx, const struct vox_ne
 void vox_nn_plan_params(const struct vox_nn_plan *plan, int layer, const struct vox_tensor **w_out,
                         const struct vox_tensor **b_out);
 
+/* A tensor's lifetime: it is written first at time start and read last at end (start <= end);
+ * buf: its buffer, set by vox_nn_live_assign. */
+struct vox_nn_live {
+    int64_t bytes;
+    int start, end;
+    int buf;
+};
+/* Assigns each of the n items a buffer that no item whose [start, end] meets its own shares:
+ * by rising start, the smallest free buffer that holds it, else the largest free one (grown to
+ * its size), else a new one. Returns the number of buffers; buf_bytes[b]: buffer b's size (its
+ * largest item's). order, buf_bytes and buf_end (scratch): n entries each. */
+int vox_nn_live_assign(struct vox_nn_live *items, int n, int *order, int64_t *buf_bytes,
+                       int *buf_end); /* items of 0 bytes: none (buf -1) */
+
 #endif
