@@ -8,8 +8,10 @@
  * The iteration is what vox_trainer_step does after sampling: vox_nn_graph_forward on fixed
  * random inputs (every input of the net, so the two-input VD2D3D runs too), the loss on the
  * logits against a fixed random 0/1 target (softmax loss for a softmax output, bce for a
- * sigmoid one, else square; per-patch rebalancing), vox_nn_graph_backward, vox_optim_step
- * (Adam). Sampling and target computation are left out on both sides. A net with bn=yes
+ * sigmoid one, else square; per-patch rebalancing), vox_nn_graph_backward, and the Adam
+ * update as the trainer runs it (vox_optim_post: during the next iteration's forward, on the
+ * threads' idle time and each layer's rest before it; update_blocks_idle / _required: how
+ * its blocks ran). Sampling and target computation are left out on both sides. A net with bn=yes
  * (the RSUNet) is timed without batch norm (its spec read with bn=no, on both sides), which
  * keeps the numbers comparable with the runs from before vox trained batch norm. One warm-up
  * iteration, then `runs` timed ones.
@@ -43,6 +45,9 @@ static const char *param(const char *raw, const char *key, char *buf, size_t len
 struct tnet {
     struct vox_net *net;
     struct vox_nn_weights *w, *gw, *m, *v;
+    struct vox_nn_weights *gw_last;    /* the iteration before's gradient, its update not posted */
+    struct vox_optim_deferred *update; /* as vox_trainer: the update overlaps the next forward */
+    bool pending;                      /* gw_last's update is to be posted */
     struct vox_nn_train_fast *fast;
     struct vox_nn_graph *g;
     struct vox_tensor *in, target;
@@ -58,10 +63,12 @@ static void tnet_free(struct vox_ctx *ctx, struct tnet *n)
         vox_tensor_free(ctx, &n->in[k]);
     vox_free(ctx, n->in);
     vox_tensor_free(ctx, &n->target);
+    vox_optim_deferred_destroy(n->update);
     vox_nn_graph_destroy(n->g);
     vox_nn_train_fast_destroy(n->fast);
     vox_nn_weights_destroy(n->w);
     vox_nn_weights_destroy(n->gw);
+    vox_nn_weights_destroy(n->gw_last);
     vox_nn_weights_destroy(n->m);
     vox_nn_weights_destroy(n->v);
     vox_net_destroy(n->net);
@@ -134,21 +141,37 @@ static enum vox_status tnet_make(struct vox_ctx *ctx, struct vox_net *net, const
     vox_optim_defaults(VOX_OPTIM_ADAM, &n->optim);
     enum vox_status s = vox_nn_weights_create(ctx, net, &n->w);
     if (s == VOX_OK && (s = vox_nn_weights_create(ctx, net, &n->gw)) == VOX_OK &&
+        (s = vox_nn_weights_create(ctx, net, &n->gw_last)) == VOX_OK &&
         (s = vox_nn_weights_create(ctx, net, &n->m)) == VOX_OK &&
-        (s = vox_nn_weights_create(ctx, net, &n->v)) == VOX_OK)
+        (s = vox_nn_weights_create(ctx, net, &n->v)) == VOX_OK &&
+        (s = vox_optim_deferred_create(ctx, n->w, &n->update)) == VOX_OK)
         s = vox_nn_train_fast_create(ctx, &n->fast);
     if (s != VOX_OK)
         return s;
     vox_nn_weights_init(net, n->w, VOX_INIT_MSRA, 1);
     s = vox_nn_graph_create(ctx, net, patch, vox_nn_train_fast_kernels(n->fast), &n->g);
-    if (s == VOX_OK)
+    if (s == VOX_OK) {
         vox_nn_graph_set_input_grads(n->g, false); /* as vox_trainer (and torch's inputs) */
+        vox_nn_graph_set_update(n->g, n->update);
+    }
     return s == VOX_OK ? make_data(ctx, n) : s;
 }
 
-/* One iteration: forward, loss, backward, Adam. */
+/* Posts the update of the iteration before (its gradient in gw_last), if any. */
+static void tnet_post(struct tnet *n)
+{
+    if (n->pending)
+        vox_optim_post(n->update, &n->optim, n->t, n->w, n->gw_last, n->m, n->v);
+    n->pending = false;
+}
+
+/* One iteration: the iteration before's Adam update (posted here, not at that iteration's
+ * end: the one-thread net's iteration timed between the two would have the pool's idle
+ * thread running it), forward (each layer's update finished first, the rest on the threads'
+ * idle time), loss, backward. */
 static enum vox_status tnet_step(struct vox_ctx *ctx, struct tnet *n)
 {
+    tnet_post(n);
     enum vox_status s = vox_nn_graph_forward(ctx, n->g, n->w, n->in);
     if (s != VOX_OK)
         return s;
@@ -164,8 +187,19 @@ static enum vox_status tnet_step(struct vox_ctx *ctx, struct tnet *n)
     if (s != VOX_OK)
         return s;
     vox_nn_graph_backward(ctx, n->g, n->w, n->gw);
-    vox_optim_step(ctx, &n->optim, ++n->t, n->w, n->gw, n->m, n->v);
+    struct vox_nn_weights *t = n->gw;
+    n->gw = n->gw_last;
+    n->gw_last = t;
+    n->t++;
+    n->pending = true;
     return VOX_OK;
+}
+
+/* The last iteration's update done. */
+static void tnet_settle(struct tnet *n)
+{
+    tnet_post(n);
+    vox_optim_settle(n->update);
 }
 
 struct train_child {
@@ -187,6 +221,8 @@ static int child_train(void *arg)
     enum vox_status s = load_net(ctx, c->path, &net);
     if (s == VOX_OK && (s = tnet_make(ctx, net, c->patch, &n)) == VOX_OK)
         s = tnet_step(ctx, &n);
+    if (s == VOX_OK)
+        tnet_settle(&n);
     tnet_free(ctx, &n);
     vox_ctx_destroy(ctx);
     return s == VOX_OK ? 0 : 1;
@@ -240,6 +276,9 @@ static enum vox_status time_net(struct vox_ctx *ctx, struct vox_ctx *ctx1, const
     }
     res->runs = runs;
     if (s == VOX_OK) {
+        tnet_settle(&n);
+        if (ctx1)
+            tnet_settle(&n1);
         const int64_t *o = vox_nn_graph_dims(n.g)[n.out_layer].shape;
         res->voxels = (double)(o[1] * o[2] * o[3]);
         int64_t fast, fallback;
@@ -252,6 +291,12 @@ static enum vox_status time_net(struct vox_ctx *ctx, struct vox_ctx *ctx1, const
                  (long long)o[2], (long long)o[3], vox_loss_str(n.loss),
                  res->voxels / bench_median(res->times, runs), (long long)fast,
                  (long long)fallback);
+        int64_t idle, required;
+        vox_optim_deferred_counts(n.update, &idle, &required);
+        size_t at = strlen(res->extra);
+        snprintf(res->extra + at, sizeof res->extra - at,
+                 ",\"update_blocks_idle\":%lld,\"update_blocks_required\":%lld", (long long)idle,
+                 (long long)required);
         if (ctx1) {
             const double m1 = bench_median(t1, runs);
             size_t used = strlen(res->extra);

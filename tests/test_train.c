@@ -1318,6 +1318,20 @@ static void fill_params(struct vox_nn_weights *w, uint64_t *seed, double lo, dou
                             (hi - lo) * (double)(vox_test_rand(seed) >> 11) / 9007199254740992.0);
 }
 
+static bool same_bits_t(const struct vox_tensor *a, const struct vox_tensor *b)
+{
+    return memcmp(a->data, b->data, vox_tensor_nbytes(a)) == 0;
+}
+
+/* Tile 0 (the caller's) busy for 20 ms, the others nothing: the pool's other threads wait,
+ * running the posted update's blocks. */
+static void busy_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)arg, (void)hi, (void)tid;
+    for (double end = vox_time_now() + 0.02; lo[0] == 0 && vox_time_now() < end;)
+        ;
+}
+
 /* vox_optim_step on the context's threads (tensors of several blocks: 64 -> 64 3x3x3) and on
  * the calling thread against the formulas of vox/train.h written out here, element by
  * element: the same bits, for SGD and Adam, with weight decay and annealing, at steps 1 and 7;
@@ -1334,11 +1348,11 @@ static void test_optim_step(struct vox_ctx *ctx)
         return;
     for (int kind = 0; kind < 2; kind++)
         for (int64_t t = 1; t <= 7; t += 6) {
-            struct vox_nn_weights *w[3], *g, *m[3], *v[3];
+            struct vox_nn_weights *w[4], *g, *m[4], *v[4];
             uint64_t seed = 17 + (uint64_t)t;
             CHECK_OK(vox_nn_weights_create(ctx, net, &g));
             fill_params(g, &seed, -1, 1);
-            for (int c = 0; c < 3; c++) {
+            for (int c = 0; c < 4; c++) {
                 CHECK_OK(vox_nn_weights_create(ctx, net, &w[c]));
                 CHECK_OK(vox_nn_weights_create(ctx, net, &m[c]));
                 CHECK_OK(vox_nn_weights_create(ctx, net, &v[c]));
@@ -1352,6 +1366,23 @@ static void test_optim_step(struct vox_ctx *ctx)
             p.weight_decay = 1e-3, p.anneal_every = 3, p.anneal_factor = 0.5;
             vox_optim_step(ctx, &p, t, w[0], g, m[0], v[0]);
             vox_optim_step(NULL, &p, t, w[1], g, m[1], v[1]);
+            /* in the background: layer 1 required first, loops on the pool meanwhile (their
+             * waiting threads run blocks), then the rest */
+            struct vox_optim_deferred *u = NULL;
+            CHECK_OK(vox_optim_deferred_create(ctx, w[3], &u));
+            if (u) {
+                vox_optim_post(u, &p, t, w[3], g, m[3], v[3]);
+                vox_optim_require(u, 1);
+                CHECK(same_bits_t(&w[3]->p[1][VOX_P_WEIGHT], &w[0]->p[1][VOX_P_WEIGHT]));
+                vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){vox_ctx_threads(ctx), 1, 1},
+                             (int64_t[3]){1, 1, 1}, VOX_SCHED_STATIC, busy_task, NULL);
+                vox_optim_settle(u);
+                int64_t idle, required;
+                vox_optim_deferred_counts(u, &idle, &required);
+                CHECK(required > 0 && idle + required > 3 * 16384 / 2048);
+                CHECK(vox_ctx_threads(ctx) == 1 ? idle == 0 : idle > 0);
+                vox_optim_deferred_destroy(u);
+            }
             double lr = p.lr * pow(p.anneal_factor, (double)((t - 1) / p.anneal_every));
             double c1 = 1 - pow(p.beta1, (double)t), c2 = 1 - pow(p.beta2, (double)t);
             int64_t total = 0;
@@ -1379,11 +1410,11 @@ static void test_optim_step(struct vox_ctx *ctx)
                     total += n;
                 }
             CHECK(total > 3 * 16384);
-            for (int c = 0; c < 2; c++)
-                CHECK(weights_equal(w[c], w[2]) && weights_equal(m[c], m[2]) &&
-                      weights_equal(v[c], v[2]));
+            for (int c = 0; c < 4; c++)
+                CHECK(c == 2 || (weights_equal(w[c], w[2]) && weights_equal(m[c], m[2]) &&
+                                 weights_equal(v[c], v[2])));
             vox_nn_weights_destroy(g);
-            for (int c = 0; c < 3; c++) {
+            for (int c = 0; c < 4; c++) {
                 vox_nn_weights_destroy(w[c]);
                 vox_nn_weights_destroy(m[c]);
                 vox_nn_weights_destroy(v[c]);

@@ -220,6 +220,12 @@ void vox_pool_for(struct vox_pool *pool, const int64_t n[3], const int64_t tile[
 /* memset(p, 0, bytes) in 1 MiB pieces over the pool (a big serial memset holds the other
  * threads back). */
 void vox_pool_zero(struct vox_pool *pool, void *p, size_t bytes);
+/* Background work: while a thread of the pool would wait (a worker for the next loop, the
+ * caller for the workers to finish theirs), it calls fn(arg) again and again until fn returns
+ * false (nothing left) or there is work to do: fn should do a few microseconds' work a call,
+ * since a loop posted meanwhile waits for it. fn NULL: none; it returns once no thread is still
+ * inside the previous fn. One fn at a time; a pool of 1 thread never calls it. */
+void vox_pool_set_idle(struct vox_pool *pool, bool (*fn)(void *), void *arg);
 
 /* ---- time, peak, progress -------------------------------------------------------------- */
 

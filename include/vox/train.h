@@ -143,6 +143,11 @@ void vox_nn_graph_set_eval(struct vox_nn_graph *g, bool eval);
  * the gradient of such a conv when a max-pooling is its only reader (the pooling computes
  * the conv's weight and bias gradients from its argmax voxels alone). */
 void vox_nn_graph_set_input_grads(struct vox_nn_graph *g, bool on);
+/* The forward pass runs vox_optim_require(u, i) before layer i (u NULL: none): the weights it
+ * is given are those of a posted update (vox_optim_post), each layer's finished as it is
+ * reached, the rest running on the threads' idle time meanwhile. */
+struct vox_optim_deferred;
+void vox_nn_graph_set_update(struct vox_nn_graph *g, struct vox_optim_deferred *u);
 /* Folds the batch statistics of the last training-mode forward into w's bn_mean/bn_var
  * (vox_nn_bn_running_update: momentum 0.1, unbiased variance), as PyTorch does on every
  * training-mode forward. */
@@ -291,6 +296,29 @@ enum vox_status vox_optim_check(struct vox_ctx *ctx, const struct vox_optim_para
 void vox_optim_step(struct vox_ctx *ctx, const struct vox_optim_params *p, int64_t t,
                     struct vox_nn_weights *w, const struct vox_nn_weights *g,
                     struct vox_nn_weights *m, struct vox_nn_weights *v);
+
+/* The update of one step run in the background, the ZNN way (its weight updates are
+ * unprivileged tasks that overlap the next forward pass): vox_optim_post hands step t's
+ * update (vox_optim_step's arithmetic, the same bits) to the threads of ctx's pool, which take
+ * its blocks of elements, the first layers first, whenever they would wait between parallel
+ * loops; vox_optim_require(u, i) runs what is left of layer i's blocks (or waits for those a
+ * thread has taken) before its weights are read (vox_nn_graph_set_update: the graph's forward
+ * does it before each layer); vox_optim_settle runs all that is left. w, g, m and v must not
+ * change (nor g be reused) until their layers are required or the update settled. One posted
+ * update at a time per pool. */
+struct vox_optim_deferred;
+enum vox_status vox_optim_deferred_create(struct vox_ctx *ctx, const struct vox_nn_weights *w,
+                                          struct vox_optim_deferred **u_out);
+void vox_optim_deferred_destroy(struct vox_optim_deferred *u); /* settles it first */
+void vox_optim_post(struct vox_optim_deferred *u, const struct vox_optim_params *p, int64_t t,
+                    struct vox_nn_weights *w, const struct vox_nn_weights *g,
+                    struct vox_nn_weights *m, struct vox_nn_weights *v);
+void vox_optim_require(struct vox_optim_deferred *u, int layer);
+void vox_optim_settle(struct vox_optim_deferred *u);
+/* Blocks of a posted update run by waiting threads (the pool's idle work) and on request
+ * (require or settle), since the object was created: how much the overlap took. */
+void vox_optim_deferred_counts(const struct vox_optim_deferred *u, int64_t *idle_out,
+                               int64_t *required_out);
 
 /* ---- data ----------------------------------------------------------------------------------- */
 

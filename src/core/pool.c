@@ -46,7 +46,28 @@ struct vox_pool {
     double spin; /* seconds a waiting thread spins before it sleeps */
     int busy;    /* a job is in flight (atomic) */
     struct job job;
+    bool (*idle_fn)(void *); /* vox_pool_set_idle (atomic) */
+    void *idle_arg;
+    int idle_inside; /* threads inside idle_fn (atomic) */
 };
+
+/* Background work while *word == value (vox_pool_set_idle): one call of the idle fn at a
+ * time, until it has nothing left or the word changes. */
+static void run_idle(struct vox_pool *pool, const void *word, uint64_t value, bool wide)
+{
+    for (;;) {
+        const uint64_t v = wide ? __atomic_load_n((const uint64_t *)word, __ATOMIC_ACQUIRE)
+                                : (uint64_t)__atomic_load_n((const int *)word, __ATOMIC_ACQUIRE);
+        if (v != value)
+            return;
+        __atomic_add_fetch(&pool->idle_inside, 1, __ATOMIC_SEQ_CST);
+        bool (*fn)(void *) = __atomic_load_n(&pool->idle_fn, __ATOMIC_SEQ_CST);
+        const bool more = fn && fn(__atomic_load_n(&pool->idle_arg, __ATOMIC_SEQ_CST));
+        __atomic_sub_fetch(&pool->idle_inside, 1, __ATOMIC_SEQ_CST);
+        if (!more)
+            return;
+    }
+}
 
 struct worker_arg {
     struct vox_pool *pool;
@@ -131,6 +152,7 @@ static void *worker_main(void *p)
     }
     uint64_t seen = 0;
     for (;;) {
+        run_idle(pool, &pool->generation, seen, true);
         spin_while(&pool->generation, seen, true, pool->spin);
         pthread_mutex_lock(&pool->mu);
         while (!pool->stop && __atomic_load_n(&pool->generation, __ATOMIC_RELAXED) == seen)
@@ -257,14 +279,31 @@ void vox_pool_for(struct vox_pool *pool, const int64_t n[3], const int64_t tile[
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mu);
     run_share(&pool->job, 0, pool->threads);
-    for (int p; (p = __atomic_load_n(&pool->pending, __ATOMIC_ACQUIRE)) > 0;)
+    for (int p; (p = __atomic_load_n(&pool->pending, __ATOMIC_ACQUIRE)) > 0;) {
+        run_idle(pool, &pool->pending, (uint64_t)p, false);
         if (!spin_while(&pool->pending, (uint64_t)p, false, pool->spin))
             break;
+    }
     pthread_mutex_lock(&pool->mu);
     while (__atomic_load_n(&pool->pending, __ATOMIC_RELAXED) > 0)
         pthread_cond_wait(&pool->done, &pool->mu);
     pthread_mutex_unlock(&pool->mu);
     __atomic_store_n(&pool->busy, 0, __ATOMIC_RELEASE);
+}
+
+void vox_pool_set_idle(struct vox_pool *pool, bool (*fn)(void *), void *arg)
+{
+    if (!pool)
+        return;
+    if (fn) /* the argument first: a thread that sees fn sees it */
+        __atomic_store_n(&pool->idle_arg, arg, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&pool->idle_fn, fn, __ATOMIC_SEQ_CST);
+    while (!fn && __atomic_load_n(&pool->idle_inside, __ATOMIC_SEQ_CST) > 0)
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#else
+        ;
+#endif
 }
 
 struct zero_job {

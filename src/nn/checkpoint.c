@@ -120,6 +120,7 @@ enum vox_status vox_trainer_save(struct vox_ctx *ctx, const struct vox_trainer *
                                  const char *path)
 {
     struct buf b = {.ctx = ctx};
+    vox_optim_settle(tr->update); /* the last step's update in the weights and state */
     serialize(tr, &b);
     enum vox_status s = b.oom ? VOX_OUT_OF_MEMORY : write_atomic(ctx, path, &b);
     vox_free(ctx, b.p);
@@ -204,6 +205,7 @@ static const char *parse(struct reader *r, struct vox_trainer *tr, bool apply)
 
 enum vox_status vox_trainer_load(struct vox_ctx *ctx, struct vox_trainer *tr, const char *path)
 {
+    vox_optim_settle(tr->update); /* no update runs on what this replaces */
     FILE *f = fopen(path, "rb");
     if (!f)
         return vox_fail(ctx, VOX_IO, "cannot open checkpoint '%s': %s", path, strerror(errno));

@@ -51,6 +51,7 @@ struct vox_nn_graph {
     int nbufs;
     int64_t buf_bytes;             /* theirs, in all */
     bool keep;                     /* vox_nn_graph_set_keep: a buffer per tensor */
+    struct vox_optim_deferred *update; /* vox_nn_graph_set_update */
     uint8_t **pool_arg;            /* per layer: max-pooling's argmax taps (vox_nn_plane_maxpool) */
     double *mf_acc;                /* max-filter backward: one input plane per thread */
     int64_t mf_plane;
@@ -778,9 +779,12 @@ enum vox_status vox_nn_graph_forward(struct vox_ctx *ctx, struct vox_nn_graph *g
         if (s != VOX_OK)
             return s;
     }
-    for (int i = 0; i < net->n_layers; i++)
+    for (int i = 0; i < net->n_layers; i++) {
+        if (g->update) /* the step before's update of its weights, what is left of it */
+            vox_optim_require(g->update, i);
         if (net->layers[i].kind != VOX_NN_INPUT)
             forward_layer(g, w, i, vox_ctx_pool(ctx));
+    }
     return VOX_OK;
 }
 
@@ -1092,6 +1096,11 @@ enum vox_status vox_nn_graph_set_keep(struct vox_nn_graph *g, bool keep)
     g->nbufs = 0;
     g->keep = keep;
     return alloc_tensors(g);
+}
+
+void vox_nn_graph_set_update(struct vox_nn_graph *g, struct vox_optim_deferred *u)
+{
+    g->update = u;
 }
 
 void vox_nn_graph_set_eval(struct vox_nn_graph *g, bool eval)

@@ -73,6 +73,7 @@ struct optim_job {
     int32_t (*ref)[2]; /* the trained tensors: layer, parameter */
     int64_t *first;    /* per tensor: its first block; then the block count */
     int n;
+    int64_t block; /* elements a block */
 };
 
 /* Elements [e0, e1) of tensor (i, k): each alone, so any split gives the same bits. */
@@ -97,30 +98,62 @@ static void optim_range(const struct optim_job *j, int i, int k, int64_t e0, int
     }
 }
 
+/* Block b of the job's tensors; *t: a tensor at or before b's (a hint, advanced to b's). */
+static void optim_block(const struct optim_job *j, int64_t b, int *t)
+{
+    while (j->first[*t + 1] <= b)
+        ++*t;
+    while (j->first[*t] > b)
+        --*t;
+    const int i = j->ref[*t][0], k = j->ref[*t][1];
+    const int64_t n = vox_tensor_numel(&j->w->p[i][k]), e0 = (b - j->first[*t]) * j->block;
+    optim_range(j, i, k, e0, e0 + j->block < n ? e0 + j->block : n);
+}
+
 static void optim_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     (void)tid;
     const struct optim_job *j = arg;
     int t = 0;
-    for (int64_t b = lo[0]; b < hi[0]; b++) {
-        while (j->first[t + 1] <= b)
-            t++;
-        const int i = j->ref[t][0], k = j->ref[t][1];
-        const int64_t n = vox_tensor_numel(&j->w->p[i][k]), e0 = (b - j->first[t]) * OPTIM_BLOCK;
-        optim_range(j, i, k, e0, e0 + OPTIM_BLOCK < n ? e0 + OPTIM_BLOCK : n);
-    }
+    for (int64_t b = lo[0]; b < hi[0]; b++)
+        optim_block(j, b, &t);
+}
+
+/* The trained tensors of w (j->ref, j->n) and their blocks of j->block elements (j->first:
+ * n + 2 entries); the block count. */
+static int64_t optim_blocks(struct optim_job *j, const struct vox_nn_weights *w)
+{
+    int64_t blocks = 0;
+    j->n = 0;
+    for (int i = 0; i < w->n_layers; i++)
+        for (int k = 0; k < VOX_P_COUNT; k++) {
+            if (w->p[i][k].rank == 0 || k == VOX_P_BN_MEAN || k == VOX_P_BN_VAR)
+                continue;
+            j->ref[j->n][0] = i, j->ref[j->n][1] = k;
+            j->first[j->n++] = blocks;
+            blocks += (vox_tensor_numel(&w->p[i][k]) + j->block - 1) / j->block;
+        }
+    j->first[j->n] = blocks;
+    j->first[j->n + 1] = INT64_MAX;
+    return blocks;
+}
+
+/* The learning rate and Adam's bias corrections of step t. */
+static void optim_scalars(struct optim_job *j, const struct vox_optim_params *p, int64_t t)
+{
+    j->lr = p->lr;
+    if (p->anneal_every > 0)
+        j->lr *= pow(p->anneal_factor, (double)((t - 1) / p->anneal_every));
+    j->c1 = 1 - pow(p->beta1, (double)t);
+    j->c2 = 1 - pow(p->beta2, (double)t);
 }
 
 void vox_optim_step(struct vox_ctx *ctx, const struct vox_optim_params *p, int64_t t,
                     struct vox_nn_weights *w, const struct vox_nn_weights *g,
                     struct vox_nn_weights *m, struct vox_nn_weights *v)
 {
-    double lr = p->lr;
-    if (p->anneal_every > 0)
-        lr *= pow(p->anneal_factor, (double)((t - 1) / p->anneal_every));
-    struct optim_job j = {
-        p,    lr, 1 - pow(p->beta1, (double)t), 1 - pow(p->beta2, (double)t), w, m, v, g, NULL,
-        NULL, 0};
+    struct optim_job j = {.p = p, .w = w, .m = m, .v = v, .g = g, .block = OPTIM_BLOCK};
+    optim_scalars(&j, p, t);
     const int cap = w->n_layers * VOX_P_COUNT;
     j.ref = ctx ? vox_alloc(ctx, (size_t)(cap + 1) * sizeof *j.ref) : NULL;
     j.first = ctx ? vox_alloc(ctx, (size_t)(cap + 2) * sizeof *j.first) : NULL;
@@ -135,20 +168,151 @@ void vox_optim_step(struct vox_ctx *ctx, const struct vox_optim_params *p, int64
                     optim_range(&j, i, k, 0, vox_tensor_numel(&w->p[i][k]));
         return;
     }
-    int64_t blocks = 0;
-    for (int i = 0; i < w->n_layers; i++)
-        for (int k = 0; k < VOX_P_COUNT; k++) {
-            if (w->p[i][k].rank == 0 || k == VOX_P_BN_MEAN || k == VOX_P_BN_VAR)
-                continue;
-            j.ref[j.n][0] = i, j.ref[j.n][1] = k;
-            j.first[j.n++] = blocks;
-            blocks += (vox_tensor_numel(&w->p[i][k]) + OPTIM_BLOCK - 1) / OPTIM_BLOCK;
-        }
-    j.first[j.n] = blocks;
-    j.first[j.n + 1] = INT64_MAX;
+    const int64_t blocks = optim_blocks(&j, w);
     if (blocks)
         vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){blocks, 1, 1}, (int64_t[3]){1, 1, 1},
                      VOX_SCHED_STATIC, optim_task, &j);
     vox_free(ctx, j.ref);
     vox_free(ctx, j.first);
+}
+
+/* ---- the update in the background ---- */
+
+enum {
+    DEFER_BLOCK = 2048 /* elements: ~10 us of Adam, what a loop posted meanwhile may wait */
+};
+enum { BLOCK_PENDING, BLOCK_RUNNING, BLOCK_DONE };
+
+struct vox_optim_deferred {
+    struct vox_ctx *ctx;
+    struct optim_job j;
+    struct vox_optim_params p;
+    int n_layers;
+    int64_t blocks;
+    int64_t *layer_first;       /* per layer: its first block; then the block count */
+    uint8_t *state;             /* per block: BLOCK_* (atomic) */
+    int64_t next;               /* the idle threads' next block to try (atomic) */
+    bool posted;                /* registered as the pool's idle work */
+    int64_t n_idle, n_required; /* blocks run each way (atomic) */
+};
+
+/* Runs block b unless another thread has taken it; true if this call ran it. */
+static bool claim_block(struct vox_optim_deferred *u, int64_t b, int *t)
+{
+    uint8_t expect = BLOCK_PENDING;
+    if (!__atomic_compare_exchange_n(&u->state[b], &expect, BLOCK_RUNNING, false, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
+        return false;
+    optim_block(&u->j, b, t);
+    __atomic_store_n(&u->state[b], BLOCK_DONE, __ATOMIC_RELEASE);
+    return true;
+}
+
+/* The pool's idle work: the next block, in layer order (the next forward reads the first
+ * layers first). */
+static bool idle_block(void *arg)
+{
+    struct vox_optim_deferred *u = arg;
+    const int64_t b = __atomic_fetch_add(&u->next, 1, __ATOMIC_RELAXED);
+    if (b >= u->blocks)
+        return false;
+    int t = 0;
+    if (claim_block(u, b, &t))
+        __atomic_add_fetch(&u->n_idle, 1, __ATOMIC_RELAXED);
+    return true;
+}
+
+enum vox_status vox_optim_deferred_create(struct vox_ctx *ctx, const struct vox_nn_weights *w,
+                                          struct vox_optim_deferred **u_out)
+{
+    *u_out = NULL;
+    struct vox_optim_deferred *u = vox_calloc(ctx, 1, sizeof *u);
+    if (!u)
+        return VOX_OUT_OF_MEMORY;
+    u->ctx = ctx;
+    u->n_layers = w->n_layers;
+    u->j.block = DEFER_BLOCK;
+    const int cap = w->n_layers * VOX_P_COUNT;
+    if (!(u->j.ref = vox_alloc(ctx, (size_t)(cap + 1) * sizeof *u->j.ref)) ||
+        !(u->j.first = vox_alloc(ctx, (size_t)(cap + 2) * sizeof *u->j.first)) ||
+        !(u->layer_first = vox_alloc(ctx, (size_t)(w->n_layers + 1) * sizeof *u->layer_first))) {
+        vox_optim_deferred_destroy(u);
+        return VOX_OUT_OF_MEMORY;
+    }
+    u->blocks = optim_blocks(&u->j, w);
+    for (int i = 0, t = 0; i <= w->n_layers; i++) { /* tensors are in layer order */
+        while (t < u->j.n && u->j.ref[t][0] < i)
+            t++;
+        u->layer_first[i] = u->j.first[t];
+    }
+    if (!(u->state = vox_calloc(ctx, (size_t)(u->blocks + 1), 1))) {
+        vox_optim_deferred_destroy(u);
+        return VOX_OUT_OF_MEMORY;
+    }
+    *u_out = u;
+    return VOX_OK;
+}
+
+void vox_optim_deferred_destroy(struct vox_optim_deferred *u)
+{
+    if (!u)
+        return;
+    if (u->state)
+        vox_optim_settle(u);
+    vox_free(u->ctx, u->j.ref);
+    vox_free(u->ctx, u->j.first);
+    vox_free(u->ctx, u->layer_first);
+    vox_free(u->ctx, u->state);
+    vox_free(u->ctx, u);
+}
+
+void vox_optim_post(struct vox_optim_deferred *u, const struct vox_optim_params *p, int64_t t,
+                    struct vox_nn_weights *w, const struct vox_nn_weights *g,
+                    struct vox_nn_weights *m, struct vox_nn_weights *v)
+{
+    vox_optim_settle(u);
+    u->p = *p;
+    u->j.p = &u->p;
+    u->j.w = w, u->j.g = g, u->j.m = m, u->j.v = v;
+    optim_scalars(&u->j, p, t);
+    memset(u->state, BLOCK_PENDING, (size_t)u->blocks);
+    __atomic_store_n(&u->next, 0, __ATOMIC_RELAXED);
+    u->posted = true;
+    vox_pool_set_idle(vox_ctx_pool(u->ctx), idle_block, u); /* publishes the stores above */
+}
+
+void vox_optim_require(struct vox_optim_deferred *u, int layer)
+{
+    if (!u->posted || layer < 0 || layer >= u->n_layers)
+        return;
+    int t = 0;
+    for (int64_t b = u->layer_first[layer]; b < u->layer_first[layer + 1]; b++) {
+        if (claim_block(u, b, &t)) {
+            __atomic_add_fetch(&u->n_required, 1, __ATOMIC_RELAXED);
+            continue;
+        }
+        while (__atomic_load_n(&u->state[b], __ATOMIC_ACQUIRE) != BLOCK_DONE)
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#else
+            ;
+#endif
+    }
+}
+
+void vox_optim_settle(struct vox_optim_deferred *u)
+{
+    if (!u->posted)
+        return;
+    for (int i = 0; i < u->n_layers; i++)
+        vox_optim_require(u, i);
+    vox_pool_set_idle(vox_ctx_pool(u->ctx), NULL, NULL); /* no thread inside idle_block now */
+    u->posted = false;
+}
+
+void vox_optim_deferred_counts(const struct vox_optim_deferred *u, int64_t *idle_out,
+                               int64_t *required_out)
+{
+    *idle_out = __atomic_load_n(&u->n_idle, __ATOMIC_RELAXED);
+    *required_out = __atomic_load_n(&u->n_required, __ATOMIC_RELAXED);
 }

@@ -14,6 +14,10 @@ struct vox_trainer {
     struct vox_train_data *data;
     struct vox_nn_graph *g;
     struct vox_nn_weights *w, *gw, *m, *v; /* weights, gradient, optimizer state */
+    struct vox_nn_weights *gw_posted;      /* the gradient the posted update reads (the two
+                                              gradients swap each step) */
+    struct vox_optim_deferred *update;     /* the last step's update, finishing in the
+                                              background (vox_optim_post) */
     int out_layer, logit_layer;
     int64_t out[3], off[3]; /* output box and its offset in the input patch */
     int64_t iter;           /* optimizer steps done */

@@ -44,9 +44,11 @@ void vox_trainer_destroy(struct vox_trainer *tr)
 {
     if (!tr)
         return;
+    vox_optim_deferred_destroy(tr->update); /* settles it: nothing runs on the weights after */
     vox_nn_graph_destroy(tr->g);
     vox_nn_weights_destroy(tr->w);
     vox_nn_weights_destroy(tr->gw);
+    vox_nn_weights_destroy(tr->gw_posted);
     vox_nn_weights_destroy(tr->m);
     vox_nn_weights_destroy(tr->v);
     vox_free(tr->ctx, tr);
@@ -151,8 +153,11 @@ enum vox_status vox_trainer_create(struct vox_ctx *ctx, const struct vox_net *ne
                  : vox_fail(ctx, VOX_INVALID_ARG, "volume rebalancing needs the training data");
     if (s == VOX_OK && (s = vox_nn_weights_create(ctx, net, &tr->w)) == VOX_OK &&
         (s = vox_nn_weights_create(ctx, net, &tr->gw)) == VOX_OK &&
-        (s = vox_nn_weights_create(ctx, net, &tr->m)) == VOX_OK)
-        s = vox_nn_weights_create(ctx, net, &tr->v);
+        (s = vox_nn_weights_create(ctx, net, &tr->gw_posted)) == VOX_OK &&
+        (s = vox_nn_weights_create(ctx, net, &tr->m)) == VOX_OK &&
+        (s = vox_nn_weights_create(ctx, net, &tr->v)) == VOX_OK &&
+        (s = vox_optim_deferred_create(ctx, tr->w, &tr->update)) == VOX_OK)
+        vox_nn_graph_set_update(tr->g, tr->update);
     if (s == VOX_OK && w0) {
         for (int i = 0; i < net->n_layers && s == VOX_OK; i++)
             for (int k = 0; k < VOX_P_COUNT && s == VOX_OK; k++)
@@ -400,7 +405,13 @@ enum vox_status vox_trainer_step(struct vox_ctx *ctx, struct vox_trainer *tr, do
     running_stats_copy(tr->w, tr->gw);
     tr->rng = rng;
     tr->iter++;
-    vox_optim_step(ctx, &tr->o.optim, tr->iter, tr->w, tr->gw, tr->m, tr->v);
+    /* the update runs on the threads' idle time and, layer by layer, before the next forward
+     * reads the weights (vox_nn_graph_set_update); it reads this gradient, so the next step
+     * accumulates into the other */
+    vox_optim_post(tr->update, &tr->o.optim, tr->iter, tr->w, tr->gw, tr->m, tr->v);
+    struct vox_nn_weights *t = tr->gw;
+    tr->gw = tr->gw_posted;
+    tr->gw_posted = t;
     return VOX_OK;
 }
 
@@ -416,6 +427,7 @@ static enum vox_status validate(struct vox_ctx *ctx, struct vox_trainer *tr,
         return vox_fail(ctx, VOX_INVALID_ARG,
                         "the validation data has %d inputs per patch, the training data %d",
                         vox_train_data_inputs(val), vox_train_data_inputs(tr->data));
+    vox_optim_settle(tr->update);
     vox_nn_graph_set_eval(tr->g, true);
     for (int64_t k = 0; k < patches; k++) {
         double l = 0;
@@ -471,6 +483,7 @@ int64_t vox_trainer_iteration(const struct vox_trainer *tr)
 
 const struct vox_nn_weights *vox_trainer_weights(const struct vox_trainer *tr)
 {
+    vox_optim_settle(tr->update); /* the last step's update finished */
     return tr->w;
 }
 
