@@ -22,6 +22,12 @@ common="--net $T/tiny.net --data $T/d.h5:/raw,/labels --patch 3,10,10 --seed 5 -
 "$VOX" train $common --iters 20 --out "$T/a.h5" --val "$T/d.h5:/raw,/labels" --val-every 10 \
     --threads 2 || fail "train"
 [ -f "$T/a.h5" ] && [ -f "$T/a.h5.ckpt" ] && [ -f "$T/a.h5.jsonl" ] || fail "outputs missing"
+# the memory line: a 4x patch takes about 4x the bytes
+mem() { "$VOX" train --net "$T/tiny.net" --data "$T/d.h5:/raw,/labels" --patch "$1" --iters 1 \
+    --out "$T/mem.h5" 2>&1 | sed -n 's/.*: \([0-9.]*\) MB of activations.*/\1/p'; }
+m1=$(mem 4,40,40); m4=$(mem 4,80,80)
+awk -v a="$m1" -v b="$m4" 'BEGIN { exit !(a > 0 && b > 3 * a && b < 5 * a) }' ||
+    fail "memory line: $m1 MB at 4,40,40, $m4 MB at 4,80,80"
 [ "$(grep -c '"loss"' "$T/a.h5.jsonl")" = 20 ] || fail "log lines"
 grep -q '"val_loss"' "$T/a.h5.jsonl" || fail "no validation in the log"
 # long-range affinities: a net with 3 + 2 output channels trains with two offsets, its

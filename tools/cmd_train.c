@@ -416,6 +416,12 @@ static enum vox_status open_all(struct vox_ctx *ctx, const struct train_opts *o,
         st->t.kernels = vox_nn_train_fast_kernels(st->fast);
     if (s == VOX_OK)
         s = vox_trainer_create(ctx, st->net, &st->t, st->w0, st->data, &st->tr);
+    if (s == VOX_OK && !o->common.quiet)
+        fprintf(stderr,
+                "vox train: patch %lld,%lld,%lld: %.1f MB of activations and gradients (they "
+                "grow with the patch's voxels)\n",
+                (long long)st->t.patch[0], (long long)st->t.patch[1], (long long)st->t.patch[2],
+                (double)vox_trainer_graph_bytes(st->tr) / 1e6);
     double pos[4], neg[4], wp[4], wn[4];
     if (s == VOX_OK && !o->common.quiet && vox_trainer_class_counts(st->tr, pos, neg)) {
         const int64_t nc = vox_target_channels(st->t.target, st->t.loss);

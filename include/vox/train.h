@@ -443,6 +443,9 @@ bool vox_trainer_class_counts(const struct vox_trainer *tr, double *pos, double 
 const struct vox_nn_weights *vox_trainer_weights(const struct vox_trainer *tr);
 /* Output voxels per patch (for voxels/s). */
 int64_t vox_trainer_patch_voxels(const struct vox_trainer *tr);
+/* The bytes of the graph's values and gradients at the patch (vox_nn_graph_bytes): most of a
+ * step's memory; it grows with the patch's voxels. */
+int64_t vox_trainer_graph_bytes(const struct vox_trainer *tr);
 
 /* Checkpoints: weights, optimizer state, iteration and generator state in one file with a
  * checksum, written atomically (temporary file, fsync, rename). Loading checks the magic, the

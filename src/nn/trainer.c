@@ -491,3 +491,8 @@ int64_t vox_trainer_patch_voxels(const struct vox_trainer *tr)
 {
     return tr->out[0] * tr->out[1] * tr->out[2] * tr->o.accumulate;
 }
+
+int64_t vox_trainer_graph_bytes(const struct vox_trainer *tr)
+{
+    return vox_nn_graph_bytes(tr->g);
+}
