@@ -21,7 +21,6 @@
 #include "internal.h"
 #include "vox/train.h"
 
-#include <limits.h>
 #include <string.h>
 
 struct vox_nn_graph {
@@ -379,18 +378,9 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
                     g->sole[i] = c == VOX_NN_CONV || c == VOX_NN_POOL || c == VOX_NN_ADD;
                 }
         g->sole[i] = g->sole[i] && uses == 1;
-        g->setter[i] = -1;
-        for (int j = net->n_layers - 1; j > i && g->setter[i] < 0; j--) {
-            const struct vox_nn_layer *c = &net->layers[j];
-            for (int k = 0; k < c->n_in; k++)
-                if (c->in[k] == i)
-                    g->setter[i] =
-                        c->kind == VOX_NN_CONV || c->kind == VOX_NN_POOL || c->kind == VOX_NN_ADD
-                            ? j
-                            : INT_MAX; /* another kind writes first: -1 below */
-        }
-        if (g->setter[i] == INT_MAX)
-            g->setter[i] = -1;
+        const int fw = first_writer(g, i);
+        const enum vox_nn_kind kw = fw >= 0 ? net->layers[fw].kind : VOX_NN_INPUT;
+        g->setter[i] = kw == VOX_NN_CONV || kw == VOX_NN_POOL || kw == VOX_NN_ADD ? fw : -1;
     }
     if ((s = vox_net_shapes(ctx, net, patch, g->dims)) != VOX_OK ||
         (s = bn_alloc(ctx, g)) != VOX_OK)
