@@ -304,8 +304,10 @@ void vox_optim_step(struct vox_ctx *ctx, const struct vox_optim_params *p, int64
  * loops; vox_optim_require(u, i) runs what is left of layer i's blocks (or waits for those a
  * thread has taken) before its weights are read (vox_nn_graph_set_update: the graph's forward
  * does it before each layer); vox_optim_settle runs all that is left. w, g, m and v must not
- * change (nor g be reused) until their layers are required or the update settled. One posted
- * update at a time per pool. */
+ * change (nor g be reused) until their layers are required or the update settled. The pool
+ * runs one update's blocks on its idle time: a post on a pool another posted update uses
+ * takes that over (both still finish through require and settle; two trainers on one
+ * context just overlap less). */
 struct vox_optim_deferred;
 enum vox_status vox_optim_deferred_create(struct vox_ctx *ctx, const struct vox_nn_weights *w,
                                           struct vox_optim_deferred **u_out);
