@@ -56,7 +56,7 @@ struct vox_nn_kernels {
      * layer's output y (gx may be gy); NULL: the reference's, in double */
     void (*act_backward)(void *, enum vox_nn_act, const float *, const float *, float *, int64_t);
     /* conv_backward_data writing gin (=) instead of adding to it, for an input gradient the
-     * conv alone writes (the graph skips zeroing it); NULL: gin zeroed, then
+     * conv writes first (the graph skips zeroing it); NULL: gin zeroed, then
      * conv_backward_data */
     void (*conv_backward_data_set)(void *, struct vox_pool *, const struct vox_tensor *,
                                    const struct vox_tensor *, const int64_t[3], const int64_t[3],
