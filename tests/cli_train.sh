@@ -24,7 +24,8 @@ common="--net $T/tiny.net --data $T/d.h5:/raw,/labels --patch 3,10,10 --seed 5 -
 [ -f "$T/a.h5" ] && [ -f "$T/a.h5.ckpt" ] && [ -f "$T/a.h5.jsonl" ] || fail "outputs missing"
 # the memory line: a 4x patch takes about 4x the bytes
 mem() { "$VOX" train --net "$T/tiny.net" --data "$T/d.h5:/raw,/labels" --patch "$1" --iters 1 \
-    --out "$T/mem.h5" 2>&1 | sed -n 's/.*: \([0-9.]*\) MB of activations.*/\1/p'; }
+    --out "$T/mem.h5" 2>&1 | sed -n 's/.*: \([0-9.]*\) \([kM]\)B of activations.*/\1 \2/p' |
+    awk '{ print $2 == "k" ? $1 / 1000 : $1 }'; }
 m1=$(mem 4,40,40); m4=$(mem 4,80,80)
 awk -v a="$m1" -v b="$m4" 'BEGIN { exit !(a > 0 && b > 3 * a && b < 5 * a) }' ||
     fail "memory line: $m1 MB at 4,40,40, $m4 MB at 4,80,80"
@@ -77,6 +78,33 @@ PY
 "$VOX" train $common --iters 20 --out "$T/b.h5" --checkpoint "$T/b.ckpt" --resume \
     --threads 1 || fail "resume"
 /usr/bin/python3 - "$T/a.h5" "$T/b.h5" <<'PY' || fail "resumed weights differ"
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+for layer in a:
+    for p in a[layer]:
+        assert np.array_equal(a[layer][p][()], b[layer][p][()]), (layer, p)
+PY
+
+# SIGTERM (as Ctrl-C's SIGINT): the step running finishes, the checkpoint is written, exit 143;
+# --resume from it to K + 3 steps gives the weights of an uninterrupted run of K + 3
+"$VOX" train $common --iters 1000000 --out "$T/s.h5" --checkpoint "$T/s.ckpt" --threads 1 \
+    --log "$T/s.jsonl" 2>"$T/s.err" &
+pid=$!
+for _ in $(seq 300); do
+    n=$(grep -c '"loss"' "$T/s.jsonl" 2>/dev/null || true)
+    [ "${n:-0}" -ge 5 ] && break
+    sleep 0.1
+done
+kill -TERM $pid
+rc=0
+wait $pid || rc=$?
+[ $rc = 143 ] || fail "SIGTERM: exit $rc, expected 143 ($(cat "$T/s.err"))"
+K=$(sed -n 's/.*terminated at iteration \([0-9]*\)\/.*/\1/p' "$T/s.err")
+[ -n "$K" ] && [ -f "$T/s.ckpt" ] && [ ! -f "$T/s.h5" ] || fail "SIGTERM: $(cat "$T/s.err")"
+"$VOX" train $common --iters $((K + 3)) --out "$T/s.h5" --checkpoint "$T/s.ckpt" --resume \
+    --threads 1 --log "$T/s.jsonl" || fail "resume after SIGTERM"
+"$VOX" train $common --iters $((K + 3)) --out "$T/u.h5" --threads 1 || fail "uninterrupted"
+/usr/bin/python3 - "$T/s.h5" "$T/u.h5" <<'PY' || fail "weights after SIGTERM and resume differ"
 import sys, h5py, numpy as np
 a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
 for layer in a:

@@ -13,6 +13,7 @@
 #include "vox/train.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,9 @@ static const char help[] =
     "Trains NET (1-channel inputs, one output) on random patches of the --data volumes and\n"
     "writes its weights to MODEL.h5 (usable by `vox infer --weights`). Deterministic: the same\n"
     "options give the same weights for any --threads, and --resume continues a run from its\n"
-    "checkpoint to the same weights as an uninterrupted run.\n\n"
+    "checkpoint to the same weights as an uninterrupted run. Ctrl-C (SIGINT) or SIGTERM\n"
+    "finishes the step running, writes the checkpoint and exits 130 / 143 (a second one\n"
+    "stops at once).\n\n"
     "  --net FILE              network spec (required)\n"
     "  --data SPEC             raw,labels[,mask]; later items starting with '/' are datasets\n"
     "                          of the first item's file; repeatable (required)\n"
@@ -327,6 +330,7 @@ static int split_data(const char *spec, const char *const *extra, int n_extra,
 }
 
 struct state {
+    int stopped; /* the signal that stopped the steps before --iters, else 0 */
     struct vox_net *net;
     struct vox_nn_weights *w0;
     struct vox_train_data *data, *val;
@@ -416,12 +420,14 @@ static enum vox_status open_all(struct vox_ctx *ctx, const struct train_opts *o,
         st->t.kernels = vox_nn_train_fast_kernels(st->fast);
     if (s == VOX_OK)
         s = vox_trainer_create(ctx, st->net, &st->t, st->w0, st->data, &st->tr);
-    if (s == VOX_OK && !o->common.quiet)
+    if (s == VOX_OK && !o->common.quiet) {
+        const double b = (double)vox_trainer_graph_bytes(st->tr);
         fprintf(stderr,
-                "vox train: patch %lld,%lld,%lld: %.1f MB of activations and gradients (they "
+                "vox train: patch %lld,%lld,%lld: %.1f %s of activations and gradients (they "
                 "grow with the patch's voxels)\n",
                 (long long)st->t.patch[0], (long long)st->t.patch[1], (long long)st->t.patch[2],
-                (double)vox_trainer_graph_bytes(st->tr) / 1e6);
+                b < 1e6 ? b / 1e3 : b / 1e6, b < 1e6 ? "kB" : "MB");
+    }
     double pos[4], neg[4], wp[4], wn[4];
     if (s == VOX_OK && !o->common.quiet && vox_trainer_class_counts(st->tr, pos, neg)) {
         const int64_t nc = vox_target_channels(st->t.target, st->t.loss);
@@ -496,6 +502,17 @@ static enum vox_status step(struct vox_ctx *ctx, const struct train_opts *o, str
     return VOX_OK;
 }
 
+/* SIGINT or SIGTERM during the steps: the step running finishes, its checkpoint is written
+ * and the run stops (exit 128 + the signal), to be continued with --resume. A second one
+ * kills at once (the handler gives the signal back its default). */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+    stop_signal = sig;
+    signal(sig, SIG_DFL);
+}
+
 static enum vox_status run(struct vox_ctx *ctx, const struct train_opts *o, struct state *st)
 {
     enum vox_status s = open_all(ctx, o, st);
@@ -503,8 +520,30 @@ static enum vox_status run(struct vox_ctx *ctx, const struct train_opts *o, stru
         return s;
     int64_t first = vox_trainer_iteration(st->tr);
     double t0 = vox_time_now();
-    while (s == VOX_OK && vox_trainer_iteration(st->tr) < o->iters)
+    struct sigaction sa = {.sa_handler = on_stop_signal}, old_int, old_term;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    if (old_int.sa_handler == SIG_IGN) /* a background job's: Ctrl-C is not for it */
+        sigaction(SIGINT, &old_int, NULL);
+    if (old_term.sa_handler == SIG_IGN)
+        sigaction(SIGTERM, &old_term, NULL);
+    while (s == VOX_OK && !stop_signal && vox_trainer_iteration(st->tr) < o->iters)
         s = step(ctx, o, st, t0, first);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    if (s == VOX_OK && stop_signal && vox_trainer_iteration(st->tr) < o->iters) {
+        if ((s = vox_trainer_save(ctx, st->tr, st->ckpt)) != VOX_OK)
+            return s;
+        st->good = vox_trainer_iteration(st->tr);
+        st->stopped = stop_signal;
+        fprintf(stderr,
+                "vox train: %s at iteration %lld/%lld: checkpoint '%s' written; the same "
+                "command with --resume continues it\n",
+                stop_signal == SIGINT ? "interrupted" : "terminated", (long long)st->good,
+                (long long)o->iters, st->ckpt);
+        return VOX_OK;
+    }
     if (s != VOX_OK && st->good >= 0)
         vox_ctx_error_prefix(ctx, "stopped; the last good checkpoint is '%s' (iteration %lld)",
                              st->ckpt, (long long)st->good);
@@ -528,7 +567,7 @@ int vox_cmd_train(int argc, char **argv)
     if (!ctx)
         return 1;
     enum vox_status s = run(ctx, &o, &st);
-    int rc = s == VOX_OK ? 0 : cli_fail("train", ctx, s);
+    int rc = s == VOX_OK ? (st.stopped ? 128 + st.stopped : 0) : cli_fail("train", ctx, s);
     if (rc == 0 && !o.common.quiet)
         printf("wrote %s after %lld iterations (checkpoint %s, log %s)\n", o.out,
                (long long)vox_trainer_iteration(st.tr), st.ckpt, st.logpath);
