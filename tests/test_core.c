@@ -326,6 +326,57 @@ static void test_pool_spin_and_sleep(struct vox_ctx *ctx)
     unsetenv("VOX_POOL_SPIN_US");
 }
 
+/* Background work: up to `left` pieces, each counted; false once none is left. */
+struct idle_work {
+    int64_t left, done;
+};
+
+static bool idle_piece(void *arg)
+{
+    struct idle_work *w = arg;
+    if (__atomic_sub_fetch(&w->left, 1, __ATOMIC_RELAXED) < 0)
+        return false;
+    __atomic_add_fetch(&w->done, 1, __ATOMIC_RELAXED);
+    return true;
+}
+
+/* Tile 0 (the caller's, static) busy until the other threads have run every piece of the
+ * work (or 2 s; 20 ms on a pool of 1 thread): they wait meanwhile. */
+static void busy_first(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)hi, (void)tid;
+    const struct idle_work *w = arg;
+    const double end = vox_time_now() + (w->left > 1000 ? 0.02 : 2.0);
+    while (lo[0] == 0 && __atomic_load_n(&w->left, __ATOMIC_RELAXED) > 0 && vox_time_now() < end)
+        ;
+}
+
+/* vox_pool_set_idle: a waiting thread runs the pieces (all of them, within the caller's 20
+ * ms), with the spin off too (the waits between loops still run them); a pool of 1 thread
+ * never; after set_idle(NULL) no more are run. */
+static void test_pool_idle(struct vox_ctx *ctx)
+{
+    for (int threads = 1; threads <= 2; threads++)
+        for (int spin = 0; spin < 2; spin++) {
+            if (!spin)
+                setenv("VOX_POOL_SPIN_US", "0", 1);
+            struct vox_pool *pool;
+            CHECK_OK(vox_pool_create(ctx, threads, false, &pool));
+            unsetenv("VOX_POOL_SPIN_US");
+            struct idle_work w = {threads == 1 ? 100000 : 100, 0};
+            vox_pool_set_idle(pool, idle_piece, &w);
+            const int64_t n[3] = {threads, 1, 1}, tile[3] = {1, 1, 1};
+            vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, busy_first, &w);
+            vox_pool_set_idle(pool, NULL, NULL);
+            const int64_t done = __atomic_load_n(&w.done, __ATOMIC_RELAXED);
+            CHECK(threads == 1 ? done == 0 : done == 100);
+            w.left = 100000; /* unregistered: nothing runs them now (20 ms) */
+            vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, busy_first, &w);
+            CHECK(__atomic_load_n(&w.done, __ATOMIC_RELAXED) == done);
+            vox_pool_destroy(pool);
+        }
+}
+
 static void test_cpu_and_isa_cap(struct vox_ctx *ctx)
 {
     struct vox_cpu c;
@@ -358,5 +409,5 @@ VOX_TEST_MAIN(VOX_TEST(test_status_names), VOX_TEST(test_alloc_aligned_and_injec
               VOX_TEST(test_tensor_views_and_copy), VOX_TEST(test_tensor_blocked_roundtrip),
               VOX_TEST(test_pool_covers_range_once),
               VOX_TEST(test_pool_static_owner_matches_serial), VOX_TEST(test_pool_zero),
-              VOX_TEST(test_pool_spin_and_sleep), VOX_TEST(test_cpu_and_isa_cap),
-              VOX_TEST(test_peak_positive))
+              VOX_TEST(test_pool_spin_and_sleep), VOX_TEST(test_pool_idle),
+              VOX_TEST(test_cpu_and_isa_cap), VOX_TEST(test_peak_positive))
