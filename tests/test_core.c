@@ -346,7 +346,8 @@ static void busy_first(void *arg, const int64_t lo[3], const int64_t hi[3], int 
 {
     (void)hi, (void)tid;
     const struct idle_work *w = arg;
-    const double end = vox_time_now() + (w->left > 1000 ? 0.02 : 2.0);
+    const double end =
+        vox_time_now() + (__atomic_load_n(&w->left, __ATOMIC_RELAXED) > 1000 ? 0.02 : 2.0);
     while (lo[0] == 0 && __atomic_load_n(&w->left, __ATOMIC_RELAXED) > 0 && vox_time_now() < end)
         ;
 }
