@@ -315,8 +315,8 @@ void vox_optim_deferred_destroy(struct vox_optim_deferred *u); /* settles it fir
 void vox_optim_post(struct vox_optim_deferred *u, const struct vox_optim_params *p, int64_t t,
                     struct vox_nn_weights *w, const struct vox_nn_weights *g,
                     struct vox_nn_weights *m, struct vox_nn_weights *v);
-void vox_optim_require(struct vox_optim_deferred *u, int layer);
-void vox_optim_settle(struct vox_optim_deferred *u);
+void vox_optim_require(struct vox_optim_deferred *u, int layer); /* u NULL: nothing */
+void vox_optim_settle(struct vox_optim_deferred *u);             /* u NULL: nothing */
 /* Blocks of a posted update run by waiting threads (the pool's idle work) and on request
  * (require or settle), since the object was created: how much the overlap took. */
 void vox_optim_deferred_counts(const struct vox_optim_deferred *u, int64_t *idle_out,

@@ -283,7 +283,7 @@ void vox_optim_post(struct vox_optim_deferred *u, const struct vox_optim_params 
 
 void vox_optim_require(struct vox_optim_deferred *u, int layer)
 {
-    if (!u->posted || layer < 0 || layer >= u->n_layers)
+    if (!u || !u->posted || layer < 0 || layer >= u->n_layers)
         return;
     int t = 0;
     for (int64_t b = u->layer_first[layer]; b < u->layer_first[layer + 1]; b++) {
@@ -302,7 +302,7 @@ void vox_optim_require(struct vox_optim_deferred *u, int layer)
 
 void vox_optim_settle(struct vox_optim_deferred *u)
 {
-    if (!u->posted)
+    if (!u || !u->posted)
         return;
     for (int i = 0; i < u->n_layers; i++)
         vox_optim_require(u, i);
