@@ -191,7 +191,8 @@ static void test_deconv_kernels(struct vox_ctx *ctx)
     } cases[] = {{1, 3, 5, {2, 3, 5}, {1, 2, 2}},
                  {2, 7, 2, {3, 4, 3}, {2, 2, 2}},
                  {1, 1, 9, {1, 5, 4}, {1, 3, 2}},
-                 {1, 19, 20, {2, 5, 7}, {1, 2, 2}}}; /* several channel tiles (80 = 20 x 4) */
+                 {1, 19, 20, {2, 5, 7}, {1, 2, 2}}, /* several channel tiles (80 = 20 x 4) */
+                 {1, 4, 6, {2, 3, 21}, {1, 2, 2}}}; /* rows of 8 x and a tail (interleave_row) */
     struct vox_nn_train_fast *f = NULL;
     CHECK_OK(vox_nn_train_fast_create(ctx, &f));
     for (size_t i = 0; f && i < sizeof cases / sizeof cases[0]; i++) {
