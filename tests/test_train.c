@@ -892,7 +892,8 @@ static void test_plane_ops(struct vox_ctx *ctx)
     } cases[] = {{{1, 2, 5, 7, 9}, {2, 2, 2}, {1, 1, 1}},
                  {{2, 1, 6, 9, 8}, {2, 3, 2}, {2, 1, 3}},
                  {{1, 3, 1, 6, 11}, {1, 2, 3}, {1, 2, 1}},
-                 {{1, 2, 3, 5, 21}, {2, 2, 2}, {1, 1, 1}}}; /* pooled x 10: 4-wide runs, a tail */
+                 {{1, 2, 3, 5, 21}, {2, 2, 2}, {1, 1, 1}},  /* pooled x 10: 4-wide runs, a tail */
+                 {{1, 2, 3, 9, 13}, {1, 2, 2}, {1, 1, 1}}}; /* RSUNet's window, odd sizes */
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         const int64_t *is = cases[k].in, *w = cases[k].w, *d = cases[k].d;
         int64_t os[5] = {is[0], is[1], 0, 0, 0}, ps[5] = {1, 1, 0, 0, 0};
