@@ -144,6 +144,9 @@ static const struct conv_case conv_cases[] = {
     {1, 20, 1, {5, 8, 9}, {2, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_SIGMOID},
     /* a Winograd backward-weights whose D is large enough (>= 2 MB) for its shared mode */
     {1, 160, 160, {3, 6, 10}, {3, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_ELU},
+    /* a Winograd backward-weights of several blocks of tiles over several slots: each thread's
+     * bands of the input start inside it (rows of tiles past the first) */
+    {1, 16, 16, {4, 40, 72}, {3, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_ELU},
 };
 
 /* every conv kernel vs the reference; then again with backward-weights slabs of about two

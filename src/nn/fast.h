@@ -195,6 +195,15 @@ void vox_nn_wino_bw_lent_floats(const struct vox_nn_wino_bw *f, int64_t *work_ou
 void vox_nn_wino_bw_run(const struct vox_nn_wino_bw *f, struct vox_pool *pool,
                         const struct vox_nn_bt *in, const struct vox_nn_bt *gout, float *work,
                         float *sums, bool first);
+/* vox_nn_wino_bw_run with the input planar (one batch entry: shape (1, cin, s)), which each
+ * thread packs band by band (about `bytes` each, its rows stay in the caches for its tiles) into
+ * its part of `bands` (vox_nn_wino_bw_band_floats for all threads; 0 where f cannot: its
+ * threads share each block, pack the whole input for vox_nn_wino_bw_run). */
+int64_t vox_nn_wino_bw_band_floats(const struct vox_nn_wino_bw *f, const int64_t s[3],
+                                   int64_t bytes);
+void vox_nn_wino_bw_run_bands(const struct vox_nn_wino_bw *f, struct vox_pool *pool, int isa,
+                              const struct vox_tensor *in, float *bands, int64_t bytes,
+                              const struct vox_nn_bt *gout, float *work, float *sums, bool first);
 /* gw (cout, cin, k..) += G^T D G of the sums of every run since the first (work: as at run);
  * gb (NULL: none) += the sums of gout (taken from the gradient transform: one position of each
  * tile's holds the tile's sum). */

@@ -885,14 +885,15 @@ static bool wino_bw(struct vox_nn_train_fast *f, struct vox_pool *pool, const st
     vox_nn_wino_bw_lent_floats(e->g, &nw, &ns);
     const int64_t ov = vol3(gout->shape + 2), *is = in->shape + 2;
     const int64_t zero[3] = {0, 0, 0};
+    /* each thread packs the bands of the input its tiles read (they stay in the caches), or,
+     * where the threads share each block (128 channels), the whole input is packed first:
+     * stored past the cache where it does not fit half the L3 (no read of the buffer's lines
+     * before they are written) */
+    const int64_t band = vox_nn_wino_bw_band_floats(e->g, is, f->band_bytes);
     float *work = scratch(f, SC_WORK, nw), *sums = work ? scratch(f, SC_BIG, ns) : NULL;
-    float *buf = sums ? scratch(f, SC_IN, cdiv(c.cin, L) * L * vol3(is)) : NULL;
+    float *buf = sums ? scratch(f, SC_IN, band ? band : cdiv(c.cin, L) * L * vol3(is)) : NULL;
     if (!buf)
         return false;
-    /* the whole input packed: bands as wino_conv's measured 2 % slower here (each slot's share
-     * of a band's blocks is one or two) and save no memory (the direct 1x5x5 convs' bordered
-     * copies need the buffer anyway); stored past the cache where it does not fit half the L3
-     * (no read of the buffer's lines before they are written) */
     const int64_t l3 = vox_ctx_cpu(f->ctx)->l3_bytes > 0 ? vox_ctx_cpu(f->ctx)->l3_bytes : 8 << 20;
     const bool stream = (int64_t)sizeof(float) * cdiv(c.cin, L) * L * vol3(is) > l3 / 2;
     for (int64_t b = 0; b < in->shape[0]; b++) {
@@ -901,6 +902,14 @@ static bool wino_bw(struct vox_nn_train_fast *f, struct vox_pool *pool, const st
             .data = (float *)gout->data + b * c.cout * ov, .n = 1, .c = c.cout, .blk = 1};
         for (int a = 0; a < 3; a++)
             gt.s[a] = gout->shape[2 + a];
+        if (band) {
+            struct vox_tensor item = *in;
+            item.data = (float *)in->data + b * in->strides[0];
+            item.shape[0] = 1;
+            vox_nn_wino_bw_run_bands(e->g, pool, isa, &item, buf, f->band_bytes, &gt, work, sums,
+                                     b == 0);
+            continue;
+        }
         band_pack(pool, isa, in, b, zero, is, &bt, stream);
         vox_nn_wino_bw_run(e->g, pool, &bt, &gt, work, sums, b == 0);
     }

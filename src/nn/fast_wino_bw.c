@@ -16,6 +16,13 @@
  * Row 1 of A is all ones, so one position of each W holds its tile's sum of gy: the bias gradient,
  * summed on the way in double.
  *
+ * The input is read blocked. vox_nn_wino_bw_run_bands takes it planar instead: each thread
+ * packs the band of rows its next block reads (rows of tiles are outermost in the tiles' order,
+ * so consecutive blocks share a band) into its own buffer, which stays in the caches for the
+ * transforms; a packed copy of the whole input (84 MB for RSUNet's 16-channel convs) is neither
+ * written to memory nor read back. RSUNet at 1 thread: its packs 208 -> 27 samples a step,
+ * the step ~1.5 % faster; same bits.
+ *
  * The tiles are cut into `slots` runs of consecutive blocks, each summed into its own D (a
  * number fixed by the shape, not the thread count), and the slots added in order at the end:
  * the same bits for any thread count.
@@ -177,7 +184,96 @@ struct bw_job {
     const struct vox_nn_bt *in, *gout;
     float *work, *sums;
     int64_t g0, count, parts; /* shared: the block's tiles, cut in `parts` for the transforms */
+    const struct vox_tensor *planar; /* or the input planar, packed by each thread in bands */
+    float *bands;                    /* band_floats per thread */
+    int64_t band_rows, band_floats;  /* tile rows per band */
+    int isa;
 };
+
+/* The axis of the tiles' rows, outermost in their order (wino_decode): y for 3D tiles, z for
+ * tiles of one plane. */
+static int row_axis(const struct vox_nn_wino_geom *g)
+{
+    return g->al[0] > 1 ? 1 : 0;
+}
+
+/* Tile rows per band of the input that a thread packs for its own blocks: about `bytes`, and
+ * at least what one block spans. */
+static int64_t band_rows(const struct vox_nn_wino_bw *f, const int64_t s[3], int64_t bytes)
+{
+    const struct vox_nn_wino_geom *g = &f->g;
+    const int a = row_axis(g);
+    int64_t row = g->m[a] * cdiv(f->cv.cin, f->cv.bin) * f->cv.bin * (int64_t)sizeof(float);
+    for (int k = 0; k < 3; k++)
+        row *= k == a ? 1 : s[k];
+    const int64_t span = cdiv(g->T, f->tiles / g->nt[a]) + 1;
+    int64_t r = bytes / (row > 0 ? row : 1);
+    r = r > span ? r : span;
+    return r < g->nt[a] ? r : g->nt[a];
+}
+
+/* Input rows [lo, hi) along the row axis of tile rows [r0, r1] (clipped to the extent n). */
+static void rows_of(const struct vox_nn_wino_geom *g, int64_t r0, int64_t r1, int64_t n,
+                    int64_t *lo, int64_t *hi)
+{
+    const int a = row_axis(g);
+    *lo = r0 * g->m[a] - g->lo[a];
+    *hi = r1 * g->m[a] - g->lo[a] + g->al[a];
+    *lo = *lo < 0 ? 0 : *lo;
+    *hi = *hi > n ? n : *hi;
+    *hi = *hi < *lo ? *lo : *hi;
+}
+
+/* Floats of one thread's band: (R - 1) m + al rows of the row axis at most (R tile rows). */
+static int64_t band_floats(const struct vox_nn_wino_bw *f, const int64_t s[3], int64_t bytes)
+{
+    const struct vox_nn_wino_geom *g = &f->g;
+    const int a = row_axis(g);
+    const int64_t rows = (band_rows(f, s, bytes) - 1) * g->m[a] + g->al[a];
+    int64_t n = cdiv(f->cv.cin, f->cv.bin) * f->cv.bin;
+    for (int k = 0; k < 3; k++)
+        n *= k != a ? s[k] : rows < s[k] ? rows : s[k];
+    return n;
+}
+
+int64_t vox_nn_wino_bw_band_floats(const struct vox_nn_wino_bw *f, const int64_t s[3],
+                                   int64_t bytes)
+{
+    return f->shared ? 0 : f->threads * band_floats(f, s, bytes);
+}
+
+/* Where blocks of tiles [g0, g0 + count) read the input: thread tid's band (its packed rows
+ * [*lo, *hi) of the planar input, repacked when the block needs rows outside them) with g's
+ * origin there, or the whole packed input. */
+static const struct vox_nn_bt *block_input(const struct bw_job *j, int tid, int64_t g0,
+                                           int64_t count, struct vox_nn_wino_geom *g,
+                                           struct vox_nn_bt *band, int64_t *lo, int64_t *hi)
+{
+    if (!j->planar)
+        return j->in;
+    const struct vox_nn_wino_bw *f = j->f;
+    const int a = row_axis(g);
+    const int64_t per = f->tiles / g->nt[a], n = j->planar->shape[2 + a];
+    int64_t nlo, nhi;
+    rows_of(g, g0 / per % g->nt[a], (g0 + count - 1) / per % g->nt[a], n, &nlo, &nhi);
+    if (nlo < *lo || nhi > *hi) {
+        const int64_t r0 = g0 / per % g->nt[a], r1 = r0 + j->band_rows - 1;
+        rows_of(g, r0, r1 < g->nt[a] ? r1 : g->nt[a] - 1, n, lo, hi);
+        struct vox_tensor src = *j->planar;
+        src.data = (float *)src.data + *lo * src.strides[2 + a];
+        src.shape[2 + a] = *hi - *lo;
+        *band = (struct vox_nn_bt){.data = j->bands + (int64_t)tid * j->band_floats,
+                                   .n = 1,
+                                   .c = f->cv.cin,
+                                   .blk = f->cv.bin};
+        for (int k = 0; k < 3; k++)
+            band->s[k] = src.shape[2 + k];
+        if (*hi > *lo)
+            vox_nn_bt_pack(NULL, j->isa, &src, band); /* inside a task: on this thread */
+    }
+    g->off[a] = *lo;
+    return band;
+}
 
 /* Thread tid's own floats in work: its V, W and transform buffer (slots), or its transform
  * and finish buffer after the block's V and W (shared). */
@@ -252,12 +348,16 @@ static void slot_task(void *arg, const int64_t lo[3], const int64_t hi[3], int t
     const struct vox_nn_wino_geom *g = &f->g;
     float *v = thread_area(f, j->work, tid), *w = v + f->vfl;
     float *buf = w + g->T * g->tm;
+    struct vox_nn_wino_geom gb = *g; /* with the origin of the thread's band */
+    struct vox_nn_bt band;
+    int64_t blo = 0, bhi = -1;
     for (int64_t s = lo[0]; s < hi[0]; s++) {
         float *d = j->sums + s * f->dfl;
         double *bs = (double *)(j->sums + f->slots * f->dfl) + s * g->cop;
         for (int64_t blk = s * f->blocks / f->slots; blk < (s + 1) * f->blocks / f->slots; blk++) {
             int64_t g0 = blk * g->T, count = f->tiles - g0 < g->T ? f->tiles - g0 : g->T;
-            f->tr->input(g, j->in, g0, count, v, buf);
+            f->tr->input(&gb, block_input(j, tid, g0, count, &gb, &band, &blo, &bhi), g0, count, v,
+                         buf);
             f->tr->grad(g, j->gout, g0, count, w, buf);
             for (int64_t t = 0; t < count; t++) { /* the bias: the tiles' sums, in double */
                 const float *sum = w + t * g->tm + f->p1 * g->cop;
@@ -273,21 +373,39 @@ static void slot_task(void *arg, const int64_t lo[3], const int64_t hi[3], int t
     }
 }
 
+static void run_job(struct bw_job *j, struct vox_pool *pool)
+{
+    if (pool && vox_pool_threads(pool) > j->f->threads)
+        pool = NULL; /* a pool wider than the per-thread blocks: run on the caller's thread */
+    if (j->f->shared) {
+        shared_run(j, pool);
+        return;
+    }
+    vox_pool_for(pool, (int64_t[]){j->f->slots, 1, 1}, (int64_t[]){1, 1, 1}, VOX_SCHED_DYNAMIC,
+                 slot_task, j);
+}
+
 void vox_nn_wino_bw_run(const struct vox_nn_wino_bw *f, struct vox_pool *pool,
                         const struct vox_nn_bt *in, const struct vox_nn_bt *gout, float *work,
                         float *sums, bool first)
 {
     if (first)
         memset(sums, 0, (size_t)(f->slots * (f->dfl + 2 * f->g.cop)) * sizeof *sums);
-    struct bw_job j = {f, in, gout, work, sums, 0, 0, 0};
-    if (pool && vox_pool_threads(pool) > f->threads)
-        pool = NULL; /* a pool wider than the per-thread blocks: run on the caller's thread */
-    if (f->shared) {
-        shared_run(&j, pool);
-        return;
-    }
-    vox_pool_for(pool, (int64_t[]){f->slots, 1, 1}, (int64_t[]){1, 1, 1}, VOX_SCHED_DYNAMIC,
-                 slot_task, &j);
+    struct bw_job j = {.f = f, .in = in, .gout = gout, .work = work, .sums = sums};
+    run_job(&j, pool);
+}
+
+void vox_nn_wino_bw_run_bands(const struct vox_nn_wino_bw *f, struct vox_pool *pool, int isa,
+                              const struct vox_tensor *in, float *bands, int64_t bytes,
+                              const struct vox_nn_bt *gout, float *work, float *sums, bool first)
+{
+    if (first)
+        memset(sums, 0, (size_t)(f->slots * (f->dfl + 2 * f->g.cop)) * sizeof *sums);
+    struct bw_job j = {
+        .f = f, .gout = gout, .work = work, .sums = sums, .planar = in, .bands = bands, .isa = isa};
+    j.band_rows = band_rows(f, in->shape + 2, bytes);
+    j.band_floats = band_floats(f, in->shape + 2, bytes);
+    run_job(&j, pool);
 }
 
 struct finish_job {
