@@ -397,11 +397,14 @@ enum vox_status vox_trainer_step(struct vox_ctx *ctx, struct vox_trainer *tr, do
         sum += l;
     }
     *loss_out = sum * scale;
-    if (!isfinite(*loss_out))
+    if (!isfinite(*loss_out)) /* "nan" whatever its sign bit (-nan on some builds) */
         return vox_fail(ctx, VOX_INVALID_ARG,
-                        "the loss is %g at iteration %lld (diverged: "
+                        "the loss is %s at iteration %lld (diverged: "
                         "lower the learning rate)",
-                        *loss_out, (long long)tr->iter + 1);
+                        isnan(*loss_out) ? "nan"
+                        : *loss_out > 0  ? "inf"
+                                         : "-inf",
+                        (long long)tr->iter + 1);
     running_stats_copy(tr->w, tr->gw);
     tr->rng = rng;
     tr->iter++;
