@@ -21,7 +21,9 @@
  * child with a context of its own. With threads >= 2 the same iteration also runs on one
  * thread, one after each timed one (one_thread_median_s, thread_scaling: its median over the
  * threads' median, one_thread_same_weights: both nets' weights bitwise equal after the same
- * steps, the deterministic mode's promise).
+ * steps, the deterministic mode's promise), and mem_gbs_1 / mem_gbs_all: the memory bandwidth
+ * of a pointwise pass on one and on all threads right after (vox_bandwidth_measure), the host's
+ * side of that scaling.
  */
 #include "bench.h"
 
@@ -305,6 +307,13 @@ static enum vox_status time_net(struct vox_ctx *ctx, struct vox_ctx *ctx1, const
                      "\"one_thread_same_weights\":%s",
                      m1, m1 / bench_median(res->times, runs),
                      same_weights(&n, &n1) ? "true" : "false");
+            /* the host's side of that scaling, in the same window: how much faster a pass over
+             * memory runs on all threads than on one */
+            struct vox_bandwidth bw;
+            used = strlen(res->extra);
+            if (vox_bandwidth_measure(ctx, 0, &bw) == VOX_OK)
+                snprintf(res->extra + used, sizeof res->extra - used,
+                         ",\"mem_gbs_1\":%.1f,\"mem_gbs_all\":%.1f", bw.gbs_1, bw.gbs_all);
         }
     }
     tnet_free(ctx, &n);

@@ -395,6 +395,17 @@ static void test_cpu_and_isa_cap(struct vox_ctx *ctx)
     CHECK(strstr(err, "sse9") != NULL);
 }
 
+/* The bandwidth pass: positive figures on 1 and all threads, the arrays' size as asked
+ * (rounded to whole vectors). */
+static void test_bandwidth_positive(struct vox_ctx *ctx)
+{
+    struct vox_bandwidth bw;
+    CHECK_OK(vox_bandwidth_measure(ctx, (INT64_C(1) << 20) + 4, &bw));
+    CHECK(bw.gbs_1 > 0 && bw.gbs_all > 0);
+    CHECK(bw.threads == vox_ctx_threads(ctx));
+    CHECK(bw.bytes == (INT64_C(1) << 20) + 32);
+}
+
 static void test_peak_positive(struct vox_ctx *ctx)
 {
     struct vox_peak p;
@@ -411,4 +422,5 @@ VOX_TEST_MAIN(VOX_TEST(test_status_names), VOX_TEST(test_alloc_aligned_and_injec
               VOX_TEST(test_pool_covers_range_once),
               VOX_TEST(test_pool_static_owner_matches_serial), VOX_TEST(test_pool_zero),
               VOX_TEST(test_pool_spin_and_sleep), VOX_TEST(test_pool_idle),
-              VOX_TEST(test_cpu_and_isa_cap), VOX_TEST(test_peak_positive))
+              VOX_TEST(test_cpu_and_isa_cap), VOX_TEST(test_peak_positive),
+              VOX_TEST(test_bandwidth_positive))

@@ -1,7 +1,8 @@
 /*
  * cmd_info.c: `vox info`: the CPU (model, features, caches), the ISA vox will use, the thread
  * count, and the measured FP32 peak at one and at all threads, next to the theoretical FMA
- * peak 2 x lanes x ports x clock so the two can be compared.
+ * peak 2 x lanes x ports x clock so the two can be compared, and the memory bandwidth of a
+ * pointwise pass at one and at all threads.
  */
 #include "cli.h"
 
@@ -12,9 +13,11 @@ static const char help[] =
     "usage: vox info [--threads N] [--json] [--no-peak]\n\n"
     "Describes this machine as vox sees it: CPU model, instruction-set features, caches, the\n"
     "ISA in use (capped by VOX_ISA=ref|avx2|avx512), worker threads (VOX_THREADS or\n"
-    "--threads), and the FP32 peak measured with independent FMA chains at 1 and all threads.\n\n"
+    "--threads), the FP32 peak measured with independent FMA chains at 1 and all threads, and\n"
+    "the memory bandwidth of a pointwise pass (b *= a over arrays past the caches: what\n"
+    "vox's passes over activations get) at 1 and all threads.\n\n"
     "  --json      one JSON object instead of text\n"
-    "  --no-peak   skip the peak measurement (about a second)\n"
+    "  --no-peak   skip the peak and bandwidth measurements (about a second)\n"
     "  --threads N worker threads (default: VOX_THREADS, else all CPUs)\n";
 
 static void features(const struct vox_cpu *c, char *buf, size_t len)
@@ -61,8 +64,13 @@ int vox_cmd_info(int argc, char **argv)
         return 1;
     const struct vox_cpu *c = vox_ctx_cpu(ctx);
     struct vox_peak p = {0};
-    if (peak)
-        vox_peak_measure(ctx, &p);
+    struct vox_bandwidth bw = {0};
+    if (peak &&
+        (vox_peak_measure(ctx, &p) != VOX_OK || vox_bandwidth_measure(ctx, 0, &bw) != VOX_OK)) {
+        fprintf(stderr, "vox info: out of memory measuring the peak and bandwidth\n");
+        vox_ctx_destroy(ctx);
+        return 1;
+    }
     char feat[256];
     features(c, feat, sizeof feat);
     double fma_peak = 2.0 * p.lanes * p.fma_ports * p.ghz;
@@ -77,6 +85,8 @@ int vox_cmd_info(int argc, char **argv)
             printf(",\"ghz\":%.3f,\"lanes\":%d,\"fma_ports\":%d,\"fma_peak_gflops_1\":%.2f,"
                    "\"peak_gflops_1\":%.2f,\"peak_gflops_all\":%.2f",
                    p.ghz, p.lanes, p.fma_ports, fma_peak, p.gflops_1, p.gflops_all);
+        if (peak)
+            printf(",\"mem_gbs_1\":%.2f,\"mem_gbs_all\":%.2f", bw.gbs_1, bw.gbs_all);
         printf("}\n");
     } else {
         printf("cpu        %s (%s family %d model %d)\n", c->model, c->vendor, c->family,
@@ -97,6 +107,9 @@ int vox_cmd_info(int argc, char **argv)
                    "%.1f GFLOP/s on %d threads\n",
                    p.gflops_1, fma_peak > 0 ? 100 * p.gflops_1 / fma_peak : 0, p.gflops_all,
                    p.threads);
+            printf("memory     %.1f GB/s on 1 thread, %.1f GB/s on %d threads (b *= a over 2 x "
+                   "%lld MiB: the bytes read and written)\n",
+                   bw.gbs_1, bw.gbs_all, bw.threads, (long long)(bw.bytes >> 20));
         }
     }
     vox_ctx_destroy(ctx);

@@ -245,6 +245,20 @@ struct vox_peak {
 /* Measures the peak with independent FMA chains in the widest ISA in use. ~0.3 s. */
 enum vox_status vox_peak_measure(struct vox_ctx *ctx, struct vox_peak *peak_out);
 
+/* The memory bandwidth a pass over memory gets, as vox's pointwise passes do (an act's slope
+ * on a gradient in place: b[i] *= a[i], two streams read and one written), in GB/s of those
+ * three streams. */
+struct vox_bandwidth {
+    double gbs_1;   /* on one thread */
+    double gbs_all; /* split over all pool threads */
+    int threads;
+    int64_t bytes; /* each of the two arrays */
+};
+/* Best of 5 passes over two arrays of `bytes` each (0: 64 MiB, or 4x the L3 if larger, so
+ * the caches hold little of them). ~0.1 s. */
+enum vox_status vox_bandwidth_measure(struct vox_ctx *ctx, int64_t bytes,
+                                      struct vox_bandwidth *bw_out);
+
 struct vox_progress;
 /* A terminal progress bar on stderr: label, done/total, rate, ETA. Silent when stderr is not
  * a terminal or `quiet`. Updates are throttled, so calling often is cheap. */
