@@ -22,8 +22,11 @@
  * thread, one after each timed one (one_thread_median_s, thread_scaling: its median over the
  * threads' median, one_thread_same_weights: both nets' weights bitwise equal after the same
  * steps, the deterministic mode's promise), and mem_gbs_1 / mem_gbs_all: the memory bandwidth
- * of a pointwise pass on one and on all threads right after (vox_bandwidth_measure), the host's
- * side of that scaling.
+ * of a pointwise pass on one and on all threads right after (vox_bandwidth_measure), and
+ * round_trip_ns, a cache line between two of the threads and back: the host's side of that
+ * scaling (a 2-vCPU VM moves between cores that share an L3, ~100 ns, where passes over
+ * memory barely scale, and cores on two chiplets, ~400 ns, where data one thread wrote and
+ * the other reads is slow).
  */
 #include "bench.h"
 
@@ -313,7 +316,8 @@ static enum vox_status time_net(struct vox_ctx *ctx, struct vox_ctx *ctx1, const
             used = strlen(res->extra);
             if (vox_bandwidth_measure(ctx, 0, &bw) == VOX_OK)
                 snprintf(res->extra + used, sizeof res->extra - used,
-                         ",\"mem_gbs_1\":%.1f,\"mem_gbs_all\":%.1f", bw.gbs_1, bw.gbs_all);
+                         ",\"mem_gbs_1\":%.1f,\"mem_gbs_all\":%.1f,\"round_trip_ns\":%.0f",
+                         bw.gbs_1, bw.gbs_all, bw.round_trip_ns);
         }
     }
     tnet_free(ctx, &n);

@@ -396,7 +396,7 @@ static void test_cpu_and_isa_cap(struct vox_ctx *ctx)
 }
 
 /* The bandwidth pass: positive figures on 1 and all threads, the arrays' size as asked
- * (rounded to whole vectors). */
+ * (rounded to whole vectors), a round trip between two threads where there are two. */
 static void test_bandwidth_positive(struct vox_ctx *ctx)
 {
     struct vox_bandwidth bw;
@@ -404,6 +404,8 @@ static void test_bandwidth_positive(struct vox_ctx *ctx)
     CHECK(bw.gbs_1 > 0 && bw.gbs_all > 0);
     CHECK(bw.threads == vox_ctx_threads(ctx));
     CHECK(bw.bytes == (INT64_C(1) << 20) + 32);
+    CHECK(vox_ctx_threads(ctx) < 2 || bw.round_trip_ns > 0);
+    CHECK(vox_ctx_threads(ctx) > 1 || bw.round_trip_ns == 0);
 }
 
 static void test_peak_positive(struct vox_ctx *ctx)

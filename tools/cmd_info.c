@@ -15,7 +15,8 @@ static const char help[] =
     "ISA in use (capped by VOX_ISA=ref|avx2|avx512), worker threads (VOX_THREADS or\n"
     "--threads), the FP32 peak measured with independent FMA chains at 1 and all threads, and\n"
     "the memory bandwidth of a pointwise pass (b *= a over arrays past the caches: what\n"
-    "vox's passes over activations get) at 1 and all threads.\n\n"
+    "vox's passes over activations get) at 1 and all threads, and the round trip of a cache\n"
+    "line between two of its threads (whether they share an L3).\n\n"
     "  --json      one JSON object instead of text\n"
     "  --no-peak   skip the peak and bandwidth measurements (about a second)\n"
     "  --threads N worker threads (default: VOX_THREADS, else all CPUs)\n";
@@ -86,7 +87,8 @@ int vox_cmd_info(int argc, char **argv)
                    "\"peak_gflops_1\":%.2f,\"peak_gflops_all\":%.2f",
                    p.ghz, p.lanes, p.fma_ports, fma_peak, p.gflops_1, p.gflops_all);
         if (peak)
-            printf(",\"mem_gbs_1\":%.2f,\"mem_gbs_all\":%.2f", bw.gbs_1, bw.gbs_all);
+            printf(",\"mem_gbs_1\":%.2f,\"mem_gbs_all\":%.2f,\"round_trip_ns\":%.1f", bw.gbs_1,
+                   bw.gbs_all, bw.round_trip_ns);
         printf("}\n");
     } else {
         printf("cpu        %s (%s family %d model %d)\n", c->model, c->vendor, c->family,
@@ -110,6 +112,10 @@ int vox_cmd_info(int argc, char **argv)
             printf("memory     %.1f GB/s on 1 thread, %.1f GB/s on %d threads (b *= a over 2 x "
                    "%lld MiB: the bytes read and written)\n",
                    bw.gbs_1, bw.gbs_all, bw.threads, (long long)(bw.bytes >> 20));
+            if (bw.round_trip_ns > 0)
+                printf("cores      %.0f ns for a cache line from thread 0 to 1 and back (~100: "
+                       "one shared L3, ~400: across chiplets)\n",
+                       bw.round_trip_ns);
         }
     }
     vox_ctx_destroy(ctx);

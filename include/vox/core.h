@@ -252,10 +252,13 @@ struct vox_bandwidth {
     double gbs_1;   /* on one thread */
     double gbs_all; /* split over all pool threads */
     int threads;
-    int64_t bytes; /* each of the two arrays */
+    int64_t bytes;        /* each of the two arrays */
+    double round_trip_ns; /* a cache line handed from pool thread 0 to thread 1 and back (0:
+                           * one thread): ~80-120 ns where two cores share an L3, ~400 ns
+                           * across chiplets, where each thread's data should stay its own */
 };
 /* Best of 5 passes over two arrays of `bytes` each (0: 64 MiB, or 4x the L3 if larger, so
- * the caches hold little of them). ~0.1 s. */
+ * the caches hold little of them), and the round trip. ~0.1 s. */
 enum vox_status vox_bandwidth_measure(struct vox_ctx *ctx, int64_t bytes,
                                       struct vox_bandwidth *bw_out);
 

@@ -190,6 +190,50 @@ static double stream_pass(struct vox_pool *pool, int parts, struct stream_job *j
     return best;
 }
 
+/* Round trips of one cache line between pool threads 0 and 1 (the others idle): each waits
+ * for the other's value, a bounded number of spins (a thread that never comes, as when the
+ * pool runs the loop on one thread, ends it with the count 0). */
+enum { TRIPS = 20000, WARM = 1000 }; /* timed after WARM (the other thread's wake-up) */
+struct trip_job {
+    int flag __attribute__((aligned(64)));
+    int done[2];
+    double seconds;
+};
+
+static void trip_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)hi;
+    (void)tid;
+    struct trip_job *j = arg;
+    const int me = (int)lo[0];
+    if (me > 1)
+        return;
+    double t0 = vox_time_now();
+    int i = 0;
+    for (; i < WARM + TRIPS; i++) {
+        if (i == WARM)
+            t0 = vox_time_now();
+        const int want = 2 * i + me; /* thread 0 sees even values, 1 odd */
+        int64_t spins = 0;
+        while (__atomic_load_n(&j->flag, __ATOMIC_ACQUIRE) != want && ++spins < (INT64_C(1) << 26))
+            ;
+        if (spins >= (INT64_C(1) << 26))
+            break;
+        __atomic_store_n(&j->flag, want + 1, __ATOMIC_RELEASE);
+    }
+    j->done[me] = i;
+    if (me == 0)
+        j->seconds = vox_time_now() - t0;
+}
+
+static double round_trip_ns(struct vox_pool *pool, int threads)
+{
+    struct trip_job j = {0};
+    vox_pool_for(pool, (int64_t[]){threads, 1, 1}, (int64_t[]){1, 1, 1}, VOX_SCHED_STATIC,
+                 trip_task, &j);
+    return j.done[0] == WARM + TRIPS && j.done[1] == WARM + TRIPS ? j.seconds / TRIPS * 1e9 : 0;
+}
+
 enum vox_status vox_bandwidth_measure(struct vox_ctx *ctx, int64_t bytes, struct vox_bandwidth *bw)
 {
     memset(bw, 0, sizeof *bw);
@@ -213,6 +257,7 @@ enum vox_status vox_bandwidth_measure(struct vox_ctx *ctx, int64_t bytes, struct
     bw->bytes = n * (int64_t)sizeof(float);
     bw->gbs_1 = stream_pass(NULL, 1, j);
     bw->gbs_all = threads > 1 ? stream_pass(ctx->pool, threads, j) : bw->gbs_1;
+    bw->round_trip_ns = threads > 1 ? round_trip_ns(ctx->pool, threads) : 0;
     vox_free(ctx, a);
     vox_free(ctx, j);
     return VOX_OK;
