@@ -106,12 +106,13 @@ int vox_cmd_info(int argc, char **argv)
                    fma_peak, p.lanes, p.fma_ports,
                    p.fma_ports_documented ? "documented" : "measured", p.ghz);
             printf("peak       %.1f GFLOP/s on 1 thread (%.0f%% of the FMA peak), "
-                   "%.1f GFLOP/s on %d threads\n",
+                   "%.1f GFLOP/s on %d thread%s\n",
                    p.gflops_1, fma_peak > 0 ? 100 * p.gflops_1 / fma_peak : 0, p.gflops_all,
-                   p.threads);
-            printf("memory     %.1f GB/s on 1 thread, %.1f GB/s on %d threads (b *= a over 2 x "
+                   p.threads, p.threads == 1 ? "" : "s");
+            printf("memory     %.1f GB/s on 1 thread, %.1f GB/s on %d thread%s (b *= a over 2 x "
                    "%lld MiB: the bytes read and written)\n",
-                   bw.gbs_1, bw.gbs_all, bw.threads, (long long)(bw.bytes >> 20));
+                   bw.gbs_1, bw.gbs_all, bw.threads, bw.threads == 1 ? "" : "s",
+                   (long long)(bw.bytes >> 20));
             if (bw.round_trip_ns > 0)
                 printf("cores      %.0f ns for a cache line from thread 0 to 1 and back (~100: "
                        "one shared L3, ~400: across chiplets)\n",
