@@ -34,6 +34,8 @@ usage_error "$vox" synth --seed -1 --out /tmp/never.h5
 info=$("$vox" info --json)
 check grep -q '"isa":"' <<<"$info"
 check grep -q '"peak_gflops_1":' <<<"$info"
+check grep -q '"mem_gbs_all":' <<<"$info"
+check grep -q '"round_trip_ns":' <<<"$info"
 VOX_ISA=ref "$vox" info --no-peak | grep -q "^isa  *ref" || { echo "FAIL: VOX_ISA=ref"; fail=1; }
 VOX_ISA=bogus "$vox" info --no-peak >/dev/null 2>&1 && { echo "FAIL: VOX_ISA=bogus accepted"; fail=1; }
 
