@@ -118,6 +118,10 @@ void vox_nn_graph_destroy(struct vox_nn_graph *g);
  * debugging; the memory of no reuse); false: buffers by lifetime again. The tensors' contents
  * are lost. */
 enum vox_status vox_nn_graph_set_keep(struct vox_nn_graph *g, bool keep);
+/* Tensors of more than `bytes` that a pass over memory writes fresh (an add layer's sums) are
+ * stored past the caches (non-temporal stores: no read of each line first); default twice the
+ * L3, so the next reader would get them from memory anyway. Tests set 0 to run that path. */
+void vox_nn_graph_set_stream(struct vox_nn_graph *g, int64_t bytes);
 /* The bytes of g's value and gradient buffers (batch norm's state and the kernels' scratch
  * not counted). */
 int64_t vox_nn_graph_bytes(const struct vox_nn_graph *g);

@@ -50,6 +50,7 @@ struct vox_nn_graph {
     int nbufs;
     int64_t buf_bytes;             /* theirs, in all */
     bool keep;                     /* vox_nn_graph_set_keep: a buffer per tensor */
+    int64_t stream_bytes;          /* vox_nn_graph_set_stream */
     struct vox_optim_deferred *update; /* vox_nn_graph_set_update */
     uint8_t **pool_arg;            /* per layer: max-pooling's argmax taps (vox_nn_plane_maxpool) */
     double *mf_acc;                /* max-filter backward: one input plane per thread */
@@ -352,6 +353,7 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
     if (!g)
         return VOX_OUT_OF_MEMORY;
     g->ctx = ctx;
+    g->stream_bytes = 2 * (vox_ctx_cpu(ctx)->l3_bytes > 0 ? vox_ctx_cpu(ctx)->l3_bytes : 8 << 20);
     g->net = net;
     g->k = kernels ? *kernels : ref_kernels;
     size_t n = (size_t)net->n_layers;
@@ -521,6 +523,7 @@ struct chan_job {
     struct vox_tensor *const *gins;      /* CHAN_ADD_BACKWARD: n gradients */
     int n;
     const int64_t *lo; /* CHAN_CROP_BACKWARD */
+    bool stream;       /* CHAN_PLAIN's 2-input add: its sums stored past the caches */
 };
 
 /* The (n, c) plane nc of a dense (N, C, Z, Y, X) tensor, as a (1, 1, Z, Y, X) view. */
@@ -554,6 +557,22 @@ static void add_floats(float *o, const float *a, const float *b, int64_t n)
         o[e] = a[e] + (b ? b[e] : 0.0f);
 }
 
+/* dst[i] = src[i], i < n, stored past the caches (non-temporal) where dst is 16-byte aligned:
+ * a pass writing a fresh tensor larger than the L3 then does not first read each line it
+ * writes (c = a + b over 84 MB: 7.1 -> 4.5-5.7 ms on one thread, 6.2-7.2 -> 4.4 on two). */
+static void stream_floats(float *dst, const float *src, int64_t n)
+{
+    int64_t i = 0;
+#if defined(__SSE__)
+    for (; i < n && ((uintptr_t)(dst + i) & 15); i++)
+        dst[i] = src[i];
+    for (; i + 4 <= n; i += 4)
+        __builtin_ia32_movntps(dst + i, __builtin_ia32_loadups(src + i));
+#endif
+    for (; i < n; i++)
+        dst[i] = src[i];
+}
+
 /* The floats an add and its act (or the act's slope and the add's backward) take at a time:
  * a multiple of 16 (a vector), so the act's vector code sees each float in the lane a
  * whole-plane call would, and the plane's tail alone is left over: the same bits. */
@@ -574,13 +593,20 @@ static void chan_multi(const struct chan_job *j, int64_t nc, struct vox_tensor *
         lin.act = VOX_ACT_LINEAR;
         const int64_t n = vox_tensor_numel(out);
         if (l->kind == VOX_NN_ADD && j->n == 2) { /* float: the same bits as the double sum */
+            float piece[PIECE] __attribute__((aligned(64)));
             for (int64_t e = 0; e < n; e += PIECE) { /* the act on each sum while it is in L1 */
                 const int64_t m = n - e < PIECE ? n - e : PIECE;
-                float *o = (float *)out->data + e;
-                add_floats(o, (const float *)vp[0]->data + e, (const float *)vp[1]->data + e, m);
+                float *o = (float *)out->data + e, *q = j->stream ? piece : o;
+                add_floats(q, (const float *)vp[0]->data + e, (const float *)vp[1]->data + e, m);
                 if (l->act != VOX_ACT_LINEAR)
-                    j->act_fn(j->act_self, l->act, o, m);
+                    j->act_fn(j->act_self, l->act, q, m);
+                if (j->stream)
+                    stream_floats(o, q, m);
             }
+#if defined(__SSE__)
+            if (j->stream) /* the stores reach memory before another thread reads them */
+                __builtin_ia32_sfence();
+#endif
         } else {
             vox_nn_ref_plain(&lin, (const struct vox_tensor *const *)vp, out);
             if (l->act != VOX_ACT_LINEAR)
@@ -741,7 +767,9 @@ static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w
                                               .ins = ins,
                                               .n = l->n_in,
                                               .act_fn = g->k.act,
-                                              .act_self = g->k.self});
+                                              .act_self = g->k.self,
+                                              .stream = (int64_t)vox_tensor_nbytes(out) >
+                                                        g->stream_bytes});
         break;
     }
 }
@@ -1086,6 +1114,11 @@ enum vox_status vox_nn_graph_set_keep(struct vox_nn_graph *g, bool keep)
     g->nbufs = 0;
     g->keep = keep;
     return alloc_tensors(g);
+}
+
+void vox_nn_graph_set_stream(struct vox_nn_graph *g, int64_t bytes)
+{
+    g->stream_bytes = bytes;
 }
 
 void vox_nn_graph_set_update(struct vox_nn_graph *g, struct vox_optim_deferred *u)
