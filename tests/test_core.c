@@ -230,7 +230,7 @@ static void test_pool_covers_range_once(struct vox_ctx *ctx)
         struct vox_pool *pool;
         CHECK_OK(vox_pool_create(ctx, threads, false, &pool));
         for (size_t k = 0; k < sizeof tiles / sizeof tiles[0]; k++)
-            for (int sched = 0; sched < 2; sched++) {
+            for (int sched = 0; sched < 3; sched++) { /* static, dynamic, affine */
                 static struct cover c, first;
                 memset(&c, 0, sizeof c);
                 int64_t n[3] = {7, 5, 3};
@@ -250,6 +250,44 @@ static void test_pool_covers_range_once(struct vox_ctx *ctx)
     vox_pool_destroy(NULL);
     struct vox_pool *pool;
     CHECK_STATUS(vox_pool_create(ctx, 0, false, &pool), VOX_INVALID_ARG);
+}
+
+struct affine_run {
+    int owner[40], order[40];
+    int next;
+};
+
+/* Tile 0, the head of worker 0's run, waits (2 s at most) until tile 19, the tail of that run,
+ * has run: only a steal from the run's end can do it meanwhile. */
+static void slow_head_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    struct affine_run *r = arg;
+    (void)hi;
+    const double t0 = vox_time_now();
+    while (lo[0] == 0 && __atomic_load_n(&r->owner[19], __ATOMIC_ACQUIRE) < 0 &&
+           vox_time_now() - t0 < 2)
+        ;
+    r->order[lo[0]] = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->owner[lo[0]], tid, __ATOMIC_RELEASE);
+}
+
+/* The affine schedule: each worker starts on its static run; a worker done with its own takes
+ * the others' tiles from their ends (worker 1 takes worker 0's while its first tile runs). */
+static void test_pool_affine(struct vox_ctx *ctx)
+{
+    struct vox_pool *pool;
+    CHECK_OK(vox_pool_create(ctx, 2, false, &pool));
+    struct affine_run r;
+    memset(&r, 0xff, sizeof r);
+    r.next = 0;
+    vox_pool_for(pool, (int64_t[]){40, 1, 1}, (int64_t[]){1, 1, 1}, VOX_SCHED_AFFINE,
+                 slow_head_task, &r);
+    CHECK(r.owner[0] == 0);
+    CHECK(r.owner[19] == 1); /* taken from the end of worker 0's run */
+    CHECK(r.order[20] < r.order[19] && r.order[19] < r.order[18]); /* its own run first */
+    for (int t = 20; t < 40; t++) /* worker 0 was busy with tile 0 all along */
+        CHECK(r.owner[t] == 1);
+    vox_pool_destroy(pool);
 }
 
 static void sum_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
@@ -421,7 +459,7 @@ VOX_TEST_MAIN(VOX_TEST(test_status_names), VOX_TEST(test_alloc_aligned_and_injec
               VOX_TEST(test_alloc_reuse_and_calloc_zero),
               VOX_TEST(test_tensor_alloc_fault_injection), VOX_TEST(test_tensor_bad_args),
               VOX_TEST(test_tensor_views_and_copy), VOX_TEST(test_tensor_blocked_roundtrip),
-              VOX_TEST(test_pool_covers_range_once),
+              VOX_TEST(test_pool_covers_range_once), VOX_TEST(test_pool_affine),
               VOX_TEST(test_pool_static_owner_matches_serial), VOX_TEST(test_pool_zero),
               VOX_TEST(test_pool_spin_and_sleep), VOX_TEST(test_pool_idle),
               VOX_TEST(test_cpu_and_isa_cap), VOX_TEST(test_peak_positive),

@@ -202,7 +202,9 @@ typedef void (*vox_task_fn)(void *arg, const int64_t lo[3], const int64_t hi[3],
 
 enum vox_schedule {
     VOX_SCHED_STATIC,  /* tiles split into `threads` contiguous runs: a deterministic partition */
-    VOX_SCHED_DYNAMIC  /* tiles handed out as threads free up */
+    VOX_SCHED_DYNAMIC, /* tiles handed out as threads free up */
+    VOX_SCHED_AFFINE   /* static's runs, each taken from its front by its thread; a thread done
+                        * with its own takes the others' last tiles (locality, and balance) */
 };
 
 /* Creates a pool of `threads` workers (the caller's thread is worker 0). */

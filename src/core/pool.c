@@ -8,6 +8,10 @@
  *   static:  worker t takes tiles [t*T/P, (t+1)*T/P): the same tiles every time for the same
  *            pool size, which is what makes per-thread partial results reproducible.
  *   dynamic: workers take the next tile from an atomic counter (load balance, no fixed map).
+ *   affine:  static's runs, but a worker done with its own run takes the last tiles of the
+ *            others' (each run one atomic word: its front and back): a worker mostly works on
+ *            what it wrote in an affine loop before (a conv's band pack, then its tiles), and a
+ *            slow thread does not hold the loop back. Which worker runs a tile varies.
  *
  * A parallel-for issued from inside a task (or while another is running) runs inline on the
  * calling thread rather than deadlocking.
@@ -36,6 +40,13 @@ struct job {
     int64_t next; /* dynamic: next tile (atomic) */
 };
 
+/* Affine: worker t's run of tiles [front, back) (one word, so a take from either end is one
+ * compare-and-swap), a cache line each. */
+struct run {
+    uint64_t word; /* front | back << 32 (atomic) */
+    char pad[56];
+};
+
 struct vox_pool {
     int threads;
     pthread_t *tids;
@@ -47,6 +58,7 @@ struct vox_pool {
     double spin; /* seconds a waiting thread spins before it sleeps */
     int busy;    /* a job is in flight (atomic) */
     struct job job;
+    struct run *runs;        /* affine: one per worker */
     bool (*idle_fn)(void *); /* vox_pool_set_idle (atomic) */
     void *idle_arg;
     int idle_inside; /* threads inside idle_fn (atomic) */
@@ -95,8 +107,30 @@ static int static_owner(int64_t i, int64_t tiles, int threads)
     return (int)(((i + 1) * threads - 1) / tiles);
 }
 
-static void run_share(struct job *j, int tid, int threads)
+/* The tile taken from the front (or back) of run r, or -1 when it is empty. */
+static int64_t take(struct run *r, bool back)
 {
+    uint64_t w = __atomic_load_n(&r->word, __ATOMIC_RELAXED);
+    for (;;) {
+        const uint64_t f = w & 0xffffffffu, b = w >> 32;
+        if (f >= b)
+            return -1;
+        const uint64_t nw = back ? f | (b - 1) << 32 : (f + 1) | b << 32;
+        if (__atomic_compare_exchange_n(&r->word, &w, nw, true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            return (int64_t)(back ? b - 1 : f);
+    }
+}
+
+static void run_share(struct vox_pool *pool, struct job *j, int tid, int threads)
+{
+    if (j->sched == VOX_SCHED_AFFINE) {
+        for (int64_t t; (t = take(&pool->runs[tid], false)) >= 0;)
+            run_tile(j, t, tid);
+        for (int k = 1; k < threads; k++)
+            for (int64_t t; (t = take(&pool->runs[(tid + k) % threads], true)) >= 0;)
+                run_tile(j, t, tid);
+        return;
+    }
     if (j->sched == VOX_SCHED_STATIC) {
         int64_t b = j->tiles * tid / threads, e = j->tiles * (tid + 1) / threads;
         for (int64_t t = b; t < e; t++)
@@ -167,7 +201,7 @@ static void *worker_main(void *p)
             break;
         seen = pool->generation;
         pthread_mutex_unlock(&pool->mu);
-        run_share(&pool->job, wa.tid, pool->threads);
+        run_share(pool, &pool->job, wa.tid, pool->threads);
         pthread_mutex_lock(&pool->mu);
         if (__atomic_sub_fetch(&pool->pending, 1, __ATOMIC_RELEASE) == 0)
             pthread_cond_signal(&pool->done);
@@ -216,7 +250,8 @@ enum vox_status vox_pool_create(struct vox_ctx *ctx, int threads, bool pin,
     pthread_cond_init(&pool->wake, NULL);
     pthread_cond_init(&pool->done, NULL);
     pool->tids = calloc((size_t)threads, sizeof *pool->tids);
-    if (!pool->tids)
+    pool->runs = aligned_alloc(64, (size_t)threads * sizeof *pool->runs);
+    if (!pool->tids || !pool->runs)
         goto fail_mem;
     int ncpu = ctx ? ctx->cpu.cores : 1;
     int started = 0;
@@ -235,6 +270,7 @@ enum vox_status vox_pool_create(struct vox_ctx *ctx, int threads, bool pin,
     *pool_out = pool;
     return VOX_OK;
 fail_mem:
+    free(pool->runs);
     free(pool->tids);
     free(pool);
     return vox_fail(ctx, VOX_OUT_OF_MEMORY, "out of memory creating the thread pool");
@@ -248,6 +284,7 @@ void vox_pool_destroy(struct vox_pool *pool)
     pthread_mutex_destroy(&pool->mu);
     pthread_cond_destroy(&pool->wake);
     pthread_cond_destroy(&pool->done);
+    free(pool->runs);
     free(pool->tids);
     free(pool);
 }
@@ -275,16 +312,21 @@ void vox_pool_for(struct vox_pool *pool, const int64_t n[3], const int64_t tile[
          * reports the worker it would have had, so per-thread buffers stay consistent. */
         int threads = pool ? pool->threads : 1;
         for (int64_t t = 0; t < j.tiles; t++)
-            run_tile(&j, t, sched == VOX_SCHED_STATIC ? static_owner(t, j.tiles, threads) : 0);
+            run_tile(&j, t, sched == VOX_SCHED_DYNAMIC ? 0 : static_owner(t, j.tiles, threads));
         return;
     }
+    if (sched == VOX_SCHED_AFFINE && j.tiles >= (INT64_C(1) << 32))
+        j.sched = VOX_SCHED_DYNAMIC; /* beyond a run word's halves */
+    for (int t = 0; j.sched == VOX_SCHED_AFFINE && t < pool->threads; t++)
+        pool->runs[t].word = (uint64_t)(j.tiles * t / pool->threads) |
+                             (uint64_t)(j.tiles * (t + 1) / pool->threads) << 32;
     pthread_mutex_lock(&pool->mu);
     pool->job = j;
     __atomic_store_n(&pool->pending, pool->threads - 1, __ATOMIC_RELAXED);
     __atomic_store_n(&pool->generation, pool->generation + 1, __ATOMIC_RELEASE);
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mu);
-    run_share(&pool->job, 0, pool->threads);
+    run_share(pool, &pool->job, 0, pool->threads);
     for (int p; (p = __atomic_load_n(&pool->pending, __ATOMIC_ACQUIRE)) > 0;) {
         run_idle(pool, &pool->pending, (uint64_t)p, false);
         if (!spin_while(pool, &pool->pending, (uint64_t)p, false, pool->spin))

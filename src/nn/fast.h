@@ -172,13 +172,10 @@ int64_t vox_nn_wino_bands(const struct vox_nn_wino *f, const int64_t s[3], int64
 void vox_nn_wino_band(const struct vox_nn_wino *f, const int64_t s[3], int64_t bytes, int64_t b,
                       int64_t *t0, int64_t *t1, int64_t lo[3], int64_t hi[3]);
 /* vox_nn_wino_run over tiles [t0, t1) only, with `in` the part of the input whose origin in
- * the whole input is off (a band's box), so that only that part need be packed; side (NULL:
- * none) runs as one more task of the same loop, the first taken (the next band's pack, on one
- * thread while the others run the tiles). */
+ * the whole input is off (a band's box), so that only that part need be packed. */
 void vox_nn_wino_run_tiles(struct vox_nn_wino *f, struct vox_pool *pool, const struct vox_nn_bt *in,
                            const int64_t off[3], int64_t t0, int64_t t1,
-                           const struct vox_nn_bt *res, struct vox_nn_bt *out, void (*side)(void *),
-                           void *side_arg);
+                           const struct vox_nn_bt *res, struct vox_nn_bt *out);
 
 /* The weight gradient of such a conv by Winograd (fast_wino_bw.c):
  *     gw[o][i][t] += sum over positions q of gout[o][q] in[i][q + t]

@@ -339,20 +339,6 @@ static void band_pack(struct vox_pool *pool, int isa, const struct vox_tensor *i
         (stream ? vox_nn_bt_pack_stream : vox_nn_bt_pack)(pool, isa, &src, bt);
 }
 
-/* A band's pack on the thread that runs it (a side task of the tiles' loop, wino_conv). */
-struct band_job {
-    int isa;
-    const struct vox_tensor *in;
-    int64_t b, lo[3], hi[3];
-    struct vox_nn_bt bt;
-};
-
-static void pack_next(void *arg)
-{
-    struct band_job *j = arg;
-    band_pack(NULL, j->isa, j->in, j->b, j->lo, j->hi, &j->bt, false);
-}
-
 /* out = act(conv(in) + bias) (or, with `bwd`, gin += the backward-data conv of gout = in with
  * the flipped, transposed weights; gin = without `add`) by Winograd (fast_wino.c: 3x3x3 as
  * F(2x4x4), 1x3x3 as F(4x4), ~2.5x fewer cycles than the direct nest on 16-64 channels) for kernels
@@ -393,8 +379,7 @@ static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
         const int64_t v = (bhi[0] - blo[0]) * (bhi[1] - blo[1]) * (bhi[2] - blo[2]);
         most = v > most ? v : most;
     }
-    const int64_t per = cdiv(c.cin, L) * L * (most > 0 ? most : 1);
-    float *buf = ok ? scratch(f, SC_IN, 2 * per) : NULL;
+    float *buf = ok ? scratch(f, SC_IN, cdiv(c.cin, L) * L * (most > 0 ? most : 1)) : NULL;
     if (!buf)
         return false;
     for (int64_t b = 0; b < in->shape[0]; b++) {
@@ -404,25 +389,12 @@ static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
             ob.s[a] = out->shape[2 + a];
         /* band by band (a row or plane of tiles and the input slab it reads): the packed slab
          * stays in the caches for its tiles instead of a packed copy of the whole input going
-         * to memory and back. Band k + 1 is packed (into the other half of buf) by one thread
-         * as a task of band k's loop while the others run band k's tiles: the pack, a pass over
-         * memory, then does not share the memory's bandwidth with a second pack */
-        struct band_job next = {.isa = isa, .in = in, .b = b};
+         * to memory and back */
         for (int64_t k = 0; k < nbands; k++) {
             vox_nn_wino_band(wn, is, f->band_bytes, k, &t0, &t1, blo, bhi);
-            struct vox_nn_bt bt = {.data = buf + k % 2 * per, .n = 1, .c = c.cin, .blk = L};
-            if (k == 0)
-                band_pack(pool, isa, in, b, blo, bhi, &bt, false);
-            else
-                bt = next.bt;
-            if (k + 1 < nbands) {
-                int64_t n0, n1;
-                vox_nn_wino_band(wn, is, f->band_bytes, k + 1, &n0, &n1, next.lo, next.hi);
-                next.bt = (struct vox_nn_bt){
-                    .data = buf + (k + 1) % 2 * per, .n = 1, .c = c.cin, .blk = L};
-            }
-            vox_nn_wino_run_tiles(wn, pool, &bt, blo, t0, t1, add ? &ob : NULL, &ob,
-                                  k + 1 < nbands ? pack_next : NULL, &next);
+            struct vox_nn_bt bt = {.data = buf, .n = 1, .c = c.cin, .blk = L};
+            band_pack(pool, isa, in, b, blo, bhi, &bt, false);
+            vox_nn_wino_run_tiles(wn, pool, &bt, blo, t0, t1, add ? &ob : NULL, &ob);
         }
     }
     f->n_fast++;

@@ -367,8 +367,6 @@ struct wino_job {
     const struct vox_nn_bt *in, *res;
     struct vox_nn_bt *out;
     int64_t t0, t1; /* the tiles */
-    void (*side)(void *); /* or NULL: a task run as the loop's first, beside the tiles */
-    void *side_arg;
 };
 
 /* Blocks [lo, hi) of the job's tiles: transform in, multiply, transform out, in thread tid's
@@ -380,12 +378,7 @@ static void block_task(void *arg, const int64_t lo[3], const int64_t hi[3], int 
     const struct vox_nn_wino_geom *g = j->g;
     float *v = f->scratch + (int64_t)tid * (f->vfl + f->mfl), *m = v + f->vfl;
     float *buf = m + g->T * g->tm;
-    for (int64_t k = lo[0]; k < hi[0]; k++) {
-        if (j->side && k == 0) {
-            j->side(j->side_arg);
-            continue;
-        }
-        const int64_t blk = k - (j->side != NULL);
+    for (int64_t blk = lo[0]; blk < hi[0]; blk++) {
         int64_t g0 = j->t0 + blk * g->T, count = j->t1 - g0 < g->T ? j->t1 - g0 : g->T;
         f->tr->input(g, j->in, g0, count, v, buf);
         if (count < g->T) /* tiles past the end: zeros */
@@ -399,14 +392,15 @@ static void run_job(const struct vox_nn_wino *f, struct vox_pool *pool, struct w
 {
     if (pool && vox_pool_threads(pool) > f->threads)
         pool = NULL; /* a pool wider than the per-thread scratch: run on the caller's thread */
-    vox_pool_for(pool, (int64_t[]){cdiv(j->t1 - j->t0, j->g->T) + (j->side != NULL), 1, 1},
-                 (int64_t[]){1, 1, 1}, VOX_SCHED_DYNAMIC, block_task, j);
+    /* affine: each thread's run of blocks is the band's rows it packed (vox_nn_bt_pack) */
+    vox_pool_for(pool, (int64_t[]){cdiv(j->t1 - j->t0, j->g->T), 1, 1}, (int64_t[]){1, 1, 1},
+                 VOX_SCHED_AFFINE, block_task, j);
 }
 
 void vox_nn_wino_run(struct vox_nn_wino *f, struct vox_pool *pool, const struct vox_nn_bt *in,
                      const struct vox_nn_bt *res, struct vox_nn_bt *out)
 {
-    struct wino_job j = {f, &f->g, in, res, out, 0, f->tiles, NULL, NULL};
+    struct wino_job j = {f, &f->g, in, res, out, 0, f->tiles};
     run_job(f, pool, &j);
 }
 
@@ -462,11 +456,10 @@ void vox_nn_wino_band(const struct vox_nn_wino *f, const int64_t s[3], int64_t b
 
 void vox_nn_wino_run_tiles(struct vox_nn_wino *f, struct vox_pool *pool, const struct vox_nn_bt *in,
                            const int64_t off[3], int64_t t0, int64_t t1,
-                           const struct vox_nn_bt *res, struct vox_nn_bt *out, void (*side)(void *),
-                           void *side_arg)
+                           const struct vox_nn_bt *res, struct vox_nn_bt *out)
 {
     struct vox_nn_wino_geom g = f->g;
     memcpy(g.off, off, sizeof g.off);
-    struct wino_job j = {f, &g, in, res, out, t0, t1, side, side_arg};
+    struct wino_job j = {f, &g, in, res, out, t0, t1};
     run_job(f, pool, &j);
 }
