@@ -404,10 +404,10 @@ void vox_nn_wino_run(struct vox_nn_wino *f, struct vox_pool *pool, const struct 
     run_job(f, pool, &j);
 }
 
-/* Rows (or planes) of tiles per band: about `bytes` of packed input. */
-static int64_t band_rows(const struct vox_nn_wino_geom *g, const int64_t s[3], int64_t bytes)
+int64_t vox_nn_wino_geom_band_rows(const struct vox_nn_wino_geom *g, const int64_t s[3],
+                                   int64_t bytes)
 {
-    const int a = g->al[0] > 1 ? 1 : 0;
+    const int a = vox_nn_wino_row_axis(g);
     int64_t row = g->m[a] * g->cin * (int64_t)sizeof(float);
     for (int k = 0; k < 3; k++)
         row *= k == a ? 1 : s[k];
@@ -418,16 +418,16 @@ static int64_t band_rows(const struct vox_nn_wino_geom *g, const int64_t s[3], i
 int64_t vox_nn_wino_geom_bands(const struct vox_nn_wino_geom *g, const int64_t s[3], int64_t bytes,
                                int64_t n)
 {
-    const int64_t nt = g->al[0] > 1 ? g->nt[1] : g->nt[0];
-    return n * cdiv(nt, band_rows(g, s, bytes));
+    const int64_t nt = g->nt[vox_nn_wino_row_axis(g)];
+    return n * cdiv(nt, vox_nn_wino_geom_band_rows(g, s, bytes));
 }
 
 void vox_nn_wino_geom_band(const struct vox_nn_wino_geom *g, const int64_t s[3], int64_t bytes,
                            int64_t b, int64_t *t0, int64_t *t1, int64_t lo[3], int64_t hi[3])
 {
-    /* the tile orders (wino_decode): y outermost for 3D tiles, z for tiles of one plane */
-    const int a = g->al[0] > 1 ? 1 : 0;
-    const int64_t R = band_rows(g, s, bytes), nb = cdiv(g->nt[a], R), e = b / nb, i = b % nb * R;
+    const int a = vox_nn_wino_row_axis(g);
+    const int64_t R = vox_nn_wino_geom_band_rows(g, s, bytes), nb = cdiv(g->nt[a], R), e = b / nb,
+                  i = b % nb * R;
     const int64_t rows = g->nt[a] - i < R ? g->nt[a] - i : R;
     const int64_t per = g->nt[0] * g->nt[1] * g->nt[2] / g->nt[a];
     *t0 = (e * g->nt[a] + i) * per;

@@ -47,6 +47,15 @@ void vox_nn_wino_geometry(const struct vox_nn_fast_conv *c, int isa, int64_t blo
  * M[q][j] src[a][j][b] (M: rows x cols, row-major, in double, applied in f32). */
 void vox_nn_wino_axis(const double *M, int64_t rows, int64_t cols, int64_t n0, int64_t n1,
                       int64_t width, const float *src, float *dst);
+/* The axis along which the tiles' rows follow each other, outermost in their order
+ * (wino_decode): y for 3D tiles, z for tiles of one plane; bands are runs of these rows. */
+static inline int vox_nn_wino_row_axis(const struct vox_nn_wino_geom *g)
+{
+    return g->al[0] > 1 ? 1 : 0;
+}
+/* Rows of tiles per band: about `bytes` of packed input (of extents s), 1 to all of them. */
+int64_t vox_nn_wino_geom_band_rows(const struct vox_nn_wino_geom *g, const int64_t s[3],
+                                   int64_t bytes);
 /* The bands of a conv's tiles (n batch entries): runs of consecutive tiles whose input is a
  * slab, rows of tiles (3D tiles: y is outermost in wino_decode's order) or planes (tiles of
  * one plane), as many as make about `bytes` of packed input (one at least); band b's tiles

@@ -190,24 +190,14 @@ struct bw_job {
     int isa;
 };
 
-/* The axis of the tiles' rows, outermost in their order (wino_decode): y for 3D tiles, z for
- * tiles of one plane. */
-static int row_axis(const struct vox_nn_wino_geom *g)
-{
-    return g->al[0] > 1 ? 1 : 0;
-}
-
-/* Tile rows per band of the input that a thread packs for its own blocks: about `bytes`, and
- * at least what one block spans. */
+/* Tile rows per band of the input that a thread packs for its own blocks: about `bytes`
+ * (the forward's bands' rule), and at least what one block spans. */
 static int64_t band_rows(const struct vox_nn_wino_bw *f, const int64_t s[3], int64_t bytes)
 {
     const struct vox_nn_wino_geom *g = &f->g;
-    const int a = row_axis(g);
-    int64_t row = g->m[a] * cdiv(f->cv.cin, f->cv.bin) * f->cv.bin * (int64_t)sizeof(float);
-    for (int k = 0; k < 3; k++)
-        row *= k == a ? 1 : s[k];
+    const int a = vox_nn_wino_row_axis(g);
     const int64_t span = cdiv(g->T, f->tiles / g->nt[a]) + 1;
-    int64_t r = bytes / (row > 0 ? row : 1);
+    int64_t r = vox_nn_wino_geom_band_rows(g, s, bytes);
     r = r > span ? r : span;
     return r < g->nt[a] ? r : g->nt[a];
 }
@@ -216,7 +206,7 @@ static int64_t band_rows(const struct vox_nn_wino_bw *f, const int64_t s[3], int
 static void rows_of(const struct vox_nn_wino_geom *g, int64_t r0, int64_t r1, int64_t n,
                     int64_t *lo, int64_t *hi)
 {
-    const int a = row_axis(g);
+    const int a = vox_nn_wino_row_axis(g);
     *lo = r0 * g->m[a] - g->lo[a];
     *hi = r1 * g->m[a] - g->lo[a] + g->al[a];
     *lo = *lo < 0 ? 0 : *lo;
@@ -228,7 +218,7 @@ static void rows_of(const struct vox_nn_wino_geom *g, int64_t r0, int64_t r1, in
 static int64_t band_floats(const struct vox_nn_wino_bw *f, const int64_t s[3], int64_t bytes)
 {
     const struct vox_nn_wino_geom *g = &f->g;
-    const int a = row_axis(g);
+    const int a = vox_nn_wino_row_axis(g);
     const int64_t rows = (band_rows(f, s, bytes) - 1) * g->m[a] + g->al[a];
     int64_t n = cdiv(f->cv.cin, f->cv.bin) * f->cv.bin;
     for (int k = 0; k < 3; k++)
@@ -252,7 +242,7 @@ static const struct vox_nn_bt *block_input(const struct bw_job *j, int tid, int6
     if (!j->planar)
         return j->in;
     const struct vox_nn_wino_bw *f = j->f;
-    const int a = row_axis(g);
+    const int a = vox_nn_wino_row_axis(g);
     const int64_t per = f->tiles / g->nt[a], n = j->planar->shape[2 + a];
     int64_t nlo, nhi;
     rows_of(g, g0 / per % g->nt[a], (g0 + count - 1) / per % g->nt[a], n, &nlo, &nhi);
