@@ -5,8 +5,8 @@
  * in and out (not multiples of the vector width; narrow inputs stored channels-last), odd output
  * sizes (tail tiles on every axis, a last block of fewer tiles), bias, batch norm and
  * activations, batch entries (max-pooling fragments); a whole net with Winograd against
- * direct; 1 vs 2 threads bitwise; the memory estimate; allocation failures; the planner's
- * choice by the cost model and by measurement.
+ * direct; 1 vs 2 threads bitwise; blocks of tiles from the L2 (same bits); the memory estimate;
+ * allocation failures; the planner's choice by the cost model and by measurement.
  *
  * The full tier repeats the layer table with more seeds.
  *
@@ -16,6 +16,7 @@
  * at most over the full tier); the table allows 1e-5.
  */
 #include "harness.h"
+#include "nn/fast.h"
 #include "nn_test_nets.h"
 #include "vox/nn.h"
 
@@ -165,6 +166,64 @@ static void test_net_and_threads(struct vox_ctx *ctx)
     vox_net_destroy(net);
 }
 
+/* The blocks of tiles follow the L2 (3/4 of it, within bounds); the outputs do not: a conv with
+ * enough tiles for several block lengths, on contexts that report a small and a large L2, gives
+ * the same bits, and the blocks it used differ (the per-thread work floats). */
+static void test_block_from_l2(struct vox_ctx *ctx)
+{
+    CHECK(vox_nn_wino_block_bytes(1 << 20) == 768 << 10);
+    CHECK(vox_nn_wino_block_bytes(512 << 10) == 384 << 10);
+    CHECK(vox_nn_wino_block_bytes(32 << 20) == 768 << 10);
+    CHECK(vox_nn_wino_block_bytes(64 << 10) == 192 << 10);
+    CHECK(vox_nn_wino_block_bytes(0) == 192 << 10);
+    struct vox_net *net =
+        parse(ctx, "input a channels=16\nconv c a -> 16 kernel=3 pad=same act=elu\noutput o c\n");
+    if (!net)
+        return;
+    struct vox_nn_weights *w = random_weights(ctx, net, 9);
+    const int64_t patch[3] = {8, 64, 64};
+    const int64_t l2[2] = {64 << 10, 4 << 20};
+    struct vox_tensor out[2] = {{0}, {0}};
+    int64_t work[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        struct vox_ctx *c;
+        struct vox_ctx_options opt = {.threads = 2, .log_level = VOX_LOG_WARN};
+        CHECK_OK(vox_ctx_create(&opt, &c));
+        /* the detected L2, replaced for this context only */
+        ((struct vox_cpu *)vox_ctx_cpu(c))->l2_bytes = l2[k];
+        run(ctx, c, net, w, patch, VOX_NN_CONV_WINOGRAD, &out[k]);
+        const int isa = (int)vox_ctx_cpu(c)->isa;
+        const int64_t lanes = isa == VOX_ISA_AVX512 ? 16 : 8;
+        if (isa != VOX_ISA_REF) {
+            struct vox_nn_fast_conv cv = {.n = 1,
+                                          .cin = 16,
+                                          .cout = 16,
+                                          .bin = lanes,
+                                          .b = lanes,
+                                          .in = {8, 64, 64},
+                                          .out = {8, 64, 64},
+                                          .k = {3, 3, 3},
+                                          .dil = {1, 1, 1},
+                                          .bias = true,
+                                          .act = VOX_ACT_ELU};
+            struct vox_nn_wino *f = NULL;
+            CHECK_OK(vox_nn_wino_create(c, &cv, (int64_t[]){1, 1, 1}, NULL, NULL, &f));
+            int64_t u;
+            if (f)
+                vox_nn_wino_lent_floats(f, &u, &work[k]);
+            vox_nn_wino_destroy(c, f);
+        }
+        vox_ctx_destroy(c);
+    }
+    CHECK(out[0].data && out[1].data &&
+          memcmp(out[0].data, out[1].data, vox_tensor_nbytes(&out[0])) == 0);
+    CHECK(work[0] < work[1] || (work[0] == 0 && work[1] == 0));
+    for (int k = 0; k < 2; k++)
+        vox_tensor_free(ctx, &out[k]);
+    vox_nn_weights_destroy(w);
+    vox_net_destroy(net);
+}
+
 /* The estimate holds Winograd's bytes; allocation failures in create are clean. */
 static void test_estimate_and_alloc_failures(struct vox_ctx *ctx)
 {
@@ -305,6 +364,6 @@ static void test_planner(struct vox_ctx *ctx)
     unsetenv("VOX_PLAN_CACHE");
 }
 
-VOX_TEST_MAIN(VOX_TEST(test_layers), VOX_TEST(test_net_and_threads),
+VOX_TEST_MAIN(VOX_TEST(test_layers), VOX_TEST(test_net_and_threads), VOX_TEST(test_block_from_l2),
               VOX_TEST(test_estimate_and_alloc_failures), VOX_TEST(test_fused_add),
               VOX_TEST(test_planner))

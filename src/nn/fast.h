@@ -141,6 +141,9 @@ bool vox_nn_wino_ok(const struct vox_nn_fast_conv *c);
  * with `threads` workers (transformed weights, per-thread blocks). The planner's cost model. */
 double vox_nn_wino_flops(const struct vox_nn_fast_conv *c, double *transforms_out);
 size_t vox_nn_wino_bytes(const struct vox_nn_fast_conv *c, int threads);
+/* The bytes of V and M in one block of tiles on a core with l2_bytes of L2 (3/4 of it, within
+ * fixed bounds). An output's sums do not depend on it. */
+int64_t vox_nn_wino_block_bytes(int64_t l2_bytes);
 /* A conv with vox_nn_wino_ok, c->b the context ISA's lanes, PyTorch weights w (out, in, k..)
  * and bias (NULL: zeros); the input tensor sits at padlo inside the extent c->in (same
  * padding; 0 for valid). Transforms the weights and compiles the products' nest. */

@@ -21,10 +21,11 @@
  * the blocked layout, zeros read outside the input: same padding and tail tiles need no padded
  * copy), (b) one JIT loop nest computes the P products (dims p, t, ob, bo, ci; vectors along the
  * output lanes bo, a register tile of tiles x output blocks), (c) the output transform A^T M A +
- * bias, activation, stores the valid outputs. T keeps V and M within BLOCK_BYTES (the 1 MiB L2 of
- * Zen 5; larger blocks re-read U less often: 768 KiB measured 8 % faster than 384 KiB for 24
- * channels), so nothing large leaves the caches. Every output is written by one block with a fixed
- * order of sums: bitwise identical for any thread count.
+ * bias, activation, stores the valid outputs. T keeps V and M within three quarters of the L2
+ * (vox_nn_wino_block_bytes; larger blocks re-read U less often: on Zen 5's 1 MiB L2, 768 KiB
+ * measured 8 % faster than 384 KiB for 24 channels), so nothing large leaves the caches. Every
+ * output is written by one block with a fixed order of sums: bitwise identical for any thread
+ * count.
  *
  * Accuracy: F(2,3)'s transforms only add (G's 1/2 is exact): ~3e-7 relative to the outputs'
  * scale. F(4,3)'s entries go up to 8 (A^T) and down to 1/24 (G): ~2e-6 measured along y and x
@@ -36,10 +37,20 @@
 
 #include <string.h>
 
-/* V and M of one block at most; at least SPLIT blocks where the layer has the tiles (so the
- * threads share small layers; a constant, not the thread count: the blocks, and so the sums,
- * are the same for any thread count). */
-enum { BLOCK_BYTES = 768 << 10, SPLIT = 8 };
+/* V and M of one block at most: three quarters of the L2 (vox_nn_wino_block_bytes), at most
+ * BLOCK_BYTES and at least MIN_BLOCK_BYTES; at least SPLIT blocks where the layer has the tiles (so
+ * the threads share small layers; a constant, not the thread count: the blocks are the same for any
+ * thread count, and an output's sums never depend on its block anyway). */
+enum { BLOCK_BYTES = 768 << 10, MIN_BLOCK_BYTES = 192 << 10, SPLIT = 8 };
+
+/* Zen 5's 1 MiB L2 gives BLOCK_BYTES, the best measured there. On Zen 3's 512 KiB L2, blocks
+ * of 768 KiB spill V and M to the L3, which two threads then share: RSUNet's 2-thread forward
+ * 4.8 % faster with 384 KiB (paired steps, 10 pairs), its 1-thread forward 2 % slower (6). */
+int64_t vox_nn_wino_block_bytes(int64_t l2_bytes)
+{
+    const int64_t b = l2_bytes / 4 * 3;
+    return b > BLOCK_BYTES ? BLOCK_BYTES : b < MIN_BLOCK_BYTES ? MIN_BLOCK_BYTES : b;
+}
 
 struct vox_nn_wino {
     struct vox_nn_wino_geom g;
@@ -131,6 +142,7 @@ static void sizes(const struct vox_nn_wino_geom *g, int64_t *vfl, int64_t *mfl)
     *mfl = g->T * g->tm + 2 * g->P * g->b; /* + the transforms' buffer */
 }
 
+/* With the largest blocks: an upper bound for any L2. */
 size_t vox_nn_wino_bytes(const struct vox_nn_fast_conv *c, int threads)
 {
     struct vox_nn_wino_geom g;
@@ -330,7 +342,8 @@ enum vox_status vox_nn_wino_create(struct vox_ctx *ctx, const struct vox_nn_fast
     f->cv = *c;
     f->threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
     f->tr = vox_nn_wino_tr_for(isa);
-    vox_nn_wino_geometry(c, isa, BLOCK_BYTES, &f->g, &f->tiles);
+    vox_nn_wino_geometry(c, isa, vox_nn_wino_block_bytes(vox_ctx_cpu(ctx)->l2_bytes), &f->g,
+                         &f->tiles);
     for (int a = 0; a < 3; a++)
         f->g.lo[a] = padlo[a];
     sizes(&f->g, &f->vfl, &f->mfl);
