@@ -882,9 +882,9 @@ static void test_live_assign(struct vox_ctx *ctx)
 
 /* The training graph's plane passes equal their reference twins bitwise, ties included
  * (values from a small set: the first maximum in scan order takes the gradient): the
- * max-filter's adjoint (one argmax per output, scattered), max-pooling and its adjoint (on a
- * plane whose extents are not multiples of the window; a window 2 wide runs 4 outputs at a
- * time), and the relu and elu slopes. */
+ * max-filter and its adjoint (the argmax taps kept, gathered per input; ties, -inf and NaN too),
+ * max-pooling and its adjoint (on a plane whose extents are not multiples of the window; a window 2
+ * wide runs 4 outputs at a time), and the relu and elu slopes. */
 static void test_plane_ops(struct vox_ctx *ctx)
 {
     static const struct {
@@ -907,8 +907,13 @@ static void test_plane_ops(struct vox_ctx *ctx)
         CHECK_OK(vox_tensor_alloc(ctx, &g2, VOX_F32, 5, is));
         CHECK_OK(vox_tensor_alloc(ctx, &p1, VOX_F32, 5, ps));
         CHECK_OK(vox_tensor_alloc(ctx, &p2, VOX_F32, 5, ps));
-        double *acc = vox_alloc(ctx, (size_t)vox_tensor_numel(&in) * sizeof *acc);
-        if (!in.data || !go.data || !g1.data || !g2.data || !p1.data || !p2.data || !acc)
+        struct vox_tensor f1 = {0}, f2 = {0};
+        CHECK_OK(vox_tensor_alloc(ctx, &f1, VOX_F32, 5, os));
+        CHECK_OK(vox_tensor_alloc(ctx, &f2, VOX_F32, 5, os));
+        uint8_t *marg = vox_alloc(ctx, (size_t)vox_tensor_numel(&go));
+        double *acc = vox_alloc(ctx, (size_t)is[4] * sizeof *acc);
+        if (!in.data || !go.data || !g1.data || !g2.data || !p1.data || !p2.data || !marg || !acc ||
+            !f1.data || !f2.data)
             goto next;
         uint64_t st = 7 + k;
         for (int64_t e = 0; e < vox_tensor_numel(&in); e++) {
@@ -917,9 +922,34 @@ static void test_plane_ops(struct vox_ctx *ctx)
         }
         for (int64_t e = 0; e < vox_tensor_numel(&go); e++)
             F(&go)[e] = (float)(vox_train_uniform(&st) - 0.5) * 3.1f;
+        vox_nn_ref_maxfilter(&in, w, d, &f1);
+        vox_nn_plane_maxfilter(&in, w, d, &f2, NULL);
+        CHECK(memcmp(f1.data, f2.data, vox_tensor_nbytes(&f1)) == 0);
+        memset(f2.data, 0, vox_tensor_nbytes(&f2));
+        vox_nn_plane_maxfilter(&in, w, d, &f2, marg);
+        CHECK(memcmp(f1.data, f2.data, vox_tensor_nbytes(&f1)) == 0);
         vox_nn_ref_maxfilter_backward(&in, &go, w, d, &g1);
-        vox_nn_maxfilter_backward_scatter(&in, &go, w, d, acc, &g2);
+        vox_nn_plane_maxfilter_backward(&go, w, d, marg, acc, &g2);
         CHECK(memcmp(g1.data, g2.data, vox_tensor_nbytes(&g1)) == 0);
+        /* ties of +0 and -0, -inf and NaN: the reference's comparisons decide (the first max
+         * wins, NaN never does, -FLT_MAX and tap 0 when nothing beats it) */
+        struct vox_tensor sp = {0}, s1 = {0}, s2 = {0};
+        CHECK_OK(vox_tensor_alloc(ctx, &sp, VOX_F32, 5, is));
+        CHECK_OK(vox_tensor_alloc(ctx, &s1, VOX_F32, 5, is));
+        CHECK_OK(vox_tensor_alloc(ctx, &s2, VOX_F32, 5, is));
+        if (sp.data && s1.data && s2.data) {
+            for (int64_t e = 0; e < vox_tensor_numel(&sp); e++)
+                F(&sp)[e] = e % 7 == 3 ? NAN : e % 5 == 1 ? -INFINITY : e % 3 ? 0.0f : -0.0f;
+            vox_nn_ref_maxfilter(&sp, w, d, &f1);
+            vox_nn_plane_maxfilter(&sp, w, d, &f2, marg);
+            CHECK(memcmp(f1.data, f2.data, vox_tensor_nbytes(&f1)) == 0);
+            vox_nn_ref_maxfilter_backward(&sp, &go, w, d, &s1);
+            vox_nn_plane_maxfilter_backward(&go, w, d, marg, acc, &s2);
+            CHECK(memcmp(s1.data, s2.data, vox_tensor_nbytes(&s1)) == 0);
+        }
+        vox_tensor_free(ctx, &sp);
+        vox_tensor_free(ctx, &s1);
+        vox_tensor_free(ctx, &s2);
         /* max-pooling on the first plane; its adjoint with the pooled values as gout */
         struct vox_tensor pl = in, gl1 = g1, gl2 = g2;
         memcpy(pl.shape, pin, sizeof pin);
@@ -958,7 +988,10 @@ static void test_plane_ops(struct vox_ctx *ctx)
             CHECK(memcmp(&F(&g2)[e], &want, sizeof want) == 0);
         }
     next:
+        vox_free(ctx, marg);
         vox_free(ctx, acc);
+        vox_tensor_free(ctx, &f1);
+        vox_tensor_free(ctx, &f2);
         vox_tensor_free(ctx, &in);
         vox_tensor_free(ctx, &go);
         vox_tensor_free(ctx, &g1);

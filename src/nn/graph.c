@@ -52,9 +52,9 @@ struct vox_nn_graph {
     bool keep;                     /* vox_nn_graph_set_keep: a buffer per tensor */
     int64_t stream_bytes;          /* vox_nn_graph_set_stream */
     struct vox_optim_deferred *update; /* vox_nn_graph_set_update */
-    uint8_t **pool_arg;            /* per layer: max-pooling's argmax taps (vox_nn_plane_maxpool) */
-    double *mf_acc;                /* max-filter backward: one input plane per thread */
-    int64_t mf_plane;
+    uint8_t **pool_arg;  /* per layer: max-pooling's and the max-filter's argmax taps */
+    uint8_t *mf_scratch; /* max-filter backward: mf_bytes per thread (a row of doubles) */
+    int64_t mf_bytes;
     int mf_threads;
 };
 
@@ -136,7 +136,7 @@ void vox_nn_graph_destroy(struct vox_nn_graph *g)
     vox_free(g->ctx, g->shares);
     vox_free(g->ctx, g->slope_done);
     vox_free(g->ctx, g->bw_done);
-    vox_free(g->ctx, g->mf_acc);
+    vox_free(g->ctx, g->mf_scratch);
     for (int i = 0; g->pool_arg && i < g->net->n_layers; i++)
         vox_free(g->ctx, g->pool_arg[i]);
     vox_free(g->ctx, g->pool_arg);
@@ -399,23 +399,22 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
         goto fail;
     for (int i = 0; i < net->n_layers; i++)
         if (net->layers[i].kind == VOX_NN_MAXFILTER) {
-            const int64_t *d = g->dims[net->layers[i].in[0]].shape;
-            g->mf_plane = d[1] * d[2] * d[3] > g->mf_plane ? d[1] * d[2] * d[3] : g->mf_plane;
+            const int64_t b = g->dims[net->layers[i].in[0]].shape[3] * (int64_t)sizeof(double);
+            g->mf_bytes = b > g->mf_bytes ? b : g->mf_bytes;
         }
     if (!(g->pool_arg = vox_calloc(ctx, n, sizeof *g->pool_arg)))
         goto fail;
     for (int i = 0; i < net->n_layers; i++) {
         const struct vox_nn_layer *l = &net->layers[i];
         const int64_t *d = g->dims[i].shape;
-        if (l->kind == VOX_NN_POOL &&
+        if ((l->kind == VOX_NN_POOL || l->kind == VOX_NN_MAXFILTER) &&
             l->kernel[0] * l->kernel[1] * l->kernel[2] <= VOX_NN_POOL_TAPS &&
             !(g->pool_arg[i] = vox_alloc(ctx, (size_t)(d[0] * d[1] * d[2] * d[3]))))
             goto fail;
     }
     g->mf_threads = vox_ctx_threads(ctx) > 0 ? vox_ctx_threads(ctx) : 1;
     s = VOX_OUT_OF_MEMORY;
-    if (g->mf_plane &&
-        !(g->mf_acc = vox_alloc(ctx, (size_t)(g->mf_threads * g->mf_plane) * sizeof(double))))
+    if (g->mf_bytes && !(g->mf_scratch = vox_alloc(ctx, (size_t)(g->mf_threads * g->mf_bytes))))
         goto fail;
     *g_out = g;
     return VOX_OK;
@@ -509,9 +508,9 @@ struct chan_job {
     struct vox_tensor *out;
     const int64_t *window, *dilation;
     enum vox_nn_act act;
-    double *acc; /* max-filter backward: acc_n doubles per thread */
-    int64_t acc_n;
-    uint8_t *arg; /* max-pooling: the argmax taps of the output, or NULL (reference twins) */
+    uint8_t *scratch; /* max-filter backward: scratch_n bytes per thread */
+    int64_t scratch_n;
+    uint8_t *arg; /* max-pooling, max-filter: the output's argmax taps, or NULL (reference twins) */
     unsigned set; /* backward ops: bit k: write gins[k] (or out, bit 0) with =, not += */
     unsigned skip; /* CHAN_ADD_BACKWARD: bit k: gins[k] not written (it takes a's buffer) */
     const struct vox_nn_layer *layer;                          /* CHAN_PLAIN */
@@ -668,12 +667,17 @@ static void chan_planes(void *arg, const int64_t lo[3], const int64_t hi[3], int
             else if (j->act != VOX_ACT_LINEAR)
                 vox_nn_ref_act_backward(&a, &out, j->act, &out);
             break;
-        case CHAN_MAXFILTER:
-            vox_nn_ref_maxfilter(&a, j->window, j->dilation, &out);
+        case CHAN_MAXFILTER: /* out: the filtered plane */
+            vox_nn_plane_maxfilter(&a, j->window, j->dilation, &out,
+                                   j->arg ? j->arg + nc * vox_tensor_numel(&out) : NULL);
             break;
-        case CHAN_MAXFILTER_BACKWARD:
-            vox_nn_maxfilter_backward_scatter(&a, &b, j->window, j->dilation,
-                                              j->acc + tid * j->acc_n, &out);
+        case CHAN_MAXFILTER_BACKWARD: /* b: the filtered plane's gradient */
+            if (j->arg)
+                vox_nn_plane_maxfilter_backward(
+                    &b, j->window, j->dilation, j->arg + nc * vox_tensor_numel(&b),
+                    (double *)(void *)(j->scratch + tid * j->scratch_n), &out);
+            else /* tap numbers past a byte: none kept */
+                vox_nn_ref_maxfilter_backward(&a, &b, j->window, j->dilation, &out);
             break;
         case CHAN_PLAIN:
         case CHAN_ADD_BACKWARD:
@@ -752,7 +756,8 @@ static void forward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *w
                                           .a = in,
                                           .out = out,
                                           .window = l->kernel,
-                                          .dilation = l->dilation});
+                                          .dilation = l->dilation,
+                                          .arg = g->pool_arg[i]});
         break;
     case VOX_NN_CONCAT:
         vox_nn_ref_plain(l, ins, out);
@@ -1038,8 +1043,9 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
                                     .out = gin,
                                     .window = l->kernel,
                                     .dilation = l->dilation,
-                                    .acc = g->mf_acc,
-                                    .acc_n = g->mf_plane});
+                                    .arg = g->pool_arg[i],
+                                    .scratch = g->mf_scratch,
+                                    .scratch_n = g->mf_bytes});
         break;
     case VOX_NN_UPSAMPLE:
         chan_run(pool,

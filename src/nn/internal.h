@@ -53,9 +53,9 @@ static inline void vox_nn_crop_lo(const struct vox_nn_layer *l, const int64_t in
 }
 
 /* The training graph's plane passes (train_ops.c), bitwise equal to their reference twins
- * (vox_nn_ref_maxpool, vox_nn_ref_maxpool_backward, vox_nn_ref_maxfilter_backward): in, out,
- * gout and gin are (N, C, Z, Y, X); the max-pooling ones take one plane (N = C = 1); acc is
- * scratch of one double per element of gin. */
+ * (vox_nn_ref_maxpool, vox_nn_ref_maxpool_backward, vox_nn_ref_maxfilter,
+ * vox_nn_ref_maxfilter_backward): in, out, gout and gin are (N, C, Z, Y, X); the max-pooling
+ * ones take one plane (N = C = 1). */
 /* Max-pooling windows of at most this many taps keep their argmax (arg: one tap number per
  * output, scan order) for the adjoint; larger ones use the reference twins. */
 #define VOX_NN_POOL_TAPS 255
@@ -67,9 +67,14 @@ void vox_nn_plane_maxpool_backward(const struct vox_tensor *gout, const int64_t 
  * +=, zeros where no window took it), one pass with no zeroing before. */
 void vox_nn_plane_maxpool_backward_set(const struct vox_tensor *gout, const int64_t w[3],
                                        const uint8_t *arg, struct vox_tensor *gin);
-void vox_nn_maxfilter_backward_scatter(const struct vox_tensor *in, const struct vox_tensor *gout,
-                                       const int64_t w[3], const int64_t dil[3], double *acc,
-                                       struct vox_tensor *gin);
+/* The max-filter (vox_nn_ref_maxfilter's bits) keeping its argmax taps in arg (one byte per
+ * output; NULL: not kept), windows of at most VOX_NN_POOL_TAPS taps; its adjoint from them
+ * (vox_nn_ref_maxfilter_backward's bits: gin += ...), acc scratch of gin's x extent doubles. */
+void vox_nn_plane_maxfilter(const struct vox_tensor *in, const int64_t w[3], const int64_t dil[3],
+                            struct vox_tensor *out, uint8_t *arg);
+void vox_nn_plane_maxfilter_backward(const struct vox_tensor *gout, const int64_t w[3],
+                                     const int64_t dil[3], const uint8_t *arg, double *acc,
+                                     struct vox_tensor *gin);
 
 /* The layers that the reference forward pass (forward.c) and the training graph (graph.c)
  * run alike: upsample, crop, add, concat, act, output; other kinds do nothing. */

@@ -1,36 +1,19 @@
 /*
  * train_ops.c: the training graph's passes over one channel plane (Z, Y, X) at a time (graph.c
- * runs the planes over the pool): max-pooling and its adjoint, and the max-filter's adjoint.
+ * runs the planes over the pool): max-pooling and its adjoint, the max-filter and its adjoint.
  *
  * Key idea: the reference layers (ref_ops.c, ref_backward_ops.c) compute a 5-D index per tap
  * and, for the max-filter's adjoint, one window argmax per (input, tap); here each window is a
- * pointer walk and the max-filter's adjoint takes one argmax per output and scatters. Every
+ * pointer walk (the max-filter's rows four lanes at a time). Max-pooling and the max-filter
+ * keep each window's argmax (a tap number, one byte per output) for their adjoints, which then
+ * read no input; the max-filter's adjoint gathers per input in the reference's order. Every
  * function makes the same comparisons and the same sums in the same order as its reference
- * twin, so the results are bitwise equal (tests/test_train.c checks it). Max-pooling keeps
- * each window's argmax (a tap number, one byte per output) for its adjoint, which then reads
- * no input.
+ * twin, so the results are bitwise equal (tests/test_train.c checks it).
  */
 #include "internal.h"
 
 #include <float.h>
 #include <string.h>
-
-/* The offset (from p) of the first maximum in scan order of the window with taps at
- * p + a*st[0] + b*st[1] + d*st[2]; 0 when no value exceeds -FLT_MAX (the reference keeps the
- * window's origin then too). */
-static inline int64_t argmax_at(const float *p, const int64_t st[3], const int64_t w[3])
-{
-    float m = -FLT_MAX;
-    int64_t at = 0;
-    for (int64_t a = 0; a < w[0]; a++)
-        for (int64_t b = 0; b < w[1]; b++)
-            for (int64_t d = 0; d < w[2]; d++) {
-                int64_t off = a * st[0] + b * st[1] + d * st[2];
-                if (p[off] > m)
-                    m = p[off], at = off;
-            }
-    return at;
-}
 
 /* The offsets of a window's taps in scan order; their count (at most VOX_NN_POOL_TAPS). */
 static int tap_offsets(const int64_t w[3], const int64_t st[3], int64_t off[VOX_NN_POOL_TAPS])
@@ -154,29 +137,138 @@ void vox_nn_plane_maxpool_backward_set(const struct vox_tensor *gout, const int6
         }
 }
 
-/* The taps t of input p come from the outputs q = p - t*d, so q descending in C order is t
- * ascending in scan order for every p: scattering acc[argmax(q)] += gout[q] over q from the
- * last adds each input's terms in the reference's order. */
-void vox_nn_maxfilter_backward_scatter(const struct vox_tensor *in, const struct vox_tensor *gout,
-                                       const int64_t w[3], const int64_t dil[3], double *acc,
-                                       struct vox_tensor *gin)
+/* Four lanes of SSE2 (any x86-64), written with GCC vectors: these passes move memory, so the
+ * width matters less than leaving the index arithmetic of the reference behind. */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+/* m = v > m ? v : m lane by lane (the reference's comparison: a NaN never wins, -0 keeps +0) */
+static inline v4f max_keep(v4f v, v4f m, v4i *gt)
 {
-    const int64_t *is = in->shape + 2, *os = gout->shape + 2;
-    const int64_t planes = gout->shape[0] * gout->shape[1], ivol = is[0] * is[1] * is[2];
-    const int64_t st[3] = {dil[0] * is[1] * is[2], dil[1] * is[2], dil[2]};
-    memset(acc, 0, (size_t)(planes * ivol) * sizeof *acc);
-    for (int64_t pl = planes - 1; pl >= 0; pl--) {
-        const float *ip = (const float *)in->data + pl * ivol;
-        const float *gp = (const float *)gout->data + pl * os[0] * os[1] * os[2];
-        double *ap = acc + pl * ivol;
-        for (int64_t z = os[0] - 1; z >= 0; z--)
-            for (int64_t y = os[1] - 1; y >= 0; y--)
-                for (int64_t x = os[2] - 1; x >= 0; x--) {
-                    int64_t o = (z * is[1] + y) * is[2] + x;
-                    ap[o + argmax_at(ip + o, st, w)] += gp[(z * os[1] + y) * os[2] + x];
+    *gt = v > m;
+    return (v4f)((*gt & (v4i)v) | (~*gt & (v4i)m));
+}
+
+/* Row r (n floats) of the max-filter's output: the taps' input rows maxed in scan order from
+ * -FLT_MAX; with `arg`, the winning tap's number per output (0 when none beats -FLT_MAX). */
+static void filter_row(const float *ip, const int64_t st[3], const int64_t w[3], int64_t n,
+                       float *r, uint8_t *arg)
+{
+    int64_t x = 0;
+    for (; x + 4 <= n; x += 4) {
+        v4f m = (v4f){0} - FLT_MAX;
+        v4i at = {0}, gt;
+        int t = 0;
+        for (int64_t a = 0; a < w[0]; a++)
+            for (int64_t b = 0; b < w[1]; b++)
+                for (int64_t d = 0; d < w[2]; d++, t++) {
+                    v4f v;
+                    memcpy(&v, ip + a * st[0] + b * st[1] + d * st[2] + x, sizeof v);
+                    m = max_keep(v, m, &gt);
+                    at = (gt & t) | (~gt & at);
                 }
+        memcpy(r + x, &m, sizeof m);
+        for (int k = 0; arg && k < 4; k++)
+            arg[x + k] = (uint8_t)at[k];
     }
-    float *g = gin->data;
-    for (int64_t e = 0; e < planes * ivol; e++)
-        g[e] = (float)(g[e] + acc[e]);
+    for (; x < n; x++) {
+        float m = -FLT_MAX;
+        int t = 0, at = 0;
+        for (int64_t a = 0; a < w[0]; a++)
+            for (int64_t b = 0; b < w[1]; b++)
+                for (int64_t d = 0; d < w[2]; d++, t++) {
+                    const float v = ip[a * st[0] + b * st[1] + d * st[2] + x];
+                    if (v > m)
+                        m = v, at = t;
+                }
+        r[x] = m;
+        if (arg)
+            arg[x] = (uint8_t)at;
+    }
+}
+
+void vox_nn_plane_maxfilter(const struct vox_tensor *in, const int64_t w[3], const int64_t dil[3],
+                            struct vox_tensor *out, uint8_t *arg)
+{
+    const int64_t *is = in->shape + 2, *os = out->shape + 2;
+    const int64_t planes = out->shape[0] * out->shape[1], ivol = is[0] * is[1] * is[2];
+    const int64_t ovol = os[0] * os[1] * os[2];
+    const int64_t st[3] = {dil[0] * is[1] * is[2], dil[1] * is[2], dil[2]};
+    for (int64_t pl = 0; pl < planes; pl++)
+        for (int64_t z = 0; z < os[0]; z++)
+            for (int64_t y = 0; y < os[1]; y++) {
+                const int64_t o = pl * ovol + (z * os[1] + y) * os[2];
+                filter_row((const float *)in->data + pl * ivol + (z * is[1] + y) * is[2], st, w,
+                           os[2], (float *)out->data + o, arg ? arg + o : NULL);
+            }
+}
+
+typedef double v2d __attribute__((vector_size(16)));
+typedef int64_t v2l __attribute__((vector_size(16)));
+typedef float v2f __attribute__((vector_size(8)));
+
+/* acc[x] += gr[x] where ar[x] == t, two doubles at a time (branch-free: which tap won is data) */
+static void gather_tap(const uint8_t *ar, const float *gr, uint8_t t, int64_t n, double *acc)
+{
+    int64_t x = 0;
+    for (; x + 2 <= n; x += 2) {
+        const v2l hit = {-(int64_t)(ar[x] == t), -(int64_t)(ar[x + 1] == t)};
+        v2f f;
+        v2d a;
+        memcpy(&f, gr + x, sizeof f);
+        memcpy(&a, acc + x, sizeof a);
+        a += (v2d)((v2l) __builtin_convertvector(f, v2d) & hit);
+        memcpy(acc + x, &a, sizeof a);
+    }
+    for (; x < n; x++)
+        acc[x] += ar[x] == t ? (double)gr[x] : 0.0;
+}
+
+/* g[x] = (float)(g[x] + acc[x]) */
+static void add_row(const double *acc, int64_t n, float *g)
+{
+    int64_t x = 0;
+    for (; x + 2 <= n; x += 2) {
+        v2f f;
+        v2d a;
+        memcpy(&f, g + x, sizeof f);
+        memcpy(&a, acc + x, sizeof a);
+        f = __builtin_convertvector(__builtin_convertvector(f, v2d) + a, v2f);
+        memcpy(g + x, &f, sizeof f);
+    }
+    for (; x < n; x++)
+        g[x] = (float)(g[x] + acc[x]);
+}
+
+/* Each input gathers, tap by tap in scan order, the gradients of the outputs q = p - t*d whose
+ * winner it was: the reference's sums in its order (a lost tap adds +0.0, which leaves a sum
+ * that started at +0.0 unchanged), one row of inputs at a time. */
+void vox_nn_plane_maxfilter_backward(const struct vox_tensor *gout, const int64_t w[3],
+                                     const int64_t dil[3], const uint8_t *arg, double *acc,
+                                     struct vox_tensor *gin)
+{
+    const int64_t *is = gin->shape + 2, *os = gout->shape + 2;
+    const int64_t planes = gout->shape[0] * gout->shape[1], ivol = is[0] * is[1] * is[2];
+    const int64_t ovol = os[0] * os[1] * os[2];
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const float *gp = (const float *)gout->data + pl * ovol;
+        const uint8_t *ap = arg + pl * ovol;
+        float *g = (float *)gin->data + pl * ivol;
+        for (int64_t z = 0; z < is[0]; z++)
+            for (int64_t y = 0; y < is[1]; y++) {
+                memset(acc, 0, (size_t)is[2] * sizeof *acc);
+                int t = 0;
+                for (int64_t a = 0; a < w[0]; a++)
+                    for (int64_t b = 0; b < w[1]; b++)
+                        for (int64_t d = 0; d < w[2]; d++, t++) {
+                            const int64_t qz = z - a * dil[0], qy = y - b * dil[1], sx = d * dil[2];
+                            if (qz < 0 || qy < 0 || qz >= os[0] || qy >= os[1] || sx >= is[2])
+                                continue;
+                            const int64_t q = (qz * os[1] + qy) * os[2];
+                            const int64_t n = sx + os[2] < is[2] ? os[2] : is[2] - sx;
+                            gather_tap(ap + q, gp + q, (uint8_t)t, n, acc + sx);
+                        }
+                add_row(acc, is[2], g + (z * is[1] + y) * is[2]);
+            }
+    }
 }
