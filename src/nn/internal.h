@@ -67,9 +67,10 @@ void vox_nn_plane_maxpool_backward(const struct vox_tensor *gout, const int64_t 
  * +=, zeros where no window took it), one pass with no zeroing before. */
 void vox_nn_plane_maxpool_backward_set(const struct vox_tensor *gout, const int64_t w[3],
                                        const uint8_t *arg, struct vox_tensor *gin);
-/* The max-filter (vox_nn_ref_maxfilter's bits) keeping its argmax taps in arg (one byte per
- * output; NULL: not kept), windows of at most VOX_NN_POOL_TAPS taps; its adjoint from them
- * (vox_nn_ref_maxfilter_backward's bits: gin += ...), acc scratch of gin's x extent doubles. */
+/* The max-filter (vox_nn_ref_maxfilter's bits), any window, keeping its argmax taps in arg
+ * (one byte per output; NULL: not kept; kept only for windows of at most VOX_NN_POOL_TAPS
+ * taps); its adjoint from them (vox_nn_ref_maxfilter_backward's bits: gin += ...), acc
+ * scratch of gin's x extent doubles. */
 void vox_nn_plane_maxfilter(const struct vox_tensor *in, const int64_t w[3], const int64_t dil[3],
                             struct vox_tensor *out, uint8_t *arg);
 void vox_nn_plane_maxfilter_backward(const struct vox_tensor *gout, const int64_t w[3],
