@@ -11,6 +11,7 @@
 #include "vox/vox.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -147,7 +148,19 @@ static const struct conv_case conv_cases[] = {
     /* a Winograd backward-weights of several blocks of tiles over several slots: each thread's
      * bands of the input start inside it (rows of tiles past the first) */
     {1, 16, 16, {4, 40, 72}, {3, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_ELU},
+    /* phase convs (PHASE_FIRST on; test_phase_taken): dilation 2, 3 (rows dealt one by one),
+     * 4 and 8 in y and x, extents that are not multiples of it, z taps folded into
+     * channels (2 planes; 3 at dilation 2 with same padding), same padding in y and x,
+     * several batch items, a dilation in y alone */
+    {1, 16, 16, {3, 20, 23}, {1, 3, 3}, {1, 2, 2}, false, true, VOX_ACT_RELU},
+    {2, 9, 16, {4, 17, 30}, {2, 3, 3}, {1, 4, 4}, false, true, VOX_ACT_ELU},
+    {1, 16, 17, {3, 13, 14}, {1, 3, 3}, {1, 2, 2}, true, true, VOX_ACT_LINEAR},
+    {1, 6, 16, {5, 11, 12}, {3, 3, 3}, {2, 2, 2}, true, false, VOX_ACT_LINEAR},
+    {1, 8, 16, {3, 30, 27}, {2, 3, 3}, {1, 8, 8}, false, true, VOX_ACT_RELU},
+    {1, 16, 16, {2, 17, 19}, {1, 3, 3}, {1, 3, 3}, false, true, VOX_ACT_ELU},
+    {1, 16, 16, {2, 12, 15}, {1, 3, 3}, {1, 2, 1}, false, false, VOX_ACT_LINEAR},
 };
+enum { PHASE_FIRST = 17 }; /* conv_cases from here on run on phase views */
 
 /* every conv kernel vs the reference; then again with backward-weights slabs of about two
  * z planes, so slab tails run, and Winograd bands of one row (or plane) of tiles each (same
@@ -184,6 +197,32 @@ static void test_conv_kernels(struct vox_ctx *ctx)
     CHECK(nf == 8 * ncase); /* 4 kernels, 2 passes */
     CHECK(nb == 0);
     vox_nn_train_fast_destroy(f);
+}
+
+/* The phase cases take the phase path (forward, backward-data added and set: 3 calls), and
+ * the cases before them do not; with VOX_TRAIN_PHASE=0 none does. */
+static void test_phase_taken(struct vox_ctx *ctx)
+{
+    const int64_t ncase = (int64_t)(sizeof conv_cases / sizeof conv_cases[0]);
+    for (int off = 0; off < 2; off++) {
+        if (off)
+            setenv("VOX_TRAIN_PHASE", "0", 1);
+        struct vox_nn_train_fast *f = NULL;
+        CHECK_OK(vox_nn_train_fast_create(ctx, &f));
+        for (int64_t i = 0; f && i < ncase; i++) {
+            const int64_t before = vox_nn_train_fast_phase_count(f);
+            struct conv_run r = {0};
+            run_conv(ctx, vox_nn_train_fast_kernels(f), &conv_cases[i], &r);
+            const int64_t want = !off && i >= PHASE_FIRST ? 3 : 0;
+            if (vox_nn_train_fast_phase_count(f) - before != want)
+                fprintf(stderr, "  conv case %lld: %lld phase calls, expected %lld\n", (long long)i,
+                        (long long)(vox_nn_train_fast_phase_count(f) - before), (long long)want);
+            CHECK(vox_nn_train_fast_phase_count(f) - before == want);
+            free_run(ctx, &r);
+        }
+        vox_nn_train_fast_destroy(f);
+        unsetenv("VOX_TRAIN_PHASE");
+    }
 }
 
 /* deconv, its backward data and weights vs the reference */
@@ -838,7 +877,8 @@ static void test_trainer(struct vox_ctx *ctx)
     trainer_pair(ctx, bn_net_text, VOX_OPTIM_SGD);
 }
 
-VOX_TEST_MAIN(VOX_TEST(test_conv_kernels), VOX_TEST(test_deconv_kernels), VOX_TEST(test_threads),
-              VOX_TEST(test_fft_kernels), VOX_TEST(test_graph_threads),
-              VOX_TEST(test_graph_second_step), VOX_TEST(test_graph_acts),
-              VOX_TEST(test_graph_buffers), VOX_TEST(test_pool_conv_sparse), VOX_TEST(test_trainer))
+VOX_TEST_MAIN(VOX_TEST(test_conv_kernels), VOX_TEST(test_phase_taken),
+              VOX_TEST(test_deconv_kernels), VOX_TEST(test_threads), VOX_TEST(test_fft_kernels),
+              VOX_TEST(test_graph_threads), VOX_TEST(test_graph_second_step),
+              VOX_TEST(test_graph_acts), VOX_TEST(test_graph_buffers),
+              VOX_TEST(test_pool_conv_sparse), VOX_TEST(test_trainer))

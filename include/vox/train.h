@@ -83,6 +83,10 @@ const struct vox_nn_kernels *vox_nn_train_fast_kernels(const struct vox_nn_train
 /* Calls that ran a compiled kernel, and calls that fell back to the reference. */
 void vox_nn_train_fast_counts(const struct vox_nn_train_fast *f, int64_t *fast_out,
                               int64_t *fallback_out);
+/* Forward and backward-data calls run by Winograd on the conv's phase view (dilated convs,
+ * and z taps other than 1 and 3, folded into channels: src/nn/fast_phase.c;
+ * VOX_TRAIN_PHASE=0 turns it off). */
+int64_t vox_nn_train_fast_phase_count(const struct vox_nn_train_fast *f);
 /* The backward-weights slab: at most `floats` of the output gradient's channels-last copy at a
  * time (default 8 Mi; tests make it small to cover the slab tails). */
 void vox_nn_train_fast_set_slab(struct vox_nn_train_fast *f, int64_t floats);

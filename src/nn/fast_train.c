@@ -55,6 +55,9 @@ enum scratch_slot {
     SC_FFT1,
     SC_FFT2,
     SC_FFT3,
+    SC_PT, /* a phase conv's input view (or its gradient), its output view (or gout's), its */
+    SC_PO, /* folded weights: phase_conv */
+    SC_PW,
     SC_COUNT
 };
 
@@ -80,9 +83,11 @@ struct vox_nn_train_fast {
     int fft_mode;             /* vox_nn_train_fast_set_fft */
     int64_t fft_group;        /* vox_nn_train_fast_set_fft_group */
     bool no_wino;             /* VOX_TRAIN_WINO=0: direct nests only */
+    bool no_phase;            /* VOX_TRAIN_PHASE=0: no phase convs (phase_plan) */
     float *scratch[SC_COUNT]; /* see enum scratch_slot */
     int64_t scratch_n[SC_COUNT];
     int64_t n_fast, n_fallback;
+    int64_t n_phase;     /* convs run on phase views (vox_nn_train_fast_phase_count) */
     int64_t slab_floats; /* vox_nn_train_fast_set_slab */
     int64_t band_bytes;  /* vox_nn_train_fast_set_band */
 };
@@ -405,6 +410,141 @@ static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
     return true;
 }
 
+/* A conv that Winograd does not take as it is, a dilated one or one of z taps other than 1
+ * and 3, runs as a Winograd conv on its phase view (fast_phase.c): the input's y and x residue
+ * classes stacked along z with the z taps folded into channels, a 1x3x3 conv of dilation 1
+ * from fold * ci channels (the weights reordered to match), and the output's phases scattered
+ * back. VD2D3D's 1x3x3 convs at dilation 2 and 4 and its 2x3x3 ones at 1x8x8 ran as direct
+ * nests at 34-40 % of the core's peak. The copies cost a pass over the input and the output
+ * each. */
+struct phase_conv {
+    struct vox_nn_phase in, out; /* the input's view (z taps folded) and the output's */
+    int64_t lo[3];               /* the input view's offset inside the 1x3x3 conv's extent */
+    struct vox_tensor t, o, w;   /* the views and the folded weights as tensors (no data) */
+};
+
+static void tensor5(struct vox_tensor *t, const int64_t sh[5])
+{
+    memset(t, 0, sizeof *t);
+    t->dtype = VOX_F32;
+    t->rank = 5;
+    int64_t st = 1;
+    for (int a = 4; a >= 0; a--) {
+        t->shape[a] = sh[a];
+        t->strides[a] = st;
+        st *= sh[a];
+    }
+}
+
+/* pc = the phase conv of the conv from in (N, ci, ...) to out (N, co, q) with weights w,
+ * dilation dil and padding pad; false when it does not apply (see above: y and x taps 3, pads
+ * a multiple of their dilation) or Winograd would not take the sub-conv. */
+static bool phase_plan(const struct vox_nn_train_fast *f, const struct vox_tensor *in,
+                       const struct vox_tensor *w, const int64_t dil[3], const int64_t pad[3],
+                       const struct vox_tensor *out, struct phase_conv *pc)
+{
+    const int64_t *k = w->shape + 2;
+    const bool plain = dil[0] == 1 && dil[1] == 1 && dil[2] == 1 && (k[0] == 1 || k[0] == 3);
+    if (f->no_phase || plain || k[1] != 3 || k[2] != 3 || w->shape[1] != in->shape[1])
+        return false;
+    memset(pc, 0, sizeof *pc);
+    for (int a = 1; a < 3; a++) {
+        if (pad[a] % dil[a] != 0 || dil[a] > 64) /* fast_phase.c deals rows to 64 phases at most */
+            return false;
+        pc->lo[a] = pad[a] / dil[a];
+    }
+    const int64_t N = in->shape[0], C = in->shape[1], CO = out->shape[1];
+    struct vox_nn_phase *pi = &pc->in, *po = &pc->out;
+    *pi = (struct vox_nn_phase){
+        .n = N, .c = C, .d = {dil[1], dil[2]}, .fold = k[0], .dz = dil[0], .pz = pad[0]};
+    *po = (struct vox_nn_phase){.n = N, .c = CO, .d = {dil[1], dil[2]}, .fold = 1, .dz = 1};
+    /* a phase's rows and columns: whole tiles of F(4x4) (4 outputs, 6 inputs), so that with
+     * valid convs every tile is inside the views, none gathered with zeros (the tiles of a
+     * plane of VD2D3D's 1x8x8 phases, 10 x 10 outputs, are mostly at a border) */
+    for (int a = 0; a < 3; a++) {
+        pi->full[a] = in->shape[2 + a];
+        po->full[a] = out->shape[2 + a];
+        po->sub[a] = a ? 4 * cdiv(cdiv(po->full[a], dil[a]), 4) : po->full[0];
+        const int64_t reach = po->sub[a] + 2 - pc->lo[a], all = cdiv(pi->full[a], dil[a]);
+        pi->sub[a] = a ? (reach > all ? reach : all) : po->full[0];
+    }
+    const int64_t P = dil[1] * dil[2];
+    tensor5(&pc->t, (const int64_t[5]){N, k[0] * C, P * pi->sub[0], pi->sub[1], pi->sub[2]});
+    tensor5(&pc->o, (const int64_t[5]){N, CO, P * po->sub[0], po->sub[1], po->sub[2]});
+    tensor5(&pc->w, (const int64_t[5]){CO, k[0] * C, 1, 3, 3});
+    const int64_t one[3] = {1, 1, 1};
+    struct vox_nn_fast_conv c;
+    return wino_desc(f, k[0] * C, &pc->o, &pc->w, one, pc->lo, &c);
+}
+
+static int64_t numel(const struct vox_tensor *t)
+{
+    return t->shape[0] * t->shape[1] * vol3(t->shape + 2);
+}
+
+/* The scratch of pc's views and folded weights (the weights' only where z taps fold); false
+ * when memory is short. */
+static bool phase_bind(struct vox_nn_train_fast *f, struct phase_conv *pc)
+{
+    pc->t.data = scratch(f, SC_PT, numel(&pc->t));
+    pc->o.data = scratch(f, SC_PO, numel(&pc->o));
+    pc->w.data = pc->in.fold > 1 ? scratch(f, SC_PW, numel(&pc->w)) : NULL;
+    return pc->t.data && pc->o.data && (pc->in.fold == 1 || pc->w.data);
+}
+
+/* pc's folded weights (co, fold ci, 1, 3, 3) from w (co, ci, fold, 3, 3); w itself where
+ * nothing folds. */
+static void phase_weights(struct phase_conv *pc, const struct vox_tensor *w)
+{
+    const int64_t CO = pc->w.shape[0], C = pc->in.c, F = pc->in.fold;
+    if (F == 1) {
+        pc->w.data = w->data;
+        return;
+    }
+    const float *a = w->data;
+    float *b = pc->w.data;
+    for (int64_t o = 0; o < CO; o++)
+        for (int64_t c = 0; c < C; c++)
+            for (int64_t j = 0; j < F; j++)
+                memcpy(b + ((o * F + j) * C + c) * 9, a + ((o * C + c) * F + j) * 9, 9 * sizeof *b);
+}
+
+static bool phase_fwd(struct vox_nn_train_fast *f, struct vox_pool *pool,
+                      const struct vox_tensor *in, const struct vox_tensor *w,
+                      const struct vox_tensor *bias, const int64_t dil[3], const int64_t pad[3],
+                      enum vox_nn_act act, struct vox_tensor *out)
+{
+    struct phase_conv pc;
+    if (act == VOX_ACT_SOFTMAX || !phase_plan(f, in, w, dil, pad, out, &pc) || !phase_bind(f, &pc))
+        return false;
+    phase_weights(&pc, w);
+    const int64_t one[3] = {1, 1, 1};
+    vox_nn_phase_gather(pool, &pc.in, in->data, pc.t.data);
+    if (!wino_conv(f, pool, &pc.t, &pc.w, bias, one, pc.lo, act, &pc.o, false, false))
+        return false;
+    vox_nn_phase_scatter(pool, &pc.out, pc.o.data, out->data, false);
+    f->n_phase++;
+    return true;
+}
+
+/* gin (+)= the backward-data conv of gout as phase_fwd's adjoint */
+static bool phase_bd(struct vox_nn_train_fast *f, struct vox_pool *pool,
+                     const struct vox_tensor *gout, const struct vox_tensor *w,
+                     const int64_t dil[3], const int64_t pad[3], struct vox_tensor *gin, bool add)
+{
+    struct phase_conv pc;
+    if (!phase_plan(f, gin, w, dil, pad, gout, &pc) || !phase_bind(f, &pc))
+        return false;
+    phase_weights(&pc, w);
+    const int64_t one[3] = {1, 1, 1}, lo[3] = {0, 2 - pc.lo[1], 2 - pc.lo[2]};
+    vox_nn_phase_gather(pool, &pc.out, gout->data, pc.o.data);
+    if (!wino_conv(f, pool, &pc.o, &pc.w, NULL, one, lo, VOX_ACT_LINEAR, &pc.t, true, false))
+        return false;
+    vox_nn_phase_scatter(pool, &pc.in, pc.t.data, gin->data, add);
+    f->n_phase++;
+    return true;
+}
+
 /* The FFT conv of a layer with weights w (co, ci, k), dilation dil, input (N, ci, in) at pad
  * inside its padded extent and output (N, co, q): its forward (bd false) or its backward-data
  * (the adjoint: the output gradient, at ke - 1 - pad inside an extent of in + ke - 1, to the
@@ -518,7 +658,8 @@ static void fast_conv(void *self, struct vox_pool *pool, const struct vox_tensor
         f->n_fast++;
         return;
     }
-    if (wino_conv(f, pool, in, w, bias, dil, pad, act, out, false, false))
+    if (wino_conv(f, pool, in, w, bias, dil, pad, act, out, false, false) ||
+        phase_fwd(f, pool, in, w, bias, dil, pad, act, out))
         return;
     struct conv_shape s = {.co = out->shape[1], .ci = in->shape[1]};
     bool bordered = false;
@@ -583,7 +724,8 @@ static void conv_bd(struct vox_nn_train_fast *f, struct vox_pool *pool,
         f->n_fast++;
         return;
     }
-    if (wino_conv(f, pool, gout, w, NULL, dil, lo, VOX_ACT_LINEAR, gin, true, add))
+    if (wino_conv(f, pool, gout, w, NULL, dil, lo, VOX_ACT_LINEAR, gin, true, add) ||
+        phase_bd(f, pool, gout, w, dil, pad, gin, add))
         return;
     if (!add) /* the nest adds */
         vox_pool_zero(pool, gin->data, vox_tensor_nbytes(gin));
@@ -1201,6 +1343,8 @@ enum vox_status vox_nn_train_fast_create(struct vox_ctx *ctx, struct vox_nn_trai
     f->band_bytes = INT64_C(4) << 20;
     const char *e = getenv("VOX_TRAIN_WINO");
     f->no_wino = e && strcmp(e, "0") == 0;
+    e = getenv("VOX_TRAIN_PHASE");
+    f->no_phase = e && strcmp(e, "0") == 0;
     e = getenv("VOX_TRAIN_FFT"); /* 0: never, 1: every conv it can run (A/B runs) */
     f->fft_mode = e && strcmp(e, "0") == 0 ? -1 : e && strcmp(e, "1") == 0 ? 1 : 0;
     f->table = (struct vox_nn_kernels){f,
@@ -1268,6 +1412,11 @@ int vox_nn_train_fast_fft_count(const struct vox_nn_train_fast *f)
 const struct vox_nn_kernels *vox_nn_train_fast_kernels(const struct vox_nn_train_fast *f)
 {
     return &f->table;
+}
+
+int64_t vox_nn_train_fast_phase_count(const struct vox_nn_train_fast *f)
+{
+    return f->n_phase;
 }
 
 void vox_nn_train_fast_counts(const struct vox_nn_train_fast *f, int64_t *fast_out,
