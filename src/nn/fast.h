@@ -261,10 +261,10 @@ void vox_nn_bt_pack(struct vox_pool *pool, int isa, const struct vox_tensor *src
 void vox_nn_bt_pack_stream(struct vox_pool *pool, int isa, const struct vox_tensor *src,
                            struct vox_nn_bt *dst);
 
-/* The phase view of a conv (fast_phase.c): the full tensor (n, c, full) as a sub-tensor
- * (n, fold c, P sub[0], sub[1], sub[2]) of its d[0] x d[1] residue classes in y and x (P of
- * them, stacked along z) with `fold` copies of the channels, copy j shifted by j dz - pz
- * planes. */
+/* The phase view of a conv (fast_phase.c): the full tensor (n, c, full) as a view (n, fold c,
+ * sub[0] P, sub[1], sub[2]) of its d[0] x d[1] residue classes in y and x (P of them, plane
+ * z P + r holding phase r of plane z) with `fold` copies of the channels, copy j shifted by
+ * j dz - pz planes. */
 struct vox_nn_phase {
     int64_t n, c, full[3];
     int64_t d[2];   /* the y and x dilation: phases */
@@ -272,11 +272,13 @@ struct vox_nn_phase {
     int64_t dz, pz; /* their z dilation and the conv's z padding */
     int64_t sub[3]; /* a phase's extents: planes, rows, columns */
 };
-/* sub = the phase view of full (0 where a phase's position is outside full). */
-void vox_nn_phase_gather(struct vox_pool *pool, const struct vox_nn_phase *ph, const float *full,
-                         float *sub);
-/* full = (or += with `add`) the adjoint of the gather: each position the sum of the sub
- * values gathered from it, copies in ascending order. */
+/* dst (c, blk set; its extents set here) = the box [lo, hi) of batch entry n of the view of
+ * full, packed as vox_nn_bt_pack packs (0 where the view's position is outside full). */
+void vox_nn_phase_pack(struct vox_pool *pool, int isa, const struct vox_nn_phase *ph,
+                       const float *full, int64_t n, const int64_t lo[3], const int64_t hi[3],
+                       struct vox_nn_bt *dst);
+/* full = (or += with `add`) the adjoint of the view, from the view written out planar (sub):
+ * each position the sum of the view's values taken from it, copies in ascending order. */
 void vox_nn_phase_scatter(struct vox_pool *pool, const struct vox_nn_phase *ph, const float *sub,
                           float *full, bool add);
 

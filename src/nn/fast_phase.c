@@ -7,53 +7,28 @@
  * (ry, rx), each a plane of every d-th row and column, are dense convs of their own with the
  * same kernel undilated; and a kernel's z taps, where they are folded, become channels: the
  * copy for tap j holds the input shifted by j dz planes, so the kernel left is one plane deep.
- * The sub-tensor stacks the phases along z (phase r's planes at r Zs .. r Zs + Zs - 1): a
- * kernel one plane deep never mixes planes, so the phases run as one conv of P Zs planes.
+ * The view stacks the phases along z, each plane's P phases side by side (plane z P + r is
+ * phase r of plane z): a kernel one plane deep never mixes planes, so the phases run as one
+ * conv of Zs P planes, and a band of consecutive planes cuts its phases from the same input
+ * planes.
  *
- *   gather:  sub[n, j C + c, r Zs + z, y', x'] = full[n, c, z + j dz - pz, ry + dy y', rx + dx x']
- *            (0 outside full)
- *   scatter: its adjoint: full[n, c, z, y, x] (+)= sum over j (ascending) of the sub values
- *            gathered from there (those inside sub)
+ *   pack:    view[n, j C + c, z P + r, y', x'] = full[n, c, z + j dz - pz, ry + dy y', rx + dx x']
+ *            (0 outside full), straight into a Winograd band's blocked layout (the view is
+ *            never written out whole)
+ *   scatter: the adjoint, from a view in memory: full[n, c, z, y, x] (+)= the sum over j
+ *            (ascending) of the view's values packed from there
  *
- * Both are copies over planes of the destination on the pool, each written by one thread
- * (sums in a fixed order: the same bits for any thread count).
+ * Both run on the pool, each output row written by one thread (sums in a fixed order: the
+ * same bits for any thread count).
  */
 #include "fast.h"
 
 #include <string.h>
 #include <xmmintrin.h> /* SSE, the baseline: these copies are bound by memory, not lanes */
 
-/* d[rx][x] = s[rx + dx x] for x < m (0 where rx + dx x >= n), rx < dx: one row dealt to its
- * phases. Groups of 4 x by 4 x 4 transposes where dx is a multiple of 4, pairs of vectors
- * split where it is 2. */
-static void deal_row(const float *s, int64_t n, int64_t dx, float *const *d, int64_t m)
-{
-    int64_t x = 0;
-    const int64_t whole = n / dx < m ? n / dx : m; /* x whose every phase is inside the row */
-    if (dx % 4 == 0)
-        for (; x + 4 <= whole; x += 4)
-            for (int64_t c = 0; c < dx; c += 4) {
-                __m128 r0 = _mm_loadu_ps(s + x * dx + c), r1 = _mm_loadu_ps(s + (x + 1) * dx + c);
-                __m128 r2 = _mm_loadu_ps(s + (x + 2) * dx + c);
-                __m128 r3 = _mm_loadu_ps(s + (x + 3) * dx + c);
-                _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
-                _mm_storeu_ps(d[c] + x, r0);
-                _mm_storeu_ps(d[c + 1] + x, r1);
-                _mm_storeu_ps(d[c + 2] + x, r2);
-                _mm_storeu_ps(d[c + 3] + x, r3);
-            }
-    else if (dx == 2)
-        for (; x + 4 <= whole; x += 4) {
-            __m128 a = _mm_loadu_ps(s + 2 * x), b = _mm_loadu_ps(s + 2 * x + 4);
-            _mm_storeu_ps(d[0] + x, _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
-            _mm_storeu_ps(d[1] + x, _mm_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
-        }
-    for (int64_t rx = 0; rx < dx; rx++)
-        for (int64_t k = x; k < m; k++)
-            d[rx][k] = rx + dx * k < n ? s[rx + dx * k] : 0.0f;
-}
-
-/* The reverse: q[rx + dx x] = (or += with `add`) d[rx][x] for rx + dx x < n. */
+/* q[rx + dx x] = (or += with `add`) d[rx][x] for rx + dx x < n, rx < dx: a row merged from
+ * its phases. Groups of 4 x by 4 x 4 transposes where dx is a multiple of 4, pairs of vectors
+ * interleaved where it is 2. */
 static void merge_row(float *q, int64_t n, int64_t dx, const float *const *d, bool add)
 {
     int64_t x = 0;
@@ -91,56 +66,75 @@ static void merge_row(float *q, int64_t n, int64_t dx, const float *const *d, bo
         q[k] = add ? q[k] + d[k % dx][k / dx] : d[k % dx][k / dx];
 }
 
-struct phase_job {
+struct pack_job {
+    const struct vox_nn_phase *ph;
+    const float *full;
+    const struct vox_nn_pack_fns *pk;
+    int64_t n, lo[3];
+    const struct vox_nn_bt *dst;
+};
+
+enum { CHUNK = 128 }; /* x per pass of a row: 16 rows of it on the stack */
+
+/* Rows y [lo0, hi0) of blocks [lo1, hi1) and planes [lo2, hi2) of the box: per row, each
+ * lane's channel row of the phase cut from its input row (dx floats apart), then the blocked
+ * layout's register transposes. */
+static void pack_task(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
+{
+    (void)tid;
+    const struct pack_job *jb = arg;
+    const struct vox_nn_phase *ph = jb->ph;
+    const struct vox_nn_bt *o = jb->dst;
+    const int64_t *F = ph->full, dy = ph->d[0], dx = ph->d[1], P = dy * dx, L = o->blk;
+    const int64_t FC = ph->fold * ph->c, nx = o->s[2];
+    float tmp[16][CHUNK];
+    const float *rows[16];
+    for (int64_t cb = lo[1]; cb < hi[1]; cb++)
+        for (int64_t pz = lo[2]; pz < hi[2]; pz++) {
+            const int64_t p = jb->lo[0] + pz, z = p / P, ry = p % P / dx, rx = p % P % dx;
+            for (int64_t y = lo[0]; y < hi[0]; y++) {
+                const int64_t yf = ry + dy * (jb->lo[1] + y);
+                float *d = o->data + ((cb * o->s[0] + pz) * o->s[1] + y) * nx * L;
+                for (int64_t x0 = 0; x0 < nx; x0 += CHUNK) {
+                    const int64_t m = nx - x0 < CHUNK ? nx - x0 : CHUNK;
+                    const int64_t xf0 = rx + dx * (jb->lo[2] + x0); /* x0's input column */
+                    const int64_t in = xf0 < F[2] ? (F[2] - xf0 + dx - 1) / dx : 0;
+                    const int64_t mi = in < m ? in : m;
+                    for (int64_t l = 0; l < L; l++) {
+                        const int64_t ch = cb * L + l, zf = z + ch / ph->c * ph->dz - ph->pz;
+                        rows[l] = NULL; /* zeros */
+                        if (ch >= FC || zf < 0 || zf >= F[0] || yf >= F[1])
+                            continue;
+                        const float *src =
+                            jb->full +
+                            (((jb->n * ph->c + ch % ph->c) * F[0] + zf) * F[1] + yf) * F[2] + xf0;
+                        for (int64_t x = 0; x < mi; x++)
+                            tmp[l][x] = src[x * dx];
+                        for (int64_t x = mi; x < m; x++)
+                            tmp[l][x] = 0.0f;
+                        rows[l] = tmp[l];
+                    }
+                    jb->pk->pack(rows, d + x0 * L, m);
+                }
+            }
+        }
+}
+
+struct scatter_job {
     const struct vox_nn_phase *ph;
     const float *src;
     float *dst;
     bool add;
 };
 
-/* Sub-planes: index (n, j C + c, z); each reads one plane of full (in the caches while its
- * P phases are cut from it). Source rows are read whole and dealt to the phases. */
-static void gather_planes(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
-{
-    (void)tid;
-    const struct phase_job *jb = arg;
-    const struct vox_nn_phase *ph = jb->ph;
-    const int64_t *F = ph->full, *S = ph->sub, dy = ph->d[0], dx = ph->d[1];
-    const int64_t P = dy * dx, step = S[0] * S[1] * S[2], FC = ph->fold * ph->c;
-    for (int64_t u = lo[0]; u < hi[0]; u++) {
-        const int64_t z = u % S[0], ch = (u / S[0]) % FC, n = u / (S[0] * FC);
-        const int64_t j = ch / ph->c, c = ch % ph->c, zf = z + j * ph->dz - ph->pz;
-        float *base = jb->dst + (n * FC + ch) * P * step + z * S[1] * S[2];
-        if (zf < 0 || zf >= F[0]) {
-            for (int64_t r = 0; r < P; r++)
-                memset(base + r * step, 0, (size_t)(S[1] * S[2]) * sizeof(float));
-            continue;
-        }
-        const float *plane = jb->src + ((n * ph->c + c) * F[0] + zf) * F[1] * F[2];
-        float *d[64];
-        for (int64_t ry = 0; ry < dy; ry++)
-            for (int64_t ys = 0; ys < S[1]; ys++) {
-                const int64_t yf = ry + dy * ys;
-                for (int64_t rx = 0; rx < dx; rx++)
-                    d[rx] = base + (ry * dx + rx) * step + ys * S[2];
-                if (yf < F[1])
-                    deal_row(plane + yf * F[2], F[2], dx, d, S[2]);
-                else
-                    for (int64_t rx = 0; rx < dx; rx++)
-                        memset(d[rx], 0, (size_t)S[2] * sizeof(float));
-            }
-    }
-}
-
-/* Planes of full: index (n, c, z); rows written phase by phase (every x of a row is in
- * exactly one phase: sub's extents are full's divided by d, rounded up). */
+/* Planes of full: index (n, c, z); rows merged from their phases (every x of a row is in
+ * exactly one phase: the view's extents are full's divided by d, rounded up, or more). */
 static void scatter_planes(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
 {
     (void)tid;
-    const struct phase_job *jb = arg;
+    const struct scatter_job *jb = arg;
     const struct vox_nn_phase *ph = jb->ph;
-    const int64_t *F = ph->full, *S = ph->sub, dy = ph->d[0], dx = ph->d[1];
-    const int64_t P = dy * dx, step = S[0] * S[1] * S[2];
+    const int64_t *F = ph->full, *S = ph->sub, dy = ph->d[0], dx = ph->d[1], P = dy * dx;
     for (int64_t u = lo[0]; u < hi[0]; u++) {
         const int64_t z = u % F[0], c = (u / F[0]) % ph->c, n = u / (F[0] * ph->c);
         float *plane = jb->dst + u * F[1] * F[2];
@@ -149,13 +143,14 @@ static void scatter_planes(void *arg, const int64_t lo[3], const int64_t hi[3], 
             const int64_t zs = z - j * ph->dz + ph->pz;
             if (zs < 0 || zs >= S[0])
                 continue;
+            /* phase r of plane zs: view plane zs P + r */
             const float *base =
-                jb->src + ((n * ph->fold + j) * ph->c + c) * P * step + zs * S[1] * S[2];
+                jb->src + (((n * ph->fold + j) * ph->c + c) * S[0] + zs) * P * S[1] * S[2];
             const float *d[64];
             for (int64_t y = 0; y < F[1]; y++) {
                 const int64_t ry = y % dy, ys = y / dy;
                 for (int64_t rx = 0; rx < dx; rx++)
-                    d[rx] = base + (ry * dx + rx) * step + ys * S[2];
+                    d[rx] = base + ((ry * dx + rx) * S[1] + ys) * S[2];
                 merge_row(plane + y * F[2], F[2], dx, d, !first);
             }
             first = false;
@@ -165,18 +160,27 @@ static void scatter_planes(void *arg, const int64_t lo[3], const int64_t hi[3], 
     }
 }
 
-void vox_nn_phase_gather(struct vox_pool *pool, const struct vox_nn_phase *ph, const float *full,
-                         float *sub)
+void vox_nn_phase_pack(struct vox_pool *pool, int isa, const struct vox_nn_phase *ph,
+                       const float *full, int64_t n, const int64_t lo[3], const int64_t hi[3],
+                       struct vox_nn_bt *dst)
 {
-    struct phase_job jb = {ph, full, sub, false};
-    const int64_t units[3] = {ph->n * ph->fold * ph->c * ph->sub[0], 1, 1}, tile[3] = {1, 1, 1};
-    vox_pool_for(pool, units, tile, VOX_SCHED_STATIC, gather_planes, &jb);
+    struct pack_job jb = {ph, full, vox_nn_pack_fns_for(isa), n, {lo[0], lo[1], lo[2]}, dst};
+    for (int a = 0; a < 3; a++)
+        dst->s[a] = hi[a] - lo[a];
+    if (dst->s[0] <= 0 || dst->s[1] <= 0 || dst->s[2] <= 0)
+        return;
+    /* vox_nn_bt_pack's schedule: rows over the threads, affine (a thread packs the rows whose
+     * tiles it runs) */
+    const int64_t ny = dst->s[1], per = ny / (4 * vox_pool_threads(pool));
+    const int64_t cnt[3] = {ny, vox_nn_bt_blocks(dst), dst->s[0]},
+                  tile[3] = {per > 1 ? per : 1, 0, 0};
+    vox_pool_for(pool, cnt, tile, VOX_SCHED_AFFINE, pack_task, &jb);
 }
 
 void vox_nn_phase_scatter(struct vox_pool *pool, const struct vox_nn_phase *ph, const float *sub,
                           float *full, bool add)
 {
-    struct phase_job jb = {ph, sub, full, add};
+    struct scatter_job jb = {ph, sub, full, add};
     const int64_t units[3] = {ph->n * ph->c * ph->full[0], 1, 1}, tile[3] = {1, 1, 1};
     vox_pool_for(pool, units, tile, VOX_SCHED_STATIC, scatter_planes, &jb);
 }

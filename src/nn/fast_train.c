@@ -55,8 +55,7 @@ enum scratch_slot {
     SC_FFT1,
     SC_FFT2,
     SC_FFT3,
-    SC_PT, /* a phase conv's input view (or its gradient), its output view (or gout's), its */
-    SC_PO, /* folded weights: phase_conv */
+    SC_PT, /* the view a phase conv writes out (phase_bind) and its folded weights */
     SC_PW,
     SC_COUNT
 };
@@ -357,10 +356,11 @@ static void band_pack(struct vox_pool *pool, int isa, const struct vox_tensor *i
  * The weights are transformed at every call (they change every step). false: the conv does
  * not qualify or memory is short, and the caller runs the direct nest. Each output is one
  * tile's, with a fixed order of sums: the same bits for any thread count. */
-static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
-                      const struct vox_tensor *in, const struct vox_tensor *w,
-                      const struct vox_tensor *bias, const int64_t dil[3], const int64_t lo[3],
-                      enum vox_nn_act act, struct vox_tensor *out, bool bwd, bool add)
+static bool wino_conv_from(struct vox_nn_train_fast *f, struct vox_pool *pool,
+                           const struct vox_tensor *in, const struct vox_nn_phase *ph,
+                           const float *full, const struct vox_tensor *w,
+                           const struct vox_tensor *bias, const int64_t dil[3], const int64_t lo[3],
+                           enum vox_nn_act act, struct vox_tensor *out, bool bwd, bool add)
 {
     const int isa = (int)vox_ctx_cpu(f->ctx)->isa;
     const int64_t L = isa == VOX_ISA_AVX512 ? 16 : 8;
@@ -402,12 +402,23 @@ static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
         for (int64_t k = 0; k < nbands; k++) {
             vox_nn_wino_band(wn, is, f->band_bytes, k, &t0, &t1, blo, bhi);
             struct vox_nn_bt bt = {.data = buf, .n = 1, .c = c.cin, .blk = L};
-            band_pack(pool, isa, in, b, blo, bhi, &bt, false);
+            if (ph)
+                vox_nn_phase_pack(pool, isa, ph, full, b, blo, bhi, &bt);
+            else
+                band_pack(pool, isa, in, b, blo, bhi, &bt, false);
             vox_nn_wino_run_tiles(wn, pool, &bt, blo, t0, t1, add ? &ob : NULL, &ob);
         }
     }
     f->n_fast++;
     return true;
+}
+
+static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
+                      const struct vox_tensor *in, const struct vox_tensor *w,
+                      const struct vox_tensor *bias, const int64_t dil[3], const int64_t lo[3],
+                      enum vox_nn_act act, struct vox_tensor *out, bool bwd, bool add)
+{
+    return wino_conv_from(f, pool, in, NULL, NULL, w, bias, dil, lo, act, out, bwd, add);
 }
 
 /* A conv that Winograd does not take as it is, a dilated one or one of z taps other than 1
@@ -482,14 +493,15 @@ static int64_t numel(const struct vox_tensor *t)
     return t->shape[0] * t->shape[1] * vol3(t->shape + 2);
 }
 
-/* The scratch of pc's views and folded weights (the weights' only where z taps fold); false
- * when memory is short. */
-static bool phase_bind(struct vox_nn_train_fast *f, struct phase_conv *pc)
+/* Scratch for the view a phase conv writes out (the output's, or with bd the input
+ * gradient's: the view it reads is packed from the full tensor band by band) and for the
+ * folded weights where z taps fold; false when memory is short. */
+static bool phase_bind(struct vox_nn_train_fast *f, struct phase_conv *pc, bool bd)
 {
-    pc->t.data = scratch(f, SC_PT, numel(&pc->t));
-    pc->o.data = scratch(f, SC_PO, numel(&pc->o));
+    struct vox_tensor *v = bd ? &pc->t : &pc->o;
+    v->data = scratch(f, SC_PT, numel(v));
     pc->w.data = pc->in.fold > 1 ? scratch(f, SC_PW, numel(&pc->w)) : NULL;
-    return pc->t.data && pc->o.data && (pc->in.fold == 1 || pc->w.data);
+    return v->data && (pc->in.fold == 1 || pc->w.data);
 }
 
 /* pc's folded weights (co, fold ci, 1, 3, 3) from w (co, ci, fold, 3, 3); w itself where
@@ -515,12 +527,13 @@ static bool phase_fwd(struct vox_nn_train_fast *f, struct vox_pool *pool,
                       enum vox_nn_act act, struct vox_tensor *out)
 {
     struct phase_conv pc;
-    if (act == VOX_ACT_SOFTMAX || !phase_plan(f, in, w, dil, pad, out, &pc) || !phase_bind(f, &pc))
+    if (act == VOX_ACT_SOFTMAX || !phase_plan(f, in, w, dil, pad, out, &pc) ||
+        !phase_bind(f, &pc, false))
         return false;
     phase_weights(&pc, w);
     const int64_t one[3] = {1, 1, 1};
-    vox_nn_phase_gather(pool, &pc.in, in->data, pc.t.data);
-    if (!wino_conv(f, pool, &pc.t, &pc.w, bias, one, pc.lo, act, &pc.o, false, false))
+    if (!wino_conv_from(f, pool, &pc.t, &pc.in, in->data, &pc.w, bias, one, pc.lo, act, &pc.o,
+                        false, false))
         return false;
     vox_nn_phase_scatter(pool, &pc.out, pc.o.data, out->data, false);
     f->n_phase++;
@@ -533,12 +546,12 @@ static bool phase_bd(struct vox_nn_train_fast *f, struct vox_pool *pool,
                      const int64_t dil[3], const int64_t pad[3], struct vox_tensor *gin, bool add)
 {
     struct phase_conv pc;
-    if (!phase_plan(f, gin, w, dil, pad, gout, &pc) || !phase_bind(f, &pc))
+    if (!phase_plan(f, gin, w, dil, pad, gout, &pc) || !phase_bind(f, &pc, true))
         return false;
     phase_weights(&pc, w);
     const int64_t one[3] = {1, 1, 1}, lo[3] = {0, 2 - pc.lo[1], 2 - pc.lo[2]};
-    vox_nn_phase_gather(pool, &pc.out, gout->data, pc.o.data);
-    if (!wino_conv(f, pool, &pc.o, &pc.w, NULL, one, lo, VOX_ACT_LINEAR, &pc.t, true, false))
+    if (!wino_conv_from(f, pool, &pc.o, &pc.out, gout->data, &pc.w, NULL, one, lo, VOX_ACT_LINEAR,
+                        &pc.t, true, false))
         return false;
     vox_nn_phase_scatter(pool, &pc.in, pc.t.data, gin->data, add);
     f->n_phase++;
