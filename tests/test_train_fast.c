@@ -148,10 +148,10 @@ static const struct conv_case conv_cases[] = {
     /* a Winograd backward-weights of several blocks of tiles over several slots: each thread's
      * bands of the input start inside it (rows of tiles past the first) */
     {1, 16, 16, {4, 40, 72}, {3, 3, 3}, {1, 1, 1}, true, true, VOX_ACT_ELU},
-    /* phase convs (PHASE_FIRST on; test_phase_taken): dilation 2, 3 (rows dealt one by one),
-     * 4 and 8 in y and x, extents that are not multiples of it, z taps folded into
-     * channels (2 planes; 3 at dilation 2 with same padding), same padding in y and x,
-     * several batch items, a dilation in y alone */
+    /* phase convs (from PHASE_FIRST on, with vox_nn_train_fast_set_phase 1: test_phase_taken):
+     * dilation 2, 3 (rows merged one value at a time), 4 and 8 in y and x, extents that are not
+     * multiples of it, z taps folded into channels (2 planes; 3 at dilation 2 with same
+     * padding), same padding in y and x, several batch items, a dilation in y alone */
     {1, 16, 16, {3, 20, 23}, {1, 3, 3}, {1, 2, 2}, false, true, VOX_ACT_RELU},
     {2, 9, 16, {4, 17, 30}, {2, 3, 3}, {1, 4, 4}, false, true, VOX_ACT_ELU},
     {1, 16, 17, {3, 13, 14}, {1, 3, 3}, {1, 2, 2}, true, true, VOX_ACT_LINEAR},
@@ -160,7 +160,7 @@ static const struct conv_case conv_cases[] = {
     {1, 16, 16, {2, 17, 19}, {1, 3, 3}, {1, 3, 3}, false, true, VOX_ACT_ELU},
     {1, 16, 16, {2, 12, 15}, {1, 3, 3}, {1, 2, 1}, false, false, VOX_ACT_LINEAR},
 };
-enum { PHASE_FIRST = 17 }; /* conv_cases from here on run on phase views */
+enum { PHASE_FIRST = 17 }; /* conv_cases from here on run on phase views (mode 1) */
 
 /* every conv kernel vs the reference; then again with backward-weights slabs of about two
  * z planes, so slab tails run, and Winograd bands of one row (or plane) of tiles each (same
@@ -171,6 +171,7 @@ static void test_conv_kernels(struct vox_ctx *ctx)
     CHECK_OK(vox_nn_train_fast_create(ctx, &f));
     if (!f)
         return;
+    vox_nn_train_fast_set_phase(f, 1); /* the phase cases are small */
     const int64_t ncase = (int64_t)(sizeof conv_cases / sizeof conv_cases[0]);
     for (int64_t i = 0; i < 2 * ncase; i++) {
         const struct conv_case *c = &conv_cases[i % ncase];
@@ -199,25 +200,32 @@ static void test_conv_kernels(struct vox_ctx *ctx)
     vox_nn_train_fast_destroy(f);
 }
 
-/* The phase cases take the phase path (forward, backward-data added and set: 3 calls), and
- * the cases before them do not; with VOX_TRAIN_PHASE=0 none does. */
+/* The phase calls (forward, backward-data added and set: 3 a case) in each mode: 1 (every
+ * conv they apply to): the phase cases and a conv of 151 MFLOP, none before them; the
+ * default: that one only; VOX_TRAIN_PHASE=0 (a new object reads it): none. */
 static void test_phase_taken(struct vox_ctx *ctx)
 {
+    static const struct conv_case big = {1,         16,    16,   {8, 68, 68}, {1, 3, 3},
+                                         {1, 2, 2}, false, true, VOX_ACT_RELU};
     const int64_t ncase = (int64_t)(sizeof conv_cases / sizeof conv_cases[0]);
-    for (int off = 0; off < 2; off++) {
-        if (off)
+    for (int mode = 0; mode < 3; mode++) { /* set_phase 1, the default, the variable's 0 */
+        if (mode == 2)
             setenv("VOX_TRAIN_PHASE", "0", 1);
         struct vox_nn_train_fast *f = NULL;
         CHECK_OK(vox_nn_train_fast_create(ctx, &f));
-        for (int64_t i = 0; f && i < ncase; i++) {
+        if (f && mode == 0)
+            vox_nn_train_fast_set_phase(f, 1);
+        for (int64_t i = 0; f && i <= ncase; i++) {
             const int64_t before = vox_nn_train_fast_phase_count(f);
             struct conv_run r = {0};
-            run_conv(ctx, vox_nn_train_fast_kernels(f), &conv_cases[i], &r);
-            const int64_t want = !off && i >= PHASE_FIRST ? 3 : 0;
-            if (vox_nn_train_fast_phase_count(f) - before != want)
-                fprintf(stderr, "  conv case %lld: %lld phase calls, expected %lld\n", (long long)i,
-                        (long long)(vox_nn_train_fast_phase_count(f) - before), (long long)want);
-            CHECK(vox_nn_train_fast_phase_count(f) - before == want);
+            run_conv(ctx, vox_nn_train_fast_kernels(f), i < ncase ? &conv_cases[i] : &big, &r);
+            const bool taken = (mode == 0 && i >= PHASE_FIRST) || (mode == 1 && i == ncase);
+            const int64_t want = taken ? 3 : 0;
+            const int64_t got = vox_nn_train_fast_phase_count(f) - before;
+            if (got != want)
+                fprintf(stderr, "  mode %d, conv case %lld: %lld phase calls, expected %lld\n",
+                        mode, (long long)i, (long long)got, (long long)want);
+            CHECK(got == want);
             free_run(ctx, &r);
         }
         vox_nn_train_fast_destroy(f);
@@ -282,6 +290,10 @@ static void test_threads(struct vox_ctx *ctx)
     if (one)
         CHECK_OK(vox_nn_train_fast_create(one, &f1));
     CHECK_OK(vox_nn_train_fast_create(ctx, &f2));
+    if (f1 && f2) {
+        vox_nn_train_fast_set_phase(f1, 1);
+        vox_nn_train_fast_set_phase(f2, 1);
+    }
     for (size_t i = 0; f1 && f2 && i < sizeof conv_cases / sizeof conv_cases[0]; i++) {
         struct conv_run a = {0}, b = {0};
         run_conv(one, vox_nn_train_fast_kernels(f1), &conv_cases[i], &a);

@@ -84,9 +84,11 @@ const struct vox_nn_kernels *vox_nn_train_fast_kernels(const struct vox_nn_train
 void vox_nn_train_fast_counts(const struct vox_nn_train_fast *f, int64_t *fast_out,
                               int64_t *fallback_out);
 /* Forward and backward-data calls run by Winograd on the conv's phase view (dilated convs,
- * and z taps other than 1 and 3, folded into channels: src/nn/fast_phase.c;
- * VOX_TRAIN_PHASE=0 turns it off). */
+ * and z taps other than 1 and 3, folded into channels: src/nn/fast_phase.c). */
 int64_t vox_nn_train_fast_phase_count(const struct vox_nn_train_fast *f);
+/* Phase views for the convs they apply to: mode 0 where the conv has 64 MFLOP or more (the
+ * default), 1 for every one (tests), -1 never; VOX_TRAIN_PHASE=0 or 1 sets -1 or 1. */
+void vox_nn_train_fast_set_phase(struct vox_nn_train_fast *f, int mode);
 /* The backward-weights slab: at most `floats` of the output gradient's channels-last copy at a
  * time (default 8 Mi; tests make it small to cover the slab tails). */
 void vox_nn_train_fast_set_slab(struct vox_nn_train_fast *f, int64_t floats);

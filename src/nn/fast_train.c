@@ -82,7 +82,7 @@ struct vox_nn_train_fast {
     int fft_mode;             /* vox_nn_train_fast_set_fft */
     int64_t fft_group;        /* vox_nn_train_fast_set_fft_group */
     bool no_wino;             /* VOX_TRAIN_WINO=0: direct nests only */
-    bool no_phase;            /* VOX_TRAIN_PHASE=0: no phase convs (phase_plan) */
+    int phase_mode;           /* vox_nn_train_fast_set_phase */
     float *scratch[SC_COUNT]; /* see enum scratch_slot */
     int64_t scratch_n[SC_COUNT];
     int64_t n_fast, n_fallback;
@@ -456,7 +456,14 @@ static bool phase_plan(const struct vox_nn_train_fast *f, const struct vox_tenso
 {
     const int64_t *k = w->shape + 2;
     const bool plain = dil[0] == 1 && dil[1] == 1 && dil[2] == 1 && (k[0] == 1 || k[0] == 3);
-    if (f->no_phase || plain || k[1] != 3 || k[2] != 3 || w->shape[1] != in->shape[1])
+    if (f->phase_mode < 0 || plain || k[1] != 3 || k[2] != 3 || w->shape[1] != in->shape[1])
+        return false;
+    /* small convs stay direct: the view's copies and the bands' pool rounds cost about what
+     * Winograd saves there (nets/synth_aff.net's 1x3x3 at 1x2x2, 16 -> 16 channels at
+     * 8x58x58, 12 MFLOP: a step equal on 1 thread, 4 % slower on 2) */
+    const double flops = 2.0 * (double)out->shape[0] * (double)out->shape[1] *
+                         (double)in->shape[1] * (double)vol3(k) * (double)vol3(out->shape + 2);
+    if (flops < 64e6 && f->phase_mode == 0)
         return false;
     memset(pc, 0, sizeof *pc);
     for (int a = 1; a < 3; a++) {
@@ -1357,7 +1364,7 @@ enum vox_status vox_nn_train_fast_create(struct vox_ctx *ctx, struct vox_nn_trai
     const char *e = getenv("VOX_TRAIN_WINO");
     f->no_wino = e && strcmp(e, "0") == 0;
     e = getenv("VOX_TRAIN_PHASE");
-    f->no_phase = e && strcmp(e, "0") == 0;
+    f->phase_mode = e && strcmp(e, "0") == 0 ? -1 : e && strcmp(e, "1") == 0 ? 1 : 0;
     e = getenv("VOX_TRAIN_FFT"); /* 0: never, 1: every conv it can run (A/B runs) */
     f->fft_mode = e && strcmp(e, "0") == 0 ? -1 : e && strcmp(e, "1") == 0 ? 1 : 0;
     f->table = (struct vox_nn_kernels){f,
@@ -1402,6 +1409,11 @@ void vox_nn_train_fast_set_slab(struct vox_nn_train_fast *f, int64_t floats)
 void vox_nn_train_fast_set_band(struct vox_nn_train_fast *f, int64_t bytes)
 {
     f->band_bytes = bytes > 0 ? bytes : 1;
+}
+
+void vox_nn_train_fast_set_phase(struct vox_nn_train_fast *f, int mode)
+{
+    f->phase_mode = mode < 0 ? -1 : mode > 0 ? 1 : 0;
 }
 
 void vox_nn_train_fast_set_fft(struct vox_nn_train_fast *f, int mode)
