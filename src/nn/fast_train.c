@@ -422,12 +422,14 @@ static bool wino_conv(struct vox_nn_train_fast *f, struct vox_pool *pool,
 }
 
 /* A conv that Winograd does not take as it is, a dilated one or one of z taps other than 1
- * and 3, runs as a Winograd conv on its phase view (fast_phase.c): the input's y and x residue
- * classes stacked along z with the z taps folded into channels, a 1x3x3 conv of dilation 1
- * from fold * ci channels (the weights reordered to match), and the output's phases scattered
- * back. VD2D3D's 1x3x3 convs at dilation 2 and 4 and its 2x3x3 ones at 1x8x8 ran as direct
- * nests at 34-40 % of the core's peak. The copies cost a pass over the input and the output
- * each. */
+ * and 3, runs its forward and backward-data as a Winograd conv on its phase view
+ * (fast_phase.c): the input's y and x residue classes side by side along z with the z taps
+ * folded into channels, packed band by band from the full tensor, a 1x3x3 conv of dilation 1
+ * from fold * ci channels (the weights reordered to match), and the output's view merged
+ * back (a pass over the output). VD2D3D's 1x3x3 convs at dilation 2 and 4 and its 2x3x3 ones
+ * at 1x8x8 ran as direct nests at 34-40 % of the core's peak; its step is 31 % shorter on
+ * one thread (Zen 3). The weight gradient stays with the direct nest: on the views (by
+ * fast_wino_bw.c) VD2D3D's backward was 20 % slower. */
 struct phase_conv {
     struct vox_nn_phase in, out; /* the input's view (z taps folded) and the output's */
     int64_t lo[3];               /* the input view's offset inside the 1x3x3 conv's extent */
@@ -467,7 +469,7 @@ static bool phase_plan(const struct vox_nn_train_fast *f, const struct vox_tenso
         return false;
     memset(pc, 0, sizeof *pc);
     for (int a = 1; a < 3; a++) {
-        if (pad[a] % dil[a] != 0 || dil[a] > 64) /* fast_phase.c deals rows to 64 phases at most */
+        if (pad[a] % dil[a] != 0 || dil[a] > 64) /* fast_phase.c merges 64 phases at most */
             return false;
         pc->lo[a] = pad[a] / dil[a];
     }
