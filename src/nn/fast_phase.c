@@ -66,6 +66,24 @@ static void merge_row(float *q, int64_t n, int64_t dx, const float *const *d, bo
         q[k] = add ? q[k] + d[k % dx][k / dx] : d[k % dx][k / dx];
 }
 
+/* t[x] = s[x dx] for x < n, s holding `avail` floats: a phase of a row (pairs of vectors
+ * split where dx is 2) */
+static void cut_row(const float *s, int64_t dx, int64_t n, int64_t avail, float *t)
+{
+    int64_t x = 0;
+    if (dx == 1) {
+        memcpy(t, s, (size_t)n * sizeof *t);
+        return;
+    }
+    if (dx == 2)
+        for (; x + 4 <= n && 2 * x + 8 <= avail; x += 4) {
+            const __m128 a = _mm_loadu_ps(s + 2 * x), b = _mm_loadu_ps(s + 2 * x + 4);
+            _mm_storeu_ps(t + x, _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
+        }
+    for (; x < n; x++)
+        t[x] = s[x * dx];
+}
+
 struct pack_job {
     const struct vox_nn_phase *ph;
     const float *full;
@@ -108,8 +126,7 @@ static void pack_task(void *arg, const int64_t lo[3], const int64_t hi[3], int t
                         const float *src =
                             jb->full +
                             (((jb->n * ph->c + ch % ph->c) * F[0] + zf) * F[1] + yf) * F[2] + xf0;
-                        for (int64_t x = 0; x < mi; x++)
-                            tmp[l][x] = src[x * dx];
+                        cut_row(src, dx, mi, F[2] - xf0, tmp[l]);
                         for (int64_t x = mi; x < m; x++)
                             tmp[l][x] = 0.0f;
                         rows[l] = tmp[l];
