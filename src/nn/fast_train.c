@@ -436,19 +436,6 @@ struct phase_conv {
     struct vox_tensor t, o, w;   /* the views and the folded weights as tensors (no data) */
 };
 
-static void tensor5(struct vox_tensor *t, const int64_t sh[5])
-{
-    memset(t, 0, sizeof *t);
-    t->dtype = VOX_F32;
-    t->rank = 5;
-    int64_t st = 1;
-    for (int a = 4; a >= 0; a--) {
-        t->shape[a] = sh[a];
-        t->strides[a] = st;
-        st *= sh[a];
-    }
-}
-
 /* pc = the phase conv of the conv from in (N, ci, ...) to out (N, co, q) with weights w,
  * dilation dil and padding pad; false when it does not apply (see above: y and x taps 3, pads
  * a multiple of their dilation) or Winograd would not take the sub-conv. */
@@ -489,17 +476,14 @@ static bool phase_plan(const struct vox_nn_train_fast *f, const struct vox_tenso
         pi->sub[a] = a ? (reach > all ? reach : all) : po->full[0];
     }
     const int64_t P = dil[1] * dil[2];
-    tensor5(&pc->t, (const int64_t[5]){N, k[0] * C, P * pi->sub[0], pi->sub[1], pi->sub[2]});
-    tensor5(&pc->o, (const int64_t[5]){N, CO, P * po->sub[0], po->sub[1], po->sub[2]});
-    tensor5(&pc->w, (const int64_t[5]){CO, k[0] * C, 1, 3, 3});
+    vox_nn_tensor_view(&pc->t, NULL,
+                       (const int64_t[5]){N, k[0] * C, P * pi->sub[0], pi->sub[1], pi->sub[2]});
+    vox_nn_tensor_view(&pc->o, NULL,
+                       (const int64_t[5]){N, CO, P * po->sub[0], po->sub[1], po->sub[2]});
+    vox_nn_tensor_view(&pc->w, NULL, (const int64_t[5]){CO, k[0] * C, 1, 3, 3});
     const int64_t one[3] = {1, 1, 1};
     struct vox_nn_fast_conv c;
     return wino_desc(f, k[0] * C, &pc->o, &pc->w, one, pc->lo, &c);
-}
-
-static int64_t numel(const struct vox_tensor *t)
-{
-    return t->shape[0] * t->shape[1] * vol3(t->shape + 2);
 }
 
 /* Scratch for the view a phase conv writes out (the output's, or with bd the input
@@ -508,8 +492,8 @@ static int64_t numel(const struct vox_tensor *t)
 static bool phase_bind(struct vox_nn_train_fast *f, struct phase_conv *pc, bool bd)
 {
     struct vox_tensor *v = bd ? &pc->t : &pc->o;
-    v->data = scratch(f, SC_PT, numel(v));
-    pc->w.data = pc->in.fold > 1 ? scratch(f, SC_PW, numel(&pc->w)) : NULL;
+    v->data = scratch(f, SC_PT, vox_tensor_numel(v));
+    pc->w.data = pc->in.fold > 1 ? scratch(f, SC_PW, vox_tensor_numel(&pc->w)) : NULL;
     return v->data && (pc->in.fold == 1 || pc->w.data);
 }
 

@@ -199,19 +199,6 @@ static int shared_input(const struct vox_nn_graph *g, int i)
     return -1;
 }
 
-/* t: a dense f32 (1, C, Z, Y, X) view of data (not freed with the tensor) */
-static void tensor_view(struct vox_tensor *t, void *data, const int64_t shape[5])
-{
-    memset(t, 0, sizeof *t);
-    t->dtype = VOX_F32;
-    t->rank = 5;
-    for (int64_t a = 4, stride = 1; a >= 0; stride *= shape[a--]) {
-        t->shape[a] = shape[a];
-        t->strides[a] = stride;
-    }
-    t->data = data;
-}
-
 /* ---- Buffers by lifetime (live.c). Times: layer i's forward at i (the inputs' copy at
  * -1), the loss at n, layer i's backward at 2n - i; the caller's tensors live to 2n + 1. */
 
@@ -323,11 +310,11 @@ static enum vox_status alloc_tensors(struct vox_nn_graph *g)
     for (int i = n - 1; i >= 0; i--) { /* an owner before its views */
         int64_t shape[5] = {1};
         memcpy(shape + 1, g->dims[i].shape, 4 * sizeof(int64_t));
-        tensor_view(&g->val[i], g->bufs[it[i].buf], shape);
+        vox_nn_tensor_view(&g->val[i], g->bufs[it[i].buf], shape);
         if (g->shares[i])
             g->grad[i] = g->grad[g->shares[i]];
         else
-            tensor_view(&g->grad[i], g->bufs[it[n + i].buf], shape);
+            vox_nn_tensor_view(&g->grad[i], g->bufs[it[n + i].buf], shape);
     }
     s = VOX_OK;
 done:

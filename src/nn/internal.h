@@ -8,6 +8,7 @@
 #include "vox/nn.h"
 
 #include <math.h>
+#include <string.h>
 
 /* Element index of (n, c, z, y, x) in a contiguous 5D tensor. */
 static inline int64_t vox_nn_idx(const struct vox_tensor *t, int64_t n, int64_t c, int64_t z,
@@ -19,6 +20,20 @@ static inline int64_t vox_nn_idx(const struct vox_tensor *t, int64_t n, int64_t 
 
 /* The low-side zero padding of a conv layer along z, y, x: (k - 1) d / 2 with same padding
  * (shape.c keeps the output size), 0 with valid padding. */
+/* t: a dense f32 5-D view of data (shape C-order; not freed with the tensor; data may be
+ * NULL for a shape filled in later) */
+static inline void vox_nn_tensor_view(struct vox_tensor *t, void *data, const int64_t shape[5])
+{
+    memset(t, 0, sizeof *t);
+    t->dtype = VOX_F32;
+    t->rank = 5;
+    for (int64_t a = 4, stride = 1; a >= 0; stride *= shape[a--]) {
+        t->shape[a] = shape[a];
+        t->strides[a] = stride;
+    }
+    t->data = data;
+}
+
 static inline void vox_nn_conv_pad(const struct vox_nn_layer *l, int64_t pad[3])
 {
     for (int a = 0; a < 3; a++)
