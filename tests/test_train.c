@@ -27,6 +27,24 @@ static float *F(const struct vox_tensor *t)
     return t->data;
 }
 
+/* The reference act slope on one row, as struct vox_nn_row_slope's fn */
+static void row_slope(void *self, enum vox_nn_act act, const float *y, const float *gy, float *gx,
+                      int64_t n)
+{
+    (void)self;
+    const int64_t shape[5] = {1, 1, 1, 1, n}, strides[5] = {n, n, n, n, 1};
+    struct vox_tensor ty = {.data = (void *)y, .dtype = VOX_F32, .rank = 5},
+                      tg = {.data = (void *)gy, .dtype = VOX_F32, .rank = 5},
+                      tx = {.data = gx, .dtype = VOX_F32, .rank = 5};
+    memcpy(ty.shape, shape, sizeof shape);
+    memcpy(ty.strides, strides, sizeof strides);
+    memcpy(tg.shape, shape, sizeof shape);
+    memcpy(tg.strides, strides, sizeof strides);
+    memcpy(tx.shape, shape, sizeof shape);
+    memcpy(tx.strides, strides, sizeof strides);
+    vox_nn_ref_act_backward(&ty, &tg, act, &tx);
+}
+
 static void tmp_path(char *buf, size_t n, const char *tag)
 {
     snprintf(buf, n, "/tmp/vox_test_train_%ld_%s", (long)getpid(), tag);
@@ -929,8 +947,29 @@ static void test_plane_ops(struct vox_ctx *ctx)
         vox_nn_plane_maxfilter(&in, w, d, &f2, marg);
         CHECK(memcmp(f1.data, f2.data, vox_tensor_nbytes(&f1)) == 0);
         vox_nn_ref_maxfilter_backward(&in, &go, w, d, &g1);
-        vox_nn_plane_maxfilter_backward(&go, w, d, marg, acc, &g2);
+        vox_nn_plane_maxfilter_backward(&go, w, d, marg, acc, false, NULL, &g2);
         CHECK(memcmp(g1.data, g2.data, vox_tensor_nbytes(&g1)) == 0);
+        /* the = form into garbage: the add into zeros; with the relu slope fused, the slope's
+         * own pass after it (y = the input: signed values and zeros) */
+        {
+            struct vox_tensor z1 = {0}, z2 = {0};
+            CHECK_OK(vox_tensor_alloc(ctx, &z1, VOX_F32, 5, is));
+            CHECK_OK(vox_tensor_alloc(ctx, &z2, VOX_F32, 5, is));
+            if (z1.data && z2.data) {
+                memset(z1.data, 0, vox_tensor_nbytes(&z1));
+                for (int64_t e = 0; e < vox_tensor_numel(&z2); e++)
+                    F(&z2)[e] = 7.0f;
+                vox_nn_ref_maxfilter_backward(&in, &go, w, d, &z1);
+                vox_nn_plane_maxfilter_backward(&go, w, d, marg, acc, true, NULL, &z2);
+                CHECK(memcmp(z1.data, z2.data, vox_tensor_nbytes(&z1)) == 0);
+                const struct vox_nn_row_slope sl = {row_slope, NULL, VOX_ACT_RELU, in.data};
+                vox_nn_ref_act_backward(&in, &z1, VOX_ACT_RELU, &z1);
+                vox_nn_plane_maxfilter_backward(&go, w, d, marg, acc, true, &sl, &z2);
+                CHECK(memcmp(z1.data, z2.data, vox_tensor_nbytes(&z1)) == 0);
+            }
+            vox_tensor_free(ctx, &z1);
+            vox_tensor_free(ctx, &z2);
+        }
         /* ties of +0 and -0, -inf and NaN: the reference's comparisons decide (the first max
          * wins, NaN never does, -FLT_MAX and tap 0 when nothing beats it) */
         struct vox_tensor sp = {0}, s1 = {0}, s2 = {0};
@@ -944,7 +983,7 @@ static void test_plane_ops(struct vox_ctx *ctx)
             vox_nn_plane_maxfilter(&sp, w, d, &f2, marg);
             CHECK(memcmp(f1.data, f2.data, vox_tensor_nbytes(&f1)) == 0);
             vox_nn_ref_maxfilter_backward(&sp, &go, w, d, &s1);
-            vox_nn_plane_maxfilter_backward(&go, w, d, marg, acc, &s2);
+            vox_nn_plane_maxfilter_backward(&go, w, d, marg, acc, false, NULL, &s2);
             CHECK(memcmp(s1.data, s2.data, vox_tensor_nbytes(&s1)) == 0);
         }
         vox_tensor_free(ctx, &sp);

@@ -615,7 +615,9 @@ static void test_pool_conv_sparse(struct vox_ctx *ctx)
  * act and act_backward): every layer's values with the fast kernels within 2e-6 of the
  * reference's, and every layer's gradient and the parameter gradients within 2e-5 (the vector expm1
  * is within 4e-7 of libm's; the convs, not Winograd's (two kernel extents of 3 at least), differ by
- * f32 rounding), at a width whose rows end in a partial vector. */
+ * f32 rounding), at a width whose rows end in a partial vector. The two max-filters take their
+ * input's slope on their rows (an add's elu, a conv's relu; the reference kernels take it in a
+ * pass of its own) and write its gradient with = (no zeroing before). */
 static void test_graph_acts(struct vox_ctx *ctx)
 {
     static const char spec[] = "input raw channels=1\n"
@@ -625,7 +627,10 @@ static void test_graph_acts(struct vox_ctx *ctx)
                                "add s c1 k act=elu\n"
                                "act t s fn=tanh\n"
                                "add s3 s t c1 act=elu\n"
-                               "conv o s3 -> 2 kernel=1\n"
+                               "maxfilter m s3 window=1x2x2 dilation=1x1x2\n"
+                               "conv c3 m -> 3 kernel=1x2x1 act=relu\n"
+                               "maxfilter m2 c3 window=2x1x1\n"
+                               "conv o m2 -> 2 kernel=1\n"
                                "output aff o act=sigmoid\n";
     static const int64_t patch[3] = {3, 13, 21};
     struct vox_net *net = NULL;

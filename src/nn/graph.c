@@ -364,12 +364,16 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
                 if (net->layers[j].in[k] == i) {
                     enum vox_nn_kind c = net->layers[j].kind;
                     uses++;
-                    g->sole[i] = c == VOX_NN_CONV || c == VOX_NN_POOL || c == VOX_NN_ADD;
+                    g->sole[i] = c == VOX_NN_CONV || c == VOX_NN_POOL || c == VOX_NN_ADD ||
+                                 c == VOX_NN_MAXFILTER;
                 }
         g->sole[i] = g->sole[i] && uses == 1;
         const int fw = first_writer(g, i);
         const enum vox_nn_kind kw = fw >= 0 ? net->layers[fw].kind : VOX_NN_INPUT;
-        g->setter[i] = kw == VOX_NN_CONV || kw == VOX_NN_POOL || kw == VOX_NN_ADD ? fw : -1;
+        g->setter[i] =
+            kw == VOX_NN_CONV || kw == VOX_NN_POOL || kw == VOX_NN_ADD || kw == VOX_NN_MAXFILTER
+                ? fw
+                : -1;
     }
     if ((s = vox_net_shapes(ctx, net, patch, g->dims)) != VOX_OK ||
         (s = bn_alloc(ctx, g)) != VOX_OK)
@@ -386,7 +390,12 @@ enum vox_status vox_nn_graph_create(struct vox_ctx *ctx, const struct vox_net *n
         goto fail;
     for (int i = 0; i < net->n_layers; i++)
         if (net->layers[i].kind == VOX_NN_MAXFILTER) {
-            const int64_t b = g->dims[net->layers[i].in[0]].shape[3] * (int64_t)sizeof(double);
+            /* whole 128-byte pairs of cache lines a thread: rows of 207 doubles, 1656 bytes
+             * apart, shared a line between the two threads' rows, and VD2D3D's first
+             * max-filter's backward took as long on 2 threads as on 1 (each plane 2.3x slower) */
+            const int64_t b =
+                (g->dims[net->layers[i].in[0]].shape[3] * (int64_t)sizeof(double) + 127) / 128 *
+                128;
             g->mf_bytes = b > g->mf_bytes ? b : g->mf_bytes;
         }
     if (!(g->pool_arg = vox_calloc(ctx, n, sizeof *g->pool_arg)))
@@ -658,13 +667,19 @@ static void chan_planes(void *arg, const int64_t lo[3], const int64_t hi[3], int
             vox_nn_plane_maxfilter(&a, j->window, j->dilation, &out,
                                    j->arg ? j->arg + nc * vox_tensor_numel(&out) : NULL);
             break;
-        case CHAN_MAXFILTER_BACKWARD: /* b: the filtered plane's gradient */
-            if (j->arg)
+        case CHAN_MAXFILTER_BACKWARD: /* b: the filtered plane's gradient; a: its input */
+            if (j->arg) {
+                /* the input layer's act slope (a: its output) on each row as it is finished */
+                const struct vox_nn_row_slope sl = {j->act_bwd_fn, j->act_self, j->act, a.data};
                 vox_nn_plane_maxfilter_backward(
                     &b, j->window, j->dilation, j->arg + nc * vox_tensor_numel(&b),
-                    (double *)(void *)(j->scratch + tid * j->scratch_n), &out);
-            else /* tap numbers past a byte: none kept */
+                    (double *)(void *)(j->scratch + tid * j->scratch_n), j->set,
+                    j->act != VOX_ACT_LINEAR ? &sl : NULL, &out);
+            } else { /* tap numbers past a byte: none kept (and no slope fused) */
+                if (j->set)
+                    memset(out.data, 0, vox_tensor_nbytes(&out));
                 vox_nn_ref_maxfilter_backward(&a, &b, j->window, j->dilation, &out);
+            }
             break;
         case CHAN_PLAIN:
         case CHAN_ADD_BACKWARD:
@@ -1021,7 +1036,15 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
         g->slope_done[l->in[0]] = fuse;
         break;
     }
-    case VOX_NN_MAXFILTER:
+    case VOX_NN_MAXFILTER: {
+        /* as max-pooling's: the input layer's act slope fused in where the filter alone reads
+         * it (VD2D3D: three passes over a 40-70 MB gradient, zeroing, adding and the slope,
+         * become one) */
+        const struct vox_nn_layer *src = &g->net->layers[l->in[0]];
+        const bool fuse =
+            g->sole[l->in[0]] && g->pool_arg[i] && g->k.act_backward &&
+            src->act != VOX_ACT_LINEAR && src->act != VOX_ACT_SOFTMAX &&
+            (src->kind == VOX_NN_CONV || src->kind == VOX_NN_DECONV || src->kind == VOX_NN_ADD);
         /* a pool wider than the scratch (threads raised after create) runs serially */
         chan_run(vox_pool_threads(pool) <= g->mf_threads ? pool : NULL,
                  &(struct chan_job){.op = CHAN_MAXFILTER_BACKWARD,
@@ -1031,9 +1054,15 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
                                     .window = l->kernel,
                                     .dilation = l->dilation,
                                     .arg = g->pool_arg[i],
+                                    .set = g->setter[l->in[0]] == i,
+                                    .act = fuse ? src->act : VOX_ACT_LINEAR,
+                                    .act_bwd_fn = g->k.act_backward,
+                                    .act_self = g->k.self,
                                     .scratch = g->mf_scratch,
                                     .scratch_n = g->mf_bytes});
+        g->slope_done[l->in[0]] = fuse;
         break;
+    }
     case VOX_NN_UPSAMPLE:
         chan_run(pool,
                  &(struct chan_job){

@@ -88,8 +88,20 @@ void vox_nn_plane_maxpool_backward_set(const struct vox_tensor *gout, const int6
  * scratch of gin's x extent doubles. */
 void vox_nn_plane_maxfilter(const struct vox_tensor *in, const int64_t w[3], const int64_t dil[3],
                             struct vox_tensor *out, uint8_t *arg);
+/* A pointwise act's slope taken on the adjoint's rows as they are finished (one pass over
+ * gin, not two): gx = gy * act'(y) by fn (struct vox_nn_kernels's act_backward), y the layer's
+ * output, gin's shape. */
+struct vox_nn_row_slope {
+    void (*fn)(void *, enum vox_nn_act, const float *, const float *, float *, int64_t);
+    void *self;
+    enum vox_nn_act act;
+    const float *y;
+};
+/* set: gin is written (=) rather than added to (nothing else writes it; no zeroing before);
+ * slope: NULL, or the act slope of the layer whose gradient gin is, on each finished row. */
 void vox_nn_plane_maxfilter_backward(const struct vox_tensor *gout, const int64_t w[3],
                                      const int64_t dil[3], const uint8_t *arg, double *acc,
+                                     bool set, const struct vox_nn_row_slope *slope,
                                      struct vox_tensor *gin);
 
 /* The layers that the reference forward pass (forward.c) and the training graph (graph.c)

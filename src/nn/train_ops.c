@@ -224,10 +224,22 @@ static void gather_tap(const uint8_t *ar, const float *gr, uint8_t t, int64_t n,
         acc[x] += ar[x] == t ? (double)gr[x] : 0.0;
 }
 
-/* g[x] = (float)(g[x] + acc[x]) */
-static void add_row(const double *acc, int64_t n, float *g)
+/* g[x] = (float)(g[x] + acc[x]), or with set (float)acc[x]: the same bits as an add into +0.0
+ * (acc, a sum from +0.0, is never -0.0) */
+static void add_row(const double *acc, int64_t n, bool set, float *g)
 {
     int64_t x = 0;
+    if (set) {
+        for (; x + 2 <= n; x += 2) {
+            v2d a;
+            memcpy(&a, acc + x, sizeof a);
+            const v2f f = __builtin_convertvector(a, v2f);
+            memcpy(g + x, &f, sizeof f);
+        }
+        for (; x < n; x++)
+            g[x] = (float)acc[x];
+        return;
+    }
     for (; x + 2 <= n; x += 2) {
         v2f f;
         v2d a;
@@ -245,6 +257,7 @@ static void add_row(const double *acc, int64_t n, float *g)
  * that started at +0.0 unchanged), one row of inputs at a time. */
 void vox_nn_plane_maxfilter_backward(const struct vox_tensor *gout, const int64_t w[3],
                                      const int64_t dil[3], const uint8_t *arg, double *acc,
+                                     bool set, const struct vox_nn_row_slope *slope,
                                      struct vox_tensor *gin)
 {
     const int64_t *is = gin->shape + 2, *os = gout->shape + 2;
@@ -268,7 +281,11 @@ void vox_nn_plane_maxfilter_backward(const struct vox_tensor *gout, const int64_
                             const int64_t n = sx + os[2] < is[2] ? os[2] : is[2] - sx;
                             gather_tap(ap + q, gp + q, (uint8_t)t, n, acc + sx);
                         }
-                add_row(acc, is[2], g + (z * is[1] + y) * is[2]);
+                const int64_t r = (z * is[1] + y) * is[2];
+                add_row(acc, is[2], set, g + r);
+                if (slope)
+                    slope->fn(slope->self, slope->act, slope->y + pl * ivol + r, g + r, g + r,
+                              is[2]);
             }
     }
 }
