@@ -852,8 +852,9 @@ struct pool_conv_job {
     const struct vox_nn_graph *g;
     int pool, conv;
     float *gw, *gb;
-    double *acc;        /* per thread: ci * taps */
+    double *acc;        /* per thread: ci * taps, every thread's on lines of its own */
     const int64_t *ofs; /* per conv tap: its input offset from the window's corner */
+    int64_t acc_n;      /* doubles a thread: ci * taps rounded up to 128 bytes */
 };
 
 static void pool_conv_channels(void *arg, const int64_t lo[3], const int64_t hi[3], int tid)
@@ -877,7 +878,7 @@ static void pool_conv_channels(void *arg, const int64_t lo[3], const int64_t hi[
         for (int64_t b = 0; b < w[1]; b++)
             for (int64_t c = 0; c < w[2]; c++, t++)
                 wt[t][0] = a, wt[t][1] = b, wt[t][2] = c;
-    double *acc = j->acc + (int64_t)tid * ci * taps;
+    double *acc = j->acc + (int64_t)tid * j->acc_n;
     for (int64_t o = lo[0]; o < hi[0]; o++) {
         memset(acc, 0, (size_t)(ci * taps) * sizeof *acc);
         double bsum = 0;
@@ -949,10 +950,15 @@ static bool pool_conv_grads(struct vox_nn_graph *g, struct vox_nn_weights *gw, i
     const int64_t taps = cl->kernel[0] * cl->kernel[1] * cl->kernel[2];
     const int64_t *is = g->val[cl->in[0]].shape + 2, *k = cl->kernel, *d = cl->dilation;
     int64_t *ofs = vox_alloc(g->ctx, (size_t)taps * sizeof *ofs);
-    struct pool_conv_job j = {
-        g,    i,  c, gw->p[c][VOX_P_WEIGHT].data, cl->bias ? gw->p[c][VOX_P_BIAS].data : NULL,
-        NULL, ofs};
-    j.acc = vox_alloc(g->ctx, (size_t)(vox_pool_threads(pool) * ci * taps) * sizeof *j.acc);
+    struct pool_conv_job j = {g,
+                              i,
+                              c,
+                              gw->p[c][VOX_P_WEIGHT].data,
+                              cl->bias ? gw->p[c][VOX_P_BIAS].data : NULL,
+                              NULL,
+                              ofs,
+                              (ci * taps + 15) / 16 * 16};
+    j.acc = vox_alloc(g->ctx, (size_t)(vox_pool_threads(pool) * j.acc_n) * sizeof *j.acc);
     if (!j.acc || !ofs) {
         vox_free(g->ctx, j.acc);
         vox_free(g->ctx, ofs);

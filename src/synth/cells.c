@@ -389,7 +389,7 @@ static enum vox_status nearest_core(struct vox_ctx *ctx, const struct vox_synth_
         e.w = axis == 0 ? p->anisotropy * p->anisotropy : 1;
         e.inner = axis == 0 ? sh[1] * sh[2] : axis == 1 ? sh[2] : 1;
         int64_t outer = axis == 0 ? 1 : axis == 1 ? sh[0] : sh[0] * sh[1];
-        e.scratch_bytes = (size_t)(e.n * 32 + 64);
+        e.scratch_bytes = (size_t)(e.n * 32 + 64 + 127) / 128 * 128; /* no line two threads share */
         e.scratch = vox_alloc(ctx, (size_t)threads * e.scratch_bytes);
         if (!e.scratch)
             return VOX_OUT_OF_MEMORY;
