@@ -159,6 +159,8 @@ static const struct conv_case conv_cases[] = {
     {1, 8, 16, {3, 30, 27}, {2, 3, 3}, {1, 8, 8}, false, true, VOX_ACT_RELU},
     {1, 16, 16, {2, 17, 19}, {1, 3, 3}, {1, 3, 3}, false, true, VOX_ACT_ELU},
     {1, 16, 16, {2, 12, 15}, {1, 3, 3}, {1, 2, 1}, false, false, VOX_ACT_LINEAR},
+    /* dilation 8 on rows of several whole groups of 4 x 8 (the merge's transposes) */
+    {1, 8, 16, {2, 19, 75}, {1, 3, 3}, {1, 8, 8}, false, true, VOX_ACT_RELU},
 };
 enum { PHASE_FIRST = 17 }; /* conv_cases from here on run on phase views (mode 1) */
 

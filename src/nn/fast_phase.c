@@ -62,8 +62,11 @@ static void merge_row(float *q, int64_t n, int64_t dx, const float *const *d, bo
             _mm_storeu_ps(q + 2 * x, lo);
             _mm_storeu_ps(q + 2 * x + 4, hi);
         }
-    for (int64_t k = x * dx; k < n; k++)
-        q[k] = add ? q[k] + d[k % dx][k / dx] : d[k % dx][k / dx];
+    for (; x * dx < n; x++) /* the tail, without a division per element */
+        for (int64_t rx = 0; rx < dx && rx + dx * x < n; rx++) {
+            float *o = q + rx + dx * x;
+            *o = add ? *o + d[rx][x] : d[rx][x];
+        }
 }
 
 /* t[x] = s[x dx] for x < n, s holding `avail` floats: a phase of a row (pairs of vectors
