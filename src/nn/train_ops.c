@@ -150,12 +150,44 @@ static inline v4f max_keep(v4f v, v4f m, v4i *gt)
     return (v4f)((*gt & (v4i)v) | (~*gt & (v4i)m));
 }
 
-/* Row r (n floats) of the max-filter's output: the taps' input rows maxed in scan order from
- * -FLT_MAX; with `arg`, the winning tap's number per output (0 when none beats -FLT_MAX). */
-static void filter_row(const float *ip, const int64_t st[3], const int64_t w[3], int64_t n,
-                       float *r, uint8_t *arg)
+/* filter_row's outputs four at a time for nt taps at offsets off (nt a constant where the
+ * call is inlined: the taps' loop unrolled, with no window loops around it); returns how many
+ * outputs it wrote. */
+static inline __attribute__((always_inline)) int64_t
+filter_taps(const float *ip, const int64_t *off, int nt, int64_t n, float *r, uint8_t *arg)
 {
     int64_t x = 0;
+    for (; x + 4 <= n; x += 4) {
+        v4f m = (v4f){0} - FLT_MAX;
+        v4i at = {0}, gt;
+        for (int t = 0; t < nt; t++) {
+            v4f v;
+            memcpy(&v, ip + off[t] + x, sizeof v);
+            m = max_keep(v, m, &gt);
+            at = (gt & t) | (~gt & at);
+        }
+        memcpy(r + x, &m, sizeof m);
+        if (arg) { /* the four tap numbers (< 256) packed to bytes, one store */
+            const __m128i h = _mm_packs_epi32((__m128i)at, (__m128i)at);
+            const int32_t b4 = _mm_cvtsi128_si32(_mm_packus_epi16(h, h));
+            memcpy(arg + x, &b4, sizeof b4);
+        }
+    }
+    return x;
+}
+
+/* Row r (n floats) of the max-filter's output: the taps' input rows maxed in scan order from
+ * -FLT_MAX; with `arg`, the winning tap's number per output (0 when none beats -FLT_MAX).
+ * off: the taps' offsets (tap_offsets) where the window has at most VOX_NN_POOL_TAPS taps,
+ * else NULL. VD2D3D's windows of 4 and 8 taps get loops of their own. */
+static void filter_row(const float *ip, const int64_t st[3], const int64_t w[3], const int64_t *off,
+                       int nt, int64_t n, float *r, uint8_t *arg)
+{
+    int64_t x = 0;
+    if (off)
+        x = nt == 4   ? filter_taps(ip, off, 4, n, r, arg)
+            : nt == 8 ? filter_taps(ip, off, 8, n, r, arg)
+                      : filter_taps(ip, off, nt, n, r, arg);
     for (; x + 4 <= n; x += 4) {
         v4f m = (v4f){0} - FLT_MAX;
         v4i at = {0}, gt;
@@ -195,12 +227,16 @@ void vox_nn_plane_maxfilter(const struct vox_tensor *in, const int64_t w[3], con
     const int64_t planes = out->shape[0] * out->shape[1], ivol = is[0] * is[1] * is[2];
     const int64_t ovol = os[0] * os[1] * os[2];
     const int64_t st[3] = {dil[0] * is[1] * is[2], dil[1] * is[2], dil[2]};
+    int64_t off[VOX_NN_POOL_TAPS];
+    const bool few = w[0] * w[1] * w[2] <= VOX_NN_POOL_TAPS;
+    const int nt = few ? tap_offsets(w, st, off) : 0;
     for (int64_t pl = 0; pl < planes; pl++)
         for (int64_t z = 0; z < os[0]; z++)
             for (int64_t y = 0; y < os[1]; y++) {
                 const int64_t o = pl * ovol + (z * os[1] + y) * os[2];
                 filter_row((const float *)in->data + pl * ivol + (z * is[1] + y) * is[2], st, w,
-                           os[2], (float *)out->data + o, arg ? arg + o : NULL);
+                           few ? off : NULL, nt, os[2], (float *)out->data + o,
+                           arg ? arg + o : NULL);
             }
 }
 
