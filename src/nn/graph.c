@@ -834,6 +834,16 @@ static struct vox_tensor *pre_act_grad(struct vox_nn_graph *g, int i, struct vox
     return t;
 }
 
+/* Whether layer j's act slope can be taken by its one consumer's backward (a max-pooling's
+ * or a max-filter's, on the gradient it writes): j is read by that layer alone and is a conv,
+ * transposed conv or add with a pointwise act. */
+static bool slope_fusable(const struct vox_nn_graph *g, int j)
+{
+    const struct vox_nn_layer *l = &g->net->layers[j];
+    return g->sole[j] && l->act != VOX_ACT_LINEAR && l->act != VOX_ACT_SOFTMAX &&
+           (l->kind == VOX_NN_CONV || l->kind == VOX_NN_DECONV || l->kind == VOX_NN_ADD);
+}
+
 /* Whether layer j's gradient is needed: not for a net input when input gradients are off. */
 static bool wants_grad(const struct vox_nn_graph *g, int j)
 {
@@ -1026,9 +1036,7 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
         /* the pooled layer's act slope fused in where the pooling alone consumes it (n337: its
          * first conv's 400 MB gradient then takes one pass, not two) */
         const struct vox_nn_layer *src = &g->net->layers[l->in[0]];
-        const bool fuse =
-            g->sole[l->in[0]] && src->act != VOX_ACT_LINEAR && src->act != VOX_ACT_SOFTMAX &&
-            (src->kind == VOX_NN_CONV || src->kind == VOX_NN_DECONV || src->kind == VOX_NN_ADD);
+        const bool fuse = slope_fusable(g, l->in[0]);
         chan_run(pool, &(struct chan_job){.op = CHAN_MAXPOOL_BACKWARD,
                                           .a = in,
                                           .b = gout,
@@ -1047,10 +1055,7 @@ static void backward_layer(struct vox_nn_graph *g, const struct vox_nn_weights *
          * it (VD2D3D: three passes over a 40-70 MB gradient, zeroing, adding and the slope,
          * become one) */
         const struct vox_nn_layer *src = &g->net->layers[l->in[0]];
-        const bool fuse =
-            g->sole[l->in[0]] && g->pool_arg[i] && g->k.act_backward &&
-            src->act != VOX_ACT_LINEAR && src->act != VOX_ACT_SOFTMAX &&
-            (src->kind == VOX_NN_CONV || src->kind == VOX_NN_DECONV || src->kind == VOX_NN_ADD);
+        const bool fuse = slope_fusable(g, l->in[0]) && g->pool_arg[i] && g->k.act_backward;
         /* a pool wider than the scratch (threads raised after create) runs serially */
         chan_run(vox_pool_threads(pool) <= g->mf_threads ? pool : NULL,
                  &(struct chan_job){.op = CHAN_MAXFILTER_BACKWARD,

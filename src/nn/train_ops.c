@@ -179,7 +179,8 @@ filter_taps(const float *ip, const int64_t *off, int nt, int64_t n, float *r, ui
 /* Row r (n floats) of the max-filter's output: the taps' input rows maxed in scan order from
  * -FLT_MAX; with `arg`, the winning tap's number per output (0 when none beats -FLT_MAX).
  * off: the taps' offsets (tap_offsets) where the window has at most VOX_NN_POOL_TAPS taps,
- * else NULL. VD2D3D's windows of 4 and 8 taps get loops of their own. */
+ * else NULL (no net has such a window: its rows go the scalar way). VD2D3D's windows of 4
+ * and 8 taps get loops of their own. */
 static void filter_row(const float *ip, const int64_t st[3], const int64_t w[3], const int64_t *off,
                        int nt, int64_t n, float *r, uint8_t *arg)
 {
@@ -188,22 +189,6 @@ static void filter_row(const float *ip, const int64_t st[3], const int64_t w[3],
         x = nt == 4   ? filter_taps(ip, off, 4, n, r, arg)
             : nt == 8 ? filter_taps(ip, off, 8, n, r, arg)
                       : filter_taps(ip, off, nt, n, r, arg);
-    for (; x + 4 <= n; x += 4) {
-        v4f m = (v4f){0} - FLT_MAX;
-        v4i at = {0}, gt;
-        int t = 0;
-        for (int64_t a = 0; a < w[0]; a++)
-            for (int64_t b = 0; b < w[1]; b++)
-                for (int64_t d = 0; d < w[2]; d++, t++) {
-                    v4f v;
-                    memcpy(&v, ip + a * st[0] + b * st[1] + d * st[2] + x, sizeof v);
-                    m = max_keep(v, m, &gt);
-                    at = (gt & t) | (~gt & at);
-                }
-        memcpy(r + x, &m, sizeof m);
-        for (int k = 0; arg && k < 4; k++)
-            arg[x + k] = (uint8_t)at[k];
-    }
     for (; x < n; x++) {
         float m = -FLT_MAX;
         int t = 0, at = 0;
