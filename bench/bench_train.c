@@ -20,7 +20,9 @@
  * two warm-up iterations; the faster format is reported). Peak RSS: one iteration in a forked
  * child with a context of its own. With threads >= 2 the same iteration also runs on one
  * thread, one after each timed one (one_thread_median_s, thread_scaling: its median over the
- * threads' median, one_thread_same_weights: both nets' weights bitwise equal after the same
+ * threads' median, thread_scaling_pairs: the median of each pair's ratio, which a drift of the
+ * host's speed over the runs moves less, one_thread_same_weights: both nets' weights bitwise
+ * equal after the same
  * steps, the deterministic mode's promise), and mem_gbs_1 / mem_gbs_all: the memory bandwidth
  * of a pointwise pass on one and on all threads right after (vox_bandwidth_measure), and
  * round_trip_ns, a cache line between two of the threads and back: the host's side of that
@@ -304,11 +306,14 @@ static enum vox_status time_net(struct vox_ctx *ctx, struct vox_ctx *ctx1, const
                  (long long)required);
         if (ctx1) {
             const double m1 = bench_median(t1, runs);
+            double pair[64]; /* each timed iteration's one-thread twin, run right after it */
+            for (int i = 0; i < runs; i++)
+                pair[i] = t1[i] / res->times[i];
             size_t used = strlen(res->extra);
             snprintf(res->extra + used, sizeof res->extra - used,
                      ",\"one_thread_median_s\":%.4f,\"thread_scaling\":%.3f,"
-                     "\"one_thread_same_weights\":%s",
-                     m1, m1 / bench_median(res->times, runs),
+                     "\"thread_scaling_pairs\":%.3f,\"one_thread_same_weights\":%s",
+                     m1, m1 / bench_median(res->times, runs), bench_median(pair, runs),
                      same_weights(&n, &n1) ? "true" : "false");
             /* the host's side of that scaling, in the same window: how much faster a pass over
              * memory runs on all threads than on one */
