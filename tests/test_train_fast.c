@@ -576,6 +576,15 @@ static void test_pool_conv_sparse(struct vox_ctx *ctx)
         {"input raw channels=1\nconv c1 raw -> 3 kernel=3x3x3 act=relu\npool p c1 window=2x2x2\n",
          {8, 8, 8},
          false},
+        /* one channel, 2x2x2 (n337's first conv): its eight sums in registers, valid and with
+         * same padding (border voxels' sums in between) */
+        {"input raw channels=1\nconv c1 raw -> 4 kernel=2x2x2 act=relu\npool p c1 window=2x2x2\n",
+         {9, 11, 13},
+         true},
+        {"input raw channels=1\nconv c1 raw -> 4 kernel=2x2x2 pad=same act=elu\n"
+         "pool p c1 window=2x2x2\n",
+         {8, 10, 12},
+         true},
     };
     struct vox_ctx *one = NULL;
     struct vox_ctx_options co = {.threads = 1, .log_level = VOX_LOG_WARN};
