@@ -22,13 +22,12 @@
  * thread, one after each timed one (one_thread_median_s, thread_scaling: its median over the
  * threads' median, thread_scaling_pairs: the median of each pair's ratio, which a drift of the
  * host's speed over the runs moves less, one_thread_same_weights: both nets' weights bitwise
- * equal after the same
- * steps, the deterministic mode's promise), and mem_gbs_1 / mem_gbs_all: the memory bandwidth
- * of a pointwise pass on one and on all threads right after (vox_bandwidth_measure), and
- * round_trip_ns, a cache line between two of the threads and back: the host's side of that
- * scaling (a 2-vCPU VM moves between cores that share an L3, ~100 ns, where passes over
- * memory barely scale, and cores on two chiplets, ~400 ns, where data one thread wrote and
- * the other reads is slow).
+ * equal after the same steps, the deterministic mode's promise), and mem_gbs_1 / mem_gbs_all: the
+ * memory bandwidth of a pointwise pass on one and on all threads right after
+ * (vox_bandwidth_measure), and round_trip_ns, a cache line between two of the threads and back: the
+ * host's side of that scaling (a 2-vCPU VM moves between cores that share an L3, ~100 ns, where
+ * passes over memory barely scale, and cores on two chiplets, ~400 ns, where data one thread wrote
+ * and the other reads is slow).
  */
 #include "bench.h"
 

@@ -18,8 +18,6 @@ static inline int64_t vox_nn_idx(const struct vox_tensor *t, int64_t n, int64_t 
     return (((n * s[1] + c) * s[2] + z) * s[3] + y) * s[4] + x;
 }
 
-/* The low-side zero padding of a conv layer along z, y, x: (k - 1) d / 2 with same padding
- * (shape.c keeps the output size), 0 with valid padding. */
 /* t: a dense f32 5-D view of data (shape C-order; not freed with the tensor; data may be
  * NULL for a shape filled in later) */
 static inline void vox_nn_tensor_view(struct vox_tensor *t, void *data, const int64_t shape[5])
@@ -34,6 +32,8 @@ static inline void vox_nn_tensor_view(struct vox_tensor *t, void *data, const in
     t->data = data;
 }
 
+/* The low-side zero padding of a conv layer along z, y, x: (k - 1) d / 2 with same padding
+ * (shape.c keeps the output size), 0 with valid padding. */
 static inline void vox_nn_conv_pad(const struct vox_nn_layer *l, int64_t pad[3])
 {
     for (int a = 0; a < 3; a++)
