@@ -7,7 +7,8 @@
  * Key idea: with channels innermost every pass is a loop over (block, z, y, x) whose body is a
  * short loop over the b lanes of one vector, which the compiler vectorises. The batch entries
  * (N > 1: mpf fragments) are just more blocks to the passes that map block to block. Work is split
- * over (output block, output plane) rows with a static schedule; each element is computed by one
+ * over (output block, output plane) rows with the pool's affine schedule (each thread's share
+ * first, then the other's last rows where it is done early); each element is computed by one
  * thread in a fixed order, so results do not depend on the thread count. Activations use the f32
  * libm functions (expm1f, expf, tanhf).
  */
@@ -56,7 +57,7 @@ static int64_t all_blocks(const struct vox_nn_bt *t)
 static void run(struct vox_pool *pool, struct job *j, int64_t blocks, int64_t planes)
 {
     const int64_t n[3] = {blocks, planes, 1}, tile[3] = {1, 1, 1};
-    vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, task, j);
+    vox_pool_for(pool, n, tile, VOX_SCHED_AFFINE, task, j);
 }
 
 const struct vox_nn_pack_fns *vox_nn_pack_fns_for(int isa)
@@ -334,7 +335,7 @@ void vox_nn_bt_interleave(struct vox_pool *pool, const struct vox_nn_bt *in, int
 {
     struct interleave_job j = {.in = in, .out = out, .levels = levels, .win = win};
     const int64_t n[3] = {vox_nn_bt_blocks(out), out->s[0], 1}, tile[3] = {1, 1, 1};
-    vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, interleave_task, &j);
+    vox_pool_for(pool, n, tile, VOX_SCHED_AFFINE, interleave_task, &j);
 }
 
 /* upsample (flag) or crop: out[z, y, x] = in[z / f + lo] */

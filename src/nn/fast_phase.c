@@ -202,5 +202,5 @@ void vox_nn_phase_scatter(struct vox_pool *pool, const struct vox_nn_phase *ph, 
 {
     struct scatter_job jb = {ph, sub, full, add};
     const int64_t units[3] = {ph->n * ph->c * ph->full[0], 1, 1}, tile[3] = {1, 1, 1};
-    vox_pool_for(pool, units, tile, VOX_SCHED_STATIC, scatter_planes, &jb);
+    vox_pool_for(pool, units, tile, VOX_SCHED_AFFINE, scatter_planes, &jb);
 }

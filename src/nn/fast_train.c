@@ -183,7 +183,7 @@ static void border_copy(struct vox_pool *pool, float *dst, const int64_t P[3], c
 {
     struct border_job j = {dst, src, P, S, lo};
     const int64_t n[3] = {C * P[0], 1, 1}, tile[3] = {1, 1, 1};
-    vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, border_planes, &j);
+    vox_pool_for(pool, n, tile, VOX_SCHED_AFFINE, border_planes, &j);
 }
 
 static int dim4(struct vox_nest *n, const char *name, int64_t size, int64_t sc, int64_t sa,
@@ -803,7 +803,7 @@ static void bias_grad(struct vox_pool *pool, const struct vox_tensor *gout, stru
 {
     struct bias_job j = {gout, gb->data};
     const int64_t n[3] = {gout->shape[1], 1, 1}, tile[3] = {1, 1, 1};
-    vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, bias_channels, &j);
+    vox_pool_for(pool, n, tile, VOX_SCHED_AFFINE, bias_channels, &j);
 }
 
 /* Backward-weights in the shape of the forward conv's register tile: vectors along the output
@@ -972,7 +972,7 @@ static bool bw_item(struct vox_nn_train_fast *f, struct vox_pool *pool, const st
                                    Q,
                                    s->q[2]};
         const int64_t rows[3] = {nz * s->q[1], 1, 1}, tile[3] = {1, 1, 1};
-        vox_pool_for(pool, rows, tile, VOX_SCHED_STATIC, transpose_rows, &tj);
+        vox_pool_for(pool, rows, tile, VOX_SCHED_AFFINE, transpose_rows, &tj);
         vox_kernel_run(k[nz != S], wt, src + z0 * s->p[1] * s->p[2], gt, NULL);
     }
     *wt_out = wt;
@@ -1010,7 +1010,7 @@ static bool bw_item_t(struct vox_nn_train_fast *f, struct vox_pool *pool,
             src + z0 * pplane, it,     vox_nn_pack_fns_for(vox_ctx_cpu(f->ctx)->isa), s->ci, Wi,
             vol3(s->p),        s->p[2]};
         const int64_t rows[3] = {(nz + halo) * s->p[1], 1, 1}, tile[3] = {1, 1, 1};
-        vox_pool_for(pool, rows, tile, VOX_SCHED_STATIC, transpose_rows, &tj);
+        vox_pool_for(pool, rows, tile, VOX_SCHED_AFFINE, transpose_rows, &tj);
         vox_kernel_run(k[nz != S], wt, gout + z0 * s->q[1] * s->q[2], it, NULL);
     }
     *wt_out = wt;
@@ -1219,7 +1219,7 @@ static void shuffle(struct vox_pool *pool, float *t, float *out, const float *bi
 {
     struct shuffle_job j = {t, out, bias, {s[0], s[1], s[2]}, {k[0], k[1], k[2]}, to_depth};
     const int64_t rows[3] = {O * s[0], 1, 1}, tile[3] = {1, 1, 1};
-    vox_pool_for(pool, rows, tile, VOX_SCHED_STATIC, shuffle_rows, &j);
+    vox_pool_for(pool, rows, tile, VOX_SCHED_AFFINE, shuffle_rows, &j);
 }
 
 /* A deconv with stride = kernel is a 1x1x1 conv to O * taps channels (the conv nest: vectors

@@ -289,7 +289,7 @@ void vox_nn_wino_set_weights(struct vox_ctx *ctx, struct vox_nn_wino *f, const f
     struct setw_job j = {f, w, flip};
     struct vox_pool *pool = vox_ctx_pool(ctx);
     if (vox_pool_threads(pool) <= f->threads) /* a worker's rows for each thread */
-        vox_pool_for(pool, (int64_t[3]){c->cin, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_STATIC,
+        vox_pool_for(pool, (int64_t[3]){c->cin, 1, 1}, (int64_t[3]){1, 1, 1}, VOX_SCHED_AFFINE,
                      setw_task, &j);
     else
         setw_task(&j, (int64_t[3]){0, 0, 0}, (int64_t[3]){c->cin, 1, 1}, 0);

@@ -466,6 +466,6 @@ void vox_nn_wino_bw_finish(const struct vox_nn_wino_bw *f, struct vox_pool *pool
                                                       : 1.0;
     if (pool && vox_pool_threads(pool) > f->threads)
         pool = NULL;
-    vox_pool_for(pool, (int64_t[]){f->cv.cin, 1, 1}, (int64_t[]){1, 1, 1}, VOX_SCHED_STATIC,
+    vox_pool_for(pool, (int64_t[]){f->cv.cin, 1, 1}, (int64_t[]){1, 1, 1}, VOX_SCHED_AFFINE,
                  finish_channels, &j);
 }

@@ -473,7 +473,7 @@ void vox_nn_graph_zero_grad(struct vox_nn_graph *g)
     for (int i = 0; i < g->net->n_layers; i++)
         pieces += (int64_t)((zeroed_bytes(g, i) + ((size_t)1 << 20) - 1) >> 20);
     const int64_t n[3] = {pieces, 1, 1}, tile[3] = {1, 1, 1};
-    vox_pool_for(vox_ctx_pool(g->ctx), n, tile, VOX_SCHED_STATIC, zero_pieces, g);
+    vox_pool_for(vox_ctx_pool(g->ctx), n, tile, VOX_SCHED_AFFINE, zero_pieces, g);
 }
 
 /* conv: the low-side padding of `same`, 0 for valid */
@@ -706,7 +706,7 @@ static void chan_planes(void *arg, const int64_t lo[3], const int64_t hi[3], int
 static void chan_run(struct vox_pool *pool, struct chan_job *j)
 {
     const int64_t n[3] = {j->out->shape[0] * j->out->shape[1], 1, 1}, tile[3] = {1, 1, 1};
-    vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, chan_planes, j);
+    vox_pool_for(pool, n, tile, VOX_SCHED_AFFINE, chan_planes, j);
 }
 
 /* Batch norm and the activation on layer i's conv output, in place: with the batch's
@@ -1002,7 +1002,7 @@ static bool pool_conv_grads(struct vox_nn_graph *g, struct vox_nn_weights *gw, i
             for (int64_t e = 0; e < k[2]; e++, t++)
                 ofs[t] = (a * d[0] * is[1] + b * d[1]) * is[2] + e * d[2];
     const int64_t n[3] = {cl->channels, 1, 1}, tile[3] = {1, 1, 1};
-    vox_pool_for(pool, n, tile, VOX_SCHED_STATIC, pool_conv_channels, &j);
+    vox_pool_for(pool, n, tile, VOX_SCHED_AFFINE, pool_conv_channels, &j);
     vox_free(g->ctx, j.acc);
     vox_free(g->ctx, ofs);
     g->bw_done[c] = true;

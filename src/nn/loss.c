@@ -250,7 +250,7 @@ static bool class_weights(struct vox_ctx *ctx, const struct loss_job *j, enum vo
     if (!run.part)
         return false;
     const int64_t np[3] = {pieces, 1, 1}, tile[3] = {1, 1, 1};
-    vox_pool_for(vox_ctx_pool(ctx), np, tile, VOX_SCHED_STATIC, count_pieces, &run);
+    vox_pool_for(vox_ctx_pool(ctx), np, tile, VOX_SCHED_AFFINE, count_pieces, &run);
     for (int64_t k = 0; k < pieces; k++)
         for (int64_t c = 0; c < j->c; c++) {
             pos[c] += run.part[2 * j->c * k + c];
@@ -440,7 +440,7 @@ static enum vox_status loss_run(struct vox_ctx *ctx, enum vox_loss l, enum vox_r
     }
     struct loss_run run = {&j, grad->data, n > 0 ? scale / n : 0, part};
     const int64_t np[3] = {n > 0 ? pieces : 0, 1, 1}, tile[3] = {1, 1, 1};
-    vox_pool_for(vox_ctx_pool(ctx), np, tile, VOX_SCHED_STATIC, loss_pieces, &run);
+    vox_pool_for(vox_ctx_pool(ctx), np, tile, VOX_SCHED_AFFINE, loss_pieces, &run);
     for (int64_t k = 0; part && k < pieces; k++)
         acc += part[k];
     vox_free(ctx, part);

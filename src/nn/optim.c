@@ -171,7 +171,7 @@ void vox_optim_step(struct vox_ctx *ctx, const struct vox_optim_params *p, int64
     const int64_t blocks = optim_blocks(&j, w);
     if (blocks)
         vox_pool_for(vox_ctx_pool(ctx), (int64_t[3]){blocks, 1, 1}, (int64_t[3]){1, 1, 1},
-                     VOX_SCHED_STATIC, optim_task, &j);
+                     VOX_SCHED_AFFINE, optim_task, &j);
     vox_free(ctx, j.ref);
     vox_free(ctx, j.first);
 }
