@@ -81,11 +81,11 @@ void vox_kernel_run(const struct vox_kernel *k, float *C, const float *A, const 
     int64_t iters = k->cg.n_full0 + (k->cg.tail0 > 0);
     if (k->cg.parallel && k->pool && k->threads > 1 && iters > 1) {
         /* Long loops: AFFINE_TILES runs a thread, each thread's own first, then the others'
-         * last ones, so a thread the host slows (another VM on its core, its memory) does not
-         * hold the loop back. Short ones (a weight gradient's 4 blocks of input channels):
-         * one run a thread, where a stolen run would be a quarter of the loop. VD2D3D's
-         * two-thread step 2.0-4.8 % shorter with this and the nn passes' affine schedules
-         * (paired steps, 12 pairs in each order, twice), RSUNet's 0.4-1.6 %. */
+         * last ones, so a thread the host slows (its other tenants share the caches and
+         * memory) does not hold the loop back. Short ones (a weight gradient's 4 blocks of
+         * input channels): one run a thread, where a stolen run would be a quarter of the
+         * loop. VD2D3D's two-thread step 2.0-4.8 % shorter with this and the nn passes'
+         * affine schedules (paired steps, 12 pairs in each order, twice), RSUNet's 0.4-1.6 %. */
         const int64_t runs =
             iters >= AFFINE_TILES * k->threads ? AFFINE_TILES * k->threads : k->threads;
         int64_t n[3] = {iters, 1, 1}, tile[3] = {(iters + runs - 1) / runs, 1, 1};
