@@ -22,9 +22,9 @@
  * thread, one after each timed one (one_thread_median_s, thread_scaling: its median over the
  * threads' median, thread_scaling_pairs: the median of each pair's ratio, which a drift of the
  * host's speed over the runs moves less, one_thread_min_s and thread_scaling_best: the fastest
- * one-thread iteration over the fastest on all threads, the scaling in the host's quietest
- * moments: on a shared VM other tenants slow single iterations by 10-30 %, 2 threads more
- * often than 1, and the least disturbed ones tell what the code does without them;
+ * one-thread iteration over the fastest on all threads, each the least disturbed of its kind
+ * (on a shared VM other tenants slow single iterations by 10-30 %; one fast iteration sets
+ * it, so it moves between invocations as much as the medians' ratio);
  * one_thread_same_weights: both nets' weights bitwise
  * equal after the same steps, the deterministic mode's promise), and mem_gbs_1 / mem_gbs_all: the
  * memory bandwidth of a pointwise pass on one and on all threads right after
