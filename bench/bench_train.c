@@ -226,6 +226,7 @@ static int child_train(void *arg)
     struct vox_ctx_options opt = {.threads = c->threads, .log_level = VOX_LOG_WARN};
     if (vox_ctx_create(&opt, &ctx) != VOX_OK)
         return 1;
+    vox_ctx_set_huge_pages(ctx, true); /* as vox train */
     struct vox_net *net;
     struct tnet n = {0};
     enum vox_status s = load_net(ctx, c->path, &net);
@@ -360,8 +361,11 @@ static enum vox_status run_train_net(struct bench_env *env, const struct bench_p
     struct vox_ctx *ctx1 = NULL;
     struct vox_ctx_options o1 = {.threads = 1, .log_level = VOX_LOG_WARN};
     enum vox_status s = vox_ctx_threads(ctx) > 1 ? vox_ctx_create(&o1, &ctx1) : VOX_OK;
+    const bool huge = vox_ctx_set_huge_pages(ctx, true); /* as vox train */
+    vox_ctx_set_huge_pages(ctx1, true);
     if (s == VOX_OK)
         s = time_net(ctx, ctx1, path, patch, p->runs, res);
+    vox_ctx_set_huge_pages(ctx, huge);
     vox_ctx_destroy(ctx1);
     if (s != VOX_OK)
         return s;

@@ -6,7 +6,9 @@
 #include "core/internal.h" /* the allocation cache's counts */
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static void test_status_names(struct vox_ctx *ctx)
@@ -113,6 +115,60 @@ static void test_alloc_reuse_and_calloc_zero(struct vox_ctx *ctx0)
     CHECK(vox_ctx_live_allocs(ctx) == 0);
     vox_ctx_trim(ctx);
     CHECK(ctx->cache.n == 0 && ctx->cache.bytes == 0);
+    vox_ctx_destroy(ctx);
+}
+
+/* THPeligible of the mapping that holds p, from /proc/self/smaps (-1: not found). */
+static int thp_eligible(const void *p)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    int inside = 0, r = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        int v;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' '))
+            inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        else if (inside && sscanf(line, "THPeligible: %d", &v) == 1)
+            r = v;
+    }
+    if (f)
+        fclose(f);
+    return r;
+}
+
+/* vox_ctx_set_huge_pages: returns the previous setting; a mapping made while it is on asks for
+ * huge pages (the kernel then marks it eligible where its mode is madvise or always), one made
+ * while it is off does not in madvise mode. */
+static void test_huge_pages(struct vox_ctx *ctx0)
+{
+    (void)ctx0;
+    struct vox_ctx *ctx;
+    struct vox_ctx_options opt = {.threads = 1};
+    CHECK_OK(vox_ctx_create(&opt, &ctx));
+    CHECK(vox_ctx_set_huge_pages(ctx, true) == false);
+    CHECK(vox_ctx_set_huge_pages(ctx, true) == true);
+    CHECK(vox_ctx_set_huge_pages(NULL, true) == false);
+    char mode[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (f && !fgets(mode, sizeof mode, f))
+        mode[0] = 0;
+    if (f)
+        fclose(f);
+    const char *env = getenv("VOX_HUGEPAGES");
+#if !defined(__SANITIZE_ADDRESS__) /* (there every block is malloc's) */
+    if (!env && (strstr(mode, "[madvise]") || strstr(mode, "[always]"))) {
+        void *on = vox_alloc(ctx, (size_t)8 << 20);
+        CHECK(on && thp_eligible(on) == 1);
+        vox_ctx_set_huge_pages(ctx, false);
+        vox_ctx_trim(ctx);
+        void *off = vox_alloc(ctx, (size_t)16 << 20); /* larger than the cached one: fresh */
+        CHECK(off && (strstr(mode, "[always]") || thp_eligible(off) == 0));
+        vox_free(ctx, on);
+        vox_free(ctx, off);
+    }
+#endif
+    (void)env;
     vox_ctx_destroy(ctx);
 }
 
@@ -456,7 +512,7 @@ static void test_peak_positive(struct vox_ctx *ctx)
 }
 
 VOX_TEST_MAIN(VOX_TEST(test_status_names), VOX_TEST(test_alloc_aligned_and_injected),
-              VOX_TEST(test_alloc_reuse_and_calloc_zero),
+              VOX_TEST(test_alloc_reuse_and_calloc_zero), VOX_TEST(test_huge_pages),
               VOX_TEST(test_tensor_alloc_fault_injection), VOX_TEST(test_tensor_bad_args),
               VOX_TEST(test_tensor_views_and_copy), VOX_TEST(test_tensor_blocked_roundtrip),
               VOX_TEST(test_pool_covers_range_once), VOX_TEST(test_pool_affine),

@@ -566,6 +566,7 @@ int vox_cmd_train(int argc, char **argv)
     struct vox_ctx *ctx = cli_ctx_create("train", &o.common);
     if (!ctx)
         return 1;
+    vox_ctx_set_huge_pages(ctx, true); /* the same buffers every step */
     enum vox_status s = run(ctx, &o, &st);
     int rc = s == VOX_OK ? (st.stopped ? 128 + st.stopped : 0) : cli_fail("train", ctx, s);
     if (rc == 0 && !o.common.quiet)

@@ -58,12 +58,14 @@ void vox_assert_fail(const char *what, const char *file, int line)
  * (and, handing out blocks cut down or grown rather than new ones, the measured peaks fell). Every
  * block has a header just below the pointer: its mapped size, or 0 for a malloc'd block.
  *
- * Mappings of HUGE_MAP_BYTES and more ask for transparent huge pages (madvise; Debian's kernel
- * gives them only to regions that ask): a pass over an 84 MB activation crosses 21 K pages of
- * 4 KiB, and each TLB miss is a two-level page walk under a hypervisor. Paired steps (Zen 3,
- * 2 vCPUs): RSUNet's two-thread step 3.1 and 3.8 % shorter, VD2D3D's 1.7 and 6.6 %, n337's
- * 0.6 and 1.4 %; one-thread steps the same within the pairs' noise. VOX_HUGEPAGES=0 turns it
- * off. */
+ * With vox_ctx_set_huge_pages, mappings of HUGE_MAP_BYTES and more ask for transparent huge
+ * pages (madvise; Debian's kernel gives them only to regions that ask): a pass over an 84 MB
+ * activation crosses 21 K pages of 4 KiB, and each TLB miss is a two-level page walk under a
+ * hypervisor. Paired training steps (Zen 3, 2 vCPUs): RSUNet's two-thread step 3.1 and 3.8 %
+ * shorter, VD2D3D's 1.7 and 6.6 %, n337's 0.6 and 1.4 %; one-thread steps the same within the
+ * pairs' noise. But the first touch of a huge page costs more: `vox demo`'s inference (fresh
+ * buffers, used a few times) took 2.49-2.76 s against 2.18-2.38 s with small pages, so it is
+ * the trainer's choice, not the default. VOX_HUGEPAGES=0 or 1 overrides. */
 #if defined(__SANITIZE_ADDRESS__)
 /* under AddressSanitizer every block comes from malloc, so it checks the large ones too */
 #define SYS_MAP_BYTES SIZE_MAX
@@ -163,8 +165,9 @@ static void *sys_alloc_fresh(struct map_cache *c, size_t bytes, size_t align, bo
             if (base == MAP_FAILED)
                 return NULL;
 #ifdef MADV_HUGEPAGE
-            const char *huge = getenv("VOX_HUGEPAGES");
-            if (mapped >= HUGE_MAP_BYTES && !(huge && strcmp(huge, "0") == 0))
+            const char *env = getenv("VOX_HUGEPAGES");
+            const bool huge = env && (*env == '0' || *env == '1') ? *env == '1' : c && c->huge;
+            if (huge && mapped >= HUGE_MAP_BYTES)
                 (void)madvise(base, mapped, MADV_HUGEPAGE); /* a hint: failure changes nothing */
 #endif
             *fresh = true;
@@ -253,6 +256,15 @@ enum vox_status vox_ctx_create(const struct vox_ctx_options *opt, struct vox_ctx
     }
     *ctx_out = ctx;
     return VOX_OK;
+}
+
+bool vox_ctx_set_huge_pages(struct vox_ctx *ctx, bool on)
+{
+    if (!ctx || ctx->allocator.user != &ctx->cache)
+        return false;
+    const bool was = ctx->cache.huge;
+    ctx->cache.huge = on;
+    return was;
 }
 
 void vox_ctx_trim(struct vox_ctx *ctx)

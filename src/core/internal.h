@@ -20,6 +20,7 @@ struct map_cache {
         void *base;
         size_t mapped;
     } slot[MAP_CACHE_SLOTS];
+    bool huge; /* new mappings of HUGE_MAP_BYTES and more ask for huge pages */
 };
 
 struct vox_ctx {
