@@ -118,6 +118,7 @@ static void test_alloc_reuse_and_calloc_zero(struct vox_ctx *ctx0)
     vox_ctx_destroy(ctx);
 }
 
+#if !defined(__SANITIZE_ADDRESS__) /* (there every block is malloc's) */
 /* THPeligible of the mapping that holds p, from /proc/self/smaps (-1: not found). */
 static int thp_eligible(const void *p)
 {
@@ -136,6 +137,7 @@ static int thp_eligible(const void *p)
         fclose(f);
     return r;
 }
+#endif
 
 /* vox_ctx_set_huge_pages: returns the previous setting; a mapping made while it is on asks for
  * huge pages (the kernel then marks it eligible where its mode is madvise or always), one made
