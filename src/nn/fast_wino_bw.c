@@ -334,9 +334,10 @@ static void shared_run(struct bw_job *j, struct vox_pool *pool)
 /* The first block of slot s (s = slots: the end). The slots' lengths fall linearly from the
  * first to the last (one block at least each): the threads take slots as they come free, and a
  * thread left waiting at the end waits for at most the other's last, short slot, where equal
- * slots kept it up to one eighth of the loop. RSUNet's two-thread step 1.4-5 % shorter (paired
- * steps, four runs of 5-6 pairs, two in each order), the one-thread step the same. A function
- * of the shape only: the same sums for any thread count. */
+ * slots kept it up to one eighth of the loop. RSUNet's two-thread step 0.3-5 % shorter (paired
+ * steps, four runs of 5-6 pairs, two in each order), the one-thread step within its noise
+ * (-3.5 to +2.5 %: the same blocks in the same order). A function of the shape only: the same
+ * sums for any thread count. */
 static int64_t slot_first(const struct vox_nn_wino_bw *f, int64_t s)
 {
     const int64_t S = f->slots, extra = f->blocks - S; /* blocks beyond one a slot */
